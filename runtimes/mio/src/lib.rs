@@ -1,0 +1,1 @@
+//! mio driver (grows with the Node).

@@ -1,0 +1,1 @@
+//! Tokio driver (grows with the Node).

@@ -1,0 +1,102 @@
+//! The sans-IO contract every state machine of the crate follows.
+//!
+//! A machine never touches a socket or a clock. The driver (an event loop of
+//! the user's, `macula-tokio`, `macula-mio` or the simulator) feeds it
+//! [`Input`]s stamped with the current time, then drains [`Machine::poll_output`]
+//! until it returns `None`, sends every [`Transmit`] and handles every event,
+//! and finally sleeps until [`Machine::poll_timeout`] or the next datagram,
+//! whichever comes first.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+/// A UDP datagram that arrived on the machine's socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    /// The local address it arrived on (the driver reads it from the socket;
+    /// it matters on hosts with several addresses).
+    pub local: SocketAddr,
+    /// The address it came from.
+    pub remote: SocketAddr,
+    /// The bytes.
+    pub payload: Bytes,
+}
+
+/// A UDP datagram the machine wants sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The local address to send from, when it matters (`None`: the socket's
+    /// default).
+    pub source: Option<SocketAddr>,
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// The bytes.
+    pub payload: Bytes,
+    /// The IP TTL (hop limit) to send with, when it must differ from the
+    /// socket's default: hole punching opens the local NAT mapping with probes
+    /// that expire before reaching the peer's NAT. Drivers set it for this one
+    /// datagram and restore the default after.
+    pub ttl: Option<u8>,
+}
+
+/// Something that happened to a machine from outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A datagram arrived.
+    Datagram(Datagram),
+    /// The time the machine asked for through [`Machine::poll_timeout`] has
+    /// come. Delivering it early, late or twice is harmless: the machine acts
+    /// on whatever deadlines have passed by `now`.
+    Timeout,
+    /// The socket's local address changed (a new network, a DHCP renewal).
+    LocalAddressChanged {
+        /// The address the machine used so far.
+        old: SocketAddr,
+        /// The address it has now.
+        new: SocketAddr,
+    },
+}
+
+/// What a machine asks its driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output<E> {
+    /// Send a datagram.
+    Transmit(Transmit),
+    /// Tell the application something.
+    Event(E),
+}
+
+/// A sans-IO state machine driven by datagrams and time.
+///
+/// After every [`handle_input`](Machine::handle_input) the driver drains
+/// [`poll_output`](Machine::poll_output) to `None`, then reads
+/// [`poll_timeout`](Machine::poll_timeout). [`drain`](Machine::drain) does both.
+/// Same inputs at the same instants give the same outputs: machines take
+/// their randomness from a seed at construction.
+pub trait Machine {
+    /// What the machine tells its application.
+    type Event;
+
+    /// Feeds one input at time `now`. `now` never goes backwards.
+    fn handle_input(&mut self, now: Instant, input: Input);
+
+    /// The next thing to do, or `None` when drained.
+    fn poll_output(&mut self) -> Option<Output<Self::Event>>;
+
+    /// When the machine next needs [`Input::Timeout`]. While output is queued
+    /// this is at or before the time of the last input. `None`: no deadline.
+    fn poll_timeout(&self) -> Option<Instant>;
+
+    /// Drains every queued output into `sink` and returns the next deadline.
+    fn drain(&mut self, mut sink: impl FnMut(Output<Self::Event>)) -> Option<Instant>
+    where
+        Self: Sized,
+    {
+        while let Some(output) = self.poll_output() {
+            sink(output);
+        }
+        self.poll_timeout()
+    }
+}

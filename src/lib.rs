@@ -1,0 +1,111 @@
+//! # macula: a sans-IO P2P service mesh
+//!
+//! Nodes find each other through a Kademlia DHT, call each other (RPC) and
+//! publish to each other (pub/sub) over direct QUIC connections, get through
+//! NATs by hole punching and fall back to a relay when they cannot.
+//!
+//! This crate is the protocol core and does no I/O: no sockets, no clocks, no
+//! threads. Every state machine takes the current time and incoming datagrams
+//! as inputs and answers with datagrams to send and events for the
+//! application. Randomness comes from seeds given at construction, so the same
+//! seed and the same inputs always give the same outputs. The drivers
+//! `macula-tokio` and `macula-mio` run the machines over real UDP sockets;
+//! the simulator (feature `sim`) runs many of them over a virtual network.
+//!
+//! ## The drive loop
+//!
+//! Every machine implements [`Machine`]. A driver loops:
+//!
+//! 1. feed one [`Input`] (a [`Datagram`], a [`Input::Timeout`], an address
+//!    change) stamped with the current time;
+//! 2. drain [`Machine::poll_output`] until it returns `None`: send each
+//!    [`Transmit`] (with its TTL, if set), hand each event to the application;
+//! 3. read [`Machine::poll_timeout`] and wait for the first of that deadline
+//!    or the next datagram, then go back to 1.
+//!
+//! A parent machine drains its children inside its own `handle_input`; only
+//! the outermost machine is driven from outside.
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use std::net::SocketAddr;
+//! use std::time::{Duration, Instant};
+//! use bytes::Bytes;
+//! use macula::{Datagram, Input, Machine, Output, Transmit};
+//!
+//! /// Answers each datagram 10 ms after it arrived and reports it.
+//! struct DelayedEcho {
+//!     pending: VecDeque<(Instant, Datagram)>,
+//!     ready: VecDeque<Output<usize>>,
+//! }
+//!
+//! impl Machine for DelayedEcho {
+//!     type Event = usize;
+//!
+//!     fn handle_input(&mut self, now: Instant, input: Input) {
+//!         if let Input::Datagram(d) = input {
+//!             self.pending.push_back((now + Duration::from_millis(10), d));
+//!         }
+//!         while self.pending.front().is_some_and(|(due, _)| *due <= now) {
+//!             let (_, d) = self.pending.pop_front().unwrap();
+//!             self.ready.push_back(Output::Event(d.payload.len()));
+//!             self.ready.push_back(Output::Transmit(Transmit {
+//!                 source: Some(d.local),
+//!                 destination: d.remote,
+//!                 payload: d.payload,
+//!                 ttl: None,
+//!             }));
+//!         }
+//!     }
+//!
+//!     fn poll_output(&mut self) -> Option<Output<usize>> {
+//!         self.ready.pop_front()
+//!     }
+//!
+//!     fn poll_timeout(&self) -> Option<Instant> {
+//!         self.pending.front().map(|(due, _)| *due)
+//!     }
+//! }
+//!
+//! let mut echo = DelayedEcho { pending: VecDeque::new(), ready: VecDeque::new() };
+//! let local: SocketAddr = "127.0.0.1:4433".parse().unwrap();
+//! let remote: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+//! // A real driver reads these from its clock and socket.
+//! let start = Instant::now();
+//! let datagram = Datagram { local, remote, payload: Bytes::from_static(b"hello") };
+//!
+//! echo.handle_input(start, Input::Datagram(datagram));
+//! let mut sent = Vec::new();
+//! let deadline = echo.drain(|output| {
+//!     if let Output::Transmit(t) = output { sent.push(t) }
+//! });
+//! assert!(sent.is_empty());
+//! assert_eq!(deadline, Some(start + Duration::from_millis(10)));
+//!
+//! // The deadline came: deliver the timeout and drain again.
+//! echo.handle_input(deadline.unwrap(), Input::Timeout);
+//! let deadline = echo.drain(|output| match output {
+//!     Output::Transmit(t) => sent.push(t),
+//!     Output::Event(len) => assert_eq!(len, 5),
+//! });
+//! assert_eq!(sent[0].destination, remote);
+//! assert_eq!(deadline, None);
+//! ```
+//!
+//! ## Modules
+//!
+//! - [`id`]: identity keys, node ids, XOR distance, realms, record keys.
+//! - [`wire`]: the frame codec and every message (spec: `docs/PROTOCOL.md`).
+//! - `sim` (feature `sim`): the deterministic network simulator with NAT models.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod collections;
+mod contract;
+pub mod id;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod wire;
+
+pub use contract::{Datagram, Input, Machine, Output, Transmit};
