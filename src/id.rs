@@ -36,7 +36,9 @@ pub const ED25519_SPKI_LEN: usize = ED25519_SPKI_PREFIX.len() + 32;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     /// The bytes are not an Ed25519 SubjectPublicKeyInfo.
-    #[error("not an Ed25519 SubjectPublicKeyInfo ({len} bytes; expected {ED25519_SPKI_LEN} starting with the Ed25519 algorithm identifier)")]
+    #[error(
+        "not an Ed25519 SubjectPublicKeyInfo ({len} bytes; expected {ED25519_SPKI_LEN} starting with the Ed25519 algorithm identifier)"
+    )]
     NotEd25519Spki {
         /// Length of the rejected input.
         len: usize,
@@ -116,7 +118,9 @@ impl PublicKey {
     /// Parses an Ed25519 SubjectPublicKeyInfo in DER.
     pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
         let not_spki = KeyError::NotEd25519Spki { len: der.len() };
-        let key = der.strip_prefix(&ED25519_SPKI_PREFIX[..]).ok_or(not_spki.clone())?;
+        let key = der
+            .strip_prefix(&ED25519_SPKI_PREFIX[..])
+            .ok_or(not_spki.clone())?;
         let key: &[u8; 32] = key.try_into().map_err(|_| not_spki)?;
         Self::from_bytes(key)
     }
@@ -246,13 +250,17 @@ pub enum RealmError {
         len: usize,
     },
     /// Fewer than two labels.
-    #[error("realm {name:?} needs at least two dot-separated labels (reverse DNS, like \"io.macula\")")]
+    #[error(
+        "realm {name:?} needs at least two dot-separated labels (reverse DNS, like \"io.macula\")"
+    )]
     TooFewLabels {
         /// The rejected name.
         name: String,
     },
     /// A label that is empty, too long, or starts or ends with '-'.
-    #[error("realm {name:?}: label {label:?} must be 1..=63 characters and not start or end with '-'")]
+    #[error(
+        "realm {name:?}: label {label:?} must be 1..=63 characters and not start or end with '-'"
+    )]
     BadLabel {
         /// The rejected name.
         name: String,
@@ -260,7 +268,9 @@ pub enum RealmError {
         label: String,
     },
     /// A character outside `a-z`, `0-9`, `-`, `.`.
-    #[error("realm {name:?}: character {ch:?} is not allowed (use lowercase a-z, 0-9, '-' and '.')")]
+    #[error(
+        "realm {name:?}: character {ch:?} is not allowed (use lowercase a-z, 0-9, '-' and '.')"
+    )]
     BadCharacter {
         /// The rejected name.
         name: String,
@@ -289,13 +299,19 @@ impl Realm {
             .chars()
             .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
         {
-            return Err(RealmError::BadCharacter { name: name.into(), ch });
+            return Err(RealmError::BadCharacter {
+                name: name.into(),
+                ch,
+            });
         }
         if let Some(label) = name
             .split('.')
             .find(|l| l.is_empty() || l.len() > 63 || l.starts_with('-') || l.ends_with('-'))
         {
-            return Err(RealmError::BadLabel { name: name.into(), label: label.into() });
+            return Err(RealmError::BadLabel {
+                name: name.into(),
+                label: label.into(),
+            });
         }
         if name.split('.').count() < 2 {
             return Err(RealmError::TooFewLabels { name: name.into() });
@@ -424,26 +440,45 @@ mod tests {
             Err(KeyError::NotEd25519Spki { len: 40 })
         ));
         der[8] = 0x71; // 1.3.101.113 = Ed448
-        assert!(matches!(PublicKey::from_spki_der(&der), Err(KeyError::NotEd25519Spki { .. })));
+        assert!(matches!(
+            PublicKey::from_spki_der(&der),
+            Err(KeyError::NotEd25519Spki { .. })
+        ));
     }
 
     #[test]
     fn generated_identities_follow_the_seed() {
         let mut a = rand_chacha::ChaCha8Rng::seed_from_u64(42);
         let mut b = rand_chacha::ChaCha8Rng::seed_from_u64(42);
-        assert_eq!(Identity::generate(&mut a).node_id(), Identity::generate(&mut b).node_id());
-        assert_ne!(Identity::generate(&mut a).node_id(), Identity::from_seed([0; 32]).node_id());
+        assert_eq!(
+            Identity::generate(&mut a).node_id(),
+            Identity::generate(&mut b).node_id()
+        );
+        assert_ne!(
+            Identity::generate(&mut a).node_id(),
+            Identity::from_seed([0; 32]).node_id()
+        );
     }
 
     #[test]
     fn signatures_verify_and_reject_tampering() {
         let identity = Identity::from_seed([3; 32]);
         let sig = identity.sign(b"record");
-        assert_eq!(sig, identity.sign(b"record"), "Ed25519 signatures are deterministic");
+        assert_eq!(
+            sig,
+            identity.sign(b"record"),
+            "Ed25519 signatures are deterministic"
+        );
         identity.public_key().verify(b"record", &sig).unwrap();
-        assert_eq!(identity.public_key().verify(b"recorD", &sig), Err(KeyError::BadSignature));
+        assert_eq!(
+            identity.public_key().verify(b"recorD", &sig),
+            Err(KeyError::BadSignature)
+        );
         let other = Identity::from_seed([4; 32]);
-        assert_eq!(other.public_key().verify(b"record", &sig), Err(KeyError::BadSignature));
+        assert_eq!(
+            other.public_key().verify(b"record", &sig),
+            Err(KeyError::BadSignature)
+        );
     }
 
     #[test]
@@ -465,15 +500,36 @@ mod tests {
         assert!(Realm::new("io.macula").is_ok());
         assert!(Realm::new("com.example.mesh-1").is_ok());
         assert!(matches!(Realm::new(""), Err(RealmError::Length { len: 0 })));
-        assert!(matches!(Realm::new("macula"), Err(RealmError::TooFewLabels { .. })));
-        assert!(matches!(Realm::new("io..macula"), Err(RealmError::BadLabel { .. })));
-        assert!(matches!(Realm::new("io.-macula"), Err(RealmError::BadLabel { .. })));
-        assert!(matches!(Realm::new("io.Macula"), Err(RealmError::BadCharacter { ch: 'M', .. })));
-        assert!(matches!(Realm::new("io/macula"), Err(RealmError::BadCharacter { ch: '/', .. })));
+        assert!(matches!(
+            Realm::new("macula"),
+            Err(RealmError::TooFewLabels { .. })
+        ));
+        assert!(matches!(
+            Realm::new("io..macula"),
+            Err(RealmError::BadLabel { .. })
+        ));
+        assert!(matches!(
+            Realm::new("io.-macula"),
+            Err(RealmError::BadLabel { .. })
+        ));
+        assert!(matches!(
+            Realm::new("io.Macula"),
+            Err(RealmError::BadCharacter { ch: 'M', .. })
+        ));
+        assert!(matches!(
+            Realm::new("io/macula"),
+            Err(RealmError::BadCharacter { ch: '/', .. })
+        ));
         let long = format!("io.{}", "a".repeat(64));
-        assert!(matches!(Realm::new(&long), Err(RealmError::BadLabel { .. })));
+        assert!(matches!(
+            Realm::new(&long),
+            Err(RealmError::BadLabel { .. })
+        ));
         let too_long = vec!["abc"; 64].join(".");
-        assert!(matches!(Realm::new(&too_long), Err(RealmError::Length { .. })));
+        assert!(matches!(
+            Realm::new(&too_long),
+            Err(RealmError::Length { .. })
+        ));
     }
 
     #[test]
@@ -486,6 +542,9 @@ mod tests {
         assert_ne!(key, RecordKey::new(&r2, RecordKind::Rpc, "echo"));
         assert_ne!(key, RecordKey::new(&r1, RecordKind::Topic, "echo"));
         let node = Identity::from_seed([9; 32]).node_id();
-        assert_eq!(RecordKey::peer(&r1, &node), RecordKey::new(&r1, RecordKind::Peer, &node.to_string()));
+        assert_eq!(
+            RecordKey::peer(&r1, &node),
+            RecordKey::new(&r1, RecordKind::Peer, &node.to_string())
+        );
     }
 }

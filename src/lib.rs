@@ -95,6 +95,7 @@
 //! ## Modules
 //!
 //! - [`id`]: identity keys, node ids, XOR distance, realms, record keys.
+//! - [`record`]: signed DHT records.
 //! - [`wire`]: the frame codec and every message (spec: `docs/PROTOCOL.md`).
 //! - `sim` (feature `sim`): the deterministic network simulator with NAT models.
 
@@ -104,6 +105,7 @@
 pub mod collections;
 mod contract;
 pub mod id;
+pub mod record;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod wire;
