@@ -96,6 +96,7 @@
 //!
 //! - [`id`]: identity keys, node ids, XOR distance, realms, record keys.
 //! - [`record`]: signed DHT records.
+//! - [`tls`]: rustls configurations: identity certificates, peer verification, pins.
 //! - [`wire`]: the frame codec and every message (spec: `docs/PROTOCOL.md`).
 //! - `sim` (feature `sim`): the deterministic network simulator with NAT models.
 
@@ -108,6 +109,7 @@ pub mod id;
 pub mod record;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod tls;
 pub mod wire;
 
 pub use contract::{Datagram, Input, Machine, Output, Transmit};
