@@ -96,6 +96,7 @@
 //!
 //! - [`id`]: identity keys, node ids, XOR distance, realms, record keys.
 //! - [`record`]: signed DHT records.
+//! - [`quic`]: quinn-proto configuration with seeded randomness and agreeing timers.
 //! - [`tls`]: rustls configurations: identity certificates, peer verification, pins.
 //! - [`wire`]: the frame codec and every message (spec: `docs/PROTOCOL.md`).
 //! - `sim` (feature `sim`): the deterministic network simulator with NAT models.
@@ -106,6 +107,7 @@
 pub mod collections;
 mod contract;
 pub mod id;
+pub mod quic;
 pub mod record;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -1,0 +1,256 @@
+//! quinn-proto configuration: one place that turns macula's settings into
+//! the endpoint, server, client and transport configs, with every source of
+//! randomness seeded.
+//!
+//! quinn-proto draws randomness in a few places; each is pinned here:
+//! the endpoint RNG (`rng_seed`), connection ids ([`SeededCidGenerator`]),
+//! the stateless-reset key and the handshake-token key (derived from the
+//! seed), and address-validation tokens (turned off: `sent(0)`, so the token
+//! code that reads the OS RNG never runs). The congestion controller stays
+//! Cubic (BBR seeds itself from the OS). QUIC bit greasing is off so the
+//! first-byte demultiplexing of the one UDP socket stays exact, and
+//! connection migration is off: the path layer owns paths.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::{ConnectionId, ConnectionIdGenerator, IdleTimeout, VarInt};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::id::NodeId;
+use crate::tls::{NodeTls, WallClock};
+
+/// Length of the connection ids this node issues.
+pub const CID_LEN: usize = 8;
+
+/// The transport timers and bounds of every node connection. Their defaults
+/// are chosen to agree with each other (see `docs/ARCHITECTURE.md`,
+/// "Timers"): keep-alives fire well inside the shortest NAT binding lifetime
+/// seen in practice (30 s for unreplied Linux conntrack UDP entries), and the
+/// idle timeout is several keep-alives long so one or two lost keep-alives do
+/// not kill a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportSettings {
+    /// QUIC PING interval on idle connections (default 15 s).
+    pub keep_alive: Duration,
+    /// Silence after which a connection is dead (default 60 s). Must exceed
+    /// `keep_alive`.
+    pub idle_timeout: Duration,
+    /// Concurrent bidirectional streams a peer may open (default 256).
+    pub max_concurrent_bidi_streams: u32,
+    /// Concurrent unidirectional streams a peer may open (default 16).
+    pub max_concurrent_uni_streams: u32,
+    /// Bytes a peer may have unread on one stream (default 1 MiB + 64 KiB,
+    /// one maximum frame and its header with room to spare).
+    pub stream_receive_window: u32,
+    /// Bytes a peer may have unread across a connection (default 8 MiB).
+    pub connection_receive_window: u32,
+    /// Bytes we buffer unacknowledged per connection (default 8 MiB).
+    pub send_window: u64,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            keep_alive: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            max_concurrent_bidi_streams: 256,
+            max_concurrent_uni_streams: 16,
+            stream_receive_window: (1 << 20) + (64 << 10),
+            connection_receive_window: 8 << 20,
+            send_window: 8 << 20,
+        }
+    }
+}
+
+/// A setting quinn-proto cannot take, or that breaks the timer rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuicConfigError {
+    /// The keep-alive must be shorter than the idle timeout.
+    #[error("keep-alive {keep_alive:?} must be shorter than the idle timeout {idle_timeout:?}")]
+    KeepAliveNotBelowIdleTimeout {
+        /// The keep-alive interval.
+        keep_alive: Duration,
+        /// The idle timeout.
+        idle_timeout: Duration,
+    },
+    /// The idle timeout does not fit QUIC's varint milliseconds.
+    #[error("idle timeout {0:?} is too large for QUIC")]
+    IdleTimeoutTooLarge(Duration),
+    /// rustls configuration was not usable for QUIC.
+    #[error("TLS configuration not usable for QUIC: {0}")]
+    Crypto(String),
+}
+
+impl TransportSettings {
+    /// The quinn-proto transport config.
+    pub fn transport_config(&self) -> Result<Arc<quinn_proto::TransportConfig>, QuicConfigError> {
+        if self.keep_alive >= self.idle_timeout {
+            return Err(QuicConfigError::KeepAliveNotBelowIdleTimeout {
+                keep_alive: self.keep_alive,
+                idle_timeout: self.idle_timeout,
+            });
+        }
+        let idle = IdleTimeout::try_from(self.idle_timeout)
+            .map_err(|_| QuicConfigError::IdleTimeoutTooLarge(self.idle_timeout))?;
+        let mut config = quinn_proto::TransportConfig::default();
+        config
+            .keep_alive_interval(Some(self.keep_alive))
+            .max_idle_timeout(Some(idle))
+            .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
+            .max_concurrent_uni_streams(VarInt::from_u32(self.max_concurrent_uni_streams))
+            .stream_receive_window(VarInt::from_u32(self.stream_receive_window))
+            .receive_window(VarInt::from_u32(self.connection_receive_window))
+            .send_window(self.send_window)
+            .allow_spin(false)
+            .datagram_receive_buffer_size(None);
+        Ok(Arc::new(config))
+    }
+}
+
+/// Connection ids from a seeded ChaCha20 stream: unpredictable to peers,
+/// reproducible for the node that holds the seed.
+pub struct SeededCidGenerator {
+    rng: ChaCha20Rng,
+}
+
+impl SeededCidGenerator {
+    /// A generator drawing from `seed`.
+    pub fn new(seed: [u8; 32]) -> Self {
+        Self {
+            rng: ChaCha20Rng::from_seed(seed),
+        }
+    }
+}
+
+impl ConnectionIdGenerator for SeededCidGenerator {
+    fn generate_cid(&mut self) -> ConnectionId {
+        let mut bytes = [0u8; CID_LEN];
+        self.rng.fill_bytes(&mut bytes);
+        ConnectionId::new(&bytes)
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_LEN
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Wall-clock time for quinn's token code, read from the node's [`WallClock`].
+struct WallClockSource(WallClock);
+
+impl quinn_proto::TimeSource for WallClockSource {
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.0.get().unwrap_or(0))
+    }
+}
+
+/// Derives a 32-byte sub-seed for one purpose from the node's seed.
+fn derive(seed: u64, purpose: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(b"macula-quic-seed\0");
+    hasher.update(seed.to_be_bytes());
+    hasher.update(purpose.as_bytes());
+    hasher.finalize().into()
+}
+
+/// Everything needed to build the node's quinn-proto endpoint.
+pub struct QuicConfigs {
+    /// The endpoint config (seeded ids and reset key, no greasing).
+    pub endpoint: Arc<quinn_proto::EndpointConfig>,
+    /// The server config (client certificates required, migration off).
+    pub server: Arc<quinn_proto::ServerConfig>,
+    /// The seed for the endpoint's own RNG.
+    pub rng_seed: [u8; 32],
+    transport: Arc<quinn_proto::TransportConfig>,
+    tls: NodeTls,
+}
+
+impl QuicConfigs {
+    /// Builds the configs for a node with this TLS material, transport
+    /// settings and seed.
+    pub fn new(
+        tls: NodeTls,
+        settings: &TransportSettings,
+        seed: u64,
+    ) -> Result<Self, QuicConfigError> {
+        let transport = settings.transport_config()?;
+        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(seed, "reset-key"));
+        let mut endpoint = quinn_proto::EndpointConfig::new(Arc::new(reset_key));
+        let cid_seed = derive(seed, "connection-ids");
+        endpoint
+            .cid_generator(move || Box::new(SeededCidGenerator::new(cid_seed)))
+            .grease_quic_bit(false);
+
+        let crypto = QuicServerConfig::try_from(tls.server_config())
+            .map_err(|e| QuicConfigError::Crypto(e.to_string()))?;
+        let token_key =
+            ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&derive(seed, "token-key"));
+        let mut server = quinn_proto::ServerConfig::new(Arc::new(crypto), Arc::new(token_key));
+        let mut validation = quinn_proto::ValidationTokenConfig::default();
+        validation.sent(0);
+        server
+            .transport_config(transport.clone())
+            .migration(false)
+            .validation_token_config(validation)
+            .time_source(Arc::new(WallClockSource(tls.clock().clone())));
+        Ok(Self {
+            endpoint: Arc::new(endpoint),
+            server: Arc::new(server),
+            rng_seed: derive(seed, "endpoint-rng"),
+            transport,
+            tls,
+        })
+    }
+
+    /// The client config for dialing `peer`: its node id is what the server
+    /// certificate must prove.
+    pub fn client_config(
+        &self,
+        peer: NodeId,
+    ) -> Result<quinn_proto::ClientConfig, QuicConfigError> {
+        let crypto = QuicClientConfig::try_from(self.tls.client_config(peer))
+            .map_err(|e| QuicConfigError::Crypto(e.to_string()))?;
+        let mut config = quinn_proto::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(self.transport.clone());
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_that_disagree_are_refused() {
+        let settings = TransportSettings {
+            keep_alive: Duration::from_secs(60),
+            ..Default::default()
+        };
+        assert_eq!(
+            settings.transport_config().err(),
+            Some(QuicConfigError::KeepAliveNotBelowIdleTimeout {
+                keep_alive: Duration::from_secs(60),
+                idle_timeout: Duration::from_secs(60),
+            })
+        );
+        TransportSettings::default().transport_config().unwrap();
+    }
+
+    #[test]
+    fn connection_ids_follow_the_seed() {
+        let ids = |seed| {
+            let mut generator = SeededCidGenerator::new(seed);
+            (0..4).map(|_| generator.generate_cid()).collect::<Vec<_>>()
+        };
+        assert_eq!(ids([1; 32]), ids([1; 32]));
+        assert_ne!(ids([1; 32]), ids([2; 32]));
+        assert_eq!(ids([1; 32])[0].len(), CID_LEN);
+    }
+}
