@@ -94,6 +94,8 @@
 //!
 //! ## Modules
 //!
+//! - [`demux`]: splits the one socket's datagrams into STUN and QUIC by first byte.
+//! - [`path`]: stable virtual addresses for quinn-proto, mapped to real paths.
 //! - [`id`]: identity keys, node ids, XOR distance, realms, record keys.
 //! - [`record`]: signed DHT records.
 //! - [`quic`]: quinn-proto configuration with seeded randomness and agreeing timers.
@@ -106,7 +108,9 @@
 
 pub mod collections;
 mod contract;
+pub mod demux;
 pub mod id;
+pub mod path;
 pub mod quic;
 pub mod record;
 #[cfg(feature = "sim")]
