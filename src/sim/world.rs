@@ -108,7 +108,10 @@ pub struct World<M: Machine> {
     nats: Vec<NatBox>,
     /// The NAT each network is behind (`None` for the internet).
     networks: Vec<Option<NatId>>,
-    addresses: BTreeMap<(NetId, IpAddr), Attachment>,
+    /// The hosts on each network by address (several may share an IP).
+    hosts_at: BTreeMap<(NetId, SocketAddr), HostId>,
+    /// The NATs' external sides on each network.
+    nats_at: BTreeMap<(NetId, IpAddr), NatId>,
     flights: BTreeMap<(Instant, u64), (Attachment, Packet)>,
     sent: u64,
     events: Vec<HostEvent<M::Event>>,
@@ -129,7 +132,8 @@ where
             hosts: Vec::new(),
             nats: Vec::new(),
             networks: vec![None],
-            addresses: BTreeMap::new(),
+            hosts_at: BTreeMap::new(),
+            nats_at: BTreeMap::new(),
             flights: BTreeMap::new(),
             sent: 0,
             events: Vec::new(),
@@ -157,7 +161,11 @@ where
     ) -> (NatId, NetId) {
         let id = NatId(self.nats.len());
         let inside = NetId(self.networks.len());
-        self.claim(outside, external_ip, Attachment::Outside(id));
+        assert!(
+            !self.ip_taken(outside, external_ip),
+            "{external_ip} is already taken on {outside:?}"
+        );
+        self.nats_at.insert((outside, external_ip), id);
         self.networks.push(Some(id));
         self.nats.push(NatBox {
             nat: Nat::new(id, external_ip, config),
@@ -173,10 +181,10 @@ where
     /// its first deadline.
     ///
     /// # Panics
-    /// If `addr`'s IP is already taken on `net`.
+    /// If `addr` is already taken on `net`, or its IP is a NAT's there.
     pub fn add_host(&mut self, net: NetId, addr: SocketAddr, link: Link, machine: M) -> HostId {
         let id = HostId(self.hosts.len());
-        self.claim(net, addr.ip(), Attachment::Host(id));
+        self.claim(net, addr, id);
         self.hosts.push(Host {
             machine,
             net,
@@ -199,11 +207,11 @@ where
     /// address are dropped when they arrive.
     ///
     /// # Panics
-    /// If `addr`'s IP is already taken on `net` by someone else.
+    /// If `addr` is already taken on `net`, or its IP is a NAT's there.
     pub fn move_host(&mut self, host: HostId, net: NetId, addr: SocketAddr) {
         let old = self.hosts[host.0].addr;
-        self.addresses.remove(&(self.hosts[host.0].net, old.ip()));
-        self.claim(net, addr.ip(), Attachment::Host(host));
+        self.hosts_at.remove(&(self.hosts[host.0].net, old));
+        self.claim(net, addr, host);
         let h = &mut self.hosts[host.0];
         h.net = net;
         h.addr = addr;
@@ -343,13 +351,37 @@ where
         expiries.chain(arrival).chain(timers).min()
     }
 
-    /// Registers `ip` on `net` as `owner`'s.
-    fn claim(&mut self, net: NetId, ip: IpAddr, owner: Attachment) {
-        let previous = self.addresses.insert((net, ip), owner);
+    /// Registers `addr` on `net` as `host`'s.
+    fn claim(&mut self, net: NetId, addr: SocketAddr, host: HostId) {
+        let nat = self.nats_at.contains_key(&(net, addr.ip()));
+        let previous = self.hosts_at.insert((net, addr), host);
         assert!(
-            previous.is_none_or(|p| p == owner),
-            "{ip} is already taken on {net:?}"
+            !nat && previous.is_none(),
+            "{addr} is already taken on {net:?}"
         );
+    }
+
+    /// Whether a host or NAT has `ip` on `net`.
+    fn ip_taken(&self, net: NetId, ip: IpAddr) -> bool {
+        let ports = (net, SocketAddr::new(ip, 0))..=(net, SocketAddr::new(ip, u16::MAX));
+        self.nats_at.contains_key(&(net, ip)) || self.hosts_at.range(ports).next().is_some()
+    }
+
+    /// Who gets a packet for `destination` on `net`: the host with that
+    /// address, the NAT with that IP, or the NAT the network is behind.
+    fn locate(&self, net: NetId, destination: SocketAddr) -> Result<Attachment, DropReason> {
+        if let Some(&host) = self.hosts_at.get(&(net, destination)) {
+            return Ok(Attachment::Host(host));
+        }
+        if let Some(&nat) = self.nats_at.get(&(net, destination.ip())) {
+            return Ok(Attachment::Outside(nat));
+        }
+        if self.ip_taken(net, destination.ip()) {
+            return Err(DropReason::NoListener);
+        }
+        self.networks[net.0]
+            .map(Attachment::Inside)
+            .ok_or(DropReason::NoRoute)
     }
 
     /// Drains a host's machine: sends its transmits, records its events.
@@ -393,10 +425,10 @@ where
     /// Sends a packet from `from` across network `net` toward whoever owns
     /// its destination there (or the NAT the network is behind).
     fn forward(&mut self, net: NetId, from: Attachment, mut packet: Packet) {
-        let owner = self.addresses.get(&(net, packet.destination.ip())).copied();
-        let to = match owner.or(self.networks[net.0].map(Attachment::Inside)) {
-            Some(to) if to != from => to,
-            _ => return self.drop(&packet, DropReason::NoRoute),
+        let to = match self.locate(net, packet.destination) {
+            Ok(to) if to == from => return self.drop(&packet, DropReason::NoRoute),
+            Ok(to) => to,
+            Err(reason) => return self.drop(&packet, reason),
         };
         let size = packet.ip_size();
         let mut delays: Copies = smallvec![Duration::ZERO];
