@@ -208,6 +208,20 @@ fn an_offline_host_receives_nothing_and_its_timers_wait() {
 }
 
 #[test]
+fn a_cut_link_drops_everything_until_it_is_restored() {
+    let (mut world, a, b) = public_pair(1, Link::default());
+    let to = world.host_addr(b);
+    world.set_host_link(a, Link::default().loss(1.0));
+    world.with_machine(a, |p, now| p.send(now, to, "cut"));
+    world.run_for(ms(10));
+    world.set_host_link(a, Link::default());
+    world.with_machine(a, |p, now| p.send(now, to, "restored"));
+    world.run_for(ms(10));
+    assert_eq!(received(&world, b), ["restored"]);
+    assert_eq!(world.trace().drops(DropReason::Lost), 1);
+}
+
+#[test]
 fn a_moved_host_is_told_and_is_reached_only_at_its_new_address() {
     let mut world = World::new(1, Instant::now());
     let internet = world.internet();

@@ -69,7 +69,10 @@ pub struct NatConfig {
     /// always do, REQ-6).
     pub refresh_on_inbound: bool,
     /// Whether packets from inside to the NAT's own external address are
-    /// looped back (with the external source address, REQ-9a).
+    /// looped back (with the external source address, REQ-9a). A looped
+    /// packet creates or refreshes the sender's mapping like any outbound
+    /// one, then passes the destination mapping's filter like any inbound
+    /// one.
     pub hairpinning: bool,
     /// The Linux conntrack quirk, with the lifetime of unreplied entries: a
     /// filtered inbound packet from remote R to external port P leaves an

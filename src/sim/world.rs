@@ -220,6 +220,17 @@ where
         self.drain(host);
     }
 
+    /// Replaces a host's link (to degrade it, or cut it with loss 1.0);
+    /// packets already in flight keep their fate.
+    pub fn set_host_link(&mut self, host: HostId, link: Link) {
+        self.hosts[host.0].link = link;
+    }
+
+    /// Replaces the link of a NAT's external side.
+    pub fn set_nat_link(&mut self, nat: NatId, link: Link) {
+        self.nats[nat.0].link = link;
+    }
+
     /// Runs `f` on a host's machine at the current time (to give it a
     /// command), then sends what it queued.
     pub fn with_machine<R>(&mut self, host: HostId, f: impl FnOnce(&mut M, Instant) -> R) -> R {
@@ -514,13 +525,7 @@ where
         if host.addr != packet.destination {
             return self.drop(&packet, DropReason::NoListener);
         }
-        let size = packet.payload.len();
-        self.record(
-            packet.source,
-            packet.destination,
-            size,
-            Outcome::Delivered(id),
-        );
+        self.record_packet(&packet, Outcome::Delivered(id));
         let datagram = Datagram {
             local: packet.destination,
             remote: packet.source,
@@ -535,13 +540,13 @@ where
 
     /// Records a dropped packet.
     fn drop(&mut self, packet: &Packet, reason: DropReason) {
+        self.record_packet(packet, Outcome::Dropped(reason));
+    }
+
+    /// Records what became of a packet.
+    fn record_packet(&mut self, packet: &Packet, outcome: Outcome) {
         let size = packet.payload.len();
-        self.record(
-            packet.source,
-            packet.destination,
-            size,
-            Outcome::Dropped(reason),
-        );
+        self.record(packet.source, packet.destination, size, outcome);
     }
 
     /// Appends to the trace.
