@@ -7,7 +7,7 @@
 //! handles it. One seeded generator decides every loss, delay and random port,
 //! so the same seed and the same calls give the same trace.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -86,6 +86,8 @@ struct Host<M> {
 
 struct NatBox {
     nat: Nat,
+    /// The NAT's next timeout, as filed in the world's timers.
+    expiry: Option<Instant>,
     outside: NetId,
     inside: NetId,
     link: Link,
@@ -113,6 +115,8 @@ pub struct World<M: Machine> {
     /// The NATs' external sides on each network.
     nats_at: BTreeMap<(NetId, IpAddr), NatId>,
     flights: BTreeMap<(Instant, u64), (Attachment, Packet)>,
+    /// The deadlines of online hosts and the NATs' next timeouts.
+    timers: BTreeSet<(Instant, Due)>,
     sent: u64,
     events: Vec<HostEvent<M::Event>>,
     trace: Trace,
@@ -135,6 +139,7 @@ where
             hosts_at: BTreeMap::new(),
             nats_at: BTreeMap::new(),
             flights: BTreeMap::new(),
+            timers: BTreeSet::new(),
             sent: 0,
             events: Vec::new(),
             trace: Trace::default(),
@@ -169,6 +174,7 @@ where
         self.networks.push(Some(id));
         self.nats.push(NatBox {
             nat: Nat::new(id, external_ip, config),
+            expiry: None,
             outside,
             inside,
             link,
@@ -199,12 +205,15 @@ where
 
     /// Takes a host offline (it gets nothing, its timers wait) or back.
     pub fn set_online(&mut self, host: HostId, online: bool) {
+        let deadline = self.hosts[host.0].deadline;
+        self.set_deadline(host, None);
         self.hosts[host.0].online = online;
+        self.set_deadline(host, deadline);
     }
 
     /// Moves a host to address `addr` on network `net` and tells its machine
-    /// with [`Input::LocalAddressChanged`]. Packets still in flight to the old
-    /// address are dropped when they arrive.
+    /// with [`Input::LocalAddressChanged`] (even while it is offline). Packets
+    /// still in flight to the old address are dropped when they arrive.
     ///
     /// # Panics
     /// If `addr` is already taken on `net`, or its IP is a NAT's there.
@@ -304,7 +313,10 @@ where
         };
         self.now = self.now.max(at);
         match due {
-            Due::Expiry(nat) => self.nats[nat.0].nat.expire(self.now),
+            Due::Expiry(nat) => {
+                self.nats[nat.0].nat.expire(self.now);
+                self.touch_nat(nat);
+            }
             Due::Arrival(seq) => {
                 if let Some((to, packet)) = self.flights.remove(&(at, seq)) {
                     self.arrive(to, packet);
@@ -353,13 +365,40 @@ where
 
     /// The earliest due item, ties broken by [`Due`]'s order.
     fn next_due(&self) -> Option<(Instant, Due)> {
-        let expiries = (self.nats.iter().enumerate())
-            .filter_map(|(i, b)| Some((b.nat.next_expiry()?, Due::Expiry(NatId(i)))));
         let arrival = (self.flights.keys().next()).map(|&(at, seq)| (at, Due::Arrival(seq)));
-        let timers = (self.hosts.iter().enumerate())
-            .filter(|(_, h)| h.online)
-            .filter_map(|(i, h)| Some((h.deadline?, Due::Timer(HostId(i)))));
-        expiries.chain(arrival).chain(timers).min()
+        self.timers
+            .first()
+            .copied()
+            .into_iter()
+            .chain(arrival)
+            .min()
+    }
+
+    /// Files a host's new deadline (an offline host's is kept, not filed).
+    fn set_deadline(&mut self, id: HostId, deadline: Option<Instant>) {
+        let host = &mut self.hosts[id.0];
+        if host.online {
+            if let Some(old) = host.deadline {
+                self.timers.remove(&(old, Due::Timer(id)));
+            }
+            if let Some(new) = deadline {
+                self.timers.insert((new, Due::Timer(id)));
+            }
+        }
+        host.deadline = deadline;
+    }
+
+    /// Files a NAT's next timeout after its state changed.
+    fn touch_nat(&mut self, id: NatId) {
+        let b = &mut self.nats[id.0];
+        let next = b.nat.next_expiry();
+        if let Some(old) = b.expiry {
+            self.timers.remove(&(old, Due::Expiry(id)));
+        }
+        if let Some(new) = next {
+            self.timers.insert((new, Due::Expiry(id)));
+        }
+        b.expiry = next;
     }
 
     /// Registers `addr` on `net` as `host`'s.
@@ -399,8 +438,9 @@ where
     fn drain(&mut self, id: HostId) {
         let mut outputs = Vec::new();
         let host = &mut self.hosts[id.0];
-        host.deadline = host.machine.drain(|output| outputs.push(output));
+        let deadline = host.machine.drain(|output| outputs.push(output));
         let addr = host.addr;
+        self.set_deadline(id, deadline);
         for output in outputs {
             match output {
                 Output::Transmit(transmit) => self.send(id, transmit),
@@ -471,48 +511,47 @@ where
 
     /// Handles a packet arriving at `to`.
     fn arrive(&mut self, to: Attachment, mut packet: Packet) {
-        match to {
-            Attachment::Host(id) => self.deliver(id, packet),
-            Attachment::Outside(_) | Attachment::Inside(_) if packet.ttl <= 1 => {
-                self.drop(&packet, DropReason::TtlExpired)
+        let nat = match to {
+            Attachment::Host(id) => return self.deliver(id, packet),
+            Attachment::Outside(id) | Attachment::Inside(id) => id,
+        };
+        if packet.ttl <= 1 {
+            return self.drop(&packet, DropReason::TtlExpired);
+        }
+        packet.ttl -= 1;
+        let translated = self.translate(to, nat, &packet);
+        self.touch_nat(nat);
+        match translated {
+            Ok(((net, from), source, destination)) => {
+                (packet.source, packet.destination) = (source, destination);
+                self.forward(net, from, packet);
             }
-            Attachment::Outside(id) => {
-                packet.ttl -= 1;
-                let b = &mut self.nats[id.0];
-                let port = packet.destination.port();
-                match b.nat.inbound(self.now, packet.source, port) {
-                    Ok(internal) => {
-                        packet.destination = internal;
-                        let inside = b.inside;
-                        self.forward(inside, Attachment::Inside(id), packet);
-                    }
-                    Err(reason) => self.drop(&packet, reason),
-                }
-            }
-            Attachment::Inside(id) => {
-                packet.ttl -= 1;
-                let b = &mut self.nats[id.0];
-                let (source, destination) = (packet.source, packet.destination);
-                if destination.ip() == b.nat.external_ip() {
-                    match b.nat.hairpin(self.now, &mut self.rng, source, destination) {
-                        Ok((from, to)) => {
-                            (packet.source, packet.destination) = (from, to);
-                            let inside = b.inside;
-                            self.forward(inside, Attachment::Inside(id), packet);
-                        }
-                        Err(reason) => self.drop(&packet, reason),
-                    }
-                } else {
-                    match b.nat.outbound(self.now, &mut self.rng, source, destination) {
-                        Ok(external) => {
-                            packet.source = external;
-                            let outside = b.outside;
-                            self.forward(outside, Attachment::Outside(id), packet);
-                        }
-                        Err(reason) => self.drop(&packet, reason),
-                    }
-                }
-            }
+            Err(reason) => self.drop(&packet, reason),
+        }
+    }
+
+    /// Runs a packet that reached side `at` of NAT `id` through it: returns
+    /// the network it goes on and the side it leaves from, and its new source
+    /// and destination.
+    fn translate(
+        &mut self,
+        at: Attachment,
+        id: NatId,
+        packet: &Packet,
+    ) -> Result<((NetId, Attachment), SocketAddr, SocketAddr), DropReason> {
+        let (now, rng, b) = (self.now, &mut self.rng, &mut self.nats[id.0]);
+        let (source, destination) = (packet.source, packet.destination);
+        let inward = (b.inside, Attachment::Inside(id));
+        if at == Attachment::Outside(id) {
+            let internal = b.nat.inbound(now, source, destination.port())?;
+            Ok((inward, source, internal))
+        } else if destination.ip() == b.nat.external_ip() {
+            let (from, to) = b.nat.hairpin(now, rng, source, destination)?;
+            Ok((inward, from, to))
+        } else {
+            let external = b.nat.outbound(now, rng, source, destination)?;
+            let outward = (b.outside, Attachment::Outside(id));
+            Ok((outward, external, destination))
         }
     }
 
