@@ -208,6 +208,18 @@ fn an_offline_host_receives_nothing_and_its_timers_wait() {
 }
 
 #[test]
+fn run_while_stops_as_soon_as_the_condition_fails() {
+    let (mut world, a, b) = public_pair(1, Link::with_latency(ms(30)));
+    let to = world.host_addr(b);
+    world.with_machine(a, |p, now| p.send(now, to, "ping"));
+    let limit = world.start() + Duration::from_secs(1);
+    assert!(world.run_while(limit, |w| w.events().is_empty()));
+    assert_eq!(world.elapsed(), ms(30));
+    assert!(!world.run_while(limit, |_| true));
+    assert_eq!(world.now(), limit);
+}
+
+#[test]
 fn a_cut_link_drops_everything_until_it_is_restored() {
     let (mut world, a, b) = public_pair(1, Link::default());
     let to = world.host_addr(b);

@@ -568,3 +568,34 @@ impl Nat {
         self.log.push(NatLogEntry { at, event });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a start time for the test
+    fn sequential_allocation_wraps_to_the_bottom_of_the_range() {
+        let config = NatConfig {
+            mapping: Behavior::AddressAndPortDependent,
+            ports: PortAllocation::Sequential {
+                first: 65534,
+                step: 1,
+            },
+            ..NatConfig::full_cone()
+        };
+        let mut nat = Nat::new(NatId(0), "198.51.100.1".parse().unwrap(), config);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let now = Instant::now();
+        let inside: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let ports: Vec<u16> = (1..=3)
+            .map(|i| {
+                let remote = SocketAddr::from(([203, 0, 113, i], 3478));
+                nat.outbound(now, &mut rng, inside, remote).unwrap().port()
+            })
+            .collect();
+        assert_eq!(ports, [65534, 65535, 1024]);
+    }
+}

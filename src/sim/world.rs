@@ -35,7 +35,7 @@ pub struct HostId(usize);
 
 /// A NAT box of a world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NatId(usize);
+pub struct NatId(pub(crate) usize);
 
 /// An event a host's machine reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
