@@ -194,7 +194,8 @@ fn endpoint_independent_filtering_admits_anyone_once_mapped() {
 fn address_dependent_filtering_admits_any_port_of_an_ip_sent_to() {
     let (admitted, lab) = admitted(Behavior::AddressDependent);
     assert_eq!(admitted, [addr(REFLECTORS[0]), addr(REFLECTORS[1])]);
-    let refused = |e: &NatEvent| matches!(e, NatEvent::Filtered { mapped: true, remote, .. } if *remote == addr(REFLECTORS[2]));
+    let other_ip = addr(REFLECTORS[2]);
+    let refused = |e: &NatEvent| matches!(e, NatEvent::Filtered { mapped: true, remote, .. } if *remote == other_ip);
     assert_eq!(lab.logged(refused), 1);
 }
 

@@ -39,7 +39,8 @@ pub enum Behavior {
 /// How a NAT picks the external port of a new mapping (RFC 4787 §4.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PortAllocation {
-    /// Reuse the internal port when free, else scan upwards from 1024.
+    /// Reuse the internal port when free (and not below 1024), else scan
+    /// upwards from 1024.
     Preserving,
     /// Hand out `first`, `first + step`, ... (wrapping within 1024..=65535),
     /// skipping ports in use.
