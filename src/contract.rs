@@ -100,3 +100,21 @@ pub trait Machine {
         self.poll_timeout()
     }
 }
+
+/// A boxed machine is a machine, so a driver or the simulator can run
+/// `Box<dyn Machine<Event = E>>` and mix roles.
+impl<M: Machine + ?Sized> Machine for Box<M> {
+    type Event = M::Event;
+
+    fn handle_input(&mut self, now: Instant, input: Input) {
+        (**self).handle_input(now, input);
+    }
+
+    fn poll_output(&mut self) -> Option<Output<Self::Event>> {
+        (**self).poll_output()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        (**self).poll_timeout()
+    }
+}
