@@ -36,8 +36,12 @@ impl FrameReader {
 
     /// Appends bytes read from the stream. Pop messages with
     /// [`FrameReader::next_message`] after each push: the buffer then never
-    /// holds more than one frame plus one chunk.
+    /// holds more than one frame plus one chunk. After an error the bytes
+    /// are dropped.
     pub fn push(&mut self, data: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
         let (skipped, rest) = data.split_at(self.skip.min(data.len()));
         self.skip -= skipped.len();
         self.buf.extend_from_slice(rest);
@@ -131,5 +135,6 @@ mod tests {
         assert_eq!(reader.next_message(), Err(error.clone()));
         reader.push(&frames());
         assert_eq!(reader.next_message(), Err(error));
+        assert_eq!(reader.buffered_len(), 8);
     }
 }
