@@ -238,7 +238,10 @@ fn framed_garbage() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn check_total(bytes: &[u8]) {
-    match decode(bytes, &Limits::default()) {
+    let result = decode(bytes, &Limits::default());
+    let shared = Bytes::copy_from_slice(bytes);
+    assert_eq!(decode_shared(&shared, &Limits::default()), result);
+    match result {
         Ok(Decoded::Complete(message, used)) => {
             assert!(used <= bytes.len());
             // Whatever decodes re-encodes to the same frame.
@@ -269,10 +272,10 @@ proptest! {
     fn messages_round_trip(message in message()) {
         let bytes = encode(&message);
         prop_assert_eq!(message.encoded_len(&Limits::default()).unwrap(), bytes.len());
-        prop_assert_eq!(
-            decode(&bytes, &Limits::default()).unwrap(),
-            Decoded::Complete(message, bytes.len())
-        );
+        let expected = Decoded::Complete(message, bytes.len());
+        prop_assert_eq!(decode(&bytes, &Limits::default()).unwrap(), expected.clone());
+        let shared = Bytes::from(bytes);
+        prop_assert_eq!(decode_shared(&shared, &Limits::default()).unwrap(), expected);
     }
 
     #[test]

@@ -53,12 +53,20 @@ pub(crate) struct Ctx {
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     limits: &'a Limits,
+    /// The shared buffer `buf` lies in, if any: byte payloads are then
+    /// slices of it instead of copies.
+    shared: Option<&'a Bytes>,
 }
 
 impl<'a> Reader<'a> {
-    /// A reader over `body`, applying `limits`.
-    pub fn new(body: &'a [u8], limits: &'a Limits) -> Self {
-        Self { buf: body, limits }
+    /// A reader over `body`, applying `limits`. When `shared` is given,
+    /// `body` MUST lie inside it.
+    pub fn new(body: &'a [u8], limits: &'a Limits, shared: Option<&'a Bytes>) -> Self {
+        Self {
+            buf: body,
+            limits,
+            shared,
+        }
     }
 
     /// Bytes not read yet.
@@ -166,7 +174,8 @@ impl Field for bool {
     }
 }
 
-/// Byte payloads: u32 length, then the bytes (bounded by the frame body).
+/// Byte payloads: u32 length, then the bytes (bounded by the frame body);
+/// zero-copy when the frame is in a shared [`Bytes`].
 impl Field for Bytes {
     const MIN_LEN: usize = 4;
 
@@ -182,7 +191,11 @@ impl Field for Bytes {
 
     fn get(r: &mut Reader<'_>, ctx: Ctx) -> Result<Self, DecodeError> {
         let len = u32::get(r, ctx)? as usize;
-        r.take(len, ctx.what).map(Bytes::copy_from_slice)
+        let bytes = r.take(len, ctx.what)?;
+        Ok(match r.shared {
+            Some(shared) => shared.slice_ref(bytes),
+            None => Bytes::copy_from_slice(bytes),
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! The message catalogue: one [`Message`] enum over every message struct,
 //! their type numbers, and the frame-level encoder and decoder.
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 
 use super::control::{Connect, Disconnect, Ping, Pong};
 use super::dht::{
@@ -136,6 +136,30 @@ messages! {
 }
 
 impl Message {
+    /// The request id a request carries or an answer echoes; `None` for
+    /// CONNECT, DISCONNECT and PUBLISH.
+    pub fn request_id(&self) -> Option<u64> {
+        match self {
+            Message::Connect(_) | Message::Disconnect(_) | Message::Publish(_) => None,
+            Message::Ping(Ping { request_id })
+            | Message::Pong(Pong { request_id })
+            | Message::Subscribe(Subscribe { request_id, .. })
+            | Message::Unsubscribe(Unsubscribe { request_id, .. })
+            | Message::Call(Call { request_id, .. })
+            | Message::Reply(Reply { request_id, .. })
+            | Message::ErrorReply(ErrorReply { request_id, .. })
+            | Message::Cancel(Cancel { request_id })
+            | Message::FindNode(FindNode { request_id, .. })
+            | Message::FindNodeReply(FindNodeReply { request_id, .. })
+            | Message::FindValue(FindValue { request_id, .. })
+            | Message::FindValueReply(FindValueReply { request_id, .. })
+            | Message::Store(Store { request_id, .. })
+            | Message::StoreAck(StoreAck { request_id, .. })
+            | Message::StoreBatch(StoreBatch { request_id, .. })
+            | Message::StoreBatchAck(StoreBatchAck { request_id, .. }) => Some(*request_id),
+        }
+    }
+
     /// The whole frame's length (header included), or the limit the message
     /// breaks.
     pub fn encoded_len(&self, limits: &Limits) -> Result<usize, EncodeError> {
@@ -186,13 +210,48 @@ pub enum Decoded {
 }
 
 /// Decodes the frame at the start of `buf`. Never panics; allocates only
-/// after checking lengths against `limits` and the bytes present.
+/// after checking lengths against `limits` and the bytes present. Byte
+/// payloads are copied out of `buf` (see [`decode_shared`] to avoid that).
 ///
 /// An unknown type is reported as soon as the header is read, with the frame
 /// length so the caller can skip it (see [`DecodeError::reaction`]).
 pub fn decode(buf: &[u8], limits: &Limits) -> Result<Decoded, DecodeError> {
+    decode_from(buf, None, limits)
+}
+
+/// [`decode`] for a frame in a shared buffer: byte payloads in the message
+/// are slices of `buf` (no copy), which keep `buf`'s memory alive.
+pub fn decode_shared(buf: &Bytes, limits: &Limits) -> Result<Decoded, DecodeError> {
+    decode_from(buf, Some(buf), limits)
+}
+
+fn decode_from(
+    buf: &[u8],
+    shared: Option<&Bytes>,
+    limits: &Limits,
+) -> Result<Decoded, DecodeError> {
+    match locate(buf, limits)? {
+        Located::Partial(more) => Ok(Decoded::NeedMore(more)),
+        Located::Whole(ty, frame_len) => {
+            let frame = buf.get(..frame_len).unwrap_or_default();
+            decode_frame(ty, frame, shared, limits).map(|m| Decoded::Complete(m, frame_len))
+        }
+    }
+}
+
+/// What the header at the start of a buffer says.
+pub(crate) enum Located {
+    /// A frame of this type and length (header included) is all there.
+    Whole(MessageType, usize),
+    /// At least this many more bytes are needed.
+    Partial(usize),
+}
+
+/// Reads and checks the header at the start of `buf` (unknown types are an
+/// error carrying the frame length) and tells whether the frame is complete.
+pub(crate) fn locate(buf: &[u8], limits: &Limits) -> Result<Located, DecodeError> {
     let Some(header) = buf.first_chunk::<HEADER_LEN>() else {
-        return Ok(Decoded::NeedMore(HEADER_LEN - buf.len()));
+        return Ok(Located::Partial(HEADER_LEN - buf.len()));
     };
     let header = Header::parse(header, limits)?;
     let frame_len = header.frame_len();
@@ -200,16 +259,58 @@ pub fn decode(buf: &[u8], limits: &Limits) -> Result<Decoded, DecodeError> {
         ty: header.ty,
         frame_len,
     })?;
-    let Some(body) = buf.get(HEADER_LEN..frame_len) else {
-        return Ok(Decoded::NeedMore(frame_len - buf.len()));
-    };
-    let mut reader = Reader::new(body, limits);
+    Ok(match frame_len.checked_sub(buf.len()) {
+        Some(more) if more > 0 => Located::Partial(more),
+        _ => Located::Whole(ty, frame_len),
+    })
+}
+
+/// Decodes the body of a whole, located `frame` of type `ty`.
+pub(crate) fn decode_frame(
+    ty: MessageType,
+    frame: &[u8],
+    shared: Option<&Bytes>,
+    limits: &Limits,
+) -> Result<Message, DecodeError> {
+    let body = frame.get(HEADER_LEN..).unwrap_or_default();
+    let mut reader = Reader::new(body, limits, shared);
     let message = Message::get_body(ty, &mut reader)?;
     match reader.remaining() {
-        0 => Ok(Decoded::Complete(message, frame_len)),
+        0 => Ok(message),
         count => Err(DecodeError::TrailingBytes {
             message: ty.name(),
             count,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{DisconnectReason, ErrorCode};
+
+    #[test]
+    fn requests_and_answers_expose_their_request_id() {
+        assert_eq!(Message::from(Ping { request_id: 3 }).request_id(), Some(3));
+        let error = ErrorReply {
+            request_id: 4,
+            code: ErrorCode::Timeout,
+            message: String::new(),
+        };
+        assert_eq!(Message::from(error).request_id(), Some(4));
+        let disconnect = Disconnect {
+            reason: DisconnectReason::Normal,
+            message: String::new(),
+        };
+        assert_eq!(Message::from(disconnect).request_id(), None);
+    }
+
+    #[test]
+    fn type_codes_round_trip_and_gaps_are_unknown() {
+        for &ty in MessageType::ALL {
+            assert_eq!(MessageType::from_code(ty.code()), Some(ty));
+        }
+        assert_eq!(MessageType::from_code(0x00), None);
+        assert_eq!(MessageType::from_code(0x50), None);
     }
 }

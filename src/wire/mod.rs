@@ -34,7 +34,7 @@ pub use dht::{
 pub use error::{DecodeError, EncodeError, OverLimit, Reaction};
 pub use header::{HEADER_LEN, Header};
 pub use limits::Limits;
-pub use message::{Decoded, Message, MessageType, decode};
+pub use message::{Decoded, Message, MessageType, decode, decode_shared};
 pub use pubsub::{Publish, Subscribe, Unsubscribe};
 pub use rpc::{Call, Cancel, ErrorReply, Reply};
 pub use stream::FrameReader;

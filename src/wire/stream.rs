@@ -9,7 +9,8 @@
 
 use bytes::{Buf, BytesMut};
 
-use super::{DecodeError, Decoded, Limits, Message, decode};
+use super::message::{Located, decode_frame, locate};
+use super::{DecodeError, Limits, Message};
 
 /// Reassembles the frames of one stream.
 #[derive(Debug)]
@@ -54,12 +55,16 @@ impl FrameReader {
             return Err(error.clone());
         }
         loop {
-            match decode(&self.buf, &self.limits) {
-                Ok(Decoded::Complete(message, used)) => {
-                    self.buf.advance(used);
-                    return Ok(Some(message));
+            match locate(&self.buf, &self.limits) {
+                Ok(Located::Partial(_)) => return Ok(None),
+                Ok(Located::Whole(ty, frame_len)) => {
+                    // The frame moves out of the buffer without a copy, and
+                    // its payloads are slices of it.
+                    let frame = self.buf.split_to(frame_len).freeze();
+                    return decode_frame(ty, &frame, Some(&frame), &self.limits)
+                        .map(Some)
+                        .map_err(|error| self.fail(error));
                 }
-                Ok(Decoded::NeedMore(_)) => return Ok(None),
                 Err(DecodeError::UnknownType { ty, frame_len }) => {
                     tracing::debug!(ty, frame_len, "skipping a frame of unknown type");
                     let now = frame_len.min(self.buf.len());
@@ -67,12 +72,15 @@ impl FrameReader {
                     self.skip = frame_len - now;
                     self.skipped_frames += 1;
                 }
-                Err(error) => {
-                    self.failed = Some(error.clone());
-                    return Err(error);
-                }
+                Err(error) => return Err(self.fail(error)),
             }
         }
+    }
+
+    /// Records the error that ends the stream and returns it.
+    fn fail(&mut self, error: DecodeError) -> DecodeError {
+        self.failed = Some(error.clone());
+        error
     }
 
     /// How many frames of unknown type were skipped.
