@@ -2,6 +2,8 @@
 //! payload) and a 1 KiB PUBLISH frame, beside a memcpy of the same bytes as
 //! the floor, all in the same run.
 //!
+//! `decode` copies payloads out of a borrowed slice; `decode_shared` decodes
+//! from a shared `Bytes` (as `FrameReader` does), payloads sliced, not copied.
 //! Criterion reports MB/s (group `bytes`) and messages/s (group `messages`);
 //! a summary at the end prints each codec path's ratio to memcpy.
 
@@ -10,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group};
-use macula::wire::{Call, Limits, Message, Publish, decode};
+use macula::wire::{Call, Limits, Message, Publish, decode, decode_shared};
 
 /// The frames under test: name, message, encoded bytes.
-fn cases() -> Vec<(&'static str, Message, Vec<u8>)> {
+fn cases() -> Vec<(&'static str, Message, Bytes)> {
     let limits = Limits::default();
     let call = Message::from(Call {
         request_id: 0x0123_4567_89ab_cdef,
@@ -35,7 +37,7 @@ fn cases() -> Vec<(&'static str, Message, Vec<u8>)> {
             let bytes = message
                 .to_vec(&limits)
                 .expect("bench frames fit the limits");
-            (name, message, bytes)
+            (name, message, Bytes::from(bytes))
         })
         .collect()
 }
@@ -46,20 +48,22 @@ enum Op {
     Memcpy,
     Encode,
     Decode,
+    DecodeShared,
 }
 
 impl Op {
-    const ALL: [Op; 3] = [Op::Memcpy, Op::Encode, Op::Decode];
+    const ALL: [Op; 4] = [Op::Memcpy, Op::Encode, Op::Decode, Op::DecodeShared];
 
     fn name(self) -> &'static str {
         match self {
             Op::Memcpy => "memcpy",
             Op::Encode => "encode",
             Op::Decode => "decode",
+            Op::DecodeShared => "decode_shared",
         }
     }
 
-    fn run(self, message: &Message, bytes: &[u8], scratch: &mut Vec<u8>, limits: &Limits) {
+    fn run(self, message: &Message, bytes: &Bytes, scratch: &mut Vec<u8>, limits: &Limits) {
         match self {
             Op::Memcpy => {
                 scratch.clear();
@@ -73,6 +77,9 @@ impl Op {
             }
             Op::Decode => {
                 black_box(decode(black_box(bytes), limits).expect("bench frames decode"));
+            }
+            Op::DecodeShared => {
+                black_box(decode_shared(black_box(bytes), limits).expect("bench frames decode"));
             }
         }
         black_box(&scratch);
@@ -102,7 +109,7 @@ fn bench(c: &mut Criterion) {
 /// Mean seconds of one `op`, measured over about `budget`.
 // Benches measure wall time; the core's ban on reading clocks does not apply.
 #[allow(clippy::disallowed_methods)]
-fn mean_secs(op: Op, message: &Message, bytes: &[u8], budget: Duration) -> f64 {
+fn mean_secs(op: Op, message: &Message, bytes: &Bytes, budget: Duration) -> f64 {
     let limits = Limits::default();
     let mut scratch = Vec::with_capacity(bytes.len());
     let start = Instant::now();
@@ -125,7 +132,7 @@ fn summary() {
         for op in Op::ALL {
             let secs = mean_secs(op, &message, &bytes, budget);
             println!(
-                "{name:>13} {:>7} {:>5} B: {:>9.1} MB/s {:>12.0} msg/s {:>6.2}x memcpy",
+                "{name:>13} {:>13} {:>5} B: {:>9.1} MB/s {:>12.0} msg/s {:>6.2}x memcpy",
                 op.name(),
                 bytes.len(),
                 bytes.len() as f64 / secs / 1e6,

@@ -96,7 +96,8 @@
 //!
 //! - [`id`]: identity keys, node ids, XOR distance, realms, record keys.
 //! - [`record`]: signed DHT records.
-//! - [`wire`]: the frame codec and every message (spec: `docs/PROTOCOL.md`).
+//! - [`wire`]: the frame codec, every message, limits and per-stream
+//!   reassembly (spec: `docs/PROTOCOL.md`).
 //! - `sim` (feature `sim`): the deterministic network simulator with NAT models.
 
 #![forbid(unsafe_code)]

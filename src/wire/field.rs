@@ -4,7 +4,7 @@
 //! One trait, [`Field`], covers every field type: integers (big-endian),
 //! booleans, strings (u16 length + UTF-8), byte payloads (u32 length), lists
 //! (u16 count), socket addresses, ids, realms and signed records. Message
-//! structs are declared with [`wire_struct!`](crate::wire::field) and get
+//! structs are declared with `wire_struct!` and get
 //! their codec from their fields, in declaration order, so the layout of a
 //! message is its field list and nothing else.
 
