@@ -237,6 +237,28 @@ fn framed_garbage() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// Limits small enough that generated messages often break one.
+fn tight_limits() -> impl Strategy<Value = Limits> {
+    (0u32..700, 0usize..60, 0usize..5, 0usize..5, 0usize..4).prop_map(
+        |(max_frame_len, max_string_len, max_list_len, max_contacts, max_addrs)| Limits {
+            max_frame_len,
+            max_string_len,
+            max_list_len,
+            max_contacts,
+            max_addrs,
+        },
+    )
+}
+
+/// Limits nothing generated here reaches.
+const ROOMY: Limits = Limits {
+    max_frame_len: u32::MAX,
+    max_string_len: usize::MAX,
+    max_list_len: usize::MAX,
+    max_contacts: usize::MAX,
+    max_addrs: usize::MAX,
+};
+
 fn check_total(bytes: &[u8]) {
     let result = decode(bytes, &Limits::default());
     let shared = Bytes::copy_from_slice(bytes);
@@ -276,6 +298,22 @@ proptest! {
         prop_assert_eq!(decode(&bytes, &Limits::default()).unwrap(), expected.clone());
         let shared = Bytes::from(bytes);
         prop_assert_eq!(decode_shared(&shared, &Limits::default()).unwrap(), expected);
+    }
+
+    #[test]
+    fn the_encoder_refuses_exactly_what_the_decoder_would(message in message(), limits in tight_limits()) {
+        let bytes = message.to_vec(&ROOMY).unwrap();
+        let encoded = message.to_vec(&limits);
+        match decode(&bytes, &limits) {
+            Ok(decoded) => {
+                prop_assert_eq!(decoded, Decoded::Complete(message, bytes.len()));
+                prop_assert_eq!(encoded, Ok(bytes));
+            }
+            Err(DecodeError::OverLimit(_)) => {
+                prop_assert!(matches!(encoded, Err(EncodeError::OverLimit(_))), "{:?}", encoded);
+            }
+            Err(other) => prop_assert!(false, "unexpected {}", other),
+        }
     }
 
     #[test]
