@@ -100,7 +100,8 @@
 //! - [`record`]: signed DHT records.
 //! - [`quic`]: quinn-proto configuration with seeded randomness and agreeing timers.
 //! - [`tls`]: rustls configurations: identity certificates, peer verification, pins.
-//! - [`wire`]: the frame codec and every message (spec: `docs/PROTOCOL.md`).
+//! - [`wire`]: the frame codec, every message, limits and per-stream
+//!   reassembly (spec: `docs/PROTOCOL.md`).
 //! - `sim` (feature `sim`): the deterministic network simulator with NAT models.
 
 #![forbid(unsafe_code)]

@@ -35,19 +35,20 @@ pub const CID_LEN: usize = 8;
 pub struct TransportSettings {
     /// QUIC PING interval on idle connections (default 15 s).
     pub keep_alive: Duration,
-    /// Silence after which a connection is dead (default 60 s). Must exceed
-    /// `keep_alive`.
+    /// Silence after which a connection is dead (default 60 s, four
+    /// keep-alive intervals). Must exceed `keep_alive`.
     pub idle_timeout: Duration,
-    /// Concurrent bidirectional streams a peer may open (default 256).
+    /// Concurrent bidirectional streams a peer may open (default 100).
     pub max_concurrent_bidi_streams: u32,
-    /// Concurrent unidirectional streams a peer may open (default 16).
+    /// Concurrent unidirectional streams a peer may open (default 0: the
+    /// protocol uses bidirectional streams only).
     pub max_concurrent_uni_streams: u32,
-    /// Bytes a peer may have unread on one stream (default 1 MiB + 64 KiB,
-    /// one maximum frame and its header with room to spare).
+    /// Bytes a peer may have unread on one stream (default 1.25 MiB, so a
+    /// whole frame of the default 1 MiB maximum fits).
     pub stream_receive_window: u32,
-    /// Bytes a peer may have unread across a connection (default 8 MiB).
+    /// Bytes a peer may have unread across a connection (default 10 MiB).
     pub connection_receive_window: u32,
-    /// Bytes we buffer unacknowledged per connection (default 8 MiB).
+    /// Bytes we buffer unacknowledged per connection (default 10 MiB).
     pub send_window: u64,
 }
 
@@ -56,11 +57,11 @@ impl Default for TransportSettings {
         Self {
             keep_alive: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
-            max_concurrent_bidi_streams: 256,
-            max_concurrent_uni_streams: 16,
-            stream_receive_window: (1 << 20) + (64 << 10),
-            connection_receive_window: 8 << 20,
-            send_window: 8 << 20,
+            max_concurrent_bidi_streams: 100,
+            max_concurrent_uni_streams: 0,
+            stream_receive_window: (5 << 20) / 4,
+            connection_receive_window: 10 << 20,
+            send_window: 10 << 20,
         }
     }
 }

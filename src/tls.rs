@@ -37,11 +37,7 @@ use rustls::{
 
 use crate::id::{Identity, NodeId, PublicKey};
 
-/// The QUIC/TLS application protocol of macula connections.
-pub const ALPN: &[u8] = b"macula";
-
-/// The server name every dialer sends (SNI) and every certificate names.
-pub const SERVER_NAME: &str = "macula";
+pub use crate::wire::{ALPN, SERVER_NAME};
 
 /// PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410): version 0, the
 /// algorithm 1.3.101.112, and an OCTET STRING wrapping the 32-byte seed.

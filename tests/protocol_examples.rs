@@ -1,0 +1,281 @@
+//! The hex examples of docs/PROTOCOL.md are the codec's output, byte for byte.
+//!
+//! Each example in the spec is a line starting ``Example `NAME` `` followed by
+//! a fenced `hex` block (pairs of hex digits, whitespace ignored, `#` starts a
+//! comment). This test builds the same message in code, encodes it and
+//! compares bytes, then decodes the hex back to the message. It fails when
+//! the spec and the code drift apart, when a message type has no example,
+//! and when an example names no message type.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use macula::id::{Identity, NodeId, Realm, RecordKey, RecordKind};
+use macula::record::SignedRecord;
+use macula::wire::*;
+
+const SPEC: &str = include_str!("../docs/PROTOCOL.md");
+
+/// Example name → bytes, in spec order; panics on a malformed example.
+fn spec_examples() -> BTreeMap<String, Vec<u8>> {
+    let mut examples = BTreeMap::new();
+    let mut lines = SPEC.lines();
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.strip_prefix("Example `") else {
+            continue;
+        };
+        let name = rest.split('`').next().unwrap_or_default().to_string();
+        let fence = lines.by_ref().find(|l| !l.trim().is_empty());
+        assert_eq!(
+            fence,
+            Some("```hex"),
+            "example {name}: a ```hex block must follow"
+        );
+        let mut hex_digits = String::new();
+        for l in lines.by_ref().take_while(|l| *l != "```") {
+            let data = l.split('#').next().unwrap_or_default();
+            hex_digits.extend(data.chars().filter(|c| !c.is_whitespace()));
+        }
+        let bytes = hex::decode(&hex_digits)
+            .unwrap_or_else(|e| panic!("example {name}: bad hex ({e}): {hex_digits}"));
+        assert!(
+            examples.insert(name.clone(), bytes).is_none(),
+            "example {name} appears twice"
+        );
+    }
+    let hex_blocks = SPEC.lines().filter(|l| *l == "```hex").count();
+    assert_eq!(
+        hex_blocks,
+        examples.len(),
+        "every ```hex block must follow an ``Example `NAME` `` line"
+    );
+    examples
+}
+
+fn realm() -> Realm {
+    Realm::new("io.macula").unwrap()
+}
+
+/// The record every DHT example carries.
+fn record() -> SignedRecord {
+    SignedRecord::sign(
+        &Identity::from_seed([1; 32]),
+        RecordKey::new(&realm(), RecordKind::Rpc, "echo"),
+        Bytes::from_static(b"v1"),
+        1_700_000_000_000,
+        300,
+    )
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// The message each example shows (an exhaustive match: a new message type
+/// does not compile without its example).
+fn example(ty: MessageType) -> Message {
+    match ty {
+        MessageType::Connect => Connect {
+            node_id: NodeId::from_bytes([0x11; 32]),
+            realm: realm(),
+            capabilities: Capabilities::DHT_SERVER
+                .with(Capabilities::RPC)
+                .with(Capabilities::PUBSUB)
+                .with(Capabilities::STORE_BATCH),
+            listen_addrs: vec![addr("203.0.113.7:4433"), addr("[2001:db8::7]:4433")],
+        }
+        .into(),
+        MessageType::Disconnect => Disconnect {
+            reason: DisconnectReason::RealmMismatch,
+            message: "realm io.other".into(),
+        }
+        .into(),
+        MessageType::Ping => Ping { request_id: 42 }.into(),
+        MessageType::Pong => Pong { request_id: 42 }.into(),
+        MessageType::Publish => Publish {
+            message_id: 7,
+            epoch: 1_700_000_000_000,
+            sequence: 3,
+            topic: "sensors.t1".into(),
+            payload: Bytes::from_static(b"21.5"),
+        }
+        .into(),
+        MessageType::Subscribe => Subscribe {
+            request_id: 5,
+            pattern: "sensors.*".into(),
+        }
+        .into(),
+        MessageType::Unsubscribe => Unsubscribe {
+            request_id: 6,
+            pattern: "sensors.*".into(),
+        }
+        .into(),
+        MessageType::Call => Call {
+            request_id: 1,
+            procedure: "echo".into(),
+            timeout_ms: 5_000,
+            idempotent: true,
+            payload: Bytes::from_static(b"hi"),
+        }
+        .into(),
+        MessageType::Reply => Reply {
+            request_id: 1,
+            payload: Bytes::from_static(b"hi"),
+        }
+        .into(),
+        MessageType::ErrorReply => ErrorReply {
+            request_id: 1,
+            code: ErrorCode::UnknownProcedure,
+            message: "no such procedure".into(),
+        }
+        .into(),
+        MessageType::Cancel => Cancel { request_id: 1 }.into(),
+        MessageType::FindNode => FindNode {
+            request_id: 9,
+            target: NodeId::from_bytes([0xab; 32]),
+        }
+        .into(),
+        MessageType::FindNodeReply => FindNodeReply {
+            request_id: 9,
+            contacts: vec![Contact {
+                node_id: NodeId::from_bytes([0x22; 32]),
+                addrs: vec![addr("198.51.100.2:4433")],
+            }],
+        }
+        .into(),
+        MessageType::FindValue => FindValue {
+            request_id: 10,
+            key: record().key,
+        }
+        .into(),
+        MessageType::FindValueReply => FindValueReply {
+            request_id: 10,
+            records: vec![record()],
+            closer: vec![Contact {
+                node_id: NodeId::from_bytes([0x33; 32]),
+                addrs: vec![],
+            }],
+        }
+        .into(),
+        MessageType::Store => Store {
+            request_id: 11,
+            record: Box::new(record()),
+        }
+        .into(),
+        MessageType::StoreAck => StoreAck {
+            request_id: 11,
+            status: StoreStatus::Stored,
+        }
+        .into(),
+        MessageType::StoreBatch => StoreBatch {
+            request_id: 12,
+            records: vec![record()],
+        }
+        .into(),
+        MessageType::StoreBatchAck => StoreBatchAck {
+            request_id: 12,
+            statuses: vec![StoreStatus::Stored, StoreStatus::BadSignature],
+        }
+        .into(),
+    }
+}
+
+/// The bytes as a ```hex block (header line, then 16 bytes a line), to paste
+/// into the spec when a message changes on purpose.
+fn hex_block(bytes: &[u8]) -> String {
+    let (header, body) = bytes.split_at(HEADER_LEN.min(bytes.len()));
+    let line = |chunk: &[u8]| {
+        chunk
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut out = format!("```hex\n{}  # header\n", line(header));
+    for chunk in body.chunks(16) {
+        out += &line(chunk);
+        out.push('\n');
+    }
+    out + "```"
+}
+
+#[test]
+fn every_message_type_has_one_matching_example() {
+    let mut examples = spec_examples();
+    let limits = Limits::default();
+    for &ty in MessageType::ALL {
+        let message = example(ty);
+        let encoded = message.to_vec(&limits).unwrap();
+        let Some(spec) = examples.remove(ty.name()) else {
+            panic!(
+                "docs/PROTOCOL.md has no example for {}; add:\n\nExample `{}`:\n\n{}\n",
+                ty.name(),
+                ty.name(),
+                hex_block(&encoded)
+            );
+        };
+        assert!(
+            spec == encoded,
+            "docs/PROTOCOL.md example {} differs from the encoder; the encoder says:\n\n{}\n",
+            ty.name(),
+            hex_block(&encoded)
+        );
+        assert_eq!(
+            decode(&spec, &limits),
+            Ok(Decoded::Complete(message, spec.len())),
+            "example {}",
+            ty.name()
+        );
+    }
+    assert!(
+        examples.is_empty(),
+        "examples naming no message type: {:?}",
+        examples.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn the_spec_states_the_codec_constants() {
+    let must_say = [
+        format!("version `{VERSION}`"),
+        format!("ALPN `{}`", String::from_utf8_lossy(ALPN)),
+        format!("server name `{SERVER_NAME}`"),
+        format!("max_frame_len | {}", Limits::DEFAULT.max_frame_len),
+        format!("max_string_len | {}", Limits::DEFAULT.max_string_len),
+        format!("max_list_len | {}", Limits::DEFAULT.max_list_len),
+        format!("max_contacts | {}", Limits::DEFAULT.max_contacts),
+        format!("max_addrs | {}", Limits::DEFAULT.max_addrs),
+    ];
+    for phrase in must_say {
+        assert!(
+            SPEC.contains(&phrase),
+            "docs/PROTOCOL.md must say {phrase:?}"
+        );
+    }
+    for &ty in MessageType::ALL {
+        let row = format!("| `{:#04x}` | {} |", ty.code(), ty.name());
+        assert!(
+            SPEC.contains(&row),
+            "docs/PROTOCOL.md type table needs {row:?}"
+        );
+    }
+    let code_rows = (DisconnectReason::KNOWN.iter())
+        .map(|c| format!("| {} | {c:?} |", c.code()))
+        .chain(
+            ErrorCode::KNOWN
+                .iter()
+                .map(|c| format!("| {} | {c:?} |", c.code())),
+        )
+        .chain(
+            StoreStatus::KNOWN
+                .iter()
+                .map(|c| format!("| {} | {c:?} |", c.code())),
+        );
+    for row in code_rows {
+        assert!(
+            SPEC.contains(&row),
+            "docs/PROTOCOL.md code tables need {row:?}"
+        );
+    }
+}

@@ -1,0 +1,369 @@
+//! Property tests of the wire codec: every message round-trips, arbitrary
+//! bytes never panic the decoder, prefixes of a frame ask for more, and a
+//! stream cut anywhere reassembles the same messages.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use macula::id::{Identity, NodeId, Realm, RecordKey};
+use macula::record::SignedRecord;
+use macula::wire::*;
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+fn node_id() -> impl Strategy<Value = NodeId> {
+    any::<[u8; 32]>().prop_map(NodeId::from_bytes)
+}
+
+fn realm() -> impl Strategy<Value = Realm> {
+    "[a-z][a-z0-9-]{0,6}[a-z0-9](\\.[a-z0-9]{1,8}){1,3}".prop_map(|s| Realm::new(&s).unwrap())
+}
+
+fn addr() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+    ]
+}
+
+fn text() -> impl Strategy<Value = String> {
+    ".{0,40}"
+}
+
+fn payload() -> impl Strategy<Value = Bytes> {
+    vec(any::<u8>(), 0..300).prop_map(Bytes::from)
+}
+
+fn contact() -> impl Strategy<Value = Contact> {
+    (node_id(), vec(addr(), 0..4)).prop_map(|(node_id, addrs)| Contact { node_id, addrs })
+}
+
+fn record() -> impl Strategy<Value = SignedRecord> {
+    (
+        any::<[u8; 32]>(),
+        0u8..4,
+        payload(),
+        any::<u64>(),
+        any::<u32>(),
+        any::<[u8; 32]>(),
+        any::<[u8; 32]>(),
+    )
+        .prop_map(|(key, seed, value, issued_at_ms, ttl_secs, s1, s2)| {
+            let mut signature = [0u8; 64];
+            signature[..32].copy_from_slice(&s1);
+            signature[32..].copy_from_slice(&s2);
+            SignedRecord {
+                key: RecordKey::from_bytes(key),
+                publisher: *Identity::from_seed([seed; 32]).public_key(),
+                value,
+                issued_at_ms,
+                ttl_secs,
+                signature,
+            }
+        })
+}
+
+/// Arbitrary messages of type `ty` (an exhaustive match: a new message type
+/// does not compile without its strategy).
+fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
+    let id = any::<u64>;
+    match ty {
+        MessageType::Connect => (node_id(), realm(), any::<u64>(), vec(addr(), 0..5))
+            .prop_map(|(node_id, realm, caps, listen_addrs)| {
+                Message::from(Connect {
+                    node_id,
+                    realm,
+                    capabilities: Capabilities(caps),
+                    listen_addrs,
+                })
+            })
+            .boxed(),
+        MessageType::Disconnect => (any::<u8>(), text())
+            .prop_map(|(reason, message)| {
+                Message::from(Disconnect {
+                    reason: DisconnectReason::from_code(reason),
+                    message,
+                })
+            })
+            .boxed(),
+        MessageType::Ping => id()
+            .prop_map(|request_id| Message::from(Ping { request_id }))
+            .boxed(),
+        MessageType::Pong => id()
+            .prop_map(|request_id| Message::from(Pong { request_id }))
+            .boxed(),
+        MessageType::Publish => (id(), id(), id(), text(), payload())
+            .prop_map(|(message_id, epoch, sequence, topic, payload)| {
+                Message::from(Publish {
+                    message_id,
+                    epoch,
+                    sequence,
+                    topic,
+                    payload,
+                })
+            })
+            .boxed(),
+        MessageType::Subscribe => (id(), text())
+            .prop_map(|(request_id, pattern)| {
+                Message::from(Subscribe {
+                    request_id,
+                    pattern,
+                })
+            })
+            .boxed(),
+        MessageType::Unsubscribe => (id(), text())
+            .prop_map(|(request_id, pattern)| {
+                Message::from(Unsubscribe {
+                    request_id,
+                    pattern,
+                })
+            })
+            .boxed(),
+        MessageType::Call => (id(), text(), any::<u32>(), any::<bool>(), payload())
+            .prop_map(|(request_id, procedure, timeout_ms, idempotent, payload)| {
+                Message::from(Call {
+                    request_id,
+                    procedure,
+                    timeout_ms,
+                    idempotent,
+                    payload,
+                })
+            })
+            .boxed(),
+        MessageType::Reply => (id(), payload())
+            .prop_map(|(request_id, payload)| {
+                Message::from(Reply {
+                    request_id,
+                    payload,
+                })
+            })
+            .boxed(),
+        MessageType::ErrorReply => (id(), any::<u16>(), text())
+            .prop_map(|(request_id, code, message)| {
+                Message::from(ErrorReply {
+                    request_id,
+                    code: ErrorCode::from_code(code),
+                    message,
+                })
+            })
+            .boxed(),
+        MessageType::Cancel => id()
+            .prop_map(|request_id| Message::from(Cancel { request_id }))
+            .boxed(),
+        MessageType::FindNode => (id(), node_id())
+            .prop_map(|(request_id, target)| Message::from(FindNode { request_id, target }))
+            .boxed(),
+        MessageType::FindNodeReply => (id(), vec(contact(), 0..6))
+            .prop_map(|(request_id, contacts)| {
+                Message::from(FindNodeReply {
+                    request_id,
+                    contacts,
+                })
+            })
+            .boxed(),
+        MessageType::FindValue => (id(), any::<[u8; 32]>())
+            .prop_map(|(request_id, key)| {
+                Message::from(FindValue {
+                    request_id,
+                    key: RecordKey::from_bytes(key),
+                })
+            })
+            .boxed(),
+        MessageType::FindValueReply => (id(), vec(record(), 0..3), vec(contact(), 0..4))
+            .prop_map(|(request_id, records, closer)| {
+                Message::from(FindValueReply {
+                    request_id,
+                    records,
+                    closer,
+                })
+            })
+            .boxed(),
+        MessageType::Store => (id(), record())
+            .prop_map(|(request_id, record)| {
+                Message::from(Store {
+                    request_id,
+                    record: Box::new(record),
+                })
+            })
+            .boxed(),
+        MessageType::StoreAck => (id(), any::<u8>())
+            .prop_map(|(request_id, status)| {
+                Message::from(StoreAck {
+                    request_id,
+                    status: StoreStatus::from_code(status),
+                })
+            })
+            .boxed(),
+        MessageType::StoreBatch => (id(), vec(record(), 0..4))
+            .prop_map(|(request_id, records)| {
+                Message::from(StoreBatch {
+                    request_id,
+                    records,
+                })
+            })
+            .boxed(),
+        MessageType::StoreBatchAck => (id(), vec(any::<u8>(), 0..10))
+            .prop_map(|(request_id, statuses)| {
+                Message::from(StoreBatchAck {
+                    request_id,
+                    statuses: statuses.into_iter().map(StoreStatus::from_code).collect(),
+                })
+            })
+            .boxed(),
+    }
+}
+
+/// Every message type, with arbitrary field values.
+fn message() -> impl Strategy<Value = Message> {
+    proptest::sample::select(MessageType::ALL).prop_flat_map(message_of)
+}
+
+fn encode(message: &Message) -> Vec<u8> {
+    message.to_vec(&Limits::default()).unwrap()
+}
+
+/// A header of a known type and a plausible length, then arbitrary bytes:
+/// gets past the header checks into the body decoders.
+fn framed_garbage() -> impl Strategy<Value = Vec<u8>> {
+    (
+        proptest::sample::select(MessageType::ALL),
+        vec(any::<u8>(), 0..400),
+    )
+        .prop_map(|(ty, body)| {
+            let mut frame = vec![VERSION, ty.code(), 0, 0];
+            frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            frame.extend(body);
+            frame
+        })
+}
+
+/// Limits small enough that generated messages often break one.
+fn tight_limits() -> impl Strategy<Value = Limits> {
+    (0u32..700, 0usize..60, 0usize..5, 0usize..5, 0usize..4).prop_map(
+        |(max_frame_len, max_string_len, max_list_len, max_contacts, max_addrs)| Limits {
+            max_frame_len,
+            max_string_len,
+            max_list_len,
+            max_contacts,
+            max_addrs,
+        },
+    )
+}
+
+/// Limits nothing generated here reaches.
+const ROOMY: Limits = Limits {
+    max_frame_len: u32::MAX,
+    max_string_len: usize::MAX,
+    max_list_len: usize::MAX,
+    max_contacts: usize::MAX,
+    max_addrs: usize::MAX,
+};
+
+fn check_total(bytes: &[u8]) {
+    let result = decode(bytes, &Limits::default());
+    let shared = Bytes::copy_from_slice(bytes);
+    assert_eq!(decode_shared(&shared, &Limits::default()), result);
+    match result {
+        Ok(Decoded::Complete(message, used)) => {
+            assert!(used <= bytes.len());
+            // Whatever decodes re-encodes to the same frame.
+            assert_eq!(encode(&message), &bytes[..used]);
+        }
+        Ok(Decoded::NeedMore(n)) => assert!(n > 0),
+        Err(_) => {}
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn each_type_generates_its_own_messages(ty in proptest::sample::select(MessageType::ALL), seed in any::<u64>()) {
+        let mut runner = proptest::test_runner::TestRunner::new_with_rng(
+            ProptestConfig::default(),
+            proptest::test_runner::TestRng::from_seed(
+                proptest::test_runner::RngAlgorithm::ChaCha,
+                &[seed.to_le_bytes(); 4].concat(),
+            ),
+        );
+        let message = message_of(ty).new_tree(&mut runner).unwrap().current();
+        prop_assert_eq!(message.message_type(), ty);
+    }
+
+    #[test]
+    fn messages_round_trip(message in message()) {
+        let bytes = encode(&message);
+        prop_assert_eq!(message.encoded_len(&Limits::default()).unwrap(), bytes.len());
+        let expected = Decoded::Complete(message, bytes.len());
+        prop_assert_eq!(decode(&bytes, &Limits::default()).unwrap(), expected.clone());
+        let shared = Bytes::from(bytes);
+        prop_assert_eq!(decode_shared(&shared, &Limits::default()).unwrap(), expected);
+    }
+
+    #[test]
+    fn the_encoder_refuses_exactly_what_the_decoder_would(message in message(), limits in tight_limits()) {
+        let bytes = message.to_vec(&ROOMY).unwrap();
+        let encoded = message.to_vec(&limits);
+        match decode(&bytes, &limits) {
+            Ok(decoded) => {
+                prop_assert_eq!(decoded, Decoded::Complete(message, bytes.len()));
+                prop_assert_eq!(encoded, Ok(bytes));
+            }
+            Err(DecodeError::OverLimit(_)) => {
+                prop_assert!(matches!(encoded, Err(EncodeError::OverLimit(_))), "{:?}", encoded);
+            }
+            Err(other) => prop_assert!(false, "unexpected {}", other),
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..600)) {
+        check_total(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_bodies_never_panic(bytes in framed_garbage()) {
+        check_total(&bytes);
+    }
+
+    #[test]
+    fn mutated_frames_never_panic(message in message(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut bytes = encode(&message);
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        check_total(&bytes);
+    }
+
+    #[test]
+    fn every_strict_prefix_needs_more(message in message()) {
+        let bytes = encode(&message);
+        for cut in 0..bytes.len() {
+            match decode(&bytes[..cut], &Limits::default()) {
+                Ok(Decoded::NeedMore(n)) => prop_assert!(n >= 1 && cut + n <= bytes.len()),
+                other => prop_assert!(false, "prefix of {} bytes gave {:?}", cut, other),
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_cut_anywhere_reassembles(
+        messages in vec(message(), 1..6),
+        cuts in vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        let stream: Vec<u8> = messages.iter().flat_map(encode).collect();
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+        cuts.push(0);
+        cuts.push(stream.len());
+        cuts.sort_unstable();
+        let mut reader = FrameReader::new(Limits::default());
+        let mut got = Vec::new();
+        for pair in cuts.windows(2) {
+            reader.push(&stream[pair[0]..pair[1]]);
+            while let Some(message) = reader.next_message().unwrap() {
+                got.push(message);
+            }
+        }
+        prop_assert_eq!(got, messages);
+        prop_assert_eq!(reader.buffered_len(), 0);
+    }
+}
