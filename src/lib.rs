@@ -96,6 +96,7 @@
 //!
 //! - [`id`]: identity keys, node ids, XOR distance, realms, record keys.
 //! - [`record`]: signed DHT records.
+//! - [`pool`]: the connection pool (LRU, idle TTL, pinning, reconnect backoff).
 //! - [`wire`]: the frame codec and every message (spec: `docs/PROTOCOL.md`).
 //! - `sim` (feature `sim`): the deterministic network simulator with NAT models.
 
@@ -105,6 +106,7 @@
 pub mod collections;
 mod contract;
 pub mod id;
+pub mod pool;
 pub mod record;
 #[cfg(feature = "sim")]
 pub mod sim;
