@@ -663,6 +663,10 @@ fn run(ops: Vec<Op>) {
     for op in ops {
         let now = model.now;
         let state_of = |m: &Model, n: u8| m.entries.get(&id(n)).map(|e| e.state);
+        let dialing = |m: &Model, n: u8| match state_of(m, n) {
+            Some(MState::Connecting { conn, .. }) => conn,
+            _ => None,
+        };
         match op {
             Op::Acquire { peer: n, addr: a } => {
                 let expected = model.acquire(id(n), addr(n, a));
@@ -691,19 +695,13 @@ fn run(ops: Vec<Op>) {
                 assert_eq!(pool.cancel(now, wait), was);
             }
             Op::Connected(n) => {
-                if let Some(MState::Connecting {
-                    conn: Some(conn), ..
-                }) = state_of(&model, n)
-                {
+                if let Some(conn) = dialing(&model, n) {
                     model.connected(id(n));
                     pool.handle_connected(now, id(n), conn);
                 }
             }
             Op::Failed(n) => {
-                if let Some(MState::Connecting {
-                    conn: Some(conn), ..
-                }) = state_of(&model, n)
-                {
+                if let Some(conn) = dialing(&model, n) {
                     model.failed(id(n));
                     pool.handle_connect_failed(now, id(n), conn);
                 }
