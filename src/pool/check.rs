@@ -36,10 +36,9 @@ impl Pool {
             ensure(self.index.get(&peer) == Some(&slot), || {
                 format!("{peer} at slot {slot} not indexed there")
             })?;
-            ensure(
-                peer != self.config.local || entry.direction == Direction::Inbound,
-                || "an outbound entry for ourselves".into(),
-            )?;
+            ensure(peer != self.config.local, || {
+                "an entry for ourselves".into()
+            })?;
             let holds = !matches!(entry.state, State::Queued);
             ensure(entry.claimed == holds, || {
                 format!("{peer}: claimed {}", entry.claimed)

@@ -291,11 +291,13 @@ impl Pool {
     }
 
     /// The connect `conn` to `peer` succeeded: its waiters get leases. A
-    /// connect the pool no longer wants is closed ([`CloseReason::Stale`]).
+    /// connect the pool no longer wants is closed ([`CloseReason::Stale`]);
+    /// a repeated report about a connection it already has is ignored.
     pub fn handle_connected(&mut self, now: Instant, peer: NodeId, conn: ConnId) {
         self.last_now = Some(now);
         match self.connecting_slot(&peer, conn) {
             Some((slot, _)) => self.become_ready(now, slot, conn),
+            None if self.has_connection(&peer, conn) => {}
             None => self.close(peer, conn, CloseReason::Stale),
         }
         self.admit_queued(now);
@@ -366,12 +368,16 @@ impl Pool {
 
     /// A connection from `peer` (at `addr`) was accepted; returns its id.
     ///
-    /// It becomes the peer's connection unless it loses the tie-break to
-    /// our own dial (when our id is the lower) or every inbound slot is
-    /// pinned; then it is closed at once with [`Action::Close`].
+    /// It becomes the peer's connection unless it claims our own id, loses
+    /// the tie-break to our own dial (when our id is the lower) or finds every
+    /// inbound slot pinned; then it is closed at once with [`Action::Close`].
     pub fn handle_inbound(&mut self, now: Instant, peer: NodeId, addr: SocketAddr) -> ConnId {
         self.last_now = Some(now);
         let conn = self.new_conn();
+        if peer == self.config.local {
+            self.close(peer, conn, CloseReason::OwnId);
+            return conn;
+        }
         let existing = self.index.get(&peer).copied();
         let ours_wins = self.config.local < peer;
         let (our_dial, needs_slot) = match existing.map(|s| &self.entries[s as usize]) {
@@ -650,6 +656,13 @@ impl Pool {
             addr: entry.addr,
             conn,
         });
+    }
+
+    /// Whether `conn` is `peer`'s ready connection or a draining one.
+    fn has_connection(&self, peer: &NodeId, conn: ConnId) -> bool {
+        let ready = self.index.get(peer);
+        ready.is_some_and(|&slot| self.entries[slot as usize].ready_conn() == Some(conn))
+            || self.draining.contains_key(&conn)
     }
 
     /// The slot and attempt of `peer`'s entry if it is dialing `conn`.

@@ -208,7 +208,7 @@ fn a_peer_queued_behind_pinned_entries_fails_with_pool_full_at_its_deadline() {
 }
 
 #[test]
-fn acquires_fail_at_once_for_ourselves_and_when_a_wait_queue_is_full() {
+fn ourselves_and_full_wait_queues_are_refused_at_once() {
     let now = t0();
     let mut pool = pool(PoolConfig {
         max_outbound: 1,
@@ -239,6 +239,9 @@ fn acquires_fail_at_once_for_ourselves_and_when_a_wait_queue_is_full() {
     );
     assert_eq!(pool.metrics().misses, 2);
     drain(&mut pool);
+    let own = pool.handle_inbound(now, id(50), addr(50));
+    assert_eq!(drain(&mut pool), [close(50, own, CloseReason::OwnId)]);
+    assert_eq!(pool.peer_state(&id(50)), None);
 }
 
 #[test]
@@ -384,6 +387,10 @@ fn a_connect_nobody_wants_any_more_is_closed_as_stale() {
     pool.handle_closed(now, id(1), ConnId(77));
     assert_eq!(drain(&mut pool), []);
     assert!(pool.is_empty());
+    // A second report that a ready connection is up changes nothing either.
+    let lease = connected(&mut pool, now, 1);
+    pool.handle_connected(now, id(1), lease.conn());
+    assert_eq!(drain(&mut pool), []);
 }
 
 #[test]

@@ -97,6 +97,8 @@ pub enum CloseReason {
     InboundFull,
     /// A connect finished that the pool no longer wanted.
     Stale,
+    /// An inbound connection claims our own node id.
+    OwnId,
 }
 
 /// What the pool asks its driver to do, from [`Pool::poll_output`](super::Pool::poll_output).
