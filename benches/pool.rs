@@ -101,8 +101,9 @@ impl Best {
         *entry = entry.min(per_op);
     }
 
-    fn get(&self, name: &str) -> f64 {
-        self.0.borrow()[name]
+    /// The fastest ns/op of `name` at `size`, if it ran (a filter may skip it).
+    fn get(&self, name: &str, size: usize) -> Option<f64> {
+        self.0.borrow().get(&format!("{name}/{size}")).copied()
     }
 }
 
@@ -253,7 +254,9 @@ fn main() {
     }
     c.final_summary();
 
-    println!("\nfastest sample, ns/op        100      10000   10000/100");
+    let show = |x: Option<f64>, unit: &str| x.map_or("-".to_owned(), |x| format!("{x:.2}{unit}"));
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    println!("\nfastest sample, ns/op         100      10000   10000/100");
     for name in [
         "pool-acquire-hit",
         "lru-get-hit",
@@ -261,26 +264,21 @@ fn main() {
         "pool-miss-evict",
         "lru-miss-evict",
     ] {
-        let (small, large) = (
-            best.get(&format!("{name}/100")),
-            best.get(&format!("{name}/10000")),
-        );
+        let (small, large) = (best.get(name, 100), best.get(name, 10_000));
+        let scale = show(ratio(large, small), "x");
         println!(
-            "{name:<24} {small:>9.1} {large:>10.1} {:>10.2}x",
-            large / small
+            "{name:<24} {:>10} {:>10} {scale:>10}",
+            show(small, ""),
+            show(large, "")
         );
     }
-    println!("\npool / lru                   100      10000");
+    println!("\npool / lru                            100      10000");
     for (pool, lru) in [
         ("pool-acquire-hit", "lru-get-hit"),
         ("pool-release", "lru-get-hit"),
         ("pool-miss-evict", "lru-miss-evict"),
     ] {
-        let ratio = |size| best.get(&format!("{pool}/{size}")) / best.get(&format!("{lru}/{size}"));
-        println!(
-            "{pool:<17} / {lru:<14} {:>5.2}x {:>9.2}x",
-            ratio(100),
-            ratio(10_000)
-        );
+        let at = |size| show(ratio(best.get(pool, size), best.get(lru, size)), "x");
+        println!("{pool:<17} / {lru:<14} {:>7} {:>10}", at(100), at(10_000));
     }
 }

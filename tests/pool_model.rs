@@ -547,8 +547,8 @@ impl Model {
     }
 
     /// Checks the pool's actions against the expected ones and learns the
-    /// pool's choices. Returns the leases the actions granted.
-    fn settle(&mut self, pool: &mut Pool) -> Vec<Lease> {
+    /// pool's choices. Returns the leases the actions granted, with their peers.
+    fn settle(&mut self, pool: &mut Pool) -> Vec<(NodeId, Lease)> {
         let mut leases = Vec::new();
         let mut seen = Vec::new();
         while let Some(action) = pool.poll_output() {
@@ -566,13 +566,13 @@ impl Model {
                     Seen::Connect { peer, addr }
                 }
                 Action::Close { peer, conn, reason } => Seen::Close { peer, conn, reason },
-                Action::Ready { wait, lease } => {
+                Action::Ready { wait, peer, lease } => {
                     let seen = Seen::Ready {
                         wait,
-                        peer: lease.peer(),
+                        peer,
                         conn: lease.conn(),
                     };
-                    leases.push(lease);
+                    leases.push((peer, lease));
                     seen
                 }
                 Action::Failed { wait, error } => Seen::Failed { wait, error },
@@ -658,7 +658,7 @@ fn run(ops: Vec<Op>) {
         seq: 0,
         max_conn: None,
     };
-    let mut held: Vec<Lease> = Vec::new();
+    let mut held: Vec<(NodeId, Lease)> = Vec::new();
     let mut waits: Vec<WaitId> = Vec::new();
     for op in ops {
         let now = model.now;
@@ -673,8 +673,8 @@ fn run(ops: Vec<Op>) {
                 let got = pool.acquire(now, id(n), addr(n, a));
                 match (expected, got) {
                     (Ok(Some(conn)), Ok(Acquired::Ready(lease))) => {
-                        assert_eq!((lease.peer(), lease.conn()), (id(n), conn));
-                        held.push(lease);
+                        assert_eq!(lease.conn(), conn);
+                        held.push((id(n), lease));
                     }
                     (Ok(None), Ok(Acquired::Waiting(wait))) => {
                         model.add_waiter(id(n), wait);
@@ -685,8 +685,8 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::Release(i) if !held.is_empty() => {
-                let lease = held.swap_remove(i % held.len());
-                model.release(lease.peer(), lease.conn());
+                let (peer, lease) = held.swap_remove(i % held.len());
+                model.release(peer, lease.conn());
                 pool.release(now, lease);
             }
             Op::Cancel(i) if !waits.is_empty() => {

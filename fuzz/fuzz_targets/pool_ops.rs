@@ -149,12 +149,8 @@ fuzz_target!(|run: Run| {
                     );
                 }
                 Action::Close { conn, .. } => dialing.retain(|_, c| *c != conn),
-                Action::Ready { wait, lease } => {
-                    assert_eq!(
-                        waiting.remove(&wait),
-                        Some(lease.peer()),
-                        "unexpected answer"
-                    );
+                Action::Ready { wait, peer, lease } => {
+                    assert_eq!(waiting.remove(&wait), Some(peer), "unexpected answer");
                     assert!(answered.insert(wait));
                     held.push(lease);
                 }

@@ -33,7 +33,7 @@ impl Pool {
             }
             occupied += 1;
             let peer = entry.peer;
-            ensure(self.index.get(&peer) == Some(&slot), || {
+            ensure(self.index.get(&self.entries, &peer) == Some(slot), || {
                 format!("{peer} at slot {slot} not indexed there")
             })?;
             ensure(peer != self.config.local, || {

@@ -36,6 +36,7 @@ mod check;
 mod config;
 mod entry;
 mod error;
+mod index;
 mod lru;
 mod metrics;
 mod types;
@@ -59,6 +60,7 @@ pub use metrics::{Lifetimes, PoolMetrics};
 pub use types::{Acquired, Action, CloseReason, ConnId, Direction, Lease, WaitId};
 
 use entry::{Entry, State};
+use index::PeerIndex;
 use lru::List;
 
 /// A deadline other than an idle one (those live in the LRU lists).
@@ -126,7 +128,7 @@ pub struct Pool {
     config: PoolConfig,
     entries: Vec<Entry>,
     free: Vec<u32>,
-    index: HashMap<NodeId, u32>,
+    index: PeerIndex,
     /// Idle entries per direction, least recently used first.
     idle: [List; 2],
     /// Entries holding a slot, per direction.
@@ -150,10 +152,9 @@ impl Pool {
         config.validate()?;
         Ok(Self {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
-            config,
             entries: Vec::new(),
             free: Vec::new(),
-            index: HashMap::default(),
+            index: PeerIndex::new(config.seed),
             idle: [List::default(); 2],
             claimed: [0; 2],
             queued: VecDeque::new(),
@@ -165,6 +166,7 @@ impl Pool {
             next_wait: 0,
             last_now: None,
             metrics: PoolMetrics::default(),
+            config,
         })
     }
 
@@ -181,7 +183,7 @@ impl Pool {
 
     /// Whether the pool knows no peer at all.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.len() == 0
     }
 
     /// The counters, with the current sizes.
@@ -195,7 +197,7 @@ impl Pool {
 
     /// Where `peer` stands, if the pool knows it.
     pub fn peer_state(&self, peer: &NodeId) -> Option<PeerState> {
-        let entry = &self.entries[*self.index.get(peer)? as usize];
+        let entry = &self.entries[self.index.get(&self.entries, peer)? as usize];
         Some(match entry.state {
             State::Vacant => unreachable!("indexed entries are occupied"),
             State::Queued => PeerState::Queued,
@@ -223,9 +225,8 @@ impl Pool {
         peer: NodeId,
         addr: SocketAddr,
     ) -> Result<Acquired, PoolError> {
-        self.last_now = Some(now);
-        let slot = match self.index.get(&peer) {
-            Some(&slot) => {
+        let slot = match self.index.get(&self.entries, &peer) {
+            Some(slot) => {
                 let entry = &mut self.entries[slot as usize];
                 if let State::Ready { conn, .. } = entry.state {
                     entry.pins += 1;
@@ -234,7 +235,7 @@ impl Pool {
                         self.idle[list].unlink(&mut self.entries, slot);
                     }
                     self.metrics.hits += 1;
-                    return Ok(Acquired::Ready(Lease { peer, conn, slot }));
+                    return Ok(Acquired::Ready(Lease { conn, slot }));
                 }
                 if entry.waiters.len() >= self.config.max_waiters_per_peer {
                     return Err(PoolError::WaitQueueFull {
@@ -247,6 +248,7 @@ impl Pool {
             }
             None => self.insert(now, peer, addr)?,
         };
+        self.last_now = Some(now);
         self.metrics.misses += 1;
         Ok(Acquired::Waiting(self.add_waiter(now, slot)))
     }
@@ -349,7 +351,7 @@ impl Pool {
         if self.connecting_slot(&peer, conn).is_some() {
             return self.handle_connect_failed(now, peer, conn);
         }
-        let Some(&slot) = self.index.get(&peer) else {
+        let Some(slot) = self.index.get(&self.entries, &peer) else {
             return;
         };
         if self.entries[slot as usize].ready_conn() != Some(conn) {
@@ -378,7 +380,7 @@ impl Pool {
             self.close(peer, conn, CloseReason::OwnId);
             return conn;
         }
-        let existing = self.index.get(&peer).copied();
+        let existing = self.index.get(&self.entries, &peer);
         let ours_wins = self.config.local < peer;
         let (our_dial, needs_slot) = match existing.map(|s| &self.entries[s as usize]) {
             None => (false, true),
@@ -516,7 +518,7 @@ impl Pool {
                 u32::try_from(self.entries.len() - 1).expect("validated caps fit in u32")
             }
         };
-        self.index.insert(peer, slot);
+        self.index.insert(&self.entries, &peer, slot);
         slot
     }
 
@@ -529,7 +531,7 @@ impl Pool {
         entry.state = State::Vacant;
         entry.pins = 0;
         let peer = entry.peer;
-        self.index.remove(&peer);
+        self.index.remove(&self.entries, &peer);
         self.free.push(slot);
     }
 
@@ -660,14 +662,14 @@ impl Pool {
 
     /// Whether `conn` is `peer`'s ready connection or a draining one.
     fn has_connection(&self, peer: &NodeId, conn: ConnId) -> bool {
-        let ready = self.index.get(peer);
-        ready.is_some_and(|&slot| self.entries[slot as usize].ready_conn() == Some(conn))
+        let ready = self.index.get(&self.entries, peer);
+        ready.is_some_and(|slot| self.entries[slot as usize].ready_conn() == Some(conn))
             || self.draining.contains_key(&conn)
     }
 
     /// The slot and attempt of `peer`'s entry if it is dialing `conn`.
     fn connecting_slot(&self, peer: &NodeId, conn: ConnId) -> Option<(u32, u32)> {
-        let slot = *self.index.get(peer)?;
+        let slot = self.index.get(&self.entries, peer)?;
         match self.entries[slot as usize].state {
             State::Connecting { conn: c, attempt } if c == conn => Some((slot, attempt)),
             _ => None,
@@ -690,8 +692,8 @@ impl Pool {
         }
         for wait in waiters {
             self.forget_waiter(wait);
-            let lease = Lease { peer, conn, slot };
-            self.actions.push_back(Action::Ready { wait, lease });
+            let lease = Lease { conn, slot };
+            self.actions.push_back(Action::Ready { wait, peer, lease });
         }
     }
 

@@ -78,7 +78,15 @@ fn connected(pool: &mut Pool, now: Instant, n: u8) -> Lease {
     let conn = connect_of(drain(pool), n);
     pool.handle_connected(now, id(n), conn);
     match <[Action; 1]>::try_from(drain(pool)) {
-        Ok([Action::Ready { wait: w, lease }]) if w == wait => lease,
+        Ok(
+            [
+                Action::Ready {
+                    wait: w,
+                    peer,
+                    lease,
+                },
+            ],
+        ) if w == wait && peer == id(n) => lease,
         other => panic!("expected the lease, got {other:?}"),
     }
 }
@@ -104,23 +112,14 @@ fn a_ready_peer_is_a_hit_and_concurrent_acquires_share_one_connect() {
     );
 
     pool.handle_connected(now, id(1), conn);
-    let lease = |peer, conn, slot| Lease { peer, conn, slot };
-    assert_eq!(
-        drain(&mut pool),
-        [
-            Action::Ready {
-                wait: first,
-                lease: lease(id(1), conn, 0)
-            },
-            Action::Ready {
-                wait: second,
-                lease: lease(id(1), conn, 0)
-            },
-        ]
-    );
+    let ready = |wait| Action::Ready {
+        wait,
+        peer: id(1),
+        lease: Lease { conn, slot: 0 },
+    };
+    assert_eq!(drain(&mut pool), [ready(first), ready(second)]);
     let third = leased(pool.acquire(now, id(1), addr(1)));
     assert_eq!(third.conn(), conn);
-    assert_eq!(third.peer(), id(1));
     let state = PeerState::Ready {
         conn,
         direction: Direction::Outbound,
@@ -439,11 +438,11 @@ fn a_simultaneous_dial_keeps_the_connection_dialed_by_the_lower_id_on_both_sides
     let actions = drain(&mut pool);
     assert_eq!(actions[0], close(40, our_dial, CloseReason::Duplicate));
     let lease = Lease {
-        peer: id(40),
         conn: theirs,
         slot: 1,
     };
-    assert_eq!(actions[1..], [Action::Ready { wait, lease }]);
+    let peer = id(40);
+    assert_eq!(actions[1..], [Action::Ready { wait, peer, lease }]);
     assert_eq!(
         (pool.len(Direction::Outbound), pool.len(Direction::Inbound)),
         (1, 1)
@@ -586,11 +585,11 @@ fn an_inbound_connection_answers_a_peer_that_was_backing_off() {
     pool.handle_connect_failed(now, id(60), conn);
     let inbound = pool.handle_inbound(now + ms(1), id(60), addr(60));
     let lease = Lease {
-        peer: id(60),
         conn: inbound,
         slot: 0,
     };
-    assert_eq!(drain(&mut pool), [Action::Ready { wait, lease }]);
+    let peer = id(60);
+    assert_eq!(drain(&mut pool), [Action::Ready { wait, peer, lease }]);
     assert_eq!(pool.poll_timeout(), None, "the backoff timer is gone");
 }
 

@@ -53,20 +53,15 @@ impl Direction {
 /// The right to use one connection until it is given back with
 /// [`Pool::release`](super::Pool::release). While any lease on a connection
 /// is out, the pool never evicts it. A lease is neither `Clone` nor `Copy`,
-/// so it is released at most once.
+/// so it is released at most once. It is small (16 bytes) and knows its
+/// slot, so releasing it needs no hash lookup.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Lease {
-    pub(crate) peer: NodeId,
     pub(crate) conn: ConnId,
     pub(crate) slot: u32,
 }
 
 impl Lease {
-    /// The peer at the other end.
-    pub fn peer(&self) -> NodeId {
-        self.peer
-    }
-
     /// The connection to open streams on.
     pub fn conn(&self) -> ConnId {
         self.conn
@@ -128,6 +123,8 @@ pub enum Action {
     Ready {
         /// The acquire.
         wait: WaitId,
+        /// The peer it asked for.
+        peer: NodeId,
         /// Its lease.
         lease: Lease,
     },
