@@ -73,8 +73,9 @@ impl Pool {
                         format!("{peer}: {conn} reused or unallocated")
                     })?;
                 }
-                State::BackingOff { until, .. } => {
+                State::BackingOff { .. } => {
                     timers += 1;
+                    let until = entry.retry_at;
                     ensure(self.timers.contains(&(until, Timer::Backoff(slot))), || {
                         format!("{peer}: backoff without a timer")
                     })?;

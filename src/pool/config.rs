@@ -10,6 +10,9 @@ use super::PoolError;
 /// short enough that `now + setting` never overflows an `Instant`.
 pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// The most entries a pool may hold at once (slab indices are `u32`).
+const MAX_ENTRIES: usize = 1 << 31;
+
 /// How the pool sizes, ages and retries its connections.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
@@ -76,10 +79,14 @@ impl PoolConfig {
                 problem: "must be at least 1",
             });
         }
-        if u32::try_from(self.max_outbound.saturating_add(self.max_inbound)).is_err() {
+        let entries = self
+            .max_outbound
+            .saturating_add(self.max_inbound)
+            .saturating_add(self.max_queued_peers);
+        if entries > MAX_ENTRIES {
             return Err(PoolError::InvalidConfig {
                 setting: "max_outbound",
-                problem: "max_outbound + max_inbound must fit in a u32",
+                problem: "max_outbound + max_inbound + max_queued_peers must not exceed 2^31",
             });
         }
         let durations = [

@@ -18,15 +18,23 @@ pub(crate) enum State {
     Queued,
     /// Connect number `attempt` (from 1) is under way.
     Connecting { conn: ConnId, attempt: u32 },
-    /// `failures` connects failed; the next one starts at `until`.
-    BackingOff { until: Instant, failures: u32 },
-    /// Connected since `since`.
-    Ready { conn: ConnId, since: Instant },
+    /// `failures` connects failed; the next one starts at the entry's
+    /// `retry_at`.
+    BackingOff { failures: u32 },
+    /// Connected (since the entry's `connected_at`).
+    Ready { conn: ConnId },
 }
 
 /// A peer's entry in the pool's slab.
+///
+/// Laid out for the hit path: the fields an acquire or release touches (the
+/// id it compares, state, leases, links) come first and fill one 64-byte
+/// cache line, and every entry starts on a line of its own, so a hit costs
+/// one line per entry it touches (itself and its two list neighbours).
 #[derive(Clone, Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Entry {
+    pub(crate) peer: NodeId,
     pub(crate) state: State,
     /// Leases out on the ready connection; non-zero pins the entry.
     pub(crate) pins: u32,
@@ -38,7 +46,10 @@ pub(crate) struct Entry {
     pub(crate) claimed: bool,
     /// When the last lease came back (the idle deadline is this plus the TTL).
     pub(crate) idle_since: Instant,
-    pub(crate) peer: NodeId,
+    /// When the ready connection came up.
+    pub(crate) connected_at: Instant,
+    /// When a backoff ends.
+    pub(crate) retry_at: Instant,
     /// Where the next connect dials.
     pub(crate) addr: SocketAddr,
     /// Acquires waiting for the connection, oldest first.
@@ -55,6 +66,8 @@ impl Entry {
             direction: Direction::Outbound,
             claimed: false,
             idle_since: now,
+            connected_at: now,
+            retry_at: now,
             peer,
             addr,
             waiters: Vec::new(),

@@ -6,29 +6,32 @@
 //! idle deadline comes first. Every operation is O(1) and allocates nothing:
 //! the links live inside the entries themselves.
 
-/// The index that marks "no entry".
+/// The index that marks "no entry" (the ends of a list).
 const NIL: u32 = u32::MAX;
 
-/// The links of one slab entry. `linked` tells whether the entry is in a list
-/// at all (a lone entry has `prev == next == NIL` but so does an unlinked one).
+/// The `prev` of an entry that is in no list (a lone entry in a list has
+/// `prev == next == NIL`, so "unlinked" needs a mark of its own). Slab
+/// indices stay far below it: the pool's caps are validated.
+const DETACHED: u32 = u32::MAX - 1;
+
+/// The links of one slab entry: 8 bytes, so an entry's hot fields fit one
+/// cache line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Link {
     prev: u32,
     next: u32,
-    linked: bool,
 }
 
 impl Link {
     /// The links of an entry that is in no list.
     pub(crate) const UNLINKED: Link = Link {
-        prev: NIL,
-        next: NIL,
-        linked: false,
+        prev: DETACHED,
+        next: DETACHED,
     };
 
     /// Whether the entry is in a list.
     pub(crate) fn is_linked(&self) -> bool {
-        self.linked
+        self.prev != DETACHED
     }
 }
 
@@ -75,11 +78,10 @@ impl List {
 
     /// Appends entry `index`, which must be unlinked, as the newest.
     pub(crate) fn push_back<T: Linked>(&mut self, nodes: &mut [T], index: u32) {
-        debug_assert!(!nodes[index as usize].link().linked);
+        debug_assert!(!nodes[index as usize].link().is_linked());
         *nodes[index as usize].link_mut() = Link {
             prev: self.tail,
             next: NIL,
-            linked: true,
         };
         match some(self.tail) {
             Some(tail) => nodes[tail as usize].link_mut().next = index,
@@ -91,8 +93,8 @@ impl List {
 
     /// Takes entry `index`, which must be in this list, out of it.
     pub(crate) fn unlink<T: Linked>(&mut self, nodes: &mut [T], index: u32) {
-        let Link { prev, next, linked } = *nodes[index as usize].link();
-        debug_assert!(linked);
+        let Link { prev, next } = *nodes[index as usize].link();
+        debug_assert!(prev != DETACHED);
         match some(prev) {
             Some(prev) => nodes[prev as usize].link_mut().next = next,
             None => self.head = next,

@@ -202,7 +202,10 @@ impl Pool {
             State::Vacant => unreachable!("indexed entries are occupied"),
             State::Queued => PeerState::Queued,
             State::Connecting { conn, attempt } => PeerState::Connecting { conn, attempt },
-            State::BackingOff { until, failures } => PeerState::BackingOff { until, failures },
+            State::BackingOff { failures } => PeerState::BackingOff {
+                until: entry.retry_at,
+                failures,
+            },
             State::Ready { conn, .. } => PeerState::Ready {
                 conn,
                 direction: entry.direction,
@@ -333,10 +336,9 @@ impl Pool {
             &mut self.rng,
         );
         let until = now + delay;
-        self.entries[slot as usize].state = State::BackingOff {
-            until,
-            failures: attempt,
-        };
+        let entry = &mut self.entries[slot as usize];
+        entry.state = State::BackingOff { failures: attempt };
+        entry.retry_at = until;
         self.timers.insert((until, Timer::Backoff(slot)));
     }
 
@@ -545,7 +547,8 @@ impl Pool {
         }
         match self.entries[slot as usize].state {
             State::Queued => self.queued.retain(|&s| s != slot),
-            State::BackingOff { until, .. } => {
+            State::BackingOff { .. } => {
+                let until = self.entries[slot as usize].retry_at;
                 self.timers.remove(&(until, Timer::Backoff(slot)));
             }
             _ => {}
@@ -607,12 +610,12 @@ impl Pool {
     /// connection. The entry is left `Vacant` but indexed, for the caller
     /// to reuse or remove before returning.
     fn end_connection(&mut self, now: Instant, slot: u32) -> Option<ConnId> {
-        let State::Ready { conn, since } = self.entries[slot as usize].state else {
+        let State::Ready { conn } = self.entries[slot as usize].state else {
             return None;
         };
         self.metrics
             .lifetime
-            .record(now.saturating_duration_since(since));
+            .record(now.saturating_duration_since(self.entries[slot as usize].connected_at));
         self.leave_state(slot);
         self.unclaim(slot);
         let entry = &mut self.entries[slot as usize];
@@ -682,7 +685,8 @@ impl Pool {
         let waiters = std::mem::take(&mut self.entries[slot as usize].waiters);
         let entry = &mut self.entries[slot as usize];
         debug_assert!(entry.claimed);
-        entry.state = State::Ready { conn, since: now };
+        entry.state = State::Ready { conn };
+        entry.connected_at = now;
         entry.pins = u32::try_from(waiters.len()).expect("bounded wait list");
         entry.idle_since = now;
         let peer = entry.peer;
