@@ -25,11 +25,27 @@
 //!   way to the peer's newer one. A losing connection with leases out drains:
 //!   it closes when its last lease comes back.
 //! - **Backoff.** A failed connect is retried after an exponential delay with
-//!   seeded jitter ([`backoff`]); after `max_connect_attempts` its waiters fail.
+//!   seeded jitter (half the delay fixed, half random); after
+//!   `max_connect_attempts` its waiters fail.
 //!   A pinned connection that is lost is redialed at once.
 //!
 //! The hit path (an acquire of a ready peer, its release) is one hash probe
 //! (none for the release) and one O(1) list splice, and allocates nothing.
+//!
+//! ## What the driver (the node) owes the pool
+//!
+//! - Every [`Action::Connect`] gets exactly one outcome:
+//!   [`Pool::handle_connected`] or [`Pool::handle_connect_failed`] (a QUIC
+//!   handshake timeout counts as a failure). The pool has no connect timer
+//!   of its own; waiting acquires do have their deadline.
+//! - Every connection the pool knows of that closes, for whatever reason,
+//!   is reported with [`Pool::handle_closed`]; so is the end of one the pool
+//!   asked to close.
+//! - Every [`Lease`] is given back with [`Pool::release`] when its streams
+//!   and requests are done, even if the connection died meanwhile.
+//! - quinn's reused `ConnectionHandle`s are mapped to [`ConnId`]s, which the
+//!   pool hands out (in [`Action::Connect`] and from [`Pool::handle_inbound`])
+//!   and never reuses.
 
 mod backoff;
 mod check;

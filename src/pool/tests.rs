@@ -322,6 +322,33 @@ fn failed_connects_back_off_exponentially_then_fail_their_waiters() {
 }
 
 #[test]
+fn a_successful_connect_resets_the_attempt_count() {
+    let now = t0();
+    let mut pool = pool(config());
+    waiting(pool.acquire(now, id(1), addr(1)));
+    let conn = connect_of(drain(&mut pool), 1);
+    pool.handle_connect_failed(now, id(1), conn);
+    let Some(PeerState::BackingOff { until, .. }) = pool.peer_state(&id(1)) else {
+        panic!("expected a backoff");
+    };
+    pool.handle_timeout(until);
+    let conn = connect_of(drain(&mut pool), 1);
+    assert_eq!(
+        pool.peer_state(&id(1)),
+        Some(PeerState::Connecting { conn, attempt: 2 })
+    );
+    pool.handle_connected(until, id(1), conn);
+    drain(&mut pool);
+    // Lost while leased: redialed as a first attempt, not a third.
+    pool.handle_closed(until, id(1), conn);
+    let conn = connect_of(drain(&mut pool), 1);
+    assert_eq!(
+        pool.peer_state(&id(1)),
+        Some(PeerState::Connecting { conn, attempt: 1 })
+    );
+}
+
+#[test]
 fn the_same_seed_gives_the_same_backoff() {
     let run = |seed| {
         let now = t0();
