@@ -30,7 +30,9 @@ pub struct PoolConfig {
     /// How long an acquire may wait for its connection before it fails.
     /// Default 10 s.
     pub wait_timeout: Duration,
-    /// Connect attempts per peer before its waiters fail. Default 5.
+    /// Connect attempts per peer before its waiters fail. Default 5. The
+    /// attempts go on even when every waiter timed out or cancelled (the
+    /// connection then comes up idle); a success starts the count again.
     pub max_connect_attempts: u32,
     /// Backoff after the first failed connect; it doubles per failure.
     /// Default 250 ms.

@@ -56,6 +56,7 @@ impl Direction {
 /// so it is released at most once. It is small (16 bytes) and knows its
 /// slot, so releasing it needs no hash lookup.
 #[derive(Debug, PartialEq, Eq)]
+#[must_use = "a lease pins its connection until it is released"]
 pub struct Lease {
     pub(crate) conn: ConnId,
     pub(crate) slot: u32,
@@ -70,6 +71,7 @@ impl Lease {
 
 /// The outcome of an acquire that did not fail at once.
 #[derive(Debug, PartialEq, Eq)]
+#[must_use = "a lease pins its connection until it is released"]
 pub enum Acquired {
     /// A connection was ready: use it now.
     Ready(Lease),
