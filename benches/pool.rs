@@ -12,6 +12,10 @@
 //! - **release**: giving back a lease (pool) vs `get` of a present key (lru:
 //!   it has no release; `get` is its one touch).
 //!
+//! At 10,000 entries the hit workload also runs over a hot set of 100 of
+//! them: the per-operation cost at the same cache footprint as the small
+//! pool, which isolates the algorithm from the memory hierarchy.
+//!
 //! Keys are visited in a shuffled order, so neither side gets a sequential
 //! memory pattern. Each benchmark records its fastest sample (ns/op); the
 //! summary prints pool/lru ratios and the 10,000/100 ratio of each pool path.
@@ -35,6 +39,8 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const SIZES: [usize; 2] = [100, 10_000];
+/// Size of the hot set touched in the large pool's second hit workload.
+const HOT: usize = 100;
 const ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4433);
 
 /// Timing is what a benchmark does: the ban on clocks is for the core.
@@ -154,37 +160,49 @@ fn bench_size(c: &mut Criterion, best: &Best, size: usize) {
         });
     };
 
-    // acquire-hit
+    // acquire-hit: over all entries, and (in a large pool) over a hot set
+    // of HOT entries, which separates the per-operation cost from the cache
+    // footprint of the keys touched.
     let mut pool = full_pool(&resident, now);
     let mut leases = Vec::with_capacity(size);
-    let mut cursor = 0;
-    record(&mut group, "pool-acquire-hit", &mut |iters| {
-        batched(
-            iters,
-            &order,
-            &mut cursor,
-            &mut (&mut pool, &mut leases),
-            |(pool, leases), key| leases.push(hit(pool, key, now)),
-            |(pool, leases)| leases.drain(..).for_each(|l| pool.release(now, l)),
-        )
-    });
-
     let mut lru: LruCache<NodeId, u64, FixedState> = LruCache::with_hasher(cap, FixedState);
     for (i, &key) in resident.iter().enumerate() {
         lru.put(key, i as u64);
     }
     let mut sink = Vec::with_capacity(size);
-    let mut cursor = 0;
-    record(&mut group, "lru-get-hit", &mut |iters| {
-        batched(
-            iters,
-            &order,
-            &mut cursor,
-            &mut (&mut lru, &mut sink),
-            |(lru, sink), key| sink.push(*lru.get(&key).expect("present")),
-            |(_, sink)| sink.clear(),
-        )
-    });
+    let hot = &order[..HOT.min(size)];
+    let sets: &[(&str, &[NodeId])] = match size > HOT {
+        true => &[("", &order), ("-hot100", hot)],
+        false => &[("", &order)],
+    };
+    for &(suffix, keys) in sets {
+        let mut cursor = 0;
+        record(
+            &mut group,
+            &format!("pool-acquire-hit{suffix}"),
+            &mut |iters| {
+                batched(
+                    iters,
+                    keys,
+                    &mut cursor,
+                    &mut (&mut pool, &mut leases),
+                    |(pool, leases), key| leases.push(hit(pool, key, now)),
+                    |(pool, leases)| leases.drain(..).for_each(|l| pool.release(now, l)),
+                )
+            },
+        );
+        let mut cursor = 0;
+        record(&mut group, &format!("lru-get-hit{suffix}"), &mut |iters| {
+            batched(
+                iters,
+                keys,
+                &mut cursor,
+                &mut (&mut lru, &mut sink),
+                |(lru, sink), key| sink.push(*lru.get(&key).expect("present")),
+                |(_, sink)| sink.clear(),
+            )
+        });
+    }
 
     // release
     let mut cursor = 0;
@@ -271,6 +289,12 @@ fn main() {
             show(small, ""),
             show(large, "")
         );
+    }
+    let hot = |name: &str| best.get(&format!("{name}-hot100"), 10_000);
+    for name in ["pool-acquire-hit", "lru-get-hit"] {
+        let scale = show(ratio(hot(name), best.get(name, 100)), "x");
+        let label = format!("{name}, 100 hot of 10000");
+        println!("{label:<35} {:>10} {scale:>10}", show(hot(name), ""));
     }
     println!("\npool / lru                            100      10000");
     for (pool, lru) in [
