@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use smallvec::SmallVec;
+
 use crate::id::NodeId;
 
 use super::lru::{Link, Linked};
@@ -52,8 +54,9 @@ pub(crate) struct Entry {
     pub(crate) retry_at: Instant,
     /// Where the next connect dials.
     pub(crate) addr: SocketAddr,
-    /// Acquires waiting for the connection, oldest first.
-    pub(crate) waiters: Vec<WaitId>,
+    /// Acquires waiting for the connection, oldest first (usually one: kept
+    /// inline, so a miss allocates no list).
+    pub(crate) waiters: SmallVec<[WaitId; 2]>,
 }
 
 impl Entry {
@@ -70,7 +73,7 @@ impl Entry {
             retry_at: now,
             peer,
             addr,
-            waiters: Vec::new(),
+            waiters: SmallVec::new(),
         }
     }
 
