@@ -23,7 +23,8 @@
 //! - **Tie-break.** When both ends dial at once, the connection dialed by the
 //!   lower node id survives on both sides; an older inbound connection gives
 //!   way to the peer's newer one. A losing connection with leases out drains:
-//!   it closes when its last lease comes back.
+//!   it closes when its last lease comes back. Draining connections count
+//!   against no cap; there are never more of them than leases out.
 //! - **Backoff.** A failed connect is retried after an exponential delay with
 //!   seeded jitter (half the delay fixed, half random); after
 //!   `max_connect_attempts` its waiters fail.
