@@ -102,6 +102,7 @@
 //! - [`tls`]: rustls configurations: identity certificates, peer verification, pins.
 //! - [`wire`]: the frame codec, every message, limits and per-stream
 //!   reassembly (spec: `docs/PROTOCOL.md`).
+//! - [`pool`]: the connection pool (LRU, idle TTL, pinning, reconnect backoff).
 //! - `sim` (feature `sim`): the deterministic network simulator with NAT models.
 
 #![forbid(unsafe_code)]
@@ -113,6 +114,7 @@ pub mod demux;
 pub mod id;
 pub mod path;
 pub mod quic;
+pub mod pool;
 pub mod record;
 #[cfg(feature = "sim")]
 pub mod sim;
