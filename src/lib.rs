@@ -96,6 +96,8 @@
 //!
 //! - [`id`]: identity keys, node ids, XOR distance, realms, record keys.
 //! - [`record`]: signed DHT records.
+//! - [`dht`]: the Kademlia DHT: routing table, lookups, request correlation,
+//!   record store and the operations built on them.
 //! - [`wire`]: the frame codec and every message (spec: `docs/PROTOCOL.md`).
 //! - `sim` (feature `sim`): the deterministic network simulator with NAT models.
 
@@ -104,6 +106,7 @@
 
 pub mod collections;
 mod contract;
+pub mod dht;
 pub mod id;
 pub mod record;
 #[cfg(feature = "sim")]
