@@ -160,13 +160,19 @@ impl ClosestPeersIter {
             return LookupStep::Finished;
         }
         let at_capacity = self.at_capacity();
-        let mut answered = 0;
+        // Answers count towards the end only while no closer peer is still
+        // awaited within its deadline.
+        let mut answered = Some(0);
         for candidate in self.candidates.values_mut() {
             match candidate.state {
                 PeerState::Waiting if at_capacity => return LookupStep::AtCapacity,
+                PeerState::Waiting => answered = None,
                 PeerState::Succeeded => {
-                    answered += 1;
-                    if answered >= self.config.num_results {
+                    let Some(n) = answered.as_mut() else {
+                        continue;
+                    };
+                    *n += 1;
+                    if *n >= self.config.num_results {
                         self.phase = Phase::Finished;
                         return LookupStep::Finished;
                     }
@@ -177,7 +183,7 @@ impl ClosestPeersIter {
                     self.in_flight += 1;
                     return LookupStep::Contact(candidate.contact.clone());
                 }
-                PeerState::Waiting | PeerState::Unresponsive | PeerState::Failed => {}
+                PeerState::Unresponsive | PeerState::Failed => {}
             }
         }
         if self.in_flight > 0 {
@@ -418,6 +424,7 @@ mod tests {
             let mut asked: Vec<NodeId> = Vec::new();
             let mut outcome: BTreeMap<NodeId, Reply> = BTreeMap::new();
             let mut pending: Vec<NodeId> = Vec::new();
+            let mut unresponsive: Vec<NodeId> = Vec::new();
             for (pick, what) in script {
                 loop {
                     match it.step() {
@@ -450,6 +457,7 @@ mod tests {
                     Reply::Unresponsive => {
                         // Stays pending: it may still answer late.
                         it.on_unresponsive(&peer);
+                        unresponsive.push(peer);
                     }
                 }
                 if !matches!(reply, Reply::Unresponsive) || !outcome.contains_key(&peer) {
@@ -463,11 +471,14 @@ mod tests {
                     .filter(|n| matches!(outcome.get(n), Some(Reply::Success))).collect();
                 let got: Vec<NodeId> = it.closest().map(|(c, _)| c.id).collect();
                 prop_assert_eq!(&got, &succeeded.iter().copied().take(k).collect::<Vec<_>>());
-                // Nobody closer than the k-th answer was left unasked.
+                // Nobody closer than the k-th answer was left unasked, or
+                // still awaited within its deadline.
                 let bound = if got.len() == k { Some(target.distance(&got[k - 1])) } else { None };
                 for n in &learned {
                     if bound.is_none_or(|b| target.distance(n) < b) {
                         prop_assert!(asked.contains(n), "{n:?} never asked");
+                        let waiting = pending.contains(n) && !unresponsive.contains(n);
+                        prop_assert!(!waiting, "{n:?} still awaited");
                     }
                 }
             }

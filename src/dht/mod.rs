@@ -7,7 +7,8 @@
 //! [`requests`] (correlation and deadlines), [`breaker`] (per-peer circuit
 //! breakers), [`limiter`] (inbound budgets), [`backoff`] (retry delays),
 //! [`store`] (records held for others), [`metrics`], [`config`] and
-//! [`machine`] (the operations that tie them together).
+//! [`machine`] (the operations that tie them together); `simnet` (feature
+//! `sim`) runs many of them over a model network.
 
 pub mod backoff;
 pub mod breaker;
@@ -19,6 +20,10 @@ pub mod message;
 pub mod metrics;
 pub mod requests;
 pub mod routing;
+#[cfg(feature = "sim")]
+pub mod scale;
+#[cfg(feature = "sim")]
+pub mod simnet;
 pub mod store;
 
 pub use config::{DhtConfig, Mode, Quorum};
