@@ -1,7 +1,8 @@
 //! The DHT at scale over the DHT-only network model.
 //!
 //! `cargo run --release --features sim --example dht_scale -- --nodes N
-//! --lookups L --loss P --churn C --seed S [--stores M] [--rtt-ms R]`
+//! --lookups L --loss P --churn C --seed S [--stores M] [--rtt-ms R]
+//! [--refresh-below B]`
 //! prints one line of key=value figures (see issue 3).
 
 use std::time::{Duration, Instant};
@@ -47,7 +48,10 @@ fn main() {
             loss: arg(&args, "--loss", 0.0f64),
             join_spacing: Duration::from_millis(10),
             seed: arg(&args, "--seed", 1u64),
-            dht: DhtConfig::default(),
+            dht: DhtConfig {
+                bootstrap_refresh_below: arg(&args, "--refresh-below", 20usize),
+                ..DhtConfig::default()
+            },
         },
         lookups,
         stores: arg(&args, "--stores", lookups.div_ceil(10)),

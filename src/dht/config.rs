@@ -90,9 +90,14 @@ pub struct DhtConfig {
     pub store_limits: StoreLimits,
     /// How often expired records and cache entries are swept.
     pub sweep_interval: Duration,
-    /// After bootstrap's self-lookup, refresh every bucket farther than the
-    /// nearest neighbour with a lookup of a random id in it.
-    pub refresh_on_bootstrap: bool,
+    /// After bootstrap's self-lookup, every bucket farther than the nearest
+    /// neighbour that holds fewer entries than this is refreshed with a
+    /// lookup of a random id in it (0: no refresh; k: every bucket not full).
+    pub bootstrap_refresh_below: usize,
+    /// A refresh lookup stops once this many of the closest peers it found
+    /// answered: it only has to fill a bucket, not pin down the k closest,
+    /// so it costs a fraction of a full lookup.
+    pub refresh_lookup_results: usize,
 }
 
 impl Default for DhtConfig {
@@ -104,7 +109,7 @@ impl Default for DhtConfig {
             request_rtt_factor: 6,
             request_timeout_floor: Duration::from_millis(100),
             request_timeout_cap: Duration::from_secs(5),
-            lookup_rtt_factor: 3,
+            lookup_rtt_factor: 2,
             query_timeout: Duration::from_secs(60),
             record_ttl: Duration::from_secs(300),
             republish_interval: Duration::from_secs(240),
@@ -122,7 +127,8 @@ impl Default for DhtConfig {
             max_tracked_peers: 4096,
             store_limits: StoreLimits::default(),
             sweep_interval: Duration::from_secs(10),
-            refresh_on_bootstrap: true,
+            bootstrap_refresh_below: 20,
+            refresh_lookup_results: 3,
         }
     }
 }

@@ -355,13 +355,6 @@ impl Dht {
         q
     }
 
-    fn lookup_config(&self) -> LookupConfig {
-        LookupConfig {
-            parallelism: self.config.alpha,
-            num_results: self.config.k,
-        }
-    }
-
     fn start_lookup(
         &mut self,
         now: Instant,
@@ -373,7 +366,15 @@ impl Dht {
         let q = self.new_query();
         let mut seeds = self.table.closest(&target, self.config.k, None);
         seeds.extend(extra_seeds.into_iter().filter(|c| c.id != self.local));
-        let iter = ClosestPeersIter::new(target, self.lookup_config(), seeds);
+        let num_results = match goal {
+            Goal::Refresh => self.config.refresh_lookup_results,
+            _ => self.config.k,
+        };
+        let config = LookupConfig {
+            parallelism: self.config.alpha,
+            num_results,
+        };
+        let iter = ClosestPeersIter::new(target, config, seeds);
         let deadline = now + timeout;
         self.op_deadlines.insert((deadline, q));
         self.ops.insert(
@@ -983,9 +984,7 @@ impl Dht {
             }
             Goal::Refresh => return,
             Goal::Bootstrap => {
-                if self.config.refresh_on_bootstrap {
-                    self.refresh_buckets(now);
-                }
+                self.refresh_buckets(now);
                 DhtEvent::Bootstrapped {
                     query: q,
                     table_size: self.table.len(),
@@ -1097,12 +1096,16 @@ impl Dht {
     }
 
     /// One lookup of a random id in each bucket farther than our nearest
-    /// neighbour's.
+    /// neighbour's that holds fewer than `bootstrap_refresh_below` entries.
     fn refresh_buckets(&mut self, now: Instant) {
         let Some(nearest) = self.table.occupied_buckets().last() else {
             return;
         };
+        let below = self.config.bootstrap_refresh_below;
         for bucket in nearest + 1..crate::id::ID_BITS {
+            if self.table.bucket_len(bucket) >= below {
+                continue;
+            }
             let target = random_id_in_bucket(&self.local, bucket, &mut self.rng);
             let timeout = self.config.query_timeout;
             self.start_lookup(now, target, Goal::Refresh, Vec::new(), timeout);

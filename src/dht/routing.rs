@@ -251,6 +251,14 @@ impl RoutingTable {
             .map(|(zeros, _)| ID_BITS - 1 - zeros)
     }
 
+    /// Entries in Kademlia bucket `index` (distances in `[2^index, 2^(index+1))`).
+    pub fn bucket_len(&self, index: usize) -> usize {
+        ID_BITS
+            .checked_sub(index + 1)
+            .and_then(|slot| self.buckets.get(slot))
+            .map_or(0, |b| b.entries.len())
+    }
+
     /// Every contact, stale ones included, in no particular order.
     pub fn contacts(&self) -> impl Iterator<Item = &Contact> + '_ {
         self.buckets
@@ -267,14 +275,11 @@ impl RoutingTable {
     pub fn closest(&self, target: &NodeId, count: usize, exclude: Option<&NodeId>) -> Vec<Contact> {
         let mut out: Vec<&Contact> = Vec::with_capacity(count);
         let wanted = |e: &&Entry| !e.stale && Some(&e.contact.id) != exclude;
-        for index in bucket_order(&self.local, target) {
+        for slot in slot_order(&self.local, target, self.buckets.len()) {
             if out.len() >= count {
                 break;
             }
-            let Some(bucket) = self.buckets.get(ID_BITS - 1 - index) else {
-                continue;
-            };
-            let live = bucket.entries.iter().filter(wanted);
+            let live = self.buckets[slot].entries.iter().filter(wanted);
             let room = count - out.len();
             if live.clone().count() <= room {
                 out.extend(live.map(|e| &e.contact));
@@ -289,21 +294,23 @@ impl RoutingTable {
     }
 }
 
-/// Bucket indices in increasing order of their distance range to `target`.
+/// The first `slots` bucket slots (slot `z` holds distances with `z`
+/// leading zero bits, Kademlia bucket `255 - z`) in increasing order of
+/// their distance range to `target`.
 ///
 /// For `x` in bucket `i`, `target ^ x` agrees with `local ^ target` above bit
 /// `i` and has bit `i` flipped. So bucket `i` is closer to `target` than
 /// every lower bucket exactly when bit `i` of `local ^ target` is set: first
-/// the set bits from the top, then the clear bits from the bottom.
-fn bucket_order(local: &NodeId, target: &NodeId) -> impl Iterator<Item = usize> {
+/// the buckets of the set bits from the top, then those of the clear bits
+/// from the bottom.
+fn slot_order(local: &NodeId, target: &NodeId, slots: usize) -> impl Iterator<Item = usize> {
     let d = *local.distance(target).as_bytes();
-    let bit = move |i: usize| d[ID_LEN_BYTES - 1 - i / 8] >> (i % 8) & 1 == 1;
-    let set = (0..ID_BITS).rev().filter(move |&i| bit(i));
-    let clear = (0..ID_BITS).filter(move |&i| !bit(i));
-    set.chain(clear)
+    // Bit `255 - z` of `d` is bit `7 - z % 8` of byte `z / 8`.
+    let set = move |z: &usize| d[z / 8] >> (7 - z % 8) & 1 == 1;
+    let first = (0..slots).filter(set);
+    let then = (0..slots).rev().filter(move |z| !set(z));
+    first.chain(then)
 }
-
-const ID_LEN_BYTES: usize = ID_BITS / 8;
 
 #[cfg(test)]
 mod tests {

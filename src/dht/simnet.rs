@@ -97,7 +97,8 @@ enum Payload {
 struct Scheduled {
     at: Instant,
     seq: u64,
-    payload: Payload,
+    /// Boxed so the heap moves small entries.
+    payload: Box<Payload>,
 }
 
 impl PartialEq for Scheduled {
@@ -253,7 +254,7 @@ impl SimNet {
         self.queue.push(Reverse(Scheduled {
             at,
             seq: self.seq,
-            payload,
+            payload: Box::new(payload),
         }));
     }
 
@@ -291,6 +292,12 @@ impl SimNet {
         }
         let until = self.now + settle;
         self.run_until(until);
+        eprintln!(
+            "DEBUG events={} messages={} queue={}",
+            self.seq,
+            self.messages,
+            self.queue.len()
+        );
         self.reported.clear();
     }
 
@@ -344,7 +351,7 @@ impl SimNet {
         self.now = self.now.max(next.at);
         let now = self.now;
         let unix = self.unix_ms(now);
-        let node = match next.payload {
+        let node = match *next.payload {
             Payload::Command(i, command) => {
                 if !self.nodes[i].alive {
                     return true;
