@@ -668,11 +668,11 @@ fn request_deadlines_follow_the_connection_rtt() {
     d.handle_rtt(contact(1).id, ms(40));
     d.find_node(t0, identity(50).node_id());
     drain(&mut d);
-    // Soft (lookup) deadlines first: 2 x 40 ms for the measured peer, raised
-    // to the 100 ms floor; for the other, 2 x (handshake + request at the
-    // typical RTT, 40 ms).
-    assert_eq!(d.poll_timeout(), Some(t0 + ms(100)));
-    d.handle_timeout(t0 + ms(100), UNIX);
+    // Soft (lookup) deadlines first: the exchange plus two RTTs of slack,
+    // 3 x 40 ms for the measured peer; for the other, a handshake and a
+    // request at the typical RTT (40 ms) plus the slack, 4 x 40 ms.
+    assert_eq!(d.poll_timeout(), Some(t0 + ms(120)));
+    d.handle_timeout(t0 + ms(120), UNIX);
     assert_eq!(d.poll_timeout(), Some(t0 + ms(160)));
     d.handle_timeout(t0 + ms(160), UNIX);
     // Both peers are unresponsive: the lookup ends, its requests stay open.

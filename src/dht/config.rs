@@ -52,10 +52,12 @@ pub struct DhtConfig {
     pub request_timeout_floor: Duration,
     /// ...and at most this long; a peer without a known RTT gets this.
     pub request_timeout_cap: Duration,
-    /// A lookup stops waiting for a peer (marks it unresponsive) after this
-    /// many times its RTT; for a peer without a connection, its expected
-    /// time is a handshake plus a request at the typical RTT seen so far.
-    pub lookup_rtt_factor: u32,
+    /// A lookup stops waiting for a peer (marks it unresponsive, freeing its
+    /// slot; a late answer still counts) after the expected exchange time
+    /// plus this many RTTs. The expected time is the peer's connection RTT,
+    /// or for a peer without a connection a handshake plus a request at the
+    /// typical RTT seen so far. Two RTTs of slack cover one retransmission.
+    pub lookup_slack_rtts: u32,
     /// Timeout of lookups started by `find_node`, `bootstrap` and refreshes.
     pub query_timeout: Duration,
     /// Lifetime of records we publish.
@@ -109,7 +111,7 @@ impl Default for DhtConfig {
             request_rtt_factor: 6,
             request_timeout_floor: Duration::from_millis(100),
             request_timeout_cap: Duration::from_secs(5),
-            lookup_rtt_factor: 2,
+            lookup_slack_rtts: 2,
             query_timeout: Duration::from_secs(60),
             record_ttl: Duration::from_secs(300),
             republish_interval: Duration::from_secs(240),

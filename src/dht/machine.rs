@@ -899,17 +899,25 @@ impl Dht {
             cfg.request_timeout_floor,
             cfg.request_timeout_cap,
         );
-        // Unknown peer: a handshake then the request, at the typical RTT.
-        let expected = rtt.or(self.typical_rtt.map(|t| t * 2));
-        let soft = (lookup && expected.is_some()).then(|| {
-            let wait = rtt_deadline(
-                expected,
-                cfg.lookup_rtt_factor,
-                cfg.request_timeout_floor,
-                hard,
-            );
-            now + wait
-        });
+        // A lookup stops waiting after the expected exchange (one RTT; for a
+        // peer without a connection, a handshake and the request at the
+        // typical RTT) plus a slack of a few RTTs for a retransmission.
+        let soft = lookup
+            .then(|| {
+                let (expected, unit) = match (rtt, self.typical_rtt) {
+                    (Some(rtt), _) => (rtt, rtt),
+                    (None, Some(typical)) => (typical * 2, typical),
+                    (None, None) => return None,
+                };
+                let wait = expected + unit * cfg.lookup_slack_rtts;
+                Some(
+                    now + wait.clamp(
+                        cfg.request_timeout_floor,
+                        hard.max(cfg.request_timeout_floor),
+                    ),
+                )
+            })
+            .flatten();
         let request_id = self.requests.insert(
             peer,
             Sent {

@@ -9,7 +9,7 @@
 //! entry only when the ping fails. Entries whose last request failed are
 //! stale: never handed out, and the first to go when a bucket is full.
 
-use crate::id::{ID_BITS, NodeId};
+use crate::id::{Distance, ID_BITS, NodeId};
 
 use super::message::Contact;
 
@@ -272,9 +272,15 @@ impl RoutingTable {
     /// Buckets cover disjoint, contiguous ranges of distance to `target`, so
     /// they are visited closest range first and only the last bucket needed
     /// is sorted: O(k log k) whatever the table size.
-    pub fn closest(&self, target: &NodeId, count: usize, exclude: Option<&NodeId>) -> Vec<Contact> {
-        let mut out: Vec<&Contact> = Vec::with_capacity(count);
+    pub fn closest<'a>(
+        &'a self,
+        target: &NodeId,
+        count: usize,
+        exclude: Option<&NodeId>,
+    ) -> Vec<Contact> {
+        let mut out: Vec<(Distance, &Contact)> = Vec::with_capacity(count);
         let wanted = |e: &&Entry| !e.stale && Some(&e.contact.id) != exclude;
+        let keyed = |e: &'a Entry| (target.distance(&e.contact.id), &e.contact);
         for slot in slot_order(&self.local, target, self.buckets.len()) {
             if out.len() >= count {
                 break;
@@ -282,15 +288,15 @@ impl RoutingTable {
             let live = self.buckets[slot].entries.iter().filter(wanted);
             let room = count - out.len();
             if live.clone().count() <= room {
-                out.extend(live.map(|e| &e.contact));
+                out.extend(live.map(keyed));
             } else {
-                let mut here: Vec<&Contact> = live.map(|e| &e.contact).collect();
-                here.sort_unstable_by_key(|c| target.distance(&c.id));
+                let mut here: Vec<(Distance, &Contact)> = live.map(keyed).collect();
+                here.sort_unstable_by_key(|(d, _)| *d);
                 out.extend(here.into_iter().take(room));
             }
         }
-        out.sort_unstable_by_key(|c| target.distance(&c.id));
-        out.into_iter().cloned().collect()
+        out.sort_unstable_by_key(|(d, _)| *d);
+        out.into_iter().map(|(_, c)| c.clone()).collect()
     }
 }
 

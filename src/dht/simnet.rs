@@ -292,12 +292,6 @@ impl SimNet {
         }
         let until = self.now + settle;
         self.run_until(until);
-        eprintln!(
-            "DEBUG events={} messages={} queue={}",
-            self.seq,
-            self.messages,
-            self.queue.len()
-        );
         self.reported.clear();
     }
 
