@@ -102,6 +102,8 @@
 //! - [`tls`]: rustls configurations: identity certificates, peer verification, pins.
 //! - [`wire`]: the frame codec, every message, limits and per-stream
 //!   reassembly (spec: `docs/PROTOCOL.md`).
+//! - [`dht`]: the Kademlia DHT: routing table, lookups, request correlation,
+//!   record store and the operations built on them.
 //! - `sim` (feature `sim`): the deterministic network simulator with NAT models.
 
 #![forbid(unsafe_code)]
@@ -110,6 +112,7 @@
 pub mod collections;
 mod contract;
 pub mod demux;
+pub mod dht;
 pub mod id;
 pub mod path;
 pub mod quic;
