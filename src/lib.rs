@@ -104,6 +104,7 @@
 //!   reassembly (spec: `docs/PROTOCOL.md`).
 //! - [`dht`]: the Kademlia DHT: routing table, lookups, request correlation,
 //!   record store and the operations built on them.
+//! - [`pool`]: the connection pool (LRU, idle TTL, pinning, reconnect backoff).
 //! - `sim` (feature `sim`): the deterministic network simulator with NAT models.
 
 #![forbid(unsafe_code)]
@@ -116,6 +117,7 @@ pub mod dht;
 pub mod id;
 pub mod path;
 pub mod quic;
+pub mod pool;
 pub mod record;
 #[cfg(feature = "sim")]
 pub mod sim;

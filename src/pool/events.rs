@@ -1,0 +1,181 @@
+//! How the pool reacts to news about connections: a connect finished or
+//! failed, a connection was lost, a peer dialed us (and the tie-break when
+//! both ends dialed at once).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::id::NodeId;
+
+use super::entry::State;
+use super::{Action, CloseReason, ConnId, Direction, Draining, Pool, PoolError, Timer, backoff};
+
+impl Pool {
+    /// The connect `conn` to `peer` succeeded: its waiters get leases. A
+    /// connect the pool no longer wants is closed ([`CloseReason::Stale`]);
+    /// a repeated report about a connection it already has is ignored.
+    pub fn handle_connected(&mut self, now: Instant, peer: NodeId, conn: ConnId) {
+        self.last_now = Some(now);
+        match self.connecting_slot(&peer, conn) {
+            Some((slot, _)) => self.become_ready(now, slot, conn),
+            None if self.has_connection(&peer, conn) => {}
+            None => self.close(peer, conn, CloseReason::Stale),
+        }
+        self.admit_queued(now);
+    }
+
+    /// The connect `conn` to `peer` failed: retry after a backoff, or, after
+    /// the last attempt, fail its waiters. Unknown connects are ignored.
+    pub fn handle_connect_failed(&mut self, now: Instant, peer: NodeId, conn: ConnId) {
+        self.last_now = Some(now);
+        let Some((slot, attempt)) = self.connecting_slot(&peer, conn) else {
+            return;
+        };
+        self.metrics.connect_failures += 1;
+        if attempt >= self.config.max_connect_attempts {
+            for wait in std::mem::take(&mut self.entries[slot as usize].waiters) {
+                self.forget_waiter(wait);
+                let error = PoolError::ConnectFailed {
+                    peer,
+                    attempts: attempt,
+                };
+                self.actions.push_back(Action::Failed { wait, error });
+            }
+            self.remove_entry(slot);
+            self.admit_queued(now);
+            return;
+        }
+        let delay = backoff::delay(
+            self.config.backoff_base,
+            self.config.backoff_max,
+            attempt,
+            &mut self.rng,
+        );
+        let until = now + delay;
+        let entry = &mut self.entries[slot as usize];
+        entry.state = State::BackingOff { failures: attempt };
+        entry.retry_at = until;
+        self.timers.insert((until, Timer::Backoff(slot)));
+    }
+
+    /// Connection `conn` to `peer` closed (by the peer, the network, or after
+    /// a [`Action::Close`]). A lost connection that had leases out is dialed
+    /// again at once if an outbound slot can be had; its leases are void.
+    pub fn handle_closed(&mut self, now: Instant, peer: NodeId, conn: ConnId) {
+        self.last_now = Some(now);
+        if self.draining.remove(&conn).is_some() {
+            return;
+        }
+        if self.connecting_slot(&peer, conn).is_some() {
+            return self.handle_connect_failed(now, peer, conn);
+        }
+        let Some(slot) = self.index.get(&self.entries, &peer) else {
+            return;
+        };
+        if self.entries[slot as usize].ready_conn() != Some(conn) {
+            return;
+        }
+        self.metrics.lost += 1;
+        let pinned = self.entries[slot as usize].pins > 0;
+        self.end_connection(now, slot);
+        if pinned && self.claim(now, slot, Direction::Outbound) {
+            self.start_connect(slot, 1);
+        } else {
+            self.remove_entry(slot);
+        }
+        self.admit_queued(now);
+    }
+
+    /// A connection from `peer` (at `addr`) was accepted; returns its id.
+    ///
+    /// It becomes the peer's connection unless it claims our own id, loses
+    /// the tie-break to our own dial (when our id is the lower) or finds every
+    /// inbound slot pinned; then it is closed at once with [`Action::Close`].
+    pub fn handle_inbound(&mut self, now: Instant, peer: NodeId, addr: SocketAddr) -> ConnId {
+        self.last_now = Some(now);
+        let conn = self.new_conn();
+        if peer == self.config.local {
+            self.close(peer, conn, CloseReason::OwnId);
+            return conn;
+        }
+        let existing = self.index.get(&self.entries, &peer);
+        let ours_wins = self.config.local < peer;
+        let (our_dial, needs_slot) = match existing.map(|s| &self.entries[s as usize]) {
+            None => (false, true),
+            Some(entry) => match entry.state {
+                State::Connecting { .. } => (true, true),
+                State::Ready { .. } => (
+                    entry.direction == Direction::Outbound,
+                    entry.direction == Direction::Outbound,
+                ),
+                _ => (false, true),
+            },
+        };
+        if our_dial && ours_wins {
+            self.metrics.closed_duplicate += 1;
+            self.close(peer, conn, CloseReason::Duplicate);
+            return conn;
+        }
+        if needs_slot && !self.has_room(Direction::Inbound) {
+            self.metrics.refused_inbound += 1;
+            self.close(peer, conn, CloseReason::InboundFull);
+            return conn;
+        }
+        let slot = match existing {
+            Some(slot) => {
+                self.retire(now, slot);
+                slot
+            }
+            None => self.alloc(now, peer, addr, State::Vacant),
+        };
+        self.entries[slot as usize].addr = addr;
+        let claimed = self.claim(now, slot, Direction::Inbound);
+        debug_assert!(claimed, "room was checked (or freed by retiring)");
+        self.become_ready(now, slot, conn);
+        self.admit_queued(now);
+        conn
+    }
+
+    /// Clears whatever the entry had before a winning inbound connection
+    /// takes it over: a queue place, a backoff, a connect in flight or an
+    /// older connection (closed now, or drained if leased).
+    pub(super) fn retire(&mut self, now: Instant, slot: u32) {
+        let peer = self.entries[slot as usize].peer;
+        match self.entries[slot as usize].state {
+            State::Connecting { conn, .. } => {
+                self.metrics.closed_duplicate += 1;
+                self.close(peer, conn, CloseReason::Duplicate);
+            }
+            State::Ready { .. } => {
+                self.metrics.closed_duplicate += 1;
+                let leases = self.entries[slot as usize].pins;
+                let conn = self.end_connection(now, slot).expect("ready");
+                if leases > 0 {
+                    self.draining.insert(conn, Draining { peer, leases });
+                } else {
+                    self.close(peer, conn, CloseReason::Duplicate);
+                }
+                return;
+            }
+            _ => {}
+        }
+        self.leave_state(slot);
+        self.unclaim(slot);
+    }
+
+    /// Whether `conn` is `peer`'s ready connection or a draining one.
+    pub(super) fn has_connection(&self, peer: &NodeId, conn: ConnId) -> bool {
+        let ready = self.index.get(&self.entries, peer);
+        ready.is_some_and(|slot| self.entries[slot as usize].ready_conn() == Some(conn))
+            || self.draining.contains_key(&conn)
+    }
+
+    /// The slot and attempt of `peer`'s entry if it is dialing `conn`.
+    pub(super) fn connecting_slot(&self, peer: &NodeId, conn: ConnId) -> Option<(u32, u32)> {
+        let slot = self.index.get(&self.entries, peer)?;
+        match self.entries[slot as usize].state {
+            State::Connecting { conn: c, attempt } if c == conn => Some((slot, attempt)),
+            _ => None,
+        }
+    }
+}
