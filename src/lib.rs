@@ -115,6 +115,7 @@ mod contract;
 pub mod demux;
 pub mod dht;
 pub mod id;
+pub mod node;
 pub mod path;
 pub mod quic;
 pub mod pool;
