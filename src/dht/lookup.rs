@@ -163,11 +163,23 @@ impl ClosestPeersIter {
         // Answers count towards the end only while no closer peer is still
         // awaited within its deadline.
         let mut answered = Some(0);
+        // Peers that answered or may still answer within their deadline:
+        // once k of them are closer than a candidate, asking it is wasted.
+        let mut ahead = 0;
         for candidate in self.candidates.values_mut() {
             match candidate.state {
                 PeerState::Waiting if at_capacity => return LookupStep::AtCapacity,
-                PeerState::Waiting => answered = None,
+                PeerState::Waiting => {
+                    answered = None;
+                    ahead += 1;
+                }
+                PeerState::NotContacted
+                    if ahead >= self.config.num_results + self.config.parallelism =>
+                {
+                    break;
+                }
                 PeerState::Succeeded => {
+                    ahead += 1;
                     let Some(n) = answered.as_mut() else {
                         continue;
                     };
