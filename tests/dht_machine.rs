@@ -441,7 +441,7 @@ fn clients_are_served_but_never_handed_out_and_client_nodes_do_not_serve() {
     client.handle_request(t0, UNIX, &contact(1), true, RequestId(1), Request::Ping);
     assert_eq!(
         reply_of(&drain(&mut client)),
-        Some(Response::Error(ErrorCode::NotServer))
+        Some(Response::Error(ErrorCode::Refused))
     );
     assert!(client.table().is_empty());
 }

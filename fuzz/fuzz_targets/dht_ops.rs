@@ -143,7 +143,7 @@ fuzz_target!(|data: &[u8]| {
                 let statuses = (0..choices.byte() % 5)
                     .map(|i| match i % 3 {
                         0 => StoreStatus::Stored,
-                        1 => StoreStatus::Rejected(RejectReason::KeyFull),
+                        1 => StoreStatus::Rejected(RejectReason::Full),
                         _ => StoreStatus::Rejected(RejectReason::BadSignature),
                     })
                     .collect();
@@ -156,7 +156,7 @@ fuzz_target!(|data: &[u8]| {
                     },
                     3 => Response::Stored { statuses },
                     4 => Response::Error(ErrorCode::Overloaded),
-                    _ => Response::Error(ErrorCode::NotServer),
+                    _ => Response::Error(ErrorCode::Refused),
                 };
                 dht.handle_response(now, unix, &from, id, response);
             }

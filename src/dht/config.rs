@@ -10,7 +10,7 @@ pub enum Mode {
     /// Publicly reachable: answers requests and enters others' tables.
     Server,
     /// Behind a NAT: queries and publishes, never serves (requests get
-    /// [`crate::dht::ErrorCode::NotServer`]).
+    /// [`crate::dht::ErrorCode::Refused`]).
     Client,
 }
 

@@ -572,7 +572,7 @@ impl Dht {
             return None;
         }
         if self.config.mode == Mode::Client {
-            return Some(Response::Error(ErrorCode::NotServer));
+            return Some(Response::Error(ErrorCode::Refused));
         }
         if !self.limiter.allow(&from.id, now) {
             self.metrics.inbound_overloaded += 1;
