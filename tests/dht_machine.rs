@@ -665,21 +665,24 @@ fn stores_for_one_peer_in_one_tick_go_out_as_one_batch() {
 fn request_deadlines_follow_the_connection_rtt() {
     let (mut d, t0) = node_knowing(DhtConfig::default(), &[1, 2]);
     let ms = Duration::from_millis;
-    d.handle_rtt(contact(1).id, ms(40));
+    d.handle_rtt(t0, contact(1).id, ms(40));
     d.find_node(t0, identity(50).node_id());
     drain(&mut d);
-    // Soft (lookup) deadlines first: the exchange plus two RTTs of slack,
-    // 3 x 40 ms for the measured peer; for the other, a handshake and a
-    // request at the typical RTT (40 ms) plus the slack, 4 x 40 ms.
+    // Soft (lookup) deadlines first: one exchange plus two RTTs of slack,
+    // 3 x 40 ms for the measured peer; the other has no connection yet and
+    // gets the same for its handshake at the typical RTT (40 ms).
     assert_eq!(d.poll_timeout(), Some(t0 + ms(120)));
+    // Its connection comes up at 50 ms with a 60 ms RTT: the wait restarts.
+    d.handle_rtt(t0 + ms(50), contact(2).id, ms(60));
     d.handle_timeout(t0 + ms(120), UNIX);
-    assert_eq!(d.poll_timeout(), Some(t0 + ms(160)));
-    d.handle_timeout(t0 + ms(160), UNIX);
+    assert_eq!(d.poll_timeout(), Some(t0 + ms(230)));
+    d.handle_timeout(t0 + ms(230), UNIX);
     // Both peers are unresponsive: the lookup ends, its requests stay open.
     assert!(
         matches!(&events(&drain(&mut d))[..], [DhtEvent::NodesFound { closest, .. }] if closest.is_empty())
     );
-    // Hard deadlines: 6 x 40 ms for the measured peer, the 5 s cap for the other.
+    // Hard deadlines, set when sent: 6 x 40 ms for the measured peer, the
+    // 5 s cap for the one without a connection then.
     assert_eq!(d.poll_timeout(), Some(t0 + ms(240)));
     d.handle_timeout(t0 + ms(240), UNIX);
     assert_eq!(d.metrics().request_timeouts, 1);

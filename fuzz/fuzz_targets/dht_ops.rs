@@ -171,7 +171,7 @@ fuzz_target!(|data: &[u8]| {
                     dht.handle_failure(now, id, failure);
                 }
             }
-            4 => dht.handle_rtt(peer.id, Duration::from_millis(choices.byte().into())),
+            4 => dht.handle_rtt(now, peer.id, Duration::from_millis(choices.byte().into())),
             5 => dht.handle_connection_closed(&peer.id),
             6 => {
                 dht.find_node(now, key.as_node_id());

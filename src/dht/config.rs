@@ -53,10 +53,11 @@ pub struct DhtConfig {
     /// ...and at most this long; a peer without a known RTT gets this.
     pub request_timeout_cap: Duration,
     /// A lookup stops waiting for a peer (marks it unresponsive, freeing its
-    /// slot; a late answer still counts) after the expected exchange time
-    /// plus this many RTTs. The expected time is the peer's connection RTT,
-    /// or for a peer without a connection a handshake plus a request at the
-    /// typical RTT seen so far. Two RTTs of slack cover one retransmission.
+    /// slot; a late answer still counts) after one exchange at the peer's
+    /// connection RTT plus this many RTTs. A peer without a connection gets
+    /// the same wait at the typical RTT for its handshake, re-armed from
+    /// the moment the connection comes up. Two RTTs of slack cover one
+    /// retransmission (1.5 RTT).
     pub lookup_slack_rtts: u32,
     /// Timeout of lookups started by `find_node`, `bootstrap` and refreshes.
     pub query_timeout: Duration,

@@ -514,9 +514,14 @@ impl Dht {
         self.start_lookup(now, key.as_node_id(), goal, Vec::new(), timeout)
     }
 
-    /// The connection to `peer` measured `rtt`: its requests get deadlines
-    /// from it.
-    pub fn handle_rtt(&mut self, peer: NodeId, rtt: Duration) {
+    /// The connection to `peer` measured `rtt` (first reported when the
+    /// connection comes up): its requests get deadlines from it, and lookups
+    /// waiting on a new connection now wait one exchange plus the slack.
+    pub fn handle_rtt(&mut self, now: Instant, peer: NodeId, rtt: Duration) {
+        if !self.rtts.contains_key(&peer) {
+            let wait = rtt * (1 + self.config.lookup_slack_rtts);
+            self.requests.rearm_soft(&peer, now + wait);
+        }
         if !self.rtts.contains_key(&peer) && self.rtts.len() >= self.config.max_tracked_peers {
             let table = &self.table;
             self.rtts.retain(|id, _| table.contains(id));
@@ -899,23 +904,17 @@ impl Dht {
             cfg.request_timeout_floor,
             cfg.request_timeout_cap,
         );
-        // A lookup stops waiting after the expected exchange (one RTT; for a
-        // peer without a connection, a handshake and the request at the
-        // typical RTT) plus a slack of a few RTTs for a retransmission.
+        // A lookup stops waiting after the expected exchange plus a slack of
+        // a few RTTs for a retransmission. Without a connection, the wait
+        // covers the handshake (one typical RTT) and is re-armed for the
+        // exchange when the connection comes up (`handle_rtt`), so a dead
+        // peer is given up on one exchange sooner than a live one.
         let soft = lookup
             .then(|| {
-                let (expected, unit) = match (rtt, self.typical_rtt) {
-                    (Some(rtt), _) => (rtt, rtt),
-                    (None, Some(typical)) => (typical * 2, typical),
-                    (None, None) => return None,
-                };
-                let wait = expected + unit * cfg.lookup_slack_rtts;
-                Some(
-                    now + wait.clamp(
-                        cfg.request_timeout_floor,
-                        hard.max(cfg.request_timeout_floor),
-                    ),
-                )
+                let unit = rtt.or(self.typical_rtt)?;
+                let wait = unit * (1 + cfg.lookup_slack_rtts);
+                let cap = hard.max(cfg.request_timeout_floor);
+                Some(now + wait.clamp(cfg.request_timeout_floor, cap))
             })
             .flatten();
         let request_id = self.requests.insert(
