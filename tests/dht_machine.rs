@@ -201,6 +201,9 @@ fn a_confirmed_store_is_found_by_a_query_then_cached() {
         (20, 11, true, false)
     );
     assert_eq!(net.nodes[5].metrics().store_acks, 20);
+    assert_eq!(net.nodes[5].metrics().store_success_rate(), Some(1.0));
+    assert_eq!(net.nodes[5].running_operations(), 0);
+    assert_eq!(net.nodes[5].outstanding_requests(), 0);
     net.events.clear();
 
     net.nodes[9].query_with_response(now, UNIX, k, Duration::from_secs(5));
@@ -356,6 +359,7 @@ fn replies_that_match_nothing_are_counted_and_dropped() {
         "the silent peer is no longer handed out"
     );
     assert!(!d.table().is_stale(&peer1.id));
+    assert_eq!((d.running_operations(), d.outstanding_requests()), (0, 0));
 }
 
 #[test]
@@ -432,6 +436,14 @@ fn clients_are_served_but_never_handed_out_and_client_nodes_do_not_serve() {
     };
     assert_eq!(closer, vec![contact(1)]);
     assert!(!d.table().contains(&contact(2).id));
+    // A server we could not dial back is not handed out either.
+    let nowhere = Contact {
+        addrs: Default::default(),
+        ..contact(3)
+    };
+    d.handle_request(t0, UNIX, &nowhere, true, RequestId(2), Request::Ping);
+    assert_eq!(reply_of(&drain(&mut d)), Some(Response::Pong));
+    assert!(!d.table().contains(&nowhere.id));
 
     let client_config = DhtConfig {
         mode: Mode::Client,

@@ -623,6 +623,9 @@ impl Dht {
     /// A DHT server proved alive: into the table, pinging a full bucket's
     /// oldest entry when needed.
     fn seen_alive(&mut self, now: Instant, contact: Contact) {
+        if contact.addrs.is_empty() {
+            return; // Nobody could dial it: never hand it out.
+        }
         if let InsertOutcome::Pending { ping } = self.table.insert(contact) {
             self.send(now, ping, Request::Ping, Purpose::Ping, false);
         }
