@@ -147,24 +147,30 @@ impl Net {
 }
 
 #[test]
-fn find_node_finds_the_closest_nodes() {
-    let mut net = Net::new(30, DhtConfig::default());
-    let target = identity(17).node_id();
-    let now = net.now;
-    net.nodes[3].find_node(now, target);
-    net.run();
-    let [(3, DhtEvent::NodesFound { closest, stats, .. })] = &net.events[..] else {
-        panic!("{:?}", net.events);
-    };
-    let mut truth: Vec<NodeId> = (0..30)
-        .filter(|&i| i != 3)
-        .map(|i| identity(i).node_id())
-        .collect();
-    truth.sort_by_key(|n| target.distance(n));
-    let got: Vec<NodeId> = closest.iter().map(|c| c.id).collect();
-    assert_eq!(got, truth[..20]);
-    assert_eq!(got[0], target);
-    assert!(stats.requests >= 20 && !stats.timed_out);
+fn find_node_finds_the_closest_nodes_over_one_or_disjoint_paths() {
+    for paths in [1, 3] {
+        let config = DhtConfig {
+            disjoint_paths: paths,
+            ..DhtConfig::default()
+        };
+        let mut net = Net::new(30, config);
+        let target = identity(17).node_id();
+        let now = net.now;
+        net.nodes[3].find_node(now, target);
+        net.run();
+        let [(3, DhtEvent::NodesFound { closest, stats, .. })] = &net.events[..] else {
+            panic!("{:?}", net.events);
+        };
+        let mut truth: Vec<NodeId> = (0..30)
+            .filter(|&i| i != 3)
+            .map(|i| identity(i).node_id())
+            .collect();
+        truth.sort_by_key(|n| target.distance(n));
+        let got: Vec<NodeId> = closest.iter().map(|c| c.id).collect();
+        assert_eq!(got, truth[..20], "{paths} paths");
+        assert_eq!(got[0], target);
+        assert!(stats.requests >= 20 && !stats.timed_out);
+    }
 }
 
 #[test]

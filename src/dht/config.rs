@@ -46,6 +46,8 @@ pub struct DhtConfig {
     pub k: usize,
     /// Lookup parallelism (α).
     pub alpha: usize,
+    /// Disjoint paths per lookup (S/Kademlia); 1 is a plain lookup.
+    pub disjoint_paths: usize,
     /// Hard deadline of a request: this many times the peer's connection RTT...
     pub request_rtt_factor: u32,
     /// ...but at least this long...
@@ -109,6 +111,7 @@ impl Default for DhtConfig {
             mode: Mode::Server,
             k: 20,
             alpha: 3,
+            disjoint_paths: 1,
             request_rtt_factor: 6,
             request_timeout_floor: Duration::from_millis(100),
             request_timeout_cap: Duration::from_secs(5),

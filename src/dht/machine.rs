@@ -23,8 +23,9 @@ use crate::record::SignedRecord;
 use super::backoff::backoff;
 use super::breaker::CircuitBreakers;
 use super::config::{DhtConfig, Mode};
+use super::disjoint::DisjointPaths;
 use super::limiter::InboundLimiter;
-use super::lookup::{ClosestPeersIter, LookupConfig, LookupStep};
+use super::lookup::{LookupConfig, LookupStep};
 use super::message::{
     Contact, ErrorCode, QueryId, RejectReason, Request, RequestId, Response, StoreStatus,
 };
@@ -202,7 +203,7 @@ struct StoreOp {
 #[derive(Clone, Debug)]
 enum OpState {
     Lookup {
-        iter: ClosestPeersIter,
+        iter: DisjointPaths,
         goal: Goal,
         stats: QueryStats,
     },
@@ -374,7 +375,7 @@ impl Dht {
             parallelism: self.config.alpha,
             num_results,
         };
-        let iter = ClosestPeersIter::new(target, config, seeds);
+        let iter = DisjointPaths::new(target, config, self.config.disjoint_paths, seeds);
         let deadline = now + timeout;
         self.op_deadlines.insert((deadline, q));
         self.ops.insert(
@@ -977,8 +978,9 @@ impl Dht {
         iter.finish();
         stats.timed_out = timed_out;
         stats.duration = now.saturating_duration_since(op.started);
-        stats.closest_depth = iter.closest().next().map(|(_, d)| d);
-        let closest: Vec<Contact> = iter.closest().map(|(c, _)| c.clone()).collect();
+        let found = iter.closest();
+        stats.closest_depth = found.first().map(|(_, d)| *d);
+        let closest: Vec<Contact> = found.into_iter().map(|(c, _)| c.clone()).collect();
         if timed_out {
             self.metrics.query_timeouts += 1;
         }

@@ -4,6 +4,7 @@
 //! and takes replies, failures and RTT samples; the Node carries the
 //! messages over pooled QUIC connections. Each job lives in its own module:
 //! [`routing`] (k-buckets), [`lookup`] (the closest-peers iterator),
+//! [`disjoint`] (S/Kademlia disjoint paths over it),
 //! [`requests`] (correlation and deadlines), [`breaker`] (per-peer circuit
 //! breakers), [`limiter`] (inbound budgets), [`backoff`] (retry delays),
 //! [`store`] (records held for others), [`metrics`], [`config`] and
@@ -13,6 +14,7 @@
 pub mod backoff;
 pub mod breaker;
 pub mod config;
+pub mod disjoint;
 pub mod limiter;
 pub mod lookup;
 pub mod machine;
@@ -27,6 +29,7 @@ pub mod simnet;
 pub mod store;
 
 pub use config::{DhtConfig, Mode, Quorum};
+pub use disjoint::DisjointPaths;
 pub use lookup::{ClosestPeersIter, LookupConfig, LookupStep, PeerState};
 pub use machine::{Dht, DhtError, DhtEvent, DhtOutput, Failure, QueryStats};
 pub use message::{
