@@ -136,7 +136,6 @@ impl DisjointPaths {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dht::routing::RoutingTable;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -148,16 +147,7 @@ mod tests {
     fn paths_never_share_a_peer_and_still_find_the_closest() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let ids: Vec<NodeId> = (0..300).map(|_| NodeId::from_bytes(rng.random())).collect();
-        let tables: Vec<RoutingTable> = ids
-            .iter()
-            .map(|&me| {
-                let mut t = RoutingTable::new(me, 20);
-                ids.iter().for_each(|&o| {
-                    t.insert(contact(o));
-                });
-                t
-            })
-            .collect();
+        let tables = crate::dht::full_tables(&ids);
         let index = |n: &NodeId| ids.iter().position(|i| i == n).unwrap();
         for (q, paths) in [(0, 1), (1, 2), (2, 3), (3, 4)] {
             let target = NodeId::from_bytes(rng.random());

@@ -279,7 +279,6 @@ impl ClosestPeersIter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dht::routing::RoutingTable;
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -373,16 +372,7 @@ mod tests {
     #[test]
     fn finds_the_true_k_closest_in_a_full_network() {
         let ids: Vec<NodeId> = (0..400).map(node).collect();
-        let tables: Vec<RoutingTable> = ids
-            .iter()
-            .map(|&me| {
-                let mut t = RoutingTable::new(me, 20);
-                ids.iter().for_each(|&o| {
-                    t.insert(contact(o));
-                });
-                t
-            })
-            .collect();
+        let tables = crate::dht::full_tables(&ids);
         let index = |n: &NodeId| ids.iter().position(|i| i == n).unwrap();
         for q in 0..20u64 {
             let target = node(10_000 + q);

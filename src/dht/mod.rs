@@ -45,3 +45,19 @@ pub use store::{RecordStore, StoreError, StoreLimits};
 pub(crate) fn test_epoch() -> std::time::Instant {
     std::time::Instant::now()
 }
+
+/// For unit tests: the routing table of each of `ids` after every other id
+/// offered itself (k = 20), as in a network where everyone met everyone.
+#[cfg(test)]
+pub(crate) fn full_tables(ids: &[crate::id::NodeId]) -> Vec<RoutingTable> {
+    let addr: std::net::SocketAddr = ([10, 0, 0, 1], 1).into();
+    ids.iter()
+        .map(|&me| {
+            let mut table = RoutingTable::new(me, 20);
+            for &other in ids {
+                table.insert(Contact::new(other, addr));
+            }
+            table
+        })
+        .collect()
+}
