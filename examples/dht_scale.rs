@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release --features sim --example dht_scale -- --nodes N
 //! --lookups L --loss P --churn C --seed S [--stores M] [--rtt-ms R]
-//! [--refresh-below B]`
+//! [--refresh-below B] [--paths D]`
 //! prints one line of key=value figures (see issue 3).
 
 use std::time::{Duration, Instant};
@@ -50,6 +50,7 @@ fn main() {
             seed: arg(&args, "--seed", 1u64),
             dht: DhtConfig {
                 bootstrap_refresh_below: arg(&args, "--refresh-below", 20usize),
+                disjoint_paths: arg(&args, "--paths", 1usize),
                 ..DhtConfig::default()
             },
         },

@@ -147,24 +147,30 @@ impl Net {
 }
 
 #[test]
-fn find_node_finds_the_closest_nodes() {
-    let mut net = Net::new(30, DhtConfig::default());
-    let target = identity(17).node_id();
-    let now = net.now;
-    net.nodes[3].find_node(now, target);
-    net.run();
-    let [(3, DhtEvent::NodesFound { closest, stats, .. })] = &net.events[..] else {
-        panic!("{:?}", net.events);
-    };
-    let mut truth: Vec<NodeId> = (0..30)
-        .filter(|&i| i != 3)
-        .map(|i| identity(i).node_id())
-        .collect();
-    truth.sort_by_key(|n| target.distance(n));
-    let got: Vec<NodeId> = closest.iter().map(|c| c.id).collect();
-    assert_eq!(got, truth[..20]);
-    assert_eq!(got[0], target);
-    assert!(stats.requests >= 20 && !stats.timed_out);
+fn find_node_finds_the_closest_nodes_over_one_or_disjoint_paths() {
+    for paths in [1, 3] {
+        let config = DhtConfig {
+            disjoint_paths: paths,
+            ..DhtConfig::default()
+        };
+        let mut net = Net::new(30, config);
+        let target = identity(17).node_id();
+        let now = net.now;
+        net.nodes[3].find_node(now, target);
+        net.run();
+        let [(3, DhtEvent::NodesFound { closest, stats, .. })] = &net.events[..] else {
+            panic!("{:?}", net.events);
+        };
+        let mut truth: Vec<NodeId> = (0..30)
+            .filter(|&i| i != 3)
+            .map(|i| identity(i).node_id())
+            .collect();
+        truth.sort_by_key(|n| target.distance(n));
+        let got: Vec<NodeId> = closest.iter().map(|c| c.id).collect();
+        assert_eq!(got, truth[..20], "{paths} paths");
+        assert_eq!(got[0], target);
+        assert!(stats.requests >= 20 && !stats.timed_out);
+    }
 }
 
 #[test]
@@ -201,6 +207,9 @@ fn a_confirmed_store_is_found_by_a_query_then_cached() {
         (20, 11, true, false)
     );
     assert_eq!(net.nodes[5].metrics().store_acks, 20);
+    assert_eq!(net.nodes[5].metrics().store_success_rate(), Some(1.0));
+    assert_eq!(net.nodes[5].running_operations(), 0);
+    assert_eq!(net.nodes[5].outstanding_requests(), 0);
     net.events.clear();
 
     net.nodes[9].query_with_response(now, UNIX, k, Duration::from_secs(5));
@@ -356,6 +365,7 @@ fn replies_that_match_nothing_are_counted_and_dropped() {
         "the silent peer is no longer handed out"
     );
     assert!(!d.table().is_stale(&peer1.id));
+    assert_eq!((d.running_operations(), d.outstanding_requests()), (0, 0));
 }
 
 #[test]
@@ -432,6 +442,14 @@ fn clients_are_served_but_never_handed_out_and_client_nodes_do_not_serve() {
     };
     assert_eq!(closer, vec![contact(1)]);
     assert!(!d.table().contains(&contact(2).id));
+    // A server we could not dial back is not handed out either.
+    let nowhere = Contact {
+        addrs: Default::default(),
+        ..contact(3)
+    };
+    d.handle_request(t0, UNIX, &nowhere, true, RequestId(2), Request::Ping);
+    assert_eq!(reply_of(&drain(&mut d)), Some(Response::Pong));
+    assert!(!d.table().contains(&nowhere.id));
 
     let client_config = DhtConfig {
         mode: Mode::Client,
@@ -441,7 +459,7 @@ fn clients_are_served_but_never_handed_out_and_client_nodes_do_not_serve() {
     client.handle_request(t0, UNIX, &contact(1), true, RequestId(1), Request::Ping);
     assert_eq!(
         reply_of(&drain(&mut client)),
-        Some(Response::Error(ErrorCode::NotServer))
+        Some(Response::Error(ErrorCode::Refused))
     );
     assert!(client.table().is_empty());
 }
@@ -665,21 +683,24 @@ fn stores_for_one_peer_in_one_tick_go_out_as_one_batch() {
 fn request_deadlines_follow_the_connection_rtt() {
     let (mut d, t0) = node_knowing(DhtConfig::default(), &[1, 2]);
     let ms = Duration::from_millis;
-    d.handle_rtt(contact(1).id, ms(40));
+    d.handle_rtt(t0, contact(1).id, ms(40));
     d.find_node(t0, identity(50).node_id());
     drain(&mut d);
-    // Soft (lookup) deadlines first: the exchange plus two RTTs of slack,
-    // 3 x 40 ms for the measured peer; for the other, a handshake and a
-    // request at the typical RTT (40 ms) plus the slack, 4 x 40 ms.
+    // Soft (lookup) deadlines first: one exchange plus two RTTs of slack,
+    // 3 x 40 ms for the measured peer; the other has no connection yet and
+    // gets the same for its handshake at the typical RTT (40 ms).
     assert_eq!(d.poll_timeout(), Some(t0 + ms(120)));
+    // Its connection comes up at 50 ms with a 60 ms RTT: the wait restarts.
+    d.handle_rtt(t0 + ms(50), contact(2).id, ms(60));
     d.handle_timeout(t0 + ms(120), UNIX);
-    assert_eq!(d.poll_timeout(), Some(t0 + ms(160)));
-    d.handle_timeout(t0 + ms(160), UNIX);
+    assert_eq!(d.poll_timeout(), Some(t0 + ms(230)));
+    d.handle_timeout(t0 + ms(230), UNIX);
     // Both peers are unresponsive: the lookup ends, its requests stay open.
     assert!(
         matches!(&events(&drain(&mut d))[..], [DhtEvent::NodesFound { closest, .. }] if closest.is_empty())
     );
-    // Hard deadlines: 6 x 40 ms for the measured peer, the 5 s cap for the other.
+    // Hard deadlines, set when sent: 6 x 40 ms for the measured peer, the
+    // 5 s cap for the one without a connection then.
     assert_eq!(d.poll_timeout(), Some(t0 + ms(240)));
     d.handle_timeout(t0 + ms(240), UNIX);
     assert_eq!(d.metrics().request_timeouts, 1);

@@ -10,7 +10,7 @@ pub enum Mode {
     /// Publicly reachable: answers requests and enters others' tables.
     Server,
     /// Behind a NAT: queries and publishes, never serves (requests get
-    /// [`crate::dht::ErrorCode::NotServer`]).
+    /// [`crate::dht::ErrorCode::Refused`]).
     Client,
 }
 
@@ -46,6 +46,8 @@ pub struct DhtConfig {
     pub k: usize,
     /// Lookup parallelism (α).
     pub alpha: usize,
+    /// Disjoint paths per lookup (S/Kademlia); 1 is a plain lookup.
+    pub disjoint_paths: usize,
     /// Hard deadline of a request: this many times the peer's connection RTT...
     pub request_rtt_factor: u32,
     /// ...but at least this long...
@@ -53,10 +55,11 @@ pub struct DhtConfig {
     /// ...and at most this long; a peer without a known RTT gets this.
     pub request_timeout_cap: Duration,
     /// A lookup stops waiting for a peer (marks it unresponsive, freeing its
-    /// slot; a late answer still counts) after the expected exchange time
-    /// plus this many RTTs. The expected time is the peer's connection RTT,
-    /// or for a peer without a connection a handshake plus a request at the
-    /// typical RTT seen so far. Two RTTs of slack cover one retransmission.
+    /// slot; a late answer still counts) after one exchange at the peer's
+    /// connection RTT plus this many RTTs. A peer without a connection gets
+    /// the same wait at the typical RTT for its handshake, re-armed from
+    /// the moment the connection comes up. Two RTTs of slack cover one
+    /// retransmission (1.5 RTT).
     pub lookup_slack_rtts: u32,
     /// Timeout of lookups started by `find_node`, `bootstrap` and refreshes.
     pub query_timeout: Duration,
@@ -108,6 +111,7 @@ impl Default for DhtConfig {
             mode: Mode::Server,
             k: 20,
             alpha: 3,
+            disjoint_paths: 1,
             request_rtt_factor: 6,
             request_timeout_floor: Duration::from_millis(100),
             request_timeout_cap: Duration::from_secs(5),

@@ -163,11 +163,23 @@ impl ClosestPeersIter {
         // Answers count towards the end only while no closer peer is still
         // awaited within its deadline.
         let mut answered = Some(0);
+        // Peers that answered or may still answer within their deadline:
+        // once k of them are closer than a candidate, asking it is wasted.
+        let mut ahead = 0;
         for candidate in self.candidates.values_mut() {
             match candidate.state {
                 PeerState::Waiting if at_capacity => return LookupStep::AtCapacity,
-                PeerState::Waiting => answered = None,
+                PeerState::Waiting => {
+                    answered = None;
+                    ahead += 1;
+                }
+                PeerState::NotContacted
+                    if ahead >= self.config.num_results + self.config.parallelism =>
+                {
+                    break;
+                }
                 PeerState::Succeeded => {
+                    ahead += 1;
                     let Some(n) = answered.as_mut() else {
                         continue;
                     };
@@ -267,7 +279,6 @@ impl ClosestPeersIter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dht::routing::RoutingTable;
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -361,16 +372,7 @@ mod tests {
     #[test]
     fn finds_the_true_k_closest_in_a_full_network() {
         let ids: Vec<NodeId> = (0..400).map(node).collect();
-        let tables: Vec<RoutingTable> = ids
-            .iter()
-            .map(|&me| {
-                let mut t = RoutingTable::new(me, 20);
-                ids.iter().for_each(|&o| {
-                    t.insert(contact(o));
-                });
-                t
-            })
-            .collect();
+        let tables = crate::dht::full_tables(&ids);
         let index = |n: &NodeId| ids.iter().position(|i| i == n).unwrap();
         for q in 0..20u64 {
             let target = node(10_000 + q);

@@ -23,8 +23,9 @@ use crate::record::SignedRecord;
 use super::backoff::backoff;
 use super::breaker::CircuitBreakers;
 use super::config::{DhtConfig, Mode};
+use super::disjoint::DisjointPaths;
 use super::limiter::InboundLimiter;
-use super::lookup::{ClosestPeersIter, LookupConfig, LookupStep};
+use super::lookup::{LookupConfig, LookupStep};
 use super::message::{
     Contact, ErrorCode, QueryId, RejectReason, Request, RequestId, Response, StoreStatus,
 };
@@ -202,7 +203,7 @@ struct StoreOp {
 #[derive(Clone, Debug)]
 enum OpState {
     Lookup {
-        iter: ClosestPeersIter,
+        iter: DisjointPaths,
         goal: Goal,
         stats: QueryStats,
     },
@@ -374,7 +375,7 @@ impl Dht {
             parallelism: self.config.alpha,
             num_results,
         };
-        let iter = ClosestPeersIter::new(target, config, seeds);
+        let iter = DisjointPaths::new(target, config, self.config.disjoint_paths, seeds);
         let deadline = now + timeout;
         self.op_deadlines.insert((deadline, q));
         self.ops.insert(
@@ -514,9 +515,14 @@ impl Dht {
         self.start_lookup(now, key.as_node_id(), goal, Vec::new(), timeout)
     }
 
-    /// The connection to `peer` measured `rtt`: its requests get deadlines
-    /// from it.
-    pub fn handle_rtt(&mut self, peer: NodeId, rtt: Duration) {
+    /// The connection to `peer` measured `rtt` (first reported when the
+    /// connection comes up): its requests get deadlines from it, and lookups
+    /// waiting on a new connection now wait one exchange plus the slack.
+    pub fn handle_rtt(&mut self, now: Instant, peer: NodeId, rtt: Duration) {
+        if !self.rtts.contains_key(&peer) {
+            let wait = rtt * (1 + self.config.lookup_slack_rtts);
+            self.requests.rearm_soft(&peer, now + wait);
+        }
         if !self.rtts.contains_key(&peer) && self.rtts.len() >= self.config.max_tracked_peers {
             let table = &self.table;
             self.rtts.retain(|id, _| table.contains(id));
@@ -572,7 +578,7 @@ impl Dht {
             return None;
         }
         if self.config.mode == Mode::Client {
-            return Some(Response::Error(ErrorCode::NotServer));
+            return Some(Response::Error(ErrorCode::Refused));
         }
         if !self.limiter.allow(&from.id, now) {
             self.metrics.inbound_overloaded += 1;
@@ -618,6 +624,9 @@ impl Dht {
     /// A DHT server proved alive: into the table, pinging a full bucket's
     /// oldest entry when needed.
     fn seen_alive(&mut self, now: Instant, contact: Contact) {
+        if contact.addrs.is_empty() {
+            return; // Nobody could dial it: never hand it out.
+        }
         if let InsertOutcome::Pending { ping } = self.table.insert(contact) {
             self.send(now, ping, Request::Ping, Purpose::Ping, false);
         }
@@ -899,23 +908,17 @@ impl Dht {
             cfg.request_timeout_floor,
             cfg.request_timeout_cap,
         );
-        // A lookup stops waiting after the expected exchange (one RTT; for a
-        // peer without a connection, a handshake and the request at the
-        // typical RTT) plus a slack of a few RTTs for a retransmission.
+        // A lookup stops waiting after the expected exchange plus a slack of
+        // a few RTTs for a retransmission. Without a connection, the wait
+        // covers the handshake (one typical RTT) and is re-armed for the
+        // exchange when the connection comes up (`handle_rtt`), so a dead
+        // peer is given up on one exchange sooner than a live one.
         let soft = lookup
             .then(|| {
-                let (expected, unit) = match (rtt, self.typical_rtt) {
-                    (Some(rtt), _) => (rtt, rtt),
-                    (None, Some(typical)) => (typical * 2, typical),
-                    (None, None) => return None,
-                };
-                let wait = expected + unit * cfg.lookup_slack_rtts;
-                Some(
-                    now + wait.clamp(
-                        cfg.request_timeout_floor,
-                        hard.max(cfg.request_timeout_floor),
-                    ),
-                )
+                let unit = rtt.or(self.typical_rtt)?;
+                let wait = unit * (1 + cfg.lookup_slack_rtts);
+                let cap = hard.max(cfg.request_timeout_floor);
+                Some(now + wait.clamp(cfg.request_timeout_floor, cap))
             })
             .flatten();
         let request_id = self.requests.insert(
@@ -975,8 +978,9 @@ impl Dht {
         iter.finish();
         stats.timed_out = timed_out;
         stats.duration = now.saturating_duration_since(op.started);
-        stats.closest_depth = iter.closest().next().map(|(_, d)| d);
-        let closest: Vec<Contact> = iter.closest().map(|(c, _)| c.clone()).collect();
+        let found = iter.closest();
+        stats.closest_depth = found.first().map(|(_, d)| *d);
+        let closest: Vec<Contact> = found.into_iter().map(|(c, _)| c.clone()).collect();
         if timed_out {
             self.metrics.query_timeouts += 1;
         }

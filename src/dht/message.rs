@@ -65,21 +65,20 @@ pub enum Request {
     },
 }
 
-/// Why a record in a STORE was not kept.
+/// Why a record in a STORE was not kept (the wire's STORE_BATCH_ACK
+/// statuses other than `Stored`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RejectReason {
     /// The signature did not verify.
     BadSignature,
     /// The record's TTL was over on arrival.
     Expired,
-    /// The key already holds the maximum number of providers.
-    KeyFull,
-    /// The store's byte budget is spent.
-    StoreFull,
-    /// The value is larger than the store accepts.
-    TooLarge,
+    /// The key holds its maximum of providers, or the store its byte budget.
+    Full,
     /// A newer record of the same provider is already held.
     Stale,
+    /// The record is refused (its value is over the size limit).
+    Refused,
 }
 
 /// The outcome of one record of a STORE batch.
@@ -91,11 +90,12 @@ pub enum StoreStatus {
     Rejected(RejectReason),
 }
 
-/// Why a request was refused as a whole.
+/// Why a request was refused as a whole (a subset of the wire's ERROR codes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
-    /// The node is a DHT client: it queries and publishes but never serves.
-    NotServer,
+    /// The node does not serve the DHT: it is a client, which queries and
+    /// publishes but never serves.
+    Refused,
     /// The sender exceeded its inbound request budget.
     Overloaded,
     /// The request broke a limit (too many records in one batch).

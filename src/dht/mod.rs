@@ -4,6 +4,7 @@
 //! and takes replies, failures and RTT samples; the Node carries the
 //! messages over pooled QUIC connections. Each job lives in its own module:
 //! [`routing`] (k-buckets), [`lookup`] (the closest-peers iterator),
+//! [`disjoint`] (S/Kademlia disjoint paths over it),
 //! [`requests`] (correlation and deadlines), [`breaker`] (per-peer circuit
 //! breakers), [`limiter`] (inbound budgets), [`backoff`] (retry delays),
 //! [`store`] (records held for others), [`metrics`], [`config`] and
@@ -13,6 +14,7 @@
 pub mod backoff;
 pub mod breaker;
 pub mod config;
+pub mod disjoint;
 pub mod limiter;
 pub mod lookup;
 pub mod machine;
@@ -27,6 +29,7 @@ pub mod simnet;
 pub mod store;
 
 pub use config::{DhtConfig, Mode, Quorum};
+pub use disjoint::DisjointPaths;
 pub use lookup::{ClosestPeersIter, LookupConfig, LookupStep, PeerState};
 pub use machine::{Dht, DhtError, DhtEvent, DhtOutput, Failure, QueryStats};
 pub use message::{
@@ -41,4 +44,20 @@ pub use store::{RecordStore, StoreError, StoreLimits};
 #[allow(clippy::disallowed_methods)]
 pub(crate) fn test_epoch() -> std::time::Instant {
     std::time::Instant::now()
+}
+
+/// For unit tests: the routing table of each of `ids` after every other id
+/// offered itself (k = 20), as in a network where everyone met everyone.
+#[cfg(test)]
+pub(crate) fn full_tables(ids: &[crate::id::NodeId]) -> Vec<RoutingTable> {
+    let addr: std::net::SocketAddr = ([10, 0, 0, 1], 1).into();
+    ids.iter()
+        .map(|&me| {
+            let mut table = RoutingTable::new(me, 20);
+            for &other in ids {
+                table.insert(Contact::new(other, addr));
+            }
+            table
+        })
+        .collect()
 }

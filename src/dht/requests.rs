@@ -157,6 +157,20 @@ impl<T> RequestTable<T> {
         Some(o)
     }
 
+    /// Moves the soft deadline of every request to `peer` that still has one
+    /// to `at` (its connection just came up, so the wait can be measured
+    /// from now).
+    pub fn rearm_soft(&mut self, peer: &NodeId, at: Instant) {
+        for (id, o) in self.pending.iter_mut().filter(|(_, o)| o.peer == *peer) {
+            if let Some(old) = o.soft_deadline.replace(at) {
+                self.soft.remove(&(old, *id));
+                self.soft.insert((at, *id));
+            } else {
+                o.soft_deadline = None;
+            }
+        }
+    }
+
     /// The next request whose soft deadline is at or before `now`; it stays
     /// outstanding. Each is returned once.
     pub fn pop_soft_expired(&mut self, now: Instant) -> Option<(RequestId, &Outstanding<T>)> {
@@ -230,6 +244,26 @@ mod tests {
         assert!(t.is_empty());
         assert_eq!(t.take_reply(a, &peer(1)), Err(ReplyError::Settled(a)));
         assert_eq!(t.next_deadline(), None);
+    }
+
+    #[test]
+    fn soft_deadlines_can_be_moved_per_peer() {
+        let t0 = crate::dht::test_epoch();
+        let s = Duration::from_secs(1);
+        let mut t: RequestTable<()> = RequestTable::default();
+        let a = t.insert(peer(1), (), t0 + 9 * s, Some(t0 + s));
+        let b = t.insert(peer(1), (), t0 + 9 * s, None);
+        let c = t.insert(peer(2), (), t0 + 9 * s, Some(t0 + s));
+        t.rearm_soft(&peer(1), t0 + 3 * s);
+        assert_eq!(t.get(a).unwrap().soft_deadline, Some(t0 + 3 * s));
+        assert_eq!(
+            t.get(b).unwrap().soft_deadline,
+            None,
+            "no soft deadline, none added"
+        );
+        assert_eq!(t.pop_soft_expired(t0 + s).map(|(id, _)| id), Some(c));
+        assert!(t.pop_soft_expired(t0 + 2 * s).is_none());
+        assert_eq!(t.pop_soft_expired(t0 + 3 * s).map(|(id, _)| id), Some(a));
     }
 
     #[test]

@@ -364,7 +364,7 @@ impl SimNet {
             }
             Payload::Rtt { node, peer } => {
                 let rtt = self.config.rtt;
-                self.nodes[node].dht.handle_rtt(self.ids[peer], rtt);
+                self.nodes[node].dht.handle_rtt(now, self.ids[peer], rtt);
                 node
             }
             Payload::Request {

@@ -85,9 +85,8 @@ impl StoreError {
         match self {
             StoreError::Invalid(RecordError::BadSignature { .. }) => RejectReason::BadSignature,
             StoreError::Invalid(RecordError::Expired { .. }) => RejectReason::Expired,
-            StoreError::TooLarge { .. } => RejectReason::TooLarge,
-            StoreError::KeyFull { .. } => RejectReason::KeyFull,
-            StoreError::StoreFull { .. } => RejectReason::StoreFull,
+            StoreError::TooLarge { .. } => RejectReason::Refused,
+            StoreError::KeyFull { .. } | StoreError::StoreFull { .. } => RejectReason::Full,
             StoreError::Stale { .. } => RejectReason::Stale,
         }
     }
@@ -271,7 +270,8 @@ mod tests {
         let e = s.put(rec(1, b"a", 1_000, 1), 2_000).unwrap_err();
         assert_eq!(e.reason(), RejectReason::Expired);
         let e = s.put(rec(1, b"abcde", 1_000, 300), 1_000).unwrap_err();
-        assert_eq!(e.reason(), RejectReason::TooLarge);
+        assert!(matches!(e, StoreError::TooLarge { len: 5, .. }));
+        assert_eq!(e.reason(), RejectReason::Refused);
         assert!(s.is_empty());
     }
 
@@ -285,10 +285,9 @@ mod tests {
         });
         s.put(rec(1, b"a", 0, 300), 0).unwrap();
         s.put(rec(2, b"a", 0, 300), 0).unwrap();
-        assert_eq!(
-            s.put(rec(3, b"a", 0, 300), 0).unwrap_err().reason(),
-            RejectReason::KeyFull
-        );
+        let e = s.put(rec(3, b"a", 0, 300), 0).unwrap_err();
+        assert!(matches!(e, StoreError::KeyFull { limit: 2, .. }));
+        assert_eq!(e.reason(), RejectReason::Full);
         let other = SignedRecord::sign(
             &Identity::from_seed([3; 32]),
             RecordKey::from_bytes([1; 32]),
@@ -296,10 +295,9 @@ mod tests {
             0,
             300,
         );
-        assert_eq!(
-            s.put(other, 0).unwrap_err().reason(),
-            RejectReason::StoreFull
-        );
+        let e = s.put(other, 0).unwrap_err();
+        assert!(matches!(e, StoreError::StoreFull { .. }));
+        assert_eq!(e.reason(), RejectReason::Full);
     }
 
     #[test]
