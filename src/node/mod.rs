@@ -26,7 +26,6 @@ pub mod dht_wire;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -159,6 +158,7 @@ pub struct Node {
     out: VecDeque<Output<Event>>,
     counters: NodeCounters,
     last_now: Instant,
+    next_timeout: Option<Instant>,
 }
 
 /// Application error codes on streams and connections.
@@ -205,6 +205,7 @@ impl Node {
             out: VecDeque::new(),
             counters: NodeCounters::default(),
             last_now: now,
+            next_timeout: None,
         })
     }
 
@@ -311,6 +312,15 @@ impl Node {
             }
         }
         self.gather_transmits(now);
+        self.next_timeout = self.compute_timeout();
+    }
+
+    /// The earliest deadline of every child (quinn needs `&mut` to tell, so
+    /// it is computed after each input and cached for `poll_timeout`).
+    fn compute_timeout(&mut self) -> Option<Instant> {
+        let conns = self.conns.values_mut().flat_map(|c| [c.quinn.poll_timeout(), c.next_deadline()]);
+        let conns: Option<Instant> = conns.flatten().min();
+        [conns, self.pool.poll_timeout(), self.dht.poll_timeout()].into_iter().flatten().min()
     }
 
     // ---- datagrams -------------------------------------------------------
@@ -526,7 +536,7 @@ impl Node {
                 self.counters.protocol_errors += 1;
                 let reason = match error.reaction() {
                     wire::Reaction::Disconnect(reason) => reason,
-                    wire::Reaction::SkipFrame => DisconnectReason::ProtocolError,
+                    wire::Reaction::SkipFrame { .. } => DisconnectReason::ProtocolError,
                 };
                 self.refuse(now, handle, reason, error.to_string());
                 return;
@@ -965,11 +975,7 @@ impl Machine for Node {
         if !self.out.is_empty() {
             return Some(self.last_now);
         }
-        let conns = self.conns.values().flat_map(|c| [c.quinn.poll_timeout(), c.next_deadline()]);
-        conns
-            .chain([self.pool.poll_timeout(), self.dht.poll_timeout()])
-            .flatten()
-            .min()
+        self.next_timeout
     }
 }
 
@@ -981,7 +987,3 @@ impl std::fmt::Debug for Node {
             .finish_non_exhaustive()
     }
 }
-
-/// Keeps `Arc` in scope for the QUIC configs the node shares with quinn.
-#[allow(dead_code)]
-type SharedConfig = Arc<quinn_proto::ServerConfig>;
