@@ -117,8 +117,8 @@ pub mod dht;
 pub mod id;
 pub mod node;
 pub mod path;
-pub mod quic;
 pub mod pool;
+pub mod quic;
 pub mod record;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -135,7 +135,12 @@ impl Conn {
     /// Writes `frame` on `stream`, finishing the sending side after it if
     /// `finish`. What flow control holds back goes out on
     /// [`Conn::flush_stream`].
-    pub fn send(&mut self, stream: StreamId, frame: &Message, finish: bool) -> Result<(), wire::EncodeError> {
+    pub fn send(
+        &mut self,
+        stream: StreamId,
+        frame: &Message,
+        finish: bool,
+    ) -> Result<(), wire::EncodeError> {
         let data = Bytes::from(frame.to_vec(&self.limits)?);
         self.writes.insert(stream, PendingWrite { data, finish });
         self.flush_stream(stream);
@@ -144,7 +149,9 @@ impl Conn {
 
     /// Pushes a stream's pending bytes as far as flow control allows.
     pub fn flush_stream(&mut self, stream: StreamId) {
-        let Some(pending) = self.writes.get_mut(&stream) else { return };
+        let Some(pending) = self.writes.get_mut(&stream) else {
+            return;
+        };
         let mut send = self.quinn.send_stream(stream);
         while !pending.data.is_empty() {
             match send.write(&pending.data) {
@@ -177,8 +184,11 @@ impl Conn {
     /// Reads what has arrived on `stream` and returns the complete frames,
     /// plus whether the peer finished the stream.
     pub fn read(&mut self, stream: StreamId) -> Result<(Vec<Message>, bool), StreamTrouble> {
-        let limits = self.limits.clone();
-        let reader = self.readers.entry(stream).or_insert_with(|| FrameReader::new(limits));
+        let limits = self.limits;
+        let reader = self
+            .readers
+            .entry(stream)
+            .or_insert_with(|| FrameReader::new(limits));
         let mut finished = false;
         let mut recv = self.quinn.recv_stream(stream);
         match recv.read(true) {
@@ -230,13 +240,20 @@ impl Conn {
     pub fn take_requests(&mut self) -> Vec<(RequestId, Lease)> {
         let asks = self.asks.drain().map(|(_, ask)| ask);
         let pings = self.pings.drain().map(|(_, ask)| ask);
-        let mut taken: Vec<_> = asks.chain(pings).map(|ask| (ask.request_id, ask.lease)).collect();
+        let mut taken: Vec<_> = asks
+            .chain(pings)
+            .map(|ask| (ask.request_id, ask.lease))
+            .collect();
         taken.extend(self.blocked.drain(..).map(|b| (b.request_id, b.lease)));
         taken
     }
 
     /// The earliest request deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.asks.values().chain(self.pings.values()).map(|ask| ask.deadline).min()
+        self.asks
+            .values()
+            .chain(self.pings.values())
+            .map(|ask| ask.deadline)
+            .min()
     }
 }

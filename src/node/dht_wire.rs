@@ -13,12 +13,18 @@ use crate::wire::{self, Message};
 
 /// A wire contact as the DHT sees it.
 pub fn contact_from_wire(contact: wire::Contact) -> dht::Contact {
-    dht::Contact { id: contact.node_id, addrs: SmallVec::from_vec(contact.addrs) }
+    dht::Contact {
+        id: contact.node_id,
+        addrs: SmallVec::from_vec(contact.addrs),
+    }
 }
 
 /// A DHT contact as it goes on the wire.
 pub fn contact_to_wire(contact: &dht::Contact) -> wire::Contact {
-    wire::Contact { node_id: contact.id, addrs: contact.addrs.to_vec() }
+    wire::Contact {
+        node_id: contact.id,
+        addrs: contact.addrs.to_vec(),
+    }
 }
 
 fn contacts_to_wire(contacts: &[dht::Contact]) -> Vec<wire::Contact> {
@@ -63,7 +69,11 @@ pub fn request_to_wire(request_id: RequestId, request: dht::Request) -> Message 
             let record = Box::new(records.remove(0));
             wire::Store { request_id, record }.into()
         }
-        dht::Request::Store { records } => wire::StoreBatch { request_id, records }.into(),
+        dht::Request::Store { records } => wire::StoreBatch {
+            request_id,
+            records,
+        }
+        .into(),
     }
 }
 
@@ -73,7 +83,12 @@ pub fn request_from_wire(message: Message) -> Option<(RequestId, dht::Request)> 
         Message::Ping(m) => (m.request_id, dht::Request::Ping),
         Message::FindNode(m) => (m.request_id, dht::Request::FindNode { target: m.target }),
         Message::FindValue(m) => (m.request_id, dht::Request::FindValue { key: m.key }),
-        Message::Store(m) => (m.request_id, dht::Request::Store { records: vec![*m.record] }),
+        Message::Store(m) => (
+            m.request_id,
+            dht::Request::Store {
+                records: vec![*m.record],
+            },
+        ),
         Message::StoreBatch(m) => (m.request_id, dht::Request::Store { records: m.records }),
         _ => return None,
     };
@@ -86,15 +101,22 @@ pub fn response_to_wire(request_id: RequestId, response: dht::Response, batch: b
     let request_id = request_id.0;
     match response {
         dht::Response::Pong => wire::Pong { request_id }.into(),
-        dht::Response::Nodes { closer } => {
-            wire::FindNodeReply { request_id, contacts: contacts_to_wire(&closer) }.into()
+        dht::Response::Nodes { closer } => wire::FindNodeReply {
+            request_id,
+            contacts: contacts_to_wire(&closer),
         }
-        dht::Response::Value { records, closer } => {
-            wire::FindValueReply { request_id, records, closer: contacts_to_wire(&closer) }.into()
+        .into(),
+        dht::Response::Value { records, closer } => wire::FindValueReply {
+            request_id,
+            records,
+            closer: contacts_to_wire(&closer),
         }
-        dht::Response::Stored { statuses } if !batch && statuses.len() == 1 => {
-            wire::StoreAck { request_id, status: status_to_wire(statuses[0]) }.into()
+        .into(),
+        dht::Response::Stored { statuses } if !batch && statuses.len() == 1 => wire::StoreAck {
+            request_id,
+            status: status_to_wire(statuses[0]),
         }
+        .into(),
         dht::Response::Stored { statuses } => wire::StoreBatchAck {
             request_id,
             statuses: statuses.into_iter().map(status_to_wire).collect(),
@@ -106,7 +128,12 @@ pub fn response_to_wire(request_id: RequestId, response: dht::Response, batch: b
                 dht::ErrorCode::Overloaded => (wire::ErrorCode::Overloaded, "overloaded"),
                 dht::ErrorCode::TooLarge => (wire::ErrorCode::TooLarge, "too large"),
             };
-            wire::ErrorReply { request_id, code, message: message.into() }.into()
+            wire::ErrorReply {
+                request_id,
+                code,
+                message: message.into(),
+            }
+            .into()
         }
     }
 }
@@ -115,19 +142,30 @@ pub fn response_to_wire(request_id: RequestId, response: dht::Response, batch: b
 pub fn response_from_wire(message: Message) -> Option<(RequestId, dht::Response)> {
     let (id, response) = match message {
         Message::Pong(m) => (m.request_id, dht::Response::Pong),
-        Message::FindNodeReply(m) => {
-            (m.request_id, dht::Response::Nodes { closer: contacts_from_wire(m.contacts) })
-        }
+        Message::FindNodeReply(m) => (
+            m.request_id,
+            dht::Response::Nodes {
+                closer: contacts_from_wire(m.contacts),
+            },
+        ),
         Message::FindValueReply(m) => (
             m.request_id,
-            dht::Response::Value { records: m.records, closer: contacts_from_wire(m.closer) },
+            dht::Response::Value {
+                records: m.records,
+                closer: contacts_from_wire(m.closer),
+            },
         ),
-        Message::StoreAck(m) => {
-            (m.request_id, dht::Response::Stored { statuses: vec![status_from_wire(m.status)] })
-        }
+        Message::StoreAck(m) => (
+            m.request_id,
+            dht::Response::Stored {
+                statuses: vec![status_from_wire(m.status)],
+            },
+        ),
         Message::StoreBatchAck(m) => (
             m.request_id,
-            dht::Response::Stored { statuses: m.statuses.into_iter().map(status_from_wire).collect() },
+            dht::Response::Stored {
+                statuses: m.statuses.into_iter().map(status_from_wire).collect(),
+            },
         ),
         Message::ErrorReply(m) => {
             let code = match m.code {
@@ -151,17 +189,31 @@ mod tests {
 
     fn record(seed: u8) -> SignedRecord {
         let key = RecordKey::from_bytes([seed; 32]);
-        SignedRecord::sign(&Identity::from_seed([seed; 32]), key, Bytes::from_static(b"v"), 1, 300)
+        SignedRecord::sign(
+            &Identity::from_seed([seed; 32]),
+            key,
+            Bytes::from_static(b"v"),
+            1,
+            300,
+        )
     }
 
     #[test]
     fn requests_survive_the_trip_through_frames() {
         let requests = [
             dht::Request::Ping,
-            dht::Request::FindNode { target: NodeId::from_bytes([1; 32]) },
-            dht::Request::FindValue { key: RecordKey::from_bytes([2; 32]) },
-            dht::Request::Store { records: vec![record(3)] },
-            dht::Request::Store { records: vec![record(4), record(5)] },
+            dht::Request::FindNode {
+                target: NodeId::from_bytes([1; 32]),
+            },
+            dht::Request::FindValue {
+                key: RecordKey::from_bytes([2; 32]),
+            },
+            dht::Request::Store {
+                records: vec![record(3)],
+            },
+            dht::Request::Store {
+                records: vec![record(4), record(5)],
+            },
         ];
         for (i, request) in requests.into_iter().enumerate() {
             let id = RequestId(i as u64 + 10);
@@ -173,14 +225,28 @@ mod tests {
 
     #[test]
     fn responses_survive_the_trip_through_frames() {
-        let contact = dht::Contact::new(NodeId::from_bytes([7; 32]), "192.0.2.1:4433".parse().unwrap());
+        let contact = dht::Contact::new(
+            NodeId::from_bytes([7; 32]),
+            "192.0.2.1:4433".parse().unwrap(),
+        );
         let stored = |n: usize| dht::Response::Stored {
             statuses: vec![dht::StoreStatus::Rejected(RejectReason::Stale); n],
         };
         let cases = [
             (dht::Response::Pong, false),
-            (dht::Response::Nodes { closer: vec![contact.clone()] }, false),
-            (dht::Response::Value { records: vec![record(1)], closer: vec![contact] }, false),
+            (
+                dht::Response::Nodes {
+                    closer: vec![contact.clone()],
+                },
+                false,
+            ),
+            (
+                dht::Response::Value {
+                    records: vec![record(1)],
+                    closer: vec![contact],
+                },
+                false,
+            ),
             (stored(1), false),
             (stored(1), true),
             (stored(3), true),

@@ -42,7 +42,9 @@ use crate::demux::{DatagramClass, classify};
 use crate::dht::{self, Dht, DhtEvent, DhtOutput, Failure, Mode, RequestId};
 use crate::id::{Identity, NodeId, RecordKey};
 use crate::path::{PathTable, RealPath};
-use crate::pool::{Acquired, Action, CloseReason, ConnId, Direction, Lease, Pool, PoolError, WaitId};
+use crate::pool::{
+    Acquired, Action, CloseReason, ConnId, Direction, Lease, Pool, PoolError, WaitId,
+};
 use crate::quic::{QuicConfigError, QuicConfigs};
 use crate::tls::{self, NodeTls, TlsError, WallClock};
 use crate::wire::{self, Capabilities, DisconnectReason, Message};
@@ -180,8 +182,12 @@ impl Node {
         let clock = WallClock::at(unix_ms / 1000);
         let tls = NodeTls::self_signed(&identity, config.verification.clone(), clock.clone())?;
         let quic = QuicConfigs::new(tls, &config.transport, seed)?;
-        let endpoint =
-            Endpoint::new(quic.endpoint.clone(), Some(quic.server.clone()), true, Some(quic.rng_seed));
+        let endpoint = Endpoint::new(
+            quic.endpoint.clone(),
+            Some(quic.server.clone()),
+            true,
+            Some(quic.rng_seed),
+        );
         config.pool.local = local;
         config.pool.seed = seed ^ 0x706f_6f6c; // "pool"
         let pool = Pool::new(config.pool.clone())?;
@@ -283,7 +289,9 @@ impl Node {
     ) -> Result<dht::QueryId, dht::DhtError> {
         self.enter(now);
         let unix_ms = self.unix_ms(now);
-        let query = self.dht.store_with_confirmation(now, unix_ms, key, value, timeout);
+        let query = self
+            .dht
+            .store_with_confirmation(now, unix_ms, key, value, timeout);
         self.settle(now);
         query
     }
@@ -291,7 +299,8 @@ impl Node {
     /// Wall-clock time at `now`, Unix milliseconds.
     fn unix_ms(&self, now: Instant) -> u64 {
         let elapsed = now.saturating_duration_since(self.start).as_millis();
-        self.start_unix_ms.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+        self.start_unix_ms
+            .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
     }
 
     /// Bookkeeping at the start of every input or command.
@@ -318,9 +327,15 @@ impl Node {
     /// The earliest deadline of every child (quinn needs `&mut` to tell, so
     /// it is computed after each input and cached for `poll_timeout`).
     fn compute_timeout(&mut self) -> Option<Instant> {
-        let conns = self.conns.values_mut().flat_map(|c| [c.quinn.poll_timeout(), c.next_deadline()]);
+        let conns = self
+            .conns
+            .values_mut()
+            .flat_map(|c| [c.quinn.poll_timeout(), c.next_deadline()]);
         let conns: Option<Instant> = conns.flatten().min();
-        [conns, self.pool.poll_timeout(), self.dht.poll_timeout()].into_iter().flatten().min()
+        [conns, self.pool.poll_timeout(), self.dht.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ---- datagrams -------------------------------------------------------
@@ -338,7 +353,10 @@ impl Node {
         let virtual_addr = self.paths.virtual_for(RealPath::Direct(datagram.remote));
         let mut buf = Vec::new();
         let data = BytesMut::from(&datagram.payload[..]);
-        match self.endpoint.handle(now, virtual_addr, None, None, data, &mut buf) {
+        match self
+            .endpoint
+            .handle(now, virtual_addr, None, None, data, &mut buf)
+        {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 if let Some(conn) = self.conns.get_mut(&handle) {
                     conn.quinn.handle_event(event);
@@ -353,7 +371,7 @@ impl Node {
                             None,
                             datagram.remote,
                             virtual_addr,
-                            self.config.limits.clone(),
+                            self.config.limits,
                         );
                         self.conns.insert(handle, conn);
                     }
@@ -385,8 +403,11 @@ impl Node {
         for conn in self.conns.values_mut() {
             loop {
                 buf.clear();
-                let Some(transmit) = conn.quinn.poll_transmit(now, 1, &mut buf) else { break };
-                let Some(RealPath::Direct(destination)) = self.paths.real(&transmit.destination) else {
+                let Some(transmit) = conn.quinn.poll_transmit(now, 1, &mut buf) else {
+                    break;
+                };
+                let Some(RealPath::Direct(destination)) = self.paths.real(&transmit.destination)
+                else {
                     continue;
                 };
                 self.out.push_back(Output::Transmit(Transmit {
@@ -415,33 +436,50 @@ impl Node {
     fn drive_connection(&mut self, now: Instant, handle: ConnectionHandle) -> bool {
         let mut busy = false;
         loop {
-            let Some(conn) = self.conns.get_mut(&handle) else { return busy };
+            let Some(conn) = self.conns.get_mut(&handle) else {
+                return busy;
+            };
             while let Some(event) = conn.quinn.poll_endpoint_events() {
                 busy = true;
                 if let Some(back) = self.endpoint.handle_event(handle, event) {
                     conn.quinn.handle_event(back);
                 }
             }
-            let Some(event) = conn.quinn.poll() else { break };
+            let Some(event) = conn.quinn.poll() else {
+                break;
+            };
             busy = true;
             self.handle_connection_event(now, handle, event);
         }
-        if self.conns.get(&handle).is_some_and(|c| c.quinn.is_drained()) {
+        if self
+            .conns
+            .get(&handle)
+            .is_some_and(|c| c.quinn.is_drained())
+        {
             self.forget_connection(handle);
             busy = true;
         }
         busy
     }
 
-    fn handle_connection_event(&mut self, now: Instant, handle: ConnectionHandle, event: quinn_proto::Event) {
+    fn handle_connection_event(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        event: quinn_proto::Event,
+    ) {
         match event {
             quinn_proto::Event::HandshakeDataReady => {}
             quinn_proto::Event::Connected => self.on_handshake_done(now, handle),
-            quinn_proto::Event::ConnectionLost { reason } => self.on_connection_lost(now, handle, reason),
+            quinn_proto::Event::ConnectionLost { reason } => {
+                self.on_connection_lost(now, handle, reason)
+            }
             quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
                 self.accept_streams(now, handle);
             }
-            quinn_proto::Event::Stream(StreamEvent::Readable { id }) => self.on_readable(now, handle, id),
+            quinn_proto::Event::Stream(StreamEvent::Readable { id }) => {
+                self.on_readable(now, handle, id)
+            }
             quinn_proto::Event::Stream(StreamEvent::Writable { id }) => {
                 if let Some(conn) = self.conns.get_mut(&handle) {
                     conn.flush_stream(id);
@@ -461,15 +499,25 @@ impl Node {
 
     /// QUIC is up: learn the peer, tell the pool, open the control stream.
     fn on_handshake_done(&mut self, now: Instant, handle: ConnectionHandle) {
-        let Some(conn) = self.conns.get_mut(&handle) else { return };
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
         let certified = conn
             .quinn
             .crypto_session()
             .peer_identity()
-            .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+            .and_then(|any| {
+                any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
             .and_then(|chain| tls::peer_node_id(&chain).ok());
         let Some(peer) = certified else {
-            self.refuse(now, handle, DisconnectReason::Unauthorized, "no usable certificate".into());
+            self.refuse(
+                now,
+                handle,
+                DisconnectReason::Unauthorized,
+                "no usable certificate".into(),
+            );
             return;
         };
         conn.peer = Some(peer);
@@ -507,12 +555,17 @@ impl Node {
     /// CONNECT is accepted, every stream after.
     fn accept_streams(&mut self, now: Instant, handle: ConnectionHandle) {
         loop {
-            let Some(conn) = self.conns.get_mut(&handle) else { return };
+            let Some(conn) = self.conns.get_mut(&handle) else {
+                return;
+            };
             let control_pending = conn.control.is_none() && conn.direction == Direction::Inbound;
-            if !(control_pending || conn.phase == Phase::Ready) || conn.phase == Phase::Handshaking {
+            if !(control_pending || conn.phase == Phase::Ready) || conn.phase == Phase::Handshaking
+            {
                 return;
             }
-            let Some(stream) = conn.quinn.streams().accept(Dir::Bi) else { return };
+            let Some(stream) = conn.quinn.streams().accept(Dir::Bi) else {
+                return;
+            };
             if control_pending {
                 conn.control = Some(stream);
             }
@@ -521,7 +574,9 @@ impl Node {
     }
 
     fn on_readable(&mut self, now: Instant, handle: ConnectionHandle, stream: StreamId) {
-        let Some(conn) = self.conns.get_mut(&handle) else { return };
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
         if conn.phase == Phase::Closing {
             return;
         }
@@ -550,17 +605,28 @@ impl Node {
             }
         }
         if finished && is_control {
-            self.refuse(now, handle, DisconnectReason::ProtocolError, "control stream finished".into());
+            self.refuse(
+                now,
+                handle,
+                DisconnectReason::ProtocolError,
+                "control stream finished".into(),
+            );
         }
     }
 
     fn on_control_frame(&mut self, now: Instant, handle: ConnectionHandle, message: Message) {
-        let Some(conn) = self.conns.get_mut(&handle) else { return };
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
         match (conn.phase, message) {
             (Phase::AwaitingConnect, Message::Connect(hello)) => self.on_hello(now, handle, hello),
             (Phase::Ready, Message::Ping(ping)) => {
-                let stream = conn.control.expect("control frames arrive on the control stream");
-                let pong = Message::from(wire::Pong { request_id: ping.request_id });
+                let stream = conn
+                    .control
+                    .expect("control frames arrive on the control stream");
+                let pong = Message::from(wire::Pong {
+                    request_id: ping.request_id,
+                });
                 let _ = conn.send(stream, &pong, false);
             }
             (Phase::Ready, Message::Pong(pong)) => {
@@ -570,7 +636,13 @@ impl Node {
                     self.pool.release(now, ask.lease);
                     let unix_ms = self.unix_ms(now);
                     self.dht.handle_rtt(now, peer, rtt);
-                    self.dht.handle_response(now, unix_ms, &peer, ask.request_id, dht::Response::Pong);
+                    self.dht.handle_response(
+                        now,
+                        unix_ms,
+                        &peer,
+                        ask.request_id,
+                        dht::Response::Pong,
+                    );
                 }
             }
             (_, Message::Disconnect(bye)) => {
@@ -587,10 +659,15 @@ impl Node {
 
     /// The peer's CONNECT: check it, answer it (acceptor), open for requests.
     fn on_hello(&mut self, now: Instant, handle: ConnectionHandle, hello: wire::Connect) {
-        let Some(conn) = self.conns.get_mut(&handle) else { return };
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
         let peer = conn.peer.expect("the handshake set the peer");
         if hello.node_id != peer {
-            let detail = format!("CONNECT names {} but the certificate is {}", hello.node_id, peer);
+            let detail = format!(
+                "CONNECT names {} but the certificate is {}",
+                hello.node_id, peer
+            );
             self.refuse(now, handle, DisconnectReason::Unauthorized, detail);
             return;
         }
@@ -606,14 +683,17 @@ impl Node {
         if direction == Direction::Inbound {
             let answer = Message::from(self.hello());
             let conn = self.conns.get_mut(&handle).expect("looked up above");
-            let control = conn.control.expect("the CONNECT came on the control stream");
+            let control = conn
+                .control
+                .expect("the CONNECT came on the control stream");
             let _ = conn.send(control, &answer, false);
             let pool_id = self.pool.handle_inbound(now, peer, remote);
             self.attach_pool_id(handle, pool_id);
         } else if let Some(pool_id) = conn.pool_id {
             self.pool.handle_connected(now, peer, pool_id);
         }
-        self.out.push_back(Output::Event(Event::Connected { peer, direction }));
+        self.out
+            .push_back(Output::Event(Event::Connected { peer, direction }));
         self.accept_streams(now, handle);
     }
 
@@ -625,8 +705,16 @@ impl Node {
     }
 
     /// A frame on a request stream: a request to serve or an answer to ours.
-    fn on_stream_frame(&mut self, now: Instant, handle: ConnectionHandle, stream: StreamId, message: Message) {
-        let Some(conn) = self.conns.get_mut(&handle) else { return };
+    fn on_stream_frame(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        stream: StreamId,
+        message: Message,
+    ) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
         let peer = conn.peer.expect("streams are read after the handshake");
         if let Some(ask) = conn.asks.remove(&stream) {
             conn.forget(stream);
@@ -636,11 +724,13 @@ impl Node {
                 Some((request_id, response)) if request_id == ask.request_id => {
                     let unix_ms = self.unix_ms(now);
                     self.dht.handle_rtt(now, peer, rtt);
-                    self.dht.handle_response(now, unix_ms, &peer, request_id, response);
+                    self.dht
+                        .handle_response(now, unix_ms, &peer, request_id, response);
                 }
                 _ => {
                     self.counters.protocol_errors += 1;
-                    self.dht.handle_failure(now, ask.request_id, Failure::Refused);
+                    self.dht
+                        .handle_failure(now, ask.request_id, Failure::Refused);
                 }
             }
             return;
@@ -651,30 +741,56 @@ impl Node {
             conn.abandon(stream, STREAM_REFUSED);
             return;
         };
-        let hello = conn.hello.as_ref().expect("requests are served after CONNECT");
+        let hello = conn
+            .hello
+            .as_ref()
+            .expect("requests are served after CONNECT");
         let from_server = hello.capabilities.contains(Capabilities::DHT_SERVER);
-        let mut contact = dht::Contact { id: peer, addrs: hello.listen_addrs.iter().copied().collect() };
+        let mut contact = dht::Contact {
+            id: peer,
+            addrs: hello.listen_addrs.iter().copied().collect(),
+        };
         if contact.addrs.is_empty() {
             contact.addrs.push(conn.remote);
         }
-        self.serving.insert((peer, request_id.0), Serving { conn: handle, stream, batch });
+        self.serving.insert(
+            (peer, request_id.0),
+            Serving {
+                conn: handle,
+                stream,
+                batch,
+            },
+        );
         let unix_ms = self.unix_ms(now);
-        self.dht.handle_request(now, unix_ms, &contact, from_server, request_id, request);
+        self.dht
+            .handle_request(now, unix_ms, &contact, from_server, request_id, request);
     }
 
     /// Closes a connection whose peer broke the rules, telling it why.
-    fn refuse(&mut self, now: Instant, handle: ConnectionHandle, reason: DisconnectReason, detail: String) {
-        let Some(conn) = self.conns.get_mut(&handle) else { return };
+    fn refuse(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        reason: DisconnectReason,
+        detail: String,
+    ) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
         if conn.phase == Phase::Closing {
             return;
         }
         if let Some(control) = conn.control {
-            let bye = Message::from(wire::Disconnect { reason, message: detail.clone() });
+            let bye = Message::from(wire::Disconnect {
+                reason,
+                message: detail.clone(),
+            });
             let _ = conn.send(control, &bye, true);
         }
         conn.phase = Phase::Closing;
         let code = VarInt::from_u32(u32::from(reason.code()));
-        conn.quinn.close(now, code, Bytes::from(detail.clone().into_bytes()));
+        conn.quinn
+            .close(now, code, Bytes::from(detail.clone().into_bytes()));
         let (peer, remote) = (conn.peer, conn.remote);
         self.release_requests(now, handle);
         self.out.push_back(Output::Event(Event::Disconnected {
@@ -684,8 +800,15 @@ impl Node {
         }));
     }
 
-    fn on_connection_lost(&mut self, now: Instant, handle: ConnectionHandle, reason: ConnectionError) {
-        let Some(conn) = self.conns.get_mut(&handle) else { return };
+    fn on_connection_lost(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        reason: ConnectionError,
+    ) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
         let was_refused = conn.phase == Phase::Closing;
         conn.phase = Phase::Closing;
         let (peer, remote) = (conn.peer, conn.remote);
@@ -701,19 +824,26 @@ impl Node {
                 ConnectionError::LocallyClosed => CloseCause::Local("closed by this node".into()),
                 other => CloseCause::Transport(other.to_string()),
             };
-            self.out.push_back(Output::Event(Event::Disconnected { peer, remote, cause }));
+            self.out.push_back(Output::Event(Event::Disconnected {
+                peer,
+                remote,
+                cause,
+            }));
         }
     }
 
     /// Fails every request of a connection that is going away and tells the
     /// pool.
     fn release_requests(&mut self, now: Instant, handle: ConnectionHandle) {
-        let Some(conn) = self.conns.get_mut(&handle) else { return };
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
         let requests = conn.take_requests();
         let (peer, pool_id, ready) = (conn.peer, conn.pool_id.take(), conn.hello.is_some());
         for (request_id, lease) in requests {
             self.pool.release(now, lease);
-            self.dht.handle_failure(now, request_id, Failure::Connection);
+            self.dht
+                .handle_failure(now, request_id, Failure::Connection);
         }
         self.serving.retain(|_, serving| serving.conn != handle);
         if let (Some(peer), Some(pool_id)) = (peer, pool_id) {
@@ -728,8 +858,13 @@ impl Node {
     }
 
     fn forget_connection(&mut self, handle: ConnectionHandle) {
-        let Some(conn) = self.conns.remove(&handle) else { return };
-        let shared = self.conns.values().any(|other| other.virtual_addr == conn.virtual_addr);
+        let Some(conn) = self.conns.remove(&handle) else {
+            return;
+        };
+        let shared = self
+            .conns
+            .values()
+            .any(|other| other.virtual_addr == conn.virtual_addr);
         if !shared {
             self.paths.remove(&conn.virtual_addr);
         }
@@ -741,25 +876,49 @@ impl Node {
     fn send_request(&mut self, now: Instant, lease: Lease, request_id: RequestId, frame: Message) {
         let Some(&handle) = self.by_pool_id.get(&lease.conn()) else {
             self.pool.release(now, lease);
-            self.dht.handle_failure(now, request_id, Failure::Connection);
+            self.dht
+                .handle_failure(now, request_id, Failure::Connection);
             return;
         };
         let deadline = now + self.config.request_timeout;
-        let conn = self.conns.get_mut(&handle).expect("pooled connections are live");
+        let conn = self
+            .conns
+            .get_mut(&handle)
+            .expect("pooled connections are live");
         if let Message::Ping(ping) = &frame {
-            let control = conn.control.expect("pooled connections have a control stream");
+            let control = conn
+                .control
+                .expect("pooled connections have a control stream");
             let id = ping.request_id;
             let _ = conn.send(control, &frame, false);
-            conn.pings.insert(id, Ask { request_id, lease, deadline });
+            conn.pings.insert(
+                id,
+                Ask {
+                    request_id,
+                    lease,
+                    deadline,
+                },
+            );
             return;
         }
         let Some(stream) = conn.open() else {
-            conn.blocked.push_back(Blocked { frame, request_id, lease });
+            conn.blocked.push_back(Blocked {
+                frame,
+                request_id,
+                lease,
+            });
             return;
         };
         match conn.send(stream, &frame, true) {
             Ok(()) => {
-                conn.asks.insert(stream, Ask { request_id, lease, deadline });
+                conn.asks.insert(
+                    stream,
+                    Ask {
+                        request_id,
+                        lease,
+                        deadline,
+                    },
+                );
             }
             Err(_) => {
                 conn.abandon(stream, STREAM_REFUSED);
@@ -772,19 +931,35 @@ impl Node {
     /// The peer allows more streams: send what waited.
     fn send_blocked(&mut self, now: Instant, handle: ConnectionHandle) {
         while let Some(conn) = self.conns.get_mut(&handle) {
-            let Some(blocked) = conn.blocked.pop_front() else { return };
+            let Some(blocked) = conn.blocked.pop_front() else {
+                return;
+            };
             let before = conn.blocked.len();
             self.send_request(now, blocked.lease, blocked.request_id, blocked.frame);
-            if self.conns.get(&handle).is_some_and(|c| c.blocked.len() > before) {
+            if self
+                .conns
+                .get(&handle)
+                .is_some_and(|c| c.blocked.len() > before)
+            {
                 return; // still no stream
             }
         }
     }
 
     /// A request stream we opened failed.
-    fn fail_ask(&mut self, now: Instant, handle: ConnectionHandle, stream: StreamId, failure: Failure) {
-        let Some(conn) = self.conns.get_mut(&handle) else { return };
-        let Some(ask) = conn.asks.remove(&stream) else { return };
+    fn fail_ask(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        stream: StreamId,
+        failure: Failure,
+    ) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        let Some(ask) = conn.asks.remove(&stream) else {
+            return;
+        };
         conn.forget(stream);
         self.pool.release(now, ask.lease);
         self.dht.handle_failure(now, ask.request_id, failure);
@@ -794,15 +969,23 @@ impl Node {
     fn expire_requests(&mut self, now: Instant) {
         let mut expired = Vec::new();
         for (&handle, conn) in &mut self.conns {
-            let overdue: Vec<StreamId> =
-                conn.asks.iter().filter(|(_, ask)| ask.deadline <= now).map(|(s, _)| *s).collect();
+            let overdue: Vec<StreamId> = conn
+                .asks
+                .iter()
+                .filter(|(_, ask)| ask.deadline <= now)
+                .map(|(s, _)| *s)
+                .collect();
             for stream in overdue {
                 let ask = conn.asks.remove(&stream).expect("listed above");
                 conn.abandon(stream, STREAM_TIMED_OUT);
                 expired.push((handle, ask));
             }
-            let overdue: Vec<u64> =
-                conn.pings.iter().filter(|(_, ask)| ask.deadline <= now).map(|(id, _)| *id).collect();
+            let overdue: Vec<u64> = conn
+                .pings
+                .iter()
+                .filter(|(_, ask)| ask.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
             for id in overdue {
                 expired.push((handle, conn.pings.remove(&id).expect("listed above")));
             }
@@ -810,7 +993,8 @@ impl Node {
         for (_, ask) in expired {
             self.counters.request_timeouts += 1;
             self.pool.release(now, ask.lease);
-            self.dht.handle_failure(now, ask.request_id, Failure::Refused);
+            self.dht
+                .handle_failure(now, ask.request_id, Failure::Refused);
         }
     }
 
@@ -824,12 +1008,15 @@ impl Node {
                 Action::Connect { peer, addr, conn } => self.dial(now, peer, addr, conn),
                 Action::Close { conn, reason, .. } => self.close_pooled(now, conn, reason),
                 Action::Ready { wait, lease, .. } => match self.waiting.remove(&wait) {
-                    Some(waiting) => self.send_request(now, lease, waiting.request_id, waiting.frame),
+                    Some(waiting) => {
+                        self.send_request(now, lease, waiting.request_id, waiting.frame)
+                    }
                     None => self.pool.release(now, lease),
                 },
                 Action::Failed { wait, .. } => {
                     if let Some(waiting) = self.waiting.remove(&wait) {
-                        self.dht.handle_failure(now, waiting.request_id, Failure::Connection);
+                        self.dht
+                            .handle_failure(now, waiting.request_id, Failure::Connection);
                     }
                 }
             }
@@ -856,7 +1043,7 @@ impl Node {
                     Some(peer),
                     addr,
                     virtual_addr,
-                    self.config.limits.clone(),
+                    self.config.limits,
                 );
                 self.conns.insert(handle, conn);
                 self.attach_pool_id(handle, pool_id);
@@ -869,12 +1056,19 @@ impl Node {
     }
 
     fn close_pooled(&mut self, now: Instant, pool_id: ConnId, reason: CloseReason) {
-        let Some(handle) = self.by_pool_id.remove(&pool_id) else { return };
-        let Some(conn) = self.conns.get_mut(&handle) else { return };
+        let Some(handle) = self.by_pool_id.remove(&pool_id) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
         conn.pool_id = None;
         if let Some(control) = conn.control {
             let message = format!("{reason:?}");
-            let bye = Message::from(wire::Disconnect { reason: DisconnectReason::Normal, message });
+            let bye = Message::from(wire::Disconnect {
+                reason: DisconnectReason::Normal,
+                message,
+            });
             let _ = conn.send(control, &bye, true);
         }
         conn.phase = Phase::Closing;
@@ -895,11 +1089,19 @@ impl Node {
         while let Some(output) = self.dht.poll_output() {
             busy = true;
             match output {
-                DhtOutput::Request { request_id, peer, request } => {
+                DhtOutput::Request {
+                    request_id,
+                    peer,
+                    request,
+                } => {
                     let frame = dht_wire::request_to_wire(request_id, request);
                     self.ask(now, peer, request_id, frame);
                 }
-                DhtOutput::Reply { request_id, peer, response } => {
+                DhtOutput::Reply {
+                    request_id,
+                    peer,
+                    response,
+                } => {
                     self.answer(peer, request_id, response);
                 }
                 DhtOutput::Event(event) => self.out.push_back(Output::Event(Event::Dht(event))),
@@ -911,12 +1113,14 @@ impl Node {
     /// Sends a DHT request to `peer`, connecting first if needed.
     fn ask(&mut self, now: Instant, peer: dht::Contact, request_id: RequestId, frame: Message) {
         let Some(&addr) = peer.addrs.first() else {
-            self.dht.handle_failure(now, request_id, Failure::Connection);
+            self.dht
+                .handle_failure(now, request_id, Failure::Connection);
             return;
         };
         if self.waiting.len() >= self.config.max_waiting_requests {
             self.counters.waiting_overflow += 1;
-            self.dht.handle_failure(now, request_id, Failure::Connection);
+            self.dht
+                .handle_failure(now, request_id, Failure::Connection);
             return;
         }
         match self.pool.acquire(now, peer.id, addr) {
@@ -926,15 +1130,20 @@ impl Node {
             }
             Err(error) => {
                 tracing::debug!(peer = %peer.id, %error, "no connection for a DHT request");
-                self.dht.handle_failure(now, request_id, Failure::Connection);
+                self.dht
+                    .handle_failure(now, request_id, Failure::Connection);
             }
         }
     }
 
     /// Writes the DHT's answer to a request we serve.
     fn answer(&mut self, peer: NodeId, request_id: RequestId, response: dht::Response) {
-        let Some(serving) = self.serving.remove(&(peer, request_id.0)) else { return };
-        let Some(conn) = self.conns.get_mut(&serving.conn) else { return };
+        let Some(serving) = self.serving.remove(&(peer, request_id.0)) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&serving.conn) else {
+            return;
+        };
         let frame = dht_wire::response_to_wire(request_id, response, serving.batch);
         conn.forget(serving.stream);
         if conn.send(serving.stream, &frame, true).is_err() {
