@@ -189,7 +189,13 @@ impl NodeId {
 
     /// XOR distance to `other`.
     pub fn distance(&self, other: &NodeId) -> Distance {
-        Distance(core::array::from_fn(|i| self.0[i] ^ other.0[i]))
+        // A plain loop: `array::from_fn` is ~10x slower in unoptimised test
+        // builds, and the DHT computes distances on every hot path.
+        let mut d = self.0;
+        for (out, b) in d.iter_mut().zip(&other.0) {
+            *out ^= b;
+        }
+        Distance(d)
     }
 
     /// The Kademlia bucket `other` falls in from our point of view, or `None`

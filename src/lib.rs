@@ -102,6 +102,8 @@
 //! - [`tls`]: rustls configurations: identity certificates, peer verification, pins.
 //! - [`wire`]: the frame codec, every message, limits and per-stream
 //!   reassembly (spec: `docs/PROTOCOL.md`).
+//! - [`dht`]: the Kademlia DHT: routing table, lookups, request correlation,
+//!   record store and the operations built on them.
 //! - [`pool`]: the connection pool (LRU, idle TTL, pinning, reconnect backoff).
 //! - `sim` (feature `sim`): the deterministic network simulator with NAT models.
 
@@ -111,10 +113,12 @@
 pub mod collections;
 mod contract;
 pub mod demux;
+pub mod dht;
 pub mod id;
+pub mod node;
 pub mod path;
-pub mod quic;
 pub mod pool;
+pub mod quic;
 pub mod record;
 #[cfg(feature = "sim")]
 pub mod sim;

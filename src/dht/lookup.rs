@@ -1,0 +1,489 @@
+//! The iterative closest-peers lookup, as a pure state machine.
+//!
+//! Modelled on libp2p's `ClosestPeersIter`. The iterator keeps every
+//! candidate it has heard of, ordered by distance to the target, and says
+//! whom to ask next: at most α requests in flight, widened to k when the
+//! query stalls (α answers in a row that brought nothing closer). It takes
+//! answers, failures and "unresponsive" marks from the caller, who owns the
+//! clocks: a peer past its per-peer deadline is marked unresponsive, which
+//! frees its slot and stops it from holding up the end of the lookup, and
+//! can still answer late. The lookup is done when the k closest candidates
+//! that did not fail have all answered, or when nobody is left to ask.
+//!
+//! Each candidate remembers its discovery depth: 0 for the seeds the lookup
+//! started from, `h + 1` for one first learned from a peer of depth `h`.
+
+use std::collections::BTreeMap;
+
+use crate::id::{Distance, NodeId};
+
+use super::message::Contact;
+
+/// Knobs of one lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LookupConfig {
+    /// Requests in flight while the lookup makes progress (α).
+    pub parallelism: usize,
+    /// How many closest peers the lookup returns (k); also the parallelism
+    /// once it stalls.
+    pub num_results: usize,
+}
+
+impl Default for LookupConfig {
+    fn default() -> Self {
+        Self {
+            parallelism: 3,
+            num_results: 20,
+        }
+    }
+}
+
+/// Where one candidate stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    /// Known, not asked yet.
+    NotContacted,
+    /// Asked, within its deadline.
+    Waiting,
+    /// Asked, past its deadline: no longer counted in flight, may answer late.
+    Unresponsive,
+    /// The request failed for good.
+    Failed,
+    /// It answered.
+    Succeeded,
+}
+
+/// What the lookup wants next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LookupStep {
+    /// Ask this peer (it is now counted in flight).
+    Contact(Contact),
+    /// Nothing to ask now; answers are awaited.
+    Waiting,
+    /// Nothing more can be asked until a request in flight ends.
+    AtCapacity,
+    /// The lookup is over.
+    Finished,
+}
+
+#[derive(Clone, Debug)]
+struct Candidate {
+    contact: Contact,
+    state: PeerState,
+    depth: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Iterating { no_progress: usize },
+    Stalled,
+    Finished,
+}
+
+/// An iterative closest-peers lookup towards one target.
+#[derive(Clone, Debug)]
+pub struct ClosestPeersIter {
+    target: NodeId,
+    config: LookupConfig,
+    candidates: BTreeMap<Distance, Candidate>,
+    phase: Phase,
+    in_flight: usize,
+}
+
+impl ClosestPeersIter {
+    /// A lookup of `target` starting from `seeds` (depth 0).
+    pub fn new(
+        target: NodeId,
+        config: LookupConfig,
+        seeds: impl IntoIterator<Item = Contact>,
+    ) -> Self {
+        let mut iter = Self {
+            target,
+            config: LookupConfig {
+                parallelism: config.parallelism.max(1),
+                num_results: config.num_results.max(1),
+            },
+            candidates: BTreeMap::new(),
+            phase: Phase::Iterating { no_progress: 0 },
+            in_flight: 0,
+        };
+        iter.add(seeds, 0);
+        iter
+    }
+
+    /// The id looked up.
+    pub fn target(&self) -> &NodeId {
+        &self.target
+    }
+
+    /// How `id` stands, if it is a candidate.
+    pub fn state(&self, id: &NodeId) -> Option<PeerState> {
+        self.candidates
+            .get(&self.target.distance(id))
+            .map(|c| c.state)
+    }
+
+    /// Requests in flight (waiting, not yet unresponsive).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Whether the lookup is over.
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+
+    fn add(&mut self, contacts: impl IntoIterator<Item = Contact>, depth: u8) {
+        for contact in contacts {
+            self.candidates
+                .entry(self.target.distance(&contact.id))
+                .or_insert(Candidate {
+                    contact,
+                    state: PeerState::NotContacted,
+                    depth,
+                });
+        }
+    }
+
+    fn at_capacity(&self) -> bool {
+        let cap = match self.phase {
+            Phase::Stalled => self.config.parallelism.max(self.config.num_results),
+            _ => self.config.parallelism,
+        };
+        self.in_flight >= cap
+    }
+
+    /// The next thing to do. Call it until it returns something other than
+    /// [`LookupStep::Contact`].
+    pub fn step(&mut self) -> LookupStep {
+        if self.phase == Phase::Finished {
+            return LookupStep::Finished;
+        }
+        let at_capacity = self.at_capacity();
+        // Answers count towards the end only while no closer peer is still
+        // awaited within its deadline.
+        let mut answered = Some(0);
+        // Peers that answered or may still answer within their deadline:
+        // once k of them are closer than a candidate, asking it is wasted.
+        let mut ahead = 0;
+        for candidate in self.candidates.values_mut() {
+            match candidate.state {
+                PeerState::Waiting if at_capacity => return LookupStep::AtCapacity,
+                PeerState::Waiting => {
+                    answered = None;
+                    ahead += 1;
+                }
+                PeerState::NotContacted
+                    if ahead >= self.config.num_results + self.config.parallelism =>
+                {
+                    break;
+                }
+                PeerState::Succeeded => {
+                    ahead += 1;
+                    let Some(n) = answered.as_mut() else {
+                        continue;
+                    };
+                    *n += 1;
+                    if *n >= self.config.num_results {
+                        self.phase = Phase::Finished;
+                        return LookupStep::Finished;
+                    }
+                }
+                PeerState::NotContacted if at_capacity => return LookupStep::AtCapacity,
+                PeerState::NotContacted => {
+                    candidate.state = PeerState::Waiting;
+                    self.in_flight += 1;
+                    return LookupStep::Contact(candidate.contact.clone());
+                }
+                PeerState::Unresponsive | PeerState::Failed => {}
+            }
+        }
+        if self.in_flight > 0 {
+            LookupStep::Waiting
+        } else {
+            self.phase = Phase::Finished;
+            LookupStep::Finished
+        }
+    }
+
+    /// `id` answered with `closer` contacts. Returns `false` (and changes
+    /// nothing) when `id` was not awaited: never asked, already answered or
+    /// failed, or the lookup is over.
+    pub fn on_success(&mut self, id: &NodeId, closer: impl IntoIterator<Item = Contact>) -> bool {
+        let Some(depth) = self.settle(id, PeerState::Succeeded) else {
+            return false;
+        };
+        let depth = depth.saturating_add(1);
+        let closest_before = self.candidates.keys().next().copied();
+        self.add(closer, depth);
+        let progress = self.candidates.keys().next().copied() != closest_before;
+        self.phase = match (self.phase, progress) {
+            (_, true) => Phase::Iterating { no_progress: 0 },
+            (Phase::Iterating { no_progress }, false)
+                if no_progress + 1 < self.config.parallelism =>
+            {
+                Phase::Iterating {
+                    no_progress: no_progress + 1,
+                }
+            }
+            (_, false) => Phase::Stalled,
+        };
+        true
+    }
+
+    /// The request to `id` failed for good. Returns whether `id` was awaited.
+    pub fn on_failure(&mut self, id: &NodeId) -> bool {
+        self.settle(id, PeerState::Failed).is_some()
+    }
+
+    /// `id` is past its per-peer deadline: free its slot, but accept a late
+    /// answer. Returns whether `id` was waiting.
+    pub fn on_unresponsive(&mut self, id: &NodeId) -> bool {
+        self.phase != Phase::Finished
+            && self.state(id) == Some(PeerState::Waiting)
+            && self.settle(id, PeerState::Unresponsive).is_some()
+    }
+
+    /// Moves an awaited (waiting or unresponsive) `id` to `to` and returns
+    /// its depth; `None` if `id` was not awaited or the lookup is over.
+    fn settle(&mut self, id: &NodeId, to: PeerState) -> Option<u8> {
+        if self.phase == Phase::Finished {
+            return None;
+        }
+        let candidate = self.candidates.get_mut(&self.target.distance(id))?;
+        match candidate.state {
+            PeerState::Waiting => self.in_flight -= 1,
+            PeerState::Unresponsive => {}
+            _ => return None,
+        }
+        candidate.state = to;
+        Some(candidate.depth)
+    }
+
+    /// Ends the lookup now (its query timed out or was cancelled).
+    pub fn finish(&mut self) {
+        self.phase = Phase::Finished;
+    }
+
+    /// The up-to-k closest peers that answered, closest first, each with its
+    /// discovery depth.
+    pub fn closest(&self) -> impl Iterator<Item = (&Contact, u8)> + '_ {
+        self.candidates
+            .values()
+            .filter(|c| c.state == PeerState::Succeeded)
+            .take(self.config.num_results)
+            .map(|c| (&c.contact, c.depth))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn contact(n: NodeId) -> Contact {
+        Contact::new(n, "10.0.0.1:1".parse().unwrap())
+    }
+
+    fn node(i: u64) -> NodeId {
+        let mut rng = ChaCha8Rng::seed_from_u64(i);
+        NodeId::from_bytes(rng.random())
+    }
+
+    fn cfg(parallelism: usize, num_results: usize) -> LookupConfig {
+        LookupConfig {
+            parallelism,
+            num_results,
+        }
+    }
+
+    #[test]
+    fn at_most_alpha_in_flight_then_k_when_stalled() {
+        let target = node(0);
+        let seeds: Vec<Contact> = (1..=10).map(|i| contact(node(i))).collect();
+        let mut it = ClosestPeersIter::new(target, cfg(2, 4), seeds.clone());
+        let mut asked = Vec::new();
+        while let LookupStep::Contact(c) = it.step() {
+            asked.push(c.id);
+        }
+        assert_eq!(asked.len(), 2);
+        assert_eq!(it.step(), LookupStep::AtCapacity);
+        // Two answers bring nothing new: the lookup stalls and widens to k = 4.
+        for id in &asked {
+            assert!(it.on_success(id, []));
+        }
+        let mut more = 0;
+        while let LookupStep::Contact(_) = it.step() {
+            more += 1;
+        }
+        assert_eq!(more, 4);
+        assert_eq!(it.in_flight(), 4);
+    }
+
+    #[test]
+    fn an_unresponsive_peer_frees_its_slot_and_may_answer_late() {
+        let target = node(0);
+        let a = node(1);
+        let mut it = ClosestPeersIter::new(target, cfg(1, 1), [contact(a), contact(node(2))]);
+        let first = match it.step() {
+            LookupStep::Contact(c) => c.id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(it.step(), LookupStep::AtCapacity);
+        assert!(it.on_unresponsive(&first));
+        assert!(
+            !it.on_unresponsive(&first),
+            "only a waiting peer can time out"
+        );
+        let second = match it.step() {
+            LookupStep::Contact(c) => c.id,
+            other => panic!("{other:?}"),
+        };
+        assert_ne!(first, second);
+        assert!(it.on_success(&first, []), "late answers count");
+        assert!(!it.on_success(&first, []), "duplicates do not");
+        assert!(!it.on_success(&node(99), []), "strangers do not");
+        assert_eq!(it.step(), LookupStep::Finished);
+        assert!(!it.on_success(&second, []), "nothing after the end");
+    }
+
+    #[test]
+    fn depth_counts_the_discovery_chain() {
+        let target = node(0);
+        let (a, b, c) = (node(1), node(2), node(3));
+        let mut it = ClosestPeersIter::new(target, cfg(3, 3), [contact(a)]);
+        assert_eq!(it.step(), LookupStep::Contact(contact(a)));
+        it.on_success(&a, [contact(b)]);
+        assert_eq!(it.step(), LookupStep::Contact(contact(b)));
+        it.on_success(&b, [contact(c), contact(a)]);
+        assert_eq!(it.step(), LookupStep::Contact(contact(c)));
+        it.on_success(&c, []);
+        assert_eq!(it.step(), LookupStep::Finished);
+        let depths: Vec<(NodeId, u8)> = it.closest().map(|(c, d)| (c.id, d)).collect();
+        let mut expected = vec![(a, 0), (b, 1), (c, 2)];
+        expected.sort_by_key(|(n, _)| target.distance(n));
+        assert_eq!(depths, expected);
+    }
+
+    /// A network of `n` nodes whose tables hold every other node the k-bucket
+    /// rules let in: lookups over it must find exactly the true k closest.
+    #[test]
+    fn finds_the_true_k_closest_in_a_full_network() {
+        let ids: Vec<NodeId> = (0..400).map(node).collect();
+        let tables = crate::dht::full_tables(&ids);
+        let index = |n: &NodeId| ids.iter().position(|i| i == n).unwrap();
+        for q in 0..20u64 {
+            let target = node(10_000 + q);
+            let start = &tables[q as usize];
+            let mut it =
+                ClosestPeersIter::new(target, cfg(3, 20), start.closest(&target, 20, None));
+            loop {
+                match it.step() {
+                    LookupStep::Contact(c) => {
+                        let reply = tables[index(&c.id)].closest(&target, 20, None);
+                        it.on_success(&c.id, reply);
+                    }
+                    LookupStep::Finished => break,
+                    other => panic!("{other:?} with every answer immediate"),
+                }
+            }
+            let mut truth = ids.clone();
+            truth.sort_by_key(|n| target.distance(n));
+            let got: Vec<NodeId> = it.closest().map(|(c, _)| c.id).collect();
+            assert_eq!(got, truth[..20]);
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Reply {
+        Success,
+        Failure,
+        Unresponsive,
+    }
+
+    proptest! {
+        /// Drive a lookup over a random network with random answers, in a
+        /// random order, and check it against a brute-force reference built
+        /// from what it was told.
+        #[test]
+        fn matches_the_brute_force_reference(
+            seed in any::<u64>(),
+            alpha in 1usize..5,
+            k in 1usize..8,
+            script in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..10), 1..300),
+        ) {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let ids: Vec<NodeId> = (0..60).map(|_| NodeId::from_bytes(rng.random())).collect();
+            let knows = |n: &NodeId| -> Vec<Contact> {
+                let i = ids.iter().position(|x| x == n).unwrap();
+                (1..6).map(|j| contact(ids[(i * 7 + j * 13) % ids.len()])).collect()
+            };
+            let target = NodeId::from_bytes(rng.random());
+            let mut it = ClosestPeersIter::new(target, cfg(alpha, k), ids[..4].iter().map(|&n| contact(n)));
+            let mut learned: Vec<NodeId> = ids[..4].to_vec();
+            let mut asked: Vec<NodeId> = Vec::new();
+            let mut outcome: BTreeMap<NodeId, Reply> = BTreeMap::new();
+            let mut pending: Vec<NodeId> = Vec::new();
+            let mut unresponsive: Vec<NodeId> = Vec::new();
+            for (pick, what) in script {
+                loop {
+                    match it.step() {
+                        LookupStep::Contact(c) => {
+                            prop_assert!(!asked.contains(&c.id), "asked twice");
+                            asked.push(c.id);
+                            pending.push(c.id);
+                        }
+                        LookupStep::Finished => break,
+                        LookupStep::Waiting | LookupStep::AtCapacity => break,
+                    }
+                }
+                prop_assert!(it.in_flight() <= alpha.max(k));
+                if it.is_finished() || pending.is_empty() {
+                    break;
+                }
+                let peer = pending[pick.index(pending.len())];
+                let reply = match what { 0 => Reply::Failure, 1 => Reply::Unresponsive, _ => Reply::Success };
+                match reply {
+                    Reply::Success => {
+                        let closer = knows(&peer);
+                        learned.extend(closer.iter().map(|c| c.id));
+                        prop_assert!(it.on_success(&peer, closer));
+                        pending.retain(|p| p != &peer);
+                    }
+                    Reply::Failure => {
+                        prop_assert!(it.on_failure(&peer));
+                        pending.retain(|p| p != &peer);
+                    }
+                    Reply::Unresponsive => {
+                        // Stays pending: it may still answer late.
+                        it.on_unresponsive(&peer);
+                        unresponsive.push(peer);
+                    }
+                }
+                if !matches!(reply, Reply::Unresponsive) || !outcome.contains_key(&peer) {
+                    outcome.insert(peer, reply);
+                }
+            }
+            if it.is_finished() {
+                learned.sort_by_key(|n| target.distance(n));
+                learned.dedup();
+                let succeeded: Vec<NodeId> = learned.iter().copied()
+                    .filter(|n| matches!(outcome.get(n), Some(Reply::Success))).collect();
+                let got: Vec<NodeId> = it.closest().map(|(c, _)| c.id).collect();
+                prop_assert_eq!(&got, &succeeded.iter().copied().take(k).collect::<Vec<_>>());
+                // Nobody closer than the k-th answer was left unasked, or
+                // still awaited within its deadline.
+                let bound = if got.len() == k { Some(target.distance(&got[k - 1])) } else { None };
+                for n in &learned {
+                    if bound.is_none_or(|b| target.distance(n) < b) {
+                        prop_assert!(asked.contains(n), "{n:?} never asked");
+                        let waiting = pending.contains(n) && !unresponsive.contains(n);
+                        prop_assert!(!waiting, "{n:?} still awaited");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1139 @@
+//! The DHT state machine: operations on top of the table, lookups,
+//! request correlation and the record store.
+//!
+//! [`Dht`] follows the sans-IO contract: inputs arrive through `handle_*`
+//! methods stamped with the monotonic `now` and, where records are involved,
+//! wall-clock Unix milliseconds; outputs ([`DhtOutput`]: requests to send,
+//! replies to inbound requests, events for the caller) are drained with
+//! [`Dht::poll_output`]; [`Dht::poll_timeout`] says when to call
+//! [`Dht::handle_timeout`]. STOREs produced for one peer within one call go
+//! out as one batch request.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::collections::HashMap;
+use crate::id::{ID_LEN, Identity, NodeId, RecordKey};
+use crate::record::SignedRecord;
+
+use super::backoff::backoff;
+use super::breaker::CircuitBreakers;
+use super::config::{DhtConfig, Mode};
+use super::disjoint::DisjointPaths;
+use super::limiter::InboundLimiter;
+use super::lookup::{LookupConfig, LookupStep};
+use super::message::{
+    Contact, ErrorCode, QueryId, RejectReason, Request, RequestId, Response, StoreStatus,
+};
+use super::metrics::DhtMetrics;
+use super::requests::{ReplyError, RequestTable, rtt_deadline};
+use super::routing::{InsertOutcome, RoutingTable};
+use super::store::RecordStore;
+
+/// What went wrong starting an operation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DhtError {
+    /// The value is larger than any node's store accepts.
+    #[error("value of {len} bytes is over the {limit}-byte record limit")]
+    ValueTooLarge {
+        /// The value's length.
+        len: usize,
+        /// The limit ([`crate::dht::StoreLimits::max_value_len`]).
+        limit: usize,
+    },
+}
+
+/// Why an outbound request failed, as the Node reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The connection could not be opened or was lost: the request may not
+    /// have arrived, so a store is retried (on a new connection).
+    Connection,
+    /// The peer reset the stream or broke the protocol: no retry.
+    Refused,
+}
+
+/// How one lookup went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueryStats {
+    /// Requests sent.
+    pub requests: u32,
+    /// Requests answered.
+    pub answered: u32,
+    /// Requests failed or timed out.
+    pub failed: u32,
+    /// Discovery depth of the closest node that answered (0: it was known
+    /// before the lookup started).
+    pub closest_depth: Option<u8>,
+    /// From start to result.
+    pub duration: Duration,
+    /// The query ran out of time.
+    pub timed_out: bool,
+}
+
+/// What the DHT tells its caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DhtEvent {
+    /// A `find_node` finished.
+    NodesFound {
+        /// The operation.
+        query: QueryId,
+        /// The id looked up.
+        target: NodeId,
+        /// The closest nodes that answered, closest first (at most k).
+        closest: Vec<Contact>,
+        /// How it went.
+        stats: QueryStats,
+    },
+    /// A `query_with_response` finished.
+    ValuesFound {
+        /// The operation.
+        query: QueryId,
+        /// The key.
+        key: RecordKey,
+        /// Verified, live records, one per provider (the newest).
+        records: Vec<SignedRecord>,
+        /// The nodes that answered the query.
+        answered: Vec<NodeId>,
+        /// Served from the local cache without a network query.
+        from_cache: bool,
+        /// How it went.
+        stats: QueryStats,
+    },
+    /// A `store_with_confirmation` (or a republish) finished.
+    StoreConfirmed {
+        /// The operation.
+        query: QueryId,
+        /// The key.
+        key: RecordKey,
+        /// The nodes that acknowledged the record.
+        acked: Vec<NodeId>,
+        /// Acknowledgements that were needed.
+        quorum: usize,
+        /// `acked.len() >= quorum`.
+        success: bool,
+        /// This was an automatic republish.
+        republish: bool,
+    },
+    /// A `bootstrap` finished its self-lookup (bucket refreshes continue).
+    Bootstrapped {
+        /// The operation.
+        query: QueryId,
+        /// Routing-table entries now.
+        table_size: usize,
+    },
+}
+
+/// What the DHT asks its driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DhtOutput {
+    /// Send `request` to `peer`; report its reply with
+    /// [`Dht::handle_response`] or its failure with [`Dht::handle_failure`].
+    Request {
+        /// Echoed by the reply.
+        request_id: RequestId,
+        /// Whom to ask.
+        peer: Contact,
+        /// What to ask.
+        request: Request,
+    },
+    /// Answer an inbound request.
+    Reply {
+        /// The id the request carried.
+        request_id: RequestId,
+        /// Who asked.
+        peer: NodeId,
+        /// The answer.
+        response: Response,
+    },
+    /// Tell the caller.
+    Event(DhtEvent),
+}
+
+/// A record waiting to go to one peer.
+#[derive(Clone, Debug)]
+struct StoreItem {
+    op: QueryId,
+    record: SignedRecord,
+    attempt: u32,
+}
+
+#[derive(Clone, Debug)]
+enum Purpose {
+    Lookup(QueryId),
+    Ping,
+    Store(Vec<StoreItem>),
+}
+
+#[derive(Clone, Debug)]
+struct Sent {
+    contact: Contact,
+    purpose: Purpose,
+}
+
+#[derive(Clone, Debug)]
+enum Goal {
+    FindNode,
+    Bootstrap,
+    Refresh,
+    GetValue {
+        key: RecordKey,
+        records: BTreeMap<NodeId, SignedRecord>,
+        answered: Vec<NodeId>,
+    },
+    PutValue {
+        record: Box<SignedRecord>,
+        republish: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct StoreOp {
+    record: SignedRecord,
+    republish: bool,
+    quorum: usize,
+    acked: Vec<NodeId>,
+    unsettled: usize,
+}
+
+#[derive(Clone, Debug)]
+enum OpState {
+    Lookup {
+        iter: DisjointPaths,
+        goal: Goal,
+        stats: QueryStats,
+    },
+    Storing(StoreOp),
+}
+
+#[derive(Clone, Debug)]
+struct Operation {
+    started: Instant,
+    deadline: Instant,
+    state: OpState,
+}
+
+#[derive(Clone, Debug)]
+struct CacheEntry {
+    expires: Instant,
+    records: Vec<SignedRecord>,
+    answered: Vec<NodeId>,
+}
+
+#[derive(Clone, Debug)]
+struct Published {
+    value: Bytes,
+    next: Instant,
+}
+
+/// A Kademlia node: routing table, lookups, record store, operations.
+#[derive(Debug)]
+pub struct Dht {
+    config: DhtConfig,
+    identity: Identity,
+    local: NodeId,
+    table: RoutingTable,
+    requests: RequestTable<Sent>,
+    breakers: CircuitBreakers,
+    limiter: InboundLimiter,
+    records: RecordStore,
+    cache: HashMap<RecordKey, CacheEntry>,
+    published: BTreeMap<RecordKey, Published>,
+    rtts: HashMap<NodeId, Duration>,
+    typical_rtt: Option<Duration>,
+    ops: BTreeMap<QueryId, Operation>,
+    op_deadlines: BTreeSet<(Instant, QueryId)>,
+    next_query: u64,
+    retries: BTreeMap<(Instant, u64), (Contact, StoreItem)>,
+    next_retry: u64,
+    batch: BTreeMap<NodeId, (Contact, Vec<StoreItem>)>,
+    outputs: VecDeque<DhtOutput>,
+    last_now: Option<Instant>,
+    next_sweep: Option<Instant>,
+    metrics: DhtMetrics,
+    rng: ChaCha8Rng,
+}
+
+impl Dht {
+    /// A DHT node with `identity`, randomness from `seed`.
+    pub fn new(config: DhtConfig, identity: Identity, seed: u64) -> Self {
+        let local = identity.node_id();
+        Self {
+            table: RoutingTable::new(local, config.k),
+            breakers: CircuitBreakers::new(
+                config.breaker_threshold,
+                config.breaker_cool_down,
+                config.max_tracked_peers,
+            ),
+            limiter: InboundLimiter::new(
+                config.inbound_burst,
+                config.inbound_per_sec,
+                config.max_tracked_peers,
+            ),
+            records: RecordStore::new(config.store_limits),
+            config,
+            identity,
+            local,
+            requests: RequestTable::default(),
+            cache: HashMap::default(),
+            published: BTreeMap::new(),
+            rtts: HashMap::default(),
+            typical_rtt: None,
+            ops: BTreeMap::new(),
+            op_deadlines: BTreeSet::new(),
+            next_query: 0,
+            retries: BTreeMap::new(),
+            next_retry: 0,
+            batch: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            last_now: None,
+            next_sweep: None,
+            metrics: DhtMetrics::default(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// Our id.
+    pub fn local_id(&self) -> NodeId {
+        self.local
+    }
+
+    /// The routing table.
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// The records held for others.
+    pub fn records(&self) -> &RecordStore {
+        &self.records
+    }
+
+    /// Counters so far.
+    pub fn metrics(&self) -> &DhtMetrics {
+        &self.metrics
+    }
+
+    /// Operations still running.
+    pub fn running_operations(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Outbound requests awaiting a reply.
+    pub fn outstanding_requests(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// The next output, or `None` when drained.
+    pub fn poll_output(&mut self) -> Option<DhtOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call [`Dht::handle_timeout`] next (the last input's time while
+    /// output is queued).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.outputs.is_empty() {
+            return self.last_now;
+        }
+        [
+            self.requests.next_deadline(),
+            self.op_deadlines.first().map(|(at, _)| *at),
+            self.retries.keys().next().map(|(at, _)| *at),
+            self.published.values().map(|p| p.next).min(),
+            self.next_sweep,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn new_query(&mut self) -> QueryId {
+        let q = QueryId(self.next_query);
+        self.next_query += 1;
+        q
+    }
+
+    fn start_lookup(
+        &mut self,
+        now: Instant,
+        target: NodeId,
+        goal: Goal,
+        extra_seeds: Vec<Contact>,
+        timeout: Duration,
+    ) -> QueryId {
+        let q = self.new_query();
+        let mut seeds = self.table.closest(&target, self.config.k, None);
+        seeds.extend(extra_seeds.into_iter().filter(|c| c.id != self.local));
+        let num_results = match goal {
+            Goal::Refresh => self.config.refresh_lookup_results,
+            _ => self.config.k,
+        };
+        let config = LookupConfig {
+            parallelism: self.config.alpha,
+            num_results,
+        };
+        let iter = DisjointPaths::new(target, config, self.config.disjoint_paths, seeds);
+        let deadline = now + timeout;
+        self.op_deadlines.insert((deadline, q));
+        self.ops.insert(
+            q,
+            Operation {
+                started: now,
+                deadline,
+                state: OpState::Lookup {
+                    iter,
+                    goal,
+                    stats: QueryStats::default(),
+                },
+            },
+        );
+        self.drive(now, q);
+        q
+    }
+
+    /// Looks up the k closest nodes to `target`; ends with
+    /// [`DhtEvent::NodesFound`].
+    pub fn find_node(&mut self, now: Instant, target: NodeId) -> QueryId {
+        self.begin(now);
+        self.metrics.queries += 1;
+        let timeout = self.config.query_timeout;
+        let q = self.start_lookup(now, target, Goal::FindNode, Vec::new(), timeout);
+        self.end(now);
+        q
+    }
+
+    /// Joins the network through `seeds` (DHT servers): looks up our own id,
+    /// then refreshes the buckets farther than our nearest neighbour. Ends
+    /// with [`DhtEvent::Bootstrapped`] after the self-lookup.
+    pub fn bootstrap(&mut self, now: Instant, seeds: Vec<Contact>) -> QueryId {
+        self.begin(now);
+        let (target, timeout) = (self.local, self.config.query_timeout);
+        let q = self.start_lookup(now, target, Goal::Bootstrap, seeds, timeout);
+        self.end(now);
+        q
+    }
+
+    /// Finds the records under `key` and who holds them. Ends with
+    /// [`DhtEvent::ValuesFound`] (at once when cached).
+    pub fn query_with_response(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        key: RecordKey,
+        timeout: Duration,
+    ) -> QueryId {
+        self.begin(now);
+        self.metrics.queries += 1;
+        let cached = self.cache.get(&key).filter(|c| c.expires > now).cloned();
+        let q = if let Some(hit) = cached {
+            self.metrics.cache_hits += 1;
+            let q = self.new_query();
+            let records = hit
+                .records
+                .into_iter()
+                .filter(|r| r.expires_at_ms() > unix_ms)
+                .collect();
+            self.outputs
+                .push_back(DhtOutput::Event(DhtEvent::ValuesFound {
+                    query: q,
+                    key,
+                    records,
+                    answered: hit.answered,
+                    from_cache: true,
+                    stats: QueryStats::default(),
+                }));
+            q
+        } else {
+            self.metrics.cache_misses += 1;
+            let goal = Goal::GetValue {
+                key,
+                records: BTreeMap::new(),
+                answered: Vec::new(),
+            };
+            self.start_lookup(now, key.as_node_id(), goal, Vec::new(), timeout)
+        };
+        self.end(now);
+        q
+    }
+
+    /// Signs `value` under `key` with our identity, stores it on the k nodes
+    /// closest to `key` and republishes it every `republish_interval` until
+    /// [`Dht::unpublish`]. Ends with [`DhtEvent::StoreConfirmed`].
+    pub fn store_with_confirmation(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        key: RecordKey,
+        value: Bytes,
+        timeout: Duration,
+    ) -> Result<QueryId, DhtError> {
+        let limit = self.config.store_limits.max_value_len;
+        if value.len() > limit {
+            return Err(DhtError::ValueTooLarge {
+                len: value.len(),
+                limit,
+            });
+        }
+        self.begin(now);
+        let next = now + self.config.republish_interval;
+        self.published.insert(
+            key,
+            Published {
+                value: value.clone(),
+                next,
+            },
+        );
+        let q = self.publish(now, unix_ms, key, value, timeout, false);
+        self.end(now);
+        Ok(q)
+    }
+
+    /// Stops republishing `key` (the records already stored expire with their TTL).
+    pub fn unpublish(&mut self, key: &RecordKey) {
+        self.published.remove(key);
+    }
+
+    fn publish(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        key: RecordKey,
+        value: Bytes,
+        timeout: Duration,
+        republish: bool,
+    ) -> QueryId {
+        self.metrics.stores += 1;
+        let ttl = u32::try_from(self.config.record_ttl.as_secs()).unwrap_or(u32::MAX);
+        let record = SignedRecord::sign(&self.identity, key, value, unix_ms, ttl);
+        let goal = Goal::PutValue {
+            record: Box::new(record),
+            republish,
+        };
+        self.start_lookup(now, key.as_node_id(), goal, Vec::new(), timeout)
+    }
+
+    /// The connection to `peer` measured `rtt` (first reported when the
+    /// connection comes up): its requests get deadlines from it, and lookups
+    /// waiting on a new connection now wait one exchange plus the slack.
+    pub fn handle_rtt(&mut self, now: Instant, peer: NodeId, rtt: Duration) {
+        if !self.rtts.contains_key(&peer) {
+            let wait = rtt * (1 + self.config.lookup_slack_rtts);
+            self.requests.rearm_soft(&peer, now + wait);
+        }
+        if !self.rtts.contains_key(&peer) && self.rtts.len() >= self.config.max_tracked_peers {
+            let table = &self.table;
+            self.rtts.retain(|id, _| table.contains(id));
+        }
+        if self.rtts.len() < self.config.max_tracked_peers {
+            self.rtts.insert(peer, rtt);
+        }
+        self.typical_rtt = Some(match self.typical_rtt {
+            None => rtt,
+            Some(t) => (t * 7 + rtt) / 8,
+        });
+    }
+
+    /// The connection to `peer` is gone: its RTT is unknown again.
+    pub fn handle_connection_closed(&mut self, peer: &NodeId) {
+        self.rtts.remove(peer);
+    }
+
+    /// An inbound `request` from `from`, who is a DHT server when
+    /// `from_server` (only servers enter the routing table). The reply is an
+    /// output.
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: &Contact,
+        from_server: bool,
+        request_id: RequestId,
+        request: Request,
+    ) {
+        self.begin(now);
+        let response = self.serve(now, unix_ms, from, from_server, request);
+        if let Some(response) = response {
+            self.outputs.push_back(DhtOutput::Reply {
+                request_id,
+                peer: from.id,
+                response,
+            });
+        }
+        self.end(now);
+    }
+
+    fn serve(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: &Contact,
+        from_server: bool,
+        request: Request,
+    ) -> Option<Response> {
+        if from.id == self.local {
+            self.metrics.self_id_claims += 1;
+            return None;
+        }
+        if self.config.mode == Mode::Client {
+            return Some(Response::Error(ErrorCode::Refused));
+        }
+        if !self.limiter.allow(&from.id, now) {
+            self.metrics.inbound_overloaded += 1;
+            return Some(Response::Error(ErrorCode::Overloaded));
+        }
+        if from_server {
+            self.seen_alive(now, from.clone());
+        }
+        self.metrics.requests_served += 1;
+        let k = self.config.k;
+        Some(match request {
+            Request::Ping => Response::Pong,
+            Request::FindNode { target } => Response::Nodes {
+                closer: self.table.closest(&target, k, Some(&from.id)),
+            },
+            Request::FindValue { key } => Response::Value {
+                records: self.records.get(&key, unix_ms),
+                closer: self.table.closest(&key.as_node_id(), k, Some(&from.id)),
+            },
+            Request::Store { records } if records.len() > self.config.max_store_batch => {
+                Response::Error(ErrorCode::TooLarge)
+            }
+            Request::Store { records } => Response::Stored {
+                statuses: records
+                    .into_iter()
+                    .map(|r| match self.records.put(r, unix_ms) {
+                        Ok(()) => StoreStatus::Stored,
+                        Err(e) => {
+                            if matches!(
+                                e.reason(),
+                                RejectReason::BadSignature | RejectReason::Expired
+                            ) {
+                                self.metrics.rejected_records += 1;
+                            }
+                            StoreStatus::Rejected(e.reason())
+                        }
+                    })
+                    .collect(),
+            },
+        })
+    }
+
+    /// A DHT server proved alive: into the table, pinging a full bucket's
+    /// oldest entry when needed.
+    fn seen_alive(&mut self, now: Instant, contact: Contact) {
+        if contact.addrs.is_empty() {
+            return; // Nobody could dial it: never hand it out.
+        }
+        if let InsertOutcome::Pending { ping } = self.table.insert(contact) {
+            self.send(now, ping, Request::Ping, Purpose::Ping, false);
+        }
+    }
+
+    /// The reply to our request `request_id`, from `from`.
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        from: &NodeId,
+        request_id: RequestId,
+        response: Response,
+    ) {
+        self.begin(now);
+        match self.requests.take_reply(request_id, from) {
+            Err(ReplyError::Unknown(_)) => self.metrics.unknown_replies += 1,
+            Err(ReplyError::Settled(_)) => self.metrics.late_replies += 1,
+            Err(ReplyError::WrongPeer { .. }) => self.metrics.wrong_peer_replies += 1,
+            Ok(outstanding) => self.on_reply(now, unix_ms, outstanding.purpose, response),
+        }
+        self.end(now);
+    }
+
+    fn on_reply(&mut self, now: Instant, unix_ms: u64, sent: Sent, response: Response) {
+        let peer = sent.contact.id;
+        if let Response::Error(_) = response {
+            return self.on_failed(now, sent, false);
+        }
+        let k = self.config.k;
+        let well_formed = match (&sent.purpose, &response) {
+            (Purpose::Ping, Response::Pong) => true,
+            (Purpose::Lookup(_), Response::Nodes { closer } | Response::Value { closer, .. }) => {
+                closer.len() <= k
+            }
+            (Purpose::Store(items), Response::Stored { statuses }) => statuses.len() == items.len(),
+            _ => false,
+        };
+        if !well_formed {
+            self.metrics.malformed_replies += 1;
+            return self.on_failed(now, sent, false);
+        }
+        self.breakers.on_success(&peer);
+        match sent.purpose {
+            Purpose::Ping => {
+                self.table.ping_result(&peer, true);
+            }
+            Purpose::Lookup(q) => {
+                self.seen_alive(now, sent.contact);
+                self.on_lookup_reply(now, unix_ms, q, &peer, response);
+            }
+            Purpose::Store(items) => {
+                self.seen_alive(now, sent.contact);
+                let Response::Stored { statuses } = response else {
+                    return;
+                };
+                for (item, status) in items.into_iter().zip(statuses) {
+                    self.settle_store(now, item.op, peer, status == StoreStatus::Stored);
+                }
+            }
+        }
+    }
+
+    fn on_lookup_reply(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        q: QueryId,
+        peer: &NodeId,
+        response: Response,
+    ) {
+        let (records, closer) = match response {
+            Response::Nodes { closer } => (Vec::new(), closer),
+            Response::Value { records, closer } => (records, closer),
+            _ => return,
+        };
+        let local = self.local;
+        let closer = closer
+            .into_iter()
+            .filter(|c| c.id != local && !c.addrs.is_empty());
+        let mut rejected = 0;
+        let Some(op) = self.ops.get_mut(&q) else {
+            return;
+        };
+        let OpState::Lookup { iter, goal, stats } = &mut op.state else {
+            return;
+        };
+        if !iter.on_success(peer, closer) {
+            return;
+        }
+        stats.answered += 1;
+        if let Goal::GetValue {
+            key,
+            records: found,
+            answered,
+        } = goal
+        {
+            answered.push(*peer);
+            for record in records {
+                if record.key != *key || record.verify_at(unix_ms).is_err() {
+                    rejected += 1;
+                    continue;
+                }
+                let provider = record.provider();
+                if found
+                    .get(&provider)
+                    .is_none_or(|held| held.issued_at_ms < record.issued_at_ms)
+                {
+                    found.insert(provider, record);
+                }
+            }
+        }
+        self.metrics.rejected_records += rejected;
+        self.drive(now, q);
+    }
+
+    /// Our request `request_id` failed.
+    pub fn handle_failure(&mut self, now: Instant, request_id: RequestId, failure: Failure) {
+        self.begin(now);
+        if let Some(outstanding) = self.requests.remove(request_id) {
+            self.metrics.request_failures += 1;
+            self.on_failed(now, outstanding.purpose, failure == Failure::Connection);
+        }
+        self.end(now);
+    }
+
+    /// A request to a peer failed: it counts against the peer, then the
+    /// request is abandoned.
+    fn on_failed(&mut self, now: Instant, sent: Sent, retryable: bool) {
+        self.breakers.on_failure(&sent.contact.id, now);
+        self.table.mark_stale(&sent.contact.id);
+        self.abandon(now, sent, retryable);
+    }
+
+    /// Gives up on a request: its operation moves on, a store item is
+    /// retried when `retryable` and attempts are left.
+    fn abandon(&mut self, now: Instant, sent: Sent, retryable: bool) {
+        let peer = sent.contact.id;
+        match sent.purpose {
+            Purpose::Ping => {
+                self.table.ping_result(&peer, false);
+            }
+            Purpose::Lookup(q) => self.lookup_failed(now, q, &peer),
+            Purpose::Store(items) => {
+                for mut item in items {
+                    if retryable && item.attempt < self.config.store_retries {
+                        let delay = backoff(
+                            item.attempt,
+                            self.config.retry_base,
+                            self.config.retry_max,
+                            &mut self.rng,
+                        );
+                        item.attempt += 1;
+                        self.metrics.store_retries += 1;
+                        self.retries
+                            .insert((now + delay, self.next_retry), (sent.contact.clone(), item));
+                        self.next_retry += 1;
+                    } else {
+                        self.settle_store(now, item.op, peer, false);
+                    }
+                }
+            }
+        }
+    }
+
+    fn lookup_failed(&mut self, now: Instant, q: QueryId, peer: &NodeId) {
+        if let Some(Operation {
+            state: OpState::Lookup { iter, stats, .. },
+            ..
+        }) = self.ops.get_mut(&q)
+            && iter.on_failure(peer)
+        {
+            stats.failed += 1;
+            self.drive(now, q);
+        }
+    }
+
+    /// Time passed: expire requests and queries, retry stores, republish,
+    /// sweep expired records.
+    pub fn handle_timeout(&mut self, now: Instant, unix_ms: u64) {
+        self.begin(now);
+        while let Some((_, o)) = self.requests.pop_soft_expired(now) {
+            let (peer, purpose) = (o.peer, &o.purpose.purpose);
+            if let Purpose::Lookup(q) = *purpose
+                && let Some(Operation {
+                    state: OpState::Lookup { iter, .. },
+                    ..
+                }) = self.ops.get_mut(&q)
+                && iter.on_unresponsive(&peer)
+            {
+                self.drive(now, q);
+            }
+        }
+        while let Some((_, o)) = self.requests.pop_expired(now) {
+            self.metrics.request_timeouts += 1;
+            self.on_failed(now, o.purpose, false);
+        }
+        while let Some(&(at, q)) = self.op_deadlines.first().filter(|(at, _)| *at <= now) {
+            self.op_deadlines.remove(&(at, q));
+            self.finish(now, q, true);
+        }
+        while let Some(entry) = self.retries.first_entry().filter(|e| e.key().0 <= now) {
+            let (contact, item) = entry.remove();
+            self.queue_store(contact, item);
+        }
+        let due: Vec<RecordKey> = self
+            .published
+            .iter()
+            .filter(|(_, p)| p.next <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            let Some(p) = self.published.get_mut(&key) else {
+                continue;
+            };
+            p.next = now + self.config.republish_interval;
+            let value = p.value.clone();
+            let timeout = self.config.query_timeout;
+            self.publish(now, unix_ms, key, value, timeout, true);
+        }
+        if self.next_sweep.is_some_and(|at| at <= now) {
+            self.records.sweep(unix_ms);
+            self.cache.retain(|_, c| c.expires > now);
+            self.next_sweep = None;
+        }
+        self.end(now);
+    }
+
+    fn begin(&mut self, now: Instant) {
+        self.last_now = Some(now);
+    }
+
+    /// Ends every input: flushes the STORE batches of this tick and arms the
+    /// sweep timer when something can expire.
+    fn end(&mut self, now: Instant) {
+        for (_, (contact, items)) in std::mem::take(&mut self.batch) {
+            let records = items.iter().map(|i| i.record.clone()).collect();
+            self.send(
+                now,
+                contact,
+                Request::Store { records },
+                Purpose::Store(items),
+                false,
+            );
+        }
+        if self.next_sweep.is_none() && (!self.records.is_empty() || !self.cache.is_empty()) {
+            self.next_sweep = Some(now + self.config.sweep_interval);
+        }
+    }
+
+    fn queue_store(&mut self, contact: Contact, item: StoreItem) {
+        let (_, items) = self
+            .batch
+            .entry(contact.id)
+            .or_insert_with(|| (contact, Vec::new()));
+        items.push(item);
+    }
+
+    /// Sends `request` to `contact` unless its breaker is open, in which
+    /// case the request is abandoned at once.
+    fn send(
+        &mut self,
+        now: Instant,
+        contact: Contact,
+        request: Request,
+        purpose: Purpose,
+        lookup: bool,
+    ) {
+        let peer = contact.id;
+        if !self.breakers.allow(&peer, now) {
+            self.metrics.breaker_rejections += 1;
+            return self.abandon(now, Sent { contact, purpose }, false);
+        }
+        let rtt = self.rtts.get(&peer).copied();
+        let cfg = &self.config;
+        let hard = rtt_deadline(
+            rtt,
+            cfg.request_rtt_factor,
+            cfg.request_timeout_floor,
+            cfg.request_timeout_cap,
+        );
+        // A lookup stops waiting after the expected exchange plus a slack of
+        // a few RTTs for a retransmission. Without a connection, the wait
+        // covers the handshake (one typical RTT) and is re-armed for the
+        // exchange when the connection comes up (`handle_rtt`), so a dead
+        // peer is given up on one exchange sooner than a live one.
+        let soft = lookup
+            .then(|| {
+                let unit = rtt.or(self.typical_rtt)?;
+                let wait = unit * (1 + cfg.lookup_slack_rtts);
+                let cap = hard.max(cfg.request_timeout_floor);
+                Some(now + wait.clamp(cfg.request_timeout_floor, cap))
+            })
+            .flatten();
+        let request_id = self.requests.insert(
+            peer,
+            Sent {
+                contact: contact.clone(),
+                purpose,
+            },
+            now + hard,
+            soft,
+        );
+        self.metrics.requests_sent += 1;
+        self.outputs.push_back(DhtOutput::Request {
+            request_id,
+            peer: contact,
+            request,
+        });
+    }
+
+    /// Lets lookup `q` ask whom it wants; finishes it when it is done.
+    fn drive(&mut self, now: Instant, q: QueryId) {
+        loop {
+            let Some(Operation {
+                state: OpState::Lookup { iter, goal, stats },
+                ..
+            }) = self.ops.get_mut(&q)
+            else {
+                return;
+            };
+            match iter.step() {
+                LookupStep::Contact(contact) => {
+                    stats.requests += 1;
+                    let request = match goal {
+                        Goal::GetValue { key, .. } => Request::FindValue { key: *key },
+                        _ => Request::FindNode {
+                            target: *iter.target(),
+                        },
+                    };
+                    self.send(now, contact, request, Purpose::Lookup(q), true);
+                }
+                LookupStep::Finished => return self.finish(now, q, false),
+                LookupStep::Waiting | LookupStep::AtCapacity => return,
+            }
+        }
+    }
+
+    /// Ends operation `q` (its lookup finished, or its time ran out).
+    fn finish(&mut self, now: Instant, q: QueryId, timed_out: bool) {
+        let Some(op) = self.ops.remove(&q) else {
+            return;
+        };
+        self.op_deadlines.remove(&(op.deadline, q));
+        let (mut iter, goal, mut stats) = match op.state {
+            OpState::Lookup { iter, goal, stats } => (iter, goal, stats),
+            OpState::Storing(store) => return self.store_done(q, store),
+        };
+        iter.finish();
+        stats.timed_out = timed_out;
+        stats.duration = now.saturating_duration_since(op.started);
+        let found = iter.closest();
+        stats.closest_depth = found.first().map(|(_, d)| *d);
+        let closest: Vec<Contact> = found.into_iter().map(|(c, _)| c.clone()).collect();
+        if timed_out {
+            self.metrics.query_timeouts += 1;
+        }
+        let event = match goal {
+            Goal::FindNode => {
+                self.metrics.query_latency.record(stats.duration);
+                DhtEvent::NodesFound {
+                    query: q,
+                    target: *iter.target(),
+                    closest,
+                    stats,
+                }
+            }
+            Goal::Refresh => return,
+            Goal::Bootstrap => {
+                self.refresh_buckets(now);
+                DhtEvent::Bootstrapped {
+                    query: q,
+                    table_size: self.table.len(),
+                }
+            }
+            Goal::GetValue {
+                key,
+                records,
+                answered,
+            } => {
+                self.metrics.query_latency.record(stats.duration);
+                let records: Vec<SignedRecord> = records.into_values().collect();
+                if self.cache.len() < self.config.cache_entries || self.cache.contains_key(&key) {
+                    self.cache.insert(
+                        key,
+                        CacheEntry {
+                            expires: now + self.config.cache_ttl,
+                            records: records.clone(),
+                            answered: answered.clone(),
+                        },
+                    );
+                }
+                DhtEvent::ValuesFound {
+                    query: q,
+                    key,
+                    records,
+                    answered,
+                    from_cache: false,
+                    stats,
+                }
+            }
+            Goal::PutValue { record, republish } if !timed_out => {
+                let record = *record;
+                let store = StoreOp {
+                    quorum: self.config.store_quorum.needed(closest.len()),
+                    record: record.clone(),
+                    republish,
+                    acked: Vec::new(),
+                    unsettled: closest.len(),
+                };
+                if closest.is_empty() {
+                    return self.store_done(q, store);
+                }
+                for contact in closest {
+                    let item = StoreItem {
+                        op: q,
+                        record: record.clone(),
+                        attempt: 0,
+                    };
+                    self.queue_store(contact, item);
+                }
+                self.op_deadlines.insert((op.deadline, q));
+                self.ops.insert(
+                    q,
+                    Operation {
+                        state: OpState::Storing(store),
+                        ..op
+                    },
+                );
+                return;
+            }
+            Goal::PutValue { record, republish } => {
+                let quorum = self.config.store_quorum.needed(self.config.k);
+                let store = StoreOp {
+                    record: *record,
+                    republish,
+                    quorum,
+                    acked: Vec::new(),
+                    unsettled: 0,
+                };
+                return self.store_done(q, store);
+            }
+        };
+        self.outputs.push_back(DhtOutput::Event(event));
+    }
+
+    fn settle_store(&mut self, now: Instant, q: QueryId, peer: NodeId, acked: bool) {
+        let Some(Operation {
+            state: OpState::Storing(store),
+            ..
+        }) = self.ops.get_mut(&q)
+        else {
+            return;
+        };
+        if acked {
+            self.metrics.store_acks += 1;
+            store.acked.push(peer);
+        }
+        store.unsettled = store.unsettled.saturating_sub(1);
+        if store.unsettled == 0 {
+            self.finish(now, q, false);
+        }
+    }
+
+    fn store_done(&mut self, q: QueryId, store: StoreOp) {
+        let success = store.acked.len() >= store.quorum;
+        if success {
+            self.metrics.stores_succeeded += 1;
+        }
+        self.outputs
+            .push_back(DhtOutput::Event(DhtEvent::StoreConfirmed {
+                query: q,
+                key: store.record.key,
+                acked: store.acked,
+                quorum: store.quorum,
+                success,
+                republish: store.republish,
+            }));
+    }
+
+    /// One lookup of a random id in each bucket farther than our nearest
+    /// neighbour's that holds fewer than `bootstrap_refresh_below` entries.
+    fn refresh_buckets(&mut self, now: Instant) {
+        let Some(nearest) = self.table.occupied_buckets().last() else {
+            return;
+        };
+        let below = self.config.bootstrap_refresh_below;
+        for bucket in nearest + 1..crate::id::ID_BITS {
+            if self.table.bucket_len(bucket) >= below {
+                continue;
+            }
+            let target = random_id_in_bucket(&self.local, bucket, &mut self.rng);
+            let timeout = self.config.query_timeout;
+            self.start_lookup(now, target, Goal::Refresh, Vec::new(), timeout);
+        }
+    }
+}
+
+/// A random id whose distance to `local` falls in bucket `bucket`.
+fn random_id_in_bucket(local: &NodeId, bucket: usize, rng: &mut impl Rng) -> NodeId {
+    let mut d: [u8; ID_LEN] = rng.random();
+    let byte = ID_LEN - 1 - bucket / 8;
+    let bit = bucket % 8;
+    d[..byte].fill(0);
+    d[byte] &= ((1u16 << (bit + 1)) - 1) as u8;
+    d[byte] |= 1 << bit;
+    let mut id = *local.as_bytes();
+    id.iter_mut().zip(d).for_each(|(a, b)| *a ^= b);
+    NodeId::from_bytes(id)
+}

@@ -1,0 +1,63 @@
+//! Kademlia DHT: routing table, lookups, request correlation, signed records.
+//!
+//! This module is pure state: [`Dht`] emits "send this request to that peer"
+//! and takes replies, failures and RTT samples; the Node carries the
+//! messages over pooled QUIC connections. Each job lives in its own module:
+//! [`routing`] (k-buckets), [`lookup`] (the closest-peers iterator),
+//! [`disjoint`] (S/Kademlia disjoint paths over it),
+//! [`requests`] (correlation and deadlines), [`breaker`] (per-peer circuit
+//! breakers), [`limiter`] (inbound budgets), [`backoff`] (retry delays),
+//! [`store`] (records held for others), [`metrics`], [`config`] and
+//! [`machine`] (the operations that tie them together); `simnet` (feature
+//! `sim`) runs many of them over a model network.
+
+pub mod backoff;
+pub mod breaker;
+pub mod config;
+pub mod disjoint;
+pub mod limiter;
+pub mod lookup;
+pub mod machine;
+pub mod message;
+pub mod metrics;
+pub mod requests;
+pub mod routing;
+#[cfg(feature = "sim")]
+pub mod scale;
+#[cfg(feature = "sim")]
+pub mod simnet;
+pub mod store;
+
+pub use config::{DhtConfig, Mode, Quorum};
+pub use disjoint::DisjointPaths;
+pub use lookup::{ClosestPeersIter, LookupConfig, LookupStep, PeerState};
+pub use machine::{Dht, DhtError, DhtEvent, DhtOutput, Failure, QueryStats};
+pub use message::{
+    Contact, ErrorCode, QueryId, RejectReason, Request, RequestId, Response, StoreStatus,
+};
+pub use metrics::{DhtMetrics, LatencyHistogram};
+pub use routing::{InsertOutcome, RoutingTable};
+pub use store::{RecordStore, StoreError, StoreLimits};
+
+/// An arbitrary instant for unit tests, which only ever add to it.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn test_epoch() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// For unit tests: the routing table of each of `ids` after every other id
+/// offered itself (k = 20), as in a network where everyone met everyone.
+#[cfg(test)]
+pub(crate) fn full_tables(ids: &[crate::id::NodeId]) -> Vec<RoutingTable> {
+    let addr: std::net::SocketAddr = ([10, 0, 0, 1], 1).into();
+    ids.iter()
+        .map(|&me| {
+            let mut table = RoutingTable::new(me, 20);
+            for &other in ids {
+                table.insert(Contact::new(other, addr));
+            }
+            table
+        })
+        .collect()
+}

@@ -1,0 +1,63 @@
+//! The node's settings, with every default in one place.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::dht::DhtConfig;
+use crate::id::{NodeId, Realm};
+use crate::pool::PoolConfig;
+use crate::quic::TransportSettings;
+use crate::tls::PeerVerification;
+use crate::wire::Limits;
+
+/// Everything a [`Node`](super::Node) can be told at start.
+///
+/// | setting | default |
+/// | --- | --- |
+/// | transport | [`TransportSettings::default`]: keep-alive 15 s, idle timeout 60 s, 100 streams |
+/// | pool | [`PoolConfig::new`]: 100 outbound, 1000 inbound, idle TTL 5 min |
+/// | dht | [`DhtConfig::default`]: k = 20, α = 3, record TTL 300 s, republish 240 s |
+/// | limits | [`Limits::default`]: 1 MiB frames |
+/// | verification | [`PeerVerification::Identity`] |
+/// | request_timeout | 10 s (a stream whose answer never comes is reset) |
+/// | max_waiting_requests | 4096 requests queued for a connection or a stream |
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The realm this node belongs to; peers of other realms are refused.
+    pub realm: Realm,
+    /// How peer certificates are checked.
+    pub verification: PeerVerification,
+    /// QUIC timers and windows.
+    pub transport: TransportSettings,
+    /// The connection pool. Its `local` and `seed` are set by the node.
+    pub pool: PoolConfig,
+    /// The DHT.
+    pub dht: DhtConfig,
+    /// Frame and field size limits.
+    pub limits: Limits,
+    /// Addresses announced to peers in CONNECT (where others can dial us).
+    pub listen_addrs: Vec<SocketAddr>,
+    /// How long a request stream may wait for its answer before it is reset
+    /// and its connection lease returned.
+    pub request_timeout: Duration,
+    /// Requests that may wait for a connection or a free stream at once;
+    /// past it a request fails at once.
+    pub max_waiting_requests: usize,
+}
+
+impl NodeConfig {
+    /// Defaults for a node of `realm`.
+    pub fn new(realm: Realm) -> Self {
+        Self {
+            realm,
+            verification: PeerVerification::Identity,
+            transport: TransportSettings::default(),
+            pool: PoolConfig::new(NodeId::from_bytes([0; 32])),
+            dht: DhtConfig::default(),
+            limits: Limits::default(),
+            listen_addrs: Vec::new(),
+            request_timeout: Duration::from_secs(10),
+            max_waiting_requests: 4096,
+        }
+    }
+}

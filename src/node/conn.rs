@@ -1,0 +1,259 @@
+//! One QUIC connection as the node sees it: quinn's state plus the
+//! protocol state on top (the CONNECT exchange, frame readers per stream,
+//! writes waiting for flow control, requests waiting for answers).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use quinn_proto::{Connection, Dir, StreamId, VarInt};
+
+use crate::collections::HashMap;
+use crate::dht::RequestId;
+use crate::id::NodeId;
+use crate::pool::{ConnId, Direction, Lease};
+use crate::wire::{self, FrameReader, Limits, Message};
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The QUIC handshake is running.
+    Handshaking,
+    /// QUIC is up; the peer's CONNECT has not been accepted yet.
+    AwaitingConnect,
+    /// Both CONNECTs are through: requests flow.
+    Ready,
+    /// Closing or closed.
+    Closing,
+}
+
+/// A request we sent, waiting for its answer.
+#[derive(Debug)]
+pub struct Ask {
+    /// The id the answer echoes.
+    pub request_id: RequestId,
+    /// The pool lease the request holds.
+    pub lease: Lease,
+    /// When the stream is given up.
+    pub deadline: Instant,
+}
+
+/// A request that waits for a stream (the peer's stream limit is reached).
+#[derive(Debug)]
+pub struct Blocked {
+    /// The frame to send.
+    pub frame: Message,
+    /// The request.
+    pub request_id: RequestId,
+    /// Its lease.
+    pub lease: Lease,
+}
+
+/// Bytes waiting for stream flow control.
+#[derive(Debug)]
+struct PendingWrite {
+    data: Bytes,
+    finish: bool,
+}
+
+/// The node's state for one connection.
+pub struct Conn {
+    /// quinn's connection.
+    pub quinn: Connection,
+    /// The pool's id for it, once the pool knows it.
+    pub pool_id: Option<ConnId>,
+    /// The peer, known from the start for dials, after the handshake for
+    /// accepted connections.
+    pub peer: Option<NodeId>,
+    /// Who dialed.
+    pub direction: Direction,
+    /// The peer's real address when the connection started.
+    pub remote: SocketAddr,
+    /// The address quinn sees for the peer.
+    pub virtual_addr: SocketAddr,
+    /// Where the connection is in its life.
+    pub phase: Phase,
+    /// The control stream (stream 0).
+    pub control: Option<StreamId>,
+    /// The peer's CONNECT, once accepted.
+    pub hello: Option<wire::Connect>,
+    /// Requests we sent on streams of their own.
+    pub asks: HashMap<StreamId, Ask>,
+    /// PINGs we sent on the control stream, by request id.
+    pub pings: HashMap<u64, Ask>,
+    /// Requests waiting for the peer to allow another stream.
+    pub blocked: VecDeque<Blocked>,
+    readers: HashMap<StreamId, FrameReader>,
+    writes: HashMap<StreamId, PendingWrite>,
+    limits: Limits,
+}
+
+/// What went wrong on a stream, for the caller to act on.
+#[derive(Debug)]
+pub enum StreamTrouble {
+    /// The peer reset the stream.
+    Reset,
+    /// The bytes do not decode.
+    Decode(wire::DecodeError),
+}
+
+impl Conn {
+    /// A connection that has just been dialed or accepted.
+    pub fn new(
+        quinn: Connection,
+        direction: Direction,
+        peer: Option<NodeId>,
+        remote: SocketAddr,
+        virtual_addr: SocketAddr,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            quinn,
+            pool_id: None,
+            peer,
+            direction,
+            remote,
+            virtual_addr,
+            phase: Phase::Handshaking,
+            control: None,
+            hello: None,
+            asks: HashMap::default(),
+            pings: HashMap::default(),
+            blocked: VecDeque::new(),
+            readers: HashMap::default(),
+            writes: HashMap::default(),
+            limits,
+        }
+    }
+
+    /// Opens a bidirectional stream, if the peer allows another.
+    pub fn open(&mut self) -> Option<StreamId> {
+        self.quinn.streams().open(Dir::Bi)
+    }
+
+    /// Writes `frame` on `stream`, finishing the sending side after it if
+    /// `finish`. What flow control holds back goes out on
+    /// [`Conn::flush_stream`].
+    pub fn send(
+        &mut self,
+        stream: StreamId,
+        frame: &Message,
+        finish: bool,
+    ) -> Result<(), wire::EncodeError> {
+        let data = Bytes::from(frame.to_vec(&self.limits)?);
+        self.writes.insert(stream, PendingWrite { data, finish });
+        self.flush_stream(stream);
+        Ok(())
+    }
+
+    /// Pushes a stream's pending bytes as far as flow control allows.
+    pub fn flush_stream(&mut self, stream: StreamId) {
+        let Some(pending) = self.writes.get_mut(&stream) else {
+            return;
+        };
+        let mut send = self.quinn.send_stream(stream);
+        while !pending.data.is_empty() {
+            match send.write(&pending.data) {
+                Ok(0) => return,
+                Ok(n) => {
+                    let _ = pending.data.split_to(n);
+                }
+                Err(quinn_proto::WriteError::Blocked) => return,
+                Err(_) => {
+                    // Stopped or closed: nobody will read the rest.
+                    self.writes.remove(&stream);
+                    return;
+                }
+            }
+        }
+        if pending.finish {
+            let _ = send.finish();
+        }
+        self.writes.remove(&stream);
+    }
+
+    /// Abandons a stream both ways.
+    pub fn abandon(&mut self, stream: StreamId, code: VarInt) {
+        self.writes.remove(&stream);
+        self.readers.remove(&stream);
+        let _ = self.quinn.send_stream(stream).reset(code);
+        let _ = self.quinn.recv_stream(stream).stop(code);
+    }
+
+    /// Reads what has arrived on `stream` and returns the complete frames,
+    /// plus whether the peer finished the stream.
+    pub fn read(&mut self, stream: StreamId) -> Result<(Vec<Message>, bool), StreamTrouble> {
+        let limits = self.limits;
+        let reader = self
+            .readers
+            .entry(stream)
+            .or_insert_with(|| FrameReader::new(limits));
+        let mut finished = false;
+        let mut recv = self.quinn.recv_stream(stream);
+        match recv.read(true) {
+            Ok(mut chunks) => {
+                loop {
+                    match chunks.next(usize::MAX) {
+                        Ok(Some(chunk)) => reader.push(&chunk.bytes),
+                        Ok(None) => {
+                            finished = true;
+                            break;
+                        }
+                        Err(quinn_proto::ReadError::Blocked) => break,
+                        Err(quinn_proto::ReadError::Reset(_)) => {
+                            let _ = chunks.finalize();
+                            self.readers.remove(&stream);
+                            return Err(StreamTrouble::Reset);
+                        }
+                    }
+                }
+                let _ = chunks.finalize();
+            }
+            // Already finished and read, or never ours to read.
+            Err(_) => finished = true,
+        }
+        let mut messages = Vec::new();
+        loop {
+            match reader.next_message() {
+                Ok(Some(message)) => messages.push(message),
+                Ok(None) => break,
+                Err(error) => {
+                    self.readers.remove(&stream);
+                    return Err(StreamTrouble::Decode(error));
+                }
+            }
+        }
+        if finished {
+            self.readers.remove(&stream);
+        }
+        Ok((messages, finished))
+    }
+
+    /// Forgets a stream's reader (its request is answered).
+    pub fn forget(&mut self, stream: StreamId) {
+        self.readers.remove(&stream);
+    }
+
+    /// Every lease this connection's requests hold, with their request ids,
+    /// taken out of the connection (it is going away).
+    pub fn take_requests(&mut self) -> Vec<(RequestId, Lease)> {
+        let asks = self.asks.drain().map(|(_, ask)| ask);
+        let pings = self.pings.drain().map(|(_, ask)| ask);
+        let mut taken: Vec<_> = asks
+            .chain(pings)
+            .map(|ask| (ask.request_id, ask.lease))
+            .collect();
+        taken.extend(self.blocked.drain(..).map(|b| (b.request_id, b.lease)));
+        taken
+    }
+
+    /// The earliest request deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.asks
+            .values()
+            .chain(self.pings.values())
+            .map(|ask| ask.deadline)
+            .min()
+    }
+}

@@ -1,0 +1,729 @@
+//! The DHT machine through its public API: operations over a small
+//! in-memory network, and every kind of bad input.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use macula::dht::{
+    Contact, Dht, DhtConfig, DhtEvent, DhtOutput, ErrorCode, Failure, Mode, RejectReason, Request,
+    RequestId, Response, StoreStatus,
+};
+use macula::id::{Identity, NodeId, Realm, RecordKey, RecordKind};
+use macula::record::SignedRecord;
+
+const UNIX: u64 = 1_800_000_000_000;
+
+#[allow(clippy::disallowed_methods)] // Tests need some instant to add to.
+fn epoch() -> Instant {
+    Instant::now()
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 4433))
+}
+
+fn identity(i: usize) -> Identity {
+    Identity::from_seed([i as u8 + 1; 32])
+}
+
+fn contact(i: usize) -> Contact {
+    Contact::new(identity(i).node_id(), addr(i))
+}
+
+fn key(name: &str) -> RecordKey {
+    RecordKey::new(&Realm::new("io.macula").unwrap(), RecordKind::Rpc, name)
+}
+
+fn dht(i: usize, config: DhtConfig) -> Dht {
+    Dht::new(config, identity(i), i as u64)
+}
+
+fn drain(d: &mut Dht) -> Vec<DhtOutput> {
+    std::iter::from_fn(|| d.poll_output()).collect()
+}
+
+fn requests(outputs: &[DhtOutput]) -> Vec<(RequestId, Contact, Request)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            DhtOutput::Request {
+                request_id,
+                peer,
+                request,
+            } => Some((*request_id, peer.clone(), request.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(outputs: &[DhtOutput]) -> Vec<DhtEvent> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            DhtOutput::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reply_of(outputs: &[DhtOutput]) -> Option<Response> {
+    outputs.iter().find_map(|o| match o {
+        DhtOutput::Reply { response, .. } => Some(response.clone()),
+        _ => None,
+    })
+}
+
+/// Servers that deliver every message at once, in order.
+struct Net {
+    nodes: Vec<Dht>,
+    now: Instant,
+    unix: u64,
+    events: Vec<(usize, DhtEvent)>,
+}
+
+impl Net {
+    fn new(n: usize, config: DhtConfig) -> Self {
+        let mut net = Self {
+            nodes: (0..n).map(|i| dht(i, config.clone())).collect(),
+            now: epoch(),
+            unix: UNIX,
+            events: Vec::new(),
+        };
+        // Everyone joins through node 0, one after the other.
+        for i in 1..n {
+            let now = net.now;
+            net.nodes[i].bootstrap(now, vec![contact(0)]);
+            net.run();
+        }
+        net.events.clear();
+        net
+    }
+
+    fn index(&self, id: &NodeId) -> usize {
+        self.nodes.iter().position(|d| d.local_id() == *id).unwrap()
+    }
+
+    fn run(&mut self) {
+        let mut queue: VecDeque<(usize, DhtOutput)> = VecDeque::new();
+        loop {
+            for (i, d) in self.nodes.iter_mut().enumerate() {
+                queue.extend(drain(d).into_iter().map(|o| (i, o)));
+            }
+            let Some((from, output)) = queue.pop_front() else {
+                return;
+            };
+            let (now, unix) = (self.now, self.unix);
+            match output {
+                DhtOutput::Request {
+                    request_id,
+                    peer,
+                    request,
+                } => {
+                    let to = self.index(&peer.id);
+                    self.nodes[to].handle_request(
+                        now,
+                        unix,
+                        &contact(from),
+                        true,
+                        request_id,
+                        request,
+                    );
+                }
+                DhtOutput::Reply {
+                    request_id,
+                    peer,
+                    response,
+                } => {
+                    let to = self.index(&peer);
+                    let from_id = self.nodes[from].local_id();
+                    self.nodes[to].handle_response(now, unix, &from_id, request_id, response);
+                }
+                DhtOutput::Event(e) => self.events.push((from, e)),
+            }
+        }
+    }
+}
+
+#[test]
+fn find_node_finds_the_closest_nodes_over_one_or_disjoint_paths() {
+    for paths in [1, 3] {
+        let config = DhtConfig {
+            disjoint_paths: paths,
+            ..DhtConfig::default()
+        };
+        let mut net = Net::new(30, config);
+        let target = identity(17).node_id();
+        let now = net.now;
+        net.nodes[3].find_node(now, target);
+        net.run();
+        let [(3, DhtEvent::NodesFound { closest, stats, .. })] = &net.events[..] else {
+            panic!("{:?}", net.events);
+        };
+        let mut truth: Vec<NodeId> = (0..30)
+            .filter(|&i| i != 3)
+            .map(|i| identity(i).node_id())
+            .collect();
+        truth.sort_by_key(|n| target.distance(n));
+        let got: Vec<NodeId> = closest.iter().map(|c| c.id).collect();
+        assert_eq!(got, truth[..20], "{paths} paths");
+        assert_eq!(got[0], target);
+        assert!(stats.requests >= 20 && !stats.timed_out);
+    }
+}
+
+#[test]
+fn a_confirmed_store_is_found_by_a_query_then_cached() {
+    let mut net = Net::new(30, DhtConfig::default());
+    let (now, k) = (net.now, key("echo"));
+    net.nodes[5]
+        .store_with_confirmation(
+            now,
+            UNIX,
+            k,
+            Bytes::from_static(b"v1"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    net.run();
+    let [
+        (
+            5,
+            DhtEvent::StoreConfirmed {
+                acked,
+                quorum,
+                success,
+                republish,
+                ..
+            },
+        ),
+    ] = &net.events[..]
+    else {
+        panic!("{:?}", net.events);
+    };
+    assert_eq!(
+        (acked.len(), *quorum, *success, *republish),
+        (20, 11, true, false)
+    );
+    assert_eq!(net.nodes[5].metrics().store_acks, 20);
+    assert_eq!(net.nodes[5].metrics().store_success_rate(), Some(1.0));
+    assert_eq!(net.nodes[5].running_operations(), 0);
+    assert_eq!(net.nodes[5].outstanding_requests(), 0);
+    net.events.clear();
+
+    net.nodes[9].query_with_response(now, UNIX, k, Duration::from_secs(5));
+    net.run();
+    let [
+        (
+            9,
+            DhtEvent::ValuesFound {
+                records,
+                answered,
+                from_cache: false,
+                ..
+            },
+        ),
+    ] = &net.events[..]
+    else {
+        panic!("{:?}", net.events);
+    };
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value, Bytes::from_static(b"v1"));
+    assert_eq!(records[0].provider(), identity(5).node_id());
+    assert!(answered.len() >= 20);
+    net.events.clear();
+
+    net.nodes[9].query_with_response(
+        now + Duration::from_secs(59),
+        UNIX,
+        k,
+        Duration::from_secs(5),
+    );
+    let out = drain(&mut net.nodes[9]);
+    assert!(requests(&out).is_empty(), "served from the cache");
+    assert!(
+        matches!(&events(&out)[..], [DhtEvent::ValuesFound { from_cache: true, records, .. }] if records.len() == 1)
+    );
+    assert_eq!(net.nodes[9].metrics().cache_hits, 1);
+    assert_eq!(net.nodes[9].metrics().cache_misses, 1);
+    // After the cache TTL the query goes to the network again.
+    net.nodes[9].query_with_response(
+        now + Duration::from_secs(61),
+        UNIX,
+        k,
+        Duration::from_secs(5),
+    );
+    assert!(!requests(&drain(&mut net.nodes[9])).is_empty());
+}
+
+#[test]
+fn records_are_republished_and_expire() {
+    let config = DhtConfig::default();
+    let mut net = Net::new(25, config.clone());
+    let (start, k) = (net.now, key("a"));
+    net.nodes[2]
+        .store_with_confirmation(
+            start,
+            UNIX,
+            k,
+            Bytes::from_static(b"x"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    net.run();
+    let holders = |net: &Net, unix: u64| {
+        net.nodes
+            .iter()
+            .filter(|d| !d.records().get(&k, unix).is_empty())
+            .count()
+    };
+    assert_eq!(holders(&net, UNIX), 20);
+    net.events.clear();
+    // At 240 s the owner signs a fresh copy and stores it again.
+    net.now = start + config.republish_interval;
+    net.unix = UNIX + config.republish_interval.as_millis() as u64;
+    net.nodes[2].handle_timeout(net.now, net.unix);
+    net.run();
+    assert!(matches!(
+        net.events[..],
+        [(
+            2,
+            DhtEvent::StoreConfirmed {
+                republish: true,
+                success: true,
+                ..
+            }
+        )]
+    ));
+    let ttl_ms = config.record_ttl.as_millis() as u64;
+    assert_eq!(
+        holders(&net, UNIX + ttl_ms),
+        20,
+        "the fresh copy outlives the first TTL"
+    );
+    // Without republishing, records are hidden then swept after their TTL.
+    net.nodes[2].unpublish(&k);
+    let late = net.unix + ttl_ms;
+    assert_eq!(holders(&net, late), 0);
+    for d in &mut net.nodes {
+        d.handle_timeout(start + Duration::from_secs(1000), late);
+    }
+    assert!(net.nodes.iter().all(|d| d.records().is_empty()));
+}
+
+/// A node whose table holds `peers` (they sent it requests as servers).
+fn node_knowing(config: DhtConfig, peers: &[usize]) -> (Dht, Instant) {
+    let t0 = epoch();
+    let mut d = dht(0, config);
+    for &p in peers {
+        d.handle_request(
+            t0,
+            UNIX,
+            &contact(p),
+            true,
+            RequestId(p as u64),
+            Request::Ping,
+        );
+    }
+    drain(&mut d);
+    assert_eq!(d.table().len(), peers.len());
+    (d, t0)
+}
+
+#[test]
+fn replies_that_match_nothing_are_counted_and_dropped() {
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1, 2]);
+    d.find_node(t0, identity(50).node_id());
+    let sent = requests(&drain(&mut d));
+    assert_eq!(sent.len(), 2);
+    let (id1, peer1, _) = sent[0].clone();
+    let (id2, peer2, _) = sent[1].clone();
+    let empty = || Response::Nodes { closer: vec![] };
+    // Never issued.
+    d.handle_response(t0, UNIX, &peer1.id, RequestId(9_999), empty());
+    assert_eq!(d.metrics().unknown_replies, 1);
+    // From someone we did not ask.
+    d.handle_response(t0, UNIX, &identity(7).node_id(), id1, empty());
+    assert_eq!(d.metrics().wrong_peer_replies, 1);
+    // The right one, then a duplicate.
+    d.handle_response(t0, UNIX, &peer1.id, id1, empty());
+    d.handle_response(t0, UNIX, &peer1.id, id1, empty());
+    assert_eq!(d.metrics().late_replies, 1);
+    // After its deadline (unknown RTT: the 5 s cap), a reply is late.
+    let late = t0 + Duration::from_secs(5);
+    d.handle_timeout(late, UNIX);
+    assert_eq!(d.metrics().request_timeouts, 1);
+    d.handle_response(late, UNIX, &peer2.id, id2, empty());
+    assert_eq!(d.metrics().late_replies, 2);
+    let out = drain(&mut d);
+    assert!(
+        matches!(&events(&out)[..], [DhtEvent::NodesFound { closest, .. }] if closest.len() == 1)
+    );
+    assert!(
+        d.table().is_stale(&peer2.id),
+        "the silent peer is no longer handed out"
+    );
+    assert!(!d.table().is_stale(&peer1.id));
+    assert_eq!((d.running_operations(), d.outstanding_requests()), (0, 0));
+}
+
+#[test]
+fn malformed_replies_count_as_failures() {
+    let config = DhtConfig {
+        k: 2,
+        ..DhtConfig::default()
+    };
+    let (mut d, t0) = node_knowing(config, &[1, 2]);
+    d.find_node(t0, identity(50).node_id());
+    let sent = requests(&drain(&mut d));
+    // Too many contacts for k = 2.
+    let oversized = Response::Nodes {
+        closer: (10..13).map(contact).collect(),
+    };
+    d.handle_response(t0, UNIX, &sent[0].1.id, sent[0].0, oversized);
+    // The wrong kind of reply.
+    d.handle_response(t0, UNIX, &sent[1].1.id, sent[1].0, Response::Pong);
+    assert_eq!(d.metrics().malformed_replies, 2);
+    let out = drain(&mut d);
+    assert!(
+        matches!(&events(&out)[..], [DhtEvent::NodesFound { closest, stats, .. }] if closest.is_empty() && stats.failed == 2)
+    );
+    // A STORE reply with the wrong number of statuses.
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
+    let value = Bytes::from_static(b"v");
+    d.store_with_confirmation(t0, UNIX, key("k"), value, Duration::from_secs(9))
+        .unwrap();
+    let sent = requests(&drain(&mut d));
+    let empty = Response::Nodes { closer: vec![] };
+    d.handle_response(t0, UNIX, &sent[0].1.id, sent[0].0, empty);
+    let store = requests(&drain(&mut d));
+    let short = Response::Stored { statuses: vec![] };
+    d.handle_response(t0, UNIX, &store[0].1.id, store[0].0, short);
+    assert_eq!(d.metrics().malformed_replies, 1);
+    let out = drain(&mut d);
+    assert!(
+        matches!(&events(&out)[..], [DhtEvent::StoreConfirmed { success: false, acked, .. }] if acked.is_empty())
+    );
+}
+
+#[test]
+fn our_own_id_is_never_trusted_or_contacted() {
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
+    let me = Contact::new(d.local_id(), addr(0));
+    d.handle_request(t0, UNIX, &me, true, RequestId(1), Request::Ping);
+    assert!(
+        drain(&mut d).is_empty(),
+        "no reply to a node claiming our id"
+    );
+    assert_eq!(d.metrics().self_id_claims, 1);
+    assert!(!d.table().contains(&me.id));
+    // A reply naming us among closer contacts: we never ask ourselves.
+    d.find_node(t0, identity(50).node_id());
+    let sent = requests(&drain(&mut d));
+    let reply = Response::Nodes {
+        closer: vec![me.clone(), contact(3)],
+    };
+    d.handle_response(t0, UNIX, &sent[0].1.id, sent[0].0, reply);
+    let next = requests(&drain(&mut d));
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].1.id, contact(3).id);
+}
+
+#[test]
+fn clients_are_served_but_never_handed_out_and_client_nodes_do_not_serve() {
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
+    let find = Request::FindNode {
+        target: identity(2).node_id(),
+    };
+    d.handle_request(t0, UNIX, &contact(2), false, RequestId(1), find);
+    let Some(Response::Nodes { closer }) = reply_of(&drain(&mut d)) else {
+        panic!("no reply")
+    };
+    assert_eq!(closer, vec![contact(1)]);
+    assert!(!d.table().contains(&contact(2).id));
+    // A server we could not dial back is not handed out either.
+    let nowhere = Contact {
+        addrs: Default::default(),
+        ..contact(3)
+    };
+    d.handle_request(t0, UNIX, &nowhere, true, RequestId(2), Request::Ping);
+    assert_eq!(reply_of(&drain(&mut d)), Some(Response::Pong));
+    assert!(!d.table().contains(&nowhere.id));
+
+    let client_config = DhtConfig {
+        mode: Mode::Client,
+        ..DhtConfig::default()
+    };
+    let mut client = dht(5, client_config);
+    client.handle_request(t0, UNIX, &contact(1), true, RequestId(1), Request::Ping);
+    assert_eq!(
+        reply_of(&drain(&mut client)),
+        Some(Response::Error(ErrorCode::Refused))
+    );
+    assert!(client.table().is_empty());
+}
+
+#[test]
+fn inbound_requests_are_bounded_per_peer() {
+    let config = DhtConfig {
+        inbound_burst: 3,
+        inbound_per_sec: 1,
+        ..DhtConfig::default()
+    };
+    let (mut d, t0) = node_knowing(config, &[]);
+    let replies: Vec<Option<Response>> = (0..5)
+        .map(|i| {
+            d.handle_request(t0, UNIX, &contact(1), true, RequestId(i), Request::Ping);
+            reply_of(&drain(&mut d))
+        })
+        .collect();
+    let pongs = replies
+        .iter()
+        .filter(|r| **r == Some(Response::Pong))
+        .count();
+    assert_eq!(pongs, 3);
+    assert_eq!(replies[4], Some(Response::Error(ErrorCode::Overloaded)));
+    assert_eq!(d.metrics().inbound_overloaded, 2);
+    d.handle_request(t0, UNIX, &contact(2), true, RequestId(9), Request::Ping);
+    assert_eq!(reply_of(&drain(&mut d)), Some(Response::Pong), "per peer");
+}
+
+fn signed(i: usize, k: RecordKey, value: &'static [u8], at: u64) -> SignedRecord {
+    SignedRecord::sign(&identity(i), k, Bytes::from_static(value), at, 300)
+}
+
+#[test]
+fn stores_verify_every_record_and_bound_the_batch() {
+    let config = DhtConfig {
+        max_store_batch: 3,
+        ..DhtConfig::default()
+    };
+    let (mut d, t0) = node_knowing(config, &[]);
+    let k = key("k");
+    let good = signed(1, k, b"a", UNIX);
+    let mut forged = signed(2, k, b"b", UNIX);
+    forged.value = Bytes::from_static(b"c");
+    let mut unsigned = signed(3, k, b"d", UNIX);
+    unsigned.signature = [0; 64];
+    let expired = signed(4, k, b"e", UNIX - 301_000);
+    let records = vec![good, forged, unsigned];
+    d.handle_request(
+        t0,
+        UNIX,
+        &contact(1),
+        true,
+        RequestId(1),
+        Request::Store { records },
+    );
+    let statuses = vec![
+        StoreStatus::Stored,
+        StoreStatus::Rejected(RejectReason::BadSignature),
+        StoreStatus::Rejected(RejectReason::BadSignature),
+    ];
+    assert_eq!(
+        reply_of(&drain(&mut d)),
+        Some(Response::Stored { statuses })
+    );
+    let records = vec![expired];
+    d.handle_request(
+        t0,
+        UNIX,
+        &contact(1),
+        true,
+        RequestId(2),
+        Request::Store { records },
+    );
+    let statuses = vec![StoreStatus::Rejected(RejectReason::Expired)];
+    assert_eq!(
+        reply_of(&drain(&mut d)),
+        Some(Response::Stored { statuses })
+    );
+    assert_eq!(d.metrics().rejected_records, 3);
+    let records = (0..4).map(|i| signed(i, k, b"x", UNIX)).collect();
+    d.handle_request(
+        t0,
+        UNIX,
+        &contact(1),
+        true,
+        RequestId(3),
+        Request::Store { records },
+    );
+    assert_eq!(
+        reply_of(&drain(&mut d)),
+        Some(Response::Error(ErrorCode::TooLarge))
+    );
+    assert_eq!(d.records().len(), 1);
+}
+
+#[test]
+fn forged_and_misplaced_records_in_replies_are_rejected() {
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
+    let k = key("k");
+    d.query_with_response(t0, UNIX, k, Duration::from_secs(5));
+    let sent = requests(&drain(&mut d));
+    assert!(matches!(sent[0].2, Request::FindValue { key } if key == k));
+    let mut forged = signed(2, k, b"b", UNIX);
+    forged.issued_at_ms += 1;
+    let records = vec![
+        signed(1, k, b"old", UNIX - 1),
+        signed(1, k, b"new", UNIX),
+        forged,
+        signed(3, key("other"), b"c", UNIX),
+        signed(4, k, b"gone", UNIX - 400_000),
+    ];
+    let reply = Response::Value {
+        records,
+        closer: vec![],
+    };
+    d.handle_response(t0, UNIX, &sent[0].1.id, sent[0].0, reply);
+    let out = drain(&mut d);
+    let [
+        DhtEvent::ValuesFound {
+            records, answered, ..
+        },
+    ] = &events(&out)[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].value,
+        Bytes::from_static(b"new"),
+        "newest per provider"
+    );
+    assert_eq!(answered, &vec![contact(1).id]);
+    assert_eq!(d.metrics().rejected_records, 3);
+}
+
+#[test]
+fn a_store_is_retried_with_backoff_after_connection_failures_at_most_three_times() {
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
+    let value = Bytes::from_static(b"v");
+    d.store_with_confirmation(t0, UNIX, key("k"), value, Duration::from_secs(60))
+        .unwrap();
+    let sent = requests(&drain(&mut d));
+    let empty = Response::Nodes { closer: vec![] };
+    d.handle_response(t0, UNIX, &sent[0].1.id, sent[0].0, empty);
+    let mut now = t0;
+    let mut store = requests(&drain(&mut d));
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        assert!(matches!(store[..], [(_, _, Request::Store { .. })]));
+        d.handle_failure(now, store[0].0, Failure::Connection);
+        assert!(drain(&mut d).is_empty(), "not resent at once");
+        let at = d.poll_timeout().unwrap();
+        delays.push(at - now);
+        now = at;
+        d.handle_timeout(now, UNIX);
+        store = requests(&drain(&mut d));
+    }
+    // base 250 ms doubling, jitter in [0.5, 1.5).
+    let ms = Duration::from_millis;
+    for (d, nominal) in delays.iter().zip([ms(250), ms(500), ms(1000)]) {
+        assert!(*d >= nominal / 2 && *d < nominal * 3 / 2, "{delays:?}");
+    }
+    d.handle_failure(now, store[0].0, Failure::Connection);
+    let out = drain(&mut d);
+    assert!(
+        matches!(&events(&out)[..], [DhtEvent::StoreConfirmed { success: false, acked, .. }] if acked.is_empty())
+    );
+    assert_eq!(d.metrics().store_retries, 3);
+}
+
+#[test]
+fn a_peer_that_keeps_failing_trips_its_breaker() {
+    let (mut d, mut now) = node_knowing(DhtConfig::default(), &[1]);
+    for _ in 0..5 {
+        d.find_node(now, identity(50).node_id());
+        let sent = requests(&drain(&mut d));
+        d.handle_failure(now, sent[0].0, Failure::Refused);
+        drain(&mut d);
+        now += Duration::from_millis(10);
+        // The failed peer is stale now; its next request revives it.
+        d.handle_request(now, UNIX, &contact(1), true, RequestId(0), Request::Ping);
+        drain(&mut d);
+    }
+    d.find_node(now, identity(50).node_id());
+    assert!(requests(&drain(&mut d)).is_empty(), "the breaker is open");
+    assert_eq!(d.metrics().breaker_rejections, 1);
+    // After the cool-down one probe goes through.
+    now += DhtConfig::default().breaker_cool_down;
+    d.find_node(now, identity(50).node_id());
+    assert_eq!(requests(&drain(&mut d)).len(), 1);
+}
+
+#[test]
+fn stores_for_one_peer_in_one_tick_go_out_as_one_batch() {
+    // Peer 1 answers; peer 2 is silent, so both lookups end together when
+    // its requests time out, and both records leave for peer 1 in one batch.
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1, 2]);
+    for name in ["a", "b"] {
+        let value = Bytes::from_static(b"v");
+        d.store_with_confirmation(t0, UNIX, key(name), value, Duration::from_secs(60))
+            .unwrap();
+    }
+    let sent = requests(&drain(&mut d));
+    assert_eq!(sent.len(), 4);
+    for (id, peer, _) in sent.iter().filter(|(_, p, _)| p.id == contact(1).id) {
+        let empty = Response::Nodes { closer: vec![] };
+        d.handle_response(t0, UNIX, &peer.id, *id, empty);
+    }
+    assert!(requests(&drain(&mut d)).is_empty());
+    d.handle_timeout(t0 + Duration::from_secs(5), UNIX);
+    let stores = requests(&drain(&mut d));
+    let [(_, peer, Request::Store { records })] = &stores[..] else {
+        panic!("{stores:?}")
+    };
+    assert_eq!(peer.id, contact(1).id);
+    assert_eq!(records.len(), 2);
+}
+
+#[test]
+fn request_deadlines_follow_the_connection_rtt() {
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1, 2]);
+    let ms = Duration::from_millis;
+    d.handle_rtt(t0, contact(1).id, ms(40));
+    d.find_node(t0, identity(50).node_id());
+    drain(&mut d);
+    // Soft (lookup) deadlines first: one exchange plus two RTTs of slack,
+    // 3 x 40 ms for the measured peer; the other has no connection yet and
+    // gets the same for its handshake at the typical RTT (40 ms).
+    assert_eq!(d.poll_timeout(), Some(t0 + ms(120)));
+    // Its connection comes up at 50 ms with a 60 ms RTT: the wait restarts.
+    d.handle_rtt(t0 + ms(50), contact(2).id, ms(60));
+    d.handle_timeout(t0 + ms(120), UNIX);
+    assert_eq!(d.poll_timeout(), Some(t0 + ms(230)));
+    d.handle_timeout(t0 + ms(230), UNIX);
+    // Both peers are unresponsive: the lookup ends, its requests stay open.
+    assert!(
+        matches!(&events(&drain(&mut d))[..], [DhtEvent::NodesFound { closest, .. }] if closest.is_empty())
+    );
+    // Hard deadlines, set when sent: 6 x 40 ms for the measured peer, the
+    // 5 s cap for the one without a connection then.
+    assert_eq!(d.poll_timeout(), Some(t0 + ms(240)));
+    d.handle_timeout(t0 + ms(240), UNIX);
+    assert_eq!(d.metrics().request_timeouts, 1);
+    assert_eq!(d.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+}
+
+#[test]
+fn a_full_bucket_pings_its_oldest_entry_before_replacing_it() {
+    let config = DhtConfig {
+        k: 1,
+        ..DhtConfig::default()
+    };
+    let t0 = epoch();
+    let mut d = dht(0, config);
+    let me = d.local_id();
+    let mut far = (1..200).filter(|&i| me.bucket_index(&contact(i).id) == Some(255));
+    let (a, b) = (far.next().unwrap(), far.next().unwrap());
+    d.handle_request(t0, UNIX, &contact(a), true, RequestId(1), Request::Ping);
+    drain(&mut d);
+    d.handle_request(t0, UNIX, &contact(b), true, RequestId(2), Request::Ping);
+    let pings = requests(&drain(&mut d));
+    assert!(matches!(&pings[..], [(_, p, Request::Ping)] if p.id == contact(a).id));
+    assert!(d.table().contains(&contact(a).id) && !d.table().contains(&contact(b).id));
+    d.handle_failure(t0, pings[0].0, Failure::Connection);
+    assert!(d.table().contains(&contact(b).id) && !d.table().contains(&contact(a).id));
+}
