@@ -104,6 +104,7 @@
 //!   reassembly (spec: `docs/PROTOCOL.md`).
 //! - [`dht`]: the Kademlia DHT: routing table, lookups, request correlation,
 //!   record store and the operations built on them.
+//! - [`node`]: the Node: every machine behind one `Machine`, real QUIC with mutual TLS.
 //! - [`pool`]: the connection pool (LRU, idle TTL, pinning, reconnect backoff).
 //! - `sim` (feature `sim`): the deterministic network simulator with NAT models.
 
