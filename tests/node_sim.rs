@@ -265,3 +265,19 @@ fn a_node_of_another_realm_is_refused_with_a_reason() {
             .any(|e| matches!(e.event, Event::Connected { .. }))
     );
 }
+
+#[test]
+fn one_seed_gives_one_trace() {
+    let run = |seed: u64| {
+        let (mut world, hosts) = world(6, seed, Duration::from_millis(10), 0.02);
+        bootstrap_all(&mut world, &hosts);
+        let target = world.machine(hosts[5]).node_id();
+        world.with_machine(hosts[1], |node, now| node.find_node(now, target));
+        world.run_for(Duration::from_secs(2));
+        (world.trace_hash(), world.trace().entries().len())
+    };
+    let first = run(11);
+    assert!(first.1 > 50, "the run exchanged packets: {first:?}");
+    assert_eq!(first, run(11), "same seed, same trace");
+    assert_ne!(first.0, run(12).0, "another seed, another trace");
+}
