@@ -727,3 +727,39 @@ fn a_full_bucket_pings_its_oldest_entry_before_replacing_it() {
     d.handle_failure(t0, pings[0].0, Failure::Connection);
     assert!(d.table().contains(&contact(b).id) && !d.table().contains(&contact(a).id));
 }
+
+#[test]
+fn a_bootstrap_that_found_too_few_peers_is_retried_with_backoff() {
+    let t0 = epoch();
+    let mut d = dht(0, DhtConfig::default());
+    let q = d.bootstrap(t0, vec![contact(1)]);
+    let mut now = t0;
+    for attempt in 0..4u32 {
+        let sent = requests(&drain(&mut d));
+        let [(id, peer, Request::FindNode { target })] = &sent[..] else {
+            panic!("attempt {attempt}: {sent:?}")
+        };
+        assert_eq!((peer.id, *target), (contact(1).id, d.local_id()));
+        // The seed knows nobody yet.
+        let empty = Response::Nodes { closer: vec![] };
+        d.handle_response(now, UNIX, &peer.id, *id, empty);
+        let out = drain(&mut d);
+        if attempt == 0 {
+            let expected = DhtEvent::Bootstrapped {
+                query: q,
+                table_size: 1,
+            };
+            assert_eq!(events(&out), vec![expected]);
+        } else {
+            assert!(events(&out).is_empty(), "retries are silent");
+        }
+        if attempt == 3 {
+            assert_eq!(d.poll_timeout(), None, "three retries at most");
+            break;
+        }
+        let at = d.poll_timeout().unwrap();
+        assert_eq!(at - now, Duration::from_secs(1 << attempt));
+        now = at;
+        d.handle_timeout(now, UNIX);
+    }
+}
