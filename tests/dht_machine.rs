@@ -754,7 +754,9 @@ fn a_bootstrap_that_found_too_few_peers_is_retried_with_backoff() {
             assert!(events(&out).is_empty(), "retries are silent");
         }
         if attempt == 3 {
-            assert_eq!(d.poll_timeout(), None, "three retries at most");
+            // Three retries at most: next is the periodic bucket refresh.
+            let refresh = now + DhtConfig::default().refresh_interval;
+            assert_eq!(d.poll_timeout(), Some(refresh));
             break;
         }
         let at = d.poll_timeout().unwrap();
@@ -762,4 +764,46 @@ fn a_bootstrap_that_found_too_few_peers_is_retried_with_backoff() {
         now = at;
         d.handle_timeout(now, UNIX);
     }
+}
+
+#[test]
+fn buckets_beyond_the_nearest_neighbour_are_refreshed_after_bootstrap_and_periodically() {
+    let t0 = epoch();
+    let mut d = dht(0, DhtConfig::default());
+    let me = d.local_id();
+    // A seed a bit closer than half the id space: buckets above its own
+    // are empty and get refreshed.
+    let (seed, bucket) = (1..500)
+        .map(|i| (i, me.bucket_index(&contact(i).id).unwrap()))
+        .find(|(_, b)| *b <= 252)
+        .unwrap();
+    let answer_all = |d: &mut Dht, now: Instant| {
+        let sent = requests(&drain(d));
+        for (id, peer, _) in &sent {
+            let empty = Response::Nodes { closer: vec![] };
+            d.handle_response(now, UNIX, &peer.id, *id, empty);
+        }
+        sent
+    };
+    d.bootstrap(t0, vec![contact(seed)]);
+    answer_all(&mut d, t0);
+    let refreshes = answer_all(&mut d, t0);
+    let targets: Vec<usize> = refreshes
+        .iter()
+        .map(|(_, _, r)| match r {
+            Request::FindNode { target } => me.bucket_index(target).unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(targets, (bucket + 1..256).collect::<Vec<_>>());
+    // Ten minutes later, again (with the self-lookup retry, as the table is
+    // still short).
+    let later = t0 + DhtConfig::default().refresh_interval;
+    d.handle_timeout(later, UNIX);
+    let again = answer_all(&mut d, later);
+    let refreshed = again
+        .iter()
+        .filter(|(_, _, r)| matches!(r, Request::FindNode { target } if *target != me))
+        .count();
+    assert_eq!(refreshed, 256 - bucket - 1);
 }

@@ -103,6 +103,10 @@ pub struct DhtConfig {
     pub bootstrap_retries: u32,
     /// Delay before the first retry (doubling after each).
     pub bootstrap_retry_base: Duration,
+    /// After bootstrap, the buckets are refreshed again this often (the same
+    /// rule: those farther than the nearest neighbour holding fewer than
+    /// `bootstrap_refresh_below` entries).
+    pub refresh_interval: Duration,
     /// A refresh lookup stops once this many of the closest peers it found
     /// answered: it only has to fill a bucket, not pin down the k closest,
     /// so it costs a fraction of a full lookup.
@@ -139,6 +143,7 @@ impl Default for DhtConfig {
             sweep_interval: Duration::from_secs(10),
             bootstrap_refresh_below: 20,
             bootstrap_retries: 3,
+            refresh_interval: Duration::from_secs(600),
             bootstrap_retry_base: Duration::from_secs(1),
             refresh_lookup_results: 3,
         }

@@ -260,6 +260,8 @@ pub struct Dht {
     /// When to retry a bootstrap that left the table short: (when, seeds,
     /// attempt).
     rejoin: Option<(Instant, Vec<Contact>, u32)>,
+    /// When to refresh the buckets again (armed by the first bootstrap).
+    next_refresh: Option<Instant>,
     next_sweep: Option<Instant>,
     metrics: DhtMetrics,
     rng: ChaCha8Rng,
@@ -299,6 +301,7 @@ impl Dht {
             outputs: VecDeque::new(),
             last_now: None,
             rejoin: None,
+            next_refresh: None,
             next_sweep: None,
             metrics: DhtMetrics::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -352,6 +355,7 @@ impl Dht {
             self.retries.keys().next().map(|(at, _)| *at),
             self.published.values().map(|p| p.next).min(),
             self.rejoin.as_ref().map(|(at, _, _)| *at),
+            self.next_refresh,
             self.next_sweep,
         ]
         .into_iter()
@@ -869,6 +873,10 @@ impl Dht {
         if let Some((_, seeds, attempt)) = self.rejoin.take_if(|(at, _, _)| *at <= now) {
             self.self_lookup(now, seeds, attempt);
         }
+        if self.next_refresh.is_some_and(|at| at <= now) {
+            self.refresh_buckets(now);
+            self.next_refresh = Some(now + self.config.refresh_interval);
+        }
         if self.next_sweep.is_some_and(|at| at <= now) {
             self.records.sweep(unix_ms);
             self.cache.retain(|_, c| c.expires > now);
@@ -1019,6 +1027,7 @@ impl Dht {
             Goal::Refresh => return,
             Goal::Bootstrap { seeds, attempt } => {
                 self.refresh_buckets(now);
+                self.next_refresh = Some(now + self.config.refresh_interval);
                 if self.table.len() < self.config.k && attempt < self.config.bootstrap_retries {
                     let delay = self.config.bootstrap_retry_base * (1 << attempt.min(16));
                     self.rejoin = Some((now + delay, seeds, attempt + 1));
