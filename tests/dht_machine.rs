@@ -389,6 +389,28 @@ fn malformed_replies_count_as_failures() {
     assert!(
         matches!(&events(&out)[..], [DhtEvent::NodesFound { closest, stats, .. }] if closest.is_empty() && stats.failed == 2)
     );
+    // More records than a key can hold: each would cost a signature check.
+    let config = DhtConfig {
+        store_limits: macula::dht::StoreLimits {
+            max_records_per_key: 2,
+            ..Default::default()
+        },
+        ..DhtConfig::default()
+    };
+    let (mut d, t0) = node_knowing(config, &[1]);
+    d.query_with_response(t0, UNIX, key("k"), Duration::from_secs(5));
+    let sent = requests(&drain(&mut d));
+    let records = (1..4).map(|i| signed(i, key("k"), b"v", UNIX)).collect();
+    let flood = Response::Value {
+        records,
+        closer: vec![],
+    };
+    d.handle_response(t0, UNIX, &sent[0].1.id, sent[0].0, flood);
+    assert_eq!(d.metrics().malformed_replies, 1);
+    let out = drain(&mut d);
+    assert!(
+        matches!(&events(&out)[..], [DhtEvent::ValuesFound { records, .. }] if records.is_empty())
+    );
     // A STORE reply with the wrong number of statuses.
     let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
     let value = Bytes::from_static(b"v");

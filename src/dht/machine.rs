@@ -680,10 +680,13 @@ impl Dht {
             return self.on_failed(now, sent, false);
         }
         let k = self.config.k;
+        // Every record costs a signature check: no more than a key can hold.
+        let max_records = self.config.store_limits.max_records_per_key;
         let well_formed = match (&sent.purpose, &response) {
             (Purpose::Ping, Response::Pong) => true,
-            (Purpose::Lookup(_), Response::Nodes { closer } | Response::Value { closer, .. }) => {
-                closer.len() <= k
+            (Purpose::Lookup(_), Response::Nodes { closer }) => closer.len() <= k,
+            (Purpose::Lookup(_), Response::Value { records, closer }) => {
+                closer.len() <= k && records.len() <= max_records
             }
             (Purpose::Store(items), Response::Stored { statuses }) => statuses.len() == items.len(),
             _ => false,
