@@ -371,9 +371,8 @@ mod tests {
                             Err(RejectReason::Expired)
                         } else if model.iter().any(|m| same(m) && m.issued_at_ms >= r.issued_at_ms) {
                             Err(RejectReason::Stale)
-                        } else if !model.iter().any(same) && model.iter().filter(|m| m.key == r.key).count() >= limits.max_records_per_key {
-                            Err(RejectReason::Full)
-                        } else if bytes - freed + record_cost(&r.value) > limits.max_total_bytes {
+                        } else if (!model.iter().any(same) && model.iter().filter(|m| m.key == r.key).count() >= limits.max_records_per_key)
+                            || bytes - freed + record_cost(&r.value) > limits.max_total_bytes {
                             Err(RejectReason::Full)
                         } else {
                             Ok(())
