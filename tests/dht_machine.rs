@@ -389,6 +389,28 @@ fn malformed_replies_count_as_failures() {
     assert!(
         matches!(&events(&out)[..], [DhtEvent::NodesFound { closest, stats, .. }] if closest.is_empty() && stats.failed == 2)
     );
+    // More records than a key can hold: each would cost a signature check.
+    let config = DhtConfig {
+        store_limits: macula::dht::StoreLimits {
+            max_records_per_key: 2,
+            ..Default::default()
+        },
+        ..DhtConfig::default()
+    };
+    let (mut d, t0) = node_knowing(config, &[1]);
+    d.query_with_response(t0, UNIX, key("k"), Duration::from_secs(5));
+    let sent = requests(&drain(&mut d));
+    let records = (1..4).map(|i| signed(i, key("k"), b"v", UNIX)).collect();
+    let flood = Response::Value {
+        records,
+        closer: vec![],
+    };
+    d.handle_response(t0, UNIX, &sent[0].1.id, sent[0].0, flood);
+    assert_eq!(d.metrics().malformed_replies, 1);
+    let out = drain(&mut d);
+    assert!(
+        matches!(&events(&out)[..], [DhtEvent::ValuesFound { records, .. }] if records.is_empty())
+    );
     // A STORE reply with the wrong number of statuses.
     let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
     let value = Bytes::from_static(b"v");
@@ -726,4 +748,84 @@ fn a_full_bucket_pings_its_oldest_entry_before_replacing_it() {
     assert!(d.table().contains(&contact(a).id) && !d.table().contains(&contact(b).id));
     d.handle_failure(t0, pings[0].0, Failure::Connection);
     assert!(d.table().contains(&contact(b).id) && !d.table().contains(&contact(a).id));
+}
+
+#[test]
+fn a_bootstrap_that_found_too_few_peers_is_retried_with_backoff() {
+    let t0 = epoch();
+    let mut d = dht(0, DhtConfig::default());
+    let q = d.bootstrap(t0, vec![contact(1)]);
+    let mut now = t0;
+    for attempt in 0..4u32 {
+        let sent = requests(&drain(&mut d));
+        let [(id, peer, Request::FindNode { target })] = &sent[..] else {
+            panic!("attempt {attempt}: {sent:?}")
+        };
+        assert_eq!((peer.id, *target), (contact(1).id, d.local_id()));
+        // The seed knows nobody yet.
+        let empty = Response::Nodes { closer: vec![] };
+        d.handle_response(now, UNIX, &peer.id, *id, empty);
+        let out = drain(&mut d);
+        if attempt == 0 {
+            let expected = DhtEvent::Bootstrapped {
+                query: q,
+                table_size: 1,
+            };
+            assert_eq!(events(&out), vec![expected]);
+        } else {
+            assert!(events(&out).is_empty(), "retries are silent");
+        }
+        if attempt == 3 {
+            // Three retries at most: next is the periodic bucket refresh.
+            let refresh = now + DhtConfig::default().refresh_interval;
+            assert_eq!(d.poll_timeout(), Some(refresh));
+            break;
+        }
+        let at = d.poll_timeout().unwrap();
+        assert_eq!(at - now, Duration::from_secs(1 << attempt));
+        now = at;
+        d.handle_timeout(now, UNIX);
+    }
+}
+
+#[test]
+fn buckets_beyond_the_nearest_neighbour_are_refreshed_after_bootstrap_and_periodically() {
+    let t0 = epoch();
+    let mut d = dht(0, DhtConfig::default());
+    let me = d.local_id();
+    // A seed a bit closer than half the id space: buckets above its own
+    // are empty and get refreshed.
+    let (seed, bucket) = (1..500)
+        .map(|i| (i, me.bucket_index(&contact(i).id).unwrap()))
+        .find(|(_, b)| *b <= 252)
+        .unwrap();
+    let answer_all = |d: &mut Dht, now: Instant| {
+        let sent = requests(&drain(d));
+        for (id, peer, _) in &sent {
+            let empty = Response::Nodes { closer: vec![] };
+            d.handle_response(now, UNIX, &peer.id, *id, empty);
+        }
+        sent
+    };
+    d.bootstrap(t0, vec![contact(seed)]);
+    answer_all(&mut d, t0);
+    let refreshes = answer_all(&mut d, t0);
+    let targets: Vec<usize> = refreshes
+        .iter()
+        .map(|(_, _, r)| match r {
+            Request::FindNode { target } => me.bucket_index(target).unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(targets, (bucket + 1..256).collect::<Vec<_>>());
+    // Ten minutes later, again (with the self-lookup retry, as the table is
+    // still short).
+    let later = t0 + DhtConfig::default().refresh_interval;
+    d.handle_timeout(later, UNIX);
+    let again = answer_all(&mut d, later);
+    let refreshed = again
+        .iter()
+        .filter(|(_, _, r)| matches!(r, Request::FindNode { target } if *target != me))
+        .count();
+    assert_eq!(refreshed, 256 - bucket - 1);
 }

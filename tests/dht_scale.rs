@@ -25,8 +25,8 @@ fn scenario(seed: u64) -> ScaleConfig {
             seed,
             dht: DhtConfig::default(),
         },
-        lookups: 200,
-        stores: 20,
+        lookups: 500,
+        stores: 50,
         churn: 0.1,
         spacing: Duration::from_millis(5),
     }
@@ -38,7 +38,7 @@ fn a_thousand_nodes_with_loss_and_churn_meet_the_targets() {
     scale.bootstrap();
     let r = scale.run();
     eprintln!("{r:?}");
-    assert_eq!(r.lookups, 200);
+    assert_eq!(r.lookups, 500);
     assert!(r.closest_found_rate >= 0.99, "{r:?}");
     assert!(r.k_overlap >= 0.9, "{r:?}");
     assert!(r.median_hops <= 3.0, "{r:?}");

@@ -99,6 +99,14 @@ pub struct DhtConfig {
     /// neighbour that holds fewer entries than this is refreshed with a
     /// lookup of a random id in it (0: no refresh; k: every bucket not full).
     pub bootstrap_refresh_below: usize,
+    /// Self-lookup retries after a bootstrap that left fewer than k entries.
+    pub bootstrap_retries: u32,
+    /// Delay before the first retry (doubling after each).
+    pub bootstrap_retry_base: Duration,
+    /// After bootstrap, the buckets are refreshed again this often (the same
+    /// rule: those farther than the nearest neighbour holding fewer than
+    /// `bootstrap_refresh_below` entries).
+    pub refresh_interval: Duration,
     /// A refresh lookup stops once this many of the closest peers it found
     /// answered: it only has to fill a bucket, not pin down the k closest,
     /// so it costs a fraction of a full lookup.
@@ -134,6 +142,9 @@ impl Default for DhtConfig {
             store_limits: StoreLimits::default(),
             sweep_interval: Duration::from_secs(10),
             bootstrap_refresh_below: 20,
+            bootstrap_retries: 3,
+            refresh_interval: Duration::from_secs(600),
+            bootstrap_retry_base: Duration::from_secs(1),
             refresh_lookup_results: 3,
         }
     }

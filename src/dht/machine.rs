@@ -178,7 +178,11 @@ struct Sent {
 #[derive(Clone, Debug)]
 enum Goal {
     FindNode,
-    Bootstrap,
+    /// A self-lookup; `attempt` 0 is the caller's, later ones are retries.
+    Bootstrap {
+        seeds: Vec<Contact>,
+        attempt: u32,
+    },
     Refresh,
     GetValue {
         key: RecordKey,
@@ -253,6 +257,11 @@ pub struct Dht {
     batch: BTreeMap<NodeId, (Contact, Vec<StoreItem>)>,
     outputs: VecDeque<DhtOutput>,
     last_now: Option<Instant>,
+    /// When to retry a bootstrap that left the table short: (when, seeds,
+    /// attempt).
+    rejoin: Option<(Instant, Vec<Contact>, u32)>,
+    /// When to refresh the buckets again (armed by the first bootstrap).
+    next_refresh: Option<Instant>,
     next_sweep: Option<Instant>,
     metrics: DhtMetrics,
     rng: ChaCha8Rng,
@@ -291,6 +300,8 @@ impl Dht {
             batch: BTreeMap::new(),
             outputs: VecDeque::new(),
             last_now: None,
+            rejoin: None,
+            next_refresh: None,
             next_sweep: None,
             metrics: DhtMetrics::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -343,6 +354,8 @@ impl Dht {
             self.op_deadlines.first().map(|(at, _)| *at),
             self.retries.keys().next().map(|(at, _)| *at),
             self.published.values().map(|p| p.next).min(),
+            self.rejoin.as_ref().map(|(at, _, _)| *at),
+            self.next_refresh,
             self.next_sweep,
         ]
         .into_iter()
@@ -407,13 +420,23 @@ impl Dht {
 
     /// Joins the network through `seeds` (DHT servers): looks up our own id,
     /// then refreshes the buckets farther than our nearest neighbour. Ends
-    /// with [`DhtEvent::Bootstrapped`] after the self-lookup.
+    /// with [`DhtEvent::Bootstrapped`] after the self-lookup. While the table
+    /// holds fewer than k entries afterwards (the seeds knew too few nodes),
+    /// the self-lookup is retried with backoff, `bootstrap_retries` times.
     pub fn bootstrap(&mut self, now: Instant, seeds: Vec<Contact>) -> QueryId {
         self.begin(now);
-        let (target, timeout) = (self.local, self.config.query_timeout);
-        let q = self.start_lookup(now, target, Goal::Bootstrap, seeds, timeout);
+        let q = self.self_lookup(now, seeds, 0);
         self.end(now);
         q
+    }
+
+    fn self_lookup(&mut self, now: Instant, seeds: Vec<Contact>, attempt: u32) -> QueryId {
+        let (target, timeout) = (self.local, self.config.query_timeout);
+        let goal = Goal::Bootstrap {
+            seeds: seeds.clone(),
+            attempt,
+        };
+        self.start_lookup(now, target, goal, seeds, timeout)
     }
 
     /// Finds the records under `key` and who holds them. Ends with
@@ -657,10 +680,13 @@ impl Dht {
             return self.on_failed(now, sent, false);
         }
         let k = self.config.k;
+        // Every record costs a signature check: no more than a key can hold.
+        let max_records = self.config.store_limits.max_records_per_key;
         let well_formed = match (&sent.purpose, &response) {
             (Purpose::Ping, Response::Pong) => true,
-            (Purpose::Lookup(_), Response::Nodes { closer } | Response::Value { closer, .. }) => {
-                closer.len() <= k
+            (Purpose::Lookup(_), Response::Nodes { closer }) => closer.len() <= k,
+            (Purpose::Lookup(_), Response::Value { records, closer }) => {
+                closer.len() <= k && records.len() <= max_records
             }
             (Purpose::Store(items), Response::Stored { statuses }) => statuses.len() == items.len(),
             _ => false,
@@ -847,6 +873,13 @@ impl Dht {
             let timeout = self.config.query_timeout;
             self.publish(now, unix_ms, key, value, timeout, true);
         }
+        if let Some((_, seeds, attempt)) = self.rejoin.take_if(|(at, _, _)| *at <= now) {
+            self.self_lookup(now, seeds, attempt);
+        }
+        if self.next_refresh.is_some_and(|at| at <= now) {
+            self.refresh_buckets(now);
+            self.next_refresh = Some(now + self.config.refresh_interval);
+        }
         if self.next_sweep.is_some_and(|at| at <= now) {
             self.records.sweep(unix_ms);
             self.cache.retain(|_, c| c.expires > now);
@@ -995,8 +1028,16 @@ impl Dht {
                 }
             }
             Goal::Refresh => return,
-            Goal::Bootstrap => {
+            Goal::Bootstrap { seeds, attempt } => {
                 self.refresh_buckets(now);
+                self.next_refresh = Some(now + self.config.refresh_interval);
+                if self.table.len() < self.config.k && attempt < self.config.bootstrap_retries {
+                    let delay = self.config.bootstrap_retry_base * (1 << attempt.min(16));
+                    self.rejoin = Some((now + delay, seeds, attempt + 1));
+                }
+                if attempt > 0 {
+                    return;
+                }
                 DhtEvent::Bootstrapped {
                     query: q,
                     table_size: self.table.len(),

@@ -10,6 +10,40 @@
 //! [`store`] (records held for others), [`metrics`], [`config`] and
 //! [`machine`] (the operations that tie them together); `simnet` (feature
 //! `sim`) runs many of them over a model network.
+//!
+//! ## Driving a [`Dht`]
+//!
+//! Like every machine of the crate: feed an input stamped with the
+//! monotonic `now` (and wall-clock Unix ms where records are involved),
+//! drain [`Dht::poll_output`], then sleep until [`Dht::poll_timeout`].
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use macula::dht::{Contact, Dht, DhtConfig, DhtEvent, DhtOutput, Request, Response};
+//! use macula::id::Identity;
+//!
+//! let now = Instant::now(); // a driver reads its clock; the DHT never does
+//! let unix_ms = 1_800_000_000_000;
+//! let mut dht = Dht::new(DhtConfig::default(), Identity::from_seed([1; 32]), 7);
+//! let seed = Contact::new(Identity::from_seed([2; 32]).node_id(), "192.0.2.1:4433".parse().unwrap());
+//! dht.bootstrap(now, vec![seed.clone()]);
+//! // The DHT asks the seed for the nodes closest to us...
+//! let Some(DhtOutput::Request { request_id, peer, request: Request::FindNode { .. } }) = dht.poll_output() else {
+//!     panic!("expected a FIND_NODE")
+//! };
+//! assert_eq!(peer, seed);
+//! assert!(dht.poll_output().is_none());
+//! // ...the Node carries it over QUIC and hands back the reply (the seed
+//! // knows nobody else yet).
+//! let later = now + Duration::from_millis(80);
+//! dht.handle_response(later, unix_ms, &peer.id, request_id, Response::Nodes { closer: vec![] });
+//! let Some(DhtOutput::Event(DhtEvent::Bootstrapped { table_size, .. })) = dht.poll_output() else {
+//!     panic!("expected the bootstrap to end")
+//! };
+//! assert_eq!(table_size, 1);
+//! // With so few peers the self-lookup is retried later: the next deadline.
+//! assert_eq!(dht.poll_timeout(), Some(later + Duration::from_secs(1)));
+//! ```
 
 pub mod backoff;
 pub mod breaker;

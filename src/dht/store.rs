@@ -300,6 +300,105 @@ mod tests {
         assert_eq!(e.reason(), RejectReason::Full);
     }
 
+    /// Records from 3 providers under 2 keys, at 3 issue times and 2 TTLs,
+    /// some forged: signed once, shared by every case.
+    fn pool() -> &'static [SignedRecord] {
+        static POOL: std::sync::OnceLock<Vec<SignedRecord>> = std::sync::OnceLock::new();
+        POOL.get_or_init(|| {
+            let mut out = Vec::new();
+            for provider in 1..=3u8 {
+                let id = Identity::from_seed([provider; 32]);
+                for key in [
+                    RecordKey::from_bytes([1; 32]),
+                    RecordKey::from_bytes([2; 32]),
+                ] {
+                    for at in [0, 1_000, 2_000] {
+                        for ttl in [1, 5] {
+                            let value = Bytes::from(vec![provider; usize::from(provider)]);
+                            out.push(SignedRecord::sign(&id, key, value, at, ttl));
+                        }
+                    }
+                }
+            }
+            let mut forged = out[0].clone();
+            forged.issued_at_ms = 9_000;
+            out.push(forged);
+            out
+        })
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Put(usize),
+        Sweep,
+        Tick(u64),
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The store against a naive model: a list of (key, provider) ->
+        /// record with the same rules written out directly.
+        #[test]
+        fn store_matches_the_naive_model(ops in proptest::collection::vec(
+            prop_oneof![
+                (0usize..64).prop_map(Op::Put),
+                Just(Op::Sweep),
+                (0u64..3_000).prop_map(Op::Tick),
+            ], 0..60)) {
+            let limits = StoreLimits { max_records_per_key: 2, max_total_bytes: 3 * record_cost(&Bytes::from_static(b"xx")), max_value_len: 2 };
+            let mut store = RecordStore::new(limits);
+            let mut model: Vec<SignedRecord> = Vec::new();
+            let mut now = 0u64;
+            for op in ops {
+                match op {
+                    Op::Tick(ms) => now += ms,
+                    Op::Sweep => {
+                        let before = model.len();
+                        model.retain(|r| r.expires_at_ms() > now);
+                        prop_assert_eq!(store.sweep(now), before - model.len());
+                    }
+                    Op::Put(i) => {
+                        let r = pool()[i % pool().len()].clone();
+                        let same = |m: &SignedRecord| m.key == r.key && m.provider() == r.provider();
+                        let bytes: usize = model.iter().map(|m| record_cost(&m.value)).sum();
+                        let freed: usize = model.iter().filter(|m| same(m)).map(|m| record_cost(&m.value)).sum();
+                        let expected = if r.value.len() > limits.max_value_len {
+                            Err(RejectReason::Refused)
+                        } else if r.verify().is_err() {
+                            Err(RejectReason::BadSignature)
+                        } else if r.expires_at_ms() <= now {
+                            Err(RejectReason::Expired)
+                        } else if model.iter().any(|m| same(m) && m.issued_at_ms >= r.issued_at_ms) {
+                            Err(RejectReason::Stale)
+                        } else if (!model.iter().any(same) && model.iter().filter(|m| m.key == r.key).count() >= limits.max_records_per_key)
+                            || bytes - freed + record_cost(&r.value) > limits.max_total_bytes {
+                            Err(RejectReason::Full)
+                        } else {
+                            Ok(())
+                        };
+                        if expected.is_ok() {
+                            model.retain(|m| !same(m));
+                            model.push(r.clone());
+                        }
+                        prop_assert_eq!(store.put(r, now).map_err(|e| e.reason()), expected);
+                    }
+                }
+                let bytes: usize = model.iter().map(|m| record_cost(&m.value)).sum();
+                prop_assert_eq!(store.bytes(), bytes);
+                prop_assert_eq!(store.len(), model.len());
+                for key in [RecordKey::from_bytes([1; 32]), RecordKey::from_bytes([2; 32])] {
+                    let mut got = store.get(&key, now);
+                    let mut want: Vec<SignedRecord> = model.iter()
+                        .filter(|m| m.key == key && m.expires_at_ms() > now).cloned().collect();
+                    got.sort_by_key(|r| r.provider());
+                    want.sort_by_key(|r| r.provider());
+                    prop_assert_eq!(got, want);
+                }
+            }
+        }
+    }
+
     #[test]
     fn expired_records_are_hidden_then_swept() {
         let mut s = RecordStore::new(StoreLimits::default());
