@@ -28,7 +28,7 @@ pub const MAX_ATTRIBUTES: usize = 32;
 /// FINGERPRINT is the CRC-32 of the message before it, XOR-ed with this ("STUN").
 const FINGERPRINT_XOR: u32 = 0x5354_554E;
 /// The FINGERPRINT attribute's size on the wire (header and value).
-const FINGERPRINT_LEN: usize = 8;
+pub(crate) const FINGERPRINT_LEN: usize = 8;
 /// CHANGE-REQUEST flag bits (RFC 5780 §7.2).
 const CHANGE_IP: u32 = 0x4;
 const CHANGE_PORT: u32 = 0x2;

@@ -130,8 +130,6 @@ pub struct ErrorCode {
 }
 
 impl ErrorCode {
-    /// 400 Bad Request.
-    pub const BAD_REQUEST: u16 = 400;
     /// 420 Unknown Attribute: the request had comprehension-required attributes the server
     /// does not know (listed in UNKNOWN-ATTRIBUTES).
     pub const UNKNOWN_ATTRIBUTE: u16 = 420;
@@ -142,6 +140,14 @@ impl ErrorCode {
             return Err(ValueError::ErrorCodeOutOfRange(code));
         }
         Ok(ErrorCode { code, reason })
+    }
+
+    /// 420 Unknown Attribute with its usual reason phrase.
+    pub(crate) fn unknown_attribute() -> ErrorCode {
+        ErrorCode {
+            code: Self::UNKNOWN_ATTRIBUTE,
+            reason: StunText("Unknown Attribute".to_owned()),
+        }
     }
 
     /// The code, 300–699.

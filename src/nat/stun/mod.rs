@@ -32,6 +32,8 @@
 
 mod codec;
 mod message;
+mod rate;
+mod responder;
 
 pub use codec::{
     DecodeError, Decoded, EncodeError, HEADER_LEN, MAGIC_COOKIE, MAX_ATTRIBUTES, decode, peek_class,
@@ -39,4 +41,8 @@ pub use codec::{
 pub use message::{
     Attribute, ChangeRequest, Class, ErrorCode, Message, Method, StunText, TransactionId,
     ValueError, kind,
+};
+pub use rate::{Bucket, Limited, RateLimit, RateLimiter};
+pub use responder::{
+    AMPLIFICATION_ALLOWANCE, Alternate, Responder, ResponderConfig, ResponderStats,
 };
