@@ -30,11 +30,15 @@
 //! checked against the RFC 5769 vectors, round-trip proptests and a fuzz target
 //! (`fuzz/fuzz_targets/stun_decoder.rs`).
 
+mod client;
 mod codec;
 mod message;
 mod rate;
 mod responder;
 
+pub use client::{
+    BindingClient, BindingError, BindingId, BindingOutcome, ClientConfig, ClientStats, Mapping,
+};
 pub use codec::{
     DecodeError, Decoded, EncodeError, HEADER_LEN, MAGIC_COOKIE, MAX_ATTRIBUTES, decode, peek_class,
 };

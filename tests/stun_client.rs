@@ -1,0 +1,307 @@
+//! Binding client transactions: retransmission schedule, matching by transaction id and
+//! source, outcomes, determinism; end to end against the responder.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use macula::nat::stun::{
+    Alternate, Attribute, BindingClient, BindingError, BindingOutcome, ChangeRequest, Class,
+    ClientConfig, Message, Responder, ResponderConfig, decode,
+};
+use macula::{Datagram, Input, Machine, Output, Transmit};
+
+#[allow(clippy::disallowed_methods)]
+fn start() -> Instant {
+    Instant::now()
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+const ME: &str = "10.0.0.2:5000";
+const MAPPED: &str = "198.51.100.7:61000";
+const REFLECTOR: &str = "203.0.113.1:3478";
+const SEED: [u8; 32] = [7; 32];
+
+fn drain<M: Machine>(machine: &mut M) -> (Vec<Transmit>, Vec<M::Event>) {
+    let mut sent = Vec::new();
+    let mut events = Vec::new();
+    machine.drain(|output| match output {
+        Output::Transmit(t) => sent.push(t),
+        Output::Event(e) => events.push(e),
+    });
+    (sent, events)
+}
+
+/// Feeds `payload` to the client as if from `from`.
+fn receive(client: &mut BindingClient, now: Instant, from: &str, payload: Bytes) {
+    client.handle_input(
+        now,
+        Input::Datagram(Datagram {
+            local: addr(ME),
+            remote: addr(from),
+            payload,
+        }),
+    );
+}
+
+/// The responder's answer to `request`, seen through a NAT that maps us to MAPPED.
+fn reflect(responder: &mut Responder, now: Instant, request: &Transmit) -> Transmit {
+    responder.handle_input(
+        now,
+        Input::Datagram(Datagram {
+            local: request.destination,
+            remote: addr(MAPPED),
+            payload: request.payload.clone(),
+        }),
+    );
+    let (mut sent, _) = drain(responder);
+    assert_eq!(sent.len(), 1);
+    sent.remove(0)
+}
+
+/// Runs a transaction that nobody answers and returns the times of its requests and of its
+/// outcome.
+fn unanswered(config: ClientConfig) -> (Vec<Duration>, Duration, BindingOutcome) {
+    let t0 = start();
+    let mut client = BindingClient::new(config, SEED);
+    client.start(t0, addr(REFLECTOR), ChangeRequest::default());
+    let (mut sent, _) = drain(&mut client);
+    let mut times = vec![Duration::ZERO];
+    let first = sent.remove(0);
+    loop {
+        let deadline = client
+            .poll_timeout()
+            .expect("a live transaction has a deadline");
+        // An early timeout does nothing.
+        client.handle_input(deadline - Duration::from_millis(1), Input::Timeout);
+        assert_eq!(drain(&mut client), (vec![], vec![]));
+        client.handle_input(deadline, Input::Timeout);
+        let (sent, mut events) = drain(&mut client);
+        if let Some(outcome) = events.pop() {
+            assert!(sent.is_empty());
+            assert_eq!(client.poll_timeout(), None);
+            return (times, deadline - t0, outcome);
+        }
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0], first, "a retransmission is the same datagram");
+        times.push(deadline - t0);
+    }
+}
+
+#[test]
+fn the_default_schedule_doubles_from_250_ms_over_5_requests_then_waits_2_s() {
+    let (times, gave_up, outcome) = unanswered(ClientConfig::default());
+    let ms = |v: &[u64]| {
+        v.iter()
+            .map(|m| Duration::from_millis(*m))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(times, ms(&[0, 250, 750, 1750, 3750]));
+    assert_eq!(gave_up, Duration::from_millis(5750));
+    assert_eq!(outcome.reflector, addr(REFLECTOR));
+    assert_eq!(
+        outcome.result,
+        Err(BindingError::TimedOut {
+            requests: 5,
+            elapsed: Duration::from_millis(5750)
+        })
+    );
+}
+
+#[test]
+fn the_schedule_follows_the_configured_rto_rc_and_rm() {
+    let config = ClientConfig {
+        rto: Duration::from_millis(100),
+        max_requests: 3,
+        final_wait_factor: 2,
+        ..ClientConfig::default()
+    };
+    let (times, gave_up, _) = unanswered(config);
+    let ms = |v: &[u64]| {
+        v.iter()
+            .map(|m| Duration::from_millis(*m))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(times, ms(&[0, 100, 300]));
+    assert_eq!(gave_up, Duration::from_millis(500));
+}
+
+#[test]
+fn a_reflector_answer_gives_the_mapped_address_and_rtt() {
+    let t0 = start();
+    let mut client = BindingClient::new(ClientConfig::default(), SEED);
+    let mut responder = Responder::new(ResponderConfig::default());
+    let id = client.start(t0, addr(REFLECTOR), ChangeRequest::default());
+    let (sent, _) = drain(&mut client);
+    let t1 = t0 + Duration::from_millis(40);
+    let response = reflect(&mut responder, t1, &sent[0]);
+    receive(&mut client, t1, REFLECTOR, response.payload);
+    let (sent, events) = drain(&mut client);
+    assert!(sent.is_empty());
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].id, id);
+    let mapping = events[0].result.as_ref().expect("a mapping");
+    assert_eq!(mapping.mapped, addr(MAPPED));
+    assert_eq!(mapping.responder, addr(REFLECTOR));
+    assert_eq!(mapping.response_origin, Some(addr(REFLECTOR)));
+    assert_eq!(mapping.other_address, None);
+    assert_eq!(mapping.rtt, Some(Duration::from_millis(40)));
+    assert_eq!(client.poll_timeout(), None, "nothing left to do");
+    assert_eq!(client.stats().responses, 1);
+}
+
+#[test]
+fn an_answer_after_a_retransmission_has_no_rtt() {
+    let t0 = start();
+    let mut client = BindingClient::new(ClientConfig::default(), SEED);
+    let mut responder = Responder::new(ResponderConfig::default());
+    client.start(t0, addr(REFLECTOR), ChangeRequest::default());
+    let (sent, _) = drain(&mut client);
+    let t1 = t0 + Duration::from_millis(250);
+    client.handle_input(t1, Input::Timeout);
+    let _ = drain(&mut client);
+    let response = reflect(&mut responder, t1, &sent[0]);
+    receive(&mut client, t1, REFLECTOR, response.payload);
+    let (_, events) = drain(&mut client);
+    assert_eq!(events[0].result.as_ref().unwrap().rtt, None);
+}
+
+#[test]
+fn wrong_ids_and_wrong_sources_are_counted_and_ignored() {
+    let t0 = start();
+    let mut client = BindingClient::new(ClientConfig::default(), SEED);
+    let mut responder = Responder::new(ResponderConfig::default());
+    client.start(t0, addr(REFLECTOR), ChangeRequest::default());
+    let (sent, _) = drain(&mut client);
+    let response = reflect(&mut responder, t0, &sent[0]).payload;
+
+    let mut forged = decode(&response).unwrap().message;
+    forged.transaction_id.0[0] ^= 1;
+    receive(&mut client, t0, REFLECTOR, forged.encode().unwrap());
+    receive(&mut client, t0, "203.0.113.66:3478", response.clone());
+    receive(&mut client, t0, "203.0.113.1:3479", response.clone());
+    receive(
+        &mut client,
+        t0,
+        REFLECTOR,
+        Bytes::from_static(b"\x01\x01junk"),
+    );
+    assert_eq!(drain(&mut client), (vec![], vec![]));
+    let stats = client.stats();
+    assert_eq!(
+        (stats.unmatched, stats.wrong_source, stats.malformed),
+        (1, 2, 1)
+    );
+    assert!(client.poll_timeout().is_some(), "the transaction goes on");
+
+    receive(&mut client, t0, REFLECTOR, response.clone());
+    let (_, events) = drain(&mut client);
+    assert_eq!(events.len(), 1);
+    // A duplicate after the end matches nothing.
+    receive(&mut client, t0, REFLECTOR, response);
+    assert_eq!(drain(&mut client), (vec![], vec![]));
+    assert_eq!(client.stats().unmatched, 2);
+}
+
+#[test]
+fn a_change_request_is_answered_from_the_alternate_address() {
+    let t0 = start();
+    let mut client = BindingClient::new(ClientConfig::default(), SEED);
+    let mut responder = Responder::new(ResponderConfig {
+        alternate: Some(Alternate {
+            ips: [addr(REFLECTOR).ip(), "203.0.113.2".parse().unwrap()],
+            ports: [3478, 3479],
+        }),
+        ..ResponderConfig::default()
+    });
+    let change = ChangeRequest {
+        change_ip: true,
+        change_port: true,
+    };
+    client.start(t0, addr(REFLECTOR), change);
+    let (sent, _) = drain(&mut client);
+    let request = decode(&sent[0].payload).unwrap().message;
+    assert!(
+        request
+            .attributes
+            .contains(&Attribute::ChangeRequest(change))
+    );
+    let response = reflect(&mut responder, t0, &sent[0]);
+    let source = response.source.expect("answered from a named address");
+    assert_eq!(source, addr("203.0.113.2:3479"));
+    receive(&mut client, t0, "203.0.113.2:3479", response.payload);
+    let (_, events) = drain(&mut client);
+    let mapping = events[0].result.as_ref().unwrap();
+    assert_eq!(mapping.other_address, Some(addr("203.0.113.2:3479")));
+    assert_eq!(events[0].change, change);
+}
+
+#[test]
+fn an_error_response_ends_the_transaction_with_its_code() {
+    let t0 = start();
+    let mut client = BindingClient::new(ClientConfig::default(), SEED);
+    // No alternate address: a CHANGE-REQUEST draws a 420.
+    let mut responder = Responder::new(ResponderConfig::default());
+    let change = ChangeRequest {
+        change_ip: true,
+        change_port: false,
+    };
+    client.start(t0, addr(REFLECTOR), change);
+    let (sent, _) = drain(&mut client);
+    let response = reflect(&mut responder, t0, &sent[0]);
+    // The error comes from where the request went and is taken from there (a success would
+    // have to come from another IP), never from an unrelated address.
+    receive(&mut client, t0, "198.51.100.99:9", response.payload.clone());
+    assert_eq!(client.stats().wrong_source, 1);
+    receive(&mut client, t0, REFLECTOR, response.payload);
+    let (_, events) = drain(&mut client);
+    assert_eq!(
+        events[0].result,
+        Err(BindingError::ErrorResponse { code: Some(420) })
+    );
+}
+
+#[test]
+fn a_success_without_a_mapped_address_is_an_error() {
+    let t0 = start();
+    let mut client = BindingClient::new(ClientConfig::default(), SEED);
+    client.start(t0, addr(REFLECTOR), ChangeRequest::default());
+    let (sent, _) = drain(&mut client);
+    let id = decode(&sent[0].payload).unwrap().message.transaction_id;
+    let empty = Message::binding(Class::Success, id).encode().unwrap();
+    receive(&mut client, t0, REFLECTOR, empty);
+    let (_, events) = drain(&mut client);
+    assert_eq!(events[0].result, Err(BindingError::NoMappedAddress));
+}
+
+#[test]
+fn the_same_seed_draws_the_same_transaction_ids_and_another_seed_others() {
+    let run = |seed: [u8; 32]| {
+        let t0 = start();
+        let mut client = BindingClient::new(ClientConfig::default(), seed);
+        for port in 1..=3 {
+            client.start(
+                t0,
+                SocketAddr::from(([203, 0, 113, 1], port)),
+                ChangeRequest::default(),
+            );
+        }
+        drain(&mut client).0
+    };
+    assert_eq!(run(SEED), run(SEED));
+    assert_ne!(run(SEED), run([8; 32]));
+}
+
+#[test]
+fn a_cancelled_transaction_is_silent() {
+    let t0 = start();
+    let mut client = BindingClient::new(ClientConfig::default(), SEED);
+    let id = client.start(t0, addr(REFLECTOR), ChangeRequest::default());
+    let _ = drain(&mut client);
+    assert!(client.cancel(id));
+    assert!(!client.cancel(id));
+    assert_eq!(client.poll_timeout(), None);
+}
