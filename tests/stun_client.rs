@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use macula::nat::stun::{
     Alternate, Attribute, BindingClient, BindingError, BindingOutcome, ChangeRequest, Class,
-    ClientConfig, Message, Responder, ResponderConfig, decode,
+    ClientConfig, MappingBehaviour, Message, Observation, Responder, ResponderConfig,
+    classify_mapping, decode,
 };
 use macula::{Datagram, Input, Machine, Output, Transmit};
 
@@ -304,4 +305,59 @@ fn a_cancelled_transaction_is_silent() {
     assert!(client.cancel(id));
     assert!(!client.cancel(id));
     assert_eq!(client.poll_timeout(), None);
+}
+
+/// Two reflectors on different IPs, asked through a NAT that maps per destination (`nat`
+/// gives the mapped address toward each reflector); their outcomes classify the NAT.
+fn classify_through(nat: impl Fn(SocketAddr) -> SocketAddr) -> MappingBehaviour {
+    let t0 = start();
+    let mut client = BindingClient::new(ClientConfig::default(), SEED);
+    let mut responder = Responder::new(ResponderConfig::default());
+    for reflector in [REFLECTOR, "198.51.100.1:3478"] {
+        client.start(t0, addr(reflector), ChangeRequest::default());
+    }
+    let (sent, _) = drain(&mut client);
+    for request in sent {
+        responder.handle_input(
+            t0,
+            Input::Datagram(Datagram {
+                local: request.destination,
+                remote: nat(request.destination),
+                payload: request.payload,
+            }),
+        );
+        let (answers, _) = drain(&mut responder);
+        receive(
+            &mut client,
+            t0,
+            &request.destination.to_string(),
+            answers[0].payload.clone(),
+        );
+    }
+    let (_, outcomes) = drain(&mut client);
+    let observations: Vec<Observation> = outcomes
+        .iter()
+        .filter_map(Observation::from_outcome)
+        .collect();
+    assert_eq!(observations.len(), 2);
+    classify_mapping(&observations)
+}
+
+#[test]
+fn outcomes_of_two_reflectors_classify_the_mapping() {
+    assert_eq!(
+        classify_through(|_| addr(MAPPED)),
+        MappingBehaviour::EndpointIndependent
+    );
+    let per_destination = |reflector: SocketAddr| {
+        if reflector == addr(REFLECTOR) {
+            addr(MAPPED)
+        } else {
+            addr("198.51.100.7:61001")
+        }
+    };
+    assert_eq!(
+        classify_through(per_destination),
+        MappingBehaviour::DestinationDependent
+    );
 }

@@ -32,6 +32,7 @@
 
 mod client;
 mod codec;
+mod mapping;
 mod message;
 mod rate;
 mod responder;
@@ -42,6 +43,7 @@ pub use client::{
 pub use codec::{
     DecodeError, Decoded, EncodeError, HEADER_LEN, MAGIC_COOKIE, MAX_ATTRIBUTES, decode, peek_class,
 };
+pub use mapping::{MappingBehaviour, Observation, classify_mapping};
 pub use message::{
     Attribute, ChangeRequest, Class, ErrorCode, Message, Method, StunText, TransactionId,
     ValueError, kind,
