@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use macula::nat::stun::{
-    AMPLIFICATION_ALLOWANCE, Alternate, Attribute, Bucket, ChangeRequest, Class, Message, Method,
-    RateLimit, Responder, ResponderConfig, ResponderStats, StunText, TransactionId, decode, kind,
+    AMPLIFICATION_ALLOWANCE, Alternate, Attribute, BindingClient, Bucket, ChangeRequest, Class,
+    ClientConfig, Message, Method, RateLimit, Responder, ResponderConfig, ResponderStats, StunText,
+    TransactionId, decode, kind,
 };
 use macula::{Datagram, Input, Machine, Output, Transmit};
 use proptest::prelude::*;
@@ -312,4 +313,42 @@ proptest! {
             prop_assert_eq!(response.mapped_address(), Some(addr(from)));
         }
     }
+}
+
+/// The bytes of docs/PROTOCOL.md §10.5 example `name`: the ```stun block after the line
+/// starting ``STUN example `name` `` (`#` starts a comment).
+fn spec_example(name: &str) -> Vec<u8> {
+    let spec = include_str!("../docs/PROTOCOL.md");
+    let mut lines = spec
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("STUN example `{name}`")));
+    assert!(lines.next().is_some(), "no STUN example `{name}`");
+    let mut lines = lines.skip_while(|l| *l != "```stun").skip(1);
+    let digits: String = lines
+        .by_ref()
+        .take_while(|l| *l != "```")
+        .flat_map(|l| l.split('#').next().unwrap_or_default().split_whitespace())
+        .collect();
+    hex::decode(digits).expect("example is hex")
+}
+
+#[test]
+fn the_protocol_examples_are_what_the_code_sends() {
+    // What the client sends, with the example's transaction id in place of its random one.
+    let mut client = BindingClient::new(ClientConfig::default(), [0; 32]);
+    client.start(start(), addr(LOCAL), ChangeRequest::default());
+    let Some(Output::Transmit(sent)) = client.poll_output() else {
+        panic!("the client sends its request at once")
+    };
+    let mut request = decode(&sent.payload).unwrap().message;
+    request.transaction_id = TransactionId(*b"macula-stun1");
+    let request = request.encode().unwrap();
+    assert_eq!(request.as_ref(), spec_example("request").as_slice());
+
+    let mut responder = Responder::new(ResponderConfig::default());
+    let sent = exchange(&mut responder, start(), "192.0.2.1:32853", request);
+    assert_eq!(
+        sent[0].payload.as_ref(),
+        spec_example("response").as_slice()
+    );
 }
