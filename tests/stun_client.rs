@@ -5,12 +5,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use macula::nat::stun::TransactionId;
 use macula::nat::stun::{
     Alternate, Attribute, BindingClient, BindingError, BindingOutcome, ChangeRequest, Class,
     ClientConfig, MappingBehaviour, Message, Observation, Responder, ResponderConfig,
     classify_mapping, decode,
 };
 use macula::{Datagram, Input, Machine, Output, Transmit};
+use proptest::prelude::*;
 
 #[allow(clippy::disallowed_methods)]
 fn start() -> Instant {
@@ -360,4 +362,156 @@ fn outcomes_of_two_reflectors_classify_the_mapping() {
         classify_through(per_destination),
         MappingBehaviour::DestinationDependent
     );
+}
+
+/// One step of the model test: start a transaction, let time pass, or answer one.
+#[derive(Clone, Debug)]
+enum Step {
+    Start {
+        reflector: u8,
+    },
+    Advance {
+        ms: u64,
+    },
+    /// Answer the `nth` started transaction (modulo), rightly or in one of the wrong ways.
+    Answer {
+        nth: usize,
+        wrong_id: bool,
+        wrong_source: bool,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0u8..3).prop_map(|reflector| Step::Start { reflector }),
+        (0u64..2000).prop_map(|ms| Step::Advance { ms }),
+        (0usize..8, any::<bool>(), any::<bool>()).prop_map(|(nth, wrong_id, wrong_source)| {
+            Step::Answer {
+                nth,
+                wrong_id,
+                wrong_source,
+            }
+        }),
+    ]
+}
+
+/// The reference: a transaction started at `start` sends at `start + offsets` and gives up at
+/// `start + give_up`, unless answered first.
+struct Expected {
+    reflector: SocketAddr,
+    start: Duration,
+    transaction_id: [u8; 12],
+    answered: Option<Duration>,
+}
+
+fn schedule(config: &ClientConfig) -> (Vec<Duration>, Duration) {
+    let mut offsets = vec![Duration::ZERO];
+    let mut backoff = config.rto;
+    while offsets.len() < config.max_requests as usize {
+        offsets.push(*offsets.last().unwrap() + backoff);
+        backoff *= 2;
+    }
+    let give_up = *offsets.last().unwrap() + config.rto * config.final_wait_factor;
+    (offsets, give_up)
+}
+
+proptest! {
+    /// Driven by random starts, clock advances and answers (some with a wrong id, from a
+    /// wrong source, or too late), the client sends exactly the reference schedule of every
+    /// transaction up to its answer, ends each exactly once, and ignores and counts every
+    /// answer that does not end one.
+    #[test]
+    fn the_client_follows_the_reference_model(steps in proptest::collection::vec(step(), 1..60)) {
+        let config = ClientConfig::default();
+        let (offsets, give_up) = schedule(&config);
+        let t0 = start();
+        let mut client = BindingClient::new(config, SEED);
+        let mut now = Duration::ZERO;
+        let mut model: Vec<Expected> = Vec::new();
+        let mut sends: Vec<(Duration, SocketAddr, [u8; 12])> = Vec::new();
+        let mut outcomes: Vec<(Duration, BindingOutcome)> = Vec::new();
+        let mut ignored = 0;
+        let collect = |client: &mut BindingClient, at: Duration, sends: &mut Vec<_>, outcomes: &mut Vec<_>| {
+            let (sent, events) = drain(client);
+            for t in sent {
+                let id = decode(&t.payload).unwrap().message.transaction_id.0;
+                sends.push((at, t.destination, id));
+            }
+            outcomes.extend(events.into_iter().map(|e| (at, e)));
+        };
+        for step in steps {
+            match step {
+                Step::Start { reflector } => {
+                    let reflector = SocketAddr::from(([203, 0, 113, reflector + 1], 3478));
+                    let id = client.start(t0 + now, reflector, ChangeRequest::default());
+                    prop_assert_eq!(id.0 as usize, model.len());
+                    collect(&mut client, now, &mut sends, &mut outcomes);
+                    let transaction_id = sends.last().unwrap().2;
+                    model.push(Expected { reflector, start: now, transaction_id, answered: None });
+                }
+                Step::Advance { ms } => {
+                    let until = now + Duration::from_millis(ms);
+                    while let Some(deadline) = client.poll_timeout().filter(|d| *d <= t0 + until) {
+                        now = deadline - t0;
+                        client.handle_input(deadline, Input::Timeout);
+                        collect(&mut client, now, &mut sends, &mut outcomes);
+                    }
+                    now = until;
+                }
+                Step::Answer { nth, wrong_id, wrong_source } => {
+                    if model.is_empty() {
+                        continue;
+                    }
+                    let nth = nth % model.len();
+                    let e = &mut model[nth];
+                    let mut id = e.transaction_id;
+                    id[11] ^= u8::from(wrong_id);
+                    let mut response = Message::binding(Class::Success, TransactionId(id));
+                    response.attributes.push(Attribute::XorMappedAddress(addr(MAPPED)));
+                    let from = if wrong_source { SocketAddr::from(([192, 0, 2, 1], 3478)) } else { e.reflector };
+                    receive(&mut client, t0 + now, &from.to_string(), response.encode().unwrap());
+                    collect(&mut client, now, &mut sends, &mut outcomes);
+                    let live = e.answered.is_none() && now < e.start + give_up;
+                    if live && !wrong_id && !wrong_source {
+                        e.answered = Some(now);
+                    } else {
+                        ignored += 1;
+                    }
+                }
+            }
+        }
+        // Sends: every transaction's scheduled times up to its answer (or give-up) and `now`.
+        let mut expected_sends: Vec<(Duration, SocketAddr, [u8; 12])> = Vec::new();
+        for e in &model {
+            let end = e.answered.unwrap_or(e.start + give_up).min(now);
+            for offset in &offsets {
+                let at = e.start + *offset;
+                if at <= end && (e.answered.is_none_or(|a| at <= a)) {
+                    expected_sends.push((at, e.reflector, e.transaction_id));
+                }
+            }
+        }
+        expected_sends.sort();
+        let mut got_sends = sends.clone();
+        got_sends.sort();
+        prop_assert_eq!(got_sends, expected_sends);
+        // Outcomes: one per ended transaction, at its answer or give-up time.
+        let mut expected_outcomes: Vec<(Duration, u64, bool)> = model
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match e.answered {
+                Some(at) => Some((at, i as u64, true)),
+                None => (e.start + give_up <= now).then_some((e.start + give_up, i as u64, false)),
+            })
+            .collect();
+        expected_outcomes.sort();
+        let mut got_outcomes: Vec<(Duration, u64, bool)> = outcomes
+            .iter()
+            .map(|(at, o)| (*at, o.id.0, o.result.is_ok()))
+            .collect();
+        got_outcomes.sort();
+        prop_assert_eq!(got_outcomes, expected_outcomes);
+        let stats = client.stats();
+        prop_assert_eq!(stats.unmatched + stats.wrong_source, ignored);
+    }
 }
