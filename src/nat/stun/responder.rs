@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::codec::{Decoded, FINGERPRINT_LEN, decode};
-use super::message::{Attribute, Class, ErrorCode, Message, Method, StunText, kind};
+use super::message::{Attribute, ChangeRequest, Class, ErrorCode, Message, Method, StunText, kind};
 use super::rate::{RateLimit, RateLimiter};
 use crate::{Datagram, Input, Machine, Output, Transmit};
 
@@ -157,22 +157,7 @@ impl Responder {
         let local = canonical(datagram.local);
         let (response, source) = if unknown.is_empty() {
             self.stats.answered += 1;
-            let source = match &self.config.alternate {
-                Some(alternate) if change.any() => {
-                    alternate.changed(local, change.change_ip, change.change_port)
-                }
-                _ => local,
-            };
-            let mut response = Message::binding(Class::Success, request.transaction_id);
-            response.attributes = vec![Attribute::XorMappedAddress(canonical(datagram.remote))];
-            let other = self
-                .config
-                .alternate
-                .map(|alternate| Attribute::OtherAddress(alternate.changed(local, true, true)));
-            let origin =
-                (!source.ip().is_unspecified()).then_some(Attribute::ResponseOrigin(source));
-            self.fit(&mut response, other.into_iter().chain(origin), budget);
-            (response, source)
+            self.success(&request, change, local, canonical(datagram.remote), budget)
         } else {
             self.stats.errors += 1;
             let mut response = Message::binding(Class::Error, request.transaction_id);
@@ -184,7 +169,7 @@ impl Responder {
             (response, local)
         };
         let Ok(payload) = response.encode() else {
-            // Unreachable: a response is bounded by its request plus the allowance.
+            // Unreachable: a response has a few hundred bytes at most.
             return;
         };
         self.queue.push_back(Transmit {
@@ -193,6 +178,31 @@ impl Responder {
             payload,
             ttl: None,
         });
+    }
+
+    /// The success response to a request from `remote` to `local`, and the address to send it
+    /// from.
+    fn success(
+        &self,
+        request: &Message,
+        change: ChangeRequest,
+        local: SocketAddr,
+        remote: SocketAddr,
+        budget: usize,
+    ) -> (Message, SocketAddr) {
+        let alternate = self.config.alternate;
+        let source = match alternate {
+            Some(alternate) if change.any() => {
+                alternate.changed(local, change.change_ip, change.change_port)
+            }
+            _ => local,
+        };
+        let mut response = Message::binding(Class::Success, request.transaction_id);
+        response.attributes = vec![Attribute::XorMappedAddress(remote)];
+        let other = alternate.map(|a| Attribute::OtherAddress(a.changed(local, true, true)));
+        let origin = (!source.ip().is_unspecified()).then_some(Attribute::ResponseOrigin(source));
+        self.fit(&mut response, other.into_iter().chain(origin), budget);
+        (response, source)
     }
 
     /// Adds `preferred` (in order), then FINGERPRINT, then SOFTWARE, each only if the
