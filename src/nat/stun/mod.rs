@@ -4,8 +4,8 @@
 //! standard STUN servers such as coturn) for its own reflexive address ([`BindingClient`]).
 //! The demultiplexer ([`crate::demux`]) hands this module every datagram whose first byte is
 //! 0–3; [`peek_class`] tells requests (for the responder) from responses (for the client).
-//! [`classify_mapping`] turns the answers of several reflectors into a mapping-behaviour
-//! verdict for NAT discovery.
+//! [`classify_mapping`], [`classify_filtering`] and [`classify_port_allocation`] turn the
+//! answers of reflectors into NAT-behaviour verdicts for NAT discovery.
 //!
 //! ## Why our own codec
 //!
@@ -30,20 +30,23 @@
 //! checked against the RFC 5769 vectors, round-trip proptests and a fuzz target
 //! (`fuzz/fuzz_targets/stun_decoder.rs`).
 
+mod behaviour;
 mod client;
 mod codec;
-mod mapping;
 mod message;
 mod rate;
 mod responder;
 
+pub use behaviour::{
+    FilteringBehaviour, MappingBehaviour, Observation, PortAllocation, SEQUENTIAL_MAX_STEP,
+    classify_filtering, classify_mapping, classify_port_allocation,
+};
 pub use client::{
     BindingClient, BindingError, BindingId, BindingOutcome, ClientConfig, ClientStats, Mapping,
 };
 pub use codec::{
     DecodeError, Decoded, EncodeError, HEADER_LEN, MAGIC_COOKIE, MAX_ATTRIBUTES, decode, peek_class,
 };
-pub use mapping::{MappingBehaviour, Observation, classify_mapping};
 pub use message::{
     Attribute, ChangeRequest, Class, ErrorCode, Message, Method, StunText, TransactionId,
     ValueError, kind,
