@@ -20,8 +20,8 @@
 //!   on its own `sans_io_time::Instant` rather than `std::time::Instant` and our `Machine`
 //!   contract, so its retransmission logic would sit behind a time-conversion shim.
 //! - `stun_codec` 0.4 (sile): encodes and decodes through `bytecodec` and `trackable` (which
-//!   still pulls `syn` 1), and also carries MD5/SHA-1/HMAC; the API fits byte-stream codecs
-//!   rather than one-datagram-one-message decoding; the rate of change is slow.
+//!   still pulls `syn` 1), and also carries MD5/SHA-1/HMAC; its API is built for incremental
+//!   byte-stream codecs rather than one datagram, one message; no retransmission machine.
 //!
 //! What we need is small: a header, eight attribute types, FINGERPRINT, no authentication.
 //! Owning it keeps the dependency tree as it is (the CRC-32 is a 256-entry table built at
