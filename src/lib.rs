@@ -95,6 +95,7 @@
 //! ## Modules
 //!
 //! - [`demux`]: splits the one socket's datagrams into STUN and QUIC by first byte.
+//! - [`nat`]: STUN codec, responder and client transactions; NAT behaviour discovery.
 //! - [`path`]: stable virtual addresses for quinn-proto, mapped to real paths.
 //! - [`id`]: identity keys, node ids, XOR distance, realms, record keys.
 //! - [`record`]: signed DHT records.
@@ -116,6 +117,7 @@ mod contract;
 pub mod demux;
 pub mod dht;
 pub mod id;
+pub mod nat;
 pub mod node;
 pub mod path;
 pub mod pool;
