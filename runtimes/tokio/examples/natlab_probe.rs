@@ -10,11 +10,11 @@
 //!     answer every datagram on each ADDR with the source address seen;
 //!     prints `ready` once every socket is bound, then one line per answer
 //! natlab_probe probe --bind ADDR [--start UNIX_MS] [--reflect] [--listen MS]
-//!                    [--send OFFSET_MS,DEST[,TTL]]...
+//!                    [--until N] [--send OFFSET_MS,DEST[,TTL]]...
 //!     send each datagram OFFSET_MS after the start (the wall-clock instant
 //!     UNIX_MS, so processes in different namespaces agree; default: now),
-//!     then keep listening MS after the last send; prints
-//!     `recv +MS REMOTE PAYLOAD` for every datagram received
+//!     then keep listening MS after the last send, or stop at the N-th
+//!     datagram received; prints `recv +MS REMOTE PAYLOAD` for each
 //! natlab_probe stun --bind ADDR --server ADDR [--timeout MS]
 //!     one STUN binding request (RFC 8489); prints
 //!     `mapped ADDR rtt_ms=N software=...` from the XOR-MAPPED-ADDRESS
@@ -105,6 +105,7 @@ struct Options {
     start: Option<u64>,
     reflect: bool,
     listen: u64,
+    until: Option<usize>,
     sends: Vec<Send>,
     server: Option<SocketAddr>,
     timeout: Option<u64>,
@@ -128,6 +129,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--server" => options.server = Some(value.parse().map_err(|_| bad("an address"))?),
             "--start" => options.start = Some(value.parse().map_err(|_| bad("a number"))?),
             "--listen" => options.listen = value.parse().map_err(|_| bad("a number"))?,
+            "--until" => options.until = Some(value.parse().map_err(|_| bad("a number"))?),
             "--timeout" => options.timeout = Some(value.parse().map_err(|_| bad("a number"))?),
             "--send" => options.sends.push(parse_send(value)?),
             _ => return Err(format!("unknown option {flag}")),
@@ -194,7 +196,8 @@ async fn probe(options: Options) -> Result<(), String> {
         .await
         .map_err(|e| format!("bind {bind}: {e}"))?;
     let end = start + last + Duration::from_millis(options.listen);
-    loop {
+    let mut received = 0;
+    while options.until.is_none_or(|n| received < n) {
         let event = match tokio::time::timeout_at(end.into(), driver.next_event()).await {
             Err(_elapsed) => return Ok(()),
             Ok(event) => event.map_err(|e| format!("socket {bind}: {e}"))?,
@@ -205,8 +208,10 @@ async fn probe(options: Options) -> Result<(), String> {
         {
             let at = millis(now().saturating_duration_since(start));
             println!("recv +{at} {remote} {}", printable(payload));
+            received += 1;
         }
     }
+    Ok(())
 }
 
 /// A binding request with `transaction`.
