@@ -112,7 +112,7 @@ impl Lab {
     /// The address reflector `from` reported to `host` (its latest answer).
     fn reflected(&self, host: HostId, from: SocketAddr) -> Option<SocketAddr> {
         let answers = self.received(host).into_iter().filter(|(r, _)| *r == from);
-        answers.filter_map(|(_, m)| m).last()
+        answers.filter_map(|(_, m)| m).next_back()
     }
 
     /// `host` asks R1 for its reflexive address.
