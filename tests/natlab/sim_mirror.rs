@@ -361,3 +361,26 @@ fn sim_differs_linux_masquerade_timers() {
         "the simulator's mapping expires 120 s after b2's last send"
     );
 }
+
+/// Lab `ttl-too-large`: a probe that reaches the far NAT with TTL 1 is
+/// addressed to that router itself, so Linux delivers it locally without a
+/// TTL check; conntrack confirms its entry, the quirk moves the peer's flow
+/// back, and the punch fails both ways. The simulator drops a packet that
+/// arrives at a NAT with TTL 1 before the NAT sees it, so no quirk entry and
+/// the punch succeeds. (Its hop count per link counts the lab's inet router
+/// twice on a NAT-to-NAT path, so the lab's TTL 3 is TTL 4 here; both reach
+/// natB with TTL 1.)
+#[test]
+fn sim_differs_a_ttl_expiring_at_the_far_nat_still_plants_the_quirk_on_linux() {
+    let mut lab = Lab::new();
+    let a1 = lab.host(lab.lan_a, "10.1.0.11:41003");
+    let b1 = lab.host(lab.lan_b, "10.2.0.11:42003");
+    let (am, bm) = (lab.learn(a1), lab.learn(b1));
+    lab.send(a1, 0, bm, Some(4));
+    lab.send(b1, 200, am, None);
+    lab.send(a1, 400, bm, None);
+    lab.run_ms(700);
+    // Linux: neither gets anything.
+    assert!(lab.got_from(a1, bm), "the simulator lets b1's packet in");
+    assert!(lab.got_from(b1, am), "and a1's answer");
+}
