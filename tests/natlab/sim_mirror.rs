@@ -125,6 +125,15 @@ impl Lab {
     fn got_from(&self, host: HostId, from: SocketAddr) -> bool {
         self.received(host).iter().any(|(r, _)| *r == from)
     }
+
+    /// `host` sends to R1, R1' and R2, 50 ms apart: what each reflected.
+    fn map_to_reflectors(&mut self, host: HostId) -> [Option<SocketAddr>; 3] {
+        for (i, r) in (0..).zip([R1, R1P, R2]) {
+            self.send(host, 50 * i, addr(r), None);
+        }
+        self.run_ms(300);
+        [R1, R1P, R2].map(|r| self.reflected(host, addr(r)))
+    }
 }
 
 /// Lab `mapping-masquerade`: one port-preserved mapping for every destination.
@@ -132,17 +141,7 @@ impl Lab {
 fn mapping_masquerade_is_endpoint_independent_and_port_preserving() {
     let mut lab = Lab::new();
     let a1 = lab.host(lab.lan_a, "10.1.0.11:40001");
-    for (i, r) in [R1, R1P, R2].into_iter().enumerate() {
-        lab.send(a1, 50 * i as u64, addr(r), None);
-    }
-    lab.run_ms(300);
-    for r in [R1, R1P, R2] {
-        assert_eq!(
-            lab.reflected(a1, addr(r)),
-            Some(at(NATA, 40001)),
-            "toward {r}"
-        );
-    }
+    assert_eq!(lab.map_to_reflectors(a1), [Some(at(NATA, 40001)); 3]);
 }
 
 /// Lab `mapping-fully-random`: a new mapping per destination.
@@ -150,13 +149,7 @@ fn mapping_masquerade_is_endpoint_independent_and_port_preserving() {
 fn mapping_symmetric_is_per_destination() {
     let mut lab = Lab::new();
     let s1 = lab.host(lab.lan_s, "10.3.0.11:40001");
-    for (i, r) in [R1, R1P, R2].into_iter().enumerate() {
-        lab.send(s1, 50 * i as u64, addr(r), None);
-    }
-    lab.run_ms(300);
-    let seen: Vec<_> = [R1, R1P, R2]
-        .map(|r| lab.reflected(s1, addr(r)).unwrap())
-        .to_vec();
+    let seen = lab.map_to_reflectors(s1).map(Option::unwrap);
     assert!(seen[0] != seen[1] && seen[1] != seen[2] && seen[0] != seen[2]);
     assert!(
         seen.iter()
