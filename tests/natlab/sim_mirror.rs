@@ -377,3 +377,29 @@ fn sim_differs_a_ttl_expiring_at_the_far_nat_still_plants_the_quirk_on_linux() {
     assert!(lab.got_from(a1, bm), "the simulator lets b1's packet in");
     assert!(lab.got_from(b1, am), "and a1's answer");
 }
+
+/// Lab `stale-entry-wait-out`, with the default timers: after a lost race
+/// both sides stay quiet for 31 s, then punch with TTL 2. On Linux the stale
+/// entry and a1's moved flow (unreplied, 30 s) are both gone, a1's flow gets
+/// its port back and the punch works. In the simulator the moved flow is a
+/// mapping that lives `binding_timeout` (120 s), so a1 keeps the moved port,
+/// b1's packets to the old one are filtered, and the punch fails.
+#[test]
+fn sim_differs_waiting_out_a_lost_race_takes_the_binding_timeout() {
+    let mut lab = Lab::new();
+    let a1 = lab.host(lab.lan_a, "10.1.0.11:44202");
+    let b1 = lab.host(lab.lan_b, "10.2.0.11:44302");
+    let (am, bm) = (lab.learn(a1), lab.learn(b1));
+    lab.send(b1, 0, am, None);
+    lab.send(a1, 200, bm, None);
+    lab.send(a1, 31_000, bm, Some(2));
+    lab.send(b1, 31_200, am, None);
+    lab.send(a1, 31_400, bm, None);
+    lab.run_ms(32_000);
+    // Linux: both get in.
+    assert!(
+        !lab.got_from(a1, bm),
+        "the simulator keeps a1 on the moved port"
+    );
+    assert!(!lab.got_from(b1, am));
+}
