@@ -15,13 +15,16 @@
 //!     UNIX_MS, so processes in different namespaces agree; default: now),
 //!     then keep listening MS after the last send, or stop at the N-th
 //!     datagram received; prints `recv +MS REMOTE PAYLOAD` for each
-//! natlab_probe stun --bind ADDR --server ADDR [--timeout MS]
-//!     one STUN binding request (RFC 8489); prints
-//!     `mapped ADDR rtt_ms=N software=...` from the XOR-MAPPED-ADDRESS
+//! natlab_probe stun --bind ADDR --server ADDR [--change ip|port|both] [--timeout MS]
+//!     one STUN binding request (RFC 8489), with an RFC 5780 CHANGE-REQUEST
+//!     when asked; prints `mapped ADDR from REMOTE other=ADDR rtt_ms=N
+//!     software=...` from the XOR-MAPPED-ADDRESS and OTHER-ADDRESS, or
+//!     `no-answer` when none came in time (exit 0: with a CHANGE-REQUEST,
+//!     silence is the NAT's filtering answering)
 //! ```
 //!
 //! The STUN client is deliberately tiny and local to the lab: a 20-byte
-//! request, and the response's XOR-MAPPED-ADDRESS read back.
+//! request (plus CHANGE-REQUEST), and the response's addresses read back.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
@@ -39,6 +42,13 @@ const BINDING_SUCCESS: u16 = 0x0101;
 const MAPPED_ADDRESS: u16 = 0x0001;
 const XOR_MAPPED_ADDRESS: u16 = 0x0020;
 const SOFTWARE: u16 = 0x8022;
+/// RFC 5780 attributes: the request's CHANGE-REQUEST and the server's
+/// alternate address.
+const CHANGE_REQUEST: u16 = 0x0003;
+const OTHER_ADDRESS: u16 = 0x802C;
+/// CHANGE-REQUEST flags (RFC 5780 §7.2).
+const CHANGE_IP: u32 = 0x4;
+const CHANGE_PORT: u32 = 0x2;
 
 /// The driver's clock, read only here.
 #[allow(clippy::disallowed_methods)]
@@ -108,6 +118,7 @@ struct Options {
     until: Option<usize>,
     sends: Vec<Send>,
     server: Option<SocketAddr>,
+    change: u32,
     timeout: Option<u64>,
 }
 
@@ -130,6 +141,14 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--start" => options.start = Some(value.parse().map_err(|_| bad("a number"))?),
             "--listen" => options.listen = value.parse().map_err(|_| bad("a number"))?,
             "--until" => options.until = Some(value.parse().map_err(|_| bad("a number"))?),
+            "--change" => {
+                options.change = match value.as_str() {
+                    "ip" => CHANGE_IP,
+                    "port" => CHANGE_PORT,
+                    "both" => CHANGE_IP | CHANGE_PORT,
+                    _ => return Err(bad("ip, port or both")),
+                }
+            }
             "--timeout" => options.timeout = Some(value.parse().map_err(|_| bad("a number"))?),
             "--send" => options.sends.push(parse_send(value)?),
             _ => return Err(format!("unknown option {flag}")),
@@ -214,19 +233,27 @@ async fn probe(options: Options) -> Result<(), String> {
     Ok(())
 }
 
-/// A binding request with `transaction`.
-fn binding_request(transaction: [u8; 12]) -> Vec<u8> {
-    let mut request = Vec::with_capacity(20);
+/// A binding request with `transaction`, and a CHANGE-REQUEST when
+/// `change` has flags.
+fn binding_request(transaction: [u8; 12], change: u32) -> Vec<u8> {
+    let attributes: u16 = if change == 0 { 0 } else { 8 };
+    let mut request = Vec::with_capacity(28);
     request.extend_from_slice(&BINDING_REQUEST.to_be_bytes());
-    request.extend_from_slice(&0u16.to_be_bytes());
+    request.extend_from_slice(&attributes.to_be_bytes());
     request.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
     request.extend_from_slice(&transaction);
+    if change != 0 {
+        request.extend_from_slice(&CHANGE_REQUEST.to_be_bytes());
+        request.extend_from_slice(&4u16.to_be_bytes());
+        request.extend_from_slice(&change.to_be_bytes());
+    }
     request
 }
 
 /// What a binding response said.
 struct Mapped {
     address: SocketAddr,
+    other: Option<SocketAddr>,
     software: Option<String>,
 }
 
@@ -274,7 +301,7 @@ fn parse_response(message: &[u8], transaction: [u8; 12]) -> Result<Mapped, Strin
     let mut key = [0u8; 16];
     key[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
     key[4..].copy_from_slice(&transaction);
-    let (mut xor_mapped, mut mapped, mut software) = (None, None, None);
+    let (mut xor_mapped, mut mapped, mut other, mut software) = (None, None, None, None);
     let mut at = 20;
     while let (Some(kind), Some(len)) = (be16(message, at), be16(message, at + 2)) {
         let len = usize::from(len);
@@ -284,6 +311,7 @@ fn parse_response(message: &[u8], transaction: [u8; 12]) -> Result<Mapped, Strin
         match kind {
             XOR_MAPPED_ADDRESS => xor_mapped = read_address(value, Some(&key)),
             MAPPED_ADDRESS => mapped = read_address(value, None),
+            OTHER_ADDRESS => other = read_address(value, None),
             SOFTWARE => software = Some(String::from_utf8_lossy(value).into_owned()),
             _ => {}
         }
@@ -292,7 +320,11 @@ fn parse_response(message: &[u8], transaction: [u8; 12]) -> Result<Mapped, Strin
     let address = xor_mapped
         .or(mapped)
         .ok_or("no (XOR-)MAPPED-ADDRESS in the response")?;
-    Ok(Mapped { address, software })
+    Ok(Mapped {
+        address,
+        other,
+        software,
+    })
 }
 
 /// `stun`: one binding request to `--server`, its answer printed.
@@ -307,28 +339,36 @@ async fn stun(options: Options) -> Result<(), String> {
     transaction[6..].copy_from_slice(b"natlab");
     let start = now();
     let mut machine = Probe::new();
-    machine.send(start, server, binding_request(transaction));
+    machine.send(start, server, binding_request(transaction, options.change));
     let mut driver = Driver::bind(bind, machine)
         .await
         .map_err(|e| format!("bind {bind}: {e}"))?;
     loop {
-        let event = tokio::time::timeout_at((start + timeout).into(), driver.next_event())
-            .await
-            .map_err(|_| format!("no STUN answer from {server} within {timeout:?}"))?
-            .map_err(|e| format!("socket {bind}: {e}"))?;
+        let Ok(event) =
+            tokio::time::timeout_at((start + timeout).into(), driver.next_event()).await
+        else {
+            println!("no-answer");
+            return Ok(());
+        };
+        let event = event.map_err(|e| format!("socket {bind}: {e}"))?;
         let ProbeEvent::Received {
             remote, payload, ..
         } = event
         else {
             continue;
         };
-        if remote != server {
+        // A CHANGE-REQUEST is answered from the server's other address.
+        if remote != server && options.change == 0 {
             continue;
         }
         let rtt = millis(now().saturating_duration_since(start));
         let mapped = parse_response(&payload, transaction)?;
         let software = mapped.software.unwrap_or_default().replace(' ', "_");
-        println!("mapped {} rtt_ms={rtt} software={software}", mapped.address);
+        let other = mapped
+            .other
+            .map_or_else(|| "none".into(), |a| a.to_string());
+        let address = mapped.address;
+        println!("mapped {address} from {remote} other={other} rtt_ms={rtt} software={software}");
         return Ok(());
     }
 }
@@ -365,7 +405,7 @@ mod tests {
     fn a_binding_response_reads_back_its_xor_mapped_address() {
         let transaction = *b"0123456789ab";
         let mapped: SocketAddr = "198.51.100.2:40000".parse().unwrap();
-        let mut response = binding_request(transaction);
+        let mut response = binding_request(transaction, 0);
         response[..2].copy_from_slice(&BINDING_SUCCESS.to_be_bytes());
         let port = mapped.port() ^ 0x2112;
         let IpAddr::V4(ip) = mapped.ip() else {
@@ -383,5 +423,14 @@ mod tests {
         let parsed = parse_response(&response, transaction).unwrap();
         assert_eq!(parsed.address, mapped);
         assert!(parse_response(&response, *b"another-txid").is_err());
+    }
+
+    #[test]
+    fn a_change_request_is_one_attribute_after_the_header() {
+        let request = binding_request(*b"0123456789ab", CHANGE_IP | CHANGE_PORT);
+        assert_eq!(request.len(), 28);
+        assert_eq!(request[2..4], [0, 8]);
+        assert_eq!(request[20..], [0, 3, 0, 4, 0, 0, 0, 6]);
+        assert_eq!(binding_request(*b"0123456789ab", 0).len(), 20);
     }
 }
