@@ -692,6 +692,12 @@ impl Node {
         } else if let Some(pool_id) = conn.pool_id {
             self.pool.handle_connected(now, peer, pool_id);
         }
+        // The DHT re-arms the waits of lookups that waited for this
+        // connection: from now on they wait one exchange plus slack.
+        let rtt = self.conns.get_mut(&handle).map(|c| c.quinn.rtt());
+        if let Some(rtt) = rtt {
+            self.dht.handle_rtt(now, peer, rtt);
+        }
         self.out
             .push_back(Output::Event(Event::Connected { peer, direction }));
         self.accept_streams(now, handle);
