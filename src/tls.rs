@@ -619,6 +619,43 @@ struct Verifier {
     expected: Option<NodeId>,
 }
 
+impl Verifier {
+    /// Applies the policy to the peer's chain (`client`: the peer is the
+    /// dialer, so its certificate is checked for client use).
+    fn verify_chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        client: bool,
+    ) -> Result<(), rustls::Error> {
+        let chain: Vec<_> = std::iter::once(end_entity)
+            .chain(intermediates)
+            .cloned()
+            .collect();
+        let expected = if client { None } else { self.expected };
+        self.policy
+            .check(&chain, expected, client)
+            .map(drop)
+            .map_err(reject)
+    }
+
+    /// Checks the handshake signature: proof that the peer holds the key of
+    /// the certificate it showed.
+    fn handshake_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, self.policy.algorithms())
+    }
+}
+
+/// TLS 1.2 is never negotiated (QUIC needs 1.3).
+fn tls12_refused() -> rustls::Error {
+    rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic)
+}
+
 fn reject(reason: PeerRejected) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(reason))))
 }
@@ -632,13 +669,7 @@ impl ServerCertVerifier for Verifier {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let chain: Vec<_> = std::iter::once(end_entity)
-            .chain(intermediates)
-            .cloned()
-            .collect();
-        self.policy
-            .check(&chain, self.expected, false)
-            .map_err(reject)?;
+        self.verify_chain(end_entity, intermediates, false)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -648,9 +679,7 @@ impl ServerCertVerifier for Verifier {
         _: &CertificateDer<'_>,
         _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        Err(tls12_refused())
     }
 
     fn verify_tls13_signature(
@@ -659,7 +688,7 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, self.policy.algorithms())
+        self.handshake_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -678,11 +707,7 @@ impl ClientCertVerifier for Verifier {
         intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let chain: Vec<_> = std::iter::once(end_entity)
-            .chain(intermediates)
-            .cloned()
-            .collect();
-        self.policy.check(&chain, None, true).map_err(reject)?;
+        self.verify_chain(end_entity, intermediates, true)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -692,9 +717,7 @@ impl ClientCertVerifier for Verifier {
         _: &CertificateDer<'_>,
         _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        Err(tls12_refused())
     }
 
     fn verify_tls13_signature(
@@ -703,7 +726,7 @@ impl ClientCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, self.policy.algorithms())
+        self.handshake_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
