@@ -112,6 +112,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod backoff;
 pub mod collections;
 mod contract;
 pub mod demux;

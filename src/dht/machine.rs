@@ -20,7 +20,6 @@ use crate::collections::HashMap;
 use crate::id::{ID_LEN, Identity, NodeId, RecordKey};
 use crate::record::SignedRecord;
 
-use super::backoff::backoff;
 use super::breaker::CircuitBreakers;
 use super::config::{DhtConfig, Mode};
 use super::disjoint::DisjointPaths;
@@ -799,10 +798,10 @@ impl Dht {
             Purpose::Store(items) => {
                 for mut item in items {
                     if retryable && item.attempt < self.config.store_retries {
-                        let delay = backoff(
-                            item.attempt,
+                        let delay = crate::backoff::delay(
                             self.config.retry_base,
                             self.config.retry_max,
+                            item.attempt + 1,
                             &mut self.rng,
                         );
                         item.attempt += 1;

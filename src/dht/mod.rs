@@ -6,8 +6,7 @@
 //! [`routing`] (k-buckets), [`lookup`] (the closest-peers iterator),
 //! [`disjoint`] (S/Kademlia disjoint paths over it),
 //! [`requests`] (correlation and deadlines), [`breaker`] (per-peer circuit
-//! breakers), [`limiter`] (inbound budgets), [`backoff`] (retry delays),
-//! [`store`] (records held for others), [`metrics`], [`config`] and
+//! breakers), [`limiter`] (inbound budgets), [`store`] (records held for others), [`metrics`], [`config`] and
 //! [`machine`] (the operations that tie them together); `simnet` (feature
 //! `sim`) runs many of them over a model network.
 //!
@@ -45,7 +44,6 @@
 //! assert_eq!(dht.poll_timeout(), Some(later + Duration::from_secs(1)));
 //! ```
 
-pub mod backoff;
 pub mod breaker;
 pub mod config;
 pub mod disjoint;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::id::NodeId;
 
 use super::entry::State;
-use super::{Action, CloseReason, ConnId, Direction, Draining, Pool, PoolError, Timer, backoff};
+use super::{Action, CloseReason, ConnId, Direction, Draining, Pool, PoolError, Timer};
 
 impl Pool {
     /// The connect `conn` to `peer` succeeded: its waiters get leases. A
@@ -45,7 +45,7 @@ impl Pool {
             self.admit_queued(now);
             return;
         }
-        let delay = backoff::delay(
+        let delay = crate::backoff::delay(
             self.config.backoff_base,
             self.config.backoff_max,
             attempt,

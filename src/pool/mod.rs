@@ -48,7 +48,6 @@
 //!   pool hands out (in [`Action::Connect`] and from [`Pool::handle_inbound`])
 //!   and never reuses.
 
-mod backoff;
 mod check;
 mod config;
 mod entry;

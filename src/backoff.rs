@@ -1,11 +1,11 @@
-//! Reconnect delays: exponential backoff with "equal jitter".
+//! Retry delays: exponential backoff with "equal jitter", for every retry in
+//! the crate (the pool's reconnects, the DHT's store retries).
 //!
-//! After the `n`-th failed connect to a peer the pool waits
-//! `d = min(max, base * 2^(n-1))`, drawn uniformly from `[d/2, d]`, before
-//! trying again. Half the delay is certain (so a dead peer is not hammered),
-//! half is random (so peers that failed together do not retry together).
-//! The randomness comes from the pool's seeded generator, so the delays are
-//! the same for the same seed.
+//! After the `n`-th failure the caller waits `d = min(max, base * 2^(n-1))`,
+//! drawn uniformly from `[d/2, d]`, before trying again. Half the delay is
+//! certain (so a dead peer is not hammered), half is random (so peers that
+//! failed together do not retry together). The randomness comes from the
+//! caller's seeded generator, so the delays are the same for the same seed.
 
 use std::time::Duration;
 
