@@ -350,12 +350,11 @@ impl Caller {
         if !self.calls.contains_key(&id) {
             return Err(RpcError::UnknownCall(id.0));
         }
-        self.finish(id, Err(RpcError::Cancelled), out);
+        self.abandon(id, RpcError::Cancelled, out);
         Ok(())
     }
 
-    /// Ends the call: CANCEL toward the provider if an attempt is open and
-    /// the call failed, and the call's one [`RpcEvent::Completed`].
+    /// Ends the call with its one [`RpcEvent::Completed`].
     fn finish(
         &mut self,
         id: CallId,
@@ -368,16 +367,22 @@ impl Caller {
         self.deadlines.remove(&(call.deadline, id));
         if let Some(attempt) = call.attempt {
             self.by_request.remove(&attempt.request_id);
-            if result.is_err() {
-                out.push_back(RpcOutput::Cancel {
-                    provider: attempt.provider,
-                    message: wire::Cancel {
-                        request_id: attempt.request_id,
-                    },
-                });
-            }
         }
         out.push_back(RpcOutput::Event(RpcEvent::Completed { call: id, result }));
+    }
+
+    /// Gives the call up with `error`: CANCEL goes to the provider of the
+    /// open attempt, if any, so its handler can stop.
+    fn abandon(&mut self, id: CallId, error: RpcError, out: &mut VecDeque<RpcOutput>) {
+        if let Some(attempt) = self.calls.get(&id).and_then(|c| c.attempt.as_ref()) {
+            out.push_back(RpcOutput::Cancel {
+                provider: attempt.provider,
+                message: wire::Cancel {
+                    request_id: attempt.request_id,
+                },
+            });
+        }
+        self.finish(id, Err(error), out);
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut VecDeque<RpcOutput>) {
@@ -394,7 +399,7 @@ impl Caller {
                 procedure: call.procedure.as_str().into(),
                 after: call.timeout,
             };
-            self.finish(id, Err(error), out);
+            self.abandon(id, error, out);
         }
         for waiting in self.waiting.values_mut() {
             waiting.retain(|id| self.calls.contains_key(id));

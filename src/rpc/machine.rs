@@ -122,8 +122,8 @@ pub enum RpcEvent {
 pub enum RpcOutput {
     /// A DHT request: look up, announce, withdraw.
     Directory(DirectoryRequest),
-    /// Open a request stream to `provider` and write `message`, keeping the
-    /// stream open for a CANCEL. Report the answer with
+    /// Open a request stream to `provider` and write `message`, keeping our
+    /// side open for a CANCEL until the answer arrives. Report the answer with
     /// [`Rpc::handle_reply`] / [`Rpc::handle_error`], or its failure with
     /// [`Rpc::handle_failure`].
     Call {
@@ -161,6 +161,8 @@ pub struct Rpc {
     registered: BTreeMap<String, RegisterOptions>,
     announcements: Announcements,
     outputs: VecDeque<RpcOutput>,
+    /// The time of the last input.
+    last_now: Option<Instant>,
 }
 
 impl Rpc {
@@ -174,6 +176,7 @@ impl Rpc {
             realm: config.realm,
             registered: BTreeMap::new(),
             outputs: VecDeque::new(),
+            last_now: None,
         }
     }
 
@@ -208,6 +211,7 @@ impl Rpc {
         timeout: Duration,
         options: CallOptions,
     ) -> Result<CallId, RpcError> {
+        self.last_now = Some(now);
         let procedure = Topic::new(procedure)?;
         let key = self.key(&procedure);
         self.caller.call(
@@ -223,7 +227,8 @@ impl Rpc {
 
     /// Cancels an open call: CANCEL goes to the provider, and the call ends
     /// with [`RpcError::Cancelled`].
-    pub fn cancel(&mut self, call: CallId) -> Result<(), RpcError> {
+    pub fn cancel(&mut self, now: Instant, call: CallId) -> Result<(), RpcError> {
+        self.last_now = Some(now);
         self.caller.cancel(call, &mut self.outputs)
     }
 
@@ -236,6 +241,7 @@ impl Rpc {
         procedure: &str,
         options: RegisterOptions,
     ) -> Result<(), RpcError> {
+        self.last_now = Some(now);
         let name = Topic::new(procedure)?;
         let key = self.key(&name);
         self.registered.insert(procedure.into(), options);
@@ -249,7 +255,8 @@ impl Rpc {
 
     /// Stops serving `procedure` (calls being handled may still be
     /// answered). False when it was not registered.
-    pub fn unregister(&mut self, procedure: &str) -> bool {
+    pub fn unregister(&mut self, now: Instant, procedure: &str) -> bool {
+        self.last_now = Some(now);
         if self.registered.remove(procedure).is_none() {
             return false;
         }
@@ -264,25 +271,30 @@ impl Rpc {
     /// Answers a call we are handling.
     pub fn reply(
         &mut self,
+        now: Instant,
         id: InboundId,
         result: Result<Bytes, HandlerError>,
     ) -> Result<(), RpcError> {
+        self.last_now = Some(now);
         self.handler.reply(id, result, &mut self.outputs)
     }
 
     /// The answer to a [`DirectoryRequest::Lookup`] of a procedure.
     pub fn handle_lookup(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) {
+        self.last_now = Some(now);
         self.caller
             .handle_lookup(now, key, found, &mut self.outputs);
     }
 
     /// REPLY from `provider` to one of our calls.
-    pub fn handle_reply(&mut self, provider: &NodeId, reply: Reply) {
+    pub fn handle_reply(&mut self, now: Instant, provider: &NodeId, reply: Reply) {
+        self.last_now = Some(now);
         self.caller.handle_reply(provider, reply, &mut self.outputs);
     }
 
     /// ERROR from `provider` to one of our calls.
     pub fn handle_error(&mut self, now: Instant, provider: &NodeId, error: ErrorReply) {
+        self.last_now = Some(now);
         self.caller
             .handle_error(now, provider, error, &mut self.outputs);
     }
@@ -296,12 +308,14 @@ impl Rpc {
         request_id: u64,
         delivery: Delivery,
     ) {
+        self.last_now = Some(now);
         self.caller
             .handle_failure(now, provider, request_id, delivery, &mut self.outputs);
     }
 
     /// A CALL from `caller` arrived.
     pub fn handle_call(&mut self, now: Instant, caller: NodeId, call: Call) {
+        self.last_now = Some(now);
         let registered = self.registered.contains_key(&call.procedure);
         self.handler
             .handle_call(now, caller, call, registered, &mut self.outputs);
@@ -309,7 +323,8 @@ impl Rpc {
 
     /// CANCEL from `caller` arrived, or the stream or connection of its
     /// call `request_id` went away.
-    pub fn handle_cancel(&mut self, caller: NodeId, request_id: u64) {
+    pub fn handle_cancel(&mut self, now: Instant, caller: NodeId, request_id: u64) {
+        self.last_now = Some(now);
         self.handler
             .handle_cancel(caller, request_id, &mut self.outputs);
     }
@@ -317,6 +332,7 @@ impl Rpc {
     /// Acts on every deadline due by `now`: call timeouts, handled calls
     /// past their deadline, lookups given up on, republications.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
         self.caller.handle_timeout(now, &mut self.outputs);
         self.handler.handle_timeout(now, &mut self.outputs);
         let due = self.announcements.due(now);
@@ -329,8 +345,12 @@ impl Rpc {
         self.outputs.pop_front()
     }
 
-    /// When [`Rpc::handle_timeout`] is next needed.
+    /// When [`Rpc::handle_timeout`] is next needed (the last input's time
+    /// while output is queued).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.outputs.is_empty() {
+            return self.last_now;
+        }
         [
             self.caller.next_deadline(),
             self.handler.next_deadline(),
