@@ -22,9 +22,9 @@ fn calls(outputs: &[RpcOutput]) -> Vec<(u8, Call)> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            RpcOutput::Call { provider, message } => {
-                Some((provider.as_bytes()[0], message.clone()))
-            }
+            RpcOutput::Call {
+                provider, message, ..
+            } => Some((provider.as_bytes()[0], message.clone())),
             _ => None,
         })
         .collect()

@@ -216,6 +216,7 @@ impl Caller {
         });
         self.by_request.insert(request_id, id);
         out.push_back(RpcOutput::Call {
+            call: id,
             provider: provider.provider,
             message: wire::Call {
                 request_id,

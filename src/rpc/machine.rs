@@ -127,6 +127,8 @@ pub enum RpcOutput {
     /// [`Rpc::handle_reply`] / [`Rpc::handle_error`], or its failure with
     /// [`Rpc::handle_failure`].
     Call {
+        /// The call this attempt belongs to.
+        call: CallId,
         /// Where to send it.
         provider: NodeId,
         /// The CALL frame.
