@@ -14,7 +14,7 @@ use macula::pubsub::{
     Pattern, PubSub, PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, Topic,
 };
 use macula::rpc::{DirectoryRequest, Found};
-use macula::wire::Publish;
+use macula::wire::{ErrorCode, ErrorReply, Message, Publish, Reply, Subscribe, Unsubscribe};
 
 const SECOND: Duration = Duration::from_secs(1);
 const EPOCH: u64 = 1_000_000;
@@ -329,6 +329,72 @@ fn a_disconnected_subscriber_stops_receiving_and_resumes_in_a_new_epoch() {
     assert_eq!(sends(&drain(&mut ps))[0].1.epoch, EPOCH + 2);
 }
 
+#[test]
+fn a_direct_subscription_is_served_without_the_dht_until_withdrawn() {
+    let now = t0();
+    let mut ps = PubSub::new(config(1));
+    ps.publish(now, topic("t"), Bytes::new()).unwrap();
+    drain(&mut ps);
+    ps.handle_lookup(now, key(""), vec![]);
+    ps.handle_lookup(now, key("t"), vec![]);
+    assert!(sends(&drain(&mut ps)).is_empty());
+
+    let answered = |ps: &mut PubSub| match &drain(ps)[..] {
+        [PubSubOutput::Answer { peer, message }] => (peer.as_bytes()[0], message.clone()),
+        other => panic!("{other:?}"),
+    };
+    let ok = |request_id| {
+        Message::Reply(Reply {
+            request_id,
+            payload: Bytes::new(),
+        })
+    };
+    let subscribe = |request_id, pattern: &str| Subscribe {
+        request_id,
+        pattern: pattern.into(),
+    };
+    ps.handle_subscribe(now, node(2), subscribe(1, "a..b"));
+    let (_, refused) = answered(&mut ps);
+    assert!(matches!(
+        refused,
+        Message::ErrorReply(ErrorReply {
+            request_id: 1,
+            code: ErrorCode::BadRequest,
+            ..
+        })
+    ));
+    ps.handle_subscribe(now, node(2), subscribe(2, "*"));
+    assert_eq!(answered(&mut ps), (2, ok(2)));
+    ps.publish(now, topic("t"), Bytes::new()).unwrap();
+    assert_eq!(
+        sends(&drain(&mut ps)).len(),
+        1,
+        "served from the cache plus the direct table"
+    );
+
+    ps.handle_unsubscribe(
+        now,
+        node(2),
+        Unsubscribe {
+            request_id: 3,
+            pattern: "*".into(),
+        },
+    );
+    assert_eq!(answered(&mut ps), (2, ok(3)));
+    ps.publish(now, topic("t"), Bytes::new()).unwrap();
+    assert!(sends(&drain(&mut ps)).is_empty());
+
+    ps.handle_subscribe(now, node(2), subscribe(4, "t"));
+    drain(&mut ps);
+    ps.handle_disconnected(now, node(2));
+    ps.handle_connected(now, node(2));
+    ps.publish(now, topic("t"), Bytes::new()).unwrap();
+    assert!(
+        sends(&drain(&mut ps)).is_empty(),
+        "a disconnect ends direct subscriptions"
+    );
+}
+
 fn frame(epoch: u64, sequence: u64, topic: &str) -> Publish {
     Publish {
         message_id: sequence,
@@ -447,6 +513,7 @@ impl Mesh {
                         .handle_written(now, subscriber);
                 }
             }
+            PubSubOutput::Answer { .. } => unreachable!("no SUBSCRIBE in this mesh"),
             PubSubOutput::Event(PubSubEvent::Message {
                 publisher,
                 message_id,

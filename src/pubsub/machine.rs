@@ -20,13 +20,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::direct::{Direct, Refusal};
 use super::outbox::Outbox;
 use super::receiver::{Receiver, ReceiverConfig, ReceiverStats};
 use super::{Pattern, Topic};
 use crate::collections::HashMap;
 use crate::id::{NodeId, Realm, RecordKey, RecordKind};
 use crate::rpc::directory::{Announcements, Cached, DirectoryRequest, Found, LookupCache};
-use crate::wire::Publish;
+use crate::wire::{ErrorCode, ErrorReply, Message, Publish, Reply, Subscribe, Unsubscribe};
 
 /// What went wrong with a pub/sub request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +80,9 @@ pub struct PubSubConfig {
     pub max_waiting_publications: usize,
     /// Local subscriptions at most (default 1024).
     pub max_subscriptions: usize,
+    /// Subscriptions other nodes make here with SUBSCRIBE, at most
+    /// (default 4096).
+    pub max_direct_subscriptions: usize,
     /// How long lookup results are used (default 30 s).
     pub cache_ttl: Duration,
     /// How long a lookup may take before it counts as empty (default 5 s).
@@ -105,6 +109,7 @@ impl PubSubConfig {
             send_window: 64,
             max_waiting_publications: 1024,
             max_subscriptions: 1024,
+            max_direct_subscriptions: 4096,
             cache_ttl: Duration::from_secs(30),
             lookup_timeout: Duration::from_secs(5),
             republish_interval: Duration::from_secs(240),
@@ -145,6 +150,14 @@ pub enum PubSubOutput {
         /// The frame.
         message: Publish,
     },
+    /// Write this answer (REPLY or ERROR) on the stream a SUBSCRIBE or
+    /// UNSUBSCRIBE from `peer` came on, then finish it.
+    Answer {
+        /// Who asked.
+        peer: NodeId,
+        /// The answer.
+        message: Message,
+    },
     /// Tell the application.
     Event(PubSubEvent),
 }
@@ -180,6 +193,8 @@ struct Waiting {
 pub struct PubSub {
     config: PubSubConfig,
     subscriptions: Subscriptions,
+    /// Subscriptions other nodes made here with SUBSCRIBE.
+    direct: Direct,
     announcements: Announcements,
     cache: LookupCache,
     waiting: VecDeque<Waiting>,
@@ -209,6 +224,7 @@ impl PubSub {
             },
             waiting: VecDeque::new(),
             outboxes: HashMap::default(),
+            direct: Direct::new(config.max_direct_subscriptions),
             down: HashMap::default(),
             next_message_id: 0,
             outputs: VecDeque::new(),
@@ -375,6 +391,7 @@ impl PubSub {
                 }
             }
         }
+        subscribers.extend(self.direct.matching(&topic));
         if self.subscriptions.want(&topic) {
             self.outputs
                 .push_back(PubSubOutput::Event(PubSubEvent::Message {
@@ -437,6 +454,7 @@ impl PubSub {
             self.stats.dropped_disconnected += outbox.waiting() as u64;
             self.down.insert(peer, now + self.config.retry_after);
         }
+        self.direct.remove_peer(&peer);
         self.receive_with(|receiver, deliver| receiver.forget(now, &peer, deliver));
     }
 
@@ -445,6 +463,62 @@ impl PubSub {
     pub fn handle_connected(&mut self, now: Instant, peer: NodeId) {
         self.last_now = Some(now);
         self.down.remove(&peer);
+    }
+
+    /// SUBSCRIBE from `peer` arrived: it subscribes here directly, until
+    /// UNSUBSCRIBE or until it disconnects. Answered with an empty REPLY, or
+    /// ERROR `bad request` (not a pattern) or `overloaded` (too many).
+    pub fn handle_subscribe(&mut self, now: Instant, peer: NodeId, subscribe: Subscribe) {
+        self.last_now = Some(now);
+        let Subscribe {
+            request_id,
+            pattern,
+        } = subscribe;
+        let refusal = match Pattern::new(&pattern) {
+            Err(e) => Some((ErrorCode::BadRequest, e.to_string())),
+            Ok(pattern) => match self.direct.insert(peer, pattern) {
+                Ok(()) => None,
+                Err(Refusal::Full(max)) => {
+                    Some((ErrorCode::Overloaded, format!("{max} direct subscriptions")))
+                }
+            },
+        };
+        self.down.remove(&peer);
+        self.answer(peer, request_id, refusal);
+    }
+
+    /// UNSUBSCRIBE from `peer` arrived; answered with an empty REPLY (also
+    /// when there was no such subscription), or ERROR `bad request`.
+    pub fn handle_unsubscribe(&mut self, now: Instant, peer: NodeId, unsubscribe: Unsubscribe) {
+        self.last_now = Some(now);
+        let Unsubscribe {
+            request_id,
+            pattern,
+        } = unsubscribe;
+        let refusal = match Pattern::new(&pattern) {
+            Err(e) => Some((ErrorCode::BadRequest, e.to_string())),
+            Ok(pattern) => {
+                self.direct.remove(&peer, &pattern);
+                None
+            }
+        };
+        self.answer(peer, request_id, refusal);
+    }
+
+    fn answer(&mut self, peer: NodeId, request_id: u64, refusal: Option<(ErrorCode, String)>) {
+        let message = match refusal {
+            None => Message::Reply(Reply {
+                request_id,
+                payload: Bytes::new(),
+            }),
+            Some((code, message)) => Message::ErrorReply(ErrorReply {
+                request_id,
+                code,
+                message,
+            }),
+        };
+        self.outputs
+            .push_back(PubSubOutput::Answer { peer, message });
     }
 
     /// A PUBLISH frame from `publisher` arrived.

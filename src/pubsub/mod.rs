@@ -16,10 +16,13 @@
 //! - Slow subscribers: each has a queue of [`PubSubConfig::queue_bound`]
 //!   messages; when it is full the **oldest** is dropped and counted
 //!   ([`PubSubStats::dropped_slow`]). The publisher never waits.
+//! - Besides DHT records, a node may subscribe directly on a publisher it
+//!   knows with SUBSCRIBE (until UNSUBSCRIBE or a disconnect).
 //! - Epochs: each publisher-to-subscriber session (a first contact, or a
 //!   return after a disconnect) takes a new, larger epoch and numbers its
 //!   frames from 0; the receiver resets on a newer epoch.
 
+mod direct;
 mod machine;
 mod outbox;
 mod receiver;
