@@ -262,8 +262,8 @@ fn a_slow_subscriber_loses_its_oldest_messages_and_holds_no_one_up() {
     for _ in 1..10 {
         ps.publish(now, topic("t"), Bytes::new()).unwrap();
         let sent = sends(&drain(&mut ps));
-        for _ in sent.iter().filter(|s| s.0 == 3) {
-            ps.handle_written(now, node(3));
+        for (_, frame) in sent.iter().filter(|s| s.0 == 3) {
+            ps.handle_written(now, node(3), frame.epoch);
         }
         fast.extend(sent);
     }
@@ -282,8 +282,9 @@ fn a_slow_subscriber_loses_its_oldest_messages_and_holds_no_one_up() {
     assert_eq!(ps.queued_for(&node(2)), 3);
     assert_eq!(ps.stats().dropped_slow, 5);
     // It catches up: the newest three, numbered on without a gap.
+    let slow_epoch = slow[0].epoch;
     for _ in 0..3 {
-        ps.handle_written(now, node(2));
+        ps.handle_written(now, node(2), slow_epoch);
     }
     let caught_up: Vec<(u64, u64)> = sends(&drain(&mut ps))
         .iter()
@@ -502,6 +503,7 @@ impl Mesh {
                 subscriber,
                 message,
             } => {
+                let epoch = message.epoch;
                 self.nodes
                     .get_mut(&subscriber)
                     .unwrap()
@@ -510,7 +512,7 @@ impl Mesh {
                     self.nodes
                         .get_mut(&from)
                         .unwrap()
-                        .handle_written(now, subscriber);
+                        .handle_written(now, subscriber, epoch);
                 }
             }
             PubSubOutput::Answer { .. } => unreachable!("no SUBSCRIBE in this mesh"),

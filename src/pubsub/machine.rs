@@ -436,11 +436,12 @@ impl PubSub {
         }
     }
 
-    /// The Node wrote one PUBLISH frame to `subscriber`'s stream.
-    pub fn handle_written(&mut self, now: Instant, subscriber: NodeId) {
+    /// The Node wrote one PUBLISH frame of `epoch` to `subscriber`'s stream
+    /// (a frame of an earlier session of that subscriber counts for nothing).
+    pub fn handle_written(&mut self, now: Instant, subscriber: NodeId, epoch: u64) {
         self.last_now = Some(now);
         if let Some(outbox) = self.outboxes.get_mut(&subscriber) {
-            outbox.written();
+            outbox.written(epoch);
         }
         self.pump(subscriber);
     }

@@ -92,9 +92,12 @@ impl Outbox {
         })
     }
 
-    /// One frame handed out was written.
-    pub(crate) fn written(&mut self) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+    /// One frame of `epoch` handed out was written (frames of another
+    /// session do not count).
+    pub(crate) fn written(&mut self, epoch: u64) {
+        if epoch == self.epoch {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
     }
 
     /// How many messages are waiting (not handed out).
@@ -123,7 +126,9 @@ mod tests {
         assert_eq!((first.message_id, first.epoch, first.sequence), (1, 9, 0));
         assert_eq!(outbox.next_frame(2).unwrap().sequence, 1);
         assert!(outbox.next_frame(2).is_none(), "window full");
-        outbox.written();
+        outbox.written(8);
+        assert!(outbox.next_frame(2).is_none(), "another session's write");
+        outbox.written(9);
         let third = outbox.next_frame(2).unwrap();
         assert_eq!((third.message_id, third.sequence), (3, 2));
         assert!(outbox.next_frame(2).is_none());
