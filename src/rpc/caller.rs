@@ -1,16 +1,6 @@
 //! The caller's side of RPC: find providers, send the call, fail over when it
-//! is safe, cancel, and end every call by its deadline.
-//!
-//! **The at-most-once rule.** An attempt is retried on another provider only
-//! when the first one certainly did not run the handler: the Node reports the
-//! request [`Delivery::NotDelivered`] (the connection or stream failed before
-//! the peer could read it), or the provider answered ERROR `overloaded` or
-//! `unknown procedure` (refused before running it). When the request may have
-//! been read ([`Delivery::MaybeDelivered`]), the call fails over only if the
-//! provider registered the procedure idempotent and the caller did not ask
-//! for [`CallOptions::at_most_once`]; otherwise it ends with
-//! [`RpcError::Lost`]. Every provider that fails is dropped from the cached
-//! provider list.
+//! is safe (the rule is in the [module docs](super)), cancel, and end every
+//! call by its deadline.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
