@@ -294,7 +294,7 @@ fn a_slow_subscriber_loses_its_oldest_messages_and_holds_no_one_up() {
 }
 
 #[test]
-fn a_disconnected_subscriber_stops_receiving_and_resumes_in_a_new_epoch() {
+fn a_disconnected_subscriber_resumes_in_a_new_epoch_and_an_unreachable_one_waits() {
     let now = t0();
     let mut ps = PubSub::new(PubSubConfig {
         send_window: 1,
@@ -307,27 +307,40 @@ fn a_disconnected_subscriber_stops_receiving_and_resumes_in_a_new_epoch() {
     assert_eq!(sends(&drain(&mut ps))[0].1.epoch, EPOCH);
     ps.publish(now, topic("t"), Bytes::new()).unwrap();
     assert!(sends(&drain(&mut ps)).is_empty(), "window of one is full");
+
+    // The connection closed: the queue is dropped, the next message opens a
+    // new session at once.
     ps.handle_disconnected(now, node(2));
     assert_eq!(ps.stats().dropped_disconnected, 1, "its queue is dropped");
+    ps.publish(now, topic("t"), Bytes::new()).unwrap();
+    let sent = sends(&drain(&mut ps));
+    let first = &sent[0].1;
+    assert_eq!(
+        (first.epoch, first.sequence, first.message_id),
+        (EPOCH + 1, 0, 2)
+    );
+
+    // Unreachable: skipped until the retry time.
+    ps.handle_unreachable(now, node(2));
     ps.publish(now + SECOND, topic("t"), Bytes::new()).unwrap();
     assert!(sends(&drain(&mut ps)).is_empty());
     assert_eq!(ps.stats().dropped_disconnected, 2);
-
     let retry = now + 5 * SECOND;
     assert_eq!(ps.poll_timeout(), Some(retry));
     ps.handle_timeout(retry);
     ps.publish(retry, topic("t"), Bytes::new()).unwrap();
     let sent = sends(&drain(&mut ps));
+    let first = &sent[0].1;
     assert_eq!(
-        (sent[0].1.epoch, sent[0].1.sequence, sent[0].1.message_id),
-        (EPOCH + 1, 0, 3)
+        (first.epoch, first.sequence, first.message_id),
+        (EPOCH + 2, 0, 4)
     );
 
-    // Connected again before the retry time: it resumes at once.
-    ps.handle_disconnected(retry, node(2));
+    // Reported connected before the retry time: it resumes at once.
+    ps.handle_unreachable(retry, node(2));
     ps.handle_connected(retry, node(2));
     ps.publish(retry, topic("t"), Bytes::new()).unwrap();
-    assert_eq!(sends(&drain(&mut ps))[0].1.epoch, EPOCH + 2);
+    assert_eq!(sends(&drain(&mut ps))[0].1.epoch, EPOCH + 3);
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The publisher side under arbitrary publications, write completions,
-//! disconnects and returns: every subscriber sees, per session, sequence
+//! disconnects, unreachable subscribers and returns: every subscriber sees, per session, sequence
 //! numbers 0, 1, 2, ... without a gap, epochs that only grow, message ids
 //! that only grow, never more than the window in flight, queues within their
 //! bound, and every message
@@ -23,6 +23,7 @@ enum Op {
     Publish,
     Written(u8),
     Disconnect(u8),
+    Unreachable(u8),
     Connect(u8),
     Wait(u64),
 }
@@ -32,6 +33,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => Just(Op::Publish),
         4 => (1u8..4).prop_map(Op::Written),
         1 => (1u8..4).prop_map(Op::Disconnect),
+        1 => (1u8..4).prop_map(Op::Unreachable),
         1 => (1u8..4).prop_map(Op::Connect),
         1 => (0u64..4000).prop_map(Op::Wait),
     ]
@@ -87,6 +89,10 @@ proptest! {
                 }
                 Op::Disconnect(b) => {
                     ps.handle_disconnected(now, node(b));
+                    seen.entry(node(b)).or_default().in_flight.clear();
+                }
+                Op::Unreachable(b) => {
+                    ps.handle_unreachable(now, node(b));
                     seen.entry(node(b)).or_default().in_flight.clear();
                 }
                 Op::Connect(b) => ps.handle_connected(now, node(b)),

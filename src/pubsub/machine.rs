@@ -10,10 +10,12 @@
 //! lookup holds back the ones after it. A lookup that does not come back
 //! within [`PubSubConfig::lookup_timeout`] counts as having found nothing.
 //!
-//! Disconnects: a subscriber reported disconnected loses its queue (counted
-//! as dropped) and receives nothing for [`PubSubConfig::retry_after`], or
-//! until it is reported connected again; then the next publication for it
-//! opens a new session (a newer epoch, sequence from 0) and it resumes.
+//! Disconnects: a subscriber whose connection closed loses its queue
+//! (counted as dropped); the next publication for it opens a new session (a
+//! newer epoch, sequence from 0) and it resumes. One that could not be
+//! reached at all is also skipped for [`PubSubConfig::retry_after`], or until
+//! it is reported connected again, so a dead subscriber costs one dial per
+//! retry period rather than one per message.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -90,7 +92,7 @@ pub struct PubSubConfig {
     /// How often subscriber records are announced again (default 240 s: DHT
     /// records live 300 s).
     pub republish_interval: Duration,
-    /// How long a disconnected subscriber is skipped (default 5 s).
+    /// How long an unreachable subscriber is skipped (default 5 s).
     pub retry_after: Duration,
     /// The receiving side's bounds.
     pub receiver: ReceiverConfig,
@@ -142,8 +144,8 @@ pub enum PubSubOutput {
     Directory(DirectoryRequest),
     /// Write `message` on the publish stream to `subscriber` (connecting
     /// first if needed). Report [`PubSub::handle_written`] once the stream
-    /// took it, or [`PubSub::handle_disconnected`] if the subscriber cannot
-    /// be reached.
+    /// took it, [`PubSub::handle_unreachable`] if the subscriber cannot be
+    /// reached, or [`PubSub::handle_disconnected`] if the connection closes.
     Send {
         /// The subscriber.
         subscriber: NodeId,
@@ -446,17 +448,26 @@ impl PubSub {
         self.pump(subscriber);
     }
 
-    /// `peer` is gone (its connection closed, or it could not be reached):
-    /// as a subscriber it loses its queue and is skipped for a while; as a
-    /// publisher its buffered frames are delivered and its state forgotten.
+    /// The connection to `peer` closed (idle, or by either side): as a
+    /// subscriber it loses its queue, and its next message opens a new
+    /// session; its direct subscriptions end; as a publisher its buffered
+    /// frames are delivered and its state forgotten.
     pub fn handle_disconnected(&mut self, now: Instant, peer: NodeId) {
         self.last_now = Some(now);
         if let Some(outbox) = self.outboxes.remove(&peer) {
             self.stats.dropped_disconnected += outbox.waiting() as u64;
-            self.down.insert(peer, now + self.config.retry_after);
         }
         self.direct.remove_peer(&peer);
         self.receive_with(|receiver, deliver| receiver.forget(now, &peer, deliver));
+    }
+
+    /// `peer` could not be reached to deliver PUBLISH frames: as
+    /// [`PubSub::handle_disconnected`], and messages for it are dropped
+    /// (counted) for [`PubSubConfig::retry_after`] or until
+    /// [`PubSub::handle_connected`].
+    pub fn handle_unreachable(&mut self, now: Instant, peer: NodeId) {
+        self.handle_disconnected(now, peer);
+        self.down.insert(peer, now + self.config.retry_after);
     }
 
     /// `peer` is connected again: if it is a subscriber, it may receive at
