@@ -604,6 +604,8 @@ fn the_handler_side_refuses_unauthorized_oversized_and_excess_calls() {
         ErrorCode::TooLarge,
         "the caller is told"
     );
+    let stats = rpc.stats();
+    assert_eq!((stats.refused, stats.handled), (3, 1));
     assert_eq!(rpc.calls_handled(), 0);
 }
 

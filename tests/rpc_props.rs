@@ -387,6 +387,11 @@ fn a_thousand_calls_under_random_failures_all_end_typed_by_their_deadline() {
         scheduled_attempts = ledger.attempts.len();
     }
     assert_eq!(ledger.calls.len(), 1000);
+    let stats = rpc.stats();
+    assert_eq!((stats.calls, stats.succeeded + stats.failed), (1000, 1000));
+    assert_eq!(stats.succeeded, ledger.outcomes["ok"] as u64);
+    assert_eq!(stats.attempts, ledger.attempts.len() as u64);
+    assert!(stats.failovers > 0 && stats.failovers < stats.attempts);
     let kinds: Vec<_> = ledger.outcomes.keys().copied().collect();
     assert_eq!(
         kinds,

@@ -100,7 +100,8 @@ fuzz_target!(|data: &[u8]| {
                 let (subscriber, epoch) = sent.remove(usize::from(a) % sent.len());
                 ps.handle_written(now, subscriber, epoch);
             }
-            6 => ps.handle_disconnected(now, peer),
+            6 if b & 1 == 0 => ps.handle_disconnected(now, peer),
+            6 => ps.handle_unreachable(now, peer),
             7 => ps.handle_connected(now, peer),
             8 => {
                 let request_id = u64::from(b);

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::directory::{Cached, DirectoryRequest, Found, LookupCache};
-use super::{ProviderFlags, RpcConfig, RpcError, RpcEvent, RpcOutput};
+use super::{ProviderFlags, RpcConfig, RpcError, RpcEvent, RpcOutput, RpcStats};
 use crate::collections::HashMap;
 use crate::id::{NodeId, RecordKey};
 use crate::pubsub::Topic;
@@ -85,6 +85,7 @@ pub(crate) struct Caller {
     waiting: HashMap<RecordKey, Vec<CallId>>,
     next_call: u64,
     next_request: u64,
+    stats: RpcStats,
 }
 
 impl Caller {
@@ -101,7 +102,12 @@ impl Caller {
             waiting: HashMap::default(),
             next_call: 0,
             next_request: 0,
+            stats: RpcStats::default(),
         }
+    }
+
+    pub(crate) fn stats(&self) -> RpcStats {
+        self.stats
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -133,6 +139,7 @@ impl Caller {
         }
         let id = CallId(self.next_call);
         self.next_call += 1;
+        self.stats.calls += 1;
         let deadline = now + timeout;
         self.deadlines.insert((deadline, id));
         self.calls.insert(
@@ -195,6 +202,8 @@ impl Caller {
         };
         let request_id = self.next_request;
         self.next_request += 1;
+        self.stats.attempts += 1;
+        self.stats.failovers += u64::from(!call.tried.is_empty());
         let may_retry =
             ProviderFlags::decode(&provider.value).idempotent && !call.options.at_most_once;
         let remaining = call.deadline.saturating_duration_since(now);
@@ -358,6 +367,10 @@ impl Caller {
         self.deadlines.remove(&(call.deadline, id));
         if let Some(attempt) = call.attempt {
             self.by_request.remove(&attempt.request_id);
+        }
+        match result {
+            Ok(_) => self.stats.succeeded += 1,
+            Err(_) => self.stats.failed += 1,
         }
         out.push_back(RpcOutput::Event(RpcEvent::Completed { call: id, result }));
     }

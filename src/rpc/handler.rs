@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{HandlerError, RpcConfig, RpcError, RpcEvent, RpcOutput};
+use super::{HandlerError, RpcConfig, RpcError, RpcEvent, RpcOutput, RpcStats};
 use crate::collections::HashMap;
 use crate::id::NodeId;
 use crate::wire::{Call, ErrorCode, ErrorReply, Message, Reply};
@@ -63,6 +63,7 @@ pub(crate) struct Handler {
     by_request: HashMap<(NodeId, u64), InboundId>,
     deadlines: BTreeSet<(Instant, InboundId)>,
     next_id: u64,
+    stats: RpcStats,
 }
 
 impl core::fmt::Debug for Handler {
@@ -94,11 +95,16 @@ impl Handler {
             by_request: HashMap::default(),
             deadlines: BTreeSet::new(),
             next_id: 0,
+            stats: RpcStats::default(),
         }
     }
 
     pub(crate) fn set_authorizer(&mut self, authorize: Box<dyn Authorize>) {
         self.authorize = authorize;
+    }
+
+    pub(crate) fn stats(&self) -> RpcStats {
+        self.stats
     }
 
     pub(crate) fn handling(&self) -> usize {
@@ -147,9 +153,11 @@ impl Handler {
             None
         };
         if let Some((code, message)) = refusal {
+            self.stats.refused += 1;
             out.push_back(error(caller, request_id, code, message));
             return;
         }
+        self.stats.handled += 1;
         let id = InboundId(self.next_id);
         self.next_id += 1;
         let deadline =

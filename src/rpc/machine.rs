@@ -86,6 +86,41 @@ impl ProviderFlags {
     }
 }
 
+/// Counters of the RPC machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RpcStats {
+    /// Calls started (accepted by [`Rpc::call`]).
+    pub calls: u64,
+    /// Calls that ended with a reply.
+    pub succeeded: u64,
+    /// Calls that ended with an error (cancelled ones included).
+    pub failed: u64,
+    /// CALL frames sent.
+    pub attempts: u64,
+    /// CALL frames sent to another provider after a first one failed.
+    pub failovers: u64,
+    /// Incoming calls handed to the application.
+    pub handled: u64,
+    /// Incoming calls answered with an ERROR before reaching the
+    /// application (unknown, too large, refused, overloaded).
+    pub refused: u64,
+}
+
+impl RpcStats {
+    /// The field-wise sum (the caller's and the handler's counters).
+    pub(crate) fn plus(self, other: RpcStats) -> RpcStats {
+        RpcStats {
+            calls: self.calls + other.calls,
+            succeeded: self.succeeded + other.succeeded,
+            failed: self.failed + other.failed,
+            attempts: self.attempts + other.attempts,
+            failovers: self.failovers + other.failovers,
+            handled: self.handled + other.handled,
+            refused: self.refused + other.refused,
+        }
+    }
+}
+
 /// What the RPC machine tells the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RpcEvent {
@@ -186,6 +221,11 @@ impl Rpc {
     /// `Fn(&NodeId, &str) -> bool` will do).
     pub fn set_authorizer(&mut self, authorize: impl Authorize + 'static) {
         self.handler.set_authorizer(Box::new(authorize));
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> RpcStats {
+        self.caller.stats().plus(self.handler.stats())
     }
 
     /// Calls of ours still open.

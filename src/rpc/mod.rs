@@ -43,4 +43,4 @@ pub use caller::{CallId, CallOptions, Delivery, ProviderChoice};
 pub use directory::{DirectoryRequest, Found};
 pub use error::{HandlerError, RpcError};
 pub use handler::{Authorize, CancelReason, InboundId};
-pub use machine::{ProviderFlags, RegisterOptions, Rpc, RpcConfig, RpcEvent, RpcOutput};
+pub use machine::{ProviderFlags, RegisterOptions, Rpc, RpcConfig, RpcEvent, RpcOutput, RpcStats};
