@@ -671,3 +671,37 @@ fn poll_timeout_is_now_while_output_is_queued() {
     drain(&mut rpc);
     assert_eq!(rpc.poll_timeout(), Some(now + Duration::from_secs(240)));
 }
+
+#[test]
+fn a_node_can_call_its_own_procedure_through_the_node_looping_frames_back() {
+    let now = t0();
+    let mut rpc = rpc();
+    let me = node(1);
+    rpc.register(now, "svc.echo", RegisterOptions::default())
+        .unwrap();
+    drain(&mut rpc);
+    let (call, out) = started_with_one(&mut rpc, now);
+    let [
+        RpcOutput::Call {
+            provider, message, ..
+        },
+    ] = &out[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*provider, me);
+    // The Node hands a CALL to itself straight back ...
+    rpc.handle_call(now, me, message.clone());
+    let RpcOutput::Event(RpcEvent::Request { id, payload, .. }) = drain(&mut rpc)[0].clone() else {
+        panic!()
+    };
+    rpc.reply(now, id, Ok(payload)).unwrap();
+    // ... and the answer too.
+    let (caller, answer) = answer(&drain(&mut rpc));
+    assert_eq!(caller, 1);
+    let Message::Reply(reply) = answer else {
+        panic!()
+    };
+    rpc.handle_reply(now, &me, reply);
+    assert_eq!(completed(&drain(&mut rpc)), (call, Ok(bytes("hi"))));
+}

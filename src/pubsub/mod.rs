@@ -27,7 +27,9 @@ mod machine;
 mod outbox;
 mod receiver;
 mod topic;
+mod types;
 
-pub use machine::{PubSub, PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats};
+pub use machine::PubSub;
 pub use receiver::{Received, Receiver, ReceiverConfig, ReceiverStats};
 pub use topic::{MAX_LEN, MAX_SEGMENTS, Pattern, Topic, TopicError};
+pub use types::{PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats};

@@ -38,9 +38,11 @@ pub(crate) mod directory;
 mod error;
 mod handler;
 mod machine;
+mod types;
 
 pub use caller::{CallId, CallOptions, Delivery, ProviderChoice};
 pub use directory::{DirectoryRequest, Found};
 pub use error::{HandlerError, RpcError};
 pub use handler::{Authorize, CancelReason, InboundId};
-pub use machine::{ProviderFlags, RegisterOptions, Rpc, RpcConfig, RpcEvent, RpcOutput, RpcStats};
+pub use machine::Rpc;
+pub use types::{ProviderFlags, RegisterOptions, RpcConfig, RpcEvent, RpcOutput, RpcStats};
