@@ -99,6 +99,10 @@
 //! - [`path`]: stable virtual addresses for quinn-proto, mapped to real paths.
 //! - [`id`]: identity keys, node ids, XOR distance, realms, record keys.
 //! - [`record`]: signed DHT records.
+//! - [`rpc`]: RPC semantics: providers, calls, failover, cancellation, handlers;
+//!   and the DHT directory requests RPC and pub/sub share.
+//! - [`pubsub`]: pub/sub semantics: topics, patterns, subscriptions, ordered
+//!   delivery with bounded per-subscriber queues.
 //! - [`quic`]: quinn-proto configuration with seeded randomness and agreeing timers.
 //! - [`tls`]: rustls configurations: identity certificates, peer verification, pins.
 //! - [`wire`]: the frame codec, every message, limits and per-stream
@@ -122,8 +126,10 @@ pub mod nat;
 pub mod node;
 pub mod path;
 pub mod pool;
+pub mod pubsub;
 pub mod quic;
 pub mod record;
+pub mod rpc;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod tls;

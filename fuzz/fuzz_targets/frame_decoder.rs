@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(decode_shared(&shared, &limits), result);
     if let Ok(Decoded::Complete(message, used)) = result {
         assert!(used <= data.len());
-        let bytes = message.to_vec(&limits).expect("a decoded message re-encodes");
+        let bytes = message
+            .to_vec(&limits)
+            .expect("a decoded message re-encodes");
         assert_eq!(bytes, &data[..used]);
         assert_eq!(
             decode(&bytes, &limits),

@@ -1,0 +1,107 @@
+//! Subscriptions made directly on this node with SUBSCRIBE, beside the ones
+//! found in the DHT: a peer that already knows a publisher asks it for
+//! PUBLISH frames without waiting for the publisher's next lookup. They last
+//! until UNSUBSCRIBE or until the peer disconnects, and there are at most a
+//! bounded number of them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Pattern, Topic};
+use crate::id::NodeId;
+
+/// Why a SUBSCRIBE was not taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The table holds its bound already.
+    Full(usize),
+}
+
+/// Direct subscriptions by peer.
+#[derive(Clone, Debug)]
+pub(crate) struct Direct {
+    max: usize,
+    count: usize,
+    by_peer: BTreeMap<NodeId, BTreeSet<Pattern>>,
+}
+
+impl Direct {
+    /// An empty table of at most `max` subscriptions.
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            max,
+            count: 0,
+            by_peer: BTreeMap::new(),
+        }
+    }
+
+    /// Adds `peer`'s subscription to `pattern` (already there: nothing to do).
+    pub(crate) fn insert(&mut self, peer: NodeId, pattern: Pattern) -> Result<(), Refusal> {
+        let patterns = self.by_peer.entry(peer).or_default();
+        if patterns.contains(&pattern) {
+            return Ok(());
+        }
+        if self.count >= self.max {
+            if patterns.is_empty() {
+                self.by_peer.remove(&peer);
+            }
+            return Err(Refusal::Full(self.max));
+        }
+        patterns.insert(pattern);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Removes one subscription of `peer`.
+    pub(crate) fn remove(&mut self, peer: &NodeId, pattern: &Pattern) {
+        let Some(patterns) = self.by_peer.get_mut(peer) else {
+            return;
+        };
+        if patterns.remove(pattern) {
+            self.count -= 1;
+        }
+        if patterns.is_empty() {
+            self.by_peer.remove(peer);
+        }
+    }
+
+    /// Removes every subscription of `peer`.
+    pub(crate) fn remove_peer(&mut self, peer: &NodeId) {
+        if let Some(patterns) = self.by_peer.remove(peer) {
+            self.count -= patterns.len();
+        }
+    }
+
+    /// The peers with a subscription matching `topic`.
+    pub(crate) fn matching<'a>(&'a self, topic: &'a Topic) -> impl Iterator<Item = NodeId> + 'a {
+        self.by_peer
+            .iter()
+            .filter(|(_, patterns)| patterns.iter().any(|p| p.matches(topic)))
+            .map(|(peer, _)| *peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_per_node_and_removed_with_the_peer() {
+        let (a, b) = (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]));
+        let p = |s| Pattern::new(s).unwrap();
+        let mut direct = Direct::new(2);
+        direct.insert(a, p("x.*")).unwrap();
+        direct.insert(a, p("x.*")).unwrap();
+        direct.insert(b, p("#")).unwrap();
+        assert_eq!(direct.insert(b, p("y")), Err(Refusal::Full(2)));
+        let topic = Topic::new("x.y").unwrap();
+        assert_eq!(direct.matching(&topic).collect::<Vec<_>>(), [a, b]);
+        direct.remove(&a, &p("x.*"));
+        direct.remove(&a, &p("x.*"));
+        assert_eq!(direct.matching(&topic).collect::<Vec<_>>(), [b]);
+        direct.insert(a, p("y")).unwrap();
+        direct.remove_peer(&b);
+        assert_eq!(direct.matching(&topic).count(), 0);
+        direct.insert(b, p("z")).unwrap();
+        assert_eq!(direct.count, 2);
+    }
+}

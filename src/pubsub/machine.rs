@@ -1,0 +1,496 @@
+//! The [`PubSub`] machine: subscriptions announced in the DHT, publications
+//! routed to every matching subscriber, and ordered, deduplicated delivery of
+//! what others publish to us.
+//!
+//! Publishing: for each prefix of the topic the machine asks the Node to look
+//! up the subscriber records (cached for [`PubSubConfig::cache_ttl`]), matches
+//! the patterns it finds against the topic, and queues one PUBLISH per
+//! matching subscriber in that subscriber's [outbox](super::outbox).
+//! Publications leave in the order they were made: one that waits for a
+//! lookup holds back the ones after it. A lookup that does not come back
+//! within [`PubSubConfig::lookup_timeout`] counts as having found nothing.
+//!
+//! Disconnects: a subscriber whose connection closed loses its queue
+//! (counted as dropped); the next publication for it opens a new session (a
+//! newer epoch, sequence from 0) and it resumes. One that could not be
+//! reached at all is also skipped for [`PubSubConfig::retry_after`], or until
+//! it is reported connected again, so a dead subscriber costs one dial per
+//! retry period rather than one per message.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::direct::{Direct, Refusal};
+use super::outbox::Outbox;
+use super::receiver::Receiver;
+use super::{Pattern, PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats, Topic};
+use crate::collections::HashMap;
+use crate::id::{NodeId, Realm, RecordKey, RecordKind};
+use crate::rpc::directory::{Announcements, Cached, DirectoryRequest, Found, LookupCache};
+use crate::wire::{ErrorCode, ErrorReply, Message, Publish, Reply, Subscribe, Unsubscribe};
+
+/// A publication waiting for lookups.
+#[derive(Clone, Debug)]
+struct Waiting {
+    message_id: u64,
+    topic: Topic,
+    payload: Bytes,
+    keys: Vec<RecordKey>,
+}
+
+/// Subscriptions, publications and delivery, with no I/O.
+#[derive(Debug)]
+pub struct PubSub {
+    config: PubSubConfig,
+    subscriptions: Subscriptions,
+    /// Subscriptions other nodes made here with SUBSCRIBE.
+    direct: Direct,
+    announcements: Announcements,
+    cache: LookupCache,
+    waiting: VecDeque<Waiting>,
+    outboxes: HashMap<NodeId, Outbox>,
+    /// Disconnected subscribers and when they may be tried again.
+    down: HashMap<NodeId, Instant>,
+    receiver: Receiver,
+    next_message_id: u64,
+    next_epoch: u64,
+    outputs: VecDeque<PubSubOutput>,
+    /// The time of the last input.
+    last_now: Option<Instant>,
+    stats: PubSubStats,
+}
+
+impl PubSub {
+    /// A machine with no subscriptions.
+    pub fn new(config: PubSubConfig) -> Self {
+        Self {
+            announcements: Announcements::new(config.republish_interval),
+            cache: LookupCache::new(config.cache_ttl, config.lookup_timeout),
+            receiver: Receiver::new(config.receiver.clone()),
+            next_epoch: config.first_epoch,
+            subscriptions: Subscriptions {
+                realm: config.realm.clone(),
+                by_key: BTreeMap::new(),
+            },
+            waiting: VecDeque::new(),
+            outboxes: HashMap::default(),
+            direct: Direct::new(config.max_direct_subscriptions),
+            down: HashMap::default(),
+            next_message_id: 0,
+            outputs: VecDeque::new(),
+            last_now: None,
+            stats: PubSubStats::default(),
+            config,
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> PubSubStats {
+        PubSubStats {
+            receiver: self.receiver.stats(),
+            ..self.stats
+        }
+    }
+
+    /// Messages waiting in `subscriber`'s queue.
+    pub fn queued_for(&self, subscriber: &NodeId) -> usize {
+        self.outboxes.get(subscriber).map_or(0, Outbox::waiting)
+    }
+
+    fn topic_key(&self, prefix: &str) -> RecordKey {
+        self.subscriptions.key(prefix)
+    }
+
+    fn announce(&mut self, now: Instant, key: RecordKey) {
+        let request = match self.subscriptions.record_value(&key) {
+            Some(value) => Some(self.announcements.set(now, key, value)),
+            None => self.announcements.remove(&key),
+        };
+        self.outputs.extend(request.map(PubSubOutput::Directory));
+    }
+
+    /// Subscribes to `pattern`: announces it under its literal prefix.
+    /// Returns false when already subscribed.
+    pub fn subscribe(&mut self, now: Instant, pattern: Pattern) -> Result<bool, PubSubError> {
+        self.last_now = Some(now);
+        let key = self.topic_key(pattern.literal_prefix());
+        let subscriptions = &mut self.subscriptions.by_key;
+        let count: usize = subscriptions.values().map(BTreeSet::len).sum();
+        if subscriptions
+            .get(&key)
+            .is_some_and(|s| s.contains(&pattern))
+        {
+            return Ok(false);
+        }
+        if count >= self.config.max_subscriptions {
+            return Err(PubSubError::TooManySubscriptions {
+                max: self.config.max_subscriptions,
+            });
+        }
+        subscriptions.entry(key).or_default().insert(pattern);
+        self.announce(now, key);
+        Ok(true)
+    }
+
+    /// Withdraws `pattern`. Returns false when it was not subscribed.
+    pub fn unsubscribe(&mut self, now: Instant, pattern: &Pattern) -> bool {
+        self.last_now = Some(now);
+        let key = self.topic_key(pattern.literal_prefix());
+        let subscriptions = &mut self.subscriptions.by_key;
+        let Some(patterns) = subscriptions.get_mut(&key) else {
+            return false;
+        };
+        if !patterns.remove(pattern) {
+            return false;
+        }
+        if patterns.is_empty() {
+            subscriptions.remove(&key);
+        }
+        self.announce(now, key);
+        true
+    }
+
+    /// Publishes `payload` on `topic`; returns the message id. Routing may
+    /// wait for lookups; publications leave in order.
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        topic: Topic,
+        payload: Bytes,
+    ) -> Result<u64, PubSubError> {
+        self.last_now = Some(now);
+        if payload.len() > self.config.max_payload {
+            return Err(PubSubError::TooLarge {
+                size: payload.len(),
+                max: self.config.max_payload,
+            });
+        }
+        if self.waiting.len() >= self.config.max_waiting_publications {
+            return Err(PubSubError::Overloaded {
+                waiting: self.waiting.len(),
+            });
+        }
+        let message_id = self.next_message_id;
+        self.next_message_id += 1;
+        self.stats.published += 1;
+        let mut keys = Vec::new();
+        for prefix in topic.prefixes() {
+            let key = self.topic_key(prefix);
+            match self.cache.get(now, &key) {
+                Cached::Fresh(_) => {}
+                Cached::Pending => keys.push(key),
+                Cached::Missing => {
+                    self.cache.started(now, key);
+                    self.outputs
+                        .push_back(PubSubOutput::Directory(DirectoryRequest::Lookup { key }));
+                    keys.push(key);
+                }
+            }
+        }
+        self.waiting.push_back(Waiting {
+            message_id,
+            topic,
+            payload,
+            keys,
+        });
+        self.route_ready(now);
+        Ok(message_id)
+    }
+
+    /// The answer to a [`DirectoryRequest::Lookup`] of a topic prefix.
+    pub fn handle_lookup(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) {
+        self.last_now = Some(now);
+        if self.cache.fill(now, key, found) {
+            self.resolved(now, key);
+        }
+    }
+
+    fn resolved(&mut self, now: Instant, key: RecordKey) {
+        for waiting in &mut self.waiting {
+            waiting.keys.retain(|k| *k != key);
+        }
+        self.route_ready(now);
+    }
+
+    /// Routes the publications at the front whose lookups are all done.
+    fn route_ready(&mut self, now: Instant) {
+        while self.waiting.front().is_some_and(|w| w.keys.is_empty()) {
+            let Some(publication) = self.waiting.pop_front() else {
+                break;
+            };
+            self.route(now, publication);
+        }
+    }
+
+    fn route(&mut self, now: Instant, publication: Waiting) {
+        let Waiting {
+            message_id,
+            topic,
+            payload,
+            ..
+        } = publication;
+        let mut subscribers = BTreeSet::new();
+        for prefix in topic.prefixes() {
+            let key = self.topic_key(prefix);
+            let Cached::Fresh(found) = self.cache.get(now, &key) else {
+                continue;
+            };
+            for entry in found {
+                if entry.provider != self.config.local_id && value_matches(&entry.value, &topic) {
+                    subscribers.insert(entry.provider);
+                }
+            }
+        }
+        subscribers.extend(self.direct.matching(&topic));
+        if self.subscriptions.want(&topic) {
+            self.outputs
+                .push_back(PubSubOutput::Event(PubSubEvent::Message {
+                    publisher: self.config.local_id,
+                    message_id,
+                    topic: topic.clone(),
+                    payload: payload.clone(),
+                }));
+        }
+        for subscriber in subscribers {
+            self.enqueue(now, subscriber, message_id, topic.clone(), payload.clone());
+        }
+    }
+
+    fn enqueue(&mut self, now: Instant, subscriber: NodeId, id: u64, topic: Topic, payload: Bytes) {
+        if self.down.get(&subscriber).is_some_and(|until| now < *until) {
+            self.stats.dropped_disconnected += 1;
+            return;
+        }
+        self.down.remove(&subscriber);
+        let epoch = &mut self.next_epoch;
+        let outbox = self.outboxes.entry(subscriber).or_insert_with(|| {
+            let outbox = Outbox::new(*epoch);
+            *epoch += 1;
+            outbox
+        });
+        self.stats.dropped_slow += outbox.push(self.config.queue_bound, id, topic, payload);
+        self.pump(subscriber);
+    }
+
+    /// Hands `subscriber` as many frames as its window takes.
+    fn pump(&mut self, subscriber: NodeId) {
+        let Some(outbox) = self.outboxes.get_mut(&subscriber) else {
+            return;
+        };
+        while let Some(message) = outbox.next_frame(self.config.send_window) {
+            self.stats.sent += 1;
+            self.outputs.push_back(PubSubOutput::Send {
+                subscriber,
+                message,
+            });
+        }
+    }
+
+    /// The Node wrote one PUBLISH frame of `epoch` to `subscriber`'s stream
+    /// (a frame of an earlier session of that subscriber counts for nothing).
+    pub fn handle_written(&mut self, now: Instant, subscriber: NodeId, epoch: u64) {
+        self.last_now = Some(now);
+        if let Some(outbox) = self.outboxes.get_mut(&subscriber) {
+            outbox.written(epoch);
+        }
+        self.pump(subscriber);
+    }
+
+    /// The connection to `peer` closed (idle, or by either side): as a
+    /// subscriber it loses its queue, and its next message opens a new
+    /// session; its direct subscriptions end; as a publisher its buffered
+    /// frames are delivered and its state forgotten.
+    pub fn handle_disconnected(&mut self, now: Instant, peer: NodeId) {
+        self.last_now = Some(now);
+        if let Some(outbox) = self.outboxes.remove(&peer) {
+            self.stats.dropped_disconnected += outbox.waiting() as u64;
+        }
+        self.direct.remove_peer(&peer);
+        self.receive_with(|receiver, deliver| receiver.forget(now, &peer, deliver));
+    }
+
+    /// `peer` could not be reached to deliver PUBLISH frames: as
+    /// [`PubSub::handle_disconnected`], and messages for it are dropped
+    /// (counted) for [`PubSubConfig::retry_after`] or until
+    /// [`PubSub::handle_connected`].
+    pub fn handle_unreachable(&mut self, now: Instant, peer: NodeId) {
+        self.handle_disconnected(now, peer);
+        self.down.insert(peer, now + self.config.retry_after);
+    }
+
+    /// `peer` is connected again: if it is a subscriber, it may receive at
+    /// once.
+    pub fn handle_connected(&mut self, now: Instant, peer: NodeId) {
+        self.last_now = Some(now);
+        self.down.remove(&peer);
+    }
+
+    /// SUBSCRIBE from `peer` arrived: it subscribes here directly, until
+    /// UNSUBSCRIBE or until it disconnects. Answered with an empty REPLY, or
+    /// ERROR `bad request` (not a pattern) or `overloaded` (too many).
+    pub fn handle_subscribe(&mut self, now: Instant, peer: NodeId, subscribe: Subscribe) {
+        self.last_now = Some(now);
+        let Subscribe {
+            request_id,
+            pattern,
+        } = subscribe;
+        let refusal = match Pattern::new(&pattern) {
+            Err(e) => Some((ErrorCode::BadRequest, e.to_string())),
+            Ok(pattern) => match self.direct.insert(peer, pattern) {
+                Ok(()) => None,
+                Err(Refusal::Full(max)) => {
+                    Some((ErrorCode::Overloaded, format!("{max} direct subscriptions")))
+                }
+            },
+        };
+        self.down.remove(&peer);
+        self.answer(peer, request_id, refusal);
+    }
+
+    /// UNSUBSCRIBE from `peer` arrived; answered with an empty REPLY (also
+    /// when there was no such subscription), or ERROR `bad request`.
+    pub fn handle_unsubscribe(&mut self, now: Instant, peer: NodeId, unsubscribe: Unsubscribe) {
+        self.last_now = Some(now);
+        let Unsubscribe {
+            request_id,
+            pattern,
+        } = unsubscribe;
+        let refusal = match Pattern::new(&pattern) {
+            Err(e) => Some((ErrorCode::BadRequest, e.to_string())),
+            Ok(pattern) => {
+                self.direct.remove(&peer, &pattern);
+                None
+            }
+        };
+        self.answer(peer, request_id, refusal);
+    }
+
+    fn answer(&mut self, peer: NodeId, request_id: u64, refusal: Option<(ErrorCode, String)>) {
+        let message = match refusal {
+            None => Message::Reply(Reply {
+                request_id,
+                payload: Bytes::new(),
+            }),
+            Some((code, message)) => Message::ErrorReply(ErrorReply {
+                request_id,
+                code,
+                message,
+            }),
+        };
+        self.outputs
+            .push_back(PubSubOutput::Answer { peer, message });
+    }
+
+    /// A PUBLISH frame from `publisher` arrived.
+    pub fn handle_publish(&mut self, now: Instant, publisher: NodeId, message: Publish) {
+        self.last_now = Some(now);
+        self.receive_with(|receiver, deliver| {
+            receiver.receive(now, publisher, message, deliver);
+        });
+    }
+
+    /// Acts on the timers due by `now`: lookups given up on, republications,
+    /// gaps skipped, disconnected subscribers that may be tried again.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        for key in self.cache.expire(now) {
+            self.resolved(now, key);
+        }
+        self.cache.prune(now);
+        let due = self.announcements.due(now);
+        self.outputs
+            .extend(due.into_iter().map(PubSubOutput::Directory));
+        self.receive_with(|receiver, deliver| receiver.handle_timeout(now, deliver));
+        self.down.retain(|_, until| now < *until);
+    }
+
+    /// Runs `act` on the receiver with a sink that hands each message it
+    /// releases to the application if we subscribe to its topic, and counts
+    /// it as unsolicited otherwise.
+    fn receive_with(&mut self, act: impl FnOnce(&mut Receiver, &mut dyn FnMut(NodeId, Publish))) {
+        let (subscriptions, outputs, stats) =
+            (&self.subscriptions, &mut self.outputs, &mut self.stats);
+        let mut sink = |publisher: NodeId, message: Publish| {
+            let topic = Topic::new(&message.topic)
+                .ok()
+                .filter(|t| subscriptions.want(t));
+            let Some(topic) = topic else {
+                stats.unsolicited += 1;
+                return;
+            };
+            outputs.push_back(PubSubOutput::Event(PubSubEvent::Message {
+                publisher,
+                message_id: message.message_id,
+                topic,
+                payload: message.payload,
+            }));
+        };
+        act(&mut self.receiver, &mut sink);
+    }
+
+    /// The next thing for the Node to do.
+    pub fn poll_output(&mut self) -> Option<PubSubOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`PubSub::handle_timeout`] is next needed (the last input's time
+    /// while output is queued).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.outputs.is_empty() {
+            return self.last_now;
+        }
+        [
+            self.cache.next_deadline(),
+            self.announcements.next_deadline(),
+            self.receiver.next_deadline(),
+            self.down.values().min().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// True when one of the newline-separated patterns of a subscriber record
+/// matches `topic`. Lines that are not valid patterns are ignored.
+fn value_matches(value: &[u8], topic: &Topic) -> bool {
+    let Ok(text) = core::str::from_utf8(value) else {
+        return false;
+    };
+    text.lines()
+        .filter_map(|line| Pattern::new(line).ok())
+        .any(|pattern| pattern.matches(topic))
+}
+
+/// The local subscriptions, by the key of their literal prefix.
+#[derive(Debug)]
+struct Subscriptions {
+    realm: Realm,
+    by_key: BTreeMap<RecordKey, BTreeSet<Pattern>>,
+}
+
+impl Subscriptions {
+    /// The DHT key of a topic prefix.
+    fn key(&self, prefix: &str) -> RecordKey {
+        RecordKey::new(&self.realm, RecordKind::Topic, prefix)
+    }
+
+    /// Our record value under `key`: every pattern we subscribe to there,
+    /// sorted, one per line.
+    fn record_value(&self, key: &RecordKey) -> Option<Bytes> {
+        let patterns = self.by_key.get(key)?;
+        let lines: Vec<&str> = patterns.iter().map(Pattern::as_str).collect();
+        Some(Bytes::from(lines.join("\n")))
+    }
+
+    /// True when one of our patterns matches `topic`.
+    fn want(&self, topic: &Topic) -> bool {
+        topic.prefixes().any(|prefix| {
+            self.by_key
+                .get(&self.key(prefix))
+                .is_some_and(|patterns| patterns.iter().any(|p| p.matches(topic)))
+        })
+    }
+}

@@ -1,0 +1,35 @@
+//! Pub/sub semantics as pure machines the Node drives: topics and patterns,
+//! subscriptions announced in the DHT, publications routed to matching
+//! subscribers through bounded queues, and ordered, deduplicated delivery.
+//!
+//! The Node feeds [`PubSub`] the application's commands (`subscribe`,
+//! `publish`), lookup results, PUBLISH frames that arrived, write
+//! completions, connection changes and time, and carries out its
+//! [`PubSubOutput`]s: DHT requests, PUBLISH frames to write on a
+//! subscriber's publish stream, and events for the application.
+//!
+//! Decisions, in one place:
+//! - `#` matches zero or more segments (`a.#` matches `a`); see [`Pattern`].
+//! - A subscriber record lives under the pattern's longest literal prefix;
+//!   its value is every pattern the node subscribes to under that prefix,
+//!   one per line (a DHT key holds one value per provider).
+//! - Slow subscribers: each has a queue of [`PubSubConfig::queue_bound`]
+//!   messages; when it is full the **oldest** is dropped and counted
+//!   ([`PubSubStats::dropped_slow`]). The publisher never waits.
+//! - Besides DHT records, a node may subscribe directly on a publisher it
+//!   knows with SUBSCRIBE (until UNSUBSCRIBE or a disconnect).
+//! - Epochs: each publisher-to-subscriber session (a first contact, or a
+//!   return after a disconnect) takes a new, larger epoch and numbers its
+//!   frames from 0; the receiver resets on a newer epoch.
+
+mod direct;
+mod machine;
+mod outbox;
+mod receiver;
+mod topic;
+mod types;
+
+pub use machine::PubSub;
+pub use receiver::{Received, Receiver, ReceiverConfig, ReceiverStats};
+pub use topic::{MAX_LEN, MAX_SEGMENTS, Pattern, Topic, TopicError};
+pub use types::{PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats};

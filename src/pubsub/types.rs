@@ -1,0 +1,166 @@
+//! The types the Node and the application see of pub/sub: settings,
+//! errors, outputs, events and counters.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Topic;
+use super::receiver::{ReceiverConfig, ReceiverStats};
+use crate::id::{NodeId, Realm};
+use crate::rpc::DirectoryRequest;
+use crate::wire::{Message, Publish};
+
+/// What went wrong with a pub/sub request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PubSubError {
+    /// The payload is over [`PubSubConfig::max_payload`].
+    #[error("payload of {size} bytes is over the limit of {max} bytes")]
+    TooLarge {
+        /// The payload's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Too many publications wait for lookups already.
+    #[error("{waiting} publications already wait for lookups (the bound)")]
+    Overloaded {
+        /// How many wait.
+        waiting: usize,
+    },
+    /// The node already has [`PubSubConfig::max_subscriptions`] subscriptions.
+    #[error("already {max} subscriptions (the bound)")]
+    TooManySubscriptions {
+        /// The bound.
+        max: usize,
+    },
+}
+
+/// Settings of a [`PubSub`](super::PubSub) machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PubSubConfig {
+    /// The realm subscriber records are published in.
+    pub realm: Realm,
+    /// This node's id (our own subscriptions are served locally, not over
+    /// the network).
+    pub local_id: NodeId,
+    /// The first publisher epoch. Each subscriber session takes the next one,
+    /// so pick a value above every epoch of this node's previous run: its
+    /// start time in Unix microseconds is the simple choice.
+    pub first_epoch: u64,
+    /// Largest payload accepted by
+    /// [`PubSub::publish`](super::PubSub::publish) (default 1,000,000 bytes,
+    /// so a PUBLISH fits the wire's default 1 MiB frame).
+    pub max_payload: usize,
+    /// Messages waiting per subscriber before the oldest is dropped
+    /// (default 1024).
+    pub queue_bound: usize,
+    /// PUBLISH frames handed to the Node per subscriber and not yet written
+    /// (default 64).
+    pub send_window: usize,
+    /// Publications waiting for lookups before `publish` says overloaded
+    /// (default 1024).
+    pub max_waiting_publications: usize,
+    /// Local subscriptions at most (default 1024).
+    pub max_subscriptions: usize,
+    /// Subscriptions other nodes make here with SUBSCRIBE, at most
+    /// (default 4096).
+    pub max_direct_subscriptions: usize,
+    /// How long lookup results are used (default 30 s).
+    pub cache_ttl: Duration,
+    /// How long a lookup may take before it counts as empty (default 5 s).
+    pub lookup_timeout: Duration,
+    /// How often subscriber records are announced again (default 240 s: DHT
+    /// records live 300 s).
+    pub republish_interval: Duration,
+    /// How long an unreachable subscriber is skipped (default 5 s).
+    pub retry_after: Duration,
+    /// The receiving side's bounds.
+    pub receiver: ReceiverConfig,
+}
+
+impl PubSubConfig {
+    /// The defaults for a node `local_id` in `realm` whose first epoch is
+    /// `first_epoch`.
+    pub fn new(realm: Realm, local_id: NodeId, first_epoch: u64) -> Self {
+        Self {
+            realm,
+            local_id,
+            first_epoch,
+            max_payload: 1_000_000,
+            queue_bound: 1024,
+            send_window: 64,
+            max_waiting_publications: 1024,
+            max_subscriptions: 1024,
+            max_direct_subscriptions: 4096,
+            cache_ttl: Duration::from_secs(30),
+            lookup_timeout: Duration::from_secs(5),
+            republish_interval: Duration::from_secs(240),
+            retry_after: Duration::from_secs(5),
+            receiver: ReceiverConfig::default(),
+        }
+    }
+}
+
+/// What the pub/sub machine tells the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PubSubEvent {
+    /// A message on a topic we subscribe to.
+    Message {
+        /// Who published it (ourselves for local delivery).
+        publisher: NodeId,
+        /// The publisher's id of the message.
+        message_id: u64,
+        /// The topic.
+        topic: Topic,
+        /// The payload.
+        payload: Bytes,
+    },
+}
+
+/// What the pub/sub machine asks the Node to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PubSubOutput {
+    /// A DHT request: look up, announce, withdraw.
+    Directory(DirectoryRequest),
+    /// Write `message` on the publish stream to `subscriber` (connecting
+    /// first if needed). Report
+    /// [`handle_written`](super::PubSub::handle_written) once the stream
+    /// took it, [`handle_unreachable`](super::PubSub::handle_unreachable) if
+    /// the subscriber cannot be reached, or
+    /// [`handle_disconnected`](super::PubSub::handle_disconnected) if the
+    /// connection closes.
+    Send {
+        /// The subscriber.
+        subscriber: NodeId,
+        /// The frame.
+        message: Publish,
+    },
+    /// Write this answer (REPLY or ERROR) on the stream a SUBSCRIBE or
+    /// UNSUBSCRIBE from `peer` came on, then finish it.
+    Answer {
+        /// Who asked.
+        peer: NodeId,
+        /// The answer.
+        message: Message,
+    },
+    /// Tell the application.
+    Event(PubSubEvent),
+}
+
+/// Counters of the pub/sub machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PubSubStats {
+    /// Publications made.
+    pub published: u64,
+    /// PUBLISH frames handed to the Node.
+    pub sent: u64,
+    /// Messages dropped because a subscriber's queue was full.
+    pub dropped_slow: u64,
+    /// Messages dropped because their subscriber was disconnected.
+    pub dropped_disconnected: u64,
+    /// Received messages on topics we do not subscribe to (or invalid ones).
+    pub unsolicited: u64,
+    /// The receiving side's counters.
+    pub receiver: ReceiverStats,
+}

@@ -1,0 +1,268 @@
+//! The provider's side of RPC: registered procedures, incoming calls handed
+//! to the application, their answers, cancellation and the bounds.
+//!
+//! An incoming CALL is refused with an ERROR — and never reaches the
+//! application — when the procedure is not registered (`unknown procedure`),
+//! the payload is over the limit (`too large`), the authorization hook says
+//! no (`refused`) or [`RpcConfig::max_handlers`] calls are already being
+//! handled (`overloaded`). Otherwise it becomes an [`RpcEvent::Request`];
+//! the application answers with [`Rpc::reply`](super::Rpc::reply). A CANCEL,
+//! or the call's own deadline passing, ends it with
+//! [`RpcEvent::Cancelled`]; a later reply is then refused with
+//! [`RpcError::UnknownCall`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{HandlerError, RpcConfig, RpcError, RpcEvent, RpcOutput, RpcStats};
+use crate::collections::HashMap;
+use crate::id::NodeId;
+use crate::wire::{Call, ErrorCode, ErrorReply, Message, Reply};
+
+/// A call this node handles; never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InboundId(pub u64);
+
+/// Why a handled call ended without an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelReason {
+    /// The caller sent CANCEL, or its stream or connection went away.
+    Caller,
+    /// The call's deadline (its `timeout_ms`) passed; the caller was told
+    /// `timeout`.
+    Deadline,
+}
+
+/// Decides which caller may call which procedure.
+pub trait Authorize: Send {
+    /// True when `caller` may call `procedure`.
+    fn authorize(&self, caller: &NodeId, procedure: &str) -> bool;
+}
+
+impl<F: Fn(&NodeId, &str) -> bool + Send> Authorize for F {
+    fn authorize(&self, caller: &NodeId, procedure: &str) -> bool {
+        self(caller, procedure)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Inbound {
+    caller: NodeId,
+    request_id: u64,
+    deadline: Option<Instant>,
+}
+
+/// The calls this node handles.
+pub(crate) struct Handler {
+    max_payload: usize,
+    max_handlers: usize,
+    authorize: Box<dyn Authorize>,
+    inbound: BTreeMap<InboundId, Inbound>,
+    by_request: HashMap<(NodeId, u64), InboundId>,
+    deadlines: BTreeSet<(Instant, InboundId)>,
+    next_id: u64,
+    stats: RpcStats,
+}
+
+impl core::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Handler")
+            .field("inbound", &self.inbound)
+            .finish_non_exhaustive()
+    }
+}
+
+fn error(caller: NodeId, request_id: u64, code: ErrorCode, message: String) -> RpcOutput {
+    RpcOutput::Answer {
+        caller,
+        message: Message::ErrorReply(ErrorReply {
+            request_id,
+            code,
+            message,
+        }),
+    }
+}
+
+impl Handler {
+    pub(crate) fn new(config: &RpcConfig) -> Self {
+        Self {
+            max_payload: config.max_payload,
+            max_handlers: config.max_handlers,
+            authorize: Box::new(|_: &NodeId, _: &str| true),
+            inbound: BTreeMap::new(),
+            by_request: HashMap::default(),
+            deadlines: BTreeSet::new(),
+            next_id: 0,
+            stats: RpcStats::default(),
+        }
+    }
+
+    pub(crate) fn set_authorizer(&mut self, authorize: Box<dyn Authorize>) {
+        self.authorize = authorize;
+    }
+
+    pub(crate) fn stats(&self) -> RpcStats {
+        self.stats
+    }
+
+    pub(crate) fn handling(&self) -> usize {
+        self.inbound.len()
+    }
+
+    pub(crate) fn handle_call(
+        &mut self,
+        now: Instant,
+        caller: NodeId,
+        call: Call,
+        registered: bool,
+        out: &mut VecDeque<RpcOutput>,
+    ) {
+        let request_id = call.request_id;
+        if self.by_request.contains_key(&(caller, request_id)) {
+            tracing::debug!(
+                ?caller,
+                request_id,
+                "CALL reuses an open request id; ignored"
+            );
+            return;
+        }
+        let refusal = if !registered {
+            Some((
+                ErrorCode::UnknownProcedure,
+                format!("no procedure {:?}", call.procedure),
+            ))
+        } else if call.payload.len() > self.max_payload {
+            Some((
+                ErrorCode::TooLarge,
+                format!(
+                    "{} bytes; the limit is {}",
+                    call.payload.len(),
+                    self.max_payload
+                ),
+            ))
+        } else if !self.authorize.authorize(&caller, &call.procedure) {
+            Some((ErrorCode::Refused, "not authorized".into()))
+        } else if self.inbound.len() >= self.max_handlers {
+            Some((
+                ErrorCode::Overloaded,
+                format!("{} calls in progress", self.max_handlers),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, message)) = refusal {
+            self.stats.refused += 1;
+            out.push_back(error(caller, request_id, code, message));
+            return;
+        }
+        self.stats.handled += 1;
+        let id = InboundId(self.next_id);
+        self.next_id += 1;
+        let deadline =
+            (call.timeout_ms > 0).then(|| now + Duration::from_millis(u64::from(call.timeout_ms)));
+        if let Some(at) = deadline {
+            self.deadlines.insert((at, id));
+        }
+        self.inbound.insert(
+            id,
+            Inbound {
+                caller,
+                request_id,
+                deadline,
+            },
+        );
+        self.by_request.insert((caller, request_id), id);
+        out.push_back(RpcOutput::Event(RpcEvent::Request {
+            id,
+            caller,
+            procedure: call.procedure,
+            payload: call.payload,
+        }));
+    }
+
+    fn remove(&mut self, id: InboundId) -> Option<Inbound> {
+        let inbound = self.inbound.remove(&id)?;
+        self.by_request
+            .remove(&(inbound.caller, inbound.request_id));
+        if let Some(at) = inbound.deadline {
+            self.deadlines.remove(&(at, id));
+        }
+        Some(inbound)
+    }
+
+    pub(crate) fn reply(
+        &mut self,
+        id: InboundId,
+        result: Result<Bytes, HandlerError>,
+        out: &mut VecDeque<RpcOutput>,
+    ) -> Result<(), RpcError> {
+        let inbound = self.remove(id).ok_or(RpcError::UnknownCall(id.0))?;
+        let (caller, request_id) = (inbound.caller, inbound.request_id);
+        match result {
+            Ok(payload) if payload.len() > self.max_payload => {
+                let (size, max) = (payload.len(), self.max_payload);
+                let detail = format!("reply of {size} bytes; the limit is {max}");
+                out.push_back(error(caller, request_id, ErrorCode::TooLarge, detail));
+                Err(RpcError::TooLarge { size, max })
+            }
+            Ok(payload) => {
+                out.push_back(RpcOutput::Answer {
+                    caller,
+                    message: Message::Reply(Reply {
+                        request_id,
+                        payload,
+                    }),
+                });
+                Ok(())
+            }
+            Err(HandlerError { code, message }) => {
+                out.push_back(error(caller, request_id, code, message));
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn handle_cancel(
+        &mut self,
+        caller: NodeId,
+        request_id: u64,
+        out: &mut VecDeque<RpcOutput>,
+    ) {
+        let Some(&id) = self.by_request.get(&(caller, request_id)) else {
+            return;
+        };
+        self.remove(id);
+        out.push_back(RpcOutput::Event(RpcEvent::Cancelled {
+            id,
+            reason: CancelReason::Caller,
+        }));
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut VecDeque<RpcOutput>) {
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            let Some(inbound) = self.remove(id) else {
+                continue;
+            };
+            let detail = "the call's deadline passed".to_string();
+            out.push_back(error(
+                inbound.caller,
+                inbound.request_id,
+                ErrorCode::Timeout,
+                detail,
+            ));
+            out.push_back(RpcOutput::Event(RpcEvent::Cancelled {
+                id,
+                reason: CancelReason::Deadline,
+            }));
+        }
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+}

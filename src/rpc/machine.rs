@@ -1,0 +1,233 @@
+//! The [`Rpc`] machine: both sides of RPC behind one sans-IO interface, and
+//! the procedures this node registers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::caller::{CallId, CallOptions, Caller, Delivery};
+use super::directory::{Announcements, Found};
+use super::handler::{Authorize, Handler, InboundId};
+use super::{
+    HandlerError, ProviderFlags, RegisterOptions, RpcConfig, RpcError, RpcOutput, RpcStats,
+};
+use crate::id::{NodeId, Realm, RecordKey, RecordKind};
+use crate::pubsub::Topic;
+use crate::wire::{Call, ErrorReply, Reply};
+
+/// Both sides of RPC, with no I/O.
+#[derive(Debug)]
+pub struct Rpc {
+    realm: Realm,
+    caller: Caller,
+    handler: Handler,
+    registered: BTreeMap<String, RegisterOptions>,
+    announcements: Announcements,
+    outputs: VecDeque<RpcOutput>,
+    /// The time of the last input.
+    last_now: Option<Instant>,
+}
+
+impl Rpc {
+    /// A machine with nothing registered and no call open; every caller is
+    /// authorized until [`Rpc::set_authorizer`].
+    pub fn new(config: RpcConfig) -> Self {
+        Self {
+            caller: Caller::new(&config),
+            handler: Handler::new(&config),
+            announcements: Announcements::new(config.republish_interval),
+            realm: config.realm,
+            registered: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            last_now: None,
+        }
+    }
+
+    /// Replaces the authorization hook (a closure
+    /// `Fn(&NodeId, &str) -> bool` will do).
+    pub fn set_authorizer(&mut self, authorize: impl Authorize + 'static) {
+        self.handler.set_authorizer(Box::new(authorize));
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> RpcStats {
+        self.caller.stats().plus(self.handler.stats())
+    }
+
+    /// Calls of ours still open.
+    pub fn calls_in_flight(&self) -> usize {
+        self.caller.in_flight()
+    }
+
+    /// Calls we are handling.
+    pub fn calls_handled(&self) -> usize {
+        self.handler.handling()
+    }
+
+    /// The DHT key of a procedure's provider records.
+    fn key(&self, procedure: &Topic) -> RecordKey {
+        RecordKey::new(&self.realm, RecordKind::Rpc, procedure.as_str())
+    }
+
+    /// Starts a call of `procedure` that ends by `now + timeout`. Fails at
+    /// once on a bad name, a payload over the limit, or too many open calls.
+    pub fn call(
+        &mut self,
+        now: Instant,
+        procedure: &str,
+        payload: Bytes,
+        timeout: Duration,
+        options: CallOptions,
+    ) -> Result<CallId, RpcError> {
+        self.last_now = Some(now);
+        let procedure = Topic::new(procedure)?;
+        let key = self.key(&procedure);
+        self.caller.call(
+            now,
+            key,
+            procedure,
+            payload,
+            timeout,
+            options,
+            &mut self.outputs,
+        )
+    }
+
+    /// Cancels an open call: CANCEL goes to the provider, and the call ends
+    /// with [`RpcError::Cancelled`].
+    pub fn cancel(&mut self, now: Instant, call: CallId) -> Result<(), RpcError> {
+        self.last_now = Some(now);
+        self.caller.cancel(call, &mut self.outputs)
+    }
+
+    /// Registers `procedure`: its provider record is announced now and
+    /// every republish interval until [`Rpc::unregister`]. Registering again
+    /// changes the options.
+    pub fn register(
+        &mut self,
+        now: Instant,
+        procedure: &str,
+        options: RegisterOptions,
+    ) -> Result<(), RpcError> {
+        self.last_now = Some(now);
+        let name = Topic::new(procedure)?;
+        let key = self.key(&name);
+        self.registered.insert(procedure.into(), options);
+        let flags = ProviderFlags {
+            idempotent: options.idempotent,
+        };
+        let request = self.announcements.set(now, key, flags.encode());
+        self.outputs.push_back(RpcOutput::Directory(request));
+        Ok(())
+    }
+
+    /// Stops serving `procedure` (calls being handled may still be
+    /// answered). False when it was not registered.
+    pub fn unregister(&mut self, now: Instant, procedure: &str) -> bool {
+        self.last_now = Some(now);
+        if self.registered.remove(procedure).is_none() {
+            return false;
+        }
+        if let Ok(name) = Topic::new(procedure) {
+            let key = self.key(&name);
+            self.outputs
+                .extend(self.announcements.remove(&key).map(RpcOutput::Directory));
+        }
+        true
+    }
+
+    /// Answers a call we are handling.
+    pub fn reply(
+        &mut self,
+        now: Instant,
+        id: InboundId,
+        result: Result<Bytes, HandlerError>,
+    ) -> Result<(), RpcError> {
+        self.last_now = Some(now);
+        self.handler.reply(id, result, &mut self.outputs)
+    }
+
+    /// The answer to a procedure's
+    /// [`DirectoryRequest::Lookup`](super::DirectoryRequest::Lookup).
+    pub fn handle_lookup(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) {
+        self.last_now = Some(now);
+        self.caller
+            .handle_lookup(now, key, found, &mut self.outputs);
+    }
+
+    /// REPLY from `provider` to one of our calls.
+    pub fn handle_reply(&mut self, now: Instant, provider: &NodeId, reply: Reply) {
+        self.last_now = Some(now);
+        self.caller.handle_reply(provider, reply, &mut self.outputs);
+    }
+
+    /// ERROR from `provider` to one of our calls.
+    pub fn handle_error(&mut self, now: Instant, provider: &NodeId, error: ErrorReply) {
+        self.last_now = Some(now);
+        self.caller
+            .handle_error(now, provider, error, &mut self.outputs);
+    }
+
+    /// A CALL to `provider` failed without an answer; `delivery` says
+    /// whether the provider may have read it.
+    pub fn handle_failure(
+        &mut self,
+        now: Instant,
+        provider: &NodeId,
+        request_id: u64,
+        delivery: Delivery,
+    ) {
+        self.last_now = Some(now);
+        self.caller
+            .handle_failure(now, provider, request_id, delivery, &mut self.outputs);
+    }
+
+    /// A CALL from `caller` arrived.
+    pub fn handle_call(&mut self, now: Instant, caller: NodeId, call: Call) {
+        self.last_now = Some(now);
+        let registered = self.registered.contains_key(&call.procedure);
+        self.handler
+            .handle_call(now, caller, call, registered, &mut self.outputs);
+    }
+
+    /// CANCEL from `caller` arrived, or the stream or connection of its
+    /// call `request_id` went away.
+    pub fn handle_cancel(&mut self, now: Instant, caller: NodeId, request_id: u64) {
+        self.last_now = Some(now);
+        self.handler
+            .handle_cancel(caller, request_id, &mut self.outputs);
+    }
+
+    /// Acts on every deadline due by `now`: call timeouts, handled calls
+    /// past their deadline, lookups given up on, republications.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        self.caller.handle_timeout(now, &mut self.outputs);
+        self.handler.handle_timeout(now, &mut self.outputs);
+        let due = self.announcements.due(now);
+        self.outputs
+            .extend(due.into_iter().map(RpcOutput::Directory));
+    }
+
+    /// The next thing for the Node to do.
+    pub fn poll_output(&mut self) -> Option<RpcOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Rpc::handle_timeout`] is next needed (the last input's time
+    /// while output is queued).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.outputs.is_empty() {
+            return self.last_now;
+        }
+        [
+            self.caller.next_deadline(),
+            self.handler.next_deadline(),
+            self.announcements.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}

@@ -1,0 +1,48 @@
+//! RPC semantics as pure machines the Node drives: provider discovery,
+//! calls with failover that never runs a non-idempotent handler twice,
+//! cancellation, deadlines, bounded concurrency and authorization.
+//!
+//! The Node feeds [`Rpc`] the application's commands (`call`, `cancel`,
+//! `register`, `reply`), lookup results, the frames that arrived (CALL,
+//! REPLY, ERROR, CANCEL), request failures with what is known of their
+//! delivery, and time; it carries out the [`RpcOutput`]s: DHT requests
+//! ([`DirectoryRequest`], shared with [`crate::pubsub`]), CALL frames to
+//! send on a new request stream, CANCEL and answer frames for existing
+//! streams, and events for the application.
+//!
+//! Decisions, in one place:
+//! - **At most once.** A call moves to another provider only when the first
+//!   certainly did not run the handler: the request was
+//!   [`Delivery::NotDelivered`], or the provider answered ERROR `overloaded`
+//!   or `unknown procedure` (it refuses those before running anything). When
+//!   the request may have been read ([`Delivery::MaybeDelivered`]) the call
+//!   fails over only if the provider registered the procedure idempotent
+//!   (its record says so, [`ProviderFlags`]) and the caller did not ask for
+//!   [`CallOptions::at_most_once`]; otherwise it ends with [`RpcError::Lost`].
+//!   Other ERROR codes are final: `refused` becomes [`RpcError::Refused`],
+//!   the rest (unknown codes included) [`RpcError::Remote`].
+//! - Every provider that fails is dropped from the cached provider list
+//!   (cached [`RpcConfig::cache_ttl`]); a lookup that does not come back
+//!   within [`RpcConfig::lookup_timeout`] is asked again while the call's
+//!   deadline allows.
+//! - Every call ends with exactly one [`RpcEvent::Completed`], by its
+//!   deadline at the latest; a call given up (timeout, [`Rpc::cancel`])
+//!   sends CANCEL on its open attempt. A handled call ends with one answer,
+//!   or with [`RpcEvent::Cancelled`] (CANCEL, or its own deadline).
+//! - Provider records hold one byte of flags; their DHT key is
+//!   `rpc/<procedure>` in the realm. Procedure names follow the topic rules
+//!   ([`crate::pubsub::Topic`]).
+
+mod caller;
+pub(crate) mod directory;
+mod error;
+mod handler;
+mod machine;
+mod types;
+
+pub use caller::{CallId, CallOptions, Delivery, ProviderChoice};
+pub use directory::{DirectoryRequest, Found};
+pub use error::{HandlerError, RpcError};
+pub use handler::{Authorize, CancelReason, InboundId};
+pub use machine::Rpc;
+pub use types::{ProviderFlags, RegisterOptions, RpcConfig, RpcEvent, RpcOutput, RpcStats};

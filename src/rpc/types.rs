@@ -1,0 +1,189 @@
+//! The types the Node and the application see of RPC: settings, options,
+//! provider records, outputs, events and counters.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::RpcError;
+use super::caller::{CallId, ProviderChoice};
+use super::directory::DirectoryRequest;
+use super::handler::{CancelReason, InboundId};
+use crate::id::{NodeId, Realm};
+use crate::wire::{Call, Cancel, Message};
+
+/// Settings of an [`Rpc`](super::Rpc) machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RpcConfig {
+    /// The realm provider records are published in.
+    pub realm: Realm,
+    /// Seed of the random provider choice.
+    pub seed: u64,
+    /// How a provider is picked (default random).
+    pub choice: ProviderChoice,
+    /// Largest call or reply payload (default 16 MiB).
+    pub max_payload: usize,
+    /// Calls this node may have open at once (default 1024).
+    pub max_in_flight: usize,
+    /// Calls this node handles at once (default 256).
+    pub max_handlers: usize,
+    /// How long a provider list is used (default 30 s).
+    pub cache_ttl: Duration,
+    /// How long a provider lookup may take before it is tried again
+    /// (default 5 s; the call's own deadline still bounds it).
+    pub lookup_timeout: Duration,
+    /// How often provider records are announced again (default 240 s: DHT
+    /// records live 300 s).
+    pub republish_interval: Duration,
+}
+
+impl RpcConfig {
+    /// The defaults for a node in `realm`, seeded with `seed`.
+    pub fn new(realm: Realm, seed: u64) -> Self {
+        Self {
+            realm,
+            seed,
+            choice: ProviderChoice::Random,
+            max_payload: 16 << 20,
+            max_in_flight: 1024,
+            max_handlers: 256,
+            cache_ttl: Duration::from_secs(30),
+            lookup_timeout: Duration::from_secs(5),
+            republish_interval: Duration::from_secs(240),
+        }
+    }
+}
+
+/// How a procedure is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegisterOptions {
+    /// Running the handler twice for one call is harmless, so callers may
+    /// fail over even after the request may have been delivered.
+    pub idempotent: bool,
+}
+
+/// What a provider record says: one byte of flags (bit 0: idempotent).
+/// Unknown bits are ignored; an empty or unreadable value means no flag.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProviderFlags {
+    /// The procedure is registered idempotent.
+    pub idempotent: bool,
+}
+
+impl ProviderFlags {
+    /// The record value.
+    pub fn encode(self) -> Bytes {
+        Bytes::copy_from_slice(&[u8::from(self.idempotent)])
+    }
+
+    /// Reads a record value.
+    pub fn decode(value: &[u8]) -> Self {
+        Self {
+            idempotent: value.first().is_some_and(|flags| flags & 1 == 1),
+        }
+    }
+}
+
+/// Counters of the RPC machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RpcStats {
+    /// Calls started (accepted by [`Rpc::call`](super::Rpc::call)).
+    pub calls: u64,
+    /// Calls that ended with a reply.
+    pub succeeded: u64,
+    /// Calls that ended with an error (cancelled ones included).
+    pub failed: u64,
+    /// CALL frames sent.
+    pub attempts: u64,
+    /// CALL frames sent to another provider after a first one failed.
+    pub failovers: u64,
+    /// Incoming calls handed to the application.
+    pub handled: u64,
+    /// Incoming calls answered with an ERROR before reaching the
+    /// application (unknown, too large, refused, overloaded).
+    pub refused: u64,
+}
+
+impl RpcStats {
+    /// The field-wise sum (the caller's and the handler's counters).
+    pub(crate) fn plus(self, other: RpcStats) -> RpcStats {
+        RpcStats {
+            calls: self.calls + other.calls,
+            succeeded: self.succeeded + other.succeeded,
+            failed: self.failed + other.failed,
+            attempts: self.attempts + other.attempts,
+            failovers: self.failovers + other.failovers,
+            handled: self.handled + other.handled,
+            refused: self.refused + other.refused,
+        }
+    }
+}
+
+/// What the RPC machine tells the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RpcEvent {
+    /// A call of ours ended: the reply's payload or why it failed. Every
+    /// call ends with exactly one of these, by its deadline at the latest.
+    Completed {
+        /// The call.
+        call: CallId,
+        /// Its outcome.
+        result: Result<Bytes, RpcError>,
+    },
+    /// Someone calls one of our procedures; answer with [`Rpc::reply`](super::Rpc::reply).
+    Request {
+        /// Give it back to [`Rpc::reply`](super::Rpc::reply).
+        id: InboundId,
+        /// Who calls.
+        caller: NodeId,
+        /// The procedure.
+        procedure: String,
+        /// The arguments.
+        payload: Bytes,
+    },
+    /// A call being handled ended without an answer; drop its work.
+    Cancelled {
+        /// The call.
+        id: InboundId,
+        /// Why.
+        reason: CancelReason,
+    },
+}
+
+/// What the RPC machine asks the Node to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RpcOutput {
+    /// A DHT request: look up, announce, withdraw.
+    Directory(DirectoryRequest),
+    /// Open a request stream to `provider` and write `message`, keeping our
+    /// side open for a CANCEL until the answer arrives. Report the answer
+    /// with [`handle_reply`](super::Rpc::handle_reply) or
+    /// [`handle_error`](super::Rpc::handle_error), or its failure with
+    /// [`handle_failure`](super::Rpc::handle_failure).
+    Call {
+        /// The call this attempt belongs to.
+        call: CallId,
+        /// Where to send it.
+        provider: NodeId,
+        /// The CALL frame.
+        message: Call,
+    },
+    /// Write `message` on the stream of the call it names, then finish the
+    /// stream (if it is already gone, nothing to do).
+    Cancel {
+        /// The provider the call went to.
+        provider: NodeId,
+        /// The CANCEL frame.
+        message: Cancel,
+    },
+    /// Write this answer (REPLY or ERROR) on the stream the caller's CALL
+    /// came on, then finish it.
+    Answer {
+        /// Who called.
+        caller: NodeId,
+        /// The answer.
+        message: Message,
+    },
+    /// Tell the application.
+    Event(RpcEvent),
+}

@@ -1,0 +1,599 @@
+//! The pub/sub machine with explicit instants: subscriber records, routing
+//! through lookups and the cache, ordering of publications, the slow
+//! subscriber policy, disconnects and returns, receiving; and a small mesh of
+//! machines wired through an in-memory DHT: 1,000 publications reach five
+//! subscribers (some by wildcard) once each and in order, while a subscriber
+//! that never reads does not hold anyone up.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use macula::id::{NodeId, Realm, RecordKey, RecordKind};
+use macula::pubsub::{
+    Pattern, PubSub, PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, Topic,
+};
+use macula::rpc::{DirectoryRequest, Found};
+use macula::wire::{ErrorCode, ErrorReply, Message, Publish, Reply, Subscribe, Unsubscribe};
+
+const SECOND: Duration = Duration::from_secs(1);
+const EPOCH: u64 = 1_000_000;
+
+fn realm() -> Realm {
+    Realm::new("io.test").unwrap()
+}
+
+fn node(byte: u8) -> NodeId {
+    NodeId::from_bytes([byte; 32])
+}
+
+#[allow(clippy::disallowed_methods)]
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn config(byte: u8) -> PubSubConfig {
+    PubSubConfig::new(realm(), node(byte), EPOCH)
+}
+
+fn key(prefix: &str) -> RecordKey {
+    RecordKey::new(&realm(), RecordKind::Topic, prefix)
+}
+
+fn pattern(p: &str) -> Pattern {
+    Pattern::new(p).unwrap()
+}
+
+fn topic(t: &str) -> Topic {
+    Topic::new(t).unwrap()
+}
+
+fn drain(machine: &mut PubSub) -> Vec<PubSubOutput> {
+    std::iter::from_fn(|| machine.poll_output()).collect()
+}
+
+fn record(byte: u8, patterns: &str) -> Found {
+    Found {
+        provider: node(byte),
+        value: Bytes::copy_from_slice(patterns.as_bytes()),
+    }
+}
+
+/// The PUBLISH frames among `outputs`, as (subscriber byte, frame).
+fn sends(outputs: &[PubSubOutput]) -> Vec<(u8, Publish)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            PubSubOutput::Send {
+                subscriber,
+                message,
+            } => Some((subscriber.as_bytes()[0], message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn lookups(outputs: &[PubSubOutput]) -> Vec<RecordKey> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            PubSubOutput::Directory(DirectoryRequest::Lookup { key }) => Some(*key),
+            _ => None,
+        })
+        .collect()
+}
+
+fn announce(prefix: &str, value: &str) -> PubSubOutput {
+    PubSubOutput::Directory(DirectoryRequest::Announce {
+        key: key(prefix),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+    })
+}
+
+#[test]
+fn subscriptions_are_announced_under_their_literal_prefix() {
+    let now = t0();
+    let mut ps = PubSub::new(config(1));
+    assert_eq!(ps.subscribe(now, pattern("a.*.c")), Ok(true));
+    assert_eq!(drain(&mut ps), [announce("a", "a.*.c")]);
+    assert_eq!(ps.subscribe(now, pattern("a.#")), Ok(true));
+    assert_eq!(
+        drain(&mut ps),
+        [announce("a", "a.#\na.*.c")],
+        "one value per key"
+    );
+    assert_eq!(ps.subscribe(now, pattern("a.#")), Ok(false));
+    assert!(drain(&mut ps).is_empty());
+    assert_eq!(ps.subscribe(now, pattern("#")), Ok(true));
+    assert_eq!(drain(&mut ps), [announce("", "#")]);
+
+    let later = now + Duration::from_secs(240);
+    assert_eq!(ps.poll_timeout(), Some(later));
+    ps.handle_timeout(later);
+    assert_eq!(drain(&mut ps).len(), 2, "both keys announced again");
+
+    assert!(ps.unsubscribe(later, &pattern("a.#")));
+    assert_eq!(drain(&mut ps), [announce("a", "a.*.c")]);
+    assert!(ps.unsubscribe(later, &pattern("a.*.c")));
+    assert_eq!(
+        drain(&mut ps),
+        [PubSubOutput::Directory(DirectoryRequest::Withdraw {
+            key: key("a")
+        })]
+    );
+    assert!(!ps.unsubscribe(later, &pattern("a.*.c")));
+}
+
+#[test]
+fn bounds_give_typed_errors() {
+    let now = t0();
+    let mut ps = PubSub::new(PubSubConfig {
+        max_subscriptions: 1,
+        max_payload: 3,
+        max_waiting_publications: 1,
+        ..config(1)
+    });
+    ps.subscribe(now, pattern("a")).unwrap();
+    assert_eq!(
+        ps.subscribe(now, pattern("b")),
+        Err(PubSubError::TooManySubscriptions { max: 1 })
+    );
+    assert_eq!(
+        ps.publish(now, topic("a"), Bytes::from_static(b"1234")),
+        Err(PubSubError::TooLarge { size: 4, max: 3 })
+    );
+    ps.publish(now, topic("a"), Bytes::new()).unwrap();
+    assert_eq!(
+        ps.publish(now, topic("a"), Bytes::new()),
+        Err(PubSubError::Overloaded { waiting: 1 })
+    );
+}
+
+/// A publisher that looked up every prefix of "a.b" and found node 2 with
+/// `a.*`, node 3 with `a.b` and `#` (two matches, one copy), node 4 with `x.#`
+/// under "" (no match) and itself (served locally, not over the network).
+fn routed_publisher(now: Instant) -> (PubSub, Vec<PubSubOutput>) {
+    let mut ps = PubSub::new(config(1));
+    ps.subscribe(now, pattern("a.b")).unwrap();
+    drain(&mut ps);
+    let id = ps
+        .publish(now, topic("a.b"), Bytes::from_static(b"m0"))
+        .unwrap();
+    assert_eq!(id, 0);
+    assert_eq!(ps.poll_timeout(), Some(now), "output is queued");
+    let out = drain(&mut ps);
+    assert_eq!(lookups(&out), [key(""), key("a"), key("a.b")]);
+    ps.handle_lookup(now, key(""), vec![record(3, "#"), record(4, "x.#")]);
+    ps.handle_lookup(now, key("a"), vec![record(2, "a.*")]);
+    assert!(drain(&mut ps).is_empty(), "waits for every prefix");
+    ps.handle_lookup(now, key("a.b"), vec![record(3, "a.b"), record(1, "a.b")]);
+    let out = drain(&mut ps);
+    (ps, out)
+}
+
+#[test]
+fn a_publication_goes_once_to_every_matching_subscriber() {
+    let now = t0();
+    let (mut ps, out) = routed_publisher(now);
+    let local = PubSubOutput::Event(PubSubEvent::Message {
+        publisher: node(1),
+        message_id: 0,
+        topic: topic("a.b"),
+        payload: Bytes::from_static(b"m0"),
+    });
+    assert_eq!(out[0], local);
+    let sent = sends(&out);
+    assert_eq!(sent.iter().map(|s| s.0).collect::<Vec<_>>(), [2, 3]);
+    let frame = &sent[0].1;
+    assert_eq!(
+        (frame.epoch, frame.sequence, frame.message_id),
+        (EPOCH, 0, 0)
+    );
+    assert_eq!(
+        sent[1].1.epoch,
+        EPOCH + 1,
+        "each subscriber session has its own epoch"
+    );
+
+    // Cached: the next publication goes out at once, numbered on.
+    ps.publish(now + SECOND, topic("a.b"), Bytes::new())
+        .unwrap();
+    let sent = sends(&drain(&mut ps));
+    assert_eq!(sent.len(), 2);
+    assert_eq!((sent[0].1.sequence, sent[0].1.message_id), (1, 1));
+    assert_eq!(ps.stats().sent, 4);
+
+    // After the TTL, looked up again.
+    let later = now + Duration::from_secs(31);
+    ps.handle_timeout(later);
+    ps.publish(later, topic("a.b"), Bytes::new()).unwrap();
+    assert_eq!(lookups(&drain(&mut ps)).len(), 3);
+}
+
+#[test]
+fn publications_leave_in_order_and_lookups_time_out() {
+    let now = t0();
+    let mut ps = PubSub::new(config(1));
+    ps.publish(now, topic("a"), Bytes::from_static(b"first"))
+        .unwrap();
+    let out = drain(&mut ps);
+    ps.handle_lookup(now, key(""), vec![record(2, "#")]);
+    ps.publish(now, topic("b"), Bytes::from_static(b"second"))
+        .unwrap();
+    let out2 = drain(&mut ps);
+    assert_eq!(lookups(&out), [key(""), key("a")]);
+    assert_eq!(lookups(&out2), [key("b")]);
+    ps.handle_lookup(now, key("b"), vec![]);
+    assert!(
+        sends(&drain(&mut ps)).is_empty(),
+        "the second waits behind the first"
+    );
+    let deadline = now + 5 * SECOND;
+    assert_eq!(ps.poll_timeout(), Some(deadline));
+    ps.handle_timeout(deadline);
+    let sent = sends(&drain(&mut ps));
+    let payloads: Vec<_> = sent
+        .iter()
+        .map(|s| (s.0, s.1.payload.clone(), s.1.sequence))
+        .collect();
+    assert_eq!(
+        payloads,
+        [
+            (2, Bytes::from_static(b"first"), 0),
+            (2, Bytes::from_static(b"second"), 1)
+        ],
+        "the timed-out lookup counts as empty; order is kept"
+    );
+}
+
+#[test]
+fn a_slow_subscriber_loses_its_oldest_messages_and_holds_no_one_up() {
+    let now = t0();
+    let mut ps = PubSub::new(PubSubConfig {
+        send_window: 2,
+        queue_bound: 3,
+        ..config(1)
+    });
+    ps.publish(now, topic("t"), Bytes::new()).unwrap();
+    drain(&mut ps);
+    ps.handle_lookup(now, key(""), vec![]);
+    ps.handle_lookup(now, key("t"), vec![record(2, "t"), record(3, "t")]);
+    let mut fast = sends(&drain(&mut ps));
+    for _ in 1..10 {
+        ps.publish(now, topic("t"), Bytes::new()).unwrap();
+        let sent = sends(&drain(&mut ps));
+        for (_, frame) in sent.iter().filter(|s| s.0 == 3) {
+            ps.handle_written(now, node(3), frame.epoch);
+        }
+        fast.extend(sent);
+    }
+    let fast_ids: Vec<u64> = fast
+        .iter()
+        .filter(|s| s.0 == 3)
+        .map(|s| s.1.message_id)
+        .collect();
+    assert_eq!(
+        fast_ids,
+        (0..10).collect::<Vec<_>>(),
+        "the fast subscriber got everything"
+    );
+    let slow: Vec<&Publish> = fast.iter().filter(|s| s.0 == 2).map(|s| &s.1).collect();
+    assert_eq!(slow.len(), 2, "two in its window");
+    assert_eq!(ps.queued_for(&node(2)), 3);
+    assert_eq!(ps.stats().dropped_slow, 5);
+    // It catches up: the newest three, numbered on without a gap.
+    let slow_epoch = slow[0].epoch;
+    for _ in 0..3 {
+        ps.handle_written(now, node(2), slow_epoch);
+    }
+    let caught_up: Vec<(u64, u64)> = sends(&drain(&mut ps))
+        .iter()
+        .map(|s| (s.1.message_id, s.1.sequence))
+        .collect();
+    assert_eq!(caught_up, [(7, 2), (8, 3), (9, 4)]);
+}
+
+#[test]
+fn a_disconnected_subscriber_resumes_in_a_new_epoch_and_an_unreachable_one_waits() {
+    let now = t0();
+    let mut ps = PubSub::new(PubSubConfig {
+        send_window: 1,
+        ..config(1)
+    });
+    ps.publish(now, topic("t"), Bytes::new()).unwrap();
+    drain(&mut ps);
+    ps.handle_lookup(now, key(""), vec![]);
+    ps.handle_lookup(now, key("t"), vec![record(2, "t")]);
+    assert_eq!(sends(&drain(&mut ps))[0].1.epoch, EPOCH);
+    ps.publish(now, topic("t"), Bytes::new()).unwrap();
+    assert!(sends(&drain(&mut ps)).is_empty(), "window of one is full");
+
+    // The connection closed: the queue is dropped, the next message opens a
+    // new session at once.
+    ps.handle_disconnected(now, node(2));
+    assert_eq!(ps.stats().dropped_disconnected, 1, "its queue is dropped");
+    ps.publish(now, topic("t"), Bytes::new()).unwrap();
+    let sent = sends(&drain(&mut ps));
+    let first = &sent[0].1;
+    assert_eq!(
+        (first.epoch, first.sequence, first.message_id),
+        (EPOCH + 1, 0, 2)
+    );
+
+    // Unreachable: skipped until the retry time.
+    ps.handle_unreachable(now, node(2));
+    ps.publish(now + SECOND, topic("t"), Bytes::new()).unwrap();
+    assert!(sends(&drain(&mut ps)).is_empty());
+    assert_eq!(ps.stats().dropped_disconnected, 2);
+    let retry = now + 5 * SECOND;
+    assert_eq!(ps.poll_timeout(), Some(retry));
+    ps.handle_timeout(retry);
+    ps.publish(retry, topic("t"), Bytes::new()).unwrap();
+    let sent = sends(&drain(&mut ps));
+    let first = &sent[0].1;
+    assert_eq!(
+        (first.epoch, first.sequence, first.message_id),
+        (EPOCH + 2, 0, 4)
+    );
+
+    // Reported connected before the retry time: it resumes at once.
+    ps.handle_unreachable(retry, node(2));
+    ps.handle_connected(retry, node(2));
+    ps.publish(retry, topic("t"), Bytes::new()).unwrap();
+    assert_eq!(sends(&drain(&mut ps))[0].1.epoch, EPOCH + 3);
+}
+
+#[test]
+fn a_direct_subscription_is_served_without_the_dht_until_withdrawn() {
+    let now = t0();
+    let mut ps = PubSub::new(config(1));
+    ps.publish(now, topic("t"), Bytes::new()).unwrap();
+    drain(&mut ps);
+    ps.handle_lookup(now, key(""), vec![]);
+    ps.handle_lookup(now, key("t"), vec![]);
+    assert!(sends(&drain(&mut ps)).is_empty());
+
+    let answered = |ps: &mut PubSub| match &drain(ps)[..] {
+        [PubSubOutput::Answer { peer, message }] => (peer.as_bytes()[0], message.clone()),
+        other => panic!("{other:?}"),
+    };
+    let ok = |request_id| {
+        Message::Reply(Reply {
+            request_id,
+            payload: Bytes::new(),
+        })
+    };
+    let subscribe = |request_id, pattern: &str| Subscribe {
+        request_id,
+        pattern: pattern.into(),
+    };
+    ps.handle_subscribe(now, node(2), subscribe(1, "a..b"));
+    let (_, refused) = answered(&mut ps);
+    assert!(matches!(
+        refused,
+        Message::ErrorReply(ErrorReply {
+            request_id: 1,
+            code: ErrorCode::BadRequest,
+            ..
+        })
+    ));
+    ps.handle_subscribe(now, node(2), subscribe(2, "*"));
+    assert_eq!(answered(&mut ps), (2, ok(2)));
+    ps.publish(now, topic("t"), Bytes::new()).unwrap();
+    assert_eq!(
+        sends(&drain(&mut ps)).len(),
+        1,
+        "served from the cache plus the direct table"
+    );
+
+    ps.handle_unsubscribe(
+        now,
+        node(2),
+        Unsubscribe {
+            request_id: 3,
+            pattern: "*".into(),
+        },
+    );
+    assert_eq!(answered(&mut ps), (2, ok(3)));
+    ps.publish(now, topic("t"), Bytes::new()).unwrap();
+    assert!(sends(&drain(&mut ps)).is_empty());
+
+    ps.handle_subscribe(now, node(2), subscribe(4, "t"));
+    drain(&mut ps);
+    ps.handle_disconnected(now, node(2));
+    ps.handle_connected(now, node(2));
+    ps.publish(now, topic("t"), Bytes::new()).unwrap();
+    assert!(
+        sends(&drain(&mut ps)).is_empty(),
+        "a disconnect ends direct subscriptions"
+    );
+}
+
+fn frame(epoch: u64, sequence: u64, topic: &str) -> Publish {
+    Publish {
+        message_id: sequence,
+        epoch,
+        sequence,
+        topic: topic.into(),
+        payload: Bytes::new(),
+    }
+}
+
+#[test]
+fn received_messages_are_delivered_in_order_once_and_only_if_subscribed() {
+    let now = t0();
+    let mut ps = PubSub::new(config(1));
+    ps.subscribe(now, pattern("s.*")).unwrap();
+    drain(&mut ps);
+    ps.handle_publish(now, node(2), frame(7, 1, "s.x"));
+    assert!(drain(&mut ps).is_empty(), "waits for sequence 0");
+    ps.handle_publish(now, node(2), frame(7, 0, "s.y"));
+    ps.handle_publish(now, node(2), frame(7, 0, "s.y"));
+    ps.handle_publish(now, node(2), frame(7, 2, "other"));
+    ps.handle_publish(now, node(2), frame(7, 3, "not a topic"));
+    let delivered: Vec<(u64, Topic)> = drain(&mut ps)
+        .into_iter()
+        .map(|o| match o {
+            PubSubOutput::Event(PubSubEvent::Message {
+                message_id, topic, ..
+            }) => (message_id, topic),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(delivered, [(0, topic("s.y")), (1, topic("s.x"))]);
+    let stats = ps.stats();
+    assert_eq!((stats.unsolicited, stats.receiver.duplicates), (2, 1));
+}
+
+/// An in-memory DHT: every node's value under every key.
+#[derive(Default)]
+struct Dht(BTreeMap<RecordKey, BTreeMap<NodeId, Bytes>>);
+
+/// A few machines wired together; frames arrive at once, and only the
+/// subscribers in `slow` never report writes.
+struct Mesh {
+    now: Instant,
+    nodes: BTreeMap<NodeId, PubSub>,
+    dht: Dht,
+    slow: Vec<NodeId>,
+    /// Deliveries per subscriber: (publisher, message id).
+    got: BTreeMap<NodeId, Vec<(NodeId, u64)>>,
+}
+
+impl Mesh {
+    fn new(ids: &[u8]) -> Self {
+        Self {
+            now: t0(),
+            nodes: ids
+                .iter()
+                .map(|&b| (node(b), PubSub::new(config(b))))
+                .collect(),
+            dht: Dht::default(),
+            slow: Vec::new(),
+            got: BTreeMap::new(),
+        }
+    }
+
+    /// Carries out every output until all machines are drained.
+    fn run(&mut self) {
+        loop {
+            let mut work = Vec::new();
+            for (id, machine) in &mut self.nodes {
+                work.extend(drain(machine).into_iter().map(|o| (*id, o)));
+            }
+            if work.is_empty() {
+                return;
+            }
+            for (from, output) in work {
+                self.carry(from, output);
+            }
+        }
+    }
+
+    fn carry(&mut self, from: NodeId, output: PubSubOutput) {
+        let now = self.now;
+        match output {
+            PubSubOutput::Directory(DirectoryRequest::Announce { key, value }) => {
+                self.dht.0.entry(key).or_default().insert(from, value);
+            }
+            PubSubOutput::Directory(DirectoryRequest::Withdraw { key }) => {
+                self.dht.0.entry(key).or_default().remove(&from);
+            }
+            PubSubOutput::Directory(DirectoryRequest::Lookup { key }) => {
+                let found = self.dht.0.get(&key).into_iter().flatten();
+                let found = found
+                    .map(|(provider, value)| Found {
+                        provider: *provider,
+                        value: value.clone(),
+                    })
+                    .collect();
+                self.nodes
+                    .get_mut(&from)
+                    .unwrap()
+                    .handle_lookup(now, key, found);
+            }
+            PubSubOutput::Send {
+                subscriber,
+                message,
+            } => {
+                let epoch = message.epoch;
+                self.nodes
+                    .get_mut(&subscriber)
+                    .unwrap()
+                    .handle_publish(now, from, message);
+                if !self.slow.contains(&subscriber) {
+                    self.nodes
+                        .get_mut(&from)
+                        .unwrap()
+                        .handle_written(now, subscriber, epoch);
+                }
+            }
+            PubSubOutput::Answer { .. } => unreachable!("no SUBSCRIBE in this mesh"),
+            PubSubOutput::Event(PubSubEvent::Message {
+                publisher,
+                message_id,
+                ..
+            }) => {
+                self.got
+                    .entry(from)
+                    .or_default()
+                    .push((publisher, message_id));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_thousand_publications_reach_five_subscribers_once_and_in_order() {
+    let mut mesh = Mesh::new(&[1, 2, 3, 4, 5, 6, 7]);
+    let subscriptions = [
+        (2, "sensors.kitchen.temp"),
+        (3, "sensors.*.temp"),
+        (4, "sensors.#"),
+        (5, "#"),
+        (6, "*.kitchen.*"),
+        (7, "sensors.*.temp"), // never reads
+    ];
+    for (b, p) in subscriptions {
+        let now = mesh.now;
+        mesh.nodes
+            .get_mut(&node(b))
+            .unwrap()
+            .subscribe(now, pattern(p))
+            .unwrap();
+    }
+    mesh.slow.push(node(7));
+    let publisher_config = PubSubConfig {
+        queue_bound: 100,
+        ..config(1)
+    };
+    mesh.nodes.insert(node(1), PubSub::new(publisher_config));
+    mesh.run();
+    let publisher = node(1);
+    for i in 0..1000u64 {
+        mesh.now += Duration::from_millis(10);
+        let now = mesh.now;
+        let t = if i % 10 == 0 {
+            "sensors.hall.temp"
+        } else {
+            "sensors.kitchen.temp"
+        };
+        let machine = mesh.nodes.get_mut(&publisher).unwrap();
+        machine.handle_timeout(now);
+        machine.publish(now, topic(t), Bytes::new()).unwrap();
+        mesh.run();
+    }
+    let every: Vec<(NodeId, u64)> = (0..1000).map(|i| (publisher, i)).collect();
+    let kitchen: Vec<(NodeId, u64)> = every.iter().copied().filter(|(_, i)| i % 10 != 0).collect();
+    assert_eq!(mesh.got[&node(2)], kitchen);
+    for b in [3, 4, 5] {
+        assert_eq!(mesh.got[&node(b)], every, "subscriber {b}");
+    }
+    assert_eq!(mesh.got[&node(6)], kitchen);
+    let slow = &mesh.got[&node(7)];
+    assert_eq!(slow.len(), 64, "the window only: it never reads");
+    let stats = mesh.nodes[&publisher].stats();
+    assert_eq!(stats.dropped_slow, 1000 - 64 - 100);
+    assert_eq!(mesh.nodes[&publisher].queued_for(&node(7)), 100);
+    assert_eq!(stats.published, 1000);
+}
