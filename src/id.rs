@@ -217,6 +217,35 @@ impl fmt::Display for NodeId {
     }
 }
 
+/// A string that is not a node id in hex.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a node id (64 hex digits)")]
+pub struct NodeIdParseError {
+    /// The rejected text (at most its first 80 characters).
+    pub text: String,
+}
+
+impl core::str::FromStr for NodeId {
+    type Err = NodeIdParseError;
+
+    /// Parses 64 hex digits, as [`NodeId`]'s `Display` writes them.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = || NodeIdParseError {
+            text: text.chars().take(80).collect(),
+        };
+        let digits = text.as_bytes();
+        if digits.len() != ID_LEN * 2 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return Err(error());
+        }
+        let value = |digit: u8| (digit as char).to_digit(16).unwrap_or(0) as u8;
+        let mut bytes = [0u8; ID_LEN];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            *byte = value(pair[0]) << 4 | value(pair[1]);
+        }
+        Ok(Self(bytes))
+    }
+}
+
 /// The XOR distance between two ids, ordered as a 256-bit big-endian integer.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct Distance([u8; ID_LEN]);
@@ -485,6 +514,15 @@ mod tests {
             other.public_key().verify(b"record", &sig),
             Err(KeyError::BadSignature)
         );
+    }
+
+    #[test]
+    fn node_ids_parse_from_their_hex_form() {
+        let id = Identity::from_seed([8; 32]).node_id();
+        assert_eq!(id.to_string().parse::<NodeId>(), Ok(id));
+        assert!("abc".parse::<NodeId>().is_err());
+        assert!("zz".repeat(32).parse::<NodeId>().is_err());
+        assert!("+1".repeat(32).parse::<NodeId>().is_err());
     }
 
     #[test]

@@ -252,15 +252,8 @@ pub struct PinSet(BTreeSet<[u8; 32]>);
 impl PinSet {
     /// A pin set from hashes in hex (64 digits each).
     pub fn from_hex<'a>(pins: impl IntoIterator<Item = &'a str>) -> Result<Self, TlsError> {
-        let parse = |pin: &str| -> Option<[u8; 32]> {
-            let bytes = pin.as_bytes();
-            (bytes.len() == 64).then_some(())?;
-            let mut out = [0u8; 32];
-            for (i, pair) in bytes.chunks(2).enumerate() {
-                out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-            }
-            Some(out)
-        };
+        // An SPKI SHA-256 has the form of a node id (for Ed25519 keys it is one).
+        let parse = |pin: &str| pin.parse::<NodeId>().ok().map(|id| *id.as_bytes());
         let set = pins
             .into_iter()
             .map(|pin| parse(pin).ok_or_else(|| TlsError::BadPin { pin: pin.into() }))

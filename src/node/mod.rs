@@ -23,6 +23,7 @@
 mod config;
 mod conn;
 pub mod dht_wire;
+mod peers;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ use quinn_proto::{
 
 pub use config::NodeConfig;
 use conn::{Ask, Blocked, Conn, Phase, StreamTrouble};
+pub use peers::{PeersFileError, load_peers, save_peers};
 
 use crate::collections::HashMap;
 use crate::contract::{Datagram, Input, Machine, Output, Transmit};
@@ -231,6 +233,12 @@ impl Node {
             id: self.local,
             addrs: self.config.listen_addrs.iter().copied().collect(),
         }
+    }
+
+    /// The peers in the routing table, to save with [`save_peers`] and pass
+    /// to [`Node::bootstrap`] after a restart.
+    pub fn known_peers(&self) -> Vec<dht::Contact> {
+        self.dht.table().contacts().cloned().collect()
     }
 
     /// The DHT, to read its table, records and metrics.
