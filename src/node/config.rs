@@ -8,7 +8,7 @@ use crate::id::{NodeId, Realm};
 use crate::pool::PoolConfig;
 use crate::quic::TransportSettings;
 use crate::tls::PeerVerification;
-use crate::wire::Limits;
+use crate::wire::{self, Limits};
 
 /// Everything a [`Node`](super::Node) can be told at start.
 ///
@@ -21,6 +21,7 @@ use crate::wire::Limits;
 /// | verification | [`PeerVerification::Identity`] |
 /// | request_timeout | 10 s (a stream whose answer never comes is reset) |
 /// | max_waiting_requests | 4096 requests queued for a connection or a stream |
+/// | max_buffered_per_connection | 2 MiB of partial frames and unread answers per connection |
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     /// The realm this node belongs to; peers of other realms are refused.
@@ -43,6 +44,11 @@ pub struct NodeConfig {
     /// Requests that may wait for a connection or a free stream at once;
     /// past it a request fails at once.
     pub max_waiting_requests: usize,
+    /// Bytes one connection may hold in the node's own buffers (partial
+    /// frames, answers the peer has not read) before the node stops reading
+    /// its streams; QUIC flow control then stops the peer. Never below one
+    /// maximum frame.
+    pub max_buffered_per_connection: usize,
 }
 
 impl NodeConfig {
@@ -58,6 +64,15 @@ impl NodeConfig {
             listen_addrs: Vec::new(),
             request_timeout: Duration::from_secs(10),
             max_waiting_requests: 4096,
+            max_buffered_per_connection: 2 << 20,
         }
+    }
+
+    /// The per-connection buffer budget in force: the setting, raised to
+    /// one whole frame so a frame can always complete.
+    pub fn connection_buffer_budget(&self) -> usize {
+        let frame = usize::try_from(self.limits.max_frame_len).unwrap_or(usize::MAX);
+        self.max_buffered_per_connection
+            .max(frame.saturating_add(wire::HEADER_LEN))
     }
 }

@@ -86,6 +86,10 @@ pub struct Conn {
     pub blocked: VecDeque<Blocked>,
     readers: HashMap<StreamId, FrameReader>,
     writes: HashMap<StreamId, PendingWrite>,
+    /// Streams with data we did not read because the connection was over
+    /// its buffer budget; QUIC flow control holds their bytes meanwhile.
+    parked: VecDeque<StreamId>,
+    budget: usize,
     limits: Limits,
 }
 
@@ -107,6 +111,7 @@ impl Conn {
         remote: SocketAddr,
         virtual_addr: SocketAddr,
         limits: Limits,
+        budget: usize,
     ) -> Self {
         Self {
             quinn,
@@ -123,6 +128,8 @@ impl Conn {
             blocked: VecDeque::new(),
             readers: HashMap::default(),
             writes: HashMap::default(),
+            parked: VecDeque::new(),
+            budget,
             limits,
         }
     }
@@ -228,6 +235,35 @@ impl Conn {
             self.readers.remove(&stream);
         }
         Ok((messages, finished))
+    }
+
+    /// Bytes this connection holds in our buffers: partial frames read and
+    /// answers waiting for the peer to read.
+    pub fn buffered(&self) -> usize {
+        let reading: usize = self.readers.values().map(FrameReader::buffered_len).sum();
+        let writing: usize = self.writes.values().map(|w| w.data.len()).sum();
+        reading + writing
+    }
+
+    /// True when reading more would take the connection past its budget.
+    pub fn over_budget(&self) -> bool {
+        self.buffered() >= self.budget
+    }
+
+    /// Leaves `stream` unread until the connection is under budget again.
+    pub fn park(&mut self, stream: StreamId) {
+        if !self.parked.contains(&stream) {
+            self.parked.push_back(stream);
+        }
+    }
+
+    /// The next parked stream to read, once the connection is under budget.
+    pub fn unpark(&mut self) -> Option<StreamId> {
+        if self.over_budget() {
+            None
+        } else {
+            self.parked.pop_front()
+        }
     }
 
     /// Forgets a stream's reader (its request is answered).

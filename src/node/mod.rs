@@ -256,6 +256,12 @@ impl Node {
         &self.counters
     }
 
+    /// Bytes held in the node's own per-connection buffers (partial frames
+    /// and answers the peers have not read), over all connections.
+    pub fn buffered_bytes(&self) -> usize {
+        self.conns.values().map(Conn::buffered).sum()
+    }
+
     /// Number of live QUIC connections.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
@@ -380,6 +386,7 @@ impl Node {
                             datagram.remote,
                             virtual_addr,
                             self.config.limits,
+                            self.config.connection_buffer_budget(),
                         );
                         self.conns.insert(handle, conn);
                     }
@@ -492,6 +499,7 @@ impl Node {
                 if let Some(conn) = self.conns.get_mut(&handle) {
                     conn.flush_stream(id);
                 }
+                self.resume_parked(now, handle);
             }
             quinn_proto::Event::Stream(StreamEvent::Available { dir: Dir::Bi }) => {
                 self.send_blocked(now, handle);
@@ -581,7 +589,20 @@ impl Node {
         }
     }
 
+    /// Reads a stream, then the streams parked while the connection was
+    /// over its buffer budget, as far as the budget allows.
     fn on_readable(&mut self, now: Instant, handle: ConnectionHandle, stream: StreamId) {
+        self.read_stream(now, handle, stream);
+        self.resume_parked(now, handle);
+    }
+
+    fn resume_parked(&mut self, now: Instant, handle: ConnectionHandle) {
+        while let Some(stream) = self.conns.get_mut(&handle).and_then(Conn::unpark) {
+            self.read_stream(now, handle, stream);
+        }
+    }
+
+    fn read_stream(&mut self, now: Instant, handle: ConnectionHandle, stream: StreamId) {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -589,6 +610,13 @@ impl Node {
             return;
         }
         let is_control = conn.control == Some(stream);
+        if !is_control && conn.over_budget() {
+            // A peer that sends without reading our answers, or trickles
+            // partial frames on many streams, stops here: its bytes stay in
+            // QUIC's receive window until we read again.
+            conn.park(stream);
+            return;
+        }
         let (messages, finished) = match conn.read(stream) {
             Ok(read) => read,
             Err(StreamTrouble::Reset) => {
@@ -1058,6 +1086,7 @@ impl Node {
                     addr,
                     virtual_addr,
                     self.config.limits,
+                    self.config.connection_buffer_budget(),
                 );
                 self.conns.insert(handle, conn);
                 self.attach_pool_id(handle, pool_id);
