@@ -10,8 +10,9 @@ use pinger::Pinger;
 
 #[tokio::test]
 async fn pings_over_loopback_are_answered_in_order_with_timers_and_ttls() {
-    let mut a = Driver::bind("127.0.0.1:0", Pinger::new(10)).await.unwrap();
-    let mut b = Driver::bind("127.0.0.1:0", Pinger::new(0)).await.unwrap();
+    let loopback = "127.0.0.1:0".parse().unwrap();
+    let mut a = Driver::bind(loopback, Pinger::new(10)).await.unwrap();
+    let mut b = Driver::bind(loopback, Pinger::new(0)).await.unwrap();
     let b_addr = b.local_addr();
     let responder = tokio::spawn(async move {
         // b never reports events: it only answers. Run it until the test ends.
@@ -24,10 +25,13 @@ async fn pings_over_loopback_are_answered_in_order_with_timers_and_ttls() {
     while got.len() < 10 {
         let event = tokio::time::timeout(Duration::from_secs(5), a.next_event())
             .await
-            .expect("every ping is answered within 5 s")
-            .unwrap();
+            .expect("every ping is answered within 5 s");
         got.push(event);
     }
     assert_eq!(got, (0..10).collect::<Vec<u8>>());
+    let counters = a.counters();
+    assert_eq!(counters.datagrams_sent, 10);
+    assert_eq!(counters.datagrams_received, 10);
+    assert_eq!(counters.send_errors, 0);
     responder.abort();
 }

@@ -1,0 +1,178 @@
+//! Macula nodes on real loopback UDP sockets: they connect with mutual TLS,
+//! bootstrap from one seed, find each other, store records with
+//! confirmation and query them (the checks of `tests/node_sim.rs`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use macula::dht::Contact;
+use macula::id::{NodeId, Realm, RecordKey, RecordKind};
+use macula::node::Event;
+use macula_tokio::{Events, MaculaConfig, MaculaNode};
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+/// Every command of these tests finishes well within this on loopback.
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn realm() -> Realm {
+    Realm::new("io.macula.test").unwrap()
+}
+
+async fn start(n: usize) -> Vec<MaculaNode> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        let config = MaculaConfig::new(realm(), "127.0.0.1:0".parse().unwrap());
+        nodes.push(MaculaNode::bind(config).await.unwrap());
+    }
+    nodes
+}
+
+/// Bootstraps every node but the first from the first, all at once.
+async fn bootstrap_all(nodes: &[MaculaNode]) {
+    let seed = nodes[0].contact();
+    let mut joins = JoinSet::new();
+    for node in &nodes[1..] {
+        let (node, seeds) = (node.clone(), vec![seed.clone()]);
+        joins.spawn(async move { timeout(LIMIT, node.bootstrap(seeds)).await });
+    }
+    while let Some(joined) = joins.join_next().await {
+        let table_size = joined.unwrap().expect("bootstrap in time").unwrap();
+        assert!(table_size >= 1, "the seed at least is in the table");
+    }
+}
+
+/// Whether `events` report a connection to `peer` within [`LIMIT`].
+async fn connects(events: &mut Events, peer: NodeId) -> bool {
+    let seen = async {
+        while let Some(event) = events.recv().await {
+            if matches!(event, Event::Connected { peer: p, .. } if p == peer) {
+                return true;
+            }
+        }
+        false
+    };
+    timeout(LIMIT, seen).await.unwrap_or(false)
+}
+
+#[tokio::test]
+async fn two_nodes_connect_with_mutual_tls_and_find_each_other() {
+    let nodes = start(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut a_events = a.events();
+    let mut b_events = b.events();
+    bootstrap_all(&nodes).await;
+
+    assert!(
+        connects(&mut a_events, b.node_id()).await,
+        "a saw b connect"
+    );
+    assert!(
+        connects(&mut b_events, a.node_id()).await,
+        "b saw a connect"
+    );
+
+    let found = timeout(LIMIT, a.find_node(b.node_id()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.closest.first().map(|c| c.id), Some(b.node_id()));
+    assert_eq!(found.closest[0].addrs.as_slice(), &[b.local_addr()]);
+    assert_eq!(a.counters().send_errors, 0);
+
+    a.shutdown().await;
+    let drained = timeout(LIMIT, async { while a_events.recv().await.is_some() {} });
+    drained.await.expect("events end at shutdown");
+    assert_eq!(
+        a.find_node(b.node_id()).await,
+        Err(macula_tokio::CommandError::Stopped)
+    );
+}
+
+#[tokio::test]
+async fn five_nodes_find_each_other_and_store_and_query_records() {
+    let nodes = start(5).await;
+    bootstrap_all(&nodes).await;
+
+    // Every node looks up every other node.
+    let mut lookups = JoinSet::new();
+    for node in &nodes {
+        for target in &nodes {
+            let (node, target) = (node.clone(), target.contact());
+            lookups.spawn(async move {
+                let found = timeout(LIMIT, node.find_node(target.id)).await;
+                (node.node_id(), target, found)
+            });
+        }
+    }
+    let mut finished = 0;
+    while let Some(lookup) = lookups.join_next().await {
+        let (me, target, found) = lookup.unwrap();
+        let found = found.expect("lookup in time").unwrap();
+        let hit = target.id == me || found.closest.contains(&target);
+        assert!(hit, "{me:?} missed {target:?}: {found:?}");
+        finished += 1;
+    }
+    assert_eq!(finished, nodes.len() * nodes.len());
+
+    // Each node stores one record; another node queries it.
+    let key = |i: usize| RecordKey::new(&realm(), RecordKind::Rpc, &format!("service-{i}"));
+    let mut stores = JoinSet::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let (node, value) = (node.clone(), Bytes::from(format!("provider {i}")));
+        stores.spawn(async move {
+            timeout(LIMIT, node.store(key(i), value, Duration::from_secs(10))).await
+        });
+    }
+    while let Some(stored) = stores.join_next().await {
+        let receipt = stored.unwrap().expect("store in time").unwrap();
+        assert!(receipt.success, "store reached its quorum: {receipt:?}");
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        let other = (i + 2) % nodes.len();
+        let answer = timeout(LIMIT, node.query(key(other), Duration::from_secs(10)))
+            .await
+            .expect("query in time")
+            .unwrap();
+        assert_eq!(
+            answer.records.len(),
+            1,
+            "one provider, one record: {answer:?}"
+        );
+        assert_eq!(
+            answer.records[0].value,
+            Bytes::from(format!("provider {other}"))
+        );
+        assert_eq!(answer.records[0].provider(), nodes[other].node_id());
+    }
+    for node in &nodes {
+        assert_eq!(node.counters().send_errors, 0);
+    }
+}
+
+/// A node whose seed cannot be sent to (an IPv6 destination from an IPv4
+/// socket) counts the failed sends, and keeps serving.
+#[tokio::test]
+async fn a_send_error_or_a_junk_datagram_does_not_stop_the_node() {
+    let nodes = start(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let nobody = NodeId::from_bytes([7; 32]);
+    let unreachable = Contact::new(nobody, "[::1]:9".parse().unwrap());
+    let _ = timeout(Duration::from_millis(300), a.bootstrap(vec![unreachable])).await;
+    assert!(a.counters().send_errors >= 1, "{:?}", a.counters());
+
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for size in [1, 1200, 65_507] {
+        junk.send_to(&vec![0x55; size], a.local_addr()).unwrap();
+    }
+    timeout(LIMIT, b.bootstrap(vec![a.contact()]))
+        .await
+        .unwrap()
+        .unwrap();
+    let found = timeout(LIMIT, b.find_node(a.node_id()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.closest.first().map(|c| c.id), Some(a.node_id()));
+    assert!(a.counters().datagrams_received >= 3, "{:?}", a.counters());
+}
