@@ -176,3 +176,29 @@ async fn a_send_error_or_a_junk_datagram_does_not_stop_the_node() {
     assert_eq!(found.closest.first().map(|c| c.id), Some(a.node_id()));
     assert!(a.counters().datagrams_received >= 3, "{:?}", a.counters());
 }
+
+/// A node bound at `[::]` serves an IPv4 and an IPv6 peer on its one
+/// dual-stack socket, and reaches each back in its own family.
+#[tokio::test]
+async fn a_dual_stack_node_serves_ipv4_and_ipv6_peers_on_one_socket() {
+    let bind = |addr: &str| MaculaNode::bind(MaculaConfig::new(realm(), addr.parse().unwrap()));
+    let hub = bind("[::]:0").await.unwrap();
+    let v4 = bind("127.0.0.1:0").await.unwrap();
+    let v6 = bind("[::1]:0").await.unwrap();
+    let port = hub.local_addr().port();
+    let via_v4 = Contact::new(hub.node_id(), ([127, 0, 0, 1], port).into());
+    let via_v6 = Contact::new(hub.node_id(), (std::net::Ipv6Addr::LOCALHOST, port).into());
+    for (peer, seed) in [(&v4, via_v4), (&v6, via_v6)] {
+        timeout(LIMIT, peer.bootstrap(vec![seed]))
+            .await
+            .unwrap()
+            .unwrap();
+        let found = timeout(LIMIT, hub.find_node(peer.node_id()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.closest.first(), Some(&peer.contact()), "{found:?}");
+    }
+    // The single-family peers may fail to reach each other; the hub reaches both.
+    assert_eq!(hub.counters().send_errors, 0, "{:?}", hub.counters());
+}
