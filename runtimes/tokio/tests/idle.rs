@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use macula::id::Realm;
-use macula_tokio::{MaculaConfig, MaculaNode};
-use tokio::time::timeout;
+mod common;
+use common::{find, join, start};
 
 /// CPU time (user + system) this process used so far, from
 /// `/proc/self/stat` (fields 14 and 15, in clock ticks of the fixed
@@ -43,24 +42,10 @@ fn check_the_measure() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn an_idle_bootstrapped_node_uses_under_50_ms_of_cpu_in_5_s() {
-    let realm = Realm::new("io.macula.test").unwrap();
-    let bind = "127.0.0.1:0".parse().unwrap();
-    let a = MaculaNode::bind(MaculaConfig::new(realm.clone(), bind))
-        .await
-        .unwrap();
-    let b = MaculaNode::bind(MaculaConfig::new(realm, bind))
-        .await
-        .unwrap();
-    let limit = Duration::from_secs(20);
-    timeout(limit, b.bootstrap(vec![a.contact()]))
-        .await
-        .unwrap()
-        .unwrap();
-    let found = timeout(limit, a.find_node(b.node_id()))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(found.closest.first().map(|c| c.id), Some(b.node_id()));
+    let nodes = start(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    join(b, a.contact()).await;
+    find(a, b.node_id()).await;
     // Let the bucket refreshes that follow a bootstrap finish.
     tokio::time::sleep(Duration::from_secs(1)).await;
     check_the_measure();

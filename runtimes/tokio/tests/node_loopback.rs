@@ -6,39 +6,28 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use macula::dht::Contact;
-use macula::id::{NodeId, Realm, RecordKey, RecordKind};
+use macula::id::{NodeId, RecordKey, RecordKind};
 use macula::node::Event;
-use macula_tokio::{Events, MaculaConfig, MaculaNode};
+use macula_tokio::{Events, MaculaNode};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-/// Every command of these tests finishes well within this on loopback.
-const LIMIT: Duration = Duration::from_secs(20);
-
-fn realm() -> Realm {
-    Realm::new("io.macula.test").unwrap()
-}
-
-async fn start(n: usize) -> Vec<MaculaNode> {
-    let mut nodes = Vec::new();
-    for _ in 0..n {
-        let config = MaculaConfig::new(realm(), "127.0.0.1:0".parse().unwrap());
-        nodes.push(MaculaNode::bind(config).await.unwrap());
-    }
-    nodes
-}
+mod common;
+use common::{LIMIT, bind, find, join, realm, start};
 
 /// Bootstraps every node but the first from the first, all at once.
 async fn bootstrap_all(nodes: &[MaculaNode]) {
     let seed = nodes[0].contact();
     let mut joins = JoinSet::new();
     for node in &nodes[1..] {
-        let (node, seeds) = (node.clone(), vec![seed.clone()]);
-        joins.spawn(async move { timeout(LIMIT, node.bootstrap(seeds)).await });
+        let (node, seed) = (node.clone(), seed.clone());
+        joins.spawn(async move { join(&node, seed).await });
     }
-    while let Some(joined) = joins.join_next().await {
-        let table_size = joined.unwrap().expect("bootstrap in time").unwrap();
-        assert!(table_size >= 1, "the seed at least is in the table");
+    while let Some(table_size) = joins.join_next().await {
+        assert!(
+            table_size.unwrap() >= 1,
+            "the seed at least is in the table"
+        );
     }
 }
 
@@ -72,11 +61,7 @@ async fn two_nodes_connect_with_mutual_tls_and_find_each_other() {
         "b saw a connect"
     );
 
-    let found = timeout(LIMIT, a.find_node(b.node_id()))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(found.closest.first().map(|c| c.id), Some(b.node_id()));
+    let found = find(a, b.node_id()).await;
     assert_eq!(found.closest[0].addrs.as_slice(), &[b.local_addr()]);
     assert_eq!(a.counters().send_errors, 0);
 
@@ -165,15 +150,8 @@ async fn a_send_error_or_a_junk_datagram_does_not_stop_the_node() {
     for size in [1, 1200, 65_507] {
         junk.send_to(&vec![0x55; size], a.local_addr()).unwrap();
     }
-    timeout(LIMIT, b.bootstrap(vec![a.contact()]))
-        .await
-        .unwrap()
-        .unwrap();
-    let found = timeout(LIMIT, b.find_node(a.node_id()))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(found.closest.first().map(|c| c.id), Some(a.node_id()));
+    join(b, a.contact()).await;
+    find(b, a.node_id()).await;
     assert!(a.counters().datagrams_received >= 3, "{:?}", a.counters());
 }
 
@@ -181,23 +159,16 @@ async fn a_send_error_or_a_junk_datagram_does_not_stop_the_node() {
 /// dual-stack socket, and reaches each back in its own family.
 #[tokio::test]
 async fn a_dual_stack_node_serves_ipv4_and_ipv6_peers_on_one_socket() {
-    let bind = |addr: &str| MaculaNode::bind(MaculaConfig::new(realm(), addr.parse().unwrap()));
-    let hub = bind("[::]:0").await.unwrap();
-    let v4 = bind("127.0.0.1:0").await.unwrap();
-    let v6 = bind("[::1]:0").await.unwrap();
+    let hub = bind("[::]:0").await;
+    let v4 = bind("127.0.0.1:0").await;
+    let v6 = bind("[::1]:0").await;
     let port = hub.local_addr().port();
     let via_v4 = Contact::new(hub.node_id(), ([127, 0, 0, 1], port).into());
     let via_v6 = Contact::new(hub.node_id(), (std::net::Ipv6Addr::LOCALHOST, port).into());
     for (peer, seed) in [(&v4, via_v4), (&v6, via_v6)] {
-        timeout(LIMIT, peer.bootstrap(vec![seed]))
-            .await
-            .unwrap()
-            .unwrap();
-        let found = timeout(LIMIT, hub.find_node(peer.node_id()))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(found.closest.first(), Some(&peer.contact()), "{found:?}");
+        join(peer, seed).await;
+        let found = find(&hub, peer.node_id()).await;
+        assert_eq!(found.closest[0], peer.contact(), "announced address kept");
     }
     // The single-family peers may fail to reach each other; the hub reaches both.
     assert_eq!(hub.counters().send_errors, 0, "{:?}", hub.counters());
