@@ -1,4 +1,5 @@
-//! Two machines exchange datagrams over real loopback UDP sockets.
+//! Machines exchange datagrams over real loopback UDP sockets through the
+//! generic [`Driver`]: timers, ordering, and the TTL of each datagram.
 
 #[path = "../../testutil/pinger.rs"]
 mod pinger;
@@ -34,4 +35,87 @@ async fn pings_over_loopback_are_answered_in_order_with_timers_and_ttls() {
     assert_eq!(counters.datagrams_received, 10);
     assert_eq!(counters.send_errors, 0);
     responder.abort();
+}
+
+/// The IP TTL (IPv6 hop limit) each datagram arrived with at `observer`,
+/// in order, for `count` datagrams.
+#[cfg(target_os = "linux")]
+fn arrival_ttls(observer: std::net::UdpSocket, count: usize) -> Vec<(u8, i32)> {
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{
+        ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+    };
+
+    if observer.local_addr().unwrap().is_ipv4() {
+        setsockopt(&observer, sockopt::Ipv4RecvTtl, &true).unwrap();
+    } else {
+        setsockopt(&observer, sockopt::Ipv6RecvHopLimit, &true).unwrap();
+    }
+    observer
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    (0..count)
+        .map(|_| {
+            let mut payload = [0u8; 16];
+            let mut cmsgs = nix::cmsg_space!(i32);
+            let mut iov = [IoSliceMut::new(&mut payload)];
+            let msg = recvmsg::<SockaddrStorage>(
+                observer.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsgs),
+                MsgFlags::empty(),
+            )
+            .expect("each ping arrives within 5 s");
+            let ttl =
+                msg.cmsgs()
+                    .unwrap()
+                    .find_map(|c| match c {
+                        ControlMessageOwned::Ipv4Ttl(ttl)
+                        | ControlMessageOwned::Ipv6HopLimit(ttl) => Some(ttl),
+                        _ => None,
+                    })
+                    .expect("the TTL came with the datagram");
+            (payload[1], ttl)
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn each_datagram_goes_out_with_its_own_ttl_and_the_default_comes_back() {
+    // IPv4, IPv6, and IPv4 from a dual-stack socket.
+    for (driver_addr, observer_addr) in [
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        ("[::1]:0", "[::1]:0"),
+        ("[::]:0", "127.0.0.1:0"),
+    ] {
+        let observer = std::net::UdpSocket::bind(observer_addr).unwrap();
+        let target = observer.local_addr().unwrap();
+        let mut driver = Driver::bind(driver_addr.parse().unwrap(), Pinger::new(4))
+            .await
+            .unwrap();
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        driver.machine_mut().start(now, target);
+        // The observer never answers, so this runs until aborted.
+        let pinging = tokio::spawn(async move { driver.next_event().await });
+        let ttls = tokio::task::spawn_blocking(move || arrival_ttls(observer, 4))
+            .await
+            .unwrap();
+        pinging.abort();
+        let numbers: Vec<u8> = ttls.iter().map(|(n, _)| *n).collect();
+        assert_eq!(numbers, [0, 1, 2, 3], "{driver_addr} -> {target}");
+        for (n, ttl) in ttls {
+            if n % 2 == 1 {
+                assert_eq!(ttl, 1, "ping {n} from {driver_addr} set TTL 1");
+            } else {
+                assert!(
+                    ttl > 1,
+                    "ping {n} from {driver_addr} had the default TTL back, got {ttl}"
+                );
+            }
+        }
+    }
 }
