@@ -140,11 +140,19 @@ impl<M: Machine> Driver<M> {
     /// caller to act on (then call [`Driver::flush`]).
     pub async fn turn<T>(&mut self, other: impl Future<Output = T>) -> Option<T> {
         self.arm();
-        let wake = tokio::select! {
-            biased;
-            () = &mut self.timer, if self.armed.is_some() => Wake::Deadline,
-            out = other => Wake::Other(out),
-            ready = self.socket.readable() => Wake::Readable(ready),
+        // tokio's timer wheel advances only when the runtime parks or every
+        // few dozen tasks; a socket that is always readable would keep it
+        // from ever seeing a due deadline. So look at the clock first.
+        let due = self.armed.is_some_and(|at| at <= clock::now());
+        let wake = if due {
+            Wake::Deadline
+        } else {
+            tokio::select! {
+                biased;
+                () = &mut self.timer, if self.armed.is_some() => Wake::Deadline,
+                out = other => Wake::Other(out),
+                ready = self.socket.readable() => Wake::Readable(ready),
+            }
         };
         self.counters.add(Count::Wakeup, 1);
         match wake {
@@ -183,7 +191,8 @@ impl<M: Machine> Driver<M> {
         let mut received = std::mem::take(&mut self.received);
         let mut handled = 0;
         while handled < self.datagrams_per_turn {
-            match self.socket.try_receive(|d| received.push(d)) {
+            let reads = self.datagrams_per_turn - handled;
+            match self.socket.try_receive(reads, |d| received.push(d)) {
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {

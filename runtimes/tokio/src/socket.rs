@@ -94,20 +94,29 @@ impl Socket {
         self.io.readable().await
     }
 
-    /// Receives one batch of waiting datagrams (up to `quinn_udp::BATCH_SIZE`
-    /// reads, each possibly several GRO segments) and hands each datagram to
-    /// `deliver`. Returns how many datagrams it delivered; `WouldBlock` when
-    /// nothing was waiting.
-    pub(crate) fn try_receive(&mut self, mut deliver: impl FnMut(Datagram)) -> io::Result<usize> {
-        let mut bufs: Vec<IoSliceMut<'_>> =
-            self.slots.chunks_mut(SLOT).map(IoSliceMut::new).collect();
+    /// Receives one batch of waiting datagrams (at most `max_reads` reads,
+    /// and at most `quinn_udp::BATCH_SIZE`; a read may hold several GRO
+    /// segments) and hands each datagram to `deliver`. Returns how many
+    /// datagrams it delivered; `WouldBlock` when nothing was waiting.
+    pub(crate) fn try_receive(
+        &mut self,
+        max_reads: usize,
+        mut deliver: impl FnMut(Datagram),
+    ) -> io::Result<usize> {
+        let reads = max_reads.clamp(1, self.metas.len());
+        let mut bufs: Vec<IoSliceMut<'_>> = self
+            .slots
+            .chunks_mut(SLOT)
+            .take(reads)
+            .map(IoSliceMut::new)
+            .collect();
         let state = &self.state;
-        let metas = &mut self.metas;
-        let reads = self.io.try_io(Interest::READABLE, || {
+        let metas = &mut self.metas[..reads];
+        let done = self.io.try_io(Interest::READABLE, || {
             state.recv(UdpSockRef::from(&self.io), &mut bufs, metas)
         })?;
         let mut delivered = 0;
-        for (meta, buf) in self.metas.iter().zip(bufs.iter()).take(reads) {
+        for (meta, buf) in self.metas.iter().zip(bufs.iter()).take(done) {
             let remote = canonical(meta.addr);
             let local = SocketAddr::new(
                 meta.dst_ip.map_or(self.local.ip(), |ip| ip.to_canonical()),

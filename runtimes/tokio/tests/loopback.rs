@@ -4,7 +4,10 @@
 #[path = "../../testutil/pinger.rs"]
 mod pinger;
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use macula::{Input, Machine, Output};
 
 use macula_tokio::Driver;
 use pinger::Pinger;
@@ -118,4 +121,76 @@ async fn each_datagram_goes_out_with_its_own_ttl_and_the_default_comes_back() {
             }
         }
     }
+}
+
+/// What [`Recorder`] saw, in order.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Datagram,
+    Timeout,
+}
+
+/// Reports every datagram; the first one makes a deadline due at once,
+/// reported when its timeout comes.
+#[derive(Default)]
+struct Recorder {
+    deadline: Option<Instant>,
+    armed: bool,
+    out: VecDeque<Output<Seen>>,
+}
+
+impl Machine for Recorder {
+    type Event = Seen;
+
+    fn handle_input(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Datagram(_) => {
+                self.out.push_back(Output::Event(Seen::Datagram));
+                if !self.armed {
+                    self.armed = true;
+                    self.deadline = Some(now);
+                }
+            }
+            Input::Timeout if self.deadline.is_some_and(|d| d <= now) => {
+                self.deadline = None;
+                self.out.push_back(Output::Event(Seen::Timeout));
+            }
+            Input::Timeout | Input::LocalAddressChanged { .. } => {}
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output<Seen>> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_datagrams_cannot_starve_a_due_deadline() {
+    const BUDGET: usize = 8;
+    const FLOOD: usize = 100;
+    let mut driver = Driver::bind("127.0.0.1:0".parse().unwrap(), Recorder::default())
+        .await
+        .unwrap();
+    driver.set_datagrams_per_turn(BUDGET);
+    let flood = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..FLOOD {
+        // Sizes differ so the kernel cannot coalesce them (GRO).
+        flood.send_to(&vec![0; 1 + i], driver.local_addr()).unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < FLOOD + 1 {
+        let event = tokio::time::timeout(Duration::from_secs(5), driver.next_event());
+        seen.push(event.await.expect("every datagram arrives"));
+    }
+    let timeout_at = seen.iter().position(|s| *s == Seen::Timeout);
+    assert_eq!(
+        timeout_at,
+        Some(BUDGET),
+        "the deadline came due at the first datagram and fired after one turn's budget"
+    );
+    assert_eq!(driver.counters().datagrams_received, FLOOD as u64);
 }
