@@ -173,3 +173,22 @@ async fn a_dual_stack_node_serves_ipv4_and_ipv6_peers_on_one_socket() {
     // The single-family peers may fail to reach each other; the hub reaches both.
     assert_eq!(hub.counters().send_errors, 0, "{:?}", hub.counters());
 }
+
+/// Dropping every handle stops the node: its task ends and its socket is
+/// closed, so the address can be bound again.
+#[tokio::test]
+async fn dropping_the_last_handle_stops_the_node_and_frees_its_socket() {
+    let node = bind("127.0.0.1:0").await;
+    let addr = node.local_addr();
+    let mut events = node.events();
+    let clone = node.clone();
+    drop(node);
+    assert!(
+        std::net::UdpSocket::bind(addr).is_err(),
+        "a clone keeps it running"
+    );
+    drop(clone);
+    let ended = timeout(LIMIT, async { while events.recv().await.is_some() {} });
+    ended.await.expect("the event stream ends with the task");
+    std::net::UdpSocket::bind(addr).expect("the socket was closed");
+}
