@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) struct Counters {
     datagrams_received: AtomicU64,
     datagrams_sent: AtomicU64,
+    send_calls: AtomicU64,
     send_errors: AtomicU64,
     receive_errors: AtomicU64,
     wakeups: AtomicU64,
@@ -20,6 +21,8 @@ pub struct DriverCounters {
     pub datagrams_received: u64,
     /// Datagrams the OS accepted.
     pub datagrams_sent: u64,
+    /// Send system calls; fewer than datagrams when GSO joined some.
+    pub send_calls: u64,
     /// Datagrams the OS refused (unreachable destination, wrong address
     /// family, too large, ...); each was logged and dropped.
     pub send_errors: u64,
@@ -34,6 +37,7 @@ pub struct DriverCounters {
 pub(crate) enum Count {
     Received,
     Sent,
+    SendCall,
     SendError,
     ReceiveError,
     Wakeup,
@@ -45,6 +49,7 @@ impl Counters {
         let counter = match count {
             Count::Received => &self.datagrams_received,
             Count::Sent => &self.datagrams_sent,
+            Count::SendCall => &self.send_calls,
             Count::SendError => &self.send_errors,
             Count::ReceiveError => &self.receive_errors,
             Count::Wakeup => &self.wakeups,
@@ -58,6 +63,7 @@ impl Counters {
         DriverCounters {
             datagrams_received: get(&self.datagrams_received),
             datagrams_sent: get(&self.datagrams_sent),
+            send_calls: get(&self.send_calls),
             send_errors: get(&self.send_errors),
             receive_errors: get(&self.receive_errors),
             wakeups: get(&self.wakeups),

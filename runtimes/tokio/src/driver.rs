@@ -19,6 +19,7 @@ use std::time::Instant;
 use macula::{Datagram, Input, Machine, Output};
 use tokio::time::Sleep;
 
+use crate::batch::Batch;
 use crate::clock;
 use crate::counters::{Count, Counters, DriverCounters};
 use crate::socket::Socket;
@@ -100,19 +101,41 @@ impl<M: Machine> Driver<M> {
     }
 
     /// Sends everything the machine has queued and keeps its events for
-    /// [`Driver::pop_event`]. A datagram the OS refuses is logged, counted
-    /// and dropped: it concerns one destination, not the node.
+    /// [`Driver::pop_event`]. Consecutive datagrams to one peer leave in one
+    /// GSO send where the OS offers it. A send the OS refuses is logged,
+    /// counted and dropped: it concerns one destination, not the node.
     pub async fn flush(&mut self) {
+        let mut batch: Option<Batch> = None;
         while let Some(output) = self.machine.poll_output() {
             match output {
-                Output::Transmit(transmit) => match self.socket.send(&transmit).await {
-                    Ok(()) => self.counters.add(Count::Sent, 1),
-                    Err(error) => {
-                        self.counters.add(Count::SendError, 1);
-                        tracing::debug!(%error, destination = %transmit.destination, "send failed");
+                Output::Transmit(transmit) => {
+                    let refused = match batch.as_mut() {
+                        Some(open) => open.push(transmit, self.socket.max_segments()).err(),
+                        None => Some(transmit),
+                    };
+                    if let Some(transmit) = refused
+                        && let Some(full) = batch.replace(Batch::new(transmit))
+                    {
+                        self.send(&full).await;
                     }
-                },
+                }
                 Output::Event(event) => self.events.push_back(event),
+            }
+        }
+        if let Some(last) = batch {
+            self.send(&last).await;
+        }
+    }
+
+    /// Sends one batch and counts how it went.
+    async fn send(&self, batch: &Batch) {
+        let datagrams = batch.count() as u64;
+        self.counters.add(Count::SendCall, 1);
+        match self.socket.send(batch).await {
+            Ok(()) => self.counters.add(Count::Sent, datagrams),
+            Err(error) => {
+                self.counters.add(Count::SendError, datagrams);
+                tracing::debug!(%error, destination = %batch.destination, datagrams, "send failed");
             }
         }
     }

@@ -1,8 +1,8 @@
 //! # macula-tokio: a macula node on a tokio UDP socket
 //!
 //! The core crate's machines do no I/O. This crate runs them: one UDP socket
-//! through `quinn-udp` (batched receives, GRO, the destination address of
-//! each packet; dual-stack when bound to `[::]`), one timer reset only when
+//! through `quinn-udp` (batched receives, GRO and GSO, the destination
+//! address of each packet; dual-stack when bound to `[::]`), one timer reset only when
 //! the machine's deadline changes, and a bounded amount of work per wake-up.
 //!
 //! - [`MaculaNode`] runs a [`macula::node::Node`] in its own task behind a
@@ -45,11 +45,13 @@
 //! ## Modules
 //!
 //! - `socket`: the one UDP socket (quinn-udp, dual-stack, per-datagram TTL).
+//! - `batch`: consecutive datagrams to one peer joined for one GSO send.
 //! - `driver`: the drive loop of one machine ([`Driver`]).
 //! - `task` and `handle`: the node task and its [`MaculaNode`] handle.
 //! - `config`, `error`, `events`, `counters`: what those take and give.
 //! - `clock`: the only place the crate reads time.
 
+mod batch;
 mod clock;
 mod config;
 mod counters;

@@ -7,16 +7,19 @@
 //! IPv6 address with `IPV6_V6ONLY` off), IPv4 addresses mapped into and out of
 //! the IPv6 space on such a socket so the machine only ever sees plain IPv4
 //! for IPv4 peers, and a per-datagram IP TTL (hop limit) set for one send and
-//! restored after it.
+//! restored after it. Sends go out in [`Batch`]es: several datagrams to
+//! one peer in one call where the OS offers GSO.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
-use macula::{Datagram, Transmit};
+use macula::Datagram;
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, SockRef, Type};
 use tokio::io::Interest;
+
+use crate::batch::Batch;
 
 /// Bytes of one receive slot. Larger than any UDP payload (65,527 bytes) and
 /// than any GRO super-datagram (the kernel caps one at 64 KiB), so the kernel
@@ -31,7 +34,7 @@ pub(crate) struct Socket {
     /// An IPv6 socket: IPv4 peers are addressed as IPv4-mapped IPv6.
     v6: bool,
     /// The socket's own IPv4 TTL and IPv6 hop limit, restored after a send
-    /// with [`Transmit::ttl`].
+    /// with `macula::Transmit::ttl`.
     default_ttl: DefaultTtl,
     slots: Box<[u8]>,
     metas: Box<[RecvMeta]>,
@@ -135,27 +138,31 @@ impl Socket {
         Ok(delivered)
     }
 
-    /// Sends one datagram, waiting while the socket's send buffer is full.
-    /// Errors other than a full buffer are returned for the caller to count;
-    /// they concern this datagram only.
-    pub(crate) async fn send(&self, transmit: &Transmit) -> io::Result<()> {
-        let destination = self.outgoing(transmit.destination);
-        let datagram = quinn_udp::Transmit {
+    /// Most datagrams one send may carry (1 without GSO).
+    pub(crate) fn max_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Sends a batch of datagrams in one call, waiting while the socket's
+    /// send buffer is full. Errors other than a full buffer are returned for
+    /// the caller to count; they concern this batch only.
+    pub(crate) async fn send(&self, batch: &Batch) -> io::Result<()> {
+        let destination = self.outgoing(batch.destination);
+        let datagrams = quinn_udp::Transmit {
             destination,
             ecn: None,
-            contents: &transmit.payload,
-            segment_size: None,
-            src_ip: transmit
+            contents: batch.contents(),
+            segment_size: batch.segment_size(),
+            src_ip: batch
                 .source
                 .map(|s| s.ip())
                 .filter(|ip| !ip.is_unspecified()),
         };
+        let send = || self.state.try_send(UdpSockRef::from(&self.io), &datagrams);
         self.io
-            .async_io(Interest::WRITABLE, || match transmit.ttl {
-                None => self.state.try_send(UdpSockRef::from(&self.io), &datagram),
-                Some(ttl) => self.with_ttl(ttl, destination, || {
-                    self.state.try_send(UdpSockRef::from(&self.io), &datagram)
-                }),
+            .async_io(Interest::WRITABLE, || match batch.ttl {
+                None => send(),
+                Some(ttl) => self.with_ttl(ttl, destination, send),
             })
             .await
     }

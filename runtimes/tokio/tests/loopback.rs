@@ -194,3 +194,67 @@ async fn a_flood_of_datagrams_cannot_starve_a_due_deadline() {
     );
     assert_eq!(driver.counters().datagrams_received, FLOOD as u64);
 }
+
+/// Queues datagrams and nothing else.
+#[cfg(target_os = "linux")]
+struct Queue(VecDeque<Output<()>>);
+
+#[cfg(target_os = "linux")]
+impl Machine for Queue {
+    type Event = ();
+
+    fn handle_input(&mut self, _: Instant, _: Input) {}
+
+    fn poll_output(&mut self) -> Option<Output<()>> {
+        self.0.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_burst_to_one_peer_leaves_in_one_gso_send_and_arrives_as_datagrams() {
+    let observer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    observer
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let datagram = |n: u8, len: usize, ttl| {
+        Output::Transmit(macula::Transmit {
+            source: None,
+            destination: observer.local_addr().unwrap(),
+            payload: vec![n; len].into(),
+            ttl,
+        })
+    };
+    // Five of 100 bytes and a shorter last one, then one with its own TTL.
+    let mut burst: VecDeque<_> = (0..5).map(|n| datagram(n, 100, None)).collect();
+    burst.push_back(datagram(5, 40, None));
+    burst.push_back(datagram(6, 100, Some(9)));
+    let mut driver = Driver::bind("127.0.0.1:0".parse().unwrap(), Queue(burst))
+        .await
+        .unwrap();
+    driver.flush().await;
+
+    let mut buf = [0u8; 200];
+    for (n, len) in [
+        (0, 100),
+        (1, 100),
+        (2, 100),
+        (3, 100),
+        (4, 100),
+        (5, 40),
+        (6, 100),
+    ] {
+        let (got, _) = observer.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..got], &vec![n; len][..], "datagram {n}");
+    }
+    let counters = driver.counters();
+    assert_eq!(counters.datagrams_sent, 7);
+    assert_eq!(
+        counters.send_calls, 2,
+        "one GSO send, then the TTL one alone"
+    );
+}
