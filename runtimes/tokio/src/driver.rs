@@ -24,8 +24,9 @@ use crate::clock;
 use crate::counters::{Count, Counters, DriverCounters};
 use crate::socket::Socket;
 
-/// Datagrams one wake-up handles at most before the driver looks at its
-/// timer and commands again.
+/// Datagrams one wake-up handles before the driver looks at its timer and
+/// commands again. It bounds socket reads; a read may carry several GRO
+/// segments, so one wake-up can take a few more.
 pub const DEFAULT_DATAGRAMS_PER_TURN: usize = 64;
 
 /// A machine bound to a UDP socket.
@@ -69,7 +70,8 @@ impl<M: Machine> Driver<M> {
         }
     }
 
-    /// Sets how many datagrams one wake-up handles at most (at least 1).
+    /// Sets how many datagrams one wake-up handles (at least 1; see
+    /// [`DEFAULT_DATAGRAMS_PER_TURN`]).
     pub fn set_datagrams_per_turn(&mut self, datagrams: usize) {
         self.datagrams_per_turn = datagrams.max(1);
     }

@@ -51,6 +51,9 @@
 //! - `config`, `error`, `events`, `counters`: what those take and give.
 //! - `clock`: the only place the crate reads time.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod batch;
 mod clock;
 mod config;
