@@ -11,7 +11,7 @@
 //! one peer in one call where the OS offers GSO.
 
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use bytes::Bytes;
 use macula::Datagram;
@@ -47,20 +47,19 @@ struct DefaultTtl {
 }
 
 impl Socket {
-    /// Binds `addr`; an unspecified IPv6 address is bound dual-stack when the
-    /// OS allows it (IPv6 only otherwise, with a debug log). Must be called
-    /// inside a tokio runtime.
+    /// Binds `addr`. An unspecified IPv6 address is bound dual-stack where
+    /// the OS allows it, IPv6-only where it refuses dual-stack, and falls
+    /// back to the unspecified IPv4 address on the same port where the host
+    /// has no IPv6 at all. Must be called inside a tokio runtime.
     pub(crate) fn bind(addr: SocketAddr) -> io::Result<Self> {
-        let socket =
-            socket2::Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        if let SocketAddr::V6(v6) = addr
-            && v6.ip().is_unspecified()
-            && let Err(error) = socket.set_only_v6(false)
-        {
-            tracing::debug!(%error, "dual-stack socket refused; serving IPv6 only");
-        }
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
+        let socket = match open(addr) {
+            Err(error) if any_ipv6(addr) && no_ipv6(&error) => {
+                let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+                tracing::warn!(%error, %v4, "no IPv6 here; binding IPv4 only");
+                open(v4)?
+            }
+            opened => opened?,
+        };
         let io = tokio::net::UdpSocket::from_std(socket.into())?;
         let state = UdpSocketState::new(UdpSockRef::from(&io))?;
         let local = io.local_addr()?;
@@ -205,7 +204,60 @@ impl Socket {
     }
 }
 
+/// A non-blocking UDP socket bound at `addr`, dual-stack if `addr` is the
+/// unspecified IPv6 address and the OS allows it.
+fn open(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if any_ipv6(addr)
+        && let Err(error) = socket.set_only_v6(false)
+    {
+        tracing::debug!(%error, "dual-stack socket refused; serving IPv6 only");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// `[::]:port`.
+fn any_ipv6(addr: SocketAddr) -> bool {
+    matches!(addr, SocketAddr::V6(v6) if v6.ip().is_unspecified())
+}
+
+/// The error says the host has no IPv6 (not that the port is taken or
+/// forbidden, which IPv4 would not cure).
+fn no_ipv6(error: &io::Error) -> bool {
+    !matches!(
+        error.kind(),
+        io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied
+    )
+}
+
 /// An IPv4-mapped IPv6 address as plain IPv4; others unchanged.
 fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_ipv6_falls_back_to_ipv4() {
+        let taken = io::Error::from(io::ErrorKind::AddrInUse);
+        let forbidden = io::Error::from(io::ErrorKind::PermissionDenied);
+        let no_family = io::Error::from(io::ErrorKind::Unsupported);
+        assert!(!no_ipv6(&taken) && !no_ipv6(&forbidden));
+        assert!(no_ipv6(&no_family));
+        assert!(any_ipv6("[::]:4433".parse().unwrap()));
+        assert!(!any_ipv6("[::1]:4433".parse().unwrap()));
+        assert!(!any_ipv6("0.0.0.0:4433".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_read_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:9".parse().unwrap();
+        assert_eq!(canonical(mapped), "127.0.0.1:9".parse().unwrap());
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
+    }
 }
