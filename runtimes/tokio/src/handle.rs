@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use macula::dht::{Contact, DhtEvent, QueryStats};
 use macula::id::{Identity, NodeId, RecordKey};
-use macula::node::{Event, Node};
+use macula::node::{Event, Node, NodeCounters};
 use macula::record::SignedRecord;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::Instrument;
@@ -73,6 +73,27 @@ pub struct StoreReceipt {
     pub quorum: usize,
     /// `acked.len() >= quorum`.
     pub success: bool,
+}
+
+/// A node's state at one moment ([`MaculaNode::stats`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStats {
+    /// What the node counted (datagrams by kind, timeouts, protocol errors).
+    pub counters: NodeCounters,
+    /// Live QUIC connections.
+    pub connections: usize,
+    /// Routing-table entries.
+    pub routing_table: usize,
+}
+
+impl NodeStats {
+    pub(crate) fn of(node: &Node) -> Self {
+        Self {
+            counters: node.counters().clone(),
+            connections: node.connection_count(),
+            routing_table: node.dht().table().len(),
+        }
+    }
 }
 
 impl MaculaNode {
@@ -141,6 +162,14 @@ impl MaculaNode {
     /// What the driver counted so far.
     pub fn counters(&self) -> DriverCounters {
         self.shared.counters.snapshot()
+    }
+
+    /// The node's counters, connections and routing-table size now.
+    pub async fn stats(&self) -> Result<NodeStats, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        let asked = self.commands.send(Command::Inspect { reply }).await;
+        asked.map_err(|_| CommandError::Stopped)?;
+        answer.await.map_err(|_| CommandError::Stopped)
     }
 
     /// A subscription to every event from now on.

@@ -70,4 +70,4 @@ pub use counters::DriverCounters;
 pub use driver::{DEFAULT_DATAGRAMS_PER_TURN, Driver};
 pub use error::{BindError, CommandError};
 pub use events::Events;
-pub use handle::{FoundNodes, FoundValues, MaculaNode, StoreReceipt};
+pub use handle::{FoundNodes, FoundValues, MaculaNode, NodeStats, StoreReceipt};

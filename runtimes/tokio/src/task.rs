@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::clock;
 use crate::driver::Driver;
+use crate::handle::NodeStats;
 
 /// Where the outcome of a DHT operation goes.
 pub(crate) type Reply = oneshot::Sender<Result<DhtEvent, DhtError>>;
@@ -21,6 +22,8 @@ pub(crate) type Reply = oneshot::Sender<Result<DhtEvent, DhtError>>;
 pub(crate) enum Command {
     /// Start a DHT operation and answer `reply` when it finishes.
     Dht { operation: Operation, reply: Reply },
+    /// Report the node's state now.
+    Inspect { reply: oneshot::Sender<NodeStats> },
     /// Stop; `done` is answered once the node no longer runs.
     Shutdown { done: oneshot::Sender<()> },
 }
@@ -56,6 +59,10 @@ pub(crate) async fn run(
         match driver.turn(commands.recv()).await {
             None => {}
             Some(Some(Command::Shutdown { done })) => break Some(done),
+            Some(Some(Command::Inspect { reply })) => {
+                // The caller may have stopped waiting.
+                let _ = reply.send(NodeStats::of(driver.machine()));
+            }
             Some(Some(Command::Dht { operation, reply })) => {
                 start(driver.machine_mut(), &mut pending, operation, reply);
             }

@@ -148,8 +148,9 @@ async fn a_send_error_or_a_junk_datagram_does_not_stop_the_node() {
     assert!(a.counters().send_errors >= 1, "{:?}", a.counters());
 
     let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // First byte 0x20: neither STUN (0-3) nor QUIC (0x40 bit set).
     for size in [1, 1200, 65_507] {
-        junk.send_to(&vec![0x55; size], a.local_addr()).unwrap();
+        junk.send_to(&vec![0x20; size], a.local_addr()).unwrap();
     }
     // The largest UDP payload there is arrives whole: the buffer fits it.
     let arrived = async {
@@ -163,6 +164,8 @@ async fn a_send_error_or_a_junk_datagram_does_not_stop_the_node() {
     join(b, a.contact()).await;
     find(b, a.node_id()).await;
     assert_eq!(a.counters().receive_errors, 0, "{:?}", a.counters());
+    let stats = a.stats().await.unwrap();
+    assert!(stats.routing_table >= 1, "b joined a's table: {stats:?}");
 }
 
 /// A node bound at `[::]` serves an IPv4 and an IPv6 peer on its one
