@@ -205,15 +205,17 @@ impl<M: Machine> Driver<M> {
         event.is_readable()
     }
 
-    /// Reads waiting datagrams, at most the per-turn budget, feeding each to
-    /// the machine and draining its outputs after each. When the budget runs
-    /// out first, [`Driver::timeout`] is zero until the next call.
+    /// Reads waiting datagrams, at most the per-turn budget (a GRO packet,
+    /// read whole, may carry it a few datagrams past), feeding each to the
+    /// machine and draining its outputs after each. When the budget runs out
+    /// first, [`Driver::timeout`] is zero until the next call.
     pub fn handle_readable(&mut self) {
         let mut handled = 0;
         let mut received = std::mem::take(&mut self.received);
         self.read_pending = false;
         while handled < self.datagrams_per_turn {
-            match self.socket.receive(|d| received.push(d)) {
+            let budget = self.datagrams_per_turn - handled;
+            match self.socket.receive(budget, |d| received.push(d)) {
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {

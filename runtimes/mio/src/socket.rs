@@ -84,15 +84,27 @@ impl Socket {
         &mut self.io
     }
 
-    /// One batched read (up to `quinn_udp::BATCH_SIZE` packets, each maybe
-    /// several GRO segments), each datagram handed to `deliver`. Returns how
-    /// many it delivered; `WouldBlock` when nothing was waiting.
-    pub(crate) fn receive(&mut self, mut deliver: impl FnMut(Datagram)) -> io::Result<usize> {
-        let mut bufs: Vec<IoSliceMut<'_>> =
-            self.slots.chunks_mut(SLOT).map(IoSliceMut::new).collect();
-        let reads = self
-            .state
-            .recv(UdpSockRef::from(&self.io), &mut bufs, &mut self.metas)?;
+    /// One batched read of at most `max` packets (and `quinn_udp::BATCH_SIZE`;
+    /// a GRO packet holds several datagrams), each datagram handed to
+    /// `deliver`. Returns how many it delivered; `WouldBlock` when nothing
+    /// was waiting.
+    pub(crate) fn receive(
+        &mut self,
+        max: usize,
+        mut deliver: impl FnMut(Datagram),
+    ) -> io::Result<usize> {
+        let max = max.clamp(1, quinn_udp::BATCH_SIZE);
+        let mut bufs: Vec<IoSliceMut<'_>> = self
+            .slots
+            .chunks_mut(SLOT)
+            .take(max)
+            .map(IoSliceMut::new)
+            .collect();
+        let reads = self.state.recv(
+            UdpSockRef::from(&self.io),
+            &mut bufs,
+            &mut self.metas[..max],
+        )?;
         let mut delivered = 0;
         for (meta, buf) in self.metas.iter().zip(&bufs).take(reads) {
             let remote = canonical(meta.addr);
