@@ -1,0 +1,724 @@
+//! Node round trips and resident memory, each against its baseline in one run.
+//!
+//! Prints `key=value` lines. Run it as `cargo bench --bench node` (loopback
+//! and memory) or `cargo bench --bench node --features sim` (also the
+//! simulator); without `--bench` on the command line (as under `cargo test
+//! --benches`) it runs a few iterations of everything as a smoke test.
+//!
+//! - **Loopback** (real UDP sockets on 127.0.0.1): node A looks up an id with
+//!   `find_node`; its routing table holds only node B, so the lookup is one
+//!   FIND_NODE request and one NODES answer, timed on the wall clock from the
+//!   call to the drained `DhtEvent::NodesFound`. Each node is a hand-driven
+//!   loop on a std `UdpSocket` (the sans-IO contract: feed a datagram or a
+//!   due timeout, drain `poll_output`, wait until `poll_timeout`), A in the
+//!   measuring thread and B in its own. *pooled*: one connection serves every
+//!   request. *new connection*: A's pool has an idle TTL of zero, so the pool
+//!   closes the connection as soon as the answer is in; A waits until the
+//!   closed connection has drained, and the next lookup dials again (full
+//!   TLS 1.3 handshake with mutual authentication, CONNECT, request). Each A
+//!   has a B of its own, so the network is exactly two nodes. The *floor* is
+//!   plain quinn (tokio, two workers, rustls with ring, Ed25519 server
+//!   certificate): the same request and answer bytes, one bidirectional
+//!   stream per request on one connection; quinn with a new connection per
+//!   request is printed for reference (server authentication only).
+//! - **Simulator** (`--features sim`): the same two lookups between two hosts
+//!   on links of 12.5 ms each way (50 ms RTT), timed on the virtual clock.
+//! - **Memory**: `VmRSS` of `/proc/self/status` at the start of the process,
+//!   after one node has idled for a second, and after the same node holds
+//!   pooled connections from as many peers (every peer is a DHT-client node
+//!   of a child process, which bootstraps from the measured node and then
+//!   stays connected, so the measured node holds connections, not routing
+//!   table entries); the difference divided by the peers is the memory per
+//!   connection.
+//!
+//! Every node uses the defaults except that nothing runs in the background
+//! (no bootstrap retries or bucket refreshes) and the DHT's inbound request
+//! budget cannot throttle the request loop.
+
+use std::io::{ErrorKind, Read};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use macula::dht::{Contact, DhtEvent, Mode, QueryId, Request, RequestId, Response};
+use macula::id::{Identity, NodeId, Realm};
+use macula::node::{Event, Node, NodeConfig, dht_wire};
+use macula::wire::Limits;
+use macula::{Datagram, Input, Machine, Output};
+
+/// Set in the child process that hosts the peers of the memory measurement:
+/// `ADDRESS COUNT` of the node to connect to.
+const PEERS_ENV: &str = "MACULA_NODE_BENCH_PEERS";
+/// Identity number of the node whose memory is measured.
+const MEASURED: u32 = 0x5300;
+/// Identity number of node B, which answers the lookups.
+const B: u32 = 1;
+/// Identity number of the node A that keeps its connection.
+const A_POOLED: u32 = 2;
+/// Identity number of the node A that connects anew for every lookup.
+const A_FRESH: u32 = 3;
+/// Identity number of the first peer of the memory measurement.
+const FIRST_PEER: u32 = 1000;
+/// The id every lookup looks for (any id: B answers with what it knows).
+const TARGET: [u8; 32] = [0xab; 32];
+/// Longest wait for anything the bench expects to happen.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// How many samples each part takes.
+struct Plan {
+    /// Lookups before timing starts (per series).
+    warmup: usize,
+    /// Timed lookups over one connection.
+    pooled: usize,
+    /// Timed lookups with a new connection each.
+    fresh: usize,
+    /// Pooled connections of the memory measurement.
+    peers: u32,
+    /// How long the measured node idles before its memory is read.
+    settle: Duration,
+}
+
+/// A full run (`cargo bench`).
+const FULL: Plan = Plan {
+    warmup: 200,
+    pooled: 3000,
+    fresh: 300,
+    peers: 200,
+    settle: Duration::from_secs(1),
+};
+
+/// A smoke run (`cargo test --benches`).
+const SMOKE: Plan = Plan {
+    warmup: 2,
+    pooled: 20,
+    fresh: 5,
+    peers: 5,
+    settle: Duration::from_millis(100),
+};
+
+/// Timing is what a benchmark does: the ban on clocks is for the core.
+#[allow(clippy::disallowed_methods)]
+fn clock() -> Instant {
+    Instant::now()
+}
+
+/// Wall-clock time for `Node::new`.
+#[allow(clippy::disallowed_methods)]
+fn unix_ms() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH);
+    since.map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Identity number `n`: its key seed.
+fn identity(n: u32) -> Identity {
+    let mut seed = [0; 32];
+    seed[..4].copy_from_slice(&n.to_le_bytes());
+    Identity::from_seed(seed)
+}
+
+/// A node's settings here: the defaults, except that nothing runs in the
+/// background and the inbound request budget cannot throttle a request
+/// loop; then `tweak`.
+fn config(listen: SocketAddr, tweak: impl FnOnce(&mut NodeConfig)) -> NodeConfig {
+    let mut config = NodeConfig::new(Realm::new("io.macula.bench").expect("a valid realm"));
+    config.listen_addrs = vec![listen];
+    config.dht.bootstrap_retries = 0;
+    config.dht.bootstrap_refresh_below = 0;
+    config.dht.inbound_burst = 1_000_000;
+    config.dht.inbound_per_sec = 1_000_000;
+    tweak(&mut config);
+    config
+}
+
+/// Closes a connection as soon as its request is done (pool idle TTL zero).
+fn drop_idle(config: &mut NodeConfig) {
+    config.pool.idle_ttl = Duration::ZERO;
+}
+
+/// Node number `n` with `config`.
+fn node(n: u32, config: NodeConfig, now: Instant) -> Node {
+    Node::new(config, identity(n), u64::from(n), now, unix_ms()).expect("the bench config is valid")
+}
+
+/// The `NodesFound` of `query`, if `event` is it.
+fn found(event: &Event, query: QueryId) -> Option<u32> {
+    match event {
+        Event::Dht(DhtEvent::NodesFound {
+            query: q, stats, ..
+        }) if *q == query => Some(stats.requests),
+        _ => None,
+    }
+}
+
+// ---- a node on a real socket ---------------------------------------------
+
+/// A node on a loopback UDP socket, driven by hand.
+struct Driver {
+    node: Node,
+    socket: UdpSocket,
+    local: SocketAddr,
+    buf: Vec<u8>,
+    events: Vec<Event>,
+}
+
+impl Driver {
+    /// Node number `n` on a new loopback socket, its settings changed by
+    /// `tweak`.
+    fn bind(n: u32, tweak: impl FnOnce(&mut NodeConfig)) -> Self {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a loopback socket");
+        let local = socket.local_addr().expect("a bound socket has an address");
+        Self {
+            node: node(n, config(local, tweak), clock()),
+            socket,
+            local,
+            buf: vec![0; 1 << 16],
+            events: Vec::new(),
+        }
+    }
+
+    /// The contact others dial.
+    fn contact(&self) -> Contact {
+        self.node.contact()
+    }
+
+    /// Sends every queued transmit and keeps the events.
+    fn flush(&mut self) {
+        while let Some(output) = self.node.poll_output() {
+            match output {
+                // A datagram the kernel refuses is a lost packet: QUIC's
+                // loss recovery is the answer, as on any network.
+                Output::Transmit(transmit) => {
+                    let _ = self.socket.send_to(&transmit.payload, transmit.destination);
+                }
+                Output::Event(event) => self.events.push(event),
+            }
+        }
+    }
+
+    /// Reads one datagram (waiting as the socket is set to wait) and feeds
+    /// it; false when none came.
+    fn receive(&mut self) -> bool {
+        match self.socket.recv_from(&mut self.buf) {
+            Ok((len, remote)) => {
+                let datagram = Datagram {
+                    local: self.local,
+                    remote,
+                    payload: Bytes::copy_from_slice(&self.buf[..len]),
+                };
+                self.node.handle_input(clock(), Input::Datagram(datagram));
+                self.flush();
+                true
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
+            Err(e) => panic!("receiving on loopback: {e}"),
+        }
+    }
+
+    /// Delivers the timeout if it is due.
+    fn tick(&mut self) {
+        let now = clock();
+        if self.node.poll_timeout().is_some_and(|at| at <= now) {
+            self.node.handle_input(now, Input::Timeout);
+            self.flush();
+        }
+    }
+
+    /// One turn of a blocking loop: waits up to `cap` for a datagram or the
+    /// node's deadline, whichever is first, and handles what came.
+    fn turn(&mut self, cap: Duration) {
+        let now = clock();
+        let wait = match self.node.poll_timeout() {
+            Some(at) => at.saturating_duration_since(now).min(cap),
+            None => cap,
+        };
+        if !wait.is_zero() {
+            self.socket
+                .set_read_timeout(Some(wait))
+                .expect("a non-zero read timeout");
+            self.receive();
+        }
+        self.tick();
+    }
+
+    /// Turns until `done` holds; panics after [`PATIENCE`].
+    fn run_until(&mut self, what: &str, mut done: impl FnMut(&Self) -> bool) {
+        let limit = clock() + PATIENCE;
+        while !done(self) {
+            let now = clock();
+            assert!(now < limit, "gave up waiting for {what}");
+            self.turn(limit - now);
+        }
+    }
+
+    /// Turns for `duration`.
+    fn idle(&mut self, duration: Duration) {
+        let end = clock() + duration;
+        while let Some(left) = end.checked_duration_since(clock()).filter(|d| !d.is_zero()) {
+            self.turn(left);
+        }
+    }
+
+    /// Joins the DHT through `seed` and waits until that is done.
+    fn bootstrap(&mut self, seed: Contact) {
+        let query = self.node.bootstrap(clock(), vec![seed]);
+        self.flush();
+        self.run_until("the bootstrap", |d| {
+            d.events.iter().any(
+                |e| matches!(e, Event::Dht(DhtEvent::Bootstrapped { query: q, .. }) if *q == query),
+            )
+        });
+        self.events.clear();
+    }
+}
+
+/// A node served from its own thread until dropped.
+struct Server {
+    contact: Contact,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Node number `n` on a loopback socket, in a new thread.
+    fn spawn(n: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut driver = Driver::bind(n, |_| {});
+            tx.send(driver.contact()).expect("the bench waits for it");
+            while !flag.load(Ordering::Relaxed) {
+                driver.turn(Duration::from_millis(20));
+                driver.events.clear();
+            }
+        });
+        let contact = rx.recv().expect("the server thread starts");
+        Self {
+            contact,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+// ---- samples and the report ----------------------------------------------
+
+/// Round trips of one series.
+struct Series(Vec<Duration>);
+
+impl Series {
+    /// The `p`-quantile (0..=1), nearest rank.
+    fn quantile(&self, p: f64) -> Duration {
+        let mut sorted = self.0.clone();
+        sorted.sort_unstable();
+        let rank = (p * (sorted.len().saturating_sub(1)) as f64).round() as usize;
+        sorted.get(rank).copied().unwrap_or_default()
+    }
+
+    /// Prints `NAME_p50_us` and `NAME_p99_us` (and the sample count).
+    fn print(&self, name: &str) {
+        println!("{name}_samples={}", self.0.len());
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            println!("{name}_{label}_us={:.1}", micros(self.quantile(p)));
+        }
+    }
+}
+
+/// A duration in microseconds.
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Prints `NAME=a/b` for the median and p99 of two series, and whether the
+/// medians' ratio meets `target` when one is given.
+fn ratio(name: &str, a: &Series, b: &Series, target: Option<(&str, bool)>) {
+    let of = |p| micros(a.quantile(p)) / micros(b.quantile(p));
+    let median = of(0.5);
+    println!("{name}_p50={median:.2}");
+    println!("{name}_p99={:.2}", of(0.99));
+    if let Some((rule, met)) = target {
+        let verdict = if met { "met" } else { "missed" };
+        println!("target_{rule}={verdict}");
+    }
+}
+
+// ---- loopback -------------------------------------------------------------
+
+/// Lookups from node `a` (set up by `tweak`) to its own server B on
+/// loopback: `count` timed after `warmup` untimed ones; with `fresh`, each on
+/// a new connection (A waits, untimed, until the last one has drained).
+/// Returns the round trips and the connections the timed lookups opened.
+fn loopback(
+    a: u32,
+    tweak: impl FnOnce(&mut NodeConfig),
+    warmup: usize,
+    count: usize,
+    fresh: bool,
+) -> (Series, usize) {
+    let b = Server::spawn(B);
+    let mut a = Driver::bind(a, tweak);
+    a.bootstrap(b.contact.clone());
+    let target = NodeId::from_bytes(TARGET);
+    let mut samples = Vec::with_capacity(count);
+    let mut connects = 0;
+    for i in 0..warmup + count {
+        if fresh {
+            a.run_until("a drained connection", |d| d.node.connection_count() == 0);
+        }
+        let start = clock();
+        let query = a.node.find_node(start, target);
+        a.flush();
+        a.run_until("a lookup", |d| {
+            d.events.iter().any(|e| found(e, query).is_some())
+        });
+        let elapsed = start.elapsed();
+        let requests = a.events.iter().find_map(|e| found(e, query));
+        assert_eq!(requests, Some(1), "a two-node lookup is one request");
+        if i >= warmup {
+            samples.push(elapsed);
+            let connected = |e: &&Event| matches!(e, Event::Connected { .. });
+            connects += a.events.iter().filter(connected).count();
+        }
+        a.events.clear();
+    }
+    (Series(samples), connects)
+}
+
+/// The request and the answer of a two-node lookup, as framed on the wire.
+fn lookup_frames() -> (Bytes, Bytes) {
+    let limits = Limits::default();
+    let id = RequestId(1);
+    let target = NodeId::from_bytes(TARGET);
+    let request = dht_wire::request_to_wire(id, Request::FindNode { target });
+    let answer = dht_wire::response_to_wire(id, Response::Nodes { closer: Vec::new() }, false);
+    let frame = |m: macula::wire::Message| Bytes::from(m.to_vec(&limits).expect("frames encode"));
+    (frame(request), frame(answer))
+}
+
+/// The floor: plain quinn, the same bytes; one connection (and, for
+/// reference, a new connection per request).
+fn quinn_floor(plan: &Plan, request: Bytes, answer: Bytes) -> (Series, Series) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async move {
+        let (server, client) = quinn_pair();
+        let addr = server.local_addr().expect("a bound endpoint");
+        tokio::spawn(serve_quinn(server, answer));
+        let conn = quinn_connect(&client, addr).await;
+        let mut warm = Vec::with_capacity(plan.pooled);
+        for i in 0..plan.warmup + plan.pooled {
+            let start = clock();
+            quinn_exchange(&conn, &request).await;
+            if i >= plan.warmup {
+                warm.push(start.elapsed());
+            }
+        }
+        conn.close(0u32.into(), b"done");
+        let warmup = plan.warmup.min(10);
+        let mut fresh = Vec::with_capacity(plan.fresh);
+        for i in 0..warmup + plan.fresh {
+            let start = clock();
+            let conn = quinn_connect(&client, addr).await;
+            quinn_exchange(&conn, &request).await;
+            if i >= warmup {
+                fresh.push(start.elapsed());
+            }
+            conn.close(0u32.into(), b"done");
+        }
+        (Series(warm), Series(fresh))
+    })
+}
+
+/// A quinn connection to `addr`.
+async fn quinn_connect(client: &quinn::Endpoint, addr: SocketAddr) -> quinn::Connection {
+    let connecting = client.connect(addr, "localhost").expect("a valid dial");
+    connecting.await.expect("the quinn handshake")
+}
+
+/// One request on its own stream of `conn`, and its answer.
+async fn quinn_exchange(conn: &quinn::Connection, request: &[u8]) -> Vec<u8> {
+    let (mut send, mut recv) = conn.open_bi().await.expect("a stream");
+    send.write_all(request)
+        .await
+        .expect("the request is written");
+    send.finish().expect("the request is finished");
+    recv.read_to_end(1 << 16).await.expect("the answer")
+}
+
+/// A quinn server endpoint with an Ed25519 self-signed certificate for
+/// `localhost` and a client endpoint that trusts it, both on loopback.
+fn quinn_pair() -> (quinn::Endpoint, quinn::Endpoint) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("an Ed25519 key");
+    let params = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("valid names");
+    let cert = params.self_signed(&key).expect("a self-signed certificate");
+    let cert: CertificateDer<'static> = cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls13 = [&rustls::version::TLS13];
+
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&tls13)
+        .expect("ring does TLS 1.3")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .expect("the key fits the certificate");
+    let server = quinn::crypto::rustls::QuicServerConfig::try_from(server).expect("a QUIC suite");
+    let server = quinn::ServerConfig::with_crypto(Arc::new(server));
+    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let server = quinn::Endpoint::server(server, loopback).expect("a server endpoint");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("the certificate is a usable root");
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&tls13)
+        .expect("ring does TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = quinn::crypto::rustls::QuicClientConfig::try_from(client).expect("a QUIC suite");
+    let mut endpoint = quinn::Endpoint::client(loopback).expect("a client endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(client)));
+    (server, endpoint)
+}
+
+/// Answers every request stream of every connection with `answer`.
+async fn serve_quinn(server: quinn::Endpoint, answer: Bytes) {
+    while let Some(incoming) = server.accept().await {
+        let answer = answer.clone();
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                if recv.read_to_end(1 << 16).await.is_ok() {
+                    let _ = send.write_all(&answer).await;
+                    let _ = send.finish();
+                }
+            }
+        });
+    }
+}
+
+// ---- the simulator ----------------------------------------------------------
+
+/// Lookups from node A (set up by `tweak`) to node B between two simulated
+/// hosts with a 50 ms RTT, timed on the virtual clock; with `fresh`, A waits
+/// before each until its last connection has drained.
+#[cfg(feature = "sim")]
+fn simulated(tweak: impl FnOnce(&mut NodeConfig), count: usize, fresh: bool) -> Series {
+    use macula::sim::{Link, World};
+
+    /// Steps `world` while `busy` holds; panics after [`PATIENCE`].
+    fn run(world: &mut World<Node>, what: &str, busy: impl FnMut(&World<Node>) -> bool) {
+        let limit = world.now() + PATIENCE;
+        assert!(world.run_while(limit, busy), "gave up waiting for {what}");
+    }
+
+    let start = clock();
+    let mut world = World::new(7, start);
+    let internet = world.internet();
+    let link = Link::with_latency(Duration::from_micros(12_500));
+    let addr = |n: u32| SocketAddr::from(([198, 51, 100, n as u8], 4433));
+    let b = world.add_host(
+        internet,
+        addr(B),
+        link,
+        node(B, config(addr(B), |_| {}), start),
+    );
+    let a = node(A_POOLED, config(addr(A_POOLED), tweak), start);
+    let a = world.add_host(internet, addr(A_POOLED), link, a);
+    let seed = world.machine(b).contact();
+    let query = world.with_machine(a, |node, now| node.bootstrap(now, vec![seed]));
+    run(&mut world, "the bootstrap", |w| {
+        !w.events().iter().any(|e| {
+            matches!(e.event, Event::Dht(DhtEvent::Bootstrapped { query: q, .. }) if q == query)
+        })
+    });
+    let target = NodeId::from_bytes(TARGET);
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        if fresh {
+            run(&mut world, "a drained connection", |w| {
+                w.machine(a).connection_count() > 0
+            });
+        }
+        world.take_events();
+        let asked = world.now();
+        let query = world.with_machine(a, |node, now| node.find_node(now, target));
+        let answer = |w: &World<Node>| {
+            let found = w
+                .events()
+                .iter()
+                .find_map(|e| Some((e.at, found(&e.event, query)?)));
+            found.map(|(at, requests)| {
+                assert_eq!(requests, 1, "a two-node lookup is one request");
+                at
+            })
+        };
+        run(&mut world, "a lookup", |w| answer(w).is_none());
+        samples.push(answer(&world).expect("the lookup ended") - asked);
+    }
+    Series(samples)
+}
+
+// ---- memory ---------------------------------------------------------------
+
+/// This process's resident set, KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"));
+    let kib = line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok());
+    kib.expect("VmRSS in /proc/self/status")
+}
+
+/// One idle node's memory, then the same node's with `plan.peers` pooled
+/// connections (the peers live in a child process).
+fn memory(plan: &Plan) {
+    let bare = rss_kib();
+    let mut measured = Driver::bind(MEASURED, |_| {});
+    measured.idle(plan.settle);
+    let idle = rss_kib();
+
+    let exe = std::env::current_exe().expect("the bench knows its binary");
+    let mut peers = Command::new(exe)
+        .env(PEERS_ENV, format!("{} {}", measured.local, plan.peers))
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("the peer process starts");
+    let want = plan.peers as usize;
+    measured.run_until("the peers' connections", |d| {
+        d.node.connection_count() >= want
+    });
+    measured.idle(plan.settle);
+    let loaded = rss_kib();
+    let connections = measured.node.connection_count();
+    drop(peers.stdin.take()); // the peers leave when their stdin closes
+    let _ = peers.wait();
+
+    println!("memory_process_start_kib={bare}");
+    println!("memory_idle_node_rss_kib={idle}");
+    println!("memory_idle_node_added_kib={}", idle.saturating_sub(bare));
+    let met = if idle < 32 * 1024 { "met" } else { "missed" };
+    println!("target_idle_node_rss_lt_32mib={met}");
+    println!("memory_pooled_connections={connections}");
+    println!("memory_rss_with_connections_kib={loaded}");
+    let per = loaded.saturating_sub(idle) as f64 / connections.max(1) as f64;
+    println!("memory_per_connection_kib={per:.1}");
+}
+
+/// The child process of [`memory`]: `count` nodes that bootstrap from the
+/// node at `address` and stay connected until stdin closes.
+fn serve_peers(spec: &str) {
+    let mut words = spec.split_whitespace();
+    let seed: SocketAddr = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .expect("an address");
+    let count: u32 = words.next().and_then(|w| w.parse().ok()).expect("a count");
+    let seed = Contact::new(identity(MEASURED).node_id(), seed);
+    let mut nodes: Vec<Driver> = (0..count)
+        .map(|i| {
+            let mut driver = Driver::bind(FIRST_PEER + i, |c| c.dht.mode = Mode::Client);
+            driver
+                .socket
+                .set_nonblocking(true)
+                .expect("a non-blocking socket");
+            driver.node.bootstrap(clock(), vec![seed.clone()]);
+            driver.flush();
+            driver
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        flag.store(true, Ordering::Relaxed);
+    });
+    while !stop.load(Ordering::Relaxed) {
+        let mut busy = false;
+        for driver in &mut nodes {
+            while driver.receive() {
+                busy = true;
+            }
+            driver.tick();
+            driver.events.clear();
+        }
+        if !busy {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(PEERS_ENV) {
+        return serve_peers(&spec);
+    }
+    let plan = if std::env::args().any(|a| a == "--bench") {
+        &FULL
+    } else {
+        &SMOKE
+    };
+    let began = clock();
+    memory(plan);
+
+    let (request, answer) = lookup_frames();
+    println!("request_bytes={}", request.len());
+    println!("answer_bytes={}", answer.len());
+    let (pooled, connects) = loopback(A_POOLED, |_| {}, plan.warmup, plan.pooled, false);
+    println!("loopback_pooled_connects={connects}");
+    let (fresh, connects) = loopback(A_FRESH, drop_idle, plan.warmup.min(10), plan.fresh, true);
+    println!("loopback_new_conn_connects={connects}");
+    let (quinn, quinn_fresh) = quinn_floor(plan, request, answer);
+    pooled.print("loopback_pooled");
+    fresh.print("loopback_new_conn");
+    quinn.print("loopback_quinn");
+    quinn_fresh.print("loopback_quinn_new_conn");
+    let floor = micros(pooled.quantile(0.5)) <= 2.0 * micros(quinn.quantile(0.5));
+    ratio(
+        "ratio_pooled_over_quinn",
+        &pooled,
+        &quinn,
+        Some(("pooled_le_2x_quinn", floor)),
+    );
+    let speedup = micros(fresh.quantile(0.5)) >= 30.0 * micros(pooled.quantile(0.5));
+    ratio(
+        "ratio_new_conn_over_pooled",
+        &fresh,
+        &pooled,
+        Some(("new_conn_ge_30x_pooled", speedup)),
+    );
+    ratio(
+        "ratio_new_conn_over_quinn_new_conn",
+        &fresh,
+        &quinn_fresh,
+        None,
+    );
+
+    #[cfg(feature = "sim")]
+    {
+        let count = plan.fresh.min(100);
+        let pooled = simulated(|_| {}, count, false);
+        let fresh = simulated(drop_idle, count, true);
+        pooled.print("sim_pooled");
+        fresh.print("sim_new_conn");
+        ratio("sim_ratio_new_conn_over_pooled", &fresh, &pooled, None);
+    }
+    #[cfg(not(feature = "sim"))]
+    println!("sim=skipped (run with --features sim)");
+    println!("bench_seconds={:.1}", began.elapsed().as_secs_f64());
+}
