@@ -63,6 +63,9 @@ pub struct Conn {
     pub quinn: Connection,
     /// The pool's id for it, once the pool knows it.
     pub pool_id: Option<ConnId>,
+    /// The pool was told the connection is up (so its end is a close, not
+    /// a failed connect).
+    pub pooled: bool,
     /// The peer, known from the start for dials, after the handshake for
     /// accepted connections.
     pub peer: Option<NodeId>,
@@ -116,6 +119,7 @@ impl Conn {
         Self {
             quinn,
             pool_id: None,
+            pooled: false,
             peer,
             direction,
             remote,

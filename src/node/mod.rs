@@ -540,13 +540,19 @@ impl Node {
         conn.phase = Phase::AwaitingConnect;
         match conn.direction {
             Direction::Outbound => {
-                // The dialer opens the control stream and says CONNECT; the
-                // pool hears of the connection once the peer's CONNECT is in.
+                // The dialer opens the control stream and says CONNECT, and
+                // the pool hands the connection to waiting requests at once:
+                // they leave right behind the CONNECT, and the acceptor holds
+                // them until it has accepted it (no extra round trip).
                 let hello = Message::from(self.hello());
                 let conn = self.conns.get_mut(&handle).expect("looked up above");
                 if let Some(stream) = conn.open() {
                     conn.control = Some(stream);
                     let _ = conn.send(stream, &hello, false);
+                }
+                if let Some(pool_id) = conn.pool_id {
+                    conn.pooled = true;
+                    self.pool.handle_connected(now, peer, pool_id);
                 }
             }
             Direction::Inbound => self.accept_streams(now, handle),
@@ -725,8 +731,9 @@ impl Node {
             let _ = conn.send(control, &answer, false);
             let pool_id = self.pool.handle_inbound(now, peer, remote);
             self.attach_pool_id(handle, pool_id);
-        } else if let Some(pool_id) = conn.pool_id {
-            self.pool.handle_connected(now, peer, pool_id);
+            if let Some(conn) = self.conns.get_mut(&handle) {
+                conn.pooled = true;
+            }
         }
         // The DHT re-arms the waits of lookups that waited for this
         // connection: from now on they wait one exchange plus slack.
@@ -919,7 +926,7 @@ impl Node {
             return;
         };
         let requests = conn.take_requests();
-        let (peer, pool_id, ready) = (conn.peer, conn.pool_id.take(), conn.hello.is_some());
+        let (peer, pool_id, ready) = (conn.peer, conn.pool_id.take(), conn.pooled);
         for (request_id, lease) in requests {
             self.pool.release(now, lease);
             self.dht
