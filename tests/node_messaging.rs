@@ -315,6 +315,44 @@ fn calls_fail_over_from_an_offline_provider_and_never_run_a_handler_twice() {
 }
 
 #[test]
+fn a_provider_dying_after_taking_a_call_is_not_called_again() {
+    let mut mesh = Mesh::with(4, 8, 0.0, |config| {
+        config.transport.keep_alive = Duration::from_millis(500);
+        config.transport.idle_timeout = Duration::from_secs(3);
+    });
+    mesh.register(1, "svc.once", RegisterOptions::default());
+    mesh.register(2, "svc.once", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let call = mesh.call(3, "svc.once", &b"charge"[..]);
+    let (mut taken, mut runs, mut result) = (None, 0, None);
+    let done = mesh.drive(TIMEOUT, |world, host, event| {
+        match event {
+            // The provider that takes the call dies before it answers.
+            Event::Rpc(RpcEvent::Request { .. }) => {
+                runs += 1;
+                taken = Some(world.machine(host).node_id());
+                world.set_online(host, false);
+            }
+            Event::Rpc(RpcEvent::Completed { call: c, result: r }) if c == call => {
+                result = Some(r);
+                return true;
+            }
+            _ => {}
+        }
+        false
+    });
+    assert!(done, "the call ended");
+    let provider = taken.expect("a provider took the call");
+    assert_eq!(result, Some(Err(RpcError::Lost { provider })));
+    // Give a wrong failover time to show itself.
+    mesh.drive(Duration::from_secs(5), |_, _, event| {
+        runs += usize::from(matches!(event, Event::Rpc(RpcEvent::Request { .. })));
+        false
+    });
+    assert_eq!(runs, 1, "the handler ran once");
+}
+
+#[test]
 fn publications_reach_every_matching_subscriber_once_and_in_order() {
     let mut mesh = Mesh::new(6, 5, 0.0);
     let patterns = [
