@@ -473,3 +473,39 @@ fn a_thousand_publications_over_lossy_links_reach_five_subscribers_in_order() {
         "{stats:?}"
     );
 }
+
+#[test]
+fn a_subscriber_that_goes_away_stops_receiving_and_resumes_when_back() {
+    let mut mesh = Mesh::with(4, 9, 0.0, |config| {
+        config.transport.keep_alive = Duration::from_millis(500);
+        config.transport.idle_timeout = Duration::from_secs(3);
+    });
+    mesh.subscribe(&[(2, "alerts.*")]);
+    mesh.settle(Duration::from_secs(2));
+    let topic = Topic::new("alerts.disk").unwrap();
+    let subscriber = mesh.hosts[2];
+    let mut received = Vec::new();
+    let mut collect = |mesh: &mut Mesh, duration| {
+        mesh.drive(duration, |_, host, event| {
+            if let Event::PubSub(PubSubEvent::Message { payload, .. }) = event {
+                assert_eq!(host, subscriber);
+                received.push(u32::from_be_bytes(payload[..].try_into().unwrap()));
+            }
+            false
+        });
+    };
+    let before = mesh.publish(1, &topic, 10);
+    collect(&mut mesh, Duration::from_secs(2));
+    mesh.world.set_online(subscriber, false);
+    let away = mesh.publish(1, &topic, 10);
+    collect(&mut mesh, Duration::from_secs(10));
+    mesh.world.set_online(subscriber, true);
+    collect(&mut mesh, Duration::from_secs(10));
+    let after = mesh.publish(1, &topic, 10);
+    collect(&mut mesh, Duration::from_secs(5));
+    assert_eq!((before.len(), away.len(), after.len()), (10, 10, 10));
+    // Payloads are the index within each burst: the first and the last
+    // burst arrive whole and in order, nothing of the one sent while away.
+    let burst: Vec<u32> = (0..10).collect();
+    assert_eq!(received, [burst.clone(), burst].concat());
+}
