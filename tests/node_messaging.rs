@@ -509,3 +509,50 @@ fn a_subscriber_that_goes_away_stops_receiving_and_resumes_when_back() {
     let burst: Vec<u32> = (0..10).collect();
     assert_eq!(received, [burst.clone(), burst].concat());
 }
+
+#[test]
+fn a_subscriber_that_stops_reading_does_not_hold_up_the_others() {
+    // A small send buffer, so a peer that acknowledges nothing soon stops
+    // taking frames.
+    let mut mesh = Mesh::with(4, 10, 0.0, |config| {
+        config.transport.send_window = 64 << 10;
+    });
+    mesh.subscribe(&[(2, "feed.#"), (3, "feed.#")]);
+    mesh.settle(Duration::from_secs(2));
+    let topic = Topic::new("feed.prices").unwrap();
+    let mut sent = mesh.publish(1, &topic, 10);
+    mesh.settle(Duration::from_secs(1));
+    let (fast, slow) = (mesh.hosts[2], mesh.hosts[3]);
+    mesh.world.set_online(slow, false);
+    let publisher = mesh.hosts[1];
+    let payload = Bytes::from(vec![7; 1000]);
+    let mut received = Vec::new();
+    // 3,000 messages of 1 kB at 3 MB/s, then time to drain.
+    for burst in 0..101 {
+        if burst < 100 {
+            for _ in 0..30 {
+                let (topic, payload) = (topic.clone(), payload.clone());
+                let id = mesh
+                    .world
+                    .with_machine(publisher, |node, now| node.publish(now, topic, payload));
+                sent.push(id.unwrap());
+            }
+        }
+        let pause = if burst < 100 { 10 } else { 5000 };
+        mesh.drive(Duration::from_millis(pause), |_, host, event| {
+            if let Event::PubSub(PubSubEvent::Message { message_id, .. }) = event {
+                assert_eq!(host, fast, "the slow subscriber is offline");
+                received.push(message_id);
+            }
+            false
+        });
+    }
+    assert_eq!(received, sent[10..], "the fast subscriber got everything");
+    let node = mesh.world.machine(publisher);
+    let slow_id = mesh.world.machine(slow).node_id();
+    assert!(node.pubsub().queued_for(&slow_id) <= 1024);
+    assert!(
+        node.pubsub().stats().dropped_slow > 0,
+        "the oldest were dropped"
+    );
+}
