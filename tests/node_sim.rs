@@ -281,3 +281,40 @@ fn one_seed_gives_one_trace() {
     assert_eq!(first, run(11), "same seed, same trace");
     assert_ne!(first.0, run(12).0, "another seed, another trace");
 }
+
+#[test]
+fn closing_a_node_tells_its_peers_why() {
+    let (mut world, hosts) = world(3, 5, Duration::from_millis(10), 0.0);
+    bootstrap_all(&mut world, &hosts);
+    assert!(world.machine(hosts[0]).connection_count() >= 2);
+    world.take_events();
+    world.with_machine(hosts[0], |node, now| node.close_all(now));
+    for _ in 0..10 {
+        world.run_for(Duration::from_millis(500));
+        eprintln!(
+            "conns {} timeout {:?}",
+            world.machine(hosts[0]).connection_count(),
+            macula::Machine::poll_timeout(world.machine(hosts[0]))
+                .map(|t| t.saturating_duration_since(world.now()))
+        );
+    }
+    use macula::node::CloseCause;
+    use macula::wire::DisconnectReason;
+    for &peer in &hosts[1..] {
+        assert!(
+            world.events().iter().any(|e| e.host == peer
+                && matches!(
+                    &e.event,
+                    Event::Disconnected {
+                        cause: CloseCause::Peer {
+                            reason: DisconnectReason::Shutdown,
+                            ..
+                        },
+                        ..
+                    }
+                )),
+            "{peer:?} heard the shutdown: {:?}",
+            world.events()
+        );
+    }
+}

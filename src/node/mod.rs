@@ -850,6 +850,24 @@ impl Node {
         reason: DisconnectReason,
         detail: String,
     ) {
+        let cause = CloseCause::Refused {
+            reason,
+            detail: detail.clone(),
+        };
+        self.close_connection(now, handle, reason, detail, cause);
+    }
+
+    /// Closes a connection on purpose: DISCONNECT on the control stream,
+    /// then QUIC's CONNECTION_CLOSE with the reason code, its requests
+    /// failed and the pool told, and the application told `cause`.
+    fn close_connection(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        reason: DisconnectReason,
+        message: String,
+        cause: CloseCause,
+    ) {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -859,21 +877,41 @@ impl Node {
         if let Some(control) = conn.control {
             let bye = Message::from(wire::Disconnect {
                 reason,
-                message: detail.clone(),
+                message: message.clone(),
             });
             let _ = conn.send(control, &bye, true);
         }
         conn.phase = Phase::Closing;
         let code = VarInt::from_u32(u32::from(reason.code()));
         conn.quinn
-            .close(now, code, Bytes::from(detail.clone().into_bytes()));
+            .close(now, code, Bytes::from(message.into_bytes()));
         let (peer, remote) = (conn.peer, conn.remote);
         self.release_requests(now, handle);
         self.out.push_back(Output::Event(Event::Disconnected {
             peer,
             remote,
-            cause: CloseCause::Refused { reason, detail },
+            cause,
         }));
+    }
+
+    /// Closes every connection, telling each peer the node is shutting
+    /// down. Drain the transmits and keep driving the node until
+    /// [`Node::connection_count`] is 0 (QUIC's closing period) for peers to
+    /// hear it; a driver that cannot wait loses nothing but the courtesy.
+    pub fn close_all(&mut self, now: Instant) {
+        self.enter(now);
+        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        for handle in handles {
+            let cause = CloseCause::Local("shutdown".into());
+            self.close_connection(
+                now,
+                handle,
+                DisconnectReason::Shutdown,
+                "shutdown".into(),
+                cause,
+            );
+        }
+        self.settle(now);
     }
 
     fn on_connection_lost(
@@ -1135,30 +1173,12 @@ impl Node {
     }
 
     fn close_pooled(&mut self, now: Instant, pool_id: ConnId, reason: CloseReason) {
-        let Some(handle) = self.by_pool_id.remove(&pool_id) else {
+        let Some(&handle) = self.by_pool_id.get(&pool_id) else {
             return;
         };
-        let Some(conn) = self.conns.get_mut(&handle) else {
-            return;
-        };
-        conn.pool_id = None;
-        if let Some(control) = conn.control {
-            let message = format!("{reason:?}");
-            let bye = Message::from(wire::Disconnect {
-                reason: DisconnectReason::Normal,
-                message,
-            });
-            let _ = conn.send(control, &bye, true);
-        }
-        conn.phase = Phase::Closing;
-        let (peer, remote) = (conn.peer, conn.remote);
-        conn.quinn.close(now, VarInt::from_u32(0), Bytes::new());
-        self.release_requests(now, handle);
-        self.out.push_back(Output::Event(Event::Disconnected {
-            peer,
-            remote,
-            cause: CloseCause::Local(format!("{reason:?}")),
-        }));
+        let message = format!("{reason:?}");
+        let cause = CloseCause::Local(message.clone());
+        self.close_connection(now, handle, DisconnectReason::Normal, message, cause);
     }
 
     // ---- DHT ---------------------------------------------------------------

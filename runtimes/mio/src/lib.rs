@@ -1,158 +1,70 @@
-//! # macula-mio: drive a macula machine from a `mio::Poll` loop
+//! # macula-mio: drive a macula machine from a `mio` poll loop
 //!
-//! For applications that own their event loop. The driver owns one
-//! non-blocking UDP socket registered with a `mio::Poll` and runs the drive
-//! loop of the [`macula::Machine`] contract: feed datagrams and timeouts,
-//! drain outputs (sending transmits with their TTL), and poll no longer than
-//! the machine's next deadline. [`Driver::turn`] does one round, so it can be
-//! called from a loop that also serves other sources.
+//! For applications that own their event loop. A [`Driver`] holds one
+//! non-blocking UDP socket, read and written through `quinn-udp` (batched
+//! receives, GRO, the local address of each packet, the source address of
+//! each send; dual-stack when bound to `[::]`), and runs the drive loop of the
+//! [`macula::Machine`] contract: feed datagrams and timeouts, drain outputs
+//! after each (sending transmits with their per-datagram TTL), and let the
+//! poll wait no longer than the machine's next deadline. One call reads at
+//! most a budget of datagrams, so the loop's other sources are never starved.
 //!
-//! The driver reads the real clock; nothing in the machine does.
+//! The driver registers with *your* `mio::Registry` under *your* `Token`:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use macula::id::{Identity, Realm};
+//! use macula::node::NodeConfig;
+//! use macula_mio::Driver;
+//! use mio::{Events, Poll, Token};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! const NODE: Token = Token(0);
+//! let mut poll = Poll::new()?;
+//! let mut events = Events::with_capacity(64);
+//! let config = NodeConfig::new(Realm::new("io.macula.example")?);
+//! let identity = Identity::from_seed([7; 32]);
+//! let mut node = Driver::bind_node("127.0.0.1:0".parse()?, config, identity, 7)?;
+//! node.register(poll.registry(), NODE)?;
+//! loop {
+//!     // Wait no longer than the node's deadline (and your own, if any).
+//!     poll.poll(&mut events, node.timeout())?;
+//!     // Feed the node what concerns it; other tokens are yours.
+//!     node.handle_events(&events);
+//!     while let Some(event) = node.pop_event() {
+//!         println!("{event:?}");
+//!     }
+//!     // Commands stamp the time and send what they queued:
+//!     // node.command(|node, now| node.find_node(now, target));
+//! #   break;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`PollLoop`] owns a poll instead, for programs without a loop of their
+//! own. `examples/embed.rs` runs two nodes and a `mio::Waker` fed by another
+//! thread in one loop.
+//!
+//! The driver reads the clocks (monotonic time at every input, wall-clock
+//! time once to start a node, both in [`clock`]); nothing in the core does.
+//!
+//! ## Modules
+//!
+//! - `socket`: the one UDP socket (quinn-udp, dual-stack, per-datagram TTL).
+//! - `driver`: the drive loop on the application's poll ([`Driver`]).
+//! - `poll_loop`: a driver with a poll of its own ([`PollLoop`]).
+//! - `node`: starting a [`macula::node::Node`] on a driver.
+//! - `error`: [`DriverError`].
+//! - [`clock`]: the only place the crate reads time.
 
-use std::collections::VecDeque;
-use std::io;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+pub mod clock;
+mod driver;
+mod error;
+mod node;
+mod poll_loop;
+mod socket;
 
-use bytes::Bytes;
-use macula::{Datagram, Input, Machine, Output, Transmit};
-use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
-
-/// Largest UDP payload the driver receives.
-const RECEIVE_BUFFER: usize = 65_535;
-
-/// The token the driver's socket is registered under.
-const SOCKET: Token = Token(0);
-
-/// The real clock, read only by the driver.
-#[allow(clippy::disallowed_methods)]
-fn now() -> Instant {
-    Instant::now()
-}
-
-/// A machine bound to a non-blocking UDP socket and its own `mio::Poll`.
-pub struct Driver<M: Machine> {
-    poll: Poll,
-    events: Events,
-    socket: UdpSocket,
-    local: SocketAddr,
-    default_ttl: u32,
-    machine: M,
-    reported: VecDeque<M::Event>,
-    buffer: Box<[u8]>,
-}
-
-impl<M: Machine> Driver<M> {
-    /// Binds a UDP socket at `addr` for `machine`.
-    pub fn bind(addr: SocketAddr, machine: M) -> io::Result<Self> {
-        let poll = Poll::new()?;
-        let mut socket = UdpSocket::bind(addr)?;
-        poll.registry()
-            .register(&mut socket, SOCKET, Interest::READABLE)?;
-        let local = socket.local_addr()?;
-        let default_ttl = socket.ttl()?;
-        Ok(Self {
-            poll,
-            events: Events::with_capacity(64),
-            socket,
-            local,
-            default_ttl,
-            machine,
-            reported: VecDeque::new(),
-            buffer: vec![0; RECEIVE_BUFFER].into_boxed_slice(),
-        })
-    }
-
-    /// The socket's local address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// The machine, to read its state.
-    pub fn machine(&self) -> &M {
-        &self.machine
-    }
-
-    /// The machine, to give it commands; the next [`Driver::turn`] sends what
-    /// they queued.
-    pub fn machine_mut(&mut self) -> &mut M {
-        &mut self.machine
-    }
-
-    /// Takes the oldest event the machine reported.
-    pub fn pop_event(&mut self) -> Option<M::Event> {
-        self.reported.pop_front()
-    }
-
-    /// One round of the loop: flush outputs, wait for a datagram, the
-    /// machine's deadline or `max_wait` (whichever is first), feed what came,
-    /// and flush again.
-    pub fn turn(&mut self, max_wait: Duration) -> io::Result<()> {
-        self.flush()?;
-        let start = now();
-        let wait = match self.machine.poll_timeout() {
-            Some(deadline) => deadline.saturating_duration_since(start).min(max_wait),
-            None => max_wait,
-        };
-        self.poll.poll(&mut self.events, Some(wait))?;
-        let readable = self.events.iter().any(|e| e.token() == SOCKET);
-        if readable {
-            self.receive_all()?;
-        }
-        let now = now();
-        if self
-            .machine
-            .poll_timeout()
-            .is_some_and(|deadline| deadline <= now)
-        {
-            self.machine.handle_input(now, Input::Timeout);
-        }
-        self.flush()
-    }
-
-    /// Reads until the socket would block (mio is edge-triggered).
-    fn receive_all(&mut self) -> io::Result<()> {
-        loop {
-            match self.socket.recv_from(&mut self.buffer) {
-                Ok((len, remote)) => {
-                    let datagram = Datagram {
-                        local: self.local,
-                        remote,
-                        payload: Bytes::copy_from_slice(&self.buffer[..len]),
-                    };
-                    self.machine.handle_input(now(), Input::Datagram(datagram));
-                    self.flush()?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        while let Some(output) = self.machine.poll_output() {
-            match output {
-                Output::Transmit(transmit) => self.send(&transmit)?,
-                Output::Event(event) => self.reported.push_back(event),
-            }
-        }
-        Ok(())
-    }
-
-    fn send(&self, transmit: &Transmit) -> io::Result<()> {
-        if let Some(ttl) = transmit.ttl {
-            self.socket.set_ttl(u32::from(ttl))?;
-        }
-        let sent = self.socket.send_to(&transmit.payload, transmit.destination);
-        if transmit.ttl.is_some() {
-            self.socket.set_ttl(self.default_ttl)?;
-        }
-        match sent {
-            // A full send buffer drops the datagram, as a congested link would;
-            // the machines above recover from loss.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            other => other.map(drop),
-        }
-    }
-}
+pub use driver::{DEFAULT_DATAGRAMS_PER_TURN, DEFAULT_SEND_QUEUE, Driver, DriverCounters};
+pub use error::DriverError;
+pub use poll_loop::{DRIVER_TOKEN, PollLoop};

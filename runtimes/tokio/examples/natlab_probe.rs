@@ -178,13 +178,10 @@ async fn reflect(addrs: &[String]) -> Result<(), String> {
         tasks.spawn(async move {
             let local = driver.local_addr();
             loop {
-                match driver.next_event().await {
-                    Ok(event) => {
-                        if let Some(remote) = event.remote() {
-                            println!("reflect {local} <- {remote}");
-                        }
-                    }
-                    Err(e) => return format!("{local}: {e}"),
+                // Socket errors are logged and counted by the driver, which
+                // carries on: a reflector runs until the lab stops it.
+                if let Some(remote) = driver.next_event().await.remote() {
+                    println!("reflect {local} <- {remote}");
                 }
             }
         });
@@ -219,14 +216,14 @@ async fn probe(options: Options) -> Result<(), String> {
     while options.until.is_none_or(|n| received < n) {
         let event = match tokio::time::timeout_at(end.into(), driver.next_event()).await {
             Err(_elapsed) => return Ok(()),
-            Ok(event) => event.map_err(|e| format!("socket {bind}: {e}"))?,
+            Ok(event) => event,
         };
         if let ProbeEvent::Received {
             remote, payload, ..
         } = &event
         {
             let at = millis(now().saturating_duration_since(start));
-            println!("recv +{at} {remote} {}", printable(payload));
+            println!("recv +{at} {remote} {}", printable(&payload[..]));
             received += 1;
         }
     }
@@ -350,7 +347,6 @@ async fn stun(options: Options) -> Result<(), String> {
             println!("no-answer");
             return Ok(());
         };
-        let event = event.map_err(|e| format!("socket {bind}: {e}"))?;
         let ProbeEvent::Received {
             remote, payload, ..
         } = event

@@ -1,135 +1,73 @@
-//! # macula-tokio: drive a macula machine on a tokio UDP socket
+//! # macula-tokio: a macula node on a tokio UDP socket
 //!
-//! The core crate's machines do no I/O. This driver owns one UDP socket and a
-//! timer and runs the drive loop of the [`macula::Machine`] contract: feed a
-//! datagram or a timeout, drain every output (sending transmits with their
-//! TTL, queueing events), sleep until the next datagram or deadline.
+//! The core crate's machines do no I/O. This crate runs them: one UDP socket
+//! through `quinn-udp` (batched receives, GRO and GSO, the destination
+//! address of each packet; dual-stack when bound to `[::]`), one timer reset only when
+//! the machine's deadline changes, and a bounded amount of work per wake-up.
 //!
-//! The driver reads the real clock; nothing in the machine does.
+//! - [`MaculaNode`] runs a [`macula::node::Node`] in its own task behind a
+//!   cloneable handle: `bootstrap`, `find_node`, `query` and `store` are
+//!   async and resolve when their DHT operation finishes; [`Events`] is a
+//!   stream of everything the node reports.
+//! - [`Driver`] is the loop itself, for any [`macula::Machine`]: use it to
+//!   drive a machine of your own on a socket.
+//!
+//! The driver reads the clocks (monotonic time at every input, wall-clock
+//! time once at start) and the OS random source (a node's identity and seed,
+//! unless given); nothing in the core does.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use macula::id::{Realm, RecordKey, RecordKind};
+//! use macula_tokio::{MaculaConfig, MaculaNode};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let realm = Realm::new("io.macula.example")?;
+//! let seed = MaculaNode::bind(MaculaConfig::new(realm.clone(), "127.0.0.1:0".parse()?)).await?;
+//! let node = MaculaNode::bind(MaculaConfig::new(realm.clone(), "127.0.0.1:0".parse()?)).await?;
+//!
+//! node.bootstrap(vec![seed.contact()]).await?;
+//! let found = node.find_node(seed.node_id()).await?;
+//! assert!(found.closest.iter().any(|c| c.id == seed.node_id()));
+//!
+//! let key = RecordKey::new(&realm, RecordKind::Rpc, "echo");
+//! let receipt = node.store(key, Bytes::from_static(b"v1"), Duration::from_secs(5)).await?;
+//! println!("stored on {} nodes", receipt.acked.len());
+//! let answer = seed.query(key, Duration::from_secs(5)).await?;
+//! println!("{} records", answer.records.len());
+//!
+//! node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Modules
+//!
+//! - `socket`: the one UDP socket (quinn-udp, dual-stack, per-datagram TTL).
+//! - `batch`: consecutive datagrams to one peer joined for one GSO send.
+//! - `driver`: the drive loop of one machine ([`Driver`]).
+//! - `task` and `handle`: the node task and its [`MaculaNode`] handle.
+//! - `config`, `error`, `events`, `counters`: what those take and give.
+//! - `clock`: the only place the crate reads time.
 
-use std::collections::VecDeque;
-use std::io;
-use std::net::SocketAddr;
-use std::time::Instant;
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
-use bytes::Bytes;
-use macula::{Datagram, Input, Machine, Output, Transmit};
-use tokio::net::{ToSocketAddrs, UdpSocket};
+mod batch;
+mod clock;
+mod config;
+mod counters;
+mod driver;
+mod error;
+mod events;
+mod handle;
+mod socket;
+mod task;
 
-/// Largest UDP payload the driver receives; anything larger is truncated by
-/// the OS and then refused by the machine's decoders.
-const RECEIVE_BUFFER: usize = 65_535;
-
-/// A machine bound to a tokio UDP socket.
-pub struct Driver<M: Machine> {
-    socket: UdpSocket,
-    local: SocketAddr,
-    default_ttl: u32,
-    machine: M,
-    events: VecDeque<M::Event>,
-    buffer: Box<[u8]>,
-}
-
-/// The real clock, read only by the driver.
-#[allow(clippy::disallowed_methods)]
-fn now() -> Instant {
-    Instant::now()
-}
-
-impl<M: Machine> Driver<M> {
-    /// Binds a UDP socket at `addr` for `machine`.
-    pub async fn bind(addr: impl ToSocketAddrs, machine: M) -> io::Result<Self> {
-        let socket = UdpSocket::bind(addr).await?;
-        let local = socket.local_addr()?;
-        let default_ttl = socket.ttl()?;
-        Ok(Self {
-            socket,
-            local,
-            default_ttl,
-            machine,
-            events: VecDeque::new(),
-            buffer: vec![0; RECEIVE_BUFFER].into_boxed_slice(),
-        })
-    }
-
-    /// The socket's local address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// The machine, to read its state.
-    pub fn machine(&self) -> &M {
-        &self.machine
-    }
-
-    /// The machine, to give it commands. Call [`Driver::flush`] afterwards so
-    /// what the command queued goes out at once.
-    pub fn machine_mut(&mut self) -> &mut M {
-        &mut self.machine
-    }
-
-    /// Sends everything the machine has queued and keeps its events for
-    /// [`Driver::next_event`].
-    pub async fn flush(&mut self) -> io::Result<()> {
-        while let Some(output) = self.machine.poll_output() {
-            match output {
-                Output::Transmit(transmit) => self.send(transmit).await?,
-                Output::Event(event) => self.events.push_back(event),
-            }
-        }
-        Ok(())
-    }
-
-    /// Drives the machine until it reports an event, and returns it.
-    pub async fn next_event(&mut self) -> io::Result<M::Event> {
-        loop {
-            self.flush().await?;
-            if let Some(event) = self.events.pop_front() {
-                return Ok(event);
-            }
-            let input = self.wait().await?;
-            self.machine.handle_input(now(), input);
-        }
-    }
-
-    /// Waits for the next datagram or the machine's deadline.
-    async fn wait(&mut self) -> io::Result<Input> {
-        let deadline = self.machine.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            received = self.socket.recv_from(&mut self.buffer) => {
-                let (len, remote) = received?;
-                Ok(Input::Datagram(Datagram {
-                    local: self.local,
-                    remote,
-                    payload: Bytes::copy_from_slice(&self.buffer[..len]),
-                }))
-            }
-            () = sleep => Ok(Input::Timeout),
-        }
-    }
-
-    async fn send(&self, transmit: Transmit) -> io::Result<()> {
-        match transmit.ttl {
-            Some(ttl) => {
-                self.socket.set_ttl(u32::from(ttl))?;
-                let sent = self
-                    .socket
-                    .send_to(&transmit.payload, transmit.destination)
-                    .await;
-                self.socket.set_ttl(self.default_ttl)?;
-                sent.map(drop)
-            }
-            None => self
-                .socket
-                .send_to(&transmit.payload, transmit.destination)
-                .await
-                .map(drop),
-        }
-    }
-}
+pub use config::MaculaConfig;
+pub use counters::DriverCounters;
+pub use driver::{DEFAULT_DATAGRAMS_PER_TURN, Driver};
+pub use error::{BindError, CommandError};
+pub use events::Events;
+pub use handle::{FoundNodes, FoundValues, MaculaNode, NodeStats, StoreReceipt};

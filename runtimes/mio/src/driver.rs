@@ -1,0 +1,300 @@
+//! The drive loop of one [`Machine`] on one UDP socket, for a `mio::Poll`
+//! the application owns.
+//!
+//! A [`Driver`] registers its socket with the application's registry under
+//! the application's token. After every poll the application hands the
+//! driver the events ([`Driver::handle_events`], or the finer
+//! `handle_readable` / `handle_writable` / `handle_timeout`); the driver feeds
+//! the machine datagrams and timeouts stamped with the monotonic clock,
+//! drains its outputs after each input (sending transmits, queueing events)
+//! and tells the application how long its next poll may wait
+//! ([`Driver::timeout`]). One call reads at most a budget of datagrams, so a
+//! busy peer cannot starve the application's other sources or the machine's
+//! timers.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use macula::{Datagram, Input, Machine, Output, Transmit};
+use mio::event::Event;
+use mio::{Events, Interest, Registry, Token};
+
+use crate::clock;
+use crate::error::DriverError;
+use crate::socket::Socket;
+
+/// Datagrams one call reads at most before the driver hands control back.
+pub const DEFAULT_DATAGRAMS_PER_TURN: usize = 64;
+
+/// Transmits kept while the socket's send buffer is full; past it the newest
+/// are dropped (and counted), as a congested link would drop them: the
+/// machines recover from loss.
+pub const DEFAULT_SEND_QUEUE: usize = 1024;
+
+/// What a driver counted so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DriverCounters {
+    /// Datagrams handed to the machine (each GRO segment counts once).
+    pub datagrams_received: u64,
+    /// Datagrams the OS accepted.
+    pub datagrams_sent: u64,
+    /// Datagrams the OS refused (unreachable, wrong family, too large, ...);
+    /// each was logged and dropped.
+    pub send_errors: u64,
+    /// Datagrams dropped because the send queue was full.
+    pub send_queue_drops: u64,
+    /// Receive calls that failed with something other than "nothing waiting".
+    pub receive_errors: u64,
+    /// Times the machine was given [`Input::Timeout`].
+    pub timeouts: u64,
+}
+
+/// A machine bound to a non-blocking UDP socket, driven from the
+/// application's `mio` loop.
+pub struct Driver<M: Machine> {
+    socket: Socket,
+    machine: M,
+    token: Option<Token>,
+    events: VecDeque<M::Event>,
+    /// Transmits waiting for the socket to become writable, oldest first.
+    unsent: VecDeque<Transmit>,
+    send_queue: usize,
+    datagrams_per_turn: usize,
+    /// The last read stopped at its budget: more may be waiting, and mio
+    /// (edge-triggered) will not say so again.
+    read_pending: bool,
+    /// The datagrams of one read, kept to reuse the allocation.
+    received: Vec<Datagram>,
+    counters: DriverCounters,
+}
+
+impl<M: Machine> Driver<M> {
+    /// Binds a UDP socket at `addr` for `machine` (dual-stack for an
+    /// unspecified IPv6 address, where the OS allows it). Register it with
+    /// [`Driver::register`] before polling.
+    pub fn bind(addr: SocketAddr, machine: M) -> Result<Self, DriverError> {
+        let socket = Socket::bind(addr).map_err(|source| DriverError::Bind { addr, source })?;
+        Ok(Self::with_socket(socket, machine))
+    }
+
+    /// Drives `machine` on a bound socket.
+    pub(crate) fn with_socket(socket: Socket, machine: M) -> Self {
+        Self {
+            socket,
+            machine,
+            token: None,
+            events: VecDeque::new(),
+            unsent: VecDeque::new(),
+            send_queue: DEFAULT_SEND_QUEUE,
+            datagrams_per_turn: DEFAULT_DATAGRAMS_PER_TURN,
+            read_pending: false,
+            received: Vec::new(),
+            counters: DriverCounters::default(),
+        }
+    }
+
+    /// Registers the socket with `registry` under `token`: events with that
+    /// token belong to this driver.
+    pub fn register(&mut self, registry: &Registry, token: Token) -> Result<(), DriverError> {
+        registry
+            .register(
+                self.socket.source(),
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(DriverError::Register)?;
+        self.token = Some(token);
+        Ok(())
+    }
+
+    /// Removes the socket from `registry`.
+    pub fn deregister(&mut self, registry: &Registry) -> Result<(), DriverError> {
+        registry
+            .deregister(self.socket.source())
+            .map_err(DriverError::Register)?;
+        self.token = None;
+        Ok(())
+    }
+
+    /// Sets how many datagrams one call reads at most (at least 1).
+    pub fn set_datagrams_per_turn(&mut self, datagrams: usize) {
+        self.datagrams_per_turn = datagrams.max(1);
+    }
+
+    /// Sets how many transmits may wait for a full send buffer (at least 1).
+    pub fn set_send_queue(&mut self, transmits: usize) {
+        self.send_queue = transmits.max(1);
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.socket.local_addr()
+    }
+
+    /// The machine, to read its state.
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    /// The machine, to give it commands by hand; call [`Driver::flush`]
+    /// afterwards so what they queued goes out at once ([`Driver::command`]
+    /// does both).
+    pub fn machine_mut(&mut self) -> &mut M {
+        &mut self.machine
+    }
+
+    /// Runs `command` on the machine with the current time, then sends what
+    /// it queued. Returns what `command` returned.
+    pub fn command<R>(&mut self, command: impl FnOnce(&mut M, Instant) -> R) -> R {
+        let result = command(&mut self.machine, clock::now());
+        self.flush();
+        result
+    }
+
+    /// What the driver counted so far.
+    pub fn counters(&self) -> DriverCounters {
+        self.counters
+    }
+
+    /// The oldest event the machine reported, if any.
+    pub fn pop_event(&mut self) -> Option<M::Event> {
+        self.events.pop_front()
+    }
+
+    /// How long the application's next poll may wait at most: until the
+    /// machine's deadline, zero when a read stopped at its budget or output
+    /// is queued, `None` (forever, as far as this driver cares) without a
+    /// deadline.
+    pub fn timeout(&self) -> Option<Duration> {
+        if self.read_pending {
+            return Some(Duration::ZERO);
+        }
+        let deadline = self.machine.poll_timeout()?;
+        Some(deadline.saturating_duration_since(clock::now()))
+    }
+
+    /// Handles everything a poll returned that concerns this driver, then
+    /// its timer. Call it after every poll, whether or not an event came:
+    /// it also fires the machine's deadline and resumes a read that stopped
+    /// at its budget.
+    pub fn handle_events(&mut self, events: &Events) {
+        self.handle_timeout();
+        let mut readable = false;
+        for event in events.iter() {
+            readable |= self.handle_event(event);
+        }
+        if self.read_pending && !readable {
+            self.handle_readable();
+        }
+    }
+
+    /// Handles one event if it carries this driver's token (reading and/or
+    /// retrying queued sends). Returns whether it was readable and ours.
+    pub fn handle_event(&mut self, event: &Event) -> bool {
+        if Some(event.token()) != self.token {
+            return false;
+        }
+        if event.is_writable() {
+            self.handle_writable();
+        }
+        if event.is_readable() {
+            self.handle_readable();
+        }
+        event.is_readable()
+    }
+
+    /// Reads waiting datagrams, at most the per-turn budget (a GRO packet,
+    /// read whole, may carry it a few datagrams past), feeding each to the
+    /// machine and draining its outputs after each. When the budget runs out
+    /// first, [`Driver::timeout`] is zero until the next call.
+    pub fn handle_readable(&mut self) {
+        let mut handled = 0;
+        let mut received = std::mem::take(&mut self.received);
+        self.read_pending = false;
+        while handled < self.datagrams_per_turn {
+            let budget = self.datagrams_per_turn - handled;
+            match self.socket.receive(budget, |d| received.push(d)) {
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    // It concerns one read (an ICMP error reported on the
+                    // socket, a signal); it counts against the budget.
+                    self.counters.receive_errors += 1;
+                    tracing::debug!(%error, "receive failed");
+                    handled += 1;
+                }
+            }
+            handled += received.len();
+            self.counters.datagrams_received += received.len() as u64;
+            for datagram in received.drain(..) {
+                self.machine
+                    .handle_input(clock::now(), Input::Datagram(datagram));
+                self.flush();
+            }
+        }
+        self.read_pending = handled >= self.datagrams_per_turn;
+        self.received = received;
+    }
+
+    /// Sends the transmits that waited for a full send buffer.
+    pub fn handle_writable(&mut self) {
+        while let Some(transmit) = self.unsent.front() {
+            match self.socket.send(transmit) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                sent => {
+                    self.count_sent(sent, transmit.destination);
+                    self.unsent.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Feeds the machine [`Input::Timeout`] if its deadline has come, then
+    /// drains its outputs. Early calls do nothing.
+    pub fn handle_timeout(&mut self) {
+        let now = clock::now();
+        if self.machine.poll_timeout().is_some_and(|at| at <= now) {
+            self.counters.timeouts += 1;
+            self.machine.handle_input(now, Input::Timeout);
+        }
+        self.flush();
+    }
+
+    /// Sends everything the machine has queued (or queues it while the send
+    /// buffer is full) and keeps its events for [`Driver::pop_event`].
+    pub fn flush(&mut self) {
+        while let Some(output) = self.machine.poll_output() {
+            match output {
+                Output::Event(event) => self.events.push_back(event),
+                Output::Transmit(transmit) => self.transmit(transmit),
+            }
+        }
+    }
+
+    /// Sends `transmit` now, or queues it behind earlier ones.
+    fn transmit(&mut self, transmit: Transmit) {
+        if self.unsent.is_empty() {
+            match self.socket.send(&transmit) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                sent => return self.count_sent(sent, transmit.destination),
+            }
+        }
+        if self.unsent.len() < self.send_queue {
+            self.unsent.push_back(transmit);
+        } else {
+            self.counters.send_queue_drops += 1;
+        }
+    }
+
+    fn count_sent(&mut self, sent: io::Result<()>, destination: SocketAddr) {
+        match sent {
+            Ok(()) => self.counters.datagrams_sent += 1,
+            Err(error) => {
+                self.counters.send_errors += 1;
+                tracing::debug!(%error, %destination, "send failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Starting a [`Node`] on a driver: the socket is bound first, so the node
+//! can announce the address it really got.
+
+use std::net::SocketAddr;
+
+use macula::id::Identity;
+use macula::node::{Node, NodeConfig};
+
+use crate::clock;
+use crate::driver::Driver;
+use crate::error::DriverError;
+use crate::socket::Socket;
+
+impl Driver<Node> {
+    /// Binds a UDP socket at `addr` and starts a node on it with `identity`
+    /// and randomness from `seed`, reading both clocks once.
+    ///
+    /// When `config.listen_addrs` is empty the node announces the address it
+    /// bound, unless that address is unspecified (`0.0.0.0`, `[::]`): then
+    /// set `listen_addrs` yourself so peers can dial back.
+    pub fn bind_node(
+        addr: SocketAddr,
+        mut config: NodeConfig,
+        identity: Identity,
+        seed: u64,
+    ) -> Result<Self, DriverError> {
+        let socket = Socket::bind(addr).map_err(|source| DriverError::Bind { addr, source })?;
+        let local = socket.local_addr();
+        if config.listen_addrs.is_empty() && !local.ip().is_unspecified() {
+            config.listen_addrs.push(local);
+        }
+        let node = Node::new(config, identity, seed, clock::now(), clock::unix_ms())?;
+        Ok(Self::with_socket(socket, node))
+    }
+}

@@ -1,0 +1,58 @@
+//! What [`MaculaNode::bind`](crate::MaculaNode::bind) needs: the node's
+//! settings plus the driver's own (address, identity, seed, budgets).
+
+use std::net::SocketAddr;
+
+use macula::id::{Identity, Realm};
+use macula::node::NodeConfig;
+
+use crate::driver::DEFAULT_DATAGRAMS_PER_TURN;
+
+/// Everything a [`MaculaNode`](crate::MaculaNode) starts from.
+///
+/// | setting | default |
+/// | --- | --- |
+/// | node | [`NodeConfig::new`] for the realm |
+/// | bind | as given |
+/// | identity | a fresh Ed25519 key from the OS RNG |
+/// | seed | a fresh `u64` from the OS RNG |
+/// | datagrams_per_turn | [`DEFAULT_DATAGRAMS_PER_TURN`] (64) |
+/// | command_capacity | 64 commands queued for the driver task |
+/// | event_capacity | 1024 events kept for slow subscribers (older ones are skipped) |
+///
+/// When `node.listen_addrs` is empty, the node announces the address it
+/// bound, unless that address is unspecified (`0.0.0.0`, `[::]`): then set
+/// `listen_addrs` yourself (with a fixed port) so peers can dial back.
+#[derive(Clone, Debug)]
+pub struct MaculaConfig {
+    /// The node's own settings.
+    pub node: NodeConfig,
+    /// The UDP address to bind; `[::]:port` binds dual-stack where the OS allows.
+    pub bind: SocketAddr,
+    /// The node's identity; `None` generates one from the OS RNG.
+    pub identity: Option<Identity>,
+    /// The node's randomness seed (QUIC, pool, DHT); `None` draws one from
+    /// the OS RNG. Give one for a reproducible run.
+    pub seed: Option<u64>,
+    /// Datagrams one wake-up handles at most.
+    pub datagrams_per_turn: usize,
+    /// Commands that may wait for the driver task.
+    pub command_capacity: usize,
+    /// Events kept per subscriber before the oldest are skipped.
+    pub event_capacity: usize,
+}
+
+impl MaculaConfig {
+    /// Defaults for a node of `realm` bound at `bind`.
+    pub fn new(realm: Realm, bind: SocketAddr) -> Self {
+        Self {
+            node: NodeConfig::new(realm),
+            bind,
+            identity: None,
+            seed: None,
+            datagrams_per_turn: DEFAULT_DATAGRAMS_PER_TURN,
+            command_capacity: 64,
+            event_capacity: 1024,
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The drive loop of one [`Machine`] on one UDP socket.
+//!
+//! A [`Driver`] feeds the machine datagrams and timeouts stamped with the
+//! monotonic clock, drains its outputs after every input (sending transmits,
+//! queueing events) and sleeps until the next datagram or deadline. It keeps
+//! one timer, reset only when the machine's deadline changes, and bounds the
+//! work of one wake-up so a busy peer cannot starve the timer or the
+//! application's commands. [`MaculaNode`](crate::MaculaNode) runs a
+//! `Driver<Node>` in a task; any other machine can be driven the same way.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use macula::{Datagram, Input, Machine, Output};
+use tokio::time::Sleep;
+
+use crate::batch::Batch;
+use crate::clock;
+use crate::counters::{Count, Counters, DriverCounters};
+use crate::socket::Socket;
+
+/// Datagrams one wake-up handles before the driver looks at its timer and
+/// commands again. It bounds socket reads; a read may carry several GRO
+/// segments, so one wake-up can take a few more.
+pub const DEFAULT_DATAGRAMS_PER_TURN: usize = 64;
+
+/// A machine bound to a UDP socket.
+pub struct Driver<M: Machine> {
+    socket: Socket,
+    machine: M,
+    events: VecDeque<M::Event>,
+    timer: Pin<Box<Sleep>>,
+    /// The deadline the timer is set to.
+    armed: Option<Instant>,
+    datagrams_per_turn: usize,
+    received: Vec<Datagram>,
+    counters: Arc<Counters>,
+}
+
+/// What woke the driver up.
+enum Wake<T> {
+    Deadline,
+    Readable(io::Result<()>),
+    Other(T),
+}
+
+impl<M: Machine> Driver<M> {
+    /// Binds a UDP socket at `addr` (dual-stack for an unspecified IPv6
+    /// address, where the OS allows it) for `machine`.
+    pub async fn bind(addr: SocketAddr, machine: M) -> io::Result<Self> {
+        Ok(Self::with_socket(Socket::bind(addr)?, machine))
+    }
+
+    /// Drives `machine` on an already bound `socket`.
+    pub(crate) fn with_socket(socket: Socket, machine: M) -> Self {
+        Self {
+            socket,
+            machine,
+            events: VecDeque::new(),
+            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            armed: None,
+            datagrams_per_turn: DEFAULT_DATAGRAMS_PER_TURN,
+            received: Vec::new(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Sets how many datagrams one wake-up handles (at least 1; see
+    /// [`DEFAULT_DATAGRAMS_PER_TURN`]).
+    pub fn set_datagrams_per_turn(&mut self, datagrams: usize) {
+        self.datagrams_per_turn = datagrams.max(1);
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.socket.local_addr()
+    }
+
+    /// The machine, to read its state.
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    /// The machine, to give it commands. Call [`Driver::flush`] afterwards so
+    /// what the command queued goes out at once.
+    pub fn machine_mut(&mut self) -> &mut M {
+        &mut self.machine
+    }
+
+    /// What the driver counted so far.
+    pub fn counters(&self) -> DriverCounters {
+        self.counters.snapshot()
+    }
+
+    /// The live counters, for handles that outlive a borrow of the driver.
+    pub(crate) fn shared_counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Sends everything the machine has queued and keeps its events for
+    /// [`Driver::pop_event`]. Consecutive datagrams to one peer leave in one
+    /// GSO send where the OS offers it. A send the OS refuses is logged,
+    /// counted and dropped: it concerns one destination, not the node.
+    pub async fn flush(&mut self) {
+        let mut batch: Option<Batch> = None;
+        while let Some(output) = self.machine.poll_output() {
+            match output {
+                Output::Transmit(transmit) => {
+                    let refused = match batch.as_mut() {
+                        Some(open) => open.push(transmit, self.socket.max_segments()).err(),
+                        None => Some(transmit),
+                    };
+                    if let Some(transmit) = refused
+                        && let Some(full) = batch.replace(Batch::new(transmit))
+                    {
+                        self.send(&full).await;
+                    }
+                }
+                Output::Event(event) => self.events.push_back(event),
+            }
+        }
+        if let Some(last) = batch {
+            self.send(&last).await;
+        }
+    }
+
+    /// Sends one batch and counts how it went.
+    async fn send(&self, batch: &Batch) {
+        let datagrams = batch.count() as u64;
+        self.counters.add(Count::SendCall, 1);
+        match self.socket.send(batch).await {
+            Ok(()) => self.counters.add(Count::Sent, datagrams),
+            Err(error) => {
+                self.counters.add(Count::SendError, datagrams);
+                tracing::debug!(%error, destination = %batch.destination, datagrams, "send failed");
+            }
+        }
+    }
+
+    /// The oldest event the machine reported, if any.
+    pub fn pop_event(&mut self) -> Option<M::Event> {
+        self.events.pop_front()
+    }
+
+    /// Drives the machine until it reports an event, and returns it.
+    pub async fn next_event(&mut self) -> M::Event {
+        loop {
+            self.flush().await;
+            if let Some(event) = self.pop_event() {
+                return event;
+            }
+            self.turn(std::future::pending::<()>()).await;
+        }
+    }
+
+    /// One wake-up: waits for the machine's deadline, a datagram or `other`,
+    /// whichever comes first, in that order of priority. A deadline or
+    /// datagrams (at most the per-turn budget) are fed to the machine and
+    /// its outputs drained after each; `other`'s output is returned for the
+    /// caller to act on (then call [`Driver::flush`]).
+    pub async fn turn<T>(&mut self, other: impl Future<Output = T>) -> Option<T> {
+        self.arm();
+        // tokio's timer wheel advances only when the runtime parks or every
+        // few dozen tasks; a socket that is always readable would keep it
+        // from ever seeing a due deadline. So look at the clock first.
+        let due = self.armed.is_some_and(|at| at <= clock::now());
+        let wake = if due {
+            Wake::Deadline
+        } else {
+            tokio::select! {
+                biased;
+                () = &mut self.timer, if self.armed.is_some() => Wake::Deadline,
+                out = other => Wake::Other(out),
+                ready = self.socket.readable() => Wake::Readable(ready),
+            }
+        };
+        self.counters.add(Count::Wakeup, 1);
+        match wake {
+            Wake::Deadline => {
+                self.machine.handle_input(clock::now(), Input::Timeout);
+                self.flush().await;
+                None
+            }
+            Wake::Readable(Ok(())) => {
+                self.receive().await;
+                None
+            }
+            Wake::Readable(Err(error)) => {
+                self.counters.add(Count::ReceiveError, 1);
+                tracing::warn!(%error, "waiting for the socket failed");
+                None
+            }
+            Wake::Other(out) => Some(out),
+        }
+    }
+
+    /// Sets the timer to the machine's deadline, if it changed.
+    fn arm(&mut self) {
+        let deadline = self.machine.poll_timeout();
+        if deadline != self.armed {
+            if let Some(at) = deadline {
+                self.timer.as_mut().reset(at.into());
+            }
+            self.armed = deadline;
+        }
+    }
+
+    /// Feeds the machine what the socket holds, up to the per-turn budget,
+    /// draining its outputs after each datagram.
+    async fn receive(&mut self) {
+        let mut received = std::mem::take(&mut self.received);
+        let mut handled = 0;
+        while handled < self.datagrams_per_turn {
+            let reads = self.datagrams_per_turn - handled;
+            match self.socket.try_receive(reads, |d| received.push(d)) {
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    self.counters.add(Count::ReceiveError, 1);
+                    tracing::debug!(%error, "receive failed");
+                    break;
+                }
+            }
+            handled += received.len();
+            self.counters.add(Count::Received, received.len() as u64);
+            for datagram in received.drain(..) {
+                self.machine
+                    .handle_input(clock::now(), Input::Datagram(datagram));
+                self.flush().await;
+            }
+        }
+        self.received = received;
+    }
+}

@@ -1,0 +1,280 @@
+//! The application's side of a node: [`MaculaNode`], a cloneable handle to
+//! the driver task, whose async commands resolve when their DHT operation
+//! finishes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use macula::dht::{Contact, DhtEvent, QueryStats};
+use macula::id::{Identity, NodeId, RecordKey};
+use macula::node::{Event, Node, NodeCounters};
+use macula::record::SignedRecord;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::clock;
+use crate::config::MaculaConfig;
+use crate::counters::{Counters, DriverCounters};
+use crate::driver::Driver;
+use crate::error::{BindError, CommandError};
+use crate::events::Events;
+use crate::socket::Socket;
+use crate::task::{self, Command, Operation};
+
+/// A running macula node: a handle to its driver task. Clones share the
+/// node; it shuts down on [`MaculaNode::shutdown`] or when the last clone is
+/// dropped.
+#[derive(Clone)]
+pub struct MaculaNode {
+    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+/// What every handle of one node knows without asking the task.
+struct Shared {
+    node_id: NodeId,
+    local_addr: SocketAddr,
+    contact: Contact,
+    counters: Arc<Counters>,
+    /// Never read: new subscriptions are cloned from it.
+    events: broadcast::Receiver<Event>,
+}
+
+/// The answer to [`MaculaNode::find_node`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundNodes {
+    /// The closest nodes that answered, closest first (at most k).
+    pub closest: Vec<Contact>,
+    /// How the lookup went.
+    pub stats: QueryStats,
+}
+
+/// The answer to [`MaculaNode::query`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundValues {
+    /// Verified, live records, one per provider.
+    pub records: Vec<SignedRecord>,
+    /// The nodes that answered.
+    pub answered: Vec<NodeId>,
+    /// Served from the local cache without a network query.
+    pub from_cache: bool,
+    /// How the lookup went.
+    pub stats: QueryStats,
+}
+
+/// The answer to [`MaculaNode::store`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreReceipt {
+    /// The nodes that acknowledged the record.
+    pub acked: Vec<NodeId>,
+    /// Acknowledgements that were needed.
+    pub quorum: usize,
+    /// `acked.len() >= quorum`.
+    pub success: bool,
+}
+
+/// A node's state at one moment ([`MaculaNode::stats`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStats {
+    /// What the node counted (datagrams by kind, timeouts, protocol errors).
+    pub counters: NodeCounters,
+    /// Live QUIC connections.
+    pub connections: usize,
+    /// Routing-table entries.
+    pub routing_table: usize,
+}
+
+impl NodeStats {
+    pub(crate) fn of(node: &Node) -> Self {
+        Self {
+            counters: node.counters().clone(),
+            connections: node.connection_count(),
+            routing_table: node.dht().table().len(),
+        }
+    }
+}
+
+impl MaculaNode {
+    /// Binds the node's UDP socket, starts the node and spawns its driver
+    /// task on the current tokio runtime.
+    pub async fn bind(config: MaculaConfig) -> Result<Self, BindError> {
+        let socket = Socket::bind(config.bind).map_err(|source| BindError::Socket {
+            addr: config.bind,
+            source,
+        })?;
+        let local_addr = socket.local_addr();
+        let mut node_config = config.node;
+        if node_config.listen_addrs.is_empty() {
+            if local_addr.ip().is_unspecified() {
+                tracing::warn!(%local_addr, "bound an unspecified address and no listen_addrs: peers cannot dial back");
+            } else {
+                node_config.listen_addrs = vec![local_addr];
+            }
+        }
+        let identity = match config.identity {
+            Some(identity) => identity,
+            None => random_identity()?,
+        };
+        let seed = match config.seed {
+            Some(seed) => seed,
+            None => getrandom::u64().map_err(BindError::Random)?,
+        };
+        let node = Node::new(node_config, identity, seed, clock::now(), clock::unix_ms())?;
+        let node_id = node.node_id();
+        let contact = node.contact();
+        let mut driver = Driver::with_socket(socket, node);
+        driver.set_datagrams_per_turn(config.datagrams_per_turn);
+        let counters = driver.shared_counters();
+        let (commands, receiver) = mpsc::channel(config.command_capacity.max(1));
+        let (events_sender, events) = broadcast::channel(config.event_capacity.max(1));
+        let span = tracing::info_span!("macula_node", node = ?node_id, local = %local_addr);
+        tokio::spawn(task::run(driver, receiver, events_sender).instrument(span));
+        Ok(Self {
+            commands,
+            shared: Arc::new(Shared {
+                node_id,
+                local_addr,
+                contact,
+                counters,
+                events,
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The contact others bootstrap from: the node id and its announced
+    /// addresses.
+    pub fn contact(&self) -> Contact {
+        self.shared.contact.clone()
+    }
+
+    /// What the driver counted so far.
+    pub fn counters(&self) -> DriverCounters {
+        self.shared.counters.snapshot()
+    }
+
+    /// The node's counters, connections and routing-table size now.
+    pub async fn stats(&self) -> Result<NodeStats, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        let asked = self.commands.send(Command::Inspect { reply }).await;
+        asked.map_err(|_| CommandError::Stopped)?;
+        answer.await.map_err(|_| CommandError::Stopped)
+    }
+
+    /// A subscription to every event from now on.
+    pub fn events(&self) -> Events {
+        Events::new(self.shared.events.resubscribe())
+    }
+
+    /// Joins the DHT through `seeds`; resolves with the routing-table size
+    /// once the self-lookup finished (bucket refreshes continue).
+    pub async fn bootstrap(&self, seeds: Vec<Contact>) -> Result<usize, CommandError> {
+        match self.run(Operation::Bootstrap(seeds)).await? {
+            DhtEvent::Bootstrapped { table_size, .. } => Ok(table_size),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Looks up the nodes closest to `target`.
+    pub async fn find_node(&self, target: NodeId) -> Result<FoundNodes, CommandError> {
+        match self.run(Operation::FindNode(target)).await? {
+            DhtEvent::NodesFound { closest, stats, .. } => Ok(FoundNodes { closest, stats }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Looks up the records under `key`, waiting at most `timeout`.
+    pub async fn query(
+        &self,
+        key: RecordKey,
+        timeout: Duration,
+    ) -> Result<FoundValues, CommandError> {
+        match self.run(Operation::Query { key, timeout }).await? {
+            DhtEvent::ValuesFound {
+                records,
+                answered,
+                from_cache,
+                stats,
+                ..
+            } => Ok(FoundValues {
+                records,
+                answered,
+                from_cache,
+                stats,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Publishes a record of `value` under `key`, signed by this node, and
+    /// resolves with the nodes that acknowledged it within `timeout`.
+    pub async fn store(
+        &self,
+        key: RecordKey,
+        value: Bytes,
+        timeout: Duration,
+    ) -> Result<StoreReceipt, CommandError> {
+        match self
+            .run(Operation::Store {
+                key,
+                value,
+                timeout,
+            })
+            .await?
+        {
+            DhtEvent::StoreConfirmed {
+                acked,
+                quorum,
+                success,
+                ..
+            } => Ok(StoreReceipt {
+                acked,
+                quorum,
+                success,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stops the node and waits until its task has ended. Commands still
+    /// waiting fail with [`CommandError::Stopped`]; event streams end.
+    pub async fn shutdown(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.commands.send(Command::Shutdown { done }).await.is_ok() {
+            // An error means the task already ended: stopped either way.
+            let _ = stopped.await;
+        }
+    }
+
+    /// Sends `operation` to the task and waits for the event that ends it.
+    async fn run(&self, operation: Operation) -> Result<DhtEvent, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Dht { operation, reply })
+            .await
+            .map_err(|_| CommandError::Stopped)?;
+        Ok(answer.await.map_err(|_| CommandError::Stopped)??)
+    }
+}
+
+fn unexpected(event: DhtEvent) -> CommandError {
+    CommandError::UnexpectedEvent(format!("{event:?}"))
+}
+
+/// A fresh Ed25519 identity from the OS random source.
+fn random_identity() -> Result<Identity, BindError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(BindError::Random)?;
+    Ok(Identity::from_seed(seed))
+}

@@ -1,0 +1,132 @@
+//! The task that owns a [`Node`] and its [`Driver`]: it applies the
+//! handles' commands, answers each when the DHT reports the operation it
+//! started (matched by [`QueryId`]), and publishes every event.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use macula::dht::{Contact, DhtError, DhtEvent, QueryId};
+use macula::id::{NodeId, RecordKey};
+use macula::node::{Event, Node};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::clock;
+use crate::driver::Driver;
+use crate::handle::NodeStats;
+
+/// Where the outcome of a DHT operation goes.
+pub(crate) type Reply = oneshot::Sender<Result<DhtEvent, DhtError>>;
+
+/// What a handle asks the task to do.
+pub(crate) enum Command {
+    /// Start a DHT operation and answer `reply` when it finishes.
+    Dht { operation: Operation, reply: Reply },
+    /// Report the node's state now.
+    Inspect { reply: oneshot::Sender<NodeStats> },
+    /// Stop; `done` is answered once the node no longer runs.
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+/// A DHT operation, as the node's commands take it.
+pub(crate) enum Operation {
+    Bootstrap(Vec<Contact>),
+    FindNode(NodeId),
+    Query {
+        key: RecordKey,
+        timeout: Duration,
+    },
+    Store {
+        key: RecordKey,
+        value: Bytes,
+        timeout: Duration,
+    },
+}
+
+/// Runs the node until a handle says [`Command::Shutdown`] or every handle
+/// is gone.
+pub(crate) async fn run(
+    mut driver: Driver<Node>,
+    mut commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<Event>,
+) {
+    let mut pending: BTreeMap<QueryId, Reply> = BTreeMap::new();
+    let done = loop {
+        driver.flush().await;
+        while let Some(event) = driver.pop_event() {
+            publish(&mut pending, &events, event);
+        }
+        match driver.turn(commands.recv()).await {
+            None => {}
+            Some(Some(Command::Shutdown { done })) => break Some(done),
+            Some(Some(Command::Inspect { reply })) => {
+                // The caller may have stopped waiting.
+                let _ = reply.send(NodeStats::of(driver.machine()));
+            }
+            Some(Some(Command::Dht { operation, reply })) => {
+                start(driver.machine_mut(), &mut pending, operation, reply);
+            }
+            Some(None) => break None,
+        }
+    };
+    tracing::debug!(waiting = pending.len(), "node stopped");
+    drop(driver);
+    if let Some(done) = done {
+        let _ = done.send(());
+    }
+}
+
+/// Starts `operation` and remembers to answer `reply` when it finishes.
+fn start(
+    node: &mut Node,
+    pending: &mut BTreeMap<QueryId, Reply>,
+    operation: Operation,
+    reply: Reply,
+) {
+    let now = clock::now();
+    let started = match operation {
+        Operation::Bootstrap(seeds) => Ok(node.bootstrap(now, seeds)),
+        Operation::FindNode(target) => Ok(node.find_node(now, target)),
+        Operation::Query { key, timeout } => Ok(node.query(now, key, timeout)),
+        Operation::Store {
+            key,
+            value,
+            timeout,
+        } => node.store(now, key, value, timeout),
+    };
+    match started {
+        Ok(query) => {
+            pending.insert(query, reply);
+        }
+        Err(error) => {
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+/// Answers the command that started the operation `event` reports, if one
+/// did, and hands the event to every subscriber.
+fn publish(
+    pending: &mut BTreeMap<QueryId, Reply>,
+    events: &broadcast::Sender<Event>,
+    event: Event,
+) {
+    if let Event::Dht(dht) = &event
+        && let Some(reply) = pending.remove(&query_of(dht))
+    {
+        // The caller may have stopped waiting; that is its business.
+        let _ = reply.send(Ok(dht.clone()));
+    }
+    // Fails only when nobody subscribed.
+    let _ = events.send(event);
+}
+
+/// The operation a DHT event reports on.
+fn query_of(event: &DhtEvent) -> QueryId {
+    match event {
+        DhtEvent::NodesFound { query, .. }
+        | DhtEvent::ValuesFound { query, .. }
+        | DhtEvent::StoreConfirmed { query, .. }
+        | DhtEvent::Bootstrapped { query, .. } => *query,
+    }
+}
