@@ -556,3 +556,27 @@ fn a_subscriber_that_stops_reading_does_not_hold_up_the_others() {
         "the oldest were dropped"
     );
 }
+
+#[test]
+fn calls_beyond_the_stream_limit_wait_for_streams_and_are_all_answered() {
+    let mut mesh = Mesh::new(3, 11, 0.0);
+    mesh.register(1, "svc.echo", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    // More calls at once than the provider allows streams (100).
+    let calls: BTreeMap<CallId, u32> = (0..300u32)
+        .map(|n| (mesh.call(2, "svc.echo", n.to_be_bytes().to_vec()), n))
+        .collect();
+    let mut results = BTreeMap::new();
+    let done = mesh.drive(TIMEOUT, |world, host, event| {
+        echo(world, host, &event);
+        if let Event::Rpc(RpcEvent::Completed { call, result }) = event {
+            results.insert(call, result);
+        }
+        results.len() == calls.len()
+    });
+    assert!(done, "{} of {} calls ended", results.len(), calls.len());
+    for (call, n) in &calls {
+        let answer = results[call].as_ref().expect("answered");
+        assert_eq!(answer[5..], n.to_be_bytes());
+    }
+}
