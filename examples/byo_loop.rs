@@ -170,6 +170,9 @@ impl Log {
                 println!("{at:7.1} ms {name}: {}", describe(&event));
                 self.dht.push((name, event));
             }
+            other @ (Event::Rpc(_) | Event::PubSub(_)) => {
+                println!("{at:7.1} ms {name}: {other:?}");
+            }
         }
     }
 

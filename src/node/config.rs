@@ -6,7 +6,9 @@ use std::time::Duration;
 use crate::dht::DhtConfig;
 use crate::id::{NodeId, Realm};
 use crate::pool::PoolConfig;
+use crate::pubsub::PubSubConfig;
 use crate::quic::TransportSettings;
+use crate::rpc::RpcConfig;
 use crate::tls::PeerVerification;
 use crate::wire::{self, Limits};
 
@@ -17,6 +19,8 @@ use crate::wire::{self, Limits};
 /// | transport | [`TransportSettings::default`]: keep-alive 15 s, idle timeout 60 s, 100 streams |
 /// | pool | [`PoolConfig::new`]: 100 outbound, 1000 inbound, idle TTL 5 min |
 /// | dht | [`DhtConfig::default`]: k = 20, α = 3, record TTL 300 s, republish 240 s |
+/// | rpc | [`RpcConfig::new`]: 16 MiB payloads, 1024 calls open, 256 handled |
+/// | pubsub | [`PubSubConfig::new`]: 1024 messages queued per subscriber, window 64 |
 /// | limits | [`Limits::default`]: 1 MiB frames |
 /// | verification | [`PeerVerification::Identity`] |
 /// | request_timeout | 10 s (a stream whose answer never comes is reset) |
@@ -34,6 +38,11 @@ pub struct NodeConfig {
     pub pool: PoolConfig,
     /// The DHT.
     pub dht: DhtConfig,
+    /// RPC. Its `seed` is set by the node.
+    pub rpc: RpcConfig,
+    /// Pub/sub. Its `local_id` and `first_epoch` (the start time in Unix
+    /// microseconds) are set by the node.
+    pub pubsub: PubSubConfig,
     /// Frame and field size limits.
     pub limits: Limits,
     /// Addresses announced to peers in CONNECT (where others can dial us).
@@ -55,11 +64,13 @@ impl NodeConfig {
     /// Defaults for a node of `realm`.
     pub fn new(realm: Realm) -> Self {
         Self {
-            realm,
+            realm: realm.clone(),
             verification: PeerVerification::Identity,
             transport: TransportSettings::default(),
             pool: PoolConfig::new(NodeId::from_bytes([0; 32])),
             dht: DhtConfig::default(),
+            rpc: RpcConfig::new(realm.clone(), 0),
+            pubsub: PubSubConfig::new(realm, NodeId::from_bytes([0; 32]), 0),
             limits: Limits::default(),
             listen_addrs: Vec::new(),
             request_timeout: Duration::from_secs(10),

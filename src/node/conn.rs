@@ -152,10 +152,29 @@ impl Conn {
         frame: &Message,
         finish: bool,
     ) -> Result<(), wire::EncodeError> {
-        let data = Bytes::from(frame.to_vec(&self.limits)?);
-        self.writes.insert(stream, PendingWrite { data, finish });
+        let data = frame.to_vec(&self.limits)?;
+        match self.writes.get_mut(&stream) {
+            // Frames written while earlier ones wait for flow control queue
+            // behind them (a publish stream carries many).
+            Some(pending) => {
+                let mut joined = Vec::with_capacity(pending.data.len() + data.len());
+                joined.extend_from_slice(&pending.data);
+                joined.extend_from_slice(&data);
+                pending.data = Bytes::from(joined);
+                pending.finish |= finish;
+            }
+            None => {
+                let data = Bytes::from(data);
+                self.writes.insert(stream, PendingWrite { data, finish });
+            }
+        }
         self.flush_stream(stream);
         Ok(())
+    }
+
+    /// True when everything written on `stream` went into QUIC's buffers.
+    pub fn is_flushed(&self, stream: StreamId) -> bool {
+        !self.writes.contains_key(&stream)
     }
 
     /// Pushes a stream's pending bytes as far as flow control allows.
@@ -182,6 +201,16 @@ impl Conn {
             let _ = send.finish();
         }
         self.writes.remove(&stream);
+    }
+
+    /// Finishes our side of `stream` once what is written on it is out.
+    pub fn finish(&mut self, stream: StreamId) {
+        match self.writes.get_mut(&stream) {
+            Some(pending) => pending.finish = true,
+            None => {
+                let _ = self.quinn.send_stream(stream).finish();
+            }
+        }
     }
 
     /// Abandons a stream both ways.

@@ -12,8 +12,10 @@
 //! output queue.
 //!
 //! Commands ([`Node::bootstrap`], [`Node::find_node`], [`Node::query`],
-//! [`Node::store`]) are methods; like inputs they take `now` and leave
-//! outputs to drain.
+//! [`Node::store`], and RPC and pub/sub's [`Node::register`], [`Node::call`],
+//! [`Node::subscribe`], [`Node::publish`] and the rest) are methods; like
+//! inputs they take `now` and leave outputs to drain. RPC and pub/sub run
+//! on the DHT and on streams as [`messaging`] describes.
 //!
 //! On every connection the dialer opens the control stream and writes
 //! CONNECT; requests follow on their own streams at once. The acceptor checks
@@ -23,7 +25,10 @@
 mod config;
 mod conn;
 pub mod dht_wire;
+mod messaging;
 mod peers;
+mod publish_streams;
+mod rpc_streams;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -47,7 +52,9 @@ use crate::path::{PathTable, RealPath};
 use crate::pool::{
     Acquired, Action, CloseReason, ConnId, Direction, Lease, Pool, PoolError, WaitId,
 };
+use crate::pubsub::{PubSub, PubSubEvent};
 use crate::quic::{QuicConfigError, QuicConfigs};
+use crate::rpc::{Rpc, RpcEvent};
 use crate::tls::{self, NodeTls, TlsError, WallClock};
 use crate::wire::{self, Capabilities, DisconnectReason, Message};
 
@@ -110,6 +117,11 @@ pub enum Event {
     },
     /// A DHT operation finished.
     Dht(DhtEvent),
+    /// A call of ours ended, or one of our procedures is called or
+    /// cancelled.
+    Rpc(RpcEvent),
+    /// A message on a topic we subscribe to.
+    PubSub(PubSubEvent),
 }
 
 /// Plain counters of what the node saw, for tests and metrics.
@@ -155,6 +167,9 @@ pub struct Node {
     paths: PathTable,
     pool: Pool,
     dht: Dht,
+    rpc: Rpc,
+    pubsub: PubSub,
+    messaging: messaging::Messaging,
     conns: HashMap<ConnectionHandle, Conn>,
     by_pool_id: HashMap<ConnId, ConnectionHandle>,
     waiting: HashMap<WaitId, Waiting>,
@@ -194,6 +209,11 @@ impl Node {
         config.pool.seed = seed ^ 0x706f_6f6c; // "pool"
         let pool = Pool::new(config.pool.clone())?;
         let dht = Dht::new(config.dht.clone(), identity.clone(), seed ^ 0x0064_6874); // "dht"
+        config.rpc.seed = seed ^ 0x0072_7063; // "rpc"
+        config.pubsub.local_id = local;
+        config.pubsub.first_epoch = unix_ms.saturating_mul(1000);
+        let rpc = Rpc::new(config.rpc.clone());
+        let pubsub = PubSub::new(config.pubsub.clone());
         Ok(Self {
             identity,
             local,
@@ -206,6 +226,9 @@ impl Node {
             paths: PathTable::new(),
             pool,
             dht,
+            rpc,
+            pubsub,
+            messaging: messaging::Messaging::default(),
             conns: HashMap::default(),
             by_pool_id: HashMap::default(),
             waiting: HashMap::default(),
@@ -330,6 +353,7 @@ impl Node {
             let mut busy = self.drive_connections(now);
             busy |= self.drive_pool(now);
             busy |= self.drive_dht(now);
+            busy |= self.drive_messaging(now);
             if !busy {
                 break;
             }
@@ -346,8 +370,10 @@ impl Node {
             .values_mut()
             .flat_map(|c| [c.quinn.poll_timeout(), c.next_deadline()]);
         let conns: Option<Instant> = conns.flatten().min();
+        let messaging = [self.rpc.poll_timeout(), self.pubsub.poll_timeout()];
         [conns, self.pool.poll_timeout(), self.dht.poll_timeout()]
             .into_iter()
+            .chain(messaging)
             .flatten()
             .min()
     }
@@ -499,13 +525,16 @@ impl Node {
                 if let Some(conn) = self.conns.get_mut(&handle) {
                     conn.flush_stream(id);
                 }
+                self.publish_flushed(now, handle, id);
                 self.resume_parked(now, handle);
             }
             quinn_proto::Event::Stream(StreamEvent::Available { dir: Dir::Bi }) => {
                 self.send_blocked(now, handle);
+                self.send_blocked_calls(now, handle);
             }
-            quinn_proto::Event::Stream(StreamEvent::Stopped { id, .. }) => {
+            quinn_proto::Event::Stream(StreamEvent::Stopped { id, error_code }) => {
                 self.fail_ask(now, handle, id, Failure::Refused);
+                self.messaging_stream_gone(now, handle, id, Some(error_code));
             }
             quinn_proto::Event::Stream(_)
             | quinn_proto::Event::DatagramReceived
@@ -627,6 +656,7 @@ impl Node {
             Ok(read) => read,
             Err(StreamTrouble::Reset) => {
                 self.fail_ask(now, handle, stream, Failure::Refused);
+                self.messaging_stream_gone(now, handle, stream, None);
                 return;
             }
             Err(StreamTrouble::Decode(error)) => {
@@ -743,6 +773,7 @@ impl Node {
         }
         self.out
             .push_back(Output::Event(Event::Connected { peer, direction }));
+        self.pubsub.handle_connected(now, peer);
         self.accept_streams(now, handle);
     }
 
@@ -761,6 +792,9 @@ impl Node {
         stream: StreamId,
         message: Message,
     ) {
+        let Some(message) = self.messaging_frame(now, handle, stream, message) else {
+            return;
+        };
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -933,6 +967,7 @@ impl Node {
                 .handle_failure(now, request_id, Failure::Connection);
         }
         self.serving.retain(|_, serving| serving.conn != handle);
+        self.release_messaging(now, handle, peer);
         if let (Some(peer), Some(pool_id)) = (peer, pool_id) {
             self.by_pool_id.remove(&pool_id);
             if ready {
@@ -1098,14 +1133,15 @@ impl Node {
                     Some(waiting) => {
                         self.send_request(now, lease, waiting.request_id, waiting.frame)
                     }
-                    None => self.pool.release(now, lease),
+                    None => self.messaging_ready(now, wait, lease),
                 },
-                Action::Failed { wait, .. } => {
-                    if let Some(waiting) = self.waiting.remove(&wait) {
+                Action::Failed { wait, .. } => match self.waiting.remove(&wait) {
+                    Some(waiting) => {
                         self.dht
                             .handle_failure(now, waiting.request_id, Failure::Connection);
                     }
-                }
+                    None => self.messaging_failed(now, wait),
+                },
             }
         }
         busy
@@ -1174,7 +1210,7 @@ impl Node {
                 } => {
                     self.answer(peer, request_id, response);
                 }
-                DhtOutput::Event(event) => self.out.push_back(Output::Event(Event::Dht(event))),
+                DhtOutput::Event(event) => self.on_dht_event(now, event),
             }
         }
         busy
@@ -1240,6 +1276,8 @@ impl Machine for Node {
                 self.pool.handle_timeout(now);
                 let unix_ms = self.unix_ms(now);
                 self.dht.handle_timeout(now, unix_ms);
+                self.rpc.handle_timeout(now);
+                self.pubsub.handle_timeout(now);
             }
             Input::LocalAddressChanged { .. } => {}
         }

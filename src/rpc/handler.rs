@@ -36,12 +36,12 @@ pub enum CancelReason {
 }
 
 /// Decides which caller may call which procedure.
-pub trait Authorize: Send {
+pub trait Authorize: Send + Sync {
     /// True when `caller` may call `procedure`.
     fn authorize(&self, caller: &NodeId, procedure: &str) -> bool;
 }
 
-impl<F: Fn(&NodeId, &str) -> bool + Send> Authorize for F {
+impl<F: Fn(&NodeId, &str) -> bool + Send + Sync> Authorize for F {
     fn authorize(&self, caller: &NodeId, procedure: &str) -> bool {
         self(caller, procedure)
     }

@@ -159,6 +159,10 @@ fn report_for(i: usize, event: Event) -> Option<Report> {
             println!("node {i}: {other:?}");
             None
         }
+        other @ (Event::Rpc(_) | Event::PubSub(_)) => {
+            println!("node {i}: {other:?}");
+            None
+        }
     }
 }
 

@@ -1,0 +1,582 @@
+//! RPC and pub/sub between nodes in the simulator, over real QUIC with
+//! mutual TLS: providers found through the DHT, calls answered, cancelled
+//! and failed over; publications routed to every matching subscriber.
+#![cfg(feature = "sim")]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use macula::dht::DhtEvent;
+use macula::id::{Identity, NodeId, Realm};
+use macula::node::{Event, Node, NodeConfig};
+use macula::pubsub::{Pattern, PubSubEvent, Topic};
+use macula::rpc::{CallId, CallOptions, CancelReason, RegisterOptions, RpcError, RpcEvent};
+use macula::sim::{HostId, Link, World};
+
+const UNIX_MS: u64 = 1_795_478_400_000;
+
+/// A world of `n` public nodes, bootstrapped through the first.
+struct Mesh {
+    world: World<Node>,
+    hosts: Vec<HostId>,
+}
+
+impl Mesh {
+    fn new(n: usize, seed: u64, loss: f64) -> Self {
+        Self::with(n, seed, loss, |_| {})
+    }
+
+    /// As [`Mesh::new`], with each node's settings changed by `configure`.
+    fn with(n: usize, seed: u64, loss: f64, configure: impl Fn(&mut NodeConfig)) -> Self {
+        #[allow(clippy::disallowed_methods)]
+        let start = Instant::now();
+        let mut world = World::new(seed, start);
+        let internet = world.internet();
+        let realm = Realm::new("io.macula.messaging").unwrap();
+        let hosts: Vec<HostId> = (0..n)
+            .map(|i| {
+                let addr = SocketAddr::from(([203, 0, 113, (i + 1) as u8], 4433));
+                let mut config = NodeConfig::new(realm.clone());
+                config.listen_addrs = vec![addr];
+                configure(&mut config);
+                let identity = Identity::from_seed([i as u8 + 101; 32]);
+                let node = Node::new(config, identity, seed * 1000 + i as u64, start, UNIX_MS);
+                let link = Link::with_latency(Duration::from_millis(5)).loss(loss);
+                world.add_host(internet, addr, link, node.unwrap())
+            })
+            .collect();
+        let seed_contact = world.machine(hosts[0]).contact();
+        for &host in &hosts[1..] {
+            let seeds = vec![seed_contact.clone()];
+            world.with_machine(host, |node, now| node.bootstrap(now, seeds));
+        }
+        let mut mesh = Self { world, hosts };
+        let mut bootstrapped = 0;
+        let done = mesh.drive(Duration::from_secs(60), |_, _, event| {
+            bootstrapped += usize::from(matches!(event, Event::Dht(DhtEvent::Bootstrapped { .. })));
+            bootstrapped == n - 1
+        });
+        assert!(done, "bootstrap");
+        mesh
+    }
+
+    fn id(&self, i: usize) -> NodeId {
+        self.world.machine(self.hosts[i]).node_id()
+    }
+
+    /// Steps the world for at most `within`, handing every event to `react`
+    /// until it returns true; false when time ran out first.
+    fn drive(
+        &mut self,
+        within: Duration,
+        mut react: impl FnMut(&mut World<Node>, HostId, Event) -> bool,
+    ) -> bool {
+        let limit = self.world.now() + within;
+        loop {
+            let mut done = false;
+            for event in self.world.take_events() {
+                done |= react(&mut self.world, event.host, event.event);
+            }
+            if done {
+                return true;
+            }
+            match self.world.next_time() {
+                Some(at) if at <= limit => {
+                    self.world.step();
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// Subscribes node `i` to `pattern` for each pair.
+    fn subscribe(&mut self, patterns: &[(usize, &str)]) {
+        for &(i, pattern) in patterns {
+            let pattern = Pattern::new(pattern).unwrap();
+            let subscribed = self
+                .world
+                .with_machine(self.hosts[i], |node, now| node.subscribe(now, pattern));
+            assert_eq!(subscribed, Ok(true));
+        }
+    }
+
+    /// Node `i` publishes `count` messages on `topic` (payload: the index);
+    /// returns their ids.
+    fn publish(&mut self, i: usize, topic: &Topic, count: u32) -> Vec<u64> {
+        (0..count)
+            .map(|n| {
+                let payload = Bytes::from(n.to_be_bytes().to_vec());
+                let topic = topic.clone();
+                self.world
+                    .with_machine(self.hosts[i], |node, now| node.publish(now, topic, payload))
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// Lets announcements spread.
+    fn settle(&mut self, duration: Duration) {
+        self.drive(duration, |_, _, _| false);
+    }
+
+    fn register(&mut self, i: usize, procedure: &str, options: RegisterOptions) {
+        self.world
+            .with_machine(self.hosts[i], |node, now| {
+                node.register(now, procedure, options)
+            })
+            .unwrap();
+    }
+
+    fn call(&mut self, i: usize, procedure: &str, payload: impl Into<Bytes>) -> CallId {
+        let payload = payload.into();
+        self.world
+            .with_machine(self.hosts[i], |node, now| {
+                node.call(now, procedure, payload, TIMEOUT, CallOptions::default())
+            })
+            .unwrap()
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The handler every provider runs: it answers `echo:` and the payload.
+fn echo(world: &mut World<Node>, host: HostId, event: &Event) {
+    if let Event::Rpc(RpcEvent::Request { id, payload, .. }) = event {
+        let answer = Bytes::from([b"echo:".as_slice(), payload].concat());
+        world
+            .with_machine(host, |node, now| node.reply(now, *id, Ok(answer)))
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_call_reaches_a_registered_provider_and_returns_its_reply() {
+    let mut mesh = Mesh::new(3, 1, 0.0);
+    mesh.register(1, "svc.echo", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let call = mesh.call(2, "svc.echo", &b"hello"[..]);
+    let (mut requests, mut result) = (Vec::new(), None);
+    let done = mesh.drive(TIMEOUT, |world, host, event| {
+        echo(world, host, &event);
+        match event {
+            Event::Rpc(RpcEvent::Request { caller, .. }) => requests.push((host, caller)),
+            Event::Rpc(RpcEvent::Completed { call: c, result: r }) if c == call => {
+                result = Some(r);
+                return true;
+            }
+            _ => {}
+        }
+        false
+    });
+    assert!(done, "the call completed");
+    assert_eq!(result, Some(Ok(Bytes::from_static(b"echo:hello"))));
+    assert_eq!(requests, vec![(mesh.hosts[1], mesh.id(2))]);
+}
+
+#[test]
+fn a_call_of_a_procedure_nobody_serves_fails_with_no_provider() {
+    let mut mesh = Mesh::new(3, 2, 0.0);
+    let call = mesh.call(2, "svc.missing", &b"x"[..]);
+    let mut result = None;
+    let done = mesh.drive(TIMEOUT, |_, _, event| match event {
+        Event::Rpc(RpcEvent::Completed { call: c, result: r }) if c == call => {
+            result = Some(r);
+            true
+        }
+        _ => false,
+    });
+    assert!(done, "the call completed");
+    assert!(
+        matches!(result, Some(Err(RpcError::NoProvider { ref procedure, tried: 0 })) if procedure == "svc.missing"),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn cancelling_a_call_reaches_the_handler() {
+    let mut mesh = Mesh::new(3, 3, 0.0);
+    mesh.register(1, "svc.slow", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let call = mesh.call(2, "svc.slow", &b"wait"[..]);
+    let caller = mesh.hosts[2];
+    let (mut handled, mut cancelled, mut result) = (None, None, None);
+    let done = mesh.drive(TIMEOUT, |world, host, event| {
+        match event {
+            // The handler holds on; the caller gives up as soon as it runs.
+            Event::Rpc(RpcEvent::Request { id, .. }) => {
+                handled = Some((host, id));
+                world
+                    .with_machine(caller, |node, now| node.cancel_call(now, call))
+                    .unwrap();
+            }
+            Event::Rpc(RpcEvent::Cancelled { id, reason }) => cancelled = Some((host, id, reason)),
+            Event::Rpc(RpcEvent::Completed { call: c, result: r }) if c == call => result = Some(r),
+            _ => {}
+        }
+        cancelled.is_some() && result.is_some()
+    });
+    assert!(
+        done,
+        "both sides ended: {handled:?} {cancelled:?} {result:?}"
+    );
+    let (host, id) = handled.unwrap();
+    assert_eq!(host, mesh.hosts[1]);
+    assert_eq!(cancelled, Some((host, id, CancelReason::Caller)));
+    assert_eq!(result, Some(Err(RpcError::Cancelled)));
+}
+
+/// Runs `count` calls of `svc.once` from node 3 with distinct payloads and
+/// the echo handler; returns each call's payload and result, and how often
+/// each payload was handled.
+fn call_round(
+    mesh: &mut Mesh,
+    first: u8,
+    count: u8,
+) -> (
+    BTreeMap<Bytes, Result<Bytes, RpcError>>,
+    BTreeMap<Bytes, usize>,
+) {
+    let calls: BTreeMap<CallId, Bytes> = (first..first + count)
+        .map(|i| {
+            let payload = Bytes::from(vec![i]);
+            (mesh.call(3, "svc.once", payload.clone()), payload)
+        })
+        .collect();
+    let (mut runs, mut results) = (BTreeMap::new(), BTreeMap::new());
+    let done = mesh.drive(TIMEOUT * 2, |world, host, event| {
+        echo(world, host, &event);
+        match event {
+            Event::Rpc(RpcEvent::Request { payload, .. }) => {
+                *runs.entry(payload).or_default() += 1;
+            }
+            Event::Rpc(RpcEvent::Completed { call, result }) => {
+                let payload = calls[&call].clone();
+                assert!(
+                    results.insert(payload, result).is_none(),
+                    "one end per call"
+                );
+            }
+            _ => {}
+        }
+        results.len() == calls.len()
+    });
+    assert!(done, "every call ended: {results:?}");
+    (results, runs)
+}
+
+#[test]
+fn calls_fail_over_from_an_offline_provider_and_never_run_a_handler_twice() {
+    // Dead connections are noticed within seconds, not the default minute.
+    let mut mesh = Mesh::with(5, 4, 0.0, |config| {
+        config.transport.keep_alive = Duration::from_millis(500);
+        config.transport.idle_timeout = Duration::from_secs(3);
+    });
+    mesh.register(1, "svc.once", RegisterOptions::default());
+    mesh.register(2, "svc.once", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let offline = mesh.id(1);
+    mesh.world.set_online(mesh.hosts[1], false);
+
+    // Calls written to the dead provider's connection may have been
+    // delivered: they end with `Lost` and are not run elsewhere. The others
+    // are answered by the live provider, once.
+    let (results, runs) = call_round(&mut mesh, 0, 10);
+    for (payload, result) in &results {
+        match result {
+            Ok(answer) => {
+                assert_eq!(answer[5..], payload[..]);
+                assert_eq!(runs.get(payload), Some(&1), "{payload:?} ran once");
+            }
+            Err(RpcError::Lost { provider }) => {
+                assert_eq!(*provider, offline);
+                assert_eq!(runs.get(payload), None, "{payload:?} was not run elsewhere");
+            }
+            Err(other) => panic!("{payload:?}: {other}"),
+        }
+    }
+
+    // Once the provider list has expired from the cache (30 s), the dead
+    // provider is found again; it cannot be reached, so the calls sent its
+    // way move to the live one: every call is answered, once.
+    mesh.settle(Duration::from_secs(31));
+    let (results, runs) = call_round(&mut mesh, 10, 10);
+    for (payload, result) in &results {
+        let answer = result.as_ref().expect("answered");
+        assert_eq!(answer[5..], payload[..]);
+        assert_eq!(runs.get(payload), Some(&1), "{payload:?} ran once");
+    }
+    let stats = mesh.world.machine(mesh.hosts[3]).rpc().stats();
+    assert!(
+        stats.failovers >= 1,
+        "the offline provider was tried: {stats:?}"
+    );
+}
+
+#[test]
+fn a_provider_dying_after_taking_a_call_is_not_called_again() {
+    let mut mesh = Mesh::with(4, 8, 0.0, |config| {
+        config.transport.keep_alive = Duration::from_millis(500);
+        config.transport.idle_timeout = Duration::from_secs(3);
+    });
+    mesh.register(1, "svc.once", RegisterOptions::default());
+    mesh.register(2, "svc.once", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let call = mesh.call(3, "svc.once", &b"charge"[..]);
+    let (mut taken, mut runs, mut result) = (None, 0, None);
+    let done = mesh.drive(TIMEOUT, |world, host, event| {
+        match event {
+            // The provider that takes the call dies before it answers.
+            Event::Rpc(RpcEvent::Request { .. }) => {
+                runs += 1;
+                taken = Some(world.machine(host).node_id());
+                world.set_online(host, false);
+            }
+            Event::Rpc(RpcEvent::Completed { call: c, result: r }) if c == call => {
+                result = Some(r);
+                return true;
+            }
+            _ => {}
+        }
+        false
+    });
+    assert!(done, "the call ended");
+    let provider = taken.expect("a provider took the call");
+    assert_eq!(result, Some(Err(RpcError::Lost { provider })));
+    // Give a wrong failover time to show itself.
+    mesh.drive(Duration::from_secs(5), |_, _, event| {
+        runs += usize::from(matches!(event, Event::Rpc(RpcEvent::Request { .. })));
+        false
+    });
+    assert_eq!(runs, 1, "the handler ran once");
+}
+
+#[test]
+fn publications_reach_every_matching_subscriber_once_and_in_order() {
+    let mut mesh = Mesh::new(6, 5, 0.0);
+    let patterns = [
+        (2, "news.sports"),
+        (3, "news.*"),
+        (4, "news.#"),
+        (5, "weather.*"),
+    ];
+    mesh.subscribe(&patterns);
+    mesh.settle(Duration::from_secs(2));
+    let topic = Topic::new("news.sports").unwrap();
+    let sent = mesh.publish(1, &topic, 50);
+    let publisher_id = mesh.id(1);
+    let mut received: BTreeMap<HostId, Vec<u64>> = BTreeMap::new();
+    // Runs the whole time, so late duplicates would be seen too.
+    mesh.drive(Duration::from_secs(10), |_, host, event| {
+        if let Event::PubSub(PubSubEvent::Message {
+            publisher: from,
+            message_id,
+            topic: t,
+            ..
+        }) = event
+        {
+            assert_eq!((from, &t), (publisher_id, &topic));
+            received.entry(host).or_default().push(message_id);
+        }
+        false
+    });
+    let expected = [2, 3, 4].map(|i| mesh.hosts[i]);
+    for host in expected {
+        let got = received.get(&host);
+        assert_eq!(
+            got,
+            Some(&sent),
+            "{host:?}: every message in order, once each"
+        );
+    }
+    assert!(
+        !received.contains_key(&mesh.hosts[5]),
+        "weather.* got nothing"
+    );
+}
+
+/// The sizes: 20 nodes on links losing 5% of packets.
+#[test]
+fn a_thousand_calls_over_lossy_links_all_end_and_no_handler_runs_twice() {
+    let mut mesh = Mesh::new(20, 6, 0.05);
+    for provider in 1..=3 {
+        mesh.register(provider, "svc.scale", RegisterOptions::default());
+    }
+    mesh.settle(Duration::from_secs(5));
+    let mut calls = BTreeMap::new();
+    for n in 0..1000u32 {
+        let caller = 4 + n as usize % 16;
+        let payload = Bytes::from(n.to_be_bytes().to_vec());
+        calls.insert((caller, mesh.call(caller, "svc.scale", payload)), n);
+    }
+    let (mut runs, mut results) = (BTreeMap::<Bytes, usize>::new(), BTreeMap::new());
+    let hosts = mesh.hosts.clone();
+    let done = mesh.drive(TIMEOUT + Duration::from_secs(5), |world, host, event| {
+        echo(world, host, &event);
+        match event {
+            Event::Rpc(RpcEvent::Request { payload, .. }) => {
+                *runs.entry(payload).or_default() += 1;
+            }
+            Event::Rpc(RpcEvent::Completed { call, result }) => {
+                let caller = hosts.iter().position(|h| *h == host).unwrap();
+                assert!(results.insert((caller, call), result).is_none());
+            }
+            _ => {}
+        }
+        results.len() == calls.len()
+    });
+    assert!(done, "{} of {} calls ended", results.len(), calls.len());
+    let answered = results.values().filter(|r| r.is_ok()).count();
+    eprintln!("answered {answered} of {}", calls.len());
+    for (key, n) in &calls {
+        if let Ok(answer) = &results[key] {
+            assert_eq!(&answer[5..], n.to_be_bytes());
+        }
+    }
+    assert!(runs.values().all(|&r| r == 1), "a handler ran twice");
+    assert!(answered >= 990, "only {answered} answered");
+}
+
+#[test]
+fn a_thousand_publications_over_lossy_links_reach_five_subscribers_in_order() {
+    let mut mesh = Mesh::new(20, 7, 0.05);
+    let patterns = [
+        (2, "metrics.cpu.load"),
+        (5, "metrics.cpu.*"),
+        (8, "metrics.#"),
+        (11, "metrics.*.load"),
+        (14, "#"),
+    ];
+    mesh.subscribe(&patterns);
+    mesh.settle(Duration::from_secs(5));
+    let publisher = mesh.hosts[17];
+    let sent = mesh.publish(17, &Topic::new("metrics.cpu.load").unwrap(), 1000);
+    let mut received: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+    let hosts = mesh.hosts.clone();
+    mesh.drive(Duration::from_secs(30), |_, host, event| {
+        if let Event::PubSub(PubSubEvent::Message { message_id, .. }) = event {
+            let at = hosts.iter().position(|h| *h == host).unwrap();
+            received.entry(at).or_default().push(message_id);
+        }
+        false
+    });
+    for (i, _) in patterns {
+        let got = received.get(&i).map(Vec::as_slice).unwrap_or_default();
+        assert_eq!(got, sent.as_slice(), "subscriber {i}: all, in order, once");
+    }
+    assert_eq!(received.len(), patterns.len(), "nobody else: {received:?}");
+    let stats = mesh.world.machine(publisher).pubsub().stats();
+    assert_eq!(
+        stats.dropped_slow + stats.dropped_disconnected,
+        0,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_subscriber_that_goes_away_stops_receiving_and_resumes_when_back() {
+    let mut mesh = Mesh::with(4, 9, 0.0, |config| {
+        config.transport.keep_alive = Duration::from_millis(500);
+        config.transport.idle_timeout = Duration::from_secs(3);
+    });
+    mesh.subscribe(&[(2, "alerts.*")]);
+    mesh.settle(Duration::from_secs(2));
+    let topic = Topic::new("alerts.disk").unwrap();
+    let subscriber = mesh.hosts[2];
+    let mut received = Vec::new();
+    let mut collect = |mesh: &mut Mesh, duration| {
+        mesh.drive(duration, |_, host, event| {
+            if let Event::PubSub(PubSubEvent::Message { payload, .. }) = event {
+                assert_eq!(host, subscriber);
+                received.push(u32::from_be_bytes(payload[..].try_into().unwrap()));
+            }
+            false
+        });
+    };
+    let before = mesh.publish(1, &topic, 10);
+    collect(&mut mesh, Duration::from_secs(2));
+    mesh.world.set_online(subscriber, false);
+    let away = mesh.publish(1, &topic, 10);
+    collect(&mut mesh, Duration::from_secs(10));
+    mesh.world.set_online(subscriber, true);
+    collect(&mut mesh, Duration::from_secs(10));
+    let after = mesh.publish(1, &topic, 10);
+    collect(&mut mesh, Duration::from_secs(5));
+    assert_eq!((before.len(), away.len(), after.len()), (10, 10, 10));
+    // Payloads are the index within each burst: the first and the last
+    // burst arrive whole and in order, nothing of the one sent while away.
+    let burst: Vec<u32> = (0..10).collect();
+    assert_eq!(received, [burst.clone(), burst].concat());
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_does_not_hold_up_the_others() {
+    // A small send buffer, so a peer that acknowledges nothing soon stops
+    // taking frames.
+    let mut mesh = Mesh::with(4, 10, 0.0, |config| {
+        config.transport.send_window = 64 << 10;
+    });
+    mesh.subscribe(&[(2, "feed.#"), (3, "feed.#")]);
+    mesh.settle(Duration::from_secs(2));
+    let topic = Topic::new("feed.prices").unwrap();
+    let mut sent = mesh.publish(1, &topic, 10);
+    mesh.settle(Duration::from_secs(1));
+    let (fast, slow) = (mesh.hosts[2], mesh.hosts[3]);
+    mesh.world.set_online(slow, false);
+    let publisher = mesh.hosts[1];
+    let payload = Bytes::from(vec![7; 1000]);
+    let mut received = Vec::new();
+    // 3,000 messages of 1 kB at 3 MB/s, then time to drain.
+    for burst in 0..101 {
+        if burst < 100 {
+            for _ in 0..30 {
+                let (topic, payload) = (topic.clone(), payload.clone());
+                let id = mesh
+                    .world
+                    .with_machine(publisher, |node, now| node.publish(now, topic, payload));
+                sent.push(id.unwrap());
+            }
+        }
+        let pause = if burst < 100 { 10 } else { 5000 };
+        mesh.drive(Duration::from_millis(pause), |_, host, event| {
+            if let Event::PubSub(PubSubEvent::Message { message_id, .. }) = event {
+                assert_eq!(host, fast, "the slow subscriber is offline");
+                received.push(message_id);
+            }
+            false
+        });
+    }
+    assert_eq!(received, sent[10..], "the fast subscriber got everything");
+    let node = mesh.world.machine(publisher);
+    let slow_id = mesh.world.machine(slow).node_id();
+    assert!(node.pubsub().queued_for(&slow_id) <= 1024);
+    assert!(
+        node.pubsub().stats().dropped_slow > 0,
+        "the oldest were dropped"
+    );
+}
+
+#[test]
+fn calls_beyond_the_stream_limit_wait_for_streams_and_are_all_answered() {
+    let mut mesh = Mesh::new(3, 11, 0.0);
+    mesh.register(1, "svc.echo", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    // More calls at once than the provider allows streams (100).
+    let calls: BTreeMap<CallId, u32> = (0..300u32)
+        .map(|n| (mesh.call(2, "svc.echo", n.to_be_bytes().to_vec()), n))
+        .collect();
+    let mut results = BTreeMap::new();
+    let done = mesh.drive(TIMEOUT, |world, host, event| {
+        echo(world, host, &event);
+        if let Event::Rpc(RpcEvent::Completed { call, result }) = event {
+            results.insert(call, result);
+        }
+        results.len() == calls.len()
+    });
+    assert!(done, "{} of {} calls ended", results.len(), calls.len());
+    for (call, n) in &calls {
+        let answer = results[call].as_ref().expect("answered");
+        assert_eq!(answer[5..], n.to_be_bytes());
+    }
+}
