@@ -94,7 +94,7 @@ fn dht_events(world: &mut World<Node>) -> Vec<(HostId, DhtEvent)> {
 
 #[test]
 fn twenty_nodes_find_each_other_and_store_and_query_records() {
-    let (mut world, hosts) = world(20, 7, Duration::from_millis(10), 0.0);
+    let (mut world, hosts) = world(20, 7, Duration::from_millis(10), 0.02);
     bootstrap_all(&mut world, &hosts);
     let _ = dht_events(&mut world);
 

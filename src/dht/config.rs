@@ -55,7 +55,8 @@ pub struct DhtConfig {
     /// ...and at most this long; a peer without a known RTT gets this.
     pub request_timeout_cap: Duration,
     /// A lookup stops waiting for a peer (marks it unresponsive, freeing its
-    /// slot; a late answer still counts) after one exchange at the peer's
+    /// slot; a late answer still counts, and a lookup short of k answers
+    /// awaits it before ending) after one exchange at the peer's
     /// connection RTT plus this many RTTs. A peer without a connection gets
     /// the same wait at the typical RTT for its handshake, re-armed from
     /// the moment the connection comes up. Two RTTs of slack cover one

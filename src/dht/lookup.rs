@@ -6,9 +6,13 @@
 //! query stalls (α answers in a row that brought nothing closer). It takes
 //! answers, failures and "unresponsive" marks from the caller, who owns the
 //! clocks: a peer past its per-peer deadline is marked unresponsive, which
-//! frees its slot and stops it from holding up the end of the lookup, and
-//! can still answer late. The lookup is done when the k closest candidates
-//! that did not fail have all answered, or when nobody is left to ask.
+//! frees its slot, and can still answer late until its request fails for
+//! good. The lookup is done when the k closest candidates that neither
+//! failed nor went unresponsive have all answered (an unresponsive peer is
+//! not waited for while others can take its place), or when nobody is left
+//! to ask and nobody is awaited: with fewer than k answers, an unresponsive
+//! peer is the only one that can still add to the result, so the lookup
+//! waits for its late answer or its failure before it ends.
 //!
 //! Each candidate remembers its discovery depth: 0 for the seeds the lookup
 //! started from, `h + 1` for one first learned from a peer of depth `h`.
@@ -45,7 +49,9 @@ pub enum PeerState {
     NotContacted,
     /// Asked, within its deadline.
     Waiting,
-    /// Asked, past its deadline: no longer counted in flight, may answer late.
+    /// Asked, past its per-peer deadline: no longer counted in flight, may
+    /// answer late, and is awaited before a lookup with fewer than k
+    /// answers ends.
     Unresponsive,
     /// The request failed for good.
     Failed,
@@ -58,7 +64,7 @@ pub enum PeerState {
 pub enum LookupStep {
     /// Ask this peer (it is now counted in flight).
     Contact(Contact),
-    /// Nothing to ask now; answers are awaited.
+    /// Nothing to ask now; answers (possibly late ones) are awaited.
     Waiting,
     /// Nothing more can be asked until a request in flight ends.
     AtCapacity,
@@ -166,6 +172,8 @@ impl ClosestPeersIter {
         // Peers that answered or may still answer within their deadline:
         // once k of them are closer than a candidate, asking it is wasted.
         let mut ahead = 0;
+        // Someone past its deadline may still answer late.
+        let mut late = false;
         for candidate in self.candidates.values_mut() {
             match candidate.state {
                 PeerState::Waiting if at_capacity => return LookupStep::AtCapacity,
@@ -195,10 +203,13 @@ impl ClosestPeersIter {
                     self.in_flight += 1;
                     return LookupStep::Contact(candidate.contact.clone());
                 }
-                PeerState::Unresponsive | PeerState::Failed => {}
+                PeerState::Unresponsive => late = true,
+                PeerState::Failed => {}
             }
         }
-        if self.in_flight > 0 {
+        // Fewer than k answered: a late answer is the only way left to add
+        // to the result, so it is awaited until it comes or fails for good.
+        if self.in_flight > 0 || late {
             LookupStep::Waiting
         } else {
             self.phase = Phase::Finished;
@@ -350,6 +361,31 @@ mod tests {
     }
 
     #[test]
+    fn with_fewer_than_k_answers_a_late_answer_is_awaited() {
+        let target = node(0);
+        let (a, b, c) = (node(1), node(2), node(3));
+        let mut it = ClosestPeersIter::new(target, cfg(3, 20), [a, b, c].map(contact));
+        while let LookupStep::Contact(_) = it.step() {}
+        assert!(it.on_unresponsive(&a));
+        assert!(it.on_success(&b, []));
+        assert!(it.on_success(&c, []));
+        assert_eq!(it.in_flight(), 0);
+        assert_eq!(it.step(), LookupStep::Waiting, "a may still answer");
+        assert!(it.on_success(&a, []), "and its late answer counts");
+        assert_eq!(it.step(), LookupStep::Finished);
+        assert_eq!(it.closest().count(), 3);
+
+        // Until its request fails for good.
+        let mut it = ClosestPeersIter::new(target, cfg(3, 20), [a, b].map(contact));
+        while let LookupStep::Contact(_) = it.step() {}
+        assert!(it.on_unresponsive(&a));
+        assert!(it.on_success(&b, []));
+        assert_eq!(it.step(), LookupStep::Waiting);
+        assert!(it.on_failure(&a));
+        assert_eq!(it.step(), LookupStep::Finished);
+    }
+
+    #[test]
     fn depth_counts_the_discovery_chain() {
         let target = node(0);
         let (a, b, c) = (node(1), node(2), node(3));
@@ -473,6 +509,11 @@ mod tests {
                     .filter(|n| matches!(outcome.get(n), Some(Reply::Success))).collect();
                 let got: Vec<NodeId> = it.closest().map(|(c, _)| c.id).collect();
                 prop_assert_eq!(&got, &succeeded.iter().copied().take(k).collect::<Vec<_>>());
+                // Short of k answers, nobody who could still answer (even
+                // late) was given up on.
+                if got.len() < k {
+                    prop_assert!(pending.is_empty(), "{:?} still awaited", pending);
+                }
                 // Nobody closer than the k-th answer was left unasked, or
                 // still awaited within its deadline.
                 let bound = if got.len() == k { Some(target.distance(&got[k - 1])) } else { None };
