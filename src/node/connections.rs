@@ -1,0 +1,546 @@
+//! Connection life: handshake, the CONNECT exchange on the control
+//! stream, reading streams within the buffer budget, refusals and closes,
+//! and what a lost connection means for its requests and the pool.
+
+use super::*;
+
+impl Node {
+    /// Handles every connection's pending events; true when anything
+    /// happened.
+    pub(super) fn drive_connections(&mut self, now: Instant) -> bool {
+        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        let mut busy = false;
+        for handle in handles {
+            busy |= self.drive_connection(now, handle);
+        }
+        busy
+    }
+
+    pub(super) fn drive_connection(&mut self, now: Instant, handle: ConnectionHandle) -> bool {
+        let mut busy = false;
+        loop {
+            let Some(conn) = self.conns.get_mut(&handle) else {
+                return busy;
+            };
+            while let Some(event) = conn.quinn.poll_endpoint_events() {
+                busy = true;
+                if let Some(back) = self.endpoint.handle_event(handle, event) {
+                    conn.quinn.handle_event(back);
+                }
+            }
+            let Some(event) = conn.quinn.poll() else {
+                break;
+            };
+            busy = true;
+            self.handle_connection_event(now, handle, event);
+        }
+        if self
+            .conns
+            .get(&handle)
+            .is_some_and(|c| c.quinn.is_drained())
+        {
+            self.forget_connection(handle);
+            busy = true;
+        }
+        busy
+    }
+
+    pub(super) fn handle_connection_event(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        event: quinn_proto::Event,
+    ) {
+        match event {
+            quinn_proto::Event::HandshakeDataReady => {}
+            quinn_proto::Event::Connected => self.on_handshake_done(now, handle),
+            quinn_proto::Event::ConnectionLost { reason } => {
+                self.on_connection_lost(now, handle, reason)
+            }
+            quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
+                self.accept_streams(now, handle);
+            }
+            quinn_proto::Event::Stream(StreamEvent::Readable { id }) => {
+                self.on_readable(now, handle, id)
+            }
+            quinn_proto::Event::Stream(StreamEvent::Writable { id }) => {
+                if let Some(conn) = self.conns.get_mut(&handle) {
+                    conn.flush_stream(id);
+                }
+                self.publish_flushed(now, handle, id);
+                self.resume_parked(now, handle);
+            }
+            quinn_proto::Event::Stream(StreamEvent::Available { dir: Dir::Bi }) => {
+                self.send_blocked(now, handle);
+                self.send_blocked_calls(now, handle);
+            }
+            quinn_proto::Event::Stream(StreamEvent::Stopped { id, error_code }) => {
+                self.fail_ask(now, handle, id, Failure::Refused);
+                self.messaging_stream_gone(now, handle, id, Some(error_code));
+            }
+            quinn_proto::Event::Stream(_)
+            | quinn_proto::Event::DatagramReceived
+            | quinn_proto::Event::DatagramsUnblocked => {}
+        }
+    }
+
+    /// QUIC is up: learn the peer, tell the pool, open the control stream.
+    pub(super) fn on_handshake_done(&mut self, now: Instant, handle: ConnectionHandle) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        let certified = conn
+            .quinn
+            .crypto_session()
+            .peer_identity()
+            .and_then(|any| {
+                any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
+            .and_then(|chain| tls::peer_node_id(&chain).ok());
+        let Some(peer) = certified else {
+            self.refuse(
+                now,
+                handle,
+                DisconnectReason::Unauthorized,
+                "no usable certificate".into(),
+            );
+            return;
+        };
+        conn.peer = Some(peer);
+        conn.phase = Phase::AwaitingConnect;
+        match conn.direction {
+            Direction::Outbound => {
+                // The dialer opens the control stream and says CONNECT, and
+                // the pool hands the connection to waiting requests at once:
+                // they leave right behind the CONNECT, and the acceptor holds
+                // them until it has accepted it (no extra round trip).
+                let hello = Message::from(self.hello());
+                let conn = self.conns.get_mut(&handle).expect("looked up above");
+                if let Some(stream) = conn.open() {
+                    conn.control = Some(stream);
+                    let _ = conn.send(stream, &hello, false);
+                }
+                if let Some(pool_id) = conn.pool_id {
+                    conn.pooled = true;
+                    self.pool.handle_connected(now, peer, pool_id);
+                }
+            }
+            Direction::Inbound => self.accept_streams(now, handle),
+        }
+    }
+
+    /// Our CONNECT.
+    pub(super) fn hello(&self) -> wire::Connect {
+        let mut capabilities = Capabilities::STORE_BATCH;
+        if self.config.dht.mode == Mode::Server {
+            capabilities = capabilities.with(Capabilities::DHT_SERVER);
+        }
+        wire::Connect {
+            node_id: self.local,
+            realm: self.config.realm.clone(),
+            capabilities,
+            listen_addrs: self.config.listen_addrs.clone(),
+        }
+    }
+
+    /// Accepts the peer's streams: only the control stream until its
+    /// CONNECT is accepted, every stream after.
+    pub(super) fn accept_streams(&mut self, now: Instant, handle: ConnectionHandle) {
+        loop {
+            let Some(conn) = self.conns.get_mut(&handle) else {
+                return;
+            };
+            let control_pending = conn.control.is_none() && conn.direction == Direction::Inbound;
+            if !(control_pending || conn.phase == Phase::Ready) || conn.phase == Phase::Handshaking
+            {
+                return;
+            }
+            let Some(stream) = conn.quinn.streams().accept(Dir::Bi) else {
+                return;
+            };
+            if control_pending {
+                conn.control = Some(stream);
+            }
+            self.on_readable(now, handle, stream);
+        }
+    }
+
+    /// Reads a stream, then the streams parked while the connection was
+    /// over its buffer budget, as far as the budget allows.
+    pub(super) fn on_readable(&mut self, now: Instant, handle: ConnectionHandle, stream: StreamId) {
+        self.read_stream(now, handle, stream);
+        self.resume_parked(now, handle);
+    }
+
+    pub(super) fn resume_parked(&mut self, now: Instant, handle: ConnectionHandle) {
+        while let Some(stream) = self.conns.get_mut(&handle).and_then(Conn::unpark) {
+            self.read_stream(now, handle, stream);
+        }
+    }
+
+    pub(super) fn read_stream(&mut self, now: Instant, handle: ConnectionHandle, stream: StreamId) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        let is_control = conn.control == Some(stream);
+        if !is_control && conn.over_budget() {
+            // A peer that sends without reading our answers, or trickles
+            // partial frames on many streams, stops here: its bytes stay in
+            // QUIC's receive window until we read again.
+            conn.park(stream);
+            return;
+        }
+        let (messages, finished) = match conn.read(stream) {
+            Ok(read) => read,
+            Err(StreamTrouble::Reset) => {
+                self.fail_ask(now, handle, stream, Failure::Refused);
+                self.messaging_stream_gone(now, handle, stream, None);
+                return;
+            }
+            Err(StreamTrouble::Decode(error)) => {
+                self.counters.protocol_errors += 1;
+                let reason = match error.reaction() {
+                    wire::Reaction::Disconnect(reason) => reason,
+                    wire::Reaction::SkipFrame { .. } => DisconnectReason::ProtocolError,
+                };
+                self.refuse(now, handle, reason, error.to_string());
+                return;
+            }
+        };
+        for message in messages {
+            if is_control {
+                self.on_control_frame(now, handle, message);
+            } else {
+                self.on_stream_frame(now, handle, stream, message);
+            }
+        }
+        if finished && is_control {
+            self.refuse(
+                now,
+                handle,
+                DisconnectReason::ProtocolError,
+                "control stream finished".into(),
+            );
+        }
+    }
+
+    pub(super) fn on_control_frame(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        message: Message,
+    ) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        match (conn.phase, message) {
+            (Phase::AwaitingConnect, Message::Connect(hello)) => self.on_hello(now, handle, hello),
+            (Phase::Ready, Message::Ping(ping)) => {
+                let stream = conn
+                    .control
+                    .expect("control frames arrive on the control stream");
+                let pong = Message::from(wire::Pong {
+                    request_id: ping.request_id,
+                });
+                let _ = conn.send(stream, &pong, false);
+            }
+            (Phase::Ready, Message::Pong(pong)) => {
+                if let Some(ask) = conn.pings.remove(&pong.request_id) {
+                    let peer = conn.peer.expect("ready connections know their peer");
+                    let rtt = conn.quinn.rtt();
+                    self.pool.release(now, ask.lease);
+                    let unix_ms = self.unix_ms(now);
+                    self.dht.handle_rtt(now, peer, rtt);
+                    self.dht.handle_response(
+                        now,
+                        unix_ms,
+                        &peer,
+                        ask.request_id,
+                        dht::Response::Pong,
+                    );
+                }
+            }
+            (_, Message::Disconnect(bye)) => {
+                conn.phase = Phase::Closing;
+                let code = VarInt::from_u32(u32::from(bye.reason.code()));
+                conn.quinn.close(now, code, Bytes::new());
+            }
+            (_, other) => {
+                let detail = format!("{} on the control stream", other.message_type().name());
+                self.refuse(now, handle, DisconnectReason::ProtocolError, detail);
+            }
+        }
+    }
+
+    /// The peer's CONNECT: check it, answer it (acceptor), open for requests.
+    pub(super) fn on_hello(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        hello: wire::Connect,
+    ) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        let peer = conn.peer.expect("the handshake set the peer");
+        if hello.node_id != peer {
+            let detail = format!(
+                "CONNECT names {} but the certificate is {}",
+                hello.node_id, peer
+            );
+            self.refuse(now, handle, DisconnectReason::Unauthorized, detail);
+            return;
+        }
+        if hello.realm != self.config.realm {
+            let detail = format!("realm {} is not {}", hello.realm, self.config.realm);
+            self.refuse(now, handle, DisconnectReason::RealmMismatch, detail);
+            return;
+        }
+        let direction = conn.direction;
+        let remote = conn.remote;
+        conn.hello = Some(hello);
+        conn.phase = Phase::Ready;
+        if direction == Direction::Inbound {
+            let answer = Message::from(self.hello());
+            let conn = self.conns.get_mut(&handle).expect("looked up above");
+            let control = conn
+                .control
+                .expect("the CONNECT came on the control stream");
+            let _ = conn.send(control, &answer, false);
+            let pool_id = self.pool.handle_inbound(now, peer, remote);
+            self.attach_pool_id(handle, pool_id);
+            if let Some(conn) = self.conns.get_mut(&handle) {
+                conn.pooled = true;
+            }
+        }
+        // The DHT re-arms the waits of lookups that waited for this
+        // connection: from now on they wait one exchange plus slack.
+        let rtt = self.conns.get_mut(&handle).map(|c| c.quinn.rtt());
+        if let Some(rtt) = rtt {
+            self.dht.handle_rtt(now, peer, rtt);
+        }
+        self.out
+            .push_back(Output::Event(Event::Connected { peer, direction }));
+        self.pubsub.handle_connected(now, peer);
+        self.accept_streams(now, handle);
+    }
+
+    pub(super) fn attach_pool_id(&mut self, handle: ConnectionHandle, pool_id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&handle) {
+            conn.pool_id = Some(pool_id);
+            self.by_pool_id.insert(pool_id, handle);
+        }
+    }
+
+    /// A frame on a request stream: a request to serve or an answer to ours.
+    pub(super) fn on_stream_frame(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        stream: StreamId,
+        message: Message,
+    ) {
+        let Some(message) = self.messaging_frame(now, handle, stream, message) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        let peer = conn.peer.expect("streams are read after the handshake");
+        if let Some(ask) = conn.asks.remove(&stream) {
+            conn.forget(stream);
+            let rtt = conn.quinn.rtt();
+            self.pool.release(now, ask.lease);
+            match dht_wire::response_from_wire(message) {
+                Some((request_id, response)) if request_id == ask.request_id => {
+                    let unix_ms = self.unix_ms(now);
+                    self.dht.handle_rtt(now, peer, rtt);
+                    self.dht
+                        .handle_response(now, unix_ms, &peer, request_id, response);
+                }
+                _ => {
+                    self.counters.protocol_errors += 1;
+                    self.dht
+                        .handle_failure(now, ask.request_id, Failure::Refused);
+                }
+            }
+            return;
+        }
+        let batch = matches!(message, Message::StoreBatch(_));
+        let Some((request_id, request)) = dht_wire::request_from_wire(message) else {
+            self.counters.protocol_errors += 1;
+            conn.abandon(stream, STREAM_REFUSED);
+            return;
+        };
+        let hello = conn
+            .hello
+            .as_ref()
+            .expect("requests are served after CONNECT");
+        let from_server = hello.capabilities.contains(Capabilities::DHT_SERVER);
+        let mut contact = dht::Contact {
+            id: peer,
+            addrs: hello.listen_addrs.iter().copied().collect(),
+        };
+        if contact.addrs.is_empty() {
+            contact.addrs.push(conn.remote);
+        }
+        self.serving.insert(
+            (peer, request_id.0),
+            Serving {
+                conn: handle,
+                stream,
+                batch,
+            },
+        );
+        let unix_ms = self.unix_ms(now);
+        self.dht
+            .handle_request(now, unix_ms, &contact, from_server, request_id, request);
+    }
+
+    /// Closes a connection whose peer broke the rules, telling it why.
+    pub(super) fn refuse(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        reason: DisconnectReason,
+        detail: String,
+    ) {
+        let cause = CloseCause::Refused {
+            reason,
+            detail: detail.clone(),
+        };
+        self.close_connection(now, handle, reason, detail, cause);
+    }
+
+    /// Closes a connection on purpose: DISCONNECT on the control stream,
+    /// then QUIC's CONNECTION_CLOSE with the reason code, its requests
+    /// failed and the pool told, and the application told `cause`.
+    pub(super) fn close_connection(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        reason: DisconnectReason,
+        message: String,
+        cause: CloseCause,
+    ) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        if let Some(control) = conn.control {
+            let bye = Message::from(wire::Disconnect {
+                reason,
+                message: message.clone(),
+            });
+            let _ = conn.send(control, &bye, true);
+        }
+        conn.phase = Phase::Closing;
+        let code = VarInt::from_u32(u32::from(reason.code()));
+        conn.quinn
+            .close(now, code, Bytes::from(message.into_bytes()));
+        let (peer, remote) = (conn.peer, conn.remote);
+        self.release_requests(now, handle);
+        self.out.push_back(Output::Event(Event::Disconnected {
+            peer,
+            remote,
+            cause,
+        }));
+    }
+
+    /// Closes every connection, telling each peer the node is shutting
+    /// down. Drain the transmits and keep driving the node until
+    /// [`Node::connection_count`] is 0 (QUIC's closing period) for peers to
+    /// hear it; a driver that cannot wait loses nothing but the courtesy.
+    pub fn close_all(&mut self, now: Instant) {
+        self.enter(now);
+        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        for handle in handles {
+            let cause = CloseCause::Local("shutdown".into());
+            self.close_connection(
+                now,
+                handle,
+                DisconnectReason::Shutdown,
+                "shutdown".into(),
+                cause,
+            );
+        }
+        self.settle(now);
+    }
+
+    pub(super) fn on_connection_lost(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        reason: ConnectionError,
+    ) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        let was_refused = conn.phase == Phase::Closing;
+        conn.phase = Phase::Closing;
+        let (peer, remote) = (conn.peer, conn.remote);
+        self.release_requests(now, handle);
+        if !was_refused {
+            let cause = match reason {
+                ConnectionError::ApplicationClosed(close) => CloseCause::Peer {
+                    reason: u8::try_from(close.error_code.into_inner())
+                        .map(DisconnectReason::from_code)
+                        .unwrap_or(DisconnectReason::ProtocolError),
+                    message: String::from_utf8_lossy(&close.reason).into_owned(),
+                },
+                ConnectionError::LocallyClosed => CloseCause::Local("closed by this node".into()),
+                other => CloseCause::Transport(other.to_string()),
+            };
+            self.out.push_back(Output::Event(Event::Disconnected {
+                peer,
+                remote,
+                cause,
+            }));
+        }
+    }
+
+    /// Fails every request of a connection that is going away and tells the
+    /// pool.
+    pub(super) fn release_requests(&mut self, now: Instant, handle: ConnectionHandle) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        let requests = conn.take_requests();
+        let (peer, pool_id, ready) = (conn.peer, conn.pool_id.take(), conn.pooled);
+        for (request_id, lease) in requests {
+            self.pool.release(now, lease);
+            self.dht
+                .handle_failure(now, request_id, Failure::Connection);
+        }
+        self.serving.retain(|_, serving| serving.conn != handle);
+        self.release_messaging(now, handle, peer);
+        if let (Some(peer), Some(pool_id)) = (peer, pool_id) {
+            self.by_pool_id.remove(&pool_id);
+            if ready {
+                self.pool.handle_closed(now, peer, pool_id);
+                self.dht.handle_connection_closed(&peer);
+            } else {
+                self.pool.handle_connect_failed(now, peer, pool_id);
+            }
+        }
+    }
+
+    pub(super) fn forget_connection(&mut self, handle: ConnectionHandle) {
+        let Some(conn) = self.conns.remove(&handle) else {
+            return;
+        };
+        let shared = self
+            .conns
+            .values()
+            .any(|other| other.virtual_addr == conn.virtual_addr);
+        if !shared {
+            self.paths.remove(&conn.virtual_addr);
+        }
+    }
+}
