@@ -136,3 +136,11 @@ pub mod tls;
 pub mod wire;
 
 pub use contract::{Datagram, Input, Machine, Output, Transmit};
+
+/// An arbitrary base instant for unit tests, which only ever add to it (the
+/// core never reads a clock; its tests take this one reading).
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn test_epoch() -> std::time::Instant {
+    std::time::Instant::now()
+}

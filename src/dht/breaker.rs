@@ -94,7 +94,7 @@ mod tests {
 
     #[test]
     fn opens_after_threshold_and_half_opens_after_cool_down() {
-        let t0 = crate::dht::test_epoch();
+        let t0 = crate::test_epoch();
         let cool = Duration::from_secs(30);
         let mut b = CircuitBreakers::new(5, cool, 100);
         let p = NodeId::from_bytes([1; 32]);
@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn a_success_resets_the_count() {
-        let t0 = crate::dht::test_epoch();
+        let t0 = crate::test_epoch();
         let mut b = CircuitBreakers::new(2, Duration::from_secs(1), 100);
         let p = NodeId::from_bytes([1; 32]);
         b.on_failure(&p, t0);

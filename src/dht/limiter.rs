@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn a_burst_then_the_sustained_rate() {
-        let t0 = crate::dht::test_epoch();
+        let t0 = crate::test_epoch();
         let mut l = InboundLimiter::new(3, 10, 10);
         let p = NodeId::from_bytes([1; 32]);
         assert!((0..3).all(|_| l.allow(&p, t0)));
@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn the_map_is_bounded_and_idle_peers_make_room() {
-        let t0 = crate::dht::test_epoch();
+        let t0 = crate::test_epoch();
         let mut l = InboundLimiter::new(2, 1, 2);
         let (a, b, c) = (
             NodeId::from_bytes([1; 32]),

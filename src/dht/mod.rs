@@ -71,13 +71,6 @@ pub use metrics::{DhtMetrics, LatencyHistogram};
 pub use routing::{InsertOutcome, RoutingTable};
 pub use store::{RecordStore, StoreError, StoreLimits};
 
-/// An arbitrary instant for unit tests, which only ever add to it.
-#[cfg(test)]
-#[allow(clippy::disallowed_methods)]
-pub(crate) fn test_epoch() -> std::time::Instant {
-    std::time::Instant::now()
-}
-
 /// For unit tests: the routing table of each of `ids` after every other id
 /// offered itself (k = 20), as in a network where everyone met everyone.
 #[cfg(test)]

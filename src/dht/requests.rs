@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn replies_are_matched_by_id_and_peer() {
-        let t0 = crate::dht::test_epoch();
+        let t0 = crate::test_epoch();
         let mut t: RequestTable<&str> = RequestTable::default();
         let a = t.insert(peer(1), "a", t0 + Duration::from_secs(1), None);
         let b = t.insert(peer(2), "b", t0 + Duration::from_secs(1), None);
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn soft_then_hard_deadlines() {
-        let t0 = crate::dht::test_epoch();
+        let t0 = crate::test_epoch();
         let s = Duration::from_secs(1);
         let mut t: RequestTable<()> = RequestTable::default();
         let a = t.insert(peer(1), (), t0 + 3 * s, Some(t0 + s));
@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn soft_deadlines_can_be_moved_per_peer() {
-        let t0 = crate::dht::test_epoch();
+        let t0 = crate::test_epoch();
         let s = Duration::from_secs(1);
         let mut t: RequestTable<()> = RequestTable::default();
         let a = t.insert(peer(1), (), t0 + 9 * s, Some(t0 + s));

@@ -27,9 +27,8 @@ fn pool(config: PoolConfig) -> Pool {
     Pool::new(config).expect("valid config")
 }
 
-#[allow(clippy::disallowed_methods)] // tests take one base instant and add to it
 fn t0() -> Instant {
-    Instant::now()
+    crate::test_epoch()
 }
 
 fn ms(n: u64) -> Duration {
