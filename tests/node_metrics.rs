@@ -259,6 +259,7 @@ fn a_peer_of_another_realm_counts_as_refused_here_and_failed_there() {
     net.run(Duration::from_secs(5), |_, _| {});
     let seed = net.metrics(0);
     assert!(*seed.connection_errors.get(ConnectionErrorKind::Refused) >= 1);
+    assert!(seed.last_connection_error.is_some());
     assert_eq!(seed.connections.total(), 0);
     let stranger = net.metrics(1);
     assert!(

@@ -30,7 +30,7 @@
 mod histogram;
 mod labels;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use histogram::{CONNECTION_DURATION_BOUNDS, Histogram, LATENCY_BOUNDS, MAX_BUCKETS};
 pub(crate) use labels::label_enum;
@@ -405,7 +405,7 @@ pub const FAMILIES: &[Family] = &[
 
 /// What a node measured. Read the fields, or walk the families with
 /// [`Metrics::visit`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Metrics {
     /// Store operations finished, by result.
     pub dht_store_operations: PerLabel<StoreResult, u64, 2>,
@@ -423,6 +423,9 @@ pub struct Metrics {
     pub pool_size: PerLabel<ConnectionDirection, u64, 2>,
     /// Connection errors, by kind.
     pub connection_errors: PerLabel<ConnectionErrorKind, u64, 6>,
+    /// When the last connection error happened (not exported: health
+    /// checks compare it with their own now).
+    pub last_connection_error: Option<Instant>,
     /// Our calls, by outcome.
     pub rpc_calls: PerLabel<RpcOutcome, u64, 10>,
     /// Latency of our calls that ended after they started, by result.
@@ -451,6 +454,7 @@ impl Metrics {
             connection_duration: Histogram::new(CONNECTION_DURATION_BOUNDS),
             pool_size: PerLabel::default(),
             connection_errors: PerLabel::default(),
+            last_connection_error: None,
             rpc_calls: PerLabel::default(),
             rpc_call_latency: PerLabel::new(Histogram::new(LATENCY_BOUNDS)),
             pubsub_messages: PerLabel::default(),
@@ -467,6 +471,12 @@ impl Metrics {
         };
         self.dht_store_operations.bump(result);
         self.dht_recent_stores.record(success);
+    }
+
+    /// A connection failed or was refused at `now`.
+    pub fn record_connection_error(&mut self, now: Instant, kind: ConnectionErrorKind) {
+        self.connection_errors.bump(kind);
+        self.last_connection_error = Some(now);
     }
 
     /// Share of the last store operations that reached their quorum.

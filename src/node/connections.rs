@@ -416,7 +416,7 @@ impl Node {
             detail: detail.clone(),
         };
         self.instruments
-            .connection_error(crate::metrics::ConnectionErrorKind::Refused);
+            .connection_error(now, crate::metrics::ConnectionErrorKind::Refused);
         self.close_connection(now, handle, reason, detail, cause);
     }
 
@@ -488,7 +488,7 @@ impl Node {
         };
         let was_refused = conn.phase == Phase::Closing;
         if let Some(kind) = instrument::lost_error(conn.phase, &reason) {
-            self.instruments.connection_error(kind);
+            self.instruments.connection_error(now, kind);
         }
         let conn = self.conns.get_mut(&handle).expect("looked up above");
         conn.phase = Phase::Closing;

@@ -116,8 +116,8 @@ impl Instruments {
     }
 
     /// A connection failed or was refused.
-    pub(super) fn connection_error(&mut self, kind: ConnectionErrorKind) {
-        self.metrics.connection_errors.bump(kind);
+    pub(super) fn connection_error(&mut self, now: Instant, kind: ConnectionErrorKind) {
+        self.metrics.record_connection_error(now, kind);
     }
 
     /// A DHT operation finished.

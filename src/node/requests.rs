@@ -192,7 +192,7 @@ impl Node {
             Err(detail) => {
                 tracing::debug!(%peer, %addr, %detail, "dial failed");
                 self.instruments
-                    .connection_error(crate::metrics::ConnectionErrorKind::Dial);
+                    .connection_error(now, crate::metrics::ConnectionErrorKind::Dial);
                 self.pool.handle_connect_failed(now, peer, pool_id);
             }
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use macula::dht::{Contact, DhtEvent, QueryStats};
 use macula::id::{Identity, NodeId, RecordKey};
+use macula::metrics::Metrics;
 use macula::node::{Event, Node, NodeCounters};
 use macula::record::SignedRecord;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -20,6 +21,7 @@ use crate::counters::{Counters, DriverCounters};
 use crate::driver::Driver;
 use crate::error::{BindError, CommandError};
 use crate::events::Events;
+use crate::metrics_http::MetricsServer;
 use crate::socket::Socket;
 use crate::task::{self, Command, Operation};
 
@@ -40,6 +42,8 @@ struct Shared {
     counters: Arc<Counters>,
     /// Never read: new subscriptions are cloned from it.
     events: broadcast::Receiver<Event>,
+    /// The `/metrics` and `/health` server, if one was asked for.
+    metrics_server: Option<MetricsServer>,
 }
 
 /// The answer to [`MaculaNode::find_node`].
@@ -84,6 +88,8 @@ pub struct NodeStats {
     pub connections: usize,
     /// Routing-table entries.
     pub routing_table: usize,
+    /// The node's metrics.
+    pub metrics: Metrics,
 }
 
 impl NodeStats {
@@ -92,6 +98,7 @@ impl NodeStats {
             counters: node.counters().clone(),
             connections: node.connection_count(),
             routing_table: node.dht().table().len(),
+            metrics: node.metrics().clone(),
         }
     }
 }
@@ -128,6 +135,14 @@ impl MaculaNode {
         driver.set_datagrams_per_turn(config.datagrams_per_turn);
         let counters = driver.shared_counters();
         let (commands, receiver) = mpsc::channel(config.command_capacity.max(1));
+        let metrics_server = match config.metrics_addr {
+            Some(addr) => Some(
+                MetricsServer::start(addr, commands.downgrade())
+                    .await
+                    .map_err(|source| BindError::Metrics { addr, source })?,
+            ),
+            None => None,
+        };
         let (events_sender, events) = broadcast::channel(config.event_capacity.max(1));
         let span = tracing::info_span!("macula_node", node = ?node_id, local = %local_addr);
         tokio::spawn(task::run(driver, receiver, events_sender).instrument(span));
@@ -139,6 +154,7 @@ impl MaculaNode {
                 contact,
                 counters,
                 events,
+                metrics_server,
             }),
         })
     }
@@ -170,6 +186,17 @@ impl MaculaNode {
         let asked = self.commands.send(Command::Inspect { reply }).await;
         asked.map_err(|_| CommandError::Stopped)?;
         answer.await.map_err(|_| CommandError::Stopped)
+    }
+
+    /// The node's metrics now (a snapshot).
+    pub async fn metrics(&self) -> Result<Metrics, CommandError> {
+        Ok(self.stats().await?.metrics)
+    }
+
+    /// Where `/metrics` and `/health` are served (the bound address, when
+    /// [`MaculaConfig::metrics_addr`] asked for one).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.shared.metrics_server.as_ref().map(MetricsServer::addr)
     }
 
     /// A subscription to every event from now on.

@@ -49,6 +49,8 @@
 //! - `driver`: the drive loop of one machine ([`Driver`]).
 //! - `task` and `handle`: the node task and its [`MaculaNode`] handle.
 //! - `config`, `error`, `events`, `counters`: what those take and give.
+//! - `exporter`, `health`, `metrics_http`: the node's metrics in OpenMetrics
+//!   text, its health, and the HTTP server for both (`metrics_addr`).
 //! - `clock`: the only place the crate reads time.
 
 #![forbid(unsafe_code)]
@@ -61,7 +63,10 @@ mod counters;
 mod driver;
 mod error;
 mod events;
+mod exporter;
 mod handle;
+mod health;
+mod metrics_http;
 mod socket;
 mod task;
 
@@ -70,4 +75,7 @@ pub use counters::DriverCounters;
 pub use driver::{DEFAULT_DATAGRAMS_PER_TURN, Driver};
 pub use error::{BindError, CommandError};
 pub use events::Events;
+pub use exporter::{OPENMETRICS_CONTENT_TYPE, openmetrics_text};
 pub use handle::{FoundNodes, FoundValues, MaculaNode, NodeStats, StoreReceipt};
+pub use health::{ERROR_WINDOW, Health, MIN_STORE_SUCCESS_RATE, Reason};
+pub use metrics_http::{MAX_CONNECTIONS, MAX_REQUEST_HEAD, READ_TIMEOUT, WRITE_TIMEOUT};
