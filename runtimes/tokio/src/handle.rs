@@ -38,12 +38,12 @@ pub struct MaculaNode {
 struct Shared {
     node_id: NodeId,
     local_addr: SocketAddr,
-    /// The `/metrics` and `/health` server, if one was asked for.
-    metrics_server: Option<MetricsServer>,
     contact: Contact,
     counters: Arc<Counters>,
     /// Never read: new subscriptions are cloned from it.
     events: broadcast::Receiver<Event>,
+    /// The `/metrics` and `/health` server, if one was asked for.
+    metrics_server: Option<MetricsServer>,
 }
 
 /// The answer to [`MaculaNode::find_node`].
@@ -151,10 +151,10 @@ impl MaculaNode {
             shared: Arc::new(Shared {
                 node_id,
                 local_addr,
-                metrics_server,
                 contact,
                 counters,
                 events,
+                metrics_server,
             }),
         })
     }
