@@ -151,12 +151,15 @@ fn echo(world: &mut World<Node>, host: HostId, event: &Event) {
     }
 }
 
-#[test]
-fn a_call_reaches_a_registered_provider_and_returns_its_reply() {
-    let mut mesh = Mesh::new(3, 1, 0.0);
-    mesh.register(1, "svc.echo", RegisterOptions::default());
-    mesh.settle(Duration::from_secs(2));
-    let call = mesh.call(2, "svc.echo", &b"hello"[..]);
+/// Node `i` calls `procedure` with `payload`, every provider running
+/// [`echo`]; returns who handled it (host, caller) and the call's result.
+fn echo_call(
+    mesh: &mut Mesh,
+    i: usize,
+    procedure: &str,
+    payload: &'static [u8],
+) -> (Vec<(HostId, NodeId)>, Result<Bytes, RpcError>) {
+    let call = mesh.call(i, procedure, payload);
     let (mut requests, mut result) = (Vec::new(), None);
     let done = mesh.drive(TIMEOUT, |world, host, event| {
         echo(world, host, &event);
@@ -171,7 +174,16 @@ fn a_call_reaches_a_registered_provider_and_returns_its_reply() {
         false
     });
     assert!(done, "the call completed");
-    assert_eq!(result, Some(Ok(Bytes::from_static(b"echo:hello"))));
+    (requests, result.expect("a result"))
+}
+
+#[test]
+fn a_call_reaches_a_registered_provider_and_returns_its_reply() {
+    let mut mesh = Mesh::new(3, 1, 0.0);
+    mesh.register(1, "svc.echo", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let (requests, result) = echo_call(&mut mesh, 2, "svc.echo", b"hello");
+    assert_eq!(result, Ok(Bytes::from_static(b"echo:hello")));
     assert_eq!(requests, vec![(mesh.hosts[1], mesh.id(2))]);
 }
 
@@ -579,4 +591,16 @@ fn calls_beyond_the_stream_limit_wait_for_streams_and_are_all_answered() {
         let answer = results[call].as_ref().expect("answered");
         assert_eq!(answer[5..], n.to_be_bytes());
     }
+}
+
+#[test]
+fn a_node_calls_a_procedure_it_serves_itself() {
+    let mut mesh = Mesh::new(3, 21, 0.0);
+    mesh.register(1, "svc.self", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let (requests, result) = echo_call(&mut mesh, 1, "svc.self", b"me");
+    assert_eq!(result, Ok(Bytes::from_static(b"echo:me")));
+    assert_eq!(requests, vec![(mesh.hosts[1], mesh.id(1))]);
+    let stats = mesh.world.machine(mesh.hosts[1]).rpc().stats();
+    assert_eq!((stats.attempts, stats.handled), (1, 1), "{stats:?}");
 }

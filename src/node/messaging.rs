@@ -4,7 +4,9 @@
 //!
 //! Directory requests become DHT operations: `Lookup` runs
 //! `query_with_response` and its `ValuesFound` records go back to the machine
-//! that asked (as [`Found`]); `Announce` runs `store_with_confirmation` (the
+//! that asked (as [`Found`]) — our own records included, so a node finds
+//! itself among the providers of what it serves, and calls to itself run
+//! in-process ([`super::self_calls`]); `Announce` runs `store_with_confirmation` (the
 //! DHT signs with the node identity, and republishes it as well); `Withdraw`
 //! runs `unpublish`. The DHT events of these operations stay inside the node.
 //!
@@ -201,6 +203,9 @@ impl Node {
         let mut busy = false;
         while let Some(output) = self.rpc.poll_output() {
             busy = true;
+            let Some(output) = self.rpc_to_self(now, output) else {
+                continue;
+            };
             match output {
                 RpcOutput::Directory(request) => self.directory(now, Owner::Rpc, request),
                 RpcOutput::Call {

@@ -32,6 +32,7 @@ mod peers;
 mod publish_streams;
 mod requests;
 mod rpc_streams;
+mod self_calls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
