@@ -604,3 +604,18 @@ fn a_node_calls_a_procedure_it_serves_itself() {
     let stats = mesh.world.machine(mesh.hosts[1]).rpc().stats();
     assert_eq!((stats.attempts, stats.handled), (1, 1), "{stats:?}");
 }
+
+#[test]
+fn one_republish_period_stores_each_announced_record_once() {
+    let mut mesh = Mesh::new(4, 22, 0.0);
+    mesh.register(1, "svc.echo", RegisterOptions::default());
+    mesh.subscribe(&[(2, "news.*")]);
+    mesh.settle(Duration::from_secs(2));
+    let stores = |mesh: &Mesh, i: usize| mesh.world.machine(mesh.hosts[i]).dht().metrics().stores;
+    let before = [stores(&mesh, 1), stores(&mesh, 2)];
+    assert_eq!(before, [1, 1], "each record announced once");
+    // One DHT republish interval (240 s) and a little more, short of two.
+    mesh.settle(Duration::from_secs(250));
+    let after = [stores(&mesh, 1), stores(&mesh, 2)];
+    assert_eq!(after, [2, 2], "one STORE round per record per period");
+}

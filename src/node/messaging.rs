@@ -7,7 +7,7 @@
 //! that asked (as [`Found`]) — our own records included, so a node finds
 //! itself among the providers of what it serves, and calls to itself run
 //! in-process ([`super::self_calls`]); `Announce` runs `store_with_confirmation` (the
-//! DHT signs with the node identity, and republishes it as well); `Withdraw`
+//! DHT signs with the node identity and alone republishes it); `Withdraw`
 //! runs `unpublish`. The DHT events of these operations stay inside the node.
 //!
 //! **Where a peer is.** Provider and subscriber records name a node, not an

@@ -66,7 +66,7 @@ impl PubSub {
     /// A machine with no subscriptions.
     pub fn new(config: PubSubConfig) -> Self {
         Self {
-            announcements: Announcements::new(config.republish_interval),
+            announcements: Announcements::default(),
             cache: LookupCache::new(config.cache_ttl, config.lookup_timeout),
             receiver: Receiver::new(config.receiver.clone()),
             next_epoch: config.first_epoch,
@@ -103,9 +103,9 @@ impl PubSub {
         self.subscriptions.key(prefix)
     }
 
-    fn announce(&mut self, now: Instant, key: RecordKey) {
+    fn announce(&mut self, key: RecordKey) {
         let request = match self.subscriptions.record_value(&key) {
-            Some(value) => Some(self.announcements.set(now, key, value)),
+            Some(value) => Some(self.announcements.set(key, value)),
             None => self.announcements.remove(&key),
         };
         self.outputs.extend(request.map(PubSubOutput::Directory));
@@ -130,7 +130,7 @@ impl PubSub {
             });
         }
         subscriptions.entry(key).or_default().insert(pattern);
-        self.announce(now, key);
+        self.announce(key);
         Ok(true)
     }
 
@@ -148,7 +148,7 @@ impl PubSub {
         if patterns.is_empty() {
             subscriptions.remove(&key);
         }
-        self.announce(now, key);
+        self.announce(key);
         true
     }
 
@@ -391,7 +391,7 @@ impl PubSub {
         });
     }
 
-    /// Acts on the timers due by `now`: lookups given up on, republications,
+    /// Acts on the timers due by `now`: lookups given up on,
     /// gaps skipped, disconnected subscribers that may be tried again.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = Some(now);
@@ -399,9 +399,6 @@ impl PubSub {
             self.resolved(now, key);
         }
         self.cache.prune(now);
-        let due = self.announcements.due(now);
-        self.outputs
-            .extend(due.into_iter().map(PubSubOutput::Directory));
         self.receive_with(|receiver, deliver| receiver.handle_timeout(now, deliver));
         self.down.retain(|_, until| now < *until);
     }
@@ -443,7 +440,6 @@ impl PubSub {
         }
         [
             self.cache.next_deadline(),
-            self.announcements.next_deadline(),
             self.receiver.next_deadline(),
             self.down.values().min().copied(),
         ]

@@ -70,9 +70,6 @@ pub struct PubSubConfig {
     pub cache_ttl: Duration,
     /// How long a lookup may take before it counts as empty (default 5 s).
     pub lookup_timeout: Duration,
-    /// How often subscriber records are announced again (default 240 s: DHT
-    /// records live 300 s).
-    pub republish_interval: Duration,
     /// How long an unreachable subscriber is skipped (default 5 s).
     pub retry_after: Duration,
     /// The receiving side's bounds.
@@ -95,7 +92,6 @@ impl PubSubConfig {
             max_direct_subscriptions: 4096,
             cache_ttl: Duration::from_secs(30),
             lookup_timeout: Duration::from_secs(5),
-            republish_interval: Duration::from_secs(240),
             retry_after: Duration::from_secs(5),
             receiver: ReceiverConfig::default(),
         }

@@ -1,5 +1,5 @@
 //! The DHT as RPC and pub/sub see it: values looked up under keys (cached
-//! with a TTL) and values this node announces (republished on a timer).
+//! with a TTL) and values this node announces (the DHT republishes them).
 //!
 //! Neither machine talks to the DHT. They ask for [`DirectoryRequest`]s —
 //! look a key up, announce a value, withdraw it — which the Node carries out
@@ -44,9 +44,9 @@ pub enum DirectoryRequest {
         /// The key to look up.
         key: RecordKey,
     },
-    /// Sign `value` as this node's record under `key` and store it. Comes
-    /// again every republish interval until withdrawn; a new value under the
-    /// same key replaces the old one.
+    /// Sign `value` as this node's record under `key`, store it and keep
+    /// republishing it (the DHT's republish interval) until withdrawn; a new
+    /// value under the same key replaces the old one.
     Announce {
         /// Where to store it.
         key: RecordKey,
@@ -165,27 +165,19 @@ impl LookupCache {
     }
 }
 
-/// The values this node announces, each republished every interval.
-#[derive(Clone, Debug)]
+/// The values this node announces. The DHT signs, stores and republishes
+/// each one until it is withdrawn (it alone owns the periodic republish);
+/// this keeps what is announced so that it can be withdrawn.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Announcements {
-    interval: Duration,
-    values: BTreeMap<RecordKey, (Bytes, Instant)>,
+    values: BTreeMap<RecordKey, Bytes>,
 }
 
 impl Announcements {
-    /// Announcements republished every `interval`.
-    pub(crate) fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            values: BTreeMap::new(),
-        }
-    }
-
-    /// Starts (or changes) announcing `value` under `key` at `now`; returns
-    /// the request to send now.
-    pub(crate) fn set(&mut self, now: Instant, key: RecordKey, value: Bytes) -> DirectoryRequest {
-        self.values
-            .insert(key, (value.clone(), now + self.interval));
+    /// Starts (or changes) announcing `value` under `key`; returns the
+    /// request to send now.
+    pub(crate) fn set(&mut self, key: RecordKey, value: Bytes) -> DirectoryRequest {
+        self.values.insert(key, value.clone());
         DirectoryRequest::Announce { key, value }
     }
 
@@ -194,26 +186,6 @@ impl Announcements {
         self.values
             .remove(key)
             .map(|_| DirectoryRequest::Withdraw { key: *key })
-    }
-
-    /// When the next republication is due.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.values.values().map(|(_, due)| *due).min()
-    }
-
-    /// The republications due by `now`, rescheduled one interval later.
-    pub(crate) fn due(&mut self, now: Instant) -> Vec<DirectoryRequest> {
-        let mut out = Vec::new();
-        for (key, (value, due)) in &mut self.values {
-            if *due <= now {
-                *due = now + self.interval;
-                out.push(DirectoryRequest::Announce {
-                    key: *key,
-                    value: value.clone(),
-                });
-            }
-        }
-        out
     }
 }
 
@@ -261,19 +233,12 @@ mod tests {
     }
 
     #[test]
-    fn announcements_repeat_every_interval_until_removed() {
-        let t0 = crate::test_epoch();
-        let s = Duration::from_secs(1);
-        let mut ann = Announcements::new(240 * s);
+    fn announcements_are_sent_once_and_withdrawn_once() {
+        let mut ann = Announcements::default();
         let (k, v) = (key("k"), Bytes::from_static(b"v"));
-        let first = ann.set(t0, k, v.clone());
+        let first = ann.set(k, v.clone());
         assert_eq!(first, DirectoryRequest::Announce { key: k, value: v });
-        assert_eq!(ann.next_deadline(), Some(t0 + 240 * s));
-        assert!(ann.due(t0 + 239 * s).is_empty());
-        assert_eq!(ann.due(t0 + 240 * s), vec![first]);
-        assert_eq!(ann.next_deadline(), Some(t0 + 480 * s));
         assert_eq!(ann.remove(&k), Some(DirectoryRequest::Withdraw { key: k }));
         assert_eq!(ann.remove(&k), None);
-        assert_eq!(ann.next_deadline(), None);
     }
 }

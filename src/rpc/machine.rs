@@ -36,7 +36,7 @@ impl Rpc {
         Self {
             caller: Caller::new(&config),
             handler: Handler::new(&config),
-            announcements: Announcements::new(config.republish_interval),
+            announcements: Announcements::default(),
             realm: config.realm,
             registered: BTreeMap::new(),
             outputs: VecDeque::new(),
@@ -101,9 +101,9 @@ impl Rpc {
         self.caller.cancel(call, &mut self.outputs)
     }
 
-    /// Registers `procedure`: its provider record is announced now and
-    /// every republish interval until [`Rpc::unregister`]. Registering again
-    /// changes the options.
+    /// Registers `procedure`: its provider record is announced now (the DHT
+    /// republishes it until [`Rpc::unregister`]). Registering again changes
+    /// the options.
     pub fn register(
         &mut self,
         now: Instant,
@@ -117,7 +117,7 @@ impl Rpc {
         let flags = ProviderFlags {
             idempotent: options.idempotent,
         };
-        let request = self.announcements.set(now, key, flags.encode());
+        let request = self.announcements.set(key, flags.encode());
         self.outputs.push_back(RpcOutput::Directory(request));
         Ok(())
     }
@@ -200,14 +200,11 @@ impl Rpc {
     }
 
     /// Acts on every deadline due by `now`: call timeouts, handled calls
-    /// past their deadline, lookups given up on, republications.
+    /// past their deadline, lookups given up on.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = Some(now);
         self.caller.handle_timeout(now, &mut self.outputs);
         self.handler.handle_timeout(now, &mut self.outputs);
-        let due = self.announcements.due(now);
-        self.outputs
-            .extend(due.into_iter().map(RpcOutput::Directory));
     }
 
     /// The next thing for the Node to do.
@@ -221,13 +218,9 @@ impl Rpc {
         if !self.outputs.is_empty() {
             return self.last_now;
         }
-        [
-            self.caller.next_deadline(),
-            self.handler.next_deadline(),
-            self.announcements.next_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.caller.next_deadline(), self.handler.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

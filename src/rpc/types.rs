@@ -32,9 +32,6 @@ pub struct RpcConfig {
     /// How long a provider lookup may take before it is tried again
     /// (default 5 s; the call's own deadline still bounds it).
     pub lookup_timeout: Duration,
-    /// How often provider records are announced again (default 240 s: DHT
-    /// records live 300 s).
-    pub republish_interval: Duration,
 }
 
 impl RpcConfig {
@@ -49,7 +46,6 @@ impl RpcConfig {
             max_handlers: 256,
             cache_ttl: Duration::from_secs(30),
             lookup_timeout: Duration::from_secs(5),
-            republish_interval: Duration::from_secs(240),
         }
     }
 }
