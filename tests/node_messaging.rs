@@ -12,7 +12,9 @@ use macula::dht::DhtEvent;
 use macula::id::{Identity, NodeId, Realm};
 use macula::node::{Event, Node, NodeConfig};
 use macula::pubsub::{Pattern, PubSubEvent, Topic};
-use macula::rpc::{CallId, CallOptions, CancelReason, RegisterOptions, RpcError, RpcEvent};
+use macula::rpc::{
+    AnnounceFailure, CallId, CallOptions, CancelReason, RegisterOptions, RpcError, RpcEvent,
+};
 use macula::sim::{HostId, Link, World};
 
 const UNIX_MS: u64 = 1_795_478_400_000;
@@ -618,4 +620,68 @@ fn one_republish_period_stores_each_announced_record_once() {
     mesh.settle(Duration::from_secs(250));
     let after = [stores(&mesh, 1), stores(&mesh, 2)];
     assert_eq!(after, [2, 2], "one STORE round per record per period");
+}
+
+#[test]
+fn failed_registrations_and_subscriptions_are_reported_and_retried_until_stored() {
+    let mut mesh = Mesh::with(3, 23, 0.0, |config| {
+        config.transport.keep_alive = Duration::from_millis(500);
+        config.transport.idle_timeout = Duration::from_secs(3);
+    });
+    // Node 1 is alone: no store can reach a quorum.
+    mesh.world.set_online(mesh.hosts[0], false);
+    mesh.world.set_online(mesh.hosts[2], false);
+    mesh.register(1, "svc.lonely", RegisterOptions::default());
+    mesh.subscribe(&[(1, "lonely.*")]);
+    let (mut registration, mut subscription) = (Vec::new(), Vec::new());
+    let done = mesh.drive(Duration::from_secs(60), |_, _, event| {
+        match event {
+            Event::Rpc(RpcEvent::RegistrationFailed { procedure, failed }) => {
+                registration.push((procedure, failed.reason, failed.failures))
+            }
+            Event::PubSub(PubSubEvent::SubscriptionFailed { patterns, failed }) => {
+                subscription.push((patterns, failed.failures))
+            }
+            _ => {}
+        }
+        registration.len() >= 2 && subscription.len() >= 2
+    });
+    assert!(done, "failures reported: {registration:?} {subscription:?}");
+    assert_eq!(registration[0].0, "svc.lonely");
+    assert!(
+        matches!(registration[0].1, AnnounceFailure::Quorum { acked: 0, .. }),
+        "{registration:?}"
+    );
+    assert_eq!(
+        (registration[0].2, registration[1].2),
+        (1, 2),
+        "retried, counting"
+    );
+    let lonely = Pattern::new("lonely.*").unwrap();
+    assert_eq!(subscription[0], (vec![lonely.clone()], 1));
+    assert_eq!(subscription[1], (vec![lonely], 2));
+
+    // The others come back: a retry stores both records, the failures stop
+    // and the procedure can be called.
+    mesh.world.set_online(mesh.hosts[0], true);
+    mesh.world.set_online(mesh.hosts[2], true);
+    count_failures(&mut mesh, Duration::from_secs(120));
+    let (_, result) = echo_call(&mut mesh, 2, "svc.lonely", b"found");
+    assert_eq!(result, Ok(Bytes::from_static(b"echo:found")));
+    // A whole republish period passes without a failure.
+    assert_eq!(count_failures(&mut mesh, Duration::from_secs(300)), 0);
+}
+
+/// Registration and subscription failures reported within `within`.
+fn count_failures(mesh: &mut Mesh, within: Duration) -> usize {
+    let mut failures = 0;
+    mesh.drive(within, |_, _, event| {
+        failures += usize::from(matches!(
+            event,
+            Event::Rpc(RpcEvent::RegistrationFailed { .. })
+                | Event::PubSub(PubSubEvent::SubscriptionFailed { .. })
+        ));
+        false
+    });
+    failures
 }

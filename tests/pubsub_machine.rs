@@ -540,6 +540,9 @@ impl Mesh {
                     .or_default()
                     .push((publisher, message_id));
             }
+            PubSubOutput::Event(PubSubEvent::SubscriptionFailed { .. }) => {
+                unreachable!("this mesh's stores never fail")
+            }
         }
     }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use macula::rpc::{
-    CallId, CallOptions, CancelReason, Delivery, DirectoryRequest, HandlerError, ProviderChoice,
-    ProviderFlags, RegisterOptions, Rpc, RpcConfig, RpcError, RpcEvent, RpcOutput,
+    ANNOUNCE_RETRY_BASE, AnnounceFailure, CallId, CallOptions, CancelReason, Delivery,
+    DirectoryRequest, HandlerError, ProviderChoice, ProviderFlags, RegisterOptions, Rpc, RpcConfig,
+    RpcError, RpcEvent, RpcOutput,
 };
 use macula::wire::{Call, ErrorCode, ErrorReply, Message, Reply};
 use rpc_support::*;
@@ -705,4 +706,36 @@ fn a_node_can_call_its_own_procedure_through_the_node_looping_frames_back() {
     };
     rpc.handle_reply(now, &me, reply);
     assert_eq!(completed(&drain(&mut rpc)), (call, Ok(bytes("hi"))));
+}
+
+#[test]
+fn a_failed_announcement_is_reported_and_announced_again_after_a_backoff() {
+    let now = t0();
+    let mut rpc = rpc();
+    rpc.register(now, "svc.echo", RegisterOptions::default())
+        .unwrap();
+    let announce = drain(&mut rpc);
+    let failure = AnnounceFailure::Quorum {
+        acked: 0,
+        quorum: 1,
+    };
+    rpc.handle_announced(now, key("svc.echo"), Err(failure.clone()));
+    let [RpcOutput::Event(RpcEvent::RegistrationFailed { procedure, failed })] =
+        &drain(&mut rpc)[..]
+    else {
+        panic!("one failure event");
+    };
+    assert_eq!(procedure, "svc.echo");
+    assert_eq!((&failed.reason, failed.failures), (&failure, 1));
+    let retry_in = &failed.retry_in;
+    assert!(*retry_in >= ANNOUNCE_RETRY_BASE / 2 && *retry_in <= ANNOUNCE_RETRY_BASE);
+    assert_eq!(rpc.poll_timeout(), Some(now + *retry_in));
+    rpc.handle_timeout(now + *retry_in);
+    assert_eq!(drain(&mut rpc), announce, "announced again");
+    rpc.handle_announced(now + *retry_in, key("svc.echo"), Ok(()));
+    assert_eq!(drain(&mut rpc), []);
+    assert_eq!(rpc.poll_timeout(), None);
+    // Outcomes for keys not registered are ignored.
+    rpc.handle_announced(now, key("svc.other"), Err(failure));
+    assert_eq!(drain(&mut rpc), []);
 }

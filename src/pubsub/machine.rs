@@ -28,7 +28,9 @@ use super::receiver::Receiver;
 use super::{Pattern, PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats, Topic};
 use crate::collections::HashMap;
 use crate::id::{NodeId, Realm, RecordKey, RecordKind};
-use crate::rpc::directory::{Announcements, Cached, DirectoryRequest, Found, LookupCache};
+use crate::rpc::directory::{
+    AnnounceFailure, Announcements, Cached, DirectoryRequest, Found, LookupCache,
+};
 use crate::wire::{ErrorCode, ErrorReply, Message, Publish, Reply, Subscribe, Unsubscribe};
 
 /// A publication waiting for lookups.
@@ -66,7 +68,7 @@ impl PubSub {
     /// A machine with no subscriptions.
     pub fn new(config: PubSubConfig) -> Self {
         Self {
-            announcements: Announcements::default(),
+            announcements: Announcements::new(announce_seed(&config.local_id)),
             cache: LookupCache::new(config.cache_ttl, config.lookup_timeout),
             receiver: Receiver::new(config.receiver.clone()),
             next_epoch: config.first_epoch,
@@ -109,6 +111,25 @@ impl PubSub {
             None => self.announcements.remove(&key),
         };
         self.outputs.extend(request.map(PubSubOutput::Directory));
+    }
+
+    /// How the DHT store of our subscriber record under `key` ended: `Ok`
+    /// once it reached its quorum. A failure becomes
+    /// [`PubSubEvent::SubscriptionFailed`] and the record is announced again
+    /// after a backoff, until a store succeeds or the patterns are withdrawn.
+    pub fn handle_announced(
+        &mut self,
+        now: Instant,
+        key: RecordKey,
+        result: Result<(), AnnounceFailure>,
+    ) {
+        self.last_now = Some(now);
+        let failed = self.announcements.stored(now, &key, result);
+        if let (Some(failed), Some(patterns)) = (failed, self.subscriptions.by_key.get(&key)) {
+            let patterns = patterns.iter().cloned().collect();
+            let event = PubSubEvent::SubscriptionFailed { patterns, failed };
+            self.outputs.push_back(PubSubOutput::Event(event));
+        }
     }
 
     /// Subscribes to `pattern`: announces it under its literal prefix.
@@ -391,14 +412,17 @@ impl PubSub {
         });
     }
 
-    /// Acts on the timers due by `now`: lookups given up on,
-    /// gaps skipped, disconnected subscribers that may be tried again.
+    /// Acts on the timers due by `now`: lookups given up on, announcements
+    /// to retry, gaps skipped, disconnected subscribers that may be tried again.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = Some(now);
         for key in self.cache.expire(now) {
             self.resolved(now, key);
         }
         self.cache.prune(now);
+        let due = self.announcements.due(now);
+        self.outputs
+            .extend(due.into_iter().map(PubSubOutput::Directory));
         self.receive_with(|receiver, deliver| receiver.handle_timeout(now, deliver));
         self.down.retain(|_, until| now < *until);
     }
@@ -440,6 +464,7 @@ impl PubSub {
         }
         [
             self.cache.next_deadline(),
+            self.announcements.next_deadline(),
             self.receiver.next_deadline(),
             self.down.values().min().copied(),
         ]
@@ -447,6 +472,13 @@ impl PubSub {
         .flatten()
         .min()
     }
+}
+
+/// The seed of the announcement retries' jitter: the first bytes of our id.
+fn announce_seed(local: &NodeId) -> u64 {
+    let mut seed = [0; 8];
+    seed.copy_from_slice(&local.as_bytes()[..8]);
+    u64::from_le_bytes(seed)
 }
 
 /// True when one of the newline-separated patterns of a subscriber record

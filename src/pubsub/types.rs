@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::Topic;
 use super::receiver::{ReceiverConfig, ReceiverStats};
+use super::{Pattern, Topic};
 use crate::id::{NodeId, Realm};
-use crate::rpc::DirectoryRequest;
+use crate::rpc::{AnnounceFailed, DirectoryRequest};
 use crate::wire::{Message, Publish};
 
 /// What went wrong with a pub/sub request.
@@ -111,6 +111,16 @@ pub enum PubSubEvent {
         topic: Topic,
         /// The payload.
         payload: Bytes,
+    },
+    /// Our subscriber record for these patterns (those sharing one literal
+    /// prefix) could not be stored in the DHT, so publishers may not find
+    /// it; it is announced again in `retry_in` (and so on, backing off,
+    /// until a store succeeds).
+    SubscriptionFailed {
+        /// The patterns the record holds.
+        patterns: Vec<Pattern>,
+        /// Why, and when it is tried again.
+        failed: AnnounceFailed,
     },
 }
 

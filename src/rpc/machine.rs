@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::caller::{CallId, CallOptions, Caller, Delivery};
-use super::directory::{Announcements, Found};
+use super::directory::{AnnounceFailure, Announcements, Found};
 use super::handler::{Authorize, Handler, InboundId};
 use super::{
-    HandlerError, ProviderFlags, RegisterOptions, RpcConfig, RpcError, RpcOutput, RpcStats,
+    HandlerError, ProviderFlags, RegisterOptions, RpcConfig, RpcError, RpcEvent, RpcOutput,
+    RpcStats,
 };
 use crate::id::{NodeId, Realm, RecordKey, RecordKind};
 use crate::pubsub::Topic;
@@ -36,7 +37,7 @@ impl Rpc {
         Self {
             caller: Caller::new(&config),
             handler: Handler::new(&config),
-            announcements: Announcements::default(),
+            announcements: Announcements::new(config.seed),
             realm: config.realm,
             registered: BTreeMap::new(),
             outputs: VecDeque::new(),
@@ -156,6 +157,32 @@ impl Rpc {
             .handle_lookup(now, key, found, &mut self.outputs);
     }
 
+    /// How the DHT store of the provider record under `key` ended: `Ok`
+    /// once it reached its quorum. A failure becomes
+    /// [`RpcEvent::RegistrationFailed`] and the record is announced again
+    /// after a backoff (see [`Announcements`](super::directory)).
+    pub fn handle_announced(
+        &mut self,
+        now: Instant,
+        key: RecordKey,
+        result: Result<(), AnnounceFailure>,
+    ) {
+        self.last_now = Some(now);
+        let failed = self.announcements.stored(now, &key, result);
+        if let (Some(failed), Some(procedure)) = (failed, self.procedure_of(&key)) {
+            let event = RpcEvent::RegistrationFailed { procedure, failed };
+            self.outputs.push_back(RpcOutput::Event(event));
+        }
+    }
+
+    /// The registered procedure whose provider records live under `key`.
+    fn procedure_of(&self, key: &RecordKey) -> Option<String> {
+        self.registered
+            .keys()
+            .find(|name| Topic::new(name).is_ok_and(|topic| self.key(&topic) == *key))
+            .cloned()
+    }
+
     /// REPLY from `provider` to one of our calls.
     pub fn handle_reply(&mut self, now: Instant, provider: &NodeId, reply: Reply) {
         self.last_now = Some(now);
@@ -200,11 +227,14 @@ impl Rpc {
     }
 
     /// Acts on every deadline due by `now`: call timeouts, handled calls
-    /// past their deadline, lookups given up on.
+    /// past their deadline, lookups given up on, announcements to retry.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = Some(now);
         self.caller.handle_timeout(now, &mut self.outputs);
         self.handler.handle_timeout(now, &mut self.outputs);
+        let due = self.announcements.due(now);
+        self.outputs
+            .extend(due.into_iter().map(RpcOutput::Directory));
     }
 
     /// The next thing for the Node to do.
@@ -218,9 +248,13 @@ impl Rpc {
         if !self.outputs.is_empty() {
             return self.last_now;
         }
-        [self.caller.next_deadline(), self.handler.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.caller.next_deadline(),
+            self.handler.next_deadline(),
+            self.announcements.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

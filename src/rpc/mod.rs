@@ -29,6 +29,10 @@
 //!   deadline at the latest; a call given up (timeout, [`Rpc::cancel`])
 //!   sends CANCEL on its open attempt. A handled call ends with one answer,
 //!   or with [`RpcEvent::Cancelled`] (CANCEL, or its own deadline).
+//! - A provider record whose store fails (the first one or a republish)
+//!   is reported as [`RpcEvent::RegistrationFailed`] and announced again
+//!   after a backoff, until a store succeeds or the procedure is
+//!   unregistered.
 //! - Provider records hold one byte of flags; their DHT key is
 //!   `rpc/<procedure>` in the realm. Procedure names follow the topic rules
 //!   ([`crate::pubsub::Topic`]).
@@ -41,7 +45,10 @@ mod machine;
 mod types;
 
 pub use caller::{CallId, CallOptions, Delivery, ProviderChoice};
-pub use directory::{DirectoryRequest, Found};
+pub use directory::{
+    ANNOUNCE_RETRY_BASE, ANNOUNCE_RETRY_MAX, AnnounceFailed, AnnounceFailure, DirectoryRequest,
+    Found,
+};
 pub use error::{HandlerError, RpcError};
 pub use handler::{Authorize, CancelReason, InboundId};
 pub use machine::Rpc;

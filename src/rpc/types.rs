@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::RpcError;
 use super::caller::{CallId, ProviderChoice};
+use super::directory::AnnounceFailed;
 use super::directory::DirectoryRequest;
 use super::handler::{CancelReason, InboundId};
 use crate::id::{NodeId, Realm};
@@ -136,6 +137,15 @@ pub enum RpcEvent {
         procedure: String,
         /// The arguments.
         payload: Bytes,
+    },
+    /// The provider record of a registered procedure could not be stored
+    /// in the DHT, so callers may not find it; it is announced again in
+    /// `retry_in` (and so on, backing off, until a store succeeds).
+    RegistrationFailed {
+        /// The procedure.
+        procedure: String,
+        /// Why, and when it is tried again.
+        failed: AnnounceFailed,
     },
     /// A call being handled ended without an answer; drop its work.
     Cancelled {
