@@ -162,21 +162,36 @@ fn echo_call(
     payload: &'static [u8],
 ) -> (Vec<(HostId, NodeId)>, Result<Bytes, RpcError>) {
     let call = mesh.call(i, procedure, payload);
-    let (mut requests, mut result) = (Vec::new(), None);
+    let mut requests = Vec::new();
+    let result = await_call(mesh, call, |world, host, event| {
+        echo(world, host, event);
+        if let Event::Rpc(RpcEvent::Request { caller, .. }) = event {
+            requests.push((host, *caller));
+        }
+    });
+    (requests, result)
+}
+
+/// Drives the mesh until `call` completes (within [`TIMEOUT`]), handing
+/// every event to `on_event` first; returns the call's result.
+fn await_call(
+    mesh: &mut Mesh,
+    call: CallId,
+    mut on_event: impl FnMut(&mut World<Node>, HostId, &Event),
+) -> Result<Bytes, RpcError> {
+    let mut result = None;
     let done = mesh.drive(TIMEOUT, |world, host, event| {
-        echo(world, host, &event);
+        on_event(world, host, &event);
         match event {
-            Event::Rpc(RpcEvent::Request { caller, .. }) => requests.push((host, caller)),
             Event::Rpc(RpcEvent::Completed { call: c, result: r }) if c == call => {
                 result = Some(r);
-                return true;
+                true
             }
-            _ => {}
+            _ => false,
         }
-        false
     });
     assert!(done, "the call completed");
-    (requests, result.expect("a result"))
+    result.expect("a result")
 }
 
 #[test]
@@ -684,4 +699,37 @@ fn count_failures(mesh: &mut Mesh, within: Duration) -> usize {
         false
     });
     failures
+}
+
+#[test]
+fn an_idempotent_call_moves_on_when_its_provider_dies_mid_call() {
+    // Default transport timers: the dead connection itself would only be
+    // noticed after the 60 s idle timeout, past the call's 30 s.
+    let mut mesh = Mesh::new(4, 24, 0.0);
+    let idempotent = RegisterOptions { idempotent: true };
+    mesh.register(1, "svc.retry", idempotent);
+    mesh.register(2, "svc.retry", idempotent);
+    mesh.settle(Duration::from_secs(2));
+    let call = mesh.call(3, "svc.retry", &b"again"[..]);
+    let mut handled_by = Vec::new();
+    let result = await_call(&mut mesh, call, |world, host, event| {
+        // The first provider to take it dies without answering; the next
+        // one answers.
+        if let Event::Rpc(RpcEvent::Request { id, .. }) = event {
+            handled_by.push(host);
+            if handled_by.len() == 1 {
+                world.set_online(host, false);
+            } else {
+                let answer = Bytes::from_static(b"done");
+                world
+                    .with_machine(host, |node, now| node.reply(now, *id, Ok(answer)))
+                    .unwrap();
+            }
+        }
+    });
+    assert_eq!(result, Ok(Bytes::from_static(b"done")));
+    assert_eq!(handled_by.len(), 2, "{handled_by:?}");
+    assert_ne!(handled_by[0], handled_by[1], "moved to the other provider");
+    let stats = mesh.world.machine(mesh.hosts[3]).rpc().stats();
+    assert_eq!((stats.attempts, stats.failovers), (2, 1), "{stats:?}");
 }

@@ -72,7 +72,16 @@ fn started(
         })]
     );
     rpc.handle_lookup(now, key("svc.echo"), providers);
-    (call, drain(rpc))
+    let out = drain(rpc);
+    sent(rpc, now, &out);
+    (call, out)
+}
+
+/// Tells the machine that the Node wrote every CALL among `outputs`.
+fn sent(rpc: &mut Rpc, now: std::time::Instant, outputs: &[RpcOutput]) {
+    for (provider, call) in calls(outputs) {
+        rpc.handle_sent(now, &node(provider), call.request_id);
+    }
 }
 
 /// Calls "svc.echo" with no payload and default options.
@@ -271,7 +280,10 @@ fn a_maybe_delivered_request_fails_over_only_when_idempotent() {
         (true, true, false),
     ] {
         let mut rpc = rpc();
-        let options = CallOptions { at_most_once };
+        let options = CallOptions {
+            at_most_once,
+            ..CallOptions::default()
+        };
         let providers = vec![provider(1, idempotent), provider(2, idempotent)];
         let (call, out) = started(&mut rpc, now, providers, options);
         let (first, frame) = calls(&out)[0].clone();
@@ -738,4 +750,79 @@ fn a_failed_announcement_is_reported_and_announced_again_after_a_backoff() {
     // Outcomes for keys not registered are ignored.
     rpc.handle_announced(now, key("svc.other"), Err(failure));
     assert_eq!(drain(&mut rpc), []);
+}
+
+#[test]
+fn a_silent_provider_is_given_up_after_its_window_when_moving_on_is_safe() {
+    // TIMEOUT (5 s) shared among the default 3 attempts.
+    let window = TIMEOUT / 3;
+    for (idempotent, written, moves_on) in [
+        (true, true, true),
+        (false, false, true),
+        (false, true, false),
+    ] {
+        let now = t0();
+        let mut rpc = rpc();
+        let providers = vec![provider(1, idempotent), provider(2, idempotent)];
+        let call = rpc
+            .call(
+                now,
+                "svc.echo",
+                bytes("hi"),
+                TIMEOUT,
+                CallOptions::default(),
+            )
+            .unwrap();
+        drain(&mut rpc);
+        rpc.handle_lookup(now, key("svc.echo"), providers);
+        let (first, frame) = calls(&drain(&mut rpc))[0].clone();
+        if written {
+            rpc.handle_sent(now, &node(first), frame.request_id);
+        }
+        let deadline = if moves_on {
+            now + window
+        } else {
+            now + TIMEOUT
+        };
+        assert_eq!(rpc.poll_timeout(), Some(deadline), "{idempotent} {written}");
+        rpc.handle_timeout(now + window);
+        let out = drain(&mut rpc);
+        if !moves_on {
+            assert!(out.is_empty(), "a written non-idempotent call waits");
+            continue;
+        }
+        assert_eq!(cancels(&out), [(first, frame.request_id)]);
+        let [(second, next)] = &calls(&out)[..] else {
+            panic!("the next provider is tried: {out:?}");
+        };
+        assert_ne!(*second, first);
+        // The second is silent too: with nobody left the call times out.
+        if written {
+            rpc.handle_sent(now + window, &node(*second), next.request_id);
+        }
+        rpc.handle_timeout(now + window * 2);
+        let out = drain(&mut rpc);
+        assert_eq!(cancels(&out), [(*second, next.request_id)]);
+        assert!(matches!(completed(&out), (c, Err(RpcError::Timeout { .. })) if c == call));
+    }
+}
+
+#[test]
+fn an_attempt_window_can_be_set_per_call_and_never_outlives_the_call() {
+    let now = t0();
+    let mut rpc = rpc();
+    let options = CallOptions {
+        attempt_timeout: Some(SECOND),
+        ..CallOptions::default()
+    };
+    let (_, out) = started(&mut rpc, now, vec![provider(1, true)], options);
+    assert_eq!(calls(&out).len(), 1);
+    assert_eq!(rpc.poll_timeout(), Some(now + SECOND));
+    let mut rpc = self::rpc();
+    let options = CallOptions {
+        attempt_timeout: Some(TIMEOUT * 2),
+        ..CallOptions::default()
+    };
+    started(&mut rpc, now, vec![provider(1, true)], options);
+    assert_eq!(rpc.poll_timeout(), Some(now + TIMEOUT));
 }

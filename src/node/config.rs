@@ -19,7 +19,7 @@ use crate::wire::{self, Limits};
 /// | transport | [`TransportSettings::default`]: keep-alive 15 s, idle timeout 60 s, 100 streams |
 /// | pool | [`PoolConfig::new`]: 100 outbound, 1000 inbound, idle TTL 5 min |
 /// | dht | [`DhtConfig::default`]: k = 20, α = 3, record TTL 300 s, republish 240 s |
-/// | rpc | [`RpcConfig::new`]: 16 MiB payloads, 1024 calls open, 256 handled |
+/// | rpc | [`RpcConfig::new`]: 16 MiB payloads, attempt window = call timeout / 3, 1024 calls open, 256 handled |
 /// | pubsub | [`PubSubConfig::new`]: 1024 messages queued per subscriber, window 64 |
 /// | limits | [`Limits::default`]: 1 MiB frames |
 /// | verification | [`PeerVerification::Identity`] |

@@ -110,6 +110,7 @@ impl Node {
                     lease,
                 };
                 self.messaging.call_streams.insert((handle, stream), key);
+                self.rpc.handle_sent(now, &key.0, key.1);
             }
             Err(error) => {
                 tracing::debug!(%error, "CALL not encoded");

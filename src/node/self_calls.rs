@@ -22,6 +22,8 @@ impl Node {
             RpcOutput::Call {
                 provider, message, ..
             } if provider == local => {
+                let request_id = message.request_id;
+                self.rpc.handle_sent(now, &local, request_id);
                 self.rpc.handle_call(now, local, message);
             }
             RpcOutput::Cancel { provider, message } if provider == local => {

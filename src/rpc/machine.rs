@@ -196,6 +196,14 @@ impl Rpc {
             .handle_error(now, provider, error, &mut self.outputs);
     }
 
+    /// The CALL `request_id` to `provider` was written on its stream: from
+    /// now on the provider may run it, so the attempt moves on at its
+    /// deadline only if the procedure is idempotent.
+    pub fn handle_sent(&mut self, now: Instant, provider: &NodeId, request_id: u64) {
+        self.last_now = Some(now);
+        self.caller.handle_sent(provider, request_id);
+    }
+
     /// A CALL to `provider` failed without an answer; `delivery` says
     /// whether the provider may have read it.
     pub fn handle_failure(

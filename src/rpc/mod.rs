@@ -21,6 +21,17 @@
 //!   [`CallOptions::at_most_once`]; otherwise it ends with [`RpcError::Lost`].
 //!   Other ERROR codes are final: `refused` becomes [`RpcError::Refused`],
 //!   the rest (unknown codes included) [`RpcError::Remote`].
+//!   A CALL the Node never wrote ([`Rpc::handle_sent`] not called) counts
+//!   as not delivered.
+//! - **Attempt windows.** Each attempt has a window (the call's timeout
+//!   divided by [`RpcConfig::attempts`], default 3, or
+//!   [`CallOptions::attempt_timeout`]). A provider that does not answer in
+//!   it — dead, unreachable, stuck — is given up (CANCEL) and the next one
+//!   tried, under the same rule: only when the Node has not written the CALL
+//!   yet ([`Rpc::handle_sent`]) or the provider registered idempotent. A
+//!   written non-idempotent attempt keeps the whole rest of the call's time.
+//!   A call whose every provider ran out of time ends with
+//!   [`RpcError::Timeout`].
 //! - Every provider that fails is dropped from the cached provider list
 //!   (cached [`RpcConfig::cache_ttl`]); a lookup that does not come back
 //!   within [`RpcConfig::lookup_timeout`] is asked again while the call's

@@ -24,6 +24,15 @@ pub struct RpcConfig {
     pub choice: ProviderChoice,
     /// Largest call or reply payload (default 16 MiB).
     pub max_payload: usize,
+    /// How many providers a call's timeout is shared among (default 3):
+    /// each attempt may take the call's timeout divided by this (or
+    /// [`CallOptions::attempt_timeout`](super::CallOptions::attempt_timeout)),
+    /// and at most what is left of the call. An attempt past its window is
+    /// given up (CANCEL) and the call moves to the next provider — but only
+    /// when that cannot run a handler twice: the CALL was not written yet,
+    /// or the provider registered idempotent. A written non-idempotent
+    /// attempt keeps the rest of the call's time.
+    pub attempts: u32,
     /// Calls this node may have open at once (default 1024).
     pub max_in_flight: usize,
     /// Calls this node handles at once (default 256).
@@ -43,6 +52,7 @@ impl RpcConfig {
             seed,
             choice: ProviderChoice::Random,
             max_payload: 16 << 20,
+            attempts: 3,
             max_in_flight: 1024,
             max_handlers: 256,
             cache_ttl: Duration::from_secs(30),
