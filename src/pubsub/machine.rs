@@ -25,6 +25,7 @@ use bytes::Bytes;
 use super::direct::{Direct, Refusal};
 use super::outbox::Outbox;
 use super::receiver::Receiver;
+use super::record::{encode_subscriber_value, subscriber_value_matches};
 use super::{Pattern, PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats, Topic};
 use crate::collections::HashMap;
 use crate::id::{NodeId, Realm, RecordKey, RecordKind};
@@ -259,7 +260,9 @@ impl PubSub {
                 continue;
             };
             for entry in found {
-                if entry.provider != self.config.local_id && value_matches(&entry.value, &topic) {
+                if entry.provider != self.config.local_id
+                    && subscriber_value_matches(&entry.value, &topic)
+                {
                     subscribers.insert(entry.provider);
                 }
             }
@@ -481,17 +484,6 @@ fn announce_seed(local: &NodeId) -> u64 {
     u64::from_le_bytes(seed)
 }
 
-/// True when one of the newline-separated patterns of a subscriber record
-/// matches `topic`. Lines that are not valid patterns are ignored.
-fn value_matches(value: &[u8], topic: &Topic) -> bool {
-    let Ok(text) = core::str::from_utf8(value) else {
-        return false;
-    };
-    text.lines()
-        .filter_map(|line| Pattern::new(line).ok())
-        .any(|pattern| pattern.matches(topic))
-}
-
 /// The local subscriptions, by the key of their literal prefix.
 #[derive(Debug)]
 struct Subscriptions {
@@ -505,12 +497,10 @@ impl Subscriptions {
         RecordKey::new(&self.realm, RecordKind::Topic, prefix)
     }
 
-    /// Our record value under `key`: every pattern we subscribe to there,
-    /// sorted, one per line.
+    /// Our record value under `key`: every pattern we subscribe to there
+    /// ([`encode_subscriber_value`]).
     fn record_value(&self, key: &RecordKey) -> Option<Bytes> {
-        let patterns = self.by_key.get(key)?;
-        let lines: Vec<&str> = patterns.iter().map(Pattern::as_str).collect();
-        Some(Bytes::from(lines.join("\n")))
+        self.by_key.get(key).map(encode_subscriber_value)
     }
 
     /// True when one of our patterns matches `topic`.
