@@ -16,6 +16,7 @@ use macula::rpc::{
     AnnounceFailure, CallId, CallOptions, CancelReason, RegisterOptions, RpcError, RpcEvent,
 };
 use macula::sim::{HostId, Link, World};
+use macula::wire::ErrorCode;
 
 const UNIX_MS: u64 = 1_795_478_400_000;
 
@@ -732,4 +733,87 @@ fn an_idempotent_call_moves_on_when_its_provider_dies_mid_call() {
     assert_ne!(handled_by[0], handled_by[1], "moved to the other provider");
     let stats = mesh.world.machine(mesh.hosts[3]).rpc().stats();
     assert_eq!((stats.attempts, stats.failovers), (2, 1), "{stats:?}");
+}
+
+/// `len` bytes that differ from one position to the next.
+fn patterned(len: usize) -> Bytes {
+    Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>())
+}
+
+#[test]
+fn a_five_mib_call_and_reply_stream_intact_over_a_lossy_link() {
+    let mut mesh = Mesh::new(3, 25, 0.02);
+    mesh.register(1, "svc.echo", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let payload = patterned(5 << 20);
+    let call = mesh.call(2, "svc.echo", payload.clone());
+    let mut handled = Vec::new();
+    let result = await_call(&mut mesh, call, |world, host, event| {
+        if let Event::Rpc(RpcEvent::Request { payload, .. }) = event {
+            handled.push(payload.len());
+        }
+        echo(world, host, event);
+    });
+    assert_eq!(handled, vec![5 << 20], "the handler got the whole payload");
+    let answer = result.expect("answered");
+    assert_eq!(answer.len(), (5 << 20) + 5);
+    assert!(
+        answer[..5] == *b"echo:" && answer[5..] == payload[..],
+        "intact"
+    );
+    for host in &mesh.hosts {
+        assert_eq!(mesh.world.machine(*host).counters().protocol_errors, 0);
+    }
+}
+
+#[test]
+fn a_payload_over_the_limit_is_refused_before_it_is_sent_or_read() {
+    let mut mesh = Mesh::with(3, 26, 0.0, |config| {
+        // Node 2 may send up to 64 MiB; the others take the default 16.
+        if config.listen_addrs == ["203.0.113.3:4433".parse().unwrap()] {
+            config.rpc.max_payload = 64 << 20;
+        }
+    });
+    mesh.register(1, "svc.echo", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let limit = 16 << 20;
+    let over = mesh.world.with_machine(mesh.hosts[1], |node, now| {
+        node.call(
+            now,
+            "svc.echo",
+            patterned(limit + 1),
+            TIMEOUT,
+            CallOptions::default(),
+        )
+    });
+    assert_eq!(
+        over,
+        Err(RpcError::TooLarge {
+            size: limit + 1,
+            max: limit
+        })
+    );
+
+    // Node 2 sends 17 MiB anyway: node 1 refuses it on its declared length,
+    // never runs the handler and never buffers the payload.
+    let call = mesh.call(2, "svc.echo", patterned(17 << 20));
+    let (mut handled, mut peak) = (0, 0);
+    let provider = mesh.hosts[1];
+    let result = await_call(&mut mesh, call, |world, host, event| {
+        handled += usize::from(matches!(event, Event::Rpc(RpcEvent::Request { .. })));
+        peak = peak.max(world.machine(provider).buffered_bytes());
+        echo(world, host, event);
+    });
+    assert!(
+        matches!(
+            result,
+            Err(RpcError::Remote {
+                code: ErrorCode::TooLarge,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(handled, 0);
+    assert!(peak <= 2 << 20, "the provider held {peak} bytes");
 }

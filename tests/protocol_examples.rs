@@ -171,6 +171,16 @@ fn example(ty: MessageType) -> Message {
         }
         .into(),
         MessageType::Cancel => Cancel { request_id: 1 }.into(),
+        MessageType::PayloadSize => PayloadSize {
+            request_id: 1,
+            total_len: 5 << 20,
+        }
+        .into(),
+        MessageType::PayloadChunk => PayloadChunk {
+            request_id: 1,
+            data: Bytes::from_static(b"hi"),
+        }
+        .into(),
         MessageType::FindNode => FindNode {
             request_id: 9,
             target: NodeId::from_bytes([0xab; 32]),

@@ -195,11 +195,18 @@ impl Node {
         let Some((handle, stream)) = written else {
             return;
         };
-        if let Some(conn) = self.conns.get_mut(&handle) {
-            conn.forget(stream);
-            let _ = conn.send(stream, &Message::Cancel(message), true);
-            let _ = conn.quinn.recv_stream(stream).stop(STREAM_ABANDONED);
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        if !conn.is_flushed(stream) {
+            // The CALL is not all out (a streamed payload): the provider has
+            // not started it, so the stream is simply given up.
+            conn.abandon(stream, STREAM_ABANDONED);
+            return;
         }
+        conn.forget(stream);
+        let _ = conn.send(stream, &Message::Cancel(message), true);
+        let _ = conn.quinn.recv_stream(stream).stop(STREAM_ABANDONED);
     }
 
     /// A frame on a stream, if it is RPC's: an answer to one of our calls,
@@ -253,8 +260,14 @@ impl Node {
             return;
         }
         if let Some(conn) = self.conns.get_mut(&handle) {
-            conn.forget(stream);
-            conn.finish(stream);
+            if conn.is_flushed(stream) {
+                conn.forget(stream);
+                conn.finish(stream);
+            } else {
+                // Answered before our streamed payload was all out (the
+                // provider refused it): the rest is not sent.
+                conn.abandon(stream, STREAM_ABANDONED);
+            }
         }
         let (provider, request_id) = key;
         match message {
