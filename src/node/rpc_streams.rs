@@ -14,6 +14,13 @@
 //! the handler may have run, so the machine fails over only when that is
 //! safe.
 //!
+//! **Large payloads.** A CALL or REPLY too large for one frame is streamed
+//! by its connection ([`Conn::send`], [`crate::wire::Streamed`]) and put
+//! back together before it reaches this module; an answer that comes while
+//! our CALL is still streaming (the provider refused it) ends the stream
+//! instead of sending the rest, and cancelling such a call resets its
+//! stream instead of writing CANCEL.
+//!
 //! [`Rpc`]: crate::rpc::Rpc
 
 use std::time::Instant;

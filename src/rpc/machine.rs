@@ -160,7 +160,8 @@ impl Rpc {
     /// How the DHT store of the provider record under `key` ended: `Ok`
     /// once it reached its quorum. A failure becomes
     /// [`RpcEvent::RegistrationFailed`] and the record is announced again
-    /// after a backoff (see [`Announcements`](super::directory)).
+    /// after a backoff ([`ANNOUNCE_RETRY_BASE`](super::ANNOUNCE_RETRY_BASE) doubling up to
+    /// [`ANNOUNCE_RETRY_MAX`](super::ANNOUNCE_RETRY_MAX)).
     pub fn handle_announced(
         &mut self,
         now: Instant,
