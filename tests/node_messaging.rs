@@ -766,16 +766,33 @@ fn a_five_mib_call_and_reply_stream_intact_over_a_lossy_link() {
     }
 }
 
-#[test]
-fn a_payload_over_the_limit_is_refused_before_it_is_sent_or_read() {
-    let mut mesh = Mesh::with(3, 26, 0.0, |config| {
-        // Node 2 may send up to 64 MiB; the others take the default 16.
-        if config.listen_addrs == ["203.0.113.3:4433".parse().unwrap()] {
+/// The call failed because a payload was over the receiver's limit.
+fn assert_refused_too_large(result: &Result<Bytes, RpcError>) {
+    let code = match result {
+        Err(RpcError::Remote { code, .. }) => Some(*code),
+        _ => None,
+    };
+    assert_eq!(code, Some(ErrorCode::TooLarge), "{result:?}");
+}
+
+/// Three nodes, node 1 serving `svc.echo`; node `large` takes payloads of
+/// up to 64 MiB, the others the default 16 MiB.
+fn echo_mesh_with_one_large_limit(seed: u64, large: usize) -> Mesh {
+    let large_addr = SocketAddr::from(([203, 0, 113, large as u8 + 1], 4433));
+    let mut mesh = Mesh::with(3, seed, 0.0, |config| {
+        if config.listen_addrs == [large_addr] {
             config.rpc.max_payload = 64 << 20;
         }
     });
     mesh.register(1, "svc.echo", RegisterOptions::default());
     mesh.settle(Duration::from_secs(2));
+    mesh
+}
+
+#[test]
+fn a_payload_over_the_limit_is_refused_before_it_is_sent_or_read() {
+    // Node 2 may send up to 64 MiB; the provider takes the default 16.
+    let mut mesh = echo_mesh_with_one_large_limit(26, 2);
     let limit = 16 << 20;
     let over = mesh.world.with_machine(mesh.hosts[1], |node, now| {
         node.call(
@@ -804,16 +821,31 @@ fn a_payload_over_the_limit_is_refused_before_it_is_sent_or_read() {
         peak = peak.max(world.machine(provider).buffered_bytes());
         echo(world, host, event);
     });
-    assert!(
-        matches!(
-            result,
-            Err(RpcError::Remote {
-                code: ErrorCode::TooLarge,
-                ..
-            })
-        ),
-        "{result:?}"
-    );
+    assert_refused_too_large(&result);
     assert_eq!(handled, 0);
     assert!(peak <= 2 << 20, "the provider held {peak} bytes");
+}
+
+#[test]
+fn a_reply_over_the_callers_limit_fails_the_call_typed() {
+    // Node 1 may answer with up to 64 MiB; node 2 takes 16.
+    let mut mesh = echo_mesh_with_one_large_limit(27, 1);
+    mesh.register(1, "svc.big", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let call = mesh.call(2, "svc.big", &b"17 MiB please"[..]);
+    let result = await_call(&mut mesh, call, |world, host, event| {
+        if let Event::Rpc(RpcEvent::Request { id, .. }) = event {
+            let answer = patterned(17 << 20);
+            world
+                .with_machine(host, |node, now| node.reply(now, *id, Ok(answer)))
+                .unwrap();
+        }
+    });
+    assert_refused_too_large(&result);
+    // The connection survives: a normal call still goes through.
+    let (_, result) = echo_call(&mut mesh, 2, "svc.echo", b"small");
+    assert_eq!(result, Ok(Bytes::from_static(b"echo:small")));
+    for host in &mesh.hosts {
+        assert_eq!(mesh.world.machine(*host).counters().protocol_errors, 0);
+    }
 }

@@ -22,6 +22,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use quinn_proto::{Connection, Dir, StreamId, VarInt};
 
+use super::messaging::STREAM_ABANDONED;
 use crate::collections::HashMap;
 use crate::dht::RequestId;
 use crate::id::NodeId;
@@ -362,8 +363,9 @@ impl Conn {
 
     /// Puts a frame through its stream's payload assembly: the message to
     /// handle, if there is one now. A refused payload of a peer's request is
-    /// answered here (ERROR, stream finished); one of our requests' answers
-    /// comes back as an ERROR `too large` for the request.
+    /// answered here (ERROR, stream finished) and its rest dropped as it
+    /// comes; a refused answer to one of our requests comes back as an
+    /// ERROR `too large` for the request, and the stream is stopped.
     fn assemble(
         &mut self,
         stream: StreamId,
@@ -409,6 +411,9 @@ impl Conn {
                     message: detail,
                 });
                 if ours {
+                    // The answer to our request is refused: read no more of it.
+                    self.assemblers.remove(&stream);
+                    let _ = self.quinn.recv_stream(stream).stop(STREAM_ABANDONED);
                     return Ok(Some(error));
                 }
                 let _ = self.send(stream, &error, true);
