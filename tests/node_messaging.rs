@@ -849,3 +849,43 @@ fn a_reply_over_the_callers_limit_fails_the_call_typed() {
         assert_eq!(mesh.world.machine(*host).counters().protocol_errors, 0);
     }
 }
+
+#[test]
+fn a_payload_of_exactly_the_limit_streams_and_a_second_one_without_room_is_refused_typed() {
+    let mut mesh = Mesh::new(3, 28, 0.0);
+    mesh.register(1, "svc.echo", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    // 16 MiB, the default limit, and 1 MiB at the same time: the provider's
+    // room for payloads being reassembled (the limit) holds the first only,
+    // so the second is refused `overloaded` before its handler runs.
+    let limit = 16 << 20;
+    let whole = mesh.call(2, "svc.echo", patterned(limit));
+    let second = mesh.call(2, "svc.echo", patterned(2 << 20));
+    let (mut results, mut handled) = (BTreeMap::new(), Vec::new());
+    let done = mesh.drive(TIMEOUT, |world, host, event| {
+        if let Event::Rpc(RpcEvent::Request { id, payload, .. }) = &event {
+            handled.push(payload.len());
+            let answer = Bytes::from_static(b"got it");
+            world
+                .with_machine(host, |node, now| node.reply(now, *id, Ok(answer)))
+                .unwrap();
+        }
+        if let Event::Rpc(RpcEvent::Completed { call, result }) = event {
+            results.insert(call, result);
+        }
+        results.len() == 2
+    });
+    assert!(done, "both calls ended: {results:?}");
+    assert_eq!(results[&whole], Ok(Bytes::from_static(b"got it")));
+    assert!(
+        matches!(
+            results[&second],
+            Err(RpcError::Overloaded {
+                provider: Some(_),
+                ..
+            })
+        ),
+        "{results:?}"
+    );
+    assert_eq!(handled, vec![limit]);
+}
