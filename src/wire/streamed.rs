@@ -52,7 +52,7 @@ impl Streamed {
             }) => (*request_id, payload),
             _ => return None,
         };
-        if message.to_vec(limits).is_ok() {
+        if message.encoded_len(limits).is_ok() {
             return None;
         }
         let first = payload.slice(..part_len(limits).min(payload.len()));
