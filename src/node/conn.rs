@@ -14,6 +14,14 @@
 //! bytes have room reserved — so two large payloads can never wait on each
 //! other. A connection holds at most `budget + payload_room` bytes plus one
 //! partial frame per stream.
+//!
+//! A payload that finds no room is refused at once (`overloaded` for a
+//! CALL, so the caller may try another provider; `too large` for a REPLY)
+//! and its bytes are read and dropped, rather than left waiting for room:
+//! unread bytes hold QUIC connection credit (10 MiB by default, 1.25 MiB
+//! per stream), and a few waiting payloads could starve the admitted one
+//! of the credit it needs to finish. Raising `max_buffered_per_connection`
+//! above `rpc.max_payload` makes room for several large payloads at once.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
