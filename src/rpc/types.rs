@@ -22,7 +22,10 @@ pub struct RpcConfig {
     pub seed: u64,
     /// How a provider is picked (default random).
     pub choice: ProviderChoice,
-    /// Largest call or reply payload (default 16 MiB).
+    /// Largest call or reply payload (default 16 MiB): larger ones are
+    /// refused [`RpcError::TooLarge`] before anything is sent. The Node
+    /// streams payloads over one frame (docs/PROTOCOL.md §8.3) and refuses
+    /// incoming ones over this limit on their declared length.
     pub max_payload: usize,
     /// How many providers a call's timeout is shared among (default 3):
     /// each attempt may take the call's timeout divided by this (or
