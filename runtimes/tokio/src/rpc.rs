@@ -5,7 +5,7 @@
 //!   procedure runs at most [`ProcedureOptions::max_concurrent`] at once
 //!   (default [`DEFAULT_MAX_CONCURRENT`]); a call past that is answered
 //!   `overloaded` without running the handler, so the caller moves on to
-//!   another provider or gets [`CallError::Overloaded`]. The node as a whole
+//!   another provider or gets `RpcError::Overloaded`. The node as a whole
 //!   also bounds the calls it handles (`NodeConfig::rpc.max_handlers`, 256
 //!   by default), with the same answer.
 //! - **Cancellation** reaches a handler through [`Request::cancelled`]: the
@@ -73,7 +73,7 @@ impl Default for ProcedureOptions {
 /// How a call is made ([`MaculaNode::call`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CallOptions {
-    /// The call ends with [`CallError::Timeout`] if no answer came by then,
+    /// The call ends with `RpcError::Timeout` if no answer came by then,
     /// provider lookup included. Default [`DEFAULT_CALL_TIMEOUT`].
     pub timeout: Duration,
     /// Never fail over once the request may have been delivered, even to a

@@ -13,7 +13,7 @@ use macula::rpc::RpcError;
 use macula::wire::ErrorCode;
 use macula_tokio::{
     CallError, CallOptions, HandlerError, MaculaConfig, MaculaNode, ProcedureOptions, Publication,
-    Request, Subscription,
+    RegisterError, Request, Subscription,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
@@ -374,4 +374,61 @@ async fn dropping_a_subscription_stops_delivery() {
         ["alerts.now"],
         "news.today was not delivered after the drop"
     );
+}
+
+#[tokio::test]
+async fn a_slow_subscription_drops_the_oldest_and_counts_them() {
+    let nodes = mesh(2).await;
+    let node = &nodes[1];
+    let mut slow = node.subscribe_with_capacity("ticks", 4).await.unwrap();
+    // Our own publications are delivered locally.
+    for i in 0..10u32 {
+        let payload = Bytes::from(i.to_be_bytes().to_vec());
+        node.publish("ticks", payload).await.unwrap();
+    }
+    // Every publication reached the node's routes before `stats` answered.
+    node.stats().await.unwrap();
+    let mut kept = Vec::new();
+    while let Ok(Some(publication)) = timeout(Duration::from_millis(200), slow.recv()).await {
+        kept.push(u32::from_be_bytes(
+            publication.payload[..].try_into().unwrap(),
+        ));
+    }
+    assert_eq!(kept, [6, 7, 8, 9], "the newest are kept");
+    assert_eq!(slow.dropped(), 6);
+}
+
+#[tokio::test]
+async fn an_unregistered_procedure_is_no_longer_served() {
+    let nodes = mesh(4).await;
+    let serving = nodes[1]
+        .register("svc.once", ProcedureOptions::default(), echo)
+        .await
+        .unwrap();
+    let again = nodes[1].register("svc.once", ProcedureOptions::default(), echo);
+    assert!(
+        matches!(again.await, Err(RegisterError::AlreadyRegistered(ref p)) if p == "svc.once"),
+        "one registration per procedure and node"
+    );
+    visible(&nodes[0], RecordKind::Rpc, "svc.once", 1).await;
+    assert_eq!(
+        call(&nodes[2], "svc.once", b"a").await,
+        Ok(Bytes::from_static(b"echo:a"))
+    );
+    serving.unregister().await;
+    // The record may linger in the DHT; the provider refuses the call
+    // before running anything, and the caller has nobody else to try.
+    let refused = call(&nodes[3], "svc.once", b"b").await;
+    assert!(
+        matches!(
+            refused,
+            Err(CallError::Rpc(RpcError::NoProvider { tried: 1, .. }))
+        ),
+        "{refused:?}"
+    );
+    // The name is free again.
+    let _back = nodes[1]
+        .register("svc.once", ProcedureOptions::default(), echo)
+        .await
+        .unwrap();
 }
