@@ -20,7 +20,9 @@
 //!   (its record says so, [`ProviderFlags`]) and the caller did not ask for
 //!   [`CallOptions::at_most_once`]; otherwise it ends with [`RpcError::Lost`].
 //!   Other ERROR codes are final: `refused` becomes [`RpcError::Refused`],
-//!   the rest (unknown codes included) [`RpcError::Remote`].
+//!   `timeout` (the provider's copy of the call's deadline passed)
+//!   [`RpcError::Timeout`], the rest (unknown codes included)
+//!   [`RpcError::Remote`].
 //!   A CALL the Node never wrote ([`Rpc::handle_sent`] not called) counts
 //!   as not delivered.
 //! - **Attempt windows.** Each attempt has a window (the call's timeout
