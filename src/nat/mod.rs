@@ -5,4 +5,5 @@
 //! classification of mapping behaviour from their answers. Discovery of filtering and port
 //! allocation, and hole-punch coordination, build on it.
 
+pub mod punch;
 pub mod stun;

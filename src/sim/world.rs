@@ -263,6 +263,11 @@ where
         &self.nats[nat.0].nat
     }
 
+    /// Every NAT box, in the order they were added.
+    pub fn nats(&self) -> impl Iterator<Item = &Nat> + '_ {
+        self.nats.iter().map(|b| &b.nat)
+    }
+
     /// The time the world started.
     pub fn start(&self) -> Instant {
         self.start
