@@ -9,6 +9,7 @@ use super::dht::{
 };
 use super::field::{Bound, Ctx, Field, Reader};
 use super::header::{HEADER_LEN, Header};
+use super::nat::{PunchAnswer, PunchOffer, PunchResult, PunchSync};
 use super::pubsub::{Publish, Subscribe, Unsubscribe};
 use super::rpc::{Call, Cancel, ErrorReply, Reply};
 use super::{DecodeError, EncodeError, Limits, OverLimit};
@@ -133,6 +134,14 @@ messages! {
     StoreBatch = 0x46 "STORE_BATCH",
     /// STORE_BATCH_ACK: one outcome per record.
     StoreBatchAck = 0x47 "STORE_BATCH_ACK",
+    /// PUNCH_OFFER: the opener's candidates and session tag.
+    PunchOffer = 0x60 "PUNCH_OFFER",
+    /// PUNCH_ANSWER: the follower's candidates.
+    PunchAnswer = 0x61 "PUNCH_ANSWER",
+    /// PUNCH_SYNC: the agreed start.
+    PunchSync = 0x62 "PUNCH_SYNC",
+    /// PUNCH_RESULT: how the punch ended for the sender.
+    PunchResult = 0x63 "PUNCH_RESULT",
 }
 
 impl Message {
@@ -156,7 +165,11 @@ impl Message {
             | Message::Store(Store { request_id, .. })
             | Message::StoreAck(StoreAck { request_id, .. })
             | Message::StoreBatch(StoreBatch { request_id, .. })
-            | Message::StoreBatchAck(StoreBatchAck { request_id, .. }) => Some(*request_id),
+            | Message::StoreBatchAck(StoreBatchAck { request_id, .. })
+            | Message::PunchOffer(PunchOffer { request_id, .. })
+            | Message::PunchAnswer(PunchAnswer { request_id, .. })
+            | Message::PunchSync(PunchSync { request_id, .. })
+            | Message::PunchResult(PunchResult { request_id, .. }) => Some(*request_id),
         }
     }
 

@@ -22,6 +22,7 @@ pub(crate) mod field;
 mod header;
 mod limits;
 mod message;
+mod nat;
 mod pubsub;
 mod rpc;
 mod stream;
@@ -35,6 +36,10 @@ pub use error::{DecodeError, EncodeError, OverLimit, Reaction};
 pub use header::{HEADER_LEN, Header};
 pub use limits::Limits;
 pub use message::{Decoded, Message, MessageType, decode, decode_shared};
+pub use nat::{
+    AllocationCode, CandidateType, FilteringCode, MappingCode, NatInfo, PunchAnswer, PunchOffer,
+    PunchOutcome, PunchResult, PunchSync, WireCandidate,
+};
 pub use pubsub::{Publish, Subscribe, Unsubscribe};
 pub use rpc::{Call, Cancel, ErrorReply, Reply};
 pub use stream::FrameReader;
