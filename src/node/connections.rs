@@ -180,6 +180,12 @@ impl Node {
     }
 
     pub(super) fn read_stream(&mut self, now: Instant, handle: ConnectionHandle, stream: StreamId) {
+        if let Some(&role) = self.circuit_streams.get(&(handle, stream)) {
+            // Circuit frames are forwarded or handed to quinn as they come,
+            // so they never wait in our buffers.
+            self.read_circuit_stream(now, handle, stream, role);
+            return;
+        }
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -302,6 +308,7 @@ impl Node {
         }
         let direction = conn.direction;
         let remote = conn.remote;
+        let remote_virtual = conn.virtual_addr;
         conn.hello = Some(hello);
         conn.phase = Phase::Ready;
         if direction == Direction::Inbound {
@@ -323,8 +330,15 @@ impl Node {
         if let Some(rtt) = rtt {
             self.dht.handle_rtt(now, peer, rtt);
         }
-        self.out
-            .push_back(Output::Event(Event::Connected { peer, direction }));
+        let path = self.path_kind(&remote_virtual);
+        if path == PathKind::Relayed {
+            self.relay_counters.relayed_connections += 1;
+        }
+        self.out.push_back(Output::Event(Event::Connected {
+            peer,
+            direction,
+            path,
+        }));
         self.pubsub.handle_connected(now, peer);
         self.accept_streams(now, handle);
     }
@@ -344,6 +358,9 @@ impl Node {
         stream: StreamId,
         message: Message,
     ) {
+        let Some(message) = self.relay_frame(now, handle, stream, message) else {
+            return;
+        };
         let Some(message) = self.messaging_frame(now, handle, stream, message) else {
             return;
         };
@@ -520,6 +537,7 @@ impl Node {
         }
         self.serving.retain(|_, serving| serving.conn != handle);
         self.release_messaging(now, handle, peer);
+        self.relay_connection_gone(now, handle);
         if let (Some(peer), Some(pool_id)) = (peer, pool_id) {
             self.by_pool_id.remove(&pool_id);
             if ready {

@@ -30,6 +30,8 @@ pub mod dht_wire;
 mod messaging;
 mod peers;
 mod publish_streams;
+mod relay_client;
+mod relay_server;
 mod requests;
 mod rpc_streams;
 
@@ -45,18 +47,22 @@ use quinn_proto::{
 pub use config::NodeConfig;
 use conn::{Ask, Blocked, Conn, Phase, StreamTrouble};
 pub use peers::{PeersFileError, load_peers, save_peers};
+pub use relay_client::{CircuitLoss, RelayEvent};
+use relay_client::{CircuitRole, RelayClient};
+use relay_server::RelayServer;
 
 use crate::collections::HashMap;
 use crate::contract::{Datagram, Input, Machine, Output, Transmit};
 use crate::demux::{DatagramClass, classify};
 use crate::dht::{self, Dht, DhtEvent, DhtOutput, Failure, Mode, RequestId};
 use crate::id::{Identity, NodeId, RecordKey};
-use crate::path::{PathTable, RealPath};
+use crate::path::{PathKind, PathTable, RealPath};
 use crate::pool::{
     Acquired, Action, CloseReason, ConnId, Direction, Lease, Pool, PoolError, WaitId,
 };
 use crate::pubsub::{PubSub, PubSubEvent};
 use crate::quic::{QuicConfigError, QuicConfigs};
+use crate::relay::RelayCounters;
 use crate::rpc::{Rpc, RpcEvent};
 use crate::tls::{self, NodeTls, TlsError, WallClock};
 use crate::wire::{self, Capabilities, DisconnectReason, Message};
@@ -97,6 +103,13 @@ pub enum CloseCause {
     },
     /// The handshake or the transport failed (TLS rejection, timeout, ...).
     Transport(String),
+    /// The connection ran over a relay circuit that closed.
+    CircuitClosed {
+        /// The relay.
+        relay: NodeId,
+        /// Why the circuit closed.
+        loss: CircuitLoss,
+    },
 }
 
 /// What the node tells its application.
@@ -108,6 +121,8 @@ pub enum Event {
         peer: NodeId,
         /// Who dialed.
         direction: Direction,
+        /// Whether its packets go direct or through a relay circuit.
+        path: PathKind,
     },
     /// A connection ended.
     Disconnected {
@@ -125,6 +140,8 @@ pub enum Event {
     Rpc(RpcEvent),
     /// A message on a topic we subscribe to.
     PubSub(PubSubEvent),
+    /// A reservation or circuit of ours changed.
+    Relay(RelayEvent),
 }
 
 /// Plain counters of what the node saw, for tests and metrics.
@@ -173,6 +190,10 @@ pub struct Node {
     rpc: Rpc,
     pubsub: PubSub,
     messaging: messaging::Messaging,
+    relay_server: RelayServer,
+    relay_client: RelayClient,
+    circuit_streams: HashMap<(ConnectionHandle, StreamId), CircuitRole>,
+    relay_counters: RelayCounters,
     conns: HashMap<ConnectionHandle, Conn>,
     by_pool_id: HashMap<ConnId, ConnectionHandle>,
     waiting: HashMap<WaitId, Waiting>,
@@ -232,6 +253,10 @@ impl Node {
             rpc,
             pubsub,
             messaging: messaging::Messaging::default(),
+            relay_server: RelayServer::default(),
+            relay_client: RelayClient::default(),
+            circuit_streams: HashMap::default(),
+            relay_counters: RelayCounters::default(),
             conns: HashMap::default(),
             by_pool_id: HashMap::default(),
             waiting: HashMap::default(),
@@ -374,9 +399,14 @@ impl Node {
             .flat_map(|c| [c.quinn.poll_timeout(), c.next_deadline()]);
         let conns: Option<Instant> = conns.flatten().min();
         let messaging = [self.rpc.poll_timeout(), self.pubsub.poll_timeout()];
+        let relay = [
+            self.relay_server.next_deadline(&self.config.relay),
+            self.relay_client.next_deadline(),
+        ];
         [conns, self.pool.poll_timeout(), self.dht.poll_timeout()]
             .into_iter()
             .chain(messaging)
+            .chain(relay)
             .flatten()
             .min()
     }
@@ -401,6 +431,8 @@ impl Machine for Node {
                 self.dht.handle_timeout(now, unix_ms);
                 self.rpc.handle_timeout(now);
                 self.pubsub.handle_timeout(now);
+                self.relay_server_timeout(now);
+                self.relay_client_timeout(now);
             }
             Input::LocalAddressChanged { .. } => {}
         }

@@ -24,6 +24,7 @@ mod limits;
 mod message;
 mod nat;
 mod pubsub;
+mod relay;
 mod rpc;
 mod stream;
 mod types;
@@ -41,6 +42,10 @@ pub use nat::{
     PunchOutcome, PunchResult, PunchSync, WireCandidate,
 };
 pub use pubsub::{Publish, Subscribe, Unsubscribe};
+pub use relay::{
+    CircuitIncoming, CircuitOpen, CircuitStatus, RelayRelease, RelayReserve, RelayReserveStatus,
+    RelayStatus,
+};
 pub use rpc::{Call, Cancel, ErrorReply, Reply};
 pub use stream::FrameReader;
 pub use types::{Capabilities, Contact, DisconnectReason, ErrorCode, StoreStatus};
