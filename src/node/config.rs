@@ -13,6 +13,8 @@ use crate::rpc::RpcConfig;
 use crate::tls::PeerVerification;
 use crate::wire::{self, Limits};
 
+use super::UpgradeConfig;
+
 /// Everything a [`Node`](super::Node) can be told at start.
 ///
 /// | setting | default |
@@ -23,6 +25,7 @@ use crate::wire::{self, Limits};
 /// | rpc | [`RpcConfig::new`]: 16 MiB payloads, 1024 calls open, 256 handled |
 /// | pubsub | [`PubSubConfig::new`]: 1024 messages queued per subscriber, window 64 |
 /// | relay | [`RelayConfig::default`]: relaying on, 256 circuits, 1 MiB/s per node |
+/// | upgrade | [`UpgradeConfig::default`]: the dialer of a relayed connection punches; liveness probes every ≥ 100 ms, dead after 4 missed; retry after 60 s |
 /// | limits | [`Limits::default`]: 1 MiB frames |
 /// | verification | [`PeerVerification::Identity`] |
 /// | request_timeout | 10 s (a stream whose answer never comes is reset) |
@@ -47,6 +50,8 @@ pub struct NodeConfig {
     pub pubsub: PubSubConfig,
     /// What this node does as a relay, and its limits.
     pub relay: RelayConfig,
+    /// Relay → direct upgrades (hole punching) of relayed connections.
+    pub upgrade: UpgradeConfig,
     /// Frame and field size limits.
     pub limits: Limits,
     /// Addresses announced to peers in CONNECT (where others can dial us).
@@ -76,6 +81,7 @@ impl NodeConfig {
             rpc: RpcConfig::new(realm.clone(), 0),
             pubsub: PubSubConfig::new(realm, NodeId::from_bytes([0; 32]), 0),
             relay: RelayConfig::default(),
+            upgrade: UpgradeConfig::default(),
             limits: Limits::default(),
             listen_addrs: Vec::new(),
             request_timeout: Duration::from_secs(10),

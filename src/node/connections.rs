@@ -270,6 +270,13 @@ impl Node {
                     );
                 }
             }
+            (
+                Phase::Ready,
+                message @ (Message::PunchOffer(_)
+                | Message::PunchAnswer(_)
+                | Message::PunchSync(_)
+                | Message::PunchResult(_)),
+            ) => self.on_punch_frame(now, handle, message),
             (_, Message::Disconnect(bye)) => {
                 conn.phase = Phase::Closing;
                 let code = VarInt::from_u32(u32::from(bye.reason.code()));
@@ -341,6 +348,7 @@ impl Node {
         }));
         self.pubsub.handle_connected(now, peer);
         self.accept_streams(now, handle);
+        self.upgrade_on_ready(now, handle);
     }
 
     pub(super) fn attach_pool_id(&mut self, handle: ConnectionHandle, pool_id: ConnId) {
@@ -553,6 +561,7 @@ impl Node {
         let Some(conn) = self.conns.remove(&handle) else {
             return;
         };
+        self.upgrade_forget(handle);
         let shared = self
             .conns
             .values()

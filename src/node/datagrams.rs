@@ -13,7 +13,11 @@ impl Node {
                 let virtual_addr = self.paths.virtual_for(path);
                 self.handle_quic(now, virtual_addr, datagram.remote, &datagram.payload);
             }
-            DatagramClass::Stun => self.counters.stun_dropped += 1,
+            DatagramClass::Stun => {
+                if !self.upgrade_stun(now, &datagram) {
+                    self.counters.stun_dropped += 1;
+                }
+            }
             DatagramClass::Unknown => self.counters.unknown_dropped += 1,
         }
     }

@@ -34,6 +34,7 @@ mod relay_client;
 mod relay_server;
 mod requests;
 mod rpc_streams;
+mod upgrade;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -50,6 +51,7 @@ pub use peers::{PeersFileError, load_peers, save_peers};
 pub use relay_client::{CircuitLoss, RelayEvent};
 use relay_client::{CircuitRole, RelayClient};
 use relay_server::RelayServer;
+pub use upgrade::{MAX_TIMES, PairCounts, PathChange, UpgradeConfig, UpgradeCounters};
 
 use crate::collections::HashMap;
 use crate::contract::{Datagram, Input, Machine, Output, Transmit};
@@ -142,6 +144,15 @@ pub enum Event {
     PubSub(PubSubEvent),
     /// A reservation or circuit of ours changed.
     Relay(RelayEvent),
+    /// A connection's packets moved between a relay circuit and a direct path.
+    PathChanged {
+        /// The peer.
+        peer: NodeId,
+        /// Where they go now.
+        path: PathKind,
+        /// Why.
+        reason: PathChange,
+    },
 }
 
 /// Plain counters of what the node saw, for tests and metrics.
@@ -192,6 +203,7 @@ pub struct Node {
     messaging: messaging::Messaging,
     relay_server: RelayServer,
     relay_client: RelayClient,
+    upgrades: upgrade::Upgrades,
     circuit_streams: HashMap<(ConnectionHandle, StreamId), CircuitRole>,
     relay_counters: RelayCounters,
     conns: HashMap<ConnectionHandle, Conn>,
@@ -238,6 +250,7 @@ impl Node {
         config.pubsub.first_epoch = unix_ms.saturating_mul(1000);
         let rpc = Rpc::new(config.rpc.clone());
         let pubsub = PubSub::new(config.pubsub.clone());
+        let upgrades = upgrade::Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
         Ok(Self {
             identity,
             local,
@@ -255,6 +268,7 @@ impl Node {
             messaging: messaging::Messaging::default(),
             relay_server: RelayServer::default(),
             relay_client: RelayClient::default(),
+            upgrades,
             circuit_streams: HashMap::default(),
             relay_counters: RelayCounters::default(),
             conns: HashMap::default(),
@@ -382,6 +396,7 @@ impl Node {
             busy |= self.drive_pool(now);
             busy |= self.drive_dht(now);
             busy |= self.drive_messaging(now);
+            busy |= self.drive_upgrades(now);
             if !busy {
                 break;
             }
@@ -402,6 +417,7 @@ impl Node {
         let relay = [
             self.relay_server.next_deadline(&self.config.relay),
             self.relay_client.next_deadline(),
+            self.upgrades.poll_timeout(),
         ];
         [conns, self.pool.poll_timeout(), self.dht.poll_timeout()]
             .into_iter()
@@ -433,6 +449,7 @@ impl Machine for Node {
                 self.pubsub.handle_timeout(now);
                 self.relay_server_timeout(now);
                 self.relay_client_timeout(now);
+                self.upgrade_timeout(now);
             }
             Input::LocalAddressChanged { .. } => {}
         }
