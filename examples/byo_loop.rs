@@ -172,7 +172,10 @@ impl Log {
                 println!("{at:7.1} ms {name}: {}", describe(&event));
                 self.dht.push((name, event));
             }
-            other @ (Event::Rpc(_) | Event::PubSub(_) | Event::Relay(_)) => {
+            other @ (Event::Rpc(_)
+            | Event::PubSub(_)
+            | Event::Relay(_)
+            | Event::PathChanged { .. }) => {
                 println!("{at:7.1} ms {name}: {other:?}");
             }
         }

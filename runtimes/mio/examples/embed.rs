@@ -161,7 +161,8 @@ fn report_for(i: usize, event: Event) -> Option<Report> {
             println!("node {i}: {other:?}");
             None
         }
-        other @ (Event::Rpc(_) | Event::PubSub(_) | Event::Relay(_)) => {
+        other
+        @ (Event::Rpc(_) | Event::PubSub(_) | Event::Relay(_) | Event::PathChanged { .. }) => {
             println!("node {i}: {other:?}");
             None
         }

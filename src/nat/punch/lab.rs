@@ -28,7 +28,7 @@ use crate::nat::stun::{
     MappingBehaviour, Observation, PortAllocation, Responder, ResponderConfig, classify_mapping,
     classify_port_allocation,
 };
-use crate::sim::{Behavior, HostId, Link, NatConfig, NatEvent, NetId, World};
+use crate::sim::{Behavior, HostId, Link, NatConfig, NatEvent, NatId, NetId, World};
 use crate::{Datagram, Input, Machine, Output};
 
 /// The NAT in front of one side.
@@ -123,7 +123,7 @@ impl NatKind {
     }
 
     /// The simulator's NAT for this kind (the outer one for the double NAT).
-    fn config(self) -> Option<NatConfig> {
+    pub(super) fn config(self) -> Option<NatConfig> {
         let symmetric = NatConfig::symmetric();
         Some(match self {
             NatKind::Open => return None,
@@ -178,7 +178,7 @@ impl Pairing {
         }
     }
 
-    fn classes(self) -> (NatClass, NatClass) {
+    pub(super) fn classes(self) -> (NatClass, NatClass) {
         match self {
             Pairing::Separate(a, b) => (a.class(), b.class()),
             Pairing::SharedNat => {
@@ -248,6 +248,79 @@ pub fn run_pair(pairing: Pairing, config: &LabConfig) -> PairReport {
     lab.report()
 }
 
+/// Where a pairing's two sides ended up in a world.
+pub struct Topology {
+    /// The two hosts (side A, side B).
+    pub sides: [HostId; 2],
+    /// Each side's NATs, innermost first (none for an open host).
+    pub nats: [Vec<NatId>; 2],
+    /// The two IPs whose route carries the sides' direct path (their outermost public
+    /// addresses, or their LAN addresses behind a shared NAT).
+    pub direct_route: (IpAddr, IpAddr),
+}
+
+/// Adds one side's host: `(world, network, address, link, side index)` → its id.
+pub type MakeHost<'a, M> = dyn FnMut(&mut World<M>, NetId, SocketAddr, Link, u8) -> HostId + 'a;
+
+/// Builds `pairing`'s NATs in `world` (each attached to the internet through `wan`) and
+/// adds each side's host with `make(world, network, address, link, side index)`. Hosts
+/// listen on port 5000; side *i*'s public address is 198.51.100.(10 + *i*).
+pub fn build<M: Machine>(
+    world: &mut World<M>,
+    pairing: Pairing,
+    wan: Link,
+    make: &mut MakeHost<'_, M>,
+) -> Topology
+where
+    M::Event: std::fmt::Debug,
+{
+    let internet = world.internet();
+    let host = |i: u8| SocketAddr::from(([10, i, 0, 2], 5000));
+    let public = |i: u8| IpAddr::from([198, 51, 100, 10 + i]);
+    if pairing == Pairing::SharedNat {
+        let (nat, lan) = world.add_nat(internet, public(0), wan, NatConfig::linux_masquerade());
+        let b_addr = SocketAddr::from(([10, 0, 0, 3], 5000));
+        let a = make(world, lan, host(0), Link::default(), 0);
+        let b = make(world, lan, b_addr, Link::default(), 1);
+        let route = (host(0).ip(), b_addr.ip());
+        return Topology {
+            sides: [a, b],
+            nats: [vec![nat], vec![nat]],
+            direct_route: route,
+        };
+    }
+    let Pairing::Separate(ka, kb) = pairing else {
+        unreachable!("the shared NAT returned above")
+    };
+    let mut side = |world: &mut World<M>, kind: NatKind, i: u8| match (kind, kind.config()) {
+        (_, None) => (
+            make(world, internet, SocketAddr::new(public(i), 5000), wan, i),
+            vec![],
+        ),
+        (NatKind::CarrierGradeDouble, Some(carrier)) => {
+            let (outer, cgn) = world.add_nat(internet, public(i), wan, carrier);
+            let home_ip = IpAddr::from([100, 64, i, 2]);
+            let home = NatConfig::port_restricted_cone();
+            let (inner, lan) = world.add_nat(cgn, home_ip, Link::default().hops(1), home);
+            (
+                make(world, lan, host(i), Link::default(), i),
+                vec![inner, outer],
+            )
+        }
+        (_, Some(nat)) => {
+            let (id, lan) = world.add_nat(internet, public(i), wan, nat);
+            (make(world, lan, host(i), Link::default(), i), vec![id])
+        }
+    };
+    let (a, nats_a) = side(world, ka, 0);
+    let (b, nats_b) = side(world, kb, 1);
+    Topology {
+        sides: [a, b],
+        nats: [nats_a, nats_b],
+        direct_route: (public(0), public(1)),
+    }
+}
+
 /// The reflectors: two ports on one IP, a third on another IP.
 const REFLECTORS: [&str; 3] = ["203.0.113.1:3478", "203.0.113.1:3479", "203.0.113.2:3478"];
 
@@ -274,55 +347,13 @@ impl Lab {
             let responder = Responder::new(ResponderConfig::default());
             world.add_host(internet, r, wan, LabHost::Reflector(Box::new(responder)));
         }
-        let peer =
+        let mut make =
             |world: &mut World<LabHost>, net: NetId, addr: SocketAddr, link: Link, seed: u8| {
                 let now = world.now();
-                world.add_host(
-                    net,
-                    addr,
-                    link,
-                    LabHost::Peer(Box::new(Peer::new(now, addr, &reflectors, seed))),
-                )
+                let peer = Peer::new(now, addr, &reflectors, seed);
+                world.add_host(net, addr, link, LabHost::Peer(Box::new(peer)))
             };
-        let host = |i: u8| SocketAddr::from(([10, i, 0, 2], 5000));
-        let public = |i: u8| IpAddr::from([198, 51, 100, 10 + i]);
-        let sides = match pairing {
-            Pairing::SharedNat => {
-                let (_, lan) =
-                    world.add_nat(internet, public(0), wan, NatConfig::linux_masquerade());
-                let a = peer(&mut world, lan, host(0), Link::default(), 0);
-                let b = peer(
-                    &mut world,
-                    lan,
-                    SocketAddr::from(([10, 0, 0, 3], 5000)),
-                    Link::default(),
-                    1,
-                );
-                [a, b]
-            }
-            Pairing::Separate(ka, kb) => {
-                let side = |world: &mut World<LabHost>, kind: NatKind, i: u8| match (
-                    kind,
-                    kind.config(),
-                ) {
-                    (_, None) => peer(world, internet, SocketAddr::new(public(i), 5000), wan, i),
-                    (NatKind::CarrierGradeDouble, Some(carrier)) => {
-                        let (_, cgn) = world.add_nat(internet, public(i), wan, carrier);
-                        let home_ip = IpAddr::from([100, 64, i, 2]);
-                        let home = NatConfig::port_restricted_cone();
-                        let (_, lan) = world.add_nat(cgn, home_ip, Link::default().hops(1), home);
-                        peer(world, lan, host(i), Link::default(), i)
-                    }
-                    (_, Some(nat)) => {
-                        let (_, lan) = world.add_nat(internet, public(i), wan, nat);
-                        peer(world, lan, host(i), Link::default(), i)
-                    }
-                };
-                let a = side(&mut world, ka, 0);
-                let b = side(&mut world, kb, 1);
-                [a, b]
-            }
-        };
+        let sides = build(&mut world, pairing, wan, &mut make).sides;
         Self {
             world,
             config: config.clone(),

@@ -56,6 +56,8 @@ mod config;
 #[cfg(feature = "sim")]
 pub mod lab;
 mod machine;
+#[cfg(feature = "sim")]
+pub mod node_lab;
 pub mod oracle;
 
 pub use candidate::{Candidate, CandidateKind, PREDICTED_PORTS, ordered, predict};
