@@ -38,6 +38,8 @@ pub struct NodeLabConfig {
     pub call_gap: Duration,
     /// How long calls run before the direct route is cut, and again after.
     pub phase: Duration,
+    /// The nodes' [`UpgradeConfig::retry_after`](crate::node::UpgradeConfig::retry_after).
+    pub retry_after: Duration,
 }
 
 impl Default for NodeLabConfig {
@@ -48,6 +50,7 @@ impl Default for NodeLabConfig {
             link_loss: 0.0101,
             call_gap: Duration::from_millis(20),
             phase: Duration::from_secs(4),
+            retry_after: Duration::from_secs(60),
         }
     }
 }
@@ -81,6 +84,7 @@ pub struct NodePairReport {
 /// Runs one pairing (see the module docs).
 pub fn run_node_pair(pairing: Pairing, config: &NodeLabConfig) -> NodePairReport {
     let mut lab = NodeLab::new(pairing, config);
+    let phase = config.phase;
     let mut report = NodePairReport {
         pairing,
         possible: pairing.possible(),
@@ -97,7 +101,7 @@ pub fn run_node_pair(pairing: Pairing, config: &NodeLabConfig) -> NodePairReport
         return report;
     };
     report.connected = true;
-    lab.calls_for(config.phase);
+    lab.calls_for(phase);
     let direct: Vec<Instant> = (lab.changes.iter())
         .filter(|c| c.1 == PathKind::Direct)
         .map(|c| c.0)
@@ -127,10 +131,13 @@ pub fn run_node_pair(pairing: Pairing, config: &NodeLabConfig) -> NodePairReport
 }
 
 /// A path change seen: when, where to, why.
-type Change = (Instant, PathKind, PathChange);
+pub type Change = (Instant, PathKind, PathChange);
 
-struct NodeLab {
-    world: World<Node>,
+/// A relay and two nodes behind a pairing's NATs, driven step by step (see the module
+/// docs); [`run_node_pair`] runs the standard scenario on it.
+pub struct NodeLab {
+    /// The world, to inspect or change.
+    pub world: World<Node>,
     relay: HostId,
     sides: [HostId; 2],
     nats: [Vec<NatId>; 2],
@@ -150,8 +157,9 @@ struct Progress {
 }
 
 impl NodeLab {
+    /// Builds the world; nothing runs yet.
     #[allow(clippy::disallowed_methods)] // the world's one clock reading
-    fn new(pairing: Pairing, config: &NodeLabConfig) -> Self {
+    pub fn new(pairing: Pairing, config: &NodeLabConfig) -> Self {
         let start = Instant::now();
         let mut world = World::new(config.seed, start);
         let internet = world.internet();
@@ -159,15 +167,14 @@ impl NodeLab {
             .hops(2)
             .loss(config.link_loss);
         let relay_addr = SocketAddr::from(([203, 0, 113, 1], 4433));
-        let seed = config.seed;
         let relay = world.add_host(
             internet,
             relay_addr,
             wan,
-            node(1, relay_addr, seed, start, false),
+            node(1, relay_addr, config, start, false),
         );
         let mut make = |world: &mut World<Node>, net, addr, link, i: u8| {
-            world.add_host(net, addr, link, node(2 + i, addr, seed, start, true))
+            world.add_host(net, addr, link, node(2 + i, addr, config, start, true))
         };
         let topology = build(&mut world, pairing, wan, &mut make);
         let kinds = match pairing {
@@ -189,9 +196,10 @@ impl NodeLab {
         }
     }
 
-    /// Bootstrap, reserve, learn candidates, register, dial through the relay; the time
-    /// the relayed connection was up at both sides.
-    fn connect(&mut self) -> Option<Instant> {
+    /// Bootstraps and reserves both nodes on the relay, gives them their candidates, has B
+    /// register the echo procedure and A dial B through the relay; the time the relayed
+    /// connection was up at both sides, `None` if any step failed.
+    pub fn connect(&mut self) -> Option<Instant> {
         let relay = self.world.machine(self.relay).contact();
         for host in self.sides {
             let seeds = vec![relay.clone()];
@@ -305,8 +313,32 @@ impl NodeLab {
         done
     }
 
-    /// A calls B's echo every gap for `span`.
-    fn calls_for(&mut self, span: Duration) {
+    /// The path changes seen so far at either side.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// The two nodes' hosts (A, B).
+    pub fn sides(&self) -> [HostId; 2] {
+        self.sides
+    }
+
+    /// Cuts (or restores) the route of the sides' direct path.
+    pub fn cut(&mut self, cut: bool) {
+        let (x, y) = self.topology_route;
+        self.world.cut(x, y, cut);
+    }
+
+    /// Waits (at most 40 s) for every call to end; (calls issued, calls lost: failed or
+    /// unanswered or answered with another number).
+    pub fn finish(&mut self) -> (usize, usize) {
+        let issued = self.issued.len();
+        self.run(Duration::from_secs(40), |l| l.answered + l.failed >= issued);
+        (issued, issued - self.answered)
+    }
+
+    /// A calls B's echo with the next number every gap for `span`.
+    pub fn calls_for(&mut self, span: Duration) {
         let until = self.world.now() + span;
         while self.world.now() < until {
             let n = self.issued.len() as u64;
@@ -327,7 +359,8 @@ impl NodeLab {
         }
     }
 
-    fn forwarded(&self) -> u64 {
+    /// Bytes the relay forwarded so far.
+    pub fn forwarded(&self) -> u64 {
         self.world
             .machine(self.relay)
             .relay_counters()
@@ -335,13 +368,15 @@ impl NodeLab {
     }
 }
 
-fn node(i: u8, addr: SocketAddr, seed: u64, start: Instant, private: bool) -> Node {
+fn node(i: u8, addr: SocketAddr, lab: &NodeLabConfig, start: Instant, private: bool) -> Node {
     let realm = Realm::new("io.macula.natlab").unwrap_or_else(|_| unreachable!("a valid realm"));
     let mut config = NodeConfig::new(realm);
     config.listen_addrs = vec![addr];
     if private {
         config.dht.mode = Mode::Client;
     }
+    config.upgrade.retry_after = lab.retry_after;
+    let seed = lab.seed;
     let identity = Identity::from_seed([i; 32]);
     let Ok(node) = Node::new(
         config,
