@@ -101,6 +101,10 @@ pub struct UpgradeCounters {
     pub upgrade_times: VecDeque<Duration>,
 }
 
+/// How long the opener waits for PUNCH_ANSWER before it gives the punch up (and retries
+/// after [`UpgradeConfig::retry_after`]).
+pub const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How many upgrade times [`UpgradeCounters`] keeps.
 pub const MAX_TIMES: usize = 1024;
 
@@ -182,7 +186,8 @@ impl Upgrades {
                         .map_or(live.poll_timeout(), |t| t.min(live.poll_timeout())),
                 ),
                 Stage::Relayed(retry) => *retry,
-                Stage::Offered(_) | Stage::Answered(_) => None,
+                Stage::Offered(at) => at.checked_add(OFFER_TIMEOUT),
+                Stage::Answered(_) => None,
             })
             .min()
     }
@@ -302,6 +307,12 @@ impl Node {
     }
 
     fn on_offer(&mut self, now: Instant, handle: ConnectionHandle, offer: PunchOffer) {
+        // The opener offers again only once its direct path is gone: so is ours.
+        let direct = (self.upgrades.sessions.get(&handle))
+            .is_some_and(|s| matches!(s.stage, Stage::Direct(..)));
+        if direct {
+            self.fall_back(now, handle);
+        }
         let Some(conn) = self.conns.get(&handle) else {
             return;
         };
@@ -452,6 +463,10 @@ impl Node {
                     live.handle_timeout(now);
                 }
                 Stage::Relayed(Some(at)) if *at <= now => retries.push(*handle),
+                Stage::Offered(at) if now.saturating_duration_since(*at) >= OFFER_TIMEOUT => {
+                    let retry = now.checked_add(self.upgrades.config.retry_after);
+                    s.stage = Stage::Relayed(retry);
+                }
                 _ => {}
             }
         }
