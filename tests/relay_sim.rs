@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use macula::dht::{DhtEvent, Mode};
 use macula::id::{Identity, NodeId, Realm};
-use macula::node::{Event, Node, NodeConfig, RelayEvent};
+use macula::node::{CircuitLoss, CloseCause, Event, Node, NodeConfig, RelayEvent};
 use macula::path::PathKind;
+use macula::relay::RelayCounters;
 use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcError, RpcEvent};
 use macula::sim::{HostId, Link, NatConfig, World};
+use macula::wire::RelayStatus;
 
 const UNIX_MS: u64 = 1_795_478_400_000;
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -102,6 +104,29 @@ impl Trio {
         self.world.drive(within, react)
     }
 
+    /// Runs for at most `within`, answering every RPC request with an echo
+    /// and keeping every event, until `until` says so; the events and
+    /// whether `until` was met.
+    fn run(
+        &mut self,
+        within: Duration,
+        mut until: impl FnMut(HostId, &Event) -> bool,
+    ) -> (Vec<(HostId, Event)>, bool) {
+        let mut seen = Vec::new();
+        let met = self.drive(within, |world, host, event| {
+            if let Event::Rpc(RpcEvent::Request { id, payload, .. }) = &event {
+                let answer = Bytes::from([b"echo:".as_slice(), payload].concat());
+                world
+                    .with_machine(host, |node, now| node.reply(now, *id, Ok(answer)))
+                    .unwrap();
+            }
+            let stop = until(host, &event);
+            seen.push((host, event));
+            stop
+        });
+        (seen, met)
+    }
+
     /// A and B bootstrap through R and reserve on it.
     fn reserve_both(&mut self) {
         let relay = self.world.machine(self.relay).contact();
@@ -170,29 +195,69 @@ impl Trio {
             .unwrap()
     }
 
-    /// Runs until `call` completes, A echoing every request.
+    /// Runs until `call` completes, echoing every request.
     fn complete(&mut self, call: CallId) -> Result<Bytes, RpcError> {
-        let mut result = None;
-        let done = self.drive(
-            TIMEOUT + Duration::from_secs(1),
-            |world, host, event| match event {
-                Event::Rpc(RpcEvent::Request { id, payload, .. }) => {
-                    let answer = Bytes::from([b"echo:".as_slice(), &payload].concat());
-                    world
-                        .with_machine(host, |node, now| node.reply(now, id, Ok(answer)))
-                        .unwrap();
-                    false
-                }
-                Event::Rpc(RpcEvent::Completed { call: c, result: r }) if c == call => {
-                    result = Some(r);
-                    true
-                }
-                _ => false,
-            },
-        );
+        let (events, done) = self.run(TIMEOUT + Duration::from_secs(1), |_, event| {
+            matches!(event, Event::Rpc(RpcEvent::Completed { call: c, .. }) if *c == call)
+        });
         assert!(done, "the call completed");
-        result.unwrap()
+        events
+            .into_iter()
+            .find_map(|(_, event)| match event {
+                Event::Rpc(RpcEvent::Completed { call: c, result }) if c == call => Some(result),
+                _ => None,
+            })
+            .unwrap()
     }
+
+    /// A serves `svc.echo`, announced in the DHT.
+    fn serve_echo(&mut self) {
+        self.world
+            .with_machine(self.a, |node, now| {
+                node.register(now, "svc.echo", RegisterOptions::default())
+            })
+            .unwrap();
+        self.drive(Duration::from_secs(2), |_, _, _| false);
+    }
+
+    /// B asks R for a circuit to `target` and waits for the relay's verdict.
+    fn refused_circuit(&mut self, target: NodeId) -> RelayStatus {
+        let relay = self.world.machine(self.relay).contact();
+        self.world
+            .with_machine(self.b, |node, now| node.dial_via_relay(now, relay, target));
+        let (events, done) = self.run(Duration::from_secs(10), |_, event| {
+            matches!(event, Event::Relay(RelayEvent::CircuitRefused { .. }))
+        });
+        assert!(done, "refused: {events:?}");
+        events
+            .into_iter()
+            .find_map(|(host, event)| match event {
+                Event::Relay(RelayEvent::CircuitRefused {
+                    target: t, status, ..
+                }) if host == self.b && t == target => Some(status),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn counters(&self, host: HostId) -> RelayCounters {
+        self.world.machine(host).relay_counters().clone()
+    }
+}
+
+/// The causes of the Disconnected events `host` saw for `peer`.
+fn causes(events: &[(HostId, Event)], host: HostId, peer: NodeId) -> Vec<CloseCause> {
+    events
+        .iter()
+        .filter_map(|(h, event)| match event {
+            Event::Disconnected {
+                peer: Some(p),
+                cause,
+                ..
+            } if *h == host && *p == peer => Some(cause.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -202,12 +267,7 @@ fn a_call_runs_end_to_end_between_two_private_nodes_through_a_relay() {
     let (at_a, at_b) = trio.dial_b_to_a();
     assert_eq!((at_a, at_b), (PathKind::Relayed, PathKind::Relayed));
 
-    trio.world
-        .with_machine(trio.a, |node, now| {
-            node.register(now, "svc.echo", RegisterOptions::default())
-        })
-        .unwrap();
-    trio.drive(Duration::from_secs(2), |_, _, _| false);
+    trio.serve_echo();
     let call = trio.call(trio.b, "svc.echo", b"over the relay");
     assert_eq!(
         trio.complete(call),
@@ -228,4 +288,174 @@ fn a_call_runs_end_to_end_between_two_private_nodes_through_a_relay() {
             1
         );
     }
+}
+
+#[test]
+fn circuits_to_unreserved_nodes_or_to_oneself_are_refused() {
+    let mut trio = Trio::new(2, &|_| {});
+    trio.reserve_both();
+    let stranger = NodeId::from_bytes([9; 32]);
+    assert_eq!(trio.refused_circuit(stranger), RelayStatus::NoReservation);
+    let b = trio.id(trio.b);
+    assert_eq!(trio.refused_circuit(b), RelayStatus::BadRequest);
+    let relay = trio.counters(trio.relay);
+    assert_eq!(
+        (
+            relay.refused_no_reservation,
+            relay.refused_bad_request,
+            relay.circuits_opened
+        ),
+        (1, 1, 0)
+    );
+}
+
+#[test]
+fn a_node_that_does_not_relay_refuses_reservations_and_circuits() {
+    let mut trio = Trio::new(3, &|config| config.relay.enabled = false);
+    let relay = trio.world.machine(trio.relay).contact();
+    trio.world
+        .with_machine(trio.a, |node, now| node.reserve(now, relay));
+    let (events, done) = trio.run(Duration::from_secs(10), |_, event| {
+        matches!(event, Event::Relay(RelayEvent::ReservationRefused { .. }))
+    });
+    assert!(done, "{events:?}");
+    assert!(events.iter().any(|(_, e)| matches!(
+        e,
+        Event::Relay(RelayEvent::ReservationRefused {
+            status: RelayStatus::RelayDisabled,
+            ..
+        })
+    )));
+    assert!(trio.world.machine(trio.a).reserved_relays().is_empty());
+    let a = trio.id(trio.a);
+    assert_eq!(trio.refused_circuit(a), RelayStatus::RelayDisabled);
+    assert_eq!(trio.counters(trio.relay).refused_disabled, 2);
+}
+
+#[test]
+fn reservation_and_circuit_limits_refuse_with_a_typed_status() {
+    let mut trio = Trio::new(4, &|config| {
+        config.relay.max_reservations = 1;
+        config.relay.max_circuits_per_peer = 1;
+    });
+    let relay = trio.world.machine(trio.relay).contact();
+    let mut statuses = Vec::new();
+    for host in [trio.a, trio.b] {
+        let relay = relay.clone();
+        trio.world
+            .with_machine(host, |node, now| node.reserve(now, relay));
+        let (events, done) = trio.run(Duration::from_secs(10), |_, event| {
+            matches!(
+                event,
+                Event::Relay(
+                    RelayEvent::ReservationGranted { .. } | RelayEvent::ReservationRefused { .. }
+                )
+            )
+        });
+        assert!(done);
+        statuses.extend(events.into_iter().filter_map(|(_, e)| match e {
+            Event::Relay(RelayEvent::ReservationGranted { .. }) => Some(RelayStatus::Ok),
+            Event::Relay(RelayEvent::ReservationRefused { status, .. }) => Some(status),
+            _ => None,
+        }));
+    }
+    assert_eq!(statuses, vec![RelayStatus::Ok, RelayStatus::LimitReached]);
+
+    // A holds the one reservation; B's first circuit to it opens, its second
+    // is one too many.
+    let a = trio.id(trio.a);
+    trio.dial_b_to_a();
+    assert_eq!(trio.refused_circuit(a), RelayStatus::LimitReached);
+    let relay = trio.counters(trio.relay);
+    assert_eq!((relay.refused_limit, relay.circuits_opened), (2, 1));
+}
+
+#[test]
+fn the_rate_limit_drops_packets_and_quic_recovers_them() {
+    let mut trio = Trio::new(5, &|config| config.relay.peer_rate = 64 << 10);
+    trio.reserve_both();
+    trio.dial_b_to_a();
+    trio.serve_echo();
+    let payload = vec![0x5a; 256 << 10];
+    let call = trio
+        .world
+        .with_machine(trio.b, |node, now| {
+            node.call(
+                now,
+                "svc.echo",
+                Bytes::from(payload.clone()),
+                TIMEOUT,
+                CallOptions::default(),
+            )
+        })
+        .unwrap();
+    let reply = trio.complete(call).expect("the call completes");
+    assert_eq!(reply.len(), payload.len() + 5);
+    let relay = trio.counters(trio.relay);
+    eprintln!("relay counters: {relay:?}");
+    assert!(relay.dropped_rate > 0, "{relay:?}");
+}
+
+#[test]
+fn a_circuit_closes_at_its_byte_limit_and_both_ends_hear_why() {
+    let mut trio = Trio::new(6, &|config| config.relay.max_circuit_bytes = 64 << 10);
+    trio.reserve_both();
+    trio.dial_b_to_a();
+    trio.serve_echo();
+    let call = trio
+        .world
+        .with_machine(trio.b, |node, now| {
+            node.call(
+                now,
+                "svc.echo",
+                Bytes::from(vec![1; 128 << 10]),
+                TIMEOUT,
+                CallOptions::default(),
+            )
+        })
+        .unwrap();
+    let (a, b) = (trio.a, trio.b);
+    let (a_id, b_id) = (trio.id(a), trio.id(b));
+    let (events, done) = trio.run(
+        TIMEOUT + Duration::from_secs(1),
+        |_, event| matches!(event, Event::Rpc(RpcEvent::Completed { call: c, .. }) if *c == call),
+    );
+    assert!(done, "the call ended");
+    let relay_id = trio.id(trio.relay);
+    let limit = CloseCause::CircuitClosed {
+        relay: relay_id,
+        loss: CircuitLoss::LimitReached,
+    };
+    assert_eq!(causes(&events, b, a_id), vec![limit.clone()]);
+    assert_eq!(causes(&events, a, b_id), vec![limit]);
+    let result = events.iter().find_map(|(_, e)| match e {
+        Event::Rpc(RpcEvent::Completed { result, .. }) => Some(result.clone()),
+        _ => None,
+    });
+    assert!(matches!(result, Some(Err(_))), "{result:?}");
+    let relay = trio.counters(trio.relay);
+    assert_eq!((relay.circuits_over_limit, relay.circuits_closed), (1, 1));
+}
+
+#[test]
+fn a_circuit_closes_at_the_end_of_its_lifetime() {
+    let mut trio = Trio::new(7, &|config| {
+        config.relay.max_circuit_lifetime = Duration::from_secs(20);
+    });
+    trio.reserve_both();
+    trio.dial_b_to_a();
+    let (a_id, b) = (trio.id(trio.a), trio.b);
+    let (events, done) = trio.run(Duration::from_secs(30), |host, event| {
+        host == b && matches!(event, Event::Disconnected { .. })
+    });
+    assert!(done, "B's relayed connection closed");
+    let relay_id = trio.id(trio.relay);
+    assert_eq!(
+        causes(&events, b, a_id),
+        vec![CloseCause::CircuitClosed {
+            relay: relay_id,
+            loss: CircuitLoss::LimitReached
+        }]
+    );
+    assert_eq!(trio.counters(trio.relay).circuits_over_limit, 1);
 }

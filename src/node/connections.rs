@@ -202,7 +202,7 @@ impl Node {
         }
         let (messages, finished) = match conn.read(stream) {
             Ok(read) => read,
-            Err(StreamTrouble::Reset) => {
+            Err(StreamTrouble::Reset(_)) => {
                 self.fail_ask(now, handle, stream, Failure::Refused);
                 self.messaging_stream_gone(now, handle, stream, None);
                 return;
@@ -502,6 +502,7 @@ impl Node {
         let was_refused = conn.phase == Phase::Closing;
         conn.phase = Phase::Closing;
         let (peer, remote) = (conn.peer, conn.remote);
+        let path = self.paths.real(&conn.virtual_addr);
         self.release_requests(now, handle);
         if !was_refused {
             let cause = match reason {
@@ -512,6 +513,14 @@ impl Node {
                     message: String::from_utf8_lossy(&close.reason).into_owned(),
                 },
                 ConnectionError::LocallyClosed => CloseCause::Local("closed by this node".into()),
+                ConnectionError::TimedOut => match path {
+                    // Silence on a circuit: the relay or the peer is gone.
+                    Some(RealPath::Relay { relay, .. }) => CloseCause::CircuitClosed {
+                        relay,
+                        loss: CircuitLoss::TimedOut,
+                    },
+                    _ => CloseCause::Transport(ConnectionError::TimedOut.to_string()),
+                },
                 other => CloseCause::Transport(other.to_string()),
             };
             self.out.push_back(Output::Event(Event::Disconnected {

@@ -45,6 +45,11 @@ pub enum CircuitLoss {
     /// The circuit stream broke (bad framing, a reset with another code,
     /// or the stream finished).
     Broken,
+    /// Nothing came over the circuit for the idle timeout: the relay or the
+    /// peer went silent (a relay that crashed is usually noticed this way,
+    /// as the end-to-end connection and the one to the relay time out
+    /// together).
+    TimedOut,
 }
 
 /// What the relay client tells the application.
@@ -546,17 +551,12 @@ impl Node {
                 match read {
                     Ok(false) => {}
                     Ok(true) => self.circuit_end_gone(now, relay, circuit, CircuitLoss::Broken),
-                    Err(_) => {
-                        let code = self
-                            .conns
-                            .get_mut(&handle)
-                            .and_then(|c| c.quinn.recv_stream(stream).received_reset().ok())
-                            .flatten();
-                        let loss = match code {
-                            Some(code) if code == relay_server::CIRCUIT_LIMIT => {
+                    Err(trouble) => {
+                        let loss = match trouble {
+                            StreamTrouble::Reset(relay_server::CIRCUIT_LIMIT) => {
                                 CircuitLoss::LimitReached
                             }
-                            Some(code) if code == relay_server::CIRCUIT_PEER_GONE => {
+                            StreamTrouble::Reset(relay_server::CIRCUIT_PEER_GONE) => {
                                 CircuitLoss::PeerGone
                             }
                             _ => CircuitLoss::Broken,

@@ -53,6 +53,17 @@ pub(super) struct RelayServer {
     next_circuit: u64,
     peer_buckets: HashMap<NodeId, TokenBucket>,
     total_bucket: Option<TokenBucket>,
+    #[cfg(feature = "sim")]
+    tap: Tap,
+}
+
+/// Simulator only: copies of the inner packets the relay forwarded, to
+/// check what a relay gets to see.
+#[cfg(feature = "sim")]
+#[derive(Default)]
+struct Tap {
+    room: usize,
+    packets: Vec<Bytes>,
 }
 
 impl RelayServer {
@@ -329,6 +340,29 @@ impl Node {
         }
         conn.send_raw(to_stream, frame);
         self.relay_counters.bytes_forwarded += size;
+        #[cfg(feature = "sim")]
+        if let Some(room) = self.relay_server.tap.room.checked_sub(packet.len()) {
+            self.relay_server.tap.room = room;
+            self.relay_server
+                .tap
+                .packets
+                .push(Bytes::copy_from_slice(packet));
+        }
+    }
+
+    /// Simulator only: keeps a copy of the inner packets this relay
+    /// forwards from now on, up to `bytes` in all, for
+    /// [`Node::relayed_packets`].
+    #[cfg(feature = "sim")]
+    pub fn tap_relayed(&mut self, bytes: usize) {
+        self.relay_server.tap.room = bytes;
+    }
+
+    /// Simulator only: the inner packets this relay forwarded since
+    /// [`Node::tap_relayed`], exactly as it forwarded them.
+    #[cfg(feature = "sim")]
+    pub fn relayed_packets(&self) -> &[Bytes] {
+        &self.relay_server.tap.packets
     }
 
     /// Closes a circuit: both streams reset with `code`.
