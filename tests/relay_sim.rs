@@ -459,3 +459,134 @@ fn a_circuit_closes_at_the_end_of_its_lifetime() {
     );
     assert_eq!(trio.counters(trio.relay).circuits_over_limit, 1);
 }
+
+#[test]
+fn the_relay_forwards_ciphertext_only() {
+    const SECRET: &[u8] = b"plaintext-the-relay-must-never-see";
+    let mut trio = Trio::new(8, &|_| {});
+    trio.world
+        .with_machine(trio.relay, |node, _| node.tap_relayed(1 << 20));
+    trio.reserve_both();
+    trio.dial_b_to_a();
+    trio.serve_echo();
+    let call = trio.call(trio.b, "svc.echo", SECRET);
+    let reply = trio.complete(call).expect("the call completes");
+    // The reply carries the secret too: both directions were relayed.
+    assert!(reply.ends_with(SECRET));
+
+    let packets = trio.world.machine(trio.relay).relayed_packets();
+    let bytes: usize = packets.iter().map(|p| p.len()).sum();
+    eprintln!("{} packets, {bytes} bytes relayed", packets.len());
+    assert!(bytes > 4 * SECRET.len(), "the tap saw the traffic");
+    let seen = packets
+        .iter()
+        .filter(|p| p.windows(SECRET.len()).any(|w| w == SECRET))
+        .count();
+    assert_eq!(seen, 0, "a relayed packet holds the plaintext");
+    // Every relayed packet is a QUIC packet (the fixed bit set): the relay
+    // forwarded the two ends' packets unchanged.
+    assert!(packets.iter().all(|p| p[0] & 0x40 != 0));
+}
+
+#[test]
+fn a_relay_shutting_down_closes_its_circuits_and_reservations() {
+    let mut trio = Trio::new(9, &|_| {});
+    trio.reserve_both();
+    trio.dial_b_to_a();
+    trio.world
+        .with_machine(trio.relay, |node, now| node.close_all(now));
+    let (a, b) = (trio.a, trio.b);
+    let (a_id, b_id, relay) = (trio.id(a), trio.id(b), trio.id(trio.relay));
+    let mut lost = 0;
+    let (events, done) = trio.run(Duration::from_secs(10), |_, event| {
+        lost += usize::from(matches!(
+            event,
+            Event::Relay(RelayEvent::ReservationLost { .. })
+        ));
+        lost == 2
+    });
+    assert!(done, "both reservations lost: {events:?}");
+    let relay_lost = CloseCause::CircuitClosed {
+        relay,
+        loss: CircuitLoss::RelayLost,
+    };
+    assert_eq!(causes(&events, a, b_id), vec![relay_lost.clone()]);
+    assert_eq!(causes(&events, b, a_id), vec![relay_lost]);
+    for host in [a, b] {
+        assert!(trio.world.machine(host).reserved_relays().is_empty());
+        assert_eq!(trio.counters(host).reservations_lost, 1);
+    }
+}
+
+#[test]
+fn a_relay_that_crashes_is_noticed_as_lost_reservations_and_circuits() {
+    let mut trio = Trio::new(10, &|_| {});
+    trio.reserve_both();
+    trio.dial_b_to_a();
+    trio.world.set_online(trio.relay, false);
+    let (a, b) = (trio.a, trio.b);
+    let (a_id, b_id, relay) = (trio.id(a), trio.id(b), trio.id(trio.relay));
+    let mut lost = 0;
+    let (events, done) = trio.run(Duration::from_secs(120), |_, event| {
+        lost += usize::from(matches!(
+            event,
+            Event::Relay(RelayEvent::ReservationLost { .. })
+        ));
+        lost == 2
+    });
+    assert!(done, "both reservations lost");
+    // The end-to-end connection and the one to the relay go silent at the
+    // same moment; whichever idle timer fires first, the cause names the
+    // relay circuit.
+    for (host, peer) in [(a, b_id), (b, a_id)] {
+        let causes = causes(&events, host, peer);
+        eprintln!("{host:?}: {causes:?}");
+        assert_eq!(causes.len(), 1, "{causes:?}");
+        assert!(
+            matches!(
+                causes[0],
+                CloseCause::CircuitClosed { relay: r, loss: CircuitLoss::RelayLost | CircuitLoss::TimedOut } if r == relay
+            ),
+            "{causes:?}"
+        );
+    }
+}
+
+#[test]
+fn reservations_are_renewed_before_they_lapse_and_end_when_released() {
+    let mut trio = Trio::new(11, &|config| {
+        config.relay.reservation_ttl = Duration::from_secs(40);
+    });
+    trio.reserve_both();
+    // Five lifetimes: each reservation renewed at half its lifetime, never
+    // lost.
+    let (events, _) = trio.run(Duration::from_secs(200), |_, _| false);
+    let granted = |host| {
+        events
+            .iter()
+            .filter(|(h, e)| {
+                *h == host && matches!(e, Event::Relay(RelayEvent::ReservationGranted { .. }))
+            })
+            .count()
+    };
+    assert!(granted(trio.a) >= 9, "A renewed {} times", granted(trio.a));
+    assert!(granted(trio.b) >= 9, "B renewed {} times", granted(trio.b));
+    assert!(
+        !events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Relay(RelayEvent::ReservationLost { .. })))
+    );
+    let relay_id = trio.id(trio.relay);
+    assert_eq!(trio.world.machine(trio.a).reserved_relays(), vec![relay_id]);
+
+    // Still reserved: a circuit opens.
+    trio.dial_b_to_a();
+    // A releases: the relay forgets it and refuses the next circuit.
+    trio.world
+        .with_machine(trio.a, |node, now| node.release(now, relay_id));
+    trio.run(Duration::from_secs(2), |_, _| false);
+    assert!(trio.world.machine(trio.a).reserved_relays().is_empty());
+    assert_eq!(trio.counters(trio.relay).reservations_ended, 1);
+    let a = trio.id(trio.a);
+    assert_eq!(trio.refused_circuit(a), RelayStatus::NoReservation);
+}
