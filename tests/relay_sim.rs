@@ -49,7 +49,9 @@ fn node(
 }
 
 impl Trio {
-    fn new(seed: u64, configure_relay: &dyn Fn(&mut NodeConfig)) -> Self {
+    /// `configure` applies to all three nodes (A and B are also made DHT
+    /// clients).
+    fn new(seed: u64, configure: &dyn Fn(&mut NodeConfig)) -> Self {
         #[allow(clippy::disallowed_methods)]
         let start = Instant::now();
         let mut world = World::new(seed, start);
@@ -60,9 +62,12 @@ impl Trio {
             internet,
             relay_addr,
             link(),
-            node(1, relay_addr, seed, start, configure_relay),
+            node(1, relay_addr, seed, start, configure),
         );
-        let private = |config: &mut NodeConfig| config.dht.mode = Mode::Client;
+        let private = |config: &mut NodeConfig| {
+            configure(config);
+            config.dht.mode = Mode::Client;
+        };
         let (_, lan_a) = world.add_nat(
             internet,
             "198.51.100.10".parse().unwrap(),
@@ -558,9 +563,10 @@ fn reservations_are_renewed_before_they_lapse_and_end_when_released() {
         config.relay.reservation_ttl = Duration::from_secs(40);
     });
     trio.reserve_both();
-    // Five lifetimes: each reservation renewed at half its lifetime, never
-    // lost.
-    let (events, _) = trio.run(Duration::from_secs(200), |_, _| false);
+    // Ten lifetimes, past the pools' idle TTL (5 min): each reservation is
+    // renewed at half its lifetime and never lost, and the relay keeps the
+    // reserved connections.
+    let (events, _) = trio.run(Duration::from_secs(400), |_, _| false);
     let granted = |host| {
         events
             .iter()
@@ -569,8 +575,8 @@ fn reservations_are_renewed_before_they_lapse_and_end_when_released() {
             })
             .count()
     };
-    assert!(granted(trio.a) >= 9, "A renewed {} times", granted(trio.a));
-    assert!(granted(trio.b) >= 9, "B renewed {} times", granted(trio.b));
+    assert!(granted(trio.a) >= 19, "A renewed {} times", granted(trio.a));
+    assert!(granted(trio.b) >= 19, "B renewed {} times", granted(trio.b));
     assert!(
         !events
             .iter()
@@ -589,4 +595,26 @@ fn reservations_are_renewed_before_they_lapse_and_end_when_released() {
     assert_eq!(trio.counters(trio.relay).reservations_ended, 1);
     let a = trio.id(trio.a);
     assert_eq!(trio.refused_circuit(a), RelayStatus::NoReservation);
+}
+
+#[test]
+fn an_unused_relayed_connection_closes_and_takes_its_circuit_along() {
+    let mut trio = Trio::new(12, &|config| config.pool.idle_ttl = Duration::from_secs(20));
+    trio.reserve_both();
+    trio.dial_b_to_a();
+    assert_eq!(trio.counters(trio.relay).circuits_opened, 1);
+    // Nobody uses the connection: the pools close it after their idle TTL,
+    // the circuit ends with it, and the reservations stay.
+    trio.run(Duration::from_secs(60), |_, _| false);
+    let relay = trio.counters(trio.relay);
+    assert_eq!(relay.circuits_closed, 1, "{relay:?}");
+    assert_eq!(relay.reservations_ended, 0, "{relay:?}");
+    let relay_id = trio.id(trio.relay);
+    for host in [trio.a, trio.b] {
+        assert_eq!(trio.world.machine(host).reserved_relays(), vec![relay_id]);
+        // Only the connection to the relay is left.
+        assert_eq!(trio.world.machine(host).connection_count(), 1);
+    }
+    // A new circuit works.
+    trio.dial_b_to_a();
 }

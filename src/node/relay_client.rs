@@ -286,60 +286,77 @@ impl Node {
     }
 
     fn relay_lease_ready(&mut self, now: Instant, intent: Intent, lease: Lease) {
-        let relay = match &intent {
-            Intent::Reserve(relay) | Intent::Circuit { relay, .. } => *relay,
-            Intent::EndToEnd { .. } => {
-                // The end-to-end connection is pooled; the application's
-                // requests lease it from now on.
-                self.pool.release(now, lease);
-                return;
-            }
-        };
-        let Some(&handle) = self.by_pool_id.get(&lease.conn()) else {
-            self.pool.release(now, lease);
-            self.relay_unreachable(relay, "connection gone".into());
-            return;
-        };
-        let request_id = self.relay_client.request_id();
-        let (frame, ask) = match intent {
-            Intent::Reserve(relay) => {
-                let Some(reservation) = self.relay_client.reservations.get_mut(&relay) else {
-                    self.pool.release(now, lease);
-                    return;
-                };
-                // One lease per reservation keeps the connection pooled.
-                if let Some(old) = reservation.lease.replace(lease) {
-                    self.pool.release(now, old);
-                }
-                reservation.conn = Some(handle);
-                let frame = Message::from(wire::RelayReserve { request_id });
-                (frame, RelayAsk::Reserve(relay))
-            }
+        match intent {
+            // The end-to-end connection is pooled; the application's
+            // requests lease it from now on.
+            Intent::EndToEnd { .. } => self.pool.release(now, lease),
+            Intent::Reserve(relay) => self.send_reserve(now, relay, lease),
             Intent::Circuit { relay, target } => {
+                let request_id = self.relay_client.request_id();
                 let frame = Message::from(wire::CircuitOpen { request_id, target });
+                let pool_id = lease.conn();
                 let ask = RelayAsk::Circuit {
                     relay,
                     target,
                     lease,
                 };
-                (frame, ask)
+                if let Err(RelayAsk::Circuit { lease, .. }) =
+                    self.ask_relay(relay, pool_id, &frame, ask)
+                {
+                    self.pool.release(now, lease);
+                }
             }
-            Intent::EndToEnd { .. } => unreachable!("handled above"),
-        };
-        let conn = self
-            .conns
-            .get_mut(&handle)
-            .expect("pooled connections are live");
-        let Some(stream) = conn.open() else {
-            if let RelayAsk::Circuit { lease, .. } = ask {
-                self.pool.release(now, lease);
-            }
-            self.relay_unreachable(relay, "no stream allowed".into());
+        }
+    }
+
+    /// RELAY_RESERVE on the relay connection `lease` holds, which from now
+    /// on the reservation's lease keeps pooled.
+    fn send_reserve(&mut self, now: Instant, relay: NodeId, lease: Lease) {
+        let handle = self.by_pool_id.get(&lease.conn()).copied();
+        let Some(reservation) = self.relay_client.reservations.get_mut(&relay) else {
+            self.pool.release(now, lease);
             return;
         };
-        let finish = matches!(ask, RelayAsk::Reserve(_));
-        let _ = conn.send(stream, &frame, finish);
-        self.relay_client.asks.insert((handle, stream), ask);
+        let pool_id = lease.conn();
+        if let Some(old) = reservation.lease.replace(lease) {
+            self.pool.release(now, old);
+        }
+        reservation.conn = handle;
+        let request_id = self.relay_client.request_id();
+        let frame = Message::from(wire::RelayReserve { request_id });
+        // A failed ask was reported; the reservation waits for its lapse
+        // or the next `reserve`.
+        let _ = self.ask_relay(relay, pool_id, &frame, RelayAsk::Reserve(relay));
+    }
+
+    /// Writes a relay request on a new stream of the pooled connection
+    /// `pool_id` and files `ask` for its answer; gives `ask` back when the
+    /// connection is gone or allows no stream (reported to the application).
+    fn ask_relay(
+        &mut self,
+        relay: NodeId,
+        pool_id: ConnId,
+        frame: &Message,
+        ask: RelayAsk,
+    ) -> Result<(), RelayAsk> {
+        let handle = self.by_pool_id.get(&pool_id).copied();
+        let opened = handle.and_then(|h| {
+            let conn = self.conns.get_mut(&h)?;
+            let stream = conn.open()?;
+            let finish = matches!(ask, RelayAsk::Reserve(_));
+            let _ = conn.send(stream, frame, finish);
+            Some((h, stream))
+        });
+        match opened {
+            Some(key) => {
+                self.relay_client.asks.insert(key, ask);
+                Ok(())
+            }
+            None => {
+                self.relay_unreachable(relay, "no stream to the relay".into());
+                Err(ask)
+            }
+        }
     }
 
     /// RELAY_RESERVE_STATUS: our reservation granted or refused.
@@ -450,7 +467,10 @@ impl Node {
             return;
         }
         let circuit = incoming.circuit;
-        self.open_circuit_end(now, handle, stream, relay, circuit, None);
+        // The circuit keeps the relay connection pooled, as the dialer's
+        // does, even if the reservation is released meanwhile.
+        let lease = self.pin_connection(now, handle);
+        self.open_circuit_end(now, handle, stream, relay, circuit, lease);
         self.relay_event(RelayEvent::CircuitOpened {
             relay,
             peer: incoming.source,
@@ -568,7 +588,7 @@ impl Node {
             CircuitRole::Splice { circuit, side } => {
                 self.splice_bytes(now, circuit, side, &data);
                 if !matches!(read, Ok(false)) {
-                    self.splice_end_gone(circuit);
+                    self.splice_end_gone(now, circuit);
                 }
             }
         }
@@ -618,11 +638,37 @@ impl Node {
         }
     }
 
+    /// Closes our circuit ends behind `virtual_addr` (its connection is
+    /// gone); the relay then closes the circuits.
+    pub(super) fn drop_circuits_of(&mut self, virtual_addr: SocketAddr) {
+        let now = self.last_now;
+        self.end_circuits(now, |e| e.virtual_addr == virtual_addr, CircuitLoss::Broken);
+    }
+
+    /// Ends our circuit ends that `which` picks, with `loss`.
+    fn end_circuits(
+        &mut self,
+        now: Instant,
+        which: impl Fn(&CircuitEnd) -> bool,
+        loss: CircuitLoss,
+    ) {
+        let ends: Vec<(NodeId, u64)> = self
+            .relay_client
+            .ends
+            .iter()
+            .filter(|(_, e)| which(e))
+            .map(|(key, _)| *key)
+            .collect();
+        for (relay, circuit) in ends {
+            self.circuit_end_gone(now, relay, circuit, loss);
+        }
+    }
+
     /// A connection is gone: reservations on it are lost, circuits through
     /// it close (and so do connections that ran over them), and circuits
     /// this node relayed over it close.
     pub(super) fn relay_connection_gone(&mut self, now: Instant, handle: ConnectionHandle) {
-        self.relay_server_connection_gone(handle);
+        self.relay_server_connection_gone(now, handle);
         self.relay_client.asks.retain(|(h, _), _| *h != handle);
         let lost: Vec<NodeId> = self
             .relay_client
@@ -634,16 +680,7 @@ impl Node {
         for relay in lost {
             self.reservation_lost(now, relay);
         }
-        let ends: Vec<(NodeId, u64)> = self
-            .relay_client
-            .ends
-            .iter()
-            .filter(|(_, e)| e.conn == handle)
-            .map(|(key, _)| *key)
-            .collect();
-        for (relay, circuit) in ends {
-            self.circuit_end_gone(now, relay, circuit, CircuitLoss::RelayLost);
-        }
+        self.end_circuits(now, |e| e.conn == handle, CircuitLoss::RelayLost);
     }
 
     fn reservation_lost(&mut self, now: Instant, relay: NodeId) {
