@@ -491,6 +491,11 @@ fn the_relay_forwards_ciphertext_only() {
     // Every relayed packet is a QUIC packet (the fixed bit set): the relay
     // forwarded the two ends' packets unchanged.
     assert!(packets.iter().all(|p| p[0] & 0x40 != 0));
+    // No packet is larger than quinn's MTU discovery ceiling (1452), well
+    // inside a circuit frame.
+    let largest = packets.iter().map(|p| p.len()).max().unwrap_or(0);
+    eprintln!("largest relayed packet: {largest} bytes");
+    assert!(largest <= 1452);
 }
 
 #[test]
