@@ -11,6 +11,7 @@ use macula::dht::{DhtEvent, Mode};
 use macula::id::{Identity, NodeId, Realm};
 use macula::node::{CircuitLoss, CloseCause, Event, Node, NodeConfig, RelayEvent};
 use macula::path::PathKind;
+use macula::pubsub::{Pattern, PubSubEvent, Topic};
 use macula::relay::RelayCounters;
 use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcError, RpcEvent};
 use macula::sim::{HostId, Link, NatConfig, World};
@@ -622,4 +623,39 @@ fn an_unused_relayed_connection_closes_and_takes_its_circuit_along() {
     }
     // A new circuit works.
     trio.dial_b_to_a();
+}
+
+#[test]
+fn publications_reach_a_subscriber_over_the_relay_in_order() {
+    let mut trio = Trio::new(13, &|_| {});
+    trio.reserve_both();
+    trio.dial_b_to_a();
+    let pattern = Pattern::new("room.*").unwrap();
+    let subscribed = trio
+        .world
+        .with_machine(trio.b, |node, now| node.subscribe(now, pattern));
+    assert_eq!(subscribed, Ok(true));
+    trio.run(Duration::from_secs(2), |_, _| false);
+    let topic = Topic::new("room.lobby").unwrap();
+    let sent: Vec<u64> = (0..5u8)
+        .map(|n| {
+            let topic = topic.clone();
+            trio.world
+                .with_machine(trio.a, |node, now| {
+                    node.publish(now, topic, Bytes::from(vec![n]))
+                })
+                .unwrap()
+        })
+        .collect();
+    let b = trio.b;
+    let mut received = Vec::new();
+    trio.run(Duration::from_secs(10), |host, event| {
+        if let Event::PubSub(PubSubEvent::Message { message_id, .. }) = event {
+            assert_eq!(host, b);
+            received.push(*message_id);
+        }
+        false
+    });
+    assert_eq!(received, sent, "all, in order, once");
+    assert_eq!(trio.counters(trio.relay).circuits_opened, 1);
 }

@@ -402,7 +402,9 @@ impl Node {
             id: peer,
             addrs: hello.listen_addrs.iter().copied().collect(),
         };
-        if contact.addrs.is_empty() {
+        // A relayed peer's `remote` is a virtual address, which means
+        // nothing to anyone else.
+        if contact.addrs.is_empty() && !PathTable::is_virtual(&conn.remote) {
             contact.addrs.push(conn.remote);
         }
         self.serving.insert(
