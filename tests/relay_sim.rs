@@ -12,7 +12,7 @@ use macula::id::{Identity, NodeId, Realm};
 use macula::node::{CircuitLoss, CloseCause, Event, Node, NodeConfig, RelayEvent};
 use macula::path::PathKind;
 use macula::pubsub::{Pattern, PubSubEvent, Topic};
-use macula::relay::RelayCounters;
+use macula::relay::{RelayCounters, RelayLoad};
 use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcError, RpcEvent};
 use macula::sim::{HostId, Link, NatConfig, World};
 use macula::wire::RelayStatus;
@@ -53,6 +53,19 @@ impl Trio {
     /// `configure` applies to all three nodes (A and B are also made DHT
     /// clients).
     fn new(seed: u64, configure: &dyn Fn(&mut NodeConfig)) -> Self {
+        Self::with(seed, configure, configure)
+    }
+
+    /// As [`Trio::new`], with `relay_only` applied to R after `configure`.
+    fn with(
+        seed: u64,
+        configure: &dyn Fn(&mut NodeConfig),
+        relay_only: &dyn Fn(&mut NodeConfig),
+    ) -> Self {
+        let relay_config = |config: &mut NodeConfig| {
+            configure(config);
+            relay_only(config);
+        };
         #[allow(clippy::disallowed_methods)]
         let start = Instant::now();
         let mut world = World::new(seed, start);
@@ -63,7 +76,7 @@ impl Trio {
             internet,
             relay_addr,
             link(),
-            node(1, relay_addr, seed, start, configure),
+            node(1, relay_addr, seed, start, &relay_config),
         );
         let private = |config: &mut NodeConfig| {
             configure(config);
@@ -658,4 +671,65 @@ fn publications_reach_a_subscriber_over_the_relay_in_order() {
     });
     assert_eq!(received, sent, "all, in order, once");
     assert_eq!(trio.counters(trio.relay).circuits_opened, 1);
+}
+
+#[test]
+fn a_second_circuit_to_a_connected_peer_is_closed_and_gauges_follow() {
+    let mut trio = Trio::new(14, &|_| {});
+    trio.reserve_both();
+    trio.dial_b_to_a();
+    let load = |trio: &Trio, host| trio.world.machine(host).relay_load();
+    assert_eq!(
+        load(&trio, trio.relay),
+        RelayLoad {
+            reservations_served: 2,
+            circuits_relayed: 1,
+            reservations_held: 0,
+            circuit_ends: 0,
+        }
+    );
+    assert_eq!(load(&trio, trio.b).circuit_ends, 1);
+    assert_eq!(load(&trio, trio.b).reservations_held, 1);
+
+    // B is already connected to A: the new circuit opens, finds nothing to
+    // carry and closes; the first one stays.
+    let relay = trio.world.machine(trio.relay).contact();
+    let target = trio.id(trio.a);
+    trio.world
+        .with_machine(trio.b, |node, now| node.dial_via_relay(now, relay, target));
+    trio.run(Duration::from_secs(5), |_, _| false);
+    let counters = trio.counters(trio.relay);
+    assert_eq!((counters.circuits_opened, counters.circuits_closed), (2, 1));
+    assert_eq!(load(&trio, trio.relay).circuits_relayed, 1);
+    assert_eq!(load(&trio, trio.a).circuit_ends, 1);
+    assert_eq!(load(&trio, trio.b).circuit_ends, 1);
+    assert_eq!(trio.world.machine(trio.b).connection_count(), 2);
+}
+
+#[test]
+fn a_full_circuit_queue_drops_packets_and_quic_recovers_them() {
+    // quinn takes what fits its send window (per connection) before our
+    // queue starts: a relay with a send window below the ends' (which let
+    // the end-to-end connection put more in flight than the relay's
+    // connection to A takes) fills its queue.
+    let mut trio = Trio::with(
+        15,
+        &|config| config.relay.max_queued_per_circuit = 4 << 10,
+        &|config| config.transport.send_window = 16 << 10,
+    );
+    trio.reserve_both();
+    trio.dial_b_to_a();
+    trio.serve_echo();
+    let payload = Bytes::from(vec![0x33; 512 << 10]);
+    let call = trio
+        .world
+        .with_machine(trio.b, |node, now| {
+            node.call(now, "svc.echo", payload, TIMEOUT, CallOptions::default())
+        })
+        .unwrap();
+    let reply = trio.complete(call).expect("the call completes");
+    assert_eq!(reply.len(), (512 << 10) + 5);
+    let dropped = trio.counters(trio.relay).dropped_queue_full;
+    eprintln!("dropped on the relay's full queues: {dropped}");
+    assert!(dropped > 0);
 }

@@ -244,6 +244,16 @@ impl Node {
         &self.relay_counters
     }
 
+    /// What this node relays and holds now.
+    pub fn relay_load(&self) -> crate::relay::RelayLoad {
+        crate::relay::RelayLoad {
+            reservations_served: self.relay_server.reservation_count(),
+            circuits_relayed: self.relay_server.circuit_count(),
+            reservations_held: self.reserved_relays().len(),
+            circuit_ends: self.relay_client.ends.len(),
+        }
+    }
+
     /// Gets a pooled connection to `relay` for `intent`.
     fn relay_acquire(&mut self, now: Instant, relay: &dht::Contact, intent: Intent) {
         let Some(&addr) = relay.addrs.first() else {
@@ -433,7 +443,12 @@ impl Node {
             circuit,
         });
         match self.pool.acquire(now, target, virtual_addr) {
-            Ok(Acquired::Ready(lease)) => self.pool.release(now, lease),
+            Ok(Acquired::Ready(lease)) => {
+                // Already connected (another path won meanwhile): the
+                // circuit has nothing to carry.
+                self.pool.release(now, lease);
+                self.circuit_end_gone(now, relay, circuit, CircuitLoss::Broken);
+            }
             Ok(Acquired::Waiting(wait)) => {
                 let intent = Intent::EndToEnd { relay, target };
                 self.relay_client.waits.insert(wait, intent);

@@ -71,6 +71,16 @@ struct Tap {
 }
 
 impl RelayServer {
+    /// Reservations held here now.
+    pub(super) fn reservation_count(&self) -> usize {
+        self.reservations.len()
+    }
+
+    /// Circuits relayed here now.
+    pub(super) fn circuit_count(&self) -> usize {
+        self.splices.len()
+    }
+
     fn circuits_of(&self, peer: &NodeId) -> usize {
         self.splices
             .values()
