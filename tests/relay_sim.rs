@@ -733,3 +733,17 @@ fn a_full_circuit_queue_drops_packets_and_quic_recovers_them() {
     eprintln!("dropped on the relay's full queues: {dropped}");
     assert!(dropped > 0);
 }
+
+#[test]
+fn a_relayed_run_is_deterministic() {
+    let run = || {
+        let mut trio = Trio::new(16, &|_| {});
+        trio.reserve_both();
+        trio.dial_b_to_a();
+        trio.serve_echo();
+        let call = trio.call(trio.b, "svc.echo", b"same every time");
+        trio.complete(call).unwrap();
+        trio.world.trace_hash()
+    };
+    assert_eq!(run(), run());
+}
