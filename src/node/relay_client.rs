@@ -59,8 +59,10 @@ pub enum RelayEvent {
     ReservationGranted {
         /// The relay.
         relay: NodeId,
-        /// When it lapses unless renewed (the node renews it at half).
-        expires: Instant,
+        /// How long it lasts from now unless renewed (the node renews it at
+        /// half). A duration, not an instant, so events stay the same from
+        /// run to run.
+        ttl: Duration,
     },
     /// A relay refused our reservation (or its renewal).
     ReservationRefused {
@@ -391,7 +393,7 @@ impl Node {
             reservation.expires = Some(expires);
             reservation.renew_at = Some(now + ttl / 2);
             self.relay_counters.reservations_held += 1;
-            self.relay_event(RelayEvent::ReservationGranted { relay, expires });
+            self.relay_event(RelayEvent::ReservationGranted { relay, ttl });
         } else {
             let reservation = self
                 .relay_client
