@@ -99,8 +99,8 @@ pub struct Conn {
 /// What went wrong on a stream, for the caller to act on.
 #[derive(Debug)]
 pub enum StreamTrouble {
-    /// The peer reset the stream.
-    Reset,
+    /// The peer reset the stream, with this error code.
+    Reset(VarInt),
     /// The bytes do not decode.
     Decode(wire::DecodeError),
 }
@@ -374,9 +374,9 @@ fn read_chunks(
                 break;
             }
             Err(quinn_proto::ReadError::Blocked) => break,
-            Err(quinn_proto::ReadError::Reset(_)) => {
+            Err(quinn_proto::ReadError::Reset(code)) => {
                 let _ = chunks.finalize();
-                return Err(StreamTrouble::Reset);
+                return Err(StreamTrouble::Reset(code));
             }
         }
     }

@@ -202,7 +202,7 @@ impl Node {
         }
         let (messages, finished) = match conn.read(stream) {
             Ok(read) => read,
-            Err(StreamTrouble::Reset) => {
+            Err(StreamTrouble::Reset(_)) => {
                 self.fail_ask(now, handle, stream, Failure::Refused);
                 self.messaging_stream_gone(now, handle, stream, None);
                 return;
@@ -410,7 +410,9 @@ impl Node {
             id: peer,
             addrs: hello.listen_addrs.iter().copied().collect(),
         };
-        if contact.addrs.is_empty() {
+        // A relayed peer's `remote` is a virtual address, which means
+        // nothing to anyone else.
+        if contact.addrs.is_empty() && !PathTable::is_virtual(&conn.remote) {
             contact.addrs.push(conn.remote);
         }
         self.serving.insert(
@@ -510,6 +512,7 @@ impl Node {
         let was_refused = conn.phase == Phase::Closing;
         conn.phase = Phase::Closing;
         let (peer, remote) = (conn.peer, conn.remote);
+        let path = self.paths.real(&conn.virtual_addr);
         self.release_requests(now, handle);
         if !was_refused {
             let cause = match reason {
@@ -520,6 +523,14 @@ impl Node {
                     message: String::from_utf8_lossy(&close.reason).into_owned(),
                 },
                 ConnectionError::LocallyClosed => CloseCause::Local("closed by this node".into()),
+                ConnectionError::TimedOut => match path {
+                    // Silence on a circuit: the relay or the peer is gone.
+                    Some(RealPath::Relay { relay, .. }) => CloseCause::CircuitClosed {
+                        relay,
+                        loss: CircuitLoss::TimedOut,
+                    },
+                    _ => CloseCause::Transport(ConnectionError::TimedOut.to_string()),
+                },
                 other => CloseCause::Transport(other.to_string()),
             };
             self.out.push_back(Output::Event(Event::Disconnected {
@@ -568,6 +579,9 @@ impl Node {
             .any(|other| other.virtual_addr == conn.virtual_addr);
         if !shared {
             self.paths.remove(&conn.virtual_addr);
+            // Its circuits (the live one, or a backup after a switch) have
+            // nothing left to carry.
+            self.drop_circuits_of(conn.virtual_addr);
         }
     }
 }

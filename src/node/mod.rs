@@ -130,7 +130,8 @@ pub enum Event {
     Disconnected {
         /// The peer, if it was known.
         peer: Option<NodeId>,
-        /// Its real address.
+        /// Its real address (the virtual address of its circuit, for a
+        /// connection over a relay).
         remote: SocketAddr,
         /// Why.
         cause: CloseCause,
