@@ -43,3 +43,20 @@ fn a_smaller_matrix_meets_the_targets() {
     let p50 = upgrades[upgrades.len() / 2];
     assert!(p50 < Duration::from_millis(100), "{upgrades:?}");
 }
+
+#[test]
+fn an_upgrade_run_is_deterministic() {
+    use macula::nat::punch::node_lab::NodeLab;
+    let pairing = Pairing::Separate(NatKind::LinuxMasquerade, NatKind::SymmetricSequential);
+    let config = NodeLabConfig::default();
+    let hashes: Vec<u64> = (0..2)
+        .map(|_| {
+            let mut lab = NodeLab::new(pairing, &config);
+            lab.connect().expect("connected");
+            lab.calls_for(Duration::from_secs(1));
+            assert!(!lab.changes().is_empty());
+            lab.world.trace_hash()
+        })
+        .collect();
+    assert_eq!(hashes[0], hashes[1]);
+}

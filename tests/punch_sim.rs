@@ -110,3 +110,34 @@ fn the_opening_burst_and_lead_beat_the_conntrack_quirk_where_the_naive_race_lose
     assert!(!race.direct, "{}", show(&race));
     assert!(race.quirk_hits > 0, "{}", show(&race));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Any pair, any seed, loss up to 3%, the follower's clock up to 40 ms ahead: the
+    /// punch goes direct exactly when the oracle allows, in its first attempt, and never
+    /// trips the conntrack quirk.
+    #[test]
+    fn the_punch_agrees_with_the_oracle_under_loss_and_skew(
+        pair in 0..Pairing::all().len(),
+        seed in 0u64..1_000_000,
+        loss in 0.0f64..0.03,
+        skew_ms in 0u64..40,
+        known in proptest::bool::ANY,
+    ) {
+        let pairing = Pairing::all()[pair];
+        let config = LabConfig {
+            seed,
+            path_loss: loss,
+            skew: Duration::from_millis(skew_ms),
+            known_classes: known,
+            ..LabConfig::default()
+        };
+        let r = run_pair(pairing, &config);
+        proptest::prop_assert_eq!(r.direct, r.possible, "{}", show(&r));
+        proptest::prop_assert_eq!(r.quirk_hits, 0, "{}", show(&r));
+        if r.possible {
+            proptest::prop_assert_eq!(r.attempts, 1, "{}", show(&r));
+        }
+    }
+}
