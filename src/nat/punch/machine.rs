@@ -148,6 +148,9 @@ struct Attempt {
     checks: u32,
     announced: bool,
     burst_sent: bool,
+    /// When the opener sends the TTLs above the first attempt's (one lead after the
+    /// start, once the follower's first probe has left its NAT); `None`: none to send.
+    deep_at: Option<Instant>,
 }
 
 /// A probe waiting for its answer.
@@ -275,7 +278,13 @@ impl Puncher {
             }
             if attempt.role == Role::Opener && !attempt.burst_sent {
                 attempt.burst_sent = true;
-                self.burst(now, &mut attempt);
+                let low = attempt.open_ttl.min(self.config.first_open_ttl);
+                self.burst(now, &mut attempt, 1..=low);
+            }
+            if attempt.deep_at.is_some_and(|at| now >= at) {
+                attempt.deep_at = None;
+                let grown = self.config.first_open_ttl.saturating_add(1)..=attempt.open_ttl;
+                self.burst(now, &mut attempt, grown);
             }
             if now >= attempt.next_round {
                 for target in self.remote.clone() {
@@ -297,7 +306,10 @@ impl Puncher {
         }
         match self.state {
             State::Running(a) if a.starts > self.last_now => Some(a.starts),
-            State::Running(a) => Some(a.next_round.min(a.ends)),
+            State::Running(a) => {
+                let next = a.next_round.min(a.ends);
+                Some(a.deep_at.map_or(next, |deep| deep.min(next)))
+            }
             _ => None,
         }
     }
@@ -334,6 +346,9 @@ impl Puncher {
             checks: 0,
             announced: false,
             burst_sent: false,
+            deep_at: (open_ttl > self.config.first_open_ttl)
+                .then(|| starts.checked_add(lead))
+                .flatten(),
         }
     }
 
@@ -355,12 +370,16 @@ impl Puncher {
         });
     }
 
-    /// The opener's burst: to every candidate, one probe per TTL from 1 up to the attempt's
-    /// opening TTL. Whichever TTL just crosses our own NATs opens their mappings toward the
-    /// peer; none is meant to reach the peer's NAT and leave state there.
-    fn burst(&mut self, now: Instant, attempt: &mut Attempt) {
+    /// Part of the opener's burst: to every candidate, one probe per TTL in `ttls`. The two
+    /// parts together cover 1 up to the attempt's opening TTL; whichever TTL just crosses
+    /// our own NATs opens their mappings toward the peer. The low part (up to the first
+    /// attempt's TTL) goes at the start and is meant to die before the peer's NAT; the
+    /// grown part goes one lead later, after the follower's first probe has left its NAT,
+    /// so even a TTL that reaches the peer's NAT (which on Linux plants a conntrack entry
+    /// even when the TTL expires there) arrives after the peer's own mapping exists.
+    fn burst(&mut self, now: Instant, attempt: &mut Attempt, ttls: std::ops::RangeInclusive<u8>) {
         for target in self.remote.clone() {
-            for ttl in 1..=attempt.open_ttl {
+            for ttl in ttls.clone() {
                 self.probe(now, attempt, target, Some(ttl));
             }
         }
@@ -482,5 +501,66 @@ impl Machine for Puncher {
 
     fn poll_timeout(&self) -> Option<Instant> {
         Puncher::poll_timeout(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nat::punch::CandidateKind;
+
+    /// Every transmit's (time since `t0`, TTL) while the machine runs until `until`.
+    fn ttls(p: &mut Puncher, t0: Instant, until: Instant) -> Vec<(Duration, Option<u8>)> {
+        let mut seen = Vec::new();
+        let mut now = t0;
+        while now <= until {
+            p.handle_timeout(now);
+            while let Some(output) = p.poll_output() {
+                if let Output::Transmit(t) = output {
+                    seen.push((now.saturating_duration_since(t0), t.ttl));
+                }
+            }
+            let Some(next) = p.poll_timeout() else { break };
+            now = next.max(now + Duration::from_millis(1));
+        }
+        seen
+    }
+
+    #[test]
+    fn the_opener_grows_its_ttl_per_attempt_and_sends_the_grown_part_one_lead_later() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let peer = Candidate::new(
+            CandidateKind::Reflexive,
+            "198.51.100.2:4433".parse().unwrap(),
+        );
+        let plan = Plan {
+            tag: SessionTag(*b"macpunch"),
+            remote: vec![peer],
+            rtt: ms(40),
+            role: Role::Follower,
+            start: t0,
+            local_nat: NatClass::UNKNOWN,
+            remote_nat: NatClass::UNKNOWN,
+            same_public_ip: false,
+        };
+        let config = PunchConfig::default();
+        let second = t0 + config.attempt_len(plan.rtt) + config.stale_wait;
+        let mut p = Puncher::new(config, plan, t0);
+        // First attempt: we follow, full TTL only, one lead (20 ms) after the start.
+        let first = ttls(&mut p, t0, t0 + ms(30));
+        assert_eq!(first, [(ms(20), None)]);
+        // Second attempt: we open, TTL 1-2 at its start, 3-4 one lead later, rounds after.
+        let opening = ttls(&mut p, second, second + ms(45));
+        assert_eq!(
+            opening,
+            [
+                (ms(0), Some(1)),
+                (ms(0), Some(2)),
+                (ms(20), Some(3)),
+                (ms(20), Some(4)),
+                (ms(40), None)
+            ]
+        );
     }
 }

@@ -28,7 +28,10 @@
 //!    in front of the host, dying at the next router, as in the lab) and grows by 2 with
 //!    every attempt (4, 6, capped at 8), so a host behind a home NAT inside a carrier NAT
 //!    opens both by its second attempt; and within a burst every TTL from 1 up is sent, so
-//!    whatever the host's NAT depth, one of them is just right. Roles swap on every retry:
+//!    whatever the host's NAT depth, one of them is just right. The grown TTLs (above the
+//!    first attempt's) leave one lead after the start, once the follower's first probe has
+//!    left its NAT: if one of them does reach the peer's NAT (Linux lets a packet arriving
+//!    there with TTL 1 plant a conntrack entry), the peer's mapping toward us exists by then. Roles swap on every retry:
 //!    the side whose burst was too short in one attempt follows in the next, and the other
 //!    side's burst (possibly right) goes first.
 //! 4. **Retries outlast stale state.** An attempt probes for `max(4 s, 8·rtt)`. If no probe
