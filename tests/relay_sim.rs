@@ -10,7 +10,7 @@ use bytes::Bytes;
 use macula::dht::{DhtEvent, Mode};
 use macula::id::{Identity, NodeId, Realm};
 use macula::node::{CircuitLoss, CloseCause, Event, Node, NodeConfig, RelayEvent};
-use macula::path::PathKind;
+use macula::path::{PathKind, RealPath};
 use macula::pubsub::{Pattern, PubSubEvent, Topic};
 use macula::relay::{RelayCounters, RelayLoad};
 use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcError, RpcEvent};
@@ -285,6 +285,23 @@ fn a_call_runs_end_to_end_between_two_private_nodes_through_a_relay() {
     trio.reserve_both();
     let (at_a, at_b) = trio.dial_b_to_a();
     assert_eq!((at_a, at_b), (PathKind::Relayed, PathKind::Relayed));
+    let relay_id = trio.id(trio.relay);
+    let (now, circuits) = trio
+        .world
+        .machine(trio.b)
+        .paths_to(&trio.id(trio.a))
+        .unwrap();
+    assert!(
+        matches!(now, RealPath::Relay { relay, .. } if relay == relay_id),
+        "{now:?}"
+    );
+    assert_eq!(circuits, vec![now]);
+    let (at_a_now, _) = trio
+        .world
+        .machine(trio.a)
+        .paths_to(&trio.id(trio.b))
+        .unwrap();
+    assert_eq!(at_a_now, now, "both ends name the circuit alike");
 
     trio.serve_echo();
     let call = trio.call(trio.b, "svc.echo", b"over the relay");

@@ -246,6 +246,30 @@ impl Node {
         &self.relay_counters
     }
 
+    /// The paths of the ready connection to `peer`: the real path its
+    /// packets take now, and the relay circuits behind its virtual address
+    /// (the live one, or backups once the path moved off them), sorted.
+    pub fn paths_to(&self, peer: &NodeId) -> Option<(RealPath, Vec<RealPath>)> {
+        let conn = self
+            .conns
+            .values()
+            .find(|c| c.peer == Some(*peer) && c.phase == Phase::Ready)?;
+        let now = self.paths.real(&conn.virtual_addr)?;
+        let mut keys: Vec<(NodeId, u64)> = self
+            .relay_client
+            .ends
+            .iter()
+            .filter(|(_, end)| end.virtual_addr == conn.virtual_addr)
+            .map(|(key, _)| *key)
+            .collect();
+        keys.sort();
+        let circuits = keys
+            .into_iter()
+            .map(|(relay, circuit)| RealPath::Relay { relay, circuit })
+            .collect();
+        Some((now, circuits))
+    }
+
     /// What this node relays and holds now.
     pub fn relay_load(&self) -> crate::relay::RelayLoad {
         crate::relay::RelayLoad {
@@ -424,7 +448,12 @@ impl Node {
             lease,
         }) = self.relay_client.asks.remove(&(handle, stream))
         else {
+            // Not ours: a granted circuit would go on carrying frames no
+            // one reads.
             self.counters.protocol_errors += 1;
+            if let Some(conn) = self.conns.get_mut(&handle) {
+                conn.abandon(stream, STREAM_REFUSED);
+            }
             return;
         };
         if answer.status != RelayStatus::Ok {
