@@ -766,3 +766,35 @@ fn a_relayed_run_is_deterministic() {
     assert!(first.1 > 100, "the run exchanged packets: {first:?}");
     assert_eq!(first, run());
 }
+
+#[test]
+fn a_circuit_no_connection_ever_uses_is_closed() {
+    let mut trio = Trio::new(17, &|_| {});
+    trio.reserve_both();
+    let relay = trio.world.machine(trio.relay).contact();
+    let target = trio.id(trio.a);
+    trio.world
+        .with_machine(trio.b, |node, now| node.dial_via_relay(now, relay, target));
+    // B vanishes as soon as A hears of the circuit: no handshake follows.
+    let (a, b) = (trio.a, trio.b);
+    let (_, announced) = trio.run(Duration::from_secs(5), |host, event| {
+        host == a && matches!(event, Event::Relay(RelayEvent::CircuitOpened { .. }))
+    });
+    assert!(announced);
+    trio.world.set_online(b, false);
+    assert_eq!(trio.world.machine(a).relay_load().circuit_ends, 1);
+    // Within the request timeout (10 s), long before the relay would notice
+    // B is gone (60 s of silence), A gives the circuit up and the relay
+    // closes it.
+    trio.run(Duration::from_secs(15), |_, _| false);
+    assert_eq!(trio.world.machine(a).relay_load().circuit_ends, 0);
+    assert_eq!(
+        trio.world.machine(trio.relay).relay_load().circuits_relayed,
+        0
+    );
+    assert_eq!(
+        trio.world.machine(a).connection_count(),
+        1,
+        "only the relay"
+    );
+}
