@@ -3,7 +3,7 @@
 //! connection (mutual TLS between the two private nodes) carries RPC.
 #![cfg(feature = "sim")]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -62,9 +62,28 @@ impl Trio {
         configure: &dyn Fn(&mut NodeConfig),
         relay_only: &dyn Fn(&mut NodeConfig),
     ) -> Self {
+        let nats = [
+            vec![NatConfig::port_restricted_cone()],
+            vec![NatConfig::symmetric()],
+        ];
+        Self::behind(seed, configure, relay_only, nats)
+    }
+
+    /// The general trio: A and B each behind the NATs listed for them
+    /// (outermost first, so two make a home NAT behind a carrier NAT).
+    fn behind(
+        seed: u64,
+        configure: &dyn Fn(&mut NodeConfig),
+        relay_only: &dyn Fn(&mut NodeConfig),
+        nats: [Vec<NatConfig>; 2],
+    ) -> Self {
         let relay_config = |config: &mut NodeConfig| {
             configure(config);
             relay_only(config);
+        };
+        let private = |config: &mut NodeConfig| {
+            configure(config);
+            config.dht.mode = Mode::Client;
         };
         #[allow(clippy::disallowed_methods)]
         let start = Instant::now();
@@ -72,42 +91,18 @@ impl Trio {
         let internet = world.internet();
         let link = || Link::with_latency(Duration::from_millis(10));
         let relay_addr = SocketAddr::from(([198, 51, 100, 1], 4433));
-        let relay = world.add_host(
-            internet,
-            relay_addr,
-            link(),
-            node(1, relay_addr, seed, start, &relay_config),
-        );
-        let private = |config: &mut NodeConfig| {
-            configure(config);
-            config.dht.mode = Mode::Client;
-        };
-        let (_, lan_a) = world.add_nat(
-            internet,
-            "198.51.100.10".parse().unwrap(),
-            link(),
-            NatConfig::port_restricted_cone(),
-        );
-        let (_, lan_b) = world.add_nat(
-            internet,
-            "198.51.100.20".parse().unwrap(),
-            link(),
-            NatConfig::symmetric(),
-        );
-        let a_addr = SocketAddr::from(([192, 168, 1, 2], 4433));
-        let b_addr = SocketAddr::from(([192, 168, 2, 2], 4433));
-        let a = world.add_host(
-            lan_a,
-            a_addr,
-            link(),
-            node(2, a_addr, seed, start, &private),
-        );
-        let b = world.add_host(
-            lan_b,
-            b_addr,
-            link(),
-            node(3, b_addr, seed, start, &private),
-        );
+        let relay_node = node(1, relay_addr, seed, start, &relay_config);
+        let relay = world.add_host(internet, relay_addr, link(), relay_node);
+        let [a, b] = [0u8, 1].map(|side| {
+            let mut net = internet;
+            for (depth, nat) in nats[usize::from(side)].iter().enumerate() {
+                let ip = IpAddr::from([198, 51, 100 + depth as u8, 10 + side]);
+                net = world.add_nat(net, ip, link(), nat.clone()).1;
+            }
+            let addr = SocketAddr::from(([192, 168, 1 + side, 2], 4433));
+            let host = node(2 + side, addr, seed, start, &private);
+            world.add_host(net, addr, link(), host)
+        });
         Self { world, relay, a, b }
     }
 
@@ -797,4 +792,44 @@ fn a_circuit_no_connection_ever_uses_is_closed() {
         1,
         "only the relay"
     );
+}
+
+#[test]
+fn every_kind_of_nat_reaches_every_other_through_the_relay() {
+    let kinds = [
+        ("full cone", vec![NatConfig::full_cone()]),
+        ("restricted cone", vec![NatConfig::restricted_cone()]),
+        (
+            "port-restricted cone",
+            vec![NatConfig::port_restricted_cone()],
+        ),
+        ("symmetric", vec![NatConfig::symmetric()]),
+        ("linux masquerade", vec![NatConfig::linux_masquerade()]),
+        (
+            "home NAT behind carrier NAT",
+            vec![NatConfig::carrier_grade(), NatConfig::linux_masquerade()],
+        ),
+    ];
+    for (i, (name_a, nat_a)) in kinds.iter().enumerate() {
+        for (j, (name_b, nat_b)) in kinds.iter().enumerate().skip(i) {
+            let seed = 100 + (i * kinds.len() + j) as u64;
+            let nats = [nat_a.clone(), nat_b.clone()];
+            let mut trio = Trio::behind(seed, &|_| {}, &|_| {}, nats);
+            trio.reserve_both();
+            let paths = trio.dial_b_to_a();
+            assert_eq!(
+                paths,
+                (PathKind::Relayed, PathKind::Relayed),
+                "{name_a} / {name_b}"
+            );
+            trio.serve_echo();
+            let call = trio.call(trio.b, "svc.echo", b"ping");
+            let reply = trio.complete(call);
+            assert_eq!(
+                reply,
+                Ok(Bytes::from_static(b"echo:ping")),
+                "{name_a} / {name_b}"
+            );
+        }
+    }
 }
