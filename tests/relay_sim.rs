@@ -97,7 +97,7 @@ impl Trio {
             let mut net = internet;
             for (depth, nat) in nats[usize::from(side)].iter().enumerate() {
                 let ip = IpAddr::from([198, 51, 100 + depth as u8, 10 + side]);
-                net = world.add_nat(net, ip, link(), nat.clone()).1;
+                net = world.add_nat(net, ip, link(), *nat).1;
             }
             let addr = SocketAddr::from(([192, 168, 1 + side, 2], 4433));
             let host = node(2 + side, addr, seed, start, &private);
