@@ -3,14 +3,14 @@
 //! connection (mutual TLS between the two private nodes) carries RPC.
 #![cfg(feature = "sim")]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use macula::dht::{DhtEvent, Mode};
 use macula::id::{Identity, NodeId, Realm};
 use macula::node::{CircuitLoss, CloseCause, Event, Node, NodeConfig, RelayEvent};
-use macula::path::PathKind;
+use macula::path::{PathKind, RealPath};
 use macula::pubsub::{Pattern, PubSubEvent, Topic};
 use macula::relay::{RelayCounters, RelayLoad};
 use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcError, RpcEvent};
@@ -62,9 +62,28 @@ impl Trio {
         configure: &dyn Fn(&mut NodeConfig),
         relay_only: &dyn Fn(&mut NodeConfig),
     ) -> Self {
+        let nats = [
+            vec![NatConfig::port_restricted_cone()],
+            vec![NatConfig::symmetric()],
+        ];
+        Self::behind(seed, configure, relay_only, nats)
+    }
+
+    /// The general trio: A and B each behind the NATs listed for them
+    /// (outermost first, so two make a home NAT behind a carrier NAT).
+    fn behind(
+        seed: u64,
+        configure: &dyn Fn(&mut NodeConfig),
+        relay_only: &dyn Fn(&mut NodeConfig),
+        nats: [Vec<NatConfig>; 2],
+    ) -> Self {
         let relay_config = |config: &mut NodeConfig| {
             configure(config);
             relay_only(config);
+        };
+        let private = |config: &mut NodeConfig| {
+            configure(config);
+            config.dht.mode = Mode::Client;
         };
         #[allow(clippy::disallowed_methods)]
         let start = Instant::now();
@@ -72,42 +91,18 @@ impl Trio {
         let internet = world.internet();
         let link = || Link::with_latency(Duration::from_millis(10));
         let relay_addr = SocketAddr::from(([198, 51, 100, 1], 4433));
-        let relay = world.add_host(
-            internet,
-            relay_addr,
-            link(),
-            node(1, relay_addr, seed, start, &relay_config),
-        );
-        let private = |config: &mut NodeConfig| {
-            configure(config);
-            config.dht.mode = Mode::Client;
-        };
-        let (_, lan_a) = world.add_nat(
-            internet,
-            "198.51.100.10".parse().unwrap(),
-            link(),
-            NatConfig::port_restricted_cone(),
-        );
-        let (_, lan_b) = world.add_nat(
-            internet,
-            "198.51.100.20".parse().unwrap(),
-            link(),
-            NatConfig::symmetric(),
-        );
-        let a_addr = SocketAddr::from(([192, 168, 1, 2], 4433));
-        let b_addr = SocketAddr::from(([192, 168, 2, 2], 4433));
-        let a = world.add_host(
-            lan_a,
-            a_addr,
-            link(),
-            node(2, a_addr, seed, start, &private),
-        );
-        let b = world.add_host(
-            lan_b,
-            b_addr,
-            link(),
-            node(3, b_addr, seed, start, &private),
-        );
+        let relay_node = node(1, relay_addr, seed, start, &relay_config);
+        let relay = world.add_host(internet, relay_addr, link(), relay_node);
+        let [a, b] = [0u8, 1].map(|side| {
+            let mut net = internet;
+            for (depth, nat) in nats[usize::from(side)].iter().enumerate() {
+                let ip = IpAddr::from([198, 51, 100 + depth as u8, 10 + side]);
+                net = world.add_nat(net, ip, link(), *nat).1;
+            }
+            let addr = SocketAddr::from(([192, 168, 1 + side, 2], 4433));
+            let host = node(2 + side, addr, seed, start, &private);
+            world.add_host(net, addr, link(), host)
+        });
         Self { world, relay, a, b }
     }
 
@@ -285,6 +280,23 @@ fn a_call_runs_end_to_end_between_two_private_nodes_through_a_relay() {
     trio.reserve_both();
     let (at_a, at_b) = trio.dial_b_to_a();
     assert_eq!((at_a, at_b), (PathKind::Relayed, PathKind::Relayed));
+    let relay_id = trio.id(trio.relay);
+    let (now, circuits) = trio
+        .world
+        .machine(trio.b)
+        .paths_to(&trio.id(trio.a))
+        .unwrap();
+    assert!(
+        matches!(now, RealPath::Relay { relay, .. } if relay == relay_id),
+        "{now:?}"
+    );
+    assert_eq!(circuits, vec![now]);
+    let (at_a_now, _) = trio
+        .world
+        .machine(trio.a)
+        .paths_to(&trio.id(trio.b))
+        .unwrap();
+    assert_eq!(at_a_now, now, "both ends name the circuit alike");
 
     trio.serve_echo();
     let call = trio.call(trio.b, "svc.echo", b"over the relay");
@@ -748,4 +760,76 @@ fn a_relayed_run_is_deterministic() {
     let first = run();
     assert!(first.1 > 100, "the run exchanged packets: {first:?}");
     assert_eq!(first, run());
+}
+
+#[test]
+fn a_circuit_no_connection_ever_uses_is_closed() {
+    let mut trio = Trio::new(17, &|_| {});
+    trio.reserve_both();
+    let relay = trio.world.machine(trio.relay).contact();
+    let target = trio.id(trio.a);
+    trio.world
+        .with_machine(trio.b, |node, now| node.dial_via_relay(now, relay, target));
+    // B vanishes as soon as A hears of the circuit: no handshake follows.
+    let (a, b) = (trio.a, trio.b);
+    let (_, announced) = trio.run(Duration::from_secs(5), |host, event| {
+        host == a && matches!(event, Event::Relay(RelayEvent::CircuitOpened { .. }))
+    });
+    assert!(announced);
+    trio.world.set_online(b, false);
+    assert_eq!(trio.world.machine(a).relay_load().circuit_ends, 1);
+    // Within the request timeout (10 s), long before the relay would notice
+    // B is gone (60 s of silence), A gives the circuit up and the relay
+    // closes it.
+    trio.run(Duration::from_secs(15), |_, _| false);
+    assert_eq!(trio.world.machine(a).relay_load().circuit_ends, 0);
+    assert_eq!(
+        trio.world.machine(trio.relay).relay_load().circuits_relayed,
+        0
+    );
+    assert_eq!(
+        trio.world.machine(a).connection_count(),
+        1,
+        "only the relay"
+    );
+}
+
+#[test]
+fn every_kind_of_nat_reaches_every_other_through_the_relay() {
+    let kinds = [
+        ("full cone", vec![NatConfig::full_cone()]),
+        ("restricted cone", vec![NatConfig::restricted_cone()]),
+        (
+            "port-restricted cone",
+            vec![NatConfig::port_restricted_cone()],
+        ),
+        ("symmetric", vec![NatConfig::symmetric()]),
+        ("linux masquerade", vec![NatConfig::linux_masquerade()]),
+        (
+            "home NAT behind carrier NAT",
+            vec![NatConfig::carrier_grade(), NatConfig::linux_masquerade()],
+        ),
+    ];
+    for (i, (name_a, nat_a)) in kinds.iter().enumerate() {
+        for (j, (name_b, nat_b)) in kinds.iter().enumerate().skip(i) {
+            let seed = 100 + (i * kinds.len() + j) as u64;
+            let nats = [nat_a.clone(), nat_b.clone()];
+            let mut trio = Trio::behind(seed, &|_| {}, &|_| {}, nats);
+            trio.reserve_both();
+            let paths = trio.dial_b_to_a();
+            assert_eq!(
+                paths,
+                (PathKind::Relayed, PathKind::Relayed),
+                "{name_a} / {name_b}"
+            );
+            trio.serve_echo();
+            let call = trio.call(trio.b, "svc.echo", b"ping");
+            let reply = trio.complete(call);
+            assert_eq!(
+                reply,
+                Ok(Bytes::from_static(b"echo:ping")),
+                "{name_a} / {name_b}"
+            );
+        }
+    }
 }

@@ -136,6 +136,9 @@ impl Node {
         if self.config.dht.mode == Mode::Server {
             capabilities = capabilities.with(Capabilities::DHT_SERVER);
         }
+        if self.config.relay.enabled {
+            capabilities = capabilities.with(Capabilities::RELAY);
+        }
         wire::Connect {
             node_id: self.local,
             realm: self.config.realm.clone(),

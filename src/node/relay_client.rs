@@ -122,6 +122,9 @@ struct CircuitEnd {
     virtual_addr: SocketAddr,
     splitter: FrameSplitter,
     lease: Option<Lease>,
+    /// Until a connection runs over the circuit: when the circuit is given
+    /// up as unused (a dial that never came, or never got through).
+    claim_by: Option<Instant>,
 }
 
 /// What a pool acquire of the relay client waits for.
@@ -152,13 +155,15 @@ pub(super) struct RelayClient {
 }
 
 impl RelayClient {
-    /// The next renewal or lapse of a reservation.
+    /// The next renewal or lapse of a reservation, or the end of a
+    /// circuit's wait for its connection.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.reservations
+        let reservations = self
+            .reservations
             .values()
-            .flat_map(|r| [r.renew_at, r.expires])
-            .flatten()
-            .min()
+            .flat_map(|r| [r.renew_at, r.expires]);
+        let ends = self.ends.values().map(|e| e.claim_by);
+        reservations.chain(ends).flatten().min()
     }
 
     /// True when the pool acquire `wait` is the relay client's.
@@ -244,6 +249,30 @@ impl Node {
     /// The relay's counters (server and client side).
     pub fn relay_counters(&self) -> &crate::relay::RelayCounters {
         &self.relay_counters
+    }
+
+    /// The paths of the ready connection to `peer`: the real path its
+    /// packets take now, and the relay circuits behind its virtual address
+    /// (the live one, or backups once the path moved off them), sorted.
+    pub fn paths_to(&self, peer: &NodeId) -> Option<(RealPath, Vec<RealPath>)> {
+        let conn = self
+            .conns
+            .values()
+            .find(|c| c.peer == Some(*peer) && c.phase == Phase::Ready)?;
+        let now = self.paths.real(&conn.virtual_addr)?;
+        let mut keys: Vec<(NodeId, u64)> = self
+            .relay_client
+            .ends
+            .iter()
+            .filter(|(_, end)| end.virtual_addr == conn.virtual_addr)
+            .map(|(key, _)| *key)
+            .collect();
+        keys.sort();
+        let circuits = keys
+            .into_iter()
+            .map(|(relay, circuit)| RealPath::Relay { relay, circuit })
+            .collect();
+        Some((now, circuits))
     }
 
     /// What this node relays and holds now.
@@ -424,7 +453,12 @@ impl Node {
             lease,
         }) = self.relay_client.asks.remove(&(handle, stream))
         else {
+            // Not ours: a granted circuit would go on carrying frames no
+            // one reads.
             self.counters.protocol_errors += 1;
+            if let Some(conn) = self.conns.get_mut(&handle) {
+                conn.abandon(stream, STREAM_REFUSED);
+            }
             return;
         };
         if answer.status != RelayStatus::Ok {
@@ -513,6 +547,7 @@ impl Node {
             virtual_addr,
             splitter: FrameSplitter::new(),
             lease,
+            claim_by: Some(now + self.config.request_timeout),
         };
         self.relay_client.ends.insert((relay, circuit), end);
         let role = CircuitRole::End { relay, circuit };
@@ -728,6 +763,27 @@ impl Node {
         }
         for relay in renew {
             self.relay_acquire(now, &relay, Intent::Reserve(relay.id));
+        }
+        self.drop_unclaimed_circuits(now);
+    }
+
+    /// Circuits whose connection never came within `request_timeout` of
+    /// their opening are closed; circuits that carry one stop waiting.
+    fn drop_unclaimed_circuits(&mut self, now: Instant) {
+        let conns = &self.conns;
+        let mut unclaimed = Vec::new();
+        for (key, end) in &mut self.relay_client.ends {
+            let Some(claim_by) = end.claim_by else {
+                continue;
+            };
+            if conns.values().any(|c| c.virtual_addr == end.virtual_addr) {
+                end.claim_by = None;
+            } else if claim_by <= now {
+                unclaimed.push(*key);
+            }
+        }
+        for (relay, circuit) in unclaimed {
+            self.circuit_end_gone(now, relay, circuit, CircuitLoss::Broken);
         }
     }
 
