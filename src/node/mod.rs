@@ -54,7 +54,9 @@ pub use peers::{PeersFileError, load_peers, save_peers};
 pub use relay_client::{CircuitLoss, RelayEvent};
 use relay_client::{CircuitRole, RelayClient};
 use relay_server::RelayServer;
-pub use upgrade::{MAX_TIMES, PairCounts, PathChange, UpgradeConfig, UpgradeCounters};
+pub use upgrade::{
+    MAX_TIMES, OFFER_TIMEOUT, PairCounts, PathChange, UpgradeConfig, UpgradeCounters,
+};
 
 use crate::collections::HashMap;
 use crate::contract::{Datagram, Input, Machine, Output, Transmit};
