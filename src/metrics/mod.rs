@@ -9,12 +9,14 @@
 //! `macula-tokio` turns that into OpenMetrics text. Every family is listed
 //! with its labels, buckets and meaning in `docs/METRICS.md`.
 //!
-//! ## Adding a metric family (relay, NAT traversal, ...)
+//! ## Adding a metric family (reachability, ...)
 //!
-//! Everything lives here, in one place:
+//! Families are declared here, in one place; a subsystem with several
+//! labels of its own keeps them in a submodule (`relay.rs`, `nat.rs`):
 //!
 //! 1. label values: a `label_enum!` like [`RpcOutcome`] (each label is a
-//!    small enum, never a string), or none;
+//!    small enum, never a string), or none; a series with two or more
+//!    labels builds its label set when visited (see [`PunchPairs`]);
 //! 2. the data: a field of [`Metrics`] (a counter `u64`, a [`PerLabel`], a
 //!    [`Histogram`] over documented bounds, or a small type like
 //!    [`CacheCounts`]), initialised in [`Metrics::new`];
@@ -22,7 +24,10 @@
 //!    call in [`Metrics::visit`] (a unit test checks both agree); exporters
 //!    and the dashboard check pick it up with no change of their own;
 //! 4. the record calls where the subsystem sees the event (take `now` from
-//!    the caller), and a row in `docs/METRICS.md`.
+//!    the caller), or, for numbers the node keeps anyway, a copy as each
+//!    input ends (like [`Metrics::copy_relay_counters`]); histograms always
+//!    record at the event; and a row in `docs/METRICS.md` and a panel in
+//!    `docs/grafana-dashboard.json`.
 //!
 //! Names follow the exported form: counters end in `_total`, histograms in
 //! their unit (`_milliseconds`, `_seconds`).
