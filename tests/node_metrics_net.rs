@@ -140,4 +140,10 @@ fn relay_and_nat_families_follow_a_relayed_pair_through_upgrade_and_fallback() {
     }
     let (calls, lost) = lab.finish();
     assert_eq!(lost, 0, "of {calls}");
+    let (a, relay) = (lab.sides()[0], lab.world.machine(lab.relay()).metrics());
+    let upgrade = lab.world.machine(a).metrics().nat_upgrade_time.sum();
+    println!(
+        "calls={calls} upgrade_time_a={upgrade:?} relay_bytes={} relay_circuits={}",
+        relay.relay_bytes, relay.relay_circuits
+    );
 }

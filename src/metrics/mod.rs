@@ -637,15 +637,7 @@ impl Metrics {
                 value: Value::Histogram(&self.connection_duration),
             }],
         );
-        let pool: Vec<Series<'_>> = self
-            .pool_size
-            .iter()
-            .map(|(direction, size)| Series {
-                labels: direction.labels(),
-                value: Value::Gauge(*size as f64),
-            })
-            .collect();
-        visitor.family(&P2P_CONNECTION_POOL_SIZE, &pool);
+        visitor.family(&P2P_CONNECTION_POOL_SIZE, &gauges(&self.pool_size));
         visitor.family(&P2P_CONNECTION_ERRORS, &counters(&self.connection_errors));
         visitor.family(&RPC_CALLS, &counters(&self.rpc_calls));
         visitor.family(&RPC_CALL_LATENCY, &histograms(&self.rpc_call_latency));
@@ -679,15 +671,7 @@ impl Metrics {
     }
 
     fn visit_nat(&self, visitor: &mut impl Visitor) {
-        let by_path: Vec<Series<'_>> = self
-            .connections_by_path
-            .iter()
-            .map(|(path, n)| Series {
-                labels: path.labels(),
-                value: Value::Gauge(*n as f64),
-            })
-            .collect();
-        visitor.family(&P2P_CONNECTIONS_BY_PATH, &by_path);
+        visitor.family(&P2P_CONNECTIONS_BY_PATH, &gauges(&self.connections_by_path));
         let pairs: Vec<_> = self.nat_punches.punched().collect();
         let attempts: Vec<Series<'_>> = (pairs.iter())
             .map(|(labels, counts)| Series {
@@ -735,6 +719,16 @@ fn counters<L: LabelValue, const N: usize>(per: &PerLabel<L, u64, N>) -> Vec<Ser
         .map(|(label, value)| Series {
             labels: label.labels(),
             value: Value::Counter(*value),
+        })
+        .collect()
+}
+
+/// One gauge series per label value, from counts.
+fn gauges<L: LabelValue, const N: usize>(per: &PerLabel<L, u64, N>) -> Vec<Series<'static>> {
+    per.iter()
+        .map(|(label, value)| Series {
+            labels: label.labels(),
+            value: Value::Gauge(*value as f64),
         })
         .collect()
 }
