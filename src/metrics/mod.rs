@@ -9,12 +9,14 @@
 //! `macula-tokio` turns that into OpenMetrics text. Every family is listed
 //! with its labels, buckets and meaning in `docs/METRICS.md`.
 //!
-//! ## Adding a metric family (relay, NAT traversal, ...)
+//! ## Adding a metric family (reachability, ...)
 //!
-//! Everything lives here, in one place:
+//! Families are declared here, in one place; a subsystem with several
+//! labels of its own keeps them in a submodule (`relay.rs`, `nat.rs`):
 //!
 //! 1. label values: a `label_enum!` like [`RpcOutcome`] (each label is a
-//!    small enum, never a string), or none;
+//!    small enum, never a string), or none; a series with two or more
+//!    labels builds its label set when visited (see [`PunchPairs`]);
 //! 2. the data: a field of [`Metrics`] (a counter `u64`, a [`PerLabel`], a
 //!    [`Histogram`] over documented bounds, or a small type like
 //!    [`CacheCounts`]), initialised in [`Metrics::new`];
@@ -22,19 +24,26 @@
 //!    call in [`Metrics::visit`] (a unit test checks both agree); exporters
 //!    and the dashboard check pick it up with no change of their own;
 //! 4. the record calls where the subsystem sees the event (take `now` from
-//!    the caller), and a row in `docs/METRICS.md`.
+//!    the caller), or, for numbers the node keeps anyway, a copy as each
+//!    input ends (like [`Metrics::copy_relay_counters`]); histograms always
+//!    record at the event; and a row in `docs/METRICS.md` and a panel in
+//!    `docs/grafana-dashboard.json`.
 //!
 //! Names follow the exported form: counters end in `_total`, histograms in
 //! their unit (`_milliseconds`, `_seconds`).
 
 mod histogram;
 mod labels;
+mod nat;
+mod relay;
 
 use std::time::{Duration, Instant};
 
 pub use histogram::{CONNECTION_DURATION_BOUNDS, Histogram, LATENCY_BOUNDS, MAX_BUCKETS};
 pub(crate) use labels::label_enum;
 pub use labels::{Label, LabelValue, PerLabel};
+pub use nat::{ConnectionPath, NatType, PunchCounts, PunchPairs, PunchResult};
+pub use relay::{RelayDrop, RelayRefusal, ReservationChange};
 
 label_enum!(
     /// How a store operation (user, republish or announcement) ended.
@@ -311,7 +320,7 @@ pub enum Value<'a> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Series<'a> {
     /// Its labels (empty for an unlabelled family).
-    pub labels: &'static [Label],
+    pub labels: &'a [Label],
     /// Its value.
     pub value: Value<'a>,
 }
@@ -386,6 +395,63 @@ pub const PUBSUB_DELIVERY_LATENCY: Family = Family::histogram(
     Unit::Milliseconds,
     "Publisher side: time from publish to the PUBLISH frame taken in full by the subscriber's QUIC stream",
 );
+/// `relay_reservations_total`.
+pub const RELAY_RESERVATIONS: Family = Family::counter(
+    "relay_reservations_total",
+    "Reservation changes: granted and ended on this relay, acquired and lost by this node, by change",
+);
+/// `relay_circuits_total`.
+pub const RELAY_CIRCUITS: Family =
+    Family::counter("relay_circuits_total", "Circuits opened through this relay");
+/// `relay_circuits_active`.
+pub const RELAY_CIRCUITS_ACTIVE: Family =
+    Family::gauge("relay_circuits_active", "Circuits this relay relays now");
+/// `relay_bytes_total`.
+pub const RELAY_BYTES: Family = Family::counter(
+    "relay_bytes_total",
+    "Circuit bytes this relay forwarded (inner QUIC packets with their length prefixes)",
+);
+/// `relay_refusals_total`.
+pub const RELAY_REFUSALS: Family = Family::counter(
+    "relay_refusals_total",
+    "Reservation and circuit requests this relay refused, by reason",
+);
+/// `relay_dropped_packets_total`.
+pub const RELAY_DROPPED_PACKETS: Family = Family::counter(
+    "relay_dropped_packets_total",
+    "Circuit packets dropped (rate limits at the relay, full queues at either side), by reason",
+);
+/// `relay_connections_total`.
+pub const RELAY_CONNECTIONS: Family = Family::counter(
+    "relay_connections_total",
+    "Connections of this node that became ready over a relay circuit (either direction)",
+);
+/// `p2p_connections_by_path`.
+pub const P2P_CONNECTIONS_BY_PATH: Family = Family::gauge(
+    "p2p_connections_by_path",
+    "Ready connections now, by the path their packets take",
+);
+/// `nat_punch_attempts_total`.
+pub const NAT_PUNCH_ATTEMPTS: Family = Family::counter(
+    "nat_punch_attempts_total",
+    "Hole punches started, by NAT type of this node and of the peer",
+);
+/// `nat_punch_results_total`.
+pub const NAT_PUNCH_RESULTS: Family = Family::counter(
+    "nat_punch_results_total",
+    "Hole punches ended, by result and NAT type of this node and of the peer",
+);
+/// `nat_upgrade_time_milliseconds`.
+pub const NAT_UPGRADE_TIME: Family = Family::histogram(
+    "nat_upgrade_time_milliseconds",
+    Unit::Milliseconds,
+    "Time from the agreed start of a successful punch to the switch of the connection to the direct path",
+);
+/// `nat_fallbacks_total`.
+pub const NAT_FALLBACKS: Family = Family::counter(
+    "nat_fallbacks_total",
+    "Connections that fell back from a dead direct path to their relay circuit",
+);
 
 /// Every family a [`Metrics`] exports, in [`Metrics::visit`] order.
 pub const FAMILIES: &[Family] = &[
@@ -401,6 +467,18 @@ pub const FAMILIES: &[Family] = &[
     RPC_CALL_LATENCY,
     PUBSUB_MESSAGES,
     PUBSUB_DELIVERY_LATENCY,
+    RELAY_RESERVATIONS,
+    RELAY_CIRCUITS,
+    RELAY_CIRCUITS_ACTIVE,
+    RELAY_BYTES,
+    RELAY_REFUSALS,
+    RELAY_DROPPED_PACKETS,
+    RELAY_CONNECTIONS,
+    P2P_CONNECTIONS_BY_PATH,
+    NAT_PUNCH_ATTEMPTS,
+    NAT_PUNCH_RESULTS,
+    NAT_UPGRADE_TIME,
+    NAT_FALLBACKS,
 ];
 
 /// What a node measured. Read the fields, or walk the families with
@@ -434,6 +512,28 @@ pub struct Metrics {
     pub pubsub_messages: PerLabel<MessageDirection, u64, 4>,
     /// Publish to frame written, per remote subscriber.
     pub pubsub_delivery_latency: Histogram,
+    /// Reservation changes, by change.
+    pub relay_reservations: PerLabel<ReservationChange, u64, 4>,
+    /// Circuits opened through this relay.
+    pub relay_circuits: u64,
+    /// Circuits relayed now.
+    pub relay_circuits_active: u64,
+    /// Circuit bytes forwarded by this relay.
+    pub relay_bytes: u64,
+    /// Requests this relay refused, by reason.
+    pub relay_refusals: PerLabel<RelayRefusal, u64, 5>,
+    /// Circuit packets dropped, by reason.
+    pub relay_dropped_packets: PerLabel<RelayDrop, u64, 2>,
+    /// Connections that became ready over a circuit.
+    pub relay_connections: u64,
+    /// Ready connections now, by path.
+    pub connections_by_path: PerLabel<ConnectionPath, u64, 2>,
+    /// Punches started and ended, per pair of NAT types.
+    pub nat_punches: PunchPairs,
+    /// Start of a successful punch to the switch to the direct path.
+    pub nat_upgrade_time: Histogram,
+    /// Falls back from a dead direct path to the relay.
+    pub nat_fallbacks: u64,
 }
 
 impl Default for Metrics {
@@ -459,6 +559,17 @@ impl Metrics {
             rpc_call_latency: PerLabel::new(Histogram::new(LATENCY_BOUNDS)),
             pubsub_messages: PerLabel::default(),
             pubsub_delivery_latency: Histogram::new(LATENCY_BOUNDS),
+            relay_reservations: PerLabel::default(),
+            relay_circuits: 0,
+            relay_circuits_active: 0,
+            relay_bytes: 0,
+            relay_refusals: PerLabel::default(),
+            relay_dropped_packets: PerLabel::default(),
+            relay_connections: 0,
+            connections_by_path: PerLabel::default(),
+            nat_punches: PunchPairs::default(),
+            nat_upgrade_time: Histogram::new(LATENCY_BOUNDS),
+            nat_fallbacks: 0,
         }
     }
 
@@ -526,15 +637,7 @@ impl Metrics {
                 value: Value::Histogram(&self.connection_duration),
             }],
         );
-        let pool: Vec<Series<'_>> = self
-            .pool_size
-            .iter()
-            .map(|(direction, size)| Series {
-                labels: direction.labels(),
-                value: Value::Gauge(*size as f64),
-            })
-            .collect();
-        visitor.family(&P2P_CONNECTION_POOL_SIZE, &pool);
+        visitor.family(&P2P_CONNECTION_POOL_SIZE, &gauges(&self.pool_size));
         visitor.family(&P2P_CONNECTION_ERRORS, &counters(&self.connection_errors));
         visitor.family(&RPC_CALLS, &counters(&self.rpc_calls));
         visitor.family(&RPC_CALL_LATENCY, &histograms(&self.rpc_call_latency));
@@ -546,6 +649,67 @@ impl Metrics {
                 value: Value::Histogram(&self.pubsub_delivery_latency),
             }],
         );
+        self.visit_relay(visitor);
+        self.visit_nat(visitor);
+    }
+
+    fn visit_relay(&self, visitor: &mut impl Visitor) {
+        visitor.family(&RELAY_RESERVATIONS, &counters(&self.relay_reservations));
+        visitor.family(&RELAY_CIRCUITS, &[counter(self.relay_circuits)]);
+        let active = Series {
+            labels: &[],
+            value: Value::Gauge(self.relay_circuits_active as f64),
+        };
+        visitor.family(&RELAY_CIRCUITS_ACTIVE, &[active]);
+        visitor.family(&RELAY_BYTES, &[counter(self.relay_bytes)]);
+        visitor.family(&RELAY_REFUSALS, &counters(&self.relay_refusals));
+        visitor.family(
+            &RELAY_DROPPED_PACKETS,
+            &counters(&self.relay_dropped_packets),
+        );
+        visitor.family(&RELAY_CONNECTIONS, &[counter(self.relay_connections)]);
+    }
+
+    fn visit_nat(&self, visitor: &mut impl Visitor) {
+        visitor.family(&P2P_CONNECTIONS_BY_PATH, &gauges(&self.connections_by_path));
+        let pairs: Vec<_> = self.nat_punches.punched().collect();
+        let attempts: Vec<Series<'_>> = (pairs.iter())
+            .map(|(labels, counts)| Series {
+                labels,
+                value: Value::Counter(counts.attempts),
+            })
+            .collect();
+        visitor.family(&NAT_PUNCH_ATTEMPTS, &attempts);
+        let result_labels: Vec<([Label; 3], u64)> = (pairs.iter())
+            .flat_map(|([local, remote], counts)| {
+                (counts.results.iter()).map(move |(result, n)| {
+                    ([(PunchResult::KEY, result.as_str()), *local, *remote], *n)
+                })
+            })
+            .collect();
+        let results: Vec<Series<'_>> = (result_labels.iter())
+            .map(|(labels, n)| Series {
+                labels,
+                value: Value::Counter(*n),
+            })
+            .collect();
+        visitor.family(&NAT_PUNCH_RESULTS, &results);
+        visitor.family(
+            &NAT_UPGRADE_TIME,
+            &[Series {
+                labels: &[],
+                value: Value::Histogram(&self.nat_upgrade_time),
+            }],
+        );
+        visitor.family(&NAT_FALLBACKS, &[counter(self.nat_fallbacks)]);
+    }
+}
+
+/// The one series of an unlabelled counter.
+fn counter(value: u64) -> Series<'static> {
+    Series {
+        labels: &[],
+        value: Value::Counter(value),
     }
 }
 
@@ -555,6 +719,16 @@ fn counters<L: LabelValue, const N: usize>(per: &PerLabel<L, u64, N>) -> Vec<Ser
         .map(|(label, value)| Series {
             labels: label.labels(),
             value: Value::Counter(*value),
+        })
+        .collect()
+}
+
+/// One gauge series per label value, from counts.
+fn gauges<L: LabelValue, const N: usize>(per: &PerLabel<L, u64, N>) -> Vec<Series<'static>> {
+    per.iter()
+        .map(|(label, value)| Series {
+            labels: label.labels(),
+            value: Value::Gauge(*value as f64),
         })
         .collect()
 }

@@ -349,6 +349,7 @@ impl Node {
             self.dht.handle_rtt(now, peer, rtt);
         }
         let path = self.path_kind(&remote_virtual);
+        self.instruments.connection_on_path(handle, path);
         if path == PathKind::Relayed {
             self.relay_counters.relayed_connections += 1;
         }

@@ -9,7 +9,7 @@
 //! are copied at the same moment, so [`Node::metrics`] is always current.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quinn_proto::{ConnectionError, ConnectionHandle};
 
@@ -19,9 +19,11 @@ use crate::collections::HashMap;
 use crate::contract::Output;
 use crate::dht::DhtEvent;
 use crate::metrics::{
-    Cache, ConnectionDirection, ConnectionErrorKind, MessageDirection, Metrics, QueryKind,
-    RpcOutcome,
+    Cache, ConnectionDirection, ConnectionErrorKind, ConnectionPath, MessageDirection, Metrics,
+    PunchResult, QueryKind, RpcOutcome,
 };
+use crate::nat::punch::{NatClass, PunchEvent};
+use crate::path::PathKind;
 use crate::pool::Direction;
 use crate::pubsub::{PubSubError, PubSubEvent};
 use crate::rpc::{CallId, RpcError, RpcEvent};
@@ -42,6 +44,9 @@ pub(super) struct Instruments {
     published_at: VecDeque<(u64, Instant)>,
     /// When each live connection became ready.
     ready_since: HashMap<ConnectionHandle, Instant>,
+    /// The path of each ready connection, as counted in
+    /// `Metrics::connections_by_path`.
+    paths: HashMap<ConnectionHandle, ConnectionPath>,
     /// Outputs at the front of the node's queue already looked at.
     observed: usize,
 }
@@ -53,6 +58,7 @@ impl Instruments {
             call_started: HashMap::default(),
             published_at: VecDeque::new(),
             ready_since: HashMap::default(),
+            paths: HashMap::default(),
             observed: 0,
         }
     }
@@ -113,6 +119,46 @@ impl Instruments {
             let lived = now.saturating_duration_since(since);
             self.metrics.connection_duration.record(lived);
         }
+        if let Some(path) = self.paths.remove(&handle) {
+            self.left_path(path);
+        }
+    }
+
+    /// One connection fewer on `path`.
+    fn left_path(&mut self, path: ConnectionPath) {
+        let count = self.metrics.connections_by_path.get_mut(path);
+        *count = count.saturating_sub(1);
+    }
+
+    /// A ready connection's packets go over `path` (from now on: it became
+    /// ready, or it switched paths).
+    pub(super) fn connection_on_path(&mut self, handle: ConnectionHandle, path: PathKind) {
+        let path = ConnectionPath::from(path);
+        if let Some(old) = self.paths.insert(handle, path) {
+            self.left_path(old);
+        }
+        self.metrics.connections_by_path.bump(path);
+    }
+
+    /// A punch between our NAT (`local`) and the peer's (`remote`) ended
+    /// with `event` (events that end no punch are ignored).
+    pub(super) fn punch_ended(&mut self, local: NatClass, remote: NatClass, event: &PunchEvent) {
+        let result = match event {
+            PunchEvent::Succeeded(_) => PunchResult::Success,
+            PunchEvent::Failed { .. } => PunchResult::Failure,
+            PunchEvent::Skipped => PunchResult::Skipped,
+            _ => return,
+        };
+        self.metrics
+            .nat_punches
+            .record_result(local, remote, result);
+    }
+
+    /// A relayed connection switched to its direct path, `elapsed` after
+    /// the punch's agreed start.
+    pub(super) fn upgraded(&mut self, handle: ConnectionHandle, elapsed: Duration) {
+        self.metrics.nat_upgrade_time.record(elapsed);
+        self.connection_on_path(handle, PathKind::Direct);
     }
 
     /// A connection failed or was refused.
@@ -239,6 +285,8 @@ impl Node {
         *messages.get_mut(MessageDirection::Dropped) = pubsub
             .dropped_slow
             .saturating_add(pubsub.dropped_disconnected);
+        metrics.copy_relay_counters(&self.relay_counters);
+        metrics.relay_circuits_active = self.relay_server.circuit_count() as u64;
     }
 }
 

@@ -434,6 +434,10 @@ impl Node {
         let remote_nat = session.remote_nat;
         session.stage = Stage::Punching(Box::new(puncher));
         self.upgrades.counters.pair(local_nat, remote_nat).attempts += 1;
+        self.instruments
+            .metrics
+            .nat_punches
+            .record_attempt(local_nat, remote_nat);
     }
 
     /// Offers a STUN datagram to the upgrades; true when one of them took it.
@@ -544,6 +548,7 @@ impl Node {
             PunchEvent::Failed { .. } => pair.failures += 1,
             _ => pair.skipped += 1,
         }
+        self.instruments.punch_ended(local_nat, remote_nat, &event);
         if let Some(conn) = self.conns.get_mut(&handle) {
             if let Some(control) = conn.control {
                 let _ = conn.send(control, &result, false);
@@ -603,6 +608,7 @@ impl Node {
         let peer = s.peer;
         let counters = &mut self.upgrades.counters;
         counters.upgrades += 1;
+        self.instruments.upgraded(handle, elapsed);
         if counters.upgrade_times.len() == MAX_TIMES {
             counters.upgrade_times.pop_front();
         }
@@ -622,9 +628,12 @@ impl Node {
         s.stage = Stage::Relayed(retry);
         let (peer, relay_path) = (s.peer, s.relay_path);
         self.upgrades.counters.fallbacks += 1;
+        self.instruments.metrics.nat_fallbacks += 1;
         if let Some(conn) = self.conns.get_mut(&handle) {
             if self.paths.switch(conn.virtual_addr, relay_path).is_ok() {
                 conn.quinn.path_changed(now);
+                self.instruments
+                    .connection_on_path(handle, PathKind::Relayed);
             }
         }
         self.path_changed_event(peer, PathKind::Relayed, PathChange::DirectPathDead);

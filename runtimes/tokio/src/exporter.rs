@@ -125,7 +125,8 @@ fn registry_unit(unit: Unit) -> registry::Unit {
 mod tests {
     use std::time::Duration;
 
-    use macula::metrics::{FAMILIES, QueryKind, RpcOutcome};
+    use macula::metrics::{FAMILIES, PunchResult, QueryKind, RpcOutcome};
+    use macula::nat::punch::NatClass;
 
     use super::*;
 
@@ -138,6 +139,9 @@ mod tests {
         let lookups = metrics.dht_query_latency.get_mut(QueryKind::FindValue);
         lookups.record(Duration::from_micros(1500));
         metrics.connection_duration.record(Duration::from_secs(90));
+        let punches = &mut metrics.nat_punches;
+        punches.record_attempt(NatClass::OPEN, NatClass::UNKNOWN);
+        punches.record_result(NatClass::OPEN, NatClass::UNKNOWN, PunchResult::Failure);
         let text = openmetrics_text(&metrics);
         assert!(text.ends_with("# EOF\n"), "{text}");
         for line in [
@@ -156,6 +160,11 @@ mod tests {
             "p2p_connection_duration_seconds_bucket{le=\"300.0\"} 1",
             "dht_store_propagation_success_rate 1.0",
             "dht_store_operations_total{result=\"success\"} 1",
+            "nat_punch_attempts_total{local_nat=\"open\",remote_nat=\"unknown\"} 1",
+            "nat_punch_results_total{result=\"failure\",local_nat=\"open\",remote_nat=\"unknown\"} 1",
+            "nat_punch_results_total{result=\"success\",local_nat=\"open\",remote_nat=\"unknown\"} 0",
+            "p2p_connections_by_path{path=\"relayed\"} 0.0",
+            "relay_bytes_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

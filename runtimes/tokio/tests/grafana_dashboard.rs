@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use macula::metrics::{Cache, FAMILIES, Metrics};
+use macula::metrics::{Cache, FAMILIES, Metrics, PunchResult};
+use macula::nat::punch::NatClass;
 use macula_tokio::openmetrics_text;
 use serde_json::Value;
 
@@ -19,11 +20,15 @@ fn dashboard() -> Value {
 }
 
 /// Every sample name the exporter emits, from metrics where every family
-/// has a series (the rates appear only once measured).
+/// has a series (the rates appear only once measured, the punch families
+/// once a pair of NAT types punched).
 fn emitted() -> BTreeSet<String> {
     let mut metrics = Metrics::new();
     metrics.record_store(true);
     metrics.caches.get_mut(Cache::RpcProviders).record(true);
+    let punches = &mut metrics.nat_punches;
+    punches.record_attempt(NatClass::OPEN, NatClass::UNKNOWN);
+    punches.record_result(NatClass::OPEN, NatClass::UNKNOWN, PunchResult::Success);
     let text = openmetrics_text(&metrics);
     text.lines()
         .filter(|line| !line.starts_with('#'))
@@ -55,14 +60,14 @@ fn collect(value: &Value, found: &mut Vec<String>) {
 }
 
 /// The identifiers of `expr` that name a macula metric (by the prefixes of
-/// the families).
+/// the families: the subsystem before the first `_`).
 fn metric_names(expr: &str) -> Vec<&str> {
+    let prefixes: BTreeSet<&str> = FAMILIES
+        .iter()
+        .map(|f| &f.name[..=f.name.find('_').unwrap()])
+        .collect();
     expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|word| {
-            ["dht_", "p2p_", "rpc_", "pubsub_"]
-                .iter()
-                .any(|p| word.starts_with(p))
-        })
+        .filter(|word| prefixes.iter().any(|p| word.starts_with(p)))
         .collect()
 }
 

@@ -151,13 +151,22 @@ async fn metrics_and_health_follow_the_traffic_over_http() {
             Kind::Histogram => (family.name, format!("{}_count", family.name)),
         };
         assert!(types.contains_key(typed), "no TYPE for {typed}");
-        assert!(
+        // The punch families list only the pairs of NAT types that punched:
+        // none here, where no connection is relayed.
+        let listed = !family.name.starts_with("nat_punch_");
+        assert_eq!(
             samples.contains_key(&sample),
-            "no sample {sample} in\n{text}"
+            listed,
+            "sample {sample} in\n{text}"
         );
     }
     assert!(samples.keys().all(|name| !name.ends_with("_total_total")));
     assert!(value(&samples, "p2p_connections_total", r#"direction="outbound""#) >= 1.0);
+    assert!(value(&samples, "p2p_connections_by_path", r#"path="direct""#) >= 1.0);
+    assert_eq!(
+        value(&samples, "p2p_connections_by_path", r#"path="relayed""#),
+        0.0
+    );
     assert!(
         value(
             &samples,

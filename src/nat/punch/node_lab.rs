@@ -359,6 +359,11 @@ impl NodeLab {
         }
     }
 
+    /// The relay's host.
+    pub fn relay(&self) -> HostId {
+        self.relay
+    }
+
     /// Bytes the relay forwarded so far.
     pub fn forwarded(&self) -> u64 {
         self.world

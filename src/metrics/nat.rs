@@ -1,0 +1,221 @@
+//! Labels and counts of NAT traversal: the path a connection runs on, the
+//! NAT type of each side of a punch, and how punches ended per pair of
+//! types.
+
+use super::{Label, LabelValue, PerLabel, label_enum};
+use crate::nat::punch::NatClass;
+use crate::nat::stun::{FilteringBehaviour, MappingBehaviour, PortAllocation};
+use crate::path::PathKind;
+
+label_enum!(
+    /// Where a connection's packets go.
+    ConnectionPath, "path", {
+        /// Straight over UDP.
+        Direct => "direct",
+        /// Through a relay circuit.
+        Relayed => "relayed",
+    }
+);
+
+impl From<PathKind> for ConnectionPath {
+    fn from(kind: PathKind) -> Self {
+        match kind {
+            PathKind::Direct => ConnectionPath::Direct,
+            PathKind::Relayed => ConnectionPath::Relayed,
+        }
+    }
+}
+
+label_enum!(
+    /// A NAT's type as a label: the RFC 4787 class a node knew, folded into
+    /// the kinds that decide a punch. Exported under `local_nat` and
+    /// `remote_nat`.
+    NatType, "nat", {
+        /// Endpoint-independent mapping and filtering: no NAT, or a full cone.
+        Open => "open",
+        /// Endpoint-independent mapping, filtering by address.
+        AddressRestricted => "address_restricted",
+        /// Endpoint-independent mapping, filtering by address and port (a
+        /// port-restricted cone, Linux masquerade).
+        PortRestricted => "port_restricted",
+        /// A mapping per destination whose ports are predictable or not
+        /// classified.
+        Symmetric => "symmetric",
+        /// A mapping per destination with random ports.
+        SymmetricRandom => "symmetric_random",
+        /// Not classified (discovery found too little).
+        Unknown => "unknown",
+    }
+);
+
+impl From<NatClass> for NatType {
+    fn from(class: NatClass) -> Self {
+        use FilteringBehaviour as F;
+        use MappingBehaviour as M;
+        match (class.mapping, class.filtering) {
+            (M::EndpointIndependent, F::EndpointIndependent) => NatType::Open,
+            (M::EndpointIndependent, F::AddressDependent) => NatType::AddressRestricted,
+            (M::EndpointIndependent, F::AddressAndPortDependent) => NatType::PortRestricted,
+            (M::EndpointIndependent | M::Uncertain, _) => NatType::Unknown,
+            _ if class.ports == PortAllocation::Random => NatType::SymmetricRandom,
+            _ => NatType::Symmetric,
+        }
+    }
+}
+
+label_enum!(
+    /// How a punch ended.
+    PunchResult, "result", {
+        /// It found a direct path.
+        Success => "success",
+        /// Every attempt went unanswered.
+        Failure => "failure",
+        /// The NAT types ruled a direct path out, so no probe was sent.
+        Skipped => "skipped",
+    }
+);
+
+/// The punches of one pair of NAT types.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PunchCounts {
+    /// Punches started.
+    pub attempts: u64,
+    /// Punches ended, by result (a punch whose connection was lost first
+    /// has no result).
+    pub results: PerLabel<PunchResult, u64, 3>,
+}
+
+/// Punches per pair of NAT types: ours (`local_nat`), the peer's
+/// (`remote_nat`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PunchPairs(PerLabel<NatType, PerLabel<NatType, PunchCounts, 6>, 6>);
+
+impl PunchPairs {
+    /// The counts of the pair (ours, the peer's).
+    pub fn get(&self, local: NatType, remote: NatType) -> &PunchCounts {
+        self.0.get(local).get(remote)
+    }
+
+    /// A punch started between NATs of classes `local` (ours) and `remote`.
+    pub fn record_attempt(&mut self, local: NatClass, remote: NatClass) {
+        let counts = self.pair_mut(local, remote);
+        counts.attempts = counts.attempts.saturating_add(1);
+    }
+
+    /// A punch between NATs of classes `local` and `remote` ended `result`.
+    pub fn record_result(&mut self, local: NatClass, remote: NatClass, result: PunchResult) {
+        self.pair_mut(local, remote).results.bump(result);
+    }
+
+    fn pair_mut(&mut self, local: NatClass, remote: NatClass) -> &mut PunchCounts {
+        self.0.get_mut(local.into()).get_mut(remote.into())
+    }
+
+    /// The pairs that saw a punch, with their labels and counts, in label
+    /// order (pairs never punched are left out: 36 pairs would be noise).
+    pub fn punched(&self) -> impl Iterator<Item = ([Label; 2], &PunchCounts)> + '_ {
+        self.0.iter().flat_map(|(local, remotes)| {
+            remotes
+                .iter()
+                .filter(|(_, counts)| counts.attempts > 0 || counts.results.total() > 0)
+                .map(move |(remote, counts)| {
+                    let labels = [
+                        ("local_nat", local.as_str()),
+                        ("remote_nat", remote.as_str()),
+                    ];
+                    (labels, counts)
+                })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use FilteringBehaviour as F;
+    use MappingBehaviour as M;
+
+    /// Endpoint-independent mapping, filtering by address and port.
+    const MASQUERADE: NatClass = NatClass {
+        filtering: F::AddressAndPortDependent,
+        ..NatClass::OPEN
+    };
+
+    #[test]
+    fn nat_classes_fold_into_the_types_that_decide_a_punch() {
+        let symmetric = NatClass {
+            mapping: M::AddressAndPortDependent,
+            ..MASQUERADE
+        };
+        let types = [
+            (NatClass::OPEN, NatType::Open),
+            (NatClass::UNKNOWN, NatType::Unknown),
+            (
+                NatClass {
+                    filtering: F::AddressDependent,
+                    ..NatClass::OPEN
+                },
+                NatType::AddressRestricted,
+            ),
+            (MASQUERADE, NatType::PortRestricted),
+            (
+                NatClass {
+                    ports: PortAllocation::Random,
+                    ..MASQUERADE
+                },
+                NatType::PortRestricted,
+            ),
+            (
+                NatClass {
+                    filtering: F::Uncertain,
+                    ..NatClass::OPEN
+                },
+                NatType::Unknown,
+            ),
+            (
+                NatClass {
+                    ports: PortAllocation::Random,
+                    ..symmetric
+                },
+                NatType::SymmetricRandom,
+            ),
+            (
+                NatClass {
+                    ports: PortAllocation::Sequential { step: 1 },
+                    ..symmetric
+                },
+                NatType::Symmetric,
+            ),
+            (
+                NatClass {
+                    mapping: M::DestinationDependent,
+                    ..NatClass::UNKNOWN
+                },
+                NatType::Symmetric,
+            ),
+        ];
+        for (class, nat) in types {
+            assert_eq!(NatType::from(class), nat, "{class:?}");
+        }
+    }
+
+    #[test]
+    fn only_punched_pairs_are_listed_with_both_sides_labelled() {
+        let mut pairs = PunchPairs::default();
+        let open = NatClass::OPEN;
+        pairs.record_attempt(MASQUERADE, open);
+        pairs.record_attempt(MASQUERADE, open);
+        pairs.record_result(MASQUERADE, open, PunchResult::Success);
+        let listed: Vec<_> = pairs.punched().collect();
+        assert_eq!(listed.len(), 1);
+        let (labels, counts) = &listed[0];
+        assert_eq!(
+            labels,
+            &[("local_nat", "port_restricted"), ("remote_nat", "open")]
+        );
+        assert_eq!(counts.attempts, 2);
+        assert_eq!(*counts.results.get(PunchResult::Success), 1);
+        let reverse = pairs.get(NatType::Open, NatType::PortRestricted);
+        assert_eq!(reverse.attempts, 0);
+    }
+}
