@@ -362,6 +362,14 @@ fn remote_errors_are_typed_and_refusals_before_running_fail_over() {
                 message: "m".into(),
             },
         ),
+        // The provider's copy of the deadline passed first.
+        (
+            ErrorCode::Timeout,
+            RpcError::Timeout {
+                procedure: "svc.echo".into(),
+                after: TIMEOUT,
+            },
+        ),
     ] {
         let mut machine = rpc();
         let (call, out) = started(

@@ -287,6 +287,15 @@ impl Caller {
                 return self.fail_over(now, id, Some(refusal), out);
             }
             ErrorCode::UnknownProcedure => return self.fail_over(now, id, None, out),
+            // The provider gave up at the deadline the call carries: the same
+            // end as our own timer's, whichever comes first.
+            ErrorCode::Timeout => {
+                let call = &self.calls[&id];
+                RpcError::Timeout {
+                    procedure: call.procedure.as_str().into(),
+                    after: call.timeout,
+                }
+            }
             ErrorCode::Refused => RpcError::Refused {
                 provider,
                 message: error.message,

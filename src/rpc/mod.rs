@@ -20,7 +20,9 @@
 //!   (its record says so, [`ProviderFlags`]) and the caller did not ask for
 //!   [`CallOptions::at_most_once`]; otherwise it ends with [`RpcError::Lost`].
 //!   Other ERROR codes are final: `refused` becomes [`RpcError::Refused`],
-//!   the rest (unknown codes included) [`RpcError::Remote`].
+//!   `timeout` (the provider's copy of the call's deadline passed)
+//!   [`RpcError::Timeout`], the rest (unknown codes included)
+//!   [`RpcError::Remote`].
 //! - Every provider that fails is dropped from the cached provider list
 //!   (cached [`RpcConfig::cache_ttl`]); a lookup that does not come back
 //!   within [`RpcConfig::lookup_timeout`] is asked again while the call's

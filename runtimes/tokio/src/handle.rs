@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use crate::counters::{Counters, DriverCounters};
 use crate::driver::Driver;
 use crate::error::{BindError, CommandError};
 use crate::events::Events;
+use crate::routes::{Notice, Order, Routes};
 use crate::socket::Socket;
 use crate::task::{self, Command, Operation};
 
@@ -40,6 +42,10 @@ struct Shared {
     counters: Arc<Counters>,
     /// Never read: new subscriptions are cloned from it.
     events: broadcast::Receiver<Event>,
+    /// What guards and handlers tell the task without waiting.
+    notices: mpsc::UnboundedSender<Notice>,
+    /// The next call's ticket.
+    next_ticket: AtomicU64,
 }
 
 /// The answer to [`MaculaNode::find_node`].
@@ -129,8 +135,14 @@ impl MaculaNode {
         let counters = driver.shared_counters();
         let (commands, receiver) = mpsc::channel(config.command_capacity.max(1));
         let (events_sender, events) = broadcast::channel(config.event_capacity.max(1));
+        let (notices, notices_receiver) = mpsc::unbounded_channel();
+        let routes = Routes::new(notices.clone());
         let span = tracing::info_span!("macula_node", node = ?node_id, local = %local_addr);
-        tokio::spawn(task::run(driver, receiver, events_sender).instrument(span));
+        let inbox = task::Inbox {
+            commands: receiver,
+            notices: notices_receiver,
+        };
+        tokio::spawn(task::run(driver, inbox, routes, events_sender).instrument(span));
         Ok(Self {
             commands,
             shared: Arc::new(Shared {
@@ -139,6 +151,8 @@ impl MaculaNode {
                 contact,
                 counters,
                 events,
+                notices,
+                next_ticket: AtomicU64::new(0),
             }),
         })
     }
@@ -255,6 +269,28 @@ impl MaculaNode {
             // An error means the task already ended: stopped either way.
             let _ = stopped.await;
         }
+    }
+
+    /// Sends the messaging order `order` makes around its reply channel to
+    /// the task and waits for the answer; `None` when the node stopped first.
+    pub(crate) async fn ask<T>(
+        &self,
+        order: impl FnOnce(oneshot::Sender<T>) -> Order,
+    ) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Messaging(order(reply));
+        self.commands.send(command).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// The channel guards and handlers reach the task on.
+    pub(crate) fn notices(&self) -> &mpsc::UnboundedSender<Notice> {
+        &self.shared.notices
+    }
+
+    /// A fresh ticket naming a call.
+    pub(crate) fn next_ticket(&self) -> u64 {
+        self.shared.next_ticket.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Sends `operation` to the task and waits for the event that ends it.

@@ -1,6 +1,7 @@
 //! The task that owns a [`Node`] and its [`Driver`]: it applies the
 //! handles' commands, answers each when the DHT reports the operation it
-//! started (matched by [`QueryId`]), and publishes every event.
+//! started (matched by [`QueryId`]), hands messaging orders, notices and
+//! events to its [`Routes`], and publishes every event.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::clock;
 use crate::driver::Driver;
 use crate::handle::NodeStats;
+use crate::routes::{Notice, Order, Routes};
 
 /// Where the outcome of a DHT operation goes.
 pub(crate) type Reply = oneshot::Sender<Result<DhtEvent, DhtError>>;
@@ -22,6 +24,8 @@ pub(crate) type Reply = oneshot::Sender<Result<DhtEvent, DhtError>>;
 pub(crate) enum Command {
     /// Start a DHT operation and answer `reply` when it finishes.
     Dht { operation: Operation, reply: Reply },
+    /// An RPC or pub/sub order.
+    Messaging(Order),
     /// Report the node's state now.
     Inspect { reply: oneshot::Sender<NodeStats> },
     /// Stop; `done` is answered once the node no longer runs.
@@ -43,33 +47,68 @@ pub(crate) enum Operation {
     },
 }
 
+/// What reaches the task: the handles' commands (bounded) and notices
+/// (see [`crate::routes`]).
+pub(crate) struct Inbox {
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) notices: mpsc::UnboundedReceiver<Notice>,
+}
+
+/// What woke the task besides the socket and the timer.
+enum Mail {
+    Command(Option<Command>),
+    Notice(Notice),
+}
+
+impl Inbox {
+    /// The next notice or command, notices first (they free resources).
+    async fn next(&mut self) -> Mail {
+        tokio::select! {
+            biased;
+            Some(notice) = self.notices.recv() => Mail::Notice(notice),
+            command = self.commands.recv() => Mail::Command(command),
+        }
+    }
+}
+
 /// Runs the node until a handle says [`Command::Shutdown`] or every handle
 /// is gone.
 pub(crate) async fn run(
     mut driver: Driver<Node>,
-    mut commands: mpsc::Receiver<Command>,
+    mut inbox: Inbox,
+    mut routes: Routes,
     events: broadcast::Sender<Event>,
 ) {
     let mut pending: BTreeMap<QueryId, Reply> = BTreeMap::new();
     let done = loop {
         driver.flush().await;
         while let Some(event) = driver.pop_event() {
+            route(driver.machine_mut(), &mut routes, &event);
             publish(&mut pending, &events, event);
         }
-        match driver.turn(commands.recv()).await {
-            None => {}
-            Some(Some(Command::Shutdown { done })) => break Some(done),
-            Some(Some(Command::Inspect { reply })) => {
+        let command = match driver.turn(inbox.next()).await {
+            None => continue,
+            Some(Mail::Notice(notice)) => {
+                routes.notice(driver.machine_mut(), notice);
+                continue;
+            }
+            Some(Mail::Command(command)) => command,
+        };
+        match command {
+            Some(Command::Shutdown { done }) => break Some(done),
+            Some(Command::Inspect { reply }) => {
                 // The caller may have stopped waiting.
                 let _ = reply.send(NodeStats::of(driver.machine()));
             }
-            Some(Some(Command::Dht { operation, reply })) => {
+            Some(Command::Dht { operation, reply }) => {
                 start(driver.machine_mut(), &mut pending, operation, reply);
             }
-            Some(None) => break None,
+            Some(Command::Messaging(order)) => routes.order(driver.machine_mut(), order),
+            None => break None,
         }
     };
-    tracing::debug!(waiting = pending.len(), "node stopped");
+    let (calls, handlers) = routes.open();
+    tracing::debug!(waiting = pending.len(), calls, handlers, "node stopped");
     drop(driver);
     if let Some(done) = done {
         let _ = done.send(());
@@ -101,6 +140,15 @@ fn start(
         Err(error) => {
             let _ = reply.send(Err(error));
         }
+    }
+}
+
+/// Hands an RPC or pub/sub event to the routes.
+fn route(node: &mut Node, routes: &mut Routes, event: &Event) {
+    match event {
+        Event::Rpc(rpc) => routes.rpc_event(node, rpc),
+        Event::PubSub(pubsub) => routes.pubsub_event(pubsub),
+        _ => {}
     }
 }
 
