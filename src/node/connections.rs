@@ -39,6 +39,7 @@ impl Node {
             .get(&handle)
             .is_some_and(|c| c.quinn.is_drained())
         {
+            self.instruments.connection_ended(now, handle);
             self.forget_connection(handle);
             busy = true;
         }
@@ -304,6 +305,7 @@ impl Node {
         let remote = conn.remote;
         conn.hello = Some(hello);
         conn.phase = Phase::Ready;
+        self.instruments.connection_ready(now, handle, direction);
         if direction == Direction::Inbound {
             let answer = Message::from(self.hello());
             let conn = self.conns.get_mut(&handle).expect("looked up above");
@@ -413,6 +415,8 @@ impl Node {
             reason,
             detail: detail.clone(),
         };
+        self.instruments
+            .connection_error(now, crate::metrics::ConnectionErrorKind::Refused);
         self.close_connection(now, handle, reason, detail, cause);
     }
 
@@ -483,6 +487,10 @@ impl Node {
             return;
         };
         let was_refused = conn.phase == Phase::Closing;
+        if let Some(kind) = instrument::lost_error(conn.phase, &reason) {
+            self.instruments.connection_error(now, kind);
+        }
+        let conn = self.conns.get_mut(&handle).expect("looked up above");
         conn.phase = Phase::Closing;
         let (peer, remote) = (conn.peer, conn.remote);
         self.release_requests(now, handle);
@@ -513,6 +521,7 @@ impl Node {
         };
         let requests = conn.take_requests();
         let (peer, pool_id, ready) = (conn.peer, conn.pool_id.take(), conn.pooled);
+        self.instruments.connection_ended(now, handle);
         for (request_id, lease) in requests {
             self.pool.release(now, lease);
             self.dht

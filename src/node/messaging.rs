@@ -138,6 +138,7 @@ impl Node {
     ) -> Result<CallId, RpcError> {
         self.enter(now);
         let call = self.rpc.call(now, procedure, payload, timeout, options);
+        self.instruments.call_started(now, &call);
         self.settle(now);
         call
     }
@@ -192,6 +193,7 @@ impl Node {
     ) -> Result<u64, PubSubError> {
         self.enter(now);
         let published = self.pubsub.publish(now, topic, payload);
+        self.instruments.published(now, &published);
         self.settle(now);
         published
     }

@@ -27,6 +27,7 @@ mod conn;
 mod connections;
 mod datagrams;
 pub mod dht_wire;
+mod instrument;
 mod messaging;
 mod peers;
 mod publish_streams;
@@ -179,6 +180,7 @@ pub struct Node {
     serving: HashMap<(NodeId, u64), Serving>,
     out: VecDeque<Output<Event>>,
     counters: NodeCounters,
+    instruments: instrument::Instruments,
     last_now: Instant,
     next_timeout: Option<Instant>,
 }
@@ -238,6 +240,7 @@ impl Node {
             serving: HashMap::default(),
             out: VecDeque::new(),
             counters: NodeCounters::default(),
+            instruments: instrument::Instruments::new(),
             last_now: now,
             next_timeout: None,
         })
@@ -362,6 +365,7 @@ impl Node {
             }
         }
         self.gather_transmits(now);
+        self.observe(now);
         self.next_timeout = self.compute_timeout();
     }
 
@@ -408,7 +412,9 @@ impl Machine for Node {
     }
 
     fn poll_output(&mut self) -> Option<Output<Event>> {
-        self.out.pop_front()
+        let output = self.out.pop_front()?;
+        self.instruments.output_taken();
+        Some(output)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

@@ -191,6 +191,8 @@ impl Node {
             }
             Err(detail) => {
                 tracing::debug!(%peer, %addr, %detail, "dial failed");
+                self.instruments
+                    .connection_error(now, crate::metrics::ConnectionErrorKind::Dial);
                 self.pool.handle_connect_failed(now, peer, pool_id);
             }
         }
@@ -227,7 +229,10 @@ impl Node {
                 } => {
                     self.answer(peer, request_id, response);
                 }
-                DhtOutput::Event(event) => self.on_dht_event(now, event),
+                DhtOutput::Event(event) => {
+                    self.instruments.dht_event(&event);
+                    self.on_dht_event(now, event)
+                }
             }
         }
         busy

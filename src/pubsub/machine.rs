@@ -28,6 +28,7 @@ use super::receiver::Receiver;
 use super::{Pattern, PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats, Topic};
 use crate::collections::HashMap;
 use crate::id::{NodeId, Realm, RecordKey, RecordKind};
+use crate::metrics::CacheCounts;
 use crate::rpc::directory::{Announcements, Cached, DirectoryRequest, Found, LookupCache};
 use crate::wire::{ErrorCode, ErrorReply, Message, Publish, Reply, Subscribe, Unsubscribe};
 
@@ -92,6 +93,12 @@ impl PubSub {
             receiver: self.receiver.stats(),
             ..self.stats
         }
+    }
+
+    /// Hits and misses of the subscriber cache (one lookup per topic
+    /// prefix of each publication).
+    pub fn subscriber_cache(&self) -> CacheCounts {
+        self.cache.counts()
     }
 
     /// Messages waiting in `subscriber`'s queue.
@@ -178,7 +185,7 @@ impl PubSub {
         let mut keys = Vec::new();
         for prefix in topic.prefixes() {
             let key = self.topic_key(prefix);
-            match self.cache.get(now, &key) {
+            match self.cache.consult(now, &key) {
                 Cached::Fresh(_) => {}
                 Cached::Pending => keys.push(key),
                 Cached::Missing => {

@@ -13,6 +13,7 @@ use super::directory::{Cached, DirectoryRequest, Found, LookupCache};
 use super::{ProviderFlags, RpcConfig, RpcError, RpcEvent, RpcOutput, RpcStats};
 use crate::collections::HashMap;
 use crate::id::{NodeId, RecordKey};
+use crate::metrics::CacheCounts;
 use crate::pubsub::Topic;
 use crate::wire::{self, ErrorCode, ErrorReply, Reply};
 
@@ -110,6 +111,10 @@ impl Caller {
         self.stats
     }
 
+    pub(crate) fn cache_counts(&self) -> CacheCounts {
+        self.cache.counts()
+    }
+
     pub(crate) fn in_flight(&self) -> usize {
         self.calls.len()
     }
@@ -156,6 +161,7 @@ impl Caller {
                 last_refusal: None,
             },
         );
+        let _ = self.cache.consult(now, &key);
         self.advance(now, id, out);
         Ok(id)
     }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::collections::HashMap;
 use crate::id::{NodeId, RecordKey};
+use crate::metrics::CacheCounts;
 use crate::record::SignedRecord;
 
 /// One value found under a key: who published it and what it says.
@@ -86,6 +87,8 @@ pub(crate) struct LookupCache {
     entries: HashMap<RecordKey, Entry>,
     /// Pending lookup deadlines, earliest first.
     deadlines: BTreeMap<(Instant, RecordKey), ()>,
+    /// Hits and misses of [`LookupCache::consult`].
+    counts: CacheCounts,
 }
 
 impl LookupCache {
@@ -97,7 +100,22 @@ impl LookupCache {
             lookup_timeout,
             entries: HashMap::default(),
             deadlines: BTreeMap::new(),
+            counts: CacheCounts::default(),
         }
+    }
+
+    /// [`LookupCache::get`] for a new use of the cache (a call, a
+    /// publication), counted: a hit when the key is fresh or already being
+    /// looked up, a miss when it is missing.
+    pub(crate) fn consult(&mut self, now: Instant, key: &RecordKey) -> Cached<'_> {
+        let hit = self.get(now, key) != Cached::Missing;
+        self.counts.record(hit);
+        self.get(now, key)
+    }
+
+    /// Hits and misses of [`LookupCache::consult`] so far.
+    pub(crate) fn counts(&self) -> CacheCounts {
+        self.counts
     }
 
     /// What is known about `key` at `now`.

@@ -13,6 +13,7 @@ use super::{
     HandlerError, ProviderFlags, RegisterOptions, RpcConfig, RpcError, RpcOutput, RpcStats,
 };
 use crate::id::{NodeId, Realm, RecordKey, RecordKind};
+use crate::metrics::CacheCounts;
 use crate::pubsub::Topic;
 use crate::wire::{Call, ErrorReply, Reply};
 
@@ -53,6 +54,11 @@ impl Rpc {
     /// The counters so far.
     pub fn stats(&self) -> RpcStats {
         self.caller.stats().plus(self.handler.stats())
+    }
+
+    /// Hits and misses of the provider cache (one lookup per call).
+    pub fn provider_cache(&self) -> CacheCounts {
+        self.caller.cache_counts()
     }
 
     /// Calls of ours still open.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use macula::dht::{Contact, DhtEvent, QueryStats};
 use macula::id::{Identity, NodeId, RecordKey};
+use macula::metrics::Metrics;
 use macula::node::{Event, Node, NodeCounters};
 use macula::record::SignedRecord;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -22,6 +23,7 @@ use crate::driver::Driver;
 use crate::error::{BindError, CommandError};
 use crate::events::Events;
 use crate::routes::{Notice, Order, Routes};
+use crate::metrics_http::MetricsServer;
 use crate::socket::Socket;
 use crate::task::{self, Command, Operation};
 
@@ -46,6 +48,8 @@ struct Shared {
     notices: mpsc::UnboundedSender<Notice>,
     /// The next call's ticket.
     next_ticket: AtomicU64,
+    /// The `/metrics` and `/health` server, if one was asked for.
+    metrics_server: Option<MetricsServer>,
 }
 
 /// The answer to [`MaculaNode::find_node`].
@@ -90,6 +94,8 @@ pub struct NodeStats {
     pub connections: usize,
     /// Routing-table entries.
     pub routing_table: usize,
+    /// The node's metrics.
+    pub metrics: Metrics,
 }
 
 impl NodeStats {
@@ -98,6 +104,7 @@ impl NodeStats {
             counters: node.counters().clone(),
             connections: node.connection_count(),
             routing_table: node.dht().table().len(),
+            metrics: node.metrics().clone(),
         }
     }
 }
@@ -134,6 +141,14 @@ impl MaculaNode {
         driver.set_datagrams_per_turn(config.datagrams_per_turn);
         let counters = driver.shared_counters();
         let (commands, receiver) = mpsc::channel(config.command_capacity.max(1));
+        let metrics_server = match config.metrics_addr {
+            Some(addr) => Some(
+                MetricsServer::start(addr, commands.downgrade())
+                    .await
+                    .map_err(|source| BindError::Metrics { addr, source })?,
+            ),
+            None => None,
+        };
         let (events_sender, events) = broadcast::channel(config.event_capacity.max(1));
         let (notices, notices_receiver) = mpsc::unbounded_channel();
         let routes = Routes::new(notices.clone());
@@ -153,6 +168,7 @@ impl MaculaNode {
                 events,
                 notices,
                 next_ticket: AtomicU64::new(0),
+                metrics_server,
             }),
         })
     }
@@ -184,6 +200,17 @@ impl MaculaNode {
         let asked = self.commands.send(Command::Inspect { reply }).await;
         asked.map_err(|_| CommandError::Stopped)?;
         answer.await.map_err(|_| CommandError::Stopped)
+    }
+
+    /// The node's metrics now (a snapshot).
+    pub async fn metrics(&self) -> Result<Metrics, CommandError> {
+        Ok(self.stats().await?.metrics)
+    }
+
+    /// Where `/metrics` and `/health` are served (the bound address, when
+    /// [`MaculaConfig::metrics_addr`] asked for one).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.shared.metrics_server.as_ref().map(MetricsServer::addr)
     }
 
     /// A subscription to every event from now on.

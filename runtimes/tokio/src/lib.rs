@@ -58,6 +58,8 @@
 //! - [`rpc`] and [`pubsub`]: the messaging API; `routes`: the task's side of
 //!   it (orders, notices, event routing).
 //! - `config`, `error`, `events`, `counters`: what those take and give.
+//! - `exporter`, `health`, `metrics_http`: the node's metrics in OpenMetrics
+//!   text, its health, and the HTTP server for both (`metrics_addr`).
 //! - `clock`: the only place the crate reads time.
 
 #![forbid(unsafe_code)]
@@ -70,7 +72,10 @@ mod counters;
 mod driver;
 mod error;
 mod events;
+mod exporter;
 mod handle;
+mod health;
+mod metrics_http;
 pub mod pubsub;
 mod routes;
 pub mod rpc;
@@ -82,7 +87,10 @@ pub use counters::DriverCounters;
 pub use driver::{DEFAULT_DATAGRAMS_PER_TURN, Driver};
 pub use error::{BindError, CommandError};
 pub use events::Events;
+pub use exporter::{OPENMETRICS_CONTENT_TYPE, openmetrics_text};
 pub use handle::{FoundNodes, FoundValues, MaculaNode, NodeStats, StoreReceipt};
+pub use health::{ERROR_WINDOW, Health, MIN_STORE_SUCCESS_RATE, Reason};
+pub use metrics_http::{MAX_CONNECTIONS, MAX_REQUEST_HEAD, READ_TIMEOUT, WRITE_TIMEOUT};
 pub use pubsub::{
     DEFAULT_SUBSCRIPTION_CAPACITY, Publication, PublishError, SubscribeError, Subscription,
 };
