@@ -22,8 +22,8 @@ use crate::counters::{Counters, DriverCounters};
 use crate::driver::Driver;
 use crate::error::{BindError, CommandError};
 use crate::events::Events;
-use crate::routes::{Notice, Order, Routes};
 use crate::metrics_http::MetricsServer;
+use crate::routes::{Notice, Order, Routes};
 use crate::socket::Socket;
 use crate::task::{self, Command, Operation};
 

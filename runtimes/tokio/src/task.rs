@@ -109,6 +109,12 @@ pub(crate) async fn run(
     };
     let (calls, handlers) = routes.open();
     tracing::debug!(waiting = pending.len(), calls, handlers, "node stopped");
+    if done.is_some() {
+        // Asked to stop: tell every peer (DISCONNECT and CONNECTION_CLOSE)
+        // rather than leaving them to find out by idle timeout.
+        driver.machine_mut().close_all(clock::now());
+        driver.flush().await;
+    }
     drop(driver);
     if let Some(done) = done {
         let _ = done.send(());

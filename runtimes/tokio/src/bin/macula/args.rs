@@ -83,11 +83,21 @@ pub struct MeshArgs {
     /// Address peers dial to reach this node. Default: the listen address;
     /// when that is 0.0.0.0 or [::], the local address on the route to the
     /// first seed (or the default route).
-    #[arg(long, env = "MACULA_ANNOUNCE", value_name = "ADDR", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "MACULA_ANNOUNCE",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
     pub announce: Vec<SocketAddr>,
     /// A node to join the mesh through, as NODEID@HOST:PORT (printed by
     /// `macula node`). Repeat for several.
-    #[arg(long = "seed", env = "MACULA_SEEDS", value_name = "SEED", value_delimiter = ',')]
+    #[arg(
+        long = "seed",
+        env = "MACULA_SEEDS",
+        value_name = "SEED",
+        value_delimiter = ','
+    )]
     pub seeds: Vec<Seed>,
     /// The realm (a DNS-like name); nodes of other realms are refused.
     /// Default: io.macula.mesh.
@@ -101,7 +111,12 @@ pub struct MeshArgs {
     #[arg(long, env = "MACULA_TLS", value_name = "MODE")]
     pub tls: Option<TlsMode>,
     /// A node id (64 hex digits) trusted in --tls pinned. Repeat for several.
-    #[arg(long = "pin", env = "MACULA_PINS", value_name = "NODEID", value_delimiter = ',')]
+    #[arg(
+        long = "pin",
+        env = "MACULA_PINS",
+        value_name = "NODEID",
+        value_delimiter = ','
+    )]
     pub pins: Vec<String>,
     /// Seconds to wait for joining the mesh, and for a call's answer. Default: 10.
     #[arg(long, env = "MACULA_TIMEOUT", value_name = "SECONDS")]
@@ -119,8 +134,17 @@ pub struct NodeArgs {
     #[arg(long, env = "MACULA_PEERS_FILE", value_name = "FILE")]
     pub peers_file: Option<PathBuf>,
     /// Serve PROCEDURE, answering every call with its payload. Repeat for several.
-    #[arg(long, env = "MACULA_ECHO", value_name = "PROCEDURE", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "MACULA_ECHO",
+        value_name = "PROCEDURE",
+        value_delimiter = ','
+    )]
     pub echo: Vec<String>,
+    /// Serve `GET /metrics` (OpenMetrics text) and `GET /health` over HTTP
+    /// at this address (port 0 picks a free one).
+    #[arg(long, env = "MACULA_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Where a payload comes from: the argument, a file, or stdin (`-`).

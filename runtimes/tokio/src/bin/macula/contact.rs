@@ -106,7 +106,10 @@ mod tests {
 
     #[test]
     fn a_printed_seed_parses_back() {
-        let contact = Contact::new(NodeId::from_bytes([1; 32]), "127.0.0.1:4433".parse().unwrap());
+        let contact = Contact::new(
+            NodeId::from_bytes([1; 32]),
+            "127.0.0.1:4433".parse().unwrap(),
+        );
         let line = SeedLine(&contact).to_string();
         assert_eq!(line, format!("{ID}@127.0.0.1:4433"));
         assert_eq!(line.parse::<Seed>(), Ok(Seed(contact)));
@@ -116,12 +119,18 @@ mod tests {
 
     #[test]
     fn bad_seeds_say_what_is_wrong() {
-        assert!(matches!("127.0.0.1:4433".parse::<Seed>(), Err(SeedError::Form(_))));
+        assert!(matches!(
+            "127.0.0.1:4433".parse::<Seed>(),
+            Err(SeedError::Form(_))
+        ));
         assert!(matches!(
             "abc@127.0.0.1:4433".parse::<Seed>(),
             Err(SeedError::NodeId { .. })
         ));
         let no_port = format!("{ID}@127.0.0.1").parse::<Seed>();
-        assert!(matches!(no_port, Err(SeedError::Address { .. })), "{no_port:?}");
+        assert!(
+            matches!(no_port, Err(SeedError::Address { .. })),
+            "{no_port:?}"
+        );
     }
 }

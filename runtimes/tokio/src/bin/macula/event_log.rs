@@ -49,9 +49,9 @@ fn describe(event: &Event) -> Option<String> {
             let who = peer.map_or_else(|| remote.to_string(), |p| format!("{p} at {remote}"));
             Some(format!("disconnected from {who}: {}", cause_text(cause)))
         }
-        Event::Dht(DhtEvent::Bootstrapped { table_size, .. }) => {
-            Some(format!("joined the mesh: {table_size} peers in the routing table"))
-        }
+        Event::Dht(DhtEvent::Bootstrapped { table_size, .. }) => Some(format!(
+            "joined the mesh: {table_size} peers in the routing table"
+        )),
         Event::Dht(_) | Event::Rpc(_) | Event::PubSub(_) => None,
     }
 }
@@ -60,7 +60,9 @@ fn describe(event: &Event) -> Option<String> {
 fn cause_text(cause: &CloseCause) -> String {
     match cause {
         CloseCause::Local(why) => format!("closed here ({why})"),
-        CloseCause::Peer { reason, message } => format!("closed by the peer ({reason:?}: {message})"),
+        CloseCause::Peer { reason, message } => {
+            format!("closed by the peer ({reason:?}: {message})")
+        }
         CloseCause::Refused { reason, detail } => format!("refused ({reason:?}: {detail})"),
         CloseCause::Transport(why) => format!("transport failed ({why})"),
     }

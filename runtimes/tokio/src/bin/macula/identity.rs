@@ -14,8 +14,9 @@ use crate::failure::Failure;
 /// does not exist (and saying so on stderr).
 pub fn load_or_create(path: &Path) -> Result<Identity, Failure> {
     match std::fs::metadata(path) {
-        Ok(_) => tls::read_identity(path)
-            .map_err(|e| Failure::settings(format!("identity file: {e}"))),
+        Ok(_) => {
+            tls::read_identity(path).map_err(|e| Failure::settings(format!("identity file: {e}")))
+        }
         Err(e) if e.kind() == ErrorKind::NotFound => {
             let identity = create(path)?;
             eprintln!(
@@ -36,7 +37,10 @@ pub fn load_or_create(path: &Path) -> Result<Identity, Failure> {
 pub fn create(path: &Path) -> Result<Identity, Failure> {
     let identity = generate()?;
     let fail = |e: std::io::Error| {
-        Failure::settings(format!("cannot create identity file {}: {e}", path.display()))
+        Failure::settings(format!(
+            "cannot create identity file {}: {e}",
+            path.display()
+        ))
     };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -68,7 +72,10 @@ mod tests {
         let path = dir.join("node.pem");
         let created = load_or_create(&path).unwrap();
         assert_eq!(load_or_create(&path).unwrap().node_id(), created.node_id());
-        assert!(create(&path).unwrap_err().message.contains("node.pem"), "never overwrites");
+        assert!(
+            create(&path).unwrap_err().message.contains("node.pem"),
+            "never overwrites"
+        );
 
         let garbage = dir.join("garbage.pem");
         std::fs::write(&garbage, "not a key").unwrap();

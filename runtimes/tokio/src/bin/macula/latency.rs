@@ -61,6 +61,9 @@ mod tests {
         assert_eq!(samples.quantile(0.0), Some(Duration::from_millis(1)));
         assert_eq!(samples.quantile(0.5), Some(Duration::from_millis(3)));
         assert_eq!(samples.quantile(1.0), Some(Duration::from_millis(5)));
-        assert_eq!(samples.summary(), "p50 3.000 ms, p99 5.000 ms, max 5.000 ms");
+        assert_eq!(
+            samples.summary(),
+            "p50 3.000 ms, p99 5.000 ms, max 5.000 ms"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! (see [`failure::EXIT_CODES`]); bad flags are clap's usage errors (exit
 //! code 2).
 
+mod announced;
 mod args;
 mod client;
 mod contact;
@@ -47,7 +48,9 @@ fn main() -> ExitCode {
         .build();
     let outcome = match runtime {
         Ok(runtime) => runtime.block_on(dispatch(cli.command)),
-        Err(e) => Err(Failure::other(format!("cannot start the async runtime: {e}"))),
+        Err(e) => Err(Failure::other(format!(
+            "cannot start the async runtime: {e}"
+        ))),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

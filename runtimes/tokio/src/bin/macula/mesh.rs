@@ -16,14 +16,17 @@ use crate::settings::Settings;
 /// Pause between two tries to join while no seed answers.
 const JOIN_RETRY: Duration = Duration::from_millis(500);
 
-/// Binds a node with `settings`; `default_listen` is used when the
-/// settings give no address (else the address routing to the first seed,
-/// any port).
-pub async fn start(
+/// The configuration of a node with `settings`; `default_listen` is used
+/// when the settings give no address (else the address routing to the
+/// first seed, any port). Loads or creates the identity file.
+pub fn config(
     settings: &Settings,
     default_listen: Option<SocketAddr>,
-) -> Result<MaculaNode, Failure> {
-    let first_seed = settings.seeds.first().and_then(|s| s.addrs.first().copied());
+) -> Result<MaculaConfig, Failure> {
+    let first_seed = settings
+        .seeds
+        .first()
+        .and_then(|s| s.addrs.first().copied());
     let bind = settings
         .listen
         .or(default_listen)
@@ -38,12 +41,20 @@ pub async fn start(
     if let Some(path) = &settings.identity {
         config.identity = Some(identity::load_or_create(path)?);
     }
+    Ok(config)
+}
+
+/// Starts a node with `config`; a failure says what to change.
+pub async fn bind(config: MaculaConfig) -> Result<MaculaNode, Failure> {
     MaculaNode::bind(config).await.map_err(|e| match e {
         BindError::Socket { addr, source } if source.kind() == std::io::ErrorKind::AddrInUse => {
             Failure::network(format!(
                 "cannot listen on {addr}: the address is in use (another node running? pick another with --listen)"
             ))
         }
+        BindError::Metrics { addr, source } => Failure::network(format!(
+            "cannot serve metrics on {addr}: {source} (pick another with --metrics-addr)"
+        )),
         BindError::Socket { .. } => Failure::network(e.to_string()),
         other => Failure::other(format!("cannot start the node: {other}")),
     })
@@ -55,14 +66,23 @@ pub async fn start(
 fn route_ip(toward: Option<SocketAddr>, v6: bool) -> IpAddr {
     let target = toward.unwrap_or(if v6 {
         // Documentation addresses (RFC 5737, RFC 3849): a route, no host.
-        SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)), 9)
+        SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+            9,
+        )
     } else {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 9)
     });
     let (any, loopback) = if target.is_ipv6() {
-        (IpAddr::V6(Ipv6Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::LOCALHOST))
+        (
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        )
     } else {
-        (IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V4(Ipv4Addr::LOCALHOST))
+        (
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+        )
     };
     UdpSocket::bind(SocketAddr::new(any, 0))
         .and_then(|socket| socket.connect(target).and_then(|()| socket.local_addr()))

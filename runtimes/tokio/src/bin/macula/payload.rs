@@ -19,9 +19,9 @@ pub fn read(args: &PayloadArgs) -> Result<Bytes, Failure> {
         None => Ok(Bytes::new()),
         Some("-") => {
             let mut buffer = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buffer)
-                .map_err(|e| Failure::settings(format!("cannot read the payload from stdin: {e}")))?;
+            std::io::stdin().read_to_end(&mut buffer).map_err(|e| {
+                Failure::settings(format!("cannot read the payload from stdin: {e}"))
+            })?;
             Ok(Bytes::from(buffer))
         }
         Some(text) => Ok(Bytes::copy_from_slice(text.as_bytes())),

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use macula_tokio::MaculaNode;
+use macula::node::Event;
+use macula_tokio::{MaculaNode, Registration};
 use tokio::time::{MissedTickBehavior, interval};
 
 use crate::args::NodeArgs;
@@ -35,37 +36,59 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
         None => Vec::new(),
     };
     let log = EventLog::new();
-    let node = mesh::start(&settings, Some(DEFAULT_NODE_LISTEN)).await?;
+    let mut config = mesh::config(&settings, Some(DEFAULT_NODE_LISTEN))?;
+    config.metrics_addr = args.metrics_addr.or(node_file.metrics_addr);
+    let node = mesh::bind(config).await?;
     let mut events = node.events();
     println!("node id   {}", node.node_id());
     println!("realm     {}", settings.realm);
     println!("listening {}", node.local_addr());
     println!("seed      {}", SeedLine(&node.contact()));
+    if let Some(addr) = node.metrics_addr() {
+        println!("metrics   http://{addr}/metrics and http://{addr}/health");
+    }
     if settings.identity.is_none() {
         eprintln!("note: no --identity file, so this node id is new each run");
     }
-    crate::services::serve_echo(&node, &echo).await?;
 
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
     let had_seeds = !settings.seeds.is_empty();
+    // A node announces its procedures to its peers: alone, it would
+    // announce them to nobody, so it serves once it has a peer.
+    let mut has_peers = false;
     settings.seeds.extend(saved);
     if settings.seeds.is_empty() {
-        log.line("no seeds: this node starts a new mesh; others join with --seed <the seed line above>");
+        log.line(
+            "no seeds: this node starts a new mesh; others join with --seed <the seed line above>",
+        );
     } else {
-        log.line(&format!("joining through {} seeds and saved peers", settings.seeds.len()));
+        log.line(&format!(
+            "joining through {} seeds and saved peers",
+            settings.seeds.len()
+        ));
         let joined = tokio::select! {
             _ = &mut shutdown => return shut(node, Ok(())).await,
             joined = mesh::join(&node, &settings.seeds, settings.timeout) => joined,
         };
         match joined {
-            Ok(_) => save_peers(&node, peers_file.as_ref(), &log).await,
+            Ok(_) => {
+                save_peers(&node, peers_file.as_ref(), &log).await;
+                has_peers = true;
+            }
             // The saved peers may all have moved on; the seeds given are the contract.
             Err(failure) if had_seeds => return shut(node, Err(failure)).await,
             Err(failure) => log.line(&format!("{failure}; waiting for others to join us")),
         }
     }
 
+    let mut served = Vec::new();
+    let mut to_serve = echo;
+    if has_peers {
+        serve(&node, &mut to_serve, &mut served).await?;
+    } else if !to_serve.is_empty() {
+        log.line("the echo procedures are served once a peer has joined");
+    }
     let mut save_tick = interval(PEERS_SAVE_EVERY);
     save_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     save_tick.reset();
@@ -78,7 +101,12 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
                 break;
             }
             event = events.recv() => match event {
-                Some(event) => log.event(&event),
+                Some(event) => {
+                    log.event(&event);
+                    if matches!(event, Event::Connected { .. }) {
+                        serve(&node, &mut to_serve, &mut served).await?;
+                    }
+                }
                 None => return Err(Failure::other("the node stopped unexpectedly")),
             },
             _ = save_tick.tick() => save_peers(&node, peers_file.as_ref(), &log).await,
@@ -92,6 +120,19 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
         }
     }
     shut(node, Ok(())).await
+}
+
+/// Starts serving the echo procedures in `to_serve`, if any are left.
+async fn serve(
+    node: &MaculaNode,
+    to_serve: &mut Vec<String>,
+    served: &mut Vec<Registration>,
+) -> Result<(), Failure> {
+    if !to_serve.is_empty() {
+        served.extend(crate::services::serve_echo(node, to_serve).await?);
+        to_serve.clear();
+    }
+    Ok(())
 }
 
 /// Rewrites the peers file, if there is one; a failure is logged, not fatal.

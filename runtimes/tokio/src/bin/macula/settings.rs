@@ -54,6 +54,8 @@ pub struct FileSettings {
     pub peers_file: Option<PathBuf>,
     /// `echo = ["demo.echo"]` (`macula node` only)
     pub echo: Option<Vec<String>>,
+    /// `metrics_addr = "127.0.0.1:9464"` (`macula node` only)
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl FileSettings {
@@ -148,7 +150,9 @@ pub fn resolve(flags: MeshArgs, file: FileSettings, file_name: &str) -> Result<S
             .ok()
             .filter(|t| !t.is_zero())
             .ok_or_else(|| {
-                Failure::settings(format!("timeout {secs} is not a positive number of seconds"))
+                Failure::settings(format!(
+                    "timeout {secs} is not a positive number of seconds"
+                ))
             })?,
     };
     Ok(Settings {
@@ -179,6 +183,7 @@ pub fn from_args(mut flags: MeshArgs) -> Result<(Settings, FileSettings), Failur
     let node_only = FileSettings {
         peers_file: file.peers_file.clone(),
         echo: file.echo.clone(),
+        metrics_addr: file.metrics_addr,
         ..FileSettings::default()
     };
     let settings = resolve(flags, file, &name)?;
@@ -236,38 +241,82 @@ mod tests {
             "listen = \"127.0.0.1:7000\"\nrealm = \"org.example.lab\"\nseeds = [\"{ID_A}@127.0.0.1:7001\"]\n"
         );
         let seed = format!("{ID_B}@127.0.0.1:7002");
-        let given = flags(&["--listen", "127.0.0.1:8000", "--realm", "org.example.prod", "--seed", &seed]);
+        let given = flags(&[
+            "--listen",
+            "127.0.0.1:8000",
+            "--realm",
+            "org.example.prod",
+            "--seed",
+            &seed,
+        ]);
         let settings = resolve(given, file(&text), "f").unwrap();
         assert_eq!(settings.listen, Some("127.0.0.1:8000".parse().unwrap()));
         assert_eq!(settings.realm.as_str(), "org.example.prod");
-        assert_eq!(settings.seeds.len(), 1, "a list from the flags replaces the file's");
+        assert_eq!(
+            settings.seeds.len(),
+            1,
+            "a list from the flags replaces the file's"
+        );
         assert_eq!(settings.seeds[0].id.to_string(), ID_B);
     }
 
     #[test]
     fn pinned_mode_takes_pins_from_either_layer_and_needs_one() {
-        let pinned = resolve(flags(&["--tls", "pinned", "--pin", ID_A]), FileSettings::default(), "f");
-        assert!(matches!(pinned.unwrap().verification, PeerVerification::Pinned(_)));
-        let from_file = resolve(flags(&[]), file(&format!("tls = \"pinned\"\npins = [\"{ID_B}\"]")), "f");
-        assert!(matches!(from_file.unwrap().verification, PeerVerification::Pinned(_)));
+        let pinned = resolve(
+            flags(&["--tls", "pinned", "--pin", ID_A]),
+            FileSettings::default(),
+            "f",
+        );
+        assert!(matches!(
+            pinned.unwrap().verification,
+            PeerVerification::Pinned(_)
+        ));
+        let from_file = resolve(
+            flags(&[]),
+            file(&format!("tls = \"pinned\"\npins = [\"{ID_B}\"]")),
+            "f",
+        );
+        assert!(matches!(
+            from_file.unwrap().verification,
+            PeerVerification::Pinned(_)
+        ));
         let none = resolve(flags(&["--tls", "pinned"]), FileSettings::default(), "f").unwrap_err();
-        assert!(none.message.contains("at least one pin"), "{}", none.message);
+        assert!(
+            none.message.contains("at least one pin"),
+            "{}",
+            none.message
+        );
     }
 
     #[test]
     fn bad_file_values_name_the_file_and_the_key() {
-        let bad_realm = resolve(flags(&[]), file("realm = \"NoDots\""), "config file m.toml").unwrap_err();
-        assert!(bad_realm.message.starts_with("config file m.toml: realm:"), "{}", bad_realm.message);
-        let bad_seed = resolve(flags(&[]), file("seeds = [\"nope\"]"), "config file m.toml").unwrap_err();
+        let bad_realm =
+            resolve(flags(&[]), file("realm = \"NoDots\""), "config file m.toml").unwrap_err();
+        assert!(
+            bad_realm.message.starts_with("config file m.toml: realm:"),
+            "{}",
+            bad_realm.message
+        );
+        let bad_seed =
+            resolve(flags(&[]), file("seeds = [\"nope\"]"), "config file m.toml").unwrap_err();
         assert!(bad_seed.message.contains("seeds:"), "{}", bad_seed.message);
-        let bad_timeout = resolve(flags(&["--timeout", "-1"]), FileSettings::default(), "f").unwrap_err();
-        assert!(bad_timeout.message.contains("timeout"), "{}", bad_timeout.message);
+        let bad_timeout =
+            resolve(flags(&["--timeout", "-1"]), FileSettings::default(), "f").unwrap_err();
+        assert!(
+            bad_timeout.message.contains("timeout"),
+            "{}",
+            bad_timeout.message
+        );
     }
 
     #[test]
     fn unknown_and_mistyped_keys_are_refused_with_their_line() {
-        let unknown = FileSettings::parse("realm = \"a.b\"\nlisten_addr = \"1.2.3.4:5\"").unwrap_err();
-        assert!(unknown.contains("listen_addr") && unknown.contains("line 2"), "{unknown}");
+        let unknown =
+            FileSettings::parse("realm = \"a.b\"\nlisten_addr = \"1.2.3.4:5\"").unwrap_err();
+        assert!(
+            unknown.contains("listen_addr") && unknown.contains("line 2"),
+            "{unknown}"
+        );
         let mistyped = FileSettings::parse("listen = 4433").unwrap_err();
         assert!(mistyped.contains("listen"), "{mistyped}");
     }
@@ -277,7 +326,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("macula-settings-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m.toml");
-        std::fs::write(&path, "identity = \"node.pem\"\npeers_file = \"/abs/peers\"").unwrap();
+        std::fs::write(
+            &path,
+            "identity = \"node.pem\"\npeers_file = \"/abs/peers\"",
+        )
+        .unwrap();
         let loaded = FileSettings::load(&path).unwrap();
         assert_eq!(loaded.identity, Some(dir.join("node.pem")));
         assert_eq!(loaded.peers_file, Some(PathBuf::from("/abs/peers")));
