@@ -1,8 +1,10 @@
 //! `macula call`, `macula publish` and `macula subscribe`: a short-lived
 //! node joins the mesh through the seeds, does one thing, and leaves.
 
-use std::io::Write;
-use std::time::{Duration, Instant};
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use macula::dht::Mode;
 use macula::id::{RecordKey, RecordKind};
@@ -69,8 +71,18 @@ pub async fn call(args: CallArgs) -> Result<(), Failure> {
     node.shutdown().await;
     let reply = outcome.map_err(|e| call_failure(&args.procedure, e))?;
     let mut stdout = std::io::stdout().lock();
+    // On a terminal the prompt goes on a line of its own; a pipe gets the
+    // reply's bytes exactly.
+    let newline = stdout.is_terminal() && !reply.ends_with(b"\n");
     stdout
         .write_all(&reply)
+        .and_then(|()| {
+            if newline {
+                stdout.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
         .and_then(|()| stdout.flush())
         .map_err(|e| Failure::other(format!("cannot write the reply: {e}")))?;
     eprintln!(

@@ -1,7 +1,7 @@
 //! One line on stderr per thing a node reports, stamped with the seconds
 //! since the command started.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use macula::dht::DhtEvent;
 use macula::node::{CloseCause, Event};

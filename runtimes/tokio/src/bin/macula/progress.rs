@@ -2,7 +2,7 @@
 //! in place while it runs when stderr is a terminal.
 
 use std::io::{IsTerminal, Write};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use crate::latency::Ms;
 

@@ -301,7 +301,7 @@ mod tests {
             resolve(flags(&[]), file("seeds = [\"nope\"]"), "config file m.toml").unwrap_err();
         assert!(bad_seed.message.contains("seeds:"), "{}", bad_seed.message);
         let bad_timeout =
-            resolve(flags(&["--timeout", "-1"]), FileSettings::default(), "f").unwrap_err();
+            resolve(flags(&["--timeout=-1"]), FileSettings::default(), "f").unwrap_err();
         assert!(
             bad_timeout.message.contains("timeout"),
             "{}",

@@ -3,7 +3,9 @@
 //! exactly the publications its pattern matches, once.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use macula::id::{Realm, RecordKey, RecordKind};
@@ -81,7 +83,7 @@ pub async fn run(nodes: &[MaculaNode]) -> Result<Problems, Failure> {
 
     let expected: usize = PUBLICATIONS.iter().map(|(_, to)| to.len()).sum();
     let step = Step::start("waiting for the deliveries", expected);
-    let deadline = tokio::time::Instant::now() + DEFAULT_TIMEOUT;
+    let deadline = Instant::now() + DEFAULT_TIMEOUT;
     let mut got: BTreeMap<(usize, usize), Vec<Instant>> = BTreeMap::new();
     let mut extra_deadline = None;
     loop {
@@ -95,7 +97,7 @@ pub async fn run(nodes: &[MaculaNode]) -> Result<Problems, Failure> {
         let expected_got = count_expected(&got);
         step.advance(expected_got);
         if expected_got == expected && extra_deadline.is_none() {
-            extra_deadline = Some(tokio::time::Instant::now() + GRACE);
+            extra_deadline = Some(Instant::now() + GRACE);
         }
     }
     step.finish(&format!("{} of {expected} expected", count_expected(&got)));

@@ -2,7 +2,9 @@
 //! once (the provider is looked up in the DHT) and then many times over the
 //! pooled connection, checking every reply.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use macula::id::{NodeId, Realm, RecordKey, RecordKind};

@@ -1,0 +1,307 @@
+//! The `macula` binary driven as a subprocess: the demo, nodes with calls,
+//! publications and subscriptions against them, the layering of flags,
+//! environment and config file, and the errors for bad flags and files.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+/// Every step of these tests finishes well within this on loopback.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// The binary, with no `MACULA_*` variable inherited from the environment.
+fn macula() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_macula"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("MACULA_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Runs `macula args...` to its end.
+fn run(args: &[&str]) -> Output {
+    macula().args(args).output().expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A `macula` process still running, its output read line by line.
+struct Running {
+    child: Child,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+}
+
+/// The lines of `stream`, as they come.
+fn lines(stream: impl Read + Send + 'static) -> Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+impl Running {
+    fn start(command: &mut Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The first line of `stream` containing `needle`, each line coming
+    /// within [`LIMIT`].
+    fn wait(stream: &Receiver<String>, needle: &str) -> String {
+        loop {
+            match stream.recv_timeout(LIMIT) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {needle:?}: {e}"),
+            }
+        }
+    }
+
+    fn stdout_line(&self, needle: &str) -> String {
+        Self::wait(&self.stdout, needle)
+    }
+
+    fn stderr_line(&self, needle: &str) -> String {
+        Self::wait(&self.stderr, needle)
+    }
+
+    /// The seed line a `macula node` prints.
+    fn seed(&self) -> String {
+        let line = self.stdout_line("seed ");
+        line.split_whitespace().nth(1).unwrap().to_owned()
+    }
+
+    /// Ctrl-C, then the exit status.
+    fn interrupt(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Already ended, or ended now: either way it is not left behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `macula node` on 127.0.0.1 with `args`.
+fn node(args: &[&str]) -> Running {
+    Running::start(
+        macula()
+            .args(["node", "--listen", "127.0.0.1:0"])
+            .args(args),
+    )
+}
+
+/// A fresh directory for one test's files.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("macula-cli-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_demo_answers_every_call_and_delivers_every_publication() {
+    let output = run(&["demo", "--calls", "50"]);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("all calls answered and all publications delivered as expected"));
+    assert!(stdout.contains("over 50 calls"), "{stdout}");
+    for topic in [
+        "sensors.kitchen.temp",
+        "sensors.hall.temp",
+        "alerts.kitchen.smoke",
+    ] {
+        assert!(
+            stdout.contains(&format!("  {topic} ")),
+            "{topic} reported: {stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("MISSING") && !stdout.contains("DUPLICATED"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("4 joined"), "{stderr}");
+}
+
+#[test]
+fn calls_publications_and_subscriptions_reach_running_nodes() {
+    let seed_node = node(&[]);
+    let seed = seed_node.seed();
+    let provider = node(&["--seed", &seed, "--echo", "cli.echo"]);
+    provider.stderr_line("serving cli.echo");
+
+    let call = run(&["call", "cli.echo", "hello mesh", "--seed", &seed]);
+    assert!(call.status.success(), "{}", text(&call.stderr));
+    assert_eq!(text(&call.stdout), "hello mesh");
+    assert!(text(&call.stderr).contains("cli.echo answered 10 bytes in"));
+    provider.stderr_line("echo: cli.echo called by");
+
+    let nobody = run(&["call", "cli.nobody", "--seed", &seed]);
+    assert_eq!(nobody.status.code(), Some(5), "{}", text(&nobody.stderr));
+    assert!(text(&nobody.stderr).contains("no provider of \"cli.nobody\""));
+
+    let subscriber = Running::start(macula().args([
+        "subscribe",
+        "sensors.*.temp",
+        "--count",
+        "1",
+        "--seed",
+        &seed,
+    ]));
+    subscriber.stderr_line("subscribed to sensors.*.temp");
+    let publish = run(&["publish", "sensors.kitchen.temp", "21.5", "--seed", &seed]);
+    assert!(publish.status.success(), "{}", text(&publish.stderr));
+    assert!(
+        text(&publish.stderr).contains("sent to 1 subscribers"),
+        "{}",
+        text(&publish.stderr)
+    );
+    assert_eq!(
+        subscriber.stdout_line("sensors"),
+        "sensors.kitchen.temp\t21.5"
+    );
+    let mut subscriber = subscriber;
+    assert!(
+        subscriber.child.wait().unwrap().success(),
+        "exits after --count 1"
+    );
+
+    assert!(
+        provider.interrupt().success(),
+        "Ctrl-C stops a node cleanly"
+    );
+    assert!(seed_node.interrupt().success());
+}
+
+#[test]
+fn flags_win_over_environment_over_config_file() {
+    let dir = scratch("layers");
+    let config = dir.join("macula.toml");
+    std::fs::write(
+        &config,
+        "realm = \"org.example.file\"\nidentity = \"node.pem\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    let from_file = node(&["--config", config]);
+    from_file.stderr_line("created a new identity in");
+    // `macula node` prints its node id, then its realm.
+    let id = from_file.stdout_line("node id");
+    assert!(from_file.stdout_line("realm").ends_with("org.example.file"));
+    drop(from_file);
+    assert!(
+        dir.join("node.pem").exists(),
+        "identity path relative to the config file"
+    );
+
+    let mut command = macula();
+    command
+        .args(["node", "--listen", "127.0.0.1:0", "--config", config])
+        .env("MACULA_REALM", "org.example.env");
+    let from_env = Running::start(&mut command);
+    assert_eq!(
+        from_env.stdout_line("node id"),
+        id,
+        "the identity file is reused"
+    );
+    assert!(from_env.stdout_line("realm").ends_with("org.example.env"));
+    drop(from_env);
+
+    let mut command = macula();
+    command
+        .args(["node", "--listen", "127.0.0.1:0", "--config", config])
+        .args(["--realm", "org.example.flag"])
+        .env("MACULA_REALM", "org.example.env");
+    let from_flag = Running::start(&mut command);
+    assert!(from_flag.stdout_line("realm").ends_with("org.example.flag"));
+}
+
+#[test]
+fn bad_flags_and_files_fail_with_a_clear_message_and_exit_code() {
+    let dir = scratch("errors");
+    let expect = |args: &[&str], code: i32, needle: &str| {
+        let output = run(args);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {needle:?} not in {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    };
+    expect(&["node", "--bogus"], 2, "unexpected argument '--bogus'");
+    expect(
+        &["call", "x", "--seed", "127.0.0.1:4433"],
+        2,
+        "is not NODEID@HOST:PORT",
+    );
+    expect(&["node", "--realm", "NoDots"], 2, "invalid value 'NoDots'");
+
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, "realm = \"a.b\"\nlisten = 4433\n").unwrap();
+    let config = config.to_str().unwrap();
+    expect(&["node", "--config", config], 3, "bad.toml");
+    expect(&["node", "--config", config], 3, "listen");
+    let unknown = dir.join("unknown.toml");
+    std::fs::write(&unknown, "seeds = []\nlisten_address = \"1.2.3.4:5\"\n").unwrap();
+    expect(
+        &["node", "--config", unknown.to_str().unwrap()],
+        3,
+        "unknown field `listen_address`",
+    );
+    let missing = dir.join("missing.toml");
+    expect(
+        &["node", "--config", missing.to_str().unwrap()],
+        3,
+        "cannot read config file",
+    );
+
+    let identity = dir.join("garbage.pem");
+    std::fs::write(&identity, "not a key").unwrap();
+    let identity = identity.to_str().unwrap();
+    expect(
+        &["node", "--listen", "127.0.0.1:0", "--identity", identity],
+        3,
+        "garbage.pem",
+    );
+
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    expect(&["node", "--listen", &taken], 4, "the address is in use");
+
+    let nobody = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let seed = format!("{}@{}", "ab".repeat(32), nobody.local_addr().unwrap());
+    let args = ["call", "x", "--seed", &seed, "--timeout", "1"];
+    expect(&args, 4, "no seed answered within 1.0 s");
+    expect(&["call", "x"], 3, "no seed to join through");
+}
