@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+
 use crate::dht::DhtConfig;
 use crate::id::{NodeId, Realm};
 use crate::pool::PoolConfig;
@@ -23,6 +25,7 @@ use crate::wire::{self, Limits};
 /// | pubsub | [`PubSubConfig::new`]: 1024 messages queued per subscriber, window 64 |
 /// | limits | [`Limits::default`]: 1 MiB frames |
 /// | verification | [`PeerVerification::Identity`] |
+/// | certificate_chain | `None`: a self-signed certificate of the identity |
 /// | request_timeout | 10 s (a stream whose answer never comes is reset) |
 /// | max_waiting_requests | 4096 requests queued for a connection or a stream |
 /// | max_buffered_per_connection | 2 MiB of partial frames and unread answers per connection |
@@ -32,6 +35,11 @@ pub struct NodeConfig {
     pub realm: Realm,
     /// How peer certificates are checked.
     pub verification: PeerVerification,
+    /// The certificate chain this node presents (end-entity first), for
+    /// its identity's key: e.g. one a CA issued, for peers that verify with
+    /// [`PeerVerification::CertificateAuthority`]. `None` presents a
+    /// self-signed certificate of the identity.
+    pub certificate_chain: Option<Vec<CertificateDer<'static>>>,
     /// QUIC timers and windows.
     pub transport: TransportSettings,
     /// The connection pool. Its `local` and `seed` are set by the node.
@@ -66,6 +74,7 @@ impl NodeConfig {
         Self {
             realm: realm.clone(),
             verification: PeerVerification::Identity,
+            certificate_chain: None,
             transport: TransportSettings::default(),
             pool: PoolConfig::new(NodeId::from_bytes([0; 32])),
             dht: DhtConfig::default(),

@@ -305,3 +305,69 @@ fn bad_flags_and_files_fail_with_a_clear_message_and_exit_code() {
     expect(&args, 4, "no seed answered within 1.0 s");
     expect(&["call", "x"], 3, "no seed to join through");
 }
+
+/// `args` as the `&str`s [`node`] and [`run`] take.
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// `macula keygen path`.
+fn keygen(path: &std::path::Path) -> rcgen::KeyPair {
+    let made = run(&["keygen", path.to_str().unwrap()]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    rcgen::KeyPair::from_pem(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn ca_mode_admits_certificates_of_the_ca_and_refuses_others() {
+    let dir = scratch("ca");
+    let ca_key = keygen(&dir.join("ca-key.pem"));
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    for name in ["a", "b"] {
+        let key = keygen(&dir.join(format!("{name}.pem")));
+        let params = rcgen::CertificateParams::new(vec![macula::tls::SERVER_NAME.into()]).unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}-cert.pem")), cert.pem()).unwrap();
+    }
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let ca_args = |name: &str| {
+        let (key, cert) = (
+            file(&format!("{name}.pem")),
+            file(&format!("{name}-cert.pem")),
+        );
+        let tls = ["--tls", "ca", "--ca-file", &file("ca.pem")].map(String::from);
+        let own = ["--identity".into(), key, "--cert-file".into(), cert];
+        tls.into_iter().chain(own).collect::<Vec<String>>()
+    };
+
+    let a = node(&strs(&ca_args("a")));
+    let seed = a.seed();
+    let mut b_args = ca_args("b");
+    b_args.extend(["--seed".into(), seed.clone()]);
+    let b = node(&strs(&b_args));
+    b.stderr_line("joined the mesh");
+
+    let outsider = run(&["call", "x", "--seed", &seed, "--timeout", "2"]);
+    assert_eq!(
+        outsider.status.code(),
+        Some(4),
+        "{}",
+        text(&outsider.stderr)
+    );
+
+    let mut mismatched = ca_args("a");
+    mismatched[5] = file("b.pem");
+    let mut args = vec!["node", "--listen", "127.0.0.1:0"];
+    args.extend(strs(&mismatched));
+    let output = run(&args);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("does not hold the private key"),
+        "{}",
+        text(&output.stderr)
+    );
+}

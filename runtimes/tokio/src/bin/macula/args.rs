@@ -68,6 +68,10 @@ pub enum TlsMode {
     Identity,
     /// Only peers whose node ids are in the pin list (--pin).
     Pinned,
+    /// Only peers whose certificate chains to a CA in --ca-file (inside its
+    /// validity dates); this node presents the certificate in --cert-file,
+    /// issued for the key in --identity.
+    Ca,
 }
 
 /// The settings every command that joins the mesh shares.
@@ -118,6 +122,13 @@ pub struct MeshArgs {
         value_delimiter = ','
     )]
     pub pins: Vec<String>,
+    /// PEM file of the CA certificates trusted in --tls ca.
+    #[arg(long, env = "MACULA_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of this node's certificate chain for --tls ca (end-entity
+    /// first, for the key in --identity).
+    #[arg(long, env = "MACULA_CERT_FILE", value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
     /// Seconds to wait for joining the mesh, and for a call's answer. Default: 10.
     #[arg(long, env = "MACULA_TIMEOUT", value_name = "SECONDS")]
     pub timeout: Option<f64>,

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use macula::dht::Contact;
+use macula::tls::{NodeTls, WallClock};
 use macula_tokio::{BindError, MaculaConfig, MaculaNode};
 use tokio::time::{Instant, sleep, timeout_at};
 
@@ -38,8 +39,24 @@ pub fn config(
         let ip = route_ip(first_seed, bind.is_ipv6());
         config.node.listen_addrs = vec![SocketAddr::new(ip, bind.port())];
     }
-    if let Some(path) = &settings.identity {
-        config.identity = Some(identity::load_or_create(path)?);
+    match (&settings.cert_file, &settings.identity) {
+        (Some(cert), Some(key)) => {
+            // The certificate must be for the identity's key: both are read
+            // and matched here, so a mismatch names the two files.
+            let clock = WallClock::at(0);
+            let (identity, tls) =
+                NodeTls::from_pem_files(cert, key, settings.verification.clone(), clock)
+                    .map_err(|e| Failure::settings(format!("--cert-file: {e}")))?;
+            config.identity = Some(identity);
+            config.node.certificate_chain = Some(tls.chain().to_vec());
+        }
+        (Some(_), None) => {
+            return Err(Failure::settings(
+                "--cert-file needs --identity: the file of the key the certificate was issued for",
+            ));
+        }
+        (None, Some(path)) => config.identity = Some(identity::load_or_create(path)?),
+        (None, None) => {}
     }
     Ok(config)
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use macula::dht::Contact;
 use macula::id::Realm;
-use macula::tls::{PeerVerification, PinSet};
+use macula::tls::{CaRoots, PeerVerification, PinSet};
 use serde::Deserialize;
 
 use crate::args::{MeshArgs, TlsMode};
@@ -48,6 +48,10 @@ pub struct FileSettings {
     pub tls: Option<TlsMode>,
     /// `pins = ["NODEID", ...]`
     pub pins: Option<Vec<String>>,
+    /// `ca_file = "ca.pem"` (`tls = "ca"`)
+    pub ca_file: Option<PathBuf>,
+    /// `cert_file = "node-cert.pem"` (`tls = "ca"`)
+    pub cert_file: Option<PathBuf>,
     /// `timeout = 10` (seconds)
     pub timeout: Option<f64>,
     /// `peers_file = "peers.txt"` (`macula node` only)
@@ -68,10 +72,13 @@ impl FileSettings {
             Failure::settings(format!("config file {}: {problem}", path.display()))
         })?;
         let dir = path.parent().unwrap_or(Path::new(""));
-        for file in [&mut settings.identity, &mut settings.peers_file]
-            .into_iter()
-            .flatten()
-        {
+        let paths = [
+            &mut settings.identity,
+            &mut settings.peers_file,
+            &mut settings.ca_file,
+            &mut settings.cert_file,
+        ];
+        for file in paths.into_iter().flatten() {
             *file = dir.join(&*file);
         }
         Ok(settings)
@@ -98,6 +105,8 @@ pub struct Settings {
     pub identity: Option<PathBuf>,
     /// How peers are verified.
     pub verification: PeerVerification,
+    /// The certificate chain file this node presents (`--tls ca`).
+    pub cert_file: Option<PathBuf>,
     /// How long joining and calls wait.
     pub timeout: Duration,
 }
@@ -137,12 +146,27 @@ pub fn resolve(flags: MeshArgs, file: FileSettings, file_name: &str) -> Result<S
         None => Realm::new(DEFAULT_REALM).expect("the default realm is valid"),
     };
     let pins = layer_list(flags.pins, file.pins);
-    let verification = match layer(flags.tls, file.tls).unwrap_or_default() {
+    let mode = layer(flags.tls, file.tls).unwrap_or_default();
+    let ca_file = layer(flags.ca_file, file.ca_file);
+    let cert_file = layer(flags.cert_file, file.cert_file);
+    let verification = match mode {
         TlsMode::Identity => PeerVerification::Identity,
         TlsMode::Pinned => PeerVerification::Pinned(
             PinSet::from_hex(pins.iter().map(String::as_str))
                 .map_err(|e| Failure::settings(format!("--tls pinned: {e}")))?,
         ),
+        TlsMode::Ca => {
+            let (Some(ca_file), Some(_)) = (&ca_file, &cert_file) else {
+                return Err(Failure::settings(
+                    "--tls ca needs --ca-file (the trusted CAs) and --cert-file (this node's \
+                     certificate, for the key in --identity)",
+                ));
+            };
+            PeerVerification::CertificateAuthority(
+                CaRoots::from_pem_file(ca_file)
+                    .map_err(|e| Failure::settings(format!("--ca-file: {e}")))?,
+            )
+        }
     };
     let timeout = match layer(flags.timeout, file.timeout) {
         None => DEFAULT_TIMEOUT,
@@ -165,6 +189,7 @@ pub fn resolve(flags: MeshArgs, file: FileSettings, file_name: &str) -> Result<S
         realm,
         identity: layer(flags.identity, file.identity),
         verification,
+        cert_file: cert_file.filter(|_| mode == TlsMode::Ca),
         timeout,
     })
 }
