@@ -134,9 +134,14 @@ pub async fn join(
             Err(_) => return Err(unreachable()),
             Ok(Ok(table_size)) if table_size > 0 => return Ok(table_size),
             Ok(Ok(_)) => {
-                if Instant::now() + JOIN_RETRY >= deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left <= JOIN_RETRY {
                     return Err(unreachable());
                 }
+                eprintln!(
+                    "no seed has answered yet; trying again ({:.1} s left)",
+                    left.as_secs_f64()
+                );
                 sleep(JOIN_RETRY).await;
             }
             Ok(Err(e)) => return Err(e.into()),

@@ -222,5 +222,6 @@ fn report(
         "  delivery latency (publish call to the subscriber's receive) {}",
         latencies.summary()
     );
+    println!("  (a topic's first publication includes looking its subscribers up in the DHT)");
     problems
 }
