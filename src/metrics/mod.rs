@@ -18,9 +18,9 @@
 //! 2. the data: a field of [`Metrics`] (a counter `u64`, a [`PerLabel`], a
 //!    [`Histogram`] over documented bounds, or a small type like
 //!    [`CacheCounts`]), initialised in [`Metrics::new`];
-//! 3. the export: one [`Family`] constant and one call in
-//!    [`Metrics::visit`]; exporters and the dashboard check pick it up with
-//!    no change of their own;
+//! 3. the export: one [`Family`] constant, listed in [`FAMILIES`], and one
+//!    call in [`Metrics::visit`] (a unit test checks both agree); exporters
+//!    and the dashboard check pick it up with no change of their own;
 //! 4. the record calls where the subsystem sees the event (take `now` from
 //!    the caller), and a row in `docs/METRICS.md`.
 //!

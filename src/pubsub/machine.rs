@@ -28,7 +28,6 @@ use super::receiver::Receiver;
 use super::{Pattern, PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats, Topic};
 use crate::collections::HashMap;
 use crate::id::{NodeId, Realm, RecordKey, RecordKind};
-use crate::metrics::CacheCounts;
 use crate::rpc::directory::{Announcements, Cached, DirectoryRequest, Found, LookupCache};
 use crate::wire::{ErrorCode, ErrorReply, Message, Publish, Reply, Subscribe, Unsubscribe};
 
@@ -97,7 +96,7 @@ impl PubSub {
 
     /// Hits and misses of the subscriber cache (one lookup per topic
     /// prefix of each publication).
-    pub fn subscriber_cache(&self) -> CacheCounts {
+    pub fn subscriber_cache(&self) -> crate::metrics::CacheCounts {
         self.cache.counts()
     }
 
