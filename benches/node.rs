@@ -52,9 +52,7 @@ use macula::wire::Limits;
 use macula::{Datagram, Input, Machine, Output};
 
 mod common;
-use common::{
-    Series, clock, micros, quinn_connect, quinn_exchange, quinn_pair, ratio, serve_quinn,
-};
+use common::{Series, clock, micros, quinn_pair, quinn_series, ratio, serve_quinn};
 
 /// Set in the child process that hosts the peers of the memory measurement:
 /// `ADDRESS COUNT` of the node to connect to.
@@ -379,28 +377,11 @@ fn quinn_floor(plan: &Plan, request: Bytes, answer: Bytes) -> (Series, Series) {
         let (server, client) = quinn_pair();
         let addr = server.local_addr().expect("a bound endpoint");
         tokio::spawn(serve_quinn(server, move |_| answer.clone(), false));
-        let conn = quinn_connect(&client, addr).await;
-        let mut warm = Vec::with_capacity(plan.pooled);
-        for i in 0..plan.warmup + plan.pooled {
-            let start = clock();
-            quinn_exchange(&conn, &request).await;
-            if i >= plan.warmup {
-                warm.push(start.elapsed());
-            }
-        }
-        conn.close(0u32.into(), b"done");
-        let warmup = plan.warmup.min(10);
-        let mut fresh = Vec::with_capacity(plan.fresh);
-        for i in 0..warmup + plan.fresh {
-            let start = clock();
-            let conn = quinn_connect(&client, addr).await;
-            quinn_exchange(&conn, &request).await;
-            if i >= warmup {
-                fresh.push(start.elapsed());
-            }
-            conn.close(0u32.into(), b"done");
-        }
-        (Series(warm), Series(fresh))
+        let pooled = (plan.warmup, plan.pooled);
+        let warm = quinn_series(&client, addr, &request, pooled, false).await;
+        let fresh = (plan.warmup.min(10), plan.fresh);
+        let fresh = quinn_series(&client, addr, &request, fresh, true).await;
+        (warm, fresh)
     })
 }
 

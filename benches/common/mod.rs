@@ -63,6 +63,42 @@ pub async fn quinn_connect(client: &quinn::Endpoint, addr: SocketAddr) -> quinn:
     connecting.await.expect("the quinn handshake")
 }
 
+/// `count` requests timed after `warmup` untimed ones, each on its own
+/// stream: all on one connection, or (`fresh`) each on a new connection,
+/// closed once the answer is in (the handshake is timed, the close is not).
+pub async fn quinn_series(
+    client: &quinn::Endpoint,
+    addr: SocketAddr,
+    request: &[u8],
+    (warmup, count): (usize, usize),
+    fresh: bool,
+) -> Series {
+    let shared = match fresh {
+        true => None,
+        false => Some(quinn_connect(client, addr).await),
+    };
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..warmup + count {
+        let start = clock();
+        let conn = match &shared {
+            Some(conn) => conn.clone(),
+            None => quinn_connect(client, addr).await,
+        };
+        quinn_exchange(&conn, request).await;
+        let elapsed = start.elapsed();
+        if i >= warmup {
+            samples.push(elapsed);
+        }
+        if fresh {
+            conn.close(0u32.into(), b"done");
+        }
+    }
+    if let Some(conn) = shared {
+        conn.close(0u32.into(), b"done");
+    }
+    Series(samples)
+}
+
 /// One request on its own stream of `conn`, and its answer.
 pub async fn quinn_exchange(conn: &quinn::Connection, request: &[u8]) -> Vec<u8> {
     let (mut send, mut recv) = conn.open_bi().await.expect("a stream");

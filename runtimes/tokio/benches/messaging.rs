@@ -51,7 +51,8 @@ use tokio::task::JoinSet;
 #[path = "../../../benches/common/mod.rs"]
 mod common;
 use common::{
-    Series, clock, micros, quinn_connect, quinn_exchange, quinn_pair, ratio, serve_quinn,
+    Series, clock, micros, quinn_connect, quinn_exchange, quinn_pair, quinn_series, ratio,
+    serve_quinn,
 };
 
 /// Bytes of every request (and its echo).
@@ -322,29 +323,9 @@ async fn quinn_floor(plan: &Plan) -> Floor {
     let echo = |request: Vec<u8>| Bytes::from(request);
     tokio::spawn(serve_quinn(server, echo, false));
     let request = payload();
-    let conn = quinn_connect(&client, addr).await;
-    let mut samples = Vec::with_capacity(plan.calls);
-    for i in 0..plan.warmup + plan.calls {
-        let start = clock();
-        let answer = quinn_exchange(&conn, &request).await;
-        if i >= plan.warmup {
-            samples.push(start.elapsed());
-        }
-        assert_eq!(answer.len(), PAYLOAD);
-    }
-    conn.close(0u32.into(), b"done");
-
-    let mut fresh = Vec::with_capacity(plan.fresh);
-    let warmup = plan.warmup.min(10);
-    for i in 0..warmup + plan.fresh {
-        let start = clock();
-        let conn = quinn_connect(&client, addr).await;
-        quinn_exchange(&conn, &request).await;
-        if i >= warmup {
-            fresh.push(start.elapsed());
-        }
-        conn.close(0u32.into(), b"done");
-    }
+    let rpc = quinn_series(&client, addr, &request, (plan.warmup, plan.calls), false).await;
+    let fresh = (plan.warmup.min(10), plan.fresh);
+    let new_connection = quinn_series(&client, addr, &request, fresh, true).await;
 
     // Throughput against a server that takes each stream in a task, as the
     // provider runs each handler in a task.
@@ -367,8 +348,8 @@ async fn quinn_floor(plan: &Plan) -> Floor {
     let calls_per_sec = (per_task * plan.in_flight) as f64 / start.elapsed().as_secs_f64();
     conn.close(0u32.into(), b"done");
     Floor {
-        rpc: Series(samples),
-        new_connection: Series(fresh),
+        rpc,
+        new_connection,
         calls_per_sec,
     }
 }

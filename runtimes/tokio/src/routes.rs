@@ -327,14 +327,12 @@ impl Routes {
         payload: &Bytes,
     ) -> Result<(), HandlerError> {
         let refuse = |code, message: String| HandlerError { code, message };
-        let Some(&registration) = self.by_procedure.get(procedure) else {
+        let registration = self.by_procedure.get(procedure).copied();
+        let served = registration.and_then(|id| Some((id, self.served.get_mut(&id)?)));
+        let Some((registration, served)) = served else {
             let message = format!("{procedure} is no longer served here");
             return Err(refuse(ErrorCode::UnknownProcedure, message));
         };
-        let served = self
-            .served
-            .get_mut(&registration)
-            .expect("by_procedure names served registrations");
         if served.running >= served.max_concurrent {
             let message = format!(
                 "{procedure} already runs {} handlers (its limit)",

@@ -141,6 +141,39 @@ async fn a_failing_handler_gives_the_caller_a_typed_remote_error() {
 }
 
 #[tokio::test]
+async fn a_handler_that_panics_answers_with_an_error_and_frees_its_slot() {
+    let nodes = mesh(3).await;
+    let options = ProcedureOptions {
+        max_concurrent: 1,
+        ..ProcedureOptions::default()
+    };
+    let _serving = nodes[1]
+        .register("svc.panics", options, |request: Request| async move {
+            assert!(!request.payload.is_empty(), "the handler gives up");
+            Ok(request.payload)
+        })
+        .await
+        .unwrap();
+    visible(&nodes[0], RecordKind::Rpc, "svc.panics", 1).await;
+    let failed = call(&nodes[2], "svc.panics", b"").await;
+    assert!(
+        matches!(
+            failed,
+            Err(CallError::Rpc(RpcError::Remote {
+                code: ErrorCode::RemoteError,
+                ..
+            }))
+        ),
+        "{failed:?}"
+    );
+    // Its one slot is free again, and the provider still serves.
+    assert_eq!(
+        call(&nodes[2], "svc.panics", b"ok").await,
+        Ok(Bytes::from_static(b"ok"))
+    );
+}
+
+#[tokio::test]
 async fn a_call_nobody_serves_fails_with_no_provider_and_a_slow_one_times_out() {
     let nodes = mesh(3).await;
     let missing = call(&nodes[2], "svc.missing", b"x").await;
