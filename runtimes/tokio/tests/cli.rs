@@ -159,7 +159,18 @@ fn calls_publications_and_subscriptions_reach_running_nodes() {
     let provider = node(&["--seed", &seed, "--echo", "cli.echo"]);
     provider.stderr_line("serving cli.echo");
 
-    let call = run(&["call", "cli.echo", "hello mesh", "--seed", &seed]);
+    // The provider announces its procedure as it starts serving it: a
+    // caller that looks it up before the record is stored finds no
+    // provider (exit code 5) and tries again as a new process.
+    let args = ["call", "cli.echo", "hello mesh", "--seed", &seed];
+    let mut call = run(&args);
+    for _ in 0..50 {
+        if call.status.code() != Some(5) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        call = run(&args);
+    }
     assert!(call.status.success(), "{}", text(&call.stderr));
     assert_eq!(text(&call.stdout), "hello mesh");
     assert!(text(&call.stderr).contains("cli.echo answered 10 bytes in"));
@@ -349,7 +360,7 @@ fn ca_mode_admits_certificates_of_the_ca_and_refuses_others() {
     let mut b_args = ca_args("b");
     b_args.extend(["--seed".into(), seed.clone()]);
     let b = node(&strs(&b_args));
-    b.stderr_line("joined the mesh");
+    b.stderr_line("joined the mesh: 1 peers");
 
     let outsider = run(&["call", "x", "--seed", &seed, "--timeout", "2"]);
     assert_eq!(
@@ -369,5 +380,49 @@ fn ca_mode_admits_certificates_of_the_ca_and_refuses_others() {
         text(&output.stderr).contains("does not hold the private key"),
         "{}",
         text(&output.stderr)
+    );
+}
+
+#[test]
+fn pinned_mode_admits_only_the_pinned_node_ids() {
+    let dir = scratch("pinned");
+    let identity = |name: &str| {
+        let path = dir.join(format!("{name}.pem"));
+        let made = run(&["keygen", path.to_str().unwrap()]);
+        assert!(made.status.success(), "{}", text(&made.stderr));
+        (
+            path.to_str().unwrap().to_owned(),
+            text(&made.stdout).trim().to_owned(),
+        )
+    };
+    let ((a_key, a_id), (b_key, b_id)) = (identity("a"), identity("b"));
+    let a = node(&["--identity", &a_key, "--tls", "pinned", "--pin", &b_id]);
+    let seed = a.seed();
+    assert!(seed.starts_with(&a_id), "keygen printed the node id");
+    let b = node(&[
+        "--identity",
+        &b_key,
+        "--tls",
+        "pinned",
+        "--pin",
+        &a_id,
+        "--seed",
+        &seed,
+    ]);
+    b.stderr_line("joined the mesh: 1 peers");
+
+    let outsider = run(&["call", "x", "--seed", &seed, "--timeout", "2"]);
+    assert_eq!(
+        outsider.status.code(),
+        Some(4),
+        "{}",
+        text(&outsider.stderr)
+    );
+    let no_pin = run(&["node", "--listen", "127.0.0.1:0", "--tls", "pinned"]);
+    assert_eq!(no_pin.status.code(), Some(3));
+    assert!(
+        text(&no_pin.stderr).contains("at least one pin"),
+        "{}",
+        text(&no_pin.stderr)
     );
 }

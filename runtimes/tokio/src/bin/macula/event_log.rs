@@ -49,6 +49,9 @@ fn describe(event: &Event) -> Option<String> {
             let who = peer.map_or_else(|| remote.to_string(), |p| format!("{p} at {remote}"));
             Some(format!("disconnected from {who}: {}", cause_text(cause)))
         }
+        Event::Dht(DhtEvent::Bootstrapped { table_size: 0, .. }) => {
+            Some("tried to join the mesh: no peer answered".into())
+        }
         Event::Dht(DhtEvent::Bootstrapped { table_size, .. }) => Some(format!(
             "joined the mesh: {table_size} peers in the routing table"
         )),
