@@ -152,25 +152,35 @@ fn the_demo_answers_every_call_and_delivers_every_publication() {
     assert!(stderr.contains("4 joined"), "{stderr}");
 }
 
-#[test]
-fn calls_publications_and_subscriptions_reach_running_nodes() {
-    let seed_node = node(&[]);
-    let seed = seed_node.seed();
-    let provider = node(&["--seed", &seed, "--echo", "cli.echo"]);
-    provider.stderr_line("serving cli.echo");
-
-    // The provider announces its procedure as it starts serving it: a
-    // caller that looks it up before the record is stored finds no
-    // provider (exit code 5) and tries again as a new process.
-    let args = ["call", "cli.echo", "hello mesh", "--seed", &seed];
-    let mut call = run(&args);
+/// Runs `macula call` until it finds a provider. A node announces its
+/// procedure as it starts serving it: a caller that looks it up before the
+/// record is stored finds no provider (exit code 5), and tries again as a
+/// new process.
+fn call_until_served(args: &[&str]) -> Output {
+    let mut call = run(args);
     for _ in 0..50 {
         if call.status.code() != Some(5) {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
-        call = run(&args);
+        call = run(args);
     }
+    call
+}
+
+#[test]
+fn calls_publications_and_subscriptions_reach_running_nodes() {
+    // The seed serves too, once another node has joined it.
+    let seed_node = node(&["--echo", "cli.first"]);
+    let seed = seed_node.seed();
+    let provider = node(&["--seed", &seed, "--echo", "cli.echo"]);
+    provider.stderr_line("serving cli.echo");
+    seed_node.stderr_line("serving cli.first");
+    let first = call_until_served(&["call", "cli.first", "1st", "--seed", &seed]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert_eq!(text(&first.stdout), "1st");
+
+    let call = call_until_served(&["call", "cli.echo", "hello mesh", "--seed", &seed]);
     assert!(call.status.success(), "{}", text(&call.stderr));
     assert_eq!(text(&call.stdout), "hello mesh");
     assert!(text(&call.stderr).contains("cli.echo answered 10 bytes in"));

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use macula::node::Event;
 use macula_tokio::{MaculaNode, Registration};
 use tokio::time::{MissedTickBehavior, interval};
 
@@ -18,6 +17,10 @@ use crate::{mesh, peers};
 
 /// How often the peers file is rewritten while the node runs.
 const PEERS_SAVE_EVERY: Duration = Duration::from_secs(60);
+
+/// How often a node alone checks whether a peer has entered its routing
+/// table, so that it can announce its procedures.
+const SERVE_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// How long saving the peers may hold up shutting down.
 const PEERS_SAVE_AT_EXIT: Duration = Duration::from_secs(2);
@@ -87,11 +90,12 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
     if has_peers {
         serve(&node, &mut to_serve, &mut served).await?;
     } else if !to_serve.is_empty() {
-        log.line("the echo procedures are served once a peer has joined");
+        log.line("the echo procedures are served once another node has joined");
     }
     let mut save_tick = interval(PEERS_SAVE_EVERY);
     save_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     save_tick.reset();
+    let mut serve_tick = interval(SERVE_CHECK_EVERY);
     loop {
         tokio::select! {
             signal = &mut shutdown => {
@@ -101,15 +105,17 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
                 break;
             }
             event = events.recv() => match event {
-                Some(event) => {
-                    log.event(&event);
-                    if matches!(event, Event::Connected { .. }) {
-                        serve(&node, &mut to_serve, &mut served).await?;
-                    }
-                }
+                Some(event) => log.event(&event),
                 None => return Err(Failure::other("the node stopped unexpectedly")),
             },
             _ = save_tick.tick() => save_peers(&node, peers_file.as_ref(), &log).await,
+            // Clients (`macula call`) never enter the routing table: a
+            // procedure is announced once a peer that stores records has.
+            _ = serve_tick.tick(), if !to_serve.is_empty() => {
+                if node.stats().await?.routing_table > 0 {
+                    serve(&node, &mut to_serve, &mut served).await?;
+                }
+            }
         }
     }
     log.line("shutting down");
