@@ -1,6 +1,7 @@
 //! Property tests of the wire codec: every message round-trips, arbitrary
-//! bytes never panic the decoder, prefixes of a frame ask for more, and a
-//! stream cut anywhere reassembles the same messages.
+//! bytes never panic the decoder, prefixes of a frame ask for more, a
+//! stream cut anywhere reassembles the same messages, and a CALL or REPLY
+//! too large for a frame streams in frames that fit and comes back whole.
 
 use std::net::SocketAddr;
 
@@ -149,6 +150,17 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
             .boxed(),
         MessageType::Cancel => id()
             .prop_map(|request_id| Message::from(Cancel { request_id }))
+            .boxed(),
+        MessageType::PayloadSize => (id(), id())
+            .prop_map(|(request_id, total_len)| {
+                Message::from(PayloadSize {
+                    request_id,
+                    total_len,
+                })
+            })
+            .boxed(),
+        MessageType::PayloadChunk => (id(), payload())
+            .prop_map(|(request_id, data)| Message::from(PayloadChunk { request_id, data }))
             .boxed(),
         MessageType::FindNode => (id(), node_id())
             .prop_map(|(request_id, target)| Message::from(FindNode { request_id, target }))
@@ -365,5 +377,52 @@ proptest! {
         }
         prop_assert_eq!(got, messages);
         prop_assert_eq!(reader.buffered_len(), 0);
+    }
+
+    #[test]
+    fn a_payload_over_the_frame_limit_streams_in_frames_that_fit(
+        len in 0usize..3000,
+        frame in 64u32..1024,
+        reply in any::<bool>(),
+    ) {
+        let limits = Limits { max_frame_len: frame, ..Limits::default() };
+        let payload = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+        let message = if reply {
+            Message::from(Reply { request_id: 3, payload })
+        } else {
+            Message::from(Call {
+                request_id: 3,
+                procedure: "svc.big".into(),
+                timeout_ms: 0,
+                idempotent: true,
+                payload,
+            })
+        };
+        let mut frames = Vec::new();
+        match Streamed::split(&message, &limits) {
+            None => frames.push(message.clone()),
+            Some(mut streamed) => {
+                prop_assert!(message.to_vec(&limits).is_err(), "only what does not fit streams");
+                frames.push(Message::from(streamed.size.clone()));
+                frames.push(streamed.head.clone());
+                while let Some(chunk) = streamed.next_chunk(&limits) {
+                    frames.push(Message::from(chunk));
+                }
+            }
+        }
+        let mut assembler = PayloadAssembler::default();
+        let mut got = Vec::new();
+        for frame in frames {
+            let bytes = frame.to_vec(&limits).expect("every frame fits");
+            let decoded = decode(&bytes, &limits).unwrap();
+            prop_assert_eq!(decoded, Decoded::Complete(frame.clone(), bytes.len()));
+            match assembler.push(frame, len as u64, len as u64).unwrap() {
+                Step::Pass(m) | Step::Complete(m) => got.push(m),
+                Step::Pending => {}
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+        prop_assert_eq!(got, vec![message]);
+        prop_assert!(!assembler.is_open());
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 
+use super::conn::Bounds;
 use crate::dht::DhtConfig;
 use crate::id::{NodeId, Realm};
 use crate::pool::PoolConfig;
@@ -21,7 +22,7 @@ use crate::wire::{self, Limits};
 /// | transport | [`TransportSettings::default`]: keep-alive 15 s, idle timeout 60 s, 100 streams |
 /// | pool | [`PoolConfig::new`]: 100 outbound, 1000 inbound, idle TTL 5 min |
 /// | dht | [`DhtConfig::default`]: k = 20, α = 3, record TTL 300 s, republish 240 s |
-/// | rpc | [`RpcConfig::new`]: 16 MiB payloads, 1024 calls open, 256 handled |
+/// | rpc | [`RpcConfig::new`]: 16 MiB payloads, attempt window = call timeout / 3, 1024 calls open, 256 handled |
 /// | pubsub | [`PubSubConfig::new`]: 1024 messages queued per subscriber, window 64 |
 /// | limits | [`Limits::default`]: 1 MiB frames |
 /// | verification | [`PeerVerification::Identity`] |
@@ -29,6 +30,7 @@ use crate::wire::{self, Limits};
 /// | request_timeout | 10 s (a stream whose answer never comes is reset) |
 /// | max_waiting_requests | 4096 requests queued for a connection or a stream |
 /// | max_buffered_per_connection | 2 MiB of partial frames and unread answers per connection |
+/// | (streamed payloads) | CALLs and REPLYs over one frame stream in chunks of half a frame; per connection, payloads of up to max(`rpc.max_payload`, `max_buffered_per_connection`) declared bytes are reassembled at once |
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     /// The realm this node belongs to; peers of other realms are refused.
@@ -94,5 +96,20 @@ impl NodeConfig {
         let frame = usize::try_from(self.limits.max_frame_len).unwrap_or(usize::MAX);
         self.max_buffered_per_connection
             .max(frame.saturating_add(wire::HEADER_LEN))
+    }
+
+    /// The bounds of each connection's buffers: the budget above, and room
+    /// for streamed payloads being reassembled — the larger of
+    /// `max_buffered_per_connection` and `rpc.max_payload`, so one payload
+    /// of the largest size can always be accepted (`src/node/conn.rs`
+    /// explains how the two interact).
+    pub(super) fn buffer_bounds(&self) -> Bounds {
+        let max_payload = self.rpc.max_payload as u64;
+        Bounds {
+            limits: self.limits,
+            budget: self.connection_buffer_budget(),
+            max_payload,
+            payload_room: max_payload.max(self.max_buffered_per_connection as u64),
+        }
     }
 }

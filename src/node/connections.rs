@@ -188,7 +188,7 @@ impl Node {
             return;
         }
         let is_control = conn.control == Some(stream);
-        if !is_control && conn.over_budget() {
+        if !is_control && !conn.may_read(stream) {
             // A peer that sends without reading our answers, or trickles
             // partial frames on many streams, stops here: its bytes stay in
             // QUIC's receive window until we read again.
@@ -208,6 +208,12 @@ impl Node {
                     wire::Reaction::Disconnect(reason) => reason,
                     wire::Reaction::SkipFrame { .. } => DisconnectReason::ProtocolError,
                 };
+                self.refuse(now, handle, reason, error.to_string());
+                return;
+            }
+            Err(StreamTrouble::Assembly(error)) => {
+                self.counters.protocol_errors += 1;
+                let reason = DisconnectReason::ProtocolError;
                 self.refuse(now, handle, reason, error.to_string());
                 return;
             }

@@ -36,8 +36,7 @@ impl Node {
                             None,
                             datagram.remote,
                             virtual_addr,
-                            self.config.limits,
-                            self.config.connection_buffer_budget(),
+                            self.config.buffer_bounds(),
                         );
                         self.conns.insert(handle, conn);
                     }

@@ -33,6 +33,7 @@ mod peers;
 mod publish_streams;
 mod requests;
 mod rpc_streams;
+mod self_calls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -291,10 +292,14 @@ impl Node {
         &self.counters
     }
 
-    /// Bytes held in the node's own per-connection buffers (partial frames
-    /// and answers the peers have not read), over all connections.
+    /// Bytes held in the node's own per-connection buffers (partial frames,
+    /// answers the peers have not read, streamed payloads being
+    /// reassembled), over all connections.
     pub fn buffered_bytes(&self) -> usize {
-        self.conns.values().map(Conn::buffered).sum()
+        self.conns
+            .values()
+            .map(|c| c.buffered() + c.assembling())
+            .sum()
     }
 
     /// Number of live QUIC connections.

@@ -183,8 +183,7 @@ impl Node {
                     Some(peer),
                     addr,
                     virtual_addr,
-                    self.config.limits,
-                    self.config.connection_buffer_budget(),
+                    self.config.buffer_bounds(),
                 );
                 self.conns.insert(handle, conn);
                 self.attach_pool_id(handle, pool_id);

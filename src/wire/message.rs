@@ -10,7 +10,7 @@ use super::dht::{
 use super::field::{Bound, Ctx, Field, Reader};
 use super::header::{HEADER_LEN, Header};
 use super::pubsub::{Publish, Subscribe, Unsubscribe};
-use super::rpc::{Call, Cancel, ErrorReply, Reply};
+use super::rpc::{Call, Cancel, ErrorReply, PayloadChunk, PayloadSize, Reply};
 use super::{DecodeError, EncodeError, Limits, OverLimit};
 
 /// Declares [`Message`] and [`MessageType`] from one table of
@@ -117,6 +117,10 @@ messages! {
     ErrorReply = 0x22 "ERROR",
     /// CANCEL: give up on a call.
     Cancel = 0x23 "CANCEL",
+    /// PAYLOAD_SIZE: a streamed payload's length, before its CALL or REPLY.
+    PayloadSize = 0x24 "PAYLOAD_SIZE",
+    /// PAYLOAD_CHUNK: the next part of a streamed payload.
+    PayloadChunk = 0x25 "PAYLOAD_CHUNK",
     /// FIND_NODE: closest contacts to an id.
     FindNode = 0x40 "FIND_NODE",
     /// FIND_NODE_REPLY: the contacts.
@@ -149,6 +153,8 @@ impl Message {
             | Message::Reply(Reply { request_id, .. })
             | Message::ErrorReply(ErrorReply { request_id, .. })
             | Message::Cancel(Cancel { request_id })
+            | Message::PayloadSize(PayloadSize { request_id, .. })
+            | Message::PayloadChunk(PayloadChunk { request_id, .. })
             | Message::FindNode(FindNode { request_id, .. })
             | Message::FindNodeReply(FindNodeReply { request_id, .. })
             | Message::FindValue(FindValue { request_id, .. })

@@ -25,6 +25,7 @@ mod message;
 mod pubsub;
 mod rpc;
 mod stream;
+mod streamed;
 mod types;
 
 pub use control::{Connect, Disconnect, Ping, Pong};
@@ -36,8 +37,9 @@ pub use header::{HEADER_LEN, Header};
 pub use limits::Limits;
 pub use message::{Decoded, Message, MessageType, decode, decode_shared};
 pub use pubsub::{Publish, Subscribe, Unsubscribe};
-pub use rpc::{Call, Cancel, ErrorReply, Reply};
+pub use rpc::{Call, Cancel, ErrorReply, PayloadChunk, PayloadSize, Reply};
 pub use stream::FrameReader;
+pub use streamed::{AssemblyError, PayloadAssembler, Step, Streamed, part_len};
 pub use types::{Capabilities, Contact, DisconnectReason, ErrorCode, StoreStatus};
 
 /// The protocol version this implementation speaks (the header's first byte).

@@ -44,12 +44,12 @@ struct Shared {
     counters: Arc<Counters>,
     /// Never read: new subscriptions are cloned from it.
     events: broadcast::Receiver<Event>,
+    /// The `/metrics` and `/health` server, if one was asked for.
+    metrics_server: Option<MetricsServer>,
     /// What guards and handlers tell the task without waiting.
     notices: mpsc::UnboundedSender<Notice>,
     /// The next call's ticket.
     next_ticket: AtomicU64,
-    /// The `/metrics` and `/health` server, if one was asked for.
-    metrics_server: Option<MetricsServer>,
 }
 
 /// The answer to [`MaculaNode::find_node`].
@@ -166,9 +166,9 @@ impl MaculaNode {
                 contact,
                 counters,
                 events,
+                metrics_server,
                 notices,
                 next_ticket: AtomicU64::new(0),
-                metrics_server,
             }),
         })
     }

@@ -211,6 +211,7 @@ impl Routes {
         }
         let core = rpc::CallOptions {
             at_most_once: options.at_most_once,
+            attempt_timeout: options.attempt_timeout,
         };
         match node.call(clock::now(), procedure, payload, options.timeout, core) {
             Ok(call) => {
@@ -312,6 +313,9 @@ impl Routes {
                     cancel.cancel();
                 }
             }
+            // The core announces again with backoff; the application hears
+            // of it on `MaculaNode::events`.
+            RpcEvent::RegistrationFailed { .. } => {}
         }
     }
 
@@ -364,12 +368,17 @@ impl Routes {
 
     /// Hands a pub/sub event to every matching subscription.
     pub(crate) fn pubsub_event(&self, event: &PubSubEvent) {
+        // A failed announcement is retried by the core and reaches the
+        // application on `MaculaNode::events`; only messages are routed.
         let PubSubEvent::Message {
             publisher,
             message_id,
             topic,
             payload,
-        } = event;
+        } = event
+        else {
+            return;
+        };
         let publication = Publication {
             topic: topic.clone(),
             payload: payload.clone(),

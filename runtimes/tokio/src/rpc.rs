@@ -79,6 +79,10 @@ pub struct CallOptions {
     /// Never fail over once the request may have been delivered, even to a
     /// provider that registered the procedure idempotent. Default false.
     pub at_most_once: bool,
+    /// How long one provider may take before the call moves to the next
+    /// (when that cannot run a handler twice). Default `None`: the timeout
+    /// shared among the core's `RpcConfig::attempts` providers.
+    pub attempt_timeout: Option<Duration>,
 }
 
 impl Default for CallOptions {
@@ -86,6 +90,7 @@ impl Default for CallOptions {
         Self {
             timeout: DEFAULT_CALL_TIMEOUT,
             at_most_once: false,
+            attempt_timeout: None,
         }
     }
 }

@@ -60,6 +60,10 @@ enum Mail {
     Notice(Notice),
 }
 
+/// Mails (commands and notices) one wake-up takes at most before the
+/// node's outputs go out, so calls made at once leave in one batch.
+const MAILS_PER_TURN: usize = 64;
+
 impl Inbox {
     /// The next notice or command, notices first (they free resources).
     async fn next(&mut self) -> Mail {
@@ -69,6 +73,54 @@ impl Inbox {
             command = self.commands.recv() => Mail::Command(command),
         }
     }
+
+    /// A notice or command that is already waiting, if any.
+    fn ready(&mut self) -> Option<Mail> {
+        if let Ok(notice) = self.notices.try_recv() {
+            return Some(Mail::Notice(notice));
+        }
+        match self.commands.try_recv() {
+            Ok(command) => Some(Mail::Command(Some(command))),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(Mail::Command(None)),
+        }
+    }
+}
+
+/// The node task's state besides the driver.
+struct Desk {
+    routes: Routes,
+    pending: BTreeMap<QueryId, Reply>,
+}
+
+/// Why the task stops: a handle's shutdown (answered on the sender) or
+/// every handle gone.
+type Stop = Option<oneshot::Sender<()>>;
+
+impl Desk {
+    /// Acts on one mail; `Some` when the task must stop.
+    fn take(&mut self, node: &mut Node, mail: Mail) -> Option<Stop> {
+        let command = match mail {
+            Mail::Notice(notice) => {
+                self.routes.notice(node, notice);
+                return None;
+            }
+            Mail::Command(command) => command,
+        };
+        match command {
+            Some(Command::Shutdown { done }) => return Some(Some(done)),
+            Some(Command::Inspect { reply }) => {
+                // The caller may have stopped waiting.
+                let _ = reply.send(NodeStats::of(node));
+            }
+            Some(Command::Dht { operation, reply }) => {
+                start(node, &mut self.pending, operation, reply);
+            }
+            Some(Command::Messaging(order)) => self.routes.order(node, order),
+            None => return Some(None),
+        }
+        None
+    }
 }
 
 /// Runs the node until a handle says [`Command::Shutdown`] or every handle
@@ -76,39 +128,39 @@ impl Inbox {
 pub(crate) async fn run(
     mut driver: Driver<Node>,
     mut inbox: Inbox,
-    mut routes: Routes,
+    routes: Routes,
     events: broadcast::Sender<Event>,
 ) {
-    let mut pending: BTreeMap<QueryId, Reply> = BTreeMap::new();
-    let done = loop {
+    let mut desk = Desk {
+        routes,
+        pending: BTreeMap::new(),
+    };
+    let done = 'run: loop {
         driver.flush().await;
         while let Some(event) = driver.pop_event() {
-            route(driver.machine_mut(), &mut routes, &event);
-            publish(&mut pending, &events, event);
+            route(driver.machine_mut(), &mut desk.routes, &event);
+            publish(&mut desk.pending, &events, event);
         }
-        let command = match driver.turn(inbox.next()).await {
-            None => continue,
-            Some(Mail::Notice(notice)) => {
-                routes.notice(driver.machine_mut(), notice);
-                continue;
-            }
-            Some(Mail::Command(command)) => command,
+        let Some(first) = driver.turn(inbox.next()).await else {
+            continue;
         };
-        match command {
-            Some(Command::Shutdown { done }) => break Some(done),
-            Some(Command::Inspect { reply }) => {
-                // The caller may have stopped waiting.
-                let _ = reply.send(NodeStats::of(driver.machine()));
+        let mut mail = Some(first);
+        for _ in 0..MAILS_PER_TURN {
+            let Some(next) = mail.take().or_else(|| inbox.ready()) else {
+                break;
+            };
+            if let Some(stop) = desk.take(driver.machine_mut(), next) {
+                break 'run stop;
             }
-            Some(Command::Dht { operation, reply }) => {
-                start(driver.machine_mut(), &mut pending, operation, reply);
-            }
-            Some(Command::Messaging(order)) => routes.order(driver.machine_mut(), order),
-            None => break None,
         }
     };
-    let (calls, handlers) = routes.open();
-    tracing::debug!(waiting = pending.len(), calls, handlers, "node stopped");
+    let (calls, handlers) = desk.routes.open();
+    tracing::debug!(
+        waiting = desk.pending.len(),
+        calls,
+        handlers,
+        "node stopped"
+    );
     if done.is_some() {
         // Asked to stop: tell every peer (DISCONNECT and CONNECTION_CLOSE)
         // rather than leaving them to find out by idle timeout.

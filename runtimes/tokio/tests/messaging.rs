@@ -414,13 +414,26 @@ async fn a_slow_subscription_drops_the_oldest_and_counts_them() {
     let nodes = mesh(2).await;
     let node = &nodes[1];
     let mut slow = node.subscribe_with_capacity("ticks", 4).await.unwrap();
+    let mut events = node.events();
     // Our own publications are delivered locally.
+    let mut last = 0;
     for i in 0..10u32 {
         let payload = Bytes::from(i.to_be_bytes().to_vec());
-        node.publish("ticks", payload).await.unwrap();
+        last = node.publish("ticks", payload).await.unwrap();
     }
-    // Every publication reached the node's routes before `stats` answered.
-    node.stats().await.unwrap();
+    // The task hands each message to the subscriptions, then to the event
+    // stream: once the last is there, all ten were offered to `slow`.
+    let routed = async {
+        while let Some(event) = events.recv().await {
+            if matches!(event, Event::PubSub(PubSubEvent::Message { message_id, .. }) if message_id == last)
+            {
+                return;
+            }
+        }
+    };
+    timeout(LIMIT, routed)
+        .await
+        .expect("the last publication was routed");
     let mut kept = Vec::new();
     while let Ok(Some(publication)) = timeout(Duration::from_millis(200), slow.recv()).await {
         kept.push(u32::from_be_bytes(
