@@ -6,6 +6,8 @@ use tokio::time::Instant;
 use macula::dht::DhtEvent;
 use macula::node::{CloseCause, Event};
 use macula::pool::Direction;
+use macula::pubsub::{Pattern, PubSubEvent};
+use macula::rpc::{AnnounceFailed, AnnounceFailure, RpcEvent};
 
 /// Prints events relative to a start time.
 pub struct EventLog {
@@ -33,8 +35,8 @@ impl EventLog {
     }
 }
 
-/// The line for `event`, or `None` for the ones the RPC and pub/sub
-/// commands report themselves.
+/// The line for `event`, or `None` for the ones not worth one (DHT
+/// operations, calls and messages, which their commands report).
 fn describe(event: &Event) -> Option<String> {
     match event {
         Event::Connected { peer, direction } => Some(match direction {
@@ -55,8 +57,35 @@ fn describe(event: &Event) -> Option<String> {
         Event::Dht(DhtEvent::Bootstrapped { table_size, .. }) => Some(format!(
             "joined the mesh: {table_size} peers in the routing table"
         )),
+        Event::Rpc(RpcEvent::RegistrationFailed { procedure, failed }) => Some(format!(
+            "announcing {procedure} failed: {}",
+            failed_text(failed)
+        )),
+        Event::PubSub(PubSubEvent::SubscriptionFailed { patterns, failed }) => {
+            let patterns: Vec<&str> = patterns.iter().map(Pattern::as_str).collect();
+            Some(format!(
+                "announcing the subscription to {} failed: {}",
+                patterns.join(", "),
+                failed_text(failed)
+            ))
+        }
         Event::Dht(_) | Event::Rpc(_) | Event::PubSub(_) => None,
     }
+}
+
+/// Why an announcement failed and when it is tried again, in words.
+fn failed_text(failed: &AnnounceFailed) -> String {
+    let why = match &failed.reason {
+        AnnounceFailure::Quorum { acked, quorum } => {
+            format!("{acked} of the {quorum} nodes needed stored it")
+        }
+        AnnounceFailure::Rejected(detail) => detail.clone(),
+    };
+    format!(
+        "{why} (failure {}; trying again in {:.0} s)",
+        failed.failures,
+        failed.retry_in.as_secs_f64()
+    )
 }
 
 /// Why a connection closed, in words.
