@@ -215,6 +215,18 @@ fn calls_publications_and_subscriptions_reach_running_nodes() {
         subscriber.child.wait().unwrap().success(),
         "exits after --count 1"
     );
+    // The subscriber said it was shutting down: the mesh no longer hands it
+    // out, so joining does not wait for it to time out (about 5 s).
+    let after = run(&[
+        "call",
+        "cli.echo",
+        "again",
+        "--seed",
+        &seed,
+        "--timeout",
+        "3",
+    ]);
+    assert!(after.status.success(), "{}", text(&after.stderr));
 
     assert!(
         provider.interrupt().success(),

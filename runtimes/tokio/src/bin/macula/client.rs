@@ -117,7 +117,7 @@ pub async fn publish(args: PublishArgs) -> Result<(), Failure> {
     node.shutdown().await;
     let (message_id, sent) = outcome?;
     eprintln!(
-        "published message {message_id} on {}: sent to {sent} subscribers",
+        "published message {message_id} on {}: sent to {sent} subscribers found in the DHT",
         args.topic
     );
     Ok(())

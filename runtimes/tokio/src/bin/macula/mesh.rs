@@ -131,7 +131,18 @@ pub async fn join(
     };
     loop {
         match timeout_at(deadline, node.bootstrap(seeds.to_vec())).await {
-            Err(_) => return Err(unreachable()),
+            Err(_) => {
+                // Out of time with a lookup still running: say whether any
+                // seed answered at all.
+                let known = node.stats().await?.routing_table;
+                if known == 0 {
+                    return Err(unreachable());
+                }
+                return Err(Failure::network(format!(
+                    "joining the mesh did not finish within {:.1} s ({known} peers answered so far)",
+                    timeout.as_secs_f64()
+                )));
+            }
             Ok(Ok(table_size)) if table_size > 0 => return Ok(table_size),
             Ok(Ok(_)) => {
                 let left = deadline.saturating_duration_since(Instant::now());
