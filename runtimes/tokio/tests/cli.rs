@@ -94,10 +94,11 @@ impl Running {
         line.split_whitespace().nth(1).unwrap().to_owned()
     }
 
-    /// Ctrl-C, then the exit status.
-    fn interrupt(mut self) -> std::process::ExitStatus {
+    /// `signal` (`INT` as Ctrl-C sends it, `TERM`), then the exit status.
+    fn stop(mut self, signal: &str) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        let flag = format!("-{signal}");
+        let sent = Command::new("kill").args([&flag, &pid]).status().unwrap();
         assert!(sent.success());
         self.child.wait().unwrap()
     }
@@ -229,10 +230,10 @@ fn calls_publications_and_subscriptions_reach_running_nodes() {
     assert!(after.status.success(), "{}", text(&after.stderr));
 
     assert!(
-        provider.interrupt().success(),
+        provider.stop("INT").success(),
         "Ctrl-C stops a node cleanly"
     );
-    assert!(seed_node.interrupt().success());
+    assert!(seed_node.stop("TERM").success(), "so does SIGTERM");
 }
 
 #[test]

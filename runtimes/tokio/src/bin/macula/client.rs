@@ -195,11 +195,11 @@ async fn receive(
     announced::wait_for(node, key, node.node_id(), settings.timeout, &what).await?;
     eprintln!("subscribed to {pattern}");
     let mut received = 0;
-    let shutdown = tokio::signal::ctrl_c();
+    let shutdown = crate::stop::requested();
     tokio::pin!(shutdown);
     while count.is_none_or(|n| received < n) {
         let publication = tokio::select! {
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
             next = subscription.recv() => next,
         };
         let Some(publication) = publication else {

@@ -21,6 +21,7 @@ mod progress;
 mod run_node;
 mod services;
 mod settings;
+mod stop;
 
 use std::process::ExitCode;
 

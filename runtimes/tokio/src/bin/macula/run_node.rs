@@ -25,7 +25,7 @@ const SERVE_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How long saving the peers may hold up shutting down.
 const PEERS_SAVE_AT_EXIT: Duration = Duration::from_secs(2);
 
-/// Runs `macula node` until Ctrl-C.
+/// Runs `macula node` until Ctrl-C (or SIGTERM).
 pub async fn run(args: NodeArgs) -> Result<(), Failure> {
     let (mut settings, node_file) = settings::from_args(args.mesh)?;
     let peers_file = args.peers_file.or(node_file.peers_file);
@@ -54,7 +54,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
         eprintln!("note: no --identity file, so this node id is new each run");
     }
 
-    let shutdown = tokio::signal::ctrl_c();
+    let shutdown = crate::stop::requested();
     tokio::pin!(shutdown);
     let had_seeds = !settings.seeds.is_empty();
     // A node announces its procedures to its peers: alone, it would
@@ -98,12 +98,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
     let mut serve_tick = interval(SERVE_CHECK_EVERY);
     loop {
         tokio::select! {
-            signal = &mut shutdown => {
-                if let Err(e) = signal {
-                    log.line(&format!("cannot wait for Ctrl-C ({e}); stopping"));
-                }
-                break;
-            }
+            () = &mut shutdown => break,
             event = events.recv() => match event {
                 Some(event) => log.event(&event),
                 None => return Err(Failure::other("the node stopped unexpectedly")),
