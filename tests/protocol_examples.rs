@@ -228,6 +228,77 @@ fn example(ty: MessageType) -> Message {
             statuses: vec![StoreStatus::Stored, StoreStatus::BadSignature],
         }
         .into(),
+        MessageType::RelayReserve => RelayReserve { request_id: 20 }.into(),
+        MessageType::RelayReserveStatus => RelayReserveStatus {
+            request_id: 20,
+            status: RelayStatus::Ok,
+            ttl_secs: 300,
+        }
+        .into(),
+        MessageType::RelayRelease => RelayRelease { request_id: 21 }.into(),
+        MessageType::CircuitOpen => CircuitOpen {
+            request_id: 22,
+            target: NodeId::from_bytes([0x44; 32]),
+        }
+        .into(),
+        MessageType::CircuitStatus => CircuitStatus {
+            request_id: 22,
+            status: RelayStatus::Ok,
+            circuit: 7,
+        }
+        .into(),
+        MessageType::CircuitIncoming => CircuitIncoming {
+            circuit: 7,
+            source: NodeId::from_bytes([0x55; 32]),
+        }
+        .into(),
+        MessageType::PunchOffer => PunchOffer {
+            request_id: 13,
+            tag: *b"macpunch",
+            nat: NatInfo {
+                mapping: MappingCode::EndpointIndependent,
+                filtering: FilteringCode::AddressAndPortDependent,
+                allocation: AllocationCode::Preserving,
+                port_step: 0,
+            },
+            candidates: vec![
+                WireCandidate {
+                    kind: CandidateType::Reflexive,
+                    addr: addr("198.51.100.2:4433"),
+                },
+                WireCandidate {
+                    kind: CandidateType::Lan,
+                    addr: addr("10.1.0.11:4433"),
+                },
+            ],
+        }
+        .into(),
+        MessageType::PunchAnswer => PunchAnswer {
+            request_id: 13,
+            nat: NatInfo {
+                mapping: MappingCode::AddressAndPortDependent,
+                filtering: FilteringCode::AddressAndPortDependent,
+                allocation: AllocationCode::Sequential,
+                port_step: 1,
+            },
+            candidates: vec![WireCandidate {
+                kind: CandidateType::Predicted,
+                addr: addr("198.51.100.18:40003"),
+            }],
+        }
+        .into(),
+        MessageType::PunchSync => PunchSync {
+            request_id: 13,
+            start_in_ms: 10,
+        }
+        .into(),
+        MessageType::PunchResult => PunchResult {
+            request_id: 13,
+            outcome: PunchOutcome::Succeeded,
+            attempts: 1,
+            remote: vec![addr("198.51.100.18:40003")],
+        }
+        .into(),
     }
 }
 

@@ -222,7 +222,93 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
                 })
             })
             .boxed(),
+        MessageType::RelayReserve => id()
+            .prop_map(|request_id| Message::from(RelayReserve { request_id }))
+            .boxed(),
+        MessageType::RelayReserveStatus => (id(), any::<u8>(), any::<u32>())
+            .prop_map(|(request_id, status, ttl_secs)| {
+                Message::from(RelayReserveStatus {
+                    request_id,
+                    status: RelayStatus::from_code(status),
+                    ttl_secs,
+                })
+            })
+            .boxed(),
+        MessageType::RelayRelease => id()
+            .prop_map(|request_id| Message::from(RelayRelease { request_id }))
+            .boxed(),
+        MessageType::CircuitOpen => (id(), node_id())
+            .prop_map(|(request_id, target)| Message::from(CircuitOpen { request_id, target }))
+            .boxed(),
+        MessageType::CircuitStatus => (id(), any::<u8>(), any::<u64>())
+            .prop_map(|(request_id, status, circuit)| {
+                Message::from(CircuitStatus {
+                    request_id,
+                    status: RelayStatus::from_code(status),
+                    circuit,
+                })
+            })
+            .boxed(),
+        MessageType::CircuitIncoming => (any::<u64>(), node_id())
+            .prop_map(|(circuit, source)| Message::from(CircuitIncoming { circuit, source }))
+            .boxed(),
+        MessageType::PunchOffer => (id(), any::<[u8; 8]>(), nat_info(), candidates())
+            .prop_map(|(request_id, tag, nat, candidates)| {
+                Message::from(PunchOffer {
+                    request_id,
+                    tag,
+                    nat,
+                    candidates,
+                })
+            })
+            .boxed(),
+        MessageType::PunchAnswer => (id(), nat_info(), candidates())
+            .prop_map(|(request_id, nat, candidates)| {
+                Message::from(PunchAnswer {
+                    request_id,
+                    nat,
+                    candidates,
+                })
+            })
+            .boxed(),
+        MessageType::PunchSync => (id(), any::<u32>())
+            .prop_map(|(request_id, start_in_ms)| {
+                Message::from(PunchSync {
+                    request_id,
+                    start_in_ms,
+                })
+            })
+            .boxed(),
+        MessageType::PunchResult => (id(), any::<u8>(), any::<u8>(), vec(addr(), 0..2))
+            .prop_map(|(request_id, outcome, attempts, remote)| {
+                Message::from(PunchResult {
+                    request_id,
+                    outcome: PunchOutcome::from_code(outcome),
+                    attempts,
+                    remote,
+                })
+            })
+            .boxed(),
     }
+}
+
+/// A NAT description with arbitrary (also unknown) codes.
+fn nat_info() -> impl Strategy<Value = NatInfo> {
+    any::<(u8, u8, u8, u16)>().prop_map(|(m, f, a, port_step)| NatInfo {
+        mapping: MappingCode::from_code(m),
+        filtering: FilteringCode::from_code(f),
+        allocation: AllocationCode::from_code(a),
+        port_step,
+    })
+}
+
+/// Up to 16 candidates (the default address bound) of arbitrary type.
+fn candidates() -> impl Strategy<Value = Vec<WireCandidate>> {
+    let candidate = (any::<u8>(), addr()).prop_map(|(kind, addr)| WireCandidate {
+        kind: CandidateType::from_code(kind),
+        addr,
+    });
+    vec(candidate, 0..=16)
 }
 
 /// Every message type, with arbitrary field values.

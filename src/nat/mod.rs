@@ -1,8 +1,11 @@
 //! NAT traversal: learning how the network in front of a node behaves and getting through it.
 //!
-//! Today this holds [`stun`], the STUN codec, the responder every node runs on its one socket,
-//! the client transactions that ask reflectors for the node's reflexive address, and the pure
-//! classification of mapping behaviour from their answers. Discovery of filtering and port
-//! allocation, and hole-punch coordination, build on it.
+//! [`stun`] holds the STUN codec, the responder every node runs on its one socket, the client
+//! transactions that ask reflectors for the node's reflexive address, and the pure
+//! classification of NAT behaviour from their answers. [`punch`] is the hole-punch machine
+//! that finds a direct path between two nodes from their candidates, with the RFC 4787
+//! oracle of when one is possible (the Node runs it over relayed connections:
+//! `node::upgrade`).
 
+pub mod punch;
 pub mod stun;

@@ -11,9 +11,12 @@ use crate::id::{NodeId, Realm};
 use crate::pool::PoolConfig;
 use crate::pubsub::PubSubConfig;
 use crate::quic::TransportSettings;
+use crate::relay::RelayConfig;
 use crate::rpc::RpcConfig;
 use crate::tls::PeerVerification;
 use crate::wire::{self, Limits};
+
+use super::UpgradeConfig;
 
 /// Everything a [`Node`](super::Node) can be told at start.
 ///
@@ -24,6 +27,8 @@ use crate::wire::{self, Limits};
 /// | dht | [`DhtConfig::default`]: k = 20, α = 3, record TTL 300 s, republish 240 s |
 /// | rpc | [`RpcConfig::new`]: 16 MiB payloads, attempt window = call timeout / 3, 1024 calls open, 256 handled |
 /// | pubsub | [`PubSubConfig::new`]: 1024 messages queued per subscriber, window 64 |
+/// | relay | [`RelayConfig::default`]: relaying on, 256 circuits, 1 MiB/s per node |
+/// | upgrade | [`UpgradeConfig::default`]: the dialer of a relayed connection punches; liveness probes every ≥ 100 ms, dead after 4 missed; retry after 60 s |
 /// | limits | [`Limits::default`]: 1 MiB frames |
 /// | verification | [`PeerVerification::Identity`] |
 /// | certificate_chain | `None`: a self-signed certificate of the identity |
@@ -53,6 +58,10 @@ pub struct NodeConfig {
     /// Pub/sub. Its `local_id` and `first_epoch` (the start time in Unix
     /// microseconds) are set by the node.
     pub pubsub: PubSubConfig,
+    /// What this node does as a relay, and its limits.
+    pub relay: RelayConfig,
+    /// Relay → direct upgrades (hole punching) of relayed connections.
+    pub upgrade: UpgradeConfig,
     /// Frame and field size limits.
     pub limits: Limits,
     /// Addresses announced to peers in CONNECT (where others can dial us).
@@ -82,6 +91,8 @@ impl NodeConfig {
             dht: DhtConfig::default(),
             rpc: RpcConfig::new(realm.clone(), 0),
             pubsub: PubSubConfig::new(realm, NodeId::from_bytes([0; 32]), 0),
+            relay: RelayConfig::default(),
+            upgrade: UpgradeConfig::default(),
             limits: Limits::default(),
             listen_addrs: Vec::new(),
             request_timeout: Duration::from_secs(10),

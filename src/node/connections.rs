@@ -137,6 +137,9 @@ impl Node {
         if self.config.dht.mode == Mode::Server {
             capabilities = capabilities.with(Capabilities::DHT_SERVER);
         }
+        if self.config.relay.enabled {
+            capabilities = capabilities.with(Capabilities::RELAY);
+        }
         wire::Connect {
             node_id: self.local,
             realm: self.config.realm.clone(),
@@ -181,6 +184,12 @@ impl Node {
     }
 
     pub(super) fn read_stream(&mut self, now: Instant, handle: ConnectionHandle, stream: StreamId) {
+        if let Some(&role) = self.circuit_streams.get(&(handle, stream)) {
+            // Circuit frames are forwarded or handed to quinn as they come,
+            // so they never wait in our buffers.
+            self.read_circuit_stream(now, handle, stream, role);
+            return;
+        }
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -197,7 +206,7 @@ impl Node {
         }
         let (messages, finished) = match conn.read(stream) {
             Ok(read) => read,
-            Err(StreamTrouble::Reset) => {
+            Err(StreamTrouble::Reset(_)) => {
                 self.fail_ask(now, handle, stream, Failure::Refused);
                 self.messaging_stream_gone(now, handle, stream, None);
                 return;
@@ -271,6 +280,13 @@ impl Node {
                     );
                 }
             }
+            (
+                Phase::Ready,
+                message @ (Message::PunchOffer(_)
+                | Message::PunchAnswer(_)
+                | Message::PunchSync(_)
+                | Message::PunchResult(_)),
+            ) => self.on_punch_frame(now, handle, message),
             (_, Message::Disconnect(bye)) => {
                 conn.phase = Phase::Closing;
                 let code = VarInt::from_u32(u32::from(bye.reason.code()));
@@ -309,6 +325,7 @@ impl Node {
         }
         let direction = conn.direction;
         let remote = conn.remote;
+        let remote_virtual = conn.virtual_addr;
         conn.hello = Some(hello);
         conn.phase = Phase::Ready;
         self.instruments.connection_ready(now, handle, direction);
@@ -331,10 +348,18 @@ impl Node {
         if let Some(rtt) = rtt {
             self.dht.handle_rtt(now, peer, rtt);
         }
-        self.out
-            .push_back(Output::Event(Event::Connected { peer, direction }));
+        let path = self.path_kind(&remote_virtual);
+        if path == PathKind::Relayed {
+            self.relay_counters.relayed_connections += 1;
+        }
+        self.out.push_back(Output::Event(Event::Connected {
+            peer,
+            direction,
+            path,
+        }));
         self.pubsub.handle_connected(now, peer);
         self.accept_streams(now, handle);
+        self.upgrade_on_ready(now, handle);
     }
 
     pub(super) fn attach_pool_id(&mut self, handle: ConnectionHandle, pool_id: ConnId) {
@@ -352,6 +377,9 @@ impl Node {
         stream: StreamId,
         message: Message,
     ) {
+        let Some(message) = self.relay_frame(now, handle, stream, message) else {
+            return;
+        };
         let Some(message) = self.messaging_frame(now, handle, stream, message) else {
             return;
         };
@@ -393,7 +421,9 @@ impl Node {
             id: peer,
             addrs: hello.listen_addrs.iter().copied().collect(),
         };
-        if contact.addrs.is_empty() {
+        // A relayed peer's `remote` is a virtual address, which means
+        // nothing to anyone else.
+        if contact.addrs.is_empty() && !PathTable::is_virtual(&conn.remote) {
             contact.addrs.push(conn.remote);
         }
         self.serving.insert(
@@ -499,6 +529,7 @@ impl Node {
         let conn = self.conns.get_mut(&handle).expect("looked up above");
         conn.phase = Phase::Closing;
         let (peer, remote) = (conn.peer, conn.remote);
+        let path = self.paths.real(&conn.virtual_addr);
         self.release_requests(now, handle);
         if !was_refused {
             let cause = match reason {
@@ -509,6 +540,14 @@ impl Node {
                     message: String::from_utf8_lossy(&close.reason).into_owned(),
                 },
                 ConnectionError::LocallyClosed => CloseCause::Local("closed by this node".into()),
+                ConnectionError::TimedOut => match path {
+                    // Silence on a circuit: the relay or the peer is gone.
+                    Some(RealPath::Relay { relay, .. }) => CloseCause::CircuitClosed {
+                        relay,
+                        loss: CircuitLoss::TimedOut,
+                    },
+                    _ => CloseCause::Transport(ConnectionError::TimedOut.to_string()),
+                },
                 other => CloseCause::Transport(other.to_string()),
             };
             if let (Some(peer), CloseCause::Peer { reason, .. }) = (peer, &cause)
@@ -540,6 +579,7 @@ impl Node {
         }
         self.serving.retain(|_, serving| serving.conn != handle);
         self.release_messaging(now, handle, peer);
+        self.relay_connection_gone(now, handle);
         if let (Some(peer), Some(pool_id)) = (peer, pool_id) {
             self.by_pool_id.remove(&pool_id);
             if ready {
@@ -555,12 +595,16 @@ impl Node {
         let Some(conn) = self.conns.remove(&handle) else {
             return;
         };
+        self.upgrade_forget(handle);
         let shared = self
             .conns
             .values()
             .any(|other| other.virtual_addr == conn.virtual_addr);
         if !shared {
             self.paths.remove(&conn.virtual_addr);
+            // Its circuits (the live one, or a backup after a switch) have
+            // nothing left to carry.
+            self.drop_circuits_of(conn.virtual_addr);
         }
     }
 }

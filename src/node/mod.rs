@@ -13,9 +13,12 @@
 //!
 //! Commands ([`Node::bootstrap`], [`Node::find_node`], [`Node::query`],
 //! [`Node::store`], and RPC and pub/sub's [`Node::register`], [`Node::call`],
-//! [`Node::subscribe`], [`Node::publish`] and the rest) are methods; like
+//! [`Node::subscribe`], [`Node::publish`], the relay's [`Node::reserve`] and
+//! [`Node::dial_via_relay`], and the rest) are methods; like
 //! inputs they take `now` and leave outputs to drain. RPC and pub/sub run
 //! on the DHT and on streams as `node::messaging` (src/node/messaging.rs) describes.
+//! Every node may relay for others and run connections over relay circuits
+//! (src/node/relay_server.rs, src/node/relay_client.rs, docs/PROTOCOL.md §11).
 //!
 //! On every connection the dialer opens the control stream and writes
 //! CONNECT; requests follow on their own streams at once. The acceptor checks
@@ -31,9 +34,12 @@ mod instrument;
 mod messaging;
 mod peers;
 mod publish_streams;
+mod relay_client;
+mod relay_server;
 mod requests;
 mod rpc_streams;
 mod self_calls;
+mod upgrade;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -47,18 +53,25 @@ use quinn_proto::{
 pub use config::NodeConfig;
 use conn::{Ask, Blocked, Conn, Phase, StreamTrouble};
 pub use peers::{PeersFileError, load_peers, save_peers};
+pub use relay_client::{CircuitLoss, RelayEvent};
+use relay_client::{CircuitRole, RelayClient};
+use relay_server::RelayServer;
+pub use upgrade::{
+    MAX_TIMES, OFFER_TIMEOUT, PairCounts, PathChange, UpgradeConfig, UpgradeCounters,
+};
 
 use crate::collections::HashMap;
 use crate::contract::{Datagram, Input, Machine, Output, Transmit};
 use crate::demux::{DatagramClass, classify};
 use crate::dht::{self, Dht, DhtEvent, DhtOutput, Failure, Mode, RequestId};
 use crate::id::{Identity, NodeId, RecordKey};
-use crate::path::{PathTable, RealPath};
+use crate::path::{PathKind, PathTable, RealPath};
 use crate::pool::{
     Acquired, Action, CloseReason, ConnId, Direction, Lease, Pool, PoolError, WaitId,
 };
 use crate::pubsub::{PubSub, PubSubEvent};
 use crate::quic::{QuicConfigError, QuicConfigs};
+use crate::relay::RelayCounters;
 use crate::rpc::{Rpc, RpcEvent};
 use crate::tls::{self, NodeTls, TlsError, WallClock};
 use crate::wire::{self, Capabilities, DisconnectReason, Message};
@@ -99,6 +112,13 @@ pub enum CloseCause {
     },
     /// The handshake or the transport failed (TLS rejection, timeout, ...).
     Transport(String),
+    /// The connection ran over a relay circuit that closed.
+    CircuitClosed {
+        /// The relay.
+        relay: NodeId,
+        /// Why the circuit closed.
+        loss: CircuitLoss,
+    },
 }
 
 /// What the node tells its application.
@@ -110,12 +130,15 @@ pub enum Event {
         peer: NodeId,
         /// Who dialed.
         direction: Direction,
+        /// Whether its packets go direct or through a relay circuit.
+        path: PathKind,
     },
     /// A connection ended.
     Disconnected {
         /// The peer, if it was known.
         peer: Option<NodeId>,
-        /// Its real address.
+        /// Its real address (the virtual address of its circuit, for a
+        /// connection over a relay).
         remote: SocketAddr,
         /// Why.
         cause: CloseCause,
@@ -127,6 +150,17 @@ pub enum Event {
     Rpc(RpcEvent),
     /// A message on a topic we subscribe to.
     PubSub(PubSubEvent),
+    /// A reservation or circuit of ours changed.
+    Relay(RelayEvent),
+    /// A connection's packets moved between a relay circuit and a direct path.
+    PathChanged {
+        /// The peer.
+        peer: NodeId,
+        /// Where they go now.
+        path: PathKind,
+        /// Why.
+        reason: PathChange,
+    },
 }
 
 /// Plain counters of what the node saw, for tests and metrics.
@@ -175,6 +209,11 @@ pub struct Node {
     rpc: Rpc,
     pubsub: PubSub,
     messaging: messaging::Messaging,
+    relay_server: RelayServer,
+    relay_client: RelayClient,
+    upgrades: upgrade::Upgrades,
+    circuit_streams: HashMap<(ConnectionHandle, StreamId), CircuitRole>,
+    relay_counters: RelayCounters,
     conns: HashMap<ConnectionHandle, Conn>,
     by_pool_id: HashMap<ConnId, ConnectionHandle>,
     waiting: HashMap<WaitId, Waiting>,
@@ -226,6 +265,7 @@ impl Node {
         config.pubsub.first_epoch = unix_ms.saturating_mul(1000);
         let rpc = Rpc::new(config.rpc.clone());
         let pubsub = PubSub::new(config.pubsub.clone());
+        let upgrades = upgrade::Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
         Ok(Self {
             identity,
             local,
@@ -241,6 +281,11 @@ impl Node {
             rpc,
             pubsub,
             messaging: messaging::Messaging::default(),
+            relay_server: RelayServer::default(),
+            relay_client: RelayClient::default(),
+            upgrades,
+            circuit_streams: HashMap::default(),
+            relay_counters: RelayCounters::default(),
             conns: HashMap::default(),
             by_pool_id: HashMap::default(),
             waiting: HashMap::default(),
@@ -371,6 +416,7 @@ impl Node {
             busy |= self.drive_pool(now);
             busy |= self.drive_dht(now);
             busy |= self.drive_messaging(now);
+            busy |= self.drive_upgrades(now);
             if !busy {
                 break;
             }
@@ -389,9 +435,15 @@ impl Node {
             .flat_map(|c| [c.quinn.poll_timeout(), c.next_deadline()]);
         let conns: Option<Instant> = conns.flatten().min();
         let messaging = [self.rpc.poll_timeout(), self.pubsub.poll_timeout()];
+        let relay = [
+            self.relay_server.next_deadline(&self.config.relay),
+            self.relay_client.next_deadline(),
+            self.upgrades.poll_timeout(),
+        ];
         [conns, self.pool.poll_timeout(), self.dht.poll_timeout()]
             .into_iter()
             .chain(messaging)
+            .chain(relay)
             .flatten()
             .min()
     }
@@ -416,6 +468,9 @@ impl Machine for Node {
                 self.dht.handle_timeout(now, unix_ms);
                 self.rpc.handle_timeout(now);
                 self.pubsub.handle_timeout(now);
+                self.relay_server_timeout(now);
+                self.relay_client_timeout(now);
+                self.upgrade_timeout(now);
             }
             Input::LocalAddressChanged { .. } => {}
         }

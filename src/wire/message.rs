@@ -9,7 +9,11 @@ use super::dht::{
 };
 use super::field::{Bound, Ctx, Field, Reader};
 use super::header::{HEADER_LEN, Header};
+use super::nat::{PunchAnswer, PunchOffer, PunchResult, PunchSync};
 use super::pubsub::{Publish, Subscribe, Unsubscribe};
+use super::relay::{
+    CircuitIncoming, CircuitOpen, CircuitStatus, RelayRelease, RelayReserve, RelayReserveStatus,
+};
 use super::rpc::{Call, Cancel, ErrorReply, PayloadChunk, PayloadSize, Reply};
 use super::{DecodeError, EncodeError, Limits, OverLimit};
 
@@ -137,14 +141,38 @@ messages! {
     StoreBatch = 0x46 "STORE_BATCH",
     /// STORE_BATCH_ACK: one outcome per record.
     StoreBatchAck = 0x47 "STORE_BATCH_ACK",
+    /// RELAY_RESERVE: ask a relay for a reservation, or renew it.
+    RelayReserve = 0x50 "RELAY_RESERVE",
+    /// RELAY_RESERVE_STATUS: the reservation granted or refused.
+    RelayReserveStatus = 0x51 "RELAY_RESERVE_STATUS",
+    /// RELAY_RELEASE: give a reservation up.
+    RelayRelease = 0x52 "RELAY_RELEASE",
+    /// CIRCUIT_OPEN: ask a relay for a circuit to a reserved node.
+    CircuitOpen = 0x53 "CIRCUIT_OPEN",
+    /// CIRCUIT_STATUS: the circuit granted or refused.
+    CircuitStatus = 0x54 "CIRCUIT_STATUS",
+    /// CIRCUIT_INCOMING: a relay announces a circuit to its reserved node.
+    CircuitIncoming = 0x55 "CIRCUIT_INCOMING",
+    /// PUNCH_OFFER: the opener's candidates and session tag.
+    PunchOffer = 0x60 "PUNCH_OFFER",
+    /// PUNCH_ANSWER: the follower's candidates.
+    PunchAnswer = 0x61 "PUNCH_ANSWER",
+    /// PUNCH_SYNC: the agreed start.
+    PunchSync = 0x62 "PUNCH_SYNC",
+    /// PUNCH_RESULT: how the punch ended for the sender.
+    PunchResult = 0x63 "PUNCH_RESULT",
 }
 
 impl Message {
     /// The request id a request carries or an answer echoes; `None` for
-    /// CONNECT, DISCONNECT and PUBLISH.
+    /// CONNECT, DISCONNECT, PUBLISH and
+    /// CIRCUIT_INCOMING.
     pub fn request_id(&self) -> Option<u64> {
         match self {
-            Message::Connect(_) | Message::Disconnect(_) | Message::Publish(_) => None,
+            Message::Connect(_)
+            | Message::Disconnect(_)
+            | Message::Publish(_)
+            | Message::CircuitIncoming(_) => None,
             Message::Ping(Ping { request_id })
             | Message::Pong(Pong { request_id })
             | Message::Subscribe(Subscribe { request_id, .. })
@@ -162,7 +190,27 @@ impl Message {
             | Message::Store(Store { request_id, .. })
             | Message::StoreAck(StoreAck { request_id, .. })
             | Message::StoreBatch(StoreBatch { request_id, .. })
-            | Message::StoreBatchAck(StoreBatchAck { request_id, .. }) => Some(*request_id),
+            | Message::StoreBatchAck(StoreBatchAck { request_id, .. })
+            | Message::RelayReserve(RelayReserve { request_id })
+            | Message::RelayReserveStatus(RelayReserveStatus { request_id, .. })
+            | Message::RelayRelease(RelayRelease { request_id })
+            | Message::CircuitOpen(CircuitOpen { request_id, .. })
+            | Message::CircuitStatus(CircuitStatus { request_id, .. })
+            | Message::PunchOffer(PunchOffer { request_id, .. })
+            | Message::PunchAnswer(PunchAnswer { request_id, .. })
+            | Message::PunchSync(PunchSync { request_id, .. })
+            | Message::PunchResult(PunchResult { request_id, .. }) => Some(*request_id),
+        }
+    }
+
+    /// True for the frames after which a stream carries circuit frames
+    /// instead of messages: CIRCUIT_OPEN, a granted CIRCUIT_STATUS and
+    /// CIRCUIT_INCOMING (docs/PROTOCOL.md §11).
+    pub fn starts_circuit(&self) -> bool {
+        match self {
+            Message::CircuitOpen(_) | Message::CircuitIncoming(_) => true,
+            Message::CircuitStatus(status) => status.status == super::RelayStatus::Ok,
+            _ => false,
         }
     }
 
@@ -317,6 +365,6 @@ mod tests {
             assert_eq!(MessageType::from_code(ty.code()), Some(ty));
         }
         assert_eq!(MessageType::from_code(0x00), None);
-        assert_eq!(MessageType::from_code(0x50), None);
+        assert_eq!(MessageType::from_code(0x56), None);
     }
 }

@@ -22,7 +22,9 @@ pub(crate) mod field;
 mod header;
 mod limits;
 mod message;
+mod nat;
 mod pubsub;
+mod relay;
 mod rpc;
 mod stream;
 mod streamed;
@@ -36,7 +38,15 @@ pub use error::{DecodeError, EncodeError, OverLimit, Reaction};
 pub use header::{HEADER_LEN, Header};
 pub use limits::Limits;
 pub use message::{Decoded, Message, MessageType, decode, decode_shared};
+pub use nat::{
+    AllocationCode, CandidateType, FilteringCode, MappingCode, NatInfo, PunchAnswer, PunchOffer,
+    PunchOutcome, PunchResult, PunchSync, WireCandidate,
+};
 pub use pubsub::{Publish, Subscribe, Unsubscribe};
+pub use relay::{
+    CircuitIncoming, CircuitOpen, CircuitStatus, RelayRelease, RelayReserve, RelayReserveStatus,
+    RelayStatus,
+};
 pub use rpc::{Call, Cancel, ErrorReply, PayloadChunk, PayloadSize, Reply};
 pub use stream::FrameReader;
 pub use streamed::{AssemblyError, PayloadAssembler, Step, Streamed, part_len};
