@@ -1,13 +1,13 @@
 //! One line on stderr per thing a node reports, stamped with the seconds
 //! since the command started.
 
-use tokio::time::Instant;
-
 use macula::dht::DhtEvent;
-use macula::node::{CloseCause, Event};
+use macula::node::{CloseCause, Event, PathChange};
+use macula::path::PathKind;
 use macula::pool::Direction;
 use macula::pubsub::{Pattern, PubSubEvent};
 use macula::rpc::{AnnounceFailed, AnnounceFailure, RpcEvent};
+use tokio::time::Instant;
 
 /// Prints events relative to a start time.
 pub struct EventLog {
@@ -39,10 +39,32 @@ impl EventLog {
 /// operations, calls and messages, which their commands report).
 fn describe(event: &Event) -> Option<String> {
     match event {
-        Event::Connected { peer, direction } => Some(match direction {
-            Direction::Outbound => format!("connected to {peer} (we dialed)"),
-            Direction::Inbound => format!("connected to {peer} (it dialed)"),
-        }),
+        Event::Connected {
+            peer,
+            direction,
+            path,
+        } => {
+            let who = match direction {
+                Direction::Outbound => "we dialed",
+                Direction::Inbound => "it dialed",
+            };
+            Some(format!("connected to {peer} ({who}, {})", path_text(*path)))
+        }
+        Event::PathChanged { peer, path, reason } => {
+            let why = match reason {
+                PathChange::Punched { remote, rtt } => {
+                    format!(
+                        "a hole punch reached {remote}, round trip {} ms",
+                        rtt.as_millis()
+                    )
+                }
+                PathChange::DirectPathDead => "the direct path stopped answering".into(),
+            };
+            Some(format!(
+                "connection to {peer} now goes {}: {why}",
+                path_text(*path)
+            ))
+        }
         Event::Disconnected {
             peer,
             remote,
@@ -69,7 +91,15 @@ fn describe(event: &Event) -> Option<String> {
                 failed_text(failed)
             ))
         }
-        Event::Dht(_) | Event::Rpc(_) | Event::PubSub(_) => None,
+        Event::Dht(_) | Event::Rpc(_) | Event::PubSub(_) | Event::Relay(_) => None,
+    }
+}
+
+/// How a connection's packets travel, in words.
+fn path_text(path: PathKind) -> &'static str {
+    match path {
+        PathKind::Direct => "direct",
+        PathKind::Relayed => "through a relay",
     }
 }
 
@@ -97,5 +127,8 @@ fn cause_text(cause: &CloseCause) -> String {
         }
         CloseCause::Refused { reason, detail } => format!("refused ({reason:?}: {detail})"),
         CloseCause::Transport(why) => format!("transport failed ({why})"),
+        CloseCause::CircuitClosed { relay, loss } => {
+            format!("the relay circuit through {relay} closed ({loss:?})")
+        }
     }
 }

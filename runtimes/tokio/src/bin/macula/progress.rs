@@ -2,6 +2,7 @@
 //! in place while it runs when stderr is a terminal.
 
 use std::io::{IsTerminal, Write};
+
 use tokio::time::Instant;
 
 use crate::latency::Ms;
