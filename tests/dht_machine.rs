@@ -453,6 +453,35 @@ fn our_own_id_is_never_trusted_or_contacted() {
 }
 
 #[test]
+fn a_peer_that_left_is_no_longer_handed_out_until_it_answers_again() {
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1, 2]);
+    d.handle_peer_left(&contact(1).id);
+    assert!(d.table().is_stale(&contact(1).id));
+    let find = Request::FindNode {
+        target: identity(1).node_id(),
+    };
+    d.handle_request(t0, UNIX, &contact(3), false, RequestId(7), find.clone());
+    let Some(Response::Nodes { closer }) = reply_of(&drain(&mut d)) else {
+        panic!("no reply")
+    };
+    assert_eq!(
+        closer,
+        vec![contact(2)],
+        "the node that left is not handed out"
+    );
+
+    // Back again: its request revives it.
+    d.handle_request(t0, UNIX, &contact(1), true, RequestId(8), Request::Ping);
+    drain(&mut d);
+    assert!(!d.table().is_stale(&contact(1).id));
+    d.handle_request(t0, UNIX, &contact(3), false, RequestId(9), find);
+    let Some(Response::Nodes { closer }) = reply_of(&drain(&mut d)) else {
+        panic!("no reply")
+    };
+    assert!(closer.contains(&contact(1)), "{closer:?}");
+}
+
+#[test]
 fn clients_are_served_but_never_handed_out_and_client_nodes_do_not_serve() {
     let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
     let find = Request::FindNode {

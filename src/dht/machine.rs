@@ -585,6 +585,15 @@ impl Dht {
         self.rtts.remove(peer);
     }
 
+    /// `peer` said it is shutting down: it is marked stale, so it is no
+    /// longer handed out or asked (lookups would otherwise wait for it to
+    /// time out), and is the first to be replaced. Its next answer, should
+    /// it come back, revives it.
+    pub fn handle_peer_left(&mut self, peer: &NodeId) {
+        self.rtts.remove(peer);
+        self.table.mark_stale(peer);
+    }
+
     /// An inbound `request` from `from`, who is a DHT server when
     /// `from_server` (only servers enter the routing table). The reply is an
     /// output.

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+
 use super::conn::Bounds;
 use crate::dht::DhtConfig;
 use crate::id::{NodeId, Realm};
@@ -29,6 +31,7 @@ use super::UpgradeConfig;
 /// | upgrade | [`UpgradeConfig::default`]: the dialer of a relayed connection punches; liveness probes every ≥ 100 ms, dead after 4 missed; retry after 60 s |
 /// | limits | [`Limits::default`]: 1 MiB frames |
 /// | verification | [`PeerVerification::Identity`] |
+/// | certificate_chain | `None`: a self-signed certificate of the identity |
 /// | request_timeout | 10 s (a stream whose answer never comes is reset) |
 /// | max_waiting_requests | 4096 requests queued for a connection or a stream |
 /// | max_buffered_per_connection | 2 MiB of partial frames and unread answers per connection |
@@ -39,6 +42,11 @@ pub struct NodeConfig {
     pub realm: Realm,
     /// How peer certificates are checked.
     pub verification: PeerVerification,
+    /// The certificate chain this node presents (end-entity first), for
+    /// its identity's key: e.g. one a CA issued, for peers that verify with
+    /// [`PeerVerification::CertificateAuthority`]. `None` presents a
+    /// self-signed certificate of the identity.
+    pub certificate_chain: Option<Vec<CertificateDer<'static>>>,
     /// QUIC timers and windows.
     pub transport: TransportSettings,
     /// The connection pool. Its `local` and `seed` are set by the node.
@@ -77,6 +85,7 @@ impl NodeConfig {
         Self {
             realm: realm.clone(),
             verification: PeerVerification::Identity,
+            certificate_chain: None,
             transport: TransportSettings::default(),
             pool: PoolConfig::new(NodeId::from_bytes([0; 32])),
             dht: DhtConfig::default(),

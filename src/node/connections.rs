@@ -551,6 +551,11 @@ impl Node {
                 },
                 other => CloseCause::Transport(other.to_string()),
             };
+            if let (Some(peer), CloseCause::Peer { reason, .. }) = (peer, &cause)
+                && *reason == DisconnectReason::Shutdown
+            {
+                self.dht.handle_peer_left(&peer);
+            }
             self.out.push_back(Output::Event(Event::Disconnected {
                 peer,
                 remote,

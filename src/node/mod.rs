@@ -242,7 +242,13 @@ impl Node {
     ) -> Result<Self, NodeError> {
         let local = identity.node_id();
         let clock = WallClock::at(unix_ms / 1000);
-        let tls = NodeTls::self_signed(&identity, config.verification.clone(), clock.clone())?;
+        let verification = config.verification.clone();
+        let tls = match &config.certificate_chain {
+            Some(chain) => {
+                NodeTls::with_chain(&identity, chain.clone(), verification, clock.clone())?
+            }
+            None => NodeTls::self_signed(&identity, verification, clock.clone())?,
+        };
         let quic = QuicConfigs::new(tls, &config.transport, seed)?;
         let endpoint = Endpoint::new(
             quic.endpoint.clone(),

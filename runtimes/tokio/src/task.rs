@@ -161,6 +161,12 @@ pub(crate) async fn run(
         handlers,
         "node stopped"
     );
+    if done.is_some() {
+        // Asked to stop: tell every peer (DISCONNECT and CONNECTION_CLOSE)
+        // rather than leaving them to find out by idle timeout.
+        driver.machine_mut().close_all(clock::now());
+        driver.flush().await;
+    }
     drop(driver);
     if let Some(done) = done {
         let _ = done.send(());
