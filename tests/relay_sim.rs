@@ -310,6 +310,23 @@ fn a_call_runs_end_to_end_between_two_private_nodes_through_a_relay() {
     assert_eq!(relay.circuits_opened, 1);
     eprintln!("relay counters: {relay:?}");
     assert!(relay.bytes_forwarded > 2400, "{relay:?}");
+    // Every forwarded packet is counted; a QUIC packet (header, tag) plus its
+    // frame prefix is more than 20 bytes.
+    assert!(relay.packets_forwarded > 0, "{relay:?}");
+    assert!(
+        relay.bytes_forwarded > relay.packets_forwarded * 20,
+        "{relay:?}"
+    );
+    // The relay forwards what the two ends wrote onto the circuit, no more.
+    let written: u64 = [trio.a, trio.b]
+        .iter()
+        .map(|&h| trio.world.machine(h).relay_counters().packets_to_circuits)
+        .sum();
+    assert!(written >= relay.packets_forwarded, "{written} < {relay:?}");
+    assert_eq!(
+        relay.packets_to_circuits, 0,
+        "the relay is no circuit's end"
+    );
     for host in [trio.a, trio.b] {
         assert_eq!(
             trio.world

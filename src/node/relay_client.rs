@@ -602,6 +602,7 @@ impl Node {
             return;
         }
         conn.send_raw(end.stream, frame);
+        self.relay_counters.packets_to_circuits += 1;
     }
 
     /// Reads a circuit stream (either role).

@@ -373,6 +373,7 @@ impl Node {
         }
         conn.send_raw(to_stream, frame);
         self.relay_counters.bytes_forwarded += size;
+        self.relay_counters.packets_forwarded += 1;
         #[cfg(feature = "sim")]
         if let Some(room) = self.relay_server.tap.room.checked_sub(packet.len()) {
             self.relay_server.tap.room = room;

@@ -105,6 +105,8 @@ pub struct RelayCounters {
     pub circuits_closed: u64,
     /// Circuit payload bytes forwarded, prefixes included (server).
     pub bytes_forwarded: u64,
+    /// Circuit packets forwarded (server): one per inner packet passed on.
+    pub packets_forwarded: u64,
     /// Packets dropped by the rate limits (server).
     pub dropped_rate: u64,
     /// Packets dropped because an end's queue was full (both sides).
@@ -122,6 +124,9 @@ pub struct RelayCounters {
     /// Circuits closed because they reached their byte or time limit
     /// (server).
     pub circuits_over_limit: u64,
+    /// This node's own QUIC packets written onto circuits, toward a relay
+    /// (client).
+    pub packets_to_circuits: u64,
     /// Reservations this node holds that were granted or renewed (client).
     pub reservations_held: u64,
     /// Reservations of this node lost or refused (client).

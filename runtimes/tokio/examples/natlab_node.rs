@@ -4,13 +4,22 @@
 //! natlab_node relay --bind ADDR --seed N
 //!     a public node (DHT server, relay); runs until killed
 //! natlab_node peer --bind ADDR --seed N --relay ADDR --relay-seed N --reflexive ADDR
-//!                  [--serve] [--dial SEED --calls N]
+//!                  [--serve] [--dial SEED --calls N [--after-switch N]]
 //!     a private node: joins the DHT through the relay, reserves on it, punches with its
 //!     LAN address (ADDR) and the reflexive address the lab learned for its port; with
 //!     --serve it answers `svc.echo`; with --dial it dials node SEED through the relay,
-//!     makes N echo calls 20 ms apart, and prints
-//!     `result connected=1 direct=0|1 punch_ms=N calls=N lost=N` and exits
+//!     makes echo calls 20 ms apart — N in all, and once the connection switched to
+//!     direct, at least --after-switch N (default 0) more issued after the switch —,
+//!     and prints `result connected=1 direct=0|1 punch_ms=N switched_at_us=UNIX_US|-
+//!     calls=N lost=N after_switch=N lost_after=N` and exits.
 //! ```
+//!
+//! For the lab's count of what the relay carries after the upgrade, every mode prints
+//! `circuits at_us=UNIX_US forwarded=N bytes=N written=N` after each wake-up that changed
+//! one of these running totals (`RelayCounters::packets_forwarded`, `bytes_forwarded`:
+//! as a relay; `packets_to_circuits`: as a circuit's end), and a peer prints
+//! `path direct|relayed at_us=UNIX_US written=N` when its connection's path changes. The
+//! stamps are wall-clock microseconds, shared by every namespace of the lab.
 //!
 //! Node identities come from `Identity::from_seed([seed; 32])`, so every process knows the
 //! others' node ids from their seeds. The reflexive address stands in for the node's own
@@ -26,7 +35,7 @@ use macula::id::{Identity, Realm};
 use macula::nat::punch::{Candidate, CandidateKind, NatClass};
 use macula::node::{Event, Node, NodeConfig, RelayEvent};
 use macula::path::PathKind;
-use macula::rpc::{CallOptions, RegisterOptions, RpcEvent};
+use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcEvent};
 use macula_tokio::Driver;
 
 #[allow(clippy::disallowed_methods)] // the driver's clock
@@ -34,12 +43,62 @@ fn now() -> Instant {
     Instant::now()
 }
 
-#[allow(clippy::disallowed_methods)] // the node's wall-clock anchor
-fn unix_ms() -> u64 {
-    let since = SystemTime::now()
+#[allow(clippy::disallowed_methods)] // the node's wall-clock anchor and the lab's stamps
+fn since_epoch() -> Duration {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        .unwrap_or_default()
+}
+
+fn unix_ms() -> u64 {
+    u64::try_from(since_epoch().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn unix_us() -> u128 {
+    since_epoch().as_micros()
+}
+
+/// Prints a path change of a connection, stamped for the lab, and returns the stamp.
+fn print_path(node: &Node, path: PathKind) -> u128 {
+    let at = unix_us();
+    let kind = if path == PathKind::Direct {
+        "direct"
+    } else {
+        "relayed"
+    };
+    let written = node.relay_counters().packets_to_circuits;
+    println!("path {kind} at_us={at} written={written}");
+    at
+}
+
+/// The circuit totals last printed.
+#[derive(Default, PartialEq)]
+struct CircuitTotals {
+    forwarded: u64,
+    bytes: u64,
+    written: u64,
+}
+
+impl CircuitTotals {
+    /// Prints the node's circuit totals, stamped, when they changed since the last print.
+    fn print_changes(&mut self, node: &Node) {
+        let counters = node.relay_counters();
+        let now = Self {
+            forwarded: counters.packets_forwarded,
+            bytes: counters.bytes_forwarded,
+            written: counters.packets_to_circuits,
+        };
+        if now != *self {
+            println!(
+                "circuits at_us={} forwarded={} bytes={} written={}",
+                unix_us(),
+                now.forwarded,
+                now.bytes,
+                now.written
+            );
+            *self = now;
+        }
+    }
 }
 
 struct Args {
@@ -52,6 +111,7 @@ struct Args {
     serve: bool,
     dial: Option<u8>,
     calls: u64,
+    after_switch: u64,
 }
 
 fn parse() -> Result<Args, String> {
@@ -67,6 +127,7 @@ fn parse() -> Result<Args, String> {
         serve: false,
         dial: None,
         calls: 100,
+        after_switch: 0,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -83,6 +144,9 @@ fn parse() -> Result<Args, String> {
             }
             "--dial" => args.dial = Some(value()?.parse().map_err(|_| bad("--dial"))?),
             "--calls" => args.calls = value()?.parse().map_err(|_| bad("--calls"))?,
+            "--after-switch" => {
+                args.after_switch = value()?.parse().map_err(|_| bad("--after-switch"))?
+            }
             "--serve" => args.serve = true,
             other => return Err(format!("unknown flag {other}")),
         }
@@ -115,13 +179,11 @@ async fn main() -> ExitCode {
 async fn run() -> Result<ExitCode, String> {
     let args = parse()?;
     if args.mode == "relay" {
-        let mut driver = Driver::bind(args.bind, node(&args, false)?)
+        let driver = Driver::bind(args.bind, node(&args, false)?)
             .await
             .map_err(|e| e.to_string())?;
         println!("ready");
-        loop {
-            driver.next_event().await;
-        }
+        return relay(driver).await;
     }
     let relay_addr = args.relay.ok_or("--relay")?;
     let reflexive = args.reflexive.ok_or("--reflexive")?;
@@ -155,11 +217,22 @@ async fn run() -> Result<ExitCode, String> {
             .register(now(), "svc.echo", RegisterOptions::default())
             .map_err(|e| format!("{e:?}"))?;
         println!("ready");
+        let mut totals = CircuitTotals::default();
         loop {
-            if let Event::Rpc(RpcEvent::Request { id, payload, .. }) = driver.next_event().await {
-                let _ = driver.machine_mut().reply(now(), id, Ok(payload));
-                driver.flush().await;
+            driver.turn(std::future::pending::<()>()).await;
+            while let Some(event) = driver.pop_event() {
+                match event {
+                    Event::Rpc(RpcEvent::Request { id, payload, .. }) => {
+                        let _ = driver.machine_mut().reply(now(), id, Ok(payload));
+                        driver.flush().await;
+                    }
+                    Event::PathChanged { path, .. } => {
+                        print_path(driver.machine(), path);
+                    }
+                    _ => {}
+                }
             }
+            totals.print_changes(driver.machine());
         }
     }
     let target = Identity::from_seed([args.dial.ok_or("--serve or --dial")?; 32]).node_id();
@@ -170,16 +243,18 @@ async fn run() -> Result<ExitCode, String> {
     let started = now();
     driver.machine_mut().dial_via_relay(started, relay, target);
     driver.flush().await;
-    let mut connected = false;
-    let mut switched: Option<Instant> = None;
-    let mut issued = Vec::new();
-    let mut answered = 0u64;
+    let mut calls = Calls::default();
+    let mut totals = CircuitTotals::default();
+    let mut connected_at = None;
+    let mut switched: Option<(Instant, u128)> = None;
     let mut next_call = now();
     let deadline = now() + Duration::from_secs(30);
-    let mut connected_at = None;
     while now() < deadline {
-        if connected && issued.len() < args.calls as usize && now() >= next_call {
-            let k = issued.len() as u64;
+        let after = switched.is_some();
+        let wanted = calls.issued.len() < args.calls as usize
+            || (after && calls.after_switch() < args.after_switch);
+        if connected_at.is_some() && wanted && now() >= next_call {
+            let k = calls.issued.len() as u64;
             let payload = Bytes::from(k.to_be_bytes().to_vec());
             let call = driver.machine_mut().call(
                 now(),
@@ -189,61 +264,114 @@ async fn run() -> Result<ExitCode, String> {
                 CallOptions::default(),
             );
             if let Ok(call) = call {
-                issued.push((call, k));
+                calls.issued.push(Issued {
+                    call,
+                    number: k,
+                    after_switch: after,
+                    answered: false,
+                });
             }
             driver.flush().await;
             next_call += Duration::from_millis(20);
         }
-        if issued.len() as u64 == args.calls && answered == args.calls {
+        if connected_at.is_some() && !wanted && calls.all_answered() {
             break;
         }
         driver
             .turn(tokio::time::sleep(Duration::from_millis(5)))
             .await;
         driver.flush().await;
+        totals.print_changes(driver.machine());
         while let Some(event) = driver.pop_event() {
             match event {
                 Event::Connected {
                     peer,
                     path: PathKind::Relayed,
                     ..
-                } if peer == target => {
-                    connected = true;
-                    connected_at = Some(now());
-                }
+                } if peer == target => connected_at = Some(now()),
                 Event::PathChanged { peer, path, reason } if peer == target => {
                     let at = now().saturating_duration_since(started).as_millis();
                     eprintln!("+{at}ms path {path:?}: {reason:?}");
-                    if path == PathKind::Direct {
-                        switched.get_or_insert(now());
+                    let stamp = print_path(driver.machine(), path);
+                    if path == PathKind::Direct && switched.is_none() {
+                        switched = Some((now(), stamp));
                     }
                 }
                 Event::Rpc(RpcEvent::Completed {
                     call,
                     result: Ok(payload),
-                }) => {
-                    let ok = issued
-                        .iter()
-                        .any(|(c, k)| *c == call && payload[..] == k.to_be_bytes());
-                    answered += u64::from(ok);
-                }
+                }) => calls.answer(call, &payload),
                 _ => {}
             }
         }
     }
     let punch_ms = match (connected_at, switched) {
-        (Some(c), Some(s)) => s.saturating_duration_since(c).as_millis().to_string(),
+        (Some(c), Some((s, _))) => s.saturating_duration_since(c).as_millis().to_string(),
         _ => "-".into(),
     };
-    let lost = issued.len() as u64 - answered.min(issued.len() as u64);
+    let switched_at = switched.map_or("-".into(), |(_, stamp)| stamp.to_string());
     let node = driver.machine();
     eprintln!("upgrade: {:?}", node.upgrade_counters());
     eprintln!("node: {:?}", node.counters());
     println!(
-        "result connected={} direct={} punch_ms={punch_ms} calls={} lost={lost}",
-        u8::from(connected),
+        "result connected={} direct={} punch_ms={punch_ms} switched_at_us={switched_at} \
+         calls={} lost={} after_switch={} lost_after={}",
+        u8::from(connected_at.is_some()),
         u8::from(switched.is_some()),
-        issued.len()
+        calls.issued.len(),
+        calls.lost(|_| true),
+        calls.after_switch(),
+        calls.lost(|i| i.after_switch),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The relay: serves until killed, printing its circuit totals when they change.
+async fn relay(mut driver: Driver<Node>) -> Result<ExitCode, String> {
+    let mut totals = CircuitTotals::default();
+    loop {
+        driver.turn(std::future::pending::<()>()).await;
+        while driver.pop_event().is_some() {}
+        totals.print_changes(driver.machine());
+    }
+}
+
+/// One echo call of the dialer.
+struct Issued {
+    call: CallId,
+    number: u64,
+    /// Issued after the connection switched to direct.
+    after_switch: bool,
+    /// Came back with its own number.
+    answered: bool,
+}
+
+/// The dialer's echo calls.
+#[derive(Default)]
+struct Calls {
+    issued: Vec<Issued>,
+}
+
+impl Calls {
+    /// Marks `call` answered when `payload` is its own number.
+    fn answer(&mut self, call: CallId, payload: &[u8]) {
+        if let Some(i) = self.issued.iter_mut().find(|i| i.call == call) {
+            i.answered |= payload == i.number.to_be_bytes();
+        }
+    }
+
+    fn after_switch(&self) -> u64 {
+        self.issued.iter().filter(|i| i.after_switch).count() as u64
+    }
+
+    fn all_answered(&self) -> bool {
+        self.issued.iter().all(|i| i.answered)
+    }
+
+    /// The calls `which` selects that did not come back.
+    fn lost(&self, which: impl Fn(&Issued) -> bool) -> u64 {
+        (self.issued.iter())
+            .filter(|i| which(i) && !i.answered)
+            .count() as u64
+    }
 }
