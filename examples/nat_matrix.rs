@@ -8,11 +8,14 @@
 //! ```
 //!
 //! Default: real Nodes (`macula::nat::punch::node_lab`). Side A dials side B through a
-//! public relay; A calls B's echo every 20 ms while the connection upgrades to a direct
-//! path, then the direct route is cut and the calls go on across the fall back to the
+//! public relay; every 20 ms A calls B's echo with a numbered call and publishes a
+//! numbered message on a topic B subscribes to, while the connection upgrades to a direct
+//! path; then the direct route is cut and the stream goes on across the fall back to the
 //! relay. Per pair: connected (through the relay), direct (both sides switched), punch time
 //! (relayed connection up → first switch), upgrade time (the first side's switch, the
-//! moment the direct path answered → the second side's), fell back, calls and lost calls.
+//! moment the direct path answered → the second side's), fell back, calls and calls lost,
+//! publishes and publishes lost, duplicated and reordered. The final line's `messages` is
+//! every call and publish of the run, `lost_messages` every one that went wrong.
 //!
 //! `--machine`: the punch machine alone between two sim hosts that gathered candidates
 //! from STUN reflectors (`macula::nat::punch::lab`), several seeds per pair.
@@ -57,7 +60,7 @@ fn usage<T>() -> T {
 
 fn node_matrix(seed: u64) {
     println!(
-        "{:<11} {:<11} {:>8} {:>9} {:>6} {:>8} {:>10} {:>9} {:>6} {:>5}",
+        "{:<11} {:<11} {:>8} {:>9} {:>6} {:>8} {:>10} {:>9} {:>6} {:>10} {:>9} {:>8} {:>7} {:>9}",
         "a (dialer)",
         "b",
         "possible",
@@ -67,10 +70,14 @@ fn node_matrix(seed: u64) {
         "upgrade_ms",
         "fell_back",
         "calls",
-        "lost"
+        "calls_lost",
+        "publishes",
+        "pub_lost",
+        "pub_dup",
+        "pub_reord"
     );
     let (mut pairs, mut connected, mut direct, mut possible, mut direct_possible) = (0, 0, 0, 0, 0);
-    let (mut lost, mut calls) = (0, 0);
+    let (mut lost, mut messages, mut calls, mut publishes) = (0, 0, 0, 0);
     let mut upgrades: Vec<Duration> = Vec::new();
     for pairing in Pairing::all() {
         let config = NodeLabConfig {
@@ -83,12 +90,15 @@ fn node_matrix(seed: u64) {
         direct += usize::from(r.direct);
         possible += usize::from(r.possible);
         direct_possible += usize::from(r.possible && r.direct);
-        lost += r.lost;
+        lost += r.lost_messages();
+        messages += r.messages();
         calls += r.calls;
+        publishes += r.publishes.published;
         upgrades.extend(r.upgrade_time);
         let (a, b) = pairing.names();
+        let p = r.publishes;
         println!(
-            "{a:<11} {b:<11} {:>8} {:>9} {:>6} {:>8} {:>10} {:>9} {:>6} {:>5}",
+            "{a:<11} {b:<11} {:>8} {:>9} {:>6} {:>8} {:>10} {:>9} {:>6} {:>10} {:>9} {:>8} {:>7} {:>9}",
             r.possible,
             r.connected,
             r.direct,
@@ -96,13 +106,17 @@ fn node_matrix(seed: u64) {
             ms(r.upgrade_time),
             r.fell_back,
             r.calls,
-            r.lost
+            r.calls_lost,
+            p.published,
+            p.lost,
+            p.duplicated,
+            p.reordered
         );
     }
     upgrades.sort();
-    println!("calls in all: {calls}");
+    println!("calls in all: {calls}, publishes in all: {publishes}");
     println!(
-        "pairs={pairs} connected_rate={:.3} direct_rate={:.3} direct_when_possible_rate={:.3} upgrade_p50_ms={} upgrade_p99_ms={} lost_messages={lost}",
+        "pairs={pairs} connected_rate={:.3} direct_rate={:.3} direct_when_possible_rate={:.3} upgrade_p50_ms={} upgrade_p99_ms={} lost_messages={lost} messages={messages}",
         connected as f64 / pairs as f64,
         direct as f64 / pairs as f64,
         direct_possible as f64 / possible.max(1) as f64,

@@ -1,8 +1,13 @@
 //! The relay → direct upgrade of real [`Node`]s in the simulator, for one pairing of NAT
 //! kinds (feature `sim`): a public relay, two nodes behind the pairing's NATs (built by
-//! [`build`]), side A dials side B through the relay, and a stream of numbered RPCs (A
-//! calls B's echo every [`NodeLabConfig::call_gap`]) runs across the upgrade and across a
-//! fall back to the relay, forced by cutting the direct route.
+//! [`build`]), side A dials side B through the relay, and a stream of numbered messages
+//! runs across the upgrade and across a fall back to the relay, forced by cutting the
+//! direct route: every [`NodeLabConfig::call_gap`] A calls B's echo with the next call
+//! number and publishes the next publish number on [`STREAM_TOPIC`], which B subscribes
+//! to. A call is lost unless its own number comes back; B checks that every published
+//! number arrives exactly once and in order ([`tally`]). The stream starts only once a DHT
+//! lookup from A sees B's subscriber record, so no publication is routed before it could
+//! find B.
 //!
 //! Each node's punch candidates are its LAN address and the external address its NAT(s)
 //! map it to toward the relay, read from the simulated NATs' tables (what a STUN reflector
@@ -17,13 +22,26 @@ use bytes::Bytes;
 
 use super::candidate::{Candidate, CandidateKind, predict};
 use super::lab::{NatKind, Pairing, build};
+use crate::collections::HashSet;
 use crate::dht::{DhtEvent, Mode};
-use crate::id::{Identity, Realm};
+use crate::id::{Identity, NodeId, Realm, RecordKey, RecordKind};
 use crate::nat::stun::PortAllocation;
 use crate::node::{Event, Node, NodeConfig, PathChange, RelayEvent};
 use crate::path::PathKind;
+use crate::pubsub::{Pattern, PubSubEvent, Topic};
 use crate::rpc::{CallId, CallOptions, RegisterOptions, RpcEvent};
 use crate::sim::{HostId, Link, NatId, World};
+
+/// The topic of the numbered publishes (B subscribes to exactly this topic).
+pub const STREAM_TOPIC: &str = "lab.stream";
+
+/// How long the lab keeps listening once every call ended and every accepted publish
+/// arrived, so late duplicates are counted too.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How many DHT lookups A makes, 250 ms apart, for B's subscriber record before the lab
+/// gives up on the run.
+const VISIBILITY_LOOKUPS: usize = 20;
 
 /// How a node lab run is set up.
 #[derive(Clone, Debug)]
@@ -72,13 +90,72 @@ pub struct NodePairReport {
     pub upgrade_time: Option<Duration>,
     /// Whether both sides fell back to the relay after the cut (only asked of direct pairs).
     pub fell_back: bool,
-    /// Calls issued.
+    /// Calls made (numbers handed out, including any the node refused).
     pub calls: usize,
     /// Calls that did not come back with their own number.
-    pub lost: usize,
+    pub calls_lost: usize,
+    /// What B received of the numbered publishes.
+    pub publishes: PublishTally,
     /// Relay bytes forwarded between the upgrade and the cut (0 when the relay carried none
     /// of the pair's traffic once direct).
     pub relayed_after_upgrade: u64,
+}
+
+impl NodePairReport {
+    /// Messages of the stream: calls and publishes.
+    pub fn messages(&self) -> usize {
+        self.calls + self.publishes.published
+    }
+
+    /// Messages that went wrong: lost calls, and publishes lost, duplicated or reordered.
+    pub fn lost_messages(&self) -> usize {
+        self.calls_lost + self.publishes.failures()
+    }
+}
+
+/// What the subscriber received of a stream of numbered publishes (numbers `0..published`,
+/// one publisher).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishTally {
+    /// Publishes made (numbers handed out, including any the node refused).
+    pub published: usize,
+    /// Numbers that never arrived.
+    pub lost: usize,
+    /// Arrivals of a number that had arrived already, or of one never published.
+    pub duplicated: usize,
+    /// First arrivals of a number below one that had arrived before it.
+    pub reordered: usize,
+}
+
+impl PublishTally {
+    /// Lost, duplicated and reordered publishes together.
+    pub fn failures(&self) -> usize {
+        self.lost + self.duplicated + self.reordered
+    }
+}
+
+/// Tallies the numbers that arrived, in arrival order, against `published` numbers sent
+/// in order `0..published`.
+pub fn tally(arrived: &[u64], published: usize) -> PublishTally {
+    let mut seen = HashSet::default();
+    let mut tally = PublishTally {
+        published,
+        ..PublishTally::default()
+    };
+    let mut highest = None;
+    for &n in arrived {
+        let known = usize::try_from(n).is_ok_and(|n| n < published);
+        if !known || !seen.insert(n) {
+            tally.duplicated += 1;
+            continue;
+        }
+        if highest.is_some_and(|h| n < h) {
+            tally.reordered += 1;
+        }
+        highest = highest.max(Some(n));
+    }
+    tally.lost = published - seen.len();
+    tally
 }
 
 /// Runs one pairing (see the module docs).
@@ -94,7 +171,8 @@ pub fn run_node_pair(pairing: Pairing, config: &NodeLabConfig) -> NodePairReport
         upgrade_time: None,
         fell_back: false,
         calls: 0,
-        lost: 0,
+        calls_lost: 0,
+        publishes: PublishTally::default(),
         relayed_after_upgrade: 0,
     };
     let Some(connected_at) = lab.connect() else {
@@ -123,10 +201,7 @@ pub fn run_node_pair(pairing: Pairing, config: &NodeLabConfig) -> NodePairReport
         .filter(|c| c.2 == PathChange::DirectPathDead)
         .count();
     report.fell_back = report.direct && dead >= 2;
-    let issued = lab.issued.len();
-    lab.run(Duration::from_secs(40), |l| l.answered + l.failed >= issued);
-    report.calls = issued;
-    report.lost = issued - lab.answered;
+    (report.calls, report.calls_lost, report.publishes) = lab.drain();
     report
 }
 
@@ -144,9 +219,15 @@ pub struct NodeLab {
     kinds: [Option<NatKind>; 2],
     topology_route: (std::net::IpAddr, std::net::IpAddr),
     gap: Duration,
+    calls: u64,
     issued: Vec<(CallId, u64)>,
     answered: usize,
     failed: usize,
+    topic: Topic,
+    published: u64,
+    accepted: usize,
+    arrived: Vec<u64>,
+    delivered: HashSet<u64>,
     changes: Vec<Change>,
 }
 
@@ -154,6 +235,8 @@ pub struct NodeLab {
 struct Progress {
     answered: usize,
     failed: usize,
+    /// Distinct publish numbers B received.
+    delivered: usize,
 }
 
 impl NodeLab {
@@ -189,16 +272,23 @@ impl NodeLab {
             kinds,
             topology_route: topology.direct_route,
             gap: config.call_gap,
+            calls: 0,
             issued: Vec::new(),
             answered: 0,
             failed: 0,
+            topic: Topic::new(STREAM_TOPIC).unwrap_or_else(|_| unreachable!("a valid topic")),
+            published: 0,
+            accepted: 0,
+            arrived: Vec::new(),
+            delivered: HashSet::default(),
             changes: Vec::new(),
         }
     }
 
     /// Bootstraps and reserves both nodes on the relay, gives them their candidates, has B
-    /// register the echo procedure and A dial B through the relay; the time the relayed
-    /// connection was up at both sides, `None` if any step failed.
+    /// register the echo procedure and subscribe to [`STREAM_TOPIC`], waits until a lookup
+    /// from A sees B's subscriber record, and has A dial B through the relay; the time the
+    /// relayed connection was up at both sides, `None` if any step failed.
     pub fn connect(&mut self) -> Option<Instant> {
         let relay = self.world.machine(self.relay).contact();
         for host in self.sides {
@@ -231,8 +321,22 @@ impl NodeLab {
             n.register(now, "svc.echo", RegisterOptions::default())
         });
         registered.ok()?;
+        let pattern = Pattern::new(STREAM_TOPIC).ok()?;
+        let subscribed = self
+            .world
+            .with_machine(self.sides[1], |n, now| n.subscribe(now, pattern));
+        subscribed.ok()?.then_some(())?;
         self.run(Duration::from_secs(2), |_| false);
         let target = self.world.machine(self.sides[1]).node_id();
+        let mut visible = false;
+        for _ in 0..VISIBILITY_LOOKUPS {
+            visible = self.lookup_sees(target);
+            if visible {
+                break;
+            }
+            self.run(Duration::from_millis(250), |_| false);
+        }
+        visible.then_some(())?;
         self.world
             .with_machine(self.sides[0], |n, now| n.dial_via_relay(now, relay, target));
         let mut connected = 0;
@@ -247,6 +351,28 @@ impl NodeLab {
             connected == 2
         });
         up.then(|| self.world.now())
+    }
+
+    /// Whether a DHT lookup from A of [`STREAM_TOPIC`]'s subscriber records finds one of
+    /// `subscriber` (waits at most 5 s for the answer).
+    fn lookup_sees(&mut self, subscriber: NodeId) -> bool {
+        let key = RecordKey::new(&realm(), RecordKind::Topic, STREAM_TOPIC);
+        let a = self.sides[0];
+        let query = self
+            .world
+            .with_machine(a, |n, now| n.query(now, key, Duration::from_secs(4)));
+        let mut seen = false;
+        self.world
+            .drive(Duration::from_secs(5), |_, host, event| match event {
+                Event::Dht(DhtEvent::ValuesFound {
+                    query: q, records, ..
+                }) if host == a && q == query => {
+                    seen = records.iter().any(|r| r.provider() == subscriber);
+                    true
+                }
+                _ => false,
+            });
+        seen
     }
 
     /// Side `i`'s candidates and class (see the module docs).
@@ -276,16 +402,32 @@ impl NodeLab {
         (candidates, class)
     }
 
-    /// Runs for `within` or until `stop`, answering calls at B and logging.
+    /// Runs for `within` or until `stop`, answering calls at B, collecting the numbered
+    /// publishes B receives from A, and logging path changes.
     fn run(&mut self, within: Duration, mut stop: impl FnMut(&Progress) -> bool) -> bool {
         let limit = self.world.now() + within;
         let mut progress = Progress {
             answered: self.answered,
             failed: self.failed,
+            delivered: self.delivered.len(),
         };
         let (issued, changes) = (&self.issued, &mut self.changes);
+        let (arrived, delivered) = (&mut self.arrived, &mut self.delivered);
+        let (a, b) = (self.world.machine(self.sides[0]).node_id(), self.sides[1]);
+        let topic = &self.topic;
         let done = self.world.drive(within, |world, host, event| {
             match event {
+                Event::PubSub(PubSubEvent::Message {
+                    publisher,
+                    topic: t,
+                    payload,
+                    ..
+                }) if host == b && publisher == a && &t == topic => {
+                    // A payload that is not a number counts as a number never published.
+                    let n = <[u8; 8]>::try_from(&payload[..]).map_or(u64::MAX, u64::from_be_bytes);
+                    arrived.push(n);
+                    progress.delivered += usize::from(delivered.insert(n));
+                }
                 Event::Rpc(RpcEvent::Request { id, payload, .. }) => {
                     let _ = world.with_machine(host, |n, now| n.reply(now, id, Ok(payload)));
                 }
@@ -329,19 +471,42 @@ impl NodeLab {
         self.world.cut(x, y, cut);
     }
 
-    /// Waits (at most 40 s) for every call to end; (calls issued, calls lost: failed or
-    /// unanswered or answered with another number).
+    /// Waits (at most 40 s) for every call to end and every accepted publish to arrive,
+    /// then [`LINGER`]s; (messages made: calls and publishes, messages lost: calls refused,
+    /// failed, unanswered or answered with another number, and publishes lost, duplicated
+    /// or reordered).
     pub fn finish(&mut self) -> (usize, usize) {
-        let issued = self.issued.len();
-        self.run(Duration::from_secs(40), |l| l.answered + l.failed >= issued);
-        (issued, issued - self.answered)
+        let (calls, calls_lost, publishes) = self.drain();
+        (
+            calls + publishes.published,
+            calls_lost + publishes.failures(),
+        )
     }
 
-    /// A calls B's echo with the next number every gap for `span`.
+    /// Waits (at most 40 s) for every call to end and every accepted publish to arrive,
+    /// then [`LINGER`]s; (calls made, calls lost, what B received of the publishes).
+    fn drain(&mut self) -> (usize, usize, PublishTally) {
+        let (issued, accepted) = (self.issued.len(), self.accepted);
+        self.run(Duration::from_secs(40), |l| {
+            l.answered + l.failed >= issued && l.delivered >= accepted
+        });
+        self.run(LINGER, |_| false);
+        let calls = self.calls as usize;
+        let published = self.published as usize;
+        (
+            calls,
+            calls - self.answered,
+            tally(&self.arrived, published),
+        )
+    }
+
+    /// Every gap for `span`, A calls B's echo with the next call number and publishes the
+    /// next publish number on [`STREAM_TOPIC`].
     pub fn calls_for(&mut self, span: Duration) {
         let until = self.world.now() + span;
         while self.world.now() < until {
-            let n = self.issued.len() as u64;
+            let n = self.calls;
+            self.calls += 1;
             let payload = Bytes::from(n.to_be_bytes().to_vec());
             let call = self.world.with_machine(self.sides[0], |node, now| {
                 node.call(
@@ -355,6 +520,14 @@ impl NodeLab {
             if let Ok(call) = call {
                 self.issued.push((call, n));
             }
+            let n = self.published;
+            self.published += 1;
+            let payload = Bytes::from(n.to_be_bytes().to_vec());
+            let topic = self.topic.clone();
+            let published = self
+                .world
+                .with_machine(self.sides[0], |node, now| node.publish(now, topic, payload));
+            self.accepted += usize::from(published.is_ok());
             self.run(self.gap, |_| false);
         }
     }
@@ -373,9 +546,13 @@ impl NodeLab {
     }
 }
 
+/// The lab's realm.
+fn realm() -> Realm {
+    Realm::new("io.macula.natlab").unwrap_or_else(|_| unreachable!("a valid realm"))
+}
+
 fn node(i: u8, addr: SocketAddr, lab: &NodeLabConfig, start: Instant, private: bool) -> Node {
-    let realm = Realm::new("io.macula.natlab").unwrap_or_else(|_| unreachable!("a valid realm"));
-    let mut config = NodeConfig::new(realm);
+    let mut config = NodeConfig::new(realm());
     config.listen_addrs = vec![addr];
     if private {
         config.dht.mode = Mode::Client;
@@ -393,4 +570,26 @@ fn node(i: u8, addr: SocketAddr, lab: &NodeLabConfig, start: Instant, private: b
         unreachable!("the default node configuration is valid")
     };
     node
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_counts_missing_repeated_late_and_unknown_numbers() {
+        let clean = tally(&[0, 1, 2, 3], 4);
+        assert_eq!(clean.failures(), 0);
+        // 2 missing, 1 twice, 3 after 4, 9 never published.
+        let t = tally(&[0, 1, 1, 4, 3, 9], 5);
+        let expected = PublishTally {
+            published: 5,
+            lost: 1,
+            duplicated: 2,
+            reordered: 1,
+        };
+        assert_eq!(t, expected);
+        assert_eq!(t.failures(), 4);
+        assert_eq!(tally(&[], 3).lost, 3);
+    }
 }
