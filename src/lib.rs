@@ -125,6 +125,7 @@ pub mod id;
 pub mod nat;
 pub mod node;
 pub mod path;
+pub mod peer_record;
 pub mod pool;
 pub mod pubsub;
 pub mod quic;

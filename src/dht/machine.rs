@@ -312,6 +312,24 @@ impl Dht {
         self.local
     }
 
+    /// Whether this node serves the DHT now.
+    pub fn mode(&self) -> Mode {
+        self.config.mode
+    }
+
+    /// Starts or stops serving (reachability decides, DESIGN.md "DHT"): a
+    /// client answers every request with `Refused` and is not added to
+    /// others' tables.
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.config.mode = mode;
+    }
+
+    /// Drops `peer` from the routing table (it stopped serving); true when
+    /// it was there.
+    pub fn forget_peer(&mut self, peer: &NodeId) -> bool {
+        self.table.remove(peer)
+    }
+
     /// The routing table.
     pub fn table(&self) -> &RoutingTable {
         &self.table

@@ -12,6 +12,8 @@ use crate::rpc::RpcConfig;
 use crate::tls::PeerVerification;
 use crate::wire::{self, Limits};
 
+use super::ReachConfig;
+
 /// Everything a [`Node`](super::Node) can be told at start.
 ///
 /// | setting | default |
@@ -26,6 +28,7 @@ use crate::wire::{self, Limits};
 /// | request_timeout | 10 s (a stream whose answer never comes is reset) |
 /// | max_waiting_requests | 4096 requests queued for a connection or a stream |
 /// | max_buffered_per_connection | 2 MiB of partial frames and unread answers per connection |
+/// | reach | [`ReachConfig::default`]: STUN responder on, discovery after bootstrap and every 10 min |
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     /// The realm this node belongs to; peers of other realms are refused.
@@ -58,6 +61,8 @@ pub struct NodeConfig {
     /// its streams; QUIC flow control then stops the peer. Never below one
     /// maximum frame.
     pub max_buffered_per_connection: usize,
+    /// STUN, NAT discovery, dial-backs and the peer record.
+    pub reach: ReachConfig,
 }
 
 impl NodeConfig {
@@ -76,6 +81,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(10),
             max_waiting_requests: 4096,
             max_buffered_per_connection: 2 << 20,
+            reach: ReachConfig::default(),
         }
     }
 

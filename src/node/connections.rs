@@ -133,7 +133,7 @@ impl Node {
     /// Our CONNECT.
     pub(super) fn hello(&self) -> wire::Connect {
         let mut capabilities = Capabilities::STORE_BATCH;
-        if self.config.dht.mode == Mode::Server {
+        if self.dht.mode() == Mode::Server {
             capabilities = capabilities.with(Capabilities::DHT_SERVER);
         }
         wire::Connect {
@@ -264,6 +264,13 @@ impl Node {
                     );
                 }
             }
+            (
+                Phase::Ready,
+                message @ (Message::DialBack(_)
+                | Message::DialBackResult(_)
+                | Message::DialBackProbe(_)
+                | Message::CapabilitiesUpdate(_)),
+            ) => self.on_reach_frame(now, handle, message),
             (_, Message::Disconnect(bye)) => {
                 conn.phase = Phase::Closing;
                 let code = VarInt::from_u32(u32::from(bye.reason.code()));

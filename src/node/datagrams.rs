@@ -8,7 +8,7 @@ impl Node {
     pub(super) fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
         match classify(&datagram.payload) {
             DatagramClass::Quic => self.handle_quic(now, datagram),
-            DatagramClass::Stun => self.counters.stun_dropped += 1,
+            DatagramClass::Stun => self.handle_stun(now, datagram),
             DatagramClass::Unknown => self.counters.unknown_dropped += 1,
         }
     }

@@ -296,7 +296,11 @@ impl Node {
                     }
                 }
             }
-            other => self.out.push_back(Output::Event(Event::Dht(other))),
+            other if self.reach_dht_event(&other) => {}
+            other => {
+                self.reach_saw(now, &other);
+                self.out.push_back(Output::Event(Event::Dht(other)));
+            }
         }
     }
 

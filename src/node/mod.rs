@@ -30,6 +30,7 @@ pub mod dht_wire;
 mod messaging;
 mod peers;
 mod publish_streams;
+mod reach;
 mod requests;
 mod rpc_streams;
 
@@ -45,6 +46,9 @@ use quinn_proto::{
 pub use config::NodeConfig;
 use conn::{Ask, Blocked, Conn, Phase, StreamTrouble};
 pub use peers::{PeersFileError, load_peers, save_peers};
+pub use reach::{
+    MAX_CONTACTED, MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, ReachConfig, ReachStats,
+};
 
 use crate::collections::HashMap;
 use crate::contract::{Datagram, Input, Machine, Output, Transmit};
@@ -125,6 +129,17 @@ pub enum Event {
     Rpc(RpcEvent),
     /// A message on a topic we subscribe to.
     PubSub(PubSubEvent),
+    /// NAT discovery finished a run ([`Node::discover`], or on its own).
+    Nat(crate::nat::discovery::NatReport),
+    /// A [`Node::find_peer_record`] lookup ended.
+    PeerRecord {
+        /// The lookup.
+        query: dht::QueryId,
+        /// Whose record was looked up.
+        node: NodeId,
+        /// Its newest acceptable record, if any was found.
+        record: Option<crate::peer_record::PeerRecord>,
+    },
 }
 
 /// Plain counters of what the node saw, for tests and metrics.
@@ -132,7 +147,8 @@ pub enum Event {
 pub struct NodeCounters {
     /// Datagrams handed to quinn.
     pub quic_datagrams: u64,
-    /// STUN datagrams (not served yet) dropped.
+    /// STUN datagrams dropped: indications, or requests while the
+    /// responder is off.
     pub stun_dropped: u64,
     /// Datagrams of no known protocol dropped.
     pub unknown_dropped: u64,
@@ -173,6 +189,7 @@ pub struct Node {
     rpc: Rpc,
     pubsub: PubSub,
     messaging: messaging::Messaging,
+    reach: reach::Reach,
     conns: HashMap<ConnectionHandle, Conn>,
     by_pool_id: HashMap<ConnId, ConnectionHandle>,
     waiting: HashMap<WaitId, Waiting>,
@@ -217,6 +234,7 @@ impl Node {
         config.pubsub.first_epoch = unix_ms.saturating_mul(1000);
         let rpc = Rpc::new(config.rpc.clone());
         let pubsub = PubSub::new(config.pubsub.clone());
+        let reach = reach::Reach::new(&config.reach, seed ^ 0x7265_6163); // "reac"
         Ok(Self {
             identity,
             local,
@@ -232,6 +250,7 @@ impl Node {
             rpc,
             pubsub,
             messaging: messaging::Messaging::default(),
+            reach,
             conns: HashMap::default(),
             by_pool_id: HashMap::default(),
             waiting: HashMap::default(),
@@ -357,6 +376,7 @@ impl Node {
             busy |= self.drive_pool(now);
             busy |= self.drive_dht(now);
             busy |= self.drive_messaging(now);
+            busy |= self.drive_reach(now);
             if !busy {
                 break;
             }
@@ -373,7 +393,11 @@ impl Node {
             .values_mut()
             .flat_map(|c| [c.quinn.poll_timeout(), c.next_deadline()]);
         let conns: Option<Instant> = conns.flatten().min();
-        let messaging = [self.rpc.poll_timeout(), self.pubsub.poll_timeout()];
+        let messaging = [
+            self.rpc.poll_timeout(),
+            self.pubsub.poll_timeout(),
+            self.reach.poll_timeout(),
+        ];
         [conns, self.pool.poll_timeout(), self.dht.poll_timeout()]
             .into_iter()
             .chain(messaging)
@@ -401,14 +425,21 @@ impl Machine for Node {
                 self.dht.handle_timeout(now, unix_ms);
                 self.rpc.handle_timeout(now);
                 self.pubsub.handle_timeout(now);
+                self.reach_timeout(now);
             }
-            Input::LocalAddressChanged { .. } => {}
+            Input::LocalAddressChanged { new, .. } => self.address_changed(now, new),
         }
         self.settle(now);
     }
 
     fn poll_output(&mut self) -> Option<Output<Event>> {
-        self.out.pop_front()
+        let output = self.out.pop_front()?;
+        if let Output::Transmit(transmit) = &output {
+            // Every address we send to may hold NAT state for us from now on:
+            // a dial-back probe from it proves nothing.
+            self.reach.sent_to(self.last_now, transmit.destination);
+        }
+        Some(output)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

@@ -10,6 +10,7 @@ use super::dht::{
 use super::field::{Bound, Ctx, Field, Reader};
 use super::header::{HEADER_LEN, Header};
 use super::pubsub::{Publish, Subscribe, Unsubscribe};
+use super::reach::{CapabilitiesUpdate, DialBack, DialBackProbe, DialBackResult};
 use super::rpc::{Call, Cancel, ErrorReply, Reply};
 use super::{DecodeError, EncodeError, Limits, OverLimit};
 
@@ -133,14 +134,26 @@ messages! {
     StoreBatch = 0x46 "STORE_BATCH",
     /// STORE_BATCH_ACK: one outcome per record.
     StoreBatchAck = 0x47 "STORE_BATCH_ACK",
+    /// DIAL_BACK: have strangers probe my address.
+    DialBack = 0x58 "DIAL_BACK",
+    /// DIAL_BACK_RESULT: what became of a DIAL_BACK.
+    DialBackResult = 0x59 "DIAL_BACK_RESULT",
+    /// DIAL_BACK_PROBE: send a STUN probe to an address.
+    DialBackProbe = 0x5a "DIAL_BACK_PROBE",
+    /// CAPABILITIES: the sender's capabilities changed.
+    CapabilitiesUpdate = 0x5b "CAPABILITIES",
 }
 
 impl Message {
     /// The request id a request carries or an answer echoes; `None` for
-    /// CONNECT, DISCONNECT and PUBLISH.
+    /// CONNECT, DISCONNECT, PUBLISH, DIAL_BACK_PROBE and CAPABILITIES.
     pub fn request_id(&self) -> Option<u64> {
         match self {
-            Message::Connect(_) | Message::Disconnect(_) | Message::Publish(_) => None,
+            Message::Connect(_)
+            | Message::Disconnect(_)
+            | Message::Publish(_)
+            | Message::DialBackProbe(_)
+            | Message::CapabilitiesUpdate(_) => None,
             Message::Ping(Ping { request_id })
             | Message::Pong(Pong { request_id })
             | Message::Subscribe(Subscribe { request_id, .. })
@@ -156,7 +169,9 @@ impl Message {
             | Message::Store(Store { request_id, .. })
             | Message::StoreAck(StoreAck { request_id, .. })
             | Message::StoreBatch(StoreBatch { request_id, .. })
-            | Message::StoreBatchAck(StoreBatchAck { request_id, .. }) => Some(*request_id),
+            | Message::StoreBatchAck(StoreBatchAck { request_id, .. })
+            | Message::DialBack(DialBack { request_id, .. })
+            | Message::DialBackResult(DialBackResult { request_id, .. }) => Some(*request_id),
         }
     }
 

@@ -23,6 +23,7 @@ mod header;
 mod limits;
 mod message;
 mod pubsub;
+mod reach;
 mod rpc;
 mod stream;
 mod types;
@@ -36,6 +37,9 @@ pub use header::{HEADER_LEN, Header};
 pub use limits::Limits;
 pub use message::{Decoded, Message, MessageType, decode, decode_shared};
 pub use pubsub::{Publish, Subscribe, Unsubscribe};
+pub use reach::{
+    CapabilitiesUpdate, DialBack, DialBackProbe, DialBackResult, DialBackStatus, ProbeSource,
+};
 pub use rpc::{Call, Cancel, ErrorReply, Reply};
 pub use stream::FrameReader;
 pub use types::{Capabilities, Contact, DisconnectReason, ErrorCode, StoreStatus};
