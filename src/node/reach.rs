@@ -593,9 +593,20 @@ impl Node {
             .iter()
             .map(|a| a.ip().to_canonical())
             .collect();
-        // Nodes that are not DHT servers first: the asker's lookups have
-        // talked to servers, so clients are likelier strangers to it.
-        let mut helpers: Vec<(bool, ConnectionHandle, SocketAddr)> = self
+        // Likely strangers to the asker first: its lookups have talked to
+        // DHT servers, so nodes that are not servers, on IPs where no server
+        // is, come first.
+        let is_server = |c: &Conn| {
+            c.hello
+                .as_ref()
+                .is_some_and(|hello| hello.capabilities.contains(Capabilities::DHT_SERVER))
+        };
+        let server_ips: HashSet<IpAddr> = self
+            .ready_conns()
+            .filter(|(_, c)| is_server(c))
+            .map(|(_, c)| c.remote.ip().to_canonical())
+            .collect();
+        let mut helpers: Vec<(bool, bool, ConnectionHandle, SocketAddr)> = self
             .ready_conns()
             .filter(|(h, c)| {
                 let ip = c.remote.ip().to_canonical();
@@ -609,11 +620,8 @@ impl Node {
                 *h != handle && c.peer != asker && ip != asker_ip && fits
             })
             .map(|(h, c)| {
-                let server = c
-                    .hello
-                    .as_ref()
-                    .is_some_and(|hello| hello.capabilities.contains(Capabilities::DHT_SERVER));
-                (server, h, c.remote)
+                let shared_ip = server_ips.contains(&c.remote.ip().to_canonical());
+                (is_server(c), shared_ip, h, c.remote)
             })
             .collect();
         helpers.sort_unstable();
@@ -631,7 +639,7 @@ impl Node {
                 nonce: ask.nonce,
                 addrs,
             });
-            for (_, helper, remote) in helpers {
+            for (_, _, helper, remote) in helpers {
                 if self.send_control(helper, &probe) {
                     forwarded.push(remote);
                 }
