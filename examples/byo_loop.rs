@@ -170,7 +170,10 @@ impl Log {
                 println!("{at:7.1} ms {name}: {}", describe(&event));
                 self.dht.push((name, event));
             }
-            other @ (Event::Rpc(_) | Event::PubSub(_)) => {
+            other @ (Event::Rpc(_)
+            | Event::PubSub(_)
+            | Event::Nat(_)
+            | Event::PeerRecord { .. }) => {
                 println!("{at:7.1} ms {name}: {other:?}");
             }
         }

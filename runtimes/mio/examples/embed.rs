@@ -159,7 +159,7 @@ fn report_for(i: usize, event: Event) -> Option<Report> {
             println!("node {i}: {other:?}");
             None
         }
-        other @ (Event::Rpc(_) | Event::PubSub(_)) => {
+        other @ (Event::Rpc(_) | Event::PubSub(_) | Event::Nat(_) | Event::PeerRecord { .. }) => {
             println!("node {i}: {other:?}");
             None
         }
