@@ -160,7 +160,9 @@ impl Log {
     fn record(&mut self, name: &'static str, event: Event) {
         let at = now().duration_since(self.start).as_secs_f64() * 1000.0;
         match event {
-            Event::Connected { peer, direction } => {
+            Event::Connected {
+                peer, direction, ..
+            } => {
                 println!("{at:7.1} ms {name}: connected to {peer} ({direction:?})");
             }
             Event::Disconnected { peer, cause, .. } => {
@@ -172,6 +174,7 @@ impl Log {
             }
             other @ (Event::Rpc(_)
             | Event::PubSub(_)
+            | Event::Relay(_)
             | Event::Nat(_)
             | Event::PeerRecord { .. }) => {
                 println!("{at:7.1} ms {name}: {other:?}");

@@ -130,6 +130,7 @@ pub mod pool;
 pub mod pubsub;
 pub mod quic;
 pub mod record;
+pub mod relay;
 pub mod rpc;
 #[cfg(feature = "sim")]
 pub mod sim;

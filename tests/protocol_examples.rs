@@ -178,6 +178,30 @@ fn example(ty: MessageType) -> Message {
             statuses: vec![StoreStatus::Stored, StoreStatus::BadSignature],
         }
         .into(),
+        MessageType::RelayReserve => RelayReserve { request_id: 20 }.into(),
+        MessageType::RelayReserveStatus => RelayReserveStatus {
+            request_id: 20,
+            status: RelayStatus::Ok,
+            ttl_secs: 300,
+        }
+        .into(),
+        MessageType::RelayRelease => RelayRelease { request_id: 21 }.into(),
+        MessageType::CircuitOpen => CircuitOpen {
+            request_id: 22,
+            target: NodeId::from_bytes([0x44; 32]),
+        }
+        .into(),
+        MessageType::CircuitStatus => CircuitStatus {
+            request_id: 22,
+            status: RelayStatus::Ok,
+            circuit: 7,
+        }
+        .into(),
+        MessageType::CircuitIncoming => CircuitIncoming {
+            circuit: 7,
+            source: NodeId::from_bytes([0x55; 32]),
+        }
+        .into(),
         MessageType::DialBack => DialBack {
             request_id: 13,
             nonce: [0xa5; 12],

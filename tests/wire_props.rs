@@ -210,6 +210,36 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
                 })
             })
             .boxed(),
+        MessageType::RelayReserve => id()
+            .prop_map(|request_id| Message::from(RelayReserve { request_id }))
+            .boxed(),
+        MessageType::RelayReserveStatus => (id(), any::<u8>(), any::<u32>())
+            .prop_map(|(request_id, status, ttl_secs)| {
+                Message::from(RelayReserveStatus {
+                    request_id,
+                    status: RelayStatus::from_code(status),
+                    ttl_secs,
+                })
+            })
+            .boxed(),
+        MessageType::RelayRelease => id()
+            .prop_map(|request_id| Message::from(RelayRelease { request_id }))
+            .boxed(),
+        MessageType::CircuitOpen => (id(), node_id())
+            .prop_map(|(request_id, target)| Message::from(CircuitOpen { request_id, target }))
+            .boxed(),
+        MessageType::CircuitStatus => (id(), any::<u8>(), any::<u64>())
+            .prop_map(|(request_id, status, circuit)| {
+                Message::from(CircuitStatus {
+                    request_id,
+                    status: RelayStatus::from_code(status),
+                    circuit,
+                })
+            })
+            .boxed(),
+        MessageType::CircuitIncoming => (any::<u64>(), node_id())
+            .prop_map(|(circuit, source)| Message::from(CircuitIncoming { circuit, source }))
+            .boxed(),
         MessageType::DialBack => (id(), any::<[u8; 12]>(), any::<u8>(), vec(addr(), 0..4))
             .prop_map(|(request_id, nonce, source, addrs)| {
                 Message::from(DialBack {

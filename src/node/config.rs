@@ -8,6 +8,7 @@ use crate::id::{NodeId, Realm};
 use crate::pool::PoolConfig;
 use crate::pubsub::PubSubConfig;
 use crate::quic::TransportSettings;
+use crate::relay::RelayConfig;
 use crate::rpc::RpcConfig;
 use crate::tls::PeerVerification;
 use crate::wire::{self, Limits};
@@ -23,6 +24,7 @@ use super::ReachConfig;
 /// | dht | [`DhtConfig::default`]: k = 20, α = 3, record TTL 300 s, republish 240 s |
 /// | rpc | [`RpcConfig::new`]: 16 MiB payloads, 1024 calls open, 256 handled |
 /// | pubsub | [`PubSubConfig::new`]: 1024 messages queued per subscriber, window 64 |
+/// | relay | [`RelayConfig::default`]: relaying on, 256 circuits, 1 MiB/s per node |
 /// | limits | [`Limits::default`]: 1 MiB frames |
 /// | verification | [`PeerVerification::Identity`] |
 /// | request_timeout | 10 s (a stream whose answer never comes is reset) |
@@ -46,6 +48,8 @@ pub struct NodeConfig {
     /// Pub/sub. Its `local_id` and `first_epoch` (the start time in Unix
     /// microseconds) are set by the node.
     pub pubsub: PubSubConfig,
+    /// What this node does as a relay, and its limits.
+    pub relay: RelayConfig,
     /// Frame and field size limits.
     pub limits: Limits,
     /// Addresses announced to peers in CONNECT (where others can dial us).
@@ -76,6 +80,7 @@ impl NodeConfig {
             dht: DhtConfig::default(),
             rpc: RpcConfig::new(realm.clone(), 0),
             pubsub: PubSubConfig::new(realm, NodeId::from_bytes([0; 32]), 0),
+            relay: RelayConfig::default(),
             limits: Limits::default(),
             listen_addrs: Vec::new(),
             request_timeout: Duration::from_secs(10),

@@ -99,8 +99,8 @@ pub struct Conn {
 /// What went wrong on a stream, for the caller to act on.
 #[derive(Debug)]
 pub enum StreamTrouble {
-    /// The peer reset the stream.
-    Reset,
+    /// The peer reset the stream, with this error code.
+    Reset(VarInt),
     /// The bytes do not decode.
     Decode(wire::DecodeError),
 }
@@ -153,6 +153,22 @@ impl Conn {
         finish: bool,
     ) -> Result<(), wire::EncodeError> {
         let data = frame.to_vec(&self.limits)?;
+        self.write(stream, Bytes::from(data), finish);
+        Ok(())
+    }
+
+    /// Writes raw bytes (circuit frames) on `stream`, queued behind what
+    /// waits for flow control.
+    pub fn send_raw(&mut self, stream: StreamId, data: Bytes) {
+        self.write(stream, data, false);
+    }
+
+    /// Bytes written on `stream` that wait for flow control.
+    pub fn queued(&self, stream: StreamId) -> usize {
+        self.writes.get(&stream).map_or(0, |w| w.data.len())
+    }
+
+    fn write(&mut self, stream: StreamId, data: Bytes, finish: bool) {
         match self.writes.get_mut(&stream) {
             // Frames written while earlier ones wait for flow control queue
             // behind them (a publish stream carries many).
@@ -164,12 +180,10 @@ impl Conn {
                 pending.finish |= finish;
             }
             None => {
-                let data = Bytes::from(data);
                 self.writes.insert(stream, PendingWrite { data, finish });
             }
         }
         self.flush_stream(stream);
-        Ok(())
     }
 
     /// True when everything written on `stream` went into QUIC's buffers.
@@ -222,41 +236,33 @@ impl Conn {
     }
 
     /// Reads what has arrived on `stream` and returns the complete frames,
-    /// plus whether the peer finished the stream.
+    /// plus whether the peer finished the stream. Decoding stops after a
+    /// frame that turns the stream into a circuit
+    /// ([`Message::starts_circuit`]); the bytes after it are taken with
+    /// [`Conn::take_unread`].
     pub fn read(&mut self, stream: StreamId) -> Result<(Vec<Message>, bool), StreamTrouble> {
         let limits = self.limits;
         let reader = self
             .readers
             .entry(stream)
             .or_insert_with(|| FrameReader::new(limits));
-        let mut finished = false;
-        let mut recv = self.quinn.recv_stream(stream);
-        match recv.read(true) {
-            Ok(mut chunks) => {
-                loop {
-                    match chunks.next(usize::MAX) {
-                        Ok(Some(chunk)) => reader.push(&chunk.bytes),
-                        Ok(None) => {
-                            finished = true;
-                            break;
-                        }
-                        Err(quinn_proto::ReadError::Blocked) => break,
-                        Err(quinn_proto::ReadError::Reset(_)) => {
-                            let _ = chunks.finalize();
-                            self.readers.remove(&stream);
-                            return Err(StreamTrouble::Reset);
-                        }
-                    }
-                }
-                let _ = chunks.finalize();
+        let finished = match read_chunks(&mut self.quinn, stream, |chunk| reader.push(chunk)) {
+            Ok(finished) => finished,
+            Err(trouble) => {
+                self.readers.remove(&stream);
+                return Err(trouble);
             }
-            // Already finished and read, or never ours to read.
-            Err(_) => finished = true,
-        }
+        };
         let mut messages = Vec::new();
         loop {
             match reader.next_message() {
-                Ok(Some(message)) => messages.push(message),
+                Ok(Some(message)) => {
+                    let switches = message.starts_circuit();
+                    messages.push(message);
+                    if switches {
+                        return Ok((messages, finished));
+                    }
+                }
                 Ok(None) => break,
                 Err(error) => {
                     self.readers.remove(&stream);
@@ -268,6 +274,26 @@ impl Conn {
             self.readers.remove(&stream);
         }
         Ok((messages, finished))
+    }
+
+    /// Reads the raw bytes that have arrived on a circuit stream into
+    /// `sink`; true when the peer finished the stream.
+    pub fn read_raw(
+        &mut self,
+        stream: StreamId,
+        sink: impl FnMut(&[u8]),
+    ) -> Result<bool, StreamTrouble> {
+        read_chunks(&mut self.quinn, stream, sink)
+    }
+
+    /// Forgets `stream`'s frame reader and returns the bytes it held past
+    /// the last frame read (the first circuit bytes of a stream that just
+    /// became a circuit).
+    pub fn take_unread(&mut self, stream: StreamId) -> Bytes {
+        self.readers
+            .remove(&stream)
+            .map(FrameReader::into_unread)
+            .unwrap_or_default()
     }
 
     /// Bytes this connection holds in our buffers: partial frames read and
@@ -325,4 +351,35 @@ impl Conn {
             .map(|ask| ask.deadline)
             .min()
     }
+}
+
+/// Feeds every chunk that has arrived on `stream` to `sink`; true when the
+/// peer finished the stream (or it is not ours to read any more).
+fn read_chunks(
+    quinn: &mut Connection,
+    stream: StreamId,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<bool, StreamTrouble> {
+    let mut recv = quinn.recv_stream(stream);
+    let Ok(mut chunks) = recv.read(true) else {
+        // Already finished and read, or never ours to read.
+        return Ok(true);
+    };
+    let mut finished = false;
+    loop {
+        match chunks.next(usize::MAX) {
+            Ok(Some(chunk)) => sink(&chunk.bytes),
+            Ok(None) => {
+                finished = true;
+                break;
+            }
+            Err(quinn_proto::ReadError::Blocked) => break,
+            Err(quinn_proto::ReadError::Reset(code)) => {
+                let _ = chunks.finalize();
+                return Err(StreamTrouble::Reset(code));
+            }
+        }
+    }
+    let _ = chunks.finalize();
+    Ok(finished)
 }

@@ -180,6 +180,12 @@ impl Node {
     }
 
     pub(super) fn read_stream(&mut self, now: Instant, handle: ConnectionHandle, stream: StreamId) {
+        if let Some(&role) = self.circuit_streams.get(&(handle, stream)) {
+            // Circuit frames are forwarded or handed to quinn as they come,
+            // so they never wait in our buffers.
+            self.read_circuit_stream(now, handle, stream, role);
+            return;
+        }
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -196,7 +202,7 @@ impl Node {
         }
         let (messages, finished) = match conn.read(stream) {
             Ok(read) => read,
-            Err(StreamTrouble::Reset) => {
+            Err(StreamTrouble::Reset(_)) => {
                 self.fail_ask(now, handle, stream, Failure::Refused);
                 self.messaging_stream_gone(now, handle, stream, None);
                 return;
@@ -309,6 +315,7 @@ impl Node {
         }
         let direction = conn.direction;
         let remote = conn.remote;
+        let remote_virtual = conn.virtual_addr;
         conn.hello = Some(hello);
         conn.phase = Phase::Ready;
         if direction == Direction::Inbound {
@@ -330,8 +337,15 @@ impl Node {
         if let Some(rtt) = rtt {
             self.dht.handle_rtt(now, peer, rtt);
         }
-        self.out
-            .push_back(Output::Event(Event::Connected { peer, direction }));
+        let path = self.path_kind(&remote_virtual);
+        if path == PathKind::Relayed {
+            self.relay_counters.relayed_connections += 1;
+        }
+        self.out.push_back(Output::Event(Event::Connected {
+            peer,
+            direction,
+            path,
+        }));
         self.pubsub.handle_connected(now, peer);
         self.accept_streams(now, handle);
     }
@@ -351,6 +365,9 @@ impl Node {
         stream: StreamId,
         message: Message,
     ) {
+        let Some(message) = self.relay_frame(now, handle, stream, message) else {
+            return;
+        };
         let Some(message) = self.messaging_frame(now, handle, stream, message) else {
             return;
         };
@@ -492,6 +509,7 @@ impl Node {
         let was_refused = conn.phase == Phase::Closing;
         conn.phase = Phase::Closing;
         let (peer, remote) = (conn.peer, conn.remote);
+        let path = self.paths.real(&conn.virtual_addr);
         self.release_requests(now, handle);
         if !was_refused {
             let cause = match reason {
@@ -502,6 +520,14 @@ impl Node {
                     message: String::from_utf8_lossy(&close.reason).into_owned(),
                 },
                 ConnectionError::LocallyClosed => CloseCause::Local("closed by this node".into()),
+                ConnectionError::TimedOut => match path {
+                    // Silence on a circuit: the relay or the peer is gone.
+                    Some(RealPath::Relay { relay, .. }) => CloseCause::CircuitClosed {
+                        relay,
+                        loss: CircuitLoss::TimedOut,
+                    },
+                    _ => CloseCause::Transport(ConnectionError::TimedOut.to_string()),
+                },
                 other => CloseCause::Transport(other.to_string()),
             };
             self.out.push_back(Output::Event(Event::Disconnected {
@@ -527,6 +553,7 @@ impl Node {
         }
         self.serving.retain(|_, serving| serving.conn != handle);
         self.release_messaging(now, handle, peer);
+        self.relay_connection_gone(now, handle);
         if let (Some(peer), Some(pool_id)) = (peer, pool_id) {
             self.by_pool_id.remove(&pool_id);
             if ready {

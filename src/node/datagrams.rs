@@ -1,23 +1,35 @@
 //! Datagrams in and out: the first-byte split of the one socket, QUIC
 //! packets to quinn under the peer's virtual address, and quinn's transmits
-//! mapped back to real addresses.
+//! mapped back to their real path (a UDP address, or a relay circuit).
 
 use super::*;
 
 impl Node {
     pub(super) fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
         match classify(&datagram.payload) {
-            DatagramClass::Quic => self.handle_quic(now, datagram),
+            DatagramClass::Quic => {
+                self.counters.quic_datagrams += 1;
+                let path = RealPath::Direct(datagram.remote);
+                let virtual_addr = self.paths.virtual_for(path);
+                self.handle_quic(now, virtual_addr, datagram.remote, &datagram.payload);
+            }
             DatagramClass::Stun => self.handle_stun(now, datagram),
             DatagramClass::Unknown => self.counters.unknown_dropped += 1,
         }
     }
 
-    pub(super) fn handle_quic(&mut self, now: Instant, datagram: Datagram) {
-        self.counters.quic_datagrams += 1;
-        let virtual_addr = self.paths.virtual_for(RealPath::Direct(datagram.remote));
+    /// Hands one QUIC packet that came over the path of `virtual_addr` to
+    /// quinn. `remote` is what the application hears as the peer's address
+    /// (the UDP address, or the virtual address of a circuit).
+    pub(super) fn handle_quic(
+        &mut self,
+        now: Instant,
+        virtual_addr: SocketAddr,
+        remote: SocketAddr,
+        packet: &[u8],
+    ) {
         let mut buf = Vec::new();
-        let data = BytesMut::from(&datagram.payload[..]);
+        let data = BytesMut::from(packet);
         match self
             .endpoint
             .handle(now, virtual_addr, None, None, data, &mut buf)
@@ -34,7 +46,7 @@ impl Node {
                             quinn,
                             Direction::Inbound,
                             None,
-                            datagram.remote,
+                            remote,
                             virtual_addr,
                             self.config.limits,
                             self.config.connection_buffer_budget(),
@@ -54,34 +66,53 @@ impl Node {
     }
 
     pub(super) fn push_endpoint_transmit(&mut self, transmit: &quinn_proto::Transmit, buf: &[u8]) {
-        if let Some(RealPath::Direct(destination)) = self.paths.real(&transmit.destination) {
-            self.out.push_back(Output::Transmit(Transmit {
-                source: None,
-                destination,
-                payload: Bytes::copy_from_slice(&buf[..transmit.size]),
-                ttl: None,
-            }));
-        }
+        let packet = Bytes::copy_from_slice(&buf[..transmit.size]);
+        self.send_packet(transmit.destination, packet);
     }
 
-    pub(super) fn gather_transmits(&mut self, now: Instant) {
-        let mut buf = Vec::new();
-        for conn in self.conns.values_mut() {
-            loop {
-                buf.clear();
-                let Some(transmit) = conn.quinn.poll_transmit(now, 1, &mut buf) else {
-                    break;
-                };
-                let Some(RealPath::Direct(destination)) = self.paths.real(&transmit.destination)
-                else {
-                    continue;
-                };
+    /// Sends one QUIC packet to the real path of `virtual_addr`; packets to
+    /// a path that is gone are dropped (QUIC recovers or gives up).
+    fn send_packet(&mut self, virtual_addr: SocketAddr, packet: Bytes) {
+        match self.paths.real(&virtual_addr) {
+            Some(RealPath::Direct(destination)) => {
                 self.out.push_back(Output::Transmit(Transmit {
                     source: None,
                     destination,
-                    payload: Bytes::copy_from_slice(&buf[..transmit.size]),
+                    payload: packet,
                     ttl: None,
                 }));
+            }
+            Some(RealPath::Relay { relay, circuit }) => {
+                self.send_on_circuit(relay, circuit, &packet)
+            }
+            None => {}
+        }
+    }
+
+    /// Gathers every connection's transmits. Packets written onto circuit
+    /// streams make the relay connections' own transmits, so it goes round
+    /// until a pass writes nothing onto a circuit.
+    pub(super) fn gather_transmits(&mut self, now: Instant) {
+        let mut buf = Vec::new();
+        loop {
+            let mut packets = Vec::new();
+            for conn in self.conns.values_mut() {
+                loop {
+                    buf.clear();
+                    let Some(transmit) = conn.quinn.poll_transmit(now, 1, &mut buf) else {
+                        break;
+                    };
+                    let packet = Bytes::copy_from_slice(&buf[..transmit.size]);
+                    packets.push((transmit.destination, packet));
+                }
+            }
+            let mut relayed = false;
+            for (virtual_addr, packet) in packets {
+                relayed |= matches!(self.paths.real(&virtual_addr), Some(RealPath::Relay { .. }));
+                self.send_packet(virtual_addr, packet);
+            }
+            if !relayed {
+                return;
             }
         }
     }

@@ -31,6 +31,8 @@ mod messaging;
 mod peers;
 mod publish_streams;
 mod reach;
+mod relay_client;
+mod relay_server;
 mod requests;
 mod rpc_streams;
 
@@ -49,18 +51,22 @@ pub use peers::{PeersFileError, load_peers, save_peers};
 pub use reach::{
     MAX_CONTACTED, MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, ReachConfig, ReachStats,
 };
+pub use relay_client::{CircuitLoss, RelayEvent};
+use relay_client::{CircuitRole, RelayClient};
+use relay_server::RelayServer;
 
 use crate::collections::HashMap;
 use crate::contract::{Datagram, Input, Machine, Output, Transmit};
 use crate::demux::{DatagramClass, classify};
 use crate::dht::{self, Dht, DhtEvent, DhtOutput, Failure, Mode, RequestId};
 use crate::id::{Identity, NodeId, RecordKey};
-use crate::path::{PathTable, RealPath};
+use crate::path::{PathKind, PathTable, RealPath};
 use crate::pool::{
     Acquired, Action, CloseReason, ConnId, Direction, Lease, Pool, PoolError, WaitId,
 };
 use crate::pubsub::{PubSub, PubSubEvent};
 use crate::quic::{QuicConfigError, QuicConfigs};
+use crate::relay::RelayCounters;
 use crate::rpc::{Rpc, RpcEvent};
 use crate::tls::{self, NodeTls, TlsError, WallClock};
 use crate::wire::{self, Capabilities, DisconnectReason, Message};
@@ -101,6 +107,13 @@ pub enum CloseCause {
     },
     /// The handshake or the transport failed (TLS rejection, timeout, ...).
     Transport(String),
+    /// The connection ran over a relay circuit that closed.
+    CircuitClosed {
+        /// The relay.
+        relay: NodeId,
+        /// Why the circuit closed.
+        loss: CircuitLoss,
+    },
 }
 
 /// What the node tells its application.
@@ -112,6 +125,8 @@ pub enum Event {
         peer: NodeId,
         /// Who dialed.
         direction: Direction,
+        /// Whether its packets go direct or through a relay circuit.
+        path: PathKind,
     },
     /// A connection ended.
     Disconnected {
@@ -140,6 +155,8 @@ pub enum Event {
         /// Its newest acceptable record, if any was found.
         record: Option<crate::peer_record::PeerRecord>,
     },
+    /// A reservation or circuit of ours changed.
+    Relay(RelayEvent),
 }
 
 /// Plain counters of what the node saw, for tests and metrics.
@@ -190,6 +207,10 @@ pub struct Node {
     pubsub: PubSub,
     messaging: messaging::Messaging,
     reach: reach::Reach,
+    relay_server: RelayServer,
+    relay_client: RelayClient,
+    circuit_streams: HashMap<(ConnectionHandle, StreamId), CircuitRole>,
+    relay_counters: RelayCounters,
     conns: HashMap<ConnectionHandle, Conn>,
     by_pool_id: HashMap<ConnId, ConnectionHandle>,
     waiting: HashMap<WaitId, Waiting>,
@@ -251,6 +272,10 @@ impl Node {
             pubsub,
             messaging: messaging::Messaging::default(),
             reach,
+            relay_server: RelayServer::default(),
+            relay_client: RelayClient::default(),
+            circuit_streams: HashMap::default(),
+            relay_counters: RelayCounters::default(),
             conns: HashMap::default(),
             by_pool_id: HashMap::default(),
             waiting: HashMap::default(),
@@ -398,9 +423,14 @@ impl Node {
             self.pubsub.poll_timeout(),
             self.reach.poll_timeout(),
         ];
+        let relay = [
+            self.relay_server.next_deadline(&self.config.relay),
+            self.relay_client.next_deadline(),
+        ];
         [conns, self.pool.poll_timeout(), self.dht.poll_timeout()]
             .into_iter()
             .chain(messaging)
+            .chain(relay)
             .flatten()
             .min()
     }
@@ -426,6 +456,8 @@ impl Machine for Node {
                 self.rpc.handle_timeout(now);
                 self.pubsub.handle_timeout(now);
                 self.reach_timeout(now);
+                self.relay_server_timeout(now);
+                self.relay_client_timeout(now);
             }
             Input::LocalAddressChanged { new, .. } => self.address_changed(now, new),
         }

@@ -150,12 +150,16 @@ impl Node {
                     Some(waiting) => {
                         self.send_request(now, lease, waiting.request_id, waiting.frame)
                     }
+                    None if self.relay_client.owns(wait) => self.relay_wait_ready(now, wait, lease),
                     None => self.messaging_ready(now, wait, lease),
                 },
-                Action::Failed { wait, .. } => match self.waiting.remove(&wait) {
+                Action::Failed { wait, error } => match self.waiting.remove(&wait) {
                     Some(waiting) => {
                         self.dht
                             .handle_failure(now, waiting.request_id, Failure::Connection);
+                    }
+                    None if self.relay_client.owns(wait) => {
+                        self.relay_wait_failed(wait, error.to_string())
                     }
                     None => self.messaging_failed(now, wait),
                 },
@@ -165,7 +169,12 @@ impl Node {
     }
 
     pub(super) fn dial(&mut self, now: Instant, peer: NodeId, addr: SocketAddr, pool_id: ConnId) {
-        let virtual_addr = self.paths.virtual_for(RealPath::Direct(addr));
+        // A virtual address already in the table is a circuit's (see
+        // `dial_via_relay`); any other address is a UDP one.
+        let virtual_addr = match self.paths.real(&addr) {
+            Some(_) => addr,
+            None => self.paths.virtual_for(RealPath::Direct(addr)),
+        };
         let dialed = self
             .quic
             .client_config(peer)

@@ -3,7 +3,7 @@
 //! quinn-proto only ever sees one virtual address per connection, from its
 //! first packet on, taken from a reserved IPv6 range ([`VIRTUAL_PREFIX`]).
 //! This table maps each virtual address to the real path its packets take
-//! now: a direct UDP address today, a relay circuit in a later step. Because
+//! now: a direct UDP address or a relay circuit. Because
 //! QUIC never sees the real address change, switching a path (relay to
 //! direct, NAT rebinding) is ours to decide, and quinn's own migration stays
 //! off.
@@ -11,6 +11,7 @@
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use crate::collections::HashMap;
+use crate::id::NodeId;
 
 /// The first 64 bits of every virtual address: the ULA `fd6d:6163:756c:6100::/64`
 /// (the bytes spell "macula"). The low 64 bits count up, so a virtual address
@@ -25,6 +26,34 @@ const VIRTUAL_PORT: u16 = 1;
 pub enum RealPath {
     /// Straight to this UDP address.
     Direct(SocketAddr),
+    /// Through a relay circuit: length-prefixed frames on the circuit's
+    /// stream of our connection to `relay` (docs/PROTOCOL.md §11).
+    Relay {
+        /// The relay.
+        relay: NodeId,
+        /// The circuit's id at that relay.
+        circuit: u64,
+    },
+}
+
+impl RealPath {
+    /// Whether the path is direct or relayed.
+    pub fn kind(&self) -> PathKind {
+        match self {
+            RealPath::Direct(_) => PathKind::Direct,
+            RealPath::Relay { .. } => PathKind::Relayed,
+        }
+    }
+}
+
+/// What kind of path a connection's packets take, as the application
+/// hears it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PathKind {
+    /// Straight over UDP.
+    Direct,
+    /// Through a relay circuit.
+    Relayed,
 }
 
 /// What went wrong with a path operation.

@@ -363,6 +363,33 @@ where
         true
     }
 
+    /// Steps for at most `within`, taking the events as they come and
+    /// handing each to `react` (which may act on the world, e.g. answer a
+    /// request) until it returns true. Returns false when time ran out
+    /// first (the clock stays at the last thing handled).
+    pub fn drive(
+        &mut self,
+        within: Duration,
+        mut react: impl FnMut(&mut Self, HostId, M::Event) -> bool,
+    ) -> bool {
+        let limit = self.now.checked_add(within).unwrap_or(self.now);
+        loop {
+            let mut done = false;
+            for event in self.take_events() {
+                done |= react(self, event.host, event.event);
+            }
+            if done {
+                return true;
+            }
+            match self.next_time() {
+                Some(at) if at <= limit => {
+                    self.step();
+                }
+                _ => return false,
+            }
+        }
+    }
+
     /// The earliest due item, ties broken by [`Due`]'s order.
     fn next_due(&self) -> Option<(Instant, Due)> {
         let arrival = (self.flights.keys().next()).map(|&(at, seq)| (at, Due::Arrival(seq)));

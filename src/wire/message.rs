@@ -11,6 +11,9 @@ use super::field::{Bound, Ctx, Field, Reader};
 use super::header::{HEADER_LEN, Header};
 use super::pubsub::{Publish, Subscribe, Unsubscribe};
 use super::reach::{CapabilitiesUpdate, DialBack, DialBackProbe, DialBackResult};
+use super::relay::{
+    CircuitIncoming, CircuitOpen, CircuitStatus, RelayRelease, RelayReserve, RelayReserveStatus,
+};
 use super::rpc::{Call, Cancel, ErrorReply, Reply};
 use super::{DecodeError, EncodeError, Limits, OverLimit};
 
@@ -134,6 +137,18 @@ messages! {
     StoreBatch = 0x46 "STORE_BATCH",
     /// STORE_BATCH_ACK: one outcome per record.
     StoreBatchAck = 0x47 "STORE_BATCH_ACK",
+    /// RELAY_RESERVE: ask a relay for a reservation, or renew it.
+    RelayReserve = 0x50 "RELAY_RESERVE",
+    /// RELAY_RESERVE_STATUS: the reservation granted or refused.
+    RelayReserveStatus = 0x51 "RELAY_RESERVE_STATUS",
+    /// RELAY_RELEASE: give a reservation up.
+    RelayRelease = 0x52 "RELAY_RELEASE",
+    /// CIRCUIT_OPEN: ask a relay for a circuit to a reserved node.
+    CircuitOpen = 0x53 "CIRCUIT_OPEN",
+    /// CIRCUIT_STATUS: the circuit granted or refused.
+    CircuitStatus = 0x54 "CIRCUIT_STATUS",
+    /// CIRCUIT_INCOMING: a relay announces a circuit to its reserved node.
+    CircuitIncoming = 0x55 "CIRCUIT_INCOMING",
     /// DIAL_BACK: have strangers probe my address.
     DialBack = 0x58 "DIAL_BACK",
     /// DIAL_BACK_RESULT: what became of a DIAL_BACK.
@@ -146,12 +161,14 @@ messages! {
 
 impl Message {
     /// The request id a request carries or an answer echoes; `None` for
-    /// CONNECT, DISCONNECT, PUBLISH, DIAL_BACK_PROBE and CAPABILITIES.
+    /// CONNECT, DISCONNECT, PUBLISH, CIRCUIT_INCOMING, DIAL_BACK_PROBE and
+    /// CAPABILITIES.
     pub fn request_id(&self) -> Option<u64> {
         match self {
             Message::Connect(_)
             | Message::Disconnect(_)
             | Message::Publish(_)
+            | Message::CircuitIncoming(_)
             | Message::DialBackProbe(_)
             | Message::CapabilitiesUpdate(_) => None,
             Message::Ping(Ping { request_id })
@@ -171,7 +188,23 @@ impl Message {
             | Message::StoreBatch(StoreBatch { request_id, .. })
             | Message::StoreBatchAck(StoreBatchAck { request_id, .. })
             | Message::DialBack(DialBack { request_id, .. })
-            | Message::DialBackResult(DialBackResult { request_id, .. }) => Some(*request_id),
+            | Message::DialBackResult(DialBackResult { request_id, .. })
+            | Message::RelayReserve(RelayReserve { request_id })
+            | Message::RelayReserveStatus(RelayReserveStatus { request_id, .. })
+            | Message::RelayRelease(RelayRelease { request_id })
+            | Message::CircuitOpen(CircuitOpen { request_id, .. })
+            | Message::CircuitStatus(CircuitStatus { request_id, .. }) => Some(*request_id),
+        }
+    }
+
+    /// True for the frames after which a stream carries circuit frames
+    /// instead of messages: CIRCUIT_OPEN, a granted CIRCUIT_STATUS and
+    /// CIRCUIT_INCOMING (docs/PROTOCOL.md §11).
+    pub fn starts_circuit(&self) -> bool {
+        match self {
+            Message::CircuitOpen(_) | Message::CircuitIncoming(_) => true,
+            Message::CircuitStatus(status) => status.status == super::RelayStatus::Ok,
+            _ => false,
         }
     }
 
@@ -326,6 +359,6 @@ mod tests {
             assert_eq!(MessageType::from_code(ty.code()), Some(ty));
         }
         assert_eq!(MessageType::from_code(0x00), None);
-        assert_eq!(MessageType::from_code(0x50), None);
+        assert_eq!(MessageType::from_code(0x56), None);
     }
 }

@@ -24,6 +24,7 @@ mod limits;
 mod message;
 mod pubsub;
 mod reach;
+mod relay;
 mod rpc;
 mod stream;
 mod types;
@@ -39,6 +40,10 @@ pub use message::{Decoded, Message, MessageType, decode, decode_shared};
 pub use pubsub::{Publish, Subscribe, Unsubscribe};
 pub use reach::{
     CapabilitiesUpdate, DialBack, DialBackProbe, DialBackResult, DialBackStatus, ProbeSource,
+};
+pub use relay::{
+    CircuitIncoming, CircuitOpen, CircuitStatus, RelayRelease, RelayReserve, RelayReserveStatus,
+    RelayStatus,
 };
 pub use rpc::{Call, Cancel, ErrorReply, Reply};
 pub use stream::FrameReader;

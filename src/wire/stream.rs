@@ -7,7 +7,7 @@
 //! resynchronised and the connection is to be closed (see
 //! [`DecodeError::reaction`]).
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::message::{Located, decode_frame, locate};
 use super::{DecodeError, Limits, Message};
@@ -86,6 +86,13 @@ impl FrameReader {
     /// How many frames of unknown type were skipped.
     pub fn skipped_frames(&self) -> u64 {
         self.skipped_frames
+    }
+
+    /// The bytes buffered past the last message returned, for a stream
+    /// that stops carrying frames (a circuit, docs/PROTOCOL.md §11). Bytes
+    /// of a frame being skipped are not part of it.
+    pub fn into_unread(self) -> Bytes {
+        self.buf.freeze()
     }
 
     /// Bytes buffered and not yet returned as messages.

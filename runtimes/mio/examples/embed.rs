@@ -129,7 +129,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Prints what node `i` reported and picks what the application waits for.
 fn report_for(i: usize, event: Event) -> Option<Report> {
     match event {
-        Event::Connected { peer, direction } => {
+        Event::Connected {
+            peer, direction, ..
+        } => {
             println!("node {i}: connected to {peer} ({direction:?})");
             None
         }
@@ -159,7 +161,11 @@ fn report_for(i: usize, event: Event) -> Option<Report> {
             println!("node {i}: {other:?}");
             None
         }
-        other @ (Event::Rpc(_) | Event::PubSub(_) | Event::Nat(_) | Event::PeerRecord { .. }) => {
+        other @ (Event::Rpc(_)
+        | Event::PubSub(_)
+        | Event::Relay(_)
+        | Event::Nat(_)
+        | Event::PeerRecord { .. }) => {
             println!("node {i}: {other:?}");
             None
         }

@@ -1,0 +1,116 @@
+//! The relay's data plane pieces that need no node: its settings and
+//! limits, its counters, circuit frames and the rate limiter.
+//!
+//! The node runs both sides (src/node/relay_server.rs serves reservations
+//! and splices circuits; src/node/relay_client.rs reserves, opens circuits
+//! and carries its end-to-end QUIC packets over them). docs/PROTOCOL.md §11
+//! is the wire contract.
+
+mod bucket;
+pub mod frames;
+
+use std::time::Duration;
+
+pub use bucket::TokenBucket;
+pub use frames::{FrameError, FrameSplitter, MAX_CIRCUIT_PACKET, encode_frame};
+
+/// What a node does as a relay, and the limits it enforces.
+///
+/// | setting | default |
+/// | --- | --- |
+/// | enabled | true (every node may relay; a private node sets it false) |
+/// | reservation_ttl | 5 min (clients renew at half) |
+/// | max_reservations | 128 |
+/// | max_circuits | 256 in total |
+/// | max_circuits_per_peer | 16 per node, counted at both ends |
+/// | peer_rate | 1 MiB/s forwarded from one node (excess packets dropped) |
+/// | total_rate | 16 MiB/s forwarded in total (excess packets dropped) |
+/// | max_circuit_bytes | 256 MiB per circuit, both directions (then closed) |
+/// | max_circuit_lifetime | 1 h (then closed) |
+/// | max_queued_per_circuit | 64 KiB waiting for one end's flow control (excess dropped) |
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Serve reservations and circuits at all; when false every request is
+    /// refused with `RELAY_DISABLED`.
+    pub enabled: bool,
+    /// How long a reservation lasts unless renewed.
+    pub reservation_ttl: Duration,
+    /// Reservations held at once.
+    pub max_reservations: usize,
+    /// Circuits open at once, in total.
+    pub max_circuits: usize,
+    /// Circuits open at once that one node is an end of.
+    pub max_circuits_per_peer: usize,
+    /// Bytes per second the relay forwards from one node, over all its
+    /// circuits; packets past it are dropped (QUIC recovers them).
+    pub peer_rate: u64,
+    /// Bytes per second the relay forwards in total.
+    pub total_rate: u64,
+    /// Bytes one circuit may carry (both directions); then it is closed.
+    pub max_circuit_bytes: u64,
+    /// How long a circuit may stay open; then it is closed.
+    pub max_circuit_lifetime: Duration,
+    /// Bytes that may wait for one end's flow control per circuit
+    /// direction; packets past it are dropped.
+    pub max_queued_per_circuit: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            reservation_ttl: Duration::from_secs(300),
+            max_reservations: 128,
+            max_circuits: 256,
+            max_circuits_per_peer: 16,
+            peer_rate: 1 << 20,
+            total_rate: 16 << 20,
+            max_circuit_bytes: 256 << 20,
+            max_circuit_lifetime: Duration::from_secs(3600),
+            max_queued_per_circuit: 64 << 10,
+        }
+    }
+}
+
+/// Counters of the relay, both as server and as client, for tests and
+/// metrics ([`Node::relay_counters`](crate::node::Node::relay_counters)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RelayCounters {
+    /// Reservations granted or renewed (server).
+    pub reservations_granted: u64,
+    /// Reservations that ended: released, expired or their connection lost
+    /// (server).
+    pub reservations_ended: u64,
+    /// Circuits opened through this relay (server).
+    pub circuits_opened: u64,
+    /// Circuits closed at this relay, for any reason (server).
+    pub circuits_closed: u64,
+    /// Circuit payload bytes forwarded, prefixes included (server).
+    pub bytes_forwarded: u64,
+    /// Packets dropped by the rate limits (server).
+    pub dropped_rate: u64,
+    /// Packets dropped because an end's queue was full (both sides).
+    pub dropped_queue_full: u64,
+    /// Requests refused: relay disabled (server).
+    pub refused_disabled: u64,
+    /// Requests refused: the target has no reservation (server).
+    pub refused_no_reservation: u64,
+    /// Requests refused: a limit was reached (server).
+    pub refused_limit: u64,
+    /// Requests refused: the target's connection is gone (server).
+    pub refused_unreachable: u64,
+    /// Requests refused as malformed (server).
+    pub refused_bad_request: u64,
+    /// Circuits closed because they reached their byte or time limit
+    /// (server).
+    pub circuits_over_limit: u64,
+    /// Reservations this node holds that were granted or renewed (client).
+    pub reservations_held: u64,
+    /// Reservations of this node lost or refused (client).
+    pub reservations_lost: u64,
+    /// End-to-end connections this node runs over a circuit (client, both
+    /// directions, counted when ready).
+    pub relayed_connections: u64,
+    /// Circuit streams that broke the framing (both sides).
+    pub frame_errors: u64,
+}
