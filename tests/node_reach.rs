@@ -406,3 +406,76 @@ fn stun_is_answered_from_the_node_socket_and_rate_limited() {
     assert_eq!(answers.len(), 10);
     assert_eq!(node.counters().stun_dropped, 0);
 }
+
+/// Adds a node behind a fresh NAT of `config` with external IP `ip`. It
+/// starts as a DHT client (as a node that expects to be private is
+/// configured: a node that starts as a server behind a NAT has its LAN
+/// address handed around until its first check ends) and checks on its own.
+fn add_private(lab: &mut Lab, ip: [u8; 4], config: NatConfig) -> HostId {
+    let link = Link::with_latency(Duration::from_millis(5));
+    let internet = lab.world.internet();
+    let (_, inside) = lab.world.add_nat(internet, IpAddr::from(ip), link, config);
+    let lan = SocketAddr::from(([192, 168, ip[3], 2], 4433));
+    lab.add(inside, lan, Mode::Client, true)
+}
+
+/// Runs until every host in `hosts` published a peer record naming a relay.
+fn await_relays(lab: &mut Lab, hosts: &[HostId]) {
+    let limit = lab.world.now() + Duration::from_secs(60);
+    let hosts = hosts.to_vec();
+    let ready = lab.world.run_while(limit, |w| {
+        !hosts.iter().all(|h| {
+            w.machine(*h)
+                .peer_record()
+                .is_some_and(|r| !r.relays.is_empty())
+        })
+    });
+    assert!(ready, "every private node published its relays");
+}
+
+#[test]
+fn private_nodes_reach_each_other_through_relays_they_chose() {
+    let mut lab = Lab::new(11);
+    let a = add_private(&mut lab, [203, 0, 113, 1], NatConfig::symmetric());
+    let b = add_private(&mut lab, [203, 0, 113, 2], NatConfig::carrier_grade());
+    lab.bootstrap(&[a, b]);
+    await_relays(&mut lab, &[a, b]);
+    lab.world
+        .with_machine(b, |node, now| {
+            node.register(now, "svc.echo", Default::default())
+        })
+        .unwrap();
+    lab.world.run_for(Duration::from_secs(2));
+    let call = lab
+        .world
+        .with_machine(a, |node, now| {
+            node.call(
+                now,
+                "svc.echo",
+                Bytes::from_static(b"hi"),
+                Duration::from_secs(20),
+                Default::default(),
+            )
+        })
+        .unwrap();
+    let limit = lab.world.now() + Duration::from_secs(25);
+    let mut result = None;
+    lab.world
+        .drive(limit - lab.world.now(), |world, host, event| {
+            match event {
+                Event::Rpc(macula::rpc::RpcEvent::Request { id, payload, .. }) => {
+                    world
+                        .with_machine(host, |node, now| node.reply(now, id, Ok(payload)))
+                        .unwrap();
+                }
+                Event::Rpc(macula::rpc::RpcEvent::Completed { call: c, result: r })
+                    if c == call =>
+                {
+                    result = Some(r);
+                }
+                _ => {}
+            }
+            result.is_some()
+        });
+    assert_eq!(result, Some(Ok(Bytes::from_static(b"hi"))));
+}

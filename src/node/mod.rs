@@ -27,6 +27,7 @@ mod conn;
 mod connections;
 mod datagrams;
 pub mod dht_wire;
+mod dial;
 mod messaging;
 mod peers;
 mod publish_streams;
@@ -207,6 +208,7 @@ pub struct Node {
     pubsub: PubSub,
     messaging: messaging::Messaging,
     reach: reach::Reach,
+    dialing: dial::Dialing,
     relay_server: RelayServer,
     relay_client: RelayClient,
     circuit_streams: HashMap<(ConnectionHandle, StreamId), CircuitRole>,
@@ -272,6 +274,7 @@ impl Node {
             pubsub,
             messaging: messaging::Messaging::default(),
             reach,
+            dialing: dial::Dialing::default(),
             relay_server: RelayServer::default(),
             relay_client: RelayClient::default(),
             circuit_streams: HashMap::default(),
@@ -402,6 +405,7 @@ impl Node {
             busy |= self.drive_dht(now);
             busy |= self.drive_messaging(now);
             busy |= self.drive_reach(now);
+            busy |= self.drive_dialing(now);
             if !busy {
                 break;
             }

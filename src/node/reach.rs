@@ -70,6 +70,7 @@ pub const MAX_CONTACTED: usize = 1 << 16;
 /// | dial_back_limit | 1 dial-back per 2 s per asking IP, bursts of 4 |
 /// | probe_limit | 1 probe per 500 ms per target IP, bursts of 8 |
 /// | contact_memory | 10 min |
+/// | relays | 2 reservations kept while private; a failed relay is avoided for 60 s |
 #[derive(Clone, Debug)]
 pub struct ReachConfig {
     /// The STUN responder; `None` leaves Binding requests unanswered.
@@ -90,6 +91,11 @@ pub struct ReachConfig {
     /// How long an address we sent to counts as contacted (longer than any
     /// NAT binding lifetime).
     pub contact_memory: Duration,
+    /// Reservations a private node keeps, on public nodes from its routing
+    /// table (0: none).
+    pub relays: usize,
+    /// How long a relay that refused or failed is not chosen again.
+    pub relay_retry: Duration,
 }
 
 impl Default for ReachConfig {
@@ -110,6 +116,8 @@ impl Default for ReachConfig {
             dial_back_limit: limit(2000, 4),
             probe_limit: limit(500, 8),
             contact_memory: Duration::from_secs(600),
+            relays: 2,
+            relay_retry: Duration::from_secs(60),
         }
     }
 }
@@ -137,6 +145,9 @@ pub struct ReachStats {
     pub peer_records_published: u64,
     /// Peer records found in the DHT that were not acceptable.
     pub peer_records_rejected: u64,
+    /// Reservations asked for on relays chosen from the DHT (first ones and
+    /// replacements).
+    pub relay_reservations_asked: u64,
 }
 
 /// The node's reachability state.
@@ -154,6 +165,13 @@ pub(super) struct Reach {
     record: Option<PeerRecord>,
     announces: HashSet<dht::QueryId>,
     lookups: HashMap<dht::QueryId, NodeId>,
+    /// Relays that refused or failed us, and when.
+    failed_relays: HashMap<NodeId, Instant>,
+    /// Reservations changed: check the count and the peer record.
+    relays_changed: bool,
+    /// The peer record may have changed: publish it once no store of it is
+    /// under way (two stores of one key at once would race).
+    record_due: bool,
     stats: ReachStats,
 }
 
@@ -176,6 +194,9 @@ impl Reach {
             record: None,
             announces: HashSet::default(),
             lookups: HashMap::default(),
+            failed_relays: HashMap::default(),
+            relays_changed: false,
+            record_due: false,
             stats: ReachStats::default(),
         }
     }
@@ -346,6 +367,9 @@ impl Node {
         match event {
             DhtEvent::StoreConfirmed { query, .. } => self.reach.announces.remove(query),
             DhtEvent::ValuesFound { query, records, .. } => {
+                if self.dial_records(self.last_now, query, records) {
+                    return true;
+                }
                 let Some(node) = self.reach.lookups.remove(query) else {
                     return false;
                 };
@@ -467,7 +491,58 @@ impl Node {
             self.apply_report(now, &report);
             self.out.push_back(Output::Event(Event::Nat(report)));
         }
+        if std::mem::take(&mut self.reach.relays_changed) {
+            busy = true;
+            self.keep_relays(now);
+            self.reach.record_due = true;
+        }
+        if self.reach.record_due && self.reach.announces.is_empty() {
+            self.reach.record_due = false;
+            busy |= self.publish_peer_record(now);
+        }
         busy
+    }
+
+    /// A relay event: reservations changed; a relay that refused or failed
+    /// is avoided for a while.
+    pub(super) fn reach_relay_event(&mut self, event: &RelayEvent) {
+        let failed = match event {
+            RelayEvent::ReservationRefused { relay, .. }
+            | RelayEvent::ReservationLost { relay }
+            | RelayEvent::RelayUnreachable { relay, .. } => Some(*relay),
+            RelayEvent::ReservationGranted { .. } => None,
+            _ => return,
+        };
+        if let Some(relay) = failed {
+            self.reach.failed_relays.insert(relay, self.last_now);
+        }
+        self.reach.relays_changed = true;
+    }
+
+    /// A private node keeps `relays` reservations on public nodes of its
+    /// routing table, replacing those that fail.
+    fn keep_relays(&mut self, now: Instant) {
+        if self.reachability() != Reachability::Private {
+            return;
+        }
+        let retry = self.config.reach.relay_retry;
+        self.reach
+            .failed_relays
+            .retain(|_, at| now.saturating_duration_since(*at) < retry);
+        let wanted: HashSet<NodeId> = self.relay_client.wanted().copied().collect();
+        let missing = self.config.reach.relays.saturating_sub(wanted.len());
+        let candidates: Vec<dht::Contact> = self
+            .dht
+            .table()
+            .closest(&self.local, self.dht.table().len(), None)
+            .into_iter()
+            .filter(|c| !wanted.contains(&c.id) && !self.reach.failed_relays.contains_key(&c.id))
+            .take(missing)
+            .collect();
+        for relay in candidates {
+            self.reach.stats.relay_reservations_asked += 1;
+            self.reserve(now, relay);
+        }
     }
 
     /// Sends DIAL_BACK to a connected DHT server, or tells discovery there
@@ -697,12 +772,17 @@ impl Node {
                 self.send_control(handle, &update);
             }
         }
-        self.publish_peer_record(now, report);
+        self.reach.record_due = true;
+        self.keep_relays(now);
     }
 
-    /// Stores our peer record when what it says changed.
-    fn publish_peer_record(&mut self, now: Instant, report: &NatReport) {
+    /// Stores our peer record when what it says changed; true when it did.
+    fn publish_peer_record(&mut self, now: Instant) -> bool {
+        let Some(report) = self.nat_report() else {
+            return false;
+        };
         let local = self.local_addrs();
+        let reachability = report.reachability;
         let (observed, lan) = if report.behind_nat == Some(false) {
             (local, Vec::new())
         } else {
@@ -710,13 +790,23 @@ impl Node {
         };
         let max = self.config.limits.max_addrs;
         let unix_ms = self.unix_ms(now);
+        let relays: Vec<wire::Contact> = self
+            .reserved_relays()
+            .into_iter()
+            .filter_map(|id| self.dht.table().get(&id))
+            .take(self.config.limits.max_contacts)
+            .map(|c| wire::Contact {
+                node_id: c.id,
+                addrs: c.addrs.iter().copied().take(max).collect(),
+            })
+            .collect();
         let mut record = PeerRecord {
             node_id: self.local,
             seq: 0,
-            reachability: report.reachability,
+            reachability,
             observed: observed.into_iter().take(max).collect(),
             lan: lan.into_iter().take(max).collect(),
-            relays: Vec::new(),
+            relays,
         };
         if let Some(old) = &self.reach.record {
             if (PeerRecord {
@@ -724,14 +814,14 @@ impl Node {
                 ..old.clone()
             }) == record
             {
-                return;
+                return false;
             }
             record.seq = unix_ms.max(old.seq + 1);
         } else {
             record.seq = unix_ms;
         }
         let Ok(value) = record.encode(&self.config.limits) else {
-            return;
+            return false;
         };
         let key = RecordKey::peer(&self.config.realm, &self.local);
         let timeout = self.config.request_timeout;
@@ -742,6 +832,8 @@ impl Node {
             self.reach.announces.insert(query);
             self.reach.stats.peer_records_published += 1;
             self.reach.record = Some(record);
+            return true;
         }
+        false
     }
 }
