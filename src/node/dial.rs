@@ -117,11 +117,11 @@ impl Node {
                         self.dial_errands(now, peer, addr);
                     }
                 }
-                RelayEvent::CircuitRefused { relay, target, .. } => {
-                    if self.dialing.asking.get(&target) == Some(&relay) {
-                        self.dialing.asking.remove(&target);
-                        self.try_next_relay(now, target);
-                    }
+                RelayEvent::CircuitRefused { relay, target, .. }
+                    if self.dialing.asking.get(&target) == Some(&relay) =>
+                {
+                    self.dialing.asking.remove(&target);
+                    self.try_next_relay(now, target);
                 }
                 RelayEvent::RelayUnreachable { relay, .. } => {
                     let stuck: Vec<NodeId> = self

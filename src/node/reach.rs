@@ -183,7 +183,7 @@ impl Reach {
         Self {
             responder: config.responder.clone().map(Responder::new),
             client: BindingClient::new(config.client.clone(), client_seed),
-            discovery: Discovery::new(config.discovery.clone(), seed ^ 0x6e61_74),
+            discovery: Discovery::new(config.discovery.clone(), seed ^ 0x006e_6174),
             bindings: HashSet::default(),
             contacted: HashMap::default(),
             asked: HashMap::default(),
