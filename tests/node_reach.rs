@@ -3,6 +3,7 @@
 //! of them (checked against the RFC 4787 behaviour the simulated NAT is
 //! configured with), take the DHT role that follows, re-check when their
 //! address changes, and publish peer records others can look up.
+#![cfg(feature = "sim")]
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -311,6 +312,10 @@ fn peer_records_are_found_and_forgeries_ignored() {
     let host = lab.add(inside, lan, Mode::Server, true);
     lab.bootstrap(&[host]);
     let report = lab.reports(host, 1).remove(0);
+    // The record is published after the report, and again once the node's
+    // relay reservations are granted.
+    await_relays(&mut lab, &[host]);
+    lab.world.run_for(Duration::from_secs(2));
     let node_id = lab.world.machine(host).node_id();
     let published = lab
         .world
@@ -322,6 +327,7 @@ fn peer_records_are_found_and_forgeries_ignored() {
     assert_eq!(published.observed, report.reflexive);
     assert_eq!(published.lan, vec![lan]);
     assert_eq!(published.reachability, Reachability::Private);
+    assert_eq!(published.relays.len(), 2);
 
     // Mallory stores a record of her own under the victim's key, naming
     // her address.

@@ -496,3 +496,113 @@ impl Discovery {
 fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
     a.ip().to_canonical() == b.ip().to_canonical() && a.port() == b.port()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nat::stun::{BindingId, ChangeRequest, Mapping};
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn outcome(reflector: &str, mapped: &str) -> BindingOutcome {
+        BindingOutcome {
+            id: BindingId(0),
+            reflector: addr(reflector),
+            change: ChangeRequest::default(),
+            result: Ok(Mapping {
+                mapped: addr(mapped),
+                responder: addr(reflector),
+                response_origin: None,
+                other_address: None,
+                rtt: None,
+            }),
+        }
+    }
+
+    const STRANGER: ProbeOrigin = ProbeOrigin {
+        ip_contacted: false,
+        addr_contacted: false,
+    };
+    const KNOWN: ProbeOrigin = ProbeOrigin {
+        ip_contacted: true,
+        addr_contacted: true,
+    };
+
+    /// A run from `local` toward two reflectors that saw `mapped`, up to the
+    /// dial-back requests; returns the machine and the two nonces.
+    fn bound(local: &str, mapped: &str) -> (Discovery, Instant, [[u8; 12]; 2]) {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let mut d = Discovery::new(DiscoveryConfig::default(), 1);
+        let reflectors = [addr("198.51.100.1:4433"), addr("198.51.100.2:4433")];
+        d.start(now, &reflectors, vec![addr(local)]);
+        for r in reflectors {
+            assert_eq!(
+                d.poll_action(),
+                Some(DiscoveryAction::Bind { reflector: r })
+            );
+            d.handle_binding(now, &outcome(&r.to_string(), mapped));
+        }
+        let mut nonces = Vec::new();
+        while let Some(action) = d.poll_action() {
+            let DiscoveryAction::DialBack { nonce, .. } = action else {
+                panic!("{action:?}");
+            };
+            nonces.push(nonce);
+        }
+        (d, now, [nonces[0], nonces[1]])
+    }
+
+    #[test]
+    fn a_strangers_probe_to_an_untranslated_address_is_public() {
+        let (mut d, now, [ip, port]) = bound("198.51.100.9:4433", "198.51.100.9:4433");
+        d.handle_dial_back_result(now, ip, DialBackStatus::Forwarded, &[STRANGER]);
+        d.handle_dial_back_result(now, port, DialBackStatus::NoHelper, &[]);
+        d.handle_probe(now, ip, STRANGER);
+        let report = d
+            .take_finished()
+            .expect("settled once the stranger's probe came");
+        assert_eq!(report.reachability, Reachability::Public);
+        assert_eq!(report.behind_nat, Some(false));
+        assert_eq!(report.filtering, FilteringBehaviour::EndpointIndependent);
+        assert_eq!(report.mapping, MappingBehaviour::EndpointIndependent);
+    }
+
+    #[test]
+    fn a_probe_through_a_mapping_we_opened_proves_nothing() {
+        let (mut d, now, [ip, port]) = bound("198.51.100.9:4433", "198.51.100.9:4433");
+        // A probe from an address we had sent to does not pass; and when
+        // only such helpers were asked, nothing else can come: the run ends
+        // as soon as both answers are in.
+        d.handle_probe(now, ip, KNOWN);
+        d.handle_dial_back_result(now, ip, DialBackStatus::Forwarded, &[KNOWN]);
+        assert!(d.take_finished().is_none());
+        d.handle_dial_back_result(now, port, DialBackStatus::Forwarded, &[KNOWN]);
+        let report = d.take_finished().unwrap();
+        assert_eq!(report.probes, (None, None));
+        assert_eq!(report.reachability, Reachability::Undetermined);
+        assert_eq!(d.stats().probes_known_source, 1);
+    }
+
+    #[test]
+    fn a_filtered_strangers_probe_behind_a_nat_is_private() {
+        let (mut d, now, [ip, port]) = bound("192.168.1.2:4433", "203.0.113.1:4433");
+        d.handle_dial_back_result(now, ip, DialBackStatus::Forwarded, &[STRANGER]);
+        d.handle_dial_back_result(now, port, DialBackStatus::Forwarded, &[STRANGER]);
+        assert!(d.take_finished().is_none(), "waits for the probes");
+        d.handle_timeout(now + Duration::from_secs(5));
+        let report = d.take_finished().unwrap();
+        assert_eq!(report.reachability, Reachability::Private);
+        assert_eq!(report.behind_nat, Some(true));
+        assert_eq!(
+            report.filtering,
+            FilteringBehaviour::AddressAndPortDependent
+        );
+        assert_eq!(report.reflexive, vec![addr("203.0.113.1:4433")]);
+        // The next run is due after the interval, not the retry.
+        assert!(!d.due(now + Duration::from_secs(31)));
+        assert!(d.due(now + Duration::from_secs(605)));
+    }
+}
