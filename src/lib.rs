@@ -96,7 +96,10 @@
 //!
 //! - [`demux`]: splits the one socket's datagrams into STUN and QUIC by first byte.
 //! - [`nat`]: STUN codec, responder and client transactions; NAT behaviour discovery.
-//! - [`path`]: stable virtual addresses for quinn-proto, mapped to real paths.
+//! - [`path`]: stable virtual addresses for quinn-proto, mapped to real paths
+//!   (a UDP address or a relay circuit).
+//! - [`relay`]: relay limits, counters and circuit frames (the Node serves and
+//!   uses relays).
 //! - [`id`]: identity keys, node ids, XOR distance, realms, record keys.
 //! - [`record`]: signed DHT records.
 //! - [`rpc`]: RPC semantics: providers, calls, failover, cancellation, handlers;

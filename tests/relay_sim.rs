@@ -3,15 +3,16 @@
 //! connection (mutual TLS between the two private nodes) carries RPC.
 #![cfg(feature = "sim")]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use macula::dht::{DhtEvent, Mode};
 use macula::id::{Identity, NodeId, Realm};
 use macula::node::{CircuitLoss, CloseCause, Event, Node, NodeConfig, RelayEvent};
-use macula::path::PathKind;
-use macula::relay::RelayCounters;
+use macula::path::{PathKind, RealPath};
+use macula::pubsub::{Pattern, PubSubEvent, Topic};
+use macula::relay::{RelayCounters, RelayLoad};
 use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcError, RpcEvent};
 use macula::sim::{HostId, Link, NatConfig, World};
 use macula::wire::RelayStatus;
@@ -49,46 +50,59 @@ fn node(
 }
 
 impl Trio {
-    fn new(seed: u64, configure_relay: &dyn Fn(&mut NodeConfig)) -> Self {
+    /// `configure` applies to all three nodes (A and B are also made DHT
+    /// clients).
+    fn new(seed: u64, configure: &dyn Fn(&mut NodeConfig)) -> Self {
+        Self::with(seed, configure, configure)
+    }
+
+    /// As [`Trio::new`], with `relay_only` applied to R after `configure`.
+    fn with(
+        seed: u64,
+        configure: &dyn Fn(&mut NodeConfig),
+        relay_only: &dyn Fn(&mut NodeConfig),
+    ) -> Self {
+        let nats = [
+            vec![NatConfig::port_restricted_cone()],
+            vec![NatConfig::symmetric()],
+        ];
+        Self::behind(seed, configure, relay_only, nats)
+    }
+
+    /// The general trio: A and B each behind the NATs listed for them
+    /// (outermost first, so two make a home NAT behind a carrier NAT).
+    fn behind(
+        seed: u64,
+        configure: &dyn Fn(&mut NodeConfig),
+        relay_only: &dyn Fn(&mut NodeConfig),
+        nats: [Vec<NatConfig>; 2],
+    ) -> Self {
+        let relay_config = |config: &mut NodeConfig| {
+            configure(config);
+            relay_only(config);
+        };
+        let private = |config: &mut NodeConfig| {
+            configure(config);
+            config.dht.mode = Mode::Client;
+        };
         #[allow(clippy::disallowed_methods)]
         let start = Instant::now();
         let mut world = World::new(seed, start);
         let internet = world.internet();
         let link = || Link::with_latency(Duration::from_millis(10));
         let relay_addr = SocketAddr::from(([198, 51, 100, 1], 4433));
-        let relay = world.add_host(
-            internet,
-            relay_addr,
-            link(),
-            node(1, relay_addr, seed, start, configure_relay),
-        );
-        let private = |config: &mut NodeConfig| config.dht.mode = Mode::Client;
-        let (_, lan_a) = world.add_nat(
-            internet,
-            "198.51.100.10".parse().unwrap(),
-            link(),
-            NatConfig::port_restricted_cone(),
-        );
-        let (_, lan_b) = world.add_nat(
-            internet,
-            "198.51.100.20".parse().unwrap(),
-            link(),
-            NatConfig::symmetric(),
-        );
-        let a_addr = SocketAddr::from(([192, 168, 1, 2], 4433));
-        let b_addr = SocketAddr::from(([192, 168, 2, 2], 4433));
-        let a = world.add_host(
-            lan_a,
-            a_addr,
-            link(),
-            node(2, a_addr, seed, start, &private),
-        );
-        let b = world.add_host(
-            lan_b,
-            b_addr,
-            link(),
-            node(3, b_addr, seed, start, &private),
-        );
+        let relay_node = node(1, relay_addr, seed, start, &relay_config);
+        let relay = world.add_host(internet, relay_addr, link(), relay_node);
+        let [a, b] = [0u8, 1].map(|side| {
+            let mut net = internet;
+            for (depth, nat) in nats[usize::from(side)].iter().enumerate() {
+                let ip = IpAddr::from([198, 51, 100 + depth as u8, 10 + side]);
+                net = world.add_nat(net, ip, link(), *nat).1;
+            }
+            let addr = SocketAddr::from(([192, 168, 1 + side, 2], 4433));
+            let host = node(2 + side, addr, seed, start, &private);
+            world.add_host(net, addr, link(), host)
+        });
         Self { world, relay, a, b }
     }
 
@@ -266,6 +280,23 @@ fn a_call_runs_end_to_end_between_two_private_nodes_through_a_relay() {
     trio.reserve_both();
     let (at_a, at_b) = trio.dial_b_to_a();
     assert_eq!((at_a, at_b), (PathKind::Relayed, PathKind::Relayed));
+    let relay_id = trio.id(trio.relay);
+    let (now, circuits) = trio
+        .world
+        .machine(trio.b)
+        .paths_to(&trio.id(trio.a))
+        .unwrap();
+    assert!(
+        matches!(now, RealPath::Relay { relay, .. } if relay == relay_id),
+        "{now:?}"
+    );
+    assert_eq!(circuits, vec![now]);
+    let (at_a_now, _) = trio
+        .world
+        .machine(trio.a)
+        .paths_to(&trio.id(trio.b))
+        .unwrap();
+    assert_eq!(at_a_now, now, "both ends name the circuit alike");
 
     trio.serve_echo();
     let call = trio.call(trio.b, "svc.echo", b"over the relay");
@@ -486,6 +517,11 @@ fn the_relay_forwards_ciphertext_only() {
     // Every relayed packet is a QUIC packet (the fixed bit set): the relay
     // forwarded the two ends' packets unchanged.
     assert!(packets.iter().all(|p| p[0] & 0x40 != 0));
+    // No packet is larger than quinn's MTU discovery ceiling (1452), well
+    // inside a circuit frame.
+    let largest = packets.iter().map(|p| p.len()).max().unwrap_or(0);
+    eprintln!("largest relayed packet: {largest} bytes");
+    assert!(largest <= 1452);
 }
 
 #[test]
@@ -558,9 +594,10 @@ fn reservations_are_renewed_before_they_lapse_and_end_when_released() {
         config.relay.reservation_ttl = Duration::from_secs(40);
     });
     trio.reserve_both();
-    // Five lifetimes: each reservation renewed at half its lifetime, never
-    // lost.
-    let (events, _) = trio.run(Duration::from_secs(200), |_, _| false);
+    // Ten lifetimes, past the pools' idle TTL (5 min): each reservation is
+    // renewed at half its lifetime and never lost, and the relay keeps the
+    // reserved connections.
+    let (events, _) = trio.run(Duration::from_secs(400), |_, _| false);
     let granted = |host| {
         events
             .iter()
@@ -569,8 +606,8 @@ fn reservations_are_renewed_before_they_lapse_and_end_when_released() {
             })
             .count()
     };
-    assert!(granted(trio.a) >= 9, "A renewed {} times", granted(trio.a));
-    assert!(granted(trio.b) >= 9, "B renewed {} times", granted(trio.b));
+    assert!(granted(trio.a) >= 19, "A renewed {} times", granted(trio.a));
+    assert!(granted(trio.b) >= 19, "B renewed {} times", granted(trio.b));
     assert!(
         !events
             .iter()
@@ -589,4 +626,210 @@ fn reservations_are_renewed_before_they_lapse_and_end_when_released() {
     assert_eq!(trio.counters(trio.relay).reservations_ended, 1);
     let a = trio.id(trio.a);
     assert_eq!(trio.refused_circuit(a), RelayStatus::NoReservation);
+}
+
+#[test]
+fn an_unused_relayed_connection_closes_and_takes_its_circuit_along() {
+    let mut trio = Trio::new(12, &|config| config.pool.idle_ttl = Duration::from_secs(20));
+    trio.reserve_both();
+    trio.dial_b_to_a();
+    assert_eq!(trio.counters(trio.relay).circuits_opened, 1);
+    // Nobody uses the connection: the pools close it after their idle TTL,
+    // the circuit ends with it, and the reservations stay.
+    trio.run(Duration::from_secs(60), |_, _| false);
+    let relay = trio.counters(trio.relay);
+    assert_eq!(relay.circuits_closed, 1, "{relay:?}");
+    assert_eq!(relay.reservations_ended, 0, "{relay:?}");
+    let relay_id = trio.id(trio.relay);
+    for host in [trio.a, trio.b] {
+        assert_eq!(trio.world.machine(host).reserved_relays(), vec![relay_id]);
+        // Only the connection to the relay is left.
+        assert_eq!(trio.world.machine(host).connection_count(), 1);
+    }
+    // A new circuit works.
+    trio.dial_b_to_a();
+}
+
+#[test]
+fn publications_reach_a_subscriber_over_the_relay_in_order() {
+    let mut trio = Trio::new(13, &|_| {});
+    trio.reserve_both();
+    trio.dial_b_to_a();
+    let pattern = Pattern::new("room.*").unwrap();
+    let subscribed = trio
+        .world
+        .with_machine(trio.b, |node, now| node.subscribe(now, pattern));
+    assert_eq!(subscribed, Ok(true));
+    trio.run(Duration::from_secs(2), |_, _| false);
+    let topic = Topic::new("room.lobby").unwrap();
+    let sent: Vec<u64> = (0..5u8)
+        .map(|n| {
+            let topic = topic.clone();
+            trio.world
+                .with_machine(trio.a, |node, now| {
+                    node.publish(now, topic, Bytes::from(vec![n]))
+                })
+                .unwrap()
+        })
+        .collect();
+    let b = trio.b;
+    let mut received = Vec::new();
+    trio.run(Duration::from_secs(10), |host, event| {
+        if let Event::PubSub(PubSubEvent::Message { message_id, .. }) = event {
+            assert_eq!(host, b);
+            received.push(*message_id);
+        }
+        false
+    });
+    assert_eq!(received, sent, "all, in order, once");
+    assert_eq!(trio.counters(trio.relay).circuits_opened, 1);
+}
+
+#[test]
+fn a_second_circuit_to_a_connected_peer_is_closed_and_gauges_follow() {
+    let mut trio = Trio::new(14, &|_| {});
+    trio.reserve_both();
+    trio.dial_b_to_a();
+    let load = |trio: &Trio, host| trio.world.machine(host).relay_load();
+    assert_eq!(
+        load(&trio, trio.relay),
+        RelayLoad {
+            reservations_served: 2,
+            circuits_relayed: 1,
+            reservations_held: 0,
+            circuit_ends: 0,
+        }
+    );
+    assert_eq!(load(&trio, trio.b).circuit_ends, 1);
+    assert_eq!(load(&trio, trio.b).reservations_held, 1);
+
+    // B is already connected to A: the new circuit opens, finds nothing to
+    // carry and closes; the first one stays.
+    let relay = trio.world.machine(trio.relay).contact();
+    let target = trio.id(trio.a);
+    trio.world
+        .with_machine(trio.b, |node, now| node.dial_via_relay(now, relay, target));
+    trio.run(Duration::from_secs(5), |_, _| false);
+    let counters = trio.counters(trio.relay);
+    assert_eq!((counters.circuits_opened, counters.circuits_closed), (2, 1));
+    assert_eq!(load(&trio, trio.relay).circuits_relayed, 1);
+    assert_eq!(load(&trio, trio.a).circuit_ends, 1);
+    assert_eq!(load(&trio, trio.b).circuit_ends, 1);
+    assert_eq!(trio.world.machine(trio.b).connection_count(), 2);
+}
+
+#[test]
+fn a_full_circuit_queue_drops_packets_and_quic_recovers_them() {
+    // quinn takes what fits its send window (per connection) before our
+    // queue starts: a relay with a send window below the ends' (which let
+    // the end-to-end connection put more in flight than the relay's
+    // connection to A takes) fills its queue.
+    let mut trio = Trio::with(
+        15,
+        &|config| config.relay.max_queued_per_circuit = 4 << 10,
+        &|config| config.transport.send_window = 16 << 10,
+    );
+    trio.reserve_both();
+    trio.dial_b_to_a();
+    trio.serve_echo();
+    let payload = Bytes::from(vec![0x33; 512 << 10]);
+    let call = trio
+        .world
+        .with_machine(trio.b, |node, now| {
+            node.call(now, "svc.echo", payload, TIMEOUT, CallOptions::default())
+        })
+        .unwrap();
+    let reply = trio.complete(call).expect("the call completes");
+    assert_eq!(reply.len(), (512 << 10) + 5);
+    let dropped = trio.counters(trio.relay).dropped_queue_full;
+    eprintln!("dropped on the relay's full queues: {dropped}");
+    assert!(dropped > 0);
+}
+
+#[test]
+fn a_relayed_run_is_deterministic() {
+    let run = || {
+        let mut trio = Trio::new(16, &|_| {});
+        trio.reserve_both();
+        trio.dial_b_to_a();
+        trio.serve_echo();
+        let call = trio.call(trio.b, "svc.echo", b"same every time");
+        trio.complete(call).unwrap();
+        (trio.world.trace_hash(), trio.world.trace().entries().len())
+    };
+    let first = run();
+    assert!(first.1 > 100, "the run exchanged packets: {first:?}");
+    assert_eq!(first, run());
+}
+
+#[test]
+fn a_circuit_no_connection_ever_uses_is_closed() {
+    let mut trio = Trio::new(17, &|_| {});
+    trio.reserve_both();
+    let relay = trio.world.machine(trio.relay).contact();
+    let target = trio.id(trio.a);
+    trio.world
+        .with_machine(trio.b, |node, now| node.dial_via_relay(now, relay, target));
+    // B vanishes as soon as A hears of the circuit: no handshake follows.
+    let (a, b) = (trio.a, trio.b);
+    let (_, announced) = trio.run(Duration::from_secs(5), |host, event| {
+        host == a && matches!(event, Event::Relay(RelayEvent::CircuitOpened { .. }))
+    });
+    assert!(announced);
+    trio.world.set_online(b, false);
+    assert_eq!(trio.world.machine(a).relay_load().circuit_ends, 1);
+    // Within the request timeout (10 s), long before the relay would notice
+    // B is gone (60 s of silence), A gives the circuit up and the relay
+    // closes it.
+    trio.run(Duration::from_secs(15), |_, _| false);
+    assert_eq!(trio.world.machine(a).relay_load().circuit_ends, 0);
+    assert_eq!(
+        trio.world.machine(trio.relay).relay_load().circuits_relayed,
+        0
+    );
+    assert_eq!(
+        trio.world.machine(a).connection_count(),
+        1,
+        "only the relay"
+    );
+}
+
+#[test]
+fn every_kind_of_nat_reaches_every_other_through_the_relay() {
+    let kinds = [
+        ("full cone", vec![NatConfig::full_cone()]),
+        ("restricted cone", vec![NatConfig::restricted_cone()]),
+        (
+            "port-restricted cone",
+            vec![NatConfig::port_restricted_cone()],
+        ),
+        ("symmetric", vec![NatConfig::symmetric()]),
+        ("linux masquerade", vec![NatConfig::linux_masquerade()]),
+        (
+            "home NAT behind carrier NAT",
+            vec![NatConfig::carrier_grade(), NatConfig::linux_masquerade()],
+        ),
+    ];
+    for (i, (name_a, nat_a)) in kinds.iter().enumerate() {
+        for (j, (name_b, nat_b)) in kinds.iter().enumerate().skip(i) {
+            let seed = 100 + (i * kinds.len() + j) as u64;
+            let nats = [nat_a.clone(), nat_b.clone()];
+            let mut trio = Trio::behind(seed, &|_| {}, &|_| {}, nats);
+            trio.reserve_both();
+            let paths = trio.dial_b_to_a();
+            assert_eq!(
+                paths,
+                (PathKind::Relayed, PathKind::Relayed),
+                "{name_a} / {name_b}"
+            );
+            trio.serve_echo();
+            let call = trio.call(trio.b, "svc.echo", b"ping");
+            let reply = trio.complete(call);
+            assert_eq!(
+                reply,
+                Ok(Bytes::from_static(b"echo:ping")),
+                "{name_a} / {name_b}"
+            );
+        }
+    }
 }

@@ -136,6 +136,9 @@ impl Node {
         if self.dht.mode() == Mode::Server {
             capabilities = capabilities.with(Capabilities::DHT_SERVER);
         }
+        if self.config.relay.enabled {
+            capabilities = capabilities.with(Capabilities::RELAY);
+        }
         wire::Connect {
             node_id: self.local,
             realm: self.config.realm.clone(),
@@ -409,7 +412,9 @@ impl Node {
             id: peer,
             addrs: hello.listen_addrs.iter().copied().collect(),
         };
-        if contact.addrs.is_empty() {
+        // A relayed peer's `remote` is a virtual address, which means
+        // nothing to anyone else.
+        if contact.addrs.is_empty() && !PathTable::is_virtual(&conn.remote) {
             contact.addrs.push(conn.remote);
         }
         self.serving.insert(
@@ -575,6 +580,9 @@ impl Node {
             .any(|other| other.virtual_addr == conn.virtual_addr);
         if !shared {
             self.paths.remove(&conn.virtual_addr);
+            // Its circuits (the live one, or a backup after a switch) have
+            // nothing left to carry.
+            self.drop_circuits_of(conn.virtual_addr);
         }
     }
 }

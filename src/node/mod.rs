@@ -13,9 +13,12 @@
 //!
 //! Commands ([`Node::bootstrap`], [`Node::find_node`], [`Node::query`],
 //! [`Node::store`], and RPC and pub/sub's [`Node::register`], [`Node::call`],
-//! [`Node::subscribe`], [`Node::publish`] and the rest) are methods; like
+//! [`Node::subscribe`], [`Node::publish`], the relay's [`Node::reserve`] and
+//! [`Node::dial_via_relay`], and the rest) are methods; like
 //! inputs they take `now` and leave outputs to drain. RPC and pub/sub run
 //! on the DHT and on streams as `node::messaging` (src/node/messaging.rs) describes.
+//! Every node may relay for others and run connections over relay circuits
+//! (src/node/relay_server.rs, src/node/relay_client.rs, docs/PROTOCOL.md §11).
 //!
 //! On every connection the dialer opens the control stream and writes
 //! CONNECT; requests follow on their own streams at once. The acceptor checks
@@ -133,7 +136,8 @@ pub enum Event {
     Disconnected {
         /// The peer, if it was known.
         peer: Option<NodeId>,
-        /// Its real address.
+        /// Its real address (the virtual address of its circuit, for a
+        /// connection over a relay).
         remote: SocketAddr,
         /// Why.
         cause: CloseCause,

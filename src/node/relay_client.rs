@@ -59,8 +59,10 @@ pub enum RelayEvent {
     ReservationGranted {
         /// The relay.
         relay: NodeId,
-        /// When it lapses unless renewed (the node renews it at half).
-        expires: Instant,
+        /// How long it lasts from now unless renewed (the node renews it at
+        /// half). A duration, not an instant, so events stay the same from
+        /// run to run.
+        ttl: Duration,
     },
     /// A relay refused our reservation (or its renewal).
     ReservationRefused {
@@ -120,6 +122,9 @@ struct CircuitEnd {
     virtual_addr: SocketAddr,
     splitter: FrameSplitter,
     lease: Option<Lease>,
+    /// Until a connection runs over the circuit: when the circuit is given
+    /// up as unused (a dial that never came, or never got through).
+    claim_by: Option<Instant>,
 }
 
 /// What a pool acquire of the relay client waits for.
@@ -150,13 +155,15 @@ pub(super) struct RelayClient {
 }
 
 impl RelayClient {
-    /// The next renewal or lapse of a reservation.
+    /// The next renewal or lapse of a reservation, or the end of a
+    /// circuit's wait for its connection.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.reservations
+        let reservations = self
+            .reservations
             .values()
-            .flat_map(|r| [r.renew_at, r.expires])
-            .flatten()
-            .min()
+            .flat_map(|r| [r.renew_at, r.expires]);
+        let ends = self.ends.values().map(|e| e.claim_by);
+        reservations.chain(ends).flatten().min()
     }
 
     /// The relays we hold or are asking for a reservation on.
@@ -249,6 +256,40 @@ impl Node {
         &self.relay_counters
     }
 
+    /// The paths of the ready connection to `peer`: the real path its
+    /// packets take now, and the relay circuits behind its virtual address
+    /// (the live one, or backups once the path moved off them), sorted.
+    pub fn paths_to(&self, peer: &NodeId) -> Option<(RealPath, Vec<RealPath>)> {
+        let conn = self
+            .conns
+            .values()
+            .find(|c| c.peer == Some(*peer) && c.phase == Phase::Ready)?;
+        let now = self.paths.real(&conn.virtual_addr)?;
+        let mut keys: Vec<(NodeId, u64)> = self
+            .relay_client
+            .ends
+            .iter()
+            .filter(|(_, end)| end.virtual_addr == conn.virtual_addr)
+            .map(|(key, _)| *key)
+            .collect();
+        keys.sort();
+        let circuits = keys
+            .into_iter()
+            .map(|(relay, circuit)| RealPath::Relay { relay, circuit })
+            .collect();
+        Some((now, circuits))
+    }
+
+    /// What this node relays and holds now.
+    pub fn relay_load(&self) -> crate::relay::RelayLoad {
+        crate::relay::RelayLoad {
+            reservations_served: self.relay_server.reservation_count(),
+            circuits_relayed: self.relay_server.circuit_count(),
+            reservations_held: self.reserved_relays().len(),
+            circuit_ends: self.relay_client.ends.len(),
+        }
+    }
+
     /// Gets a pooled connection to `relay` for `intent`.
     fn relay_acquire(&mut self, now: Instant, relay: &dht::Contact, intent: Intent) {
         let Some(&addr) = relay.addrs.first() else {
@@ -291,60 +332,77 @@ impl Node {
     }
 
     fn relay_lease_ready(&mut self, now: Instant, intent: Intent, lease: Lease) {
-        let relay = match &intent {
-            Intent::Reserve(relay) | Intent::Circuit { relay, .. } => *relay,
-            Intent::EndToEnd { .. } => {
-                // The end-to-end connection is pooled; the application's
-                // requests lease it from now on.
-                self.pool.release(now, lease);
-                return;
-            }
-        };
-        let Some(&handle) = self.by_pool_id.get(&lease.conn()) else {
-            self.pool.release(now, lease);
-            self.relay_unreachable(relay, "connection gone".into());
-            return;
-        };
-        let request_id = self.relay_client.request_id();
-        let (frame, ask) = match intent {
-            Intent::Reserve(relay) => {
-                let Some(reservation) = self.relay_client.reservations.get_mut(&relay) else {
-                    self.pool.release(now, lease);
-                    return;
-                };
-                // One lease per reservation keeps the connection pooled.
-                if let Some(old) = reservation.lease.replace(lease) {
-                    self.pool.release(now, old);
-                }
-                reservation.conn = Some(handle);
-                let frame = Message::from(wire::RelayReserve { request_id });
-                (frame, RelayAsk::Reserve(relay))
-            }
+        match intent {
+            // The end-to-end connection is pooled; the application's
+            // requests lease it from now on.
+            Intent::EndToEnd { .. } => self.pool.release(now, lease),
+            Intent::Reserve(relay) => self.send_reserve(now, relay, lease),
             Intent::Circuit { relay, target } => {
+                let request_id = self.relay_client.request_id();
                 let frame = Message::from(wire::CircuitOpen { request_id, target });
+                let pool_id = lease.conn();
                 let ask = RelayAsk::Circuit {
                     relay,
                     target,
                     lease,
                 };
-                (frame, ask)
+                if let Err(RelayAsk::Circuit { lease, .. }) =
+                    self.ask_relay(relay, pool_id, &frame, ask)
+                {
+                    self.pool.release(now, lease);
+                }
             }
-            Intent::EndToEnd { .. } => unreachable!("handled above"),
-        };
-        let conn = self
-            .conns
-            .get_mut(&handle)
-            .expect("pooled connections are live");
-        let Some(stream) = conn.open() else {
-            if let RelayAsk::Circuit { lease, .. } = ask {
-                self.pool.release(now, lease);
-            }
-            self.relay_unreachable(relay, "no stream allowed".into());
+        }
+    }
+
+    /// RELAY_RESERVE on the relay connection `lease` holds, which from now
+    /// on the reservation's lease keeps pooled.
+    fn send_reserve(&mut self, now: Instant, relay: NodeId, lease: Lease) {
+        let handle = self.by_pool_id.get(&lease.conn()).copied();
+        let Some(reservation) = self.relay_client.reservations.get_mut(&relay) else {
+            self.pool.release(now, lease);
             return;
         };
-        let finish = matches!(ask, RelayAsk::Reserve(_));
-        let _ = conn.send(stream, &frame, finish);
-        self.relay_client.asks.insert((handle, stream), ask);
+        let pool_id = lease.conn();
+        if let Some(old) = reservation.lease.replace(lease) {
+            self.pool.release(now, old);
+        }
+        reservation.conn = handle;
+        let request_id = self.relay_client.request_id();
+        let frame = Message::from(wire::RelayReserve { request_id });
+        // A failed ask was reported; the reservation waits for its lapse
+        // or the next `reserve`.
+        let _ = self.ask_relay(relay, pool_id, &frame, RelayAsk::Reserve(relay));
+    }
+
+    /// Writes a relay request on a new stream of the pooled connection
+    /// `pool_id` and files `ask` for its answer; gives `ask` back when the
+    /// connection is gone or allows no stream (reported to the application).
+    fn ask_relay(
+        &mut self,
+        relay: NodeId,
+        pool_id: ConnId,
+        frame: &Message,
+        ask: RelayAsk,
+    ) -> Result<(), RelayAsk> {
+        let handle = self.by_pool_id.get(&pool_id).copied();
+        let opened = handle.and_then(|h| {
+            let conn = self.conns.get_mut(&h)?;
+            let stream = conn.open()?;
+            let finish = matches!(ask, RelayAsk::Reserve(_));
+            let _ = conn.send(stream, frame, finish);
+            Some((h, stream))
+        });
+        match opened {
+            Some(key) => {
+                self.relay_client.asks.insert(key, ask);
+                Ok(())
+            }
+            None => {
+                self.relay_unreachable(relay, "no stream to the relay".into());
+                Err(ask)
+            }
+        }
     }
 
     /// RELAY_RESERVE_STATUS: our reservation granted or refused.
@@ -369,7 +427,7 @@ impl Node {
             reservation.expires = Some(expires);
             reservation.renew_at = Some(now + ttl / 2);
             self.relay_counters.reservations_held += 1;
-            self.relay_event(RelayEvent::ReservationGranted { relay, expires });
+            self.relay_event(RelayEvent::ReservationGranted { relay, ttl });
         } else {
             let reservation = self
                 .relay_client
@@ -400,7 +458,12 @@ impl Node {
             lease,
         }) = self.relay_client.asks.remove(&(handle, stream))
         else {
+            // Not ours: a granted circuit would go on carrying frames no
+            // one reads.
             self.counters.protocol_errors += 1;
+            if let Some(conn) = self.conns.get_mut(&handle) {
+                conn.abandon(stream, STREAM_REFUSED);
+            }
             return;
         };
         if answer.status != RelayStatus::Ok {
@@ -421,7 +484,12 @@ impl Node {
             circuit,
         });
         match self.pool.acquire(now, target, virtual_addr) {
-            Ok(Acquired::Ready(lease)) => self.pool.release(now, lease),
+            Ok(Acquired::Ready(lease)) => {
+                // Already connected (another path won meanwhile): the
+                // circuit has nothing to carry.
+                self.pool.release(now, lease);
+                self.circuit_end_gone(now, relay, circuit, CircuitLoss::Broken);
+            }
             Ok(Acquired::Waiting(wait)) => {
                 let intent = Intent::EndToEnd { relay, target };
                 self.relay_client.waits.insert(wait, intent);
@@ -455,7 +523,10 @@ impl Node {
             return;
         }
         let circuit = incoming.circuit;
-        self.open_circuit_end(now, handle, stream, relay, circuit, None);
+        // The circuit keeps the relay connection pooled, as the dialer's
+        // does, even if the reservation is released meanwhile.
+        let lease = self.pin_connection(now, handle);
+        self.open_circuit_end(now, handle, stream, relay, circuit, lease);
         self.relay_event(RelayEvent::CircuitOpened {
             relay,
             peer: incoming.source,
@@ -481,6 +552,7 @@ impl Node {
             virtual_addr,
             splitter: FrameSplitter::new(),
             lease,
+            claim_by: Some(now + self.config.request_timeout),
         };
         self.relay_client.ends.insert((relay, circuit), end);
         let role = CircuitRole::End { relay, circuit };
@@ -573,7 +645,7 @@ impl Node {
             CircuitRole::Splice { circuit, side } => {
                 self.splice_bytes(now, circuit, side, &data);
                 if !matches!(read, Ok(false)) {
-                    self.splice_end_gone(circuit);
+                    self.splice_end_gone(now, circuit);
                 }
             }
         }
@@ -623,11 +695,37 @@ impl Node {
         }
     }
 
+    /// Closes our circuit ends behind `virtual_addr` (its connection is
+    /// gone); the relay then closes the circuits.
+    pub(super) fn drop_circuits_of(&mut self, virtual_addr: SocketAddr) {
+        let now = self.last_now;
+        self.end_circuits(now, |e| e.virtual_addr == virtual_addr, CircuitLoss::Broken);
+    }
+
+    /// Ends our circuit ends that `which` picks, with `loss`.
+    fn end_circuits(
+        &mut self,
+        now: Instant,
+        which: impl Fn(&CircuitEnd) -> bool,
+        loss: CircuitLoss,
+    ) {
+        let ends: Vec<(NodeId, u64)> = self
+            .relay_client
+            .ends
+            .iter()
+            .filter(|(_, e)| which(e))
+            .map(|(key, _)| *key)
+            .collect();
+        for (relay, circuit) in ends {
+            self.circuit_end_gone(now, relay, circuit, loss);
+        }
+    }
+
     /// A connection is gone: reservations on it are lost, circuits through
     /// it close (and so do connections that ran over them), and circuits
     /// this node relayed over it close.
     pub(super) fn relay_connection_gone(&mut self, now: Instant, handle: ConnectionHandle) {
-        self.relay_server_connection_gone(handle);
+        self.relay_server_connection_gone(now, handle);
         self.relay_client.asks.retain(|(h, _), _| *h != handle);
         let lost: Vec<NodeId> = self
             .relay_client
@@ -639,16 +737,7 @@ impl Node {
         for relay in lost {
             self.reservation_lost(now, relay);
         }
-        let ends: Vec<(NodeId, u64)> = self
-            .relay_client
-            .ends
-            .iter()
-            .filter(|(_, e)| e.conn == handle)
-            .map(|(key, _)| *key)
-            .collect();
-        for (relay, circuit) in ends {
-            self.circuit_end_gone(now, relay, circuit, CircuitLoss::RelayLost);
-        }
+        self.end_circuits(now, |e| e.conn == handle, CircuitLoss::RelayLost);
     }
 
     fn reservation_lost(&mut self, now: Instant, relay: NodeId) {
@@ -679,6 +768,27 @@ impl Node {
         }
         for relay in renew {
             self.relay_acquire(now, &relay, Intent::Reserve(relay.id));
+        }
+        self.drop_unclaimed_circuits(now);
+    }
+
+    /// Circuits whose connection never came within `request_timeout` of
+    /// their opening are closed; circuits that carry one stop waiting.
+    fn drop_unclaimed_circuits(&mut self, now: Instant) {
+        let conns = &self.conns;
+        let mut unclaimed = Vec::new();
+        for (key, end) in &mut self.relay_client.ends {
+            let Some(claim_by) = end.claim_by else {
+                continue;
+            };
+            if conns.values().any(|c| c.virtual_addr == end.virtual_addr) {
+                end.claim_by = None;
+            } else if claim_by <= now {
+                unclaimed.push(*key);
+            }
+        }
+        for (relay, circuit) in unclaimed {
+            self.circuit_end_gone(now, relay, circuit, CircuitLoss::Broken);
         }
     }
 

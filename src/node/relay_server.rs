@@ -28,6 +28,8 @@ pub(super) const CIRCUIT_BROKEN: VarInt = VarInt::from_u32(0x112);
 struct Reserved {
     conn: ConnectionHandle,
     expires: Instant,
+    /// Keeps the reserved connection pooled (never evicted as idle).
+    lease: Option<Lease>,
 }
 
 /// One end of a spliced circuit.
@@ -36,6 +38,8 @@ struct SpliceEnd {
     conn: ConnectionHandle,
     stream: StreamId,
     splitter: FrameSplitter,
+    /// Keeps the end's connection pooled while the circuit lasts.
+    lease: Option<Lease>,
 }
 
 /// A circuit: the dialer's end (0) and the target's end (1).
@@ -67,6 +71,16 @@ struct Tap {
 }
 
 impl RelayServer {
+    /// Reservations held here now.
+    pub(super) fn reservation_count(&self) -> usize {
+        self.reservations.len()
+    }
+
+    /// Circuits relayed here now.
+    pub(super) fn circuit_count(&self) -> usize {
+        self.splices.len()
+    }
+
     fn circuits_of(&self, peer: &NodeId) -> usize {
         self.splices
             .values()
@@ -97,7 +111,7 @@ impl Node {
     ) -> Option<Message> {
         match message {
             Message::RelayReserve(m) => self.serve_reserve(now, handle, stream, m),
-            Message::RelayRelease(_) => self.serve_release(handle, stream),
+            Message::RelayRelease(_) => self.serve_release(now, handle, stream),
             Message::CircuitOpen(m) => self.serve_circuit_open(now, handle, stream, m),
             Message::RelayReserveStatus(m) => self.on_reserve_status(now, handle, stream, m),
             Message::CircuitStatus(m) => self.on_circuit_status(now, handle, stream, m),
@@ -120,22 +134,26 @@ impl Node {
             return;
         };
         let config = self.config.relay;
-        let server = &mut self.relay_server;
+        let held = self.relay_server.reservations.get_mut(&peer);
         let status = if !config.enabled {
             RelayStatus::RelayDisabled
-        } else if !server.reservations.contains_key(&peer)
-            && server.reservations.len() >= config.max_reservations
+        } else if let Some(held) = held.filter(|r| r.conn == handle) {
+            held.expires = now + config.reservation_ttl;
+            RelayStatus::Ok
+        } else if !self.relay_server.reservations.contains_key(&peer)
+            && self.relay_server.reservations.len() >= config.max_reservations
         {
             RelayStatus::LimitReached
         } else {
-            let expires = now + config.reservation_ttl;
-            server.reservations.insert(
-                peer,
-                Reserved {
-                    conn: handle,
-                    expires,
-                },
-            );
+            let reserved = Reserved {
+                conn: handle,
+                expires: now + config.reservation_ttl,
+                lease: self.pin_connection(now, handle),
+            };
+            let replaced = self.relay_server.reservations.insert(peer, reserved);
+            if let Some(lease) = replaced.and_then(|r| r.lease) {
+                self.pool.release(now, lease);
+            }
             RelayStatus::Ok
         };
         let ttl_secs = match status {
@@ -157,7 +175,12 @@ impl Node {
     }
 
     /// RELAY_RELEASE: the peer gives its reservation up.
-    pub(super) fn serve_release(&mut self, handle: ConnectionHandle, stream: StreamId) {
+    pub(super) fn serve_release(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        stream: StreamId,
+    ) {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -171,8 +194,7 @@ impl Node {
             .get(&peer)
             .is_some_and(|r| r.conn == handle);
         if held_here {
-            self.relay_server.reservations.remove(&peer);
-            self.relay_counters.reservations_ended += 1;
+            self.end_reservations(now, |id, _| *id == peer);
         }
     }
 
@@ -196,17 +218,12 @@ impl Node {
                 let incoming = Message::from(wire::CircuitIncoming { circuit, source });
                 let target = self.conns.get_mut(&target_conn).expect("admitted above");
                 let _ = target.send(target_stream, &incoming, false);
-                let end = |peer, conn, stream| SpliceEnd {
-                    peer,
-                    conn,
-                    stream,
-                    splitter: FrameSplitter::new(),
-                };
+                let ends = [
+                    self.splice_end(now, source, handle, stream),
+                    self.splice_end(now, request.target, target_conn, target_stream),
+                ];
                 let splice = Splice {
-                    ends: [
-                        end(source, handle, stream),
-                        end(request.target, target_conn, target_stream),
-                    ],
+                    ends,
                     opened: now,
                     bytes: 0,
                 };
@@ -240,6 +257,22 @@ impl Node {
             self.splice_bytes(now, circuit, 0, &early);
         } else {
             self.answer_on(handle, stream, &answer);
+        }
+    }
+
+    fn splice_end(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        conn: ConnectionHandle,
+        stream: StreamId,
+    ) -> SpliceEnd {
+        SpliceEnd {
+            peer,
+            conn,
+            stream,
+            splitter: FrameSplitter::new(),
+            lease: self.pin_connection(now, conn),
         }
     }
 
@@ -293,7 +326,7 @@ impl Node {
                 Ok(None) => return,
                 Err(_) => {
                     self.relay_counters.frame_errors += 1;
-                    self.close_splice(circuit, CIRCUIT_BROKEN);
+                    self.close_splice(now, circuit, CIRCUIT_BROKEN);
                     return;
                 }
             }
@@ -315,7 +348,7 @@ impl Node {
         splice.bytes = splice.bytes.saturating_add(size);
         if splice.bytes > config.max_circuit_bytes {
             self.relay_counters.circuits_over_limit += 1;
-            self.close_splice(circuit, CIRCUIT_LIMIT);
+            self.close_splice(now, circuit, CIRCUIT_LIMIT);
             return;
         }
         let from = splice.ends[side].peer;
@@ -366,38 +399,38 @@ impl Node {
     }
 
     /// Closes a circuit: both streams reset with `code`.
-    pub(super) fn close_splice(&mut self, circuit: u64, code: VarInt) {
+    pub(super) fn close_splice(&mut self, now: Instant, circuit: u64, code: VarInt) {
         let Some(splice) = self.relay_server.splices.remove(&circuit) else {
             return;
         };
-        for end in &splice.ends {
+        let [first, second] = splice.ends;
+        let peers = [first.peer, second.peer];
+        for end in [first, second] {
             self.circuit_streams.remove(&(end.conn, end.stream));
             if let Some(conn) = self.conns.get_mut(&end.conn) {
                 conn.abandon(end.stream, code);
             }
+            if let Some(lease) = end.lease {
+                self.pool.release(now, lease);
+            }
         }
         let server = &mut self.relay_server;
-        for end in &splice.ends {
-            if server.circuits_of(&end.peer) == 0 {
-                server.peer_buckets.remove(&end.peer);
+        for peer in peers {
+            if server.circuits_of(&peer) == 0 {
+                server.peer_buckets.remove(&peer);
             }
         }
         self.relay_counters.circuits_closed += 1;
     }
 
     /// One end of a circuit finished or reset its stream: the circuit goes.
-    pub(super) fn splice_end_gone(&mut self, circuit: u64) {
-        self.close_splice(circuit, CIRCUIT_PEER_GONE);
+    pub(super) fn splice_end_gone(&mut self, now: Instant, circuit: u64) {
+        self.close_splice(now, circuit, CIRCUIT_PEER_GONE);
     }
 
     /// Expired reservations end; circuits past their lifetime close.
     pub(super) fn relay_server_timeout(&mut self, now: Instant) {
-        let before = self.relay_server.reservations.len();
-        self.relay_server
-            .reservations
-            .retain(|_, r| r.expires > now);
-        let ended = before - self.relay_server.reservations.len();
-        self.relay_counters.reservations_ended += ended as u64;
+        self.end_reservations(now, |_, r| r.expires <= now);
         let lifetime = self.config.relay.max_circuit_lifetime;
         let old: Vec<u64> = self
             .relay_server
@@ -408,18 +441,13 @@ impl Node {
             .collect();
         for circuit in old {
             self.relay_counters.circuits_over_limit += 1;
-            self.close_splice(circuit, CIRCUIT_LIMIT);
+            self.close_splice(now, circuit, CIRCUIT_LIMIT);
         }
     }
 
     /// A connection is gone: its reservation ends and its circuits close.
-    pub(super) fn relay_server_connection_gone(&mut self, handle: ConnectionHandle) {
-        let before = self.relay_server.reservations.len();
-        self.relay_server
-            .reservations
-            .retain(|_, r| r.conn != handle);
-        let ended = before - self.relay_server.reservations.len();
-        self.relay_counters.reservations_ended += ended as u64;
+    pub(super) fn relay_server_connection_gone(&mut self, now: Instant, handle: ConnectionHandle) {
+        self.end_reservations(now, |_, r| r.conn == handle);
         let circuits: Vec<u64> = self
             .relay_server
             .splices
@@ -428,7 +456,26 @@ impl Node {
             .map(|(id, _)| *id)
             .collect();
         for circuit in circuits {
-            self.close_splice(circuit, CIRCUIT_PEER_GONE);
+            self.close_splice(now, circuit, CIRCUIT_PEER_GONE);
+        }
+    }
+
+    /// Ends the reservations `which` picks, letting their connections go
+    /// idle.
+    fn end_reservations(&mut self, now: Instant, which: impl Fn(&NodeId, &Reserved) -> bool) {
+        let ended: Vec<NodeId> = self
+            .relay_server
+            .reservations
+            .iter()
+            .filter(|(id, r)| which(id, r))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
+            let reserved = self.relay_server.reservations.remove(&id);
+            if let Some(lease) = reserved.and_then(|r| r.lease) {
+                self.pool.release(now, lease);
+            }
+            self.relay_counters.reservations_ended += 1;
         }
     }
 
@@ -440,6 +487,26 @@ impl Node {
             RelayStatus::LimitReached => counters.refused_limit += 1,
             RelayStatus::TargetUnreachable => counters.refused_unreachable += 1,
             _ => counters.refused_bad_request += 1,
+        }
+    }
+
+    /// A lease on the pooled connection `handle`, so the pool never evicts
+    /// it as idle while the relay (or a circuit end) needs it; `None` when
+    /// the pool does not hold that connection as ready.
+    pub(super) fn pin_connection(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+    ) -> Option<Lease> {
+        let conn = self.conns.get(&handle)?;
+        let (peer, pool_id, remote) = (conn.peer?, conn.pool_id?, conn.remote);
+        match self.pool.peer_state(&peer) {
+            Some(crate::pool::PeerState::Ready { conn, .. }) if conn == pool_id => {}
+            _ => return None,
+        }
+        match self.pool.acquire(now, peer, remote) {
+            Ok(Acquired::Ready(lease)) => Some(lease),
+            _ => None,
         }
     }
 

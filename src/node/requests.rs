@@ -169,10 +169,16 @@ impl Node {
     }
 
     pub(super) fn dial(&mut self, now: Instant, peer: NodeId, addr: SocketAddr, pool_id: ConnId) {
-        // A virtual address already in the table is a circuit's (see
-        // `dial_via_relay`); any other address is a UDP one.
+        // A live virtual address is a circuit's (see `dial_via_relay`);
+        // a virtual address whose circuit is gone leads nowhere; any other
+        // address is a UDP one.
         let virtual_addr = match self.paths.real(&addr) {
             Some(_) => addr,
+            None if PathTable::is_virtual(&addr) => {
+                tracing::debug!(%peer, %addr, "dial over a circuit that is gone");
+                self.pool.handle_connect_failed(now, peer, pool_id);
+                return;
+            }
             None => self.paths.virtual_for(RealPath::Direct(addr)),
         };
         let dialed = self

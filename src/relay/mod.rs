@@ -51,7 +51,11 @@ pub struct RelayConfig {
     /// How long a circuit may stay open; then it is closed.
     pub max_circuit_lifetime: Duration,
     /// Bytes that may wait for one end's flow control per circuit
-    /// direction; packets past it are dropped.
+    /// direction; packets past it are dropped. They wait behind what quinn
+    /// already took into the connection's send buffer
+    /// ([`TransportSettings::send_window`](crate::quic::TransportSettings::send_window),
+    /// shared by the connection's streams), so this bound acts once that
+    /// buffer is full.
     pub max_queued_per_circuit: usize,
 }
 
@@ -70,6 +74,20 @@ impl Default for RelayConfig {
             max_queued_per_circuit: 64 << 10,
         }
     }
+}
+
+/// What a node relays and holds at one moment (gauges, next to the
+/// monotonic [`RelayCounters`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayLoad {
+    /// Reservations other nodes hold on this node.
+    pub reservations_served: usize,
+    /// Circuits this node relays.
+    pub circuits_relayed: usize,
+    /// Relays that hold a reservation of this node.
+    pub reservations_held: usize,
+    /// Circuits this node is an end of (live or kept as a backup).
+    pub circuit_ends: usize,
 }
 
 /// Counters of the relay, both as server and as client, for tests and
