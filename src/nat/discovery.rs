@@ -31,7 +31,9 @@
 //!    (no helper, or only helpers we had sent to).
 //!
 //! The [`NatReport`] then says: reachability **public** only when no NAT was
-//! seen and a stranger's probe arrived; **private** when a NAT was seen or
+//! seen (a mapped address equal to one of the socket's own, known addresses;
+//! a socket bound to a wildcard address with no listen address configured
+//! cannot tell) and a stranger's probe arrived; **private** when a NAT was seen or
 //! the stranger's probe was filtered; **undetermined** otherwise. Every
 //! class has its uncertain value, and uncertainty is reported as such.
 
@@ -457,10 +459,19 @@ impl Discovery {
                 reflexive.push(o.mapped);
             }
         }
-        let behind_nat = (!run.observations.is_empty()).then(|| {
+        // A socket bound to a wildcard address without a configured listen
+        // address does not know its own IP: whether a NAT translated it is
+        // then unknown.
+        let known_local: Vec<SocketAddr> = run
+            .local
+            .iter()
+            .copied()
+            .filter(|l| !l.ip().is_unspecified())
+            .collect();
+        let behind_nat = (!run.observations.is_empty() && !known_local.is_empty()).then(|| {
             run.observations
                 .iter()
-                .any(|o| !run.local.iter().any(|l| same_addr(*l, o.mapped)))
+                .any(|o| !known_local.iter().any(|l| same_addr(*l, o.mapped)))
         });
         let local_port = run.local.first().map_or(0, SocketAddr::port);
         let mut ports: Vec<u16> = reflexive.iter().map(SocketAddr::port).collect();
@@ -604,5 +615,17 @@ mod tests {
         // The next run is due after the interval, not the retry.
         assert!(!d.due(now + Duration::from_secs(31)));
         assert!(d.due(now + Duration::from_secs(605)));
+    }
+
+    #[test]
+    fn a_wildcard_socket_cannot_tell_whether_it_is_translated() {
+        let (mut d, now, [ip, port]) = bound("0.0.0.0:4433", "198.51.100.9:4433");
+        d.handle_dial_back_result(now, ip, DialBackStatus::Forwarded, &[STRANGER]);
+        d.handle_dial_back_result(now, port, DialBackStatus::NoHelper, &[]);
+        d.handle_probe(now, ip, STRANGER);
+        let report = d.take_finished().unwrap();
+        assert_eq!(report.behind_nat, None);
+        assert_eq!(report.reachability, Reachability::Undetermined);
+        assert_eq!(report.filtering, FilteringBehaviour::EndpointIndependent);
     }
 }
