@@ -51,6 +51,9 @@ use macula::node::{Event, Node, NodeConfig, dht_wire};
 use macula::wire::Limits;
 use macula::{Datagram, Input, Machine, Output};
 
+mod common;
+use common::{Series, clock, micros, quinn_pair, quinn_series, ratio, serve_quinn};
+
 /// Set in the child process that hosts the peers of the memory measurement:
 /// `ADDRESS COUNT` of the node to connect to.
 const PEERS_ENV: &str = "MACULA_NODE_BENCH_PEERS";
@@ -100,12 +103,6 @@ const SMOKE: Plan = Plan {
     peers: 5,
     settle: Duration::from_millis(100),
 };
-
-/// Timing is what a benchmark does: the ban on clocks is for the core.
-#[allow(clippy::disallowed_methods)]
-fn clock() -> Instant {
-    Instant::now()
-}
 
 /// Wall-clock time for `Node::new`.
 #[allow(clippy::disallowed_methods)]
@@ -315,47 +312,6 @@ impl Drop for Server {
     }
 }
 
-// ---- samples and the report ----------------------------------------------
-
-/// Round trips of one series.
-struct Series(Vec<Duration>);
-
-impl Series {
-    /// The `p`-quantile (0..=1), nearest rank.
-    fn quantile(&self, p: f64) -> Duration {
-        let mut sorted = self.0.clone();
-        sorted.sort_unstable();
-        let rank = (p * (sorted.len().saturating_sub(1)) as f64).round() as usize;
-        sorted.get(rank).copied().unwrap_or_default()
-    }
-
-    /// Prints `NAME_p50_us` and `NAME_p99_us` (and the sample count).
-    fn print(&self, name: &str) {
-        println!("{name}_samples={}", self.0.len());
-        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
-            println!("{name}_{label}_us={:.1}", micros(self.quantile(p)));
-        }
-    }
-}
-
-/// A duration in microseconds.
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-/// Prints `NAME=a/b` for the median and p99 of two series, and whether the
-/// medians' ratio meets `target` when one is given.
-fn ratio(name: &str, a: &Series, b: &Series, target: Option<(&str, bool)>) {
-    let of = |p| micros(a.quantile(p)) / micros(b.quantile(p));
-    let median = of(0.5);
-    println!("{name}_p50={median:.2}");
-    println!("{name}_p99={:.2}", of(0.99));
-    if let Some((rule, met)) = target {
-        let verdict = if met { "met" } else { "missed" };
-        println!("target_{rule}={verdict}");
-    }
-}
-
 // ---- loopback -------------------------------------------------------------
 
 /// Lookups from node `a` (set up by `tweak`) to its own server B on
@@ -420,98 +376,13 @@ fn quinn_floor(plan: &Plan, request: Bytes, answer: Bytes) -> (Series, Series) {
     runtime.block_on(async move {
         let (server, client) = quinn_pair();
         let addr = server.local_addr().expect("a bound endpoint");
-        tokio::spawn(serve_quinn(server, answer));
-        let conn = quinn_connect(&client, addr).await;
-        let mut warm = Vec::with_capacity(plan.pooled);
-        for i in 0..plan.warmup + plan.pooled {
-            let start = clock();
-            quinn_exchange(&conn, &request).await;
-            if i >= plan.warmup {
-                warm.push(start.elapsed());
-            }
-        }
-        conn.close(0u32.into(), b"done");
-        let warmup = plan.warmup.min(10);
-        let mut fresh = Vec::with_capacity(plan.fresh);
-        for i in 0..warmup + plan.fresh {
-            let start = clock();
-            let conn = quinn_connect(&client, addr).await;
-            quinn_exchange(&conn, &request).await;
-            if i >= warmup {
-                fresh.push(start.elapsed());
-            }
-            conn.close(0u32.into(), b"done");
-        }
-        (Series(warm), Series(fresh))
+        tokio::spawn(serve_quinn(server, move |_| answer.clone(), false));
+        let pooled = (plan.warmup, plan.pooled);
+        let warm = quinn_series(&client, addr, &request, pooled, false).await;
+        let fresh = (plan.warmup.min(10), plan.fresh);
+        let fresh = quinn_series(&client, addr, &request, fresh, true).await;
+        (warm, fresh)
     })
-}
-
-/// A quinn connection to `addr`.
-async fn quinn_connect(client: &quinn::Endpoint, addr: SocketAddr) -> quinn::Connection {
-    let connecting = client.connect(addr, "localhost").expect("a valid dial");
-    connecting.await.expect("the quinn handshake")
-}
-
-/// One request on its own stream of `conn`, and its answer.
-async fn quinn_exchange(conn: &quinn::Connection, request: &[u8]) -> Vec<u8> {
-    let (mut send, mut recv) = conn.open_bi().await.expect("a stream");
-    send.write_all(request)
-        .await
-        .expect("the request is written");
-    send.finish().expect("the request is finished");
-    recv.read_to_end(1 << 16).await.expect("the answer")
-}
-
-/// A quinn server endpoint with an Ed25519 self-signed certificate for
-/// `localhost` and a client endpoint that trusts it, both on loopback.
-fn quinn_pair() -> (quinn::Endpoint, quinn::Endpoint) {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("an Ed25519 key");
-    let params = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("valid names");
-    let cert = params.self_signed(&key).expect("a self-signed certificate");
-    let cert: CertificateDer<'static> = cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls13 = [&rustls::version::TLS13];
-
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&tls13)
-        .expect("ring does TLS 1.3")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .expect("the key fits the certificate");
-    let server = quinn::crypto::rustls::QuicServerConfig::try_from(server).expect("a QUIC suite");
-    let server = quinn::ServerConfig::with_crypto(Arc::new(server));
-    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let server = quinn::Endpoint::server(server, loopback).expect("a server endpoint");
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).expect("the certificate is a usable root");
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&tls13)
-        .expect("ring does TLS 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let client = quinn::crypto::rustls::QuicClientConfig::try_from(client).expect("a QUIC suite");
-    let mut endpoint = quinn::Endpoint::client(loopback).expect("a client endpoint");
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(client)));
-    (server, endpoint)
-}
-
-/// Answers every request stream of every connection with `answer`.
-async fn serve_quinn(server: quinn::Endpoint, answer: Bytes) {
-    while let Some(incoming) = server.accept().await {
-        let answer = answer.clone();
-        tokio::spawn(async move {
-            let Ok(conn) = incoming.await else { return };
-            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                if recv.read_to_end(1 << 16).await.is_ok() {
-                    let _ = send.write_all(&answer).await;
-                    let _ = send.finish();
-                }
-            }
-        });
-    }
 }
 
 // ---- the simulator ----------------------------------------------------------

@@ -176,7 +176,8 @@ impl Log {
             | Event::PubSub(_)
             | Event::Relay(_)
             | Event::Nat(_)
-            | Event::PeerRecord { .. }) => {
+            | Event::PeerRecord { .. }
+            | Event::PathChanged { .. }) => {
                 println!("{at:7.1} ms {name}: {other:?}");
             }
         }

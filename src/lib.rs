@@ -112,6 +112,7 @@
 //!   reassembly (spec: `docs/PROTOCOL.md`).
 //! - [`dht`]: the Kademlia DHT: routing table, lookups, request correlation,
 //!   record store and the operations built on them.
+//! - [`metrics`]: what a node measured (counters, gauges, histograms), plain data.
 //! - [`node`]: the Node: every machine behind one `Machine`, real QUIC with mutual TLS.
 //! - [`pool`]: the connection pool (LRU, idle TTL, pinning, reconnect backoff).
 //! - `sim` (feature `sim`): the deterministic network simulator with NAT models.
@@ -125,6 +126,7 @@ mod contract;
 pub mod demux;
 pub mod dht;
 pub mod id;
+pub mod metrics;
 pub mod nat;
 pub mod node;
 pub mod path;

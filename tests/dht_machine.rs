@@ -833,3 +833,43 @@ fn buckets_beyond_the_nearest_neighbour_are_refreshed_after_bootstrap_and_period
         .count();
     assert_eq!(refreshed, 256 - bucket - 1);
 }
+
+#[test]
+fn queries_include_the_records_this_node_holds_and_publishes() {
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[]);
+    let k = key("k");
+    let theirs = signed(1, k, b"theirs", UNIX);
+    let request = Request::Store {
+        records: vec![theirs.clone()],
+    };
+    d.handle_request(t0, UNIX, &contact(1), true, RequestId(1), request);
+    let timeout = Duration::from_secs(5);
+    d.store_with_confirmation(t0, UNIX, k, Bytes::from_static(b"ours"), timeout)
+        .unwrap();
+    drain(&mut d);
+    let query = d.query_with_response(t0, UNIX + 1, k, timeout);
+    // The only peer known does not answer: what is found is held here.
+    let mut outputs = drain(&mut d);
+    for (request_id, _, _) in requests(&outputs) {
+        d.handle_failure(t0, request_id, Failure::Refused);
+        outputs.extend(drain(&mut d));
+    }
+    let found = events(&outputs).into_iter().find_map(|e| match e {
+        DhtEvent::ValuesFound {
+            query: q, records, ..
+        } if q == query => Some(records),
+        _ => None,
+    });
+    let mut values: Vec<_> = found
+        .expect("the query ended")
+        .iter()
+        .map(|r| (r.provider(), r.value.clone()))
+        .collect();
+    values.sort();
+    let mut expected = vec![
+        (theirs.provider(), Bytes::from_static(b"theirs")),
+        (d.local_id(), Bytes::from_static(b"ours")),
+    ];
+    expected.sort();
+    assert_eq!(values, expected);
+}

@@ -1,6 +1,7 @@
 //! A peer that opens streams and never lets frames complete cannot make a
 //! node's buffers grow past their bound: the node stops reading, and QUIC
-//! flow control stops the peer.
+//! flow control stops the peer. Nor can one that declares a giant streamed
+//! payload: it is refused on its declared length and dropped as it comes.
 //!
 //! The peer here is a raw quinn-proto endpoint with valid TLS and a valid
 //! CONNECT, so the node serves it; then it opens every stream it may and
@@ -120,18 +121,21 @@ fn write_some(conn: &mut Connection, stream: StreamId, data: &[u8]) -> usize {
     conn.send_stream(stream).write(data).unwrap_or(0)
 }
 
-#[test]
-fn trickled_partial_frames_on_every_stream_stay_within_the_buffer_budget() {
-    #[allow(clippy::disallowed_methods)]
-    let mut now = Instant::now();
+/// The node's settings in these tests.
+fn config() -> NodeConfig {
     let mut config = NodeConfig::new(realm());
     config.listen_addrs = vec![NODE.parse().unwrap()];
-    let budget = config.connection_buffer_budget();
-    let mut node = Node::new(config, Identity::from_seed([1; 32]), 1, now, UNIX_MS).unwrap();
+    config
+}
+
+/// A node, and a peer whose connection it serves (a valid CONNECT went on
+/// the control stream).
+fn served_peer() -> (Node, Peer, Instant) {
+    #[allow(clippy::disallowed_methods)]
+    let mut now = Instant::now();
+    let mut node = Node::new(config(), Identity::from_seed([1; 32]), 1, now, UNIX_MS).unwrap();
     let mut peer = Peer::dial(&node, now);
     pump(&mut node, &mut peer, &mut now, 20);
-
-    // A valid CONNECT on the control stream, so the node serves the peer.
     let control = peer.conn.streams().open(Dir::Bi).unwrap();
     let hello = Message::from(wire::Connect {
         node_id: Identity::from_seed([50; 32]).node_id(),
@@ -143,6 +147,13 @@ fn trickled_partial_frames_on_every_stream_stay_within_the_buffer_budget() {
     assert_eq!(write_some(&mut peer.conn, control, &hello), hello.len());
     pump(&mut node, &mut peer, &mut now, 20);
     assert_eq!(node.connection_count(), 1);
+    (node, peer, now)
+}
+
+#[test]
+fn trickled_partial_frames_on_every_stream_stay_within_the_buffer_budget() {
+    let budget = config().connection_buffer_budget();
+    let (mut node, mut peer, mut now) = served_peer();
 
     // Every other stream: a FIND_NODE header announcing a 1 MiB body, then
     // as much of that body as the node lets through, never all of it.
@@ -188,4 +199,61 @@ fn trickled_partial_frames_on_every_stream_stay_within_the_buffer_budget() {
         1,
         "a slow peer is throttled, not dropped"
     );
+}
+
+#[test]
+fn a_peer_declaring_a_giant_payload_is_refused_and_never_buffered() {
+    let (mut node, mut peer, mut now) = served_peer();
+    node.register(now, "svc.big", Default::default()).unwrap();
+    let limits = Limits::default();
+
+    // A CALL declaring a 1 TiB payload, then chunk after chunk of it.
+    let stream = peer.conn.streams().open(Dir::Bi).unwrap();
+    let size = Message::from(wire::PayloadSize {
+        request_id: 1,
+        total_len: 1 << 40,
+    });
+    let head = Message::from(wire::Call {
+        request_id: 1,
+        procedure: "svc.big".into(),
+        timeout_ms: 10_000,
+        idempotent: false,
+        payload: Bytes::from(vec![7; 1 << 19]),
+    });
+    let chunk = Message::from(wire::PayloadChunk {
+        request_id: 1,
+        data: Bytes::from(vec![7; 1 << 19]),
+    });
+    let mut pending = size.to_vec(&limits).unwrap();
+    pending.extend(head.to_vec(&limits).unwrap());
+    let chunk = chunk.to_vec(&limits).unwrap();
+    let (mut sent, mut peak, mut answer) = (0usize, 0usize, Vec::new());
+    for _ in 0..400 {
+        if pending.len() < chunk.len() {
+            pending.extend_from_slice(&chunk);
+        }
+        let taken = write_some(&mut peer.conn, stream, &pending);
+        pending.drain(..taken);
+        sent += taken;
+        pump(&mut node, &mut peer, &mut now, 1);
+        peak = peak.max(node.buffered_bytes());
+        if let Ok(mut chunks) = peer.conn.recv_stream(stream).read(true) {
+            while let Ok(Some(part)) = chunks.next(usize::MAX) {
+                answer.extend_from_slice(&part.bytes);
+            }
+            let _ = chunks.finalize();
+        }
+    }
+    let Ok(wire::Decoded::Complete(Message::ErrorReply(error), _)) = wire::decode(&answer, &limits)
+    else {
+        panic!("an ERROR answers the CALL: {answer:?}");
+    };
+    assert_eq!(
+        (error.request_id, error.code),
+        (1, wire::ErrorCode::TooLarge)
+    );
+    assert!(sent > 8 << 20, "the peer kept sending ({sent} bytes)");
+    assert!(peak <= 2 << 20, "the node held {peak} bytes");
+    assert_eq!(node.counters().protocol_errors, 0);
+    assert_eq!(node.connection_count(), 1, "refused, not dropped");
 }

@@ -12,8 +12,11 @@ use macula::dht::DhtEvent;
 use macula::id::{Identity, NodeId, Realm};
 use macula::node::{Event, Node, NodeConfig};
 use macula::pubsub::{Pattern, PubSubEvent, Topic};
-use macula::rpc::{CallId, CallOptions, CancelReason, RegisterOptions, RpcError, RpcEvent};
+use macula::rpc::{
+    AnnounceFailure, CallId, CallOptions, CancelReason, RegisterOptions, RpcError, RpcEvent,
+};
 use macula::sim::{HostId, Link, World};
+use macula::wire::ErrorCode;
 
 const UNIX_MS: u64 = 1_795_478_400_000;
 
@@ -151,27 +154,54 @@ fn echo(world: &mut World<Node>, host: HostId, event: &Event) {
     }
 }
 
+/// Node `i` calls `procedure` with `payload`, every provider running
+/// [`echo`]; returns who handled it (host, caller) and the call's result.
+fn echo_call(
+    mesh: &mut Mesh,
+    i: usize,
+    procedure: &str,
+    payload: &'static [u8],
+) -> (Vec<(HostId, NodeId)>, Result<Bytes, RpcError>) {
+    let call = mesh.call(i, procedure, payload);
+    let mut requests = Vec::new();
+    let result = await_call(mesh, call, |world, host, event| {
+        echo(world, host, event);
+        if let Event::Rpc(RpcEvent::Request { caller, .. }) = event {
+            requests.push((host, *caller));
+        }
+    });
+    (requests, result)
+}
+
+/// Drives the mesh until `call` completes (within [`TIMEOUT`]), handing
+/// every event to `on_event` first; returns the call's result.
+fn await_call(
+    mesh: &mut Mesh,
+    call: CallId,
+    mut on_event: impl FnMut(&mut World<Node>, HostId, &Event),
+) -> Result<Bytes, RpcError> {
+    let mut result = None;
+    let done = mesh.drive(TIMEOUT, |world, host, event| {
+        on_event(world, host, &event);
+        match event {
+            Event::Rpc(RpcEvent::Completed { call: c, result: r }) if c == call => {
+                result = Some(r);
+                true
+            }
+            _ => false,
+        }
+    });
+    assert!(done, "the call completed");
+    result.expect("a result")
+}
+
 #[test]
 fn a_call_reaches_a_registered_provider_and_returns_its_reply() {
     let mut mesh = Mesh::new(3, 1, 0.0);
     mesh.register(1, "svc.echo", RegisterOptions::default());
     mesh.settle(Duration::from_secs(2));
-    let call = mesh.call(2, "svc.echo", &b"hello"[..]);
-    let (mut requests, mut result) = (Vec::new(), None);
-    let done = mesh.drive(TIMEOUT, |world, host, event| {
-        echo(world, host, &event);
-        match event {
-            Event::Rpc(RpcEvent::Request { caller, .. }) => requests.push((host, caller)),
-            Event::Rpc(RpcEvent::Completed { call: c, result: r }) if c == call => {
-                result = Some(r);
-                return true;
-            }
-            _ => {}
-        }
-        false
-    });
-    assert!(done, "the call completed");
-    assert_eq!(result, Some(Ok(Bytes::from_static(b"echo:hello"))));
+    let (requests, result) = echo_call(&mut mesh, 2, "svc.echo", b"hello");
+    assert_eq!(result, Ok(Bytes::from_static(b"echo:hello")));
     assert_eq!(requests, vec![(mesh.hosts[1], mesh.id(2))]);
 }
 
@@ -579,4 +609,283 @@ fn calls_beyond_the_stream_limit_wait_for_streams_and_are_all_answered() {
         let answer = results[call].as_ref().expect("answered");
         assert_eq!(answer[5..], n.to_be_bytes());
     }
+}
+
+#[test]
+fn a_node_calls_a_procedure_it_serves_itself() {
+    let mut mesh = Mesh::new(3, 21, 0.0);
+    mesh.register(1, "svc.self", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let (requests, result) = echo_call(&mut mesh, 1, "svc.self", b"me");
+    assert_eq!(result, Ok(Bytes::from_static(b"echo:me")));
+    assert_eq!(requests, vec![(mesh.hosts[1], mesh.id(1))]);
+    let stats = mesh.world.machine(mesh.hosts[1]).rpc().stats();
+    assert_eq!((stats.attempts, stats.handled), (1, 1), "{stats:?}");
+}
+
+#[test]
+fn one_republish_period_stores_each_announced_record_once() {
+    let mut mesh = Mesh::new(4, 22, 0.0);
+    mesh.register(1, "svc.echo", RegisterOptions::default());
+    mesh.subscribe(&[(2, "news.*")]);
+    mesh.settle(Duration::from_secs(2));
+    let stores = |mesh: &Mesh, i: usize| mesh.world.machine(mesh.hosts[i]).dht().metrics().stores;
+    let before = [stores(&mesh, 1), stores(&mesh, 2)];
+    assert_eq!(before, [1, 1], "each record announced once");
+    // One DHT republish interval (240 s) and a little more, short of two.
+    mesh.settle(Duration::from_secs(250));
+    let after = [stores(&mesh, 1), stores(&mesh, 2)];
+    assert_eq!(after, [2, 2], "one STORE round per record per period");
+}
+
+#[test]
+fn failed_registrations_and_subscriptions_are_reported_and_retried_until_stored() {
+    let mut mesh = Mesh::with(3, 23, 0.0, |config| {
+        config.transport.keep_alive = Duration::from_millis(500);
+        config.transport.idle_timeout = Duration::from_secs(3);
+    });
+    // Node 1 is alone: no store can reach a quorum.
+    mesh.world.set_online(mesh.hosts[0], false);
+    mesh.world.set_online(mesh.hosts[2], false);
+    mesh.register(1, "svc.lonely", RegisterOptions::default());
+    mesh.subscribe(&[(1, "lonely.*")]);
+    let (mut registration, mut subscription) = (Vec::new(), Vec::new());
+    let done = mesh.drive(Duration::from_secs(60), |_, _, event| {
+        match event {
+            Event::Rpc(RpcEvent::RegistrationFailed { procedure, failed }) => {
+                registration.push((procedure, failed.reason, failed.failures))
+            }
+            Event::PubSub(PubSubEvent::SubscriptionFailed { patterns, failed }) => {
+                subscription.push((patterns, failed.failures))
+            }
+            _ => {}
+        }
+        registration.len() >= 2 && subscription.len() >= 2
+    });
+    assert!(done, "failures reported: {registration:?} {subscription:?}");
+    assert_eq!(registration[0].0, "svc.lonely");
+    assert!(
+        matches!(registration[0].1, AnnounceFailure::Quorum { acked: 0, .. }),
+        "{registration:?}"
+    );
+    assert_eq!(
+        (registration[0].2, registration[1].2),
+        (1, 2),
+        "retried, counting"
+    );
+    let lonely = Pattern::new("lonely.*").unwrap();
+    assert_eq!(subscription[0], (vec![lonely.clone()], 1));
+    assert_eq!(subscription[1], (vec![lonely], 2));
+
+    // The others come back: a retry stores both records, the failures stop
+    // and the procedure can be called.
+    mesh.world.set_online(mesh.hosts[0], true);
+    mesh.world.set_online(mesh.hosts[2], true);
+    count_failures(&mut mesh, Duration::from_secs(120));
+    let (_, result) = echo_call(&mut mesh, 2, "svc.lonely", b"found");
+    assert_eq!(result, Ok(Bytes::from_static(b"echo:found")));
+    // A whole republish period passes without a failure.
+    assert_eq!(count_failures(&mut mesh, Duration::from_secs(300)), 0);
+}
+
+/// Registration and subscription failures reported within `within`.
+fn count_failures(mesh: &mut Mesh, within: Duration) -> usize {
+    let mut failures = 0;
+    mesh.drive(within, |_, _, event| {
+        failures += usize::from(matches!(
+            event,
+            Event::Rpc(RpcEvent::RegistrationFailed { .. })
+                | Event::PubSub(PubSubEvent::SubscriptionFailed { .. })
+        ));
+        false
+    });
+    failures
+}
+
+#[test]
+fn an_idempotent_call_moves_on_when_its_provider_dies_mid_call() {
+    // Default transport timers: the dead connection itself would only be
+    // noticed after the 60 s idle timeout, past the call's 30 s.
+    let mut mesh = Mesh::new(4, 24, 0.0);
+    let idempotent = RegisterOptions { idempotent: true };
+    mesh.register(1, "svc.retry", idempotent);
+    mesh.register(2, "svc.retry", idempotent);
+    mesh.settle(Duration::from_secs(2));
+    let call = mesh.call(3, "svc.retry", &b"again"[..]);
+    let mut handled_by = Vec::new();
+    let result = await_call(&mut mesh, call, |world, host, event| {
+        // The first provider to take it dies without answering; the next
+        // one answers.
+        if let Event::Rpc(RpcEvent::Request { id, .. }) = event {
+            handled_by.push(host);
+            if handled_by.len() == 1 {
+                world.set_online(host, false);
+            } else {
+                let answer = Bytes::from_static(b"done");
+                world
+                    .with_machine(host, |node, now| node.reply(now, *id, Ok(answer)))
+                    .unwrap();
+            }
+        }
+    });
+    assert_eq!(result, Ok(Bytes::from_static(b"done")));
+    assert_eq!(handled_by.len(), 2, "{handled_by:?}");
+    assert_ne!(handled_by[0], handled_by[1], "moved to the other provider");
+    let stats = mesh.world.machine(mesh.hosts[3]).rpc().stats();
+    assert_eq!((stats.attempts, stats.failovers), (2, 1), "{stats:?}");
+}
+
+/// `len` bytes that differ from one position to the next.
+fn patterned(len: usize) -> Bytes {
+    Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>())
+}
+
+#[test]
+fn a_five_mib_call_and_reply_stream_intact_over_a_lossy_link() {
+    let mut mesh = Mesh::new(3, 25, 0.02);
+    mesh.register(1, "svc.echo", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let payload = patterned(5 << 20);
+    let call = mesh.call(2, "svc.echo", payload.clone());
+    let mut handled = Vec::new();
+    let result = await_call(&mut mesh, call, |world, host, event| {
+        if let Event::Rpc(RpcEvent::Request { payload, .. }) = event {
+            handled.push(payload.len());
+        }
+        echo(world, host, event);
+    });
+    assert_eq!(handled, vec![5 << 20], "the handler got the whole payload");
+    let answer = result.expect("answered");
+    assert_eq!(answer.len(), (5 << 20) + 5);
+    assert!(
+        answer[..5] == *b"echo:" && answer[5..] == payload[..],
+        "intact"
+    );
+    for host in &mesh.hosts {
+        assert_eq!(mesh.world.machine(*host).counters().protocol_errors, 0);
+    }
+}
+
+/// The call failed because a payload was over the receiver's limit.
+fn assert_refused_too_large(result: &Result<Bytes, RpcError>) {
+    let code = match result {
+        Err(RpcError::Remote { code, .. }) => Some(*code),
+        _ => None,
+    };
+    assert_eq!(code, Some(ErrorCode::TooLarge), "{result:?}");
+}
+
+/// Three nodes, node 1 serving `svc.echo`; node `large` takes payloads of
+/// up to 64 MiB, the others the default 16 MiB.
+fn echo_mesh_with_one_large_limit(seed: u64, large: usize) -> Mesh {
+    let large_addr = SocketAddr::from(([203, 0, 113, large as u8 + 1], 4433));
+    let mut mesh = Mesh::with(3, seed, 0.0, |config| {
+        if config.listen_addrs == [large_addr] {
+            config.rpc.max_payload = 64 << 20;
+        }
+    });
+    mesh.register(1, "svc.echo", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    mesh
+}
+
+#[test]
+fn a_payload_over_the_limit_is_refused_before_it_is_sent_or_read() {
+    // Node 2 may send up to 64 MiB; the provider takes the default 16.
+    let mut mesh = echo_mesh_with_one_large_limit(26, 2);
+    let limit = 16 << 20;
+    let over = mesh.world.with_machine(mesh.hosts[1], |node, now| {
+        node.call(
+            now,
+            "svc.echo",
+            patterned(limit + 1),
+            TIMEOUT,
+            CallOptions::default(),
+        )
+    });
+    assert_eq!(
+        over,
+        Err(RpcError::TooLarge {
+            size: limit + 1,
+            max: limit
+        })
+    );
+
+    // Node 2 sends 17 MiB anyway: node 1 refuses it on its declared length,
+    // never runs the handler and never buffers the payload.
+    let call = mesh.call(2, "svc.echo", patterned(17 << 20));
+    let (mut handled, mut peak) = (0, 0);
+    let provider = mesh.hosts[1];
+    let result = await_call(&mut mesh, call, |world, host, event| {
+        handled += usize::from(matches!(event, Event::Rpc(RpcEvent::Request { .. })));
+        peak = peak.max(world.machine(provider).buffered_bytes());
+        echo(world, host, event);
+    });
+    assert_refused_too_large(&result);
+    assert_eq!(handled, 0);
+    assert!(peak <= 2 << 20, "the provider held {peak} bytes");
+}
+
+#[test]
+fn a_reply_over_the_callers_limit_fails_the_call_typed() {
+    // Node 1 may answer with up to 64 MiB; node 2 takes 16.
+    let mut mesh = echo_mesh_with_one_large_limit(27, 1);
+    mesh.register(1, "svc.big", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let call = mesh.call(2, "svc.big", &b"17 MiB please"[..]);
+    let result = await_call(&mut mesh, call, |world, host, event| {
+        if let Event::Rpc(RpcEvent::Request { id, .. }) = event {
+            let answer = patterned(17 << 20);
+            world
+                .with_machine(host, |node, now| node.reply(now, *id, Ok(answer)))
+                .unwrap();
+        }
+    });
+    assert_refused_too_large(&result);
+    // The connection survives: a normal call still goes through.
+    let (_, result) = echo_call(&mut mesh, 2, "svc.echo", b"small");
+    assert_eq!(result, Ok(Bytes::from_static(b"echo:small")));
+    for host in &mesh.hosts {
+        assert_eq!(mesh.world.machine(*host).counters().protocol_errors, 0);
+    }
+}
+
+#[test]
+fn a_payload_of_exactly_the_limit_streams_and_a_second_one_without_room_is_refused_typed() {
+    let mut mesh = Mesh::new(3, 28, 0.0);
+    mesh.register(1, "svc.echo", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    // 16 MiB, the default limit, and 1 MiB at the same time: the provider's
+    // room for payloads being reassembled (the limit) holds the first only,
+    // so the second is refused `overloaded` before its handler runs.
+    let limit = 16 << 20;
+    let whole = mesh.call(2, "svc.echo", patterned(limit));
+    let second = mesh.call(2, "svc.echo", patterned(2 << 20));
+    let (mut results, mut handled) = (BTreeMap::new(), Vec::new());
+    let done = mesh.drive(TIMEOUT, |world, host, event| {
+        if let Event::Rpc(RpcEvent::Request { id, payload, .. }) = &event {
+            handled.push(payload.len());
+            let answer = Bytes::from_static(b"got it");
+            world
+                .with_machine(host, |node, now| node.reply(now, *id, Ok(answer)))
+                .unwrap();
+        }
+        if let Event::Rpc(RpcEvent::Completed { call, result }) = event {
+            results.insert(call, result);
+        }
+        results.len() == 2
+    });
+    assert!(done, "both calls ended: {results:?}");
+    assert_eq!(results[&whole], Ok(Bytes::from_static(b"got it")));
+    assert!(
+        matches!(
+            results[&second],
+            Err(RpcError::Overloaded {
+                provider: Some(_),
+                ..
+            })
+        ),
+        "{results:?}"
+    );
+    assert_eq!(handled, vec![limit]);
 }

@@ -1,6 +1,7 @@
 //! The hex examples of docs/PROTOCOL.md are the codec's output, byte for byte.
 //!
-//! Each example in the spec is a line starting ``Example `NAME` `` followed by
+//! Each example in the spec is a line starting ``Example `NAME` `` (a frame)
+//! or ``Value example `NAME` `` (a DHT record value or key, §8.5) followed by
 //! a fenced `hex` block (pairs of hex digits, whitespace ignored, `#` starts a
 //! comment). This test builds the same message in code, encodes it and
 //! compares bytes, then decodes the hex back to the message. It fails when
@@ -12,7 +13,9 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use macula::id::{Identity, NodeId, Realm, RecordKey, RecordKind};
+use macula::pubsub::{Pattern, decode_subscriber_value, encode_subscriber_value};
 use macula::record::SignedRecord;
+use macula::rpc::ProviderFlags;
 use macula::wire::*;
 
 const SPEC: &str = include_str!("../docs/PROTOCOL.md");
@@ -22,7 +25,10 @@ fn spec_examples() -> BTreeMap<String, Vec<u8>> {
     let mut examples = BTreeMap::new();
     let mut lines = SPEC.lines();
     while let Some(line) = lines.next() {
-        let Some(rest) = line.strip_prefix("Example `") else {
+        let Some(rest) = line
+            .strip_prefix("Example `")
+            .or_else(|| line.strip_prefix("Value example `"))
+        else {
             continue;
         };
         let name = rest.split('`').next().unwrap_or_default().to_string();
@@ -51,6 +57,40 @@ fn spec_examples() -> BTreeMap<String, Vec<u8>> {
         "every ```hex block must follow an ``Example `NAME` `` line"
     );
     examples
+}
+
+/// The record values and keys §8.5 shows, as the code makes them.
+fn value_examples() -> BTreeMap<&'static str, Vec<u8>> {
+    let realm = realm();
+    let patterns: Vec<Pattern> = ["news.*.eu", "news.*"]
+        .iter()
+        .map(|p| Pattern::new(p).unwrap())
+        .collect();
+    let mut sorted = patterns.clone();
+    sorted.sort();
+    let literal = patterns[0].literal_prefix();
+    BTreeMap::from([
+        (
+            "PROVIDER_VALUE",
+            ProviderFlags { idempotent: true }.encode().to_vec(),
+        ),
+        (
+            "PROVIDER_KEY",
+            RecordKey::new(&realm, RecordKind::Rpc, "svc.echo")
+                .as_bytes()
+                .to_vec(),
+        ),
+        (
+            "SUBSCRIBER_VALUE",
+            encode_subscriber_value(&sorted).to_vec(),
+        ),
+        (
+            "SUBSCRIBER_KEY",
+            RecordKey::new(&realm, RecordKind::Topic, literal)
+                .as_bytes()
+                .to_vec(),
+        ),
+    ])
 }
 
 fn realm() -> Realm {
@@ -131,6 +171,16 @@ fn example(ty: MessageType) -> Message {
         }
         .into(),
         MessageType::Cancel => Cancel { request_id: 1 }.into(),
+        MessageType::PayloadSize => PayloadSize {
+            request_id: 1,
+            total_len: 5 << 20,
+        }
+        .into(),
+        MessageType::PayloadChunk => PayloadChunk {
+            request_id: 1,
+            data: Bytes::from_static(b"hi"),
+        }
+        .into(),
         MessageType::FindNode => FindNode {
             request_id: 9,
             target: NodeId::from_bytes([0xab; 32]),
@@ -226,6 +276,53 @@ fn example(ty: MessageType) -> Message {
                 .with(Capabilities::STORE_BATCH),
         }
         .into(),
+        MessageType::PunchOffer => PunchOffer {
+            request_id: 13,
+            tag: *b"macpunch",
+            nat: NatInfo {
+                mapping: MappingCode::EndpointIndependent,
+                filtering: FilteringCode::AddressAndPortDependent,
+                allocation: AllocationCode::Preserving,
+                port_step: 0,
+            },
+            candidates: vec![
+                WireCandidate {
+                    kind: CandidateType::Reflexive,
+                    addr: addr("198.51.100.2:4433"),
+                },
+                WireCandidate {
+                    kind: CandidateType::Lan,
+                    addr: addr("10.1.0.11:4433"),
+                },
+            ],
+        }
+        .into(),
+        MessageType::PunchAnswer => PunchAnswer {
+            request_id: 13,
+            nat: NatInfo {
+                mapping: MappingCode::AddressAndPortDependent,
+                filtering: FilteringCode::AddressAndPortDependent,
+                allocation: AllocationCode::Sequential,
+                port_step: 1,
+            },
+            candidates: vec![WireCandidate {
+                kind: CandidateType::Predicted,
+                addr: addr("198.51.100.18:40003"),
+            }],
+        }
+        .into(),
+        MessageType::PunchSync => PunchSync {
+            request_id: 13,
+            start_in_ms: 10,
+        }
+        .into(),
+        MessageType::PunchResult => PunchResult {
+            request_id: 13,
+            outcome: PunchOutcome::Succeeded,
+            attempts: 1,
+            remote: vec![addr("198.51.100.18:40003")],
+        }
+        .into(),
     }
 }
 
@@ -252,6 +349,9 @@ fn hex_block(bytes: &[u8]) -> String {
 fn every_message_type_has_one_matching_example() {
     let mut examples = spec_examples();
     let limits = Limits::default();
+    for name in value_examples().keys() {
+        examples.remove(*name);
+    }
     for &ty in MessageType::ALL {
         let message = example(ty);
         let encoded = message.to_vec(&limits).unwrap();
@@ -280,6 +380,36 @@ fn every_message_type_has_one_matching_example() {
         examples.is_empty(),
         "examples naming no message type: {:?}",
         examples.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn every_record_value_example_matches_the_codecs() {
+    let mut examples = spec_examples();
+    for (name, encoded) in value_examples() {
+        let spec = examples.remove(name);
+        assert_eq!(
+            spec.as_deref(),
+            Some(&encoded[..]),
+            "docs/PROTOCOL.md §8.5 value example {name}; the code says {}",
+            hex::encode(&encoded)
+        );
+    }
+    // And back: the values read as what they were made from.
+    let values = value_examples();
+    assert!(ProviderFlags::decode(&values["PROVIDER_VALUE"]).idempotent);
+    assert!(!ProviderFlags::decode(&[]).idempotent, "empty: no flag");
+    assert!(!ProviderFlags::decode(&[0xfe]).idempotent, "reserved bits");
+    let patterns: Vec<String> = decode_subscriber_value(&values["SUBSCRIBER_VALUE"])
+        .iter()
+        .map(|p| p.as_str().to_string())
+        .collect();
+    assert_eq!(patterns, ["news.*", "news.*.eu"]);
+    let lenient = decode_subscriber_value(b"news.*\nnot a pattern\n\nnews.#");
+    assert_eq!(lenient.len(), 2, "invalid lines are skipped");
+    assert!(
+        decode_subscriber_value(&[0xff, 0x0a]).is_empty(),
+        "not UTF-8"
     );
 }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use macula::rpc::{
-    CallId, CallOptions, CancelReason, Delivery, DirectoryRequest, HandlerError, ProviderChoice,
-    ProviderFlags, RegisterOptions, Rpc, RpcConfig, RpcError, RpcEvent, RpcOutput,
+    ANNOUNCE_RETRY_BASE, AnnounceFailure, CallId, CallOptions, CancelReason, Delivery,
+    DirectoryRequest, HandlerError, ProviderChoice, ProviderFlags, RegisterOptions, Rpc, RpcConfig,
+    RpcError, RpcEvent, RpcOutput,
 };
 use macula::wire::{Call, ErrorCode, ErrorReply, Message, Reply};
 use rpc_support::*;
@@ -71,7 +72,16 @@ fn started(
         })]
     );
     rpc.handle_lookup(now, key("svc.echo"), providers);
-    (call, drain(rpc))
+    let out = drain(rpc);
+    sent(rpc, now, &out);
+    (call, out)
+}
+
+/// Tells the machine that the Node wrote every CALL among `outputs`.
+fn sent(rpc: &mut Rpc, now: std::time::Instant, outputs: &[RpcOutput]) {
+    for (provider, call) in calls(outputs) {
+        rpc.handle_sent(now, &node(provider), call.request_id);
+    }
 }
 
 /// Calls "svc.echo" with no payload and default options.
@@ -270,7 +280,10 @@ fn a_maybe_delivered_request_fails_over_only_when_idempotent() {
         (true, true, false),
     ] {
         let mut rpc = rpc();
-        let options = CallOptions { at_most_once };
+        let options = CallOptions {
+            at_most_once,
+            ..CallOptions::default()
+        };
         let providers = vec![provider(1, idempotent), provider(2, idempotent)];
         let (call, out) = started(&mut rpc, now, providers, options);
         let (first, frame) = calls(&out)[0].clone();
@@ -360,6 +373,14 @@ fn remote_errors_are_typed_and_refusals_before_running_fail_over() {
                 provider: node(1),
                 code: ErrorCode::TooLarge,
                 message: "m".into(),
+            },
+        ),
+        // The provider's copy of the deadline passed first.
+        (
+            ErrorCode::Timeout,
+            RpcError::Timeout {
+                procedure: "svc.echo".into(),
+                after: TIMEOUT,
             },
         ),
     ] {
@@ -464,9 +485,10 @@ fn register_announces_until_unregistered() {
     rpc.register(now, "svc.echo", RegisterOptions { idempotent: true })
         .unwrap();
     assert_eq!(drain(&mut rpc), [announce(true)]);
-    assert_eq!(rpc.poll_timeout(), Some(now + Duration::from_secs(240)));
+    // The DHT republishes the record; the machine announces it once.
+    assert_eq!(rpc.poll_timeout(), None);
     rpc.handle_timeout(now + Duration::from_secs(240));
-    assert_eq!(drain(&mut rpc), [announce(true)]);
+    assert_eq!(drain(&mut rpc), []);
     rpc.register(now, "svc.echo", RegisterOptions { idempotent: false })
         .unwrap();
     assert_eq!(drain(&mut rpc), [announce(false)]);
@@ -669,7 +691,7 @@ fn poll_timeout_is_now_while_output_is_queued() {
         .unwrap();
     assert_eq!(rpc.poll_timeout(), Some(now));
     drain(&mut rpc);
-    assert_eq!(rpc.poll_timeout(), Some(now + Duration::from_secs(240)));
+    assert_eq!(rpc.poll_timeout(), None, "the DHT republishes");
 }
 
 #[test]
@@ -704,4 +726,111 @@ fn a_node_can_call_its_own_procedure_through_the_node_looping_frames_back() {
     };
     rpc.handle_reply(now, &me, reply);
     assert_eq!(completed(&drain(&mut rpc)), (call, Ok(bytes("hi"))));
+}
+
+#[test]
+fn a_failed_announcement_is_reported_and_announced_again_after_a_backoff() {
+    let now = t0();
+    let mut rpc = rpc();
+    rpc.register(now, "svc.echo", RegisterOptions::default())
+        .unwrap();
+    let announce = drain(&mut rpc);
+    let failure = AnnounceFailure::Quorum {
+        acked: 0,
+        quorum: 1,
+    };
+    rpc.handle_announced(now, key("svc.echo"), Err(failure.clone()));
+    let [RpcOutput::Event(RpcEvent::RegistrationFailed { procedure, failed })] =
+        &drain(&mut rpc)[..]
+    else {
+        panic!("one failure event");
+    };
+    assert_eq!(procedure, "svc.echo");
+    assert_eq!((&failed.reason, failed.failures), (&failure, 1));
+    let retry_in = &failed.retry_in;
+    assert!(*retry_in >= ANNOUNCE_RETRY_BASE / 2 && *retry_in <= ANNOUNCE_RETRY_BASE);
+    assert_eq!(rpc.poll_timeout(), Some(now + *retry_in));
+    rpc.handle_timeout(now + *retry_in);
+    assert_eq!(drain(&mut rpc), announce, "announced again");
+    rpc.handle_announced(now + *retry_in, key("svc.echo"), Ok(()));
+    assert_eq!(drain(&mut rpc), []);
+    assert_eq!(rpc.poll_timeout(), None);
+    // Outcomes for keys not registered are ignored.
+    rpc.handle_announced(now, key("svc.other"), Err(failure));
+    assert_eq!(drain(&mut rpc), []);
+}
+
+#[test]
+fn a_silent_provider_is_given_up_after_its_window_when_moving_on_is_safe() {
+    // TIMEOUT (5 s) shared among the default 3 attempts.
+    let window = TIMEOUT / 3;
+    for (idempotent, written, moves_on) in [
+        (true, true, true),
+        (false, false, true),
+        (false, true, false),
+    ] {
+        let now = t0();
+        let mut rpc = rpc();
+        let providers = vec![provider(1, idempotent), provider(2, idempotent)];
+        let call = rpc
+            .call(
+                now,
+                "svc.echo",
+                bytes("hi"),
+                TIMEOUT,
+                CallOptions::default(),
+            )
+            .unwrap();
+        drain(&mut rpc);
+        rpc.handle_lookup(now, key("svc.echo"), providers);
+        let (first, frame) = calls(&drain(&mut rpc))[0].clone();
+        if written {
+            rpc.handle_sent(now, &node(first), frame.request_id);
+        }
+        let deadline = if moves_on {
+            now + window
+        } else {
+            now + TIMEOUT
+        };
+        assert_eq!(rpc.poll_timeout(), Some(deadline), "{idempotent} {written}");
+        rpc.handle_timeout(now + window);
+        let out = drain(&mut rpc);
+        if !moves_on {
+            assert!(out.is_empty(), "a written non-idempotent call waits");
+            continue;
+        }
+        assert_eq!(cancels(&out), [(first, frame.request_id)]);
+        let [(second, next)] = &calls(&out)[..] else {
+            panic!("the next provider is tried: {out:?}");
+        };
+        assert_ne!(*second, first);
+        // The second is silent too: with nobody left the call times out.
+        if written {
+            rpc.handle_sent(now + window, &node(*second), next.request_id);
+        }
+        rpc.handle_timeout(now + window * 2);
+        let out = drain(&mut rpc);
+        assert_eq!(cancels(&out), [(*second, next.request_id)]);
+        assert!(matches!(completed(&out), (c, Err(RpcError::Timeout { .. })) if c == call));
+    }
+}
+
+#[test]
+fn an_attempt_window_can_be_set_per_call_and_never_outlives_the_call() {
+    let now = t0();
+    let mut rpc = rpc();
+    let options = CallOptions {
+        attempt_timeout: Some(SECOND),
+        ..CallOptions::default()
+    };
+    let (_, out) = started(&mut rpc, now, vec![provider(1, true)], options);
+    assert_eq!(calls(&out).len(), 1);
+    assert_eq!(rpc.poll_timeout(), Some(now + SECOND));
+    let mut rpc = self::rpc();
+    let options = CallOptions {
+        attempt_timeout: Some(TIMEOUT * 2),
+        ..CallOptions::default()
+    };
+    started(&mut rpc, now, vec![provider(1, true)], options);
+    assert_eq!(rpc.poll_timeout(), Some(now + TIMEOUT));
 }

@@ -37,6 +37,32 @@ struct Attempt {
     not_run: bool,
     /// The world has answered or failed it.
     settled: bool,
+    /// The world (the Node) wrote it: the provider may read it.
+    sent: bool,
+    /// The machine gave it up (CANCEL).
+    cancelled: bool,
+}
+
+impl Attempt {
+    /// The Node writes the CALL, unless the machine gave it up first (the
+    /// Node then drops it unwritten).
+    fn send(&mut self, now: Instant, rpc: &mut Rpc) {
+        if !self.sent && !self.cancelled {
+            self.sent = true;
+            rpc.handle_sent(now, &self.provider, self.request_id);
+        }
+    }
+
+    /// The world settles the attempt with `fate` (writing it first when the
+    /// fate needs the provider to have read it).
+    fn settle(&mut self, now: Instant, rpc: &mut Rpc, fate: Fate) {
+        if fate.needs_delivery() {
+            self.send(now, rpc);
+        }
+        self.settled = true;
+        self.not_run |= fate.proves_not_run();
+        fate.apply(now, rpc, self);
+    }
 }
 
 /// What the machine did, as the rules need it.
@@ -72,7 +98,21 @@ impl Ledger {
                         at_most_once,
                         not_run: false,
                         settled: false,
+                        sent: false,
+                        cancelled: false,
                     });
+                }
+                RpcOutput::Cancel { provider, message } => {
+                    let attempt = self
+                        .attempts
+                        .iter_mut()
+                        .find(|a| a.provider == provider && a.request_id == message.request_id);
+                    let attempt = attempt.expect("CANCEL of a known attempt");
+                    attempt.cancelled = true;
+                    if !attempt.sent {
+                        attempt.not_run = true;
+                        attempt.settled = true;
+                    }
                 }
                 RpcOutput::Directory(DirectoryRequest::Lookup { key }) => self.lookups.push(key),
                 RpcOutput::Event(RpcEvent::Completed { call, result }) => {
@@ -121,7 +161,7 @@ impl Ledger {
             );
         }
         let mut ran: BTreeMap<CallId, Vec<&Attempt>> = BTreeMap::new();
-        for attempt in self.attempts.iter().filter(|a| !a.not_run) {
+        for attempt in self.attempts.iter().filter(|a| a.sent && !a.not_run) {
             ran.entry(attempt.call).or_default().push(attempt);
         }
         for (call, attempts) in ran {
@@ -152,6 +192,11 @@ impl Fate {
             Fate::Failure(Delivery::NotDelivered)
                 | Fate::Error(ErrorCode::Overloaded | ErrorCode::UnknownProcedure)
         )
+    }
+
+    /// True when the provider must have read the request for this fate.
+    fn needs_delivery(self) -> bool {
+        !matches!(self, Fate::Failure(Delivery::NotDelivered))
     }
 
     /// Feeds the fate of `attempt` to the machine.
@@ -203,6 +248,7 @@ enum Op {
     Call { procedure: u8, at_most_once: bool },
     AnswerLookup { index: usize, empty: bool },
     Settle { index: usize, fate: Fate },
+    Send(usize),
     Wait(u64),
     Cancel(usize),
 }
@@ -213,6 +259,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<usize>(), prop::bool::weighted(0.2))
             .prop_map(|(index, empty)| Op::AnswerLookup { index, empty }),
         5 => (any::<usize>(), fate()).prop_map(|(index, fate)| Op::Settle { index, fate }),
+        3 => any::<usize>().prop_map(Op::Send),
         1 => (0u64..1500).prop_map(Op::Wait),
         1 => any::<usize>().prop_map(Op::Cancel),
     ]
@@ -241,7 +288,7 @@ proptest! {
             match op {
                 Op::Call { procedure, at_most_once } => {
                     let name = format!("svc.p{procedure}");
-                    ledger.call(now, &mut rpc, &name, CallOptions { at_most_once });
+                    ledger.call(now, &mut rpc, &name, CallOptions { at_most_once, ..CallOptions::default() });
                 }
                 Op::AnswerLookup { index, empty } => {
                     if !ledger.lookups.is_empty() {
@@ -255,10 +302,13 @@ proptest! {
                         .filter(|&i| !ledger.attempts[i].settled)
                         .collect();
                     if !open.is_empty() {
-                        let attempt = &mut ledger.attempts[open[index % open.len()]];
-                        attempt.settled = true;
-                        attempt.not_run = fate.proves_not_run();
-                        fate.apply(now, &mut rpc, attempt);
+                        ledger.attempts[open[index % open.len()]].settle(now, &mut rpc, fate);
+                    }
+                }
+                Op::Send(index) => {
+                    if !ledger.attempts.is_empty() {
+                        let at = index % ledger.attempts.len();
+                        ledger.attempts[at].send(now, &mut rpc);
                     }
                 }
                 Op::Wait(ms) => {
@@ -303,6 +353,7 @@ enum Event {
     Start,
     AnswerLookup(macula::id::RecordKey),
     Settle(usize, Fate),
+    Send(usize),
 }
 
 #[test]
@@ -341,6 +392,7 @@ fn a_thousand_calls_under_random_failures_all_end_typed_by_their_deadline() {
                     let name = format!("svc.p{}", rng.random_range(0..5));
                     let options = CallOptions {
                         at_most_once: rng.random_bool(0.2),
+                        ..CallOptions::default()
                     };
                     ledger.call(now, &mut rpc, &name, options);
                 }
@@ -358,11 +410,11 @@ fn a_thousand_calls_under_random_failures_all_end_typed_by_their_deadline() {
                     rpc.handle_lookup(now, key, found);
                 }
                 Event::Settle(index, fate) => {
-                    let attempt = &mut ledger.attempts[index];
-                    attempt.settled = true;
-                    attempt.not_run = fate.proves_not_run();
-                    fate.apply(now, &mut rpc, attempt);
+                    if !ledger.attempts[index].settled {
+                        ledger.attempts[index].settle(now, &mut rpc, fate);
+                    }
                 }
+                Event::Send(index) => ledger.attempts[index].send(now, &mut rpc),
             }
         } else {
             rpc.handle_timeout(now);
@@ -373,6 +425,10 @@ fn a_thousand_calls_under_random_failures_all_end_typed_by_their_deadline() {
             schedule(&mut events, now + delay, Event::AnswerLookup(key));
         }
         for index in scheduled_attempts..ledger.attempts.len() {
+            if rng.random_bool(0.9) {
+                let delay = Duration::from_millis(rng.random_range(1..50));
+                schedule(&mut events, now + delay, Event::Send(index));
+            }
             let fate = match rng.random_range(0..10) {
                 0..5 => Fate::Reply,
                 5 => Fate::Error(ErrorCode::RemoteError),

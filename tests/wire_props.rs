@@ -1,6 +1,7 @@
 //! Property tests of the wire codec: every message round-trips, arbitrary
-//! bytes never panic the decoder, prefixes of a frame ask for more, and a
-//! stream cut anywhere reassembles the same messages.
+//! bytes never panic the decoder, prefixes of a frame ask for more, a
+//! stream cut anywhere reassembles the same messages, and a CALL or REPLY
+//! too large for a frame streams in frames that fit and comes back whole.
 
 use std::net::SocketAddr;
 
@@ -150,6 +151,17 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
         MessageType::Cancel => id()
             .prop_map(|request_id| Message::from(Cancel { request_id }))
             .boxed(),
+        MessageType::PayloadSize => (id(), id())
+            .prop_map(|(request_id, total_len)| {
+                Message::from(PayloadSize {
+                    request_id,
+                    total_len,
+                })
+            })
+            .boxed(),
+        MessageType::PayloadChunk => (id(), payload())
+            .prop_map(|(request_id, data)| Message::from(PayloadChunk { request_id, data }))
+            .boxed(),
         MessageType::FindNode => (id(), node_id())
             .prop_map(|(request_id, target)| Message::from(FindNode { request_id, target }))
             .boxed(),
@@ -269,7 +281,63 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
                 })
             })
             .boxed(),
+        MessageType::PunchOffer => (id(), any::<[u8; 8]>(), nat_info(), candidates())
+            .prop_map(|(request_id, tag, nat, candidates)| {
+                Message::from(PunchOffer {
+                    request_id,
+                    tag,
+                    nat,
+                    candidates,
+                })
+            })
+            .boxed(),
+        MessageType::PunchAnswer => (id(), nat_info(), candidates())
+            .prop_map(|(request_id, nat, candidates)| {
+                Message::from(PunchAnswer {
+                    request_id,
+                    nat,
+                    candidates,
+                })
+            })
+            .boxed(),
+        MessageType::PunchSync => (id(), any::<u32>())
+            .prop_map(|(request_id, start_in_ms)| {
+                Message::from(PunchSync {
+                    request_id,
+                    start_in_ms,
+                })
+            })
+            .boxed(),
+        MessageType::PunchResult => (id(), any::<u8>(), any::<u8>(), vec(addr(), 0..2))
+            .prop_map(|(request_id, outcome, attempts, remote)| {
+                Message::from(PunchResult {
+                    request_id,
+                    outcome: PunchOutcome::from_code(outcome),
+                    attempts,
+                    remote,
+                })
+            })
+            .boxed(),
     }
+}
+
+/// A NAT description with arbitrary (also unknown) codes.
+fn nat_info() -> impl Strategy<Value = NatInfo> {
+    any::<(u8, u8, u8, u16)>().prop_map(|(m, f, a, port_step)| NatInfo {
+        mapping: MappingCode::from_code(m),
+        filtering: FilteringCode::from_code(f),
+        allocation: AllocationCode::from_code(a),
+        port_step,
+    })
+}
+
+/// Up to 16 candidates (the default address bound) of arbitrary type.
+fn candidates() -> impl Strategy<Value = Vec<WireCandidate>> {
+    let candidate = (any::<u8>(), addr()).prop_map(|(kind, addr)| WireCandidate {
+        kind: CandidateType::from_code(kind),
+        addr,
+    });
+    vec(candidate, 0..=16)
 }
 
 /// Every message type, with arbitrary field values.
@@ -424,5 +492,52 @@ proptest! {
         }
         prop_assert_eq!(got, messages);
         prop_assert_eq!(reader.buffered_len(), 0);
+    }
+
+    #[test]
+    fn a_payload_over_the_frame_limit_streams_in_frames_that_fit(
+        len in 0usize..3000,
+        frame in 64u32..1024,
+        reply in any::<bool>(),
+    ) {
+        let limits = Limits { max_frame_len: frame, ..Limits::default() };
+        let payload = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+        let message = if reply {
+            Message::from(Reply { request_id: 3, payload })
+        } else {
+            Message::from(Call {
+                request_id: 3,
+                procedure: "svc.big".into(),
+                timeout_ms: 0,
+                idempotent: true,
+                payload,
+            })
+        };
+        let mut frames = Vec::new();
+        match Streamed::split(&message, &limits) {
+            None => frames.push(message.clone()),
+            Some(mut streamed) => {
+                prop_assert!(message.to_vec(&limits).is_err(), "only what does not fit streams");
+                frames.push(Message::from(streamed.size.clone()));
+                frames.push(streamed.head.clone());
+                while let Some(chunk) = streamed.next_chunk(&limits) {
+                    frames.push(Message::from(chunk));
+                }
+            }
+        }
+        let mut assembler = PayloadAssembler::default();
+        let mut got = Vec::new();
+        for frame in frames {
+            let bytes = frame.to_vec(&limits).expect("every frame fits");
+            let decoded = decode(&bytes, &limits).unwrap();
+            prop_assert_eq!(decoded, Decoded::Complete(frame.clone(), bytes.len()));
+            match assembler.push(frame, len as u64, len as u64).unwrap() {
+                Step::Pass(m) | Step::Complete(m) => got.push(m),
+                Step::Pending => {}
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+        prop_assert_eq!(got, vec![message]);
+        prop_assert!(!assembler.is_open());
     }
 }

@@ -63,6 +63,7 @@ fuzz_target!(|data: &[u8]| {
                 let timeout = Duration::from_millis(u64::from(a) * 16 + 1);
                 let options = CallOptions {
                     at_most_once: b & 1 == 1,
+                    attempt_timeout: (b & 2 == 2).then(|| Duration::from_millis(u64::from(b) * 4)),
                 };
                 if let Ok(call) = rpc.call(now, procedure, payload, timeout, options) {
                     completions.insert(call, 0);
@@ -84,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
             }
             2 if !attempts.is_empty() => {
                 let (provider, request_id) = attempts.remove(usize::from(a) % attempts.len());
-                match b % 4 {
+                match b % 5 {
                     0 => rpc.handle_reply(
                         now,
                         &provider,
@@ -103,7 +104,12 @@ fuzz_target!(|data: &[u8]| {
                         rpc.handle_error(now, &provider, error);
                     }
                     2 => rpc.handle_failure(now, &provider, request_id, Delivery::NotDelivered),
-                    _ => rpc.handle_failure(now, &provider, request_id, Delivery::MaybeDelivered),
+                    3 => rpc.handle_failure(now, &provider, request_id, Delivery::MaybeDelivered),
+                    _ => {
+                        // Written: still open, it may be settled later.
+                        rpc.handle_sent(now, &provider, request_id);
+                        attempts.push((provider, request_id));
+                    }
                 }
             }
             3 => {

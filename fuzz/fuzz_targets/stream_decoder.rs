@@ -1,6 +1,8 @@
 //! The stream reassembler fed arbitrary bytes in chunks of varying size: it
 //! must never panic, and what it yields (messages, skipped frames, the error
-//! that ends the stream) must not depend on where the stream was cut.
+//! that ends the stream) must not depend on where the stream was cut. The
+//! messages then go through a streamed-payload assembler, which must never
+//! panic nor hold more than its payload limit.
 //!
 //! The input's last byte picks the chunk sizes and the rest is the stream, so
 //! the frame_decoder corpus (valid frames) makes good seeds:
@@ -9,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use macula::wire::{DecodeError, FrameReader, Limits, Message};
+use macula::wire::{DecodeError, FrameReader, Limits, Message, PayloadAssembler};
 
 /// Pops everything the reader has: the messages, and the error if one ends it.
 fn drain(reader: &mut FrameReader, out: &mut Vec<Message>) -> Result<(), DecodeError> {
@@ -46,4 +48,15 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(got, expected);
     assert_eq!(chunked_end, whole_end);
     assert_eq!(chunked.skipped_frames(), whole.skipped_frames());
+
+    const MAX_PAYLOAD: u64 = 4096;
+    let room = u64::from(seed) * 32;
+    let mut assembler = PayloadAssembler::default();
+    for message in expected {
+        if assembler.push(message, MAX_PAYLOAD, room).is_err() {
+            break; // a protocol error ends the stream
+        }
+        assert!(assembler.buffered_len() as u64 <= MAX_PAYLOAD.min(room));
+        assert!(assembler.reserved() <= MAX_PAYLOAD.min(room));
+    }
 });

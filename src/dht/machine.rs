@@ -231,6 +231,8 @@ struct CacheEntry {
 struct Published {
     value: Bytes,
     next: Instant,
+    /// The record as last signed and sent, so that our own lookups find it.
+    record: Option<SignedRecord>,
 }
 
 /// A Kademlia node: routing table, lookups, record store, operations.
@@ -468,14 +470,17 @@ impl Dht {
         self.begin(now);
         self.metrics.queries += 1;
         let cached = self.cache.get(&key).filter(|c| c.expires > now).cloned();
+        let local = self.local_records(&key, unix_ms);
         let q = if let Some(hit) = cached {
             self.metrics.cache_hits += 1;
             let q = self.new_query();
-            let records = hit
-                .records
-                .into_iter()
-                .filter(|r| r.expires_at_ms() > unix_ms)
-                .collect();
+            let mut records = local;
+            for record in hit.records {
+                if record.expires_at_ms() > unix_ms {
+                    keep_newest(&mut records, record);
+                }
+            }
+            let records = records.into_values().collect();
             self.outputs
                 .push_back(DhtOutput::Event(DhtEvent::ValuesFound {
                     query: q,
@@ -490,13 +495,26 @@ impl Dht {
             self.metrics.cache_misses += 1;
             let goal = Goal::GetValue {
                 key,
-                records: BTreeMap::new(),
+                records: local,
                 answered: Vec::new(),
             };
             self.start_lookup(now, key.as_node_id(), goal, Vec::new(), timeout)
         };
         self.end(now);
         q
+    }
+
+    /// The live records under `key` this node holds itself: those stored
+    /// here by others (a lookup never asks its own node) and our own
+    /// published one, newest per provider.
+    fn local_records(&self, key: &RecordKey, unix_ms: u64) -> BTreeMap<NodeId, SignedRecord> {
+        let mut records = BTreeMap::new();
+        let own = self.published.get(key).and_then(|p| p.record.clone());
+        let own = own.filter(|r| r.expires_at_ms() > unix_ms);
+        for record in self.records.get(key, unix_ms).into_iter().chain(own) {
+            keep_newest(&mut records, record);
+        }
+        records
     }
 
     /// Signs `value` under `key` with our identity, stores it on the k nodes
@@ -524,6 +542,7 @@ impl Dht {
             Published {
                 value: value.clone(),
                 next,
+                record: None,
             },
         );
         let q = self.publish(now, unix_ms, key, value, timeout, false);
@@ -548,6 +567,9 @@ impl Dht {
         self.metrics.stores += 1;
         let ttl = u32::try_from(self.config.record_ttl.as_secs()).unwrap_or(u32::MAX);
         let record = SignedRecord::sign(&self.identity, key, value, unix_ms, ttl);
+        if let Some(published) = self.published.get_mut(&key) {
+            published.record = Some(record.clone());
+        }
         let goal = Goal::PutValue {
             record: Box::new(record),
             republish,
@@ -773,13 +795,7 @@ impl Dht {
                     rejected += 1;
                     continue;
                 }
-                let provider = record.provider();
-                if found
-                    .get(&provider)
-                    .is_none_or(|held| held.issued_at_ms < record.issued_at_ms)
-                {
-                    found.insert(provider, record);
-                }
+                keep_newest(found, record);
             }
         }
         self.metrics.rejected_records += rejected;
@@ -1180,6 +1196,17 @@ impl Dht {
             let timeout = self.config.query_timeout;
             self.start_lookup(now, target, Goal::Refresh, Vec::new(), timeout);
         }
+    }
+}
+
+/// Adds `record` to `records` unless a newer one of its provider is there.
+fn keep_newest(records: &mut BTreeMap<NodeId, SignedRecord>, record: SignedRecord) {
+    let provider = record.provider();
+    if records
+        .get(&provider)
+        .is_none_or(|held| held.issued_at_ms < record.issued_at_ms)
+    {
+        records.insert(provider, record);
     }
 }
 

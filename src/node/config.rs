@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::conn::Bounds;
 use crate::dht::DhtConfig;
 use crate::id::{NodeId, Realm};
 use crate::pool::PoolConfig;
@@ -13,7 +14,7 @@ use crate::rpc::RpcConfig;
 use crate::tls::PeerVerification;
 use crate::wire::{self, Limits};
 
-use super::ReachConfig;
+use super::{ReachConfig, UpgradeConfig};
 
 /// Everything a [`Node`](super::Node) can be told at start.
 ///
@@ -22,15 +23,17 @@ use super::ReachConfig;
 /// | transport | [`TransportSettings::default`]: keep-alive 15 s, idle timeout 60 s, 100 streams |
 /// | pool | [`PoolConfig::new`]: 100 outbound, 1000 inbound, idle TTL 5 min |
 /// | dht | [`DhtConfig::default`]: k = 20, α = 3, record TTL 300 s, republish 240 s |
-/// | rpc | [`RpcConfig::new`]: 16 MiB payloads, 1024 calls open, 256 handled |
+/// | rpc | [`RpcConfig::new`]: 16 MiB payloads, attempt window = call timeout / 3, 1024 calls open, 256 handled |
 /// | pubsub | [`PubSubConfig::new`]: 1024 messages queued per subscriber, window 64 |
 /// | relay | [`RelayConfig::default`]: relaying on, 256 circuits, 1 MiB/s per node |
+/// | upgrade | [`UpgradeConfig::default`]: the dialer of a relayed connection punches; liveness probes every ≥ 100 ms, dead after 4 missed; retry after 60 s |
 /// | limits | [`Limits::default`]: 1 MiB frames |
 /// | verification | [`PeerVerification::Identity`] |
 /// | request_timeout | 10 s (a stream whose answer never comes is reset) |
 /// | max_waiting_requests | 4096 requests queued for a connection or a stream |
 /// | max_buffered_per_connection | 2 MiB of partial frames and unread answers per connection |
 /// | reach | [`ReachConfig::default`]: STUN responder on, discovery after bootstrap and every 10 min |
+/// | (streamed payloads) | CALLs and REPLYs over one frame stream in chunks of half a frame; per connection, payloads of up to max(`rpc.max_payload`, `max_buffered_per_connection`) declared bytes are reassembled at once |
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     /// The realm this node belongs to; peers of other realms are refused.
@@ -50,6 +53,8 @@ pub struct NodeConfig {
     pub pubsub: PubSubConfig,
     /// What this node does as a relay, and its limits.
     pub relay: RelayConfig,
+    /// Relay → direct upgrades (hole punching) of relayed connections.
+    pub upgrade: UpgradeConfig,
     /// Frame and field size limits.
     pub limits: Limits,
     /// Addresses announced to peers in CONNECT (where others can dial us).
@@ -81,6 +86,7 @@ impl NodeConfig {
             rpc: RpcConfig::new(realm.clone(), 0),
             pubsub: PubSubConfig::new(realm, NodeId::from_bytes([0; 32]), 0),
             relay: RelayConfig::default(),
+            upgrade: UpgradeConfig::default(),
             limits: Limits::default(),
             listen_addrs: Vec::new(),
             request_timeout: Duration::from_secs(10),
@@ -96,5 +102,20 @@ impl NodeConfig {
         let frame = usize::try_from(self.limits.max_frame_len).unwrap_or(usize::MAX);
         self.max_buffered_per_connection
             .max(frame.saturating_add(wire::HEADER_LEN))
+    }
+
+    /// The bounds of each connection's buffers: the budget above, and room
+    /// for streamed payloads being reassembled — the larger of
+    /// `max_buffered_per_connection` and `rpc.max_payload`, so one payload
+    /// of the largest size can always be accepted (`src/node/conn.rs`
+    /// explains how the two interact).
+    pub(super) fn buffer_bounds(&self) -> Bounds {
+        let max_payload = self.rpc.max_payload as u64;
+        Bounds {
+            limits: self.limits,
+            budget: self.connection_buffer_budget(),
+            max_payload,
+            payload_room: max_payload.max(self.max_buffered_per_connection as u64),
+        }
     }
 }

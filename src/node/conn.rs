@@ -1,6 +1,27 @@
 //! One QUIC connection as the node sees it: quinn's state plus the
 //! protocol state on top (the CONNECT exchange, frame readers per stream,
 //! writes waiting for flow control, requests waiting for answers).
+//!
+//! **Buffers.** Partial frames read and bytes written but not yet taken by
+//! QUIC count against the connection's budget; over it, the node stops
+//! reading the connection's streams and QUIC flow control stops the peer.
+//! Streamed payloads ([`wire::Streamed`]) are written one chunk at a time,
+//! the next when QUIC took the last, so a 16 MiB REPLY holds at most one
+//! chunk in our buffers. Payloads being reassembled are bounded apart: each
+//! reserves its declared length out of [`Bounds::payload_room`] when its
+//! PAYLOAD_SIZE arrives (or is refused), and a stream with an admitted
+//! payload is read on even while the connection is over its budget — its
+//! bytes have room reserved — so two large payloads can never wait on each
+//! other. A connection holds at most `budget + payload_room` bytes plus one
+//! partial frame per stream.
+//!
+//! A payload that finds no room is refused at once (`overloaded` for a
+//! CALL, so the caller may try another provider; `too large` for a REPLY)
+//! and its bytes are read and dropped, rather than left waiting for room:
+//! unread bytes hold QUIC connection credit (10 MiB by default, 1.25 MiB
+//! per stream), and a few waiting payloads could starve the admitted one
+//! of the credit it needs to finish. Raising `max_buffered_per_connection`
+//! above `rpc.max_payload` makes room for several large payloads at once.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -9,11 +30,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use quinn_proto::{Connection, Dir, StreamId, VarInt};
 
+use super::messaging::STREAM_ABANDONED;
 use crate::collections::HashMap;
 use crate::dht::RequestId;
 use crate::id::NodeId;
 use crate::pool::{ConnId, Direction, Lease};
-use crate::wire::{self, FrameReader, Limits, Message};
+use crate::wire::{self, FrameReader, Limits, Message, PayloadAssembler, Step, Streamed};
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +76,24 @@ pub struct Blocked {
 #[derive(Debug)]
 struct PendingWrite {
     data: Bytes,
+    /// A streamed payload's chunks still to be made (after `data`).
+    streamed: Option<Streamed>,
+    /// Frames written after a streamed payload (after its chunks).
+    tail: Vec<u8>,
     finish: bool,
+}
+
+/// The bounds of one connection's buffers (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Frame and field limits.
+    pub limits: Limits,
+    /// Partial frames and unsent bytes before reading stops.
+    pub budget: usize,
+    /// The largest CALL or REPLY payload accepted.
+    pub max_payload: u64,
+    /// Declared bytes of payloads being reassembled at once.
+    pub payload_room: u64,
 }
 
 /// The node's state for one connection.
@@ -88,12 +127,13 @@ pub struct Conn {
     /// Requests waiting for the peer to allow another stream.
     pub blocked: VecDeque<Blocked>,
     readers: HashMap<StreamId, FrameReader>,
+    /// Streamed payloads being reassembled, by stream.
+    assemblers: HashMap<StreamId, PayloadAssembler>,
     writes: HashMap<StreamId, PendingWrite>,
     /// Streams with data we did not read because the connection was over
     /// its buffer budget; QUIC flow control holds their bytes meanwhile.
     parked: VecDeque<StreamId>,
-    budget: usize,
-    limits: Limits,
+    bounds: Bounds,
 }
 
 /// What went wrong on a stream, for the caller to act on.
@@ -103,6 +143,8 @@ pub enum StreamTrouble {
     Reset(VarInt),
     /// The bytes do not decode.
     Decode(wire::DecodeError),
+    /// A streamed payload broke the rules.
+    Assembly(wire::AssemblyError),
 }
 
 impl Conn {
@@ -113,8 +155,7 @@ impl Conn {
         peer: Option<NodeId>,
         remote: SocketAddr,
         virtual_addr: SocketAddr,
-        limits: Limits,
-        budget: usize,
+        bounds: Bounds,
     ) -> Self {
         Self {
             quinn,
@@ -131,10 +172,10 @@ impl Conn {
             pings: HashMap::default(),
             blocked: VecDeque::new(),
             readers: HashMap::default(),
+            assemblers: HashMap::default(),
             writes: HashMap::default(),
             parked: VecDeque::new(),
-            budget,
-            limits,
+            bounds,
         }
     }
 
@@ -144,34 +185,50 @@ impl Conn {
     }
 
     /// Writes `frame` on `stream`, finishing the sending side after it if
-    /// `finish`. What flow control holds back goes out on
-    /// [`Conn::flush_stream`].
+    /// `finish`; a CALL or REPLY too large for one frame is streamed. What
+    /// flow control holds back goes out on [`Conn::flush_stream`].
     pub fn send(
         &mut self,
         stream: StreamId,
         frame: &Message,
         finish: bool,
     ) -> Result<(), wire::EncodeError> {
-        let data = frame.to_vec(&self.limits)?;
-        self.write(stream, Bytes::from(data), finish);
+        let limits = &self.bounds.limits;
+        let (data, streamed) = match Streamed::split(frame, limits) {
+            Some(streamed) => {
+                let mut data = Message::from(streamed.size.clone()).to_vec(limits)?;
+                data.extend(streamed.head.to_vec(limits)?);
+                (data, Some(streamed))
+            }
+            None => (frame.to_vec(limits)?, None),
+        };
+        self.write(stream, Bytes::from(data), streamed, finish);
         Ok(())
     }
 
     /// Writes raw bytes (circuit frames) on `stream`, queued behind what
     /// waits for flow control.
     pub fn send_raw(&mut self, stream: StreamId, data: Bytes) {
-        self.write(stream, data, false);
+        self.write(stream, data, None, false);
     }
 
     /// Bytes written on `stream` that wait for flow control.
     pub fn queued(&self, stream: StreamId) -> usize {
-        self.writes.get(&stream).map_or(0, |w| w.data.len())
+        self.writes
+            .get(&stream)
+            .map_or(0, |w| w.data.len() + w.tail.len())
     }
 
-    fn write(&mut self, stream: StreamId, data: Bytes, finish: bool) {
+    fn write(&mut self, stream: StreamId, data: Bytes, streamed: Option<Streamed>, finish: bool) {
         match self.writes.get_mut(&stream) {
             // Frames written while earlier ones wait for flow control queue
             // behind them (a publish stream carries many).
+            Some(pending) if pending.streamed.is_some() || streamed.is_some() => {
+                // Behind a streamed payload's chunks; a streamed frame never
+                // joins a queue (calls and answers come first on a stream).
+                pending.tail.extend_from_slice(&data);
+                pending.finish |= finish;
+            }
             Some(pending) => {
                 let mut joined = Vec::with_capacity(pending.data.len() + data.len());
                 joined.extend_from_slice(&pending.data);
@@ -180,7 +237,13 @@ impl Conn {
                 pending.finish |= finish;
             }
             None => {
-                self.writes.insert(stream, PendingWrite { data, finish });
+                let pending = PendingWrite {
+                    data,
+                    streamed,
+                    tail: Vec::new(),
+                    finish,
+                };
+                self.writes.insert(stream, pending);
             }
         }
         self.flush_stream(stream);
@@ -196,8 +259,27 @@ impl Conn {
         let Some(pending) = self.writes.get_mut(&stream) else {
             return;
         };
+        let limits = self.bounds.limits;
         let mut send = self.quinn.send_stream(stream);
-        while !pending.data.is_empty() {
+        loop {
+            if pending.data.is_empty() {
+                // The next chunk is made only now that QUIC took the last.
+                let chunk = pending
+                    .streamed
+                    .as_mut()
+                    .and_then(|s| s.next_chunk(&limits));
+                match chunk {
+                    Some(chunk) => match Message::from(chunk).to_vec(&limits) {
+                        Ok(data) => pending.data = Bytes::from(data),
+                        Err(_) => unreachable!("a chunk is at most half a frame"),
+                    },
+                    None if !pending.tail.is_empty() => {
+                        pending.streamed = None;
+                        pending.data = Bytes::from(std::mem::take(&mut pending.tail));
+                    }
+                    None => break,
+                }
+            }
             match send.write(&pending.data) {
                 Ok(0) => return,
                 Ok(n) => {
@@ -231,6 +313,7 @@ impl Conn {
     pub fn abandon(&mut self, stream: StreamId, code: VarInt) {
         self.writes.remove(&stream);
         self.readers.remove(&stream);
+        self.assemblers.remove(&stream);
         let _ = self.quinn.send_stream(stream).reset(code);
         let _ = self.quinn.recv_stream(stream).stop(code);
     }
@@ -241,7 +324,7 @@ impl Conn {
     /// ([`Message::starts_circuit`]); the bytes after it are taken with
     /// [`Conn::take_unread`].
     pub fn read(&mut self, stream: StreamId) -> Result<(Vec<Message>, bool), StreamTrouble> {
-        let limits = self.limits;
+        let limits = self.bounds.limits;
         let reader = self
             .readers
             .entry(stream)
@@ -250,17 +333,19 @@ impl Conn {
             Ok(finished) => finished,
             Err(trouble) => {
                 self.readers.remove(&stream);
+                self.assemblers.remove(&stream);
                 return Err(trouble);
             }
         };
-        let mut messages = Vec::new();
+        let mut frames = Vec::new();
+        let mut circuit = false;
         loop {
             match reader.next_message() {
                 Ok(Some(message)) => {
-                    let switches = message.starts_circuit();
-                    messages.push(message);
-                    if switches {
-                        return Ok((messages, finished));
+                    circuit = message.starts_circuit();
+                    frames.push(message);
+                    if circuit {
+                        break;
                     }
                 }
                 Ok(None) => break,
@@ -270,8 +355,29 @@ impl Conn {
                 }
             }
         }
-        if finished {
+        if finished && !circuit {
             self.readers.remove(&stream);
+        }
+        let mut messages = Vec::new();
+        for frame in frames {
+            match self.assemble(stream, frame) {
+                Ok(Some(message)) => messages.push(message),
+                Ok(None) => {}
+                Err(error) => {
+                    self.readers.remove(&stream);
+                    self.assemblers.remove(&stream);
+                    return Err(StreamTrouble::Assembly(error));
+                }
+            }
+        }
+        if circuit {
+            return Ok((messages, finished));
+        }
+        if finished && self.assemblers.remove(&stream).is_some() {
+            return Err(StreamTrouble::Assembly(wire::AssemblyError::Unexpected {
+                found: "the end of the stream",
+                expected: "PAYLOAD_CHUNK",
+            }));
         }
         Ok((messages, finished))
     }
@@ -296,17 +402,101 @@ impl Conn {
             .unwrap_or_default()
     }
 
+    /// Puts a frame through its stream's payload assembly: the message to
+    /// handle, if there is one now. A refused payload of a peer's request is
+    /// answered here (ERROR, stream finished) and its rest dropped as it
+    /// comes; a refused answer to one of our requests comes back as an
+    /// ERROR `too large` for the request, and the stream is stopped.
+    fn assemble(
+        &mut self,
+        stream: StreamId,
+        frame: Message,
+    ) -> Result<Option<Message>, wire::AssemblyError> {
+        if !self.assemblers.contains_key(&stream) && !matches!(frame, Message::PayloadSize(_)) {
+            if let Message::PayloadChunk(_) = frame {
+                return Err(wire::AssemblyError::Unexpected {
+                    found: "PAYLOAD_CHUNK",
+                    expected: "PAYLOAD_SIZE first",
+                });
+            }
+            return Ok(Some(frame));
+        }
+        let reserved: u64 = self
+            .assemblers
+            .values()
+            .map(PayloadAssembler::reserved)
+            .sum();
+        let room = self.bounds.payload_room.saturating_sub(reserved);
+        let assembler = self.assemblers.entry(stream).or_default();
+        let step = assembler.push(frame, self.bounds.max_payload, room)?;
+        if !assembler.is_open() {
+            self.assemblers.remove(&stream);
+        }
+        Ok(match step {
+            Step::Pass(message) | Step::Complete(message) => Some(message),
+            Step::Pending | Step::Dropped => None,
+            Step::Refused {
+                request_id,
+                code,
+                detail,
+            } => {
+                let ours = stream.initiator() == self.quinn.side();
+                let code = if ours {
+                    wire::ErrorCode::TooLarge
+                } else {
+                    code
+                };
+                let error = Message::from(wire::ErrorReply {
+                    request_id,
+                    code,
+                    message: detail,
+                });
+                if ours {
+                    // The answer to our request is refused: read no more of it.
+                    self.assemblers.remove(&stream);
+                    let _ = self.quinn.recv_stream(stream).stop(STREAM_ABANDONED);
+                    return Ok(Some(error));
+                }
+                let _ = self.send(stream, &error, true);
+                None
+            }
+        })
+    }
+
     /// Bytes this connection holds in our buffers: partial frames read and
     /// answers waiting for the peer to read.
     pub fn buffered(&self) -> usize {
         let reading: usize = self.readers.values().map(FrameReader::buffered_len).sum();
-        let writing: usize = self.writes.values().map(|w| w.data.len()).sum();
+        let writing: usize = self
+            .writes
+            .values()
+            .map(|w| w.data.len() + w.tail.len())
+            .sum();
         reading + writing
+    }
+
+    /// Payload bytes held by streamed payloads being reassembled.
+    pub fn assembling(&self) -> usize {
+        self.assemblers
+            .values()
+            .map(PayloadAssembler::buffered_len)
+            .sum()
     }
 
     /// True when reading more would take the connection past its budget.
     pub fn over_budget(&self) -> bool {
-        self.buffered() >= self.budget
+        self.buffered() >= self.bounds.budget
+    }
+
+    /// True when `stream` may be read now: the connection is under its
+    /// budget, or the stream has an admitted payload (its room is
+    /// reserved, module docs).
+    pub fn may_read(&self, stream: StreamId) -> bool {
+        !self.over_budget()
+            || self
+                .assemblers
+                .get(&stream)
+                .is_some_and(|a| a.reserved() > 0)
     }
 
     /// Leaves `stream` unread until the connection is under budget again.
@@ -328,6 +518,7 @@ impl Conn {
     /// Forgets a stream's reader (its request is answered).
     pub fn forget(&mut self, stream: StreamId) {
         self.readers.remove(&stream);
+        self.assemblers.remove(&stream);
     }
 
     /// Every lease this connection's requests hold, with their request ids,

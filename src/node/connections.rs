@@ -39,6 +39,7 @@ impl Node {
             .get(&handle)
             .is_some_and(|c| c.quinn.is_drained())
         {
+            self.instruments.connection_ended(now, handle);
             self.forget_connection(handle);
             busy = true;
         }
@@ -196,7 +197,7 @@ impl Node {
             return;
         }
         let is_control = conn.control == Some(stream);
-        if !is_control && conn.over_budget() {
+        if !is_control && !conn.may_read(stream) {
             // A peer that sends without reading our answers, or trickles
             // partial frames on many streams, stops here: its bytes stay in
             // QUIC's receive window until we read again.
@@ -216,6 +217,12 @@ impl Node {
                     wire::Reaction::Disconnect(reason) => reason,
                     wire::Reaction::SkipFrame { .. } => DisconnectReason::ProtocolError,
                 };
+                self.refuse(now, handle, reason, error.to_string());
+                return;
+            }
+            Err(StreamTrouble::Assembly(error)) => {
+                self.counters.protocol_errors += 1;
+                let reason = DisconnectReason::ProtocolError;
                 self.refuse(now, handle, reason, error.to_string());
                 return;
             }
@@ -280,6 +287,13 @@ impl Node {
                 | Message::DialBackProbe(_)
                 | Message::CapabilitiesUpdate(_)),
             ) => self.on_reach_frame(now, handle, message),
+            (
+                Phase::Ready,
+                message @ (Message::PunchOffer(_)
+                | Message::PunchAnswer(_)
+                | Message::PunchSync(_)
+                | Message::PunchResult(_)),
+            ) => self.on_punch_frame(now, handle, message),
             (_, Message::Disconnect(bye)) => {
                 conn.phase = Phase::Closing;
                 let code = VarInt::from_u32(u32::from(bye.reason.code()));
@@ -321,6 +335,7 @@ impl Node {
         let remote_virtual = conn.virtual_addr;
         conn.hello = Some(hello);
         conn.phase = Phase::Ready;
+        self.instruments.connection_ready(now, handle, direction);
         if direction == Direction::Inbound {
             let answer = Message::from(self.hello());
             let conn = self.conns.get_mut(&handle).expect("looked up above");
@@ -351,6 +366,7 @@ impl Node {
         }));
         self.pubsub.handle_connected(now, peer);
         self.accept_streams(now, handle);
+        self.upgrade_on_ready(now, handle);
     }
 
     pub(super) fn attach_pool_id(&mut self, handle: ConnectionHandle, pool_id: ConnId) {
@@ -442,6 +458,8 @@ impl Node {
             reason,
             detail: detail.clone(),
         };
+        self.instruments
+            .connection_error(now, crate::metrics::ConnectionErrorKind::Refused);
         self.close_connection(now, handle, reason, detail, cause);
     }
 
@@ -512,6 +530,10 @@ impl Node {
             return;
         };
         let was_refused = conn.phase == Phase::Closing;
+        if let Some(kind) = instrument::lost_error(conn.phase, &reason) {
+            self.instruments.connection_error(now, kind);
+        }
+        let conn = self.conns.get_mut(&handle).expect("looked up above");
         conn.phase = Phase::Closing;
         let (peer, remote) = (conn.peer, conn.remote);
         let path = self.paths.real(&conn.virtual_addr);
@@ -551,6 +573,7 @@ impl Node {
         };
         let requests = conn.take_requests();
         let (peer, pool_id, ready) = (conn.peer, conn.pool_id.take(), conn.pooled);
+        self.instruments.connection_ended(now, handle);
         for (request_id, lease) in requests {
             self.pool.release(now, lease);
             self.dht
@@ -574,6 +597,7 @@ impl Node {
         let Some(conn) = self.conns.remove(&handle) else {
             return;
         };
+        self.upgrade_forget(handle);
         let shared = self
             .conns
             .values()

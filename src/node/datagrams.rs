@@ -13,7 +13,13 @@ impl Node {
                 let virtual_addr = self.paths.virtual_for(path);
                 self.handle_quic(now, virtual_addr, datagram.remote, &datagram.payload);
             }
-            DatagramClass::Stun => self.handle_stun(now, datagram),
+            // The puncher first: a Binding request carrying a punch's tag is its probe,
+            // which the plain responder must not answer.
+            DatagramClass::Stun => {
+                if !self.upgrade_stun(now, &datagram) {
+                    self.handle_stun(now, datagram);
+                }
+            }
             DatagramClass::Unknown => self.counters.unknown_dropped += 1,
         }
     }
@@ -48,8 +54,7 @@ impl Node {
                             None,
                             remote,
                             virtual_addr,
-                            self.config.limits,
-                            self.config.connection_buffer_budget(),
+                            self.config.buffer_bounds(),
                         );
                         self.conns.insert(handle, conn);
                     }

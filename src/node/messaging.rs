@@ -4,9 +4,14 @@
 //!
 //! Directory requests become DHT operations: `Lookup` runs
 //! `query_with_response` and its `ValuesFound` records go back to the machine
-//! that asked (as [`Found`]); `Announce` runs `store_with_confirmation` (the
-//! DHT signs with the node identity, and republishes it as well); `Withdraw`
-//! runs `unpublish`. The DHT events of these operations stay inside the node.
+//! that asked (as [`Found`]) — our own records included, so a node finds
+//! itself among the providers of what it serves, and calls to itself run
+//! in-process ([`super::self_calls`]); `Announce` runs `store_with_confirmation` (the
+//! DHT signs with the node identity and alone republishes it); `Withdraw`
+//! runs `unpublish`. The DHT events of these operations stay inside the node;
+//! the end of every store of an announced key (republishes included) goes to
+//! the machine that announces it, which reports failures to the application
+//! and announces again after a backoff.
 //!
 //! **Where a peer is.** Provider and subscriber records name a node, not an
 //! address. To reach one the node takes, in order: a ready connection to it
@@ -31,15 +36,15 @@ use super::conn::Phase;
 use super::publish_streams::Outlet;
 use super::rpc_streams::OutCall;
 use super::{Event, Node};
-use crate::collections::{HashMap, HashSet};
+use crate::collections::HashMap;
 use crate::contract::Output;
 use crate::dht::{DhtEvent, QueryId};
-use crate::id::NodeId;
+use crate::id::{NodeId, RecordKey};
 use crate::pool::{Acquired, Lease, WaitId};
 use crate::pubsub::{Pattern, PubSub, PubSubError, PubSubOutput, Topic};
 use crate::rpc::{
-    CallId, CallOptions, Delivery, DirectoryRequest, Found, HandlerError, InboundId,
-    RegisterOptions, Rpc, RpcError, RpcOutput,
+    AnnounceFailure, CallId, CallOptions, Delivery, DirectoryRequest, Found, HandlerError,
+    InboundId, RegisterOptions, Rpc, RpcError, RpcOutput,
 };
 use crate::wire::Message;
 
@@ -68,8 +73,9 @@ pub(super) enum Errand {
 pub(super) struct Messaging {
     /// Lookups run for a machine.
     lookups: HashMap<QueryId, Owner>,
-    /// Announcements under way (their confirmations stay inside).
-    announces: HashSet<QueryId>,
+    /// The keys our machines announce under, and which one does: the
+    /// outcome of every store of them (republishes included) goes to it.
+    announced: HashMap<RecordKey, Owner>,
     /// `find_node` queries run to learn a peer's address.
     resolving: HashMap<QueryId, NodeId>,
     /// What waits for each peer's address.
@@ -139,6 +145,7 @@ impl Node {
     ) -> Result<CallId, RpcError> {
         self.enter(now);
         let call = self.rpc.call(now, procedure, payload, timeout, options);
+        self.instruments.call_started(now, &call);
         self.settle(now);
         call
     }
@@ -193,6 +200,7 @@ impl Node {
     ) -> Result<u64, PubSubError> {
         self.enter(now);
         let published = self.pubsub.publish(now, topic, payload);
+        self.instruments.published(now, &published);
         self.settle(now);
         published
     }
@@ -202,6 +210,9 @@ impl Node {
         let mut busy = false;
         while let Some(output) = self.rpc.poll_output() {
             busy = true;
+            let Some(output) = self.rpc_to_self(now, output) else {
+                continue;
+            };
             match output {
                 RpcOutput::Directory(request) => self.directory(now, Owner::Rpc, request),
                 RpcOutput::Call {
@@ -248,17 +259,19 @@ impl Node {
             }
             DirectoryRequest::Announce { key, value } => {
                 let timeout = self.config.dht.query_timeout;
-                match self
+                self.messaging.announced.insert(key, owner);
+                let stored = self
                     .dht
-                    .store_with_confirmation(now, unix_ms, key, value, timeout)
-                {
-                    Ok(query) => {
-                        self.messaging.announces.insert(query);
-                    }
-                    Err(error) => tracing::warn!(%error, "announcement not stored"),
+                    .store_with_confirmation(now, unix_ms, key, value, timeout);
+                if let Err(error) = stored {
+                    let failure = AnnounceFailure::Rejected(error.to_string());
+                    self.announced(now, key, Err(failure));
                 }
             }
-            DirectoryRequest::Withdraw { key } => self.dht.unpublish(&key),
+            DirectoryRequest::Withdraw { key } => {
+                self.messaging.announced.remove(&key);
+                self.dht.unpublish(&key);
+            }
         }
     }
 
@@ -279,7 +292,21 @@ impl Node {
                     None => {}
                 }
             }
-            DhtEvent::StoreConfirmed { query, .. } if self.messaging.announces.remove(&query) => {}
+            DhtEvent::StoreConfirmed {
+                key,
+                acked,
+                quorum,
+                success,
+                ..
+            } if self.messaging.announced.contains_key(&key) => {
+                let result = if success {
+                    Ok(())
+                } else {
+                    let acked = acked.len();
+                    Err(AnnounceFailure::Quorum { acked, quorum })
+                };
+                self.announced(now, key, result);
+            }
             DhtEvent::NodesFound { query, closest, .. }
                 if self.messaging.resolving.contains_key(&query) =>
             {
@@ -306,6 +333,15 @@ impl Node {
                 self.reach_saw(now, &other);
                 self.out.push_back(Output::Event(Event::Dht(other)));
             }
+        }
+    }
+
+    /// Tells the machine that announces under `key` how its store ended.
+    fn announced(&mut self, now: Instant, key: RecordKey, result: Result<(), AnnounceFailure>) {
+        match self.messaging.announced.get(&key) {
+            Some(Owner::Rpc) => self.rpc.handle_announced(now, key, result),
+            Some(Owner::PubSub) => self.pubsub.handle_announced(now, key, result),
+            None => {}
         }
     }
 

@@ -31,6 +31,7 @@ mod connections;
 mod datagrams;
 pub mod dht_wire;
 mod dial;
+mod instrument;
 mod messaging;
 mod peers;
 mod publish_streams;
@@ -39,6 +40,8 @@ mod relay_client;
 mod relay_server;
 mod requests;
 mod rpc_streams;
+mod self_calls;
+mod upgrade;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -58,6 +61,9 @@ pub use reach::{
 pub use relay_client::{CircuitLoss, RelayEvent};
 use relay_client::{CircuitRole, RelayClient};
 use relay_server::RelayServer;
+pub use upgrade::{
+    MAX_TIMES, OFFER_TIMEOUT, PairCounts, PathChange, UpgradeConfig, UpgradeCounters,
+};
 
 use crate::collections::HashMap;
 use crate::contract::{Datagram, Input, Machine, Output, Transmit};
@@ -162,6 +168,15 @@ pub enum Event {
     },
     /// A reservation or circuit of ours changed.
     Relay(RelayEvent),
+    /// A connection's packets moved between a relay circuit and a direct path.
+    PathChanged {
+        /// The peer.
+        peer: NodeId,
+        /// Where they go now.
+        path: PathKind,
+        /// Why.
+        reason: PathChange,
+    },
 }
 
 /// Plain counters of what the node saw, for tests and metrics.
@@ -215,6 +230,7 @@ pub struct Node {
     dialing: dial::Dialing,
     relay_server: RelayServer,
     relay_client: RelayClient,
+    upgrades: upgrade::Upgrades,
     circuit_streams: HashMap<(ConnectionHandle, StreamId), CircuitRole>,
     relay_counters: RelayCounters,
     conns: HashMap<ConnectionHandle, Conn>,
@@ -223,6 +239,7 @@ pub struct Node {
     serving: HashMap<(NodeId, u64), Serving>,
     out: VecDeque<Output<Event>>,
     counters: NodeCounters,
+    instruments: instrument::Instruments,
     last_now: Instant,
     next_timeout: Option<Instant>,
 }
@@ -262,6 +279,7 @@ impl Node {
         let rpc = Rpc::new(config.rpc.clone());
         let pubsub = PubSub::new(config.pubsub.clone());
         let reach = reach::Reach::new(&config.reach, seed ^ 0x7265_6163); // "reac"
+        let upgrades = upgrade::Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
         Ok(Self {
             identity,
             local,
@@ -281,6 +299,7 @@ impl Node {
             dialing: dial::Dialing::default(),
             relay_server: RelayServer::default(),
             relay_client: RelayClient::default(),
+            upgrades,
             circuit_streams: HashMap::default(),
             relay_counters: RelayCounters::default(),
             conns: HashMap::default(),
@@ -289,6 +308,7 @@ impl Node {
             serving: HashMap::default(),
             out: VecDeque::new(),
             counters: NodeCounters::default(),
+            instruments: instrument::Instruments::new(),
             last_now: now,
             next_timeout: None,
         })
@@ -333,10 +353,14 @@ impl Node {
         &self.counters
     }
 
-    /// Bytes held in the node's own per-connection buffers (partial frames
-    /// and answers the peers have not read), over all connections.
+    /// Bytes held in the node's own per-connection buffers (partial frames,
+    /// answers the peers have not read, streamed payloads being
+    /// reassembled), over all connections.
     pub fn buffered_bytes(&self) -> usize {
-        self.conns.values().map(Conn::buffered).sum()
+        self.conns
+            .values()
+            .map(|c| c.buffered() + c.assembling())
+            .sum()
     }
 
     /// Number of live QUIC connections.
@@ -410,11 +434,13 @@ impl Node {
             busy |= self.drive_messaging(now);
             busy |= self.drive_reach(now);
             busy |= self.drive_dialing(now);
+            busy |= self.drive_upgrades(now);
             if !busy {
                 break;
             }
         }
         self.gather_transmits(now);
+        self.observe(now);
         self.next_timeout = self.compute_timeout();
     }
 
@@ -434,6 +460,7 @@ impl Node {
         let relay = [
             self.relay_server.next_deadline(&self.config.relay),
             self.relay_client.next_deadline(),
+            self.upgrades.poll_timeout(),
         ];
         [conns, self.pool.poll_timeout(), self.dht.poll_timeout()]
             .into_iter()
@@ -466,6 +493,7 @@ impl Machine for Node {
                 self.reach_timeout(now);
                 self.relay_server_timeout(now);
                 self.relay_client_timeout(now);
+                self.upgrade_timeout(now);
             }
             Input::LocalAddressChanged { new, .. } => self.address_changed(now, new),
         }
@@ -479,6 +507,7 @@ impl Machine for Node {
             // a dial-back probe from it proves nothing.
             self.reach.sent_to(self.last_now, transmit.destination);
         }
+        self.instruments.output_taken();
         Some(output)
     }
 

@@ -28,8 +28,9 @@ pub(super) enum Outlet {
         handle: ConnectionHandle,
         stream: StreamId,
         lease: Lease,
-        /// The epochs of the frames QUIC has not taken in full yet.
-        unwritten: Vec<u64>,
+        /// The epochs and message ids of the frames QUIC has not taken in
+        /// full yet.
+        unwritten: Vec<(u64, u64)>,
     },
 }
 
@@ -95,7 +96,7 @@ impl Node {
         let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
-        unwritten.push(message.epoch);
+        unwritten.push((message.epoch, message.message_id));
         if let Err(error) = conn.send(*stream, &Message::Publish(message), false) {
             // Payloads are bounded below the frame limit; should a frame not
             // encode, it is lost like one dropped from a full queue.
@@ -129,7 +130,8 @@ impl Node {
         let Some((&subscriber, Outlet::Open { unwritten, .. })) = outlet else {
             return;
         };
-        for epoch in std::mem::take(unwritten) {
+        for (epoch, message_id) in std::mem::take(unwritten) {
+            self.instruments.publish_written(now, message_id);
             self.pubsub.handle_written(now, subscriber, epoch);
         }
     }

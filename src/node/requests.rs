@@ -198,14 +198,15 @@ impl Node {
                     Some(peer),
                     addr,
                     virtual_addr,
-                    self.config.limits,
-                    self.config.connection_buffer_budget(),
+                    self.config.buffer_bounds(),
                 );
                 self.conns.insert(handle, conn);
                 self.attach_pool_id(handle, pool_id);
             }
             Err(detail) => {
                 tracing::debug!(%peer, %addr, %detail, "dial failed");
+                self.instruments
+                    .connection_error(now, crate::metrics::ConnectionErrorKind::Dial);
                 self.pool.handle_connect_failed(now, peer, pool_id);
             }
         }
@@ -242,7 +243,10 @@ impl Node {
                 } => {
                     self.answer(peer, request_id, response);
                 }
-                DhtOutput::Event(event) => self.on_dht_event(now, event),
+                DhtOutput::Event(event) => {
+                    self.instruments.dht_event(&event);
+                    self.on_dht_event(now, event)
+                }
             }
         }
         busy

@@ -14,6 +14,13 @@
 //! the handler may have run, so the machine fails over only when that is
 //! safe.
 //!
+//! **Large payloads.** A CALL or REPLY too large for one frame is streamed
+//! by its connection ([`Conn::send`], [`crate::wire::Streamed`]) and put
+//! back together before it reaches this module; an answer that comes while
+//! our CALL is still streaming (the provider refused it) ends the stream
+//! instead of sending the rest, and cancelling such a call resets its
+//! stream instead of writing CANCEL.
+//!
 //! [`Rpc`]: crate::rpc::Rpc
 
 use std::time::Instant;
@@ -110,6 +117,7 @@ impl Node {
                     lease,
                 };
                 self.messaging.call_streams.insert((handle, stream), key);
+                self.rpc.handle_sent(now, &key.0, key.1);
             }
             Err(error) => {
                 tracing::debug!(%error, "CALL not encoded");
@@ -194,11 +202,18 @@ impl Node {
         let Some((handle, stream)) = written else {
             return;
         };
-        if let Some(conn) = self.conns.get_mut(&handle) {
-            conn.forget(stream);
-            let _ = conn.send(stream, &Message::Cancel(message), true);
-            let _ = conn.quinn.recv_stream(stream).stop(STREAM_ABANDONED);
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        if !conn.is_flushed(stream) {
+            // The CALL is not all out (a streamed payload): the provider has
+            // not started it, so the stream is simply given up.
+            conn.abandon(stream, STREAM_ABANDONED);
+            return;
         }
+        conn.forget(stream);
+        let _ = conn.send(stream, &Message::Cancel(message), true);
+        let _ = conn.quinn.recv_stream(stream).stop(STREAM_ABANDONED);
     }
 
     /// A frame on a stream, if it is RPC's: an answer to one of our calls,
@@ -252,8 +267,14 @@ impl Node {
             return;
         }
         if let Some(conn) = self.conns.get_mut(&handle) {
-            conn.forget(stream);
-            conn.finish(stream);
+            if conn.is_flushed(stream) {
+                conn.forget(stream);
+                conn.finish(stream);
+            } else {
+                // Answered before our streamed payload was all out (the
+                // provider refused it): the rest is not sent.
+                conn.abandon(stream, STREAM_ABANDONED);
+            }
         }
         let (provider, request_id) = key;
         match message {

@@ -8,6 +8,10 @@
 //! direct, NAT rebinding) is ours to decide, and quinn's own migration stays
 //! off.
 
+mod liveness;
+
+pub use liveness::Liveness;
+
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use crate::collections::HashMap;

@@ -25,10 +25,13 @@ use bytes::Bytes;
 use super::direct::{Direct, Refusal};
 use super::outbox::Outbox;
 use super::receiver::Receiver;
+use super::record::{encode_subscriber_value, subscriber_value_matches};
 use super::{Pattern, PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats, Topic};
 use crate::collections::HashMap;
 use crate::id::{NodeId, Realm, RecordKey, RecordKind};
-use crate::rpc::directory::{Announcements, Cached, DirectoryRequest, Found, LookupCache};
+use crate::rpc::directory::{
+    AnnounceFailure, Announcements, Cached, DirectoryRequest, Found, LookupCache,
+};
 use crate::wire::{ErrorCode, ErrorReply, Message, Publish, Reply, Subscribe, Unsubscribe};
 
 /// A publication waiting for lookups.
@@ -66,7 +69,7 @@ impl PubSub {
     /// A machine with no subscriptions.
     pub fn new(config: PubSubConfig) -> Self {
         Self {
-            announcements: Announcements::new(config.republish_interval),
+            announcements: Announcements::new(announce_seed(&config.local_id)),
             cache: LookupCache::new(config.cache_ttl, config.lookup_timeout),
             receiver: Receiver::new(config.receiver.clone()),
             next_epoch: config.first_epoch,
@@ -94,6 +97,12 @@ impl PubSub {
         }
     }
 
+    /// Hits and misses of the subscriber cache (one lookup per topic
+    /// prefix of each publication).
+    pub fn subscriber_cache(&self) -> crate::metrics::CacheCounts {
+        self.cache.counts()
+    }
+
     /// Messages waiting in `subscriber`'s queue.
     pub fn queued_for(&self, subscriber: &NodeId) -> usize {
         self.outboxes.get(subscriber).map_or(0, Outbox::waiting)
@@ -103,12 +112,31 @@ impl PubSub {
         self.subscriptions.key(prefix)
     }
 
-    fn announce(&mut self, now: Instant, key: RecordKey) {
+    fn announce(&mut self, key: RecordKey) {
         let request = match self.subscriptions.record_value(&key) {
-            Some(value) => Some(self.announcements.set(now, key, value)),
+            Some(value) => Some(self.announcements.set(key, value)),
             None => self.announcements.remove(&key),
         };
         self.outputs.extend(request.map(PubSubOutput::Directory));
+    }
+
+    /// How the DHT store of our subscriber record under `key` ended: `Ok`
+    /// once it reached its quorum. A failure becomes
+    /// [`PubSubEvent::SubscriptionFailed`] and the record is announced again
+    /// after a backoff, until a store succeeds or the patterns are withdrawn.
+    pub fn handle_announced(
+        &mut self,
+        now: Instant,
+        key: RecordKey,
+        result: Result<(), AnnounceFailure>,
+    ) {
+        self.last_now = Some(now);
+        let failed = self.announcements.stored(now, &key, result);
+        if let (Some(failed), Some(patterns)) = (failed, self.subscriptions.by_key.get(&key)) {
+            let patterns = patterns.iter().cloned().collect();
+            let event = PubSubEvent::SubscriptionFailed { patterns, failed };
+            self.outputs.push_back(PubSubOutput::Event(event));
+        }
     }
 
     /// Subscribes to `pattern`: announces it under its literal prefix.
@@ -130,7 +158,7 @@ impl PubSub {
             });
         }
         subscriptions.entry(key).or_default().insert(pattern);
-        self.announce(now, key);
+        self.announce(key);
         Ok(true)
     }
 
@@ -148,7 +176,7 @@ impl PubSub {
         if patterns.is_empty() {
             subscriptions.remove(&key);
         }
-        self.announce(now, key);
+        self.announce(key);
         true
     }
 
@@ -178,7 +206,7 @@ impl PubSub {
         let mut keys = Vec::new();
         for prefix in topic.prefixes() {
             let key = self.topic_key(prefix);
-            match self.cache.get(now, &key) {
+            match self.cache.consult(now, &key) {
                 Cached::Fresh(_) => {}
                 Cached::Pending => keys.push(key),
                 Cached::Missing => {
@@ -238,7 +266,9 @@ impl PubSub {
                 continue;
             };
             for entry in found {
-                if entry.provider != self.config.local_id && value_matches(&entry.value, &topic) {
+                if entry.provider != self.config.local_id
+                    && subscriber_value_matches(&entry.value, &topic)
+                {
                     subscribers.insert(entry.provider);
                 }
             }
@@ -391,8 +421,8 @@ impl PubSub {
         });
     }
 
-    /// Acts on the timers due by `now`: lookups given up on, republications,
-    /// gaps skipped, disconnected subscribers that may be tried again.
+    /// Acts on the timers due by `now`: lookups given up on, announcements
+    /// to retry, gaps skipped, disconnected subscribers that may be tried again.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = Some(now);
         for key in self.cache.expire(now) {
@@ -453,15 +483,11 @@ impl PubSub {
     }
 }
 
-/// True when one of the newline-separated patterns of a subscriber record
-/// matches `topic`. Lines that are not valid patterns are ignored.
-fn value_matches(value: &[u8], topic: &Topic) -> bool {
-    let Ok(text) = core::str::from_utf8(value) else {
-        return false;
-    };
-    text.lines()
-        .filter_map(|line| Pattern::new(line).ok())
-        .any(|pattern| pattern.matches(topic))
+/// The seed of the announcement retries' jitter: the first bytes of our id.
+fn announce_seed(local: &NodeId) -> u64 {
+    let mut seed = [0; 8];
+    seed.copy_from_slice(&local.as_bytes()[..8]);
+    u64::from_le_bytes(seed)
 }
 
 /// The local subscriptions, by the key of their literal prefix.
@@ -477,12 +503,10 @@ impl Subscriptions {
         RecordKey::new(&self.realm, RecordKind::Topic, prefix)
     }
 
-    /// Our record value under `key`: every pattern we subscribe to there,
-    /// sorted, one per line.
+    /// Our record value under `key`: every pattern we subscribe to there
+    /// ([`encode_subscriber_value`]).
     fn record_value(&self, key: &RecordKey) -> Option<Bytes> {
-        let patterns = self.by_key.get(key)?;
-        let lines: Vec<&str> = patterns.iter().map(Pattern::as_str).collect();
-        Some(Bytes::from(lines.join("\n")))
+        self.by_key.get(key).map(encode_subscriber_value)
     }
 
     /// True when one of our patterns matches `topic`.

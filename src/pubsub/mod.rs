@@ -26,10 +26,12 @@ mod direct;
 mod machine;
 mod outbox;
 mod receiver;
+mod record;
 mod topic;
 mod types;
 
 pub use machine::PubSub;
 pub use receiver::{Received, Receiver, ReceiverConfig, ReceiverStats};
+pub use record::{decode_subscriber_value, encode_subscriber_value};
 pub use topic::{MAX_LEN, MAX_SEGMENTS, Pattern, Topic, TopicError};
 pub use types::{PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats};

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::Topic;
 use super::receiver::{ReceiverConfig, ReceiverStats};
+use super::{Pattern, Topic};
 use crate::id::{NodeId, Realm};
-use crate::rpc::DirectoryRequest;
+use crate::rpc::{AnnounceFailed, DirectoryRequest};
 use crate::wire::{Message, Publish};
 
 /// What went wrong with a pub/sub request.
@@ -70,9 +70,6 @@ pub struct PubSubConfig {
     pub cache_ttl: Duration,
     /// How long a lookup may take before it counts as empty (default 5 s).
     pub lookup_timeout: Duration,
-    /// How often subscriber records are announced again (default 240 s: DHT
-    /// records live 300 s).
-    pub republish_interval: Duration,
     /// How long an unreachable subscriber is skipped (default 5 s).
     pub retry_after: Duration,
     /// The receiving side's bounds.
@@ -95,7 +92,6 @@ impl PubSubConfig {
             max_direct_subscriptions: 4096,
             cache_ttl: Duration::from_secs(30),
             lookup_timeout: Duration::from_secs(5),
-            republish_interval: Duration::from_secs(240),
             retry_after: Duration::from_secs(5),
             receiver: ReceiverConfig::default(),
         }
@@ -115,6 +111,16 @@ pub enum PubSubEvent {
         topic: Topic,
         /// The payload.
         payload: Bytes,
+    },
+    /// Our subscriber record for these patterns (those sharing one literal
+    /// prefix) could not be stored in the DHT, so publishers may not find
+    /// it; it is announced again in `retry_in` (and so on, backing off,
+    /// until a store succeeds).
+    SubscriptionFailed {
+        /// The patterns the record holds.
+        patterns: Vec<Pattern>,
+        /// Why, and when it is tried again.
+        failed: AnnounceFailed,
     },
 }
 

@@ -13,6 +13,7 @@ use super::directory::{Cached, DirectoryRequest, Found, LookupCache};
 use super::{ProviderFlags, RpcConfig, RpcError, RpcEvent, RpcOutput, RpcStats};
 use crate::collections::HashMap;
 use crate::id::{NodeId, RecordKey};
+use crate::metrics::CacheCounts;
 use crate::pubsub::Topic;
 use crate::wire::{self, ErrorCode, ErrorReply, Reply};
 
@@ -36,6 +37,10 @@ pub struct CallOptions {
     /// Never fail over once the request may have been delivered, even when
     /// the provider registered the procedure idempotent.
     pub at_most_once: bool,
+    /// How long one provider has to answer before the call moves on (when
+    /// that is safe, see [`RpcConfig::attempts`]); `None` for the call's
+    /// timeout divided by [`RpcConfig::attempts`].
+    pub attempt_timeout: Option<Duration>,
 }
 
 /// What the Node knows of a request that failed without an answer.
@@ -55,6 +60,10 @@ struct Attempt {
     request_id: u64,
     provider: NodeId,
     may_retry: bool,
+    /// The Node wrote the CALL: the provider may read it from now on.
+    sent: bool,
+    /// When the attempt is given up if moving on is safe.
+    deadline: Instant,
 }
 
 #[derive(Clone, Debug)]
@@ -78,10 +87,13 @@ pub(crate) struct Caller {
     choice: ProviderChoice,
     max_payload: usize,
     max_in_flight: usize,
+    attempts: u32,
     cache: LookupCache,
     calls: BTreeMap<CallId, Call>,
     by_request: HashMap<u64, CallId>,
     deadlines: BTreeSet<(Instant, CallId)>,
+    /// Deadlines of the open attempts that may still move on.
+    attempt_deadlines: BTreeSet<(Instant, CallId)>,
     waiting: HashMap<RecordKey, Vec<CallId>>,
     next_call: u64,
     next_request: u64,
@@ -95,10 +107,12 @@ impl Caller {
             choice: config.choice,
             max_payload: config.max_payload,
             max_in_flight: config.max_in_flight,
+            attempts: config.attempts.max(1),
             cache: LookupCache::new(config.cache_ttl, config.lookup_timeout),
             calls: BTreeMap::new(),
             by_request: HashMap::default(),
             deadlines: BTreeSet::new(),
+            attempt_deadlines: BTreeSet::new(),
             waiting: HashMap::default(),
             next_call: 0,
             next_request: 0,
@@ -108,6 +122,10 @@ impl Caller {
 
     pub(crate) fn stats(&self) -> RpcStats {
         self.stats
+    }
+
+    pub(crate) fn cache_counts(&self) -> CacheCounts {
+        self.cache.counts()
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -156,6 +174,7 @@ impl Caller {
                 last_refusal: None,
             },
         );
+        let _ = self.cache.consult(now, &key);
         self.advance(now, id, out);
         Ok(id)
     }
@@ -207,12 +226,19 @@ impl Caller {
         let may_retry =
             ProviderFlags::decode(&provider.value).idempotent && !call.options.at_most_once;
         let remaining = call.deadline.saturating_duration_since(now);
+        let window = (call.options.attempt_timeout)
+            .unwrap_or(call.timeout / self.attempts)
+            .min(remaining);
+        let deadline = now + window;
         call.tried.push(provider.provider);
         call.attempt = Some(Attempt {
             request_id,
             provider: provider.provider,
             may_retry,
+            sent: false,
+            deadline,
         });
+        self.attempt_deadlines.insert((deadline, id));
         self.by_request.insert(request_id, id);
         out.push_back(RpcOutput::Call {
             call: id,
@@ -250,10 +276,47 @@ impl Caller {
         };
         if let Some(attempt) = call.attempt.take() {
             self.by_request.remove(&attempt.request_id);
+            self.attempt_deadlines.remove(&(attempt.deadline, id));
             self.cache.forget(&call.key, &attempt.provider);
         }
         call.last_refusal = refusal;
         self.advance(now, id, out);
+    }
+
+    /// The Node wrote the CALL of `request_id` to `peer`.
+    pub(crate) fn handle_sent(&mut self, peer: &NodeId, request_id: u64) {
+        let Some(id) = self.attempt_of(peer, request_id) else {
+            return;
+        };
+        let Some(attempt) = self.calls.get_mut(&id).and_then(|c| c.attempt.as_mut()) else {
+            return;
+        };
+        attempt.sent = true;
+        if !attempt.may_retry {
+            // Nothing safe to move on to: the call's own deadline ends it.
+            self.attempt_deadlines.remove(&(attempt.deadline, id));
+        }
+    }
+
+    /// Gives up the attempts past their deadline that may move on: CANCEL
+    /// goes to their provider (the Node drops a CALL not written yet) and
+    /// the call tries the next one, or ends with a timeout.
+    fn expire_attempts(&mut self, now: Instant, out: &mut VecDeque<RpcOutput>) {
+        while let Some(&(deadline, id)) = self.attempt_deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.attempt_deadlines.remove(&(deadline, id));
+            let Some(call) = self.calls.get(&id).filter(|c| deadline < c.deadline) else {
+                continue; // the call's own deadline ends it
+            };
+            let timeout = RpcError::Timeout {
+                procedure: call.procedure.as_str().into(),
+                after: call.timeout,
+            };
+            self.cancel_attempt(id, out);
+            self.fail_over(now, id, Some(timeout), out);
+        }
     }
 
     pub(crate) fn handle_reply(
@@ -287,6 +350,15 @@ impl Caller {
                 return self.fail_over(now, id, Some(refusal), out);
             }
             ErrorCode::UnknownProcedure => return self.fail_over(now, id, None, out),
+            // The provider gave up at the deadline the call carries: the same
+            // end as our own timer's, whichever comes first.
+            ErrorCode::Timeout => {
+                let call = &self.calls[&id];
+                RpcError::Timeout {
+                    procedure: call.procedure.as_str().into(),
+                    after: call.timeout,
+                }
+            }
             ErrorCode::Refused => RpcError::Refused {
                 provider,
                 message: error.message,
@@ -367,6 +439,7 @@ impl Caller {
         self.deadlines.remove(&(call.deadline, id));
         if let Some(attempt) = call.attempt {
             self.by_request.remove(&attempt.request_id);
+            self.attempt_deadlines.remove(&(attempt.deadline, id));
         }
         match result {
             Ok(_) => self.stats.succeeded += 1,
@@ -378,6 +451,12 @@ impl Caller {
     /// Gives the call up with `error`: CANCEL goes to the provider of the
     /// open attempt, if any, so its handler can stop.
     fn abandon(&mut self, id: CallId, error: RpcError, out: &mut VecDeque<RpcOutput>) {
+        self.cancel_attempt(id, out);
+        self.finish(id, Err(error), out);
+    }
+
+    /// CANCEL for the open attempt of `id`, if any.
+    fn cancel_attempt(&self, id: CallId, out: &mut VecDeque<RpcOutput>) {
         if let Some(attempt) = self.calls.get(&id).and_then(|c| c.attempt.as_ref()) {
             out.push_back(RpcOutput::Cancel {
                 provider: attempt.provider,
@@ -386,7 +465,6 @@ impl Caller {
                 },
             });
         }
-        self.finish(id, Err(error), out);
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut VecDeque<RpcOutput>) {
@@ -405,6 +483,7 @@ impl Caller {
             };
             self.abandon(id, error, out);
         }
+        self.expire_attempts(now, out);
         for waiting in self.waiting.values_mut() {
             waiting.retain(|id| self.calls.contains_key(id));
         }
@@ -413,6 +492,10 @@ impl Caller {
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let call = self.deadlines.first().map(|(at, _)| *at);
-        call.into_iter().chain(self.cache.next_deadline()).min()
+        let attempt = self.attempt_deadlines.first().map(|(at, _)| *at);
+        call.into_iter()
+            .chain(attempt)
+            .chain(self.cache.next_deadline())
+            .min()
     }
 }

@@ -1,5 +1,5 @@
 //! The DHT as RPC and pub/sub see it: values looked up under keys (cached
-//! with a TTL) and values this node announces (republished on a timer).
+//! with a TTL) and values this node announces (the DHT republishes them).
 //!
 //! Neither machine talks to the DHT. They ask for [`DirectoryRequest`]s —
 //! look a key up, announce a value, withdraw it — which the Node carries out
@@ -12,9 +12,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
+use crate::backoff;
 use crate::collections::HashMap;
 use crate::id::{NodeId, RecordKey};
+use crate::metrics::CacheCounts;
 use crate::record::SignedRecord;
 
 /// One value found under a key: who published it and what it says.
@@ -44,9 +48,9 @@ pub enum DirectoryRequest {
         /// The key to look up.
         key: RecordKey,
     },
-    /// Sign `value` as this node's record under `key` and store it. Comes
-    /// again every republish interval until withdrawn; a new value under the
-    /// same key replaces the old one.
+    /// Sign `value` as this node's record under `key`, store it and keep
+    /// republishing it (the DHT's republish interval) until withdrawn; a new
+    /// value under the same key replaces the old one.
     Announce {
         /// Where to store it.
         key: RecordKey,
@@ -86,6 +90,8 @@ pub(crate) struct LookupCache {
     entries: HashMap<RecordKey, Entry>,
     /// Pending lookup deadlines, earliest first.
     deadlines: BTreeMap<(Instant, RecordKey), ()>,
+    /// Hits and misses of [`LookupCache::consult`].
+    counts: CacheCounts,
 }
 
 impl LookupCache {
@@ -97,7 +103,22 @@ impl LookupCache {
             lookup_timeout,
             entries: HashMap::default(),
             deadlines: BTreeMap::new(),
+            counts: CacheCounts::default(),
         }
+    }
+
+    /// [`LookupCache::get`] for a new use of the cache (a call, a
+    /// publication), counted: a hit when the key is fresh or already being
+    /// looked up, a miss when it is missing.
+    pub(crate) fn consult(&mut self, now: Instant, key: &RecordKey) -> Cached<'_> {
+        let hit = self.get(now, key) != Cached::Missing;
+        self.counts.record(hit);
+        self.get(now, key)
+    }
+
+    /// Hits and misses of [`LookupCache::consult`] so far.
+    pub(crate) fn counts(&self) -> CacheCounts {
+        self.counts
     }
 
     /// What is known about `key` at `now`.
@@ -165,27 +186,74 @@ impl LookupCache {
     }
 }
 
-/// The values this node announces, each republished every interval.
+/// Why an announcement did not take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnnounceFailure {
+    /// Fewer nodes than the DHT's store quorum acknowledged the record
+    /// (none at all when no node closest to the key answered).
+    Quorum {
+        /// Nodes that stored it.
+        acked: usize,
+        /// Acknowledgements needed.
+        quorum: usize,
+    },
+    /// The DHT would not store the value (the detail says why).
+    Rejected(String),
+}
+
+/// The first delay before an announcement that failed is tried again.
+pub const ANNOUNCE_RETRY_BASE: Duration = Duration::from_secs(1);
+/// The longest delay between tries (well inside a record's 300 s life).
+pub const ANNOUNCE_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// A store of an announcement that failed, and what happens next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnnounceFailed {
+    /// Why the store failed.
+    pub reason: AnnounceFailure,
+    /// Failures in a row, this one included.
+    pub failures: u32,
+    /// How long until it is announced again.
+    pub retry_in: Duration,
+}
+
+#[derive(Clone, Debug)]
+struct Announced {
+    value: Bytes,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// The values this node announces. The DHT signs, stores and republishes
+/// each one until it is withdrawn (it alone owns the periodic republish).
+/// This keeps what is announced so that a store that fails — the first one
+/// or a republish — is announced again after the crate's shared backoff
+/// ([`crate::backoff`], from [`ANNOUNCE_RETRY_BASE`] doubling to
+/// [`ANNOUNCE_RETRY_MAX`]), until one succeeds or the value is withdrawn.
 #[derive(Clone, Debug)]
 pub(crate) struct Announcements {
-    interval: Duration,
-    values: BTreeMap<RecordKey, (Bytes, Instant)>,
+    values: BTreeMap<RecordKey, Announced>,
+    rng: ChaCha8Rng,
 }
 
 impl Announcements {
-    /// Announcements republished every `interval`.
-    pub(crate) fn new(interval: Duration) -> Self {
+    /// Nothing announced; retry jitter drawn from `seed`.
+    pub(crate) fn new(seed: u64) -> Self {
         Self {
-            interval,
             values: BTreeMap::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
         }
     }
 
-    /// Starts (or changes) announcing `value` under `key` at `now`; returns
-    /// the request to send now.
-    pub(crate) fn set(&mut self, now: Instant, key: RecordKey, value: Bytes) -> DirectoryRequest {
-        self.values
-            .insert(key, (value.clone(), now + self.interval));
+    /// Starts (or changes) announcing `value` under `key`; returns the
+    /// request to send now.
+    pub(crate) fn set(&mut self, key: RecordKey, value: Bytes) -> DirectoryRequest {
+        let announced = Announced {
+            value: value.clone(),
+            failures: 0,
+            retry_at: None,
+        };
+        self.values.insert(key, announced);
         DirectoryRequest::Announce { key, value }
     }
 
@@ -196,20 +264,52 @@ impl Announcements {
             .map(|_| DirectoryRequest::Withdraw { key: *key })
     }
 
-    /// When the next republication is due.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.values.values().map(|(_, due)| *due).min()
+    /// How a store of `key` ended at `now` (`Ok` when it reached its
+    /// quorum). A failure schedules the next try and is returned; a success
+    /// clears the failures. `None` for a success, or for a key not
+    /// announced (any more).
+    pub(crate) fn stored(
+        &mut self,
+        now: Instant,
+        key: &RecordKey,
+        result: Result<(), AnnounceFailure>,
+    ) -> Option<AnnounceFailed> {
+        let announced = self.values.get_mut(key)?;
+        let Err(reason) = result else {
+            announced.failures = 0;
+            announced.retry_at = None;
+            return None;
+        };
+        announced.failures = announced.failures.saturating_add(1);
+        let failures = announced.failures;
+        let retry_in = backoff::delay(
+            ANNOUNCE_RETRY_BASE,
+            ANNOUNCE_RETRY_MAX,
+            failures,
+            &mut self.rng,
+        );
+        announced.retry_at = Some(now + retry_in);
+        Some(AnnounceFailed {
+            reason,
+            failures,
+            retry_in,
+        })
     }
 
-    /// The republications due by `now`, rescheduled one interval later.
+    /// When the next retry is due.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.values.values().filter_map(|a| a.retry_at).min()
+    }
+
+    /// The retries due by `now`.
     pub(crate) fn due(&mut self, now: Instant) -> Vec<DirectoryRequest> {
         let mut out = Vec::new();
-        for (key, (value, due)) in &mut self.values {
-            if *due <= now {
-                *due = now + self.interval;
+        for (key, announced) in &mut self.values {
+            if announced.retry_at.is_some_and(|at| at <= now) {
+                announced.retry_at = None;
                 out.push(DirectoryRequest::Announce {
                     key: *key,
-                    value: value.clone(),
+                    value: announced.value.clone(),
                 });
             }
         }
@@ -261,17 +361,38 @@ mod tests {
     }
 
     #[test]
-    fn announcements_repeat_every_interval_until_removed() {
+    fn failed_announcements_are_retried_with_backoff_until_one_succeeds() {
         let t0 = crate::test_epoch();
-        let s = Duration::from_secs(1);
-        let mut ann = Announcements::new(240 * s);
+        let mut ann = Announcements::new(3);
         let (k, v) = (key("k"), Bytes::from_static(b"v"));
-        let first = ann.set(t0, k, v.clone());
+        let first = ann.set(k, v.clone());
         assert_eq!(first, DirectoryRequest::Announce { key: k, value: v });
-        assert_eq!(ann.next_deadline(), Some(t0 + 240 * s));
-        assert!(ann.due(t0 + 239 * s).is_empty());
-        assert_eq!(ann.due(t0 + 240 * s), vec![first]);
-        assert_eq!(ann.next_deadline(), Some(t0 + 480 * s));
+        assert_eq!(ann.next_deadline(), None, "the DHT republishes");
+        let quorum = || {
+            Err(AnnounceFailure::Quorum {
+                acked: 0,
+                quorum: 1,
+            })
+        };
+        assert_eq!(ann.stored(t0, &key("other"), quorum()), None);
+
+        let mut at = t0;
+        for failures in 1..=8u32 {
+            let retry = ann.stored(at, &k, quorum()).expect("a failure");
+            assert_eq!(retry.failures, failures);
+            let ceiling = (ANNOUNCE_RETRY_BASE * 2u32.pow(failures - 1)).min(ANNOUNCE_RETRY_MAX);
+            assert!(retry.retry_in >= ceiling / 2 && retry.retry_in <= ceiling);
+            let due = at + retry.retry_in;
+            assert_eq!(ann.next_deadline(), Some(due));
+            assert!(ann.due(due - Duration::from_millis(1)).is_empty());
+            assert_eq!(ann.due(due), vec![first.clone()]);
+            assert_eq!(ann.next_deadline(), None);
+            at = due;
+        }
+        assert_eq!(ann.stored(at, &k, Ok(())), None);
+        let retry = ann.stored(at, &k, quorum()).unwrap();
+        assert_eq!(retry.failures, 1, "a success starts the count again");
+
         assert_eq!(ann.remove(&k), Some(DirectoryRequest::Withdraw { key: k }));
         assert_eq!(ann.remove(&k), None);
         assert_eq!(ann.next_deadline(), None);

@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::caller::{CallId, CallOptions, Caller, Delivery};
-use super::directory::{Announcements, Found};
+use super::directory::{AnnounceFailure, Announcements, Found};
 use super::handler::{Authorize, Handler, InboundId};
 use super::{
-    HandlerError, ProviderFlags, RegisterOptions, RpcConfig, RpcError, RpcOutput, RpcStats,
+    HandlerError, ProviderFlags, RegisterOptions, RpcConfig, RpcError, RpcEvent, RpcOutput,
+    RpcStats,
 };
 use crate::id::{NodeId, Realm, RecordKey, RecordKind};
+use crate::metrics::CacheCounts;
 use crate::pubsub::Topic;
 use crate::wire::{Call, ErrorReply, Reply};
 
@@ -36,7 +38,7 @@ impl Rpc {
         Self {
             caller: Caller::new(&config),
             handler: Handler::new(&config),
-            announcements: Announcements::new(config.republish_interval),
+            announcements: Announcements::new(config.seed),
             realm: config.realm,
             registered: BTreeMap::new(),
             outputs: VecDeque::new(),
@@ -53,6 +55,11 @@ impl Rpc {
     /// The counters so far.
     pub fn stats(&self) -> RpcStats {
         self.caller.stats().plus(self.handler.stats())
+    }
+
+    /// Hits and misses of the provider cache (one lookup per call).
+    pub fn provider_cache(&self) -> CacheCounts {
+        self.caller.cache_counts()
     }
 
     /// Calls of ours still open.
@@ -101,9 +108,9 @@ impl Rpc {
         self.caller.cancel(call, &mut self.outputs)
     }
 
-    /// Registers `procedure`: its provider record is announced now and
-    /// every republish interval until [`Rpc::unregister`]. Registering again
-    /// changes the options.
+    /// Registers `procedure`: its provider record is announced now (the DHT
+    /// republishes it until [`Rpc::unregister`]). Registering again changes
+    /// the options.
     pub fn register(
         &mut self,
         now: Instant,
@@ -117,7 +124,7 @@ impl Rpc {
         let flags = ProviderFlags {
             idempotent: options.idempotent,
         };
-        let request = self.announcements.set(now, key, flags.encode());
+        let request = self.announcements.set(key, flags.encode());
         self.outputs.push_back(RpcOutput::Directory(request));
         Ok(())
     }
@@ -156,6 +163,33 @@ impl Rpc {
             .handle_lookup(now, key, found, &mut self.outputs);
     }
 
+    /// How the DHT store of the provider record under `key` ended: `Ok`
+    /// once it reached its quorum. A failure becomes
+    /// [`RpcEvent::RegistrationFailed`] and the record is announced again
+    /// after a backoff ([`ANNOUNCE_RETRY_BASE`](super::ANNOUNCE_RETRY_BASE) doubling up to
+    /// [`ANNOUNCE_RETRY_MAX`](super::ANNOUNCE_RETRY_MAX)).
+    pub fn handle_announced(
+        &mut self,
+        now: Instant,
+        key: RecordKey,
+        result: Result<(), AnnounceFailure>,
+    ) {
+        self.last_now = Some(now);
+        let failed = self.announcements.stored(now, &key, result);
+        if let (Some(failed), Some(procedure)) = (failed, self.procedure_of(&key)) {
+            let event = RpcEvent::RegistrationFailed { procedure, failed };
+            self.outputs.push_back(RpcOutput::Event(event));
+        }
+    }
+
+    /// The registered procedure whose provider records live under `key`.
+    fn procedure_of(&self, key: &RecordKey) -> Option<String> {
+        self.registered
+            .keys()
+            .find(|name| Topic::new(name).is_ok_and(|topic| self.key(&topic) == *key))
+            .cloned()
+    }
+
     /// REPLY from `provider` to one of our calls.
     pub fn handle_reply(&mut self, now: Instant, provider: &NodeId, reply: Reply) {
         self.last_now = Some(now);
@@ -167,6 +201,14 @@ impl Rpc {
         self.last_now = Some(now);
         self.caller
             .handle_error(now, provider, error, &mut self.outputs);
+    }
+
+    /// The CALL `request_id` to `provider` was written on its stream: from
+    /// now on the provider may run it, so the attempt moves on at its
+    /// deadline only if the procedure is idempotent.
+    pub fn handle_sent(&mut self, now: Instant, provider: &NodeId, request_id: u64) {
+        self.last_now = Some(now);
+        self.caller.handle_sent(provider, request_id);
     }
 
     /// A CALL to `provider` failed without an answer; `delivery` says
@@ -200,7 +242,7 @@ impl Rpc {
     }
 
     /// Acts on every deadline due by `now`: call timeouts, handled calls
-    /// past their deadline, lookups given up on, republications.
+    /// past their deadline, lookups given up on, announcements to retry.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = Some(now);
         self.caller.handle_timeout(now, &mut self.outputs);

@@ -20,7 +20,20 @@
 //!   (its record says so, [`ProviderFlags`]) and the caller did not ask for
 //!   [`CallOptions::at_most_once`]; otherwise it ends with [`RpcError::Lost`].
 //!   Other ERROR codes are final: `refused` becomes [`RpcError::Refused`],
-//!   the rest (unknown codes included) [`RpcError::Remote`].
+//!   `timeout` (the provider's copy of the call's deadline passed)
+//!   [`RpcError::Timeout`], the rest (unknown codes included)
+//!   [`RpcError::Remote`].
+//!   A CALL the Node never wrote ([`Rpc::handle_sent`] not called) counts
+//!   as not delivered.
+//! - **Attempt windows.** Each attempt has a window (the call's timeout
+//!   divided by [`RpcConfig::attempts`], default 3, or
+//!   [`CallOptions::attempt_timeout`]). A provider that does not answer in
+//!   it — dead, unreachable, stuck — is given up (CANCEL) and the next one
+//!   tried, under the same rule: only when the Node has not written the CALL
+//!   yet ([`Rpc::handle_sent`]) or the provider registered idempotent. A
+//!   written non-idempotent attempt keeps the whole rest of the call's time.
+//!   A call whose every provider ran out of time ends with
+//!   [`RpcError::Timeout`].
 //! - Every provider that fails is dropped from the cached provider list
 //!   (cached [`RpcConfig::cache_ttl`]); a lookup that does not come back
 //!   within [`RpcConfig::lookup_timeout`] is asked again while the call's
@@ -29,6 +42,10 @@
 //!   deadline at the latest; a call given up (timeout, [`Rpc::cancel`])
 //!   sends CANCEL on its open attempt. A handled call ends with one answer,
 //!   or with [`RpcEvent::Cancelled`] (CANCEL, or its own deadline).
+//! - A provider record whose store fails (the first one or a republish)
+//!   is reported as [`RpcEvent::RegistrationFailed`] and announced again
+//!   after a backoff, until a store succeeds or the procedure is
+//!   unregistered.
 //! - Provider records hold one byte of flags; their DHT key is
 //!   `rpc/<procedure>` in the realm. Procedure names follow the topic rules
 //!   ([`crate::pubsub::Topic`]).
@@ -41,7 +58,10 @@ mod machine;
 mod types;
 
 pub use caller::{CallId, CallOptions, Delivery, ProviderChoice};
-pub use directory::{DirectoryRequest, Found};
+pub use directory::{
+    ANNOUNCE_RETRY_BASE, ANNOUNCE_RETRY_MAX, AnnounceFailed, AnnounceFailure, DirectoryRequest,
+    Found,
+};
 pub use error::{HandlerError, RpcError};
 pub use handler::{Authorize, CancelReason, InboundId};
 pub use machine::Rpc;

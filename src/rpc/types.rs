@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::RpcError;
 use super::caller::{CallId, ProviderChoice};
+use super::directory::AnnounceFailed;
 use super::directory::DirectoryRequest;
 use super::handler::{CancelReason, InboundId};
 use crate::id::{NodeId, Realm};
@@ -21,8 +22,20 @@ pub struct RpcConfig {
     pub seed: u64,
     /// How a provider is picked (default random).
     pub choice: ProviderChoice,
-    /// Largest call or reply payload (default 16 MiB).
+    /// Largest call or reply payload (default 16 MiB): larger ones are
+    /// refused [`RpcError::TooLarge`] before anything is sent. The Node
+    /// streams payloads over one frame (docs/PROTOCOL.md §8.3) and refuses
+    /// incoming ones over this limit on their declared length.
     pub max_payload: usize,
+    /// How many providers a call's timeout is shared among (default 3):
+    /// each attempt may take the call's timeout divided by this (or
+    /// [`CallOptions::attempt_timeout`](super::CallOptions::attempt_timeout)),
+    /// and at most what is left of the call. An attempt past its window is
+    /// given up (CANCEL) and the call moves to the next provider — but only
+    /// when that cannot run a handler twice: the CALL was not written yet,
+    /// or the provider registered idempotent. A written non-idempotent
+    /// attempt keeps the rest of the call's time.
+    pub attempts: u32,
     /// Calls this node may have open at once (default 1024).
     pub max_in_flight: usize,
     /// Calls this node handles at once (default 256).
@@ -32,9 +45,6 @@ pub struct RpcConfig {
     /// How long a provider lookup may take before it is tried again
     /// (default 5 s; the call's own deadline still bounds it).
     pub lookup_timeout: Duration,
-    /// How often provider records are announced again (default 240 s: DHT
-    /// records live 300 s).
-    pub republish_interval: Duration,
 }
 
 impl RpcConfig {
@@ -45,11 +55,11 @@ impl RpcConfig {
             seed,
             choice: ProviderChoice::Random,
             max_payload: 16 << 20,
+            attempts: 3,
             max_in_flight: 1024,
             max_handlers: 256,
             cache_ttl: Duration::from_secs(30),
             lookup_timeout: Duration::from_secs(5),
-            republish_interval: Duration::from_secs(240),
         }
     }
 }
@@ -140,6 +150,15 @@ pub enum RpcEvent {
         procedure: String,
         /// The arguments.
         payload: Bytes,
+    },
+    /// The provider record of a registered procedure could not be stored
+    /// in the DHT, so callers may not find it; it is announced again in
+    /// `retry_in` (and so on, backing off, until a store succeeds).
+    RegistrationFailed {
+        /// The procedure.
+        procedure: String,
+        /// Why, and when it is tried again.
+        failed: AnnounceFailed,
     },
     /// A call being handled ended without an answer; drop its work.
     Cancelled {

@@ -39,6 +39,8 @@ pub enum DropReason {
     NoListener,
     /// The sender asked for a source address it does not have.
     BadSource,
+    /// The route between the two addresses is cut ([`World::cut`](super::World::cut)).
+    Cut,
 }
 
 /// What became of a packet, or what a host reported.

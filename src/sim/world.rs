@@ -118,6 +118,8 @@ pub struct World<M: Machine> {
     /// The deadlines of online hosts and the NATs' next timeouts.
     timers: BTreeSet<(Instant, Due)>,
     sent: u64,
+    /// Pairs of IPs (lower first) between which every packet is dropped.
+    cuts: BTreeSet<(IpAddr, IpAddr)>,
     events: Vec<HostEvent<M::Event>>,
     trace: Trace,
 }
@@ -141,6 +143,7 @@ where
             flights: BTreeMap::new(),
             timers: BTreeSet::new(),
             sent: 0,
+            cuts: BTreeSet::new(),
             events: Vec::new(),
             trace: Trace::default(),
         }
@@ -235,6 +238,18 @@ where
         self.hosts[host.0].link = link;
     }
 
+    /// Cuts (or, with `cut` false, restores) the route between IPs `a` and `b`: every
+    /// packet between them, either way, is dropped as it is sent across a network, as
+    /// by a broken router between them; other routes of either side keep working.
+    pub fn cut(&mut self, a: IpAddr, b: IpAddr, cut: bool) {
+        let pair = if a <= b { (a, b) } else { (b, a) };
+        if cut {
+            self.cuts.insert(pair);
+        } else {
+            self.cuts.remove(&pair);
+        }
+    }
+
     /// Replaces the link of a NAT's external side.
     pub fn set_nat_link(&mut self, nat: NatId, link: Link) {
         self.nats[nat.0].link = link;
@@ -261,6 +276,11 @@ where
     /// A NAT box, to read its mappings and log.
     pub fn nat(&self, nat: NatId) -> &Nat {
         &self.nats[nat.0].nat
+    }
+
+    /// Every NAT box, in the order they were added.
+    pub fn nats(&self) -> impl Iterator<Item = &Nat> + '_ {
+        self.nats.iter().map(|b| &b.nat)
     }
 
     /// The time the world started.
@@ -503,6 +523,10 @@ where
     /// Sends a packet from `from` across network `net` toward whoever owns
     /// its destination there (or the NAT the network is behind).
     fn forward(&mut self, net: NetId, from: Attachment, mut packet: Packet) {
+        let (s, d) = (packet.source.ip(), packet.destination.ip());
+        if self.cuts.contains(&(s.min(d), s.max(d))) {
+            return self.drop(&packet, DropReason::Cut);
+        }
         let to = match self.locate(net, packet.destination) {
             Ok(to) if to == from => return self.drop(&packet, DropReason::NoRoute),
             Ok(to) => to,

@@ -9,12 +9,13 @@ use super::dht::{
 };
 use super::field::{Bound, Ctx, Field, Reader};
 use super::header::{HEADER_LEN, Header};
+use super::nat::{PunchAnswer, PunchOffer, PunchResult, PunchSync};
 use super::pubsub::{Publish, Subscribe, Unsubscribe};
 use super::reach::{CapabilitiesUpdate, DialBack, DialBackProbe, DialBackResult};
 use super::relay::{
     CircuitIncoming, CircuitOpen, CircuitStatus, RelayRelease, RelayReserve, RelayReserveStatus,
 };
-use super::rpc::{Call, Cancel, ErrorReply, Reply};
+use super::rpc::{Call, Cancel, ErrorReply, PayloadChunk, PayloadSize, Reply};
 use super::{DecodeError, EncodeError, Limits, OverLimit};
 
 /// Declares [`Message`] and [`MessageType`] from one table of
@@ -121,6 +122,10 @@ messages! {
     ErrorReply = 0x22 "ERROR",
     /// CANCEL: give up on a call.
     Cancel = 0x23 "CANCEL",
+    /// PAYLOAD_SIZE: a streamed payload's length, before its CALL or REPLY.
+    PayloadSize = 0x24 "PAYLOAD_SIZE",
+    /// PAYLOAD_CHUNK: the next part of a streamed payload.
+    PayloadChunk = 0x25 "PAYLOAD_CHUNK",
     /// FIND_NODE: closest contacts to an id.
     FindNode = 0x40 "FIND_NODE",
     /// FIND_NODE_REPLY: the contacts.
@@ -157,6 +162,14 @@ messages! {
     DialBackProbe = 0x5a "DIAL_BACK_PROBE",
     /// CAPABILITIES: the sender's capabilities changed.
     CapabilitiesUpdate = 0x5b "CAPABILITIES",
+    /// PUNCH_OFFER: the opener's candidates and session tag.
+    PunchOffer = 0x60 "PUNCH_OFFER",
+    /// PUNCH_ANSWER: the follower's candidates.
+    PunchAnswer = 0x61 "PUNCH_ANSWER",
+    /// PUNCH_SYNC: the agreed start.
+    PunchSync = 0x62 "PUNCH_SYNC",
+    /// PUNCH_RESULT: how the punch ended for the sender.
+    PunchResult = 0x63 "PUNCH_RESULT",
 }
 
 impl Message {
@@ -179,6 +192,8 @@ impl Message {
             | Message::Reply(Reply { request_id, .. })
             | Message::ErrorReply(ErrorReply { request_id, .. })
             | Message::Cancel(Cancel { request_id })
+            | Message::PayloadSize(PayloadSize { request_id, .. })
+            | Message::PayloadChunk(PayloadChunk { request_id, .. })
             | Message::FindNode(FindNode { request_id, .. })
             | Message::FindNodeReply(FindNodeReply { request_id, .. })
             | Message::FindValue(FindValue { request_id, .. })
@@ -193,7 +208,11 @@ impl Message {
             | Message::RelayReserveStatus(RelayReserveStatus { request_id, .. })
             | Message::RelayRelease(RelayRelease { request_id })
             | Message::CircuitOpen(CircuitOpen { request_id, .. })
-            | Message::CircuitStatus(CircuitStatus { request_id, .. }) => Some(*request_id),
+            | Message::CircuitStatus(CircuitStatus { request_id, .. })
+            | Message::PunchOffer(PunchOffer { request_id, .. })
+            | Message::PunchAnswer(PunchAnswer { request_id, .. })
+            | Message::PunchSync(PunchSync { request_id, .. })
+            | Message::PunchResult(PunchResult { request_id, .. }) => Some(*request_id),
         }
     }
 

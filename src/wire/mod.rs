@@ -22,11 +22,13 @@ pub(crate) mod field;
 mod header;
 mod limits;
 mod message;
+mod nat;
 mod pubsub;
 mod reach;
 mod relay;
 mod rpc;
 mod stream;
+mod streamed;
 mod types;
 
 pub use control::{Connect, Disconnect, Ping, Pong};
@@ -37,6 +39,10 @@ pub use error::{DecodeError, EncodeError, OverLimit, Reaction};
 pub use header::{HEADER_LEN, Header};
 pub use limits::Limits;
 pub use message::{Decoded, Message, MessageType, decode, decode_shared};
+pub use nat::{
+    AllocationCode, CandidateType, FilteringCode, MappingCode, NatInfo, PunchAnswer, PunchOffer,
+    PunchOutcome, PunchResult, PunchSync, WireCandidate,
+};
 pub use pubsub::{Publish, Subscribe, Unsubscribe};
 pub use reach::{
     CapabilitiesUpdate, DialBack, DialBackProbe, DialBackResult, DialBackStatus, ProbeSource,
@@ -45,8 +51,9 @@ pub use relay::{
     CircuitIncoming, CircuitOpen, CircuitStatus, RelayRelease, RelayReserve, RelayReserveStatus,
     RelayStatus,
 };
-pub use rpc::{Call, Cancel, ErrorReply, Reply};
+pub use rpc::{Call, Cancel, ErrorReply, PayloadChunk, PayloadSize, Reply};
 pub use stream::FrameReader;
+pub use streamed::{AssemblyError, PayloadAssembler, Step, Streamed, part_len};
 pub use types::{Capabilities, Contact, DisconnectReason, ErrorCode, StoreStatus};
 
 /// The protocol version this implementation speaks (the header's first byte).

@@ -51,3 +51,26 @@ wire_struct! {
         pub request_id: u64,
     }
 }
+
+wire_struct! {
+    /// PAYLOAD_SIZE (0x24): the CALL or REPLY that follows on this stream
+    /// carries only the first part of its payload; PAYLOAD_CHUNK frames
+    /// carry the rest, `total_len` payload bytes in all (docs/PROTOCOL.md
+    /// §8.3, "Streamed payloads").
+    pub struct PayloadSize {
+        /// The request the payload belongs to.
+        pub request_id: u64,
+        /// The whole payload's length in bytes.
+        pub total_len: u64,
+    }
+}
+
+wire_struct! {
+    /// PAYLOAD_CHUNK (0x25): the next bytes of a streamed payload.
+    pub struct PayloadChunk {
+        /// The request the payload belongs to.
+        pub request_id: u64,
+        /// The bytes, following the previous part.
+        pub data: Bytes,
+    }
+}

@@ -165,7 +165,8 @@ fn report_for(i: usize, event: Event) -> Option<Report> {
         | Event::PubSub(_)
         | Event::Relay(_)
         | Event::Nat(_)
-        | Event::PeerRecord { .. }) => {
+        | Event::PeerRecord { .. }
+        | Event::PathChanged { .. }) => {
             println!("node {i}: {other:?}");
             None
         }

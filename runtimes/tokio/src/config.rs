@@ -19,6 +19,7 @@ use crate::driver::DEFAULT_DATAGRAMS_PER_TURN;
 /// | datagrams_per_turn | [`DEFAULT_DATAGRAMS_PER_TURN`] (64) |
 /// | command_capacity | 64 commands queued for the driver task |
 /// | event_capacity | 1024 events kept for slow subscribers (older ones are skipped) |
+/// | metrics_addr | `None`: no HTTP server for `/metrics` and `/health` |
 ///
 /// When `node.listen_addrs` is empty, the node announces the address it
 /// bound, unless that address is unspecified (`0.0.0.0`, `[::]`): then set
@@ -40,6 +41,10 @@ pub struct MaculaConfig {
     pub command_capacity: usize,
     /// Events kept per subscriber before the oldest are skipped.
     pub event_capacity: usize,
+    /// Where to serve `GET /metrics` (OpenMetrics text) and `GET /health`
+    /// over HTTP (port 0 picks a free one; see
+    /// [`MaculaNode::metrics_addr`](crate::MaculaNode::metrics_addr)).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl MaculaConfig {
@@ -53,6 +58,7 @@ impl MaculaConfig {
             datagrams_per_turn: DEFAULT_DATAGRAMS_PER_TURN,
             command_capacity: 64,
             event_capacity: 1024,
+            metrics_addr: None,
         }
     }
 }

@@ -17,6 +17,14 @@ pub enum BindError {
         /// The OS error.
         source: io::Error,
     },
+    /// The metrics HTTP listener could not be bound.
+    #[error("cannot bind the metrics listener at {addr}: {source}")]
+    Metrics {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
     /// The OS random source failed while generating an identity or seed.
     #[error("OS random source failed: {0}")]
     Random(getrandom::Error),

@@ -41,16 +41,27 @@ impl Stream for Events {
     type Item = Event;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        loop {
-            match Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(missed)))) => {
-                    tracing::warn!(missed, "event subscriber fell behind; skipping");
-                    self.skipped += missed;
-                }
-                Poll::Ready(Some(Ok(event))) => return Poll::Ready(Some(event)),
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+        let this = &mut *self;
+        poll_skipping(&mut this.inner, cx, &mut this.skipped)
+    }
+}
+
+/// The next item of a broadcast subscription, counting in `skipped` (and
+/// logging) what it missed by falling behind.
+pub(crate) fn poll_skipping<T: Clone + Send + 'static>(
+    inner: &mut BroadcastStream<T>,
+    cx: &mut Context<'_>,
+    skipped: &mut u64,
+) -> Poll<Option<T>> {
+    loop {
+        match Pin::new(&mut *inner).poll_next(cx) {
+            Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(missed)))) => {
+                tracing::warn!(missed, "a subscriber fell behind; skipping the oldest");
+                *skipped += missed;
             }
+            Poll::Ready(Some(Ok(item))) => return Poll::Ready(Some(item)),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
         }
     }
 }

@@ -4,11 +4,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use macula::dht::{Contact, DhtEvent, QueryStats};
 use macula::id::{Identity, NodeId, RecordKey};
+use macula::metrics::Metrics;
 use macula::node::{Event, Node, NodeCounters};
 use macula::record::SignedRecord;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -20,6 +22,8 @@ use crate::counters::{Counters, DriverCounters};
 use crate::driver::Driver;
 use crate::error::{BindError, CommandError};
 use crate::events::Events;
+use crate::metrics_http::MetricsServer;
+use crate::routes::{Notice, Order, Routes};
 use crate::socket::Socket;
 use crate::task::{self, Command, Operation};
 
@@ -40,6 +44,12 @@ struct Shared {
     counters: Arc<Counters>,
     /// Never read: new subscriptions are cloned from it.
     events: broadcast::Receiver<Event>,
+    /// The `/metrics` and `/health` server, if one was asked for.
+    metrics_server: Option<MetricsServer>,
+    /// What guards and handlers tell the task without waiting.
+    notices: mpsc::UnboundedSender<Notice>,
+    /// The next call's ticket.
+    next_ticket: AtomicU64,
 }
 
 /// The answer to [`MaculaNode::find_node`].
@@ -84,6 +94,8 @@ pub struct NodeStats {
     pub connections: usize,
     /// Routing-table entries.
     pub routing_table: usize,
+    /// The node's metrics.
+    pub metrics: Metrics,
 }
 
 impl NodeStats {
@@ -92,6 +104,7 @@ impl NodeStats {
             counters: node.counters().clone(),
             connections: node.connection_count(),
             routing_table: node.dht().table().len(),
+            metrics: node.metrics().clone(),
         }
     }
 }
@@ -128,9 +141,23 @@ impl MaculaNode {
         driver.set_datagrams_per_turn(config.datagrams_per_turn);
         let counters = driver.shared_counters();
         let (commands, receiver) = mpsc::channel(config.command_capacity.max(1));
+        let metrics_server = match config.metrics_addr {
+            Some(addr) => Some(
+                MetricsServer::start(addr, commands.downgrade())
+                    .await
+                    .map_err(|source| BindError::Metrics { addr, source })?,
+            ),
+            None => None,
+        };
         let (events_sender, events) = broadcast::channel(config.event_capacity.max(1));
+        let (notices, notices_receiver) = mpsc::unbounded_channel();
+        let routes = Routes::new(notices.clone());
         let span = tracing::info_span!("macula_node", node = ?node_id, local = %local_addr);
-        tokio::spawn(task::run(driver, receiver, events_sender).instrument(span));
+        let inbox = task::Inbox {
+            commands: receiver,
+            notices: notices_receiver,
+        };
+        tokio::spawn(task::run(driver, inbox, routes, events_sender).instrument(span));
         Ok(Self {
             commands,
             shared: Arc::new(Shared {
@@ -139,6 +166,9 @@ impl MaculaNode {
                 contact,
                 counters,
                 events,
+                metrics_server,
+                notices,
+                next_ticket: AtomicU64::new(0),
             }),
         })
     }
@@ -170,6 +200,17 @@ impl MaculaNode {
         let asked = self.commands.send(Command::Inspect { reply }).await;
         asked.map_err(|_| CommandError::Stopped)?;
         answer.await.map_err(|_| CommandError::Stopped)
+    }
+
+    /// The node's metrics now (a snapshot).
+    pub async fn metrics(&self) -> Result<Metrics, CommandError> {
+        Ok(self.stats().await?.metrics)
+    }
+
+    /// Where `/metrics` and `/health` are served (the bound address, when
+    /// [`MaculaConfig::metrics_addr`] asked for one).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.shared.metrics_server.as_ref().map(MetricsServer::addr)
     }
 
     /// A subscription to every event from now on.
@@ -255,6 +296,28 @@ impl MaculaNode {
             // An error means the task already ended: stopped either way.
             let _ = stopped.await;
         }
+    }
+
+    /// Sends the messaging order `order` makes around its reply channel to
+    /// the task and waits for the answer; `None` when the node stopped first.
+    pub(crate) async fn ask<T>(
+        &self,
+        order: impl FnOnce(oneshot::Sender<T>) -> Order,
+    ) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Messaging(order(reply));
+        self.commands.send(command).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// The channel guards and handlers reach the task on.
+    pub(crate) fn notices(&self) -> &mpsc::UnboundedSender<Notice> {
+        &self.shared.notices
+    }
+
+    /// A fresh ticket naming a call.
+    pub(crate) fn next_ticket(&self) -> u64 {
+        self.shared.next_ticket.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Sends `operation` to the task and waits for the event that ends it.

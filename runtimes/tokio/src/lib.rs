@@ -9,6 +9,13 @@
 //!   cloneable handle: `bootstrap`, `find_node`, `query` and `store` are
 //!   async and resolve when their DHT operation finishes; [`Events`] is a
 //!   stream of everything the node reports.
+//! - Messaging on the same handle: [`MaculaNode::register`] serves a
+//!   procedure with an async handler (a [`Registration`] guard),
+//!   [`MaculaNode::call`] calls one (typed [`CallError`]; dropping the
+//!   future cancels the call), [`MaculaNode::subscribe`] gives a
+//!   [`Subscription`] of publications matching a pattern and
+//!   [`MaculaNode::publish`] publishes. See the [`rpc`] and [`pubsub`]
+//!   modules for the bounds and policies.
 //! - [`Driver`] is the loop itself, for any [`macula::Machine`]: use it to
 //!   drive a machine of your own on a socket.
 //!
@@ -48,7 +55,11 @@
 //! - `batch`: consecutive datagrams to one peer joined for one GSO send.
 //! - `driver`: the drive loop of one machine ([`Driver`]).
 //! - `task` and `handle`: the node task and its [`MaculaNode`] handle.
+//! - [`rpc`] and [`pubsub`]: the messaging API; `routes`: the task's side of
+//!   it (orders, notices, event routing).
 //! - `config`, `error`, `events`, `counters`: what those take and give.
+//! - `exporter`, `health`, `metrics_http`: the node's metrics in OpenMetrics
+//!   text, its health, and the HTTP server for both (`metrics_addr`).
 //! - `clock`: the only place the crate reads time.
 
 #![forbid(unsafe_code)]
@@ -61,7 +72,13 @@ mod counters;
 mod driver;
 mod error;
 mod events;
+mod exporter;
 mod handle;
+mod health;
+mod metrics_http;
+pub mod pubsub;
+mod routes;
+pub mod rpc;
 mod socket;
 mod task;
 
@@ -70,4 +87,14 @@ pub use counters::DriverCounters;
 pub use driver::{DEFAULT_DATAGRAMS_PER_TURN, Driver};
 pub use error::{BindError, CommandError};
 pub use events::Events;
+pub use exporter::{OPENMETRICS_CONTENT_TYPE, openmetrics_text};
 pub use handle::{FoundNodes, FoundValues, MaculaNode, NodeStats, StoreReceipt};
+pub use health::{ERROR_WINDOW, Health, MIN_STORE_SUCCESS_RATE, Reason};
+pub use metrics_http::{MAX_CONNECTIONS, MAX_REQUEST_HEAD, READ_TIMEOUT, WRITE_TIMEOUT};
+pub use pubsub::{
+    DEFAULT_SUBSCRIPTION_CAPACITY, Publication, PublishError, SubscribeError, Subscription,
+};
+pub use rpc::{
+    CallError, CallOptions, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_CONCURRENT, HandlerError,
+    HandlerFuture, ProcedureOptions, RegisterError, Registration, Request,
+};

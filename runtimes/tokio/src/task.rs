@@ -1,6 +1,7 @@
 //! The task that owns a [`Node`] and its [`Driver`]: it applies the
 //! handles' commands, answers each when the DHT reports the operation it
-//! started (matched by [`QueryId`]), and publishes every event.
+//! started (matched by [`QueryId`]), hands messaging orders, notices and
+//! events to its [`Routes`], and publishes every event.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::clock;
 use crate::driver::Driver;
 use crate::handle::NodeStats;
+use crate::routes::{Notice, Order, Routes};
 
 /// Where the outcome of a DHT operation goes.
 pub(crate) type Reply = oneshot::Sender<Result<DhtEvent, DhtError>>;
@@ -22,6 +24,8 @@ pub(crate) type Reply = oneshot::Sender<Result<DhtEvent, DhtError>>;
 pub(crate) enum Command {
     /// Start a DHT operation and answer `reply` when it finishes.
     Dht { operation: Operation, reply: Reply },
+    /// An RPC or pub/sub order.
+    Messaging(Order),
     /// Report the node's state now.
     Inspect { reply: oneshot::Sender<NodeStats> },
     /// Stop; `done` is answered once the node no longer runs.
@@ -43,33 +47,120 @@ pub(crate) enum Operation {
     },
 }
 
+/// What reaches the task: the handles' commands (bounded) and notices
+/// (see [`crate::routes`]).
+pub(crate) struct Inbox {
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) notices: mpsc::UnboundedReceiver<Notice>,
+}
+
+/// What woke the task besides the socket and the timer.
+enum Mail {
+    Command(Option<Command>),
+    Notice(Notice),
+}
+
+/// Mails (commands and notices) one wake-up takes at most before the
+/// node's outputs go out, so calls made at once leave in one batch.
+const MAILS_PER_TURN: usize = 64;
+
+impl Inbox {
+    /// The next notice or command, notices first (they free resources).
+    async fn next(&mut self) -> Mail {
+        tokio::select! {
+            biased;
+            Some(notice) = self.notices.recv() => Mail::Notice(notice),
+            command = self.commands.recv() => Mail::Command(command),
+        }
+    }
+
+    /// A notice or command that is already waiting, if any.
+    fn ready(&mut self) -> Option<Mail> {
+        if let Ok(notice) = self.notices.try_recv() {
+            return Some(Mail::Notice(notice));
+        }
+        match self.commands.try_recv() {
+            Ok(command) => Some(Mail::Command(Some(command))),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(Mail::Command(None)),
+        }
+    }
+}
+
+/// The node task's state besides the driver.
+struct Desk {
+    routes: Routes,
+    pending: BTreeMap<QueryId, Reply>,
+}
+
+/// Why the task stops: a handle's shutdown (answered on the sender) or
+/// every handle gone.
+type Stop = Option<oneshot::Sender<()>>;
+
+impl Desk {
+    /// Acts on one mail; `Some` when the task must stop.
+    fn take(&mut self, node: &mut Node, mail: Mail) -> Option<Stop> {
+        let command = match mail {
+            Mail::Notice(notice) => {
+                self.routes.notice(node, notice);
+                return None;
+            }
+            Mail::Command(command) => command,
+        };
+        match command {
+            Some(Command::Shutdown { done }) => return Some(Some(done)),
+            Some(Command::Inspect { reply }) => {
+                // The caller may have stopped waiting.
+                let _ = reply.send(NodeStats::of(node));
+            }
+            Some(Command::Dht { operation, reply }) => {
+                start(node, &mut self.pending, operation, reply);
+            }
+            Some(Command::Messaging(order)) => self.routes.order(node, order),
+            None => return Some(None),
+        }
+        None
+    }
+}
+
 /// Runs the node until a handle says [`Command::Shutdown`] or every handle
 /// is gone.
 pub(crate) async fn run(
     mut driver: Driver<Node>,
-    mut commands: mpsc::Receiver<Command>,
+    mut inbox: Inbox,
+    routes: Routes,
     events: broadcast::Sender<Event>,
 ) {
-    let mut pending: BTreeMap<QueryId, Reply> = BTreeMap::new();
-    let done = loop {
+    let mut desk = Desk {
+        routes,
+        pending: BTreeMap::new(),
+    };
+    let done = 'run: loop {
         driver.flush().await;
         while let Some(event) = driver.pop_event() {
-            publish(&mut pending, &events, event);
+            route(driver.machine_mut(), &mut desk.routes, &event);
+            publish(&mut desk.pending, &events, event);
         }
-        match driver.turn(commands.recv()).await {
-            None => {}
-            Some(Some(Command::Shutdown { done })) => break Some(done),
-            Some(Some(Command::Inspect { reply })) => {
-                // The caller may have stopped waiting.
-                let _ = reply.send(NodeStats::of(driver.machine()));
+        let Some(first) = driver.turn(inbox.next()).await else {
+            continue;
+        };
+        let mut mail = Some(first);
+        for _ in 0..MAILS_PER_TURN {
+            let Some(next) = mail.take().or_else(|| inbox.ready()) else {
+                break;
+            };
+            if let Some(stop) = desk.take(driver.machine_mut(), next) {
+                break 'run stop;
             }
-            Some(Some(Command::Dht { operation, reply })) => {
-                start(driver.machine_mut(), &mut pending, operation, reply);
-            }
-            Some(None) => break None,
         }
     };
-    tracing::debug!(waiting = pending.len(), "node stopped");
+    let (calls, handlers) = desk.routes.open();
+    tracing::debug!(
+        waiting = desk.pending.len(),
+        calls,
+        handlers,
+        "node stopped"
+    );
     drop(driver);
     if let Some(done) = done {
         let _ = done.send(());
@@ -101,6 +192,15 @@ fn start(
         Err(error) => {
             let _ = reply.send(Err(error));
         }
+    }
+}
+
+/// Hands an RPC or pub/sub event to the routes.
+fn route(node: &mut Node, routes: &mut Routes, event: &Event) {
+    match event {
+        Event::Rpc(rpc) => routes.rpc_event(node, rpc),
+        Event::PubSub(pubsub) => routes.pubsub_event(pubsub),
+        _ => {}
     }
 }
 

@@ -1,0 +1,163 @@
+//! The NAT matrix: every ordered pair of NAT kinds (open, full cone, address-restricted,
+//! port-restricted, symmetric with random and with sequential ports, Linux masquerade with
+//! the conntrack quirk, carrier-grade double NAT) plus two hosts behind one NAT without
+//! hairpinning, at 50 ms RTT and ~2% loss per NAT-to-NAT path.
+//!
+//! ```sh
+//! cargo run --release --features sim --example nat_matrix -- --seed 1 [--machine --runs 5]
+//! ```
+//!
+//! Default: real Nodes (`macula::nat::punch::node_lab`). Side A dials side B through a
+//! public relay; A calls B's echo every 20 ms while the connection upgrades to a direct
+//! path, then the direct route is cut and the calls go on across the fall back to the
+//! relay. Per pair: connected (through the relay), direct (both sides switched), punch time
+//! (relayed connection up → first switch), upgrade time (the first side's switch, the
+//! moment the direct path answered → the second side's), fell back, calls and lost calls.
+//!
+//! `--machine`: the punch machine alone between two sim hosts that gathered candidates
+//! from STUN reflectors (`macula::nat::punch::lab`), several seeds per pair.
+
+use std::time::Duration;
+
+use macula::nat::punch::lab::{LabConfig, Pairing, run_pair};
+use macula::nat::punch::node_lab::{NodeLabConfig, run_node_pair};
+
+fn main() {
+    let (mut seed, mut runs, mut machine) = (1u64, 5u64, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--machine" => machine = true,
+            "--seed" => {
+                seed = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(usage)
+            }
+            "--runs" => {
+                runs = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(usage)
+            }
+            _ => usage(),
+        }
+    }
+    if machine {
+        machine_matrix(seed, runs.max(1));
+    } else {
+        node_matrix(seed);
+    }
+}
+
+fn usage<T>() -> T {
+    eprintln!("usage: nat_matrix [--seed S] [--machine [--runs N]]");
+    std::process::exit(2)
+}
+
+fn node_matrix(seed: u64) {
+    println!(
+        "{:<11} {:<11} {:>8} {:>9} {:>6} {:>8} {:>10} {:>9} {:>6} {:>5}",
+        "a (dialer)",
+        "b",
+        "possible",
+        "connected",
+        "direct",
+        "punch_ms",
+        "upgrade_ms",
+        "fell_back",
+        "calls",
+        "lost"
+    );
+    let (mut pairs, mut connected, mut direct, mut possible, mut direct_possible) = (0, 0, 0, 0, 0);
+    let (mut lost, mut calls) = (0, 0);
+    let mut upgrades: Vec<Duration> = Vec::new();
+    for pairing in Pairing::all() {
+        let config = NodeLabConfig {
+            seed,
+            ..NodeLabConfig::default()
+        };
+        let r = run_node_pair(pairing, &config);
+        pairs += 1;
+        connected += usize::from(r.connected);
+        direct += usize::from(r.direct);
+        possible += usize::from(r.possible);
+        direct_possible += usize::from(r.possible && r.direct);
+        lost += r.lost;
+        calls += r.calls;
+        upgrades.extend(r.upgrade_time);
+        let (a, b) = pairing.names();
+        println!(
+            "{a:<11} {b:<11} {:>8} {:>9} {:>6} {:>8} {:>10} {:>9} {:>6} {:>5}",
+            r.possible,
+            r.connected,
+            r.direct,
+            ms(r.punch_time),
+            ms(r.upgrade_time),
+            r.fell_back,
+            r.calls,
+            r.lost
+        );
+    }
+    upgrades.sort();
+    println!("calls in all: {calls}");
+    println!(
+        "pairs={pairs} connected_rate={:.3} direct_rate={:.3} direct_when_possible_rate={:.3} upgrade_p50_ms={} upgrade_p99_ms={} lost_messages={lost}",
+        connected as f64 / pairs as f64,
+        direct as f64 / pairs as f64,
+        direct_possible as f64 / possible.max(1) as f64,
+        ms(percentile(&upgrades, 50)),
+        ms(percentile(&upgrades, 99)),
+    );
+}
+
+fn machine_matrix(seed: u64, runs: u64) {
+    println!(
+        "{:<11} {:<11} {:>8} {:>7} {:>9} {:>9}",
+        "a (opener)", "b", "possible", "direct", "p50_ms", "max_ms"
+    );
+    let (mut total, mut direct_runs, mut possible_runs, mut direct_possible_runs) = (0, 0, 0, 0);
+    for pairing in Pairing::all() {
+        let mut times = Vec::new();
+        let mut direct = 0;
+        for run in 0..runs {
+            let config = LabConfig {
+                seed: seed.wrapping_mul(1000).wrapping_add(run),
+                ..LabConfig::default()
+            };
+            let report = run_pair(pairing, &config);
+            direct += u64::from(report.direct);
+            times.extend(report.punch_time);
+        }
+        total += runs;
+        direct_runs += direct;
+        if pairing.possible() {
+            possible_runs += runs;
+            direct_possible_runs += direct;
+        }
+        times.sort();
+        let (a, b) = pairing.names();
+        println!(
+            "{a:<11} {b:<11} {:>8} {:>7} {:>9} {:>9}",
+            pairing.possible(),
+            format!("{direct}/{runs}"),
+            ms(percentile(&times, 50)),
+            ms(times.last().copied()),
+        );
+    }
+    println!(
+        "runs={total} direct_rate={:.3} direct_when_possible_rate={:.3} (punch time: agreed start to both sides' winning answer)",
+        direct_runs as f64 / total as f64,
+        direct_possible_runs as f64 / possible_runs.max(1) as f64,
+    );
+}
+
+/// The `p`th percentile (nearest rank) of sorted `times`.
+fn percentile(times: &[Duration], p: usize) -> Option<Duration> {
+    let rank = (times.len() * p).div_ceil(100).max(1);
+    times.get(rank - 1).copied()
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| d.as_millis().to_string())
+}

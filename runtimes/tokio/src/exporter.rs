@@ -1,0 +1,170 @@
+//! The core's [`Metrics`] in OpenMetrics text, through `prometheus-client`.
+//!
+//! Each scrape registers the snapshot as a [`Collector`] in a fresh
+//! [`Registry`] and encodes it. The families come from
+//! [`Metrics::visit`], so a family added in the core is exported with no
+//! change here. `prometheus-client` appends `_total` to counter samples and
+//! `_<unit>` to names with a unit, so both are taken off the core's names
+//! before they go in: the samples come out with exactly the core's names.
+
+use std::fmt;
+
+use macula::metrics::{Family, Kind, Metrics, Series, Unit, Value, Visitor};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{self, Registry};
+
+/// The content type of [`openmetrics_text`]'s output.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `metrics` as OpenMetrics text (ending with `# EOF`).
+pub fn openmetrics_text(metrics: &Metrics) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot(metrics.clone())));
+    let mut text = String::new();
+    // Writing to a String fails only if an encoder reports an error, which
+    // the families of the core never make it do.
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        tracing::error!(%error, "metrics not encoded");
+    }
+    text
+}
+
+/// One scrape's metrics.
+#[derive(Debug)]
+struct Snapshot(Metrics);
+
+impl Collector for Snapshot {
+    fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+        let mut families = Families {
+            encoder,
+            result: Ok(()),
+        };
+        self.0.visit(&mut families);
+        families.result
+    }
+}
+
+/// Encodes each family the visit reports; keeps the first error.
+struct Families<'a> {
+    encoder: DescriptorEncoder<'a>,
+    result: fmt::Result,
+}
+
+impl Visitor for Families<'_> {
+    fn family(&mut self, family: &Family, series: &[Series<'_>]) {
+        if self.result.is_ok() {
+            self.result = encode_family(&mut self.encoder, family, series);
+        }
+    }
+}
+
+fn encode_family(
+    encoder: &mut DescriptorEncoder<'_>,
+    family: &Family,
+    series: &[Series<'_>],
+) -> fmt::Result {
+    let (base, unit, metric_type) = match family.kind {
+        Kind::Counter => (strip(family.name, "_total"), None, MetricType::Counter),
+        Kind::Gauge => (family.name, None, MetricType::Gauge),
+        Kind::Histogram => {
+            let unit = family.unit.map(registry_unit);
+            let suffix = unit.as_ref().map(|u| format!("_{}", u.as_str()));
+            let base = suffix.map_or(family.name, |s| strip(family.name, &s));
+            (base, unit, MetricType::Histogram)
+        }
+    };
+    let mut metric = encoder.encode_descriptor(base, family.help, unit.as_ref(), metric_type)?;
+    for one in series {
+        if one.labels.is_empty() {
+            encode_value(&mut metric, family.unit, one.value)?;
+        } else {
+            let labels = one.labels;
+            encode_value(&mut metric.encode_family(&labels)?, family.unit, one.value)?;
+        }
+    }
+    Ok(())
+}
+
+fn encode_value(
+    metric: &mut MetricEncoder<'_>,
+    unit: Option<Unit>,
+    value: Value<'_>,
+) -> fmt::Result {
+    match value {
+        Value::Counter(n) => metric.encode_counter::<NoLabelSet, _, u64>(&n, None),
+        Value::Gauge(g) => metric.encode_gauge(&g),
+        Value::Histogram(histogram) => {
+            let unit = unit.unwrap_or(Unit::Seconds);
+            let buckets: Vec<(f64, u64)> = histogram
+                .buckets()
+                .map(|(bound, n)| (bound.map_or(f64::INFINITY, |b| unit.of(b)), n))
+                .collect();
+            let sum = unit.of(histogram.sum());
+            metric.encode_histogram::<NoLabelSet>(sum, histogram.count(), &buckets, None)
+        }
+    }
+}
+
+/// `name` without `suffix` (the core's names carry it; a name without it
+/// stays as it is).
+fn strip<'a>(name: &'a str, suffix: &str) -> &'a str {
+    name.strip_suffix(suffix).unwrap_or(name)
+}
+
+fn registry_unit(unit: Unit) -> registry::Unit {
+    match unit {
+        Unit::Seconds => registry::Unit::Seconds,
+        Unit::Milliseconds => registry::Unit::Other("milliseconds".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use macula::metrics::{FAMILIES, QueryKind, RpcOutcome};
+
+    use super::*;
+
+    #[test]
+    fn samples_carry_exactly_the_core_names_and_values() {
+        let mut metrics = Metrics::new();
+        metrics.record_call(RpcOutcome::Ok, Some(Duration::from_millis(3)));
+        metrics.record_call(RpcOutcome::Ok, Some(Duration::from_millis(40)));
+        metrics.record_store(true);
+        let lookups = metrics.dht_query_latency.get_mut(QueryKind::FindValue);
+        lookups.record(Duration::from_micros(1500));
+        metrics.connection_duration.record(Duration::from_secs(90));
+        let text = openmetrics_text(&metrics);
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        for line in [
+            "# TYPE rpc_calls counter",
+            "rpc_calls_total{outcome=\"ok\"} 2",
+            "rpc_calls_total{outcome=\"timeout\"} 0",
+            "# TYPE rpc_call_latency_milliseconds histogram",
+            "# UNIT rpc_call_latency_milliseconds milliseconds",
+            "rpc_call_latency_milliseconds_count{result=\"ok\"} 2",
+            "rpc_call_latency_milliseconds_sum{result=\"ok\"} 43.0",
+            "rpc_call_latency_milliseconds_bucket{le=\"5.0\",result=\"ok\"} 1",
+            "rpc_call_latency_milliseconds_bucket{le=\"50.0\",result=\"ok\"} 2",
+            "rpc_call_latency_milliseconds_bucket{le=\"+Inf\",result=\"ok\"} 2",
+            "dht_query_latency_milliseconds_sum{kind=\"find_value\"} 1.5",
+            "p2p_connection_duration_seconds_bucket{le=\"60.0\"} 0",
+            "p2p_connection_duration_seconds_bucket{le=\"300.0\"} 1",
+            "dht_store_propagation_success_rate 1.0",
+            "dht_store_operations_total{result=\"success\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in\n{text}"
+            );
+        }
+        assert!(!text.contains("_total_total"));
+        for family in FAMILIES {
+            assert!(text.contains(family.name), "{} missing", family.name);
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The node task's side of RPC and pub/sub: it carries out the handles'
+//! messaging orders on the [`Node`] and routes the node's RPC and pub/sub
+//! events to the call waiting for them, the registered handler or the
+//! matching subscriptions.
+//!
+//! Two channels reach the task: the bounded command channel (orders from
+//! the handles, which wait when it is full) and an unbounded notice channel
+//! for what cannot wait: guards being dropped (unregister, unsubscribe,
+//! cancel a call) and handlers' answers. Notices are bounded by what
+//! produces them: one per guard and one per running handler.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use macula::id::NodeId;
+use macula::node::Node;
+use macula::pubsub::{Pattern, PubSubEvent, Topic};
+use macula::rpc::{self, CallId, HandlerError, InboundId, RegisterOptions, RpcEvent};
+use macula::wire::ErrorCode;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock;
+use crate::pubsub::{Publication, PublishError, SubscribeError};
+use crate::rpc::{CallError, CallOptions, Handler, ProcedureOptions, RegisterError, Request};
+
+/// A messaging order from a handle.
+pub(crate) enum Order {
+    /// Serve `procedure` with `handler`; answers the registration's id.
+    Register {
+        procedure: String,
+        options: ProcedureOptions,
+        handler: Handler,
+        reply: oneshot::Sender<Result<u64, RegisterError>>,
+    },
+    /// Call `procedure`; `ticket` names the call for [`Notice::CancelCall`].
+    Call {
+        ticket: u64,
+        procedure: String,
+        payload: Bytes,
+        options: CallOptions,
+        reply: oneshot::Sender<Result<Bytes, CallError>>,
+    },
+    /// Deliver publications matching `pattern` to `sender`; answers the
+    /// subscription's id.
+    Subscribe {
+        pattern: Pattern,
+        sender: broadcast::Sender<Publication>,
+        reply: oneshot::Sender<Result<u64, SubscribeError>>,
+    },
+    /// Publish `payload` on `topic`; answers the message id.
+    Publish {
+        topic: Topic,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<u64, PublishError>>,
+    },
+}
+
+/// What the task must hear about without waiting.
+pub(crate) enum Notice {
+    /// A handler finished (or its task ended without an answer).
+    Answer {
+        registration: u64,
+        inbound: InboundId,
+        result: Result<Bytes, HandlerError>,
+    },
+    /// A registration was dropped or unregistered; `done` hears when the
+    /// node no longer serves it.
+    Unregister {
+        registration: u64,
+        done: Option<oneshot::Sender<()>>,
+    },
+    /// A subscription was dropped.
+    Unsubscribe { subscription: u64 },
+    /// A call's future was dropped before it ended.
+    CancelCall { ticket: u64 },
+}
+
+/// A registered procedure.
+struct Served {
+    procedure: String,
+    handler: Handler,
+    max_concurrent: usize,
+    /// Handlers of this procedure running now.
+    running: usize,
+}
+
+/// A local subscription.
+struct Subscribed {
+    pattern: Pattern,
+    sender: broadcast::Sender<Publication>,
+}
+
+/// What the task knows of RPC and pub/sub.
+pub(crate) struct Routes {
+    notices: mpsc::UnboundedSender<Notice>,
+    next_id: u64,
+    served: BTreeMap<u64, Served>,
+    by_procedure: BTreeMap<String, u64>,
+    /// Calls handled here and not yet answered or cancelled.
+    handling: BTreeMap<InboundId, CancellationToken>,
+    calls: BTreeMap<CallId, (u64, oneshot::Sender<Result<Bytes, CallError>>)>,
+    tickets: BTreeMap<u64, CallId>,
+    subscriptions: BTreeMap<u64, Subscribed>,
+}
+
+impl Routes {
+    /// Routes of a task whose handlers answer through `notices`.
+    pub(crate) fn new(notices: mpsc::UnboundedSender<Notice>) -> Self {
+        Self {
+            notices,
+            next_id: 0,
+            served: BTreeMap::new(),
+            by_procedure: BTreeMap::new(),
+            handling: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            tickets: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
+        }
+    }
+
+    /// Calls waiting for their outcome and handlers running, for the log.
+    pub(crate) fn open(&self) -> (usize, usize) {
+        (self.calls.len(), self.handling.len())
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Carries out an order.
+    pub(crate) fn order(&mut self, node: &mut Node, order: Order) {
+        match order {
+            Order::Register {
+                procedure,
+                options,
+                handler,
+                reply,
+            } => {
+                let registered = self.register(node, procedure, options, handler);
+                let _ = reply.send(registered);
+            }
+            Order::Call {
+                ticket,
+                procedure,
+                payload,
+                options,
+                reply,
+            } => self.call(node, ticket, &procedure, payload, options, reply),
+            Order::Subscribe {
+                pattern,
+                sender,
+                reply,
+            } => {
+                let subscribed = self.subscribe(node, pattern, sender);
+                let _ = reply.send(subscribed);
+            }
+            Order::Publish {
+                topic,
+                payload,
+                reply,
+            } => {
+                let published = node.publish(clock::now(), topic, payload);
+                let _ = reply.send(published.map_err(PublishError::from));
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        node: &mut Node,
+        procedure: String,
+        options: ProcedureOptions,
+        handler: Handler,
+    ) -> Result<u64, RegisterError> {
+        if self.by_procedure.contains_key(&procedure) {
+            return Err(RegisterError::AlreadyRegistered(procedure));
+        }
+        let core = RegisterOptions {
+            idempotent: options.idempotent,
+        };
+        node.register(clock::now(), &procedure, core)?;
+        let id = self.next_id();
+        self.by_procedure.insert(procedure.clone(), id);
+        self.served.insert(
+            id,
+            Served {
+                procedure,
+                handler,
+                max_concurrent: options.max_concurrent.max(1),
+                running: 0,
+            },
+        );
+        Ok(id)
+    }
+
+    fn call(
+        &mut self,
+        node: &mut Node,
+        ticket: u64,
+        procedure: &str,
+        payload: Bytes,
+        options: CallOptions,
+        reply: oneshot::Sender<Result<Bytes, CallError>>,
+    ) {
+        // The caller gave up while the order waited in the channel.
+        if reply.is_closed() {
+            return;
+        }
+        let core = rpc::CallOptions {
+            at_most_once: options.at_most_once,
+            attempt_timeout: options.attempt_timeout,
+        };
+        match node.call(clock::now(), procedure, payload, options.timeout, core) {
+            Ok(call) => {
+                self.tickets.insert(ticket, call);
+                self.calls.insert(call, (ticket, reply));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error.into()));
+            }
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        node: &mut Node,
+        pattern: Pattern,
+        sender: broadcast::Sender<Publication>,
+    ) -> Result<u64, SubscribeError> {
+        if !self.subscriptions.values().any(|s| s.pattern == pattern) {
+            node.subscribe(clock::now(), pattern.clone())?;
+        }
+        let id = self.next_id();
+        self.subscriptions
+            .insert(id, Subscribed { pattern, sender });
+        Ok(id)
+    }
+
+    /// Acts on a notice.
+    pub(crate) fn notice(&mut self, node: &mut Node, notice: Notice) {
+        let now = clock::now();
+        match notice {
+            Notice::Answer {
+                registration,
+                inbound,
+                result,
+            } => {
+                if let Some(served) = self.served.get_mut(&registration) {
+                    served.running -= 1;
+                }
+                if self.handling.remove(&inbound).is_some()
+                    && let Err(error) = node.reply(now, inbound, result)
+                {
+                    tracing::debug!(%error, "an answer was not sent");
+                }
+            }
+            Notice::Unregister { registration, done } => {
+                if let Some(served) = self.served.remove(&registration) {
+                    self.by_procedure.remove(&served.procedure);
+                    node.unregister(now, &served.procedure);
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+            Notice::Unsubscribe { subscription } => {
+                let Some(gone) = self.subscriptions.remove(&subscription) else {
+                    return;
+                };
+                if !self
+                    .subscriptions
+                    .values()
+                    .any(|s| s.pattern == gone.pattern)
+                {
+                    node.unsubscribe(now, &gone.pattern);
+                }
+            }
+            Notice::CancelCall { ticket } => {
+                if let Some(call) = self.tickets.remove(&ticket) {
+                    self.calls.remove(&call);
+                    // Fails only when the call ended meanwhile.
+                    let _ = node.cancel_call(now, call);
+                }
+            }
+        }
+    }
+
+    /// Routes an RPC event: a call's outcome to its waiter, a request to its
+    /// handler, a cancellation to the handler's token.
+    pub(crate) fn rpc_event(&mut self, node: &mut Node, event: &RpcEvent) {
+        match event {
+            RpcEvent::Completed { call, result } => {
+                if let Some((ticket, reply)) = self.calls.remove(call) {
+                    self.tickets.remove(&ticket);
+                    let _ = reply.send(result.clone().map_err(CallError::Rpc));
+                }
+            }
+            RpcEvent::Request {
+                id,
+                caller,
+                procedure,
+                payload,
+            } => {
+                if let Err(refusal) = self.handle(*id, *caller, procedure, payload) {
+                    let _ = node.reply(clock::now(), *id, Err(refusal));
+                }
+            }
+            RpcEvent::Cancelled { id, .. } => {
+                if let Some(cancel) = self.handling.remove(id) {
+                    cancel.cancel();
+                }
+            }
+            // The core announces again with backoff; the application hears
+            // of it on `MaculaNode::events`.
+            RpcEvent::RegistrationFailed { .. } => {}
+        }
+    }
+
+    /// Starts the handler of `procedure` for a request, or says why not:
+    /// the procedure was just unregistered (`unknown procedure`, so the
+    /// caller may go elsewhere), or its handlers are at their limit
+    /// (`overloaded`).
+    fn handle(
+        &mut self,
+        inbound: InboundId,
+        caller: NodeId,
+        procedure: &str,
+        payload: &Bytes,
+    ) -> Result<(), HandlerError> {
+        let refuse = |code, message: String| HandlerError { code, message };
+        let registration = self.by_procedure.get(procedure).copied();
+        let served = registration.and_then(|id| Some((id, self.served.get_mut(&id)?)));
+        let Some((registration, served)) = served else {
+            let message = format!("{procedure} is no longer served here");
+            return Err(refuse(ErrorCode::UnknownProcedure, message));
+        };
+        if served.running >= served.max_concurrent {
+            let message = format!(
+                "{procedure} already runs {} handlers (its limit)",
+                served.running
+            );
+            return Err(refuse(ErrorCode::Overloaded, message));
+        }
+        served.running += 1;
+        let cancel = CancellationToken::new();
+        let request = Request {
+            caller,
+            procedure: procedure.to_owned(),
+            payload: payload.clone(),
+            cancellation: cancel.clone(),
+        };
+        let answer = Answer {
+            registration,
+            inbound,
+            notices: Some(self.notices.clone()),
+        };
+        let handler = Arc::clone(&served.handler);
+        self.handling.insert(inbound, cancel);
+        tokio::spawn(async move {
+            let result = handler(request).await;
+            answer.send(result);
+        });
+        Ok(())
+    }
+
+    /// Hands a pub/sub event to every matching subscription.
+    pub(crate) fn pubsub_event(&self, event: &PubSubEvent) {
+        // A failed announcement is retried by the core and reaches the
+        // application on `MaculaNode::events`; only messages are routed.
+        let PubSubEvent::Message {
+            publisher,
+            message_id,
+            topic,
+            payload,
+        } = event
+        else {
+            return;
+        };
+        let publication = Publication {
+            topic: topic.clone(),
+            payload: payload.clone(),
+            publisher: *publisher,
+            message_id: *message_id,
+        };
+        for subscribed in self.subscriptions.values() {
+            if subscribed.pattern.matches(topic) {
+                // Fails only when the subscription is being dropped.
+                let _ = subscribed.sender.send(publication.clone());
+            }
+        }
+    }
+}
+
+/// A handler's way back to the task: it sends the handler's result, or, if
+/// the handler's task ends without one (a panic, a runtime shutting down),
+/// an error for the caller, so the call and the concurrency slot never leak.
+struct Answer {
+    registration: u64,
+    inbound: InboundId,
+    notices: Option<mpsc::UnboundedSender<Notice>>,
+}
+
+impl Answer {
+    fn send(mut self, result: Result<Bytes, HandlerError>) {
+        self.deliver(result);
+    }
+
+    fn deliver(&mut self, result: Result<Bytes, HandlerError>) {
+        if let Some(notices) = self.notices.take() {
+            // Fails only when the node has stopped.
+            let _ = notices.send(Notice::Answer {
+                registration: self.registration,
+                inbound: self.inbound,
+                result,
+            });
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.deliver(Err(HandlerError::failed(
+            "the handler ended without an answer",
+        )));
+    }
+}

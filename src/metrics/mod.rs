@@ -1,0 +1,705 @@
+//! What a node measured, as plain data: counters, gauges and histograms,
+//! no I/O and no global registry.
+//!
+//! The [`Node`](crate::node::Node) updates one [`Metrics`] as things happen
+//! and hands it out with [`Node::metrics`](crate::node::Node::metrics).
+//! Durations come from the `now` the node is given, never from a clock.
+//! Exporters walk it with [`Metrics::visit`], which reports every metric
+//! family with its exported name, type, unit, help and labelled series;
+//! `macula-tokio` turns that into OpenMetrics text. Every family is listed
+//! with its labels, buckets and meaning in `docs/METRICS.md`.
+//!
+//! ## Adding a metric family (relay, NAT traversal, ...)
+//!
+//! Everything lives here, in one place:
+//!
+//! 1. label values: a `label_enum!` like [`RpcOutcome`] (each label is a
+//!    small enum, never a string), or none;
+//! 2. the data: a field of [`Metrics`] (a counter `u64`, a [`PerLabel`], a
+//!    [`Histogram`] over documented bounds, or a small type like
+//!    [`CacheCounts`]), initialised in [`Metrics::new`];
+//! 3. the export: one [`Family`] constant, listed in [`FAMILIES`], and one
+//!    call in [`Metrics::visit`] (a unit test checks both agree); exporters
+//!    and the dashboard check pick it up with no change of their own;
+//! 4. the record calls where the subsystem sees the event (take `now` from
+//!    the caller), and a row in `docs/METRICS.md`.
+//!
+//! Names follow the exported form: counters end in `_total`, histograms in
+//! their unit (`_milliseconds`, `_seconds`).
+
+mod histogram;
+mod labels;
+
+use std::time::{Duration, Instant};
+
+pub use histogram::{CONNECTION_DURATION_BOUNDS, Histogram, LATENCY_BOUNDS, MAX_BUCKETS};
+pub(crate) use labels::label_enum;
+pub use labels::{Label, LabelValue, PerLabel};
+
+label_enum!(
+    /// How a store operation (user, republish or announcement) ended.
+    StoreResult, "result", {
+        /// Enough nodes acknowledged the record (the quorum).
+        Success => "success",
+        /// Fewer than the quorum acknowledged it.
+        Failure => "failure",
+    }
+);
+
+label_enum!(
+    /// Which kind of DHT lookup.
+    QueryKind, "kind", {
+        /// `find_node` (and the lookups of bootstrap and address resolution).
+        FindNode => "find_node",
+        /// `query_with_response`: values under a key.
+        FindValue => "find_value",
+    }
+);
+
+label_enum!(
+    /// Which lookup cache.
+    Cache, "cache", {
+        /// The DHT's local records answering value queries.
+        DhtRecords => "dht_records",
+        /// RPC provider lists by procedure.
+        RpcProviders => "rpc_providers",
+        /// Pub/sub subscriber lists by topic prefix.
+        PubsubSubscribers => "pubsub_subscribers",
+    }
+);
+
+label_enum!(
+    /// Who dialed a connection.
+    ConnectionDirection, "direction", {
+        /// The peer dialed us.
+        Inbound => "inbound",
+        /// We dialed the peer.
+        Outbound => "outbound",
+    }
+);
+
+label_enum!(
+    /// What went wrong with a connection.
+    ConnectionErrorKind, "kind", {
+        /// The dial could not start (no usable client configuration or
+        /// address).
+        Dial => "dial",
+        /// Lost before it was ready: TLS rejection, handshake timeout, an
+        /// unreachable peer, or refused by the peer during CONNECT.
+        Handshake => "handshake",
+        /// A ready connection's idle timeout fired (the peer went silent).
+        Timeout => "timeout",
+        /// A ready connection failed in transport (reset, transport error).
+        Transport => "transport",
+        /// This node refused the peer (certificate, realm, protocol error).
+        Refused => "refused",
+        /// The peer closed a ready connection with an error reason.
+        ClosedByPeer => "closed_by_peer",
+    }
+);
+
+label_enum!(
+    /// How one of our calls ended.
+    RpcOutcome, "outcome", {
+        /// The provider replied.
+        Ok => "ok",
+        /// No answer by the deadline.
+        Timeout => "timeout",
+        /// No provider found, or none could take the request.
+        NoProvider => "no_provider",
+        /// The provider's handler failed.
+        RemoteError => "remote_error",
+        /// The provider's authorization hook refused the call.
+        Refused => "refused",
+        /// A payload over the size limit.
+        TooLarge => "too_large",
+        /// This node's or every provider's bound was hit.
+        Overloaded => "overloaded",
+        /// The connection was lost after the request may have arrived.
+        Lost => "lost",
+        /// The caller cancelled it.
+        Cancelled => "cancelled",
+        /// Refused by this node before it started (bad procedure name).
+        Rejected => "rejected",
+    }
+);
+
+label_enum!(
+    /// Whether a call ended with a reply or an error.
+    CallResult, "result", {
+        /// A reply.
+        Ok => "ok",
+        /// Any error.
+        Error => "error",
+    }
+);
+
+label_enum!(
+    /// What happened to a pub/sub message here.
+    MessageDirection, "direction", {
+        /// Published by this node (accepted by `publish`).
+        Published => "published",
+        /// PUBLISH frames handed to subscribers' streams (one per remote
+        /// subscriber of a publication).
+        Sent => "sent",
+        /// Messages delivered to this node's application.
+        Delivered => "delivered",
+        /// Dropped on the publishing side: a slow subscriber's full queue,
+        /// or a disconnected subscriber.
+        Dropped => "dropped",
+    }
+);
+
+/// Hits and misses of a lookup cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    /// Lookups answered by the cache (fresh, or a lookup already under way).
+    pub hits: u64,
+    /// Lookups that went to the network.
+    pub misses: u64,
+}
+
+impl CacheCounts {
+    /// Counts one lookup.
+    pub fn record(&mut self, hit: bool) {
+        let counter = if hit {
+            &mut self.hits
+        } else {
+            &mut self.misses
+        };
+        *counter = counter.saturating_add(1);
+    }
+
+    /// Hits over lookups since the start; `None` before the first lookup.
+    pub fn hit_rate(&self) -> Option<f64> {
+        let lookups = self.hits.saturating_add(self.misses);
+        (lookups > 0).then(|| self.hits as f64 / lookups as f64)
+    }
+}
+
+/// The outcomes of the last [`RecentOutcomes::WINDOW`] operations, as bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecentOutcomes {
+    /// Bit `i` is the outcome `i` operations ago (1: success).
+    bits: u64,
+    /// How many bits are in use.
+    len: u32,
+}
+
+impl RecentOutcomes {
+    /// How many operations the rate looks back on.
+    pub const WINDOW: u32 = u64::BITS;
+
+    /// Adds the newest outcome, forgetting the oldest past the window.
+    pub fn record(&mut self, success: bool) {
+        self.bits = (self.bits << 1) | u64::from(success);
+        self.len = (self.len + 1).min(Self::WINDOW);
+    }
+
+    /// Operations in the window.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// True before the first operation.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Successes over operations in the window; `None` when empty.
+    pub fn rate(&self) -> Option<f64> {
+        (self.len > 0).then(|| f64::from(self.bits.count_ones()) / f64::from(self.len))
+    }
+}
+
+/// An exported metric family: name, type, unit and help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Family {
+    /// The exported name (counters end in `_total`, unit-bearing families
+    /// in `_<unit>`).
+    pub name: &'static str,
+    /// One line saying what it measures.
+    pub help: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: Kind,
+    /// The unit of histogram samples.
+    pub unit: Option<Unit>,
+}
+
+impl Family {
+    /// A counter family.
+    pub const fn counter(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            kind: Kind::Counter,
+            unit: None,
+        }
+    }
+
+    /// A gauge family.
+    pub const fn gauge(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            kind: Kind::Gauge,
+            unit: None,
+        }
+    }
+
+    /// A histogram family of durations in `unit`.
+    pub const fn histogram(name: &'static str, unit: Unit, help: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            kind: Kind::Histogram,
+            unit: Some(unit),
+        }
+    }
+}
+
+/// The type of a metric family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Samples counted in buckets.
+    Histogram,
+}
+
+/// The unit a histogram's durations are exported in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Milliseconds.
+    Milliseconds,
+    /// Seconds.
+    Seconds,
+}
+
+impl Unit {
+    /// The name, as in the family name's suffix.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Milliseconds => "milliseconds",
+            Unit::Seconds => "seconds",
+        }
+    }
+
+    /// `duration` in this unit.
+    pub fn of(self, duration: Duration) -> f64 {
+        match self {
+            Unit::Milliseconds => duration.as_secs_f64() * 1000.0,
+            Unit::Seconds => duration.as_secs_f64(),
+        }
+    }
+}
+
+/// One series' value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value<'a> {
+    /// A counter.
+    Counter(u64),
+    /// A gauge.
+    Gauge(f64),
+    /// A histogram.
+    Histogram(&'a Histogram),
+}
+
+/// One labelled series of a family.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Series<'a> {
+    /// Its labels (empty for an unlabelled family).
+    pub labels: &'static [Label],
+    /// Its value.
+    pub value: Value<'a>,
+}
+
+/// Receives the families of [`Metrics::visit`], each once, in a fixed
+/// order. A family may come with no series (a rate with nothing measured
+/// yet).
+pub trait Visitor {
+    /// One family and all its series.
+    fn family(&mut self, family: &Family, series: &[Series<'_>]);
+}
+
+/// `dht_store_operations_total`.
+pub const DHT_STORE_OPERATIONS: Family = Family::counter(
+    "dht_store_operations_total",
+    "DHT store operations (user stores, republishes, RPC and pub/sub announcements) finished, by result",
+);
+/// `dht_store_propagation_success_rate`.
+pub const DHT_STORE_PROPAGATION_SUCCESS_RATE: Family = Family::gauge(
+    "dht_store_propagation_success_rate",
+    "Share of the last 64 finished DHT store operations that reached their quorum",
+);
+/// `dht_query_latency_milliseconds`.
+pub const DHT_QUERY_LATENCY: Family = Family::histogram(
+    "dht_query_latency_milliseconds",
+    Unit::Milliseconds,
+    "Time from the start of a DHT lookup that went to the network to its result",
+);
+/// `dht_cache_hit_rate`.
+pub const DHT_CACHE_HIT_RATE: Family = Family::gauge(
+    "dht_cache_hit_rate",
+    "Share of lookups answered without a network query since the start, by cache",
+);
+/// `p2p_connections_total`.
+pub const P2P_CONNECTIONS: Family = Family::counter(
+    "p2p_connections_total",
+    "Connections that became ready (QUIC handshake and CONNECT exchange done), by direction",
+);
+/// `p2p_connection_duration_seconds`.
+pub const P2P_CONNECTION_DURATION: Family = Family::histogram(
+    "p2p_connection_duration_seconds",
+    Unit::Seconds,
+    "How long ready connections lived, from ready to closed or lost",
+);
+/// `p2p_connection_pool_size`.
+pub const P2P_CONNECTION_POOL_SIZE: Family = Family::gauge(
+    "p2p_connection_pool_size",
+    "Entries in the connection pool (outbound includes connects in flight and peers backing off), by direction",
+);
+/// `p2p_connection_errors_total`.
+pub const P2P_CONNECTION_ERRORS: Family = Family::counter(
+    "p2p_connection_errors_total",
+    "Connections that failed or were refused, by kind",
+);
+/// `rpc_calls_total`.
+pub const RPC_CALLS: Family =
+    Family::counter("rpc_calls_total", "Calls this node made, by outcome");
+/// `rpc_call_latency_milliseconds`.
+pub const RPC_CALL_LATENCY: Family = Family::histogram(
+    "rpc_call_latency_milliseconds",
+    Unit::Milliseconds,
+    "Time from call to its end (reply or error), by result",
+);
+/// `pubsub_messages_total`.
+pub const PUBSUB_MESSAGES: Family = Family::counter(
+    "pubsub_messages_total",
+    "Pub/sub messages published, sent to subscribers, delivered here, dropped",
+);
+/// `pubsub_delivery_latency_milliseconds`.
+pub const PUBSUB_DELIVERY_LATENCY: Family = Family::histogram(
+    "pubsub_delivery_latency_milliseconds",
+    Unit::Milliseconds,
+    "Publisher side: time from publish to the PUBLISH frame taken in full by the subscriber's QUIC stream",
+);
+
+/// Every family a [`Metrics`] exports, in [`Metrics::visit`] order.
+pub const FAMILIES: &[Family] = &[
+    DHT_STORE_OPERATIONS,
+    DHT_STORE_PROPAGATION_SUCCESS_RATE,
+    DHT_QUERY_LATENCY,
+    DHT_CACHE_HIT_RATE,
+    P2P_CONNECTIONS,
+    P2P_CONNECTION_DURATION,
+    P2P_CONNECTION_POOL_SIZE,
+    P2P_CONNECTION_ERRORS,
+    RPC_CALLS,
+    RPC_CALL_LATENCY,
+    PUBSUB_MESSAGES,
+    PUBSUB_DELIVERY_LATENCY,
+];
+
+/// What a node measured. Read the fields, or walk the families with
+/// [`Metrics::visit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metrics {
+    /// Store operations finished, by result.
+    pub dht_store_operations: PerLabel<StoreResult, u64, 2>,
+    /// The outcomes of the last store operations.
+    pub dht_recent_stores: RecentOutcomes,
+    /// Latency of network lookups, by kind.
+    pub dht_query_latency: PerLabel<QueryKind, Histogram, 2>,
+    /// Hits and misses, by cache.
+    pub caches: PerLabel<Cache, CacheCounts, 3>,
+    /// Connections that became ready, by direction.
+    pub connections: PerLabel<ConnectionDirection, u64, 2>,
+    /// Lifetimes of ready connections.
+    pub connection_duration: Histogram,
+    /// Pool entries now, by direction.
+    pub pool_size: PerLabel<ConnectionDirection, u64, 2>,
+    /// Connection errors, by kind.
+    pub connection_errors: PerLabel<ConnectionErrorKind, u64, 6>,
+    /// When the last connection error happened (not exported: health
+    /// checks compare it with their own now).
+    pub last_connection_error: Option<Instant>,
+    /// Our calls, by outcome.
+    pub rpc_calls: PerLabel<RpcOutcome, u64, 10>,
+    /// Latency of our calls that ended after they started, by result.
+    pub rpc_call_latency: PerLabel<CallResult, Histogram, 2>,
+    /// Pub/sub messages, by direction.
+    pub pubsub_messages: PerLabel<MessageDirection, u64, 4>,
+    /// Publish to frame written, per remote subscriber.
+    pub pubsub_delivery_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Everything at zero.
+    pub fn new() -> Self {
+        Self {
+            dht_store_operations: PerLabel::default(),
+            dht_recent_stores: RecentOutcomes::default(),
+            dht_query_latency: PerLabel::new(Histogram::new(LATENCY_BOUNDS)),
+            caches: PerLabel::default(),
+            connections: PerLabel::default(),
+            connection_duration: Histogram::new(CONNECTION_DURATION_BOUNDS),
+            pool_size: PerLabel::default(),
+            connection_errors: PerLabel::default(),
+            last_connection_error: None,
+            rpc_calls: PerLabel::default(),
+            rpc_call_latency: PerLabel::new(Histogram::new(LATENCY_BOUNDS)),
+            pubsub_messages: PerLabel::default(),
+            pubsub_delivery_latency: Histogram::new(LATENCY_BOUNDS),
+        }
+    }
+
+    /// A store operation finished.
+    pub fn record_store(&mut self, success: bool) {
+        let result = if success {
+            StoreResult::Success
+        } else {
+            StoreResult::Failure
+        };
+        self.dht_store_operations.bump(result);
+        self.dht_recent_stores.record(success);
+    }
+
+    /// A connection failed or was refused at `now`.
+    pub fn record_connection_error(&mut self, now: Instant, kind: ConnectionErrorKind) {
+        self.connection_errors.bump(kind);
+        self.last_connection_error = Some(now);
+    }
+
+    /// Share of the last store operations that reached their quorum.
+    pub fn store_propagation_success_rate(&self) -> Option<f64> {
+        self.dht_recent_stores.rate()
+    }
+
+    /// One of our calls ended `outcome`, `latency` after it started (`None`
+    /// when it never started: refused at once).
+    pub fn record_call(&mut self, outcome: RpcOutcome, latency: Option<Duration>) {
+        self.rpc_calls.bump(outcome);
+        if let Some(latency) = latency {
+            let result = if outcome == RpcOutcome::Ok {
+                CallResult::Ok
+            } else {
+                CallResult::Error
+            };
+            self.rpc_call_latency.get_mut(result).record(latency);
+        }
+    }
+
+    /// Walks every family in [`FAMILIES`] order.
+    pub fn visit(&self, visitor: &mut impl Visitor) {
+        visitor.family(&DHT_STORE_OPERATIONS, &counters(&self.dht_store_operations));
+        let rate = self.store_propagation_success_rate().map(|rate| Series {
+            labels: &[],
+            value: Value::Gauge(rate),
+        });
+        visitor.family(&DHT_STORE_PROPAGATION_SUCCESS_RATE, rate.as_slice());
+        visitor.family(&DHT_QUERY_LATENCY, &histograms(&self.dht_query_latency));
+        let hit_rates: Vec<Series<'_>> = self
+            .caches
+            .iter()
+            .filter_map(|(cache, counts)| {
+                Some(Series {
+                    labels: cache.labels(),
+                    value: Value::Gauge(counts.hit_rate()?),
+                })
+            })
+            .collect();
+        visitor.family(&DHT_CACHE_HIT_RATE, &hit_rates);
+        visitor.family(&P2P_CONNECTIONS, &counters(&self.connections));
+        visitor.family(
+            &P2P_CONNECTION_DURATION,
+            &[Series {
+                labels: &[],
+                value: Value::Histogram(&self.connection_duration),
+            }],
+        );
+        let pool: Vec<Series<'_>> = self
+            .pool_size
+            .iter()
+            .map(|(direction, size)| Series {
+                labels: direction.labels(),
+                value: Value::Gauge(*size as f64),
+            })
+            .collect();
+        visitor.family(&P2P_CONNECTION_POOL_SIZE, &pool);
+        visitor.family(&P2P_CONNECTION_ERRORS, &counters(&self.connection_errors));
+        visitor.family(&RPC_CALLS, &counters(&self.rpc_calls));
+        visitor.family(&RPC_CALL_LATENCY, &histograms(&self.rpc_call_latency));
+        visitor.family(&PUBSUB_MESSAGES, &counters(&self.pubsub_messages));
+        visitor.family(
+            &PUBSUB_DELIVERY_LATENCY,
+            &[Series {
+                labels: &[],
+                value: Value::Histogram(&self.pubsub_delivery_latency),
+            }],
+        );
+    }
+}
+
+/// One counter series per label value.
+fn counters<L: LabelValue, const N: usize>(per: &PerLabel<L, u64, N>) -> Vec<Series<'static>> {
+    per.iter()
+        .map(|(label, value)| Series {
+            labels: label.labels(),
+            value: Value::Counter(*value),
+        })
+        .collect()
+}
+
+/// One histogram series per label value.
+fn histograms<L: LabelValue, const N: usize>(per: &PerLabel<L, Histogram, N>) -> Vec<Series<'_>> {
+    per.iter()
+        .map(|(label, histogram)| Series {
+            labels: label.labels(),
+            value: Value::Histogram(histogram),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A series as the tests compare it: labels and the value as text.
+    type Shown = (Vec<Label>, String);
+
+    /// Records what a visit reports.
+    #[derive(Default)]
+    struct Seen(Vec<(Family, Vec<Shown>)>);
+
+    impl Visitor for Seen {
+        fn family(&mut self, family: &Family, series: &[Series<'_>]) {
+            let series = series
+                .iter()
+                .map(|s| {
+                    let value = match s.value {
+                        Value::Counter(n) => n.to_string(),
+                        Value::Gauge(g) => g.to_string(),
+                        Value::Histogram(h) => format!("count={}", h.count()),
+                    };
+                    (s.labels.to_vec(), value)
+                })
+                .collect();
+            self.0.push((*family, series));
+        }
+    }
+
+    fn seen(metrics: &Metrics) -> Seen {
+        let mut seen = Seen::default();
+        metrics.visit(&mut seen);
+        seen
+    }
+
+    #[test]
+    fn every_family_is_visited_once_in_order_with_names_that_say_type_and_unit() {
+        let visited: Vec<Family> = seen(&Metrics::new())
+            .0
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(visited, FAMILIES);
+        for family in FAMILIES {
+            assert_eq!(
+                family.name.ends_with("_total"),
+                family.kind == Kind::Counter,
+                "{}",
+                family.name
+            );
+            if let Some(unit) = family.unit {
+                assert!(family.name.ends_with(unit.as_str()), "{}", family.name);
+            }
+            assert_eq!(family.unit.is_some(), family.kind == Kind::Histogram);
+            assert!(!family.help.is_empty());
+        }
+        let mut names: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), FAMILIES.len());
+    }
+
+    #[test]
+    fn rates_appear_only_once_measured() {
+        let mut metrics = Metrics::new();
+        let rate_of = |m: &Metrics, name: &str| {
+            seen(m)
+                .0
+                .into_iter()
+                .find(|(f, _)| f.name == name)
+                .map(|(_, series)| series)
+                .unwrap()
+        };
+        assert!(rate_of(&metrics, "dht_store_propagation_success_rate").is_empty());
+        assert!(rate_of(&metrics, "dht_cache_hit_rate").is_empty());
+        metrics.record_store(true);
+        metrics.record_store(false);
+        metrics.caches.get_mut(Cache::RpcProviders).record(true);
+        metrics.caches.get_mut(Cache::RpcProviders).record(true);
+        metrics.caches.get_mut(Cache::RpcProviders).record(false);
+        metrics.caches.get_mut(Cache::RpcProviders).record(true);
+        assert_eq!(
+            rate_of(&metrics, "dht_store_propagation_success_rate"),
+            vec![(vec![], "0.5".to_string())]
+        );
+        assert_eq!(
+            rate_of(&metrics, "dht_cache_hit_rate"),
+            vec![(vec![("cache", "rpc_providers")], "0.75".to_string())]
+        );
+        assert_eq!(
+            rate_of(&metrics, "dht_store_operations_total"),
+            vec![
+                (vec![("result", "success")], "1".to_string()),
+                (vec![("result", "failure")], "1".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_store_rate_looks_at_the_last_64_only() {
+        let mut metrics = Metrics::new();
+        for _ in 0..100 {
+            metrics.record_store(false);
+        }
+        for _ in 0..48 {
+            metrics.record_store(true);
+        }
+        assert_eq!(metrics.dht_recent_stores.len(), 64);
+        assert_eq!(metrics.store_propagation_success_rate(), Some(0.75));
+        assert_eq!(*metrics.dht_store_operations.get(StoreResult::Failure), 100);
+    }
+
+    #[test]
+    fn calls_count_by_outcome_and_time_only_those_that_started() {
+        let mut metrics = Metrics::new();
+        metrics.record_call(RpcOutcome::Ok, Some(Duration::from_millis(3)));
+        metrics.record_call(RpcOutcome::Timeout, Some(Duration::from_secs(5)));
+        metrics.record_call(RpcOutcome::TooLarge, None);
+        assert_eq!(*metrics.rpc_calls.get(RpcOutcome::Ok), 1);
+        assert_eq!(*metrics.rpc_calls.get(RpcOutcome::TooLarge), 1);
+        assert_eq!(metrics.rpc_calls.total(), 3);
+        assert_eq!(metrics.rpc_call_latency.get(CallResult::Ok).count(), 1);
+        assert_eq!(metrics.rpc_call_latency.get(CallResult::Error).count(), 1);
+        assert_eq!(
+            metrics.rpc_call_latency.get(CallResult::Error).sum(),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn unit_conversion() {
+        assert_eq!(Unit::Milliseconds.of(Duration::from_micros(1500)), 1.5);
+        assert_eq!(Unit::Seconds.of(Duration::from_millis(2500)), 2.5);
+    }
+}

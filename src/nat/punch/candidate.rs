@@ -1,0 +1,113 @@
+//! Candidates: the addresses a peer may be reached at, and port prediction.
+
+use std::net::SocketAddr;
+
+use crate::nat::stun::PortAllocation;
+
+/// Where a candidate address comes from (ICE's candidate types, plus predicted ports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CandidateKind {
+    /// A port the peer's NAT will likely give its next mapping (sequential allocators):
+    /// probed first, because every new destination of an endpoint-dependent NAT uses up one
+    /// of its ports and the first probe must go where the prediction expects it.
+    Predicted,
+    /// The address a reflector saw (server-reflexive).
+    Reflexive,
+    /// Learned from a probe that arrived from an address the peer had not announced
+    /// (peer-reflexive, ICE style).
+    PeerReflexive,
+    /// The peer's own socket address on its LAN (host candidate).
+    Lan,
+}
+
+/// One address to probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Candidate {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Where it comes from.
+    pub kind: CandidateKind,
+}
+
+impl Candidate {
+    /// A candidate of `kind` at `addr`.
+    pub fn new(kind: CandidateKind, addr: SocketAddr) -> Self {
+        Self { addr, kind }
+    }
+}
+
+/// How many ports [`predict`] guesses past the last mapping: other hosts behind the same NAT
+/// may take ports in between.
+pub const PREDICTED_PORTS: u16 = 4;
+
+/// The likely addresses of the next mappings after `last` (the most recent reflexive
+/// address) under `allocation`: for a sequential allocator, `last + step`, `last + 2·step`,
+/// ... ([`PREDICTED_PORTS`] of them, wrapping within 1024–65535); nothing for any other.
+pub fn predict(last: SocketAddr, allocation: PortAllocation) -> Vec<Candidate> {
+    let PortAllocation::Sequential { step } = allocation else {
+        return Vec::new();
+    };
+    (1..=i32::from(PREDICTED_PORTS))
+        .map(|i| {
+            let raw = i32::from(last.port()) + step * i;
+            let port = 1024 + (raw - 1024).rem_euclid(65536 - 1024);
+            let port = u16::try_from(port).unwrap_or(1024);
+            Candidate::new(CandidateKind::Predicted, SocketAddr::new(last.ip(), port))
+        })
+        .collect()
+}
+
+/// `candidates` in probing order (by kind, then as given) without repeated addresses, at
+/// most `max` of them.
+pub fn ordered(candidates: &[Candidate], max: usize) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = Vec::with_capacity(candidates.len().min(max));
+    let mut sorted = candidates.to_vec();
+    sorted.sort_by_key(|c| c.kind);
+    for c in sorted {
+        if out.len() < max && !out.iter().any(|o| o.addr == c.addr) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequential_allocators_are_predicted_and_others_not() {
+        let last: SocketAddr = "198.51.100.1:65534".parse().unwrap();
+        let ports: Vec<u16> = predict(last, PortAllocation::Sequential { step: 1 })
+            .iter()
+            .map(|c| c.addr.port())
+            .collect();
+        assert_eq!(ports, [65535, 1024, 1025, 1026]);
+        let down: Vec<u16> = predict(
+            "198.51.100.1:5000".parse().unwrap(),
+            PortAllocation::Sequential { step: -2 },
+        )
+        .iter()
+        .map(|c| c.addr.port())
+        .collect();
+        assert_eq!(down, [4998, 4996, 4994, 4992]);
+        assert!(predict(last, PortAllocation::Random).is_empty());
+        assert!(predict(last, PortAllocation::Preserving).is_empty());
+    }
+
+    #[test]
+    fn ordering_puts_predictions_first_and_drops_repeats() {
+        let a: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let b: SocketAddr = "198.51.100.1:5000".parse().unwrap();
+        let c: SocketAddr = "198.51.100.1:5001".parse().unwrap();
+        let list = [
+            Candidate::new(CandidateKind::Lan, a),
+            Candidate::new(CandidateKind::Reflexive, b),
+            Candidate::new(CandidateKind::Predicted, c),
+            Candidate::new(CandidateKind::Lan, b),
+        ];
+        let got: Vec<SocketAddr> = ordered(&list, 8).iter().map(|c| c.addr).collect();
+        assert_eq!(got, [c, b, a]);
+        assert_eq!(ordered(&list, 1).len(), 1);
+    }
+}

@@ -1,0 +1,566 @@
+//! The punch machine: probes, answers, retries, and the winning pair.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::candidate::{Candidate, CandidateKind, ordered};
+use super::config::PunchConfig;
+use super::oracle::{NatClass, direct_possible};
+use crate::nat::stun::{Attribute, Class, Message, Method, TransactionId, decode};
+use crate::{Datagram, Input, Machine, Output, Transmit};
+
+/// Who moves first in an attempt. The two peers must agree (the caller derives it, e.g.
+/// the dialer of the relayed connection opens); roles swap on every later attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Opens its own NAT first with a TTL-limited burst, then probes.
+    Opener,
+    /// Probes with full TTL one lead after the agreed start, when the opener's NAT is open.
+    Follower,
+}
+
+impl Role {
+    /// The other role.
+    pub fn flip(self) -> Role {
+        match self {
+            Role::Opener => Role::Follower,
+            Role::Follower => Role::Opener,
+        }
+    }
+
+    /// The role in attempt `attempt` (0-based) of a side whose first-attempt role is `self`.
+    pub fn in_attempt(self, attempt: u32) -> Role {
+        if attempt % 2 == 0 { self } else { self.flip() }
+    }
+}
+
+/// The 8 bytes both peers agree on for one punch; every probe's STUN transaction id starts
+/// with them, so a node tells its peer's probes from other Binding requests. It travels
+/// only inside the peers' TLS-protected connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionTag(pub [u8; 8]);
+
+/// Everything the peers agreed on for a punch, from this side's point of view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The session's tag.
+    pub tag: SessionTag,
+    /// The peer's candidates.
+    pub remote: Vec<Candidate>,
+    /// Round-trip time to the peer, as measured over the relayed connection.
+    pub rtt: Duration,
+    /// This side's role in the first attempt.
+    pub role: Role,
+    /// The agreed start of the first attempt, on this side's clock.
+    pub start: Instant,
+    /// This side's NAT, when discovery knows it.
+    pub local_nat: NatClass,
+    /// The peer's NAT, when its record says.
+    pub remote_nat: NatClass,
+    /// Whether the two sides share a public address (one NAT in front of both): the classes
+    /// then say nothing about their LAN path and never rule the punch out.
+    pub same_public_ip: bool,
+}
+
+/// The winning candidate pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Punched {
+    /// The peer's address that answered.
+    pub remote: SocketAddr,
+    /// Its kind.
+    pub kind: CandidateKind,
+    /// Our address as the peer saw it (XOR-MAPPED-ADDRESS of the answer).
+    pub mapped: Option<SocketAddr>,
+    /// The probe's round trip.
+    pub rtt: Duration,
+    /// The attempt that won (0-based).
+    pub attempt: u32,
+    /// From the agreed start to the answer.
+    pub elapsed: Duration,
+}
+
+/// What a punch tells its owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PunchEvent {
+    /// The NAT classes rule a direct path out: nothing was sent.
+    Skipped,
+    /// An attempt began.
+    AttemptStarted {
+        /// Which (0-based).
+        attempt: u32,
+        /// Our role in it.
+        role: Role,
+        /// The largest TTL of our opening burst (0: none).
+        open_ttl: u8,
+    },
+    /// A probe came from an address the peer had not announced; it is probed too.
+    PeerReflexive(SocketAddr),
+    /// A probe was answered: the direct path works.
+    Succeeded(Punched),
+    /// An attempt ended without an answer; the next starts at `next` after both sides
+    /// stayed silent.
+    AttemptFailed {
+        /// Which (0-based).
+        attempt: u32,
+        /// When the next attempt starts.
+        next: Instant,
+    },
+    /// Every attempt failed.
+    Failed {
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+/// What a punch did, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PunchStats {
+    /// Probes sent with a limited TTL (opening bursts).
+    pub opening_probes: u64,
+    /// Probes sent with the default TTL (rounds and triggered checks).
+    pub full_probes: u64,
+    /// The peer's probes answered.
+    pub answered: u64,
+    /// Peer-reflexive candidates learned.
+    pub peer_reflexive: u64,
+}
+
+/// Where the punch stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Running(Attempt),
+    Succeeded(Punched),
+    Failed,
+    Skipped,
+}
+
+/// One attempt's schedule and budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Attempt {
+    index: u32,
+    role: Role,
+    open_ttl: u8,
+    starts: Instant,
+    ends: Instant,
+    next_round: Instant,
+    rounds: u32,
+    checks: u32,
+    announced: bool,
+    burst_sent: bool,
+    /// When the opener sends the TTLs above the first attempt's (one lead after the
+    /// start, once the follower's first probe has left its NAT); `None`: none to send.
+    deep_at: Option<Instant>,
+}
+
+/// A probe waiting for its answer.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    to: Candidate,
+    at: Instant,
+}
+
+/// One hole punch toward one peer from the node's one socket (see the module docs of
+/// [`crate::nat::punch`]). Feed it every datagram; it claims the STUN ones that belong to
+/// the punch ([`Puncher::handle_datagram`] returns `true`).
+#[derive(Debug)]
+pub struct Puncher {
+    config: PunchConfig,
+    plan: Plan,
+    remote: Vec<Candidate>,
+    state: State,
+    sent: BTreeMap<TransactionId, Sent>,
+    next_id: u32,
+    out: VecDeque<Output<PunchEvent>>,
+    stats: PunchStats,
+    last_now: Instant,
+}
+
+impl Puncher {
+    /// A punch following `plan`; it sends nothing before `plan.start`. When the NAT classes
+    /// rule a direct path out, it is born finished with [`PunchEvent::Skipped`].
+    pub fn new(config: PunchConfig, plan: Plan, now: Instant) -> Self {
+        let remote = ordered(&plan.remote, config.max_candidates);
+        let possible = plan.same_public_ip || direct_possible(&plan.local_nat, &plan.remote_nat);
+        let mut puncher = Self {
+            state: State::Failed,
+            remote,
+            sent: BTreeMap::new(),
+            next_id: 0,
+            out: VecDeque::new(),
+            stats: PunchStats::default(),
+            last_now: now,
+            config,
+            plan,
+        };
+        puncher.state = if possible {
+            State::Running(puncher.attempt(0))
+        } else {
+            puncher.out.push_back(Output::Event(PunchEvent::Skipped));
+            State::Skipped
+        };
+        puncher
+    }
+
+    /// The winning pair, once there is one.
+    pub fn punched(&self) -> Option<Punched> {
+        match self.state {
+            State::Succeeded(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// True when the punch has ended (won, failed or skipped); a won punch still answers
+    /// its peer's probes.
+    pub fn is_finished(&self) -> bool {
+        !matches!(self.state, State::Running(_))
+    }
+
+    /// What the punch did so far.
+    pub fn stats(&self) -> PunchStats {
+        self.stats
+    }
+
+    /// The peer's candidates as probed now (peer-reflexive ones included), in order.
+    pub fn remote_candidates(&self) -> &[Candidate] {
+        &self.remote
+    }
+
+    /// Handles a datagram from `from`; returns `false` when it is not this punch's (not
+    /// STUN, not Binding, not carrying the session tag, not answering one of our probes).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) -> bool {
+        self.last_now = self.last_now.max(now);
+        let Ok(decoded) = decode(payload) else {
+            return false;
+        };
+        let message = decoded.message;
+        if message.method != Method::BINDING {
+            return false;
+        }
+        match message.class {
+            Class::Request if message.transaction_id.0[..8] == self.plan.tag.0 => {
+                if !self.sent.contains_key(&message.transaction_id) {
+                    self.answer(now, from, message.transaction_id);
+                }
+                true
+            }
+            Class::Success | Class::Error => match self.sent.remove(&message.transaction_id) {
+                Some(sent) => {
+                    if message.class == Class::Success && sent.to.addr == from {
+                        self.won(now, sent, message.mapped_address());
+                    }
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Acts on every deadline passed by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        while let State::Running(mut attempt) = self.state {
+            if now >= attempt.ends {
+                self.next_attempt(attempt);
+                continue;
+            }
+            if now < attempt.starts {
+                return;
+            }
+            if !attempt.announced {
+                attempt.announced = true;
+                self.event(PunchEvent::AttemptStarted {
+                    attempt: attempt.index,
+                    role: attempt.role,
+                    open_ttl: attempt.open_ttl,
+                });
+            }
+            if attempt.role == Role::Opener && !attempt.burst_sent {
+                attempt.burst_sent = true;
+                let low = attempt.open_ttl.min(self.config.first_open_ttl);
+                self.burst(now, &mut attempt, 1..=low);
+            }
+            if attempt.deep_at.is_some_and(|at| now >= at) {
+                attempt.deep_at = None;
+                let grown = self.config.first_open_ttl.saturating_add(1)..=attempt.open_ttl;
+                self.burst(now, &mut attempt, grown);
+            }
+            if now >= attempt.next_round {
+                for target in self.remote.clone() {
+                    self.probe(now, &mut attempt, target, None);
+                }
+                let gap = self.config.interval(attempt.rounds);
+                attempt.rounds += 1;
+                attempt.next_round = now.checked_add(gap).unwrap_or(now);
+            }
+            self.state = State::Running(attempt);
+            return;
+        }
+    }
+
+    /// When the punch next needs [`Puncher::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.out.is_empty() {
+            return Some(self.last_now);
+        }
+        match self.state {
+            State::Running(a) if a.starts > self.last_now => Some(a.starts),
+            State::Running(a) => {
+                let next = a.next_round.min(a.ends);
+                Some(a.deep_at.map_or(next, |deep| deep.min(next)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The schedule of attempt `index`.
+    fn attempt(&self, index: u32) -> Attempt {
+        let rtt = self.plan.rtt;
+        let len = self.config.attempt_len(rtt);
+        let period = len.saturating_add(self.config.stale_wait);
+        let offset = period.saturating_mul(index);
+        let starts = self
+            .plan
+            .start
+            .checked_add(offset)
+            .unwrap_or(self.plan.start);
+        let role = self.plan.role.in_attempt(index);
+        let lead = self.config.lead(rtt);
+        let first_round = match role {
+            Role::Opener => lead.saturating_mul(2),
+            Role::Follower => lead,
+        };
+        let open_ttl = match role {
+            Role::Opener => self.config.open_ttl(index),
+            Role::Follower => 0,
+        };
+        Attempt {
+            index,
+            role,
+            open_ttl,
+            starts,
+            ends: starts.checked_add(len).unwrap_or(starts),
+            next_round: starts.checked_add(first_round).unwrap_or(starts),
+            rounds: 0,
+            checks: 0,
+            announced: false,
+            burst_sent: false,
+            deep_at: (open_ttl > self.config.first_open_ttl)
+                .then(|| starts.checked_add(lead))
+                .flatten(),
+        }
+    }
+
+    /// Ends a failed attempt: schedules the next one or gives up.
+    fn next_attempt(&mut self, attempt: Attempt) {
+        // Answers to the old attempt's probes would come too late to matter.
+        self.sent.clear();
+        let index = attempt.index + 1;
+        if index >= self.config.max_attempts {
+            self.state = State::Failed;
+            self.event(PunchEvent::Failed { attempts: index });
+            return;
+        }
+        let next = self.attempt(index);
+        self.state = State::Running(next);
+        self.event(PunchEvent::AttemptFailed {
+            attempt: attempt.index,
+            next: next.starts,
+        });
+    }
+
+    /// Part of the opener's burst: to every candidate, one probe per TTL in `ttls`. The two
+    /// parts together cover 1 up to the attempt's opening TTL; whichever TTL just crosses
+    /// our own NATs opens their mappings toward the peer. The low part (up to the first
+    /// attempt's TTL) goes at the start and is meant to die before the peer's NAT; the
+    /// grown part goes one lead later, after the follower's first probe has left its NAT,
+    /// so even a TTL that reaches the peer's NAT (which on Linux plants a conntrack entry
+    /// even when the TTL expires there) arrives after the peer's own mapping exists.
+    fn burst(&mut self, now: Instant, attempt: &mut Attempt, ttls: std::ops::RangeInclusive<u8>) {
+        for target in self.remote.clone() {
+            for ttl in ttls.clone() {
+                self.probe(now, attempt, target, Some(ttl));
+            }
+        }
+    }
+
+    /// Sends one probe to `target` if the attempt's budget allows.
+    fn probe(&mut self, now: Instant, attempt: &mut Attempt, target: Candidate, ttl: Option<u8>) {
+        if attempt.checks >= self.config.max_checks_per_attempt {
+            return;
+        }
+        attempt.checks += 1;
+        let mut id = [0u8; 12];
+        id[..8].copy_from_slice(&self.plan.tag.0);
+        // The top bit tells the two sides' probes apart (their first-attempt roles differ),
+        // so a side never takes its peer's probe for one of its own.
+        let side = match self.plan.role {
+            Role::Opener => 0,
+            Role::Follower => 1 << 31,
+        };
+        id[8..].copy_from_slice(&(side | self.next_id).to_be_bytes());
+        self.next_id = (self.next_id + 1) & !(1 << 31);
+        let id = TransactionId(id);
+        self.sent.insert(
+            id,
+            Sent {
+                to: target,
+                at: now,
+            },
+        );
+        match ttl {
+            Some(_) => self.stats.opening_probes += 1,
+            None => self.stats.full_probes += 1,
+        }
+        self.send(target.addr, Message::binding(Class::Request, id), ttl);
+    }
+
+    /// Answers a peer's probe from `from`, learns `from` if it is new, and probes it back at
+    /// once (a triggered check).
+    fn answer(&mut self, now: Instant, from: SocketAddr, id: TransactionId) {
+        if matches!(self.state, State::Failed | State::Skipped) {
+            return;
+        }
+        self.stats.answered += 1;
+        let mut response = Message::binding(Class::Success, id);
+        response.attributes.push(Attribute::XorMappedAddress(from));
+        self.send(from, response, None);
+        let known = self.remote.iter().find(|c| c.addr == from).copied();
+        let target = match known {
+            Some(target) => target,
+            None if self.remote.len() < self.config.max_candidates => {
+                let learned = Candidate::new(CandidateKind::PeerReflexive, from);
+                self.remote.push(learned);
+                self.stats.peer_reflexive += 1;
+                self.event(PunchEvent::PeerReflexive(from));
+                learned
+            }
+            None => return,
+        };
+        if let State::Running(mut attempt) = self.state {
+            if now >= attempt.starts {
+                self.probe(now, &mut attempt, target, None);
+                self.state = State::Running(attempt);
+            }
+        }
+    }
+
+    /// A probe to `sent.to` was answered.
+    fn won(&mut self, now: Instant, sent: Sent, mapped: Option<SocketAddr>) {
+        let State::Running(attempt) = self.state else {
+            return;
+        };
+        let punched = Punched {
+            remote: sent.to.addr,
+            kind: sent.to.kind,
+            mapped,
+            rtt: now.saturating_duration_since(sent.at),
+            attempt: attempt.index,
+            elapsed: now.saturating_duration_since(self.plan.start),
+        };
+        self.sent.clear();
+        self.state = State::Succeeded(punched);
+        self.event(PunchEvent::Succeeded(punched));
+    }
+
+    fn send(&mut self, destination: SocketAddr, message: Message, ttl: Option<u8>) {
+        let Ok(payload) = message.encode() else {
+            unreachable!("a Binding message with at most one address attribute encodes")
+        };
+        self.out.push_back(Output::Transmit(Transmit {
+            source: None,
+            destination,
+            payload,
+            ttl,
+        }));
+    }
+
+    fn event(&mut self, event: PunchEvent) {
+        self.out.push_back(Output::Event(event));
+    }
+}
+
+impl Machine for Puncher {
+    type Event = PunchEvent;
+
+    fn handle_input(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Datagram(Datagram {
+                remote, payload, ..
+            }) => {
+                self.handle_datagram(now, remote, &payload);
+            }
+            Input::Timeout | Input::LocalAddressChanged { .. } => self.handle_timeout(now),
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output<PunchEvent>> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Puncher::poll_timeout(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nat::punch::CandidateKind;
+
+    /// Every transmit's (time since `t0`, TTL) while the machine runs until `until`.
+    fn ttls(p: &mut Puncher, t0: Instant, until: Instant) -> Vec<(Duration, Option<u8>)> {
+        let mut seen = Vec::new();
+        let mut now = t0;
+        while now <= until {
+            p.handle_timeout(now);
+            while let Some(output) = p.poll_output() {
+                if let Output::Transmit(t) = output {
+                    seen.push((now.saturating_duration_since(t0), t.ttl));
+                }
+            }
+            let Some(next) = p.poll_timeout() else { break };
+            now = next.max(now + Duration::from_millis(1));
+        }
+        seen
+    }
+
+    #[test]
+    fn the_opener_grows_its_ttl_per_attempt_and_sends_the_grown_part_one_lead_later() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let peer = Candidate::new(
+            CandidateKind::Reflexive,
+            "198.51.100.2:4433".parse().unwrap(),
+        );
+        let plan = Plan {
+            tag: SessionTag(*b"macpunch"),
+            remote: vec![peer],
+            rtt: ms(40),
+            role: Role::Follower,
+            start: t0,
+            local_nat: NatClass::UNKNOWN,
+            remote_nat: NatClass::UNKNOWN,
+            same_public_ip: false,
+        };
+        let config = PunchConfig::default();
+        let second = t0 + config.attempt_len(plan.rtt) + config.stale_wait;
+        let mut p = Puncher::new(config, plan, t0);
+        // First attempt: we follow, full TTL only, one lead (20 ms) after the start.
+        let first = ttls(&mut p, t0, t0 + ms(30));
+        assert_eq!(first, [(ms(20), None)]);
+        // Second attempt: we open, TTL 1-2 at its start, 3-4 one lead later, rounds after.
+        let opening = ttls(&mut p, second, second + ms(45));
+        assert_eq!(
+            opening,
+            [
+                (ms(0), Some(1)),
+                (ms(0), Some(2)),
+                (ms(20), Some(3)),
+                (ms(20), Some(4)),
+                (ms(40), None)
+            ]
+        );
+    }
+}

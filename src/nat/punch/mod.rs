@@ -1,0 +1,69 @@
+//! Hole punching: a pure machine that finds a direct UDP path to a peer both of whose
+//! candidates were swapped over the relayed connection.
+//!
+//! ## The strategy
+//!
+//! Real Linux NATs punish the naive race (both sides probe at the agreed time): when the
+//! peer's first probe reaches our NAT before our own first probe has left it, conntrack
+//! keeps an "unreplied" entry for that flow (30 s), moves our outbound flow to a new port
+//! the peer does not know, and the peer's retries keep the entry alive. The NAT lab saw
+//! this punch succeed 4 times in 10. So a punch here is asymmetric, TTL-limited and
+//! patient:
+//!
+//! 1. **Roles.** The peers agree who opens ([`Role::Opener`], e.g. the dialer of the
+//!    relayed connection). At the agreed start the opener sends an *opening burst*: to each
+//!    of the peer's candidates, one STUN Binding request per IP TTL from 1 up to the
+//!    attempt's opening TTL. The TTL that just crosses the opener's own NAT(s) creates the
+//!    mappings toward the peer; none of them is meant to live long enough to reach the
+//!    peer's NAT, so nothing is planted there.
+//! 2. **Lead.** The follower probes with the default TTL one *lead* after the start
+//!    (`max(20 ms, rtt/4)`, larger than the error of the agreed time): its probes open its
+//!    own NAT and arrive at the opener's NAT after the burst opened it, so they pass; the
+//!    opener answers and probes back. The opener's own full-TTL rounds start two leads
+//!    after the start — after the follower's first probe has left the follower's NAT —
+//!    so they never arrive first either. Full-TTL rounds repeat with doubling gaps (50 ms
+//!    up to 500 ms), which also carries pairs through loss and through NATs whose depth
+//!    the burst did not reach.
+//! 3. **TTL is not one fixed value.** The largest opening TTL starts at 2 (one NAT right
+//!    in front of the host, dying at the next router, as in the lab) and grows by 2 with
+//!    every attempt (4, 6, capped at 8), so a host behind a home NAT inside a carrier NAT
+//!    opens both by its second attempt; and within a burst every TTL from 1 up is sent, so
+//!    whatever the host's NAT depth, one of them is just right. The grown TTLs (above the
+//!    first attempt's) leave one lead after the start, once the follower's first probe has
+//!    left its NAT: if one of them does reach the peer's NAT (Linux lets a packet arriving
+//!    there with TTL 1 plant a conntrack entry), the peer's mapping toward us exists by then. Roles swap on every retry:
+//!    the side whose burst was too short in one attempt follows in the next, and the other
+//!    side's burst (possibly right) goes first.
+//! 4. **Retries outlast stale state.** An attempt probes for `max(4 s, 8·rtt)`. If no probe
+//!    was answered, both sides stay silent for 31 s — longer than Linux keeps an unreplied
+//!    UDP entry — so a lost race's stale entry and the moved flow are gone before the next
+//!    attempt. Both sides derive the whole schedule from the one agreed start, so retries
+//!    need no further messages. Three attempts in all.
+//! 5. **ICE-style checks.** Every probe is a Binding request whose transaction id begins
+//!    with the punch's [`SessionTag`]; an answer carries XOR-MAPPED-ADDRESS. A probe from an
+//!    address the peer never announced becomes a peer-reflexive candidate and is probed back
+//!    at once (triggered check), which is how a side behind a random symmetric NAT is found.
+//!    A probe answered from the address it was sent to wins: [`PunchEvent::Succeeded`]
+//!    names the pair. A won punch keeps answering its peer's probes.
+//! 6. **Skipping.** When both NAT classes are known and [`direct_possible`] says no (see
+//!    [`oracle`]), nothing is sent. Uncertain classes never skip.
+//!
+//! Limits: at most [`PunchConfig::max_checks_per_attempt`] probes per attempt (100, RFC 8445
+//! §19.5.1) and [`PunchConfig::max_candidates`] remote candidates.
+//!
+//! In the simulator (feature `sim`), [`lab`] runs two peers behind NATs of every kind and
+//! measures the punch against the oracle (`tests/punch_sim.rs`, `examples/nat_matrix.rs`).
+
+mod candidate;
+mod config;
+#[cfg(feature = "sim")]
+pub mod lab;
+mod machine;
+#[cfg(feature = "sim")]
+pub mod node_lab;
+pub mod oracle;
+
+pub use candidate::{Candidate, CandidateKind, PREDICTED_PORTS, ordered, predict};
+pub use config::PunchConfig;
+pub use machine::{Plan, PunchEvent, PunchStats, Punched, Puncher, Role, SessionTag};
+pub use oracle::{NatClass, direct_possible};

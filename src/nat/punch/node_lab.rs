@@ -1,0 +1,391 @@
+//! The relay → direct upgrade of real [`Node`]s in the simulator, for one pairing of NAT
+//! kinds (feature `sim`): a public relay, two nodes behind the pairing's NATs (built by
+//! [`build`]), side A dials side B through the relay, and a stream of numbered RPCs (A
+//! calls B's echo every [`NodeLabConfig::call_gap`]) runs across the upgrade and across a
+//! fall back to the relay, forced by cutting the direct route.
+//!
+//! Each node's punch candidates are its LAN address and the external address its NAT(s)
+//! map it to toward the relay, read from the simulated NATs' tables (what a STUN reflector
+//! would report), plus four predicted ports for the sequential symmetric NAT; its NAT class
+//! is the kind's true class. Both stand in for NAT discovery, which fills them in a node
+//! that runs it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::candidate::{Candidate, CandidateKind, predict};
+use super::lab::{NatKind, Pairing, build};
+use crate::dht::{DhtEvent, Mode};
+use crate::id::{Identity, Realm};
+use crate::nat::stun::PortAllocation;
+use crate::node::{Event, Node, NodeConfig, PathChange, RelayEvent};
+use crate::path::PathKind;
+use crate::rpc::{CallId, CallOptions, RegisterOptions, RpcEvent};
+use crate::sim::{HostId, Link, NatId, World};
+
+/// How a node lab run is set up.
+#[derive(Clone, Debug)]
+pub struct NodeLabConfig {
+    /// The world's seed.
+    pub seed: u64,
+    /// Round-trip time between two NATs (and to the relay).
+    pub rtt: Duration,
+    /// Loss on each WAN link (a NAT-to-NAT path crosses two).
+    pub link_loss: f64,
+    /// The gap between two calls.
+    pub call_gap: Duration,
+    /// How long calls run before the direct route is cut, and again after.
+    pub phase: Duration,
+    /// The nodes' [`UpgradeConfig::retry_after`](crate::node::UpgradeConfig::retry_after).
+    pub retry_after: Duration,
+}
+
+impl Default for NodeLabConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            rtt: Duration::from_millis(50),
+            link_loss: 0.0101,
+            call_gap: Duration::from_millis(20),
+            phase: Duration::from_secs(4),
+            retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What one node lab run found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePairReport {
+    /// The pair.
+    pub pairing: Pairing,
+    /// The oracle's verdict.
+    pub possible: bool,
+    /// Whether the relayed connection came up at both sides.
+    pub connected: bool,
+    /// Whether both sides switched to a direct path before the cut.
+    pub direct: bool,
+    /// From the relayed connection being up to the first side's switch.
+    pub punch_time: Option<Duration>,
+    /// From the first side's switch (the moment the direct path answered) to the second's.
+    pub upgrade_time: Option<Duration>,
+    /// Whether both sides fell back to the relay after the cut (only asked of direct pairs).
+    pub fell_back: bool,
+    /// Calls issued.
+    pub calls: usize,
+    /// Calls that did not come back with their own number.
+    pub lost: usize,
+    /// Relay bytes forwarded between the upgrade and the cut (0 when the relay carried none
+    /// of the pair's traffic once direct).
+    pub relayed_after_upgrade: u64,
+}
+
+/// Runs one pairing (see the module docs).
+pub fn run_node_pair(pairing: Pairing, config: &NodeLabConfig) -> NodePairReport {
+    let mut lab = NodeLab::new(pairing, config);
+    let phase = config.phase;
+    let mut report = NodePairReport {
+        pairing,
+        possible: pairing.possible(),
+        connected: false,
+        direct: false,
+        punch_time: None,
+        upgrade_time: None,
+        fell_back: false,
+        calls: 0,
+        lost: 0,
+        relayed_after_upgrade: 0,
+    };
+    let Some(connected_at) = lab.connect() else {
+        return report;
+    };
+    report.connected = true;
+    lab.calls_for(phase);
+    let direct: Vec<Instant> = (lab.changes.iter())
+        .filter(|c| c.1 == PathKind::Direct)
+        .map(|c| c.0)
+        .collect();
+    if let [first, second, ..] = direct[..] {
+        report.direct = true;
+        report.punch_time = Some(first.saturating_duration_since(connected_at));
+        report.upgrade_time = Some(second.saturating_duration_since(first));
+        let forwarded = lab.forwarded();
+        lab.calls_for(Duration::from_secs(1));
+        report.relayed_after_upgrade = lab.forwarded() - forwarded;
+        let (x, y) = lab.topology_route;
+        lab.world.cut(x, y, true);
+    }
+    lab.calls_for(config.phase);
+    let dead = lab
+        .changes
+        .iter()
+        .filter(|c| c.2 == PathChange::DirectPathDead)
+        .count();
+    report.fell_back = report.direct && dead >= 2;
+    let issued = lab.issued.len();
+    lab.run(Duration::from_secs(40), |l| l.answered + l.failed >= issued);
+    report.calls = issued;
+    report.lost = issued - lab.answered;
+    report
+}
+
+/// A path change seen: when, where to, why.
+pub type Change = (Instant, PathKind, PathChange);
+
+/// A relay and two nodes behind a pairing's NATs, driven step by step (see the module
+/// docs); [`run_node_pair`] runs the standard scenario on it.
+pub struct NodeLab {
+    /// The world, to inspect or change.
+    pub world: World<Node>,
+    relay: HostId,
+    sides: [HostId; 2],
+    nats: [Vec<NatId>; 2],
+    kinds: [Option<NatKind>; 2],
+    topology_route: (std::net::IpAddr, std::net::IpAddr),
+    gap: Duration,
+    issued: Vec<(CallId, u64)>,
+    answered: usize,
+    failed: usize,
+    changes: Vec<Change>,
+}
+
+/// What [`NodeLab::run`]'s stop condition sees.
+struct Progress {
+    answered: usize,
+    failed: usize,
+}
+
+impl NodeLab {
+    /// Builds the world; nothing runs yet.
+    #[allow(clippy::disallowed_methods)] // the world's one clock reading
+    pub fn new(pairing: Pairing, config: &NodeLabConfig) -> Self {
+        let start = Instant::now();
+        let mut world = World::new(config.seed, start);
+        let internet = world.internet();
+        let wan = Link::with_latency(config.rtt / 4)
+            .hops(2)
+            .loss(config.link_loss);
+        let relay_addr = SocketAddr::from(([203, 0, 113, 1], 4433));
+        let relay = world.add_host(
+            internet,
+            relay_addr,
+            wan,
+            node(1, relay_addr, config, start, false),
+        );
+        let mut make = |world: &mut World<Node>, net, addr, link, i: u8| {
+            world.add_host(net, addr, link, node(2 + i, addr, config, start, true))
+        };
+        let topology = build(&mut world, pairing, wan, &mut make);
+        let kinds = match pairing {
+            Pairing::Separate(a, b) => [Some(a), Some(b)],
+            Pairing::SharedNat => [Some(NatKind::LinuxMasquerade); 2],
+        };
+        Self {
+            world,
+            relay,
+            sides: topology.sides,
+            nats: topology.nats,
+            kinds,
+            topology_route: topology.direct_route,
+            gap: config.call_gap,
+            issued: Vec::new(),
+            answered: 0,
+            failed: 0,
+            changes: Vec::new(),
+        }
+    }
+
+    /// Bootstraps and reserves both nodes on the relay, gives them their candidates, has B
+    /// register the echo procedure and A dial B through the relay; the time the relayed
+    /// connection was up at both sides, `None` if any step failed.
+    pub fn connect(&mut self) -> Option<Instant> {
+        let relay = self.world.machine(self.relay).contact();
+        for host in self.sides {
+            let seeds = vec![relay.clone()];
+            self.world
+                .with_machine(host, |n, now| n.bootstrap(now, seeds));
+            let relay = relay.clone();
+            self.world
+                .with_machine(host, |n, now| n.reserve(now, relay));
+        }
+        let (mut granted, mut bootstrapped) = (0, 0);
+        let ready = self.world.drive(Duration::from_secs(60), |_, _, event| {
+            match event {
+                Event::Relay(RelayEvent::ReservationGranted { .. }) => granted += 1,
+                Event::Dht(DhtEvent::Bootstrapped { .. }) => bootstrapped += 1,
+                _ => {}
+            }
+            granted == 2 && bootstrapped == 2
+        });
+        if !ready {
+            return None;
+        }
+        for i in 0..2 {
+            let (candidates, class) = self.candidates(i);
+            self.world.with_machine(self.sides[i], |n, _| {
+                n.set_punch_candidates(candidates, class)
+            });
+        }
+        let registered = self.world.with_machine(self.sides[1], |n, now| {
+            n.register(now, "svc.echo", RegisterOptions::default())
+        });
+        registered.ok()?;
+        self.run(Duration::from_secs(2), |_| false);
+        let target = self.world.machine(self.sides[1]).node_id();
+        self.world
+            .with_machine(self.sides[0], |n, now| n.dial_via_relay(now, relay, target));
+        let mut connected = 0;
+        let up = self.world.drive(Duration::from_secs(30), |_, _, event| {
+            connected += usize::from(matches!(
+                event,
+                Event::Connected {
+                    path: PathKind::Relayed,
+                    ..
+                }
+            ));
+            connected == 2
+        });
+        up.then(|| self.world.now())
+    }
+
+    /// Side `i`'s candidates and class (see the module docs).
+    fn candidates(&self, i: usize) -> (Vec<Candidate>, super::NatClass) {
+        let host = self.sides[i];
+        let local = self.world.host_addr(host);
+        let relay = self.world.host_addr(self.relay);
+        let mut external = local;
+        for &nat in &self.nats[i] {
+            let binding = self
+                .world
+                .nat(nat)
+                .bindings()
+                .find(|b| b.internal == external && b.peers().any(|p| p == relay));
+            if let Some(b) = binding {
+                external = b.external;
+            }
+        }
+        let class = self.kinds[i].map_or(super::NatClass::UNKNOWN, NatKind::class);
+        let mut candidates = vec![
+            Candidate::new(CandidateKind::Lan, local),
+            Candidate::new(CandidateKind::Reflexive, external),
+        ];
+        if let PortAllocation::Sequential { .. } = class.ports {
+            candidates.extend(predict(external, class.ports));
+        }
+        (candidates, class)
+    }
+
+    /// Runs for `within` or until `stop`, answering calls at B and logging.
+    fn run(&mut self, within: Duration, mut stop: impl FnMut(&Progress) -> bool) -> bool {
+        let limit = self.world.now() + within;
+        let mut progress = Progress {
+            answered: self.answered,
+            failed: self.failed,
+        };
+        let (issued, changes) = (&self.issued, &mut self.changes);
+        let done = self.world.drive(within, |world, host, event| {
+            match event {
+                Event::Rpc(RpcEvent::Request { id, payload, .. }) => {
+                    let _ = world.with_machine(host, |n, now| n.reply(now, id, Ok(payload)));
+                }
+                Event::Rpc(RpcEvent::Completed { call, result }) => {
+                    let number = issued.iter().find(|(c, _)| *c == call).map(|(_, n)| *n);
+                    match (result, number) {
+                        (Ok(payload), Some(n)) if payload[..] == n.to_be_bytes() => {
+                            progress.answered += 1
+                        }
+                        _ => progress.failed += 1,
+                    }
+                }
+                Event::PathChanged { path, reason, .. } => {
+                    changes.push((world.now(), path, reason));
+                }
+                _ => {}
+            }
+            stop(&progress)
+        });
+        self.answered = progress.answered;
+        self.failed = progress.failed;
+        if !done {
+            self.world.run_until(limit);
+        }
+        done
+    }
+
+    /// The path changes seen so far at either side.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// The two nodes' hosts (A, B).
+    pub fn sides(&self) -> [HostId; 2] {
+        self.sides
+    }
+
+    /// Cuts (or restores) the route of the sides' direct path.
+    pub fn cut(&mut self, cut: bool) {
+        let (x, y) = self.topology_route;
+        self.world.cut(x, y, cut);
+    }
+
+    /// Waits (at most 40 s) for every call to end; (calls issued, calls lost: failed or
+    /// unanswered or answered with another number).
+    pub fn finish(&mut self) -> (usize, usize) {
+        let issued = self.issued.len();
+        self.run(Duration::from_secs(40), |l| l.answered + l.failed >= issued);
+        (issued, issued - self.answered)
+    }
+
+    /// A calls B's echo with the next number every gap for `span`.
+    pub fn calls_for(&mut self, span: Duration) {
+        let until = self.world.now() + span;
+        while self.world.now() < until {
+            let n = self.issued.len() as u64;
+            let payload = Bytes::from(n.to_be_bytes().to_vec());
+            let call = self.world.with_machine(self.sides[0], |node, now| {
+                node.call(
+                    now,
+                    "svc.echo",
+                    payload,
+                    Duration::from_secs(30),
+                    CallOptions::default(),
+                )
+            });
+            if let Ok(call) = call {
+                self.issued.push((call, n));
+            }
+            self.run(self.gap, |_| false);
+        }
+    }
+
+    /// Bytes the relay forwarded so far.
+    pub fn forwarded(&self) -> u64 {
+        self.world
+            .machine(self.relay)
+            .relay_counters()
+            .bytes_forwarded
+    }
+}
+
+fn node(i: u8, addr: SocketAddr, lab: &NodeLabConfig, start: Instant, private: bool) -> Node {
+    let realm = Realm::new("io.macula.natlab").unwrap_or_else(|_| unreachable!("a valid realm"));
+    let mut config = NodeConfig::new(realm);
+    config.listen_addrs = vec![addr];
+    if private {
+        config.dht.mode = Mode::Client;
+    }
+    config.upgrade.retry_after = lab.retry_after;
+    let seed = lab.seed;
+    let identity = Identity::from_seed([i; 32]);
+    let Ok(node) = Node::new(
+        config,
+        identity,
+        seed.wrapping_add(u64::from(i)),
+        start,
+        1_795_478_400_000,
+    ) else {
+        unreachable!("the default node configuration is valid")
+    };
+    node
+}

@@ -1,0 +1,120 @@
+//! When a direct path is possible at all: the RFC 4787 oracle.
+//!
+//! A side X receives the other side Y's probes only if X's filter admits the address Y's NAT
+//! maps Y's probe to — and X can only open its filter toward addresses it knows or guesses:
+//!
+//! | Y's mapping toward X                        | X's filter admits Y when X filters ... |
+//! | ------------------------------------------- | -------------------------------------- |
+//! | endpoint-independent (or no NAT)            | any way: X sends to Y's reflexive address first |
+//! | endpoint-dependent, sequential or preserving ports | any way: X sends to the predicted ports |
+//! | endpoint-dependent, random ports            | independently of the endpoint (EIF) or by address only (ADF); **never** by address and port (APDF) |
+//!
+//! A direct path needs both directions: `admits(X, Y) && admits(Y, X)`. So a symmetric NAT
+//! with random ports and a port-restricted NAT (Linux masquerade, carrier-grade NAT, a
+//! "port-restricted cone" home router, another symmetric NAT) rule each other out — RFC 4787
+//! §4.1/§5 and the example the NAT issue gives. Everything uncertain counts as possible:
+//! classification is a hint, and a punch is tried unless the classes certainly rule it out.
+//! Two hosts behind one NAT are outside this table: their LAN addresses reach each other
+//! whatever the NAT does (the punch machine does not skip when both share a public IP).
+
+use crate::nat::stun::{FilteringBehaviour, MappingBehaviour, PortAllocation};
+
+/// What discovery found about the NAT in front of a node (RFC 4787 classes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatClass {
+    /// How it maps (endpoint-independent for no NAT at all).
+    pub mapping: MappingBehaviour,
+    /// How it filters (endpoint-independent for no NAT and no firewall).
+    pub filtering: FilteringBehaviour,
+    /// How it picks ports for new mappings.
+    pub ports: PortAllocation,
+}
+
+impl NatClass {
+    /// No NAT and no filtering: a public host.
+    pub const OPEN: NatClass = NatClass {
+        mapping: MappingBehaviour::EndpointIndependent,
+        filtering: FilteringBehaviour::EndpointIndependent,
+        ports: PortAllocation::Preserving,
+    };
+
+    /// Nothing known.
+    pub const UNKNOWN: NatClass = NatClass {
+        mapping: MappingBehaviour::Uncertain,
+        filtering: FilteringBehaviour::Uncertain,
+        ports: PortAllocation::Uncertain,
+    };
+
+    /// Whether this NAT's mapping toward a new destination is unknowable in advance: it
+    /// depends on the destination and its port is drawn at random.
+    fn unpredictable(&self) -> bool {
+        let dependent = matches!(
+            self.mapping,
+            MappingBehaviour::AddressDependent
+                | MappingBehaviour::AddressAndPortDependent
+                | MappingBehaviour::DestinationDependent
+        );
+        dependent && self.ports == PortAllocation::Random
+    }
+
+    /// Whether a NAT of this class admits probes from a peer behind `other` once it has
+    /// sent toward the peer's known or predicted addresses.
+    fn admits(&self, other: &NatClass) -> bool {
+        !other.unpredictable() || self.filtering != FilteringBehaviour::AddressAndPortDependent
+    }
+}
+
+/// Whether a direct path between nodes behind NATs of classes `a` and `b` is possible (see
+/// the module docs); `false` only when the classes certainly rule it out.
+pub fn direct_possible(a: &NatClass, b: &NatClass) -> bool {
+    a.admits(b) && b.admits(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(
+        mapping: MappingBehaviour,
+        filtering: FilteringBehaviour,
+        ports: PortAllocation,
+    ) -> NatClass {
+        NatClass {
+            mapping,
+            filtering,
+            ports,
+        }
+    }
+
+    #[test]
+    fn random_symmetric_rules_out_port_restricted_filtering_only() {
+        use FilteringBehaviour::*;
+        let random = class(
+            MappingBehaviour::AddressAndPortDependent,
+            AddressAndPortDependent,
+            PortAllocation::Random,
+        );
+        let sequential = NatClass {
+            ports: PortAllocation::Sequential { step: 1 },
+            ..random
+        };
+        let cone = |filtering| {
+            class(
+                MappingBehaviour::EndpointIndependent,
+                filtering,
+                PortAllocation::Preserving,
+            )
+        };
+        assert!(!direct_possible(&random, &cone(AddressAndPortDependent)));
+        assert!(!direct_possible(&cone(AddressAndPortDependent), &random));
+        assert!(!direct_possible(&random, &random));
+        assert!(!direct_possible(&random, &sequential));
+        assert!(direct_possible(&random, &cone(AddressDependent)));
+        assert!(direct_possible(&random, &cone(EndpointIndependent)));
+        assert!(direct_possible(&random, &NatClass::OPEN));
+        assert!(direct_possible(&sequential, &sequential));
+        assert!(direct_possible(&sequential, &cone(AddressAndPortDependent)));
+        assert!(direct_possible(&random, &NatClass::UNKNOWN));
+        assert!(direct_possible(&NatClass::UNKNOWN, &NatClass::UNKNOWN));
+    }
+}

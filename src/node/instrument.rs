@@ -1,0 +1,326 @@
+//! The node's [`Metrics`]: recorded where the node sees things happen, with
+//! the `now` it was given.
+//!
+//! Most records are one call at the place of the event (a connection
+//! ready, lost or refused, a DHT operation finished, a call started, a
+//! PUBLISH frame written). Events for the application are looked at once,
+//! as [`Node::settle`] ends: call results and delivered messages. Numbers
+//! the children keep themselves (pool size, cache hits, pub/sub counters)
+//! are copied at the same moment, so [`Node::metrics`] is always current.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use quinn_proto::{ConnectionError, ConnectionHandle};
+
+use super::conn::Phase;
+use super::{Event, Node};
+use crate::collections::HashMap;
+use crate::contract::Output;
+use crate::dht::DhtEvent;
+use crate::metrics::{
+    Cache, ConnectionDirection, ConnectionErrorKind, MessageDirection, Metrics, QueryKind,
+    RpcOutcome,
+};
+use crate::pool::Direction;
+use crate::pubsub::{PubSubError, PubSubEvent};
+use crate::rpc::{CallId, RpcError, RpcEvent};
+use crate::wire::DisconnectReason;
+
+/// Publications whose time is kept to measure delivery latency: frames of
+/// older ones (the last 4,096 are kept) are not timed.
+const TIMED_PUBLICATIONS: usize = 4096;
+
+/// The metrics and what the node keeps to measure durations.
+#[derive(Debug)]
+pub(super) struct Instruments {
+    pub(super) metrics: Metrics,
+    /// When each of our open calls started (calls are bounded by
+    /// `RpcConfig::max_in_flight`, and each ends with one event).
+    call_started: HashMap<CallId, Instant>,
+    /// When each recent publication was made, by message id, ascending.
+    published_at: VecDeque<(u64, Instant)>,
+    /// When each live connection became ready.
+    ready_since: HashMap<ConnectionHandle, Instant>,
+    /// Outputs at the front of the node's queue already looked at.
+    observed: usize,
+}
+
+impl Instruments {
+    pub(super) fn new() -> Self {
+        Self {
+            metrics: Metrics::new(),
+            call_started: HashMap::default(),
+            published_at: VecDeque::new(),
+            ready_since: HashMap::default(),
+            observed: 0,
+        }
+    }
+
+    /// `Node::call` answered `call`: an open call is timed, a refused one
+    /// counted at once.
+    pub(super) fn call_started(&mut self, now: Instant, call: &Result<CallId, RpcError>) {
+        match call {
+            Ok(id) => {
+                self.call_started.insert(*id, now);
+            }
+            Err(error) => self.metrics.record_call(outcome(error), None),
+        }
+    }
+
+    /// `Node::publish` answered `published`.
+    pub(super) fn published(&mut self, now: Instant, published: &Result<u64, PubSubError>) {
+        if let Ok(message_id) = published {
+            if self.published_at.len() == TIMED_PUBLICATIONS {
+                self.published_at.pop_front();
+            }
+            self.published_at.push_back((*message_id, now));
+        }
+    }
+
+    /// QUIC took the whole PUBLISH frame of `message_id` for one subscriber.
+    pub(super) fn publish_written(&mut self, now: Instant, message_id: u64) {
+        let at = self
+            .published_at
+            .partition_point(|(id, _)| *id < message_id);
+        if let Some(&(id, published)) = self.published_at.get(at)
+            && id == message_id
+        {
+            let latency = now.saturating_duration_since(published);
+            self.metrics.pubsub_delivery_latency.record(latency);
+        }
+    }
+
+    /// A connection became ready (both CONNECTs through).
+    pub(super) fn connection_ready(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        direction: Direction,
+    ) {
+        let direction = match direction {
+            Direction::Inbound => ConnectionDirection::Inbound,
+            Direction::Outbound => ConnectionDirection::Outbound,
+        };
+        self.metrics.connections.bump(direction);
+        self.ready_since.insert(handle, now);
+    }
+
+    /// A connection stopped being usable; its life is recorded once, if it
+    /// was ever ready.
+    pub(super) fn connection_ended(&mut self, now: Instant, handle: ConnectionHandle) {
+        if let Some(since) = self.ready_since.remove(&handle) {
+            let lived = now.saturating_duration_since(since);
+            self.metrics.connection_duration.record(lived);
+        }
+    }
+
+    /// A connection failed or was refused.
+    pub(super) fn connection_error(&mut self, now: Instant, kind: ConnectionErrorKind) {
+        self.metrics.record_connection_error(now, kind);
+    }
+
+    /// A DHT operation finished.
+    pub(super) fn dht_event(&mut self, event: &DhtEvent) {
+        match event {
+            DhtEvent::StoreConfirmed { success, .. } => self.metrics.record_store(*success),
+            DhtEvent::NodesFound { stats, .. } => {
+                let latency = self.metrics.dht_query_latency.get_mut(QueryKind::FindNode);
+                latency.record(stats.duration);
+            }
+            DhtEvent::ValuesFound {
+                from_cache: false,
+                stats,
+                ..
+            } => {
+                let latency = self.metrics.dht_query_latency.get_mut(QueryKind::FindValue);
+                latency.record(stats.duration);
+            }
+            DhtEvent::ValuesFound { .. } | DhtEvent::Bootstrapped { .. } => {}
+        }
+    }
+
+    /// The node handed its oldest output out.
+    pub(super) fn output_taken(&mut self) {
+        self.observed = self.observed.saturating_sub(1);
+    }
+}
+
+/// The error a lost connection counts as, given its phase before: none for
+/// closes this node started, and none for a peer's close with a normal
+/// reason (shutdown, idle, a duplicate connection given up).
+pub(super) fn lost_error(phase: Phase, reason: &ConnectionError) -> Option<ConnectionErrorKind> {
+    let normal_close = match reason {
+        ConnectionError::LocallyClosed => true,
+        ConnectionError::ApplicationClosed(close) => {
+            let reason = u8::try_from(close.error_code.into_inner())
+                .map(DisconnectReason::from_code)
+                .unwrap_or(DisconnectReason::ProtocolError);
+            matches!(
+                reason,
+                DisconnectReason::Normal | DisconnectReason::Shutdown | DisconnectReason::Idle
+            )
+        }
+        _ => false,
+    };
+    match (phase, reason) {
+        _ if normal_close => None,
+        (Phase::Closing, _) => None,
+        (Phase::Handshaking | Phase::AwaitingConnect, _) => Some(ConnectionErrorKind::Handshake),
+        (Phase::Ready, ConnectionError::TimedOut) => Some(ConnectionErrorKind::Timeout),
+        (Phase::Ready, ConnectionError::ApplicationClosed(_)) => {
+            Some(ConnectionErrorKind::ClosedByPeer)
+        }
+        (Phase::Ready, _) => Some(ConnectionErrorKind::Transport),
+    }
+}
+
+/// The outcome label of a call that ended with `error`.
+fn outcome(error: &RpcError) -> RpcOutcome {
+    match error {
+        RpcError::NoProvider { .. } => RpcOutcome::NoProvider,
+        RpcError::Timeout { .. } => RpcOutcome::Timeout,
+        RpcError::Remote { .. } => RpcOutcome::RemoteError,
+        RpcError::Refused { .. } => RpcOutcome::Refused,
+        RpcError::Lost { .. } => RpcOutcome::Lost,
+        RpcError::TooLarge { .. } => RpcOutcome::TooLarge,
+        RpcError::Overloaded { .. } => RpcOutcome::Overloaded,
+        RpcError::Cancelled => RpcOutcome::Cancelled,
+        RpcError::BadName(_) | RpcError::UnknownCall(_) => RpcOutcome::Rejected,
+    }
+}
+
+impl Node {
+    /// The node's metrics, current as of the last input or command.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.instruments.metrics
+    }
+
+    /// Looks at the events queued since the last time and copies the
+    /// children's numbers (the end of every [`Node::settle`]).
+    pub(super) fn observe(&mut self, now: Instant) {
+        let instruments = &mut self.instruments;
+        for output in self.out.iter().skip(instruments.observed) {
+            match output {
+                Output::Event(Event::Rpc(RpcEvent::Completed { call, result })) => {
+                    let started = instruments.call_started.remove(call);
+                    let latency = started.map(|at| now.saturating_duration_since(at));
+                    let outcome = match result {
+                        Ok(_) => RpcOutcome::Ok,
+                        Err(error) => outcome(error),
+                    };
+                    instruments.metrics.record_call(outcome, latency);
+                }
+                Output::Event(Event::PubSub(PubSubEvent::Message { .. })) => {
+                    let delivered = &mut instruments.metrics.pubsub_messages;
+                    delivered.bump(MessageDirection::Delivered);
+                }
+                _ => {}
+            }
+        }
+        instruments.observed = self.out.len();
+        let metrics = &mut instruments.metrics;
+        for (direction, pooled) in [
+            (ConnectionDirection::Inbound, Direction::Inbound),
+            (ConnectionDirection::Outbound, Direction::Outbound),
+        ] {
+            *metrics.pool_size.get_mut(direction) = self.pool.len(pooled) as u64;
+        }
+        let dht = self.dht.metrics();
+        let caches = &mut metrics.caches;
+        caches.get_mut(Cache::DhtRecords).hits = dht.cache_hits;
+        caches.get_mut(Cache::DhtRecords).misses = dht.cache_misses;
+        *caches.get_mut(Cache::RpcProviders) = self.rpc.provider_cache();
+        *caches.get_mut(Cache::PubsubSubscribers) = self.pubsub.subscriber_cache();
+        let pubsub = self.pubsub.stats();
+        let messages = &mut metrics.pubsub_messages;
+        *messages.get_mut(MessageDirection::Published) = pubsub.published;
+        *messages.get_mut(MessageDirection::Sent) = pubsub.sent;
+        *messages.get_mut(MessageDirection::Dropped) = pubsub
+            .dropped_slow
+            .saturating_add(pubsub.dropped_disconnected);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use quinn_proto::{ApplicationClose, VarInt};
+
+    fn closed_with(reason: DisconnectReason) -> ConnectionError {
+        ConnectionError::ApplicationClosed(ApplicationClose {
+            error_code: VarInt::from_u32(u32::from(reason.code())),
+            reason: Bytes::new(),
+        })
+    }
+
+    #[test]
+    fn lost_connections_count_by_phase_and_reason() {
+        use ConnectionErrorKind::*;
+        let cases = [
+            (Phase::Ready, ConnectionError::TimedOut, Some(Timeout)),
+            (Phase::Ready, ConnectionError::Reset, Some(Transport)),
+            (
+                Phase::Ready,
+                closed_with(DisconnectReason::ProtocolError),
+                Some(ClosedByPeer),
+            ),
+            (Phase::Ready, closed_with(DisconnectReason::Shutdown), None),
+            (Phase::Ready, ConnectionError::LocallyClosed, None),
+            (
+                Phase::Handshaking,
+                ConnectionError::TimedOut,
+                Some(Handshake),
+            ),
+            (
+                Phase::AwaitingConnect,
+                closed_with(DisconnectReason::RealmMismatch),
+                Some(Handshake),
+            ),
+            (
+                Phase::AwaitingConnect,
+                closed_with(DisconnectReason::Normal),
+                None,
+            ),
+            (Phase::Closing, ConnectionError::TimedOut, None),
+        ];
+        for (phase, reason, expected) in cases {
+            assert_eq!(lost_error(phase, &reason), expected, "{phase:?} {reason:?}");
+        }
+    }
+
+    #[test]
+    fn publish_latency_is_timed_from_the_publication_while_it_is_remembered() {
+        let start = crate::test_epoch();
+        let mut instruments = Instruments::new();
+        for id in 0..(TIMED_PUBLICATIONS as u64 + 1) {
+            instruments.published(start, &Ok(id));
+        }
+        let later = start + std::time::Duration::from_millis(30);
+        instruments.publish_written(later, 0); // forgotten: the oldest
+        instruments.publish_written(later, 7);
+        instruments.publish_written(later, TIMED_PUBLICATIONS as u64);
+        instruments.publish_written(later, u64::MAX); // never published
+        let latency = &instruments.metrics.pubsub_delivery_latency;
+        assert_eq!(latency.count(), 2);
+        assert_eq!(latency.sum(), std::time::Duration::from_millis(60));
+    }
+
+    #[test]
+    fn refused_calls_count_without_a_latency() {
+        let mut instruments = Instruments::new();
+        let refused = Err(RpcError::TooLarge { size: 2, max: 1 });
+        instruments.call_started(crate::test_epoch(), &refused);
+        let metrics = &instruments.metrics;
+        assert_eq!(*metrics.rpc_calls.get(RpcOutcome::TooLarge), 1);
+        assert_eq!(
+            metrics
+                .rpc_call_latency
+                .iter()
+                .map(|(_, h)| h.count())
+                .sum::<u64>(),
+            0
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! Relay → direct upgrade in the simulator: two private nodes behind Linux masquerade NATs
+//! (50 ms apart) connect through a public relay, punch, switch to the direct path, fall
+//! back to the relay when the direct route is cut, and upgrade again once it is restored —
+//! while a stream of numbered RPCs keeps running and loses nothing.
+#![cfg(feature = "sim")]
+
+use std::time::Duration;
+
+use macula::nat::punch::lab::{NatKind, Pairing};
+use macula::nat::punch::node_lab::{NodeLab, NodeLabConfig};
+use macula::node::PathChange;
+use macula::path::PathKind;
+
+#[test]
+fn a_relayed_connection_goes_direct_falls_back_when_cut_and_upgrades_again_losing_no_call() {
+    let masquerade = Pairing::Separate(NatKind::LinuxMasquerade, NatKind::LinuxMasquerade);
+    let config = NodeLabConfig {
+        seed: 7,
+        link_loss: 0.0,
+        retry_after: Duration::from_secs(5),
+        ..NodeLabConfig::default()
+    };
+    let mut lab = NodeLab::new(masquerade, &config);
+    lab.connect().expect("connected through the relay");
+    let directs = |lab: &NodeLab| {
+        (lab.changes().iter())
+            .filter(|c| c.1 == PathKind::Direct)
+            .count()
+    };
+    lab.calls_for(Duration::from_secs(3));
+    assert_eq!(directs(&lab), 2, "{:?}", lab.changes());
+    for host in lab.sides() {
+        let node = lab.world.machine(host);
+        // The connection to the relay and the one to the peer, both direct now.
+        assert_eq!(node.connection_kinds(), (2, 0));
+        assert_eq!(node.upgrade_counters().upgrades, 1);
+    }
+    // Once direct, the relay carries none of their traffic.
+    let forwarded = lab.forwarded();
+    lab.calls_for(Duration::from_secs(1));
+    assert_eq!(lab.forwarded(), forwarded);
+
+    // Cut the direct route: both fall back to the relay, calls keep completing.
+    lab.cut(true);
+    lab.calls_for(Duration::from_secs(3));
+    let dead = (lab.changes().iter())
+        .filter(|c| c.2 == PathChange::DirectPathDead)
+        .count();
+    assert_eq!(dead, 2, "{:?}", lab.changes());
+    for host in lab.sides() {
+        assert_eq!(lab.world.machine(host).upgrade_counters().fallbacks, 1);
+    }
+    // Restore it: the opener punches again after its retry delay.
+    lab.cut(false);
+    lab.calls_for(Duration::from_secs(8));
+    assert_eq!(directs(&lab), 4, "{:?}", lab.changes());
+
+    let (calls, lost) = lab.finish();
+    assert_eq!(lost, 0, "of {calls}");
+    assert!(calls > 700, "{calls}");
+}
