@@ -810,7 +810,11 @@ fn a_silent_provider_is_given_up_after_its_window_when_moving_on_is_safe() {
             rpc.handle_sent(now + window, &node(*second), next.request_id);
         }
         rpc.handle_timeout(now + window * 2);
-        assert_eq!(drain(&mut rpc), [], "the last provider is not given up early");
+        assert_eq!(
+            drain(&mut rpc),
+            [],
+            "the last provider is not given up early"
+        );
         assert_eq!(rpc.poll_timeout(), Some(now + TIMEOUT));
         rpc.handle_timeout(now + TIMEOUT);
         let out = drain(&mut rpc);

@@ -573,11 +573,15 @@ impl Node {
         };
         let requests = conn.take_requests();
         let (peer, pool_id, ready) = (conn.peer, conn.pool_id.take(), conn.pooled);
+        // Requests lost with a relay circuit say nothing about the peer.
+        let failure = match self.paths.real(&conn.virtual_addr) {
+            Some(RealPath::Relay { .. }) => Failure::Path,
+            _ => Failure::Connection,
+        };
         self.instruments.connection_ended(now, handle);
         for (request_id, lease) in requests {
             self.pool.release(now, lease);
-            self.dht
-                .handle_failure(now, request_id, Failure::Connection);
+            self.dht.handle_failure(now, request_id, failure);
         }
         self.serving.retain(|_, serving| serving.conn != handle);
         self.release_messaging(now, handle, peer);
