@@ -16,6 +16,7 @@ use macula::nat::stun::{
     self, FilteringBehaviour, MappingBehaviour, PortAllocation, TransactionId,
 };
 use macula::node::{Event, Node, NodeConfig};
+use macula::path::PathKind;
 use macula::peer_record::{PeerRecord, Reachability};
 use macula::sim::{Behavior, HostId, Link, NatConfig, NetId, World};
 use macula::wire::Limits;
@@ -484,4 +485,77 @@ fn private_nodes_reach_each_other_through_relays_they_chose() {
             result.is_some()
         });
     assert_eq!(result, Some(Ok(Bytes::from_static(b"hi"))));
+}
+
+#[test]
+fn private_nodes_behind_masquerade_upgrade_to_direct_with_what_they_discovered() {
+    // No candidates are handed to the nodes: each punches with the reflexive
+    // and LAN addresses and the NAT class its own discovery found.
+    let mut lab = Lab::new(12);
+    let a = add_private(&mut lab, [203, 0, 113, 1], NatConfig::linux_masquerade());
+    let b = add_private(&mut lab, [203, 0, 113, 2], NatConfig::linux_masquerade());
+    lab.bootstrap(&[a, b]);
+    await_relays(&mut lab, &[a, b]);
+    for host in [a, b] {
+        let report = lab.world.machine(host).nat_report().cloned().unwrap();
+        assert_eq!(report.reachability, Reachability::Private);
+        assert_eq!(report.mapping, MappingBehaviour::EndpointIndependent);
+    }
+    lab.world
+        .with_machine(b, |node, now| {
+            node.register(now, "svc.echo", Default::default())
+        })
+        .unwrap();
+    lab.world.run_for(Duration::from_secs(2));
+    let call = lab
+        .world
+        .with_machine(a, |node, now| {
+            node.call(
+                now,
+                "svc.echo",
+                Bytes::from_static(b"hi"),
+                Duration::from_secs(20),
+                Default::default(),
+            )
+        })
+        .unwrap();
+    let (mut result, mut relayed, mut direct) = (None, Vec::new(), Vec::new());
+    lab.world
+        .drive(Duration::from_secs(60), |world, host, event| {
+            match event {
+                Event::Rpc(macula::rpc::RpcEvent::Request { id, payload, .. }) => {
+                    world
+                        .with_machine(host, |node, now| node.reply(now, id, Ok(payload)))
+                        .unwrap();
+                }
+                Event::Rpc(macula::rpc::RpcEvent::Completed { call: c, result: r })
+                    if c == call =>
+                {
+                    result = Some(r);
+                }
+                Event::Connected {
+                    path: PathKind::Relayed,
+                    ..
+                } if host == a || host == b => relayed.push(host),
+                Event::PathChanged {
+                    path: PathKind::Direct,
+                    ..
+                } if host == a || host == b => direct.push(host),
+                _ => {}
+            }
+            result.is_some() && direct.len() == 2
+        });
+    assert_eq!(result, Some(Ok(Bytes::from_static(b"hi"))));
+    assert!(!relayed.is_empty(), "they first met through a relay");
+    direct.sort();
+    assert_eq!(direct, [a, b], "both moved to the direct path");
+    let (path, _) = lab
+        .world
+        .machine(a)
+        .paths_to(&lab.world.machine(b).node_id())
+        .unwrap();
+    assert!(
+        matches!(path, macula::path::RealPath::Direct(_)),
+        "{path:?}"
+    );
 }

@@ -29,7 +29,10 @@
 //!
 //! **Peer record.** After each report the node signs a [`PeerRecord`] (its
 //! observed and LAN addresses, relays) and stores it under its peer key when
-//! it changed; the DHT republishes it.
+//! it changed; the DHT republishes it. The report also gives the puncher its
+//! own candidates (LAN, reflexive, predicted) and NAT class
+//! ([`Node::set_punch_candidates`]), so relayed connections upgrade on what
+//! the node found out about itself.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -37,6 +40,7 @@ use crate::collections::HashSet;
 use crate::nat::discovery::{
     Discovery, DiscoveryAction, DiscoveryConfig, DiscoveryStats, NatReport, ProbeOrigin,
 };
+use crate::nat::punch::{self, Candidate, CandidateKind, NatClass};
 use crate::nat::stun::{
     self, BindingClient, BindingId, Class, ClientConfig, ClientStats, RateLimit, RateLimiter,
     Responder, ResponderConfig, ResponderStats, TransactionId,
@@ -772,8 +776,35 @@ impl Node {
                 self.send_control(handle, &update);
             }
         }
+        self.feed_puncher(report);
         self.reach.record_due = true;
         self.keep_relays(now);
+    }
+
+    /// Our own punch candidates and NAT class from a finished report (what
+    /// `node::upgrade` offers and punches with from now on): the LAN
+    /// addresses, the reflexive ones, and for a sequential port allocator
+    /// the next ports after the last mapping.
+    fn feed_puncher(&mut self, report: &NatReport) {
+        let lan = self
+            .local_addrs()
+            .into_iter()
+            .filter(|a| !a.ip().is_unspecified())
+            .map(|a| Candidate::new(CandidateKind::Lan, a));
+        let reflexive = report
+            .reflexive
+            .iter()
+            .map(|a| Candidate::new(CandidateKind::Reflexive, *a));
+        let mut candidates: Vec<Candidate> = lan.chain(reflexive).collect();
+        if let Some(last) = report.reflexive.last() {
+            candidates.extend(punch::predict(*last, report.ports));
+        }
+        let nat = NatClass {
+            mapping: report.mapping,
+            filtering: report.filtering,
+            ports: report.ports,
+        };
+        self.set_punch_candidates(candidates, nat);
     }
 
     /// Stores our peer record when what it says changed; true when it did.
