@@ -440,21 +440,15 @@ fn await_relays(lab: &mut Lab, hosts: &[HostId]) {
     assert!(ready, "every private node published its relays");
 }
 
-#[test]
-fn private_nodes_reach_each_other_through_relays_they_chose() {
-    let mut lab = Lab::new(11);
-    let a = add_private(&mut lab, [203, 0, 113, 1], NatConfig::symmetric());
-    let b = add_private(&mut lab, [203, 0, 113, 2], NatConfig::carrier_grade());
-    lab.bootstrap(&[a, b]);
-    await_relays(&mut lab, &[a, b]);
+/// Has `b` serve `svc.echo` and `a` call it; returns the call.
+fn echo_call(lab: &mut Lab, a: HostId, b: HostId) -> macula::rpc::CallId {
     lab.world
         .with_machine(b, |node, now| {
             node.register(now, "svc.echo", Default::default())
         })
         .unwrap();
     lab.world.run_for(Duration::from_secs(2));
-    let call = lab
-        .world
+    lab.world
         .with_machine(a, |node, now| {
             node.call(
                 now,
@@ -464,7 +458,17 @@ fn private_nodes_reach_each_other_through_relays_they_chose() {
                 Default::default(),
             )
         })
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn private_nodes_reach_each_other_through_relays_they_chose() {
+    let mut lab = Lab::new(11);
+    let a = add_private(&mut lab, [203, 0, 113, 1], NatConfig::symmetric());
+    let b = add_private(&mut lab, [203, 0, 113, 2], NatConfig::carrier_grade());
+    lab.bootstrap(&[a, b]);
+    await_relays(&mut lab, &[a, b]);
+    let call = echo_call(&mut lab, a, b);
     let limit = lab.world.now() + Duration::from_secs(25);
     let mut result = None;
     lab.world
@@ -501,24 +505,7 @@ fn private_nodes_behind_masquerade_upgrade_to_direct_with_what_they_discovered()
         assert_eq!(report.reachability, Reachability::Private);
         assert_eq!(report.mapping, MappingBehaviour::EndpointIndependent);
     }
-    lab.world
-        .with_machine(b, |node, now| {
-            node.register(now, "svc.echo", Default::default())
-        })
-        .unwrap();
-    lab.world.run_for(Duration::from_secs(2));
-    let call = lab
-        .world
-        .with_machine(a, |node, now| {
-            node.call(
-                now,
-                "svc.echo",
-                Bytes::from_static(b"hi"),
-                Duration::from_secs(20),
-                Default::default(),
-            )
-        })
-        .unwrap();
+    let call = echo_call(&mut lab, a, b);
     let (mut result, mut relayed, mut direct) = (None, Vec::new(), Vec::new());
     lab.world
         .drive(Duration::from_secs(60), |world, host, event| {
