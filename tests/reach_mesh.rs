@@ -3,9 +3,11 @@
 //! and carrier-grade double NAT): every private node finds out it is private,
 //! stays a DHT client, keeps reservations on relays it picks from the DHT and
 //! publishes them in its peer record; every pair with a private end connects
-//! (through a relay where needed) and carries RPC, every private pair carries
-//! pub/sub; and when a relay dies its nodes replace it, calls in flight end
-//! with a typed result, and calls after work again.
+//! (through a relay where needed, moving to a direct path where the NATs
+//! allow it) and carries RPC, every private pair carries pub/sub; and when a
+//! relay dies its nodes replace it, calls in flight end with a typed result,
+//! and calls after work again. Calls go both ways at once, so both ends of
+//! many pairs dial each other at the same time.
 #![cfg(feature = "sim")]
 
 use std::net::{IpAddr, SocketAddr};
@@ -370,4 +372,13 @@ fn thirty_nodes_half_behind_every_kind_of_nat_all_connect() {
         .filter(|(_, r)| r.is_err())
         .collect();
     assert!(failed.is_empty(), "calls after the replacement: {failed:?}");
+    // Relayed connections whose two NATs allow it moved to a direct path,
+    // punched with the candidates each node's own discovery found.
+    let upgrades: u64 = mesh
+        .all()
+        .iter()
+        .map(|h| mesh.world.machine(*h).upgrade_counters().upgrades)
+        .sum();
+    println!("relay -> direct upgrades (each end counts its own): {upgrades}");
+    assert!(upgrades > 0);
 }
