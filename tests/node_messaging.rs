@@ -630,12 +630,14 @@ fn one_republish_period_stores_each_announced_record_once() {
     mesh.subscribe(&[(2, "news.*")]);
     mesh.settle(Duration::from_secs(2));
     let stores = |mesh: &Mesh, i: usize| mesh.world.machine(mesh.hosts[i]).dht().metrics().stores;
+    // Each node stores two records: what it announced (a provider or a
+    // subscriber record) and its peer record (PROTOCOL §12.3).
     let before = [stores(&mesh, 1), stores(&mesh, 2)];
-    assert_eq!(before, [1, 1], "each record announced once");
+    assert_eq!(before, [2, 2], "each record announced once");
     // One DHT republish interval (240 s) and a little more, short of two.
     mesh.settle(Duration::from_secs(250));
     let after = [stores(&mesh, 1), stores(&mesh, 2)];
-    assert_eq!(after, [2, 2], "one STORE round per record per period");
+    assert_eq!(after, [4, 4], "one STORE round per record per period");
 }
 
 #[test]
