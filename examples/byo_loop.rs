@@ -175,6 +175,8 @@ impl Log {
             other @ (Event::Rpc(_)
             | Event::PubSub(_)
             | Event::Relay(_)
+            | Event::Nat(_)
+            | Event::PeerRecord { .. }
             | Event::PathChanged { .. }) => {
                 println!("{at:7.1} ms {name}: {other:?}");
             }

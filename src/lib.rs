@@ -130,6 +130,7 @@ pub mod metrics;
 pub mod nat;
 pub mod node;
 pub mod path;
+pub mod peer_record;
 pub mod pool;
 pub mod pubsub;
 pub mod quic;

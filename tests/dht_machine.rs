@@ -902,3 +902,28 @@ fn queries_include_the_records_this_node_holds_and_publishes() {
     expected.sort();
     assert_eq!(values, expected);
 }
+
+#[test]
+fn an_overloaded_answer_or_a_lost_relay_path_leaves_the_peer_live() {
+    for overloaded in [true, false] {
+        let (mut d, now) = node_knowing(DhtConfig::default(), &[1]);
+        d.find_node(now, identity(50).node_id());
+        let sent = requests(&drain(&mut d));
+        let peer = sent[0].1.id;
+        if overloaded {
+            let busy = Response::Error(ErrorCode::Overloaded);
+            d.handle_response(now, UNIX, &peer, sent[0].0, busy);
+        } else {
+            d.handle_failure(now, sent[0].0, Failure::Path);
+        }
+        drain(&mut d);
+        assert!(!d.table().is_stale(&peer), "overloaded: {overloaded}");
+        assert_eq!(d.table().closest(&peer, 1, None).len(), 1);
+    }
+    // A refusal or a lost connection does make it stale.
+    let (mut d, now) = node_knowing(DhtConfig::default(), &[1]);
+    d.find_node(now, identity(50).node_id());
+    let sent = requests(&drain(&mut d));
+    d.handle_failure(now, sent[0].0, Failure::Connection);
+    assert!(d.table().is_stale(&sent[0].1.id));
+}

@@ -630,12 +630,14 @@ fn one_republish_period_stores_each_announced_record_once() {
     mesh.subscribe(&[(2, "news.*")]);
     mesh.settle(Duration::from_secs(2));
     let stores = |mesh: &Mesh, i: usize| mesh.world.machine(mesh.hosts[i]).dht().metrics().stores;
+    // Each node stores two records: what it announced (a provider or a
+    // subscriber record) and its peer record (PROTOCOL §12.3).
     let before = [stores(&mesh, 1), stores(&mesh, 2)];
-    assert_eq!(before, [1, 1], "each record announced once");
+    assert_eq!(before, [2, 2], "each record announced once");
     // One DHT republish interval (240 s) and a little more, short of two.
     mesh.settle(Duration::from_secs(250));
     let after = [stores(&mesh, 1), stores(&mesh, 2)];
-    assert_eq!(after, [2, 2], "one STORE round per record per period");
+    assert_eq!(after, [4, 4], "one STORE round per record per period");
 }
 
 #[test]
@@ -888,4 +890,71 @@ fn a_payload_of_exactly_the_limit_streams_and_a_second_one_without_room_is_refus
         "{results:?}"
     );
     assert_eq!(handled, vec![limit]);
+}
+
+#[test]
+fn two_nodes_calling_each_other_at_once_lose_no_call() {
+    // Idle connections close after a second, so the two start unconnected
+    // and both dial at once; the pool keeps one connection on both sides
+    // and the other is closed only by its dialer once its calls are done.
+    let mut mesh = Mesh::with(3, 31, 0.0, |config| {
+        config.pool.idle_ttl = Duration::from_secs(1);
+    });
+    mesh.register(1, "svc.one", RegisterOptions::default());
+    mesh.register(2, "svc.two", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    // One call each way first: each caller knows its provider from then on,
+    // so the calls below leave right behind the CONNECT of their dial.
+    for (i, procedure) in [(1, "svc.two"), (2, "svc.one")] {
+        assert!(echo_call(&mut mesh, i, procedure, b"warm").1.is_ok());
+    }
+    mesh.settle(Duration::from_secs(3));
+    let (one, two) = (mesh.id(1), mesh.id(2));
+    assert_eq!(
+        mesh.world.machine(mesh.hosts[1]).pool().peer_state(&two),
+        None
+    );
+    assert_eq!(
+        mesh.world.machine(mesh.hosts[2]).pool().peer_state(&one),
+        None
+    );
+    let mut calls = Vec::new();
+    for n in 0..50u32 {
+        calls.push((
+            mesh.hosts[1],
+            mesh.call(1, "svc.two", n.to_be_bytes().to_vec()),
+        ));
+        calls.push((
+            mesh.hosts[2],
+            mesh.call(2, "svc.one", n.to_be_bytes().to_vec()),
+        ));
+    }
+    let mut results = BTreeMap::new();
+    let done = mesh.drive(TIMEOUT, |world, host, event| {
+        match event {
+            // A call whose connection went away cannot be answered.
+            Event::Rpc(RpcEvent::Request { id, payload, .. }) => {
+                let _ = world.with_machine(host, |node, now| node.reply(now, id, Ok(payload)));
+            }
+            Event::Rpc(RpcEvent::Completed { call, result }) => {
+                results.insert((host, call), result);
+            }
+            _ => {}
+        }
+        results.len() == calls.len()
+    });
+    assert!(done, "{} of {} calls ended", results.len(), calls.len());
+    let failed: Vec<_> = results.values().filter(|r| r.is_err()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let duplicates: u64 = [1, 2]
+        .iter()
+        .map(|i| {
+            mesh.world
+                .machine(mesh.hosts[*i])
+                .pool()
+                .metrics()
+                .closed_duplicate
+        })
+        .sum();
+    assert!(duplicates > 0, "both ends dialed");
 }

@@ -60,6 +60,7 @@ enum Op {
     Failed(u8),
     Closed(u8),
     CloseDraining(usize),
+    CloseStandby(usize),
     Inbound { peer: u8, addr: u8 },
     Advance(u64),
     Timeout(u64),
@@ -76,6 +77,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => peer.clone().prop_map(Op::Failed),
         2 => peer.clone().prop_map(Op::Closed),
         1 => any::<usize>().prop_map(Op::CloseDraining),
+        1 => any::<usize>().prop_map(Op::CloseStandby),
         2 => (peer, 0..2u8).prop_map(|(peer, addr)| Op::Inbound { peer, addr }),
         2 => (0..400u64).prop_map(Op::Advance),
         3 => prop_oneof![0..50u64, 0..1500u64].prop_map(Op::Timeout),
@@ -143,6 +145,8 @@ struct Model {
     /// Waiting acquires: peer and start time.
     waiters: BTreeMap<WaitId, (NodeId, Instant)>,
     draining: BTreeMap<ConnId, (NodeId, u32)>,
+    /// The peer's losing dial, kept until the peer closes it.
+    standby: BTreeMap<NodeId, ConnId>,
     expect: Vec<Seen>,
     seq: u64,
     max_conn: Option<ConnId>,
@@ -364,12 +368,21 @@ impl Model {
     }
 
     fn failed(&mut self, peer: NodeId) {
-        let entry = self.entries.get_mut(&peer).unwrap();
-        let MState::Connecting { attempt, .. } = entry.state else {
+        let MState::Connecting { attempt, .. } = self.entries[&peer].state else {
             panic!()
         };
+        if self.standby.contains_key(&peer) && self.room(Direction::Inbound) {
+            // The peer's own connection, on standby, becomes the peer's.
+            let conn = self.standby.remove(&peer).unwrap();
+            // Holds no slot while claiming one.
+            self.entries.get_mut(&peer).unwrap().state = MState::Queued;
+            assert!(self.claim(Direction::Inbound));
+            self.become_ready(peer, conn, Direction::Inbound);
+            self.admit();
+            return;
+        }
         if attempt < self.cfg.max_connect_attempts {
-            entry.state = MState::BackingOff {
+            self.entries.get_mut(&peer).unwrap().state = MState::BackingOff {
                 until: None,
                 failures: attempt,
             };
@@ -425,11 +438,13 @@ impl Model {
             })
         );
         if our_dial && self.cfg.local < peer {
-            self.expect.push(Seen::Close {
-                peer,
-                conn,
-                reason: CloseReason::Duplicate,
-            });
+            if let Some(older) = self.standby.insert(peer, conn) {
+                self.expect.push(Seen::Close {
+                    peer,
+                    conn: older,
+                    reason: CloseReason::Duplicate,
+                });
+            }
             return;
         }
         if needs_slot && !self.room(Direction::Inbound) {
@@ -654,6 +669,7 @@ fn run(ops: Vec<Op>) {
         queue: VecDeque::new(),
         waiters: BTreeMap::new(),
         draining: BTreeMap::new(),
+        standby: BTreeMap::new(),
         expect: Vec::new(),
         seq: 0,
         max_conn: None,
@@ -716,6 +732,11 @@ fn run(ops: Vec<Op>) {
                 let (&conn, &(peer, _)) =
                     model.draining.iter().nth(i % model.draining.len()).unwrap();
                 model.draining.remove(&conn);
+                pool.handle_closed(now, peer, conn);
+            }
+            Op::CloseStandby(i) if !model.standby.is_empty() => {
+                let (&peer, &conn) = model.standby.iter().nth(i % model.standby.len()).unwrap();
+                model.standby.remove(&peer);
                 pool.handle_closed(now, peer, conn);
             }
             Op::Inbound { peer: n, addr: a } => {

@@ -252,6 +252,30 @@ fn example(ty: MessageType) -> Message {
             source: NodeId::from_bytes([0x55; 32]),
         }
         .into(),
+        MessageType::DialBack => DialBack {
+            request_id: 13,
+            nonce: [0xa5; 12],
+            source: ProbeSource::OtherIp,
+            addrs: vec![addr("203.0.113.7:4433")],
+        }
+        .into(),
+        MessageType::DialBackResult => DialBackResult {
+            request_id: 13,
+            status: DialBackStatus::Forwarded,
+            helpers: vec![addr("198.51.100.2:4433")],
+        }
+        .into(),
+        MessageType::DialBackProbe => DialBackProbe {
+            nonce: [0xa5; 12],
+            addrs: vec![addr("203.0.113.7:4433")],
+        }
+        .into(),
+        MessageType::CapabilitiesUpdate => CapabilitiesUpdate {
+            capabilities: Capabilities::RPC
+                .with(Capabilities::PUBSUB)
+                .with(Capabilities::STORE_BATCH),
+        }
+        .into(),
         MessageType::PunchOffer => PunchOffer {
             request_id: 13,
             tag: *b"macpunch",

@@ -804,11 +804,19 @@ fn a_silent_provider_is_given_up_after_its_window_when_moving_on_is_safe() {
             panic!("the next provider is tried: {out:?}");
         };
         assert_ne!(*second, first);
-        // The second is silent too: with nobody left the call times out.
+        // The second is silent too: with nobody left to move on to it keeps
+        // the rest of the call's time, and the call times out at its deadline.
         if written {
             rpc.handle_sent(now + window, &node(*second), next.request_id);
         }
         rpc.handle_timeout(now + window * 2);
+        assert_eq!(
+            drain(&mut rpc),
+            [],
+            "the last provider is not given up early"
+        );
+        assert_eq!(rpc.poll_timeout(), Some(now + TIMEOUT));
+        rpc.handle_timeout(now + TIMEOUT);
         let out = drain(&mut rpc);
         assert_eq!(cancels(&out), [(*second, next.request_id)]);
         assert!(matches!(completed(&out), (c, Err(RpcError::Timeout { .. })) if c == call));

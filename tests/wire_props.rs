@@ -252,6 +252,35 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
         MessageType::CircuitIncoming => (any::<u64>(), node_id())
             .prop_map(|(circuit, source)| Message::from(CircuitIncoming { circuit, source }))
             .boxed(),
+        MessageType::DialBack => (id(), any::<[u8; 12]>(), any::<u8>(), vec(addr(), 0..4))
+            .prop_map(|(request_id, nonce, source, addrs)| {
+                Message::from(DialBack {
+                    request_id,
+                    nonce,
+                    source: ProbeSource::from_code(source),
+                    addrs,
+                })
+            })
+            .boxed(),
+        MessageType::DialBackResult => (id(), any::<u8>(), vec(addr(), 0..4))
+            .prop_map(|(request_id, status, helpers)| {
+                Message::from(DialBackResult {
+                    request_id,
+                    status: DialBackStatus::from_code(status),
+                    helpers,
+                })
+            })
+            .boxed(),
+        MessageType::DialBackProbe => (any::<[u8; 12]>(), vec(addr(), 0..4))
+            .prop_map(|(nonce, addrs)| Message::from(DialBackProbe { nonce, addrs }))
+            .boxed(),
+        MessageType::CapabilitiesUpdate => any::<u64>()
+            .prop_map(|bits| {
+                Message::from(CapabilitiesUpdate {
+                    capabilities: Capabilities(bits),
+                })
+            })
+            .boxed(),
         MessageType::PunchOffer => (id(), any::<[u8; 8]>(), nat_info(), candidates())
             .prop_map(|(request_id, tag, nat, candidates)| {
                 Message::from(PunchOffer {

@@ -54,6 +54,10 @@ pub enum Failure {
     Connection,
     /// The peer reset the stream or broke the protocol: no retry.
     Refused,
+    /// The path to the peer was lost (its connection ran over a relay
+    /// circuit that closed): the peer is not to blame, so it is neither
+    /// marked stale nor counted by its breaker; a store is retried.
+    Path,
 }
 
 /// How one lookup went.
@@ -312,6 +316,24 @@ impl Dht {
     /// Our id.
     pub fn local_id(&self) -> NodeId {
         self.local
+    }
+
+    /// Whether this node serves the DHT now.
+    pub fn mode(&self) -> Mode {
+        self.config.mode
+    }
+
+    /// Starts or stops serving (reachability decides, DESIGN.md "DHT"): a
+    /// client answers every request with `Refused` and is not added to
+    /// others' tables.
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.config.mode = mode;
+    }
+
+    /// Drops `peer` from the routing table (it stopped serving); true when
+    /// it was there.
+    pub fn forget_peer(&mut self, peer: &NodeId) -> bool {
+        self.table.remove(peer)
     }
 
     /// The routing table.
@@ -706,7 +728,13 @@ impl Dht {
 
     fn on_reply(&mut self, now: Instant, unix_ms: u64, sent: Sent, response: Response) {
         let peer = sent.contact.id;
-        if let Response::Error(_) = response {
+        if let Response::Error(code) = response {
+            if code == ErrorCode::Overloaded {
+                // Alive but asked too often: its breaker counts it, yet it
+                // stays a live routing-table entry (stale is for the silent).
+                self.breakers.on_failure(&peer, now);
+                return self.abandon(now, sent, false);
+            }
             return self.on_failed(now, sent, false);
         }
         let k = self.config.k;
@@ -798,7 +826,11 @@ impl Dht {
         self.begin(now);
         if let Some(outstanding) = self.requests.remove(request_id) {
             self.metrics.request_failures += 1;
-            self.on_failed(now, outstanding.purpose, failure == Failure::Connection);
+            match failure {
+                Failure::Path => self.abandon(now, outstanding.purpose, true),
+                Failure::Connection => self.on_failed(now, outstanding.purpose, true),
+                Failure::Refused => self.on_failed(now, outstanding.purpose, false),
+            }
         }
         self.end(now);
     }

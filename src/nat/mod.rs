@@ -2,10 +2,12 @@
 //!
 //! [`stun`] holds the STUN codec, the responder every node runs on its one socket, the client
 //! transactions that ask reflectors for the node's reflexive address, and the pure
-//! classification of NAT behaviour from their answers. [`punch`] is the hole-punch machine
-//! that finds a direct path between two nodes from their candidates, with the RFC 4787
-//! oracle of when one is possible (the Node runs it over relayed connections:
-//! `node::upgrade`).
+//! classification of NAT behaviour from their answers. [`discovery`] runs them, with
+//! third-party dial-backs, into a [`discovery::NatReport`] (mapping, filtering, port
+//! allocation, reachability). [`punch`] is the hole-punch machine that finds a direct path
+//! between two nodes from their candidates, with the RFC 4787 oracle of when one is possible
+//! (the Node runs it over relayed connections: `node::upgrade`).
 
+pub mod discovery;
 pub mod punch;
 pub mod stun;

@@ -16,7 +16,7 @@ use crate::rpc::RpcConfig;
 use crate::tls::PeerVerification;
 use crate::wire::{self, Limits};
 
-use super::UpgradeConfig;
+use super::{ReachConfig, UpgradeConfig};
 
 /// Everything a [`Node`](super::Node) can be told at start.
 ///
@@ -35,6 +35,7 @@ use super::UpgradeConfig;
 /// | request_timeout | 10 s (a stream whose answer never comes is reset) |
 /// | max_waiting_requests | 4096 requests queued for a connection or a stream |
 /// | max_buffered_per_connection | 2 MiB of partial frames and unread answers per connection |
+/// | reach | [`ReachConfig::default`]: STUN responder on, discovery after bootstrap and every 10 min |
 /// | (streamed payloads) | CALLs and REPLYs over one frame stream in chunks of half a frame; per connection, payloads of up to max(`rpc.max_payload`, `max_buffered_per_connection`) declared bytes are reassembled at once |
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -77,6 +78,8 @@ pub struct NodeConfig {
     /// its streams; QUIC flow control then stops the peer. Never below one
     /// maximum frame.
     pub max_buffered_per_connection: usize,
+    /// STUN, NAT discovery, dial-backs and the peer record.
+    pub reach: ReachConfig,
 }
 
 impl NodeConfig {
@@ -98,6 +101,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(10),
             max_waiting_requests: 4096,
             max_buffered_per_connection: 2 << 20,
+            reach: ReachConfig::default(),
         }
     }
 

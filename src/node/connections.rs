@@ -134,7 +134,7 @@ impl Node {
     /// Our CONNECT.
     pub(super) fn hello(&self) -> wire::Connect {
         let mut capabilities = Capabilities::STORE_BATCH;
-        if self.config.dht.mode == Mode::Server {
+        if self.dht.mode() == Mode::Server {
             capabilities = capabilities.with(Capabilities::DHT_SERVER);
         }
         if self.config.relay.enabled {
@@ -280,6 +280,13 @@ impl Node {
                     );
                 }
             }
+            (
+                Phase::Ready,
+                message @ (Message::DialBack(_)
+                | Message::DialBackResult(_)
+                | Message::DialBackProbe(_)
+                | Message::CapabilitiesUpdate(_)),
+            ) => self.on_reach_frame(now, handle, message),
             (
                 Phase::Ready,
                 message @ (Message::PunchOffer(_)
@@ -572,11 +579,15 @@ impl Node {
         };
         let requests = conn.take_requests();
         let (peer, pool_id, ready) = (conn.peer, conn.pool_id.take(), conn.pooled);
+        // Requests lost with a relay circuit say nothing about the peer.
+        let failure = match self.paths.real(&conn.virtual_addr) {
+            Some(RealPath::Relay { .. }) => Failure::Path,
+            _ => Failure::Connection,
+        };
         self.instruments.connection_ended(now, handle);
         for (request_id, lease) in requests {
             self.pool.release(now, lease);
-            self.dht
-                .handle_failure(now, request_id, Failure::Connection);
+            self.dht.handle_failure(now, request_id, failure);
         }
         self.serving.retain(|_, serving| serving.conn != handle);
         self.release_messaging(now, handle, peer);

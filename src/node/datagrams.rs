@@ -13,9 +13,11 @@ impl Node {
                 let virtual_addr = self.paths.virtual_for(path);
                 self.handle_quic(now, virtual_addr, datagram.remote, &datagram.payload);
             }
+            // The puncher first: a Binding request carrying a punch's tag is its probe,
+            // which the plain responder must not answer.
             DatagramClass::Stun => {
                 if !self.upgrade_stun(now, &datagram) {
-                    self.counters.stun_dropped += 1;
+                    self.handle_stun(now, datagram);
                 }
             }
             DatagramClass::Unknown => self.counters.unknown_dropped += 1,

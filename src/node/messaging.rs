@@ -16,9 +16,10 @@
 //! **Where a peer is.** Provider and subscriber records name a node, not an
 //! address. To reach one the node takes, in order: a ready connection to it
 //! (the pool reuses it whatever the address), its routing-table contact, or
-//! else the contact a `find_node` of its id returns. When none is found the
-//! CALL fails as [`Delivery::NotDelivered`] and a subscriber is reported
-//! unreachable.
+//! else the contact a `find_node` of its id returns, or else its peer record
+//! (`node::dial`: a direct address, or a circuit through one of its relays).
+//! When none works the CALL fails as [`Delivery::NotDelivered`] and a
+//! subscriber is reported unreachable.
 //!
 //! The streams themselves are in [`super::rpc_streams`] (CALL, CANCEL and
 //! their answers) and [`super::publish_streams`] (one long-lived PUBLISH
@@ -316,14 +317,22 @@ impl Node {
                     .iter()
                     .find(|contact| contact.id == peer)
                     .and_then(|contact| contact.addrs.first().copied());
-                for errand in self.messaging.unresolved.remove(&peer).unwrap_or_default() {
-                    match addr {
-                        Some(addr) => self.connect_for(now, peer, addr, errand),
-                        None => self.unreachable_for(now, errand),
+                let errands = self.messaging.unresolved.remove(&peer).unwrap_or_default();
+                match addr {
+                    Some(addr) => {
+                        for errand in errands {
+                            self.connect_for(now, peer, addr, errand);
+                        }
                     }
+                    // Not a DHT server: its peer record says where it is.
+                    None => self.dial_by_record(now, peer, errands),
                 }
             }
-            other => self.out.push_back(Output::Event(Event::Dht(other))),
+            other if self.reach_dht_event(&other) => {}
+            other => {
+                self.reach_saw(now, &other);
+                self.out.push_back(Output::Event(Event::Dht(other)));
+            }
         }
     }
 
@@ -364,7 +373,13 @@ impl Node {
         })
     }
 
-    fn connect_for(&mut self, now: Instant, peer: NodeId, addr: SocketAddr, errand: Errand) {
+    pub(super) fn connect_for(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        addr: SocketAddr,
+        errand: Errand,
+    ) {
         match self.pool.acquire(now, peer, addr) {
             Ok(Acquired::Ready(lease)) => self.connected_for(now, errand, lease),
             Ok(Acquired::Waiting(wait)) => {
@@ -386,7 +401,7 @@ impl Node {
         }
     }
 
-    fn unreachable_for(&mut self, now: Instant, errand: Errand) {
+    pub(super) fn unreachable_for(&mut self, now: Instant, errand: Errand) {
         match errand {
             Errand::Call(provider, request_id) => {
                 if self

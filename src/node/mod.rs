@@ -30,10 +30,12 @@ mod conn;
 mod connections;
 mod datagrams;
 pub mod dht_wire;
+mod dial;
 mod instrument;
 mod messaging;
 mod peers;
 mod publish_streams;
+mod reach;
 mod relay_client;
 mod relay_server;
 mod requests;
@@ -53,6 +55,9 @@ use quinn_proto::{
 pub use config::NodeConfig;
 use conn::{Ask, Blocked, Conn, Phase, StreamTrouble};
 pub use peers::{PeersFileError, load_peers, save_peers};
+pub use reach::{
+    MAX_CONTACTED, MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, ReachConfig, ReachStats,
+};
 pub use relay_client::{CircuitLoss, RelayEvent};
 use relay_client::{CircuitRole, RelayClient};
 use relay_server::RelayServer;
@@ -150,6 +155,17 @@ pub enum Event {
     Rpc(RpcEvent),
     /// A message on a topic we subscribe to.
     PubSub(PubSubEvent),
+    /// NAT discovery finished a run ([`Node::discover`], or on its own).
+    Nat(crate::nat::discovery::NatReport),
+    /// A [`Node::find_peer_record`] lookup ended.
+    PeerRecord {
+        /// The lookup.
+        query: dht::QueryId,
+        /// Whose record was looked up.
+        node: NodeId,
+        /// Its newest acceptable record, if any was found.
+        record: Option<crate::peer_record::PeerRecord>,
+    },
     /// A reservation or circuit of ours changed.
     Relay(RelayEvent),
     /// A connection's packets moved between a relay circuit and a direct path.
@@ -168,7 +184,8 @@ pub enum Event {
 pub struct NodeCounters {
     /// Datagrams handed to quinn.
     pub quic_datagrams: u64,
-    /// STUN datagrams (not served yet) dropped.
+    /// STUN datagrams dropped: indications, or requests while the
+    /// responder is off.
     pub stun_dropped: u64,
     /// Datagrams of no known protocol dropped.
     pub unknown_dropped: u64,
@@ -209,6 +226,8 @@ pub struct Node {
     rpc: Rpc,
     pubsub: PubSub,
     messaging: messaging::Messaging,
+    reach: reach::Reach,
+    dialing: dial::Dialing,
     relay_server: RelayServer,
     relay_client: RelayClient,
     upgrades: upgrade::Upgrades,
@@ -265,6 +284,7 @@ impl Node {
         config.pubsub.first_epoch = unix_ms.saturating_mul(1000);
         let rpc = Rpc::new(config.rpc.clone());
         let pubsub = PubSub::new(config.pubsub.clone());
+        let reach = reach::Reach::new(&config.reach, seed ^ 0x7265_6163); // "reac"
         let upgrades = upgrade::Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
         Ok(Self {
             identity,
@@ -281,6 +301,8 @@ impl Node {
             rpc,
             pubsub,
             messaging: messaging::Messaging::default(),
+            reach,
+            dialing: dial::Dialing::default(),
             relay_server: RelayServer::default(),
             relay_client: RelayClient::default(),
             upgrades,
@@ -416,6 +438,8 @@ impl Node {
             busy |= self.drive_pool(now);
             busy |= self.drive_dht(now);
             busy |= self.drive_messaging(now);
+            busy |= self.drive_reach(now);
+            busy |= self.drive_dialing(now);
             busy |= self.drive_upgrades(now);
             if !busy {
                 break;
@@ -434,7 +458,11 @@ impl Node {
             .values_mut()
             .flat_map(|c| [c.quinn.poll_timeout(), c.next_deadline()]);
         let conns: Option<Instant> = conns.flatten().min();
-        let messaging = [self.rpc.poll_timeout(), self.pubsub.poll_timeout()];
+        let messaging = [
+            self.rpc.poll_timeout(),
+            self.pubsub.poll_timeout(),
+            self.reach.poll_timeout(),
+        ];
         let relay = [
             self.relay_server.next_deadline(&self.config.relay),
             self.relay_client.next_deadline(),
@@ -468,17 +496,23 @@ impl Machine for Node {
                 self.dht.handle_timeout(now, unix_ms);
                 self.rpc.handle_timeout(now);
                 self.pubsub.handle_timeout(now);
+                self.reach_timeout(now);
                 self.relay_server_timeout(now);
                 self.relay_client_timeout(now);
                 self.upgrade_timeout(now);
             }
-            Input::LocalAddressChanged { .. } => {}
+            Input::LocalAddressChanged { new, .. } => self.address_changed(now, new),
         }
         self.settle(now);
     }
 
     fn poll_output(&mut self) -> Option<Output<Event>> {
         let output = self.out.pop_front()?;
+        if let Output::Transmit(transmit) = &output {
+            // Every address we send to may hold NAT state for us from now on:
+            // a dial-back probe from it proves nothing.
+            self.reach.sent_to(self.last_now, transmit.destination);
+        }
         self.instruments.output_taken();
         Some(output)
     }

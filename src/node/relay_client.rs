@@ -166,6 +166,11 @@ impl RelayClient {
         reservations.chain(ends).flatten().min()
     }
 
+    /// The relays we hold or are asking for a reservation on.
+    pub(super) fn wanted(&self) -> impl Iterator<Item = &NodeId> + '_ {
+        self.reservations.keys()
+    }
+
     /// True when the pool acquire `wait` is the relay client's.
     pub(super) fn owns(&self, wait: WaitId) -> bool {
         self.waits.contains_key(&wait)
@@ -801,6 +806,7 @@ impl Node {
     }
 
     fn relay_event(&mut self, event: RelayEvent) {
+        self.saw_relay_event(&event);
         self.out.push_back(Output::Event(Event::Relay(event)));
     }
 

@@ -2,8 +2,9 @@
 //! virtual address to the direct path, the direct path's liveness, and the fall back to the
 //! relay (docs/PROTOCOL.md §13).
 //!
-//! The dialer of a relayed connection is the opener: once the connection is ready (and the
-//! node knows its own candidates, [`Node::set_punch_candidates`]) it sends PUNCH_OFFER on
+//! The dialer of a relayed connection is the opener: once the connection is ready it sends
+//! its own candidates (each NAT discovery report sets them, `node::reach`; a driver or lab
+//! may set them too, [`Node::set_punch_candidates`]) in PUNCH_OFFER on
 //! the control stream; the acceptor answers with PUNCH_ANSWER, the opener fixes the start
 //! with PUNCH_SYNC, and both run a [`Puncher`] on the node's socket. The moment a probe is
 //! answered the side switches the connection's virtual address to the direct address (no

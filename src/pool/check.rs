@@ -147,6 +147,12 @@ impl Pool {
         ensure(queued == 0 || !self.has_room(Direction::Outbound), || {
             "a peer queues while a slot is free".into()
         })?;
+        for (peer, conn) in &self.standby {
+            ensure(
+                !conns.contains(conn) && !self.draining.contains_key(conn),
+                || format!("{peer}: standby {conn} also in use"),
+            )?;
+        }
         for (conn, draining) in &self.draining {
             ensure(draining.leases > 0 && !conns.contains(conn), || {
                 format!("{conn} drains wrongly")

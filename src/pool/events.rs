@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::id::NodeId;
+use crate::path::PathTable;
 
 use super::entry::State;
 use super::{Action, CloseReason, ConnId, Direction, Draining, Pool, PoolError, Timer};
@@ -32,6 +33,9 @@ impl Pool {
             return;
         };
         self.metrics.connect_failures += 1;
+        if self.adopt_standby(now, slot) {
+            return;
+        }
         if attempt >= self.config.max_connect_attempts {
             for wait in std::mem::take(&mut self.entries[slot as usize].waiters) {
                 self.forget_waiter(wait);
@@ -66,6 +70,10 @@ impl Pool {
         if self.draining.remove(&conn).is_some() {
             return;
         }
+        if self.standby.get(&peer) == Some(&conn) {
+            self.standby.remove(&peer);
+            return;
+        }
         if self.connecting_slot(&peer, conn).is_some() {
             return self.handle_connect_failed(now, peer, conn);
         }
@@ -88,9 +96,12 @@ impl Pool {
 
     /// A connection from `peer` (at `addr`) was accepted; returns its id.
     ///
-    /// It becomes the peer's connection unless it claims our own id, loses
-    /// the tie-break to our own dial (when our id is the lower) or finds every
-    /// inbound slot pinned; then it is closed at once with [`Action::Close`].
+    /// It becomes the peer's connection unless it claims our own id or finds
+    /// every inbound slot pinned (then it is closed at once with
+    /// [`Action::Close`]), or loses the tie-break to our own dial (ours is
+    /// direct and theirs relayed, or both alike and our id is the lower):
+    /// then it is kept on standby for the peer to close (a standby it
+    /// replaces is closed).
     pub fn handle_inbound(&mut self, now: Instant, peer: NodeId, addr: SocketAddr) -> ConnId {
         self.last_now = Some(now);
         let conn = self.new_conn();
@@ -99,7 +110,8 @@ impl Pool {
             return conn;
         }
         let existing = self.index.get(&self.entries, &peer);
-        let ours_wins = self.config.local < peer;
+        let ours_wins = existing
+            .is_some_and(|slot| self.tie_break_ours(&peer, self.entries[slot as usize].addr, addr));
         let (our_dial, needs_slot) = match existing.map(|s| &self.entries[s as usize]) {
             None => (false, true),
             Some(entry) => match entry.state {
@@ -112,8 +124,10 @@ impl Pool {
             },
         };
         if our_dial && ours_wins {
-            self.metrics.closed_duplicate += 1;
-            self.close(peer, conn, CloseReason::Duplicate);
+            if let Some(older) = self.standby.insert(peer, conn) {
+                self.metrics.closed_duplicate += 1;
+                self.close(peer, older, CloseReason::Duplicate);
+            }
             return conn;
         }
         if needs_slot && !self.has_room(Direction::Inbound) {
@@ -161,6 +175,38 @@ impl Pool {
         }
         self.leave_state(slot);
         self.unclaim(slot);
+    }
+
+    /// Whether our dial to `peer` (at `ours`) beats the peer's dial to us
+    /// (from `theirs`): a direct connection beats one over a relay circuit
+    /// (a virtual address, `path`), else the lower node id's dial wins.
+    /// Both ends see the same two connections, so they agree.
+    fn tie_break_ours(&self, peer: &NodeId, ours: SocketAddr, theirs: SocketAddr) -> bool {
+        let (ours_relayed, theirs_relayed) =
+            (PathTable::is_virtual(&ours), PathTable::is_virtual(&theirs));
+        if ours_relayed == theirs_relayed {
+            self.config.local < *peer
+        } else {
+            theirs_relayed
+        }
+    }
+
+    /// When `peer`'s dial (in `slot`) failed and the peer's own connection
+    /// waits on standby, makes that the peer's connection (if an inbound slot
+    /// can be had); true when it did.
+    fn adopt_standby(&mut self, now: Instant, slot: u32) -> bool {
+        let peer = self.entries[slot as usize].peer;
+        if !self.standby.contains_key(&peer) || !self.has_room(Direction::Inbound) {
+            return false;
+        }
+        let conn = self.standby.remove(&peer).expect("checked above");
+        self.leave_state(slot);
+        self.unclaim(slot);
+        let claimed = self.claim(now, slot, Direction::Inbound);
+        debug_assert!(claimed, "room was checked");
+        self.become_ready(now, slot, conn);
+        self.admit_queued(now);
+        true
     }
 
     /// Whether `conn` is `peer`'s ready connection or a draining one.

@@ -20,11 +20,19 @@
 //!   backing off or waiting for a slot join its (bounded) wait list; when
 //!   every outbound slot is pinned, peers queue (bounded, FIFO) for the next
 //!   slot that frees.
-//! - **Tie-break.** When both ends dial at once, the connection dialed by the
-//!   lower node id survives on both sides; an older inbound connection gives
-//!   way to the peer's newer one. A losing connection with leases out drains:
-//!   it closes when its last lease comes back. Draining connections count
-//!   against no cap; there are never more of them than leases out.
+//! - **Tie-break.** When both ends dial at once, a direct connection beats
+//!   one over a relay circuit (dialed at or accepted from a virtual address,
+//!   [`crate::path`]); between two alike, the connection dialed by the lower
+//!   node id survives on both sides. An older inbound connection gives
+//!   way to the peer's newer one. Only the dialer of a losing connection
+//!   closes it, because only it knows what it still carries: with leases out
+//!   it drains (closes when its last lease comes back). The acceptor of a
+//!   losing connection keeps it on *standby*: it serves what comes on it and
+//!   leases it to no one, the peer closes it once it sees our connection,
+//!   and if our own dial fails the standby becomes the peer's connection.
+//!   At most one standby per peer (a newer one replaces it). Draining and
+//!   standby connections count against no cap; there are never more
+//!   draining ones than leases out.
 //! - **Backoff.** A failed connect is retried after an exponential delay with
 //!   seeded jitter (half the delay fixed, half random); after
 //!   `max_connect_attempts` its waiters fail.
@@ -157,6 +165,8 @@ pub struct Pool {
     waiters: HashMap<WaitId, Waiter>,
     timers: BTreeSet<(Instant, Timer)>,
     draining: HashMap<ConnId, Draining>,
+    /// Losing connections the peer dialed, kept until the peer closes them.
+    standby: HashMap<NodeId, ConnId>,
     actions: VecDeque<Action>,
     rng: ChaCha8Rng,
     next_conn: u64,
@@ -180,6 +190,7 @@ impl Pool {
             waiters: HashMap::default(),
             timers: BTreeSet::new(),
             draining: HashMap::default(),
+            standby: HashMap::default(),
             actions: VecDeque::new(),
             next_conn: 0,
             next_wait: 0,

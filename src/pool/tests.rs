@@ -451,12 +451,17 @@ fn a_simultaneous_dial_keeps_the_connection_dialed_by_the_lower_id_on_both_sides
     let ours = waiting(pool.acquire(now, id(60), addr(60)));
     let our_dial = connect_of(drain(&mut pool), 60);
     let theirs = pool.handle_inbound(now, id(60), addr(60));
-    assert_eq!(
-        drain(&mut pool),
-        [close(60, theirs, CloseReason::Duplicate)]
-    );
+    // Theirs loses but is not ours to close: the peer may have sent requests
+    // on it already, and closes it itself once it sees our dial.
+    assert_eq!(drain(&mut pool), []);
     pool.handle_connected(now, id(60), our_dial);
     assert!(matches!(&drain(&mut pool)[..], [Action::Ready { wait, .. }] if *wait == ours));
+    pool.handle_closed(now, id(60), theirs);
+    assert_eq!(drain(&mut pool), []);
+    assert!(matches!(
+        pool.peer_state(&id(60)),
+        Some(PeerState::Ready { conn, .. }) if conn == our_dial
+    ));
 
     let wait = waiting(pool.acquire(now, id(40), addr(40)));
     let our_dial = connect_of(drain(&mut pool), 40);
@@ -476,7 +481,7 @@ fn a_simultaneous_dial_keeps_the_connection_dialed_by_the_lower_id_on_both_sides
     // The abandoned dial reporting late is closed, not adopted.
     pool.handle_connected(now, id(40), our_dial);
     assert_eq!(drain(&mut pool), [close(40, our_dial, CloseReason::Stale)]);
-    assert_eq!(pool.metrics().closed_duplicate, 2);
+    assert_eq!(pool.metrics().closed_duplicate, 1);
 }
 
 #[test]
@@ -520,9 +525,13 @@ fn two_pools_dialing_each_other_end_with_one_shared_connection() {
             rest.extend(drain(pool));
             *actions = rest;
         }
-        // The lower id's (a's) dial survives: a closes b's, b closes its own.
-        assert_eq!(closes(a_out), [at_a]);
+        // The lower id's (a's) dial survives: b closes its own (once its
+        // leases are back), a keeps b's on standby until b's close arrives.
+        assert_eq!(closes(a_out), []);
         assert_eq!(closes(b_out), [b_dial]);
+        a.handle_closed(now, hi, at_a);
+        assert_eq!(drain(&mut a), []);
+        a.check_consistency().unwrap();
         let conn_of = |pool: &Pool, peer| match pool.peer_state(&peer) {
             Some(PeerState::Ready { conn, .. }) => conn,
             other => panic!("{other:?}"),
@@ -630,4 +639,57 @@ fn poll_timeout_is_the_last_input_time_while_actions_are_queued() {
         pool.poll_timeout(),
         Some(now + ms(7) + pool.config().wait_timeout)
     );
+}
+
+#[test]
+fn a_standby_connection_becomes_the_peers_when_our_own_dial_fails() {
+    // Peer 60 is above us (50): its dial loses to ours and waits on standby;
+    // a newer one replaces it; when our dial fails the standby is adopted.
+    let now = t0();
+    let mut pool = pool(config());
+    let wait = waiting(pool.acquire(now, id(60), addr(60)));
+    let our_dial = connect_of(drain(&mut pool), 60);
+    let older = pool.handle_inbound(now, id(60), addr(60));
+    let theirs = pool.handle_inbound(now, id(60), addr(60));
+    assert_eq!(drain(&mut pool), [close(60, older, CloseReason::Duplicate)]);
+    pool.handle_connect_failed(now, id(60), our_dial);
+    assert!(matches!(
+        &drain(&mut pool)[..],
+        [Action::Ready { wait: w, lease, .. }] if *w == wait && lease.conn() == theirs
+    ));
+    assert!(matches!(
+        pool.peer_state(&id(60)),
+        Some(PeerState::Ready { conn, direction: Direction::Inbound, leases: 1 }) if conn == theirs
+    ));
+    pool.check_consistency().unwrap();
+}
+
+#[test]
+fn a_direct_connection_beats_a_relayed_one_whoever_dialed_it() {
+    // Peer 40 is below us (50) and would win on ids, but its dial comes
+    // over a relay circuit (a virtual address) while ours is direct.
+    let now = t0();
+    let mut pool = pool(config());
+    let circuit: SocketAddr = "[fd6d:6163:756c:6100::1]:1".parse().unwrap();
+    waiting(pool.acquire(now, id(40), addr(40)));
+    let our_dial = connect_of(drain(&mut pool), 40);
+    let theirs = pool.handle_inbound(now, id(40), circuit);
+    assert_eq!(drain(&mut pool), [], "theirs waits on standby");
+    pool.handle_connected(now, id(40), our_dial);
+    assert!(matches!(drain(&mut pool)[..], [Action::Ready { .. }]));
+    pool.handle_closed(now, id(40), theirs);
+    assert_eq!(drain(&mut pool), []);
+
+    // Peer 60 is above us and would lose on ids, but our dial goes over a
+    // circuit while its dial is direct: ours gives way.
+    waiting(pool.acquire(now, id(60), circuit));
+    let our_dial = connect_of_peer(drain(&mut pool));
+    let theirs = pool.handle_inbound(now, id(60), addr(60));
+    let actions = drain(&mut pool);
+    assert_eq!(actions[0], close(60, our_dial, CloseReason::Duplicate));
+    assert!(matches!(
+        pool.peer_state(&id(60)),
+        Some(PeerState::Ready { conn, direction: Direction::Inbound, .. }) if conn == theirs
+    ));
+    pool.check_consistency().unwrap();
 }

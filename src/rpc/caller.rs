@@ -283,6 +283,15 @@ impl Caller {
         self.advance(now, id, out);
     }
 
+    /// Whether a fresh provider of `call`'s procedure is known that the
+    /// call has not tried yet.
+    fn has_untried(&self, now: Instant, call: &Call) -> bool {
+        match self.cache.get(now, &call.key) {
+            Cached::Fresh(found) => found.iter().any(|f| !call.tried.contains(&f.provider)),
+            Cached::Pending | Cached::Missing => false,
+        }
+    }
+
     /// The Node wrote the CALL of `request_id` to `peer`.
     pub(crate) fn handle_sent(&mut self, peer: &NodeId, request_id: u64) {
         let Some(id) = self.attempt_of(peer, request_id) else {
@@ -310,6 +319,11 @@ impl Caller {
             let Some(call) = self.calls.get(&id).filter(|c| deadline < c.deadline) else {
                 continue; // the call's own deadline ends it
             };
+            if !self.has_untried(now, call) {
+                // Nobody else to move on to: giving this provider up would
+                // only end the call early. Its own deadline ends it.
+                continue;
+            }
             let timeout = RpcError::Timeout {
                 procedure: call.procedure.as_str().into(),
                 after: call.timeout,

@@ -31,9 +31,11 @@
 //!   it — dead, unreachable, stuck — is given up (CANCEL) and the next one
 //!   tried, under the same rule: only when the Node has not written the CALL
 //!   yet ([`Rpc::handle_sent`]) or the provider registered idempotent. A
-//!   written non-idempotent attempt keeps the whole rest of the call's time.
-//!   A call whose every provider ran out of time ends with
-//!   [`RpcError::Timeout`].
+//!   written non-idempotent attempt keeps the whole rest of the call's time,
+//!   and so does an attempt with no fresh untried provider to move on to
+//!   (the last one is never given up before the call's deadline: reaching
+//!   a provider behind a relay can take longer than one window). A call
+//!   that runs out of time ends with [`RpcError::Timeout`].
 //! - Every provider that fails is dropped from the cached provider list
 //!   (cached [`RpcConfig::cache_ttl`]); a lookup that does not come back
 //!   within [`RpcConfig::lookup_timeout`] is asked again while the call's

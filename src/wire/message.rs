@@ -11,6 +11,7 @@ use super::field::{Bound, Ctx, Field, Reader};
 use super::header::{HEADER_LEN, Header};
 use super::nat::{PunchAnswer, PunchOffer, PunchResult, PunchSync};
 use super::pubsub::{Publish, Subscribe, Unsubscribe};
+use super::reach::{CapabilitiesUpdate, DialBack, DialBackProbe, DialBackResult};
 use super::relay::{
     CircuitIncoming, CircuitOpen, CircuitStatus, RelayRelease, RelayReserve, RelayReserveStatus,
 };
@@ -153,6 +154,14 @@ messages! {
     CircuitStatus = 0x54 "CIRCUIT_STATUS",
     /// CIRCUIT_INCOMING: a relay announces a circuit to its reserved node.
     CircuitIncoming = 0x55 "CIRCUIT_INCOMING",
+    /// DIAL_BACK: have strangers probe my address.
+    DialBack = 0x58 "DIAL_BACK",
+    /// DIAL_BACK_RESULT: what became of a DIAL_BACK.
+    DialBackResult = 0x59 "DIAL_BACK_RESULT",
+    /// DIAL_BACK_PROBE: send a STUN probe to an address.
+    DialBackProbe = 0x5a "DIAL_BACK_PROBE",
+    /// CAPABILITIES: the sender's capabilities changed.
+    CapabilitiesUpdate = 0x5b "CAPABILITIES",
     /// PUNCH_OFFER: the opener's candidates and session tag.
     PunchOffer = 0x60 "PUNCH_OFFER",
     /// PUNCH_ANSWER: the follower's candidates.
@@ -165,14 +174,16 @@ messages! {
 
 impl Message {
     /// The request id a request carries or an answer echoes; `None` for
-    /// CONNECT, DISCONNECT, PUBLISH and
-    /// CIRCUIT_INCOMING.
+    /// CONNECT, DISCONNECT, PUBLISH, CIRCUIT_INCOMING, DIAL_BACK_PROBE and
+    /// CAPABILITIES.
     pub fn request_id(&self) -> Option<u64> {
         match self {
             Message::Connect(_)
             | Message::Disconnect(_)
             | Message::Publish(_)
-            | Message::CircuitIncoming(_) => None,
+            | Message::CircuitIncoming(_)
+            | Message::DialBackProbe(_)
+            | Message::CapabilitiesUpdate(_) => None,
             Message::Ping(Ping { request_id })
             | Message::Pong(Pong { request_id })
             | Message::Subscribe(Subscribe { request_id, .. })
@@ -191,6 +202,8 @@ impl Message {
             | Message::StoreAck(StoreAck { request_id, .. })
             | Message::StoreBatch(StoreBatch { request_id, .. })
             | Message::StoreBatchAck(StoreBatchAck { request_id, .. })
+            | Message::DialBack(DialBack { request_id, .. })
+            | Message::DialBackResult(DialBackResult { request_id, .. })
             | Message::RelayReserve(RelayReserve { request_id })
             | Message::RelayReserveStatus(RelayReserveStatus { request_id, .. })
             | Message::RelayRelease(RelayRelease { request_id })

@@ -24,6 +24,7 @@ mod limits;
 mod message;
 mod nat;
 mod pubsub;
+mod reach;
 mod relay;
 mod rpc;
 mod stream;
@@ -43,6 +44,9 @@ pub use nat::{
     PunchOutcome, PunchResult, PunchSync, WireCandidate,
 };
 pub use pubsub::{Publish, Subscribe, Unsubscribe};
+pub use reach::{
+    CapabilitiesUpdate, DialBack, DialBackProbe, DialBackResult, DialBackStatus, ProbeSource,
+};
 pub use relay::{
     CircuitIncoming, CircuitOpen, CircuitStatus, RelayRelease, RelayReserve, RelayReserveStatus,
     RelayStatus,

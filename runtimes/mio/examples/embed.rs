@@ -161,8 +161,12 @@ fn report_for(i: usize, event: Event) -> Option<Report> {
             println!("node {i}: {other:?}");
             None
         }
-        other
-        @ (Event::Rpc(_) | Event::PubSub(_) | Event::Relay(_) | Event::PathChanged { .. }) => {
+        other @ (Event::Rpc(_)
+        | Event::PubSub(_)
+        | Event::Relay(_)
+        | Event::Nat(_)
+        | Event::PeerRecord { .. }
+        | Event::PathChanged { .. }) => {
             println!("node {i}: {other:?}");
             None
         }

@@ -558,6 +558,10 @@ fn node(i: u8, addr: SocketAddr, lab: &NodeLabConfig, start: Instant, private: b
         config.dht.mode = Mode::Client;
     }
     config.upgrade.retry_after = lab.retry_after;
+    // The lab hands each side the candidates and class of the NAT it built
+    // (`NodeLab::candidates`); a discovery run against its one relay would
+    // replace them with what a single reflector can tell.
+    config.reach.auto_discover = false;
     let seed = lab.seed;
     let identity = Identity::from_seed([i; 32]);
     let Ok(node) = Node::new(

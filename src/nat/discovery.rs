@@ -1,0 +1,631 @@
+//! NAT discovery: what the network in front of a node's socket does, as a
+//! pure machine the Node drives.
+//!
+//! A run has two phases.
+//!
+//! 1. **Bindings.** The Node names up to `max_reflectors` reflectors (other
+//!    nodes from its routing table, configured STUN servers) and runs one
+//!    Binding transaction toward each ([`DiscoveryAction::Bind`]), all at
+//!    once. Their answers give the reflexive addresses, the mapping
+//!    behaviour ([`classify_mapping`]: ≥ 2 reflector IPs tell
+//!    endpoint-independent from destination-dependent, two ports of one IP
+//!    tell address- from address-and-port-dependent) and the port allocation
+//!    ([`classify_port_allocation`] over the distinct mapped ports in
+//!    ascending order: when the node already talks to a reflector over QUIC,
+//!    its mapping is older than the run, so the order the mappings were made
+//!    is unknown; a sequential allocator still shows small steps, a random
+//!    one still jumps). A mapped address equal to one of the socket's own
+//!    addresses means no NAT in between.
+//! 2. **Dial-backs.** The Node asks a DHT server it is connected to for two
+//!    dial-backs ([`DiscoveryAction::DialBack`]): a STUN probe carrying a
+//!    nonce sent by other nodes to our addresses, once from an IP we never
+//!    sent to ([`ProbeSource::OtherIp`]) and once from a port we never sent
+//!    to ([`ProbeSource::OtherPort`]). The Node tells the machine of every
+//!    probe that arrives and whether its source was one we had sent to
+//!    ([`ProbeOrigin`]): a probe from an address we opened a mapping toward
+//!    proves nothing and is never counted as a pass. The answer names the
+//!    helpers' addresses, so the machine knows whether a fitting stranger
+//!    was among them. A test passes when a probe from a fitting stranger
+//!    arrives, fails when a fitting stranger was asked and none of its
+//!    probes arrived within `dial_back_timeout`, and is uncertain otherwise
+//!    (no helper, or only helpers we had sent to).
+//!
+//! The [`NatReport`] then says: reachability **public** only when no NAT was
+//! seen (a mapped address equal to one of the socket's own, known addresses;
+//! a socket bound to a wildcard address with no listen address configured
+//! cannot tell) and a stranger's probe arrived; **private** when a NAT was seen or
+//! the stranger's probe was filtered; **undetermined** otherwise. Every
+//! class has its uncertain value, and uncertainty is reported as such.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::stun::{
+    BindingOutcome, FilteringBehaviour, MappingBehaviour, Observation, PortAllocation,
+    classify_filtering, classify_mapping, classify_port_allocation,
+};
+use crate::peer_record::Reachability;
+use crate::wire::{DialBackStatus, ProbeSource};
+
+/// How discovery runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// Time between two runs. Default 10 min.
+    pub interval: Duration,
+    /// Time before another run when one ended undetermined (too few
+    /// reflectors or helpers). Default 30 s.
+    pub retry: Duration,
+    /// How long to wait for the dial-back probes after asking. Default 4 s.
+    pub dial_back_timeout: Duration,
+    /// Most reflectors asked in one run. Default 4 (two IPs, and two ports
+    /// of one IP when the routing table has them).
+    pub max_reflectors: usize,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(600),
+            retry: Duration::from_secs(30),
+            dial_back_timeout: Duration::from_secs(4),
+            max_reflectors: 4,
+        }
+    }
+}
+
+/// What a run found out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatReport {
+    /// The distinct reflexive addresses the reflectors reported, in the
+    /// order the mappings were made.
+    pub reflexive: Vec<SocketAddr>,
+    /// Whether an address translator stands in front of the socket (`None`:
+    /// no reflector answered).
+    pub behind_nat: Option<bool>,
+    /// The mapping behaviour, as far as the reflectors can tell.
+    pub mapping: MappingBehaviour,
+    /// The filtering behaviour, as far as the dial-backs can tell.
+    pub filtering: FilteringBehaviour,
+    /// The port allocation, as far as the mappings can tell.
+    pub ports: PortAllocation,
+    /// The verdict (see the module docs).
+    pub reachability: Reachability,
+    /// Reflectors asked and reflectors that answered.
+    pub reflectors: (usize, usize),
+    /// The two dial-back tests: from another IP, from another port
+    /// (`None`: uncertain).
+    pub probes: (Option<bool>, Option<bool>),
+}
+
+/// What the machine asks the Node to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiscoveryAction {
+    /// Run a Binding transaction toward `reflector` and report its outcome
+    /// with [`Discovery::handle_binding`].
+    Bind {
+        /// Where to send the request.
+        reflector: SocketAddr,
+    },
+    /// Ask a connected DHT server for a dial-back and report its answer
+    /// with [`Discovery::handle_dial_back_result`] (or
+    /// [`DialBackStatus::NoHelper`] when there is no one to ask).
+    DialBack {
+        /// Where the probe must come from.
+        source: ProbeSource,
+        /// The probe's STUN transaction id.
+        nonce: [u8; 12],
+        /// Our addresses to have probed.
+        addrs: Vec<SocketAddr>,
+    },
+}
+
+/// Where a dial-back probe came from, as the Node knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeOrigin {
+    /// We sent to the probe's source IP (any port) recently.
+    pub ip_contacted: bool,
+    /// We sent to the probe's exact source address recently.
+    pub addr_contacted: bool,
+}
+
+/// What discovery counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiscoveryStats {
+    /// Runs started.
+    pub runs: u64,
+    /// Runs that produced a report.
+    pub reports: u64,
+    /// Dial-backs asked for.
+    pub dial_backs: u64,
+    /// Probes from a fitting stranger.
+    pub probes_passed: u64,
+    /// Probes from an address we had sent to (ignored).
+    pub probes_known_source: u64,
+    /// Dial-back tests that ended uncertain.
+    pub uncertain_tests: u64,
+}
+
+/// One dial-back test of a run.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    nonce: [u8; 12],
+    /// A fitting stranger was asked to send the probe.
+    stranger_asked: bool,
+    passed: bool,
+    answered: bool,
+}
+
+impl Probe {
+    fn verdict(&self) -> Option<bool> {
+        if self.passed {
+            Some(true)
+        } else if self.stranger_asked {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether a probe from a source described by `origin` tests what the probe
+/// of `index` is about.
+fn fits(index: usize, origin: ProbeOrigin) -> bool {
+    match index {
+        0 => !origin.ip_contacted,
+        _ => !origin.addr_contacted,
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    Binding { pending: usize },
+    DialingBack { deadline: Instant },
+}
+
+#[derive(Debug)]
+struct Run {
+    local: Vec<SocketAddr>,
+    asked: usize,
+    observations: Vec<Observation>,
+    phase: Phase,
+    /// Indexed by [`probe_index`].
+    probes: [Option<Probe>; 2],
+}
+
+fn probe_index(source: ProbeSource) -> Option<usize> {
+    match source {
+        ProbeSource::OtherIp => Some(0),
+        ProbeSource::OtherPort => Some(1),
+        ProbeSource::Unknown(_) => None,
+    }
+}
+
+/// The discovery machine; see the module docs.
+#[derive(Debug)]
+pub struct Discovery {
+    config: DiscoveryConfig,
+    rng: ChaCha8Rng,
+    run: Option<Run>,
+    report: Option<NatReport>,
+    finished: Option<NatReport>,
+    next_run: Option<Instant>,
+    actions: VecDeque<DiscoveryAction>,
+    stats: DiscoveryStats,
+}
+
+impl Discovery {
+    /// An idle machine drawing nonces from `seed`; the first run starts when
+    /// the Node calls [`Discovery::start`].
+    pub fn new(config: DiscoveryConfig, seed: u64) -> Self {
+        Self {
+            config,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            run: None,
+            report: None,
+            finished: None,
+            next_run: None,
+            actions: VecDeque::new(),
+            stats: DiscoveryStats::default(),
+        }
+    }
+
+    /// Starts a run (abandoning one under way) toward `reflectors` (at most
+    /// `max_reflectors` are used, in the order given) for a socket whose own
+    /// addresses are `local`.
+    pub fn start(&mut self, now: Instant, reflectors: &[SocketAddr], local: Vec<SocketAddr>) {
+        self.stats.runs += 1;
+        self.actions.clear();
+        let chosen: Vec<SocketAddr> = reflectors
+            .iter()
+            .copied()
+            .take(self.config.max_reflectors)
+            .collect();
+        for &reflector in &chosen {
+            self.actions.push_back(DiscoveryAction::Bind { reflector });
+        }
+        self.run = Some(Run {
+            local,
+            asked: chosen.len(),
+            observations: Vec::new(),
+            phase: Phase::Binding {
+                pending: chosen.len(),
+            },
+            probes: [None, None],
+        });
+        if chosen.is_empty() {
+            self.dial_back(now);
+        }
+    }
+
+    /// The next thing to do.
+    pub fn poll_action(&mut self) -> Option<DiscoveryAction> {
+        self.actions.pop_front()
+    }
+
+    /// A report finished since the last call.
+    pub fn take_finished(&mut self) -> Option<NatReport> {
+        self.finished.take()
+    }
+
+    /// The last report.
+    pub fn report(&self) -> Option<&NatReport> {
+        self.report.as_ref()
+    }
+
+    /// Counters since construction.
+    pub fn stats(&self) -> DiscoveryStats {
+        self.stats
+    }
+
+    /// Whether a run is under way.
+    pub fn running(&self) -> bool {
+        self.run.is_some()
+    }
+
+    /// Whether the next periodic run is due at `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        self.run.is_none() && self.next_run.is_some_and(|t| t <= now)
+    }
+
+    /// The nonce of a dial-back under way, if `nonce` is one.
+    pub fn expects_probe(&self, nonce: &[u8; 12]) -> bool {
+        self.run.as_ref().is_some_and(|run| {
+            run.probes
+                .iter()
+                .flatten()
+                .any(|probe| probe.nonce == *nonce)
+        })
+    }
+
+    /// The outcome of a Binding transaction the machine asked for.
+    pub fn handle_binding(&mut self, now: Instant, outcome: &BindingOutcome) {
+        let Some(run) = self.run.as_mut() else {
+            return;
+        };
+        let Phase::Binding { pending } = &mut run.phase else {
+            return;
+        };
+        *pending = pending.saturating_sub(1);
+        if let Some(observation) = Observation::from_outcome(outcome) {
+            run.observations.push(observation);
+        }
+        if *pending == 0 {
+            self.dial_back(now);
+        }
+    }
+
+    /// The answer to a dial-back request, with where each helper it names
+    /// stands for us.
+    pub fn handle_dial_back_result(
+        &mut self,
+        now: Instant,
+        nonce: [u8; 12],
+        status: DialBackStatus,
+        helpers: &[ProbeOrigin],
+    ) {
+        let Some((index, probe)) = self.probe_mut(&nonce) else {
+            return;
+        };
+        probe.answered = true;
+        probe.stranger_asked = matches!(status, DialBackStatus::Forwarded)
+            && helpers.iter().any(|origin| fits(index, *origin));
+        self.finish_if_settled(now);
+    }
+
+    /// A probe with `nonce` arrived from a source described by `origin`.
+    pub fn handle_probe(&mut self, now: Instant, nonce: [u8; 12], origin: ProbeOrigin) {
+        let Some((index, probe)) = self.probe_mut(&nonce) else {
+            return;
+        };
+        let passed = fits(index, origin);
+        probe.passed |= passed;
+        if passed {
+            self.stats.probes_passed += 1;
+        } else {
+            self.stats.probes_known_source += 1;
+        }
+        self.finish_if_settled(now);
+    }
+
+    /// When the machine needs [`Discovery::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.run {
+            Some(Run {
+                phase: Phase::DialingBack { deadline },
+                ..
+            }) => Some(*deadline),
+            Some(_) => None,
+            None => self.next_run,
+        }
+    }
+
+    /// Ends the dial-back phase once its time is over.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let over = matches!(
+            &self.run,
+            Some(Run { phase: Phase::DialingBack { deadline }, .. }) if *deadline <= now
+        );
+        if over {
+            self.finish(now);
+        }
+    }
+
+    /// The test of a run under way whose nonce is `nonce`, with its index.
+    fn probe_mut(&mut self, nonce: &[u8; 12]) -> Option<(usize, &mut Probe)> {
+        self.run
+            .as_mut()?
+            .probes
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, p)| p.as_mut().filter(|p| p.nonce == *nonce).map(|p| (i, p)))
+    }
+
+    /// Bindings are done: ask for the two dial-backs.
+    fn dial_back(&mut self, now: Instant) {
+        let mut nonces = [[0u8; 12]; 2];
+        for nonce in &mut nonces {
+            self.rng.fill_bytes(nonce);
+        }
+        let Some(run) = self.run.as_mut() else {
+            return;
+        };
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for addr in run
+            .observations
+            .iter()
+            .map(|o| o.mapped)
+            .chain(run.local.iter().copied())
+        {
+            if !addrs.contains(&addr) && !addr.ip().is_unspecified() {
+                addrs.push(addr);
+            }
+        }
+        run.phase = Phase::DialingBack {
+            deadline: now + self.config.dial_back_timeout,
+        };
+        for (source, nonce) in [ProbeSource::OtherIp, ProbeSource::OtherPort]
+            .into_iter()
+            .zip(nonces)
+        {
+            let Some(index) = probe_index(source) else {
+                continue;
+            };
+            run.probes[index] = Some(Probe {
+                nonce,
+                stranger_asked: false,
+                passed: false,
+                answered: false,
+            });
+            self.stats.dial_backs += 1;
+            self.actions.push_back(DiscoveryAction::DialBack {
+                source,
+                nonce,
+                addrs: addrs.clone(),
+            });
+        }
+    }
+
+    /// Ends the run early when nothing can change its verdict any more:
+    /// every test passed or was answered without a forward.
+    fn finish_if_settled(&mut self, now: Instant) {
+        let settled = self.run.as_ref().is_some_and(|run| {
+            run.probes
+                .iter()
+                .flatten()
+                .all(|p| p.passed || (p.answered && !p.stranger_asked))
+        });
+        if settled {
+            self.finish(now);
+        }
+    }
+
+    fn finish(&mut self, now: Instant) {
+        let Some(run) = self.run.take() else {
+            return;
+        };
+        let verdict = |i: usize| run.probes[i].as_ref().and_then(Probe::verdict);
+        let (other_ip, other_port) = (verdict(0), verdict(1));
+        self.stats.uncertain_tests += [other_ip, other_port]
+            .iter()
+            .filter(|v| v.is_none())
+            .count() as u64;
+        let mut reflexive: Vec<SocketAddr> = Vec::new();
+        for o in &run.observations {
+            if !reflexive.contains(&o.mapped) {
+                reflexive.push(o.mapped);
+            }
+        }
+        // A socket bound to a wildcard address without a configured listen
+        // address does not know its own IP: whether a NAT translated it is
+        // then unknown.
+        let known_local: Vec<SocketAddr> = run
+            .local
+            .iter()
+            .copied()
+            .filter(|l| !l.ip().is_unspecified())
+            .collect();
+        let behind_nat = (!run.observations.is_empty() && !known_local.is_empty()).then(|| {
+            run.observations
+                .iter()
+                .any(|o| !known_local.iter().any(|l| same_addr(*l, o.mapped)))
+        });
+        let local_port = run.local.first().map_or(0, SocketAddr::port);
+        let mut ports: Vec<u16> = reflexive.iter().map(SocketAddr::port).collect();
+        ports.sort_unstable();
+        let reachability = match (behind_nat, other_ip) {
+            (Some(false), Some(true)) => Reachability::Public,
+            (Some(true), _) | (_, Some(false)) => Reachability::Private,
+            _ => Reachability::Undetermined,
+        };
+        let report = NatReport {
+            behind_nat,
+            mapping: classify_mapping(&run.observations),
+            filtering: classify_filtering(other_ip, other_port),
+            ports: classify_port_allocation(local_port, &ports),
+            reachability,
+            reflectors: (run.asked, run.observations.len()),
+            probes: (other_ip, other_port),
+            reflexive,
+        };
+        self.stats.reports += 1;
+        let wait = if report.reachability == Reachability::Undetermined {
+            self.config.retry
+        } else {
+            self.config.interval
+        };
+        self.next_run = Some(now + wait);
+        self.report = Some(report.clone());
+        self.finished = Some(report);
+    }
+}
+
+/// Equal addresses, IPv4-mapped IPv6 counting as IPv4.
+fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
+    a.ip().to_canonical() == b.ip().to_canonical() && a.port() == b.port()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nat::stun::{BindingId, ChangeRequest, Mapping};
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn outcome(reflector: &str, mapped: &str) -> BindingOutcome {
+        BindingOutcome {
+            id: BindingId(0),
+            reflector: addr(reflector),
+            change: ChangeRequest::default(),
+            result: Ok(Mapping {
+                mapped: addr(mapped),
+                responder: addr(reflector),
+                response_origin: None,
+                other_address: None,
+                rtt: None,
+            }),
+        }
+    }
+
+    const STRANGER: ProbeOrigin = ProbeOrigin {
+        ip_contacted: false,
+        addr_contacted: false,
+    };
+    const KNOWN: ProbeOrigin = ProbeOrigin {
+        ip_contacted: true,
+        addr_contacted: true,
+    };
+
+    /// A run from `local` toward two reflectors that saw `mapped`, up to the
+    /// dial-back requests; returns the machine and the two nonces.
+    fn bound(local: &str, mapped: &str) -> (Discovery, Instant, [[u8; 12]; 2]) {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let mut d = Discovery::new(DiscoveryConfig::default(), 1);
+        let reflectors = [addr("198.51.100.1:4433"), addr("198.51.100.2:4433")];
+        d.start(now, &reflectors, vec![addr(local)]);
+        for r in reflectors {
+            assert_eq!(
+                d.poll_action(),
+                Some(DiscoveryAction::Bind { reflector: r })
+            );
+            d.handle_binding(now, &outcome(&r.to_string(), mapped));
+        }
+        let mut nonces = Vec::new();
+        while let Some(action) = d.poll_action() {
+            let DiscoveryAction::DialBack { nonce, .. } = action else {
+                panic!("{action:?}");
+            };
+            nonces.push(nonce);
+        }
+        (d, now, [nonces[0], nonces[1]])
+    }
+
+    #[test]
+    fn a_strangers_probe_to_an_untranslated_address_is_public() {
+        let (mut d, now, [ip, port]) = bound("198.51.100.9:4433", "198.51.100.9:4433");
+        d.handle_dial_back_result(now, ip, DialBackStatus::Forwarded, &[STRANGER]);
+        d.handle_dial_back_result(now, port, DialBackStatus::NoHelper, &[]);
+        d.handle_probe(now, ip, STRANGER);
+        let report = d
+            .take_finished()
+            .expect("settled once the stranger's probe came");
+        assert_eq!(report.reachability, Reachability::Public);
+        assert_eq!(report.behind_nat, Some(false));
+        assert_eq!(report.filtering, FilteringBehaviour::EndpointIndependent);
+        assert_eq!(report.mapping, MappingBehaviour::EndpointIndependent);
+    }
+
+    #[test]
+    fn a_probe_through_a_mapping_we_opened_proves_nothing() {
+        let (mut d, now, [ip, port]) = bound("198.51.100.9:4433", "198.51.100.9:4433");
+        // A probe from an address we had sent to does not pass; and when
+        // only such helpers were asked, nothing else can come: the run ends
+        // as soon as both answers are in.
+        d.handle_probe(now, ip, KNOWN);
+        d.handle_dial_back_result(now, ip, DialBackStatus::Forwarded, &[KNOWN]);
+        assert!(d.take_finished().is_none());
+        d.handle_dial_back_result(now, port, DialBackStatus::Forwarded, &[KNOWN]);
+        let report = d.take_finished().unwrap();
+        assert_eq!(report.probes, (None, None));
+        assert_eq!(report.reachability, Reachability::Undetermined);
+        assert_eq!(d.stats().probes_known_source, 1);
+    }
+
+    #[test]
+    fn a_filtered_strangers_probe_behind_a_nat_is_private() {
+        let (mut d, now, [ip, port]) = bound("192.168.1.2:4433", "203.0.113.1:4433");
+        d.handle_dial_back_result(now, ip, DialBackStatus::Forwarded, &[STRANGER]);
+        d.handle_dial_back_result(now, port, DialBackStatus::Forwarded, &[STRANGER]);
+        assert!(d.take_finished().is_none(), "waits for the probes");
+        d.handle_timeout(now + Duration::from_secs(5));
+        let report = d.take_finished().unwrap();
+        assert_eq!(report.reachability, Reachability::Private);
+        assert_eq!(report.behind_nat, Some(true));
+        assert_eq!(
+            report.filtering,
+            FilteringBehaviour::AddressAndPortDependent
+        );
+        assert_eq!(report.reflexive, vec![addr("203.0.113.1:4433")]);
+        // The next run is due after the interval, not the retry.
+        assert!(!d.due(now + Duration::from_secs(31)));
+        assert!(d.due(now + Duration::from_secs(605)));
+    }
+
+    #[test]
+    fn a_wildcard_socket_cannot_tell_whether_it_is_translated() {
+        let (mut d, now, [ip, port]) = bound("0.0.0.0:4433", "198.51.100.9:4433");
+        d.handle_dial_back_result(now, ip, DialBackStatus::Forwarded, &[STRANGER]);
+        d.handle_dial_back_result(now, port, DialBackStatus::NoHelper, &[]);
+        d.handle_probe(now, ip, STRANGER);
+        let report = d.take_finished().unwrap();
+        assert_eq!(report.behind_nat, None);
+        assert_eq!(report.reachability, Reachability::Undetermined);
+        assert_eq!(report.filtering, FilteringBehaviour::EndpointIndependent);
+    }
+}

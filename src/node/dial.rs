@@ -1,0 +1,158 @@
+//! The dial strategy past the routing table: a peer that has no connection
+//! and no contact (a private node is never in routing tables) is found
+//! through its signed peer record.
+//!
+//! The order to reach a node id is: a ready connection; its routing-table
+//! contact (public nodes); a `find_node` of its id (both in
+//! `node::messaging`); then, here, its peer record: a record that is not
+//! `Private` with observed addresses is dialled directly at the first one;
+//! a private node's relays are tried one after the other with a circuit
+//! ([`Node::dial_via_relay`]), and the errands waiting for the peer leave on
+//! the end-to-end connection as soon as the circuit is open. A peer without
+//! an acceptable record, or whose relays all refuse, is unreachable (RPC:
+//! `NotDelivered`, pub/sub: subscriber unreachable).
+
+use super::messaging::Errand;
+use super::*;
+use crate::peer_record::{PeerRecord, Reachability};
+
+/// Peers being reached through their peer record.
+#[derive(Default)]
+pub(super) struct Dialing {
+    /// Peer-record lookups, by query.
+    lookups: HashMap<dht::QueryId, NodeId>,
+    /// What waits for each peer.
+    waiting: HashMap<NodeId, Vec<Errand>>,
+    /// Relays of each peer not tried yet.
+    untried: HashMap<NodeId, Vec<wire::Contact>>,
+    /// The relay each peer's circuit is being asked from.
+    asking: HashMap<NodeId, NodeId>,
+    /// Relay events to act on once the relay client is done.
+    events: Vec<RelayEvent>,
+}
+
+impl Node {
+    /// `find_node` did not find `peer`: look up its peer record for `errands`.
+    pub(super) fn dial_by_record(&mut self, now: Instant, peer: NodeId, errands: Vec<Errand>) {
+        let waiting = self.dialing.waiting.entry(peer).or_default();
+        let first = waiting.is_empty();
+        waiting.extend(errands);
+        if first {
+            let key = RecordKey::peer(&self.config.realm, &peer);
+            let unix_ms = self.unix_ms(now);
+            let timeout = self.config.request_timeout;
+            let query = self.dht.query_with_response(now, unix_ms, key, timeout);
+            self.dialing.lookups.insert(query, peer);
+        }
+    }
+
+    /// A lookup's records, if the lookup was one of ours; true when it was.
+    pub(super) fn dial_records(
+        &mut self,
+        now: Instant,
+        query: &dht::QueryId,
+        records: &[crate::record::SignedRecord],
+    ) -> bool {
+        let Some(peer) = self.dialing.lookups.remove(query) else {
+            return false;
+        };
+        let unix_ms = self.unix_ms(now);
+        let limits = self.config.limits;
+        let record = PeerRecord::newest(records, &peer, &self.config.realm, unix_ms, &limits);
+        match record {
+            Some(record) if record.reachability != Reachability::Private => {
+                match record.observed.first() {
+                    Some(&addr) => self.dial_errands(now, peer, addr),
+                    None => self.give_up(now, peer),
+                }
+            }
+            Some(record) => {
+                self.dialing.untried.insert(peer, record.relays);
+                self.try_next_relay(now, peer);
+            }
+            None => self.give_up(now, peer),
+        }
+        true
+    }
+
+    /// Asks the next relay of `peer` for a circuit, or gives up.
+    fn try_next_relay(&mut self, now: Instant, peer: NodeId) {
+        let next = self.dialing.untried.get_mut(&peer).and_then(Vec::pop);
+        let Some(relay) = next else {
+            self.dialing.untried.remove(&peer);
+            self.give_up(now, peer);
+            return;
+        };
+        let relay = dht::Contact {
+            id: relay.node_id,
+            addrs: relay.addrs.into_iter().collect(),
+        };
+        self.dialing.asking.insert(peer, relay.id);
+        self.dial_via_relay(now, relay, peer);
+    }
+
+    /// Remembers a relay event for [`Node::drive_dialing`] (the relay client
+    /// is in the middle of something when it reports).
+    pub(super) fn saw_relay_event(&mut self, event: &RelayEvent) {
+        self.dialing.events.push(event.clone());
+        self.reach_relay_event(event);
+    }
+
+    /// Acts on the relay events seen since the last call; true when there
+    /// were any.
+    pub(super) fn drive_dialing(&mut self, now: Instant) -> bool {
+        let events = std::mem::take(&mut self.dialing.events);
+        let busy = !events.is_empty();
+        for event in events {
+            match event {
+                RelayEvent::CircuitOpened {
+                    relay,
+                    peer,
+                    circuit,
+                } => {
+                    self.dialing.asking.remove(&peer);
+                    self.dialing.untried.remove(&peer);
+                    let path = RealPath::Relay { relay, circuit };
+                    if let Some(addr) = self.paths.lookup(&path) {
+                        self.dial_errands(now, peer, addr);
+                    }
+                }
+                RelayEvent::CircuitRefused { relay, target, .. }
+                    if self.dialing.asking.get(&target) == Some(&relay) =>
+                {
+                    self.dialing.asking.remove(&target);
+                    self.try_next_relay(now, target);
+                }
+                RelayEvent::RelayUnreachable { relay, .. } => {
+                    let stuck: Vec<NodeId> = self
+                        .dialing
+                        .asking
+                        .iter()
+                        .filter(|(_, r)| **r == relay)
+                        .map(|(p, _)| *p)
+                        .collect();
+                    for peer in stuck {
+                        self.dialing.asking.remove(&peer);
+                        self.try_next_relay(now, peer);
+                    }
+                }
+                _ => {}
+            }
+        }
+        busy
+    }
+
+    /// Sends `peer`'s waiting errands over a connection at `addr`.
+    fn dial_errands(&mut self, now: Instant, peer: NodeId, addr: SocketAddr) {
+        for errand in self.dialing.waiting.remove(&peer).unwrap_or_default() {
+            self.connect_for(now, peer, addr, errand);
+        }
+    }
+
+    /// `peer` cannot be reached: its errands fail.
+    fn give_up(&mut self, now: Instant, peer: NodeId) {
+        for errand in self.dialing.waiting.remove(&peer).unwrap_or_default() {
+            self.unreachable_for(now, errand);
+        }
+    }
+}

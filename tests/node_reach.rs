@@ -1,0 +1,548 @@
+//! "Know thyself" in the simulator: nodes learn from STUN reflectors and
+//! third-party dial-backs whether they are public, which NAT stands in front
+//! of them (checked against the RFC 4787 behaviour the simulated NAT is
+//! configured with), take the DHT role that follows, re-check when their
+//! address changes, and publish peer records others can look up.
+#![cfg(feature = "sim")]
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use macula::dht::{DhtEvent, Mode};
+use macula::id::{Identity, NodeId, Realm, RecordKey};
+use macula::nat::discovery::NatReport;
+use macula::nat::stun::{
+    self, FilteringBehaviour, MappingBehaviour, PortAllocation, TransactionId,
+};
+use macula::node::{Event, Node, NodeConfig};
+use macula::path::PathKind;
+use macula::peer_record::{PeerRecord, Reachability};
+use macula::sim::{Behavior, HostId, Link, NatConfig, NetId, World};
+use macula::wire::Limits;
+use macula::{Datagram, Input, Machine, Output};
+
+const UNIX_MS: u64 = 1_795_478_400_000;
+/// Public IPs of the lab; each holds two DHT servers and one DHT client, and
+/// as many more clients have an IP each.
+const LAB_IPS: u8 = 4;
+
+fn realm() -> Realm {
+    Realm::new("io.macula.test").unwrap()
+}
+
+fn public(ip: u8, port: u16) -> SocketAddr {
+    SocketAddr::from(([198, 51, 100, ip], port))
+}
+
+struct Lab {
+    world: World<Node>,
+    servers: Vec<HostId>,
+    clients: Vec<HostId>,
+    next_identity: u8,
+    start: Instant,
+}
+
+impl Lab {
+    /// Two DHT servers (ports 4433 and 4434) and one DHT client (4435) on
+    /// each of [`LAB_IPS`] public IPs, and one client on an IP of its own per
+    /// IP, all bootstrapped from the first server; none runs discovery on
+    /// its own.
+    fn new(seed: u64) -> Self {
+        #[allow(clippy::disallowed_methods)]
+        let start = Instant::now();
+        let mut lab = Lab {
+            world: World::new(seed, start),
+            servers: Vec::new(),
+            clients: Vec::new(),
+            next_identity: 1,
+            start,
+        };
+        let internet = lab.world.internet();
+        for ip in 1..=LAB_IPS {
+            for port in [4433, 4434] {
+                let host = lab.add(internet, public(ip, port), Mode::Server, false);
+                lab.servers.push(host);
+            }
+            let host = lab.add(internet, public(ip, 4435), Mode::Client, false);
+            lab.clients.push(host);
+            // A client on an IP of its own: a stranger to nodes whose
+            // lookups only met the servers.
+            let host = lab.add(internet, public(100 + ip, 4433), Mode::Client, false);
+            lab.clients.push(host);
+        }
+        let hosts: Vec<HostId> = lab.servers[1..]
+            .iter()
+            .chain(&lab.clients)
+            .copied()
+            .collect();
+        lab.bootstrap(&hosts);
+        lab
+    }
+
+    fn add(&mut self, net: NetId, addr: SocketAddr, mode: Mode, auto: bool) -> HostId {
+        let mut config = NodeConfig::new(realm());
+        config.listen_addrs = vec![addr];
+        config.dht.mode = mode;
+        config.reach.auto_discover = auto;
+        let id = self.next_identity;
+        self.next_identity += 1;
+        let identity = Identity::from_seed([id; 32]);
+        let node = Node::new(config, identity, u64::from(id), self.start, UNIX_MS).unwrap();
+        self.world.add_host(
+            net,
+            addr,
+            Link::with_latency(Duration::from_millis(10)),
+            node,
+        )
+    }
+
+    /// Bootstraps `hosts` from the first server and runs until they are in.
+    fn bootstrap(&mut self, hosts: &[HostId]) {
+        let seed = self.world.machine(self.servers[0]).contact();
+        for &host in hosts {
+            let seeds = vec![seed.clone()];
+            self.world
+                .with_machine(host, |node, now| node.bootstrap(now, seeds));
+        }
+        let limit = self.world.now() + Duration::from_secs(60);
+        let expected: Vec<HostId> = hosts.to_vec();
+        self.world.run_while(limit, |w| {
+            !expected.iter().all(|h| {
+                w.events().iter().any(|e| {
+                    e.host == *h && matches!(e.event, Event::Dht(DhtEvent::Bootstrapped { .. }))
+                })
+            })
+        });
+    }
+
+    /// Runs until `host` reported `count` NAT discoveries (at most a minute).
+    fn reports(&mut self, host: HostId, count: usize) -> Vec<NatReport> {
+        let limit = self.world.now() + Duration::from_secs(60);
+        self.world
+            .run_while(limit, |w| nat_reports(w, host).len() < count);
+        nat_reports(&self.world, host)
+    }
+
+    fn ids_of(&self, hosts: &[HostId]) -> Vec<NodeId> {
+        hosts
+            .iter()
+            .map(|h| self.world.machine(*h).node_id())
+            .collect()
+    }
+}
+
+fn nat_reports(world: &World<Node>, host: HostId) -> Vec<NatReport> {
+    world
+        .events()
+        .iter()
+        .filter(|e| e.host == host)
+        .filter_map(|e| match &e.event {
+            Event::Nat(report) => Some(report.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_public_node_learns_it_is_public_from_strangers() {
+    let mut lab = Lab::new(1);
+    let internet = lab.world.internet();
+    let host = lab.add(internet, public(50, 4433), Mode::Server, true);
+    lab.bootstrap(&[host]);
+    let reports = lab.reports(host, 1);
+    let report = &reports[0];
+    assert_eq!(report.reachability, Reachability::Public, "{report:?}");
+    assert_eq!(report.behind_nat, Some(false));
+    assert_eq!(report.mapping, MappingBehaviour::EndpointIndependent);
+    assert_eq!(report.filtering, FilteringBehaviour::EndpointIndependent);
+    assert_eq!(report.reflexive, vec![public(50, 4433)]);
+    let node = lab.world.machine(host);
+    assert_eq!(node.dht().mode(), Mode::Server);
+    let stats = node.reach_stats();
+    assert_eq!(stats.discovery.runs, 1);
+    assert!(stats.discovery.probes_passed >= 1, "{stats:?}");
+    assert_eq!(stats.role_changes, 0);
+}
+
+/// The class discovery must find for a NAT behaviour.
+fn mapping_of(behavior: Behavior) -> MappingBehaviour {
+    match behavior {
+        Behavior::EndpointIndependent => MappingBehaviour::EndpointIndependent,
+        Behavior::AddressDependent => MappingBehaviour::AddressDependent,
+        Behavior::AddressAndPortDependent => MappingBehaviour::AddressAndPortDependent,
+    }
+}
+
+fn filtering_of(behavior: Behavior) -> FilteringBehaviour {
+    match behavior {
+        Behavior::EndpointIndependent => FilteringBehaviour::EndpointIndependent,
+        Behavior::AddressDependent => FilteringBehaviour::AddressDependent,
+        Behavior::AddressAndPortDependent => FilteringBehaviour::AddressAndPortDependent,
+    }
+}
+
+/// The stricter of two behaviours (a packet must pass both NATs).
+fn stricter(a: Behavior, b: Behavior) -> Behavior {
+    let rank = |b: Behavior| match b {
+        Behavior::EndpointIndependent => 0,
+        Behavior::AddressDependent => 1,
+        Behavior::AddressAndPortDependent => 2,
+    };
+    if rank(a) >= rank(b) { a } else { b }
+}
+
+/// A node behind `nats` (outermost first) learns it is private, with the
+/// mapping and filtering the NATs are configured with, and becomes a DHT
+/// client that no server keeps in its routing table.
+fn check_private_behind(nats: &[NatConfig], seed: u64) -> NatReport {
+    let mut lab = Lab::new(seed);
+    let mut net = lab.world.internet();
+    let mut outer_ip = IpAddr::from([203, 0, 113, 1]);
+    for (i, config) in nats.iter().enumerate() {
+        let link = Link::with_latency(Duration::from_millis(5));
+        let (_, inside) = lab.world.add_nat(net, outer_ip, link, *config);
+        net = inside;
+        outer_ip = IpAddr::from([10, 64, i as u8, 1]);
+    }
+    let lan = SocketAddr::from(([192, 168, 1, 2], 4433));
+    let host = lab.add(net, lan, Mode::Server, true);
+    lab.bootstrap(&[host]);
+    let report = lab.reports(host, 1).remove(0);
+    let mapping = nats.iter().map(|c| c.mapping).reduce(stricter).unwrap();
+    let filtering = nats.iter().map(|c| c.filtering).reduce(stricter).unwrap();
+    assert_eq!(report.reachability, Reachability::Private, "{report:?}");
+    assert_eq!(report.behind_nat, Some(true), "{report:?}");
+    assert_eq!(report.mapping, mapping_of(mapping), "{report:?}");
+    assert_eq!(report.filtering, filtering_of(filtering), "{report:?}");
+    assert!(report.reflectors.1 >= 2, "{report:?}");
+    let node_id = lab.world.machine(host).node_id();
+    assert_eq!(lab.world.machine(host).dht().mode(), Mode::Client);
+    // Let the CAPABILITIES update land, then no server keeps the node.
+    lab.world.run_for(Duration::from_secs(2));
+    for &server in &lab.servers {
+        let table = lab.world.machine(server).dht().table();
+        assert!(!table.contains(&node_id), "server {server:?} keeps it");
+    }
+    report
+}
+
+#[test]
+fn behind_a_full_cone_nat() {
+    let report = check_private_behind(&[NatConfig::full_cone()], 2);
+    assert_eq!(report.ports, PortAllocation::Preserving);
+}
+
+#[test]
+fn behind_a_restricted_cone_nat() {
+    let report = check_private_behind(&[NatConfig::restricted_cone()], 3);
+    assert_eq!(report.ports, PortAllocation::Preserving);
+}
+
+#[test]
+fn behind_a_port_restricted_cone_nat() {
+    check_private_behind(&[NatConfig::port_restricted_cone()], 4);
+}
+
+#[test]
+fn behind_a_symmetric_nat_with_sequential_ports() {
+    let report = check_private_behind(&[NatConfig::symmetric()], 5);
+    assert!(
+        matches!(report.ports, PortAllocation::Sequential { step: 1 }),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn behind_linux_masquerade() {
+    check_private_behind(&[NatConfig::linux_masquerade()], 6);
+}
+
+#[test]
+fn behind_a_carrier_grade_nat() {
+    check_private_behind(&[NatConfig::carrier_grade()], 7);
+}
+
+#[test]
+fn behind_carrier_grade_double_nat() {
+    check_private_behind(
+        &[NatConfig::carrier_grade(), NatConfig::linux_masquerade()],
+        8,
+    );
+}
+
+#[test]
+fn discovery_runs_again_when_the_address_changes() {
+    let mut lab = Lab::new(9);
+    let internet = lab.world.internet();
+    let host = lab.add(internet, public(60, 4433), Mode::Server, true);
+    lab.bootstrap(&[host]);
+    let first = lab.reports(host, 1).remove(0);
+    assert_eq!(first.reachability, Reachability::Public);
+    // The node moves behind a NAT: its next report says so, and it stops
+    // serving the DHT.
+    let link = Link::with_latency(Duration::from_millis(5));
+    let (_, inside) = lab.world.add_nat(
+        internet,
+        IpAddr::from([203, 0, 113, 9]),
+        link,
+        NatConfig::port_restricted_cone(),
+    );
+    lab.world
+        .move_host(host, inside, SocketAddr::from(([192, 168, 9, 2], 4433)));
+    let reports = lab.reports(host, 2);
+    assert_eq!(reports[1].behind_nat, Some(true), "{:?}", reports[1]);
+    assert_eq!(reports[1].reachability, Reachability::Private);
+    let node = lab.world.machine(host);
+    assert_eq!(node.reach_stats().discovery.runs, 2);
+    assert_eq!(node.dht().mode(), Mode::Client);
+}
+
+#[test]
+fn peer_records_are_found_and_forgeries_ignored() {
+    let mut lab = Lab::new(10);
+    let link = Link::with_latency(Duration::from_millis(5));
+    let internet = lab.world.internet();
+    let (_, inside) = lab.world.add_nat(
+        internet,
+        IpAddr::from([203, 0, 113, 1]),
+        link,
+        NatConfig::linux_masquerade(),
+    );
+    let lan = SocketAddr::from(([192, 168, 1, 2], 4433));
+    let host = lab.add(inside, lan, Mode::Server, true);
+    lab.bootstrap(&[host]);
+    let report = lab.reports(host, 1).remove(0);
+    // The record is published after the report, and again once the node's
+    // relay reservations are granted.
+    await_relays(&mut lab, &[host]);
+    lab.world.run_for(Duration::from_secs(2));
+    let node_id = lab.world.machine(host).node_id();
+    let published = lab
+        .world
+        .machine(host)
+        .peer_record()
+        .cloned()
+        .expect("a record after the report");
+    assert_eq!(published.node_id, node_id);
+    assert_eq!(published.observed, report.reflexive);
+    assert_eq!(published.lan, vec![lan]);
+    assert_eq!(published.reachability, Reachability::Private);
+    assert_eq!(published.relays.len(), 2);
+
+    // Mallory stores a record of her own under the victim's key, naming
+    // her address.
+    let mallory = lab.servers[3];
+    let forged = PeerRecord {
+        seq: u64::MAX,
+        observed: vec![public(4, 4434)],
+        lan: Vec::new(),
+        ..published.clone()
+    }
+    .encode(&Limits::default())
+    .unwrap();
+    let key = RecordKey::peer(&realm(), &node_id);
+    lab.world.with_machine(mallory, |node, now| {
+        node.store(now, key, forged, Duration::from_secs(5))
+            .unwrap()
+    });
+    lab.world.run_for(Duration::from_secs(5));
+
+    let reader = lab.servers[5];
+    let query = lab
+        .world
+        .with_machine(reader, |node, now| node.find_peer_record(now, node_id));
+    let limit = lab.world.now() + Duration::from_secs(30);
+    let found = |w: &World<Node>| {
+        w.events().iter().find_map(|e| match &e.event {
+            Event::PeerRecord {
+                query: q, record, ..
+            } if *q == query => Some(record.clone()),
+            _ => None,
+        })
+    };
+    lab.world.run_while(limit, |w| found(w).is_none());
+    assert_eq!(found(&lab.world), Some(Some(published)));
+    let stats = lab.world.machine(reader).reach_stats();
+    assert!(stats.peer_records_rejected >= 1, "{stats:?}");
+    let _ = lab.ids_of(&lab.clients);
+}
+
+/// A Binding request the way a stranger would send it.
+fn binding_request(id: u8) -> Bytes {
+    stun::Message::binding(stun::Class::Request, TransactionId([id; 12]))
+        .encode()
+        .unwrap()
+}
+
+#[test]
+fn stun_is_answered_from_the_node_socket_and_rate_limited() {
+    #[allow(clippy::disallowed_methods)]
+    let now = Instant::now();
+    let local = public(1, 4433);
+    let mut config = NodeConfig::new(realm());
+    config.listen_addrs = vec![local];
+    let mut node = Node::new(config, Identity::from_seed([1; 32]), 1, now, UNIX_MS).unwrap();
+    let remote = SocketAddr::from(([192, 0, 2, 7], 50000));
+    let mut answers = Vec::new();
+    for i in 0..30u8 {
+        let payload = binding_request(i);
+        node.handle_input(
+            now,
+            Input::Datagram(Datagram {
+                local,
+                remote,
+                payload: payload.clone(),
+            }),
+        );
+        while let Some(output) = node.poll_output() {
+            if let Output::Transmit(t) = output {
+                assert_eq!(t.destination, remote);
+                assert!(t.payload.len() <= payload.len() + stun::AMPLIFICATION_ALLOWANCE);
+                answers.push(t.payload);
+            }
+        }
+    }
+    let first = stun::decode(&answers[0]).unwrap().message;
+    assert_eq!(first.class, stun::Class::Success);
+    assert_eq!(first.mapped_address(), Some(remote));
+    let stats = node.reach_stats().responder;
+    // The default bucket admits a burst of 10 per source, then refuses.
+    assert_eq!(stats.answered, 10, "{stats:?}");
+    assert_eq!(stats.rate_limited, 20, "{stats:?}");
+    assert_eq!(answers.len(), 10);
+    assert_eq!(node.counters().stun_dropped, 0);
+}
+
+/// Adds a node behind a fresh NAT of `config` with external IP `ip`. It
+/// starts as a DHT client (as a node that expects to be private is
+/// configured: a node that starts as a server behind a NAT has its LAN
+/// address handed around until its first check ends) and checks on its own.
+fn add_private(lab: &mut Lab, ip: [u8; 4], config: NatConfig) -> HostId {
+    let link = Link::with_latency(Duration::from_millis(5));
+    let internet = lab.world.internet();
+    let (_, inside) = lab.world.add_nat(internet, IpAddr::from(ip), link, config);
+    let lan = SocketAddr::from(([192, 168, ip[3], 2], 4433));
+    lab.add(inside, lan, Mode::Client, true)
+}
+
+/// Runs until every host in `hosts` published a peer record naming a relay.
+fn await_relays(lab: &mut Lab, hosts: &[HostId]) {
+    let limit = lab.world.now() + Duration::from_secs(60);
+    let hosts = hosts.to_vec();
+    let ready = lab.world.run_while(limit, |w| {
+        !hosts.iter().all(|h| {
+            w.machine(*h)
+                .peer_record()
+                .is_some_and(|r| !r.relays.is_empty())
+        })
+    });
+    assert!(ready, "every private node published its relays");
+}
+
+/// Has `b` serve `svc.echo` and `a` call it; returns the call.
+fn echo_call(lab: &mut Lab, a: HostId, b: HostId) -> macula::rpc::CallId {
+    lab.world
+        .with_machine(b, |node, now| {
+            node.register(now, "svc.echo", Default::default())
+        })
+        .unwrap();
+    lab.world.run_for(Duration::from_secs(2));
+    lab.world
+        .with_machine(a, |node, now| {
+            node.call(
+                now,
+                "svc.echo",
+                Bytes::from_static(b"hi"),
+                Duration::from_secs(20),
+                Default::default(),
+            )
+        })
+        .unwrap()
+}
+
+#[test]
+fn private_nodes_reach_each_other_through_relays_they_chose() {
+    let mut lab = Lab::new(11);
+    let a = add_private(&mut lab, [203, 0, 113, 1], NatConfig::symmetric());
+    let b = add_private(&mut lab, [203, 0, 113, 2], NatConfig::carrier_grade());
+    lab.bootstrap(&[a, b]);
+    await_relays(&mut lab, &[a, b]);
+    let call = echo_call(&mut lab, a, b);
+    let limit = lab.world.now() + Duration::from_secs(25);
+    let mut result = None;
+    lab.world
+        .drive(limit - lab.world.now(), |world, host, event| {
+            match event {
+                Event::Rpc(macula::rpc::RpcEvent::Request { id, payload, .. }) => {
+                    world
+                        .with_machine(host, |node, now| node.reply(now, id, Ok(payload)))
+                        .unwrap();
+                }
+                Event::Rpc(macula::rpc::RpcEvent::Completed { call: c, result: r })
+                    if c == call =>
+                {
+                    result = Some(r);
+                }
+                _ => {}
+            }
+            result.is_some()
+        });
+    assert_eq!(result, Some(Ok(Bytes::from_static(b"hi"))));
+}
+
+#[test]
+fn private_nodes_behind_masquerade_upgrade_to_direct_with_what_they_discovered() {
+    // No candidates are handed to the nodes: each punches with the reflexive
+    // and LAN addresses and the NAT class its own discovery found.
+    let mut lab = Lab::new(12);
+    let a = add_private(&mut lab, [203, 0, 113, 1], NatConfig::linux_masquerade());
+    let b = add_private(&mut lab, [203, 0, 113, 2], NatConfig::linux_masquerade());
+    lab.bootstrap(&[a, b]);
+    await_relays(&mut lab, &[a, b]);
+    for host in [a, b] {
+        let report = lab.world.machine(host).nat_report().cloned().unwrap();
+        assert_eq!(report.reachability, Reachability::Private);
+        assert_eq!(report.mapping, MappingBehaviour::EndpointIndependent);
+    }
+    let call = echo_call(&mut lab, a, b);
+    let (mut result, mut relayed, mut direct) = (None, Vec::new(), Vec::new());
+    lab.world
+        .drive(Duration::from_secs(60), |world, host, event| {
+            match event {
+                Event::Rpc(macula::rpc::RpcEvent::Request { id, payload, .. }) => {
+                    world
+                        .with_machine(host, |node, now| node.reply(now, id, Ok(payload)))
+                        .unwrap();
+                }
+                Event::Rpc(macula::rpc::RpcEvent::Completed { call: c, result: r })
+                    if c == call =>
+                {
+                    result = Some(r);
+                }
+                Event::Connected {
+                    path: PathKind::Relayed,
+                    ..
+                } if host == a || host == b => relayed.push(host),
+                Event::PathChanged {
+                    path: PathKind::Direct,
+                    ..
+                } if host == a || host == b => direct.push(host),
+                _ => {}
+            }
+            result.is_some() && direct.len() == 2
+        });
+    assert_eq!(result, Some(Ok(Bytes::from_static(b"hi"))));
+    assert!(!relayed.is_empty(), "they first met through a relay");
+    direct.sort();
+    assert_eq!(direct, [a, b], "both moved to the direct path");
+    let (path, _) = lab
+        .world
+        .machine(a)
+        .paths_to(&lab.world.machine(b).node_id())
+        .unwrap();
+    assert!(
+        matches!(path, macula::path::RealPath::Direct(_)),
+        "{path:?}"
+    );
+}
