@@ -672,9 +672,19 @@ impl Node {
             .iter()
             .map(|a| a.ip().to_canonical())
             .collect();
-        // Likely strangers to the asker first: its lookups have talked to
-        // DHT servers, so nodes that are not servers, on IPs where no server
-        // is, come first.
+        // Helpers are untranslated nodes only (DHT servers, or peers whose
+        // packets come from an address they listen on): a helper behind NAT
+        // probes the asker's NAT from its own NAT mapping and plants an
+        // unreplied conntrack entry there (Linux), which breaks a later punch
+        // between the two on those ports. Likely strangers to the asker
+        // first: its lookups have talked to DHT servers, so untranslated
+        // nodes that are not servers, on IPs where no server is, come first.
+        let untranslated = |c: &Conn| {
+            c.hello.as_ref().is_some_and(|hello| {
+                let canonical = |a: &SocketAddr| (a.ip().to_canonical(), a.port());
+                (hello.listen_addrs.iter()).any(|a| canonical(a) == canonical(&c.remote))
+            })
+        };
         let is_server = |c: &Conn| {
             c.hello
                 .as_ref()
@@ -696,7 +706,8 @@ impl Node {
                     }
                     ProbeSource::Unknown(_) => false,
                 };
-                *h != handle && c.peer != asker && ip != asker_ip && fits
+                let eligible = is_server(c) || untranslated(c);
+                *h != handle && c.peer != asker && ip != asker_ip && fits && eligible
             })
             .map(|(h, c)| {
                 let shared_ip = server_ips.contains(&c.remote.ip().to_canonical());

@@ -3,10 +3,13 @@
 //! ```text
 //! natlab_node relay --bind ADDR --seed N
 //!     a public node (DHT server, relay); runs until killed
-//! natlab_node peer --bind ADDR --seed N --relay ADDR --relay-seed N --reflexive ADDR
+//! natlab_node peer --bind ADDR --seed N --relay ADDR --relay-seed N
+//!                  [--stun ADDR]... [--reflexive ADDR]
 //!                  [--serve] [--dial SEED --calls N [--after-switch N]]
-//!     a private node: joins the DHT through the relay, reserves on it, punches with its
-//!     LAN address (ADDR) and the reflexive address the lab learned for its port; with
+//!     a private node: joins the DHT through the relay, reserves on it, discovers its NAT
+//!     with the STUN servers given (--stun, e.g. coturn on two IPs) and punches with the
+//!     candidates it found (--reflexive: a reflexive address learned elsewhere, used until
+//!     discovery reports; the lab passes none); with
 //!     --serve it answers `svc.echo`; with --dial it dials node SEED through the relay,
 //!     makes echo calls 20 ms apart — N in all, and once the connection switched to
 //!     direct, at least --after-switch N (default 0) more issued after the switch —,
@@ -22,8 +25,7 @@
 //! stamps are wall-clock microseconds, shared by every namespace of the lab.
 //!
 //! Node identities come from `Identity::from_seed([seed; 32])`, so every process knows the
-//! others' node ids from their seeds. The reflexive address stands in for the node's own
-//! NAT discovery, which fills it in a full node.
+//! others' node ids from their seeds.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -108,6 +110,7 @@ struct Args {
     relay: Option<SocketAddr>,
     relay_seed: u8,
     reflexive: Option<SocketAddr>,
+    stun: Vec<SocketAddr>,
     serve: bool,
     dial: Option<u8>,
     calls: u64,
@@ -124,6 +127,7 @@ fn parse() -> Result<Args, String> {
         relay: None,
         relay_seed: 1,
         reflexive: None,
+        stun: Vec::new(),
         serve: false,
         dial: None,
         calls: 100,
@@ -142,6 +146,7 @@ fn parse() -> Result<Args, String> {
             "--reflexive" => {
                 args.reflexive = Some(value()?.parse().map_err(|_| bad("--reflexive"))?)
             }
+            "--stun" => args.stun.push(value()?.parse().map_err(|_| bad("--stun"))?),
             "--dial" => args.dial = Some(value()?.parse().map_err(|_| bad("--dial"))?),
             "--calls" => args.calls = value()?.parse().map_err(|_| bad("--calls"))?,
             "--after-switch" => {
@@ -161,6 +166,7 @@ fn node(args: &Args, private: bool) -> Result<Node, String> {
     if private {
         config.dht.mode = Mode::Client;
     }
+    config.reach.stun_servers = args.stun.clone();
     let identity = Identity::from_seed([args.seed; 32]);
     Node::new(config, identity, u64::from(args.seed), now(), unix_ms()).map_err(|e| e.to_string())
 }
@@ -186,7 +192,6 @@ async fn run() -> Result<ExitCode, String> {
         return relay(driver).await;
     }
     let relay_addr = args.relay.ok_or("--relay")?;
-    let reflexive = args.reflexive.ok_or("--reflexive")?;
     let relay = Contact {
         id: Identity::from_seed([args.relay_seed; 32]).node_id(),
         addrs: vec![relay_addr].into_iter().collect(),
@@ -194,20 +199,28 @@ async fn run() -> Result<ExitCode, String> {
     let mut driver = Driver::bind(args.bind, node(&args, true)?)
         .await
         .map_err(|e| e.to_string())?;
-    let candidates = vec![
-        Candidate::new(CandidateKind::Lan, args.bind),
-        Candidate::new(CandidateKind::Reflexive, reflexive),
-    ];
     let t = now();
     let n = driver.machine_mut();
-    n.set_punch_candidates(candidates, NatClass::UNKNOWN);
+    if let Some(reflexive) = args.reflexive {
+        let candidates = vec![
+            Candidate::new(CandidateKind::Lan, args.bind),
+            Candidate::new(CandidateKind::Reflexive, reflexive),
+        ];
+        n.set_punch_candidates(candidates, NatClass::UNKNOWN);
+    }
     n.bootstrap(t, vec![relay.clone()]);
     n.reserve(t, relay.clone());
-    let (mut granted, mut joined) = (false, false);
-    while !(granted && joined) {
+    // With STUN servers the node discovers its own NAT (and punch candidates)
+    // after joining; it dials only once it knows.
+    let (mut granted, mut joined, mut discovered) = (false, false, args.stun.is_empty());
+    while !(granted && joined && discovered) {
         match driver.next_event().await {
             Event::Relay(RelayEvent::ReservationGranted { .. }) => granted = true,
             Event::Dht(DhtEvent::Bootstrapped { .. }) => joined = true,
+            Event::Nat(report) => {
+                eprintln!("nat: {report:?}");
+                discovered = true;
+            }
             _ => {}
         }
     }
