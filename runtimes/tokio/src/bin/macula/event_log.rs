@@ -91,7 +91,26 @@ fn describe(event: &Event) -> Option<String> {
                 failed_text(failed)
             ))
         }
-        Event::Dht(_) | Event::Rpc(_) | Event::PubSub(_) | Event::Relay(_) => None,
+        Event::Nat(report) => {
+            let addrs: Vec<String> = report.reflexive.iter().map(ToString::to_string).collect();
+            Some(format!(
+                "NAT discovery: reachability {:?}, seen as {}; mapping {:?}, filtering {:?}, ports {:?}",
+                report.reachability,
+                if addrs.is_empty() {
+                    "-".into()
+                } else {
+                    addrs.join(", ")
+                },
+                report.mapping,
+                report.filtering,
+                report.ports
+            ))
+        }
+        Event::Dht(_)
+        | Event::Rpc(_)
+        | Event::PubSub(_)
+        | Event::Relay(_)
+        | Event::PeerRecord { .. } => None,
     }
 }
 
