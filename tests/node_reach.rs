@@ -165,6 +165,46 @@ fn a_public_node_learns_it_is_public_from_strangers() {
     assert_eq!(stats.role_changes, 0);
 }
 
+/// Dial-back helpers are untranslated nodes only: a private node connected to
+/// the asked node is never told to probe (its probe would leave through its
+/// own NAT mapping and, on Linux, plant an unreplied conntrack entry at the
+/// asker's NAT that breaks a later punch between the two).
+#[test]
+fn private_nodes_are_never_dial_back_helpers() {
+    let mut lab = Lab::new(3);
+    let internet = lab.world.internet();
+    let mut private = Vec::new();
+    for i in 0..4u8 {
+        let outer = IpAddr::from([203, 0, 113, 10 + i]);
+        let link = Link::with_latency(Duration::from_millis(5));
+        let (_, inside) = lab
+            .world
+            .add_nat(internet, outer, link, NatConfig::linux_masquerade());
+        let lan = SocketAddr::from(([192, 168, 1, 2], 4433));
+        private.push(lab.add(inside, lan, Mode::Client, false));
+    }
+    lab.bootstrap(&private);
+    // The lab's public clients go offline, so the private nodes are the
+    // only non-servers the asked node holds connections to (the old rule
+    // asked them first).
+    for &client in &lab.clients.clone() {
+        lab.world.set_online(client, false);
+    }
+    // Past the QUIC idle timeout: their connections are gone everywhere.
+    lab.world.run_for(Duration::from_secs(90));
+    let host = lab.add(internet, public(50, 4433), Mode::Server, true);
+    lab.bootstrap(&[host]);
+    lab.reports(host, 1);
+    for &node in &private {
+        let stats = lab.world.machine(node).reach_stats();
+        assert_eq!(stats.probes_sent, 0, "private {node:?} probed: {stats:?}");
+    }
+    let server_probes: u64 = (lab.servers.iter())
+        .map(|&h| lab.world.machine(h).reach_stats().probes_sent)
+        .sum();
+    assert!(server_probes > 0);
+}
+
 /// The class discovery must find for a NAT behaviour.
 fn mapping_of(behavior: Behavior) -> MappingBehaviour {
     match behavior {
