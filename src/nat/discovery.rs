@@ -544,8 +544,7 @@ mod tests {
     /// A run from `local` toward two reflectors that saw `mapped`, up to the
     /// dial-back requests; returns the machine and the two nonces.
     fn bound(local: &str, mapped: &str) -> (Discovery, Instant, [[u8; 12]; 2]) {
-        #[allow(clippy::disallowed_methods)]
-        let now = Instant::now();
+        let now = crate::test_epoch();
         let mut d = Discovery::new(DiscoveryConfig::default(), 1);
         let reflectors = [addr("198.51.100.1:4433"), addr("198.51.100.2:4433")];
         d.start(now, &reflectors, vec![addr(local)]);

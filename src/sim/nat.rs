@@ -589,7 +589,7 @@ mod tests {
         };
         let mut nat = Nat::new(NatId(0), "198.51.100.1".parse().unwrap(), config);
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let now = Instant::now();
+        let now = crate::test_epoch();
         let inside: SocketAddr = "10.0.0.2:5000".parse().unwrap();
         let ports: Vec<u16> = (1..=3)
             .map(|i| {

@@ -241,8 +241,8 @@ pub struct PairReport {
 }
 
 /// Runs one pair (see the module docs).
-pub fn run_pair(pairing: Pairing, config: &LabConfig) -> PairReport {
-    let mut lab = Lab::new(pairing, config);
+pub fn run_pair(pairing: Pairing, config: &LabConfig, start: Instant) -> PairReport {
+    let mut lab = Lab::new(pairing, config, start);
     lab.gather();
     lab.punch();
     lab.report()
@@ -333,9 +333,9 @@ struct Lab {
 }
 
 impl Lab {
-    #[allow(clippy::disallowed_methods)] // the world's one clock reading; all else is virtual
-    fn new(pairing: Pairing, config: &LabConfig) -> Self {
-        let mut world = World::new(config.seed, Instant::now());
+    /// `start` is the virtual clock's first instant (the caller's one clock reading).
+    fn new(pairing: Pairing, config: &LabConfig, start: Instant) -> Self {
+        let mut world = World::new(config.seed, start);
         let internet = world.internet();
         let link_loss = 1.0 - (1.0 - config.path_loss.clamp(0.0, 1.0)).sqrt();
         let wan = Link::with_latency(config.rtt / 4).hops(2).loss(link_loss);

@@ -159,8 +159,8 @@ pub fn tally(arrived: &[u64], published: usize) -> PublishTally {
 }
 
 /// Runs one pairing (see the module docs).
-pub fn run_node_pair(pairing: Pairing, config: &NodeLabConfig) -> NodePairReport {
-    let mut lab = NodeLab::new(pairing, config);
+pub fn run_node_pair(pairing: Pairing, config: &NodeLabConfig, start: Instant) -> NodePairReport {
+    let mut lab = NodeLab::new(pairing, config, start);
     let phase = config.phase;
     let mut report = NodePairReport {
         pairing,
@@ -240,10 +240,9 @@ struct Progress {
 }
 
 impl NodeLab {
-    /// Builds the world; nothing runs yet.
-    #[allow(clippy::disallowed_methods)] // the world's one clock reading
-    pub fn new(pairing: Pairing, config: &NodeLabConfig) -> Self {
-        let start = Instant::now();
+    /// Builds the world, its virtual clock starting at `start` (the
+    /// caller's one clock reading); nothing runs yet.
+    pub fn new(pairing: Pairing, config: &NodeLabConfig, start: Instant) -> Self {
         let mut world = World::new(config.seed, start);
         let internet = world.internet();
         let wan = Link::with_latency(config.rtt / 4)
