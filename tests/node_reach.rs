@@ -481,6 +481,29 @@ fn await_relays(lab: &mut Lab, hosts: &[HostId]) {
 }
 
 /// Has `b` serve `svc.echo` and `a` call it; returns the call.
+/// One event of an echo exchange: a request at `host` is answered with its
+/// payload; the result of `call` when it completes.
+fn echo_turn(
+    world: &mut World<Node>,
+    host: HostId,
+    event: &Event,
+    call: macula::rpc::CallId,
+) -> Option<Result<Bytes, macula::rpc::RpcError>> {
+    match event {
+        Event::Rpc(macula::rpc::RpcEvent::Request { id, payload, .. }) => {
+            let answer = Ok(payload.clone());
+            world
+                .with_machine(host, |node, now| node.reply(now, *id, answer))
+                .unwrap();
+            None
+        }
+        Event::Rpc(macula::rpc::RpcEvent::Completed { call: c, result }) if *c == call => {
+            Some(result.clone())
+        }
+        _ => None,
+    }
+}
+
 fn echo_call(lab: &mut Lab, a: HostId, b: HostId) -> macula::rpc::CallId {
     lab.world
         .with_machine(b, |node, now| {
@@ -513,19 +536,9 @@ fn private_nodes_reach_each_other_through_relays_they_chose() {
     let mut result = None;
     lab.world
         .drive(limit - lab.world.now(), |world, host, event| {
-            match event {
-                Event::Rpc(macula::rpc::RpcEvent::Request { id, payload, .. }) => {
-                    world
-                        .with_machine(host, |node, now| node.reply(now, id, Ok(payload)))
-                        .unwrap();
-                }
-                Event::Rpc(macula::rpc::RpcEvent::Completed { call: c, result: r })
-                    if c == call =>
-                {
-                    result = Some(r);
-                }
-                _ => {}
-            }
+            result = result
+                .take()
+                .or_else(|| echo_turn(world, host, &event, call));
             result.is_some()
         });
     assert_eq!(result, Some(Ok(Bytes::from_static(b"hi"))));
@@ -549,17 +562,10 @@ fn private_nodes_behind_masquerade_upgrade_to_direct_with_what_they_discovered()
     let (mut result, mut relayed, mut direct) = (None, Vec::new(), Vec::new());
     lab.world
         .drive(Duration::from_secs(60), |world, host, event| {
+            result = result
+                .take()
+                .or_else(|| echo_turn(world, host, &event, call));
             match event {
-                Event::Rpc(macula::rpc::RpcEvent::Request { id, payload, .. }) => {
-                    world
-                        .with_machine(host, |node, now| node.reply(now, id, Ok(payload)))
-                        .unwrap();
-                }
-                Event::Rpc(macula::rpc::RpcEvent::Completed { call: c, result: r })
-                    if c == call =>
-                {
-                    result = Some(r);
-                }
                 Event::Connected {
                     path: PathKind::Relayed,
                     ..
