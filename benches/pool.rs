@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use lru::LruCache;
+use macula::Child;
 use macula::collections::FixedState;
 use macula::id::NodeId;
 use macula::pool::{Acquired, Action, Lease, Pool, PoolConfig};

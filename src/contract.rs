@@ -7,6 +7,7 @@
 //! and finally sleeps until [`Machine::poll_timeout`] or the next datagram,
 //! whichever comes first.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -117,4 +118,115 @@ impl<M: Machine + ?Sized> Machine for Box<M> {
     fn poll_timeout(&self) -> Option<Instant> {
         (**self).poll_timeout()
     }
+}
+
+/// The queue a machine's outputs wait in until its parent (or driver) drains
+/// them: one type for every child of the Node, so "queued output means due
+/// now" is written once.
+///
+/// A child marks the time of each input with [`OutputQueue::mark`], pushes
+/// what it wants done, and answers `poll_output` with [`OutputQueue::pop`]
+/// and `poll_timeout` with [`OutputQueue::deadline`]. A child with helpers
+/// hands them `&mut OutputQueue` (firezone's snownet model) instead of
+/// growing its own queue.
+#[derive(Debug)]
+pub struct OutputQueue<T> {
+    items: VecDeque<T>,
+    last_now: Option<Instant>,
+}
+
+impl<T> Default for OutputQueue<T> {
+    fn default() -> Self {
+        Self {
+            items: VecDeque::new(),
+            last_now: None,
+        }
+    }
+}
+
+impl<T> OutputQueue<T> {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the time of the input being handled: queued output is due
+    /// then.
+    pub fn mark(&mut self, now: Instant) {
+        self.last_now = Some(self.last_now.map_or(now, |last| last.max(now)));
+    }
+
+    /// The time of the latest input, if any came.
+    pub fn last_now(&self) -> Option<Instant> {
+        self.last_now
+    }
+
+    /// Queues one output.
+    pub fn push(&mut self, item: T) {
+        self.items.push_back(item);
+    }
+
+    /// The oldest queued output, or `None` when drained.
+    pub fn pop(&mut self) -> Option<T> {
+        self.items.pop_front()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// How many outputs are queued.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The queued outputs, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.items.iter()
+    }
+
+    /// Drops every queued output.
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+
+    /// The machine's next deadline: the latest input's time while output is
+    /// queued, else the earliest of `deadlines`.
+    pub fn deadline(
+        &self,
+        deadlines: impl IntoIterator<Item = Option<Instant>>,
+    ) -> Option<Instant> {
+        if !self.items.is_empty() {
+            return self.last_now;
+        }
+        deadlines.into_iter().flatten().min()
+    }
+}
+
+impl<T> Extend<T> for OutputQueue<T> {
+    fn extend<I: IntoIterator<Item = T>>(&mut self, iter: I) {
+        self.items.extend(iter);
+    }
+}
+
+/// The contract of a child machine: a state machine driven by its parent
+/// rather than by a driver.
+///
+/// Inputs are the child's own `handle_*(now, ...)` methods (each names what
+/// happened); effects leave through [`Child::poll_output`] as the child's own
+/// output enum, which the parent executes (open or write a stream, send a
+/// datagram, take a lease, tell the application). A child never sees its
+/// parent. The parent drains every child it fed before returning from its
+/// own input, then folds [`Child::poll_timeout`] into its own deadline.
+pub trait Child {
+    /// What the child asks its parent to do.
+    type Output;
+
+    /// The next thing to do, or `None` when drained.
+    fn poll_output(&mut self) -> Option<Self::Output>;
+
+    /// When the child next needs its timeout handled (the latest input's
+    /// time while output is queued). `None`: no deadline.
+    fn poll_timeout(&self) -> Option<Instant>;
 }

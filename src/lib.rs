@@ -142,7 +142,7 @@ pub mod sim;
 pub mod tls;
 pub mod wire;
 
-pub use contract::{Datagram, Input, Machine, Output, Transmit};
+pub use contract::{Child, Datagram, Input, Machine, Output, OutputQueue, Transmit};
 
 /// An arbitrary base instant for unit tests, which only ever add to it (the
 /// core never reads a clock; its tests take this one reading).

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use macula::Child;
 use macula::dht::{
     Contact, Dht, DhtConfig, DhtEvent, DhtOutput, ErrorCode, Failure, Mode, RejectReason, Request,
     RequestId, Response, StoreStatus,

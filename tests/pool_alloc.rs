@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use macula::Child;
 use macula::id::NodeId;
 use macula::pool::{Acquired, Action, Pool, PoolConfig};
 

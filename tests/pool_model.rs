@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use macula::Child;
 use macula::id::NodeId;
 use macula::pool::{
     Acquired, Action, CloseReason, ConnId, Direction, Lease, PeerState, Pool, PoolConfig,

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use macula::Child;
 use macula::id::{NodeId, Realm, RecordKey, RecordKind};
 use macula::pubsub::{PubSub, PubSubConfig, PubSubOutput, Topic};
 use macula::rpc::{DirectoryRequest, Found};

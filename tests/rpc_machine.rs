@@ -7,6 +7,7 @@ mod rpc_support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use macula::Child;
 use macula::rpc::{
     ANNOUNCE_RETRY_BASE, AnnounceFailure, CallId, CallOptions, CancelReason, Delivery,
     DirectoryRequest, HandlerError, ProviderChoice, ProviderFlags, RegisterOptions, Rpc, RpcConfig,

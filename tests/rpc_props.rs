@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use macula::Child;
 use macula::id::NodeId;
 use macula::rpc::{
     CallId, CallOptions, Delivery, DirectoryRequest, Found, ProviderFlags, Rpc, RpcConfig,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use macula::Child;
 use macula::dht::{
     Contact, Dht, DhtConfig, DhtOutput, ErrorCode, Failure, RejectReason, Request, RequestId,
     Response, StoreStatus,

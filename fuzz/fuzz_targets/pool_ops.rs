@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use macula::Child;
 use macula::id::NodeId;
 use macula::pool::{Acquired, Action, ConnId, Lease, Pool, PoolConfig, WaitId};
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use macula::Child;
 use macula::id::{NodeId, Realm, RecordKey};
 use macula::pubsub::{Pattern, PubSub, PubSubConfig, PubSubEvent, PubSubOutput, Topic};
 use macula::rpc::{DirectoryRequest, Found};

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use macula::Child;
 use macula::id::{NodeId, Realm, RecordKey};
 use macula::rpc::{
     CallId, CallOptions, Delivery, DirectoryRequest, Found, HandlerError, InboundId, ProviderFlags,

@@ -9,7 +9,7 @@
 //! [`Dht::handle_timeout`]. STOREs produced for one peer within one call go
 //! out as one batch request.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::collections::HashMap;
+use crate::contract::{Child, OutputQueue};
 use crate::id::{ID_LEN, Identity, NodeId, RecordKey};
 use crate::record::SignedRecord;
 
@@ -260,8 +261,7 @@ pub struct Dht {
     retries: BTreeMap<(Instant, u64), (Contact, StoreItem)>,
     next_retry: u64,
     batch: BTreeMap<NodeId, (Contact, Vec<StoreItem>)>,
-    outputs: VecDeque<DhtOutput>,
-    last_now: Option<Instant>,
+    outputs: OutputQueue<DhtOutput>,
     /// When to retry a bootstrap that left the table short: (when, seeds,
     /// attempt).
     rejoin: Option<(Instant, Vec<Contact>, u32)>,
@@ -303,8 +303,7 @@ impl Dht {
             retries: BTreeMap::new(),
             next_retry: 0,
             batch: BTreeMap::new(),
-            outputs: VecDeque::new(),
-            last_now: None,
+            outputs: OutputQueue::new(),
             rejoin: None,
             next_refresh: None,
             next_sweep: None,
@@ -359,31 +358,6 @@ impl Dht {
     /// Outbound requests awaiting a reply.
     pub fn outstanding_requests(&self) -> usize {
         self.requests.len()
-    }
-
-    /// The next output, or `None` when drained.
-    pub fn poll_output(&mut self) -> Option<DhtOutput> {
-        self.outputs.pop_front()
-    }
-
-    /// When to call [`Dht::handle_timeout`] next (the last input's time while
-    /// output is queued).
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.outputs.is_empty() {
-            return self.last_now;
-        }
-        [
-            self.requests.next_deadline(),
-            self.op_deadlines.first().map(|(at, _)| *at),
-            self.retries.keys().next().map(|(at, _)| *at),
-            self.published.values().map(|p| p.next).min(),
-            self.rejoin.as_ref().map(|(at, _, _)| *at),
-            self.next_refresh,
-            self.next_sweep,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
     }
 
     fn new_query(&mut self) -> QueryId {
@@ -485,15 +459,14 @@ impl Dht {
                 }
             }
             let records = records.into_values().collect();
-            self.outputs
-                .push_back(DhtOutput::Event(DhtEvent::ValuesFound {
-                    query: q,
-                    key,
-                    records,
-                    answered: hit.answered,
-                    from_cache: true,
-                    stats: QueryStats::default(),
-                }));
+            self.outputs.push(DhtOutput::Event(DhtEvent::ValuesFound {
+                query: q,
+                key,
+                records,
+                answered: hit.answered,
+                from_cache: true,
+                stats: QueryStats::default(),
+            }));
             q
         } else {
             self.metrics.cache_misses += 1;
@@ -631,7 +604,7 @@ impl Dht {
         self.begin(now);
         let response = self.serve(now, unix_ms, from, from_server, request);
         if let Some(response) = response {
-            self.outputs.push_back(DhtOutput::Reply {
+            self.outputs.push(DhtOutput::Reply {
                 request_id,
                 peer: from.id,
                 response,
@@ -945,7 +918,7 @@ impl Dht {
     }
 
     fn begin(&mut self, now: Instant) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
     }
 
     /// Ends every input: flushes the STORE batches of this tick and arms the
@@ -1020,7 +993,7 @@ impl Dht {
             soft,
         );
         self.metrics.requests_sent += 1;
-        self.outputs.push_back(DhtOutput::Request {
+        self.outputs.push(DhtOutput::Request {
             request_id,
             peer: contact,
             request,
@@ -1167,7 +1140,7 @@ impl Dht {
                 return self.store_done(q, store);
             }
         };
-        self.outputs.push_back(DhtOutput::Event(event));
+        self.outputs.push(DhtOutput::Event(event));
     }
 
     fn settle_store(&mut self, now: Instant, q: QueryId, peer: NodeId, acked: bool) {
@@ -1194,7 +1167,7 @@ impl Dht {
             self.metrics.stores_succeeded += 1;
         }
         self.outputs
-            .push_back(DhtOutput::Event(DhtEvent::StoreConfirmed {
+            .push(DhtOutput::Event(DhtEvent::StoreConfirmed {
                 query: q,
                 key: store.record.key,
                 acked: store.acked,
@@ -1244,4 +1217,27 @@ fn random_id_in_bucket(local: &NodeId, bucket: usize, rng: &mut impl Rng) -> Nod
     let mut id = *local.as_bytes();
     id.iter_mut().zip(d).for_each(|(a, b)| *a ^= b);
     NodeId::from_bytes(id)
+}
+
+impl Child for Dht {
+    type Output = DhtOutput;
+
+    /// The next output, or `None` when drained.
+    fn poll_output(&mut self) -> Option<DhtOutput> {
+        self.outputs.pop()
+    }
+
+    /// When to call [`Dht::handle_timeout`] next (the last input's time while
+    /// output is queued).
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.outputs.deadline([
+            self.requests.next_deadline(),
+            self.op_deadlines.first().map(|(at, _)| *at),
+            self.retries.keys().next().map(|(at, _)| *at),
+            self.published.values().map(|p| p.next).min(),
+            self.rejoin.as_ref().map(|(at, _, _)| *at),
+            self.next_refresh,
+            self.next_sweep,
+        ])
+    }
 }

@@ -15,6 +15,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use crate::contract::Child;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

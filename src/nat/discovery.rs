@@ -37,7 +37,6 @@
 //! the stranger's probe was filtered; **undetermined** otherwise. Every
 //! class has its uncertain value, and uncertainty is reported as such.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -48,6 +47,7 @@ use super::stun::{
     BindingOutcome, FilteringBehaviour, MappingBehaviour, Observation, PortAllocation,
     classify_filtering, classify_mapping, classify_port_allocation,
 };
+use crate::contract::{Child, OutputQueue};
 use crate::peer_record::Reachability;
 use crate::wire::{DialBackStatus, ProbeSource};
 
@@ -213,7 +213,7 @@ pub struct Discovery {
     report: Option<NatReport>,
     finished: Option<NatReport>,
     next_run: Option<Instant>,
-    actions: VecDeque<DiscoveryAction>,
+    actions: OutputQueue<DiscoveryAction>,
     stats: DiscoveryStats,
 }
 
@@ -228,7 +228,7 @@ impl Discovery {
             report: None,
             finished: None,
             next_run: None,
-            actions: VecDeque::new(),
+            actions: OutputQueue::new(),
             stats: DiscoveryStats::default(),
         }
     }
@@ -237,6 +237,7 @@ impl Discovery {
     /// `max_reflectors` are used, in the order given) for a socket whose own
     /// addresses are `local`.
     pub fn start(&mut self, now: Instant, reflectors: &[SocketAddr], local: Vec<SocketAddr>) {
+        self.actions.mark(now);
         self.stats.runs += 1;
         self.actions.clear();
         let chosen: Vec<SocketAddr> = reflectors
@@ -245,7 +246,7 @@ impl Discovery {
             .take(self.config.max_reflectors)
             .collect();
         for &reflector in &chosen {
-            self.actions.push_back(DiscoveryAction::Bind { reflector });
+            self.actions.push(DiscoveryAction::Bind { reflector });
         }
         self.run = Some(Run {
             local,
@@ -259,11 +260,6 @@ impl Discovery {
         if chosen.is_empty() {
             self.dial_back(now);
         }
-    }
-
-    /// The next thing to do.
-    pub fn poll_action(&mut self) -> Option<DiscoveryAction> {
-        self.actions.pop_front()
     }
 
     /// A report finished since the last call.
@@ -303,6 +299,7 @@ impl Discovery {
 
     /// The outcome of a Binding transaction the machine asked for.
     pub fn handle_binding(&mut self, now: Instant, outcome: &BindingOutcome) {
+        self.actions.mark(now);
         let Some(run) = self.run.as_mut() else {
             return;
         };
@@ -327,6 +324,7 @@ impl Discovery {
         status: DialBackStatus,
         helpers: &[ProbeOrigin],
     ) {
+        self.actions.mark(now);
         let Some((index, probe)) = self.probe_mut(&nonce) else {
             return;
         };
@@ -338,6 +336,7 @@ impl Discovery {
 
     /// A probe with `nonce` arrived from a source described by `origin`.
     pub fn handle_probe(&mut self, now: Instant, nonce: [u8; 12], origin: ProbeOrigin) {
+        self.actions.mark(now);
         let Some((index, probe)) = self.probe_mut(&nonce) else {
             return;
         };
@@ -351,20 +350,9 @@ impl Discovery {
         self.finish_if_settled(now);
     }
 
-    /// When the machine needs [`Discovery::handle_timeout`].
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        match &self.run {
-            Some(Run {
-                phase: Phase::DialingBack { deadline },
-                ..
-            }) => Some(*deadline),
-            Some(_) => None,
-            None => self.next_run,
-        }
-    }
-
     /// Ends the dial-back phase once its time is over.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.actions.mark(now);
         let over = matches!(
             &self.run,
             Some(Run { phase: Phase::DialingBack { deadline }, .. }) if *deadline <= now
@@ -421,7 +409,7 @@ impl Discovery {
                 answered: false,
             });
             self.stats.dial_backs += 1;
-            self.actions.push_back(DiscoveryAction::DialBack {
+            self.actions.push(DiscoveryAction::DialBack {
                 source,
                 nonce,
                 addrs: addrs.clone(),
@@ -508,6 +496,29 @@ fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
     a.ip().to_canonical() == b.ip().to_canonical() && a.port() == b.port()
 }
 
+impl Child for Discovery {
+    type Output = DiscoveryAction;
+
+    /// The next thing to do.
+    fn poll_output(&mut self) -> Option<DiscoveryAction> {
+        self.actions.pop()
+    }
+
+    /// When the machine needs [`Discovery::handle_timeout`] (the latest
+    /// input's time while actions are queued).
+    fn poll_timeout(&self) -> Option<Instant> {
+        let deadline = match &self.run {
+            Some(Run {
+                phase: Phase::DialingBack { deadline },
+                ..
+            }) => Some(*deadline),
+            Some(_) => None,
+            None => self.next_run,
+        };
+        self.actions.deadline([deadline])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,13 +561,13 @@ mod tests {
         d.start(now, &reflectors, vec![addr(local)]);
         for r in reflectors {
             assert_eq!(
-                d.poll_action(),
+                d.poll_output(),
                 Some(DiscoveryAction::Bind { reflector: r })
             );
             d.handle_binding(now, &outcome(&r.to_string(), mapped));
         }
         let mut nonces = Vec::new();
-        while let Some(action) = d.poll_action() {
+        while let Some(action) = d.poll_output() {
             let DiscoveryAction::DialBack { nonce, .. } = action else {
                 panic!("{action:?}");
             };

@@ -37,7 +37,7 @@ use super::publish_streams::Outlet;
 use super::rpc_streams::OutCall;
 use super::{Event, Node};
 use crate::collections::HashMap;
-use crate::contract::Output;
+use crate::contract::{Child, Output};
 use crate::dht::{DhtEvent, QueryId};
 use crate::id::{NodeId, RecordKey};
 use crate::pool::{Acquired, Lease, WaitId};

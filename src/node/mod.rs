@@ -66,7 +66,7 @@ pub use upgrade::{
 };
 
 use crate::collections::HashMap;
-use crate::contract::{Datagram, Input, Machine, Output, Transmit};
+use crate::contract::{Child, Datagram, Input, Machine, Output, Transmit};
 use crate::demux::{DatagramClass, classify};
 use crate::dht::{self, Dht, DhtEvent, DhtOutput, Failure, Mode, RequestId};
 use crate::id::{Identity, NodeId, RecordKey};

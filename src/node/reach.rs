@@ -462,7 +462,7 @@ impl Node {
     /// there were any.
     pub(super) fn drive_reach(&mut self, now: Instant) -> bool {
         let mut busy = false;
-        while let Some(action) = self.reach.discovery.poll_action() {
+        while let Some(action) = self.reach.discovery.poll_output() {
             busy = true;
             match action {
                 DiscoveryAction::Bind { reflector } => {

@@ -16,7 +16,7 @@ impl Pool {
     /// connect the pool no longer wants is closed ([`CloseReason::Stale`]);
     /// a repeated report about a connection it already has is ignored.
     pub fn handle_connected(&mut self, now: Instant, peer: NodeId, conn: ConnId) {
-        self.last_now = Some(now);
+        self.actions.mark(now);
         match self.connecting_slot(&peer, conn) {
             Some((slot, _)) => self.become_ready(now, slot, conn),
             None if self.has_connection(&peer, conn) => {}
@@ -28,7 +28,7 @@ impl Pool {
     /// The connect `conn` to `peer` failed: retry after a backoff, or, after
     /// the last attempt, fail its waiters. Unknown connects are ignored.
     pub fn handle_connect_failed(&mut self, now: Instant, peer: NodeId, conn: ConnId) {
-        self.last_now = Some(now);
+        self.actions.mark(now);
         let Some((slot, attempt)) = self.connecting_slot(&peer, conn) else {
             return;
         };
@@ -43,7 +43,7 @@ impl Pool {
                     peer,
                     attempts: attempt,
                 };
-                self.actions.push_back(Action::Failed { wait, error });
+                self.actions.push(Action::Failed { wait, error });
             }
             self.remove_entry(slot);
             self.admit_queued(now);
@@ -66,7 +66,7 @@ impl Pool {
     /// a [`Action::Close`]). A lost connection that had leases out is dialed
     /// again at once if an outbound slot can be had; its leases are void.
     pub fn handle_closed(&mut self, now: Instant, peer: NodeId, conn: ConnId) {
-        self.last_now = Some(now);
+        self.actions.mark(now);
         if self.draining.remove(&conn).is_some() {
             return;
         }
@@ -103,7 +103,7 @@ impl Pool {
     /// then it is kept on standby for the peer to close (a standby it
     /// replaces is closed).
     pub fn handle_inbound(&mut self, now: Instant, peer: NodeId, addr: SocketAddr) -> ConnId {
-        self.last_now = Some(now);
+        self.actions.mark(now);
         let conn = self.new_conn();
         if peer == self.config.local {
             self.close(peer, conn, CloseReason::OwnId);

@@ -79,6 +79,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::collections::HashMap;
+use crate::contract::{Child, OutputQueue};
 use crate::id::NodeId;
 
 pub use config::{MAX_SETTING_DURATION, PoolConfig};
@@ -167,11 +168,10 @@ pub struct Pool {
     draining: HashMap<ConnId, Draining>,
     /// Losing connections the peer dialed, kept until the peer closes them.
     standby: HashMap<NodeId, ConnId>,
-    actions: VecDeque<Action>,
+    actions: OutputQueue<Action>,
     rng: ChaCha8Rng,
     next_conn: u64,
     next_wait: u64,
-    last_now: Option<Instant>,
     metrics: PoolMetrics,
 }
 
@@ -191,10 +191,9 @@ impl Pool {
             timers: BTreeSet::new(),
             draining: HashMap::default(),
             standby: HashMap::default(),
-            actions: VecDeque::new(),
+            actions: OutputQueue::new(),
             next_conn: 0,
             next_wait: 0,
-            last_now: None,
             metrics: PoolMetrics::default(),
             config,
         })
@@ -281,7 +280,7 @@ impl Pool {
             }
             None => self.insert(now, peer, addr)?,
         };
-        self.last_now = Some(now);
+        self.actions.mark(now);
         self.metrics.misses += 1;
         Ok(Acquired::Waiting(self.add_waiter(now, slot)))
     }
@@ -290,7 +289,7 @@ impl Pool {
     /// becomes idle (evictable, and closed after the idle TTL). Leases on
     /// connections that are gone since are ignored.
     pub fn release(&mut self, now: Instant, lease: Lease) {
-        self.last_now = Some(now);
+        self.actions.mark(now);
         let Some(entry) = self.entries.get_mut(lease.slot as usize) else {
             return;
         };
@@ -317,7 +316,7 @@ impl Pool {
     /// Withdraws a waiting acquire; no action will name it. Returns whether
     /// it was still waiting.
     pub fn cancel(&mut self, now: Instant, wait: WaitId) -> bool {
-        self.last_now = Some(now);
+        self.actions.mark(now);
         let Some(waiter) = self.remove_waiter(wait) else {
             return false;
         };
@@ -329,7 +328,7 @@ impl Pool {
     /// for the TTL, starts connects whose backoff ended and fails acquires
     /// that waited too long. Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.last_now = Some(now);
+        self.actions.mark(now);
         for direction in [Direction::Outbound, Direction::Inbound] {
             while let Some(slot) = self.idle[direction.index()].front() {
                 if self.entries[slot as usize].idle_since + self.config.idle_ttl > now {
@@ -357,24 +356,25 @@ impl Pool {
         }
         self.admit_queued(now);
     }
+}
+
+impl Child for Pool {
+    type Output = Action;
 
     /// The next action for the driver, or `None` when drained.
-    pub fn poll_output(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+    fn poll_output(&mut self) -> Option<Action> {
+        self.actions.pop()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due: the time of
     /// the last input while actions are queued, else the earliest idle
     /// deadline, backoff end or wait deadline. `None`: nothing is due.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.actions.is_empty() {
-            return self.last_now;
-        }
+    fn poll_timeout(&self) -> Option<Instant> {
         let idle = self.idle.iter().filter_map(|list| {
             let slot = list.front()?;
             Some(self.entries[slot as usize].idle_since + self.config.idle_ttl)
         });
         let timer = self.timers.first().map(|&(at, _)| at);
-        idle.chain(timer).min()
+        self.actions.deadline([idle.min(), timer])
     }
 }

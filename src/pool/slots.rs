@@ -17,7 +17,7 @@ impl Pool {
     }
 
     pub(super) fn close(&mut self, peer: NodeId, conn: ConnId, reason: CloseReason) {
-        self.actions.push_back(Action::Close { peer, conn, reason });
+        self.actions.push(Action::Close { peer, conn, reason });
     }
 
     /// A new entry for `peer`, connecting or queued for a slot.
@@ -176,7 +176,7 @@ impl Pool {
         let entry = &mut self.entries[slot as usize];
         entry.state = State::Connecting { conn, attempt };
         self.metrics.connects += 1;
-        self.actions.push_back(Action::Connect {
+        self.actions.push(Action::Connect {
             peer: entry.peer,
             addr: entry.addr,
             conn,
@@ -201,7 +201,7 @@ impl Pool {
         for wait in waiters {
             self.forget_waiter(wait);
             let lease = Lease { conn, slot };
-            self.actions.push_back(Action::Ready { wait, peer, lease });
+            self.actions.push(Action::Ready { wait, peer, lease });
         }
     }
 

@@ -59,7 +59,7 @@ impl Pool {
             State::Queued => PoolError::PoolFull { peer, waited },
             _ => PoolError::ConnectTimedOut { peer, waited },
         };
-        self.actions.push_back(Action::Failed { wait, error });
+        self.actions.push(Action::Failed { wait, error });
         self.drop_if_unwanted(waiter.slot);
     }
 }

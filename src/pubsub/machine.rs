@@ -28,6 +28,7 @@ use super::receiver::Receiver;
 use super::record::{encode_subscriber_value, subscriber_value_matches};
 use super::{Pattern, PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats, Topic};
 use crate::collections::HashMap;
+use crate::contract::{Child, OutputQueue};
 use crate::id::{NodeId, Realm, RecordKey, RecordKind};
 use crate::rpc::directory::{
     AnnounceFailure, Announcements, Cached, DirectoryRequest, Found, LookupCache,
@@ -59,9 +60,7 @@ pub struct PubSub {
     receiver: Receiver,
     next_message_id: u64,
     next_epoch: u64,
-    outputs: VecDeque<PubSubOutput>,
-    /// The time of the last input.
-    last_now: Option<Instant>,
+    outputs: OutputQueue<PubSubOutput>,
     stats: PubSubStats,
 }
 
@@ -82,8 +81,7 @@ impl PubSub {
             direct: Direct::new(config.max_direct_subscriptions),
             down: HashMap::default(),
             next_message_id: 0,
-            outputs: VecDeque::new(),
-            last_now: None,
+            outputs: OutputQueue::new(),
             stats: PubSubStats::default(),
             config,
         }
@@ -130,19 +128,19 @@ impl PubSub {
         key: RecordKey,
         result: Result<(), AnnounceFailure>,
     ) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         let failed = self.announcements.stored(now, &key, result);
         if let (Some(failed), Some(patterns)) = (failed, self.subscriptions.by_key.get(&key)) {
             let patterns = patterns.iter().cloned().collect();
             let event = PubSubEvent::SubscriptionFailed { patterns, failed };
-            self.outputs.push_back(PubSubOutput::Event(event));
+            self.outputs.push(PubSubOutput::Event(event));
         }
     }
 
     /// Subscribes to `pattern`: announces it under its literal prefix.
     /// Returns false when already subscribed.
     pub fn subscribe(&mut self, now: Instant, pattern: Pattern) -> Result<bool, PubSubError> {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         let key = self.topic_key(pattern.literal_prefix());
         let subscriptions = &mut self.subscriptions.by_key;
         let count: usize = subscriptions.values().map(BTreeSet::len).sum();
@@ -164,7 +162,7 @@ impl PubSub {
 
     /// Withdraws `pattern`. Returns false when it was not subscribed.
     pub fn unsubscribe(&mut self, now: Instant, pattern: &Pattern) -> bool {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         let key = self.topic_key(pattern.literal_prefix());
         let subscriptions = &mut self.subscriptions.by_key;
         let Some(patterns) = subscriptions.get_mut(&key) else {
@@ -188,7 +186,7 @@ impl PubSub {
         topic: Topic,
         payload: Bytes,
     ) -> Result<u64, PubSubError> {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         if payload.len() > self.config.max_payload {
             return Err(PubSubError::TooLarge {
                 size: payload.len(),
@@ -212,7 +210,7 @@ impl PubSub {
                 Cached::Missing => {
                     self.cache.started(now, key);
                     self.outputs
-                        .push_back(PubSubOutput::Directory(DirectoryRequest::Lookup { key }));
+                        .push(PubSubOutput::Directory(DirectoryRequest::Lookup { key }));
                     keys.push(key);
                 }
             }
@@ -229,7 +227,7 @@ impl PubSub {
 
     /// The answer to a [`DirectoryRequest::Lookup`] of a topic prefix.
     pub fn handle_lookup(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         if self.cache.fill(now, key, found) {
             self.resolved(now, key);
         }
@@ -275,13 +273,12 @@ impl PubSub {
         }
         subscribers.extend(self.direct.matching(&topic));
         if self.subscriptions.want(&topic) {
-            self.outputs
-                .push_back(PubSubOutput::Event(PubSubEvent::Message {
-                    publisher: self.config.local_id,
-                    message_id,
-                    topic: topic.clone(),
-                    payload: payload.clone(),
-                }));
+            self.outputs.push(PubSubOutput::Event(PubSubEvent::Message {
+                publisher: self.config.local_id,
+                message_id,
+                topic: topic.clone(),
+                payload: payload.clone(),
+            }));
         }
         for subscriber in subscribers {
             self.enqueue(now, subscriber, message_id, topic.clone(), payload.clone());
@@ -311,7 +308,7 @@ impl PubSub {
         };
         while let Some(message) = outbox.next_frame(self.config.send_window) {
             self.stats.sent += 1;
-            self.outputs.push_back(PubSubOutput::Send {
+            self.outputs.push(PubSubOutput::Send {
                 subscriber,
                 message,
             });
@@ -321,7 +318,7 @@ impl PubSub {
     /// The Node wrote one PUBLISH frame of `epoch` to `subscriber`'s stream
     /// (a frame of an earlier session of that subscriber counts for nothing).
     pub fn handle_written(&mut self, now: Instant, subscriber: NodeId, epoch: u64) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         if let Some(outbox) = self.outboxes.get_mut(&subscriber) {
             outbox.written(epoch);
         }
@@ -333,7 +330,7 @@ impl PubSub {
     /// session; its direct subscriptions end; as a publisher its buffered
     /// frames are delivered and its state forgotten.
     pub fn handle_disconnected(&mut self, now: Instant, peer: NodeId) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         if let Some(outbox) = self.outboxes.remove(&peer) {
             self.stats.dropped_disconnected += outbox.waiting() as u64;
         }
@@ -353,7 +350,7 @@ impl PubSub {
     /// `peer` is connected again: if it is a subscriber, it may receive at
     /// once.
     pub fn handle_connected(&mut self, now: Instant, peer: NodeId) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         self.down.remove(&peer);
     }
 
@@ -361,7 +358,7 @@ impl PubSub {
     /// UNSUBSCRIBE or until it disconnects. Answered with an empty REPLY, or
     /// ERROR `bad request` (not a pattern) or `overloaded` (too many).
     pub fn handle_subscribe(&mut self, now: Instant, peer: NodeId, subscribe: Subscribe) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         let Subscribe {
             request_id,
             pattern,
@@ -382,7 +379,7 @@ impl PubSub {
     /// UNSUBSCRIBE from `peer` arrived; answered with an empty REPLY (also
     /// when there was no such subscription), or ERROR `bad request`.
     pub fn handle_unsubscribe(&mut self, now: Instant, peer: NodeId, unsubscribe: Unsubscribe) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         let Unsubscribe {
             request_id,
             pattern,
@@ -409,13 +406,12 @@ impl PubSub {
                 message,
             }),
         };
-        self.outputs
-            .push_back(PubSubOutput::Answer { peer, message });
+        self.outputs.push(PubSubOutput::Answer { peer, message });
     }
 
     /// A PUBLISH frame from `publisher` arrived.
     pub fn handle_publish(&mut self, now: Instant, publisher: NodeId, message: Publish) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         self.receive_with(|receiver, deliver| {
             receiver.receive(now, publisher, message, deliver);
         });
@@ -424,7 +420,7 @@ impl PubSub {
     /// Acts on the timers due by `now`: lookups given up on, announcements
     /// to retry, gaps skipped, disconnected subscribers that may be tried again.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         for key in self.cache.expire(now) {
             self.resolved(now, key);
         }
@@ -450,7 +446,7 @@ impl PubSub {
                 stats.unsolicited += 1;
                 return;
             };
-            outputs.push_back(PubSubOutput::Event(PubSubEvent::Message {
+            outputs.push(PubSubOutput::Event(PubSubEvent::Message {
                 publisher,
                 message_id: message.message_id,
                 topic,
@@ -458,28 +454,6 @@ impl PubSub {
             }));
         };
         act(&mut self.receiver, &mut sink);
-    }
-
-    /// The next thing for the Node to do.
-    pub fn poll_output(&mut self) -> Option<PubSubOutput> {
-        self.outputs.pop_front()
-    }
-
-    /// When [`PubSub::handle_timeout`] is next needed (the last input's time
-    /// while output is queued).
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.outputs.is_empty() {
-            return self.last_now;
-        }
-        [
-            self.cache.next_deadline(),
-            self.announcements.next_deadline(),
-            self.receiver.next_deadline(),
-            self.down.values().min().copied(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
     }
 }
 
@@ -516,5 +490,25 @@ impl Subscriptions {
                 .get(&self.key(prefix))
                 .is_some_and(|patterns| patterns.iter().any(|p| p.matches(topic)))
         })
+    }
+}
+
+impl Child for PubSub {
+    type Output = PubSubOutput;
+
+    /// The next thing for the Node to do.
+    fn poll_output(&mut self) -> Option<PubSubOutput> {
+        self.outputs.pop()
+    }
+
+    /// When [`PubSub::handle_timeout`] is next needed (the last input's time
+    /// while output is queued).
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.outputs.deadline([
+            self.cache.next_deadline(),
+            self.announcements.next_deadline(),
+            self.receiver.next_deadline(),
+            self.down.values().min().copied(),
+        ])
     }
 }

@@ -2,7 +2,9 @@
 //! is safe (the rule is in the [module docs](super)), cancel, and end every
 //! call by its deadline.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::contract::OutputQueue;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -141,7 +143,7 @@ impl Caller {
         payload: Bytes,
         timeout: Duration,
         options: CallOptions,
-        out: &mut VecDeque<RpcOutput>,
+        out: &mut OutputQueue<RpcOutput>,
     ) -> Result<CallId, RpcError> {
         if payload.len() > self.max_payload {
             return Err(RpcError::TooLarge {
@@ -180,7 +182,7 @@ impl Caller {
     }
 
     /// Moves a call without an attempt on: to a provider, a lookup, or its end.
-    fn advance(&mut self, now: Instant, id: CallId, out: &mut VecDeque<RpcOutput>) {
+    fn advance(&mut self, now: Instant, id: CallId, out: &mut OutputQueue<RpcOutput>) {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
@@ -209,13 +211,19 @@ impl Caller {
             Cached::Pending => self.waiting.entry(key).or_default().push(id),
             Cached::Missing => {
                 self.cache.started(now, key);
-                out.push_back(RpcOutput::Directory(DirectoryRequest::Lookup { key }));
+                out.push(RpcOutput::Directory(DirectoryRequest::Lookup { key }));
                 self.waiting.entry(key).or_default().push(id);
             }
         }
     }
 
-    fn send(&mut self, now: Instant, id: CallId, provider: &Found, out: &mut VecDeque<RpcOutput>) {
+    fn send(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        provider: &Found,
+        out: &mut OutputQueue<RpcOutput>,
+    ) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -240,7 +248,7 @@ impl Caller {
         });
         self.attempt_deadlines.insert((deadline, id));
         self.by_request.insert(request_id, id);
-        out.push_back(RpcOutput::Call {
+        out.push(RpcOutput::Call {
             call: id,
             provider: provider.provider,
             message: wire::Call {
@@ -269,7 +277,7 @@ impl Caller {
         now: Instant,
         id: CallId,
         refusal: Option<RpcError>,
-        out: &mut VecDeque<RpcOutput>,
+        out: &mut OutputQueue<RpcOutput>,
     ) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
@@ -310,7 +318,7 @@ impl Caller {
     /// Gives up the attempts past their deadline that may move on: CANCEL
     /// goes to their provider (the Node drops a CALL not written yet) and
     /// the call tries the next one, or ends with a timeout.
-    fn expire_attempts(&mut self, now: Instant, out: &mut VecDeque<RpcOutput>) {
+    fn expire_attempts(&mut self, now: Instant, out: &mut OutputQueue<RpcOutput>) {
         while let Some(&(deadline, id)) = self.attempt_deadlines.first() {
             if deadline > now {
                 break;
@@ -337,7 +345,7 @@ impl Caller {
         &mut self,
         peer: &NodeId,
         reply: Reply,
-        out: &mut VecDeque<RpcOutput>,
+        out: &mut OutputQueue<RpcOutput>,
     ) {
         if let Some(id) = self.attempt_of(peer, reply.request_id) {
             self.finish(id, Ok(reply.payload), out);
@@ -349,7 +357,7 @@ impl Caller {
         now: Instant,
         peer: &NodeId,
         error: ErrorReply,
-        out: &mut VecDeque<RpcOutput>,
+        out: &mut OutputQueue<RpcOutput>,
     ) {
         let Some(id) = self.attempt_of(peer, error.request_id) else {
             return;
@@ -392,7 +400,7 @@ impl Caller {
         peer: &NodeId,
         request_id: u64,
         delivery: Delivery,
-        out: &mut VecDeque<RpcOutput>,
+        out: &mut OutputQueue<RpcOutput>,
     ) {
         let Some(id) = self.attempt_of(peer, request_id) else {
             return;
@@ -414,7 +422,7 @@ impl Caller {
         now: Instant,
         key: RecordKey,
         found: Vec<Found>,
-        out: &mut VecDeque<RpcOutput>,
+        out: &mut OutputQueue<RpcOutput>,
     ) {
         if self.cache.fill(now, key, found) {
             self.resume(now, key, out);
@@ -422,7 +430,7 @@ impl Caller {
     }
 
     /// Moves on the calls that waited for a lookup of `key`.
-    fn resume(&mut self, now: Instant, key: RecordKey, out: &mut VecDeque<RpcOutput>) {
+    fn resume(&mut self, now: Instant, key: RecordKey, out: &mut OutputQueue<RpcOutput>) {
         for id in self.waiting.remove(&key).unwrap_or_default() {
             self.advance(now, id, out);
         }
@@ -431,7 +439,7 @@ impl Caller {
     pub(crate) fn cancel(
         &mut self,
         id: CallId,
-        out: &mut VecDeque<RpcOutput>,
+        out: &mut OutputQueue<RpcOutput>,
     ) -> Result<(), RpcError> {
         if !self.calls.contains_key(&id) {
             return Err(RpcError::UnknownCall(id.0));
@@ -445,7 +453,7 @@ impl Caller {
         &mut self,
         id: CallId,
         result: Result<Bytes, RpcError>,
-        out: &mut VecDeque<RpcOutput>,
+        out: &mut OutputQueue<RpcOutput>,
     ) {
         let Some(call) = self.calls.remove(&id) else {
             return;
@@ -459,20 +467,20 @@ impl Caller {
             Ok(_) => self.stats.succeeded += 1,
             Err(_) => self.stats.failed += 1,
         }
-        out.push_back(RpcOutput::Event(RpcEvent::Completed { call: id, result }));
+        out.push(RpcOutput::Event(RpcEvent::Completed { call: id, result }));
     }
 
     /// Gives the call up with `error`: CANCEL goes to the provider of the
     /// open attempt, if any, so its handler can stop.
-    fn abandon(&mut self, id: CallId, error: RpcError, out: &mut VecDeque<RpcOutput>) {
+    fn abandon(&mut self, id: CallId, error: RpcError, out: &mut OutputQueue<RpcOutput>) {
         self.cancel_attempt(id, out);
         self.finish(id, Err(error), out);
     }
 
     /// CANCEL for the open attempt of `id`, if any.
-    fn cancel_attempt(&self, id: CallId, out: &mut VecDeque<RpcOutput>) {
+    fn cancel_attempt(&self, id: CallId, out: &mut OutputQueue<RpcOutput>) {
         if let Some(attempt) = self.calls.get(&id).and_then(|c| c.attempt.as_ref()) {
-            out.push_back(RpcOutput::Cancel {
+            out.push(RpcOutput::Cancel {
                 provider: attempt.provider,
                 message: wire::Cancel {
                     request_id: attempt.request_id,
@@ -481,7 +489,7 @@ impl Caller {
         }
     }
 
-    pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut VecDeque<RpcOutput>) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut OutputQueue<RpcOutput>) {
         for key in self.cache.expire(now) {
             self.resume(now, key, out);
         }

@@ -11,7 +11,9 @@
 //! [`RpcEvent::Cancelled`]; a later reply is then refused with
 //! [`RpcError::UnknownCall`].
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::contract::OutputQueue;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -117,7 +119,7 @@ impl Handler {
         caller: NodeId,
         call: Call,
         registered: bool,
-        out: &mut VecDeque<RpcOutput>,
+        out: &mut OutputQueue<RpcOutput>,
     ) {
         let request_id = call.request_id;
         if self.by_request.contains_key(&(caller, request_id)) {
@@ -154,7 +156,7 @@ impl Handler {
         };
         if let Some((code, message)) = refusal {
             self.stats.refused += 1;
-            out.push_back(error(caller, request_id, code, message));
+            out.push(error(caller, request_id, code, message));
             return;
         }
         self.stats.handled += 1;
@@ -174,7 +176,7 @@ impl Handler {
             },
         );
         self.by_request.insert((caller, request_id), id);
-        out.push_back(RpcOutput::Event(RpcEvent::Request {
+        out.push(RpcOutput::Event(RpcEvent::Request {
             id,
             caller,
             procedure: call.procedure,
@@ -196,7 +198,7 @@ impl Handler {
         &mut self,
         id: InboundId,
         result: Result<Bytes, HandlerError>,
-        out: &mut VecDeque<RpcOutput>,
+        out: &mut OutputQueue<RpcOutput>,
     ) -> Result<(), RpcError> {
         let inbound = self.remove(id).ok_or(RpcError::UnknownCall(id.0))?;
         let (caller, request_id) = (inbound.caller, inbound.request_id);
@@ -204,11 +206,11 @@ impl Handler {
             Ok(payload) if payload.len() > self.max_payload => {
                 let (size, max) = (payload.len(), self.max_payload);
                 let detail = format!("reply of {size} bytes; the limit is {max}");
-                out.push_back(error(caller, request_id, ErrorCode::TooLarge, detail));
+                out.push(error(caller, request_id, ErrorCode::TooLarge, detail));
                 Err(RpcError::TooLarge { size, max })
             }
             Ok(payload) => {
-                out.push_back(RpcOutput::Answer {
+                out.push(RpcOutput::Answer {
                     caller,
                     message: Message::Reply(Reply {
                         request_id,
@@ -218,7 +220,7 @@ impl Handler {
                 Ok(())
             }
             Err(HandlerError { code, message }) => {
-                out.push_back(error(caller, request_id, code, message));
+                out.push(error(caller, request_id, code, message));
                 Ok(())
             }
         }
@@ -228,19 +230,19 @@ impl Handler {
         &mut self,
         caller: NodeId,
         request_id: u64,
-        out: &mut VecDeque<RpcOutput>,
+        out: &mut OutputQueue<RpcOutput>,
     ) {
         let Some(&id) = self.by_request.get(&(caller, request_id)) else {
             return;
         };
         self.remove(id);
-        out.push_back(RpcOutput::Event(RpcEvent::Cancelled {
+        out.push(RpcOutput::Event(RpcEvent::Cancelled {
             id,
             reason: CancelReason::Caller,
         }));
     }
 
-    pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut VecDeque<RpcOutput>) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut OutputQueue<RpcOutput>) {
         while let Some(&(at, id)) = self.deadlines.first() {
             if at > now {
                 break;
@@ -249,13 +251,13 @@ impl Handler {
                 continue;
             };
             let detail = "the call's deadline passed".to_string();
-            out.push_back(error(
+            out.push(error(
                 inbound.caller,
                 inbound.request_id,
                 ErrorCode::Timeout,
                 detail,
             ));
-            out.push_back(RpcOutput::Event(RpcEvent::Cancelled {
+            out.push(RpcOutput::Event(RpcEvent::Cancelled {
                 id,
                 reason: CancelReason::Deadline,
             }));

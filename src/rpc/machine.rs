@@ -1,7 +1,7 @@
 //! The [`Rpc`] machine: both sides of RPC behind one sans-IO interface, and
 //! the procedures this node registers.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,6 +13,7 @@ use super::{
     HandlerError, ProviderFlags, RegisterOptions, RpcConfig, RpcError, RpcEvent, RpcOutput,
     RpcStats,
 };
+use crate::contract::{Child, OutputQueue};
 use crate::id::{NodeId, Realm, RecordKey, RecordKind};
 use crate::metrics::CacheCounts;
 use crate::pubsub::Topic;
@@ -26,9 +27,7 @@ pub struct Rpc {
     handler: Handler,
     registered: BTreeMap<String, RegisterOptions>,
     announcements: Announcements,
-    outputs: VecDeque<RpcOutput>,
-    /// The time of the last input.
-    last_now: Option<Instant>,
+    outputs: OutputQueue<RpcOutput>,
 }
 
 impl Rpc {
@@ -41,8 +40,7 @@ impl Rpc {
             announcements: Announcements::new(config.seed),
             realm: config.realm,
             registered: BTreeMap::new(),
-            outputs: VecDeque::new(),
-            last_now: None,
+            outputs: OutputQueue::new(),
         }
     }
 
@@ -87,7 +85,7 @@ impl Rpc {
         timeout: Duration,
         options: CallOptions,
     ) -> Result<CallId, RpcError> {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         let procedure = Topic::new(procedure)?;
         let key = self.key(&procedure);
         self.caller.call(
@@ -104,7 +102,7 @@ impl Rpc {
     /// Cancels an open call: CANCEL goes to the provider, and the call ends
     /// with [`RpcError::Cancelled`].
     pub fn cancel(&mut self, now: Instant, call: CallId) -> Result<(), RpcError> {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         self.caller.cancel(call, &mut self.outputs)
     }
 
@@ -117,7 +115,7 @@ impl Rpc {
         procedure: &str,
         options: RegisterOptions,
     ) -> Result<(), RpcError> {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         let name = Topic::new(procedure)?;
         let key = self.key(&name);
         self.registered.insert(procedure.into(), options);
@@ -125,14 +123,14 @@ impl Rpc {
             idempotent: options.idempotent,
         };
         let request = self.announcements.set(key, flags.encode());
-        self.outputs.push_back(RpcOutput::Directory(request));
+        self.outputs.push(RpcOutput::Directory(request));
         Ok(())
     }
 
     /// Stops serving `procedure` (calls being handled may still be
     /// answered). False when it was not registered.
     pub fn unregister(&mut self, now: Instant, procedure: &str) -> bool {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         if self.registered.remove(procedure).is_none() {
             return false;
         }
@@ -151,14 +149,14 @@ impl Rpc {
         id: InboundId,
         result: Result<Bytes, HandlerError>,
     ) -> Result<(), RpcError> {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         self.handler.reply(id, result, &mut self.outputs)
     }
 
     /// The answer to a procedure's
     /// [`DirectoryRequest::Lookup`](super::DirectoryRequest::Lookup).
     pub fn handle_lookup(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         self.caller
             .handle_lookup(now, key, found, &mut self.outputs);
     }
@@ -174,11 +172,11 @@ impl Rpc {
         key: RecordKey,
         result: Result<(), AnnounceFailure>,
     ) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         let failed = self.announcements.stored(now, &key, result);
         if let (Some(failed), Some(procedure)) = (failed, self.procedure_of(&key)) {
             let event = RpcEvent::RegistrationFailed { procedure, failed };
-            self.outputs.push_back(RpcOutput::Event(event));
+            self.outputs.push(RpcOutput::Event(event));
         }
     }
 
@@ -192,13 +190,13 @@ impl Rpc {
 
     /// REPLY from `provider` to one of our calls.
     pub fn handle_reply(&mut self, now: Instant, provider: &NodeId, reply: Reply) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         self.caller.handle_reply(provider, reply, &mut self.outputs);
     }
 
     /// ERROR from `provider` to one of our calls.
     pub fn handle_error(&mut self, now: Instant, provider: &NodeId, error: ErrorReply) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         self.caller
             .handle_error(now, provider, error, &mut self.outputs);
     }
@@ -207,7 +205,7 @@ impl Rpc {
     /// now on the provider may run it, so the attempt moves on at its
     /// deadline only if the procedure is idempotent.
     pub fn handle_sent(&mut self, now: Instant, provider: &NodeId, request_id: u64) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         self.caller.handle_sent(provider, request_id);
     }
 
@@ -220,14 +218,14 @@ impl Rpc {
         request_id: u64,
         delivery: Delivery,
     ) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         self.caller
             .handle_failure(now, provider, request_id, delivery, &mut self.outputs);
     }
 
     /// A CALL from `caller` arrived.
     pub fn handle_call(&mut self, now: Instant, caller: NodeId, call: Call) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         let registered = self.registered.contains_key(&call.procedure);
         self.handler
             .handle_call(now, caller, call, registered, &mut self.outputs);
@@ -236,7 +234,7 @@ impl Rpc {
     /// CANCEL from `caller` arrived, or the stream or connection of its
     /// call `request_id` went away.
     pub fn handle_cancel(&mut self, now: Instant, caller: NodeId, request_id: u64) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         self.handler
             .handle_cancel(caller, request_id, &mut self.outputs);
     }
@@ -244,32 +242,30 @@ impl Rpc {
     /// Acts on every deadline due by `now`: call timeouts, handled calls
     /// past their deadline, lookups given up on, announcements to retry.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.last_now = Some(now);
+        self.outputs.mark(now);
         self.caller.handle_timeout(now, &mut self.outputs);
         self.handler.handle_timeout(now, &mut self.outputs);
         let due = self.announcements.due(now);
         self.outputs
             .extend(due.into_iter().map(RpcOutput::Directory));
     }
+}
+
+impl Child for Rpc {
+    type Output = RpcOutput;
 
     /// The next thing for the Node to do.
-    pub fn poll_output(&mut self) -> Option<RpcOutput> {
-        self.outputs.pop_front()
+    fn poll_output(&mut self) -> Option<RpcOutput> {
+        self.outputs.pop()
     }
 
     /// When [`Rpc::handle_timeout`] is next needed (the last input's time
     /// while output is queued).
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.outputs.is_empty() {
-            return self.last_now;
-        }
-        [
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.outputs.deadline([
             self.caller.next_deadline(),
             self.handler.next_deadline(),
             self.announcements.next_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        ])
     }
 }

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use macula::Child;
 use macula::id::{NodeId, Realm, RecordKey, RecordKind};
 use macula::rpc::{Found, ProviderFlags, Rpc, RpcConfig, RpcOutput};
 
