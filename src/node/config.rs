@@ -18,6 +18,10 @@ use crate::wire::{self, Limits};
 
 use super::{ReachConfig, UpgradeConfig};
 
+/// The default [`NodeConfig::connect_timeout`]: a few round trips of a slow
+/// relayed path, far below QUIC's idle timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Everything a [`Node`](super::Node) can be told at start.
 ///
 /// | setting | default |
@@ -33,6 +37,7 @@ use super::{ReachConfig, UpgradeConfig};
 /// | verification | [`PeerVerification::Identity`] |
 /// | certificate_chain | `None`: a self-signed certificate of the identity |
 /// | request_timeout | 10 s (a stream whose answer never comes is reset) |
+/// | connect_timeout | 5 s (a connection whose CONNECT never comes is closed) |
 /// | max_waiting_requests | 4096 requests queued for a connection or a stream |
 /// | max_buffered_per_connection | 2 MiB of partial frames and unread answers per connection |
 /// | reach | [`ReachConfig::default`]: STUN responder on, discovery after bootstrap and every 10 min |
@@ -70,6 +75,11 @@ pub struct NodeConfig {
     /// How long a request stream may wait for its answer before it is reset
     /// and its connection lease returned.
     pub request_timeout: Duration,
+    /// How long after the QUIC handshake the peer's CONNECT may take before
+    /// the connection is closed with DISCONNECT `protocol error`
+    /// (docs/PROTOCOL.md §2); until then the connection's other streams are
+    /// left unread.
+    pub connect_timeout: Duration,
     /// Requests that may wait for a connection or a free stream at once;
     /// past it a request fails at once.
     pub max_waiting_requests: usize,
@@ -99,6 +109,7 @@ impl NodeConfig {
             limits: Limits::default(),
             listen_addrs: Vec::new(),
             request_timeout: Duration::from_secs(10),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_waiting_requests: 4096,
             max_buffered_per_connection: 2 << 20,
             reach: ReachConfig::default(),

@@ -31,24 +31,13 @@ use bytes::Bytes;
 use quinn_proto::{Connection, Dir, StreamId, VarInt};
 
 use super::messaging::STREAM_ABANDONED;
+pub use super::phase::Phase;
+use super::phase::PhaseEvent;
 use crate::collections::HashMap;
 use crate::dht::RequestId;
 use crate::id::NodeId;
 use crate::pool::{ConnId, Direction, Lease};
 use crate::wire::{self, FrameReader, Limits, Message, PayloadAssembler, Step, Streamed};
-
-/// Where a connection is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// The QUIC handshake is running.
-    Handshaking,
-    /// QUIC is up; the peer's CONNECT has not been accepted yet.
-    AwaitingConnect,
-    /// Both CONNECTs are through: requests flow.
-    Ready,
-    /// Closing or closed.
-    Closing,
-}
 
 /// A request we sent, waiting for its answer.
 #[derive(Debug)]
@@ -120,6 +109,9 @@ pub struct Conn {
     pub control: Option<StreamId>,
     /// The peer's CONNECT, once accepted.
     pub hello: Option<wire::Connect>,
+    /// When the connection is closed if the peer's CONNECT has not been
+    /// accepted by then (set when the handshake ends).
+    pub connect_deadline: Option<Instant>,
     /// Requests we sent on streams of their own.
     pub asks: HashMap<StreamId, Ask>,
     /// PINGs we sent on the control stream, by request id.
@@ -168,6 +160,7 @@ impl Conn {
             phase: Phase::Handshaking,
             control: None,
             hello: None,
+            connect_deadline: None,
             asks: HashMap::default(),
             pings: HashMap::default(),
             blocked: VecDeque::new(),
@@ -506,9 +499,10 @@ impl Conn {
         }
     }
 
-    /// The next parked stream to read, once the connection is under budget.
+    /// The next parked stream to read, once the connection is ready and
+    /// under budget.
     pub fn unpark(&mut self) -> Option<StreamId> {
-        if self.over_budget() {
+        if self.phase != Phase::Ready || self.over_budget() {
             None
         } else {
             self.parked.pop_front()
@@ -534,13 +528,32 @@ impl Conn {
         taken
     }
 
-    /// The earliest request deadline.
+    /// The earliest deadline: a request's, or the CONNECT deadline while
+    /// the connection awaits CONNECT.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.asks
-            .values()
-            .chain(self.pings.values())
-            .map(|ask| ask.deadline)
-            .min()
+        let asks = self.asks.values().chain(self.pings.values());
+        let connect = self
+            .connect_deadline
+            .filter(|_| self.phase == Phase::AwaitingConnect);
+        asks.map(|ask| ask.deadline).chain(connect).min()
+    }
+
+    /// Moves the connection to its next phase on `event` (an event its phase
+    /// does not take is ignored); leaving "awaiting CONNECT" ends the
+    /// CONNECT deadline.
+    pub fn step(&mut self, event: PhaseEvent) {
+        if let Some(next) = self.phase.after(event) {
+            self.phase = next;
+        }
+        if self.phase != Phase::AwaitingConnect {
+            self.connect_deadline = None;
+        }
+    }
+
+    /// Whether the CONNECT deadline has passed at `now` with no CONNECT
+    /// accepted.
+    pub fn connect_overdue(&self, now: Instant) -> bool {
+        self.phase == Phase::AwaitingConnect && self.connect_deadline.is_some_and(|at| at <= now)
     }
 }
 

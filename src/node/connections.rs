@@ -2,6 +2,8 @@
 //! stream, reading streams within the buffer budget, refusals and closes,
 //! and what a lost connection means for its requests and the pool.
 
+use super::phase::{Admission, Arrival, PhaseEvent};
+use super::router::{self, Lane, Owner};
 use super::*;
 
 impl Node {
@@ -109,7 +111,8 @@ impl Node {
             return;
         };
         conn.peer = Some(peer);
-        conn.phase = Phase::AwaitingConnect;
+        conn.step(PhaseEvent::HandshakeDone);
+        conn.connect_deadline = Some(now + self.config.connect_timeout);
         match conn.direction {
             Direction::Outbound => {
                 // The dialer opens the control stream and says CONNECT, and
@@ -193,10 +196,26 @@ impl Node {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
-        if conn.phase == Phase::Closing {
-            return;
-        }
         let is_control = conn.control == Some(stream);
+        let gate = match (is_control, conn.phase) {
+            // The control stream is read from the end of the handshake on;
+            // each of its frames meets the phase rule on its own.
+            (true, Phase::Handshaking) => Admission::Hold,
+            (true, Phase::Closing) => Admission::Ignore,
+            (true, _) => Admission::Dispatch,
+            (false, phase) => phase.admit(Arrival::StreamData),
+        };
+        match gate {
+            Admission::Dispatch => {}
+            // Unread until the peer's CONNECT is accepted: the bytes wait
+            // in QUIC's flow-control window, and the stream is read when
+            // the connection becomes ready.
+            Admission::Hold if !is_control => {
+                conn.park(stream);
+                return;
+            }
+            Admission::Hold | Admission::Ignore | Admission::Refuse => return,
+        }
         if !is_control && !conn.may_read(stream) {
             // A peer that sends without reading our answers, or trickles
             // partial frames on many streams, stops here: its bytes stay in
@@ -233,6 +252,12 @@ impl Node {
             } else {
                 self.on_stream_frame(now, handle, stream, message);
             }
+            // A frame may have closed the connection (or, on the control
+            // stream, left it awaiting CONNECT): the rest wait or go.
+            let still = self.conns.get(&handle).map(|c| c.phase);
+            if is_control && still == Some(Phase::Closing) {
+                break;
+            }
         }
         if finished && is_control {
             self.refuse(
@@ -244,6 +269,8 @@ impl Node {
         }
     }
 
+    /// A frame on the control stream: the phase rule decides whether it is
+    /// handled; the router names its owner.
     pub(super) fn on_control_frame(
         &mut self,
         now: Instant,
@@ -253,53 +280,59 @@ impl Node {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
-        match (conn.phase, message) {
-            (Phase::AwaitingConnect, Message::Connect(hello)) => self.on_hello(now, handle, hello),
-            (Phase::Ready, Message::Ping(ping)) => {
-                let stream = conn
-                    .control
-                    .expect("control frames arrive on the control stream");
+        let arrival = match message {
+            Message::Connect(_) => Arrival::Connect,
+            Message::Disconnect(_) => Arrival::Disconnect,
+            _ => Arrival::ControlFrame,
+        };
+        match conn.phase.admit(arrival) {
+            Admission::Dispatch => {}
+            Admission::Hold | Admission::Ignore => return,
+            Admission::Refuse => {
+                let detail = match conn.phase {
+                    Phase::Ready => format!("{} after CONNECT", message.message_type().name()),
+                    _ => format!("{} before CONNECT", message.message_type().name()),
+                };
+                self.counters.protocol_errors += 1;
+                self.refuse(now, handle, DisconnectReason::ProtocolError, detail);
+                return;
+            }
+        }
+        let route = router::route(message.message_type());
+        match (route.owner, route.lane, message) {
+            (_, _, Message::Connect(hello)) => self.on_hello(now, handle, hello),
+            (_, _, Message::Disconnect(bye)) => {
+                conn.step(PhaseEvent::Close);
+                let code = VarInt::from_u32(u32::from(bye.reason.code()));
+                conn.quinn.close(now, code, Bytes::new());
+            }
+            (_, _, Message::Ping(ping)) => {
+                let Some(stream) = conn.control else {
+                    return;
+                };
                 let pong = Message::from(wire::Pong {
                     request_id: ping.request_id,
                 });
                 let _ = conn.send(stream, &pong, false);
             }
-            (Phase::Ready, Message::Pong(pong)) => {
-                if let Some(ask) = conn.pings.remove(&pong.request_id) {
-                    let peer = conn.peer.expect("ready connections know their peer");
-                    let rtt = conn.quinn.rtt();
-                    self.pool.release(now, ask.lease);
-                    let unix_ms = self.unix_ms(now);
-                    self.dht.handle_rtt(now, peer, rtt);
-                    self.dht.handle_response(
-                        now,
-                        unix_ms,
-                        &peer,
-                        ask.request_id,
-                        dht::Response::Pong,
-                    );
-                }
+            (_, _, Message::Pong(pong)) => {
+                let Some(ask) = conn.pings.remove(&pong.request_id) else {
+                    return;
+                };
+                let rtt = conn.quinn.rtt();
+                self.pool.release(now, ask.lease);
+                let Some(peer) = conn.peer else {
+                    return;
+                };
+                let unix_ms = self.unix_ms(now);
+                self.dht.handle_rtt(now, peer, rtt);
+                self.dht
+                    .handle_response(now, unix_ms, &peer, ask.request_id, dht::Response::Pong);
             }
-            (
-                Phase::Ready,
-                message @ (Message::DialBack(_)
-                | Message::DialBackResult(_)
-                | Message::DialBackProbe(_)
-                | Message::CapabilitiesUpdate(_)),
-            ) => self.on_reach_frame(now, handle, message),
-            (
-                Phase::Ready,
-                message @ (Message::PunchOffer(_)
-                | Message::PunchAnswer(_)
-                | Message::PunchSync(_)
-                | Message::PunchResult(_)),
-            ) => self.on_punch_frame(now, handle, message),
-            (_, Message::Disconnect(bye)) => {
-                conn.phase = Phase::Closing;
-                let code = VarInt::from_u32(u32::from(bye.reason.code()));
-                conn.quinn.close(now, code, Bytes::new());
-            }
-            (_, other) => {
+            (Owner::Reach, Lane::Control, message) => self.on_reach_frame(now, handle, message),
+            (Owner::Punch, Lane::Control, message) => self.on_punch_frame(now, handle, message),
+            (_, _, other) => {
+                self.counters.protocol_errors += 1;
                 let detail = format!("{} on the control stream", other.message_type().name());
                 self.refuse(now, handle, DisconnectReason::ProtocolError, detail);
             }
@@ -316,7 +349,9 @@ impl Node {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
-        let peer = conn.peer.expect("the handshake set the peer");
+        let Some(peer) = conn.peer else {
+            return;
+        };
         if hello.node_id != peer {
             let detail = format!(
                 "CONNECT names {} but the certificate is {}",
@@ -334,15 +369,15 @@ impl Node {
         let remote = conn.remote;
         let remote_virtual = conn.virtual_addr;
         conn.hello = Some(hello);
-        conn.phase = Phase::Ready;
+        conn.step(PhaseEvent::ConnectAccepted);
         self.instruments.connection_ready(now, handle, direction);
         if direction == Direction::Inbound {
             let answer = Message::from(self.hello());
-            let conn = self.conns.get_mut(&handle).expect("looked up above");
-            let control = conn
-                .control
-                .expect("the CONNECT came on the control stream");
-            let _ = conn.send(control, &answer, false);
+            if let Some(conn) = self.conns.get_mut(&handle)
+                && let Some(control) = conn.control
+            {
+                let _ = conn.send(control, &answer, false);
+            }
             let pool_id = self.pool.handle_inbound(now, peer, remote);
             self.attach_pool_id(handle, pool_id);
             if let Some(conn) = self.conns.get_mut(&handle) {
@@ -367,6 +402,9 @@ impl Node {
         }));
         self.pubsub.handle_connected(now, peer);
         self.accept_streams(now, handle);
+        // The streams held while the connection awaited CONNECT, in the
+        // order they became readable.
+        self.resume_parked(now, handle);
         self.upgrade_on_ready(now, handle);
     }
 
@@ -377,7 +415,8 @@ impl Node {
         }
     }
 
-    /// A frame on a request stream: a request to serve or an answer to ours.
+    /// A frame on a request stream (the connection is ready): the router
+    /// names its owner; a frame on the wrong kind of stream is refused.
     pub(super) fn on_stream_frame(
         &mut self,
         now: Instant,
@@ -385,45 +424,95 @@ impl Node {
         stream: StreamId,
         message: Message,
     ) {
-        let Some(message) = self.relay_frame(now, handle, stream, message) else {
+        let Some(conn) = self.conns.get(&handle) else {
             return;
         };
-        let Some(message) = self.messaging_frame(now, handle, stream, message) else {
+        let route = router::route(message.message_type());
+        let lane = router::stream_lane(stream.initiator() == conn.quinn.side());
+        if route.lane != lane {
+            self.misrouted(handle, stream);
             return;
+        }
+        let unclaimed = match route.owner {
+            Owner::Opener if conn.asks.contains_key(&stream) => {
+                self.dht_answer(now, handle, stream, message);
+                None
+            }
+            Owner::Opener | Owner::RelayServer | Owner::RelayClient => self
+                .relay_frame(now, handle, stream, message)
+                .and_then(|m| self.messaging_frame(now, handle, stream, m)),
+            Owner::Rpc | Owner::PubSub => self.messaging_frame(now, handle, stream, message),
+            Owner::Dht => {
+                self.serve_dht(now, handle, stream, message);
+                None
+            }
+            Owner::Connection | Owner::Reach | Owner::Punch | Owner::Assembler => Some(message),
         };
+        if unclaimed.is_some() {
+            self.misrouted(handle, stream);
+        }
+    }
+
+    /// A frame nobody takes on this stream: counted, and the stream is
+    /// refused.
+    fn misrouted(&mut self, handle: ConnectionHandle, stream: StreamId) {
+        self.counters.protocol_errors += 1;
+        if let Some(conn) = self.conns.get_mut(&handle) {
+            conn.abandon(stream, STREAM_REFUSED);
+        }
+    }
+
+    /// The answer to a DHT request of ours.
+    fn dht_answer(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        stream: StreamId,
+        message: Message,
+    ) {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
-        let peer = conn.peer.expect("streams are read after the handshake");
-        if let Some(ask) = conn.asks.remove(&stream) {
-            conn.forget(stream);
-            let rtt = conn.quinn.rtt();
-            self.pool.release(now, ask.lease);
-            match dht_wire::response_from_wire(message) {
-                Some((request_id, response)) if request_id == ask.request_id => {
-                    let unix_ms = self.unix_ms(now);
-                    self.dht.handle_rtt(now, peer, rtt);
-                    self.dht
-                        .handle_response(now, unix_ms, &peer, request_id, response);
-                }
-                _ => {
-                    self.counters.protocol_errors += 1;
-                    self.dht
-                        .handle_failure(now, ask.request_id, Failure::Refused);
-                }
-            }
-            return;
-        }
-        let batch = matches!(message, Message::StoreBatch(_));
-        let Some((request_id, request)) = dht_wire::request_from_wire(message) else {
-            self.counters.protocol_errors += 1;
-            conn.abandon(stream, STREAM_REFUSED);
+        let (Some(peer), Some(ask)) = (conn.peer, conn.asks.remove(&stream)) else {
             return;
         };
-        let hello = conn
-            .hello
-            .as_ref()
-            .expect("requests are served after CONNECT");
+        conn.forget(stream);
+        let rtt = conn.quinn.rtt();
+        self.pool.release(now, ask.lease);
+        match dht_wire::response_from_wire(message) {
+            Some((request_id, response)) if request_id == ask.request_id => {
+                let unix_ms = self.unix_ms(now);
+                self.dht.handle_rtt(now, peer, rtt);
+                self.dht
+                    .handle_response(now, unix_ms, &peer, request_id, response);
+            }
+            _ => {
+                self.counters.protocol_errors += 1;
+                self.dht
+                    .handle_failure(now, ask.request_id, Failure::Refused);
+            }
+        }
+    }
+
+    /// A DHT request to serve.
+    fn serve_dht(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        stream: StreamId,
+        message: Message,
+    ) {
+        let batch = matches!(message, Message::StoreBatch(_));
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        let (Some(peer), Some(hello)) = (conn.peer, conn.hello.as_ref()) else {
+            return;
+        };
+        let Some((request_id, request)) = dht_wire::request_from_wire(message) else {
+            self.misrouted(handle, stream);
+            return;
+        };
         let from_server = hello.capabilities.contains(Capabilities::DHT_SERVER);
         let mut contact = dht::Contact {
             id: peer,
@@ -445,6 +534,25 @@ impl Node {
         let unix_ms = self.unix_ms(now);
         self.dht
             .handle_request(now, unix_ms, &contact, from_server, request_id, request);
+    }
+
+    /// Closes the connections whose peer's CONNECT did not come by the
+    /// CONNECT deadline (docs/PROTOCOL.md §2): DISCONNECT `protocol error`.
+    pub(super) fn expire_connects(&mut self, now: Instant) {
+        let overdue: Vec<ConnectionHandle> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.connect_overdue(now))
+            .map(|(handle, _)| *handle)
+            .collect();
+        for handle in overdue {
+            self.counters.protocol_errors += 1;
+            let detail = format!(
+                "no CONNECT within {} ms",
+                self.config.connect_timeout.as_millis()
+            );
+            self.refuse(now, handle, DisconnectReason::ProtocolError, detail);
+        }
     }
 
     /// Closes a connection whose peer broke the rules, telling it why.
@@ -488,7 +596,7 @@ impl Node {
             });
             let _ = conn.send(control, &bye, true);
         }
-        conn.phase = Phase::Closing;
+        conn.step(PhaseEvent::Close);
         let code = VarInt::from_u32(u32::from(reason.code()));
         conn.quinn
             .close(now, code, Bytes::from(message.into_bytes()));
@@ -534,8 +642,10 @@ impl Node {
         if let Some(kind) = instrument::lost_error(conn.phase, &reason) {
             self.instruments.connection_error(now, kind);
         }
-        let conn = self.conns.get_mut(&handle).expect("looked up above");
-        conn.phase = Phase::Closing;
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        conn.step(PhaseEvent::Lost);
         let (peer, remote) = (conn.peer, conn.remote);
         let path = self.paths.real(&conn.virtual_addr);
         self.release_requests(now, handle);

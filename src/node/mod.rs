@@ -34,11 +34,13 @@ mod dial;
 mod instrument;
 mod messaging;
 mod peers;
+mod phase;
 mod publish_streams;
 mod reach;
 mod relay_client;
 mod relay_server;
 mod requests;
+mod router;
 mod rpc_streams;
 mod self_calls;
 mod upgrade;
@@ -52,7 +54,7 @@ use quinn_proto::{
     ConnectionError, ConnectionHandle, DatagramEvent, Dir, Endpoint, StreamEvent, StreamId, VarInt,
 };
 
-pub use config::NodeConfig;
+pub use config::{DEFAULT_CONNECT_TIMEOUT, NodeConfig};
 use conn::{Ask, Blocked, Conn, Phase, StreamTrouble};
 pub use peers::{PeersFileError, load_peers, save_peers};
 pub use reach::{
@@ -490,6 +492,7 @@ impl Machine for Node {
                         conn.quinn.handle_timeout(now);
                     }
                 }
+                self.expire_connects(now);
                 self.expire_requests(now);
                 self.pool.handle_timeout(now);
                 let unix_ms = self.unix_ms(now);

@@ -1,0 +1,252 @@
+//! A peer that never sends CONNECT gets nothing served (docs/PROTOCOL.md
+//! §2), over real UDP: an independent QUIC client (plain quinn, its own
+//! Ed25519 identity, mutual TLS as the protocol asks) opens request streams
+//! on a running node and writes CALL, PUBLISH, FIND_NODE and RELAY_RESERVE on
+//! them — in both stream orders, whole or split across packets — without ever
+//! writing CONNECT. Nothing is answered, no handler runs, no publication is
+//! delivered, the node keeps serving an honest peer meanwhile, and the
+//! connection is closed at the CONNECT deadline with DISCONNECT `protocol
+//! error` (2).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use macula::id::{Identity, NodeId, RecordKey, RecordKind};
+use macula::tls::{NodeTls, PeerVerification, WallClock};
+use macula::wire::{self, Limits, Message};
+use macula_tokio::{
+    CallOptions, HandlerError, MaculaConfig, MaculaNode, ProcedureOptions, Request,
+};
+use tokio::task::JoinSet;
+use tokio::time::{sleep, timeout};
+
+// Shared by the test crates; this one uses a part.
+#[allow(dead_code)]
+mod common;
+use common::{LIMIT, bind, join, realm};
+
+/// The victim's CONNECT deadline: short, so the test is quick.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// A request a stranger sends before CONNECT.
+#[derive(Clone, Copy, Debug)]
+enum Forged {
+    Call,
+    Publish,
+    FindNode,
+    RelayReserve,
+}
+
+impl Forged {
+    fn frame(self, target: NodeId) -> Vec<u8> {
+        let message = match self {
+            Forged::Call => Message::from(wire::Call {
+                request_id: 1,
+                procedure: "svc.echo".into(),
+                timeout_ms: 5_000,
+                idempotent: false,
+                payload: Bytes::from_static(b"stolen"),
+            }),
+            Forged::Publish => Message::from(wire::Publish {
+                message_id: 1,
+                epoch: 1,
+                sequence: 1,
+                topic: "news.today".into(),
+                payload: Bytes::from_static(b"forged"),
+            }),
+            Forged::FindNode => Message::from(wire::FindNode {
+                request_id: 1,
+                target,
+            }),
+            Forged::RelayReserve => Message::from(wire::RelayReserve { request_id: 1 }),
+        };
+        message.to_vec(&Limits::default()).unwrap()
+    }
+}
+
+/// A QUIC client endpoint on loopback holding its own identity, trusting
+/// exactly the node it dials (the protocol's identity check).
+fn stranger(victim: NodeId) -> (quinn::Endpoint, quinn::ClientConfig) {
+    #[allow(clippy::disallowed_methods)] // a test reads the wall clock for certificates
+    let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let identity = Identity::from_seed([0x5a; 32]);
+    let tls = NodeTls::self_signed(
+        &identity,
+        PeerVerification::Identity,
+        WallClock::at(unix.as_secs()),
+    )
+    .unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.client_config(victim));
+    let config = quinn::ClientConfig::new(Arc::new(crypto.unwrap()));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    (endpoint, config)
+}
+
+/// One attack: a connection that writes `request` on two request streams
+/// (stream 8 first when `reversed`; each frame in two packets when `split`),
+/// never CONNECT. Returns the close code and whether any byte came back.
+async fn attack(
+    victim: SocketAddr,
+    victim_id: NodeId,
+    request: Forged,
+    reversed: bool,
+    split: bool,
+) -> (Option<u64>, usize) {
+    let (endpoint, config) = stranger(victim_id);
+    let conn = endpoint
+        .connect_with(config, victim, "macula")
+        .unwrap()
+        .await
+        .expect("the TLS handshake itself succeeds");
+    // Stream 0 (the control stream) is opened and left silent.
+    let (_control_send, _control_recv) = conn.open_bi().await.unwrap();
+    let first = conn.open_bi().await.unwrap();
+    let second = conn.open_bi().await.unwrap();
+    let mut streams = vec![first, second];
+    if reversed {
+        streams.reverse();
+    }
+    let frame = request.frame(victim_id);
+    let (head, tail) = frame.split_at(if split { 5 } else { frame.len() });
+    for (send, _) in &mut streams {
+        send.write_all(head).await.unwrap();
+    }
+    if split {
+        sleep(Duration::from_millis(50)).await;
+        for (send, _) in &mut streams {
+            send.write_all(tail).await.unwrap();
+        }
+    }
+    for (send, _) in &mut streams {
+        let _ = send.finish();
+    }
+    let mut answered = 0;
+    for (_, recv) in &mut streams {
+        if let Ok(Ok(bytes)) = timeout(LIMIT, recv.read_to_end(1 << 20)).await {
+            answered += bytes.len();
+        }
+    }
+    let closed = timeout(LIMIT, conn.closed()).await.expect("closed in time");
+    let code = match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => Some(close.error_code.into_inner()),
+        _ => None,
+    };
+    (code, answered)
+}
+
+#[tokio::test]
+async fn nothing_is_served_before_connect_and_the_deadline_closes_with_protocol_error() {
+    let mut config = MaculaConfig::new(realm(), "127.0.0.1:0".parse().unwrap());
+    config.node.connect_timeout = CONNECT_TIMEOUT;
+    let seed = bind("127.0.0.1:0").await;
+    let victim = MaculaNode::bind(config).await.unwrap();
+    join(&victim, seed.contact()).await;
+    let honest = bind("127.0.0.1:0").await;
+    join(&honest, seed.contact()).await;
+
+    let handled = Arc::new(AtomicUsize::new(0));
+    let counter = handled.clone();
+    let _registration = victim
+        .register(
+            "svc.echo",
+            ProcedureOptions::default(),
+            move |request: Request| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move { Ok::<_, HandlerError>(request.payload) }
+            },
+        )
+        .await
+        .unwrap();
+    let mut news = victim.subscribe("news.#").await.unwrap();
+    // The honest caller calls once the provider record has spread (a caller
+    // remembers an empty lookup for a while).
+    let key = RecordKey::new(&realm(), RecordKind::Rpc, "svc.echo");
+    let spread = async {
+        while honest
+            .query(key, Duration::from_secs(2))
+            .await
+            .unwrap()
+            .records
+            .is_empty()
+        {
+            sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(LIMIT, spread)
+        .await
+        .expect("the provider record spread in time");
+    assert_eq!(echo_once(&honest, "ready").await, "ready");
+
+    let mut attacks = JoinSet::new();
+    let requests = [
+        Forged::Call,
+        Forged::Publish,
+        Forged::FindNode,
+        Forged::RelayReserve,
+    ];
+    for request in requests {
+        for reversed in [false, true] {
+            for split in [false, true] {
+                let (addr, id) = (victim.local_addr(), victim.node_id());
+                attacks.spawn(async move {
+                    let outcome = attack(addr, id, request, reversed, split).await;
+                    (request, reversed, split, outcome)
+                });
+            }
+        }
+    }
+
+    // The node serves an honest peer while the attacks are open.
+    let reply = timeout(
+        LIMIT,
+        honest.call(
+            "svc.echo",
+            Bytes::from_static(b"hi"),
+            CallOptions::default(),
+        ),
+    )
+    .await
+    .expect("the honest call ended in time");
+    assert_eq!(reply.unwrap(), Bytes::from_static(b"hi"));
+
+    let mut seen = 0;
+    while let Some(joined) = attacks.join_next().await {
+        let (request, reversed, split, (code, answered)) = joined.unwrap();
+        let case = format!("{request:?} reversed={reversed} split={split}");
+        assert_eq!(answered, 0, "{case}: nothing is answered before CONNECT");
+        assert_eq!(
+            code,
+            Some(2),
+            "{case}: closed with DISCONNECT protocol error"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 16);
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        2,
+        "only the honest calls reached the handler"
+    );
+    assert!(
+        timeout(Duration::from_millis(200), news.recv())
+            .await
+            .is_err(),
+        "no forged publication was delivered"
+    );
+
+    // And the node still serves after all of it.
+    assert_eq!(echo_once(&honest, "again").await, "again");
+}
+
+/// `caller` calls `svc.echo` with `text`, within [`LIMIT`].
+async fn echo_once(caller: &MaculaNode, text: &'static str) -> String {
+    let payload = Bytes::from_static(text.as_bytes());
+    let called = caller.call("svc.echo", payload, CallOptions::default());
+    let reply = timeout(LIMIT, called)
+        .await
+        .expect("the call ended in time");
+    String::from_utf8(reply.unwrap().to_vec()).unwrap()
+}
