@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use macula::nat::punch::lab::{NatKind, Pairing};
-use macula::nat::punch::node_lab::{NodeLab, NodeLabConfig};
+use macula::sim::punch_lab::{NatKind, Pairing};
+use macula::sim::node_lab::{NodeLab, NodeLabConfig};
 use macula::node::PathChange;
 use macula::path::PathKind;
 

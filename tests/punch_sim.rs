@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use macula::nat::punch::lab::{LabConfig, NatKind, PairReport, Pairing, run_pair};
+use macula::sim::punch_lab::{LabConfig, NatKind, PairReport, Pairing, run_pair};
 use macula::nat::punch::{CandidateKind, PunchConfig};
 
 fn run_all(config: &LabConfig) -> Vec<PairReport> {
