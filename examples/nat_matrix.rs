@@ -22,8 +22,8 @@
 
 use std::time::Duration;
 
-use macula::sim::punch_lab::{LabConfig, Pairing, run_pair};
 use macula::sim::node_lab::{NodeLabConfig, run_node_pair};
+use macula::sim::punch_lab::{LabConfig, Pairing, run_pair};
 
 fn main() {
     let (mut seed, mut runs, mut machine) = (1u64, 5u64, false);

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use macula::sim::punch_lab::{NatKind, Pairing};
 use macula::sim::node_lab::{NodeLabConfig, run_node_pair};
+use macula::sim::punch_lab::{NatKind, Pairing};
 
 #[test]
 fn a_smaller_matrix_meets_the_targets() {
