@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use macula::dht::DhtConfig;
-use macula::dht::scale::{Scale, ScaleConfig};
-use macula::dht::simnet::SimConfig;
+use macula::sim::dht_net::SimConfig;
+use macula::sim::dht_scale::{Scale, ScaleConfig};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()

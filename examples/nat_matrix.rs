@@ -7,7 +7,7 @@
 //! cargo run --release --features sim --example nat_matrix -- --seed 1 [--machine --runs 5]
 //! ```
 //!
-//! Default: real Nodes (`macula::nat::punch::node_lab`). Side A dials side B through a
+//! Default: real Nodes (`macula::sim::node_lab`). Side A dials side B through a
 //! public relay; every 20 ms A calls B's echo with a numbered call and publishes a
 //! numbered message on a topic B subscribes to, while the connection upgrades to a direct
 //! path; then the direct route is cut and the stream goes on across the fall back to the
@@ -18,12 +18,12 @@
 //! every call and publish of the run, `lost_messages` every one that went wrong.
 //!
 //! `--machine`: the punch machine alone between two sim hosts that gathered candidates
-//! from STUN reflectors (`macula::nat::punch::lab`), several seeds per pair.
+//! from STUN reflectors (`macula::sim::punch_lab`), several seeds per pair.
 
 use std::time::Duration;
 
-use macula::nat::punch::lab::{LabConfig, Pairing, run_pair};
-use macula::nat::punch::node_lab::{NodeLabConfig, run_node_pair};
+use macula::sim::node_lab::{NodeLabConfig, run_node_pair};
+use macula::sim::punch_lab::{LabConfig, Pairing, run_pair};
 
 fn main() {
     let (mut seed, mut runs, mut machine) = (1u64, 5u64, false);

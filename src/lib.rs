@@ -102,8 +102,11 @@
 //!   uses relays).
 //! - [`id`]: identity keys, node ids, XOR distance, realms, record keys.
 //! - [`record`]: signed DHT records.
-//! - [`rpc`]: RPC semantics: providers, calls, failover, cancellation, handlers;
-//!   and the DHT directory requests RPC and pub/sub share.
+//! - [`directory`]: the DHT as RPC and pub/sub see it: lookups cached with a
+//!   TTL and announcements retried with backoff, asked of the Node as requests.
+//! - [`topic`]: topics and patterns (validation, matching, DHT prefixes); RPC
+//!   procedure names follow the same rules.
+//! - [`rpc`]: RPC semantics: providers, calls, failover, cancellation, handlers.
 //! - [`pubsub`]: pub/sub semantics: topics, patterns, subscriptions, ordered
 //!   delivery with bounded per-subscriber queues.
 //! - [`quic`]: quinn-proto configuration with seeded randomness and agreeing timers.
@@ -125,6 +128,7 @@ pub mod collections;
 mod contract;
 pub mod demux;
 pub mod dht;
+pub mod directory;
 pub mod id;
 pub mod metrics;
 pub mod nat;
@@ -140,6 +144,7 @@ pub mod rpc;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod tls;
+pub mod topic;
 pub mod wire;
 
 pub use contract::{Child, Datagram, Input, Machine, Output, OutputQueue, Transmit};

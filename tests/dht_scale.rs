@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use macula::dht::DhtConfig;
-use macula::dht::scale::{Scale, ScaleConfig};
-use macula::dht::simnet::SimConfig;
+use macula::sim::dht_net::SimConfig;
+use macula::sim::dht_scale::{Scale, ScaleConfig};
 
 #[allow(clippy::disallowed_methods)] // Only the origin of virtual time.
 fn epoch() -> Instant {

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use macula::nat::punch::lab::{NatKind, Pairing};
-use macula::nat::punch::node_lab::{NodeLabConfig, run_node_pair};
+use macula::sim::node_lab::{NodeLabConfig, run_node_pair};
+use macula::sim::punch_lab::{NatKind, Pairing};
 
 #[test]
 fn a_smaller_matrix_meets_the_targets() {
@@ -48,7 +48,7 @@ fn a_smaller_matrix_meets_the_targets() {
 
 #[test]
 fn an_upgrade_run_is_deterministic() {
-    use macula::nat::punch::node_lab::NodeLab;
+    use macula::sim::node_lab::NodeLab;
     let pairing = Pairing::Separate(NatKind::LinuxMasquerade, NatKind::SymmetricSequential);
     let config = NodeLabConfig::default();
     let hashes: Vec<u64> = (0..2)

@@ -10,8 +10,8 @@ use macula::metrics::{
     ConnectionPath, Family, Label, Metrics, NatType, PunchResult, ReservationChange, Series, Value,
     Visitor,
 };
-use macula::nat::punch::lab::{NatKind, Pairing};
-use macula::nat::punch::node_lab::{NodeLab, NodeLabConfig};
+use macula::sim::node_lab::{NodeLab, NodeLabConfig};
+use macula::sim::punch_lab::{NatKind, Pairing};
 
 /// The value of the series of `family` with exactly `labels`, as text (`None`: no such
 /// series).

@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use macula::nat::punch::lab::{NatKind, Pairing};
-use macula::nat::punch::node_lab::{NodeLab, NodeLabConfig};
 use macula::node::PathChange;
 use macula::path::PathKind;
+use macula::sim::node_lab::{NodeLab, NodeLabConfig};
+use macula::sim::punch_lab::{NatKind, Pairing};
 
 #[test]
 fn a_relayed_connection_goes_direct_falls_back_when_cut_and_upgrades_again_losing_no_call() {

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use macula::nat::punch::lab::{LabConfig, NatKind, PairReport, Pairing, run_pair};
 use macula::nat::punch::{CandidateKind, PunchConfig};
+use macula::sim::punch_lab::{LabConfig, NatKind, PairReport, Pairing, run_pair};
 
 fn run_all(config: &LabConfig) -> Vec<PairReport> {
     Pairing::all()

@@ -7,8 +7,8 @@
 //! [`disjoint`] (S/Kademlia disjoint paths over it),
 //! [`requests`] (correlation and deadlines), [`breaker`] (per-peer circuit
 //! breakers), [`limiter`] (inbound budgets), [`store`] (records held for others), [`metrics`], [`config`] and
-//! [`machine`] (the operations that tie them together); `simnet` (feature
-//! `sim`) runs many of them over a model network.
+//! [`machine`] (the operations that tie them together); the simulator's
+//! `sim::dht_net` (feature `sim`) runs many of them over a model network.
 //!
 //! ## Driving a [`Dht`]
 //!
@@ -18,6 +18,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
+//! use macula::Child;
 //! use macula::dht::{Contact, Dht, DhtConfig, DhtEvent, DhtOutput, Request, Response};
 //! use macula::id::Identity;
 //! use macula::Child;
@@ -55,10 +56,6 @@ pub mod message;
 pub mod metrics;
 pub mod requests;
 pub mod routing;
-#[cfg(feature = "sim")]
-pub mod scale;
-#[cfg(feature = "sim")]
-pub mod simnet;
 pub mod store;
 
 pub use config::{DhtConfig, Mode, Quorum};

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Pattern, Topic};
 use crate::id::NodeId;
+use crate::topic::{Pattern, Topic};
 
 /// Why a SUBSCRIBE was not taken.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -26,13 +26,14 @@ use super::direct::{Direct, Refusal};
 use super::outbox::Outbox;
 use super::receiver::Receiver;
 use super::record::{encode_subscriber_value, subscriber_value_matches};
-use super::{Pattern, PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats, Topic};
+use super::{PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats};
 use crate::collections::HashMap;
 use crate::contract::{Child, OutputQueue};
-use crate::id::{NodeId, Realm, RecordKey, RecordKind};
-use crate::rpc::directory::{
+use crate::directory::{
     AnnounceFailure, Announcements, Cached, DirectoryRequest, Found, LookupCache,
 };
+use crate::id::{NodeId, Realm, RecordKey, RecordKind};
+use crate::topic::{Pattern, Topic};
 use crate::wire::{ErrorCode, ErrorReply, Message, Publish, Reply, Subscribe, Unsubscribe};
 
 /// A publication waiting for lookups.

@@ -27,11 +27,10 @@ mod machine;
 mod outbox;
 mod receiver;
 mod record;
-mod topic;
 mod types;
 
+pub use crate::topic::{MAX_LEN, MAX_SEGMENTS, Pattern, Topic, TopicError};
 pub use machine::PubSub;
 pub use receiver::{Received, Receiver, ReceiverConfig, ReceiverStats};
 pub use record::{decode_subscriber_value, encode_subscriber_value};
-pub use topic::{MAX_LEN, MAX_SEGMENTS, Pattern, Topic, TopicError};
 pub use types::{PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats};

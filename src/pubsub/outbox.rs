@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::Topic;
+use crate::topic::Topic;
 use crate::wire::Publish;
 
 /// A message waiting for the subscriber's window.

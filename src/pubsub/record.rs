@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 
-use super::{Pattern, Topic};
+use crate::topic::{Pattern, Topic};
 
 /// Encodes `patterns` (already sorted and distinct, as a `BTreeSet` gives
 /// them) as a subscriber record value.

@@ -6,9 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::receiver::{ReceiverConfig, ReceiverStats};
-use super::{Pattern, Topic};
+use crate::directory::{AnnounceFailed, DirectoryRequest};
 use crate::id::{NodeId, Realm};
-use crate::rpc::{AnnounceFailed, DirectoryRequest};
+use crate::topic::{Pattern, Topic};
 use crate::wire::{Message, Publish};
 
 /// What went wrong with a pub/sub request.

@@ -11,12 +11,12 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::directory::{Cached, DirectoryRequest, Found, LookupCache};
 use super::{ProviderFlags, RpcConfig, RpcError, RpcEvent, RpcOutput, RpcStats};
 use crate::collections::HashMap;
+use crate::directory::{Cached, DirectoryRequest, Found, LookupCache};
 use crate::id::{NodeId, RecordKey};
 use crate::metrics::CacheCounts;
-use crate::pubsub::Topic;
+use crate::topic::Topic;
 use crate::wire::{self, ErrorCode, ErrorReply, Reply};
 
 /// A call this node makes; never reused.

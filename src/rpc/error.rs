@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::id::NodeId;
-use crate::pubsub::TopicError;
+use crate::topic::TopicError;
 use crate::wire::ErrorCode;
 
 /// Why a call failed, or why an RPC command was refused.

@@ -7,16 +7,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::caller::{CallId, CallOptions, Caller, Delivery};
-use super::directory::{AnnounceFailure, Announcements, Found};
 use super::handler::{Authorize, Handler, InboundId};
 use super::{
     HandlerError, ProviderFlags, RegisterOptions, RpcConfig, RpcError, RpcEvent, RpcOutput,
     RpcStats,
 };
 use crate::contract::{Child, OutputQueue};
+use crate::directory::{AnnounceFailure, Announcements, Found};
 use crate::id::{NodeId, Realm, RecordKey, RecordKind};
 use crate::metrics::CacheCounts;
-use crate::pubsub::Topic;
+use crate::topic::Topic;
 use crate::wire::{Call, ErrorReply, Reply};
 
 /// Both sides of RPC, with no I/O.

@@ -6,7 +6,7 @@
 //! `register`, `reply`), lookup results, the frames that arrived (CALL,
 //! REPLY, ERROR, CANCEL), request failures with what is known of their
 //! delivery, and time; it carries out the [`RpcOutput`]s: DHT requests
-//! ([`DirectoryRequest`], shared with [`crate::pubsub`]), CALL frames to
+//! ([`DirectoryRequest`], from the shared [`crate::directory`]), CALL frames to
 //! send on a new request stream, CANCEL and answer frames for existing
 //! streams, and events for the application.
 //!
@@ -50,20 +50,19 @@
 //!   unregistered.
 //! - Provider records hold one byte of flags; their DHT key is
 //!   `rpc/<procedure>` in the realm. Procedure names follow the topic rules
-//!   ([`crate::pubsub::Topic`]).
+//!   ([`crate::topic::Topic`]).
 
 mod caller;
-pub(crate) mod directory;
 mod error;
 mod handler;
 mod machine;
 mod types;
 
-pub use caller::{CallId, CallOptions, Delivery, ProviderChoice};
-pub use directory::{
+pub use crate::directory::{
     ANNOUNCE_RETRY_BASE, ANNOUNCE_RETRY_MAX, AnnounceFailed, AnnounceFailure, DirectoryRequest,
     Found,
 };
+pub use caller::{CallId, CallOptions, Delivery, ProviderChoice};
 pub use error::{HandlerError, RpcError};
 pub use handler::{Authorize, CancelReason, InboundId};
 pub use machine::Rpc;

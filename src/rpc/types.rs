@@ -7,9 +7,9 @@ use bytes::Bytes;
 
 use super::RpcError;
 use super::caller::{CallId, ProviderChoice};
-use super::directory::AnnounceFailed;
-use super::directory::DirectoryRequest;
 use super::handler::{CancelReason, InboundId};
+use crate::directory::AnnounceFailed;
+use crate::directory::DirectoryRequest;
 use crate::id::{NodeId, Realm};
 use crate::wire::{Call, Cancel, Message};
 

@@ -7,6 +7,11 @@
 //! Everything random comes from one seed, and every delivery, drop and event
 //! goes into a [`Trace`] whose hash checks determinism.
 //!
+//! The labs run the crate's machines in it: [`punch_lab`] two punchers behind NATs of
+//! every kind (measured against the oracle), [`node_lab`] the relay → direct upgrade of
+//! real Nodes, [`dht_net`] many DHTs on a packet-free network model and [`dht_scale`] the
+//! bootstrap/churn/lookup scenario graded on it.
+//!
 //! ```
 //! # #[allow(clippy::disallowed_methods)] fn main() {
 //! use std::time::{Duration, Instant};
@@ -30,9 +35,13 @@
 //! # }
 //! ```
 
+pub mod dht_net;
+pub mod dht_scale;
 mod link;
 mod nat;
+pub mod node_lab;
 mod probe;
+pub mod punch_lab;
 mod trace;
 mod world;
 

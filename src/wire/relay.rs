@@ -5,7 +5,7 @@
 //! granted CIRCUIT_OPEN (dialer side) or a CIRCUIT_INCOMING (target side)
 //! the stream stops carrying frames: from the next byte on it carries
 //! circuit frames (a u16 length and one end-to-end QUIC packet, see
-//! [`crate::relay::frames`]).
+//! `relay::frames`).
 
 use crate::id::NodeId;
 

@@ -51,17 +51,15 @@
 //! Limits: at most [`PunchConfig::max_checks_per_attempt`] probes per attempt (100, RFC 8445
 //! §19.5.1) and [`PunchConfig::max_candidates`] remote candidates.
 //!
-//! In the simulator (feature `sim`), [`lab`] runs two peers behind NATs of every kind and
-//! measures the punch against the oracle (`tests/punch_sim.rs`, `examples/nat_matrix.rs`).
+//! In the simulator (feature `sim`), `sim::punch_lab` runs two peers behind NATs of every
+//! kind and measures the punch against the oracle (`tests/punch_sim.rs`,
+//! `examples/nat_matrix.rs`).
 
 mod candidate;
 mod config;
-#[cfg(feature = "sim")]
-pub mod lab;
 mod machine;
-#[cfg(feature = "sim")]
-pub mod node_lab;
 pub mod oracle;
+mod wire;
 
 pub use candidate::{Candidate, CandidateKind, PREDICTED_PORTS, ordered, predict};
 pub use config::PunchConfig;

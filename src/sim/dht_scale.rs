@@ -12,9 +12,8 @@ use rand::Rng;
 use crate::collections::HashMap;
 use crate::id::{NodeId, RecordKey};
 
-use super::machine::DhtEvent;
-use super::message::QueryId;
-use super::simnet::{Command, SimConfig, SimNet};
+use super::dht_net::{Command, SimConfig, SimNet};
+use crate::dht::{DhtEvent, QueryId};
 
 /// What to run.
 #[derive(Clone, Debug)]

@@ -4,9 +4,9 @@
 //! Neither machine talks to the DHT. They ask for [`DirectoryRequest`]s —
 //! look a key up, announce a value, withdraw it — which the Node carries out
 //! on its DHT (signing announced values as records) and answers with the
-//! values found. Both [`crate::rpc::Rpc`] (provider records under
-//! `rpc/<procedure>`) and [`crate::pubsub::PubSub`] (subscriber records under
-//! `topic/<prefix>`) use the two helpers here.
+//! values found. Both RPC (provider records under `rpc/<procedure>`) and
+//! pub/sub (subscriber records under `topic/<prefix>`) use the two helpers
+//! here; this module knows neither.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

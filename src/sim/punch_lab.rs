@@ -19,10 +19,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::candidate::{Candidate, CandidateKind, predict};
-use super::config::PunchConfig;
-use super::machine::{Plan, PunchEvent, Puncher, Role, SessionTag};
-use super::oracle::{NatClass, direct_possible};
+use crate::nat::punch::{
+    Candidate, CandidateKind, NatClass, Plan, PunchConfig, PunchEvent, Puncher, Role, SessionTag,
+    direct_possible, predict,
+};
 use crate::nat::stun::{
     BindingClient, BindingId, BindingOutcome, ChangeRequest, ClientConfig, FilteringBehaviour,
     MappingBehaviour, Observation, PortAllocation, Responder, ResponderConfig, classify_mapping,

@@ -23,9 +23,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::collections::HashMap;
 use crate::id::{Distance, Identity, NodeId, RecordKey};
 
-use super::config::DhtConfig;
-use super::machine::{Dht, DhtEvent, DhtOutput};
-use super::message::{Contact, Request, RequestId, Response};
+use crate::dht::{Contact, Dht, DhtConfig, DhtEvent, DhtOutput, Request, RequestId, Response};
 
 /// The network and the nodes of one simulation.
 #[derive(Clone, Debug)]

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::candidate::{Candidate, CandidateKind, predict};
-use super::lab::{NatKind, Pairing, build};
+use super::punch_lab::{NatKind, Pairing, build};
 use crate::collections::HashSet;
 use crate::dht::{DhtEvent, Mode};
 use crate::id::{Identity, NodeId, Realm, RecordKey, RecordKind};
+use crate::nat::punch::{Candidate, CandidateKind, NatClass, predict};
 use crate::nat::stun::PortAllocation;
 use crate::node::{Event, Node, NodeConfig, PathChange, RelayEvent};
 use crate::path::PathKind;
@@ -375,7 +375,7 @@ impl NodeLab {
     }
 
     /// Side `i`'s candidates and class (see the module docs).
-    fn candidates(&self, i: usize) -> (Vec<Candidate>, super::NatClass) {
+    fn candidates(&self, i: usize) -> (Vec<Candidate>, NatClass) {
         let host = self.sides[i];
         let local = self.world.host_addr(host);
         let relay = self.world.host_addr(self.relay);
@@ -390,7 +390,7 @@ impl NodeLab {
                 external = b.external;
             }
         }
-        let class = self.kinds[i].map_or(super::NatClass::UNKNOWN, NatKind::class);
+        let class = self.kinds[i].map_or(NatClass::UNKNOWN, NatKind::class);
         let mut candidates = vec![
             Candidate::new(CandidateKind::Lan, local),
             Candidate::new(CandidateKind::Reflexive, external),

@@ -1,5 +1,6 @@
 //! Topics and topic patterns: validation, matching, and the DHT names a
-//! subscription is published under and a publisher looks up.
+//! subscription is published under and a publisher looks up. RPC procedure
+//! names follow the same rules (a procedure name is a [`Topic`]).
 //!
 //! A topic is dot-separated segments (`sensors.kitchen.temp`). A pattern is a
 //! topic whose segments may also be `*` (exactly one segment) or, as the last
