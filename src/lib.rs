@@ -126,6 +126,7 @@ mod contract;
 pub mod demux;
 pub mod dht;
 pub mod id;
+pub mod messaging;
 pub mod metrics;
 pub mod nat;
 pub mod node;
