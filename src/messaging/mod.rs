@@ -4,10 +4,19 @@
 //! [`Messaging`] owns the [`Rpc`] and [`PubSub`] machines (it is their only
 //! parent, so it feeds them and drains them itself: every input here ends
 //! with their outputs carried out) and everything that ties their frames to
-//! streams: our calls and their streams ([`calls`]), the long-lived PUBLISH
-//! stream to each subscriber ([`outlets`]), the requests we answer and the
-//! stream each came on ([`answers`]), calls to ourselves ([`self_calls`]),
-//! and which DHT operations run for which machine ([`directory`]).
+//! streams: our calls and their streams (`calls`), the long-lived PUBLISH
+//! stream to each subscriber (`outlets`), the requests we answer and the
+//! stream each came on (`answers`), calls to ourselves (`self_calls`),
+//! and which DHT operations run for which machine (`directory`).
+//!
+//! **Why it owns the two machines** rather than taking their outputs as
+//! inputs: every output of theirs needs the bookkeeping kept here (a CALL
+//! becomes a stream, an answer goes on the stream its request came on, a
+//! lookup's records go back to the machine that asked), a call to ourselves
+//! loops from one side of [`Rpc`] to the other without leaving, and stream
+//! events must reach them in step with that bookkeeping. Owned, that loop
+//! stays inside one child, and the Node reads their counters through
+//! [`Messaging::rpc`] and [`Messaging::pubsub`].
 //!
 //! It never sees the Node: connections are named by the pool's [`ConnId`],
 //! and every effect leaves as a [`MessagingOutput`] for the Node to carry

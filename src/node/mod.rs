@@ -16,8 +16,8 @@
 //! [`Node::subscribe`], [`Node::publish`], the relay's [`Node::reserve`] and
 //! [`Node::dial_via_relay`], and the rest) are methods; like
 //! inputs they take `now` and leave outputs to drain. RPC and pub/sub are
-//! the [`crate::messaging`] child; src/node/messaging.rs carries out what it
-//! asks for on the DHT and on streams.
+//! the [`crate::messaging`] child; src/node/messaging_effects.rs carries out
+//! what it asks for on the DHT and on streams.
 //! Every node may relay for others and run connections over relay circuits
 //! (src/node/relay_server.rs, src/node/relay_client.rs, docs/PROTOCOL.md §11).
 //!
