@@ -18,6 +18,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
+//! use macula::Child;
 //! use macula::dht::{Contact, Dht, DhtConfig, DhtEvent, DhtOutput, Request, Response};
 //! use macula::id::Identity;
 //!
