@@ -130,6 +130,7 @@ pub mod demux;
 pub mod dht;
 pub mod directory;
 pub mod id;
+pub mod messaging;
 pub mod metrics;
 pub mod nat;
 pub mod node;

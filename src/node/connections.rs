@@ -400,7 +400,7 @@ impl Node {
             direction,
             path,
         }));
-        self.pubsub.handle_connected(now, peer);
+        self.messaging.handle_peer_connected(now, peer);
         self.accept_streams(now, handle);
         // The streams held while the connection awaited CONNECT, in the
         // order they became readable.
@@ -700,7 +700,7 @@ impl Node {
             self.dht.handle_failure(now, request_id, failure);
         }
         self.serving.retain(|_, serving| serving.conn != handle);
-        self.release_messaging(now, handle, peer);
+        self.release_messaging(now, handle, pool_id, peer);
         self.relay_connection_gone(now, handle);
         if let (Some(peer), Some(pool_id)) = (peer, pool_id) {
             self.by_pool_id.remove(&pool_id);

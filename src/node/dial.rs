@@ -4,7 +4,7 @@
 //!
 //! The order to reach a node id is: a ready connection; its routing-table
 //! contact (public nodes); a `find_node` of its id (both in
-//! `node::messaging`); then, here, its peer record: a record that is not
+//! `node::errands`); then, here, its peer record: a record that is not
 //! `Private` with observed addresses is dialled directly at the first one;
 //! a private node's relays are tried one after the other with a circuit
 //! ([`Node::dial_via_relay`]), and the errands waiting for the peer leave on
@@ -12,8 +12,8 @@
 //! an acceptable record, or whose relays all refuse, is unreachable (RPC:
 //! `NotDelivered`, pub/sub: subscriber unreachable).
 
-use super::messaging::Errand;
 use super::*;
+use crate::messaging::Errand;
 use crate::peer_record::{PeerRecord, Reachability};
 
 /// Peers being reached through their peer record.

@@ -276,9 +276,9 @@ impl Node {
         let caches = &mut metrics.caches;
         caches.get_mut(Cache::DhtRecords).hits = dht.cache_hits;
         caches.get_mut(Cache::DhtRecords).misses = dht.cache_misses;
-        *caches.get_mut(Cache::RpcProviders) = self.rpc.provider_cache();
-        *caches.get_mut(Cache::PubsubSubscribers) = self.pubsub.subscriber_cache();
-        let pubsub = self.pubsub.stats();
+        *caches.get_mut(Cache::RpcProviders) = self.messaging.rpc().provider_cache();
+        *caches.get_mut(Cache::PubsubSubscribers) = self.messaging.pubsub().subscriber_cache();
+        let pubsub = self.messaging.pubsub().stats();
         let messages = &mut metrics.pubsub_messages;
         *messages.get_mut(MessageDirection::Published) = pubsub.published;
         *messages.get_mut(MessageDirection::Sent) = pubsub.sent;

@@ -15,8 +15,9 @@
 //! [`Node::store`], and RPC and pub/sub's [`Node::register`], [`Node::call`],
 //! [`Node::subscribe`], [`Node::publish`], the relay's [`Node::reserve`] and
 //! [`Node::dial_via_relay`], and the rest) are methods; like
-//! inputs they take `now` and leave outputs to drain. RPC and pub/sub run
-//! on the DHT and on streams as `node::messaging` (src/node/messaging.rs) describes.
+//! inputs they take `now` and leave outputs to drain. RPC and pub/sub are
+//! the [`crate::messaging`] child; src/node/messaging_effects.rs carries out
+//! what it asks for on the DHT and on streams.
 //! Every node may relay for others and run connections over relay circuits
 //! (src/node/relay_server.rs, src/node/relay_client.rs, docs/PROTOCOL.md §11).
 //!
@@ -31,18 +32,17 @@ mod connections;
 mod datagrams;
 pub mod dht_wire;
 mod dial;
+mod errands;
 mod instrument;
 mod messaging;
+mod messaging_effects;
 mod peers;
 mod phase;
-mod publish_streams;
 mod reach;
 mod relay_client;
 mod relay_server;
 mod requests;
 mod router;
-mod rpc_streams;
-mod self_calls;
 mod upgrade;
 
 use std::collections::VecDeque;
@@ -72,14 +72,15 @@ use crate::contract::{Child, Datagram, Input, Machine, Output, Transmit};
 use crate::demux::{DatagramClass, classify};
 use crate::dht::{self, Dht, DhtEvent, DhtOutput, Failure, Mode, RequestId};
 use crate::id::{Identity, NodeId, RecordKey};
+use crate::messaging::Messaging;
 use crate::path::{PathKind, PathTable, RealPath};
 use crate::pool::{
     Acquired, Action, CloseReason, ConnId, Direction, Lease, Pool, PoolError, WaitId,
 };
-use crate::pubsub::{PubSub, PubSubEvent};
+use crate::pubsub::PubSubEvent;
 use crate::quic::{QuicConfigError, QuicConfigs};
 use crate::relay::RelayCounters;
-use crate::rpc::{Rpc, RpcEvent};
+use crate::rpc::RpcEvent;
 use crate::tls::{self, NodeTls, TlsError, WallClock};
 use crate::wire::{self, Capabilities, DisconnectReason, Message};
 
@@ -225,9 +226,8 @@ pub struct Node {
     paths: PathTable,
     pool: Pool,
     dht: Dht,
-    rpc: Rpc,
-    pubsub: PubSub,
-    messaging: messaging::Messaging,
+    messaging: Messaging,
+    errands: errands::Errands,
     reach: reach::Reach,
     dialing: dial::Dialing,
     relay_server: RelayServer,
@@ -284,8 +284,7 @@ impl Node {
         config.rpc.seed = seed ^ 0x0072_7063; // "rpc"
         config.pubsub.local_id = local;
         config.pubsub.first_epoch = unix_ms.saturating_mul(1000);
-        let rpc = Rpc::new(config.rpc.clone());
-        let pubsub = PubSub::new(config.pubsub.clone());
+        let messaging = Messaging::new(local, config.rpc.clone(), config.pubsub.clone());
         let reach = reach::Reach::new(&config.reach, seed ^ 0x7265_6163); // "reac"
         let upgrades = upgrade::Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
         Ok(Self {
@@ -300,9 +299,8 @@ impl Node {
             paths: PathTable::new(),
             pool,
             dht,
-            rpc,
-            pubsub,
-            messaging: messaging::Messaging::default(),
+            messaging,
+            errands: errands::Errands::default(),
             reach,
             dialing: dial::Dialing::default(),
             relay_server: RelayServer::default(),
@@ -460,11 +458,7 @@ impl Node {
             .values_mut()
             .flat_map(|c| [c.quinn.poll_timeout(), c.next_deadline()]);
         let conns: Option<Instant> = conns.flatten().min();
-        let messaging = [
-            self.rpc.poll_timeout(),
-            self.pubsub.poll_timeout(),
-            self.reach.poll_timeout(),
-        ];
+        let messaging = [self.messaging.poll_timeout(), self.reach.poll_timeout()];
         let relay = [
             self.relay_server.next_deadline(&self.config.relay),
             self.relay_client.next_deadline(),
@@ -497,8 +491,7 @@ impl Machine for Node {
                 self.pool.handle_timeout(now);
                 let unix_ms = self.unix_ms(now);
                 self.dht.handle_timeout(now, unix_ms);
-                self.rpc.handle_timeout(now);
-                self.pubsub.handle_timeout(now);
+                self.messaging.handle_timeout(now);
                 self.reach_timeout(now);
                 self.relay_server_timeout(now);
                 self.relay_client_timeout(now);

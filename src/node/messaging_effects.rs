@@ -1,0 +1,212 @@
+//! The executor of the [`Messaging`] child's outputs: leases and DHT
+//! operations go to the pool and the DHT, events to the application, and
+//! stream effects to the node's connections (named by pool id): open a
+//! stream and write its first frame, write PUBLISH frames and report flushed
+//! publish streams, answer a request and finish its stream, end or cancel
+//! one of our calls' streams, reset a stream.
+//!
+//! A stream whose CALL is not all out yet (a streamed payload) is reset
+//! rather than finished or cancelled: the provider has not started it.
+//!
+//! [`Messaging`]: crate::messaging::Messaging
+
+use std::time::Instant;
+
+use quinn_proto::{ConnectionHandle, StreamId};
+
+use super::conn::Conn;
+use super::messaging::STREAM_ABANDONED;
+use super::{Event, Node, STREAM_REFUSED};
+use crate::contract::{Child, Output};
+use crate::messaging::{MessagingOutput, Unopened};
+use crate::pool::ConnId;
+use crate::rpc::AnnounceFailure;
+use crate::wire::{Cancel, Message, Publish};
+
+impl Node {
+    /// Carries out the child's outputs; true when there were any.
+    pub(super) fn drive_messaging(&mut self, now: Instant) -> bool {
+        let mut busy = false;
+        while let Some(output) = self.messaging.poll_output() {
+            busy = true;
+            self.carry_out(now, output);
+        }
+        busy
+    }
+
+    fn carry_out(&mut self, now: Instant, output: MessagingOutput) {
+        match output {
+            MessagingOutput::Connect { peer, errand } => self.reach(now, peer, errand),
+            MessagingOutput::Open {
+                lease,
+                errand,
+                frame,
+            } => {
+                let opened = self.open_stream(lease.conn(), frame.as_ref());
+                self.messaging.handle_opened(now, errand, lease, opened);
+            }
+            MessagingOutput::Publish {
+                conn,
+                stream,
+                frame,
+            } => self.write_publish(now, conn, stream, frame),
+            MessagingOutput::Answer {
+                conn,
+                stream,
+                frame,
+            } => self.write_answer(conn, stream, &frame),
+            MessagingOutput::Cancel {
+                conn,
+                stream,
+                frame,
+            } => self.cancel_stream(conn, stream, frame),
+            MessagingOutput::Finish { conn, stream } => self.finish_call_stream(conn, stream),
+            MessagingOutput::Reset { conn, stream } => self.reset_stream(conn, stream),
+            MessagingOutput::Release(lease) => self.pool.release(now, lease),
+            MessagingOutput::Lookup {
+                key,
+                timeout,
+                owner,
+            } => {
+                let unix_ms = self.unix_ms(now);
+                let query = self.dht.query_with_response(now, unix_ms, key, timeout);
+                self.messaging.handle_lookup_started(query, owner);
+            }
+            MessagingOutput::Announce { key, value } => {
+                let (unix_ms, timeout) = (self.unix_ms(now), self.config.dht.query_timeout);
+                let stored = self
+                    .dht
+                    .store_with_confirmation(now, unix_ms, key, value, timeout);
+                if let Err(error) = stored {
+                    let failure = AnnounceFailure::Rejected(error.to_string());
+                    self.messaging.handle_announced(now, key, Err(failure));
+                }
+            }
+            MessagingOutput::Withdraw { key } => self.dht.unpublish(&key),
+            MessagingOutput::ProtocolError => self.counters.protocol_errors += 1,
+            MessagingOutput::PublishWritten { message_id } => {
+                self.instruments.publish_written(now, message_id)
+            }
+            MessagingOutput::Rpc(event) => self.out.push_back(Output::Event(Event::Rpc(event))),
+            MessagingOutput::PubSub(event) => {
+                self.out.push_back(Output::Event(Event::PubSub(event)))
+            }
+        }
+    }
+
+    /// The connection with pool id `conn`, if it is still there.
+    fn pooled_conn(&mut self, conn: ConnId) -> Option<(ConnectionHandle, &mut Conn)> {
+        let handle = *self.by_pool_id.get(&conn)?;
+        Some((handle, self.conns.get_mut(&handle)?))
+    }
+
+    /// Opens a stream on `conn` and writes `frame` on it, if any (a frame
+    /// that does not encode refuses the stream).
+    pub(super) fn open_stream(
+        &mut self,
+        conn: ConnId,
+        frame: Option<&Message>,
+    ) -> Result<StreamId, Unopened> {
+        let (_, conn) = self.pooled_conn(conn).ok_or(Unopened::Gone)?;
+        let stream = conn.open().ok_or(Unopened::Blocked)?;
+        if let Some(frame) = frame
+            && let Err(error) = conn.send(stream, frame, false)
+        {
+            tracing::debug!(%error, "frame not encoded");
+            conn.abandon(stream, STREAM_REFUSED);
+            return Err(Unopened::NotEncoded);
+        }
+        Ok(stream)
+    }
+
+    /// Writes a PUBLISH frame on its subscriber's stream.
+    pub(super) fn write_publish(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        stream: StreamId,
+        frame: Publish,
+    ) {
+        let Some((handle, quic)) = self.pooled_conn(conn) else {
+            return;
+        };
+        if let Err(error) = quic.send(stream, &Message::Publish(frame), false) {
+            // Payloads are bounded below the frame limit; should a frame not
+            // encode, it is lost like one dropped from a full queue.
+            tracing::warn!(%error, "PUBLISH not encoded");
+            self.counters.protocol_errors += 1;
+        }
+        self.flushed(now, handle, stream);
+    }
+
+    /// `stream` may have taken more bytes: if everything written is out,
+    /// messaging hears of it (a publish stream's frames are written).
+    pub(super) fn publish_flushed(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        stream: StreamId,
+    ) {
+        self.flushed(now, handle, stream);
+        self.drive_messaging(now);
+    }
+
+    fn flushed(&mut self, now: Instant, handle: ConnectionHandle, stream: StreamId) {
+        let Some(conn) = self.conns.get(&handle) else {
+            return;
+        };
+        if let Some(id) = conn.pool_id
+            && conn.is_flushed(stream)
+        {
+            self.messaging.handle_flushed(now, id, stream);
+        }
+    }
+
+    /// Writes an answer on the stream its request came on, then finishes it.
+    pub(super) fn write_answer(&mut self, conn: ConnId, stream: StreamId, frame: &Message) {
+        let Some((_, conn)) = self.pooled_conn(conn) else {
+            return;
+        };
+        conn.forget(stream);
+        if conn.send(stream, frame, true).is_err() {
+            conn.abandon(stream, STREAM_ABANDONED);
+            self.counters.protocol_errors += 1;
+        }
+    }
+
+    /// Gives one of our calls up on its stream: CANCEL, then finish.
+    pub(super) fn cancel_stream(&mut self, conn: ConnId, stream: StreamId, frame: Cancel) {
+        let Some((_, conn)) = self.pooled_conn(conn) else {
+            return;
+        };
+        if !conn.is_flushed(stream) {
+            conn.abandon(stream, STREAM_ABANDONED);
+            return;
+        }
+        conn.forget(stream);
+        let _ = conn.send(stream, &Message::Cancel(frame), true);
+        let _ = conn.quinn.recv_stream(stream).stop(STREAM_ABANDONED);
+    }
+
+    /// One of our calls was answered: finish its stream.
+    pub(super) fn finish_call_stream(&mut self, conn: ConnId, stream: StreamId) {
+        let Some((_, conn)) = self.pooled_conn(conn) else {
+            return;
+        };
+        if conn.is_flushed(stream) {
+            conn.forget(stream);
+            conn.finish(stream);
+        } else {
+            // Answered before our streamed payload was all out (the
+            // provider refused it): the rest is not sent.
+            conn.abandon(stream, STREAM_ABANDONED);
+        }
+    }
+
+    /// Resets a stream given up after its request was read.
+    pub(super) fn reset_stream(&mut self, conn: ConnId, stream: StreamId) {
+        if let Some((_, conn)) = self.pooled_conn(conn) {
+            conn.abandon(stream, STREAM_ABANDONED);
+        }
+    }
+}
