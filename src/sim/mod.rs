@@ -30,12 +30,17 @@
 //! # }
 //! ```
 
+mod fixture;
 mod link;
 mod nat;
 mod probe;
 mod trace;
 mod world;
 
+pub use fixture::{
+    CALL_TIMEOUT, Mesh, PORT, UNIX_MS, completion, echo, events_of, lan_addr, mirror, public_addr,
+    realm,
+};
 pub use link::Link;
 pub use nat::{Behavior, Binding, Nat, NatConfig, NatEvent, NatLogEntry, PortAllocation};
 pub use probe::{Probe, ProbeEvent};
