@@ -60,7 +60,8 @@ impl Trio {
         nats: [Vec<NatConfig>; 2],
     ) -> Self {
         let link = Link::with_latency(Duration::from_millis(10));
-        let mut mesh = Mesh::new(seed, epoch()).with_link(link);
+        let mut mesh = Mesh::new(seed, epoch());
+        mesh.set_link(link);
         let relay = mesh.add_public(public_addr(1, PORT), |config| {
             configure(config);
             relay_only(config);

@@ -60,7 +60,7 @@ pub struct Mesh {
 impl Mesh {
     /// An empty mesh: a world seeded with `seed` whose clock starts at
     /// `start`; hosts and NATs attach through 5 ms links until
-    /// [`with_link`](Self::with_link) says otherwise.
+    /// [`set_link`](Self::set_link) says otherwise.
     pub fn new(seed: u64, start: Instant) -> Self {
         Self {
             world: World::new(seed, start),
@@ -71,9 +71,8 @@ impl Mesh {
     }
 
     /// The link nodes and NATs added from now on attach through.
-    pub fn with_link(mut self, link: Link) -> Self {
+    pub fn set_link(&mut self, link: Link) {
         self.link = link;
-        self
     }
 
     /// `n` public nodes at [`public_addr`]`(1..=n, PORT)`, each configured by
@@ -86,7 +85,8 @@ impl Mesh {
         link: Link,
         configure: impl Fn(usize, &mut NodeConfig),
     ) -> Self {
-        let mut mesh = Self::new(seed, start).with_link(link);
+        let mut mesh = Self::new(seed, start);
+        mesh.set_link(link);
         for i in 0..n {
             mesh.add_public(public_addr(i as u8 + 1, PORT), |c| configure(i, c));
         }
