@@ -6,6 +6,9 @@
 //! numbered publishes that must each arrive once and in order) is lost.
 #![cfg(feature = "sim")]
 
+mod common;
+
+use common::epoch;
 use std::time::Duration;
 
 use macula::sim::node_lab::{NodeLabConfig, run_node_pair};
@@ -61,10 +64,4 @@ fn an_upgrade_run_is_deterministic() {
         })
         .collect();
     assert_eq!(hashes[0], hashes[1]);
-}
-
-/// The virtual clock's first instant: this program's one clock reading.
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> std::time::Instant {
-    std::time::Instant::now()
 }

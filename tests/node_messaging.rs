@@ -3,155 +3,50 @@
 //! and failed over; publications routed to every matching subscriber.
 #![cfg(feature = "sim")]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use macula::dht::DhtEvent;
-use macula::id::{Identity, NodeId, Realm};
-use macula::node::{Event, Node, NodeConfig};
+use common::epoch;
+use macula::id::NodeId;
+use macula::node::Node;
+use macula::node::{Event, NodeConfig};
 use macula::pubsub::{Pattern, PubSubEvent, Topic};
 use macula::rpc::{
     AnnounceFailure, CallId, CallOptions, CancelReason, RegisterOptions, RpcError, RpcEvent,
 };
-use macula::sim::{HostId, Link, World};
+use macula::sim::{CALL_TIMEOUT, HostId, Link, Mesh, World, echo};
 use macula::wire::ErrorCode;
 
-const UNIX_MS: u64 = 1_795_478_400_000;
-
-/// A world of `n` public nodes, bootstrapped through the first.
-struct Mesh {
-    world: World<Node>,
-    hosts: Vec<HostId>,
+/// `n` public nodes on 5 ms links losing `loss` of packets, each configured
+/// by `configure`, bootstrapped through the first.
+fn mesh_with(n: usize, seed: u64, loss: f64, configure: impl Fn(&mut NodeConfig)) -> Mesh {
+    let link = Link::with_latency(Duration::from_millis(5)).loss(loss);
+    let mut mesh = Mesh::public(n, seed, epoch(), link, |_, config| configure(config));
+    assert!(mesh.bootstrap_all(), "bootstrap");
+    mesh
 }
 
-impl Mesh {
-    fn new(n: usize, seed: u64, loss: f64) -> Self {
-        Self::with(n, seed, loss, |_| {})
-    }
+/// As [`mesh_with`], with the default settings.
+fn mesh(n: usize, seed: u64, loss: f64) -> Mesh {
+    mesh_with(n, seed, loss, |_| {})
+}
 
-    /// As [`Mesh::new`], with each node's settings changed by `configure`.
-    fn with(n: usize, seed: u64, loss: f64, configure: impl Fn(&mut NodeConfig)) -> Self {
-        #[allow(clippy::disallowed_methods)]
-        let start = Instant::now();
-        let mut world = World::new(seed, start);
-        let internet = world.internet();
-        let realm = Realm::new("io.macula.messaging").unwrap();
-        let hosts: Vec<HostId> = (0..n)
-            .map(|i| {
-                let addr = SocketAddr::from(([203, 0, 113, (i + 1) as u8], 4433));
-                let mut config = NodeConfig::new(realm.clone());
-                config.listen_addrs = vec![addr];
-                configure(&mut config);
-                let identity = Identity::from_seed([i as u8 + 101; 32]);
-                let node = Node::new(config, identity, seed * 1000 + i as u64, start, UNIX_MS);
-                let link = Link::with_latency(Duration::from_millis(5)).loss(loss);
-                world.add_host(internet, addr, link, node.unwrap())
-            })
-            .collect();
-        let seed_contact = world.machine(hosts[0]).contact();
-        for &host in &hosts[1..] {
-            let seeds = vec![seed_contact.clone()];
-            world.with_machine(host, |node, now| node.bootstrap(now, seeds));
-        }
-        let mut mesh = Self { world, hosts };
-        let mut bootstrapped = 0;
-        let done = mesh.drive(Duration::from_secs(60), |_, _, event| {
-            bootstrapped += usize::from(matches!(event, Event::Dht(DhtEvent::Bootstrapped { .. })));
-            bootstrapped == n - 1
-        });
-        assert!(done, "bootstrap");
-        mesh
-    }
-
-    fn id(&self, i: usize) -> NodeId {
-        self.world.machine(self.hosts[i]).node_id()
-    }
-
-    /// Steps the world for at most `within`, handing every event to `react`
-    /// until it returns true; false when time ran out first.
-    fn drive(
-        &mut self,
-        within: Duration,
-        mut react: impl FnMut(&mut World<Node>, HostId, Event) -> bool,
-    ) -> bool {
-        let limit = self.world.now() + within;
-        loop {
-            let mut done = false;
-            for event in self.world.take_events() {
-                done |= react(&mut self.world, event.host, event.event);
-            }
-            if done {
-                return true;
-            }
-            match self.world.next_time() {
-                Some(at) if at <= limit => {
-                    self.world.step();
-                }
-                _ => return false,
-            }
-        }
-    }
-
-    /// Subscribes node `i` to `pattern` for each pair.
-    fn subscribe(&mut self, patterns: &[(usize, &str)]) {
-        for &(i, pattern) in patterns {
-            let pattern = Pattern::new(pattern).unwrap();
-            let subscribed = self
-                .world
-                .with_machine(self.hosts[i], |node, now| node.subscribe(now, pattern));
-            assert_eq!(subscribed, Ok(true));
-        }
-    }
-
-    /// Node `i` publishes `count` messages on `topic` (payload: the index);
-    /// returns their ids.
-    fn publish(&mut self, i: usize, topic: &Topic, count: u32) -> Vec<u64> {
-        (0..count)
-            .map(|n| {
-                let payload = Bytes::from(n.to_be_bytes().to_vec());
-                let topic = topic.clone();
-                self.world
-                    .with_machine(self.hosts[i], |node, now| node.publish(now, topic, payload))
-                    .unwrap()
-            })
-            .collect()
-    }
-
-    /// Lets announcements spread.
-    fn settle(&mut self, duration: Duration) {
-        self.drive(duration, |_, _, _| false);
-    }
-
-    fn register(&mut self, i: usize, procedure: &str, options: RegisterOptions) {
-        self.world
-            .with_machine(self.hosts[i], |node, now| {
-                node.register(now, procedure, options)
-            })
-            .unwrap();
-    }
-
-    fn call(&mut self, i: usize, procedure: &str, payload: impl Into<Bytes>) -> CallId {
-        let payload = payload.into();
-        self.world
-            .with_machine(self.hosts[i], |node, now| {
-                node.call(now, procedure, payload, TIMEOUT, CallOptions::default())
-            })
-            .unwrap()
+/// Subscribes node `i` to `pattern` for each pair.
+fn subscribe(mesh: &mut Mesh, patterns: &[(usize, &str)]) {
+    for &(i, pattern) in patterns {
+        assert!(mesh.subscribe(mesh.hosts[i], pattern));
     }
 }
 
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The handler every provider runs: it answers `echo:` and the payload.
-fn echo(world: &mut World<Node>, host: HostId, event: &Event) {
-    if let Event::Rpc(RpcEvent::Request { id, payload, .. }) = event {
-        let answer = Bytes::from([b"echo:".as_slice(), payload].concat());
-        world
-            .with_machine(host, |node, now| node.reply(now, *id, Ok(answer)))
-            .unwrap();
-    }
+/// Node `i` publishes `count` messages on `topic` (payload: the index);
+/// returns their ids.
+fn publish(mesh: &mut Mesh, i: usize, topic: &Topic, count: u32) -> Vec<u64> {
+    (0..count)
+        .map(|n| mesh.publish(mesh.hosts[i], topic, n.to_be_bytes().to_vec()))
+        .collect()
 }
 
 /// Node `i` calls `procedure` with `payload`, every provider running
@@ -162,10 +57,10 @@ fn echo_call(
     procedure: &str,
     payload: &'static [u8],
 ) -> (Vec<(HostId, NodeId)>, Result<Bytes, RpcError>) {
-    let call = mesh.call(i, procedure, payload);
+    let call = mesh.call(mesh.hosts[i], procedure, payload);
     let mut requests = Vec::new();
     let result = await_call(mesh, call, |world, host, event| {
-        echo(world, host, event);
+        echo(world, host, event).unwrap();
         if let Event::Rpc(RpcEvent::Request { caller, .. }) = event {
             requests.push((host, *caller));
         }
@@ -173,7 +68,7 @@ fn echo_call(
     (requests, result)
 }
 
-/// Drives the mesh until `call` completes (within [`TIMEOUT`]), handing
+/// Drives the mesh until `call` completes (within [`CALL_TIMEOUT`]), handing
 /// every event to `on_event` first; returns the call's result.
 fn await_call(
     mesh: &mut Mesh,
@@ -181,7 +76,7 @@ fn await_call(
     mut on_event: impl FnMut(&mut World<Node>, HostId, &Event),
 ) -> Result<Bytes, RpcError> {
     let mut result = None;
-    let done = mesh.drive(TIMEOUT, |world, host, event| {
+    let done = mesh.drive(CALL_TIMEOUT, |world, host, event| {
         on_event(world, host, &event);
         match event {
             Event::Rpc(RpcEvent::Completed { call: c, result: r }) if c == call => {
@@ -197,20 +92,20 @@ fn await_call(
 
 #[test]
 fn a_call_reaches_a_registered_provider_and_returns_its_reply() {
-    let mut mesh = Mesh::new(3, 1, 0.0);
-    mesh.register(1, "svc.echo", RegisterOptions::default());
+    let mut mesh = mesh(3, 1, 0.0);
+    mesh.register(mesh.hosts[1], "svc.echo", RegisterOptions::default());
     mesh.settle(Duration::from_secs(2));
     let (requests, result) = echo_call(&mut mesh, 2, "svc.echo", b"hello");
     assert_eq!(result, Ok(Bytes::from_static(b"echo:hello")));
-    assert_eq!(requests, vec![(mesh.hosts[1], mesh.id(2))]);
+    assert_eq!(requests, vec![(mesh.hosts[1], mesh.id(mesh.hosts[2]))]);
 }
 
 #[test]
 fn a_call_of_a_procedure_nobody_serves_fails_with_no_provider() {
-    let mut mesh = Mesh::new(3, 2, 0.0);
-    let call = mesh.call(2, "svc.missing", &b"x"[..]);
+    let mut mesh = mesh(3, 2, 0.0);
+    let call = mesh.call(mesh.hosts[2], "svc.missing", &b"x"[..]);
     let mut result = None;
-    let done = mesh.drive(TIMEOUT, |_, _, event| match event {
+    let done = mesh.drive(CALL_TIMEOUT, |_, _, event| match event {
         Event::Rpc(RpcEvent::Completed { call: c, result: r }) if c == call => {
             result = Some(r);
             true
@@ -226,13 +121,13 @@ fn a_call_of_a_procedure_nobody_serves_fails_with_no_provider() {
 
 #[test]
 fn cancelling_a_call_reaches_the_handler() {
-    let mut mesh = Mesh::new(3, 3, 0.0);
-    mesh.register(1, "svc.slow", RegisterOptions::default());
+    let mut mesh = mesh(3, 3, 0.0);
+    mesh.register(mesh.hosts[1], "svc.slow", RegisterOptions::default());
     mesh.settle(Duration::from_secs(2));
-    let call = mesh.call(2, "svc.slow", &b"wait"[..]);
+    let call = mesh.call(mesh.hosts[2], "svc.slow", &b"wait"[..]);
     let caller = mesh.hosts[2];
     let (mut handled, mut cancelled, mut result) = (None, None, None);
-    let done = mesh.drive(TIMEOUT, |world, host, event| {
+    let done = mesh.drive(CALL_TIMEOUT, |world, host, event| {
         match event {
             // The handler holds on; the caller gives up as soon as it runs.
             Event::Rpc(RpcEvent::Request { id, .. }) => {
@@ -271,12 +166,15 @@ fn call_round(
     let calls: BTreeMap<CallId, Bytes> = (first..first + count)
         .map(|i| {
             let payload = Bytes::from(vec![i]);
-            (mesh.call(3, "svc.once", payload.clone()), payload)
+            (
+                mesh.call(mesh.hosts[3], "svc.once", payload.clone()),
+                payload,
+            )
         })
         .collect();
     let (mut runs, mut results) = (BTreeMap::new(), BTreeMap::new());
-    let done = mesh.drive(TIMEOUT * 2, |world, host, event| {
-        echo(world, host, &event);
+    let done = mesh.drive(CALL_TIMEOUT * 2, |world, host, event| {
+        echo(world, host, &event).unwrap();
         match event {
             Event::Rpc(RpcEvent::Request { payload, .. }) => {
                 *runs.entry(payload).or_default() += 1;
@@ -299,14 +197,14 @@ fn call_round(
 #[test]
 fn calls_fail_over_from_an_offline_provider_and_never_run_a_handler_twice() {
     // Dead connections are noticed within seconds, not the default minute.
-    let mut mesh = Mesh::with(5, 4, 0.0, |config| {
+    let mut mesh = mesh_with(5, 4, 0.0, |config| {
         config.transport.keep_alive = Duration::from_millis(500);
         config.transport.idle_timeout = Duration::from_secs(3);
     });
-    mesh.register(1, "svc.once", RegisterOptions::default());
-    mesh.register(2, "svc.once", RegisterOptions::default());
+    mesh.register(mesh.hosts[1], "svc.once", RegisterOptions::default());
+    mesh.register(mesh.hosts[2], "svc.once", RegisterOptions::default());
     mesh.settle(Duration::from_secs(2));
-    let offline = mesh.id(1);
+    let offline = mesh.id(mesh.hosts[1]);
     mesh.world.set_online(mesh.hosts[1], false);
 
     // Calls written to the dead provider's connection may have been
@@ -346,16 +244,16 @@ fn calls_fail_over_from_an_offline_provider_and_never_run_a_handler_twice() {
 
 #[test]
 fn a_provider_dying_after_taking_a_call_is_not_called_again() {
-    let mut mesh = Mesh::with(4, 8, 0.0, |config| {
+    let mut mesh = mesh_with(4, 8, 0.0, |config| {
         config.transport.keep_alive = Duration::from_millis(500);
         config.transport.idle_timeout = Duration::from_secs(3);
     });
-    mesh.register(1, "svc.once", RegisterOptions::default());
-    mesh.register(2, "svc.once", RegisterOptions::default());
+    mesh.register(mesh.hosts[1], "svc.once", RegisterOptions::default());
+    mesh.register(mesh.hosts[2], "svc.once", RegisterOptions::default());
     mesh.settle(Duration::from_secs(2));
-    let call = mesh.call(3, "svc.once", &b"charge"[..]);
+    let call = mesh.call(mesh.hosts[3], "svc.once", &b"charge"[..]);
     let (mut taken, mut runs, mut result) = (None, 0, None);
-    let done = mesh.drive(TIMEOUT, |world, host, event| {
+    let done = mesh.drive(CALL_TIMEOUT, |world, host, event| {
         match event {
             // The provider that takes the call dies before it answers.
             Event::Rpc(RpcEvent::Request { .. }) => {
@@ -384,18 +282,18 @@ fn a_provider_dying_after_taking_a_call_is_not_called_again() {
 
 #[test]
 fn publications_reach_every_matching_subscriber_once_and_in_order() {
-    let mut mesh = Mesh::new(6, 5, 0.0);
+    let mut mesh = mesh(6, 5, 0.0);
     let patterns = [
         (2, "news.sports"),
         (3, "news.*"),
         (4, "news.#"),
         (5, "weather.*"),
     ];
-    mesh.subscribe(&patterns);
+    subscribe(&mut mesh, &patterns);
     mesh.settle(Duration::from_secs(2));
     let topic = Topic::new("news.sports").unwrap();
-    let sent = mesh.publish(1, &topic, 50);
-    let publisher_id = mesh.id(1);
+    let sent = publish(&mut mesh, 1, &topic, 50);
+    let publisher_id = mesh.id(mesh.hosts[1]);
     let mut received: BTreeMap<HostId, Vec<u64>> = BTreeMap::new();
     // Runs the whole time, so late duplicates would be seen too.
     mesh.drive(Duration::from_secs(10), |_, host, event| {
@@ -429,33 +327,43 @@ fn publications_reach_every_matching_subscriber_once_and_in_order() {
 /// The sizes: 20 nodes on links losing 5% of packets.
 #[test]
 fn a_thousand_calls_over_lossy_links_all_end_and_no_handler_runs_twice() {
-    let mut mesh = Mesh::new(20, 6, 0.05);
+    let mut mesh = mesh(20, 6, 0.05);
     for provider in 1..=3 {
-        mesh.register(provider, "svc.scale", RegisterOptions::default());
+        mesh.register(
+            mesh.hosts[provider],
+            "svc.scale",
+            RegisterOptions::default(),
+        );
     }
     mesh.settle(Duration::from_secs(5));
     let mut calls = BTreeMap::new();
     for n in 0..1000u32 {
         let caller = 4 + n as usize % 16;
         let payload = Bytes::from(n.to_be_bytes().to_vec());
-        calls.insert((caller, mesh.call(caller, "svc.scale", payload)), n);
+        calls.insert(
+            (caller, mesh.call(mesh.hosts[caller], "svc.scale", payload)),
+            n,
+        );
     }
     let (mut runs, mut results) = (BTreeMap::<Bytes, usize>::new(), BTreeMap::new());
     let hosts = mesh.hosts.clone();
-    let done = mesh.drive(TIMEOUT + Duration::from_secs(5), |world, host, event| {
-        echo(world, host, &event);
-        match event {
-            Event::Rpc(RpcEvent::Request { payload, .. }) => {
-                *runs.entry(payload).or_default() += 1;
+    let done = mesh.drive(
+        CALL_TIMEOUT + Duration::from_secs(5),
+        |world, host, event| {
+            echo(world, host, &event).unwrap();
+            match event {
+                Event::Rpc(RpcEvent::Request { payload, .. }) => {
+                    *runs.entry(payload).or_default() += 1;
+                }
+                Event::Rpc(RpcEvent::Completed { call, result }) => {
+                    let caller = hosts.iter().position(|h| *h == host).unwrap();
+                    assert!(results.insert((caller, call), result).is_none());
+                }
+                _ => {}
             }
-            Event::Rpc(RpcEvent::Completed { call, result }) => {
-                let caller = hosts.iter().position(|h| *h == host).unwrap();
-                assert!(results.insert((caller, call), result).is_none());
-            }
-            _ => {}
-        }
-        results.len() == calls.len()
-    });
+            results.len() == calls.len()
+        },
+    );
     assert!(done, "{} of {} calls ended", results.len(), calls.len());
     let answered = results.values().filter(|r| r.is_ok()).count();
     eprintln!("answered {answered} of {}", calls.len());
@@ -470,7 +378,7 @@ fn a_thousand_calls_over_lossy_links_all_end_and_no_handler_runs_twice() {
 
 #[test]
 fn a_thousand_publications_over_lossy_links_reach_five_subscribers_in_order() {
-    let mut mesh = Mesh::new(20, 7, 0.05);
+    let mut mesh = mesh(20, 7, 0.05);
     let patterns = [
         (2, "metrics.cpu.load"),
         (5, "metrics.cpu.*"),
@@ -478,10 +386,15 @@ fn a_thousand_publications_over_lossy_links_reach_five_subscribers_in_order() {
         (11, "metrics.*.load"),
         (14, "#"),
     ];
-    mesh.subscribe(&patterns);
+    subscribe(&mut mesh, &patterns);
     mesh.settle(Duration::from_secs(5));
     let publisher = mesh.hosts[17];
-    let sent = mesh.publish(17, &Topic::new("metrics.cpu.load").unwrap(), 1000);
+    let sent = publish(
+        &mut mesh,
+        17,
+        &Topic::new("metrics.cpu.load").unwrap(),
+        1000,
+    );
     let mut received: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
     let hosts = mesh.hosts.clone();
     mesh.drive(Duration::from_secs(30), |_, host, event| {
@@ -506,11 +419,11 @@ fn a_thousand_publications_over_lossy_links_reach_five_subscribers_in_order() {
 
 #[test]
 fn a_subscriber_that_goes_away_stops_receiving_and_resumes_when_back() {
-    let mut mesh = Mesh::with(4, 9, 0.0, |config| {
+    let mut mesh = mesh_with(4, 9, 0.0, |config| {
         config.transport.keep_alive = Duration::from_millis(500);
         config.transport.idle_timeout = Duration::from_secs(3);
     });
-    mesh.subscribe(&[(2, "alerts.*")]);
+    subscribe(&mut mesh, &[(2, "alerts.*")]);
     mesh.settle(Duration::from_secs(2));
     let topic = Topic::new("alerts.disk").unwrap();
     let subscriber = mesh.hosts[2];
@@ -524,14 +437,14 @@ fn a_subscriber_that_goes_away_stops_receiving_and_resumes_when_back() {
             false
         });
     };
-    let before = mesh.publish(1, &topic, 10);
+    let before = publish(&mut mesh, 1, &topic, 10);
     collect(&mut mesh, Duration::from_secs(2));
     mesh.world.set_online(subscriber, false);
-    let away = mesh.publish(1, &topic, 10);
+    let away = publish(&mut mesh, 1, &topic, 10);
     collect(&mut mesh, Duration::from_secs(10));
     mesh.world.set_online(subscriber, true);
     collect(&mut mesh, Duration::from_secs(10));
-    let after = mesh.publish(1, &topic, 10);
+    let after = publish(&mut mesh, 1, &topic, 10);
     collect(&mut mesh, Duration::from_secs(5));
     assert_eq!((before.len(), away.len(), after.len()), (10, 10, 10));
     // Payloads are the index within each burst: the first and the last
@@ -544,13 +457,13 @@ fn a_subscriber_that_goes_away_stops_receiving_and_resumes_when_back() {
 fn a_subscriber_that_stops_reading_does_not_hold_up_the_others() {
     // A small send buffer, so a peer that acknowledges nothing soon stops
     // taking frames.
-    let mut mesh = Mesh::with(4, 10, 0.0, |config| {
+    let mut mesh = mesh_with(4, 10, 0.0, |config| {
         config.transport.send_window = 64 << 10;
     });
-    mesh.subscribe(&[(2, "feed.#"), (3, "feed.#")]);
+    subscribe(&mut mesh, &[(2, "feed.#"), (3, "feed.#")]);
     mesh.settle(Duration::from_secs(2));
     let topic = Topic::new("feed.prices").unwrap();
-    let mut sent = mesh.publish(1, &topic, 10);
+    let mut sent = publish(&mut mesh, 1, &topic, 10);
     mesh.settle(Duration::from_secs(1));
     let (fast, slow) = (mesh.hosts[2], mesh.hosts[3]);
     mesh.world.set_online(slow, false);
@@ -589,16 +502,21 @@ fn a_subscriber_that_stops_reading_does_not_hold_up_the_others() {
 
 #[test]
 fn calls_beyond_the_stream_limit_wait_for_streams_and_are_all_answered() {
-    let mut mesh = Mesh::new(3, 11, 0.0);
-    mesh.register(1, "svc.echo", RegisterOptions::default());
+    let mut mesh = mesh(3, 11, 0.0);
+    mesh.register(mesh.hosts[1], "svc.echo", RegisterOptions::default());
     mesh.settle(Duration::from_secs(2));
     // More calls at once than the provider allows streams (100).
     let calls: BTreeMap<CallId, u32> = (0..300u32)
-        .map(|n| (mesh.call(2, "svc.echo", n.to_be_bytes().to_vec()), n))
+        .map(|n| {
+            (
+                mesh.call(mesh.hosts[2], "svc.echo", n.to_be_bytes().to_vec()),
+                n,
+            )
+        })
         .collect();
     let mut results = BTreeMap::new();
-    let done = mesh.drive(TIMEOUT, |world, host, event| {
-        echo(world, host, &event);
+    let done = mesh.drive(CALL_TIMEOUT, |world, host, event| {
+        echo(world, host, &event).unwrap();
         if let Event::Rpc(RpcEvent::Completed { call, result }) = event {
             results.insert(call, result);
         }
@@ -613,21 +531,21 @@ fn calls_beyond_the_stream_limit_wait_for_streams_and_are_all_answered() {
 
 #[test]
 fn a_node_calls_a_procedure_it_serves_itself() {
-    let mut mesh = Mesh::new(3, 21, 0.0);
-    mesh.register(1, "svc.self", RegisterOptions::default());
+    let mut mesh = mesh(3, 21, 0.0);
+    mesh.register(mesh.hosts[1], "svc.self", RegisterOptions::default());
     mesh.settle(Duration::from_secs(2));
     let (requests, result) = echo_call(&mut mesh, 1, "svc.self", b"me");
     assert_eq!(result, Ok(Bytes::from_static(b"echo:me")));
-    assert_eq!(requests, vec![(mesh.hosts[1], mesh.id(1))]);
+    assert_eq!(requests, vec![(mesh.hosts[1], mesh.id(mesh.hosts[1]))]);
     let stats = mesh.world.machine(mesh.hosts[1]).rpc().stats();
     assert_eq!((stats.attempts, stats.handled), (1, 1), "{stats:?}");
 }
 
 #[test]
 fn one_republish_period_stores_each_announced_record_once() {
-    let mut mesh = Mesh::new(4, 22, 0.0);
-    mesh.register(1, "svc.echo", RegisterOptions::default());
-    mesh.subscribe(&[(2, "news.*")]);
+    let mut mesh = mesh(4, 22, 0.0);
+    mesh.register(mesh.hosts[1], "svc.echo", RegisterOptions::default());
+    subscribe(&mut mesh, &[(2, "news.*")]);
     mesh.settle(Duration::from_secs(2));
     let stores = |mesh: &Mesh, i: usize| mesh.world.machine(mesh.hosts[i]).dht().metrics().stores;
     // Each node stores two records: what it announced (a provider or a
@@ -642,15 +560,15 @@ fn one_republish_period_stores_each_announced_record_once() {
 
 #[test]
 fn failed_registrations_and_subscriptions_are_reported_and_retried_until_stored() {
-    let mut mesh = Mesh::with(3, 23, 0.0, |config| {
+    let mut mesh = mesh_with(3, 23, 0.0, |config| {
         config.transport.keep_alive = Duration::from_millis(500);
         config.transport.idle_timeout = Duration::from_secs(3);
     });
     // Node 1 is alone: no store can reach a quorum.
     mesh.world.set_online(mesh.hosts[0], false);
     mesh.world.set_online(mesh.hosts[2], false);
-    mesh.register(1, "svc.lonely", RegisterOptions::default());
-    mesh.subscribe(&[(1, "lonely.*")]);
+    mesh.register(mesh.hosts[1], "svc.lonely", RegisterOptions::default());
+    subscribe(&mut mesh, &[(1, "lonely.*")]);
     let (mut registration, mut subscription) = (Vec::new(), Vec::new());
     let done = mesh.drive(Duration::from_secs(60), |_, _, event| {
         match event {
@@ -708,12 +626,12 @@ fn count_failures(mesh: &mut Mesh, within: Duration) -> usize {
 fn an_idempotent_call_moves_on_when_its_provider_dies_mid_call() {
     // Default transport timers: the dead connection itself would only be
     // noticed after the 60 s idle timeout, past the call's 30 s.
-    let mut mesh = Mesh::new(4, 24, 0.0);
+    let mut mesh = mesh(4, 24, 0.0);
     let idempotent = RegisterOptions { idempotent: true };
-    mesh.register(1, "svc.retry", idempotent);
-    mesh.register(2, "svc.retry", idempotent);
+    mesh.register(mesh.hosts[1], "svc.retry", idempotent);
+    mesh.register(mesh.hosts[2], "svc.retry", idempotent);
     mesh.settle(Duration::from_secs(2));
-    let call = mesh.call(3, "svc.retry", &b"again"[..]);
+    let call = mesh.call(mesh.hosts[3], "svc.retry", &b"again"[..]);
     let mut handled_by = Vec::new();
     let result = await_call(&mut mesh, call, |world, host, event| {
         // The first provider to take it dies without answering; the next
@@ -744,17 +662,17 @@ fn patterned(len: usize) -> Bytes {
 
 #[test]
 fn a_five_mib_call_and_reply_stream_intact_over_a_lossy_link() {
-    let mut mesh = Mesh::new(3, 25, 0.02);
-    mesh.register(1, "svc.echo", RegisterOptions::default());
+    let mut mesh = mesh(3, 25, 0.02);
+    mesh.register(mesh.hosts[1], "svc.echo", RegisterOptions::default());
     mesh.settle(Duration::from_secs(2));
     let payload = patterned(5 << 20);
-    let call = mesh.call(2, "svc.echo", payload.clone());
+    let call = mesh.call(mesh.hosts[2], "svc.echo", payload.clone());
     let mut handled = Vec::new();
     let result = await_call(&mut mesh, call, |world, host, event| {
         if let Event::Rpc(RpcEvent::Request { payload, .. }) = event {
             handled.push(payload.len());
         }
-        echo(world, host, event);
+        echo(world, host, event).unwrap();
     });
     assert_eq!(handled, vec![5 << 20], "the handler got the whole payload");
     let answer = result.expect("answered");
@@ -780,13 +698,14 @@ fn assert_refused_too_large(result: &Result<Bytes, RpcError>) {
 /// Three nodes, node 1 serving `svc.echo`; node `large` takes payloads of
 /// up to 64 MiB, the others the default 16 MiB.
 fn echo_mesh_with_one_large_limit(seed: u64, large: usize) -> Mesh {
-    let large_addr = SocketAddr::from(([203, 0, 113, large as u8 + 1], 4433));
-    let mut mesh = Mesh::with(3, seed, 0.0, |config| {
-        if config.listen_addrs == [large_addr] {
+    let link = Link::with_latency(Duration::from_millis(5));
+    let mut mesh = Mesh::public(3, seed, epoch(), link, |i, config| {
+        if i == large {
             config.rpc.max_payload = 64 << 20;
         }
     });
-    mesh.register(1, "svc.echo", RegisterOptions::default());
+    assert!(mesh.bootstrap_all(), "bootstrap");
+    mesh.register(mesh.hosts[1], "svc.echo", RegisterOptions::default());
     mesh.settle(Duration::from_secs(2));
     mesh
 }
@@ -801,7 +720,7 @@ fn a_payload_over_the_limit_is_refused_before_it_is_sent_or_read() {
             now,
             "svc.echo",
             patterned(limit + 1),
-            TIMEOUT,
+            CALL_TIMEOUT,
             CallOptions::default(),
         )
     });
@@ -815,13 +734,13 @@ fn a_payload_over_the_limit_is_refused_before_it_is_sent_or_read() {
 
     // Node 2 sends 17 MiB anyway: node 1 refuses it on its declared length,
     // never runs the handler and never buffers the payload.
-    let call = mesh.call(2, "svc.echo", patterned(17 << 20));
+    let call = mesh.call(mesh.hosts[2], "svc.echo", patterned(17 << 20));
     let (mut handled, mut peak) = (0, 0);
     let provider = mesh.hosts[1];
     let result = await_call(&mut mesh, call, |world, host, event| {
         handled += usize::from(matches!(event, Event::Rpc(RpcEvent::Request { .. })));
         peak = peak.max(world.machine(provider).buffered_bytes());
-        echo(world, host, event);
+        echo(world, host, event).unwrap();
     });
     assert_refused_too_large(&result);
     assert_eq!(handled, 0);
@@ -832,9 +751,9 @@ fn a_payload_over_the_limit_is_refused_before_it_is_sent_or_read() {
 fn a_reply_over_the_callers_limit_fails_the_call_typed() {
     // Node 1 may answer with up to 64 MiB; node 2 takes 16.
     let mut mesh = echo_mesh_with_one_large_limit(27, 1);
-    mesh.register(1, "svc.big", RegisterOptions::default());
+    mesh.register(mesh.hosts[1], "svc.big", RegisterOptions::default());
     mesh.settle(Duration::from_secs(2));
-    let call = mesh.call(2, "svc.big", &b"17 MiB please"[..]);
+    let call = mesh.call(mesh.hosts[2], "svc.big", &b"17 MiB please"[..]);
     let result = await_call(&mut mesh, call, |world, host, event| {
         if let Event::Rpc(RpcEvent::Request { id, .. }) = event {
             let answer = patterned(17 << 20);
@@ -854,17 +773,17 @@ fn a_reply_over_the_callers_limit_fails_the_call_typed() {
 
 #[test]
 fn a_payload_of_exactly_the_limit_streams_and_a_second_one_without_room_is_refused_typed() {
-    let mut mesh = Mesh::new(3, 28, 0.0);
-    mesh.register(1, "svc.echo", RegisterOptions::default());
+    let mut mesh = mesh(3, 28, 0.0);
+    mesh.register(mesh.hosts[1], "svc.echo", RegisterOptions::default());
     mesh.settle(Duration::from_secs(2));
     // 16 MiB, the default limit, and 1 MiB at the same time: the provider's
     // room for payloads being reassembled (the limit) holds the first only,
     // so the second is refused `overloaded` before its handler runs.
     let limit = 16 << 20;
-    let whole = mesh.call(2, "svc.echo", patterned(limit));
-    let second = mesh.call(2, "svc.echo", patterned(2 << 20));
+    let whole = mesh.call(mesh.hosts[2], "svc.echo", patterned(limit));
+    let second = mesh.call(mesh.hosts[2], "svc.echo", patterned(2 << 20));
     let (mut results, mut handled) = (BTreeMap::new(), Vec::new());
-    let done = mesh.drive(TIMEOUT, |world, host, event| {
+    let done = mesh.drive(CALL_TIMEOUT, |world, host, event| {
         if let Event::Rpc(RpcEvent::Request { id, payload, .. }) = &event {
             handled.push(payload.len());
             let answer = Bytes::from_static(b"got it");
@@ -897,11 +816,11 @@ fn two_nodes_calling_each_other_at_once_lose_no_call() {
     // Idle connections close after a second, so the two start unconnected
     // and both dial at once; the pool keeps one connection on both sides
     // and the other is closed only by its dialer once its calls are done.
-    let mut mesh = Mesh::with(3, 31, 0.0, |config| {
+    let mut mesh = mesh_with(3, 31, 0.0, |config| {
         config.pool.idle_ttl = Duration::from_secs(1);
     });
-    mesh.register(1, "svc.one", RegisterOptions::default());
-    mesh.register(2, "svc.two", RegisterOptions::default());
+    mesh.register(mesh.hosts[1], "svc.one", RegisterOptions::default());
+    mesh.register(mesh.hosts[2], "svc.two", RegisterOptions::default());
     mesh.settle(Duration::from_secs(2));
     // One call each way first: each caller knows its provider from then on,
     // so the calls below leave right behind the CONNECT of their dial.
@@ -909,7 +828,7 @@ fn two_nodes_calling_each_other_at_once_lose_no_call() {
         assert!(echo_call(&mut mesh, i, procedure, b"warm").1.is_ok());
     }
     mesh.settle(Duration::from_secs(3));
-    let (one, two) = (mesh.id(1), mesh.id(2));
+    let (one, two) = (mesh.id(mesh.hosts[1]), mesh.id(mesh.hosts[2]));
     assert_eq!(
         mesh.world.machine(mesh.hosts[1]).pool().peer_state(&two),
         None
@@ -922,15 +841,15 @@ fn two_nodes_calling_each_other_at_once_lose_no_call() {
     for n in 0..50u32 {
         calls.push((
             mesh.hosts[1],
-            mesh.call(1, "svc.two", n.to_be_bytes().to_vec()),
+            mesh.call(mesh.hosts[1], "svc.two", n.to_be_bytes().to_vec()),
         ));
         calls.push((
             mesh.hosts[2],
-            mesh.call(2, "svc.one", n.to_be_bytes().to_vec()),
+            mesh.call(mesh.hosts[2], "svc.one", n.to_be_bytes().to_vec()),
         ));
     }
     let mut results = BTreeMap::new();
-    let done = mesh.drive(TIMEOUT, |world, host, event| {
+    let done = mesh.drive(CALL_TIMEOUT, |world, host, event| {
         match event {
             // A call whose connection went away cannot be answered.
             Event::Rpc(RpcEvent::Request { id, payload, .. }) => {

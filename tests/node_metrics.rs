@@ -3,115 +3,85 @@
 //! node's [`Metrics`] counts exactly that.
 #![cfg(feature = "sim")]
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use bytes::Bytes;
+use common::epoch;
 use macula::dht::DhtEvent;
-use macula::id::{Identity, Realm, RecordKey, RecordKind};
+use macula::id::{Realm, RecordKey, RecordKind};
 use macula::metrics::{
     Cache, CallResult, ConnectionDirection, ConnectionErrorKind, MessageDirection, Metrics,
     QueryKind, RpcOutcome, StoreResult,
 };
-use macula::node::{Event, Node, NodeConfig};
+use macula::node::Event;
 use macula::pubsub::{Pattern, Topic};
 use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcError, RpcEvent};
-use macula::sim::{HostId, Link, World};
+use macula::sim::{HostId, Link, Mesh, mirror, realm};
 
-const UNIX_MS: u64 = 1_795_478_400_000;
 const ONE_WAY: Duration = Duration::from_millis(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Nodes on public addresses, each bootstrapped through the first.
-struct Net {
-    world: World<Node>,
-    hosts: Vec<HostId>,
+/// Public nodes on 5 ms links taking payloads of up to 1 KiB, each starting
+/// to bootstrap through the first; `realms[i]` is node i's realm.
+fn net(realms: &[Realm]) -> Mesh {
+    let link = Link::with_latency(ONE_WAY);
+    let mut net = Mesh::public(realms.len(), 7, epoch(), link, |i, config| {
+        config.realm = realms[i].clone();
+        config.rpc.max_payload = 1024;
+    });
+    let hosts = net.hosts.clone();
+    net.begin_bootstrap(hosts[0], &hosts[1..]);
+    net
 }
 
-impl Net {
-    /// `realms[i]` is node i's realm.
-    fn new(realms: &[&str]) -> Self {
-        #[allow(clippy::disallowed_methods)]
-        let start = Instant::now();
-        let mut world = World::new(7, start);
-        let internet = world.internet();
-        let mut hosts = Vec::new();
-        for (i, realm) in realms.iter().enumerate() {
-            let addr = SocketAddr::from(([198, 51, 100, i as u8 + 1], 4433));
-            let mut config = NodeConfig::new(Realm::new(realm).unwrap());
-            config.listen_addrs = vec![addr];
-            config.rpc.max_payload = 1024;
-            let identity = Identity::from_seed([i as u8 + 40; 32]);
-            let node = Node::new(config, identity, 70 + i as u64, start, UNIX_MS).unwrap();
-            hosts.push(world.add_host(internet, addr, Link::with_latency(ONE_WAY), node));
-        }
-        let seed = world.machine(hosts[0]).contact();
-        for &host in &hosts[1..] {
-            let seeds = vec![seed.clone()];
-            world.with_machine(host, |node, now| node.bootstrap(now, seeds));
-        }
-        Self { world, hosts }
-    }
+/// Node `i` calls `procedure` with `payload`, timing out after
+/// [`CALL_TIMEOUT`].
+fn call(net: &mut Mesh, i: usize, procedure: &str, payload: Vec<u8>) -> Result<CallId, RpcError> {
+    net.world.with_machine(net.hosts[i], |node, now| {
+        let options = CallOptions::default();
+        node.call(now, procedure, Bytes::from(payload), CALL_TIMEOUT, options)
+    })
+}
 
-    /// Node `i` calls `procedure` with `payload`.
-    fn call(&mut self, i: usize, procedure: &str, payload: Vec<u8>) -> Result<CallId, RpcError> {
-        self.world.with_machine(self.hosts[i], |node, now| {
-            let options = CallOptions::default();
-            node.call(now, procedure, Bytes::from(payload), CALL_TIMEOUT, options)
-        })
-    }
+fn metrics_of(net: &Mesh, i: usize) -> &Metrics {
+    net.node(net.hosts[i]).metrics()
+}
 
-    fn metrics(&self, i: usize) -> &Metrics {
-        self.world.machine(self.hosts[i]).metrics()
-    }
-
-    /// Runs the world for `duration`; every RPC request is answered with
-    /// its payload, every event is handed to `seen`.
-    fn run(&mut self, duration: Duration, mut seen: impl FnMut(HostId, &Event)) {
-        let limit = self.world.now() + duration;
-        loop {
-            for event in self.world.take_events() {
-                if let Event::Rpc(RpcEvent::Request { id, payload, .. }) = &event.event {
-                    let answer = Ok(payload.clone());
-                    self.world
-                        .with_machine(event.host, |node, now| node.reply(now, *id, answer))
-                        .unwrap();
-                }
-                seen(event.host, &event.event);
-            }
-            match self.world.next_time() {
-                Some(at) if at <= limit => {
-                    self.world.step();
-                }
-                _ => return,
-            }
-        }
-    }
+/// Runs the world for `duration`; every RPC request is answered with its
+/// payload, every event is handed to `seen`.
+fn run(net: &mut Mesh, duration: Duration, mut seen: impl FnMut(HostId, &Event)) {
+    net.drive(duration, |world, host, event| {
+        mirror(world, host, &event).unwrap();
+        seen(host, &event);
+        false
+    });
 }
 
 #[test]
 fn ten_calls_count_ten_ok_with_ten_latencies_and_one_provider_lookup() {
-    let mut net = Net::new(&["io.macula.metrics"; 3]);
-    net.run(Duration::from_secs(5), |_, _| {});
+    let mut net = net(&[realm(), realm(), realm()]);
+    run(&mut net, Duration::from_secs(5), |_, _| {});
     let caller = net.hosts[2];
     net.world
         .with_machine(net.hosts[1], |node, now| {
             node.register(now, "metrics.echo", RegisterOptions::default())
         })
         .unwrap();
-    net.run(Duration::from_secs(2), |_, _| {});
+    run(&mut net, Duration::from_secs(2), |_, _| {});
     for n in 0..10u8 {
-        net.call(2, "metrics.echo", vec![n]).unwrap();
+        call(&mut net, 2, "metrics.echo", vec![n]).unwrap();
     }
     let mut replies = 0;
-    net.run(CALL_TIMEOUT, |host, event| {
+    run(&mut net, CALL_TIMEOUT, |host, event| {
         if host == caller && matches!(event, Event::Rpc(RpcEvent::Completed { result: Ok(_), .. }))
         {
             replies += 1;
         }
     });
     assert_eq!(replies, 10);
-    let metrics = net.metrics(2);
+    let metrics = metrics_of(&net, 2);
     assert_eq!(*metrics.rpc_calls.get(RpcOutcome::Ok), 10);
     assert_eq!(metrics.rpc_calls.total(), 10);
     let latency = metrics.rpc_call_latency.get(CallResult::Ok);
@@ -124,15 +94,15 @@ fn ten_calls_count_ten_ok_with_ten_latencies_and_one_provider_lookup() {
     let providers = metrics.caches.get(Cache::RpcProviders);
     assert_eq!((providers.hits, providers.misses), (9, 1));
     // The provider made no calls.
-    assert_eq!(net.metrics(1).rpc_calls.total(), 0);
+    assert_eq!(metrics_of(&net, 1).rpc_calls.total(), 0);
 
     // Errors count by outcome: refused at once (too large, not timed) and
     // after a lookup (no provider, timed).
-    let too_large = net.call(2, "metrics.echo", vec![0; 2048]);
+    let too_large = call(&mut net, 2, "metrics.echo", vec![0; 2048]);
     assert!(matches!(too_large, Err(RpcError::TooLarge { .. })));
-    net.call(2, "metrics.nobody", vec![1]).unwrap();
-    net.run(CALL_TIMEOUT, |_, _| {});
-    let metrics = net.metrics(2);
+    call(&mut net, 2, "metrics.nobody", vec![1]).unwrap();
+    run(&mut net, CALL_TIMEOUT, |_, _| {});
+    let metrics = metrics_of(&net, 2);
     assert_eq!(*metrics.rpc_calls.get(RpcOutcome::TooLarge), 1);
     assert_eq!(*metrics.rpc_calls.get(RpcOutcome::NoProvider), 1);
     assert_eq!(metrics.rpc_calls.total(), 12);
@@ -141,8 +111,8 @@ fn ten_calls_count_ten_ok_with_ten_latencies_and_one_provider_lookup() {
 
 #[test]
 fn publications_count_on_both_sides_with_a_latency_per_subscriber() {
-    let mut net = Net::new(&["io.macula.metrics"; 3]);
-    net.run(Duration::from_secs(5), |_, _| {});
+    let mut net = net(&[realm(), realm(), realm()]);
+    run(&mut net, Duration::from_secs(5), |_, _| {});
     for subscriber in [0, 1] {
         let pattern = Pattern::new("metrics.#").unwrap();
         let subscribed = net.world.with_machine(net.hosts[subscriber], |node, now| {
@@ -150,7 +120,7 @@ fn publications_count_on_both_sides_with_a_latency_per_subscriber() {
         });
         assert_eq!(subscribed, Ok(true));
     }
-    net.run(Duration::from_secs(2), |_, _| {});
+    run(&mut net, Duration::from_secs(2), |_, _| {});
     let topic = Topic::new("metrics.tick").unwrap();
     for n in 0..5u8 {
         let topic = topic.clone();
@@ -162,14 +132,14 @@ fn publications_count_on_both_sides_with_a_latency_per_subscriber() {
     }
     let hosts = net.hosts.clone();
     let mut delivered = [0; 3];
-    net.run(Duration::from_secs(5), |host, event| {
+    run(&mut net, Duration::from_secs(5), |host, event| {
         if matches!(event, Event::PubSub(_)) {
             let at = hosts.iter().position(|h| *h == host).unwrap();
             delivered[at] += 1;
         }
     });
     assert_eq!(delivered, [5, 5, 0]);
-    let publisher = net.metrics(2);
+    let publisher = metrics_of(&net, 2);
     let messages = &publisher.pubsub_messages;
     assert_eq!(*messages.get(MessageDirection::Published), 5);
     assert_eq!(*messages.get(MessageDirection::Sent), 10);
@@ -184,7 +154,7 @@ fn publications_count_on_both_sides_with_a_latency_per_subscriber() {
     let subscribers = publisher.caches.get(Cache::PubsubSubscribers);
     assert_eq!((subscribers.hits, subscribers.misses), (12, 3));
     for subscriber in [0, 1] {
-        let messages = &net.metrics(subscriber).pubsub_messages;
+        let messages = &metrics_of(&net, subscriber).pubsub_messages;
         assert_eq!(*messages.get(MessageDirection::Delivered), 5);
         assert_eq!(*messages.get(MessageDirection::Published), 0);
     }
@@ -192,13 +162,13 @@ fn publications_count_on_both_sides_with_a_latency_per_subscriber() {
 
 #[test]
 fn connections_stores_and_lookups_are_counted_and_timed() {
-    let mut net = Net::new(&["io.macula.metrics"; 3]);
-    net.run(Duration::from_secs(5), |_, _| {});
+    let mut net = net(&[realm(), realm(), realm()]);
+    run(&mut net, Duration::from_secs(5), |_, _| {});
     // Both joiners dialed the seed; it accepted both.
-    let seed = net.metrics(0);
+    let seed = metrics_of(&net, 0);
     assert!(*seed.connections.get(ConnectionDirection::Inbound) >= 2);
     assert!(*seed.pool_size.get(ConnectionDirection::Inbound) >= 2);
-    let joiner = net.metrics(1);
+    let joiner = metrics_of(&net, 1);
     assert!(*joiner.connections.get(ConnectionDirection::Outbound) >= 1);
     assert_eq!(joiner.connection_errors.total(), 0);
     // Bootstrap's own lookups are not timed; a find_node is, once.
@@ -206,13 +176,15 @@ fn connections_stores_and_lookups_are_counted_and_timed() {
     let target = net.world.machine(net.hosts[2]).node_id();
     net.world
         .with_machine(net.hosts[1], |node, now| node.find_node(now, target));
-    net.run(Duration::from_secs(5), |_, _| {});
-    let lookups = net.metrics(1).dht_query_latency.get(QueryKind::FindNode);
+    run(&mut net, Duration::from_secs(5), |_, _| {});
+    let lookups = metrics_of(&net, 1)
+        .dht_query_latency
+        .get(QueryKind::FindNode);
     assert_eq!(lookups.count(), 1);
     assert!(lookups.sum() >= 2 * ONE_WAY);
 
-    let stores_before = net.metrics(1).dht_store_operations.total();
-    let realm = Realm::new("io.macula.metrics").unwrap();
+    let stores_before = metrics_of(&net, 1).dht_store_operations.total();
+    let realm = realm();
     let key = RecordKey::new(&realm, RecordKind::Rpc, "metrics.stored");
     let query = net
         .world
@@ -221,7 +193,7 @@ fn connections_stores_and_lookups_are_counted_and_timed() {
         })
         .unwrap();
     let mut confirmed = None;
-    net.run(Duration::from_secs(6), |_, event| {
+    run(&mut net, Duration::from_secs(6), |_, event| {
         if let Event::Dht(DhtEvent::StoreConfirmed {
             query: q, success, ..
         }) = event
@@ -230,7 +202,7 @@ fn connections_stores_and_lookups_are_counted_and_timed() {
             confirmed = Some(*success);
         }
     });
-    let metrics = net.metrics(1);
+    let metrics = metrics_of(&net, 1);
     assert_eq!(confirmed, Some(true));
     assert_eq!(metrics.dht_store_operations.total(), stores_before + 1);
     assert!(*metrics.dht_store_operations.get(StoreResult::Success) >= 1);
@@ -242,26 +214,26 @@ fn connections_stores_and_lookups_are_counted_and_timed() {
     assert!(connections >= 1);
     net.world
         .with_machine(net.hosts[2], |node, now| node.close_all(now));
-    net.run(Duration::from_secs(5), |_, _| {});
-    let leaver = net.metrics(2);
+    run(&mut net, Duration::from_secs(5), |_, _| {});
+    let leaver = metrics_of(&net, 2);
     assert_eq!(
         leaver.connection_duration.count(),
         leaver.connections.total()
     );
     assert!(leaver.connection_duration.sum() >= Duration::from_secs(5));
     assert_eq!(leaver.connection_errors.total(), 0);
-    assert_eq!(net.metrics(0).connection_errors.total(), 0);
+    assert_eq!(metrics_of(&net, 0).connection_errors.total(), 0);
 }
 
 #[test]
 fn a_peer_of_another_realm_counts_as_refused_here_and_failed_there() {
-    let mut net = Net::new(&["io.macula.metrics", "io.macula.elsewhere"]);
-    net.run(Duration::from_secs(5), |_, _| {});
-    let seed = net.metrics(0);
+    let mut net = net(&[realm(), Realm::new("io.macula.elsewhere").unwrap()]);
+    run(&mut net, Duration::from_secs(5), |_, _| {});
+    let seed = metrics_of(&net, 0);
     assert!(*seed.connection_errors.get(ConnectionErrorKind::Refused) >= 1);
     assert!(seed.last_connection_error.is_some());
     assert_eq!(seed.connections.total(), 0);
-    let stranger = net.metrics(1);
+    let stranger = metrics_of(&net, 1);
     assert!(
         *stranger
             .connection_errors

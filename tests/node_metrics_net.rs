@@ -4,6 +4,9 @@
 //! step, and the families carry them as exported.
 #![cfg(feature = "sim")]
 
+mod common;
+
+use common::epoch;
 use std::time::Duration;
 
 use macula::metrics::{
@@ -146,10 +149,4 @@ fn relay_and_nat_families_follow_a_relayed_pair_through_upgrade_and_fallback() {
         "calls={calls} upgrade_time_a={upgrade:?} relay_bytes={} relay_circuits={}",
         relay.relay_bytes, relay.relay_circuits
     );
-}
-
-/// The virtual clock's first instant: this program's one clock reading.
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> std::time::Instant {
-    std::time::Instant::now()
 }

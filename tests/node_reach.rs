@@ -5,12 +5,15 @@
 //! address changes, and publish peer records others can look up.
 #![cfg(feature = "sim")]
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use macula::dht::{DhtEvent, Mode};
-use macula::id::{Identity, NodeId, Realm, RecordKey};
+use common::epoch;
+use macula::dht::Mode;
+use macula::id::{Identity, NodeId, RecordKey};
 use macula::nat::discovery::NatReport;
 use macula::nat::stun::{
     self, FilteringBehaviour, MappingBehaviour, PortAllocation, TransactionId,
@@ -18,29 +21,21 @@ use macula::nat::stun::{
 use macula::node::{Event, Node, NodeConfig};
 use macula::path::PathKind;
 use macula::peer_record::{PeerRecord, Reachability};
-use macula::sim::{Behavior, HostId, Link, NatConfig, NetId, World};
+use macula::sim::{
+    Behavior, HostId, Link, Mesh, NatConfig, NetId, PORT, UNIX_MS, World, completion, events_of,
+    mirror, public_addr, realm,
+};
 use macula::wire::Limits;
 use macula::{Datagram, Input, Machine, Output};
 
-const UNIX_MS: u64 = 1_795_478_400_000;
 /// Public IPs of the lab; each holds two DHT servers and one DHT client, and
 /// as many more clients have an IP each.
 const LAB_IPS: u8 = 4;
 
-fn realm() -> Realm {
-    Realm::new("io.macula.test").unwrap()
-}
-
-fn public(ip: u8, port: u16) -> SocketAddr {
-    SocketAddr::from(([198, 51, 100, ip], port))
-}
-
 struct Lab {
-    world: World<Node>,
+    mesh: Mesh,
     servers: Vec<HostId>,
     clients: Vec<HostId>,
-    next_identity: u8,
-    start: Instant,
 }
 
 impl Lab {
@@ -49,26 +44,24 @@ impl Lab {
     /// IP, all bootstrapped from the first server; none runs discovery on
     /// its own.
     fn new(seed: u64) -> Self {
-        #[allow(clippy::disallowed_methods)]
-        let start = Instant::now();
+        let mut mesh = Mesh::new(seed, epoch());
+        mesh.set_link(Link::with_latency(Duration::from_millis(10)));
         let mut lab = Lab {
-            world: World::new(seed, start),
+            mesh,
             servers: Vec::new(),
             clients: Vec::new(),
-            next_identity: 1,
-            start,
         };
-        let internet = lab.world.internet();
+        let internet = lab.mesh.world.internet();
         for ip in 1..=LAB_IPS {
             for port in [4433, 4434] {
-                let host = lab.add(internet, public(ip, port), Mode::Server, false);
+                let host = lab.add(internet, public_addr(ip, port), Mode::Server, false);
                 lab.servers.push(host);
             }
-            let host = lab.add(internet, public(ip, 4435), Mode::Client, false);
+            let host = lab.add(internet, public_addr(ip, 4435), Mode::Client, false);
             lab.clients.push(host);
             // A client on an IP of its own: a stranger to nodes whose
             // lookups only met the servers.
-            let host = lab.add(internet, public(100 + ip, 4433), Mode::Client, false);
+            let host = lab.add(internet, public_addr(100 + ip, PORT), Mode::Client, false);
             lab.clients.push(host);
         }
         let hosts: Vec<HostId> = lab.servers[1..]
@@ -81,63 +74,33 @@ impl Lab {
     }
 
     fn add(&mut self, net: NetId, addr: SocketAddr, mode: Mode, auto: bool) -> HostId {
-        let mut config = NodeConfig::new(realm());
-        config.listen_addrs = vec![addr];
-        config.dht.mode = mode;
-        config.reach.auto_discover = auto;
-        let id = self.next_identity;
-        self.next_identity += 1;
-        let identity = Identity::from_seed([id; 32]);
-        let node = Node::new(config, identity, u64::from(id), self.start, UNIX_MS).unwrap();
-        self.world.add_host(
-            net,
-            addr,
-            Link::with_latency(Duration::from_millis(10)),
-            node,
-        )
+        self.mesh.add_node(net, addr, |config| {
+            config.dht.mode = mode;
+            config.reach.auto_discover = auto;
+        })
     }
 
-    /// Bootstraps `hosts` from the first server and runs until they are in.
+    /// Bootstraps `hosts` from the first server and runs until they are in
+    /// (at most a minute).
     fn bootstrap(&mut self, hosts: &[HostId]) {
-        let seed = self.world.machine(self.servers[0]).contact();
-        for &host in hosts {
-            let seeds = vec![seed.clone()];
-            self.world
-                .with_machine(host, |node, now| node.bootstrap(now, seeds));
-        }
-        let limit = self.world.now() + Duration::from_secs(60);
-        let expected: Vec<HostId> = hosts.to_vec();
-        self.world.run_while(limit, |w| {
-            !expected.iter().all(|h| {
-                w.events().iter().any(|e| {
-                    e.host == *h && matches!(e.event, Event::Dht(DhtEvent::Bootstrapped { .. }))
-                })
-            })
-        });
+        self.mesh.bootstrap(self.servers[0], hosts);
     }
 
     /// Runs until `host` reported `count` NAT discoveries (at most a minute).
     fn reports(&mut self, host: HostId, count: usize) -> Vec<NatReport> {
-        let limit = self.world.now() + Duration::from_secs(60);
-        self.world
-            .run_while(limit, |w| nat_reports(w, host).len() < count);
-        nat_reports(&self.world, host)
+        let enough = |w: &World<Node>| nat_reports(w, host).len() >= count;
+        self.mesh.run_until(enough, Duration::from_secs(60));
+        nat_reports(&self.mesh.world, host)
     }
 
     fn ids_of(&self, hosts: &[HostId]) -> Vec<NodeId> {
-        hosts
-            .iter()
-            .map(|h| self.world.machine(*h).node_id())
-            .collect()
+        hosts.iter().map(|h| self.mesh.id(*h)).collect()
     }
 }
 
 fn nat_reports(world: &World<Node>, host: HostId) -> Vec<NatReport> {
-    world
-        .events()
-        .iter()
-        .filter(|e| e.host == host)
-        .filter_map(|e| match &e.event {
+    (events_of(world, host))
+        .filter_map(|e| match e {
             Event::Nat(report) => Some(report.clone()),
             _ => None,
         })
@@ -147,8 +110,8 @@ fn nat_reports(world: &World<Node>, host: HostId) -> Vec<NatReport> {
 #[test]
 fn a_public_node_learns_it_is_public_from_strangers() {
     let mut lab = Lab::new(1);
-    let internet = lab.world.internet();
-    let host = lab.add(internet, public(50, 4433), Mode::Server, true);
+    let internet = lab.mesh.world.internet();
+    let host = lab.add(internet, public_addr(50, 4433), Mode::Server, true);
     lab.bootstrap(&[host]);
     let reports = lab.reports(host, 1);
     let report = &reports[0];
@@ -156,8 +119,8 @@ fn a_public_node_learns_it_is_public_from_strangers() {
     assert_eq!(report.behind_nat, Some(false));
     assert_eq!(report.mapping, MappingBehaviour::EndpointIndependent);
     assert_eq!(report.filtering, FilteringBehaviour::EndpointIndependent);
-    assert_eq!(report.reflexive, vec![public(50, 4433)]);
-    let node = lab.world.machine(host);
+    assert_eq!(report.reflexive, vec![public_addr(50, 4433)]);
+    let node = lab.mesh.world.machine(host);
     assert_eq!(node.dht().mode(), Mode::Server);
     let stats = node.reach_stats();
     assert_eq!(stats.discovery.runs, 1);
@@ -172,14 +135,15 @@ fn a_public_node_learns_it_is_public_from_strangers() {
 #[test]
 fn private_nodes_are_never_dial_back_helpers() {
     let mut lab = Lab::new(3);
-    let internet = lab.world.internet();
+    let internet = lab.mesh.world.internet();
     let mut private = Vec::new();
     for i in 0..4u8 {
         let outer = IpAddr::from([203, 0, 113, 10 + i]);
         let link = Link::with_latency(Duration::from_millis(5));
-        let (_, inside) = lab
-            .world
-            .add_nat(internet, outer, link, NatConfig::linux_masquerade());
+        let (_, inside) =
+            lab.mesh
+                .world
+                .add_nat(internet, outer, link, NatConfig::linux_masquerade());
         let lan = SocketAddr::from(([192, 168, 1, 2], 4433));
         private.push(lab.add(inside, lan, Mode::Client, false));
     }
@@ -188,19 +152,19 @@ fn private_nodes_are_never_dial_back_helpers() {
     // only non-servers the asked node holds connections to (the old rule
     // asked them first).
     for &client in &lab.clients.clone() {
-        lab.world.set_online(client, false);
+        lab.mesh.world.set_online(client, false);
     }
     // Past the QUIC idle timeout: their connections are gone everywhere.
-    lab.world.run_for(Duration::from_secs(90));
-    let host = lab.add(internet, public(50, 4433), Mode::Server, true);
+    lab.mesh.world.run_for(Duration::from_secs(90));
+    let host = lab.add(internet, public_addr(50, 4433), Mode::Server, true);
     lab.bootstrap(&[host]);
     lab.reports(host, 1);
     for &node in &private {
-        let stats = lab.world.machine(node).reach_stats();
+        let stats = lab.mesh.world.machine(node).reach_stats();
         assert_eq!(stats.probes_sent, 0, "private {node:?} probed: {stats:?}");
     }
     let server_probes: u64 = (lab.servers.iter())
-        .map(|&h| lab.world.machine(h).reach_stats().probes_sent)
+        .map(|&h| lab.mesh.world.machine(h).reach_stats().probes_sent)
         .sum();
     assert!(server_probes > 0);
 }
@@ -237,11 +201,11 @@ fn stricter(a: Behavior, b: Behavior) -> Behavior {
 /// client that no server keeps in its routing table.
 fn check_private_behind(nats: &[NatConfig], seed: u64) -> NatReport {
     let mut lab = Lab::new(seed);
-    let mut net = lab.world.internet();
+    let mut net = lab.mesh.world.internet();
     let mut outer_ip = IpAddr::from([203, 0, 113, 1]);
     for (i, config) in nats.iter().enumerate() {
         let link = Link::with_latency(Duration::from_millis(5));
-        let (_, inside) = lab.world.add_nat(net, outer_ip, link, *config);
+        let (_, inside) = lab.mesh.world.add_nat(net, outer_ip, link, *config);
         net = inside;
         outer_ip = IpAddr::from([10, 64, i as u8, 1]);
     }
@@ -256,12 +220,12 @@ fn check_private_behind(nats: &[NatConfig], seed: u64) -> NatReport {
     assert_eq!(report.mapping, mapping_of(mapping), "{report:?}");
     assert_eq!(report.filtering, filtering_of(filtering), "{report:?}");
     assert!(report.reflectors.1 >= 2, "{report:?}");
-    let node_id = lab.world.machine(host).node_id();
-    assert_eq!(lab.world.machine(host).dht().mode(), Mode::Client);
+    let node_id = lab.mesh.world.machine(host).node_id();
+    assert_eq!(lab.mesh.world.machine(host).dht().mode(), Mode::Client);
     // Let the CAPABILITIES update land, then no server keeps the node.
-    lab.world.run_for(Duration::from_secs(2));
+    lab.mesh.world.run_for(Duration::from_secs(2));
     for &server in &lab.servers {
-        let table = lab.world.machine(server).dht().table();
+        let table = lab.mesh.world.machine(server).dht().table();
         assert!(!table.contains(&node_id), "server {server:?} keeps it");
     }
     report
@@ -314,26 +278,27 @@ fn behind_carrier_grade_double_nat() {
 #[test]
 fn discovery_runs_again_when_the_address_changes() {
     let mut lab = Lab::new(9);
-    let internet = lab.world.internet();
-    let host = lab.add(internet, public(60, 4433), Mode::Server, true);
+    let internet = lab.mesh.world.internet();
+    let host = lab.add(internet, public_addr(60, 4433), Mode::Server, true);
     lab.bootstrap(&[host]);
     let first = lab.reports(host, 1).remove(0);
     assert_eq!(first.reachability, Reachability::Public);
     // The node moves behind a NAT: its next report says so, and it stops
     // serving the DHT.
     let link = Link::with_latency(Duration::from_millis(5));
-    let (_, inside) = lab.world.add_nat(
+    let (_, inside) = lab.mesh.world.add_nat(
         internet,
         IpAddr::from([203, 0, 113, 9]),
         link,
         NatConfig::port_restricted_cone(),
     );
-    lab.world
+    lab.mesh
+        .world
         .move_host(host, inside, SocketAddr::from(([192, 168, 9, 2], 4433)));
     let reports = lab.reports(host, 2);
     assert_eq!(reports[1].behind_nat, Some(true), "{:?}", reports[1]);
     assert_eq!(reports[1].reachability, Reachability::Private);
-    let node = lab.world.machine(host);
+    let node = lab.mesh.world.machine(host);
     assert_eq!(node.reach_stats().discovery.runs, 2);
     assert_eq!(node.dht().mode(), Mode::Client);
 }
@@ -342,8 +307,8 @@ fn discovery_runs_again_when_the_address_changes() {
 fn peer_records_are_found_and_forgeries_ignored() {
     let mut lab = Lab::new(10);
     let link = Link::with_latency(Duration::from_millis(5));
-    let internet = lab.world.internet();
-    let (_, inside) = lab.world.add_nat(
+    let internet = lab.mesh.world.internet();
+    let (_, inside) = lab.mesh.world.add_nat(
         internet,
         IpAddr::from([203, 0, 113, 1]),
         link,
@@ -356,9 +321,10 @@ fn peer_records_are_found_and_forgeries_ignored() {
     // The record is published after the report, and again once the node's
     // relay reservations are granted.
     await_relays(&mut lab, &[host]);
-    lab.world.run_for(Duration::from_secs(2));
-    let node_id = lab.world.machine(host).node_id();
+    lab.mesh.world.run_for(Duration::from_secs(2));
+    let node_id = lab.mesh.world.machine(host).node_id();
     let published = lab
+        .mesh
         .world
         .machine(host)
         .peer_record()
@@ -375,24 +341,25 @@ fn peer_records_are_found_and_forgeries_ignored() {
     let mallory = lab.servers[3];
     let forged = PeerRecord {
         seq: u64::MAX,
-        observed: vec![public(4, 4434)],
+        observed: vec![public_addr(4, 4434)],
         lan: Vec::new(),
         ..published.clone()
     }
     .encode(&Limits::default())
     .unwrap();
     let key = RecordKey::peer(&realm(), &node_id);
-    lab.world.with_machine(mallory, |node, now| {
+    lab.mesh.world.with_machine(mallory, |node, now| {
         node.store(now, key, forged, Duration::from_secs(5))
             .unwrap()
     });
-    lab.world.run_for(Duration::from_secs(5));
+    lab.mesh.world.run_for(Duration::from_secs(5));
 
     let reader = lab.servers[5];
     let query = lab
+        .mesh
         .world
         .with_machine(reader, |node, now| node.find_peer_record(now, node_id));
-    let limit = lab.world.now() + Duration::from_secs(30);
+    let limit = lab.mesh.world.now() + Duration::from_secs(30);
     let found = |w: &World<Node>| {
         w.events().iter().find_map(|e| match &e.event {
             Event::PeerRecord {
@@ -401,9 +368,9 @@ fn peer_records_are_found_and_forgeries_ignored() {
             _ => None,
         })
     };
-    lab.world.run_while(limit, |w| found(w).is_none());
-    assert_eq!(found(&lab.world), Some(Some(published)));
-    let stats = lab.world.machine(reader).reach_stats();
+    lab.mesh.world.run_while(limit, |w| found(w).is_none());
+    assert_eq!(found(&lab.mesh.world), Some(Some(published)));
+    let stats = lab.mesh.world.machine(reader).reach_stats();
     assert!(stats.peer_records_rejected >= 1, "{stats:?}");
     let _ = lab.ids_of(&lab.clients);
 }
@@ -417,9 +384,8 @@ fn binding_request(id: u8) -> Bytes {
 
 #[test]
 fn stun_is_answered_from_the_node_socket_and_rate_limited() {
-    #[allow(clippy::disallowed_methods)]
-    let now = Instant::now();
-    let local = public(1, 4433);
+    let now = epoch();
+    let local = public_addr(1, 4433);
     let mut config = NodeConfig::new(realm());
     config.listen_addrs = vec![local];
     let mut node = Node::new(config, Identity::from_seed([1; 32]), 1, now, UNIX_MS).unwrap();
@@ -460,58 +426,41 @@ fn stun_is_answered_from_the_node_socket_and_rate_limited() {
 /// address handed around until its first check ends) and checks on its own.
 fn add_private(lab: &mut Lab, ip: [u8; 4], config: NatConfig) -> HostId {
     let link = Link::with_latency(Duration::from_millis(5));
-    let internet = lab.world.internet();
-    let (_, inside) = lab.world.add_nat(internet, IpAddr::from(ip), link, config);
+    let internet = lab.mesh.world.internet();
+    let (_, inside) = lab
+        .mesh
+        .world
+        .add_nat(internet, IpAddr::from(ip), link, config);
     let lan = SocketAddr::from(([192, 168, ip[3], 2], 4433));
     lab.add(inside, lan, Mode::Client, true)
 }
 
 /// Runs until every host in `hosts` published a peer record naming a relay.
 fn await_relays(lab: &mut Lab, hosts: &[HostId]) {
-    let limit = lab.world.now() + Duration::from_secs(60);
-    let hosts = hosts.to_vec();
-    let ready = lab.world.run_while(limit, |w| {
-        !hosts.iter().all(|h| {
-            w.machine(*h)
-                .peer_record()
-                .is_some_and(|r| !r.relays.is_empty())
-        })
-    });
+    let ready = lab.mesh.run_until(
+        |w| {
+            hosts.iter().all(|h| {
+                w.machine(*h)
+                    .peer_record()
+                    .is_some_and(|r| !r.relays.is_empty())
+            })
+        },
+        Duration::from_secs(60),
+    );
     assert!(ready, "every private node published its relays");
 }
 
 /// Has `b` serve `svc.echo` and `a` call it; returns the call.
-/// One event of an echo exchange: a request at `host` is answered with its
-/// payload; the result of `call` when it completes.
-fn echo_turn(
-    world: &mut World<Node>,
-    host: HostId,
-    event: &Event,
-    call: macula::rpc::CallId,
-) -> Option<Result<Bytes, macula::rpc::RpcError>> {
-    match event {
-        Event::Rpc(macula::rpc::RpcEvent::Request { id, payload, .. }) => {
-            let answer = Ok(payload.clone());
-            world
-                .with_machine(host, |node, now| node.reply(now, *id, answer))
-                .unwrap();
-            None
-        }
-        Event::Rpc(macula::rpc::RpcEvent::Completed { call: c, result }) if *c == call => {
-            Some(result.clone())
-        }
-        _ => None,
-    }
-}
-
 fn echo_call(lab: &mut Lab, a: HostId, b: HostId) -> macula::rpc::CallId {
-    lab.world
+    lab.mesh
+        .world
         .with_machine(b, |node, now| {
             node.register(now, "svc.echo", Default::default())
         })
         .unwrap();
-    lab.world.run_for(Duration::from_secs(2));
-    lab.world
+    lab.mesh.world.run_for(Duration::from_secs(2));
+    lab.mesh
+        .world
         .with_machine(a, |node, now| {
             node.call(
                 now,
@@ -532,13 +481,13 @@ fn private_nodes_reach_each_other_through_relays_they_chose() {
     lab.bootstrap(&[a, b]);
     await_relays(&mut lab, &[a, b]);
     let call = echo_call(&mut lab, a, b);
-    let limit = lab.world.now() + Duration::from_secs(25);
+    let limit = lab.mesh.world.now() + Duration::from_secs(25);
     let mut result = None;
-    lab.world
-        .drive(limit - lab.world.now(), |world, host, event| {
-            result = result
-                .take()
-                .or_else(|| echo_turn(world, host, &event, call));
+    lab.mesh
+        .world
+        .drive(limit - lab.mesh.world.now(), |world, host, event| {
+            mirror(world, host, &event).unwrap();
+            result = result.take().or_else(|| completion(&event, call));
             result.is_some()
         });
     assert_eq!(result, Some(Ok(Bytes::from_static(b"hi"))));
@@ -554,17 +503,17 @@ fn private_nodes_behind_masquerade_upgrade_to_direct_with_what_they_discovered()
     lab.bootstrap(&[a, b]);
     await_relays(&mut lab, &[a, b]);
     for host in [a, b] {
-        let report = lab.world.machine(host).nat_report().cloned().unwrap();
+        let report = lab.mesh.world.machine(host).nat_report().cloned().unwrap();
         assert_eq!(report.reachability, Reachability::Private);
         assert_eq!(report.mapping, MappingBehaviour::EndpointIndependent);
     }
     let call = echo_call(&mut lab, a, b);
     let (mut result, mut relayed, mut direct) = (None, Vec::new(), Vec::new());
-    lab.world
+    lab.mesh
+        .world
         .drive(Duration::from_secs(60), |world, host, event| {
-            result = result
-                .take()
-                .or_else(|| echo_turn(world, host, &event, call));
+            mirror(world, host, &event).unwrap();
+            result = result.take().or_else(|| completion(&event, call));
             match event {
                 Event::Connected {
                     path: PathKind::Relayed,
@@ -583,9 +532,10 @@ fn private_nodes_behind_masquerade_upgrade_to_direct_with_what_they_discovered()
     direct.sort();
     assert_eq!(direct, [a, b], "both moved to the direct path");
     let (path, _) = lab
+        .mesh
         .world
         .machine(a)
-        .paths_to(&lab.world.machine(b).node_id())
+        .paths_to(&lab.mesh.world.machine(b).node_id())
         .unwrap();
     assert!(
         matches!(path, macula::path::RealPath::Direct(_)),

@@ -2,69 +2,29 @@
 //! bootstrap the DHT from one seed node, find each other and store and query
 //! signed records with confirmation.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use bytes::Bytes;
+use common::epoch;
 use macula::dht::DhtEvent;
-use macula::id::{Identity, Realm, RecordKey, RecordKind};
-use macula::node::{Event, Node, NodeConfig};
-use macula::sim::{HostId, Link, World};
+use macula::id::{Realm, RecordKey, RecordKind};
+use macula::node::{Event, Node};
+use macula::sim::{HostId, Link, Mesh, PORT, World, public_addr, realm};
 
-const UNIX_MS: u64 = 1_795_478_400_000;
-
-fn realm() -> Realm {
-    Realm::new("io.macula.test").unwrap()
-}
-
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([198, 51, 100, (i + 1) as u8], 4433))
-}
-
-/// A world of `n` public nodes on links of `latency` one way and `loss`.
-fn world(n: usize, seed: u64, latency: Duration, loss: f64) -> (World<Node>, Vec<HostId>) {
-    #[allow(clippy::disallowed_methods)]
-    let start = Instant::now();
-    let mut world = World::new(seed, start);
-    let internet = world.internet();
-    let hosts = (0..n)
-        .map(|i| {
-            let mut config = NodeConfig::new(realm());
-            config.listen_addrs = vec![addr(i)];
-            let identity = Identity::from_seed([i as u8 + 1; 32]);
-            let node = Node::new(config, identity, seed + i as u64, start, UNIX_MS).unwrap();
-            world.add_host(
-                internet,
-                addr(i),
-                Link::with_latency(latency).loss(loss),
-                node,
-            )
-        })
-        .collect();
-    (world, hosts)
-}
-
-fn bootstrap_all(world: &mut World<Node>, hosts: &[HostId]) {
-    let seed = world.machine(hosts[0]).contact();
-    for &host in &hosts[1..] {
-        let seeds = vec![seed.clone()];
-        world.with_machine(host, |node, now| node.bootstrap(now, seeds));
-    }
-    let limit = world.now() + Duration::from_secs(60);
-    let expected = hosts.len() - 1;
-    world.run_while(limit, |w| {
-        w.events()
-            .iter()
-            .filter(|e| matches!(e.event, Event::Dht(DhtEvent::Bootstrapped { .. })))
-            .count()
-            < expected
-    });
+/// `n` public nodes on 10 ms links losing `loss` of packets, not yet
+/// bootstrapped.
+fn mesh(n: usize, seed: u64, loss: f64) -> Mesh {
+    let link = Link::with_latency(Duration::from_millis(10)).loss(loss);
+    Mesh::public(n, seed, epoch(), link, |_, _| {})
 }
 
 #[test]
 fn two_nodes_connect_with_mutual_tls_and_exchange_connects() {
-    let (mut world, hosts) = world(2, 1, Duration::from_millis(10), 0.0);
-    bootstrap_all(&mut world, &hosts);
+    let mut mesh = mesh(2, 1, 0.0);
+    mesh.bootstrap_all();
+    let (world, hosts) = (&mut mesh.world, mesh.hosts.clone());
     let connected: Vec<_> = world
         .events()
         .iter()
@@ -94,9 +54,10 @@ fn dht_events(world: &mut World<Node>) -> Vec<(HostId, DhtEvent)> {
 
 #[test]
 fn twenty_nodes_find_each_other_and_store_and_query_records() {
-    let (mut world, hosts) = world(20, 7, Duration::from_millis(10), 0.02);
-    bootstrap_all(&mut world, &hosts);
-    let _ = dht_events(&mut world);
+    let mut mesh = mesh(20, 7, 0.02);
+    mesh.bootstrap_all();
+    let (world, hosts) = (&mut mesh.world, mesh.hosts.clone());
+    let _ = dht_events(world);
 
     // Every node looks up every other node.
     let ids: Vec<_> = hosts.iter().map(|&h| world.machine(h).node_id()).collect();
@@ -115,7 +76,7 @@ fn twenty_nodes_find_each_other_and_store_and_query_records() {
             .count()
             < lookups
     });
-    for (host, event) in dht_events(&mut world) {
+    for (host, event) in dht_events(world) {
         if let DhtEvent::NodesFound {
             target,
             closest,
@@ -158,7 +119,7 @@ fn twenty_nodes_find_each_other_and_store_and_query_records() {
             .count()
             < hosts.len()
     });
-    let stores = dht_events(&mut world);
+    let stores = dht_events(world);
     let confirmed = stores
         .iter()
         .filter(|(_, e)| matches!(e, DhtEvent::StoreConfirmed { success: true, .. }))
@@ -184,7 +145,7 @@ fn twenty_nodes_find_each_other_and_store_and_query_records() {
             < hosts.len()
     });
     let mut answered = 0;
-    for (host, event) in dht_events(&mut world) {
+    for (host, event) in dht_events(world) {
         if let DhtEvent::ValuesFound {
             key: found_key,
             records,
@@ -205,24 +166,11 @@ fn twenty_nodes_find_each_other_and_store_and_query_records() {
 
 #[test]
 fn a_node_of_another_realm_is_refused_with_a_reason() {
-    let (mut world, hosts) = world(2, 3, Duration::from_millis(10), 0.0);
-    let internet = world.internet();
-    let mut config = NodeConfig::new(Realm::new("io.other").unwrap());
-    config.listen_addrs = vec![addr(9)];
-    let stranger = Node::new(
-        config,
-        Identity::from_seed([99; 32]),
-        9,
-        world.now(),
-        UNIX_MS,
-    )
-    .unwrap();
-    let stranger = world.add_host(
-        internet,
-        addr(9),
-        Link::with_latency(Duration::from_millis(10)),
-        stranger,
-    );
+    let mut mesh = mesh(2, 3, 0.0);
+    let stranger = mesh.add_public(public_addr(10, PORT), |config| {
+        config.realm = Realm::new("io.other").unwrap();
+    });
+    let (world, hosts) = (&mut mesh.world, mesh.hosts.clone());
     let seed = world.machine(hosts[0]).contact();
     world.with_machine(stranger, |node, now| node.bootstrap(now, vec![seed]));
     world.run_for(Duration::from_secs(5));
@@ -269,8 +217,9 @@ fn a_node_of_another_realm_is_refused_with_a_reason() {
 #[test]
 fn one_seed_gives_one_trace() {
     let run = |seed: u64| {
-        let (mut world, hosts) = world(6, seed, Duration::from_millis(10), 0.02);
-        bootstrap_all(&mut world, &hosts);
+        let mut mesh = mesh(6, seed, 0.02);
+        mesh.bootstrap_all();
+        let (world, hosts) = (&mut mesh.world, mesh.hosts.clone());
         let target = world.machine(hosts[5]).node_id();
         world.with_machine(hosts[1], |node, now| node.find_node(now, target));
         world.run_for(Duration::from_secs(2));
@@ -284,8 +233,9 @@ fn one_seed_gives_one_trace() {
 
 #[test]
 fn closing_a_node_tells_its_peers_why() {
-    let (mut world, hosts) = world(3, 5, Duration::from_millis(10), 0.0);
-    bootstrap_all(&mut world, &hosts);
+    let mut mesh = mesh(3, 5, 0.0);
+    mesh.bootstrap_all();
+    let (world, hosts) = (&mut mesh.world, mesh.hosts.clone());
     assert!(world.machine(hosts[0]).connection_count() >= 2);
     world.take_events();
     world.with_machine(hosts[0], |node, now| node.close_all(now));

@@ -4,6 +4,9 @@
 //! while a stream of numbered RPCs keeps running and loses nothing.
 #![cfg(feature = "sim")]
 
+mod common;
+
+use common::epoch;
 use std::time::Duration;
 
 use macula::node::PathChange;
@@ -58,10 +61,4 @@ fn a_relayed_connection_goes_direct_falls_back_when_cut_and_upgrades_again_losin
     let (calls, lost) = lab.finish();
     assert_eq!(lost, 0, "of {calls}");
     assert!(calls > 700, "{calls}");
-}
-
-/// The virtual clock's first instant: this program's one clock reading.
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> std::time::Instant {
-    std::time::Instant::now()
 }

@@ -3,50 +3,32 @@
 //! connection (mutual TLS between the two private nodes) carries RPC.
 #![cfg(feature = "sim")]
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::epoch;
 
 use bytes::Bytes;
 use macula::dht::{DhtEvent, Mode};
-use macula::id::{Identity, NodeId, Realm};
-use macula::node::{CircuitLoss, CloseCause, Event, Node, NodeConfig, RelayEvent};
+use macula::id::NodeId;
+use macula::node::{CircuitLoss, CloseCause, Event, NodeConfig, RelayEvent};
 use macula::path::{PathKind, RealPath};
 use macula::pubsub::{Pattern, PubSubEvent, Topic};
 use macula::relay::{RelayCounters, RelayLoad};
 use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcError, RpcEvent};
-use macula::sim::{HostId, Link, NatConfig, World};
+use macula::sim::{CALL_TIMEOUT, HostId, Link, Mesh, NatConfig, PORT, echo, lan_addr, public_addr};
 use macula::wire::RelayStatus;
 
-const UNIX_MS: u64 = 1_795_478_400_000;
-const TIMEOUT: Duration = Duration::from_secs(30);
+const TIMEOUT: Duration = CALL_TIMEOUT;
 
 /// R public; A behind a port-restricted cone NAT; B behind a symmetric NAT.
 struct Trio {
-    world: World<Node>,
+    mesh: Mesh,
     relay: HostId,
     a: HostId,
     b: HostId,
-}
-
-fn node(
-    i: u8,
-    addr: SocketAddr,
-    seed: u64,
-    start: Instant,
-    configure: &dyn Fn(&mut NodeConfig),
-) -> Node {
-    let realm = Realm::new("io.macula.relay").unwrap();
-    let mut config = NodeConfig::new(realm);
-    config.listen_addrs = vec![addr];
-    configure(&mut config);
-    Node::new(
-        config,
-        Identity::from_seed([i; 32]),
-        seed + u64::from(i),
-        start,
-        UNIX_MS,
-    )
-    .unwrap()
 }
 
 impl Trio {
@@ -77,45 +59,23 @@ impl Trio {
         relay_only: &dyn Fn(&mut NodeConfig),
         nats: [Vec<NatConfig>; 2],
     ) -> Self {
-        let relay_config = |config: &mut NodeConfig| {
+        let link = Link::with_latency(Duration::from_millis(10));
+        let mut mesh = Mesh::new(seed, epoch());
+        mesh.set_link(link);
+        let relay = mesh.add_public(public_addr(1, PORT), |config| {
             configure(config);
             relay_only(config);
-        };
-        let private = |config: &mut NodeConfig| {
-            configure(config);
-            config.dht.mode = Mode::Client;
-        };
-        #[allow(clippy::disallowed_methods)]
-        let start = Instant::now();
-        let mut world = World::new(seed, start);
-        let internet = world.internet();
-        let link = || Link::with_latency(Duration::from_millis(10));
-        let relay_addr = SocketAddr::from(([198, 51, 100, 1], 4433));
-        let relay_node = node(1, relay_addr, seed, start, &relay_config);
-        let relay = world.add_host(internet, relay_addr, link(), relay_node);
-        let [a, b] = [0u8, 1].map(|side| {
-            let mut net = internet;
-            for (depth, nat) in nats[usize::from(side)].iter().enumerate() {
-                let ip = IpAddr::from([198, 51, 100 + depth as u8, 10 + side]);
-                net = world.add_nat(net, ip, link(), *nat).1;
-            }
-            let addr = SocketAddr::from(([192, 168, 1 + side, 2], 4433));
-            let host = node(2 + side, addr, seed, start, &private);
-            world.add_host(net, addr, link(), host)
         });
-        Self { world, relay, a, b }
-    }
-
-    fn id(&self, host: HostId) -> NodeId {
-        self.world.machine(host).node_id()
-    }
-
-    fn drive(
-        &mut self,
-        within: Duration,
-        react: impl FnMut(&mut World<Node>, HostId, Event) -> bool,
-    ) -> bool {
-        self.world.drive(within, react)
+        let [a, b] = [0u8, 1].map(|side| {
+            let nats: Vec<_> = (nats[usize::from(side)].iter().enumerate())
+                .map(|(depth, nat)| (IpAddr::from([198, 51, 100 + depth as u8, 10 + side]), *nat))
+                .collect();
+            mesh.add_behind(&nats, lan_addr(1 + side), |config| {
+                configure(config);
+                config.dht.mode = Mode::Client;
+            })
+        });
+        Self { mesh, relay, a, b }
     }
 
     /// Runs for at most `within`, answering every RPC request with an echo
@@ -127,13 +87,8 @@ impl Trio {
         mut until: impl FnMut(HostId, &Event) -> bool,
     ) -> (Vec<(HostId, Event)>, bool) {
         let mut seen = Vec::new();
-        let met = self.drive(within, |world, host, event| {
-            if let Event::Rpc(RpcEvent::Request { id, payload, .. }) = &event {
-                let answer = Bytes::from([b"echo:".as_slice(), payload].concat());
-                world
-                    .with_machine(host, |node, now| node.reply(now, *id, Ok(answer)))
-                    .unwrap();
-            }
+        let met = self.mesh.drive(within, |world, host, event| {
+            echo(world, host, &event).unwrap();
             let stop = until(host, &event);
             seen.push((host, event));
             stop
@@ -143,17 +98,13 @@ impl Trio {
 
     /// A and B bootstrap through R and reserve on it.
     fn reserve_both(&mut self) {
-        let relay = self.world.machine(self.relay).contact();
-        for host in [self.a, self.b] {
-            let seeds = vec![relay.clone()];
-            self.world
-                .with_machine(host, |node, now| node.bootstrap(now, seeds));
-            let relay = relay.clone();
-            self.world
-                .with_machine(host, |node, now| node.reserve(now, relay));
+        let (relay, a, b) = (self.relay, self.a, self.b);
+        for host in [a, b] {
+            self.mesh.begin_bootstrap(relay, &[host]);
+            self.mesh.reserve(host, relay);
         }
         let (mut granted, mut bootstrapped) = (0, 0);
-        let done = self.drive(Duration::from_secs(30), |_, _, event| {
+        let done = self.mesh.drive(Duration::from_secs(30), |_, _, event| {
             match event {
                 Event::Relay(RelayEvent::ReservationGranted { .. }) => granted += 1,
                 Event::Dht(DhtEvent::Bootstrapped { .. }) => bootstrapped += 1,
@@ -170,14 +121,15 @@ impl Trio {
     /// B dials A through R; returns the Connected events' paths seen at B
     /// and A.
     fn dial_b_to_a(&mut self) -> (PathKind, PathKind) {
-        let relay = self.world.machine(self.relay).contact();
-        let target = self.id(self.a);
-        self.world
+        let relay = self.mesh.world.machine(self.relay).contact();
+        let target = self.mesh.id(self.a);
+        self.mesh
+            .world
             .with_machine(self.b, |node, now| node.dial_via_relay(now, relay, target));
         let (a, b) = (self.a, self.b);
-        let (a_id, b_id) = (self.id(a), self.id(b));
+        let (a_id, b_id) = (self.mesh.id(a), self.mesh.id(b));
         let (mut at_a, mut at_b) = (None, None);
-        let done = self.drive(Duration::from_secs(30), |_, host, event| {
+        let done = self.mesh.drive(Duration::from_secs(30), |_, host, event| {
             if let Event::Connected { peer, path, .. } = event {
                 if host == a && peer == b_id {
                     at_a = Some(path);
@@ -193,20 +145,6 @@ impl Trio {
             "the end-to-end connection came up: A {at_a:?}, B {at_b:?}"
         );
         (at_a.unwrap(), at_b.unwrap())
-    }
-
-    fn call(&mut self, host: HostId, procedure: &str, payload: &'static [u8]) -> CallId {
-        self.world
-            .with_machine(host, |node, now| {
-                node.call(
-                    now,
-                    procedure,
-                    Bytes::from_static(payload),
-                    TIMEOUT,
-                    CallOptions::default(),
-                )
-            })
-            .unwrap()
     }
 
     /// Runs until `call` completes, echoing every request.
@@ -226,18 +164,17 @@ impl Trio {
 
     /// A serves `svc.echo`, announced in the DHT.
     fn serve_echo(&mut self) {
-        self.world
-            .with_machine(self.a, |node, now| {
-                node.register(now, "svc.echo", RegisterOptions::default())
-            })
-            .unwrap();
-        self.drive(Duration::from_secs(2), |_, _, _| false);
+        let a = self.a;
+        self.mesh
+            .register(a, "svc.echo", RegisterOptions::default());
+        self.mesh.settle(Duration::from_secs(2));
     }
 
     /// B asks R for a circuit to `target` and waits for the relay's verdict.
     fn refused_circuit(&mut self, target: NodeId) -> RelayStatus {
-        let relay = self.world.machine(self.relay).contact();
-        self.world
+        let relay = self.mesh.world.machine(self.relay).contact();
+        self.mesh
+            .world
             .with_machine(self.b, |node, now| node.dial_via_relay(now, relay, target));
         let (events, done) = self.run(Duration::from_secs(10), |_, event| {
             matches!(event, Event::Relay(RelayEvent::CircuitRefused { .. }))
@@ -255,7 +192,7 @@ impl Trio {
     }
 
     fn counters(&self, host: HostId) -> RelayCounters {
-        self.world.machine(host).relay_counters().clone()
+        self.mesh.world.machine(host).relay_counters().clone()
     }
 }
 
@@ -280,11 +217,12 @@ fn a_call_runs_end_to_end_between_two_private_nodes_through_a_relay() {
     trio.reserve_both();
     let (at_a, at_b) = trio.dial_b_to_a();
     assert_eq!((at_a, at_b), (PathKind::Relayed, PathKind::Relayed));
-    let relay_id = trio.id(trio.relay);
+    let relay_id = trio.mesh.id(trio.relay);
     let (now, circuits) = trio
+        .mesh
         .world
         .machine(trio.b)
-        .paths_to(&trio.id(trio.a))
+        .paths_to(&trio.mesh.id(trio.a))
         .unwrap();
     assert!(
         matches!(now, RealPath::Relay { relay, .. } if relay == relay_id),
@@ -292,20 +230,21 @@ fn a_call_runs_end_to_end_between_two_private_nodes_through_a_relay() {
     );
     assert_eq!(circuits, vec![now]);
     let (at_a_now, _) = trio
+        .mesh
         .world
         .machine(trio.a)
-        .paths_to(&trio.id(trio.b))
+        .paths_to(&trio.mesh.id(trio.b))
         .unwrap();
     assert_eq!(at_a_now, now, "both ends name the circuit alike");
 
     trio.serve_echo();
-    let call = trio.call(trio.b, "svc.echo", b"over the relay");
+    let call = trio.mesh.call(trio.b, "svc.echo", &b"over the relay"[..]);
     assert_eq!(
         trio.complete(call),
         Ok(Bytes::from_static(b"echo:over the relay"))
     );
 
-    let relay = trio.world.machine(trio.relay).relay_counters().clone();
+    let relay = trio.mesh.world.machine(trio.relay).relay_counters().clone();
     assert_eq!(relay.reservations_granted, 2);
     assert_eq!(relay.circuits_opened, 1);
     eprintln!("relay counters: {relay:?}");
@@ -320,7 +259,13 @@ fn a_call_runs_end_to_end_between_two_private_nodes_through_a_relay() {
     // The relay forwards what the two ends wrote onto the circuit, no more.
     let written: u64 = [trio.a, trio.b]
         .iter()
-        .map(|&h| trio.world.machine(h).relay_counters().packets_to_circuits)
+        .map(|&h| {
+            trio.mesh
+                .world
+                .machine(h)
+                .relay_counters()
+                .packets_to_circuits
+        })
         .sum();
     assert!(written >= relay.packets_forwarded, "{written} < {relay:?}");
     assert_eq!(
@@ -329,7 +274,8 @@ fn a_call_runs_end_to_end_between_two_private_nodes_through_a_relay() {
     );
     for host in [trio.a, trio.b] {
         assert_eq!(
-            trio.world
+            trio.mesh
+                .world
                 .machine(host)
                 .relay_counters()
                 .relayed_connections,
@@ -344,7 +290,7 @@ fn circuits_to_unreserved_nodes_or_to_oneself_are_refused() {
     trio.reserve_both();
     let stranger = NodeId::from_bytes([9; 32]);
     assert_eq!(trio.refused_circuit(stranger), RelayStatus::NoReservation);
-    let b = trio.id(trio.b);
+    let b = trio.mesh.id(trio.b);
     assert_eq!(trio.refused_circuit(b), RelayStatus::BadRequest);
     let relay = trio.counters(trio.relay);
     assert_eq!(
@@ -360,8 +306,9 @@ fn circuits_to_unreserved_nodes_or_to_oneself_are_refused() {
 #[test]
 fn a_node_that_does_not_relay_refuses_reservations_and_circuits() {
     let mut trio = Trio::new(3, &|config| config.relay.enabled = false);
-    let relay = trio.world.machine(trio.relay).contact();
-    trio.world
+    let relay = trio.mesh.world.machine(trio.relay).contact();
+    trio.mesh
+        .world
         .with_machine(trio.a, |node, now| node.reserve(now, relay));
     let (events, done) = trio.run(Duration::from_secs(10), |_, event| {
         matches!(event, Event::Relay(RelayEvent::ReservationRefused { .. }))
@@ -374,8 +321,8 @@ fn a_node_that_does_not_relay_refuses_reservations_and_circuits() {
             ..
         })
     )));
-    assert!(trio.world.machine(trio.a).reserved_relays().is_empty());
-    let a = trio.id(trio.a);
+    assert!(trio.mesh.world.machine(trio.a).reserved_relays().is_empty());
+    let a = trio.mesh.id(trio.a);
     assert_eq!(trio.refused_circuit(a), RelayStatus::RelayDisabled);
     assert_eq!(trio.counters(trio.relay).refused_disabled, 2);
 }
@@ -386,11 +333,12 @@ fn reservation_and_circuit_limits_refuse_with_a_typed_status() {
         config.relay.max_reservations = 1;
         config.relay.max_circuits_per_peer = 1;
     });
-    let relay = trio.world.machine(trio.relay).contact();
+    let relay = trio.mesh.world.machine(trio.relay).contact();
     let mut statuses = Vec::new();
     for host in [trio.a, trio.b] {
         let relay = relay.clone();
-        trio.world
+        trio.mesh
+            .world
             .with_machine(host, |node, now| node.reserve(now, relay));
         let (events, done) = trio.run(Duration::from_secs(10), |_, event| {
             matches!(
@@ -411,7 +359,7 @@ fn reservation_and_circuit_limits_refuse_with_a_typed_status() {
 
     // A holds the one reservation; B's first circuit to it opens, its second
     // is one too many.
-    let a = trio.id(trio.a);
+    let a = trio.mesh.id(trio.a);
     trio.dial_b_to_a();
     assert_eq!(trio.refused_circuit(a), RelayStatus::LimitReached);
     let relay = trio.counters(trio.relay);
@@ -426,6 +374,7 @@ fn the_rate_limit_drops_packets_and_quic_recovers_them() {
     trio.serve_echo();
     let payload = vec![0x5a; 256 << 10];
     let call = trio
+        .mesh
         .world
         .with_machine(trio.b, |node, now| {
             node.call(
@@ -451,6 +400,7 @@ fn a_circuit_closes_at_its_byte_limit_and_both_ends_hear_why() {
     trio.dial_b_to_a();
     trio.serve_echo();
     let call = trio
+        .mesh
         .world
         .with_machine(trio.b, |node, now| {
             node.call(
@@ -463,13 +413,13 @@ fn a_circuit_closes_at_its_byte_limit_and_both_ends_hear_why() {
         })
         .unwrap();
     let (a, b) = (trio.a, trio.b);
-    let (a_id, b_id) = (trio.id(a), trio.id(b));
+    let (a_id, b_id) = (trio.mesh.id(a), trio.mesh.id(b));
     let (events, done) = trio.run(
         TIMEOUT + Duration::from_secs(1),
         |_, event| matches!(event, Event::Rpc(RpcEvent::Completed { call: c, .. }) if *c == call),
     );
     assert!(done, "the call ended");
-    let relay_id = trio.id(trio.relay);
+    let relay_id = trio.mesh.id(trio.relay);
     let limit = CloseCause::CircuitClosed {
         relay: relay_id,
         loss: CircuitLoss::LimitReached,
@@ -492,12 +442,12 @@ fn a_circuit_closes_at_the_end_of_its_lifetime() {
     });
     trio.reserve_both();
     trio.dial_b_to_a();
-    let (a_id, b) = (trio.id(trio.a), trio.b);
+    let (a_id, b) = (trio.mesh.id(trio.a), trio.b);
     let (events, done) = trio.run(Duration::from_secs(30), |host, event| {
         host == b && matches!(event, Event::Disconnected { .. })
     });
     assert!(done, "B's relayed connection closed");
-    let relay_id = trio.id(trio.relay);
+    let relay_id = trio.mesh.id(trio.relay);
     assert_eq!(
         causes(&events, b, a_id),
         vec![CloseCause::CircuitClosed {
@@ -512,17 +462,18 @@ fn a_circuit_closes_at_the_end_of_its_lifetime() {
 fn the_relay_forwards_ciphertext_only() {
     const SECRET: &[u8] = b"plaintext-the-relay-must-never-see";
     let mut trio = Trio::new(8, &|_| {});
-    trio.world
+    trio.mesh
+        .world
         .with_machine(trio.relay, |node, _| node.tap_relayed(1 << 20));
     trio.reserve_both();
     trio.dial_b_to_a();
     trio.serve_echo();
-    let call = trio.call(trio.b, "svc.echo", SECRET);
+    let call = trio.mesh.call(trio.b, "svc.echo", SECRET);
     let reply = trio.complete(call).expect("the call completes");
     // The reply carries the secret too: both directions were relayed.
     assert!(reply.ends_with(SECRET));
 
-    let packets = trio.world.machine(trio.relay).relayed_packets();
+    let packets = trio.mesh.world.machine(trio.relay).relayed_packets();
     let bytes: usize = packets.iter().map(|p| p.len()).sum();
     eprintln!("{} packets, {bytes} bytes relayed", packets.len());
     assert!(bytes > 4 * SECRET.len(), "the tap saw the traffic");
@@ -546,10 +497,11 @@ fn a_relay_shutting_down_closes_its_circuits_and_reservations() {
     let mut trio = Trio::new(9, &|_| {});
     trio.reserve_both();
     trio.dial_b_to_a();
-    trio.world
+    trio.mesh
+        .world
         .with_machine(trio.relay, |node, now| node.close_all(now));
     let (a, b) = (trio.a, trio.b);
-    let (a_id, b_id, relay) = (trio.id(a), trio.id(b), trio.id(trio.relay));
+    let (a_id, b_id, relay) = (trio.mesh.id(a), trio.mesh.id(b), trio.mesh.id(trio.relay));
     let mut lost = 0;
     let (events, done) = trio.run(Duration::from_secs(10), |_, event| {
         lost += usize::from(matches!(
@@ -566,7 +518,7 @@ fn a_relay_shutting_down_closes_its_circuits_and_reservations() {
     assert_eq!(causes(&events, a, b_id), vec![relay_lost.clone()]);
     assert_eq!(causes(&events, b, a_id), vec![relay_lost]);
     for host in [a, b] {
-        assert!(trio.world.machine(host).reserved_relays().is_empty());
+        assert!(trio.mesh.world.machine(host).reserved_relays().is_empty());
         assert_eq!(trio.counters(host).reservations_lost, 1);
     }
 }
@@ -576,9 +528,9 @@ fn a_relay_that_crashes_is_noticed_as_lost_reservations_and_circuits() {
     let mut trio = Trio::new(10, &|_| {});
     trio.reserve_both();
     trio.dial_b_to_a();
-    trio.world.set_online(trio.relay, false);
+    trio.mesh.world.set_online(trio.relay, false);
     let (a, b) = (trio.a, trio.b);
-    let (a_id, b_id, relay) = (trio.id(a), trio.id(b), trio.id(trio.relay));
+    let (a_id, b_id, relay) = (trio.mesh.id(a), trio.mesh.id(b), trio.mesh.id(trio.relay));
     let mut lost = 0;
     let (events, done) = trio.run(Duration::from_secs(120), |_, event| {
         lost += usize::from(matches!(
@@ -630,18 +582,22 @@ fn reservations_are_renewed_before_they_lapse_and_end_when_released() {
             .iter()
             .any(|(_, e)| matches!(e, Event::Relay(RelayEvent::ReservationLost { .. })))
     );
-    let relay_id = trio.id(trio.relay);
-    assert_eq!(trio.world.machine(trio.a).reserved_relays(), vec![relay_id]);
+    let relay_id = trio.mesh.id(trio.relay);
+    assert_eq!(
+        trio.mesh.world.machine(trio.a).reserved_relays(),
+        vec![relay_id]
+    );
 
     // Still reserved: a circuit opens.
     trio.dial_b_to_a();
     // A releases: the relay forgets it and refuses the next circuit.
-    trio.world
+    trio.mesh
+        .world
         .with_machine(trio.a, |node, now| node.release(now, relay_id));
     trio.run(Duration::from_secs(2), |_, _| false);
-    assert!(trio.world.machine(trio.a).reserved_relays().is_empty());
+    assert!(trio.mesh.world.machine(trio.a).reserved_relays().is_empty());
     assert_eq!(trio.counters(trio.relay).reservations_ended, 1);
-    let a = trio.id(trio.a);
+    let a = trio.mesh.id(trio.a);
     assert_eq!(trio.refused_circuit(a), RelayStatus::NoReservation);
 }
 
@@ -657,11 +613,14 @@ fn an_unused_relayed_connection_closes_and_takes_its_circuit_along() {
     let relay = trio.counters(trio.relay);
     assert_eq!(relay.circuits_closed, 1, "{relay:?}");
     assert_eq!(relay.reservations_ended, 0, "{relay:?}");
-    let relay_id = trio.id(trio.relay);
+    let relay_id = trio.mesh.id(trio.relay);
     for host in [trio.a, trio.b] {
-        assert_eq!(trio.world.machine(host).reserved_relays(), vec![relay_id]);
+        assert_eq!(
+            trio.mesh.world.machine(host).reserved_relays(),
+            vec![relay_id]
+        );
         // Only the connection to the relay is left.
-        assert_eq!(trio.world.machine(host).connection_count(), 1);
+        assert_eq!(trio.mesh.world.machine(host).connection_count(), 1);
     }
     // A new circuit works.
     trio.dial_b_to_a();
@@ -674,6 +633,7 @@ fn publications_reach_a_subscriber_over_the_relay_in_order() {
     trio.dial_b_to_a();
     let pattern = Pattern::new("room.*").unwrap();
     let subscribed = trio
+        .mesh
         .world
         .with_machine(trio.b, |node, now| node.subscribe(now, pattern));
     assert_eq!(subscribed, Ok(true));
@@ -682,7 +642,8 @@ fn publications_reach_a_subscriber_over_the_relay_in_order() {
     let sent: Vec<u64> = (0..5u8)
         .map(|n| {
             let topic = topic.clone();
-            trio.world
+            trio.mesh
+                .world
                 .with_machine(trio.a, |node, now| {
                     node.publish(now, topic, Bytes::from(vec![n]))
                 })
@@ -707,7 +668,7 @@ fn a_second_circuit_to_a_connected_peer_is_closed_and_gauges_follow() {
     let mut trio = Trio::new(14, &|_| {});
     trio.reserve_both();
     trio.dial_b_to_a();
-    let load = |trio: &Trio, host| trio.world.machine(host).relay_load();
+    let load = |trio: &Trio, host| trio.mesh.world.machine(host).relay_load();
     assert_eq!(
         load(&trio, trio.relay),
         RelayLoad {
@@ -722,9 +683,10 @@ fn a_second_circuit_to_a_connected_peer_is_closed_and_gauges_follow() {
 
     // B is already connected to A: the new circuit opens, finds nothing to
     // carry and closes; the first one stays.
-    let relay = trio.world.machine(trio.relay).contact();
-    let target = trio.id(trio.a);
-    trio.world
+    let relay = trio.mesh.world.machine(trio.relay).contact();
+    let target = trio.mesh.id(trio.a);
+    trio.mesh
+        .world
         .with_machine(trio.b, |node, now| node.dial_via_relay(now, relay, target));
     trio.run(Duration::from_secs(5), |_, _| false);
     let counters = trio.counters(trio.relay);
@@ -732,7 +694,7 @@ fn a_second_circuit_to_a_connected_peer_is_closed_and_gauges_follow() {
     assert_eq!(load(&trio, trio.relay).circuits_relayed, 1);
     assert_eq!(load(&trio, trio.a).circuit_ends, 1);
     assert_eq!(load(&trio, trio.b).circuit_ends, 1);
-    assert_eq!(trio.world.machine(trio.b).connection_count(), 2);
+    assert_eq!(trio.mesh.world.machine(trio.b).connection_count(), 2);
 }
 
 #[test]
@@ -751,6 +713,7 @@ fn a_full_circuit_queue_drops_packets_and_quic_recovers_them() {
     trio.serve_echo();
     let payload = Bytes::from(vec![0x33; 512 << 10]);
     let call = trio
+        .mesh
         .world
         .with_machine(trio.b, |node, now| {
             node.call(now, "svc.echo", payload, TIMEOUT, CallOptions::default())
@@ -770,9 +733,12 @@ fn a_relayed_run_is_deterministic() {
         trio.reserve_both();
         trio.dial_b_to_a();
         trio.serve_echo();
-        let call = trio.call(trio.b, "svc.echo", b"same every time");
+        let call = trio.mesh.call(trio.b, "svc.echo", &b"same every time"[..]);
         trio.complete(call).unwrap();
-        (trio.world.trace_hash(), trio.world.trace().entries().len())
+        (
+            trio.mesh.world.trace_hash(),
+            trio.mesh.world.trace().entries().len(),
+        )
     };
     let first = run();
     assert!(first.1 > 100, "the run exchanged packets: {first:?}");
@@ -783,9 +749,10 @@ fn a_relayed_run_is_deterministic() {
 fn a_circuit_no_connection_ever_uses_is_closed() {
     let mut trio = Trio::new(17, &|_| {});
     trio.reserve_both();
-    let relay = trio.world.machine(trio.relay).contact();
-    let target = trio.id(trio.a);
-    trio.world
+    let relay = trio.mesh.world.machine(trio.relay).contact();
+    let target = trio.mesh.id(trio.a);
+    trio.mesh
+        .world
         .with_machine(trio.b, |node, now| node.dial_via_relay(now, relay, target));
     // B vanishes as soon as A hears of the circuit: no handshake follows.
     let (a, b) = (trio.a, trio.b);
@@ -793,19 +760,23 @@ fn a_circuit_no_connection_ever_uses_is_closed() {
         host == a && matches!(event, Event::Relay(RelayEvent::CircuitOpened { .. }))
     });
     assert!(announced);
-    trio.world.set_online(b, false);
-    assert_eq!(trio.world.machine(a).relay_load().circuit_ends, 1);
+    trio.mesh.world.set_online(b, false);
+    assert_eq!(trio.mesh.world.machine(a).relay_load().circuit_ends, 1);
     // Within the request timeout (10 s), long before the relay would notice
     // B is gone (60 s of silence), A gives the circuit up and the relay
     // closes it.
     trio.run(Duration::from_secs(15), |_, _| false);
-    assert_eq!(trio.world.machine(a).relay_load().circuit_ends, 0);
+    assert_eq!(trio.mesh.world.machine(a).relay_load().circuit_ends, 0);
     assert_eq!(
-        trio.world.machine(trio.relay).relay_load().circuits_relayed,
+        trio.mesh
+            .world
+            .machine(trio.relay)
+            .relay_load()
+            .circuits_relayed,
         0
     );
     assert_eq!(
-        trio.world.machine(a).connection_count(),
+        trio.mesh.world.machine(a).connection_count(),
         1,
         "only the relay"
     );
@@ -840,7 +811,7 @@ fn every_kind_of_nat_reaches_every_other_through_the_relay() {
                 "{name_a} / {name_b}"
             );
             trio.serve_echo();
-            let call = trio.call(trio.b, "svc.echo", b"ping");
+            let call = trio.mesh.call(trio.b, "svc.echo", &b"ping"[..]);
             let reply = trio.complete(call);
             assert_eq!(
                 reply,

@@ -37,6 +37,7 @@
 
 pub mod dht_net;
 pub mod dht_scale;
+mod fixture;
 mod link;
 mod nat;
 pub mod node_lab;
@@ -45,6 +46,10 @@ pub mod punch_lab;
 mod trace;
 mod world;
 
+pub use fixture::{
+    CALL_TIMEOUT, Mesh, PORT, UNIX_MS, completion, echo, events_of, lan_addr, mirror, public_addr,
+    realm,
+};
 pub use link::Link;
 pub use nat::{Behavior, Binding, Nat, NatConfig, NatEvent, NatLogEntry, PortAllocation};
 pub use probe::{Probe, ProbeEvent};

@@ -1,0 +1,8 @@
+//! What every simulator test program shares and the core may not hold: the
+//! virtual clock's first instant, the program's one clock reading.
+
+/// The virtual clock's first instant: this program's one clock reading.
+#[allow(clippy::disallowed_methods)]
+pub fn epoch() -> std::time::Instant {
+    std::time::Instant::now()
+}
