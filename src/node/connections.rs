@@ -187,10 +187,10 @@ impl Node {
     }
 
     pub(super) fn read_stream(&mut self, now: Instant, handle: ConnectionHandle, stream: StreamId) {
-        if let Some(&role) = self.circuit_streams.get(&(handle, stream)) {
+        if let Some(side) = self.circuit_stream(handle, stream) {
             // Circuit frames are forwarded or handed to quinn as they come,
             // so they never wait in our buffers.
-            self.read_circuit_stream(now, handle, stream, role);
+            self.read_circuit_stream(now, handle, stream, side);
             return;
         }
         let Some(conn) = self.conns.get_mut(&handle) else {
@@ -393,7 +393,7 @@ impl Node {
         let path = self.path_kind(&remote_virtual);
         self.instruments.connection_on_path(handle, path);
         if path == PathKind::Relayed {
-            self.relay_counters.relayed_connections += 1;
+            self.relay_client.handle_relayed_connection();
         }
         self.out.push_back(Output::Event(Event::Connected {
             peer,
@@ -701,7 +701,7 @@ impl Node {
         }
         self.serving.retain(|_, serving| serving.conn != handle);
         self.release_messaging(now, handle, pool_id, peer);
-        self.relay_connection_gone(now, handle);
+        self.relay_connection_gone(now, pool_id);
         if let (Some(peer), Some(pool_id)) = (peer, pool_id) {
             self.by_pool_id.remove(&pool_id);
             if ready {

@@ -245,6 +245,7 @@ impl Node {
     /// Looks at the events queued since the last time and copies the
     /// children's numbers (the end of every [`Node::settle`]).
     pub(super) fn observe(&mut self, now: Instant) {
+        let relay_counters = self.relay_counters();
         let instruments = &mut self.instruments;
         for output in self.out.iter().skip(instruments.observed) {
             match output {
@@ -285,7 +286,7 @@ impl Node {
         *messages.get_mut(MessageDirection::Dropped) = pubsub
             .dropped_slow
             .saturating_add(pubsub.dropped_disconnected);
-        metrics.copy_relay_counters(&self.relay_counters);
+        metrics.copy_relay_counters(&relay_counters);
         metrics.relay_circuits_active = self.relay_server.circuit_count() as u64;
     }
 }

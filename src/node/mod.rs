@@ -19,7 +19,8 @@
 //! the [`crate::messaging`] child; src/node/messaging_effects.rs carries out
 //! what it asks for on the DHT and on streams.
 //! Every node may relay for others and run connections over relay circuits
-//! (src/node/relay_server.rs, src/node/relay_client.rs, docs/PROTOCOL.md §11).
+//! (src/relay/server.rs, src/relay/client.rs, glued in src/node/relay.rs,
+//! docs/PROTOCOL.md §11).
 //!
 //! On every connection the dialer opens the control stream and writes
 //! CONNECT; requests follow on their own streams at once. The acceptor checks
@@ -39,8 +40,7 @@ mod messaging_effects;
 mod peers;
 mod phase;
 mod reach;
-mod relay_client;
-mod relay_server;
+mod relay;
 mod requests;
 mod router;
 mod upgrade;
@@ -54,15 +54,13 @@ use quinn_proto::{
     ConnectionError, ConnectionHandle, DatagramEvent, Dir, Endpoint, StreamEvent, StreamId, VarInt,
 };
 
+pub use crate::relay::{CircuitLoss, RelayEvent};
 pub use config::{DEFAULT_CONNECT_TIMEOUT, NodeConfig};
 use conn::{Ask, Blocked, Conn, Phase, StreamTrouble};
 pub use peers::{PeersFileError, load_peers, save_peers};
 pub use reach::{
     MAX_CONTACTED, MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, ReachConfig, ReachStats,
 };
-pub use relay_client::{CircuitLoss, RelayEvent};
-use relay_client::{CircuitRole, RelayClient};
-use relay_server::RelayServer;
 pub use upgrade::{
     MAX_TIMES, OFFER_TIMEOUT, PairCounts, PathChange, UpgradeConfig, UpgradeCounters,
 };
@@ -79,7 +77,7 @@ use crate::pool::{
 };
 use crate::pubsub::PubSubEvent;
 use crate::quic::{QuicConfigError, QuicConfigs};
-use crate::relay::RelayCounters;
+use crate::relay::{RelayClient, RelayServer};
 use crate::rpc::RpcEvent;
 use crate::tls::{self, NodeTls, TlsError, WallClock};
 use crate::wire::{self, Capabilities, DisconnectReason, Message};
@@ -233,8 +231,6 @@ pub struct Node {
     relay_server: RelayServer,
     relay_client: RelayClient,
     upgrades: upgrade::Upgrades,
-    circuit_streams: HashMap<(ConnectionHandle, StreamId), CircuitRole>,
-    relay_counters: RelayCounters,
     conns: HashMap<ConnectionHandle, Conn>,
     by_pool_id: HashMap<ConnId, ConnectionHandle>,
     waiting: HashMap<WaitId, Waiting>,
@@ -287,6 +283,8 @@ impl Node {
         let messaging = Messaging::new(local, config.rpc.clone(), config.pubsub.clone());
         let reach = reach::Reach::new(&config.reach, seed ^ 0x7265_6163); // "reac"
         let upgrades = upgrade::Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
+        let relay_server = RelayServer::new(config.relay);
+        let relay_client = RelayClient::new(config.request_timeout);
         Ok(Self {
             identity,
             local,
@@ -303,11 +301,9 @@ impl Node {
             errands: errands::Errands::default(),
             reach,
             dialing: dial::Dialing::default(),
-            relay_server: RelayServer::default(),
-            relay_client: RelayClient::default(),
+            relay_server,
+            relay_client,
             upgrades,
-            circuit_streams: HashMap::default(),
-            relay_counters: RelayCounters::default(),
             conns: HashMap::default(),
             by_pool_id: HashMap::default(),
             waiting: HashMap::default(),
@@ -460,8 +456,8 @@ impl Node {
         let conns: Option<Instant> = conns.flatten().min();
         let messaging = [self.messaging.poll_timeout(), self.reach.poll_timeout()];
         let relay = [
-            self.relay_server.next_deadline(&self.config.relay),
-            self.relay_client.next_deadline(),
+            self.relay_server.poll_timeout(),
+            self.relay_client.poll_timeout(),
             self.upgrades.poll_timeout(),
         ];
         [conns, self.pool.poll_timeout(), self.dht.poll_timeout()]
@@ -493,8 +489,7 @@ impl Machine for Node {
                 self.dht.handle_timeout(now, unix_ms);
                 self.messaging.handle_timeout(now);
                 self.reach_timeout(now);
-                self.relay_server_timeout(now);
-                self.relay_client_timeout(now);
+                self.relay_timeout(now);
                 self.upgrade_timeout(now);
             }
             Input::LocalAddressChanged { new, .. } => self.address_changed(now, new),

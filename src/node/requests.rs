@@ -159,7 +159,7 @@ impl Node {
                             .handle_failure(now, waiting.request_id, Failure::Connection);
                     }
                     None if self.relay_client.owns(wait) => {
-                        self.relay_wait_failed(wait, error.to_string())
+                        self.relay_wait_failed(now, wait, error.to_string())
                     }
                     None => self.messaging_failed(now, wait),
                 },

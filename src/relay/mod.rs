@@ -1,18 +1,51 @@
-//! The relay's data plane pieces that need no node: its settings and
-//! limits, its counters, circuit frames and the rate limiter.
+//! The relay: its settings and limits, its counters, circuit frames, the
+//! rate limiter, and its two child machines.
 //!
-//! The node runs both sides (src/node/relay_server.rs serves reservations
-//! and splices circuits; src/node/relay_client.rs reserves, opens circuits
-//! and carries its end-to-end QUIC packets over them). docs/PROTOCOL.md §11
-//! is the wire contract.
+//! Every node runs both sides: [`RelayServer`] serves reservations and
+//! splices circuits; [`RelayClient`] reserves, opens circuits and carries
+//! its end-to-end QUIC packets over them. Both are children of the node
+//! ([`crate::Child`]): they name connections by [`crate::pool::ConnId`] and
+//! ask the node for every effect on a connection, the pool or the path
+//! table through their output enums. docs/PROTOCOL.md §11 is the wire
+//! contract.
 
 mod bucket;
+pub mod client;
+mod events;
 pub mod frames;
+pub mod server;
+#[cfg(test)]
+mod test_support;
 
 use std::time::Duration;
 
+use quinn_proto::VarInt;
+
 pub use bucket::TokenBucket;
+pub use client::{RelayClient, RelayClientOutput};
+pub use events::{CircuitLoss, RelayEvent};
 pub use frames::{FrameError, FrameSplitter, MAX_CIRCUIT_PACKET, encode_frame};
+pub use server::{RelayServer, RelayServerOutput};
+
+/// Stream error code: the relay closed the circuit at a limit (bytes or
+/// lifetime).
+pub const CIRCUIT_LIMIT: VarInt = VarInt::from_u32(0x110);
+/// Stream error code: the circuit's other end is gone.
+pub const CIRCUIT_PEER_GONE: VarInt = VarInt::from_u32(0x111);
+/// Stream error code: the circuit's bytes are not frames.
+pub const CIRCUIT_BROKEN: VarInt = VarInt::from_u32(0x112);
+
+/// What became of a circuit frame a child asked the node to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// It is queued on the stream.
+    Written,
+    /// Dropped: the stream's queue would pass
+    /// [`RelayConfig::max_queued_per_circuit`].
+    QueueFull,
+    /// Dropped: the connection is gone.
+    Gone,
+}
 
 /// What a node does as a relay, and the limits it enforces.
 ///
@@ -136,4 +169,51 @@ pub struct RelayCounters {
     pub relayed_connections: u64,
     /// Circuit streams that broke the framing (both sides).
     pub frame_errors: u64,
+}
+
+impl RelayCounters {
+    /// Adds `other`'s counts to these (the server's and the client's
+    /// counters make the node's).
+    pub fn add(&mut self, other: &RelayCounters) {
+        let RelayCounters {
+            reservations_granted,
+            reservations_ended,
+            circuits_opened,
+            circuits_closed,
+            bytes_forwarded,
+            packets_forwarded,
+            dropped_rate,
+            dropped_queue_full,
+            refused_disabled,
+            refused_no_reservation,
+            refused_limit,
+            refused_unreachable,
+            refused_bad_request,
+            circuits_over_limit,
+            packets_to_circuits,
+            reservations_held,
+            reservations_lost,
+            relayed_connections,
+            frame_errors,
+        } = other;
+        self.reservations_granted += reservations_granted;
+        self.reservations_ended += reservations_ended;
+        self.circuits_opened += circuits_opened;
+        self.circuits_closed += circuits_closed;
+        self.bytes_forwarded += bytes_forwarded;
+        self.packets_forwarded += packets_forwarded;
+        self.dropped_rate += dropped_rate;
+        self.dropped_queue_full += dropped_queue_full;
+        self.refused_disabled += refused_disabled;
+        self.refused_no_reservation += refused_no_reservation;
+        self.refused_limit += refused_limit;
+        self.refused_unreachable += refused_unreachable;
+        self.refused_bad_request += refused_bad_request;
+        self.circuits_over_limit += circuits_over_limit;
+        self.packets_to_circuits += packets_to_circuits;
+        self.reservations_held += reservations_held;
+        self.reservations_lost += reservations_lost;
+        self.relayed_connections += relayed_connections;
+        self.frame_errors += frame_errors;
+    }
 }

@@ -1,0 +1,801 @@
+//! The relay's client side: reservations on relays (granted, renewed at
+//! half their lifetime, lost with their connection), circuits opened to a
+//! reserved node, and the end-to-end QUIC packets carried over a circuit as
+//! length-prefixed frames (docs/PROTOCOL.md §11).
+//!
+//! A circuit's far end sits behind a virtual address whose real path is
+//! [`RealPath::Relay`]; quinn runs the end-to-end connection (TLS identity
+//! of the far node checked as on any dial) over it exactly as over UDP, and
+//! the pool holds it as the connection to that node. The client asks the
+//! node for the address ([`RelayClientOutput::InstallPath`]), for pooled
+//! connections, streams and leases, and hands it the inner packets.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use quinn_proto::{StreamId, VarInt};
+
+use super::{
+    CIRCUIT_LIMIT, CIRCUIT_PEER_GONE, CircuitLoss, FrameSplitter, RelayCounters, RelayEvent,
+    Written, encode_frame,
+};
+use crate::collections::HashMap;
+use crate::contract::{Child, OutputQueue};
+use crate::dht::Contact;
+use crate::id::NodeId;
+use crate::path::RealPath;
+use crate::pool::{Acquired, ConnId, Lease, WaitId};
+use crate::wire::{self, Message, RelayStatus};
+
+mod output;
+
+pub use output::RelayClientOutput;
+
+/// A reservation of ours on one relay.
+#[derive(Debug)]
+struct Reservation {
+    relay: Contact,
+    /// The lease that keeps the relay connection pooled while we hold it.
+    lease: Option<Lease>,
+    conn: Option<ConnId>,
+    expires: Option<Instant>,
+    renew_at: Option<Instant>,
+}
+
+/// Our end of a circuit.
+#[derive(Debug)]
+struct CircuitEnd {
+    conn: ConnId,
+    stream: StreamId,
+    virtual_addr: SocketAddr,
+    splitter: FrameSplitter,
+    lease: Option<Lease>,
+    /// Until a connection runs over the circuit: when the circuit is given
+    /// up as unused (a dial that never came, or never got through).
+    claim_by: Option<Instant>,
+}
+
+/// Our end of a circuit waiting for its virtual address.
+#[derive(Debug)]
+struct Opening {
+    conn: ConnId,
+    stream: StreamId,
+    lease: Option<Lease>,
+    /// The other end.
+    peer: NodeId,
+    /// True when we dialed (the end-to-end connection is ours to open).
+    dialer: bool,
+}
+
+/// What a pool acquire of the relay client waits for.
+#[derive(Clone, Copy, Debug)]
+enum Intent {
+    Reserve(NodeId),
+    Circuit {
+        relay: NodeId,
+        target: NodeId,
+    },
+    EndToEnd {
+        relay: NodeId,
+        target: NodeId,
+        circuit: u64,
+    },
+}
+
+/// A relay request of ours waiting for its answer.
+#[derive(Debug)]
+enum RelayAsk {
+    Reserve(NodeId),
+    Circuit {
+        relay: NodeId,
+        target: NodeId,
+        lease: Lease,
+    },
+}
+
+/// The client's state: our reservations, circuit ends and requests.
+#[derive(Debug)]
+pub struct RelayClient {
+    /// How long an opened circuit waits for a connection over it.
+    claim_timeout: Duration,
+    reservations: HashMap<NodeId, Reservation>,
+    ends: HashMap<(NodeId, u64), CircuitEnd>,
+    /// Which circuit each of our circuit streams is.
+    streams: HashMap<(ConnId, StreamId), (NodeId, u64)>,
+    opening: HashMap<(NodeId, u64), Opening>,
+    acquiring: HashMap<u64, Intent>,
+    waits: HashMap<WaitId, Intent>,
+    sending: HashMap<u64, (ConnId, RelayAsk)>,
+    asks: HashMap<(ConnId, StreamId), RelayAsk>,
+    next_request: u64,
+    next_token: u64,
+    counters: RelayCounters,
+    out: OutputQueue<RelayClientOutput>,
+}
+
+impl RelayClient {
+    /// A client holding nothing; an opened circuit no connection claims
+    /// within `claim_timeout` is closed.
+    pub fn new(claim_timeout: Duration) -> Self {
+        Self {
+            claim_timeout,
+            reservations: HashMap::default(),
+            ends: HashMap::default(),
+            streams: HashMap::default(),
+            opening: HashMap::default(),
+            acquiring: HashMap::default(),
+            waits: HashMap::default(),
+            sending: HashMap::default(),
+            asks: HashMap::default(),
+            next_request: 0,
+            next_token: 0,
+            counters: RelayCounters::default(),
+            out: OutputQueue::new(),
+        }
+    }
+
+    /// The client's counters (the server's fields stay zero).
+    pub fn counters(&self) -> &RelayCounters {
+        &self.counters
+    }
+
+    /// The relays we hold or are asking for a reservation on.
+    pub fn wanted(&self) -> impl Iterator<Item = &NodeId> + '_ {
+        self.reservations.keys()
+    }
+
+    /// The relays that hold a reservation of ours now, sorted.
+    pub fn reserved_relays(&self) -> Vec<NodeId> {
+        let mut relays: Vec<NodeId> = self
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.expires.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        relays.sort();
+        relays
+    }
+
+    /// Our circuit ends (live, or kept as a backup).
+    pub fn end_count(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The circuits behind `virtual_addr`, sorted.
+    pub fn circuits_behind(&self, virtual_addr: SocketAddr) -> Vec<RealPath> {
+        let mut keys: Vec<(NodeId, u64)> = self
+            .ends
+            .iter()
+            .filter(|(_, end)| end.virtual_addr == virtual_addr)
+            .map(|(key, _)| *key)
+            .collect();
+        keys.sort();
+        keys.into_iter()
+            .map(|(relay, circuit)| RealPath::Relay { relay, circuit })
+            .collect()
+    }
+
+    /// True when the pool acquire `wait` is the relay client's.
+    pub fn owns(&self, wait: WaitId) -> bool {
+        self.waits.contains_key(&wait)
+    }
+
+    /// True when `stream` of `conn` is our end of a circuit.
+    pub fn carries(&self, conn: ConnId, stream: StreamId) -> bool {
+        self.streams.contains_key(&(conn, stream))
+    }
+
+    /// Counts an end-to-end connection over a circuit that became ready.
+    pub fn handle_relayed_connection(&mut self) {
+        self.counters.relayed_connections += 1;
+    }
+
+    fn request_id(&mut self) -> u64 {
+        self.next_request += 1;
+        self.next_request
+    }
+
+    /// Asks `relay` to accept circuits for us and keeps the reservation:
+    /// renewed at half its lifetime. Reserving again renews at once.
+    pub fn handle_reserve(&mut self, now: Instant, relay: Contact) {
+        self.out.mark(now);
+        let id = relay.id;
+        self.reservations.entry(id).or_insert_with(|| Reservation {
+            relay: relay.clone(),
+            lease: None,
+            conn: None,
+            expires: None,
+            renew_at: None,
+        });
+        self.acquire_relay(&relay, Intent::Reserve(id));
+    }
+
+    /// Gives the reservation on `relay` up (RELAY_RELEASE) and lets its
+    /// connection go idle. Circuits open through it stay.
+    pub fn handle_release(&mut self, now: Instant, relay: NodeId) {
+        self.out.mark(now);
+        let Some(reservation) = self.reservations.remove(&relay) else {
+            return;
+        };
+        if let Some(conn) = reservation.conn {
+            let request_id = self.request_id();
+            let frame = Message::from(wire::RelayRelease { request_id });
+            self.out.push(RelayClientOutput::Notify { conn, frame });
+        }
+        self.release(reservation.lease);
+    }
+
+    /// Opens a circuit to `target` through `relay`, then has the node open
+    /// the end-to-end connection over it.
+    pub fn handle_dial(&mut self, now: Instant, relay: Contact, target: NodeId) {
+        self.out.mark(now);
+        let intent = Intent::Circuit {
+            relay: relay.id,
+            target,
+        };
+        self.acquire_relay(&relay, intent);
+    }
+
+    /// Gets a pooled connection to `relay` for `intent`.
+    fn acquire_relay(&mut self, relay: &Contact, intent: Intent) {
+        let Some(&addr) = relay.addrs.first() else {
+            self.unreachable(relay.id, "no address".into());
+            return;
+        };
+        self.acquire(relay.id, addr, intent);
+    }
+
+    fn acquire(&mut self, peer: NodeId, addr: SocketAddr, intent: Intent) {
+        self.next_token += 1;
+        let token = self.next_token;
+        self.acquiring.insert(token, intent);
+        self.out
+            .push(RelayClientOutput::Acquire { token, peer, addr });
+    }
+
+    /// The outcome of [`RelayClientOutput::Acquire`] `token`.
+    pub fn handle_acquired(
+        &mut self,
+        now: Instant,
+        token: u64,
+        acquired: Result<Acquired, String>,
+    ) {
+        self.out.mark(now);
+        let Some(intent) = self.acquiring.remove(&token) else {
+            return;
+        };
+        match (acquired, intent) {
+            (Ok(Acquired::Waiting(wait)), intent) => {
+                self.waits.insert(wait, intent);
+            }
+            (Ok(Acquired::Ready(lease)), Intent::EndToEnd { relay, circuit, .. }) => {
+                // Already connected (another path won meanwhile): the
+                // circuit has nothing to carry.
+                self.release(Some(lease));
+                self.end_gone(relay, circuit, CircuitLoss::Broken);
+            }
+            (Ok(Acquired::Ready(lease)), intent) => self.lease_ready(intent, lease),
+            (Err(error), intent) => self.acquire_failed(intent, error),
+        }
+    }
+
+    /// A pool acquire of the relay client got its connection.
+    pub fn handle_wait_ready(&mut self, now: Instant, wait: WaitId, lease: Lease) {
+        self.out.mark(now);
+        if let Some(intent) = self.waits.remove(&wait) {
+            self.lease_ready(intent, lease);
+        }
+    }
+
+    /// A pool acquire of the relay client failed.
+    pub fn handle_wait_failed(&mut self, now: Instant, wait: WaitId, error: String) {
+        self.out.mark(now);
+        if let Some(intent) = self.waits.remove(&wait) {
+            self.acquire_failed(intent, error);
+        }
+    }
+
+    fn acquire_failed(&mut self, intent: Intent, error: String) {
+        match intent {
+            Intent::Reserve(relay) | Intent::Circuit { relay, .. } => {
+                self.unreachable(relay, error);
+            }
+            Intent::EndToEnd { relay, target, .. } => {
+                self.event(RelayEvent::CircuitRefused {
+                    relay,
+                    target,
+                    status: RelayStatus::TargetUnreachable,
+                });
+            }
+        }
+    }
+
+    fn lease_ready(&mut self, intent: Intent, lease: Lease) {
+        match intent {
+            // The end-to-end connection is pooled; the application's
+            // requests lease it from now on.
+            Intent::EndToEnd { .. } => self.release(Some(lease)),
+            Intent::Reserve(relay) => self.send_reserve(relay, lease),
+            Intent::Circuit { relay, target } => {
+                let request_id = self.request_id();
+                let frame = Message::from(wire::CircuitOpen { request_id, target });
+                let conn = lease.conn();
+                let ask = RelayAsk::Circuit {
+                    relay,
+                    target,
+                    lease,
+                };
+                self.ask(conn, request_id, frame, ask);
+            }
+        }
+    }
+
+    /// RELAY_RESERVE on the relay connection `lease` holds, which from now
+    /// on the reservation's lease keeps pooled.
+    fn send_reserve(&mut self, relay: NodeId, lease: Lease) {
+        let Some(reservation) = self.reservations.get_mut(&relay) else {
+            self.release(Some(lease));
+            return;
+        };
+        let conn = lease.conn();
+        let old = reservation.lease.replace(lease);
+        reservation.conn = Some(conn);
+        self.release(old);
+        let request_id = self.request_id();
+        let frame = Message::from(wire::RelayReserve { request_id });
+        self.ask(conn, request_id, frame, RelayAsk::Reserve(relay));
+    }
+
+    /// Has the node write a relay request on a new stream of `conn`; the
+    /// ask waits for the stream in [`RelayClient::handle_request_stream`].
+    fn ask(&mut self, conn: ConnId, request_id: u64, frame: Message, ask: RelayAsk) {
+        let finish = matches!(ask, RelayAsk::Reserve(_));
+        self.sending.insert(request_id, (conn, ask));
+        self.out.push(RelayClientOutput::Request {
+            conn,
+            request_id,
+            frame,
+            finish,
+        });
+    }
+
+    /// The stream request `request_id` went out on (`None`: the connection
+    /// is gone or allows no stream; reported to the application).
+    pub fn handle_request_stream(
+        &mut self,
+        now: Instant,
+        request_id: u64,
+        stream: Option<StreamId>,
+    ) {
+        self.out.mark(now);
+        let Some((conn, ask)) = self.sending.remove(&request_id) else {
+            return;
+        };
+        if let Some(stream) = stream {
+            self.asks.insert((conn, stream), ask);
+            return;
+        }
+        match ask {
+            // The reservation waits for its lapse or the next reserve.
+            RelayAsk::Reserve(relay) => self.unreachable(relay, "no stream to the relay".into()),
+            RelayAsk::Circuit { relay, lease, .. } => {
+                self.unreachable(relay, "no stream to the relay".into());
+                self.release(Some(lease));
+            }
+        }
+    }
+
+    /// RELAY_RESERVE_STATUS on `stream` of `conn`: our reservation granted
+    /// or refused.
+    pub fn handle_reserve_status(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        stream: StreamId,
+        answer: wire::RelayReserveStatus,
+    ) {
+        self.out.mark(now);
+        let Some(RelayAsk::Reserve(relay)) = self.asks.remove(&(conn, stream)) else {
+            self.out.push(RelayClientOutput::ProtocolError);
+            return;
+        };
+        if answer.status == RelayStatus::Ok {
+            let Some(reservation) = self.reservations.get_mut(&relay) else {
+                return;
+            };
+            let ttl = Duration::from_secs(u64::from(answer.ttl_secs));
+            reservation.expires = Some(now + ttl);
+            reservation.renew_at = Some(now + ttl / 2);
+            self.counters.reservations_held += 1;
+            self.event(RelayEvent::ReservationGranted { relay, ttl });
+        } else {
+            let Some(reservation) = self.reservations.remove(&relay) else {
+                return;
+            };
+            self.release(reservation.lease);
+            self.counters.reservations_lost += 1;
+            let status = answer.status;
+            self.event(RelayEvent::ReservationRefused { relay, status });
+        }
+    }
+
+    /// CIRCUIT_STATUS on `stream` of `conn`: our circuit is open (the
+    /// stream now carries its frames) or refused.
+    pub fn handle_circuit_status(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        stream: StreamId,
+        answer: wire::CircuitStatus,
+    ) {
+        self.out.mark(now);
+        let Some(RelayAsk::Circuit {
+            relay,
+            target,
+            lease,
+        }) = self.asks.remove(&(conn, stream))
+        else {
+            // Not ours: a granted circuit would go on carrying frames no
+            // one reads.
+            self.out.push(RelayClientOutput::ProtocolError);
+            self.out.push(RelayClientOutput::Refuse { conn, stream });
+            return;
+        };
+        if answer.status != RelayStatus::Ok {
+            self.release(Some(lease));
+            let status = answer.status;
+            self.event(RelayEvent::CircuitRefused {
+                relay,
+                target,
+                status,
+            });
+            return;
+        }
+        let opening = Opening {
+            conn,
+            stream,
+            lease: Some(lease),
+            peer: target,
+            dialer: true,
+        };
+        self.open_end(relay, answer.circuit, opening);
+    }
+
+    /// CIRCUIT_INCOMING on `stream` of `conn` from `relay`: a relay we
+    /// reserved on announces a circuit; the dialer's QUIC handshake arrives
+    /// over it.
+    pub fn handle_circuit_incoming(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        relay: NodeId,
+        stream: StreamId,
+        incoming: wire::CircuitIncoming,
+    ) {
+        self.out.mark(now);
+        if !self.reservations.contains_key(&relay) {
+            // We never asked this node to relay for us.
+            self.out.push(RelayClientOutput::ProtocolError);
+            self.out.push(RelayClientOutput::Refuse { conn, stream });
+            return;
+        }
+        let circuit = incoming.circuit;
+        // The circuit keeps the relay connection pooled, as the dialer's
+        // does, even if the reservation is released meanwhile.
+        self.out.push(RelayClientOutput::Pin {
+            conn,
+            relay,
+            circuit,
+        });
+        let opening = Opening {
+            conn,
+            stream,
+            lease: None,
+            peer: incoming.source,
+            dialer: false,
+        };
+        self.open_end(relay, circuit, opening);
+    }
+
+    fn open_end(&mut self, relay: NodeId, circuit: u64, opening: Opening) {
+        let (conn, stream) = (opening.conn, opening.stream);
+        self.opening.insert((relay, circuit), opening);
+        self.out.push(RelayClientOutput::InstallPath {
+            relay,
+            circuit,
+            conn,
+            stream,
+        });
+    }
+
+    /// The lease the node took for our end of `circuit` through `relay`
+    /// (`None`: the pool does not hold the connection as ready).
+    pub fn handle_pinned(&mut self, relay: NodeId, circuit: u64, lease: Option<Lease>) {
+        let key = (relay, circuit);
+        let slot = match self.opening.get_mut(&key) {
+            Some(opening) => Some(&mut opening.lease),
+            None => self.ends.get_mut(&key).map(|e| &mut e.lease),
+        };
+        match slot {
+            Some(slot) => *slot = lease,
+            None => self.release(lease),
+        }
+    }
+
+    /// The virtual address the node put the circuit behind: our end is
+    /// recorded, fed the bytes that came with its opening frame (`early`),
+    /// and (when we dialed) the end-to-end connection is asked of the pool.
+    pub fn handle_path(
+        &mut self,
+        now: Instant,
+        relay: NodeId,
+        circuit: u64,
+        virtual_addr: SocketAddr,
+        early: &[u8],
+    ) {
+        self.out.mark(now);
+        let Some(opening) = self.opening.remove(&(relay, circuit)) else {
+            return;
+        };
+        let (conn, stream) = (opening.conn, opening.stream);
+        let end = CircuitEnd {
+            conn,
+            stream,
+            virtual_addr,
+            splitter: FrameSplitter::new(),
+            lease: opening.lease,
+            claim_by: Some(now + self.claim_timeout),
+        };
+        self.ends.insert((relay, circuit), end);
+        self.streams.insert((conn, stream), (relay, circuit));
+        self.feed((relay, circuit), early);
+        let peer = opening.peer;
+        self.event(RelayEvent::CircuitOpened {
+            relay,
+            peer,
+            circuit,
+        });
+        if opening.dialer {
+            let intent = Intent::EndToEnd {
+                relay,
+                target: peer,
+                circuit,
+            };
+            self.acquire(peer, virtual_addr, intent);
+        }
+    }
+
+    /// Bytes read from our end of a circuit: each whole frame is a QUIC
+    /// packet for quinn under the circuit's virtual address.
+    pub fn handle_circuit_bytes(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        stream: StreamId,
+        data: &[u8],
+    ) {
+        self.out.mark(now);
+        if let Some(&key) = self.streams.get(&(conn, stream)) {
+            self.feed(key, data);
+        }
+    }
+
+    /// Splits `data` of the circuit `key` into packets for quinn; a framing
+    /// error ends the circuit.
+    fn feed(&mut self, key: (NodeId, u64), data: &[u8]) {
+        match self.ends.get_mut(&key) {
+            Some(end) => end.splitter.push(data),
+            None => return,
+        }
+        while let Some(end) = self.ends.get_mut(&key) {
+            match end.splitter.next_packet() {
+                Ok(Some(packet)) => {
+                    let virtual_addr = end.virtual_addr;
+                    self.out.push(RelayClientOutput::Packet {
+                        virtual_addr,
+                        packet,
+                    });
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    self.counters.frame_errors += 1;
+                    self.end_gone(key.0, key.1, CircuitLoss::Broken);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Our circuit stream ended: finished by the relay (`reset: None`) or
+    /// reset with `reset` (the relay's code says why).
+    pub fn handle_stream_gone(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        stream: StreamId,
+        reset: Option<VarInt>,
+    ) {
+        self.out.mark(now);
+        let Some(&(relay, circuit)) = self.streams.get(&(conn, stream)) else {
+            return;
+        };
+        let loss = match reset {
+            Some(CIRCUIT_LIMIT) => CircuitLoss::LimitReached,
+            Some(CIRCUIT_PEER_GONE) => CircuitLoss::PeerGone,
+            _ => CircuitLoss::Broken,
+        };
+        self.end_gone(relay, circuit, loss);
+    }
+
+    /// One QUIC packet of ours for the circuit `circuit` through `relay`:
+    /// written onto its stream, or dropped when the circuit is gone (QUIC
+    /// recovers).
+    pub fn handle_outgoing(&mut self, now: Instant, relay: NodeId, circuit: u64, packet: &[u8]) {
+        self.out.mark(now);
+        let Some(end) = self.ends.get(&(relay, circuit)) else {
+            return;
+        };
+        let Some(frame) = encode_frame(packet) else {
+            return;
+        };
+        self.out.push(RelayClientOutput::Write {
+            conn: end.conn,
+            stream: end.stream,
+            frame,
+        });
+    }
+
+    /// What became of a frame of [`RelayClientOutput::Write`].
+    pub fn handle_written(&mut self, written: Written) {
+        match written {
+            Written::Written => self.counters.packets_to_circuits += 1,
+            Written::QueueFull => self.counters.dropped_queue_full += 1,
+            Written::Gone => {}
+        }
+    }
+
+    /// Our end of a circuit is gone: its stream is refused, its lease
+    /// returned, and the node told to close what ran over it.
+    fn end_gone(&mut self, relay: NodeId, circuit: u64, loss: CircuitLoss) {
+        let Some(end) = self.ends.remove(&(relay, circuit)) else {
+            return;
+        };
+        let (conn, stream) = (end.conn, end.stream);
+        self.streams.remove(&(conn, stream));
+        self.out.push(RelayClientOutput::Refuse { conn, stream });
+        self.release(end.lease);
+        self.out.push(RelayClientOutput::CircuitClosed {
+            relay,
+            circuit,
+            virtual_addr: end.virtual_addr,
+            loss,
+        });
+    }
+
+    /// Ends our circuit ends that `which` picks, with `loss`.
+    fn end_circuits(&mut self, which: impl Fn(&CircuitEnd) -> bool, loss: CircuitLoss) {
+        let ends: Vec<(NodeId, u64)> = self
+            .ends
+            .iter()
+            .filter(|(_, e)| which(e))
+            .map(|(key, _)| *key)
+            .collect();
+        for (relay, circuit) in ends {
+            self.end_gone(relay, circuit, loss);
+        }
+    }
+
+    /// The connection behind `virtual_addr` is gone: our circuit ends
+    /// there close (the relay then closes the circuits).
+    pub fn handle_path_gone(&mut self, now: Instant, virtual_addr: SocketAddr) {
+        self.out.mark(now);
+        self.end_circuits(|e| e.virtual_addr == virtual_addr, CircuitLoss::Broken);
+    }
+
+    /// A connection is gone: reservations on it are lost and circuits
+    /// through it close (and so do connections that ran over them).
+    pub fn handle_connection_gone(&mut self, now: Instant, conn: ConnId) {
+        self.out.mark(now);
+        self.asks.retain(|(c, _), _| *c != conn);
+        let lost: Vec<NodeId> = self
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.conn == Some(conn))
+            .map(|(id, _)| *id)
+            .collect();
+        for relay in lost {
+            self.reservation_lost(relay);
+        }
+        self.end_circuits(|e| e.conn == conn, CircuitLoss::RelayLost);
+    }
+
+    fn reservation_lost(&mut self, relay: NodeId) {
+        let Some(reservation) = self.reservations.remove(&relay) else {
+            return;
+        };
+        self.release(reservation.lease);
+        self.counters.reservations_lost += 1;
+        self.event(RelayEvent::ReservationLost { relay });
+    }
+
+    /// Renews reservations at half their lifetime (a lapsed one is lost)
+    /// and closes circuits no connection claimed in time; `carried` tells
+    /// whether a connection runs behind a virtual address.
+    pub fn handle_timeout(&mut self, now: Instant, carried: impl Fn(&SocketAddr) -> bool) {
+        self.out.mark(now);
+        let mut lapsed = Vec::new();
+        let mut renew = Vec::new();
+        for (id, reservation) in &mut self.reservations {
+            if reservation.expires.is_some_and(|t| t <= now) {
+                lapsed.push(*id);
+            } else if reservation.renew_at.is_some_and(|t| t <= now) {
+                reservation.renew_at = None;
+                renew.push(reservation.relay.clone());
+            }
+        }
+        for relay in lapsed {
+            self.reservation_lost(relay);
+        }
+        for relay in renew {
+            self.acquire_relay(&relay, Intent::Reserve(relay.id));
+        }
+        let mut unclaimed = Vec::new();
+        for (key, end) in &mut self.ends {
+            let Some(claim_by) = end.claim_by else {
+                continue;
+            };
+            if carried(&end.virtual_addr) {
+                end.claim_by = None;
+            } else if claim_by <= now {
+                unclaimed.push(*key);
+            }
+        }
+        for (relay, circuit) in unclaimed {
+            self.end_gone(relay, circuit, CircuitLoss::Broken);
+        }
+    }
+
+    fn unreachable(&mut self, relay: NodeId, detail: String) {
+        if self
+            .reservations
+            .get(&relay)
+            .is_some_and(|r| r.expires.is_none())
+        {
+            self.reservations.remove(&relay);
+        }
+        self.event(RelayEvent::RelayUnreachable { relay, detail });
+    }
+
+    fn release(&mut self, lease: Option<Lease>) {
+        if let Some(lease) = lease {
+            self.out.push(RelayClientOutput::Release(lease));
+        }
+    }
+
+    fn event(&mut self, event: RelayEvent) {
+        self.out.push(RelayClientOutput::Event(event));
+    }
+}
+
+impl Child for RelayClient {
+    type Output = RelayClientOutput;
+
+    fn poll_output(&mut self) -> Option<RelayClientOutput> {
+        self.out.pop()
+    }
+
+    /// The latest input's time while output waits, else the next renewal
+    /// or lapse of a reservation, or the end of a circuit's wait for its
+    /// connection.
+    fn poll_timeout(&self) -> Option<Instant> {
+        let reservations = self
+            .reservations
+            .values()
+            .flat_map(|r| [r.renew_at, r.expires]);
+        let ends = self.ends.values().map(|e| e.claim_by);
+        self.out.deadline(reservations.chain(ends))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,294 @@
+//! Unit tests of the relay client, driven directly (no node): reservations
+//! granted, refused and lost, circuits ended, and protocol errors.
+
+use super::*;
+use crate::relay::test_support::{drain, lease, node, stream};
+
+const CLAIM: Duration = Duration::from_secs(10);
+
+fn contact(n: u8) -> Contact {
+    Contact {
+        id: node(n),
+        addrs: [SocketAddr::from(([10, 0, 0, n], 4433))]
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn events(outputs: &[RelayClientOutput]) -> Vec<&RelayEvent> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            RelayClientOutput::Event(event) => Some(event),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The token of the one acquire among `outputs`.
+fn acquire_token(outputs: &[RelayClientOutput]) -> u64 {
+    match outputs {
+        [RelayClientOutput::Acquire { token, .. }] => *token,
+        other => panic!("one acquire expected: {other:?}"),
+    }
+}
+
+/// Holds a reservation on relay 1 over connection 1 (stream 0).
+fn reserved(now: Instant) -> RelayClient {
+    let mut client = RelayClient::new(CLAIM);
+    client.handle_reserve(now, contact(1));
+    let token = acquire_token(&drain(&mut client));
+    client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))));
+    let outputs = drain(&mut client);
+    let [RelayClientOutput::Request { request_id, .. }] = outputs[..] else {
+        panic!("RELAY_RESERVE expected: {outputs:?}");
+    };
+    client.handle_request_stream(now, request_id, Some(stream(0)));
+    let answer = wire::RelayReserveStatus {
+        request_id,
+        status: RelayStatus::Ok,
+        ttl_secs: 60,
+    };
+    client.handle_reserve_status(now, ConnId(1), stream(0), answer);
+    let outputs = drain(&mut client);
+    assert_eq!(
+        events(&outputs),
+        [&RelayEvent::ReservationGranted {
+            relay: node(1),
+            ttl: Duration::from_secs(60)
+        }]
+    );
+    client
+}
+
+#[test]
+fn a_reservation_whose_relay_connection_fails_is_reported_and_dropped() {
+    let now = crate::test_epoch();
+    let mut client = RelayClient::new(CLAIM);
+    client.handle_reserve(now, contact(1));
+    let token = acquire_token(&drain(&mut client));
+    client.handle_acquired(now, token, Ok(Acquired::Waiting(WaitId(5))));
+    assert!(client.owns(WaitId(5)));
+    assert_eq!(client.wanted().count(), 1);
+    client.handle_wait_failed(now, WaitId(5), "handshake failed".into());
+    let outputs = drain(&mut client);
+    assert_eq!(
+        events(&outputs),
+        [&RelayEvent::RelayUnreachable {
+            relay: node(1),
+            detail: "handshake failed".into()
+        }]
+    );
+    assert!(!client.owns(WaitId(5)));
+    assert_eq!(
+        client.wanted().count(),
+        0,
+        "a reservation never granted goes"
+    );
+    assert!(client.reserved_relays().is_empty());
+}
+
+#[test]
+fn a_relay_without_address_or_stream_is_unreachable() {
+    let now = crate::test_epoch();
+    let mut client = RelayClient::new(CLAIM);
+    let nowhere = Contact {
+        id: node(1),
+        addrs: Default::default(),
+    };
+    client.handle_dial(now, nowhere, node(2));
+    let outputs = drain(&mut client);
+    assert!(matches!(
+        events(&outputs)[..],
+        [RelayEvent::RelayUnreachable { .. }]
+    ));
+    client.handle_dial(now, contact(1), node(2));
+    let token = acquire_token(&drain(&mut client));
+    client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))));
+    let outputs = drain(&mut client);
+    let [RelayClientOutput::Request { request_id, .. }] = outputs[..] else {
+        panic!("CIRCUIT_OPEN expected: {outputs:?}");
+    };
+    client.handle_request_stream(now, request_id, None);
+    let outputs = drain(&mut client);
+    assert!(matches!(
+        outputs[..],
+        [
+            RelayClientOutput::Event(RelayEvent::RelayUnreachable { .. }),
+            RelayClientOutput::Release(_)
+        ]
+    ));
+}
+
+#[test]
+fn a_refused_reservation_returns_its_lease() {
+    let now = crate::test_epoch();
+    let mut client = RelayClient::new(CLAIM);
+    client.handle_reserve(now, contact(1));
+    let token = acquire_token(&drain(&mut client));
+    client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))));
+    let [RelayClientOutput::Request { request_id, .. }] = drain(&mut client)[..] else {
+        panic!("RELAY_RESERVE expected");
+    };
+    client.handle_request_stream(now, request_id, Some(stream(0)));
+    let answer = wire::RelayReserveStatus {
+        request_id,
+        status: RelayStatus::LimitReached,
+        ttl_secs: 0,
+    };
+    client.handle_reserve_status(now, ConnId(1), stream(0), answer);
+    let outputs = drain(&mut client);
+    assert!(matches!(
+        outputs[..],
+        [
+            RelayClientOutput::Release(_),
+            RelayClientOutput::Event(RelayEvent::ReservationRefused {
+                status: RelayStatus::LimitReached,
+                ..
+            })
+        ]
+    ));
+    assert_eq!(client.counters().reservations_lost, 1);
+    assert_eq!(client.wanted().count(), 0);
+}
+
+#[test]
+fn answers_no_one_asked_for_are_protocol_errors() {
+    let now = crate::test_epoch();
+    let mut client = RelayClient::new(CLAIM);
+    let answer = wire::RelayReserveStatus {
+        request_id: 1,
+        status: RelayStatus::Ok,
+        ttl_secs: 60,
+    };
+    client.handle_reserve_status(now, ConnId(1), stream(0), answer);
+    assert!(matches!(
+        drain(&mut client)[..],
+        [RelayClientOutput::ProtocolError]
+    ));
+    let incoming = wire::CircuitIncoming {
+        circuit: 3,
+        source: node(2),
+    };
+    client.handle_circuit_incoming(now, ConnId(1), node(1), stream(1), incoming);
+    assert!(matches!(
+        drain(&mut client)[..],
+        [
+            RelayClientOutput::ProtocolError,
+            RelayClientOutput::Refuse { .. }
+        ]
+    ));
+    assert_eq!(client.end_count(), 0);
+}
+
+#[test]
+fn a_reservation_is_renewed_at_half_and_lost_with_its_connection() {
+    let now = crate::test_epoch();
+    let mut client = reserved(now);
+    assert_eq!(client.reserved_relays(), [node(1)]);
+    assert_eq!(client.poll_timeout(), Some(now + Duration::from_secs(30)));
+    client.handle_timeout(now + Duration::from_secs(30), |_| false);
+    acquire_token(&drain(&mut client));
+    client.handle_connection_gone(now, ConnId(1));
+    let outputs = drain(&mut client);
+    assert!(matches!(
+        outputs[..],
+        [
+            RelayClientOutput::Release(_),
+            RelayClientOutput::Event(RelayEvent::ReservationLost { .. })
+        ]
+    ));
+    assert_eq!(client.counters().reservations_lost, 1);
+    assert!(client.reserved_relays().is_empty());
+}
+
+/// An incoming circuit 3 from node 2 over the reservation's
+/// connection, behind `virtual_addr`.
+fn incoming(client: &mut RelayClient, now: Instant, virtual_addr: SocketAddr) {
+    let incoming = wire::CircuitIncoming {
+        circuit: 3,
+        source: node(2),
+    };
+    client.handle_circuit_incoming(now, ConnId(1), node(1), stream(1), incoming);
+    let outputs = drain(client);
+    let [
+        RelayClientOutput::Pin { .. },
+        RelayClientOutput::InstallPath { relay, circuit, .. },
+    ] = outputs[..]
+    else {
+        panic!("a pin and a path expected: {outputs:?}");
+    };
+    client.handle_pinned(relay, circuit, Some(lease(1)));
+    client.handle_path(now, relay, circuit, virtual_addr, &[]);
+    let outputs = drain(client);
+    assert!(matches!(
+        events(&outputs)[..],
+        [RelayEvent::CircuitOpened { circuit: 3, .. }]
+    ));
+    assert!(client.carries(ConnId(1), stream(1)));
+}
+
+#[test]
+fn a_circuit_reset_at_the_relay_limit_closes_with_limit_reached() {
+    let now = crate::test_epoch();
+    let mut client = reserved(now);
+    let virtual_addr = SocketAddr::from(([127, 1, 0, 1], 1));
+    incoming(&mut client, now, virtual_addr);
+    let packet = encode_frame(&[9; 40]).expect("fits");
+    client.handle_circuit_bytes(now, ConnId(1), stream(1), &packet);
+    assert!(matches!(
+        drain(&mut client)[..],
+        [RelayClientOutput::Packet { ref packet, .. }] if packet.len() == 40
+    ));
+    client.handle_stream_gone(now, ConnId(1), stream(1), Some(CIRCUIT_LIMIT));
+    let outputs = drain(&mut client);
+    assert!(matches!(
+        outputs[..],
+        [
+            RelayClientOutput::Refuse { .. },
+            RelayClientOutput::Release(_),
+            RelayClientOutput::CircuitClosed {
+                loss: CircuitLoss::LimitReached,
+                ..
+            }
+        ]
+    ));
+    assert_eq!(client.end_count(), 0);
+}
+
+#[test]
+fn an_unclaimed_circuit_is_closed_and_a_claimed_one_kept() {
+    let now = crate::test_epoch();
+    let mut client = reserved(now);
+    let virtual_addr = SocketAddr::from(([127, 1, 0, 1], 1));
+    incoming(&mut client, now, virtual_addr);
+    assert_eq!(client.poll_timeout(), Some(now + CLAIM));
+    client.handle_timeout(now + CLAIM, |addr| *addr == virtual_addr);
+    assert!(drain(&mut client).is_empty());
+    assert_eq!(client.end_count(), 1, "a connection runs over it");
+    let mut client = reserved(now);
+    incoming(&mut client, now, virtual_addr);
+    client.handle_timeout(now + CLAIM, |_| false);
+    let outputs = drain(&mut client);
+    assert!(matches!(
+        outputs.last(),
+        Some(RelayClientOutput::CircuitClosed {
+            loss: CircuitLoss::Broken,
+            ..
+        })
+    ));
+    assert_eq!(client.circuits_behind(virtual_addr), []);
+}
+
+#[test]
+fn a_full_circuit_queue_is_counted() {
+    let now = crate::test_epoch();
+    let mut client = RelayClient::new(CLAIM);
+    client.handle_written(Written::QueueFull);
+    client.handle_written(Written::Written);
+    client.handle_written(Written::Gone);
+    assert_eq!(client.counters().dropped_queue_full, 1);
+    assert_eq!(client.counters().packets_to_circuits, 1);
+    client.handle_outgoing(now, node(1), 3, &[1; 10]);
+    assert!(drain(&mut client).is_empty(), "no such circuit");
+}
