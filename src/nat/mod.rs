@@ -10,4 +10,5 @@
 
 pub mod discovery;
 pub mod punch;
+pub mod reach;
 pub mod stun;

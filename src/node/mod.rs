@@ -55,21 +55,23 @@ use quinn_proto::{
 pub use config::NodeConfig;
 use conn::{Ask, Blocked, Conn, Phase, StreamTrouble};
 pub use peers::{PeersFileError, load_peers, save_peers};
-pub use reach::{
-    MAX_CONTACTED, MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, ReachConfig, ReachStats,
-};
 pub use relay_client::{CircuitLoss, RelayEvent};
 use relay_client::{CircuitRole, RelayClient};
 use relay_server::RelayServer;
-pub use upgrade::{
-    MAX_TIMES, OFFER_TIMEOUT, PairCounts, PathChange, UpgradeConfig, UpgradeCounters,
-};
 
 use crate::collections::HashMap;
 use crate::contract::{Child, Datagram, Input, Machine, Output, Transmit};
 use crate::demux::{DatagramClass, classify};
 use crate::dht::{self, Dht, DhtEvent, DhtOutput, Failure, Mode, RequestId};
 use crate::id::{Identity, NodeId, RecordKey};
+pub use crate::nat::reach::{
+    MAX_CONTACTED, MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, ReachConfig, ReachStats,
+};
+use crate::nat::reach::{Reach, ReachSetup};
+use crate::path::upgrade::Upgrades;
+pub use crate::path::upgrade::{
+    MAX_TIMES, OFFER_TIMEOUT, PairCounts, PathChange, UpgradeConfig, UpgradeCounters,
+};
 use crate::path::{PathKind, PathTable, RealPath};
 use crate::pool::{
     Acquired, Action, CloseReason, ConnId, Direction, Lease, Pool, PoolError, WaitId,
@@ -226,11 +228,11 @@ pub struct Node {
     rpc: Rpc,
     pubsub: PubSub,
     messaging: messaging::Messaging,
-    reach: reach::Reach,
+    reach: Reach,
     dialing: dial::Dialing,
     relay_server: RelayServer,
     relay_client: RelayClient,
-    upgrades: upgrade::Upgrades,
+    upgrades: Upgrades,
     circuit_streams: HashMap<(ConnectionHandle, StreamId), CircuitRole>,
     relay_counters: RelayCounters,
     conns: HashMap<ConnectionHandle, Conn>,
@@ -284,8 +286,15 @@ impl Node {
         config.pubsub.first_epoch = unix_ms.saturating_mul(1000);
         let rpc = Rpc::new(config.rpc.clone());
         let pubsub = PubSub::new(config.pubsub.clone());
-        let reach = reach::Reach::new(&config.reach, seed ^ 0x7265_6163); // "reac"
-        let upgrades = upgrade::Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
+        let setup = ReachSetup {
+            node: local,
+            realm: config.realm.clone(),
+            listen_addrs: config.listen_addrs.clone(),
+            limits: config.limits,
+            mode: dht.mode(),
+        };
+        let reach = Reach::new(&config.reach, setup, seed ^ 0x7265_6163); // "reac"
+        let upgrades = Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
         Ok(Self {
             identity,
             local,
@@ -511,7 +520,7 @@ impl Machine for Node {
         if let Output::Transmit(transmit) = &output {
             // Every address we send to may hold NAT state for us from now on:
             // a dial-back probe from it proves nothing.
-            self.reach.sent_to(self.last_now, transmit.destination);
+            self.reach.handle_sent(self.last_now, transmit.destination);
         }
         self.instruments.output_taken();
         Some(output)

@@ -1,0 +1,1 @@
+//! Unit tests of the reachability machine, driven without a Node.

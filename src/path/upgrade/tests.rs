@@ -1,0 +1,1 @@
+//! Unit tests of the upgrade machine, driven without a Node.
