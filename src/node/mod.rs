@@ -28,6 +28,7 @@
 mod config;
 mod conn;
 mod connections;
+mod control;
 mod datagrams;
 pub mod dht_wire;
 mod dial;

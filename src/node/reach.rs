@@ -7,15 +7,14 @@ use std::time::Instant;
 
 use quinn_proto::ConnectionHandle;
 
-use super::conn::{Conn, Phase};
 use super::{Event, Node, ReachStats, RelayEvent};
 use crate::contract::{Child, Datagram, Output};
 use crate::dht::{self, DhtEvent};
 use crate::id::{NodeId, RecordKey};
 use crate::nat::discovery::NatReport;
-use crate::nat::reach::{PeerConn, ReachOutput, ReachView};
+use crate::nat::reach::{ReachOutput, ReachView};
 use crate::peer_record::{PeerRecord, Reachability};
-use crate::wire::{Capabilities, CapabilitiesUpdate, Message};
+use crate::wire::Message;
 
 impl Node {
     /// Runs NAT discovery now (abandoning a run under way); the result comes
@@ -143,20 +142,7 @@ impl Node {
             }
             Message::DialBackResult(result) => self.reach.handle_dial_back_result(now, result),
             Message::DialBackProbe(probe) => self.reach.handle_probe_request(now, probe),
-            Message::CapabilitiesUpdate(update) => {
-                let Some(conn) = self.conns.get_mut(&handle) else {
-                    return;
-                };
-                let Some(hello) = conn.hello.as_mut() else {
-                    return;
-                };
-                let was_server = hello.capabilities.contains(Capabilities::DHT_SERVER);
-                hello.capabilities = update.capabilities;
-                let dropped = !update.capabilities.contains(Capabilities::DHT_SERVER);
-                if let Some(peer) = conn.peer.filter(|_| was_server && dropped) {
-                    self.dht.forget_peer(&peer);
-                }
-            }
+            Message::CapabilitiesUpdate(update) => self.capabilities_changed(handle, update),
             _ => {}
         }
     }
@@ -180,12 +166,7 @@ impl Node {
             ReachOutput::Transmit(t) => self.out.push_back(Output::Transmit(t)),
             ReachOutput::AskDialBack(ask) => {
                 let request_id = ask.request_id;
-                let server = (self.ready_conns())
-                    .filter(|(_, conn)| is_server(conn))
-                    .map(|(handle, _)| handle)
-                    .min();
-                let frame = Message::from(ask);
-                if !server.is_some_and(|handle| self.send_control(handle, &frame)) {
+                if !self.send_to_server(&Message::from(ask)) {
                     self.reach.handle_no_helper(now, request_id);
                 }
             }
@@ -196,13 +177,7 @@ impl Node {
             }
             ReachOutput::Role(mode) => {
                 self.dht.set_mode(mode);
-                let update = Message::from(CapabilitiesUpdate {
-                    capabilities: self.hello().capabilities,
-                });
-                let handles: Vec<ConnectionHandle> = self.ready_conns().map(|(h, _)| h).collect();
-                for handle in handles {
-                    self.send_control(handle, &update);
-                }
+                self.announce_capabilities();
             }
             ReachOutput::PunchCandidates { candidates, nat } => {
                 self.set_punch_candidates(candidates, nat);
@@ -224,60 +199,13 @@ impl Node {
                 node,
                 record,
             } => {
-                let event = Event::PeerRecord {
+                let found = Event::PeerRecord {
                     query,
                     node,
                     record,
                 };
-                self.out.push_back(Output::Event(event));
+                self.out.push_back(Output::Event(found));
             }
         }
     }
-
-    /// Ready connections with their handles.
-    fn ready_conns(&self) -> impl Iterator<Item = (ConnectionHandle, &Conn)> + '_ {
-        (self.conns.iter())
-            .filter(|(_, c)| c.phase == Phase::Ready && c.control.is_some())
-            .map(|(h, c)| (*h, c))
-    }
-
-    /// Ready connections as dial-back helper candidates, by handle.
-    fn peer_conns(&self) -> Vec<PeerConn> {
-        let mut ready: Vec<(ConnectionHandle, &Conn)> = self.ready_conns().collect();
-        ready.sort_unstable_by_key(|(handle, _)| *handle);
-        let untranslated = |c: &Conn| {
-            c.hello.as_ref().is_some_and(|hello| {
-                let canonical = |a: &SocketAddr| (a.ip().to_canonical(), a.port());
-                (hello.listen_addrs.iter()).any(|a| canonical(a) == canonical(&c.remote))
-            })
-        };
-        (ready.into_iter())
-            .filter_map(|(_, c)| {
-                Some(PeerConn {
-                    conn: c.pool_id?,
-                    peer: c.peer,
-                    remote: c.remote,
-                    server: is_server(c),
-                    untranslated: untranslated(c),
-                })
-            })
-            .collect()
-    }
-
-    /// Writes a frame on a connection's control stream; false when it could
-    /// not.
-    pub(super) fn send_control(&mut self, handle: ConnectionHandle, frame: &Message) -> bool {
-        let Some(conn) = self.conns.get_mut(&handle) else {
-            return false;
-        };
-        let Some(control) = conn.control else {
-            return false;
-        };
-        conn.send(control, frame, false).is_ok()
-    }
-}
-
-/// Whether the peer said it is a DHT server.
-fn is_server(conn: &Conn) -> bool {
-    (conn.hello.as_ref()).is_some_and(|h| h.capabilities.contains(Capabilities::DHT_SERVER))
 }
