@@ -6,8 +6,11 @@
 //! third-party dial-backs, into a [`discovery::NatReport`] (mapping, filtering, port
 //! allocation, reachability). [`punch`] is the hole-punch machine that finds a direct path
 //! between two nodes from their candidates, with the RFC 4787 oracle of when one is possible
-//! (the Node runs it over relayed connections: `node::upgrade`).
+//! (the Node runs it over relayed connections: `path::upgrade`). [`reach`] is the Node's
+//! reachability child: STUN on the node's socket, discovery, dial-backs, the DHT role and the
+//! peer record.
 
 pub mod discovery;
 pub mod punch;
+pub mod reach;
 pub mod stun;

@@ -717,7 +717,7 @@ impl Node {
         let Some(conn) = self.conns.remove(&handle) else {
             return;
         };
-        self.upgrade_forget(handle);
+        self.upgrade_forget(conn.pool_id);
         let shared = self
             .conns
             .values()

@@ -30,6 +30,7 @@
 mod config;
 mod conn;
 mod connections;
+mod control;
 mod datagrams;
 pub mod dht_wire;
 mod dial;
@@ -58,12 +59,6 @@ pub use crate::relay::{CircuitLoss, RelayEvent};
 pub use config::{DEFAULT_CONNECT_TIMEOUT, NodeConfig};
 use conn::{Ask, Blocked, Conn, Phase, StreamTrouble};
 pub use peers::{PeersFileError, load_peers, save_peers};
-pub use reach::{
-    MAX_CONTACTED, MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, ReachConfig, ReachStats,
-};
-pub use upgrade::{
-    MAX_TIMES, OFFER_TIMEOUT, PairCounts, PathChange, UpgradeConfig, UpgradeCounters,
-};
 
 use crate::collections::HashMap;
 use crate::contract::{Child, Datagram, Input, Machine, Output, Transmit};
@@ -71,6 +66,14 @@ use crate::demux::{DatagramClass, classify};
 use crate::dht::{self, Dht, DhtEvent, DhtOutput, Failure, Mode, RequestId};
 use crate::id::{Identity, NodeId, RecordKey};
 use crate::messaging::Messaging;
+pub use crate::nat::reach::{
+    MAX_CONTACTED, MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, ReachConfig, ReachStats,
+};
+use crate::nat::reach::{Reach, ReachSetup};
+use crate::path::upgrade::Upgrades;
+pub use crate::path::upgrade::{
+    MAX_TIMES, OFFER_TIMEOUT, PairCounts, PathChange, UpgradeConfig, UpgradeCounters,
+};
 use crate::path::{PathKind, PathTable, RealPath};
 use crate::pool::{
     Acquired, Action, CloseReason, ConnId, Direction, Lease, Pool, PoolError, WaitId,
@@ -226,11 +229,11 @@ pub struct Node {
     dht: Dht,
     messaging: Messaging,
     errands: errands::Errands,
-    reach: reach::Reach,
+    reach: Reach,
     dialing: dial::Dialing,
     relay_server: RelayServer,
     relay_client: RelayClient,
-    upgrades: upgrade::Upgrades,
+    upgrades: Upgrades,
     conns: HashMap<ConnectionHandle, Conn>,
     by_pool_id: HashMap<ConnId, ConnectionHandle>,
     waiting: HashMap<WaitId, Waiting>,
@@ -281,8 +284,15 @@ impl Node {
         config.pubsub.local_id = local;
         config.pubsub.first_epoch = unix_ms.saturating_mul(1000);
         let messaging = Messaging::new(local, config.rpc.clone(), config.pubsub.clone());
-        let reach = reach::Reach::new(&config.reach, seed ^ 0x7265_6163); // "reac"
-        let upgrades = upgrade::Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
+        let setup = ReachSetup {
+            node: local,
+            realm: config.realm.clone(),
+            listen_addrs: config.listen_addrs.clone(),
+            limits: config.limits,
+            mode: dht.mode(),
+        };
+        let reach = Reach::new(&config.reach, setup, seed ^ 0x7265_6163); // "reac"
+        let upgrades = Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
         let relay_server = RelayServer::new(config.relay);
         let relay_client = RelayClient::new(config.request_timeout);
         Ok(Self {
@@ -502,7 +512,7 @@ impl Machine for Node {
         if let Output::Transmit(transmit) = &output {
             // Every address we send to may hold NAT state for us from now on:
             // a dial-back probe from it proves nothing.
-            self.reach.sent_to(self.last_now, transmit.destination);
+            self.reach.handle_sent(self.last_now, transmit.destination);
         }
         self.instruments.output_taken();
         Some(output)

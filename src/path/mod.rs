@@ -9,6 +9,7 @@
 //! off.
 
 mod liveness;
+pub mod upgrade;
 
 pub use liveness::Liveness;
 

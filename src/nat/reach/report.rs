@@ -1,0 +1,159 @@
+//! What follows a finished report: the DHT role, the puncher's candidates,
+//! the relays a private node keeps, and the peer record; and the choice of
+//! reflectors for the next run.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{Reach, ReachOutput, ReachView};
+use crate::collections::HashSet;
+use crate::dht::{self, Mode, RoutingTable};
+use crate::id::{NodeId, RecordKey};
+use crate::nat::discovery::NatReport;
+use crate::nat::punch::{self, Candidate, CandidateKind, NatClass};
+use crate::peer_record::{PeerRecord, Reachability};
+use crate::wire;
+
+impl Reach {
+    /// A finished report: the DHT role, the puncher's candidates, and the
+    /// relays and peer record (checked in the same settle).
+    pub(super) fn apply_report(&mut self, report: &NatReport) {
+        let role = match report.reachability {
+            Reachability::Public => Some(Mode::Server),
+            Reachability::Private => Some(Mode::Client),
+            _ => None,
+        };
+        if let Some(mode) = role.filter(|m| *m != self.setup.mode) {
+            self.setup.mode = mode;
+            self.stats.role_changes += 1;
+            self.out.push(ReachOutput::Role(mode));
+        }
+        self.feed_puncher(report);
+        self.relays_changed = true;
+    }
+
+    /// Our own punch candidates and NAT class from a finished report: the
+    /// LAN addresses, the reflexive ones, and for a sequential port
+    /// allocator the next ports after the last mapping.
+    fn feed_puncher(&mut self, report: &NatReport) {
+        let lan = (self.local_addrs().into_iter())
+            .filter(|a| !a.ip().is_unspecified())
+            .map(|a| Candidate::new(CandidateKind::Lan, a));
+        let reflexive =
+            (report.reflexive.iter()).map(|a| Candidate::new(CandidateKind::Reflexive, *a));
+        let mut candidates: Vec<Candidate> = lan.chain(reflexive).collect();
+        if let Some(last) = report.reflexive.last() {
+            candidates.extend(punch::predict(*last, report.ports));
+        }
+        let nat = NatClass {
+            mapping: report.mapping,
+            filtering: report.filtering,
+            ports: report.ports,
+        };
+        self.out
+            .push(ReachOutput::PunchCandidates { candidates, nat });
+    }
+
+    /// A private node keeps `relays` reservations on public nodes of its
+    /// routing table, replacing those that fail.
+    pub(super) fn keep_relays(&mut self, now: Instant, view: &ReachView<'_>) {
+        if self.reachability() != Reachability::Private {
+            return;
+        }
+        let retry = self.config.relay_retry;
+        self.failed_relays
+            .retain(|_, at| now.saturating_duration_since(*at) < retry);
+        let wanted: HashSet<NodeId> = view.wanted_relays.iter().copied().collect();
+        let missing = self.config.relays.saturating_sub(wanted.len());
+        let candidates: Vec<dht::Contact> = view
+            .table
+            .closest(&self.setup.node, view.table.len(), None)
+            .into_iter()
+            .filter(|c| !wanted.contains(&c.id) && !self.failed_relays.contains_key(&c.id))
+            .take(missing)
+            .collect();
+        for relay in candidates {
+            self.stats.relay_reservations_asked += 1;
+            self.out.push(ReachOutput::Reserve(relay));
+        }
+    }
+
+    /// Asks for our peer record to be stored when what it says changed;
+    /// true when it did.
+    pub(super) fn publish_record(&mut self, view: &ReachView<'_>) -> bool {
+        let Some(report) = self.report() else {
+            return false;
+        };
+        let local = self.local_addrs();
+        let reachability = report.reachability;
+        let (observed, lan) = if report.behind_nat == Some(false) {
+            (local, Vec::new())
+        } else {
+            (report.reflexive.clone(), local)
+        };
+        let limits = &self.setup.limits;
+        let max = limits.max_addrs;
+        let relays: Vec<wire::Contact> = (view.reserved_relays.iter())
+            .filter_map(|id| view.table.get(id))
+            .take(limits.max_contacts)
+            .map(|c| wire::Contact {
+                node_id: c.id,
+                addrs: c.addrs.iter().copied().take(max).collect(),
+            })
+            .collect();
+        let mut record = PeerRecord {
+            node_id: self.setup.node,
+            seq: 0,
+            reachability,
+            observed: observed.into_iter().take(max).collect(),
+            lan: lan.into_iter().take(max).collect(),
+            relays,
+        };
+        record.seq = match &self.record {
+            Some(old)
+                if (PeerRecord {
+                    seq: 0,
+                    ..old.clone()
+                }) == record =>
+            {
+                return false;
+            }
+            Some(old) => view.unix_ms.max(old.seq + 1),
+            None => view.unix_ms,
+        };
+        let Ok(value) = record.encode(limits) else {
+            return false;
+        };
+        let key = RecordKey::peer(&self.setup.realm, &self.setup.node);
+        self.out
+            .push(ReachOutput::StoreRecord { key, value, record });
+        true
+    }
+
+    /// Reflectors for a run from `table`, as the module docs say.
+    pub(super) fn reflectors(&self, table: &RoutingTable, local: &[SocketAddr]) -> Vec<SocketAddr> {
+        let max = self.config.discovery.max_reflectors;
+        let candidates: Vec<SocketAddr> = (self.config.stun_servers.iter().copied())
+            .chain(table.contacts().filter_map(|c| c.addrs.first().copied()))
+            .filter(|a| !local.contains(a))
+            .collect();
+        let mut by_ip: Vec<SocketAddr> = Vec::new();
+        for &addr in &candidates {
+            if !by_ip.iter().any(|c| c.ip() == addr.ip()) {
+                by_ip.push(addr);
+            }
+        }
+        let sibling = candidates.iter().copied().find(|a| {
+            !by_ip.contains(a)
+                && (by_ip.iter().take(max.saturating_sub(1))).any(|c| c.ip() == a.ip())
+        });
+        let distinct = if sibling.is_some() {
+            max.saturating_sub(1)
+        } else {
+            max
+        };
+        by_ip.truncate(distinct);
+        by_ip.extend(sibling);
+        by_ip
+    }
+}

@@ -1,0 +1,333 @@
+//! Relay → direct, as a child machine of the Node: hole punching over a
+//! relayed connection, the switch of the peer's virtual address to the direct
+//! path, the direct path's liveness, and the fall back to the relay
+//! (docs/PROTOCOL.md §13).
+//!
+//! The dialer of a relayed connection is the opener: once the connection is
+//! ready it sends its own candidates (each NAT discovery report sets them,
+//! [`crate::nat::reach`]; a driver or lab may set them too) in PUNCH_OFFER
+//! on the control stream; the acceptor answers with PUNCH_ANSWER, the opener
+//! fixes the start with PUNCH_SYNC, and both run a [`Puncher`] on the node's
+//! socket. The moment a probe is answered the side asks the Node to switch
+//! the connection's virtual address to the direct address (no hysteresis
+//! against a relay; the Node owns the path table and tells quinn the path
+//! changed) and keeps the circuit as backup: packets still arriving over it
+//! reach the same connection. A [`Liveness`] watches the direct path; when it
+//! stops answering the connection falls back to the circuit at once, and the
+//! opener offers a new punch after [`UpgradeConfig::retry_after`].
+//!
+//! Connections are named by [`ConnId`]; the Node describes one as a
+//! [`PunchLink`] when it hands the machine an input about it.
+
+mod session;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::collections::HashMap;
+use crate::contract::{Child, OutputQueue, Transmit};
+use crate::id::NodeId;
+use crate::nat::punch::{Candidate, NatClass, PunchConfig, PunchEvent};
+use crate::path::{PathKind, RealPath};
+use crate::pool::ConnId;
+use crate::wire::Message;
+
+use session::{Session, Stage};
+
+/// How a node upgrades relayed connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpgradeConfig {
+    /// The punch's timing.
+    pub punch: PunchConfig,
+    /// Whether the dialer of a relayed connection starts a punch by itself (default true).
+    pub auto: bool,
+    /// The shortest gap between liveness probes on a direct path; the gap is
+    /// `max(this, 2 · the punch's probe RTT)` (default 100 ms).
+    pub keepalive: Duration,
+    /// Unanswered liveness probes in a row after which the direct path is dead (default 4).
+    pub dead_after: u32,
+    /// After a failed or lost direct path, the opener punches again this much later
+    /// (default 60 s).
+    pub retry_after: Duration,
+}
+
+impl Default for UpgradeConfig {
+    fn default() -> Self {
+        Self {
+            punch: PunchConfig::default(),
+            auto: true,
+            keepalive: Duration::from_millis(100),
+            dead_after: 4,
+            retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a connection's path changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathChange {
+    /// A punch found a direct path; the relay circuit stays as backup.
+    Punched {
+        /// The direct address.
+        remote: SocketAddr,
+        /// The probe's round trip on it.
+        rtt: Duration,
+    },
+    /// The direct path stopped answering; back on the relay circuit.
+    DirectPathDead,
+}
+
+/// Punch outcomes of one pair of NAT classes (ours, the peer's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PairCounts {
+    /// Our NAT as we knew it.
+    pub local: NatClass,
+    /// The peer's NAT as it said.
+    pub remote: NatClass,
+    /// Punches started.
+    pub attempts: u64,
+    /// Punches that found a direct path.
+    pub successes: u64,
+    /// Punches whose every attempt failed.
+    pub failures: u64,
+    /// Punches the classes ruled out.
+    pub skipped: u64,
+}
+
+/// What the upgrade machinery did, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpgradeCounters {
+    /// Per pair of NAT classes.
+    pub by_pair: Vec<PairCounts>,
+    /// Switches from a relay to a direct path.
+    pub upgrades: u64,
+    /// Falls back from a dead direct path to the relay.
+    pub fallbacks: u64,
+    /// From the agreed start of each successful punch to the switch, the most recent
+    /// [`MAX_TIMES`] (histogram data).
+    pub upgrade_times: VecDeque<Duration>,
+}
+
+/// How long the opener waits for PUNCH_ANSWER before it gives the punch up (and retries
+/// after [`UpgradeConfig::retry_after`]).
+pub const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many upgrade times [`UpgradeCounters`] keeps.
+pub const MAX_TIMES: usize = 1024;
+
+impl UpgradeCounters {
+    fn pair(&mut self, local: NatClass, remote: NatClass) -> &mut PairCounts {
+        let at = (self.by_pair.iter()).position(|p| p.local == local && p.remote == remote);
+        let at = at.unwrap_or_else(|| {
+            self.by_pair.push(PairCounts {
+                local,
+                remote,
+                attempts: 0,
+                successes: 0,
+                failures: 0,
+                skipped: 0,
+            });
+            self.by_pair.len() - 1
+        });
+        &mut self.by_pair[at]
+    }
+}
+
+/// A ready connection as the Node describes it to the machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PunchLink {
+    /// The connection.
+    pub conn: ConnId,
+    /// The peer.
+    pub peer: NodeId,
+    /// The real path its virtual address maps to now.
+    pub path: RealPath,
+    /// The connection's round-trip estimate.
+    pub rtt: Duration,
+}
+
+/// What the upgrade machine asks the Node to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UpgradeOutput {
+    /// Send a datagram (punch and liveness probes; the TTL is the probe's).
+    Transmit(Transmit),
+    /// Send a punch frame on a connection's control stream.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The frame.
+        frame: Message,
+    },
+    /// Switch the connection's virtual address to the direct address
+    /// `remote` (and tell quinn); when that worked, call
+    /// [`Upgrades::handle_switched`] with the same values.
+    SwitchDirect {
+        /// The connection.
+        conn: ConnId,
+        /// The direct address.
+        remote: SocketAddr,
+        /// The probe's round trip.
+        rtt: Duration,
+        /// From the punch's agreed start to now.
+        elapsed: Duration,
+    },
+    /// Switch the connection's virtual address back to its relay circuit
+    /// (and tell quinn): the direct path died.
+    FallBack {
+        /// The connection.
+        conn: ConnId,
+        /// The relay circuit.
+        path: RealPath,
+    },
+    /// Tell the application a connection's path changed.
+    PathChanged {
+        /// The peer.
+        peer: NodeId,
+        /// Where its packets go now.
+        path: PathKind,
+        /// Why.
+        reason: PathChange,
+    },
+    /// A punch began between these NAT classes (metrics).
+    PunchStarted {
+        /// Ours.
+        local: NatClass,
+        /// The peer's.
+        remote: NatClass,
+    },
+    /// A punch ended (metrics).
+    PunchEnded {
+        /// Ours.
+        local: NatClass,
+        /// The peer's.
+        remote: NatClass,
+        /// How.
+        event: PunchEvent,
+    },
+}
+
+/// The node's upgrade machine; see the module docs.
+pub struct Upgrades {
+    config: UpgradeConfig,
+    local: Option<(Vec<Candidate>, NatClass)>,
+    sessions: HashMap<ConnId, Session>,
+    rng: ChaCha8Rng,
+    next_request: u64,
+    counters: UpgradeCounters,
+    out: OutputQueue<UpgradeOutput>,
+}
+
+impl Upgrades {
+    /// An idle machine taking its randomness (punch tags) from `seed`.
+    pub fn new(config: UpgradeConfig, seed: u64) -> Self {
+        Self {
+            config,
+            local: None,
+            sessions: HashMap::default(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            next_request: 0,
+            counters: UpgradeCounters::default(),
+            out: OutputQueue::new(),
+        }
+    }
+
+    /// What the upgrades did.
+    pub fn counters(&self) -> &UpgradeCounters {
+        &self.counters
+    }
+
+    /// Sets this node's own punch candidates and NAT class; punches offered
+    /// or answered from now on use them.
+    pub fn handle_local_candidates(&mut self, candidates: Vec<Candidate>, nat: NatClass) {
+        self.local = Some((candidates, nat));
+    }
+
+    /// A connection became ready: the dialer of a relayed one offers a
+    /// punch when [`UpgradeConfig::auto`] says so.
+    pub fn handle_ready(&mut self, now: Instant, link: PunchLink, outbound: bool) {
+        self.out.mark(now);
+        if self.config.auto && outbound {
+            self.offer(now, link.conn, link.peer, link.path);
+        }
+    }
+
+    /// Starts a punch on `link` as the opener; false when its path is not a
+    /// relay circuit or a punch is already under way.
+    pub fn handle_upgrade(&mut self, now: Instant, link: PunchLink) -> bool {
+        self.out.mark(now);
+        self.offer(now, link.conn, link.peer, link.path)
+    }
+
+    /// The connection is gone: its upgrade too.
+    pub fn handle_closed(&mut self, conn: ConnId) {
+        self.sessions.remove(&conn);
+    }
+
+    /// A STUN datagram: true when a punch or a liveness watch took it.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) -> bool {
+        self.out.mark(now);
+        let taken = (self.sessions.iter_mut()).find_map(|(conn, s)| {
+            let taken = match &mut s.stage {
+                Stage::Punching(p) => p.handle_datagram(now, from, payload),
+                Stage::Direct(p, live) => {
+                    live.handle_datagram(now, from, payload)
+                        || p.handle_datagram(now, from, payload)
+                }
+                _ => false,
+            };
+            taken.then_some(*conn)
+        });
+        if let Some(conn) = taken {
+            self.drain(now, conn);
+        }
+        taken.is_some()
+    }
+
+    /// Runs the sessions' timers. Early calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.out.mark(now);
+        let mut retries = Vec::new();
+        for (conn, s) in self.sessions.iter_mut() {
+            match &mut s.stage {
+                Stage::Punching(p) => p.handle_timeout(now),
+                Stage::Direct(p, live) => {
+                    p.handle_timeout(now);
+                    live.handle_timeout(now);
+                }
+                Stage::Relayed(Some(at)) if *at <= now => {
+                    retries.push((*conn, s.peer, s.relay_path))
+                }
+                Stage::Offered(at) if now.saturating_duration_since(*at) >= OFFER_TIMEOUT => {
+                    s.stage = Stage::Relayed(now.checked_add(self.config.retry_after));
+                }
+                _ => {}
+            }
+        }
+        for (conn, peer, path) in retries {
+            self.offer(now, conn, peer, path);
+        }
+        let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+        for conn in conns {
+            self.drain(now, conn);
+        }
+    }
+}
+
+impl Child for Upgrades {
+    type Output = UpgradeOutput;
+
+    fn poll_output(&mut self) -> Option<UpgradeOutput> {
+        self.out.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.out
+            .deadline(self.sessions.values().map(Session::poll_timeout))
+    }
+}

@@ -1,0 +1,373 @@
+//! One relayed connection's upgrade: the punch handshake (offer, answer,
+//! sync), the puncher, the switch to the direct path, and the fall back.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+
+use super::{MAX_TIMES, OFFER_TIMEOUT, PathChange, PunchLink, UpgradeOutput, Upgrades};
+use crate::contract::{Machine, Output};
+use crate::id::NodeId;
+use crate::nat::punch::{
+    Candidate, CandidateKind, NatClass, Plan, PunchEvent, Puncher, Role, SessionTag,
+};
+use crate::path::{Liveness, PathKind, RealPath};
+use crate::pool::ConnId;
+use crate::wire::{
+    Message, NatInfo, PunchAnswer, PunchOffer, PunchOutcome, PunchResult, PunchSync, WireCandidate,
+};
+
+/// Where one connection's upgrade stands.
+pub(super) enum Stage {
+    /// The opener sent PUNCH_OFFER at this time.
+    Offered(Instant),
+    /// The follower answered; it waits for PUNCH_SYNC with the opener's candidates.
+    Answered(Vec<Candidate>),
+    /// Probing.
+    Punching(Box<Puncher>),
+    /// On the direct path; the puncher keeps answering the peer's probes.
+    Direct(Box<Puncher>, Liveness),
+    /// On the relay; the opener punches again at the time given.
+    Relayed(Option<Instant>),
+}
+
+/// One relayed connection's upgrade.
+pub(super) struct Session {
+    pub(super) peer: NodeId,
+    role: Role,
+    request_id: u64,
+    tag: SessionTag,
+    remote_nat: NatClass,
+    pub(super) relay_path: RealPath,
+    pub(super) stage: Stage,
+}
+
+impl Session {
+    /// When the session needs its timeout handled.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        match &self.stage {
+            Stage::Punching(p) => p.poll_timeout(),
+            Stage::Direct(p, live) => Some(
+                p.poll_timeout()
+                    .map_or(live.poll_timeout(), |t| t.min(live.poll_timeout())),
+            ),
+            Stage::Relayed(retry) => *retry,
+            Stage::Offered(at) => at.checked_add(OFFER_TIMEOUT),
+            Stage::Answered(_) => None,
+        }
+    }
+}
+
+/// Candidates as they go on the wire.
+fn wire_candidates(candidates: Vec<Candidate>) -> Vec<WireCandidate> {
+    candidates.into_iter().map(WireCandidate::from).collect()
+}
+
+/// Candidates that came on the wire, unknown kinds left out.
+fn candidates(wire: &[WireCandidate]) -> Vec<Candidate> {
+    wire.iter().filter_map(WireCandidate::candidate).collect()
+}
+
+impl Upgrades {
+    fn local(&self) -> (Vec<Candidate>, NatClass) {
+        (self.local.clone()).unwrap_or((Vec::new(), NatClass::UNKNOWN))
+    }
+
+    fn send(&mut self, conn: ConnId, frame: Message) {
+        self.out.push(UpgradeOutput::Send { conn, frame });
+    }
+
+    /// Sends PUNCH_OFFER on `conn`, whose path is `path`.
+    pub(super) fn offer(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        peer: NodeId,
+        path: RealPath,
+    ) -> bool {
+        let busy =
+            (self.sessions.get(&conn)).is_some_and(|s| !matches!(s.stage, Stage::Relayed(_)));
+        if busy || path.kind() != PathKind::Relayed {
+            return false;
+        }
+        let mut tag = [0u8; 8];
+        self.rng.fill_bytes(&mut tag);
+        self.next_request += 1;
+        let request_id = self.next_request;
+        let (candidates, nat) = self.local();
+        let offer = PunchOffer {
+            request_id,
+            tag,
+            nat: NatInfo::from(nat),
+            candidates: wire_candidates(candidates),
+        };
+        self.send(conn, Message::from(offer));
+        let session = Session {
+            peer,
+            role: Role::Opener,
+            request_id,
+            tag: SessionTag(tag),
+            remote_nat: NatClass::UNKNOWN,
+            relay_path: path,
+            stage: Stage::Offered(now),
+        };
+        self.sessions.insert(conn, session);
+        true
+    }
+
+    /// A punch frame on `link`'s control stream.
+    pub fn handle_frame(&mut self, now: Instant, link: PunchLink, message: Message) {
+        self.out.mark(now);
+        match message {
+            Message::PunchOffer(offer) => self.on_offer(now, link, offer),
+            Message::PunchAnswer(answer) => self.on_answer(now, link.conn, answer),
+            Message::PunchSync(sync) => self.on_sync(now, link, sync),
+            _ => {}
+        }
+    }
+
+    fn on_offer(&mut self, now: Instant, link: PunchLink, offer: PunchOffer) {
+        // The opener offers again only once its direct path is gone: so is ours.
+        let mut path = link.path;
+        let direct = (self.sessions.get(&link.conn))
+            .filter(|s| matches!(s.stage, Stage::Direct(..)))
+            .map(|s| s.relay_path);
+        if let Some(relay_path) = direct {
+            self.fall_back(now, link.conn);
+            path = relay_path;
+        }
+        if path.kind() != PathKind::Relayed {
+            return;
+        }
+        let (local, nat) = self.local();
+        let answer = PunchAnswer {
+            request_id: offer.request_id,
+            nat: NatInfo::from(nat),
+            candidates: wire_candidates(local),
+        };
+        self.send(link.conn, Message::from(answer));
+        let session = Session {
+            peer: link.peer,
+            role: Role::Follower,
+            request_id: offer.request_id,
+            tag: SessionTag(offer.tag),
+            remote_nat: NatClass::from(&offer.nat),
+            relay_path: path,
+            stage: Stage::Answered(candidates(&offer.candidates)),
+        };
+        self.sessions.insert(link.conn, session);
+    }
+
+    fn on_answer(&mut self, now: Instant, conn: ConnId, answer: PunchAnswer) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let Stage::Offered(at) = session.stage else {
+            return;
+        };
+        if session.request_id != answer.request_id {
+            return;
+        }
+        session.remote_nat = NatClass::from(&answer.nat);
+        let rtt = now.saturating_duration_since(at);
+        let sync = PunchSync {
+            request_id: answer.request_id,
+            start_in_ms: 0,
+        };
+        self.send(conn, Message::from(sync));
+        let start = now.checked_add(rtt / 2).unwrap_or(now);
+        self.start_punch(now, conn, candidates(&answer.candidates), rtt, start);
+    }
+
+    fn on_sync(&mut self, now: Instant, link: PunchLink, sync: PunchSync) {
+        let Some(session) = self.sessions.get_mut(&link.conn) else {
+            return;
+        };
+        if session.request_id != sync.request_id {
+            return;
+        }
+        let Stage::Answered(remote) = std::mem::replace(&mut session.stage, Stage::Relayed(None))
+        else {
+            return;
+        };
+        let start_in = Duration::from_millis(u64::from(sync.start_in_ms));
+        let start = now.checked_add(start_in).unwrap_or(now);
+        self.start_punch(now, link.conn, remote, link.rtt, start);
+    }
+
+    fn start_punch(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        remote: Vec<Candidate>,
+        rtt: Duration,
+        start: Instant,
+    ) {
+        let (local_candidates, local_nat) = self.local();
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let same_public_ip = local_candidates.iter().any(|l| {
+            l.kind == CandidateKind::Reflexive
+                && (remote.iter()).any(|r| r.kind == l.kind && r.addr.ip() == l.addr.ip())
+        });
+        let plan = Plan {
+            tag: session.tag,
+            remote,
+            rtt,
+            role: session.role,
+            start,
+            local_nat,
+            remote_nat: session.remote_nat,
+            same_public_ip,
+        };
+        let mut puncher = Puncher::new(self.config.punch.clone(), plan, now);
+        puncher.handle_timeout(now);
+        let remote_nat = session.remote_nat;
+        session.stage = Stage::Punching(Box::new(puncher));
+        self.counters.pair(local_nat, remote_nat).attempts += 1;
+        self.out.push(UpgradeOutput::PunchStarted {
+            local: local_nat,
+            remote: remote_nat,
+        });
+        self.drain(now, conn);
+    }
+
+    /// Drains `conn`'s puncher and liveness watch, acting on what they say:
+    /// switch to the direct path, fall back to the relay.
+    pub(super) fn drain(&mut self, now: Instant, conn: ConnId) {
+        let mut events = Vec::new();
+        let mut dead = false;
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let (puncher, live) = match &mut s.stage {
+            Stage::Punching(p) => (Some(p), None),
+            Stage::Direct(p, live) => (Some(p), Some(live)),
+            _ => (None, None),
+        };
+        if let Some(p) = puncher {
+            while let Some(output) = p.poll_output() {
+                match output {
+                    Output::Transmit(t) => self.out.push(UpgradeOutput::Transmit(t)),
+                    Output::Event(e) => events.push(e),
+                }
+            }
+        }
+        if let Some(live) = live {
+            while let Some(t) = live.poll_transmit() {
+                self.out.push(UpgradeOutput::Transmit(t));
+            }
+            dead = live.is_dead(now);
+        }
+        for event in events {
+            self.on_punch_event(now, conn, event);
+        }
+        if dead {
+            self.fall_back(now, conn);
+        }
+    }
+
+    fn on_punch_event(&mut self, now: Instant, conn: ConnId, event: PunchEvent) {
+        let local_nat = self.local().1;
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let remote_nat = s.remote_nat;
+        let (outcome, remote, attempts) = match &event {
+            PunchEvent::Succeeded(p) => (PunchOutcome::Succeeded, vec![p.remote], p.attempt + 1),
+            PunchEvent::Failed { attempts } => (PunchOutcome::Failed, Vec::new(), *attempts),
+            PunchEvent::Skipped => (PunchOutcome::Skipped, Vec::new(), 0),
+            _ => return,
+        };
+        let result = PunchResult {
+            request_id: s.request_id,
+            outcome,
+            attempts: u8::try_from(attempts).unwrap_or(u8::MAX),
+            remote,
+        };
+        let retry = (s.role == Role::Opener)
+            .then(|| now.checked_add(self.config.retry_after))
+            .flatten();
+        let pair = self.counters.pair(local_nat, remote_nat);
+        match event {
+            PunchEvent::Succeeded(_) => pair.successes += 1,
+            PunchEvent::Failed { .. } => pair.failures += 1,
+            _ => pair.skipped += 1,
+        }
+        self.out.push(UpgradeOutput::PunchEnded {
+            local: local_nat,
+            remote: remote_nat,
+            event: event.clone(),
+        });
+        self.send(conn, Message::from(result));
+        match event {
+            PunchEvent::Succeeded(p) => self.out.push(UpgradeOutput::SwitchDirect {
+                conn,
+                remote: p.remote,
+                rtt: p.rtt,
+                elapsed: p.elapsed,
+            }),
+            _ => {
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    s.stage = Stage::Relayed(retry);
+                }
+            }
+        }
+    }
+
+    /// The Node moved `conn` onto its direct path `remote`
+    /// ([`UpgradeOutput::SwitchDirect`]): watch it.
+    pub fn handle_switched(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        remote: SocketAddr,
+        rtt: Duration,
+        elapsed: Duration,
+    ) {
+        self.out.mark(now);
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let Stage::Punching(puncher) = std::mem::replace(&mut s.stage, Stage::Relayed(None)) else {
+            return;
+        };
+        let interval = self.config.keepalive.max(rtt.saturating_mul(2));
+        let live = Liveness::new(now, remote, s.tag, interval, self.config.dead_after);
+        s.stage = Stage::Direct(puncher, live);
+        let peer = s.peer;
+        let counters = &mut self.counters;
+        counters.upgrades += 1;
+        if counters.upgrade_times.len() == MAX_TIMES {
+            counters.upgrade_times.pop_front();
+        }
+        counters.upgrade_times.push_back(elapsed);
+        let reason = PathChange::Punched { remote, rtt };
+        self.out.push(UpgradeOutput::PathChanged {
+            peer,
+            path: PathKind::Direct,
+            reason,
+        });
+    }
+
+    /// The direct path died: back onto the relay circuit at once.
+    fn fall_back(&mut self, now: Instant, conn: ConnId) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let retry = (s.role == Role::Opener)
+            .then(|| now.checked_add(self.config.retry_after))
+            .flatten();
+        s.stage = Stage::Relayed(retry);
+        let (peer, path) = (s.peer, s.relay_path);
+        self.counters.fallbacks += 1;
+        self.out.push(UpgradeOutput::FallBack { conn, path });
+        self.out.push(UpgradeOutput::PathChanged {
+            peer,
+            path: PathKind::Relayed,
+            reason: PathChange::DirectPathDead,
+        });
+    }
+}
