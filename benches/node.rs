@@ -47,7 +47,7 @@
 //! (no bootstrap retries or bucket refreshes) and the DHT's inbound request
 //! budget cannot throttle the request loop.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
@@ -477,7 +477,7 @@ const FIRST_MESH_PEER: u32 = 0x10_0000;
 /// flight. Node 0 is the hub, every other node a DHT client connected to it.
 struct Mesh {
     nodes: Vec<Node>,
-    index: HashMap<SocketAddr, usize>,
+    index: BTreeMap<SocketAddr, usize>,
     flights: VecDeque<(usize, Datagram)>,
     events: Vec<(usize, Event)>,
     now: Instant,
@@ -489,7 +489,7 @@ struct Mesh {
 
 impl Mesh {
     /// A hub with `peers` DHT clients bootstrapped from it, each holding one
-    /// idle pooled connection to it.
+    /// idle pooled connection to it and none to the others.
     fn new(peers: u32) -> Self {
         let now = clock();
         let at = |i: u32| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4433));
@@ -500,7 +500,11 @@ impl Mesh {
         );
         let mut nodes = vec![hub];
         nodes.extend((1..=peers).map(|i| {
-            let config = config(at(i), |c| c.dht.mode = Mode::Client);
+            let config = config(at(i), |c| {
+                c.dht.mode = Mode::Client;
+                // Discovery would make them servers that dial each other.
+                c.reach.auto_discover = false;
+            });
             node(FIRST_MESH_PEER + i, config, now)
         }));
         let index = (0..=peers).map(|i| (at(i), i as usize)).collect();

@@ -5,13 +5,13 @@
 use super::*;
 
 impl Node {
-    /// Handles every connection's pending events; true when anything
-    /// happened.
+    /// Handles the pending events of every dirty connection (those touched
+    /// since they were last driven); true when anything happened.
     pub(super) fn drive_connections(&mut self, now: Instant) -> bool {
-        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
         let mut busy = false;
-        for handle in handles {
+        while let Some(handle) = self.conns.next_dirty() {
             busy |= self.drive_connection(now, handle);
+            self.conns.driven(handle);
         }
         busy
     }
