@@ -31,10 +31,23 @@
 //!   table entries); the difference divided by the peers is the memory per
 //!   connection.
 //!
+//! - **Idle connections** (in memory, no sockets: a virtual clock, datagrams
+//!   handed from node to node): a hub holds one pooled connection from each
+//!   of its peers (DHT clients bootstrapped from it), and peer 1 looks up an
+//!   id over its connection; the hub's wall time per datagram it handles
+//!   (`handle_input` and the drain of its outputs) is measured with 1 peer
+//!   and with 1,000, whose other connections stay idle, the lookups of the
+//!   two meshes alternating. Work per input should not grow with the number
+//!   of connections: the target is a ratio of at most 1.2.
+//!
+//! Name sections on the command line to run only those (`cargo bench --bench
+//! node -- idle`): `memory`, `loopback`, `sim`, `idle`.
+//!
 //! Every node uses the defaults except that nothing runs in the background
 //! (no bootstrap retries or bucket refreshes) and the DHT's inbound request
 //! budget cannot throttle the request loop.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
@@ -84,6 +97,8 @@ struct Plan {
     peers: u32,
     /// How long the measured node idles before its memory is read.
     settle: Duration,
+    /// Idle connections of the many-connections side of the idle bench.
+    idle_peers: u32,
 }
 
 /// A full run (`cargo bench`).
@@ -93,6 +108,7 @@ const FULL: Plan = Plan {
     fresh: 300,
     peers: 200,
     settle: Duration::from_secs(1),
+    idle_peers: 1000,
 };
 
 /// A smoke run (`cargo test --benches`).
@@ -102,6 +118,7 @@ const SMOKE: Plan = Plan {
     fresh: 5,
     peers: 5,
     settle: Duration::from_millis(100),
+    idle_peers: 10,
 };
 
 /// Wall-clock time for `Node::new`.
@@ -447,6 +464,175 @@ fn simulated(tweak: impl FnOnce(&mut NodeConfig), count: usize, fresh: bool) -> 
     Series(samples)
 }
 
+// ---- idle connections -------------------------------------------------------
+
+/// Identity number of the hub of [`Mesh`], which every peer connects to.
+const HUB: u32 = 0x4800;
+/// Identity number of the first peer of a [`Mesh`].
+const FIRST_MESH_PEER: u32 = 0x10_0000;
+
+/// Nodes wired to each other in memory on a virtual clock (no sockets): a
+/// datagram reaches its destination as soon as every datagram sent before it
+/// has, and the clock moves only to the next deadline when none is in
+/// flight. Node 0 is the hub, every other node a DHT client connected to it.
+struct Mesh {
+    nodes: Vec<Node>,
+    index: BTreeMap<SocketAddr, usize>,
+    flights: VecDeque<(usize, Datagram)>,
+    events: Vec<(usize, Event)>,
+    now: Instant,
+    /// The wall time the hub took for each datagram handed to it (its
+    /// `handle_input` and the drain of its outputs), while `timing`.
+    hub_costs: Vec<Duration>,
+    timing: bool,
+}
+
+impl Mesh {
+    /// A hub with `peers` DHT clients bootstrapped from it, each holding one
+    /// idle pooled connection to it and none to the others.
+    fn new(peers: u32) -> Self {
+        let now = clock();
+        let at = |i: u32| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4433));
+        let hub = node(
+            HUB,
+            config(at(0), |c| c.pool.max_inbound = 2 * peers as usize),
+            now,
+        );
+        let mut nodes = vec![hub];
+        nodes.extend((1..=peers).map(|i| {
+            let config = config(at(i), |c| {
+                c.dht.mode = Mode::Client;
+                // Discovery would make them servers that dial each other.
+                c.reach.auto_discover = false;
+            });
+            node(FIRST_MESH_PEER + i, config, now)
+        }));
+        let index = (0..=peers).map(|i| (at(i), i as usize)).collect();
+        let mut mesh = Self {
+            nodes,
+            index,
+            flights: VecDeque::new(),
+            events: Vec::new(),
+            now,
+            hub_costs: Vec::new(),
+            timing: false,
+        };
+        let seed = mesh.nodes[0].contact();
+        for i in 1..mesh.nodes.len() {
+            mesh.nodes[i].bootstrap(now, vec![seed.clone()]);
+            mesh.drain(i);
+        }
+        let want = peers as usize;
+        mesh.run_until("the peers' bootstraps", |m| {
+            let done =
+                |(_, e): &&(usize, Event)| matches!(e, Event::Dht(DhtEvent::Bootstrapped { .. }));
+            m.events.iter().filter(done).count() >= want
+        });
+        assert_eq!(
+            mesh.nodes[0].connection_count(),
+            want,
+            "one connection per peer"
+        );
+        mesh.events.clear();
+        mesh
+    }
+
+    /// Takes node `i`'s outputs: transmits fly, events are kept.
+    fn drain(&mut self, i: usize) {
+        let local = self.nodes[i].contact().addrs[0];
+        while let Some(output) = self.nodes[i].poll_output() {
+            match output {
+                Output::Transmit(transmit) => {
+                    if let Some(&to) = self.index.get(&transmit.destination) {
+                        let datagram = Datagram {
+                            local: transmit.destination,
+                            remote: local,
+                            payload: transmit.payload,
+                        };
+                        self.flights.push_back((to, datagram));
+                    }
+                }
+                Output::Event(event) => self.events.push((i, event)),
+            }
+        }
+    }
+
+    /// Delivers datagrams and due timeouts until `done` holds; panics after
+    /// [`PATIENCE`] of virtual time.
+    fn run_until(&mut self, what: &str, mut done: impl FnMut(&Self) -> bool) {
+        let limit = self.now + PATIENCE;
+        while !done(self) {
+            if let Some((to, datagram)) = self.flights.pop_front() {
+                let began = clock();
+                self.nodes[to].handle_input(self.now, Input::Datagram(datagram));
+                self.drain(to);
+                if to == 0 && self.timing {
+                    self.hub_costs.push(began.elapsed());
+                }
+                continue;
+            }
+            let next = self.nodes.iter().filter_map(Node::poll_timeout).min();
+            let next = next.filter(|&at| at <= limit);
+            self.now = next
+                .unwrap_or_else(|| panic!("gave up waiting for {what}"))
+                .max(self.now);
+            for i in 0..self.nodes.len() {
+                if self.nodes[i]
+                    .poll_timeout()
+                    .is_some_and(|at| at <= self.now)
+                {
+                    self.nodes[i].handle_input(self.now, Input::Timeout);
+                    self.drain(i);
+                }
+            }
+        }
+    }
+
+    /// One lookup from peer 1 (its table holds only the hub: one FIND_NODE
+    /// and its answer over the peer's pooled connection), the hub's cost of
+    /// each datagram kept.
+    fn lookup(&mut self) {
+        let query = self.nodes[1].find_node(self.now, NodeId::from_bytes(TARGET));
+        self.drain(1);
+        self.timing = true;
+        self.run_until("a lookup", |m| {
+            m.events
+                .iter()
+                .any(|(i, e)| *i == 1 && found(e, query).is_some())
+        });
+        self.timing = false;
+        self.events.clear();
+    }
+}
+
+/// The hub's cost per datagram of a lookup over one connection, with 1 and
+/// with `plan.idle_peers` connections open (the others idle), the lookups
+/// of the two alternating so that both see the same machine.
+fn idle_connections(plan: &Plan) {
+    let mut one = Mesh::new(1);
+    let mut many = Mesh::new(plan.idle_peers);
+    for round in 0..plan.warmup + plan.pooled {
+        if round == plan.warmup {
+            one.hub_costs.clear();
+            many.hub_costs.clear();
+        }
+        one.lookup();
+        many.lookup();
+    }
+    let one = Series(one.hub_costs);
+    let many_name = format!("idle_{}_conns_per_datagram", plan.idle_peers);
+    let many = Series(many.hub_costs);
+    one.print("idle_1_conn_per_datagram");
+    many.print(&many_name);
+    let met = micros(many.quantile(0.5)) <= 1.2 * micros(one.quantile(0.5));
+    ratio(
+        &format!("ratio_idle_{}_over_1", plan.idle_peers),
+        &many,
+        &one,
+        Some(("idle_many_le_1_2x_one", met)),
+    );
+}
+
 // ---- memory ---------------------------------------------------------------
 
 /// This process's resident set, KiB.
@@ -535,6 +721,16 @@ fn serve_peers(spec: &str) {
     }
 }
 
+/// Whether the command line asks for `section`: it names it, or names no
+/// section at all.
+fn wanted(section: &str) -> bool {
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    named.is_empty() || named.iter().any(|a| a == section)
+}
+
 fn main() {
     if let Ok(spec) = std::env::var(PEERS_ENV) {
         return serve_peers(&spec);
@@ -545,8 +741,23 @@ fn main() {
         &SMOKE
     };
     let began = clock();
-    memory(plan);
+    if wanted("memory") {
+        memory(plan);
+    }
+    if wanted("loopback") {
+        loopback_section(plan);
+    }
+    if wanted("sim") {
+        sim_section(plan);
+    }
+    if wanted("idle") {
+        idle_connections(plan);
+    }
+    println!("bench_seconds={:.1}", began.elapsed().as_secs_f64());
+}
 
+/// Lookups over loopback, pooled and on new connections, against plain quinn.
+fn loopback_section(plan: &Plan) {
     let (request, answer) = lookup_frames();
     println!("request_bytes={}", request.len());
     println!("answer_bytes={}", answer.len());
@@ -579,7 +790,11 @@ fn main() {
         &quinn_fresh,
         None,
     );
+}
 
+/// The two lookups in the simulator, when it is built.
+#[cfg_attr(not(feature = "sim"), allow(unused_variables))]
+fn sim_section(plan: &Plan) {
     #[cfg(feature = "sim")]
     {
         let count = plan.fresh.min(100);
@@ -591,5 +806,4 @@ fn main() {
     }
     #[cfg(not(feature = "sim"))]
     println!("sim=skipped (run with --features sim)");
-    println!("bench_seconds={:.1}", began.elapsed().as_secs_f64());
 }

@@ -251,8 +251,11 @@ fn behind_a_port_restricted_cone_nat() {
 #[test]
 fn behind_a_symmetric_nat_with_sequential_ports() {
     let report = check_private_behind(&[NatConfig::symmetric()], 5);
+    // The NAT steps by 1, but the node's own packets to other servers take
+    // ports between the probes' mappings (how many depends on the order
+    // the node's connections send in), so the step seen may be 2.
     assert!(
-        matches!(report.ports, PortAllocation::Sequential { step: 1 }),
+        matches!(report.ports, PortAllocation::Sequential { step: 1 | 2 }),
         "{report:?}"
     );
 }

@@ -7,13 +7,13 @@ use super::router::{self, Lane, Owner};
 use super::*;
 
 impl Node {
-    /// Handles every connection's pending events; true when anything
-    /// happened.
+    /// Handles the pending events of every dirty connection (those touched
+    /// since they were last driven); true when anything happened.
     pub(super) fn drive_connections(&mut self, now: Instant) -> bool {
-        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
         let mut busy = false;
-        for handle in handles {
+        while let Some(handle) = self.conns.next_dirty() {
             busy |= self.drive_connection(now, handle);
+            self.conns.driven(handle);
         }
         busy
     }
@@ -538,12 +538,16 @@ impl Node {
 
     /// Closes the connections whose peer's CONNECT did not come by the
     /// CONNECT deadline (docs/PROTOCOL.md §2): DISCONNECT `protocol error`.
-    pub(super) fn expire_connects(&mut self, now: Instant) {
-        let overdue: Vec<ConnectionHandle> = self
-            .conns
+    /// Only `due` connections (those whose deadline came) are looked at.
+    pub(super) fn expire_connects(&mut self, now: Instant, due: &[ConnectionHandle]) {
+        let overdue: Vec<ConnectionHandle> = due
             .iter()
-            .filter(|(_, conn)| conn.connect_overdue(now))
-            .map(|(handle, _)| *handle)
+            .copied()
+            .filter(|handle| {
+                self.conns
+                    .get(handle)
+                    .is_some_and(|c| c.connect_overdue(now))
+            })
             .collect();
         for handle in overdue {
             self.counters.protocol_errors += 1;

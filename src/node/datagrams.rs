@@ -94,31 +94,17 @@ impl Node {
         }
     }
 
-    /// Gathers every connection's transmits. Packets written onto circuit
-    /// streams make the relay connections' own transmits, so it goes round
-    /// until a pass writes nothing onto a circuit.
+    /// Gathers the transmits of the connections driven since the last
+    /// gathering. Packets written onto circuit streams touch the relay
+    /// connections, which `settle` then drives and gathers in turn.
     pub(super) fn gather_transmits(&mut self, now: Instant) {
-        let mut buf = Vec::new();
-        loop {
-            let mut packets = Vec::new();
-            for conn in self.conns.values_mut() {
-                loop {
-                    buf.clear();
-                    let Some(transmit) = conn.quinn.poll_transmit(now, 1, &mut buf) else {
-                        break;
-                    };
-                    let packet = Bytes::copy_from_slice(&buf[..transmit.size]);
-                    packets.push((transmit.destination, packet));
-                }
-            }
-            let mut relayed = false;
-            for (virtual_addr, packet) in packets {
-                relayed |= matches!(self.paths.real(&virtual_addr), Some(RealPath::Relay { .. }));
-                self.send_packet(virtual_addr, packet);
-            }
-            if !relayed {
-                return;
-            }
+        let mut packets = Vec::new();
+        let polled = self.conns.poll_transmits(now, |virtual_addr, packet| {
+            packets.push((virtual_addr, packet))
+        });
+        self.counters.connection_polls += polled as u64;
+        for (virtual_addr, packet) in packets {
+            self.send_packet(virtual_addr, packet);
         }
     }
 }

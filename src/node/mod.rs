@@ -9,7 +9,9 @@
 //! under the peer's virtual address. After every input the node drains its
 //! children in a loop (connections, pool, DHT) until none has anything left,
 //! then gathers quinn's transmits, mapped back to real addresses, into its
-//! output queue.
+//! output queue. Only the connections an input touched are driven
+//! (src/node/table.rs), so the work grows with the input, not with the
+//! connections open.
 //!
 //! Commands ([`Node::bootstrap`], [`Node::find_node`], [`Node::query`],
 //! [`Node::store`], and RPC and pub/sub's [`Node::register`], [`Node::call`],
@@ -44,6 +46,7 @@ mod reach;
 mod relay;
 mod requests;
 mod router;
+mod table;
 mod upgrade;
 
 use std::collections::VecDeque;
@@ -199,6 +202,12 @@ pub struct NodeCounters {
     pub protocol_errors: u64,
     /// Requests refused because too many were waiting.
     pub waiting_overflow: u64,
+    /// Connections driven, counted once per input that drove them (their
+    /// events handled, their transmits gathered, their deadline filed
+    /// anew). Only connections an input touched (a datagram for them, a due
+    /// timer, a stream written) are driven, so this grows with the work
+    /// done, not with the connections open.
+    pub connection_polls: u64,
 }
 
 /// A request waiting for its connection.
@@ -234,7 +243,7 @@ pub struct Node {
     relay_server: RelayServer,
     relay_client: RelayClient,
     upgrades: Upgrades,
-    conns: HashMap<ConnectionHandle, Conn>,
+    conns: table::ConnTable,
     by_pool_id: HashMap<ConnId, ConnectionHandle>,
     waiting: HashMap<WaitId, Waiting>,
     serving: HashMap<(NodeId, u64), Serving>,
@@ -314,7 +323,7 @@ impl Node {
             relay_server,
             relay_client,
             upgrades,
-            conns: HashMap::default(),
+            conns: table::ConnTable::default(),
             by_pool_id: HashMap::default(),
             waiting: HashMap::default(),
             serving: HashMap::default(),
@@ -436,8 +445,9 @@ impl Node {
         self.clock.set(self.unix_ms(now) / 1000);
     }
 
-    /// Drains the children until none has anything left, then gathers
-    /// transmits.
+    /// Drains the children until none has anything left and no connection
+    /// is dirty, then gathers transmits (packets onto relay circuits touch
+    /// the relay connections: it goes round until none is dirty).
     fn settle(&mut self, now: Instant) {
         loop {
             let mut busy = self.drive_connections(now);
@@ -447,23 +457,22 @@ impl Node {
             busy |= self.drive_reach(now);
             busy |= self.drive_dialing(now);
             busy |= self.drive_upgrades(now);
-            if !busy {
+            if busy || self.conns.any_dirty() {
+                continue;
+            }
+            self.gather_transmits(now);
+            if !self.conns.any_dirty() {
                 break;
             }
         }
-        self.gather_transmits(now);
         self.observe(now);
         self.next_timeout = self.compute_timeout();
     }
 
-    /// The earliest deadline of every child (quinn needs `&mut` to tell, so
-    /// it is computed after each input and cached for `poll_timeout`).
-    fn compute_timeout(&mut self) -> Option<Instant> {
-        let conns = self
-            .conns
-            .values_mut()
-            .flat_map(|c| [c.quinn.poll_timeout(), c.next_deadline()]);
-        let conns: Option<Instant> = conns.flatten().min();
+    /// The earliest deadline of every child, computed after each input and
+    /// cached for `poll_timeout` (the connections' from their index).
+    fn compute_timeout(&self) -> Option<Instant> {
+        let conns = self.conns.next_deadline();
         let messaging = [self.messaging.poll_timeout(), self.reach.poll_timeout()];
         let relay = [
             self.relay_server.poll_timeout(),
@@ -487,13 +496,17 @@ impl Machine for Node {
         match input {
             Input::Datagram(datagram) => self.handle_datagram(now, datagram),
             Input::Timeout => {
-                for conn in self.conns.values_mut() {
+                let due = self.conns.take_due(now);
+                for handle in &due {
+                    let Some(conn) = self.conns.get_mut(handle) else {
+                        continue;
+                    };
                     if conn.quinn.poll_timeout().is_some_and(|t| t <= now) {
                         conn.quinn.handle_timeout(now);
                     }
                 }
-                self.expire_connects(now);
-                self.expire_requests(now);
+                self.expire_connects(now, &due);
+                self.expire_requests(now, &due);
                 self.pool.handle_timeout(now);
                 let unix_ms = self.unix_ms(now);
                 self.dht.handle_timeout(now, unix_ms);
@@ -519,7 +532,8 @@ impl Machine for Node {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        if !self.out.is_empty() {
+        // A connection touched outside an input has not been driven yet.
+        if !self.out.is_empty() || self.conns.any_dirty() {
             return Some(self.last_now);
         }
         self.next_timeout

@@ -104,10 +104,14 @@ impl Node {
         self.dht.handle_failure(now, ask.request_id, failure);
     }
 
-    /// Resets the streams whose answers are overdue.
-    pub(super) fn expire_requests(&mut self, now: Instant) {
+    /// Resets the streams of the `due` connections whose answers are
+    /// overdue.
+    pub(super) fn expire_requests(&mut self, now: Instant, due: &[ConnectionHandle]) {
         let mut expired = Vec::new();
-        for (&handle, conn) in &mut self.conns {
+        for &handle in due {
+            let Some(conn) = self.conns.get_mut(&handle) else {
+                continue;
+            };
             let overdue: Vec<StreamId> = conn
                 .asks
                 .iter()

@@ -1,0 +1,168 @@
+//! The connection table: every live connection by quinn's handle, which of
+//! them have something to do, and when each next needs a timeout.
+//!
+//! Work per input grows with the connections it touches, not with all of
+//! them. Touching a connection mutably ([`ConnTable::get_mut`],
+//! [`ConnTable::insert`]) marks it dirty, so every path that changes a
+//! connection's quinn state (a datagram for it, a stream written, a close)
+//! gets it driven without remembering to; the Node drives only dirty
+//! connections ([`ConnTable::next_dirty`]), gathers the transmits of the
+//! driven ones and re-files their deadlines ([`ConnTable::poll_transmits`]).
+//! Each connection's deadline (quinn's timer or its earliest request
+//! deadline) sits in an ordered index: the table's deadline is its first
+//! entry, and a timeout takes only the due entries ([`ConnTable::take_due`]).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use quinn_proto::ConnectionHandle;
+
+use super::conn::Conn;
+use crate::collections::HashMap;
+
+/// The Node's connections, with the dirty set and the deadline index.
+#[derive(Default)]
+pub(super) struct ConnTable {
+    conns: HashMap<ConnectionHandle, Conn>,
+    /// Touched since last driven.
+    dirty: BTreeSet<ConnectionHandle>,
+    /// Driven since their transmits were last gathered.
+    driven: BTreeSet<ConnectionHandle>,
+    /// Every connection's next deadline, earliest first.
+    deadlines: BTreeSet<(Instant, ConnectionHandle)>,
+    /// The entry of each connection in `deadlines`.
+    deadline_of: HashMap<ConnectionHandle, Instant>,
+}
+
+impl ConnTable {
+    /// The connection of `handle`, to read.
+    pub(super) fn get(&self, handle: &ConnectionHandle) -> Option<&Conn> {
+        self.conns.get(handle)
+    }
+
+    /// The connection of `handle`, to change: it is marked dirty.
+    pub(super) fn get_mut(&mut self, handle: &ConnectionHandle) -> Option<&mut Conn> {
+        let conn = self.conns.get_mut(handle)?;
+        self.dirty.insert(*handle);
+        Some(conn)
+    }
+
+    /// Adds a new connection, dirty.
+    pub(super) fn insert(&mut self, handle: ConnectionHandle, conn: Conn) {
+        self.conns.insert(handle, conn);
+        self.dirty.insert(handle);
+    }
+
+    /// Removes a connection from the table and every index.
+    pub(super) fn remove(&mut self, handle: &ConnectionHandle) -> Option<Conn> {
+        self.dirty.remove(handle);
+        self.driven.remove(handle);
+        self.unfile(*handle);
+        self.conns.remove(handle)
+    }
+
+    /// Number of connections.
+    pub(super) fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Every connection's handle.
+    pub(super) fn keys(&self) -> impl Iterator<Item = &ConnectionHandle> + '_ {
+        self.conns.keys()
+    }
+
+    /// Every connection, to read.
+    pub(super) fn values(&self) -> impl Iterator<Item = &Conn> + '_ {
+        self.conns.values()
+    }
+
+    /// Every connection with its handle, to read.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&ConnectionHandle, &Conn)> + '_ {
+        self.conns.iter()
+    }
+
+    /// Whether any connection waits to be driven.
+    pub(super) fn any_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// The next dirty connection to drive, lowest handle first. It stays
+    /// dirty while it is driven (the driver touches it), until
+    /// [`ConnTable::driven`]; its transmits are gathered at the next
+    /// [`ConnTable::poll_transmits`].
+    pub(super) fn next_dirty(&mut self) -> Option<ConnectionHandle> {
+        let handle = *self.dirty.first()?;
+        self.driven.insert(handle);
+        Some(handle)
+    }
+
+    /// `handle` has been driven until quinn had nothing more to tell: its
+    /// own touches meanwhile need no other turn.
+    pub(super) fn driven(&mut self, handle: ConnectionHandle) {
+        self.dirty.remove(&handle);
+    }
+
+    /// Hands every transmit of the connections driven since the last call
+    /// to `send` (with quinn's destination, the path's virtual address),
+    /// then files their deadlines anew. Returns how many connections that
+    /// was.
+    pub(super) fn poll_transmits(
+        &mut self,
+        now: Instant,
+        mut send: impl FnMut(SocketAddr, Bytes),
+    ) -> usize {
+        let mut buf = Vec::new();
+        let driven = std::mem::take(&mut self.driven);
+        let count = driven.len();
+        for handle in driven {
+            let Some(conn) = self.conns.get_mut(&handle) else {
+                continue;
+            };
+            loop {
+                buf.clear();
+                let Some(transmit) = conn.quinn.poll_transmit(now, 1, &mut buf) else {
+                    break;
+                };
+                send(
+                    transmit.destination,
+                    Bytes::copy_from_slice(&buf[..transmit.size]),
+                );
+            }
+            let deadline = [conn.quinn.poll_timeout(), conn.next_deadline()];
+            let deadline = deadline.into_iter().flatten().min();
+            self.unfile(handle);
+            if let Some(at) = deadline {
+                self.deadlines.insert((at, handle));
+                self.deadline_of.insert(handle, at);
+            }
+        }
+        count
+    }
+
+    /// The earliest deadline of any connection.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|&(at, _)| at)
+    }
+
+    /// The connections whose deadline is `now` or earlier, taken out of the
+    /// index (driving them files them again).
+    pub(super) fn take_due(&mut self, now: Instant) -> Vec<ConnectionHandle> {
+        let mut due = Vec::new();
+        while let Some(&(at, handle)) = self.deadlines.first()
+            && at <= now
+        {
+            self.unfile(handle);
+            due.push(handle);
+        }
+        due
+    }
+
+    /// Takes `handle` out of the deadline index.
+    fn unfile(&mut self, handle: ConnectionHandle) {
+        if let Some(at) = self.deadline_of.remove(&handle) {
+            self.deadlines.remove(&(at, handle));
+        }
+    }
+}
