@@ -21,7 +21,6 @@
 //! use macula::Child;
 //! use macula::dht::{Contact, Dht, DhtConfig, DhtEvent, DhtOutput, Request, Response};
 //! use macula::id::Identity;
-//! use macula::Child;
 //!
 //! let now = Instant::now(); // a driver reads its clock; the DHT never does
 //! let unix_ms = 1_800_000_000_000;

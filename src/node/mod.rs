@@ -21,13 +21,18 @@
 //! the [`crate::messaging`] child; src/node/messaging_effects.rs carries out
 //! what it asks for on the DHT and on streams.
 //! Every node may relay for others and run connections over relay circuits
-//! (src/relay/server.rs, src/relay/client.rs, glued in src/node/relay.rs,
-//! docs/PROTOCOL.md §11).
+//! (the [`crate::relay`] children, glued in src/node/relay.rs,
+//! docs/PROTOCOL.md §11); reachability is the [`crate::nat::reach`] child
+//! and the relay → direct upgrade the [`crate::path::upgrade`] child. No
+//! child sees the Node: each asks for effects through its output enum.
 //!
 //! On every connection the dialer opens the control stream and writes
-//! CONNECT; requests follow on their own streams at once. The acceptor checks
-//! the CONNECT (node id = certificate, same realm), answers with its own, and
-//! only then serves the connection's requests (docs/PROTOCOL.md §2).
+//! CONNECT; requests follow on their own streams at once. Each side reads
+//! nothing but the control stream, and acts on nothing there but CONNECT
+//! and DISCONNECT, until it has accepted the peer's CONNECT (node id =
+//! certificate, same realm); then the held streams are read and every frame
+//! goes to its owner through one router (src/node/phase.rs,
+//! src/node/router.rs, docs/PROTOCOL.md §2).
 
 mod config;
 mod conn;
