@@ -2,9 +2,22 @@
 //! stream, reading streams within the buffer budget, refusals and closes,
 //! and what a lost connection means for its requests and the pool.
 
+use std::time::Instant;
+
+use bytes::Bytes;
+use quinn_proto::{ConnectionError, ConnectionHandle, Dir, StreamEvent, StreamId, VarInt};
+
+use super::conn::{Conn, Phase, StreamTrouble};
 use super::phase::{Admission, Arrival, PhaseEvent};
 use super::router::{self, Lane, Owner};
-use super::*;
+use super::{CloseCause, Event, Node, STREAM_REFUSED, Serving, dht_wire, instrument};
+use crate::contract::Output;
+use crate::dht::{self, Failure, Mode};
+use crate::path::{PathKind, PathTable, RealPath};
+use crate::pool::{ConnId, Direction};
+use crate::relay::CircuitLoss;
+use crate::tls;
+use crate::wire::{self, Capabilities, DisconnectReason, Message};
 
 impl Node {
     /// Handles the pending events of every dirty connection (those touched

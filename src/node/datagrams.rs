@@ -2,7 +2,18 @@
 //! packets to quinn under the peer's virtual address, and quinn's transmits
 //! mapped back to their real path (a UDP address, or a relay circuit).
 
-use super::*;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::DatagramEvent;
+
+use super::Node;
+use super::conn::Conn;
+use crate::contract::{Datagram, Output, Transmit};
+use crate::demux::{DatagramClass, classify};
+use crate::path::RealPath;
+use crate::pool::Direction;
 
 impl Node {
     pub(super) fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {

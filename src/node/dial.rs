@@ -12,9 +12,18 @@
 //! an acceptable record, or whose relays all refuse, is unreachable (RPC:
 //! `NotDelivered`, pub/sub: subscriber unreachable).
 
-use super::*;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::Node;
+use crate::collections::HashMap;
+use crate::dht;
+use crate::id::{NodeId, RecordKey};
 use crate::messaging::Errand;
+use crate::path::RealPath;
 use crate::peer_record::{PeerRecord, Reachability};
+use crate::relay::RelayEvent;
+use crate::wire;
 
 /// Peers being reached through their peer record.
 #[derive(Default)]

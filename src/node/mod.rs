@@ -58,20 +58,16 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use quinn_proto::{
-    ConnectionError, ConnectionHandle, DatagramEvent, Dir, Endpoint, StreamEvent, StreamId, VarInt,
-};
+use bytes::Bytes;
+use quinn_proto::{ConnectionHandle, Endpoint, StreamId, VarInt};
 
 pub use crate::relay::{CircuitLoss, RelayEvent};
 pub use config::{DEFAULT_CONNECT_TIMEOUT, NodeConfig};
-use conn::{Ask, Blocked, Conn, Phase, StreamTrouble};
 pub use peers::{PeersFileError, load_peers, save_peers};
 
 use crate::collections::HashMap;
-use crate::contract::{Child, Datagram, Input, Machine, Output, Transmit};
-use crate::demux::{DatagramClass, classify};
-use crate::dht::{self, Dht, DhtEvent, DhtOutput, Failure, Mode, RequestId};
+use crate::contract::{Child, Input, Machine, Output};
+use crate::dht::{self, Dht, DhtEvent, RequestId};
 use crate::id::{Identity, NodeId, RecordKey};
 use crate::messaging::Messaging;
 pub use crate::nat::reach::{
@@ -82,16 +78,14 @@ use crate::path::upgrade::Upgrades;
 pub use crate::path::upgrade::{
     MAX_TIMES, OFFER_TIMEOUT, PairCounts, PathChange, UpgradeConfig, UpgradeCounters,
 };
-use crate::path::{PathKind, PathTable, RealPath};
-use crate::pool::{
-    Acquired, Action, CloseReason, ConnId, Direction, Lease, Pool, PoolError, WaitId,
-};
+use crate::path::{PathKind, PathTable};
+use crate::pool::{ConnId, Direction, Pool, PoolError, WaitId};
 use crate::pubsub::PubSubEvent;
 use crate::quic::{QuicConfigError, QuicConfigs};
 use crate::relay::{RelayClient, RelayServer};
 use crate::rpc::RpcEvent;
-use crate::tls::{self, NodeTls, TlsError, WallClock};
-use crate::wire::{self, Capabilities, DisconnectReason, Message};
+use crate::tls::{NodeTls, TlsError, WallClock};
+use crate::wire::{DisconnectReason, Message};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]

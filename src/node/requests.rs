@@ -2,7 +2,20 @@
 //! lease ready or failed), DHT requests sent on streams of their own, DHT
 //! answers written back, and deadlines for answers that never come.
 
-use super::*;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use quinn_proto::{ConnectionHandle, StreamId};
+
+use super::conn::{Ask, Blocked, Conn};
+use super::{CloseCause, Node, STREAM_REFUSED, STREAM_TIMED_OUT, Waiting, dht_wire};
+use crate::contract::Child;
+use crate::dht::{self, DhtOutput, Failure, RequestId};
+use crate::id::NodeId;
+use crate::path::{PathTable, RealPath};
+use crate::pool::{Acquired, Action, CloseReason, ConnId, Direction, Lease};
+use crate::tls;
+use crate::wire::{DisconnectReason, Message};
 
 impl Node {
     /// Sends a request over a leased connection.
