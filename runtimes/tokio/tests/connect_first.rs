@@ -6,7 +6,9 @@
 //! writing CONNECT. Nothing is answered, no handler runs, no publication is
 //! delivered, the node keeps serving an honest peer meanwhile, and the
 //! connection is closed at the CONNECT deadline with DISCONNECT `protocol
-//! error` (2).
+//! error` (2). And the other side of the rule: an honest dialer whose
+//! CONNECT arrives after its request (a lost packet, a reordered stream)
+//! loses nothing: the request is held, then answered.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +29,9 @@ use tokio::time::{sleep, timeout};
 #[allow(dead_code)]
 mod common;
 use common::{LIMIT, bind, join, realm};
+
+/// The stranger's identity key seed.
+const STRANGER_SEED: [u8; 32] = [0x5a; 32];
 
 /// The victim's CONNECT deadline: short, so the test is quick.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -67,12 +72,12 @@ impl Forged {
     }
 }
 
-/// A QUIC client endpoint on loopback holding its own identity, trusting
-/// exactly the node it dials (the protocol's identity check).
+/// A QUIC client endpoint on loopback holding its own identity
+/// ([`STRANGER_SEED`]), trusting exactly the node it dials.
 fn stranger(victim: NodeId) -> (quinn::Endpoint, quinn::ClientConfig) {
     #[allow(clippy::disallowed_methods)] // a test reads the wall clock for certificates
     let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let identity = Identity::from_seed([0x5a; 32]);
+    let identity = Identity::from_seed(STRANGER_SEED);
     let tls = NodeTls::self_signed(
         &identity,
         PeerVerification::Identity,
@@ -249,4 +254,47 @@ async fn echo_once(caller: &MaculaNode, text: &'static str) -> String {
         .await
         .expect("the call ended in time");
     String::from_utf8(reply.unwrap().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn a_request_written_before_a_late_connect_is_held_then_answered() {
+    let node = bind("127.0.0.1:0").await;
+    let (endpoint, config) = stranger(node.node_id());
+    let conn = endpoint
+        .connect_with(config, node.local_addr(), "macula")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut control, _control_recv) = conn.open_bi().await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    // FIND_NODE first, split over two packets, on stream 4...
+    let target = node.node_id();
+    let frame = Forged::FindNode.frame(target);
+    send.write_all(&frame[..5]).await.unwrap();
+    sleep(Duration::from_millis(50)).await;
+    send.write_all(&frame[5..]).await.unwrap();
+    send.finish().unwrap();
+    sleep(Duration::from_millis(200)).await;
+    // ...then, late, the CONNECT on stream 0.
+    let hello = Message::from(wire::Connect {
+        node_id: Identity::from_seed(STRANGER_SEED).node_id(),
+        realm: realm(),
+        capabilities: wire::Capabilities::NONE,
+        listen_addrs: Vec::new(),
+    });
+    control
+        .write_all(&hello.to_vec(&Limits::default()).unwrap())
+        .await
+        .unwrap();
+    let answer = timeout(LIMIT, recv.read_to_end(1 << 20))
+        .await
+        .expect("answered in time")
+        .expect("the stream ends with the answer");
+    let decoded = wire::decode(&answer, &Limits::default()).unwrap();
+    let wire::Decoded::Complete(Message::FindNodeReply(reply), used) = decoded else {
+        panic!("expected FIND_NODE_REPLY, got {decoded:?}");
+    };
+    assert_eq!(used, answer.len());
+    assert_eq!(reply.request_id, 1);
+    assert!(conn.close_reason().is_none(), "the connection stays open");
 }
