@@ -110,7 +110,8 @@ pub struct Conn {
     /// The peer's CONNECT, once accepted.
     pub hello: Option<wire::Connect>,
     /// When the connection is closed if the peer's CONNECT has not been
-    /// accepted by then (set when the handshake ends).
+    /// accepted by then: set when the handshake ends, cleared by
+    /// [`Conn::step`] when the connection leaves "awaiting CONNECT".
     pub connect_deadline: Option<Instant>,
     /// Requests we sent on streams of their own.
     pub asks: HashMap<StreamId, Ask>,
@@ -532,10 +533,9 @@ impl Conn {
     /// the connection awaits CONNECT.
     pub fn next_deadline(&self) -> Option<Instant> {
         let asks = self.asks.values().chain(self.pings.values());
-        let connect = self
-            .connect_deadline
-            .filter(|_| self.phase == Phase::AwaitingConnect);
-        asks.map(|ask| ask.deadline).chain(connect).min()
+        asks.map(|ask| ask.deadline)
+            .chain(self.connect_deadline)
+            .min()
     }
 
     /// Moves the connection to its next phase on `event` (an event its phase
@@ -551,9 +551,9 @@ impl Conn {
     }
 
     /// Whether the CONNECT deadline has passed at `now` with no CONNECT
-    /// accepted.
+    /// accepted (the deadline exists only while awaiting CONNECT).
     pub fn connect_overdue(&self, now: Instant) -> bool {
-        self.phase == Phase::AwaitingConnect && self.connect_deadline.is_some_and(|at| at <= now)
+        self.connect_deadline.is_some_and(|at| at <= now)
     }
 }
 

@@ -9,7 +9,7 @@ use quinn_proto::{ConnectionError, ConnectionHandle, Dir, StreamEvent, StreamId,
 
 use super::conn::{Conn, Phase, StreamTrouble};
 use super::phase::{Admission, Arrival, PhaseEvent};
-use super::router::{self, Lane, Owner};
+use super::router::{self, Owner};
 use super::{CloseCause, Event, Node, STREAM_REFUSED, Serving, dht_wire, instrument};
 use crate::contract::Output;
 use crate::dht::{self, Failure, Mode};
@@ -265,12 +265,6 @@ impl Node {
             } else {
                 self.on_stream_frame(now, handle, stream, message);
             }
-            // A frame may have closed the connection (or, on the control
-            // stream, left it awaiting CONNECT): the rest wait or go.
-            let still = self.conns.get(&handle).map(|c| c.phase);
-            if is_control && still == Some(Phase::Closing) {
-                break;
-            }
         }
         if finished && is_control {
             self.refuse(
@@ -311,15 +305,14 @@ impl Node {
                 return;
             }
         }
-        let route = router::route(message.message_type());
-        match (route.owner, route.lane, message) {
-            (_, _, Message::Connect(hello)) => self.on_hello(now, handle, hello),
-            (_, _, Message::Disconnect(bye)) => {
+        match message {
+            Message::Connect(hello) => self.on_hello(now, handle, hello),
+            Message::Disconnect(bye) => {
                 conn.step(PhaseEvent::Close);
                 let code = VarInt::from_u32(u32::from(bye.reason.code()));
                 conn.quinn.close(now, code, Bytes::new());
             }
-            (_, _, Message::Ping(ping)) => {
+            Message::Ping(ping) => {
                 let Some(stream) = conn.control else {
                     return;
                 };
@@ -328,7 +321,7 @@ impl Node {
                 });
                 let _ = conn.send(stream, &pong, false);
             }
-            (_, _, Message::Pong(pong)) => {
+            Message::Pong(pong) => {
                 let Some(ask) = conn.pings.remove(&pong.request_id) else {
                     return;
                 };
@@ -342,13 +335,15 @@ impl Node {
                 self.dht
                     .handle_response(now, unix_ms, &peer, ask.request_id, dht::Response::Pong);
             }
-            (Owner::Reach, Lane::Control, message) => self.on_reach_frame(now, handle, message),
-            (Owner::Punch, Lane::Control, message) => self.on_punch_frame(now, handle, message),
-            (_, _, other) => {
-                self.counters.protocol_errors += 1;
-                let detail = format!("{} on the control stream", other.message_type().name());
-                self.refuse(now, handle, DisconnectReason::ProtocolError, detail);
-            }
+            other => match router::route(other.message_type()).owner {
+                Owner::Reach => self.on_reach_frame(now, handle, other),
+                Owner::Punch => self.on_punch_frame(now, handle, other),
+                _ => {
+                    self.counters.protocol_errors += 1;
+                    let detail = format!("{} on the control stream", other.message_type().name());
+                    self.refuse(now, handle, DisconnectReason::ProtocolError, detail);
+                }
+            },
         }
     }
 
