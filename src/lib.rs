@@ -104,6 +104,7 @@
 //! - [`record`]: signed DHT records.
 //! - [`directory`]: the DHT as RPC and pub/sub see it: lookups cached with a
 //!   TTL and announcements retried with backoff, asked of the Node as requests.
+//! - [`scope`]: which addresses a stranger may make us talk to.
 //! - [`topic`]: topics and patterns (validation, matching, DHT prefixes); RPC
 //!   procedure names follow the same rules.
 //! - [`rpc`]: RPC semantics: providers, calls, failover, cancellation, handlers.
@@ -142,6 +143,7 @@ pub mod quic;
 pub mod record;
 pub mod relay;
 pub mod rpc;
+pub mod scope;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod tls;
