@@ -13,11 +13,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use macula::id::{Identity, NodeId, RecordKey, RecordKind};
-use macula::tls::{NodeTls, PeerVerification, WallClock};
+use macula::id::{NodeId, RecordKey, RecordKind};
 use macula::wire::{self, Limits, Message};
 use macula_tokio::{
     CallOptions, HandlerError, MaculaConfig, MaculaNode, ProcedureOptions, Request,
@@ -28,6 +27,7 @@ use tokio::time::{sleep, timeout};
 // Shared by the test crates; this one uses a part.
 #[allow(dead_code)]
 mod common;
+use common::stranger::{Stranger, encode};
 use common::{LIMIT, bind, join, realm};
 
 /// The stranger's identity key seed.
@@ -68,26 +68,8 @@ impl Forged {
             }),
             Forged::RelayReserve => Message::from(wire::RelayReserve { request_id: 1 }),
         };
-        message.to_vec(&Limits::default()).unwrap()
+        encode(&message)
     }
-}
-
-/// A QUIC client endpoint on loopback holding its own identity
-/// ([`STRANGER_SEED`]), trusting exactly the node it dials.
-fn stranger(victim: NodeId) -> (quinn::Endpoint, quinn::ClientConfig) {
-    #[allow(clippy::disallowed_methods)] // a test reads the wall clock for certificates
-    let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let identity = Identity::from_seed(STRANGER_SEED);
-    let tls = NodeTls::self_signed(
-        &identity,
-        PeerVerification::Identity,
-        WallClock::at(unix.as_secs()),
-    )
-    .unwrap();
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.client_config(victim));
-    let config = quinn::ClientConfig::new(Arc::new(crypto.unwrap()));
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    (endpoint, config)
 }
 
 /// One attack: a connection that writes `request` on two request streams
@@ -100,12 +82,9 @@ async fn attack(
     reversed: bool,
     split: bool,
 ) -> (Option<u64>, usize) {
-    let (endpoint, config) = stranger(victim_id);
-    let conn = endpoint
-        .connect_with(config, victim, "macula")
-        .unwrap()
-        .await
-        .expect("the TLS handshake itself succeeds");
+    let conn = Stranger::new(STRANGER_SEED)
+        .connect(victim, victim_id)
+        .await;
     // Stream 0 (the control stream) is opened and left silent.
     let (_control_send, _control_recv) = conn.open_bi().await.unwrap();
     let first = conn.open_bi().await.unwrap();
@@ -259,12 +238,8 @@ async fn echo_once(caller: &MaculaNode, text: &'static str) -> String {
 #[tokio::test]
 async fn a_request_written_before_a_late_connect_is_held_then_answered() {
     let node = bind("127.0.0.1:0").await;
-    let (endpoint, config) = stranger(node.node_id());
-    let conn = endpoint
-        .connect_with(config, node.local_addr(), "macula")
-        .unwrap()
-        .await
-        .unwrap();
+    let stranger = Stranger::new(STRANGER_SEED);
+    let conn = stranger.connect(node.local_addr(), node.node_id()).await;
     let (mut control, _control_recv) = conn.open_bi().await.unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     // FIND_NODE first, split over two packets, on stream 4...
@@ -276,14 +251,8 @@ async fn a_request_written_before_a_late_connect_is_held_then_answered() {
     send.finish().unwrap();
     sleep(Duration::from_millis(200)).await;
     // ...then, late, the CONNECT on stream 0.
-    let hello = Message::from(wire::Connect {
-        node_id: Identity::from_seed(STRANGER_SEED).node_id(),
-        realm: realm(),
-        capabilities: wire::Capabilities::NONE,
-        listen_addrs: Vec::new(),
-    });
     control
-        .write_all(&hello.to_vec(&Limits::default()).unwrap())
+        .write_all(&encode(&stranger.hello(realm())))
         .await
         .unwrap();
     let answer = timeout(LIMIT, recv.read_to_end(1 << 20))

@@ -1,6 +1,9 @@
 //! Helpers the node tests share: nodes on loopback and commands bounded in
 //! time.
 
+#[allow(dead_code)] // each test crate uses a part
+pub mod stranger;
+
 use std::time::Duration;
 
 use macula::dht::Contact;
