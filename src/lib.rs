@@ -102,6 +102,8 @@
 //!   uses relays).
 //! - [`id`]: identity keys, node ids, XOR distance, realms, record keys.
 //! - [`record`]: signed DHT records.
+//! - [`exchange`]: requests over leased streams, shared by DHT requests and
+//!   RPC calls (send or queue, match the answer, release, fail).
 //! - [`directory`]: the DHT as RPC and pub/sub see it: lookups cached with a
 //!   TTL and announcements retried with backoff, asked of the Node as requests.
 //! - [`scope`]: which addresses a stranger may make us talk to.
@@ -130,6 +132,7 @@ mod contract;
 pub mod demux;
 pub mod dht;
 pub mod directory;
+pub mod exchange;
 pub mod id;
 pub mod messaging;
 pub mod metrics;

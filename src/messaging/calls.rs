@@ -1,9 +1,11 @@
-//! Our calls on streams: each CALL goes on a request stream of its own,
-//! opened on a pooled connection to the provider; our side stays open until
-//! the answer (REPLY or ERROR) arrives so that a CANCEL can follow on it
-//! (docs/PROTOCOL.md §2). A call holds its lease from the moment it has a
-//! connection until it ends. When the peer allows no more streams, calls
-//! wait per connection, oldest first, and go when it allows more.
+//! Our calls on streams: each CALL is an exchange ([`crate::exchange`]) on a
+//! request stream of its own, opened on a pooled connection to the provider;
+//! our side stays open until the answer (REPLY or ERROR) arrives so that a
+//! CANCEL can follow on it (docs/PROTOCOL.md §2). A call holds its lease
+//! from the moment it has a connection until it ends. When the peer allows
+//! no more streams, calls wait per connection, oldest first, and go when it
+//! allows more. The RPC machine keeps each call's time; this module turns
+//! the exchanges' outcomes into its inputs.
 //!
 //! **Delivery.** A CALL that fails without an answer is reported
 //! [`Delivery::NotDelivered`] when it never reached a stream (no address, no
@@ -19,55 +21,31 @@
 //! of finishing it or writing CANCEL ([`MessagingOutput::Finish`],
 //! [`MessagingOutput::Cancel`]).
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use quinn_proto::StreamId;
 
-use super::{Errand, MessagingOutput, Unopened, give_back};
-use crate::collections::HashMap;
-use crate::contract::OutputQueue;
+use super::{Errand, MessagingOutput, Unopened};
+use crate::contract::{Child, OutputQueue};
+use crate::exchange::{ExchangeOutput, Exchanges, Lane, PeerRequest, Slot, StreamKey};
 use crate::id::NodeId;
 use crate::pool::{ConnId, Lease};
 use crate::rpc::{Delivery, Rpc};
 use crate::wire::{Call, Cancel, Message};
 
-/// One of our calls: the provider it goes to and its request id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CallKey {
-    /// The provider.
-    pub provider: NodeId,
-    /// The CALL's request id.
-    pub request_id: u64,
-}
-
-/// Where one of our calls is.
-#[derive(Debug)]
-enum CallState {
-    /// Waiting for the provider's address, a connection or a stream being
-    /// opened.
-    Reaching,
-    /// Waiting for the peer to allow another stream.
-    Blocked { lease: Lease },
-    /// Written; waiting for the answer.
-    Open { stream: StreamId, lease: Lease },
-}
-
-/// One of our calls on its way to a provider.
-#[derive(Debug)]
-struct OutCall {
-    message: Call,
-    state: CallState,
-}
-
 /// Our calls.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Calls {
-    calls: HashMap<CallKey, OutCall>,
-    /// Calls waiting for a stream on each connection, oldest first.
-    blocked: HashMap<ConnId, VecDeque<CallKey>>,
-    /// The open stream of each call.
-    streams: HashMap<(ConnId, StreamId), CallKey>,
+    exchanges: Exchanges<PeerRequest>,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        // The RPC machine times calls out itself (and cancels them).
+        Self {
+            exchanges: Exchanges::new(None),
+        }
+    }
 }
 
 type Out = OutputQueue<MessagingOutput>;
@@ -75,33 +53,46 @@ type Out = OutputQueue<MessagingOutput>;
 impl Calls {
     /// The machine asks for a CALL to `provider`: find a connection.
     pub(super) fn start(&mut self, out: &mut Out, provider: NodeId, message: Call) {
-        let key = CallKey {
-            provider,
+        let key = PeerRequest {
+            peer: provider,
             request_id: message.request_id,
         };
-        let state = CallState::Reaching;
-        self.calls.insert(key, OutCall { message, state });
-        let errand = Errand::Call(key);
-        out.push(MessagingOutput::Connect {
-            peer: provider,
-            errand,
-        });
+        if self
+            .exchanges
+            .start(key, Message::Call(message), Lane::OwnStream)
+        {
+            let errand = Errand::Call(key);
+            out.push(MessagingOutput::Connect {
+                peer: provider,
+                errand,
+            });
+        }
     }
 
     /// A connection for a call: open its stream and write the CALL (the
     /// lease goes back when the call ended meanwhile).
-    pub(super) fn connected(&mut self, out: &mut Out, key: CallKey, lease: Lease) {
-        match self.calls.get(&key) {
-            Some(call) => out.push(open(key, call, lease)),
-            None => out.push(MessagingOutput::Release(lease)),
-        }
+    pub(super) fn connected(
+        &mut self,
+        out: &mut Out,
+        rpc: &mut Rpc,
+        now: Instant,
+        key: PeerRequest,
+        lease: Lease,
+    ) {
+        self.exchanges.handle_leased(key, lease);
+        self.carry_out(out, rpc, now);
     }
 
     /// No connection to the provider: the call fails undelivered.
-    pub(super) fn unreachable(&mut self, rpc: &mut Rpc, now: Instant, key: CallKey) {
-        if self.calls.remove(&key).is_some() {
-            fail(rpc, now, key, Delivery::NotDelivered);
-        }
+    pub(super) fn unreachable(
+        &mut self,
+        out: &mut Out,
+        rpc: &mut Rpc,
+        now: Instant,
+        key: PeerRequest,
+    ) {
+        self.exchanges.handle_unreachable(key);
+        self.carry_out(out, rpc, now);
     }
 
     /// The outcome of opening a call's stream.
@@ -110,85 +101,55 @@ impl Calls {
         out: &mut Out,
         rpc: &mut Rpc,
         now: Instant,
-        key: CallKey,
+        key: PeerRequest,
         lease: Lease,
         opened: Result<StreamId, Unopened>,
     ) {
         let conn = lease.conn();
-        let queued = self.blocked.get(&conn).and_then(VecDeque::front) == Some(&key);
-        let Some(call) = self.calls.get_mut(&key) else {
-            give_back(out, lease, opened); // ended meanwhile
-            return;
-        };
-        match opened {
-            Ok(stream) => {
-                call.state = CallState::Open { stream, lease };
-                self.streams.insert((conn, stream), key);
-                rpc.handle_sent(now, &key.provider, key.request_id);
-            }
-            Err(Unopened::Blocked) => {
-                call.state = CallState::Blocked { lease };
-                if !queued {
-                    self.blocked.entry(conn).or_default().push_back(key);
-                }
-                return;
-            }
-            Err(Unopened::Gone | Unopened::NotEncoded) => {
-                out.push(MessagingOutput::Release(lease));
-                self.calls.remove(&key);
-                fail(rpc, now, key, Delivery::NotDelivered);
-            }
-        }
-        if queued {
-            if let Some(queue) = self.blocked.get_mut(&conn) {
-                queue.pop_front();
-            }
-            self.unblock(out, conn);
-        }
+        let opened = opened.map(|stream| Slot::Stream(StreamKey { conn, stream }));
+        self.exchanges.handle_opened(now, key, lease, opened);
+        self.carry_out(out, rpc, now);
     }
 
     /// `conn` allows more streams: the oldest call waiting on it goes (the
     /// next ones follow once its stream is open).
-    pub(super) fn unblock(&mut self, out: &mut Out, conn: ConnId) {
-        loop {
-            let Some(queue) = self.blocked.get_mut(&conn) else {
-                return;
-            };
-            let Some(&key) = queue.front() else {
-                self.blocked.remove(&conn);
-                return;
-            };
-            let Some(call) = self.calls.get_mut(&key) else {
-                queue.pop_front(); // cancelled or failed meanwhile
-                continue;
-            };
-            match std::mem::replace(&mut call.state, CallState::Reaching) {
-                CallState::Blocked { lease } => {
-                    out.push(open(key, call, lease));
-                    return;
-                }
-                other => {
-                    call.state = other;
-                    queue.pop_front();
-                }
-            }
-        }
+    pub(super) fn unblock(&mut self, out: &mut Out, rpc: &mut Rpc, now: Instant, conn: ConnId) {
+        self.exchanges.handle_streams_available(conn);
+        self.carry_out(out, rpc, now);
     }
 
-    /// The call whose stream `stream` of `conn` is.
-    pub(super) fn on_stream(&self, conn: ConnId, stream: StreamId) -> Option<CallKey> {
-        self.streams.get(&(conn, stream)).copied()
+    /// A frame on `at`: the answer to the call on that stream, if there is
+    /// one (it ends); other frames come back.
+    pub(super) fn answer(
+        &mut self,
+        out: &mut Out,
+        rpc: &mut Rpc,
+        now: Instant,
+        at: StreamKey,
+        message: Message,
+    ) -> Option<Message> {
+        let other = self.exchanges.handle_answer(Slot::Stream(at), message);
+        self.carry_out(out, rpc, now);
+        other
     }
 
     /// The machine gives a call up: CANCEL on its stream when it was
     /// written.
-    pub(super) fn cancel(&mut self, out: &mut Out, provider: NodeId, frame: Cancel) {
-        let request_id = frame.request_id;
-        let key = CallKey {
-            provider,
-            request_id,
+    pub(super) fn cancel(
+        &mut self,
+        out: &mut Out,
+        rpc: &mut Rpc,
+        now: Instant,
+        provider: NodeId,
+        frame: Cancel,
+    ) {
+        let key = PeerRequest {
+            peer: provider,
+            request_id: frame.request_id,
         };
-        if let Some(Some((conn, stream))) = self.take(out, key) {
+        let written = self.exchanges.cancel(key).and_then(Slot::stream);
+        self.carry_out(out, rpc, now);
+        if let Some(StreamKey { conn, stream }) = written {
             out.push(MessagingOutput::Cancel {
                 conn,
                 stream,
@@ -197,119 +158,82 @@ impl Calls {
         }
     }
 
-    /// The answer to a call came on its stream.
-    pub(super) fn answered(
-        &mut self,
-        out: &mut Out,
-        rpc: &mut Rpc,
-        now: Instant,
-        key: CallKey,
-        message: Message,
-    ) {
-        let Some(Some((conn, stream))) = self.take(out, key) else {
-            return;
-        };
-        out.push(MessagingOutput::Finish { conn, stream });
-        let CallKey {
-            provider,
-            request_id,
-        } = key;
-        match message {
-            Message::Reply(reply) if reply.request_id == request_id => {
-                rpc.handle_reply(now, &provider, reply);
-            }
-            Message::ErrorReply(error) if error.request_id == request_id => {
-                rpc.handle_error(now, &provider, error);
-            }
-            _ => {
-                out.push(MessagingOutput::ProtocolError);
-                fail(rpc, now, key, Delivery::MaybeDelivered);
-            }
-        }
-    }
-
-    /// The peer reset or stopped `stream`: if a call of ours was on it, it
+    /// The peer reset or stopped `at`: if a call of ours was on it, it
     /// fails (undelivered when the peer `refused` it).
     pub(super) fn stream_gone(
         &mut self,
         out: &mut Out,
         rpc: &mut Rpc,
         now: Instant,
-        conn: ConnId,
-        stream: StreamId,
+        at: StreamKey,
         refused: bool,
     ) {
-        let Some(key) = self.on_stream(conn, stream) else {
+        if !self.exchanges.awaits(Slot::Stream(at)) {
             return;
-        };
+        }
+        let StreamKey { conn, stream } = at;
         out.push(MessagingOutput::Reset { conn, stream });
-        let delivery = if refused {
-            Delivery::NotDelivered
-        } else {
-            Delivery::MaybeDelivered
-        };
-        self.end(out, rpc, now, key, delivery);
+        self.exchanges.handle_stream_gone(at, refused);
+        self.carry_out(out, rpc, now);
     }
 
     /// `conn` is going away: its calls fail (a written CALL may have been
     /// delivered, a blocked one was not).
     pub(super) fn released(&mut self, out: &mut Out, rpc: &mut Rpc, now: Instant, conn: ConnId) {
-        self.blocked.remove(&conn);
-        let failed: Vec<_> = self
-            .calls
-            .iter()
-            .filter_map(|(key, call)| match &call.state {
-                CallState::Open { lease, .. } if lease.conn() == conn => {
-                    Some((*key, Delivery::MaybeDelivered))
-                }
-                CallState::Blocked { lease } if lease.conn() == conn => {
-                    Some((*key, Delivery::NotDelivered))
-                }
-                _ => None,
-            })
-            .collect();
-        for (key, delivery) in failed {
-            self.end(out, rpc, now, key, delivery);
-        }
+        self.exchanges.handle_conn_gone(conn);
+        self.carry_out(out, rpc, now);
     }
 
-    /// Ends a call without an answer and tells the machine.
-    fn end(&mut self, out: &mut Out, rpc: &mut Rpc, now: Instant, key: CallKey, how: Delivery) {
-        if self.take(out, key).is_some() {
-            fail(rpc, now, key, how);
+    /// Turns the exchanges' outputs into the Node's work and the RPC
+    /// machine's inputs.
+    fn carry_out(&mut self, out: &mut Out, rpc: &mut Rpc, now: Instant) {
+        while let Some(output) = self.exchanges.poll_output() {
+            match output {
+                ExchangeOutput::Send {
+                    key, lease, frame, ..
+                } => out.push(MessagingOutput::Open {
+                    lease,
+                    errand: Errand::Call(key),
+                    frame: Some(frame),
+                }),
+                ExchangeOutput::Sent { key, .. } => rpc.handle_sent(now, &key.peer, key.request_id),
+                ExchangeOutput::Abandon(StreamKey { conn, stream }) => {
+                    out.push(MessagingOutput::Reset { conn, stream })
+                }
+                ExchangeOutput::Release(lease) => out.push(MessagingOutput::Release(lease)),
+                ExchangeOutput::Answered { key, slot, message } => {
+                    if let Some(StreamKey { conn, stream }) = slot.stream() {
+                        out.push(MessagingOutput::Finish { conn, stream });
+                    }
+                    answered(out, rpc, now, key, message);
+                }
+                ExchangeOutput::Failed { key, why, .. } => {
+                    let delivery = if why.maybe_delivered() {
+                        Delivery::MaybeDelivered
+                    } else {
+                        Delivery::NotDelivered
+                    };
+                    rpc.handle_failure(now, &key.peer, key.request_id, delivery);
+                }
+            }
         }
-    }
-
-    /// Forgets a call and gives its lease back; `None` when there is no such
-    /// call, else its stream if it was written.
-    fn take(&mut self, out: &mut Out, key: CallKey) -> Option<Option<(ConnId, StreamId)>> {
-        let call = self.calls.remove(&key)?;
-        Some(match call.state {
-            CallState::Open { stream, lease } => {
-                let conn = lease.conn();
-                self.streams.remove(&(conn, stream));
-                out.push(MessagingOutput::Release(lease));
-                Some((conn, stream))
-            }
-            CallState::Blocked { lease } => {
-                out.push(MessagingOutput::Release(lease));
-                None
-            }
-            CallState::Reaching => None,
-        })
     }
 }
 
-/// Open a stream for `call` on `lease` and write its CALL.
-fn open(key: CallKey, call: &OutCall, lease: Lease) -> MessagingOutput {
-    MessagingOutput::Open {
-        lease,
-        errand: Errand::Call(key),
-        frame: Some(Message::Call(call.message.clone())),
+/// The answer to call `key` came: the machine hears of it, or of a broken
+/// protocol when it is not an answer to that call.
+fn answered(out: &mut Out, rpc: &mut Rpc, now: Instant, key: PeerRequest, message: Message) {
+    let PeerRequest { peer, request_id } = key;
+    match message {
+        Message::Reply(reply) if reply.request_id == request_id => {
+            rpc.handle_reply(now, &peer, reply);
+        }
+        Message::ErrorReply(error) if error.request_id == request_id => {
+            rpc.handle_error(now, &peer, error);
+        }
+        _ => {
+            out.push(MessagingOutput::ProtocolError);
+            rpc.handle_failure(now, &peer, request_id, Delivery::MaybeDelivered);
+        }
     }
-}
-
-/// Tells the machine a call failed without an answer.
-fn fail(rpc: &mut Rpc, now: Instant, key: CallKey, how: Delivery) {
-    rpc.handle_failure(now, &key.provider, key.request_id, how);
 }

@@ -54,6 +54,7 @@ use quinn_proto::StreamId;
 
 use crate::contract::{Child, OutputQueue};
 use crate::dht::{DhtEvent, QueryId};
+use crate::exchange::StreamKey;
 use crate::id::{NodeId, RecordKey};
 use crate::pool::{ConnId, Lease};
 use crate::pubsub::{Pattern, PubSub, PubSubConfig, PubSubError, PubSubOutput, Topic};
@@ -63,14 +64,14 @@ use crate::rpc::{
 };
 use crate::wire::Message;
 
+pub use crate::exchange::Unopened;
 use answers::Answers;
-pub use calls::CallKey;
 use calls::Calls;
 pub use directory::Owner;
 use directory::{Directory, Outcome};
 use outlets::Outlets;
 use output::give_back;
-pub use output::{Errand, MessagingOutput, Unopened};
+pub use output::{Errand, MessagingOutput};
 
 /// RPC and pub/sub over streams (see the module docs).
 #[derive(Debug)]
@@ -205,7 +206,10 @@ impl Messaging {
     /// [`MessagingOutput::Connect`]).
     pub fn handle_connected(&mut self, now: Instant, errand: Errand, lease: Lease) {
         match errand {
-            Errand::Call(key) => self.calls.connected(&mut self.out, key, lease),
+            Errand::Call(key) => {
+                let rpc = &mut self.rpc;
+                self.calls.connected(&mut self.out, rpc, now, key, lease)
+            }
             Errand::Publish(subscriber) => self.outlets.connected(&mut self.out, subscriber, lease),
         }
         self.pump(now);
@@ -214,7 +218,9 @@ impl Messaging {
     /// The Node found no connection for `errand`.
     pub fn handle_unreachable(&mut self, now: Instant, errand: Errand) {
         match errand {
-            Errand::Call(key) => self.calls.unreachable(&mut self.rpc, now, key),
+            Errand::Call(key) => self
+                .calls
+                .unreachable(&mut self.out, &mut self.rpc, now, key),
             Errand::Publish(subscriber) => {
                 self.outlets.unreachable(&mut self.pubsub, now, subscriber)
             }
@@ -248,7 +254,7 @@ impl Messaging {
 
     /// `conn` allows more streams: the calls that waited for one go.
     pub fn handle_streams_available(&mut self, now: Instant, conn: ConnId) {
-        self.calls.unblock(&mut self.out, conn);
+        self.calls.unblock(&mut self.out, &mut self.rpc, now, conn);
         self.pump(now);
     }
 
@@ -273,14 +279,11 @@ impl Messaging {
         message: Message,
     ) -> Option<Message> {
         self.out.mark(now);
-        let other = match self.calls.on_stream(conn, stream) {
-            Some(key) => {
-                let rpc = &mut self.rpc;
-                self.calls.answered(&mut self.out, rpc, now, key, message);
-                None
-            }
-            None => self.request(now, conn, stream, peer, message),
-        };
+        let at = StreamKey { conn, stream };
+        let other = self
+            .calls
+            .answer(&mut self.out, &mut self.rpc, now, at, message)
+            .and_then(|message| self.request(now, at, peer, message));
         self.pump(now);
         other
     }
@@ -289,19 +292,19 @@ impl Messaging {
     fn request(
         &mut self,
         now: Instant,
-        conn: ConnId,
-        stream: StreamId,
+        at: StreamKey,
         peer: NodeId,
         message: Message,
     ) -> Option<Message> {
-        let at = (conn, stream);
         match message {
             Message::Call(call) => {
                 self.answers.handling(peer, call.request_id, at);
                 self.rpc.handle_call(now, peer, call);
             }
             Message::Cancel(cancel) => {
-                if let Some((conn, stream)) = self.answers.cancelled(peer, cancel.request_id) {
+                if let Some(StreamKey { conn, stream }) =
+                    self.answers.cancelled(peer, cancel.request_id)
+                {
                     self.out.push(MessagingOutput::Reset { conn, stream });
                 }
                 self.rpc.handle_cancel(now, peer, cancel.request_id);
@@ -331,11 +334,11 @@ impl Messaging {
         refused: bool,
     ) {
         self.out.mark(now);
+        let at = StreamKey { conn, stream };
         let rpc = &mut self.rpc;
-        self.calls
-            .stream_gone(&mut self.out, rpc, now, conn, stream, refused);
-        if let Some((caller, request_id)) = self.answers.stream_gone(conn, stream) {
-            self.rpc.handle_cancel(now, caller, request_id);
+        self.calls.stream_gone(&mut self.out, rpc, now, at, refused);
+        if let Some(call) = self.answers.stream_gone(at) {
+            self.rpc.handle_cancel(now, call.peer, call.request_id);
         }
         let out = &mut self.out;
         self.outlets
@@ -359,8 +362,8 @@ impl Messaging {
         let mut lost_outlet = None;
         if let Some(conn) = conn {
             self.calls.released(&mut self.out, &mut self.rpc, now, conn);
-            for (caller, request_id) in self.answers.released(conn) {
-                self.rpc.handle_cancel(now, caller, request_id);
+            for call in self.answers.released(conn) {
+                self.rpc.handle_cancel(now, call.peer, call.request_id);
             }
             let out = &mut self.out;
             lost_outlet = self.outlets.released(out, &mut self.pubsub, now, conn);
@@ -441,7 +444,9 @@ impl Messaging {
                 provider, message, ..
             } => self.calls.start(&mut self.out, provider, message),
             RpcOutput::Cancel { provider, message } => {
-                self.calls.cancel(&mut self.out, provider, message)
+                let rpc = &mut self.rpc;
+                self.calls
+                    .cancel(&mut self.out, rpc, now, provider, message)
             }
             RpcOutput::Answer { caller, message } => {
                 let at = self.answers.answered_call(caller, &message);
@@ -471,8 +476,8 @@ impl Messaging {
 
     /// Writes an answer on the stream its request came on (`None`: the
     /// stream is gone, the answer too).
-    fn answer(&mut self, at: Option<(ConnId, StreamId)>, frame: Message) {
-        if let Some((conn, stream)) = at {
+    fn answer(&mut self, at: Option<StreamKey>, frame: Message) {
+        if let Some(StreamKey { conn, stream }) = at {
             self.out.push(MessagingOutput::Answer {
                 conn,
                 stream,

@@ -1,6 +1,6 @@
-//! What [`Messaging`] asks the Node to do ([`MessagingOutput`]), and the two
-//! small types the Node hands back with its answers: the [`Errand`] a
-//! connection is for, and why a stream could not be opened ([`Unopened`]).
+//! What [`Messaging`] asks the Node to do ([`MessagingOutput`]), and the
+//! type the Node hands back with its answers: the [`Errand`] a connection is
+//! for.
 
 use std::time::Duration;
 
@@ -9,8 +9,9 @@ use quinn_proto::StreamId;
 
 #[cfg(doc)]
 use super::Messaging;
-use super::{CallKey, Owner};
+use super::{Owner, Unopened};
 use crate::contract::OutputQueue;
+use crate::exchange::PeerRequest;
 use crate::id::{NodeId, RecordKey};
 use crate::pool::{ConnId, Lease};
 use crate::pubsub::PubSubEvent;
@@ -22,21 +23,9 @@ use crate::wire::{Cancel, Message, Publish};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Errand {
     /// One of our CALLs.
-    Call(CallKey),
+    Call(PeerRequest),
     /// The publish stream to a subscriber.
     Publish(NodeId),
-}
-
-/// Why the Node could not open a stream and write for an
-/// [`MessagingOutput::Open`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unopened {
-    /// The connection is gone.
-    Gone,
-    /// The peer allows no more streams for now.
-    Blocked,
-    /// The frame did not encode (the stream was refused).
-    NotEncoded,
 }
 
 /// What [`Messaging`] asks the Node to do.

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quinn_proto::{Dir, Side, StreamId};
 
-use super::{CallKey, Errand, Messaging, MessagingOutput, Owner, Unopened};
+use super::{Errand, Messaging, MessagingOutput, Owner, Unopened};
 use crate::Child;
 use crate::dht::{DhtEvent, QueryId, QueryStats};
+use crate::exchange::PeerRequest;
 use crate::id::{Identity, NodeId, Realm, RecordKey, RecordKind};
 use crate::pool::{ConnId, Lease};
 use crate::pubsub::{PubSubConfig, Topic};
@@ -373,8 +374,8 @@ fn frames_for_an_unreachable_subscriber_are_dropped() {
 fn a_stream_opened_for_an_ended_errand_is_reset_and_its_lease_released() {
     let now = crate::test_epoch();
     let mut m = messaging();
-    let key = CallKey {
-        provider: id(1),
+    let key = PeerRequest {
+        peer: id(1),
         request_id: 99,
     };
     m.handle_opened(now, Errand::Call(key), lease(3), Ok(stream(0)));

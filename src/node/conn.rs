@@ -1,6 +1,7 @@
 //! One QUIC connection as the node sees it: quinn's state plus the
 //! protocol state on top (the CONNECT exchange, frame readers per stream,
-//! writes waiting for flow control, requests waiting for answers).
+//! writes waiting for flow control). Requests waiting for answers are the
+//! exchanges' ([`crate::exchange`]), not the connection's.
 //!
 //! **Buffers.** Partial frames read and bytes written but not yet taken by
 //! QUIC count against the connection's budget; over it, the node stops
@@ -34,32 +35,9 @@ use super::messaging::STREAM_ABANDONED;
 pub use super::phase::Phase;
 use super::phase::PhaseEvent;
 use crate::collections::HashMap;
-use crate::dht::RequestId;
 use crate::id::NodeId;
-use crate::pool::{ConnId, Direction, Lease};
+use crate::pool::{ConnId, Direction};
 use crate::wire::{self, FrameReader, Limits, Message, PayloadAssembler, Step, Streamed};
-
-/// A request we sent, waiting for its answer.
-#[derive(Debug)]
-pub struct Ask {
-    /// The id the answer echoes.
-    pub request_id: RequestId,
-    /// The pool lease the request holds.
-    pub lease: Lease,
-    /// When the stream is given up.
-    pub deadline: Instant,
-}
-
-/// A request that waits for a stream (the peer's stream limit is reached).
-#[derive(Debug)]
-pub struct Blocked {
-    /// The frame to send.
-    pub frame: Message,
-    /// The request.
-    pub request_id: RequestId,
-    /// Its lease.
-    pub lease: Lease,
-}
 
 /// Bytes waiting for stream flow control.
 #[derive(Debug)]
@@ -113,12 +91,6 @@ pub struct Conn {
     /// accepted by then: set when the handshake ends, cleared by
     /// [`Conn::step`] when the connection leaves "awaiting CONNECT".
     pub connect_deadline: Option<Instant>,
-    /// Requests we sent on streams of their own.
-    pub asks: HashMap<StreamId, Ask>,
-    /// PINGs we sent on the control stream, by request id.
-    pub pings: HashMap<u64, Ask>,
-    /// Requests waiting for the peer to allow another stream.
-    pub blocked: VecDeque<Blocked>,
     readers: HashMap<StreamId, FrameReader>,
     /// Streamed payloads being reassembled, by stream.
     assemblers: HashMap<StreamId, PayloadAssembler>,
@@ -162,9 +134,6 @@ impl Conn {
             control: None,
             hello: None,
             connect_deadline: None,
-            asks: HashMap::default(),
-            pings: HashMap::default(),
-            blocked: VecDeque::new(),
             readers: HashMap::default(),
             assemblers: HashMap::default(),
             writes: HashMap::default(),
@@ -514,28 +483,6 @@ impl Conn {
     pub fn forget(&mut self, stream: StreamId) {
         self.readers.remove(&stream);
         self.assemblers.remove(&stream);
-    }
-
-    /// Every lease this connection's requests hold, with their request ids,
-    /// taken out of the connection (it is going away).
-    pub fn take_requests(&mut self) -> Vec<(RequestId, Lease)> {
-        let asks = self.asks.drain().map(|(_, ask)| ask);
-        let pings = self.pings.drain().map(|(_, ask)| ask);
-        let mut taken: Vec<_> = asks
-            .chain(pings)
-            .map(|ask| (ask.request_id, ask.lease))
-            .collect();
-        taken.extend(self.blocked.drain(..).map(|b| (b.request_id, b.lease)));
-        taken
-    }
-
-    /// The earliest deadline: a request's, or the CONNECT deadline while
-    /// the connection awaits CONNECT.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        let asks = self.asks.values().chain(self.pings.values());
-        asks.map(|ask| ask.deadline)
-            .chain(self.connect_deadline)
-            .min()
     }
 
     /// Moves the connection to its next phase on `event` (an event its phase

@@ -13,6 +13,7 @@ use super::router::{self, Owner};
 use super::{CloseCause, Event, Node, STREAM_REFUSED, Serving, dht_wire, instrument};
 use crate::contract::Output;
 use crate::dht::{self, Failure, Mode};
+use crate::exchange::{PeerRequest, Slot, StreamKey};
 use crate::path::{PathKind, PathTable, RealPath};
 use crate::pool::{ConnId, Direction};
 use crate::relay::CircuitLoss;
@@ -87,11 +88,11 @@ impl Node {
                 self.resume_parked(now, handle);
             }
             quinn_proto::Event::Stream(StreamEvent::Available { dir: Dir::Bi }) => {
-                self.send_blocked(now, handle);
+                self.send_blocked(handle);
                 self.send_blocked_calls(now, handle);
             }
             quinn_proto::Event::Stream(StreamEvent::Stopped { id, error_code }) => {
-                self.fail_ask(now, handle, id, Failure::Refused);
+                self.request_stream_gone(handle, id, error_code == STREAM_REFUSED);
                 self.messaging_stream_gone(now, handle, id, Some(error_code));
             }
             quinn_proto::Event::Stream(_)
@@ -238,8 +239,8 @@ impl Node {
         }
         let (messages, finished) = match conn.read(stream) {
             Ok(read) => read,
-            Err(StreamTrouble::Reset(_)) => {
-                self.fail_ask(now, handle, stream, Failure::Refused);
+            Err(StreamTrouble::Reset(code)) => {
+                self.request_stream_gone(handle, stream, code == STREAM_REFUSED);
                 self.messaging_stream_gone(now, handle, stream, None);
                 return;
             }
@@ -322,18 +323,12 @@ impl Node {
                 let _ = conn.send(stream, &pong, false);
             }
             Message::Pong(pong) => {
-                let Some(ask) = conn.pings.remove(&pong.request_id) else {
-                    return;
-                };
-                let rtt = conn.quinn.rtt();
-                self.pool.release(now, ask.lease);
-                let Some(peer) = conn.peer else {
-                    return;
-                };
-                let unix_ms = self.unix_ms(now);
-                self.dht.handle_rtt(now, peer, rtt);
-                self.dht
-                    .handle_response(now, unix_ms, &peer, ask.request_id, dht::Response::Pong);
+                // An unsolicited PONG is ignored.
+                if let Some(conn) = conn.pool_id {
+                    let request_id = pong.request_id;
+                    let slot = Slot::Control { conn, request_id };
+                    let _ = self.requests.handle_answer(slot, Message::Pong(pong));
+                }
             }
             other => match router::route(other.message_type()).owner {
                 Owner::Reach => self.on_reach_frame(now, handle, other),
@@ -441,10 +436,12 @@ impl Node {
             self.misrouted(handle, stream);
             return;
         }
+        let ours = conn
+            .pool_id
+            .map(|conn| Slot::Stream(StreamKey { conn, stream }));
         let unclaimed = match route.owner {
-            Owner::Opener if conn.asks.contains_key(&stream) => {
-                self.dht_answer(now, handle, stream, message);
-                None
+            Owner::Opener if ours.is_some_and(|slot| self.requests.awaits(slot)) => {
+                ours.and_then(|slot| self.requests.handle_answer(slot, message))
             }
             Owner::Opener | Owner::RelayServer | Owner::RelayClient => self
                 .relay_frame(now, handle, stream, message)
@@ -467,38 +464,6 @@ impl Node {
         self.counters.protocol_errors += 1;
         if let Some(conn) = self.conns.get_mut(&handle) {
             conn.abandon(stream, STREAM_REFUSED);
-        }
-    }
-
-    /// The answer to a DHT request of ours.
-    fn dht_answer(
-        &mut self,
-        now: Instant,
-        handle: ConnectionHandle,
-        stream: StreamId,
-        message: Message,
-    ) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
-            return;
-        };
-        let (Some(peer), Some(ask)) = (conn.peer, conn.asks.remove(&stream)) else {
-            return;
-        };
-        conn.forget(stream);
-        let rtt = conn.quinn.rtt();
-        self.pool.release(now, ask.lease);
-        match dht_wire::response_from_wire(message) {
-            Some((request_id, response)) if request_id == ask.request_id => {
-                let unix_ms = self.unix_ms(now);
-                self.dht.handle_rtt(now, peer, rtt);
-                self.dht
-                    .handle_response(now, unix_ms, &peer, request_id, response);
-            }
-            _ => {
-                self.counters.protocol_errors += 1;
-                self.dht
-                    .handle_failure(now, ask.request_id, Failure::Refused);
-            }
         }
     }
 
@@ -532,7 +497,10 @@ impl Node {
             contact.addrs.push(conn.remote);
         }
         self.serving.insert(
-            (peer, request_id.0),
+            PeerRequest {
+                peer,
+                request_id: request_id.0,
+            },
             Serving {
                 conn: handle,
                 stream,
@@ -699,7 +667,6 @@ impl Node {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
-        let requests = conn.take_requests();
         let (peer, pool_id, ready) = (conn.peer, conn.pool_id.take(), conn.pooled);
         // Requests lost with a relay circuit say nothing about the peer.
         let failure = match self.paths.real(&conn.virtual_addr) {
@@ -707,9 +674,11 @@ impl Node {
             _ => Failure::Connection,
         };
         self.instruments.connection_ended(now, handle);
-        for (request_id, lease) in requests {
-            self.pool.release(now, lease);
-            self.dht.handle_failure(now, request_id, failure);
+        if let Some(pool_id) = pool_id {
+            // Earlier outcomes first, then this connection's losses.
+            self.drive_requests(now, Failure::Connection);
+            self.requests.handle_conn_gone(pool_id);
+            self.drive_requests(now, failure);
         }
         self.serving.retain(|_, serving| serving.conn != handle);
         self.release_messaging(now, handle, pool_id, peer);

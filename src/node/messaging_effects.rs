@@ -95,7 +95,7 @@ impl Node {
     }
 
     /// The connection with pool id `conn`, if it is still there.
-    fn pooled_conn(&mut self, conn: ConnId) -> Option<(ConnectionHandle, &mut Conn)> {
+    pub(super) fn pooled_conn(&mut self, conn: ConnId) -> Option<(ConnectionHandle, &mut Conn)> {
         let handle = *self.by_pool_id.get(&conn)?;
         Some((handle, self.conns.get_mut(&handle)?))
     }

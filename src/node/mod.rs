@@ -67,7 +67,8 @@ pub use peers::{PeersFileError, load_peers, save_peers};
 
 use crate::collections::HashMap;
 use crate::contract::{Child, Input, Machine, Output};
-use crate::dht::{self, Dht, DhtEvent, RequestId};
+use crate::dht::{self, Dht, DhtEvent, Failure, RequestId};
+use crate::exchange::{Exchanges, PeerRequest};
 use crate::id::{Identity, NodeId, RecordKey};
 use crate::messaging::Messaging;
 pub use crate::nat::reach::{
@@ -85,7 +86,7 @@ use crate::quic::{QuicConfigError, QuicConfigs};
 use crate::relay::{RelayClient, RelayServer};
 use crate::rpc::RpcEvent;
 use crate::tls::{NodeTls, TlsError, WallClock};
-use crate::wire::{DisconnectReason, Message};
+use crate::wire::DisconnectReason;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -209,12 +210,6 @@ pub struct NodeCounters {
     pub connection_polls: u64,
 }
 
-/// A request waiting for its connection.
-struct Waiting {
-    request_id: RequestId,
-    frame: Message,
-}
-
 /// A DHT request we serve, waiting for the DHT's answer.
 struct Serving {
     conn: ConnectionHandle,
@@ -244,8 +239,11 @@ pub struct Node {
     upgrades: Upgrades,
     conns: table::ConnTable,
     by_pool_id: HashMap<ConnId, ConnectionHandle>,
-    waiting: HashMap<WaitId, Waiting>,
-    serving: HashMap<(NodeId, u64), Serving>,
+    /// DHT requests under way.
+    requests: Exchanges<RequestId>,
+    /// DHT requests waiting for their connection.
+    waiting: HashMap<WaitId, RequestId>,
+    serving: HashMap<PeerRequest, Serving>,
     out: VecDeque<Output<Event>>,
     counters: NodeCounters,
     instruments: instrument::Instruments,
@@ -303,6 +301,7 @@ impl Node {
         let upgrades = Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
         let relay_server = RelayServer::new(config.relay);
         let relay_client = RelayClient::new(config.request_timeout);
+        let requests = Exchanges::new(Some(config.request_timeout));
         Ok(Self {
             identity,
             local,
@@ -324,6 +323,7 @@ impl Node {
             upgrades,
             conns: table::ConnTable::default(),
             by_pool_id: HashMap::default(),
+            requests,
             waiting: HashMap::default(),
             serving: HashMap::default(),
             out: VecDeque::new(),
@@ -452,6 +452,7 @@ impl Node {
             let mut busy = self.drive_connections(now);
             busy |= self.drive_pool(now);
             busy |= self.drive_dht(now);
+            busy |= self.drive_requests(now, Failure::Connection);
             busy |= self.drive_messaging(now);
             busy |= self.drive_reach(now);
             busy |= self.drive_dialing(now);
@@ -478,12 +479,18 @@ impl Node {
             self.relay_client.poll_timeout(),
             self.upgrades.poll_timeout(),
         ];
-        [conns, self.pool.poll_timeout(), self.dht.poll_timeout()]
-            .into_iter()
-            .chain(messaging)
-            .chain(relay)
-            .flatten()
-            .min()
+        let requests = self.requests.poll_timeout();
+        [
+            conns,
+            requests,
+            self.pool.poll_timeout(),
+            self.dht.poll_timeout(),
+        ]
+        .into_iter()
+        .chain(messaging)
+        .chain(relay)
+        .flatten()
+        .min()
     }
 }
 
@@ -505,7 +512,7 @@ impl Machine for Node {
                     }
                 }
                 self.expire_connects(now, &due);
-                self.expire_requests(now, &due);
+                self.requests.handle_timeout(now);
                 self.pool.handle_timeout(now);
                 let unix_ms = self.unix_ms(now);
                 self.dht.handle_timeout(now, unix_ms);

@@ -1,156 +1,144 @@
 //! Requests over pooled connections: the pool's actions (dial, close,
-//! lease ready or failed), DHT requests sent on streams of their own, DHT
-//! answers written back, and deadlines for answers that never come.
+//! lease ready or failed), DHT requests carried as exchanges
+//! ([`crate::exchange`]: a stream of their own, or the control stream for
+//! PING) and their outcomes handed to the DHT, and DHT answers written back.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use quinn_proto::{ConnectionHandle, StreamId};
+use quinn_proto::ConnectionHandle;
 
-use super::conn::{Ask, Blocked, Conn};
-use super::{CloseCause, Node, STREAM_REFUSED, STREAM_TIMED_OUT, Waiting, dht_wire};
+use super::conn::Conn;
+use super::{CloseCause, Node, STREAM_REFUSED, STREAM_TIMED_OUT, dht_wire};
 use crate::contract::Child;
 use crate::dht::{self, DhtOutput, Failure, RequestId};
+use crate::exchange::{ExchangeOutput, Lane, PeerRequest, Slot, StreamKey, Unanswered, Unopened};
 use crate::id::NodeId;
 use crate::path::{PathTable, RealPath};
-use crate::pool::{Acquired, Action, CloseReason, ConnId, Direction, Lease};
+use crate::pool::{Acquired, Action, CloseReason, ConnId, Direction};
 use crate::tls;
 use crate::wire::{DisconnectReason, Message};
 
 impl Node {
-    /// Sends a request over a leased connection.
-    pub(super) fn send_request(
-        &mut self,
-        now: Instant,
-        lease: Lease,
-        request_id: RequestId,
-        frame: Message,
-    ) {
-        let Some(&handle) = self.by_pool_id.get(&lease.conn()) else {
-            self.pool.release(now, lease);
+    /// Carries out the DHT exchanges' outputs; true when there were any. A
+    /// request lost with its connection fails as `lost` (a relay circuit's
+    /// loss says nothing about the peer).
+    pub(super) fn drive_requests(&mut self, now: Instant, lost: Failure) -> bool {
+        let mut busy = false;
+        while let Some(output) = self.requests.poll_output() {
+            busy = true;
+            match output {
+                ExchangeOutput::Send {
+                    key,
+                    lease,
+                    lane,
+                    frame,
+                } => {
+                    let opened = self.send_on(lease.conn(), lane, &frame);
+                    self.requests.handle_opened(now, key, lease, opened);
+                }
+                ExchangeOutput::Sent { .. } => {}
+                ExchangeOutput::Abandon(at) => self.abandon(at, STREAM_REFUSED),
+                ExchangeOutput::Release(lease) => self.pool.release(now, lease),
+                ExchangeOutput::Answered { key, slot, message } => {
+                    self.dht_answered(now, key, slot, message)
+                }
+                ExchangeOutput::Failed { key, slot, why } => {
+                    let failure = match why {
+                        Unanswered::NotSent | Unanswered::ConnectionLost => lost,
+                        Unanswered::TimedOut => {
+                            self.counters.request_timeouts += 1;
+                            if let Some(at) = slot.and_then(Slot::stream) {
+                                self.abandon(at, STREAM_TIMED_OUT);
+                            }
+                            Failure::Refused
+                        }
+                        Unanswered::Unsendable | Unanswered::Refused | Unanswered::Reset => {
+                            Failure::Refused
+                        }
+                    };
+                    self.dht.handle_failure(now, key, failure);
+                }
+            }
+        }
+        busy
+    }
+
+    /// Writes a request on `conn`: on a new stream it finishes, or on the
+    /// control stream.
+    fn send_on(&mut self, conn: ConnId, lane: Lane, frame: &Message) -> Result<Slot, Unopened> {
+        match lane {
+            Lane::OwnStream => {
+                let stream = self.open_stream(conn, Some(frame))?;
+                if let Some((_, quic)) = self.pooled_conn(conn) {
+                    quic.finish(stream);
+                }
+                Ok(Slot::Stream(StreamKey { conn, stream }))
+            }
+            Lane::Control { request_id } => {
+                let (_, quic) = self.pooled_conn(conn).ok_or(Unopened::Gone)?;
+                let control = quic.control.ok_or(Unopened::Gone)?;
+                quic.send(control, frame, false)
+                    .map_err(|_| Unopened::NotEncoded)?;
+                Ok(Slot::Control { conn, request_id })
+            }
+        }
+    }
+
+    /// Resets both ways a stream of the connection with pool id `at.conn`.
+    fn abandon(&mut self, at: StreamKey, code: quinn_proto::VarInt) {
+        if let Some((_, quic)) = self.pooled_conn(at.conn) {
+            quic.abandon(at.stream, code);
+        }
+    }
+
+    /// The answer to DHT request `request_id` came at `slot`.
+    fn dht_answered(&mut self, now: Instant, request_id: RequestId, slot: Slot, message: Message) {
+        let conn = match slot {
+            Slot::Stream(at) => at.conn,
+            Slot::Control { conn, .. } => conn,
+        };
+        let Some((_, quic)) = self.pooled_conn(conn) else {
             self.dht
                 .handle_failure(now, request_id, Failure::Connection);
             return;
         };
-        let deadline = now + self.config.request_timeout;
-        let conn = self
-            .conns
-            .get_mut(&handle)
-            .expect("pooled connections are live");
-        if let Message::Ping(ping) = &frame {
-            let control = conn
-                .control
-                .expect("pooled connections have a control stream");
-            let id = ping.request_id;
-            let _ = conn.send(control, &frame, false);
-            conn.pings.insert(
-                id,
-                Ask {
-                    request_id,
-                    lease,
-                    deadline,
-                },
-            );
-            return;
+        if let Some(at) = slot.stream() {
+            quic.forget(at.stream);
         }
-        let Some(stream) = conn.open() else {
-            conn.blocked.push_back(Blocked {
-                frame,
-                request_id,
-                lease,
-            });
-            return;
-        };
-        match conn.send(stream, &frame, true) {
-            Ok(()) => {
-                conn.asks.insert(
-                    stream,
-                    Ask {
-                        request_id,
-                        lease,
-                        deadline,
-                    },
-                );
+        let (peer, rtt) = (quic.peer, quic.quinn.rtt());
+        match (peer, dht_wire::response_from_wire(message)) {
+            (Some(peer), Some((id, response))) if id == request_id => {
+                let unix_ms = self.unix_ms(now);
+                self.dht.handle_rtt(now, peer, rtt);
+                self.dht
+                    .handle_response(now, unix_ms, &peer, request_id, response);
             }
-            Err(_) => {
-                conn.abandon(stream, STREAM_REFUSED);
-                self.pool.release(now, lease);
+            _ => {
+                self.counters.protocol_errors += 1;
                 self.dht.handle_failure(now, request_id, Failure::Refused);
             }
         }
     }
 
-    /// The peer allows more streams: send what waited.
-    pub(super) fn send_blocked(&mut self, now: Instant, handle: ConnectionHandle) {
-        while let Some(conn) = self.conns.get_mut(&handle) {
-            let Some(blocked) = conn.blocked.pop_front() else {
-                return;
-            };
-            let before = conn.blocked.len();
-            self.send_request(now, blocked.lease, blocked.request_id, blocked.frame);
-            if self
-                .conns
-                .get(&handle)
-                .is_some_and(|c| c.blocked.len() > before)
-            {
-                return; // still no stream
-            }
+    /// The peer allows more streams on `handle`: the requests that waited go.
+    pub(super) fn send_blocked(&mut self, handle: ConnectionHandle) {
+        if let Some(id) = self.conns.get(&handle).and_then(|c| c.pool_id) {
+            self.requests.handle_streams_available(id);
         }
     }
 
-    /// A request stream we opened failed.
-    pub(super) fn fail_ask(
+    /// A stream of `handle` was reset or stopped by the peer: the request on
+    /// it, if one of ours, fails.
+    pub(super) fn request_stream_gone(
         &mut self,
-        now: Instant,
         handle: ConnectionHandle,
-        stream: StreamId,
-        failure: Failure,
+        at: quinn_proto::StreamId,
+        refused: bool,
     ) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
-            return;
-        };
-        let Some(ask) = conn.asks.remove(&stream) else {
-            return;
-        };
-        conn.forget(stream);
-        self.pool.release(now, ask.lease);
-        self.dht.handle_failure(now, ask.request_id, failure);
-    }
-
-    /// Resets the streams of the `due` connections whose answers are
-    /// overdue.
-    pub(super) fn expire_requests(&mut self, now: Instant, due: &[ConnectionHandle]) {
-        let mut expired = Vec::new();
-        for &handle in due {
-            let Some(conn) = self.conns.get_mut(&handle) else {
-                continue;
-            };
-            let overdue: Vec<StreamId> = conn
-                .asks
-                .iter()
-                .filter(|(_, ask)| ask.deadline <= now)
-                .map(|(s, _)| *s)
-                .collect();
-            for stream in overdue {
-                let ask = conn.asks.remove(&stream).expect("listed above");
-                conn.abandon(stream, STREAM_TIMED_OUT);
-                expired.push((handle, ask));
-            }
-            let overdue: Vec<u64> = conn
-                .pings
-                .iter()
-                .filter(|(_, ask)| ask.deadline <= now)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in overdue {
-                expired.push((handle, conn.pings.remove(&id).expect("listed above")));
-            }
-        }
-        for (_, ask) in expired {
-            self.counters.request_timeouts += 1;
-            self.pool.release(now, ask.lease);
-            self.dht
-                .handle_failure(now, ask.request_id, Failure::Refused);
+        if let Some(conn) = self.conns.get(&handle).and_then(|c| c.pool_id) {
+            let at = StreamKey { conn, stream: at };
+            self.requests.handle_stream_gone(at, refused);
         }
     }
 
@@ -164,17 +152,12 @@ impl Node {
                 Action::Connect { peer, addr, conn } => self.dial(now, peer, addr, conn),
                 Action::Close { conn, reason, .. } => self.close_pooled(now, conn, reason),
                 Action::Ready { wait, lease, .. } => match self.waiting.remove(&wait) {
-                    Some(waiting) => {
-                        self.send_request(now, lease, waiting.request_id, waiting.frame)
-                    }
+                    Some(request_id) => self.requests.handle_leased(request_id, lease),
                     None if self.relay_client.owns(wait) => self.relay_wait_ready(now, wait, lease),
                     None => self.messaging_ready(now, wait, lease),
                 },
                 Action::Failed { wait, error } => match self.waiting.remove(&wait) {
-                    Some(waiting) => {
-                        self.dht
-                            .handle_failure(now, waiting.request_id, Failure::Connection);
-                    }
+                    Some(request_id) => self.requests.handle_unreachable(request_id),
                     None if self.relay_client.owns(wait) => {
                         self.relay_wait_failed(now, wait, error.to_string())
                     }
@@ -277,33 +260,43 @@ impl Node {
         request_id: RequestId,
         frame: Message,
     ) {
+        let lane = match &frame {
+            Message::Ping(ping) => Lane::Control {
+                request_id: ping.request_id,
+            },
+            _ => Lane::OwnStream,
+        };
+        if !self.requests.start(request_id, frame, lane) {
+            return; // already under way
+        }
         let Some(&addr) = peer.addrs.first() else {
-            self.dht
-                .handle_failure(now, request_id, Failure::Connection);
+            self.requests.handle_unreachable(request_id);
             return;
         };
         if self.waiting.len() >= self.config.max_waiting_requests {
             self.counters.waiting_overflow += 1;
-            self.dht
-                .handle_failure(now, request_id, Failure::Connection);
+            self.requests.handle_unreachable(request_id);
             return;
         }
         match self.pool.acquire(now, peer.id, addr) {
-            Ok(Acquired::Ready(lease)) => self.send_request(now, lease, request_id, frame),
+            Ok(Acquired::Ready(lease)) => self.requests.handle_leased(request_id, lease),
             Ok(Acquired::Waiting(wait)) => {
-                self.waiting.insert(wait, Waiting { request_id, frame });
+                self.waiting.insert(wait, request_id);
             }
             Err(error) => {
                 tracing::debug!(peer = %peer.id, %error, "no connection for a DHT request");
-                self.dht
-                    .handle_failure(now, request_id, Failure::Connection);
+                self.requests.handle_unreachable(request_id);
             }
         }
     }
 
     /// Writes the DHT's answer to a request we serve.
     pub(super) fn answer(&mut self, peer: NodeId, request_id: RequestId, response: dht::Response) {
-        let Some(serving) = self.serving.remove(&(peer, request_id.0)) else {
+        let asked = PeerRequest {
+            peer,
+            request_id: request_id.0,
+        };
+        let Some(serving) = self.serving.remove(&asked) else {
             return;
         };
         let Some(conn) = self.conns.get_mut(&serving.conn) else {

@@ -130,7 +130,7 @@ impl ConnTable {
                     Bytes::copy_from_slice(&buf[..transmit.size]),
                 );
             }
-            let deadline = [conn.quinn.poll_timeout(), conn.next_deadline()];
+            let deadline = [conn.quinn.poll_timeout(), conn.connect_deadline];
             let deadline = deadline.into_iter().flatten().min();
             self.unfile(handle);
             if let Some(at) = deadline {
