@@ -58,9 +58,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use macula::dht::wire as dht_wire;
 use macula::dht::{Contact, DhtEvent, Mode, QueryId, Request, RequestId, Response};
 use macula::id::{Identity, NodeId, Realm};
-use macula::node::{Event, Node, NodeConfig, dht_wire};
+use macula::node::{Event, Node, NodeConfig};
 use macula::wire::Limits;
 use macula::{Datagram, Input, Machine, Output};
 

@@ -128,6 +128,7 @@
 
 mod backoff;
 pub mod collections;
+mod connection;
 mod contract;
 pub mod demux;
 pub mod dht;

@@ -56,6 +56,7 @@ pub mod metrics;
 pub mod requests;
 pub mod routing;
 pub mod store;
+pub mod wire;
 
 pub use config::{DhtConfig, Mode, Quorum};
 pub use disjoint::DisjointPaths;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 
-use super::conn::Bounds;
+use crate::connection::Bounds;
 use crate::dht::DhtConfig;
 use crate::id::{NodeId, Realm};
 use crate::pool::PoolConfig;
@@ -127,7 +127,7 @@ impl NodeConfig {
     /// The bounds of each connection's buffers: the budget above, and room
     /// for streamed payloads being reassembled — the larger of
     /// `max_buffered_per_connection` and `rpc.max_payload`, so one payload
-    /// of the largest size can always be accepted (`src/node/conn.rs`
+    /// of the largest size can always be accepted (`src/connection/conn.rs`
     /// explains how the two interact).
     pub(super) fn buffer_bounds(&self) -> Bounds {
         let max_payload = self.rpc.max_payload as u64;

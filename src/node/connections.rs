@@ -7,11 +7,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use quinn_proto::{ConnectionError, ConnectionHandle, Dir, StreamEvent, StreamId, VarInt};
 
-use super::conn::{Conn, Phase, StreamTrouble};
-use super::phase::{Admission, Arrival, PhaseEvent};
-use super::router::{self, Owner};
-use super::{CloseCause, Event, Node, STREAM_REFUSED, Serving, dht_wire, instrument};
+use super::{CloseCause, Event, Node, Serving, instrument};
+use crate::connection::STREAM_REFUSED;
+use crate::connection::phase::{Admission, Arrival, PhaseEvent};
+use crate::connection::router::{self, Owner};
+use crate::connection::{Conn, Phase, StreamTrouble};
 use crate::contract::Output;
+use crate::dht::wire as dht_wire;
 use crate::dht::{self, Failure, Mode};
 use crate::exchange::{PeerRequest, Slot, StreamKey};
 use crate::path::{PathKind, PathTable, RealPath};

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use quinn_proto::ConnectionHandle;
 
 use super::Node;
-use super::conn::{Conn, Phase};
+use crate::connection::{Conn, Phase};
 use crate::nat::reach::PeerConn;
 use crate::wire::{Capabilities, CapabilitiesUpdate, Message};
 

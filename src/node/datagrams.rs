@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use quinn_proto::DatagramEvent;
 
 use super::Node;
-use super::conn::Conn;
+use crate::connection::Conn;
 use crate::contract::{Datagram, Output, Transmit};
 use crate::demux::{DatagramClass, classify};
 use crate::path::RealPath;

@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::Node;
-use super::conn::Phase;
 use crate::collections::HashMap;
+use crate::connection::Phase;
 use crate::dht::{DhtEvent, QueryId};
 use crate::id::NodeId;
 use crate::messaging::Errand;

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use quinn_proto::{ConnectionError, ConnectionHandle};
 
-use super::conn::Phase;
 use super::{Event, Node};
 use crate::collections::HashMap;
+use crate::connection::Phase;
 use crate::contract::Output;
 use crate::dht::DhtEvent;
 use crate::metrics::{

@@ -12,18 +12,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quinn_proto::{ConnectionHandle, StreamId, VarInt};
 
-use super::conn::Phase;
-use super::{Event, Node, STREAM_REFUSED};
+use super::{Event, Node};
+use crate::connection::Phase;
+use crate::connection::STREAM_REFUSED;
 use crate::contract::Output;
 use crate::dht::DhtEvent;
 use crate::pool::ConnId;
 use crate::pubsub::{Pattern, PubSub, PubSubError, Topic};
 use crate::rpc::{CallId, CallOptions, HandlerError, InboundId, RegisterOptions, Rpc, RpcError};
 use crate::wire::Message;
-
-/// Stream code for a stream given up after its request was read (the call
-/// was cancelled, or its answer could not be sent).
-pub(super) const STREAM_ABANDONED: VarInt = VarInt::from_u32(0x102);
 
 impl Node {
     /// The RPC machine, to read its counters.

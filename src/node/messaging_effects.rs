@@ -14,9 +14,10 @@ use std::time::Instant;
 
 use quinn_proto::{ConnectionHandle, StreamId};
 
-use super::conn::Conn;
-use super::messaging::STREAM_ABANDONED;
-use super::{Event, Node, STREAM_REFUSED};
+use super::{Event, Node};
+use crate::connection::Conn;
+use crate::connection::STREAM_ABANDONED;
+use crate::connection::STREAM_REFUSED;
 use crate::contract::{Child, Output};
 use crate::messaging::{MessagingOutput, Unopened};
 use crate::pool::ConnId;

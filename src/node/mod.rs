@@ -10,7 +10,7 @@
 //! children in a loop (connections, pool, DHT) until none has anything left,
 //! then gathers quinn's transmits, mapped back to real addresses, into its
 //! output queue. Only the connections an input touched are driven
-//! (src/node/table.rs), so the work grows with the input, not with the
+//! (src/connection/table.rs), so the work grows with the input, not with the
 //! connections open.
 //!
 //! Commands ([`Node::bootstrap`], [`Node::find_node`], [`Node::query`],
@@ -31,27 +31,22 @@
 //! nothing but the control stream, and acts on nothing there but CONNECT
 //! and DISCONNECT, until it has accepted the peer's CONNECT (node id =
 //! certificate, same realm); then the held streams are read and every frame
-//! goes to its owner through one router (src/node/phase.rs,
-//! src/node/router.rs, docs/PROTOCOL.md §2).
+//! goes to its owner through one router (src/connection/phase.rs,
+//! src/connection/router.rs, docs/PROTOCOL.md §2).
 
 mod config;
-mod conn;
 mod connections;
 mod control;
 mod datagrams;
-pub mod dht_wire;
 mod dial;
 mod errands;
 mod instrument;
 mod messaging;
 mod messaging_effects;
 mod peers;
-mod phase;
 mod reach;
 mod relay;
 mod requests;
-mod router;
-mod table;
 mod upgrade;
 
 use std::collections::VecDeque;
@@ -59,13 +54,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quinn_proto::{ConnectionHandle, Endpoint, StreamId, VarInt};
+use quinn_proto::{ConnectionHandle, Endpoint, StreamId};
 
 pub use crate::relay::{CircuitLoss, RelayEvent};
 pub use config::{DEFAULT_CONNECT_TIMEOUT, NodeConfig};
 pub use peers::{PeersFileError, load_peers, save_peers};
 
 use crate::collections::HashMap;
+use crate::connection::ConnTable;
 use crate::contract::{Child, Input, Machine, Output};
 use crate::dht::{self, Dht, DhtEvent, Failure, RequestId};
 use crate::exchange::{Exchanges, PeerRequest};
@@ -237,7 +233,7 @@ pub struct Node {
     relay_server: RelayServer,
     relay_client: RelayClient,
     upgrades: Upgrades,
-    conns: table::ConnTable,
+    conns: ConnTable,
     by_pool_id: HashMap<ConnId, ConnectionHandle>,
     /// DHT requests under way.
     requests: Exchanges<RequestId>,
@@ -250,10 +246,6 @@ pub struct Node {
     last_now: Instant,
     next_timeout: Option<Instant>,
 }
-
-/// Application error codes on streams and connections.
-const STREAM_TIMED_OUT: VarInt = VarInt::from_u32(0x100);
-const STREAM_REFUSED: VarInt = VarInt::from_u32(0x101);
 
 impl Node {
     /// A node with `identity`, taking its randomness from `seed`. `now` and
@@ -321,7 +313,7 @@ impl Node {
             relay_server,
             relay_client,
             upgrades,
-            conns: table::ConnTable::default(),
+            conns: ConnTable::default(),
             by_pool_id: HashMap::default(),
             requests,
             waiting: HashMap::default(),

@@ -11,8 +11,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use quinn_proto::{ConnectionHandle, StreamId};
 
-use super::conn::{Conn, Phase, StreamTrouble};
-use super::{CloseCause, Event, Node, STREAM_REFUSED};
+use super::{CloseCause, Event, Node};
+use crate::connection::STREAM_REFUSED;
+use crate::connection::{Conn, Phase, StreamTrouble};
 use crate::contract::{Child, Output};
 use crate::dht;
 use crate::id::NodeId;

@@ -8,9 +8,11 @@ use std::time::Instant;
 
 use quinn_proto::ConnectionHandle;
 
-use super::conn::Conn;
-use super::{CloseCause, Node, STREAM_REFUSED, STREAM_TIMED_OUT, dht_wire};
+use super::{CloseCause, Node};
+use crate::connection::Conn;
+use crate::connection::{STREAM_REFUSED, STREAM_TIMED_OUT};
 use crate::contract::Child;
+use crate::dht::wire as dht_wire;
 use crate::dht::{self, DhtOutput, Failure, RequestId};
 use crate::exchange::{ExchangeOutput, Lane, PeerRequest, Slot, StreamKey, Unanswered, Unopened};
 use crate::id::NodeId;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use quinn_proto::ConnectionHandle;
 
-use super::conn::Phase;
 use super::{Event, Node};
+use crate::connection::Phase;
 use crate::contract::{Child, Datagram, Output};
 use crate::id::NodeId;
 use crate::nat::punch::{Candidate, NatClass};

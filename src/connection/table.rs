@@ -8,8 +8,7 @@
 //! gets it driven without remembering to; the Node drives only dirty
 //! connections ([`ConnTable::next_dirty`]), gathers the transmits of the
 //! driven ones and re-files their deadlines ([`ConnTable::poll_transmits`]).
-//! Each connection's deadline (quinn's timer or its earliest request
-//! deadline) sits in an ordered index: the table's deadline is its first
+//! Each connection's deadline (quinn's timer or its CONNECT deadline) sits in an ordered index: the table's deadline is its first
 //! entry, and a timeout takes only the due entries ([`ConnTable::take_due`]).
 
 use std::collections::BTreeSet;
@@ -19,12 +18,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use quinn_proto::ConnectionHandle;
 
-use super::conn::Conn;
+use super::Conn;
 use crate::collections::HashMap;
 
 /// The Node's connections, with the dirty set and the deadline index.
 #[derive(Default)]
-pub(super) struct ConnTable {
+pub(crate) struct ConnTable {
     conns: HashMap<ConnectionHandle, Conn>,
     /// Touched since last driven.
     dirty: BTreeSet<ConnectionHandle>,
@@ -38,25 +37,25 @@ pub(super) struct ConnTable {
 
 impl ConnTable {
     /// The connection of `handle`, to read.
-    pub(super) fn get(&self, handle: &ConnectionHandle) -> Option<&Conn> {
+    pub(crate) fn get(&self, handle: &ConnectionHandle) -> Option<&Conn> {
         self.conns.get(handle)
     }
 
     /// The connection of `handle`, to change: it is marked dirty.
-    pub(super) fn get_mut(&mut self, handle: &ConnectionHandle) -> Option<&mut Conn> {
+    pub(crate) fn get_mut(&mut self, handle: &ConnectionHandle) -> Option<&mut Conn> {
         let conn = self.conns.get_mut(handle)?;
         self.dirty.insert(*handle);
         Some(conn)
     }
 
     /// Adds a new connection, dirty.
-    pub(super) fn insert(&mut self, handle: ConnectionHandle, conn: Conn) {
+    pub(crate) fn insert(&mut self, handle: ConnectionHandle, conn: Conn) {
         self.conns.insert(handle, conn);
         self.dirty.insert(handle);
     }
 
     /// Removes a connection from the table and every index.
-    pub(super) fn remove(&mut self, handle: &ConnectionHandle) -> Option<Conn> {
+    pub(crate) fn remove(&mut self, handle: &ConnectionHandle) -> Option<Conn> {
         self.dirty.remove(handle);
         self.driven.remove(handle);
         self.unfile(*handle);
@@ -64,27 +63,27 @@ impl ConnTable {
     }
 
     /// Number of connections.
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.conns.len()
     }
 
     /// Every connection's handle.
-    pub(super) fn keys(&self) -> impl Iterator<Item = &ConnectionHandle> + '_ {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &ConnectionHandle> + '_ {
         self.conns.keys()
     }
 
     /// Every connection, to read.
-    pub(super) fn values(&self) -> impl Iterator<Item = &Conn> + '_ {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Conn> + '_ {
         self.conns.values()
     }
 
     /// Every connection with its handle, to read.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&ConnectionHandle, &Conn)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ConnectionHandle, &Conn)> + '_ {
         self.conns.iter()
     }
 
     /// Whether any connection waits to be driven.
-    pub(super) fn any_dirty(&self) -> bool {
+    pub(crate) fn any_dirty(&self) -> bool {
         !self.dirty.is_empty()
     }
 
@@ -92,7 +91,7 @@ impl ConnTable {
     /// dirty while it is driven (the driver touches it), until
     /// [`ConnTable::driven`]; its transmits are gathered at the next
     /// [`ConnTable::poll_transmits`].
-    pub(super) fn next_dirty(&mut self) -> Option<ConnectionHandle> {
+    pub(crate) fn next_dirty(&mut self) -> Option<ConnectionHandle> {
         let handle = *self.dirty.first()?;
         self.driven.insert(handle);
         Some(handle)
@@ -100,7 +99,7 @@ impl ConnTable {
 
     /// `handle` has been driven until quinn had nothing more to tell: its
     /// own touches meanwhile need no other turn.
-    pub(super) fn driven(&mut self, handle: ConnectionHandle) {
+    pub(crate) fn driven(&mut self, handle: ConnectionHandle) {
         self.dirty.remove(&handle);
     }
 
@@ -108,7 +107,7 @@ impl ConnTable {
     /// to `send` (with quinn's destination, the path's virtual address),
     /// then files their deadlines anew. Returns how many connections that
     /// was.
-    pub(super) fn poll_transmits(
+    pub(crate) fn poll_transmits(
         &mut self,
         now: Instant,
         mut send: impl FnMut(SocketAddr, Bytes),
@@ -142,13 +141,13 @@ impl ConnTable {
     }
 
     /// The earliest deadline of any connection.
-    pub(super) fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|&(at, _)| at)
     }
 
     /// The connections whose deadline is `now` or earlier, taken out of the
     /// index (driving them files them again).
-    pub(super) fn take_due(&mut self, now: Instant) -> Vec<ConnectionHandle> {
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<ConnectionHandle> {
         let mut due = Vec::new();
         while let Some(&(at, handle)) = self.deadlines.first()
             && at <= now

@@ -31,9 +31,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use quinn_proto::{Connection, Dir, StreamId, VarInt};
 
-use super::messaging::STREAM_ABANDONED;
-pub use super::phase::Phase;
-use super::phase::PhaseEvent;
+use super::STREAM_ABANDONED;
+use super::phase::{Phase, PhaseEvent};
 use crate::collections::HashMap;
 use crate::id::NodeId;
 use crate::pool::{ConnId, Direction};

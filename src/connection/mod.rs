@@ -1,0 +1,30 @@
+//! One QUIC connection as the Node keeps it, and the table of them.
+//!
+//! Like quinn-proto's `Connection` beside its `Endpoint`, the per-connection
+//! logic lives here, apart from the Node that owns the endpoint: [`Conn`]
+//! (quinn's state plus framing, buffers and the connection's phase), the
+//! phase machine every connection follows ([`Phase`]: handshaking →
+//! awaiting CONNECT → ready → closing, with its snapshot-tested transition
+//! table), the frame router ([`route`]: which child owns a message type and
+//! on which kind of stream it may arrive) and the connection table
+//! ([`ConnTable`]: dirty set and deadline index, so an input drives only the
+//! connections it touches). Nothing here knows the Node or its children.
+
+mod conn;
+pub mod phase;
+pub mod router;
+mod table;
+
+use quinn_proto::VarInt;
+
+pub use conn::{Bounds, Conn, StreamTrouble};
+pub use phase::Phase;
+pub(crate) use table::ConnTable;
+
+/// Stream code: a request whose answer did not come in time.
+pub const STREAM_TIMED_OUT: VarInt = VarInt::from_u32(0x100);
+/// Stream code: a request this node did not serve (docs/PROTOCOL.md §7).
+pub const STREAM_REFUSED: VarInt = VarInt::from_u32(0x101);
+/// Stream code: a stream given up after its request was read (the call was
+/// cancelled, or its answer could not be sent).
+pub const STREAM_ABANDONED: VarInt = VarInt::from_u32(0x102);
