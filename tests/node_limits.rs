@@ -7,145 +7,28 @@
 //! CONNECT, so the node serves it; then it opens every stream it may and
 //! writes frame headers announcing 1 MiB bodies that never arrive in full.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-use macula::id::{Identity, Realm};
-use macula::node::{Node, NodeConfig};
-use macula::quic::{QuicConfigs, TransportSettings};
-use macula::tls::{self, NodeTls, PeerVerification, WallClock};
-use macula::wire::{self, Capabilities, Limits, Message};
-use macula::{Datagram, Input, Machine, Output};
-use quinn_proto::{Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, StreamId};
+use bytes::Bytes;
 
-const UNIX_MS: u64 = 1_795_478_400_000;
-const NODE: &str = "198.51.100.1:4433";
-const PEER: &str = "198.51.100.2:5000";
+use macula::id::Identity;
+use macula::node::Node;
+use macula::quic::TransportSettings;
+use macula::wire::{self, Limits, Message};
+use quinn_proto::Dir;
 
-fn realm() -> Realm {
-    Realm::new("io.macula.test").unwrap()
-}
-
-/// The misbehaving peer: a quinn-proto endpoint and its one connection.
-struct Peer {
-    endpoint: Endpoint,
-    handle: ConnectionHandle,
-    conn: Connection,
-}
-
-impl Peer {
-    fn dial(node: &Node, now: Instant) -> Self {
-        let identity = Identity::from_seed([50; 32]);
-        let tls = NodeTls::self_signed(
-            &identity,
-            PeerVerification::Identity,
-            WallClock::at(UNIX_MS / 1000),
-        )
-        .unwrap();
-        let configs = QuicConfigs::new(tls, &TransportSettings::default(), 50).unwrap();
-        let mut endpoint =
-            Endpoint::new(configs.endpoint.clone(), None, true, Some(configs.rng_seed));
-        let client = configs.client_config(node.node_id()).unwrap();
-        let (handle, conn) = endpoint
-            .connect(now, client, NODE.parse().unwrap(), tls::SERVER_NAME)
-            .unwrap();
-        Peer {
-            endpoint,
-            handle,
-            conn,
-        }
-    }
-
-    fn receive(&mut self, now: Instant, payload: &[u8]) {
-        let mut buf = Vec::new();
-        let from: SocketAddr = NODE.parse().unwrap();
-        if let Some(DatagramEvent::ConnectionEvent(_, event)) =
-            self.endpoint
-                .handle(now, from, None, None, BytesMut::from(payload), &mut buf)
-        {
-            self.conn.handle_event(event);
-        }
-    }
-
-    fn transmits(&mut self, now: Instant) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        loop {
-            let mut buf = Vec::new();
-            match self.conn.poll_transmit(now, 1, &mut buf) {
-                Some(t) => out.push(Bytes::copy_from_slice(&buf[..t.size])),
-                None => break,
-            }
-        }
-        while let Some(event) = self.conn.poll_endpoint_events() {
-            if let Some(back) = self.endpoint.handle_event(self.handle, event) {
-                self.conn.handle_event(back);
-            }
-        }
-        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
-            self.conn.handle_timeout(now);
-        }
-        while self.conn.poll().is_some() {}
-        out
-    }
-}
-
-/// Moves packets both ways (2 ms per hop) for `rounds` rounds.
-fn pump(node: &mut Node, peer: &mut Peer, now: &mut Instant, rounds: usize) {
-    let (node_addr, peer_addr): (SocketAddr, SocketAddr) =
-        (NODE.parse().unwrap(), PEER.parse().unwrap());
-    for _ in 0..rounds {
-        *now += Duration::from_millis(2);
-        for payload in peer.transmits(*now) {
-            let datagram = Datagram {
-                local: node_addr,
-                remote: peer_addr,
-                payload,
-            };
-            node.handle_input(*now, Input::Datagram(datagram));
-        }
-        if node.poll_timeout().is_some_and(|t| t <= *now) {
-            node.handle_input(*now, Input::Timeout);
-        }
-        while let Some(output) = node.poll_output() {
-            if let Output::Transmit(t) = output {
-                assert_eq!(t.destination, peer_addr);
-                peer.receive(*now, &t.payload);
-            }
-        }
-    }
-}
-
-/// Writes as much of `data` as flow control takes; returns the bytes taken.
-fn write_some(conn: &mut Connection, stream: StreamId, data: &[u8]) -> usize {
-    conn.send_stream(stream).write(data).unwrap_or(0)
-}
-
-/// The node's settings in these tests.
-fn config() -> NodeConfig {
-    let mut config = NodeConfig::new(realm());
-    config.listen_addrs = vec![NODE.parse().unwrap()];
-    config
-}
+mod common;
+use common::raw_peer::{RawPeer, UNIX_MS, config, pump, write_some};
 
 /// A node, and a peer whose connection it serves (a valid CONNECT went on
 /// the control stream).
-fn served_peer() -> (Node, Peer, Instant) {
-    #[allow(clippy::disallowed_methods)]
-    let mut now = Instant::now();
+fn served_peer() -> (Node, RawPeer, Instant) {
+    let mut now = common::epoch();
     let mut node = Node::new(config(), Identity::from_seed([1; 32]), 1, now, UNIX_MS).unwrap();
-    let mut peer = Peer::dial(&node, now);
-    pump(&mut node, &mut peer, &mut now, 20);
-    let control = peer.conn.streams().open(Dir::Bi).unwrap();
-    let hello = Message::from(wire::Connect {
-        node_id: Identity::from_seed([50; 32]).node_id(),
-        realm: realm(),
-        capabilities: Capabilities::NONE,
-        listen_addrs: vec![],
-    });
-    let hello = hello.to_vec(&Limits::default()).unwrap();
-    assert_eq!(write_some(&mut peer.conn, control, &hello), hello.len());
-    pump(&mut node, &mut peer, &mut now, 20);
+    let mut peer = RawPeer::dial(&node, now, 50, "198.51.100.2:5000".parse().unwrap());
+    pump(&mut node, &mut [&mut peer], &mut now, 20);
+    peer.hello();
+    pump(&mut node, &mut [&mut peer], &mut now, 20);
     assert_eq!(node.connection_count(), 1);
     (node, peer, now)
 }
@@ -178,7 +61,7 @@ fn trickled_partial_frames_on_every_stream_stay_within_the_buffer_budget() {
             *offset += taken;
             sent += taken;
         }
-        pump(&mut node, &mut peer, &mut now, 1);
+        pump(&mut node, &mut [&mut peer], &mut now, 1);
         peak = peak.max(node.buffered_bytes());
     }
     assert!(
@@ -235,7 +118,7 @@ fn a_peer_declaring_a_giant_payload_is_refused_and_never_buffered() {
         let taken = write_some(&mut peer.conn, stream, &pending);
         pending.drain(..taken);
         sent += taken;
-        pump(&mut node, &mut peer, &mut now, 1);
+        pump(&mut node, &mut [&mut peer], &mut now, 1);
         peak = peak.max(node.buffered_bytes());
         if let Ok(mut chunks) = peer.conn.recv_stream(stream).read(true) {
             while let Ok(Some(part)) = chunks.next(usize::MAX) {

@@ -32,10 +32,12 @@ use bytes::Bytes;
 use quinn_proto::{Connection, Dir, StreamId, VarInt};
 
 use super::STREAM_ABANDONED;
+use super::admission::Ticket;
 use super::phase::{Phase, PhaseEvent};
 use crate::collections::HashMap;
 use crate::id::NodeId;
 use crate::pool::{ConnId, Direction};
+use crate::relay::TokenBucket;
 use crate::wire::{self, FrameReader, Limits, Message, PayloadAssembler, Step, Streamed};
 
 /// Bytes waiting for stream flow control.
@@ -44,7 +46,7 @@ struct PendingWrite {
     data: Bytes,
     /// A streamed payload's chunks still to be made (after `data`).
     streamed: Option<Streamed>,
-    /// Frames written after a streamed payload (after its chunks).
+    /// Frames written after `data` (after a streamed payload's chunks).
     tail: Vec<u8>,
     finish: bool,
 }
@@ -98,6 +100,10 @@ pub struct Conn {
     /// its buffer budget; QUIC flow control holds their bytes meanwhile.
     parked: VecDeque<StreamId>,
     bounds: Bounds,
+    /// What this connection counts against in admission (inbound only).
+    pub ticket: Ticket,
+    /// PINGs answered, at most so many a second (made at the first PING).
+    pings: Option<TokenBucket>,
 }
 
 /// What went wrong on a stream, for the caller to act on.
@@ -138,6 +144,8 @@ impl Conn {
             writes: HashMap::default(),
             parked: VecDeque::new(),
             bounds,
+            ticket: Ticket::default(),
+            pings: None,
         }
     }
 
@@ -184,18 +192,12 @@ impl Conn {
     fn write(&mut self, stream: StreamId, data: Bytes, streamed: Option<Streamed>, finish: bool) {
         match self.writes.get_mut(&stream) {
             // Frames written while earlier ones wait for flow control queue
-            // behind them (a publish stream carries many).
-            Some(pending) if pending.streamed.is_some() || streamed.is_some() => {
-                // Behind a streamed payload's chunks; a streamed frame never
-                // joins a queue (calls and answers come first on a stream).
-                pending.tail.extend_from_slice(&data);
-                pending.finish |= finish;
-            }
+            // behind them (a publish stream carries many), behind a streamed
+            // payload's chunks too; a streamed frame never joins a queue
+            // (calls and answers come first on a stream). Appending costs
+            // O(frame): what waits is never copied again.
             Some(pending) => {
-                let mut joined = Vec::with_capacity(pending.data.len() + data.len());
-                joined.extend_from_slice(&pending.data);
-                joined.extend_from_slice(&data);
-                pending.data = Bytes::from(joined);
+                pending.tail.extend_from_slice(&data);
                 pending.finish |= finish;
             }
             None => {
@@ -445,20 +447,33 @@ impl Conn {
             .sum()
     }
 
-    /// True when reading more would take the connection past its budget.
-    pub fn over_budget(&self) -> bool {
-        self.buffered() >= self.bounds.budget
+    /// True when reading more would take the connection past its budget,
+    /// or past `share`, its share of the node-wide budget (never below one
+    /// whole frame, so a frame can always complete).
+    pub fn over_budget(&self, share: usize) -> bool {
+        let frame = usize::try_from(self.bounds.limits.max_frame_len).unwrap_or(usize::MAX);
+        let budget = self.bounds.budget.min(share.max(frame));
+        self.buffered() >= budget
     }
 
     /// True when `stream` may be read now: the connection is under its
-    /// budget, or the stream has an admitted payload (its room is
-    /// reserved, module docs).
-    pub fn may_read(&self, stream: StreamId) -> bool {
-        !self.over_budget()
+    /// budget (`share`: see [`Conn::over_budget`]), or the stream has an
+    /// admitted payload (its room is reserved, module docs).
+    pub fn may_read(&self, stream: StreamId, share: usize) -> bool {
+        !self.over_budget(share)
             || self
                 .assemblers
                 .get(&stream)
                 .is_some_and(|a| a.reserved() > 0)
+    }
+
+    /// Whether a PING may be answered at `now`: at most `per_second` a
+    /// second, in bursts of as many.
+    pub fn ping_allowed(&mut self, now: Instant, per_second: u32) -> bool {
+        let rate = u64::from(per_second);
+        self.pings
+            .get_or_insert_with(|| TokenBucket::new(rate, now))
+            .take(now, 1)
     }
 
     /// Leaves `stream` unread until the connection is under budget again.
@@ -469,9 +484,9 @@ impl Conn {
     }
 
     /// The next parked stream to read, once the connection is ready and
-    /// under budget.
-    pub fn unpark(&mut self) -> Option<StreamId> {
-        if self.phase != Phase::Ready || self.over_budget() {
+    /// under budget (`share`: see [`Conn::over_budget`]).
+    pub fn unpark(&mut self, share: usize) -> Option<StreamId> {
+        if self.phase != Phase::Ready || self.over_budget(share) {
             None
         } else {
             self.parked.pop_front()

@@ -8,8 +8,10 @@
 //! table), the frame router ([`route`]: which child owns a message type and
 //! on which kind of stream it may arrive) and the connection table
 //! ([`ConnTable`]: dirty set and deadline index, so an input drives only the
-//! connections it touches). Nothing here knows the Node or its children.
+//! connections it touches), and admission ([`admission`]: what strangers may
+//! start, and how much). Nothing here knows the Node or its children.
 
+pub mod admission;
 mod conn;
 pub mod phase;
 pub mod router;

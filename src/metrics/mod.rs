@@ -32,6 +32,7 @@
 //! Names follow the exported form: counters end in `_total`, histograms in
 //! their unit (`_milliseconds`, `_seconds`).
 
+mod admission;
 mod histogram;
 mod labels;
 mod nat;
@@ -39,6 +40,7 @@ mod relay;
 
 use std::time::{Duration, Instant};
 
+pub use admission::{AdmissionMetrics, AdmissionRefusal};
 pub use histogram::{CONNECTION_DURATION_BOUNDS, Histogram, LATENCY_BOUNDS, MAX_BUCKETS};
 pub(crate) use labels::label_enum;
 pub use labels::{Label, LabelValue, PerLabel};
@@ -479,6 +481,10 @@ pub const FAMILIES: &[Family] = &[
     NAT_PUNCH_RESULTS,
     NAT_UPGRADE_TIME,
     NAT_FALLBACKS,
+    admission::P2P_ADMISSION_REFUSALS,
+    admission::P2P_HANDSHAKES_IN_PROGRESS,
+    admission::P2P_CONNECTIONS_AWAITING_CONNECT,
+    admission::P2P_PROTOCOL_ERRORS,
 ];
 
 /// What a node measured. Read the fields, or walk the families with
@@ -534,6 +540,9 @@ pub struct Metrics {
     pub nat_upgrade_time: Histogram,
     /// Falls back from a dead direct path to the relay.
     pub nat_fallbacks: u64,
+    /// What admission turned away, and the handshakes and connections it
+    /// holds now.
+    pub admission: AdmissionMetrics,
 }
 
 impl Default for Metrics {
@@ -570,6 +579,7 @@ impl Metrics {
             nat_punches: PunchPairs::default(),
             nat_upgrade_time: Histogram::new(LATENCY_BOUNDS),
             nat_fallbacks: 0,
+            admission: AdmissionMetrics::default(),
         }
     }
 
@@ -651,6 +661,7 @@ impl Metrics {
         );
         self.visit_relay(visitor);
         self.visit_nat(visitor);
+        self.admission.visit(visitor);
     }
 
     fn visit_relay(&self, visitor: &mut impl Visitor) {

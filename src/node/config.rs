@@ -6,6 +6,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 
 use crate::connection::Bounds;
+use crate::connection::admission::AdmissionConfig;
 use crate::dht::DhtConfig;
 use crate::id::{NodeId, Realm};
 use crate::pool::PoolConfig;
@@ -41,6 +42,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// | max_waiting_requests | 4096 requests queued for a connection or a stream |
 /// | max_buffered_per_connection | 2 MiB of partial frames and unread answers per connection |
 /// | reach | [`ReachConfig::default`]: STUN responder on, discovery after bootstrap and every 10 min |
+/// | admission | [`AdmissionConfig::default`]: Retry past 64 handshakes, at most 512; 32 connections per IPv4 address or IPv6 /64; 512 awaiting CONNECT; 8 per node id; 20 PINGs/s answered; 256 MiB buffered over all connections |
 /// | (streamed payloads) | CALLs and REPLYs over one frame stream in chunks of half a frame; per connection, payloads of up to max(`rpc.max_payload`, `max_buffered_per_connection`) declared bytes are reassembled at once |
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -90,6 +92,9 @@ pub struct NodeConfig {
     pub max_buffered_per_connection: usize,
     /// STUN, NAT discovery, dial-backs and the peer record.
     pub reach: ReachConfig,
+    /// What strangers may start, and how much: handshakes, connections per
+    /// network and per node id, PINGs answered, the node-wide memory budget.
+    pub admission: AdmissionConfig,
 }
 
 impl NodeConfig {
@@ -113,6 +118,7 @@ impl NodeConfig {
             max_waiting_requests: 4096,
             max_buffered_per_connection: 2 << 20,
             reach: ReachConfig::default(),
+            admission: AdmissionConfig::default(),
         }
     }
 

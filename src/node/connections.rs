@@ -11,7 +11,7 @@ use super::{CloseCause, Event, Node, Serving, instrument};
 use crate::connection::STREAM_REFUSED;
 use crate::connection::phase::{Admission, Arrival, PhaseEvent};
 use crate::connection::router::{self, Owner};
-use crate::connection::{Conn, Phase, StreamTrouble};
+use crate::connection::{Phase, StreamTrouble};
 use crate::contract::Output;
 use crate::dht::wire as dht_wire;
 use crate::dht::{self, Failure, Mode};
@@ -129,6 +129,13 @@ impl Node {
         conn.peer = Some(peer);
         conn.step(PhaseEvent::HandshakeDone);
         conn.connect_deadline = Some(now + self.config.connect_timeout);
+        if conn.direction == Direction::Inbound
+            && let Err(refusal) = self.admission.handshake_done(&mut conn.ticket, peer)
+        {
+            let detail = refusal.describe().to_string();
+            self.refuse(now, handle, DisconnectReason::Overloaded, detail);
+            return;
+        }
         match conn.direction {
             Direction::Outbound => {
                 // The dialer opens the control stream and says CONNECT, and
@@ -197,7 +204,8 @@ impl Node {
     }
 
     pub(super) fn resume_parked(&mut self, now: Instant, handle: ConnectionHandle) {
-        while let Some(stream) = self.conns.get_mut(&handle).and_then(Conn::unpark) {
+        let share = self.buffer_share();
+        while let Some(stream) = self.conns.get_mut(&handle).and_then(|c| c.unpark(share)) {
             self.read_stream(now, handle, stream);
         }
     }
@@ -209,6 +217,7 @@ impl Node {
             self.read_circuit_stream(now, handle, stream, side);
             return;
         }
+        let share = self.buffer_share();
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -232,10 +241,11 @@ impl Node {
             }
             Admission::Hold | Admission::Ignore | Admission::Refuse => return,
         }
-        if !is_control && !conn.may_read(stream) {
-            // A peer that sends without reading our answers, or trickles
-            // partial frames on many streams, stops here: its bytes stay in
-            // QUIC's receive window until we read again.
+        if !conn.may_read(stream, share) {
+            // A peer that sends without reading our answers (PONGs on the
+            // control stream too), or trickles partial frames on many
+            // streams, stops here: its bytes stay in QUIC's receive window
+            // until we read again.
             conn.park(stream);
             return;
         }
@@ -319,6 +329,10 @@ impl Node {
                 let Some(stream) = conn.control else {
                     return;
                 };
+                if !conn.ping_allowed(now, self.admission.config().pings_per_second) {
+                    self.admission.ping_unanswered();
+                    return;
+                }
                 let pong = Message::from(wire::Pong {
                     request_id: ping.request_id,
                 });
@@ -375,6 +389,7 @@ impl Node {
         let remote_virtual = conn.virtual_addr;
         conn.hello = Some(hello);
         conn.step(PhaseEvent::ConnectAccepted);
+        self.admission.left_awaiting(&mut conn.ticket);
         self.instruments.connection_ready(now, handle, direction);
         if direction == Direction::Inbound {
             let answer = Message::from(self.hello());
@@ -579,6 +594,7 @@ impl Node {
             let _ = conn.send(control, &bye, true);
         }
         conn.step(PhaseEvent::Close);
+        self.admission.left_awaiting(&mut conn.ticket);
         let code = VarInt::from_u32(u32::from(reason.code()));
         conn.quinn
             .close(now, code, Bytes::from(message.into_bytes()));
@@ -697,9 +713,10 @@ impl Node {
     }
 
     pub(super) fn forget_connection(&mut self, handle: ConnectionHandle) {
-        let Some(conn) = self.conns.remove(&handle) else {
+        let Some(mut conn) = self.conns.remove(&handle) else {
             return;
         };
+        self.admission.release(std::mem::take(&mut conn.ticket));
         self.upgrade_forget(conn.pool_id);
         let shared = self
             .conns

@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use quinn_proto::DatagramEvent;
+use quinn_proto::{DatagramEvent, Incoming};
 
 use super::Node;
 use crate::connection::Conn;
+use crate::connection::admission::Verdict;
 use crate::contract::{Datagram, Output, Transmit};
 use crate::demux::{DatagramClass, classify};
-use crate::path::RealPath;
+use crate::path::{PathTable, RealPath};
 use crate::pool::Direction;
 
 impl Node {
@@ -21,8 +22,14 @@ impl Node {
             DatagramClass::Quic => {
                 self.counters.quic_datagrams += 1;
                 let path = RealPath::Direct(datagram.remote);
+                let known = self.paths.lookup(&path).is_some();
                 let virtual_addr = self.paths.virtual_for(path);
-                self.handle_quic(now, virtual_addr, datagram.remote, &datagram.payload);
+                let taken = self.handle_quic(now, virtual_addr, datagram.remote, &datagram.payload);
+                if !known && !taken && !self.retry_holds.holds(&virtual_addr) {
+                    // A source that started no connection leaves no trace
+                    // (a flood from many ports must not grow the table).
+                    self.paths.remove(&virtual_addr);
+                }
             }
             // The puncher first: a Binding request carrying a punch's tag is its probe,
             // which the plain responder must not answer.
@@ -37,14 +44,15 @@ impl Node {
 
     /// Hands one QUIC packet that came over the path of `virtual_addr` to
     /// quinn. `remote` is what the application hears as the peer's address
-    /// (the UDP address, or the virtual address of a circuit).
+    /// (the UDP address, or the virtual address of a circuit). True when a
+    /// connection took it (an existing one, or one it started).
     pub(super) fn handle_quic(
         &mut self,
         now: Instant,
         virtual_addr: SocketAddr,
         remote: SocketAddr,
         packet: &[u8],
-    ) {
+    ) -> bool {
         let mut buf = Vec::new();
         let data = BytesMut::from(packet);
         match self
@@ -55,30 +63,73 @@ impl Node {
                 if let Some(conn) = self.conns.get_mut(&handle) {
                     conn.quinn.handle_event(event);
                 }
+                true
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
-                match self.endpoint.accept(incoming, now, &mut buf, None) {
-                    Ok((handle, quinn)) => {
-                        let conn = Conn::new(
-                            quinn,
-                            Direction::Inbound,
-                            None,
-                            remote,
-                            virtual_addr,
-                            self.config.buffer_bounds(),
-                        );
-                        self.conns.insert(handle, conn);
-                    }
-                    Err(error) => {
-                        if let Some(transmit) = error.response {
-                            self.push_endpoint_transmit(&transmit, &buf);
-                        }
+                self.admit(now, incoming, virtual_addr, remote, &mut buf)
+            }
+            Some(DatagramEvent::Response(transmit)) => {
+                self.push_endpoint_transmit(&transmit, &buf);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Decides on an incoming handshake (docs of
+    /// [`crate::connection::admission`]): accepted, asked to prove its
+    /// address with a Retry, or refused. True when a connection started.
+    fn admit(
+        &mut self,
+        now: Instant,
+        incoming: Incoming,
+        virtual_addr: SocketAddr,
+        remote: SocketAddr,
+        buf: &mut Vec<u8>,
+    ) -> bool {
+        // A circuit's handshake has no source of its own: the relay limits it.
+        let source = (!PathTable::is_virtual(&remote)).then(|| remote.ip());
+        let validated = incoming.remote_address_validated();
+        match self.admission.incoming(source, validated) {
+            Verdict::Accept => match self.endpoint.accept(incoming, now, buf, None) {
+                Ok((handle, quinn)) => {
+                    let mut conn = Conn::new(
+                        quinn,
+                        Direction::Inbound,
+                        None,
+                        remote,
+                        virtual_addr,
+                        self.config.buffer_bounds(),
+                    );
+                    conn.ticket = self.admission.admitted(source);
+                    self.conns.insert(handle, conn);
+                    self.retry_holds.claim(&virtual_addr);
+                    return true;
+                }
+                Err(error) => {
+                    if let Some(transmit) = error.response {
+                        self.push_endpoint_transmit(&transmit, buf);
                     }
                 }
+            },
+            Verdict::Retry => match self.endpoint.retry(incoming, buf) {
+                Ok(transmit) => {
+                    self.push_endpoint_transmit(&transmit, buf);
+                    // The token names this virtual address: keep it for the
+                    // client's return.
+                    if let Some(dropped) = self.retry_holds.hold(virtual_addr) {
+                        self.paths.remove(&dropped);
+                    }
+                }
+                Err(error) => self.endpoint.ignore(error.into_incoming()),
+            },
+            Verdict::Refuse(refusal) => {
+                tracing::debug!(%remote, reason = refusal.describe(), "handshake refused");
+                let transmit = self.endpoint.refuse(incoming, buf);
+                self.push_endpoint_transmit(&transmit, buf);
             }
-            Some(DatagramEvent::Response(transmit)) => self.push_endpoint_transmit(&transmit, &buf),
-            None => {}
         }
+        false
     }
 
     pub(super) fn push_endpoint_transmit(&mut self, transmit: &quinn_proto::Transmit, buf: &[u8]) {

@@ -287,6 +287,10 @@ impl Node {
             .dropped_slow
             .saturating_add(pubsub.dropped_disconnected);
         metrics.copy_relay_counters(&relay_counters);
+        let admission = &self.admission;
+        let (handshakes, awaiting) = (admission.handshakes(), admission.awaiting_connect());
+        (metrics.admission).copy(admission.counters(), handshakes, awaiting);
+        metrics.admission.protocol_errors = self.counters.protocol_errors;
         metrics.relay_circuits_active = self.relay_server.circuit_count() as u64;
     }
 }

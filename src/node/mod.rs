@@ -62,6 +62,7 @@ pub use peers::{PeersFileError, load_peers, save_peers};
 
 use crate::collections::HashMap;
 use crate::connection::ConnTable;
+use crate::connection::admission::{AdmissionControl, AdmissionCounters};
 use crate::contract::{Child, Input, Machine, Output};
 use crate::dht::{self, Dht, DhtEvent, Failure, RequestId};
 use crate::exchange::{Exchanges, PeerRequest};
@@ -75,7 +76,7 @@ use crate::path::upgrade::Upgrades;
 pub use crate::path::upgrade::{
     MAX_TIMES, OFFER_TIMEOUT, PairCounts, PathChange, UpgradeConfig, UpgradeCounters,
 };
-use crate::path::{PathKind, PathTable};
+use crate::path::{PathKind, PathTable, RetryHolds};
 use crate::pool::{ConnId, Direction, Pool, PoolError, WaitId};
 use crate::pubsub::PubSubEvent;
 use crate::quic::{QuicConfigError, QuicConfigs};
@@ -234,6 +235,8 @@ pub struct Node {
     relay_client: RelayClient,
     upgrades: Upgrades,
     conns: ConnTable,
+    admission: AdmissionControl,
+    retry_holds: RetryHolds,
     by_pool_id: HashMap<ConnId, ConnectionHandle>,
     /// DHT requests under way.
     requests: Exchanges<RequestId>,
@@ -246,6 +249,9 @@ pub struct Node {
     last_now: Instant,
     next_timeout: Option<Instant>,
 }
+
+/// Sources asked to retry whose virtual address is held for their return.
+const RETRY_HOLDS: usize = 4096;
 
 impl Node {
     /// A node with `identity`, taking its randomness from `seed`. `now` and
@@ -294,6 +300,7 @@ impl Node {
         let relay_server = RelayServer::new(config.relay);
         let relay_client = RelayClient::new(config.request_timeout);
         let requests = Exchanges::new(Some(config.request_timeout));
+        let admission = AdmissionControl::new(config.admission);
         Ok(Self {
             identity,
             local,
@@ -314,6 +321,8 @@ impl Node {
             relay_client,
             upgrades,
             conns: ConnTable::default(),
+            admission,
+            retry_holds: RetryHolds::new(RETRY_HOLDS),
             by_pool_id: HashMap::default(),
             requests,
             waiting: HashMap::default(),
@@ -373,6 +382,23 @@ impl Node {
             .values()
             .map(|c| c.buffered() + c.assembling())
             .sum()
+    }
+
+    /// What admission refused and counted (docs of
+    /// [`crate::connection::admission`]).
+    pub fn admission_counters(&self) -> &AdmissionCounters {
+        self.admission.counters()
+    }
+
+    /// The most one connection may buffer now: its share of the node-wide
+    /// memory budget.
+    fn buffer_share(&self) -> usize {
+        self.admission.buffer_share(self.conns.len())
+    }
+
+    /// Entries in the path table (a virtual address per real path in use).
+    pub fn path_count(&self) -> usize {
+        self.paths.len()
     }
 
     /// Number of live QUIC connections.

@@ -407,7 +407,9 @@ impl Node {
             RelayClientOutput::Packet {
                 virtual_addr,
                 packet,
-            } => self.handle_quic(now, virtual_addr, virtual_addr, &packet),
+            } => {
+                self.handle_quic(now, virtual_addr, virtual_addr, &packet);
+            }
             RelayClientOutput::Write {
                 conn,
                 stream,

@@ -8,9 +8,11 @@
 //! direct, NAT rebinding) is ours to decide, and quinn's own migration stays
 //! off.
 
+mod holds;
 mod liveness;
 pub mod upgrade;
 
+pub use holds::RetryHolds;
 pub use liveness::Liveness;
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};

@@ -1,6 +1,9 @@
 //! What every simulator test program shares and the core may not hold: the
 //! virtual clock's first instant, the program's one clock reading.
 
+#[allow(dead_code)] // each test program uses a part
+pub mod raw_peer;
+
 /// The virtual clock's first instant: this program's one clock reading.
 #[allow(clippy::disallowed_methods)]
 pub fn epoch() -> std::time::Instant {
