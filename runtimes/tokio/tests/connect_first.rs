@@ -72,19 +72,20 @@ impl Forged {
     }
 }
 
-/// One attack: a connection that writes `request` on two request streams
-/// (stream 8 first when `reversed`; each frame in two packets when `split`),
-/// never CONNECT. Returns the close code and whether any byte came back.
+/// One attack: a connection of identity `seed` that writes `request` on
+/// two request streams (stream 8 first when `reversed`; each frame in two
+/// packets when `split`), never CONNECT. Returns the close code and whether
+/// any byte came back. (Each attack has an identity of its own: ids are
+/// free, and one id gets only a few connections.)
 async fn attack(
     victim: SocketAddr,
     victim_id: NodeId,
+    seed: u8,
     request: Forged,
     reversed: bool,
     split: bool,
 ) -> (Option<u64>, usize) {
-    let conn = Stranger::new(STRANGER_SEED)
-        .connect(victim, victim_id)
-        .await;
+    let conn = Stranger::new([seed; 32]).connect(victim, victim_id).await;
     // Stream 0 (the control stream) is opened and left silent.
     let (_control_send, _control_recv) = conn.open_bi().await.unwrap();
     let first = conn.open_bi().await.unwrap();
@@ -171,12 +172,14 @@ async fn nothing_is_served_before_connect_and_the_deadline_closes_with_protocol_
         Forged::FindNode,
         Forged::RelayReserve,
     ];
+    let mut seed = 0x60;
     for request in requests {
         for reversed in [false, true] {
             for split in [false, true] {
                 let (addr, id) = (victim.local_addr(), victim.node_id());
+                seed += 1;
                 attacks.spawn(async move {
-                    let outcome = attack(addr, id, request, reversed, split).await;
+                    let outcome = attack(addr, id, seed, request, reversed, split).await;
                     (request, reversed, split, outcome)
                 });
             }
