@@ -13,6 +13,8 @@ use macula_tokio::{
 };
 use tokio::time::{sleep, timeout};
 
+// Shared by the test crates; this one uses a part.
+#[allow(dead_code)]
 mod common;
 use common::stranger::{Stranger, encode};
 use common::{LIMIT, bind, join, realm};
