@@ -61,6 +61,7 @@ use bytes::Bytes;
 use macula::dht::{Contact, DhtEvent, Mode, QueryId, Request, RequestId, Response};
 use macula::id::{Identity, NodeId, Realm};
 use macula::node::{Event, Node, NodeConfig, dht_wire};
+use macula::secret::Secret;
 use macula::wire::Limits;
 use macula::{Datagram, Input, Machine, Output};
 
@@ -156,7 +157,14 @@ fn drop_idle(config: &mut NodeConfig) {
 
 /// Node number `n` with `config`.
 fn node(n: u32, config: NodeConfig, now: Instant) -> Node {
-    Node::new(config, identity(n), u64::from(n), now, unix_ms()).expect("the bench config is valid")
+    Node::new(
+        config,
+        identity(n),
+        Secret::deterministic(u64::from(n)),
+        now,
+        unix_ms(),
+    )
+    .expect("the bench config is valid")
 }
 
 /// The `NodesFound` of `query`, if `event` is it.

@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use macula::id::{Identity, Realm};
 use macula::node::{Node, NodeConfig};
 use macula::quic::{QuicConfigs, TransportSettings};
+use macula::secret::Secret;
 use macula::tls::{self, NodeTls, PeerVerification, WallClock};
 use macula::wire::{self, Capabilities, Limits, Message};
 use macula::{Datagram, Input, Machine, Output};
@@ -43,7 +44,12 @@ impl Peer {
             WallClock::at(UNIX_MS / 1000),
         )
         .unwrap();
-        let configs = QuicConfigs::new(tls, &TransportSettings::default(), 50).unwrap();
+        let configs = QuicConfigs::new(
+            tls,
+            &TransportSettings::default(),
+            &Secret::deterministic(50),
+        )
+        .unwrap();
         let mut endpoint =
             Endpoint::new(configs.endpoint.clone(), None, true, Some(configs.rng_seed));
         let client = configs.client_config(node.node_id()).unwrap();
@@ -133,7 +139,14 @@ fn config() -> NodeConfig {
 fn served_peer() -> (Node, Peer, Instant) {
     #[allow(clippy::disallowed_methods)]
     let mut now = Instant::now();
-    let mut node = Node::new(config(), Identity::from_seed([1; 32]), 1, now, UNIX_MS).unwrap();
+    let mut node = Node::new(
+        config(),
+        Identity::from_seed([1; 32]),
+        Secret::deterministic(1),
+        now,
+        UNIX_MS,
+    )
+    .unwrap();
     let mut peer = Peer::dial(&node, now);
     pump(&mut node, &mut peer, &mut now, 20);
     let control = peer.conn.streams().open(Dir::Bi).unwrap();
