@@ -92,7 +92,10 @@ pub use events::Events;
 pub use exporter::{OPENMETRICS_CONTENT_TYPE, openmetrics_text};
 pub use handle::{FoundNodes, FoundValues, MaculaNode, NodeStats, StoreReceipt};
 pub use health::{ERROR_WINDOW, Health, MIN_STORE_SUCCESS_RATE, Reason};
-pub use metrics_http::{MAX_CONNECTIONS, MAX_REQUEST_HEAD, READ_TIMEOUT, WRITE_TIMEOUT};
+pub use metrics_http::{
+    CONNECTION_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, MAX_REQUEST_HEAD,
+    METRICS_HTTP_DROPPED,
+};
 pub use pubsub::{
     DEFAULT_SUBSCRIPTION_CAPACITY, Publication, PublishError, SubscribeError, Subscription,
 };
