@@ -308,7 +308,7 @@ async fn idle_connections_held_open_cannot_keep_health_from_answering() {
     // 16 idle connections from this IP (twice the per-IP cap), reopened
     // every 3 s, for longer than the asking below takes.
     const IDLE: usize = 16;
-    assert!(IDLE > MAX_CONNECTIONS_PER_IP);
+    const { assert!(IDLE > MAX_CONNECTIONS_PER_IP) };
     let mut attack = JoinSet::new();
     attack.spawn(hold_idle(addr, IDLE, std::time::Duration::from_secs(3), 4));
     sleep(std::time::Duration::from_millis(200)).await;

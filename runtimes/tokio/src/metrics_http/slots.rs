@@ -9,7 +9,7 @@
 //! longer than the header timeout to be cut anyway. Each refusal and
 //! eviction is counted ([`HttpCounters`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -79,7 +79,7 @@ struct Table {
     next: u64,
     /// By age: the smallest key is the oldest.
     open: BTreeMap<u64, Entry>,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: BTreeMap<IpAddr, usize>,
 }
 
 impl Table {
