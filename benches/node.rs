@@ -62,6 +62,7 @@ use macula::dht::wire as dht_wire;
 use macula::dht::{Contact, DhtEvent, Mode, QueryId, Request, RequestId, Response};
 use macula::id::{Identity, NodeId, Realm};
 use macula::node::{Event, Node, NodeConfig};
+use macula::secret::Secret;
 use macula::wire::Limits;
 use macula::{Datagram, Input, Machine, Output};
 
@@ -157,7 +158,14 @@ fn drop_idle(config: &mut NodeConfig) {
 
 /// Node number `n` with `config`.
 fn node(n: u32, config: NodeConfig, now: Instant) -> Node {
-    Node::new(config, identity(n), u64::from(n), now, unix_ms()).expect("the bench config is valid")
+    Node::new(
+        config,
+        identity(n),
+        Secret::deterministic(u64::from(n)),
+        now,
+        unix_ms(),
+    )
+    .expect("the bench config is valid")
 }
 
 /// The `NodesFound` of `query`, if `event` is it.

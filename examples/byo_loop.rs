@@ -29,6 +29,7 @@ use bytes::Bytes;
 use macula::dht::DhtEvent;
 use macula::id::{Identity, Realm, RecordKey, RecordKind};
 use macula::node::{Event, Node, NodeConfig};
+use macula::secret::Secret;
 use macula::{Datagram, Input, Machine, Output};
 
 /// The longest one socket is waited on while the other may have work.
@@ -43,6 +44,14 @@ fn now() -> Instant {
     Instant::now()
 }
 
+/// The driver owns the OS random source too: a node's identity key and its
+/// 256-bit secret (every transport secret derives from it) are never constants.
+fn os_random() -> Result<[u8; 32], getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// One node, its socket, and the socket's default TTL.
 struct Host {
     name: &'static str,
@@ -54,22 +63,17 @@ struct Host {
 
 impl Host {
     /// Binds a loopback socket and starts a node that announces it.
-    fn bind(
-        name: &'static str,
-        realm: &Realm,
-        seed: u8,
-    ) -> Result<Self, Box<dyn std::error::Error>> {
+    fn bind(name: &'static str, realm: &Realm) -> Result<Self, Box<dyn std::error::Error>> {
         let socket = UdpSocket::bind("127.0.0.1:0")?;
         let local = socket.local_addr()?;
         let mut config = NodeConfig::new(realm.clone());
         config.listen_addrs = vec![local];
         #[allow(clippy::disallowed_methods)] // the wall clock, read once at start
         let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
-        let identity = Identity::from_seed([seed; 32]);
         let node = Node::new(
             config,
-            identity,
-            seed.into(),
+            Identity::from_seed(os_random()?),
+            Secret::from_bytes(os_random()?),
             now(),
             u64::try_from(unix_ms)?,
         )?;
@@ -265,7 +269,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         start: now(),
         dht: Vec::new(),
     };
-    let mut hosts = [Host::bind("A", &realm, 1)?, Host::bind("B", &realm, 2)?];
+    let mut hosts = [Host::bind("A", &realm)?, Host::bind("B", &realm)?];
     let [a_id, b_id] = [hosts[0].node.node_id(), hosts[1].node.node_id()];
 
     // A command is an input too: call it with the time, then drain.

@@ -107,12 +107,14 @@
 //! - [`directory`]: the DHT as RPC and pub/sub see it: lookups cached with a
 //!   TTL and announcements retried with backoff, asked of the Node as requests.
 //! - [`scope`]: which addresses a stranger may make us talk to.
+//! - [`secret`]: the node's 256-bit secret (drawn by the driver) and the keys
+//!   derived from it.
 //! - [`topic`]: topics and patterns (validation, matching, DHT prefixes); RPC
 //!   procedure names follow the same rules.
 //! - [`rpc`]: RPC semantics: providers, calls, failover, cancellation, handlers.
 //! - [`pubsub`]: pub/sub semantics: topics, patterns, subscriptions, ordered
 //!   delivery with bounded per-subscriber queues.
-//! - [`quic`]: quinn-proto configuration with seeded randomness and agreeing timers.
+//! - [`quic`]: quinn-proto configuration keyed by the node's secret, with agreeing timers.
 //! - [`tls`]: rustls configurations: identity certificates, peer verification, pins.
 //! - [`wire`]: the frame codec, every message, limits and per-stream
 //!   reassembly (spec: `docs/PROTOCOL.md`).
@@ -148,6 +150,7 @@ pub mod record;
 pub mod relay;
 pub mod rpc;
 pub mod scope;
+pub mod secret;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod tls;

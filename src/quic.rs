@@ -2,10 +2,11 @@
 //! the endpoint, server, client and transport configs, with every source of
 //! randomness seeded.
 //!
-//! quinn-proto draws randomness in a few places; each is pinned here:
-//! the endpoint RNG (`rng_seed`), connection ids ([`SeededCidGenerator`]),
-//! the stateless-reset key and the handshake-token key (derived from the
-//! seed), and address-validation tokens (turned off: `sent(0)`, so the token
+//! quinn-proto draws randomness in a few places; each is pinned here to a
+//! key derived from the node's 256-bit [`Secret`]: the endpoint RNG
+//! (`rng_seed`), connection ids ([`SeededCidGenerator`]), the
+//! stateless-reset key and the handshake-token key; address-validation
+//! tokens (turned off: `sent(0)`, so the token
 //! code that reads the OS RNG never runs). The congestion controller stays
 //! Cubic (BBR seeds itself from the OS). QUIC bit greasing is off so the
 //! first-byte demultiplexing of the one UDP socket stays exact, and
@@ -20,6 +21,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::id::NodeId;
+use crate::secret::Secret;
 use crate::tls::{NodeTls, WallClock};
 
 /// Length of the connection ids this node issues.
@@ -151,16 +153,6 @@ impl quinn_proto::TimeSource for WallClockSource {
     }
 }
 
-/// Derives a 32-byte sub-seed for one purpose from the node's seed.
-fn derive(seed: u64, purpose: &str) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    hasher.update(b"macula-quic-seed\0");
-    hasher.update(seed.to_be_bytes());
-    hasher.update(purpose.as_bytes());
-    hasher.finalize().into()
-}
-
 /// Everything needed to build the node's quinn-proto endpoint.
 pub struct QuicConfigs {
     /// The endpoint config (seeded ids and reset key, no greasing).
@@ -175,24 +167,25 @@ pub struct QuicConfigs {
 
 impl QuicConfigs {
     /// Builds the configs for a node with this TLS material, transport
-    /// settings and seed.
+    /// settings and secret.
     pub fn new(
         tls: NodeTls,
         settings: &TransportSettings,
-        seed: u64,
+        secret: &Secret,
     ) -> Result<Self, QuicConfigError> {
         let transport = settings.transport_config()?;
-        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(seed, "reset-key"));
+        let reset_key =
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret.derive("quic-reset-key"));
         let mut endpoint = quinn_proto::EndpointConfig::new(Arc::new(reset_key));
-        let cid_seed = derive(seed, "connection-ids");
+        let cid_seed = secret.derive("quic-connection-ids");
         endpoint
             .cid_generator(move || Box::new(SeededCidGenerator::new(cid_seed)))
             .grease_quic_bit(false);
 
         let crypto = QuicServerConfig::try_from(tls.server_config())
             .map_err(|e| QuicConfigError::Crypto(e.to_string()))?;
-        let token_key =
-            ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&derive(seed, "token-key"));
+        let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[])
+            .extract(&secret.derive("quic-token-key"));
         let mut server = quinn_proto::ServerConfig::new(Arc::new(crypto), Arc::new(token_key));
         let mut validation = quinn_proto::ValidationTokenConfig::default();
         validation.sent(0);
@@ -204,7 +197,7 @@ impl QuicConfigs {
         Ok(Self {
             endpoint: Arc::new(endpoint),
             server: Arc::new(server),
-            rng_seed: derive(seed, "endpoint-rng"),
+            rng_seed: secret.derive("quic-endpoint-rng"),
             transport,
             tls,
         })

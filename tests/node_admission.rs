@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use macula::id::Identity;
 use macula::node::{Node, NodeConfig};
+use macula::secret::Secret;
 use macula::wire::{self, Message};
 use macula::{Datagram, Input, Machine};
 use quinn_proto::Dir;
@@ -25,7 +26,8 @@ const OVERLOADED: u64 = 4;
 
 fn node_with(config: NodeConfig) -> (Node, Instant) {
     let now = common::epoch();
-    let node = Node::new(config, Identity::from_seed([1; 32]), 1, now, UNIX_MS).unwrap();
+    let secret = Secret::deterministic(1);
+    let node = Node::new(config, Identity::from_seed([1; 32]), secret, now, UNIX_MS).unwrap();
     (node, now)
 }
 

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use macula::id::Identity;
 use macula::node::Node;
 use macula::quic::TransportSettings;
+use macula::secret::Secret;
 use macula::wire::{self, Limits, Message};
 use quinn_proto::Dir;
 
@@ -24,7 +25,14 @@ use common::raw_peer::{RawPeer, UNIX_MS, config, pump, write_some};
 /// the control stream).
 fn served_peer() -> (Node, RawPeer, Instant) {
     let mut now = common::epoch();
-    let mut node = Node::new(config(), Identity::from_seed([1; 32]), 1, now, UNIX_MS).unwrap();
+    let mut node = Node::new(
+        config(),
+        Identity::from_seed([1; 32]),
+        Secret::deterministic(1),
+        now,
+        UNIX_MS,
+    )
+    .unwrap();
     let mut peer = RawPeer::dial(&node, now, 50, "198.51.100.2:5000".parse().unwrap());
     pump(&mut node, &mut [&mut peer], &mut now, 20);
     peer.hello();

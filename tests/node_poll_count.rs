@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use macula::dht::{DhtEvent, Mode};
 use macula::id::{Identity, NodeId, Realm};
 use macula::node::{Event, Node, NodeConfig};
+use macula::secret::Secret;
 use macula::sim::{HostId, Link, World};
 use macula::{Input, Machine};
 
@@ -32,7 +33,14 @@ fn node(i: usize, start: Instant, tweak: impl FnOnce(&mut NodeConfig)) -> Node {
     tweak(&mut config);
     let mut seed = [0; 32];
     seed[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
-    Node::new(config, Identity::from_seed(seed), i as u64, start, UNIX_MS).unwrap()
+    Node::new(
+        config,
+        Identity::from_seed(seed),
+        Secret::deterministic(i as u64),
+        start,
+        UNIX_MS,
+    )
+    .unwrap()
 }
 
 /// The hub's connection polls so far.

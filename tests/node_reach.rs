@@ -21,6 +21,7 @@ use macula::nat::stun::{
 use macula::node::{Event, Node, NodeConfig};
 use macula::path::PathKind;
 use macula::peer_record::{PeerRecord, Reachability};
+use macula::secret::Secret;
 use macula::sim::{
     Behavior, HostId, Link, Mesh, NatConfig, NetId, PORT, UNIX_MS, World, completion, events_of,
     mirror, public_addr, realm,
@@ -391,7 +392,14 @@ fn stun_is_answered_from_the_node_socket_and_rate_limited() {
     let local = public_addr(1, 4433);
     let mut config = NodeConfig::new(realm());
     config.listen_addrs = vec![local];
-    let mut node = Node::new(config, Identity::from_seed([1; 32]), 1, now, UNIX_MS).unwrap();
+    let mut node = Node::new(
+        config,
+        Identity::from_seed([1; 32]),
+        Secret::deterministic(1),
+        now,
+        UNIX_MS,
+    )
+    .unwrap();
     let remote = SocketAddr::from(([192, 0, 2, 7], 50000));
     let mut answers = Vec::new();
     for i in 0..30u8 {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use macula::id::{Identity, NodeId};
 use macula::quic::{QuicConfigs, TransportSettings};
+use macula::secret::Secret;
 use macula::tls::{self, NodeTls, PeerVerification, WallClock};
 use quinn_proto::{
     Connection, ConnectionError, ConnectionHandle, DatagramEvent, Dir, Endpoint, Event,
@@ -25,7 +26,12 @@ fn configs(seed: u8) -> QuicConfigs {
         WallClock::at(NOW_UNIX),
     )
     .unwrap();
-    QuicConfigs::new(tls, &TransportSettings::default(), u64::from(seed)).unwrap()
+    QuicConfigs::new(
+        tls,
+        &TransportSettings::default(),
+        &Secret::deterministic(u64::from(seed)),
+    )
+    .unwrap()
 }
 
 /// One endpoint and its connections.

@@ -21,6 +21,7 @@ use macula::node::{Event, Node, NodeConfig};
 use macula::peer_record::Reachability;
 use macula::pubsub::{Pattern, PubSubEvent, Topic};
 use macula::rpc::{CallId, RpcError, RpcEvent};
+use macula::secret::Secret;
 use macula::sim::{HostId, Link, NatConfig, World};
 
 const UNIX_MS: u64 = 1_795_478_400_000;
@@ -59,7 +60,14 @@ fn node(i: usize, addr: SocketAddr, mode: Mode, start: Instant) -> Node {
     // Every private node is an end of up to 29 circuits.
     config.relay.max_circuits_per_peer = 64;
     let identity = Identity::from_seed([i as u8 + 1; 32]);
-    Node::new(config, identity, 1000 + i as u64, start, UNIX_MS).unwrap()
+    Node::new(
+        config,
+        identity,
+        Secret::deterministic(1000 + i as u64),
+        start,
+        UNIX_MS,
+    )
+    .unwrap()
 }
 
 impl Mesh {

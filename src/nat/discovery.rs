@@ -218,12 +218,12 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// An idle machine drawing nonces from `seed`; the first run starts when
-    /// the Node calls [`Discovery::start`].
-    pub fn new(config: DiscoveryConfig, seed: u64) -> Self {
+    /// An idle machine drawing nonces from `seed` (a secret key); the first
+    /// run starts when the Node calls [`Discovery::start`].
+    pub fn new(config: DiscoveryConfig, seed: [u8; 32]) -> Self {
         Self {
             config,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng: ChaCha8Rng::from_seed(seed),
             run: None,
             report: None,
             finished: None,
@@ -556,7 +556,7 @@ mod tests {
     /// dial-back requests; returns the machine and the two nonces.
     fn bound(local: &str, mapped: &str) -> (Discovery, Instant, [[u8; 12]; 2]) {
         let now = crate::test_epoch();
-        let mut d = Discovery::new(DiscoveryConfig::default(), 1);
+        let mut d = Discovery::new(DiscoveryConfig::default(), [1; 32]);
         let reflectors = [addr("198.51.100.1:4433"), addr("198.51.100.2:4433")];
         d.start(now, &reflectors, vec![addr(local)]);
         for r in reflectors {

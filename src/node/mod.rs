@@ -82,6 +82,7 @@ use crate::pubsub::PubSubEvent;
 use crate::quic::{QuicConfigError, QuicConfigs};
 use crate::relay::{RelayClient, RelayServer};
 use crate::rpc::RpcEvent;
+use crate::secret::Secret;
 use crate::tls::{NodeTls, TlsError, WallClock};
 use crate::wire::DisconnectReason;
 
@@ -254,13 +255,15 @@ pub struct Node {
 const RETRY_HOLDS: usize = 4096;
 
 impl Node {
-    /// A node with `identity`, taking its randomness from `seed`. `now` and
-    /// `unix_ms` are the same moment on the monotonic and the wall clock;
-    /// the node derives wall-clock time from the monotonic one after that.
+    /// A node with `identity`, deriving every transport secret and seeded
+    /// generator from `secret` (256 bits the driver drew from the OS; see
+    /// [`crate::secret`]). `now` and `unix_ms` are the same moment on the
+    /// monotonic and the wall clock; the node derives wall-clock time from
+    /// the monotonic one after that.
     pub fn new(
         mut config: NodeConfig,
         identity: Identity,
-        seed: u64,
+        secret: Secret,
         now: Instant,
         unix_ms: u64,
     ) -> Result<Self, NodeError> {
@@ -273,7 +276,7 @@ impl Node {
             }
             None => NodeTls::self_signed(&identity, verification, clock.clone())?,
         };
-        let quic = QuicConfigs::new(tls, &config.transport, seed)?;
+        let quic = QuicConfigs::new(tls, &config.transport, &secret)?;
         let endpoint = Endpoint::new(
             quic.endpoint.clone(),
             Some(quic.server.clone()),
@@ -281,10 +284,14 @@ impl Node {
             Some(quic.rng_seed),
         );
         config.pool.local = local;
-        config.pool.seed = seed ^ 0x706f_6f6c; // "pool"
+        config.pool.seed = secret.derive_u64("pool");
         let pool = Pool::new(config.pool.clone())?;
-        let dht = Dht::new(config.dht.clone(), identity.clone(), seed ^ 0x0064_6874); // "dht"
-        config.rpc.seed = seed ^ 0x0072_7063; // "rpc"
+        let dht = Dht::new(
+            config.dht.clone(),
+            identity.clone(),
+            secret.derive_u64("dht"),
+        );
+        config.rpc.seed = secret.derive_u64("rpc");
         config.pubsub.local_id = local;
         config.pubsub.first_epoch = unix_ms.saturating_mul(1000);
         let messaging = Messaging::new(local, config.rpc.clone(), config.pubsub.clone());
@@ -295,8 +302,8 @@ impl Node {
             limits: config.limits,
             mode: dht.mode(),
         };
-        let reach = Reach::new(&config.reach, setup, seed ^ 0x7265_6163); // "reac"
-        let upgrades = Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
+        let reach = Reach::new(&config.reach, setup, &secret);
+        let upgrades = Upgrades::new(config.upgrade.clone(), secret.derive("punch-tags"));
         let relay_server = RelayServer::new(config.relay);
         let relay_client = RelayClient::new(config.request_timeout);
         let requests = Exchanges::new(Some(config.request_timeout));

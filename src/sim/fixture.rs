@@ -21,6 +21,7 @@ use crate::id::{Identity, NodeId, Realm};
 use crate::node::{Event, Node, NodeConfig};
 use crate::pubsub::{Pattern, Topic};
 use crate::rpc::{CallId, CallOptions, RegisterOptions, RpcError, RpcEvent};
+use crate::secret::Secret;
 
 /// The wall-clock time (Unix milliseconds) of every node's first instant.
 pub const UNIX_MS: u64 = 1_795_478_400_000;
@@ -138,8 +139,8 @@ impl Mesh {
         let i = self.hosts.len();
         let identity = Identity::from_seed([i as u8 + 1; 32]);
         let start = self.world.start();
-        let seed = self.seed.wrapping_add(i as u64);
-        let node = match Node::new(config, identity, seed, start, UNIX_MS) {
+        let secret = Secret::deterministic(self.seed.wrapping_add(i as u64));
+        let node = match Node::new(config, identity, secret, start, UNIX_MS) {
             Ok(node) => node,
             Err(e) => panic!("node {i}: {e}"),
         };

@@ -30,6 +30,7 @@ use crate::node::{Event, Node, NodeConfig, PathChange, RelayEvent};
 use crate::path::PathKind;
 use crate::pubsub::{Pattern, PubSubEvent, Topic};
 use crate::rpc::{CallId, CallOptions, RegisterOptions, RpcEvent};
+use crate::secret::Secret;
 use crate::sim::{HostId, Link, NatId, World};
 
 /// The topic of the numbered publishes (B subscribes to exactly this topic).
@@ -566,7 +567,7 @@ fn node(i: u8, addr: SocketAddr, lab: &NodeLabConfig, start: Instant, private: b
     let Ok(node) = Node::new(
         config,
         identity,
-        seed.wrapping_add(u64::from(i)),
+        Secret::deterministic(seed.wrapping_add(u64::from(i))),
         start,
         1_795_478_400_000,
     ) else {

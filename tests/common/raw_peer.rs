@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use macula::id::{Identity, Realm};
 use macula::node::{Node, NodeConfig};
 use macula::quic::{QuicConfigs, TransportSettings};
+use macula::secret::Secret;
 use macula::tls::{self, NodeTls, PeerVerification, WallClock};
 use macula::wire::{self, Capabilities, Limits, Message};
 use macula::{Datagram, Input, Machine, Output};
@@ -59,7 +60,8 @@ impl RawPeer {
         )
         .unwrap();
         let settings = TransportSettings::default();
-        let configs = QuicConfigs::new(tls, &settings, u64::from(seed)).unwrap();
+        let secret = Secret::deterministic(u64::from(seed));
+        let configs = QuicConfigs::new(tls, &settings, &secret).unwrap();
         let mut endpoint =
             Endpoint::new(configs.endpoint.clone(), None, true, Some(configs.rng_seed));
         let client = configs.client_config(node.node_id()).unwrap();

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use macula::dht::DhtEvent;
-use macula::id::{Identity, Realm, RecordKey, RecordKind};
+use macula::id::{Realm, RecordKey, RecordKind};
 use macula::node::{Event, Node, NodeConfig};
-use macula_mio::{Driver, clock};
+use macula_mio::{Driver, clock, random};
 use mio::{Events, Poll, Token, Waker};
 
 const NODE_A: Token = Token(0);
@@ -56,9 +56,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(64);
     let bind = |i: u8, token| -> Result<Driver<Node>, Box<dyn std::error::Error>> {
-        let identity = Identity::from_seed([i + 1; 32]);
+        let identity = random::identity()?;
         let config = NodeConfig::new(realm.clone());
-        let mut node = Driver::bind_node("127.0.0.1:0".parse()?, config, identity, i.into())?;
+        let mut node = Driver::bind_node("127.0.0.1:0".parse()?, config, identity)?;
         node.register(poll.registry(), token)?;
         println!(
             "node {i} {} on {}",

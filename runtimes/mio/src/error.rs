@@ -24,6 +24,9 @@ pub enum DriverError {
     /// The poll itself could not be created or failed.
     #[error("mio poll failed: {0}")]
     Poll(io::Error),
+    /// The OS random source failed while drawing the node's secret.
+    #[error("the OS random source failed: {0}")]
+    Random(getrandom::Error),
     /// The node refused its configuration.
     #[error(transparent)]
     Node(#[from] NodeError),

@@ -13,9 +13,9 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use macula::id::{Identity, Realm};
+//! use macula::id::Realm;
 //! use macula::node::NodeConfig;
-//! use macula_mio::Driver;
+//! use macula_mio::{Driver, random};
 //! use mio::{Events, Poll, Token};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,8 +23,9 @@
 //! let mut poll = Poll::new()?;
 //! let mut events = Events::with_capacity(64);
 //! let config = NodeConfig::new(Realm::new("io.macula.example")?);
-//! let identity = Identity::from_seed([7; 32]);
-//! let mut node = Driver::bind_node("127.0.0.1:0".parse()?, config, identity, 7)?;
+//! // Keep the identity (`secret_seed`) to keep the node id across restarts.
+//! let identity = random::identity()?;
+//! let mut node = Driver::bind_node("127.0.0.1:0".parse()?, config, identity)?;
 //! node.register(poll.registry(), NODE)?;
 //! loop {
 //!     // Wait no longer than the node's deadline (and your own, if any).
@@ -47,7 +48,9 @@
 //! thread in one loop.
 //!
 //! The driver reads the clocks (monotonic time at every input, wall-clock
-//! time once to start a node, both in [`clock`]); nothing in the core does.
+//! time once to start a node, both in [`clock`]) and the OS random source
+//! (a node's identity and its 256-bit secret, in [`random`]); nothing in the
+//! core does.
 //!
 //! ## Modules
 //!
@@ -57,12 +60,14 @@
 //! - `node`: starting a [`macula::node::Node`] on a driver.
 //! - `error`: [`DriverError`].
 //! - [`clock`]: the only place the crate reads time.
+//! - [`random`]: the only place it draws randomness.
 
 pub mod clock;
 mod driver;
 mod error;
 mod node;
 mod poll_loop;
+pub mod random;
 mod socket;
 
 pub use driver::{DEFAULT_DATAGRAMS_PER_TURN, DEFAULT_SEND_QUEUE, Driver, DriverCounters};

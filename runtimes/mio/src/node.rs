@@ -9,11 +9,13 @@ use macula::node::{Node, NodeConfig};
 use crate::clock;
 use crate::driver::Driver;
 use crate::error::DriverError;
+use crate::random;
 use crate::socket::Socket;
 
 impl Driver<Node> {
     /// Binds a UDP socket at `addr` and starts a node on it with `identity`
-    /// and randomness from `seed`, reading both clocks once.
+    /// and a fresh 256-bit secret from the OS random source (see
+    /// [`crate::random`]), reading both clocks once.
     ///
     /// When `config.listen_addrs` is empty the node announces the address it
     /// bound, unless that address is unspecified (`0.0.0.0`, `[::]`): then
@@ -22,14 +24,14 @@ impl Driver<Node> {
         addr: SocketAddr,
         mut config: NodeConfig,
         identity: Identity,
-        seed: u64,
     ) -> Result<Self, DriverError> {
+        let secret = random::secret().map_err(DriverError::Random)?;
         let socket = Socket::bind(addr).map_err(|source| DriverError::Bind { addr, source })?;
         let local = socket.local_addr();
         if config.listen_addrs.is_empty() && !local.ip().is_unspecified() {
             config.listen_addrs.push(local);
         }
-        let node = Node::new(config, identity, seed, clock::now(), clock::unix_ms())?;
+        let node = Node::new(config, identity, secret, clock::now(), clock::unix_ms())?;
         Ok(Self::with_socket(socket, node))
     }
 }

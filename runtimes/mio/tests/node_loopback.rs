@@ -34,13 +34,8 @@ impl Mesh {
             .map(|i| {
                 let config = NodeConfig::new(realm());
                 let identity = Identity::from_seed([i as u8 + 1; 32]);
-                let mut driver = Driver::bind_node(
-                    "127.0.0.1:0".parse().unwrap(),
-                    config,
-                    identity,
-                    100 + i as u64,
-                )
-                .unwrap();
+                let mut driver =
+                    Driver::bind_node("127.0.0.1:0".parse().unwrap(), config, identity).unwrap();
                 driver.register(poll.registry(), Token(i)).unwrap();
                 driver
             })

@@ -42,6 +42,7 @@ use macula::id::{Identity, Realm, RecordKey, RecordKind};
 use macula::node::{Event, Node, NodeConfig};
 use macula::pubsub::{Pattern, PubSubEvent, Topic};
 use macula::rpc::{CallId, RegisterOptions, RpcEvent};
+use macula::secret::Secret;
 use macula::sim::{HostId, Link, World};
 use macula_tokio::{
     CallOptions, MaculaConfig, MaculaNode, ProcedureOptions, Registration, Request,
@@ -383,7 +384,13 @@ impl Sim {
                     tweak(&mut config);
                 }
                 let identity = Identity::from_seed([n; 32]);
-                let node = Node::new(config, identity, u64::from(n), start, unix_ms());
+                let node = Node::new(
+                    config,
+                    identity,
+                    Secret::deterministic(u64::from(n)),
+                    start,
+                    unix_ms(),
+                );
                 world.add_host(internet, addr, link, node.expect("a valid config"))
             })
             .collect();

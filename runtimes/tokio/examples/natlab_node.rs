@@ -25,7 +25,8 @@
 //! stamps are wall-clock microseconds, shared by every namespace of the lab.
 //!
 //! Node identities come from `Identity::from_seed([seed; 32])`, so every process knows the
-//! others' node ids from their seeds.
+//! others' node ids from their seeds (a lab's shortcut: a real node's identity key is
+//! secret). Each node's transport secret comes from the OS random source.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -38,7 +39,7 @@ use macula::nat::punch::{Candidate, CandidateKind, NatClass};
 use macula::node::{Event, Node, NodeConfig, RelayEvent};
 use macula::path::PathKind;
 use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcEvent};
-use macula_tokio::Driver;
+use macula_tokio::{Driver, random};
 
 #[allow(clippy::disallowed_methods)] // the driver's clock
 fn now() -> Instant {
@@ -168,7 +169,8 @@ fn node(args: &Args, private: bool) -> Result<Node, String> {
     }
     config.reach.stun_servers = args.stun.clone();
     let identity = Identity::from_seed([args.seed; 32]);
-    Node::new(config, identity, u64::from(args.seed), now(), unix_ms()).map_err(|e| e.to_string())
+    let secret = random::secret().map_err(|e| e.to_string())?;
+    Node::new(config, identity, secret, now(), unix_ms()).map_err(|e| e.to_string())
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -1,10 +1,11 @@
 //! What [`MaculaNode::bind`](crate::MaculaNode::bind) needs: the node's
-//! settings plus the driver's own (address, identity, seed, budgets).
+//! settings plus the driver's own (address, identity, secret, budgets).
 
 use std::net::SocketAddr;
 
 use macula::id::{Identity, Realm};
 use macula::node::NodeConfig;
+use macula::secret::Secret;
 
 use crate::driver::DEFAULT_DATAGRAMS_PER_TURN;
 
@@ -15,7 +16,7 @@ use crate::driver::DEFAULT_DATAGRAMS_PER_TURN;
 /// | node | [`NodeConfig::new`] for the realm |
 /// | bind | as given |
 /// | identity | a fresh Ed25519 key from the OS RNG |
-/// | seed | a fresh `u64` from the OS RNG |
+/// | secret | 256 fresh bits from the OS RNG |
 /// | datagrams_per_turn | [`DEFAULT_DATAGRAMS_PER_TURN`] (64) |
 /// | command_capacity | 64 commands queued for the driver task |
 /// | event_capacity | 1024 events kept for slow subscribers (older ones are skipped) |
@@ -32,9 +33,13 @@ pub struct MaculaConfig {
     pub bind: SocketAddr,
     /// The node's identity; `None` generates one from the OS RNG.
     pub identity: Option<Identity>,
-    /// The node's randomness seed (QUIC, pool, DHT); `None` draws one from
-    /// the OS RNG. Give one for a reproducible run.
-    pub seed: Option<u64>,
+    /// The node's 256-bit secret, from which its QUIC stateless-reset and
+    /// token keys, connection ids, STUN transaction ids and punch tags
+    /// derive; `None` draws one from the OS RNG. Give one only if you keep
+    /// it as secret as the identity key (say, to keep stateless resets
+    /// valid across restarts): whoever knows it can reset the node's
+    /// connections from off the path.
+    pub secret: Option<Secret>,
     /// Datagrams one wake-up handles at most.
     pub datagrams_per_turn: usize,
     /// Commands that may wait for the driver task.
@@ -54,7 +59,7 @@ impl MaculaConfig {
             node: NodeConfig::new(realm),
             bind,
             identity: None,
-            seed: None,
+            secret: None,
             datagrams_per_turn: DEFAULT_DATAGRAMS_PER_TURN,
             command_capacity: 64,
             event_capacity: 1024,

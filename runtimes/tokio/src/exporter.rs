@@ -21,8 +21,17 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 
 /// `metrics` as OpenMetrics text (ending with `# EOF`).
 pub fn openmetrics_text(metrics: &Metrics) -> String {
+    openmetrics_text_with(metrics, Vec::new())
+}
+
+/// `metrics` and then the driver's own `extra` families as OpenMetrics text.
+pub(crate) fn openmetrics_text_with(metrics: &Metrics, extra: Vec<Extra>) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Snapshot(metrics.clone())));
+    let snapshot = Snapshot {
+        metrics: metrics.clone(),
+        extra,
+    };
+    registry.register_collector(Box::new(snapshot));
     let mut text = String::new();
     // Writing to a String fails only if an encoder reports an error, which
     // the families of the core never make it do.
@@ -32,9 +41,15 @@ pub fn openmetrics_text(metrics: &Metrics) -> String {
     text
 }
 
+/// A family the driver measures itself, with its series.
+pub(crate) type Extra = (Family, Vec<Series<'static>>);
+
 /// One scrape's metrics.
 #[derive(Debug)]
-struct Snapshot(Metrics);
+struct Snapshot {
+    metrics: Metrics,
+    extra: Vec<Extra>,
+}
 
 impl Collector for Snapshot {
     fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
@@ -42,7 +57,10 @@ impl Collector for Snapshot {
             encoder,
             result: Ok(()),
         };
-        self.0.visit(&mut families);
+        self.metrics.visit(&mut families);
+        for (family, series) in &self.extra {
+            families.family(family, series);
+        }
         families.result
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use macula::dht::{Contact, DhtEvent, QueryStats};
-use macula::id::{Identity, NodeId, RecordKey};
+use macula::id::{NodeId, RecordKey};
 use macula::metrics::Metrics;
 use macula::node::{Event, Node, NodeCounters};
 use macula::record::SignedRecord;
@@ -23,6 +23,7 @@ use crate::driver::Driver;
 use crate::error::{BindError, CommandError};
 use crate::events::Events;
 use crate::metrics_http::MetricsServer;
+use crate::random;
 use crate::routes::{Notice, Order, Routes};
 use crate::socket::Socket;
 use crate::task::{self, Command, Operation};
@@ -128,13 +129,19 @@ impl MaculaNode {
         }
         let identity = match config.identity {
             Some(identity) => identity,
-            None => random_identity()?,
+            None => random::identity().map_err(BindError::Random)?,
         };
-        let seed = match config.seed {
-            Some(seed) => seed,
-            None => getrandom::u64().map_err(BindError::Random)?,
+        let secret = match config.secret {
+            Some(secret) => secret,
+            None => random::secret().map_err(BindError::Random)?,
         };
-        let node = Node::new(node_config, identity, seed, clock::now(), clock::unix_ms())?;
+        let node = Node::new(
+            node_config,
+            identity,
+            secret,
+            clock::now(),
+            clock::unix_ms(),
+        )?;
         let node_id = node.node_id();
         let contact = node.contact();
         let mut driver = Driver::with_socket(socket, node);
@@ -333,11 +340,4 @@ impl MaculaNode {
 
 fn unexpected(event: DhtEvent) -> CommandError {
     CommandError::UnexpectedEvent(format!("{event:?}"))
-}
-
-/// A fresh Ed25519 identity from the OS random source.
-fn random_identity() -> Result<Identity, BindError> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(BindError::Random)?;
-    Ok(Identity::from_seed(seed))
 }

@@ -20,8 +20,8 @@
 //!   drive a machine of your own on a socket.
 //!
 //! The driver reads the clocks (monotonic time at every input, wall-clock
-//! time once at start) and the OS random source (a node's identity and seed,
-//! unless given); nothing in the core does.
+//! time once at start) and the OS random source (a node's identity and its
+//! 256-bit secret, unless given; see [`random`]); nothing in the core does.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -61,6 +61,7 @@
 //! - `exporter`, `health`, `metrics_http`: the node's metrics in OpenMetrics
 //!   text, its health, and the HTTP server for both (`metrics_addr`).
 //! - `clock`: the only place the crate reads time.
+//! - [`random`]: the only place it draws randomness.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -77,6 +78,7 @@ mod handle;
 mod health;
 mod metrics_http;
 pub mod pubsub;
+pub mod random;
 mod routes;
 pub mod rpc;
 mod socket;
@@ -90,7 +92,10 @@ pub use events::Events;
 pub use exporter::{OPENMETRICS_CONTENT_TYPE, openmetrics_text};
 pub use handle::{FoundNodes, FoundValues, MaculaNode, NodeStats, StoreReceipt};
 pub use health::{ERROR_WINDOW, Health, MIN_STORE_SUCCESS_RATE, Reason};
-pub use metrics_http::{MAX_CONNECTIONS, MAX_REQUEST_HEAD, READ_TIMEOUT, WRITE_TIMEOUT};
+pub use metrics_http::{
+    CONNECTION_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, MAX_REQUEST_HEAD,
+    METRICS_HTTP_DROPPED,
+};
 pub use pubsub::{
     DEFAULT_SUBSCRIPTION_CAPACITY, Publication, PublishError, SubscribeError, Subscription,
 };

@@ -2,7 +2,9 @@
 //! `metrics_addr` do DHT traffic; the OpenMetrics text parses and carries
 //! every family with the core's names and the traffic's numbers; health
 //! turns from degraded to ok; bad requests get typed answers and nothing
-//! hangs.
+//! hangs; idle connections held open cannot keep `/health` from answering,
+//! and a slow-loris client is cut off at the header timeout (issue 13,
+//! item 8), both counted in `metrics_http_dropped_connections_total`.
 
 // Not every shared helper is used here.
 #[allow(dead_code)]
@@ -14,10 +16,11 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use macula::id::{RecordKey, RecordKind};
 use macula::metrics::{FAMILIES, Kind};
-use macula_tokio::{MaculaConfig, MaculaNode, READ_TIMEOUT};
+use macula_tokio::{HEADER_TIMEOUT, MAX_CONNECTIONS_PER_IP, MaculaConfig, MaculaNode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::task::JoinSet;
+use tokio::time::{sleep, timeout};
 
 use common::{LIMIT, find, join, realm};
 
@@ -47,12 +50,40 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     let length: usize = head
         .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .find_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            name.eq_ignore_ascii_case("content-length").then_some(value)
+        })
         .unwrap()
         .parse()
         .unwrap();
     assert_eq!(length, body.len(), "{head}");
     (status, body.to_string())
+}
+
+/// Sends `request` and reads until the server closes: the status it
+/// answered with, or `None` when it closed (or reset) without answering.
+async fn status_or_close(addr: SocketAddr, request: &[u8]) -> Option<u16> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        // A server that cut the request short may reset the rest of it.
+        let _ = stream.write_all(request).await;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        answer
+    };
+    let answer = timeout(LIMIT, exchange).await.expect("closed in time");
+    let head = String::from_utf8_lossy(&answer);
+    head.split(' ').nth(1).and_then(|code| code.parse().ok())
+}
+
+/// The server's count of connections dropped unanswered for `reason`.
+async fn dropped(addr: SocketAddr, reason: &str) -> f64 {
+    let (status, text) = get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let (samples, _) = parse(&text);
+    let labels = format!("reason=\"{reason}\"");
+    value(&samples, "metrics_http_dropped_connections_total", &labels)
 }
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -223,12 +254,21 @@ async fn bad_requests_get_typed_answers_and_nothing_hangs() {
     assert_eq!(posted.0, 405);
     assert_eq!(exchange(addr, b"garbage\r\n\r\n").await.0, 400);
     assert_eq!(exchange(addr, b"\x00\xff\r\n\r\n").await.0, 400);
-    // A head that never ends is cut at the limit.
-    let huge = vec![b'A'; 64 * 1024];
-    assert_eq!(exchange(addr, &huge).await.0, 400);
-    // So is one that never comes: answered once the read timeout passed.
-    assert!(READ_TIMEOUT < LIMIT);
-    assert_eq!(exchange(addr, b"GET /metr").await.0, 408);
+    // A head that never ends is cut at the limit: 431, or a reset of the
+    // rest of it.
+    let huge = [
+        b"GET /metrics HTTP/1.1\r\nX: ".as_slice(),
+        &[b'A'; 64 * 1024],
+    ]
+    .concat();
+    assert!(matches!(
+        status_or_close(addr, &huge).await,
+        Some(431) | None
+    ));
+    // One that never comes is closed once the header timeout passed.
+    assert!(HEADER_TIMEOUT < LIMIT);
+    assert_eq!(status_or_close(addr, b"GET /metr").await, None);
+    assert!(dropped(addr, "timeout").await >= 1.0);
     // The server still serves.
     assert_eq!(get(addr, "/metrics").await.0, 200);
     node.shutdown().await;
@@ -245,4 +285,74 @@ async fn a_busy_metrics_port_fails_the_bind() {
         refused.err()
     );
     first.shutdown().await;
+}
+
+/// Holds `count` idle connections to `addr`, each dropped and reopened
+/// every `every`, for `rounds` rounds.
+async fn hold_idle(addr: SocketAddr, count: usize, every: std::time::Duration, rounds: usize) {
+    for _ in 0..rounds {
+        let mut held = Vec::new();
+        for _ in 0..count {
+            if let Ok(stream) = TcpStream::connect(addr).await {
+                held.push(stream);
+            }
+        }
+        sleep(every).await;
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_held_open_cannot_keep_health_from_answering() {
+    let node = node_with_metrics().await;
+    let addr = node.metrics_addr().unwrap();
+    // 16 idle connections from this IP (twice the per-IP cap), reopened
+    // every 3 s, for longer than the asking below takes.
+    const IDLE: usize = 16;
+    const { assert!(IDLE > MAX_CONNECTIONS_PER_IP) };
+    let mut attack = JoinSet::new();
+    attack.spawn(hold_idle(addr, IDLE, std::time::Duration::from_secs(3), 4));
+    sleep(std::time::Duration::from_millis(200)).await;
+    let mut answered = 0;
+    for _ in 0..5 {
+        let (status, body) = get(addr, "/health").await;
+        assert_eq!(status, 503, "alone, the node is degraded: {body}");
+        answered += 1;
+        sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert_eq!(answered, 5);
+    attack.abort_all();
+    // Each answer took the place of an idle connection.
+    assert!(dropped(addr, "evicted").await >= 5.0);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_loris_is_cut_off_at_the_header_timeout() {
+    let node = node_with_metrics().await;
+    let addr = node.metrics_addr().unwrap();
+    let request = b"GET /health HTTP/1.1\r\nHost: a-slow-client.example\r\n\r\n";
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut sent = 0;
+    let mut buf = [0u8; 256];
+    let cut = async {
+        for byte in request {
+            if stream.write_all(&[*byte]).await.is_err() {
+                return true;
+            }
+            sent += 1;
+            // One byte a second; a read that ends (or fails) is the cut.
+            match timeout(std::time::Duration::from_secs(1), stream.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => panic!("answered a head that never arrived"),
+                Err(_) => {}
+            }
+        }
+        false
+    };
+    assert!(timeout(LIMIT, cut).await.unwrap(), "never cut off");
+    assert!(sent < request.len(), "cut after {sent} bytes");
+    assert!(dropped(addr, "timeout").await >= 1.0);
+    // And the server still serves.
+    assert_eq!(get(addr, "/health").await.0, 503);
+    node.shutdown().await;
 }

@@ -59,6 +59,7 @@ use crate::nat::stun::{
 };
 use crate::peer_record::{PeerRecord, Reachability};
 use crate::pool::ConnId;
+use crate::secret::Secret;
 use crate::wire::{DialBack, Limits, Message};
 
 /// Most nodes a dial-back is forwarded to.
@@ -292,17 +293,15 @@ pub struct Reach {
 }
 
 impl Reach {
-    /// An idle machine taking its randomness from `seed`.
-    pub fn new(config: &ReachConfig, setup: ReachSetup, seed: u64) -> Self {
-        let mut client_seed = [0u8; 32];
-        client_seed[..8].copy_from_slice(&seed.to_le_bytes());
-        client_seed[8..12].copy_from_slice(b"stun");
+    /// An idle machine drawing its STUN transaction ids and discovery
+    /// nonces from keys derived from `secret`.
+    pub fn new(config: &ReachConfig, setup: ReachSetup, secret: &Secret) -> Self {
         Self {
             config: config.clone(),
             setup,
             responder: config.responder.clone().map(Responder::new),
-            client: BindingClient::new(config.client.clone(), client_seed),
-            discovery: Discovery::new(config.discovery.clone(), seed ^ 0x006e_6174),
+            client: BindingClient::new(config.client.clone(), secret.derive("stun-transactions")),
+            discovery: Discovery::new(config.discovery.clone(), secret.derive("nat-discovery")),
             bindings: HashSet::default(),
             contacted: HashMap::default(),
             asked: HashMap::default(),

@@ -11,6 +11,7 @@ use crate::dht::{Mode, RoutingTable};
 use crate::id::{NodeId, Realm};
 use crate::nat::stun::{self, Class, TransactionId};
 use crate::pool::ConnId;
+use crate::secret::Secret;
 use crate::wire::{
     DialBack, DialBackProbe, DialBackResult, DialBackStatus, Limits, Message, ProbeSource,
 };
@@ -29,7 +30,7 @@ fn machine(config: ReachConfig) -> Reach {
         limits: Limits::default(),
         mode: Mode::Server,
     };
-    Reach::new(&config, setup, 7)
+    Reach::new(&config, setup, &Secret::deterministic(7))
 }
 
 fn drain(reach: &mut Reach) -> Vec<ReachOutput> {

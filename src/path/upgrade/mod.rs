@@ -224,13 +224,13 @@ pub struct Upgrades {
 }
 
 impl Upgrades {
-    /// An idle machine taking its randomness (punch tags) from `seed`.
-    pub fn new(config: UpgradeConfig, seed: u64) -> Self {
+    /// An idle machine drawing its punch tags from `seed` (a secret key).
+    pub fn new(config: UpgradeConfig, seed: [u8; 32]) -> Self {
         Self {
             config,
             local: None,
             sessions: HashMap::default(),
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng: ChaCha8Rng::from_seed(seed),
             next_request: 0,
             counters: UpgradeCounters::default(),
             out: OutputQueue::new(),

@@ -30,8 +30,8 @@ struct Side {
     link: PunchLink,
 }
 
-fn side(seed: u64, me: &str, conn: u64, peer: NodeId) -> Side {
-    let mut machine = Upgrades::new(UpgradeConfig::default(), seed);
+fn side(seed: u8, me: &str, conn: u64, peer: NodeId) -> Side {
+    let mut machine = Upgrades::new(UpgradeConfig::default(), [seed; 32]);
     let addr = addr(me);
     let candidates = vec![Candidate::new(CandidateKind::Lan, addr)];
     machine.handle_local_candidates(candidates, NatClass::OPEN);

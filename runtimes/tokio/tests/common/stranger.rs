@@ -32,6 +32,14 @@ impl Stranger {
     /// Completes the QUIC and TLS handshake with the node `victim` at
     /// `addr` (nothing is written on any stream).
     pub async fn connect(&self, addr: SocketAddr, victim: NodeId) -> quinn::Connection {
+        self.connecting(addr, victim)
+            .await
+            .expect("the TLS handshake itself succeeds")
+    }
+
+    /// Starts the handshake with the node `victim` at `addr`: its first
+    /// Initial is on the way when this returns.
+    pub fn connecting(&self, addr: SocketAddr, victim: NodeId) -> quinn::Connecting {
         #[allow(clippy::disallowed_methods)] // a test reads the wall clock for certificates
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
         let tls = NodeTls::self_signed(
@@ -42,11 +50,7 @@ impl Stranger {
         .unwrap();
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.client_config(victim));
         let config = quinn::ClientConfig::new(Arc::new(crypto.unwrap()));
-        self.endpoint
-            .connect_with(config, addr, "macula")
-            .unwrap()
-            .await
-            .expect("the TLS handshake itself succeeds")
+        self.endpoint.connect_with(config, addr, "macula").unwrap()
     }
 
     /// The CONNECT an honest member of `realm` would send (no capabilities,

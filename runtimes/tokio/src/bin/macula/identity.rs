@@ -55,10 +55,8 @@ pub fn create(path: &Path) -> Result<Identity, Failure> {
 
 /// A fresh identity from the OS random source.
 pub fn generate() -> Result<Identity, Failure> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed)
-        .map_err(|e| Failure::other(format!("OS random source failed: {e}")))?;
-    Ok(Identity::from_seed(seed))
+    macula_tokio::random::identity()
+        .map_err(|e| Failure::other(format!("OS random source failed: {e}")))
 }
 
 #[cfg(test)]
