@@ -15,6 +15,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use macula::id::{Identity, Realm};
 use macula::node::{Node, NodeConfig};
+use macula::secret::Secret;
 use macula::{Datagram, Input, Machine};
 
 /// One base instant for every run (the core never reads a clock).
@@ -29,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let local: SocketAddr = "198.51.100.1:4433".parse().unwrap();
     let mut config = NodeConfig::new(Realm::new("io.macula.fuzz").unwrap());
     config.listen_addrs = vec![local];
-    let mut node = Node::new(config, Identity::from_seed([1; 32]), 1, start, 1_795_478_400_000).unwrap();
+    let mut node = Node::new(config, Identity::from_seed([1; 32]), Secret::deterministic(1), start, 1_795_478_400_000).unwrap();
     let mut now = start;
     let mut rest = data;
     while let [len, sender, tail @ ..] = rest {
