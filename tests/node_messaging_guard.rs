@@ -42,13 +42,16 @@ fn mesh(n: usize, seed: u64, guard: impl Fn(&mut NodeConfig)) -> Mesh {
     mesh
 }
 
+/// How a call ended.
+type CallResult = Result<Bytes, RpcError>;
+
 /// Runs the calls (each with the host that made it: call ids are per node)
 /// to their ends with the echo handler; their results, and who the
 /// handlers saw calling what.
 fn run_calls(
     mesh: &mut Mesh,
     calls: &[(HostId, CallId)],
-) -> (Vec<Result<Bytes, RpcError>>, Vec<(NodeId, String)>) {
+) -> (Vec<CallResult>, Vec<(NodeId, String)>) {
     let mut results = BTreeMap::new();
     let mut seen = Vec::new();
     let done = mesh.drive(CALL_TIMEOUT, |world, host, event| {
