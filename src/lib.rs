@@ -111,6 +111,8 @@
 //!   derived from it.
 //! - [`topic`]: topics and patterns (validation, matching, DHT prefixes); RPC
 //!   procedure names follow the same rules.
+//! - [`access`]: who may call which procedure and publish on which topic
+//!   (allow-lists of node ids per pattern, and a callback).
 //! - [`rpc`]: RPC semantics: providers, calls, failover, cancellation, handlers.
 //! - [`pubsub`]: pub/sub semantics: topics, patterns, subscriptions, ordered
 //!   delivery with bounded per-subscriber queues.
@@ -128,6 +130,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 mod backoff;
 pub mod collections;
 mod connection;

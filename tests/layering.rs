@@ -5,7 +5,7 @@
 //! - no module but the Node (`src/node/`) and the simulator (`src/sim/`) imports
 //!   `crate::node`: children never see the Node;
 //! - RPC and pub/sub do not import each other, and the neutral modules they share
-//!   (`directory`, `topic`) import neither;
+//!   (`directory`, `topic`, `access`) import neither;
 //! - the simulator and its labs stay under `src/sim/`: no production module imports
 //!   `crate::sim` or names a lab, and no module elsewhere is compiled for the simulator only.
 //!
@@ -177,6 +177,7 @@ fn rpc_and_pubsub_do_not_import_each_other_nor_does_what_they_share() {
         ("src/pubsub", &["rpc"]),
         ("src/directory", &["rpc", "pubsub"]),
         ("src/topic", &["rpc", "pubsub"]),
+        ("src/access", &["rpc", "pubsub"]),
     ];
     let sources = sources();
     let mut violations = Vec::new();
@@ -188,7 +189,7 @@ fn rpc_and_pubsub_do_not_import_each_other_nor_does_what_they_share() {
         }
     }
     assert_none(
-        "rpc and pubsub share crate::directory and crate::topic, never each other",
+        "rpc and pubsub share crate::directory, crate::topic and crate::access, never each other",
         violations,
     );
 }

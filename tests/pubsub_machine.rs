@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use macula::Child;
+use macula::access::AccessList;
 use macula::id::{NodeId, Realm, RecordKey, RecordKind};
 use macula::pubsub::{
     Pattern, PubSub, PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, Topic,
@@ -445,6 +446,55 @@ fn received_messages_are_delivered_in_order_once_and_only_if_subscribed() {
     assert_eq!(delivered, [(0, topic("s.y")), (1, topic("s.x"))]);
     let stats = ps.stats();
     assert_eq!((stats.unsolicited, stats.receiver.duplicates), (2, 1));
+}
+
+/// The message ids among `outputs`' deliveries, as (publisher byte, id).
+fn delivered(outputs: Vec<PubSubOutput>) -> Vec<(u8, u64)> {
+    outputs
+        .into_iter()
+        .map(|o| match o {
+            PubSubOutput::Event(PubSubEvent::Message {
+                publisher,
+                message_id,
+                ..
+            }) => (publisher.as_bytes()[0], message_id),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn unsolicited_and_unauthorized_publishes_are_dropped_unread_and_never_held() {
+    let now = t0();
+    let publishers = AccessList::open().allow(pattern("s.secret"), [node(2)]);
+    let mut ps = PubSub::new(PubSubConfig {
+        publishers,
+        ..config(1)
+    });
+    ps.subscribe(now, pattern("s.*")).unwrap();
+    drain(&mut ps);
+    // A stranger's frames on a topic nobody here wants: nothing is kept,
+    // not even its sequence numbers.
+    for sequence in 1..=300 {
+        ps.handle_publish(now, node(3), frame(7, sequence, "other"));
+    }
+    assert!(drain(&mut ps).is_empty());
+    ps.handle_publish(now, node(3), frame(7, 0, "s.x"));
+    ps.handle_publish(now, node(3), frame(7, 1, "s.x"));
+    // Once it is known, an unwanted frame uses up its number: 3 does not
+    // wait for 2.
+    ps.handle_publish(now, node(3), frame(7, 2, "other"));
+    ps.handle_publish(now, node(3), frame(7, 3, "s.x"));
+    assert_eq!(delivered(drain(&mut ps)), [(3, 0), (3, 1), (3, 3)]);
+    // Only node 2 may publish on s.secret.
+    ps.handle_publish(now, node(4), frame(7, 0, "s.open"));
+    ps.handle_publish(now, node(4), frame(7, 1, "s.secret"));
+    ps.handle_publish(now, node(2), frame(7, 0, "s.secret"));
+    ps.handle_publish(now, node(4), frame(7, 2, "s.open"));
+    assert_eq!(delivered(drain(&mut ps)), [(4, 0), (2, 0), (4, 2)]);
+    let stats = ps.stats();
+    assert_eq!((stats.unsolicited, stats.unauthorized), (301, 1));
+    assert_eq!(stats.receiver.delivered, 6);
 }
 
 /// An in-memory DHT: every node's value under every key.

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 
 fn frame(epoch: u64, sequence: u64) -> Publish {
     Publish {
-        message_id: epoch * 1000 + sequence,
+        message_id: epoch.wrapping_mul(1000).wrapping_add(sequence),
         epoch,
         sequence,
         topic: "t".into(),
@@ -27,6 +27,11 @@ fn node(byte: u8) -> NodeId {
 #[allow(clippy::disallowed_methods)]
 fn t0() -> Instant {
     Instant::now()
+}
+
+/// A sink recording (publisher byte, epoch, sequence) into `delivered`.
+fn sink(delivered: &mut Vec<(u8, u64, u64)>) -> impl FnMut(NodeId, Publish) + '_ {
+    |p, m| delivered.push((p.as_bytes()[0], m.epoch, m.sequence))
 }
 
 /// A receiver and what it delivered as (publisher byte, epoch, sequence).
@@ -45,17 +50,28 @@ impl Harness {
 
     fn receive(&mut self, now: Instant, from: u8, epoch: u64, sequence: u64) -> Received {
         let delivered = &mut self.delivered;
-        self.receiver
-            .receive(now, node(from), frame(epoch, sequence), &mut |p, m| {
-                delivered.push((p.as_bytes()[0], m.epoch, m.sequence))
-            })
+        self.receiver.receive(
+            now,
+            node(from),
+            frame(epoch, sequence),
+            &mut sink(delivered),
+        )
     }
 
     fn timeout(&mut self, now: Instant) {
         let delivered = &mut self.delivered;
-        self.receiver.handle_timeout(now, &mut |p, m| {
-            delivered.push((p.as_bytes()[0], m.epoch, m.sequence))
-        });
+        self.receiver.handle_timeout(now, &mut sink(delivered));
+    }
+
+    fn forget(&mut self, now: Instant, from: u8) {
+        let delivered = &mut self.delivered;
+        self.receiver.forget(now, &node(from), &mut sink(delivered));
+    }
+
+    fn pass(&mut self, now: Instant, from: u8, epoch: u64, sequence: u64) -> Received {
+        let delivered = &mut self.delivered;
+        self.receiver
+            .pass(now, node(from), (epoch, sequence), &mut sink(delivered))
     }
 
     fn taken(&mut self) -> Vec<(u8, u64, u64)> {
@@ -123,19 +139,88 @@ fn a_gap_is_skipped_after_the_gap_timeout() {
 }
 
 #[test]
-fn a_full_reorder_buffer_skips_the_gap() {
+fn a_frame_past_the_window_is_refused_and_moves_nothing() {
     let now = t0();
     let mut h = Harness::new(ReceiverConfig {
         reorder_window: 2,
         ..ReceiverConfig::default()
     });
-    h.receive(now, 1, 0, 2);
-    h.receive(now, 1, 0, 3);
+    assert_eq!(h.receive(now, 1, 0, 2), Received::Buffered);
+    assert_eq!(h.receive(now, 1, 0, 3), Received::OutOfWindow);
+    assert_eq!(h.receive(now, 1, 0, 5), Received::OutOfWindow);
     assert!(h.taken().is_empty());
-    h.receive(now, 1, 0, 5);
-    assert_eq!(h.taken(), [(1, 0, 2), (1, 0, 3)]);
-    assert_eq!(h.receive(now, 1, 0, 4), Received::Delivered);
-    assert_eq!(h.taken(), [(1, 0, 4), (1, 0, 5)]);
+    assert_eq!(h.receive(now, 1, 0, 0), Received::Delivered);
+    assert_eq!(h.receive(now, 1, 0, 1), Received::Delivered);
+    assert_eq!(h.taken(), [(1, 0, 0), (1, 0, 1), (1, 0, 2)]);
+    assert_eq!(h.receive(now, 1, 0, 3), Received::Delivered, "in reach now");
+    let stats = h.receiver.stats();
+    assert_eq!((stats.out_of_window, stats.skipped), (2, 0));
+}
+
+/// The attack of issue 13: a PUBLISH numbered `u64::MAX`, then normal ones.
+/// Before, a debug build panicked and a release build delivered the normal
+/// ones two or three times.
+#[test]
+fn sequence_u64_max_is_refused_and_later_frames_are_delivered_once() {
+    let now = t0();
+    let mut h = Harness::new(ReceiverConfig::default());
+    assert_eq!(h.receive(now, 1, 7, u64::MAX), Received::OutOfWindow);
+    assert_eq!(h.receiver.next_deadline(), None, "nothing kept");
+    for sequence in 0..3 {
+        assert_eq!(h.receive(now, 1, 7, sequence), Received::Delivered);
+        assert_eq!(h.receive(now, 1, 7, u64::MAX), Received::OutOfWindow);
+        assert_eq!(h.receive(now, 1, 7, u64::MAX - 1), Received::OutOfWindow);
+    }
+    for sequence in 0..3 {
+        assert_eq!(h.receive(now, 1, 7, sequence), Received::Duplicate);
+    }
+    assert_eq!(h.taken(), [(1, 7, 0), (1, 7, 1), (1, 7, 2)]);
+    let stats = h.receiver.stats();
+    assert_eq!((stats.delivered, stats.out_of_window), (3, 7));
+    assert_eq!(stats.skipped, 0);
+}
+
+#[test]
+fn a_session_first_seen_past_the_window_starts_there() {
+    let now = t0();
+    let mut h = Harness::new(ReceiverConfig {
+        reorder_window: 4,
+        ..ReceiverConfig::default()
+    });
+    // A publisher we hold nothing for (forgotten mid-session): starts at 10.
+    assert_eq!(h.receive(now, 1, 3, 10), Received::Delivered);
+    assert_eq!(h.receive(now, 1, 3, 11), Received::Delivered);
+    assert_eq!(h.receive(now, 1, 3, 9), Received::Duplicate);
+    // A newer epoch likewise; the very end of the numbers cannot overflow.
+    assert_eq!(h.receive(now, 1, 4, u64::MAX - 1), Received::Delivered);
+    assert_eq!(h.receive(now, 1, 4, u64::MAX), Received::OutOfWindow);
+    assert_eq!(h.receive(now, 1, 4, u64::MAX - 1), Received::Duplicate);
+    assert_eq!(h.receive(now, 1, 4, 0), Received::Duplicate);
+    assert_eq!(h.receive(now, 1, 5, 0), Received::Delivered);
+    assert_eq!(
+        h.taken(),
+        [(1, 3, 10), (1, 3, 11), (1, 4, u64::MAX - 1), (1, 5, 0)]
+    );
+    assert_eq!(h.receiver.stats().skipped, u64::MAX, "saturates");
+}
+
+#[test]
+fn a_passed_frame_uses_up_its_number_and_a_stranger_leaves_no_state() {
+    let now = t0();
+    let mut h = Harness::new(ReceiverConfig::default());
+    assert_eq!(h.pass(now, 9, 0, 5), Received::Passed);
+    assert!(h.taken().is_empty());
+    assert_eq!(
+        h.receive(now, 9, 0, 0),
+        Received::Delivered,
+        "no state was kept"
+    );
+    assert_eq!(h.receive(now, 9, 0, 2), Received::Buffered);
+    assert_eq!(h.pass(now, 9, 0, 1), Received::Passed);
+    assert_eq!(h.taken(), [(9, 0, 0), (9, 0, 2)], "2 no longer waits for 1");
+    assert_eq!(h.receiver.next_deadline(), None);
+    assert_eq!(h.receive(now, 9, 0, 1), Received::Duplicate);
+    assert_eq!(h.receiver.stats().delivered, 2);
 }
 
 #[test]
@@ -162,11 +247,25 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    op_with(0u64..12)
+}
+
+/// Ops whose sequence numbers come from `sequences`.
+fn op_with(sequences: impl Strategy<Value = u64> + 'static) -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => (0u8..3, 0u64..3, 0u64..12)
+        8 => (0u8..3, 0u64..3, sequences)
             .prop_map(|(from, epoch, sequence)| Op::Receive { from, epoch, sequence }),
         1 => (0u64..3000).prop_map(Op::Wait),
         1 => (0u8..3).prop_map(Op::Forget),
+    ]
+}
+
+/// Sequence numbers an attacker would pick: small ones, the last few, any.
+fn hostile_sequence() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        4 => 0u64..12,
+        2 => (0u64..4).prop_map(|back| u64::MAX - back),
+        1 => any::<u64>(),
     ]
 }
 
@@ -179,16 +278,21 @@ struct Model {
 }
 
 impl Model {
-    /// Whether the frame is new to the model (and records it).
-    fn receive(&mut self, from: u8, epoch: u64, sequence: u64) -> bool {
+    /// Whether the frame is new to the model; it is recorded unless
+    /// `refused` (a frame refused out of window was never taken, so it may
+    /// come again). `u64::MAX` is never new.
+    fn receive(&mut self, from: u8, epoch: u64, sequence: u64, refused: bool) -> bool {
+        if sequence == u64::MAX {
+            return false;
+        }
         let slot = &mut self.epochs[usize::from(from)];
+        if slot.as_ref().is_none_or(|(current, _)| epoch > *current) {
+            *slot = Some((epoch, BTreeSet::new()));
+        }
         match slot {
-            Some((current, _)) if epoch < *current => false,
+            Some((current, seen)) if epoch == *current && refused => !seen.contains(&sequence),
             Some((current, seen)) if epoch == *current => seen.insert(sequence),
-            _ => {
-                *slot = Some((epoch, BTreeSet::from([sequence])));
-                true
-            }
+            _ => false,
         }
     }
 }
@@ -212,8 +316,9 @@ proptest! {
         for op in ops {
             match op {
                 Op::Receive { from, epoch, sequence } => {
-                    let fresh = model.receive(from, epoch, sequence);
                     let verdict = h.receive(now, from, epoch, sequence);
+                    let refused = verdict == Received::OutOfWindow;
+                    let fresh = model.receive(from, epoch, sequence, refused);
                     let taken = matches!(verdict, Received::Delivered | Received::Buffered);
                     prop_assert!(!taken || fresh, "accepted a frame seen before: {:?}", verdict);
                     accepted += u64::from(taken);
@@ -224,10 +329,7 @@ proptest! {
                     h.timeout(now);
                 }
                 Op::Forget(from) => {
-                    let delivered = &mut h.delivered;
-                    h.receiver.forget(now, &node(from), &mut |p, m| {
-                        delivered.push((p.as_bytes()[0], m.epoch, m.sequence))
-                    });
+                    h.forget(now, from);
                     model.epochs[usize::from(from)] = None;
                 }
             }
@@ -236,7 +338,8 @@ proptest! {
             h.timeout(at);
         }
         let stats = h.receiver.stats();
-        prop_assert!(turned_away <= stats.skipped, "{} > {}", turned_away, stats.skipped);
+        let given_up = stats.skipped + stats.out_of_window;
+        prop_assert!(turned_away <= given_up, "{} > {}", turned_away, given_up);
         prop_assert_eq!(accepted, h.delivered.len() as u64);
         prop_assert_eq!(stats.delivered, accepted);
     }
@@ -264,5 +367,50 @@ proptest! {
             let mine: Vec<_> = h.delivered.iter().filter(|d| d.0 == from).map(|d| (d.1, d.2)).collect();
             prop_assert!(mine.windows(2).all(|w| w[0] < w[1]), "{:?}", mine);
         }
+    }
+
+    /// Hostile numbers (`u64::MAX` and its neighbours, any `u64`) never
+    /// panic, never deliver a frame twice, and never block an honest session
+    /// that follows: its frames, in order from 0 in a newer epoch, are each
+    /// delivered once.
+    #[test]
+    fn hostile_sequences_never_break_the_honest_session_after(
+        ops in prop::collection::vec(op_with(hostile_sequence()), 1..80),
+    ) {
+        let mut h = Harness::new(ReceiverConfig { reorder_window: 4, ..ReceiverConfig::default() });
+        let mut model = Model::default();
+        let mut now = t0();
+        let mut accepted = 0u64;
+        for op in ops {
+            match op {
+                Op::Receive { from, epoch, sequence } => {
+                    let verdict = h.receive(now, from, epoch, sequence);
+                    let refused = verdict == Received::OutOfWindow;
+                    let fresh = model.receive(from, epoch, sequence, refused);
+                    let taken = matches!(verdict, Received::Delivered | Received::Buffered);
+                    prop_assert!(!taken || fresh, "accepted a frame seen before: {:?}", verdict);
+                    accepted += u64::from(taken);
+                }
+                Op::Wait(ms) => {
+                    now += Duration::from_millis(ms);
+                    h.timeout(now);
+                }
+                Op::Forget(from) => {
+                    h.forget(now, from);
+                    model.epochs[usize::from(from)] = None;
+                }
+            }
+        }
+        while let Some(at) = h.receiver.next_deadline() {
+            h.timeout(at);
+        }
+        prop_assert_eq!(h.receiver.stats().delivered, h.delivered.len() as u64);
+        prop_assert!(h.delivered.len() as u64 <= accepted);
+        h.taken();
+        for sequence in 0..20 {
+            prop_assert_eq!(h.receive(now, 1, 3, sequence), Received::Delivered);
+        }
+        let honest: Vec<u64> = h.taken().iter().map(|d| d.2).collect();
+        prop_assert_eq!(honest, (0..20).collect::<Vec<_>>());
     }
 }

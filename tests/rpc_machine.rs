@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use macula::Child;
+use macula::access::AccessList;
 use macula::rpc::{
     ANNOUNCE_RETRY_BASE, AnnounceFailure, CallId, CallOptions, CancelReason, Delivery,
     DirectoryRequest, HandlerError, ProviderChoice, ProviderFlags, RegisterOptions, Rpc, RpcConfig,
     RpcError, RpcEvent, RpcOutput,
 };
+use macula::topic::Pattern;
 use macula::wire::{Call, ErrorCode, ErrorReply, Message, Reply};
 use rpc_support::*;
 
@@ -361,6 +363,13 @@ fn remote_errors_are_typed_and_refusals_before_running_fail_over() {
             },
         ),
         (
+            ErrorCode::Unauthorized,
+            RpcError::Unauthorized {
+                provider: node(1),
+                message: "m".into(),
+            },
+        ),
+        (
             ErrorCode::RemoteError,
             RpcError::Remote {
                 provider: node(1),
@@ -609,7 +618,7 @@ fn the_handler_side_refuses_unauthorized_oversized_and_excess_calls() {
     });
     drain(&mut rpc);
     rpc.handle_call(now, node(6), call_frame(1, "svc.echo", "x", 0));
-    assert_eq!(error_code(&drain(&mut rpc)), ErrorCode::Refused);
+    assert_eq!(error_code(&drain(&mut rpc)), ErrorCode::Unauthorized);
     rpc.handle_call(now, node(5), call_frame(1, "svc.echo", "12345", 0));
     assert_eq!(error_code(&drain(&mut rpc)), ErrorCode::TooLarge);
     rpc.handle_call(now, node(5), call_frame(1, "svc.echo", "1234", 0));
@@ -629,7 +638,101 @@ fn the_handler_side_refuses_unauthorized_oversized_and_excess_calls() {
     );
     let stats = rpc.stats();
     assert_eq!((stats.refused, stats.handled), (3, 1));
+    let refusals = stats.refusals;
+    assert_eq!(
+        (
+            refusals.unauthorized,
+            refusals.too_large,
+            refusals.overloaded
+        ),
+        (1, 1, 1)
+    );
     assert_eq!(rpc.calls_handled(), 0);
+}
+
+#[test]
+fn the_callers_access_list_of_the_config_decides_who_calls_what() {
+    let now = t0();
+    let callers = AccessList::open()
+        .allow(Pattern::new("admin.#").unwrap(), [node(1)])
+        .check(|caller: &macula::id::NodeId, _: &str| *caller != node(9));
+    let mut rpc = Rpc::new(RpcConfig {
+        callers,
+        ..RpcConfig::new(realm(), 7)
+    });
+    for procedure in ["admin.reboot", "svc.echo"] {
+        rpc.register(now, procedure, RegisterOptions::default())
+            .unwrap();
+    }
+    drain(&mut rpc);
+    let mut verdicts = Vec::new();
+    for (request_id, (caller, procedure)) in [
+        (1, "admin.reboot"),
+        (2, "admin.reboot"),
+        (2, "svc.echo"),
+        (9, "svc.echo"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let request_id = request_id as u64;
+        rpc.handle_call(now, node(caller), call_frame(request_id, procedure, "x", 0));
+        let out = drain(&mut rpc);
+        let handled = matches!(out[..], [RpcOutput::Event(RpcEvent::Request { .. })]);
+        verdicts.push(if handled {
+            None
+        } else {
+            Some(error_code(&out))
+        });
+    }
+    let refused = Some(ErrorCode::Unauthorized);
+    assert_eq!(verdicts, [None, refused, None, refused]);
+    assert_eq!(rpc.stats().refusals.unauthorized, 2);
+}
+
+#[test]
+fn one_caller_gets_at_most_its_share_of_the_handler_slots() {
+    let now = t0();
+    let mut rpc = Rpc::new(RpcConfig {
+        max_handlers: 4,
+        max_handlers_per_caller: 2,
+        ..RpcConfig::new(realm(), 7)
+    });
+    rpc.register(now, "svc.echo", RegisterOptions::default())
+        .unwrap();
+    drain(&mut rpc);
+    let mut held = Vec::new();
+    for request_id in 0..3 {
+        rpc.handle_call(now, node(5), call_frame(request_id, "svc.echo", "x", 0));
+        match drain(&mut rpc).as_slice() {
+            [RpcOutput::Event(RpcEvent::Request { id, .. })] => held.push(*id),
+            other => assert_eq!(error_code(other), ErrorCode::Overloaded),
+        }
+    }
+    assert_eq!(held.len(), 2, "the third call of one caller is refused");
+    assert_eq!(rpc.stats().refusals.caller_share, 1);
+    for (caller, request_id) in [(6, 0), (7, 0)] {
+        rpc.handle_call(
+            now,
+            node(caller),
+            call_frame(request_id, "svc.echo", "x", 0),
+        );
+        assert!(matches!(
+            drain(&mut rpc)[..],
+            [RpcOutput::Event(RpcEvent::Request { .. })]
+        ));
+    }
+    rpc.handle_call(now, node(8), call_frame(0, "svc.echo", "x", 0));
+    assert_eq!(error_code(&drain(&mut rpc)), ErrorCode::Overloaded);
+    assert_eq!(rpc.stats().refusals.overloaded, 1, "every slot taken");
+    // A slot given back is the caller's again.
+    rpc.reply(now, held[0], Ok(bytes("y"))).unwrap();
+    drain(&mut rpc);
+    rpc.handle_call(now, node(5), call_frame(9, "svc.echo", "x", 0));
+    assert!(matches!(
+        drain(&mut rpc)[..],
+        [RpcOutput::Event(RpcEvent::Request { .. })]
+    ));
 }
 
 #[test]

@@ -35,6 +35,7 @@
 mod admission;
 mod histogram;
 mod labels;
+mod messaging;
 mod nat;
 mod relay;
 
@@ -44,6 +45,7 @@ pub use admission::{AdmissionMetrics, AdmissionRefusal};
 pub use histogram::{CONNECTION_DURATION_BOUNDS, Histogram, LATENCY_BOUNDS, MAX_BUCKETS};
 pub(crate) use labels::label_enum;
 pub use labels::{Label, LabelValue, PerLabel};
+pub use messaging::{CallRefusal, PublishDrop};
 pub use nat::{ConnectionPath, NatType, PunchCounts, PunchPairs, PunchResult};
 pub use relay::{RelayDrop, RelayRefusal, ReservationChange};
 
@@ -120,7 +122,8 @@ label_enum!(
         NoProvider => "no_provider",
         /// The provider's handler failed.
         RemoteError => "remote_error",
-        /// The provider's authorization hook refused the call.
+        /// The provider refused the call: not authorized (ERROR
+        /// `unauthorized`), or not served there (`refused`).
         Refused => "refused",
         /// A payload over the size limit.
         TooLarge => "too_large",
@@ -397,6 +400,16 @@ pub const PUBSUB_DELIVERY_LATENCY: Family = Family::histogram(
     Unit::Milliseconds,
     "Publisher side: time from publish to the PUBLISH frame taken in full by the subscriber's QUIC stream",
 );
+/// `rpc_calls_refused_total`.
+pub const RPC_CALLS_REFUSED: Family = Family::counter(
+    "rpc_calls_refused_total",
+    "Calls of other nodes this node answered with an ERROR before its handler saw them, by reason",
+);
+/// `pubsub_received_dropped_total`.
+pub const PUBSUB_RECEIVED_DROPPED: Family = Family::counter(
+    "pubsub_received_dropped_total",
+    "PUBLISH frames this node received and dropped, by reason",
+);
 /// `relay_reservations_total`.
 pub const RELAY_RESERVATIONS: Family = Family::counter(
     "relay_reservations_total",
@@ -469,6 +482,8 @@ pub const FAMILIES: &[Family] = &[
     RPC_CALL_LATENCY,
     PUBSUB_MESSAGES,
     PUBSUB_DELIVERY_LATENCY,
+    RPC_CALLS_REFUSED,
+    PUBSUB_RECEIVED_DROPPED,
     RELAY_RESERVATIONS,
     RELAY_CIRCUITS,
     RELAY_CIRCUITS_ACTIVE,
@@ -518,6 +533,10 @@ pub struct Metrics {
     pub pubsub_messages: PerLabel<MessageDirection, u64, 4>,
     /// Publish to frame written, per remote subscriber.
     pub pubsub_delivery_latency: Histogram,
+    /// Others' calls refused before the handler, by reason.
+    pub rpc_calls_refused: PerLabel<CallRefusal, u64, 5>,
+    /// Received PUBLISH frames dropped, by reason.
+    pub pubsub_received_dropped: PerLabel<PublishDrop, u64, 5>,
     /// Reservation changes, by change.
     pub relay_reservations: PerLabel<ReservationChange, u64, 4>,
     /// Circuits opened through this relay.
@@ -568,6 +587,8 @@ impl Metrics {
             rpc_call_latency: PerLabel::new(Histogram::new(LATENCY_BOUNDS)),
             pubsub_messages: PerLabel::default(),
             pubsub_delivery_latency: Histogram::new(LATENCY_BOUNDS),
+            rpc_calls_refused: PerLabel::default(),
+            pubsub_received_dropped: PerLabel::default(),
             relay_reservations: PerLabel::default(),
             relay_circuits: 0,
             relay_circuits_active: 0,
@@ -658,6 +679,11 @@ impl Metrics {
                 labels: &[],
                 value: Value::Histogram(&self.pubsub_delivery_latency),
             }],
+        );
+        visitor.family(&RPC_CALLS_REFUSED, &counters(&self.rpc_calls_refused));
+        visitor.family(
+            &PUBSUB_RECEIVED_DROPPED,
+            &counters(&self.pubsub_received_dropped),
         );
         self.visit_relay(visitor);
         self.visit_nat(visitor);

@@ -84,7 +84,10 @@ impl Metrics {
 }
 
 /// Sets each label's counter.
-fn set<L: super::LabelValue, const N: usize>(per: &mut PerLabel<L, u64, N>, values: [(L, u64); N]) {
+pub(super) fn set<L: super::LabelValue, const N: usize>(
+    per: &mut PerLabel<L, u64, N>,
+    values: [(L, u64); N],
+) {
     for (label, value) in values {
         *per.get_mut(label) = value;
     }

@@ -227,7 +227,7 @@ fn outcome(error: &RpcError) -> RpcOutcome {
         RpcError::NoProvider { .. } => RpcOutcome::NoProvider,
         RpcError::Timeout { .. } => RpcOutcome::Timeout,
         RpcError::Remote { .. } => RpcOutcome::RemoteError,
-        RpcError::Refused { .. } => RpcOutcome::Refused,
+        RpcError::Refused { .. } | RpcError::Unauthorized { .. } => RpcOutcome::Refused,
         RpcError::Lost { .. } => RpcOutcome::Lost,
         RpcError::TooLarge { .. } => RpcOutcome::TooLarge,
         RpcError::Overloaded { .. } => RpcOutcome::Overloaded,
@@ -286,6 +286,8 @@ impl Node {
         *messages.get_mut(MessageDirection::Dropped) = pubsub
             .dropped_slow
             .saturating_add(pubsub.dropped_disconnected);
+        let refusals = self.messaging.rpc().stats().refusals;
+        metrics.copy_messaging_counters(&refusals, &pubsub);
         metrics.copy_relay_counters(&relay_counters);
         let admission = &self.admission;
         let (handshakes, awaiting) = (admission.handshakes(), admission.awaiting_connect());

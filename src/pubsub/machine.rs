@@ -410,9 +410,30 @@ impl PubSub {
         self.outputs.push(PubSubOutput::Answer { peer, message });
     }
 
-    /// A PUBLISH frame from `publisher` arrived.
+    /// A PUBLISH frame from `publisher` arrived. One on a topic we do not
+    /// subscribe to, or from a publisher [`PubSubConfig::publishers`] does
+    /// not allow on it, is dropped at once and counted, never buffered (its
+    /// sequence number is used up: [`Receiver::pass`]).
     pub fn handle_publish(&mut self, now: Instant, publisher: NodeId, message: Publish) {
         self.outputs.mark(now);
+        let wanted = Topic::new(&message.topic)
+            .ok()
+            .filter(|topic| self.subscriptions.want(topic));
+        let refused = match wanted {
+            None => Some(&mut self.stats.unsolicited),
+            Some(topic) if !self.config.publishers.allows(&publisher, topic.as_str()) => {
+                Some(&mut self.stats.unauthorized)
+            }
+            Some(_) => None,
+        };
+        if let Some(counter) = refused {
+            *counter += 1;
+            let number = (message.epoch, message.sequence);
+            self.receive_with(|receiver, deliver| {
+                receiver.pass(now, publisher, number, deliver);
+            });
+            return;
+        }
         self.receive_with(|receiver, deliver| {
             receiver.receive(now, publisher, message, deliver);
         });

@@ -18,9 +18,16 @@
 //!   ([`PubSubStats::dropped_slow`]). The publisher never waits.
 //! - Besides DHT records, a node may subscribe directly on a publisher it
 //!   knows with SUBSCRIBE (until UNSUBSCRIBE or a disconnect).
+//! - Receiving: a PUBLISH on a topic we do not subscribe to, or from a
+//!   publisher [`PubSubConfig::publishers`] (allow-lists of node ids per
+//!   topic pattern, and a callback: [`crate::access::AccessList`]) does not
+//!   allow on it, is dropped at once and counted, never buffered. Anyone
+//!   connected may otherwise publish to us.
 //! - Epochs: each publisher-to-subscriber session (a first contact, or a
 //!   return after a disconnect) takes a new, larger epoch and numbers its
-//!   frames from 0; the receiver resets on a newer epoch.
+//!   frames from 0; the receiver resets on a newer epoch. Sequence numbers
+//!   far ahead (past the reorder window) or `u64::MAX` are refused
+//!   ([`Received::OutOfWindow`]).
 
 mod direct;
 mod machine;

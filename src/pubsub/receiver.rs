@@ -7,10 +7,30 @@
 //! earlier one, or one already buffered, is a duplicate and is dropped. A
 //! newer epoch (the publisher restarted, or opened a new session after a
 //! disconnect) first flushes what is buffered of the old epoch, in order,
-//! then starts over at sequence 0; frames of an older epoch are stale and
-//! dropped. A gap that stays open [`ReceiverConfig::gap_timeout`], or a
-//! reorder buffer that fills up, is given up on: the receiver skips to the
-//! first buffered frame and counts the missing ones as skipped.
+//! then starts over. Frames of an older epoch are stale and dropped. A gap
+//! that stays open [`ReceiverConfig::gap_timeout`] is given up on: the
+//! receiver skips to the first buffered frame and counts the missing ones as
+//! skipped.
+//!
+//! **Sequence numbers are attacker-chosen**, so:
+//! - a frame more than [`ReceiverConfig::reorder_window`] ahead of the
+//!   expected one is refused ([`Received::OutOfWindow`], counted): it is
+//!   neither buffered nor allowed to move the expected number, so the
+//!   publisher's later honest frames are still delivered, each once. The
+//!   reorder buffer therefore never holds more than the window.
+//! - `u64::MAX` is never a valid sequence number (a session ends before it:
+//!   no publisher sends 2^64 frames) and is refused the same way, so every
+//!   `sequence + 1` here fits.
+//! - A session starts at sequence 0. When the first frame we see of a
+//!   session (a publisher we hold no state for, or a newer epoch) is past the
+//!   window from 0, we missed its start (we had forgotten the publisher): the
+//!   receiver starts at that frame and counts the numbers before it as
+//!   skipped. A publisher can only disorder its own frames this way.
+//!
+//! Frames the subscriber does not take (no subscription matches their
+//! topic, or the publisher is not authorized for it) are [passed](Receiver::pass):
+//! their number is used up without keeping the payload, so the frames after
+//! them do not wait for a gap; a publisher we hold no state for gets none.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -22,7 +42,9 @@ use crate::wire::Publish;
 /// Bounds and timers of the receiver.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceiverConfig {
-    /// Most out-of-order frames buffered per publisher (default 256).
+    /// How far ahead of the expected sequence number a frame may be
+    /// (default 256): such a frame waits in the reorder buffer, one further
+    /// ahead is refused. So also the most frames buffered per publisher.
     pub reorder_window: usize,
     /// How long a gap may stay open before it is skipped (default 2 s).
     pub gap_timeout: Duration,
@@ -52,6 +74,12 @@ pub enum Received {
     Duplicate,
     /// Of an older epoch than the publisher's current one: dropped.
     Stale,
+    /// More than the reorder window ahead of the expected sequence, or
+    /// numbered `u64::MAX`: refused (see the module docs).
+    OutOfWindow,
+    /// Dropped unread ([`Receiver::pass`]): its number is used up, if the
+    /// publisher is known.
+    Passed,
 }
 
 /// Counters of the receiver.
@@ -63,15 +91,20 @@ pub struct ReceiverStats {
     pub duplicates: u64,
     /// Frames of an older epoch dropped.
     pub stale: u64,
-    /// Sequence numbers given up on (gaps skipped).
+    /// Sequence numbers given up on (gaps skipped, or the start of a
+    /// session we missed).
     pub skipped: u64,
+    /// Frames refused as too far ahead ([`Received::OutOfWindow`]).
+    pub out_of_window: u64,
 }
 
 #[derive(Clone, Debug)]
 struct Stream {
     epoch: u64,
     next: u64,
-    buffer: BTreeMap<u64, Publish>,
+    /// Frames ahead of `next`, at most `reorder_window` of them (`None`: a
+    /// passed frame, holding only its number).
+    buffer: BTreeMap<u64, Option<Publish>>,
     /// When the current gap opened (the buffer is not empty).
     gap_since: Option<Instant>,
     last_heard: Instant,
@@ -112,47 +145,107 @@ impl Receiver {
         message: Publish,
         deliver: &mut dyn FnMut(NodeId, Publish),
     ) -> Received {
+        let (epoch, sequence) = (message.epoch, message.sequence);
+        self.take(now, publisher, (epoch, sequence), Some(message), deliver)
+    }
+
+    /// A frame from `publisher` numbered `(epoch, sequence)` that is dropped
+    /// unread: if the publisher is known its number is used up (so what
+    /// follows does not wait for it), else nothing is kept. Frames it
+    /// releases go to `deliver`.
+    pub fn pass(
+        &mut self,
+        now: Instant,
+        publisher: NodeId,
+        (epoch, sequence): (u64, u64),
+        deliver: &mut dyn FnMut(NodeId, Publish),
+    ) -> Received {
+        if !self.streams.contains_key(&publisher) {
+            return Received::Passed;
+        }
+        match self.take(now, publisher, (epoch, sequence), None, deliver) {
+            Received::Delivered | Received::Buffered => Received::Passed,
+            other => other,
+        }
+    }
+
+    /// The reorder window as a sequence distance.
+    fn window(&self) -> u64 {
+        u64::try_from(self.config.reorder_window).unwrap_or(u64::MAX)
+    }
+
+    /// Where a session whose first frame seen is `sequence` starts: 0, or
+    /// that frame when it is past the window (we missed the start; the
+    /// numbers before it count as skipped).
+    fn start_of(&mut self, sequence: u64) -> u64 {
+        if sequence <= self.window() {
+            return 0;
+        }
+        self.stats.skipped = self.stats.skipped.saturating_add(sequence);
+        sequence
+    }
+
+    /// One frame, read (`message`) or passed (`None`).
+    fn take(
+        &mut self,
+        now: Instant,
+        publisher: NodeId,
+        (epoch, sequence): (u64, u64),
+        message: Option<Publish>,
+        deliver: &mut dyn FnMut(NodeId, Publish),
+    ) -> Received {
+        if sequence == u64::MAX {
+            self.stats.out_of_window += 1;
+            return Received::OutOfWindow;
+        }
         if !self.streams.contains_key(&publisher) {
             self.make_room(now, publisher);
+            let next = self.start_of(sequence);
+            let stream = Stream {
+                epoch,
+                next,
+                buffer: BTreeMap::new(),
+                gap_since: None,
+                last_heard: now,
+            };
+            self.streams.insert(publisher, stream);
         }
-        let stream = self.streams.entry(publisher).or_insert(Stream {
-            epoch: message.epoch,
-            next: 0,
-            buffer: BTreeMap::new(),
-            gap_since: None,
-            last_heard: now,
-        });
+        let stream = stream_of(&mut self.streams, publisher);
         stream.last_heard = now;
-        if message.epoch < stream.epoch {
+        if epoch < stream.epoch {
             self.stats.stale += 1;
             return Received::Stale;
         }
-        if message.epoch > stream.epoch {
-            let epoch = message.epoch;
+        if epoch > stream.epoch {
             self.flush(now, publisher, deliver);
+            let next = self.start_of(sequence);
             let stream = stream_of(&mut self.streams, publisher);
             stream.epoch = epoch;
-            stream.next = 0;
+            stream.next = next;
         }
+        let window = self.window();
         let stream = stream_of(&mut self.streams, publisher);
-        if message.sequence < stream.next || stream.buffer.contains_key(&message.sequence) {
+        if sequence < stream.next || stream.buffer.contains_key(&sequence) {
             self.stats.duplicates += 1;
             return Received::Duplicate;
         }
-        if message.sequence > stream.next {
-            stream.buffer.insert(message.sequence, message);
+        if sequence - stream.next > window {
+            self.stats.out_of_window += 1;
+            return Received::OutOfWindow;
+        }
+        if sequence > stream.next {
+            stream.buffer.insert(sequence, message);
             if stream.gap_since.is_none() {
                 stream.gap_since = Some(now);
                 self.gaps.insert((now + self.config.gap_timeout, publisher));
             }
-            if stream_of(&mut self.streams, publisher).buffer.len() > self.config.reorder_window {
-                self.skip_gap(now, publisher, deliver);
-            }
             return Received::Buffered;
         }
-        stream.next += 1;
-        self.stats.delivered += 1;
-        deliver(publisher, message);
+        stream.next = sequence + 1;
+        if let Some(message) = message {
+            self.stats.delivered += 1;
+            deliver(publisher, message);
+        }
         self.drain_ready(now, publisher, deliver);
         Received::Delivered
     }
@@ -212,7 +305,8 @@ impl Receiver {
     ) {
         let stream = stream_of(&mut self.streams, publisher);
         if let Some(&first) = stream.buffer.keys().next() {
-            self.stats.skipped += first - stream.next;
+            let skipped = first.saturating_sub(stream.next);
+            self.stats.skipped = self.stats.skipped.saturating_add(skipped);
             stream.next = first;
         }
         self.drain_ready(now, publisher, deliver);
@@ -235,10 +329,14 @@ impl Receiver {
         deliver: &mut dyn FnMut(NodeId, Publish),
     ) {
         let stream = stream_of(&mut self.streams, publisher);
+        // Buffered numbers are below u64::MAX (it is refused), so `next`
+        // never passes it.
         while let Some(message) = stream.buffer.remove(&stream.next) {
-            stream.next += 1;
-            self.stats.delivered += 1;
-            deliver(publisher, message);
+            stream.next = stream.next.saturating_add(1);
+            if let Some(message) = message {
+                self.stats.delivered += 1;
+                deliver(publisher, message);
+            }
         }
         if let Some(since) = stream.gap_since.take() {
             self.gaps

@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::receiver::{ReceiverConfig, ReceiverStats};
+use crate::access::AccessList;
 use crate::directory::{AnnounceFailed, DirectoryRequest};
 use crate::id::{NodeId, Realm};
 use crate::topic::{Pattern, Topic};
@@ -74,6 +75,10 @@ pub struct PubSubConfig {
     pub retry_after: Duration,
     /// The receiving side's bounds.
     pub receiver: ReceiverConfig,
+    /// Who may publish on which topic to this node (default
+    /// [`AccessList::open`]: anyone, any topic). A PUBLISH it refuses is
+    /// dropped unread and counted ([`PubSubStats::unauthorized`]).
+    pub publishers: AccessList,
 }
 
 impl PubSubConfig {
@@ -94,6 +99,7 @@ impl PubSubConfig {
             lookup_timeout: Duration::from_secs(5),
             retry_after: Duration::from_secs(5),
             receiver: ReceiverConfig::default(),
+            publishers: AccessList::open(),
         }
     }
 }
@@ -165,8 +171,12 @@ pub struct PubSubStats {
     pub dropped_slow: u64,
     /// Messages dropped because their subscriber was disconnected.
     pub dropped_disconnected: u64,
-    /// Received messages on topics we do not subscribe to (or invalid ones).
+    /// Received messages on topics we do not subscribe to (or invalid
+    /// ones): dropped unread.
     pub unsolicited: u64,
+    /// Received messages whose publisher [`PubSubConfig::publishers`] does
+    /// not allow on their topic: dropped unread.
+    pub unauthorized: u64,
     /// The receiving side's counters.
     pub receiver: ReceiverStats,
 }

@@ -385,6 +385,10 @@ impl Caller {
                 provider,
                 message: error.message,
             },
+            ErrorCode::Unauthorized => RpcError::Unauthorized {
+                provider,
+                message: error.message,
+            },
             code => RpcError::Remote {
                 provider,
                 code,

@@ -39,9 +39,19 @@ pub enum RpcError {
         /// The provider's detail.
         message: String,
     },
-    /// The provider's authorization hook refused the call.
+    /// The provider does not serve the call, or refused it by a policy
+    /// other than authorization (ERROR `refused`).
     #[error("{provider:?} refused the call: {message}")]
     Refused {
+        /// Who refused.
+        provider: NodeId,
+        /// The provider's detail.
+        message: String,
+    },
+    /// The provider's authorization (its allow-lists or callback) does not
+    /// let this node call the procedure (ERROR `unauthorized`).
+    #[error("{provider:?} does not authorize this node: {message}")]
+    Unauthorized {
         /// Who refused.
         provider: NodeId,
         /// The provider's detail.

@@ -3,9 +3,10 @@
 //!
 //! An incoming CALL is refused with an ERROR — and never reaches the
 //! application — when the procedure is not registered (`unknown procedure`),
-//! the payload is over the limit (`too large`), the authorization hook says
-//! no (`refused`) or [`RpcConfig::max_handlers`] calls are already being
-//! handled (`overloaded`). Otherwise it becomes an [`RpcEvent::Request`];
+//! the payload is over the limit (`too large`), [`RpcConfig::callers`] does
+//! not let the caller call it (`unauthorized`), or [`RpcConfig::max_handlers`]
+//! calls are already being handled, or [`RpcConfig::max_handlers_per_caller`]
+//! of this caller's (`overloaded`). Otherwise it becomes an [`RpcEvent::Request`];
 //! the application answers with [`Rpc::reply`](super::Rpc::reply). A CANCEL,
 //! or the call's own deadline passing, ends it with
 //! [`RpcEvent::Cancelled`]; a later reply is then refused with
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{HandlerError, RpcConfig, RpcError, RpcEvent, RpcOutput, RpcStats};
+use crate::access::{AccessList, Authorize};
 use crate::collections::HashMap;
 use crate::id::NodeId;
 use crate::wire::{Call, ErrorCode, ErrorReply, Message, Reply};
@@ -37,18 +39,6 @@ pub enum CancelReason {
     Deadline,
 }
 
-/// Decides which caller may call which procedure.
-pub trait Authorize: Send + Sync {
-    /// True when `caller` may call `procedure`.
-    fn authorize(&self, caller: &NodeId, procedure: &str) -> bool;
-}
-
-impl<F: Fn(&NodeId, &str) -> bool + Send + Sync> Authorize for F {
-    fn authorize(&self, caller: &NodeId, procedure: &str) -> bool {
-        self(caller, procedure)
-    }
-}
-
 #[derive(Clone, Debug)]
 struct Inbound {
     caller: NodeId,
@@ -60,8 +50,12 @@ struct Inbound {
 pub(crate) struct Handler {
     max_payload: usize,
     max_handlers: usize,
-    authorize: Box<dyn Authorize>,
+    max_per_caller: usize,
+    callers: AccessList,
     inbound: BTreeMap<InboundId, Inbound>,
+    /// Calls being handled per caller (no entry at zero: at most one entry
+    /// per call being handled).
+    per_caller: HashMap<NodeId, usize>,
     by_request: HashMap<(NodeId, u64), InboundId>,
     deadlines: BTreeSet<(Instant, InboundId)>,
     next_id: u64,
@@ -92,8 +86,10 @@ impl Handler {
         Self {
             max_payload: config.max_payload,
             max_handlers: config.max_handlers,
-            authorize: Box::new(|_: &NodeId, _: &str| true),
+            max_per_caller: config.max_handlers_per_caller,
+            callers: config.callers.clone(),
             inbound: BTreeMap::new(),
+            per_caller: HashMap::default(),
             by_request: HashMap::default(),
             deadlines: BTreeSet::new(),
             next_id: 0,
@@ -101,8 +97,9 @@ impl Handler {
         }
     }
 
-    pub(crate) fn set_authorizer(&mut self, authorize: Box<dyn Authorize>) {
-        self.authorize = authorize;
+    /// Sets the callback of the callers' access list (its rules stay).
+    pub(crate) fn set_authorizer(&mut self, authorize: impl Authorize + 'static) {
+        self.callers = std::mem::take(&mut self.callers).check(authorize);
     }
 
     pub(crate) fn stats(&self) -> RpcStats {
@@ -130,31 +127,7 @@ impl Handler {
             );
             return;
         }
-        let refusal = if !registered {
-            Some((
-                ErrorCode::UnknownProcedure,
-                format!("no procedure {:?}", call.procedure),
-            ))
-        } else if call.payload.len() > self.max_payload {
-            Some((
-                ErrorCode::TooLarge,
-                format!(
-                    "{} bytes; the limit is {}",
-                    call.payload.len(),
-                    self.max_payload
-                ),
-            ))
-        } else if !self.authorize.authorize(&caller, &call.procedure) {
-            Some((ErrorCode::Refused, "not authorized".into()))
-        } else if self.inbound.len() >= self.max_handlers {
-            Some((
-                ErrorCode::Overloaded,
-                format!("{} calls in progress", self.max_handlers),
-            ))
-        } else {
-            None
-        };
-        if let Some((code, message)) = refusal {
+        if let Some((code, message)) = self.refusal(&caller, &call, registered) {
             self.stats.refused += 1;
             out.push(error(caller, request_id, code, message));
             return;
@@ -176,6 +149,7 @@ impl Handler {
             },
         );
         self.by_request.insert((caller, request_id), id);
+        *self.per_caller.entry(caller).or_default() += 1;
         out.push(RpcOutput::Event(RpcEvent::Request {
             id,
             caller,
@@ -184,10 +158,49 @@ impl Handler {
         }));
     }
 
+    /// Why `call` from `caller` is refused, if it is (the checks in the
+    /// module docs' order), counted by reason.
+    fn refusal(
+        &mut self,
+        caller: &NodeId,
+        call: &Call,
+        registered: bool,
+    ) -> Option<(ErrorCode, String)> {
+        let refusals = &mut self.stats.refusals;
+        let size = call.payload.len();
+        let (counter, code, message) = if !registered {
+            let message = format!("no procedure {:?}", call.procedure);
+            let counter = &mut refusals.unknown_procedure;
+            (counter, ErrorCode::UnknownProcedure, message)
+        } else if size > self.max_payload {
+            let message = format!("{size} bytes; the limit is {}", self.max_payload);
+            (&mut refusals.too_large, ErrorCode::TooLarge, message)
+        } else if !self.callers.allows(caller, &call.procedure) {
+            let message = "not authorized".to_string();
+            (&mut refusals.unauthorized, ErrorCode::Unauthorized, message)
+        } else if self.inbound.len() >= self.max_handlers {
+            let message = format!("{} calls in progress", self.max_handlers);
+            (&mut refusals.overloaded, ErrorCode::Overloaded, message)
+        } else if self.per_caller.get(caller).copied().unwrap_or(0) >= self.max_per_caller {
+            let message = format!("{} calls of this caller in progress", self.max_per_caller);
+            (&mut refusals.caller_share, ErrorCode::Overloaded, message)
+        } else {
+            return None;
+        };
+        *counter += 1;
+        Some((code, message))
+    }
+
     fn remove(&mut self, id: InboundId) -> Option<Inbound> {
         let inbound = self.inbound.remove(&id)?;
         self.by_request
             .remove(&(inbound.caller, inbound.request_id));
+        if let Some(count) = self.per_caller.get_mut(&inbound.caller) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_caller.remove(&inbound.caller);
+            }
+        }
         if let Some(at) = inbound.deadline {
             self.deadlines.remove(&(at, id));
         }

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::caller::{CallId, CallOptions, Caller, Delivery};
-use super::handler::{Authorize, Handler, InboundId};
+use super::handler::{Handler, InboundId};
 use super::{
     HandlerError, ProviderFlags, RegisterOptions, RpcConfig, RpcError, RpcEvent, RpcOutput,
     RpcStats,
 };
+use crate::access::Authorize;
 use crate::contract::{Child, OutputQueue};
 use crate::directory::{AnnounceFailure, Announcements, Found};
 use crate::id::{NodeId, Realm, RecordKey, RecordKind};
@@ -31,8 +32,8 @@ pub struct Rpc {
 }
 
 impl Rpc {
-    /// A machine with nothing registered and no call open; every caller is
-    /// authorized until [`Rpc::set_authorizer`].
+    /// A machine with nothing registered and no call open; callers are
+    /// authorized by [`RpcConfig::callers`].
     pub fn new(config: RpcConfig) -> Self {
         Self {
             caller: Caller::new(&config),
@@ -44,10 +45,10 @@ impl Rpc {
         }
     }
 
-    /// Replaces the authorization hook (a closure
-    /// `Fn(&NodeId, &str) -> bool` will do).
+    /// Replaces the callback of [`RpcConfig::callers`] (a closure
+    /// `Fn(&NodeId, &str) -> bool` will do); its allow-lists stay.
     pub fn set_authorizer(&mut self, authorize: impl Authorize + 'static) {
-        self.handler.set_authorizer(Box::new(authorize));
+        self.handler.set_authorizer(authorize);
     }
 
     /// The counters so far.

@@ -20,6 +20,7 @@
 //!   (its record says so, [`ProviderFlags`]) and the caller did not ask for
 //!   [`CallOptions::at_most_once`]; otherwise it ends with [`RpcError::Lost`].
 //!   Other ERROR codes are final: `refused` becomes [`RpcError::Refused`],
+//!   `unauthorized` [`RpcError::Unauthorized`],
 //!   `timeout` (the provider's copy of the call's deadline passed)
 //!   [`RpcError::Timeout`], the rest (unknown codes included)
 //!   [`RpcError::Remote`].
@@ -48,6 +49,13 @@
 //!   is reported as [`RpcEvent::RegistrationFailed`] and announced again
 //!   after a backoff, until a store succeeds or the procedure is
 //!   unregistered.
+//! - **Who may call.** [`RpcConfig::callers`] (allow-lists of node ids per
+//!   procedure pattern, and a callback: [`AccessList`]) is asked for every
+//!   CALL of a registered procedure; a refused one is answered ERROR
+//!   `unauthorized` and never reaches the application. One caller may have
+//!   at most [`RpcConfig::max_handlers_per_caller`] calls handled at once;
+//!   past it, and past [`RpcConfig::max_handlers`] in all, a CALL is answered
+//!   `overloaded`. Every refusal is counted by reason ([`Refusals`]).
 //! - Provider records hold one byte of flags; their DHT key is
 //!   `rpc/<procedure>` in the realm. Procedure names follow the topic rules
 //!   ([`crate::topic::Topic`]).
@@ -58,12 +66,15 @@ mod handler;
 mod machine;
 mod types;
 
+pub use crate::access::{AccessList, Authorize};
 pub use crate::directory::{
     ANNOUNCE_RETRY_BASE, ANNOUNCE_RETRY_MAX, AnnounceFailed, AnnounceFailure, DirectoryRequest,
     Found,
 };
 pub use caller::{CallId, CallOptions, Delivery, ProviderChoice};
 pub use error::{HandlerError, RpcError};
-pub use handler::{Authorize, CancelReason, InboundId};
+pub use handler::{CancelReason, InboundId};
 pub use machine::Rpc;
-pub use types::{ProviderFlags, RegisterOptions, RpcConfig, RpcEvent, RpcOutput, RpcStats};
+pub use types::{
+    ProviderFlags, Refusals, RegisterOptions, RpcConfig, RpcEvent, RpcOutput, RpcStats,
+};

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::RpcError;
 use super::caller::{CallId, ProviderChoice};
 use super::handler::{CancelReason, InboundId};
+use crate::access::AccessList;
 use crate::directory::AnnounceFailed;
 use crate::directory::DirectoryRequest;
 use crate::id::{NodeId, Realm};
@@ -40,6 +41,16 @@ pub struct RpcConfig {
     pub max_in_flight: usize,
     /// Calls this node handles at once (default 256).
     pub max_handlers: usize,
+    /// Calls one caller may have handled here at once (default 128, half of
+    /// the default `max_handlers`), so one caller cannot take every handler
+    /// slot; past it its calls are refused ERROR `overloaded` (counted in
+    /// [`Refusals::caller_share`]).
+    pub max_handlers_per_caller: usize,
+    /// Who may call which procedure (default [`AccessList::open`]: every
+    /// caller, every procedure). A refused call is answered ERROR
+    /// `unauthorized` before the application sees it (counted in
+    /// [`Refusals::unauthorized`]).
+    pub callers: AccessList,
     /// How long a provider list is used (default 30 s).
     pub cache_ttl: Duration,
     /// How long a provider lookup may take before it is tried again
@@ -58,6 +69,8 @@ impl RpcConfig {
             attempts: 3,
             max_in_flight: 1024,
             max_handlers: 256,
+            max_handlers_per_caller: 128,
+            callers: AccessList::open(),
             cache_ttl: Duration::from_secs(30),
             lookup_timeout: Duration::from_secs(5),
         }
@@ -110,8 +123,40 @@ pub struct RpcStats {
     /// Incoming calls handed to the application.
     pub handled: u64,
     /// Incoming calls answered with an ERROR before reaching the
-    /// application (unknown, too large, refused, overloaded).
+    /// application (unknown, too large, unauthorized, overloaded): the sum
+    /// of [`RpcStats::refusals`].
     pub refused: u64,
+    /// The incoming calls refused, by reason.
+    pub refusals: Refusals,
+}
+
+/// Incoming calls refused before reaching the application, by reason (the
+/// ERROR code each was answered with in brackets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// The procedure is not registered here (`unknown procedure`).
+    pub unknown_procedure: u64,
+    /// The payload is over [`RpcConfig::max_payload`] (`too large`).
+    pub too_large: u64,
+    /// [`RpcConfig::callers`] refused the caller (`unauthorized`).
+    pub unauthorized: u64,
+    /// [`RpcConfig::max_handlers`] calls were being handled (`overloaded`).
+    pub overloaded: u64,
+    /// The caller already had [`RpcConfig::max_handlers_per_caller`] calls
+    /// being handled (`overloaded`).
+    pub caller_share: u64,
+}
+
+impl Refusals {
+    fn plus(self, other: Refusals) -> Refusals {
+        Refusals {
+            unknown_procedure: self.unknown_procedure + other.unknown_procedure,
+            too_large: self.too_large + other.too_large,
+            unauthorized: self.unauthorized + other.unauthorized,
+            overloaded: self.overloaded + other.overloaded,
+            caller_share: self.caller_share + other.caller_share,
+        }
+    }
 }
 
 impl RpcStats {
@@ -125,6 +170,7 @@ impl RpcStats {
             failovers: self.failovers + other.failovers,
             handled: self.handled + other.handled,
             refused: self.refused + other.refused,
+            refusals: self.refusals.plus(other.refusals),
         }
     }
 }

@@ -90,7 +90,8 @@ wire_enum! {
         Timeout = 2,
         /// The handler ran and failed; the message says how.
         RemoteError = 3,
-        /// The authorization hook refused the call.
+        /// Not served here, or refused by policy (a CALL to a node without
+        /// RPC, ...).
         Refused = 4,
         /// The request or its reply is over a size limit.
         TooLarge = 5,
@@ -102,6 +103,9 @@ wire_enum! {
         Cancelled = 8,
         /// The request is malformed for its kind (a bad pattern, ...).
         BadRequest = 9,
+        /// The caller may not call this procedure (the provider's
+        /// authorization: its allow-lists or callback).
+        Unauthorized = 10,
     }
 }
 

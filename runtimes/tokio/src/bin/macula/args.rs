@@ -156,6 +156,29 @@ pub struct NodeArgs {
     /// at this address (port 0 picks a free one).
     #[arg(long, env = "MACULA_METRICS_ADDR", value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Only these nodes may call the procedures PATTERN matches (a pattern
+    /// as for subscribe: `admin.#`, `jobs.*`); others are answered ERROR
+    /// unauthorized. Procedures no rule matches stay open to every caller;
+    /// a procedure several rules match is open to all their nodes. Repeat
+    /// for several rules (`;` between rules in the environment variable).
+    #[arg(
+        long = "allow-caller",
+        env = "MACULA_ALLOW_CALLERS",
+        value_name = "PATTERN=NODEID,...",
+        value_delimiter = ';'
+    )]
+    pub allow_callers: Vec<String>,
+    /// Only these nodes may publish to this node on the topics PATTERN
+    /// matches; other nodes' publications there are dropped (counted).
+    /// Topics no rule matches stay open to every publisher. Repeat for
+    /// several rules (`;` between rules in the environment variable).
+    #[arg(
+        long = "allow-publisher",
+        env = "MACULA_ALLOW_PUBLISHERS",
+        value_name = "PATTERN=NODEID,...",
+        value_delimiter = ';'
+    )]
+    pub allow_publishers: Vec<String>,
 }
 
 /// Where a payload comes from: the argument, a file, or stdin (`-`).

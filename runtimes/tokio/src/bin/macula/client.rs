@@ -100,7 +100,9 @@ fn call_failure(procedure: &str, error: CallError) -> Failure {
     let kind = match &error {
         CallError::Rpc(RpcError::NoProvider { .. }) => FailureKind::NoProvider,
         CallError::Rpc(RpcError::Timeout { .. }) => FailureKind::Timeout,
-        CallError::Rpc(RpcError::Remote { .. } | RpcError::Refused { .. }) => FailureKind::Remote,
+        CallError::Rpc(
+            RpcError::Remote { .. } | RpcError::Refused { .. } | RpcError::Unauthorized { .. },
+        ) => FailureKind::Remote,
         CallError::Rpc(RpcError::BadName(_)) => FailureKind::Settings,
         CallError::Rpc(_) => FailureKind::Call,
         CallError::Stopped => FailureKind::Other,

@@ -41,6 +41,13 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
     let log = EventLog::new();
     let mut config = mesh::config(&settings, Some(DEFAULT_NODE_LISTEN))?;
     config.metrics_addr = args.metrics_addr.or(node_file.metrics_addr);
+    config.node.rpc.callers =
+        settings::access_list(args.allow_callers, node_file.allow_caller, "--allow-caller")?;
+    config.node.pubsub.publishers = settings::access_list(
+        args.allow_publishers,
+        node_file.allow_publisher,
+        "--allow-publisher",
+    )?;
     let node = mesh::bind(config).await?;
     let mut events = node.events();
     println!("node id   {}", node.node_id());

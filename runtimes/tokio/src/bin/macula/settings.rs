@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use macula::access::AccessList;
 use macula::dht::Contact;
 use macula::id::Realm;
 use macula::tls::{CaRoots, PeerVerification, PinSet};
@@ -60,6 +61,10 @@ pub struct FileSettings {
     pub echo: Option<Vec<String>>,
     /// `metrics_addr = "127.0.0.1:9464"` (`macula node` only)
     pub metrics_addr: Option<SocketAddr>,
+    /// `allow_caller = ["admin.#=NODEID,NODEID"]` (`macula node` only)
+    pub allow_caller: Option<Vec<String>>,
+    /// `allow_publisher = ["alerts.#=NODEID"]` (`macula node` only)
+    pub allow_publisher: Option<Vec<String>>,
 }
 
 impl FileSettings {
@@ -194,6 +199,19 @@ pub fn resolve(flags: MeshArgs, file: FileSettings, file_name: &str) -> Result<S
     })
 }
 
+/// An access list from `PATTERN=NODEID,...` rules: the flag's if it gave
+/// any, else the file's. `flag` names the rules in errors.
+pub fn access_list(
+    flag_rules: Vec<String>,
+    file_rules: Option<Vec<String>>,
+    flag: &str,
+) -> Result<AccessList, Failure> {
+    layer_list(flag_rules, file_rules)
+        .iter()
+        .try_fold(AccessList::open(), |list, rule| list.allow_text(rule))
+        .map_err(|e| Failure::settings(format!("{flag}: {e}")))
+}
+
 /// The mesh settings of a command: its config file (if one is given) read,
 /// then every layer applied.
 pub fn from_args(mut flags: MeshArgs) -> Result<(Settings, FileSettings), Failure> {
@@ -209,6 +227,8 @@ pub fn from_args(mut flags: MeshArgs) -> Result<(Settings, FileSettings), Failur
         peers_file: file.peers_file.clone(),
         echo: file.echo.clone(),
         metrics_addr: file.metrics_addr,
+        allow_caller: file.allow_caller.clone(),
+        allow_publisher: file.allow_publisher.clone(),
         ..FileSettings::default()
     };
     let settings = resolve(flags, file, &name)?;
@@ -344,6 +364,43 @@ mod tests {
         );
         let mistyped = FileSettings::parse("listen = 4433").unwrap_err();
         assert!(mistyped.contains("listen"), "{mistyped}");
+    }
+
+    #[test]
+    fn access_rules_come_from_the_flags_or_else_the_file() {
+        let line = [
+            "macula",
+            "node",
+            "--allow-caller",
+            &format!("admin.#={ID_A}"),
+            "--allow-caller",
+            &format!("jobs.*={ID_A},{ID_B}"),
+        ];
+        let Command::Node(node) = Cli::try_parse_from(line).unwrap().command else {
+            panic!("not node");
+        };
+        let file = file(&format!(
+            "allow_caller = [\"admin.#={ID_B}\"]\nallow_publisher = [\"alerts.#={ID_B}\"]"
+        ));
+        let callers = access_list(node.allow_callers, file.allow_caller, "--allow-caller");
+        let callers = callers.unwrap();
+        let (a, b) = (ID_A.parse().unwrap(), ID_B.parse().unwrap());
+        assert!(callers.allows(&a, "admin.reboot"), "the flags win");
+        assert!(!callers.allows(&b, "admin.reboot"));
+        assert!(callers.allows(&b, "jobs.run") && callers.allows(&b, "open.proc"));
+        let publishers = access_list(
+            node.allow_publishers,
+            file.allow_publisher,
+            "--allow-publisher",
+        );
+        let publishers = publishers.unwrap();
+        assert!(publishers.allows(&b, "alerts.fire") && !publishers.allows(&a, "alerts.fire"));
+        let bad = access_list(vec!["admin.#".into()], None, "--allow-caller").unwrap_err();
+        assert!(
+            bad.message.starts_with("--allow-caller:"),
+            "{}",
+            bad.message
+        );
     }
 
     #[test]
