@@ -10,28 +10,23 @@
 //! many pairs dial each other at the same time.
 #![cfg(feature = "sim")]
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use macula::collections::HashMap;
 use macula::dht::Mode;
-use macula::id::{Identity, NodeId, Realm};
-use macula::node::{Event, Node, NodeConfig};
+use macula::id::NodeId;
+use macula::node::{Event, NodeConfig};
 use macula::peer_record::Reachability;
 use macula::pubsub::{Pattern, PubSubEvent, Topic};
 use macula::rpc::{CallId, RpcError, RpcEvent};
-use macula::secret::Secret;
-use macula::sim::{HostId, Link, NatConfig, World};
+use macula::sim::{CALL_TIMEOUT, HostId, Link, Mesh, NatConfig, PORT, lan_addr, public_addr};
 
-const UNIX_MS: u64 = 1_795_478_400_000;
+mod common;
+
 const PUBLIC: usize = 15;
 const PRIVATE: usize = 15;
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn realm() -> Realm {
-    Realm::new("io.macula.mesh").unwrap()
-}
 
 /// The NATs in front of private node `i`, outermost first.
 fn nats_of(i: usize) -> Vec<NatConfig> {
@@ -46,70 +41,45 @@ fn nats_of(i: usize) -> Vec<NatConfig> {
     }
 }
 
-struct Mesh {
-    world: World<Node>,
+/// The fixture's mesh, split into its public and its private nodes.
+struct ReachMesh {
+    mesh: Mesh,
     public: Vec<HostId>,
     private: Vec<HostId>,
-    ids: HashMap<HostId, NodeId>,
 }
 
-fn node(i: usize, addr: SocketAddr, mode: Mode, start: Instant) -> Node {
-    let mut config = NodeConfig::new(realm());
-    config.listen_addrs = vec![addr];
-    config.dht.mode = mode;
-    // Every private node is an end of up to 29 circuits.
-    config.relay.max_circuits_per_peer = 64;
-    let identity = Identity::from_seed([i as u8 + 1; 32]);
-    Node::new(
-        config,
-        identity,
-        Secret::deterministic(1000 + i as u64),
-        start,
-        UNIX_MS,
-    )
-    .unwrap()
+/// Every node's settings here: its DHT role, and room for the circuits of
+/// a mesh where every private node ends up to 29 of them.
+fn configure(mode: Mode) -> impl FnOnce(&mut NodeConfig) {
+    move |config| {
+        config.dht.mode = mode;
+        config.relay.max_circuits_per_peer = 64;
+    }
 }
 
-impl Mesh {
+impl ReachMesh {
     fn new(seed: u64) -> Self {
-        #[allow(clippy::disallowed_methods)]
-        let start = Instant::now();
-        let mut world = World::new(seed, start);
-        let internet = world.internet();
-        let link = |ms| Link::with_latency(Duration::from_millis(ms));
-        let mut public = Vec::new();
-        for i in 0..PUBLIC {
-            let addr = SocketAddr::from(([198, 51, 100, i as u8 + 1], 4433));
-            public.push(world.add_host(
-                internet,
-                addr,
-                link(10),
-                node(i, addr, Mode::Server, start),
-            ));
-        }
-        let mut private = Vec::new();
-        for i in 0..PRIVATE {
-            let mut net = internet;
-            let mut outer = IpAddr::from([203, 0, 113, i as u8 + 1]);
-            for (depth, config) in nats_of(i).into_iter().enumerate() {
-                let (_, inside) = world.add_nat(net, outer, link(5), config);
-                net = inside;
-                outer = IpAddr::from([100, 64, i as u8, depth as u8 + 1]);
-            }
-            let addr = SocketAddr::from(([192, 168, i as u8, 2], 4433));
-            let n = node(PUBLIC + i, addr, Mode::Client, start);
-            private.push(world.add_host(net, addr, link(5), n));
-        }
-        let ids = public
-            .iter()
-            .chain(&private)
-            .map(|h| (*h, world.machine(*h).node_id()))
+        let mut mesh = Mesh::new(seed, common::epoch());
+        mesh.set_link(Link::with_latency(Duration::from_millis(10)));
+        let public: Vec<HostId> = (0..PUBLIC)
+            .map(|i| mesh.add_public(public_addr(i as u8 + 1, PORT), configure(Mode::Server)))
             .collect();
-        Mesh {
-            world,
+        mesh.set_link(Link::with_latency(Duration::from_millis(5)));
+        let private = (0..PRIVATE)
+            .map(|i| {
+                // The outermost NAT on the internet, the next in carrier space.
+                let outer = (0u8..).map(|depth| match depth {
+                    0 => IpAddr::from([203, 0, 113, i as u8 + 1]),
+                    d => IpAddr::from([100, 64, i as u8, d]),
+                });
+                let nats: Vec<(IpAddr, NatConfig)> = outer.zip(nats_of(i)).collect();
+                mesh.add_behind(&nats, lan_addr(i as u8), configure(Mode::Client))
+            })
+            .collect();
+        ReachMesh {
+            mesh,
             public,
             private,
-            ids,
         }
     }
 
@@ -120,15 +90,11 @@ impl Mesh {
     /// Every node joins through the first public node; then every private
     /// node runs until its peer record names a relay.
     fn join(&mut self) {
-        let seed = self.world.machine(self.public[0]).contact();
-        for host in self.all().into_iter().skip(1) {
-            let seeds = vec![seed.clone()];
-            self.world
-                .with_machine(host, |node, now| node.bootstrap(now, seeds));
-        }
-        let limit = self.world.now() + Duration::from_secs(90);
+        let rest: Vec<HostId> = self.all().into_iter().skip(1).collect();
+        self.mesh.begin_bootstrap(self.public[0], &rest);
+        let limit = self.mesh.world.now() + Duration::from_secs(90);
         let private = self.private.clone();
-        let ready = self.world.run_while(limit, |w| {
+        let ready = self.mesh.world.run_while(limit, |w| {
             !private.iter().all(|h| {
                 w.machine(*h)
                     .peer_record()
@@ -139,12 +105,13 @@ impl Mesh {
             .private
             .iter()
             .filter(|h| {
-                self.world
+                self.mesh
+                    .world
                     .machine(**h)
                     .peer_record()
                     .is_none_or(|r| r.relays.is_empty())
             })
-            .map(|h| (h, self.world.machine(*h).nat_report().cloned()))
+            .map(|h| (h, self.mesh.world.machine(*h).nat_report().cloned()))
             .collect();
         assert!(ready, "private nodes without relays: {missing:?}");
     }
@@ -164,6 +131,7 @@ impl Mesh {
         for (i, (caller, procedure)) in calls.iter().enumerate() {
             let payload = Bytes::from(format!("call {i}"));
             let call = self
+                .mesh
                 .world
                 .with_machine(*caller, |node, now| {
                     node.call(now, procedure, payload, CALL_TIMEOUT, Default::default())
@@ -174,7 +142,8 @@ impl Mesh {
         for (publisher, _, topic) in publishes {
             let topic = Topic::new(topic).unwrap();
             let payload = Bytes::from_static(b"news");
-            self.world
+            self.mesh
+                .world
                 .with_machine(*publisher, |node, now| node.publish(now, topic, payload))
                 .unwrap();
         }
@@ -185,7 +154,7 @@ impl Mesh {
             .map(|(_, subscriber, topic)| (*subscriber, topic.clone()))
             .collect();
         let mut delivered = 0;
-        self.world.drive(within, |world, host, event| {
+        self.mesh.world.drive(within, |world, host, event| {
             match event {
                 Event::Rpc(RpcEvent::Request { id, payload, .. }) => {
                     // A call given up meanwhile cannot be answered any more.
@@ -218,19 +187,19 @@ impl Mesh {
 
 #[test]
 fn thirty_nodes_half_behind_every_kind_of_nat_all_connect() {
-    let mut mesh = Mesh::new(7);
+    let mut mesh = ReachMesh::new(7);
     mesh.join();
 
     // Every private node knows it is private and serves no one's DHT.
     for &host in &mesh.private {
-        let node = mesh.world.machine(host);
+        let node = mesh.mesh.world.machine(host);
         assert_eq!(node.reachability(), Reachability::Private, "{host:?}");
         assert_eq!(node.dht().mode(), Mode::Client);
         assert_eq!(node.reach_stats().role_changes, 0);
     }
-    let private_ids: Vec<NodeId> = mesh.private.iter().map(|h| mesh.ids[h]).collect();
+    let private_ids: Vec<NodeId> = mesh.private.iter().map(|h| mesh.mesh.id(*h)).collect();
     for &host in &mesh.all() {
-        let table = mesh.world.machine(host).dht().table();
+        let table = mesh.mesh.world.machine(host).dht().table();
         for id in &private_ids {
             assert!(
                 !table.contains(id),
@@ -243,7 +212,8 @@ fn thirty_nodes_half_behind_every_kind_of_nat_all_connect() {
     // topic of their own.
     for (i, &host) in mesh.all().iter().enumerate() {
         let procedure = format!("mesh.n{i}");
-        mesh.world
+        mesh.mesh
+            .world
             .with_machine(host, |node, now| {
                 node.register(now, &procedure, Default::default())
             })
@@ -251,11 +221,12 @@ fn thirty_nodes_half_behind_every_kind_of_nat_all_connect() {
     }
     for (i, &host) in mesh.private.iter().enumerate() {
         let pattern = Pattern::new(&format!("topic.p{i}")).unwrap();
-        mesh.world
+        mesh.mesh
+            .world
             .with_machine(host, |node, now| node.subscribe(now, pattern))
             .unwrap();
     }
-    mesh.world.run_for(Duration::from_secs(3));
+    mesh.mesh.world.run_for(Duration::from_secs(3));
 
     // Every pair with a private end: calls from every node to every private
     // one and from every private node to every public one, all at once (so
@@ -301,7 +272,7 @@ fn thirty_nodes_half_behind_every_kind_of_nat_all_connect() {
     let relayed: u64 = mesh
         .public
         .iter()
-        .map(|h| mesh.world.machine(*h).relay_counters().circuits_opened)
+        .map(|h| mesh.mesh.world.machine(*h).relay_counters().circuits_opened)
         .sum();
     println!("circuits opened at the relays: {relayed}");
     assert!(relayed > 0);
@@ -310,22 +281,39 @@ fn thirty_nodes_half_behind_every_kind_of_nat_all_connect() {
     let dead = *mesh
         .public
         .iter()
-        .max_by_key(|h| mesh.world.machine(**h).relay_counters().circuits_opened)
+        .max_by_key(|h| {
+            mesh.mesh
+                .world
+                .machine(**h)
+                .relay_counters()
+                .circuits_opened
+        })
         .unwrap();
-    let dead_id = mesh.ids[&dead];
+    let dead_id = mesh.mesh.id(dead);
     let orphans: Vec<HostId> = mesh
         .private
         .iter()
         .copied()
-        .filter(|p| mesh.world.machine(*p).reserved_relays().contains(&dead_id))
+        .filter(|p| {
+            mesh.mesh
+                .world
+                .machine(*p)
+                .reserved_relays()
+                .contains(&dead_id)
+        })
         .collect();
     assert!(!orphans.is_empty());
-    let through_dead = mesh.world.machine(dead).relay_counters().circuits_opened;
+    let through_dead = mesh
+        .mesh
+        .world
+        .machine(dead)
+        .relay_counters()
+        .circuits_opened;
     println!(
         "relay {dead:?} dies: {} reservations, {through_dead} circuits opened through it",
         orphans.len()
     );
-    mesh.world.set_online(dead, false);
+    mesh.mesh.world.set_online(dead, false);
     let mut in_flight = Vec::new();
     for &caller in &mesh.private {
         for &callee in &orphans {
@@ -359,8 +347,8 @@ fn thirty_nodes_half_behind_every_kind_of_nat_all_connect() {
     );
 
     // Its nodes notice, reserve elsewhere and republish their records.
-    let limit = mesh.world.now() + Duration::from_secs(120);
-    let replaced = mesh.world.run_while(limit, |w| {
+    let limit = mesh.mesh.world.now() + Duration::from_secs(120);
+    let replaced = mesh.mesh.world.run_while(limit, |w| {
         !orphans.iter().all(|p| {
             let node = w.machine(*p);
             let relays = node.reserved_relays();
@@ -385,7 +373,7 @@ fn thirty_nodes_half_behind_every_kind_of_nat_all_connect() {
     let upgrades: u64 = mesh
         .all()
         .iter()
-        .map(|h| mesh.world.machine(*h).upgrade_counters().upgrades)
+        .map(|h| mesh.mesh.world.machine(*h).upgrade_counters().upgrades)
         .sum();
     println!("relay -> direct upgrades (each end counts its own): {upgrades}");
     assert!(upgrades > 0);
