@@ -504,7 +504,13 @@ impl Mesh {
         let at = |i: u32| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4433));
         let hub = node(
             HUB,
-            config(at(0), |c| c.pool.max_inbound = 2 * peers as usize),
+            config(at(0), |c| {
+                c.pool.max_inbound = 2 * peers as usize;
+                // Every peer dials at once: a hub expecting such a herd
+                // admits it (the defaults would refuse past 512).
+                c.admission.max_handshakes = 2 * peers as usize;
+                c.admission.max_awaiting_connect = 2 * peers as usize;
+            }),
             now,
         );
         let mut nodes = vec![hub];
