@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::diversity::Diversity;
 use super::store::StoreLimits;
 
 /// Whether this node serves the DHT.
@@ -92,8 +93,15 @@ pub struct DhtConfig {
     pub max_store_batch: usize,
     /// Peers tracked by the breakers, limiter and RTT table.
     pub max_tracked_peers: usize,
-    /// Limits of the record store.
+    /// Limits of the record store (TTL cap, clock skew, quotas per
+    /// publisher and per source network, eviction).
     pub store_limits: StoreLimits,
+    /// IP diversity of the routing table and of lookups.
+    pub diversity: Diversity,
+    /// Largest reply frame body; answers are cut to fit ([`super::fit`]).
+    /// Default 1 MiB, the protocol's `max_frame_len` (the Node lowers it to
+    /// its own frame limit).
+    pub max_reply_bytes: usize,
     /// How often expired records and cache entries are swept.
     pub sweep_interval: Duration,
     /// After bootstrap's self-lookup, every bucket farther than the nearest
@@ -141,6 +149,8 @@ impl Default for DhtConfig {
             max_store_batch: 64,
             max_tracked_peers: 4096,
             store_limits: StoreLimits::default(),
+            diversity: Diversity::default(),
+            max_reply_bytes: 1 << 20,
             sweep_interval: Duration::from_secs(10),
             bootstrap_refresh_below: 20,
             bootstrap_retries: 3,

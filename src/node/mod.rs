@@ -84,6 +84,7 @@ use crate::pubsub::PubSubEvent;
 use crate::quic::{QuicConfigError, QuicConfigs};
 use crate::relay::{RelayClient, RelayServer};
 use crate::rpc::RpcEvent;
+use crate::scope::AddressPolicy;
 use crate::tls::{NodeTls, TlsError, WallClock};
 use crate::wire::{DisconnectReason, Message};
 
@@ -287,7 +288,10 @@ impl Node {
         config.pool.local = local;
         config.pool.seed = seed ^ 0x706f_6f6c; // "pool"
         let pool = Pool::new(config.pool.clone())?;
-        let dht = Dht::new(config.dht.clone(), identity.clone(), seed ^ 0x0064_6874); // "dht"
+        let frame = usize::try_from(config.limits.max_frame_len).unwrap_or(usize::MAX);
+        config.dht.max_reply_bytes = config.dht.max_reply_bytes.min(frame);
+        let mut dht = Dht::new(config.dht.clone(), identity.clone(), seed ^ 0x0064_6874); // "dht"
+        dht.set_address_policy(AddressPolicy::for_listen(&config.listen_addrs));
         config.rpc.seed = seed ^ 0x0072_7063; // "rpc"
         config.pubsub.local_id = local;
         config.pubsub.first_epoch = unix_ms.saturating_mul(1000);
