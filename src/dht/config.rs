@@ -99,8 +99,11 @@ pub struct DhtConfig {
     /// IP diversity of the routing table and of lookups.
     pub diversity: Diversity,
     /// Largest reply frame body; answers are cut to fit ([`super::fit`]).
-    /// Default 1 MiB, the protocol's `max_frame_len` (the Node lowers it to
-    /// its own frame limit).
+    /// Default 64 KiB: hundreds of ordinary records (an RPC provider record
+    /// is 145 bytes), yet a 40-byte FIND_VALUE cannot make us send a
+    /// megabyte, and the reply arrives within the asker's request deadline
+    /// (a few RTTs). Never more than the frame limit (the Node lowers it to
+    /// its own `max_frame_len`, 1 MiB by default).
     pub max_reply_bytes: usize,
     /// How often expired records and cache entries are swept.
     pub sweep_interval: Duration,
@@ -150,7 +153,7 @@ impl Default for DhtConfig {
             max_tracked_peers: 4096,
             store_limits: StoreLimits::default(),
             diversity: Diversity::default(),
-            max_reply_bytes: 1 << 20,
+            max_reply_bytes: 64 << 10,
             sweep_interval: Duration::from_secs(10),
             bootstrap_refresh_below: 20,
             bootstrap_retries: 3,

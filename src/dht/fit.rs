@@ -1,9 +1,10 @@
 //! Replies that fit one frame.
 //!
-//! A reply goes back as one frame, and a frame body is at most
-//! [`DhtConfig::max_reply_bytes`](super::DhtConfig::max_reply_bytes) (the
-//! protocol's 1 MiB `max_frame_len` by default). A key may hold 64 records
-//! of 16 KiB, more than a frame carries, so an answer is cut to fit:
+//! A reply goes back as one frame, whose body we keep within
+//! [`DhtConfig::max_reply_bytes`](super::DhtConfig::max_reply_bytes) (64
+//! KiB by default, never more than the protocol's 1 MiB `max_frame_len`).
+//! A key may hold 64 records of 16 KiB, more than a frame carries, so an
+//! answer is cut to fit:
 //! contacts first (closest first, a few hundred bytes each), then records,
 //! smallest first, so a handful of large records cannot crowd out many
 //! small ones. A FIND_VALUE reply says how many records it left out.
