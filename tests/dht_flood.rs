@@ -39,11 +39,15 @@ fn flooded(seed: u64, procedure: &str, ttl_secs: u32) -> (Mesh, RecordKey) {
             })
         })
         .collect();
-    assert!(mesh.bootstrap(mesh.hosts[0], &attackers), "attackers bootstrap");
+    assert!(
+        mesh.bootstrap(mesh.hosts[0], &attackers),
+        "attackers bootstrap"
+    );
     for &attacker in &attackers {
         let value = Bytes::from(vec![0xee; 16 << 10]);
         let timeout = Duration::from_secs(10);
-        let stored = (mesh.world).with_machine(attacker, |node, now| node.store(now, key, value, timeout));
+        let stored =
+            (mesh.world).with_machine(attacker, |node, now| node.store(now, key, value, timeout));
         stored.expect("a 16 KiB value is within the limit");
     }
     mesh.settle(Duration::from_secs(15));
@@ -66,7 +70,10 @@ fn provider_announces_and_is_reached(mesh: &mut Mesh, key: &RecordKey, procedure
     let provider = mesh.hosts[1];
     mesh.register(provider, procedure, RegisterOptions::default());
     mesh.settle(Duration::from_secs(5));
-    assert!(holders(mesh, key, mesh.id(provider)) >= HONEST / 2 + 1, "announced");
+    assert!(
+        holders(mesh, key, mesh.id(provider)) > HONEST / 2,
+        "announced"
+    );
     let call = mesh.call(mesh.hosts[HONEST - 1], procedure, &b"hi"[..]);
     let mut result = None;
     let done = mesh.drive(CALL_TIMEOUT, |world, host, event| {
@@ -107,7 +114,9 @@ fn a_key_full_of_large_records_still_answers_in_one_frame_and_takes_the_provider
     assert!(full > 0, "the flood filled the key somewhere");
     // A FIND_VALUE of all 64 is more than a frame: answered, cut, counted.
     let asker = mesh.hosts[HONEST - 1];
-    (mesh.world).with_machine(asker, |node, now| node.query(now, key, Duration::from_secs(10)));
+    (mesh.world).with_machine(asker, |node, now| {
+        node.query(now, key, Duration::from_secs(10))
+    });
     let mut found = None;
     let done = mesh.drive(Duration::from_secs(15), |_, host, event| match event {
         Event::Dht(DhtEvent::ValuesFound { records, stats, .. }) if host == asker => {
@@ -118,7 +127,10 @@ fn a_key_full_of_large_records_still_answers_in_one_frame_and_takes_the_provider
     });
     assert!(done, "the query finished");
     let (records, stats) = found.expect("values");
-    assert!(records > 0 && stats.answered > 0 && !stats.timed_out, "{records} {stats:?}");
+    assert!(
+        records > 0 && stats.answered > 0 && !stats.timed_out,
+        "{records} {stats:?}"
+    );
     let left_out: u64 = (mesh.hosts[..HONEST].iter())
         .map(|&h| mesh.node(h).dht().metrics().records_left_out)
         .sum();
@@ -127,7 +139,10 @@ fn a_key_full_of_large_records_still_answers_in_one_frame_and_takes_the_provider
     let provider = mesh.hosts[1];
     mesh.register(provider, procedure, RegisterOptions::default());
     mesh.settle(Duration::from_secs(5));
-    assert!(holders(&mesh, &key, mesh.id(provider)) >= HONEST / 2 + 1, "announced");
+    assert!(
+        holders(&mesh, &key, mesh.id(provider)) > HONEST / 2,
+        "announced"
+    );
     let evicted: u64 = (mesh.hosts[..HONEST].iter())
         .map(|&h| mesh.node(h).dht().metrics().records_evicted)
         .sum();

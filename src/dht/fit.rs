@@ -71,7 +71,7 @@ pub fn fit_value(
     let fixed = REQUEST_ID + COUNT + OMITTED + COUNT;
     let room = max.saturating_sub(fixed);
     let room = room - cut_contacts(closer, room);
-    records.sort_by(|a, b| (record_len(a), a.provider()).cmp(&(record_len(b), b.provider())));
+    records.sort_by_cached_key(|r| (record_len(r), r.provider()));
     let mut used = 0;
     let keep = records
         .iter()
