@@ -291,7 +291,16 @@ impl Node {
         let frame = usize::try_from(config.limits.max_frame_len).unwrap_or(usize::MAX);
         config.dht.max_reply_bytes = config.dht.max_reply_bytes.min(frame);
         let mut dht = Dht::new(config.dht.clone(), identity.clone(), seed ^ 0x0064_6874); // "dht"
-        dht.set_address_policy(AddressPolicy::for_listen(&config.listen_addrs));
+        // A node that announces no address (bound to an unspecified one,
+        // e.g. a dual-stack socket on a developer's host) may be on loopback.
+        let policy = if config.listen_addrs.is_empty() {
+            AddressPolicy {
+                allow_loopback: true,
+            }
+        } else {
+            AddressPolicy::for_listen(&config.listen_addrs)
+        };
+        dht.set_address_policy(policy);
         config.rpc.seed = seed ^ 0x0072_7063; // "rpc"
         config.pubsub.local_id = local;
         config.pubsub.first_epoch = unix_ms.saturating_mul(1000);
