@@ -84,34 +84,6 @@ fn v6_scope(ip: Ipv6Addr) -> Scope {
     }
 }
 
-/// An IP network: the first `bits` of an address (the rest zeroed), for
-/// limits that hold per network rather than per address (a host with
-/// many addresses in one IPv6 /64 is one source).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IpPrefix {
-    network: IpAddr,
-    bits: u8,
-}
-
-/// The prefix of `ip` that a limit counts: its first `v4_bits` (IPv4, and
-/// IPv4-mapped IPv6) or `v6_bits` (IPv6).
-pub fn prefix(ip: IpAddr, v4_bits: u8, v6_bits: u8) -> IpPrefix {
-    match canonical(ip) {
-        IpAddr::V4(v4) => {
-            let bits = v4_bits.min(32);
-            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
-            let network = IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask));
-            IpPrefix { network, bits }
-        }
-        IpAddr::V6(v6) => {
-            let bits = v6_bits.min(128);
-            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
-            let network = IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask));
-            IpPrefix { network, bits }
-        }
-    }
-}
-
 /// Which addresses a peer's claims may name (module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AddressPolicy {
@@ -134,6 +106,39 @@ impl AddressPolicy {
             Scope::Local | Scope::Global => true,
             Scope::Loopback => self.allow_loopback,
             Scope::Unspecified | Scope::Multicast | Scope::Virtual => false,
+        }
+    }
+}
+
+/// A network prefix: an address cut to its first bits (see [`prefix`]).
+/// Limits that count per network rather than per address key on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpPrefix {
+    /// The address with every bit past the prefix cleared.
+    pub network: IpAddr,
+    /// How many leading bits are kept.
+    pub bits: u8,
+}
+
+/// The network of `ip`: IPv4 (and IPv4-mapped IPv6) cut to `v4_bits`, IPv6
+/// to `v6_bits` (each capped at the address length).
+pub fn prefix(ip: IpAddr, v4_bits: u8, v6_bits: u8) -> IpPrefix {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            let bits = v4_bits.min(32);
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            IpPrefix {
+                network: IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask)),
+                bits,
+            }
+        }
+        IpAddr::V6(v6) => {
+            let bits = v6_bits.min(128);
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            IpPrefix {
+                network: IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask)),
+                bits,
+            }
         }
     }
 }
@@ -174,21 +179,20 @@ mod tests {
     }
 
     #[test]
-    fn prefixes_group_networks() {
-        let ip = |text: &str| text.parse::<IpAddr>().expect("test address");
-        let p = |text| prefix(ip(text), 24, 64);
-        assert_eq!(p("10.1.2.3"), p("10.1.2.200"));
-        assert_ne!(p("10.1.2.3"), p("10.1.3.3"));
-        assert_eq!(p("::ffff:10.1.2.3"), p("10.1.2.9"), "mapped counts as IPv4");
-        assert_eq!(p("2001:db8:1:2::1"), p("2001:db8:1:2:ffff::9"));
-        assert_ne!(p("2001:db8:1:2::1"), p("2001:db8:1:3::1"));
-        assert_ne!(
-            prefix(ip("10.0.0.1"), 32, 64),
-            prefix(ip("10.0.0.2"), 32, 64)
-        );
+    fn prefixes() {
+        let net = |text: &str| prefix(text.parse().expect("test ip"), 24, 48);
+        assert_eq!(net("198.51.100.7"), net("198.51.100.200"));
+        assert_ne!(net("198.51.100.7"), net("198.51.101.7"));
+        assert_eq!(net("::ffff:198.51.100.7"), net("198.51.100.9"));
+        assert_eq!(net("198.51.100.7").network.to_string(), "198.51.100.0");
+        assert_eq!(net("2001:db8:1:2::1"), net("2001:db8:1:ffff::9"));
+        assert_ne!(net("2001:db8:1::1"), net("2001:db8:2::1"));
+        let whole = prefix("10.1.2.3".parse().expect("test ip"), 0, 0);
+        assert_eq!(whole.network.to_string(), "0.0.0.0");
+        let exact = prefix("10.1.2.3".parse().expect("test ip"), 40, 200);
         assert_eq!(
-            prefix(ip("10.0.0.1"), 0, 0),
-            prefix(ip("192.168.0.1"), 0, 0)
+            (exact.network.to_string().as_str(), exact.bits),
+            ("10.1.2.3", 32)
         );
     }
 

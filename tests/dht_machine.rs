@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use macula::Child;
 use macula::dht::{
-    Contact, Dht, DhtConfig, DhtEvent, DhtOutput, ErrorCode, Failure, Mode, RejectReason, Request,
-    RequestId, Response, StoreStatus,
+    Contact, Dht, DhtConfig, DhtEvent, DhtOutput, ErrorCode, Failure, Inbound, Mode, RejectReason,
+    Request, RequestId, Response, StoreStatus,
 };
 use macula::id::{Identity, NodeId, Realm, RecordKey, RecordKind};
 use macula::record::SignedRecord;
@@ -31,6 +31,17 @@ fn identity(i: usize) -> Identity {
 
 fn contact(i: usize) -> Contact {
     Contact::new(identity(i).node_id(), addr(i))
+}
+
+/// An inbound request's sender: `contact`, a server when `server`, seen at
+/// its first address.
+fn inbound(contact: &Contact, server: bool) -> Inbound {
+    Inbound {
+        id: contact.id,
+        server,
+        claimed: contact.addrs.to_vec(),
+        source: contact.addrs.first().copied(),
+    }
 }
 
 fn key(name: &str) -> RecordKey {
@@ -126,8 +137,7 @@ impl Net {
                     self.nodes[to].handle_request(
                         now,
                         unix,
-                        &contact(from),
-                        true,
+                        &inbound(&contact(from), true),
                         request_id,
                         request,
                     );
@@ -321,8 +331,7 @@ fn node_knowing(config: DhtConfig, peers: &[usize]) -> (Dht, Instant) {
         d.handle_request(
             t0,
             UNIX,
-            &contact(p),
-            true,
+            &inbound(&contact(p), true),
             RequestId(p as u64),
             Request::Ping,
         );
@@ -404,6 +413,7 @@ fn malformed_replies_count_as_failures() {
     let records = (1..4).map(|i| signed(i, key("k"), b"v", UNIX)).collect();
     let flood = Response::Value {
         records,
+        omitted: 0,
         closer: vec![],
     };
     d.handle_response(t0, UNIX, &sent[0].1.id, sent[0].0, flood);
@@ -434,7 +444,7 @@ fn malformed_replies_count_as_failures() {
 fn our_own_id_is_never_trusted_or_contacted() {
     let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
     let me = Contact::new(d.local_id(), addr(0));
-    d.handle_request(t0, UNIX, &me, true, RequestId(1), Request::Ping);
+    d.handle_request(t0, UNIX, &inbound(&me, true), RequestId(1), Request::Ping);
     assert!(
         drain(&mut d).is_empty(),
         "no reply to a node claiming our id"
@@ -461,7 +471,13 @@ fn a_peer_that_left_is_no_longer_handed_out_until_it_answers_again() {
     let find = Request::FindNode {
         target: identity(1).node_id(),
     };
-    d.handle_request(t0, UNIX, &contact(3), false, RequestId(7), find.clone());
+    d.handle_request(
+        t0,
+        UNIX,
+        &inbound(&contact(3), false),
+        RequestId(7),
+        find.clone(),
+    );
     let Some(Response::Nodes { closer }) = reply_of(&drain(&mut d)) else {
         panic!("no reply")
     };
@@ -472,10 +488,16 @@ fn a_peer_that_left_is_no_longer_handed_out_until_it_answers_again() {
     );
 
     // Back again: its request revives it.
-    d.handle_request(t0, UNIX, &contact(1), true, RequestId(8), Request::Ping);
+    d.handle_request(
+        t0,
+        UNIX,
+        &inbound(&contact(1), true),
+        RequestId(8),
+        Request::Ping,
+    );
     drain(&mut d);
     assert!(!d.table().is_stale(&contact(1).id));
-    d.handle_request(t0, UNIX, &contact(3), false, RequestId(9), find);
+    d.handle_request(t0, UNIX, &inbound(&contact(3), false), RequestId(9), find);
     let Some(Response::Nodes { closer }) = reply_of(&drain(&mut d)) else {
         panic!("no reply")
     };
@@ -488,7 +510,7 @@ fn clients_are_served_but_never_handed_out_and_client_nodes_do_not_serve() {
     let find = Request::FindNode {
         target: identity(2).node_id(),
     };
-    d.handle_request(t0, UNIX, &contact(2), false, RequestId(1), find);
+    d.handle_request(t0, UNIX, &inbound(&contact(2), false), RequestId(1), find);
     let Some(Response::Nodes { closer }) = reply_of(&drain(&mut d)) else {
         panic!("no reply")
     };
@@ -499,7 +521,13 @@ fn clients_are_served_but_never_handed_out_and_client_nodes_do_not_serve() {
         addrs: Default::default(),
         ..contact(3)
     };
-    d.handle_request(t0, UNIX, &nowhere, true, RequestId(2), Request::Ping);
+    d.handle_request(
+        t0,
+        UNIX,
+        &inbound(&nowhere, true),
+        RequestId(2),
+        Request::Ping,
+    );
     assert_eq!(reply_of(&drain(&mut d)), Some(Response::Pong));
     assert!(!d.table().contains(&nowhere.id));
 
@@ -508,7 +536,13 @@ fn clients_are_served_but_never_handed_out_and_client_nodes_do_not_serve() {
         ..DhtConfig::default()
     };
     let mut client = dht(5, client_config);
-    client.handle_request(t0, UNIX, &contact(1), true, RequestId(1), Request::Ping);
+    client.handle_request(
+        t0,
+        UNIX,
+        &inbound(&contact(1), true),
+        RequestId(1),
+        Request::Ping,
+    );
     assert_eq!(
         reply_of(&drain(&mut client)),
         Some(Response::Error(ErrorCode::Refused))
@@ -526,7 +560,13 @@ fn inbound_requests_are_bounded_per_peer() {
     let (mut d, t0) = node_knowing(config, &[]);
     let replies: Vec<Option<Response>> = (0..5)
         .map(|i| {
-            d.handle_request(t0, UNIX, &contact(1), true, RequestId(i), Request::Ping);
+            d.handle_request(
+                t0,
+                UNIX,
+                &inbound(&contact(1), true),
+                RequestId(i),
+                Request::Ping,
+            );
             reply_of(&drain(&mut d))
         })
         .collect();
@@ -537,7 +577,13 @@ fn inbound_requests_are_bounded_per_peer() {
     assert_eq!(pongs, 3);
     assert_eq!(replies[4], Some(Response::Error(ErrorCode::Overloaded)));
     assert_eq!(d.metrics().inbound_overloaded, 2);
-    d.handle_request(t0, UNIX, &contact(2), true, RequestId(9), Request::Ping);
+    d.handle_request(
+        t0,
+        UNIX,
+        &inbound(&contact(2), true),
+        RequestId(9),
+        Request::Ping,
+    );
     assert_eq!(reply_of(&drain(&mut d)), Some(Response::Pong), "per peer");
 }
 
@@ -563,8 +609,7 @@ fn stores_verify_every_record_and_bound_the_batch() {
     d.handle_request(
         t0,
         UNIX,
-        &contact(1),
-        true,
+        &inbound(&contact(1), true),
         RequestId(1),
         Request::Store { records },
     );
@@ -581,8 +626,7 @@ fn stores_verify_every_record_and_bound_the_batch() {
     d.handle_request(
         t0,
         UNIX,
-        &contact(1),
-        true,
+        &inbound(&contact(1), true),
         RequestId(2),
         Request::Store { records },
     );
@@ -596,8 +640,7 @@ fn stores_verify_every_record_and_bound_the_batch() {
     d.handle_request(
         t0,
         UNIX,
-        &contact(1),
-        true,
+        &inbound(&contact(1), true),
         RequestId(3),
         Request::Store { records },
     );
@@ -626,6 +669,7 @@ fn forged_and_misplaced_records_in_replies_are_rejected() {
     ];
     let reply = Response::Value {
         records,
+        omitted: 0,
         closer: vec![],
     };
     d.handle_response(t0, UNIX, &sent[0].1.id, sent[0].0, reply);
@@ -693,7 +737,13 @@ fn a_peer_that_keeps_failing_trips_its_breaker() {
         drain(&mut d);
         now += Duration::from_millis(10);
         // The failed peer is stale now; its next request revives it.
-        d.handle_request(now, UNIX, &contact(1), true, RequestId(0), Request::Ping);
+        d.handle_request(
+            now,
+            UNIX,
+            &inbound(&contact(1), true),
+            RequestId(0),
+            Request::Ping,
+        );
         drain(&mut d);
     }
     d.find_node(now, identity(50).node_id());
@@ -774,9 +824,21 @@ fn a_full_bucket_pings_its_oldest_entry_before_replacing_it() {
     let me = d.local_id();
     let mut far = (1..200).filter(|&i| me.bucket_index(&contact(i).id) == Some(255));
     let (a, b) = (far.next().unwrap(), far.next().unwrap());
-    d.handle_request(t0, UNIX, &contact(a), true, RequestId(1), Request::Ping);
+    d.handle_request(
+        t0,
+        UNIX,
+        &inbound(&contact(a), true),
+        RequestId(1),
+        Request::Ping,
+    );
     drain(&mut d);
-    d.handle_request(t0, UNIX, &contact(b), true, RequestId(2), Request::Ping);
+    d.handle_request(
+        t0,
+        UNIX,
+        &inbound(&contact(b), true),
+        RequestId(2),
+        Request::Ping,
+    );
     let pings = requests(&drain(&mut d));
     assert!(matches!(&pings[..], [(_, p, Request::Ping)] if p.id == contact(a).id));
     assert!(d.table().contains(&contact(a).id) && !d.table().contains(&contact(b).id));
@@ -872,7 +934,7 @@ fn queries_include_the_records_this_node_holds_and_publishes() {
     let request = Request::Store {
         records: vec![theirs.clone()],
     };
-    d.handle_request(t0, UNIX, &contact(1), true, RequestId(1), request);
+    d.handle_request(t0, UNIX, &inbound(&contact(1), true), RequestId(1), request);
     let timeout = Duration::from_secs(5);
     d.store_with_confirmation(t0, UNIX, k, Bytes::from_static(b"ours"), timeout)
         .unwrap();
@@ -927,4 +989,200 @@ fn an_overloaded_answer_or_a_lost_relay_path_leaves_the_peer_live() {
     let sent = requests(&drain(&mut d));
     d.handle_failure(now, sent[0].0, Failure::Connection);
     assert!(d.table().is_stale(&sent[0].1.id));
+}
+
+/// Issue 13, contact poisoning: a server's claimed listen addresses are
+/// handed out only when they are where its packets come from.
+#[test]
+fn claimed_addresses_are_handed_out_only_when_seen_as_the_source() {
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
+    let poisoned: Vec<SocketAddr> = [
+        "127.0.0.1:6499",
+        "0.0.0.0:1",
+        "224.0.0.1:1",
+        "[fd6d:6163:756c:6100::9]:1",
+        "192.0.2.77:4433",
+    ]
+    .iter()
+    .map(|a| a.parse().unwrap())
+    .collect();
+    let liar = Inbound {
+        id: identity(2).node_id(),
+        server: true,
+        claimed: poisoned.clone(),
+        source: Some("198.51.100.2:50000".parse().unwrap()),
+    };
+    d.handle_request(t0, UNIX, &liar, RequestId(1), Request::Ping);
+    assert_eq!(reply_of(&drain(&mut d)), Some(Response::Pong));
+    assert!(!d.table().contains(&liar.id));
+    assert_eq!(d.metrics().unverified_claims, 1);
+
+    // A server whose claim matches its source enters at that address only,
+    // and one claiming nothing at its source.
+    let source: SocketAddr = "198.51.100.3:4433".parse().unwrap();
+    let honest = Inbound {
+        id: identity(3).node_id(),
+        server: true,
+        claimed: vec!["[2001:db8::3]:4433".parse().unwrap(), source],
+        source: Some(source),
+    };
+    d.handle_request(t0, UNIX, &honest, RequestId(2), Request::Ping);
+    let quiet = Inbound {
+        id: identity(4).node_id(),
+        server: true,
+        claimed: vec![],
+        source: Some("198.51.100.4:4433".parse().unwrap()),
+    };
+    d.handle_request(t0, UNIX, &quiet, RequestId(3), Request::Ping);
+    drain(&mut d);
+    let find = Request::FindNode {
+        target: identity(9).node_id(),
+    };
+    d.handle_request(t0, UNIX, &inbound(&contact(5), false), RequestId(4), find);
+    let Some(Response::Nodes { closer }) = reply_of(&drain(&mut d)) else {
+        panic!("no reply")
+    };
+    let handed: Vec<SocketAddr> = closer.iter().flat_map(|c| c.addrs.clone()).collect();
+    assert_eq!(closer.len(), 3, "{closer:?}");
+    for a in &poisoned {
+        assert!(!handed.contains(a), "{a} handed out");
+    }
+    assert!(handed.contains(&source) && handed.contains(&"198.51.100.4:4433".parse().unwrap()));
+    assert!(!handed.contains(&"[2001:db8::3]:4433".parse().unwrap()));
+}
+
+/// Contacts in lookup replies pass the address policy before they are asked
+/// or kept: no unspecified, multicast, virtual, or (for a node not on
+/// loopback) loopback address is ever dialed.
+#[test]
+fn lookup_contacts_with_forbidden_addresses_are_dropped() {
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
+    d.find_node(t0, identity(50).node_id());
+    let sent = requests(&drain(&mut d));
+    let bad = |i: usize, a: &str| Contact::new(identity(i).node_id(), a.parse().unwrap());
+    let closer = vec![
+        bad(10, "0.0.0.0:4433"),
+        bad(11, "224.0.0.1:1"),
+        bad(12, "[fd6d:6163:756c:6100::1]:1"),
+        bad(13, "127.0.0.1:6499"),
+        bad(14, "192.0.2.1:0"),
+        contact(15),
+    ];
+    d.handle_response(
+        t0,
+        UNIX,
+        &sent[0].1.id,
+        sent[0].0,
+        Response::Nodes { closer },
+    );
+    let asked = requests(&drain(&mut d));
+    let peers: Vec<NodeId> = asked.iter().map(|(_, p, _)| p.id).collect();
+    assert_eq!(peers, vec![contact(15).id]);
+    assert_eq!(d.metrics().addresses_refused, 5);
+}
+
+/// Issue 13, DHT key lockout: 64 identities fill a key with 16 KiB records.
+/// Their TTL is capped, the reply still fits one frame (saying how much it
+/// left out), and a lone honest provider still gets in and is answered.
+#[test]
+fn a_flooded_key_stays_readable_and_writable() {
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
+    let k = key("victim.procedure");
+    let flood = |ttl: u32| -> Vec<SignedRecord> {
+        (100..164)
+            .map(|i| {
+                let value = Bytes::from(vec![0xee; 16 << 10]);
+                SignedRecord::sign(&identity(i), k, value, UNIX, ttl)
+            })
+            .collect()
+    };
+    let attacker = |i: usize| Inbound {
+        id: identity(i).node_id(),
+        server: false,
+        claimed: vec![],
+        source: Some(SocketAddr::from(([203, 0, 113, i as u8], 4433))),
+    };
+    // ttl u32::MAX: every record refused with a typed status.
+    for (n, chunk) in flood(u32::MAX).chunks(16).enumerate() {
+        let store = Request::Store {
+            records: chunk.to_vec(),
+        };
+        d.handle_request(t0, UNIX, &attacker(100 + n), RequestId(n as u64), store);
+        let Some(Response::Stored { statuses }) = reply_of(&drain(&mut d)) else {
+            panic!("no ack")
+        };
+        assert!(
+            statuses
+                .iter()
+                .all(|s| *s == StoreStatus::Rejected(RejectReason::TtlTooLong))
+        );
+    }
+    assert_eq!(d.metrics().records_bad_time, 64);
+    assert!(d.records().is_empty());
+    // The same within the cap: the key fills up.
+    for (n, chunk) in flood(3600).chunks(16).enumerate() {
+        let store = Request::Store {
+            records: chunk.to_vec(),
+        };
+        d.handle_request(
+            t0,
+            UNIX,
+            &attacker(100 + n),
+            RequestId(10 + n as u64),
+            store,
+        );
+        drain(&mut d);
+    }
+    assert_eq!(d.records().get(&k, UNIX).len(), 64);
+    // 64 x 16.5 KiB is more than a frame, and far more than the 64 KiB a
+    // reply may take: FIND_VALUE is cut to fit.
+    let (records, omitted) = find_value(&mut d, t0, k, 31);
+    assert!(omitted > 0);
+    assert_eq!(records.len() + omitted, 64);
+    assert_eq!(d.metrics().records_left_out, omitted as u64);
+    // The honest provider, from another network, still gets in.
+    let honest = SignedRecord::sign(&identity(7), k, Bytes::from_static(b"here"), UNIX, 300);
+    let from = Inbound {
+        source: Some("198.51.100.7:4433".parse().unwrap()),
+        ..inbound(&contact(7), true)
+    };
+    let store = Request::Store {
+        records: vec![honest.clone()],
+    };
+    d.handle_request(t0, UNIX, &from, RequestId(30), store);
+    assert_eq!(
+        reply_of(&drain(&mut d)),
+        Some(Response::Stored {
+            statuses: vec![StoreStatus::Stored]
+        })
+    );
+    assert_eq!(d.metrics().records_evicted, 1);
+    // FIND_VALUE answers in one frame, with the honest record in it.
+    let (records, _) = find_value(&mut d, t0, k, 32);
+    assert_eq!(records[0], honest);
+}
+
+/// Asks `d` for the records under `k`; checks the reply fits one frame.
+fn find_value(d: &mut Dht, t0: Instant, k: RecordKey, id: u64) -> (Vec<SignedRecord>, usize) {
+    let find = Request::FindValue { key: k };
+    d.handle_request(t0, UNIX, &inbound(&contact(8), false), RequestId(id), find);
+    let Some(Response::Value {
+        records,
+        omitted,
+        closer,
+    }) = reply_of(&drain(d))
+    else {
+        panic!("no reply")
+    };
+    let body = 14
+        + closer
+            .iter()
+            .map(macula::dht::fit::contact_len)
+            .sum::<usize>()
+        + records
+            .iter()
+            .map(macula::dht::fit::record_len)
+            .sum::<usize>();
+    assert!(body <= 64 << 10, "{body}");
+    (records, omitted)
 }

@@ -202,6 +202,7 @@ fn example(ty: MessageType) -> Message {
         MessageType::FindValueReply => FindValueReply {
             request_id: 10,
             records: vec![record()],
+            omitted: 2,
             closer: vec![Contact {
                 node_id: NodeId::from_bytes([0x33; 32]),
                 addrs: vec![],

@@ -181,11 +181,17 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
                 })
             })
             .boxed(),
-        MessageType::FindValueReply => (id(), vec(record(), 0..3), vec(contact(), 0..4))
-            .prop_map(|(request_id, records, closer)| {
+        MessageType::FindValueReply => (
+            id(),
+            vec(record(), 0..3),
+            any::<u16>(),
+            vec(contact(), 0..4),
+        )
+            .prop_map(|(request_id, records, omitted, closer)| {
                 Message::from(FindValueReply {
                     request_id,
                     records,
+                    omitted,
                     closer,
                 })
             })

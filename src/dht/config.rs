@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::diversity::Diversity;
 use super::store::StoreLimits;
 
 /// Whether this node serves the DHT.
@@ -92,8 +93,18 @@ pub struct DhtConfig {
     pub max_store_batch: usize,
     /// Peers tracked by the breakers, limiter and RTT table.
     pub max_tracked_peers: usize,
-    /// Limits of the record store.
+    /// Limits of the record store (TTL cap, clock skew, quotas per
+    /// publisher and per source network, eviction).
     pub store_limits: StoreLimits,
+    /// IP diversity of the routing table and of lookups.
+    pub diversity: Diversity,
+    /// Largest reply frame body; answers are cut to fit ([`super::fit`]).
+    /// Default 64 KiB: hundreds of ordinary records (an RPC provider record
+    /// is 145 bytes), yet a 40-byte FIND_VALUE cannot make us send a
+    /// megabyte, and the reply arrives within the asker's request deadline
+    /// (a few RTTs). Never more than the frame limit (the Node lowers it to
+    /// its own `max_frame_len`, 1 MiB by default).
+    pub max_reply_bytes: usize,
     /// How often expired records and cache entries are swept.
     pub sweep_interval: Duration,
     /// After bootstrap's self-lookup, every bucket farther than the nearest
@@ -141,6 +152,8 @@ impl Default for DhtConfig {
             max_store_batch: 64,
             max_tracked_peers: 4096,
             store_limits: StoreLimits::default(),
+            diversity: Diversity::default(),
+            max_reply_bytes: 64 << 10,
             sweep_interval: Duration::from_secs(10),
             bootstrap_refresh_below: 20,
             bootstrap_retries: 3,

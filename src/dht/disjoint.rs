@@ -117,6 +117,11 @@ impl DisjointPaths {
         self.path_of(id).is_some_and(|p| p.on_unresponsive(id))
     }
 
+    /// Candidates dropped on every path for IP diversity.
+    pub fn crowded(&self) -> u64 {
+        self.paths.iter().map(ClosestPeersIter::crowded).sum()
+    }
+
     /// Ends every path now.
     pub fn finish(&mut self) {
         self.paths.iter_mut().for_each(ClosestPeersIter::finish);
@@ -189,6 +194,7 @@ mod tests {
         let config = LookupConfig {
             parallelism: 1,
             num_results: 3,
+            ..LookupConfig::default()
         };
         let mut lookup = DisjointPaths::new(target, config, 2, [contact(a), contact(b)]);
         let first = lookup.step();

@@ -16,11 +16,17 @@
 //!
 //! Each candidate remembers its discovery depth: 0 for the seeds the lookup
 //! started from, `h + 1` for one first learned from a peer of depth `h`.
+//!
+//! A network supplies at most [`Diversity::per_lookup`] candidates; more
+//! from it are dropped and counted ([`ClosestPeersIter::crowded`]).
 
 use std::collections::BTreeMap;
 
+use crate::collections::HashMap;
 use crate::id::{Distance, NodeId};
+use crate::scope::IpPrefix;
 
+use super::diversity::Diversity;
 use super::message::Contact;
 
 /// Knobs of one lookup.
@@ -31,6 +37,8 @@ pub struct LookupConfig {
     /// How many closest peers the lookup returns (k); also the parallelism
     /// once it stalls.
     pub num_results: usize,
+    /// Candidates one network may supply ([`Diversity::per_lookup`]).
+    pub diversity: Diversity,
 }
 
 impl Default for LookupConfig {
@@ -38,6 +46,7 @@ impl Default for LookupConfig {
         Self {
             parallelism: 3,
             num_results: 20,
+            diversity: Diversity::default(),
         }
     }
 }
@@ -94,6 +103,9 @@ pub struct ClosestPeersIter {
     candidates: BTreeMap<Distance, Candidate>,
     phase: Phase,
     in_flight: usize,
+    /// Candidates per network (global addresses only).
+    groups: HashMap<IpPrefix, usize>,
+    crowded: u64,
 }
 
 impl ClosestPeersIter {
@@ -108,10 +120,13 @@ impl ClosestPeersIter {
             config: LookupConfig {
                 parallelism: config.parallelism.max(1),
                 num_results: config.num_results.max(1),
+                diversity: config.diversity,
             },
             candidates: BTreeMap::new(),
             phase: Phase::Iterating { no_progress: 0 },
             in_flight: 0,
+            groups: HashMap::default(),
+            crowded: 0,
         };
         iter.add(seeds, 0);
         iter
@@ -139,15 +154,32 @@ impl ClosestPeersIter {
         self.phase == Phase::Finished
     }
 
+    /// Candidates dropped because their network had supplied its share.
+    pub fn crowded(&self) -> u64 {
+        self.crowded
+    }
+
     fn add(&mut self, contacts: impl IntoIterator<Item = Contact>, depth: u8) {
+        let diversity = self.config.diversity;
         for contact in contacts {
-            self.candidates
-                .entry(self.target.distance(&contact.id))
-                .or_insert(Candidate {
-                    contact,
-                    state: PeerState::NotContacted,
-                    depth,
-                });
+            let distance = self.target.distance(&contact.id);
+            if self.candidates.contains_key(&distance) {
+                continue;
+            }
+            if let Some(group) = diversity.group(&contact) {
+                let count = self.groups.entry(group).or_default();
+                if *count >= diversity.per_lookup {
+                    self.crowded += 1;
+                    continue;
+                }
+                *count += 1;
+            }
+            let candidate = Candidate {
+                contact,
+                state: PeerState::NotContacted,
+                depth,
+            };
+            self.candidates.insert(distance, candidate);
         }
     }
 
@@ -307,7 +339,28 @@ mod tests {
         LookupConfig {
             parallelism,
             num_results,
+            ..LookupConfig::default()
         }
+    }
+
+    #[test]
+    fn one_network_supplies_few_candidates() {
+        let target = node(0);
+        let on = |i: u64, addr: String| Contact::new(node(i), addr.parse().expect("test address"));
+        let seeds = [on(1, "198.51.100.1:1".into())];
+        let mut it = ClosestPeersIter::new(target, cfg(3, 20), seeds);
+        assert!(matches!(it.step(), LookupStep::Contact(_)));
+        let crowd = (10..30).map(|i| on(i, format!("203.0.113.{i}:1")));
+        let local = (30..40).map(|i| on(i, format!("10.0.0.{i}:1")));
+        assert!(it.on_success(&node(1), crowd.chain(local)));
+        assert_eq!(it.crowded(), 15);
+        let mut asked = 0;
+        while let LookupStep::Contact(_) = it.step() {
+            asked += 1;
+        }
+        assert_eq!(asked, 3);
+        let known = (10..40).filter(|&i| it.state(&node(i)).is_some()).count();
+        assert_eq!(known, 5 + 10);
     }
 
     #[test]

@@ -10,20 +10,24 @@
 //! out as one batch request.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use smallvec::SmallVec;
 
 use crate::collections::HashMap;
 use crate::contract::{Child, OutputQueue};
 use crate::id::{ID_LEN, Identity, NodeId, RecordKey};
 use crate::record::SignedRecord;
+use crate::scope::AddressPolicy;
 
 use super::breaker::CircuitBreakers;
 use super::config::{DhtConfig, Mode};
 use super::disjoint::DisjointPaths;
+use super::fit;
 use super::limiter::InboundLimiter;
 use super::lookup::{LookupConfig, LookupStep};
 use super::message::{
@@ -45,6 +49,47 @@ pub enum DhtError {
         /// The limit ([`crate::dht::StoreLimits::max_value_len`]).
         limit: usize,
     },
+}
+
+/// Who sent an inbound request, as the Node saw it.
+///
+/// The listen addresses a peer claims in its CONNECT are its own say-so: a
+/// stranger can claim a victim's address, and whoever dials the contacts we
+/// hand out would send to the victim. So a claimed address is handed out
+/// only once verified, which here means it is the address the peer's
+/// packets come from; a server that claims nothing is handed out at that
+/// source address. A peer whose claims all differ from its source (or that
+/// comes over a relay) does not enter the routing table this way; it may
+/// still enter when we reach it at an address learned in a lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inbound {
+    /// The peer's node id (authenticated by the TLS handshake).
+    pub id: NodeId,
+    /// It announced itself a DHT server (only servers enter the table).
+    pub server: bool,
+    /// The listen addresses its CONNECT claimed (unverified).
+    pub claimed: Vec<SocketAddr>,
+    /// The address its packets come from; `None` over a relay.
+    pub source: Option<SocketAddr>,
+}
+
+impl Inbound {
+    /// The claimed addresses that are verified (module docs); the source
+    /// when nothing is claimed.
+    fn verified(&self) -> SmallVec<[SocketAddr; 2]> {
+        let Some(source) = self.source else {
+            return SmallVec::new();
+        };
+        if self.claimed.is_empty() {
+            return SmallVec::from_elem(source, 1);
+        }
+        let canonical = |a: &SocketAddr| (a.ip().to_canonical(), a.port());
+        (self.claimed.iter())
+            .filter(|a| canonical(a) == canonical(&source))
+            .take(1)
+            .copied()
+            .collect()
+    }
 }
 
 /// Why an outbound request failed, as the Node reports it.
@@ -270,6 +315,8 @@ pub struct Dht {
     next_sweep: Option<Instant>,
     metrics: DhtMetrics,
     rng: ChaCha8Rng,
+    /// Which addresses contacts may carry into the table and lookups.
+    policy: AddressPolicy,
 }
 
 impl Dht {
@@ -277,7 +324,7 @@ impl Dht {
     pub fn new(config: DhtConfig, identity: Identity, seed: u64) -> Self {
         let local = identity.node_id();
         Self {
-            table: RoutingTable::new(local, config.k),
+            table: RoutingTable::new(local, config.k).with_diversity(config.diversity),
             breakers: CircuitBreakers::new(
                 config.breaker_threshold,
                 config.breaker_cool_down,
@@ -309,7 +356,28 @@ impl Dht {
             next_sweep: None,
             metrics: DhtMetrics::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
+            policy: AddressPolicy {
+                allow_loopback: false,
+            },
         }
+    }
+
+    /// Sets which addresses contacts may carry (the Node's, from its listen
+    /// addresses: loopback only for a node on loopback). Until then,
+    /// loopback addresses are refused.
+    pub fn set_address_policy(&mut self, policy: AddressPolicy) {
+        self.policy = policy;
+    }
+
+    /// Drops the addresses of `contact` the address policy refuses; false
+    /// (and counted) when none is left.
+    fn permitted(&mut self, contact: &mut Contact) -> bool {
+        let before = contact.addrs.len();
+        let policy = self.policy;
+        contact.addrs.retain(|a| policy.permits(a));
+        let refused = before - contact.addrs.len();
+        self.metrics.addresses_refused += refused as u64;
+        !contact.addrs.is_empty()
     }
 
     /// Our id.
@@ -384,6 +452,7 @@ impl Dht {
         let config = LookupConfig {
             parallelism: self.config.alpha,
             num_results,
+            diversity: self.config.diversity,
         };
         let iter = DisjointPaths::new(target, config, self.config.disjoint_paths, seeds);
         let deadline = now + timeout;
@@ -589,20 +658,18 @@ impl Dht {
         self.table.mark_stale(peer);
     }
 
-    /// An inbound `request` from `from`, who is a DHT server when
-    /// `from_server` (only servers enter the routing table). The reply is an
-    /// output.
+    /// An inbound `request` from `from` (a DHT server enters the routing
+    /// table at its verified address, [`Inbound`]). The reply is an output.
     pub fn handle_request(
         &mut self,
         now: Instant,
         unix_ms: u64,
-        from: &Contact,
-        from_server: bool,
+        from: &Inbound,
         request_id: RequestId,
         request: Request,
     ) {
         self.begin(now);
-        let response = self.serve(now, unix_ms, from, from_server, request);
+        let response = self.serve(now, unix_ms, from, request);
         if let Some(response) = response {
             self.outputs.push(DhtOutput::Reply {
                 request_id,
@@ -617,8 +684,7 @@ impl Dht {
         &mut self,
         now: Instant,
         unix_ms: u64,
-        from: &Contact,
-        from_server: bool,
+        from: &Inbound,
         request: Request,
     ) -> Option<Response> {
         if from.id == self.local {
@@ -632,51 +698,89 @@ impl Dht {
             self.metrics.inbound_overloaded += 1;
             return Some(Response::Error(ErrorCode::Overloaded));
         }
-        if from_server {
-            self.seen_alive(now, from.clone());
+        if from.server {
+            let addrs = from.verified();
+            if addrs.is_empty() && !from.claimed.is_empty() {
+                self.metrics.unverified_claims += 1;
+            }
+            self.seen_alive(now, Contact { id: from.id, addrs });
         }
         self.metrics.requests_served += 1;
-        let k = self.config.k;
+        let (k, max) = (self.config.k, self.config.max_reply_bytes);
         Some(match request {
             Request::Ping => Response::Pong,
-            Request::FindNode { target } => Response::Nodes {
-                closer: self.table.closest(&target, k, Some(&from.id)),
-            },
-            Request::FindValue { key } => Response::Value {
-                records: self.records.get(&key, unix_ms),
-                closer: self.table.closest(&key.as_node_id(), k, Some(&from.id)),
-            },
+            Request::FindNode { target } => {
+                let mut closer = self.table.closest(&target, k, Some(&from.id));
+                if fit::fit_nodes(&mut closer, max) {
+                    self.metrics.replies_cut += 1;
+                }
+                Response::Nodes { closer }
+            }
+            Request::FindValue { key } => {
+                let mut closer = self.table.closest(&key.as_node_id(), k, Some(&from.id));
+                let held = self.records.get(&key, unix_ms);
+                let (records, omitted) = fit::fit_value(held, &mut closer, max);
+                if omitted > 0 {
+                    self.metrics.replies_cut += 1;
+                    self.metrics.records_left_out += omitted as u64;
+                }
+                Response::Value {
+                    records,
+                    omitted,
+                    closer,
+                }
+            }
             Request::Store { records } if records.len() > self.config.max_store_batch => {
                 Response::Error(ErrorCode::TooLarge)
             }
-            Request::Store { records } => Response::Stored {
-                statuses: records
-                    .into_iter()
-                    .map(|r| match self.records.put(r, unix_ms) {
-                        Ok(()) => StoreStatus::Stored,
-                        Err(e) => {
-                            if matches!(
-                                e.reason(),
-                                RejectReason::BadSignature | RejectReason::Expired
-                            ) {
-                                self.metrics.rejected_records += 1;
-                            }
-                            StoreStatus::Rejected(e.reason())
-                        }
-                    })
-                    .collect(),
-            },
+            Request::Store { records } => {
+                let source = from.source.map(|a| a.ip());
+                Response::Stored {
+                    statuses: (records.into_iter())
+                        .map(|r| self.keep(r, source, unix_ms))
+                        .collect(),
+                }
+            }
         })
+    }
+
+    /// Puts a record a peer asked us to keep into the store, counting what
+    /// became of it.
+    fn keep(&mut self, record: SignedRecord, source: Option<IpAddr>, unix_ms: u64) -> StoreStatus {
+        match self.records.put(record, source, unix_ms) {
+            Ok(evicted) => {
+                self.metrics.records_evicted += evicted as u64;
+                StoreStatus::Stored
+            }
+            Err(e) => {
+                let m = &mut self.metrics;
+                let counter = match e.reason() {
+                    RejectReason::BadSignature | RejectReason::Expired => &mut m.rejected_records,
+                    RejectReason::TtlTooLong | RejectReason::IssuedInFuture => {
+                        &mut m.records_bad_time
+                    }
+                    RejectReason::OverQuota => &mut m.records_over_quota,
+                    RejectReason::Full => &mut m.records_refused_full,
+                    RejectReason::Stale | RejectReason::Refused => &mut m.records_refused_other,
+                };
+                *counter += 1;
+                StoreStatus::Rejected(e.reason())
+            }
+        }
     }
 
     /// A DHT server proved alive: into the table, pinging a full bucket's
     /// oldest entry when needed.
-    fn seen_alive(&mut self, now: Instant, contact: Contact) {
-        if contact.addrs.is_empty() {
-            return; // Nobody could dial it: never hand it out.
+    fn seen_alive(&mut self, now: Instant, mut contact: Contact) {
+        if contact.addrs.is_empty() || !self.permitted(&mut contact) {
+            return; // Nobody could (or should) dial it: never hand it out.
         }
-        if let InsertOutcome::Pending { ping } = self.table.insert(contact) {
-            self.send(now, ping, Request::Ping, Purpose::Ping, false);
+        match self.table.insert(contact) {
+            InsertOutcome::Pending { ping } => {
+                self.send(now, ping, Request::Ping, Purpose::Ping, false);
+            }
+            InsertOutcome::Crowded => self.metrics.table_crowded += 1,
+            _ => {}
         }
     }
 
@@ -716,9 +820,12 @@ impl Dht {
         let well_formed = match (&sent.purpose, &response) {
             (Purpose::Ping, Response::Pong) => true,
             (Purpose::Lookup(_), Response::Nodes { closer }) => closer.len() <= k,
-            (Purpose::Lookup(_), Response::Value { records, closer }) => {
-                closer.len() <= k && records.len() <= max_records
-            }
+            (
+                Purpose::Lookup(_),
+                Response::Value {
+                    records, closer, ..
+                },
+            ) => closer.len() <= k && records.len() <= max_records,
             (Purpose::Store(items), Response::Stored { statuses }) => statuses.len() == items.len(),
             _ => false,
         };
@@ -757,13 +864,21 @@ impl Dht {
     ) {
         let (records, closer) = match response {
             Response::Nodes { closer } => (Vec::new(), closer),
-            Response::Value { records, closer } => (records, closer),
+            Response::Value {
+                records,
+                omitted,
+                closer,
+            } => {
+                self.metrics.peer_records_left_out += omitted as u64;
+                (records, closer)
+            }
             _ => return,
         };
         let local = self.local;
-        let closer = closer
-            .into_iter()
-            .filter(|c| c.id != local && !c.addrs.is_empty());
+        let closer: Vec<Contact> = (closer.into_iter())
+            .filter(|c| c.id != local)
+            .filter_map(|mut c| self.permitted(&mut c).then_some(c))
+            .collect();
         let mut rejected = 0;
         let Some(op) = self.ops.get_mut(&q) else {
             return;
@@ -1038,6 +1153,7 @@ impl Dht {
             OpState::Storing(store) => return self.store_done(q, store),
         };
         iter.finish();
+        self.metrics.lookup_crowded += iter.crowded();
         stats.timed_out = timed_out;
         stats.duration = now.saturating_duration_since(op.started);
         let found = iter.closest();

@@ -79,6 +79,14 @@ pub enum RejectReason {
     Stale,
     /// The record is refused (its value is over the size limit).
     Refused,
+    /// The record's TTL is over the receiver's cap.
+    TtlTooLong,
+    /// The record's issue time is ahead of the receiver's clock by more
+    /// than the allowed skew.
+    IssuedInFuture,
+    /// Its publisher, or the network the STORE came from, holds its share
+    /// of the receiver's store.
+    OverQuota,
 }
 
 /// The outcome of one record of a STORE batch.
@@ -114,8 +122,12 @@ pub enum Response {
     },
     /// The reply to [`Request::FindValue`] (FIND_VALUE_REPLY).
     Value {
-        /// The live records held under the key.
+        /// The live records held under the key, as many as fit one frame
+        /// (smallest first when some had to be left out).
         records: Vec<SignedRecord>,
+        /// Live records held under the key but left out so that the reply
+        /// fits one frame.
+        omitted: usize,
         /// Contacts closer to the key.
         closer: Vec<Contact>,
     },

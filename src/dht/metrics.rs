@@ -86,6 +86,35 @@ pub struct DhtMetrics {
     pub cache_misses: u64,
     /// Records refused: forged, altered, expired, or for another key.
     pub rejected_records: u64,
+    /// Records refused for their times: a TTL over the cap, or issued
+    /// ahead of our clock by more than the allowed skew.
+    pub records_bad_time: u64,
+    /// Records refused because their publisher or the network they came
+    /// from holds its share of the store.
+    pub records_over_quota: u64,
+    /// Records refused because their key or the store was full and nothing
+    /// could be evicted for them.
+    pub records_refused_full: u64,
+    /// Records refused as stale or oversized.
+    pub records_refused_other: u64,
+    /// Records evicted to make room for others.
+    pub records_evicted: u64,
+    /// Replies of ours cut to fit one frame.
+    pub replies_cut: u64,
+    /// Records left out of our FIND_VALUE replies to fit one frame.
+    pub records_left_out: u64,
+    /// Records peers said they left out of their FIND_VALUE replies.
+    pub peer_records_left_out: u64,
+    /// Contact addresses dropped by the address policy (unspecified,
+    /// multicast, virtual, loopback for a node not on loopback).
+    pub addresses_refused: u64,
+    /// Requests from DHT servers none of whose claimed listen addresses
+    /// was verified (those are never handed out).
+    pub unverified_claims: u64,
+    /// Routing-table insertions refused for IP diversity.
+    pub table_crowded: u64,
+    /// Lookup candidates dropped for IP diversity.
+    pub lookup_crowded: u64,
 }
 
 impl DhtMetrics {

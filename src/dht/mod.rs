@@ -6,7 +6,9 @@
 //! [`routing`] (k-buckets), [`lookup`] (the closest-peers iterator),
 //! [`disjoint`] (S/Kademlia disjoint paths over it),
 //! [`requests`] (correlation and deadlines), [`breaker`] (per-peer circuit
-//! breakers), [`limiter`] (inbound budgets), [`store`] (records held for others), [`metrics`], [`config`] and
+//! breakers), [`limiter`] (inbound budgets), [`store`] (records held for
+//! others, with quotas and eviction), [`diversity`] (how many contacts one
+//! network may supply), [`fit`] (replies cut to one frame), [`metrics`], [`config`] and
 //! [`machine`] (the operations that tie them together); the simulator's
 //! `sim::dht_net` (feature `sim`) runs many of them over a model network.
 //!
@@ -48,6 +50,8 @@
 pub mod breaker;
 pub mod config;
 pub mod disjoint;
+pub mod diversity;
+pub mod fit;
 pub mod limiter;
 pub mod lookup;
 pub mod machine;
@@ -60,14 +64,15 @@ pub mod wire;
 
 pub use config::{DhtConfig, Mode, Quorum};
 pub use disjoint::DisjointPaths;
+pub use diversity::Diversity;
 pub use lookup::{ClosestPeersIter, LookupConfig, LookupStep, PeerState};
-pub use machine::{Dht, DhtError, DhtEvent, DhtOutput, Failure, QueryStats};
+pub use machine::{Dht, DhtError, DhtEvent, DhtOutput, Failure, Inbound, QueryStats};
 pub use message::{
     Contact, ErrorCode, QueryId, RejectReason, Request, RequestId, Response, StoreStatus,
 };
 pub use metrics::{DhtMetrics, LatencyHistogram};
 pub use routing::{InsertOutcome, RoutingTable};
-pub use store::{RecordStore, StoreError, StoreLimits};
+pub use store::{Quota, RecordStore, StoreError, StoreLimits};
 
 /// For unit tests: the routing table of each of `ids` after every other id
 /// offered itself (k = 20), as in a network where everyone met everyone.

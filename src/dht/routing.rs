@@ -8,9 +8,13 @@
 //! and asks the caller to ping its least recently seen entry, replacing that
 //! entry only when the ping fails. Entries whose last request failed are
 //! stale: never handed out, and the first to go when a bucket is full.
+//! A newcomer whose network already has its share of the bucket or of the
+//! table ([`Diversity`]) is refused; it takes no one's place.
 
 use crate::id::{Distance, ID_BITS, NodeId};
+use crate::scope::IpPrefix;
 
+use super::diversity::Diversity;
 use super::message::Contact;
 
 /// One routing-table entry.
@@ -52,6 +56,9 @@ pub enum InsertOutcome {
     Full,
     /// The node claims our own id and was refused.
     SelfId,
+    /// The node's network already holds its share of the bucket or the
+    /// table ([`Diversity`]): refused.
+    Crowded,
 }
 
 /// The k-bucket routing table of one node.
@@ -63,17 +70,48 @@ pub struct RoutingTable {
     /// farthest half of the id space); grown on demand.
     buckets: Vec<Bucket>,
     len: usize,
+    diversity: Diversity,
 }
 
 impl RoutingTable {
-    /// An empty table for the node `local`, `bucket_size` (k) entries per bucket.
+    /// An empty table for the node `local`, `bucket_size` (k) entries per
+    /// bucket, with the default [`Diversity`].
     pub fn new(local: NodeId, bucket_size: usize) -> Self {
         Self {
             local,
             bucket_size: bucket_size.max(1),
             buckets: Vec::new(),
             len: 0,
+            diversity: Diversity::default(),
         }
+    }
+
+    /// The same table with `diversity` limits.
+    pub fn with_diversity(mut self, diversity: Diversity) -> Self {
+        self.diversity = diversity;
+        self
+    }
+
+    /// Whether `contact` may not join (or move to) its bucket because its
+    /// network holds its share already; `contact` itself is not counted.
+    fn crowded(&self, slot: usize, contact: &Contact) -> bool {
+        let Some(group) = self.diversity.group(contact) else {
+            return false;
+        };
+        let same = |e: &&Entry| {
+            e.contact.id != contact.id && self.diversity.group(&e.contact) == Some(group)
+        };
+        let in_bucket =
+            (self.buckets.get(slot)).map_or(0, |b| b.entries.iter().filter(same).count());
+        in_bucket >= self.diversity.per_bucket
+            || self.count_in_table(group, &contact.id) >= self.diversity.per_table
+    }
+
+    /// Entries of network `group` in the table, `except` left out.
+    fn count_in_table(&self, group: IpPrefix, except: &NodeId) -> usize {
+        (self.buckets.iter().flat_map(|b| &b.entries))
+            .filter(|e| &e.contact.id != except && self.diversity.group(&e.contact) == Some(group))
+            .count()
     }
 
     /// Our own id.
@@ -136,6 +174,9 @@ impl RoutingTable {
         if self.buckets.len() <= slot {
             self.buckets.resize_with(slot + 1, Bucket::default);
         }
+        if self.crowded(slot, &contact) {
+            return InsertOutcome::Crowded;
+        }
         let bucket_size = self.bucket_size;
         let bucket = &mut self.buckets[slot];
         if let Some(pos) = bucket
@@ -179,10 +220,14 @@ impl RoutingTable {
     /// table, if any. A ping nobody waits on changes nothing.
     pub fn ping_result(&mut self, pinged: &NodeId, alive: bool) -> Option<NodeId> {
         let bucket_size = self.bucket_size;
-        let bucket = self.bucket_mut(pinged)?;
-        if bucket.pending.as_ref()?.pinged != *pinged {
+        let slot = self.slot(pinged)?;
+        let waiting = self.buckets.get(slot)?.pending.as_ref()?;
+        if waiting.pinged != *pinged {
             return None;
         }
+        // The candidate's network may have filled up while it waited.
+        let crowded = self.crowded(slot, &waiting.candidate);
+        let bucket = self.buckets.get_mut(slot)?;
         let pending = bucket.pending.take()?;
         let pos = bucket.entries.iter().position(|e| e.contact.id == *pinged);
         match (alive, pos) {
@@ -190,6 +235,11 @@ impl RoutingTable {
                 let mut entry = bucket.entries.remove(pos);
                 entry.stale = false;
                 bucket.entries.push(entry);
+                None
+            }
+            (false, Some(pos)) if crowded => {
+                bucket.entries.remove(pos);
+                self.len -= 1;
                 None
             }
             (false, Some(pos)) => {
@@ -203,7 +253,7 @@ impl RoutingTable {
             }
             // The pinged entry left in the meantime: the candidate takes
             // its free place, if nobody else took it first.
-            (_, None) if bucket.entries.len() < bucket_size => {
+            (_, None) if bucket.entries.len() < bucket_size && !crowded => {
                 let id = pending.candidate.id;
                 bucket.entries.push(Entry {
                     contact: pending.candidate,
@@ -337,6 +387,114 @@ mod tests {
         b[0] = first;
         b[31] = last;
         id(b)
+    }
+
+    fn at(n: NodeId, addr: &str) -> Contact {
+        Contact::new(n, addr.parse().expect("test address"))
+    }
+
+    #[test]
+    fn one_network_gets_two_places_per_bucket() {
+        let mut t = RoutingTable::new(with_first(0, 0), 20);
+        let crowd = |i: u8| at(with_first(0x80, i), &format!("203.0.113.{i}:4433"));
+        assert_eq!(t.insert(crowd(1)), InsertOutcome::Inserted);
+        assert_eq!(t.insert(crowd(2)), InsertOutcome::Inserted);
+        assert_eq!(t.insert(crowd(3)), InsertOutcome::Crowded);
+        // Known entries still refresh; other networks and local addresses
+        // are not affected.
+        assert_eq!(t.insert(crowd(2)), InsertOutcome::Updated);
+        assert_eq!(
+            t.insert(at(with_first(0x80, 4), "198.51.100.4:1")),
+            InsertOutcome::Inserted
+        );
+        assert_eq!(
+            t.insert(at(with_first(0x80, 5), "10.0.0.5:1")),
+            InsertOutcome::Inserted
+        );
+        assert_eq!(
+            t.insert(at(with_first(0x80, 6), "10.0.0.6:1")),
+            InsertOutcome::Inserted
+        );
+        assert_eq!(
+            t.insert(at(with_first(0x80, 7), "127.0.0.1:7")),
+            InsertOutcome::Inserted
+        );
+        // A place freed is a place to take.
+        assert!(t.remove(&crowd(1).id));
+        assert_eq!(t.insert(crowd(3)), InsertOutcome::Inserted);
+        // IPv6 networks are /48s.
+        let v6 = |i: u8, addr: &str| at(with_first(0x40, i), addr);
+        assert_eq!(
+            t.insert(v6(1, "[2001:db8:1:1::1]:1")),
+            InsertOutcome::Inserted
+        );
+        assert_eq!(
+            t.insert(v6(2, "[2001:db8:1:2::1]:1")),
+            InsertOutcome::Inserted
+        );
+        assert_eq!(
+            t.insert(v6(3, "[2001:db8:1:3::1]:1")),
+            InsertOutcome::Crowded
+        );
+        assert_eq!(
+            t.insert(v6(4, "[2001:db8:2::1]:1")),
+            InsertOutcome::Inserted
+        );
+    }
+
+    #[test]
+    fn one_network_gets_ten_places_in_the_table() {
+        let mut t = RoutingTable::new(with_first(0, 0), 20);
+        let mut inserted = 0;
+        for bucket in 0..8u8 {
+            for i in 0..2u8 {
+                let n = with_first(0x80 >> bucket, i + 1);
+                let c = at(n, &format!("203.0.113.{}:1", bucket * 2 + i));
+                match t.insert(c) {
+                    InsertOutcome::Inserted => inserted += 1,
+                    other => assert_eq!(other, InsertOutcome::Crowded),
+                }
+            }
+        }
+        assert_eq!(inserted, 10);
+        assert_eq!(t.len(), 10);
+        let unlimited =
+            RoutingTable::new(with_first(0, 0), 20).with_diversity(Diversity::UNLIMITED);
+        let mut u = unlimited;
+        for i in 1..=5 {
+            let c = at(with_first(0x80, i), &format!("203.0.113.{i}:1"));
+            assert_eq!(u.insert(c), InsertOutcome::Inserted);
+        }
+    }
+
+    #[test]
+    fn a_waiting_newcomer_of_a_crowded_network_does_not_get_in() {
+        let mut t = RoutingTable::new(with_first(0, 0), 2);
+        let (a, b) = (
+            at(with_first(0x80, 1), "10.0.0.1:1"),
+            at(with_first(0x80, 2), "10.0.0.2:1"),
+        );
+        t.insert(a.clone());
+        t.insert(b);
+        let c = at(with_first(0x80, 3), "203.0.113.3:1");
+        assert_eq!(
+            t.insert(c.clone()),
+            InsertOutcome::Pending { ping: a.clone() }
+        );
+        // While c waits, its network fills its share elsewhere in the table.
+        let diversity = Diversity {
+            per_table: 1,
+            ..Diversity::default()
+        };
+        let mut t = t.with_diversity(diversity);
+        assert_eq!(
+            t.insert(at(with_first(0x40, 1), "203.0.113.9:1")),
+            InsertOutcome::Inserted
+        );
+        // a does not answer: it goes, and c does not take its place.
+        assert_eq!(t.ping_result(&a.id, false), None);
+        assert!(!t.contains(&a.id) && !t.contains(&c.id));
+        assert_eq!(t.len(), 2);
     }
 
     #[test]

@@ -43,6 +43,11 @@ fn status_to_wire(status: dht::StoreStatus) -> wire::StoreStatus {
         dht::StoreStatus::Rejected(RejectReason::Full) => wire::StoreStatus::Full,
         dht::StoreStatus::Rejected(RejectReason::Stale) => wire::StoreStatus::Stale,
         dht::StoreStatus::Rejected(RejectReason::Refused) => wire::StoreStatus::Refused,
+        dht::StoreStatus::Rejected(RejectReason::TtlTooLong) => wire::StoreStatus::TtlTooLong,
+        dht::StoreStatus::Rejected(RejectReason::IssuedInFuture) => {
+            wire::StoreStatus::IssuedInFuture
+        }
+        dht::StoreStatus::Rejected(RejectReason::OverQuota) => wire::StoreStatus::OverQuota,
     }
 }
 
@@ -53,6 +58,11 @@ fn status_from_wire(status: wire::StoreStatus) -> dht::StoreStatus {
         wire::StoreStatus::Expired => dht::StoreStatus::Rejected(RejectReason::Expired),
         wire::StoreStatus::Full => dht::StoreStatus::Rejected(RejectReason::Full),
         wire::StoreStatus::Stale => dht::StoreStatus::Rejected(RejectReason::Stale),
+        wire::StoreStatus::TtlTooLong => dht::StoreStatus::Rejected(RejectReason::TtlTooLong),
+        wire::StoreStatus::IssuedInFuture => {
+            dht::StoreStatus::Rejected(RejectReason::IssuedInFuture)
+        }
+        wire::StoreStatus::OverQuota => dht::StoreStatus::Rejected(RejectReason::OverQuota),
         // Refused, and codes newer than this implementation.
         _ => dht::StoreStatus::Rejected(RejectReason::Refused),
     }
@@ -106,9 +116,14 @@ pub fn response_to_wire(request_id: RequestId, response: dht::Response, batch: b
             contacts: contacts_to_wire(&closer),
         }
         .into(),
-        dht::Response::Value { records, closer } => wire::FindValueReply {
+        dht::Response::Value {
+            records,
+            omitted,
+            closer,
+        } => wire::FindValueReply {
             request_id,
             records,
+            omitted: u16::try_from(omitted).unwrap_or(u16::MAX),
             closer: contacts_to_wire(&closer),
         }
         .into(),
@@ -152,6 +167,7 @@ pub fn response_from_wire(message: Message) -> Option<(RequestId, dht::Response)
             m.request_id,
             dht::Response::Value {
                 records: m.records,
+                omitted: usize::from(m.omitted),
                 closer: contacts_from_wire(m.closer),
             },
         ),
@@ -243,6 +259,7 @@ mod tests {
             (
                 dht::Response::Value {
                     records: vec![record(1)],
+                    omitted: 3,
                     closer: vec![contact],
                 },
                 false,
@@ -260,6 +277,55 @@ mod tests {
                 "a batch is acked with a list, a single store with one status"
             );
             assert_eq!(response_from_wire(frame), Some((RequestId(9), response)));
+        }
+    }
+
+    /// The DHT's size arithmetic (`dht::fit`) agrees with the encoder: a
+    /// reply cut for a budget encodes to at most that many body bytes, and
+    /// to exactly as many as predicted.
+    #[test]
+    fn replies_cut_by_the_dht_fit_the_frame() {
+        let v4 = "192.0.2.1:4433".parse().unwrap();
+        let v6 = "[2001:db8::1]:4433".parse().unwrap();
+        let closer: Vec<dht::Contact> = (0..20u8)
+            .map(|n| dht::Contact {
+                id: NodeId::from_bytes([n; 32]),
+                addrs: SmallVec::from_vec(vec![v4, v6][..usize::from(n % 3).min(2)].to_vec()),
+            })
+            .collect();
+        let records: Vec<SignedRecord> = (1..=12u8)
+            .map(|n| {
+                let value = Bytes::from(vec![n; usize::from(n) * 100]);
+                let key = RecordKey::from_bytes([1; 32]);
+                SignedRecord::sign(&Identity::from_seed([n; 32]), key, value, 1, 300)
+            })
+            .collect();
+        let limits = wire::Limits::default();
+        for max in [0, 100, 1_000, 3_000, 7_777, 12_000, 1 << 20] {
+            let mut nodes = closer.clone();
+            dht::fit::fit_nodes(&mut nodes, max);
+            let predicted: usize = 10 + nodes.iter().map(dht::fit::contact_len).sum::<usize>();
+            let frame =
+                response_to_wire(RequestId(1), dht::Response::Nodes { closer: nodes }, false);
+            let body = frame.encoded_len(&limits).unwrap() - wire::HEADER_LEN;
+            assert_eq!(body, predicted);
+            assert!(body <= max.max(10), "{body} > {max}");
+
+            let mut near = closer.clone();
+            let (kept, omitted) = dht::fit::fit_value(records.clone(), &mut near, max);
+            assert_eq!(kept.len() + omitted, records.len());
+            let predicted = 14
+                + near.iter().map(dht::fit::contact_len).sum::<usize>()
+                + kept.iter().map(dht::fit::record_len).sum::<usize>();
+            let response = dht::Response::Value {
+                records: kept,
+                omitted,
+                closer: near,
+            };
+            let frame = response_to_wire(RequestId(1), response, false);
+            let body = frame.encoded_len(&limits).unwrap() - wire::HEADER_LEN;
+            assert_eq!(body, predicted);
+            assert!(body <= max.max(14), "{body} > {max}");
         }
     }
 }

@@ -33,6 +33,7 @@
 //! their unit (`_milliseconds`, `_seconds`).
 
 mod admission;
+mod dht;
 mod histogram;
 mod labels;
 mod messaging;
@@ -42,6 +43,7 @@ mod relay;
 use std::time::{Duration, Instant};
 
 pub use admission::{AdmissionMetrics, AdmissionRefusal};
+pub use dht::DhtLimit;
 pub use histogram::{CONNECTION_DURATION_BOUNDS, Histogram, LATENCY_BOUNDS, MAX_BUCKETS};
 pub(crate) use labels::label_enum;
 pub use labels::{Label, LabelValue, PerLabel};
@@ -359,6 +361,11 @@ pub const DHT_CACHE_HIT_RATE: Family = Family::gauge(
     "dht_cache_hit_rate",
     "Share of lookups answered without a network query since the start, by cache",
 );
+/// `dht_limit_hits_total`.
+pub const DHT_LIMIT_HITS: Family = Family::counter(
+    "dht_limit_hits_total",
+    "DHT limits hit: records refused or evicted, replies cut, contacts refused, by limit",
+);
 /// `p2p_connections_total`.
 pub const P2P_CONNECTIONS: Family = Family::counter(
     "p2p_connections_total",
@@ -474,6 +481,7 @@ pub const FAMILIES: &[Family] = &[
     DHT_STORE_PROPAGATION_SUCCESS_RATE,
     DHT_QUERY_LATENCY,
     DHT_CACHE_HIT_RATE,
+    DHT_LIMIT_HITS,
     P2P_CONNECTIONS,
     P2P_CONNECTION_DURATION,
     P2P_CONNECTION_POOL_SIZE,
@@ -514,6 +522,8 @@ pub struct Metrics {
     pub dht_query_latency: PerLabel<QueryKind, Histogram, 2>,
     /// Hits and misses, by cache.
     pub caches: PerLabel<Cache, CacheCounts, 3>,
+    /// DHT limits hit, by limit.
+    pub dht_limit_hits: PerLabel<DhtLimit, u64, 9>,
     /// Connections that became ready, by direction.
     pub connections: PerLabel<ConnectionDirection, u64, 2>,
     /// Lifetimes of ready connections.
@@ -578,6 +588,7 @@ impl Metrics {
             dht_recent_stores: RecentOutcomes::default(),
             dht_query_latency: PerLabel::new(Histogram::new(LATENCY_BOUNDS)),
             caches: PerLabel::default(),
+            dht_limit_hits: PerLabel::default(),
             connections: PerLabel::default(),
             connection_duration: Histogram::new(CONNECTION_DURATION_BOUNDS),
             pool_size: PerLabel::default(),
@@ -660,6 +671,7 @@ impl Metrics {
             })
             .collect();
         visitor.family(&DHT_CACHE_HIT_RATE, &hit_rates);
+        visitor.family(&DHT_LIMIT_HITS, &counters(&self.dht_limit_hits));
         visitor.family(&P2P_CONNECTIONS, &counters(&self.connections));
         visitor.family(
             &P2P_CONNECTION_DURATION,

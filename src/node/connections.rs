@@ -503,16 +503,15 @@ impl Node {
             self.misrouted(handle, stream);
             return;
         };
-        let from_server = hello.capabilities.contains(Capabilities::DHT_SERVER);
-        let mut contact = dht::Contact {
+        // The DHT hands out only what it verified (`dht::Inbound`). A relayed
+        // peer's `remote` is a virtual address, which means nothing to
+        // anyone else.
+        let from = dht::Inbound {
             id: peer,
-            addrs: hello.listen_addrs.iter().copied().collect(),
+            server: hello.capabilities.contains(Capabilities::DHT_SERVER),
+            claimed: hello.listen_addrs.clone(),
+            source: Some(conn.remote).filter(|a| !PathTable::is_virtual(a)),
         };
-        // A relayed peer's `remote` is a virtual address, which means
-        // nothing to anyone else.
-        if contact.addrs.is_empty() && !PathTable::is_virtual(&conn.remote) {
-            contact.addrs.push(conn.remote);
-        }
         self.serving.insert(
             PeerRequest {
                 peer,
@@ -526,7 +525,7 @@ impl Node {
         );
         let unix_ms = self.unix_ms(now);
         self.dht
-            .handle_request(now, unix_ms, &contact, from_server, request_id, request);
+            .handle_request(now, unix_ms, &from, request_id, request);
     }
 
     /// Closes the connections whose peer's CONNECT did not come by the

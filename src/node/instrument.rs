@@ -274,6 +274,7 @@ impl Node {
             *metrics.pool_size.get_mut(direction) = self.pool.len(pooled) as u64;
         }
         let dht = self.dht.metrics();
+        metrics.copy_dht_counters(dht);
         let caches = &mut metrics.caches;
         caches.get_mut(Cache::DhtRecords).hits = dht.cache_hits;
         caches.get_mut(Cache::DhtRecords).misses = dht.cache_misses;

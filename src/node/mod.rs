@@ -82,6 +82,7 @@ use crate::pubsub::PubSubEvent;
 use crate::quic::{QuicConfigError, QuicConfigs};
 use crate::relay::{RelayClient, RelayServer};
 use crate::rpc::RpcEvent;
+use crate::scope::AddressPolicy;
 use crate::secret::Secret;
 use crate::tls::{NodeTls, TlsError, WallClock};
 use crate::wire::DisconnectReason;
@@ -286,11 +287,23 @@ impl Node {
         config.pool.local = local;
         config.pool.seed = secret.derive_u64("pool");
         let pool = Pool::new(config.pool.clone())?;
-        let dht = Dht::new(
+        let frame = usize::try_from(config.limits.max_frame_len).unwrap_or(usize::MAX);
+        config.dht.max_reply_bytes = config.dht.max_reply_bytes.min(frame);
+        let mut dht = Dht::new(
             config.dht.clone(),
             identity.clone(),
             secret.derive_u64("dht"),
         );
+        // A node that announces no address (bound to an unspecified one,
+        // e.g. a dual-stack socket on a developer's host) may be on loopback.
+        let policy = if config.listen_addrs.is_empty() {
+            AddressPolicy {
+                allow_loopback: true,
+            }
+        } else {
+            AddressPolicy::for_listen(&config.listen_addrs)
+        };
+        dht.set_address_policy(policy);
         config.rpc.seed = secret.derive_u64("rpc");
         config.pubsub.local_id = local;
         config.pubsub.first_epoch = unix_ms.saturating_mul(1000);

@@ -23,7 +23,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::collections::HashMap;
 use crate::id::{Distance, Identity, NodeId, RecordKey};
 
-use crate::dht::{Contact, Dht, DhtConfig, DhtEvent, DhtOutput, Request, RequestId, Response};
+use crate::dht::{
+    Contact, Dht, DhtConfig, DhtEvent, DhtOutput, Inbound, Request, RequestId, Response,
+};
 
 /// The network and the nodes of one simulation.
 #[derive(Clone, Debug)]
@@ -377,10 +379,15 @@ impl SimNet {
                 if !self.nodes[to].alive {
                     return true;
                 }
-                let contact = Contact::new(self.ids[from], address(from));
+                let inbound = Inbound {
+                    id: self.ids[from],
+                    server: true,
+                    claimed: vec![address(from)],
+                    source: Some(address(from)),
+                };
                 self.nodes[to]
                     .dht
-                    .handle_request(now, unix, &contact, true, id, request);
+                    .handle_request(now, unix, &inbound, id, request);
                 to
             }
             Payload::Reply {

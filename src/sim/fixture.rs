@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{HostId, Link, NatConfig, NetId, World};
-use crate::dht::{Contact, DhtEvent};
+use crate::dht::{Contact, DhtEvent, Diversity};
 use crate::id::{Identity, NodeId, Realm};
 use crate::node::{Event, Node, NodeConfig};
 use crate::pubsub::{Pattern, Topic};
@@ -121,7 +121,10 @@ impl Mesh {
     }
 
     /// Adds a node at `addr` on `net`. Its config starts from [`realm`] and
-    /// listens on `addr` before `configure` changes it; the node added
+    /// listens on `addr`, with no IP-diversity limits (every public fixture
+    /// node is in 198.51.100.0/24, one network as far as
+    /// [`Diversity`](crate::dht::Diversity) is concerned), before
+    /// `configure` changes it; the node added
     /// `i`-th (from 0) has identity seed `[i + 1; 32]` and randomness seed
     /// `seed + i`.
     ///
@@ -135,6 +138,7 @@ impl Mesh {
     ) -> HostId {
         let mut config = NodeConfig::new(realm());
         config.listen_addrs = vec![addr];
+        config.dht.diversity = Diversity::UNLIMITED;
         configure(&mut config);
         let i = self.hosts.len();
         let identity = Identity::from_seed([i as u8 + 1; 32]);

@@ -42,8 +42,12 @@ wire_struct! {
     pub struct FindValueReply {
         /// The request's id.
         pub request_id: u64,
-        /// At most [`Limits::max_list_len`](super::Limits::max_list_len).
+        /// At most [`Limits::max_list_len`](super::Limits::max_list_len),
+        /// as many as fit one frame.
         pub records: Vec<SignedRecord>,
+        /// Records held under the key but left out so that the reply fits
+        /// one frame.
+        pub omitted: u16,
         /// At most [`Limits::max_contacts`](super::Limits::max_contacts).
         pub closer: Vec<Contact>; Contacts,
     }

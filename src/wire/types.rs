@@ -124,6 +124,13 @@ wire_enum! {
         Stale = 4,
         /// This node does not serve the DHT or refuses the record.
         Refused = 5,
+        /// The record's TTL is over the receiver's cap.
+        TtlTooLong = 6,
+        /// The record's issue time is too far ahead of the receiver's clock.
+        IssuedInFuture = 7,
+        /// The publisher, or the network the STORE came from, holds its
+        /// share of the receiver's store.
+        OverQuota = 8,
     }
 }
 
