@@ -193,3 +193,53 @@ fn datagrams_that_start_nothing_leave_nothing_behind() {
     assert_eq!(node.path_count(), before);
     assert_eq!(node.connection_count(), 0);
 }
+
+/// Declares a streamed CALL of `total_len` bytes on a new stream of a
+/// served peer and returns the node's first answer frame on it, if any.
+fn declare_payload(node_config: NodeConfig, total_len: u64) -> Option<Message> {
+    let (mut node, mut now) = node_with(node_config);
+    node.register(now, "svc.big", Default::default()).unwrap();
+    let mut peer = RawPeer::dial(&node, now, 80, addr(80, 5000));
+    pump(&mut node, &mut [&mut peer], &mut now, 20);
+    peer.hello();
+    pump(&mut node, &mut [&mut peer], &mut now, 20);
+    let stream = peer.conn.streams().open(Dir::Bi).unwrap();
+    let mut frames = encode(&Message::from(wire::PayloadSize {
+        request_id: 1,
+        total_len,
+    }));
+    frames.extend(encode(&Message::from(wire::Call {
+        request_id: 1,
+        procedure: "svc.big".into(),
+        timeout_ms: 10_000,
+        idempotent: false,
+        payload: Bytes::from(vec![7; 1 << 10]),
+    })));
+    assert_eq!(write_some(&mut peer.conn, stream, &frames), frames.len());
+    pump(&mut node, &mut [&mut peer], &mut now, 20);
+    let mut answer = Vec::new();
+    if let Ok(mut chunks) = peer.conn.recv_stream(stream).read(true) {
+        while let Ok(Some(part)) = chunks.next(usize::MAX) {
+            answer.extend_from_slice(&part.bytes);
+        }
+        let _ = chunks.finalize();
+    }
+    match wire::decode(&answer, &wire::Limits::default()) {
+        Ok(wire::Decoded::Complete(message, _)) => Some(message),
+        _ => None,
+    }
+}
+
+#[test]
+fn payloads_being_reassembled_share_the_node_wide_budget() {
+    // Within the default budget, a 4 MiB CALL is admitted: no answer yet.
+    assert_eq!(declare_payload(config(), 4 << 20), None);
+    // With a node-wide budget of 2 MiB, the one connection's share cannot
+    // hold it: refused at once, `overloaded`, so the caller may go elsewhere.
+    let mut small = config();
+    small.admission.memory_budget = 2 << 20;
+    let Some(Message::ErrorReply(error)) = declare_payload(small, 4 << 20) else {
+        panic!("an ERROR answers the CALL");
+    };
+    assert_eq!(error.code, wire::ErrorCode::Overloaded);
+}

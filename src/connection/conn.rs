@@ -16,6 +16,12 @@
 //! other. A connection holds at most `budget + payload_room` bytes plus one
 //! partial frame per stream.
 //!
+//! **The node-wide budget.** Both bounds are also capped by the
+//! connection's share of the node's memory budget (the budget divided by
+//! the connections open, docs of [`super::admission`]): with many
+//! connections each may buffer and reassemble less, so all of them together
+//! stay within the budget. The buffer bound never falls below one frame.
+//!
 //! A payload that finds no room is refused at once (`overloaded` for a
 //! CALL, so the caller may try another provider; `too large` for a REPLY)
 //! and its bytes are read and dropped, rather than left waiting for room:
@@ -286,8 +292,14 @@ impl Conn {
     /// plus whether the peer finished the stream. Decoding stops after a
     /// frame that turns the stream into a circuit
     /// ([`Message::starts_circuit`]); the bytes after it are taken with
-    /// [`Conn::take_unread`].
-    pub fn read(&mut self, stream: StreamId) -> Result<(Vec<Message>, bool), StreamTrouble> {
+    /// [`Conn::take_unread`]. Payloads being reassembled may reserve at
+    /// most `share` bytes in all (the connection's share of the node-wide
+    /// budget), on top of its own payload room.
+    pub fn read(
+        &mut self,
+        stream: StreamId,
+        share: usize,
+    ) -> Result<(Vec<Message>, bool), StreamTrouble> {
         let limits = self.bounds.limits;
         let reader = self
             .readers
@@ -324,7 +336,7 @@ impl Conn {
         }
         let mut messages = Vec::new();
         for frame in frames {
-            match self.assemble(stream, frame) {
+            match self.assemble(stream, frame, share) {
                 Ok(Some(message)) => messages.push(message),
                 Ok(None) => {}
                 Err(error) => {
@@ -375,6 +387,7 @@ impl Conn {
         &mut self,
         stream: StreamId,
         frame: Message,
+        share: usize,
     ) -> Result<Option<Message>, wire::AssemblyError> {
         if !self.assemblers.contains_key(&stream) && !matches!(frame, Message::PayloadSize(_)) {
             if let Message::PayloadChunk(_) = frame {
@@ -390,7 +403,8 @@ impl Conn {
             .values()
             .map(PayloadAssembler::reserved)
             .sum();
-        let room = self.bounds.payload_room.saturating_sub(reserved);
+        let share = u64::try_from(share).unwrap_or(u64::MAX);
+        let room = self.bounds.payload_room.min(share).saturating_sub(reserved);
         let assembler = self.assemblers.entry(stream).or_default();
         let step = assembler.push(frame, self.bounds.max_payload, room)?;
         if !assembler.is_open() {

@@ -249,7 +249,7 @@ impl Node {
             conn.park(stream);
             return;
         }
-        let (messages, finished) = match conn.read(stream) {
+        let (messages, finished) = match conn.read(stream, share) {
             Ok(read) => read,
             Err(StreamTrouble::Reset(code)) => {
                 self.request_stream_gone(handle, stream, code == STREAM_REFUSED);
