@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 pub use histogram::{CONNECTION_DURATION_BOUNDS, Histogram, LATENCY_BOUNDS, MAX_BUCKETS};
 pub(crate) use labels::label_enum;
 pub use labels::{Label, LabelValue, PerLabel};
-pub use nat::{ConnectionPath, NatType, PunchCounts, PunchPairs, PunchResult};
+pub use nat::{ConnectionPath, NatRefusal, NatType, PunchCounts, PunchPairs, PunchResult};
 pub use relay::{RelayDrop, RelayRefusal, ReservationChange};
 
 label_enum!(
@@ -452,6 +452,11 @@ pub const NAT_FALLBACKS: Family = Family::counter(
     "nat_fallbacks_total",
     "Connections that fell back from a dead direct path to their relay circuit",
 );
+/// `nat_refusals_total`.
+pub const NAT_REFUSALS: Family = Family::counter(
+    "nat_refusals_total",
+    "Dial-back and hole-punch requests, candidates and probes this node refused or ignored, by reason",
+);
 
 /// Every family a [`Metrics`] exports, in [`Metrics::visit`] order.
 pub const FAMILIES: &[Family] = &[
@@ -479,6 +484,7 @@ pub const FAMILIES: &[Family] = &[
     NAT_PUNCH_RESULTS,
     NAT_UPGRADE_TIME,
     NAT_FALLBACKS,
+    NAT_REFUSALS,
 ];
 
 /// What a node measured. Read the fields, or walk the families with
@@ -534,6 +540,8 @@ pub struct Metrics {
     pub nat_upgrade_time: Histogram,
     /// Falls back from a dead direct path to the relay.
     pub nat_fallbacks: u64,
+    /// Dial-back and punch refusals, by reason.
+    pub nat_refusals: PerLabel<NatRefusal, u64, 5>,
 }
 
 impl Default for Metrics {
@@ -570,6 +578,7 @@ impl Metrics {
             nat_punches: PunchPairs::default(),
             nat_upgrade_time: Histogram::new(LATENCY_BOUNDS),
             nat_fallbacks: 0,
+            nat_refusals: PerLabel::default(),
         }
     }
 
@@ -702,6 +711,7 @@ impl Metrics {
             }],
         );
         visitor.family(&NAT_FALLBACKS, &[counter(self.nat_fallbacks)]);
+        visitor.family(&NAT_REFUSALS, &counters(&self.nat_refusals));
     }
 }
 

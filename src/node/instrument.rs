@@ -246,6 +246,7 @@ impl Node {
     /// children's numbers (the end of every [`Node::settle`]).
     pub(super) fn observe(&mut self, now: Instant) {
         let relay_counters = self.relay_counters();
+        let reach_stats = self.reach.stats();
         let instruments = &mut self.instruments;
         for output in self.out.iter().skip(instruments.observed) {
             match output {
@@ -287,6 +288,7 @@ impl Node {
             .dropped_slow
             .saturating_add(pubsub.dropped_disconnected);
         metrics.copy_relay_counters(&relay_counters);
+        metrics.copy_nat_refusals(&reach_stats, self.upgrades.counters());
         metrics.relay_circuits_active = self.relay_server.circuit_count() as u64;
     }
 }

@@ -71,7 +71,8 @@ use crate::dht::{self, Dht, DhtEvent, RequestId};
 use crate::id::{Identity, NodeId, RecordKey};
 use crate::messaging::Messaging;
 pub use crate::nat::reach::{
-    MAX_CONTACTED, MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, ReachConfig, ReachStats,
+    MAX_CONTACTED, MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, ProbeRefusal, ReachConfig,
+    ReachStats,
 };
 use crate::nat::reach::{Reach, ReachSetup};
 use crate::path::upgrade::Upgrades;
@@ -84,6 +85,7 @@ use crate::pubsub::PubSubEvent;
 use crate::quic::{QuicConfigError, QuicConfigs};
 use crate::relay::{RelayClient, RelayServer};
 use crate::rpc::RpcEvent;
+use crate::scope::AddressPolicy;
 use crate::tls::{NodeTls, TlsError, WallClock};
 use crate::wire::{DisconnectReason, Message};
 
@@ -300,7 +302,8 @@ impl Node {
             mode: dht.mode(),
         };
         let reach = Reach::new(&config.reach, setup, seed ^ 0x7265_6163); // "reac"
-        let upgrades = Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
+        let policy = AddressPolicy::for_listen(&config.listen_addrs);
+        let upgrades = Upgrades::new(config.upgrade.clone(), policy, seed ^ 0x7075_6e63); // "punc"
         let relay_server = RelayServer::new(config.relay);
         let relay_client = RelayClient::new(config.request_timeout);
         Ok(Self {
