@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -53,7 +53,7 @@ fn a_plain_peers_dial_back_probe_toward_other_ips_sends_nothing_to_them() {
         assert!(sent);
         mesh.world.run_for(Duration::from_millis(100));
     }
-    let victim_ips: HashSet<IpAddr> = victims.iter().map(SocketAddr::ip).collect();
+    let victim_ips: BTreeSet<IpAddr> = victims.iter().map(SocketAddr::ip).collect();
     let reached = (mesh.world.trace().entries().iter())
         .filter(|e| victim_ips.contains(&e.destination.ip()))
         .count();
