@@ -90,7 +90,7 @@ pub const MAX_CONTACTED: usize = 1 << 16;
 /// | stun_servers | none |
 /// | dial_back_limit | 1 dial-back per 2 s per asking IP, bursts of 4 |
 /// | probe_limit | 1 probe per 500 ms per target IP, bursts of 8 |
-/// | probe_request_limit | 1 DIAL_BACK_PROBE per second per sending IP, bursts of 8 |
+/// | probe_request_limit | 10 DIAL_BACK_PROBEs per second per sending IP, bursts of 64 |
 /// | contact_memory | 10 min |
 /// | relays | 2 reservations kept while private; a failed relay is avoided for 60 s |
 #[derive(Clone, Debug)]
@@ -111,8 +111,11 @@ pub struct ReachConfig {
     pub dial_back_limit: RateLimit,
     /// Probes sent per target IP when helping.
     pub probe_limit: RateLimit,
-    /// DIAL_BACK_PROBE requests served per sending IP (a dial-back server
-    /// forwards for many askers, so this is looser than `dial_back_limit`).
+    /// DIAL_BACK_PROBE requests served per sending IP. A dial-back server
+    /// forwards for many askers and picks the same few helpers for all of
+    /// them (a seed node gets every new node's dial-back at once), so this is
+    /// far looser than `dial_back_limit`; the per-target `probe_limit` is
+    /// what bounds the packets any one address gets.
     pub probe_request_limit: RateLimit,
     /// How long an address we sent to counts as contacted (longer than any
     /// NAT binding lifetime).
@@ -141,7 +144,7 @@ impl Default for ReachConfig {
             stun_servers: Vec::new(),
             dial_back_limit: limit(2000, 4),
             probe_limit: limit(500, 8),
-            probe_request_limit: limit(1000, 8),
+            probe_request_limit: limit(100, 64),
             contact_memory: Duration::from_secs(600),
             relays: 2,
             relay_retry: Duration::from_secs(60),

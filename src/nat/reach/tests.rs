@@ -161,17 +161,7 @@ fn probe(addrs: &[&str]) -> DialBackProbe {
 #[test]
 fn probes_beyond_the_per_target_limit_are_not_sent() {
     let now = crate::test_epoch();
-    let config = ReachConfig {
-        probe_request_limit: stun::RateLimit {
-            per_source: stun::Bucket {
-                interval: Duration::from_millis(1),
-                burst: 100,
-            },
-            ..stun::RateLimit::default()
-        },
-        ..ReachConfig::default()
-    };
-    let mut reach = machine(config);
+    let mut reach = machine(ReachConfig::default());
     let target = addr("203.0.113.5:5000");
     let x = helper(1, "192.0.2.2:4433");
     // The default allows bursts of 8 per target IP, each probe sent twice.
@@ -233,16 +223,16 @@ fn a_dial_back_server_is_held_to_the_address_policy_and_its_rate() {
     );
     assert!(destinations(&mut reach).is_empty());
     assert_eq!(reach.stats().probe_targets_refused, 4);
-    // 1 request per second per sending IP, bursts of 8 (one spent above).
-    let answers: Vec<_> = (0..8)
+    // 10 requests a second per sending IP, bursts of 64 (one spent above).
+    let answers: Vec<_> = (0..64)
         .map(|i| {
-            let target = format!("203.0.113.{}:5000", 10 + i);
+            let target = format!("203.0.{}.{}:5000", 1 + i / 8, 10 + i % 8);
             reach.handle_probe_request(now, &x, probe(&[&target]))
         })
         .collect();
-    assert_eq!(answers[..7], [Ok(1); 7]);
-    assert_eq!(answers[7], Err(ProbeRefusal::RateLimited));
-    assert_eq!(destinations(&mut reach).len(), 7 * super::PROBE_COPIES);
+    assert_eq!(answers[..63], [Ok(1); 63]);
+    assert_eq!(answers[63], Err(ProbeRefusal::RateLimited));
+    assert_eq!(destinations(&mut reach).len(), 63 * super::PROBE_COPIES);
     assert_eq!(reach.stats().probe_requests_refused, 2);
 }
 
