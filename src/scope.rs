@@ -92,10 +92,13 @@ pub struct AddressPolicy {
 }
 
 impl AddressPolicy {
-    /// The policy of a node listening on `listen`: loopback is allowed only
-    /// when one of them is a loopback address.
+    /// The policy of a node announcing `listen`: loopback is allowed only
+    /// when one of them is a loopback address, or when it announces none (a
+    /// node bound to a wildcard address, e.g. a dual-stack socket on a
+    /// developer's host, may well be on loopback).
     pub fn for_listen(listen: &[SocketAddr]) -> Self {
-        let allow_loopback = listen.iter().any(|a| canonical(a.ip()).is_loopback());
+        let allow_loopback =
+            listen.is_empty() || listen.iter().any(|a| canonical(a.ip()).is_loopback());
         Self { allow_loopback }
     }
 

@@ -280,6 +280,7 @@ fn example(ty: MessageType) -> Message {
         MessageType::PunchOffer => PunchOffer {
             request_id: 13,
             tag: *b"macpunch",
+            key: *b"macpunch-integrity-key-32-bytes!",
             nat: NatInfo {
                 mapping: MappingCode::EndpointIndependent,
                 filtering: FilteringCode::AddressAndPortDependent,

@@ -352,3 +352,40 @@ fn the_protocol_examples_are_what_the_code_sends() {
         spec_example("response").as_slice()
     );
 }
+
+#[test]
+fn the_punch_probe_example_is_what_the_puncher_sends() {
+    use macula::nat::punch::{
+        Candidate, CandidateKind, NatClass, Plan, PunchConfig, Puncher, Role, SessionTag,
+    };
+    use macula::nat::stun::IntegrityKey;
+    let key = IntegrityKey(*b"macpunch-integrity-key-32-bytes!");
+    let plan = Plan {
+        tag: SessionTag(*b"macpunch"),
+        key: key.clone(),
+        remote: vec![Candidate::new(
+            CandidateKind::Reflexive,
+            addr("198.51.100.2:4433"),
+        )],
+        rtt: Duration::from_millis(40),
+        role: Role::Opener,
+        start: start(),
+        local_nat: NatClass::UNKNOWN,
+        remote_nat: NatClass::UNKNOWN,
+        same_public_ip: false,
+    };
+    let mut puncher = Puncher::new(PunchConfig::default(), plan, start());
+    puncher.handle_input(start(), Input::Timeout);
+    let first = std::iter::from_fn(|| puncher.poll_output())
+        .find_map(|o| match o {
+            Output::Transmit(t) => Some(t),
+            Output::Event(_) => None,
+        })
+        .expect("the opener's burst starts at once");
+    assert_eq!(
+        first.payload.as_ref(),
+        spec_example("punch probe").as_slice()
+    );
+    assert!(key.verifies(&first.payload));
+    assert!(!IntegrityKey([0; 32]).verifies(&first.payload));
+}

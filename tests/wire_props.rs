@@ -287,11 +287,18 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
                 })
             })
             .boxed(),
-        MessageType::PunchOffer => (id(), any::<[u8; 8]>(), nat_info(), candidates())
-            .prop_map(|(request_id, tag, nat, candidates)| {
+        MessageType::PunchOffer => (
+            id(),
+            any::<[u8; 8]>(),
+            any::<[u8; 32]>(),
+            nat_info(),
+            candidates(),
+        )
+            .prop_map(|(request_id, tag, key, nat, candidates)| {
                 Message::from(PunchOffer {
                     request_id,
                     tag,
+                    key,
                     nat,
                     candidates,
                 })

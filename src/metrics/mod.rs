@@ -48,7 +48,7 @@ pub use histogram::{CONNECTION_DURATION_BOUNDS, Histogram, LATENCY_BOUNDS, MAX_B
 pub(crate) use labels::label_enum;
 pub use labels::{Label, LabelValue, PerLabel};
 pub use messaging::{CallRefusal, PublishDrop};
-pub use nat::{ConnectionPath, NatType, PunchCounts, PunchPairs, PunchResult};
+pub use nat::{ConnectionPath, NatRefusal, NatType, PunchCounts, PunchPairs, PunchResult};
 pub use relay::{RelayDrop, RelayRefusal, ReservationChange};
 
 label_enum!(
@@ -474,6 +474,11 @@ pub const NAT_FALLBACKS: Family = Family::counter(
     "nat_fallbacks_total",
     "Connections that fell back from a dead direct path to their relay circuit",
 );
+/// `nat_refusals_total`.
+pub const NAT_REFUSALS: Family = Family::counter(
+    "nat_refusals_total",
+    "Dial-back and hole-punch requests, candidates and probes this node refused or ignored, by reason",
+);
 
 /// Every family a [`Metrics`] exports, in [`Metrics::visit`] order.
 pub const FAMILIES: &[Family] = &[
@@ -504,6 +509,7 @@ pub const FAMILIES: &[Family] = &[
     NAT_PUNCH_RESULTS,
     NAT_UPGRADE_TIME,
     NAT_FALLBACKS,
+    NAT_REFUSALS,
     admission::P2P_ADMISSION_REFUSALS,
     admission::P2P_HANDSHAKES_IN_PROGRESS,
     admission::P2P_CONNECTIONS_AWAITING_CONNECT,
@@ -569,6 +575,8 @@ pub struct Metrics {
     pub nat_upgrade_time: Histogram,
     /// Falls back from a dead direct path to the relay.
     pub nat_fallbacks: u64,
+    /// Dial-back and punch refusals, by reason.
+    pub nat_refusals: PerLabel<NatRefusal, u64, 5>,
     /// What admission turned away, and the handshakes and connections it
     /// holds now.
     pub admission: AdmissionMetrics,
@@ -611,6 +619,7 @@ impl Metrics {
             nat_punches: PunchPairs::default(),
             nat_upgrade_time: Histogram::new(LATENCY_BOUNDS),
             nat_fallbacks: 0,
+            nat_refusals: PerLabel::default(),
             admission: AdmissionMetrics::default(),
         }
     }
@@ -751,6 +760,7 @@ impl Metrics {
             }],
         );
         visitor.family(&NAT_FALLBACKS, &[counter(self.nat_fallbacks)]);
+        visitor.family(&NAT_REFUSALS, &counters(&self.nat_refusals));
     }
 }
 

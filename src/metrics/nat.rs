@@ -8,6 +8,45 @@ use crate::nat::stun::{FilteringBehaviour, MappingBehaviour, PortAllocation};
 use crate::path::PathKind;
 
 label_enum!(
+    /// Why a dial-back or hole-punch input was refused or ignored
+    /// (`nat_refusals_total`).
+    NatRefusal, "reason", {
+        /// A DIAL_BACK_PROBE refused whole (rate limit, or no target allowed).
+        DialBackProbe => "dial_back_probe",
+        /// A DIAL_BACK_PROBE target refused (address policy, or another IP
+        /// than the sender's while the sender is no dial-back server).
+        DialBackTarget => "dial_back_target",
+        /// A PUNCH_OFFER or PUNCH_SYNC over the per-connection rate limit.
+        PunchRateLimit => "punch_rate_limit",
+        /// A peer's punch candidate refused (address policy, unknown type, cap).
+        PunchCandidate => "punch_candidate",
+        /// A punch or liveness probe or answer without a valid
+        /// MESSAGE-INTEGRITY-SHA256.
+        Unauthenticated => "unauthenticated",
+    }
+);
+
+impl super::Metrics {
+    /// Copies the refusal counters the reachability and upgrade children keep.
+    pub fn copy_nat_refusals(
+        &mut self,
+        reach: &crate::nat::reach::ReachStats,
+        upgrades: &crate::path::upgrade::UpgradeCounters,
+    ) {
+        let values = [
+            (NatRefusal::DialBackProbe, reach.probe_requests_refused),
+            (NatRefusal::DialBackTarget, reach.probe_targets_refused),
+            (NatRefusal::PunchRateLimit, upgrades.frames_rate_limited),
+            (NatRefusal::PunchCandidate, upgrades.candidates_refused),
+            (NatRefusal::Unauthenticated, upgrades.unauthenticated),
+        ];
+        for (reason, n) in values {
+            *self.nat_refusals.get_mut(reason) = n;
+        }
+    }
+}
+
+label_enum!(
     /// Where a connection's packets go.
     ConnectionPath, "path", {
         /// Straight over UDP.

@@ -54,6 +54,25 @@ impl Node {
         conn.send(control, frame, false).is_ok()
     }
 
+    /// Simulator only: writes `frame` on the control stream of the ready
+    /// connection to `peer`, as a misbehaving peer would (attack tests);
+    /// false when there is none.
+    #[cfg(feature = "sim")]
+    pub fn send_raw_frame(
+        &mut self,
+        now: std::time::Instant,
+        peer: crate::id::NodeId,
+        frame: &Message,
+    ) -> bool {
+        self.enter(now);
+        let handle = (self.ready_conns())
+            .find(|(_, c)| c.peer == Some(peer))
+            .map(|(h, _)| h);
+        let sent = handle.is_some_and(|h| self.send_control(h, frame));
+        self.settle(now);
+        sent
+    }
+
     /// Writes `frame` on the control stream of the ready DHT server with
     /// the lowest handle; false when there is none.
     pub(super) fn send_to_server(&mut self, frame: &Message) -> bool {

@@ -246,6 +246,7 @@ impl Node {
     /// children's numbers (the end of every [`Node::settle`]).
     pub(super) fn observe(&mut self, now: Instant) {
         let relay_counters = self.relay_counters();
+        let reach_stats = self.reach.stats();
         let instruments = &mut self.instruments;
         for output in self.out.iter().skip(instruments.observed) {
             match output {
@@ -294,6 +295,7 @@ impl Node {
         let (handshakes, awaiting) = (admission.handshakes(), admission.awaiting_connect());
         (metrics.admission).copy(admission.counters(), handshakes, awaiting);
         metrics.admission.protocol_errors = self.counters.protocol_errors;
+        metrics.copy_nat_refusals(&reach_stats, self.upgrades.counters());
         metrics.relay_circuits_active = self.relay_server.circuit_count() as u64;
     }
 }

@@ -69,7 +69,8 @@ use crate::exchange::{Exchanges, PeerRequest};
 use crate::id::{Identity, NodeId, RecordKey};
 use crate::messaging::Messaging;
 pub use crate::nat::reach::{
-    MAX_CONTACTED, MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, ReachConfig, ReachStats,
+    MAX_CONTACTED, MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, ProbeRefusal, ReachConfig,
+    ReachStats,
 };
 use crate::nat::reach::{Reach, ReachSetup};
 use crate::path::upgrade::Upgrades;
@@ -294,15 +295,7 @@ impl Node {
             identity.clone(),
             secret.derive_u64("dht"),
         );
-        // A node that announces no address (bound to an unspecified one,
-        // e.g. a dual-stack socket on a developer's host) may be on loopback.
-        let policy = if config.listen_addrs.is_empty() {
-            AddressPolicy {
-                allow_loopback: true,
-            }
-        } else {
-            AddressPolicy::for_listen(&config.listen_addrs)
-        };
+        let policy = AddressPolicy::for_listen(&config.listen_addrs);
         dht.set_address_policy(policy);
         config.rpc.seed = secret.derive_u64("rpc");
         config.pubsub.local_id = local;
@@ -316,7 +309,7 @@ impl Node {
             mode: dht.mode(),
         };
         let reach = Reach::new(&config.reach, setup, &secret);
-        let upgrades = Upgrades::new(config.upgrade.clone(), secret.derive("punch-tags"));
+        let upgrades = Upgrades::new(config.upgrade.clone(), policy, secret.derive("punch-tags"));
         let relay_server = RelayServer::new(config.relay);
         let relay_client = RelayClient::new(config.request_timeout);
         let requests = Exchanges::new(Some(config.request_timeout));

@@ -141,7 +141,14 @@ impl Node {
                 (self.reach).handle_dial_back(now, from, asker, remote, ask, &peers);
             }
             Message::DialBackResult(result) => self.reach.handle_dial_back_result(now, result),
-            Message::DialBackProbe(probe) => self.reach.handle_probe_request(now, probe),
+            Message::DialBackProbe(probe) => {
+                let from = self.conns.get(&handle).and_then(|c| c.pool_id);
+                let sender = self.peer_conns().into_iter().find(|p| Some(p.conn) == from);
+                if let Some(sender) = sender {
+                    // A refusal is counted in the machine's stats; the frame has no answer.
+                    let _ = self.reach.handle_probe_request(now, &sender, probe);
+                }
+            }
             Message::CapabilitiesUpdate(update) => self.capabilities_changed(handle, update),
             _ => {}
         }

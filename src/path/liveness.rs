@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::Transmit;
 use crate::nat::punch::SessionTag;
-use crate::nat::stun::{Class, Message, Method, TransactionId, decode};
+use crate::nat::stun::{Class, IntegrityKey, Message, Method, TransactionId, decode};
 
 /// Marks liveness probes' transaction ids (bit 30 of the counter word), apart from the
 /// punch's own probes, which share the session tag.
@@ -17,11 +17,14 @@ const LIVENESS_BIT: u32 = 1 << 30;
 ///
 /// Every `interval` it sends a Binding request carrying the session tag (the peer's punch
 /// machine answers those); the path is dead when nothing was answered for `interval ·
-/// (misses + 1)`. Pure: feed it time and datagrams, drain its transmits.
+/// (misses + 1)`. Probes and answers carry MESSAGE-INTEGRITY-SHA256 under the session's
+/// key: an answer that does not check keeps nothing alive. Pure: feed it time and
+/// datagrams, drain its transmits.
 #[derive(Debug)]
 pub struct Liveness {
     remote: SocketAddr,
     tag: SessionTag,
+    key: IntegrityKey,
     interval: Duration,
     misses: u32,
     next_probe: Instant,
@@ -30,21 +33,24 @@ pub struct Liveness {
     outstanding: BTreeMap<TransactionId, Instant>,
     out: VecDeque<Transmit>,
     rtt: Option<Duration>,
+    unauthenticated: u64,
 }
 
 impl Liveness {
     /// Starts watching `remote`, which answered just now; the first probe goes one
-    /// `interval` from now.
+    /// `interval` from now. Probes are signed with `key`, answers must be.
     pub fn new(
         now: Instant,
         remote: SocketAddr,
         tag: SessionTag,
+        key: IntegrityKey,
         interval: Duration,
         misses: u32,
     ) -> Self {
         Self {
             remote,
             tag,
+            key,
             interval,
             misses,
             next_probe: now.checked_add(interval).unwrap_or(now),
@@ -53,7 +59,13 @@ impl Liveness {
             outstanding: BTreeMap::new(),
             out: VecDeque::new(),
             rtt: None,
+            unauthenticated: 0,
         }
+    }
+
+    /// Answers to our probes whose MESSAGE-INTEGRITY-SHA256 was missing or wrong (ignored).
+    pub fn unauthenticated(&self) -> u64 {
+        self.unauthenticated
     }
 
     /// The watched address.
@@ -74,6 +86,13 @@ impl Liveness {
         let message = decoded.message;
         if message.method != Method::BINDING || message.class != Class::Success {
             return false;
+        }
+        if !self.outstanding.contains_key(&message.transaction_id) {
+            return false;
+        }
+        if !self.key.verifies(payload) {
+            self.unauthenticated += 1;
+            return true;
         }
         let Some(sent) = self.outstanding.remove(&message.transaction_id) else {
             return false;
@@ -128,7 +147,8 @@ impl Liveness {
         self.counter = self.counter.wrapping_add(1);
         let id = TransactionId(id);
         self.outstanding.insert(id, at);
-        let Ok(payload) = Message::binding(Class::Request, id).encode() else {
+        let Ok(payload) = Message::binding(Class::Request, id).encode_with_integrity(&self.key)
+        else {
             unreachable!("a Binding request without attributes encodes")
         };
         self.out.push_back(Transmit {
@@ -145,24 +165,41 @@ mod tests {
     use super::*;
     use crate::nat::stun::Attribute;
 
+    const KEY: IntegrityKey = IntegrityKey([7; 32]);
+
+    fn watch(t0: Instant, peer: SocketAddr) -> Liveness {
+        let tag = SessionTag(*b"macpunch");
+        Liveness::new(t0, peer, tag, KEY, Duration::from_millis(100), 3)
+    }
+
+    /// The peer's answer to `probe`, signed with `key` (`None`: unsigned).
+    fn answer(probe: &Transmit, key: Option<&IntegrityKey>) -> bytes::Bytes {
+        let request = decode(&probe.payload).unwrap().message;
+        let mut answer = Message::binding(Class::Success, request.transaction_id);
+        answer
+            .attributes
+            .push(Attribute::XorMappedAddress(probe.destination));
+        match key {
+            Some(key) => answer.encode_with_integrity(key).unwrap(),
+            None => answer.encode().unwrap(),
+        }
+    }
+
     #[test]
     fn answered_probes_keep_the_path_alive_and_silence_kills_it() {
         let t0 = crate::test_epoch();
         let ms = Duration::from_millis;
         let peer: SocketAddr = "198.51.100.2:4433".parse().unwrap();
-        let mut live = Liveness::new(t0, peer, SessionTag(*b"macpunch"), ms(100), 3);
+        let mut live = watch(t0, peer);
         assert_eq!(live.poll_timeout(), t0 + ms(100));
         for step in 1..=10u64 {
             let now = t0 + ms(100 * step);
             live.handle_timeout(now);
             let probe = live.poll_transmit().expect("a probe per interval");
             assert_eq!(probe.destination, peer);
-            let request = decode(&probe.payload).unwrap().message;
-            let mut answer = Message::binding(Class::Success, request.transaction_id);
-            answer.attributes.push(Attribute::XorMappedAddress(peer));
-            let answer = answer.encode().unwrap();
+            assert!(KEY.verifies(&probe.payload), "probes are signed");
             assert!(!live.handle_datagram(now, "192.0.2.9:1".parse().unwrap(), b"junk"));
-            assert!(live.handle_datagram(now + ms(20), peer, &answer));
+            assert!(live.handle_datagram(now + ms(20), peer, &answer(&probe, Some(&KEY))));
             assert!(!live.is_dead(now + ms(20)));
         }
         assert_eq!(live.rtt(), Some(ms(20)));
@@ -172,5 +209,25 @@ mod tests {
         }
         assert!(!live.is_dead(quiet + ms(399)));
         assert!(live.is_dead(quiet + ms(400)));
+    }
+
+    #[test]
+    fn forged_answers_keep_nothing_alive() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let peer: SocketAddr = "198.51.100.2:4433".parse().unwrap();
+        let mut live = watch(t0, peer);
+        let wrong = IntegrityKey([8; 32]);
+        for step in 1..=4u64 {
+            let now = t0 + ms(100 * step);
+            live.handle_timeout(now);
+            let probe = live.poll_transmit().expect("a probe per interval");
+            // An on-path spoofer saw the probe and answers it from the peer's address.
+            assert!(live.handle_datagram(now, peer, &answer(&probe, None)));
+            assert!(live.handle_datagram(now, peer, &answer(&probe, Some(&wrong))));
+        }
+        assert_eq!(live.unauthenticated(), 8);
+        assert_eq!(live.rtt(), None);
+        assert!(live.is_dead(t0 + ms(400)));
     }
 }

@@ -25,8 +25,8 @@ use crate::nat::punch::{
 };
 use crate::nat::stun::{
     BindingClient, BindingId, BindingOutcome, ChangeRequest, ClientConfig, FilteringBehaviour,
-    MappingBehaviour, Observation, PortAllocation, Responder, ResponderConfig, classify_mapping,
-    classify_port_allocation,
+    IntegrityKey, MappingBehaviour, Observation, PortAllocation, Responder, ResponderConfig,
+    classify_mapping, classify_port_allocation,
 };
 use crate::sim::{Behavior, HostId, Link, NatConfig, NatEvent, NatId, NetId, World};
 use crate::{Datagram, Input, Machine, Output};
@@ -393,8 +393,11 @@ impl Lab {
         };
         let same_public_ip = a.reflexive.ip() == b.reflexive.ip();
         let tag = SessionTag(self.config.seed.to_be_bytes());
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&self.config.seed.to_le_bytes());
         let plan = |role, start, remote: &Gathering, local_nat, remote_nat| Plan {
             tag,
+            key: IntegrityKey(key),
             remote: remote.candidates.clone(),
             rtt: self.config.rtt,
             role,

@@ -96,6 +96,9 @@ wire_struct! {
         pub request_id: u64,
         /// The session tag that starts every probe's STUN transaction id.
         pub tag: [u8; 8],
+        /// The key of every probe's and answer's MESSAGE-INTEGRITY-SHA256 (32 random
+        /// bytes; secret: it travels only inside the encrypted connection).
+        pub key: [u8; 32],
         /// The sender's NAT.
         pub nat: NatInfo,
         /// The sender's candidates, at most `max_addrs`.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::candidate::{Candidate, CandidateKind, ordered};
 use super::config::PunchConfig;
 use super::oracle::{NatClass, direct_possible};
-use crate::nat::stun::{Attribute, Class, Message, Method, TransactionId, decode};
+use crate::nat::stun::{Attribute, Class, IntegrityKey, Message, Method, TransactionId, decode};
 use crate::{Datagram, Input, Machine, Output, Transmit};
 
 /// Who moves first in an attempt. The two peers must agree (the caller derives it, e.g.
@@ -46,6 +46,9 @@ pub struct SessionTag(pub [u8; 8]);
 pub struct Plan {
     /// The session's tag.
     pub tag: SessionTag,
+    /// The key of every probe's and answer's MESSAGE-INTEGRITY-SHA256, swapped over the
+    /// peers' encrypted connection: a probe or answer that does not check is ignored.
+    pub key: IntegrityKey,
     /// The peer's candidates.
     pub remote: Vec<Candidate>,
     /// Round-trip time to the peer, as measured over the relayed connection.
@@ -124,6 +127,9 @@ pub struct PunchStats {
     pub answered: u64,
     /// Peer-reflexive candidates learned.
     pub peer_reflexive: u64,
+    /// Probes and answers carrying the session's tag or one of our transaction ids whose
+    /// MESSAGE-INTEGRITY-SHA256 was missing or wrong: ignored.
+    pub unauthenticated: u64,
 }
 
 /// Where the punch stands.
@@ -237,24 +243,32 @@ impl Puncher {
         if message.method != Method::BINDING {
             return false;
         }
+        let id = message.transaction_id;
+        let ours = match message.class {
+            Class::Request => id.0[..8] == self.plan.tag.0,
+            Class::Success | Class::Error => self.sent.contains_key(&id),
+            Class::Indication => false,
+        };
+        if !ours {
+            return false;
+        }
+        if !self.plan.key.verifies(payload) {
+            // Forged or altered (an on-path spoofer): claimed, so nobody else answers it.
+            self.stats.unauthenticated += 1;
+            return true;
+        }
         match message.class {
-            Class::Request if message.transaction_id.0[..8] == self.plan.tag.0 => {
-                if !self.sent.contains_key(&message.transaction_id) {
-                    self.answer(now, from, message.transaction_id);
-                }
-                true
-            }
-            Class::Success | Class::Error => match self.sent.remove(&message.transaction_id) {
-                Some(sent) => {
+            Class::Request if !self.sent.contains_key(&id) => self.answer(now, from, id),
+            Class::Success | Class::Error => {
+                if let Some(sent) = self.sent.remove(&id) {
                     if message.class == Class::Success && sent.to.addr == from {
                         self.won(now, sent, message.mapped_address());
                     }
-                    true
                 }
-                None => false,
-            },
-            _ => false,
+            }
+            _ => {}
         }
+        true
     }
 
     /// Acts on every deadline passed by `now`.
@@ -465,7 +479,7 @@ impl Puncher {
     }
 
     fn send(&mut self, destination: SocketAddr, message: Message, ttl: Option<u8>) {
-        let Ok(payload) = message.encode() else {
+        let Ok(payload) = message.encode_with_integrity(&self.plan.key) else {
             unreachable!("a Binding message with at most one address attribute encodes")
         };
         self.out.push_back(Output::Transmit(Transmit {
@@ -536,6 +550,7 @@ mod tests {
         );
         let plan = Plan {
             tag: SessionTag(*b"macpunch"),
+            key: IntegrityKey([7; 32]),
             remote: vec![peer],
             rtt: ms(40),
             role: Role::Follower,

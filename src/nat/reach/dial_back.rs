@@ -5,7 +5,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use super::{MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, PeerConn, Reach, ReachOutput};
+use super::{
+    MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, PeerConn, ProbeRefusal, Reach, ReachOutput,
+};
 use crate::collections::HashSet;
 use crate::contract::Transmit;
 use crate::id::NodeId;
@@ -138,18 +140,39 @@ impl Reach {
         self.out.push(ReachOutput::Send { conn: from, frame });
     }
 
-    /// Y's side: send the probe, within the per-target limit.
-    pub fn handle_probe_request(&mut self, now: Instant, probe: DialBackProbe) {
+    /// Y's side: send the probe from `sender`'s DIAL_BACK_PROBE (module docs:
+    /// only toward the sender's own IP, or from a dial-back server; targets
+    /// within the address policy and the per-target limit). Returns how many
+    /// targets were probed.
+    pub fn handle_probe_request(
+        &mut self,
+        now: Instant,
+        sender: &PeerConn,
+        probe: DialBackProbe,
+    ) -> Result<usize, ProbeRefusal> {
         self.touch(now);
+        let sender_ip = sender.remote.ip().to_canonical();
+        if self.probe_request_limit.allow(now, sender_ip).is_err() {
+            self.stats.probe_requests_refused += 1;
+            return Err(ProbeRefusal::RateLimited);
+        }
+        let helper = sender.server && sender.untranslated;
         let request = stun::Message::binding(Class::Request, TransactionId(probe.nonce));
         let Ok(payload) = request.encode() else {
-            return;
+            return Err(ProbeRefusal::NoTarget);
         };
+        let mut probed = 0;
         for addr in probe.addrs.into_iter().take(MAX_PROBE_ADDRS) {
+            let own = addr.ip().to_canonical() == sender_ip;
+            if !self.policy.permits(&addr) || !(own || helper) {
+                self.stats.probe_targets_refused += 1;
+                continue;
+            }
             if self.probe_limit.allow(now, addr.ip()).is_err() {
                 self.stats.probes_rate_limited += 1;
                 continue;
             }
+            probed += 1;
             for _ in 0..PROBE_COPIES {
                 self.stats.probes_sent += 1;
                 self.out.push(ReachOutput::Transmit(Transmit {
@@ -160,5 +183,10 @@ impl Reach {
                 }));
             }
         }
+        if probed == 0 {
+            self.stats.probe_requests_refused += 1;
+            return Err(ProbeRefusal::NoTarget);
+        }
+        Ok(probed)
     }
 }

@@ -18,7 +18,14 @@
 //! stream of a connected DHT server X; X keeps only our addresses on the IP
 //! it sees us at, and asks up to [`MAX_HELPERS`] of its other peers (Y) with
 //! DIAL_BACK_PROBE to send a STUN Binding request carrying our nonce to
-//! them. We remember every address we sent to in the last
+//! them. As Y we honour a DIAL_BACK_PROBE only toward the sender's own
+//! observed IP, or, from a dial-back server (a peer that announced
+//! DHT_SERVER and whose packets come from an address it listens on: the X
+//! of the protocol, which kept only the asker's observed IP), toward other
+//! IPs; every target must pass the node's [`AddressPolicy`], and requests
+//! are rate-limited per sending IP ([`ReachConfig::probe_request_limit`]).
+//! Anything else is refused ([`ProbeRefusal`]) and counted, so a plain peer
+//! cannot aim our probes at a third party. We remember every address we sent to in the last
 //! [`ReachConfig::contact_memory`]; a probe counts only from a source we did
 //! not send to, so a mapping we opened ourselves is never taken for
 //! reachability ([`dial_back`]).
@@ -59,6 +66,7 @@ use crate::nat::stun::{
 };
 use crate::peer_record::{PeerRecord, Reachability};
 use crate::pool::ConnId;
+use crate::scope::AddressPolicy;
 use crate::secret::Secret;
 use crate::wire::{DialBack, Limits, Message};
 
@@ -83,6 +91,7 @@ pub const MAX_CONTACTED: usize = 1 << 16;
 /// | stun_servers | none |
 /// | dial_back_limit | 1 dial-back per 2 s per asking IP, bursts of 4 |
 /// | probe_limit | 1 probe per 500 ms per target IP, bursts of 8 |
+/// | probe_request_limit | 10 DIAL_BACK_PROBEs per second per sending IP, bursts of 64 |
 /// | contact_memory | 10 min |
 /// | relays | 2 reservations kept while private; a failed relay is avoided for 60 s |
 #[derive(Clone, Debug)]
@@ -103,6 +112,12 @@ pub struct ReachConfig {
     pub dial_back_limit: RateLimit,
     /// Probes sent per target IP when helping.
     pub probe_limit: RateLimit,
+    /// DIAL_BACK_PROBE requests served per sending IP. A dial-back server
+    /// forwards for many askers and picks the same few helpers for all of
+    /// them (a seed node gets every new node's dial-back at once), so this is
+    /// far looser than `dial_back_limit`; the per-target `probe_limit` is
+    /// what bounds the packets any one address gets.
+    pub probe_request_limit: RateLimit,
     /// How long an address we sent to counts as contacted (longer than any
     /// NAT binding lifetime).
     pub contact_memory: Duration,
@@ -130,6 +145,7 @@ impl Default for ReachConfig {
             stun_servers: Vec::new(),
             dial_back_limit: limit(2000, 4),
             probe_limit: limit(500, 8),
+            probe_request_limit: limit(100, 64),
             contact_memory: Duration::from_secs(600),
             relays: 2,
             relay_retry: Duration::from_secs(60),
@@ -154,6 +170,12 @@ pub struct ReachStats {
     pub probes_sent: u64,
     /// Probes we did not send because of the per-target limit.
     pub probes_rate_limited: u64,
+    /// DIAL_BACK_PROBE requests refused whole ([`ProbeRefusal`]).
+    pub probe_requests_refused: u64,
+    /// DIAL_BACK_PROBE targets refused: not permitted by the address policy,
+    /// or on another IP than the sender's while the sender is no dial-back
+    /// server.
+    pub probe_targets_refused: u64,
     /// Times the node became or stopped being a DHT server.
     pub role_changes: u64,
     /// Peer records we stored (first publication and changes).
@@ -208,6 +230,19 @@ pub struct PeerConn {
     /// Whether its packets come from an address it listens on (no address
     /// translation in front of it).
     pub untranslated: bool,
+}
+
+/// Why a DIAL_BACK_PROBE was refused whole (nothing was sent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeRefusal {
+    /// The sender's IP asked too often ([`ReachConfig::probe_request_limit`]).
+    #[error("the sender asks for dial-back probes too often")]
+    RateLimited,
+    /// No target may be probed: each is refused by the address policy, or
+    /// lies on another IP than the sender's while the sender is no dial-back
+    /// server, or its own per-target limit is spent.
+    #[error("no target of the dial-back probe may be probed")]
+    NoTarget,
 }
 
 /// What the reachability machine asks the Node to do.
@@ -272,6 +307,9 @@ pub struct Reach {
     next_request: u64,
     dial_back_limit: RateLimiter,
     probe_limit: RateLimiter,
+    probe_request_limit: RateLimiter,
+    /// Which addresses a peer may make us probe.
+    policy: AddressPolicy,
     /// The address datagrams arrive on.
     local: Option<SocketAddr>,
     record: Option<PeerRecord>,
@@ -296,6 +334,7 @@ impl Reach {
     /// An idle machine drawing its STUN transaction ids and discovery
     /// nonces from keys derived from `secret`.
     pub fn new(config: &ReachConfig, setup: ReachSetup, secret: &Secret) -> Self {
+        let policy = AddressPolicy::for_listen(&setup.listen_addrs);
         Self {
             config: config.clone(),
             setup,
@@ -308,6 +347,8 @@ impl Reach {
             next_request: 0,
             dial_back_limit: RateLimiter::new(config.dial_back_limit),
             probe_limit: RateLimiter::new(config.probe_limit),
+            probe_request_limit: RateLimiter::new(config.probe_request_limit),
+            policy,
             local: None,
             record: None,
             announces: HashSet::default(),

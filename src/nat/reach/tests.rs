@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{PeerConn, Reach, ReachConfig, ReachOutput, ReachSetup, ReachView};
+use super::{PeerConn, ProbeRefusal, Reach, ReachConfig, ReachOutput, ReachSetup, ReachView};
 use crate::contract::{Child, Datagram};
 use crate::dht::{Mode, RoutingTable};
 use crate::id::{NodeId, Realm};
@@ -133,26 +133,108 @@ fn a_dial_back_without_a_fit_helper_or_for_another_ip_gets_no_probe() {
     );
 }
 
+/// A plain peer: no DHT server, behind a NAT.
+fn plain(conn: u64, ip: &str) -> PeerConn {
+    PeerConn {
+        server: false,
+        untranslated: false,
+        ..helper(conn, ip)
+    }
+}
+
+/// Where the machine's transmits go.
+fn destinations(reach: &mut Reach) -> Vec<SocketAddr> {
+    (drain(reach).into_iter())
+        .filter_map(|o| match o {
+            ReachOutput::Transmit(t) => Some(t.destination),
+            _ => None,
+        })
+        .collect()
+}
+
+fn probe(addrs: &[&str]) -> DialBackProbe {
+    DialBackProbe {
+        nonce: [3; 12],
+        addrs: addrs.iter().map(|a| addr(a)).collect(),
+    }
+}
+
 #[test]
 fn probes_beyond_the_per_target_limit_are_not_sent() {
     let now = crate::test_epoch();
     let mut reach = machine(ReachConfig::default());
     let target = addr("203.0.113.5:5000");
+    let x = helper(1, "192.0.2.2:4433");
     // The default allows bursts of 8 per target IP, each probe sent twice.
-    for _ in 0..9 {
-        let probe = DialBackProbe {
-            nonce: [3; 12],
-            addrs: vec![target],
-        };
-        reach.handle_probe_request(now, probe);
-    }
-    let sent = drain(&mut reach)
-        .into_iter()
-        .filter(|o| matches!(o, ReachOutput::Transmit(t) if t.destination == target))
-        .count();
-    assert_eq!(sent, 8 * super::PROBE_COPIES);
+    let answers: Vec<_> = (0..9)
+        .map(|_| reach.handle_probe_request(now, &x, probe(&["203.0.113.5:5000"])))
+        .collect();
+    assert_eq!(answers[..8], [Ok(1); 8]);
+    assert_eq!(answers[8], Err(ProbeRefusal::NoTarget));
+    let sent = destinations(&mut reach);
+    assert_eq!(sent, vec![target; 8 * super::PROBE_COPIES]);
     let stats = reach.stats();
     assert_eq!((stats.probes_sent, stats.probes_rate_limited), (16, 1));
+}
+
+#[test]
+fn a_plain_peer_makes_us_probe_only_its_own_ip() {
+    let now = crate::test_epoch();
+    let mut reach = machine(ReachConfig::default());
+    let peer = plain(1, "203.0.113.9:6000");
+    let victims = [
+        "192.0.2.50:53",
+        "192.0.2.51:53",
+        "198.51.100.9:80",
+        "8.8.8.8:53",
+    ];
+    assert_eq!(
+        reach.handle_probe_request(now, &peer, probe(&victims)),
+        Err(ProbeRefusal::NoTarget)
+    );
+    assert!(destinations(&mut reach).is_empty());
+    // Its own observed IP, any port: the probe can only reach itself.
+    let own = probe(&["203.0.113.9:7000", "192.0.2.50:53"]);
+    assert_eq!(reach.handle_probe_request(now, &peer, own), Ok(1));
+    assert_eq!(
+        destinations(&mut reach),
+        vec![addr("203.0.113.9:7000"); super::PROBE_COPIES]
+    );
+    let stats = reach.stats();
+    assert_eq!(
+        (stats.probe_requests_refused, stats.probe_targets_refused),
+        (1, 5)
+    );
+}
+
+#[test]
+fn a_dial_back_server_is_held_to_the_address_policy_and_its_rate() {
+    let now = crate::test_epoch();
+    let mut reach = machine(ReachConfig::default());
+    let x = helper(1, "192.0.2.2:4433");
+    let bogus = [
+        "0.0.0.0:4433",
+        "224.0.0.1:9",
+        "127.0.0.1:6499",
+        "[fd6d:6163:756c:6100::1]:1",
+    ];
+    assert_eq!(
+        reach.handle_probe_request(now, &x, probe(&bogus)),
+        Err(ProbeRefusal::NoTarget)
+    );
+    assert!(destinations(&mut reach).is_empty());
+    assert_eq!(reach.stats().probe_targets_refused, 4);
+    // 10 requests a second per sending IP, bursts of 64 (one spent above).
+    let answers: Vec<_> = (0..64)
+        .map(|i| {
+            let target = format!("203.0.{}.{}:5000", 1 + i / 8, 10 + i % 8);
+            reach.handle_probe_request(now, &x, probe(&[&target]))
+        })
+        .collect();
+    assert_eq!(answers[..63], [Ok(1); 63]);
+    assert_eq!(answers[63], Err(ProbeRefusal::RateLimited));
+    assert_eq!(destinations(&mut reach).len(), 63 * super::PROBE_COPIES);
+    assert_eq!(reach.stats().probe_requests_refused, 2);
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
+use super::integrity::{INTEGRITY_LEN, IntegrityKey};
 use super::message::{
     Attribute, ChangeRequest, Class, ErrorCode, Message, Method, StunText, TransactionId, kind,
 };
@@ -174,6 +175,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     };
     let mut offset = HEADER_LEN;
     let mut count = 0;
+    let mut after_integrity = false;
     while offset < bytes.len() {
         let Some(attr_header) = bytes.get(offset..offset + 4) else {
             return Err(DecodeError::StrayBytes {
@@ -197,6 +199,10 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         if kind == kind::FINGERPRINT {
             check_fingerprint(bytes, offset, value, next)?;
             decoded.message.fingerprint = true;
+        } else if kind == kind::MESSAGE_INTEGRITY_SHA256 || after_integrity {
+            // Checked by the receiver that holds the key; what follows it (but
+            // FINGERPRINT) is not covered, so it is ignored (RFC 8489 §14.6).
+            after_integrity = true;
         } else if let Some(attribute) = decode_attribute(kind, value, &transaction_id)? {
             decoded.message.attributes.push(attribute);
         } else if kind::comprehension_required(kind) {
@@ -398,11 +404,29 @@ impl Message {
 
     /// Encodes the message, computing FINGERPRINT if it has one. Padding bytes are zero.
     pub fn encode(&self) -> Result<Bytes, EncodeError> {
-        let body = self.attributes_len();
+        self.encode_signed(None)
+    }
+
+    /// Encodes the message with a MESSAGE-INTEGRITY-SHA256 under `key` after its
+    /// attributes (and FINGERPRINT after that, if it has one).
+    pub fn encode_with_integrity(&self, key: &IntegrityKey) -> Result<Bytes, EncodeError> {
+        self.encode_signed(Some(key))
+    }
+
+    fn encode_signed(&self, key: Option<&IntegrityKey>) -> Result<Bytes, EncodeError> {
+        let integrity = if key.is_some() { 4 + INTEGRITY_LEN } else { 0 };
+        let body = self.attributes_len() + integrity;
         let length = u16::try_from(body).map_err(|_| EncodeError::TooLong(body))?;
         let mut out = BytesMut::with_capacity(HEADER_LEN + body);
         out.put_u16(join_type(self.class, self.method));
-        out.put_u16(length);
+        // While the HMAC is computed the length ends at the integrity attribute.
+        let fingerprint = if self.fingerprint { FINGERPRINT_LEN } else { 0 };
+        let signed_length = if key.is_some() {
+            length - fingerprint as u16
+        } else {
+            length
+        };
+        out.put_u16(signed_length);
         out.put_u32(MAGIC_COOKIE);
         out.put_slice(&self.transaction_id.0);
         for attribute in &self.attributes {
@@ -411,6 +435,13 @@ impl Message {
             out.put_u16(len as u16);
             self.put_value(attribute, &mut out);
             out.put_bytes(0, padded(len) - len);
+        }
+        if let Some(key) = key {
+            let tag = key.sign(&out);
+            out.put_u16(kind::MESSAGE_INTEGRITY_SHA256);
+            out.put_u16(INTEGRITY_LEN as u16);
+            out.put_slice(&tag);
+            out[2..4].copy_from_slice(&length.to_be_bytes());
         }
         if self.fingerprint {
             let crc = crc32(&out) ^ FINGERPRINT_XOR;

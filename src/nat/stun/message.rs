@@ -188,6 +188,9 @@ pub mod kind {
     pub const ERROR_CODE: u16 = 0x0009;
     /// UNKNOWN-ATTRIBUTES (RFC 8489 §14.9).
     pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
+    /// MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6): written and checked by
+    /// [`crate::nat::stun::IntegrityKey`], never an [`Attribute`](super::Attribute).
+    pub const MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
     /// XOR-MAPPED-ADDRESS (RFC 8489 §14.2).
     pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
     /// SOFTWARE (RFC 8489 §14.14).

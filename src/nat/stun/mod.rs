@@ -23,7 +23,9 @@
 //!   still pulls `syn` 1), and also carries MD5/SHA-1/HMAC; its API is built for incremental
 //!   byte-stream codecs rather than one datagram, one message; no retransmission machine.
 //!
-//! What we need is small: a header, eight attribute types, FINGERPRINT, no authentication.
+//! What we need is small: a header, eight attribute types, FINGERPRINT, and for punch and
+//! liveness probes only MESSAGE-INTEGRITY-SHA256 under a key swapped over QUIC (ring's HMAC,
+//! already a dependency through rustls).
 //! Owning it keeps the dependency tree as it is (the CRC-32 is a 256-entry table built at
 //! compile time), the decoder total with our own typed errors and allocation bound, the
 //! transaction ids under the node's seed, and the machines on our contract. The codec is
@@ -33,6 +35,7 @@
 mod behaviour;
 mod client;
 mod codec;
+mod integrity;
 mod message;
 mod rate;
 mod responder;
@@ -47,6 +50,7 @@ pub use client::{
 pub use codec::{
     DecodeError, Decoded, EncodeError, HEADER_LEN, MAGIC_COOKIE, MAX_ATTRIBUTES, decode, peek_class,
 };
+pub use integrity::{INTEGRITY_LEN, IntegrityKey};
 pub use message::{
     Attribute, ChangeRequest, Class, ErrorCode, Message, Method, StunText, TransactionId,
     ValueError, kind,

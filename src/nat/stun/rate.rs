@@ -37,8 +37,10 @@ impl Bucket {
         self.interval.saturating_mul(self.burst.max(1) - 1)
     }
 
-    /// The new `tat` if a reply is admitted at `now`, given the old one (`None`: full).
-    fn admit(self, now: Instant, tat: Option<Instant>) -> Option<Instant> {
+    /// The new `tat` (theoretical arrival time) if one more is admitted at `now`, given
+    /// the old one (`None`: full); `None` when the bucket is empty. Lets a caller keep one
+    /// bucket per key of its own (e.g. per connection) as a single [`Instant`].
+    pub fn admit(self, now: Instant, tat: Option<Instant>) -> Option<Instant> {
         let tat = tat.map_or(now, |tat| tat.max(now));
         if tat.saturating_duration_since(now) > self.tolerance() {
             return None;

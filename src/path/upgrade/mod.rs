@@ -18,6 +18,19 @@
 //!
 //! Connections are named by [`ConnId`]; the Node describes one as a
 //! [`PunchLink`] when it hands the machine an input about it.
+//!
+//! **Hostile peers.** The peer's frames choose where our probes go, so:
+//! PUNCH_OFFER and PUNCH_SYNC are rate-limited per connection
+//! ([`UpgradeConfig::offer_limit`]; a refused frame is dropped unanswered);
+//! the peer's candidates pass the node's [`AddressPolicy`] (no unspecified,
+//! multicast, broadcast or virtual address, loopback only for a node on
+//! loopback) and at most [`PunchConfig::max_candidates`] are kept; a punch
+//! sends at most [`PunchConfig::max_checks_per_attempt`] probes per attempt,
+//! in rounds at least [`PunchConfig::first_interval`] apart. Every probe and
+//! answer, liveness ones included, carries MESSAGE-INTEGRITY-SHA256 under a
+//! key the opener draws and sends in PUNCH_OFFER; one that does not check is
+//! ignored, so an on-path spoofer can neither fake a winner nor keep a dead
+//! path alive. Each refusal is counted in [`UpgradeCounters`].
 
 mod session;
 #[cfg(test)]
@@ -34,8 +47,10 @@ use crate::collections::HashMap;
 use crate::contract::{Child, OutputQueue, Transmit};
 use crate::id::NodeId;
 use crate::nat::punch::{Candidate, NatClass, PunchConfig, PunchEvent};
+use crate::nat::stun::Bucket;
 use crate::path::{PathKind, RealPath};
 use crate::pool::ConnId;
+use crate::scope::AddressPolicy;
 use crate::wire::Message;
 
 use session::{Session, Stage};
@@ -55,6 +70,11 @@ pub struct UpgradeConfig {
     /// After a failed or lost direct path, the opener punches again this much later
     /// (default 60 s).
     pub retry_after: Duration,
+    /// PUNCH_OFFER and PUNCH_SYNC frames taken per connection, together (default one
+    /// per 10 s, bursts of 4: an honest opener sends two per punch and punches again
+    /// only after [`UpgradeConfig::retry_after`]). Frames over it are dropped unanswered
+    /// and counted ([`UpgradeCounters::frames_rate_limited`]).
+    pub offer_limit: Bucket,
 }
 
 impl Default for UpgradeConfig {
@@ -65,6 +85,10 @@ impl Default for UpgradeConfig {
             keepalive: Duration::from_millis(100),
             dead_after: 4,
             retry_after: Duration::from_secs(60),
+            offer_limit: Bucket {
+                interval: Duration::from_secs(10),
+                burst: 4,
+            },
         }
     }
 }
@@ -112,6 +136,14 @@ pub struct UpgradeCounters {
     /// From the agreed start of each successful punch to the switch, the most recent
     /// [`MAX_TIMES`] (histogram data).
     pub upgrade_times: VecDeque<Duration>,
+    /// PUNCH_OFFER and PUNCH_SYNC frames dropped by [`UpgradeConfig::offer_limit`].
+    pub frames_rate_limited: u64,
+    /// Peer candidates not probed: of an unknown type, refused by the address policy, or
+    /// past [`PunchConfig::max_candidates`].
+    pub candidates_refused: u64,
+    /// Punch and liveness probes and answers whose MESSAGE-INTEGRITY-SHA256 was missing
+    /// or wrong: ignored.
+    pub unauthenticated: u64,
 }
 
 /// How long the opener waits for PUNCH_ANSWER before it gives the punch up (and retries
@@ -215,8 +247,13 @@ pub enum UpgradeOutput {
 /// The node's upgrade machine; see the module docs.
 pub struct Upgrades {
     config: UpgradeConfig,
+    policy: AddressPolicy,
     local: Option<(Vec<Candidate>, NatClass)>,
     sessions: HashMap<ConnId, Session>,
+    /// Per connection that sent PUNCH_OFFER or PUNCH_SYNC lately, the
+    /// [`UpgradeConfig::offer_limit`] bucket's state; an entry goes with its
+    /// connection ([`Upgrades::handle_closed`]).
+    frame_buckets: HashMap<ConnId, Instant>,
     rng: ChaCha8Rng,
     next_request: u64,
     counters: UpgradeCounters,
@@ -224,12 +261,15 @@ pub struct Upgrades {
 }
 
 impl Upgrades {
-    /// An idle machine drawing its punch tags from `seed` (a secret key).
-    pub fn new(config: UpgradeConfig, seed: [u8; 32]) -> Self {
+    /// An idle machine drawing its punch tags and integrity keys from `seed`
+    /// (a secret key); the peers' candidates must pass `policy`.
+    pub fn new(config: UpgradeConfig, policy: AddressPolicy, seed: [u8; 32]) -> Self {
         Self {
             config,
+            policy,
             local: None,
             sessions: HashMap::default(),
+            frame_buckets: HashMap::default(),
             rng: ChaCha8Rng::from_seed(seed),
             next_request: 0,
             counters: UpgradeCounters::default(),
@@ -267,13 +307,17 @@ impl Upgrades {
     /// The connection is gone: its upgrade too.
     pub fn handle_closed(&mut self, conn: ConnId) {
         self.sessions.remove(&conn);
+        self.frame_buckets.remove(&conn);
     }
 
-    /// A STUN datagram: true when a punch or a liveness watch took it.
+    /// A STUN datagram: true when a punch or a liveness watch took it (one whose
+    /// integrity did not check is taken, ignored and counted).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) -> bool {
         self.out.mark(now);
-        let taken = (self.sessions.iter_mut()).find_map(|(conn, s)| {
-            let taken = match &mut s.stage {
+        let mut taken = None;
+        for (conn, s) in self.sessions.iter_mut() {
+            let before = s.unauthenticated();
+            let took = match &mut s.stage {
                 Stage::Punching(p) => p.handle_datagram(now, from, payload),
                 Stage::Direct(p, live) => {
                     live.handle_datagram(now, from, payload)
@@ -281,8 +325,12 @@ impl Upgrades {
                 }
                 _ => false,
             };
-            taken.then_some(*conn)
-        });
+            if took {
+                self.counters.unauthenticated += s.unauthenticated() - before;
+                taken = Some(*conn);
+                break;
+            }
+        }
         if let Some(conn) = taken {
             self.drain(now, conn);
         }

@@ -12,6 +12,7 @@ use crate::id::NodeId;
 use crate::nat::punch::{
     Candidate, CandidateKind, NatClass, Plan, PunchEvent, Puncher, Role, SessionTag,
 };
+use crate::nat::stun::IntegrityKey;
 use crate::path::{Liveness, PathKind, RealPath};
 use crate::pool::ConnId;
 use crate::wire::{
@@ -38,6 +39,7 @@ pub(super) struct Session {
     role: Role,
     request_id: u64,
     tag: SessionTag,
+    key: IntegrityKey,
     remote_nat: NatClass,
     pub(super) relay_path: RealPath,
     pub(super) stage: Stage,
@@ -57,6 +59,15 @@ impl Session {
             Stage::Answered(_) => None,
         }
     }
+
+    /// Probes and answers of this session whose integrity did not check, so far.
+    pub(super) fn unauthenticated(&self) -> u64 {
+        match &self.stage {
+            Stage::Punching(p) => p.stats().unauthenticated,
+            Stage::Direct(p, live) => p.stats().unauthenticated + live.unauthenticated(),
+            _ => 0,
+        }
+    }
 }
 
 /// Candidates as they go on the wire.
@@ -64,12 +75,37 @@ fn wire_candidates(candidates: Vec<Candidate>) -> Vec<WireCandidate> {
     candidates.into_iter().map(WireCandidate::from).collect()
 }
 
-/// Candidates that came on the wire, unknown kinds left out.
-fn candidates(wire: &[WireCandidate]) -> Vec<Candidate> {
-    wire.iter().filter_map(WireCandidate::candidate).collect()
-}
-
 impl Upgrades {
+    /// The peer's candidates we will probe: known kinds that pass the address policy, at
+    /// most [`crate::nat::punch::PunchConfig::max_candidates`]; the rest is counted.
+    fn admit_candidates(&mut self, wire: &[WireCandidate]) -> Vec<Candidate> {
+        let max = self.config.punch.max_candidates;
+        let policy = self.policy;
+        let kept: Vec<Candidate> = (wire.iter())
+            .filter_map(WireCandidate::candidate)
+            .filter(|c| policy.permits(&c.addr))
+            .take(max)
+            .collect();
+        self.counters.candidates_refused += (wire.len() - kept.len()) as u64;
+        kept
+    }
+
+    /// Spends one token of `conn`'s PUNCH_OFFER/PUNCH_SYNC bucket; false (and counted)
+    /// when it is empty.
+    fn frame_allowed(&mut self, now: Instant, conn: ConnId) -> bool {
+        let tat = self.frame_buckets.get(&conn).copied();
+        match self.config.offer_limit.admit(now, tat) {
+            Some(tat) => {
+                self.frame_buckets.insert(conn, tat);
+                true
+            }
+            None => {
+                self.counters.frames_rate_limited += 1;
+                false
+            }
+        }
+    }
+
     fn local(&self) -> (Vec<Candidate>, NatClass) {
         (self.local.clone()).unwrap_or((Vec::new(), NatClass::UNKNOWN))
     }
@@ -93,12 +129,15 @@ impl Upgrades {
         }
         let mut tag = [0u8; 8];
         self.rng.fill_bytes(&mut tag);
+        let mut key = [0u8; 32];
+        self.rng.fill_bytes(&mut key);
         self.next_request += 1;
         let request_id = self.next_request;
         let (candidates, nat) = self.local();
         let offer = PunchOffer {
             request_id,
             tag,
+            key,
             nat: NatInfo::from(nat),
             candidates: wire_candidates(candidates),
         };
@@ -108,6 +147,7 @@ impl Upgrades {
             role: Role::Opener,
             request_id,
             tag: SessionTag(tag),
+            key: IntegrityKey(key),
             remote_nat: NatClass::UNKNOWN,
             relay_path: path,
             stage: Stage::Offered(now),
@@ -116,9 +156,14 @@ impl Upgrades {
         true
     }
 
-    /// A punch frame on `link`'s control stream.
+    /// A punch frame on `link`'s control stream. PUNCH_OFFER and PUNCH_SYNC over
+    /// [`super::UpgradeConfig::offer_limit`] are dropped.
     pub fn handle_frame(&mut self, now: Instant, link: PunchLink, message: Message) {
         self.out.mark(now);
+        let limited = matches!(message, Message::PunchOffer(_) | Message::PunchSync(_));
+        if limited && !self.frame_allowed(now, link.conn) {
+            return;
+        }
         match message {
             Message::PunchOffer(offer) => self.on_offer(now, link, offer),
             Message::PunchAnswer(answer) => self.on_answer(now, link.conn, answer),
@@ -147,14 +192,16 @@ impl Upgrades {
             candidates: wire_candidates(local),
         };
         self.send(link.conn, Message::from(answer));
+        let remote = self.admit_candidates(&offer.candidates);
         let session = Session {
             peer: link.peer,
             role: Role::Follower,
             request_id: offer.request_id,
             tag: SessionTag(offer.tag),
+            key: IntegrityKey(offer.key),
             remote_nat: NatClass::from(&offer.nat),
             relay_path: path,
-            stage: Stage::Answered(candidates(&offer.candidates)),
+            stage: Stage::Answered(remote),
         };
         self.sessions.insert(link.conn, session);
     }
@@ -177,7 +224,8 @@ impl Upgrades {
         };
         self.send(conn, Message::from(sync));
         let start = now.checked_add(rtt / 2).unwrap_or(now);
-        self.start_punch(now, conn, candidates(&answer.candidates), rtt, start);
+        let remote = self.admit_candidates(&answer.candidates);
+        self.start_punch(now, conn, remote, rtt, start);
     }
 
     fn on_sync(&mut self, now: Instant, link: PunchLink, sync: PunchSync) {
@@ -214,6 +262,7 @@ impl Upgrades {
         });
         let plan = Plan {
             tag: session.tag,
+            key: session.key.clone(),
             remote,
             rtt,
             role: session.role,
@@ -335,7 +384,8 @@ impl Upgrades {
             return;
         };
         let interval = self.config.keepalive.max(rtt.saturating_mul(2));
-        let live = Liveness::new(now, remote, s.tag, interval, self.config.dead_after);
+        let key = s.key.clone();
+        let live = Liveness::new(now, remote, s.tag, key, interval, self.config.dead_after);
         s.stage = Stage::Direct(puncher, live);
         let peer = s.peer;
         let counters = &mut self.counters;

@@ -6,11 +6,15 @@ use std::time::{Duration, Instant};
 
 use super::{PathChange, PunchLink, UpgradeConfig, UpgradeOutput, Upgrades};
 use crate::contract::Child;
+use crate::contract::Transmit;
 use crate::id::NodeId;
 use crate::nat::punch::{Candidate, CandidateKind, NatClass};
+use crate::nat::stun::{Attribute, Class, IntegrityKey, Message as StunMessage, decode};
 use crate::path::{PathKind, RealPath};
 use crate::pool::ConnId;
-use crate::wire::{Message, PunchAnswer};
+use crate::scope::AddressPolicy;
+use crate::wire::{CandidateType, Message, PunchAnswer, PunchOffer, PunchSync, WireCandidate};
+use bytes::Bytes;
 
 const A: NodeId = NodeId::from_bytes([1; 32]);
 const B: NodeId = NodeId::from_bytes([2; 32]);
@@ -31,7 +35,10 @@ struct Side {
 }
 
 fn side(seed: u8, me: &str, conn: u64, peer: NodeId) -> Side {
-    let mut machine = Upgrades::new(UpgradeConfig::default(), [seed; 32]);
+    let policy = AddressPolicy {
+        allow_loopback: false,
+    };
+    let mut machine = Upgrades::new(UpgradeConfig::default(), policy, [seed; 32]);
     let addr = addr(me);
     let candidates = vec![Candidate::new(CandidateKind::Lan, addr)];
     machine.handle_local_candidates(candidates, NatClass::OPEN);
@@ -212,4 +219,201 @@ fn an_unanswered_offer_gives_up_and_early_timeouts_are_no_ops() {
     // A closed connection's upgrade is forgotten.
     a.machine.handle_closed(a.link.conn);
     assert_eq!(a.machine.poll_timeout(), None);
+}
+
+/// A PUNCH_OFFER from the peer of `link`, naming `candidates` and keyed with `key`.
+fn offer(request_id: u64, candidates: &[&str], key: [u8; 32]) -> Message {
+    Message::from(PunchOffer {
+        request_id,
+        tag: *b"flooder!",
+        key,
+        nat: NatClass::OPEN.into(),
+        candidates: (candidates.iter())
+            .map(|a| WireCandidate {
+                kind: CandidateType::Reflexive,
+                addr: addr(a),
+            })
+            .collect(),
+    })
+}
+
+/// Where `outputs` send datagrams.
+fn destinations(outputs: &[UpgradeOutput]) -> Vec<SocketAddr> {
+    (outputs.iter())
+        .filter_map(|o| match o {
+            UpgradeOutput::Transmit(t) => Some(t.destination),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_offer_flood_with_bogus_candidates_probes_none_of_them_and_stays_within_the_caps() {
+    let start = crate::test_epoch();
+    let mut b = side(2, "192.0.2.2:5000", 20, A);
+    let bogus = [
+        "0.0.0.0:4433",
+        "224.0.0.1:4433",
+        "255.255.255.255:4433",
+        "127.0.0.1:6499",
+        "[fd6d:6163:756c:6100::1]:1",
+        "203.0.113.9:0",
+    ];
+    // 16 permitted addresses of one victim, after the bogus ones; the cap keeps 16 in all.
+    let victim: Vec<String> = (0..20)
+        .map(|p| format!("198.51.100.77:{}", 1000 + p))
+        .collect();
+    let mut named: Vec<&str> = bogus.to_vec();
+    named.extend(victim.iter().map(String::as_str));
+    let mut outputs = Vec::new();
+    let mut now = start;
+    // An offer and a sync every 10 ms for 10 s.
+    for i in 0..1000u64 {
+        b.machine
+            .handle_frame(now, b.link, offer(i, &named, [9; 32]));
+        let sync = PunchSync {
+            request_id: i,
+            start_in_ms: 0,
+        };
+        b.machine.handle_frame(now, b.link, Message::from(sync));
+        b.machine.handle_timeout(now);
+        outputs.extend(drain(&mut b.machine));
+        now += Duration::from_millis(10);
+    }
+    let sent = destinations(&outputs);
+    for addr_text in bogus {
+        assert!(!sent.contains(&addr(addr_text)), "{addr_text} was probed");
+    }
+    let answers = (outputs.iter())
+        .filter(|o| {
+            matches!(
+                o,
+                UpgradeOutput::Send {
+                    frame: Message::PunchAnswer(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    // Bursts of 4 frames, one more per 10 s: offer+sync pairs, so 2 punches, then the
+    // refill (one frame at 10 s) at most.
+    assert!(answers <= 3, "{answers} offers answered");
+    let counters = b.machine.counters();
+    assert!(counters.frames_rate_limited >= 1990, "{counters:?}");
+    // Every taken offer refused the 6 bogus and the 4 over the cap of 16.
+    assert_eq!(counters.candidates_refused, answers as u64 * 10);
+    let checks = UpgradeConfig::default().punch.max_checks_per_attempt as usize;
+    assert!(sent.len() <= answers * checks, "{} probes", sent.len());
+    assert!(sent.iter().all(|a| a.ip() == addr("198.51.100.77:1").ip()));
+}
+
+/// Runs both sides in 5 ms steps for `span`, delivering frames but letting
+/// `mangle` stand between them for datagrams; returns what the Node would do.
+fn run_spoofed(
+    start: Instant,
+    span: Duration,
+    a: &mut Side,
+    b: &mut Side,
+    mut mangle: impl FnMut(&Transmit) -> Option<Bytes>,
+) -> Vec<UpgradeOutput> {
+    let mut rest = Vec::new();
+    let mut now = start;
+    let mut step = |now: Instant, from: &mut Side, to: &mut Side, rest: &mut Vec<_>| {
+        for output in drain(&mut from.machine) {
+            match output {
+                UpgradeOutput::Send { frame, .. } => to.machine.handle_frame(now, to.link, frame),
+                UpgradeOutput::Transmit(t) => {
+                    if let Some(forged) = mangle(&t) {
+                        from.machine.handle_datagram(now, t.destination, &forged);
+                    }
+                }
+                other => rest.push(other),
+            }
+        }
+    };
+    while now < start + span {
+        step(now, a, b, &mut rest);
+        step(now, b, a, &mut rest);
+        now += Duration::from_millis(5);
+        a.machine.handle_timeout(now);
+        b.machine.handle_timeout(now);
+    }
+    rest
+}
+
+/// An on-path spoofer's answer to probe `t`, from its destination, with no integrity or
+/// under a wrong key.
+fn forged_answer(t: &Transmit, key: Option<&IntegrityKey>) -> Option<Bytes> {
+    let request = decode(&t.payload).ok()?.message;
+    if request.class != Class::Request {
+        return None;
+    }
+    let mut answer = StunMessage::binding(Class::Success, request.transaction_id);
+    answer
+        .attributes
+        .push(Attribute::XorMappedAddress(t.destination));
+    match key {
+        Some(key) => answer.encode_with_integrity(key).ok(),
+        None => answer.encode().ok(),
+    }
+}
+
+#[test]
+fn spoofed_probe_answers_without_a_valid_integrity_make_no_winner() {
+    let start = crate::test_epoch();
+    let mut a = side(1, "192.0.2.1:4000", 10, B);
+    let mut b = side(2, "192.0.2.2:5000", 20, A);
+    a.machine.handle_ready(start, a.link, true);
+    // Real probes never arrive; the spoofer answers every one, unsigned and mis-signed.
+    let wrong = IntegrityKey([1; 32]);
+    let mut flip = false;
+    let rest = run_spoofed(start, Duration::from_secs(3), &mut a, &mut b, |t| {
+        flip = !flip;
+        forged_answer(t, flip.then_some(&wrong))
+    });
+    assert!(
+        !rest
+            .iter()
+            .any(|o| matches!(o, UpgradeOutput::SwitchDirect { .. })),
+        "{rest:?}"
+    );
+    // Every probe of both sides was answered by the spoofer, none counts.
+    assert!(a.machine.counters().unauthenticated > 5);
+    assert!(b.machine.counters().unauthenticated > 5);
+    assert_eq!(a.machine.counters().upgrades, 0);
+}
+
+#[test]
+fn spoofed_liveness_answers_keep_no_dead_path_alive() {
+    let start = crate::test_epoch();
+    let mut a = side(1, "192.0.2.1:4000", 10, B);
+    let mut b = side(2, "192.0.2.2:5000", 20, A);
+    a.machine.handle_ready(start, a.link, true);
+    let switched = punch(start, &mut a, &mut b);
+    drain(&mut a.machine);
+    // B is gone; the spoofer answers A's liveness probes from B's address.
+    let mut dead = Vec::new();
+    let mut now = switched;
+    while now < switched + Duration::from_secs(3) {
+        now += Duration::from_millis(50);
+        a.machine.handle_timeout(now);
+        for output in drain(&mut a.machine) {
+            match output {
+                UpgradeOutput::Transmit(t) => {
+                    // (The last probe may go out just as the path is declared dead.)
+                    if let Some(forged) = forged_answer(&t, None) {
+                        a.machine.handle_datagram(now, t.destination, &forged);
+                    }
+                }
+                other => dead.push(other),
+            }
+        }
+    }
+    assert!(
+        dead.iter()
+            .any(|o| matches!(o, UpgradeOutput::FallBack { .. })),
+        "{dead:?}"
+    );
+    assert_eq!(a.machine.counters().fallbacks, 1);
+    assert!(a.machine.counters().unauthenticated > 0);
 }
