@@ -8,6 +8,10 @@
 //! ([`crate::path::VIRTUAL_PREFIX`]), and loopback only when the node itself
 //! listens on loopback (a test mesh on one host). Private and link-local
 //! ranges are allowed: two hosts behind one NAT reach each other over them.
+//!
+//! [`prefix`] groups addresses by network (an IPv4 /24, an IPv6 /48, ...):
+//! what per-IP limits and diversity rules count by, since one host or one
+//! operator holds a whole prefix.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -110,6 +114,37 @@ impl AddressPolicy {
     }
 }
 
+/// An IP address cut to its first bits: the group per-IP limits and
+/// diversity rules count by ([`prefix`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpPrefix {
+    /// The address with every bit past the prefix cleared (IPv4-mapped
+    /// IPv6 addresses as IPv4).
+    pub network: IpAddr,
+    /// How many leading bits count.
+    pub bits: u8,
+}
+
+/// The first `v4_bits` of an IPv4 address or the first `v6_bits` of an
+/// IPv6 one (an IPv4-mapped IPv6 address counts as IPv4); bit counts past
+/// the address length keep the whole address.
+pub fn prefix(ip: IpAddr, v4_bits: u8, v6_bits: u8) -> IpPrefix {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            let bits = v4_bits.min(32);
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            let network = IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask));
+            IpPrefix { network, bits }
+        }
+        IpAddr::V6(v6) => {
+            let bits = v6_bits.min(128);
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            let network = IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask));
+            IpPrefix { network, bits }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +193,22 @@ mod tests {
             assert!(!policy.permits(&addr("224.0.0.1:9")));
             assert!(!policy.permits(&addr("[fd6d:6163:756c:6100::1]:1")));
         }
+    }
+
+    #[test]
+    fn prefixes_group_by_network() {
+        let ip = |text: &str| text.parse::<IpAddr>().expect("test ip");
+        let p24 = |text| prefix(ip(text), 24, 48);
+        assert_eq!(p24("198.51.100.7"), p24("198.51.100.200"));
+        assert_ne!(p24("198.51.100.7"), p24("198.51.101.7"));
+        assert_eq!(p24("::ffff:198.51.100.7"), p24("198.51.100.9"));
+        assert_eq!(p24("2001:db8:1:2::1"), p24("2001:db8:1:ffff::9"));
+        assert_ne!(p24("2001:db8:1::1"), p24("2001:db8:2::1"));
+        assert_eq!(prefix(ip("1.2.3.4"), 0, 0).network, ip("0.0.0.0"));
+        assert_eq!(
+            prefix(ip("1.2.3.4"), 40, 200),
+            prefix(ip("1.2.3.4"), 32, 128)
+        );
+        assert_ne!(prefix(ip("1.2.3.4"), 32, 64), prefix(ip("1.2.3.5"), 32, 64));
     }
 }

@@ -16,7 +16,7 @@ use macula::id::NodeId;
 use macula::node::{CircuitLoss, CloseCause, Event, NodeConfig, RelayEvent};
 use macula::path::{PathKind, RealPath};
 use macula::pubsub::{Pattern, PubSubEvent, Topic};
-use macula::relay::{RelayCounters, RelayLoad};
+use macula::relay::{RelayCounters, RelayLoad, RelayMode};
 use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcError, RpcEvent};
 use macula::sim::{CALL_TIMEOUT, HostId, Link, Mesh, NatConfig, PORT, echo, lan_addr, public_addr};
 use macula::wire::RelayStatus;
@@ -63,6 +63,8 @@ impl Trio {
         let mut mesh = Mesh::new(seed, epoch());
         mesh.set_link(link);
         let relay = mesh.add_public(public_addr(1, PORT), |config| {
+            // R runs no discovery that would find it public.
+            config.relay.mode = RelayMode::Always;
             configure(config);
             relay_only(config);
         });
@@ -305,7 +307,7 @@ fn circuits_to_unreserved_nodes_or_to_oneself_are_refused() {
 
 #[test]
 fn a_node_that_does_not_relay_refuses_reservations_and_circuits() {
-    let mut trio = Trio::new(3, &|config| config.relay.enabled = false);
+    let mut trio = Trio::new(3, &|config| config.relay.mode = RelayMode::Never);
     let relay = trio.mesh.world.machine(trio.relay).contact();
     trio.mesh
         .world

@@ -302,7 +302,7 @@ impl Node {
         let reach = Reach::new(&config.reach, setup, seed ^ 0x7265_6163); // "reac"
         let upgrades = Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
         let relay_server = RelayServer::new(config.relay);
-        let relay_client = RelayClient::new(config.request_timeout);
+        let relay_client = RelayClient::new(config.request_timeout, &config.relay);
         Ok(Self {
             identity,
             local,

@@ -70,10 +70,12 @@ impl Node {
     pub(super) fn reach_timeout(&mut self, now: Instant) {
         let wanted: Vec<NodeId> = self.relay_client.wanted().copied().collect();
         let reserved = self.reserved_relays();
+        let avoided = self.relay_client.avoided_relays(now);
         let view = ReachView {
             table: self.dht.table(),
             wanted_relays: &wanted,
             reserved_relays: &reserved,
+            avoided_relays: &avoided,
             unix_ms: self.unix_ms(now),
         };
         self.reach.handle_timeout(now, &view);
@@ -115,6 +117,7 @@ impl Node {
         let failed = match event {
             RelayEvent::ReservationRefused { relay, .. }
             | RelayEvent::ReservationLost { relay }
+            | RelayEvent::RelayDropsCircuits { relay }
             | RelayEvent::RelayUnreachable { relay, .. } => Some(*relay),
             RelayEvent::ReservationGranted { .. } => None,
             _ => return,
@@ -152,6 +155,11 @@ impl Node {
     pub(super) fn drive_reach(&mut self, now: Instant) -> bool {
         if self.reach.poll_timeout().is_some_and(|t| t <= now) {
             self.reach_timeout(now);
+        }
+        let public = self.reach.reachability() == Reachability::Public;
+        if self.relay_server.handle_public(now, public) {
+            // RelayMode::Auto: whether we relay follows reachability.
+            self.announce_capabilities();
         }
         let mut busy = false;
         while let Some(output) = self.reach.poll_output() {

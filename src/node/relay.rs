@@ -57,11 +57,14 @@ impl Node {
         let (Some(id), Some(peer)) = (conn.pool_id, conn.peer) else {
             return None;
         };
+        // A peer over a relay circuit has a virtual address: all such peers
+        // share one IP group at the relay server.
+        let from = (peer, conn.remote.ip());
         let (server, client) = (&mut self.relay_server, &mut self.relay_client);
         match message {
-            Message::RelayReserve(m) => server.handle_reserve(now, id, peer, stream, m),
+            Message::RelayReserve(m) => server.handle_reserve(now, id, from, stream, m),
             Message::RelayRelease(_) => server.handle_release(now, id, peer, stream),
-            Message::CircuitOpen(m) => server.handle_circuit_open(now, id, peer, stream, m),
+            Message::CircuitOpen(m) => server.handle_circuit_open(now, id, from, stream, m),
             Message::RelayReserveStatus(m) => client.handle_reserve_status(now, id, stream, m),
             Message::CircuitStatus(m) => client.handle_circuit_status(now, id, stream, m),
             Message::CircuitIncoming(m) => {
@@ -240,13 +243,11 @@ impl Node {
     }
 
     /// Expired reservations end and circuits past their lifetime close
-    /// (server); reservations renew or lapse and unclaimed circuits close
-    /// (client).
+    /// (server); reservations renew or lapse and circuits that carried no
+    /// ready connection in time close as dead (client).
     pub(super) fn relay_timeout(&mut self, now: Instant) {
         self.relay_server.handle_timeout(now);
-        let conns = &self.conns;
-        let carried = |addr: &SocketAddr| conns.values().any(|c| c.virtual_addr == *addr);
-        self.relay_client.handle_timeout(now, carried);
+        self.relay_client.handle_timeout(now);
         self.drive_relay(now);
     }
 

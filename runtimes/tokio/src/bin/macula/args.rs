@@ -74,6 +74,30 @@ pub enum TlsMode {
     Ca,
 }
 
+/// When `macula node` relays for others (reservations and circuits).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayArg {
+    /// Only while NAT discovery finds this node publicly reachable (the
+    /// default).
+    #[default]
+    Auto,
+    /// Always: a node known to be public (a bootstrap or relay server).
+    Always,
+    /// Never.
+    Never,
+}
+
+impl From<RelayArg> for macula::relay::RelayMode {
+    fn from(arg: RelayArg) -> Self {
+        match arg {
+            RelayArg::Auto => Self::Auto,
+            RelayArg::Always => Self::Always,
+            RelayArg::Never => Self::Never,
+        }
+    }
+}
+
 /// The settings every command that joins the mesh shares.
 #[derive(Debug, Default, Args)]
 pub struct MeshArgs {
@@ -156,6 +180,10 @@ pub struct NodeArgs {
     /// at this address (port 0 picks a free one).
     #[arg(long, env = "MACULA_METRICS_ADDR", value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// When to relay for private nodes: auto (only while NAT discovery
+    /// finds this node publicly reachable), always, never. Default: auto.
+    #[arg(long, env = "MACULA_RELAY", value_name = "MODE")]
+    pub relay: Option<RelayArg>,
 }
 
 /// Where a payload comes from: the argument, a file, or stdin (`-`).

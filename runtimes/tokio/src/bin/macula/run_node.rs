@@ -41,6 +41,8 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
     let log = EventLog::new();
     let mut config = mesh::config(&settings, Some(DEFAULT_NODE_LISTEN))?;
     config.metrics_addr = args.metrics_addr.or(node_file.metrics_addr);
+    let relay = args.relay.or(node_file.relay).unwrap_or_default();
+    config.node.relay.mode = relay.into();
     let node = mesh::bind(config).await?;
     let mut events = node.events();
     println!("node id   {}", node.node_id());

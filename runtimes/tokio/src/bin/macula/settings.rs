@@ -15,7 +15,7 @@ use macula::id::Realm;
 use macula::tls::{CaRoots, PeerVerification, PinSet};
 use serde::Deserialize;
 
-use crate::args::{MeshArgs, TlsMode};
+use crate::args::{MeshArgs, RelayArg, TlsMode};
 use crate::contact::Seed;
 use crate::failure::Failure;
 
@@ -60,6 +60,8 @@ pub struct FileSettings {
     pub echo: Option<Vec<String>>,
     /// `metrics_addr = "127.0.0.1:9464"` (`macula node` only)
     pub metrics_addr: Option<SocketAddr>,
+    /// `relay = "auto"`, `"always"` or `"never"` (`macula node` only)
+    pub relay: Option<RelayArg>,
 }
 
 impl FileSettings {
