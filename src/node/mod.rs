@@ -20,7 +20,8 @@
 //! inputs they take `now` and leave outputs to drain. RPC and pub/sub are
 //! the [`crate::messaging`] child; src/node/messaging_effects.rs carries out
 //! what it asks for on the DHT and on streams.
-//! Every node may relay for others and run connections over relay circuits
+//! Every node may relay for others (by default only while it is public) and
+//! run connections over relay circuits
 //! (the [`crate::relay`] children, glued in src/node/relay.rs,
 //! docs/PROTOCOL.md §11); reachability is the [`crate::nat::reach`] child
 //! and the relay → direct upgrade the [`crate::path::upgrade`] child. No
@@ -301,7 +302,9 @@ impl Node {
         };
         let reach = Reach::new(&config.reach, setup, seed ^ 0x7265_6163); // "reac"
         let upgrades = Upgrades::new(config.upgrade.clone(), seed ^ 0x7075_6e63); // "punc"
-        let relay_server = RelayServer::new(config.relay);
+        let mut relay_server = RelayServer::new(config.relay);
+        let undetermined = crate::peer_record::Reachability::Undetermined;
+        relay_server.handle_public(now, reach::presumed_public(undetermined, dht.mode()));
         let relay_client = RelayClient::new(config.request_timeout, &config.relay);
         Ok(Self {
             identity,

@@ -9,7 +9,7 @@ use quinn_proto::ConnectionHandle;
 
 use super::{Event, Node, ReachStats, RelayEvent};
 use crate::contract::{Child, Datagram, Output};
-use crate::dht::{self, DhtEvent};
+use crate::dht::{self, DhtEvent, Mode};
 use crate::id::{NodeId, RecordKey};
 use crate::nat::discovery::NatReport;
 use crate::nat::reach::{ReachOutput, ReachView};
@@ -156,7 +156,7 @@ impl Node {
         if self.reach.poll_timeout().is_some_and(|t| t <= now) {
             self.reach_timeout(now);
         }
-        let public = self.reach.reachability() == Reachability::Public;
+        let public = presumed_public(self.reach.reachability(), self.dht.mode());
         if self.relay_server.handle_public(now, public) {
             // RelayMode::Auto: whether we relay follows reachability.
             self.announce_capabilities();
@@ -215,5 +215,18 @@ impl Node {
                 self.out.push_back(Output::Event(found));
             }
         }
+    }
+}
+
+/// Whether a node counts as publicly reachable for
+/// [`RelayMode::Auto`](crate::relay::RelayMode::Auto): a discovery run said
+/// so, or none could tell yet and the node is a DHT server (which the DHT
+/// presumes reachable too: it is in others' routing tables). A node found
+/// private never is.
+pub(super) fn presumed_public(reachability: Reachability, mode: Mode) -> bool {
+    match reachability {
+        Reachability::Public => true,
+        Reachability::Private => false,
+        _ => mode == Mode::Server,
     }
 }

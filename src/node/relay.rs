@@ -156,6 +156,28 @@ impl Node {
         self.relay_server.relayed_packets()
     }
 
+    /// Simulator only: as a relay, drop every circuit packet from now on
+    /// (`on`) while still accepting reservations and circuits.
+    #[cfg(feature = "sim")]
+    pub fn blackhole_circuits(&mut self, on: bool) {
+        self.relay_server.blackhole_circuits(on);
+    }
+
+    /// Simulator only: writes `packets` junk packets of 1200 bytes onto the
+    /// relay circuit the connection to `peer` runs over (a flooder; the far
+    /// end's QUIC drops them). Nothing happens without such a circuit.
+    #[cfg(feature = "sim")]
+    pub fn flood_circuit(&mut self, now: Instant, peer: &NodeId, packets: usize) {
+        self.enter(now);
+        if let Some((RealPath::Relay { relay, circuit }, _)) = self.paths_to(peer) {
+            for _ in 0..packets {
+                (self.relay_client).handle_outgoing(now, relay, circuit, &[0; 1200]);
+            }
+            self.drive_relay(now);
+        }
+        self.settle(now);
+    }
+
     /// Whether the connection at `virtual_addr` runs direct or relayed.
     pub(super) fn path_kind(&self, virtual_addr: &SocketAddr) -> PathKind {
         self.paths
@@ -243,11 +265,14 @@ impl Node {
     }
 
     /// Expired reservations end and circuits past their lifetime close
-    /// (server); reservations renew or lapse and circuits that carried no
-    /// ready connection in time close as dead (client).
+    /// (server); reservations renew or lapse, and circuits that carried no
+    /// ready connection in time close, as dead if nothing came over them
+    /// (client).
     pub(super) fn relay_timeout(&mut self, now: Instant) {
         self.relay_server.handle_timeout(now);
-        self.relay_client.handle_timeout(now);
+        let conns = &self.conns;
+        let carried = |addr: &SocketAddr| conns.values().any(|c| c.virtual_addr == *addr);
+        self.relay_client.handle_timeout(now, carried);
         self.drive_relay(now);
     }
 

@@ -59,11 +59,12 @@ pub const IP_GROUP_V6_BITS: u8 = 64;
 /// When a node serves reservations and circuits for others.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RelayMode {
-    /// Only while the node's reachability ([`crate::nat::reach`]) says it is
-    /// publicly reachable: a private node's relay would be useless to
-    /// others and would spend its NAT mappings and bandwidth. Until a
-    /// discovery run says `Public`, every request is refused with
-    /// `RELAY_DISABLED`.
+    /// Only while the node is publicly reachable: a discovery run
+    /// ([`crate::nat::reach`]) says so, or none could tell yet and the node
+    /// is a DHT server (presumed reachable by the DHT as well). A node found
+    /// private (and a DHT client whose reachability is undetermined)
+    /// refuses every request with `RELAY_DISABLED`: its relay would be
+    /// useless to others and spend its NAT mappings and bandwidth.
     #[default]
     Auto,
     /// Always (a node known to be public, e.g. a bootstrap or relay
@@ -93,7 +94,7 @@ impl RelayMode {
 ///
 /// | setting | default |
 /// | --- | --- |
-/// | mode | [`RelayMode::Auto`]: relay only while reachability says public |
+/// | mode | [`RelayMode::Auto`]: relay only while public (found so, or an undetermined DHT server) |
 /// | reservation_ttl | 5 min (clients renew at half) |
 /// | max_reservations | 128 |
 /// | max_reservations_per_ip | 8 per IP (/32, IPv6 /64) |

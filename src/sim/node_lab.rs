@@ -29,7 +29,6 @@ use crate::nat::stun::PortAllocation;
 use crate::node::{Event, Node, NodeConfig, PathChange, RelayEvent};
 use crate::path::PathKind;
 use crate::pubsub::{Pattern, PubSubEvent, Topic};
-use crate::relay::RelayMode;
 use crate::rpc::{CallId, CallOptions, RegisterOptions, RpcEvent};
 use crate::sim::{HostId, Link, NatId, World};
 
@@ -556,10 +555,6 @@ fn node(i: u8, addr: SocketAddr, lab: &NodeLabConfig, start: Instant, private: b
     config.listen_addrs = vec![addr];
     if private {
         config.dht.mode = Mode::Client;
-    } else {
-        // The relay runs no discovery (below), so it would never learn it
-        // is public.
-        config.relay.mode = RelayMode::Always;
     }
     config.upgrade.retry_after = lab.retry_after;
     // The lab hands each side the candidates and class of the NAT it built

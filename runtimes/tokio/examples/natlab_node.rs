@@ -37,7 +37,6 @@ use macula::id::{Identity, Realm};
 use macula::nat::punch::{Candidate, CandidateKind, NatClass};
 use macula::node::{Event, Node, NodeConfig, RelayEvent};
 use macula::path::PathKind;
-use macula::relay::RelayMode;
 use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcEvent};
 use macula_tokio::Driver;
 
@@ -166,10 +165,6 @@ fn node(args: &Args, private: bool) -> Result<Node, String> {
     config.listen_addrs = vec![args.bind];
     if private {
         config.dht.mode = Mode::Client;
-    } else {
-        // The lab's relay is public by construction; it runs no dial-back
-        // that could tell it so.
-        config.relay.mode = RelayMode::Always;
     }
     config.reach.stun_servers = args.stun.clone();
     let identity = Identity::from_seed([args.seed; 32]);

@@ -10,10 +10,13 @@
 //! node for the address ([`RelayClientOutput::InstallPath`]), for pooled
 //! connections, streams and leases, and hands it the inner packets.
 //!
-//! **Dead circuits and dead relays.** A circuit of ours that carries no
-//! ready end-to-end connection within the claim time is closed as dead
-//! (either end: a dialer whose handshake gets no answer, or an announced
-//! circuit over which no handshake ever arrives). After
+//! **Dead circuits and dead relays.** A circuit of ours that a connection
+//! runs over but over which nothing came within the claim time is closed
+//! as dead: our handshake went out and got no answer, which is the relay's
+//! doing when the peer holds a live reservation there. (Only a dialer can
+//! tell: over an announced circuit nothing arrives also when the dialer
+//! simply went another way.) A circuit no connection claims in that time
+//! is closed without blame. After
 //! [`RelayConfig::dead_circuits`] dead circuits in a row through one relay
 //! (a ready one in between resets the count) the relay is taken for one
 //! that accepts circuits and drops their traffic: our reservation there is
@@ -64,8 +67,10 @@ struct CircuitEnd {
     splitter: FrameSplitter,
     lease: Option<Lease>,
     /// Until a connection over the circuit is ready: when the circuit is
-    /// closed as dead (a dial that never came, or never got through).
+    /// judged (closed if unclaimed, dead if claimed and nothing came).
     ready_by: Option<Instant>,
+    /// A packet came over the circuit.
+    answered: bool,
 }
 
 /// Our end of a circuit waiting for its virtual address.
@@ -603,6 +608,7 @@ impl RelayClient {
             splitter: FrameSplitter::new(),
             lease: opening.lease,
             ready_by: Some(now + self.claim_timeout),
+            answered: false,
         };
         self.ends.insert((relay, circuit), end);
         self.streams.insert((conn, stream), (relay, circuit));
@@ -648,6 +654,7 @@ impl RelayClient {
         while let Some(end) = self.ends.get_mut(&key) {
             match end.splitter.next_packet() {
                 Ok(Some(packet)) => {
+                    end.answered = true;
                     let virtual_addr = end.virtual_addr;
                     self.out.push(RelayClientOutput::Packet {
                         virtual_addr,
@@ -777,9 +784,10 @@ impl RelayClient {
     }
 
     /// Renews reservations at half their lifetime (a lapsed one is lost),
-    /// closes circuits that carried no ready connection in time (dead), and
-    /// forgets relays avoided long enough.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// judges circuits that carried no ready connection in time (module
+    /// docs; `carried` tells whether a connection runs behind a virtual
+    /// address), and forgets relays avoided long enough.
+    pub fn handle_timeout(&mut self, now: Instant, carried: impl Fn(&SocketAddr) -> bool) {
         self.out.mark(now);
         let mut lapsed = Vec::new();
         let mut renew = Vec::new();
@@ -797,15 +805,26 @@ impl RelayClient {
         for relay in renew {
             self.acquire_relay(&relay, Intent::Reserve(relay.id));
         }
-        let mut dead: Vec<(NodeId, u64)> = (self.ends.iter())
-            .filter(|(_, end)| end.ready_by.is_some_and(|t| t <= now))
-            .map(|(key, _)| *key)
-            .collect();
-        dead.sort();
-        for (relay, circuit) in dead {
-            self.counters.dead_circuits += 1;
-            self.end_gone(relay, circuit, CircuitLoss::TimedOut);
-            self.strike(now, relay);
+        let mut due: Vec<((NodeId, u64), bool)> = Vec::new();
+        for (key, end) in &mut self.ends {
+            if end.ready_by.is_none_or(|t| t > now) {
+                continue;
+            }
+            match (carried(&end.virtual_addr), end.answered) {
+                (false, _) => due.push((*key, false)),
+                (true, false) => due.push((*key, true)),
+                (true, true) => end.ready_by = None,
+            }
+        }
+        due.sort();
+        for ((relay, circuit), dead) in due {
+            if dead {
+                self.counters.dead_circuits += 1;
+                self.end_gone(relay, circuit, CircuitLoss::TimedOut);
+                self.strike(now, relay);
+            } else {
+                self.end_gone(relay, circuit, CircuitLoss::Broken);
+            }
         }
         self.avoided.retain(|_, until| *until > now);
     }

@@ -192,7 +192,7 @@ fn a_reservation_is_renewed_at_half_and_lost_with_its_connection() {
     let mut client = reserved(now);
     assert_eq!(client.reserved_relays(), [node(1)]);
     assert_eq!(client.poll_timeout(), Some(now + Duration::from_secs(30)));
-    client.handle_timeout(now + Duration::from_secs(30));
+    client.handle_timeout(now + Duration::from_secs(30), |_| false);
     acquire_token(&drain(&mut client));
     client.handle_connection_gone(now, ConnId(1));
     let outputs = drain(&mut client);
@@ -269,12 +269,13 @@ fn a_circuit_without_a_ready_connection_in_time_is_dead_and_a_ready_one_kept() {
     incoming(&mut client, now, 3, virtual_addr);
     assert_eq!(client.poll_timeout(), Some(now + CLAIM));
     client.handle_relayed_connection(virtual_addr);
-    client.handle_timeout(now + CLAIM);
+    client.handle_timeout(now + CLAIM, |_| false);
     assert!(drain(&mut client).is_empty());
     assert_eq!(client.end_count(), 1, "a ready connection runs over it");
     let mut client = reserved(now);
     incoming(&mut client, now, 3, virtual_addr);
-    client.handle_timeout(now + CLAIM);
+    // A connection runs over it and nothing ever came.
+    client.handle_timeout(now + CLAIM, |_| true);
     let outputs = drain(&mut client);
     assert!(matches!(
         outputs.last(),
@@ -302,7 +303,7 @@ fn a_relay_whose_circuits_die_in_a_row_is_released_and_avoided() {
             client.handle_relayed_connection(addr(circuit as u16));
         }
         at += CLAIM;
-        client.handle_timeout(at);
+        client.handle_timeout(at, |_| true);
         drain(&mut client);
     }
     assert_eq!(
@@ -313,7 +314,7 @@ fn a_relay_whose_circuits_die_in_a_row_is_released_and_avoided() {
     assert!(!client.avoids(at, &node(1)));
     incoming(&mut client, at, 6, addr(6));
     at += CLAIM;
-    client.handle_timeout(at);
+    client.handle_timeout(at, |_| true);
     let outputs = drain(&mut client);
     assert!(
         outputs.iter().any(|o| matches!(
@@ -335,7 +336,7 @@ fn a_relay_whose_circuits_die_in_a_row_is_released_and_avoided() {
     assert!(client.avoids(at, &node(1)));
     assert_eq!(client.avoided_relays(at), [node(1)]);
     let later = at + RelayConfig::default().avoid_dead_relay;
-    client.handle_timeout(later);
+    client.handle_timeout(later, |_| false);
     assert!(!client.avoids(later, &node(1)));
     assert!(client.avoided_relays(later).is_empty());
 }
@@ -369,6 +370,38 @@ fn a_reservation_answer_on_a_circuit_request_returns_the_circuits_lease() {
         ),
         "{outputs:?}"
     );
+}
+
+#[test]
+fn an_answered_or_unclaimed_circuit_is_never_dead() {
+    let now = crate::test_epoch();
+    let mut client = reserved(now);
+    let virtual_addr = SocketAddr::from(([127, 1, 0, 1], 1));
+    // Answered and carried: kept. Unclaimed (answered or not): closed.
+    for (circuit, carried, answered) in [(3, true, true), (4, false, true), (5, false, false)] {
+        incoming(&mut client, now, circuit, virtual_addr);
+        if answered {
+            let packet = encode_frame(&[9; 40]).expect("fits");
+            client.handle_circuit_bytes(now, ConnId(1), stream(1), &packet);
+        }
+        drain(&mut client);
+        client.handle_timeout(now + CLAIM, |_| carried);
+        let outputs = drain(&mut client);
+        if carried {
+            assert!(outputs.is_empty(), "{outputs:?}");
+            client.handle_path_gone(now, virtual_addr);
+        } else {
+            assert!(matches!(
+                outputs.last(),
+                Some(RelayClientOutput::CircuitClosed {
+                    loss: CircuitLoss::Broken,
+                    ..
+                })
+            ));
+        }
+        drain(&mut client);
+    }
+    assert_eq!(client.counters().dead_circuits, 0, "no blame");
 }
 
 #[test]

@@ -138,6 +138,9 @@ pub struct RelayServer {
 struct Tap {
     room: usize,
     packets: Vec<Bytes>,
+    /// Drop every circuit packet unseen (a relay that accepts circuits and
+    /// blackholes them).
+    blackhole: bool,
 }
 
 impl RelayServer {
@@ -519,6 +522,10 @@ impl RelayServer {
         let Some(frame) = encode_frame(packet) else {
             return;
         };
+        #[cfg(feature = "sim")]
+        if self.tap.blackhole {
+            return;
+        }
         let size = frame.len() as u64;
         splice.bytes = splice.bytes.saturating_add(size);
         if splice.bytes > config.max_circuit_bytes {
@@ -580,6 +587,14 @@ impl RelayServer {
     #[cfg(feature = "sim")]
     pub fn tap_relayed(&mut self, bytes: usize) {
         self.tap.room = bytes;
+    }
+
+    /// Simulator only: from now on (`on`) every circuit packet is dropped
+    /// unseen and uncounted, as a relay that accepts circuits and
+    /// blackholes their traffic would.
+    #[cfg(feature = "sim")]
+    pub fn blackhole_circuits(&mut self, on: bool) {
+        self.tap.blackhole = on;
     }
 
     /// Simulator only: the inner packets forwarded since

@@ -78,8 +78,8 @@ pub enum TlsMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RelayArg {
-    /// Only while NAT discovery finds this node publicly reachable (the
-    /// default).
+    /// Only while this node is publicly reachable: NAT discovery found it
+    /// so, or could not tell and it is a DHT server (the default).
     #[default]
     Auto,
     /// Always: a node known to be public (a bootstrap or relay server).
@@ -180,8 +180,8 @@ pub struct NodeArgs {
     /// at this address (port 0 picks a free one).
     #[arg(long, env = "MACULA_METRICS_ADDR", value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
-    /// When to relay for private nodes: auto (only while NAT discovery
-    /// finds this node publicly reachable), always, never. Default: auto.
+    /// When to relay for private nodes: auto (only while this node is
+    /// publicly reachable), always, never. Default: auto.
     #[arg(long, env = "MACULA_RELAY", value_name = "MODE")]
     pub relay: Option<RelayArg>,
 }
