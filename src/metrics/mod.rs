@@ -429,7 +429,7 @@ pub const RELAY_CONNECTIONS: Family = Family::counter(
 /// `relay_dead_circuits_total`.
 pub const RELAY_DEAD_CIRCUITS: Family = Family::counter(
     "relay_dead_circuits_total",
-    "Circuits of this node that carried no ready connection in time and were closed",
+    "Circuits this node dialed over that brought nothing back in time (dead), closed",
 );
 /// `relay_dead_relays_total`.
 pub const RELAY_DEAD_RELAYS: Family = Family::counter(

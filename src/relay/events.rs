@@ -67,7 +67,7 @@ pub enum RelayEvent {
         detail: String,
     },
     /// A relay let [`RelayConfig::dead_circuits`](super::RelayConfig::dead_circuits)
-    /// circuits of ours in a row die without a ready connection: it accepts
+    /// circuits of ours in a row bring our handshake no answer: it accepts
     /// circuits and drops their traffic. Our reservation there (if any) is
     /// released and the relay avoided for
     /// [`RelayConfig::avoid_dead_relay`](super::RelayConfig::avoid_dead_relay).

@@ -106,7 +106,7 @@ impl RelayMode {
 /// | max_circuit_bytes | 256 MiB per circuit, both directions (then closed) |
 /// | max_circuit_lifetime | 1 h (then closed) |
 /// | max_queued_per_circuit | 64 KiB waiting for one end's flow control (excess dropped) |
-/// | dead_circuits | 2: a relay whose last 2 circuits of ours carried no ready connection in time is dropped |
+/// | dead_circuits | 2: a relay whose last 2 circuits of ours brought our handshake no answer is dropped |
 /// | avoid_dead_relay | 10 min: such a relay is not reserved on, and tried last for circuits |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RelayConfig {
@@ -143,11 +143,11 @@ pub struct RelayConfig {
     /// shared by the connection's streams), so this bound acts once that
     /// buffer is full.
     pub max_queued_per_circuit: usize,
-    /// Client side: a circuit of ours that carries no ready end-to-end
-    /// connection within the claim time (the node's request timeout) is
-    /// dead; after this many dead circuits in a row through one relay (0:
-    /// never) the relay is taken for one that drops circuit traffic: our
-    /// reservation there is released and it is avoided.
+    /// Client side: a circuit of ours that a connection runs over but over
+    /// which nothing came within the claim time (the node's request
+    /// timeout) is dead; after this many dead circuits in a row through one
+    /// relay (0: never) the relay is taken for one that drops circuit
+    /// traffic: our reservation there is released and it is avoided.
     pub dead_circuits: u32,
     /// How long a relay found dropping circuit traffic is avoided: not
     /// reserved on, and asked for circuits only after the others.
@@ -242,8 +242,8 @@ pub struct RelayCounters {
     pub relayed_connections: u64,
     /// Circuit streams that broke the framing (both sides).
     pub frame_errors: u64,
-    /// Circuits of ours that carried no ready connection within the claim
-    /// time and were closed (client).
+    /// Circuits of ours that a connection ran over with nothing coming back
+    /// within the claim time, closed (client).
     pub dead_circuits: u64,
     /// Relays taken for ones that drop circuit traffic: released and
     /// avoided (client).
