@@ -21,6 +21,7 @@ use macula::nat::stun::{
 use macula::node::{Event, Node, NodeConfig};
 use macula::path::PathKind;
 use macula::peer_record::{PeerRecord, Reachability};
+use macula::relay::RelayEvent;
 use macula::secret::Secret;
 use macula::sim::{
     Behavior, HostId, Link, Mesh, NatConfig, NetId, PORT, UNIX_MS, World, completion, events_of,
@@ -551,5 +552,115 @@ fn private_nodes_behind_masquerade_upgrade_to_direct_with_what_they_discovered()
     assert!(
         matches!(path, macula::path::RealPath::Direct(_)),
         "{path:?}"
+    );
+}
+
+#[test]
+fn a_private_node_does_not_relay_by_default() {
+    let mut lab = Lab::new(14);
+    let private = add_private(&mut lab, [203, 0, 113, 1], NatConfig::full_cone());
+    lab.bootstrap(&[private]);
+    await_relays(&mut lab, &[private]);
+    assert_eq!(lab.mesh.node(private).reachability(), Reachability::Private);
+    // A public node asks the private one, over the connection the private
+    // node opened, for a reservation.
+    let asker = lab.servers[0];
+    let contact = lab.mesh.contact(private);
+    lab.mesh
+        .world
+        .with_machine(asker, |node, now| node.reserve(now, contact));
+    let private_id = lab.mesh.id(private);
+    let mut refused = None;
+    lab.mesh.drive(Duration::from_secs(20), |_, host, event| {
+        if let Event::Relay(RelayEvent::ReservationRefused { relay, status }) = event
+            && host == asker
+            && relay == private_id
+        {
+            refused = Some(status);
+        }
+        refused.is_some()
+    });
+    assert_eq!(refused, Some(macula::wire::RelayStatus::RelayDisabled));
+    let counters = lab.mesh.node(private).relay_counters();
+    assert_eq!(
+        (counters.refused_disabled, counters.reservations_granted),
+        (1, 0)
+    );
+    // The public servers (DHT servers, presumed public) serve it.
+    assert!(!lab.mesh.node(private).reserved_relays().is_empty());
+}
+
+#[test]
+fn a_relay_that_drops_circuit_traffic_is_avoided_and_calls_succeed_again() {
+    let mut lab = Lab::new(15);
+    let a = add_private(&mut lab, [203, 0, 113, 1], NatConfig::symmetric());
+    let b = add_private(&mut lab, [203, 0, 113, 2], NatConfig::symmetric());
+    lab.bootstrap(&[a, b]);
+    await_relays(&mut lab, &[a, b]);
+    // The relay of B's record a dialer tries first turns bad.
+    let record = lab.mesh.node(b).peer_record().expect("B's record").clone();
+    assert_eq!(record.relays.len(), 2);
+    let bad_id = record.relays.last().expect("two relays").node_id;
+    let bad = *lab
+        .servers
+        .iter()
+        .find(|h| lab.mesh.id(**h) == bad_id)
+        .expect("B's relay is a server");
+    lab.mesh
+        .world
+        .with_machine(bad, |node, _| node.blackhole_circuits(true));
+    lab.mesh
+        .world
+        .with_machine(b, |node, now| {
+            node.register(now, "svc.echo", Default::default())
+        })
+        .unwrap();
+    lab.mesh.world.run_for(Duration::from_secs(2));
+    let mut results = Vec::new();
+    for _ in 0..8 {
+        let call = lab
+            .mesh
+            .world
+            .with_machine(a, |node, now| {
+                node.call(
+                    now,
+                    "svc.echo",
+                    Bytes::from_static(b"hi"),
+                    Duration::from_secs(20),
+                    Default::default(),
+                )
+            })
+            .unwrap();
+        let mut result = None;
+        lab.mesh
+            .drive(Duration::from_secs(25), |world, host, event| {
+                mirror(world, host, &event).unwrap();
+                result = result.take().or_else(|| completion(&event, call));
+                result.is_some()
+            });
+        let ok = matches!(result, Some(Ok(_)));
+        results.push(ok);
+        if ok {
+            break;
+        }
+        // The caller backs off from a provider that failed it.
+        lab.mesh.settle(Duration::from_secs(30));
+    }
+    eprintln!("calls: {results:?}");
+    assert_eq!(
+        results.first(),
+        Some(&false),
+        "the first call met the bad relay"
+    );
+    assert_eq!(
+        results.last(),
+        Some(&true),
+        "a call succeeded again: {results:?}"
+    );
+    let counters = lab.mesh.node(a).relay_counters();
+    assert_eq!(
+        (counters.dead_circuits, counters.dead_relays),
+        (2, 1),
+        "two dead circuits made the relay dead"
     );
 }

@@ -16,7 +16,7 @@ use macula::id::NodeId;
 use macula::node::{CircuitLoss, CloseCause, Event, NodeConfig, RelayEvent};
 use macula::path::{PathKind, RealPath};
 use macula::pubsub::{Pattern, PubSubEvent, Topic};
-use macula::relay::{RelayCounters, RelayLoad};
+use macula::relay::{RelayCounters, RelayLoad, RelayMode};
 use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcError, RpcEvent};
 use macula::sim::{CALL_TIMEOUT, HostId, Link, Mesh, NatConfig, PORT, echo, lan_addr, public_addr};
 use macula::wire::RelayStatus;
@@ -305,7 +305,7 @@ fn circuits_to_unreserved_nodes_or_to_oneself_are_refused() {
 
 #[test]
 fn a_node_that_does_not_relay_refuses_reservations_and_circuits() {
-    let mut trio = Trio::new(3, &|config| config.relay.enabled = false);
+    let mut trio = Trio::new(3, &|config| config.relay.mode = RelayMode::Never);
     let relay = trio.mesh.world.machine(trio.relay).contact();
     trio.mesh
         .world
@@ -820,4 +820,146 @@ fn every_kind_of_nat_reaches_every_other_through_the_relay() {
             );
         }
     }
+}
+
+/// B makes 10 echo calls of 16 KiB to A one after the other, while `flooder` (if
+/// any) floods its circuit to the node given with 48 KB every 10 ms; the
+/// calls answered and the virtual time they took.
+fn echo_calls(trio: &mut Trio, flooder: Option<(HostId, NodeId)>) -> (usize, Duration) {
+    let start = trio.mesh.world.now();
+    let mut answered = 0;
+    for _ in 0..10 {
+        // Full-size packets: they compete with the flood's for the tokens.
+        let call = trio.mesh.call(trio.b, "svc.echo", vec![7u8; 16 << 10]);
+        let mut result = None;
+        for _ in 0..3000 {
+            if let Some((host, target)) = flooder {
+                (trio.mesh.world)
+                    .with_machine(host, |node, now| node.flood_circuit(now, &target, 40));
+            }
+            trio.mesh.world.run_for(Duration::from_millis(10));
+            // Echo what came meanwhile; find the call's end.
+            let (events, _) = trio.run(Duration::ZERO, |_, _| false);
+            result = events.into_iter().find_map(|(_, event)| match event {
+                Event::Rpc(RpcEvent::Completed { call: c, result }) if c == call => Some(result),
+                _ => None,
+            });
+            if result.is_some() {
+                break;
+            }
+        }
+        if matches!(result, Some(Ok(_))) {
+            answered += 1;
+        }
+    }
+    (answered, trio.mesh.world.now() - start)
+}
+
+#[test]
+fn a_flooding_circuit_does_not_starve_another_circuits_traffic() {
+    // No hole punching: every connection stays on its circuit.
+    let mut trio = Trio::with(21, &|config| config.upgrade.auto = false, &|config| {
+        config.relay.peer_rate = 32 << 10;
+        config.relay.total_rate = 128 << 10;
+    });
+    trio.reserve_both();
+    trio.serve_echo();
+    trio.dial_b_to_a();
+    // F, behind a NAT of its own, opens a circuit to A and floods it.
+    let nat = [(IpAddr::from([198, 51, 100, 30]), NatConfig::full_cone())];
+    let flooder = trio
+        .mesh
+        .add_behind(&nat, lan_addr(9), |config| config.upgrade.auto = false);
+    let relay = trio.mesh.contact(trio.relay);
+    let a_id = trio.mesh.id(trio.a);
+    (trio.mesh.world).with_machine(flooder, |node, now| node.dial_via_relay(now, relay, a_id));
+    let (_, up) = trio.run(Duration::from_secs(30), |host, event| {
+        host == flooder
+            && matches!(
+                event,
+                Event::Connected {
+                    path: PathKind::Relayed,
+                    ..
+                }
+            )
+    });
+    assert!(up, "the flooder's circuit is up");
+    let (answered, quiet) = echo_calls(&mut trio, None);
+    assert_eq!(answered, 10, "the baseline");
+    let (answered, flooded) = echo_calls(&mut trio, Some((flooder, a_id)));
+    eprintln!("10 calls: {quiet:?} quiet, {flooded:?} under the flood");
+    assert_eq!(
+        answered, 10,
+        "every call through the other circuit was answered"
+    );
+    // Virtual time: the same every run. A flood that drained the shared
+    // budget made QUIC wait out retransmissions.
+    assert!(
+        flooded <= quiet * 3,
+        "{flooded:?} against {quiet:?} without the flood"
+    );
+    let relay = trio.counters(trio.relay);
+    eprintln!("relay counters: {relay:?}");
+    assert!(
+        relay.dropped_rate > 1000,
+        "the flood was refused: {relay:?}"
+    );
+    assert_eq!(
+        relay.dropped_total_rate, 0,
+        "the flood spent no shared tokens"
+    );
+    let b_to_a = trio.mesh.node(trio.b).paths_to(&a_id).map(|(now, _)| now);
+    assert!(
+        matches!(b_to_a, Some(RealPath::Relay { .. })),
+        "B's calls went over the relay: {b_to_a:?}"
+    );
+}
+
+#[test]
+fn many_ids_from_one_ip_get_no_more_than_the_per_ip_reservations() {
+    let mut trio = Trio::with(22, &|_| {}, &|config| {
+        config.relay.max_reservations_per_ip = 2
+    });
+    // Four nodes behind one NAT: one public IP, four free ids.
+    let internet = trio.mesh.world.internet();
+    let (_, lan) = trio.mesh.world.add_nat(
+        internet,
+        IpAddr::from([198, 51, 100, 40]),
+        Link::with_latency(Duration::from_millis(5)),
+        NatConfig::full_cone(),
+    );
+    let crowd: Vec<HostId> = (0..4u8)
+        .map(|i| {
+            let addr = std::net::SocketAddr::from(([192, 168, 40, 2 + i], PORT));
+            trio.mesh
+                .add_node(lan, addr, |config| config.dht.mode = Mode::Client)
+        })
+        .collect();
+    for &host in &crowd {
+        trio.mesh.reserve(host, trio.relay);
+    }
+    let (mut granted, mut refused) = (0, 0);
+    let done = trio.mesh.drive(Duration::from_secs(30), |_, host, event| {
+        if crowd.contains(&host) {
+            match event {
+                Event::Relay(RelayEvent::ReservationGranted { .. }) => granted += 1,
+                Event::Relay(RelayEvent::ReservationRefused {
+                    status: RelayStatus::LimitReached,
+                    ..
+                }) => refused += 1,
+                _ => {}
+            }
+        }
+        granted + refused == crowd.len()
+    });
+    assert!(done, "granted {granted}, refused {refused}");
+    assert_eq!((granted, refused), (2, 2));
+    // Others still get theirs.
+    trio.reserve_both();
+    let relay = trio.counters(trio.relay);
+    assert_eq!((relay.refused_ip_limit, relay.refused_limit), (2, 0));
+    assert_eq!(
+        trio.mesh.node(trio.relay).relay_load().reservations_served,
+        4
+    );
 }

@@ -448,6 +448,16 @@ pub const RELAY_CONNECTIONS: Family = Family::counter(
     "relay_connections_total",
     "Connections of this node that became ready over a relay circuit (either direction)",
 );
+/// `relay_dead_circuits_total`.
+pub const RELAY_DEAD_CIRCUITS: Family = Family::counter(
+    "relay_dead_circuits_total",
+    "Circuits this node dialed over that brought nothing back in time (dead), closed",
+);
+/// `relay_dead_relays_total`.
+pub const RELAY_DEAD_RELAYS: Family = Family::counter(
+    "relay_dead_relays_total",
+    "Relays this node found dropping circuit traffic, released and avoided",
+);
 /// `p2p_connections_by_path`.
 pub const P2P_CONNECTIONS_BY_PATH: Family = Family::gauge(
     "p2p_connections_by_path",
@@ -504,6 +514,8 @@ pub const FAMILIES: &[Family] = &[
     RELAY_REFUSALS,
     RELAY_DROPPED_PACKETS,
     RELAY_CONNECTIONS,
+    RELAY_DEAD_CIRCUITS,
+    RELAY_DEAD_RELAYS,
     P2P_CONNECTIONS_BY_PATH,
     NAT_PUNCH_ATTEMPTS,
     NAT_PUNCH_RESULTS,
@@ -562,11 +574,15 @@ pub struct Metrics {
     /// Circuit bytes forwarded by this relay.
     pub relay_bytes: u64,
     /// Requests this relay refused, by reason.
-    pub relay_refusals: PerLabel<RelayRefusal, u64, 5>,
+    pub relay_refusals: PerLabel<RelayRefusal, u64, 6>,
     /// Circuit packets dropped, by reason.
-    pub relay_dropped_packets: PerLabel<RelayDrop, u64, 2>,
+    pub relay_dropped_packets: PerLabel<RelayDrop, u64, 3>,
     /// Connections that became ready over a circuit.
     pub relay_connections: u64,
+    /// Circuits of ours closed as dead.
+    pub relay_dead_circuits: u64,
+    /// Relays of ours found dropping circuit traffic.
+    pub relay_dead_relays: u64,
     /// Ready connections now, by path.
     pub connections_by_path: PerLabel<ConnectionPath, u64, 2>,
     /// Punches started and ended, per pair of NAT types.
@@ -615,6 +631,8 @@ impl Metrics {
             relay_refusals: PerLabel::default(),
             relay_dropped_packets: PerLabel::default(),
             relay_connections: 0,
+            relay_dead_circuits: 0,
+            relay_dead_relays: 0,
             connections_by_path: PerLabel::default(),
             nat_punches: PunchPairs::default(),
             nat_upgrade_time: Histogram::new(LATENCY_BOUNDS),
@@ -726,6 +744,8 @@ impl Metrics {
             &counters(&self.relay_dropped_packets),
         );
         visitor.family(&RELAY_CONNECTIONS, &[counter(self.relay_connections)]);
+        visitor.family(&RELAY_DEAD_CIRCUITS, &[counter(self.relay_dead_circuits)]);
+        visitor.family(&RELAY_DEAD_RELAYS, &[counter(self.relay_dead_relays)]);
     }
 
     fn visit_nat(&self, visitor: &mut impl Visitor) {

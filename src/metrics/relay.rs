@@ -11,8 +11,10 @@ label_enum!(
         Disabled => "disabled",
         /// The circuit's target holds no reservation here.
         NoReservation => "no_reservation",
-        /// A reservation or circuit limit was reached.
+        /// A reservation or circuit limit (in total or per node) was reached.
         Limit => "limit",
+        /// A per-IP reservation or circuit limit was reached.
+        IpLimit => "ip_limit",
         /// The target's connection to this relay is gone.
         Unreachable => "unreachable",
         /// The request was malformed.
@@ -38,8 +40,10 @@ label_enum!(
 label_enum!(
     /// Why circuit packets were dropped.
     RelayDrop, "reason", {
-        /// Relay side: over the per-peer or total rate limit.
+        /// Relay side: over the sender's per-peer rate limit.
         RateLimit => "rate_limit",
+        /// Relay side: over the relay-wide rate limit (sender within its own).
+        TotalRate => "total_rate",
         /// Either side: the queue toward one end was full.
         QueueFull => "queue_full",
     }
@@ -66,6 +70,7 @@ impl Metrics {
                 (RelayRefusal::Disabled, counters.refused_disabled),
                 (RelayRefusal::NoReservation, counters.refused_no_reservation),
                 (RelayRefusal::Limit, counters.refused_limit),
+                (RelayRefusal::IpLimit, counters.refused_ip_limit),
                 (RelayRefusal::Unreachable, counters.refused_unreachable),
                 (RelayRefusal::BadRequest, counters.refused_bad_request),
             ],
@@ -74,12 +79,15 @@ impl Metrics {
             &mut self.relay_dropped_packets,
             [
                 (RelayDrop::RateLimit, counters.dropped_rate),
+                (RelayDrop::TotalRate, counters.dropped_total_rate),
                 (RelayDrop::QueueFull, counters.dropped_queue_full),
             ],
         );
         self.relay_circuits = counters.circuits_opened;
         self.relay_bytes = counters.bytes_forwarded;
         self.relay_connections = counters.relayed_connections;
+        self.relay_dead_circuits = counters.dead_circuits;
+        self.relay_dead_relays = counters.dead_relays;
     }
 }
 
@@ -114,6 +122,10 @@ mod tests {
             circuits_opened: 12,
             bytes_forwarded: 13,
             relayed_connections: 14,
+            refused_ip_limit: 15,
+            dropped_total_rate: 16,
+            dead_circuits: 17,
+            dead_relays: 18,
             ..RelayCounters::default()
         };
         let mut metrics = Metrics::new();
@@ -122,10 +134,15 @@ mod tests {
         assert_eq!(reservations, [1, 2, 3, 4]);
         assert_eq!(*metrics.relay_reservations.get(ReservationChange::Lost), 4);
         let refusals: Vec<u64> = metrics.relay_refusals.iter().map(|(_, n)| *n).collect();
-        assert_eq!(refusals, [5, 6, 7, 8, 9]);
+        assert_eq!(refusals, [5, 6, 7, 15, 8, 9]);
         assert_eq!(*metrics.relay_refusals.get(RelayRefusal::Limit), 7);
         assert_eq!(*metrics.relay_dropped_packets.get(RelayDrop::QueueFull), 11);
         assert_eq!(*metrics.relay_dropped_packets.get(RelayDrop::RateLimit), 10);
+        assert_eq!(*metrics.relay_dropped_packets.get(RelayDrop::TotalRate), 16);
+        assert_eq!(
+            (metrics.relay_dead_circuits, metrics.relay_dead_relays),
+            (17, 18)
+        );
         assert_eq!(
             (
                 metrics.relay_circuits,

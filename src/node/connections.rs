@@ -163,7 +163,7 @@ impl Node {
         if self.dht.mode() == Mode::Server {
             capabilities = capabilities.with(Capabilities::DHT_SERVER);
         }
-        if self.config.relay.enabled {
+        if self.relay_server.serving() {
             capabilities = capabilities.with(Capabilities::RELAY);
         }
         wire::Connect {
@@ -413,7 +413,7 @@ impl Node {
         let path = self.path_kind(&remote_virtual);
         self.instruments.connection_on_path(handle, path);
         if path == PathKind::Relayed {
-            self.relay_client.handle_relayed_connection();
+            self.relay_client.handle_relayed_connection(remote_virtual);
         }
         self.out.push_back(Output::Event(Event::Connected {
             peer,

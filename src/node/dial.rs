@@ -76,7 +76,11 @@ impl Node {
                 }
             }
             Some(record) => {
-                self.dialing.untried.insert(peer, record.relays);
+                // Tried from the end: relays found dropping circuits last.
+                let mut relays = record.relays;
+                let client = &self.relay_client;
+                relays.sort_by_key(|r| !client.avoids(now, &r.node_id));
+                self.dialing.untried.insert(peer, relays);
                 self.try_next_relay(now, peer);
             }
             None => self.give_up(now, peer),

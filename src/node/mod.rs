@@ -20,7 +20,8 @@
 //! inputs they take `now` and leave outputs to drain. RPC and pub/sub are
 //! the [`crate::messaging`] child; src/node/messaging_effects.rs carries out
 //! what it asks for on the DHT and on streams.
-//! Every node may relay for others and run connections over relay circuits
+//! Every node may relay for others (by default only while it is public) and
+//! run connections over relay circuits
 //! (the [`crate::relay`] children, glued in src/node/relay.rs,
 //! docs/PROTOCOL.md §11); reachability is the [`crate::nat::reach`] child
 //! and the relay → direct upgrade the [`crate::path::upgrade`] child. No
@@ -310,8 +311,10 @@ impl Node {
         };
         let reach = Reach::new(&config.reach, setup, &secret);
         let upgrades = Upgrades::new(config.upgrade.clone(), policy, secret.derive("punch-tags"));
-        let relay_server = RelayServer::new(config.relay);
-        let relay_client = RelayClient::new(config.request_timeout);
+        let mut relay_server = RelayServer::new(config.relay);
+        let undetermined = crate::peer_record::Reachability::Undetermined;
+        relay_server.handle_public(now, reach::presumed_public(undetermined, dht.mode()));
+        let relay_client = RelayClient::new(config.request_timeout, &config.relay);
         let requests = Exchanges::new(Some(config.request_timeout));
         let admission = AdmissionControl::new(config.admission);
         Ok(Self {

@@ -9,7 +9,7 @@ use quinn_proto::ConnectionHandle;
 
 use super::{Event, Node, ReachStats, RelayEvent};
 use crate::contract::{Child, Datagram, Output};
-use crate::dht::{self, DhtEvent};
+use crate::dht::{self, DhtEvent, Mode};
 use crate::id::{NodeId, RecordKey};
 use crate::nat::discovery::NatReport;
 use crate::nat::reach::{ReachOutput, ReachView};
@@ -70,10 +70,12 @@ impl Node {
     pub(super) fn reach_timeout(&mut self, now: Instant) {
         let wanted: Vec<NodeId> = self.relay_client.wanted().copied().collect();
         let reserved = self.reserved_relays();
+        let avoided = self.relay_client.avoided_relays(now);
         let view = ReachView {
             table: self.dht.table(),
             wanted_relays: &wanted,
             reserved_relays: &reserved,
+            avoided_relays: &avoided,
             unix_ms: self.unix_ms(now),
         };
         self.reach.handle_timeout(now, &view);
@@ -115,6 +117,7 @@ impl Node {
         let failed = match event {
             RelayEvent::ReservationRefused { relay, .. }
             | RelayEvent::ReservationLost { relay }
+            | RelayEvent::RelayDropsCircuits { relay }
             | RelayEvent::RelayUnreachable { relay, .. } => Some(*relay),
             RelayEvent::ReservationGranted { .. } => None,
             _ => return,
@@ -159,6 +162,11 @@ impl Node {
     pub(super) fn drive_reach(&mut self, now: Instant) -> bool {
         if self.reach.poll_timeout().is_some_and(|t| t <= now) {
             self.reach_timeout(now);
+        }
+        let public = presumed_public(self.reach.reachability(), self.dht.mode());
+        if self.relay_server.handle_public(now, public) {
+            // RelayMode::Auto: whether we relay follows reachability.
+            self.announce_capabilities();
         }
         let mut busy = false;
         while let Some(output) = self.reach.poll_output() {
@@ -214,5 +222,18 @@ impl Node {
                 self.out.push_back(Output::Event(found));
             }
         }
+    }
+}
+
+/// Whether a node counts as publicly reachable for
+/// [`RelayMode::Auto`](crate::relay::RelayMode::Auto): a discovery run said
+/// so, or none could tell yet and the node is a DHT server (which the DHT
+/// presumes reachable too: it is in others' routing tables). A node found
+/// private never is.
+pub(super) fn presumed_public(reachability: Reachability, mode: Mode) -> bool {
+    match reachability {
+        Reachability::Public => true,
+        Reachability::Private => false,
+        _ => mode == Mode::Server,
     }
 }

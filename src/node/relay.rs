@@ -58,11 +58,14 @@ impl Node {
         let (Some(id), Some(peer)) = (conn.pool_id, conn.peer) else {
             return None;
         };
+        // A peer over a relay circuit has a virtual address: all such peers
+        // share one IP group at the relay server.
+        let from = (peer, conn.remote.ip());
         let (server, client) = (&mut self.relay_server, &mut self.relay_client);
         match message {
-            Message::RelayReserve(m) => server.handle_reserve(now, id, peer, stream, m),
+            Message::RelayReserve(m) => server.handle_reserve(now, id, from, stream, m),
             Message::RelayRelease(_) => server.handle_release(now, id, peer, stream),
-            Message::CircuitOpen(m) => server.handle_circuit_open(now, id, peer, stream, m),
+            Message::CircuitOpen(m) => server.handle_circuit_open(now, id, from, stream, m),
             Message::RelayReserveStatus(m) => client.handle_reserve_status(now, id, stream, m),
             Message::CircuitStatus(m) => client.handle_circuit_status(now, id, stream, m),
             Message::CircuitIncoming(m) => {
@@ -154,6 +157,28 @@ impl Node {
         self.relay_server.relayed_packets()
     }
 
+    /// Simulator only: as a relay, drop every circuit packet from now on
+    /// (`on`) while still accepting reservations and circuits.
+    #[cfg(feature = "sim")]
+    pub fn blackhole_circuits(&mut self, on: bool) {
+        self.relay_server.blackhole_circuits(on);
+    }
+
+    /// Simulator only: writes `packets` junk packets of 1200 bytes onto the
+    /// relay circuit the connection to `peer` runs over (a flooder; the far
+    /// end's QUIC drops them). Nothing happens without such a circuit.
+    #[cfg(feature = "sim")]
+    pub fn flood_circuit(&mut self, now: Instant, peer: &NodeId, packets: usize) {
+        self.enter(now);
+        if let Some((RealPath::Relay { relay, circuit }, _)) = self.paths_to(peer) {
+            for _ in 0..packets {
+                (self.relay_client).handle_outgoing(now, relay, circuit, &[0; 1200]);
+            }
+            self.drive_relay(now);
+        }
+        self.settle(now);
+    }
+
     /// Whether the connection at `virtual_addr` runs direct or relayed.
     pub(super) fn path_kind(&self, virtual_addr: &SocketAddr) -> PathKind {
         self.paths
@@ -241,7 +266,8 @@ impl Node {
     }
 
     /// Expired reservations end and circuits past their lifetime close
-    /// (server); reservations renew or lapse and unclaimed circuits close
+    /// (server); reservations renew or lapse, and circuits that carried no
+    /// ready connection in time close, as dead if nothing came over them
     /// (client).
     pub(super) fn relay_timeout(&mut self, now: Instant) {
         self.relay_server.handle_timeout(now);

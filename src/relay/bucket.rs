@@ -32,6 +32,12 @@ impl TokenBucket {
         true
     }
 
+    /// Whether the bucket holds `bytes` at `now` (nothing is taken).
+    pub fn holds(&mut self, now: Instant, bytes: u64) -> bool {
+        self.refill(now);
+        self.tokens >= bytes
+    }
+
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last);
         let earned = u128::from(self.rate).saturating_mul(elapsed.as_nanos()) / 1_000_000_000;
@@ -56,6 +62,7 @@ mod tests {
         let mut bucket = TokenBucket::new(1000, start);
         assert!(bucket.take(start, 600));
         assert!(!bucket.take(start, 600), "only 400 left");
+        assert!(bucket.holds(start, 400) && !bucket.holds(start, 401));
         assert!(bucket.take(start, 400));
         let later = start + Duration::from_millis(500);
         assert!(bucket.take(later, 500), "half a second earns 500");

@@ -66,6 +66,15 @@ pub enum RelayEvent {
         /// What failed.
         detail: String,
     },
+    /// A relay let [`RelayConfig::dead_circuits`](super::RelayConfig::dead_circuits)
+    /// circuits of ours in a row bring our handshake no answer: it accepts
+    /// circuits and drops their traffic. Our reservation there (if any) is
+    /// released and the relay avoided for
+    /// [`RelayConfig::avoid_dead_relay`](super::RelayConfig::avoid_dead_relay).
+    RelayDropsCircuits {
+        /// The relay.
+        relay: NodeId,
+    },
     /// A circuit is open; the end-to-end connection runs over it (an
     /// [`Event::Connected`](crate::node::Event::Connected) with
     /// [`PathKind::Relayed`](crate::path::PathKind::Relayed) follows when it

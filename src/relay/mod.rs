@@ -2,7 +2,8 @@
 //! rate limiter, and its two child machines.
 //!
 //! Every node runs both sides: [`RelayServer`] serves reservations and
-//! splices circuits; [`RelayClient`] reserves, opens circuits and carries
+//! splices circuits (by default only while the node is publicly reachable,
+//! [`RelayMode`]); [`RelayClient`] reserves, opens circuits and carries
 //! its end-to-end QUIC packets over them. Both are children of the node
 //! ([`crate::Child`]): they name connections by [`crate::pool::ConnId`] and
 //! ask the node for every effect on a connection, the pool or the path
@@ -47,35 +48,87 @@ pub enum Written {
     Gone,
 }
 
-/// What a node does as a relay, and the limits it enforces.
+/// The bits of an IPv4 address that make one group for the per-IP limits
+/// ([`RelayConfig::max_reservations_per_ip`],
+/// [`RelayConfig::max_circuits_per_ip`]): the whole address.
+pub const IP_GROUP_V4_BITS: u8 = 32;
+/// The bits of an IPv6 address that make one group for the per-IP limits:
+/// a /64, what one host or one subscriber usually gets.
+pub const IP_GROUP_V6_BITS: u8 = 64;
+
+/// When a node serves reservations and circuits for others.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RelayMode {
+    /// Only while the node is publicly reachable: a discovery run
+    /// ([`crate::nat::reach`]) says so, or none could tell yet and the node
+    /// is a DHT server (presumed reachable by the DHT as well). A node found
+    /// private (and a DHT client whose reachability is undetermined)
+    /// refuses every request with `RELAY_DISABLED`: its relay would be
+    /// useless to others and spend its NAT mappings and bandwidth.
+    #[default]
+    Auto,
+    /// Always (a node known to be public, e.g. a bootstrap or relay
+    /// server that runs no discovery).
+    Always,
+    /// Never: every request is refused with `RELAY_DISABLED`.
+    Never,
+}
+
+impl RelayMode {
+    /// Whether a node in this mode serves, given whether it is public now.
+    pub fn serves(self, public: bool) -> bool {
+        match self {
+            Self::Auto => public,
+            Self::Always => true,
+            Self::Never => false,
+        }
+    }
+}
+
+/// What a node does as a relay, and the limits it enforces; and how its
+/// own relays are judged (client side).
+///
+/// Per-IP limits count peers by the address their connection comes from,
+/// grouped by [`IP_GROUP_V4_BITS`] / [`IP_GROUP_V6_BITS`]; peers reached over
+/// a relay circuit all count as one group (their real address is unknown).
 ///
 /// | setting | default |
 /// | --- | --- |
-/// | enabled | true (every node may relay; a private node sets it false) |
+/// | mode | [`RelayMode::Auto`]: relay only while public (found so, or an undetermined DHT server) |
 /// | reservation_ttl | 5 min (clients renew at half) |
 /// | max_reservations | 128 |
+/// | max_reservations_per_ip | 8 per IP (/32, IPv6 /64) |
 /// | max_circuits | 256 in total |
 /// | max_circuits_per_peer | 16 per node, counted at both ends |
-/// | peer_rate | 1 MiB/s forwarded from one node (excess packets dropped) |
+/// | max_circuits_per_ip | 32 per IP (/32, IPv6 /64), counted at both ends |
+/// | peer_rate | 1 MiB/s forwarded from one node (excess packets dropped; they spend no shared tokens) |
 /// | total_rate | 16 MiB/s forwarded in total (excess packets dropped) |
 /// | max_circuit_bytes | 256 MiB per circuit, both directions (then closed) |
 /// | max_circuit_lifetime | 1 h (then closed) |
 /// | max_queued_per_circuit | 64 KiB waiting for one end's flow control (excess dropped) |
+/// | dead_circuits | 2: a relay whose last 2 circuits of ours brought our handshake no answer is dropped |
+/// | avoid_dead_relay | 10 min: such a relay is not reserved on, and tried last for circuits |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RelayConfig {
-    /// Serve reservations and circuits at all; when false every request is
+    /// When to serve reservations and circuits; when not, every request is
     /// refused with `RELAY_DISABLED`.
-    pub enabled: bool,
+    pub mode: RelayMode,
     /// How long a reservation lasts unless renewed.
     pub reservation_ttl: Duration,
     /// Reservations held at once.
     pub max_reservations: usize,
+    /// Reservations held at once by nodes of one IP group (node ids are
+    /// free; addresses are not).
+    pub max_reservations_per_ip: usize,
     /// Circuits open at once, in total.
     pub max_circuits: usize,
     /// Circuits open at once that one node is an end of.
     pub max_circuits_per_peer: usize,
+    /// Circuits open at once that nodes of one IP group are an end of.
+    pub max_circuits_per_ip: usize,
     /// Bytes per second the relay forwards from one node, over all its
-    /// circuits; packets past it are dropped (QUIC recovers them).
+    /// circuits; packets past it are dropped (QUIC recovers them) without
+    /// spending any of `total_rate`.
     pub peer_rate: u64,
     /// Bytes per second the relay forwards in total.
     pub total_rate: u64,
@@ -90,21 +143,34 @@ pub struct RelayConfig {
     /// shared by the connection's streams), so this bound acts once that
     /// buffer is full.
     pub max_queued_per_circuit: usize,
+    /// Client side: a circuit of ours that a connection runs over but over
+    /// which nothing came within the claim time (the node's request
+    /// timeout) is dead; after this many dead circuits in a row through one
+    /// relay (0: never) the relay is taken for one that drops circuit
+    /// traffic: our reservation there is released and it is avoided.
+    pub dead_circuits: u32,
+    /// How long a relay found dropping circuit traffic is avoided: not
+    /// reserved on, and asked for circuits only after the others.
+    pub avoid_dead_relay: Duration,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            mode: RelayMode::Auto,
             reservation_ttl: Duration::from_secs(300),
             max_reservations: 128,
+            max_reservations_per_ip: 8,
             max_circuits: 256,
             max_circuits_per_peer: 16,
+            max_circuits_per_ip: 32,
             peer_rate: 1 << 20,
             total_rate: 16 << 20,
             max_circuit_bytes: 256 << 20,
             max_circuit_lifetime: Duration::from_secs(3600),
             max_queued_per_circuit: 64 << 10,
+            dead_circuits: 2,
+            avoid_dead_relay: Duration::from_secs(600),
         }
     }
 }
@@ -140,16 +206,23 @@ pub struct RelayCounters {
     pub bytes_forwarded: u64,
     /// Circuit packets forwarded (server): one per inner packet passed on.
     pub packets_forwarded: u64,
-    /// Packets dropped by the rate limits (server).
+    /// Packets dropped at their sender's `peer_rate` (server); they spent
+    /// none of the relay-wide rate.
     pub dropped_rate: u64,
+    /// Packets dropped at the relay-wide `total_rate` while their sender
+    /// was within its own rate (server): the relay is saturated.
+    pub dropped_total_rate: u64,
     /// Packets dropped because an end's queue was full (both sides).
     pub dropped_queue_full: u64,
     /// Requests refused: relay disabled (server).
     pub refused_disabled: u64,
     /// Requests refused: the target has no reservation (server).
     pub refused_no_reservation: u64,
-    /// Requests refused: a limit was reached (server).
+    /// Requests refused: a limit in total or per node was reached (server).
     pub refused_limit: u64,
+    /// Requests refused: a per-IP limit was reached (server; the status
+    /// on the wire is `LIMIT_REACHED` as well).
+    pub refused_ip_limit: u64,
     /// Requests refused: the target's connection is gone (server).
     pub refused_unreachable: u64,
     /// Requests refused as malformed (server).
@@ -169,6 +242,12 @@ pub struct RelayCounters {
     pub relayed_connections: u64,
     /// Circuit streams that broke the framing (both sides).
     pub frame_errors: u64,
+    /// Circuits of ours that a connection ran over with nothing coming back
+    /// within the claim time, closed (client).
+    pub dead_circuits: u64,
+    /// Relays taken for ones that drop circuit traffic: released and
+    /// avoided (client).
+    pub dead_relays: u64,
 }
 
 impl RelayCounters {
@@ -183,10 +262,12 @@ impl RelayCounters {
             bytes_forwarded,
             packets_forwarded,
             dropped_rate,
+            dropped_total_rate,
             dropped_queue_full,
             refused_disabled,
             refused_no_reservation,
             refused_limit,
+            refused_ip_limit,
             refused_unreachable,
             refused_bad_request,
             circuits_over_limit,
@@ -195,6 +276,8 @@ impl RelayCounters {
             reservations_lost,
             relayed_connections,
             frame_errors,
+            dead_circuits,
+            dead_relays,
         } = other;
         self.reservations_granted += reservations_granted;
         self.reservations_ended += reservations_ended;
@@ -203,10 +286,12 @@ impl RelayCounters {
         self.bytes_forwarded += bytes_forwarded;
         self.packets_forwarded += packets_forwarded;
         self.dropped_rate += dropped_rate;
+        self.dropped_total_rate += dropped_total_rate;
         self.dropped_queue_full += dropped_queue_full;
         self.refused_disabled += refused_disabled;
         self.refused_no_reservation += refused_no_reservation;
         self.refused_limit += refused_limit;
+        self.refused_ip_limit += refused_ip_limit;
         self.refused_unreachable += refused_unreachable;
         self.refused_bad_request += refused_bad_request;
         self.circuits_over_limit += circuits_over_limit;
@@ -215,5 +300,7 @@ impl RelayCounters {
         self.reservations_lost += reservations_lost;
         self.relayed_connections += relayed_connections;
         self.frame_errors += frame_errors;
+        self.dead_circuits += dead_circuits;
+        self.dead_relays += dead_relays;
     }
 }

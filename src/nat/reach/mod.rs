@@ -34,7 +34,10 @@
 //! node a DHT server, `Private` a DHT client; the report also gives the
 //! puncher its own candidates and NAT class. After each report the machine
 //! signs a [`PeerRecord`] and asks for it to be stored when it changed; a
-//! private node keeps [`ReachConfig::relays`] reservations.
+//! private node keeps [`ReachConfig::relays`] reservations, on the closest
+//! public nodes by id but never two in one network (an IPv4 /24, an IPv6
+//! /48: [`RELAY_GROUP_V4_BITS`]) while nodes of other networks are left, so
+//! ids ground near ours from one network cannot become all our relays.
 //!
 //! The machine follows the child contract ([`Child`]): inputs are
 //! `handle_*(now, ...)`, effects leave as [`ReachOutput`]. Work that needs
@@ -70,6 +73,11 @@ use crate::scope::AddressPolicy;
 use crate::secret::Secret;
 use crate::wire::{DialBack, Limits, Message};
 
+/// The bits of an IPv4 address that make one network for relay diversity.
+pub const RELAY_GROUP_V4_BITS: u8 = 24;
+/// The bits of an IPv6 address that make one network for relay diversity.
+pub const RELAY_GROUP_V6_BITS: u8 = 48;
+
 /// Most nodes a dial-back is forwarded to.
 pub const MAX_HELPERS: usize = 3;
 /// Most addresses a probe goes to.
@@ -93,7 +101,7 @@ pub const MAX_CONTACTED: usize = 1 << 16;
 /// | probe_limit | 1 probe per 500 ms per target IP, bursts of 8 |
 /// | probe_request_limit | 10 DIAL_BACK_PROBEs per second per sending IP, bursts of 64 |
 /// | contact_memory | 10 min |
-/// | relays | 2 reservations kept while private; a failed relay is avoided for 60 s |
+/// | relays | 2 reservations kept while private, on relays of distinct networks (/24, IPv6 /48) while the table has such; a failed relay is avoided for 60 s |
 #[derive(Clone, Debug)]
 pub struct ReachConfig {
     /// The STUN responder; `None` leaves Binding requests unanswered.
@@ -212,6 +220,9 @@ pub struct ReachView<'a> {
     pub wanted_relays: &'a [NodeId],
     /// The relays that hold a reservation of ours now.
     pub reserved_relays: &'a [NodeId],
+    /// Relays found dropping circuit traffic, not to be reserved on
+    /// ([`crate::relay::RelayClient::avoids`]).
+    pub avoided_relays: &'a [NodeId],
     /// Wall-clock time, Unix milliseconds.
     pub unix_ms: u64,
 }

@@ -5,13 +5,14 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{Reach, ReachOutput, ReachView};
+use super::{RELAY_GROUP_V4_BITS, RELAY_GROUP_V6_BITS, Reach, ReachOutput, ReachView};
 use crate::collections::HashSet;
 use crate::dht::{self, Mode, RoutingTable};
 use crate::id::{NodeId, RecordKey};
 use crate::nat::discovery::NatReport;
 use crate::nat::punch::{self, Candidate, CandidateKind, NatClass};
 use crate::peer_record::{PeerRecord, Reachability};
+use crate::scope::{self, IpPrefix};
 use crate::wire;
 
 impl Reach {
@@ -55,7 +56,8 @@ impl Reach {
     }
 
     /// A private node keeps `relays` reservations on public nodes of its
-    /// routing table, replacing those that fail.
+    /// routing table, replacing those that fail; the closest by id first,
+    /// but one per network while others are left ([`diverse`]).
     pub(super) fn keep_relays(&mut self, now: Instant, view: &ReachView<'_>) {
         if self.reachability() != Reachability::Private {
             return;
@@ -69,10 +71,17 @@ impl Reach {
             .table
             .closest(&self.setup.node, view.table.len(), None)
             .into_iter()
-            .filter(|c| !wanted.contains(&c.id) && !self.failed_relays.contains_key(&c.id))
-            .take(missing)
+            .filter(|c| {
+                !wanted.contains(&c.id)
+                    && !self.failed_relays.contains_key(&c.id)
+                    && !view.avoided_relays.contains(&c.id)
+            })
             .collect();
-        for relay in candidates {
+        let taken: Vec<Option<IpPrefix>> = (view.wanted_relays.iter())
+            .filter_map(|id| view.table.get(id))
+            .map(network)
+            .collect();
+        for relay in diverse(candidates, taken, missing) {
             self.stats.relay_reservations_asked += 1;
             self.out.push(ReachOutput::Reserve(relay));
         }
@@ -155,5 +164,80 @@ impl Reach {
         by_ip.truncate(distinct);
         by_ip.extend(sibling);
         by_ip
+    }
+}
+
+/// The network a contact's first address is in, for relay diversity.
+fn network(contact: &dht::Contact) -> Option<IpPrefix> {
+    let addr = contact.addrs.first()?;
+    Some(scope::prefix(
+        addr.ip(),
+        RELAY_GROUP_V4_BITS,
+        RELAY_GROUP_V6_BITS,
+    ))
+}
+
+/// Up to `n` of `candidates` (best first), skipping those in a network
+/// already `taken` or chosen, then, if that leaves fewer than `n`, the
+/// skipped ones in their order.
+fn diverse(
+    candidates: Vec<dht::Contact>,
+    mut taken: Vec<Option<IpPrefix>>,
+    n: usize,
+) -> Vec<dht::Contact> {
+    let (mut chosen, mut skipped) = (Vec::new(), Vec::new());
+    for contact in candidates {
+        let net = network(&contact);
+        if net.is_some() && taken.contains(&net) {
+            skipped.push(contact);
+        } else if chosen.len() < n {
+            taken.push(net);
+            chosen.push(contact);
+        }
+    }
+    let room = n.saturating_sub(chosen.len());
+    chosen.extend(skipped.into_iter().take(room));
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact(n: u8, addr: &str) -> dht::Contact {
+        dht::Contact {
+            id: NodeId::from_bytes([n; 32]),
+            addrs: vec![addr.parse().expect("test address")]
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn ids(contacts: &[dht::Contact]) -> Vec<u8> {
+        contacts.iter().map(|c| c.id.as_bytes()[0]).collect()
+    }
+
+    #[test]
+    fn relays_come_from_distinct_networks_while_there_are_some() {
+        // Ground ids: the three closest share a /24; the fourth is elsewhere.
+        let candidates = vec![
+            contact(1, "203.0.113.5:4433"),
+            contact(2, "203.0.113.6:4433"),
+            contact(3, "203.0.113.7:4433"),
+            contact(4, "198.51.100.9:4433"),
+            contact(5, "[2001:db8:1:2::1]:4433"),
+            contact(6, "[2001:db8:1:3::1]:4433"),
+        ];
+        assert_eq!(ids(&diverse(candidates.clone(), Vec::new(), 2)), [1, 4]);
+        assert_eq!(
+            ids(&diverse(candidates.clone(), Vec::new(), 4)),
+            [1, 4, 5, 2]
+        );
+        // A relay we hold takes its network.
+        let held = vec![network(&contact(9, "198.51.100.1:1"))];
+        assert_eq!(ids(&diverse(candidates.clone(), held, 2)), [1, 5]);
+        // Only one network left: it still gives what it has.
+        let same = candidates[..3].to_vec();
+        assert_eq!(ids(&diverse(same, Vec::new(), 2)), [1, 2]);
     }
 }

@@ -44,6 +44,7 @@ fn settle(reach: &mut Reach, now: Instant) -> Vec<ReachOutput> {
         table: &table,
         wanted_relays: &[],
         reserved_relays: &[],
+        avoided_relays: &[],
         unix_ms: 1_000,
     };
     reach.handle_timeout(now, &view);

@@ -9,6 +9,22 @@
 //! the pool holds it as the connection to that node. The client asks the
 //! node for the address ([`RelayClientOutput::InstallPath`]), for pooled
 //! connections, streams and leases, and hands it the inner packets.
+//!
+//! **Dead circuits and dead relays.** A circuit of ours that a connection
+//! runs over but over which nothing came within the claim time is closed
+//! as dead: our handshake went out and got no answer, which is the relay's
+//! doing when the peer holds a live reservation there. (Only a dialer can
+//! tell: over an announced circuit nothing arrives also when the dialer
+//! simply went another way.) A circuit no connection claims in that time
+//! is closed without blame. After
+//! [`RelayConfig::dead_circuits`] dead circuits in a row through one relay
+//! (a ready one in between resets the count) the relay is taken for one
+//! that accepts circuits and drops their traffic: our reservation there is
+//! released, [`RelayEvent::RelayDropsCircuits`] reported (the node's
+//! reachability side then reserves elsewhere), and the relay is avoided for
+//! [`RelayConfig::avoid_dead_relay`] ([`RelayClient::avoids`]). Both tables
+//! hold only relays we opened circuits through; the avoided ones are
+//! forgotten once their time is up, the count once it is reset or reached.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,8 +32,8 @@ use std::time::{Duration, Instant};
 use quinn_proto::{StreamId, VarInt};
 
 use super::{
-    CIRCUIT_LIMIT, CIRCUIT_PEER_GONE, CircuitLoss, FrameSplitter, RelayCounters, RelayEvent,
-    Written, encode_frame,
+    CIRCUIT_LIMIT, CIRCUIT_PEER_GONE, CircuitLoss, FrameSplitter, RelayConfig, RelayCounters,
+    RelayEvent, Written, encode_frame,
 };
 use crate::collections::HashMap;
 use crate::contract::{Child, OutputQueue};
@@ -50,9 +66,11 @@ struct CircuitEnd {
     virtual_addr: SocketAddr,
     splitter: FrameSplitter,
     lease: Option<Lease>,
-    /// Until a connection runs over the circuit: when the circuit is given
-    /// up as unused (a dial that never came, or never got through).
-    claim_by: Option<Instant>,
+    /// Until a connection over the circuit is ready: when the circuit is
+    /// judged (closed if unclaimed, dead if claimed and nothing came).
+    ready_by: Option<Instant>,
+    /// A packet came over the circuit.
+    answered: bool,
 }
 
 /// Our end of a circuit waiting for its virtual address.
@@ -96,8 +114,16 @@ enum RelayAsk {
 /// The client's state: our reservations, circuit ends and requests.
 #[derive(Debug)]
 pub struct RelayClient {
-    /// How long an opened circuit waits for a connection over it.
+    /// How long an opened circuit waits for a ready connection over it.
     claim_timeout: Duration,
+    /// Dead circuits in a row that make a relay dead (0: never).
+    dead_circuits: u32,
+    /// How long a dead relay is avoided.
+    avoid_dead_relay: Duration,
+    /// Dead circuits in a row, per relay (absent: none).
+    strikes: HashMap<NodeId, u32>,
+    /// Relays found dropping circuit traffic, until when they are avoided.
+    avoided: HashMap<NodeId, Instant>,
     reservations: HashMap<NodeId, Reservation>,
     ends: HashMap<(NodeId, u64), CircuitEnd>,
     /// Which circuit each of our circuit streams is.
@@ -114,11 +140,16 @@ pub struct RelayClient {
 }
 
 impl RelayClient {
-    /// A client holding nothing; an opened circuit no connection claims
-    /// within `claim_timeout` is closed.
-    pub fn new(claim_timeout: Duration) -> Self {
+    /// A client holding nothing; an opened circuit that carries no ready
+    /// connection within `claim_timeout` is closed as dead, and `config`
+    /// says when dead circuits make a dead relay.
+    pub fn new(claim_timeout: Duration, config: &RelayConfig) -> Self {
         Self {
             claim_timeout,
+            dead_circuits: config.dead_circuits,
+            avoid_dead_relay: config.avoid_dead_relay,
+            strikes: HashMap::default(),
+            avoided: HashMap::default(),
             reservations: HashMap::default(),
             ends: HashMap::default(),
             streams: HashMap::default(),
@@ -185,9 +216,32 @@ impl RelayClient {
         self.streams.contains_key(&(conn, stream))
     }
 
-    /// Counts an end-to-end connection over a circuit that became ready.
-    pub fn handle_relayed_connection(&mut self) {
+    /// True when `relay` was found dropping circuit traffic and is avoided
+    /// at `now`: not reserved on, asked for circuits only after others.
+    pub fn avoids(&self, now: Instant, relay: &NodeId) -> bool {
+        self.avoided.get(relay).is_some_and(|until| *until > now)
+    }
+
+    /// The relays avoided at `now`, sorted.
+    pub fn avoided_relays(&self, now: Instant) -> Vec<NodeId> {
+        let mut relays: Vec<NodeId> = (self.avoided.keys())
+            .filter(|r| self.avoids(now, r))
+            .copied()
+            .collect();
+        relays.sort();
+        relays
+    }
+
+    /// An end-to-end connection at `virtual_addr` became ready over a
+    /// circuit: counted, and the circuit (and its relay) proven alive.
+    pub fn handle_relayed_connection(&mut self, virtual_addr: SocketAddr) {
         self.counters.relayed_connections += 1;
+        for ((relay, _), end) in &mut self.ends {
+            if end.virtual_addr == virtual_addr {
+                end.ready_by = None;
+                self.strikes.remove(relay);
+            }
+        }
     }
 
     fn request_id(&mut self) -> u64 {
@@ -395,9 +449,18 @@ impl RelayClient {
         answer: wire::RelayReserveStatus,
     ) {
         self.out.mark(now);
-        let Some(RelayAsk::Reserve(relay)) = self.asks.remove(&(conn, stream)) else {
-            self.out.push(RelayClientOutput::ProtocolError);
-            return;
+        let relay = match self.asks.remove(&(conn, stream)) {
+            Some(RelayAsk::Reserve(relay)) => relay,
+            other => {
+                // Not a reservation's answer: a circuit asked on this
+                // stream gets no answer now, and gives its lease back.
+                if let Some(RelayAsk::Circuit { relay, lease, .. }) = other {
+                    self.release(Some(lease));
+                    self.unreachable(relay, "a reservation answer to a circuit request".into());
+                }
+                self.out.push(RelayClientOutput::ProtocolError);
+                return;
+            }
         };
         if answer.status == RelayStatus::Ok {
             let Some(reservation) = self.reservations.get_mut(&relay) else {
@@ -544,7 +607,8 @@ impl RelayClient {
             virtual_addr,
             splitter: FrameSplitter::new(),
             lease: opening.lease,
-            claim_by: Some(now + self.claim_timeout),
+            ready_by: Some(now + self.claim_timeout),
+            answered: false,
         };
         self.ends.insert((relay, circuit), end);
         self.streams.insert((conn, stream), (relay, circuit));
@@ -590,6 +654,7 @@ impl RelayClient {
         while let Some(end) = self.ends.get_mut(&key) {
             match end.splitter.next_packet() {
                 Ok(Some(packet)) => {
+                    end.answered = true;
                     let virtual_addr = end.virtual_addr;
                     self.out.push(RelayClientOutput::Packet {
                         virtual_addr,
@@ -718,9 +783,10 @@ impl RelayClient {
         self.event(RelayEvent::ReservationLost { relay });
     }
 
-    /// Renews reservations at half their lifetime (a lapsed one is lost)
-    /// and closes circuits no connection claimed in time; `carried` tells
-    /// whether a connection runs behind a virtual address.
+    /// Renews reservations at half their lifetime (a lapsed one is lost),
+    /// judges circuits that carried no ready connection in time (module
+    /// docs; `carried` tells whether a connection runs behind a virtual
+    /// address), and forgets relays avoided long enough.
     pub fn handle_timeout(&mut self, now: Instant, carried: impl Fn(&SocketAddr) -> bool) {
         self.out.mark(now);
         let mut lapsed = Vec::new();
@@ -739,20 +805,46 @@ impl RelayClient {
         for relay in renew {
             self.acquire_relay(&relay, Intent::Reserve(relay.id));
         }
-        let mut unclaimed = Vec::new();
+        let mut due: Vec<((NodeId, u64), bool)> = Vec::new();
         for (key, end) in &mut self.ends {
-            let Some(claim_by) = end.claim_by else {
+            if end.ready_by.is_none_or(|t| t > now) {
                 continue;
-            };
-            if carried(&end.virtual_addr) {
-                end.claim_by = None;
-            } else if claim_by <= now {
-                unclaimed.push(*key);
+            }
+            match (carried(&end.virtual_addr), end.answered) {
+                (false, _) => due.push((*key, false)),
+                (true, false) => due.push((*key, true)),
+                (true, true) => end.ready_by = None,
             }
         }
-        for (relay, circuit) in unclaimed {
-            self.end_gone(relay, circuit, CircuitLoss::Broken);
+        due.sort();
+        for ((relay, circuit), dead) in due {
+            if dead {
+                self.counters.dead_circuits += 1;
+                self.end_gone(relay, circuit, CircuitLoss::TimedOut);
+                self.strike(now, relay);
+            } else {
+                self.end_gone(relay, circuit, CircuitLoss::Broken);
+            }
         }
+        self.avoided.retain(|_, until| *until > now);
+    }
+
+    /// One more dead circuit through `relay`; at the limit the relay is
+    /// dead: released, reported and avoided.
+    fn strike(&mut self, now: Instant, relay: NodeId) {
+        if self.dead_circuits == 0 {
+            return;
+        }
+        let strikes = self.strikes.entry(relay).or_insert(0);
+        *strikes += 1;
+        if *strikes < self.dead_circuits {
+            return;
+        }
+        self.strikes.remove(&relay);
+        self.counters.dead_relays += 1;
+        self.avoided.insert(relay, now + self.avoid_dead_relay);
+        self.handle_release(now, relay);
+        self.event(RelayEvent::RelayDropsCircuits { relay });
     }
 
     fn unreachable(&mut self, relay: NodeId, detail: String) {
@@ -792,7 +884,7 @@ impl Child for RelayClient {
             .reservations
             .values()
             .flat_map(|r| [r.renew_at, r.expires]);
-        let ends = self.ends.values().map(|e| e.claim_by);
+        let ends = self.ends.values().map(|e| e.ready_by);
         self.out.deadline(reservations.chain(ends))
     }
 }

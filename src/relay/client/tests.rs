@@ -6,6 +6,11 @@ use crate::relay::test_support::{drain, lease, node, stream};
 
 const CLAIM: Duration = Duration::from_secs(10);
 
+/// A client with the default settings and [`CLAIM`].
+fn client() -> RelayClient {
+    RelayClient::new(CLAIM, &RelayConfig::default())
+}
+
 fn contact(n: u8) -> Contact {
     Contact {
         id: node(n),
@@ -35,7 +40,7 @@ fn acquire_token(outputs: &[RelayClientOutput]) -> u64 {
 
 /// Holds a reservation on relay 1 over connection 1 (stream 0).
 fn reserved(now: Instant) -> RelayClient {
-    let mut client = RelayClient::new(CLAIM);
+    let mut client = client();
     client.handle_reserve(now, contact(1));
     let token = acquire_token(&drain(&mut client));
     client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))));
@@ -64,7 +69,7 @@ fn reserved(now: Instant) -> RelayClient {
 #[test]
 fn a_reservation_whose_relay_connection_fails_is_reported_and_dropped() {
     let now = crate::test_epoch();
-    let mut client = RelayClient::new(CLAIM);
+    let mut client = client();
     client.handle_reserve(now, contact(1));
     let token = acquire_token(&drain(&mut client));
     client.handle_acquired(now, token, Ok(Acquired::Waiting(WaitId(5))));
@@ -91,7 +96,7 @@ fn a_reservation_whose_relay_connection_fails_is_reported_and_dropped() {
 #[test]
 fn a_relay_without_address_or_stream_is_unreachable() {
     let now = crate::test_epoch();
-    let mut client = RelayClient::new(CLAIM);
+    let mut client = client();
     let nowhere = Contact {
         id: node(1),
         addrs: Default::default(),
@@ -123,7 +128,7 @@ fn a_relay_without_address_or_stream_is_unreachable() {
 #[test]
 fn a_refused_reservation_returns_its_lease() {
     let now = crate::test_epoch();
-    let mut client = RelayClient::new(CLAIM);
+    let mut client = client();
     client.handle_reserve(now, contact(1));
     let token = acquire_token(&drain(&mut client));
     client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))));
@@ -155,7 +160,7 @@ fn a_refused_reservation_returns_its_lease() {
 #[test]
 fn answers_no_one_asked_for_are_protocol_errors() {
     let now = crate::test_epoch();
-    let mut client = RelayClient::new(CLAIM);
+    let mut client = client();
     let answer = wire::RelayReserveStatus {
         request_id: 1,
         status: RelayStatus::Ok,
@@ -202,11 +207,11 @@ fn a_reservation_is_renewed_at_half_and_lost_with_its_connection() {
     assert!(client.reserved_relays().is_empty());
 }
 
-/// An incoming circuit 3 from node 2 over the reservation's
+/// An incoming circuit `circuit` from node 2 over the reservation's
 /// connection, behind `virtual_addr`.
-fn incoming(client: &mut RelayClient, now: Instant, virtual_addr: SocketAddr) {
+fn incoming(client: &mut RelayClient, now: Instant, circuit: u64, virtual_addr: SocketAddr) {
     let incoming = wire::CircuitIncoming {
-        circuit: 3,
+        circuit,
         source: node(2),
     };
     client.handle_circuit_incoming(now, ConnId(1), node(1), stream(1), incoming);
@@ -223,7 +228,7 @@ fn incoming(client: &mut RelayClient, now: Instant, virtual_addr: SocketAddr) {
     let outputs = drain(client);
     assert!(matches!(
         events(&outputs)[..],
-        [RelayEvent::CircuitOpened { circuit: 3, .. }]
+        [RelayEvent::CircuitOpened { circuit: c, .. }] if *c == circuit
     ));
     assert!(client.carries(ConnId(1), stream(1)));
 }
@@ -233,7 +238,7 @@ fn a_circuit_reset_at_the_relay_limit_closes_with_limit_reached() {
     let now = crate::test_epoch();
     let mut client = reserved(now);
     let virtual_addr = SocketAddr::from(([127, 1, 0, 1], 1));
-    incoming(&mut client, now, virtual_addr);
+    incoming(&mut client, now, 3, virtual_addr);
     let packet = encode_frame(&[9; 40]).expect("fits");
     client.handle_circuit_bytes(now, ConnId(1), stream(1), &packet);
     assert!(matches!(
@@ -257,33 +262,152 @@ fn a_circuit_reset_at_the_relay_limit_closes_with_limit_reached() {
 }
 
 #[test]
-fn an_unclaimed_circuit_is_closed_and_a_claimed_one_kept() {
+fn a_circuit_without_a_ready_connection_in_time_is_dead_and_a_ready_one_kept() {
     let now = crate::test_epoch();
     let mut client = reserved(now);
     let virtual_addr = SocketAddr::from(([127, 1, 0, 1], 1));
-    incoming(&mut client, now, virtual_addr);
+    incoming(&mut client, now, 3, virtual_addr);
     assert_eq!(client.poll_timeout(), Some(now + CLAIM));
-    client.handle_timeout(now + CLAIM, |addr| *addr == virtual_addr);
-    assert!(drain(&mut client).is_empty());
-    assert_eq!(client.end_count(), 1, "a connection runs over it");
-    let mut client = reserved(now);
-    incoming(&mut client, now, virtual_addr);
+    client.handle_relayed_connection(virtual_addr);
     client.handle_timeout(now + CLAIM, |_| false);
+    assert!(drain(&mut client).is_empty());
+    assert_eq!(client.end_count(), 1, "a ready connection runs over it");
+    let mut client = reserved(now);
+    incoming(&mut client, now, 3, virtual_addr);
+    // A connection runs over it and nothing ever came.
+    client.handle_timeout(now + CLAIM, |_| true);
     let outputs = drain(&mut client);
     assert!(matches!(
         outputs.last(),
         Some(RelayClientOutput::CircuitClosed {
-            loss: CircuitLoss::Broken,
+            loss: CircuitLoss::TimedOut,
             ..
         })
     ));
     assert_eq!(client.circuits_behind(virtual_addr), []);
+    assert_eq!(client.counters().dead_circuits, 1);
+    assert_eq!(client.counters().dead_relays, 0, "one is not enough");
+    assert_eq!(client.reserved_relays(), [node(1)]);
+}
+
+#[test]
+fn a_relay_whose_circuits_die_in_a_row_is_released_and_avoided() {
+    let now = crate::test_epoch();
+    let mut client = reserved(now);
+    let addr = |n: u16| SocketAddr::from(([127, 1, 0, 1], n));
+    // Dead, then ready (the count starts over), then dead twice.
+    let mut at = now;
+    for (circuit, ready) in [(3, false), (4, true), (5, false)] {
+        incoming(&mut client, at, circuit, addr(circuit as u16));
+        if ready {
+            client.handle_relayed_connection(addr(circuit as u16));
+        }
+        at += CLAIM;
+        client.handle_timeout(at, |_| true);
+        drain(&mut client);
+    }
+    assert_eq!(
+        client.counters().dead_relays,
+        0,
+        "the ready circuit reset the count"
+    );
+    assert!(!client.avoids(at, &node(1)));
+    incoming(&mut client, at, 6, addr(6));
+    at += CLAIM;
+    client.handle_timeout(at, |_| true);
+    let outputs = drain(&mut client);
+    assert!(
+        outputs.iter().any(|o| matches!(
+            o,
+            RelayClientOutput::Notify {
+                frame: Message::RelayRelease(_),
+                ..
+            }
+        )),
+        "the reservation is released: {outputs:?}"
+    );
+    assert_eq!(
+        events(&outputs).last(),
+        Some(&&RelayEvent::RelayDropsCircuits { relay: node(1) })
+    );
+    assert_eq!(client.counters().dead_circuits, 3);
+    assert_eq!(client.counters().dead_relays, 1);
+    assert!(client.reserved_relays().is_empty());
+    assert!(client.avoids(at, &node(1)));
+    assert_eq!(client.avoided_relays(at), [node(1)]);
+    let later = at + RelayConfig::default().avoid_dead_relay;
+    client.handle_timeout(later, |_| false);
+    assert!(!client.avoids(later, &node(1)));
+    assert!(client.avoided_relays(later).is_empty());
+}
+
+#[test]
+fn a_reservation_answer_on_a_circuit_request_returns_the_circuits_lease() {
+    let now = crate::test_epoch();
+    let mut client = client();
+    client.handle_dial(now, contact(1), node(2));
+    let token = acquire_token(&drain(&mut client));
+    client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))));
+    let [RelayClientOutput::Request { request_id, .. }] = drain(&mut client)[..] else {
+        panic!("CIRCUIT_OPEN expected");
+    };
+    client.handle_request_stream(now, request_id, Some(stream(0)));
+    let answer = wire::RelayReserveStatus {
+        request_id,
+        status: RelayStatus::Ok,
+        ttl_secs: 60,
+    };
+    client.handle_reserve_status(now, ConnId(1), stream(0), answer);
+    let outputs = drain(&mut client);
+    assert!(
+        matches!(
+            outputs[..],
+            [
+                RelayClientOutput::Release(_),
+                RelayClientOutput::Event(RelayEvent::RelayUnreachable { .. }),
+                RelayClientOutput::ProtocolError,
+            ]
+        ),
+        "{outputs:?}"
+    );
+}
+
+#[test]
+fn an_answered_or_unclaimed_circuit_is_never_dead() {
+    let now = crate::test_epoch();
+    let mut client = reserved(now);
+    let virtual_addr = SocketAddr::from(([127, 1, 0, 1], 1));
+    // Answered and carried: kept. Unclaimed (answered or not): closed.
+    for (circuit, carried, answered) in [(3, true, true), (4, false, true), (5, false, false)] {
+        incoming(&mut client, now, circuit, virtual_addr);
+        if answered {
+            let packet = encode_frame(&[9; 40]).expect("fits");
+            client.handle_circuit_bytes(now, ConnId(1), stream(1), &packet);
+        }
+        drain(&mut client);
+        client.handle_timeout(now + CLAIM, |_| carried);
+        let outputs = drain(&mut client);
+        if carried {
+            assert!(outputs.is_empty(), "{outputs:?}");
+            client.handle_path_gone(now, virtual_addr);
+        } else {
+            assert!(matches!(
+                outputs.last(),
+                Some(RelayClientOutput::CircuitClosed {
+                    loss: CircuitLoss::Broken,
+                    ..
+                })
+            ));
+        }
+        drain(&mut client);
+    }
+    assert_eq!(client.counters().dead_circuits, 0, "no blame");
 }
 
 #[test]
 fn a_full_circuit_queue_is_counted() {
     let now = crate::test_epoch();
-    let mut client = RelayClient::new(CLAIM);
+    let mut client = client();
     client.handle_written(Written::QueueFull);
     client.handle_written(Written::Written);
     client.handle_written(Written::Gone);

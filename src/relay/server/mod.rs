@@ -5,13 +5,18 @@
 //! The relay splits each circuit stream into frames only to forward or drop
 //! whole inner packets; it never decodes them (they are end-to-end QUIC,
 //! which it could not read anyway). Every limit of [`RelayConfig`] is
-//! enforced here: reservations, circuits in total and per node, bytes per
-//! second per node and in total (a token bucket: excess packets are dropped
-//! and QUIC recovers them), bytes per circuit and circuit lifetime (the
-//! circuit is closed), and the bytes waiting for one end's flow control
-//! (excess packets are dropped: the node reports it through
-//! [`RelayServer::handle_forwarded`]).
+//! enforced here: reservations in total and per IP group, circuits in
+//! total, per node and per IP group, bytes per second per node and in total
+//! (token buckets: excess packets are dropped and QUIC recovers them; a
+//! packet over its sender's rate spends nothing of the total, so one
+//! flooder cannot starve the other circuits), bytes per circuit and circuit
+//! lifetime (the circuit is closed), and the bytes waiting for one end's
+//! flow control (excess packets are dropped: the node reports it through
+//! [`RelayServer::handle_forwarded`]). Whether it serves at all follows
+//! [`RelayMode`](super::RelayMode) and the node's reachability
+//! ([`RelayServer::handle_public`]).
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 #[cfg(feature = "sim")]
@@ -21,13 +26,14 @@ use quinn_proto::{StreamId, VarInt};
 #[cfg(feature = "sim")]
 use super::frames::FRAME_PREFIX;
 use super::{
-    CIRCUIT_BROKEN, CIRCUIT_LIMIT, CIRCUIT_PEER_GONE, FrameSplitter, RelayConfig, RelayCounters,
-    TokenBucket, Written, encode_frame,
+    CIRCUIT_BROKEN, CIRCUIT_LIMIT, CIRCUIT_PEER_GONE, FrameSplitter, IP_GROUP_V4_BITS,
+    IP_GROUP_V6_BITS, RelayConfig, RelayCounters, TokenBucket, Written, encode_frame,
 };
 use crate::collections::HashMap;
 use crate::contract::{Child, OutputQueue};
 use crate::id::NodeId;
 use crate::pool::{ConnId, Lease};
+use crate::scope::{self, IpPrefix};
 use crate::wire::{self, Message, RelayStatus};
 
 mod output;
@@ -38,6 +44,8 @@ pub use output::{RelayServerOutput, ServerPin};
 #[derive(Debug)]
 struct Reserved {
     conn: ConnId,
+    /// The IP group the reserving connection comes from.
+    group: IpPrefix,
     expires: Instant,
     /// Keeps the reserved connection pooled (never evicted as idle).
     lease: Option<Lease>,
@@ -47,6 +55,7 @@ struct Reserved {
 #[derive(Debug)]
 struct SpliceEnd {
     peer: NodeId,
+    group: IpPrefix,
     conn: ConnId,
     stream: StreamId,
     splitter: FrameSplitter,
@@ -66,11 +75,36 @@ struct Splice {
 #[derive(Debug)]
 struct Admitted {
     source: NodeId,
+    source_group: IpPrefix,
     conn: ConnId,
     stream: StreamId,
     request_id: u64,
     target: NodeId,
+    target_group: IpPrefix,
     target_conn: ConnId,
+}
+
+/// Why a request is refused, as the wire says it and as it is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Any status but a per-IP limit.
+    Status(RelayStatus),
+    /// A per-IP limit (`LIMIT_REACHED` on the wire).
+    IpLimit,
+}
+
+impl Refusal {
+    fn status(self) -> RelayStatus {
+        match self {
+            Self::Status(status) => status,
+            Self::IpLimit => RelayStatus::LimitReached,
+        }
+    }
+}
+
+/// The IP group of a peer whose connection comes from `ip`.
+fn group(ip: IpAddr) -> IpPrefix {
+    scope::prefix(ip, IP_GROUP_V4_BITS, IP_GROUP_V6_BITS)
 }
 
 /// The relay's state: reservations, circuits, rate limits and counters.
@@ -81,8 +115,14 @@ pub struct RelayServer {
     splices: HashMap<u64, Splice>,
     /// Which circuit side each circuit stream is.
     streams: HashMap<(ConnId, StreamId), (u64, usize)>,
-    admitted: Option<(u64, Admitted)>,
+    /// Circuits admitted whose stream to the target is being opened (the
+    /// node answers each [`RelayServerOutput::Announce`] at once, so this
+    /// holds at most the few of one input).
+    admitted: HashMap<u64, Admitted>,
     next_circuit: u64,
+    /// The node is publicly reachable now ([`RelayMode::Auto`](super::RelayMode::Auto) serves only
+    /// then).
+    public: bool,
     peer_buckets: HashMap<NodeId, TokenBucket>,
     total_bucket: Option<TokenBucket>,
     counters: RelayCounters,
@@ -98,6 +138,9 @@ pub struct RelayServer {
 struct Tap {
     room: usize,
     packets: Vec<Bytes>,
+    /// Drop every circuit packet unseen (a relay that accepts circuits and
+    /// blackholes them).
+    blackhole: bool,
 }
 
 impl RelayServer {
@@ -108,8 +151,9 @@ impl RelayServer {
             reservations: HashMap::default(),
             splices: HashMap::default(),
             streams: HashMap::default(),
-            admitted: None,
+            admitted: HashMap::default(),
             next_circuit: 0,
+            public: false,
             peer_buckets: HashMap::default(),
             total_bucket: None,
             counters: RelayCounters::default(),
@@ -139,6 +183,22 @@ impl RelayServer {
         self.streams.contains_key(&(conn, stream))
     }
 
+    /// Whether requests are served now (the mode, and for
+    /// [`RelayMode::Auto`](super::RelayMode::Auto) the node's reachability).
+    pub fn serving(&self) -> bool {
+        self.config.mode.serves(self.public)
+    }
+
+    /// The node's reachability changed (`public`: a discovery run says it
+    /// is publicly reachable); true when whether it serves changed. A node
+    /// that stops serving refuses renewals, so its reservations lapse.
+    pub fn handle_public(&mut self, now: Instant, public: bool) -> bool {
+        self.out.mark(now);
+        let before = self.serving();
+        self.public = public;
+        before != self.serving()
+    }
+
     fn circuits_of(&self, peer: &NodeId) -> usize {
         self.splices
             .values()
@@ -146,49 +206,46 @@ impl RelayServer {
             .count()
     }
 
-    /// RELAY_RESERVE on `stream` of `conn`, whose node is `peer`: grant,
-    /// renew or refuse a reservation.
+    /// Circuits (open or being opened) that a node of `group` is an end of.
+    fn circuits_of_group(&self, group: &IpPrefix) -> usize {
+        let open = self
+            .splices
+            .values()
+            .map(|s| [s.ends[0].group, s.ends[1].group]);
+        let admitted = self
+            .admitted
+            .values()
+            .map(|a| [a.source_group, a.target_group]);
+        open.chain(admitted)
+            .filter(|ends| ends.contains(group))
+            .count()
+    }
+
+    /// RELAY_RESERVE on `stream` of `conn`, whose node is `peer` and whose
+    /// packets come from `ip`: grant, renew or refuse a reservation.
     pub fn handle_reserve(
         &mut self,
         now: Instant,
         conn: ConnId,
-        peer: NodeId,
+        (peer, ip): (NodeId, IpAddr),
         stream: StreamId,
         request: wire::RelayReserve,
     ) {
         self.out.mark(now);
         let config = self.config;
-        let held = self.reservations.get_mut(&peer);
-        let status = if !config.enabled {
-            RelayStatus::RelayDisabled
-        } else if let Some(held) = held.filter(|r| r.conn == conn) {
-            held.expires = now + config.reservation_ttl;
-            RelayStatus::Ok
-        } else if !self.reservations.contains_key(&peer)
-            && self.reservations.len() >= config.max_reservations
-        {
-            RelayStatus::LimitReached
-        } else {
-            let reserved = Reserved {
-                conn,
-                expires: now + config.reservation_ttl,
-                lease: None,
-            };
-            let replaced = self.reservations.insert(peer, reserved);
-            let pin = ServerPin::Reservation(peer);
-            self.out.push(RelayServerOutput::Pin { conn, pin });
-            self.release(replaced.and_then(|r| r.lease));
-            RelayStatus::Ok
+        let status = match self.admit_reservation(now, conn, peer, group(ip)) {
+            Ok(()) => {
+                self.counters.reservations_granted += 1;
+                RelayStatus::Ok
+            }
+            Err(refusal) => {
+                self.count_refusal(refusal);
+                refusal.status()
+            }
         };
         let ttl_secs = match status {
-            RelayStatus::Ok => {
-                self.counters.reservations_granted += 1;
-                u32::try_from(config.reservation_ttl.as_secs()).unwrap_or(u32::MAX)
-            }
-            refused => {
-                self.count_refusal(refused);
-                0
-            }
+            RelayStatus::Ok => u32::try_from(config.reservation_ttl.as_secs()).unwrap_or(u32::MAX),
+            _ => 0,
         };
         let frame = Message::from(wire::RelayReserveStatus {
             request_id: request.request_id,
@@ -202,6 +259,47 @@ impl RelayServer {
         });
     }
 
+    /// Checks a reservation against the mode and the limits; on success it
+    /// is held (a new one, or one moved to a new connection of the same
+    /// node) or renewed, for `reservation_ttl` from `now`.
+    fn admit_reservation(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        peer: NodeId,
+        group: IpPrefix,
+    ) -> Result<(), Refusal> {
+        let config = self.config;
+        let expires = now + config.reservation_ttl;
+        if !self.serving() {
+            return Err(Refusal::Status(RelayStatus::RelayDisabled));
+        }
+        if let Some(held) = self.reservations.get_mut(&peer).filter(|r| r.conn == conn) {
+            held.expires = expires;
+            return Ok(());
+        }
+        let others = self.reservations.iter().filter(|(id, _)| **id != peer);
+        if !self.reservations.contains_key(&peer)
+            && self.reservations.len() >= config.max_reservations
+        {
+            return Err(Refusal::Status(RelayStatus::LimitReached));
+        }
+        if others.filter(|(_, r)| r.group == group).count() >= config.max_reservations_per_ip {
+            return Err(Refusal::IpLimit);
+        }
+        let reserved = Reserved {
+            conn,
+            group,
+            expires,
+            lease: None,
+        };
+        let replaced = self.reservations.insert(peer, reserved);
+        let pin = ServerPin::Reservation(peer);
+        self.out.push(RelayServerOutput::Pin { conn, pin });
+        self.release(replaced.and_then(|r| r.lease));
+        Ok(())
+    }
+
     /// RELAY_RELEASE on `stream` of `conn`: the peer gives its reservation
     /// up.
     pub fn handle_release(&mut self, now: Instant, conn: ConnId, peer: NodeId, stream: StreamId) {
@@ -213,31 +311,34 @@ impl RelayServer {
         }
     }
 
-    /// CIRCUIT_OPEN from `source` on `stream` of `conn`: check the limits
-    /// and announce the circuit to the target; the splice follows in
-    /// [`RelayServer::handle_target_stream`].
+    /// CIRCUIT_OPEN from `source`, whose packets come from `ip`, on
+    /// `stream` of `conn`: check the limits and announce the circuit to the
+    /// target; the splice follows in [`RelayServer::handle_target_stream`].
     pub fn handle_circuit_open(
         &mut self,
         now: Instant,
         conn: ConnId,
-        source: NodeId,
+        (source, ip): (NodeId, IpAddr),
         stream: StreamId,
         request: wire::CircuitOpen,
     ) {
         self.out.mark(now);
-        match self.admit_circuit(now, source, request.target) {
-            Ok(target_conn) => {
-                // The id is taken once the target's stream is open.
-                let circuit = self.next_circuit + 1;
+        let source_group = group(ip);
+        match self.admit_circuit(now, (source, source_group), request.target) {
+            Ok((target_conn, target_group)) => {
+                self.next_circuit += 1;
+                let circuit = self.next_circuit;
                 let admitted = Admitted {
                     source,
+                    source_group,
                     conn,
                     stream,
                     request_id: request.request_id,
                     target: request.target,
+                    target_group,
                     target_conn,
                 };
-                self.admitted = Some((circuit, admitted));
+                self.admitted.insert(circuit, admitted);
                 let frame = Message::from(wire::CircuitIncoming { circuit, source });
                 self.out.push(RelayServerOutput::Announce {
                     conn: target_conn,
@@ -245,7 +346,7 @@ impl RelayServer {
                     frame,
                 });
             }
-            Err(status) => self.refuse_circuit(conn, stream, request.request_id, status),
+            Err(refusal) => self.refuse_circuit(conn, stream, request.request_id, refusal),
         }
     }
 
@@ -254,31 +355,37 @@ impl RelayServer {
     /// splice it to the dialer's, or refuse the circuit.
     pub fn handle_target_stream(&mut self, now: Instant, circuit: u64, stream: Option<StreamId>) {
         self.out.mark(now);
-        let Some((id, admitted)) = self.admitted.take() else {
+        let Some(admitted) = self.admitted.remove(&circuit) else {
             return;
         };
-        if id != circuit {
-            self.admitted = Some((id, admitted));
-            return;
-        }
         let Some(target_stream) = stream else {
-            let status = RelayStatus::TargetUnreachable;
-            self.refuse_circuit(admitted.conn, admitted.stream, admitted.request_id, status);
+            let refusal = Refusal::Status(RelayStatus::TargetUnreachable);
+            self.refuse_circuit(admitted.conn, admitted.stream, admitted.request_id, refusal);
             return;
         };
-        self.next_circuit = circuit;
         let sides = [
-            (admitted.source, admitted.conn, admitted.stream),
-            (admitted.target, admitted.target_conn, target_stream),
+            (
+                admitted.source,
+                admitted.source_group,
+                admitted.conn,
+                admitted.stream,
+            ),
+            (
+                admitted.target,
+                admitted.target_group,
+                admitted.target_conn,
+                target_stream,
+            ),
         ];
-        let ends = sides.map(|(peer, conn, stream)| SpliceEnd {
+        let ends = sides.map(|(peer, group, conn, stream)| SpliceEnd {
             peer,
+            group,
             conn,
             stream,
             splitter: FrameSplitter::new(),
             lease: None,
         });
-        for (side, (_, conn, stream)) in sides.into_iter().enumerate() {
+        for (side, (_, _, conn, stream)) in sides.into_iter().enumerate() {
             let pin = ServerPin::Splice { circuit, side };
             self.out.push(RelayServerOutput::Pin { conn, pin });
             self.streams.insert((conn, stream), (circuit, side));
@@ -323,12 +430,12 @@ impl RelayServer {
         conn: ConnId,
         stream: StreamId,
         request_id: u64,
-        status: RelayStatus,
+        refusal: Refusal,
     ) {
-        self.count_refusal(status);
+        self.count_refusal(refusal);
         let frame = Message::from(wire::CircuitStatus {
             request_id,
-            status,
+            status: refusal.status(),
             circuit: 0,
         });
         self.out.push(RelayServerOutput::Answer {
@@ -338,33 +445,41 @@ impl RelayServer {
         });
     }
 
-    /// Checks a circuit request against the relay's state and limits; on
-    /// success the target's reserved connection.
+    /// Checks a circuit request from `source` (and its IP group) against
+    /// the relay's state and limits; on success the target's reserved
+    /// connection and its IP group.
     fn admit_circuit(
         &self,
         now: Instant,
-        source: NodeId,
+        (source, source_group): (NodeId, IpPrefix),
         target: NodeId,
-    ) -> Result<ConnId, RelayStatus> {
+    ) -> Result<(ConnId, IpPrefix), Refusal> {
         let config = &self.config;
-        if !config.enabled {
-            return Err(RelayStatus::RelayDisabled);
+        if !self.serving() {
+            return Err(Refusal::Status(RelayStatus::RelayDisabled));
         }
         if source == target {
-            return Err(RelayStatus::BadRequest);
+            return Err(Refusal::Status(RelayStatus::BadRequest));
         }
         let reserved = self
             .reservations
             .get(&target)
             .filter(|r| r.expires > now)
-            .ok_or(RelayStatus::NoReservation)?;
-        if self.splices.len() >= config.max_circuits
+            .ok_or(Refusal::Status(RelayStatus::NoReservation))?;
+        if self.splices.len() + self.admitted.len() >= config.max_circuits
             || self.circuits_of(&source) >= config.max_circuits_per_peer
             || self.circuits_of(&target) >= config.max_circuits_per_peer
         {
-            return Err(RelayStatus::LimitReached);
+            return Err(Refusal::Status(RelayStatus::LimitReached));
         }
-        Ok(reserved.conn)
+        let groups = [source_group, reserved.group];
+        if groups
+            .iter()
+            .any(|g| self.circuits_of_group(g) >= config.max_circuits_per_ip)
+        {
+            return Err(Refusal::IpLimit);
+        }
+        Ok((reserved.conn, reserved.group))
     }
 
     /// Bytes read from a circuit stream: forward each whole frame to the
@@ -407,6 +522,10 @@ impl RelayServer {
         let Some(frame) = encode_frame(packet) else {
             return;
         };
+        #[cfg(feature = "sim")]
+        if self.tap.blackhole {
+            return;
+        }
         let size = frame.len() as u64;
         splice.bytes = splice.bytes.saturating_add(size);
         if splice.bytes > config.max_circuit_bytes {
@@ -423,10 +542,17 @@ impl RelayServer {
         let total_bucket = self
             .total_bucket
             .get_or_insert_with(|| TokenBucket::new(config.total_rate, now));
-        if !(total_bucket.take(now, size) && peer_bucket.take(now, size)) {
+        // The sender's own bucket first: a packet over its rate spends no
+        // shared tokens. Tokens are taken only when both buckets hold them.
+        if !peer_bucket.holds(now, size) {
             self.counters.dropped_rate += 1;
             return;
         }
+        if !total_bucket.take(now, size) {
+            self.counters.dropped_total_rate += 1;
+            return;
+        }
+        peer_bucket.take(now, size);
         self.out.push(RelayServerOutput::Forward {
             conn,
             stream,
@@ -461,6 +587,14 @@ impl RelayServer {
     #[cfg(feature = "sim")]
     pub fn tap_relayed(&mut self, bytes: usize) {
         self.tap.room = bytes;
+    }
+
+    /// Simulator only: from now on (`on`) every circuit packet is dropped
+    /// unseen and uncounted, as a relay that accepts circuits and
+    /// blackholes their traffic would.
+    #[cfg(feature = "sim")]
+    pub fn blackhole_circuits(&mut self, on: bool) {
+        self.tap.blackhole = on;
     }
 
     /// Simulator only: the inner packets forwarded since
@@ -556,14 +690,15 @@ impl RelayServer {
         }
     }
 
-    fn count_refusal(&mut self, status: RelayStatus) {
+    fn count_refusal(&mut self, refusal: Refusal) {
         let counters = &mut self.counters;
-        match status {
-            RelayStatus::RelayDisabled => counters.refused_disabled += 1,
-            RelayStatus::NoReservation => counters.refused_no_reservation += 1,
-            RelayStatus::LimitReached => counters.refused_limit += 1,
-            RelayStatus::TargetUnreachable => counters.refused_unreachable += 1,
-            _ => counters.refused_bad_request += 1,
+        match refusal {
+            Refusal::IpLimit => counters.refused_ip_limit += 1,
+            Refusal::Status(RelayStatus::RelayDisabled) => counters.refused_disabled += 1,
+            Refusal::Status(RelayStatus::NoReservation) => counters.refused_no_reservation += 1,
+            Refusal::Status(RelayStatus::LimitReached) => counters.refused_limit += 1,
+            Refusal::Status(RelayStatus::TargetUnreachable) => counters.refused_unreachable += 1,
+            Refusal::Status(_) => counters.refused_bad_request += 1,
         }
     }
 }

@@ -74,6 +74,30 @@ pub enum TlsMode {
     Ca,
 }
 
+/// When `macula node` relays for others (reservations and circuits).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayArg {
+    /// Only while this node is publicly reachable: NAT discovery found it
+    /// so, or could not tell and it is a DHT server (the default).
+    #[default]
+    Auto,
+    /// Always: a node known to be public (a bootstrap or relay server).
+    Always,
+    /// Never.
+    Never,
+}
+
+impl From<RelayArg> for macula::relay::RelayMode {
+    fn from(arg: RelayArg) -> Self {
+        match arg {
+            RelayArg::Auto => Self::Auto,
+            RelayArg::Always => Self::Always,
+            RelayArg::Never => Self::Never,
+        }
+    }
+}
+
 /// The settings every command that joins the mesh shares.
 #[derive(Debug, Default, Args)]
 pub struct MeshArgs {
@@ -179,6 +203,10 @@ pub struct NodeArgs {
         value_delimiter = ';'
     )]
     pub allow_publishers: Vec<String>,
+    /// When to relay for private nodes: auto (only while this node is
+    /// publicly reachable), always, never. Default: auto.
+    #[arg(long, env = "MACULA_RELAY", value_name = "MODE")]
+    pub relay: Option<RelayArg>,
 }
 
 /// Where a payload comes from: the argument, a file, or stdin (`-`).

@@ -48,6 +48,8 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
         node_file.allow_publisher,
         "--allow-publisher",
     )?;
+    let relay = args.relay.or(node_file.relay).unwrap_or_default();
+    config.node.relay.mode = relay.into();
     let node = mesh::bind(config).await?;
     let mut events = node.events();
     println!("node id   {}", node.node_id());

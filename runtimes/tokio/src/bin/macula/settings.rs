@@ -16,7 +16,7 @@ use macula::id::Realm;
 use macula::tls::{CaRoots, PeerVerification, PinSet};
 use serde::Deserialize;
 
-use crate::args::{MeshArgs, TlsMode};
+use crate::args::{MeshArgs, RelayArg, TlsMode};
 use crate::contact::Seed;
 use crate::failure::Failure;
 
@@ -65,6 +65,8 @@ pub struct FileSettings {
     pub allow_caller: Option<Vec<String>>,
     /// `allow_publisher = ["alerts.#=NODEID"]` (`macula node` only)
     pub allow_publisher: Option<Vec<String>>,
+    /// `relay = "auto"`, `"always"` or `"never"` (`macula node` only)
+    pub relay: Option<RelayArg>,
 }
 
 impl FileSettings {
