@@ -13,8 +13,8 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use macula::Child;
 use macula::dht::{
-    Contact, Dht, DhtConfig, DhtOutput, ErrorCode, Failure, RejectReason, Request, RequestId,
-    Response, StoreStatus,
+    Contact, Dht, DhtConfig, DhtOutput, ErrorCode, Failure, Inbound, RejectReason, Request,
+    RequestId, Response, StoreStatus,
 };
 use macula::id::{Identity, NodeId, RecordKey};
 use macula::record::SignedRecord;
@@ -119,12 +119,23 @@ fuzz_target!(|data: &[u8]| {
                     2 => Request::FindValue { key },
                     _ => Request::Store { records },
                 };
-                let server = choices.byte() % 2 == 0;
+                // What the connection says about the asker: claimed
+                // addresses, and the source they may or may not match.
+                let source = match choices.byte() % 3 {
+                    0 => None,
+                    1 => from.addrs.first().copied(),
+                    _ => Some(SocketAddr::from(([203, 0, 113, choices.byte()], 4433))),
+                };
+                let inbound = Inbound {
+                    id: from.id,
+                    server: choices.byte() % 2 == 0,
+                    claimed: from.addrs.iter().copied().collect(),
+                    source,
+                };
                 dht.handle_request(
                     now,
                     unix,
-                    &from,
-                    server,
+                    &inbound,
                     RequestId(choices.byte().into()),
                     request,
                 );
@@ -153,6 +164,7 @@ fuzz_target!(|data: &[u8]| {
                     1 => Response::Nodes { closer: contacts },
                     2 => Response::Value {
                         records,
+                        omitted: usize::from(choices.byte()),
                         closer: contacts,
                     },
                     3 => Response::Stored { statuses },

@@ -347,7 +347,7 @@ fn hello(own_id: bool, own_realm: bool, capabilities: u8, listen: &[([u8; 4], u1
 fn new_node(now: Instant) -> Node {
     let mut config = NodeConfig::new(realm());
     config.listen_addrs = vec![node_addr()];
-    config.relay.enabled = true;
+    config.relay.mode = macula::relay::RelayMode::Always;
     let mut node = Node::new(
         config,
         node_identity().clone(),

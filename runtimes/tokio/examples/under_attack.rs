@@ -159,7 +159,7 @@ fn victim() {
     let (node, _registration) = rt.block_on(async {
         let mut config = MaculaConfig::new(realm(), "127.0.0.1:0".parse().unwrap());
         config.node.admission.memory_budget = BUDGET;
-        config.node.relay.enabled = true;
+        config.node.relay.mode = macula::relay::RelayMode::Always;
         let node = MaculaNode::bind(config).await.unwrap();
         let registration = node
             .register(

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use macula::id::{RecordKey, RecordKind};
+use macula::id::RecordKind;
 use macula::wire::{Message, Ping};
 use macula_tokio::{
     CallOptions, HandlerError, MaculaNode, ProcedureOptions, Registration, Request,
@@ -17,7 +17,7 @@ use tokio::time::{sleep, timeout};
 #[allow(dead_code)]
 mod common;
 use common::stranger::{Stranger, encode};
-use common::{LIMIT, bind, join, realm};
+use common::{LIMIT, bind, join, realm, visible};
 
 /// A seed, a provider of `svc.echo` (while the registration lives) and a
 /// caller that found it.
@@ -37,19 +37,7 @@ async fn pair() -> (MaculaNode, MaculaNode, MaculaNode, Registration) {
         .unwrap();
     // The caller calls once the provider record has spread (a caller
     // remembers an empty lookup for a while).
-    let key = RecordKey::new(&realm(), RecordKind::Rpc, "svc.echo");
-    let spread = async {
-        while honest
-            .query(key, Duration::from_secs(2))
-            .await
-            .unwrap()
-            .records
-            .is_empty()
-        {
-            sleep(Duration::from_millis(20)).await;
-        }
-    };
-    timeout(LIMIT, spread).await.expect("the record spread");
+    visible(&honest, RecordKind::Rpc, "svc.echo", 1).await;
     (seed, victim, honest, registration)
 }
 

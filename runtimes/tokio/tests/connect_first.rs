@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use macula::id::{NodeId, RecordKey, RecordKind};
+use macula::id::{NodeId, RecordKind};
 use macula::wire::{self, Limits, Message};
 use macula_tokio::{
     CallOptions, HandlerError, MaculaConfig, MaculaNode, ProcedureOptions, Request,
@@ -28,7 +28,7 @@ use tokio::time::{sleep, timeout};
 #[allow(dead_code)]
 mod common;
 use common::stranger::{Stranger, encode};
-use common::{LIMIT, bind, join, realm};
+use common::{LIMIT, bind, join, realm, visible};
 
 /// The stranger's identity key seed.
 const STRANGER_SEED: [u8; 32] = [0x5a; 32];
@@ -148,21 +148,7 @@ async fn nothing_is_served_before_connect_and_the_deadline_closes_with_protocol_
     let mut news = victim.subscribe("news.#").await.unwrap();
     // The honest caller calls once the provider record has spread (a caller
     // remembers an empty lookup for a while).
-    let key = RecordKey::new(&realm(), RecordKind::Rpc, "svc.echo");
-    let spread = async {
-        while honest
-            .query(key, Duration::from_secs(2))
-            .await
-            .unwrap()
-            .records
-            .is_empty()
-        {
-            sleep(Duration::from_millis(20)).await;
-        }
-    };
-    timeout(LIMIT, spread)
-        .await
-        .expect("the provider record spread in time");
+    visible(&honest, RecordKind::Rpc, "svc.echo", 1).await;
     assert_eq!(echo_once(&honest, "ready").await, "ready");
 
     let mut attacks = JoinSet::new();

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use macula::id::{RecordKey, RecordKind};
+use macula::id::RecordKind;
 use macula::node::Event;
 use macula::pubsub::PubSubEvent;
 use macula::rpc::RpcError;
@@ -21,7 +21,7 @@ use tokio::time::timeout;
 // Shared by the test crates; this one uses a part.
 #[allow(dead_code)]
 mod common;
-use common::{LIMIT, bind, join, realm};
+use common::{LIMIT, bind, join, realm, visible};
 
 /// `n` nodes on loopback, every one bootstrapped from the first. The first
 /// is the observer: it keeps no DHT cache, so it can poll for records until
@@ -36,25 +36,6 @@ async fn mesh(n: usize) -> Vec<MaculaNode> {
         nodes.push(node);
     }
     nodes
-}
-
-/// Waits until the observer finds `count` records under `kind`/`name`: a
-/// provider or subscriber record has spread, so the first lookup of a caller
-/// or publisher finds it.
-async fn visible(observer: &MaculaNode, kind: RecordKind, name: &str, count: usize) {
-    let key = RecordKey::new(&realm(), kind, name);
-    let spread = async {
-        loop {
-            let found = observer.query(key, Duration::from_secs(2)).await.unwrap();
-            if found.records.len() >= count {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    timeout(LIMIT, spread)
-        .await
-        .expect("the record spread in time");
 }
 
 /// An echo handler that prefixes `echo:`.

@@ -7,7 +7,7 @@ pub mod stranger;
 use std::time::Duration;
 
 use macula::dht::Contact;
-use macula::id::{NodeId, Realm};
+use macula::id::{NodeId, Realm, RecordKey, RecordKind};
 use macula_tokio::{FoundNodes, MaculaConfig, MaculaNode};
 use tokio::time::timeout;
 
@@ -49,4 +49,24 @@ pub async fn find(node: &MaculaNode, target: NodeId) -> FoundNodes {
         "{found:?}"
     );
     found
+}
+
+/// Waits until the observer finds `count` records under `kind`/`name`: a
+/// provider or subscriber record has spread, so the first lookup of a caller
+/// or publisher finds it.
+#[allow(dead_code)] // not every test program waits for records
+pub async fn visible(observer: &MaculaNode, kind: RecordKind, name: &str, count: usize) {
+    let key = RecordKey::new(&realm(), kind, name);
+    let spread = async {
+        loop {
+            let found = observer.query(key, Duration::from_secs(2)).await.unwrap();
+            if found.records.len() >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(LIMIT, spread)
+        .await
+        .expect("the record spread in time");
 }
