@@ -97,8 +97,10 @@ async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
-                // Refused: dropping the stream closes it.
-                let Some(slot) = slots.admit(peer.ip()) else {
+                // Refused: dropping the stream closes it. An IPv6 host
+                // counts by its /64 (it may hold all of it).
+                let network = macula::scope::prefix(peer.ip(), 32, 64).network;
+                let Some(slot) = slots.admit(network) else {
                     continue;
                 };
                 let commands = commands.clone();

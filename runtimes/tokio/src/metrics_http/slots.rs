@@ -1,5 +1,6 @@
 //! Who may hold a connection to the metrics server: at most
-//! [`MAX_CONNECTIONS`] in all and [`MAX_CONNECTIONS_PER_IP`] from one IP.
+//! [`MAX_CONNECTIONS`] in all and [`MAX_CONNECTIONS_PER_IP`] from one IP
+//! (the server passes an IPv6 peer's /64).
 //!
 //! A connection that would pass either cap takes the place of the oldest
 //! connection (of that IP for the per-IP cap, of anyone for the total) that
@@ -19,7 +20,7 @@ use tokio::task::AbortHandle;
 
 /// Connections open at once, from everyone.
 pub const MAX_CONNECTIONS: usize = 64;
-/// Connections open at once from one IP address.
+/// Connections open at once from one IP address (IPv6: one /64).
 pub const MAX_CONNECTIONS_PER_IP: usize = 8;
 
 /// Why the server dropped a connection without answering it.
