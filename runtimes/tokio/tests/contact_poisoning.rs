@@ -8,13 +8,13 @@
 use std::net::SocketAddr;
 
 use macula::id::NodeId;
-use macula::wire::{self, Capabilities, Limits, Message};
+use macula::wire::{self, Capabilities, Message};
 use tokio::time::timeout;
 
 // Shared by the test crates; this one uses a part.
 #[allow(dead_code)]
 mod common;
-use common::stranger::{Stranger, encode};
+use common::stranger::{Stranger, ask};
 use common::{LIMIT, bind, join, realm};
 
 /// What the liar claims.
@@ -28,19 +28,12 @@ const CLAIMS: [&str; 4] = [
 /// `stranger` (already joined) asks the node on `conn` for the contacts
 /// closest to `target`.
 async fn find_node(conn: &quinn::Connection, target: NodeId) -> Vec<wire::Contact> {
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let frame = encode(&Message::from(wire::FindNode {
+    let request = Message::from(wire::FindNode {
         request_id: 7,
         target,
-    }));
-    send.write_all(&frame).await.unwrap();
-    send.finish().unwrap();
-    let answer = timeout(LIMIT, recv.read_to_end(1 << 20))
-        .await
-        .expect("answered in time")
-        .expect("the stream ends with the answer");
-    match wire::decode(&answer, &Limits::default()).unwrap() {
-        wire::Decoded::Complete(Message::FindNodeReply(reply), _) => reply.contacts,
+    });
+    match ask(conn, &request).await {
+        Message::FindNodeReply(reply) => reply.contacts,
         other => panic!("expected FIND_NODE_REPLY, got {other:?}"),
     }
 }

@@ -17,14 +17,14 @@ use macula::access::AccessList;
 use macula::id::NodeId;
 use macula::metrics::{CallRefusal, PublishDrop};
 use macula::pubsub::Pattern;
-use macula::wire::{self, ErrorCode, Limits, Message};
+use macula::wire::{self, ErrorCode, Message};
 use macula_tokio::{HandlerError, MaculaConfig, MaculaNode, ProcedureOptions, Request};
 use tokio::time::{sleep, timeout};
 
 // Shared by the test crates; this one uses a part.
 #[allow(dead_code)]
 mod common;
-use common::stranger::{Stranger, encode};
+use common::stranger::{Stranger, ask, encode};
 use common::{LIMIT, realm};
 
 /// The victim's gap timeout: short, so the test waits past it quickly.
@@ -83,7 +83,6 @@ async fn a_publish_numbered_u64_max_then_normal_ones_are_each_delivered_once() {
 
 /// Writes `call` on a new request stream of `conn` and reads the answer.
 async fn call_once(conn: &quinn::Connection, request_id: u64) -> Message {
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let call = Message::from(wire::Call {
         request_id,
         procedure: "svc.echo".into(),
@@ -91,16 +90,7 @@ async fn call_once(conn: &quinn::Connection, request_id: u64) -> Message {
         idempotent: false,
         payload: Bytes::from_static(b"hi"),
     });
-    send.write_all(&encode(&call)).await.unwrap();
-    send.finish().unwrap();
-    let answer = timeout(LIMIT, recv.read_to_end(1 << 20))
-        .await
-        .expect("answered in time")
-        .expect("the stream ends with the answer");
-    match wire::decode(&answer, &Limits::default()).unwrap() {
-        wire::Decoded::Complete(message, _) => message,
-        other => panic!("not one frame: {other:?}"),
-    }
+    ask(conn, &call).await
 }
 
 #[tokio::test]

@@ -9,6 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use macula::id::{Identity, NodeId, Realm};
 use macula::tls::{NodeTls, PeerVerification, WallClock};
 use macula::wire::{self, Limits, Message};
+use tokio::time::timeout;
+
+use super::LIMIT;
 
 /// A client endpoint on loopback with its own identity.
 pub struct Stranger {
@@ -82,4 +85,20 @@ impl Stranger {
 /// The bytes of one frame.
 pub fn encode(message: &Message) -> Vec<u8> {
     message.to_vec(&Limits::default()).unwrap()
+}
+
+/// Writes `request` on a new stream of `conn`, finishes it, and returns the
+/// one frame the node answers with.
+pub async fn ask(conn: &quinn::Connection, request: &Message) -> Message {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&encode(request)).await.unwrap();
+    send.finish().unwrap();
+    let answer = timeout(LIMIT, recv.read_to_end(1 << 20))
+        .await
+        .expect("answered in time")
+        .expect("the stream ends with the answer");
+    match wire::decode(&answer, &Limits::default()).unwrap() {
+        wire::Decoded::Complete(message, _) => message,
+        other => panic!("not one frame: {other:?}"),
+    }
 }
