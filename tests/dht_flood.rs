@@ -15,8 +15,8 @@ use common::epoch;
 use macula::dht::{DhtEvent, Mode};
 use macula::id::{NodeId, RecordKey, RecordKind};
 use macula::node::Event;
-use macula::rpc::{RegisterOptions, RpcEvent};
-use macula::sim::{CALL_TIMEOUT, HostId, Link, Mesh, PORT, UNIX_MS, echo, realm};
+use macula::rpc::RegisterOptions;
+use macula::sim::{HostId, Link, Mesh, PORT, UNIX_MS, echo, realm};
 
 /// Honest public servers (198.51.100.1..=6).
 const HONEST: usize = 6;
@@ -75,19 +75,10 @@ fn provider_announces_and_is_reached(mesh: &mut Mesh, key: &RecordKey, procedure
         "announced"
     );
     let call = mesh.call(mesh.hosts[HONEST - 1], procedure, &b"hi"[..]);
-    let mut result = None;
-    let done = mesh.drive(CALL_TIMEOUT, |world, host, event| {
-        echo(world, host, &event).expect("answer");
-        match event {
-            Event::Rpc(RpcEvent::Completed { call: c, result: r }) if c == call => {
-                result = Some(r);
-                true
-            }
-            _ => false,
-        }
+    let result = mesh.await_call(call, |world, host, event| {
+        echo(world, host, event).expect("answer");
     });
-    assert!(done, "the call completed");
-    assert_eq!(result, Some(Ok(Bytes::from_static(b"echo:hi"))));
+    assert_eq!(result, Ok(Bytes::from_static(b"echo:hi")));
 }
 
 #[test]

@@ -11,13 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::epoch;
 use macula::id::NodeId;
-use macula::node::Node;
 use macula::node::{Event, NodeConfig};
 use macula::pubsub::{Pattern, PubSubEvent, Topic};
 use macula::rpc::{
     AnnounceFailure, CallId, CallOptions, CancelReason, RegisterOptions, RpcError, RpcEvent,
 };
-use macula::sim::{CALL_TIMEOUT, HostId, Link, Mesh, World, echo};
+use macula::sim::{CALL_TIMEOUT, HostId, Link, Mesh, echo};
 use macula::wire::ErrorCode;
 
 /// `n` public nodes on 5 ms links losing `loss` of packets, each configured
@@ -59,35 +58,13 @@ fn echo_call(
 ) -> (Vec<(HostId, NodeId)>, Result<Bytes, RpcError>) {
     let call = mesh.call(mesh.hosts[i], procedure, payload);
     let mut requests = Vec::new();
-    let result = await_call(mesh, call, |world, host, event| {
+    let result = mesh.await_call(call, |world, host, event| {
         echo(world, host, event).unwrap();
         if let Event::Rpc(RpcEvent::Request { caller, .. }) = event {
             requests.push((host, *caller));
         }
     });
     (requests, result)
-}
-
-/// Drives the mesh until `call` completes (within [`CALL_TIMEOUT`]), handing
-/// every event to `on_event` first; returns the call's result.
-fn await_call(
-    mesh: &mut Mesh,
-    call: CallId,
-    mut on_event: impl FnMut(&mut World<Node>, HostId, &Event),
-) -> Result<Bytes, RpcError> {
-    let mut result = None;
-    let done = mesh.drive(CALL_TIMEOUT, |world, host, event| {
-        on_event(world, host, &event);
-        match event {
-            Event::Rpc(RpcEvent::Completed { call: c, result: r }) if c == call => {
-                result = Some(r);
-                true
-            }
-            _ => false,
-        }
-    });
-    assert!(done, "the call completed");
-    result.expect("a result")
 }
 
 #[test]
@@ -633,7 +610,7 @@ fn an_idempotent_call_moves_on_when_its_provider_dies_mid_call() {
     mesh.settle(Duration::from_secs(2));
     let call = mesh.call(mesh.hosts[3], "svc.retry", &b"again"[..]);
     let mut handled_by = Vec::new();
-    let result = await_call(&mut mesh, call, |world, host, event| {
+    let result = mesh.await_call(call, |world, host, event| {
         // The first provider to take it dies without answering; the next
         // one answers.
         if let Event::Rpc(RpcEvent::Request { id, .. }) = event {
@@ -668,7 +645,7 @@ fn a_five_mib_call_and_reply_stream_intact_over_a_lossy_link() {
     let payload = patterned(5 << 20);
     let call = mesh.call(mesh.hosts[2], "svc.echo", payload.clone());
     let mut handled = Vec::new();
-    let result = await_call(&mut mesh, call, |world, host, event| {
+    let result = mesh.await_call(call, |world, host, event| {
         if let Event::Rpc(RpcEvent::Request { payload, .. }) = event {
             handled.push(payload.len());
         }
@@ -737,7 +714,7 @@ fn a_payload_over_the_limit_is_refused_before_it_is_sent_or_read() {
     let call = mesh.call(mesh.hosts[2], "svc.echo", patterned(17 << 20));
     let (mut handled, mut peak) = (0, 0);
     let provider = mesh.hosts[1];
-    let result = await_call(&mut mesh, call, |world, host, event| {
+    let result = mesh.await_call(call, |world, host, event| {
         handled += usize::from(matches!(event, Event::Rpc(RpcEvent::Request { .. })));
         peak = peak.max(world.machine(provider).buffered_bytes());
         echo(world, host, event).unwrap();
@@ -754,7 +731,7 @@ fn a_reply_over_the_callers_limit_fails_the_call_typed() {
     mesh.register(mesh.hosts[1], "svc.big", RegisterOptions::default());
     mesh.settle(Duration::from_secs(2));
     let call = mesh.call(mesh.hosts[2], "svc.big", &b"17 MiB please"[..]);
-    let result = await_call(&mut mesh, call, |world, host, event| {
+    let result = mesh.await_call(call, |world, host, event| {
         if let Event::Rpc(RpcEvent::Request { id, .. }) = event {
             let answer = patterned(17 << 20);
             world

@@ -289,6 +289,26 @@ impl Mesh {
         self.world.run_while(until, |world| !done(world))
     }
 
+    /// Drives the mesh until `call` completes (within [`CALL_TIMEOUT`]),
+    /// handing every event to `on_event` first; returns the call's result.
+    ///
+    /// # Panics
+    /// If the call did not complete in time.
+    pub fn await_call(
+        &mut self,
+        call: CallId,
+        mut on_event: impl FnMut(&mut World<Node>, HostId, &Event),
+    ) -> Result<Bytes, RpcError> {
+        let mut result = None;
+        let done = self.drive(CALL_TIMEOUT, |world, host, event| {
+            on_event(world, host, &event);
+            result = completion(&event, call);
+            result.is_some()
+        });
+        assert!(done, "the call completed");
+        result.unwrap_or_else(|| unreachable!("done means a result"))
+    }
+
     /// The events `host` reported since the world's events were last taken.
     pub fn events_of(&self, host: HostId) -> impl Iterator<Item = &Event> + '_ {
         events_of(&self.world, host)
