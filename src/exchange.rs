@@ -81,7 +81,8 @@ impl Slot {
         }
     }
 
-    fn conn(self) -> ConnId {
+    /// The connection the slot is on.
+    pub fn conn(self) -> ConnId {
         match self {
             Slot::Stream(at) => at.conn,
             Slot::Control { conn, .. } => conn,

@@ -96,11 +96,7 @@ impl Node {
 
     /// The answer to DHT request `request_id` came at `slot`.
     fn dht_answered(&mut self, now: Instant, request_id: RequestId, slot: Slot, message: Message) {
-        let conn = match slot {
-            Slot::Stream(at) => at.conn,
-            Slot::Control { conn, .. } => conn,
-        };
-        let Some((_, quic)) = self.pooled_conn(conn) else {
+        let Some((_, quic)) = self.pooled_conn(slot.conn()) else {
             self.dht
                 .handle_failure(now, request_id, Failure::Connection);
             return;
@@ -135,11 +131,11 @@ impl Node {
     pub(super) fn request_stream_gone(
         &mut self,
         handle: ConnectionHandle,
-        at: quinn_proto::StreamId,
+        stream: quinn_proto::StreamId,
         refused: bool,
     ) {
         if let Some(conn) = self.conns.get(&handle).and_then(|c| c.pool_id) {
-            let at = StreamKey { conn, stream: at };
+            let at = StreamKey { conn, stream };
             self.requests.handle_stream_gone(at, refused);
         }
     }
