@@ -140,6 +140,7 @@ pub mod dht;
 pub mod directory;
 pub mod exchange;
 pub mod id;
+pub mod limiter;
 pub mod messaging;
 pub mod metrics;
 pub mod nat;

@@ -130,7 +130,10 @@ fn connections_that_never_say_connect_are_capped_and_closed_overloaded() {
 
 #[test]
 fn pings_past_the_rate_go_unanswered_and_requests_are_still_served() {
-    let (mut node, mut now) = node_with(config());
+    let mut config = config();
+    // Room for the whole burst left unanswered: this test is about the rate.
+    config.admission.pings_before_close = 10_000;
+    let (mut node, mut now) = node_with(config);
     let mut peer = RawPeer::dial(&node, now, 60, addr(60, 5000));
     pump(&mut node, &mut [&mut peer], &mut now, 20);
     let control = peer.hello();
@@ -175,6 +178,147 @@ fn pings_past_the_rate_go_unanswered_and_requests_are_still_served() {
     }
     assert!(!answer.is_empty(), "the FIND_NODE was answered");
     assert_eq!(node.connection_count(), 1);
+}
+
+#[test]
+fn a_ping_flood_closes_the_flooder_and_no_one_else() {
+    let (mut node, mut now) = node_with(config());
+    let mut flooder = RawPeer::dial(&node, now, 60, addr(60, 5000));
+    let mut honest = RawPeer::dial(&node, now, 61, addr(61, 5000));
+    pump(&mut node, &mut [&mut flooder, &mut honest], &mut now, 20);
+    let control = flooder.hello();
+    honest.hello();
+    pump(&mut node, &mut [&mut flooder, &mut honest], &mut now, 20);
+    assert_eq!(node.connection_count(), 2);
+    // 20 answered and 100 left unanswered in the first second; more is a flood.
+    let pings: Vec<u8> = (0..500u64)
+        .flat_map(|id| encode(&Message::from(wire::Ping { request_id: id })))
+        .collect();
+    assert_eq!(write_some(&mut flooder.conn, control, &pings), pings.len());
+    pump(&mut node, &mut [&mut flooder, &mut honest], &mut now, 50);
+    let counters = node.admission_counters();
+    assert_eq!(counters.closed_flooding, 1);
+    assert_eq!(
+        counters.pings_unanswered, 101,
+        "100 ignored, the 101st closed"
+    );
+    assert_eq!(flooder.close_code(), Some(2), "closed ProtocolError");
+    assert_eq!(node.connection_count(), 1, "the honest peer stays");
+    // And is still served.
+    let stream = honest.conn.streams().open(Dir::Bi).unwrap();
+    let find = encode(&Message::from(wire::FindNode {
+        request_id: 7,
+        target: node.node_id(),
+    }));
+    assert_eq!(write_some(&mut honest.conn, stream, &find), find.len());
+    pump(&mut node, &mut [&mut flooder, &mut honest], &mut now, 50);
+    let mut answer = Vec::new();
+    if let Ok(mut chunks) = honest.conn.recv_stream(stream).read(true) {
+        while let Ok(Some(chunk)) = chunks.next(usize::MAX) {
+            answer.extend_from_slice(&chunk.bytes);
+        }
+        let _ = chunks.finalize();
+    }
+    assert!(!answer.is_empty(), "the FIND_NODE was answered");
+}
+
+#[test]
+fn a_handshake_flood_from_one_network_is_paced_and_others_still_connect() {
+    let mut config = config();
+    config.admission.handshakes_per_network = 2;
+    let (mut node, mut now) = node_with(config);
+    // Twelve strangers of 203.0.113.0/24 (validated by a Retry or not, the
+    // rate is 2 a second in bursts of 8), and one of another network.
+    let mut peers = dial_all(&node, now, 10..22);
+    pump_all(&mut node, &mut peers, &mut now, 40);
+    let refused = peers.iter().filter(|p| p.lost.is_some()).count();
+    let connected = peers
+        .iter()
+        .filter(|p| p.lost.is_none() && !p.conn.is_handshaking())
+        .count();
+    assert_eq!((connected, refused), (8, 4), "the burst, then refusals");
+    assert_eq!(node.admission_counters().refused_handshake_rate, 4);
+    // Another network is not held back by this one.
+    let mut other = RawPeer::dial(&node, now, 1, SocketAddr::from(([192, 0, 2, 1], 5000)));
+    pump(&mut node, &mut [&mut other], &mut now, 40);
+    assert!(
+        other.lost.is_none() && !other.conn.is_handshaking(),
+        "it connects"
+    );
+    // A second later the network has earned two more.
+    now += Duration::from_secs(1);
+    let mut later = dial_all(&node, now, 30..33);
+    pump_all(&mut node, &mut later, &mut now, 40);
+    let connected = later.iter().filter(|p| p.lost.is_none()).count();
+    assert_eq!(connected, 2);
+}
+
+#[test]
+fn a_fast_peer_is_read_at_its_frame_rate_and_slowed_not_dropped() {
+    let mut config = config();
+    config.admission.frames_per_second = 100;
+    let (mut node, mut now) = node_with(config);
+    let mut fast = RawPeer::dial(&node, now, 60, addr(60, 5000));
+    let mut other = RawPeer::dial(&node, now, 61, addr(61, 5000));
+    pump(&mut node, &mut [&mut fast, &mut other], &mut now, 20);
+    fast.hello();
+    other.hello();
+    pump(&mut node, &mut [&mut fast, &mut other], &mut now, 20);
+    // 1,000 PUBLISH frames on one stream (nobody subscribes: each is
+    // dropped once read, so the count says how many were read).
+    let stream = fast.conn.streams().open(Dir::Bi).unwrap();
+    let frames: Vec<u8> = (1..=1000u64)
+        .flat_map(|sequence| {
+            encode(&Message::from(wire::Publish {
+                message_id: sequence,
+                epoch: 1,
+                sequence,
+                topic: "news.flood".into(),
+                payload: Bytes::from(vec![0x42; 1000]),
+            }))
+        })
+        .collect();
+    // What one read takes at most (a quantum of bytes), in frames.
+    let per_read = (64 << 10) / (frames.len() / 1000) as u64 + 1;
+    let mut written = write_some(&mut fast.conn, stream, &frames);
+    let read = |node: &Node| node.pubsub().stats().unsolicited;
+    pump(&mut node, &mut [&mut fast, &mut other], &mut now, 50);
+    // 100 ms: the burst of 100 (its last read may take up to a quantum
+    // more, paid for by a pause), then nothing more.
+    let first = read(&node);
+    assert!((100..=100 + per_read).contains(&first), "{first} read");
+    // Another node's peer is served meanwhile.
+    let stream_b = other.conn.streams().open(Dir::Bi).unwrap();
+    let find = encode(&Message::from(wire::FindNode {
+        request_id: 7,
+        target: node.node_id(),
+    }));
+    assert_eq!(write_some(&mut other.conn, stream_b, &find), find.len());
+    pump(&mut node, &mut [&mut fast, &mut other], &mut now, 10);
+    let answered = other.conn.recv_stream(stream_b).read(true).map(|mut c| {
+        let got = matches!(c.next(usize::MAX), Ok(Some(_)));
+        let _ = c.finalize();
+        got
+    });
+    assert_eq!(
+        answered.ok(),
+        Some(true),
+        "the other peer's request was answered"
+    );
+    // Twelve seconds later every frame was read, at the rate: none dropped.
+    for _ in 0..12 {
+        for _ in 0..500 {
+            if written < frames.len() {
+                written += write_some(&mut fast.conn, stream, &frames[written..]);
+            }
+            pump(&mut node, &mut [&mut fast, &mut other], &mut now, 1);
+        }
+        let elapsed = (now - common::epoch()).as_millis() as u64;
+        let most = first + elapsed / 10 + per_read;
+        assert!(read(&node) <= most, "{} read in {elapsed} ms", read(&node));
+    }
+    assert_eq!(read(&node), 1000);
+    assert_eq!(node.connection_count(), 2);
 }
 
 #[test]

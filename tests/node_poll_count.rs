@@ -61,6 +61,9 @@ fn mesh() -> (World<Node>, HostId, Vec<HostId>) {
         c.pool.max_inbound = 2 * PEERS;
         c.dht.inbound_burst = 1_000_000;
         c.dht.inbound_per_sec = 1_000_000;
+        // A thousand peers of a few /24s join within three seconds.
+        c.admission.handshakes_per_second = 1_000_000;
+        c.admission.handshakes_per_network = 1_000_000;
     });
     let hub = world.add_host(internet, addr(0), link, hub);
     let seed = world.machine(hub).contact();

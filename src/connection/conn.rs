@@ -68,6 +68,8 @@ pub struct Bounds {
     pub max_payload: u64,
     /// Declared bytes of payloads being reassembled at once.
     pub payload_room: u64,
+    /// Frames of the peer read per second (bursts of as many); 0: no pace.
+    pub frames_per_second: u32,
 }
 
 /// The node's state for one connection.
@@ -108,8 +110,59 @@ pub struct Conn {
     bounds: Bounds,
     /// What this connection counts against in admission (inbound only).
     pub ticket: Ticket,
-    /// PINGs answered, at most so many a second (made at the first PING).
-    pings: Option<TokenBucket>,
+    /// PINGs answered and left unanswered, at most so many a second
+    /// (made at the first PING).
+    pings: Option<PingBudget>,
+    /// Frames of the peer read, at most [`Bounds::frames_per_second`] a
+    /// second (made at the first read).
+    pace: Option<TokenBucket>,
+    /// When the streams left unread for the frame rate may be read again.
+    pub resume_at: Option<Instant>,
+}
+
+/// Bytes read from one stream at a time, so that one busy stream leaves
+/// room for the others (the rest is read at the next turn: [`StreamRead::more`]).
+pub const READ_QUANTUM: usize = 64 << 10;
+
+/// What one [`Conn::read`] took from a stream.
+#[derive(Debug)]
+pub struct StreamRead {
+    /// The complete messages (reassembled payloads included).
+    pub messages: Vec<Message>,
+    /// The peer finished the stream.
+    pub finished: bool,
+    /// More has arrived than one read takes ([`READ_QUANTUM`]).
+    pub more: bool,
+}
+
+/// How far [`read_chunks`] read a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Drained {
+    /// To its end: the peer finished it.
+    Finished,
+    /// To what has arrived.
+    Blocked,
+    /// A quantum's worth; more has arrived.
+    Quantum,
+}
+
+/// What becomes of a peer's PING ([`Conn::ping_verdict`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PingVerdict {
+    /// Answer it with a PONG.
+    Answer,
+    /// Over the rate: leave it unanswered.
+    Ignore,
+    /// Far over the rate: the peer floods; close the connection.
+    Flooding,
+}
+
+/// A connection's PING rates: answered, and left unanswered before the
+/// peer counts as flooding.
+#[derive(Clone, Debug)]
+struct PingBudget {
+    answered: TokenBucket,
+    unanswered: TokenBucket,
 }
 
 /// What went wrong on a stream, for the caller to act on.
@@ -152,6 +205,8 @@ impl Conn {
             bounds,
             ticket: Ticket::default(),
             pings: None,
+            pace: None,
+            resume_at: None,
         }
     }
 
@@ -288,25 +343,25 @@ impl Conn {
         let _ = self.quinn.recv_stream(stream).stop(code);
     }
 
-    /// Reads what has arrived on `stream` and returns the complete frames,
-    /// plus whether the peer finished the stream. Decoding stops after a
+    /// Reads what has arrived on `stream`, at most [`READ_QUANTUM`] bytes,
+    /// and returns the complete frames, whether the peer finished the
+    /// stream and whether more waits to be read. Decoding stops after a
     /// frame that turns the stream into a circuit
     /// ([`Message::starts_circuit`]); the bytes after it are taken with
     /// [`Conn::take_unread`]. Payloads being reassembled may reserve at
     /// most `share` bytes in all (the connection's share of the node-wide
     /// budget), on top of its own payload room.
-    pub fn read(
-        &mut self,
-        stream: StreamId,
-        share: usize,
-    ) -> Result<(Vec<Message>, bool), StreamTrouble> {
+    pub fn read(&mut self, stream: StreamId, share: usize) -> Result<StreamRead, StreamTrouble> {
         let limits = self.bounds.limits;
         let reader = self
             .readers
             .entry(stream)
             .or_insert_with(|| FrameReader::new(limits));
-        let finished = match read_chunks(&mut self.quinn, stream, |chunk| reader.push(chunk)) {
-            Ok(finished) => finished,
+        let push = |chunk: &[u8]| reader.push(chunk);
+        let (finished, more) = match read_chunks(&mut self.quinn, stream, READ_QUANTUM, push) {
+            Ok(Drained::Finished) => (true, false),
+            Ok(Drained::Blocked) => (false, false),
+            Ok(Drained::Quantum) => (false, true),
             Err(trouble) => {
                 self.readers.remove(&stream);
                 self.assemblers.remove(&stream);
@@ -346,8 +401,13 @@ impl Conn {
                 }
             }
         }
+        let read = StreamRead {
+            messages,
+            finished,
+            more,
+        };
         if circuit {
-            return Ok((messages, finished));
+            return Ok(read);
         }
         if finished && self.assemblers.remove(&stream).is_some() {
             return Err(StreamTrouble::Assembly(wire::AssemblyError::Unexpected {
@@ -355,7 +415,7 @@ impl Conn {
                 expected: "PAYLOAD_CHUNK",
             }));
         }
-        Ok((messages, finished))
+        Ok(read)
     }
 
     /// Reads the raw bytes that have arrived on a circuit stream into
@@ -365,7 +425,8 @@ impl Conn {
         stream: StreamId,
         sink: impl FnMut(&[u8]),
     ) -> Result<bool, StreamTrouble> {
-        read_chunks(&mut self.quinn, stream, sink)
+        let drained = read_chunks(&mut self.quinn, stream, usize::MAX, sink)?;
+        Ok(drained == Drained::Finished)
     }
 
     /// Forgets `stream`'s frame reader and returns the bytes it held past
@@ -481,13 +542,47 @@ impl Conn {
                 .is_some_and(|a| a.reserved() > 0)
     }
 
-    /// Whether a PING may be answered at `now`: at most `per_second` a
-    /// second, in bursts of as many.
-    pub fn ping_allowed(&mut self, now: Instant, per_second: u32) -> bool {
-        let rate = u64::from(per_second);
-        self.pings
-            .get_or_insert_with(|| TokenBucket::new(rate, now))
-            .take(now, 1)
+    /// What to do at `now` with the peer's PING: answer at most
+    /// `limits.0` a second (bursts of as many); leave unanswered at most
+    /// `limits.1` more a second; past both, the peer is flooding.
+    pub fn ping_verdict(&mut self, now: Instant, limits: (u32, u32)) -> PingVerdict {
+        let budget = self.pings.get_or_insert_with(|| PingBudget {
+            answered: TokenBucket::new(u64::from(limits.0), now),
+            unanswered: TokenBucket::new(u64::from(limits.1), now),
+        });
+        if budget.answered.take(now, 1) {
+            PingVerdict::Answer
+        } else if budget.unanswered.take(now, 1) {
+            PingVerdict::Ignore
+        } else {
+            PingVerdict::Flooding
+        }
+    }
+
+    /// The frame-rate bucket at `now`; `None` when reading is not paced.
+    fn pace(&mut self, now: Instant) -> Option<&mut TokenBucket> {
+        let rate = u64::from(self.bounds.frames_per_second);
+        (rate > 0).then(|| self.pace.get_or_insert_with(|| TokenBucket::new(rate, now)))
+    }
+
+    /// Whether the peer has had its frame rate's worth read by `now`: its
+    /// streams then wait, unread, until [`Conn::resume_at`], and QUIC's flow
+    /// control slows the peer down (nothing is dropped).
+    pub fn paced(&mut self, now: Instant) -> bool {
+        self.resume_at = self.pace(now).and_then(|bucket| bucket.ready_at(now));
+        self.resume_at.is_some()
+    }
+
+    /// Counts `frames` of the peer read at `now` against its frame rate.
+    pub fn count_frames(&mut self, now: Instant, frames: usize) {
+        if let Some(bucket) = self.pace(now) {
+            bucket.charge(now, frames as u64);
+        }
+    }
+
+    /// How many streams are parked.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
     }
 
     /// Leaves `stream` unread until the connection is under budget again.
@@ -497,10 +592,10 @@ impl Conn {
         }
     }
 
-    /// The next parked stream to read, once the connection is ready and
-    /// under budget (`share`: see [`Conn::over_budget`]).
-    pub fn unpark(&mut self, share: usize) -> Option<StreamId> {
-        if self.phase != Phase::Ready || self.over_budget(share) {
+    /// The next parked stream to read, once the connection is ready, under
+    /// budget (`share`: see [`Conn::over_budget`]) and not paced at `now`.
+    pub fn unpark(&mut self, now: Instant, share: usize) -> Option<StreamId> {
+        if self.phase != Phase::Ready || self.over_budget(share) || self.paced(now) {
             None
         } else {
             self.parked.pop_front()
@@ -532,33 +627,38 @@ impl Conn {
     }
 }
 
-/// Feeds every chunk that has arrived on `stream` to `sink`; true when the
-/// peer finished the stream (or it is not ours to read any more).
+/// Feeds the chunks that have arrived on `stream` to `sink`, at most
+/// `quantum` bytes, and says how far that went (finished also when the
+/// stream is not ours to read any more).
 fn read_chunks(
     quinn: &mut Connection,
     stream: StreamId,
+    quantum: usize,
     mut sink: impl FnMut(&[u8]),
-) -> Result<bool, StreamTrouble> {
+) -> Result<Drained, StreamTrouble> {
     let mut recv = quinn.recv_stream(stream);
     let Ok(mut chunks) = recv.read(true) else {
         // Already finished and read, or never ours to read.
-        return Ok(true);
+        return Ok(Drained::Finished);
     };
-    let mut finished = false;
-    loop {
-        match chunks.next(usize::MAX) {
-            Ok(Some(chunk)) => sink(&chunk.bytes),
-            Ok(None) => {
-                finished = true;
-                break;
+    let mut left = quantum;
+    let drained = loop {
+        if left == 0 {
+            break Drained::Quantum;
+        }
+        match chunks.next(left) {
+            Ok(Some(chunk)) => {
+                left -= chunk.bytes.len();
+                sink(&chunk.bytes);
             }
-            Err(quinn_proto::ReadError::Blocked) => break,
+            Ok(None) => break Drained::Finished,
+            Err(quinn_proto::ReadError::Blocked) => break Drained::Blocked,
             Err(quinn_proto::ReadError::Reset(code)) => {
                 let _ = chunks.finalize();
                 return Err(StreamTrouble::Reset(code));
             }
         }
-    }
+    };
     let _ = chunks.finalize();
-    Ok(finished)
+    Ok(drained)
 }

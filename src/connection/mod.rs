@@ -19,7 +19,7 @@ mod table;
 
 use quinn_proto::VarInt;
 
-pub use conn::{Bounds, Conn, StreamTrouble};
+pub use conn::{Bounds, Conn, PingVerdict, StreamRead, StreamTrouble};
 pub use phase::Phase;
 pub(crate) use table::ConnTable;
 

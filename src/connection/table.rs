@@ -8,7 +8,8 @@
 //! gets it driven without remembering to; the Node drives only dirty
 //! connections ([`ConnTable::next_dirty`]), gathers the transmits of the
 //! driven ones and re-files their deadlines ([`ConnTable::poll_transmits`]).
-//! Each connection's deadline (quinn's timer or its CONNECT deadline) sits in an ordered index: the table's deadline is its first
+//! Each connection's deadline (quinn's timer, its CONNECT deadline or the
+//! end of its frame-rate pause) sits in an ordered index: the table's deadline is its first
 //! entry, and a timeout takes only the due entries ([`ConnTable::take_due`]).
 
 use std::collections::BTreeSet;
@@ -129,7 +130,11 @@ impl ConnTable {
                     Bytes::copy_from_slice(&buf[..transmit.size]),
                 );
             }
-            let deadline = [conn.quinn.poll_timeout(), conn.connect_deadline];
+            let deadline = [
+                conn.quinn.poll_timeout(),
+                conn.connect_deadline,
+                conn.resume_at,
+            ];
             let deadline = deadline.into_iter().flatten().min();
             self.unfile(handle);
             if let Some(at) = deadline {

@@ -28,7 +28,6 @@ use super::breaker::CircuitBreakers;
 use super::config::{DhtConfig, Mode};
 use super::disjoint::DisjointPaths;
 use super::fit;
-use super::limiter::InboundLimiter;
 use super::lookup::{LookupConfig, LookupStep};
 use super::message::{
     Contact, ErrorCode, QueryId, RejectReason, Request, RequestId, Response, StoreStatus,
@@ -37,6 +36,7 @@ use super::metrics::DhtMetrics;
 use super::requests::{ReplyError, RequestTable, rtt_deadline};
 use super::routing::{InsertOutcome, RoutingTable};
 use super::store::RecordStore;
+use crate::limiter::InboundLimiter;
 
 /// What went wrong starting an operation.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -294,7 +294,7 @@ pub struct Dht {
     table: RoutingTable,
     requests: RequestTable<Sent>,
     breakers: CircuitBreakers,
-    limiter: InboundLimiter,
+    limiter: InboundLimiter<NodeId>,
     records: RecordStore,
     cache: HashMap<RecordKey, CacheEntry>,
     published: BTreeMap<RecordKey, Published>,

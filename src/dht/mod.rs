@@ -6,7 +6,7 @@
 //! [`routing`] (k-buckets), [`lookup`] (the closest-peers iterator),
 //! [`disjoint`] (S/Kademlia disjoint paths over it),
 //! [`requests`] (correlation and deadlines), [`breaker`] (per-peer circuit
-//! breakers), [`limiter`] (inbound budgets), [`store`] (records held for
+//! breakers), [`crate::limiter`] (inbound budgets), [`store`] (records held for
 //! others, with quotas and eviction), [`diversity`] (how many contacts one
 //! network may supply), [`fit`] (replies cut to one frame), [`metrics`], [`config`] and
 //! [`machine`] (the operations that tie them together); the simulator's
@@ -52,7 +52,6 @@ pub mod config;
 pub mod disjoint;
 pub mod diversity;
 pub mod fit;
-pub mod limiter;
 pub mod lookup;
 pub mod machine;
 pub mod message;

@@ -19,6 +19,10 @@ label_enum!(
         NodeId => "node_id",
         /// A PING over the per-connection rate, left unanswered.
         PingRate => "ping_rate",
+        /// New handshakes over the node-wide or the source network's rate.
+        HandshakeRate => "handshake_rate",
+        /// A connection closed for flooding (PINGs far over the rate).
+        Flooding => "flooding",
     }
 );
 
@@ -47,7 +51,7 @@ pub const P2P_PROTOCOL_ERRORS: Family = Family::counter(
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AdmissionMetrics {
     /// Refusals, by reason.
-    pub refusals: PerLabel<AdmissionRefusal, u64, 6>,
+    pub refusals: PerLabel<AdmissionRefusal, u64, 8>,
     /// Incoming handshakes in progress now.
     pub handshakes: u64,
     /// Inbound connections awaiting CONNECT now.
@@ -72,6 +76,11 @@ impl AdmissionMetrics {
             ),
             (AdmissionRefusal::NodeId, counters.refused_node_id),
             (AdmissionRefusal::PingRate, counters.pings_unanswered),
+            (
+                AdmissionRefusal::HandshakeRate,
+                counters.refused_handshake_rate,
+            ),
+            (AdmissionRefusal::Flooding, counters.closed_flooding),
         ] {
             *self.refusals.get_mut(reason) = value;
         }

@@ -142,6 +142,7 @@ impl NodeConfig {
             budget: self.connection_buffer_budget(),
             max_payload,
             payload_room: max_payload.max(self.max_buffered_per_connection as u64),
+            frames_per_second: self.admission.frames_per_second,
         }
     }
 }

@@ -11,7 +11,7 @@ use super::{CloseCause, Event, Node, Serving, instrument};
 use crate::connection::STREAM_REFUSED;
 use crate::connection::phase::{Admission, Arrival, PhaseEvent};
 use crate::connection::router::{self, Owner};
-use crate::connection::{Phase, StreamTrouble};
+use crate::connection::{Phase, PingVerdict, StreamRead, StreamTrouble};
 use crate::contract::Output;
 use crate::dht::wire as dht_wire;
 use crate::dht::{self, Failure, Mode};
@@ -203,9 +203,17 @@ impl Node {
         self.resume_parked(now, handle);
     }
 
+    /// Reads each stream parked on the connection once, as far as its
+    /// budget and frame rate allow; a stream parked again meanwhile (more
+    /// to read than one turn takes) waits for the next turn.
     pub(super) fn resume_parked(&mut self, now: Instant, handle: ConnectionHandle) {
         let share = self.buffer_share();
-        while let Some(stream) = self.conns.get_mut(&handle).and_then(|c| c.unpark(share)) {
+        let parked = self.conns.get(&handle).map_or(0, |c| c.parked());
+        for _ in 0..parked {
+            let Some(stream) = (self.conns.get_mut(&handle)).and_then(|c| c.unpark(now, share))
+            else {
+                return;
+            };
             self.read_stream(now, handle, stream);
         }
     }
@@ -249,7 +257,17 @@ impl Node {
             conn.park(stream);
             return;
         }
-        let (messages, finished) = match conn.read(stream, share) {
+        if conn.paced(now) {
+            // The peer had its frame rate's worth: the rest waits (QUIC's
+            // window slows it down) until the connection's deadline says.
+            conn.park(stream);
+            return;
+        }
+        let StreamRead {
+            messages,
+            finished,
+            more,
+        } = match conn.read(stream, share) {
             Ok(read) => read,
             Err(StreamTrouble::Reset(code)) => {
                 self.request_stream_gone(handle, stream, code == STREAM_REFUSED);
@@ -272,6 +290,12 @@ impl Node {
                 return;
             }
         };
+        conn.count_frames(now, messages.len());
+        if more {
+            // The rest is read at the next turn, after other work.
+            conn.park(stream);
+            conn.resume_at = Some(now);
+        }
         for message in messages {
             if is_control {
                 self.on_control_frame(now, handle, message);
@@ -329,9 +353,22 @@ impl Node {
                 let Some(stream) = conn.control else {
                     return;
                 };
-                if !conn.ping_allowed(now, self.admission.config().pings_per_second) {
-                    self.admission.ping_unanswered();
-                    return;
+                let config = self.admission.config();
+                let limits = (config.pings_per_second, config.pings_before_close);
+                match conn.ping_verdict(now, limits) {
+                    PingVerdict::Answer => {}
+                    PingVerdict::Ignore => {
+                        self.admission.ping_unanswered();
+                        return;
+                    }
+                    PingVerdict::Flooding => {
+                        self.admission.ping_unanswered();
+                        self.admission.closed_flooding();
+                        self.counters.protocol_errors += 1;
+                        let detail = "PING flood".to_string();
+                        self.refuse(now, handle, DisconnectReason::ProtocolError, detail);
+                        return;
+                    }
                 }
                 let pong = Message::from(wire::Pong {
                     request_id: ping.request_id,

@@ -90,7 +90,7 @@ impl Node {
         // A circuit's handshake has no source of its own: the relay limits it.
         let source = (!PathTable::is_virtual(&remote)).then(|| remote.ip());
         let validated = incoming.remote_address_validated();
-        match self.admission.incoming(source, validated) {
+        match self.admission.incoming(now, source, validated) {
             Verdict::Accept => match self.endpoint.accept(incoming, now, buf, None) {
                 Ok((handle, quinn)) => {
                     let mut conn = Conn::new(

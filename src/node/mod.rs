@@ -544,6 +544,10 @@ impl Machine for Node {
                     if conn.quinn.poll_timeout().is_some_and(|t| t <= now) {
                         conn.quinn.handle_timeout(now);
                     }
+                    if conn.resume_at.is_some_and(|t| t <= now) {
+                        conn.resume_at = None;
+                        self.resume_parked(now, *handle);
+                    }
                 }
                 self.expire_connects(now, &due);
                 self.requests.handle_timeout(now);

@@ -114,7 +114,9 @@ fn main() {
             ))
         });
         std::thread::sleep(WARM_UP);
+        let cpu_before = cpu_ticks(&child);
         let latencies = honest_rt.block_on(measure(&caller));
+        let cpu = cpu_ticks(&child).saturating_sub(cpu_before);
         stop.store(true, Ordering::Relaxed);
         if let Some(attack) = attack {
             let ended =
@@ -127,6 +129,7 @@ fn main() {
         rows.push(Row {
             name,
             latencies,
+            cpu,
             peak,
             sent: sent.load(Ordering::Relaxed),
         });
@@ -207,6 +210,18 @@ fn reset_peak(child: &Child) {
     }
 }
 
+/// The child's CPU time so far (user and system), in clock ticks
+/// (`/proc/<pid>/stat` fields 14 and 15, 100 a second).
+fn cpu_ticks(child: &Child) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+    // The command name may hold spaces: count fields after its ')'.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Field 3 (state) is the first after ')', so field n is at n - 3.
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    field(14).unwrap_or(0) + field(15).unwrap_or(0)
+}
+
 /// The child's peak RSS (`VmHWM`) in bytes.
 fn peak_rss(child: &Child) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
@@ -281,6 +296,8 @@ async fn measure(caller: &MaculaNode) -> Latencies {
 struct Row {
     name: &'static str,
     latencies: Latencies,
+    /// The victim's CPU time while measuring, in clock ticks.
+    cpu: u64,
     peak: u64,
     sent: u64,
 }
@@ -300,22 +317,23 @@ fn print_table(rows: &[Row]) {
         |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.3}", d.as_secs_f64() * 1e3));
     println!();
     println!(
-        "| flood | calls | failed | p50 ms | p99 ms | p99 / baseline p99 | peak RSS MiB | budget MiB | attack units sent |"
+        "| flood | calls | failed | p50 ms | p99 ms | p99 / baseline p99 | victim CPU % | peak RSS MiB | budget MiB | attack units sent |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for row in rows {
         let p99 = percentile(&row.latencies.answered, 0.99);
         let ratio = p99.map_or("-".to_owned(), |p| {
             format!("{:.2}", p.as_secs_f64() / baseline.as_secs_f64())
         });
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {:.1} | {} | {} |",
             row.name,
             row.latencies.answered.len() + row.latencies.failed,
             row.latencies.failed,
             ms(percentile(&row.latencies.answered, 0.5)),
             ms(p99),
             ratio,
+            row.cpu as f64 / PHASE.as_secs_f64(),
             row.peak as f64 / f64::from(1 << 20),
             BUDGET >> 20,
             row.sent,
@@ -329,6 +347,7 @@ fn print_table(rows: &[Row]) {
     println!(
         "attack units: handshakes completed, PINGs, PUBLISHes, STOREs, circuit packets written"
     );
+    println!("victim CPU: the victim's user and system time while measuring, in % of one core");
 }
 
 // ---------------------------------------------------------------------------

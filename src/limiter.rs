@@ -1,15 +1,17 @@
-//! Per-peer budget for inbound requests.
+//! Per-key budgets for inbound work: DHT requests per peer, handshakes per
+//! source network.
 //!
-//! Each peer gets a token bucket: `burst` requests at once, refilled at
-//! `per_sec`. A request over budget is refused (and the reply says so), so
-//! one peer cannot make us spend unbounded work or queue unbounded replies.
-//! At most `max_peers` buckets are kept; when the map is full, buckets that
-//! have refilled completely (idle peers) are dropped first.
+//! Each key (a peer's id, a network prefix) gets a token bucket: `burst`
+//! at once, refilled at `per_sec`. Work over budget is refused (and the
+//! refusal says so), so one key cannot make us spend unbounded work or
+//! queue unbounded replies. At most `max_peers` buckets are kept; when the
+//! map is full, buckets that have refilled completely (idle keys) are
+//! dropped first, and a new key is refused while none has.
 
+use std::hash::Hash;
 use std::time::Instant;
 
 use crate::collections::HashMap;
-use crate::id::NodeId;
 
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
@@ -18,16 +20,16 @@ struct Bucket {
     last: Instant,
 }
 
-/// Token buckets for inbound requests, one per peer.
+/// Token buckets for inbound work, one per key (module docs).
 #[derive(Clone, Debug)]
-pub struct InboundLimiter {
+pub struct InboundLimiter<K> {
     burst: u64,
     per_sec: u64,
     max_peers: usize,
-    peers: HashMap<NodeId, Bucket>,
+    peers: HashMap<K, Bucket>,
 }
 
-impl InboundLimiter {
+impl<K: Copy + Eq + Hash> InboundLimiter<K> {
     /// `burst` requests at once per peer, `per_sec` sustained, `max_peers` tracked.
     pub fn new(burst: u32, per_sec: u32, max_peers: usize) -> Self {
         Self {
@@ -46,11 +48,11 @@ impl InboundLimiter {
         bucket.milli_tokens.saturating_add(added).min(self.burst)
     }
 
-    /// Takes one request from `peer`'s budget; `false` when it is spent.
-    pub fn allow(&mut self, peer: &NodeId, now: Instant) -> bool {
+    /// Takes one unit from `peer`'s budget; `false` when it is spent.
+    pub fn allow(&mut self, peer: &K, now: Instant) -> bool {
         if !self.peers.contains_key(peer) && self.peers.len() >= self.max_peers {
             let burst = self.burst;
-            let full: Vec<NodeId> = self
+            let full: Vec<K> = self
                 .peers
                 .iter()
                 .filter(|(_, b)| self.refilled(b, now) >= burst)
@@ -87,6 +89,7 @@ impl InboundLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::NodeId;
     use std::time::Duration;
 
     #[test]
