@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use quinn_proto::{DatagramEvent, Incoming};
+use quinn_proto::{ConnectionHandle, DatagramEvent, Incoming};
 
 use super::Node;
 use crate::connection::Conn;
@@ -60,10 +60,16 @@ impl Node {
             .handle(now, virtual_addr, None, None, data, &mut buf)
         {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
-                if let Some(conn) = self.conns.get_mut(&handle) {
-                    conn.quinn.handle_event(event);
+                match self.conns.get_mut(&handle) {
+                    Some(conn) if conn.virtual_addr == virtual_addr => {
+                        conn.quinn.handle_event(event);
+                        true
+                    }
+                    // The connection's packets came over another path:
+                    // the event (under the wrong address) is dropped.
+                    Some(_) => self.follow_rebinding(now, handle, virtual_addr, packet),
+                    None => true,
                 }
-                true
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
                 self.admit(now, incoming, virtual_addr, remote, &mut buf)
@@ -74,6 +80,60 @@ impl Node {
             }
             None => false,
         }
+    }
+
+    /// A packet of connection `handle` came over the path of `arrived_at`,
+    /// not over the connection's own: the peer's NAT gave it a new address
+    /// (a reboot, an expired mapping) or the peer roamed. QUIC migration is
+    /// off (quinn sees one virtual address per connection), so the node
+    /// follows the peer itself: the packet is handed to the connection as
+    /// if it came over its own path, and only if it proves authentic (quinn
+    /// decrypted new frames from it: a forged or replayed packet adds none)
+    /// does the connection's virtual address move onto the new path.
+    /// Packets of ours to a wrong address (an on-path attacker's copy that
+    /// raced the original) last until the peer's next packet moves the path
+    /// back. Only direct paths follow: a relayed connection's path is the
+    /// upgrade's to change. True when the connection followed.
+    fn follow_rebinding(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        arrived_at: SocketAddr,
+        packet: &[u8],
+    ) -> bool {
+        let Some(RealPath::Direct(new)) = self.paths.real(&arrived_at) else {
+            return false;
+        };
+        let Some(own) = self.conns.get(&handle).map(|c| c.virtual_addr) else {
+            return false;
+        };
+        if !matches!(self.paths.real(&own), Some(RealPath::Direct(_))) {
+            return false;
+        }
+        let mut buf = Vec::new();
+        let again = self
+            .endpoint
+            .handle(now, own, None, None, BytesMut::from(packet), &mut buf);
+        let Some(DatagramEvent::ConnectionEvent(same, event)) = again else {
+            return false;
+        };
+        let Some(conn) = self.conns.get_mut(&same).filter(|_| same == handle) else {
+            return false;
+        };
+        let before = frames_received(&conn.quinn);
+        conn.quinn.handle_event(event);
+        if frames_received(&conn.quinn) == before {
+            return false;
+        }
+        self.paths.remove(&arrived_at);
+        if self.paths.switch(own, RealPath::Direct(new)).is_err() {
+            return false;
+        }
+        tracing::debug!(old = %conn.remote, %new, "the peer's address changed: following it");
+        conn.remote = new;
+        conn.quinn.path_changed(now);
+        self.counters.rebindings += 1;
+        true
     }
 
     /// Decides on an incoming handshake (docs of
@@ -169,4 +229,38 @@ impl Node {
             self.send_packet(virtual_addr, packet);
         }
     }
+}
+
+/// Frames quinn has decoded from the connection's packets so far: every
+/// kind counted, so any authentic new packet moves it.
+fn frames_received(quinn: &quinn_proto::Connection) -> u64 {
+    let f = quinn.stats().frame_rx;
+    [
+        f.acks,
+        f.ack_frequency,
+        f.crypto,
+        f.connection_close,
+        f.data_blocked,
+        f.datagram,
+        u64::from(f.handshake_done),
+        f.immediate_ack,
+        f.max_data,
+        f.max_stream_data,
+        f.max_streams_bidi,
+        f.max_streams_uni,
+        f.new_connection_id,
+        f.new_token,
+        f.path_challenge,
+        f.path_response,
+        f.ping,
+        f.reset_stream,
+        f.retire_connection_id,
+        f.stream_data_blocked,
+        f.streams_blocked_bidi,
+        f.streams_blocked_uni,
+        f.stop_sending,
+        f.stream,
+    ]
+    .iter()
+    .sum()
 }

@@ -209,6 +209,9 @@ pub struct NodeCounters {
     /// timer, a stream written) are driven, so this grows with the work
     /// done, not with the connections open.
     pub connection_polls: u64,
+    /// Connections that followed their peer to a new address (NAT
+    /// rebinding, roaming) on an authentic packet from it.
+    pub rebindings: u64,
 }
 
 /// A DHT request we serve, waiting for the DHT's answer.

@@ -202,6 +202,13 @@ pub enum NatEvent {
         /// The external endpoint it got instead.
         external: SocketAddr,
     },
+    /// The NAT rebooted: every mapping and conntrack entry is gone.
+    Rebooted {
+        /// Its external IP from now on.
+        external_ip: IpAddr,
+        /// Whether the ports mapped before are never used again.
+        new_ports: bool,
+    },
 }
 
 impl fmt::Display for NatEvent {
@@ -237,6 +244,13 @@ impl fmt::Display for NatEvent {
                 f,
                 "conntrack quirk: {internal} toward {remote} cannot use port {avoided}, got {external}"
             ),
+            Self::Rebooted {
+                external_ip,
+                new_ports,
+            } => {
+                let ports = if *new_ports { ", new ports" } else { "" };
+                write!(f, "rebooted as {external_ip}{ports}")
+            }
         }
     }
 }
@@ -314,6 +328,8 @@ pub struct Nat {
     /// Unreplied conntrack entries (external port, remote) and their expiry.
     unreplied: BTreeMap<(u16, SocketAddr), Instant>,
     next_port: u16,
+    /// Ports a reboot took out of use (the same IP, new ports).
+    retired: BTreeSet<u16>,
     log: Vec<NatLogEntry>,
 }
 
@@ -332,8 +348,14 @@ impl Nat {
             by_port: BTreeMap::new(),
             unreplied: BTreeMap::new(),
             next_port,
+            retired: BTreeSet::new(),
             log: Vec::new(),
         }
+    }
+
+    /// Its id in the world.
+    pub fn id(&self) -> NatId {
+        self.id
     }
 
     /// The configuration.
@@ -360,6 +382,26 @@ impl Nat {
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
         let bindings = self.bindings.values().map(|b| b.expires);
         bindings.chain(self.unreplied.values().copied()).min()
+    }
+
+    /// Reboots the NAT at `now` (a conntrack flush, a power cycle): every
+    /// mapping and conntrack entry is forgotten; its external IP becomes
+    /// `external_ip`; with `new_ports` the ports mapped so far are never
+    /// handed out again (the same IP, new ports), otherwise a
+    /// port-preserving NAT maps flows to the same ports again.
+    pub(crate) fn reboot(&mut self, now: Instant, external_ip: IpAddr, new_ports: bool) {
+        if new_ports {
+            self.retired.extend(self.by_port.keys().copied());
+        }
+        self.bindings.clear();
+        self.by_port.clear();
+        self.unreplied.clear();
+        self.external_ip = external_ip;
+        let rebooted = NatEvent::Rebooted {
+            external_ip,
+            new_ports,
+        };
+        self.note(now, rebooted);
     }
 
     /// Removes what timed out by `now`, logging each mapping at its expiry.
@@ -535,7 +577,10 @@ impl Nat {
         remote: SocketAddr,
     ) -> Option<u16> {
         let usable = |nat: &Self, p: u16| {
-            p >= FIRST_PORT && !nat.by_port.contains_key(&p) && !nat.blocked(p, remote)
+            p >= FIRST_PORT
+                && !nat.by_port.contains_key(&p)
+                && !nat.retired.contains(&p)
+                && !nat.blocked(p, remote)
         };
         let step = match self.config.ports {
             PortAllocation::Preserving if usable(self, internal_port) => {

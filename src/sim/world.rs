@@ -232,6 +232,29 @@ where
         self.drain(host);
     }
 
+    /// Reboots a NAT (see [`Nat`]'s reboot): every mapping is gone, its
+    /// external IP becomes `new_ip` (when given) and with `new_ports` it
+    /// never maps to the ports it used before. Packets in flight to the old
+    /// IP are dropped when they arrive.
+    ///
+    /// # Panics
+    /// If `new_ip` is already taken on the NAT's outside network.
+    pub fn reboot_nat(&mut self, nat: NatId, new_ip: Option<IpAddr>, new_ports: bool) {
+        let outside = self.nats[nat.0].outside;
+        let old_ip = self.nats[nat.0].nat.external_ip();
+        let ip = new_ip.unwrap_or(old_ip);
+        if ip != old_ip {
+            assert!(
+                !self.ip_taken(outside, ip),
+                "{ip} is already taken on {outside:?}"
+            );
+            self.nats_at.remove(&(outside, old_ip));
+            self.nats_at.insert((outside, ip), nat);
+        }
+        let now = self.now;
+        self.nats[nat.0].nat.reboot(now, ip, new_ports);
+    }
+
     /// Replaces a host's link (to degrade it, or cut it with loss 1.0);
     /// packets already in flight keep their fate.
     pub fn set_host_link(&mut self, host: HostId, link: Link) {
