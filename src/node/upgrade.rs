@@ -134,6 +134,11 @@ impl Node {
             }
             UpgradeOutput::FallBack { conn, path } => {
                 self.instruments.metrics.nat_fallbacks += 1;
+                // Our NAT may have rebooted or remapped: learn our address
+                // again before the opener punches anew.
+                if self.config.reach.auto_discover {
+                    self.reach.handle_discover(now);
+                }
                 let Some(&handle) = self.by_pool_id.get(&conn) else {
                     return;
                 };

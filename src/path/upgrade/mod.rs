@@ -14,7 +14,8 @@
 //! changed) and keeps the circuit as backup: packets still arriving over it
 //! reach the same connection. A [`Liveness`] watches the direct path; when it
 //! stops answering the connection falls back to the circuit at once, and the
-//! opener offers a new punch after [`UpgradeConfig::retry_after`].
+//! opener offers a new punch after [`UpgradeConfig::repunch_after`] (after a
+//! failed punch, [`UpgradeConfig::retry_after`]).
 //!
 //! Connections are named by [`ConnId`]; the Node describes one as a
 //! [`PunchLink`] when it hands the machine an input about it.
@@ -67,9 +68,14 @@ pub struct UpgradeConfig {
     pub keepalive: Duration,
     /// Unanswered liveness probes in a row after which the direct path is dead (default 4).
     pub dead_after: u32,
-    /// After a failed or lost direct path, the opener punches again this much later
-    /// (default 60 s).
+    /// After a failed punch, the opener punches again this much later (default 60 s).
     pub retry_after: Duration,
+    /// After a direct path died (a NAT rebooted or remapped, a peer roamed), the
+    /// opener punches again this much later (default 2 s): the NATs allowed a direct
+    /// path a moment ago, so one is likely again once both ends know their new
+    /// addresses (the Node runs NAT discovery again at the fall back). Should that
+    /// punch fail, the next waits [`UpgradeConfig::retry_after`].
+    pub repunch_after: Duration,
     /// PUNCH_OFFER and PUNCH_SYNC frames taken per connection, together (default one
     /// per 10 s, bursts of 4: an honest opener sends two per punch and punches again
     /// only after [`UpgradeConfig::retry_after`]). Frames over it are dropped unanswered
@@ -85,6 +91,7 @@ impl Default for UpgradeConfig {
             keepalive: Duration::from_millis(100),
             dead_after: 4,
             retry_after: Duration::from_secs(60),
+            repunch_after: Duration::from_secs(2),
             offer_limit: Bucket {
                 interval: Duration::from_secs(10),
                 burst: 4,

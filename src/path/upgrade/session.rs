@@ -408,7 +408,7 @@ impl Upgrades {
             return;
         };
         let retry = (s.role == Role::Opener)
-            .then(|| now.checked_add(self.config.retry_after))
+            .then(|| now.checked_add(self.config.repunch_after))
             .flatten();
         s.stage = Stage::Relayed(retry);
         let (peer, path) = (s.peer, s.relay_path);

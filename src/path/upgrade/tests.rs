@@ -146,8 +146,8 @@ fn the_direct_path_is_left_for_the_relay_when_it_stops_answering() {
         ]
     );
     assert_eq!(a.machine.counters().fallbacks, 1);
-    // The opener punches again after `retry_after`, not before.
-    let retry = now + UpgradeConfig::default().retry_after;
+    // The opener punches again after `repunch_after`, not before.
+    let retry = now + UpgradeConfig::default().repunch_after;
     a.machine.handle_timeout(retry - Duration::from_millis(1));
     assert!(drain(&mut a.machine).is_empty());
     a.machine.handle_timeout(retry);
