@@ -1,12 +1,14 @@
 //! Relay → direct upgrade in the simulator: two private nodes behind Linux masquerade NATs
 //! (50 ms apart) connect through a public relay, punch, switch to the direct path, fall
 //! back to the relay when the direct route is cut, and upgrade again once it is restored —
-//! while a stream of numbered RPCs keeps running and loses nothing.
+//! while a stream of numbered RPCs keeps running and loses nothing; and a direct path whose
+//! NAT reboots follows the new address without falling back.
 #![cfg(feature = "sim")]
 
 mod common;
 
 use common::epoch;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use macula::node::PathChange;
@@ -61,4 +63,35 @@ fn a_relayed_connection_goes_direct_falls_back_when_cut_and_upgrades_again_losin
     let (calls, lost) = lab.finish();
     assert_eq!(lost, 0, "of {calls}");
     assert!(calls > 700, "{calls}");
+}
+
+#[test]
+fn a_direct_path_follows_a_rebooted_nat_to_its_new_address_losing_no_call() {
+    let pairing = Pairing::Separate(NatKind::Open, NatKind::LinuxMasquerade);
+    for (seed, new_ip, new_ports) in [
+        (21, Some(IpAddr::from([192, 0, 2, 200])), false),
+        (22, None, true),
+    ] {
+        let config = NodeLabConfig {
+            seed,
+            link_loss: 0.0,
+            ..NodeLabConfig::default()
+        };
+        let mut lab = NodeLab::new(pairing, &config, epoch());
+        lab.connect().expect("connected through the relay");
+        lab.calls_for(Duration::from_secs(3));
+        let [open, behind] = lab.sides();
+        assert_eq!(lab.world.machine(open).upgrade_counters().upgrades, 1);
+        // B's NAT reboots: B's packets come from a new address, and A's
+        // connection follows them there on the first authentic one.
+        lab.reboot_nat(1, new_ip, new_ports);
+        lab.calls_for(Duration::from_secs(3));
+        let (calls, lost) = lab.finish();
+        assert_eq!(lost, 0, "of {calls}");
+        assert_eq!(lab.world.machine(open).counters().rebindings, 1);
+        for host in [open, behind] {
+            let node = lab.world.machine(host);
+            assert_eq!(node.upgrade_counters().fallbacks, 0, "the path never died");
+        }
+    }
 }

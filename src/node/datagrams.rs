@@ -132,6 +132,9 @@ impl Node {
         tracing::debug!(old = %conn.remote, %new, "the peer's address changed: following it");
         conn.remote = new;
         conn.quinn.path_changed(now);
+        if let Some(pool_id) = conn.pool_id {
+            self.upgrades.handle_rebound(now, pool_id, new);
+        }
         self.counters.rebindings += 1;
         true
     }

@@ -63,6 +63,16 @@ impl Liveness {
         }
     }
 
+    /// The peer moved to `remote` (its NAT rebound; the connection followed
+    /// it on an authentic packet, which counts as hearing from it): watch
+    /// there from `now` on, forgetting the probes sent to the old address.
+    pub fn follow(&mut self, now: Instant, remote: SocketAddr) {
+        self.remote = remote;
+        self.outstanding.clear();
+        self.last_heard = self.last_heard.max(now);
+        self.next_probe = self.next_probe.min(now);
+    }
+
     /// Answers to our probes whose MESSAGE-INTEGRITY-SHA256 was missing or wrong (ignored).
     pub fn unauthenticated(&self) -> u64 {
         self.unauthenticated

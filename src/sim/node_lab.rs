@@ -15,7 +15,7 @@
 //! is the kind's true class. Both stand in for NAT discovery, which fills them in a node
 //! that runs it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -463,6 +463,17 @@ impl NodeLab {
     /// The two nodes' hosts (A, B).
     pub fn sides(&self) -> [HostId; 2] {
         self.sides
+    }
+
+    /// Reboots side `i`'s outermost NAT ([`World::reboot_nat`]): every mapping
+    /// is gone, its external IP becomes `new_ip` (when given), and with
+    /// `new_ports` it maps to ports it never used before.
+    ///
+    /// # Panics
+    /// If side `i` has no NAT.
+    pub fn reboot_nat(&mut self, i: usize, new_ip: Option<IpAddr>, new_ports: bool) {
+        let nat = *self.nats[i].last().expect("side has a NAT");
+        self.world.reboot_nat(nat, new_ip, new_ports);
     }
 
     /// Cuts (or restores) the route of the sides' direct path.

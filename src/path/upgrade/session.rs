@@ -366,6 +366,16 @@ impl Upgrades {
         }
     }
 
+    /// The Node moved `conn`'s direct path to `remote`, where the peer's
+    /// authentic packets now come from (its NAT rebound): the liveness
+    /// probes follow.
+    pub fn handle_rebound(&mut self, now: Instant, conn: ConnId, remote: SocketAddr) {
+        self.out.mark(now);
+        if let Some(Stage::Direct(_, live)) = self.sessions.get_mut(&conn).map(|s| &mut s.stage) {
+            live.follow(now, remote);
+        }
+    }
+
     /// The Node moved `conn` onto its direct path `remote`
     /// ([`UpgradeOutput::SwitchDirect`]): watch it.
     pub fn handle_switched(
