@@ -126,7 +126,33 @@ impl Node {
             return false;
         }
         self.paths.remove(&arrived_at);
-        if self.paths.switch(own, RealPath::Direct(new)).is_err() {
+        self.move_direct_path(now, handle, new)
+    }
+
+    /// Moves the direct path of connection `handle` to the peer's new
+    /// address `new` (it proved to be there: an authentic QUIC packet, or
+    /// an authenticated liveness probe), its liveness probes with it; true
+    /// when it moved. A relayed connection's path is the upgrade's to change.
+    pub(super) fn move_direct_path(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        new: SocketAddr,
+    ) -> bool {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return false;
+        };
+        if !matches!(
+            self.paths.real(&conn.virtual_addr),
+            Some(RealPath::Direct(_))
+        ) {
+            return false;
+        }
+        if self
+            .paths
+            .switch(conn.virtual_addr, RealPath::Direct(new))
+            .is_err()
+        {
             return false;
         }
         tracing::debug!(old = %conn.remote, %new, "the peer's address changed: following it");

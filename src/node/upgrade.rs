@@ -132,6 +132,11 @@ impl Node {
                         .handle_switched(now, conn, remote, rtt, elapsed);
                 }
             }
+            UpgradeOutput::PeerMoved { conn, remote } => {
+                if let Some(&handle) = self.by_pool_id.get(&conn) {
+                    self.move_direct_path(now, handle, remote);
+                }
+            }
             UpgradeOutput::FallBack { conn, path } => {
                 self.instruments.metrics.nat_fallbacks += 1;
                 // Our NAT may have rebooted or remapped: learn our address

@@ -126,6 +126,12 @@ impl Liveness {
             .retain(|_, sent| now.saturating_duration_since(*sent) <= window);
     }
 
+    /// True when the last two probe intervals brought no answer: the path
+    /// may be dying (the peer's NAT rebooted, say).
+    pub fn suspect(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_heard) >= self.interval.saturating_mul(2)
+    }
+
     /// True once nothing was answered for the dead window.
     pub fn is_dead(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.last_heard) >= self.window()

@@ -244,6 +244,7 @@ async fn run() -> Result<ExitCode, String> {
                     Event::PathChanged { path, .. } => {
                         print_path(driver.machine(), path);
                     }
+                    Event::Nat(report) => eprintln!("nat: {report:?}"),
                     _ => {}
                 }
             }
@@ -316,6 +317,10 @@ async fn run() -> Result<ExitCode, String> {
                     call,
                     result: Ok(payload),
                 }) => calls.answer(call, &payload),
+                Event::Nat(report) => {
+                    let at = now().saturating_duration_since(started).as_millis();
+                    eprintln!("+{at}ms nat: {report:?}");
+                }
                 _ => {}
             }
         }

@@ -216,6 +216,16 @@ pub enum UpgradeOutput {
         /// From the punch's agreed start to now.
         elapsed: Duration,
     },
+    /// The peer's authenticated probes now come from `remote`, while ours
+    /// to its old address go unanswered (its NAT rebooted or remapped):
+    /// move the connection's direct path there (and tell quinn). The
+    /// liveness watch already moved.
+    PeerMoved {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's new address.
+        remote: SocketAddr,
+    },
     /// Switch the connection's virtual address back to its relay circuit
     /// (and tell quinn): the direct path died.
     FallBack {
@@ -322,13 +332,24 @@ impl Upgrades {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) -> bool {
         self.out.mark(now);
         let mut taken = None;
+        let mut moved = false;
         for (conn, s) in self.sessions.iter_mut() {
             let before = s.unauthenticated();
             let took = match &mut s.stage {
                 Stage::Punching(p) => p.handle_datagram(now, from, payload),
                 Stage::Direct(p, live) => {
-                    live.handle_datagram(now, from, payload)
-                        || p.handle_datagram(now, from, payload)
+                    let answered = p.stats().answered;
+                    let took = live.handle_datagram(now, from, payload)
+                        || p.handle_datagram(now, from, payload);
+                    // An authentic probe of the peer from elsewhere while
+                    // ours go unanswered: the peer moved (a delayed probe of
+                    // the punch, while the path is healthy, moves nothing).
+                    moved =
+                        p.stats().answered > answered && from != live.remote() && live.suspect(now);
+                    if moved {
+                        live.follow(now, from);
+                    }
+                    took
                 }
                 _ => false,
             };
@@ -339,6 +360,10 @@ impl Upgrades {
             }
         }
         if let Some(conn) = taken {
+            if moved {
+                self.out
+                    .push(UpgradeOutput::PeerMoved { conn, remote: from });
+            }
             self.drain(now, conn);
         }
         taken.is_some()

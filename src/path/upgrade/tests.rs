@@ -417,3 +417,104 @@ fn spoofed_liveness_answers_keep_no_dead_path_alive() {
     assert_eq!(a.machine.counters().fallbacks, 1);
     assert!(a.machine.counters().unauthenticated > 0);
 }
+
+/// Makes the switch `outputs` ask `side` for; true when there was one.
+fn switch_if_asked(now: Instant, outputs: Vec<UpgradeOutput>, side: &mut Side) -> bool {
+    let mut switched = false;
+    for output in outputs {
+        if let UpgradeOutput::SwitchDirect {
+            conn,
+            remote,
+            rtt,
+            elapsed,
+        } = output
+        {
+            side.machine
+                .handle_switched(now, conn, remote, rtt, elapsed);
+            switched = true;
+        }
+    }
+    switched
+}
+
+/// Runs both sides in 5 ms steps until both switched to the direct path.
+fn punch_both(start: Instant, a: &mut Side, b: &mut Side) -> Instant {
+    let mut now = start;
+    let (mut a_direct, mut b_direct) = (false, false);
+    for _ in 0..400 {
+        a_direct |= switch_if_asked(now, deliver(now, a, b), a);
+        b_direct |= switch_if_asked(now, deliver(now, b, a), b);
+        if a_direct && b_direct {
+            return now;
+        }
+        now += Duration::from_millis(5);
+        a.machine.handle_timeout(now);
+        b.machine.handle_timeout(now);
+    }
+    panic!("the punch never succeeded on both sides");
+}
+
+#[test]
+fn a_peer_whose_probes_come_from_a_new_address_while_ours_go_unanswered_has_moved() {
+    let start = crate::test_epoch();
+    let mut a = side(1, "192.0.2.1:4000", 10, B);
+    let mut b = side(2, "192.0.2.2:5000", 20, A);
+    a.machine.handle_ready(start, a.link, true);
+    let mut now = punch_both(start, &mut a, &mut b);
+    drain(&mut a.machine);
+    drain(&mut b.machine);
+    // Healthy: a probe of B that comes from elsewhere (a late one of the
+    // punch, say) moves nothing.
+    let moved_to = addr("198.51.100.9:7000");
+    let mut outputs = Vec::new();
+    let mut probes_to = Vec::new();
+    for round in 0..40 {
+        now += Duration::from_millis(25);
+        a.machine.handle_timeout(now);
+        b.machine.handle_timeout(now);
+        // B's NAT reboots after 200 ms: A's probes to B's old address are
+        // lost from then on, B's now come from `moved_to`.
+        let rebooted = round >= 8;
+        for output in drain(&mut b.machine) {
+            if let UpgradeOutput::Transmit(t) = output {
+                let from = if rebooted || round == 2 {
+                    moved_to
+                } else {
+                    b.addr
+                };
+                a.machine.handle_datagram(now, from, &t.payload);
+            }
+        }
+        for output in drain(&mut a.machine) {
+            match output {
+                UpgradeOutput::Transmit(t) => {
+                    probes_to.push((round, t.destination));
+                    // B's NAT lets through what goes to B's address of the moment.
+                    let current = if rebooted { moved_to } else { b.addr };
+                    if t.destination == current {
+                        b.machine.handle_datagram(now, a.addr, &t.payload);
+                    }
+                }
+                other => outputs.push((round, other)),
+            }
+        }
+    }
+    let moves: Vec<_> = (outputs.iter())
+        .filter(|(_, o)| matches!(o, UpgradeOutput::PeerMoved { .. }))
+        .collect();
+    assert_eq!(moves.len(), 1, "{outputs:?}");
+    let (round, moved) = moves[0];
+    assert!(*round > 8, "only once ours went unanswered");
+    assert_eq!(
+        *moved,
+        UpgradeOutput::PeerMoved {
+            conn: a.link.conn,
+            remote: moved_to
+        }
+    );
+    assert!(
+        (probes_to.iter()).all(|&(r, to)| r <= *round || to == moved_to),
+        "A's probes follow B: {probes_to:?}"
+    );
+    assert_eq!(a.machine.counters().fallbacks, 0, "{outputs:?}");
+}
