@@ -80,18 +80,14 @@ fn deliver(now: Instant, from: &mut Side, to: &mut Side) -> Vec<UpgradeOutput> {
 fn punch(start: Instant, a: &mut Side, b: &mut Side) -> Instant {
     let mut now = start;
     for _ in 0..400 {
-        for output in deliver(now, a, b) {
-            if let UpgradeOutput::SwitchDirect {
-                conn,
-                remote,
-                rtt,
-                elapsed,
-            } = output
-            {
-                assert_eq!((conn, remote), (a.link.conn, b.addr));
-                a.machine.handle_switched(now, conn, remote, rtt, elapsed);
-                return now;
-            }
+        let outputs = deliver(now, a, b);
+        let asked = outputs.iter().find_map(|o| match o {
+            UpgradeOutput::SwitchDirect { conn, remote, .. } => Some((*conn, *remote)),
+            _ => None,
+        });
+        if switch_if_asked(now, outputs, a) {
+            assert_eq!(asked, Some((a.link.conn, b.addr)));
+            return now;
         }
         deliver(now, b, a);
         now += Duration::from_millis(5);
