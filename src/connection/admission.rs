@@ -54,7 +54,7 @@ use crate::scope::{IpPrefix, prefix};
 /// | handshakes_per_network | 16 new incoming handshakes per second per IPv4 /24 or IPv6 /48 (bursts of 64) |
 /// | pings_per_second | 20 PINGs answered per connection per second (bursts of as many) |
 /// | pings_before_close | 100 unanswered PINGs per second per connection (bursts of as many) before the connection is closed |
-/// | frames_per_second | 50,000 frames of one connection read per second (bursts of as many); more wait in QUIC's flow-control window |
+/// | frames_per_second | 20,000 frames of one connection read per second (bursts of as many); more wait in QUIC's flow-control window |
 /// | memory_budget | 256 MiB of buffered bytes over all connections |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdmissionConfig {
@@ -100,7 +100,7 @@ impl Default for AdmissionConfig {
             handshakes_per_network: 16,
             pings_per_second: 20,
             pings_before_close: 100,
-            frames_per_second: 50_000,
+            frames_per_second: 20_000,
             memory_budget: 256 << 20,
         }
     }

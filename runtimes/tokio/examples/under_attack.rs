@@ -77,7 +77,7 @@ fn main() {
     }
     let (mut child, contact) = spawn_victim();
     let honest_rt = runtime();
-    let attack_rt = runtime();
+    let attack_rt = attack_runtime();
     let caller = honest_rt.block_on(honest_caller(contact.clone()));
     let target = Target {
         addr: contact.addrs[0],
@@ -148,6 +148,34 @@ fn runtime() -> Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// The attackers' runtime: one worker thread at the lowest CPU priority
+/// (nice 19), so that on one machine it takes only the CPU time the victim
+/// and the honest caller leave idle, as an attacker on a host of its own
+/// would, and the table measures the victim's defences rather than the
+/// attacker's share of the machine. The flood is as fast as that time
+/// allows (the "attack units sent" column).
+fn attack_runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(lowest_priority)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Gives the calling thread the lowest CPU priority (nice 19).
+fn lowest_priority() {
+    // SAFETY: gettid and setpriority take and return plain integers; on
+    // Linux, PRIO_PROCESS with a thread id sets that one thread's nice value.
+    let failed = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) != 0
+    };
+    if failed {
+        eprintln!("cannot lower the attackers' priority: they compete for the CPU");
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -54,11 +54,11 @@ async fn echo(caller: &MaculaNode) -> Bytes {
 }
 
 #[tokio::test]
-async fn a_ping_flood_is_answered_at_a_bounded_rate_and_honest_calls_go_on() {
+async fn a_ping_flood_is_cut_off_and_honest_calls_go_on() {
     let (_seed, victim, honest, _registration) = pair().await;
     let stranger = Stranger::new([0x71; 32]);
     let (addr, id) = (victim.local_addr(), victim.node_id());
-    let (_conn, mut control, _pongs) = stranger.join(addr, id, stranger.hello(realm())).await;
+    let (conn, mut control, _pongs) = stranger.join(addr, id, stranger.hello(realm())).await;
     // 200,000 PINGs, PONGs never read.
     let pings: Vec<u8> = (0..200_000u64)
         .flat_map(|request_id| encode(&Message::from(Ping { request_id })))
@@ -72,12 +72,24 @@ async fn a_ping_flood_is_answered_at_a_bounded_rate_and_honest_calls_go_on() {
         sleep(Duration::from_millis(100)).await;
     }
     let _control = flood.await.unwrap();
+    // Far past the rate, the flooder was closed `protocol error` (2).
+    let closed = timeout(LIMIT, conn.closed()).await.expect("closed in time");
+    let quinn::ConnectionError::ApplicationClosed(close) = closed else {
+        panic!("not closed by the victim: {closed:?}");
+    };
+    assert_eq!(close.error_code.into_inner(), 2);
     let metrics = victim.metrics().await.unwrap();
-    let unanswered = *metrics
-        .admission
-        .refusals
-        .get(macula::metrics::AdmissionRefusal::PingRate);
-    assert!(unanswered > 0, "PINGs past the rate went unanswered");
+    let refusals = &metrics.admission.refusals;
+    use macula::metrics::AdmissionRefusal::{Flooding, PingRate};
+    assert!(
+        *refusals.get(PingRate) > 0,
+        "PINGs past the rate went unanswered"
+    );
+    assert_eq!(
+        *refusals.get(Flooding),
+        1,
+        "one connection closed for flooding"
+    );
 }
 
 #[tokio::test]
