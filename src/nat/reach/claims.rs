@@ -130,14 +130,14 @@ pub struct ClaimCheckStats {
 /// A connection's claim-check secret: the key and the tag its requests'
 /// transaction ids start with. `Debug` hides the key.
 #[derive(Clone, Debug)]
-pub struct ClaimKey {
+struct ClaimKey {
     key: IntegrityKey,
     tag: [u8; 8],
 }
 
 impl ClaimKey {
     /// Splits exported material ([`CLAIM_EXPORTER_LABEL`]) into key and tag.
-    pub fn from_material(material: &[u8; CLAIM_MATERIAL_LEN]) -> Self {
+    fn from_material(material: &[u8; CLAIM_MATERIAL_LEN]) -> Self {
         let mut key = [0u8; 32];
         let mut tag = [0u8; 8];
         key.copy_from_slice(&material[..32]);

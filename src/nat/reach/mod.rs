@@ -86,9 +86,7 @@ use crate::scope::{AddressPolicy, Scope};
 use crate::secret::Secret;
 use crate::wire::{DialBack, Limits, Message};
 
-pub use claims::{
-    CLAIM_EXPORTER_LABEL, CLAIM_MATERIAL_LEN, ClaimCheckConfig, ClaimCheckStats, ClaimKey,
-};
+pub use claims::{CLAIM_EXPORTER_LABEL, CLAIM_MATERIAL_LEN, ClaimCheckConfig, ClaimCheckStats};
 
 /// The bits of an IPv4 address that make one network for relay diversity.
 pub const RELAY_GROUP_V4_BITS: u8 = 24;
