@@ -41,6 +41,7 @@ fn inbound(contact: &Contact, server: bool) -> Inbound {
         server,
         claimed: contact.addrs.to_vec(),
         source: contact.addrs.first().copied(),
+        proven: Vec::new(),
     }
 }
 
@@ -1011,6 +1012,8 @@ fn claimed_addresses_are_handed_out_only_when_seen_as_the_source() {
         server: true,
         claimed: poisoned.clone(),
         source: Some("198.51.100.2:50000".parse().unwrap()),
+        // A check proved an address it does not claim: that proves nothing.
+        proven: vec!["198.51.100.2:4433".parse().unwrap()],
     };
     d.handle_request(t0, UNIX, &liar, RequestId(1), Request::Ping);
     assert_eq!(reply_of(&drain(&mut d)), Some(Response::Pong));
@@ -1025,6 +1028,7 @@ fn claimed_addresses_are_handed_out_only_when_seen_as_the_source() {
         server: true,
         claimed: vec!["[2001:db8::3]:4433".parse().unwrap(), source],
         source: Some(source),
+        proven: Vec::new(),
     };
     d.handle_request(t0, UNIX, &honest, RequestId(2), Request::Ping);
     let quiet = Inbound {
@@ -1032,8 +1036,27 @@ fn claimed_addresses_are_handed_out_only_when_seen_as_the_source() {
         server: true,
         claimed: vec![],
         source: Some("198.51.100.4:4433".parse().unwrap()),
+        proven: Vec::new(),
     };
     d.handle_request(t0, UNIX, &quiet, RequestId(3), Request::Ping);
+    // A server whose claim differs from its source enters once the claim
+    // answered a check, at the checked address only.
+    let checked: SocketAddr = "198.51.100.6:4433".parse().unwrap();
+    let mut behind = Inbound {
+        id: identity(6).node_id(),
+        server: true,
+        claimed: vec![checked, "192.0.2.66:4433".parse().unwrap()],
+        source: Some("198.51.100.60:4433".parse().unwrap()),
+        proven: Vec::new(),
+    };
+    d.handle_request(t0, UNIX, &behind, RequestId(5), Request::Ping);
+    assert!(!d.table().contains(&behind.id));
+    behind.proven = vec![checked];
+    d.handle_claims_verified(t0, &behind);
+    assert_eq!(
+        d.table().get(&behind.id).map(|c| c.addrs.to_vec()),
+        Some(vec![checked])
+    );
     drain(&mut d);
     let find = Request::FindNode {
         target: identity(9).node_id(),
@@ -1043,7 +1066,7 @@ fn claimed_addresses_are_handed_out_only_when_seen_as_the_source() {
         panic!("no reply")
     };
     let handed: Vec<SocketAddr> = closer.iter().flat_map(|c| c.addrs.clone()).collect();
-    assert_eq!(closer.len(), 3, "{closer:?}");
+    assert_eq!(closer.len(), 4, "{closer:?}");
     for a in &poisoned {
         assert!(!handed.contains(a), "{a} handed out");
     }
@@ -1101,6 +1124,7 @@ fn a_flooded_key_stays_readable_and_writable() {
         server: false,
         claimed: vec![],
         source: Some(SocketAddr::from(([203, 0, 113, i as u8], 4433))),
+        proven: Vec::new(),
     };
     // ttl u32::MAX: every record refused with a typed status.
     for (n, chunk) in flood(u32::MAX).chunks(16).enumerate() {

@@ -586,7 +586,7 @@ fn a_private_node_does_not_relay_by_default() {
         (counters.refused_disabled, counters.reservations_granted),
         (1, 0)
     );
-    // The public servers (DHT servers, presumed public) serve it.
+    // The public servers (strangers reached them: public) serve it.
     assert!(!lab.mesh.node(private).reserved_relays().is_empty());
 }
 
@@ -662,5 +662,106 @@ fn a_relay_that_drops_circuit_traffic_is_avoided_and_calls_succeed_again() {
         (counters.dead_circuits, counters.dead_relays),
         (2, 1),
         "two dead circuits made the relay dead"
+    );
+}
+
+/// Has `asker` ask `relay` for a reservation over their connection and
+/// runs until the answer: `Ok` when granted, the refusal's status otherwise.
+fn reservation_answer(
+    mesh: &mut Mesh,
+    asker: HostId,
+    relay: HostId,
+) -> Option<Result<(), macula::wire::RelayStatus>> {
+    let contact = mesh.contact(relay);
+    let relay_id = contact.id;
+    (mesh.world).with_machine(asker, |node, now| node.reserve(now, contact));
+    let mut answer = None;
+    mesh.drive(Duration::from_secs(20), |_, host, event| {
+        match event {
+            Event::Relay(RelayEvent::ReservationGranted { relay, .. })
+                if host == asker && relay == relay_id =>
+            {
+                answer = Some(Ok(()));
+            }
+            Event::Relay(RelayEvent::ReservationRefused { relay, status })
+                if host == asker && relay == relay_id =>
+            {
+                answer = Some(Err(status));
+            }
+            _ => {}
+        }
+        answer.is_some()
+    });
+    answer
+}
+
+#[test]
+fn in_auto_mode_a_public_node_relays_only_once_strangers_reached_it() {
+    use macula::relay::RelayMode;
+    use macula::wire::RelayStatus;
+    let mut mesh = Mesh::new(41, epoch());
+    mesh.set_link(Link::with_latency(Duration::from_millis(5)));
+    let server = |mode: RelayMode| {
+        move |c: &mut NodeConfig| {
+            c.dht.mode = Mode::Server;
+            c.reach.auto_discover = false;
+            c.relay.mode = mode;
+        }
+    };
+    // Public DHT servers that run no discovery. S only dials out (to T), so
+    // nothing tells it that it is reachable; T is dialed by a stranger.
+    let t = mesh.add_public(public_addr(1, PORT), server(RelayMode::Auto));
+    let s = mesh.add_public(public_addr(2, PORT), server(RelayMode::Auto));
+    assert!(mesh.bootstrap(t, &[s]), "joined");
+    let reach = |mesh: &Mesh, h: HostId| mesh.node(h).reachability();
+    assert_eq!(reach(&mesh, t), Reachability::Public, "a stranger dialed T");
+    assert_eq!(reach(&mesh, s), Reachability::Undetermined);
+    // T asks S over the connection S opened, and the other way round.
+    let disabled = Some(Err(RelayStatus::RelayDisabled));
+    assert_eq!(
+        reservation_answer(&mut mesh, t, s),
+        disabled,
+        "undetermined"
+    );
+    assert_eq!(
+        reservation_answer(&mut mesh, s, t),
+        Some(Ok(())),
+        "T is public"
+    );
+
+    // A node behind a NAT joins through S: a stranger reached it.
+    let internet = mesh.world.internet();
+    let (_, inside) = mesh.world.add_nat(
+        internet,
+        IpAddr::from([203, 0, 113, 7]),
+        Link::with_latency(Duration::from_millis(5)),
+        NatConfig::port_restricted_cone(),
+    );
+    let private = mesh.add_node(inside, SocketAddr::from(([192, 168, 7, 2], 4433)), |c| {
+        c.dht.mode = Mode::Client;
+        c.reach.auto_discover = false;
+    });
+    assert!(mesh.bootstrap(s, &[private]), "joined through S");
+    assert_eq!(reach(&mesh, s), Reachability::Public);
+    assert_eq!(mesh.node(s).reach_stats().unsolicited_inbound, 1);
+    assert_eq!(
+        reservation_answer(&mut mesh, t, s),
+        Some(Ok(())),
+        "S relays now"
+    );
+    // The private node itself never relays: no address of it is global.
+    assert_eq!(reach(&mesh, private), Reachability::Undetermined);
+    assert_eq!(reservation_answer(&mut mesh, s, private), disabled);
+
+    // Always and Never do not look at reachability.
+    let always = mesh.add_public(public_addr(3, PORT), server(RelayMode::Always));
+    let never = mesh.add_public(public_addr(4, PORT), server(RelayMode::Never));
+    assert!(mesh.bootstrap(t, &[always, never]), "joined");
+    assert_eq!(reservation_answer(&mut mesh, t, always), Some(Ok(())));
+    assert_eq!(reservation_answer(&mut mesh, private, never), disabled);
+    assert_eq!(
+        reach(&mesh, never),
+        Reachability::Public,
+        "reached, still off"
     );
 }

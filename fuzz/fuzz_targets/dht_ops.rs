@@ -131,6 +131,9 @@ fuzz_target!(|data: &[u8]| {
                     server: choices.byte() % 2 == 0,
                     claimed: from.addrs.iter().copied().collect(),
                     source,
+                    proven: (choices.byte() % 2 == 0)
+                        .then(|| from.addrs.iter().copied().collect())
+                        .unwrap_or_default(),
                 };
                 dht.handle_request(
                     now,

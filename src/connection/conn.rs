@@ -110,6 +110,10 @@ pub struct Conn {
     bounds: Bounds,
     /// What this connection counts against in admission (inbound only).
     pub ticket: Ticket,
+    /// Inbound only: its first packet came unsolicited from a stranger
+    /// ([`crate::nat::reach::Reach::is_unsolicited`]), evidence that we are
+    /// publicly reachable once its CONNECT is accepted.
+    pub unsolicited: bool,
     /// PINGs answered and left unanswered, at most so many a second
     /// (made at the first PING).
     pings: Option<PingBudget>,
@@ -204,6 +208,7 @@ impl Conn {
             parked: VecDeque::new(),
             bounds,
             ticket: Ticket::default(),
+            unsolicited: false,
             pings: None,
             pace: None,
             resume_at: None,

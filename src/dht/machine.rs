@@ -56,11 +56,14 @@ pub enum DhtError {
 /// The listen addresses a peer claims in its CONNECT are its own say-so: a
 /// stranger can claim a victim's address, and whoever dials the contacts we
 /// hand out would send to the victim. So a claimed address is handed out
-/// only once verified, which here means it is the address the peer's
-/// packets come from; a server that claims nothing is handed out at that
-/// source address. A peer whose claims all differ from its source (or that
-/// comes over a relay) does not enter the routing table this way; it may
-/// still enter when we reach it at an address learned in a lookup.
+/// only once verified: it is the address the peer's packets come from, or
+/// it answered a dial-back (a claim check, [`crate::nat::reach`], whose
+/// answer only the peer at the other end of our connection can give); a
+/// server that claims nothing is handed out at its source address. A peer
+/// with no verified address (every claim differs from its source and none
+/// answered a check yet, or it comes over a relay and has none checked)
+/// does not enter the routing table this way; it may still enter when we
+/// reach it at an address learned in a lookup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inbound {
     /// The peer's node id (authenticated by the TLS handshake).
@@ -71,24 +74,38 @@ pub struct Inbound {
     pub claimed: Vec<SocketAddr>,
     /// The address its packets come from; `None` over a relay.
     pub source: Option<SocketAddr>,
+    /// Claimed addresses that answered a claim check (only those it still
+    /// claims count).
+    pub proven: Vec<SocketAddr>,
 }
 
 impl Inbound {
-    /// The claimed addresses that are verified (module docs); the source
-    /// when nothing is claimed.
+    /// The claimed addresses that are verified (type docs): the one equal
+    /// to the source first, then those proven by a check; the source when
+    /// nothing is claimed.
     fn verified(&self) -> SmallVec<[SocketAddr; 2]> {
-        let Some(source) = self.source else {
-            return SmallVec::new();
-        };
-        if self.claimed.is_empty() {
-            return SmallVec::from_elem(source, 1);
-        }
         let canonical = |a: &SocketAddr| (a.ip().to_canonical(), a.port());
-        (self.claimed.iter())
-            .filter(|a| canonical(a) == canonical(&source))
-            .take(1)
-            .copied()
-            .collect()
+        let mut addrs: SmallVec<[SocketAddr; 2]> = SmallVec::new();
+        match self.source {
+            Some(source) if self.claimed.is_empty() => addrs.push(source),
+            Some(source) => addrs.extend(
+                (self.claimed.iter())
+                    .filter(|a| canonical(a) == canonical(&source))
+                    .take(1)
+                    .copied(),
+            ),
+            None => {}
+        }
+        for proven in &self.proven {
+            let claimed = self
+                .claimed
+                .iter()
+                .any(|a| canonical(a) == canonical(proven));
+            if claimed && !addrs.iter().any(|a| canonical(a) == canonical(proven)) {
+                addrs.push(*proven);
+            }
+        }
+        addrs
     }
 }
 
@@ -680,6 +697,29 @@ impl Dht {
         self.end(now);
     }
 
+    /// A claimed address of `from` answered its check since its last
+    /// request: a server enters the table at its verified addresses now.
+    pub fn handle_claims_verified(&mut self, now: Instant, from: &Inbound) {
+        self.begin(now);
+        if from.id != self.local && self.config.mode == Mode::Server {
+            self.admit_server(now, from);
+        }
+        self.end(now);
+    }
+
+    /// A DHT server that talked to us enters the table at its verified
+    /// addresses ([`Inbound`]); one with none is counted.
+    fn admit_server(&mut self, now: Instant, from: &Inbound) {
+        if !from.server {
+            return;
+        }
+        let addrs = from.verified();
+        if addrs.is_empty() && !from.claimed.is_empty() {
+            self.metrics.unverified_claims += 1;
+        }
+        self.seen_alive(now, Contact { id: from.id, addrs });
+    }
+
     fn serve(
         &mut self,
         now: Instant,
@@ -698,13 +738,7 @@ impl Dht {
             self.metrics.inbound_overloaded += 1;
             return Some(Response::Error(ErrorCode::Overloaded));
         }
-        if from.server {
-            let addrs = from.verified();
-            if addrs.is_empty() && !from.claimed.is_empty() {
-                self.metrics.unverified_claims += 1;
-            }
-            self.seen_alive(now, Contact { id: from.id, addrs });
-        }
+        self.admit_server(now, from);
         self.metrics.requests_served += 1;
         let (k, max) = (self.config.k, self.config.max_reply_bytes);
         Some(match request {

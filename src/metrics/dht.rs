@@ -32,7 +32,7 @@ label_enum!(
 impl Metrics {
     /// Copies the DHT's monotonic limit counters.
     pub fn copy_dht_counters(&mut self, dht: &DhtMetrics) {
-        let values = [
+        self.dht_limit_hits.set_each([
             (DhtLimit::RecordTime, dht.records_bad_time),
             (DhtLimit::Quota, dht.records_over_quota),
             (DhtLimit::Full, dht.records_refused_full),
@@ -42,10 +42,7 @@ impl Metrics {
             (DhtLimit::Unverified, dht.unverified_claims),
             (DhtLimit::TableDiversity, dht.table_crowded),
             (DhtLimit::LookupDiversity, dht.lookup_crowded),
-        ];
-        for (limit, value) in values {
-            *self.dht_limit_hits.get_mut(limit) = value;
-        }
+        ]);
     }
 }
 

@@ -85,6 +85,14 @@ impl<L: LabelValue, T, const N: usize> PerLabel<L, T, N> {
         &mut self.values[label.index()]
     }
 
+    /// Sets the value of each label in `values` (counters copied from a
+    /// child's own counts).
+    pub fn set_each(&mut self, values: impl IntoIterator<Item = (L, T)>) {
+        for (label, value) in values {
+            *self.get_mut(label) = value;
+        }
+    }
+
     /// Every label value with its value, in export order.
     pub fn iter(&self) -> impl Iterator<Item = (L, &T)> + '_ {
         L::ALL.iter().copied().zip(self.values.iter())

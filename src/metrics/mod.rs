@@ -48,7 +48,9 @@ pub use histogram::{CONNECTION_DURATION_BOUNDS, Histogram, LATENCY_BOUNDS, MAX_B
 pub(crate) use labels::label_enum;
 pub use labels::{Label, LabelValue, PerLabel};
 pub use messaging::{CallRefusal, PublishDrop};
-pub use nat::{ConnectionPath, NatRefusal, NatType, PunchCounts, PunchPairs, PunchResult};
+pub use nat::{
+    ClaimCheckResult, ConnectionPath, NatRefusal, NatType, PunchCounts, PunchPairs, PunchResult,
+};
 pub use relay::{RelayDrop, RelayRefusal, ReservationChange};
 
 label_enum!(
@@ -490,6 +492,12 @@ pub const NAT_REFUSALS: Family = Family::counter(
     "Dial-back and hole-punch requests, candidates and probes this node refused or ignored, by reason",
 );
 
+/// `nat_claim_checks_total`.
+pub const NAT_CLAIM_CHECKS: Family = Family::counter(
+    "nat_claim_checks_total",
+    "Checks of the listen addresses DHT servers claim (a dial-back each), by result",
+);
+
 /// Every family a [`Metrics`] exports, in [`Metrics::visit`] order.
 pub const FAMILIES: &[Family] = &[
     DHT_STORE_OPERATIONS,
@@ -522,6 +530,7 @@ pub const FAMILIES: &[Family] = &[
     NAT_UPGRADE_TIME,
     NAT_FALLBACKS,
     NAT_REFUSALS,
+    NAT_CLAIM_CHECKS,
     admission::P2P_ADMISSION_REFUSALS,
     admission::P2P_HANDSHAKES_IN_PROGRESS,
     admission::P2P_CONNECTIONS_AWAITING_CONNECT,
@@ -593,6 +602,8 @@ pub struct Metrics {
     pub nat_fallbacks: u64,
     /// Dial-back and punch refusals, by reason.
     pub nat_refusals: PerLabel<NatRefusal, u64, 5>,
+    /// Checks of claimed listen addresses, by result.
+    pub nat_claim_checks: PerLabel<ClaimCheckResult, u64, 5>,
     /// What admission turned away, and the handshakes and connections it
     /// holds now.
     pub admission: AdmissionMetrics,
@@ -638,6 +649,7 @@ impl Metrics {
             nat_upgrade_time: Histogram::new(LATENCY_BOUNDS),
             nat_fallbacks: 0,
             nat_refusals: PerLabel::default(),
+            nat_claim_checks: PerLabel::default(),
             admission: AdmissionMetrics::default(),
         }
     }
@@ -781,6 +793,7 @@ impl Metrics {
         );
         visitor.family(&NAT_FALLBACKS, &[counter(self.nat_fallbacks)]);
         visitor.family(&NAT_REFUSALS, &counters(&self.nat_refusals));
+        visitor.family(&NAT_CLAIM_CHECKS, &counters(&self.nat_claim_checks));
     }
 }
 

@@ -26,23 +26,51 @@ label_enum!(
     }
 );
 
+label_enum!(
+    /// How checks of claimed listen addresses went
+    /// (`nat_claim_checks_total`, docs/PROTOCOL.md §12.4).
+    ClaimCheckResult, "result", {
+        /// A probe sent to a claimed address.
+        Probed => "probed",
+        /// A claimed address answered under its connection's key: handed
+        /// out from now on.
+        Verified => "verified",
+        /// No valid answer in time: never handed out.
+        Failed => "failed",
+        /// A claimed address not probed: address policy, or a bound
+        /// (pending checks, per network, per target IP, remembered
+        /// addresses).
+        Refused => "refused",
+        /// A request or answer with our tag or transaction id that did not
+        /// verify or came from elsewhere, or a valid request over the
+        /// answer rate.
+        Ignored => "ignored",
+    }
+);
+
 impl super::Metrics {
-    /// Copies the refusal counters the reachability and upgrade children keep.
+    /// Copies the refusal and claim-check counters the reachability and
+    /// upgrade children keep.
     pub fn copy_nat_refusals(
         &mut self,
         reach: &crate::nat::reach::ReachStats,
         upgrades: &crate::path::upgrade::UpgradeCounters,
     ) {
-        let values = [
+        self.nat_refusals.set_each([
             (NatRefusal::DialBackProbe, reach.probe_requests_refused),
             (NatRefusal::DialBackTarget, reach.probe_targets_refused),
             (NatRefusal::PunchRateLimit, upgrades.frames_rate_limited),
             (NatRefusal::PunchCandidate, upgrades.candidates_refused),
             (NatRefusal::Unauthenticated, upgrades.unauthenticated),
-        ];
-        for (reason, n) in values {
-            *self.nat_refusals.get_mut(reason) = n;
-        }
+        ]);
+        let claims = &reach.claim_checks;
+        self.nat_claim_checks.set_each([
+            (ClaimCheckResult::Probed, claims.probed),
+            (ClaimCheckResult::Verified, claims.verified),
+            (ClaimCheckResult::Failed, claims.failed),
+            (ClaimCheckResult::Refused, claims.refused),
+            (ClaimCheckResult::Ignored, claims.ignored),
+        ]);
     }
 }
 

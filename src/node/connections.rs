@@ -152,6 +152,7 @@ impl Node {
                     conn.pooled = true;
                     self.pool.handle_connected(now, peer, pool_id);
                 }
+                self.reach_key_conn(handle);
             }
             Direction::Inbound => self.accept_streams(now, handle),
         }
@@ -421,6 +422,15 @@ impl Node {
             self.refuse(now, handle, DisconnectReason::RealmMismatch, detail);
             return;
         }
+        if conn.direction == Direction::Inbound {
+            // Before the connection is ready (a change of capabilities is
+            // told to the others; our answer names the new ones) and before
+            // the requests held for this CONNECT are served.
+            self.reach_unsolicited(now, handle);
+        }
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
         let direction = conn.direction;
         let remote = conn.remote;
         let remote_virtual = conn.virtual_addr;
@@ -440,6 +450,7 @@ impl Node {
             if let Some(conn) = self.conns.get_mut(&handle) {
                 conn.pooled = true;
             }
+            self.reach_key_conn(handle);
         }
         // The DHT re-arms the waits of lookups that waited for this
         // connection: from now on they wait one exchange plus slack.
@@ -530,28 +541,17 @@ impl Node {
         message: Message,
     ) {
         let batch = matches!(message, Message::StoreBatch(_));
-        let Some(conn) = self.conns.get_mut(&handle) else {
-            return;
-        };
-        let (Some(peer), Some(hello)) = (conn.peer, conn.hello.as_ref()) else {
+        let Some(from) = self.dht_inbound(handle) else {
             return;
         };
         let Some((request_id, request)) = dht_wire::request_from_wire(message) else {
             self.misrouted(handle, stream);
             return;
         };
-        // The DHT hands out only what it verified (`dht::Inbound`). A relayed
-        // peer's `remote` is a virtual address, which means nothing to
-        // anyone else.
-        let from = dht::Inbound {
-            id: peer,
-            server: hello.capabilities.contains(Capabilities::DHT_SERVER),
-            claimed: hello.listen_addrs.clone(),
-            source: Some(conn.remote).filter(|a| !PathTable::is_virtual(a)),
-        };
+        self.check_claims(now, handle, &from);
         self.serving.insert(
             PeerRequest {
-                peer,
+                peer: from.id,
                 request_id: request_id.0,
             },
             Serving {
@@ -563,6 +563,22 @@ impl Node {
         let unix_ms = self.unix_ms(now);
         self.dht
             .handle_request(now, unix_ms, &from, request_id, request);
+    }
+
+    /// Who a ready connection's peer is, as the DHT judges it
+    /// (`dht::Inbound`: it hands out only what is verified). A relayed
+    /// peer's `remote` is a virtual address, which means nothing to anyone
+    /// else.
+    pub(super) fn dht_inbound(&self, handle: ConnectionHandle) -> Option<dht::Inbound> {
+        let conn = self.conns.get(&handle)?;
+        let (peer, hello) = (conn.peer?, conn.hello.as_ref()?);
+        Some(dht::Inbound {
+            id: peer,
+            server: hello.capabilities.contains(Capabilities::DHT_SERVER),
+            claimed: hello.listen_addrs.clone(),
+            source: Some(conn.remote).filter(|a| !PathTable::is_virtual(a)),
+            proven: self.reach.proven_addrs(&peer).to_vec(),
+        })
     }
 
     /// Closes the connections whose peer's CONNECT did not come by the
@@ -754,6 +770,9 @@ impl Node {
         };
         self.admission.release(std::mem::take(&mut conn.ticket));
         self.upgrade_forget(conn.pool_id);
+        if let Some(pool_id) = conn.pool_id {
+            self.reach.handle_peer_gone(pool_id);
+        }
         let shared = self
             .conns
             .values()

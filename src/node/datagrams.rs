@@ -24,7 +24,8 @@ impl Node {
                 let path = RealPath::Direct(datagram.remote);
                 let known = self.paths.lookup(&path).is_some();
                 let virtual_addr = self.paths.virtual_for(path);
-                let taken = self.handle_quic(now, virtual_addr, datagram.remote, &datagram.payload);
+                let arrival = Some((datagram.local, datagram.remote));
+                let taken = self.handle_quic(now, virtual_addr, arrival, &datagram.payload);
                 if !known && !taken && !self.retry_holds.holds(&virtual_addr) {
                     // A source that started no connection leaves no trace
                     // (a flood from many ports must not grow the table).
@@ -43,14 +44,15 @@ impl Node {
     }
 
     /// Hands one QUIC packet that came over the path of `virtual_addr` to
-    /// quinn. `remote` is what the application hears as the peer's address
-    /// (the UDP address, or the virtual address of a circuit). True when a
-    /// connection took it (an existing one, or one it started).
+    /// quinn. `arrival` is the (local, remote) pair of a UDP datagram; `None`
+    /// for a packet out of a relay circuit, whose peer the application hears
+    /// at the virtual address. True when a connection took it (an existing
+    /// one, or one it started).
     pub(super) fn handle_quic(
         &mut self,
         now: Instant,
         virtual_addr: SocketAddr,
-        remote: SocketAddr,
+        arrival: Option<(SocketAddr, SocketAddr)>,
         packet: &[u8],
     ) -> bool {
         let mut buf = Vec::new();
@@ -72,7 +74,7 @@ impl Node {
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
-                self.admit(now, incoming, virtual_addr, remote, &mut buf)
+                self.admit(now, incoming, virtual_addr, arrival, &mut buf)
             }
             Some(DatagramEvent::Response(transmit)) => {
                 self.push_endpoint_transmit(&transmit, &buf);
@@ -173,9 +175,10 @@ impl Node {
         now: Instant,
         incoming: Incoming,
         virtual_addr: SocketAddr,
-        remote: SocketAddr,
+        arrival: Option<(SocketAddr, SocketAddr)>,
         buf: &mut Vec<u8>,
     ) -> bool {
+        let remote = arrival.map_or(virtual_addr, |(_, remote)| remote);
         // A circuit's handshake has no source of its own: the relay limits it.
         let source = (!PathTable::is_virtual(&remote)).then(|| remote.ip());
         let validated = incoming.remote_address_validated();
@@ -191,6 +194,11 @@ impl Node {
                         self.config.buffer_bounds(),
                     );
                     conn.ticket = self.admission.admitted(source);
+                    // Checked before we answer: our answer makes its source
+                    // one we sent to.
+                    conn.unsolicited = arrival.is_some_and(|(local, remote)| {
+                        self.reach.is_unsolicited(now, local, remote)
+                    });
                     self.conns.insert(handle, conn);
                     self.retry_holds.claim(&virtual_addr);
                     return true;

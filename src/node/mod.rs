@@ -314,9 +314,8 @@ impl Node {
         };
         let reach = Reach::new(&config.reach, setup, &secret);
         let upgrades = Upgrades::new(config.upgrade.clone(), policy, secret.derive("punch-tags"));
-        let mut relay_server = RelayServer::new(config.relay);
-        let undetermined = crate::peer_record::Reachability::Undetermined;
-        relay_server.handle_public(now, reach::presumed_public(undetermined, dht.mode()));
+        // RelayMode::Auto serves once reachability says public.
+        let relay_server = RelayServer::new(config.relay);
         let relay_client = RelayClient::new(config.request_timeout, &config.relay);
         let requests = Exchanges::new(Some(config.request_timeout));
         let admission = AdmissionControl::new(config.admission);

@@ -12,7 +12,7 @@ use crate::contract::{Child, Datagram, Output};
 use crate::dht::{self, DhtEvent, Mode};
 use crate::id::{NodeId, RecordKey};
 use crate::nat::discovery::NatReport;
-use crate::nat::reach::{ReachOutput, ReachView};
+use crate::nat::reach::{CLAIM_EXPORTER_LABEL, CLAIM_MATERIAL_LEN, ReachOutput, ReachView};
 use crate::peer_record::{PeerRecord, Reachability};
 use crate::wire::Message;
 
@@ -125,6 +125,62 @@ impl Node {
         self.reach.handle_relays_changed(self.last_now, failed);
     }
 
+    /// The reachability side keeps the claim-check secret of a connection
+    /// (exported from its TLS session) from when it has a pool id: a
+    /// dialer's at its handshake, before it sends anything a peer could
+    /// check; an acceptor's at the peer's CONNECT.
+    pub(super) fn reach_key_conn(&mut self, handle: ConnectionHandle) {
+        let Some(conn) = self.conns.get(&handle) else {
+            return;
+        };
+        let (Some(pool_id), Some(peer)) = (conn.pool_id, conn.peer) else {
+            return;
+        };
+        let mut material = [0u8; CLAIM_MATERIAL_LEN];
+        let exported = (conn.quinn.crypto_session())
+            .export_keying_material(&mut material, CLAIM_EXPORTER_LABEL, &[])
+            .is_ok();
+        if exported {
+            self.reach.handle_peer_ready(pool_id, peer, &material);
+        }
+    }
+
+    /// An inbound connection's CONNECT was accepted: when it came
+    /// unsolicited it shows that strangers reach us, and the relay follows
+    /// at once (the requests held for this CONNECT may be reservations).
+    pub(super) fn reach_unsolicited(&mut self, now: Instant, handle: ConnectionHandle) {
+        if self.conns.get(&handle).is_some_and(|c| c.unsolicited) {
+            self.reach.handle_unsolicited_inbound(now);
+            self.follow_reachability(now);
+        }
+    }
+
+    /// [`RelayMode::Auto`](crate::relay::RelayMode::Auto): whether we relay
+    /// follows reachability (public only); peers hear of a change.
+    fn follow_reachability(&mut self, now: Instant) {
+        let public = self.reach.reachability() == Reachability::Public;
+        if self.relay_server.handle_public(now, public) {
+            self.announce_capabilities();
+        }
+    }
+
+    /// A DHT server we serve claims listen addresses other than its source:
+    /// the reachability side checks them (within its limits) so that the
+    /// DHT may hand them out.
+    pub(super) fn check_claims(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        from: &dht::Inbound,
+    ) {
+        let pool_id = self.conns.get(&handle).and_then(|c| c.pool_id);
+        if let (true, Mode::Server, Some(pool_id), Some(source)) =
+            (from.server, self.dht.mode(), pool_id, from.source)
+        {
+            self.reach.check_claims(now, pool_id, &from.claimed, source);
+        }
+    }
+
     /// A reachability frame on a ready control stream.
     pub(super) fn on_reach_frame(
         &mut self,
@@ -163,11 +219,7 @@ impl Node {
         if self.reach.poll_timeout().is_some_and(|t| t <= now) {
             self.reach_timeout(now);
         }
-        let public = presumed_public(self.reach.reachability(), self.dht.mode());
-        if self.relay_server.handle_public(now, public) {
-            // RelayMode::Auto: whether we relay follows reachability.
-            self.announce_capabilities();
-        }
+        self.follow_reachability(now);
         let mut busy = false;
         while let Some(output) = self.reach.poll_output() {
             busy = true;
@@ -208,6 +260,12 @@ impl Node {
                     self.reach.handle_record_stored(now, query, record);
                 }
             }
+            ReachOutput::ClaimVerified { conn, peer } => {
+                let from = (self.by_pool_id.get(&conn)).and_then(|h| self.dht_inbound(*h));
+                if let Some(from) = from.filter(|f| f.id == peer) {
+                    self.dht.handle_claims_verified(now, &from);
+                }
+            }
             ReachOutput::Report(report) => self.out.push_back(Output::Event(Event::Nat(report))),
             ReachOutput::PeerRecord {
                 query,
@@ -222,18 +280,5 @@ impl Node {
                 self.out.push_back(Output::Event(found));
             }
         }
-    }
-}
-
-/// Whether a node counts as publicly reachable for
-/// [`RelayMode::Auto`](crate::relay::RelayMode::Auto): a discovery run said
-/// so, or none could tell yet and the node is a DHT server (which the DHT
-/// presumes reachable too: it is in others' routing tables). A node found
-/// private never is.
-pub(super) fn presumed_public(reachability: Reachability, mode: Mode) -> bool {
-    match reachability {
-        Reachability::Public => true,
-        Reachability::Private => false,
-        _ => mode == Mode::Server,
     }
 }

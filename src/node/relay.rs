@@ -434,7 +434,7 @@ impl Node {
                 virtual_addr,
                 packet,
             } => {
-                self.handle_quic(now, virtual_addr, virtual_addr, &packet);
+                self.handle_quic(now, virtual_addr, None, &packet);
             }
             RelayClientOutput::Write {
                 conn,

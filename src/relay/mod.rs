@@ -59,12 +59,13 @@ pub const IP_GROUP_V6_BITS: u8 = 64;
 /// When a node serves reservations and circuits for others.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RelayMode {
-    /// Only while the node is publicly reachable: a discovery run
-    /// ([`crate::nat::reach`]) says so, or none could tell yet and the node
-    /// is a DHT server (presumed reachable by the DHT as well). A node found
-    /// private (and a DHT client whose reachability is undetermined)
-    /// refuses every request with `RELAY_DISABLED`: its relay would be
-    /// useless to others and spend its NAT mappings and bandwidth.
+    /// Only while the node is publicly reachable
+    /// ([`crate::nat::reach::Reach::reachability`] says public): a
+    /// dial-back found it so, or an unsolicited inbound connection from a
+    /// stranger reached a global address of it. A node found private, and
+    /// one whose reachability is undetermined (a DHT server too), refuses
+    /// every request with `RELAY_DISABLED`: its relay could be useless to
+    /// others and spend its NAT mappings and bandwidth.
     #[default]
     Auto,
     /// Always (a node known to be public, e.g. a bootstrap or relay
@@ -94,7 +95,7 @@ impl RelayMode {
 ///
 /// | setting | default |
 /// | --- | --- |
-/// | mode | [`RelayMode::Auto`]: relay only while public (found so, or an undetermined DHT server) |
+/// | mode | [`RelayMode::Auto`]: relay only while reachability says public (dial-back, or an unsolicited inbound connection) |
 /// | reservation_ttl | 5 min (clients renew at half) |
 /// | max_reservations | 128 |
 /// | max_reservations_per_ip | 8 per IP (/32, IPv6 /64) |

@@ -384,6 +384,7 @@ impl SimNet {
                     server: true,
                     claimed: vec![address(from)],
                     source: Some(address(from)),
+                    proven: Vec::new(),
                 };
                 self.nodes[to]
                     .dht

@@ -30,6 +30,18 @@
 //! not send to, so a mapping we opened ourselves is never taken for
 //! reachability ([`dial_back`]).
 //!
+//! **Unsolicited inbound.** An inbound connection whose first packet came
+//! to a global address of ours from a global address whose IP we had not
+//! sent to ([`Reach::is_unsolicited`]), and which completed its handshake
+//! and CONNECT, shows that strangers reach us: until a report says
+//! otherwise the node counts as public ([`Reach::reachability`]). A seed
+//! that nobody helps with a dial-back learns it this way.
+//!
+//! **Claim checks** ([`claims`]): the listen addresses a DHT server claims
+//! in CONNECT, other than its source, are checked by one STUN request each
+//! under a key from the connection's TLS session before the DHT hands them
+//! out; the same module answers others' checks of ours.
+//!
 //! **Role, record, relays** ([`report`]). A report of `Public` makes the
 //! node a DHT server, `Private` a DHT client; the report also gives the
 //! puncher its own candidates and NAT class. After each report the machine
@@ -45,6 +57,7 @@
 //! waits for [`Reach::handle_timeout`], which takes them as a [`ReachView`];
 //! the deadline is the latest input's time while such work waits.
 
+mod claims;
 mod dial_back;
 mod report;
 #[cfg(test)]
@@ -69,9 +82,11 @@ use crate::nat::stun::{
 };
 use crate::peer_record::{PeerRecord, Reachability};
 use crate::pool::ConnId;
-use crate::scope::AddressPolicy;
+use crate::scope::{AddressPolicy, Scope};
 use crate::secret::Secret;
 use crate::wire::{DialBack, Limits, Message};
+
+pub use claims::{CLAIM_EXPORTER_LABEL, CLAIM_MATERIAL_LEN, ClaimCheckConfig, ClaimCheckStats};
 
 /// The bits of an IPv4 address that make one network for relay diversity.
 pub const RELAY_GROUP_V4_BITS: u8 = 24;
@@ -102,6 +117,7 @@ pub const MAX_CONTACTED: usize = 1 << 16;
 /// | probe_request_limit | 10 DIAL_BACK_PROBEs per second per sending IP, bursts of 64 |
 /// | contact_memory | 10 min |
 /// | relays | 2 reservations kept while private, on relays of distinct networks (/24, IPv6 /48) while the table has such; a failed relay is avoided for 60 s |
+/// | claim_checks | [`ClaimCheckConfig`] |
 #[derive(Clone, Debug)]
 pub struct ReachConfig {
     /// The STUN responder; `None` leaves Binding requests unanswered.
@@ -134,6 +150,8 @@ pub struct ReachConfig {
     pub relays: usize,
     /// How long a relay that refused or failed is not chosen again.
     pub relay_retry: Duration,
+    /// Checks of the listen addresses peers claim ([`claims`]).
+    pub claim_checks: ClaimCheckConfig,
 }
 
 impl Default for ReachConfig {
@@ -157,6 +175,7 @@ impl Default for ReachConfig {
             contact_memory: Duration::from_secs(600),
             relays: 2,
             relay_retry: Duration::from_secs(60),
+            claim_checks: ClaimCheckConfig::default(),
         }
     }
 }
@@ -193,6 +212,12 @@ pub struct ReachStats {
     /// Reservations asked for on relays chosen from the DHT (first ones and
     /// replacements).
     pub relay_reservations_asked: u64,
+    /// Checks of peers' claimed listen addresses ([`claims`]).
+    pub claim_checks: ClaimCheckStats,
+    /// Inbound connections that came unsolicited to a global address of
+    /// ours from a global address we had not sent to
+    /// ([`Reach::handle_unsolicited_inbound`]).
+    pub unsolicited_inbound: u64,
 }
 
 /// What the machine knows of its node from the start.
@@ -294,6 +319,14 @@ pub enum ReachOutput {
     },
     /// Tell the application a discovery run finished.
     Report(NatReport),
+    /// A claimed listen address of the peer of `conn` answered its check
+    /// ([`claims`]): the DHT may list the peer there now.
+    ClaimVerified {
+        /// The connection whose peer claimed it.
+        conn: ConnId,
+        /// The peer.
+        peer: NodeId,
+    },
     /// Tell the application a peer-record lookup ended.
     PeerRecord {
         /// The lookup.
@@ -330,6 +363,11 @@ pub struct Reach {
     failed_relays: HashMap<NodeId, Instant>,
     /// Reservations changed: check the count and the peer record.
     relays_changed: bool,
+    /// Checks of peers' claimed listen addresses.
+    claims: claims::ClaimChecks,
+    /// An unsolicited inbound connection showed that strangers reach us
+    /// ([`Reach::handle_unsolicited_inbound`]); void when the socket moves.
+    reached_unsolicited: bool,
     /// The peer record may have changed: publish it once no store of it is
     /// under way (two stores of one key at once would race).
     record_due: bool,
@@ -366,6 +404,11 @@ impl Reach {
             lookups: HashMap::default(),
             failed_relays: HashMap::default(),
             relays_changed: false,
+            claims: claims::ClaimChecks::new(
+                config.claim_checks.clone(),
+                secret.derive("claim-checks"),
+            ),
+            reached_unsolicited: false,
             record_due: false,
             start_due: false,
             dirty: false,
@@ -379,10 +422,36 @@ impl Reach {
         self.discovery.report()
     }
 
-    /// What the node knows of its own reachability.
+    /// What the node knows of its own reachability: the last discovery
+    /// report's verdict; when it has none (or an undetermined one), public
+    /// once an unsolicited inbound connection showed that strangers reach
+    /// us ([`Reach::handle_unsolicited_inbound`]).
     pub fn reachability(&self) -> Reachability {
-        self.report()
-            .map_or(Reachability::Undetermined, |r| r.reachability)
+        match self.report().map(|r| r.reachability) {
+            Some(known @ (Reachability::Public | Reachability::Private)) => known,
+            _ if self.reached_unsolicited => Reachability::Public,
+            _ => Reachability::Undetermined,
+        }
+    }
+
+    /// Whether an inbound connection whose first packet came from `remote`
+    /// to our address `local` would be unsolicited: both addresses global
+    /// (no NAT rewrote where it went, and it came from the internet) and
+    /// nothing sent to `remote`'s IP within [`ReachConfig::contact_memory`]
+    /// (no mapping or firewall state of ours let it in).
+    pub fn is_unsolicited(&self, now: Instant, local: SocketAddr, remote: SocketAddr) -> bool {
+        let global = |a: &SocketAddr| Scope::of(a) == Scope::Global;
+        global(&local) && global(&remote) && !self.origin(now, remote).ip_contacted
+    }
+
+    /// An inbound connection that was unsolicited
+    /// ([`Reach::is_unsolicited`]) completed its handshake and CONNECT (so
+    /// its source was not spoofed): strangers reach us at our address, and
+    /// until a discovery report says otherwise we count as public.
+    pub fn handle_unsolicited_inbound(&mut self, now: Instant) {
+        self.touch(now);
+        self.stats.unsolicited_inbound += 1;
+        self.reached_unsolicited = true;
     }
 
     /// The peer record we stored last.
@@ -398,6 +467,7 @@ impl Reach {
         stats.responder = (self.responder.as_ref())
             .map(Responder::stats)
             .unwrap_or_default();
+        stats.claim_checks = self.claims.stats;
         stats
     }
 
@@ -427,6 +497,7 @@ impl Reach {
         self.touch(now);
         self.local = Some(datagram.local);
         match stun::peek_class(&datagram.payload) {
+            Some(class) if self.claim_stun(now, &datagram, class) => true,
             Some(Class::Request) => {
                 let nonce: Option<[u8; 12]> =
                     (datagram.payload.get(8..20)).and_then(|id| id.try_into().ok());
@@ -460,6 +531,7 @@ impl Reach {
         self.touch(now);
         self.local = Some(new);
         self.contacted.clear();
+        self.reached_unsolicited = false;
         self.start_due |= self.config.auto_discover;
     }
 
@@ -546,6 +618,7 @@ impl Reach {
         let memory = self.config.contact_memory;
         self.contacted
             .retain(|_, at| now.saturating_duration_since(*at) < memory);
+        self.claims_timeout(now);
         self.settle(now, view);
     }
 
@@ -655,7 +728,11 @@ impl Child for Reach {
     /// while output or work waits.
     fn poll_timeout(&self) -> Option<Instant> {
         let waiting = self.dirty.then(|| self.out.last_now()).flatten();
-        let timers = [self.client.poll_timeout(), self.discovery.poll_timeout()];
+        let timers = [
+            self.client.poll_timeout(),
+            self.discovery.poll_timeout(),
+            self.claims.deadline(),
+        ];
         self.out.deadline(timers.into_iter().chain([waiting]))
     }
 }

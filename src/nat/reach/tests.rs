@@ -10,6 +10,7 @@ use crate::contract::{Child, Datagram};
 use crate::dht::{Mode, RoutingTable};
 use crate::id::{NodeId, Realm};
 use crate::nat::stun::{self, Class, TransactionId};
+use crate::peer_record::Reachability;
 use crate::pool::ConnId;
 use crate::secret::Secret;
 use crate::wire::{
@@ -304,4 +305,145 @@ fn a_configured_stun_server_is_asked_first_and_indications_are_dropped() {
         payload: Bytes::from_static(&[0u8; 4]),
     };
     assert!(!reach.handle_stun(now, garbage));
+}
+
+/// The datagrams among `outputs`.
+fn transmits(outputs: &[ReachOutput]) -> Vec<crate::contract::Transmit> {
+    (outputs.iter())
+        .filter_map(|o| match o {
+            ReachOutput::Transmit(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn datagram(from: SocketAddr, to: SocketAddr, payload: Bytes) -> Datagram {
+    Datagram {
+        local: to,
+        remote: from,
+        payload,
+    }
+}
+
+#[test]
+fn a_claim_check_is_answered_only_under_the_connections_key_and_verifies_only_from_the_claim() {
+    let now = crate::test_epoch();
+    let (checker_addr, claim) = (addr("198.51.100.1:4433"), addr("203.0.113.9:4434"));
+    let claimant_peer = NodeId::from_bytes([2; 32]);
+    let mut checker = machine(ReachConfig::default());
+    let mut claimant = machine(ReachConfig::default());
+    let material = [5u8; super::CLAIM_MATERIAL_LEN];
+    checker.handle_peer_ready(ConnId(1), claimant_peer, &material);
+    claimant.handle_peer_ready(ConnId(7), LOCAL, &material);
+    let source = addr("192.168.7.2:4434");
+    checker.check_claims(now, ConnId(1), &[claim, source], source);
+    let probes = transmits(&drain(&mut checker));
+    assert_eq!(probes.len(), 1, "only the claim that is not the source");
+    let probe = &probes[0];
+    assert_eq!(probe.destination, claim);
+    // Asked again at once: nothing more goes out.
+    checker.check_claims(now, ConnId(1), &[claim], source);
+    assert!(transmits(&drain(&mut checker)).is_empty());
+
+    // A node with another key (a victim running macula, or anyone) does not
+    // answer under ours; its plain STUN answer verifies nothing.
+    let mut stranger = machine(ReachConfig::default());
+    stranger.handle_peer_ready(ConnId(3), LOCAL, &[6u8; super::CLAIM_MATERIAL_LEN]);
+    assert!(stranger.handle_stun(now, datagram(checker_addr, claim, probe.payload.clone())));
+    let plain = transmits(&drain(&mut stranger));
+    assert_eq!(plain.len(), 1, "the plain responder answers");
+    assert!(checker.handle_stun(now, datagram(claim, checker_addr, plain[0].payload.clone())));
+    assert!(
+        drain(&mut checker)
+            .iter()
+            .all(|o| !matches!(o, ReachOutput::ClaimVerified { .. }))
+    );
+    assert_eq!(checker.stats().claim_checks.ignored, 1);
+
+    // A forged request (our tag, another key) is not answered.
+    let mut forged = stun::decode(&probe.payload).expect("decodes").message;
+    forged.transaction_id.0[11] ^= 1;
+    let forged = forged
+        .encode_with_integrity(&stun::IntegrityKey([6; 32]))
+        .expect("encodes");
+    claimant.handle_stun(now, datagram(checker_addr, claim, forged));
+    assert!(transmits(&drain(&mut claimant)).is_empty());
+    assert_eq!(claimant.stats().claim_checks.ignored, 1);
+
+    // The claimant answers, no larger than the request; from elsewhere the
+    // answer proves nothing, from the claim it verifies.
+    claimant.handle_stun(now, datagram(checker_addr, claim, probe.payload.clone()));
+    let answers = transmits(&drain(&mut claimant));
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].destination, checker_addr);
+    assert!(answers[0].payload.len() <= probe.payload.len());
+    let elsewhere = addr("203.0.113.10:4434");
+    checker.handle_stun(
+        now,
+        datagram(elsewhere, checker_addr, answers[0].payload.clone()),
+    );
+    assert_eq!(checker.proven_addrs(&claimant_peer), &[] as &[SocketAddr]);
+    checker.handle_stun(
+        now,
+        datagram(claim, checker_addr, answers[0].payload.clone()),
+    );
+    let verified = drain(&mut checker);
+    assert!(verified.contains(&ReachOutput::ClaimVerified {
+        conn: ConnId(1),
+        peer: claimant_peer,
+    }));
+    assert_eq!(checker.proven_addrs(&claimant_peer), &[claim]);
+    let stats = checker.stats().claim_checks;
+    assert_eq!((stats.probed, stats.verified, stats.ignored), (1, 1, 2));
+}
+
+#[test]
+fn a_claim_check_goes_nowhere_the_policy_refuses_and_fails_when_unanswered() {
+    let now = crate::test_epoch();
+    let peer = NodeId::from_bytes([2; 32]);
+    let mut checker = machine(ReachConfig::default());
+    checker.handle_peer_ready(ConnId(1), peer, &[5u8; super::CLAIM_MATERIAL_LEN]);
+    let refused = [
+        addr("127.0.0.1:1"),
+        addr("0.0.0.0:4433"),
+        addr("224.0.0.1:9"),
+    ];
+    let source = addr("198.51.100.2:4433");
+    checker.check_claims(now, ConnId(1), &refused, source);
+    assert!(transmits(&drain(&mut checker)).is_empty());
+    assert_eq!(checker.stats().claim_checks.refused, 3);
+    checker.check_claims(now, ConnId(1), &[addr("192.0.2.1:4433")], source);
+    assert_eq!(transmits(&drain(&mut checker)).len(), 1);
+    assert_eq!(checker.poll_timeout(), Some(now));
+    let later = now + Duration::from_secs(6);
+    settle(&mut checker, later);
+    assert_eq!(checker.stats().claim_checks.failed, 1);
+    // Within the interval the address is not probed again; after it, once.
+    checker.check_claims(later, ConnId(1), &[addr("192.0.2.1:4433")], source);
+    assert!(transmits(&drain(&mut checker)).is_empty());
+    let next = now + Duration::from_secs(601);
+    settle(&mut checker, next);
+    checker.check_claims(next, ConnId(1), &[addr("192.0.2.1:4433")], source);
+    assert_eq!(transmits(&drain(&mut checker)).len(), 1);
+}
+
+#[test]
+fn only_an_unsolicited_inbound_connection_between_global_addresses_counts_as_reachability() {
+    let now = crate::test_epoch();
+    let mut reach = machine(ReachConfig::default());
+    let (local, stranger) = (addr("198.51.100.1:4433"), addr("203.0.113.5:50000"));
+    assert!(reach.is_unsolicited(now, local, stranger));
+    // Behind a NAT (our address is private), or from a private address.
+    assert!(!reach.is_unsolicited(now, addr("192.168.1.2:4433"), stranger));
+    assert!(!reach.is_unsolicited(now, local, addr("10.0.0.5:4433")));
+    assert!(!reach.is_unsolicited(now, addr("127.0.0.1:4433"), addr("127.0.0.1:5000")));
+    // From an IP we sent to: a mapping of ours may have let it in.
+    reach.handle_sent(now, addr("203.0.113.5:3478"));
+    assert!(!reach.is_unsolicited(now, local, stranger));
+    assert_eq!(reach.reachability(), Reachability::Undetermined);
+    reach.handle_unsolicited_inbound(now);
+    assert_eq!(reach.reachability(), Reachability::Public);
+    // The socket moved: void.
+    reach.handle_address_changed(now, addr("198.51.100.7:4433"));
+    assert_eq!(reach.reachability(), Reachability::Undetermined);
 }

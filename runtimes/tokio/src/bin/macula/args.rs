@@ -78,8 +78,10 @@ pub enum TlsMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RelayArg {
-    /// Only while this node is publicly reachable: NAT discovery found it
-    /// so, or could not tell and it is a DHT server (the default).
+    /// Only while this node is known to be publicly reachable: NAT
+    /// discovery's dial-back found it so, or a stranger's unsolicited
+    /// connection reached a global address of it (the default). Until then,
+    /// and behind a NAT, it does not relay.
     #[default]
     Auto,
     /// Always: a node known to be public (a bootstrap or relay server).
@@ -203,8 +205,10 @@ pub struct NodeArgs {
         value_delimiter = ';'
     )]
     pub allow_publishers: Vec<String>,
-    /// When to relay for private nodes: auto (only while this node is
-    /// publicly reachable), always, never. Default: auto.
+    /// When to relay for private nodes: auto (only once this node is known
+    /// to be publicly reachable: NAT discovery's dial-back found it so, or a
+    /// stranger's unsolicited connection reached a global address of it;
+    /// never behind a NAT), always, never. Default: auto.
     #[arg(long, env = "MACULA_RELAY", value_name = "MODE")]
     pub relay: Option<RelayArg>,
 }
