@@ -8,7 +8,7 @@
 mod common;
 
 use common::epoch;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use macula::node::PathChange;
@@ -93,5 +93,34 @@ fn a_direct_path_follows_a_rebooted_nat_to_its_new_address_losing_no_call() {
             let node = lab.world.machine(host);
             assert_eq!(node.upgrade_counters().fallbacks, 0, "the path never died");
         }
+    }
+}
+
+#[test]
+fn a_host_that_moves_to_another_address_behind_its_nat_stays_direct() {
+    let pairing = Pairing::Separate(NatKind::Open, NatKind::LinuxMasquerade);
+    let config = NodeLabConfig {
+        seed: 23,
+        link_loss: 0.0,
+        ..NodeLabConfig::default()
+    };
+    let mut lab = NodeLab::new(pairing, &config, epoch());
+    lab.connect().expect("connected through the relay");
+    lab.calls_for(Duration::from_secs(3));
+    let [open, behind] = lab.sides();
+    assert_eq!(lab.world.machine(open).upgrade_counters().upgrades, 1);
+    // B's host gets a new LAN address (a DHCP renewal, a roam between
+    // access points of one network): the node hears LocalAddressChanged,
+    // its NAT maps the new address to a new port, A follows it there.
+    let net = lab.world.host_net(behind);
+    let moved = SocketAddr::from(([10, 1, 0, 9], 5000));
+    lab.world.move_host(behind, net, moved);
+    lab.calls_for(Duration::from_secs(3));
+    let (calls, lost) = lab.finish();
+    assert_eq!(lost, 0, "of {calls}");
+    assert_eq!(lab.world.machine(open).counters().rebindings, 1);
+    for host in [open, behind] {
+        let node = lab.world.machine(host);
+        assert_eq!(node.upgrade_counters().fallbacks, 0, "the path never died");
     }
 }

@@ -291,6 +291,11 @@ where
         &self.hosts[host.0].machine
     }
 
+    /// The network a host is on.
+    pub fn host_net(&self, host: HostId) -> NetId {
+        self.hosts[host.0].net
+    }
+
     /// A host's current address.
     pub fn host_addr(&self, host: HostId) -> SocketAddr {
         self.hosts[host.0].addr
