@@ -65,42 +65,14 @@ fn a_relayed_connection_goes_direct_falls_back_when_cut_and_upgrades_again_losin
     assert!(calls > 700, "{calls}");
 }
 
-#[test]
-fn a_direct_path_follows_a_rebooted_nat_to_its_new_address_losing_no_call() {
-    let pairing = Pairing::Separate(NatKind::Open, NatKind::LinuxMasquerade);
-    for (seed, new_ip, new_ports) in [
-        (21, Some(IpAddr::from([192, 0, 2, 200])), false),
-        (22, None, true),
-    ] {
-        let config = NodeLabConfig {
-            seed,
-            link_loss: 0.0,
-            ..NodeLabConfig::default()
-        };
-        let mut lab = NodeLab::new(pairing, &config, epoch());
-        lab.connect().expect("connected through the relay");
-        lab.calls_for(Duration::from_secs(3));
-        let [open, behind] = lab.sides();
-        assert_eq!(lab.world.machine(open).upgrade_counters().upgrades, 1);
-        // B's NAT reboots: B's packets come from a new address, and A's
-        // connection follows them there on the first authentic one.
-        lab.reboot_nat(1, new_ip, new_ports);
-        lab.calls_for(Duration::from_secs(3));
-        let (calls, lost) = lab.finish();
-        assert_eq!(lost, 0, "of {calls}");
-        assert_eq!(lab.world.machine(open).counters().rebindings, 1);
-        for host in [open, behind] {
-            let node = lab.world.machine(host);
-            assert_eq!(node.upgrade_counters().fallbacks, 0, "the path never died");
-        }
-    }
-}
-
-#[test]
-fn a_host_that_moves_to_another_address_behind_its_nat_stays_direct() {
+/// A public node A and B behind masquerade, direct after 3 s of calls;
+/// `change` then moves B's address (its NAT's, or its own), 3 s more calls
+/// run, and A must have followed B there once, with no call lost and no
+/// fall back to the relay on either side.
+fn stays_direct_when_b_moves(seed: u64, change: impl FnOnce(&mut NodeLab)) {
     let pairing = Pairing::Separate(NatKind::Open, NatKind::LinuxMasquerade);
     let config = NodeLabConfig {
-        seed: 23,
+        seed,
         link_loss: 0.0,
         ..NodeLabConfig::default()
     };
@@ -109,12 +81,7 @@ fn a_host_that_moves_to_another_address_behind_its_nat_stays_direct() {
     lab.calls_for(Duration::from_secs(3));
     let [open, behind] = lab.sides();
     assert_eq!(lab.world.machine(open).upgrade_counters().upgrades, 1);
-    // B's host gets a new LAN address (a DHCP renewal, a roam between
-    // access points of one network): the node hears LocalAddressChanged,
-    // its NAT maps the new address to a new port, A follows it there.
-    let net = lab.world.host_net(behind);
-    let moved = SocketAddr::from(([10, 1, 0, 9], 5000));
-    lab.world.move_host(behind, net, moved);
+    change(&mut lab);
     lab.calls_for(Duration::from_secs(3));
     let (calls, lost) = lab.finish();
     assert_eq!(lost, 0, "of {calls}");
@@ -123,4 +90,26 @@ fn a_host_that_moves_to_another_address_behind_its_nat_stays_direct() {
         let node = lab.world.machine(host);
         assert_eq!(node.upgrade_counters().fallbacks, 0, "the path never died");
     }
+}
+
+#[test]
+fn a_direct_path_follows_a_rebooted_nat_to_its_new_address_losing_no_call() {
+    // B's NAT reboots: B's packets come from a new address, and A's
+    // connection follows them there on the first authentic one.
+    let new_ip = IpAddr::from([192, 0, 2, 200]);
+    stays_direct_when_b_moves(21, |lab| lab.reboot_nat(1, Some(new_ip), false));
+    stays_direct_when_b_moves(22, |lab| lab.reboot_nat(1, None, true));
+}
+
+#[test]
+fn a_host_that_moves_to_another_address_behind_its_nat_stays_direct() {
+    // B's host gets a new LAN address (a DHCP renewal, a roam between
+    // access points of one network): the node hears LocalAddressChanged,
+    // its NAT maps the new address to a new port, A follows it there.
+    stays_direct_when_b_moves(23, |lab| {
+        let behind = lab.sides()[1];
+        let net = lab.world.host_net(behind);
+        let moved = SocketAddr::from(([10, 1, 0, 9], 5000));
+        lab.world.move_host(behind, net, moved);
+    });
 }
