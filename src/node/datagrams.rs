@@ -64,7 +64,17 @@ impl Node {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 match self.conns.get_mut(&handle) {
                     Some(conn) if conn.virtual_addr == virtual_addr => {
+                        // A direct path's watch that waits hears of the
+                        // peer only through packets that prove authentic.
+                        let remote = arrival.map(|(_, remote)| remote);
+                        let waiting = remote.is_some_and(|r| self.upgrades.waiting_for(r));
+                        let before = waiting.then(|| frames_received(&conn.quinn));
                         conn.quinn.handle_event(event);
+                        if let Some(remote) = remote
+                            && before.is_some_and(|b| frames_received(&conn.quinn) > b)
+                        {
+                            self.upgrades.handle_heard(now, remote);
+                        }
                         true
                     }
                     // The connection's packets came over another path:
@@ -239,6 +249,7 @@ impl Node {
     fn send_packet(&mut self, virtual_addr: SocketAddr, packet: Bytes) {
         match self.paths.real(&virtual_addr) {
             Some(RealPath::Direct(destination)) => {
+                self.upgrades.handle_sent(self.last_now, destination);
                 self.out.push_back(Output::Transmit(Transmit {
                     source: None,
                     destination,

@@ -1,5 +1,6 @@
-//! Whether a direct path still answers: STUN Binding probes at a steady pace, dead after a
-//! few unanswered in a row.
+//! Whether a direct path still answers, judged by what comes back: authentic traffic of
+//! the peer (QUIC packets that decrypt, answers to our probes) keeps it alive; STUN
+//! Binding probes go out only while we wait for the peer, dead after a few unanswered.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -13,13 +14,16 @@ use crate::nat::stun::{Class, IntegrityKey, Message, Method, TransactionId, deco
 /// punch's own probes, which share the session tag.
 const LIVENESS_BIT: u32 = 1 << 30;
 
-/// Probes one direct path and tells when it stopped answering.
+/// Watches one direct path and tells when it stopped answering.
 ///
-/// Every `interval` it sends a Binding request carrying the session tag (the peer's punch
-/// machine answers those); the path is dead when nothing was answered for `interval ·
-/// (misses + 1)`. Probes and answers carry MESSAGE-INTEGRITY-SHA256 under the session's
-/// key: an answer that does not check keeps nothing alive. Pure: feed it time and
-/// datagrams, drain its transmits.
+/// The Node reports each packet it sends on the path ([`Liveness::sent`]) and each
+/// authentic packet of the peer that came over it ([`Liveness::heard`]). While traffic
+/// flows both ways nothing extra is sent; an idle path costs nothing but QUIC's own
+/// keep-alive. Once something we sent has waited `interval` without a word back, a Binding
+/// request carrying the session tag goes out every `interval` (the peer's punch machine
+/// answers those); the path is dead when we waited `interval · (misses + 1)`. Probes and
+/// answers carry MESSAGE-INTEGRITY-SHA256 under the session's key: an answer that does not
+/// check keeps nothing alive. Pure: feed it time and datagrams, drain its transmits.
 #[derive(Debug)]
 pub struct Liveness {
     remote: SocketAddr,
@@ -27,8 +31,11 @@ pub struct Liveness {
     key: IntegrityKey,
     interval: Duration,
     misses: u32,
-    next_probe: Instant,
-    last_heard: Instant,
+    /// The first packet we sent after we last heard from the peer; `None` while nothing
+    /// waits for an answer.
+    waiting_since: Option<Instant>,
+    /// The next probe, while we wait.
+    next_probe: Option<Instant>,
     counter: u32,
     outstanding: BTreeMap<TransactionId, Instant>,
     out: VecDeque<Transmit>,
@@ -37,10 +44,9 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    /// Starts watching `remote`, which answered just now; the first probe goes one
-    /// `interval` from now. Probes are signed with `key`, answers must be.
+    /// Starts watching `remote`, which answered just now. Probes are signed with `key`,
+    /// answers must be.
     pub fn new(
-        now: Instant,
         remote: SocketAddr,
         tag: SessionTag,
         key: IntegrityKey,
@@ -53,8 +59,8 @@ impl Liveness {
             key,
             interval,
             misses,
-            next_probe: now.checked_add(interval).unwrap_or(now),
-            last_heard: now,
+            waiting_since: None,
+            next_probe: None,
             counter: 0,
             outstanding: BTreeMap::new(),
             out: VecDeque::new(),
@@ -63,14 +69,32 @@ impl Liveness {
         }
     }
 
-    /// The peer moved to `remote` (its NAT rebound; the connection followed
-    /// it on an authentic packet, which counts as hearing from it): watch
-    /// there from `now` on, forgetting the probes sent to the old address.
-    pub fn follow(&mut self, now: Instant, remote: SocketAddr) {
+    /// The peer moved to `remote` (its NAT rebound; the connection followed it on an
+    /// authentic packet, which counts as hearing from it): watch there from now on,
+    /// forgetting the probes sent to the old address.
+    pub fn follow(&mut self, remote: SocketAddr) {
         self.remote = remote;
         self.outstanding.clear();
-        self.last_heard = self.last_heard.max(now);
-        self.next_probe = self.next_probe.min(now);
+        self.heard();
+    }
+
+    /// We sent a packet on the path at `now`: from now on we wait for the peer.
+    pub fn sent(&mut self, now: Instant) {
+        if self.waiting_since.is_none() {
+            self.waiting_since = Some(now);
+            self.next_probe = now.checked_add(self.interval);
+        }
+    }
+
+    /// Whether something we sent waits for a word from the peer.
+    pub fn waiting(&self) -> bool {
+        self.waiting_since.is_some()
+    }
+
+    /// Authentic traffic of the peer came over the path: nothing waits any more.
+    pub fn heard(&mut self) {
+        self.waiting_since = None;
+        self.next_probe = None;
     }
 
     /// Answers to our probes whose MESSAGE-INTEGRITY-SHA256 was missing or wrong (ignored).
@@ -108,17 +132,17 @@ impl Liveness {
             return false;
         };
         if from == self.remote {
-            self.last_heard = self.last_heard.max(now);
             self.rtt = Some(now.saturating_duration_since(sent));
+            self.heard();
         }
         true
     }
 
     /// Sends the probes that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while now >= self.next_probe {
-            self.probe(self.next_probe);
-            self.next_probe = self.next_probe.checked_add(self.interval).unwrap_or(now);
+        while let Some(at) = self.next_probe.filter(|at| now >= *at) {
+            self.probe(at);
+            self.next_probe = Some(at.checked_add(self.interval).unwrap_or(now));
         }
         // Probes older than the dead window can no longer matter.
         let window = self.window();
@@ -126,29 +150,34 @@ impl Liveness {
             .retain(|_, sent| now.saturating_duration_since(*sent) <= window);
     }
 
-    /// True when the last two probe intervals brought no answer: the path
-    /// may be dying (the peer's NAT rebooted, say).
+    /// True when what we sent has waited two probe intervals: the path may be dying (the
+    /// peer's NAT rebooted, say).
     pub fn suspect(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.last_heard) >= self.interval.saturating_mul(2)
+        self.waited(now) >= self.interval.saturating_mul(2)
     }
 
-    /// True once nothing was answered for the dead window.
+    /// True once what we sent waited the dead window without a word back.
     pub fn is_dead(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.last_heard) >= self.window()
+        self.waiting_since.is_some() && self.waited(now) >= self.window()
     }
 
-    /// When the next probe is due, or the path would be declared dead.
-    pub fn poll_timeout(&self) -> Instant {
-        let dead = self
-            .last_heard
-            .checked_add(self.window())
-            .unwrap_or(self.last_heard);
-        self.next_probe.min(dead)
+    /// When the next probe is due, or the path would be declared dead; `None` while
+    /// nothing waits.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let since = self.waiting_since?;
+        let dead = since.checked_add(self.window()).unwrap_or(since);
+        Some(self.next_probe.map_or(dead, |probe| probe.min(dead)))
     }
 
     /// The next probe to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// How long what we sent has waited by `now` (zero while nothing waits).
+    fn waited(&self, now: Instant) -> Duration {
+        self.waiting_since
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
     }
 
     fn window(&self) -> Duration {
@@ -183,9 +212,9 @@ mod tests {
 
     const KEY: IntegrityKey = IntegrityKey([7; 32]);
 
-    fn watch(t0: Instant, peer: SocketAddr) -> Liveness {
+    fn watch(peer: SocketAddr) -> Liveness {
         let tag = SessionTag(*b"macpunch");
-        Liveness::new(t0, peer, tag, KEY, Duration::from_millis(100), 3)
+        Liveness::new(peer, tag, KEY, Duration::from_millis(100), 3)
     }
 
     /// The peer's answer to `probe`, signed with `key` (`None`: unsigned).
@@ -202,29 +231,64 @@ mod tests {
     }
 
     #[test]
-    fn answered_probes_keep_the_path_alive_and_silence_kills_it() {
+    fn traffic_both_ways_and_idleness_send_no_probe() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let mut live = watch("198.51.100.2:4433".parse().unwrap());
+        assert_eq!(live.poll_timeout(), None, "idle: nothing to wait for");
+        for step in 0..100u64 {
+            let now = t0 + ms(20 * step);
+            live.sent(now);
+            live.handle_timeout(now + ms(10));
+            live.heard();
+            assert_eq!(live.poll_timeout(), None);
+        }
+        live.handle_timeout(t0 + ms(60_000));
+        assert!(live.poll_transmit().is_none(), "not one probe");
+        assert!(!live.is_dead(t0 + ms(60_000)));
+    }
+
+    #[test]
+    fn probes_go_out_while_we_wait_and_an_answer_ends_the_wait() {
         let t0 = crate::test_epoch();
         let ms = Duration::from_millis;
         let peer: SocketAddr = "198.51.100.2:4433".parse().unwrap();
-        let mut live = watch(t0, peer);
-        assert_eq!(live.poll_timeout(), t0 + ms(100));
-        for step in 1..=10u64 {
-            let now = t0 + ms(100 * step);
-            live.handle_timeout(now);
-            let probe = live.poll_transmit().expect("a probe per interval");
-            assert_eq!(probe.destination, peer);
-            assert!(KEY.verifies(&probe.payload), "probes are signed");
-            assert!(!live.handle_datagram(now, "192.0.2.9:1".parse().unwrap(), b"junk"));
-            assert!(live.handle_datagram(now + ms(20), peer, &answer(&probe, Some(&KEY))));
-            assert!(!live.is_dead(now + ms(20)));
-        }
+        let mut live = watch(peer);
+        live.sent(t0);
+        live.sent(t0 + ms(50));
+        assert_eq!(
+            live.poll_timeout(),
+            Some(t0 + ms(100)),
+            "from the first send"
+        );
+        live.handle_timeout(t0 + ms(100));
+        let probe = live
+            .poll_transmit()
+            .expect("a probe after an interval of waiting");
+        assert_eq!(probe.destination, peer);
+        assert!(KEY.verifies(&probe.payload), "probes are signed");
+        assert!(!live.handle_datagram(t0 + ms(110), "192.0.2.9:1".parse().unwrap(), b"junk"));
+        assert!(live.suspect(t0 + ms(200)) && !live.suspect(t0 + ms(199)));
+        assert!(live.handle_datagram(t0 + ms(120), peer, &answer(&probe, Some(&KEY))));
         assert_eq!(live.rtt(), Some(ms(20)));
-        let quiet = t0 + ms(1020);
-        for step in 1..=4u64 {
-            live.handle_timeout(quiet + ms(100 * step));
+        assert!(!live.waiting() && live.poll_timeout().is_none());
+        assert!(!live.is_dead(t0 + ms(10_000)));
+    }
+
+    #[test]
+    fn silence_after_a_send_kills_the_path() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let mut live = watch("198.51.100.2:4433".parse().unwrap());
+        live.sent(t0);
+        for step in 1..=3u64 {
+            live.handle_timeout(t0 + ms(100 * step));
         }
-        assert!(!live.is_dead(quiet + ms(399)));
-        assert!(live.is_dead(quiet + ms(400)));
+        let probes = std::iter::from_fn(|| live.poll_transmit()).count();
+        assert_eq!(probes, 3, "one each interval while waiting");
+        assert!(!live.is_dead(t0 + ms(399)));
+        assert!(live.is_dead(t0 + ms(400)));
+        assert_eq!(live.poll_timeout(), Some(t0 + ms(400)));
     }
 
     #[test]
@@ -232,9 +296,10 @@ mod tests {
         let t0 = crate::test_epoch();
         let ms = Duration::from_millis;
         let peer: SocketAddr = "198.51.100.2:4433".parse().unwrap();
-        let mut live = watch(t0, peer);
+        let mut live = watch(peer);
         let wrong = IntegrityKey([8; 32]);
-        for step in 1..=4u64 {
+        live.sent(t0);
+        for step in 1..=3u64 {
             let now = t0 + ms(100 * step);
             live.handle_timeout(now);
             let probe = live.poll_transmit().expect("a probe per interval");
@@ -242,7 +307,7 @@ mod tests {
             assert!(live.handle_datagram(now, peer, &answer(&probe, None)));
             assert!(live.handle_datagram(now, peer, &answer(&probe, Some(&wrong))));
         }
-        assert_eq!(live.unauthenticated(), 8);
+        assert_eq!(live.unauthenticated(), 6);
         assert_eq!(live.rtt(), None);
         assert!(live.is_dead(t0 + ms(400)));
     }

@@ -49,6 +49,7 @@ use crate::contract::{Child, OutputQueue, Transmit};
 use crate::id::NodeId;
 use crate::nat::punch::{Candidate, NatClass, PunchConfig, PunchEvent};
 use crate::nat::stun::Bucket;
+use crate::path::Liveness;
 use crate::path::{PathKind, RealPath};
 use crate::pool::ConnId;
 use crate::scope::AddressPolicy;
@@ -267,6 +268,10 @@ pub struct Upgrades {
     policy: AddressPolicy,
     local: Option<(Vec<Candidate>, NatClass)>,
     sessions: HashMap<ConnId, Session>,
+    /// Direct sessions by their peer's address, for the Node's reports of
+    /// traffic on a direct path; an entry is checked against its session on
+    /// use (a stale one is dropped) and goes with its connection.
+    direct: HashMap<SocketAddr, ConnId>,
     /// Per connection that sent PUNCH_OFFER or PUNCH_SYNC lately, the
     /// [`UpgradeConfig::offer_limit`] bucket's state; an entry goes with its
     /// connection ([`Upgrades::handle_closed`]).
@@ -286,6 +291,7 @@ impl Upgrades {
             policy,
             local: None,
             sessions: HashMap::default(),
+            direct: HashMap::default(),
             frame_buckets: HashMap::default(),
             rng: ChaCha8Rng::from_seed(seed),
             next_request: 0,
@@ -325,6 +331,47 @@ impl Upgrades {
     pub fn handle_closed(&mut self, conn: ConnId) {
         self.sessions.remove(&conn);
         self.frame_buckets.remove(&conn);
+        self.direct.retain(|_, c| *c != conn);
+    }
+
+    /// The Node sent a packet to `remote` at `now`: the watch of a direct
+    /// path to it waits for a word back from the peer.
+    pub fn handle_sent(&mut self, now: Instant, remote: SocketAddr) {
+        if let Some(live) = self.live_at(remote) {
+            live.sent(now);
+            self.out.mark(now);
+        }
+    }
+
+    /// Whether a packet from `remote` would be news: the watch of a direct
+    /// path to it waits. The Node then checks the packet is authentic and
+    /// says so with [`Upgrades::handle_heard`].
+    pub fn waiting_for(&self, remote: SocketAddr) -> bool {
+        let session = self.direct.get(&remote).and_then(|c| self.sessions.get(c));
+        matches!(session.map(|s| &s.stage), Some(Stage::Direct(_, live)) if live.remote() == remote && live.waiting())
+    }
+
+    /// An authentic packet of the peer at `remote` (one that decrypted and
+    /// carried new frames) came over its direct path at `now`: the path
+    /// answers, nothing waits.
+    pub fn handle_heard(&mut self, now: Instant, remote: SocketAddr) {
+        if let Some(live) = self.live_at(remote) {
+            live.heard();
+            self.out.mark(now);
+        }
+    }
+
+    /// The watch of the direct path whose peer is at `remote`.
+    fn live_at(&mut self, remote: SocketAddr) -> Option<&mut Liveness> {
+        let conn = *self.direct.get(&remote)?;
+        let live = match self.sessions.get_mut(&conn).map(|s| &mut s.stage) {
+            Some(Stage::Direct(_, live)) if live.remote() == remote => Some(live),
+            _ => None,
+        };
+        if live.is_none() {
+            self.direct.remove(&remote);
+        }
+        live
     }
 
     /// A STUN datagram: true when a punch or a liveness watch took it (one whose
@@ -347,7 +394,7 @@ impl Upgrades {
                     moved =
                         p.stats().answered > answered && from != live.remote() && live.suspect(now);
                     if moved {
-                        live.follow(now, from);
+                        live.follow(from);
                     }
                     took
                 }

@@ -50,10 +50,10 @@ impl Session {
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         match &self.stage {
             Stage::Punching(p) => p.poll_timeout(),
-            Stage::Direct(p, live) => Some(
-                p.poll_timeout()
-                    .map_or(live.poll_timeout(), |t| t.min(live.poll_timeout())),
-            ),
+            Stage::Direct(p, live) => [p.poll_timeout(), live.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min(),
             Stage::Relayed(retry) => *retry,
             Stage::Offered(at) => at.checked_add(OFFER_TIMEOUT),
             Stage::Answered(_) => None,
@@ -372,7 +372,8 @@ impl Upgrades {
     pub fn handle_rebound(&mut self, now: Instant, conn: ConnId, remote: SocketAddr) {
         self.out.mark(now);
         if let Some(Stage::Direct(_, live)) = self.sessions.get_mut(&conn).map(|s| &mut s.stage) {
-            live.follow(now, remote);
+            live.follow(remote);
+            self.direct.insert(remote, conn);
         }
     }
 
@@ -395,8 +396,9 @@ impl Upgrades {
         };
         let interval = self.config.keepalive.max(rtt.saturating_mul(2));
         let key = s.key.clone();
-        let live = Liveness::new(now, remote, s.tag, key, interval, self.config.dead_after);
+        let live = Liveness::new(remote, s.tag, key, interval, self.config.dead_after);
         s.stage = Stage::Direct(puncher, live);
+        self.direct.insert(remote, conn);
         let peer = s.peer;
         let counters = &mut self.counters;
         counters.upgrades += 1;

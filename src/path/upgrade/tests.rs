@@ -122,6 +122,8 @@ fn the_direct_path_is_left_for_the_relay_when_it_stops_answering() {
     let mut fell_back = Vec::new();
     while fell_back.is_empty() && now < switched + Duration::from_secs(5) {
         now += Duration::from_millis(50);
+        // A's QUIC packets go on leaving on the direct path.
+        a.machine.handle_sent(now, b.addr);
         a.machine.handle_timeout(now);
         fell_back = (drain(&mut a.machine).into_iter())
             .filter(|o| !matches!(o, UpgradeOutput::Transmit(_)))
@@ -392,6 +394,7 @@ fn spoofed_liveness_answers_keep_no_dead_path_alive() {
     let mut now = switched;
     while now < switched + Duration::from_secs(3) {
         now += Duration::from_millis(50);
+        a.machine.handle_sent(now, b.addr);
         a.machine.handle_timeout(now);
         for output in drain(&mut a.machine) {
             match output {
@@ -466,6 +469,15 @@ fn a_peer_whose_probes_come_from_a_new_address_while_ours_go_unanswered_has_move
     let mut probes_to = Vec::new();
     for round in 0..40 {
         now += Duration::from_millis(25);
+        // Both send QUIC packets all along (A to where it thinks B is).
+        let b_at = (a.machine.sessions.get(&a.link.conn))
+            .and_then(|s| match &s.stage {
+                super::session::Stage::Direct(_, live) => Some(live.remote()),
+                _ => None,
+            })
+            .unwrap_or(b.addr);
+        a.machine.handle_sent(now, b_at);
+        b.machine.handle_sent(now, a.addr);
         a.machine.handle_timeout(now);
         b.machine.handle_timeout(now);
         // B's NAT reboots after 200 ms: A's probes to B's old address are
