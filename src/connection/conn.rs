@@ -40,6 +40,7 @@ use quinn_proto::{Connection, Dir, StreamId, VarInt};
 use super::STREAM_ABANDONED;
 use super::admission::Ticket;
 use super::phase::{Phase, PhaseEvent};
+use super::silence::Silence;
 use crate::collections::HashMap;
 use crate::id::NodeId;
 use crate::pool::{ConnId, Direction};
@@ -110,6 +111,8 @@ pub struct Conn {
     pub ticket: Ticket,
     /// PINGs answered, at most so many a second (made at the first PING).
     pings: Option<TokenBucket>,
+    /// Since when sent frames wait for an acknowledgement.
+    pub silence: Silence,
 }
 
 /// What went wrong on a stream, for the caller to act on.
@@ -152,6 +155,7 @@ impl Conn {
             bounds,
             ticket: Ticket::default(),
             pings: None,
+            silence: Silence::default(),
         }
     }
 

@@ -268,7 +268,7 @@ fn a_circuit_without_a_ready_connection_in_time_is_dead_and_a_ready_one_kept() {
     let virtual_addr = SocketAddr::from(([127, 1, 0, 1], 1));
     incoming(&mut client, now, 3, virtual_addr);
     assert_eq!(client.poll_timeout(), Some(now + CLAIM));
-    client.handle_relayed_connection(virtual_addr);
+    client.handle_relayed_connection(now, virtual_addr);
     client.handle_timeout(now + CLAIM, |_| false);
     assert!(drain(&mut client).is_empty());
     assert_eq!(client.end_count(), 1, "a ready connection runs over it");
@@ -300,7 +300,7 @@ fn a_relay_whose_circuits_die_in_a_row_is_released_and_avoided() {
     for (circuit, ready) in [(3, false), (4, true), (5, false)] {
         incoming(&mut client, at, circuit, addr(circuit as u16));
         if ready {
-            client.handle_relayed_connection(addr(circuit as u16));
+            client.handle_relayed_connection(now, addr(circuit as u16));
         }
         at += CLAIM;
         client.handle_timeout(at, |_| true);
