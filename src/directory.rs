@@ -78,8 +78,15 @@ pub(crate) enum Cached<'a> {
 
 #[derive(Clone, Debug)]
 enum Entry {
-    Fresh { found: Vec<Found>, expires: Instant },
-    Pending { deadline: Instant },
+    Fresh {
+        found: Vec<Found>,
+        expires: Instant,
+        /// Every value found was forgotten since.
+        emptied: bool,
+    },
+    Pending {
+        deadline: Instant,
+    },
 }
 
 /// Lookup results by key, fresh for a TTL; pending lookups time out.
@@ -124,7 +131,7 @@ impl LookupCache {
     /// What is known about `key` at `now`.
     pub(crate) fn get(&self, now: Instant, key: &RecordKey) -> Cached<'_> {
         match self.entries.get(key) {
-            Some(Entry::Fresh { found, expires }) if now < *expires => Cached::Fresh(found),
+            Some(Entry::Fresh { found, expires, .. }) if now < *expires => Cached::Fresh(found),
             Some(Entry::Pending { .. }) => Cached::Pending,
             _ => Cached::Missing,
         }
@@ -146,15 +153,36 @@ impl LookupCache {
         };
         self.deadlines.remove(&(*deadline, key));
         let expires = now + self.ttl;
-        self.entries.insert(key, Entry::Fresh { found, expires });
+        let emptied = false;
+        let entry = Entry::Fresh {
+            found,
+            expires,
+            emptied,
+        };
+        self.entries.insert(key, entry);
         true
     }
 
     /// Forgets `provider` under `key` (it failed), so the next caller does not
     /// pick it before the entry is looked up again.
     pub(crate) fn forget(&mut self, key: &RecordKey, provider: &NodeId) {
-        if let Some(Entry::Fresh { found, .. }) = self.entries.get_mut(key) {
+        if let Some(Entry::Fresh { found, emptied, .. }) = self.entries.get_mut(key) {
             found.retain(|f| f.provider != *provider);
+            *emptied = found.is_empty();
+        }
+    }
+
+    /// Drops the entry of `key` if [`LookupCache::forget`] left it with no
+    /// value, so a new use looks the key up at once (the providers may be
+    /// reachable another way by then, e.g. through another relay) rather
+    /// than hear of none until the entry expires. An entry whose lookup
+    /// found nothing stays: no lookup per use of a name nobody serves.
+    pub(crate) fn drop_emptied(&mut self, key: &RecordKey) {
+        if matches!(
+            self.entries.get(key),
+            Some(Entry::Fresh { emptied: true, .. })
+        ) {
+            self.entries.remove(key);
         }
     }
 

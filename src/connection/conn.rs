@@ -40,6 +40,7 @@ use quinn_proto::{Connection, Dir, StreamId, VarInt};
 use super::STREAM_ABANDONED;
 use super::admission::Ticket;
 use super::phase::{Phase, PhaseEvent};
+use super::silence::Silence;
 use crate::collections::HashMap;
 use crate::id::NodeId;
 use crate::pool::{ConnId, Direction};
@@ -122,6 +123,8 @@ pub struct Conn {
     pace: Option<TokenBucket>,
     /// When the streams left unread for the frame rate may be read again.
     pub resume_at: Option<Instant>,
+    /// Since when sent frames wait for an acknowledgement.
+    pub silence: Silence,
 }
 
 /// Bytes read from one stream at a time, so that one busy stream leaves
@@ -212,6 +215,7 @@ impl Conn {
             pings: None,
             pace: None,
             resume_at: None,
+            silence: Silence::default(),
         }
     }
 

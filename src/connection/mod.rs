@@ -9,18 +9,21 @@
 //! on which kind of stream it may arrive) and the connection table
 //! ([`ConnTable`]: dirty set and deadline index, so an input drives only the
 //! connections it touches), and admission ([`admission`]: what strangers may
-//! start, and how much). Nothing here knows the Node or its children.
+//! start, and how much), and the silence watch (`silence`: data left
+//! unacknowledged for a few probe timeouts). Nothing here knows the Node or its children.
 
 pub mod admission;
 mod conn;
 pub mod phase;
 pub mod router;
+mod silence;
 mod table;
 
 use quinn_proto::VarInt;
 
 pub use conn::{Bounds, Conn, PingVerdict, StreamRead, StreamTrouble};
 pub use phase::Phase;
+pub use silence::SilenceLimit;
 pub(crate) use table::ConnTable;
 
 /// Stream code: a request whose answer did not come in time.

@@ -8,13 +8,13 @@
 //! gets it driven without remembering to; the Node drives only dirty
 //! connections ([`ConnTable::next_dirty`]), gathers the transmits of the
 //! driven ones and re-files their deadlines ([`ConnTable::poll_transmits`]).
-//! Each connection's deadline (quinn's timer, its CONNECT deadline or the
-//! end of its frame-rate pause) sits in an ordered index: the table's deadline is its first
+//! Each connection's deadline (quinn's timer, its CONNECT deadline, the end
+//! of its frame-rate pause or of a watched silence) sits in an ordered index: the table's deadline is its first
 //! entry, and a timeout takes only the due entries ([`ConnTable::take_due`]).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn_proto::ConnectionHandle;
@@ -106,12 +106,15 @@ impl ConnTable {
 
     /// Hands every transmit of the connections driven since the last call
     /// to `send` (with quinn's destination, the path's virtual address),
-    /// then files their deadlines anew. Returns how many connections that
-    /// was.
+    /// brings their silence watch up to date, then files their deadlines
+    /// anew: quinn's timer, the CONNECT deadline, and for a connection that
+    /// `watch` gives a silence limit, the end of that silence. Returns how
+    /// many connections that was.
     pub(crate) fn poll_transmits(
         &mut self,
         now: Instant,
         mut send: impl FnMut(SocketAddr, Bytes),
+        watch: impl Fn(&Conn) -> Option<Duration>,
     ) -> usize {
         let mut buf = Vec::new();
         let driven = std::mem::take(&mut self.driven);
@@ -130,10 +133,13 @@ impl ConnTable {
                     Bytes::copy_from_slice(&buf[..transmit.size]),
                 );
             }
+            conn.silence.observe(now, &conn.quinn.stats());
+            let silent = watch(conn).and_then(|limit| conn.silence.deadline(limit));
             let deadline = [
                 conn.quinn.poll_timeout(),
                 conn.connect_deadline,
                 conn.resume_at,
+                silent,
             ];
             let deadline = deadline.into_iter().flatten().min();
             self.unfile(handle);

@@ -460,6 +460,11 @@ pub const RELAY_DEAD_RELAYS: Family = Family::counter(
     "relay_dead_relays_total",
     "Relays this node found dropping circuit traffic, released and avoided",
 );
+/// `relay_silent_relays_total`.
+pub const RELAY_SILENT_RELAYS: Family = Family::counter(
+    "relay_silent_relays_total",
+    "Relay connections of this node that left data unacknowledged for the silence limit, closed and avoided",
+);
 /// `p2p_connections_by_path`.
 pub const P2P_CONNECTIONS_BY_PATH: Family = Family::gauge(
     "p2p_connections_by_path",
@@ -524,6 +529,7 @@ pub const FAMILIES: &[Family] = &[
     RELAY_CONNECTIONS,
     RELAY_DEAD_CIRCUITS,
     RELAY_DEAD_RELAYS,
+    RELAY_SILENT_RELAYS,
     P2P_CONNECTIONS_BY_PATH,
     NAT_PUNCH_ATTEMPTS,
     NAT_PUNCH_RESULTS,
@@ -592,6 +598,8 @@ pub struct Metrics {
     pub relay_dead_circuits: u64,
     /// Relays of ours found dropping circuit traffic.
     pub relay_dead_relays: u64,
+    /// Relay connections of ours found silent.
+    pub relay_silent_relays: u64,
     /// Ready connections now, by path.
     pub connections_by_path: PerLabel<ConnectionPath, u64, 2>,
     /// Punches started and ended, per pair of NAT types.
@@ -644,6 +652,7 @@ impl Metrics {
             relay_connections: 0,
             relay_dead_circuits: 0,
             relay_dead_relays: 0,
+            relay_silent_relays: 0,
             connections_by_path: PerLabel::default(),
             nat_punches: PunchPairs::default(),
             nat_upgrade_time: Histogram::new(LATENCY_BOUNDS),
@@ -758,6 +767,7 @@ impl Metrics {
         visitor.family(&RELAY_CONNECTIONS, &[counter(self.relay_connections)]);
         visitor.family(&RELAY_DEAD_CIRCUITS, &[counter(self.relay_dead_circuits)]);
         visitor.family(&RELAY_DEAD_RELAYS, &[counter(self.relay_dead_relays)]);
+        visitor.family(&RELAY_SILENT_RELAYS, &[counter(self.relay_silent_relays)]);
     }
 
     fn visit_nat(&self, visitor: &mut impl Visitor) {

@@ -88,6 +88,7 @@ impl Metrics {
         self.relay_connections = counters.relayed_connections;
         self.relay_dead_circuits = counters.dead_circuits;
         self.relay_dead_relays = counters.dead_relays;
+        self.relay_silent_relays = counters.silent_relays;
     }
 }
 
@@ -126,6 +127,7 @@ mod tests {
             dropped_total_rate: 16,
             dead_circuits: 17,
             dead_relays: 18,
+            silent_relays: 19,
             ..RelayCounters::default()
         };
         let mut metrics = Metrics::new();
@@ -140,8 +142,12 @@ mod tests {
         assert_eq!(*metrics.relay_dropped_packets.get(RelayDrop::RateLimit), 10);
         assert_eq!(*metrics.relay_dropped_packets.get(RelayDrop::TotalRate), 16);
         assert_eq!(
-            (metrics.relay_dead_circuits, metrics.relay_dead_relays),
-            (17, 18)
+            (
+                metrics.relay_dead_circuits,
+                metrics.relay_dead_relays,
+                metrics.relay_silent_relays
+            ),
+            (17, 18, 19)
         );
         assert_eq!(
             (

@@ -461,7 +461,9 @@ impl Node {
         let path = self.path_kind(&remote_virtual);
         self.instruments.connection_on_path(handle, path);
         if path == PathKind::Relayed {
-            self.relay_client.handle_relayed_connection(remote_virtual);
+            self.relay_client
+                .handle_relayed_connection(now, remote_virtual);
+            self.drive_relay(now);
         }
         self.out.push_back(Output::Event(Event::Connected {
             peer,
@@ -469,6 +471,7 @@ impl Node {
             path,
         }));
         self.messaging.handle_peer_connected(now, peer);
+        self.peer_ready(now, peer, remote);
         self.accept_streams(now, handle);
         // The streams held while the connection awaited CONNECT, in the
         // order they became readable.

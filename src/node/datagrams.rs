@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{ConnectionHandle, DatagramEvent, Incoming};
 
-use super::Node;
+use super::{Node, silence};
 use crate::connection::Conn;
 use crate::connection::admission::Verdict;
 use crate::contract::{Datagram, Output, Transmit};
@@ -269,9 +269,13 @@ impl Node {
     /// connections, which `settle` then drives and gathers in turn.
     pub(super) fn gather_transmits(&mut self, now: Instant) {
         let mut packets = Vec::new();
-        let polled = self.conns.poll_transmits(now, |virtual_addr, packet| {
-            packets.push((virtual_addr, packet))
-        });
+        let (paths, client) = (&self.paths, &self.relay_client);
+        let limit = self.config.relay.silence;
+        let watch = |conn: &Conn| {
+            silence::watched(paths, client, conn).map(|_| limit.after(conn.quinn.rtt()))
+        };
+        let send = |virtual_addr, packet| packets.push((virtual_addr, packet));
+        let polled = self.conns.poll_transmits(now, send, watch);
         self.counters.connection_polls += polled as u64;
         for (virtual_addr, packet) in packets {
             self.send_packet(virtual_addr, packet);

@@ -12,6 +12,7 @@
 //! an acceptable record, or whose relays all refuse, is unreachable (RPC:
 //! `NotDelivered`, pub/sub: subscriber unreachable).
 
+use std::cmp::Reverse;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -65,6 +66,10 @@ impl Node {
         let Some(peer) = self.dialing.lookups.remove(query) else {
             return false;
         };
+        if !self.dialing.waiting.contains_key(&peer) {
+            // Its errands left on a connection the peer opened meanwhile.
+            return true;
+        }
         let unix_ms = self.unix_ms(now);
         let limits = self.config.limits;
         let record = PeerRecord::newest(records, &peer, &self.config.realm, unix_ms, &limits);
@@ -76,16 +81,25 @@ impl Node {
                 }
             }
             Some(record) => {
-                // Tried from the end: relays found dropping circuits last.
+                // Tried from the end: relays found dropping circuits (or
+                // silent) last, before them those a circuit died through.
                 let mut relays = record.relays;
                 let client = &self.relay_client;
-                relays.sort_by_key(|r| !client.avoids(now, &r.node_id));
+                relays.sort_by_key(|r| {
+                    let relay = &r.node_id;
+                    Reverse((client.avoids(now, relay), client.suspects(relay, &peer)))
+                });
                 self.dialing.untried.insert(peer, relays);
                 self.try_next_relay(now, peer);
             }
             None => self.give_up(now, peer),
         }
         true
+    }
+
+    /// Takes the errands waiting for `peer`'s record or circuit.
+    pub(super) fn dialing_errands(&mut self, peer: &NodeId) -> Vec<Errand> {
+        self.dialing.waiting.remove(peer).unwrap_or_default()
     }
 
     /// Asks the next relay of `peer` for a circuit, or gives up.

@@ -49,6 +49,17 @@ impl Node {
         }
     }
 
+    /// A connection to `peer` became ready (it may have dialed us while we
+    /// looked for it, e.g. after a relay died under both ends): the errands
+    /// still looking for its address or its peer record take it.
+    pub(super) fn peer_ready(&mut self, now: Instant, peer: NodeId, addr: SocketAddr) {
+        let mut errands = self.errands.unresolved.remove(&peer).unwrap_or_default();
+        errands.extend(self.dialing_errands(&peer));
+        for errand in errands {
+            self.connect_for(now, peer, addr, errand);
+        }
+    }
+
     /// The address of `peer` known without asking the network.
     fn address_of(&self, peer: &NodeId) -> Option<SocketAddr> {
         let connected = self
@@ -76,6 +87,10 @@ impl Node {
             .find(|contact| contact.id == peer)
             .and_then(|contact| contact.addrs.first().copied());
         let errands = self.errands.unresolved.remove(&peer).unwrap_or_default();
+        if errands.is_empty() {
+            // They left on a connection the peer opened meanwhile.
+            return true;
+        }
         match addr {
             Some(addr) => {
                 for errand in errands {

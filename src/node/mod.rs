@@ -48,6 +48,7 @@ mod peers;
 mod reach;
 mod relay;
 mod requests;
+mod silence;
 mod upgrade;
 
 use std::collections::VecDeque;
@@ -552,6 +553,7 @@ impl Machine for Node {
                     }
                 }
                 self.expire_connects(now, &due);
+                self.expire_silent(now, &due);
                 self.requests.handle_timeout(now);
                 self.pool.handle_timeout(now);
                 let unix_ms = self.unix_ms(now);

@@ -297,7 +297,7 @@ impl Node {
     }
 
     /// Executes what the relay's children ask until both are drained.
-    fn drive_relay(&mut self, now: Instant) {
+    pub(super) fn drive_relay(&mut self, now: Instant) {
         loop {
             if let Some(output) = self.relay_server.poll_output() {
                 self.relay_server_output(now, output);

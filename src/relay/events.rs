@@ -19,10 +19,9 @@ pub enum CircuitLoss {
     /// The circuit stream broke (bad framing, a reset with another code,
     /// or the stream finished).
     Broken,
-    /// Nothing came over the circuit for the idle timeout: the relay or the
-    /// peer went silent (a relay that crashed is usually noticed this way,
-    /// as the end-to-end connection and the one to the relay time out
-    /// together).
+    /// The relay or the peer went silent: nothing came over the circuit
+    /// for the idle timeout, or our data over it went unacknowledged for
+    /// the silence limit while the relay answered.
     TimedOut,
 }
 
@@ -72,6 +71,15 @@ pub enum RelayEvent {
     /// released and the relay avoided for
     /// [`RelayConfig::avoid_dead_relay`](super::RelayConfig::avoid_dead_relay).
     RelayDropsCircuits {
+        /// The relay.
+        relay: NodeId,
+    },
+    /// Our connection to a relay left data unacknowledged for the silence
+    /// limit ([`RelayConfig::silence`](super::RelayConfig::silence)): the
+    /// relay is taken for dead, the connection closed (our reservation and
+    /// circuits there are lost, reported as such) and the relay avoided for
+    /// [`RelayConfig::avoid_dead_relay`](super::RelayConfig::avoid_dead_relay).
+    RelaySilent {
         /// The relay.
         relay: NodeId,
     },

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use quinn_proto::VarInt;
 
+pub use crate::connection::SilenceLimit;
+
 pub use bucket::TokenBucket;
 pub use client::{RelayClient, RelayClientOutput};
 pub use events::{CircuitLoss, RelayEvent};
@@ -108,7 +110,8 @@ impl RelayMode {
 /// | max_circuit_lifetime | 1 h (then closed) |
 /// | max_queued_per_circuit | 64 KiB waiting for one end's flow control (excess dropped) |
 /// | dead_circuits | 2: a relay whose last 2 circuits of ours brought our handshake no answer is dropped |
-/// | avoid_dead_relay | 10 min: such a relay is not reserved on, and tried last for circuits |
+/// | avoid_dead_relay | 10 min: such a relay (or a silent one) is not reserved on, and tried last for circuits |
+/// | silence | a relay connection of ours, or a connection over one of our circuits, that leaves data unacknowledged for 3 probe timeouts (at least 1.5 s, at most 3 s) is dead |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RelayConfig {
     /// When to serve reservations and circuits; when not, every request is
@@ -153,6 +156,10 @@ pub struct RelayConfig {
     /// How long a relay found dropping circuit traffic is avoided: not
     /// reserved on, and asked for circuits only after the others.
     pub avoid_dead_relay: Duration,
+    /// Client side: how long a relay connection of ours, or a connection
+    /// over one of our circuits, may leave data unacknowledged before it is
+    /// taken for dead (the relay, or the circuit) and closed.
+    pub silence: SilenceLimit,
 }
 
 impl Default for RelayConfig {
@@ -172,6 +179,7 @@ impl Default for RelayConfig {
             max_queued_per_circuit: 64 << 10,
             dead_circuits: 2,
             avoid_dead_relay: Duration::from_secs(600),
+            silence: SilenceLimit::default(),
         }
     }
 }
@@ -249,6 +257,9 @@ pub struct RelayCounters {
     /// Relays taken for ones that drop circuit traffic: released and
     /// avoided (client).
     pub dead_relays: u64,
+    /// Relay connections of ours that left data unacknowledged for the
+    /// silence limit: closed, and the relay avoided (client).
+    pub silent_relays: u64,
 }
 
 impl RelayCounters {
@@ -279,6 +290,7 @@ impl RelayCounters {
             frame_errors,
             dead_circuits,
             dead_relays,
+            silent_relays,
         } = other;
         self.reservations_granted += reservations_granted;
         self.reservations_ended += reservations_ended;
@@ -303,5 +315,6 @@ impl RelayCounters {
         self.frame_errors += frame_errors;
         self.dead_circuits += dead_circuits;
         self.dead_relays += dead_relays;
+        self.silent_relays += silent_relays;
     }
 }

@@ -176,6 +176,7 @@ impl Caller {
                 last_refusal: None,
             },
         );
+        self.cache.drop_emptied(&key);
         let _ = self.cache.consult(now, &key);
         self.advance(now, id, out);
         Ok(id)

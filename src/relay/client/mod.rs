@@ -25,6 +25,20 @@
 //! [`RelayConfig::avoid_dead_relay`] ([`RelayClient::avoids`]). Both tables
 //! hold only relays we opened circuits through; the avoided ones are
 //! forgotten once their time is up, the count once it is reset or reached.
+//!
+//! **Silence** (the node watches every connection's acknowledgements: data
+//! left unacknowledged for a few probe timeouts). A relay connection of
+//! ours that goes silent is a dead relay: the node closes it, which loses
+//! our reservation and circuits there, and the relay is avoided
+//! ([`RelayClient::handle_relay_silent`], [`RelayEvent::RelaySilent`]). An
+//! end-to-end connection over a circuit that goes silent while the relay
+//! answers makes a dead circuit and a strike. Should the peer of a dead
+//! circuit (silent, or dead at the claim time) then answer over another
+//! relay within [`CONVICT_WITHIN`], the first relay dropped the traffic and
+//! is dropped at once as above ([`RelayClient::handle_circuit_silent`]).
+//! Relays with a strike, and the relay of a peer's last circuit when the
+//! far end closed it or it went silent, are asked for circuits to that peer
+//! after clean ones ([`RelayClient::suspects`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -47,6 +61,26 @@ mod output;
 
 pub use output::RelayClientOutput;
 
+/// How long after a circuit to a peer went silent a connection to that peer
+/// through another relay convicts the silent circuit's relay.
+const CONVICT_WITHIN: Duration = Duration::from_secs(120);
+
+/// Peers remembered with a lost circuit, at least (more while we hold more
+/// circuit ends).
+const MAX_LOST_THROUGH: usize = 64;
+
+/// A circuit to a peer that died lately.
+#[derive(Clone, Copy, Debug)]
+struct LostCircuit {
+    /// Its relay.
+    relay: NodeId,
+    /// Lost to our own silence watch (else closed from the far side, or
+    /// silent for the idle timeout).
+    silent: bool,
+    /// Until when it is remembered.
+    until: Instant,
+}
+
 /// A reservation of ours on one relay.
 #[derive(Debug)]
 struct Reservation {
@@ -61,6 +95,8 @@ struct Reservation {
 /// Our end of a circuit.
 #[derive(Debug)]
 struct CircuitEnd {
+    /// The node at the other end.
+    peer: NodeId,
     conn: ConnId,
     stream: StreamId,
     virtual_addr: SocketAddr,
@@ -122,8 +158,13 @@ pub struct RelayClient {
     avoid_dead_relay: Duration,
     /// Dead circuits in a row, per relay (absent: none).
     strikes: HashMap<NodeId, u32>,
-    /// Relays found dropping circuit traffic, until when they are avoided.
+    /// Relays found dropping circuit traffic or silent, until when they
+    /// are avoided.
     avoided: HashMap<NodeId, Instant>,
+    /// Peers whose circuit died lately, by peer.
+    lost_through: HashMap<NodeId, LostCircuit>,
+    /// Our circuit ends on each relay connection.
+    ends_on: HashMap<ConnId, usize>,
     reservations: HashMap<NodeId, Reservation>,
     ends: HashMap<(NodeId, u64), CircuitEnd>,
     /// Which circuit each of our circuit streams is.
@@ -150,6 +191,8 @@ impl RelayClient {
             avoid_dead_relay: config.avoid_dead_relay,
             strikes: HashMap::default(),
             avoided: HashMap::default(),
+            lost_through: HashMap::default(),
+            ends_on: HashMap::default(),
             reservations: HashMap::default(),
             ends: HashMap::default(),
             streams: HashMap::default(),
@@ -233,15 +276,96 @@ impl RelayClient {
     }
 
     /// An end-to-end connection at `virtual_addr` became ready over a
-    /// circuit: counted, and the circuit (and its relay) proven alive.
-    pub fn handle_relayed_connection(&mut self, virtual_addr: SocketAddr) {
+    /// circuit: counted, and the circuit (and its relay) proven alive. A
+    /// relay through which a circuit to the same peer went silent is
+    /// convicted: the peer answers, the relay dropped its traffic.
+    pub fn handle_relayed_connection(&mut self, now: Instant, virtual_addr: SocketAddr) {
+        self.out.mark(now);
         self.counters.relayed_connections += 1;
+        let mut convicted = Vec::new();
         for ((relay, _), end) in &mut self.ends {
             if end.virtual_addr == virtual_addr {
                 end.ready_by = None;
                 self.strikes.remove(relay);
+                match self.lost_through.remove(&end.peer) {
+                    Some(lost) if lost.relay != *relay && lost.silent && lost.until > now => {
+                        convicted.push(lost.relay);
+                    }
+                    _ => {}
+                }
             }
         }
+        for relay in convicted {
+            self.convict(now, relay);
+        }
+    }
+
+    /// Whether `conn` (a connection to `peer`) is one we relay through: it
+    /// holds our reservation on `peer` or circuit ends of ours.
+    pub fn relies_on(&self, conn: ConnId, peer: &NodeId) -> bool {
+        self.ends_on.contains_key(&conn)
+            || (self.reservations.get(peer)).is_some_and(|r| r.conn == Some(conn))
+    }
+
+    /// Whether a circuit of ours through `relay` died lately (a dead or
+    /// silent one since the last that carried a connection), or our last
+    /// circuit to `peer` through it was lost to silence: asked for circuits
+    /// to `peer` after relays with a clean record.
+    pub fn suspects(&self, relay: &NodeId, peer: &NodeId) -> bool {
+        self.strikes.contains_key(relay)
+            || (self.lost_through.get(peer)).is_some_and(|lost| lost.relay == *relay)
+    }
+
+    /// Remembers that our circuit to `peer` through `relay` died (`silent`:
+    /// our own data over it went unacknowledged, so the relay is convicted
+    /// should the peer answer through another relay soon). A silent loss is
+    /// not forgotten for a mere closure; the table holds at most as many
+    /// peers as we hold circuit ends, or [`MAX_LOST_THROUGH`].
+    fn remember_loss(&mut self, now: Instant, peer: NodeId, relay: NodeId, silent: bool) {
+        if self
+            .lost_through
+            .get(&peer)
+            .is_some_and(|l| l.silent && l.relay == relay)
+        {
+            return;
+        }
+        let room = self.ends.len().max(MAX_LOST_THROUGH);
+        if self.lost_through.len() >= room && !self.lost_through.contains_key(&peer) {
+            return;
+        }
+        let until = now + self.avoid_dead_relay.min(CONVICT_WITHIN);
+        let lost = LostCircuit {
+            relay,
+            silent,
+            until,
+        };
+        self.lost_through.insert(peer, lost);
+    }
+
+    /// Our connection to `relay` left data unacknowledged too long (the
+    /// node closes it, which ends our reservation and circuits there):
+    /// counted, reported and avoided.
+    pub fn handle_relay_silent(&mut self, now: Instant, relay: NodeId) {
+        self.out.mark(now);
+        self.counters.silent_relays += 1;
+        self.avoided.insert(relay, now + self.avoid_dead_relay);
+        self.event(RelayEvent::RelaySilent { relay });
+    }
+
+    /// The connection over our circuit `circuit` through `relay` left data
+    /// unacknowledged too long while the relay itself answered: the
+    /// circuit is dead (closing the connection over it), a strike against
+    /// the relay, and the relay is convicted if the peer answers through
+    /// another one soon after.
+    pub fn handle_circuit_silent(&mut self, now: Instant, relay: NodeId, circuit: u64) {
+        self.out.mark(now);
+        let Some(peer) = self.ends.get(&(relay, circuit)).map(|e| e.peer) else {
+            return;
+        };
+        self.counters.dead_circuits += 1;
+        self.remember_loss(now, peer, relay, true);
+        self.end_gone(relay, circuit, CircuitLoss::TimedOut);
+        self.strike(now, relay);
     }
 
     fn request_id(&mut self) -> u64 {
@@ -602,6 +726,7 @@ impl RelayClient {
         };
         let (conn, stream) = (opening.conn, opening.stream);
         let end = CircuitEnd {
+            peer: opening.peer,
             conn,
             stream,
             virtual_addr,
@@ -611,6 +736,7 @@ impl RelayClient {
             answered: false,
         };
         self.ends.insert((relay, circuit), end);
+        *self.ends_on.entry(conn).or_insert(0) += 1;
         self.streams.insert((conn, stream), (relay, circuit));
         self.feed((relay, circuit), early);
         let peer = opening.peer;
@@ -725,8 +851,21 @@ impl RelayClient {
         let Some(end) = self.ends.remove(&(relay, circuit)) else {
             return;
         };
+        if matches!(loss, CircuitLoss::PeerGone | CircuitLoss::TimedOut)
+            && let Some(now) = self.out.last_now()
+        {
+            // The far end gave up on it, or it went quiet: try another
+            // relay to that peer first next time.
+            self.remember_loss(now, end.peer, relay, false);
+        }
         let (conn, stream) = (end.conn, end.stream);
         self.streams.remove(&(conn, stream));
+        if let Some(count) = self.ends_on.get_mut(&conn) {
+            *count -= 1;
+            if *count == 0 {
+                self.ends_on.remove(&conn);
+            }
+        }
         self.out.push(RelayClientOutput::Refuse { conn, stream });
         self.release(end.lease);
         self.out.push(RelayClientOutput::CircuitClosed {
@@ -820,6 +959,9 @@ impl RelayClient {
         for ((relay, circuit), dead) in due {
             if dead {
                 self.counters.dead_circuits += 1;
+                if let Some(peer) = self.ends.get(&(relay, circuit)).map(|e| e.peer) {
+                    self.remember_loss(now, peer, relay, true);
+                }
                 self.end_gone(relay, circuit, CircuitLoss::TimedOut);
                 self.strike(now, relay);
             } else {
@@ -827,6 +969,7 @@ impl RelayClient {
             }
         }
         self.avoided.retain(|_, until| *until > now);
+        self.lost_through.retain(|_, lost| lost.until > now);
     }
 
     /// One more dead circuit through `relay`; at the limit the relay is
@@ -840,7 +983,13 @@ impl RelayClient {
         if *strikes < self.dead_circuits {
             return;
         }
+        self.convict(now, relay);
+    }
+
+    /// `relay` drops circuit traffic: released, reported and avoided.
+    fn convict(&mut self, now: Instant, relay: NodeId) {
         self.strikes.remove(&relay);
+        self.lost_through.retain(|_, lost| lost.relay != relay);
         self.counters.dead_relays += 1;
         self.avoided.insert(relay, now + self.avoid_dead_relay);
         self.handle_release(now, relay);

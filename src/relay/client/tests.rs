@@ -268,7 +268,7 @@ fn a_circuit_without_a_ready_connection_in_time_is_dead_and_a_ready_one_kept() {
     let virtual_addr = SocketAddr::from(([127, 1, 0, 1], 1));
     incoming(&mut client, now, 3, virtual_addr);
     assert_eq!(client.poll_timeout(), Some(now + CLAIM));
-    client.handle_relayed_connection(virtual_addr);
+    client.handle_relayed_connection(now, virtual_addr);
     client.handle_timeout(now + CLAIM, |_| false);
     assert!(drain(&mut client).is_empty());
     assert_eq!(client.end_count(), 1, "a ready connection runs over it");
@@ -300,7 +300,7 @@ fn a_relay_whose_circuits_die_in_a_row_is_released_and_avoided() {
     for (circuit, ready) in [(3, false), (4, true), (5, false)] {
         incoming(&mut client, at, circuit, addr(circuit as u16));
         if ready {
-            client.handle_relayed_connection(addr(circuit as u16));
+            client.handle_relayed_connection(now, addr(circuit as u16));
         }
         at += CLAIM;
         client.handle_timeout(at, |_| true);
@@ -415,4 +415,60 @@ fn a_full_circuit_queue_is_counted() {
     assert_eq!(client.counters().packets_to_circuits, 1);
     client.handle_outgoing(now, node(1), 3, &[1; 10]);
     assert!(drain(&mut client).is_empty(), "no such circuit");
+}
+
+#[test]
+fn a_silent_circuit_is_dead_and_its_relay_tried_last_for_that_peer() {
+    let now = crate::test_epoch();
+    let mut client = reserved(now);
+    assert!(
+        client.relies_on(ConnId(1), &node(1)),
+        "it holds our reservation"
+    );
+    assert!(!client.relies_on(ConnId(2), &node(1)));
+    let virtual_addr = SocketAddr::from(([127, 1, 0, 1], 1));
+    incoming(&mut client, now, 3, virtual_addr);
+    client.handle_relayed_connection(now, virtual_addr);
+    drain(&mut client);
+    assert!(!client.suspects(&node(1), &node(2)));
+    client.handle_circuit_silent(now, node(1), 3);
+    let outputs = drain(&mut client);
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        RelayClientOutput::CircuitClosed {
+            loss: CircuitLoss::TimedOut,
+            ..
+        }
+    )));
+    assert_eq!(client.end_count(), 0);
+    assert_eq!(client.counters().dead_circuits, 1);
+    assert!(
+        client.suspects(&node(1), &node(2)),
+        "a strike, and that peer's loss"
+    );
+    assert!(
+        !client.avoids(now, &node(1)),
+        "one silent circuit is not a verdict"
+    );
+    // Unknown circuits change nothing.
+    client.handle_circuit_silent(now, node(1), 99);
+    assert_eq!(client.counters().dead_circuits, 1);
+}
+
+#[test]
+fn a_silent_relay_is_reported_counted_and_avoided() {
+    let now = crate::test_epoch();
+    let mut client = reserved(now);
+    client.handle_relay_silent(now, node(1));
+    let outputs = drain(&mut client);
+    assert_eq!(
+        events(&outputs),
+        [&RelayEvent::RelaySilent { relay: node(1) }]
+    );
+    assert_eq!(client.counters().silent_relays, 1);
+    assert!(client.avoids(now, &node(1)));
+    // The node closes the connection: the reservation goes with it.
+    client.handle_connection_gone(now, ConnId(1));
+    assert!(client.reserved_relays().is_empty());
+    assert!(!client.relies_on(ConnId(1), &node(1)));
 }

@@ -1,0 +1,189 @@
+//! Silence on a connection that carries data, read from quinn's own
+//! counters: when ack-eliciting frames went out and when acknowledgements
+//! came back. A peer that receives an ack-eliciting packet acknowledges it
+//! within its ACK delay, so data left unacknowledged for a few probe
+//! timeouts means the peer, or the path to it, is gone.
+//!
+//! Nothing extra goes on the wire: while data is in flight quinn's probe
+//! timer (PTO) sends probes, and those count as sent here, so an
+//! acknowledgement for older packets that came just before the peer went
+//! away only restarts the wait at the next probe. An idle connection sends
+//! nothing and is never silent; it finds out at its next use.
+
+use std::time::{Duration, Instant};
+
+use quinn_proto::{ConnectionStats, FrameStats};
+
+/// The ACK delay quinn's peers announce by default (RFC 9000 §18.2).
+const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
+
+/// How long data may stay unacknowledged before a watched connection is
+/// taken for dead: `ptos` probe timeouts, kept between `floor` and
+/// `ceiling`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SilenceLimit {
+    /// Probe timeouts of silence (each estimated as
+    /// `3 × smoothed RTT + 25 ms`, quinn's PTO while the RTT variance is
+    /// half the RTT).
+    pub ptos: u32,
+    /// The shortest silence that counts, whatever the RTT.
+    pub floor: Duration,
+    /// The longest silence waited for, whatever the RTT.
+    pub ceiling: Duration,
+}
+
+impl Default for SilenceLimit {
+    /// Three probe timeouts, at least 1.5 s and at most 3 s.
+    fn default() -> Self {
+        Self {
+            ptos: 3,
+            floor: Duration::from_millis(1500),
+            ceiling: Duration::from_secs(3),
+        }
+    }
+}
+
+impl SilenceLimit {
+    /// The silence allowed on a connection whose smoothed RTT is `rtt`.
+    pub fn after(&self, rtt: Duration) -> Duration {
+        let pto = rtt.saturating_mul(3).saturating_add(MAX_ACK_DELAY);
+        pto.saturating_mul(self.ptos)
+            .max(self.floor)
+            .min(self.ceiling)
+    }
+}
+
+/// One connection's watch: since when its ack-eliciting frames have gone
+/// unacknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Silence {
+    acks: u64,
+    sent: u64,
+    since: Option<Instant>,
+}
+
+impl Silence {
+    /// Takes in quinn's counters of the connection at `now`.
+    pub fn observe(&mut self, now: Instant, stats: &ConnectionStats) {
+        self.observe_counts(now, stats.frame_rx.acks, ack_eliciting(&stats.frame_tx));
+    }
+
+    /// Takes in the ACK frames received and ack-eliciting frames sent so
+    /// far: an acknowledgement ends a silence, and a frame sent after it
+    /// starts one.
+    pub fn observe_counts(&mut self, now: Instant, acks_received: u64, eliciting_sent: u64) {
+        if acks_received != self.acks {
+            self.acks = acks_received;
+            self.since = None;
+        }
+        if eliciting_sent != self.sent {
+            self.sent = eliciting_sent;
+            self.since.get_or_insert(now);
+        }
+    }
+
+    /// When the silence reaches `limit`, if there is one.
+    pub fn deadline(&self, limit: Duration) -> Option<Instant> {
+        self.since.map(|since| since + limit)
+    }
+
+    /// Whether the silence has reached `limit` at `now`.
+    pub fn reached(&self, now: Instant, limit: Duration) -> bool {
+        self.deadline(limit).is_some_and(|at| at <= now)
+    }
+}
+
+/// The frames quinn sent that a peer must acknowledge: all but ACK and
+/// CONNECTION_CLOSE (padding is not counted).
+fn ack_eliciting(frames: &FrameStats) -> u64 {
+    let small = [
+        frames.ack_frequency,
+        frames.crypto,
+        frames.data_blocked,
+        frames.datagram,
+        u64::from(frames.handshake_done),
+        frames.immediate_ack,
+        frames.max_data,
+        frames.max_stream_data,
+        frames.max_streams_bidi,
+        frames.max_streams_uni,
+        frames.new_connection_id,
+        frames.new_token,
+        frames.path_challenge,
+        frames.path_response,
+        frames.ping,
+        frames.reset_stream,
+        frames.retire_connection_id,
+        frames.stream_data_blocked,
+        frames.streams_blocked_bidi,
+        frames.streams_blocked_uni,
+        frames.stop_sending,
+        frames.stream,
+    ];
+    small.into_iter().fold(0, u64::wrapping_add)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ms` milliseconds after `t0`.
+    fn after(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn the_limit_is_a_few_probe_timeouts_within_its_bounds() {
+        let limit = SilenceLimit::default();
+        assert_eq!(
+            limit.after(Duration::from_millis(10)),
+            Duration::from_millis(1500)
+        );
+        // 3 × (3 × 200 + 25) ms.
+        assert_eq!(
+            limit.after(Duration::from_millis(200)),
+            Duration::from_millis(1875)
+        );
+        assert_eq!(limit.after(Duration::from_secs(1)), Duration::from_secs(3));
+        let inverted = SilenceLimit {
+            floor: Duration::from_secs(5),
+            ..limit
+        };
+        assert_eq!(inverted.after(Duration::ZERO), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn sent_frames_start_a_silence_and_an_acknowledgement_ends_it() {
+        let t0 = crate::test_epoch();
+        let at = |ms| after(t0, ms);
+        let limit = Duration::from_secs(1);
+        let mut silence = Silence::default();
+        silence.observe_counts(at(0), 0, 0);
+        assert_eq!(silence.deadline(limit), None, "nothing sent, nothing waits");
+        silence.observe_counts(at(10), 0, 2);
+        silence.observe_counts(at(50), 0, 3);
+        assert_eq!(
+            silence.deadline(limit),
+            Some(at(1010)),
+            "the first frame counts"
+        );
+        assert!(!silence.reached(at(1009), limit));
+        assert!(silence.reached(at(1010), limit));
+        silence.observe_counts(at(60), 1, 3);
+        assert_eq!(silence.deadline(limit), None);
+        // An acknowledgement and a new frame in one look: the new frame waits.
+        silence.observe_counts(at(70), 2, 4);
+        assert_eq!(silence.deadline(limit), Some(at(1070)));
+    }
+
+    #[test]
+    fn an_idle_connection_is_never_silent() {
+        let t0 = crate::test_epoch();
+        let at = |ms| after(t0, ms);
+        let mut silence = Silence::default();
+        silence.observe_counts(at(0), 4, 5);
+        silence.observe_counts(at(10), 5, 5);
+        silence.observe_counts(at(60_000), 5, 5);
+        assert!(!silence.reached(at(120_000), Duration::from_secs(1)));
+    }
+}
