@@ -108,8 +108,8 @@ struct Args {
     mode: String,
     bind: SocketAddr,
     seed: u8,
-    relay: Option<SocketAddr>,
-    relay_seed: u8,
+    relays: Vec<SocketAddr>,
+    relay_seeds: Vec<u8>,
     reflexive: Option<SocketAddr>,
     stun: Vec<SocketAddr>,
     serve: bool,
@@ -125,8 +125,8 @@ fn parse() -> Result<Args, String> {
         mode,
         bind: "0.0.0.0:4433".parse().map_err(|_| "bind")?,
         seed: 1,
-        relay: None,
-        relay_seed: 1,
+        relays: Vec::new(),
+        relay_seeds: Vec::new(),
         reflexive: None,
         stun: Vec::new(),
         serve: false,
@@ -140,9 +140,9 @@ fn parse() -> Result<Args, String> {
         match flag.as_str() {
             "--bind" => args.bind = value()?.parse().map_err(|_| bad("--bind"))?,
             "--seed" => args.seed = value()?.parse().map_err(|_| bad("--seed"))?,
-            "--relay" => args.relay = Some(value()?.parse().map_err(|_| bad("--relay"))?),
+            "--relay" => args.relays.push(value()?.parse().map_err(|_| bad("--relay"))?),
             "--relay-seed" => {
-                args.relay_seed = value()?.parse().map_err(|_| bad("--relay-seed"))?
+                (args.relay_seeds).push(value()?.parse().map_err(|_| bad("--relay-seed"))?)
             }
             "--reflexive" => {
                 args.reflexive = Some(value()?.parse().map_err(|_| bad("--reflexive"))?)
@@ -193,11 +193,17 @@ async fn run() -> Result<ExitCode, String> {
         println!("ready");
         return relay(driver).await;
     }
-    let relay_addr = args.relay.ok_or("--relay")?;
-    let relay = Contact {
-        id: Identity::from_seed([args.relay_seed; 32]).node_id(),
-        addrs: vec![relay_addr].into_iter().collect(),
-    };
+    if args.relays.is_empty() {
+        return Err("--relay".into());
+    }
+    // The i-th --relay has the i-th --relay-seed (1 when not given).
+    let relays: Vec<Contact> = (args.relays.iter().enumerate())
+        .map(|(i, &addr)| Contact {
+            id: Identity::from_seed([args.relay_seeds.get(i).copied().unwrap_or(1); 32]).node_id(),
+            addrs: vec![addr].into_iter().collect(),
+        })
+        .collect();
+    let relay = relays[0].clone();
     let mut driver = Driver::bind(args.bind, node(&args, true)?)
         .await
         .map_err(|e| e.to_string())?;
@@ -210,14 +216,16 @@ async fn run() -> Result<ExitCode, String> {
         ];
         n.set_punch_candidates(candidates, NatClass::UNKNOWN);
     }
-    n.bootstrap(t, vec![relay.clone()]);
-    n.reserve(t, relay.clone());
+    n.bootstrap(t, relays.clone());
+    for relay in &relays {
+        n.reserve(t, relay.clone());
+    }
     // With STUN servers the node discovers its own NAT (and punch candidates)
     // after joining; it dials only once it knows.
-    let (mut granted, mut joined, mut discovered) = (false, false, args.stun.is_empty());
-    while !(granted && joined && discovered) {
+    let (mut granted, mut joined, mut discovered) = (0, false, args.stun.is_empty());
+    while !(granted >= relays.len() && joined && discovered) {
         match driver.next_event().await {
-            Event::Relay(RelayEvent::ReservationGranted { .. }) => granted = true,
+            Event::Relay(RelayEvent::ReservationGranted { .. }) => granted += 1,
             Event::Dht(DhtEvent::Bootstrapped { .. }) => joined = true,
             Event::Nat(report) => {
                 eprintln!("nat: {report:?}");
@@ -285,12 +293,13 @@ async fn run() -> Result<ExitCode, String> {
                     number: k,
                     after_switch: after,
                     answered: false,
+                    failed: false,
                 });
             }
             driver.flush().await;
             next_call += Duration::from_millis(20);
         }
-        if connected_at.is_some() && !wanted && calls.all_answered() {
+        if connected_at.is_some() && !wanted && calls.all_ended() {
             break;
         }
         driver
@@ -304,7 +313,10 @@ async fn run() -> Result<ExitCode, String> {
                     peer,
                     path: PathKind::Relayed,
                     ..
-                } if peer == target => connected_at = Some(now()),
+                } if peer == target && connected_at.is_none() => {
+                    connected_at = Some(now());
+                    println!("connected at_us={}", unix_us());
+                }
                 Event::PathChanged { peer, path, reason } if peer == target => {
                     let at = now().saturating_duration_since(started).as_millis();
                     eprintln!("+{at}ms path {path:?}: {reason:?}");
@@ -316,7 +328,14 @@ async fn run() -> Result<ExitCode, String> {
                 Event::Rpc(RpcEvent::Completed {
                     call,
                     result: Ok(payload),
-                }) => calls.answer(call, &payload),
+                }) => calls.answer(call, &payload, now()),
+                Event::Rpc(RpcEvent::Completed {
+                    call,
+                    result: Err(error),
+                }) => {
+                    eprintln!("call failed: {error}");
+                    calls.fail(call);
+                }
                 Event::Nat(report) => {
                     let at = now().saturating_duration_since(started).as_millis();
                     eprintln!("+{at}ms nat: {report:?}");
@@ -335,11 +354,13 @@ async fn run() -> Result<ExitCode, String> {
     eprintln!("node: {:?}", node.counters());
     println!(
         "result connected={} direct={} punch_ms={punch_ms} switched_at_us={switched_at} \
-         calls={} lost={} after_switch={} lost_after={}",
+         calls={} lost={} errors={} max_gap_ms={} after_switch={} lost_after={}",
         u8::from(connected_at.is_some()),
         u8::from(switched.is_some()),
         calls.issued.len(),
         calls.lost(|_| true),
+        calls.issued.iter().filter(|i| i.failed).count(),
+        calls.max_gap.as_millis(),
         calls.after_switch(),
         calls.lost(|i| i.after_switch),
     );
@@ -364,31 +385,49 @@ struct Issued {
     after_switch: bool,
     /// Came back with its own number.
     answered: bool,
+    /// Ended with a typed error.
+    failed: bool,
 }
 
 /// The dialer's echo calls.
 #[derive(Default)]
 struct Calls {
     issued: Vec<Issued>,
+    /// When the last answer came.
+    last_answer: Option<Instant>,
+    /// The longest time between two answers.
+    max_gap: Duration,
 }
 
 impl Calls {
-    /// Marks `call` answered when `payload` is its own number.
-    fn answer(&mut self, call: CallId, payload: &[u8]) {
+    /// Marks `call` answered at `at` when `payload` is its own number.
+    fn answer(&mut self, call: CallId, payload: &[u8], at: Instant) {
         if let Some(i) = self.issued.iter_mut().find(|i| i.call == call) {
             i.answered |= payload == i.number.to_be_bytes();
         }
+        if let Some(last) = self.last_answer {
+            self.max_gap = self.max_gap.max(at.saturating_duration_since(last));
+        }
+        self.last_answer = Some(at);
+    }
+
+    /// Marks `call` ended with a typed error.
+    fn fail(&mut self, call: CallId) {
+        if let Some(i) = self.issued.iter_mut().find(|i| i.call == call) {
+            i.failed = true;
+        }
+    }
+
+    /// Whether every call ended, answered or with a typed error.
+    fn all_ended(&self) -> bool {
+        self.issued.iter().all(|i| i.answered || i.failed)
     }
 
     fn after_switch(&self) -> u64 {
         self.issued.iter().filter(|i| i.after_switch).count() as u64
     }
 
-    fn all_answered(&self) -> bool {
-        self.issued.iter().all(|i| i.answered)
-    }
-
-    /// The calls `which` selects that did not come back.
+    /// The calls `which` selects that got no answer (typed errors included).
     fn lost(&self, which: impl Fn(&Issued) -> bool) -> u64 {
         (self.issued.iter())
             .filter(|i| which(i) && !i.answered)
