@@ -2,7 +2,8 @@
 //! (50 ms apart) connect through a public relay, punch, switch to the direct path, fall
 //! back to the relay when the direct route is cut, and upgrade again once it is restored —
 //! while a stream of numbered RPCs keeps running and loses nothing; and a direct path whose
-//! NAT reboots follows the new address without falling back.
+//! NAT reboots follows the new address without falling back, and a relayed pair survives
+//! one (the relay follows).
 #![cfg(feature = "sim")]
 
 mod common;
@@ -145,5 +146,31 @@ fn an_idle_direct_pair_costs_little_more_than_quic_keep_alives() {
         let node = lab.world.machine(host);
         assert_eq!(node.connection_kinds(), (2, 0), "still direct");
         assert_eq!(node.upgrade_counters().fallbacks, 0);
+    }
+}
+
+#[test]
+fn a_relayed_pair_survives_a_nat_reboot_the_relay_follows_the_new_address() {
+    // The twin of the NAT lab's node-reboot-relayed: no direct path is
+    // possible (masquerade x random-port symmetric), so the calls run over
+    // the relay; A's NAT reboots with a new IP and the relay's connection
+    // to A follows A there.
+    let pairing = Pairing::Separate(NatKind::LinuxMasquerade, NatKind::SymmetricRandom);
+    let config = NodeLabConfig {
+        seed: 25,
+        link_loss: 0.0,
+        ..NodeLabConfig::default()
+    };
+    let mut lab = NodeLab::new(pairing, &config, epoch());
+    lab.connect().expect("connected through the relay");
+    lab.calls_for(Duration::from_secs(2));
+    lab.reboot_nat(0, Some(IpAddr::from([192, 0, 2, 201])), false);
+    lab.calls_for(Duration::from_secs(3));
+    let (calls, lost) = lab.finish();
+    assert_eq!(lost, 0, "of {calls}");
+    assert_eq!(lab.world.machine(lab.relay()).counters().rebindings, 1);
+    for host in lab.sides() {
+        // Its connection to the relay, and the relayed one to the peer.
+        assert_eq!(lab.world.machine(host).connection_kinds(), (1, 1));
     }
 }

@@ -140,7 +140,9 @@ fn parse() -> Result<Args, String> {
         match flag.as_str() {
             "--bind" => args.bind = value()?.parse().map_err(|_| bad("--bind"))?,
             "--seed" => args.seed = value()?.parse().map_err(|_| bad("--seed"))?,
-            "--relay" => args.relays.push(value()?.parse().map_err(|_| bad("--relay"))?),
+            "--relay" => args
+                .relays
+                .push(value()?.parse().map_err(|_| bad("--relay"))?),
             "--relay-seed" => {
                 (args.relay_seeds).push(value()?.parse().map_err(|_| bad("--relay-seed"))?)
             }
