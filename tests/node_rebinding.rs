@@ -10,17 +10,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use macula::id::Identity;
 use macula::node::{Event, Node};
 use macula::rpc::{RegisterOptions, RpcEvent};
-use macula::secret::Secret;
 use macula::sim::{HostId, Mesh, NatConfig, NatId, echo, lan_addr, public_addr};
 use macula::wire::{self, Message};
 use macula::{Datagram, Input, Machine};
 use quinn_proto::Dir;
 
 mod common;
-use common::raw_peer::{NODE, RawPeer, UNIX_MS, config, encode, pump, write_some};
+use common::raw_peer::{NODE, RawPeer, config, encode, pump, write_some};
 
 const HOME_IP: [u8; 4] = [203, 0, 113, 7];
 
@@ -113,21 +111,7 @@ fn a_flush_that_keeps_the_address_needs_no_following() {
 }
 
 fn node() -> Node {
-    let secret = Secret::deterministic(1);
-    let identity = Identity::from_seed([1; 32]);
-    Node::new(config(), identity, secret, common::epoch(), UNIX_MS).unwrap()
-}
-
-/// Reads everything that arrived on `stream`.
-fn read_all(peer: &mut RawPeer, stream: quinn_proto::StreamId) -> Vec<u8> {
-    let mut got = Vec::new();
-    if let Ok(mut chunks) = peer.conn.recv_stream(stream).read(true) {
-        while let Ok(Some(chunk)) = chunks.next(usize::MAX) {
-            got.extend_from_slice(&chunk.bytes);
-        }
-        let _ = chunks.finalize();
-    }
-    got
+    common::raw_peer::node(config(), common::epoch())
 }
 
 /// A FIND_NODE on a new stream of `peer`; true when it was answered.
@@ -139,7 +123,7 @@ fn ask(node: &mut Node, peer: &mut RawPeer, now: &mut std::time::Instant) -> boo
     }));
     assert_eq!(write_some(&mut peer.conn, stream, &find), find.len());
     pump(node, &mut [&mut *peer], now, 30);
-    !read_all(peer, stream).is_empty()
+    !peer.read_available(stream).is_empty()
 }
 
 #[test]

@@ -125,6 +125,23 @@ pub struct Conn {
     pub resume_at: Option<Instant>,
     /// Since when sent frames wait for an acknowledgement.
     pub silence: Silence,
+    /// A close waiting for the DISCONNECT written before it to be delivered
+    /// ([`Conn::close_after_disconnect`]).
+    lingering: Option<Lingering>,
+}
+
+/// How long a closing connection waits at most for its DISCONNECT to be
+/// acknowledged before it closes anyway (docs/PROTOCOL.md §2, "Closing").
+pub const DISCONNECT_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A QUIC close held back until the DISCONNECT on the control stream is
+/// acknowledged, or its deadline.
+#[derive(Debug)]
+struct Lingering {
+    control: StreamId,
+    code: VarInt,
+    reason: Bytes,
+    until: Instant,
 }
 
 /// Bytes read from one stream at a time, so that one busy stream leaves
@@ -216,6 +233,62 @@ impl Conn {
             pace: None,
             resume_at: None,
             silence: Silence::default(),
+            lingering: None,
+        }
+    }
+
+    /// Closes the connection with application `code` and `reason`: at once
+    /// when there is no control stream, else after writing `disconnect` on
+    /// it and finishing it, once the peer acknowledged it
+    /// ([`Conn::control_delivered`]) or [`DISCONNECT_LINGER`] after `now`
+    /// ([`Conn::linger_over`]), whichever comes first. QUIC's close discards
+    /// unsent stream data, which is why it waits.
+    pub fn close_after_disconnect(
+        &mut self,
+        now: Instant,
+        disconnect: &Message,
+        code: VarInt,
+        reason: Bytes,
+    ) {
+        let written = self
+            .control
+            .filter(|&control| self.send(control, disconnect, true).is_ok());
+        match written {
+            Some(control) => {
+                self.lingering = Some(Lingering {
+                    control,
+                    code,
+                    reason,
+                    until: now + DISCONNECT_LINGER,
+                });
+            }
+            None => self.quinn.close(now, code, reason),
+        }
+    }
+
+    /// The peer acknowledged everything on `stream`: if it carried the
+    /// DISCONNECT of a pending close, the connection closes now.
+    pub fn control_delivered(&mut self, now: Instant, stream: StreamId) {
+        if self.lingering.as_ref().is_some_and(|l| l.control == stream) {
+            self.close_lingering(now);
+        }
+    }
+
+    /// Closes a connection whose DISCONNECT waited past its bound at `now`.
+    pub fn linger_over(&mut self, now: Instant) {
+        if self.lingering.as_ref().is_some_and(|l| l.until <= now) {
+            self.close_lingering(now);
+        }
+    }
+
+    /// When a pending close happens at the latest.
+    pub fn linger_deadline(&self) -> Option<Instant> {
+        self.lingering.as_ref().map(|l| l.until)
+    }
+
+    fn close_lingering(&mut self, now: Instant) {
+        if let Some(lingering) = self.lingering.take() {
+            self.quinn.close(now, lingering.code, lingering.reason);
         }
     }
 

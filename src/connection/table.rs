@@ -140,6 +140,7 @@ impl ConnTable {
                 conn.connect_deadline,
                 conn.resume_at,
                 silent,
+                conn.linger_deadline(),
             ];
             let deadline = deadline.into_iter().flatten().min();
             self.unfile(handle);

@@ -2,6 +2,7 @@
 //! stream, reading streams within the buffer budget, refusals and closes,
 //! and what a lost connection means for its requests and the pool.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use crate::contract::Output;
 use crate::dht::wire as dht_wire;
 use crate::dht::{self, Failure, Mode};
 use crate::exchange::{PeerRequest, Slot, StreamKey};
+use crate::id::NodeId;
 use crate::path::{PathKind, PathTable, RealPath};
 use crate::pool::{ConnId, Direction};
 use crate::relay::CircuitLoss;
@@ -96,6 +98,11 @@ impl Node {
             quinn_proto::Event::Stream(StreamEvent::Stopped { id, error_code }) => {
                 self.request_stream_gone(handle, id, error_code == STREAM_REFUSED);
                 self.messaging_stream_gone(now, handle, id, Some(error_code));
+            }
+            quinn_proto::Event::Stream(StreamEvent::Finished { id }) => {
+                if let Some(conn) = self.conns.get_mut(&handle) {
+                    conn.control_delivered(now, id);
+                }
             }
             quinn_proto::Event::Stream(_)
             | quinn_proto::Event::DatagramReceived
@@ -345,11 +352,7 @@ impl Node {
         }
         match message {
             Message::Connect(hello) => self.on_hello(now, handle, hello),
-            Message::Disconnect(bye) => {
-                conn.step(PhaseEvent::Close);
-                let code = VarInt::from_u32(u32::from(bye.reason.code()));
-                conn.quinn.close(now, code, Bytes::new());
-            }
+            Message::Disconnect(bye) => self.on_goodbye(now, handle, bye),
             Message::Ping(ping) => {
                 let Some(stream) = conn.control else {
                     return;
@@ -607,7 +610,8 @@ impl Node {
         }
     }
 
-    /// Closes a connection whose peer broke the rules, telling it why.
+    /// Closes a connection whose peer broke the rules, telling it why (and
+    /// counts it; a connection already closing is left as it is).
     pub(super) fn refuse(
         &mut self,
         now: Instant,
@@ -615,6 +619,13 @@ impl Node {
         reason: DisconnectReason,
         detail: String,
     ) {
+        if self
+            .conns
+            .get(&handle)
+            .is_none_or(|conn| conn.phase == Phase::Closing)
+        {
+            return;
+        }
         let cause = CloseCause::Refused {
             reason,
             detail: detail.clone(),
@@ -641,18 +652,14 @@ impl Node {
         if conn.phase == Phase::Closing {
             return;
         }
-        if let Some(control) = conn.control {
-            let bye = Message::from(wire::Disconnect {
-                reason,
-                message: message.clone(),
-            });
-            let _ = conn.send(control, &bye, true);
-        }
+        let bye = Message::from(wire::Disconnect {
+            reason,
+            message: message.clone(),
+        });
+        let code = VarInt::from_u32(u32::from(reason.code()));
+        conn.close_after_disconnect(now, &bye, code, Bytes::from(message.into_bytes()));
         conn.step(PhaseEvent::Close);
         self.admission.left_awaiting(&mut conn.ticket);
-        let code = VarInt::from_u32(u32::from(reason.code()));
-        conn.quinn
-            .close(now, code, Bytes::from(message.into_bytes()));
         let (peer, remote) = (conn.peer, conn.remote);
         self.release_requests(now, handle);
         self.out.push_back(Output::Event(Event::Disconnected {
@@ -721,17 +728,47 @@ impl Node {
                 },
                 other => CloseCause::Transport(other.to_string()),
             };
-            if let (Some(peer), CloseCause::Peer { reason, .. }) = (peer, &cause)
-                && *reason == DisconnectReason::Shutdown
-            {
-                self.dht.handle_peer_left(&peer);
-            }
-            self.out.push_back(Output::Event(Event::Disconnected {
-                peer,
-                remote,
-                cause,
-            }));
+            self.report_lost(peer, remote, cause);
         }
+    }
+
+    /// The peer's DISCONNECT: the connection closes with its reason (echoed
+    /// as our close code), its requests fail, and the application is told
+    /// the peer's reason.
+    fn on_goodbye(&mut self, now: Instant, handle: ConnectionHandle, bye: wire::Disconnect) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        let kind = instrument::peer_close_error(conn.phase, bye.reason);
+        conn.step(PhaseEvent::Close);
+        self.admission.left_awaiting(&mut conn.ticket);
+        let code = VarInt::from_u32(u32::from(bye.reason.code()));
+        conn.quinn.close(now, code, Bytes::new());
+        let (peer, remote) = (conn.peer, conn.remote);
+        if let Some(kind) = kind {
+            self.instruments.connection_error(now, kind);
+        }
+        self.release_requests(now, handle);
+        let cause = CloseCause::Peer {
+            reason: bye.reason,
+            message: bye.message,
+        };
+        self.report_lost(peer, remote, cause);
+    }
+
+    /// Tells the application a connection is gone for `cause`; a peer
+    /// shutting down also leaves the DHT's contacts.
+    fn report_lost(&mut self, peer: Option<NodeId>, remote: SocketAddr, cause: CloseCause) {
+        if let (Some(peer), CloseCause::Peer { reason, .. }) = (peer, &cause)
+            && reason == &DisconnectReason::Shutdown
+        {
+            self.dht.handle_peer_left(&peer);
+        }
+        self.out.push_back(Output::Event(Event::Disconnected {
+            peer,
+            remote,
+            cause,
+        }));
     }
 
     /// Fails every request of a connection that is going away and tells the

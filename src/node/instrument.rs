@@ -196,28 +196,38 @@ impl Instruments {
 /// closes this node started, and none for a peer's close with a normal
 /// reason (shutdown, idle, a duplicate connection given up).
 pub(super) fn lost_error(phase: Phase, reason: &ConnectionError) -> Option<ConnectionErrorKind> {
-    let normal_close = match reason {
-        ConnectionError::LocallyClosed => true,
-        ConnectionError::ApplicationClosed(close) => {
+    match (phase, reason) {
+        (_, ConnectionError::LocallyClosed) => None,
+        (_, ConnectionError::ApplicationClosed(close)) => {
             let reason = u8::try_from(close.error_code.into_inner())
                 .map(DisconnectReason::from_code)
                 .unwrap_or(DisconnectReason::ProtocolError);
-            matches!(
-                reason,
-                DisconnectReason::Normal | DisconnectReason::Shutdown | DisconnectReason::Idle
-            )
+            peer_close_error(phase, reason)
         }
-        _ => false,
-    };
-    match (phase, reason) {
-        _ if normal_close => None,
         (Phase::Closing, _) => None,
         (Phase::Handshaking | Phase::AwaitingConnect, _) => Some(ConnectionErrorKind::Handshake),
         (Phase::Ready, ConnectionError::TimedOut) => Some(ConnectionErrorKind::Timeout),
-        (Phase::Ready, ConnectionError::ApplicationClosed(_)) => {
-            Some(ConnectionErrorKind::ClosedByPeer)
-        }
         (Phase::Ready, _) => Some(ConnectionErrorKind::Transport),
+    }
+}
+
+/// The error a peer's close for `reason` (its DISCONNECT, or its QUIC close
+/// code) counts as, given the connection's phase before: none for a normal
+/// reason (shutdown, idle, a duplicate connection given up) or a connection
+/// this node was already closing.
+pub(super) fn peer_close_error(
+    phase: Phase,
+    reason: DisconnectReason,
+) -> Option<ConnectionErrorKind> {
+    let normal = matches!(
+        reason,
+        DisconnectReason::Normal | DisconnectReason::Shutdown | DisconnectReason::Idle
+    );
+    match phase {
+        _ if normal => None,
+        Phase::Closing => None,
+        Phase::Handshaking | Phase::AwaitingConnect => Some(ConnectionErrorKind::Handshake),
+        Phase::Ready => Some(ConnectionErrorKind::ClosedByPeer),
     }
 }
 

@@ -547,6 +547,7 @@ impl Machine for Node {
                     if conn.quinn.poll_timeout().is_some_and(|t| t <= now) {
                         conn.quinn.handle_timeout(now);
                     }
+                    conn.linger_over(now);
                     if conn.resume_at.is_some_and(|t| t <= now) {
                         conn.resume_at = None;
                         self.resume_parked(now, *handle);

@@ -34,6 +34,12 @@ pub fn config() -> NodeConfig {
     config
 }
 
+/// The node of these tests (identity seed 1) with `config`, started at `now`.
+pub fn node(config: NodeConfig, now: Instant) -> Node {
+    let identity = Identity::from_seed([1; 32]);
+    Node::new(config, identity, Secret::deterministic(1), now, UNIX_MS).unwrap()
+}
+
 /// A raw peer: a quinn-proto endpoint at `addr` and its one connection to
 /// the node.
 pub struct RawPeer {
@@ -119,14 +125,42 @@ impl RawPeer {
     /// Opens the control stream and writes a valid CONNECT on it.
     pub fn hello(&mut self) -> StreamId {
         let control = self.conn.streams().open(Dir::Bi).unwrap();
-        let hello = encode(&Message::from(wire::Connect {
-            node_id: self.identity.node_id(),
-            realm: realm(),
-            capabilities: Capabilities::NONE,
-            listen_addrs: vec![],
-        }));
+        let hello = self.connect_frame(realm());
         assert_eq!(write_some(&mut self.conn, control, &hello), hello.len());
         control
+    }
+
+    /// The bytes of this peer's CONNECT, claiming `realm`.
+    pub fn connect_frame(&self, realm: Realm) -> Vec<u8> {
+        encode(&Message::from(wire::Connect {
+            node_id: self.identity.node_id(),
+            realm,
+            capabilities: Capabilities::NONE,
+            listen_addrs: vec![],
+        }))
+    }
+
+    /// The bytes that have arrived on `stream` since the last read.
+    pub fn read_available(&mut self, stream: StreamId) -> Vec<u8> {
+        let mut data = Vec::new();
+        if let Ok(mut chunks) = self.conn.recv_stream(stream).read(true) {
+            while let Ok(Some(chunk)) = chunks.next(usize::MAX) {
+                data.extend_from_slice(&chunk.bytes);
+            }
+            let _ = chunks.finalize();
+        }
+        data
+    }
+
+    /// The application close reason phrase the node closed the connection
+    /// with, if it did.
+    pub fn close_reason(&self) -> Option<String> {
+        match &self.lost {
+            Some(ConnectionError::ApplicationClosed(close)) => {
+                Some(String::from_utf8_lossy(&close.reason).into_owned())
+            }
+            _ => None,
+        }
     }
 
     /// The application close code the node closed the connection with, or
@@ -142,6 +176,42 @@ impl RawPeer {
 /// The bytes of one frame.
 pub fn encode(message: &Message) -> Vec<u8> {
     message.to_vec(&Limits::default()).unwrap()
+}
+
+/// The frames in `data`, decoded strictly (a test fails on bad bytes).
+pub fn frames(mut data: &[u8]) -> Vec<Message> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        match wire::decode(data, &Limits::default()).unwrap() {
+            wire::Decoded::Complete(message, used) => {
+                out.push(message);
+                data = &data[used..];
+            }
+            wire::Decoded::NeedMore(_) => panic!("a frame cut short: {data:?}"),
+        }
+    }
+    out
+}
+
+/// Pumps until `peer`'s connection is lost (at most `rounds` rounds) and
+/// returns everything that arrived on `stream` meanwhile, read after each
+/// round (quinn forgets a stream's data once the connection is closed).
+pub fn pump_until_lost(
+    node: &mut Node,
+    peer: &mut RawPeer,
+    now: &mut Instant,
+    rounds: usize,
+    stream: StreamId,
+) -> Vec<u8> {
+    let mut data = Vec::new();
+    for _ in 0..rounds {
+        pump(node, &mut [&mut *peer], now, 1);
+        data.extend(peer.read_available(stream));
+        if peer.lost.is_some() {
+            break;
+        }
+    }
+    data
 }
 
 /// Writes as much of `data` as flow control takes; returns the bytes taken.

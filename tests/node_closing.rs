@@ -1,0 +1,108 @@
+//! How a node closes a connection on purpose, seen from the wire
+//! (docs/PROTOCOL.md §2 "Closing", §7): a raw quinn-proto peer breaks a
+//! rule and must first read DISCONNECT on the control stream, then see the
+//! QUIC close with the same reason code and the message as reason phrase. A
+//! connection with no control stream is just closed.
+
+use std::time::{Duration, Instant};
+
+use macula::id::Realm;
+use macula::node::{Node, NodeConfig};
+use macula::wire::{DisconnectReason, FindNode, Message};
+use quinn_proto::{Dir, StreamId};
+
+mod common;
+use common::raw_peer::{
+    RawPeer, config, encode, frames, node, pump, pump_until_lost, realm, write_some,
+};
+
+fn node_with(config: NodeConfig) -> (Node, Instant) {
+    let now = common::epoch();
+    (node(config, now), now)
+}
+
+/// A node and a peer through the QUIC handshake, nothing written yet.
+fn handshaken() -> (Node, RawPeer, Instant) {
+    let (mut node, mut now) = node_with(config());
+    let mut peer = RawPeer::dial(&node, now, 50, "198.51.100.2:5000".parse().unwrap());
+    pump(&mut node, &mut [&mut peer], &mut now, 20);
+    assert_eq!(node.connection_count(), 1);
+    (node, peer, now)
+}
+
+/// The last frame on the control stream must be DISCONNECT `reason`, and
+/// the QUIC close must carry its code and message.
+fn assert_told(peer: &RawPeer, control_data: &[u8], reason: DisconnectReason) {
+    let frames = frames(control_data);
+    let Some(Message::Disconnect(bye)) = frames.last() else {
+        panic!("no DISCONNECT before the close; the control stream carried {frames:?}");
+    };
+    assert_eq!(bye.reason, reason);
+    assert_eq!(peer.close_code(), Some(u64::from(reason.code())));
+    assert_eq!(peer.close_reason().as_deref(), Some(bye.message.as_str()));
+}
+
+/// A ready peer writes `offence` on its control stream; returns what the
+/// node wrote on that stream until the connection was lost.
+fn offend(offence: impl FnOnce(&Node, &RawPeer) -> Vec<u8>) -> (RawPeer, Vec<u8>, Duration) {
+    let (mut node, mut peer, mut now) = handshaken();
+    let control = peer.hello();
+    pump(&mut node, &mut [&mut peer], &mut now, 20);
+    assert!(peer.lost.is_none(), "the first CONNECT is accepted");
+    let bytes = offence(&node, &peer);
+    assert_eq!(write_some(&mut peer.conn, control, &bytes), bytes.len());
+    let start = now;
+    let data = pump_until_lost(&mut node, &mut peer, &mut now, 1000, control);
+    (peer, data, now - start)
+}
+
+#[test]
+fn a_second_connect_is_told_disconnect_protocol_error_then_closed() {
+    let (peer, data, _) = offend(|_, peer| peer.connect_frame(realm()));
+    assert_told(&peer, &data, DisconnectReason::ProtocolError);
+}
+
+#[test]
+fn a_connect_from_another_realm_is_told_realm_mismatch_then_closed() {
+    let (mut node, mut peer, mut now) = handshaken();
+    let control: StreamId = peer.conn.streams().open(Dir::Bi).unwrap();
+    let hello = peer.connect_frame(Realm::new("io.other").unwrap());
+    assert_eq!(write_some(&mut peer.conn, control, &hello), hello.len());
+    let data = pump_until_lost(&mut node, &mut peer, &mut now, 100, control);
+    assert_told(&peer, &data, DisconnectReason::RealmMismatch);
+}
+
+#[test]
+fn a_request_on_the_control_stream_is_told_protocol_error_then_closed() {
+    let (peer, data, _) = offend(|node, _| {
+        encode(&Message::from(FindNode {
+            request_id: 1,
+            target: node.node_id(),
+        }))
+    });
+    assert_told(&peer, &data, DisconnectReason::ProtocolError);
+}
+
+#[test]
+fn the_close_follows_the_disconnect_within_the_linger_bound() {
+    let (peer, _, took) = offend(|_, peer| peer.connect_frame(realm()));
+    assert!(peer.lost.is_some());
+    // 2 ms a hop: the DISCONNECT's round trip, not the 100 ms bound.
+    assert!(
+        took < Duration::from_millis(50),
+        "closed {took:?} after the offence"
+    );
+}
+
+#[test]
+fn a_connection_without_a_control_stream_is_just_closed() {
+    let mut config = config();
+    config.connect_timeout = Duration::from_millis(100);
+    let (mut node, mut now) = node_with(config);
+    let mut peer = RawPeer::dial(&node, now, 51, "198.51.100.3:5000".parse().unwrap());
+    pump(&mut node, &mut [&mut peer], &mut now, 200);
+    assert_eq!(
+        peer.close_code(),
+        Some(u64::from(DisconnectReason::ProtocolError.code()))
+    );
+}
