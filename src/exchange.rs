@@ -99,6 +99,9 @@ pub enum Unopened {
     Blocked,
     /// The frame did not encode (the stream was refused).
     NotEncoded,
+    /// The peer did not announce the capability the request needs
+    /// (docs/PROTOCOL.md §6): it was not sent.
+    NotServed,
 }
 
 /// Why an exchange ended without an answer.
@@ -304,6 +307,7 @@ impl<K: Copy + Eq + Hash + Ord> Exchanges<K> {
                 self.entries.remove(&key);
                 let why = match unopened {
                     Unopened::NotEncoded => Unanswered::Unsendable,
+                    Unopened::NotServed => Unanswered::Refused,
                     Unopened::Gone | Unopened::Blocked => Unanswered::NotSent,
                 };
                 let slot = None;

@@ -292,8 +292,12 @@ impl Conn {
         }
     }
 
-    /// Opens a bidirectional stream, if the peer allows another.
+    /// Opens a bidirectional stream, if the peer allows another (never
+    /// once the connection is closing).
     pub fn open(&mut self) -> Option<StreamId> {
+        if self.phase == Phase::Closing {
+            return None;
+        }
         self.quinn.streams().open(Dir::Bi)
     }
 
@@ -333,6 +337,10 @@ impl Conn {
     }
 
     fn write(&mut self, stream: StreamId, data: Bytes, streamed: Option<Streamed>, finish: bool) {
+        if self.phase == Phase::Closing {
+            // After DISCONNECT nothing more goes out (docs/PROTOCOL.md §2).
+            return;
+        }
         match self.writes.get_mut(&stream) {
             // Frames written while earlier ones wait for flow control queue
             // behind them (a publish stream carries many), behind a streamed
@@ -421,8 +429,11 @@ impl Conn {
         self.writes.remove(&stream);
         self.readers.remove(&stream);
         self.assemblers.remove(&stream);
-        let _ = self.quinn.send_stream(stream).reset(code);
-        let _ = self.quinn.recv_stream(stream).stop(code);
+        if self.phase != Phase::Closing {
+            // A closing connection says nothing after its DISCONNECT.
+            let _ = self.quinn.send_stream(stream).reset(code);
+            let _ = self.quinn.recv_stream(stream).stop(code);
+        }
     }
 
     /// Reads what has arrived on `stream`, at most [`READ_QUANTUM`] bytes,

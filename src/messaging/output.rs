@@ -16,7 +16,7 @@ use crate::id::{NodeId, RecordKey};
 use crate::pool::{ConnId, Lease};
 use crate::pubsub::PubSubEvent;
 use crate::rpc::RpcEvent;
-use crate::wire::{Cancel, Message, Publish};
+use crate::wire::{Cancel, Capabilities, Message, Publish};
 
 /// Something that waits for a connection to a peer (the Node keeps it while
 /// it finds the peer and hands it back with the lease).
@@ -26,6 +26,17 @@ pub enum Errand {
     Call(PeerRequest),
     /// The publish stream to a subscriber.
     Publish(NodeId),
+}
+
+impl Errand {
+    /// The capability the peer must have announced for this errand
+    /// (docs/PROTOCOL.md §6): RPC for a CALL, PUBSUB for a publish stream.
+    pub fn capability(&self) -> Capabilities {
+        match self {
+            Errand::Call(_) => Capabilities::RPC,
+            Errand::Publish(_) => Capabilities::PUBSUB,
+        }
+    }
 }
 
 /// What [`Messaging`] asks the Node to do.

@@ -174,6 +174,12 @@ impl Node {
         if self.relay_server.serving() {
             capabilities = capabilities.with(Capabilities::RELAY);
         }
+        if self.messaging.rpc().serves() {
+            capabilities = capabilities.with(Capabilities::RPC);
+        }
+        if self.messaging.pubsub().subscribed() {
+            capabilities = capabilities.with(Capabilities::PUBSUB);
+        }
         wire::Connect {
             node_id: self.local,
             realm: self.config.realm.clone(),
@@ -646,11 +652,25 @@ impl Node {
         message: String,
         cause: CloseCause,
     ) {
+        if self.say_goodbye(now, handle, reason, message) {
+            self.release_closed(now, handle, cause);
+        }
+    }
+
+    /// Writes DISCONNECT and starts closing (nothing more goes out on the
+    /// connection after it); false when it was closing already.
+    fn say_goodbye(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        reason: DisconnectReason,
+        message: String,
+    ) -> bool {
         let Some(conn) = self.conns.get_mut(&handle) else {
-            return;
+            return false;
         };
         if conn.phase == Phase::Closing {
-            return;
+            return false;
         }
         let bye = Message::from(wire::Disconnect {
             reason,
@@ -660,6 +680,15 @@ impl Node {
         conn.close_after_disconnect(now, &bye, code, Bytes::from(message.into_bytes()));
         conn.step(PhaseEvent::Close);
         self.admission.left_awaiting(&mut conn.ticket);
+        true
+    }
+
+    /// A connection we are closing: its requests fail, the pool hears it
+    /// and the application is told `cause`.
+    fn release_closed(&mut self, now: Instant, handle: ConnectionHandle, cause: CloseCause) {
+        let Some(conn) = self.conns.get(&handle) else {
+            return;
+        };
         let (peer, remote) = (conn.peer, conn.remote);
         self.release_requests(now, handle);
         self.out.push_back(Output::Event(Event::Disconnected {
@@ -670,21 +699,23 @@ impl Node {
     }
 
     /// Closes every connection, telling each peer the node is shutting
-    /// down. Drain the transmits and keep driving the node until
+    /// down. Every DISCONNECT is written before any connection's requests
+    /// are released, so that what one release would send to another peer
+    /// (a relayed circuit reset, say) never overtakes the DISCONNECT. Drain
+    /// the transmits and keep driving the node until
     /// [`Node::connection_count`] is 0 (QUIC's closing period) for peers to
     /// hear it; a driver that cannot wait loses nothing but the courtesy.
     pub fn close_all(&mut self, now: Instant) {
         self.enter(now);
         let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
-        for handle in handles {
-            let cause = CloseCause::Local("shutdown".into());
-            self.close_connection(
-                now,
-                handle,
-                DisconnectReason::Shutdown,
-                "shutdown".into(),
-                cause,
-            );
+        let closing: Vec<ConnectionHandle> = handles
+            .into_iter()
+            .filter(|&handle| {
+                self.say_goodbye(now, handle, DisconnectReason::Shutdown, "shutdown".into())
+            })
+            .collect();
+        for handle in closing {
+            self.release_closed(now, handle, CloseCause::Local("shutdown".into()));
         }
         self.settle(now);
     }

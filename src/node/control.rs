@@ -83,7 +83,8 @@ impl Node {
         server.is_some_and(|handle| self.send_control(handle, frame))
     }
 
-    /// Tells every ready peer our capabilities (the DHT role changed).
+    /// Tells every ready peer our capabilities (the DHT role, relaying,
+    /// procedures served or subscriptions held changed).
     pub(super) fn announce_capabilities(&mut self) {
         let update = Message::from(CapabilitiesUpdate {
             capabilities: self.hello().capabilities,

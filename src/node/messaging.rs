@@ -42,12 +42,12 @@ impl Node {
         procedure: &str,
         options: RegisterOptions,
     ) -> Result<(), RpcError> {
-        self.command(now, |node| node.messaging.register(now, procedure, options))
+        self.serving_command(now, |node| node.messaging.register(now, procedure, options))
     }
 
     /// Stops serving `procedure`; false when it was not registered.
     pub fn unregister(&mut self, now: Instant, procedure: &str) -> bool {
-        self.command(now, |node| node.messaging.unregister(now, procedure))
+        self.serving_command(now, |node| node.messaging.unregister(now, procedure))
     }
 
     /// Calls `procedure` on one of its providers; the call ends with one
@@ -90,12 +90,12 @@ impl Node {
     /// [`PubSubEvent::Message`](crate::pubsub::PubSubEvent::Message)
     /// events. False when already subscribed.
     pub fn subscribe(&mut self, now: Instant, pattern: Pattern) -> Result<bool, PubSubError> {
-        self.command(now, |node| node.messaging.subscribe(now, pattern))
+        self.serving_command(now, |node| node.messaging.subscribe(now, pattern))
     }
 
     /// Withdraws `pattern`; false when it was not subscribed.
     pub fn unsubscribe(&mut self, now: Instant, pattern: &Pattern) -> bool {
-        self.command(now, |node| node.messaging.unsubscribe(now, pattern))
+        self.serving_command(now, |node| node.messaging.unsubscribe(now, pattern))
     }
 
     /// Publishes `payload` on `topic` to every matching subscriber; returns
@@ -114,6 +114,20 @@ impl Node {
     }
 
     /// Runs one messaging command as an input of the node.
+    /// A command that may change what the node serves: when its
+    /// capabilities change, every ready peer hears the new set
+    /// (docs/PROTOCOL.md §6).
+    fn serving_command<R>(&mut self, now: Instant, command: impl FnOnce(&mut Self) -> R) -> R {
+        let before = self.hello().capabilities;
+        self.command(now, |node| {
+            let result = command(node);
+            if node.hello().capabilities != before {
+                node.announce_capabilities();
+            }
+            result
+        })
+    }
+
     fn command<R>(&mut self, now: Instant, command: impl FnOnce(&mut Self) -> R) -> R {
         self.enter(now);
         let result = command(self);

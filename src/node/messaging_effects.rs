@@ -22,7 +22,7 @@ use crate::contract::{Child, Output};
 use crate::messaging::{MessagingOutput, Unopened};
 use crate::pool::ConnId;
 use crate::rpc::AnnounceFailure;
-use crate::wire::{Cancel, Message, Publish};
+use crate::wire::{Cancel, Capabilities, Message, Publish};
 
 impl Node {
     /// Carries out the child's outputs; true when there were any.
@@ -43,7 +43,11 @@ impl Node {
                 errand,
                 frame,
             } => {
-                let opened = self.open_stream(lease.conn(), frame.as_ref());
+                let opened = if self.peer_announced(lease.conn(), errand.capability()) {
+                    self.open_stream(lease.conn(), frame.as_ref())
+                } else {
+                    Err(Unopened::NotServed)
+                };
                 self.messaging.handle_opened(now, errand, lease, opened);
             }
             MessagingOutput::Publish {
@@ -99,6 +103,16 @@ impl Node {
     pub(super) fn pooled_conn(&mut self, conn: ConnId) -> Option<(ConnectionHandle, &mut Conn)> {
         let handle = *self.by_pool_id.get(&conn)?;
         Some((handle, self.conns.get_mut(&handle)?))
+    }
+
+    /// Whether the peer of `conn` announced `capability` (in its CONNECT or
+    /// a later CAPABILITIES); true for a connection that is gone (opening
+    /// its stream says so).
+    fn peer_announced(&self, conn: ConnId, capability: Capabilities) -> bool {
+        let hello = (self.by_pool_id.get(&conn))
+            .and_then(|handle| self.conns.get(handle))
+            .and_then(|conn| conn.hello.as_ref());
+        hello.is_none_or(|hello| hello.capabilities.contains(capability))
     }
 
     /// Opens a stream on `conn` and writes `frame` on it, if any (a frame

@@ -138,6 +138,12 @@ impl PubSub {
         }
     }
 
+    /// Whether the node holds any subscription (it announces PUBSUB and
+    /// takes publish streams).
+    pub fn subscribed(&self) -> bool {
+        !self.subscriptions.by_key.is_empty()
+    }
+
     /// Subscribes to `pattern`: announces it under its literal prefix.
     /// Returns false when already subscribed.
     pub fn subscribe(&mut self, now: Instant, pattern: Pattern) -> Result<bool, PubSubError> {

@@ -107,6 +107,11 @@ impl Rpc {
         self.caller.cancel(call, &mut self.outputs)
     }
 
+    /// Whether any procedure is registered (the node announces RPC).
+    pub fn serves(&self) -> bool {
+        !self.registered.is_empty()
+    }
+
     /// Registers `procedure`: its provider record is announced now (the DHT
     /// republishes it until [`Rpc::unregister`]). Registering again changes
     /// the options.
