@@ -106,3 +106,67 @@ fn a_connection_without_a_control_stream_is_just_closed() {
         Some(u64::from(DisconnectReason::ProtocolError.code()))
     );
 }
+
+/// The code the node reset `stream` with, if it did.
+fn reset_code(peer: &mut RawPeer, stream: StreamId) -> Option<u64> {
+    let mut recv = peer.conn.recv_stream(stream);
+    let mut chunks = recv.read(true).ok()?;
+    let code = loop {
+        match chunks.next(usize::MAX) {
+            Ok(Some(_)) => continue,
+            Err(quinn_proto::ReadError::Reset(code)) => break Some(code.into_inner()),
+            Ok(None) | Err(_) => break None,
+        }
+    };
+    let _ = chunks.finalize();
+    code
+}
+
+/// A ready peer opens a stream, writes `bytes` and finishes it; returns
+/// the code the node reset the stream with.
+fn finished_stream_answer(bytes: &[u8]) -> Option<u64> {
+    let (mut node, mut peer, mut now) = handshaken();
+    peer.hello();
+    pump(&mut node, &mut [&mut peer], &mut now, 20);
+    let stream = peer.conn.streams().open(Dir::Bi).unwrap();
+    assert_eq!(write_some(&mut peer.conn, stream, bytes), bytes.len());
+    peer.conn.send_stream(stream).finish().unwrap();
+    pump(&mut node, &mut [&mut peer], &mut now, 20);
+    assert!(peer.lost.is_none(), "the connection stays");
+    reset_code(&mut peer, stream)
+}
+
+/// Stream code `refused` (docs/PROTOCOL.md §7).
+const REFUSED: u64 = 0x101;
+
+#[test]
+fn a_request_stream_finished_mid_frame_is_reset_refused() {
+    let find = encode(&Message::from(FindNode {
+        request_id: 1,
+        target: macula::id::NodeId::from_bytes([7; 32]),
+    }));
+    assert_eq!(
+        finished_stream_answer(&find[..find.len() - 5]),
+        Some(REFUSED)
+    );
+    // The whole request is answered, not refused.
+    assert_eq!(finished_stream_answer(&find), None);
+}
+
+#[test]
+fn a_stream_carrying_only_an_unknown_frame_is_reset_refused() {
+    let unknown = [1, 0x7f, 0, 0, 0, 0, 0, 3, 9, 9, 9];
+    assert_eq!(finished_stream_answer(&unknown), Some(REFUSED));
+}
+
+#[test]
+fn an_idle_connection_is_closed_with_idle() {
+    let mut config = config();
+    config.pool.idle_ttl = Duration::from_secs(1);
+    let (mut node, mut now) = node_with(config);
+    let mut peer = RawPeer::dial(&node, now, 52, "198.51.100.4:5000".parse().unwrap());
+    pump(&mut node, &mut [&mut peer], &mut now, 20);
+    let control = peer.hello();
+    let data = pump_until_lost(&mut node, &mut peer, &mut now, 2000, control);
+    assert_told(&peer, &data, DisconnectReason::Idle);
+}

@@ -157,6 +157,9 @@ pub struct StreamRead {
     pub finished: bool,
     /// More has arrived than one read takes ([`READ_QUANTUM`]).
     pub more: bool,
+    /// The peer finished the stream with a frame cut short, or after bytes
+    /// that held no frame of a known type ([`FrameReader::ends_unserved`]).
+    pub cut_short: bool,
 }
 
 /// How far [`read_chunks`] read a stream.
@@ -479,6 +482,7 @@ impl Conn {
                 }
             }
         }
+        let cut_short = finished && !circuit && reader.ends_unserved();
         if finished && !circuit {
             self.readers.remove(&stream);
         }
@@ -498,6 +502,7 @@ impl Conn {
             messages,
             finished,
             more,
+            cut_short,
         };
         if circuit {
             return Ok(read);

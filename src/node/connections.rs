@@ -277,10 +277,12 @@ impl Node {
             conn.park(stream);
             return;
         }
+        let peer_opened = stream.initiator() != conn.quinn.side();
         let StreamRead {
             messages,
             finished,
             more,
+            cut_short,
         } = match conn.read(stream, share) {
             Ok(read) => read,
             Err(StreamTrouble::Reset(code)) => {
@@ -324,6 +326,9 @@ impl Node {
                 DisconnectReason::ProtocolError,
                 "control stream finished".into(),
             );
+        } else if cut_short && peer_opened {
+            // Nothing to serve: the peer hears so (docs/PROTOCOL.md §7).
+            self.misrouted(handle, stream);
         }
     }
 

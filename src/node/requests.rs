@@ -216,7 +216,13 @@ impl Node {
         };
         let message = format!("{reason:?}");
         let cause = CloseCause::Local(message.clone());
-        self.close_connection(now, handle, DisconnectReason::Normal, message, cause);
+        // docs/PROTOCOL.md §9.1: unused too long is `Idle`; the pool's other
+        // reasons (room, a duplicate, an unwanted connect) are normal closes.
+        let code = match reason {
+            CloseReason::IdleTimeout => DisconnectReason::Idle,
+            _ => DisconnectReason::Normal,
+        };
+        self.close_connection(now, handle, code, message, cause);
     }
 
     // ---- DHT ---------------------------------------------------------------

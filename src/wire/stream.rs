@@ -21,6 +21,10 @@ pub struct FrameReader {
     skip: usize,
     skipped_frames: u64,
     failed: Option<DecodeError>,
+    /// Bytes were pushed.
+    pushed: bool,
+    /// Messages returned.
+    returned: u64,
 }
 
 impl FrameReader {
@@ -32,6 +36,8 @@ impl FrameReader {
             skip: 0,
             skipped_frames: 0,
             failed: None,
+            pushed: false,
+            returned: 0,
         }
     }
 
@@ -43,6 +49,7 @@ impl FrameReader {
         if self.failed.is_some() {
             return;
         }
+        self.pushed |= !data.is_empty();
         let (skipped, rest) = data.split_at(self.skip.min(data.len()));
         self.skip -= skipped.len();
         self.buf.extend_from_slice(rest);
@@ -61,6 +68,7 @@ impl FrameReader {
                     // The frame moves out of the buffer without a copy, and
                     // its payloads are slices of it.
                     let frame = self.buf.split_to(frame_len).freeze();
+                    self.returned += 1;
                     return decode_frame(ty, &frame, Some(&frame), &self.limits)
                         .map(Some)
                         .map_err(|error| self.fail(error));
@@ -93,6 +101,13 @@ impl FrameReader {
     /// of a frame being skipped are not part of it.
     pub fn into_unread(self) -> Bytes {
         self.buf.freeze()
+    }
+
+    /// Whether a stream ending here carried something other than whole
+    /// frames: a frame cut short, or bytes without one frame of a known
+    /// type (docs/PROTOCOL.md §7).
+    pub fn ends_unserved(&self) -> bool {
+        !self.buf.is_empty() || self.skip > 0 || (self.pushed && self.returned == 0)
     }
 
     /// Bytes buffered and not yet returned as messages.
