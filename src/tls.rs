@@ -281,8 +281,8 @@ impl PinSet {
 /// be the node that was dialed, and the handshake signature must verify.
 #[derive(Clone, Debug)]
 pub enum PeerVerification {
-    /// The key is the identity: any Ed25519 certificate, self-signed, dates
-    /// not checked. The default.
+    /// The key is the identity: any Ed25519 certificate; its dates, issuer
+    /// and signature are not checked (docs/PROTOCOL.md §1). The default.
     Identity,
     /// The certificate must chain to one of these CAs (webpki), inside its
     /// validity dates at the [`WallClock`] time.

@@ -469,3 +469,36 @@ fn identity_certificates_are_deterministic() {
     assert_eq!(a.chain(), b.chain());
     assert_eq!(tls::peer_node_id(a.chain()).unwrap(), identity(1).node_id());
 }
+
+#[test]
+fn identity_and_pinned_modes_count_only_the_key_not_dates_or_issuer() {
+    // docs/PROTOCOL.md §1: an expired certificate, issued by another key,
+    // still proves its key through CertificateVerify.
+    let ca = Ca::new(100);
+    let now = NOW as i64;
+    let foreign_and_expired = ca.issue(2, now - 10 * DAY, now - DAY);
+    let pins = PinSet::from_hex([identity(2).node_id().to_string().as_str()]).unwrap();
+    for verification in [PeerVerification::Identity, PeerVerification::Pinned(pins)] {
+        let a = self_signed(1, verification);
+        let b = NodeTls::with_chain(
+            &identity(2),
+            foreign_and_expired.clone(),
+            PeerVerification::Identity,
+            WallClock::at(NOW),
+        )
+        .unwrap();
+        let outcome = handshake(a.client_config(identity(2).node_id()), b.server_config());
+        outcome.client.unwrap();
+        outcome.server.unwrap();
+        // And the acceptor's side: the dialer presents it.
+        let outcome = handshake(b.client_config(identity(1).node_id()), a.server_config());
+        outcome.client.unwrap();
+        outcome.server.unwrap();
+        assert_eq!(
+            outcome.client_id_seen_by_server,
+            Some(identity(2).node_id())
+        );
+    }
+    // Whoever lacks the key still fails: the CertificateVerify counts
+    // (a_replayed_certificate_without_its_key_is_refused_on_both_sides).
+}
