@@ -135,7 +135,7 @@ fn example(ty: MessageType) -> Message {
         MessageType::Pong => Pong { request_id: 42 }.into(),
         MessageType::Publish => Publish {
             message_id: 7,
-            epoch: 1_700_000_000_000,
+            epoch: 1_700_000_000_000_000,
             sequence: 3,
             topic: "sensors.t1".into(),
             payload: Bytes::from_static(b"21.5"),
