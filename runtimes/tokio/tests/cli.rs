@@ -203,7 +203,7 @@ fn calls_publications_and_subscriptions_reach_running_nodes() {
     let publish = run(&["publish", "sensors.kitchen.temp", "21.5", "--seed", &seed]);
     assert!(publish.status.success(), "{}", text(&publish.stderr));
     assert!(
-        text(&publish.stderr).contains("sent to 1 subscribers"),
+        text(&publish.stderr).contains("delivered to 1 of 1 subscribers"),
         "{}",
         text(&publish.stderr)
     );
@@ -215,6 +215,23 @@ fn calls_publications_and_subscriptions_reach_running_nodes() {
     assert!(
         subscriber.child.wait().unwrap().success(),
         "exits after --count 1"
+    );
+    // The subscriber is gone but its record is still in the DHT: the
+    // message reaches nobody, and publish says so and fails.
+    let lost = run(&[
+        "publish",
+        "sensors.kitchen.temp",
+        "22.0",
+        "--seed",
+        &seed,
+        "--timeout",
+        "3",
+    ]);
+    assert_eq!(lost.status.code(), Some(10), "{}", text(&lost.stderr));
+    assert!(
+        text(&lost.stderr).contains("delivered to 0 of 1 subscribers"),
+        "{}",
+        text(&lost.stderr)
     );
     // The subscriber said it was shutting down: the mesh no longer hands it
     // out, so joining does not wait for it to time out (about 5 s).

@@ -110,30 +110,59 @@ fn call_failure(procedure: &str, error: CallError) -> Failure {
     Failure::new(kind, format!("call of {procedure} failed: {error}"))
 }
 
-/// `macula publish`: publishes one message and waits until the subscribers
-/// found were sent it.
+/// `macula publish`: publishes one message, waits until every subscriber
+/// found was written it or given up, and says how many got it; fails
+/// ([`FailureKind::Undelivered`]) when one could not be reached.
 pub async fn publish(args: PublishArgs) -> Result<(), Failure> {
     let payload = payload::read(&args.payload)?;
     let (node, settings) = joined(args.mesh, as_dht_client).await?;
     let outcome = publish_and_wait(&node, &args.topic, payload, settings.timeout).await;
     node.shutdown().await;
-    let (message_id, sent) = outcome?;
+    let delivery = outcome?;
+    let Delivery {
+        message_id,
+        found,
+        written,
+        lost,
+    } = delivery;
     eprintln!(
-        "published message {message_id} on {}: sent to {sent} subscribers found in the DHT",
+        "published message {message_id} on {}: delivered to {written} of {found} subscribers found in the DHT",
         args.topic
     );
+    if written < found {
+        let unconfirmed = found - written - lost;
+        return Err(Failure::new(
+            FailureKind::Undelivered,
+            format!(
+                "message {message_id} did not reach {} of {found} subscribers ({lost} could not be reached, {unconfirmed} not confirmed in time)",
+                found - written
+            ),
+        ));
+    }
     Ok(())
 }
 
-/// Publishes, then watches the node's pub/sub counters until they have
-/// been still for [`PUBLISH_QUIET`] (or `timeout` passed). Returns the
-/// message id and the frames sent to subscribers.
+/// What became of one publication, from the node's counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Delivery {
+    message_id: u64,
+    /// Frames handed to the node: one per subscriber found.
+    found: u64,
+    /// Frames written on a subscriber's publish stream.
+    written: u64,
+    /// Frames dropped: their subscriber could not be reached (or went).
+    lost: u64,
+}
+
+/// Publishes, then watches the node's pub/sub counters until every frame
+/// sent to a subscriber was written or dropped and the counters have been
+/// still for [`PUBLISH_QUIET`] (or `timeout` passed).
 async fn publish_and_wait(
     node: &MaculaNode,
     topic: &str,
     payload: bytes::Bytes,
     timeout: Duration,
-) -> Result<(u64, u64), Failure> {
+) -> Result<Delivery, Failure> {
     let message_id = node
         .publish(topic, payload)
         .await
@@ -144,21 +173,22 @@ async fn publish_and_wait(
     loop {
         let metrics = node.metrics().await?;
         let messages = &metrics.pubsub_messages;
-        let sent = *messages.get(MessageDirection::Sent);
-        let now = (
-            sent,
-            *messages.get(MessageDirection::Dropped),
-            metrics
-                .dht_query_latency
-                .iter()
-                .map(|(_, h)| h.count())
-                .sum::<u64>(),
-        );
-        if last != Some(now) {
-            last = Some(now);
+        let delivery = Delivery {
+            message_id,
+            found: *messages.get(MessageDirection::Sent),
+            written: metrics.pubsub_delivery_latency.count(),
+            lost: *messages.get(MessageDirection::Dropped),
+        };
+        let lookups = (metrics.dht_query_latency.iter())
+            .map(|(_, h)| h.count())
+            .sum::<u64>();
+        let settled = delivery.written + delivery.lost >= delivery.found;
+        if last != Some((delivery, lookups)) {
+            last = Some((delivery, lookups));
             still_since = Instant::now();
-        } else if still_since.elapsed() >= PUBLISH_QUIET || Instant::now() >= deadline {
-            return Ok((message_id, sent));
+        } else if (settled && still_since.elapsed() >= PUBLISH_QUIET) || Instant::now() >= deadline
+        {
+            return Ok(delivery);
         }
         tokio::time::sleep(PUBLISH_POLL).await;
     }

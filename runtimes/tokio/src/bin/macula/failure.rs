@@ -27,6 +27,9 @@ pub enum FailureKind {
     /// `macula demo` ran, but an expected call or delivery did not happen
     /// (exit code 9).
     DemoIncomplete,
+    /// `macula publish`: a subscriber found in the DHT was not reached
+    /// (exit code 10).
+    Undelivered,
 }
 
 /// The exit codes, as `macula --help` shows them.
@@ -41,7 +44,8 @@ Exit codes:
   6  call: no answer in time
   7  call: the provider answered with an error or refused the call
   8  call: failed otherwise (connection lost, payload too large, overloaded)
-  9  demo: an expected call or delivery did not happen";
+  9  demo: an expected call or delivery did not happen
+ 10  publish: a subscriber found in the DHT could not be reached";
 
 impl FailureKind {
     /// The process exit code of this kind.
@@ -55,6 +59,7 @@ impl FailureKind {
             Self::Remote => 7,
             Self::Call => 8,
             Self::DemoIncomplete => 9,
+            Self::Undelivered => 10,
         }
     }
 }
