@@ -97,6 +97,9 @@ pub struct Conn {
     pub control: Option<StreamId>,
     /// The peer's CONNECT, once accepted.
     pub hello: Option<wire::Connect>,
+    /// The capabilities we last told the peer (in our CONNECT or a
+    /// CAPABILITIES).
+    pub told: Option<wire::Capabilities>,
     /// When the connection is closed if the peer's CONNECT has not been
     /// accepted by then: set when the handshake ends, cleared by
     /// [`Conn::step`] when the connection leaves "awaiting CONNECT".
@@ -224,6 +227,7 @@ impl Conn {
             phase: Phase::Handshaking,
             control: None,
             hello: None,
+            told: None,
             connect_deadline: None,
             readers: HashMap::default(),
             assemblers: HashMap::default(),

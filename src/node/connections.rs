@@ -149,11 +149,12 @@ impl Node {
                 // the pool hands the connection to waiting requests at once:
                 // they leave right behind the CONNECT, and the acceptor holds
                 // them until it has accepted it (no extra round trip).
-                let hello = Message::from(self.hello());
+                let hello = self.hello();
                 let conn = self.conns.get_mut(&handle).expect("looked up above");
                 if let Some(stream) = conn.open() {
                     conn.control = Some(stream);
-                    let _ = conn.send(stream, &hello, false);
+                    conn.told = Some(hello.capabilities);
+                    let _ = conn.send(stream, &Message::from(hello), false);
                 }
                 if let Some(pool_id) = conn.pool_id {
                     conn.pooled = true;
@@ -453,11 +454,12 @@ impl Node {
         self.admission.left_awaiting(&mut conn.ticket);
         self.instruments.connection_ready(now, handle, direction);
         if direction == Direction::Inbound {
-            let answer = Message::from(self.hello());
+            let answer = self.hello();
             if let Some(conn) = self.conns.get_mut(&handle)
                 && let Some(control) = conn.control
             {
-                let _ = conn.send(control, &answer, false);
+                conn.told = Some(answer.capabilities);
+                let _ = conn.send(control, &Message::from(answer), false);
             }
             let pool_id = self.pool.handle_inbound(now, peer, remote);
             self.attach_pool_id(handle, pool_id);
@@ -465,6 +467,9 @@ impl Node {
                 conn.pooled = true;
             }
             self.reach_key_conn(handle);
+        } else {
+            // What we serve may have changed since our CONNECT left.
+            self.tell_capabilities(handle);
         }
         // The DHT re-arms the waits of lookups that waited for this
         // connection: from now on they wait one exchange plus slack.

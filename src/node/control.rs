@@ -86,13 +86,24 @@ impl Node {
     /// Tells every ready peer our capabilities (the DHT role, relaying,
     /// procedures served or subscriptions held changed).
     pub(super) fn announce_capabilities(&mut self) {
-        let update = Message::from(CapabilitiesUpdate {
-            capabilities: self.hello().capabilities,
-        });
         let handles: Vec<ConnectionHandle> = self.ready_conns().map(|(h, _)| h).collect();
         for handle in handles {
-            self.send_control(handle, &update);
+            self.tell_capabilities(handle);
         }
+    }
+
+    /// Writes CAPABILITIES on a ready connection whose peer was told
+    /// other capabilities than ours now.
+    pub(super) fn tell_capabilities(&mut self, handle: ConnectionHandle) {
+        let capabilities = self.hello().capabilities;
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        if conn.told == Some(capabilities) {
+            return;
+        }
+        conn.told = Some(capabilities);
+        self.send_control(handle, &Message::from(CapabilitiesUpdate { capabilities }));
     }
 
     /// A peer's CAPABILITIES: one that stopped being a DHT server leaves
