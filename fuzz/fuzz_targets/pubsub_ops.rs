@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
         queue_bound: QUEUE,
         send_window: 2,
         max_direct_subscriptions: 3,
+        max_direct_per_peer: 2,
         ..PubSubConfig::new(Realm::new("io.fuzz").unwrap(), node(0), 100)
     });
     let mut lookups: Vec<RecordKey> = Vec::new();

@@ -2,7 +2,8 @@
 //! found in the DHT: a peer that already knows a publisher asks it for
 //! PUBLISH frames without waiting for the publisher's next lookup. They last
 //! until UNSUBSCRIBE or until the peer disconnects, and there are at most a
-//! bounded number of them.
+//! bounded number of them, of each peer and in all (node ids are free: one
+//! peer must not take every place).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,21 +15,25 @@ use crate::topic::{Pattern, Topic};
 pub(crate) enum Refusal {
     /// The table holds its bound already.
     Full(usize),
+    /// The peer holds its share already.
+    PeerFull(usize),
 }
 
 /// Direct subscriptions by peer.
 #[derive(Clone, Debug)]
 pub(crate) struct Direct {
     max: usize,
+    per_peer: usize,
     count: usize,
     by_peer: BTreeMap<NodeId, BTreeSet<Pattern>>,
 }
 
 impl Direct {
-    /// An empty table of at most `max` subscriptions.
-    pub(crate) fn new(max: usize) -> Self {
+    /// An empty table of at most `max` subscriptions, `per_peer` of each peer.
+    pub(crate) fn new(max: usize, per_peer: usize) -> Self {
         Self {
             max,
+            per_peer,
             count: 0,
             by_peer: BTreeMap::new(),
         }
@@ -40,11 +45,18 @@ impl Direct {
         if patterns.contains(&pattern) {
             return Ok(());
         }
-        if self.count >= self.max {
+        let refusal = if self.count >= self.max {
+            Some(Refusal::Full(self.max))
+        } else if patterns.len() >= self.per_peer {
+            Some(Refusal::PeerFull(self.per_peer))
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
             if patterns.is_empty() {
                 self.by_peer.remove(&peer);
             }
-            return Err(Refusal::Full(self.max));
+            return Err(refusal);
         }
         patterns.insert(pattern);
         self.count += 1;
@@ -88,7 +100,7 @@ mod tests {
     fn bounded_per_node_and_removed_with_the_peer() {
         let (a, b) = (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]));
         let p = |s| Pattern::new(s).unwrap();
-        let mut direct = Direct::new(2);
+        let mut direct = Direct::new(2, 8);
         direct.insert(a, p("x.*")).unwrap();
         direct.insert(a, p("x.*")).unwrap();
         direct.insert(b, p("#")).unwrap();
@@ -103,5 +115,21 @@ mod tests {
         assert_eq!(direct.matching(&topic).count(), 0);
         direct.insert(b, p("z")).unwrap();
         assert_eq!(direct.count, 2);
+    }
+
+    #[test]
+    fn one_peer_gets_only_its_share() {
+        let (a, b) = (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]));
+        let p = |i: usize| Pattern::new(&format!("t{i}.#")).unwrap();
+        let mut direct = Direct::new(10, 3);
+        for i in 0..3 {
+            direct.insert(a, p(i)).unwrap();
+        }
+        assert_eq!(direct.insert(a, p(3)), Err(Refusal::PeerFull(3)));
+        direct.insert(a, p(0)).unwrap(); // held already: no new place
+        for i in 0..3 {
+            direct.insert(b, p(i)).unwrap();
+        }
+        assert_eq!(direct.count, 6);
     }
 }

@@ -79,7 +79,7 @@ impl PubSub {
             },
             waiting: VecDeque::new(),
             outboxes: HashMap::default(),
-            direct: Direct::new(config.max_direct_subscriptions),
+            direct: Direct::new(config.max_direct_subscriptions, config.max_direct_per_peer),
             down: HashMap::default(),
             next_message_id: 0,
             outputs: OutputQueue::new(),
@@ -377,6 +377,10 @@ impl PubSub {
                 Err(Refusal::Full(max)) => {
                     Some((ErrorCode::Overloaded, format!("{max} direct subscriptions")))
                 }
+                Err(Refusal::PeerFull(max)) => Some((
+                    ErrorCode::Overloaded,
+                    format!("{max} direct subscriptions per peer"),
+                )),
             },
         };
         self.down.remove(&peer);

@@ -67,6 +67,8 @@ pub struct PubSubConfig {
     /// Subscriptions other nodes make here with SUBSCRIBE, at most
     /// (default 4096).
     pub max_direct_subscriptions: usize,
+    /// Subscriptions one node makes here with SUBSCRIBE, at most (default 32).
+    pub max_direct_per_peer: usize,
     /// How long lookup results are used (default 30 s).
     pub cache_ttl: Duration,
     /// How long a lookup may take before it counts as empty (default 5 s).
@@ -95,6 +97,7 @@ impl PubSubConfig {
             max_waiting_publications: 1024,
             max_subscriptions: 1024,
             max_direct_subscriptions: 4096,
+            max_direct_per_peer: 32,
             cache_ttl: Duration::from_secs(30),
             lookup_timeout: Duration::from_secs(5),
             retry_after: Duration::from_secs(5),
