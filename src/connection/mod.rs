@@ -24,6 +24,7 @@ use quinn_proto::VarInt;
 pub use conn::{Bounds, Conn, PingVerdict, StreamRead, StreamTrouble};
 pub use phase::Phase;
 pub use silence::SilenceLimit;
+pub(crate) use silence::frames_received;
 pub(crate) use table::ConnTable;
 
 /// Stream code: a request whose answer did not come in time.

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use quinn_proto::{ConnectionStats, FrameStats};
+use quinn_proto::{Connection, ConnectionStats, FrameStats};
 
 /// The ACK delay quinn's peers announce by default (RFC 9000 §18.2).
 const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
@@ -91,6 +91,16 @@ impl Silence {
     pub fn reached(&self, now: Instant, limit: Duration) -> bool {
         self.deadline(limit).is_some_and(|at| at <= now)
     }
+}
+
+/// Frames quinn has decoded from the connection's packets so far, every
+/// kind counted: any authentic new packet moves it (a forged one does not
+/// decrypt, a replayed one is dropped as a duplicate).
+pub(crate) fn frames_received(quinn: &Connection) -> u64 {
+    let frames = quinn.stats().frame_rx;
+    ack_eliciting(&frames)
+        .wrapping_add(frames.acks)
+        .wrapping_add(frames.connection_close)
 }
 
 /// The frames quinn sent that a peer must acknowledge: all but ACK and

@@ -9,8 +9,8 @@ use bytes::{Bytes, BytesMut};
 use quinn_proto::{ConnectionHandle, DatagramEvent, Incoming};
 
 use super::{Node, silence};
-use crate::connection::Conn;
 use crate::connection::admission::Verdict;
+use crate::connection::{Conn, frames_received};
 use crate::contract::{Datagram, Output, Transmit};
 use crate::demux::{DatagramClass, classify};
 use crate::path::{PathTable, RealPath};
@@ -281,38 +281,4 @@ impl Node {
             self.send_packet(virtual_addr, packet);
         }
     }
-}
-
-/// Frames quinn has decoded from the connection's packets so far: every
-/// kind counted, so any authentic new packet moves it.
-fn frames_received(quinn: &quinn_proto::Connection) -> u64 {
-    let f = quinn.stats().frame_rx;
-    [
-        f.acks,
-        f.ack_frequency,
-        f.crypto,
-        f.connection_close,
-        f.data_blocked,
-        f.datagram,
-        u64::from(f.handshake_done),
-        f.immediate_ack,
-        f.max_data,
-        f.max_stream_data,
-        f.max_streams_bidi,
-        f.max_streams_uni,
-        f.new_connection_id,
-        f.new_token,
-        f.path_challenge,
-        f.path_response,
-        f.ping,
-        f.reset_stream,
-        f.retire_connection_id,
-        f.stream_data_blocked,
-        f.streams_blocked_bidi,
-        f.streams_blocked_uni,
-        f.stop_sending,
-        f.stream,
-    ]
-    .iter()
-    .sum()
 }
