@@ -219,8 +219,8 @@ pub enum UpgradeOutput {
     },
     /// The peer's authenticated probes now come from `remote`, while ours
     /// to its old address go unanswered (its NAT rebooted or remapped):
-    /// move the connection's direct path there (and tell quinn). The
-    /// liveness watch already moved.
+    /// move the connection's direct path there (and tell quinn); once it
+    /// moved, [`Upgrades::handle_rebound`] moves the watch too.
     PeerMoved {
         /// The connection.
         conn: ConnId,
@@ -393,9 +393,6 @@ impl Upgrades {
                     // the punch, while the path is healthy, moves nothing).
                     moved =
                         p.stats().answered > answered && from != live.remote() && live.suspect(now);
-                    if moved {
-                        live.follow(from);
-                    }
                     took
                 }
                 _ => false,

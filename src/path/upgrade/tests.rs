@@ -503,6 +503,11 @@ fn a_peer_whose_probes_come_from_a_new_address_while_ours_go_unanswered_has_move
                         b.machine.handle_datagram(now, a.addr, &t.payload);
                     }
                 }
+                // What the Node does: move the path, then the watch.
+                UpgradeOutput::PeerMoved { conn, remote } => {
+                    a.machine.handle_rebound(now, conn, remote);
+                    outputs.push((round, UpgradeOutput::PeerMoved { conn, remote }));
+                }
                 other => outputs.push((round, other)),
             }
         }
