@@ -30,6 +30,16 @@
 //!    probes arrived within `dial_back_timeout`, and is uncertain otherwise
 //!    (no helper, or only helpers we had sent to).
 //!
+//! Alongside the bindings, the run **counts the hops** to the first
+//! reflector ([`DiscoveryAction::CountHops`]): one Binding transaction per
+//! IP TTL from 1 to `max_hops`, all at once; the smallest TTL answered is
+//! the distance ([`NatReport::hops`]). Every NAT in front of the socket lies
+//! on that path, so one less than the distance opens them all and dies before
+//! the reflector: hole punching opens its NATs with that TTL, however many
+//! layers there are (a home router inside a carrier-grade NAT), instead of
+//! guessing (`nat::punch`). A reflector farther than `max_hops` leaves the
+//! distance unknown.
+//!
 //! The [`NatReport`] then says: reachability **public** only when no NAT was
 //! seen (a mapped address equal to one of the socket's own, known addresses;
 //! a socket bound to a wildcard address with no listen address configured
@@ -64,6 +74,9 @@ pub struct DiscoveryConfig {
     /// Most reflectors asked in one run. Default 4 (two IPs, and two ports
     /// of one IP when the routing table has them).
     pub max_reflectors: usize,
+    /// The largest TTL of the hop count (see the module docs); 0 counts
+    /// nothing. Default 8.
+    pub max_hops: u8,
 }
 
 impl Default for DiscoveryConfig {
@@ -73,6 +86,7 @@ impl Default for DiscoveryConfig {
             retry: Duration::from_secs(30),
             dial_back_timeout: Duration::from_secs(4),
             max_reflectors: 4,
+            max_hops: 8,
         }
     }
 }
@@ -99,6 +113,10 @@ pub struct NatReport {
     /// The two dial-back tests: from another IP, from another port
     /// (`None`: uncertain).
     pub probes: (Option<bool>, Option<bool>),
+    /// IP hops from the socket to the first reflector: the smallest TTL it
+    /// answered (`None`: not counted, or farther than
+    /// [`DiscoveryConfig::max_hops`]).
+    pub hops: Option<u8>,
 }
 
 /// What the machine asks the Node to do.
@@ -120,6 +138,15 @@ pub enum DiscoveryAction {
         nonce: [u8; 12],
         /// Our addresses to have probed.
         addrs: Vec<SocketAddr>,
+    },
+    /// Run a Binding transaction toward `reflector` whose requests all carry
+    /// IP TTL `ttl`, and report whether it was answered with
+    /// [`Discovery::handle_hop`].
+    CountHops {
+        /// Where to send the requests.
+        reflector: SocketAddr,
+        /// Their TTL.
+        ttl: u8,
     },
 }
 
@@ -147,6 +174,8 @@ pub struct DiscoveryStats {
     pub probes_known_source: u64,
     /// Dial-back tests that ended uncertain.
     pub uncertain_tests: u64,
+    /// Hop counts that found the distance to their reflector.
+    pub hops_counted: u64,
 }
 
 /// One dial-back test of a run.
@@ -194,6 +223,24 @@ struct Run {
     phase: Phase,
     /// Indexed by [`probe_index`].
     probes: [Option<Probe>; 2],
+    hops: HopCount,
+}
+
+/// The hop count of a run: TTL-limited transactions still running, and the
+/// smallest TTL answered so far.
+#[derive(Debug, Default)]
+struct HopCount {
+    pending: u8,
+    answered: Option<u8>,
+}
+
+impl HopCount {
+    /// Nothing can lower the count any more, or there is a count: transactions
+    /// sent at the same time with a smaller TTL answer at the same time, so the
+    /// first answer is the distance unless its smaller twins were all lost.
+    fn settled(&self) -> bool {
+        self.pending == 0 || self.answered.is_some()
+    }
 }
 
 fn probe_index(source: ProbeSource) -> Option<usize> {
@@ -248,6 +295,14 @@ impl Discovery {
         for &reflector in &chosen {
             self.actions.push(DiscoveryAction::Bind { reflector });
         }
+        let mut hops = HopCount::default();
+        if let Some(&reflector) = chosen.first() {
+            for ttl in 1..=self.config.max_hops {
+                self.actions
+                    .push(DiscoveryAction::CountHops { reflector, ttl });
+            }
+            hops.pending = self.config.max_hops;
+        }
         self.run = Some(Run {
             local,
             asked: chosen.len(),
@@ -256,6 +311,7 @@ impl Discovery {
                 pending: chosen.len(),
             },
             probes: [None, None],
+            hops,
         });
         if chosen.is_empty() {
             self.dial_back(now);
@@ -312,6 +368,23 @@ impl Discovery {
         }
         if *pending == 0 {
             self.dial_back(now);
+        }
+    }
+
+    /// The end of a [`DiscoveryAction::CountHops`] transaction with TTL
+    /// `ttl`: `answered` when the reflector answered it.
+    pub fn handle_hop(&mut self, now: Instant, ttl: u8, answered: bool) {
+        self.actions.mark(now);
+        let Some(run) = self.run.as_mut() else {
+            return;
+        };
+        let hops = &mut run.hops;
+        hops.pending = hops.pending.saturating_sub(1);
+        if answered {
+            hops.answered = Some(hops.answered.map_or(ttl, |t| t.min(ttl)));
+        }
+        if matches!(run.phase, Phase::DialingBack { .. }) {
+            self.finish_if_settled(now);
         }
     }
 
@@ -418,13 +491,13 @@ impl Discovery {
     }
 
     /// Ends the run early when nothing can change its verdict any more:
-    /// every test passed or was answered without a forward.
+    /// every test passed or was answered without a forward, and the hop
+    /// count is settled.
     fn finish_if_settled(&mut self, now: Instant) {
         let settled = self.run.as_ref().is_some_and(|run| {
-            run.probes
-                .iter()
-                .flatten()
-                .all(|p| p.passed || (p.answered && !p.stranger_asked))
+            run.hops.settled()
+                && (run.probes.iter().flatten())
+                    .all(|p| p.passed || (p.answered && !p.stranger_asked))
         });
         if settled {
             self.finish(now);
@@ -478,8 +551,10 @@ impl Discovery {
             reflectors: (run.asked, run.observations.len()),
             probes: (other_ip, other_port),
             reflexive,
+            hops: run.hops.answered,
         };
         self.stats.reports += 1;
+        self.stats.hops_counted += u64::from(report.hops.is_some());
         let wait = if report.reachability == Reachability::Undetermined {
             self.config.retry
         } else {
@@ -553,10 +628,15 @@ mod tests {
     };
 
     /// A run from `local` toward two reflectors that saw `mapped`, up to the
-    /// dial-back requests; returns the machine and the two nonces.
+    /// dial-back requests (without a hop count); returns the machine and the two
+    /// nonces.
     fn bound(local: &str, mapped: &str) -> (Discovery, Instant, [[u8; 12]; 2]) {
         let now = crate::test_epoch();
-        let mut d = Discovery::new(DiscoveryConfig::default(), [1; 32]);
+        let config = DiscoveryConfig {
+            max_hops: 0,
+            ..DiscoveryConfig::default()
+        };
+        let mut d = Discovery::new(config, [1; 32]);
         let reflectors = [addr("198.51.100.1:4433"), addr("198.51.100.2:4433")];
         d.start(now, &reflectors, vec![addr(local)]);
         for r in reflectors {
@@ -574,6 +654,72 @@ mod tests {
             nonces.push(nonce);
         }
         (d, now, [nonces[0], nonces[1]])
+    }
+
+    /// A run toward two reflectors with the default hop count, its bindings
+    /// answered and its dial-backs answered without a helper: only the hop
+    /// count is left. Returns the TTLs asked of the first reflector.
+    fn counting(d: &mut Discovery, now: Instant) -> Vec<u8> {
+        let reflectors = [addr("198.51.100.1:4433"), addr("198.51.100.2:4433")];
+        d.start(now, &reflectors, vec![addr("10.0.0.2:4433")]);
+        let mut ttls = Vec::new();
+        while let Some(action) = d.poll_output() {
+            match action {
+                DiscoveryAction::Bind { reflector } => {
+                    d.handle_binding(now, &outcome(&reflector.to_string(), "203.0.113.1:4433"));
+                }
+                DiscoveryAction::CountHops { reflector, ttl } => {
+                    assert_eq!(reflector, reflectors[0], "hops are counted to the first");
+                    ttls.push(ttl);
+                }
+                DiscoveryAction::DialBack { nonce, .. } => {
+                    d.handle_dial_back_result(now, nonce, DialBackStatus::NoHelper, &[]);
+                }
+            }
+        }
+        ttls
+    }
+
+    #[test]
+    fn the_smallest_ttl_answered_is_the_hop_count() {
+        let now = crate::test_epoch();
+        let mut d = Discovery::new(DiscoveryConfig::default(), [1; 32]);
+        assert_eq!(counting(&mut d, now), (1..=8).collect::<Vec<u8>>());
+        assert!(d.take_finished().is_none(), "waits for the hop count");
+        // TTLs 4 and 3 answer (a home NAT inside a carrier NAT, then the
+        // reflector's router); 1 and 2 time out later and change nothing.
+        d.handle_hop(now, 4, true);
+        let report = d
+            .take_finished()
+            .expect("the first answer settles the count");
+        assert_eq!(report.hops, Some(4));
+        assert_eq!(d.stats().hops_counted, 1);
+        // Outcomes after the run are ignored.
+        d.handle_hop(now, 3, true);
+        assert!(d.take_finished().is_none());
+    }
+
+    #[test]
+    fn a_reflector_beyond_the_largest_ttl_leaves_the_hops_unknown() {
+        let now = crate::test_epoch();
+        let mut d = Discovery::new(DiscoveryConfig::default(), [1; 32]);
+        let ttls = counting(&mut d, now);
+        for ttl in ttls {
+            assert!(d.take_finished().is_none());
+            d.handle_hop(now, ttl, false);
+        }
+        let report = d.take_finished().expect("every TTL timed out");
+        assert_eq!(report.hops, None);
+        assert_eq!(d.stats().hops_counted, 0);
+    }
+
+    #[test]
+    fn the_dial_back_deadline_ends_a_run_whose_hop_count_hangs() {
+        let now = crate::test_epoch();
+        let mut d = Discovery::new(DiscoveryConfig::default(), [1; 32]);
+        counting(&mut d, now);
+        d.handle_timeout(now + Duration::from_secs(5));
+        assert_eq!(d.take_finished().map(|r| r.hops), Some(None));
     }
 
     #[test]

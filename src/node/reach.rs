@@ -246,8 +246,13 @@ impl Node {
                 self.dht.set_mode(mode);
                 self.announce_capabilities();
             }
-            ReachOutput::PunchCandidates { candidates, nat } => {
+            ReachOutput::PunchCandidates {
+                candidates,
+                nat,
+                hops,
+            } => {
                 self.set_punch_candidates(candidates, nat);
+                self.upgrades.handle_local_hops(hops);
             }
             ReachOutput::Reserve(relay) => self.reserve(now, relay),
             ReachOutput::StoreRecord { key, value, record } => {

@@ -405,6 +405,9 @@ impl Lab {
             local_nat,
             remote_nat,
             same_public_ip,
+            // The machine-level lab punches without a hop count (the growing schedule);
+            // the Node's own discovery counts hops in `node_lab`.
+            hops: None,
         };
         let plan_a = plan(Role::Opener, start, &b, class_a, class_b);
         let start_b = start.checked_sub(self.config.skew).unwrap_or(start);

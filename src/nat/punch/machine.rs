@@ -64,6 +64,10 @@ pub struct Plan {
     /// Whether the two sides share a public address (one NAT in front of both): the classes
     /// then say nothing about their LAN path and never rule the punch out.
     pub same_public_ip: bool,
+    /// IP hops from our socket to a public reflector, when NAT discovery counted them: every
+    /// NAT of ours lies within them, so an opening burst of one less opens them all and
+    /// dies before the open internet (see the module docs).
+    pub hops: Option<u8>,
 }
 
 /// The winning candidate pair.
@@ -290,10 +294,16 @@ impl Puncher {
                     open_ttl: attempt.open_ttl,
                 });
             }
-            if attempt.role == Role::Opener && !attempt.burst_sent {
+            if !attempt.burst_sent {
                 attempt.burst_sent = true;
-                let low = attempt.open_ttl.min(self.config.first_open_ttl);
-                self.burst(now, &mut attempt, 1..=low);
+                match self.counted_ttl() {
+                    Some(ttl) => self.burst(now, &mut attempt, ttl..=ttl),
+                    None if attempt.role == Role::Opener => {
+                        let low = attempt.open_ttl.min(self.config.first_open_ttl);
+                        self.burst(now, &mut attempt, 1..=low);
+                    }
+                    None => {}
+                }
             }
             if attempt.deep_at.is_some_and(|at| now >= at) {
                 attempt.deep_at = None;
@@ -345,9 +355,10 @@ impl Puncher {
             Role::Opener => lead.saturating_mul(2),
             Role::Follower => lead,
         };
-        let open_ttl = match role {
-            Role::Opener => self.config.open_ttl(index),
-            Role::Follower => 0,
+        let open_ttl = match (self.counted_ttl(), role) {
+            (Some(ttl), _) => ttl,
+            (None, Role::Opener) => self.config.open_ttl(index),
+            (None, Role::Follower) => 0,
         };
         Attempt {
             index,
@@ -360,10 +371,22 @@ impl Puncher {
             checks: 0,
             announced: false,
             burst_sent: false,
-            deep_at: (open_ttl > self.config.first_open_ttl)
+            deep_at: (self.counted_ttl().is_none() && open_ttl > self.config.first_open_ttl)
                 .then(|| starts.checked_add(lead))
                 .flatten(),
         }
+    }
+
+    /// The opening TTL from our counted hops ([`Plan::hops`]): one less than the distance to
+    /// the reflector, so it crosses every NAT of ours and dies at a router before it. `None`
+    /// when the hops were not counted, or were two or fewer: a reflector right behind our
+    /// first hop leaves no router for the burst to die at (a TTL of 1 opens nothing, one of
+    /// 2 could reach a NAT standing where the reflector does), so the growing schedule runs.
+    fn counted_ttl(&self) -> Option<u8> {
+        self.plan
+            .hops
+            .map(|h| h.saturating_sub(1))
+            .filter(|t| *t >= 2)
     }
 
     /// Ends a failed attempt: schedules the next one or gives up.
@@ -540,25 +563,52 @@ mod tests {
         seen
     }
 
-    #[test]
-    fn the_opener_grows_its_ttl_per_attempt_and_sends_the_grown_part_one_lead_later() {
-        let t0 = crate::test_epoch();
-        let ms = Duration::from_millis;
+    /// A plan toward one reflexive candidate, 40 ms away, starting at `t0`.
+    fn plan(t0: Instant, role: Role, hops: Option<u8>) -> Plan {
         let peer = Candidate::new(
             CandidateKind::Reflexive,
             "198.51.100.2:4433".parse().unwrap(),
         );
-        let plan = Plan {
+        Plan {
             tag: SessionTag(*b"macpunch"),
             key: IntegrityKey([7; 32]),
             remote: vec![peer],
-            rtt: ms(40),
-            role: Role::Follower,
+            rtt: Duration::from_millis(40),
+            role,
             start: t0,
             local_nat: NatClass::UNKNOWN,
             remote_nat: NatClass::UNKNOWN,
             same_public_ip: false,
-        };
+            hops,
+        }
+    }
+
+    #[test]
+    fn with_counted_hops_both_sides_open_with_one_less_every_attempt() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let config = PunchConfig::default();
+        let second = t0 + config.attempt_len(ms(40)) + config.stale_wait;
+        // Four hops to the reflector (a home NAT inside a carrier NAT): TTL 3, at the
+        // start, as follower too, and the same TTL in the next attempt.
+        let mut p = Puncher::new(config.clone(), plan(t0, Role::Follower, Some(4)), t0);
+        let first = ttls(&mut p, t0, t0 + ms(30));
+        assert_eq!(first, [(ms(0), Some(3)), (ms(20), None)]);
+        let opening = ttls(&mut p, second, second + ms(45));
+        assert_eq!(opening, [(ms(0), Some(3)), (ms(40), None)]);
+        // A reflector two hops away leaves no router to die at: the growing schedule.
+        for hops in [1, 2] {
+            let mut p = Puncher::new(config.clone(), plan(t0, Role::Opener, Some(hops)), t0);
+            let grown = ttls(&mut p, t0, t0 + ms(45));
+            assert_eq!(grown, [(ms(0), Some(1)), (ms(0), Some(2)), (ms(40), None)]);
+        }
+    }
+
+    #[test]
+    fn the_opener_grows_its_ttl_per_attempt_and_sends_the_grown_part_one_lead_later() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let plan = plan(t0, Role::Follower, None);
         let config = PunchConfig::default();
         let second = t0 + config.attempt_len(plan.rtt) + config.stale_wait;
         let mut p = Puncher::new(config, plan, t0);

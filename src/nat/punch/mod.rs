@@ -34,6 +34,17 @@
 //!    there with TTL 1 plant a conntrack entry), the peer's mapping toward us exists by then. Roles swap on every retry:
 //!    the side whose burst was too short in one attempt follows in the next, and the other
 //!    side's burst (possibly right) goes first.
+//!
+//!    **Counted hops replace the guess.** When NAT discovery counted the hops to a public
+//!    reflector (`h`, the smallest TTL it answered, [`Plan::hops`]), every NAT of ours lies
+//!    within them: both sides, whatever their role, send at the attempt's start one probe
+//!    per candidate with TTL `h - 1`, which crosses all of them and dies at a router before
+//!    the open internet, in every attempt. A host behind a home NAT inside a carrier NAT
+//!    (`h` = 4 in the NAT lab) opens both layers in its first attempt; its peer's full-TTL
+//!    probes, one lead later, find them open (the NAT lab saw this pair never go direct
+//!    with the growing schedule when the carrier side opened: its TTL 2 died inside the
+//!    carrier NAT, and the peer's probe planted an entry there). With `h` ≤ 2 there is no
+//!    router to die at, and the growing schedule runs.
 //! 4. **Retries outlast stale state.** An attempt probes for `max(4 s, 8·rtt)`. If no probe
 //!    was answered, both sides stay silent for 31 s — longer than Linux keeps an unreplied
 //!    UDP entry — so a lost race's stale entry and the moved flow are gone before the next

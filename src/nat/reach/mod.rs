@@ -304,6 +304,8 @@ pub enum ReachOutput {
         candidates: Vec<Candidate>,
         /// Our NAT's class.
         nat: NatClass,
+        /// IP hops to the first reflector ([`NatReport::hops`]).
+        hops: Option<u8>,
     },
     /// Ask this relay for a reservation.
     Reserve(dht::Contact),
@@ -345,7 +347,9 @@ pub struct Reach {
     responder: Option<Responder>,
     client: BindingClient,
     discovery: Discovery,
-    bindings: HashSet<BindingId>,
+    /// Discovery's Binding transactions: `None` for a binding, the TTL for a
+    /// hop count's.
+    bindings: HashMap<BindingId, Option<u8>>,
     contacted: HashMap<SocketAddr, Instant>,
     asked: HashMap<u64, [u8; 12]>,
     next_request: u64,
@@ -390,7 +394,7 @@ impl Reach {
             responder: config.responder.clone().map(Responder::new),
             client: BindingClient::new(config.client.clone(), secret.derive("stun-transactions")),
             discovery: Discovery::new(config.discovery.clone(), secret.derive("nat-discovery")),
-            bindings: HashSet::default(),
+            bindings: HashMap::default(),
             contacted: HashMap::default(),
             asked: HashMap::default(),
             next_request: 0,
@@ -636,7 +640,14 @@ impl Reach {
                     DiscoveryAction::Bind { reflector } => {
                         let change = stun::ChangeRequest::default();
                         let id = self.client.start(now, reflector, change);
-                        self.bindings.insert(id);
+                        self.bindings.insert(id, None);
+                    }
+                    DiscoveryAction::CountHops { reflector, ttl } => {
+                        let change = stun::ChangeRequest::default();
+                        let id = self
+                            .client
+                            .start_with_ttl(now, reflector, change, Some(ttl));
+                        self.bindings.insert(id, Some(ttl));
                     }
                     DiscoveryAction::DialBack {
                         source,
@@ -650,8 +661,17 @@ impl Reach {
                 match output {
                     Output::Transmit(t) => self.out.push(ReachOutput::Transmit(t)),
                     Output::Event(outcome) => {
-                        if self.bindings.remove(&outcome.id) {
-                            self.discovery.handle_binding(now, &outcome);
+                        match self.bindings.remove(&outcome.id) {
+                            Some(None) => self.discovery.handle_binding(now, &outcome),
+                            Some(Some(ttl)) => {
+                                // Any answer, an error too, came back from the reflector.
+                                let answered = !matches!(
+                                    outcome.result,
+                                    Err(stun::BindingError::TimedOut { .. })
+                                );
+                                self.discovery.handle_hop(now, ttl, answered);
+                            }
+                            None => {}
                         }
                     }
                 }
@@ -679,7 +699,7 @@ impl Reach {
     /// Starts a discovery run toward reflectors chosen as the module docs
     /// say.
     fn start_discovery(&mut self, now: Instant, view: &ReachView<'_>) {
-        for id in self.bindings.drain() {
+        for (id, _) in self.bindings.drain() {
             self.client.cancel(id);
         }
         self.asked.clear();

@@ -51,8 +51,11 @@ impl Reach {
             filtering: report.filtering,
             ports: report.ports,
         };
-        self.out
-            .push(ReachOutput::PunchCandidates { candidates, nat });
+        self.out.push(ReachOutput::PunchCandidates {
+            candidates,
+            nat,
+            hops: report.hops,
+        });
     }
 
     /// A private node keeps `relays` reservations on public nodes of its

@@ -288,10 +288,16 @@ fn a_configured_stun_server_is_asked_first_and_indications_are_dropped() {
     let mut reach = machine(config);
     reach.handle_discover(now);
     let outputs = settle(&mut reach, now);
-    assert!(
-        matches!(outputs.as_slice(), [ReachOutput::Transmit(t)] if t.destination == server),
-        "{outputs:?}"
-    );
+    // One binding, then the hop count: the same request with TTL 1 to 8.
+    let sent: Vec<(SocketAddr, Option<u8>)> = (outputs.iter())
+        .map(|o| match o {
+            ReachOutput::Transmit(t) => (t.destination, t.ttl),
+            other => panic!("only transmits, got {other:?}"),
+        })
+        .collect();
+    let mut expected = vec![(server, None)];
+    expected.extend((1..=8).map(|ttl| (server, Some(ttl))));
+    assert_eq!(sent, expected);
     let indication = stun::Message::binding(Class::Indication, TransactionId([5; 12]));
     let datagram = Datagram {
         local: addr("198.51.100.1:4433"),

@@ -135,6 +135,7 @@ struct Transaction {
     id: BindingId,
     reflector: SocketAddr,
     change: ChangeRequest,
+    ttl: Option<u8>,
     payload: Bytes,
     first_sent: Instant,
     requests: u32,
@@ -178,6 +179,20 @@ impl BindingClient {
         reflector: SocketAddr,
         change: ChangeRequest,
     ) -> BindingId {
+        self.start_with_ttl(now, reflector, change, None)
+    }
+
+    /// [`BindingClient::start`] with every request of the transaction sent with IP TTL
+    /// `ttl` (`None`: the socket's default). A request whose TTL runs out before the
+    /// reflector is never answered, so the transaction times out: NAT discovery counts the
+    /// hops to a reflector this way.
+    pub fn start_with_ttl(
+        &mut self,
+        now: Instant,
+        reflector: SocketAddr,
+        change: ChangeRequest,
+        ttl: Option<u8>,
+    ) -> BindingId {
         self.last_input = Some(now);
         let id = BindingId(self.next_id);
         self.next_id += 1;
@@ -196,6 +211,7 @@ impl BindingClient {
             id,
             reflector,
             change,
+            ttl,
             payload,
             first_sent: now,
             requests: 0,
@@ -249,7 +265,7 @@ impl BindingClient {
             source: None,
             destination: t.reflector,
             payload: t.payload.clone(),
-            ttl: None,
+            ttl: t.ttl,
         }));
     }
 

@@ -267,6 +267,8 @@ pub struct Upgrades {
     config: UpgradeConfig,
     policy: AddressPolicy,
     local: Option<(Vec<Candidate>, NatClass)>,
+    /// IP hops to the open internet, as NAT discovery counted them.
+    hops: Option<u8>,
     sessions: HashMap<ConnId, Session>,
     /// Direct sessions by their peer's address, for the Node's reports of
     /// traffic on a direct path; an entry is checked against its session on
@@ -290,6 +292,7 @@ impl Upgrades {
             config,
             policy,
             local: None,
+            hops: None,
             sessions: HashMap::default(),
             direct: HashMap::default(),
             frame_buckets: HashMap::default(),
@@ -309,6 +312,13 @@ impl Upgrades {
     /// or answered from now on use them.
     pub fn handle_local_candidates(&mut self, candidates: Vec<Candidate>, nat: NatClass) {
         self.local = Some((candidates, nat));
+    }
+
+    /// Sets the IP hops from our socket to a public reflector, as NAT discovery
+    /// counted them ([`crate::nat::discovery::NatReport::hops`]); punches from now
+    /// on open our NATs with one less ([`Plan::hops`]).
+    pub fn handle_local_hops(&mut self, hops: Option<u8>) {
+        self.hops = hops;
     }
 
     /// A connection became ready: the dialer of a relayed one offers a

@@ -270,6 +270,7 @@ impl Upgrades {
             local_nat,
             remote_nat: session.remote_nat,
             same_public_ip,
+            hops: self.hops,
         };
         let mut puncher = Puncher::new(self.config.punch.clone(), plan, now);
         puncher.handle_timeout(now);
