@@ -16,7 +16,8 @@
 //!
 //! Like every machine of the crate: feed an input stamped with the
 //! monotonic `now` (and wall-clock Unix ms where records are involved),
-//! drain [`Dht::poll_output`], then sleep until [`Dht::poll_timeout`].
+//! drain [`Dht::poll_output`](crate::Child::poll_output), then sleep until
+//! [`Dht::poll_timeout`](crate::Child::poll_timeout).
 //!
 //! ```
 //! use std::time::{Duration, Instant};

@@ -42,7 +42,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// | max_waiting_requests | 4096 requests queued for a connection or a stream |
 /// | max_buffered_per_connection | 2 MiB of partial frames and unread answers per connection |
 /// | reach | [`ReachConfig::default`]: STUN responder on, discovery after bootstrap and every 10 min |
-/// | admission | [`AdmissionConfig::default`]: Retry past 64 handshakes, at most 512; 32 connections per IPv4 address or IPv6 /64; 512 awaiting CONNECT; 8 per node id; 20 PINGs/s answered; 256 MiB buffered over all connections |
+/// | admission | `AdmissionConfig::default`: Retry past 64 handshakes, at most 512; 32 connections per IPv4 address or IPv6 /64; 512 awaiting CONNECT; 8 per node id; 20 PINGs/s answered; 256 MiB buffered over all connections |
 /// | (streamed payloads) | CALLs and REPLYs over one frame stream in chunks of half a frame; per connection, payloads of up to max(`rpc.max_payload`, `max_buffered_per_connection`) declared bytes are reassembled at once |
 #[derive(Clone, Debug)]
 pub struct NodeConfig {

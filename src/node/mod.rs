@@ -404,7 +404,7 @@ impl Node {
     }
 
     /// What admission refused and counted (docs of
-    /// [`crate::connection::admission`]).
+    /// `connection::admission`).
     pub fn admission_counters(&self) -> &AdmissionCounters {
         self.admission.counters()
     }

@@ -98,7 +98,7 @@ pub enum CloseReason {
     OwnId,
 }
 
-/// What the pool asks its driver to do, from [`Pool::poll_output`](super::Pool::poll_output).
+/// What the pool asks its driver to do, from [`Pool::poll_output`](crate::Child::poll_output).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
     /// Dial `peer` at `addr`, then report the outcome with

@@ -483,7 +483,7 @@ impl NodeLab {
     }
 
     /// Waits (at most 40 s) for every call to end and every accepted publish to arrive,
-    /// then [`LINGER`]s; (messages made: calls and publishes, messages lost: calls refused,
+    /// then `LINGER`s; (messages made: calls and publishes, messages lost: calls refused,
     /// failed, unanswered or answered with another number, and publishes lost, duplicated
     /// or reordered).
     pub fn finish(&mut self) -> (usize, usize) {

@@ -28,7 +28,7 @@
 //! cannot aim our probes at a third party. We remember every address we sent to in the last
 //! [`ReachConfig::contact_memory`]; a probe counts only from a source we did
 //! not send to, so a mapping we opened ourselves is never taken for
-//! reachability ([`dial_back`]).
+//! reachability (`dial_back`).
 //!
 //! **Unsolicited inbound.** An inbound connection whose first packet came
 //! to a global address of ours from a global address whose IP we had not
@@ -37,12 +37,12 @@
 //! otherwise the node counts as public ([`Reach::reachability`]). A seed
 //! that nobody helps with a dial-back learns it this way.
 //!
-//! **Claim checks** ([`claims`]): the listen addresses a DHT server claims
+//! **Claim checks** (`claims`): the listen addresses a DHT server claims
 //! in CONNECT, other than its source, are checked by one STUN request each
 //! under a key from the connection's TLS session before the DHT hands them
 //! out; the same module answers others' checks of ours.
 //!
-//! **Role, record, relays** ([`report`]). A report of `Public` makes the
+//! **Role, record, relays** (`report`). A report of `Public` makes the
 //! node a DHT server, `Private` a DHT client; the report also gives the
 //! puncher its own candidates and NAT class. After each report the machine
 //! signs a [`PeerRecord`] and asks for it to be stored when it changed; a
@@ -150,7 +150,7 @@ pub struct ReachConfig {
     pub relays: usize,
     /// How long a relay that refused or failed is not chosen again.
     pub relay_retry: Duration,
-    /// Checks of the listen addresses peers claim ([`claims`]).
+    /// Checks of the listen addresses peers claim (`claims`).
     pub claim_checks: ClaimCheckConfig,
 }
 
@@ -212,7 +212,7 @@ pub struct ReachStats {
     /// Reservations asked for on relays chosen from the DHT (first ones and
     /// replacements).
     pub relay_reservations_asked: u64,
-    /// Checks of peers' claimed listen addresses ([`claims`]).
+    /// Checks of peers' claimed listen addresses (`claims`).
     pub claim_checks: ClaimCheckStats,
     /// Inbound connections that came unsolicited to a global address of
     /// ours from a global address we had not sent to
@@ -322,7 +322,7 @@ pub enum ReachOutput {
     /// Tell the application a discovery run finished.
     Report(NatReport),
     /// A claimed listen address of the peer of `conn` answered its check
-    /// ([`claims`]): the DHT may list the peer there now.
+    /// (`claims`): the DHT may list the peer there now.
     ClaimVerified {
         /// The connection whose peer claimed it.
         conn: ConnId,

@@ -7,7 +7,7 @@
 //! ready it sends its own candidates (each NAT discovery report sets them,
 //! [`crate::nat::reach`]; a driver or lab may set them too) in PUNCH_OFFER
 //! on the control stream; the acceptor answers with PUNCH_ANSWER, the opener
-//! fixes the start with PUNCH_SYNC, and both run a [`Puncher`] on the node's
+//! fixes the start with PUNCH_SYNC, and both run a [`Puncher`](crate::nat::punch::Puncher) on the node's
 //! socket. The moment a probe is answered the side asks the Node to switch
 //! the connection's virtual address to the direct address (no hysteresis
 //! against a relay; the Node owns the path table and tells quinn the path
@@ -316,7 +316,7 @@ impl Upgrades {
 
     /// Sets the IP hops from our socket to a public reflector, as NAT discovery
     /// counted them ([`crate::nat::discovery::NatReport::hops`]); punches from now
-    /// on open our NATs with one less ([`Plan::hops`]).
+    /// on open our NATs with one less ([`Plan::hops`](crate::nat::punch::Plan::hops)).
     pub fn handle_local_hops(&mut self, hops: Option<u8>) {
         self.hops = hops;
     }

@@ -34,7 +34,7 @@
 //! end-to-end connection over a circuit that goes silent while the relay
 //! answers makes a dead circuit and a strike. Should the peer of a dead
 //! circuit (silent, or dead at the claim time) then answer over another
-//! relay within [`CONVICT_WITHIN`], the first relay dropped the traffic and
+//! relay within `CONVICT_WITHIN`, the first relay dropped the traffic and
 //! is dropped at once as above ([`RelayClient::handle_circuit_silent`]).
 //! Relays with a strike, and the relay of a peer's last circuit when the
 //! far end closed it or it went silent, are asked for circuits to that peer

@@ -111,7 +111,7 @@ pub struct MeshArgs {
     #[arg(long, env = "MACULA_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Address peers dial to reach this node. Default: the listen address;
-    /// when that is 0.0.0.0 or [::], the local address on the route to the
+    /// when that is 0.0.0.0 or `[::]`, the local address on the route to the
     /// first seed (or the default route).
     #[arg(
         long,
