@@ -765,3 +765,42 @@ fn in_auto_mode_a_public_node_relays_only_once_strangers_reached_it() {
         "reached, still off"
     );
 }
+
+#[test]
+fn every_node_publishes_its_peer_record_the_seed_included() {
+    // Four public nodes with discovery on, as the CLI runs them: the first is
+    // everyone's seed and was started without one.
+    let mut mesh = Mesh::new(21, epoch());
+    mesh.set_link(Link::with_latency(Duration::from_millis(10)));
+    let internet = mesh.world.internet();
+    let hosts: Vec<HostId> = (1..=4)
+        .map(|ip| mesh.add_node(internet, public_addr(ip, PORT), |_| {}))
+        .collect();
+    assert!(mesh.bootstrap(hosts[0], &hosts[1..]));
+    let published = |w: &World<Node>| hosts.iter().all(|h| w.machine(*h).peer_record().is_some());
+    mesh.run_until(published, Duration::from_secs(120));
+    for &host in &hosts {
+        let record = mesh.world.machine(host).peer_record().cloned();
+        assert!(record.is_some(), "host {host:?} published no peer record");
+    }
+    // And the seed's record is found by another node.
+    let seed_id = mesh.world.machine(hosts[0]).node_id();
+    let query = mesh
+        .world
+        .with_machine(hosts[3], |node, now| node.find_peer_record(now, seed_id));
+    let found = |w: &World<Node>| {
+        w.events().iter().find_map(|e| match &e.event {
+            Event::PeerRecord {
+                query: q, record, ..
+            } if *q == query => Some(record.clone()),
+            _ => None,
+        })
+    };
+    let limit = mesh.world.now() + Duration::from_secs(30);
+    mesh.world.run_while(limit, |w| found(w).is_none());
+    let record = found(&mesh.world)
+        .flatten()
+        .expect("the seed's record is in the DHT");
+    assert_eq!(record.node_id, seed_id);
+    assert_eq!(record.observed, vec![public_addr(1, PORT)]);
+}

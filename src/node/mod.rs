@@ -429,6 +429,7 @@ impl Node {
     pub fn bootstrap(&mut self, now: Instant, seeds: Vec<dht::Contact>) -> dht::QueryId {
         self.enter(now);
         let query = self.dht.bootstrap(now, seeds);
+        self.reach.handle_bootstrap_started(now);
         self.settle(now);
         query
     }

@@ -216,6 +216,7 @@ impl Node {
     /// Runs the machine's pending work and carries out its outputs; true
     /// when there were any.
     pub(super) fn drive_reach(&mut self, now: Instant) -> bool {
+        self.reach.handle_contacts(now, self.dht.table().len());
         if self.reach.poll_timeout().is_some_and(|t| t <= now) {
             self.reach_timeout(now);
         }

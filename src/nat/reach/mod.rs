@@ -126,8 +126,9 @@ pub struct ReachConfig {
     pub client: ClientConfig,
     /// Discovery timing.
     pub discovery: DiscoveryConfig,
-    /// Run discovery on its own (after bootstrap, on address change, every
-    /// `discovery.interval`); off: only an explicit request
+    /// Run discovery on its own (after bootstrap, or for a node that never
+    /// bootstraps, such as a seed, once a peer joined its routing table; on
+    /// address change; every `discovery.interval`); off: only an explicit request
     /// ([`Reach::handle_discover`], `Node::discover`) runs it.
     pub auto_discover: bool,
     /// Standard STUN servers (coturn, ...) asked before macula nodes.
@@ -377,6 +378,8 @@ pub struct Reach {
     record_due: bool,
     /// A discovery run waits to start.
     start_due: bool,
+    /// A DHT bootstrap is under way: the first run waits for its end.
+    bootstrapping: bool,
     /// An input came since the last [`Reach::handle_timeout`].
     dirty: bool,
     stats: ReachStats,
@@ -415,6 +418,7 @@ impl Reach {
             reached_unsolicited: false,
             record_due: false,
             start_due: false,
+            bootstrapping: false,
             dirty: false,
             stats: ReachStats::default(),
             out: OutputQueue::new(),
@@ -539,11 +543,33 @@ impl Reach {
         self.start_due |= self.config.auto_discover;
     }
 
+    /// A DHT bootstrap started: the first discovery run waits for its end.
+    pub fn handle_bootstrap_started(&mut self, now: Instant) {
+        self.touch(now);
+        self.bootstrapping = true;
+    }
+
     /// The DHT bootstrap ended: the first one starts discovery.
     pub fn handle_bootstrapped(&mut self, now: Instant) {
         self.touch(now);
-        let first = self.discovery.stats().runs == 0;
-        self.start_due |= first && self.config.auto_discover;
+        self.bootstrapping = false;
+        self.start_due |= self.first_run_waits();
+    }
+
+    /// The routing table holds `contacts` peers. A node that is not
+    /// bootstrapping (a seed started without seeds of its own, which others
+    /// join) starts its first discovery once someone is there to ask, so it
+    /// too learns its reachability and publishes its peer record.
+    pub fn handle_contacts(&mut self, now: Instant, contacts: usize) {
+        if contacts > 0 && !self.bootstrapping && self.first_run_waits() && !self.start_due {
+            self.touch(now);
+            self.start_due = true;
+        }
+    }
+
+    /// Discovery is automatic and has never run.
+    fn first_run_waits(&self) -> bool {
+        self.config.auto_discover && self.discovery.stats().runs == 0
     }
 
     /// The Node started lookup `query` of `node`'s peer record; its answer

@@ -453,3 +453,45 @@ fn only_an_unsolicited_inbound_connection_between_global_addresses_counts_as_rea
     reach.handle_address_changed(now, addr("198.51.100.7:4433"));
     assert_eq!(reach.reachability(), Reachability::Undetermined);
 }
+
+#[test]
+fn the_first_run_waits_for_the_bootstrap_or_for_someone_to_ask() {
+    let now = crate::test_epoch();
+    let runs = |reach: &Reach| reach.stats().discovery.runs;
+    // A bootstrapping node: contacts arriving during the bootstrap start
+    // nothing; its end does.
+    let mut reach = machine(ReachConfig::default());
+    reach.handle_bootstrap_started(now);
+    reach.handle_contacts(now, 3);
+    settle(&mut reach, now);
+    assert_eq!(runs(&reach), 0);
+    reach.handle_bootstrapped(now);
+    settle(&mut reach, now);
+    assert_eq!(runs(&reach), 1);
+    // Later contacts and bootstraps do not start another.
+    reach.handle_contacts(now, 5);
+    reach.handle_bootstrapped(now);
+    settle(&mut reach, now);
+    assert_eq!(runs(&reach), 1);
+
+    // A seed (never bootstraps): an empty table starts nothing, the first
+    // peer that joined does.
+    let mut seed = machine(ReachConfig::default());
+    seed.handle_contacts(now, 0);
+    settle(&mut seed, now);
+    assert_eq!(runs(&seed), 0);
+    seed.handle_contacts(now, 1);
+    settle(&mut seed, now);
+    assert_eq!(runs(&seed), 1);
+
+    // Without automatic discovery, only an explicit request runs it.
+    let manual = ReachConfig {
+        auto_discover: false,
+        ..ReachConfig::default()
+    };
+    let mut manual = machine(manual);
+    manual.handle_contacts(now, 1);
+    manual.handle_bootstrapped(now);
+    settle(&mut manual, now);
+    assert_eq!(runs(&manual), 0);
+}
