@@ -360,11 +360,21 @@ fn peer_records_are_found_and_forgeries_ignored() {
     lab.mesh.world.run_for(Duration::from_secs(5));
 
     let reader = lab.servers[5];
-    let query = lab
-        .mesh
-        .world
-        .with_machine(reader, |node, now| node.find_peer_record(now, node_id));
-    let limit = lab.mesh.world.now() + Duration::from_secs(30);
+    let found = find_peer_record(&mut lab.mesh.world, reader, node_id);
+    assert_eq!(found, Some(Some(published)));
+    let stats = lab.mesh.world.machine(reader).reach_stats();
+    assert!(stats.peer_records_rejected >= 1, "{stats:?}");
+    let _ = lab.ids_of(&lab.clients);
+}
+
+/// Has `reader` look up `node`'s peer record and runs until the answer (at
+/// most 30 s): `None` without an answer, `Some(None)` when none was found.
+fn find_peer_record(
+    world: &mut World<Node>,
+    reader: HostId,
+    node: NodeId,
+) -> Option<Option<PeerRecord>> {
+    let query = world.with_machine(reader, |n, now| n.find_peer_record(now, node));
     let found = |w: &World<Node>| {
         w.events().iter().find_map(|e| match &e.event {
             Event::PeerRecord {
@@ -373,11 +383,9 @@ fn peer_records_are_found_and_forgeries_ignored() {
             _ => None,
         })
     };
-    lab.mesh.world.run_while(limit, |w| found(w).is_none());
-    assert_eq!(found(&lab.mesh.world), Some(Some(published)));
-    let stats = lab.mesh.world.machine(reader).reach_stats();
-    assert!(stats.peer_records_rejected >= 1, "{stats:?}");
-    let _ = lab.ids_of(&lab.clients);
+    let limit = world.now() + Duration::from_secs(30);
+    world.run_while(limit, |w| found(w).is_none());
+    found(world)
 }
 
 /// A Binding request the way a stranger would send it.
@@ -785,22 +793,8 @@ fn every_node_publishes_its_peer_record_the_seed_included() {
     }
     // And the seed's record is found by another node.
     let seed_id = mesh.world.machine(hosts[0]).node_id();
-    let query = mesh
-        .world
-        .with_machine(hosts[3], |node, now| node.find_peer_record(now, seed_id));
-    let found = |w: &World<Node>| {
-        w.events().iter().find_map(|e| match &e.event {
-            Event::PeerRecord {
-                query: q, record, ..
-            } if *q == query => Some(record.clone()),
-            _ => None,
-        })
-    };
-    let limit = mesh.world.now() + Duration::from_secs(30);
-    mesh.world.run_while(limit, |w| found(w).is_none());
-    let record = found(&mesh.world)
-        .flatten()
-        .expect("the seed's record is in the DHT");
+    let found = find_peer_record(&mut mesh.world, hosts[3], seed_id);
+    let record = found.flatten().expect("the seed's record is in the DHT");
     assert_eq!(record.node_id, seed_id);
     assert_eq!(record.observed, vec![public_addr(1, PORT)]);
 }
