@@ -596,7 +596,7 @@ where
             Attachment::Outside(id) | Attachment::Inside(id) => id,
         };
         if packet.ttl <= 1 {
-            return self.drop(&packet, DropReason::TtlExpired);
+            return self.expire_at_nat(to, nat, &packet);
         }
         packet.ttl -= 1;
         let translated = self.translate(to, nat, &packet);
@@ -608,6 +608,23 @@ where
             }
             Err(reason) => self.drop(&packet, reason),
         }
+    }
+
+    /// A packet reached side `at` of NAT `id` with no TTL left to be forwarded.
+    /// From inside it dies there (forwarding checks the TTL before the NAT
+    /// maps anything). From outside it is addressed to the NAT router itself,
+    /// which Linux takes in without a TTL check: conntrack sees it — it plants
+    /// the quirk's unreplied entry when filtered, refreshes the mapping it
+    /// matches — and only forwarding it inside fails (the NAT lab's
+    /// `ttl-too-large`).
+    fn expire_at_nat(&mut self, at: Attachment, id: NatId, packet: &Packet) {
+        if at != Attachment::Outside(id) {
+            return self.drop(packet, DropReason::TtlExpired);
+        }
+        let (source, port) = (packet.source, packet.destination.port());
+        let seen = self.nats[id.0].nat.inbound(self.now, source, port);
+        self.touch_nat(id);
+        self.drop(packet, seen.err().unwrap_or(DropReason::TtlExpired));
     }
 
     /// Runs a packet that reached side `at` of NAT `id` through it: returns
