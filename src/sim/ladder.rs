@@ -1,9 +1,8 @@
 //! A ladder of bad last-mile links, from good Wi-Fi to very bad cellular
 //! (feature `sim`).
 //!
-//! The rungs are iroh's patchbay degradation ladder (`iroh/tests/patchbay/degrade.rs`,
-//! n0-computer/iroh; summarised in /work/shared/reading/field-anchors-2026.md §
-//! "iroh patchbay"): each models a plausible access link of one device, applied to
+//! The rungs are iroh's patchbay degradation ladder (n0-computer/iroh,
+//! `iroh/tests/patchbay/degrade.rs`): each models a plausible access link of one device, applied to
 //! both directions of that device's interface. Patchbay gives a round-trip time,
 //! which it halves into a one-way netem delay on the interface; the jitter, the loss
 //! share and its mean burst (Gilbert–Elliott, [`Link::loss_burst`]) are its figures
