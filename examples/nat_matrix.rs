@@ -4,7 +4,7 @@
 //! hairpinning, at 50 ms RTT and ~2% loss per NAT-to-NAT path.
 //!
 //! ```sh
-//! cargo run --release --features sim --example nat_matrix -- --seed 1 [--machine --runs 5]
+//! cargo run --release --features sim --example nat_matrix -- --seed 1 [--ladder | --machine --runs 5]
 //! ```
 //!
 //! Default: real Nodes (`macula::sim::node_lab`). Side A dials side B through a
@@ -17,20 +17,27 @@
 //! publishes and publishes lost, duplicated and reordered. The final line's `messages` is
 //! every call and publish of the run, `lost_messages` every one that went wrong.
 //!
+//! `--ladder`: the node matrix once per rung of the link ladder (`macula::sim::ladder`,
+//! good Wi-Fi to very bad cellular and satellite): side A's own access link is the rung,
+//! both directions, on top of the same topology without its per-link loss; one summary
+//! line per rung.
+//!
 //! `--machine`: the punch machine alone between two sim hosts that gathered candidates
 //! from STUN reflectors (`macula::sim::punch_lab`), several seeds per pair.
 
 use std::time::Duration;
 
-use macula::sim::node_lab::{NodeLabConfig, run_node_pair};
+use macula::sim::ladder::Rung;
+use macula::sim::node_lab::{NodeLabConfig, NodePairReport, run_node_pair};
 use macula::sim::punch_lab::{LabConfig, Pairing, run_pair};
 
 fn main() {
-    let (mut seed, mut runs, mut machine) = (1u64, 5u64, false);
+    let (mut seed, mut runs, mut machine, mut ladder) = (1u64, 5u64, false, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--machine" => machine = true,
+            "--ladder" => ladder = true,
             "--seed" => {
                 seed = args
                     .next()
@@ -48,13 +55,15 @@ fn main() {
     }
     if machine {
         machine_matrix(seed, runs.max(1));
+    } else if ladder {
+        ladder_matrix(seed);
     } else {
         node_matrix(seed);
     }
 }
 
 fn usage<T>() -> T {
-    eprintln!("usage: nat_matrix [--seed S] [--machine [--runs N]]");
+    eprintln!("usage: nat_matrix [--seed S] [--ladder | --machine [--runs N]]");
     std::process::exit(2)
 }
 
@@ -76,26 +85,12 @@ fn node_matrix(seed: u64) {
         "pub_dup",
         "pub_reord"
     );
-    let (mut pairs, mut connected, mut direct, mut possible, mut direct_possible) = (0, 0, 0, 0, 0);
-    let (mut lost, mut messages, mut calls, mut publishes) = (0, 0, 0, 0);
-    let mut upgrades: Vec<Duration> = Vec::new();
-    for pairing in Pairing::all() {
-        let config = NodeLabConfig {
-            seed,
-            ..NodeLabConfig::default()
-        };
-        let r = run_node_pair(pairing, &config, epoch());
-        pairs += 1;
-        connected += usize::from(r.connected);
-        direct += usize::from(r.direct);
-        possible += usize::from(r.possible);
-        direct_possible += usize::from(r.possible && r.direct);
-        lost += r.lost_messages();
-        messages += r.messages();
-        calls += r.calls;
-        publishes += r.publishes.published;
-        upgrades.extend(r.upgrade_time);
-        let (a, b) = pairing.names();
+    let config = NodeLabConfig {
+        seed,
+        ..NodeLabConfig::default()
+    };
+    let summary = matrix(&config, |r| {
+        let (a, b) = r.pairing.names();
         let p = r.publishes;
         println!(
             "{a:<11} {b:<11} {:>8} {:>9} {:>6} {:>8} {:>10} {:>9} {:>6} {:>10} {:>9} {:>8} {:>7} {:>9}",
@@ -112,17 +107,95 @@ fn node_matrix(seed: u64) {
             p.duplicated,
             p.reordered
         );
-    }
-    upgrades.sort();
-    println!("calls in all: {calls}, publishes in all: {publishes}");
+    });
     println!(
-        "pairs={pairs} connected_rate={:.3} direct_rate={:.3} direct_when_possible_rate={:.3} upgrade_p50_ms={} upgrade_p99_ms={} lost_messages={lost} messages={messages}",
-        connected as f64 / pairs as f64,
-        direct as f64 / pairs as f64,
-        direct_possible as f64 / possible.max(1) as f64,
-        ms(percentile(&upgrades, 50)),
-        ms(percentile(&upgrades, 99)),
+        "calls in all: {}, publishes in all: {}",
+        summary.calls, summary.publishes
     );
+    println!("pairs={} {}", summary.pairs, summary.rates());
+}
+
+/// The node matrix once per rung, one line each (see the module docs).
+fn ladder_matrix(seed: u64) {
+    for rung in Rung::ALL {
+        let config = NodeLabConfig {
+            seed,
+            link_loss: 0.0,
+            access: Some(rung.link()),
+            ..NodeLabConfig::default()
+        };
+        let mut missed = Vec::new();
+        let summary = matrix(&config, |r| {
+            if (r.possible && !r.direct) || r.lost_messages() > 0 || !r.connected {
+                let (a, b) = r.pairing.names();
+                missed.push(format!(
+                    "{a}x{b}(direct={},lost={})",
+                    r.direct,
+                    r.lost_messages()
+                ));
+            }
+        });
+        println!(
+            "rung={:<18} pairs={} {} missed=[{}]",
+            rung.name(),
+            summary.pairs,
+            summary.rates(),
+            missed.join(" ")
+        );
+    }
+}
+
+/// What a matrix run adds up to.
+#[derive(Default)]
+struct Summary {
+    pairs: usize,
+    connected: usize,
+    direct: usize,
+    possible: usize,
+    direct_possible: usize,
+    lost: usize,
+    messages: usize,
+    calls: usize,
+    publishes: usize,
+    upgrades: Vec<Duration>,
+}
+
+impl Summary {
+    /// The rates and totals line.
+    fn rates(&self) -> String {
+        let mut upgrades = self.upgrades.clone();
+        upgrades.sort();
+        format!(
+            "connected_rate={:.3} direct_rate={:.3} direct_when_possible_rate={:.3} upgrade_p50_ms={} upgrade_p99_ms={} lost_messages={} messages={}",
+            self.connected as f64 / self.pairs as f64,
+            self.direct as f64 / self.pairs as f64,
+            self.direct_possible as f64 / self.possible.max(1) as f64,
+            ms(percentile(&upgrades, 50)),
+            ms(percentile(&upgrades, 99)),
+            self.lost,
+            self.messages,
+        )
+    }
+}
+
+/// Runs every pairing with `config`, handing each report to `each`.
+fn matrix(config: &NodeLabConfig, mut each: impl FnMut(&NodePairReport)) -> Summary {
+    let mut s = Summary::default();
+    for pairing in Pairing::all() {
+        let r = run_node_pair(pairing, config, epoch());
+        s.pairs += 1;
+        s.connected += usize::from(r.connected);
+        s.direct += usize::from(r.direct);
+        s.possible += usize::from(r.possible);
+        s.direct_possible += usize::from(r.possible && r.direct);
+        s.lost += r.lost_messages();
+        s.messages += r.messages();
+        s.calls += r.calls;
+        s.publishes += r.publishes.published;
+        s.upgrades.extend(r.upgrade_time);
+        each(&r);
+    }
+    s
 }
 
 fn machine_matrix(seed: u64, runs: u64) {

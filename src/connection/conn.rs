@@ -288,6 +288,15 @@ impl Conn {
         }
     }
 
+    /// The connection's packets go over another path from `now`: quinn
+    /// starts its congestion control and RTT estimate afresh, and the
+    /// silence watch restarts (data the old path left unacknowledged has
+    /// had no time yet on the new one).
+    pub fn path_changed(&mut self, now: Instant) {
+        self.quinn.path_changed(now);
+        self.silence.restart(now);
+    }
+
     /// When a pending close happens at the latest.
     pub fn linger_deadline(&self) -> Option<Instant> {
         self.lingering.as_ref().map(|l| l.until)

@@ -82,6 +82,14 @@ impl Silence {
         }
     }
 
+    /// The connection moved to another path at `now`: a silence running
+    /// since earlier (the old path's) runs from `now` instead.
+    pub fn restart(&mut self, now: Instant) {
+        if let Some(since) = &mut self.since {
+            *since = now;
+        }
+    }
+
     /// When the silence reaches `limit`, if there is one.
     pub fn deadline(&self, limit: Duration) -> Option<Instant> {
         self.since.map(|since| since + limit)
@@ -160,6 +168,23 @@ mod tests {
             ..limit
         };
         assert_eq!(inverted.after(Duration::ZERO), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_path_change_restarts_a_running_silence_only() {
+        let t0 = crate::test_epoch();
+        let at = |ms| after(t0, ms);
+        let limit = Duration::from_secs(1);
+        let mut silence = Silence::default();
+        silence.restart(at(5));
+        assert_eq!(silence.deadline(limit), None, "no silence, none started");
+        silence.observe_counts(at(10), 0, 2);
+        silence.restart(at(900));
+        assert!(
+            !silence.reached(at(1500), limit),
+            "the old path's wait is gone"
+        );
+        assert_eq!(silence.deadline(limit), Some(at(1900)));
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl Node {
         }
         tracing::debug!(old = %conn.remote, %new, "the peer's address changed: following it");
         conn.remote = new;
-        conn.quinn.path_changed(now);
+        conn.path_changed(now);
         if let Some(pool_id) = conn.pool_id {
             self.upgrades.handle_rebound(now, pool_id, new);
         }

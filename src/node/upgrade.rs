@@ -151,7 +151,7 @@ impl Node {
                     return;
                 };
                 if self.paths.switch(conn.virtual_addr, path).is_ok() {
-                    conn.quinn.path_changed(now);
+                    conn.path_changed(now);
                     (self.instruments).connection_on_path(handle, PathKind::Relayed);
                 }
             }
@@ -197,7 +197,7 @@ impl Node {
             return false;
         }
         if let Some(conn) = self.conns.get_mut(&handle) {
-            conn.quinn.path_changed(now);
+            conn.path_changed(now);
         }
         self.instruments.upgraded(handle, elapsed);
         true

@@ -38,6 +38,7 @@
 pub mod dht_net;
 pub mod dht_scale;
 mod fixture;
+pub mod ladder;
 mod link;
 mod nat;
 pub mod node_lab;

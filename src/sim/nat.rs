@@ -52,6 +52,11 @@ pub enum PortAllocation {
     },
     /// Uniformly random free ports in 1024..=65535.
     Random,
+    /// Reuse the internal port when free (and not below 1024), else a random
+    /// free port: Linux `masquerade`, whose NAT core keeps the source port
+    /// when it can and otherwise tries pseudo-random ports of the range (the
+    /// lab saw 1329, 2029, 9034, 38572, 46181, 65004 …).
+    PreservingElseRandom,
 }
 
 /// How a NAT behaves.
@@ -64,8 +69,15 @@ pub struct NatConfig {
     pub filtering: Behavior,
     /// How external ports are chosen.
     pub ports: PortAllocation,
-    /// How long a mapping lives without traffic refreshing it.
+    /// How long a mapping lives without traffic refreshing it (once a remote
+    /// answered through it, when [`NatConfig::unreplied_timeout`] is set).
     pub binding_timeout: Duration,
+    /// How long a mapping through which no remote has answered yet lives
+    /// without traffic: Linux conntrack's `nf_conntrack_udp_timeout` (30 s),
+    /// against `nf_conntrack_udp_timeout_stream` (120 s,
+    /// [`NatConfig::binding_timeout`]) for a flow that saw a reply. `None`:
+    /// `binding_timeout` for every mapping.
+    pub unreplied_timeout: Option<Duration>,
     /// Whether admitted inbound packets refresh the mapping (outbound ones
     /// always do, REQ-6).
     pub refresh_on_inbound: bool,
@@ -85,6 +97,16 @@ pub struct NatConfig {
 impl NatConfig {
     /// The RFC 4787 recommended default timeout (REQ-5 allows 2 min).
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+    /// Linux's `nf_conntrack_udp_timeout`: an unreplied UDP entry's lifetime.
+    const LINUX_UNREPLIED: Duration = Duration::from_secs(30);
+
+    /// How long a mapping lives without traffic, `replied` or not.
+    fn lifetime(&self, replied: bool) -> Duration {
+        match self.unreplied_timeout {
+            Some(unreplied) if !replied => unreplied,
+            _ => self.binding_timeout,
+        }
+    }
 
     /// "Full cone": EIM, EIF, port preserving, hairpinning.
     pub fn full_cone() -> Self {
@@ -93,6 +115,7 @@ impl NatConfig {
             filtering: Behavior::EndpointIndependent,
             ports: PortAllocation::Preserving,
             binding_timeout: Self::DEFAULT_TIMEOUT,
+            unreplied_timeout: None,
             refresh_on_inbound: false,
             hairpinning: true,
             conntrack_quirk: None,
@@ -128,13 +151,29 @@ impl NatConfig {
         }
     }
 
-    /// Linux `masquerade`: EIM, APDF, port preserving, no hairpinning, and
-    /// the conntrack quirk with the 30 s lifetime of unreplied UDP entries.
+    /// Linux `masquerade` with conntrack's default timers, as the NAT lab
+    /// measured it: EIM, APDF, port preserving with a random port on a
+    /// collision, no hairpinning, the conntrack quirk; a mapping lives 30 s
+    /// until a remote answers through it, then 120 s, and every packet of
+    /// it, inbound too, refreshes it.
     pub fn linux_masquerade() -> Self {
         Self {
+            ports: PortAllocation::PreservingElseRandom,
+            unreplied_timeout: Some(Self::LINUX_UNREPLIED),
+            refresh_on_inbound: true,
             hairpinning: false,
-            conntrack_quirk: Some(Duration::from_secs(30)),
+            conntrack_quirk: Some(Self::LINUX_UNREPLIED),
             ..Self::port_restricted_cone()
+        }
+    }
+
+    /// Linux `masquerade random,fully-random` (the lab's natS): APDM on
+    /// random ports, with masquerade's filtering, timers and quirk.
+    pub fn linux_fully_random() -> Self {
+        Self {
+            mapping: Behavior::AddressAndPortDependent,
+            ports: PortAllocation::Random,
+            ..Self::linux_masquerade()
         }
     }
 
@@ -275,6 +314,8 @@ pub struct Binding {
     pub expires: Instant,
     /// The remotes the inside endpoint sent to through it.
     peers: BTreeSet<SocketAddr>,
+    /// Whether a remote answered through it.
+    replied: bool,
 }
 
 impl Binding {
@@ -338,7 +379,9 @@ impl Nat {
     pub(crate) fn new(id: NatId, external_ip: IpAddr, config: NatConfig) -> Self {
         let next_port = match config.ports {
             PortAllocation::Sequential { first, .. } => first.max(FIRST_PORT),
-            PortAllocation::Preserving | PortAllocation::Random => FIRST_PORT,
+            PortAllocation::Preserving
+            | PortAllocation::PreservingElseRandom
+            | PortAllocation::Random => FIRST_PORT,
         };
         Self {
             id,
@@ -450,8 +493,8 @@ impl Nat {
             Some((key, _)) => key,
             None => self.create(now, rng, normal, remote, None)?,
         };
-        let timeout = self.config.binding_timeout;
         let binding = self.bindings.get_mut(&key).ok_or(DropReason::NoRoute)?;
+        let timeout = self.config.lifetime(binding.replied);
         binding.expires = now.checked_add(timeout).unwrap_or(now);
         binding.peers.insert(remote);
         Ok(binding.external)
@@ -470,8 +513,10 @@ impl Nat {
         let mapped = binding.is_some();
         if let Some(b) = binding {
             if self.config.filtering.admits(&b.peers, remote) {
+                b.replied = true;
                 if self.config.refresh_on_inbound {
-                    b.expires = now.checked_add(self.config.binding_timeout).unwrap_or(now);
+                    let timeout = self.config.lifetime(true);
+                    b.expires = now.checked_add(timeout).unwrap_or(now);
                 }
                 return Ok(b.internal);
             }
@@ -532,7 +577,9 @@ impl Nat {
             self.by_port.remove(&old.external.port());
         }
         let natural = match self.config.ports {
-            PortAllocation::Preserving => Some(key.internal.port()),
+            PortAllocation::Preserving | PortAllocation::PreservingElseRandom => {
+                Some(key.internal.port())
+            }
             PortAllocation::Sequential { .. } => Some(self.next_port),
             PortAllocation::Random => None,
         };
@@ -546,6 +593,7 @@ impl Nat {
             external,
             expires: now,
             peers: BTreeSet::new(),
+            replied: false,
         };
         self.bindings.insert(key, binding);
         self.by_port.insert(port, key);
@@ -583,10 +631,12 @@ impl Nat {
                 && !nat.blocked(p, remote)
         };
         let step = match self.config.ports {
-            PortAllocation::Preserving if usable(self, internal_port) => {
+            PortAllocation::Preserving | PortAllocation::PreservingElseRandom
+                if usable(self, internal_port) =>
+            {
                 return Some(internal_port);
             }
-            PortAllocation::Random => {
+            PortAllocation::Random | PortAllocation::PreservingElseRandom => {
                 for _ in 0..RANDOM_TRIES {
                     let p = rng.random_range(FIRST_PORT..=u16::MAX);
                     if usable(self, p) {

@@ -59,6 +59,11 @@ pub struct NodeLabConfig {
     pub phase: Duration,
     /// The nodes' [`UpgradeConfig::retry_after`](crate::node::UpgradeConfig::retry_after).
     pub retry_after: Duration,
+    /// Side A's own access link, both directions (the impaired device of a
+    /// [`Rung`](crate::sim::ladder::Rung)): it replaces the ideal link between A and
+    /// its NAT, or is added in front of an open A's WAN link (see [`behind`]).
+    /// `None`: A sits right behind its NAT.
+    pub access: Option<Link>,
 }
 
 impl Default for NodeLabConfig {
@@ -70,6 +75,7 @@ impl Default for NodeLabConfig {
             call_gap: Duration::from_millis(20),
             phase: Duration::from_secs(4),
             retry_after: Duration::from_secs(60),
+            access: None,
         }
     }
 }
@@ -257,6 +263,10 @@ impl NodeLab {
             node(1, relay_addr, config, start, false),
         );
         let mut make = |world: &mut World<Node>, net, addr, link, i: u8| {
+            let link = match config.access {
+                Some(access) if i == 0 => behind(access, link),
+                _ => link,
+            };
             world.add_host(net, addr, link, node(2 + i, addr, config, start, true))
         };
         let topology = build(&mut world, pairing, wan, &mut make);
@@ -554,6 +564,18 @@ impl NodeLab {
             .machine(self.relay)
             .relay_counters()
             .bytes_forwarded
+    }
+}
+
+/// `access` in front of `link`: the delays add up, the loss and jitter are the access
+/// link's alone (a ladder run sets [`NodeLabConfig::link_loss`] to 0, so the impaired
+/// side loses only what its rung loses), the routers are `link`'s.
+fn behind(access: Link, link: Link) -> Link {
+    Link {
+        latency: access.latency.saturating_add(link.latency),
+        hops: link.hops,
+        mtu: link.mtu.min(access.mtu),
+        ..access
     }
 }
 

@@ -28,7 +28,7 @@ use crate::nat::stun::{
     IntegrityKey, MappingBehaviour, Observation, PortAllocation, Responder, ResponderConfig,
     classify_mapping, classify_port_allocation,
 };
-use crate::sim::{Behavior, HostId, Link, NatConfig, NatEvent, NatId, NetId, World};
+use crate::sim::{HostId, Link, NatConfig, NatEvent, NatId, NetId, World};
 use crate::{Datagram, Input, Machine, Output};
 
 /// The NAT in front of one side.
@@ -42,7 +42,8 @@ pub enum NatKind {
     AddressRestricted,
     /// EIM, APDF.
     PortRestricted,
-    /// APDM, APDF, random ports.
+    /// APDM, APDF, random ports: Linux `masquerade random,fully-random`
+    /// ([`NatConfig::linux_fully_random`], the NAT lab's natS).
     SymmetricRandom,
     /// APDM, APDF, sequential ports.
     SymmetricSequential,
@@ -124,18 +125,13 @@ impl NatKind {
 
     /// The simulator's NAT for this kind (the outer one for the double NAT).
     pub(super) fn config(self) -> Option<NatConfig> {
-        let symmetric = NatConfig::symmetric();
         Some(match self {
             NatKind::Open => return None,
             NatKind::FullCone => NatConfig::full_cone(),
             NatKind::AddressRestricted => NatConfig::restricted_cone(),
             NatKind::PortRestricted => NatConfig::port_restricted_cone(),
-            NatKind::SymmetricRandom => NatConfig {
-                ports: crate::sim::PortAllocation::Random,
-                mapping: Behavior::AddressAndPortDependent,
-                ..symmetric
-            },
-            NatKind::SymmetricSequential => symmetric,
+            NatKind::SymmetricRandom => NatConfig::linux_fully_random(),
+            NatKind::SymmetricSequential => NatConfig::symmetric(),
             NatKind::LinuxMasquerade => NatConfig::linux_masquerade(),
             NatKind::CarrierGradeDouble => NatConfig::carrier_grade(),
         })

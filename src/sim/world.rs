@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use smallvec::smallvec;
 
-use super::link::{Copies, Link};
+use super::link::{Burst, Copies, Link};
 use super::nat::{Nat, NatConfig};
 use super::trace::{DropReason, Outcome, Trace, TraceEntry};
 use crate::{Datagram, Input, Machine, Output, Transmit};
@@ -80,6 +80,8 @@ struct Host<M> {
     net: NetId,
     addr: SocketAddr,
     link: Link,
+    /// The link's loss chains: outbound, inbound.
+    bursts: [Burst; 2],
     online: bool,
     deadline: Option<Instant>,
 }
@@ -91,6 +93,8 @@ struct NatBox {
     outside: NetId,
     inside: NetId,
     link: Link,
+    /// The link's loss chains: outbound, inbound.
+    bursts: [Burst; 2],
 }
 
 /// What the next step handles, in this order when times tie.
@@ -181,6 +185,7 @@ where
             outside,
             inside,
             link,
+            bursts: [Burst::default(); 2],
         });
         (id, inside)
     }
@@ -199,6 +204,7 @@ where
             net,
             addr,
             link,
+            bursts: [Burst::default(); 2],
             online: true,
             deadline: None,
         });
@@ -562,8 +568,12 @@ where
         };
         let size = packet.ip_size();
         let mut delays: Copies = smallvec![Duration::ZERO];
-        for link in [self.link(from), self.link(to)].into_iter().flatten() {
-            match link.cross(&mut self.rng, size, &mut packet.ttl) {
+        for (attachment, direction) in [(from, 0), (to, 1)] {
+            let crossing = crossing(&mut self.hosts, &mut self.nats, attachment, direction);
+            let Some((link, burst)) = crossing else {
+                continue;
+            };
+            match link.cross(&mut self.rng, burst, size, &mut packet.ttl) {
                 Ok(copies) => {
                     delays = (delays.iter())
                         .flat_map(|d| copies.iter().map(move |c| d.saturating_add(*c)))
@@ -579,15 +589,6 @@ where
         }
     }
 
-    /// The link of an attachment (a NAT's inside is ideal).
-    fn link(&self, attachment: Attachment) -> Option<Link> {
-        match attachment {
-            Attachment::Host(id) => Some(self.hosts[id.0].link),
-            Attachment::Outside(id) => Some(self.nats[id.0].link),
-            Attachment::Inside(_) => None,
-        }
-    }
-
     /// Handles a packet arriving at `to`.
     fn arrive(&mut self, to: Attachment, mut packet: Packet) {
         let nat = match to {
@@ -595,7 +596,7 @@ where
             Attachment::Outside(id) | Attachment::Inside(id) => id,
         };
         if packet.ttl <= 1 {
-            return self.drop(&packet, DropReason::TtlExpired);
+            return self.expire_at_nat(to, nat, &packet);
         }
         packet.ttl -= 1;
         let translated = self.translate(to, nat, &packet);
@@ -607,6 +608,23 @@ where
             }
             Err(reason) => self.drop(&packet, reason),
         }
+    }
+
+    /// A packet reached side `at` of NAT `id` with no TTL left to be forwarded.
+    /// From inside it dies there (forwarding checks the TTL before the NAT
+    /// maps anything). From outside it is addressed to the NAT router itself,
+    /// which Linux takes in without a TTL check: conntrack sees it — it plants
+    /// the quirk's unreplied entry when filtered, refreshes the mapping it
+    /// matches — and only forwarding it inside fails (the NAT lab's
+    /// `ttl-too-large`).
+    fn expire_at_nat(&mut self, at: Attachment, id: NatId, packet: &Packet) {
+        if at != Attachment::Outside(id) {
+            return self.drop(packet, DropReason::TtlExpired);
+        }
+        let (source, port) = (packet.source, packet.destination.port());
+        let seen = self.nats[id.0].nat.inbound(self.now, source, port);
+        self.touch_nat(id);
+        self.drop(packet, seen.err().unwrap_or(DropReason::TtlExpired));
     }
 
     /// Runs a packet that reached side `at` of NAT `id` through it: returns
@@ -683,4 +701,26 @@ where
             outcome,
         });
     }
+}
+
+/// The link of an attachment and its loss chain in `direction` (0 out, 1 in);
+/// `None` for a NAT's inside, which is ideal.
+fn crossing<'a, M>(
+    hosts: &'a mut [Host<M>],
+    nats: &'a mut [NatBox],
+    attachment: Attachment,
+    direction: usize,
+) -> Option<(Link, &'a mut Burst)> {
+    let (link, bursts) = match attachment {
+        Attachment::Host(id) => {
+            let h = &mut hosts[id.0];
+            (h.link, &mut h.bursts)
+        }
+        Attachment::Outside(id) => {
+            let n = &mut nats[id.0];
+            (n.link, &mut n.bursts)
+        }
+        Attachment::Inside(_) => return None,
+    };
+    bursts.get_mut(direction).map(|b| (link, b))
 }

@@ -1,7 +1,7 @@
 //! The NAT lab's scenarios (tests/natlab/run) replayed in the simulator.
 //!
 //! Each test builds the lab's topology in `macula::sim` — natA and natB as
-//! `NatConfig::linux_masquerade()`, natS as `symmetric()` — sends the same
+//! `NatConfig::linux_masquerade()`, natS as `linux_fully_random()` — sends the same
 //! probes at the same offsets, and asserts what real Linux NAT did in the
 //! lab. Where the simulator's model does not match Linux, a test named
 //! `sim_differs_*` asserts the simulator's current behaviour and says what
@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use macula::sim::{HostId, Link, NatConfig, NetId, Probe, ProbeEvent, World};
+use macula::sim::{HostId, Link, NatConfig, NatEvent, NetId, Probe, ProbeEvent, World};
 
 const NATA: &str = "198.51.100.2";
 const NATB: &str = "198.51.100.10";
@@ -32,7 +32,7 @@ fn at(ip: &str, port: u16) -> SocketAddr {
 }
 
 /// The lab: reflectors on the internet, natA/natB (Linux masquerade) and
-/// natS (symmetric) each with a LAN. A NAT's WAN link counts the lab's
+/// natS (masquerade `random,fully-random`) each with a LAN. A NAT's WAN link counts the lab's
 /// internet router as one hop, so a TTL of 2 from a LAN host dies just past
 /// its own NAT, as in the lab.
 struct Lab {
@@ -54,8 +54,8 @@ impl Lab {
         let (_, lan_a) = world.add_nat(internet, NATA.parse().unwrap(), wan, nat_a);
         let masquerade = NatConfig::linux_masquerade();
         let (_, lan_b) = world.add_nat(internet, NATB.parse().unwrap(), wan, masquerade);
-        let symmetric = NatConfig::symmetric();
-        let (_, lan_s) = world.add_nat(internet, NATS.parse().unwrap(), wan, symmetric);
+        let fully_random = NatConfig::linux_fully_random();
+        let (_, lan_s) = world.add_nat(internet, NATS.parse().unwrap(), wan, fully_random);
         let mut lab = Self {
             world,
             lan_a,
@@ -327,10 +327,9 @@ fn sim_differs_linux_masquerade_shares_a_port_across_destinations() {
 
 /// Lab `binding-timeouts`: conntrack drops a mapping that never saw a reply
 /// after nf_conntrack_udp_timeout (30 s by default) and refreshes mappings
-/// on inbound packets too. `linux_masquerade()` keeps every mapping for
-/// 120 s and refreshes only on outbound packets.
+/// on inbound packets too; a replied one lives 120 s from its last packet.
 #[test]
-fn sim_differs_linux_masquerade_timers() {
+fn linux_masquerade_timers() {
     let mut lab = Lab::new();
     // Unreplied: b1 sends to a silent peer, which answers 60 s later.
     let b1 = lab.host(lab.lan_b, "10.2.0.11:48001");
@@ -344,27 +343,31 @@ fn sim_differs_linux_masquerade_timers() {
     for t in (1..=6).map(|i| i * 50_000) {
         lab.send(talker, t, at(NATB, 48003), None);
     }
+    // Replied, then quiet: gone 120 s after its last packet.
+    let b3 = lab.host(lab.lan_b, "10.2.0.11:48005");
+    let late = lab.public("203.0.113.12:7405", true);
+    lab.send(b3, 0, addr("203.0.113.12:7405"), None);
+    lab.send(late, 110_000, at(NATB, 48005), None);
+    lab.send(late, 240_000, at(NATB, 48005), None);
     lab.run_ms(301_000);
-    // Linux: dropped (the unreplied entry is gone after 30 s).
-    assert!(lab.got_from(b1, addr("203.0.113.12:7401")));
-    // Linux: all 6 in (each inbound packet refreshes the entry).
-    let inbound = lab.received(b2).len() - 1;
-    assert_eq!(
-        inbound, 2,
-        "the simulator's mapping expires 120 s after b2's last send"
+    assert!(
+        !lab.got_from(b1, addr("203.0.113.12:7401")),
+        "unreplied: 30 s"
     );
+    let inbound = lab.received(b2).len() - 1;
+    assert_eq!(inbound, 6, "each inbound packet refreshes the mapping");
+    let late_in = lab.received(b3).len() - 1;
+    assert_eq!(late_in, 1, "in at 110 s, gone 120 s after it");
 }
 
 /// Lab `ttl-too-large`: a probe that reaches the far NAT with TTL 1 is
 /// addressed to that router itself, so Linux delivers it locally without a
 /// TTL check; conntrack confirms its entry, the quirk moves the peer's flow
-/// back, and the punch fails both ways. The simulator drops a packet that
-/// arrives at a NAT with TTL 1 before the NAT sees it, so no quirk entry and
-/// the punch succeeds. (Its hop count per link counts the lab's inet router
-/// twice on a NAT-to-NAT path, so the lab's TTL 3 is TTL 4 here; both reach
-/// natB with TTL 1.)
+/// back, and the punch fails both ways. (The simulator's hop count per link
+/// counts the lab's inet router twice on a NAT-to-NAT path, so the lab's
+/// TTL 3 is TTL 4 here; both reach natB with TTL 1.)
 #[test]
-fn sim_differs_a_ttl_expiring_at_the_far_nat_still_plants_the_quirk_on_linux() {
+fn a_ttl_expiring_at_the_far_nat_still_plants_the_quirk() {
     let mut lab = Lab::new();
     let a1 = lab.host(lab.lan_a, "10.1.0.11:41003");
     let b1 = lab.host(lab.lan_b, "10.2.0.11:42003");
@@ -373,19 +376,28 @@ fn sim_differs_a_ttl_expiring_at_the_far_nat_still_plants_the_quirk_on_linux() {
     lab.send(b1, 200, am, None);
     lab.send(a1, 400, bm, None);
     lab.run_ms(700);
-    // Linux: neither gets anything.
-    assert!(lab.got_from(a1, bm), "the simulator lets b1's packet in");
-    assert!(lab.got_from(b1, am), "and a1's answer");
+    assert!(
+        !lab.got_from(a1, bm),
+        "b1's flow back was moved off its port"
+    );
+    assert!(
+        !lab.got_from(b1, am),
+        "and a1's retry hits that moved flow's old port"
+    );
+    let natb = lab.world.nats().nth(1).unwrap();
+    let hit = natb
+        .log()
+        .iter()
+        .any(|l| matches!(l.event, NatEvent::QuirkHit { .. }));
+    assert!(hit, "natB moved b1's flow");
 }
 
 /// Lab `stale-entry-wait-out`, with the default timers: after a lost race
-/// both sides stay quiet for 31 s, then punch with TTL 2. On Linux the stale
-/// entry and a1's moved flow (unreplied, 30 s) are both gone, a1's flow gets
-/// its port back and the punch works. In the simulator the moved flow is a
-/// mapping that lives `binding_timeout` (120 s), so a1 keeps the moved port,
-/// b1's packets to the old one are filtered, and the punch fails.
+/// both sides stay quiet for 31 s, then punch with TTL 2. The stale entry
+/// and a1's moved flow (unreplied, 30 s) are both gone, a1's flow gets its
+/// port back and the punch works.
 #[test]
-fn sim_differs_waiting_out_a_lost_race_takes_the_binding_timeout() {
+fn waiting_out_a_lost_race_takes_the_unreplied_timeout() {
     let mut lab = Lab::new();
     let a1 = lab.host(lab.lan_a, "10.1.0.11:44202");
     let b1 = lab.host(lab.lan_b, "10.2.0.11:44302");
@@ -396,10 +408,25 @@ fn sim_differs_waiting_out_a_lost_race_takes_the_binding_timeout() {
     lab.send(b1, 31_200, am, None);
     lab.send(a1, 31_400, bm, None);
     lab.run_ms(32_000);
-    // Linux: both get in.
-    assert!(
-        !lab.got_from(a1, bm),
-        "the simulator keeps a1 on the moved port"
-    );
-    assert!(!lab.got_from(b1, am));
+    assert!(lab.got_from(a1, bm), "a1's flow is back on its port");
+    assert!(lab.got_from(b1, am));
+}
+
+/// Lab `conntrack-quirk` and `two-hosts-one-nat`: where masquerade cannot
+/// keep a flow's port (a quirk entry, another host on it) it picks a
+/// pseudo-random one, not the next free port from the bottom of the range.
+#[test]
+fn a_moved_flow_gets_a_random_port() {
+    let mut lab = Lab::new();
+    let first = lab.host(lab.lan_a, "10.1.0.11:49001");
+    lab.learn(first);
+    let ports: Vec<u16> = (12..17)
+        .map(|i| {
+            let host = lab.host(lab.lan_a, &format!("10.1.0.{i}:49001"));
+            lab.learn(host).port()
+        })
+        .collect();
+    assert!(!ports.contains(&49001), "{ports:?}");
+    let ascending = ports.windows(2).all(|w| w[1] == w[0] + 1);
+    assert!(!ascending && ports[0] != 1024, "{ports:?}");
 }

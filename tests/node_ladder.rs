@@ -1,0 +1,83 @@
+//! The link ladder's two ends (`macula::sim::ladder`, iroh patchbay's rungs) under the
+//! Node-level NAT matrix, seed 1: side A's own access link is good Wi-Fi (16 ms RTT,
+//! 0.1 % loss in bursts of 5) or very bad cellular (450 ms RTT, 60 ms jitter, 8 % loss in
+//! bursts of 20), on a few pairs. On good Wi-Fi every pair connects through the relay,
+//! goes direct exactly when the oracle allows it and loses no call or publish across the
+//! upgrade and the fall back. On very bad cellular the pairs connect and go direct, but
+//! the calls in flight when the direct route is cut are lost at the fall back
+//! (tests/natlab/README.md, "The link ladder"): that target is the ignored test, as iroh
+//! marks its own failing rungs. `nat_matrix --ladder` runs every rung over every pair.
+#![cfg(feature = "sim")]
+
+mod common;
+
+use common::epoch;
+
+use macula::sim::ladder::Rung;
+use macula::sim::node_lab::{NodeLabConfig, NodePairReport, run_node_pair};
+use macula::sim::punch_lab::{NatKind, Pairing};
+
+/// Runs `pairs` with side A on `rung`, checking each connected, direct exactly when
+/// possible, and made its calls.
+fn run_rung(rung: Rung, pairs: &[Pairing]) -> Vec<NodePairReport> {
+    let config = NodeLabConfig {
+        seed: 1,
+        link_loss: 0.0,
+        access: Some(rung.link()),
+        ..NodeLabConfig::default()
+    };
+    let reports: Vec<NodePairReport> = (pairs.iter())
+        .map(|&pairing| run_node_pair(pairing, &config, epoch()))
+        .collect();
+    for r in &reports {
+        eprintln!("{} {r:?}", rung.name());
+        assert!(r.connected, "{r:?}");
+        assert_eq!(r.direct, r.possible, "{r:?}");
+        assert!(r.calls > 300, "{r:?}");
+    }
+    reports
+}
+
+#[test]
+fn good_wifi_loses_nothing() {
+    use NatKind::*;
+    let pairs = [
+        Pairing::Separate(LinuxMasquerade, LinuxMasquerade),
+        Pairing::Separate(CarrierGradeDouble, CarrierGradeDouble),
+        Pairing::Separate(SymmetricRandom, SymmetricRandom),
+        Pairing::SharedNat,
+    ];
+    for r in run_rung(Rung::GoodWifi, &pairs) {
+        assert_eq!(r.lost_messages(), 0, "{r:?}");
+    }
+}
+
+#[test]
+fn very_bad_cellular_connects_and_goes_direct() {
+    use NatKind::*;
+    let pairs = [
+        Pairing::Separate(LinuxMasquerade, FullCone),
+        Pairing::Separate(CarrierGradeDouble, CarrierGradeDouble),
+        Pairing::Separate(SymmetricRandom, SymmetricRandom),
+        Pairing::SharedNat,
+    ];
+    let reports = run_rung(Rung::VeryBadCellular, &pairs);
+    // Seed 1: cgn-double × cgn-double and the relayed pair lose nothing; the other two
+    // lose the calls in flight at the fall back (the ignored test below).
+    assert_eq!(reports[1].lost_messages(), 0, "{:?}", reports[1]);
+    assert_eq!(reports[2].lost_messages(), 0, "{:?}", reports[2]);
+}
+
+#[test]
+#[ignore = "not yet passing: the calls in flight at the fall back are lost (tests/natlab/README.md, The link ladder)"]
+fn very_bad_cellular_loses_nothing() {
+    use NatKind::*;
+    let pairs = [
+        Pairing::Separate(LinuxMasquerade, FullCone),
+        Pairing::Separate(LinuxMasquerade, LinuxMasquerade),
+        Pairing::SharedNat,
+    ];
+    for r in run_rung(Rung::VeryBadCellular, &pairs) {
+        assert_eq!(r.lost_messages(), 0, "{r:?}");
+    }
+}

@@ -1,0 +1,91 @@
+//! Simulator twins of the NAT lab's node scenarios that no other test mirrors
+//! (tests/natlab/README.md, "Lab scenarios and their simulator twins", maps every one):
+//! the same pairing of NAT kinds, the same event, the outcome the lab reports.
+#![cfg(feature = "sim")]
+
+mod common;
+
+use common::epoch;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use macula::node::PathChange;
+use macula::path::PathKind;
+use macula::sim::NatEvent;
+use macula::sim::node_lab::{NodeLab, NodeLabConfig, run_node_pair};
+use macula::sim::punch_lab::{NatKind, Pairing};
+
+/// Lab `node-public-symmetric`: a public dialer and a host behind a random-port symmetric
+/// NAT go direct (through the peer-reflexive address of the symmetric side's probe), and
+/// no call or publish is lost across the upgrade and the fall back.
+#[test]
+fn public_by_symmetric_goes_direct() {
+    let pairing = Pairing::Separate(NatKind::Open, NatKind::SymmetricRandom);
+    let r = run_node_pair(pairing, &NodeLabConfig::default(), epoch());
+    assert!(r.connected && r.direct, "{r:?}");
+    assert_eq!(r.lost_messages(), 0, "{r:?}");
+}
+
+/// Lab `node-symmetric-symmetric`: two random-port symmetric NATs stay relayed, and the
+/// calls work there.
+#[test]
+fn symmetric_by_symmetric_stays_relayed_and_works() {
+    let pairing = Pairing::Separate(NatKind::SymmetricRandom, NatKind::SymmetricRandom);
+    let r = run_node_pair(pairing, &NodeLabConfig::default(), epoch());
+    assert!(r.connected && !r.direct, "{r:?}");
+    assert!(r.calls > 300, "{r:?}");
+    assert_eq!(r.lost_messages(), 0, "{r:?}");
+}
+
+/// Lab `node-reboot-masquerade`: a1 and b1 (both masquerade) are direct; natA reboots
+/// with a new IP. Both fall back to the relay, whose connection to a1 follows a1's new
+/// address, and every call comes back; as in the lab, the pair is not direct again
+/// within the run.
+#[test]
+fn a_masquerade_pair_falls_back_when_one_nat_reboots_with_a_new_ip() {
+    let pairing = Pairing::Separate(NatKind::LinuxMasquerade, NatKind::LinuxMasquerade);
+    let config = NodeLabConfig {
+        seed: 26,
+        link_loss: 0.0,
+        ..NodeLabConfig::default()
+    };
+    let mut lab = NodeLab::new(pairing, &config, epoch());
+    lab.connect().expect("connected through the relay");
+    lab.calls_for(Duration::from_secs(2));
+    let direct = |lab: &NodeLab| {
+        let changes = lab.changes().iter();
+        changes.filter(|c| c.1 == PathKind::Direct).count()
+    };
+    assert_eq!(
+        direct(&lab),
+        2,
+        "direct before the reboot: {:?}",
+        lab.changes()
+    );
+    let new_ip = IpAddr::from([192, 0, 2, 202]);
+    lab.reboot_nat(0, Some(new_ip), false);
+    let rebooted = lab.world.now();
+    lab.calls_for(Duration::from_secs(8));
+    let (calls, lost) = lab.finish();
+    assert_eq!(lost, 0, "of {calls}");
+    assert_eq!(direct(&lab), 2, "not direct again: {:?}", lab.changes());
+    // What defeats the lab's re-punch is in place: natB filtered a1's packets from its new
+    // address, each planting an unreplied entry there. (The lab's nodes learn their new
+    // address again and punch toward it, which that entry moves off its port; the
+    // simulator's nodes keep the candidates the lab handed them, so their punch goes to
+    // the old address and fails before it.)
+    let nat_b = lab.world.nats().nth(1).expect("natB");
+    let planted = (nat_b.log().iter()).any(|l| {
+        l.at > rebooted
+            && matches!(l.event, NatEvent::Filtered { remote, .. } if remote.ip() == new_ip)
+    });
+    assert!(
+        planted,
+        "natB holds unreplied entries from a1's new address"
+    );
+    let dead = (lab.changes().iter())
+        .filter(|c| c.2 == PathChange::DirectPathDead)
+        .count();
+    assert!(dead >= 1, "fell back: {:?}", lab.changes());
+    assert_eq!(lab.world.machine(lab.relay()).counters().rebindings, 1);
+}
