@@ -89,3 +89,51 @@ fn a_masquerade_pair_falls_back_when_one_nat_reboots_with_a_new_ip() {
     assert!(dead >= 1, "fell back: {:?}", lab.changes());
     assert_eq!(lab.world.machine(lab.relay()).counters().rebindings, 1);
 }
+
+/// Lab `node-carrier-masquerade`, `node-masquerade-carrier` and `node-carrier-carrier`: a
+/// host behind a Linux home router inside a Linux carrier NAT goes direct with a host
+/// behind masquerade (either side dialing) and with another such host, once each node
+/// counted its hops to its reflector (the relay) and opens its NATs with one less.
+#[test]
+fn carrier_nat_pairs_go_direct_with_counted_hops() {
+    let pairings = [
+        (NatKind::LinuxDouble, NatKind::LinuxMasquerade),
+        (NatKind::LinuxMasquerade, NatKind::LinuxDouble),
+        (NatKind::LinuxDouble, NatKind::LinuxDouble),
+    ];
+    for (seed, (a, b)) in (40..).zip(pairings) {
+        let config = NodeLabConfig {
+            seed,
+            link_loss: 0.0,
+            discover: true,
+            ..NodeLabConfig::default()
+        };
+        let r = run_node_pair(Pairing::Separate(a, b), &config, epoch());
+        assert!(r.connected && r.direct, "{a:?} x {b:?}: {r:?}");
+        assert_eq!(r.lost_messages(), 0, "{a:?} x {b:?}: {r:?}");
+    }
+}
+
+/// The same pairs without the hop count (the growing schedule, the node before issue 14's
+/// item 3), as the NAT lab measured them then: when the carrier side opens, its TTL 2 dies
+/// inside the carrier NAT and the peer's probe plants an entry there, so the pair stays
+/// relayed; when the masquerade side opens, its TTL 2 is right and the pair goes direct.
+#[test]
+fn without_counted_hops_a_carrier_nat_opener_stays_relayed_as_in_the_lab() {
+    let pairings = [
+        (NatKind::LinuxDouble, NatKind::LinuxMasquerade, false),
+        (NatKind::LinuxMasquerade, NatKind::LinuxDouble, true),
+        (NatKind::LinuxDouble, NatKind::LinuxDouble, false),
+    ];
+    for (seed, (a, b, direct)) in (40..).zip(pairings) {
+        let config = NodeLabConfig {
+            seed,
+            link_loss: 0.0,
+            ..NodeLabConfig::default()
+        };
+        let r = run_node_pair(Pairing::Separate(a, b), &config, epoch());
+        assert!(r.connected, "{a:?} x {b:?}: {r:?}");
+        assert_eq!(r.direct, direct, "{a:?} x {b:?}: {r:?}");
+        assert_eq!(r.lost_messages(), 0, "{a:?} x {b:?}: {r:?}");
+    }
+}

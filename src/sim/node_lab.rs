@@ -64,6 +64,10 @@ pub struct NodeLabConfig {
     /// its NAT, or is added in front of an open A's WAN link (see [`behind`]).
     /// `None`: A sits right behind its NAT.
     pub access: Option<Link>,
+    /// The nodes run their own NAT discovery against the relay (their only reflector:
+    /// reflexive address, hop count) and punch with what it found, instead of the
+    /// candidates and class the lab hands them.
+    pub discover: bool,
 }
 
 impl Default for NodeLabConfig {
@@ -76,6 +80,7 @@ impl Default for NodeLabConfig {
             phase: Duration::from_secs(4),
             retry_after: Duration::from_secs(60),
             access: None,
+            discover: false,
         }
     }
 }
@@ -226,6 +231,7 @@ pub struct NodeLab {
     kinds: [Option<NatKind>; 2],
     topology_route: (std::net::IpAddr, std::net::IpAddr),
     gap: Duration,
+    discover: bool,
     calls: u64,
     issued: Vec<(CallId, u64)>,
     answered: usize,
@@ -282,6 +288,7 @@ impl NodeLab {
             kinds,
             topology_route: topology.direct_route,
             gap: config.call_gap,
+            discover: config.discover,
             calls: 0,
             issued: Vec::new(),
             answered: 0,
@@ -321,11 +328,21 @@ impl NodeLab {
         if !ready {
             return None;
         }
-        for i in 0..2 {
-            let (candidates, class) = self.candidates(i);
-            self.world.with_machine(self.sides[i], |n, _| {
-                n.set_punch_candidates(candidates, class)
-            });
+        if self.discover {
+            let sides = self.sides;
+            let discovered =
+                |w: &World<Node>| sides.iter().all(|h| w.machine(*h).nat_report().is_some());
+            let limit = self.world.now() + Duration::from_secs(30);
+            if !self.world.run_while(limit, |w| !discovered(w)) {
+                return None;
+            }
+        } else {
+            for i in 0..2 {
+                let (candidates, class) = self.candidates(i);
+                self.world.with_machine(self.sides[i], |n, _| {
+                    n.set_punch_candidates(candidates, class)
+                });
+            }
         }
         let registered = self.world.with_machine(self.sides[1], |n, now| {
             n.register(now, "svc.echo", RegisterOptions::default())
@@ -591,10 +608,10 @@ fn node(i: u8, addr: SocketAddr, lab: &NodeLabConfig, start: Instant, private: b
         config.dht.mode = Mode::Client;
     }
     config.upgrade.retry_after = lab.retry_after;
-    // The lab hands each side the candidates and class of the NAT it built
-    // (`NodeLab::candidates`); a discovery run against its one relay would
+    // Unless the run discovers, the lab hands each side the candidates and class of the
+    // NAT it built (`NodeLab::candidates`); a discovery run against its one relay would
     // replace them with what a single reflector can tell.
-    config.reach.auto_discover = false;
+    config.reach.auto_discover = lab.discover;
     let seed = lab.seed;
     let identity = Identity::from_seed([i; 32]);
     let Ok(node) = Node::new(

@@ -51,6 +51,10 @@ pub enum NatKind {
     LinuxMasquerade,
     /// A port-restricted home NAT inside a carrier-grade NAT (EIM, APDF, random ports).
     CarrierGradeDouble,
+    /// A Linux masquerade home router right inside a Linux masquerade carrier NAT, as the
+    /// NAT lab's natH1/natC1: what its carrier-NAT scenarios' twins run. Not in
+    /// [`NatKind::ALL`] (the matrix has `cgn-double`).
+    LinuxDouble,
 }
 
 impl NatKind {
@@ -77,6 +81,7 @@ impl NatKind {
             NatKind::SymmetricSequential => "sym-seq",
             NatKind::LinuxMasquerade => "masquerade",
             NatKind::CarrierGradeDouble => "cgn-double",
+            NatKind::LinuxDouble => "linux-double",
         }
     }
 
@@ -95,7 +100,7 @@ impl NatKind {
                 F::AddressDependent,
                 PortAllocation::Preserving,
             ),
-            NatKind::PortRestricted | NatKind::LinuxMasquerade => (
+            NatKind::PortRestricted | NatKind::LinuxMasquerade | NatKind::LinuxDouble => (
                 MappingBehaviour::EndpointIndependent,
                 F::AddressAndPortDependent,
                 PortAllocation::Preserving,
@@ -132,7 +137,7 @@ impl NatKind {
             NatKind::PortRestricted => NatConfig::port_restricted_cone(),
             NatKind::SymmetricRandom => NatConfig::linux_fully_random(),
             NatKind::SymmetricSequential => NatConfig::symmetric(),
-            NatKind::LinuxMasquerade => NatConfig::linux_masquerade(),
+            NatKind::LinuxMasquerade | NatKind::LinuxDouble => NatConfig::linux_masquerade(),
             NatKind::CarrierGradeDouble => NatConfig::carrier_grade(),
         })
     }
@@ -298,6 +303,17 @@ where
             let home_ip = IpAddr::from([100, 64, i, 2]);
             let home = NatConfig::port_restricted_cone();
             let (inner, lan) = world.add_nat(cgn, home_ip, Link::default().hops(1), home);
+            (
+                make(world, lan, host(i), Link::default(), i),
+                vec![inner, outer],
+            )
+        }
+        (NatKind::LinuxDouble, Some(masquerade)) => {
+            // The home router's WAN port sits on the carrier's customer network, no router
+            // in between (the lab's veth into natC1's bridge).
+            let (outer, carrier) = world.add_nat(internet, public(i), wan, masquerade);
+            let home_ip = IpAddr::from([100, 64, i, 2]);
+            let (inner, lan) = world.add_nat(carrier, home_ip, Link::default(), masquerade);
             (
                 make(world, lan, host(i), Link::default(), i),
                 vec![inner, outer],
