@@ -170,3 +170,46 @@ fn an_idle_connection_is_closed_with_idle() {
     let data = pump_until_lost(&mut node, &mut peer, &mut now, 2000, control);
     assert_told(&peer, &data, DisconnectReason::Idle);
 }
+
+/// Stream code `cancelled` (docs/PROTOCOL.md §7).
+const CANCELLED: u64 = 0x102;
+
+#[test]
+fn a_request_stream_the_peer_abandons_is_reset_back_and_its_credit_returns() {
+    let (mut node, mut peer, mut now) = handshaken();
+    peer.hello();
+    pump(&mut node, &mut [&mut peer], &mut now, 20);
+    let find = encode(&Message::from(FindNode {
+        request_id: 1,
+        target: macula::id::NodeId::from_bytes([7; 32]),
+    }));
+    // More abandoned requests than the streams the node allows at once (100): each
+    // half written, then reset (every other one also stopped: a cancelled call). The
+    // node must reset its side of each back, or the stream and its credit stay open
+    // forever and `open` runs out.
+    let code = quinn_proto::VarInt::from_u32(CANCELLED as u32);
+    for i in 0..150 {
+        let stream = peer.conn.streams().open(Dir::Bi).expect("stream credit");
+        write_some(&mut peer.conn, stream, &find[..find.len() / 2]);
+        peer.conn.send_stream(stream).reset(code).unwrap();
+        let stopped = i % 2 == 1;
+        if stopped {
+            peer.conn.recv_stream(stream).stop(code).unwrap();
+        }
+        pump(&mut node, &mut [&mut peer], &mut now, 10);
+        if !stopped {
+            assert_eq!(reset_code(&mut peer, stream), Some(CANCELLED), "stream {i}");
+        }
+    }
+    // A whole request still gets its answer.
+    let stream = peer.conn.streams().open(Dir::Bi).expect("credit returned");
+    assert_eq!(write_some(&mut peer.conn, stream, &find), find.len());
+    peer.conn.send_stream(stream).finish().unwrap();
+    pump(&mut node, &mut [&mut peer], &mut now, 20);
+    let answer = frames(&peer.read_available(stream));
+    assert!(
+        matches!(answer.first(), Some(Message::FindNodeReply(_))),
+        "{answer:?}"
+    );
+    assert!(peer.lost.is_none());
+}

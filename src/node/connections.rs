@@ -96,6 +96,11 @@ impl Node {
                 self.send_blocked_calls(now, handle);
             }
             quinn_proto::Event::Stream(StreamEvent::Stopped { id, error_code }) => {
+                // The peer will read nothing more: reset our side (RFC 9000 §3.5; quinn
+                // leaves it to us), which also frees the stream's credit.
+                if let Some(conn) = self.conns.get_mut(&handle) {
+                    conn.abandon(id, error_code);
+                }
                 self.request_stream_gone(handle, id, error_code == STREAM_REFUSED);
                 self.messaging_stream_gone(now, handle, id, Some(error_code));
             }
@@ -287,6 +292,9 @@ impl Node {
         } = match conn.read(stream, share) {
             Ok(read) => read,
             Err(StreamTrouble::Reset(code)) => {
+                // The peer abandoned the stream: nothing will be answered on it either, so
+                // our side is reset too (else the stream, and its credit, stay open).
+                conn.abandon(stream, code);
                 self.request_stream_gone(handle, stream, code == STREAM_REFUSED);
                 self.messaging_stream_gone(now, handle, stream, None);
                 return;
