@@ -659,8 +659,17 @@ class Mesh:
     async def dial(self, node_id: bytes | None, host: str, port: int, *, send_connect: bool = True,
                    cfg: QuicConfiguration | None = None, timeout: float = 5.0) -> Link:
         """A connection whose peer proves `node_id` (identity mode, section 1); CONNECT sent."""
-        cm = connect(host, port, configuration=cfg or client_config(self.ident), create_protocol=Link)
-        link: Link = await asyncio.wait_for(cm.__aenter__(), timeout)
+        made: list[Link] = []
+
+        def create(*a, **kw) -> Link:
+            made.append(Link(*a, **kw))
+            return made[-1]
+
+        cm = connect(host, port, configuration=cfg or client_config(self.ident), create_protocol=create)
+        try:
+            link: Link = await asyncio.wait_for(cm.__aenter__(), timeout)
+        except ConnectionError as e:
+            raise ConnectionError(f"handshake failed: {made[-1].closed if made else e}") from e
         self._cms.append(cm)
         got = link.peer_node_id()
         if node_id is not None and got != node_id:
