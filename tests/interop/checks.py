@@ -528,7 +528,7 @@ async def main() -> int:
     async def stun_unknown():
         txid = m.random_txid()
         req = m.stun_request(txid, m.stun_attr(0x0077, b"\0\0\0\0") + m.stun_attr(0x8022, b"macula"))
-        ans, _ = m.stun_exchange(A[1], A[2], req)
+        ans, _ = m.stun_exchange(B[1], B[2], req)
         need(ans is not None, "no answer")
         mtype, tid, attrs = m.stun_parse(ans)
         need(mtype == 0x0111 and tid == txid, f"type 0x{mtype:04x}, want error response")
@@ -538,12 +538,53 @@ async def main() -> int:
         need(unk and unk[0][:2] == b"\x00\x77", f"UNKNOWN-ATTRIBUTES {unk}")
         bad = bytearray(m.stun_request(m.random_txid()))
         bad[-1] ^= 1
-        none, _ = m.stun_exchange(A[1], A[2], bytes(bad), timeout=0.5)
+        none, _ = m.stun_exchange(B[1], B[2], bytes(bad), timeout=0.5)
         need(none is None, "a wrong FINGERPRINT was answered")
         return "420 with UNKNOWN-ATTRIBUTES 0x0077; wrong FINGERPRINT dropped"
 
+    async def stun_attributes():
+        C = nodes.list[2]
+        # A comprehension-optional attribute it does not know is skipped.
+        txid = m.random_txid()
+        ans, local = m.stun_exchange(C[1], C[2], m.stun_request(txid, m.stun_attr(0xC0DE, b"skip")))
+        need(ans is not None and m.stun_parse(ans)[0] == 0x0101, f"unknown optional attribute: {ans!r}")
+        # CHANGE-REQUEST: a node has no alternate address, so a change counts as unknown (420);
+        # both flags clear is answered normally.
+        ans, _ = m.stun_exchange(C[1], C[2], m.stun_request(m.random_txid(), m.stun_attr(0x0003, m.u32(0x6))))
+        need(ans is not None and m.stun_parse(ans)[0] == 0x0111, f"CHANGE-REQUEST change: {ans!r}")
+        ans, _ = m.stun_exchange(C[1], C[2], m.stun_request(m.random_txid(), m.stun_attr(0x0003, m.u32(0))))
+        need(ans is not None and m.stun_parse(ans)[0] == 0x0101, f"CHANGE-REQUEST no change: {ans!r}")
+        # Without the magic cookie (RFC 3489) it is not STUN here: dropped.
+        old = bytearray(m.stun_request(m.random_txid(), fingerprint=False))
+        old[4:8] = b"\x01\x02\x03\x04"
+        ans, _ = m.stun_exchange(C[1], C[2], bytes(old), timeout=0.5)
+        need(ans is None, "a message without the magic cookie was answered")
+        return "optional unknown skipped; CHANGE-REQUEST 0x6 -> 420, 0 -> success; no cookie dropped"
+
+    async def stun_rate():
+        C = nodes.list[2]
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(0.5)
+        try:
+            for _ in range(40):
+                s.sendto(m.stun_request(m.random_txid()), (C[1], C[2]))
+            answered = 0
+            while True:
+                try:
+                    s.recvfrom(2048)
+                    answered += 1
+                except socket.timeout:
+                    break
+        finally:
+            s.close()
+        need(0 < answered < 40, f"{answered} of 40 back-to-back requests answered")
+        return f"{answered} of 40 back-to-back requests from one IP answered (token bucket)"
+
     await check("stun.binding", stun_binding())
+    await check("stun.attributes", stun_attributes())
     await check("stun.unknown-attribute", stun_unknown())
+    await check("stun.rate-limit", stun_rate())
 
     # ------------------------------------------------ malformed input (section 7)
     ping = m.frame(m.PING, m.u64(7))
