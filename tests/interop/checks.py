@@ -92,7 +92,8 @@ async def fatal(mesh: m.Mesh, node, payload: bytes, sid: int | None = 0, *, afte
     need(disconnect == want_code, f"close code {closed.code} right but no DISCONNECT frame before it "
                                   f"(section 2: DISCONNECT, then the close)" if disconnect is None
          else f"DISCONNECT reason {disconnect}, close code {closed.code}")
-    return f"DISCONNECT {disconnect} and close code {closed.code} ({closed.reason!r})"
+    need(st.fin, "DISCONNECT arrived but the control stream was not finished after it (section 2)")
+    return f"DISCONNECT {disconnect} + FIN, close code {closed.code} ({closed.reason!r})"
 
 
 async def main() -> int:
