@@ -217,6 +217,16 @@ async def main() -> int:
         m.expect(t, m.REPLY, r)
         return "SUBSCRIBE -> empty REPLY; bad pattern -> ERROR 9; UNSUBSCRIBE unknown -> REPLY"
 
+    async def our_disconnect():
+        # Section 8.1: the receiver of a DISCONNECT closes the connection with the same code.
+        lk = await mesh.dial(A[0], A[1], A[2])
+        await lk.read_connect()
+        lk.send(0, m.frame(m.DISCONNECT, m.u8(m.R_SHUTDOWN) + m.string("interop done")), fin=True)
+        closed = await lk.until_closed(3)
+        need(not closed.transport and closed.code == m.R_SHUTDOWN, f"closed {closed}")
+        return f"node closed with code {closed.code} after our DISCONNECT {m.R_SHUTDOWN}"
+
+    await check("connect.disconnect", our_disconnect())
     await check("connect.phase-rule", phase_rule())
     await check("connect.deadline", connect_deadline())
     await check("pubsub.subscribe-direct", subscribe_direct())
@@ -645,8 +655,13 @@ async def main() -> int:
             raise AssertionError("an answer to a stream cut mid-frame")
         except m.StreamReset as e:
             need(e.code == m.STREAM_REFUSED, f"FIN mid-frame: reset 0x{e.code:x}, want 0x101")
+        empty = lk.open_stream()
+        lk.send(empty, b"", fin=True)
+        await asyncio.sleep(0.5)
+        est = lk.streams.get(empty)
+        need(est is None or (est.reset is None and not est.buf), "a stream finished with no byte was answered or reset")
         need(lk.closed is None and await lk.ping(), "connection gone")
-        return "unknown frames skipped on control and request streams; only-unknown and FIN mid-frame -> reset 0x101"
+        return "unknown frames skipped on control and request streams; only-unknown and FIN mid-frame -> reset 0x101; empty stream ignored"
 
     await check("malformed.unknown-type", unknown_type())
 
