@@ -239,7 +239,11 @@ async def main() -> int:
         need(B[0] in ids, f"B missing from {len(cs)} contacts")
         need((B[1], B[2]) in ids[B[0]].addrs, f"B's addrs {ids[B[0]].addrs}")
         need(me.node_id not in ids and A[0] not in ids, "the asker or the answerer is listed")
-        return f"{len(cs)} contacts, B with {ids[B[0]].addrs}"
+        # Section 2: the responder writes exactly one answer and finishes its side.
+        sid = lk._quic.get_next_available_stream_id() - 4
+        await lk.wait_for(lambda: True if lk.streams[sid].fin else None, 2)
+        need(not lk.streams[sid].buf, "bytes after the answer")
+        return f"{len(cs)} contacts, B with {ids[B[0]].addrs}; one answer, then FIN"
 
     async def walk():
         target = os.urandom(32)
