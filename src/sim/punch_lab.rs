@@ -405,6 +405,7 @@ impl Lab {
             local_nat,
             remote_nat,
             same_public_ip,
+            both_ipv6: false,
         };
         let plan_a = plan(Role::Opener, start, &b, class_a, class_b);
         let start_b = start.checked_sub(self.config.skew).unwrap_or(start);

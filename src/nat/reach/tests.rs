@@ -447,3 +447,63 @@ fn only_an_unsolicited_inbound_connection_between_global_addresses_counts_as_rea
     reach.handle_address_changed(now, addr("198.51.100.7:4433"));
     assert_eq!(reach.reachability(), Reachability::Undetermined);
 }
+
+#[test]
+fn a_global_ipv6_listen_address_is_a_candidate_and_a_link_local_one_is_not() {
+    let now = crate::test_epoch();
+    let (v4_server, v6_server) = (addr("192.0.2.100:3478"), addr("[2001:db8:ff::10]:3478"));
+    let (lan, v6, link_local) = (
+        addr("10.0.0.2:4433"),
+        addr("[2001:db8:a::11]:4433"),
+        addr("[fe80::11]:4433"),
+    );
+    let setup = ReachSetup {
+        node: LOCAL,
+        realm: Realm::new("test.example").expect("a valid realm"),
+        listen_addrs: vec![lan, v6, link_local],
+        limits: Limits::default(),
+        mode: Mode::Client,
+    };
+    let config = ReachConfig {
+        stun_servers: vec![v4_server, v6_server],
+        ..ReachConfig::default()
+    };
+    let mut reach = Reach::new(&config, setup, &Secret::deterministic(7));
+    reach.handle_discover(now);
+    // Each reflector sees us as it does: through a NAT over IPv4, as we are over IPv6.
+    for t in transmits(&settle(&mut reach, now)) {
+        let id = stun::decode(&t.payload)
+            .expect("a request")
+            .message
+            .transaction_id;
+        let (local, mapped) = if t.destination == v4_server {
+            (lan, addr("198.51.100.7:4433"))
+        } else {
+            (v6, v6)
+        };
+        let mut answer = stun::Message::binding(Class::Success, id);
+        answer
+            .attributes
+            .push(stun::Attribute::XorMappedAddress(mapped));
+        let payload = answer.encode().expect("encodes");
+        assert!(reach.handle_stun(now, datagram(t.destination, local, payload)));
+    }
+    // No helper for the dial-backs: the report follows at once.
+    for output in settle(&mut reach, now) {
+        if let ReachOutput::AskDialBack(ask) = output {
+            reach.handle_no_helper(now, ask.request_id);
+        }
+    }
+    let candidates = (settle(&mut reach, now).into_iter())
+        .find_map(|o| match o {
+            ReachOutput::PunchCandidates { candidates, .. } => Some(candidates),
+            _ => None,
+        })
+        .expect("candidates after the report");
+    let addrs: Vec<SocketAddr> = candidates.iter().map(|c| c.addr).collect();
+    assert!(addrs.contains(&v6) && addrs.contains(&lan), "{addrs:?}");
+    assert!(addrs.contains(&addr("198.51.100.7:4433")), "{addrs:?}");
+    assert!(!addrs.contains(&link_local), "{addrs:?}");
+    // The peer probes our IPv6 address first.
+    assert_eq!(crate::nat::punch::ordered(&candidates, 16)[0].addr, v6);
+}
