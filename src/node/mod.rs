@@ -256,6 +256,9 @@ pub struct Node {
     instruments: instrument::Instruments,
     last_now: Instant,
     next_timeout: Option<Instant>,
+    /// The port of the socket, as the last datagram arrived on it: with the
+    /// IP a connection was reached at, the source its packets leave from.
+    socket_port: Option<u16>,
 }
 
 /// Sources asked to retry whose virtual address is held for their return.
@@ -351,6 +354,7 @@ impl Node {
             instruments: instrument::Instruments::new(),
             last_now: now,
             next_timeout: None,
+            socket_port: None,
         })
     }
 
