@@ -24,7 +24,7 @@ impl Node {
                 let path = RealPath::Direct(datagram.remote);
                 let known = self.paths.lookup(&path).is_some();
                 let virtual_addr = self.paths.virtual_for(path);
-                self.socket_port = Some(datagram.local.port());
+                self.local_addrs.arrived(datagram.local);
                 let arrival = Some((datagram.local, datagram.remote));
                 let taken = self.handle_quic(now, virtual_addr, arrival, &datagram.payload);
                 if !known && !taken && !self.retry_holds.holds(&virtual_addr) {
@@ -253,17 +253,14 @@ impl Node {
     }
 
     /// Sends one QUIC packet to the real path of `virtual_addr`, from
-    /// `src_ip` when quinn names one of the destination's family (the IP the
-    /// connection was reached at); packets to a path that is gone are dropped
-    /// (QUIC recovers or gives up).
+    /// `src_ip` (the IP the connection was reached at) when
+    /// [`super::local_addrs`] allows; packets to a path that is gone are
+    /// dropped (QUIC recovers or gives up).
     fn send_packet(&mut self, virtual_addr: SocketAddr, packet: Bytes, src_ip: Option<IpAddr>) {
         match self.paths.real(&virtual_addr) {
             Some(RealPath::Direct(destination)) => {
                 self.upgrades.handle_sent(self.last_now, destination);
-                let family = |ip: IpAddr| ip.to_canonical().is_ipv4();
-                let source = (src_ip.zip(self.socket_port))
-                    .filter(|(ip, _)| family(*ip) == family(destination.ip()))
-                    .map(|(ip, port)| SocketAddr::new(ip, port));
+                let source = self.local_addrs.source(src_ip, destination);
                 self.out.push_back(Output::Transmit(Transmit {
                     source,
                     destination,
