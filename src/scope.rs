@@ -8,6 +8,13 @@
 //! ([`crate::path::VIRTUAL_PREFIX`]), and loopback only when the node itself
 //! listens on loopback (a test mesh on one host). Private and link-local
 //! ranges are allowed: two hosts behind one NAT reach each other over them.
+//!
+//! For hole punching, a global IPv6 address ([`is_global_ipv6`]) is special:
+//! no NAT rewrites it, so a host's own global IPv6 address is also the
+//! address strangers see (its own reflexive address), and a pair of them is
+//! preferred over IPv4 pairs ([`crate::nat::punch`]). An IPv6 link-local
+//! address names no host without the interface it is on, which only the
+//! holder knows ([`needs_zone`]): it is never offered as a candidate.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -82,6 +89,20 @@ fn v6_scope(ip: Ipv6Addr) -> Scope {
     } else {
         Scope::Global
     }
+}
+
+/// Whether `addr` is a global IPv6 address: IPv6 on the wire (not
+/// IPv4-mapped) and of [`Scope::Global`] — no NAT stands between it and the
+/// internet, though a firewall may.
+pub fn is_global_ipv6(addr: &SocketAddr) -> bool {
+    matches!(addr.ip(), IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none())
+        && Scope::of(addr) == Scope::Global
+}
+
+/// Whether `addr` is an IPv6 link-local address (`fe80::/10`): usable only
+/// with the zone (interface) it is on, which means nothing to another host.
+pub fn needs_zone(addr: &SocketAddr) -> bool {
+    matches!(addr.ip(), IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 /// Which addresses a peer's claims may name (module docs).
@@ -178,6 +199,31 @@ mod tests {
         ];
         for (text, scope) in cases {
             assert_eq!(Scope::of(&addr(text)), scope, "{text}");
+        }
+    }
+
+    #[test]
+    fn global_ipv6_and_zoned_addresses() {
+        let global = ["[2001:db8:a::11]:4433", "[2a00:1450::1]:1"];
+        let not_global = [
+            "[fd00::1]:1",
+            "[fe80::1]:1",
+            "[::1]:1",
+            "[::ffff:8.8.8.8]:53",
+            "8.8.8.8:53",
+            "[2001:db8::1]:0",
+            "[fd6d:6163:756c:6100::7]:1",
+        ];
+        for text in global {
+            assert!(is_global_ipv6(&addr(text)), "{text}");
+        }
+        for text in not_global {
+            assert!(!is_global_ipv6(&addr(text)), "{text}");
+        }
+        assert!(needs_zone(&addr("[fe80::1]:1")));
+        assert!(needs_zone(&addr("[febf::1]:1")));
+        for text in ["[fd00::1]:1", "[2001:db8::1]:1", "169.254.1.1:1"] {
+            assert!(!needs_zone(&addr(text)), "{text}");
         }
     }
 

@@ -374,6 +374,7 @@ fn the_punch_probe_example_is_what_the_puncher_sends() {
         remote_nat: NatClass::UNKNOWN,
         same_public_ip: false,
         hops: None,
+        both_ipv6: false,
     };
     let mut puncher = Puncher::new(PunchConfig::default(), plan, start());
     puncher.handle_input(start(), Input::Timeout);

@@ -13,7 +13,7 @@
 //! entry, and a timeout takes only the due entries ([`ConnTable::take_due`]).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -105,15 +105,15 @@ impl ConnTable {
     }
 
     /// Hands every transmit of the connections driven since the last call
-    /// to `send` (with quinn's destination, the path's virtual address),
-    /// brings their silence watch up to date, then files their deadlines
+    /// to `send` (with quinn's destination, the path's virtual address, and
+    /// the local IP quinn sends it from, when it knows one), brings their silence watch up to date, then files their deadlines
     /// anew: quinn's timer, the CONNECT deadline, and for a connection that
     /// `watch` gives a silence limit, the end of that silence. Returns how
     /// many connections that was.
     pub(crate) fn poll_transmits(
         &mut self,
         now: Instant,
-        mut send: impl FnMut(SocketAddr, Bytes),
+        mut send: impl FnMut(SocketAddr, Bytes, Option<IpAddr>),
         watch: impl Fn(&Conn) -> Option<Duration>,
     ) -> usize {
         let mut buf = Vec::new();
@@ -131,6 +131,7 @@ impl ConnTable {
                 send(
                     transmit.destination,
                     Bytes::copy_from_slice(&buf[..transmit.size]),
+                    transmit.src_ip,
                 );
             }
             conn.silence.observe(now, &conn.quinn.stats());

@@ -2,7 +2,7 @@
 //! packets to quinn under the peer's virtual address, and quinn's transmits
 //! mapped back to their real path (a UDP address, or a relay circuit).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -24,6 +24,7 @@ impl Node {
                 let path = RealPath::Direct(datagram.remote);
                 let known = self.paths.lookup(&path).is_some();
                 let virtual_addr = self.paths.virtual_for(path);
+                self.local_addrs.arrived(datagram.local);
                 let arrival = Some((datagram.local, datagram.remote));
                 let taken = self.handle_quic(now, virtual_addr, arrival, &datagram.payload);
                 if !known && !taken && !self.retry_holds.holds(&virtual_addr) {
@@ -48,6 +49,12 @@ impl Node {
     /// for a packet out of a relay circuit, whose peer the application hears
     /// at the virtual address. True when a connection took it (an existing
     /// one, or one it started).
+    ///
+    /// quinn keeps the local IP an accepted connection was reached at and
+    /// sends its packets from it ([`Node::push_endpoint_transmit`]): a node
+    /// on a socket bound to a wildcard address, on a host with several
+    /// addresses, answers from the one its peer dialed, which is the one the
+    /// peer's NAT or firewall expects.
     pub(super) fn handle_quic(
         &mut self,
         now: Instant,
@@ -57,9 +64,10 @@ impl Node {
     ) -> bool {
         let mut buf = Vec::new();
         let data = BytesMut::from(packet);
+        let local_ip = (arrival.map(|(local, _)| local.ip())).filter(|ip| !ip.is_unspecified());
         match self
             .endpoint
-            .handle(now, virtual_addr, None, None, data, &mut buf)
+            .handle(now, virtual_addr, local_ip, None, data, &mut buf)
         {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 match self.conns.get_mut(&handle) {
@@ -241,17 +249,20 @@ impl Node {
 
     pub(super) fn push_endpoint_transmit(&mut self, transmit: &quinn_proto::Transmit, buf: &[u8]) {
         let packet = Bytes::copy_from_slice(&buf[..transmit.size]);
-        self.send_packet(transmit.destination, packet);
+        self.send_packet(transmit.destination, packet, transmit.src_ip);
     }
 
-    /// Sends one QUIC packet to the real path of `virtual_addr`; packets to
-    /// a path that is gone are dropped (QUIC recovers or gives up).
-    fn send_packet(&mut self, virtual_addr: SocketAddr, packet: Bytes) {
+    /// Sends one QUIC packet to the real path of `virtual_addr`, from
+    /// `src_ip` (the IP the connection was reached at) when
+    /// [`super::local_addrs`] allows; packets to a path that is gone are
+    /// dropped (QUIC recovers or gives up).
+    fn send_packet(&mut self, virtual_addr: SocketAddr, packet: Bytes, src_ip: Option<IpAddr>) {
         match self.paths.real(&virtual_addr) {
             Some(RealPath::Direct(destination)) => {
                 self.upgrades.handle_sent(self.last_now, destination);
+                let source = self.local_addrs.source(src_ip, destination);
                 self.out.push_back(Output::Transmit(Transmit {
-                    source: None,
+                    source,
                     destination,
                     payload: packet,
                     ttl: None,
@@ -274,11 +285,11 @@ impl Node {
         let watch = |conn: &Conn| {
             silence::watched(paths, client, conn).map(|_| limit.after(conn.quinn.rtt()))
         };
-        let send = |virtual_addr, packet| packets.push((virtual_addr, packet));
+        let send = |virtual_addr, packet, src_ip| packets.push((virtual_addr, packet, src_ip));
         let polled = self.conns.poll_transmits(now, send, watch);
         self.counters.connection_polls += polled as u64;
-        for (virtual_addr, packet) in packets {
-            self.send_packet(virtual_addr, packet);
+        for (virtual_addr, packet, src_ip) in packets {
+            self.send_packet(virtual_addr, packet, src_ip);
         }
     }
 }

@@ -42,6 +42,7 @@ mod datagrams;
 mod dial;
 mod errands;
 mod instrument;
+mod local_addrs;
 mod messaging;
 mod messaging_effects;
 mod peers;
@@ -256,6 +257,8 @@ pub struct Node {
     instruments: instrument::Instruments,
     last_now: Instant,
     next_timeout: Option<Instant>,
+    /// The local addresses packets may leave from ([`local_addrs`]).
+    local_addrs: local_addrs::LocalAddrs,
 }
 
 /// Sources asked to retry whose virtual address is held for their return.
@@ -351,6 +354,7 @@ impl Node {
             instruments: instrument::Instruments::new(),
             last_now: now,
             next_timeout: None,
+            local_addrs: local_addrs::LocalAddrs::default(),
         })
     }
 
@@ -565,7 +569,10 @@ impl Machine for Node {
                 self.relay_timeout(now);
                 self.upgrade_timeout(now);
             }
-            Input::LocalAddressChanged { new, .. } => self.address_changed(now, new),
+            Input::LocalAddressChanged { old, new } => {
+                self.local_addrs.moved(old);
+                self.address_changed(now, new);
+            }
         }
         self.settle(now);
     }

@@ -177,6 +177,21 @@ impl NatConfig {
         }
     }
 
+    /// A stateful firewall that translates nothing, as a home router filters routed IPv6
+    /// (RFC 6092: outbound and established/related inbound only): EIM, APDF, ports
+    /// preserved, no hairpinning, and no conntrack quirk (an unsolicited packet is dropped
+    /// in the router's forward filter, addressed to the host and not to the router, so it
+    /// leaves no confirmed conntrack entry: the NAT lab's `ipv6-naive-race` and
+    /// `ipv6-hop-limit`). Give the box the IP of the one host behind it as its external
+    /// address: with ports preserved, the host's packets leave with their own source, and
+    /// packets to the host's address reach the box's filter first. One host per box.
+    pub fn stateful_firewall() -> Self {
+        Self {
+            hairpinning: false,
+            ..Self::port_restricted_cone()
+        }
+    }
+
     /// A carrier-grade NAT (RFC 6888): EIM, APDF, random ports, hairpinning.
     pub fn carrier_grade() -> Self {
         Self {

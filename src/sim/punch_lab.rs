@@ -420,6 +420,7 @@ impl Lab {
             // The machine-level lab punches without a hop count (the growing schedule);
             // the Node's own discovery counts hops in `node_lab`.
             hops: None,
+            both_ipv6: false,
         };
         let plan_a = plan(Role::Opener, start, &b, class_a, class_b);
         let start_b = start.checked_sub(self.config.skew).unwrap_or(start);

@@ -14,7 +14,8 @@ wire_enum! {
         Reflexive = 1,
         /// Seen on a probe from the peer (peer-reflexive).
         PeerReflexive = 2,
-        /// The node's own socket address on its LAN.
+        /// The node's own socket address (host candidate): on its LAN, or a
+        /// global IPv6 address.
         Lan = 3,
     }
 }

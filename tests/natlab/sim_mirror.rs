@@ -430,3 +430,124 @@ fn a_moved_flow_gets_a_random_port() {
     let ascending = ports.windows(2).all(|w| w[1] == w[0] + 1);
     assert!(!ascending && ports[0] != 1024, "{ports:?}");
 }
+
+// --- IPv6 behind stateful firewalls (no NAT) ---------------------------------------
+
+const V6A: &str = "2001:db8:a::11";
+const V6B: &str = "2001:db8:b::11";
+const V6_R1: &str = "[2001:db8:ff::10]:7000";
+
+/// The lab's IPv6 sites: v6a behind fw6a, v6b behind fw6b, each a
+/// `NatConfig::stateful_firewall()` whose external address is its host's own
+/// (so nothing is translated), and R6 on the internet.
+struct Lab6 {
+    lab: Lab,
+    site_a: NetId,
+    site_b: NetId,
+}
+
+impl Lab6 {
+    fn new() -> Self {
+        let mut lab = Lab::new();
+        let internet = lab.world.internet();
+        let wan = Link::with_latency(Duration::from_millis(1)).hops(1);
+        let firewall = NatConfig::stateful_firewall();
+        let (_, site_a) = lab
+            .world
+            .add_nat(internet, V6A.parse().unwrap(), wan, firewall);
+        let (_, site_b) = lab
+            .world
+            .add_nat(internet, V6B.parse().unwrap(), wan, firewall);
+        lab.public(V6_R1, true);
+        Self {
+            lab,
+            site_a,
+            site_b,
+        }
+    }
+
+    fn a(&mut self, port: u16) -> HostId {
+        let site = self.site_a;
+        self.lab.host(site, &at(V6A, port).to_string())
+    }
+
+    fn b(&mut self, port: u16) -> HostId {
+        let site = self.site_b;
+        self.lab.host(site, &at(V6B, port).to_string())
+    }
+}
+
+/// Lab `ipv6-filtering`: nothing is translated, and only the exact endpoint
+/// the host sent to gets in.
+#[test]
+fn an_ipv6_firewall_translates_nothing_and_admits_only_the_endpoint_sent_to() {
+    let mut six = Lab6::new();
+    let a = six.a(40601);
+    let b = six.b(40602);
+    let lab = &mut six.lab;
+    let before = lab.public("[2001:db8:ff::12]:7610", false);
+    let other_ip = lab.public("[2001:db8:ff::11]:7611", false);
+    let other_port = lab.public("[2001:db8:ff::12]:7613", false);
+    let sent_to = lab.public("[2001:db8:ff::12]:7612", false);
+    let me = at(V6A, 40601);
+    lab.send(before, 0, me, None);
+    lab.send(b, 100, me, None);
+    lab.send(a, 300, addr(V6_R1), None);
+    lab.send(a, 300, addr("[2001:db8:ff::12]:7612"), None);
+    for stranger in [other_ip, other_port, sent_to] {
+        lab.send(stranger, 500, me, None);
+    }
+    lab.run_ms(900);
+    assert_eq!(lab.reflected(a, addr(V6_R1)), Some(me));
+    for dropped in [
+        "[2001:db8:ff::12]:7610",
+        "[2001:db8:b::11]:40602",
+        "[2001:db8:ff::11]:7611",
+        "[2001:db8:ff::12]:7613",
+    ] {
+        assert!(!lab.got_from(a, addr(dropped)), "{dropped}");
+    }
+    assert!(lab.got_from(a, addr("[2001:db8:ff::12]:7612")));
+}
+
+/// Lab `ipv6-naive-race`: the peer's early probe is dropped and changes
+/// nothing, so the race the peer wins still works both ways.
+#[test]
+fn a_naive_race_between_ipv6_firewalls_works_both_ways() {
+    let mut six = Lab6::new();
+    let (a, b) = (six.a(44501), six.b(44601));
+    let (am, bm) = (at(V6A, 44501), at(V6B, 44601));
+    let lab = &mut six.lab;
+    lab.send(b, 0, am, None);
+    lab.send(a, 200, bm, None);
+    lab.send(b, 400, am, None);
+    lab.run_ms(900);
+    assert_eq!(lab.received(a).len(), 1, "only the probe after a's own");
+    assert_eq!(lab.received(b).len(), 1);
+}
+
+/// Lab `ipv6-hop-limit`: hop limit 1 opens nothing, 2 opens the host's own
+/// firewall, and one that reaches the far firewall with hop limit 1 (the
+/// lab's 3, the simulator's 4: the inet router counts on both WAN links)
+/// plants nothing there, so the punch after it still works.
+#[test]
+fn hop_limits_behind_ipv6_firewalls_open_the_own_one_and_harm_nothing() {
+    let mut six = Lab6::new();
+    let (a1, b1) = (six.a(41601), six.b(42601));
+    let (a2, b2) = (six.a(41602), six.b(42602));
+    let (a3, b3) = (six.a(41603), six.b(42603));
+    let lab = &mut six.lab;
+    lab.send(a1, 0, at(V6B, 42601), Some(1));
+    lab.send(b1, 200, at(V6A, 41601), None);
+    lab.send(a2, 0, at(V6B, 42602), Some(2));
+    lab.send(b2, 200, at(V6A, 41602), None);
+    lab.send(a2, 400, at(V6B, 42602), None);
+    lab.send(a3, 0, at(V6B, 42603), Some(4));
+    lab.send(b3, 200, at(V6A, 41603), None);
+    lab.send(a3, 400, at(V6B, 42603), None);
+    lab.run_ms(900);
+    assert!(lab.received(a1).is_empty(), "hop limit 1 opens nothing");
+    assert!(lab.got_from(a2, at(V6B, 42602)) && lab.got_from(b2, at(V6A, 41602)));
+    assert!(lab.got_from(a3, at(V6B, 42603)) && lab.got_from(b3, at(V6A, 41603)));
+    assert_eq!(lab.received(b3).len(), 1, "the limited probe never arrived");
+}

@@ -1,9 +1,9 @@
 //! A mesh Node for the NAT lab's node scenarios (`tests/natlab/run --node-bin`).
 //!
 //! ```text
-//! natlab_node relay --bind ADDR --seed N
+//! natlab_node relay --bind ADDR --seed N [--listen ADDR]...
 //!     a public node (DHT server, relay); runs until killed
-//! natlab_node peer --bind ADDR --seed N --relay ADDR --relay-seed N
+//! natlab_node peer --bind ADDR --seed N --relay ADDR --relay-seed N [--listen ADDR]...
 //!                  [--stun ADDR]... [--reflexive ADDR]
 //!                  [--serve] [--dial SEED --calls N [--after-switch N]]
 //!     a private node: joins the DHT through the relay, reserves on it, discovers its NAT
@@ -17,11 +17,17 @@
 //!     calls=N lost=N after_switch=N lost_after=N` and exits.
 //! ```
 //!
+//! `--bind [::]:PORT` binds one dual-stack socket; the node then announces (and offers as
+//! punch candidates) the addresses given with `--listen` (an IPv4 and a global IPv6 one,
+//! say), since a socket bound to the unspecified address does not know its own. Without
+//! `--listen` the node announces its `--bind` address.
+//!
 //! For the lab's count of what the relay carries after the upgrade, every mode prints
 //! `circuits at_us=UNIX_US forwarded=N bytes=N written=N` after each wake-up that changed
 //! one of these running totals (`RelayCounters::packets_forwarded`, `bytes_forwarded`:
 //! as a relay; `packets_to_circuits`: as a circuit's end), and a peer prints
-//! `path direct|relayed at_us=UNIX_US written=N` when its connection's path changes. The
+//! `path direct|relayed at_us=UNIX_US written=N [remote=ADDR]` when its connection's path
+//! changes (`remote`: the direct address a punch found). The
 //! stamps are wall-clock microseconds, shared by every namespace of the lab.
 //!
 //! Node identities come from `Identity::from_seed([seed; 32])`, so every process knows the
@@ -36,7 +42,7 @@ use bytes::Bytes;
 use macula::dht::{Contact, DhtEvent, Mode};
 use macula::id::{Identity, Realm};
 use macula::nat::punch::{Candidate, CandidateKind, NatClass};
-use macula::node::{Event, Node, NodeConfig, RelayEvent};
+use macula::node::{Event, Node, NodeConfig, PathChange, RelayEvent};
 use macula::path::PathKind;
 use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcEvent};
 use macula_tokio::{Driver, random};
@@ -62,7 +68,7 @@ fn unix_us() -> u128 {
 }
 
 /// Prints a path change of a connection, stamped for the lab, and returns the stamp.
-fn print_path(node: &Node, path: PathKind) -> u128 {
+fn print_path(node: &Node, path: PathKind, reason: &PathChange) -> u128 {
     let at = unix_us();
     let kind = if path == PathKind::Direct {
         "direct"
@@ -70,7 +76,11 @@ fn print_path(node: &Node, path: PathKind) -> u128 {
         "relayed"
     };
     let written = node.relay_counters().packets_to_circuits;
-    println!("path {kind} at_us={at} written={written}");
+    let remote = match reason {
+        PathChange::Punched { remote, .. } => format!(" remote={remote}"),
+        PathChange::DirectPathDead => String::new(),
+    };
+    println!("path {kind} at_us={at} written={written}{remote}");
     at
 }
 
@@ -107,6 +117,7 @@ impl CircuitTotals {
 struct Args {
     mode: String,
     bind: SocketAddr,
+    listen: Vec<SocketAddr>,
     seed: u8,
     relays: Vec<SocketAddr>,
     relay_seeds: Vec<u8>,
@@ -124,6 +135,7 @@ fn parse() -> Result<Args, String> {
     let mut args = Args {
         mode,
         bind: "0.0.0.0:4433".parse().map_err(|_| "bind")?,
+        listen: Vec::new(),
         seed: 1,
         relays: Vec::new(),
         relay_seeds: Vec::new(),
@@ -140,6 +152,9 @@ fn parse() -> Result<Args, String> {
         match flag.as_str() {
             "--bind" => args.bind = value()?.parse().map_err(|_| bad("--bind"))?,
             "--seed" => args.seed = value()?.parse().map_err(|_| bad("--seed"))?,
+            "--listen" => args
+                .listen
+                .push(value()?.parse().map_err(|_| bad("--listen"))?),
             "--relay" => args
                 .relays
                 .push(value()?.parse().map_err(|_| bad("--relay"))?),
@@ -165,7 +180,11 @@ fn parse() -> Result<Args, String> {
 fn node(args: &Args, private: bool) -> Result<Node, String> {
     let realm = Realm::new("io.macula.natlab").map_err(|e| e.to_string())?;
     let mut config = NodeConfig::new(realm);
-    config.listen_addrs = vec![args.bind];
+    config.listen_addrs = if args.listen.is_empty() {
+        vec![args.bind]
+    } else {
+        args.listen.clone()
+    };
     if private {
         config.dht.mode = Mode::Client;
     }
@@ -251,8 +270,8 @@ async fn run() -> Result<ExitCode, String> {
                         let _ = driver.machine_mut().reply(now(), id, Ok(payload));
                         driver.flush().await;
                     }
-                    Event::PathChanged { path, .. } => {
-                        print_path(driver.machine(), path);
+                    Event::PathChanged { path, reason, .. } => {
+                        print_path(driver.machine(), path, &reason);
                     }
                     Event::Nat(report) => eprintln!("nat: {report:?}"),
                     _ => {}
@@ -322,7 +341,7 @@ async fn run() -> Result<ExitCode, String> {
                 Event::PathChanged { peer, path, reason } if peer == target => {
                     let at = now().saturating_duration_since(started).as_millis();
                     eprintln!("+{at}ms path {path:?}: {reason:?}");
-                    let stamp = print_path(driver.machine(), path);
+                    let stamp = print_path(driver.machine(), path, &reason);
                     if path == PathKind::Direct && switched.is_none() {
                         switched = Some((now(), stamp));
                     }

@@ -88,11 +88,12 @@ fn arrival_ttls(observer: std::net::UdpSocket, count: usize) -> Vec<(u8, i32)> {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn each_datagram_goes_out_with_its_own_ttl_and_the_default_comes_back() {
-    // IPv4, IPv6, and IPv4 from a dual-stack socket.
+    // IPv4, IPv6, and IPv4 and IPv6 (the hop limit) from a dual-stack socket.
     for (driver_addr, observer_addr) in [
         ("127.0.0.1:0", "127.0.0.1:0"),
         ("[::1]:0", "[::1]:0"),
         ("[::]:0", "127.0.0.1:0"),
+        ("[::]:0", "[::1]:0"),
     ] {
         let observer = std::net::UdpSocket::bind(observer_addr).unwrap();
         let target = observer.local_addr().unwrap();

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::nat::stun::PortAllocation;
+use crate::scope::is_global_ipv6;
 
 /// Where a candidate address comes from (ICE's candidate types, plus predicted ports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -16,7 +17,8 @@ pub enum CandidateKind {
     /// Learned from a probe that arrived from an address the peer had not announced
     /// (peer-reflexive, ICE style).
     PeerReflexive,
-    /// The peer's own socket address on its LAN (host candidate).
+    /// The peer's own socket address (host candidate): on its LAN, or a global IPv6
+    /// address, which no NAT rewrites.
     Lan,
 }
 
@@ -57,12 +59,13 @@ pub fn predict(last: SocketAddr, allocation: PortAllocation) -> Vec<Candidate> {
         .collect()
 }
 
-/// `candidates` in probing order (by kind, then as given) without repeated addresses, at
-/// most `max` of them.
+/// `candidates` in probing order without repeated addresses, at most `max` of them: global
+/// IPv6 addresses first (RFC 8421: IPv6 pairs are preferred; no NAT stands in front of
+/// them, so there is no port to predict), then the rest by kind, each group as given.
 pub fn ordered(candidates: &[Candidate], max: usize) -> Vec<Candidate> {
     let mut out: Vec<Candidate> = Vec::with_capacity(candidates.len().min(max));
     let mut sorted = candidates.to_vec();
-    sorted.sort_by_key(|c| c.kind);
+    sorted.sort_by_key(|c| (!is_global_ipv6(&c.addr), c.kind));
     for c in sorted {
         if out.len() < max && !out.iter().any(|o| o.addr == c.addr) {
             out.push(c);
@@ -109,5 +112,36 @@ mod tests {
         let got: Vec<SocketAddr> = ordered(&list, 8).iter().map(|c| c.addr).collect();
         assert_eq!(got, [c, b, a]);
         assert_eq!(ordered(&list, 1).len(), 1);
+    }
+
+    #[test]
+    fn global_ipv6_comes_first_and_local_ipv6_keeps_its_kind_order() {
+        let addr = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let v4 = addr("198.51.100.1:5000");
+        let v6 = addr("[2001:db8:a::11]:5000");
+        let ula = addr("[fd00::11]:5000");
+        let mapped = addr("[::ffff:198.51.100.2]:5000");
+        let list = [
+            Candidate::new(CandidateKind::Lan, ula),
+            Candidate::new(CandidateKind::Predicted, v4),
+            Candidate::new(CandidateKind::Reflexive, mapped),
+            Candidate::new(CandidateKind::Lan, v6),
+            // The same address again, as discovery reports it: one probe only.
+            Candidate::new(CandidateKind::Reflexive, v6),
+        ];
+        let got: Vec<(CandidateKind, SocketAddr)> = (ordered(&list, 8).iter())
+            .map(|c| (c.kind, c.addr))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (CandidateKind::Reflexive, v6),
+                (CandidateKind::Predicted, v4),
+                (CandidateKind::Reflexive, mapped),
+                (CandidateKind::Lan, ula),
+            ]
+        );
+        // The cap keeps the preferred one.
+        assert_eq!(ordered(&list, 1)[0].addr, v6);
     }
 }

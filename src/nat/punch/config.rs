@@ -39,6 +39,11 @@ pub struct PunchConfig {
     pub max_checks_per_attempt: u32,
     /// The most remote candidates probed, peer-reflexive ones included (default 16).
     pub max_candidates: usize,
+    /// When both sides offered a global IPv6 candidate, how long an answer on any other
+    /// pair waits for one on an IPv6 pair before it wins: `max(this, rtt)` (default 100 ms:
+    /// another round of checks, 50 ms later, and its round trip). RFC 8421 prefers IPv6
+    /// pairs; the wait keeps a broken IPv6 path from delaying the punch by more than that.
+    pub ipv6_grace: Duration,
 }
 
 impl Default for PunchConfig {
@@ -55,6 +60,7 @@ impl Default for PunchConfig {
             max_attempts: 3,
             max_checks_per_attempt: 100,
             max_candidates: 16,
+            ipv6_grace: Duration::from_millis(100),
         }
     }
 }
@@ -92,6 +98,12 @@ impl PunchConfig {
     /// How long one attempt lasts for a measured `rtt`.
     pub fn attempt_len(&self, rtt: Duration) -> Duration {
         self.attempt_duration.max(rtt.saturating_mul(8))
+    }
+
+    /// How long an answer on a non-IPv6 pair waits for one on an IPv6 pair, for a
+    /// measured `rtt` ([`PunchConfig::ipv6_grace`]).
+    pub fn ipv6_wait(&self, rtt: Duration) -> Duration {
+        self.ipv6_grace.max(rtt)
     }
 
     /// The gap after round `round` (0-based).

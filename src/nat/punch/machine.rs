@@ -8,6 +8,7 @@ use super::candidate::{Candidate, CandidateKind, ordered};
 use super::config::PunchConfig;
 use super::oracle::{NatClass, direct_possible};
 use crate::nat::stun::{Attribute, Class, IntegrityKey, Message, Method, TransactionId, decode};
+use crate::scope::is_global_ipv6;
 use crate::{Datagram, Input, Machine, Output, Transmit};
 
 /// Who moves first in an attempt. The two peers must agree (the caller derives it, e.g.
@@ -64,6 +65,11 @@ pub struct Plan {
     /// Whether the two sides share a public address (one NAT in front of both): the classes
     /// then say nothing about their LAN path and never rule the punch out.
     pub same_public_ip: bool,
+    /// Whether both sides offered a global IPv6 candidate. No NAT stands on an IPv6 pair,
+    /// so the classes (which describe the IPv4 NAT) never rule the punch out, and an IPv6
+    /// pair is preferred: an answer on another pair waits [`PunchConfig::ipv6_wait`] for
+    /// one on an IPv6 pair before it wins.
+    pub both_ipv6: bool,
     /// IP hops from our socket to a public reflector, when NAT discovery counted them: every
     /// NAT of ours lies within them, so an opening burst of one less opens them all and
     /// dies before the open internet (see the module docs).
@@ -170,6 +176,16 @@ struct Sent {
     at: Instant,
 }
 
+/// An answer on a pair that is not preferred, held while an IPv6 pair may still answer.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    to: Candidate,
+    mapped: Option<SocketAddr>,
+    rtt: Duration,
+    /// When it wins unless an IPv6 pair answers first.
+    until: Instant,
+}
+
 /// One hole punch toward one peer from the node's one socket (see the module docs of
 /// [`crate::nat::punch`]). Feed it every datagram; it claims the STUN ones that belong to
 /// the punch ([`Puncher::handle_datagram`] returns `true`).
@@ -180,6 +196,7 @@ pub struct Puncher {
     remote: Vec<Candidate>,
     state: State,
     sent: BTreeMap<TransactionId, Sent>,
+    held: Option<Held>,
     next_id: u32,
     out: VecDeque<Output<PunchEvent>>,
     stats: PunchStats,
@@ -191,11 +208,14 @@ impl Puncher {
     /// rule a direct path out, it is born finished with [`PunchEvent::Skipped`].
     pub fn new(config: PunchConfig, plan: Plan, now: Instant) -> Self {
         let remote = ordered(&plan.remote, config.max_candidates);
-        let possible = plan.same_public_ip || direct_possible(&plan.local_nat, &plan.remote_nat);
+        let possible = plan.same_public_ip
+            || plan.both_ipv6
+            || direct_possible(&plan.local_nat, &plan.remote_nat);
         let mut puncher = Self {
             state: State::Failed,
             remote,
             sent: BTreeMap::new(),
+            held: None,
             next_id: 0,
             out: VecDeque::new(),
             stats: PunchStats::default(),
@@ -266,7 +286,7 @@ impl Puncher {
             Class::Success | Class::Error => {
                 if let Some(sent) = self.sent.remove(&id) {
                     if message.class == Class::Success && sent.to.addr == from {
-                        self.won(now, sent, message.mapped_address());
+                        self.answered(now, sent, message.mapped_address());
                     }
                 }
             }
@@ -279,6 +299,10 @@ impl Puncher {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
         while let State::Running(mut attempt) = self.state {
+            if let Some(held) = self.held.filter(|h| now >= h.until.min(attempt.ends)) {
+                self.won(now, held.to, held.mapped, held.rtt);
+                return;
+            }
             if now >= attempt.ends {
                 self.next_attempt(attempt);
                 continue;
@@ -332,6 +356,7 @@ impl Puncher {
             State::Running(a) if a.starts > self.last_now => Some(a.starts),
             State::Running(a) => {
                 let next = a.next_round.min(a.ends);
+                let next = self.held.map_or(next, |h| h.until.min(next));
                 Some(a.deep_at.map_or(next, |deep| deep.min(next)))
             }
             _ => None,
@@ -483,19 +508,38 @@ impl Puncher {
         }
     }
 
-    /// A probe to `sent.to` was answered.
-    fn won(&mut self, now: Instant, sent: Sent, mapped: Option<SocketAddr>) {
+    /// A probe to `sent.to` was answered: its pair wins, at once when it is preferred (an
+    /// IPv6 pair, or any pair unless both sides have IPv6), else once
+    /// [`PunchConfig::ipv6_wait`] passed without an IPv6 pair answering.
+    fn answered(&mut self, now: Instant, sent: Sent, mapped: Option<SocketAddr>) {
+        let rtt = now.saturating_duration_since(sent.at);
+        if !self.plan.both_ipv6 || is_global_ipv6(&sent.to.addr) {
+            self.won(now, sent.to, mapped, rtt);
+        } else if self.held.is_none() {
+            let wait = self.config.ipv6_wait(self.plan.rtt);
+            self.held = Some(Held {
+                to: sent.to,
+                mapped,
+                rtt,
+                until: now.checked_add(wait).unwrap_or(now),
+            });
+        }
+    }
+
+    /// The pair to `to` wins.
+    fn won(&mut self, now: Instant, to: Candidate, mapped: Option<SocketAddr>, rtt: Duration) {
         let State::Running(attempt) = self.state else {
             return;
         };
         let punched = Punched {
-            remote: sent.to.addr,
-            kind: sent.to.kind,
+            remote: to.addr,
+            kind: to.kind,
             mapped,
-            rtt: now.saturating_duration_since(sent.at),
+            rtt,
             attempt: attempt.index,
             elapsed: now.saturating_duration_since(self.plan.start),
         };
+        self.held = None;
         self.sent.clear();
         self.state = State::Succeeded(punched);
         self.event(PunchEvent::Succeeded(punched));
@@ -563,23 +607,135 @@ mod tests {
         seen
     }
 
-    /// A plan toward one reflexive candidate, 40 ms away, starting at `t0`.
-    fn plan(t0: Instant, role: Role, hops: Option<u8>) -> Plan {
-        let peer = Candidate::new(
-            CandidateKind::Reflexive,
-            "198.51.100.2:4433".parse().unwrap(),
-        );
+    /// A follower's plan toward `remote`, starting at `t0`.
+    fn plan(t0: Instant, remote: &[&str], both_ipv6: bool) -> Plan {
         Plan {
             tag: SessionTag(*b"macpunch"),
             key: IntegrityKey([7; 32]),
-            remote: vec![peer],
+            remote: (remote.iter())
+                .map(|a| Candidate::new(CandidateKind::Reflexive, a.parse().unwrap()))
+                .collect(),
             rtt: Duration::from_millis(40),
-            role,
+            role: Role::Follower,
             start: t0,
             local_nat: NatClass::UNKNOWN,
             remote_nat: NatClass::UNKNOWN,
             same_public_ip: false,
+            both_ipv6,
+            hops: None,
+        }
+    }
+
+    /// Runs `p` until `until`; the probes it sent, as (destination, transaction id).
+    fn probes(p: &mut Puncher, now: Instant) -> Vec<(SocketAddr, TransactionId)> {
+        p.handle_timeout(now);
+        let mut sent = Vec::new();
+        while let Some(output) = p.poll_output() {
+            if let Output::Transmit(t) = output {
+                let id = decode(&t.payload).unwrap().message.transaction_id;
+                sent.push((t.destination, id));
+            }
+        }
+        sent
+    }
+
+    /// The peer's authentic answer to probe `id`, from `from`.
+    fn answer(p: &mut Puncher, now: Instant, from: SocketAddr, id: TransactionId) {
+        let payload = (Message::binding(Class::Success, id))
+            .encode_with_integrity(&IntegrityKey([7; 32]))
+            .unwrap();
+        assert!(p.handle_datagram(now, from, &payload));
+    }
+
+    fn winner(p: &mut Puncher) -> Option<Punched> {
+        while let Some(output) = p.poll_output() {
+            if let Output::Event(PunchEvent::Succeeded(punched)) = output {
+                return Some(punched);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn an_ipv6_pair_wins_over_an_ipv4_pair_that_answered_first_within_the_grace() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let (v4, v6) = ("198.51.100.2:4433", "[2001:db8:b::11]:4433");
+        let mut p = Puncher::new(PunchConfig::default(), plan(t0, &[v4, v6], true), t0);
+        let round = probes(&mut p, t0 + ms(20));
+        // IPv6 first in the round.
+        assert_eq!(round[0].0, v6.parse().unwrap());
+        let id = |addr: &str| {
+            round
+                .iter()
+                .find(|r| r.0 == addr.parse().unwrap())
+                .unwrap()
+                .1
+        };
+        answer(&mut p, t0 + ms(21), v4.parse().unwrap(), id(v4));
+        assert_eq!(winner(&mut p), None);
+        assert!(!p.is_finished());
+        answer(&mut p, t0 + ms(30), v6.parse().unwrap(), id(v6));
+        let won = winner(&mut p).expect("the IPv6 pair won");
+        assert_eq!(won.remote, v6.parse().unwrap());
+        assert_eq!(won.rtt, ms(10));
+    }
+
+    #[test]
+    fn an_ipv4_pair_wins_after_the_grace_when_ipv6_stays_silent() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let (v4, v6) = ("198.51.100.2:4433", "[2001:db8:b::11]:4433");
+        let config = PunchConfig::default();
+        let wait = config.ipv6_wait(ms(40));
+        let mut p = Puncher::new(config, plan(t0, &[v4, v6], true), t0);
+        let round = probes(&mut p, t0 + ms(20));
+        let v4_id = round.iter().find(|r| r.0 == v4.parse().unwrap()).unwrap().1;
+        answer(&mut p, t0 + ms(22), v4.parse().unwrap(), v4_id);
+        assert_eq!(winner(&mut p), None);
+        assert!(p.poll_timeout().unwrap() <= t0 + ms(22) + wait);
+        p.handle_timeout(t0 + ms(22) + wait - ms(1));
+        assert_eq!(winner(&mut p), None);
+        p.handle_timeout(t0 + ms(22) + wait);
+        let won = winner(&mut p).expect("the IPv4 pair won");
+        assert_eq!(won.remote, v4.parse().unwrap());
+        assert_eq!(won.rtt, ms(2));
+        assert_eq!(won.elapsed, ms(22) + wait);
+    }
+
+    #[test]
+    fn without_ipv6_on_both_sides_the_first_answer_wins_and_classes_may_skip() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let v4 = "198.51.100.2:4433";
+        let mut p = Puncher::new(PunchConfig::default(), plan(t0, &[v4], false), t0);
+        let round = probes(&mut p, t0 + ms(20));
+        answer(&mut p, t0 + ms(21), v4.parse().unwrap(), round[0].1);
+        assert_eq!(winner(&mut p).map(|w| w.remote), Some(v4.parse().unwrap()));
+        // Classes that rule out the IPv4 punch do not rule out an IPv6 pair.
+        use crate::nat::stun::{FilteringBehaviour, MappingBehaviour, PortAllocation};
+        let random = NatClass {
+            mapping: MappingBehaviour::AddressAndPortDependent,
+            filtering: FilteringBehaviour::AddressAndPortDependent,
+            ports: PortAllocation::Random,
+        };
+        let hopeless = |both_ipv6| Plan {
+            local_nat: random,
+            remote_nat: random,
+            ..plan(t0, &[v4, "[2001:db8:b::11]:4433"], both_ipv6)
+        };
+        let skipped = Puncher::new(PunchConfig::default(), hopeless(false), t0);
+        assert!(skipped.is_finished());
+        let tried = Puncher::new(PunchConfig::default(), hopeless(true), t0);
+        assert!(!tried.is_finished());
+    }
+
+    /// A plan toward one IPv4 reflexive candidate with `role` and counted `hops`.
+    fn plan_with(t0: Instant, role: Role, hops: Option<u8>) -> Plan {
+        Plan {
+            role,
             hops,
+            ..plan(t0, &["198.51.100.2:4433"], false)
         }
     }
 
@@ -591,14 +747,14 @@ mod tests {
         let second = t0 + config.attempt_len(ms(40)) + config.stale_wait;
         // Four hops to the reflector (a home NAT inside a carrier NAT): TTL 3, at the
         // start, as follower too, and the same TTL in the next attempt.
-        let mut p = Puncher::new(config.clone(), plan(t0, Role::Follower, Some(4)), t0);
+        let mut p = Puncher::new(config.clone(), plan_with(t0, Role::Follower, Some(4)), t0);
         let first = ttls(&mut p, t0, t0 + ms(30));
         assert_eq!(first, [(ms(0), Some(3)), (ms(20), None)]);
         let opening = ttls(&mut p, second, second + ms(45));
         assert_eq!(opening, [(ms(0), Some(3)), (ms(40), None)]);
         // A reflector two hops away leaves no router to die at: the growing schedule.
         for hops in [1, 2] {
-            let mut p = Puncher::new(config.clone(), plan(t0, Role::Opener, Some(hops)), t0);
+            let mut p = Puncher::new(config.clone(), plan_with(t0, Role::Opener, Some(hops)), t0);
             let grown = ttls(&mut p, t0, t0 + ms(45));
             assert_eq!(grown, [(ms(0), Some(1)), (ms(0), Some(2)), (ms(40), None)]);
         }
@@ -608,7 +764,7 @@ mod tests {
     fn the_opener_grows_its_ttl_per_attempt_and_sends_the_grown_part_one_lead_later() {
         let t0 = crate::test_epoch();
         let ms = Duration::from_millis;
-        let plan = plan(t0, Role::Follower, None);
+        let plan = plan_with(t0, Role::Follower, None);
         let config = PunchConfig::default();
         let second = t0 + config.attempt_len(plan.rtt) + config.stale_wait;
         let mut p = Puncher::new(config, plan, t0);

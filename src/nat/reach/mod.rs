@@ -359,8 +359,10 @@ pub struct Reach {
     probe_request_limit: RateLimiter,
     /// Which addresses a peer may make us probe.
     policy: AddressPolicy,
-    /// The address datagrams arrive on.
-    local: Option<SocketAddr>,
+    /// The addresses datagrams arrive on: the latest IPv4 one and the latest
+    /// IPv6 one (a dual-stack socket bound to `[::]` knows its addresses only
+    /// from them).
+    local: [Option<SocketAddr>; 2],
     record: Option<PeerRecord>,
     announces: HashSet<QueryId>,
     lookups: HashMap<QueryId, NodeId>,
@@ -405,7 +407,7 @@ impl Reach {
             probe_limit: RateLimiter::new(config.probe_limit),
             probe_request_limit: RateLimiter::new(config.probe_request_limit),
             policy,
-            local: None,
+            local: [None; 2],
             record: None,
             announces: HashSet::default(),
             lookups: HashMap::default(),
@@ -503,7 +505,7 @@ impl Reach {
     /// a request while the responder is off).
     pub fn handle_stun(&mut self, now: Instant, datagram: Datagram) -> bool {
         self.touch(now);
-        self.local = Some(datagram.local);
+        self.local[family(&datagram.local)] = Some(datagram.local);
         match stun::peek_class(&datagram.payload) {
             Some(class) if self.claim_stun(now, &datagram, class) => true,
             Some(Class::Request) => {
@@ -537,7 +539,8 @@ impl Reach {
     /// The socket moved: what we knew of the NAT is void.
     pub fn handle_address_changed(&mut self, now: Instant, new: SocketAddr) {
         self.touch(now);
-        self.local = Some(new);
+        self.local = [None; 2];
+        self.local[family(&new)] = Some(new);
         self.contacted.clear();
         self.reached_unsolicited = false;
         self.start_due |= self.config.auto_discover;
@@ -735,11 +738,13 @@ impl Reach {
     }
 
     /// The socket's own addresses: the configured listen addresses and the
-    /// one datagrams arrive on.
+    /// ones datagrams arrive on (one per family).
     fn local_addrs(&self) -> Vec<SocketAddr> {
         let mut local: Vec<SocketAddr> = self.setup.listen_addrs.clone();
-        if let Some(addr) = self.local.filter(|a| !local.contains(a)) {
-            local.push(addr);
+        for addr in self.local.into_iter().flatten() {
+            if !local.contains(&addr) {
+                local.push(addr);
+            }
         }
         local
     }
@@ -781,6 +786,12 @@ impl Child for Reach {
         ];
         self.out.deadline(timers.into_iter().chain([waiting]))
     }
+}
+
+/// The slot of `addr`'s family in [`Reach`]'s local addresses: 0 for IPv4
+/// (IPv4-mapped IPv6 too), 1 for IPv6.
+fn family(addr: &SocketAddr) -> usize {
+    usize::from(addr.ip().to_canonical().is_ipv6())
 }
 
 /// IPv4-mapped IPv6 addresses as the IPv4 address they are.

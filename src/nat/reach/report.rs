@@ -34,16 +34,20 @@ impl Reach {
     }
 
     /// Our own punch candidates and NAT class from a finished report: the
-    /// LAN addresses, the reflexive ones, and for a sequential port
-    /// allocator the next ports after the last mapping.
+    /// socket's own addresses (host candidates: LAN addresses, and global
+    /// IPv6 ones, which are their own reflexive addresses; IPv6 link-local
+    /// ones mean nothing to a peer), the reflexive ones, and for a
+    /// sequential port allocator the next ports after the last mapping.
     fn feed_puncher(&mut self, report: &NatReport) {
         let lan = (self.local_addrs().into_iter())
-            .filter(|a| !a.ip().is_unspecified())
+            .filter(|a| !a.ip().is_unspecified() && !scope::needs_zone(a))
             .map(|a| Candidate::new(CandidateKind::Lan, a));
         let reflexive =
             (report.reflexive.iter()).map(|a| Candidate::new(CandidateKind::Reflexive, *a));
         let mut candidates: Vec<Candidate> = lan.chain(reflexive).collect();
-        if let Some(last) = report.reflexive.last() {
+        // Ports are predicted behind a NAT: never for a global IPv6 address.
+        let translated = (report.reflexive.iter()).rfind(|a| !scope::is_global_ipv6(a));
+        if let Some(last) = translated {
             candidates.extend(punch::predict(*last, report.ports));
         }
         let nat = NatClass {

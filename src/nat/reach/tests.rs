@@ -495,3 +495,105 @@ fn the_first_run_waits_for_the_bootstrap_or_for_someone_to_ask() {
     settle(&mut manual, now);
     assert_eq!(runs(&manual), 0);
 }
+
+/// A machine listening on `listen` that asks the STUN servers at `servers`,
+/// each of which sees it as `answer` says (the local address the answer
+/// arrives on, the mapped address it reports), and gets no dial-back helper:
+/// its punch candidates after the report.
+fn discovered_candidates(
+    listen: Vec<SocketAddr>,
+    servers: Vec<SocketAddr>,
+    answer: impl Fn(SocketAddr) -> (SocketAddr, SocketAddr),
+) -> Vec<crate::nat::punch::Candidate> {
+    let now = crate::test_epoch();
+    let setup = ReachSetup {
+        node: LOCAL,
+        realm: Realm::new("test.example").expect("a valid realm"),
+        listen_addrs: listen,
+        limits: Limits::default(),
+        mode: Mode::Client,
+    };
+    let config = ReachConfig {
+        stun_servers: servers,
+        ..ReachConfig::default()
+    };
+    let mut reach = Reach::new(&config, setup, &Secret::deterministic(7));
+    reach.handle_discover(now);
+    for t in transmits(&settle(&mut reach, now)) {
+        let id = (stun::decode(&t.payload).expect("a request").message).transaction_id;
+        let (local, mapped) = answer(t.destination);
+        let mut response = stun::Message::binding(Class::Success, id);
+        (response.attributes).push(stun::Attribute::XorMappedAddress(mapped));
+        let payload = response.encode().expect("encodes");
+        assert!(reach.handle_stun(now, datagram(t.destination, local, payload)));
+    }
+    // No helper for the dial-backs: the report follows at once.
+    for output in settle(&mut reach, now) {
+        if let ReachOutput::AskDialBack(ask) = output {
+            reach.handle_no_helper(now, ask.request_id);
+        }
+    }
+    (settle(&mut reach, now).into_iter())
+        .find_map(|o| match o {
+            ReachOutput::PunchCandidates { candidates, .. } => Some(candidates),
+            _ => None,
+        })
+        .expect("candidates after the report")
+}
+
+/// The STUN servers of the dual-stack tests, an IPv4 one and an IPv6 one.
+const V4_SERVER: &str = "192.0.2.100:3478";
+const V6_SERVER: &str = "[2001:db8:ff::10]:3478";
+/// The dual-stack node's addresses: on its LAN (behind a NAT that maps it to
+/// `NATTED`), and its global IPv6 one.
+const LAN: &str = "10.0.0.2:4433";
+const NATTED: &str = "198.51.100.7:4433";
+const V6: &str = "[2001:db8:a::11]:4433";
+
+/// How each reflector sees the dual-stack node: through a NAT over IPv4, as
+/// it is over IPv6.
+fn dual_stack_answer(server: SocketAddr) -> (SocketAddr, SocketAddr) {
+    if server == addr(V4_SERVER) {
+        (addr(LAN), addr(NATTED))
+    } else {
+        (addr(V6), addr(V6))
+    }
+}
+
+#[test]
+fn a_global_ipv6_listen_address_is_a_candidate_and_a_link_local_one_is_not() {
+    let link_local = addr("[fe80::11]:4433");
+    let candidates = discovered_candidates(
+        vec![addr(LAN), addr(V6), link_local],
+        vec![addr(V4_SERVER), addr(V6_SERVER)],
+        dual_stack_answer,
+    );
+    let addrs: Vec<SocketAddr> = candidates.iter().map(|c| c.addr).collect();
+    for wanted in [LAN, V6, NATTED] {
+        assert!(addrs.contains(&addr(wanted)), "{wanted}: {addrs:?}");
+    }
+    assert!(!addrs.contains(&link_local), "{addrs:?}");
+    // The peer probes our IPv6 address first.
+    assert_eq!(
+        crate::nat::punch::ordered(&candidates, 16)[0].addr,
+        addr(V6)
+    );
+}
+
+#[test]
+fn a_dual_stack_socket_without_listen_addresses_offers_the_addresses_datagrams_arrive_on() {
+    let candidates = discovered_candidates(
+        vec![addr("[::]:4433")],
+        vec![addr(V4_SERVER), addr(V6_SERVER)],
+        dual_stack_answer,
+    );
+    let lans: Vec<SocketAddr> = (candidates.iter())
+        .filter(|c| c.kind == crate::nat::punch::CandidateKind::Lan)
+        .map(|c| c.addr)
+        .collect();
+    assert_eq!(
+        lans,
+        [addr(LAN), addr(V6)],
+        "one address of each family, none unspecified"
+    );
+}

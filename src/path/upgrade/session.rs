@@ -15,6 +15,7 @@ use crate::nat::punch::{
 use crate::nat::stun::IntegrityKey;
 use crate::path::{Liveness, PathKind, RealPath};
 use crate::pool::ConnId;
+use crate::scope::is_global_ipv6;
 use crate::wire::{
     Message, NatInfo, PunchAnswer, PunchOffer, PunchOutcome, PunchResult, PunchSync, WireCandidate,
 };
@@ -260,6 +261,8 @@ impl Upgrades {
             l.kind == CandidateKind::Reflexive
                 && (remote.iter()).any(|r| r.kind == l.kind && r.addr.ip() == l.addr.ip())
         });
+        let ipv6 = |list: &[Candidate]| list.iter().any(|c| is_global_ipv6(&c.addr));
+        let both_ipv6 = ipv6(&local_candidates) && ipv6(&remote);
         let plan = Plan {
             tag: session.tag,
             key: session.key.clone(),
@@ -271,6 +274,7 @@ impl Upgrades {
             remote_nat: session.remote_nat,
             same_public_ip,
             hops: self.hops,
+            both_ipv6,
         };
         let mut puncher = Puncher::new(self.config.punch.clone(), plan, now);
         puncher.handle_timeout(now);
