@@ -267,7 +267,8 @@ async fn run() -> Result<ExitCode, String> {
                         let _ = driver.machine_mut().reply(now(), id, Ok(payload));
                         driver.flush().await;
                     }
-                    Event::PathChanged { path, .. } => {
+                    Event::PathChanged { path, reason, .. } => {
+                        eprintln!("path {path:?}: {reason:?}");
                         print_path(driver.machine(), path);
                     }
                     Event::Nat(report) => eprintln!("nat: {report:?}"),

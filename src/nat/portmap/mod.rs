@@ -386,7 +386,9 @@ impl PortMapper {
                 }
             }
         }
-        let suggested = Some(self.grant.map_or(self.local, |g| g.external));
+        // The held address on renewal; at first only our own port (any IP).
+        let any = SocketAddr::new(unspecified(self.local.ip()), self.local.port());
+        let suggested = Some(self.grant.map_or(any, |g| g.external));
         let lifetime = u32::try_from(self.config.lifetime.as_secs()).unwrap_or(u32::MAX);
         self.send_request(ask.protocol, suggested, lifetime);
         let doublings = ask.sent.min(16);
@@ -621,6 +623,14 @@ impl PortMapper {
                 ttl: None,
             }));
         }
+    }
+}
+
+/// The unspecified address of `ip`'s family.
+fn unspecified(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
+        IpAddr::V6(_) => IpAddr::from([0u16; 8]),
     }
 }
 

@@ -131,8 +131,8 @@ fn the_pcp_map_request_has_the_rfc_layout() {
     );
     assert_eq!(
         &r[44..60],
-        &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 3, 0, 11],
-        "suggested IP"
+        &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0],
+        "no IP suggested"
     );
     assert_ne!(&r[24..36], &[0; 12], "a nonce");
 }
