@@ -221,6 +221,31 @@ pub struct PortMapStats {
     pub refused: u64,
 }
 
+/// The bit of the opcode that marks a response, in both protocols.
+const RESPONSE_BIT: u8 = 0x80;
+
+/// The checks every answer passes first: at most `max_len` bytes, of
+/// `version`.
+fn envelope(payload: &[u8], max_len: usize, version: u8) -> Result<(), WireError> {
+    if payload.len() > max_len {
+        return Err(WireError::Oversized);
+    }
+    match *payload.first().ok_or(WireError::Truncated)? {
+        v if v == version => Ok(()),
+        // A NAT-PMP-only server answers a PCP request with version 0 and
+        // "unsupported version" (RFC 6887 §9).
+        other => Err(WireError::UnsupportedVersion(other)),
+    }
+}
+
+fn be16(b: &[u8]) -> u16 {
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
 /// A decoded response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Reply {

@@ -10,14 +10,12 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::pcp::{be16, be32};
-use super::{Reply, ReplyKind, WireError};
+use super::{RESPONSE_BIT, Reply, ReplyKind, WireError, be16, be32, envelope};
 
 /// The protocol version.
 pub const VERSION: u8 = 0;
 const OP_EXTERNAL: u8 = 0;
 const OP_MAP_UDP: u8 = 1;
-const RESPONSE_BIT: u8 = 0x80;
 /// The longest NAT-PMP response.
 const MAX_LEN: usize = 16;
 
@@ -38,13 +36,7 @@ pub fn map_request(internal_port: u16, suggested_port: u16, lifetime: u32) -> Ve
 
 /// Reads a response.
 pub fn decode(payload: &[u8]) -> Result<Reply, WireError> {
-    if payload.len() > MAX_LEN {
-        return Err(WireError::Oversized);
-    }
-    let version = *payload.first().ok_or(WireError::Truncated)?;
-    if version != VERSION {
-        return Err(WireError::UnsupportedVersion(version));
-    }
+    envelope(payload, MAX_LEN, VERSION)?;
     let header = payload.get(..8).ok_or(WireError::Truncated)?;
     let op = header[1];
     if op & RESPONSE_BIT == 0 {

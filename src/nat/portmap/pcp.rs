@@ -13,7 +13,7 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use super::{Reply, ReplyKind, WireError};
+use super::{RESPONSE_BIT, Reply, ReplyKind, WireError, be16, be32, envelope};
 
 /// The protocol version this client speaks.
 pub const VERSION: u8 = 2;
@@ -21,7 +21,6 @@ pub const VERSION: u8 = 2;
 pub const MAX_LEN: usize = 1100;
 const OP_ANNOUNCE: u8 = 0;
 const OP_MAP: u8 = 1;
-const RESPONSE_BIT: u8 = 0x80;
 const HEADER_LEN: usize = 24;
 const MAP_LEN: usize = 36;
 const UDP: u8 = 17;
@@ -55,15 +54,7 @@ pub fn map_request(
 /// Reads a response; a request (R = 0), an opcode other than MAP or
 /// ANNOUNCE, or a body too short for its opcode is an error.
 pub fn decode(payload: &[u8]) -> Result<Reply, WireError> {
-    if payload.len() > MAX_LEN {
-        return Err(WireError::Oversized);
-    }
-    let version = *payload.first().ok_or(WireError::Truncated)?;
-    if version != VERSION {
-        // A NAT-PMP-only server answers a PCP request with version 0 and
-        // "unsupported version" (RFC 6887 §9).
-        return Err(WireError::UnsupportedVersion(version));
-    }
+    envelope(payload, MAX_LEN, VERSION)?;
     let header = payload.get(..HEADER_LEN).ok_or(WireError::Truncated)?;
     if payload.len() % 4 != 0 {
         return Err(WireError::Malformed);
@@ -109,12 +100,4 @@ fn mapped(ip: IpAddr) -> Ipv6Addr {
         IpAddr::V4(v4) => v4.to_ipv6_mapped(),
         IpAddr::V6(v6) => v6,
     }
-}
-
-pub(super) fn be16(b: &[u8]) -> u16 {
-    u16::from_be_bytes([b[0], b[1]])
-}
-
-pub(super) fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }

@@ -103,7 +103,7 @@ fn mapped(t0: Instant, lifetime: u32) -> (PortMapper, Vec<u8>) {
 
 #[test]
 fn the_pcp_map_request_has_the_rfc_layout() {
-    let t0 = Instant::now();
+    let t0 = crate::test_epoch();
     let mut m = mapper(t0);
     let (sent, events) = tick(&mut m, t0);
     assert!(events.is_empty());
@@ -139,7 +139,7 @@ fn the_pcp_map_request_has_the_rfc_layout() {
 
 #[test]
 fn retransmissions_double_up_to_the_cap_then_nat_pmp_then_a_typed_failure() {
-    let t0 = Instant::now();
+    let t0 = crate::test_epoch();
     let mut m = mapper(t0);
     let mut now = t0;
     let mut gaps = Vec::new();
@@ -176,7 +176,7 @@ fn retransmissions_double_up_to_the_cap_then_nat_pmp_then_a_typed_failure() {
 
 #[test]
 fn a_pcp_grant_is_renewed_at_half_its_lifetime_with_the_same_nonce() {
-    let t0 = Instant::now();
+    let t0 = crate::test_epoch();
     let (mut m, request) = mapped(t0, 600);
     assert_eq!(m.external(), Some(EXTERNAL.parse().unwrap()));
     assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(300)));
@@ -206,7 +206,7 @@ fn a_pcp_grant_is_renewed_at_half_its_lifetime_with_the_same_nonce() {
 
 #[test]
 fn a_renewal_that_is_never_answered_loses_the_mapping_at_expiry() {
-    let t0 = Instant::now();
+    let t0 = crate::test_epoch();
     let (mut m, _) = mapped(t0, 60);
     let mut now = t0;
     let mut events = Vec::new();
@@ -221,7 +221,7 @@ fn a_renewal_that_is_never_answered_loses_the_mapping_at_expiry() {
 
 #[test]
 fn answers_with_another_nonce_or_port_or_from_elsewhere_are_dropped_and_counted() {
-    let t0 = Instant::now();
+    let t0 = crate::test_epoch();
     let mut m = mapper(t0);
     let (sent, _) = tick(&mut m, t0);
     let good = pcp_answer(&sent[0], 1, 600, EXTERNAL.parse().unwrap());
@@ -247,7 +247,7 @@ fn answers_with_another_nonce_or_port_or_from_elsewhere_are_dropped_and_counted(
 
 #[test]
 fn malformed_short_and_oversized_answers_are_typed_errors() {
-    let t0 = Instant::now();
+    let t0 = crate::test_epoch();
     let mut m = mapper(t0);
     let (sent, _) = tick(&mut m, t0);
     let good = pcp_answer(&sent[0], 1, 600, EXTERNAL.parse().unwrap());
@@ -290,7 +290,7 @@ fn malformed_short_and_oversized_answers_are_typed_errors() {
 
 #[test]
 fn an_answer_nobody_asked_for_is_unexpected() {
-    let t0 = Instant::now();
+    let t0 = crate::test_epoch();
     let (mut m, request) = mapped(t0, 600);
     let again = pcp_answer(&request, 101, 600, EXTERNAL.parse().unwrap());
     assert!(deliver(&mut m, t0 + Duration::from_secs(1), server(), again).is_empty());
@@ -299,7 +299,7 @@ fn an_answer_nobody_asked_for_is_unexpected() {
 
 #[test]
 fn a_server_epoch_that_goes_back_remaps_at_once() {
-    let t0 = Instant::now();
+    let t0 = crate::test_epoch();
     let (mut m, _) = mapped(t0, 7200);
     let t1 = t0 + Duration::from_secs(60);
     let mut announce = vec![2, 0x80, 0, 0, 0, 0, 0, 0];
@@ -321,7 +321,7 @@ fn a_server_epoch_that_goes_back_remaps_at_once() {
 
 #[test]
 fn a_nat_pmp_gateway_is_asked_after_its_unsupported_version_answer() {
-    let t0 = Instant::now();
+    let t0 = crate::test_epoch();
     let mut m = mapper(t0);
     tick(&mut m, t0);
     // RFC 6887 §9: a NAT-PMP server answers version 2 with version 0, result 1.
@@ -354,7 +354,7 @@ fn a_nat_pmp_gateway_is_asked_after_its_unsupported_version_answer() {
 
 #[test]
 fn shutdown_deletes_a_pcp_mapping_with_its_nonce_and_stops() {
-    let t0 = Instant::now();
+    let t0 = crate::test_epoch();
     let (mut m, request) = mapped(t0, 600);
     m.shutdown(t0 + Duration::from_secs(5));
     let (sent, _) = drain(&mut m);
@@ -369,7 +369,7 @@ fn shutdown_deletes_a_pcp_mapping_with_its_nonce_and_stops() {
 
 #[test]
 fn a_refusal_is_a_typed_failure_and_a_retry_later() {
-    let t0 = Instant::now();
+    let t0 = crate::test_epoch();
     let mut m = mapper(t0);
     let (sent, _) = tick(&mut m, t0);
     let mut refused = pcp_answer(&sent[0], 1, 0, EXTERNAL.parse().unwrap());
@@ -385,7 +385,7 @@ fn a_refusal_is_a_typed_failure_and_a_retry_later() {
 
 #[test]
 fn no_request_without_a_usable_local_address_until_it_changes() {
-    let t0 = Instant::now();
+    let t0 = crate::test_epoch();
     let mut m = PortMapper::new(config(), "0.0.0.0:45300".parse().unwrap(), [1; 32], t0);
     let (sent, events) = tick(&mut m, t0);
     assert!(sent.is_empty());
