@@ -2,6 +2,7 @@
 //! datagrams in, the machine's transmits out, its mapped address to the
 //! reachability side, and the deletion at shutdown.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{Event, Node};
@@ -19,6 +20,17 @@ impl Node {
             portmap.shutdown(now);
         }
         self.close_all(now);
+    }
+
+    /// A mapping the driver holds on the gateway itself (UPnP-IGD, which
+    /// is HTTP and multicast, not for the core): `external` reaches our
+    /// socket, or (`None`) no longer does. It becomes a punch candidate and
+    /// a peer-record address as a PCP or NAT-PMP mapping would; the driver
+    /// renews and deletes it.
+    pub fn set_mapped_address(&mut self, now: Instant, external: Option<SocketAddr>) {
+        self.enter(now);
+        self.reach.handle_mapped(now, external);
+        self.settle(now);
     }
 
     /// What the port-mapping client counted (`None`: port mapping is off).

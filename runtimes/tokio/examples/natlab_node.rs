@@ -4,7 +4,7 @@
 //! natlab_node relay --bind ADDR --seed N
 //!     a public node (DHT server, relay); runs until killed
 //! natlab_node peer --bind ADDR --seed N --relay ADDR --relay-seed N
-//!                  [--stun ADDR]... [--reflexive ADDR] [--gateway IP]
+//!                  [--stun ADDR]... [--reflexive ADDR] [--gateway IP] [--upnp]
 //!                  [--serve] [--dial SEED --calls N [--after-switch N]]
 //!     a private node: joins the DHT through the relay, reserves on it, discovers its NAT
 //!     with the STUN servers given (--stun, e.g. coturn on two IPs) and punches with the
@@ -18,7 +18,10 @@
 //!     With --gateway it asks that gateway for a port mapping (PCP, then NAT-PMP), waits
 //!     for the answer before it dials or serves, prints `mapped EXTERNAL` (or
 //!     `mapping-failed REASON`), and at exit (a dialer's end, or SIGTERM for a server)
-//!     deletes the mapping and prints `unmapped requests=N deleted=N`.
+//!     deletes the mapping and prints `unmapped requests=N deleted=N`. With --upnp (built
+//!     with the feature `upnp`) it maps its port on a UPnP-IGD gateway instead
+//!     (`macula_tokio::upnp`), prints `mapped EXTERNAL` or `mapping-failed REASON`, and
+//!     removes the mapping at exit (`unmapped upnp`).
 //! ```
 //!
 //! For the lab's count of what the relay carries after the upgrade, every mode prints
@@ -119,6 +122,7 @@ struct Args {
     reflexive: Option<SocketAddr>,
     stun: Vec<SocketAddr>,
     gateway: Option<std::net::IpAddr>,
+    upnp: bool,
     serve: bool,
     dial: Option<u8>,
     calls: u64,
@@ -137,6 +141,7 @@ fn parse() -> Result<Args, String> {
         reflexive: None,
         stun: Vec::new(),
         gateway: None,
+        upnp: false,
         serve: false,
         dial: None,
         calls: 100,
@@ -165,6 +170,8 @@ fn parse() -> Result<Args, String> {
                 args.after_switch = value()?.parse().map_err(|_| bad("--after-switch"))?
             }
             "--serve" => args.serve = true,
+            "--upnp" if cfg!(feature = "upnp") => args.upnp = true,
+            "--upnp" => return Err("--upnp needs the feature `upnp`".into()),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -219,6 +226,7 @@ async fn run() -> Result<ExitCode, String> {
     let mut driver = Driver::bind(args.bind, node(&args, true)?)
         .await
         .map_err(|e| e.to_string())?;
+    let upnp = upnp_map(&mut driver, &args).await;
     let t = now();
     let n = driver.machine_mut();
     if let Some(reflexive) = args.reflexive {
@@ -259,7 +267,7 @@ async fn run() -> Result<ExitCode, String> {
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         loop {
             if driver.turn(term.recv()).await.is_some() {
-                return stop(driver).await;
+                return stop(driver, upnp).await;
             }
             while let Some(event) = driver.pop_event() {
                 match event {
@@ -389,7 +397,7 @@ async fn run() -> Result<ExitCode, String> {
         calls.after_switch(),
         calls.lost(|i| i.after_switch),
     );
-    stop(driver).await
+    stop(driver, upnp).await
 }
 
 /// Prints a port-mapping event for the lab; true when the mapping's first
@@ -403,11 +411,50 @@ fn print_mapping(event: MapEvent) -> bool {
     !matches!(event, MapEvent::Lost)
 }
 
-/// Stops the node: the port mapping is deleted and the peers told, and
-/// what the port mapper did is printed.
-async fn stop(mut driver: Driver<Node>) -> Result<ExitCode, String> {
+#[cfg(feature = "upnp")]
+type Upnp = Option<macula_tokio::upnp::UpnpMapping>;
+#[cfg(not(feature = "upnp"))]
+type Upnp = ();
+
+/// With --upnp: maps the node's port on the UPnP-IGD gateway and hands the external
+/// address to the node.
+#[cfg(feature = "upnp")]
+async fn upnp_map(driver: &mut Driver<Node>, args: &Args) -> Upnp {
+    if !args.upnp {
+        return None;
+    }
+    let lease = Duration::from_secs(3600);
+    match macula_tokio::upnp::UpnpMapping::map(args.bind, lease, Duration::from_secs(5)).await {
+        Ok(mapping) => {
+            println!("mapped {}", mapping.external());
+            let external = Some(mapping.external());
+            driver.machine_mut().set_mapped_address(now(), external);
+            Some(mapping)
+        }
+        Err(error) => {
+            println!("mapping-failed {error}");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "upnp"))]
+async fn upnp_map(_: &mut Driver<Node>, _: &Args) -> Upnp {}
+
+/// Stops the node: the port mapping is deleted (PCP / NAT-PMP by the node, UPnP here)
+/// and the peers told, and what the port mapper did is printed.
+async fn stop(mut driver: Driver<Node>, upnp: Upnp) -> Result<ExitCode, String> {
     driver.machine_mut().shutdown(now());
     driver.flush().await;
+    #[cfg(feature = "upnp")]
+    if let Some(mapping) = upnp {
+        match mapping.remove().await {
+            Ok(()) => println!("unmapped upnp"),
+            Err(error) => println!("unmapping-failed {error}"),
+        }
+    }
+    #[cfg(not(feature = "upnp"))]
+    let () = upnp;
     if let Some(stats) = driver.machine().port_mapping_stats() {
         println!(
             "unmapped requests={} deleted={}",
