@@ -180,6 +180,7 @@ impl Log {
             | Event::PubSub(_)
             | Event::Relay(_)
             | Event::Nat(_)
+            | Event::PortMapping(_)
             | Event::PeerRecord { .. }
             | Event::PathChanged { .. }) => {
                 println!("{at:7.1} ms {name}: {other:?}");

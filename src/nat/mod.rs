@@ -11,6 +11,7 @@
 //! peer record.
 
 pub mod discovery;
+pub mod portmap;
 pub mod punch;
 pub mod reach;
 pub mod stun;

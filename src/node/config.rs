@@ -9,6 +9,7 @@ use crate::connection::Bounds;
 use crate::connection::admission::AdmissionConfig;
 use crate::dht::DhtConfig;
 use crate::id::{NodeId, Realm};
+use crate::nat::portmap::PortMapConfig;
 use crate::pool::PoolConfig;
 use crate::pubsub::PubSubConfig;
 use crate::quic::TransportSettings;
@@ -42,6 +43,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// | max_waiting_requests | 4096 requests queued for a connection or a stream |
 /// | max_buffered_per_connection | 2 MiB of partial frames and unread answers per connection |
 /// | reach | [`ReachConfig::default`]: STUN responder on, discovery after bootstrap and every 10 min |
+/// | port_mapping | `None`: off; [`PortMapConfig::new`] with the gateway's address turns PCP / NAT-PMP on |
 /// | admission | `AdmissionConfig::default`: Retry past 64 handshakes, at most 512; 32 connections per IPv4 address or IPv6 /64; 512 awaiting CONNECT; 8 per node id; 20 PINGs/s answered; 256 MiB buffered over all connections |
 /// | (streamed payloads) | CALLs and REPLYs over one frame stream in chunks of half a frame; per connection, payloads of up to max(`rpc.max_payload`, `max_buffered_per_connection`) declared bytes are reassembled at once |
 #[derive(Clone, Debug)]
@@ -95,6 +97,16 @@ pub struct NodeConfig {
     /// What strangers may start, and how much: handshakes, connections per
     /// network and per node id, PINGs answered, the node-wide memory budget.
     pub admission: AdmissionConfig,
+    /// Port mapping on the gateway ([`crate::nat::portmap`]): off unless
+    /// the gateway's address is given (the core cannot read routing
+    /// tables). The socket named in requests is the first specified listen
+    /// address of the gateway's family (or the address of the next
+    /// `Input::LocalAddressChanged`); the mapped address becomes a punch
+    /// candidate and goes into the peer record, and [`Node::shutdown`]
+    /// deletes it.
+    ///
+    /// [`Node::shutdown`]: super::Node::shutdown
+    pub port_mapping: Option<PortMapConfig>,
 }
 
 impl NodeConfig {
@@ -119,6 +131,7 @@ impl NodeConfig {
             max_buffered_per_connection: 2 << 20,
             reach: ReachConfig::default(),
             admission: AdmissionConfig::default(),
+            port_mapping: None,
         }
     }
 

@@ -18,6 +18,9 @@ use crate::pool::Direction;
 
 impl Node {
     pub(super) fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
+        if self.portmap_datagram(now, &datagram) {
+            return;
+        }
         match classify(&datagram.payload) {
             DatagramClass::Quic => {
                 self.counters.quic_datagrams += 1;

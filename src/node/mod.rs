@@ -46,6 +46,7 @@ mod local_addrs;
 mod messaging;
 mod messaging_effects;
 mod peers;
+mod portmap;
 mod reach;
 mod relay;
 mod requests;
@@ -71,6 +72,7 @@ use crate::dht::{self, Dht, DhtEvent, Failure, RequestId};
 use crate::exchange::{Exchanges, PeerRequest};
 use crate::id::{Identity, NodeId, RecordKey};
 use crate::messaging::Messaging;
+use crate::nat::portmap::PortMapper;
 pub use crate::nat::reach::{
     MAX_CONTACTED, MAX_HELPERS, MAX_PROBE_ADDRS, PROBE_COPIES, ProbeRefusal, ReachConfig,
     ReachStats,
@@ -167,6 +169,9 @@ pub enum Event {
     PubSub(PubSubEvent),
     /// NAT discovery finished a run ([`Node::discover`], or on its own).
     Nat(crate::nat::discovery::NatReport),
+    /// The gateway mapped our socket, the mapping was lost, or asking
+    /// failed ([`NodeConfig::port_mapping`]).
+    PortMapping(crate::nat::portmap::MapEvent),
     /// A [`Node::find_peer_record`] lookup ended.
     PeerRecord {
         /// The lookup.
@@ -239,6 +244,8 @@ pub struct Node {
     messaging: Messaging,
     errands: errands::Errands,
     reach: Reach,
+    /// The port-mapping client, when a gateway is configured.
+    portmap: Option<PortMapper>,
     dialing: dial::Dialing,
     relay_server: RelayServer,
     relay_client: RelayClient,
@@ -317,6 +324,16 @@ impl Node {
             mode: dht.mode(),
         };
         let reach = Reach::new(&config.reach, setup, &secret);
+        let portmap = (config.port_mapping.clone()).map(|map| {
+            let family = |a: &&SocketAddr| a.is_ipv4() == map.gateway.is_ipv4();
+            // Without a specified address the machine waits for one.
+            let local = (config.listen_addrs.iter().filter(family))
+                .find(|a| !a.ip().is_unspecified())
+                .or(config.listen_addrs.first())
+                .copied()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            PortMapper::new(map, local, secret.derive("port-mapping"), now)
+        });
         let upgrades = Upgrades::new(config.upgrade.clone(), policy, secret.derive("punch-tags"));
         // RelayMode::Auto serves once reachability says public.
         let relay_server = RelayServer::new(config.relay);
@@ -338,6 +355,7 @@ impl Node {
             messaging,
             errands: errands::Errands::default(),
             reach,
+            portmap,
             dialing: dial::Dialing::default(),
             relay_server,
             relay_client,
@@ -496,6 +514,7 @@ impl Node {
             busy |= self.drive_dht(now);
             busy |= self.drive_requests(now, Failure::Connection);
             busy |= self.drive_messaging(now);
+            busy |= self.drive_portmap(now);
             busy |= self.drive_reach(now);
             busy |= self.drive_dialing(now);
             busy |= self.drive_upgrades(now);
@@ -515,7 +534,11 @@ impl Node {
     /// cached for `poll_timeout` (the connections' from their index).
     fn compute_timeout(&self) -> Option<Instant> {
         let conns = self.conns.next_deadline();
-        let messaging = [self.messaging.poll_timeout(), self.reach.poll_timeout()];
+        let messaging = [
+            self.messaging.poll_timeout(),
+            self.reach.poll_timeout(),
+            self.portmap.as_ref().and_then(Machine::poll_timeout),
+        ];
         let relay = [
             self.relay_server.poll_timeout(),
             self.relay_client.poll_timeout(),
@@ -571,6 +594,7 @@ impl Machine for Node {
             }
             Input::LocalAddressChanged { old, new } => {
                 self.local_addrs.moved(old);
+                self.portmap_address_changed(now, old, new);
                 self.address_changed(now, new);
             }
         }

@@ -165,6 +165,7 @@ fn report_for(i: usize, event: Event) -> Option<Report> {
         | Event::PubSub(_)
         | Event::Relay(_)
         | Event::Nat(_)
+        | Event::PortMapping(_)
         | Event::PeerRecord { .. }
         | Event::PathChanged { .. }) => {
             println!("node {i}: {other:?}");

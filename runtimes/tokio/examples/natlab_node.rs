@@ -4,7 +4,7 @@
 //! natlab_node relay --bind ADDR --seed N [--listen ADDR]...
 //!     a public node (DHT server, relay); runs until killed
 //! natlab_node peer --bind ADDR --seed N --relay ADDR --relay-seed N [--listen ADDR]...
-//!                  [--stun ADDR]... [--reflexive ADDR]
+//!                  [--stun ADDR]... [--reflexive ADDR] [--gateway IP] [--upnp]
 //!                  [--serve] [--dial SEED --calls N [--after-switch N]]
 //!     a private node: joins the DHT through the relay, reserves on it, discovers its NAT
 //!     with the STUN servers given (--stun, e.g. coturn on two IPs) and punches with the
@@ -15,6 +15,13 @@
 //!     direct, at least --after-switch N (default 0) more issued after the switch —,
 //!     and prints `result connected=1 direct=0|1 punch_ms=N switched_at_us=UNIX_US|-
 //!     calls=N lost=N after_switch=N lost_after=N` and exits.
+//!     With --gateway it asks that gateway for a port mapping (PCP, then NAT-PMP), waits
+//!     for the answer before it dials or serves, prints `mapped EXTERNAL` (or
+//!     `mapping-failed REASON`), and at exit (a dialer's end, or SIGTERM for a server)
+//!     deletes the mapping and prints `unmapped requests=N deleted=N`. With --upnp (built
+//!     with the feature `upnp`) it maps its port on a UPnP-IGD gateway instead
+//!     (`macula_tokio::upnp`), prints `mapped EXTERNAL` or `mapping-failed REASON`, and
+//!     removes the mapping at exit (`unmapped upnp`).
 //! ```
 //!
 //! `--bind [::]:PORT` binds one dual-stack socket; the node then announces (and offers as
@@ -41,11 +48,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use macula::dht::{Contact, DhtEvent, Mode};
 use macula::id::{Identity, Realm};
+use macula::nat::portmap::{MapEvent, PortMapConfig};
 use macula::nat::punch::{Candidate, CandidateKind, NatClass};
 use macula::node::{Event, Node, NodeConfig, PathChange, RelayEvent};
 use macula::path::PathKind;
 use macula::rpc::{CallId, CallOptions, RegisterOptions, RpcEvent};
 use macula_tokio::{Driver, random};
+use tokio::signal::unix::{SignalKind, signal};
 
 #[allow(clippy::disallowed_methods)] // the driver's clock
 fn now() -> Instant {
@@ -123,6 +132,8 @@ struct Args {
     relay_seeds: Vec<u8>,
     reflexive: Option<SocketAddr>,
     stun: Vec<SocketAddr>,
+    gateway: Option<std::net::IpAddr>,
+    upnp: bool,
     serve: bool,
     dial: Option<u8>,
     calls: u64,
@@ -141,6 +152,8 @@ fn parse() -> Result<Args, String> {
         relay_seeds: Vec::new(),
         reflexive: None,
         stun: Vec::new(),
+        gateway: None,
+        upnp: false,
         serve: false,
         dial: None,
         calls: 100,
@@ -165,12 +178,15 @@ fn parse() -> Result<Args, String> {
                 args.reflexive = Some(value()?.parse().map_err(|_| bad("--reflexive"))?)
             }
             "--stun" => args.stun.push(value()?.parse().map_err(|_| bad("--stun"))?),
+            "--gateway" => args.gateway = Some(value()?.parse().map_err(|_| bad("--gateway"))?),
             "--dial" => args.dial = Some(value()?.parse().map_err(|_| bad("--dial"))?),
             "--calls" => args.calls = value()?.parse().map_err(|_| bad("--calls"))?,
             "--after-switch" => {
                 args.after_switch = value()?.parse().map_err(|_| bad("--after-switch"))?
             }
             "--serve" => args.serve = true,
+            "--upnp" if cfg!(feature = "upnp") => args.upnp = true,
+            "--upnp" => return Err("--upnp needs the feature `upnp`".into()),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -189,6 +205,7 @@ fn node(args: &Args, private: bool) -> Result<Node, String> {
         config.dht.mode = Mode::Client;
     }
     config.reach.stun_servers = args.stun.clone();
+    config.port_mapping = args.gateway.map(PortMapConfig::new);
     let identity = Identity::from_seed([args.seed; 32]);
     let secret = random::secret().map_err(|e| e.to_string())?;
     Node::new(config, identity, secret, now(), unix_ms()).map_err(|e| e.to_string())
@@ -228,6 +245,7 @@ async fn run() -> Result<ExitCode, String> {
     let mut driver = Driver::bind(args.bind, node(&args, true)?)
         .await
         .map_err(|e| e.to_string())?;
+    let upnp = upnp_map(&mut driver, &args).await;
     let t = now();
     let n = driver.machine_mut();
     if let Some(reflexive) = args.reflexive {
@@ -243,8 +261,10 @@ async fn run() -> Result<ExitCode, String> {
     }
     // With STUN servers the node discovers its own NAT (and punch candidates)
     // after joining; it dials only once it knows.
+    // With a gateway it also waits for the port mapping's answer.
     let (mut granted, mut joined, mut discovered) = (0, false, args.stun.is_empty());
-    while !(granted >= relays.len() && joined && discovered) {
+    let mut mapped = args.gateway.is_none();
+    while !(granted >= relays.len() && joined && discovered && mapped) {
         match driver.next_event().await {
             Event::Relay(RelayEvent::ReservationGranted { .. }) => granted += 1,
             Event::Dht(DhtEvent::Bootstrapped { .. }) => joined = true,
@@ -252,6 +272,7 @@ async fn run() -> Result<ExitCode, String> {
                 eprintln!("nat: {report:?}");
                 discovered = true;
             }
+            Event::PortMapping(event) => mapped |= print_mapping(event),
             _ => {}
         }
     }
@@ -262,8 +283,11 @@ async fn run() -> Result<ExitCode, String> {
             .map_err(|e| format!("{e:?}"))?;
         println!("ready");
         let mut totals = CircuitTotals::default();
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         loop {
-            driver.turn(std::future::pending::<()>()).await;
+            if driver.turn(term.recv()).await.is_some() {
+                return stop(driver, upnp).await;
+            }
             while let Some(event) = driver.pop_event() {
                 match event {
                     Event::Rpc(RpcEvent::Request { id, payload, .. }) => {
@@ -274,6 +298,9 @@ async fn run() -> Result<ExitCode, String> {
                         print_path(driver.machine(), path, &reason);
                     }
                     Event::Nat(report) => eprintln!("nat: {report:?}"),
+                    Event::PortMapping(event) => {
+                        print_mapping(event);
+                    }
                     _ => {}
                 }
             }
@@ -361,6 +388,9 @@ async fn run() -> Result<ExitCode, String> {
                     let at = now().saturating_duration_since(started).as_millis();
                     eprintln!("+{at}ms nat: {report:?}");
                 }
+                Event::PortMapping(event) => {
+                    print_mapping(event);
+                }
                 _ => {}
             }
         }
@@ -385,6 +415,70 @@ async fn run() -> Result<ExitCode, String> {
         calls.after_switch(),
         calls.lost(|i| i.after_switch),
     );
+    stop(driver, upnp).await
+}
+
+/// Prints a port-mapping event for the lab; true when the mapping's first
+/// answer is in (mapped or failed).
+fn print_mapping(event: MapEvent) -> bool {
+    match event {
+        MapEvent::Mapped { external, .. } => println!("mapped {external}"),
+        MapEvent::Lost => println!("mapping-lost"),
+        MapEvent::Failed(error) => println!("mapping-failed {error}"),
+    }
+    !matches!(event, MapEvent::Lost)
+}
+
+#[cfg(feature = "upnp")]
+type Upnp = Option<macula_tokio::upnp::UpnpMapping>;
+#[cfg(not(feature = "upnp"))]
+type Upnp = ();
+
+/// With --upnp: maps the node's port on the UPnP-IGD gateway and hands the external
+/// address to the node.
+#[cfg(feature = "upnp")]
+async fn upnp_map(driver: &mut Driver<Node>, args: &Args) -> Upnp {
+    if !args.upnp {
+        return None;
+    }
+    let lease = Duration::from_secs(3600);
+    match macula_tokio::upnp::UpnpMapping::map(args.bind, lease, Duration::from_secs(5)).await {
+        Ok(mapping) => {
+            println!("mapped {}", mapping.external());
+            let external = Some(mapping.external());
+            driver.machine_mut().set_mapped_address(now(), external);
+            Some(mapping)
+        }
+        Err(error) => {
+            println!("mapping-failed {error}");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "upnp"))]
+async fn upnp_map(_: &mut Driver<Node>, _: &Args) -> Upnp {}
+
+/// Stops the node: the port mapping is deleted (PCP / NAT-PMP by the node, UPnP here)
+/// and the peers told, and what the port mapper did is printed.
+async fn stop(mut driver: Driver<Node>, upnp: Upnp) -> Result<ExitCode, String> {
+    driver.machine_mut().shutdown(now());
+    driver.flush().await;
+    #[cfg(feature = "upnp")]
+    if let Some(mapping) = upnp {
+        match mapping.remove().await {
+            Ok(()) => println!("unmapped upnp"),
+            Err(error) => println!("unmapping-failed {error}"),
+        }
+    }
+    #[cfg(not(feature = "upnp"))]
+    let () = upnp;
+    if let Some(stats) = driver.machine().port_mapping_stats() {
+        println!(
+            "unmapped requests={} deleted={}",
+            stats.requests_sent, stats.deleted
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

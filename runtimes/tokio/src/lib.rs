@@ -62,6 +62,10 @@
 //!   text, its health, and the HTTP server for both (`metrics_addr`).
 //! - `clock`: the only place the crate reads time.
 //! - [`random`]: the only place it draws randomness.
+//! - `upnp` (feature `upnp`, off by default): port mapping on UPnP-IGD
+//!   gateways through `igd-next`, handed to the node with
+//!   `Node::set_mapped_address` (PCP and NAT-PMP are the core's own,
+//!   `NodeConfig::port_mapping`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -83,6 +87,8 @@ mod routes;
 pub mod rpc;
 mod socket;
 mod task;
+#[cfg(feature = "upnp")]
+pub mod upnp;
 
 pub use config::MaculaConfig;
 pub use counters::DriverCounters;

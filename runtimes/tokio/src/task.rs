@@ -162,9 +162,10 @@ pub(crate) async fn run(
         "node stopped"
     );
     if done.is_some() {
-        // Asked to stop: tell every peer (DISCONNECT and CONNECTION_CLOSE)
-        // rather than leaving them to find out by idle timeout.
-        driver.machine_mut().close_all(clock::now());
+        // Asked to stop: delete the port mapping and tell every peer
+        // (DISCONNECT and CONNECTION_CLOSE) rather than leaving them to
+        // find out by idle timeout.
+        driver.machine_mut().shutdown(clock::now());
         driver.flush().await;
     }
     drop(driver);

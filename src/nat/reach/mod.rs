@@ -363,6 +363,11 @@ pub struct Reach {
     /// IPv6 one (a dual-stack socket bound to `[::]` knows its addresses only
     /// from them).
     local: [Option<SocketAddr>; 2],
+    /// The address the gateway maps to our socket ([`crate::nat::portmap`]).
+    mapped: Option<SocketAddr>,
+    /// The mapped address changed: the puncher's candidates and the record
+    /// follow.
+    mapping_changed: bool,
     record: Option<PeerRecord>,
     announces: HashSet<QueryId>,
     lookups: HashMap<QueryId, NodeId>,
@@ -408,6 +413,8 @@ impl Reach {
             probe_request_limit: RateLimiter::new(config.probe_request_limit),
             policy,
             local: [None; 2],
+            mapped: None,
+            mapping_changed: false,
             record: None,
             announces: HashSet::default(),
             lookups: HashMap::default(),
@@ -544,6 +551,23 @@ impl Reach {
         self.contacted.clear();
         self.reached_unsolicited = false;
         self.start_due |= self.config.auto_discover;
+    }
+
+    /// The gateway maps `external` to our socket, or (`None`) no longer
+    /// does: a mapped address is a reflexive candidate anyone can reach, so
+    /// it goes first into the puncher's candidates and the peer record, and
+    /// the NAT class the puncher announces is open ([`report`]).
+    pub fn handle_mapped(&mut self, now: Instant, external: Option<SocketAddr>) {
+        self.touch(now);
+        if self.mapped != external {
+            self.mapped = external;
+            self.mapping_changed = true;
+        }
+    }
+
+    /// The address the gateway maps to our socket, while it does.
+    pub fn mapped(&self) -> Option<SocketAddr> {
+        self.mapped
     }
 
     /// A DHT bootstrap started: the first discovery run waits for its end.
@@ -709,6 +733,12 @@ impl Reach {
                 busy = true;
                 self.apply_report(&report);
                 self.out.push(ReachOutput::Report(report));
+            }
+            if std::mem::take(&mut self.mapping_changed) {
+                busy = true;
+                let report = self.report().cloned();
+                self.feed_puncher(report.as_ref());
+                self.record_due = true;
             }
             if std::mem::take(&mut self.relays_changed) {
                 busy = true;

@@ -29,36 +29,46 @@ impl Reach {
             self.stats.role_changes += 1;
             self.out.push(ReachOutput::Role(mode));
         }
-        self.feed_puncher(report);
+        self.feed_puncher(Some(report));
         self.relays_changed = true;
     }
 
-    /// Our own punch candidates and NAT class from a finished report: the
-    /// socket's own addresses (host candidates: LAN addresses, and global
-    /// IPv6 ones, which are their own reflexive addresses; IPv6 link-local
-    /// ones mean nothing to a peer), the reflexive ones, and for a
-    /// sequential port allocator the next ports after the last mapping.
-    fn feed_puncher(&mut self, report: &NatReport) {
+    /// Our own punch candidates and NAT class: the address the gateway
+    /// maps to us first, the socket's own addresses (host candidates: LAN
+    /// addresses, and global IPv6 ones, which are their own reflexive
+    /// addresses; IPv6 link-local ones mean nothing to a peer), and from the
+    /// last report the reflexive ones and, for a sequential port allocator,
+    /// the next ports after the last mapping. The class is the report's, or
+    /// open while a mapping lets anyone in (unknown without either).
+    pub(super) fn feed_puncher(&mut self, report: Option<&NatReport>) {
+        let mapped = (self.mapped.iter()).map(|a| Candidate::new(CandidateKind::Reflexive, *a));
         let lan = (self.local_addrs().into_iter())
             .filter(|a| !a.ip().is_unspecified() && !scope::needs_zone(a))
             .map(|a| Candidate::new(CandidateKind::Lan, a));
-        let reflexive =
-            (report.reflexive.iter()).map(|a| Candidate::new(CandidateKind::Reflexive, *a));
-        let mut candidates: Vec<Candidate> = lan.chain(reflexive).collect();
+        let reflexive = (report.iter().flat_map(|r| r.reflexive.iter()))
+            .map(|a| Candidate::new(CandidateKind::Reflexive, *a));
+        let mut candidates: Vec<Candidate> = mapped.chain(lan).chain(reflexive).collect();
         // Ports are predicted behind a NAT: never for a global IPv6 address.
-        let translated = (report.reflexive.iter()).rfind(|a| !scope::is_global_ipv6(a));
-        if let Some(last) = translated {
-            candidates.extend(punch::predict(*last, report.ports));
+        let translated = report.and_then(|r| {
+            let last = (r.reflexive.iter()).rfind(|a| !scope::is_global_ipv6(a))?;
+            Some((*last, r))
+        });
+        if let Some((last, report)) = translated {
+            candidates.extend(punch::predict(last, report.ports));
         }
-        let nat = NatClass {
-            mapping: report.mapping,
-            filtering: report.filtering,
-            ports: report.ports,
+        let nat = match report {
+            _ if self.mapped.is_some() => NatClass::OPEN,
+            Some(report) => NatClass {
+                mapping: report.mapping,
+                filtering: report.filtering,
+                ports: report.ports,
+            },
+            None => NatClass::UNKNOWN,
         };
         self.out.push(ReachOutput::PunchCandidates {
             candidates,
             nat,
-            hops: report.hops,
+            hops: report.and_then(|r| r.hops),
         });
     }
 
@@ -102,11 +112,16 @@ impl Reach {
         };
         let local = self.local_addrs();
         let reachability = report.reachability;
-        let (observed, lan) = if report.behind_nat == Some(false) {
+        let (mut observed, lan) = if report.behind_nat == Some(false) {
             (local, Vec::new())
         } else {
             (report.reflexive.clone(), local)
         };
+        // The mapped address first: the one address of ours anyone reaches.
+        if let Some(mapped) = self.mapped {
+            observed.retain(|a| *a != mapped);
+            observed.insert(0, mapped);
+        }
         let limits = &self.setup.limits;
         let max = limits.max_addrs;
         let relays: Vec<wire::Contact> = (view.reserved_relays.iter())

@@ -9,6 +9,7 @@ use super::{PeerConn, ProbeRefusal, Reach, ReachConfig, ReachOutput, ReachSetup,
 use crate::contract::{Child, Datagram};
 use crate::dht::{Mode, RoutingTable};
 use crate::id::{NodeId, Realm};
+use crate::nat::punch::NatClass;
 use crate::nat::stun::{self, Class, TransactionId};
 use crate::peer_record::Reachability;
 use crate::pool::ConnId;
@@ -596,4 +597,48 @@ fn a_dual_stack_socket_without_listen_addresses_offers_the_addresses_datagrams_a
         [addr(LAN), addr(V6)],
         "one address of each family, none unspecified"
     );
+}
+
+/// The puncher's candidates and NAT class among `outputs`, the last ones given.
+fn punch_candidates(outputs: &[ReachOutput]) -> Option<(Vec<SocketAddr>, NatClass)> {
+    outputs.iter().rev().find_map(|o| match o {
+        ReachOutput::PunchCandidates { candidates, nat, .. } => {
+            Some((candidates.iter().map(|c| c.addr).collect(), *nat))
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn a_port_mapping_is_the_first_candidate_and_record_address_with_an_open_class_until_lost() {
+    let now = crate::test_epoch();
+    let mapped = addr("198.51.101.18:4433");
+    let mut reach = machine(ReachConfig::default());
+    // Before any report: the mapping and the LAN address, open.
+    reach.handle_mapped(now, Some(mapped));
+    let (candidates, nat) = punch_candidates(&settle(&mut reach, now)).expect("candidates");
+    assert_eq!(candidates, [mapped, addr("198.51.100.1:4433")]);
+    assert_eq!(nat, NatClass::OPEN);
+    // A report (no reflector, no helper: undetermined) keeps it first; the record leads with it.
+    reach.handle_discover(now);
+    for output in settle(&mut reach, now) {
+        if let ReachOutput::AskDialBack(ask) = output {
+            reach.handle_no_helper(now, ask.request_id);
+        }
+    }
+    let outputs = settle(&mut reach, now);
+    let (candidates, nat) = punch_candidates(&outputs).expect("candidates after the report");
+    assert_eq!(candidates[0], mapped);
+    assert_eq!(nat, NatClass::OPEN);
+    let record = outputs.iter().find_map(|o| match o {
+        ReachOutput::StoreRecord { record, .. } => Some(record.clone()),
+        _ => None,
+    });
+    assert_eq!(record.expect("a record").observed.first(), Some(&mapped));
+    // Lost: out of the candidates, and the class is the report's again.
+    reach.handle_mapped(now, None);
+    let (candidates, nat) = punch_candidates(&settle(&mut reach, now)).expect("candidates");
+    assert!(!candidates.contains(&mapped));
+    assert_ne!(nat, NatClass::OPEN);
+    assert_eq!(reach.mapped(), None);
 }

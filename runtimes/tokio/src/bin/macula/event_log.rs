@@ -2,6 +2,7 @@
 //! since the command started.
 
 use macula::dht::DhtEvent;
+use macula::nat::portmap::MapEvent;
 use macula::node::{CloseCause, Event, PathChange};
 use macula::path::PathKind;
 use macula::pool::Direction;
@@ -106,6 +107,18 @@ fn describe(event: &Event) -> Option<String> {
                 report.ports
             ))
         }
+        Event::PortMapping(event) => Some(match event {
+            MapEvent::Mapped {
+                external,
+                lifetime,
+                protocol,
+            } => format!(
+                "port mapping: the gateway maps {external} to us for {} s ({protocol:?})",
+                lifetime.as_secs()
+            ),
+            MapEvent::Lost => "port mapping: the mapping is lost".into(),
+            MapEvent::Failed(error) => format!("port mapping failed: {error}"),
+        }),
         Event::Dht(_)
         | Event::Rpc(_)
         | Event::PubSub(_)
