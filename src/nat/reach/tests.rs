@@ -602,9 +602,9 @@ fn a_dual_stack_socket_without_listen_addresses_offers_the_addresses_datagrams_a
 /// The puncher's candidates and NAT class among `outputs`, the last ones given.
 fn punch_candidates(outputs: &[ReachOutput]) -> Option<(Vec<SocketAddr>, NatClass)> {
     outputs.iter().rev().find_map(|o| match o {
-        ReachOutput::PunchCandidates { candidates, nat, .. } => {
-            Some((candidates.iter().map(|c| c.addr).collect(), *nat))
-        }
+        ReachOutput::PunchCandidates {
+            candidates, nat, ..
+        } => Some((candidates.iter().map(|c| c.addr).collect(), *nat)),
         _ => None,
     })
 }
