@@ -259,6 +259,18 @@ fn a_confirmed_store_is_found_by_a_query_then_cached() {
     );
     assert_eq!(net.nodes[9].metrics().cache_hits, 1);
     assert_eq!(net.nodes[9].metrics().cache_misses, 1);
+    // A fresh query skips the cache even inside its TTL (issue 17).
+    net.nodes[9].query_fresh(
+        now + Duration::from_secs(59),
+        UNIX,
+        k,
+        Duration::from_secs(5),
+    );
+    assert!(
+        !requests(&drain(&mut net.nodes[9])).is_empty(),
+        "asks the network"
+    );
+    assert_eq!(net.nodes[9].metrics().cache_hits, 1);
     // After the cache TTL the query goes to the network again.
     net.nodes[9].query_with_response(
         now + Duration::from_secs(61),

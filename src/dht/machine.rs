@@ -531,9 +531,37 @@ impl Dht {
         key: RecordKey,
         timeout: Duration,
     ) -> QueryId {
+        self.get_value(now, unix_ms, key, timeout, true)
+    }
+
+    /// [`Dht::query_with_response`] that always asks the network (and
+    /// refreshes the cache with the answer): for a caller that keeps its own
+    /// cache of the result, whose expiry must mean a fresh lookup. Ends with
+    /// [`DhtEvent::ValuesFound`].
+    pub fn query_fresh(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        key: RecordKey,
+        timeout: Duration,
+    ) -> QueryId {
+        self.get_value(now, unix_ms, key, timeout, false)
+    }
+
+    /// A value query, served from the cache when `use_cache` and it holds `key`.
+    fn get_value(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        key: RecordKey,
+        timeout: Duration,
+        use_cache: bool,
+    ) -> QueryId {
         self.begin(now);
         self.metrics.queries += 1;
-        let cached = self.cache.get(&key).filter(|c| c.expires > now).cloned();
+        let cached = (self.cache.get(&key))
+            .filter(|c| use_cache && c.expires > now)
+            .cloned();
         let local = self.local_records(&key, unix_ms);
         let q = if let Some(hit) = cached {
             self.metrics.cache_hits += 1;

@@ -232,6 +232,7 @@ def main():
 
     window = args.window_ms * ms
     lost = checked = 0
+    losses = defaultdict(list)  # (subscriber, pattern, publisher.incarnation) -> [(t, msg)]
     for p in pubs:
         tp, publisher, topic = p["t"], p["n"], p["topic"]
         if tp + window > end or lives.alive_until(publisher, tp) < tp + window:
@@ -250,7 +251,12 @@ def main():
                 checked += 1
                 if (s, pattern, p["msg"]) not in delivered:
                     lost += 1
-                    problems.append(f"lost {p['msg']} ({topic}) for node {s} ({pattern}) at t={tp}")
+                    losses[(s, pattern, p["msg"].rsplit(".", 1)[0])].append((tp, p["msg"]))
+
+    for (s, pattern, stream), items in sorted(losses.items(), key=lambda kv: kv[1][0][0]):
+        problems.append(
+            f"lost {len(items)} of {stream} ({items[0][1]}..{items[-1][1]}, t={items[0][0]}..{items[-1][0]}) "
+            f"for node {s} ({pattern})")
 
     # --- recovery ----------------------------------------------------------------------
     successes = []  # (t, nodes involved)

@@ -36,10 +36,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use macula::dht::Contact;
+use macula::directory::AnnounceFailed;
 use macula::id::{Identity, NodeId, Realm};
 use macula::node::{Event, load_peers, save_peers};
 use macula::path::PathKind;
+use macula::pubsub::PubSubEvent;
 use macula::relay::RelayMode;
+use macula::rpc::RpcEvent;
 use macula_tokio::{CallOptions, MaculaConfig, MaculaNode, ProcedureOptions, Request};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
@@ -49,6 +52,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the peers file is rewritten.
 const PEERS_SAVE_EVERY: Duration = Duration::from_secs(20);
+
+/// How often a publisher logs its publishing counters.
+const STATS_EVERY: Duration = Duration::from_secs(5);
 
 /// How long joining retries before the node gives up and runs alone.
 const JOIN_PATIENCE: Duration = Duration::from_secs(30);
@@ -291,6 +297,7 @@ async fn run(args: Args) -> Result<(), String> {
         });
     }
     let mut save_tick = tokio::time::interval(PEERS_SAVE_EVERY);
+    let mut stats_tick = tokio::time::interval(STATS_EVERY);
     let mut call_tick = tokio::time::interval(args.call_every.unwrap_or(Duration::MAX / 4));
     let mut publish_tick = tokio::time::interval(args.publish_every.unwrap_or(Duration::MAX / 4));
     let (mut calls, mut published) = (0u64, 0u64);
@@ -300,10 +307,11 @@ async fn run(args: Args) -> Result<(), String> {
         tokio::select! {
             _ = term.recv() => break,
             event = events.recv() => match event {
-                Some(event) => log_path(history, &event),
+                Some(event) => log_event(history, &event),
                 None => return Err("the node stopped".into()),
             },
             _ = save_tick.tick() => save(&node, &args.dir).await,
+            _ = stats_tick.tick(), if args.publish_every.is_some() => log_stats(&node, history).await,
             _ = call_tick.tick(), if args.call_every.is_some() => {
                 calls += 1;
                 let procedure = if calls % 2 == 0 { "work.idem" } else { "work.once" };
@@ -390,11 +398,45 @@ async fn call(node: Arc<MaculaNode>, procedure: &'static str, rid: String, histo
     }
 }
 
-/// Logs a connection's path: when it is ready and when it moves.
-fn log_path(history: History, event: &Event) {
+/// The fields of an `announce_failed` line.
+fn announce_fields(what: &str, failed: &AnnounceFailed) -> String {
+    format!(
+        "\"what\":\"{what}\",\"failures\":{},\"retry_ms\":{},\"reason\":{}",
+        failed.failures,
+        failed.retry_in.as_millis(),
+        quoted(&format!("{:?}", failed.reason))
+    )
+}
+
+/// Logs the node's publishing counters and lookup caches (`stats`, debugging aids).
+async fn log_stats(node: &MaculaNode, history: History) {
+    if let Ok(stats) = node.stats().await {
+        let metrics = &stats.metrics;
+        history.log(
+            "stats",
+            &format!(
+                "\"pubsub\":{},\"caches\":{},\"table\":{},\"conns\":{}",
+                quoted(&format!("{:?}", metrics.pubsub_messages)),
+                quoted(&format!("{:?}", metrics.caches)),
+                stats.routing_table,
+                stats.connections
+            ),
+        );
+    }
+}
+
+/// Logs a connection's path (when it is ready and when it moves), and announcements of
+/// our subscriber and provider records that the DHT did not take.
+fn log_event(history: History, event: &Event) {
     let (ev, peer, path) = match event {
         Event::Connected { peer, path, .. } => ("conn", peer, path),
         Event::PathChanged { peer, path, .. } => ("path", peer, path),
+        Event::PubSub(PubSubEvent::SubscriptionFailed { failed, .. }) => {
+            return history.log("announce_failed", &announce_fields("sub", failed));
+        }
+        Event::Rpc(RpcEvent::RegistrationFailed { failed, .. }) => {
+            return history.log("announce_failed", &announce_fields("proc", failed));
+        }
         _ => return,
     };
     let kind = if *path == PathKind::Direct {
