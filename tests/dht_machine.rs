@@ -259,8 +259,9 @@ fn a_confirmed_store_is_found_by_a_query_then_cached() {
     );
     assert_eq!(net.nodes[9].metrics().cache_hits, 1);
     assert_eq!(net.nodes[9].metrics().cache_misses, 1);
-    // A fresh query skips the cache even inside its TTL (issue 17).
-    net.nodes[9].query_fresh(
+    // Once uncached, a query asks the network even inside the TTL (issue 17).
+    net.nodes[9].uncache(&k);
+    net.nodes[9].query_with_response(
         now + Duration::from_secs(59),
         UNIX,
         k,

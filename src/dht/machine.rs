@@ -522,6 +522,14 @@ impl Dht {
         self.start_lookup(now, target, goal, seeds, timeout)
     }
 
+    /// Forgets the cached result of value queries under `key`, so that the
+    /// next [`Dht::query_with_response`] asks the network: for a caller that
+    /// keeps its own cache of the result, whose expiry must mean a fresh
+    /// lookup.
+    pub fn uncache(&mut self, key: &RecordKey) {
+        self.cache.remove(key);
+    }
+
     /// Finds the records under `key` and who holds them. Ends with
     /// [`DhtEvent::ValuesFound`] (at once when cached).
     pub fn query_with_response(
@@ -531,37 +539,9 @@ impl Dht {
         key: RecordKey,
         timeout: Duration,
     ) -> QueryId {
-        self.get_value(now, unix_ms, key, timeout, true)
-    }
-
-    /// [`Dht::query_with_response`] that always asks the network (and
-    /// refreshes the cache with the answer): for a caller that keeps its own
-    /// cache of the result, whose expiry must mean a fresh lookup. Ends with
-    /// [`DhtEvent::ValuesFound`].
-    pub fn query_fresh(
-        &mut self,
-        now: Instant,
-        unix_ms: u64,
-        key: RecordKey,
-        timeout: Duration,
-    ) -> QueryId {
-        self.get_value(now, unix_ms, key, timeout, false)
-    }
-
-    /// A value query, served from the cache when `use_cache` and it holds `key`.
-    fn get_value(
-        &mut self,
-        now: Instant,
-        unix_ms: u64,
-        key: RecordKey,
-        timeout: Duration,
-        use_cache: bool,
-    ) -> QueryId {
         self.begin(now);
         self.metrics.queries += 1;
-        let cached = (self.cache.get(&key))
-            .filter(|c| use_cache && c.expires > now)
-            .cloned();
+        let cached = self.cache.get(&key).filter(|c| c.expires > now).cloned();
         let local = self.local_records(&key, unix_ms);
         let q = if let Some(hit) = cached {
             self.metrics.cache_hits += 1;

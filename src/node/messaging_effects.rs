@@ -77,7 +77,8 @@ impl Node {
                 // The messaging layer caches what it finds (`cache_ttl`); the DHT's own
                 // cache on top would keep a late provider or subscriber unseen for its
                 // TTL more (issue 17: a subscriber missed for 60 s).
-                let query = self.dht.query_fresh(now, unix_ms, key, timeout);
+                self.dht.uncache(&key);
+                let query = self.dht.query_with_response(now, unix_ms, key, timeout);
                 self.messaging.handle_lookup_started(query, owner);
             }
             MessagingOutput::Announce { key, value } => {

@@ -30,7 +30,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,25 +217,15 @@ async fn save(node: &MaculaNode, dir: &Path) {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+async fn main() -> Result<(), String> {
     let mut it = std::env::args().skip(1);
-    let outcome = match it.next().as_deref() {
+    match it.next().as_deref() {
         Some("clock") => {
             println!("{}", mono_us());
             Ok(())
         }
-        Some("node") => match parse(it) {
-            Ok(args) => run(args).await,
-            Err(e) => Err(e),
-        },
+        Some("node") => run(parse(it)?).await,
         _ => Err("usage: cluster_node clock | node --dir DIR --index N ...".into()),
-    };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cluster_node: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 
