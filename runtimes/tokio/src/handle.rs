@@ -11,7 +11,7 @@ use bytes::Bytes;
 use macula::dht::{Contact, DhtEvent, QueryStats};
 use macula::id::{NodeId, RecordKey};
 use macula::metrics::Metrics;
-use macula::node::{Event, Node, NodeStats};
+use macula::node::{Event, Health, Node, NodeStats};
 use macula::record::SignedRecord;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::Instrument;
@@ -184,6 +184,16 @@ impl MaculaNode {
         let asked = self.commands.send(Command::Inspect { reply }).await;
         asked.map_err(|_| CommandError::Stopped)?;
         answer.await.map_err(|_| CommandError::Stopped)
+    }
+
+    /// The node's health now, by the core's rules ([`Health::assess`] of
+    /// [`MaculaNode::stats`] at this moment); [`Health::stopped`] once the
+    /// node has shut down. `/health` answers the same.
+    pub async fn health(&self) -> Health {
+        match self.stats().await {
+            Ok(stats) => Health::assess(&stats, clock::now()),
+            Err(_stopped) => Health::stopped(),
+        }
     }
 
     /// The node's metrics now (a snapshot).

@@ -8,7 +8,8 @@
 //! - [`MaculaNode`] runs a [`macula::node::Node`] in its own task behind a
 //!   cloneable handle: `bootstrap`, `find_node`, `query` and `store` are
 //!   async and resolve when their DHT operation finishes; [`Events`] is a
-//!   stream of everything the node reports.
+//!   stream of everything the node reports; `stats` and `health` read the
+//!   node's state and the core's health rules.
 //! - Messaging on the same handle: [`MaculaNode::register`] serves a
 //!   procedure with an async handler (a [`Registration`] guard),
 //!   [`MaculaNode::call`] calls one (typed [`CallError`]; dropping the
