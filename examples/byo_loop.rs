@@ -17,7 +17,20 @@
 //! socket, with the read timeout set to the nearest deadline of either node
 //! (capped at a short slice so the other socket is not left waiting), then
 //! the other. Node B joins through node A, each looks the other up, B stores
-//! a record and reads it back from A; the program exits by itself.
+//! a record and reads it back from A. Then messaging, with the core's rules
+//! (the same a tokio or mio driver applies):
+//!
+//! - A serves `demo.echo` with a concurrency limit of 1. B makes two calls
+//!   at once: A's node hands the first to the application (an
+//!   `RpcEvent::Request`) and answers the second `overloaded` itself, so B's
+//!   second call ends with `RpcError::Overloaded`; then A's application
+//!   answers the first (`Node::reply`) and B gets the echo.
+//! - B has two local subscribers of `news.*`: one subscription on the wire.
+//!   A publishes; the message arrives once, and `Node::subscribers_of` its
+//!   topic names both subscribers. The first unsubscribe keeps the
+//!   subscription, the second withdraws it.
+//!
+//! The program exits by itself.
 //!
 //! Run: `cargo run --example byo_loop`
 
@@ -29,6 +42,8 @@ use bytes::Bytes;
 use macula::dht::DhtEvent;
 use macula::id::{Identity, Realm, RecordKey, RecordKind};
 use macula::node::{Event, Node, NodeConfig};
+use macula::pubsub::{Pattern, PubSubEvent, Topic};
+use macula::rpc::{CallOptions, RegisterOptions, RpcError, RpcEvent};
 use macula::secret::Secret;
 use macula::{Datagram, Input, Machine, Output};
 
@@ -36,7 +51,7 @@ use macula::{Datagram, Input, Machine, Output};
 const SLICE: Duration = Duration::from_millis(20);
 
 /// The longest the whole example may run.
-const LIMIT: Duration = Duration::from_secs(5);
+const LIMIT: Duration = Duration::from_secs(15);
 
 /// The driver owns the clock; the core never reads one.
 #[allow(clippy::disallowed_methods)]
@@ -154,10 +169,11 @@ impl Host {
     }
 }
 
-/// The application's side: prints every event and keeps the DHT ones.
+/// The application's side: prints every event and keeps the DHT, RPC and
+/// pub/sub ones for the steps below to take.
 struct Log {
     start: Instant,
-    dht: Vec<(&'static str, DhtEvent)>,
+    kept: Vec<(&'static str, Event)>,
 }
 
 impl Log {
@@ -172,13 +188,15 @@ impl Log {
             Event::Disconnected { peer, cause, .. } => {
                 println!("{at:7.1} ms {name}: disconnected from {peer:?}: {cause:?}");
             }
-            Event::Dht(event) => {
-                println!("{at:7.1} ms {name}: {}", describe(&event));
-                self.dht.push((name, event));
+            Event::Dht(ref dht) => {
+                println!("{at:7.1} ms {name}: {}", describe(dht));
+                self.kept.push((name, event));
             }
-            other @ (Event::Rpc(_)
-            | Event::PubSub(_)
-            | Event::Relay(_)
+            Event::Rpc(_) | Event::PubSub(_) => {
+                println!("{at:7.1} ms {name}: {event:?}");
+                self.kept.push((name, event));
+            }
+            other @ (Event::Relay(_)
             | Event::Nat(_)
             | Event::PortMapping(_)
             | Event::PeerRecord { .. }
@@ -188,17 +206,33 @@ impl Log {
         }
     }
 
-    /// Takes the first DHT event of `name` that `pick` picks, and what it
+    /// Takes the first kept event of `name` that `pick` picks, and what it
     /// picked from it.
-    fn take<T>(&mut self, name: &str, pick: impl Fn(&DhtEvent) -> Option<T>) -> Option<T> {
+    fn take_event<T>(&mut self, name: &str, pick: impl Fn(&Event) -> Option<T>) -> Option<T> {
         let (at, picked) = self
-            .dht
+            .kept
             .iter()
             .enumerate()
             .filter(|(_, (n, _))| *n == name)
             .find_map(|(at, (_, e))| pick(e).map(|p| (at, p)))?;
-        self.dht.remove(at);
+        self.kept.remove(at);
         Some(picked)
+    }
+
+    /// [`Log::take_event`] of a DHT event.
+    fn take<T>(&mut self, name: &str, pick: impl Fn(&DhtEvent) -> Option<T>) -> Option<T> {
+        self.take_event(name, |event| match event {
+            Event::Dht(dht) => pick(dht),
+            _ => None,
+        })
+    }
+
+    /// [`Log::take_event`] of an RPC event.
+    fn take_rpc<T>(&mut self, name: &str, pick: impl Fn(&RpcEvent) -> Option<T>) -> Option<T> {
+        self.take_event(name, |event| match event {
+            Event::Rpc(rpc) => pick(rpc),
+            _ => None,
+        })
     }
 }
 
@@ -268,7 +302,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let realm = Realm::new("io.macula.byo")?;
     let mut log = Log {
         start: now(),
-        dht: Vec::new(),
+        kept: Vec::new(),
     };
     let mut hosts = [Host::bind("A", &realm)?, Host::bind("B", &realm)?];
     let [a_id, b_id] = [hosts[0].node.node_id(), hosts[1].node.node_id()];
@@ -328,9 +362,169 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if records.first().map(|r| &r.value[..]) != Some(b"hello from B") || answered != [a_id] {
         return Err("B did not read its record back from A".into());
     }
+    serve_rpc(&mut hosts, &mut log, &realm)?;
+    share_a_subscription(&mut hosts, &mut log, &realm)?;
     println!(
-        "done in {:.1} ms: A and B found each other, B's record was stored on A and read back",
+        "done in {:.1} ms: A and B found each other, B's record was stored on A and read back, \
+         A served B within its limit and B's two subscribers shared one subscription",
         now().duration_since(log.start).as_secs_f64() * 1000.0
     );
+    Ok(())
+}
+
+/// Queries `key` from host `asker` until it sees a record there (a provider
+/// or subscriber record takes a DHT store to arrive).
+fn wait_for_record(
+    hosts: &mut [Host; 2],
+    log: &mut Log,
+    asker: usize,
+    key: RecordKey,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let name = hosts[asker].name;
+    loop {
+        hosts[asker].node.query(now(), key, Duration::from_secs(1));
+        hosts[asker].drain(log)?;
+        let found = run_until(hosts, log, |log| {
+            log.take(name, |e| match e {
+                DhtEvent::ValuesFound { records, .. } => Some(!records.is_empty()),
+                _ => None,
+            })
+        })?;
+        if found {
+            return Ok(());
+        }
+        // Let the store travel before asking again (a cached empty answer
+        // comes back at once, without the network).
+        let until = now() + Duration::from_millis(50);
+        run_until(hosts, log, |_| (now() >= until).then_some(()))?;
+    }
+}
+
+/// A serves `demo.echo`, at most one call at a time; B calls it twice at
+/// once. The node refuses the second (the limit is the node's rule); the
+/// application answers the first.
+fn serve_rpc(
+    hosts: &mut [Host; 2],
+    log: &mut Log,
+    realm: &Realm,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let one_at_a_time = RegisterOptions {
+        max_concurrent: 1,
+        ..RegisterOptions::default()
+    };
+    hosts[0].node.register(now(), "demo.echo", one_at_a_time)?;
+    // Registering twice is an error of its own: one registration per name.
+    let again = hosts[0]
+        .node
+        .register(now(), "demo.echo", RegisterOptions::default());
+    if again != Err(RpcError::AlreadyRegistered("demo.echo".into())) {
+        return Err(format!("a second registration was not refused: {again:?}").into());
+    }
+    hosts[0].drain(log)?;
+    // The caller must see the provider record before it calls.
+    let provider_record = RecordKey::new(realm, RecordKind::Rpc, "demo.echo");
+    wait_for_record(hosts, log, 1, provider_record)?;
+
+    let timeout = Duration::from_secs(3);
+    let [first, second] = [b"one", b"two"].map(|payload| {
+        let payload = Bytes::from_static(payload);
+        let call = hosts[1]
+            .node
+            .call(now(), "demo.echo", payload, timeout, CallOptions::default());
+        call.map_err(|e| format!("B could not call: {e}"))
+    });
+    let (first, second) = (first?, second?);
+    hosts[1].drain(log)?;
+    // A's application gets the request the node let through ...
+    let (request, payload) = run_until(hosts, log, |log| {
+        log.take_rpc("A", |e| match e {
+            RpcEvent::Request { id, payload, .. } => Some((*id, payload.clone())),
+            _ => None,
+        })
+    })?;
+    // ... and, while it holds that one, B's other call comes back
+    // `overloaded` from A's node without reaching the application.
+    let refused = run_until(hosts, log, |log| {
+        log.take_rpc("B", |e| match e {
+            RpcEvent::Completed { call, result } if *call == second || *call == first => {
+                Some((*call, result.clone()))
+            }
+            _ => None,
+        })
+    })?;
+    let refused_ok = matches!(refused.1, Err(RpcError::Overloaded { provider: Some(p), .. }) if p == hosts[0].node.node_id());
+    if !refused_ok {
+        return Err(format!("expected the other call overloaded, got {refused:?}").into());
+    }
+    println!("A refused one call past its limit of 1: {:?}", refused.1);
+    let mut echo = b"echo:".to_vec();
+    echo.extend_from_slice(&payload);
+    hosts[0].node.reply(now(), request, Ok(Bytes::from(echo)))?;
+    hosts[0].drain(log)?;
+    let answered = if refused.0 == first { second } else { first };
+    let reply = run_until(hosts, log, |log| {
+        log.take_rpc("B", |e| match e {
+            RpcEvent::Completed { call, result } if *call == answered => Some(result.clone()),
+            _ => None,
+        })
+    })?;
+    let reply = reply.map_err(|e| format!("B's call failed: {e}"))?;
+    println!("B got {:?}", String::from_utf8_lossy(&reply));
+    if !reply.starts_with(b"echo:") {
+        return Err("B did not get the echo".into());
+    }
+    Ok(())
+}
+
+/// B subscribes twice to `news.*` (one subscription on the wire), A
+/// publishes, B's application hands the message to both subscribers; the
+/// subscription goes with the last of them.
+fn share_a_subscription(
+    hosts: &mut [Host; 2],
+    log: &mut Log,
+    realm: &Realm,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let news = Pattern::new("news.*")?;
+    let reader = hosts[1].node.subscribe(now(), news.clone())?;
+    let archive = hosts[1].node.subscribe(now(), news)?;
+    hosts[1].drain(log)?;
+    // One subscriber record for both: one pattern under the prefix `news`;
+    // the publisher must see it before it publishes.
+    let subscriber_record = RecordKey::new(realm, RecordKind::Topic, "news");
+    wait_for_record(hosts, log, 0, subscriber_record)?;
+
+    let topic = Topic::new("news.today")?;
+    hosts[0]
+        .node
+        .publish(now(), topic.clone(), Bytes::from_static(b"all quiet"))?;
+    hosts[0].drain(log)?;
+    let arrived = run_until(hosts, log, |log| {
+        log.take_event("B", |e| match e {
+            Event::PubSub(PubSubEvent::Message { topic, payload, .. }) => {
+                Some((topic.clone(), payload.clone()))
+            }
+            _ => None,
+        })
+    })?;
+    // The fan-out: the node names the local subscribers the message is for.
+    let for_whom: Vec<_> = hosts[1].node.subscribers_of(&arrived.0).collect();
+    println!(
+        "B got {:?} on {} once, for subscribers {for_whom:?}",
+        String::from_utf8_lossy(&arrived.1),
+        arrived.0
+    );
+    if for_whom != [reader, archive] {
+        return Err("the message was not for both subscribers".into());
+    }
+    // The first unsubscribe keeps the subscription; the last withdraws it.
+    hosts[1].node.unsubscribe(now(), reader);
+    let still = hosts[1].node.pubsub().subscribed();
+    hosts[1].node.unsubscribe(now(), archive);
+    let after = hosts[1].node.pubsub().subscribed();
+    hosts[1].drain(log)?;
+    println!("B subscribed after the first unsubscribe: {still}, after the last: {after}");
+    if !still || after {
+        return Err("the subscription did not follow its subscribers".into());
+    }
     Ok(())
 }

@@ -36,7 +36,7 @@ fn mesh(n: usize, seed: u64, loss: f64) -> Mesh {
 /// Subscribes node `i` to `pattern` for each pair.
 fn subscribe(mesh: &mut Mesh, patterns: &[(usize, &str)]) {
     for &(i, pattern) in patterns {
-        assert!(mesh.subscribe(mesh.hosts[i], pattern));
+        mesh.subscribe(mesh.hosts[i], pattern);
     }
 }
 
@@ -299,6 +299,72 @@ fn publications_reach_every_matching_subscriber_once_and_in_order() {
         !received.contains_key(&mesh.hosts[5]),
         "weather.* got nothing"
     );
+}
+
+#[test]
+fn local_subscribers_of_one_pattern_share_one_subscription_until_the_last_goes() {
+    let mut mesh = mesh(3, 12, 0.0);
+    let subscriber = mesh.hosts[2];
+    let first = mesh.subscribe(subscriber, "news.*");
+    let second = mesh.subscribe(subscriber, "news.*");
+    assert_ne!(first, second);
+    mesh.settle(Duration::from_secs(2));
+    let topic = Topic::new("news.sports").unwrap();
+    publish(&mut mesh, 1, &topic, 1);
+    let mut arrived = 0;
+    mesh.drive(Duration::from_secs(3), |_, host, event| {
+        if host == subscriber && matches!(event, Event::PubSub(PubSubEvent::Message { .. })) {
+            arrived += 1;
+        }
+        false
+    });
+    assert_eq!(arrived, 1, "one subscription on the wire: the message once");
+    let node = mesh.node(subscriber);
+    let for_whom: Vec<_> = node.subscribers_of(&topic).collect();
+    assert_eq!(for_whom, [first, second], "handed to both subscribers");
+    let other = Topic::new("weather.today").unwrap();
+    assert_eq!(node.subscribers_of(&other).count(), 0);
+
+    let unsubscribe = |mesh: &mut Mesh, id| {
+        (mesh.world).with_machine(subscriber, |node, now| node.unsubscribe(now, id))
+    };
+    assert!(unsubscribe(&mut mesh, first));
+    assert!(
+        mesh.node(subscriber).pubsub().subscribed(),
+        "the second subscriber keeps the subscription"
+    );
+    assert!(!unsubscribe(&mut mesh, first), "unsubscribed once only");
+    assert!(unsubscribe(&mut mesh, second));
+    assert!(
+        !mesh.node(subscriber).pubsub().subscribed(),
+        "the last one withdrew it"
+    );
+    // Withdrawn on the wire too: a new publication no longer arrives.
+    mesh.settle(Duration::from_secs(2));
+    let mut late = 0;
+    publish(&mut mesh, 1, &topic, 1);
+    mesh.drive(Duration::from_secs(3), |_, host, event| {
+        if host == subscriber && matches!(event, Event::PubSub(PubSubEvent::Message { .. })) {
+            late += 1;
+        }
+        false
+    });
+    assert_eq!(late, 0);
+}
+
+#[test]
+fn a_procedure_is_registered_once_per_node() {
+    let mut mesh = mesh(2, 13, 0.0);
+    let host = mesh.hosts[1];
+    mesh.register(host, "svc.once", RegisterOptions::default());
+    let again = (mesh.world).with_machine(host, |node, now| {
+        node.register(now, "svc.once", RegisterOptions::default())
+    });
+    assert_eq!(again, Err(RpcError::AlreadyRegistered("svc.once".into())));
+    let unregistered =
+        (mesh.world).with_machine(host, |node, now| node.unregister(now, "svc.once"));
+    assert!(unregistered);
+    mesh.register(host, "svc.once", RegisterOptions::default());
 }
 
 /// The sizes: 20 nodes on links losing 5% of packets.
@@ -604,7 +670,10 @@ fn an_idempotent_call_moves_on_when_its_provider_dies_mid_call() {
     // Default transport timers: the dead connection itself would only be
     // noticed after the 60 s idle timeout, past the call's 30 s.
     let mut mesh = mesh(4, 24, 0.0);
-    let idempotent = RegisterOptions { idempotent: true };
+    let idempotent = RegisterOptions {
+        idempotent: true,
+        ..RegisterOptions::default()
+    };
     mesh.register(mesh.hosts[1], "svc.retry", idempotent);
     mesh.register(mesh.hosts[2], "svc.retry", idempotent);
     mesh.settle(Duration::from_secs(2));

@@ -118,7 +118,7 @@ fn publications_count_on_both_sides_with_a_latency_per_subscriber() {
         let subscribed = net.world.with_machine(net.hosts[subscriber], |node, now| {
             node.subscribe(now, pattern)
         });
-        assert_eq!(subscribed, Ok(true));
+        assert!(subscribed.is_ok(), "{subscribed:?}");
     }
     run(&mut net, Duration::from_secs(2), |_, _| {});
     let topic = Topic::new("metrics.tick").unwrap();

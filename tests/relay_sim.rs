@@ -636,7 +636,7 @@ fn publications_reach_a_subscriber_over_the_relay_in_order() {
         .mesh
         .world
         .with_machine(trio.b, |node, now| node.subscribe(now, pattern));
-    assert_eq!(subscribed, Ok(true));
+    assert!(subscribed.is_ok(), "{subscribed:?}");
     trio.run(Duration::from_secs(2), |_, _| false);
     let topic = Topic::new("room.lobby").unwrap();
     let sent: Vec<u64> = (0..5u8)

@@ -498,14 +498,26 @@ fn register_announces_until_unregistered() {
             value: ProviderFlags { idempotent }.encode(),
         })
     };
-    rpc.register(now, "svc.echo", RegisterOptions { idempotent: true })
-        .unwrap();
+    let idempotent = RegisterOptions {
+        idempotent: true,
+        ..RegisterOptions::default()
+    };
+    rpc.register(now, "svc.echo", idempotent).unwrap();
     assert_eq!(drain(&mut rpc), [announce(true)]);
     // The DHT republishes the record; the machine announces it once.
     assert_eq!(rpc.poll_timeout(), None);
     rpc.handle_timeout(now + Duration::from_secs(240));
     assert_eq!(drain(&mut rpc), []);
-    rpc.register(now, "svc.echo", RegisterOptions { idempotent: false })
+    // One registration per procedure: a second is refused and changes
+    // nothing; unregistered first, it takes the new options.
+    assert_eq!(
+        rpc.register(now, "svc.echo", RegisterOptions::default()),
+        Err(RpcError::AlreadyRegistered("svc.echo".into()))
+    );
+    assert_eq!(drain(&mut rpc), []);
+    assert!(rpc.unregister(now, "svc.echo"));
+    drain(&mut rpc);
+    rpc.register(now, "svc.echo", RegisterOptions::default())
         .unwrap();
     assert_eq!(drain(&mut rpc), [announce(false)]);
     assert!(rpc.unregister(now, "svc.echo"));
@@ -739,6 +751,66 @@ fn one_caller_gets_at_most_its_share_of_the_handler_slots() {
         drain(&mut rpc)[..],
         [RpcOutput::Event(RpcEvent::Request { .. })]
     ));
+}
+
+#[test]
+fn a_procedure_past_its_concurrency_limit_is_answered_overloaded() {
+    let now = t0();
+    let mut rpc = rpc();
+    let single = RegisterOptions {
+        max_concurrent: 1,
+        ..RegisterOptions::default()
+    };
+    rpc.register(now, "svc.single", single).unwrap();
+    // A limit of 0 means 1: the procedure is served at all.
+    let zero = RegisterOptions {
+        max_concurrent: 0,
+        ..RegisterOptions::default()
+    };
+    rpc.register(now, "svc.zero", zero).unwrap();
+    rpc.register(now, "svc.echo", RegisterOptions::default())
+        .unwrap();
+    drain(&mut rpc);
+    let request = |rpc: &mut Rpc, caller: u8, request_id: u64, procedure: &str| {
+        rpc.handle_call(
+            now,
+            node(caller),
+            call_frame(request_id, procedure, "x", 5000),
+        );
+        match drain(rpc).as_slice() {
+            [RpcOutput::Event(RpcEvent::Request { id, .. })] => Ok(*id),
+            other => Err(error_code(other)),
+        }
+    };
+    let first = request(&mut rpc, 5, 0, "svc.single").expect("the first call runs");
+    assert_eq!(
+        request(&mut rpc, 6, 0, "svc.single"),
+        Err(ErrorCode::Overloaded),
+        "the second, from another caller, is past the procedure's limit"
+    );
+    assert_eq!(rpc.stats().refusals.procedure_limit, 1);
+    assert_eq!(rpc.stats().refusals.overloaded, 0, "not the node's limit");
+    // Other procedures keep their own slots.
+    request(&mut rpc, 6, 1, "svc.echo").expect("another procedure runs");
+    request(&mut rpc, 6, 2, "svc.zero").expect("a limit of 0 serves one");
+    assert_eq!(
+        request(&mut rpc, 7, 0, "svc.zero"),
+        Err(ErrorCode::Overloaded)
+    );
+    // The slot is free once the call ends here: answered ...
+    rpc.reply(now, first, Ok(bytes("y"))).unwrap();
+    drain(&mut rpc);
+    let second = request(&mut rpc, 6, 3, "svc.single").expect("the slot is free");
+    // ... cancelled by its caller ...
+    rpc.handle_cancel(now, node(6), 3);
+    drain(&mut rpc);
+    let third = request(&mut rpc, 7, 1, "svc.single").expect("free after CANCEL");
+    assert_ne!(second, third);
+    // ... or past its deadline.
+    rpc.handle_timeout(now + 5 * SECOND);
+    drain(&mut rpc);
+    request(&mut rpc, 8, 0, "svc.single").expect("free after the deadline");
+    assert_eq!(rpc.stats().refusals.procedure_limit, 2);
 }
 
 #[test]

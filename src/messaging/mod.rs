@@ -57,7 +57,9 @@ use crate::dht::{DhtEvent, QueryId};
 use crate::exchange::StreamKey;
 use crate::id::{NodeId, RecordKey};
 use crate::pool::{ConnId, Lease};
-use crate::pubsub::{Pattern, PubSub, PubSubConfig, PubSubError, PubSubOutput, Topic};
+use crate::pubsub::{
+    Fanout, Pattern, PubSub, PubSubConfig, PubSubError, PubSubOutput, SubscriberId, Topic,
+};
 use crate::rpc::{
     AnnounceFailure, CallId, CallOptions, HandlerError, InboundId, RegisterOptions, Rpc, RpcConfig,
     RpcError, RpcOutput,
@@ -79,6 +81,8 @@ pub struct Messaging {
     local: NodeId,
     rpc: Rpc,
     pubsub: PubSub,
+    /// The local subscribers sharing the subscriptions of `pubsub`.
+    subscribers: Fanout,
     directory: Directory,
     calls: Calls,
     outlets: Outlets,
@@ -94,6 +98,7 @@ impl Messaging {
             directory: Directory::new(rpc.lookup_timeout, pubsub.lookup_timeout),
             rpc: Rpc::new(rpc),
             pubsub: PubSub::new(pubsub),
+            subscribers: Fanout::new(),
             calls: Calls::default(),
             outlets: Outlets::default(),
             answers: Answers::default(),
@@ -163,18 +168,40 @@ impl Messaging {
         replied
     }
 
-    /// [`PubSub::subscribe`].
-    pub fn subscribe(&mut self, now: Instant, pattern: Pattern) -> Result<bool, PubSubError> {
-        let subscribed = self.pubsub.subscribe(now, pattern);
-        self.pump(now);
-        subscribed
+    /// Adds a local subscriber of `pattern`; the first one of a pattern
+    /// subscribes with [`PubSub::subscribe`] (and may be refused).
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        pattern: Pattern,
+    ) -> Result<SubscriberId, PubSubError> {
+        if self.subscribers.holders(&pattern) == 0 {
+            let subscribed = self.pubsub.subscribe(now, pattern.clone());
+            self.pump(now);
+            subscribed?;
+        }
+        Ok(self.subscribers.add(pattern))
     }
 
-    /// [`PubSub::unsubscribe`].
-    pub fn unsubscribe(&mut self, now: Instant, pattern: &Pattern) -> bool {
-        let was = self.pubsub.unsubscribe(now, pattern);
-        self.pump(now);
-        was
+    /// Removes a local subscriber; the last one of its pattern withdraws it
+    /// with [`PubSub::unsubscribe`]. False when there was no such subscriber.
+    pub fn unsubscribe(&mut self, now: Instant, subscriber: SubscriberId) -> bool {
+        let Some(removed) = self.subscribers.remove(subscriber) else {
+            return false;
+        };
+        if removed.last {
+            self.pubsub.unsubscribe(now, &removed.pattern);
+            self.pump(now);
+        }
+        true
+    }
+
+    /// The local subscribers a message on `topic` is for.
+    pub fn subscribers_of<'a>(
+        &'a self,
+        topic: &'a Topic,
+    ) -> impl Iterator<Item = SubscriberId> + 'a {
+        self.subscribers.matching(topic)
     }
 
     /// [`PubSub::publish`].

@@ -21,6 +21,8 @@ label_enum!(
         Overloaded => "overloaded",
         /// The caller already held its share of the handler slots.
         CallerShare => "caller_share",
+        /// The procedure already had its own limit of calls in progress.
+        ProcedureLimit => "procedure_limit",
     }
 );
 
@@ -52,6 +54,7 @@ impl Metrics {
                 (CallRefusal::Unauthorized, refusals.unauthorized),
                 (CallRefusal::Overloaded, refusals.overloaded),
                 (CallRefusal::CallerShare, refusals.caller_share),
+                (CallRefusal::ProcedureLimit, refusals.procedure_limit),
             ],
         );
         let receiver = &pubsub.receiver;
@@ -81,6 +84,7 @@ mod tests {
             unauthorized: 3,
             overloaded: 4,
             caller_share: 5,
+            procedure_limit: 11,
         };
         let pubsub = PubSubStats {
             unsolicited: 6,
@@ -96,7 +100,7 @@ mod tests {
         let mut metrics = Metrics::new();
         metrics.copy_messaging_counters(&refusals, &pubsub);
         let calls: Vec<u64> = metrics.rpc_calls_refused.iter().map(|(_, n)| *n).collect();
-        assert_eq!(calls, [1, 2, 3, 4, 5]);
+        assert_eq!(calls, [1, 2, 3, 4, 5, 11]);
         assert_eq!(*metrics.rpc_calls_refused.get(CallRefusal::CallerShare), 5);
         let drops: Vec<u64> = (metrics.pubsub_received_dropped.iter())
             .map(|(_, n)| *n)

@@ -577,7 +577,7 @@ pub struct Metrics {
     /// Publish to frame written, per remote subscriber.
     pub pubsub_delivery_latency: Histogram,
     /// Others' calls refused before the handler, by reason.
-    pub rpc_calls_refused: PerLabel<CallRefusal, u64, 5>,
+    pub rpc_calls_refused: PerLabel<CallRefusal, u64, 6>,
     /// Received PUBLISH frames dropped, by reason.
     pub pubsub_received_dropped: PerLabel<PublishDrop, u64, 5>,
     /// Reservation changes, by change.

@@ -242,7 +242,9 @@ fn outcome(error: &RpcError) -> RpcOutcome {
         RpcError::TooLarge { .. } => RpcOutcome::TooLarge,
         RpcError::Overloaded { .. } => RpcOutcome::Overloaded,
         RpcError::Cancelled => RpcOutcome::Cancelled,
-        RpcError::BadName(_) | RpcError::UnknownCall(_) => RpcOutcome::Rejected,
+        RpcError::BadName(_) | RpcError::UnknownCall(_) | RpcError::AlreadyRegistered(_) => {
+            RpcOutcome::Rejected
+        }
     }
 }
 

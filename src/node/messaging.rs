@@ -18,7 +18,7 @@ use crate::connection::STREAM_REFUSED;
 use crate::contract::Output;
 use crate::dht::DhtEvent;
 use crate::pool::ConnId;
-use crate::pubsub::{Pattern, PubSub, PubSubError, Topic};
+use crate::pubsub::{Pattern, PubSub, PubSubError, SubscriberId, Topic};
 use crate::rpc::{CallId, CallOptions, HandlerError, InboundId, RegisterOptions, Rpc, RpcError};
 use crate::wire::Message;
 
@@ -86,16 +86,35 @@ impl Node {
         self.command(now, |node| node.messaging.reply(now, id, result))
     }
 
-    /// Subscribes to `pattern`; messages arrive as
+    /// Adds a local subscriber of `pattern`; messages arrive as
     /// [`PubSubEvent::Message`](crate::pubsub::PubSubEvent::Message)
-    /// events. False when already subscribed.
-    pub fn subscribe(&mut self, now: Instant, pattern: Pattern) -> Result<bool, PubSubError> {
+    /// events, and [`Node::subscribers_of`] their topic names the
+    /// subscribers each is for. Subscribers of one pattern share one
+    /// subscription on the wire: the first announces it (and may be
+    /// refused: too many patterns), [`Node::unsubscribe`] of the last
+    /// withdraws it.
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        pattern: Pattern,
+    ) -> Result<SubscriberId, PubSubError> {
         self.serving_command(now, |node| node.messaging.subscribe(now, pattern))
     }
 
-    /// Withdraws `pattern`; false when it was not subscribed.
-    pub fn unsubscribe(&mut self, now: Instant, pattern: &Pattern) -> bool {
-        self.serving_command(now, |node| node.messaging.unsubscribe(now, pattern))
+    /// Removes a local subscriber (the last of its pattern withdraws the
+    /// subscription); false when there was no such subscriber.
+    pub fn unsubscribe(&mut self, now: Instant, subscriber: SubscriberId) -> bool {
+        self.serving_command(now, |node| node.messaging.unsubscribe(now, subscriber))
+    }
+
+    /// The local subscribers whose pattern matches `topic`, oldest first:
+    /// whom a [`PubSubEvent::Message`](crate::pubsub::PubSubEvent::Message)
+    /// on it is for.
+    pub fn subscribers_of<'a>(
+        &'a self,
+        topic: &'a Topic,
+    ) -> impl Iterator<Item = SubscriberId> + 'a {
+        self.messaging.subscribers_of(topic)
     }
 
     /// Publishes `payload` on `topic` to every matching subscriber; returns

@@ -41,6 +41,7 @@ mod control;
 mod datagrams;
 mod dial;
 mod errands;
+mod health;
 mod instrument;
 mod local_addrs;
 mod messaging;
@@ -62,6 +63,7 @@ use quinn_proto::{ConnectionHandle, Endpoint, StreamId};
 
 pub use crate::relay::{CircuitLoss, RelayEvent};
 pub use config::{DEFAULT_CONNECT_TIMEOUT, NodeConfig};
+pub use health::{ERROR_WINDOW, Health, HealthReason, MIN_STORE_SUCCESS_RATE, NodeStats};
 pub use peers::{PeersFileError, load_peers, save_peers};
 
 use crate::collections::HashMap;

@@ -16,6 +16,10 @@
 //! - Slow subscribers: each has a queue of [`PubSubConfig::queue_bound`]
 //!   messages; when it is full the **oldest** is dropped and counted
 //!   ([`PubSubStats::dropped_slow`]). The publisher never waits.
+//! - Local subscribers ([`Fanout`]): several subscribers of one pattern on
+//!   a node share one subscription on the wire, made by the first and
+//!   withdrawn when the last goes; each message is handed to every local
+//!   subscriber whose pattern matches.
 //! - Besides DHT records, a node may subscribe directly on a publisher it
 //!   knows with SUBSCRIBE (until UNSUBSCRIBE or a disconnect).
 //! - Receiving: a PUBLISH on a topic we do not subscribe to, or from a
@@ -30,6 +34,7 @@
 //!   ([`Received::OutOfWindow`]).
 
 mod direct;
+mod fanout;
 mod machine;
 mod outbox;
 mod receiver;
@@ -37,6 +42,7 @@ mod record;
 mod types;
 
 pub use crate::topic::{MAX_LEN, MAX_SEGMENTS, Pattern, Topic, TopicError};
+pub use fanout::{Fanout, Removed, SubscriberId};
 pub use machine::PubSub;
 pub use receiver::{Received, Receiver, ReceiverConfig, ReceiverStats};
 pub use record::{decode_subscriber_value, encode_subscriber_value};

@@ -84,6 +84,10 @@ pub enum RpcError {
     /// The call was cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// The procedure is registered on this node already: unregister it
+    /// first to serve it with other options.
+    #[error("{0:?} is already registered on this node")]
+    AlreadyRegistered(String),
     /// No such call (already answered, cancelled, or never made).
     #[error("no call {0} is open")]
     UnknownCall(u64),

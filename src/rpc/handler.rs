@@ -5,8 +5,10 @@
 //! application — when the procedure is not registered (`unknown procedure`),
 //! the payload is over the limit (`too large`), [`RpcConfig::callers`] does
 //! not let the caller call it (`unauthorized`), or [`RpcConfig::max_handlers`]
-//! calls are already being handled, or [`RpcConfig::max_handlers_per_caller`]
-//! of this caller's (`overloaded`). Otherwise it becomes an [`RpcEvent::Request`];
+//! calls are already being handled, [`RpcConfig::max_handlers_per_caller`]
+//! of this caller's, or the procedure's
+//! [`RegisterOptions::max_concurrent`](super::RegisterOptions::max_concurrent)
+//! (`overloaded`). Otherwise it becomes an [`RpcEvent::Request`];
 //! the application answers with [`Rpc::reply`](super::Rpc::reply). A CANCEL,
 //! or the call's own deadline passing, ends it with
 //! [`RpcEvent::Cancelled`]; a later reply is then refused with
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{HandlerError, RpcConfig, RpcError, RpcEvent, RpcOutput, RpcStats};
+use super::{HandlerError, RegisterOptions, RpcConfig, RpcError, RpcEvent, RpcOutput, RpcStats};
 use crate::access::{AccessList, Authorize};
 use crate::collections::HashMap;
 use crate::id::NodeId;
@@ -42,6 +44,7 @@ pub enum CancelReason {
 #[derive(Clone, Debug)]
 struct Inbound {
     caller: NodeId,
+    procedure: String,
     request_id: u64,
     deadline: Option<Instant>,
 }
@@ -56,6 +59,8 @@ pub(crate) struct Handler {
     /// Calls being handled per caller (no entry at zero: at most one entry
     /// per call being handled).
     per_caller: HashMap<NodeId, usize>,
+    /// Calls being handled per procedure (no entry at zero, as above).
+    per_procedure: HashMap<String, usize>,
     by_request: HashMap<(NodeId, u64), InboundId>,
     deadlines: BTreeSet<(Instant, InboundId)>,
     next_id: u64,
@@ -81,6 +86,16 @@ fn error(caller: NodeId, request_id: u64, code: ErrorCode, message: String) -> R
     }
 }
 
+/// Takes one from the count under `key`, dropping the entry at zero.
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(count) = counts.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
 impl Handler {
     pub(crate) fn new(config: &RpcConfig) -> Self {
         Self {
@@ -90,6 +105,7 @@ impl Handler {
             callers: config.callers.clone(),
             inbound: BTreeMap::new(),
             per_caller: HashMap::default(),
+            per_procedure: HashMap::default(),
             by_request: HashMap::default(),
             deadlines: BTreeSet::new(),
             next_id: 0,
@@ -115,7 +131,7 @@ impl Handler {
         now: Instant,
         caller: NodeId,
         call: Call,
-        registered: bool,
+        registered: Option<RegisterOptions>,
         out: &mut OutputQueue<RpcOutput>,
     ) {
         let request_id = call.request_id;
@@ -144,12 +160,17 @@ impl Handler {
             id,
             Inbound {
                 caller,
+                procedure: call.procedure.clone(),
                 request_id,
                 deadline,
             },
         );
         self.by_request.insert((caller, request_id), id);
         *self.per_caller.entry(caller).or_default() += 1;
+        *self
+            .per_procedure
+            .entry(call.procedure.clone())
+            .or_default() += 1;
         out.push(RpcOutput::Event(RpcEvent::Request {
             id,
             caller,
@@ -164,11 +185,13 @@ impl Handler {
         &mut self,
         caller: &NodeId,
         call: &Call,
-        registered: bool,
+        registered: Option<RegisterOptions>,
     ) -> Option<(ErrorCode, String)> {
         let refusals = &mut self.stats.refusals;
         let size = call.payload.len();
-        let (counter, code, message) = if !registered {
+        let running = self.per_procedure.get(&call.procedure).copied();
+        let limit = registered.map(|options| options.max_concurrent);
+        let (counter, code, message) = if registered.is_none() {
             let message = format!("no procedure {:?}", call.procedure);
             let counter = &mut refusals.unknown_procedure;
             (counter, ErrorCode::UnknownProcedure, message)
@@ -184,6 +207,15 @@ impl Handler {
         } else if self.per_caller.get(caller).copied().unwrap_or(0) >= self.max_per_caller {
             let message = format!("{} calls of this caller in progress", self.max_per_caller);
             (&mut refusals.caller_share, ErrorCode::Overloaded, message)
+        } else if let Some(limit) = limit
+            && running.unwrap_or(0) >= limit
+        {
+            let message = format!("{} already has {limit} calls in progress", call.procedure);
+            (
+                &mut refusals.procedure_limit,
+                ErrorCode::Overloaded,
+                message,
+            )
         } else {
             return None;
         };
@@ -195,12 +227,8 @@ impl Handler {
         let inbound = self.inbound.remove(&id)?;
         self.by_request
             .remove(&(inbound.caller, inbound.request_id));
-        if let Some(count) = self.per_caller.get_mut(&inbound.caller) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.per_caller.remove(&inbound.caller);
-            }
-        }
+        release(&mut self.per_caller, &inbound.caller);
+        release(&mut self.per_procedure, &inbound.procedure);
         if let Some(at) = inbound.deadline {
             self.deadlines.remove(&(at, id));
         }

@@ -113,8 +113,8 @@ impl Rpc {
     }
 
     /// Registers `procedure`: its provider record is announced now (the DHT
-    /// republishes it until [`Rpc::unregister`]). Registering again changes
-    /// the options.
+    /// republishes it until [`Rpc::unregister`]). Fails on a bad name, and
+    /// with [`RpcError::AlreadyRegistered`] when it is registered already.
     pub fn register(
         &mut self,
         now: Instant,
@@ -123,7 +123,14 @@ impl Rpc {
     ) -> Result<(), RpcError> {
         self.outputs.mark(now);
         let name = Topic::new(procedure)?;
+        if self.registered.contains_key(procedure) {
+            return Err(RpcError::AlreadyRegistered(procedure.into()));
+        }
         let key = self.key(&name);
+        let options = RegisterOptions {
+            max_concurrent: options.max_concurrent.max(1),
+            ..options
+        };
         self.registered.insert(procedure.into(), options);
         let flags = ProviderFlags {
             idempotent: options.idempotent,
@@ -232,7 +239,7 @@ impl Rpc {
     /// A CALL from `caller` arrived.
     pub fn handle_call(&mut self, now: Instant, caller: NodeId, call: Call) {
         self.outputs.mark(now);
-        let registered = self.registered.contains_key(&call.procedure);
+        let registered = self.registered.get(&call.procedure).copied();
         self.handler
             .handle_call(now, caller, call, registered, &mut self.outputs);
     }

@@ -54,8 +54,11 @@
 //!   CALL of a registered procedure; a refused one is answered ERROR
 //!   `unauthorized` and never reaches the application. One caller may have
 //!   at most [`RpcConfig::max_handlers_per_caller`] calls handled at once;
-//!   past it, and past [`RpcConfig::max_handlers`] in all, a CALL is answered
+//!   past it, past [`RpcConfig::max_handlers`] in all, and past the
+//!   procedure's own [`RegisterOptions::max_concurrent`], a CALL is answered
 //!   `overloaded`. Every refusal is counted by reason ([`Refusals`]).
+//! - **One registration per procedure.** Registering a procedure that is
+//!   registered already fails with [`RpcError::AlreadyRegistered`].
 //! - Provider records hold one byte of flags; their DHT key is
 //!   `rpc/<procedure>` in the realm. Procedure names follow the topic rules
 //!   ([`crate::topic::Topic`]).
@@ -76,5 +79,6 @@ pub use error::{HandlerError, RpcError};
 pub use handler::{CancelReason, InboundId};
 pub use machine::Rpc;
 pub use types::{
-    ProviderFlags, Refusals, RegisterOptions, RpcConfig, RpcEvent, RpcOutput, RpcStats,
+    DEFAULT_MAX_CONCURRENT, ProviderFlags, Refusals, RegisterOptions, RpcConfig, RpcEvent,
+    RpcOutput, RpcStats,
 };

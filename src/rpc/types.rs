@@ -77,12 +77,33 @@ impl RpcConfig {
     }
 }
 
+/// Calls of one procedure handled at once unless
+/// [`RegisterOptions::max_concurrent`] says otherwise.
+pub const DEFAULT_MAX_CONCURRENT: usize = 64;
+
 /// How a procedure is served.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegisterOptions {
     /// Running the handler twice for one call is harmless, so callers may
-    /// fail over even after the request may have been delivered.
+    /// fail over even after the request may have been delivered (published
+    /// in the provider record). Default false.
     pub idempotent: bool,
+    /// Calls of this procedure handled at once (at least 1): past it a CALL
+    /// is answered ERROR `overloaded` before the application sees it
+    /// (counted in [`Refusals::procedure_limit`]), so the caller moves on
+    /// to another provider. A slot is taken by an
+    /// [`RpcEvent::Request`] and freed when the call ends here: answered,
+    /// cancelled or past its deadline. Default [`DEFAULT_MAX_CONCURRENT`].
+    pub max_concurrent: usize,
+}
+
+impl Default for RegisterOptions {
+    fn default() -> Self {
+        Self {
+            idempotent: false,
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+        }
+    }
 }
 
 /// What a provider record says: one byte of flags (bit 0: idempotent).
@@ -145,6 +166,9 @@ pub struct Refusals {
     /// The caller already had [`RpcConfig::max_handlers_per_caller`] calls
     /// being handled (`overloaded`).
     pub caller_share: u64,
+    /// The procedure already had [`RegisterOptions::max_concurrent`] calls
+    /// being handled (`overloaded`).
+    pub procedure_limit: u64,
 }
 
 impl Refusals {
@@ -155,6 +179,7 @@ impl Refusals {
             unauthorized: self.unauthorized + other.unauthorized,
             overloaded: self.overloaded + other.overloaded,
             caller_share: self.caller_share + other.caller_share,
+            procedure_limit: self.procedure_limit + other.procedure_limit,
         }
     }
 }

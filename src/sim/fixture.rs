@@ -19,7 +19,7 @@ use super::{HostId, Link, NatConfig, NetId, World};
 use crate::dht::{Contact, DhtEvent, Diversity};
 use crate::id::{Identity, NodeId, Realm};
 use crate::node::{Event, Node, NodeConfig};
-use crate::pubsub::{Pattern, Topic};
+use crate::pubsub::{Pattern, SubscriberId, Topic};
 use crate::rpc::{CallId, CallOptions, RegisterOptions, RpcError, RpcEvent};
 use crate::secret::Secret;
 
@@ -239,11 +239,11 @@ impl Mesh {
         call.unwrap_or_else(|e| panic!("call {procedure}: {e}"))
     }
 
-    /// Has `host` subscribe to `pattern`; false if it already was.
+    /// Adds a local subscriber of `pattern` on `host`.
     ///
     /// # Panics
     /// If `pattern` is not a valid pattern or the node refuses it.
-    pub fn subscribe(&mut self, host: HostId, pattern: &str) -> bool {
+    pub fn subscribe(&mut self, host: HostId, pattern: &str) -> SubscriberId {
         let parsed = Pattern::new(pattern).unwrap_or_else(|e| panic!("{pattern}: {e}"));
         let subscribed = (self.world).with_machine(host, |node, now| node.subscribe(now, parsed));
         subscribed.unwrap_or_else(|e| panic!("subscribe {pattern}: {e}"))

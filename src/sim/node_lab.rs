@@ -352,7 +352,7 @@ impl NodeLab {
         let subscribed = self
             .world
             .with_machine(self.sides[1], |n, now| n.subscribe(now, pattern));
-        subscribed.ok()?.then_some(())?;
+        subscribed.ok()?;
         self.run(Duration::from_secs(2), |_| false);
         let target = self.world.machine(self.sides[1]).node_id();
         let mut visible = false;

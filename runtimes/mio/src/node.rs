@@ -1,10 +1,12 @@
-//! Starting a [`Node`] on a driver: the socket is bound first, so the node
-//! can announce the address it really got.
+//! Starting a [`Node`] on a driver (the socket is bound first, so the node
+//! can announce the address it really got), and reading its state and
+//! health: the core's [`NodeStats`] and [`Health`] rules, with the driver's
+//! clock.
 
 use std::net::SocketAddr;
 
 use macula::id::Identity;
-use macula::node::{Node, NodeConfig};
+use macula::node::{Health, Node, NodeConfig, NodeStats};
 
 use crate::clock;
 use crate::driver::Driver;
@@ -33,5 +35,15 @@ impl Driver<Node> {
         }
         let node = Node::new(config, identity, secret, clock::now(), clock::unix_ms())?;
         Ok(Self::with_socket(socket, node))
+    }
+
+    /// The node's counters, connections, routing-table size and metrics now.
+    pub fn stats(&self) -> NodeStats {
+        self.machine().stats()
+    }
+
+    /// The node's health now, by the core's rules ([`Health::assess`]).
+    pub fn health(&self) -> Health {
+        Health::assess(&self.stats(), clock::now())
     }
 }

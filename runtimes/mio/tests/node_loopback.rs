@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use macula::dht::DhtEvent;
 use macula::id::{Identity, NodeId, Realm, RecordKey, RecordKind};
-use macula::node::{Event, Node, NodeConfig};
+use macula::node::{Event, HealthReason, Node, NodeConfig};
 use macula_mio::{Driver, clock};
 use mio::{Events, Poll, Token};
 
@@ -119,6 +119,15 @@ fn three_nodes_bootstrap_find_each_other_and_store_and_query_a_record() {
     let mut mesh = Mesh::new(3);
     let ids: Vec<NodeId> = (0..3).map(|i| mesh.id(i)).collect();
 
+    // Alone, a node is degraded by the core's health rules.
+    assert_eq!(
+        mesh.nodes[0].health().reasons,
+        [
+            HealthReason::NoConnectedPeers,
+            HealthReason::EmptyRoutingTable
+        ]
+    );
+
     // Bootstrap 1 and 2 from 0.
     let seed = mesh.nodes[0].machine().contact();
     for node in &mut mesh.nodes[1..] {
@@ -160,6 +169,14 @@ fn three_nodes_bootstrap_find_each_other_and_store_and_query_a_record() {
     }
     lookups.sort_unstable();
     assert_eq!(lookups, [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]);
+    for node in &mesh.nodes {
+        let stats = node.stats();
+        assert!(
+            stats.connections >= 1 && stats.routing_table >= 2,
+            "{stats:?}"
+        );
+        assert!(node.health().is_ok(), "{:?}", node.health());
+    }
 
     // Node 1 stores a record with confirmation; node 2 queries it.
     let key = RecordKey::new(&realm(), RecordKind::Rpc, "echo");

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use macula::dht::{Contact, DhtEvent, QueryStats};
 use macula::id::{NodeId, RecordKey};
 use macula::metrics::Metrics;
-use macula::node::{Event, Node, NodeCounters};
+use macula::node::{Event, Health, Node, NodeStats};
 use macula::record::SignedRecord;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::Instrument;
@@ -84,30 +84,6 @@ pub struct StoreReceipt {
     pub quorum: usize,
     /// `acked.len() >= quorum`.
     pub success: bool,
-}
-
-/// A node's state at one moment ([`MaculaNode::stats`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeStats {
-    /// What the node counted (datagrams by kind, timeouts, protocol errors).
-    pub counters: NodeCounters,
-    /// Live QUIC connections.
-    pub connections: usize,
-    /// Routing-table entries.
-    pub routing_table: usize,
-    /// The node's metrics.
-    pub metrics: Metrics,
-}
-
-impl NodeStats {
-    pub(crate) fn of(node: &Node) -> Self {
-        Self {
-            counters: node.counters().clone(),
-            connections: node.connection_count(),
-            routing_table: node.dht().table().len(),
-            metrics: node.metrics().clone(),
-        }
-    }
 }
 
 impl MaculaNode {
@@ -201,12 +177,23 @@ impl MaculaNode {
         self.shared.counters.snapshot()
     }
 
-    /// The node's counters, connections and routing-table size now.
+    /// The node's counters, connections, routing-table size and metrics now
+    /// ([`Node::stats`]).
     pub async fn stats(&self) -> Result<NodeStats, CommandError> {
         let (reply, answer) = oneshot::channel();
         let asked = self.commands.send(Command::Inspect { reply }).await;
         asked.map_err(|_| CommandError::Stopped)?;
         answer.await.map_err(|_| CommandError::Stopped)
+    }
+
+    /// The node's health now, by the core's rules ([`Health::assess`] of
+    /// [`MaculaNode::stats`] at this moment); [`Health::stopped`] once the
+    /// node has shut down. `/health` answers the same.
+    pub async fn health(&self) -> Health {
+        match self.stats().await {
+            Ok(stats) => Health::assess(&stats, clock::now()),
+            Err(_stopped) => Health::stopped(),
+        }
     }
 
     /// The node's metrics now (a snapshot).

@@ -8,14 +8,19 @@
 //! - [`MaculaNode`] runs a [`macula::node::Node`] in its own task behind a
 //!   cloneable handle: `bootstrap`, `find_node`, `query` and `store` are
 //!   async and resolve when their DHT operation finishes; [`Events`] is a
-//!   stream of everything the node reports.
+//!   stream of everything the node reports; `stats` and `health` read the
+//!   node's state and the core's health rules.
 //! - Messaging on the same handle: [`MaculaNode::register`] serves a
 //!   procedure with an async handler (a [`Registration`] guard),
 //!   [`MaculaNode::call`] calls one (typed [`CallError`]; dropping the
 //!   future cancels the call), [`MaculaNode::subscribe`] gives a
 //!   [`Subscription`] of publications matching a pattern and
 //!   [`MaculaNode::publish`] publishes. See the [`rpc`] and [`pubsub`]
-//!   modules for the bounds and policies.
+//!   modules for the bounds and policies. The policies themselves (a
+//!   procedure's concurrency limit, one registration per procedure,
+//!   subscribers of one pattern sharing one subscription) are the core
+//!   node's, so an own-loop or `macula-mio` user gets the same; this crate
+//!   adds tasks, channels and guards.
 //! - [`Driver`] is the loop itself, for any [`macula::Machine`]: use it to
 //!   drive a machine of your own on a socket.
 //!
@@ -58,8 +63,10 @@
 //! - [`rpc`] and [`pubsub`]: the messaging API; `routes`: the task's side of
 //!   it (orders, notices, event routing).
 //! - `config`, `error`, `events`, `counters`: what those take and give.
-//! - `exporter`, `health`, `metrics_http`: the node's metrics in OpenMetrics
-//!   text, its health, and the HTTP server for both (`metrics_addr`).
+//! - `exporter`, `metrics_http`: the node's metrics in OpenMetrics text and
+//!   the HTTP server for them and the node's health (`metrics_addr`). The
+//!   health rules ([`Health`]) and [`NodeStats`] are the core's
+//!   (`macula::node`), re-exported here.
 //! - `clock`: the only place the crate reads time.
 //! - [`random`]: the only place it draws randomness.
 //! - `upnp` (feature `upnp`, off by default): port mapping on UPnP-IGD
@@ -79,7 +86,6 @@ mod error;
 mod events;
 mod exporter;
 mod handle;
-mod health;
 mod metrics_http;
 pub mod pubsub;
 pub mod random;
@@ -96,8 +102,10 @@ pub use driver::{DEFAULT_DATAGRAMS_PER_TURN, Driver};
 pub use error::{BindError, CommandError};
 pub use events::Events;
 pub use exporter::{OPENMETRICS_CONTENT_TYPE, openmetrics_text};
-pub use handle::{FoundNodes, FoundValues, MaculaNode, NodeStats, StoreReceipt};
-pub use health::{ERROR_WINDOW, Health, MIN_STORE_SUCCESS_RATE, Reason};
+pub use handle::{FoundNodes, FoundValues, MaculaNode, StoreReceipt};
+pub use macula::node::{
+    ERROR_WINDOW, Health, HealthReason as Reason, MIN_STORE_SUCCESS_RATE, NodeStats,
+};
 pub use metrics_http::{
     CONNECTION_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, MAX_REQUEST_HEAD,
     METRICS_HTTP_DROPPED,

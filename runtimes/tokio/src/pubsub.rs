@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use macula::id::NodeId;
-use macula::pubsub::{Pattern, PubSubError, Topic, TopicError};
+use macula::pubsub::{Pattern, PubSubError, SubscriberId, Topic, TopicError};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::BroadcastStream;
@@ -72,12 +72,13 @@ pub enum PublishError {
 /// The publications matching one pattern, from the moment
 /// [`MaculaNode::subscribe`] resolved. Receive them with
 /// [`Subscription::recv`] or as a [`Stream`]; both end when the node shuts
-/// down. Dropping it unsubscribes (the node withdraws its subscriber record
-/// when no other subscription of this node has the same pattern).
+/// down. Dropping it unsubscribes: it is one of the core node's local
+/// subscribers (`macula::node::Node::subscribe`), which share one
+/// subscription per pattern, withdrawn when the last of them goes.
 #[must_use = "dropping a Subscription unsubscribes"]
 pub struct Subscription {
     pattern: Pattern,
-    id: u64,
+    id: SubscriberId,
     inner: BroadcastStream<Publication>,
     notices: mpsc::UnboundedSender<Notice>,
     dropped: u64,

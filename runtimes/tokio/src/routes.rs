@@ -1,7 +1,10 @@
 //! The node task's side of RPC and pub/sub: it carries out the handles'
 //! messaging orders on the [`Node`] and routes the node's RPC and pub/sub
 //! events to the call waiting for them, the registered handler or the
-//! matching subscriptions.
+//! subscriptions the node names for a message. The rules (a procedure's
+//! concurrency limit, one registration per procedure, subscribers of a
+//! pattern sharing its subscription) are the node's; this keeps only what
+//! ties them to tasks and channels.
 //!
 //! Two channels reach the task: the bounded command channel (orders from
 //! the handles, which wait when it is full) and an unbounded notice channel
@@ -15,8 +18,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use macula::id::NodeId;
 use macula::node::Node;
-use macula::pubsub::{Pattern, PubSubEvent, Topic};
-use macula::rpc::{self, CallId, HandlerError, InboundId, RegisterOptions, RpcEvent};
+use macula::pubsub::{Pattern, PubSubEvent, SubscriberId, Topic};
+use macula::rpc::{self, CallId, HandlerError, InboundId, RpcEvent};
 use macula::wire::ErrorCode;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -47,7 +50,7 @@ pub(crate) enum Order {
     Subscribe {
         pattern: Pattern,
         sender: broadcast::Sender<Publication>,
-        reply: oneshot::Sender<Result<u64, SubscribeError>>,
+        reply: oneshot::Sender<Result<SubscriberId, SubscribeError>>,
     },
     /// Publish `payload` on `topic`; answers the message id.
     Publish {
@@ -61,7 +64,6 @@ pub(crate) enum Order {
 pub(crate) enum Notice {
     /// A handler finished (or its task ended without an answer).
     Answer {
-        registration: u64,
         inbound: InboundId,
         result: Result<Bytes, HandlerError>,
     },
@@ -72,37 +74,29 @@ pub(crate) enum Notice {
         done: Option<oneshot::Sender<()>>,
     },
     /// A subscription was dropped.
-    Unsubscribe { subscription: u64 },
+    Unsubscribe { subscription: SubscriberId },
     /// A call's future was dropped before it ended.
     CancelCall { ticket: u64 },
 }
 
-/// A registered procedure.
+/// A registered procedure's handler, and the registration it belongs to.
 struct Served {
-    procedure: String,
+    registration: u64,
     handler: Handler,
-    max_concurrent: usize,
-    /// Handlers of this procedure running now.
-    running: usize,
-}
-
-/// A local subscription.
-struct Subscribed {
-    pattern: Pattern,
-    sender: broadcast::Sender<Publication>,
 }
 
 /// What the task knows of RPC and pub/sub.
 pub(crate) struct Routes {
     notices: mpsc::UnboundedSender<Notice>,
-    next_id: u64,
-    served: BTreeMap<u64, Served>,
-    by_procedure: BTreeMap<String, u64>,
+    next_registration: u64,
+    /// Handlers by procedure.
+    served: BTreeMap<String, Served>,
     /// Calls handled here and not yet answered or cancelled.
     handling: BTreeMap<InboundId, CancellationToken>,
     calls: BTreeMap<CallId, (u64, oneshot::Sender<Result<Bytes, CallError>>)>,
     tickets: BTreeMap<u64, CallId>,
-    subscriptions: BTreeMap<u64, Subscribed>,
+    /// Where each of the node's local subscribers receives.
+    subscriptions: BTreeMap<SubscriberId, broadcast::Sender<Publication>>,
 }
 
 impl Routes {
@@ -110,9 +104,8 @@ impl Routes {
     pub(crate) fn new(notices: mpsc::UnboundedSender<Notice>) -> Self {
         Self {
             notices,
-            next_id: 0,
+            next_registration: 0,
             served: BTreeMap::new(),
-            by_procedure: BTreeMap::new(),
             handling: BTreeMap::new(),
             calls: BTreeMap::new(),
             tickets: BTreeMap::new(),
@@ -123,11 +116,6 @@ impl Routes {
     /// Calls waiting for their outcome and handlers running, for the log.
     pub(crate) fn open(&self) -> (usize, usize) {
         (self.calls.len(), self.handling.len())
-    }
-
-    fn next_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
     }
 
     /// Carries out an order.
@@ -175,25 +163,15 @@ impl Routes {
         options: ProcedureOptions,
         handler: Handler,
     ) -> Result<u64, RegisterError> {
-        if self.by_procedure.contains_key(&procedure) {
-            return Err(RegisterError::AlreadyRegistered(procedure));
-        }
-        let core = RegisterOptions {
-            idempotent: options.idempotent,
+        node.register(clock::now(), &procedure, options)?;
+        self.next_registration += 1;
+        let registration = self.next_registration;
+        let served = Served {
+            registration,
+            handler,
         };
-        node.register(clock::now(), &procedure, core)?;
-        let id = self.next_id();
-        self.by_procedure.insert(procedure.clone(), id);
-        self.served.insert(
-            id,
-            Served {
-                procedure,
-                handler,
-                max_concurrent: options.max_concurrent.max(1),
-                running: 0,
-            },
-        );
-        Ok(id)
+        self.served.insert(procedure, served);
+        Ok(registration)
     }
 
     fn call(
@@ -229,13 +207,9 @@ impl Routes {
         node: &mut Node,
         pattern: Pattern,
         sender: broadcast::Sender<Publication>,
-    ) -> Result<u64, SubscribeError> {
-        if !self.subscriptions.values().any(|s| s.pattern == pattern) {
-            node.subscribe(clock::now(), pattern.clone())?;
-        }
-        let id = self.next_id();
-        self.subscriptions
-            .insert(id, Subscribed { pattern, sender });
+    ) -> Result<SubscriberId, SubscribeError> {
+        let id = node.subscribe(clock::now(), pattern)?;
+        self.subscriptions.insert(id, sender);
         Ok(id)
     }
 
@@ -243,14 +217,7 @@ impl Routes {
     pub(crate) fn notice(&mut self, node: &mut Node, notice: Notice) {
         let now = clock::now();
         match notice {
-            Notice::Answer {
-                registration,
-                inbound,
-                result,
-            } => {
-                if let Some(served) = self.served.get_mut(&registration) {
-                    served.running -= 1;
-                }
+            Notice::Answer { inbound, result } => {
                 if self.handling.remove(&inbound).is_some()
                     && let Err(error) = node.reply(now, inbound, result)
                 {
@@ -258,24 +225,20 @@ impl Routes {
                 }
             }
             Notice::Unregister { registration, done } => {
-                if let Some(served) = self.served.remove(&registration) {
-                    self.by_procedure.remove(&served.procedure);
-                    node.unregister(now, &served.procedure);
+                let procedure = (self.served.iter())
+                    .find(|(_, served)| served.registration == registration)
+                    .map(|(procedure, _)| procedure.clone());
+                if let Some(procedure) = procedure {
+                    self.served.remove(&procedure);
+                    node.unregister(now, &procedure);
                 }
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
             }
             Notice::Unsubscribe { subscription } => {
-                let Some(gone) = self.subscriptions.remove(&subscription) else {
-                    return;
-                };
-                if !self
-                    .subscriptions
-                    .values()
-                    .any(|s| s.pattern == gone.pattern)
-                {
-                    node.unsubscribe(now, &gone.pattern);
+                if self.subscriptions.remove(&subscription).is_some() {
+                    node.unsubscribe(now, subscription);
                 }
             }
             Notice::CancelCall { ticket } => {
@@ -319,10 +282,10 @@ impl Routes {
         }
     }
 
-    /// Starts the handler of `procedure` for a request, or says why not:
-    /// the procedure was just unregistered (`unknown procedure`, so the
-    /// caller may go elsewhere), or its handlers are at their limit
-    /// (`overloaded`).
+    /// Starts the handler of `procedure` for a request the node let through
+    /// (its limits are the node's), or says why not: the procedure was
+    /// unregistered while the request waited (`unknown procedure`, so the
+    /// caller may go elsewhere).
     fn handle(
         &mut self,
         inbound: InboundId,
@@ -330,21 +293,11 @@ impl Routes {
         procedure: &str,
         payload: &Bytes,
     ) -> Result<(), HandlerError> {
-        let refuse = |code, message: String| HandlerError { code, message };
-        let registration = self.by_procedure.get(procedure).copied();
-        let served = registration.and_then(|id| Some((id, self.served.get_mut(&id)?)));
-        let Some((registration, served)) = served else {
+        let Some(served) = self.served.get(procedure) else {
             let message = format!("{procedure} is no longer served here");
-            return Err(refuse(ErrorCode::UnknownProcedure, message));
+            let code = ErrorCode::UnknownProcedure;
+            return Err(HandlerError { code, message });
         };
-        if served.running >= served.max_concurrent {
-            let message = format!(
-                "{procedure} already runs {} handlers (its limit)",
-                served.running
-            );
-            return Err(refuse(ErrorCode::Overloaded, message));
-        }
-        served.running += 1;
         let cancel = CancellationToken::new();
         let request = Request {
             caller,
@@ -353,7 +306,6 @@ impl Routes {
             cancellation: cancel.clone(),
         };
         let answer = Answer {
-            registration,
             inbound,
             notices: Some(self.notices.clone()),
         };
@@ -366,8 +318,8 @@ impl Routes {
         Ok(())
     }
 
-    /// Hands a pub/sub event to every matching subscription.
-    pub(crate) fn pubsub_event(&self, event: &PubSubEvent) {
+    /// Hands a pub/sub event to every subscription the node names for it.
+    pub(crate) fn pubsub_event(&self, node: &Node, event: &PubSubEvent) {
         // A failed announcement is retried by the core and reaches the
         // application on `MaculaNode::events`; only messages are routed.
         let PubSubEvent::Message {
@@ -385,10 +337,10 @@ impl Routes {
             publisher: *publisher,
             message_id: *message_id,
         };
-        for subscribed in self.subscriptions.values() {
-            if subscribed.pattern.matches(topic) {
+        for subscriber in node.subscribers_of(topic) {
+            if let Some(sender) = self.subscriptions.get(&subscriber) {
                 // Fails only when the subscription is being dropped.
-                let _ = subscribed.sender.send(publication.clone());
+                let _ = sender.send(publication.clone());
             }
         }
     }
@@ -398,7 +350,6 @@ impl Routes {
 /// the handler's task ends without one (a panic, a runtime shutting down),
 /// an error for the caller, so the call and the concurrency slot never leak.
 struct Answer {
-    registration: u64,
     inbound: InboundId,
     notices: Option<mpsc::UnboundedSender<Notice>>,
 }
@@ -412,7 +363,6 @@ impl Answer {
         if let Some(notices) = self.notices.take() {
             // Fails only when the node has stopped.
             let _ = notices.send(Notice::Answer {
-                registration: self.registration,
                 inbound: self.inbound,
                 result,
             });

@@ -1,18 +1,19 @@
 //! RPC on a [`MaculaNode`]: serve a procedure with an async handler
 //! ([`MaculaNode::register`]) and call one ([`MaculaNode::call`]).
 //!
-//! - **Handlers** run in their own tokio task, one per incoming call. Each
-//!   procedure runs at most [`ProcedureOptions::max_concurrent`] at once
-//!   (default [`DEFAULT_MAX_CONCURRENT`]); a call past that is answered
-//!   `overloaded` without running the handler, so the caller moves on to
-//!   another provider or gets `RpcError::Overloaded`. The node as a whole
-//!   also bounds the calls it handles (`NodeConfig::rpc.max_handlers`, 256
-//!   by default), with the same answer.
+//! - **Handlers** run in their own tokio task, one per incoming call. The
+//!   limits are the core node's (`macula::rpc`): each procedure handles at
+//!   most [`ProcedureOptions::max_concurrent`] calls at once (default
+//!   [`DEFAULT_MAX_CONCURRENT`]), the node as a whole
+//!   `NodeConfig::rpc.max_handlers` (256 by default); a call past either is
+//!   answered `overloaded` without running the handler, so the caller moves
+//!   on to another provider or gets `RpcError::Overloaded`.
 //! - **Cancellation** reaches a handler through [`Request::cancelled`]: the
 //!   caller cancelled (dropped its call future), its deadline passed, or its
-//!   connection went away. The handler's answer is then discarded. The
-//!   handler is not stopped by force: it should watch the token when it
-//!   runs long; its concurrency slot is free once it returns.
+//!   connection went away. The handler's answer is then discarded, and the
+//!   call's concurrency slot is free at once (the call has ended for the
+//!   node). The handler is not stopped by force: it should watch the token
+//!   when it runs long.
 //! - **Calls** resolve with the reply or a typed [`CallError`]. Dropping the
 //!   future of [`MaculaNode::call`] cancels the call: CANCEL goes to the
 //!   provider.
@@ -31,14 +32,13 @@ use macula::rpc::RpcError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-pub use macula::rpc::HandlerError;
+/// How a procedure is served ([`MaculaNode::register`]): the core's
+/// options, `idempotent` and `max_concurrent`.
+pub use macula::rpc::RegisterOptions as ProcedureOptions;
+pub use macula::rpc::{DEFAULT_MAX_CONCURRENT, HandlerError};
 
 use crate::handle::MaculaNode;
 use crate::routes::{Notice, Order};
-
-/// Handlers of one procedure that run at once unless
-/// [`ProcedureOptions::max_concurrent`] says otherwise.
-pub const DEFAULT_MAX_CONCURRENT: usize = 64;
 
 /// How long a call may take unless [`CallOptions::timeout`] says otherwise.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,27 +48,6 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, HandlerError>
 
 /// A registered handler, as the node task keeps it.
 pub(crate) type Handler = Arc<dyn Fn(Request) -> HandlerFuture + Send + Sync>;
-
-/// How a procedure is served ([`MaculaNode::register`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProcedureOptions {
-    /// Running the handler twice for one call is harmless, so callers may
-    /// fail over to another provider even after the request may have been
-    /// delivered (published in the provider record). Default false.
-    pub idempotent: bool,
-    /// Handlers of this procedure running at once (at least 1); a call past
-    /// it is answered `overloaded`. Default [`DEFAULT_MAX_CONCURRENT`].
-    pub max_concurrent: usize,
-}
-
-impl Default for ProcedureOptions {
-    fn default() -> Self {
-        Self {
-            idempotent: false,
-            max_concurrent: DEFAULT_MAX_CONCURRENT,
-        }
-    }
-}
 
 /// How a call is made ([`MaculaNode::call`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,14 +118,24 @@ pub enum RegisterError {
     /// The node refused the registration (a bad procedure name: the rules
     /// of topics apply).
     #[error(transparent)]
-    Rpc(#[from] RpcError),
+    Rpc(RpcError),
     /// This node already serves the procedure (drop or unregister that
-    /// [`Registration`] first).
+    /// [`Registration`] first): the core's
+    /// [`RpcError::AlreadyRegistered`].
     #[error("{0:?} is already registered on this node")]
     AlreadyRegistered(String),
     /// The node has shut down.
     #[error("the node has shut down")]
     Stopped,
+}
+
+impl From<RpcError> for RegisterError {
+    fn from(error: RpcError) -> Self {
+        match error {
+            RpcError::AlreadyRegistered(procedure) => Self::AlreadyRegistered(procedure),
+            other => Self::Rpc(other),
+        }
+    }
 }
 
 /// Why [`MaculaNode::call`] did not return a reply: the core's typed

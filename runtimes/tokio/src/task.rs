@@ -9,12 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use macula::dht::{Contact, DhtError, DhtEvent, QueryId};
 use macula::id::{NodeId, RecordKey};
-use macula::node::{Event, Node};
+use macula::node::{Event, Node, NodeStats};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::clock;
 use crate::driver::Driver;
-use crate::handle::NodeStats;
 use crate::routes::{Notice, Order, Routes};
 
 /// Where the outcome of a DHT operation goes.
@@ -111,7 +110,7 @@ impl Desk {
             Some(Command::Shutdown { done }) => return Some(Some(done)),
             Some(Command::Inspect { reply }) => {
                 // The caller may have stopped waiting.
-                let _ = reply.send(NodeStats::of(node));
+                let _ = reply.send(node.stats());
             }
             Some(Command::Dht { operation, reply }) => {
                 start(node, &mut self.pending, operation, reply);
@@ -206,7 +205,7 @@ fn start(
 fn route(node: &mut Node, routes: &mut Routes, event: &Event) {
     match event {
         Event::Rpc(rpc) => routes.rpc_event(node, rpc),
-        Event::PubSub(pubsub) => routes.pubsub_event(pubsub),
+        Event::PubSub(pubsub) => routes.pubsub_event(node, pubsub),
         _ => {}
     }
 }

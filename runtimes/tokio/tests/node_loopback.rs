@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use macula::dht::Contact;
 use macula::id::{NodeId, RecordKey, RecordKind};
-use macula::node::Event;
+use macula::node::{Event, HealthReason};
 use macula_tokio::{Events, MaculaNode};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -50,6 +50,15 @@ async fn two_nodes_connect_with_mutual_tls_and_find_each_other() {
     let (a, b) = (&nodes[0], &nodes[1]);
     let mut a_events = a.events();
     let mut b_events = b.events();
+    // Alone, a node is degraded by the core's rules.
+    let alone = a.health().await.reasons;
+    assert_eq!(
+        alone,
+        [
+            HealthReason::NoConnectedPeers,
+            HealthReason::EmptyRoutingTable
+        ]
+    );
     bootstrap_all(&nodes).await;
 
     assert!(
@@ -64,8 +73,11 @@ async fn two_nodes_connect_with_mutual_tls_and_find_each_other() {
     let found = find(a, b.node_id()).await;
     assert_eq!(found.closest[0].addrs.as_slice(), &[b.local_addr()]);
     assert_eq!(a.counters().send_errors, 0);
+    let connected = a.health().await;
+    assert!(connected.is_ok(), "{connected:?}");
 
     a.shutdown().await;
+    assert_eq!(a.health().await.reasons, [HealthReason::Stopped]);
     let drained = timeout(LIMIT, async { while a_events.recv().await.is_some() {} });
     drained.await.expect("events end at shutdown");
     assert_eq!(

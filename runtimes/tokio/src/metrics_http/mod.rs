@@ -1,5 +1,5 @@
 //! The HTTP/1.1 server (hyper) for `GET /metrics` (OpenMetrics text) and
-//! `GET /health` (JSON, rules in [`crate::health`]).
+//! `GET /health` (JSON, rules in [`macula::node::Health`]).
 //!
 //! One request per connection, then the connection closes. A client has
 //! [`HEADER_TIMEOUT`] from connecting to send its whole request head (at
@@ -31,13 +31,13 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use macula::metrics::{Family, Series, Value};
+use macula::node::{Health, NodeStats};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
+use crate::clock;
 use crate::exporter::{OPENMETRICS_CONTENT_TYPE, openmetrics_text_with};
-use crate::handle::NodeStats;
-use crate::health::Health;
 use crate::task::Command;
 use slots::{Dropped, HttpCounters, Slot, Slots};
 pub use slots::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP};
@@ -195,7 +195,9 @@ async fn answer(
         Ok(Route::Health) => {
             let health = inspect(commands)
                 .await
-                .map_or_else(Health::stopped, |stats| Health::of(&stats));
+                .map_or_else(Health::stopped, |stats| {
+                    Health::assess(&stats, clock::now())
+                });
             let status = if health.is_ok() {
                 StatusCode::OK
             } else {

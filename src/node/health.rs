@@ -1,4 +1,5 @@
-//! Whether a node is healthy, from one [`NodeStats`] snapshot.
+//! A node's state at one moment ([`NodeStats`], from [`Node::stats`]) and
+//! whether that state is healthy ([`Health::assess`]).
 //!
 //! A node is **ok** unless one of these rules says it is **degraded**:
 //!
@@ -8,16 +9,15 @@
 //! | routing | the routing table is empty |
 //! | errors | a connection failed or was refused in the last [`ERROR_WINDOW`] (60 s) |
 //! | stores | under [`MIN_STORE_SUCCESS_RATE`] (50%) of the last store operations (up to 64) reached their quorum |
-//! | running | the node has stopped |
+//! | running | the node has stopped ([`Health::stopped`], said by its driver) |
 //!
-//! `/health` answers 200 with `{"status":"ok","reasons":[]}` or 503 with
-//! `{"status":"degraded","reasons":[...]}`, one sentence per rule broken.
+//! No clock is read here: the driver passes `now`.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::clock;
-use crate::handle::NodeStats;
+use super::{Node, NodeCounters};
+use crate::metrics::Metrics;
 
 /// How long a connection error keeps the node degraded.
 pub const ERROR_WINDOW: Duration = Duration::from_secs(60);
@@ -25,9 +25,35 @@ pub const ERROR_WINDOW: Duration = Duration::from_secs(60);
 /// The share of recent store operations that must reach their quorum.
 pub const MIN_STORE_SUCCESS_RATE: f64 = 0.5;
 
+/// A node's state at one moment ([`Node::stats`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStats {
+    /// What the node counted (datagrams by kind, timeouts, protocol errors).
+    pub counters: NodeCounters,
+    /// Live QUIC connections.
+    pub connections: usize,
+    /// Routing-table entries.
+    pub routing_table: usize,
+    /// The node's metrics.
+    pub metrics: Metrics,
+}
+
+impl Node {
+    /// The node's counters, connections, routing-table size and metrics
+    /// now (a copy).
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            counters: self.counters().clone(),
+            connections: self.connection_count(),
+            routing_table: self.dht().table().len(),
+            metrics: self.metrics().clone(),
+        }
+    }
+}
+
 /// Why a node is degraded.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Reason {
+pub enum HealthReason {
     /// No live connection.
     NoConnectedPeers,
     /// The routing table is empty.
@@ -46,21 +72,21 @@ pub enum Reason {
     Stopped,
 }
 
-impl fmt::Display for Reason {
+impl fmt::Display for HealthReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Reason::NoConnectedPeers => write!(f, "no connected peers"),
-            Reason::EmptyRoutingTable => write!(f, "empty routing table"),
-            Reason::RecentConnectionError { ago } => {
+            HealthReason::NoConnectedPeers => write!(f, "no connected peers"),
+            HealthReason::EmptyRoutingTable => write!(f, "empty routing table"),
+            HealthReason::RecentConnectionError { ago } => {
                 write!(f, "connection error {} s ago", ago.as_secs())
             }
-            Reason::LowStorePropagation { rate } => write!(
+            HealthReason::LowStorePropagation { rate } => write!(
                 f,
                 "{:.0}% of recent DHT stores reached their quorum (below {:.0}%)",
                 rate * 100.0,
                 MIN_STORE_SUCCESS_RATE * 100.0
             ),
-            Reason::Stopped => write!(f, "node stopped"),
+            HealthReason::Stopped => write!(f, "node stopped"),
         }
     }
 }
@@ -69,35 +95,30 @@ impl fmt::Display for Reason {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Health {
     /// Every rule the node breaks, in the table's order.
-    pub reasons: Vec<Reason>,
+    pub reasons: Vec<HealthReason>,
 }
 
 impl Health {
-    /// The health `stats` show now.
-    pub fn of(stats: &NodeStats) -> Self {
-        Self::assess(stats, clock::now())
-    }
-
     /// The health `stats` show at `now`.
     pub fn assess(stats: &NodeStats, now: Instant) -> Self {
         let metrics = &stats.metrics;
         let mut reasons = Vec::new();
         if stats.connections == 0 {
-            reasons.push(Reason::NoConnectedPeers);
+            reasons.push(HealthReason::NoConnectedPeers);
         }
         if stats.routing_table == 0 {
-            reasons.push(Reason::EmptyRoutingTable);
+            reasons.push(HealthReason::EmptyRoutingTable);
         }
         if let Some(at) = metrics.last_connection_error {
             let ago = now.saturating_duration_since(at);
             if ago < ERROR_WINDOW {
-                reasons.push(Reason::RecentConnectionError { ago });
+                reasons.push(HealthReason::RecentConnectionError { ago });
             }
         }
         if let Some(rate) = metrics.store_propagation_success_rate()
             && rate < MIN_STORE_SUCCESS_RATE
         {
-            reasons.push(Reason::LowStorePropagation { rate });
+            reasons.push(HealthReason::LowStorePropagation { rate });
         }
         Self { reasons }
     }
@@ -105,7 +126,7 @@ impl Health {
     /// The health of a node that no longer runs.
     pub fn stopped() -> Self {
         Self {
-            reasons: vec![Reason::Stopped],
+            reasons: vec![HealthReason::Stopped],
         }
     }
 
@@ -129,8 +150,7 @@ impl Health {
 
 #[cfg(test)]
 mod tests {
-    use macula::metrics::{ConnectionErrorKind, Metrics};
-    use macula::node::NodeCounters;
+    use crate::metrics::ConnectionErrorKind;
 
     use super::*;
 
@@ -145,14 +165,24 @@ mod tests {
 
     #[test]
     fn a_connected_node_with_peers_is_ok() {
-        let health = Health::assess(&stats(2, 5, Metrics::new()), clock::now());
+        let health = Health::assess(&stats(2, 5, Metrics::new()), crate::test_epoch());
         assert!(health.is_ok());
         assert_eq!(health.to_json(), r#"{"status":"ok","reasons":[]}"#);
     }
 
     #[test]
-    fn each_rule_gives_its_reason() {
-        let now = clock::now();
+    fn a_stopped_node_says_so() {
+        let health = Health::stopped();
+        assert!(!health.is_ok());
+        assert_eq!(
+            health.to_json(),
+            r#"{"status":"degraded","reasons":["node stopped"]}"#
+        );
+    }
+
+    #[test]
+    fn each_rule_gives_its_reason_and_the_node_recovers() {
+        let now = crate::test_epoch();
         let mut metrics = Metrics::new();
         metrics.record_connection_error(now, ConnectionErrorKind::Timeout);
         for success in [true, false, false, false] {
@@ -163,12 +193,12 @@ mod tests {
         assert_eq!(
             health.reasons,
             vec![
-                Reason::NoConnectedPeers,
-                Reason::EmptyRoutingTable,
-                Reason::RecentConnectionError {
+                HealthReason::NoConnectedPeers,
+                HealthReason::EmptyRoutingTable,
+                HealthReason::RecentConnectionError {
                     ago: Duration::from_secs(2)
                 },
-                Reason::LowStorePropagation { rate: 0.25 },
+                HealthReason::LowStorePropagation { rate: 0.25 },
             ]
         );
         assert_eq!(
@@ -177,7 +207,17 @@ mod tests {
              \"connection error 2 s ago\",\
              \"25% of recent DHT stores reached their quorum (below 50%)\"]}"
         );
-        // The error ages out; the stores recover.
+        // Just inside the window the error still counts; at its end it no
+        // longer does. The stores recover at half the recent ones.
+        let inside = now + ERROR_WINDOW - Duration::from_millis(1);
+        let still = Health::assess(&stats(1, 1, metrics.clone()), inside);
+        assert!(matches!(
+            still.reasons[..],
+            [
+                HealthReason::RecentConnectionError { .. },
+                HealthReason::LowStorePropagation { .. }
+            ]
+        ));
         for _ in 0..4 {
             metrics.record_store(true);
         }
