@@ -127,6 +127,7 @@ fuzz_target!(|data: &[u8]| {
             5 => {
                 let options = RegisterOptions {
                     idempotent: b & 1 == 1,
+                    max_concurrent: usize::from(b >> 1 & 3),
                 };
                 let _ = rpc.register(now, PROCEDURES[usize::from(a % 3)], options);
             }
