@@ -60,3 +60,10 @@ pub fn expect_burst(observer: &UdpSocket) {
         assert_eq!(&buf[..got], &vec![n; len][..], "datagram {n}");
     }
 }
+
+/// Checks a driver's counters after the burst: seven datagrams sent in two
+/// calls (one GSO send, then the TTL one alone).
+pub fn expect_two_sends(datagrams_sent: u64, send_calls: u64) {
+    assert_eq!(datagrams_sent, 7);
+    assert_eq!(send_calls, 2, "one GSO send, then the TTL one alone");
+}
