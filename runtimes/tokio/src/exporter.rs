@@ -187,6 +187,16 @@ mod tests {
 
     use super::*;
 
+    /// Each of `lines` is a whole line of `text`.
+    fn assert_lines(text: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(
+                text.lines().any(|l| l == *line),
+                "{line:?} missing in\n{text}"
+            );
+        }
+    }
+
     #[test]
     fn samples_carry_exactly_the_core_names_and_values() {
         let mut metrics = Metrics::new();
@@ -201,7 +211,7 @@ mod tests {
         punches.record_result(NatClass::OPEN, NatClass::UNKNOWN, PunchResult::Failure);
         let text = openmetrics_text(&metrics);
         assert!(text.ends_with("# EOF\n"), "{text}");
-        for line in [
+        let lines = [
             "# TYPE rpc_calls counter",
             "rpc_calls_total{outcome=\"ok\"} 2",
             "rpc_calls_total{outcome=\"timeout\"} 0",
@@ -222,12 +232,8 @@ mod tests {
             "nat_punch_results_total{result=\"success\",local_nat=\"open\",remote_nat=\"unknown\"} 0",
             "p2p_connections_by_path{path=\"relayed\"} 0.0",
             "relay_bytes_total 0",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "{line:?} missing in\n{text}"
-            );
-        }
+        ];
+        assert_lines(&text, &lines);
         assert!(!text.contains("_total_total"));
         assert!(text.contains("# HELP rpc_calls Calls this node made"));
         for family in FAMILIES {
@@ -241,19 +247,15 @@ mod tests {
         metrics.record_call(RpcOutcome::Ok, Some(Duration::from_millis(3)));
         let openmetrics = openmetrics_text(&metrics);
         let text = to_prometheus_text(&openmetrics);
-        for line in [
+        let lines = [
             "# HELP rpc_calls_total Calls this node made, by outcome",
             "# TYPE rpc_calls_total counter",
             "rpc_calls_total{outcome=\"ok\"} 1",
             "# TYPE rpc_call_latency_seconds histogram",
             "rpc_call_latency_seconds_bucket{le=\"0.005\",result=\"ok\"} 1",
             "# TYPE dht_store_propagation_success_rate gauge",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "{line:?} missing in\n{text}"
-            );
-        }
+        ];
+        assert_lines(&text, &lines);
         assert!(
             !text.contains("# UNIT") && !text.contains("# EOF"),
             "{text}"
