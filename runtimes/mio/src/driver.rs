@@ -17,7 +17,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use macula::{Datagram, Input, Machine, Output, Transmit};
+use macula::{Datagram, Input, Machine, Output};
+use macula_udp::{Batch, Batcher};
 use mio::event::Event;
 use mio::{Events, Interest, Registry, Token};
 
@@ -28,9 +29,10 @@ use crate::socket::Socket;
 /// Datagrams one call reads at most before the driver hands control back.
 pub const DEFAULT_DATAGRAMS_PER_TURN: usize = 64;
 
-/// Transmits kept while the socket's send buffer is full; past it the newest
-/// are dropped (and counted), as a congested link would drop them: the
-/// machines recover from loss.
+/// Sends (one datagram, or several to one peer joined for GSO) kept while
+/// the socket's send buffer is full; past it the newest are dropped (and
+/// counted), as a congested link would drop them: the machines recover from
+/// loss.
 pub const DEFAULT_SEND_QUEUE: usize = 1024;
 
 /// What a driver counted so far.
@@ -40,6 +42,9 @@ pub struct DriverCounters {
     pub datagrams_received: u64,
     /// Datagrams the OS accepted.
     pub datagrams_sent: u64,
+    /// Send system calls that completed; fewer than datagrams when GSO
+    /// joined some.
+    pub send_calls: u64,
     /// Datagrams the OS refused (unreachable, wrong family, too large, ...);
     /// each was logged and dropped.
     pub send_errors: u64,
@@ -58,8 +63,8 @@ pub struct Driver<M: Machine> {
     machine: M,
     token: Option<Token>,
     events: VecDeque<M::Event>,
-    /// Transmits waiting for the socket to become writable, oldest first.
-    unsent: VecDeque<Transmit>,
+    /// Sends waiting for the socket to become writable, oldest first.
+    unsent: VecDeque<Batch>,
     send_queue: usize,
     datagrams_per_turn: usize,
     /// The last read stopped at its budget: more may be waiting, and mio
@@ -67,7 +72,8 @@ pub struct Driver<M: Machine> {
     read_pending: bool,
     /// The datagrams of one read, kept to reuse the allocation.
     received: Vec<Datagram>,
-    counters: DriverCounters,
+    send_queue_drops: u64,
+    timeouts: u64,
 }
 
 impl<M: Machine> Driver<M> {
@@ -91,7 +97,8 @@ impl<M: Machine> Driver<M> {
             datagrams_per_turn: DEFAULT_DATAGRAMS_PER_TURN,
             read_pending: false,
             received: Vec::new(),
-            counters: DriverCounters::default(),
+            send_queue_drops: 0,
+            timeouts: 0,
         }
     }
 
@@ -123,7 +130,7 @@ impl<M: Machine> Driver<M> {
         self.datagrams_per_turn = datagrams.max(1);
     }
 
-    /// Sets how many transmits may wait for a full send buffer (at least 1).
+    /// Sets how many sends may wait for a full send buffer (at least 1).
     pub fn set_send_queue(&mut self, transmits: usize) {
         self.send_queue = transmits.max(1);
     }
@@ -155,7 +162,16 @@ impl<M: Machine> Driver<M> {
 
     /// What the driver counted so far.
     pub fn counters(&self) -> DriverCounters {
-        self.counters
+        let socket = self.socket.counts();
+        DriverCounters {
+            datagrams_received: socket.datagrams_received,
+            datagrams_sent: socket.datagrams_sent,
+            send_calls: socket.send_calls,
+            send_errors: socket.send_errors,
+            send_queue_drops: self.send_queue_drops,
+            receive_errors: socket.receive_errors,
+            timeouts: self.timeouts,
+        }
     }
 
     /// The oldest event the machine reported, if any.
@@ -220,14 +236,13 @@ impl<M: Machine> Driver<M> {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {
                     // It concerns one read (an ICMP error reported on the
-                    // socket, a signal); it counts against the budget.
-                    self.counters.receive_errors += 1;
+                    // socket, a signal; counted by the socket); it counts
+                    // against the budget.
                     tracing::debug!(%error, "receive failed");
                     handled += 1;
                 }
             }
             handled += received.len();
-            self.counters.datagrams_received += received.len() as u64;
             for datagram in received.drain(..) {
                 self.machine
                     .handle_input(clock::now(), Input::Datagram(datagram));
@@ -240,11 +255,11 @@ impl<M: Machine> Driver<M> {
 
     /// Sends the transmits that waited for a full send buffer.
     pub fn handle_writable(&mut self) {
-        while let Some(transmit) = self.unsent.front() {
-            match self.socket.send(transmit) {
+        while let Some(batch) = self.unsent.front() {
+            match self.socket.send(batch) {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 sent => {
-                    self.count_sent(sent, transmit.destination);
+                    log_refused(sent, batch);
                     self.unsent.pop_front();
                 }
             }
@@ -256,7 +271,7 @@ impl<M: Machine> Driver<M> {
     pub fn handle_timeout(&mut self) {
         let now = clock::now();
         if self.machine.poll_timeout().is_some_and(|at| at <= now) {
-            self.counters.timeouts += 1;
+            self.timeouts += 1;
             self.machine.handle_input(now, Input::Timeout);
         }
         self.flush();
@@ -264,37 +279,46 @@ impl<M: Machine> Driver<M> {
 
     /// Sends everything the machine has queued (or queues it while the send
     /// buffer is full) and keeps its events for [`Driver::pop_event`].
+    /// Consecutive datagrams to one peer leave in one GSO send where the OS
+    /// offers it.
     pub fn flush(&mut self) {
+        let mut batcher = Batcher::default();
         while let Some(output) = self.machine.poll_output() {
             match output {
                 Output::Event(event) => self.events.push_back(event),
-                Output::Transmit(transmit) => self.transmit(transmit),
+                Output::Transmit(transmit) => {
+                    if let Some(full) = batcher.push(transmit, self.socket.max_segments()) {
+                        self.send(full);
+                    }
+                }
             }
+        }
+        if let Some(last) = batcher.finish() {
+            self.send(last);
         }
     }
 
-    /// Sends `transmit` now, or queues it behind earlier ones.
-    fn transmit(&mut self, transmit: Transmit) {
+    /// Sends `batch` now, or queues it behind earlier ones.
+    fn send(&mut self, batch: Batch) {
         if self.unsent.is_empty() {
-            match self.socket.send(&transmit) {
+            match self.socket.send(&batch) {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                sent => return self.count_sent(sent, transmit.destination),
+                sent => return log_refused(sent, &batch),
             }
         }
         if self.unsent.len() < self.send_queue {
-            self.unsent.push_back(transmit);
+            self.unsent.push_back(batch);
         } else {
-            self.counters.send_queue_drops += 1;
+            self.send_queue_drops += batch.count() as u64;
         }
     }
+}
 
-    fn count_sent(&mut self, sent: io::Result<()>, destination: SocketAddr) {
-        match sent {
-            Ok(()) => self.counters.datagrams_sent += 1,
-            Err(error) => {
-                self.counters.send_errors += 1;
-                tracing::debug!(%error, %destination, "send failed");
-            }
-        }
+/// Logs a send the OS refused (the socket counted it): it concerns one
+/// destination, not the driver.
+fn log_refused(sent: io::Result<()>, batch: &Batch) {
+    if let Err(error) = sent {
+        let (destination, datagrams) = (batch.destination(), batch.count());
+        tracing::debug!(%error, %destination, datagrams, "send failed");
     }
 }

@@ -1,9 +1,10 @@
 //! # macula-mio: drive a macula machine from a `mio` poll loop
 //!
 //! For applications that own their event loop. A [`Driver`] holds one
-//! non-blocking UDP socket, read and written through `quinn-udp` (batched
-//! receives, GRO, the local address of each packet, the source address of
-//! each send; dual-stack when bound to `[::]`), and runs the drive loop of the
+//! non-blocking UDP socket on [`macula_udp`], the base it shares with
+//! macula-tokio (`quinn-udp`: batched receives, GRO and GSO, the local address
+//! of each packet, the source address of each send; dual-stack when bound to
+//! `[::]`), and runs the drive loop of the
 //! [`macula::Machine`] contract: feed datagrams and timeouts, drain outputs
 //! after each (sending transmits with their per-datagram TTL), and let the
 //! poll wait no longer than the machine's next deadline. One call reads at
@@ -54,20 +55,21 @@
 //!
 //! ## Modules
 //!
-//! - `socket`: the one UDP socket (quinn-udp, dual-stack, per-datagram TTL).
+//! - `socket`: the one UDP socket: a [`macula_udp::UdpBase`] on a `mio`
+//!   socket.
 //! - `driver`: the drive loop on the application's poll ([`Driver`]).
 //! - `poll_loop`: a driver with a poll of its own ([`PollLoop`]).
 //! - `node`: starting a [`macula::node::Node`] on a driver.
 //! - `error`: [`DriverError`].
-//! - [`clock`]: the only place the crate reads time.
-//! - [`random`]: the only place it draws randomness.
+//! - [`clock`]: the only place the crate reads time, and [`random`]: the
+//!   only place it draws randomness (both re-exported from macula-udp).
 
-pub mod clock;
+pub use macula_udp::clock;
 mod driver;
 mod error;
 mod node;
 mod poll_loop;
-pub mod random;
+pub use macula_udp::random;
 mod socket;
 
 pub use driver::{DEFAULT_DATAGRAMS_PER_TURN, DEFAULT_SEND_QUEUE, Driver, DriverCounters};

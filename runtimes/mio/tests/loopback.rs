@@ -1,6 +1,10 @@
 //! macula-mio over real loopback UDP sockets: machines exchange datagrams
-//! (timers, per-datagram TTLs, dual-stack), and a read stops at its budget.
+//! (timers, per-datagram TTLs, dual-stack), a read stops at its budget, and
+//! a burst to one peer leaves in one GSO send.
 
+#[cfg(target_os = "linux")]
+#[path = "../../testutil/burst.rs"]
+mod burst;
 #[path = "../../testutil/pinger.rs"]
 mod pinger;
 
@@ -162,4 +166,19 @@ fn each_transmit_goes_out_with_its_own_ttl_and_the_default_after() {
         })
         .collect();
     assert_eq!(got, expected);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_burst_to_one_peer_leaves_in_one_gso_send_and_arrives_as_datagrams() {
+    let observer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    observer
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let machine = burst::Queue::burst(observer.local_addr().unwrap());
+    let mut driver = macula_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), machine).unwrap();
+    driver.flush();
+    burst::expect_burst(&observer);
+    let counters = driver.counters();
+    burst::expect_two_sends(counters.datagrams_sent, counters.send_calls);
 }

@@ -1,16 +1,16 @@
-//! What a driver counted: datagrams in and out, the errors it survived, and
+//! What a driver counted: its socket's counts (datagrams in and out, send
+//! calls, the errors it survived; see [`macula_udp::SocketCounters`]) and
 //! how often it woke up (an idle node should hardly wake at all).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use macula_udp::SocketCounters;
+
 /// The live counters, shared between the driver task and its handles.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Counters {
-    datagrams_received: AtomicU64,
-    datagrams_sent: AtomicU64,
-    send_calls: AtomicU64,
-    send_errors: AtomicU64,
-    receive_errors: AtomicU64,
+    socket: Arc<SocketCounters>,
     wakeups: AtomicU64,
 }
 
@@ -26,47 +26,42 @@ pub struct DriverCounters {
     /// Datagrams the OS refused (unreachable destination, wrong address
     /// family, too large, ...); each was logged and dropped.
     pub send_errors: u64,
-    /// Receive calls that failed with something other than "nothing waiting".
+    /// Receive calls (or waits for one) that failed with something other
+    /// than "nothing waiting".
     pub receive_errors: u64,
     /// Times the driver woke up for a datagram, a deadline or a command.
     pub wakeups: u64,
 }
 
-/// Which counter to bump.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Count {
-    Received,
-    Sent,
-    SendCall,
-    SendError,
-    ReceiveError,
-    Wakeup,
-}
-
 impl Counters {
-    /// Adds `n` to one counter.
-    pub(crate) fn add(&self, count: Count, n: u64) {
-        let counter = match count {
-            Count::Received => &self.datagrams_received,
-            Count::Sent => &self.datagrams_sent,
-            Count::SendCall => &self.send_calls,
-            Count::SendError => &self.send_errors,
-            Count::ReceiveError => &self.receive_errors,
-            Count::Wakeup => &self.wakeups,
-        };
-        counter.fetch_add(n, Ordering::Relaxed);
+    /// The driver's counters around its socket's.
+    pub(crate) fn new(socket: Arc<SocketCounters>) -> Self {
+        Self {
+            socket,
+            wakeups: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one wake-up.
+    pub(crate) fn wakeup(&self) {
+        self.wakeups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed wait for the socket.
+    pub(crate) fn receive_error(&self) {
+        self.socket.receive_error();
     }
 
     /// The counters now.
     pub(crate) fn snapshot(&self) -> DriverCounters {
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let socket = self.socket.snapshot();
         DriverCounters {
-            datagrams_received: get(&self.datagrams_received),
-            datagrams_sent: get(&self.datagrams_sent),
-            send_calls: get(&self.send_calls),
-            send_errors: get(&self.send_errors),
-            receive_errors: get(&self.receive_errors),
-            wakeups: get(&self.wakeups),
+            datagrams_received: socket.datagrams_received,
+            datagrams_sent: socket.datagrams_sent,
+            send_calls: socket.send_calls,
+            send_errors: socket.send_errors,
+            receive_errors: socket.receive_errors,
+            wakeups: self.wakeups.load(Ordering::Relaxed),
         }
     }
 }

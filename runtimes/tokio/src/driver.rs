@@ -19,9 +19,10 @@ use std::time::Instant;
 use macula::{Datagram, Input, Machine, Output};
 use tokio::time::Sleep;
 
-use crate::batch::Batch;
+use macula_udp::{Batch, Batcher};
+
 use crate::clock;
-use crate::counters::{Count, Counters, DriverCounters};
+use crate::counters::{Counters, DriverCounters};
 use crate::socket::Socket;
 
 /// Datagrams one wake-up handles before the driver looks at its timer and
@@ -59,6 +60,7 @@ impl<M: Machine> Driver<M> {
     /// Drives `machine` on an already bound `socket`.
     pub(crate) fn with_socket(socket: Socket, machine: M) -> Self {
         Self {
+            counters: Arc::new(Counters::new(socket.counters())),
             socket,
             machine,
             events: VecDeque::new(),
@@ -66,7 +68,6 @@ impl<M: Machine> Driver<M> {
             armed: None,
             datagrams_per_turn: DEFAULT_DATAGRAMS_PER_TURN,
             received: Vec::new(),
-            counters: Arc::default(),
         }
     }
 
@@ -107,38 +108,27 @@ impl<M: Machine> Driver<M> {
     /// GSO send where the OS offers it. A send the OS refuses is logged,
     /// counted and dropped: it concerns one destination, not the node.
     pub async fn flush(&mut self) {
-        let mut batch: Option<Batch> = None;
+        let mut batcher = Batcher::default();
         while let Some(output) = self.machine.poll_output() {
             match output {
                 Output::Transmit(transmit) => {
-                    let refused = match batch.as_mut() {
-                        Some(open) => open.push(transmit, self.socket.max_segments()).err(),
-                        None => Some(transmit),
-                    };
-                    if let Some(transmit) = refused
-                        && let Some(full) = batch.replace(Batch::new(transmit))
-                    {
+                    if let Some(full) = batcher.push(transmit, self.socket.max_segments()) {
                         self.send(&full).await;
                     }
                 }
                 Output::Event(event) => self.events.push_back(event),
             }
         }
-        if let Some(last) = batch {
+        if let Some(last) = batcher.finish() {
             self.send(&last).await;
         }
     }
 
-    /// Sends one batch and counts how it went.
+    /// Sends one batch (the socket counts how it went) and logs a refusal.
     async fn send(&self, batch: &Batch) {
-        let datagrams = batch.count() as u64;
-        self.counters.add(Count::SendCall, 1);
-        match self.socket.send(batch).await {
-            Ok(()) => self.counters.add(Count::Sent, datagrams),
-            Err(error) => {
-                self.counters.add(Count::SendError, datagrams);
-                tracing::debug!(%error, destination = %batch.destination, datagrams, "send failed");
-            }
+        if let Err(error) = self.socket.send(batch).await {
+            let (destination, datagrams) = (batch.destination(), batch.count());
+            tracing::debug!(%error, %destination, datagrams, "send failed");
         }
     }
 
@@ -179,7 +169,7 @@ impl<M: Machine> Driver<M> {
                 ready = self.socket.readable() => Wake::Readable(ready),
             }
         };
-        self.counters.add(Count::Wakeup, 1);
+        self.counters.wakeup();
         match wake {
             Wake::Deadline => {
                 self.machine.handle_input(clock::now(), Input::Timeout);
@@ -191,7 +181,7 @@ impl<M: Machine> Driver<M> {
                 None
             }
             Wake::Readable(Err(error)) => {
-                self.counters.add(Count::ReceiveError, 1);
+                self.counters.receive_error();
                 tracing::warn!(%error, "waiting for the socket failed");
                 None
             }
@@ -221,13 +211,12 @@ impl<M: Machine> Driver<M> {
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {
-                    self.counters.add(Count::ReceiveError, 1);
+                    // Counted by the socket.
                     tracing::debug!(%error, "receive failed");
                     break;
                 }
             }
             handled += received.len();
-            self.counters.add(Count::Received, received.len() as u64);
             for datagram in received.drain(..) {
                 self.machine
                     .handle_input(clock::now(), Input::Datagram(datagram));

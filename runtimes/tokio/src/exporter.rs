@@ -6,6 +6,9 @@
 //! change here. `prometheus-client` appends `_total` to counter samples and
 //! `_<unit>` to names with a unit, so both are taken off the core's names
 //! before they go in: the samples come out with exactly the core's names.
+//!
+//! Scrapers and tools that read only the older Prometheus text format 0.0.4
+//! (`promtool check metrics`) get the same text through [`to_prometheus_text`].
 
 use std::fmt;
 
@@ -18,6 +21,9 @@ use prometheus_client::registry::{self, Registry};
 /// The content type of [`openmetrics_text`]'s output.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of [`to_prometheus_text`]'s output.
+pub(crate) const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `metrics` as OpenMetrics text (ending with `# EOF`).
 pub fn openmetrics_text(metrics: &Metrics) -> String {
@@ -126,6 +132,40 @@ fn encode_value(
     }
 }
 
+/// `openmetrics` (as [`openmetrics_text`] writes it) in the Prometheus text
+/// format 0.0.4: a counter family's `# HELP` and `# TYPE` name its samples'
+/// `_total` name, and the `# UNIT` lines and `# EOF`, which that format does
+/// not have, are left out. Samples are the same in both.
+pub(crate) fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match descriptor {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let total = if counters.contains(&name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                text.push_str(&format!("{prefix}{name}{total} {tail}"));
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
+}
+
 /// `name` without `suffix` (the core's names carry it; a name without it
 /// stays as it is).
 fn strip<'a>(name: &'a str, suffix: &str) -> &'a str {
@@ -135,7 +175,6 @@ fn strip<'a>(name: &'a str, suffix: &str) -> &'a str {
 fn registry_unit(unit: Unit) -> registry::Unit {
     match unit {
         Unit::Seconds => registry::Unit::Seconds,
-        Unit::Milliseconds => registry::Unit::Other("milliseconds".into()),
     }
 }
 
@@ -147,6 +186,16 @@ mod tests {
     use macula::nat::punch::NatClass;
 
     use super::*;
+
+    /// Each of `lines` is a whole line of `text`.
+    fn assert_lines(text: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(
+                text.lines().any(|l| l == *line),
+                "{line:?} missing in\n{text}"
+            );
+        }
+    }
 
     #[test]
     fn samples_carry_exactly_the_core_names_and_values() {
@@ -162,18 +211,18 @@ mod tests {
         punches.record_result(NatClass::OPEN, NatClass::UNKNOWN, PunchResult::Failure);
         let text = openmetrics_text(&metrics);
         assert!(text.ends_with("# EOF\n"), "{text}");
-        for line in [
+        let lines = [
             "# TYPE rpc_calls counter",
             "rpc_calls_total{outcome=\"ok\"} 2",
             "rpc_calls_total{outcome=\"timeout\"} 0",
-            "# TYPE rpc_call_latency_milliseconds histogram",
-            "# UNIT rpc_call_latency_milliseconds milliseconds",
-            "rpc_call_latency_milliseconds_count{result=\"ok\"} 2",
-            "rpc_call_latency_milliseconds_sum{result=\"ok\"} 43.0",
-            "rpc_call_latency_milliseconds_bucket{le=\"5.0\",result=\"ok\"} 1",
-            "rpc_call_latency_milliseconds_bucket{le=\"50.0\",result=\"ok\"} 2",
-            "rpc_call_latency_milliseconds_bucket{le=\"+Inf\",result=\"ok\"} 2",
-            "dht_query_latency_milliseconds_sum{kind=\"find_value\"} 1.5",
+            "# TYPE rpc_call_latency_seconds histogram",
+            "# UNIT rpc_call_latency_seconds seconds",
+            "rpc_call_latency_seconds_count{result=\"ok\"} 2",
+            "rpc_call_latency_seconds_sum{result=\"ok\"} 0.043",
+            "rpc_call_latency_seconds_bucket{le=\"0.005\",result=\"ok\"} 1",
+            "rpc_call_latency_seconds_bucket{le=\"0.05\",result=\"ok\"} 2",
+            "rpc_call_latency_seconds_bucket{le=\"+Inf\",result=\"ok\"} 2",
+            "dht_query_latency_seconds_sum{kind=\"find_value\"} 0.0015",
             "p2p_connection_duration_seconds_bucket{le=\"60.0\"} 0",
             "p2p_connection_duration_seconds_bucket{le=\"300.0\"} 1",
             "dht_store_propagation_success_rate 1.0",
@@ -183,15 +232,46 @@ mod tests {
             "nat_punch_results_total{result=\"success\",local_nat=\"open\",remote_nat=\"unknown\"} 0",
             "p2p_connections_by_path{path=\"relayed\"} 0.0",
             "relay_bytes_total 0",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "{line:?} missing in\n{text}"
-            );
-        }
+        ];
+        assert_lines(&text, &lines);
         assert!(!text.contains("_total_total"));
+        assert!(text.contains("# HELP rpc_calls Calls this node made"));
         for family in FAMILIES {
             assert!(text.contains(family.name), "{} missing", family.name);
         }
+    }
+
+    #[test]
+    fn the_prometheus_text_names_counter_families_by_their_samples_and_has_no_units() {
+        let mut metrics = Metrics::new();
+        metrics.record_call(RpcOutcome::Ok, Some(Duration::from_millis(3)));
+        let openmetrics = openmetrics_text(&metrics);
+        let text = to_prometheus_text(&openmetrics);
+        let lines = [
+            "# HELP rpc_calls_total Calls this node made, by outcome",
+            "# TYPE rpc_calls_total counter",
+            "rpc_calls_total{outcome=\"ok\"} 1",
+            "# TYPE rpc_call_latency_seconds histogram",
+            "rpc_call_latency_seconds_bucket{le=\"0.005\",result=\"ok\"} 1",
+            "# TYPE dht_store_propagation_success_rate gauge",
+        ];
+        assert_lines(&text, &lines);
+        assert!(
+            !text.contains("# UNIT") && !text.contains("# EOF"),
+            "{text}"
+        );
+        assert!(!text.contains("_total_total"), "{text}");
+        // Nothing but the descriptors changed: the samples are the same.
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(samples(&text), samples(&openmetrics));
+        // Every family keeps its HELP and TYPE.
+        let count = |t: &str, p: &str| t.lines().filter(|l| l.starts_with(p)).count();
+        assert_eq!(count(&text, "# TYPE "), count(&openmetrics, "# TYPE "));
+        assert_eq!(count(&text, "# HELP "), count(&openmetrics, "# HELP "));
     }
 }

@@ -1,8 +1,9 @@
 //! # macula-tokio: a macula node on a tokio UDP socket
 //!
 //! The core crate's machines do no I/O. This crate runs them: one UDP socket
-//! through `quinn-udp` (batched receives, GRO and GSO, the destination
-//! address of each packet; dual-stack when bound to `[::]`), one timer reset only when
+//! on [`macula_udp`], the base it shares with macula-mio (`quinn-udp`:
+//! batched receives, GRO and GSO, the destination address of each packet;
+//! dual-stack when bound to `[::]`), one timer reset only when
 //! the machine's deadline changes, and a bounded amount of work per wake-up.
 //!
 //! - [`MaculaNode`] runs a [`macula::node::Node`] in its own task behind a
@@ -56,8 +57,8 @@
 //!
 //! ## Modules
 //!
-//! - `socket`: the one UDP socket (quinn-udp, dual-stack, per-datagram TTL).
-//! - `batch`: consecutive datagrams to one peer joined for one GSO send.
+//! - `socket`: the one UDP socket: a [`macula_udp::UdpBase`] with tokio's
+//!   readiness.
 //! - `driver`: the drive loop of one machine ([`Driver`]).
 //! - `task` and `handle`: the node task and its [`MaculaNode`] handle.
 //! - [`rpc`] and [`pubsub`]: the messaging API; `routes`: the task's side of
@@ -68,7 +69,8 @@
 //!   health rules ([`Health`]) and [`NodeStats`] are the core's
 //!   (`macula::node`), re-exported here.
 //! - `clock`: the only place the crate reads time.
-//! - [`random`]: the only place it draws randomness.
+//! - [`random`]: the only place it draws randomness (re-exported from
+//!   [`macula_udp::random`]).
 //! - `upnp` (feature `upnp`, off by default): port mapping on UPnP-IGD
 //!   gateways through `igd-next`, handed to the node with
 //!   `Node::set_mapped_address` (PCP and NAT-PMP are the core's own,
@@ -77,7 +79,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod batch;
 mod clock;
 mod config;
 mod counters;
@@ -88,7 +89,7 @@ mod exporter;
 mod handle;
 mod metrics_http;
 pub mod pubsub;
-pub mod random;
+pub use macula_udp::random;
 mod routes;
 pub mod rpc;
 mod socket;

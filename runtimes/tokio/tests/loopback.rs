@@ -1,6 +1,12 @@
 //! Machines exchange datagrams over real loopback UDP sockets through the
 //! generic [`Driver`]: timers, ordering, and the TTL of each datagram.
 
+#[cfg(target_os = "linux")]
+#[path = "../../testutil/arrival_ttls.rs"]
+mod arrival_ttls;
+#[cfg(target_os = "linux")]
+#[path = "../../testutil/burst.rs"]
+mod burst;
 #[path = "../../testutil/pinger.rs"]
 mod pinger;
 
@@ -40,51 +46,6 @@ async fn pings_over_loopback_are_answered_in_order_with_timers_and_ttls() {
     responder.abort();
 }
 
-/// The IP TTL (IPv6 hop limit) each datagram arrived with at `observer`,
-/// in order, for `count` datagrams.
-#[cfg(target_os = "linux")]
-fn arrival_ttls(observer: std::net::UdpSocket, count: usize) -> Vec<(u8, i32)> {
-    use std::io::IoSliceMut;
-    use std::os::fd::AsRawFd;
-
-    use nix::sys::socket::{
-        ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
-    };
-
-    if observer.local_addr().unwrap().is_ipv4() {
-        setsockopt(&observer, sockopt::Ipv4RecvTtl, &true).unwrap();
-    } else {
-        setsockopt(&observer, sockopt::Ipv6RecvHopLimit, &true).unwrap();
-    }
-    observer
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    (0..count)
-        .map(|_| {
-            let mut payload = [0u8; 16];
-            let mut cmsgs = nix::cmsg_space!(i32);
-            let mut iov = [IoSliceMut::new(&mut payload)];
-            let msg = recvmsg::<SockaddrStorage>(
-                observer.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsgs),
-                MsgFlags::empty(),
-            )
-            .expect("each ping arrives within 5 s");
-            let ttl =
-                msg.cmsgs()
-                    .unwrap()
-                    .find_map(|c| match c {
-                        ControlMessageOwned::Ipv4Ttl(ttl)
-                        | ControlMessageOwned::Ipv6HopLimit(ttl) => Some(ttl),
-                        _ => None,
-                    })
-                    .expect("the TTL came with the datagram");
-            (payload[1], ttl)
-        })
-        .collect()
-}
-
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn each_datagram_goes_out_with_its_own_ttl_and_the_default_comes_back() {
@@ -105,13 +66,16 @@ async fn each_datagram_goes_out_with_its_own_ttl_and_the_default_comes_back() {
         driver.machine_mut().start(now, target);
         // The observer never answers, so this runs until aborted.
         let pinging = tokio::spawn(async move { driver.next_event().await });
-        let ttls = tokio::task::spawn_blocking(move || arrival_ttls(observer, 4))
+        let ttls = tokio::task::spawn_blocking(move || arrival_ttls::arrival_ttls(&observer, 4))
             .await
             .unwrap();
         pinging.abort();
-        let numbers: Vec<u8> = ttls.iter().map(|(n, _)| *n).collect();
+        let numbers: Vec<u8> = ttls.iter().map(|(payload, _)| payload[1]).collect();
         assert_eq!(numbers, [0, 1, 2, 3], "{driver_addr} -> {target}");
-        for (n, ttl) in ttls {
+        for (n, ttl) in numbers
+            .into_iter()
+            .zip(ttls.into_iter().map(|(_, ttl)| ttl))
+        {
             if n % 2 == 1 {
                 assert_eq!(ttl, 1, "ping {n} from {driver_addr} set TTL 1");
             } else {
@@ -196,25 +160,6 @@ async fn a_flood_of_datagrams_cannot_starve_a_due_deadline() {
     assert_eq!(driver.counters().datagrams_received, FLOOD as u64);
 }
 
-/// Queues datagrams and nothing else.
-#[cfg(target_os = "linux")]
-struct Queue(VecDeque<Output<()>>);
-
-#[cfg(target_os = "linux")]
-impl Machine for Queue {
-    type Event = ();
-
-    fn handle_input(&mut self, _: Instant, _: Input) {}
-
-    fn poll_output(&mut self) -> Option<Output<()>> {
-        self.0.pop_front()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-}
-
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_burst_to_one_peer_leaves_in_one_gso_send_and_arrives_as_datagrams() {
@@ -222,40 +167,12 @@ async fn a_burst_to_one_peer_leaves_in_one_gso_send_and_arrives_as_datagrams() {
     observer
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let datagram = |n: u8, len: usize, ttl| {
-        Output::Transmit(macula::Transmit {
-            source: None,
-            destination: observer.local_addr().unwrap(),
-            payload: vec![n; len].into(),
-            ttl,
-        })
-    };
-    // Five of 100 bytes and a shorter last one, then one with its own TTL.
-    let mut burst: VecDeque<_> = (0..5).map(|n| datagram(n, 100, None)).collect();
-    burst.push_back(datagram(5, 40, None));
-    burst.push_back(datagram(6, 100, Some(9)));
-    let mut driver = Driver::bind("127.0.0.1:0".parse().unwrap(), Queue(burst))
+    let machine = burst::Queue::burst(observer.local_addr().unwrap());
+    let mut driver = Driver::bind("127.0.0.1:0".parse().unwrap(), machine)
         .await
         .unwrap();
     driver.flush().await;
-
-    let mut buf = [0u8; 200];
-    for (n, len) in [
-        (0, 100),
-        (1, 100),
-        (2, 100),
-        (3, 100),
-        (4, 100),
-        (5, 40),
-        (6, 100),
-    ] {
-        let (got, _) = observer.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..got], &vec![n; len][..], "datagram {n}");
-    }
+    burst::expect_burst(&observer);
     let counters = driver.counters();
-    assert_eq!(counters.datagrams_sent, 7);
-    assert_eq!(
-        counters.send_calls, 2,
-        "one GSO send, then the TTL one alone"
-    );
+    burst::expect_two_sends(counters.datagrams_sent, counters.send_calls);
 }

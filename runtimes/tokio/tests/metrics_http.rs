@@ -217,13 +217,32 @@ async fn metrics_and_health_follow_the_traffic_over_http() {
         1.0
     );
     let lookups = r#"kind="find_node""#;
-    assert!(value(&samples, "dht_query_latency_milliseconds_count", lookups) >= 1.0);
+    assert!(value(&samples, "dht_query_latency_seconds_count", lookups) >= 1.0);
     let inf = r#"le="+Inf",kind="find_node""#;
     assert_eq!(
-        value(&samples, "dht_query_latency_milliseconds_bucket", inf),
-        value(&samples, "dht_query_latency_milliseconds_count", lookups)
+        value(&samples, "dht_query_latency_seconds_bucket", inf),
+        value(&samples, "dht_query_latency_seconds_count", lookups)
     );
     assert_eq!(value(&samples, "rpc_calls_total", r#"outcome="ok""#), 0.0);
+
+    // A client that accepts only text/plain (promtool's input) gets the
+    // Prometheus text format 0.0.4: counter families by their `_total` name,
+    // no units, no `# EOF`; the same samples.
+    let request = "GET /metrics HTTP/1.1\r\nHost: test\r\nAccept: text/plain\r\n\r\n";
+    let (status, text) = exchange(addr, request.as_bytes()).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.lines().any(|l| l == "# TYPE rpc_calls_total counter"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("# EOF") && !text.contains("# UNIT"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nrpc_calls_total{outcome=\"ok\"} 0\n"),
+        "{text}"
+    );
 
     // The handle's snapshot says the same.
     let metrics = node.metrics().await.unwrap();

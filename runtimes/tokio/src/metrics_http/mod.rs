@@ -1,5 +1,7 @@
-//! The HTTP/1.1 server (hyper) for `GET /metrics` (OpenMetrics text) and
-//! `GET /health` (JSON, rules in [`macula::node::Health`]).
+//! The HTTP/1.1 server (hyper) for `GET /metrics` (OpenMetrics text; the
+//! Prometheus text format 0.0.4 to a client that accepts `text/plain` and
+//! not OpenMetrics, such as `curl -H 'Accept: text/plain' ... | promtool
+//! check metrics`) and `GET /health` (JSON, rules in [`macula::node::Health`]).
 //!
 //! One request per connection, then the connection closes. A client has
 //! [`HEADER_TIMEOUT`] from connecting to send its whole request head (at
@@ -25,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -37,7 +39,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
 use crate::clock;
-use crate::exporter::{OPENMETRICS_CONTENT_TYPE, openmetrics_text_with};
+use crate::exporter::{
+    OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE, openmetrics_text_with,
+    to_prometheus_text,
+};
 use crate::task::Command;
 use slots::{Dropped, HttpCounters, Slot, Slots};
 pub use slots::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP};
@@ -178,14 +183,18 @@ async fn answer(
 ) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match route(request.method(), request.uri().path()) {
         Ok(Route::Metrics) => match inspect(commands).await {
-            Some(stats) => (
-                StatusCode::OK,
-                OPENMETRICS_CONTENT_TYPE,
-                openmetrics_text_with(
+            Some(stats) => {
+                let text = openmetrics_text_with(
                     &stats.metrics,
                     vec![(METRICS_HTTP_DROPPED, dropped(counters))],
-                ),
-            ),
+                );
+                if wants_prometheus_text(request.headers().get(ACCEPT)) {
+                    let text = to_prometheus_text(&text);
+                    (StatusCode::OK, PROMETHEUS_TEXT_CONTENT_TYPE, text)
+                } else {
+                    (StatusCode::OK, OPENMETRICS_CONTENT_TYPE, text)
+                }
+            }
             None => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 TEXT,
@@ -215,6 +224,17 @@ async fn answer(
         headers.insert(ALLOW, HeaderValue::from_static("GET"));
     }
     response
+}
+
+/// The client asked for the Prometheus text format 0.0.4: its `Accept`
+/// names `text/plain` and not OpenMetrics (Prometheus itself names both,
+/// OpenMetrics first; no header or `*/*` gets OpenMetrics).
+fn wants_prometheus_text(accept: Option<&HeaderValue>) -> bool {
+    let accept = accept
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    accept.contains("text/plain") && !accept.contains("application/openmetrics-text")
 }
 
 /// The server's own family: connections dropped unanswered, by reason.
@@ -261,5 +281,20 @@ mod tests {
         for (method, path, expected) in cases {
             assert_eq!(route(&method, path), expected, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn only_a_client_that_asks_for_text_plain_alone_gets_the_older_format() {
+        let wants =
+            |accept: &'static str| wants_prometheus_text(Some(&HeaderValue::from_static(accept)));
+        assert!(wants("text/plain"));
+        assert!(wants("text/plain; version=0.0.4"));
+        assert!(!wants("*/*"));
+        assert!(!wants("application/openmetrics-text; version=1.0.0"));
+        // What Prometheus sends: OpenMetrics first.
+        assert!(!wants(
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+        ));
+        assert!(!wants_prometheus_text(None));
     }
 }

@@ -1,4 +1,4 @@
-//! The OS random source: the only place this crate draws randomness. A
+//! The OS random source: the only place the drivers draw randomness. A
 //! node's identity key and its 256-bit [`Secret`] (every transport secret
 //! derives from it) come from here.
 

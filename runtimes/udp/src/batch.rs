@@ -10,12 +10,15 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use macula::Transmit;
+use quinn_udp::EcnCodepoint;
 
 /// One or more datagrams for one destination, sent in one call.
-pub(crate) struct Batch {
-    pub(crate) destination: SocketAddr,
-    pub(crate) source: Option<SocketAddr>,
-    pub(crate) ttl: Option<u8>,
+#[derive(Clone, Debug)]
+pub struct Batch {
+    destination: SocketAddr,
+    source: Option<SocketAddr>,
+    ttl: Option<u8>,
+    ecn: Option<EcnCodepoint>,
     first: Bytes,
     /// Every segment back to back, once there are two.
     joined: Vec<u8>,
@@ -25,11 +28,12 @@ pub(crate) struct Batch {
 
 impl Batch {
     /// A batch of `transmit` alone.
-    pub(crate) fn new(transmit: Transmit) -> Self {
+    pub fn new(transmit: Transmit) -> Self {
         Self {
             destination: transmit.destination,
             source: transmit.source,
             ttl: transmit.ttl,
+            ecn: None,
             segment: transmit.payload.len(),
             first: transmit.payload,
             joined: Vec::new(),
@@ -40,7 +44,7 @@ impl Batch {
     /// Appends `transmit` if it can ride along (same destination and source,
     /// no TTL of its own, no longer than the first, the batch not closed by a
     /// shorter one and under `max_segments`); gives it back otherwise.
-    pub(crate) fn push(&mut self, transmit: Transmit, max_segments: usize) -> Result<(), Transmit> {
+    pub fn push(&mut self, transmit: Transmit, max_segments: usize) -> Result<(), Transmit> {
         let len = transmit.payload.len();
         let fits = self.count < max_segments
             && self.ttl.is_none()
@@ -66,7 +70,7 @@ impl Batch {
     }
 
     /// The bytes to send.
-    pub(crate) fn contents(&self) -> &[u8] {
+    pub fn contents(&self) -> &[u8] {
         if self.joined.is_empty() {
             &self.first
         } else {
@@ -75,13 +79,61 @@ impl Batch {
     }
 
     /// The segment size to ask the OS for, when there are several.
-    pub(crate) fn segment_size(&self) -> Option<usize> {
+    pub fn segment_size(&self) -> Option<usize> {
         (self.count > 1).then_some(self.segment)
     }
 
     /// How many datagrams it holds.
-    pub(crate) fn count(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.count
+    }
+
+    /// Where it goes.
+    pub fn destination(&self) -> SocketAddr {
+        self.destination
+    }
+
+    /// The local address to send from (`None`: the socket's default).
+    pub fn source(&self) -> Option<SocketAddr> {
+        self.source
+    }
+
+    /// Its own IP TTL (hop limit), if it has one.
+    pub fn ttl(&self) -> Option<u8> {
+        self.ttl
+    }
+
+    /// The ECN codepoint its packets carry (`None`: not ECN-capable).
+    pub fn ecn(&self) -> Option<EcnCodepoint> {
+        self.ecn
+    }
+
+    /// Marks its packets with `ecn`.
+    pub fn set_ecn(&mut self, ecn: Option<EcnCodepoint>) {
+        self.ecn = ecn;
+    }
+}
+
+/// Joins a machine's transmits, as they come, into [`Batch`]es.
+#[derive(Debug, Default)]
+pub struct Batcher {
+    open: Option<Batch>,
+}
+
+impl Batcher {
+    /// Adds `transmit` to the open batch (of at most `max_segments`), or
+    /// opens a new one with it. Returns the batch it closed, to send now.
+    pub fn push(&mut self, transmit: Transmit, max_segments: usize) -> Option<Batch> {
+        let refused = match self.open.as_mut() {
+            Some(open) => open.push(transmit, max_segments).err(),
+            None => Some(transmit),
+        };
+        refused.and_then(|transmit| self.open.replace(Batch::new(transmit)))
+    }
+
+    /// The open batch, to send once the machine has nothing more queued.
+    pub fn finish(&mut self) -> Option<Batch> {
+        self.open.take()
     }
 }
 
@@ -127,5 +179,19 @@ mod tests {
         let mut alone = Batch::new(transmit(1, 4, Some(1)));
         assert!(alone.push(transmit(1, 4, None), 10).is_err());
         assert_eq!(alone.contents(), &[4, 4, 4, 4]);
+    }
+
+    #[test]
+    fn a_batcher_hands_back_each_batch_as_the_next_one_opens() {
+        let mut batcher = Batcher::default();
+        assert!(batcher.push(transmit(1, 4, None), 2).is_none());
+        assert!(batcher.push(transmit(1, 4, None), 2).is_none());
+        let full = batcher.push(transmit(1, 4, None), 2).expect("two at most");
+        assert_eq!((full.count(), full.segment_size()), (2, Some(4)));
+        let other = batcher.push(transmit(2, 4, None), 2).expect("another peer");
+        assert_eq!(other.count(), 1);
+        let last = batcher.finish().expect("the open batch");
+        assert_eq!(last.destination(), SocketAddr::from(([127, 0, 0, 1], 2)));
+        assert!(batcher.finish().is_none());
     }
 }

@@ -1,6 +1,7 @@
-//! The driver's clocks: the only place this crate reads time.
+//! The drivers' clocks: the only place they read time (macula-tokio reads
+//! monotonic time from tokio instead, so a paused test runtime pauses it).
 //!
-//! Monotonic time is read at every input the driver feeds; wall-clock time
+//! Monotonic time is read at every input a driver feeds; wall-clock time
 //! is read once, to start a node (`Node::new` takes both readings of the
 //! same moment). Applications that build a `Node` for a driver use these too,
 //! so the core never reads a clock.

@@ -1,0 +1,56 @@
+//! # macula-udp: the UDP socket base of macula's drivers
+//!
+//! Both drivers ([macula-tokio](https://docs.rs/macula-tokio) and
+//! [macula-mio](https://docs.rs/macula-mio)) read and write their sockets
+//! through this crate, so a datagram is treated the same whichever loop runs
+//! the machine. [`UdpBase`] wraps a non-blocking socket of the driver's own
+//! type (a tokio or mio socket, or a plain `std` one) and uses `quinn-udp` for
+//! the system calls: batched receives (`recvmmsg`), GRO super-datagrams split
+//! by their stride, the ECN codepoint and the destination (local) address of
+//! each received datagram, the source address and GSO segments of each send.
+//! On top it adds what the macula contract needs:
+//!
+//! - [`open`]: a socket bound at an address, dual-stack for `[::]` where the
+//!   OS allows it and on the unspecified IPv4 address where the host has no
+//!   IPv6 at all;
+//! - IPv4 peers seen as plain IPv4 on an IPv6 socket ([`canonical`] in,
+//!   IPv4-mapped IPv6 out);
+//! - a per-datagram IP TTL (IPv6 hop limit), set for one send and restored
+//!   after it;
+//! - [`Batch`] and [`Batcher`]: consecutive transmits to one peer joined for
+//!   one GSO send;
+//! - [`SocketCounters`]: what both drivers count.
+//!
+//! Nothing here waits: "nothing to read" and "send buffer full" come back as
+//! `WouldBlock`, for the driver's own readiness (tokio's reactor, a mio poll).
+//!
+//! The drivers' [`clock`] and OS [`random`] source live here too: they are the
+//! same for both.
+//!
+//! ## Modules
+//!
+//! - `open`: binding a socket ([`open`], [`open_exactly`]).
+//! - `base`: reading and writing it ([`UdpBase`], [`RecvBuffers`]).
+//! - `address`: IPv4-mapped addresses ([`canonical`]).
+//! - `ttl`: a send's own TTL, and the default restored after it.
+//! - `batch`: GSO batches ([`Batch`], [`Batcher`]).
+//! - `counters`: [`SocketCounters`], [`SocketCounts`].
+//! - [`clock`], [`random`]: the only places a driver reads time and draws
+//!   randomness.
+
+mod address;
+mod base;
+mod batch;
+pub mod clock;
+mod counters;
+mod open;
+pub mod random;
+mod ttl;
+
+pub use address::canonical;
+pub use base::{OsSocket, RecvBuffers, UdpBase};
+pub use batch::{Batch, Batcher};
+pub use counters::{SocketCounters, SocketCounts};
+pub use open::{open, open_exactly};
+/// The ECN codepoint of a datagram (RFC 3168), as `quinn-udp` reads and writes it.
+pub use quinn_udp::EcnCodepoint;
