@@ -597,6 +597,8 @@ impl Machine for Node {
                 self.portmap_address_changed(now, old, new);
                 self.address_changed(now, new);
             }
+            // The node asks for no extra sockets (yet): a driver's answer to nothing.
+            Input::SocketsOpened(_) => {}
         }
         self.settle(now);
     }

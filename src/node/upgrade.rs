@@ -88,7 +88,7 @@ impl Node {
 
     /// Offers a STUN datagram to the upgrades; true when one of them took it.
     pub(super) fn upgrade_stun(&mut self, now: Instant, datagram: &Datagram) -> bool {
-        (self.upgrades).handle_datagram(now, datagram.remote, &datagram.payload)
+        (self.upgrades).handle_datagram(now, datagram)
     }
 
     /// Runs the upgrades' timers.

@@ -90,7 +90,9 @@ impl Default for NodeLabConfig {
 pub struct NodePairReport {
     /// The pair.
     pub pairing: Pairing,
-    /// The oracle's verdict.
+    /// The oracle's verdict for what the Node does: a pair only the birthday search joins
+    /// counts as impossible, because the Node's upgrade does not run the search yet (its
+    /// drivers open no extra sockets; the punch machine runs it in `punch_lab`).
     pub possible: bool,
     /// Whether the relayed connection came up at both sides.
     pub connected: bool,
@@ -176,7 +178,7 @@ pub fn run_node_pair(pairing: Pairing, config: &NodeLabConfig, start: Instant) -
     let phase = config.phase;
     let mut report = NodePairReport {
         pairing,
-        possible: pairing.possible(),
+        possible: pairing.possible() && !pairing.needs_search(),
         connected: false,
         direct: false,
         punch_time: None,

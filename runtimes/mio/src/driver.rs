@@ -17,7 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use macula::{Datagram, Input, Machine, Output, Transmit};
+use macula::{Datagram, Input, Machine, Output, SocketRequest, Transmit};
 use mio::event::Event;
 use mio::{Events, Interest, Registry, Token};
 
@@ -269,6 +269,13 @@ impl<M: Machine> Driver<M> {
             match output {
                 Output::Event(event) => self.events.push_back(event),
                 Output::Transmit(transmit) => self.transmit(transmit),
+                // This driver keeps to its one socket: it opens none (the contract lets
+                // it open fewer than asked), so it has none to close.
+                Output::Sockets(SocketRequest::Open { .. }) => {
+                    let none = Input::SocketsOpened(Vec::new());
+                    self.machine.handle_input(clock::now(), none);
+                }
+                Output::Sockets(SocketRequest::Close(_)) => {}
             }
         }
     }

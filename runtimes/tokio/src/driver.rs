@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use macula::{Datagram, Input, Machine, Output};
+use macula::{Datagram, Input, Machine, Output, SocketRequest};
 use tokio::time::Sleep;
 
 use crate::batch::Batch;
@@ -122,6 +122,13 @@ impl<M: Machine> Driver<M> {
                     }
                 }
                 Output::Event(event) => self.events.push_back(event),
+                // This driver keeps to its one socket: it opens none (the contract lets
+                // it open fewer than asked), so it has none to close.
+                Output::Sockets(SocketRequest::Open { .. }) => {
+                    let none = Input::SocketsOpened(Vec::new());
+                    self.machine.handle_input(clock::now(), none);
+                }
+                Output::Sockets(SocketRequest::Close(_)) => {}
             }
         }
         if let Some(last) = batch {

@@ -45,7 +45,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::collections::HashMap;
-use crate::contract::{Child, OutputQueue, Transmit};
+use crate::contract::{Child, Datagram, OutputQueue, Transmit};
 use crate::id::NodeId;
 use crate::nat::punch::{Candidate, NatClass, PunchConfig, PunchEvent};
 use crate::nat::stun::Bucket;
@@ -386,18 +386,24 @@ impl Upgrades {
 
     /// A STUN datagram: true when a punch or a liveness watch took it (one whose
     /// integrity did not check is taken, ignored and counted).
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) -> bool {
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &Datagram) -> bool {
+        let Datagram {
+            local,
+            remote: from,
+            payload,
+        } = datagram;
+        let (local, from) = (*local, *from);
         self.out.mark(now);
         let mut taken = None;
         let mut moved = false;
         for (conn, s) in self.sessions.iter_mut() {
             let before = s.unauthenticated();
             let took = match &mut s.stage {
-                Stage::Punching(p) => p.handle_datagram(now, from, payload),
+                Stage::Punching(p) => p.handle_datagram(now, local, from, payload),
                 Stage::Direct(p, live) => {
                     let answered = p.stats().answered;
                     let took = live.handle_datagram(now, from, payload)
-                        || p.handle_datagram(now, from, payload);
+                        || p.handle_datagram(now, local, from, payload);
                     // An authentic probe of the peer from elsewhere while
                     // ours go unanswered: the peer moved (a delayed probe of
                     // the punch, while the path is healthy, moves nothing).

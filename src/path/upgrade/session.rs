@@ -275,6 +275,10 @@ impl Upgrades {
             same_public_ip,
             hops: self.hops,
             both_ipv6,
+            // The node's upgrade does not open extra sockets yet: a pair only the birthday
+            // search could join is skipped, as before.
+            search: false,
+            seed: self.rng.next_u64(),
         };
         let mut puncher = Puncher::new(self.config.punch.clone(), plan, now);
         puncher.handle_timeout(now);
@@ -306,6 +310,8 @@ impl Upgrades {
                 match output {
                     Output::Transmit(t) => self.out.push(UpgradeOutput::Transmit(t)),
                     Output::Event(e) => events.push(e),
+                    // Without `Plan::search` a puncher asks for no sockets.
+                    Output::Sockets(_) => {}
                 }
             }
         }
