@@ -22,6 +22,7 @@ use tokio::time::Sleep;
 use crate::batch::Batch;
 use crate::clock;
 use crate::counters::{Count, Counters, DriverCounters};
+use crate::extra::ExtraSockets;
 use crate::socket::Socket;
 
 /// Datagrams one wake-up handles before the driver looks at its timer and
@@ -32,6 +33,8 @@ pub const DEFAULT_DATAGRAMS_PER_TURN: usize = 64;
 /// A machine bound to a UDP socket.
 pub struct Driver<M: Machine> {
     socket: Socket,
+    /// The extra sockets the machine asked for (`macula::SocketRequest`).
+    extra: ExtraSockets,
     machine: M,
     events: VecDeque<M::Event>,
     timer: Pin<Box<Sleep>>,
@@ -46,6 +49,8 @@ pub struct Driver<M: Machine> {
 enum Wake<T> {
     Deadline,
     Readable(io::Result<()>),
+    /// The extra socket of this index may have datagrams.
+    ExtraReadable(usize),
     Other(T),
 }
 
@@ -60,6 +65,7 @@ impl<M: Machine> Driver<M> {
     pub(crate) fn with_socket(socket: Socket, machine: M) -> Self {
         Self {
             socket,
+            extra: ExtraSockets::default(),
             machine,
             events: VecDeque::new(),
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
@@ -110,6 +116,9 @@ impl<M: Machine> Driver<M> {
         let mut batch: Option<Batch> = None;
         while let Some(output) = self.machine.poll_output() {
             match output {
+                Output::Transmit(transmit) if self.extra.owns(transmit.source) => {
+                    self.send_extra(&transmit);
+                }
                 Output::Transmit(transmit) => {
                     let refused = match batch.as_mut() {
                         Some(open) => open.push(transmit, self.socket.max_segments()).err(),
@@ -122,13 +131,13 @@ impl<M: Machine> Driver<M> {
                     }
                 }
                 Output::Event(event) => self.events.push_back(event),
-                // This driver keeps to its one socket: it opens none (the contract lets
-                // it open fewer than asked), so it has none to close.
-                Output::Sockets(SocketRequest::Open { .. }) => {
-                    let none = Input::SocketsOpened(Vec::new());
-                    self.machine.handle_input(clock::now(), none);
+                Output::Sockets(SocketRequest::Open { count }) => {
+                    let opened = self.extra.open(self.socket.local_addr(), count);
+                    tracing::debug!(asked = count, opened = opened.len(), "extra sockets");
+                    let opened = Input::SocketsOpened(opened);
+                    self.machine.handle_input(clock::now(), opened);
                 }
-                Output::Sockets(SocketRequest::Close(_)) => {}
+                Output::Sockets(SocketRequest::Close(addrs)) => self.extra.close(&addrs),
             }
         }
         if let Some(last) = batch {
@@ -145,6 +154,19 @@ impl<M: Machine> Driver<M> {
             Err(error) => {
                 self.counters.add(Count::SendError, datagrams);
                 tracing::debug!(%error, destination = %batch.destination, datagrams, "send failed");
+            }
+        }
+    }
+
+    /// Sends one datagram from an extra socket and counts how it went.
+    fn send_extra(&self, transmit: &macula::Transmit) {
+        self.counters.add(Count::SendCall, 1);
+        match self.extra.send(transmit) {
+            Ok(()) => self.counters.add(Count::Sent, 1),
+            Err(error) => {
+                self.counters.add(Count::SendError, 1);
+                let destination = transmit.destination;
+                tracing::debug!(%error, %destination, "send on an extra socket failed");
             }
         }
     }
@@ -184,6 +206,8 @@ impl<M: Machine> Driver<M> {
                 () = &mut self.timer, if self.armed.is_some() => Wake::Deadline,
                 out = other => Wake::Other(out),
                 ready = self.socket.readable() => Wake::Readable(ready),
+                i = std::future::poll_fn(|cx| self.extra.poll_readable(cx)),
+                    if !self.extra.is_empty() => Wake::ExtraReadable(i),
             }
         };
         self.counters.add(Count::Wakeup, 1);
@@ -195,6 +219,10 @@ impl<M: Machine> Driver<M> {
             }
             Wake::Readable(Ok(())) => {
                 self.receive().await;
+                None
+            }
+            Wake::ExtraReadable(index) => {
+                self.receive_extra(index).await;
                 None
             }
             Wake::Readable(Err(error)) => {
@@ -215,6 +243,21 @@ impl<M: Machine> Driver<M> {
             }
             self.armed = deadline;
         }
+    }
+
+    /// Feeds the machine what extra socket `index` holds, up to the per-turn budget,
+    /// draining its outputs after each datagram.
+    async fn receive_extra(&mut self, index: usize) {
+        let mut received = std::mem::take(&mut self.received);
+        let budget = self.datagrams_per_turn;
+        let count = self.extra.receive(index, budget, |d| received.push(d));
+        self.counters.add(Count::Received, count as u64);
+        for datagram in received.drain(..) {
+            self.machine
+                .handle_input(clock::now(), Input::Datagram(datagram));
+            self.flush().await;
+        }
+        self.received = received;
     }
 
     /// Feeds the machine what the socket holds, up to the per-turn budget,

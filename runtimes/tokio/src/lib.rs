@@ -78,6 +78,7 @@ mod driver;
 mod error;
 mod events;
 mod exporter;
+mod extra;
 mod handle;
 mod health;
 mod metrics_http;

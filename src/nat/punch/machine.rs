@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::candidate::{Candidate, CandidateKind, ordered};
 use super::config::PunchConfig;
-use super::oracle::{NatClass, SearchSide, direct_possible, search_side};
+use super::oracle::{NatClass, SearchSide, direct_possible, plainly_possible, search_side};
 use super::search::{HardSockets, PortDraw};
 use crate::nat::stun::{Attribute, Class, IntegrityKey, Message, Method, TransactionId, decode};
 use crate::scope::is_global_ipv6;
@@ -237,10 +237,13 @@ impl Puncher {
         let remote = ordered(&plan.remote, config.max_candidates);
         let search = search_side(&plan.local_nat, &plan.remote_nat)
             .filter(|_| !plan.same_public_ip && !plan.both_ipv6);
-        let searchable = plan.search || search.is_none();
+        let (local_nat, remote_nat) = (&plan.local_nat, &plan.remote_nat);
         let possible = plan.same_public_ip
             || plan.both_ipv6
-            || (direct_possible(&plan.local_nat, &plan.remote_nat) && searchable);
+            || match plan.search {
+                true => direct_possible(local_nat, remote_nat),
+                false => plainly_possible(local_nat, remote_nat),
+            };
         let search = search.filter(|_| plan.search && possible);
         let target = (remote.iter())
             .find(|c| c.kind == CandidateKind::Reflexive && c.addr.is_ipv4())
@@ -290,6 +293,12 @@ impl Puncher {
     /// its peer's probes.
     pub fn is_finished(&self) -> bool {
         !matches!(self.state, State::Running(_))
+    }
+
+    /// Closes every extra socket the punch holds, the winning pair's too: its owner is
+    /// done with the punch or the path ([`SocketRequest::Close`] is queued).
+    pub fn close_sockets(&mut self) {
+        self.release(None);
     }
 
     /// What the punch did so far.

@@ -61,7 +61,9 @@
 //! 7. **Birthday search for a hard NAT.** A NAT that maps every destination to a new random
 //!    port (Linux `masquerade random,fully-random`) cannot be predicted, and a peer behind a
 //!    port-restricted cone (Linux masquerade) admits only the exact address it sent to. When
-//!    both classes are known and only the search can join them ([`search_side`]), the sides
+//!    one side is known to be such a NAT and the other to map endpoint-independently
+//!    without known permissive filtering ([`search_side`]; discovery seldom tells the
+//!    filtering, so an uncertain one counts as port-dependent), the sides
 //!    split the work (Tailscale's idea, our own machine): the **hard** side asks its driver
 //!    for [`PunchConfig::search_sockets`] extra sockets ([`crate::Output::Sockets`]) and, at
 //!    each attempt's start, sends one probe from each toward the easy side's reflexive
@@ -78,7 +80,10 @@
 //!    both sides, the hard side's [`Punched::local`] naming the socket, and every other
 //!    extra socket is closed (all of them when the punch fails). Two unpredictable NATs
 //!    still rule each other out. The search runs only when the owner opens sockets
-//!    ([`Plan::search`]); without it such a pair is skipped.
+//!    ([`Plan::search`]); without it a pair the plain punch certainly cannot join is
+//!    skipped. The plain rounds run beside the search all along. The NAT lab measured
+//!    masquerade × `random,fully-random` direct 10 in 10, 67–608 ms after the relayed
+//!    connection was up.
 //!
 //! Limits: at most [`PunchConfig::max_checks_per_attempt`] probes per attempt (100, RFC 8445
 //! §19.5.1) and [`PunchConfig::max_candidates`] remote candidates; the search adds at most

@@ -82,6 +82,12 @@ pub fn direct_possible(a: &NatClass, b: &NatClass) -> bool {
     a.admits(b) && b.admits(a)
 }
 
+/// Whether a direct path between `a` and `b` is possible without the birthday search;
+/// `false` only when the classes certainly rule it out.
+pub(super) fn plainly_possible(a: &NatClass, b: &NatClass) -> bool {
+    a.admits_plainly(b) && b.admits_plainly(a)
+}
+
 /// The part a side plays in a birthday search.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SearchSide {
@@ -92,19 +98,28 @@ pub enum SearchSide {
     Easy,
 }
 
-/// Our part in a birthday search between `local` and `remote`, when only the search can
-/// find a direct path: the classes are certain, the plain punch cannot work, and one side
-/// maps endpoint-independently while the other is [`unpredictable`](NatClass).
+/// Our part in a birthday search between `local` and `remote`, when the plain punch may
+/// not work and the search can: one side is certainly [`unpredictable`](NatClass), the
+/// other certainly maps endpoint-independently and does not certainly admit any port of
+/// the first side's IP (port-dependent filtering, or filtering discovery could not tell:
+/// it rarely can without a reflector on a second IP answering).
 pub fn search_side(local: &NatClass, remote: &NatClass) -> Option<SearchSide> {
-    let plain = local.admits_plainly(remote) && remote.admits_plainly(local);
-    if plain || !direct_possible(local, remote) {
-        return None;
-    }
-    Some(if local.unpredictable() {
-        SearchSide::Hard
+    let needed = |easy: &NatClass, hard: &NatClass| {
+        let admits_any_port = matches!(
+            easy.filtering,
+            FilteringBehaviour::EndpointIndependent | FilteringBehaviour::AddressDependent
+        );
+        hard.unpredictable()
+            && easy.mapping == MappingBehaviour::EndpointIndependent
+            && !admits_any_port
+    };
+    if needed(local, remote) {
+        Some(SearchSide::Easy)
+    } else if needed(remote, local) {
+        Some(SearchSide::Hard)
     } else {
-        SearchSide::Easy
-    })
+        None
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +167,19 @@ mod tests {
         assert_eq!(search_side(&restricted, &restricted), None);
         assert_eq!(search_side(&random, &random), None);
         assert_eq!(search_side(&random, &NatClass::UNKNOWN), None);
+        // What discovery usually reports: the filtering uncertain on both sides.
+        let unsure = |c: NatClass| NatClass {
+            filtering: Uncertain,
+            ..c
+        };
+        assert_eq!(
+            search_side(&unsure(restricted), &unsure(random)),
+            Some(SearchSide::Easy)
+        );
+        assert_eq!(
+            search_side(&unsure(random), &unsure(restricted)),
+            Some(SearchSide::Hard)
+        );
         assert!(!direct_possible(&random, &random));
         assert!(!direct_possible(&random, &sequential));
         assert!(direct_possible(&random, &cone(AddressDependent)));

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 
 use super::{MAX_TIMES, OFFER_TIMEOUT, PathChange, PunchLink, UpgradeOutput, Upgrades};
-use crate::contract::{Machine, Output};
+use crate::contract::{Machine, Output, SocketRequest};
 use crate::id::NodeId;
 use crate::nat::punch::{
     Candidate, CandidateKind, NatClass, Plan, PunchEvent, Puncher, Role, SessionTag,
@@ -29,7 +29,7 @@ pub(super) enum Stage {
     /// Probing.
     Punching(Box<Puncher>),
     /// On the direct path; the puncher keeps answering the peer's probes.
-    Direct(Box<Puncher>, Liveness),
+    Direct(Box<Puncher>, Box<Liveness>),
     /// On the relay; the opener punches again at the time given.
     Relayed(Option<Instant>),
 }
@@ -275,9 +275,7 @@ impl Upgrades {
             same_public_ip,
             hops: self.hops,
             both_ipv6,
-            // The node's upgrade does not open extra sockets yet: a pair only the birthday
-            // search could join is skipped, as before.
-            search: false,
+            search: self.config.search,
             seed: self.rng.next_u64(),
         };
         let mut puncher = Puncher::new(self.config.punch.clone(), plan, now);
@@ -310,8 +308,12 @@ impl Upgrades {
                 match output {
                     Output::Transmit(t) => self.out.push(UpgradeOutput::Transmit(t)),
                     Output::Event(e) => events.push(e),
-                    // Without `Plan::search` a puncher asks for no sockets.
-                    Output::Sockets(_) => {}
+                    Output::Sockets(request) => {
+                        if matches!(request, SocketRequest::Open { .. }) {
+                            self.socket_waiters.push_back(conn);
+                        }
+                        self.out.push(UpgradeOutput::Sockets(request));
+                    }
                 }
             }
         }
@@ -368,6 +370,7 @@ impl Upgrades {
                 remote: p.remote,
                 rtt: p.rtt,
                 elapsed: p.elapsed,
+                local: p.local,
             }),
             _ => {
                 if let Some(s) = self.sessions.get_mut(&conn) {
@@ -407,8 +410,10 @@ impl Upgrades {
         };
         let interval = self.config.keepalive.max(rtt.saturating_mul(2));
         let key = s.key.clone();
-        let live = Liveness::new(remote, s.tag, key, interval, self.config.dead_after);
-        s.stage = Stage::Direct(puncher, live);
+        let local = puncher.punched().and_then(|p| p.local);
+        let live =
+            Liveness::new(remote, s.tag, key, interval, self.config.dead_after).from_socket(local);
+        s.stage = Stage::Direct(puncher, Box::new(live));
         self.direct.insert(remote, conn);
         let peer = s.peer;
         let counters = &mut self.counters;
@@ -427,6 +432,7 @@ impl Upgrades {
 
     /// The direct path died: back onto the relay circuit at once.
     fn fall_back(&mut self, now: Instant, conn: ConnId) {
+        self.close_sockets(conn);
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };

@@ -438,6 +438,7 @@ fn switch_if_asked(now: Instant, outputs: Vec<UpgradeOutput>, side: &mut Side) -
             remote,
             rtt,
             elapsed,
+            local: None,
         } = output
         {
             side.machine
