@@ -219,6 +219,8 @@ impl Driver {
                     let _ = self.socket.send_to(&transmit.payload, transmit.destination);
                 }
                 Output::Event(event) => self.events.push(event),
+                // No hard NAT here: no birthday search asks for sockets.
+                Output::Sockets(_) => {}
             }
         }
     }
@@ -568,6 +570,8 @@ impl Mesh {
                     }
                 }
                 Output::Event(event) => self.events.push((i, event)),
+                // No hard NAT here: no birthday search asks for sockets.
+                Output::Sockets(_) => {}
             }
         }
     }

@@ -132,6 +132,12 @@ impl Host {
                     }
                 }
                 Output::Event(event) => log.record(self.name, event),
+                // This loop keeps to one socket: it opens none when asked.
+                Output::Sockets(macula::SocketRequest::Open { .. }) => {
+                    let none = Input::SocketsOpened(Vec::new());
+                    self.node.handle_input(now(), none);
+                }
+                Output::Sockets(macula::SocketRequest::Close(_)) => {}
             }
         }
         Ok(())

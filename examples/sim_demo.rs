@@ -83,6 +83,7 @@ impl DemoHost {
         while let Some(output) = self.probe.poll_output() {
             match output {
                 Output::Transmit(t) => self.ready.push_back(Output::Transmit(t)),
+                Output::Sockets(r) => self.ready.push_back(Output::Sockets(r)),
                 Output::Event(ProbeEvent::Received {
                     remote, payload, ..
                 }) => self.on_message(now, remote, &payload),

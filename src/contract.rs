@@ -51,6 +51,11 @@ pub enum Input {
     /// come. Delivering it early, late or twice is harmless: the machine acts
     /// on whatever deadlines have passed by `now`.
     Timeout,
+    /// The driver opened the extra sockets a [`SocketRequest::Open`] asked for:
+    /// their local addresses (fewer than asked when the host ran out). Datagrams
+    /// arriving on them carry that address in [`Datagram::local`]; a
+    /// [`Transmit::source`] naming one is sent from it.
+    SocketsOpened(Vec<SocketAddr>),
     /// The socket's local address changed (a new network, a DHCP renewal).
     LocalAddressChanged {
         /// The address the machine used so far.
@@ -67,6 +72,37 @@ pub enum Output<E> {
     Transmit(Transmit),
     /// Tell the application something.
     Event(E),
+    /// Open or close extra UDP sockets (the birthday search for a peer behind
+    /// a hard NAT, [`crate::nat::punch`]).
+    Sockets(SocketRequest),
+}
+
+impl<E> Output<E> {
+    /// The same output with its event turned into another type by `f` (a parent passing
+    /// a child's outputs on).
+    pub fn map_event<F>(self, f: impl FnOnce(E) -> F) -> Output<F> {
+        match self {
+            Output::Transmit(t) => Output::Transmit(t),
+            Output::Event(e) => Output::Event(f(e)),
+            Output::Sockets(r) => Output::Sockets(r),
+        }
+    }
+}
+
+/// Extra UDP sockets a machine asks its driver for, beside its main one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SocketRequest {
+    /// Open `count` more UDP sockets, each bound to the main socket's IP and
+    /// an ephemeral port, and report them with one [`Input::SocketsOpened`].
+    /// A driver may open fewer (it reports what it got) and must cap how many
+    /// it keeps open at once.
+    Open {
+        /// How many.
+        count: u16,
+    },
+    /// Close these extra sockets (addresses a [`Input::SocketsOpened`]
+    /// reported; others are ignored).
+    Close(Vec<SocketAddr>),
 }
 
 /// A sans-IO state machine driven by datagrams and time.

@@ -87,6 +87,7 @@
 //! let deadline = echo.drain(|output| match output {
 //!     Output::Transmit(t) => sent.push(t),
 //!     Output::Event(len) => assert_eq!(len, 5),
+//!     Output::Sockets(_) => unreachable!("the echo keeps to one socket"),
 //! });
 //! assert_eq!(sent[0].destination, remote);
 //! assert_eq!(deadline, None);
@@ -161,7 +162,7 @@ pub mod tls;
 pub mod topic;
 pub mod wire;
 
-pub use contract::{Child, Datagram, Input, Machine, Output, OutputQueue, Transmit};
+pub use contract::{Child, Datagram, Input, Machine, Output, OutputQueue, SocketRequest, Transmit};
 
 /// An arbitrary base instant for unit tests, which only ever add to it (the
 /// core never reads a clock; its tests take this one reading).

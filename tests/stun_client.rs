@@ -34,6 +34,7 @@ fn drain<M: Machine>(machine: &mut M) -> (Vec<Transmit>, Vec<M::Event>) {
     machine.drain(|output| match output {
         Output::Transmit(t) => sent.push(t),
         Output::Event(e) => events.push(e),
+        Output::Sockets(r) => panic!("a STUN machine asked for sockets: {r:?}"),
     });
     (sent, events)
 }

@@ -53,6 +53,7 @@ fn exchange(responder: &mut Responder, now: Instant, from: &str, payload: Bytes)
     responder.drain(|output| match output {
         Output::Transmit(t) => sent.push(t),
         Output::Event(never) => match never {},
+        Output::Sockets(r) => panic!("the responder asked for sockets: {r:?}"),
     });
     assert_eq!(responder.poll_timeout(), None, "drained: no deadline");
     let expected = (!sent.is_empty()).then_some(now);
@@ -375,13 +376,15 @@ fn the_punch_probe_example_is_what_the_puncher_sends() {
         same_public_ip: false,
         hops: None,
         both_ipv6: false,
+        search: false,
+        seed: 0,
     };
     let mut puncher = Puncher::new(PunchConfig::default(), plan, start());
     puncher.handle_input(start(), Input::Timeout);
     let first = std::iter::from_fn(|| puncher.poll_output())
         .find_map(|o| match o {
             Output::Transmit(t) => Some(t),
-            Output::Event(_) => None,
+            _ => None,
         })
         .expect("the opener's burst starts at once");
     assert_eq!(

@@ -54,7 +54,7 @@ impl Machine for Pinger {
                 [b'!', n] => self.out.push_back(Output::Event(*n)),
                 _ => {}
             },
-            Input::Timeout | Input::LocalAddressChanged { .. } => {}
+            Input::Timeout | Input::LocalAddressChanged { .. } | Input::SocketsOpened(_) => {}
         }
         while let (Some(peer), Some(due)) = (self.peer, self.next) {
             if due > now || self.sent == self.count {

@@ -868,6 +868,7 @@ impl Node {
             .any(|other| other.virtual_addr == conn.virtual_addr);
         if !shared {
             self.paths.remove(&conn.virtual_addr);
+            self.direct_sockets.remove(&conn.virtual_addr);
             // Its circuits (the live one, or a backup after a switch) have
             // nothing left to carry.
             self.drop_circuits_of(conn.virtual_addr);

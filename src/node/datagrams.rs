@@ -27,7 +27,10 @@ impl Node {
                 let path = RealPath::Direct(datagram.remote);
                 let known = self.paths.lookup(&path).is_some();
                 let virtual_addr = self.paths.virtual_for(path);
-                self.local_addrs.arrived(datagram.local);
+                // An extra socket's port is not the node's address.
+                if self.direct_sockets.get(&virtual_addr) != Some(&datagram.local) {
+                    self.local_addrs.arrived(datagram.local);
+                }
                 let arrival = Some((datagram.local, datagram.remote));
                 let taken = self.handle_quic(now, virtual_addr, arrival, &datagram.payload);
                 if !known && !taken && !self.retry_holds.holds(&virtual_addr) {
@@ -263,7 +266,10 @@ impl Node {
         match self.paths.real(&virtual_addr) {
             Some(RealPath::Direct(destination)) => {
                 self.upgrades.handle_sent(self.last_now, destination);
-                let source = self.local_addrs.source(src_ip, destination);
+                let source = match self.direct_sockets.get(&virtual_addr) {
+                    Some(local) => Some(*local),
+                    None => self.local_addrs.source(src_ip, destination),
+                };
                 self.out.push_back(Output::Transmit(Transmit {
                     source,
                     destination,

@@ -241,6 +241,9 @@ pub struct Node {
     start: Instant,
     start_unix_ms: u64,
     paths: PathTable,
+    /// The extra socket each direct path the birthday search found leaves from, by the
+    /// connection's virtual address (an entry goes with the path).
+    direct_sockets: HashMap<SocketAddr, SocketAddr>,
     pool: Pool,
     dht: Dht,
     messaging: Messaging,
@@ -352,6 +355,7 @@ impl Node {
             start: now,
             start_unix_ms: unix_ms,
             paths: PathTable::new(),
+            direct_sockets: HashMap::default(),
             pool,
             dht,
             messaging,
@@ -599,6 +603,7 @@ impl Machine for Node {
                 self.portmap_address_changed(now, old, new);
                 self.address_changed(now, new);
             }
+            Input::SocketsOpened(opened) => self.upgrades.handle_sockets_opened(now, opened),
         }
         self.settle(now);
     }

@@ -90,6 +90,8 @@ impl Node {
                     }
                     self.out.push_back(Output::Event(Event::PortMapping(event)));
                 }
+                // Port mapping maps the main socket only.
+                Output::Sockets(_) => {}
             }
         }
         busy

@@ -88,7 +88,7 @@ impl Node {
 
     /// Offers a STUN datagram to the upgrades; true when one of them took it.
     pub(super) fn upgrade_stun(&mut self, now: Instant, datagram: &Datagram) -> bool {
-        (self.upgrades).handle_datagram(now, datagram.remote, &datagram.payload)
+        (self.upgrades).handle_datagram(now, datagram)
     }
 
     /// Runs the upgrades' timers.
@@ -116,6 +116,7 @@ impl Node {
     fn execute_upgrade(&mut self, now: Instant, output: UpgradeOutput) {
         match output {
             UpgradeOutput::Transmit(t) => self.out.push_back(Output::Transmit(t)),
+            UpgradeOutput::Sockets(request) => self.out.push_back(Output::Sockets(request)),
             UpgradeOutput::Send { conn, frame } => {
                 if let Some(&handle) = self.by_pool_id.get(&conn) {
                     self.send_control(handle, &frame);
@@ -126,8 +127,9 @@ impl Node {
                 remote,
                 rtt,
                 elapsed,
+                local,
             } => {
-                if self.switch_direct(now, conn, remote, elapsed) {
+                if self.switch_direct(now, conn, remote, local, elapsed) {
                     self.upgrades
                         .handle_switched(now, conn, remote, rtt, elapsed);
                 }
@@ -150,6 +152,7 @@ impl Node {
                 let Some(conn) = self.conns.get_mut(&handle) else {
                     return;
                 };
+                self.direct_sockets.remove(&conn.virtual_addr);
                 if self.paths.switch(conn.virtual_addr, path).is_ok() {
                     conn.path_changed(now);
                     (self.instruments).connection_on_path(handle, PathKind::Relayed);
@@ -170,13 +173,14 @@ impl Node {
         }
     }
 
-    /// Moves `conn` onto the direct path `remote` at once; false when the
-    /// path table refused.
+    /// Moves `conn` onto the direct path `remote` at once, its packets leaving from the
+    /// extra socket `local` if given; false when the path table refused.
     fn switch_direct(
         &mut self,
         now: Instant,
         conn: ConnId,
         remote: SocketAddr,
+        local: Option<SocketAddr>,
         elapsed: Duration,
     ) -> bool {
         let Some(&handle) = self.by_pool_id.get(&conn) else {
@@ -196,6 +200,10 @@ impl Node {
         if self.paths.switch(virtual_addr, direct).is_err() {
             return false;
         }
+        match local {
+            Some(local) => self.direct_sockets.insert(virtual_addr, local),
+            None => self.direct_sockets.remove(&virtual_addr),
+        };
         if let Some(conn) = self.conns.get_mut(&handle) {
             conn.path_changed(now);
         }

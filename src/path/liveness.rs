@@ -27,6 +27,8 @@ const LIVENESS_BIT: u32 = 1 << 30;
 #[derive(Debug)]
 pub struct Liveness {
     remote: SocketAddr,
+    /// The extra socket the path uses on our side; `None`: the main socket.
+    local: Option<SocketAddr>,
     tag: SessionTag,
     key: IntegrityKey,
     interval: Duration,
@@ -55,6 +57,7 @@ impl Liveness {
     ) -> Self {
         Self {
             remote,
+            local: None,
             tag,
             key,
             interval,
@@ -67,6 +70,13 @@ impl Liveness {
             rtt: None,
             unauthenticated: 0,
         }
+    }
+
+    /// Sends the probes from the extra socket `local` (the path's, when the birthday search
+    /// found it; `None`: the main socket).
+    pub fn from_socket(mut self, local: Option<SocketAddr>) -> Self {
+        self.local = local;
+        self
     }
 
     /// The peer moved to `remote` (its NAT rebound; the connection followed it on an
@@ -197,7 +207,7 @@ impl Liveness {
             unreachable!("a Binding request without attributes encodes")
         };
         self.out.push_back(Transmit {
-            source: None,
+            source: self.local,
             destination: self.remote,
             payload,
             ttl: None,

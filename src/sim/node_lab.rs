@@ -68,6 +68,9 @@ pub struct NodeLabConfig {
     /// reflexive address, hop count) and punch with what it found, instead of the
     /// candidates and class the lab hands them.
     pub discover: bool,
+    /// The nodes' [`UpgradeConfig::search`](crate::node::UpgradeConfig::search): whether
+    /// their punches run the birthday search (default true).
+    pub search: bool,
 }
 
 impl Default for NodeLabConfig {
@@ -81,6 +84,7 @@ impl Default for NodeLabConfig {
             retry_after: Duration::from_secs(60),
             access: None,
             discover: false,
+            search: true,
         }
     }
 }
@@ -90,7 +94,7 @@ impl Default for NodeLabConfig {
 pub struct NodePairReport {
     /// The pair.
     pub pairing: Pairing,
-    /// The oracle's verdict.
+    /// The oracle's verdict (the birthday search included).
     pub possible: bool,
     /// Whether the relayed connection came up at both sides.
     pub connected: bool,
@@ -608,6 +612,7 @@ fn node(i: u8, addr: SocketAddr, lab: &NodeLabConfig, start: Instant, private: b
         config.dht.mode = Mode::Client;
     }
     config.upgrade.retry_after = lab.retry_after;
+    config.upgrade.search = lab.search;
     // Unless the run discovers, the lab hands each side the candidates and class of the
     // NAT it built (`NodeLab::candidates`); a discovery run against its one relay would
     // replace them with what a single reflector can tell.

@@ -127,7 +127,7 @@ impl Machine for Probe {
                 let changed = ProbeEvent::AddressChanged { old, new };
                 self.ready.push_back(Output::Event(changed));
             }
-            Input::Timeout => {}
+            Input::Timeout | Input::SocketsOpened(_) => {}
         }
         while let Some(entry) = self.plan.first_entry() {
             if entry.key().0 > now {

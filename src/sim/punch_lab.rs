@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::nat::punch::{
     Candidate, CandidateKind, NatClass, Plan, PunchConfig, PunchEvent, Puncher, Role, SessionTag,
-    direct_possible, predict,
+    direct_possible, predict, search_side,
 };
 use crate::nat::stun::{
     BindingClient, BindingId, BindingOutcome, ChangeRequest, ClientConfig, FilteringBehaviour,
@@ -177,6 +177,13 @@ impl Pairing {
             Pairing::Separate(a, b) => direct_possible(&a.class(), &b.class()),
             Pairing::SharedNat => true,
         }
+    }
+
+    /// Whether only the birthday search can join the pair: its punchers run it only when
+    /// they know both classes ([`LabConfig::known_classes`]).
+    pub fn needs_search(self) -> bool {
+        let (a, b) = self.classes();
+        search_side(&a, &b).is_some()
     }
 
     pub(super) fn classes(self) -> (NatClass, NatClass) {
@@ -421,6 +428,10 @@ impl Lab {
             // the Node's own discovery counts hops in `node_lab`.
             hops: None,
             both_ipv6: false,
+            // The world opens extra sockets: the birthday search runs where the classes
+            // call for it.
+            search: true,
+            seed: self.config.seed ^ u64::from(role == Role::Opener),
         };
         let plan_a = plan(Role::Opener, start, &b, class_a, class_b);
         let start_b = start.checked_sub(self.config.skew).unwrap_or(start);
@@ -552,10 +563,11 @@ impl Peer {
     fn pump(&mut self) {
         while let Some(output) = self.client.poll_output() {
             match output {
-                Output::Transmit(t) => self.out.push_back(Output::Transmit(t)),
                 Output::Event(outcome) => {
                     self.outcomes.insert(outcome.id, outcome);
                 }
+                Output::Transmit(t) => self.out.push_back(Output::Transmit(t)),
+                Output::Sockets(r) => self.out.push_back(Output::Sockets(r)),
             }
         }
         if self.gathered.is_none() && self.outcomes.len() == self.expected {
@@ -610,7 +622,7 @@ impl Machine for LabHost {
                         payload,
                     }) => {
                         let claimed = (p.puncher.as_mut())
-                            .is_some_and(|x| x.handle_datagram(now, remote, &payload));
+                            .is_some_and(|x| x.handle_datagram(now, local, remote, &payload));
                         if !claimed {
                             p.client.handle_input(
                                 now,
@@ -636,10 +648,7 @@ impl Machine for LabHost {
 
     fn poll_output(&mut self) -> Option<Output<PunchEvent>> {
         match self {
-            LabHost::Reflector(r) => match r.poll_output()? {
-                Output::Transmit(t) => Some(Output::Transmit(t)),
-                Output::Event(never) => match never {},
-            },
+            LabHost::Reflector(r) => Some(r.poll_output()?.map_event(|never| match never {})),
             LabHost::Peer(p) => p.out.pop_front(),
         }
     }

@@ -20,10 +20,17 @@ use smallvec::smallvec;
 use super::link::{Burst, Copies, Link};
 use super::nat::{Nat, NatConfig};
 use super::trace::{DropReason, Outcome, Trace, TraceEntry};
-use crate::{Datagram, Input, Machine, Output, Transmit};
+use crate::{Datagram, Input, Machine, Output, SocketRequest, Transmit};
 
 /// The IP TTL of a transmit that does not set one.
 pub const DEFAULT_TTL: u8 = 64;
+
+/// The most extra sockets one host keeps open ([`SocketRequest::Open`] beyond it gets
+/// fewer).
+pub const MAX_EXTRA_SOCKETS: usize = 1024;
+
+/// The first ephemeral port extra sockets are bound to (Linux's default range).
+const EPHEMERAL_PORTS: u16 = 32768;
 
 /// A network: the internet or the inside of a NAT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -79,11 +86,20 @@ struct Host<M> {
     machine: M,
     net: NetId,
     addr: SocketAddr,
+    /// Extra sockets the machine asked for, on `addr`'s IP.
+    extra: BTreeSet<SocketAddr>,
     link: Link,
     /// The link's loss chains: outbound, inbound.
     bursts: [Burst; 2],
     online: bool,
     deadline: Option<Instant>,
+}
+
+impl<M> Host<M> {
+    /// Whether `addr` is one of the host's sockets.
+    fn owns(&self, addr: SocketAddr) -> bool {
+        addr == self.addr || self.extra.contains(&addr)
+    }
 }
 
 struct NatBox {
@@ -203,6 +219,7 @@ where
             machine,
             net,
             addr,
+            extra: BTreeSet::new(),
             link,
             bursts: [Burst::default(); 2],
             online: true,
@@ -229,6 +246,11 @@ where
     pub fn move_host(&mut self, host: HostId, net: NetId, addr: SocketAddr) {
         let old = self.hosts[host.0].addr;
         self.hosts_at.remove(&(self.hosts[host.0].net, old));
+        // Extra sockets bound to the old address die with it.
+        let extra = std::mem::take(&mut self.hosts[host.0].extra);
+        for socket in extra {
+            self.hosts_at.remove(&(self.hosts[host.0].net, socket));
+        }
         self.claim(net, addr, host);
         let h = &mut self.hosts[host.0];
         h.net = net;
@@ -525,6 +547,7 @@ where
         for output in outputs {
             match output {
                 Output::Transmit(transmit) => self.send(id, transmit),
+                Output::Sockets(request) => self.sockets(id, request),
                 Output::Event(event) => {
                     let outcome = Outcome::Event(id, format!("{event:?}"));
                     self.record(addr, addr, 0, outcome);
@@ -539,16 +562,51 @@ where
         }
     }
 
+    /// Opens or closes a host's extra sockets: opened ones take the next free ephemeral
+    /// ports of the host's IP (at most [`MAX_EXTRA_SOCKETS`] open) and are reported to the
+    /// machine at once; closing forgets the host's own ones.
+    fn sockets(&mut self, id: HostId, request: SocketRequest) {
+        let (net, ip) = (self.hosts[id.0].net, self.hosts[id.0].addr.ip());
+        match request {
+            SocketRequest::Open { count } => {
+                let room = MAX_EXTRA_SOCKETS.saturating_sub(self.hosts[id.0].extra.len());
+                let mut opened = Vec::new();
+                let free = (EPHEMERAL_PORTS..=u16::MAX).map(|port| SocketAddr::new(ip, port));
+                for addr in free.filter(|a| !self.hosts_at.contains_key(&(net, *a))) {
+                    if opened.len() >= room.min(usize::from(count)) {
+                        break;
+                    }
+                    opened.push(addr);
+                }
+                for &addr in &opened {
+                    self.claim(net, addr, id);
+                    self.hosts[id.0].extra.insert(addr);
+                }
+                let now = self.now;
+                let input = Input::SocketsOpened(opened);
+                self.hosts[id.0].machine.handle_input(now, input);
+                self.drain(id);
+            }
+            SocketRequest::Close(addrs) => {
+                for addr in addrs {
+                    if self.hosts[id.0].extra.remove(&addr) {
+                        self.hosts_at.remove(&(net, addr));
+                    }
+                }
+            }
+        }
+    }
+
     /// Puts a host's transmit on its network.
     fn send(&mut self, id: HostId, transmit: Transmit) {
         let host = &self.hosts[id.0];
         let packet = Packet {
-            source: host.addr,
+            source: transmit.source.unwrap_or(host.addr),
             destination: transmit.destination,
             payload: transmit.payload,
             ttl: transmit.ttl.unwrap_or(DEFAULT_TTL),
         };
-        if transmit.source.is_some_and(|s| s != host.addr) {
+        if !host.owns(packet.source) {
             return self.drop(&packet, DropReason::BadSource);
         }
         self.forward(host.net, Attachment::Host(id), packet);
@@ -658,7 +716,7 @@ where
         if !host.online {
             return self.drop(&packet, DropReason::HostOffline);
         }
-        if host.addr != packet.destination {
+        if !host.owns(packet.destination) {
             return self.drop(&packet, DropReason::NoListener);
         }
         self.record_packet(&packet, Outcome::Delivered(id));

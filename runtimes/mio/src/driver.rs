@@ -17,7 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use macula::{Datagram, Input, Machine, Output};
+use macula::{Datagram, Input, Machine, Output, SocketRequest};
 use macula_udp::{Batch, Batcher};
 use mio::event::Event;
 use mio::{Events, Interest, Registry, Token};
@@ -291,6 +291,13 @@ impl<M: Machine> Driver<M> {
                         self.send(full);
                     }
                 }
+                // This driver keeps to its one socket: it opens none (the contract lets
+                // it open fewer than asked), so it has none to close.
+                Output::Sockets(SocketRequest::Open { .. }) => {
+                    let none = Input::SocketsOpened(Vec::new());
+                    self.machine.handle_input(clock::now(), none);
+                }
+                Output::Sockets(SocketRequest::Close(_)) => {}
             }
         }
         if let Some(last) = batcher.finish() {

@@ -47,6 +47,16 @@ impl Counters {
         self.wakeups.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `datagrams` read from an extra socket.
+    pub(crate) fn extra_received(&self, datagrams: u64) {
+        self.socket.received(datagrams);
+    }
+
+    /// Counts one datagram sent (or refused) on an extra socket.
+    pub(crate) fn extra_sent(&self, accepted: bool) {
+        self.socket.sent(1, accepted);
+    }
+
     /// Counts a failed wait for the socket.
     pub(crate) fn receive_error(&self) {
         self.socket.receive_error();

@@ -16,13 +16,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use macula::{Datagram, Input, Machine, Output};
+use macula::{Datagram, Input, Machine, Output, SocketRequest};
 use tokio::time::Sleep;
 
 use macula_udp::{Batch, Batcher};
 
 use crate::clock;
 use crate::counters::{Counters, DriverCounters};
+use crate::extra::ExtraSockets;
 use crate::socket::Socket;
 
 /// Datagrams one wake-up handles before the driver looks at its timer and
@@ -33,6 +34,8 @@ pub const DEFAULT_DATAGRAMS_PER_TURN: usize = 64;
 /// A machine bound to a UDP socket.
 pub struct Driver<M: Machine> {
     socket: Socket,
+    /// The extra sockets the machine asked for (`macula::SocketRequest`).
+    extra: ExtraSockets,
     machine: M,
     events: VecDeque<M::Event>,
     timer: Pin<Box<Sleep>>,
@@ -47,6 +50,8 @@ pub struct Driver<M: Machine> {
 enum Wake<T> {
     Deadline,
     Readable(io::Result<()>),
+    /// The extra socket of this index may have datagrams.
+    ExtraReadable(usize),
     Other(T),
 }
 
@@ -62,6 +67,7 @@ impl<M: Machine> Driver<M> {
         Self {
             counters: Arc::new(Counters::new(socket.counters())),
             socket,
+            extra: ExtraSockets::default(),
             machine,
             events: VecDeque::new(),
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
@@ -111,12 +117,22 @@ impl<M: Machine> Driver<M> {
         let mut batcher = Batcher::default();
         while let Some(output) = self.machine.poll_output() {
             match output {
+                Output::Transmit(transmit) if self.extra.owns(transmit.source) => {
+                    self.send_extra(&transmit);
+                }
                 Output::Transmit(transmit) => {
                     if let Some(full) = batcher.push(transmit, self.socket.max_segments()) {
                         self.send(&full).await;
                     }
                 }
                 Output::Event(event) => self.events.push_back(event),
+                Output::Sockets(SocketRequest::Open { count }) => {
+                    let opened = self.extra.open(self.socket.local_addr(), count);
+                    tracing::debug!(asked = count, opened = opened.len(), "extra sockets");
+                    let opened = Input::SocketsOpened(opened);
+                    self.machine.handle_input(clock::now(), opened);
+                }
+                Output::Sockets(SocketRequest::Close(addrs)) => self.extra.close(&addrs),
             }
         }
         if let Some(last) = batcher.finish() {
@@ -129,6 +145,16 @@ impl<M: Machine> Driver<M> {
         if let Err(error) = self.socket.send(batch).await {
             let (destination, datagrams) = (batch.destination(), batch.count());
             tracing::debug!(%error, %destination, datagrams, "send failed");
+        }
+    }
+
+    /// Sends one datagram from an extra socket and counts how it went.
+    fn send_extra(&self, transmit: &macula::Transmit) {
+        let sent = self.extra.send(transmit);
+        self.counters.extra_sent(sent.is_ok());
+        if let Err(error) = sent {
+            let destination = transmit.destination;
+            tracing::debug!(%error, %destination, "send on an extra socket failed");
         }
     }
 
@@ -167,6 +193,8 @@ impl<M: Machine> Driver<M> {
                 () = &mut self.timer, if self.armed.is_some() => Wake::Deadline,
                 out = other => Wake::Other(out),
                 ready = self.socket.readable() => Wake::Readable(ready),
+                i = std::future::poll_fn(|cx| self.extra.poll_readable(cx)),
+                    if !self.extra.is_empty() => Wake::ExtraReadable(i),
             }
         };
         self.counters.wakeup();
@@ -178,6 +206,10 @@ impl<M: Machine> Driver<M> {
             }
             Wake::Readable(Ok(())) => {
                 self.receive().await;
+                None
+            }
+            Wake::ExtraReadable(index) => {
+                self.receive_extra(index).await;
                 None
             }
             Wake::Readable(Err(error)) => {
@@ -198,6 +230,21 @@ impl<M: Machine> Driver<M> {
             }
             self.armed = deadline;
         }
+    }
+
+    /// Feeds the machine what extra socket `index` holds, up to the per-turn budget,
+    /// draining its outputs after each datagram.
+    async fn receive_extra(&mut self, index: usize) {
+        let mut received = std::mem::take(&mut self.received);
+        let budget = self.datagrams_per_turn;
+        let count = self.extra.receive(index, budget, |d| received.push(d));
+        self.counters.extra_received(count as u64);
+        for datagram in received.drain(..) {
+            self.machine
+                .handle_input(clock::now(), Input::Datagram(datagram));
+            self.flush().await;
+        }
+        self.received = received;
     }
 
     /// Feeds the machine what the socket holds, up to the per-turn budget,

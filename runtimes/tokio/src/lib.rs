@@ -86,6 +86,7 @@ mod driver;
 mod error;
 mod events;
 mod exporter;
+mod extra;
 mod handle;
 mod metrics_http;
 pub mod pubsub;

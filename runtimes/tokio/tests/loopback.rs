@@ -120,7 +120,7 @@ impl Machine for Recorder {
                 self.deadline = None;
                 self.out.push_back(Output::Event(Seen::Timeout));
             }
-            Input::Timeout | Input::LocalAddressChanged { .. } => {}
+            Input::Timeout | Input::LocalAddressChanged { .. } | Input::SocketsOpened(_) => {}
         }
     }
 

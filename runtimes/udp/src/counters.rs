@@ -51,14 +51,16 @@ impl SocketCounters {
         self.receive_errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts `datagrams` handed to the driver.
-    pub(crate) fn received(&self, datagrams: u64) {
+    /// Counts `datagrams` handed to the driver (the base counts its own; a
+    /// driver counts what it reads from sockets of its own beside it).
+    pub fn received(&self, datagrams: u64) {
         self.datagrams_received
             .fetch_add(datagrams, Ordering::Relaxed);
     }
 
-    /// Counts one completed send call of `datagrams`, accepted or refused.
-    pub(crate) fn sent(&self, datagrams: u64, accepted: bool) {
+    /// Counts one completed send call of `datagrams`, accepted or refused
+    /// (the base counts its own; a driver counts its own sockets' sends).
+    pub fn sent(&self, datagrams: u64, accepted: bool) {
         self.send_calls.fetch_add(1, Ordering::Relaxed);
         let counter = if accepted {
             &self.datagrams_sent

@@ -670,6 +670,8 @@ impl Machine for PortMapper {
         match input {
             Input::Datagram(datagram) => self.handle_datagram(now, &datagram),
             Input::Timeout => self.handle_timeout(now),
+            // Port mapping never asks for extra sockets.
+            Input::SocketsOpened(_) => {}
             Input::LocalAddressChanged { new, .. } => {
                 // The old socket's mapping is useless: a new one for the new socket.
                 if self.grant.take().is_some() {

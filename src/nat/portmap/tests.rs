@@ -36,6 +36,7 @@ fn drain(m: &mut PortMapper) -> (Vec<Vec<u8>>, Vec<MapEvent>) {
                 sent.push(t.payload.to_vec());
             }
             Output::Event(e) => events.push(e),
+            Output::Sockets(r) => panic!("port mapping asked for sockets: {r:?}"),
         }
     }
     (sent, events)

@@ -17,6 +17,9 @@ pub enum CandidateKind {
     /// Learned from a probe that arrived from an address the peer had not announced
     /// (peer-reflexive, ICE style).
     PeerReflexive,
+    /// A random port of the peer's hard NAT that answered the birthday search
+    /// ([`crate::nat::punch`]): only ever learned, never announced.
+    Searched,
     /// The peer's own socket address (host candidate): on its LAN, or a global IPv6
     /// address, which no NAT rewrites.
     Lan,

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use super::candidate::{Candidate, CandidateKind, ordered};
 use super::config::PunchConfig;
-use super::oracle::{NatClass, direct_possible};
+use super::oracle::{NatClass, SearchSide, direct_possible, plainly_possible, search_side};
+use super::search::{HardSockets, PortDraw};
 use crate::nat::stun::{Attribute, Class, IntegrityKey, Message, Method, TransactionId, decode};
 use crate::scope::is_global_ipv6;
-use crate::{Datagram, Input, Machine, Output, Transmit};
+use crate::{Datagram, Input, Machine, Output, SocketRequest, Transmit};
 
 /// Who moves first in an attempt. The two peers must agree (the caller derives it, e.g.
 /// the dialer of the relayed connection opens); roles swap on every later attempt.
@@ -74,6 +75,11 @@ pub struct Plan {
     /// NAT of ours lies within them, so an opening burst of one less opens them all and
     /// dies before the open internet (see the module docs).
     pub hops: Option<u8>,
+    /// Whether the owner opens extra sockets when asked ([`Output::Sockets`]): the birthday
+    /// search runs only then (both sides derive it from the same classes).
+    pub search: bool,
+    /// The seed of the easy side's random port draw.
+    pub seed: u64,
 }
 
 /// The winning candidate pair.
@@ -85,6 +91,10 @@ pub struct Punched {
     pub kind: CandidateKind,
     /// Our address as the peer saw it (XOR-MAPPED-ADDRESS of the answer).
     pub mapped: Option<SocketAddr>,
+    /// The extra socket the pair uses on our side (the birthday search's hard side);
+    /// `None`: the main socket. The punch keeps it open; the owner closes it
+    /// ([`SocketRequest::Close`]) when the path is gone.
+    pub local: Option<SocketAddr>,
     /// The probe's round trip.
     pub rtt: Duration,
     /// The attempt that won (0-based).
@@ -140,6 +150,11 @@ pub struct PunchStats {
     /// Probes and answers carrying the session's tag or one of our transaction ids whose
     /// MESSAGE-INTEGRITY-SHA256 was missing or wrong: ignored.
     pub unauthenticated: u64,
+    /// Birthday search probes: the hard side's openings from its extra sockets, the easy
+    /// side's probes to random ports.
+    pub search_probes: u64,
+    /// Extra sockets adopted (hard side).
+    pub sockets: u64,
 }
 
 /// Where the punch stands.
@@ -173,6 +188,8 @@ struct Attempt {
 #[derive(Clone, Copy, Debug)]
 struct Sent {
     to: Candidate,
+    /// The extra socket it left from (`None`: the main socket).
+    local: Option<SocketAddr>,
     at: Instant,
 }
 
@@ -180,15 +197,17 @@ struct Sent {
 #[derive(Clone, Copy, Debug)]
 struct Held {
     to: Candidate,
+    local: Option<SocketAddr>,
     mapped: Option<SocketAddr>,
     rtt: Duration,
     /// When it wins unless an IPv6 pair answers first.
     until: Instant,
 }
 
-/// One hole punch toward one peer from the node's one socket (see the module docs of
-/// [`crate::nat::punch`]). Feed it every datagram; it claims the STUN ones that belong to
-/// the punch ([`Puncher::handle_datagram`] returns `true`).
+/// One hole punch toward one peer from the node's socket, and from extra sockets when it
+/// plays the hard side of a birthday search (see the module docs of [`crate::nat::punch`]).
+/// Feed it every datagram; it claims the STUN ones that belong to the punch
+/// ([`Puncher::handle_datagram`] returns `true`).
 #[derive(Debug)]
 pub struct Puncher {
     config: PunchConfig,
@@ -201,6 +220,14 @@ pub struct Puncher {
     out: VecDeque<Output<PunchEvent>>,
     stats: PunchStats,
     last_now: Instant,
+    /// The hard side's extra sockets.
+    sockets: Option<HardSockets>,
+    /// The easy side's port draw.
+    draw: Option<PortDraw>,
+    /// The hard side's pair the search found: the extra socket the peer's probe reached
+    /// and the peer's address. Every later round probes it too, so a lost check or answer
+    /// is retried.
+    found: Option<(SocketAddr, Candidate)>,
 }
 
 impl Puncher {
@@ -208,9 +235,24 @@ impl Puncher {
     /// rule a direct path out, it is born finished with [`PunchEvent::Skipped`].
     pub fn new(config: PunchConfig, plan: Plan, now: Instant) -> Self {
         let remote = ordered(&plan.remote, config.max_candidates);
+        let search = search_side(&plan.local_nat, &plan.remote_nat)
+            .filter(|_| !plan.same_public_ip && !plan.both_ipv6);
+        let (local_nat, remote_nat) = (&plan.local_nat, &plan.remote_nat);
         let possible = plan.same_public_ip
             || plan.both_ipv6
-            || direct_possible(&plan.local_nat, &plan.remote_nat);
+            || match plan.search {
+                true => direct_possible(local_nat, remote_nat),
+                false => plainly_possible(local_nat, remote_nat),
+            };
+        let search = search.filter(|_| plan.search && possible);
+        let target = (remote.iter())
+            .find(|c| c.kind == CandidateKind::Reflexive && c.addr.is_ipv4())
+            .map(|c| c.addr.ip());
+        let (sockets, draw) = match (search, target) {
+            (Some(SearchSide::Hard), _) => (Some(HardSockets::new(config.search_sockets)), None),
+            (Some(SearchSide::Easy), Some(ip)) => (None, Some(PortDraw::new(ip, plan.seed))),
+            _ => (None, None),
+        };
         let mut puncher = Self {
             state: State::Failed,
             remote,
@@ -220,9 +262,16 @@ impl Puncher {
             out: VecDeque::new(),
             stats: PunchStats::default(),
             last_now: now,
+            sockets,
+            draw,
+            found: None,
             config,
             plan,
         };
+        if let Some(sockets) = &puncher.sockets {
+            let count = sockets.wanted();
+            (puncher.out).push_back(Output::Sockets(SocketRequest::Open { count }));
+        }
         puncher.state = if possible {
             State::Running(puncher.attempt(0))
         } else {
@@ -246,6 +295,12 @@ impl Puncher {
         !matches!(self.state, State::Running(_))
     }
 
+    /// Closes every extra socket the punch holds, the winning pair's too: its owner is
+    /// done with the punch or the path ([`SocketRequest::Close`] is queued).
+    pub fn close_sockets(&mut self) {
+        self.release(None);
+    }
+
     /// What the punch did so far.
     pub fn stats(&self) -> PunchStats {
         self.stats
@@ -256,9 +311,16 @@ impl Puncher {
         &self.remote
     }
 
-    /// Handles a datagram from `from`; returns `false` when it is not this punch's (not
-    /// STUN, not Binding, not carrying the session tag, not answering one of our probes).
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) -> bool {
+    /// Handles a datagram from `from` that arrived on local address `local`; returns `false`
+    /// when it is not this punch's (not STUN, not Binding, not carrying the session tag, not
+    /// answering one of our probes).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        payload: &[u8],
+    ) -> bool {
         self.last_now = self.last_now.max(now);
         let Ok(decoded) = decode(payload) else {
             return false;
@@ -282,10 +344,19 @@ impl Puncher {
             return true;
         }
         match message.class {
-            Class::Request if !self.sent.contains_key(&id) => self.answer(now, from, id),
+            Class::Request if !self.sent.contains_key(&id) => {
+                let extra = self.sockets.as_ref().is_some_and(|s| s.owns(local));
+                self.answer(now, extra.then_some(local), from, id);
+            }
             Class::Success | Class::Error => {
                 if let Some(sent) = self.sent.remove(&id) {
-                    if message.class == Class::Success && sent.to.addr == from {
+                    let arrived = self
+                        .sockets
+                        .as_ref()
+                        .filter(|s| s.owns(local))
+                        .map(|_| local);
+                    let same_pair = sent.to.addr == from && sent.local == arrived;
+                    if message.class == Class::Success && same_pair {
                         self.answered(now, sent, message.mapped_address());
                     }
                 }
@@ -295,12 +366,31 @@ impl Puncher {
         true
     }
 
+    /// Takes the extra sockets the driver opened (hard side of a birthday search; surplus
+    /// and unasked-for sockets are closed again). Sockets that arrive after the attempt's
+    /// start open their mappings at once.
+    pub fn handle_sockets_opened(&mut self, now: Instant, opened: Vec<SocketAddr>) {
+        self.last_now = self.last_now.max(now);
+        let running = !self.is_finished();
+        let (kept, surplus) = match self.sockets.as_mut() {
+            Some(sockets) if running => sockets.adopt(opened),
+            _ => (Vec::new(), opened),
+        };
+        self.close(surplus);
+        self.stats.sockets += kept.len() as u64;
+        if let State::Running(attempt) = self.state {
+            if attempt.burst_sent {
+                self.open_from(now, &kept);
+            }
+        }
+    }
+
     /// Acts on every deadline passed by `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
         while let State::Running(mut attempt) = self.state {
             if let Some(held) = self.held.filter(|h| now >= h.until.min(attempt.ends)) {
-                self.won(now, held.to, held.mapped, held.rtt);
+                self.won(now, held.to, held.local, held.mapped, held.rtt);
                 return;
             }
             if now >= attempt.ends {
@@ -320,6 +410,7 @@ impl Puncher {
             }
             if !attempt.burst_sent {
                 attempt.burst_sent = true;
+                self.start_search(now, &attempt);
                 match self.counted_ttl() {
                     Some(ttl) => self.burst(now, &mut attempt, ttl..=ttl),
                     None if attempt.role == Role::Opener => {
@@ -334,9 +425,13 @@ impl Puncher {
                 let grown = self.config.first_open_ttl.saturating_add(1)..=attempt.open_ttl;
                 self.burst(now, &mut attempt, grown);
             }
+            self.search_batch(now);
             if now >= attempt.next_round {
                 for target in self.remote.clone() {
                     self.probe(now, &mut attempt, target, None);
+                }
+                if let Some((local, target)) = self.found {
+                    self.probe_from(now, &mut attempt, Some(local), target, None);
                 }
                 let gap = self.config.interval(attempt.rounds);
                 attempt.rounds += 1;
@@ -357,6 +452,8 @@ impl Puncher {
             State::Running(a) => {
                 let next = a.next_round.min(a.ends);
                 let next = self.held.map_or(next, |h| h.until.min(next));
+                let next =
+                    (self.draw.as_ref().and_then(PortDraw::due)).map_or(next, |d| d.min(next));
                 Some(a.deep_at.map_or(next, |deep| deep.min(next)))
             }
             _ => None,
@@ -419,8 +516,12 @@ impl Puncher {
         // Answers to the old attempt's probes would come too late to matter.
         self.sent.clear();
         let index = attempt.index + 1;
+        if let Some(draw) = &mut self.draw {
+            draw.stop();
+        }
         if index >= self.config.max_attempts {
             self.state = State::Failed;
+            self.release(None);
             self.event(PunchEvent::Failed { attempts: index });
             return;
         }
@@ -447,12 +548,40 @@ impl Puncher {
         }
     }
 
-    /// Sends one probe to `target` if the attempt's budget allows.
+    /// Sends one probe to `target` from the main socket if the attempt's budget allows.
     fn probe(&mut self, now: Instant, attempt: &mut Attempt, target: Candidate, ttl: Option<u8>) {
+        self.probe_from(now, attempt, None, target, ttl);
+    }
+
+    /// Sends one probe to `target` from `local` (an extra socket; `None`: the main one) if
+    /// the attempt's budget allows.
+    fn probe_from(
+        &mut self,
+        now: Instant,
+        attempt: &mut Attempt,
+        local: Option<SocketAddr>,
+        target: Candidate,
+        ttl: Option<u8>,
+    ) {
         if attempt.checks >= self.config.max_checks_per_attempt {
             return;
         }
         attempt.checks += 1;
+        match ttl {
+            Some(_) => self.stats.opening_probes += 1,
+            None => self.stats.full_probes += 1,
+        }
+        self.send_probe(now, local, target, ttl);
+    }
+
+    /// Sends one probe to `target` from `local`, outside any budget (the caller's job).
+    fn send_probe(
+        &mut self,
+        now: Instant,
+        local: Option<SocketAddr>,
+        target: Candidate,
+        ttl: Option<u8>,
+    ) {
         let mut id = [0u8; 12];
         id[..8].copy_from_slice(&self.plan.tag.0);
         // The top bit tells the two sides' probes apart (their first-attempt roles differ),
@@ -468,26 +597,90 @@ impl Puncher {
             id,
             Sent {
                 to: target,
+                local,
                 at: now,
             },
         );
-        match ttl {
-            Some(_) => self.stats.opening_probes += 1,
-            None => self.stats.full_probes += 1,
-        }
-        self.send(target.addr, Message::binding(Class::Request, id), ttl);
+        let request = Message::binding(Class::Request, id);
+        self.send(local, target.addr, request, ttl);
     }
 
-    /// Answers a peer's probe from `from`, learns `from` if it is new, and probes it back at
-    /// once (a triggered check).
-    fn answer(&mut self, now: Instant, from: SocketAddr, id: TransactionId) {
+    /// At an attempt's start: the hard side opens its mappings from every extra socket, the
+    /// easy side starts its draw two leads later (after the hard side's openings left).
+    fn start_search(&mut self, now: Instant, attempt: &Attempt) {
+        let open = self.sockets.as_ref().map(|s| s.open().to_vec());
+        self.open_from(now, &open.unwrap_or_default());
+        let lead = self.config.lead(self.plan.rtt).saturating_mul(2);
+        if let Some(draw) = &mut self.draw {
+            draw.begin(attempt.starts.checked_add(lead).unwrap_or(now));
+        }
+    }
+
+    /// The hard side's opening from `sockets`: one probe from each toward each of the
+    /// peer's reflexive addresses of its family, with the TTL that crosses our own NAT and
+    /// dies before the peer's (so it plants nothing there). Whichever mapping the peer's
+    /// random probes hit, its socket answers.
+    fn open_from(&mut self, now: Instant, sockets: &[SocketAddr]) {
+        let ttl = self.counted_ttl().unwrap_or(self.config.first_open_ttl);
+        let ttl = (ttl > 0).then_some(ttl);
+        let targets: Vec<Candidate> = (self.remote.iter())
+            .filter(|c| c.kind == CandidateKind::Reflexive)
+            .copied()
+            .collect();
+        for &local in sockets {
+            for target in targets
+                .iter()
+                .filter(|t| t.addr.is_ipv4() == local.is_ipv4())
+            {
+                self.stats.search_probes += 1;
+                self.send_probe(now, Some(local), *target, ttl);
+            }
+        }
+    }
+
+    /// The easy side's batch of probes to random ports of the peer's NAT, when due.
+    fn search_batch(&mut self, now: Instant) {
+        let Some(draw) = &mut self.draw else { return };
+        for addr in draw.batch(now, &self.config) {
+            self.stats.search_probes += 1;
+            let target = Candidate::new(CandidateKind::Searched, addr);
+            self.send_probe(now, None, target, None);
+        }
+    }
+
+    /// Asks the driver to close `sockets`, if any.
+    fn close(&mut self, sockets: Vec<SocketAddr>) {
+        if !sockets.is_empty() {
+            (self.out).push_back(Output::Sockets(SocketRequest::Close(sockets)));
+        }
+    }
+
+    /// The search is over: closes every extra socket but `keep` and stops the draw.
+    fn release(&mut self, keep: Option<SocketAddr>) {
+        if let Some(draw) = &mut self.draw {
+            draw.stop();
+        }
+        let released = (self.sockets.as_mut()).map(|s| s.release_all_but(keep));
+        self.close(released.unwrap_or_default());
+    }
+
+    /// Answers a peer's probe from `from` that arrived on `local` (an extra socket; `None`:
+    /// the main one), learns `from` if it is new, and probes it back at once from the same
+    /// socket (a triggered check).
+    fn answer(
+        &mut self,
+        now: Instant,
+        local: Option<SocketAddr>,
+        from: SocketAddr,
+        id: TransactionId,
+    ) {
         if matches!(self.state, State::Failed | State::Skipped) {
             return;
         }
         self.stats.answered += 1;
         let mut response = Message::binding(Class::Success, id);
         response.attributes.push(Attribute::XorMappedAddress(from));
-        self.send(from, response, None);
+        self.send(local, from, response, None);
         let known = self.remote.iter().find(|c| c.addr == from).copied();
         let target = match known {
             Some(target) => target,
@@ -500,9 +693,12 @@ impl Puncher {
             }
             None => return,
         };
+        if local.is_some() && self.found.is_none() {
+            self.found = local.map(|l| (l, target));
+        }
         if let State::Running(mut attempt) = self.state {
             if now >= attempt.starts {
-                self.probe(now, &mut attempt, target, None);
+                self.probe_from(now, &mut attempt, local, target, None);
                 self.state = State::Running(attempt);
             }
         }
@@ -514,11 +710,12 @@ impl Puncher {
     fn answered(&mut self, now: Instant, sent: Sent, mapped: Option<SocketAddr>) {
         let rtt = now.saturating_duration_since(sent.at);
         if !self.plan.both_ipv6 || is_global_ipv6(&sent.to.addr) {
-            self.won(now, sent.to, mapped, rtt);
+            self.won(now, sent.to, sent.local, mapped, rtt);
         } else if self.held.is_none() {
             let wait = self.config.ipv6_wait(self.plan.rtt);
             self.held = Some(Held {
                 to: sent.to,
+                local: sent.local,
                 mapped,
                 rtt,
                 until: now.checked_add(wait).unwrap_or(now),
@@ -526,8 +723,15 @@ impl Puncher {
         }
     }
 
-    /// The pair to `to` wins.
-    fn won(&mut self, now: Instant, to: Candidate, mapped: Option<SocketAddr>, rtt: Duration) {
+    /// The pair from `local` to `to` wins.
+    fn won(
+        &mut self,
+        now: Instant,
+        to: Candidate,
+        local: Option<SocketAddr>,
+        mapped: Option<SocketAddr>,
+        rtt: Duration,
+    ) {
         let State::Running(attempt) = self.state else {
             return;
         };
@@ -535,22 +739,30 @@ impl Puncher {
             remote: to.addr,
             kind: to.kind,
             mapped,
+            local,
             rtt,
             attempt: attempt.index,
             elapsed: now.saturating_duration_since(self.plan.start),
         };
         self.held = None;
         self.sent.clear();
+        self.release(local);
         self.state = State::Succeeded(punched);
         self.event(PunchEvent::Succeeded(punched));
     }
 
-    fn send(&mut self, destination: SocketAddr, message: Message, ttl: Option<u8>) {
+    fn send(
+        &mut self,
+        source: Option<SocketAddr>,
+        destination: SocketAddr,
+        message: Message,
+        ttl: Option<u8>,
+    ) {
         let Ok(payload) = message.encode_with_integrity(&self.plan.key) else {
             unreachable!("a Binding message with at most one address attribute encodes")
         };
         self.out.push_back(Output::Transmit(Transmit {
-            source: None,
+            source,
             destination,
             payload,
             ttl,
@@ -568,10 +780,13 @@ impl Machine for Puncher {
     fn handle_input(&mut self, now: Instant, input: Input) {
         match input {
             Input::Datagram(Datagram {
-                remote, payload, ..
+                local,
+                remote,
+                payload,
             }) => {
-                self.handle_datagram(now, remote, &payload);
+                self.handle_datagram(now, local, remote, &payload);
             }
+            Input::SocketsOpened(opened) => self.handle_sockets_opened(now, opened),
             Input::Timeout | Input::LocalAddressChanged { .. } => self.handle_timeout(now),
         }
     }
@@ -589,6 +804,12 @@ impl Machine for Puncher {
 mod tests {
     use super::*;
     use crate::nat::punch::CandidateKind;
+
+    /// The main socket's address in these tests.
+    const MAIN: SocketAddr = SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+        5000,
+    );
 
     /// Every transmit's (time since `t0`, TTL) while the machine runs until `until`.
     fn ttls(p: &mut Puncher, t0: Instant, until: Instant) -> Vec<(Duration, Option<u8>)> {
@@ -623,6 +844,8 @@ mod tests {
             same_public_ip: false,
             both_ipv6,
             hops: None,
+            search: true,
+            seed: 3,
         }
     }
 
@@ -644,7 +867,7 @@ mod tests {
         let payload = (Message::binding(Class::Success, id))
             .encode_with_integrity(&IntegrityKey([7; 32]))
             .unwrap();
-        assert!(p.handle_datagram(now, from, &payload));
+        assert!(p.handle_datagram(now, MAIN, from, &payload));
     }
 
     fn winner(p: &mut Puncher) -> Option<Punched> {
@@ -782,6 +1005,236 @@ mod tests {
                 (ms(20), Some(4)),
                 (ms(40), None)
             ]
+        );
+    }
+
+    /// The classes of a birthday search: we are `side`.
+    fn search_plan(t0: Instant, side: SearchSide) -> Plan {
+        use crate::nat::stun::{FilteringBehaviour, MappingBehaviour, PortAllocation};
+        let hard = NatClass {
+            mapping: MappingBehaviour::AddressAndPortDependent,
+            filtering: FilteringBehaviour::AddressAndPortDependent,
+            ports: PortAllocation::Random,
+        };
+        let easy = NatClass {
+            mapping: MappingBehaviour::EndpointIndependent,
+            ..hard
+        };
+        let (local_nat, remote_nat) = match side {
+            SearchSide::Hard => (hard, easy),
+            SearchSide::Easy => (easy, hard),
+        };
+        let mut plan = plan(t0, &["198.51.100.2:4433"], false);
+        plan.remote.push(Candidate::new(
+            CandidateKind::Lan,
+            "10.1.0.2:4433".parse().unwrap(),
+        ));
+        Plan {
+            local_nat,
+            remote_nat,
+            ..plan
+        }
+    }
+
+    fn small_search() -> PunchConfig {
+        PunchConfig {
+            search_sockets: 2,
+            search_probes: 25,
+            ..PunchConfig::default()
+        }
+    }
+
+    /// Everything `p` queued, split into transmits, socket requests and events.
+    fn outputs(p: &mut Puncher) -> (Vec<Transmit>, Vec<SocketRequest>, Vec<PunchEvent>) {
+        let (mut sent, mut sockets, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        while let Some(output) = p.poll_output() {
+            match output {
+                Output::Transmit(t) => sent.push(t),
+                Output::Sockets(r) => sockets.push(r),
+                Output::Event(e) => events.push(e),
+            }
+        }
+        (sent, sockets, events)
+    }
+
+    fn signed(message: Message) -> Bytes {
+        message
+            .encode_with_integrity(&IntegrityKey([7; 32]))
+            .unwrap()
+    }
+
+    use bytes::Bytes;
+
+    #[test]
+    fn the_hard_side_opens_capped_sockets_answers_on_them_and_keeps_only_the_winner() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let mut p = Puncher::new(small_search(), search_plan(t0, SearchSide::Hard), t0);
+        let (_, asked, _) = outputs(&mut p);
+        assert_eq!(asked, [SocketRequest::Open { count: 2 }]);
+        let s: Vec<SocketAddr> = (1..=3)
+            .map(|i| SocketAddr::from(([10, 0, 0, 1], 40000 + i)))
+            .collect();
+        p.handle_sockets_opened(t0, s.clone());
+        let (_, closed, _) = outputs(&mut p);
+        assert_eq!(closed, [SocketRequest::Close(vec![s[2]])], "beyond the cap");
+        assert_eq!(p.stats().sockets, 2);
+        // At the start: one TTL-limited opening per socket toward the reflexive address
+        // only (not the LAN candidate).
+        p.handle_timeout(t0);
+        let (sent, _, _) = outputs(&mut p);
+        let opening: Vec<(Option<SocketAddr>, SocketAddr, Option<u8>)> = (sent.iter())
+            .filter(|t| t.source.is_some())
+            .map(|t| (t.source, t.destination, t.ttl))
+            .collect();
+        let easy: SocketAddr = "198.51.100.2:4433".parse().unwrap();
+        assert_eq!(
+            opening,
+            [(Some(s[0]), easy, Some(2)), (Some(s[1]), easy, Some(2))]
+        );
+        assert_eq!(p.stats().search_probes, 2);
+        // A forged probe on a socket is claimed, counted and not answered.
+        let mut id = [0u8; 12];
+        id[..8].copy_from_slice(b"macpunch");
+        let request = Message::binding(Class::Request, TransactionId(id));
+        let forged = request
+            .encode_with_integrity(&IntegrityKey([8; 32]))
+            .unwrap();
+        assert!(p.handle_datagram(t0 + ms(30), s[1], easy, &forged));
+        assert_eq!(p.stats().unauthenticated, 1);
+        assert!(outputs(&mut p).0.is_empty());
+        // The easy side's probe hits the mapping of socket 1: answered and checked from it.
+        assert!(p.handle_datagram(t0 + ms(30), s[1], easy, &signed(request)));
+        let (sent, _, _) = outputs(&mut p);
+        assert!(
+            sent.len() == 2
+                && sent
+                    .iter()
+                    .all(|t| t.source == Some(s[1]) && t.ttl.is_none())
+        );
+        let check = decode(&sent[1].payload).unwrap().message.transaction_id;
+        // Its answer on another socket does not count; on socket 1 the pair wins.
+        let answer = signed(Message::binding(Class::Success, check));
+        assert!(p.handle_datagram(t0 + ms(31), s[0], easy, &answer));
+        assert!(p.punched().is_none());
+        let (sent, _, _) = outputs(&mut p);
+        assert!(sent.is_empty());
+        // (The answer was consumed: the round's retry from socket 1 wins.)
+        p.handle_timeout(t0 + ms(100));
+        let (sent, _, _) = outputs(&mut p);
+        let retry = sent
+            .iter()
+            .find(|t| t.source == Some(s[1]))
+            .expect("the found pair is retried");
+        let id = decode(&retry.payload).unwrap().message.transaction_id;
+        let answer = signed(Message::binding(Class::Success, id));
+        assert!(p.handle_datagram(t0 + ms(101), s[1], easy, &answer));
+        let (_, closed, events) = outputs(&mut p);
+        assert_eq!(
+            closed,
+            [SocketRequest::Close(vec![s[0]])],
+            "all but the winner's"
+        );
+        let Some(PunchEvent::Succeeded(won)) = events.last() else {
+            panic!("{events:?}")
+        };
+        assert_eq!((won.local, won.remote), (Some(s[1]), easy));
+        // Sockets reported after the end are closed again.
+        p.handle_sockets_opened(t0 + ms(200), vec![s[2]]);
+        assert_eq!(outputs(&mut p).1, [SocketRequest::Close(vec![s[2]])]);
+    }
+
+    #[test]
+    fn the_easy_side_draws_paced_capped_probes_toward_the_peers_nat_and_gives_up_cleanly() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let config = small_search();
+        let plan = search_plan(t0, SearchSide::Easy);
+        let (start_draw, len) = (config.lead(plan.rtt) * 2, config.attempt_len(plan.rtt));
+        let mut p = Puncher::new(config.clone(), plan, t0);
+        let searched = |sent: &[Transmit]| -> Vec<SocketAddr> {
+            (sent.iter())
+                .filter(|t| t.destination.port() != 4433)
+                .map(|t| t.destination)
+                .collect()
+        };
+        assert!(
+            outputs(&mut p).1.is_empty(),
+            "the easy side opens no sockets"
+        );
+        p.handle_timeout(t0 + start_draw - ms(1));
+        assert!(
+            searched(&outputs(&mut p).0).is_empty(),
+            "not before two leads"
+        );
+        let mut drawn = Vec::new();
+        let mut now = t0 + start_draw;
+        while now < t0 + start_draw + ms(100) {
+            p.handle_timeout(now);
+            let batch = searched(&outputs(&mut p).0);
+            assert!(batch.len() <= 10, "paced");
+            drawn.extend(batch);
+            now += ms(5);
+        }
+        assert_eq!(drawn.len(), 25, "capped");
+        assert!(
+            drawn
+                .iter()
+                .all(|a| a.ip() == "198.51.100.2".parse::<std::net::IpAddr>().unwrap())
+        );
+        // Every attempt fails; the draw restarts with each (25 more each) and the punch ends.
+        let (mut later, mut failed) = (0, false);
+        let mut now = t0 + start_draw + ms(100);
+        while !failed {
+            let next = p.poll_timeout().expect("a running punch has a deadline");
+            now = next.max(now);
+            p.handle_timeout(now);
+            let (sent, _, events) = outputs(&mut p);
+            later += searched(&sent).len();
+            failed = events
+                .iter()
+                .any(|e| matches!(e, PunchEvent::Failed { .. }));
+        }
+        assert!(now >= t0 + len * 3, "three attempts");
+        assert_eq!(later, 50, "the later attempts draw again");
+        assert_eq!(p.stats().search_probes, 75);
+        assert_eq!(p.poll_timeout(), None);
+    }
+
+    #[test]
+    fn without_sockets_a_pair_only_the_search_joins_is_skipped() {
+        let t0 = crate::test_epoch();
+        for side in [SearchSide::Hard, SearchSide::Easy] {
+            let plan = Plan {
+                search: false,
+                ..search_plan(t0, side)
+            };
+            let mut p = Puncher::new(small_search(), plan, t0);
+            let (sent, sockets, events) = outputs(&mut p);
+            assert!(sent.is_empty() && sockets.is_empty());
+            assert_eq!(events, [PunchEvent::Skipped]);
+        }
+    }
+
+    #[test]
+    fn a_failed_hard_side_closes_every_socket() {
+        let t0 = crate::test_epoch();
+        let mut p = Puncher::new(small_search(), search_plan(t0, SearchSide::Hard), t0);
+        let s: Vec<SocketAddr> = (1..=2)
+            .map(|i| SocketAddr::from(([10, 0, 0, 1], 40000 + i)))
+            .collect();
+        p.handle_sockets_opened(t0, s.clone());
+        let mut closed = Vec::new();
+        let mut now = t0;
+        while let Some(next) = p.poll_timeout() {
+            now = next.max(now);
+            p.handle_timeout(now);
+            closed.extend(outputs(&mut p).1);
+        }
+        assert!(p.is_finished() && p.punched().is_none());
+        assert_eq!(
+            closed,
+            [SocketRequest::Open { count: 2 }, SocketRequest::Close(s)]
         );
     }
 }

@@ -7,12 +7,16 @@
 //! | ------------------------------------------- | -------------------------------------- |
 //! | endpoint-independent (or no NAT)            | any way: X sends to Y's reflexive address first |
 //! | endpoint-dependent, sequential or preserving ports | any way: X sends to the predicted ports |
-//! | endpoint-dependent, random ports            | independently of the endpoint (EIF) or by address only (ADF); **never** by address and port (APDF) |
+//! | endpoint-dependent, random ports            | independently of the endpoint (EIF) or by address only (ADF); by address and port (APDF) only through the **birthday search**, which needs X's own mapping endpoint-independent |
 //!
-//! A direct path needs both directions: `admits(X, Y) && admits(Y, X)`. So a symmetric NAT
-//! with random ports and a port-restricted NAT (Linux masquerade, carrier-grade NAT, a
-//! "port-restricted cone" home router, another symmetric NAT) rule each other out — RFC 4787
-//! §4.1/§5 and the example the NAT issue gives. Everything uncertain counts as possible:
+//! A direct path needs both directions: `admits(X, Y) && admits(Y, X)`. The birthday search
+//! ([`search_side`], see [`crate::nat::punch`]): Y (the hard side) opens many sockets and
+//! sends from each toward X's one reflexive address, so Y's NAT holds many mappings toward
+//! it; X (the easy side) probes random ports of Y's NAT and, with its endpoint-independent
+//! mapping, comes from exactly the address those mappings expect. So a symmetric NAT with
+//! random ports and a port-restricted cone (Linux masquerade, a carrier-grade NAT) can meet;
+//! two symmetric NATs with random ports and port-dependent filtering rule each other out —
+//! RFC 4787 §4.1/§5 and the example the NAT issue gives. Everything uncertain counts as possible:
 //! classification is a hint, and a punch is tried unless the classes certainly rule it out.
 //! Two hosts behind one NAT are outside this table: their LAN addresses reach each other
 //! whatever the NAT does (the punch machine does not skip when both share a public IP).
@@ -58,16 +62,64 @@ impl NatClass {
     }
 
     /// Whether a NAT of this class admits probes from a peer behind `other` once it has
-    /// sent toward the peer's known or predicted addresses.
-    fn admits(&self, other: &NatClass) -> bool {
+    /// sent toward the peer's known or predicted addresses (no search).
+    fn admits_plainly(&self, other: &NatClass) -> bool {
         !other.unpredictable() || self.filtering != FilteringBehaviour::AddressAndPortDependent
+    }
+
+    /// Whether a NAT of this class admits probes from a peer behind `other`, the birthday
+    /// search included: it finds the peer's random mapping when this NAT maps every
+    /// destination to one address.
+    fn admits(&self, other: &NatClass) -> bool {
+        self.admits_plainly(other) || self.mapping == MappingBehaviour::EndpointIndependent
     }
 }
 
 /// Whether a direct path between nodes behind NATs of classes `a` and `b` is possible (see
-/// the module docs); `false` only when the classes certainly rule it out.
+/// the module docs), the birthday search included; `false` only when the classes certainly
+/// rule it out.
 pub fn direct_possible(a: &NatClass, b: &NatClass) -> bool {
     a.admits(b) && b.admits(a)
+}
+
+/// Whether a direct path between `a` and `b` is possible without the birthday search;
+/// `false` only when the classes certainly rule it out.
+pub(super) fn plainly_possible(a: &NatClass, b: &NatClass) -> bool {
+    a.admits_plainly(b) && b.admits_plainly(a)
+}
+
+/// The part a side plays in a birthday search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SearchSide {
+    /// Behind the endpoint-dependent NAT with random ports: opens many sockets, each
+    /// opening a mapping toward the peer's reflexive address.
+    Hard,
+    /// Behind the endpoint-independent NAT: probes random ports of the hard side's NAT.
+    Easy,
+}
+
+/// Our part in a birthday search between `local` and `remote`, when the plain punch may
+/// not work and the search can: one side is certainly [`unpredictable`](NatClass), the
+/// other certainly maps endpoint-independently and does not certainly admit any port of
+/// the first side's IP (port-dependent filtering, or filtering discovery could not tell:
+/// it rarely can without a reflector on a second IP answering).
+pub fn search_side(local: &NatClass, remote: &NatClass) -> Option<SearchSide> {
+    let needed = |easy: &NatClass, hard: &NatClass| {
+        let admits_any_port = matches!(
+            easy.filtering,
+            FilteringBehaviour::EndpointIndependent | FilteringBehaviour::AddressDependent
+        );
+        hard.unpredictable()
+            && easy.mapping == MappingBehaviour::EndpointIndependent
+            && !admits_any_port
+    };
+    if needed(local, remote) {
+        Some(SearchSide::Easy)
+    } else if needed(remote, local) {
+        Some(SearchSide::Hard)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -105,8 +157,29 @@ mod tests {
                 PortAllocation::Preserving,
             )
         };
-        assert!(!direct_possible(&random, &cone(AddressAndPortDependent)));
-        assert!(!direct_possible(&cone(AddressAndPortDependent), &random));
+        // A port-restricted cone meets random ports only through the birthday search.
+        assert!(direct_possible(&random, &cone(AddressAndPortDependent)));
+        assert!(direct_possible(&cone(AddressAndPortDependent), &random));
+        let restricted = cone(AddressAndPortDependent);
+        assert_eq!(search_side(&random, &restricted), Some(SearchSide::Hard));
+        assert_eq!(search_side(&restricted, &random), Some(SearchSide::Easy));
+        assert_eq!(search_side(&random, &cone(AddressDependent)), None);
+        assert_eq!(search_side(&restricted, &restricted), None);
+        assert_eq!(search_side(&random, &random), None);
+        assert_eq!(search_side(&random, &NatClass::UNKNOWN), None);
+        // What discovery usually reports: the filtering uncertain on both sides.
+        let unsure = |c: NatClass| NatClass {
+            filtering: Uncertain,
+            ..c
+        };
+        assert_eq!(
+            search_side(&unsure(restricted), &unsure(random)),
+            Some(SearchSide::Easy)
+        );
+        assert_eq!(
+            search_side(&unsure(random), &unsure(restricted)),
+            Some(SearchSide::Hard)
+        );
         assert!(!direct_possible(&random, &random));
         assert!(!direct_possible(&random, &sequential));
         assert!(direct_possible(&random, &cone(AddressDependent)));

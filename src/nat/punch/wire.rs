@@ -14,7 +14,8 @@ use crate::wire::{
 impl From<Candidate> for WireCandidate {
     fn from(c: Candidate) -> Self {
         let kind = match c.kind {
-            CandidateKind::Predicted => CandidateType::Predicted,
+            // A searched port is a guessed one, like a prediction.
+            CandidateKind::Predicted | CandidateKind::Searched => CandidateType::Predicted,
             CandidateKind::Reflexive => CandidateType::Reflexive,
             CandidateKind::PeerReflexive => CandidateType::PeerReflexive,
             CandidateKind::Lan => CandidateType::Lan,

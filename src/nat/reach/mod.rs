@@ -531,6 +531,8 @@ impl Reach {
                     match output {
                         Output::Transmit(t) => self.out.push(ReachOutput::Transmit(t)),
                         Output::Event(never) => match never {},
+                        // A STUN responder answers from its socket only.
+                        Output::Sockets(_) => {}
                     }
                 }
                 true
@@ -727,6 +729,8 @@ impl Reach {
                             None => {}
                         }
                     }
+                    // A STUN client sends from the node's socket only.
+                    Output::Sockets(_) => {}
                 }
             }
             if let Some(report) = self.discovery.take_finished() {

@@ -374,7 +374,7 @@ impl Machine for BindingClient {
         match input {
             Input::Datagram(datagram) => self.handle_datagram(now, datagram),
             Input::Timeout => self.handle_timeout(now),
-            Input::LocalAddressChanged { .. } => {}
+            Input::LocalAddressChanged { .. } | Input::SocketsOpened(_) => {}
         }
     }
 

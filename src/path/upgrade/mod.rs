@@ -45,7 +45,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::collections::HashMap;
-use crate::contract::{Child, OutputQueue, Transmit};
+use crate::contract::{Child, Datagram, Machine, Output, OutputQueue, SocketRequest, Transmit};
 use crate::id::NodeId;
 use crate::nat::punch::{Candidate, NatClass, PunchConfig, PunchEvent};
 use crate::nat::stun::Bucket;
@@ -82,6 +82,10 @@ pub struct UpgradeConfig {
     /// only after [`UpgradeConfig::retry_after`]). Frames over it are dropped unanswered
     /// and counted ([`UpgradeCounters::frames_rate_limited`]).
     pub offer_limit: Bucket,
+    /// Whether punches run the birthday search where only it can find a direct path
+    /// (default true): the Node then asks its driver for extra sockets
+    /// ([`UpgradeOutput::Sockets`]).
+    pub search: bool,
 }
 
 impl Default for UpgradeConfig {
@@ -97,6 +101,7 @@ impl Default for UpgradeConfig {
                 interval: Duration::from_secs(10),
                 burst: 4,
             },
+            search: true,
         }
     }
 }
@@ -216,7 +221,14 @@ pub enum UpgradeOutput {
         rtt: Duration,
         /// From the punch's agreed start to now.
         elapsed: Duration,
+        /// The extra socket the path uses on our side (the birthday search's hard side):
+        /// the connection's packets leave from it. `None`: the main socket.
+        local: Option<SocketAddr>,
     },
+    /// Open or close extra sockets for a punch's birthday search: the Node asks its driver
+    /// ([`crate::Output::Sockets`]) and hands what opened to
+    /// [`Upgrades::handle_sockets_opened`].
+    Sockets(SocketRequest),
     /// The peer's authenticated probes now come from `remote`, while ours
     /// to its old address go unanswered (its NAT rebooted or remapped):
     /// move the connection's direct path there (and tell quinn); once it
@@ -278,6 +290,9 @@ pub struct Upgrades {
     /// [`UpgradeConfig::offer_limit`] bucket's state; an entry goes with its
     /// connection ([`Upgrades::handle_closed`]).
     frame_buckets: HashMap<ConnId, Instant>,
+    /// The punches that asked for extra sockets, in the order they asked: the driver
+    /// answers every request, in order.
+    socket_waiters: VecDeque<ConnId>,
     rng: ChaCha8Rng,
     next_request: u64,
     counters: UpgradeCounters,
@@ -296,6 +311,7 @@ impl Upgrades {
             sessions: HashMap::default(),
             direct: HashMap::default(),
             frame_buckets: HashMap::default(),
+            socket_waiters: VecDeque::new(),
             rng: ChaCha8Rng::from_seed(seed),
             next_request: 0,
             counters: UpgradeCounters::default(),
@@ -339,9 +355,44 @@ impl Upgrades {
 
     /// The connection is gone: its upgrade too.
     pub fn handle_closed(&mut self, conn: ConnId) {
+        self.close_sockets(conn);
         self.sessions.remove(&conn);
         self.frame_buckets.remove(&conn);
         self.direct.retain(|_, c| *c != conn);
+    }
+
+    /// The driver opened the extra sockets the oldest waiting punch asked for: they go to
+    /// it, or are closed again when it is over.
+    pub fn handle_sockets_opened(&mut self, now: Instant, opened: Vec<SocketAddr>) {
+        self.out.mark(now);
+        let waiter = self.socket_waiters.pop_front();
+        let stage = waiter.and_then(|conn| self.sessions.get_mut(&conn).map(|s| &mut s.stage));
+        match (stage, waiter) {
+            (Some(Stage::Punching(p)), Some(conn)) => {
+                p.handle_sockets_opened(now, opened);
+                self.drain(now, conn);
+            }
+            _ if opened.is_empty() => {}
+            _ => self
+                .out
+                .push(UpgradeOutput::Sockets(SocketRequest::Close(opened))),
+        }
+    }
+
+    /// Closes every extra socket `conn`'s punch holds.
+    fn close_sockets(&mut self, conn: ConnId) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let (Stage::Punching(p) | Stage::Direct(p, _)) = &mut s.stage else {
+            return;
+        };
+        p.close_sockets();
+        while let Some(output) = p.poll_output() {
+            if let Output::Sockets(request) = output {
+                self.out.push(UpgradeOutput::Sockets(request));
+            }
+        }
     }
 
     /// The Node sent a packet to `remote` at `now`: the watch of a direct
@@ -375,7 +426,7 @@ impl Upgrades {
     fn live_at(&mut self, remote: SocketAddr) -> Option<&mut Liveness> {
         let conn = *self.direct.get(&remote)?;
         let live = match self.sessions.get_mut(&conn).map(|s| &mut s.stage) {
-            Some(Stage::Direct(_, live)) if live.remote() == remote => Some(live),
+            Some(Stage::Direct(_, live)) if live.remote() == remote => Some(&mut **live),
             _ => None,
         };
         if live.is_none() {
@@ -386,18 +437,24 @@ impl Upgrades {
 
     /// A STUN datagram: true when a punch or a liveness watch took it (one whose
     /// integrity did not check is taken, ignored and counted).
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) -> bool {
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &Datagram) -> bool {
+        let Datagram {
+            local,
+            remote: from,
+            payload,
+        } = datagram;
+        let (local, from) = (*local, *from);
         self.out.mark(now);
         let mut taken = None;
         let mut moved = false;
         for (conn, s) in self.sessions.iter_mut() {
             let before = s.unauthenticated();
             let took = match &mut s.stage {
-                Stage::Punching(p) => p.handle_datagram(now, from, payload),
+                Stage::Punching(p) => p.handle_datagram(now, local, from, payload),
                 Stage::Direct(p, live) => {
                     let answered = p.stats().answered;
                     let took = live.handle_datagram(now, from, payload)
-                        || p.handle_datagram(now, from, payload);
+                        || p.handle_datagram(now, local, from, payload);
                     // An authentic probe of the peer from elsewhere while
                     // ours go unanswered: the peer moved (a delayed probe of
                     // the punch, while the path is healthy, moves nothing).

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 
 use super::{MAX_TIMES, OFFER_TIMEOUT, PathChange, PunchLink, UpgradeOutput, Upgrades};
-use crate::contract::{Machine, Output};
+use crate::contract::{Machine, Output, SocketRequest};
 use crate::id::NodeId;
 use crate::nat::punch::{
     Candidate, CandidateKind, NatClass, Plan, PunchEvent, Puncher, Role, SessionTag,
@@ -29,7 +29,7 @@ pub(super) enum Stage {
     /// Probing.
     Punching(Box<Puncher>),
     /// On the direct path; the puncher keeps answering the peer's probes.
-    Direct(Box<Puncher>, Liveness),
+    Direct(Box<Puncher>, Box<Liveness>),
     /// On the relay; the opener punches again at the time given.
     Relayed(Option<Instant>),
 }
@@ -275,6 +275,8 @@ impl Upgrades {
             same_public_ip,
             hops: self.hops,
             both_ipv6,
+            search: self.config.search,
+            seed: self.rng.next_u64(),
         };
         let mut puncher = Puncher::new(self.config.punch.clone(), plan, now);
         puncher.handle_timeout(now);
@@ -306,6 +308,12 @@ impl Upgrades {
                 match output {
                     Output::Transmit(t) => self.out.push(UpgradeOutput::Transmit(t)),
                     Output::Event(e) => events.push(e),
+                    Output::Sockets(request) => {
+                        if matches!(request, SocketRequest::Open { .. }) {
+                            self.socket_waiters.push_back(conn);
+                        }
+                        self.out.push(UpgradeOutput::Sockets(request));
+                    }
                 }
             }
         }
@@ -362,6 +370,7 @@ impl Upgrades {
                 remote: p.remote,
                 rtt: p.rtt,
                 elapsed: p.elapsed,
+                local: p.local,
             }),
             _ => {
                 if let Some(s) = self.sessions.get_mut(&conn) {
@@ -401,8 +410,10 @@ impl Upgrades {
         };
         let interval = self.config.keepalive.max(rtt.saturating_mul(2));
         let key = s.key.clone();
-        let live = Liveness::new(remote, s.tag, key, interval, self.config.dead_after);
-        s.stage = Stage::Direct(puncher, live);
+        let local = puncher.punched().and_then(|p| p.local);
+        let live =
+            Liveness::new(remote, s.tag, key, interval, self.config.dead_after).from_socket(local);
+        s.stage = Stage::Direct(puncher, Box::new(live));
         self.direct.insert(remote, conn);
         let peer = s.peer;
         let counters = &mut self.counters;
@@ -421,6 +432,7 @@ impl Upgrades {
 
     /// The direct path died: back onto the relay circuit at once.
     fn fall_back(&mut self, now: Instant, conn: ConnId) {
+        self.close_sockets(conn);
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{PathChange, PunchLink, UpgradeConfig, UpgradeOutput, Upgrades};
 use crate::contract::Child;
-use crate::contract::Transmit;
+use crate::contract::{Datagram, Transmit};
 use crate::id::NodeId;
 use crate::nat::punch::{Candidate, CandidateKind, NatClass};
 use crate::nat::stun::{Attribute, Class, IntegrityKey, Message as StunMessage, decode};
@@ -59,6 +59,15 @@ fn drain(machine: &mut Upgrades) -> Vec<UpgradeOutput> {
     std::iter::from_fn(|| machine.poll_output()).collect()
 }
 
+/// A datagram from `remote` that arrived at `local`.
+fn datagram(local: SocketAddr, remote: SocketAddr, payload: &[u8]) -> Datagram {
+    Datagram {
+        local,
+        remote,
+        payload: Bytes::copy_from_slice(payload),
+    }
+}
+
 /// Delivers `from`'s outputs to `to` (frames and datagrams arrive at once);
 /// returns what the Node would have to do besides.
 fn deliver(now: Instant, from: &mut Side, to: &mut Side) -> Vec<UpgradeOutput> {
@@ -67,7 +76,8 @@ fn deliver(now: Instant, from: &mut Side, to: &mut Side) -> Vec<UpgradeOutput> {
         match output {
             UpgradeOutput::Send { frame, .. } => to.machine.handle_frame(now, to.link, frame),
             UpgradeOutput::Transmit(t) if t.destination == to.addr => {
-                to.machine.handle_datagram(now, from.addr, &t.payload);
+                to.machine
+                    .handle_datagram(now, &datagram(to.addr, from.addr, &t.payload));
             }
             other => rest.push(other),
         }
@@ -322,7 +332,8 @@ fn run_spoofed(
                 UpgradeOutput::Send { frame, .. } => to.machine.handle_frame(now, to.link, frame),
                 UpgradeOutput::Transmit(t) => {
                     if let Some(forged) = mangle(&t) {
-                        from.machine.handle_datagram(now, t.destination, &forged);
+                        from.machine
+                            .handle_datagram(now, &datagram(from.addr, t.destination, &forged));
                     }
                 }
                 other => rest.push(other),
@@ -401,7 +412,8 @@ fn spoofed_liveness_answers_keep_no_dead_path_alive() {
                 UpgradeOutput::Transmit(t) => {
                     // (The last probe may go out just as the path is declared dead.)
                     if let Some(forged) = forged_answer(&t, None) {
-                        a.machine.handle_datagram(now, t.destination, &forged);
+                        a.machine
+                            .handle_datagram(now, &datagram(a.addr, t.destination, &forged));
                     }
                 }
                 other => dead.push(other),
@@ -426,6 +438,7 @@ fn switch_if_asked(now: Instant, outputs: Vec<UpgradeOutput>, side: &mut Side) -
             remote,
             rtt,
             elapsed,
+            local: None,
         } = output
         {
             side.machine
@@ -490,7 +503,8 @@ fn a_peer_whose_probes_come_from_a_new_address_while_ours_go_unanswered_has_move
                 } else {
                     b.addr
                 };
-                a.machine.handle_datagram(now, from, &t.payload);
+                a.machine
+                    .handle_datagram(now, &datagram(a.addr, from, &t.payload));
             }
         }
         for output in drain(&mut a.machine) {
@@ -500,7 +514,8 @@ fn a_peer_whose_probes_come_from_a_new_address_while_ours_go_unanswered_has_move
                     // B's NAT lets through what goes to B's address of the moment.
                     let current = if rebooted { moved_to } else { b.addr };
                     if t.destination == current {
-                        b.machine.handle_datagram(now, a.addr, &t.payload);
+                        b.machine
+                            .handle_datagram(now, &datagram(b.addr, a.addr, &t.payload));
                     }
                 }
                 // What the Node does: move the path, then the watch.
