@@ -116,6 +116,12 @@ impl Node {
     fn execute_upgrade(&mut self, now: Instant, output: UpgradeOutput) {
         match output {
             UpgradeOutput::Transmit(t) => self.out.push_back(Output::Transmit(t)),
+            UpgradeOutput::KeepAlive { conn } => {
+                let handle = self.by_pool_id.get(&conn).copied();
+                if let Some(conn) = handle.and_then(|h| self.conns.get_mut(&h)) {
+                    conn.quinn.ping();
+                }
+            }
             UpgradeOutput::Send { conn, frame } => {
                 if let Some(&handle) = self.by_pool_id.get(&conn) {
                     self.send_control(handle, &frame);
