@@ -2,7 +2,8 @@
 //! `relayed` relayed idle connections, each peer its own node and socket; what the hub
 //! sends over [`Idle::span`] of wall-clock time, per second.
 //!
-//! Every connection is dialed through a relay node, as between two NATed nodes; the
+//! Every connection is dialed through a relay node, as between two NATed nodes, the dials
+//! spread over 15 s (so are the keep-alives, and a short span samples them fairly); the
 //! peers' NAT classes, handed to them, decide which punch (open peers: the punch
 //! succeeds on loopback) and which stay relayed (random symmetric peers against the
 //! hub's port-restricted class: the classes rule the punch out).
@@ -129,11 +130,15 @@ pub async fn idle(plan: &Idle) -> IdleReport {
     }
     // Reservations first, then the dials.
     drive_for(&mut hub, Duration::from_secs(2)).await;
+    // Spread over one keep-alive period, so the keep-alives are too and the span
+    // samples them fairly.
+    let gap = Duration::from_secs(15) / u32::try_from(targets.len().max(1)).unwrap_or(1);
     for target in targets {
         let now = clock();
         (hub.machine_mut()).dial_via_relay(now, relay_contact.clone(), target);
+        hub.flush().await;
+        drive_for(&mut hub, gap).await;
     }
-    hub.flush().await;
     // Connections up and punched, then a keep-alive period to settle.
     let settled = clock() + Duration::from_secs(30);
     let want = (plan.direct + 1, plan.relayed);
