@@ -35,7 +35,12 @@ pub const CID_LEN: usize = 8;
 /// not kill a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransportSettings {
-    /// QUIC PING interval on idle connections (default 15 s).
+    /// QUIC PING interval on idle connections we dialed (default 15 s). A
+    /// connection we accepted pings only after [`Self::acceptor_keep_alive`]
+    /// without a packet from the dialer: quinn restarts the keep-alive timer on
+    /// every packet received, so the dialer's PINGs keep both ends (and the
+    /// NATs between them) alive and an idle connection costs one PING and one
+    /// ACK per interval, not two of each.
     pub keep_alive: Duration,
     /// Silence after which a connection is dead (default 60 s, four
     /// keep-alive intervals). Must exceed `keep_alive`.
@@ -88,8 +93,33 @@ pub enum QuicConfigError {
 }
 
 impl TransportSettings {
-    /// The quinn-proto transport config.
+    /// The keep-alive of connections we accepted: twice
+    /// [`keep_alive`](Self::keep_alive), but no later than halfway from it to
+    /// the idle timeout (30 s by default): the acceptor's backstop, should the
+    /// dialer's PINGs stop arriving.
+    pub fn acceptor_keep_alive(&self) -> Duration {
+        let halfway = self.keep_alive + self.idle_timeout.saturating_sub(self.keep_alive) / 2;
+        self.keep_alive.saturating_mul(2).min(halfway)
+    }
+
+    /// The quinn-proto transport config of connections we dial.
     pub fn transport_config(&self) -> Result<Arc<quinn_proto::TransportConfig>, QuicConfigError> {
+        self.config_with(self.keep_alive)
+    }
+
+    /// The quinn-proto transport config of connections we accept: as
+    /// [`transport_config`](Self::transport_config) but with the
+    /// [`acceptor_keep_alive`](Self::acceptor_keep_alive).
+    pub fn acceptor_transport_config(
+        &self,
+    ) -> Result<Arc<quinn_proto::TransportConfig>, QuicConfigError> {
+        self.config_with(self.acceptor_keep_alive())
+    }
+
+    fn config_with(
+        &self,
+        keep_alive: Duration,
+    ) -> Result<Arc<quinn_proto::TransportConfig>, QuicConfigError> {
         if self.keep_alive >= self.idle_timeout {
             return Err(QuicConfigError::KeepAliveNotBelowIdleTimeout {
                 keep_alive: self.keep_alive,
@@ -100,7 +130,7 @@ impl TransportSettings {
             .map_err(|_| QuicConfigError::IdleTimeoutTooLarge(self.idle_timeout))?;
         let mut config = quinn_proto::TransportConfig::default();
         config
-            .keep_alive_interval(Some(self.keep_alive))
+            .keep_alive_interval(Some(keep_alive))
             .max_idle_timeout(Some(idle))
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
             .max_concurrent_uni_streams(VarInt::from_u32(self.max_concurrent_uni_streams))
@@ -162,6 +192,9 @@ pub struct QuicConfigs {
     /// The seed for the endpoint's own RNG.
     pub rng_seed: [u8; 32],
     transport: Arc<quinn_proto::TransportConfig>,
+    /// For connections dialed over a relay circuit: the relay connection keeps the NAT
+    /// bindings open, the end-to-end one only has to beat the idle timeout.
+    circuit_transport: Arc<quinn_proto::TransportConfig>,
     tls: NodeTls,
 }
 
@@ -187,10 +220,11 @@ impl QuicConfigs {
         let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[])
             .extract(&secret.derive("quic-token-key"));
         let mut server = quinn_proto::ServerConfig::new(Arc::new(crypto), Arc::new(token_key));
+        let slow = settings.acceptor_transport_config()?;
         let mut validation = quinn_proto::ValidationTokenConfig::default();
         validation.sent(0);
         server
-            .transport_config(transport.clone())
+            .transport_config(slow.clone())
             .migration(false)
             .validation_token_config(validation)
             .time_source(Arc::new(WallClockSource(tls.clock().clone())));
@@ -199,20 +233,31 @@ impl QuicConfigs {
             server: Arc::new(server),
             rng_seed: secret.derive("quic-endpoint-rng"),
             transport,
+            circuit_transport: slow,
             tls,
         })
     }
 
     /// The client config for dialing `peer`: its node id is what the server
-    /// certificate must prove.
+    /// certificate must prove. A dial `over_circuit` (through a relay) keeps
+    /// alive at the [`TransportSettings::acceptor_keep_alive`]: the relay
+    /// connection keeps our NAT bindings open (should the connection go
+    /// direct, the punch's opener keeps that path alive:
+    /// [`crate::path::upgrade::UpgradeConfig::direct_keep_alive`]).
     pub fn client_config(
         &self,
         peer: NodeId,
+        over_circuit: bool,
     ) -> Result<quinn_proto::ClientConfig, QuicConfigError> {
         let crypto = QuicClientConfig::try_from(self.tls.client_config(peer))
             .map_err(|e| QuicConfigError::Crypto(e.to_string()))?;
         let mut config = quinn_proto::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(self.transport.clone());
+        let transport = if over_circuit {
+            &self.circuit_transport
+        } else {
+            &self.transport
+        };
+        config.transport_config(transport.clone());
         Ok(config)
     }
 }
@@ -235,6 +280,20 @@ mod tests {
             })
         );
         TransportSettings::default().transport_config().unwrap();
+    }
+
+    #[test]
+    fn an_acceptor_pings_later_than_the_dialer_and_before_the_idle_timeout() {
+        let s = |keep_alive, idle_timeout| TransportSettings {
+            keep_alive: Duration::from_secs(keep_alive),
+            idle_timeout: Duration::from_secs(idle_timeout),
+            ..Default::default()
+        };
+        assert_eq!(s(15, 60).acceptor_keep_alive(), Duration::from_secs(30));
+        // Twice 40 s would pass the idle timeout: halfway to it instead.
+        assert_eq!(s(40, 60).acceptor_keep_alive(), Duration::from_secs(50));
+        s(40, 60).acceptor_transport_config().unwrap();
+        assert!(s(60, 60).acceptor_transport_config().is_err());
     }
 
     #[test]

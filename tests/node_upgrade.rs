@@ -116,40 +116,6 @@ fn a_host_that_moves_to_another_address_behind_its_nat_stays_direct() {
 }
 
 #[test]
-fn an_idle_direct_pair_costs_little_more_than_quic_keep_alives() {
-    let masquerade = Pairing::Separate(NatKind::LinuxMasquerade, NatKind::LinuxMasquerade);
-    let config = NodeLabConfig {
-        seed: 24,
-        link_loss: 0.0,
-        ..NodeLabConfig::default()
-    };
-    let mut lab = NodeLab::new(masquerade, &config, epoch());
-    lab.connect().expect("connected through the relay");
-    lab.calls_for(Duration::from_secs(3));
-    let (_, lost) = lab.finish();
-    assert_eq!(lost, 0);
-    for host in lab.sides() {
-        assert_eq!(lab.world.machine(host).connection_kinds(), (2, 0), "direct");
-    }
-    // A minute of nothing: the direct path sends no liveness probes while
-    // nothing waits for an answer, only QUIC's keep-alives (every 15 s, on
-    // each of the three connections: A-B, A-relay, B-relay) and what they
-    // elicit.
-    let since = lab.world.elapsed();
-    lab.world.run_for(Duration::from_secs(60));
-    let packets = (lab.world.trace().entries().iter())
-        .filter(|e| e.elapsed >= since && e.size > 0)
-        .count();
-    println!("packets in the idle minute: {packets}");
-    assert!(packets <= 60, "{packets} packets in an idle minute");
-    for host in lab.sides() {
-        let node = lab.world.machine(host);
-        assert_eq!(node.connection_kinds(), (2, 0), "still direct");
-        assert_eq!(node.upgrade_counters().fallbacks, 0);
-    }
-}
-
-#[test]
 fn a_relayed_pair_survives_a_nat_reboot_the_relay_follows_the_new_address() {
     // The twin of the NAT lab's node-reboot-relayed: no direct path is
     // possible (masquerade x random-port symmetric), so the calls run over

@@ -184,7 +184,7 @@ fn dial(a: &mut Side, b: &Side, expected: NodeId, now: Instant) -> ConnectionHan
         .endpoint
         .connect(
             now,
-            configs.client_config(expected).unwrap(),
+            configs.client_config(expected, false).unwrap(),
             b.addr,
             tls::SERVER_NAME,
         )

@@ -90,6 +90,12 @@ impl Silence {
         }
     }
 
+    /// Whether ack-eliciting frames wait for an acknowledgement (a silence
+    /// runs).
+    pub fn running(&self) -> bool {
+        self.since.is_some()
+    }
+
     /// When the silence reaches `limit`, if there is one.
     pub fn deadline(&self, limit: Duration) -> Option<Instant> {
         self.since.map(|since| since + limit)

@@ -105,18 +105,21 @@ impl ConnTable {
     }
 
     /// Hands every transmit of the connections driven since the last call
-    /// to `send` (with quinn's destination, the path's virtual address, and
-    /// the local IP quinn sends it from, when it knows one), brings their silence watch up to date, then files their deadlines
+    /// to `send` (with quinn's destination, the path's virtual address, the
+    /// local IP quinn sends it from, when it knows one, and whether the
+    /// connection now awaits an acknowledgement of ack-eliciting frames: its
+    /// silence watch runs), brings their silence watch up to date, then files their deadlines
     /// anew: quinn's timer, the CONNECT deadline, and for a connection that
     /// `watch` gives a silence limit, the end of that silence. Returns how
     /// many connections that was.
     pub(crate) fn poll_transmits(
         &mut self,
         now: Instant,
-        mut send: impl FnMut(SocketAddr, Bytes, Option<IpAddr>),
+        mut send: impl FnMut(SocketAddr, Bytes, Option<IpAddr>, bool),
         watch: impl Fn(&Conn) -> Option<Duration>,
     ) -> usize {
         let mut buf = Vec::new();
+        let mut polled = Vec::new();
         let driven = std::mem::take(&mut self.driven);
         let count = driven.len();
         for handle in driven {
@@ -128,13 +131,14 @@ impl ConnTable {
                 let Some(transmit) = conn.quinn.poll_transmit(now, 1, &mut buf) else {
                     break;
                 };
-                send(
-                    transmit.destination,
-                    Bytes::copy_from_slice(&buf[..transmit.size]),
-                    transmit.src_ip,
-                );
+                let packet = Bytes::copy_from_slice(&buf[..transmit.size]);
+                polled.push((transmit.destination, packet, transmit.src_ip));
             }
             conn.silence.observe(now, &conn.quinn.stats());
+            let awaiting = conn.silence.running();
+            for (destination, packet, src_ip) in polled.drain(..) {
+                send(destination, packet, src_ip, awaiting);
+            }
             let silent = watch(conn).and_then(|limit| conn.silence.deadline(limit));
             let deadline = [
                 conn.quinn.poll_timeout(),

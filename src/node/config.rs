@@ -34,7 +34,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// | rpc | [`RpcConfig::new`]: 16 MiB payloads, attempt window = call timeout / 3, 1024 calls open, 256 handled (128 per caller), every caller allowed (`callers`) |
 /// | pubsub | [`PubSubConfig::new`]: 1024 messages queued per subscriber, window 64, reorder window 256, every publisher allowed (`publishers`) |
 /// | relay | [`RelayConfig::default`]: relaying only while public (not while found private), 256 circuits, 8 reservations and 32 circuits per IP, 1 MiB/s per node |
-/// | upgrade | [`UpgradeConfig::default`]: the dialer of a relayed connection punches; liveness probes every ≥ 100 ms, dead after 4 missed; retry after 60 s |
+/// | upgrade | [`UpgradeConfig::default`]: the dialer of a relayed connection punches; the opener PINGs an idle direct path every 15 s; liveness probes (every ≥ 100 ms, dead after 4 missed) only while an ack-eliciting packet waits; retry after 60 s (30 min when the NAT classes rule a punch out) |
 /// | limits | [`Limits::default`]: 1 MiB frames |
 /// | verification | [`PeerVerification::Identity`] |
 /// | certificate_chain | `None`: a self-signed certificate of the identity |

@@ -255,17 +255,27 @@ impl Node {
 
     pub(super) fn push_endpoint_transmit(&mut self, transmit: &quinn_proto::Transmit, buf: &[u8]) {
         let packet = Bytes::copy_from_slice(&buf[..transmit.size]);
-        self.send_packet(transmit.destination, packet, transmit.src_ip);
+        self.send_packet(transmit.destination, packet, transmit.src_ip, false);
     }
 
     /// Sends one QUIC packet to the real path of `virtual_addr`, from
     /// `src_ip` (the IP the connection was reached at) when
     /// [`super::local_addrs`] allows; packets to a path that is gone are
-    /// dropped (QUIC recovers or gives up).
-    fn send_packet(&mut self, virtual_addr: SocketAddr, packet: Bytes, src_ip: Option<IpAddr>) {
+    /// dropped (QUIC recovers or gives up). `awaiting_ack`: the packet's
+    /// connection awaits an acknowledgement of ack-eliciting frames, so a
+    /// watched direct path waits for a word back (a bare ACK elicits none).
+    fn send_packet(
+        &mut self,
+        virtual_addr: SocketAddr,
+        packet: Bytes,
+        src_ip: Option<IpAddr>,
+        awaiting_ack: bool,
+    ) {
         match self.paths.real(&virtual_addr) {
             Some(RealPath::Direct(destination)) => {
-                self.upgrades.handle_sent(self.last_now, destination);
+                if awaiting_ack {
+                    self.upgrades.handle_sent(self.last_now, destination);
+                }
                 let source = match self.direct_sockets.get(&virtual_addr) {
                     Some(local) => Some(*local),
                     None => self.local_addrs.source(src_ip, destination),
@@ -294,11 +304,13 @@ impl Node {
         let watch = |conn: &Conn| {
             silence::watched(paths, client, conn).map(|_| limit.after(conn.quinn.rtt()))
         };
-        let send = |virtual_addr, packet, src_ip| packets.push((virtual_addr, packet, src_ip));
+        let send = |virtual_addr, packet, src_ip, awaiting| {
+            packets.push((virtual_addr, packet, src_ip, awaiting))
+        };
         let polled = self.conns.poll_transmits(now, send, watch);
         self.counters.connection_polls += polled as u64;
-        for (virtual_addr, packet, src_ip) in packets {
-            self.send_packet(virtual_addr, packet, src_ip);
+        for (virtual_addr, packet, src_ip, awaiting) in packets {
+            self.send_packet(virtual_addr, packet, src_ip, awaiting);
         }
     }
 }

@@ -170,6 +170,7 @@ impl Node {
         // A live virtual address is a circuit's (see `dial_via_relay`);
         // a virtual address whose circuit is gone leads nowhere; any other
         // address is a UDP one.
+        let over_circuit = self.paths.real(&addr).is_some();
         let virtual_addr = match self.paths.real(&addr) {
             Some(_) => addr,
             None if PathTable::is_virtual(&addr) => {
@@ -181,7 +182,7 @@ impl Node {
         };
         let dialed = self
             .quic
-            .client_config(peer)
+            .client_config(peer, over_circuit)
             .map_err(|e| e.to_string())
             .and_then(|config| {
                 self.endpoint

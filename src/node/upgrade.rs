@@ -117,6 +117,12 @@ impl Node {
         match output {
             UpgradeOutput::Transmit(t) => self.out.push_back(Output::Transmit(t)),
             UpgradeOutput::Sockets(request) => self.out.push_back(Output::Sockets(request)),
+            UpgradeOutput::KeepAlive { conn } => {
+                let handle = self.by_pool_id.get(&conn).copied();
+                if let Some(conn) = handle.and_then(|h| self.conns.get_mut(&h)) {
+                    conn.quinn.ping();
+                }
+            }
             UpgradeOutput::Send { conn, frame } => {
                 if let Some(&handle) = self.by_pool_id.get(&conn) {
                     self.send_control(handle, &frame);

@@ -17,9 +17,11 @@ const LIVENESS_BIT: u32 = 1 << 30;
 /// Watches one direct path and tells when it stopped answering.
 ///
 /// The Node reports each packet it sends on the path ([`Liveness::sent`]) and each
-/// authentic packet of the peer that came over it ([`Liveness::heard`]). While traffic
-/// flows both ways nothing extra is sent; an idle path costs nothing but QUIC's own
-/// keep-alive. Once something we sent has waited `interval` without a word back, a Binding
+/// authentic packet of the peer that came over it ([`Liveness::heard`]); only packets that
+/// elicit an acknowledgement count as sent, so a bare ACK waits for nothing. While traffic
+/// flows both ways nothing extra is sent; an idle path costs one QUIC PING per keep-alive
+/// period, asked for by the side given one ([`Liveness::with_keep_alive`]) and answered by
+/// the peer's ACK. Once something we sent has waited `interval` without a word back, a Binding
 /// request carrying the session tag goes out every `interval` (the peer's punch machine
 /// answers those); the path is dead when we waited `interval · (misses + 1)`. Probes and
 /// answers carry MESSAGE-INTEGRITY-SHA256 under the session's key: an answer that does not
@@ -43,6 +45,13 @@ pub struct Liveness {
     out: VecDeque<Transmit>,
     rtt: Option<Duration>,
     unauthenticated: u64,
+    /// After how long without an ack-eliciting packet of ours the path wants a QUIC PING
+    /// (`None`: never; the other side keeps it alive).
+    keep_alive: Option<Duration>,
+    /// When we last sent an ack-eliciting packet on the path (or asked for a PING).
+    last_sent: Option<Instant>,
+    /// A PING is due ([`Liveness::poll_ping`]).
+    ping: bool,
 }
 
 impl Liveness {
@@ -69,6 +78,9 @@ impl Liveness {
             out: VecDeque::new(),
             rtt: None,
             unauthenticated: 0,
+            keep_alive: None,
+            last_sent: None,
+            ping: false,
         }
     }
 
@@ -76,6 +88,16 @@ impl Liveness {
     /// found it; `None`: the main socket).
     pub fn from_socket(mut self, local: Option<SocketAddr>) -> Self {
         self.local = local;
+        self
+    }
+
+    /// Has the watch ask for a QUIC PING ([`Liveness::poll_ping`]) once `every` passed
+    /// without an ack-eliciting packet of ours on the path, counting from `now`: one side
+    /// of an idle direct path keeps its NAT bindings open, and the PING's acknowledgement
+    /// (or its absence) tells whether the path still answers.
+    pub fn with_keep_alive(mut self, now: Instant, every: Duration) -> Self {
+        self.keep_alive = Some(every);
+        self.last_sent = Some(now);
         self
     }
 
@@ -88,8 +110,10 @@ impl Liveness {
         self.heard();
     }
 
-    /// We sent a packet on the path at `now`: from now on we wait for the peer.
+    /// We sent an ack-eliciting packet on the path at `now`: from now on we wait for the
+    /// peer.
     pub fn sent(&mut self, now: Instant) {
+        self.last_sent = self.last_sent.max(Some(now));
         if self.waiting_since.is_none() {
             self.waiting_since = Some(now);
             self.next_probe = now.checked_add(self.interval);
@@ -148,8 +172,12 @@ impl Liveness {
         true
     }
 
-    /// Sends the probes that are due.
+    /// Sends the probes that are due, and asks for a PING when the keep-alive is.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ping_at().is_some_and(|at| now >= at) {
+            self.ping = true;
+            self.last_sent = Some(now);
+        }
         while let Some(at) = self.next_probe.filter(|at| now >= *at) {
             self.probe(at);
             self.next_probe = Some(at.checked_add(self.interval).unwrap_or(now));
@@ -171,10 +199,12 @@ impl Liveness {
         self.waiting_since.is_some() && self.waited(now) >= self.window()
     }
 
-    /// When the next probe is due, or the path would be declared dead; `None` while
-    /// nothing waits.
+    /// When the next probe is due, or the path would be declared dead, or (while nothing
+    /// waits) the keep-alive; `None` while nothing waits and no keep-alive is kept.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let since = self.waiting_since?;
+        let Some(since) = self.waiting_since else {
+            return self.ping_at();
+        };
         let dead = since.checked_add(self.window()).unwrap_or(since);
         Some(self.next_probe.map_or(dead, |probe| probe.min(dead)))
     }
@@ -182,6 +212,21 @@ impl Liveness {
     /// The next probe to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// Whether a QUIC PING is due on the path's connection (once per keep-alive).
+    pub fn poll_ping(&mut self) -> bool {
+        std::mem::take(&mut self.ping)
+    }
+
+    /// When the keep-alive PING is due: `None` while something waits for an answer (the
+    /// probes judge the path then) or without a keep-alive.
+    fn ping_at(&self) -> Option<Instant> {
+        if self.waiting_since.is_some() {
+            return None;
+        }
+        let (last, every) = (self.last_sent?, self.keep_alive?);
+        Some(last.checked_add(every).unwrap_or(last))
     }
 
     /// How long what we sent has waited by `now` (zero while nothing waits).
@@ -299,6 +344,50 @@ mod tests {
         assert!(!live.is_dead(t0 + ms(399)));
         assert!(live.is_dead(t0 + ms(400)));
         assert_eq!(live.poll_timeout(), Some(t0 + ms(400)));
+    }
+
+    #[test]
+    fn an_idle_path_with_a_keep_alive_asks_for_one_ping_per_period_and_none_while_busy() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let every = ms(15_000);
+        let mut live = watch("198.51.100.2:4433".parse().unwrap()).with_keep_alive(t0, every);
+        assert_eq!(live.poll_timeout(), Some(t0 + every));
+        live.handle_timeout(t0 + ms(14_999));
+        assert!(!live.poll_ping(), "not before the period");
+        // Traffic both ways pushes the keep-alive back.
+        live.sent(t0 + ms(10_000));
+        live.heard();
+        assert_eq!(live.poll_timeout(), Some(t0 + ms(25_000)));
+        let mut pings = 0;
+        for second in 10..=70u64 {
+            live.handle_timeout(t0 + ms(1000 * second));
+            if live.poll_ping() {
+                pings += 1;
+                // The PING goes out and is acknowledged.
+                live.sent(t0 + ms(1000 * second));
+                live.heard();
+            }
+        }
+        assert_eq!(pings, 4, "one a period from 25 s to 70 s");
+        assert!(
+            live.poll_transmit().is_none(),
+            "no probe: every PING was answered"
+        );
+        // While a packet waits, the probes judge the path and no PING is asked.
+        live.sent(t0 + ms(71_000));
+        assert_eq!(live.poll_timeout(), Some(t0 + ms(71_100)));
+        live.handle_timeout(t0 + ms(90_000));
+        assert!(!live.poll_ping());
+    }
+
+    #[test]
+    fn without_a_keep_alive_an_idle_path_asks_for_nothing() {
+        let t0 = crate::test_epoch();
+        let mut live = watch("198.51.100.2:4433".parse().unwrap());
+        live.handle_timeout(t0 + Duration::from_secs(3600));
+        assert!(!live.poll_ping());
+        assert_eq!(live.poll_timeout(), None);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! The labs run the crate's machines in it: [`punch_lab`] two punchers behind NATs of
 //! every kind (measured against the oracle), [`node_lab`] the relay → direct upgrade of
 //! real Nodes, [`dht_net`] many DHTs on a packet-free network model and [`dht_scale`] the
-//! bootstrap/churn/lookup scenario graded on it.
+//! bootstrap/churn/lookup scenario graded on it, [`idle_lab`] a hub's idle connections,
+//! direct and relayed, to count what idling costs.
 //!
 //! ```
 //! # #[allow(clippy::disallowed_methods)] fn main() {
@@ -38,6 +39,7 @@
 pub mod dht_net;
 pub mod dht_scale;
 mod fixture;
+pub mod idle_lab;
 pub mod ladder;
 mod link;
 mod nat;

@@ -408,29 +408,14 @@ impl NodeLab {
 
     /// Side `i`'s candidates and class (see the module docs).
     fn candidates(&self, i: usize) -> (Vec<Candidate>, NatClass) {
-        let host = self.sides[i];
-        let local = self.world.host_addr(host);
         let relay = self.world.host_addr(self.relay);
-        let mut external = local;
-        for &nat in &self.nats[i] {
-            let binding = self
-                .world
-                .nat(nat)
-                .bindings()
-                .find(|b| b.internal == external && b.peers().any(|p| p == relay));
-            if let Some(b) = binding {
-                external = b.external;
-            }
-        }
-        let class = self.kinds[i].map_or(NatClass::UNKNOWN, NatKind::class);
-        let mut candidates = vec![
-            Candidate::new(CandidateKind::Lan, local),
-            Candidate::new(CandidateKind::Reflexive, external),
-        ];
-        if let PortAllocation::Sequential { .. } = class.ports {
-            candidates.extend(predict(external, class.ports));
-        }
-        (candidates, class)
+        nat_candidates(
+            &self.world,
+            self.sides[i],
+            &self.nats[i],
+            relay,
+            self.kinds[i],
+        )
     }
 
     /// Runs for `within` or until `stop`, answering calls at B, collecting the numbered
@@ -586,6 +571,39 @@ impl NodeLab {
             .relay_counters()
             .bytes_forwarded
     }
+}
+
+/// The punch candidates and NAT class of `host` behind `nats` (innermost first) of `kind`:
+/// its LAN address, the external address its NATs map it to toward `reflector` (read from
+/// their tables: what a STUN reflector there would report), plus four predicted ports
+/// behind a sequential symmetric NAT; the class is the kind's true one.
+pub(super) fn nat_candidates(
+    world: &World<Node>,
+    host: HostId,
+    nats: &[NatId],
+    reflector: SocketAddr,
+    kind: Option<NatKind>,
+) -> (Vec<Candidate>, NatClass) {
+    let local = world.host_addr(host);
+    let mut external = local;
+    for &nat in nats {
+        let binding = world
+            .nat(nat)
+            .bindings()
+            .find(|b| b.internal == external && b.peers().any(|p| p == reflector));
+        if let Some(b) = binding {
+            external = b.external;
+        }
+    }
+    let class = kind.map_or(NatClass::UNKNOWN, NatKind::class);
+    let mut candidates = vec![
+        Candidate::new(CandidateKind::Lan, local),
+        Candidate::new(CandidateKind::Reflexive, external),
+    ];
+    if let PortAllocation::Sequential { .. } = class.ports {
+        candidates.extend(predict(external, class.ports));
+    }
+    (candidates, class)
 }
 
 /// `access` in front of `link`: the delays add up, the loss and jitter are the access

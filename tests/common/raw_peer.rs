@@ -70,7 +70,7 @@ impl RawPeer {
         let configs = QuicConfigs::new(tls, &settings, &secret).unwrap();
         let mut endpoint =
             Endpoint::new(configs.endpoint.clone(), None, true, Some(configs.rng_seed));
-        let client = configs.client_config(node.node_id()).unwrap();
+        let client = configs.client_config(node.node_id(), false).unwrap();
         let (handle, conn) = endpoint
             .connect(now, client, NODE.parse().unwrap(), tls::SERVER_NAME)
             .unwrap();

@@ -69,8 +69,18 @@ pub struct UpgradeConfig {
     pub keepalive: Duration,
     /// Unanswered liveness probes in a row after which the direct path is dead (default 4).
     pub dead_after: u32,
+    /// The opener of a direct path has QUIC send a PING after this long without an
+    /// ack-eliciting packet of ours on it (default 15 s, the QUIC keep-alive of a direct
+    /// dial): the NAT bindings stay open, and the peer's ACK tells the path still answers.
+    /// The connection's own keep-alive is the longer one of a connection dialed through a
+    /// relay ([`crate::quic::TransportSettings::acceptor_keep_alive`]).
+    pub direct_keep_alive: Duration,
     /// After a failed punch, the opener punches again this much later (default 60 s).
     pub retry_after: Duration,
+    /// After a punch the NAT classes ruled out (nothing was probed), the opener offers
+    /// again this much later (default 30 min): the classes change only when a NAT does,
+    /// and every offer costs an exchange of frames over the relay.
+    pub retry_ruled_out_after: Duration,
     /// After a direct path died (a NAT rebooted or remapped, a peer roamed), the
     /// opener punches again this much later (default 2 s): the NATs allowed a direct
     /// path a moment ago, so one is likely again once both ends know their new
@@ -95,7 +105,9 @@ impl Default for UpgradeConfig {
             auto: true,
             keepalive: Duration::from_millis(100),
             dead_after: 4,
+            direct_keep_alive: Duration::from_secs(15),
             retry_after: Duration::from_secs(60),
+            retry_ruled_out_after: Duration::from_secs(1800),
             repunch_after: Duration::from_secs(2),
             offer_limit: Bucket {
                 interval: Duration::from_secs(10),
@@ -202,6 +214,12 @@ pub struct PunchLink {
 pub enum UpgradeOutput {
     /// Send a datagram (punch and liveness probes; the TTL is the probe's).
     Transmit(Transmit),
+    /// Have QUIC send a PING on the connection (the opener's keep-alive of an idle direct
+    /// path).
+    KeepAlive {
+        /// The connection.
+        conn: ConnId,
+    },
     /// Send a punch frame on a connection's control stream.
     Send {
         /// The connection.
@@ -395,7 +413,9 @@ impl Upgrades {
         }
     }
 
-    /// The Node sent a packet to `remote` at `now`: the watch of a direct
+    /// The Node sent a packet to `remote` at `now` on a connection that awaits
+    /// an acknowledgement (QUIC sent ack-eliciting frames not yet acknowledged;
+    /// a bare ACK elicits no answer and is not reported): the watch of a direct
     /// path to it waits for a word back from the peer.
     pub fn handle_sent(&mut self, now: Instant, remote: SocketAddr) {
         if let Some(live) = self.live_at(remote) {
@@ -426,7 +446,7 @@ impl Upgrades {
     fn live_at(&mut self, remote: SocketAddr) -> Option<&mut Liveness> {
         let conn = *self.direct.get(&remote)?;
         let live = match self.sessions.get_mut(&conn).map(|s| &mut s.stage) {
-            Some(Stage::Direct(_, live)) if live.remote() == remote => Some(&mut **live),
+            Some(Stage::Direct(_, live)) if live.remote() == remote => Some(live.as_mut()),
             _ => None,
         };
         if live.is_none() {

@@ -321,6 +321,9 @@ impl Upgrades {
             while let Some(t) = live.poll_transmit() {
                 self.out.push(UpgradeOutput::Transmit(t));
             }
+            if live.poll_ping() {
+                self.out.push(UpgradeOutput::KeepAlive { conn });
+            }
             dead = live.is_dead(now);
         }
         for event in events {
@@ -349,8 +352,12 @@ impl Upgrades {
             attempts: u8::try_from(attempts).unwrap_or(u8::MAX),
             remote,
         };
+        let wait = match event {
+            PunchEvent::Skipped => self.config.retry_ruled_out_after,
+            _ => self.config.retry_after,
+        };
         let retry = (s.role == Role::Opener)
-            .then(|| now.checked_add(self.config.retry_after))
+            .then(|| now.checked_add(wait))
             .flatten();
         let pair = self.counters.pair(local_nat, remote_nat);
         match event {
@@ -411,8 +418,11 @@ impl Upgrades {
         let interval = self.config.keepalive.max(rtt.saturating_mul(2));
         let key = s.key.clone();
         let local = puncher.punched().and_then(|p| p.local);
-        let live =
+        let mut live =
             Liveness::new(remote, s.tag, key, interval, self.config.dead_after).from_socket(local);
+        if s.role == Role::Opener {
+            live = live.with_keep_alive(now, self.config.direct_keep_alive);
+        }
         s.stage = Stage::Direct(puncher, Box::new(live));
         self.direct.insert(remote, conn);
         let peer = s.peer;
