@@ -68,8 +68,8 @@ fn nat_ip(i: usize) -> IpAddr {
 }
 
 /// Every node of the lab: a DHT client (the relay a server that always relays) with pool
-/// and relay limits wide enough for every peer's connection, reservation and circuit, no discovery, and a pool that keeps idle
-/// connections.
+/// and relay limits wide enough for every peer's connection, reservation and circuit, no
+/// discovery, no birthday search, and a pool that keeps idle connections.
 fn configure(config: &mut NodeConfig, private: bool) {
     if private {
         config.dht.mode = Mode::Client;
@@ -77,6 +77,9 @@ fn configure(config: &mut NodeConfig, private: bool) {
         config.relay.mode = RelayMode::Always;
     }
     config.reach.auto_discover = false;
+    // The relayed peers (fully-random NAT) stay relayed: no birthday search, which would
+    // make them direct (the search's own cost is measured by the punch tests, not here).
+    config.upgrade.search = false;
     // The hub dials every peer, each over a circuit: a stream of its relay connection.
     config.pool.max_outbound = 1024;
     config.transport.max_concurrent_bidi_streams = 1024;
