@@ -61,7 +61,7 @@ pub struct NodeLabConfig {
     pub retry_after: Duration,
     /// Side A's own access link, both directions (the impaired device of a
     /// [`Rung`](crate::sim::ladder::Rung)): it replaces the ideal link between A and
-    /// its NAT, or is added in front of an open A's WAN link (see [`behind`]).
+    /// its NAT, or is added in front of an open A's WAN link (see `behind`).
     /// `None`: A sits right behind its NAT.
     pub access: Option<Link>,
     /// The nodes run their own NAT discovery against the relay (their only reflector:

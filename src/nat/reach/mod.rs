@@ -558,7 +558,7 @@ impl Reach {
     /// The gateway maps `external` to our socket, or (`None`) no longer
     /// does: a mapped address is a reflexive candidate anyone can reach, so
     /// it goes first into the puncher's candidates and the peer record, and
-    /// the NAT class the puncher announces is open ([`report`]).
+    /// the NAT class the puncher announces is open (see `report`).
     pub fn handle_mapped(&mut self, now: Instant, external: Option<SocketAddr>) {
         self.touch(now);
         if self.mapped != external {
