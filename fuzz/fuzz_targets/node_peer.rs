@@ -97,7 +97,7 @@ fn peer_configs() -> &'static (
             &Secret::deterministic(2),
         )
         .unwrap();
-        let client = configs.client_config(node_identity().node_id()).unwrap();
+        let client = configs.client_config(node_identity().node_id(), false).unwrap();
         (identity, configs.endpoint.clone(), client, configs.rng_seed)
     })
 }

@@ -38,8 +38,11 @@ fuzz_target!(|data: &[u8]| {
         }),
     );
     while let Some(output) = responder.poll_output() {
-        // The responder's events are uninhabited: every output is a transmit.
-        let Output::Transmit(t) = output;
+        // The responder's events are uninhabited and it asks for no sockets: every output
+        // is a transmit.
+        let Output::Transmit(t) = output else {
+            panic!("the STUN responder asked for something other than a transmit");
+        };
         assert!(t.payload.len() <= data.len() + AMPLIFICATION_ALLOWANCE);
         assert!(decode(&t.payload).is_ok(), "the responder sends valid STUN");
     }
