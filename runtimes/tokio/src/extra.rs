@@ -134,11 +134,10 @@ impl ExtraSockets {
     }
 }
 
-/// A non-blocking IPv4 socket bound at `addr`, and its address.
+/// A non-blocking IPv4 socket bound at `addr` (through the base's [`macula_udp::open`]), and its
+/// address.
 fn bind(addr: SocketAddr) -> io::Result<(SocketAddr, UdpSocket)> {
-    let std = std::net::UdpSocket::bind(addr)?;
-    std.set_nonblocking(true)?;
-    let socket = UdpSocket::from_std(std)?;
+    let socket = UdpSocket::from_std(macula_udp::open(addr)?)?;
     Ok((socket.local_addr()?, socket))
 }
 
