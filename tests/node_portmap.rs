@@ -52,6 +52,17 @@ fn answer(request: &[u8], external: SocketAddr) -> Bytes {
 }
 
 #[test]
+fn a_fresh_node_asks_the_gateway_at_its_first_timer_before_any_input() {
+    // A node alone (no seeds, no commands) gets no input but its timers: the
+    // port mapper's first request must show in `poll_timeout` from the start.
+    let now = common::epoch();
+    let mut node = mapping_node(now);
+    assert_eq!(node.poll_timeout(), Some(now));
+    node.handle_input(now, Input::Timeout);
+    assert_eq!(drain(&mut node).0.len(), 1, "the PCP request");
+}
+
+#[test]
 fn without_a_gateway_nothing_is_asked() {
     let now = common::epoch();
     let mut node = node(config(), now);
@@ -107,4 +118,44 @@ fn the_gateway_is_asked_its_answer_maps_us_and_shutdown_deletes_it() {
     assert_eq!(&sent[0][4..8], &[0, 0, 0, 0], "lifetime 0");
     let stats = node.port_mapping_stats().expect("on");
     assert_eq!((stats.mapped, stats.deleted, stats.wrong_source), (1, 1, 0));
+}
+
+#[test]
+fn what_the_port_mapper_counts_reaches_the_metrics() {
+    use macula::metrics::{PortMapChange, PortMapDrop};
+    let now = common::epoch();
+    let mut node = mapping_node(now);
+    node.handle_input(now, Input::Timeout);
+    let (sent, _) = drain(&mut node);
+    let from_gateway = |payload: Bytes| {
+        Input::Datagram(Datagram {
+            local: NODE.parse().unwrap(),
+            remote: gateway(),
+            payload,
+        })
+    };
+    // A stranger's bytes from the gateway's port: too short to be an answer.
+    node.handle_input(now, from_gateway(Bytes::from_static(&[2, 0x81])));
+    let external: SocketAddr = "203.0.113.50:4433".parse().unwrap();
+    node.handle_input(now, from_gateway(answer(&sent[0], external)));
+    drain(&mut node);
+    let metrics = node.metrics();
+    let events = &metrics.nat_port_mapping;
+    assert_eq!(*events.get(PortMapChange::Requested), 1);
+    assert_eq!(*events.get(PortMapChange::Mapped), 1);
+    assert_eq!(*events.get(PortMapChange::Deleted), 0);
+    assert_eq!(
+        *metrics.nat_port_mapping_dropped.get(PortMapDrop::Malformed),
+        1
+    );
+    node.shutdown(now);
+    node.handle_input(now, Input::Timeout);
+    drain(&mut node);
+    let events = &node.metrics().nat_port_mapping;
+    assert_eq!(*events.get(PortMapChange::Deleted), 1);
+    assert_eq!(
+        *events.get(PortMapChange::Requested),
+        2,
+        "the deletion is a request"
+    );
 }

@@ -49,7 +49,8 @@ pub(crate) use labels::label_enum;
 pub use labels::{Label, LabelValue, PerLabel};
 pub use messaging::{CallRefusal, PublishDrop};
 pub use nat::{
-    ClaimCheckResult, ConnectionPath, NatRefusal, NatType, PunchCounts, PunchPairs, PunchResult,
+    ClaimCheckResult, ConnectionPath, NatRefusal, NatType, PortMapChange, PortMapDrop, PunchCounts,
+    PunchPairs, PunchResult,
 };
 pub use relay::{RelayDrop, RelayRefusal, ReservationChange};
 
@@ -500,6 +501,18 @@ pub const NAT_CLAIM_CHECKS: Family = Family::counter(
     "Checks of the listen addresses DHT servers claim (a dial-back each), by result",
 );
 
+/// `nat_port_mapping_total`.
+pub const NAT_PORT_MAPPING: Family = Family::counter(
+    "nat_port_mapping_total",
+    "What the PCP / NAT-PMP port-mapping client did on the gateway, by event",
+);
+
+/// `nat_port_mapping_dropped_total`.
+pub const NAT_PORT_MAPPING_DROPPED: Family = Family::counter(
+    "nat_port_mapping_dropped_total",
+    "Datagrams from the gateway's port-mapping server dropped, by reason",
+);
+
 /// Every family a [`Metrics`] exports, in [`Metrics::visit`] order.
 pub const FAMILIES: &[Family] = &[
     DHT_STORE_OPERATIONS,
@@ -534,6 +547,8 @@ pub const FAMILIES: &[Family] = &[
     NAT_FALLBACKS,
     NAT_REFUSALS,
     NAT_CLAIM_CHECKS,
+    NAT_PORT_MAPPING,
+    NAT_PORT_MAPPING_DROPPED,
     admission::P2P_ADMISSION_REFUSALS,
     admission::P2P_HANDSHAKES_IN_PROGRESS,
     admission::P2P_CONNECTIONS_AWAITING_CONNECT,
@@ -609,6 +624,10 @@ pub struct Metrics {
     pub nat_refusals: PerLabel<NatRefusal, u64, 5>,
     /// Checks of claimed listen addresses, by result.
     pub nat_claim_checks: PerLabel<ClaimCheckResult, u64, 5>,
+    /// What the port-mapping client did, by event.
+    pub nat_port_mapping: PerLabel<PortMapChange, u64, 8>,
+    /// Port-mapping datagrams dropped, by reason.
+    pub nat_port_mapping_dropped: PerLabel<PortMapDrop, u64, 4>,
     /// What admission turned away, and the handshakes and connections it
     /// holds now.
     pub admission: AdmissionMetrics,
@@ -656,6 +675,8 @@ impl Metrics {
             nat_fallbacks: 0,
             nat_refusals: PerLabel::default(),
             nat_claim_checks: PerLabel::default(),
+            nat_port_mapping: PerLabel::default(),
+            nat_port_mapping_dropped: PerLabel::default(),
             admission: AdmissionMetrics::default(),
         }
     }
@@ -801,6 +822,11 @@ impl Metrics {
         visitor.family(&NAT_FALLBACKS, &[counter(self.nat_fallbacks)]);
         visitor.family(&NAT_REFUSALS, &counters(&self.nat_refusals));
         visitor.family(&NAT_CLAIM_CHECKS, &counters(&self.nat_claim_checks));
+        visitor.family(&NAT_PORT_MAPPING, &counters(&self.nat_port_mapping));
+        visitor.family(
+            &NAT_PORT_MAPPING_DROPPED,
+            &counters(&self.nat_port_mapping_dropped),
+        );
     }
 }
 

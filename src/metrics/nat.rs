@@ -48,7 +48,68 @@ label_enum!(
     }
 );
 
+label_enum!(
+    /// What the port-mapping client did (`nat_port_mapping_total`,
+    /// [`crate::nat::portmap`]).
+    PortMapChange, "event", {
+        /// A request sent to the gateway (retransmissions and deletions
+        /// included).
+        Requested => "requested",
+        /// A mapping granted: the first grant, or a new external address.
+        Mapped => "mapped",
+        /// A mapping renewed before it expired.
+        Renewed => "renewed",
+        /// A mapping lost (expired unrenewed, or refused on renewal).
+        Lost => "lost",
+        /// Asking failed (no answer, a refusal, a gateway that speaks
+        /// neither protocol); the client tries again later.
+        Failed => "failed",
+        /// An answer refusing a request (a result code other than success).
+        Refused => "refused",
+        /// The gateway restarted (its epoch went back): mappings redone.
+        GatewayRestarted => "gateway_restarted",
+        /// A deletion sent at shutdown.
+        Deleted => "deleted",
+    }
+);
+
+label_enum!(
+    /// Why a datagram from the gateway's port-mapping server was dropped
+    /// (`nat_port_mapping_dropped_total`).
+    PortMapDrop, "reason", {
+        /// Not from the gateway's server port.
+        WrongSource => "wrong_source",
+        /// Truncated, oversized, a request, an unknown version or opcode.
+        Malformed => "malformed",
+        /// Another nonce or internal port than ours.
+        Mismatched => "mismatched",
+        /// An answer nobody asked for.
+        Unexpected => "unexpected",
+    }
+);
+
 impl super::Metrics {
+    /// Copies what the port-mapping client counted (nothing when port
+    /// mapping is off: the families stay at zero).
+    pub fn copy_port_mapping(&mut self, stats: &crate::nat::portmap::PortMapStats) {
+        self.nat_port_mapping.set_each([
+            (PortMapChange::Requested, stats.requests_sent),
+            (PortMapChange::Mapped, stats.mapped),
+            (PortMapChange::Renewed, stats.renewed),
+            (PortMapChange::Lost, stats.lost),
+            (PortMapChange::Failed, stats.failed),
+            (PortMapChange::Refused, stats.refused),
+            (PortMapChange::GatewayRestarted, stats.epoch_resets),
+            (PortMapChange::Deleted, stats.deleted),
+        ]);
+        self.nat_port_mapping_dropped.set_each([
+            (PortMapDrop::WrongSource, stats.wrong_source),
+            (PortMapDrop::Malformed, stats.malformed),
+            (PortMapDrop::Mismatched, stats.mismatched),
+            (PortMapDrop::Unexpected, stats.unexpected),
+        ]);
+    }
+
     /// Copies the refusal and claim-check counters the reachability and
     /// upgrade children keep.
     pub fn copy_nat_refusals(

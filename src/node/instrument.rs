@@ -309,6 +309,9 @@ impl Node {
         metrics.admission.protocol_errors = self.counters.protocol_errors;
         metrics.copy_nat_refusals(&reach_stats, self.upgrades.counters());
         metrics.relay_circuits_active = self.relay_server.circuit_count() as u64;
+        if let Some(stats) = self.portmap.as_ref().map(|portmap| portmap.stats()) {
+            metrics.copy_port_mapping(&stats);
+        }
     }
 }
 

@@ -345,7 +345,7 @@ impl Node {
         let relay_client = RelayClient::new(config.request_timeout, &config.relay);
         let requests = Exchanges::new(Some(config.request_timeout));
         let admission = AdmissionControl::new(config.admission);
-        Ok(Self {
+        let mut node = Self {
             identity,
             local,
             config,
@@ -379,7 +379,12 @@ impl Node {
             last_now: now,
             next_timeout: None,
             local_addrs: local_addrs::LocalAddrs::default(),
-        })
+        };
+        // Children may have timers from the start (the port mapper asks at
+        // once): a driver that waits for `poll_timeout` before any input
+        // must see them.
+        node.next_timeout = node.compute_timeout();
+        Ok(node)
     }
 
     /// This node's id.

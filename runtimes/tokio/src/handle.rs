@@ -3,8 +3,8 @@
 //! finishes.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,6 +45,9 @@ struct Shared {
     counters: Arc<Counters>,
     /// Never read: new subscriptions are cloned from it.
     events: broadcast::Receiver<Event>,
+    /// The subscription made at bind, before the node ran, until
+    /// [`MaculaNode::events_since_bind`] takes it.
+    since_bind: Mutex<Option<broadcast::Receiver<Event>>>,
     /// The `/metrics` and `/health` server, if one was asked for.
     metrics_server: Option<MetricsServer>,
     /// What guards and handlers tell the task without waiting.
@@ -133,6 +136,7 @@ impl MaculaNode {
             None => None,
         };
         let (events_sender, events) = broadcast::channel(config.event_capacity.max(1));
+        let since_bind = Mutex::new(Some(events.resubscribe()));
         let (notices, notices_receiver) = mpsc::unbounded_channel();
         let routes = Routes::new(notices.clone());
         let span = tracing::info_span!("macula_node", node = ?node_id, local = %local_addr);
@@ -149,6 +153,7 @@ impl MaculaNode {
                 contact,
                 counters,
                 events,
+                since_bind,
                 metrics_server,
                 notices,
                 next_ticket: AtomicU64::new(0),
@@ -210,6 +215,19 @@ impl MaculaNode {
     /// A subscription to every event from now on.
     pub fn events(&self) -> Events {
         Events::new(self.shared.events.resubscribe())
+    }
+
+    /// The subscription made when the node was bound, holding every event
+    /// since (the port mapping granted at start, the first connections),
+    /// for the first caller only; `None` afterwards. Events past
+    /// [`MaculaConfig::event_capacity`] unread are dropped oldest first
+    /// (counted in [`Events::skipped`], as with [`MaculaNode::events`]).
+    pub fn events_since_bind(&self) -> Option<Events> {
+        let mut slot = match self.shared.since_bind.lock() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        slot.take().map(Events::new)
     }
 
     /// Joins the DHT through `seeds`; resolves with the routing-table size

@@ -217,3 +217,28 @@ async fn dropping_the_last_handle_stops_the_node_and_frees_its_socket() {
     ended.await.expect("the event stream ends with the task");
     std::net::UdpSocket::bind(addr).expect("the socket was closed");
 }
+
+#[tokio::test]
+async fn the_subscription_made_at_bind_holds_what_came_before_anyone_listened() {
+    let nodes = start(2).await;
+    let (seed, joiner) = (&nodes[0], &nodes[1]);
+    // The seed's connection from the joiner happens before anyone subscribes.
+    join(joiner, seed.contact()).await;
+    let mut since_bind = seed.events_since_bind().expect("the first caller gets it");
+    assert!(
+        seed.events_since_bind().is_none(),
+        "only the first caller gets it"
+    );
+    assert!(
+        connects(&mut since_bind, joiner.node_id()).await,
+        "the connection made before the subscription"
+    );
+    assert_eq!(since_bind.skipped(), 0);
+    // A subscription from now on sees it only once it happens again.
+    let mut from_now = seed.events();
+    let early = timeout(Duration::from_millis(200), from_now.recv()).await;
+    assert!(
+        !matches!(early, Ok(Some(Event::Connected { .. }))),
+        "{early:?}"
+    );
+}

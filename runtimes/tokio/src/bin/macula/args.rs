@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::contact::Seed;
 use crate::failure::EXIT_CODES;
+use crate::gateway::GatewayArg;
 
 /// How settings combine, as `--help` shows it.
 const PRECEDENCE: &str = "\
@@ -211,6 +212,13 @@ pub struct NodeArgs {
     /// never behind a NAT), always, never. Default: auto.
     #[arg(long, env = "MACULA_RELAY", value_name = "MODE")]
     pub relay: Option<RelayArg>,
+    /// Ask this router (an IP address, or `auto` for the default route's)
+    /// to forward a port to the node, by PCP (RFC 6887) and else NAT-PMP
+    /// (RFC 6886); the mapping is renewed while the node runs and deleted
+    /// when it stops, and its address becomes a punch candidate. Default: no
+    /// port mapping.
+    #[arg(long, env = "MACULA_GATEWAY", value_name = "IP|auto")]
+    pub gateway: Option<GatewayArg>,
 }
 
 /// Where a payload comes from: the argument, a file, or stdin (`-`).

@@ -12,6 +12,7 @@ mod contact;
 mod demo;
 mod event_log;
 mod failure;
+mod gateway;
 mod identity;
 mod latency;
 mod mesh;

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use macula::nat::portmap::PortMapConfig;
 use macula_tokio::{MaculaNode, Registration};
 use tokio::time::{MissedTickBehavior, interval};
 
@@ -50,8 +51,12 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
     )?;
     let relay = args.relay.or(node_file.relay).unwrap_or_default();
     config.node.relay.mode = relay.into();
+    if let Some(gateway) = args.gateway.or(node_file.gateway) {
+        config.node.port_mapping = Some(PortMapConfig::new(gateway.resolve()?));
+    }
     let node = mesh::bind(config).await?;
-    let mut events = node.events();
+    // From bind on: the port mapping is granted before the first line prints.
+    let mut events = node.events_since_bind().unwrap_or_else(|| node.events());
     println!("node id   {}", node.node_id());
     println!("realm     {}", settings.realm);
     println!("listening {}", node.local_addr());

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use crate::args::{MeshArgs, RelayArg, TlsMode};
 use crate::contact::Seed;
 use crate::failure::Failure;
+use crate::gateway::GatewayArg;
 
 /// The realm when none is given.
 pub const DEFAULT_REALM: &str = "io.macula.mesh";
@@ -67,6 +68,8 @@ pub struct FileSettings {
     pub allow_publisher: Option<Vec<String>>,
     /// `relay = "auto"`, `"always"` or `"never"` (`macula node` only)
     pub relay: Option<RelayArg>,
+    /// `gateway = "auto"` or `"192.168.1.1"` (`macula node` only)
+    pub gateway: Option<GatewayArg>,
 }
 
 impl FileSettings {
@@ -231,6 +234,8 @@ pub fn from_args(mut flags: MeshArgs) -> Result<(Settings, FileSettings), Failur
         metrics_addr: file.metrics_addr,
         allow_caller: file.allow_caller.clone(),
         allow_publisher: file.allow_publisher.clone(),
+        relay: file.relay,
+        gateway: file.gateway,
         ..FileSettings::default()
     };
     let settings = resolve(flags, file, &name)?;
@@ -403,6 +408,31 @@ mod tests {
             "{}",
             bad.message
         );
+    }
+
+    #[test]
+    fn the_node_only_keys_of_a_file_reach_the_node() {
+        let dir = std::env::temp_dir().join(format!("macula-node-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.toml");
+        let text = "relay = \"never\"\ngateway = \"192.168.1.1\"\necho = [\"demo.echo\"]\nmetrics_addr = \"127.0.0.1:9464\"\nallow_caller = [\"a.#=x\"]\nallow_publisher = [\"b.#=y\"]\npeers_file = \"p\"";
+        std::fs::write(&path, text).unwrap();
+        let flags = MeshArgs {
+            config: Some(path),
+            ..MeshArgs::default()
+        };
+        let (_, node_only) = from_args(flags).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(node_only.relay, Some(RelayArg::Never));
+        assert_eq!(
+            node_only.gateway,
+            Some(GatewayArg::At("192.168.1.1".parse().unwrap()))
+        );
+        assert_eq!(node_only.echo, Some(vec!["demo.echo".to_owned()]));
+        assert!(node_only.metrics_addr.is_some() && node_only.peers_file.is_some());
+        assert!(node_only.allow_caller.is_some() && node_only.allow_publisher.is_some());
+        let bad = FileSettings::parse("gateway = \"router\"").unwrap_err();
+        assert!(bad.contains("router"), "{bad}");
     }
 
     #[test]
