@@ -91,6 +91,19 @@ impl Node {
         (self.upgrades).handle_datagram(now, datagram)
     }
 
+    /// An authentic packet of `handle`'s peer came out of the relay circuit while the
+    /// connection runs on its direct path: when that path is in doubt the peer has fallen
+    /// back, and this side follows at once, before quinn answers (its acknowledgements
+    /// then reach the peer over the circuit, not over the dead path).
+    pub(super) fn peer_spoke_relayed(&mut self, now: Instant, handle: ConnectionHandle) {
+        let Some(conn) = self.conns.get(&handle).and_then(|c| c.pool_id) else {
+            return;
+        };
+        if self.upgrades.handle_heard_relayed(now, conn) {
+            self.drive_upgrades(now);
+        }
+    }
+
     /// Runs the upgrades' timers.
     pub(super) fn upgrade_timeout(&mut self, now: Instant) {
         self.upgrades.handle_timeout(now);
