@@ -108,6 +108,55 @@ fn punch(start: Instant, a: &mut Side, b: &mut Side) -> Instant {
 }
 
 #[test]
+fn a_relayed_packet_moves_a_direct_path_in_doubt_back_to_the_relay_only() {
+    let start = crate::test_epoch();
+    let mut a = side(1, "192.0.2.1:4000", 10, B);
+    let mut b = side(2, "192.0.2.2:5000", 20, A);
+    a.machine.handle_ready(start, a.link, true);
+    let switched = punch(start, &mut a, &mut b);
+    drain(&mut a.machine);
+    // Right after the switch the path answers: a packet the peer sent over the circuit
+    // before its own switch changes nothing.
+    assert!(!a.machine.handle_heard_relayed(switched, a.link.conn));
+    assert!(drain(&mut a.machine).is_empty());
+    // An unknown connection: nothing.
+    assert!(!a.machine.handle_heard_relayed(switched, ConnId(99)));
+    // What A sends on the direct path goes unanswered: once it waited two probe
+    // intervals the path is in doubt, and the peer's next relayed packet means it fell
+    // back: A follows at once, long before its own watch would give up.
+    let mut now = switched;
+    a.machine.handle_sent(now, b.addr);
+    let mut followed = false;
+    while !followed && now < switched + Duration::from_secs(5) {
+        now += Duration::from_millis(10);
+        a.machine.handle_timeout(now);
+        drain(&mut a.machine);
+        followed = a.machine.handle_heard_relayed(now, a.link.conn);
+    }
+    assert!(followed, "never followed");
+    let outputs: Vec<UpgradeOutput> = (drain(&mut a.machine).into_iter())
+        .filter(|o| !matches!(o, UpgradeOutput::Transmit(_)))
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            UpgradeOutput::FallBack {
+                conn: a.link.conn,
+                path: CIRCUIT
+            },
+            UpgradeOutput::PathChanged {
+                peer: B,
+                path: PathKind::Relayed,
+                reason: PathChange::DirectPathDead
+            },
+        ]
+    );
+    assert_eq!(a.machine.counters().fallbacks, 1);
+    // Already relayed: a second relayed packet changes nothing.
+    assert!(!a.machine.handle_heard_relayed(now, a.link.conn));
+}
+
+#[test]
 fn the_direct_path_is_left_for_the_relay_when_it_stops_answering() {
     let start = crate::test_epoch();
     let mut a = side(1, "192.0.2.1:4000", 10, B);
