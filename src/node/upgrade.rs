@@ -57,11 +57,17 @@ impl Node {
     fn punch_link(&self, handle: ConnectionHandle) -> Option<PunchLink> {
         let conn = self.conns.get(&handle)?;
         conn.control?;
+        let path = self.paths.real(&conn.virtual_addr)?;
+        let vouched = match path {
+            RealPath::Relay { relay, circuit } => self.relay_client.vouched(&relay, circuit),
+            RealPath::Direct(_) => None,
+        };
         Some(PunchLink {
             conn: conn.pool_id?,
             peer: conn.peer?,
-            path: self.paths.real(&conn.virtual_addr)?,
+            path,
             rtt: conn.quinn.rtt(),
+            vouched: vouched.map(|a| a.ip()),
         })
     }
 

@@ -161,6 +161,7 @@ impl Upgrades {
     /// [`super::UpgradeConfig::offer_limit`] are dropped.
     pub fn handle_frame(&mut self, now: Instant, link: PunchLink, message: Message) {
         self.out.mark(now);
+        self.note_vouched(&link);
         let limited = matches!(message, Message::PunchOffer(_) | Message::PunchSync(_));
         if limited && !self.frame_allowed(now, link.conn) {
             return;
@@ -277,8 +278,14 @@ impl Upgrades {
             both_ipv6,
             search: self.config.search,
             seed: self.rng.next_u64(),
+            search_ip: self.vouched.get(&conn).copied(),
         };
         let mut puncher = Puncher::new(self.config.punch.clone(), plan, now);
+        if let Some(ip) = puncher.search_target() {
+            let punch = &self.config.punch;
+            let wanted = u64::from(punch.search_probes).saturating_mul(punch.max_attempts.into());
+            puncher.grant_search(self.search_budget.take(now, ip, wanted));
+        }
         puncher.handle_timeout(now);
         let remote_nat = session.remote_nat;
         session.stage = Stage::Punching(Box::new(puncher));
