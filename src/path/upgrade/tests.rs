@@ -439,7 +439,7 @@ fn spoofed_probe_answers_without_a_valid_integrity_make_no_winner() {
 
 #[test]
 fn spoofed_liveness_answers_keep_no_dead_path_alive() {
-    let (mut a, mut b, switched) = switched_pair();
+    let (mut a, b, switched) = switched_pair();
     // B is gone; the spoofer answers A's liveness probes from B's address.
     let mut dead = Vec::new();
     let mut now = switched;
