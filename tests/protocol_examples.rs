@@ -253,6 +253,11 @@ fn example(ty: MessageType) -> Message {
             source: NodeId::from_bytes([0x55; 32]),
         }
         .into(),
+        MessageType::CircuitPeer => CircuitPeer {
+            circuit: 7,
+            peer: addr("203.0.113.7:4433"),
+        }
+        .into(),
         MessageType::DialBack => DialBack {
             request_id: 13,
             nonce: [0xa5; 12],

@@ -378,6 +378,7 @@ fn the_punch_probe_example_is_what_the_puncher_sends() {
         both_ipv6: false,
         search: false,
         seed: 0,
+        search_ip: None,
     };
     let mut puncher = Puncher::new(PunchConfig::default(), plan, start());
     puncher.handle_input(start(), Input::Timeout);

@@ -258,6 +258,9 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
         MessageType::CircuitIncoming => (any::<u64>(), node_id())
             .prop_map(|(circuit, source)| Message::from(CircuitIncoming { circuit, source }))
             .boxed(),
+        MessageType::CircuitPeer => (any::<u64>(), addr())
+            .prop_map(|(circuit, peer)| Message::from(CircuitPeer { circuit, peer }))
+            .boxed(),
         MessageType::DialBack => (id(), any::<[u8; 12]>(), any::<u8>(), vec(addr(), 0..4))
             .prop_map(|(request_id, nonce, source, addrs)| {
                 Message::from(DialBack {

@@ -74,6 +74,7 @@ pub const fn route(message_type: MessageType) -> Route {
         T::FindNode | T::FindValue | T::Store | T::StoreBatch => (Owner::Dht, PeerStream),
         T::RelayReserve | T::RelayRelease | T::CircuitOpen => (Owner::RelayServer, PeerStream),
         T::CircuitIncoming => (Owner::RelayClient, PeerStream),
+        T::CircuitPeer => (Owner::RelayClient, Control),
         T::Reply
         | T::ErrorReply
         | T::FindNodeReply

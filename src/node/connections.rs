@@ -173,7 +173,7 @@ impl Node {
 
     /// Our CONNECT.
     pub(super) fn hello(&self) -> wire::Connect {
-        let mut capabilities = Capabilities::STORE_BATCH;
+        let mut capabilities = Capabilities::STORE_BATCH.with(Capabilities::CIRCUIT_PEER);
         if self.dht.mode() == Mode::Server {
             capabilities = capabilities.with(Capabilities::DHT_SERVER);
         }
@@ -410,6 +410,7 @@ impl Node {
             other => match router::route(other.message_type()).owner {
                 Owner::Reach => self.on_reach_frame(now, handle, other),
                 Owner::Punch => self.on_punch_frame(now, handle, other),
+                Owner::RelayClient => self.on_circuit_peer(handle, other),
                 _ => {
                     self.counters.protocol_errors += 1;
                     let detail = format!("{} on the control stream", other.message_type().name());

@@ -82,12 +82,21 @@ impl Node {
                         // peer only through packets that prove authentic.
                         let remote = arrival.map(|(_, remote)| remote);
                         let waiting = remote.is_some_and(|r| self.upgrades.waiting_for(r));
-                        let before = waiting.then(|| frames_received(&conn.quinn));
+                        // A packet out of the relay circuit of a connection on its
+                        // direct path: the peer may have fallen back.
+                        let relayed_while_direct = arrival.is_none()
+                            && matches!(self.paths.real(&virtual_addr), Some(RealPath::Direct(_)));
+                        let before =
+                            (waiting || relayed_while_direct).then(|| frames_received(&conn.quinn));
                         conn.quinn.handle_event(event);
+                        let authentic = before.is_some_and(|b| frames_received(&conn.quinn) > b);
                         if let Some(remote) = remote
-                            && before.is_some_and(|b| frames_received(&conn.quinn) > b)
+                            && authentic
                         {
                             self.upgrades.handle_heard(now, remote);
+                        }
+                        if relayed_while_direct && authentic {
+                            self.peer_spoke_relayed(now, handle);
                         }
                         true
                     }

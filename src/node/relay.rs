@@ -17,12 +17,12 @@ use crate::connection::{Conn, Phase, StreamTrouble};
 use crate::contract::{Child, Output};
 use crate::dht;
 use crate::id::NodeId;
-use crate::path::{PathKind, RealPath};
+use crate::path::{PathKind, PathTable, RealPath};
 use crate::pool::{Acquired, ConnId, Lease, PeerState, WaitId};
 use crate::relay::{
     RelayClientOutput, RelayCounters, RelayEvent, RelayLoad, RelayServerOutput, Written,
 };
-use crate::wire::{DisconnectReason, Message};
+use crate::wire::{self, Capabilities, DisconnectReason, Message};
 
 /// Which side of the relay a circuit stream belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,6 +363,11 @@ impl Node {
                 let written = self.write_circuit(conn, stream, &frame);
                 self.relay_server.handle_forwarded(&frame, written);
             }
+            RelayServerOutput::Vouch {
+                conn,
+                circuit,
+                other,
+            } => self.vouch(conn, circuit, other),
             RelayServerOutput::Reset { conn, stream, code } => {
                 if let Some(conn) = self.relay_conn(conn) {
                     conn.abandon(stream, code);
@@ -373,6 +378,40 @@ impl Node {
                 self.relay_server.handle_pinned(pin, lease);
             }
             RelayServerOutput::Release(lease) => self.pool.release(now, lease),
+        }
+    }
+
+    /// Sends CIRCUIT_PEER on `conn`'s control stream: where we see `other`, the other end
+    /// of `circuit` (nothing when `other` came over a circuit, or `conn`'s peer does not
+    /// understand it).
+    fn vouch(&mut self, conn: ConnId, circuit: u64, other: ConnId) {
+        let seen = (self.by_pool_id.get(&other))
+            .and_then(|h| self.conns.get(h))
+            .map(|c| c.remote)
+            .filter(|remote| !PathTable::is_virtual(remote));
+        let Some(peer) = seen else {
+            return;
+        };
+        let Some(&handle) = self.by_pool_id.get(&conn) else {
+            return;
+        };
+        let understood = (self.conns.get(&handle)).and_then(|c| c.hello.as_ref());
+        if understood.is_some_and(|h| h.capabilities.contains(Capabilities::CIRCUIT_PEER)) {
+            self.send_control(handle, &Message::from(wire::CircuitPeer { circuit, peer }));
+        }
+    }
+
+    /// CIRCUIT_PEER on `handle`'s control stream (anything else routed to the relay client
+    /// there is a protocol error).
+    pub(super) fn on_circuit_peer(&mut self, handle: ConnectionHandle, message: Message) {
+        let Message::CircuitPeer(m) = message else {
+            return;
+        };
+        let Some(conn) = self.conns.get(&handle) else {
+            return;
+        };
+        if let (Some(id), Some(relay)) = (conn.pool_id, conn.peer) {
+            self.relay_client.handle_circuit_peer(id, relay, m);
         }
     }
 

@@ -57,11 +57,17 @@ impl Node {
     fn punch_link(&self, handle: ConnectionHandle) -> Option<PunchLink> {
         let conn = self.conns.get(&handle)?;
         conn.control?;
+        let path = self.paths.real(&conn.virtual_addr)?;
+        let vouched = match path {
+            RealPath::Relay { relay, circuit } => self.relay_client.vouched(&relay, circuit),
+            RealPath::Direct(_) => None,
+        };
         Some(PunchLink {
             conn: conn.pool_id?,
             peer: conn.peer?,
-            path: self.paths.real(&conn.virtual_addr)?,
+            path,
             rtt: conn.quinn.rtt(),
+            vouched: vouched.map(|a| a.ip()),
         })
     }
 
@@ -89,6 +95,19 @@ impl Node {
     /// Offers a STUN datagram to the upgrades; true when one of them took it.
     pub(super) fn upgrade_stun(&mut self, now: Instant, datagram: &Datagram) -> bool {
         (self.upgrades).handle_datagram(now, datagram)
+    }
+
+    /// An authentic packet of `handle`'s peer came out of the relay circuit while the
+    /// connection runs on its direct path: when that path is in doubt the peer has fallen
+    /// back, and this side follows at once, before quinn answers (its acknowledgements
+    /// then reach the peer over the circuit, not over the dead path).
+    pub(super) fn peer_spoke_relayed(&mut self, now: Instant, handle: ConnectionHandle) {
+        let Some(conn) = self.conns.get(&handle).and_then(|c| c.pool_id) else {
+            return;
+        };
+        if self.upgrades.handle_heard_relayed(now, conn) {
+            self.drive_upgrades(now);
+        }
     }
 
     /// Runs the upgrades' timers.

@@ -432,6 +432,9 @@ impl Lab {
             // call for it.
             search: true,
             seed: self.config.seed ^ u64::from(role == Role::Opener),
+            // The relay's word in a Node; here the peer's reflexive address as the
+            // reflectors saw it.
+            search_ip: Some(remote.reflexive.ip()),
         };
         let plan_a = plan(Role::Opener, start, &b, class_a, class_b);
         let start_b = start.checked_sub(self.config.skew).unwrap_or(start);
@@ -553,6 +556,8 @@ impl Peer {
 
     fn start_punch(&mut self, now: Instant, config: PunchConfig, plan: Plan) {
         let mut puncher = Puncher::new(config, plan, now);
+        // One punch per world: nothing to share a node's budget per target network with.
+        puncher.grant_search(u64::MAX);
         puncher.handle_timeout(now);
         self.puncher = Some(puncher);
         self.pump();

@@ -13,7 +13,8 @@ use super::nat::{PunchAnswer, PunchOffer, PunchResult, PunchSync};
 use super::pubsub::{Publish, Subscribe, Unsubscribe};
 use super::reach::{CapabilitiesUpdate, DialBack, DialBackProbe, DialBackResult};
 use super::relay::{
-    CircuitIncoming, CircuitOpen, CircuitStatus, RelayRelease, RelayReserve, RelayReserveStatus,
+    CircuitIncoming, CircuitOpen, CircuitPeer, CircuitStatus, RelayRelease, RelayReserve,
+    RelayReserveStatus,
 };
 use super::rpc::{Call, Cancel, ErrorReply, PayloadChunk, PayloadSize, Reply};
 use super::{DecodeError, EncodeError, Limits, OverLimit};
@@ -154,6 +155,8 @@ messages! {
     CircuitStatus = 0x54 "CIRCUIT_STATUS",
     /// CIRCUIT_INCOMING: a relay announces a circuit to its reserved node.
     CircuitIncoming = 0x55 "CIRCUIT_INCOMING",
+    /// CIRCUIT_PEER: the address a relay observes the other end of a circuit at.
+    CircuitPeer = 0x56 "CIRCUIT_PEER",
     /// DIAL_BACK: have strangers probe my address.
     DialBack = 0x58 "DIAL_BACK",
     /// DIAL_BACK_RESULT: what became of a DIAL_BACK.
@@ -182,6 +185,7 @@ impl Message {
             | Message::Disconnect(_)
             | Message::Publish(_)
             | Message::CircuitIncoming(_)
+            | Message::CircuitPeer(_)
             | Message::DialBackProbe(_)
             | Message::CapabilitiesUpdate(_) => None,
             Message::Ping(Ping { request_id })
@@ -378,6 +382,6 @@ mod tests {
             assert_eq!(MessageType::from_code(ty.code()), Some(ty));
         }
         assert_eq!(MessageType::from_code(0x00), None);
-        assert_eq!(MessageType::from_code(0x56), None);
+        assert_eq!(MessageType::from_code(0x57), None);
     }
 }

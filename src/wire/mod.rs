@@ -48,8 +48,8 @@ pub use reach::{
     CapabilitiesUpdate, DialBack, DialBackProbe, DialBackResult, DialBackStatus, ProbeSource,
 };
 pub use relay::{
-    CircuitIncoming, CircuitOpen, CircuitStatus, RelayRelease, RelayReserve, RelayReserveStatus,
-    RelayStatus,
+    CircuitIncoming, CircuitOpen, CircuitPeer, CircuitStatus, RelayRelease, RelayReserve,
+    RelayReserveStatus, RelayStatus,
 };
 pub use rpc::{Call, Cancel, ErrorReply, PayloadChunk, PayloadSize, Reply};
 pub use stream::FrameReader;

@@ -7,6 +7,8 @@
 //! circuit frames (a u16 length and one end-to-end QUIC packet, see
 //! `relay::frames`).
 
+use std::net::SocketAddr;
+
 use crate::id::NodeId;
 
 use super::field::{wire_enum, wire_struct};
@@ -93,5 +95,19 @@ wire_struct! {
         pub circuit: u64,
         /// The dialer.
         pub source: NodeId,
+    }
+}
+
+wire_struct! {
+    /// CIRCUIT_PEER (0x56): on the control stream, the relay tells one end of a circuit
+    /// the address it observes the other end's connection at. Unlike an address the peer
+    /// announces, the relay vouches for it: a node aims a birthday search only at this IP.
+    /// Sent only to a node that announced
+    /// [`Capabilities::CIRCUIT_PEER`](super::Capabilities::CIRCUIT_PEER).
+    pub struct CircuitPeer {
+        /// The circuit's id at this relay.
+        pub circuit: u64,
+        /// Where the relay sees the other end.
+        pub peer: SocketAddr,
     }
 }

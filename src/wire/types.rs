@@ -27,6 +27,8 @@ impl Capabilities {
     pub const PUBSUB: Capabilities = Capabilities(1 << 3);
     /// Accepts STORE_BATCH.
     pub const STORE_BATCH: Capabilities = Capabilities(1 << 4);
+    /// Understands CIRCUIT_PEER (a relay may send it on the control stream).
+    pub const CIRCUIT_PEER: Capabilities = Capabilities(1 << 5);
 
     /// No capability.
     pub const NONE: Capabilities = Capabilities(0);

@@ -57,6 +57,17 @@ pub struct PunchConfig {
     /// Birthday search, easy side: the gap between pacing ticks (default 10 ms, so 1,000
     /// probes a second and the whole budget in about 2 s).
     pub search_interval: Duration,
+    /// Birthday search, easy side: the random-port probes the node sends toward one
+    /// target network (IPv4 /24, IPv6 /48) over every punch and every peer together,
+    /// refilled over [`PunchConfig::search_network_refill`] (default 6,144: one punch's
+    /// three attempts).
+    pub search_network_probes: u64,
+    /// How long a target network's search budget takes to refill completely (default
+    /// 10 min: about 10 probes, 1 KB, a second per network in the long run).
+    pub search_network_refill: Duration,
+    /// The most target networks whose search budget is remembered (default 1,024; when
+    /// full and none has refilled, a new network gets no search).
+    pub search_networks: usize,
 }
 
 impl Default for PunchConfig {
@@ -78,6 +89,9 @@ impl Default for PunchConfig {
             search_probes: 2048,
             search_batch: 10,
             search_interval: Duration::from_millis(10),
+            search_network_probes: 6144,
+            search_network_refill: Duration::from_secs(600),
+            search_networks: 1024,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The punch machine: probes, answers, retries, and the winning pair.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::candidate::{Candidate, CandidateKind, ordered};
@@ -80,6 +80,10 @@ pub struct Plan {
     pub search: bool,
     /// The seed of the easy side's random port draw.
     pub seed: u64,
+    /// The peer's IP as an authority vouches for it (the address the relay carrying the
+    /// connection observes the peer at), never the peer's own word: the only IP the easy
+    /// side of a birthday search probes. `None`: this side searches nothing.
+    pub search_ip: Option<IpAddr>,
 }
 
 /// The winning candidate pair.
@@ -245,9 +249,7 @@ impl Puncher {
                 false => plainly_possible(local_nat, remote_nat),
             };
         let search = search.filter(|_| plan.search && possible);
-        let target = (remote.iter())
-            .find(|c| c.kind == CandidateKind::Reflexive && c.addr.is_ipv4())
-            .map(|c| c.addr.ip());
+        let target = plan.search_ip.filter(IpAddr::is_ipv4);
         let (sockets, draw) = match (search, target) {
             (Some(SearchSide::Hard), _) => (Some(HardSockets::new(config.search_sockets)), None),
             (Some(SearchSide::Easy), Some(ip)) => (None, Some(PortDraw::new(ip, plan.seed))),
@@ -279,6 +281,19 @@ impl Puncher {
             State::Skipped
         };
         puncher
+    }
+
+    /// The IP the easy side's birthday search would probe, before any probe was granted.
+    pub fn search_target(&self) -> Option<IpAddr> {
+        self.draw.as_ref().map(PortDraw::target)
+    }
+
+    /// Grants the easy side's search `probes` random-port probes over all its attempts
+    /// (none until granted): what the node-wide budget per target network allows.
+    pub fn grant_search(&mut self, probes: u64) {
+        if let Some(draw) = &mut self.draw {
+            draw.grant(probes);
+        }
     }
 
     /// The winning pair, once there is one.
@@ -846,6 +861,7 @@ mod tests {
             hops: None,
             search: true,
             seed: 3,
+            search_ip: None,
         }
     }
 
@@ -1032,6 +1048,7 @@ mod tests {
         Plan {
             local_nat,
             remote_nat,
+            search_ip: Some("198.51.100.2".parse().unwrap()),
             ..plan
         }
     }
@@ -1152,6 +1169,8 @@ mod tests {
         let plan = search_plan(t0, SearchSide::Easy);
         let (start_draw, len) = (config.lead(plan.rtt) * 2, config.attempt_len(plan.rtt));
         let mut p = Puncher::new(config.clone(), plan, t0);
+        assert_eq!(p.search_target(), Some("198.51.100.2".parse().unwrap()));
+        p.grant_search(u64::MAX);
         let searched = |sent: &[Transmit]| -> Vec<SocketAddr> {
             (sent.iter())
                 .filter(|t| t.destination.port() != 4433)
@@ -1199,6 +1218,44 @@ mod tests {
         assert_eq!(later, 50, "the later attempts draw again");
         assert_eq!(p.stats().search_probes, 75);
         assert_eq!(p.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_easy_side_searches_no_ip_nobody_vouched_for_and_nothing_ungranted() {
+        let t0 = crate::test_epoch();
+        let config = small_search();
+        let searched = |p: &mut Puncher| -> usize {
+            let mut now = t0;
+            let mut count = 0;
+            while let Some(next) = p.poll_timeout() {
+                now = next.max(now);
+                p.handle_timeout(now);
+                let sent = outputs(p).0;
+                count += (sent.iter())
+                    .filter(|t| t.destination.port() != 4433)
+                    .count();
+            }
+            count
+        };
+        // The peer announced 198.51.100.2 as its reflexive address, but nobody vouched
+        // for it: no search at all, only the announced candidates are probed.
+        let unattested = Plan {
+            search_ip: None,
+            ..search_plan(t0, SearchSide::Easy)
+        };
+        let mut p = Puncher::new(config.clone(), unattested, t0);
+        assert_eq!(p.search_target(), None);
+        assert_eq!(searched(&mut p), 0);
+        assert_eq!(p.stats().search_probes, 0);
+        // Vouched for, but the budget granted nothing.
+        let mut p = Puncher::new(config.clone(), search_plan(t0, SearchSide::Easy), t0);
+        assert!(p.search_target().is_some());
+        assert_eq!(searched(&mut p), 0);
+        // Granted 30 of the 75 three attempts would draw.
+        let mut p = Puncher::new(config, search_plan(t0, SearchSide::Easy), t0);
+        p.grant_search(30);
+        assert_eq!(searched(&mut p), 30);
+        assert_eq!(p.stats().search_probes, 30);
     }
 
     #[test]

@@ -94,6 +94,7 @@
 //! kind and measures the punch against the oracle (`tests/punch_sim.rs`,
 //! `examples/nat_matrix.rs`).
 
+mod budget;
 mod candidate;
 mod config;
 mod machine;
@@ -101,6 +102,7 @@ pub mod oracle;
 mod search;
 mod wire;
 
+pub use budget::SearchBudget;
 pub use candidate::{Candidate, CandidateKind, PREDICTED_PORTS, ordered, predict};
 pub use config::PunchConfig;
 pub use machine::{Plan, PunchEvent, PunchStats, Punched, Puncher, Role, SessionTag};

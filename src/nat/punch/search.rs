@@ -71,25 +71,39 @@ impl HardSockets {
 }
 
 /// The easy side's draw: distinct random ports of the hard side's NAT address, a batch per
-/// tick, up to the attempt's budget.
+/// tick, up to the attempt's budget and the punch's grant.
 #[derive(Debug)]
 pub(super) struct PortDraw {
     rng: ChaCha8Rng,
     target: IpAddr,
     drawn: BTreeSet<u16>,
     next: Option<Instant>,
+    /// Probes the punch may still send over all its attempts.
+    left: u64,
 }
 
 impl PortDraw {
-    /// A draw toward `target` (the peer's NAT address, from its announced reflexive
-    /// candidate), seeded with `seed`; idle until [`PortDraw::begin`].
+    /// A draw toward `target` (the peer's NAT address as an authority vouched for it),
+    /// seeded with `seed`, granted nothing yet ([`PortDraw::grant`]); idle until
+    /// [`PortDraw::begin`].
     pub(super) fn new(target: IpAddr, seed: u64) -> Self {
         Self {
             rng: ChaCha8Rng::seed_from_u64(seed),
             target,
             drawn: BTreeSet::new(),
             next: None,
+            left: 0,
         }
+    }
+
+    /// The address the draw probes.
+    pub(super) fn target(&self) -> IpAddr {
+        self.target
+    }
+
+    /// Sets how many probes the punch may send over all its attempts.
+    pub(super) fn grant(&mut self, probes: u64) {
+        self.left = probes;
     }
 
     /// Starts an attempt's draw at `at` with a fresh budget (its NAT forgot the last
@@ -120,13 +134,14 @@ impl PortDraw {
         let budget = budget.min(space);
         let batch = usize::try_from(config.search_batch).unwrap_or(usize::MAX);
         let mut ports = Vec::new();
-        while ports.len() < batch && self.drawn.len() < budget {
+        while ports.len() < batch && self.drawn.len() < budget && self.left > 0 {
             let port = self.rng.random_range(LOWEST_PORT..=u16::MAX);
             if self.drawn.insert(port) {
+                self.left -= 1;
                 ports.push(SocketAddr::new(self.target, port));
             }
         }
-        self.next = (self.drawn.len() < budget)
+        self.next = (self.drawn.len() < budget && self.left > 0)
             .then(|| next.checked_add(config.search_interval))
             .flatten()
             .map(|n| n.max(now));
@@ -173,6 +188,7 @@ mod tests {
         };
         let ip = IpAddr::from([198, 51, 100, 7]);
         let mut draw = PortDraw::new(ip, 1);
+        draw.grant(u64::MAX);
         assert!(draw.batch(t0, &config).is_empty(), "idle before begin");
         draw.begin(t0);
         let first = draw.batch(t0, &config);
@@ -211,8 +227,33 @@ mod tests {
             ..PunchConfig::default()
         };
         let mut draw = PortDraw::new(IpAddr::from([198, 51, 100, 7]), 2);
+        draw.grant(u64::MAX);
         draw.begin(t0);
         assert_eq!(draw.batch(t0, &config).len(), 64512);
+        assert_eq!(draw.due(), None);
+    }
+
+    #[test]
+    fn the_grant_caps_the_draw_over_every_attempt() {
+        let t0 = crate::test_epoch();
+        let config = PunchConfig {
+            search_probes: 25,
+            search_batch: 10,
+            ..PunchConfig::default()
+        };
+        let mut draw = PortDraw::new(IpAddr::from([198, 51, 100, 7]), 3);
+        draw.begin(t0);
+        assert!(draw.batch(t0, &config).is_empty(), "nothing granted");
+        assert_eq!(draw.due(), None);
+        draw.grant(30);
+        draw.begin(t0);
+        let sent: usize = (0..3)
+            .map(|i| draw.batch(t0 + config.search_interval * i, &config).len())
+            .sum();
+        assert_eq!(sent, 25, "one attempt's budget");
+        draw.begin(t0 + Duration::from_secs(40));
+        let later = draw.batch(t0 + Duration::from_secs(40), &config);
+        assert_eq!(later.len(), 5, "what is left of the grant");
         assert_eq!(draw.due(), None);
     }
 }

@@ -38,7 +38,7 @@ mod session;
 mod tests;
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
@@ -47,7 +47,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::collections::HashMap;
 use crate::contract::{Child, Datagram, Machine, Output, OutputQueue, SocketRequest, Transmit};
 use crate::id::NodeId;
-use crate::nat::punch::{Candidate, NatClass, PunchConfig, PunchEvent};
+use crate::nat::punch::{Candidate, NatClass, PunchConfig, PunchEvent, SearchBudget};
 use crate::nat::stun::Bucket;
 use crate::path::Liveness;
 use crate::path::{PathKind, RealPath};
@@ -207,6 +207,9 @@ pub struct PunchLink {
     pub path: RealPath,
     /// The connection's round-trip estimate.
     pub rtt: Duration,
+    /// The peer's IP as the relay carrying the connection observes it (CIRCUIT_PEER):
+    /// the only IP a birthday search from this side may probe.
+    pub vouched: Option<IpAddr>,
 }
 
 /// What the upgrade machine asks the Node to do.
@@ -311,6 +314,11 @@ pub struct Upgrades {
     /// The punches that asked for extra sockets, in the order they asked: the driver
     /// answers every request, in order.
     socket_waiters: VecDeque<ConnId>,
+    /// Per connection, the peer's IP as its relay vouched for it (from the last
+    /// [`PunchLink`]); an entry goes with its connection.
+    vouched: HashMap<ConnId, IpAddr>,
+    /// Birthday-search probes left per target network, over every punch.
+    search_budget: SearchBudget,
     rng: ChaCha8Rng,
     next_request: u64,
     counters: UpgradeCounters,
@@ -321,6 +329,12 @@ impl Upgrades {
     /// An idle machine drawing its punch tags and integrity keys from `seed`
     /// (a secret key); the peers' candidates must pass `policy`.
     pub fn new(config: UpgradeConfig, policy: AddressPolicy, seed: [u8; 32]) -> Self {
+        let punch = &config.punch;
+        let search_budget = SearchBudget::new(
+            punch.search_network_probes,
+            punch.search_network_refill,
+            punch.search_networks,
+        );
         Self {
             config,
             policy,
@@ -330,6 +344,8 @@ impl Upgrades {
             direct: HashMap::default(),
             frame_buckets: HashMap::default(),
             socket_waiters: VecDeque::new(),
+            vouched: HashMap::default(),
+            search_budget,
             rng: ChaCha8Rng::from_seed(seed),
             next_request: 0,
             counters: UpgradeCounters::default(),
@@ -359,6 +375,7 @@ impl Upgrades {
     /// punch when [`UpgradeConfig::auto`] says so.
     pub fn handle_ready(&mut self, now: Instant, link: PunchLink, outbound: bool) {
         self.out.mark(now);
+        self.note_vouched(&link);
         if self.config.auto && outbound {
             self.offer(now, link.conn, link.peer, link.path);
         }
@@ -368,12 +385,22 @@ impl Upgrades {
     /// relay circuit or a punch is already under way.
     pub fn handle_upgrade(&mut self, now: Instant, link: PunchLink) -> bool {
         self.out.mark(now);
+        self.note_vouched(&link);
         self.offer(now, link.conn, link.peer, link.path)
+    }
+
+    /// Keeps what `link` says the relay vouched for.
+    fn note_vouched(&mut self, link: &PunchLink) {
+        match link.vouched {
+            Some(ip) => self.vouched.insert(link.conn, ip),
+            None => self.vouched.remove(&link.conn),
+        };
     }
 
     /// The connection is gone: its upgrade too.
     pub fn handle_closed(&mut self, conn: ConnId) {
         self.close_sockets(conn);
+        self.vouched.remove(&conn);
         self.sessions.remove(&conn);
         self.frame_buckets.remove(&conn);
         self.direct.retain(|_, c| *c != conn);

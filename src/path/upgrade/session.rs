@@ -161,6 +161,7 @@ impl Upgrades {
     /// [`super::UpgradeConfig::offer_limit`] are dropped.
     pub fn handle_frame(&mut self, now: Instant, link: PunchLink, message: Message) {
         self.out.mark(now);
+        self.note_vouched(&link);
         let limited = matches!(message, Message::PunchOffer(_) | Message::PunchSync(_));
         if limited && !self.frame_allowed(now, link.conn) {
             return;
@@ -277,8 +278,14 @@ impl Upgrades {
             both_ipv6,
             search: self.config.search,
             seed: self.rng.next_u64(),
+            search_ip: self.vouched.get(&conn).copied(),
         };
         let mut puncher = Puncher::new(self.config.punch.clone(), plan, now);
+        if let Some(ip) = puncher.search_target() {
+            let punch = &self.config.punch;
+            let wanted = u64::from(punch.search_probes).saturating_mul(punch.max_attempts.into());
+            puncher.grant_search(self.search_budget.take(now, ip, wanted));
+        }
         puncher.handle_timeout(now);
         let remote_nat = session.remote_nat;
         session.stage = Stage::Punching(Box::new(puncher));
@@ -438,6 +445,23 @@ impl Upgrades {
             path: PathKind::Direct,
             reason,
         });
+    }
+
+    /// An authentic packet of `conn`'s peer came over its relay circuit at `now` while the
+    /// connection runs on its direct path. Packets the peer sent before its own switch
+    /// arrive so too; but when our direct path is in doubt (what we sent on it waited two
+    /// probe intervals with no word back), the peer has fallen back: so do we, at once,
+    /// rather than after the rest of our own watch. True when it fell back.
+    pub fn handle_heard_relayed(&mut self, now: Instant, conn: ConnId) -> bool {
+        self.out.mark(now);
+        let Some(s) = self.sessions.get(&conn) else {
+            return false;
+        };
+        let in_doubt = matches!(&s.stage, Stage::Direct(_, live) if live.suspect(now));
+        if in_doubt {
+            self.fall_back(now, conn);
+        }
+        in_doubt
     }
 
     /// The direct path died: back onto the relay circuit at once.

@@ -47,6 +47,7 @@ fn side(seed: u8, me: &str, conn: u64, peer: NodeId) -> Side {
         peer,
         path: CIRCUIT,
         rtt: Duration::from_millis(20),
+        vouched: None,
     };
     Side {
         machine,
@@ -107,6 +108,63 @@ fn punch(start: Instant, a: &mut Side, b: &mut Side) -> Instant {
     panic!("the punch never succeeded");
 }
 
+/// A (the opener) and B after A switched to the direct path, A's outputs drained; when.
+fn switched_pair() -> (Side, Side, Instant) {
+    let start = crate::test_epoch();
+    let mut a = side(1, "192.0.2.1:4000", 10, B);
+    let mut b = side(2, "192.0.2.2:5000", 20, A);
+    a.machine.handle_ready(start, a.link, true);
+    let switched = punch(start, &mut a, &mut b);
+    drain(&mut a.machine);
+    (a, b, switched)
+}
+
+/// What a side that falls back to its circuit says, in order.
+fn fell_back_to_circuit(conn: ConnId) -> [UpgradeOutput; 2] {
+    [
+        UpgradeOutput::FallBack {
+            conn,
+            path: CIRCUIT,
+        },
+        UpgradeOutput::PathChanged {
+            peer: B,
+            path: PathKind::Relayed,
+            reason: PathChange::DirectPathDead,
+        },
+    ]
+}
+
+#[test]
+fn a_relayed_packet_moves_a_direct_path_in_doubt_back_to_the_relay_only() {
+    let (mut a, b, switched) = switched_pair();
+    // Right after the switch the path answers: a packet the peer sent over the circuit
+    // before its own switch changes nothing.
+    assert!(!a.machine.handle_heard_relayed(switched, a.link.conn));
+    assert!(drain(&mut a.machine).is_empty());
+    // An unknown connection: nothing.
+    assert!(!a.machine.handle_heard_relayed(switched, ConnId(99)));
+    // What A sends on the direct path goes unanswered: once it waited two probe
+    // intervals the path is in doubt, and the peer's next relayed packet means it fell
+    // back: A follows at once, long before its own watch would give up.
+    let mut now = switched;
+    a.machine.handle_sent(now, b.addr);
+    let mut followed = false;
+    while !followed && now < switched + Duration::from_secs(5) {
+        now += Duration::from_millis(10);
+        a.machine.handle_timeout(now);
+        drain(&mut a.machine);
+        followed = a.machine.handle_heard_relayed(now, a.link.conn);
+    }
+    assert!(followed, "never followed");
+    let outputs: Vec<UpgradeOutput> = (drain(&mut a.machine).into_iter())
+        .filter(|o| !matches!(o, UpgradeOutput::Transmit(_)))
+        .collect();
+    assert_eq!(outputs, fell_back_to_circuit(a.link.conn));
+    assert_eq!(a.machine.counters().fallbacks, 1);
+    // Already relayed: a second relayed packet changes nothing.
+    assert!(!a.machine.handle_heard_relayed(now, a.link.conn));
+}
+
 #[test]
 fn the_direct_path_is_left_for_the_relay_when_it_stops_answering() {
     let start = crate::test_epoch();
@@ -139,20 +197,7 @@ fn the_direct_path_is_left_for_the_relay_when_it_stops_answering() {
             .filter(|o| !matches!(o, UpgradeOutput::Transmit(_)))
             .collect();
     }
-    assert_eq!(
-        fell_back,
-        [
-            UpgradeOutput::FallBack {
-                conn: a.link.conn,
-                path: CIRCUIT
-            },
-            UpgradeOutput::PathChanged {
-                peer: B,
-                path: PathKind::Relayed,
-                reason: PathChange::DirectPathDead
-            },
-        ]
-    );
+    assert_eq!(fell_back, fell_back_to_circuit(a.link.conn));
     assert_eq!(a.machine.counters().fallbacks, 1);
     // The opener punches again after `repunch_after`, not before.
     let retry = now + UpgradeConfig::default().repunch_after;
@@ -394,12 +439,7 @@ fn spoofed_probe_answers_without_a_valid_integrity_make_no_winner() {
 
 #[test]
 fn spoofed_liveness_answers_keep_no_dead_path_alive() {
-    let start = crate::test_epoch();
-    let mut a = side(1, "192.0.2.1:4000", 10, B);
-    let mut b = side(2, "192.0.2.2:5000", 20, A);
-    a.machine.handle_ready(start, a.link, true);
-    let switched = punch(start, &mut a, &mut b);
-    drain(&mut a.machine);
+    let (mut a, b, switched) = switched_pair();
     // B is gone; the spoofer answers A's liveness probes from B's address.
     let mut dead = Vec::new();
     let mut now = switched;

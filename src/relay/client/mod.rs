@@ -40,6 +40,7 @@
 //! far end closed it or it went silent, are asked for circuits to that peer
 //! after clean ones ([`RelayClient::suspects`]).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,9 @@ const CONVICT_WITHIN: Duration = Duration::from_secs(120);
 /// Peers remembered with a lost circuit, at least (more while we hold more
 /// circuit ends).
 const MAX_LOST_THROUGH: usize = 64;
+
+/// The most CIRCUIT_PEER addresses kept (the oldest is forgotten first).
+const MAX_VOUCHED: usize = 256;
 
 /// A circuit to a peer that died lately.
 #[derive(Clone, Copy, Debug)]
@@ -174,6 +178,9 @@ pub struct RelayClient {
     waits: HashMap<WaitId, Intent>,
     sending: HashMap<u64, (ConnId, RelayAsk)>,
     asks: HashMap<(ConnId, StreamId), RelayAsk>,
+    /// What relays we rely on said of our circuits' other ends (CIRCUIT_PEER), oldest
+    /// first, at most [`MAX_VOUCHED`].
+    vouched: VecDeque<((NodeId, u64), SocketAddr)>,
     next_request: u64,
     next_token: u64,
     counters: RelayCounters,
@@ -201,6 +208,7 @@ impl RelayClient {
             waits: HashMap::default(),
             sending: HashMap::default(),
             asks: HashMap::default(),
+            vouched: VecDeque::new(),
             next_request: 0,
             next_token: 0,
             counters: RelayCounters::default(),
@@ -298,6 +306,29 @@ impl RelayClient {
         for relay in convicted {
             self.convict(now, relay);
         }
+    }
+
+    /// CIRCUIT_PEER from `relay` on `conn`: where the relay sees the other end of our
+    /// circuit. Kept only from a relay connection we rely on or await an answer on, the
+    /// oldest forgotten past [`MAX_VOUCHED`].
+    pub fn handle_circuit_peer(&mut self, conn: ConnId, relay: NodeId, m: wire::CircuitPeer) {
+        let asking = self.asks.keys().any(|(c, _)| *c == conn);
+        if !asking && !self.relies_on(conn, &relay) {
+            return;
+        }
+        let key = (relay, m.circuit);
+        self.vouched.retain(|(k, _)| *k != key);
+        if self.vouched.len() == MAX_VOUCHED {
+            self.vouched.pop_front();
+        }
+        self.vouched.push_back((key, m.peer));
+    }
+
+    /// Where `relay` said it sees the other end of our circuit `circuit`.
+    pub fn vouched(&self, relay: &NodeId, circuit: u64) -> Option<SocketAddr> {
+        (self.vouched.iter())
+            .find(|((r, c), _)| r == relay && *c == circuit)
+            .map(|(_, addr)| *addr)
     }
 
     /// Whether `conn` (a connection to `peer`) is one we relay through: it

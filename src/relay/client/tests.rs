@@ -472,3 +472,31 @@ fn a_silent_relay_is_reported_counted_and_avoided() {
     assert!(client.reserved_relays().is_empty());
     assert!(!client.relies_on(ConnId(1), &node(1)));
 }
+
+#[test]
+fn a_circuit_peer_is_kept_from_a_relay_we_rely_on_only_and_within_its_bound() {
+    let now = crate::test_epoch();
+    let mut client = reserved(now);
+    let say = |circuit: u64, port: u16| wire::CircuitPeer {
+        circuit,
+        peer: SocketAddr::from(([198, 51, 100, 9], port)),
+    };
+    // A connection we hold nothing on, even one claiming to be our relay: ignored.
+    client.handle_circuit_peer(ConnId(9), node(1), say(1, 1));
+    client.handle_circuit_peer(ConnId(9), node(9), say(1, 1));
+    assert_eq!(client.vouched(&node(1), 1), None);
+    assert_eq!(client.vouched(&node(9), 1), None);
+    // Our relay's word is kept, a newer one replaces it.
+    client.handle_circuit_peer(ConnId(1), node(1), say(1, 1));
+    client.handle_circuit_peer(ConnId(1), node(1), say(1, 2));
+    assert_eq!(client.vouched(&node(1), 1), Some(say(1, 2).peer));
+    assert_eq!(client.vouched(&node(1), 2), None);
+    // The oldest goes past the bound.
+    for circuit in 2..=(MAX_VOUCHED as u64) {
+        client.handle_circuit_peer(ConnId(1), node(1), say(circuit, 3));
+    }
+    assert!(client.vouched(&node(1), 1).is_some());
+    client.handle_circuit_peer(ConnId(1), node(1), say(9999, 3));
+    assert_eq!(client.vouched(&node(1), 1), None);
+    assert!(client.vouched(&node(1), 9999).is_some());
+}

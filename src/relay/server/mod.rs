@@ -397,6 +397,14 @@ impl RelayServer {
         };
         self.splices.insert(circuit, splice);
         self.counters.circuits_opened += 1;
+        let (dialer, target) = (admitted.conn, admitted.target_conn);
+        for (conn, other) in [(dialer, target), (target, dialer)] {
+            (self.out).push(RelayServerOutput::Vouch {
+                conn,
+                circuit,
+                other,
+            });
+        }
         let frame = Message::from(wire::CircuitStatus {
             request_id: admitted.request_id,
             status: RelayStatus::Ok,

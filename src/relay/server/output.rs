@@ -60,6 +60,18 @@ pub enum RelayServerOutput {
         /// The frame.
         frame: bytes::Bytes,
     },
+    /// Tell `conn`'s peer, on its control stream, where this relay sees the other end of
+    /// `circuit`: the remote address of `other` (CIRCUIT_PEER), unless that end came
+    /// over a circuit itself or the peer did not announce
+    /// [`Capabilities::CIRCUIT_PEER`](crate::wire::Capabilities::CIRCUIT_PEER).
+    Vouch {
+        /// One end's connection.
+        conn: ConnId,
+        /// The circuit.
+        circuit: u64,
+        /// The other end's connection.
+        other: ConnId,
+    },
     /// Reset a circuit stream (and stop reading it) with `code`.
     Reset {
         /// The connection.

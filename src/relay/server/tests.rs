@@ -572,3 +572,29 @@ fn circuits_admitted_in_one_input_each_get_their_target_stream() {
     assert_eq!(statuses, 2, "both spliced");
     assert_eq!(server.circuit_count(), 2);
 }
+
+#[test]
+fn a_spliced_circuit_vouches_each_end_to_the_other_and_a_refused_one_nothing() {
+    let now = crate::test_epoch();
+    let mut server = RelayServer::new(always());
+    reserve(&mut server, now, node(1), 1);
+    let vouches = |outputs: &[RelayServerOutput]| -> Vec<(ConnId, u64, ConnId)> {
+        (outputs.iter())
+            .filter_map(|o| match o {
+                RelayServerOutput::Vouch {
+                    conn,
+                    circuit,
+                    other,
+                } => Some((*conn, *circuit, *other)),
+                _ => None,
+            })
+            .collect()
+    };
+    let outputs = open(&mut server, now, node(2), 2, node(1));
+    assert_eq!(
+        vouches(&outputs),
+        [(ConnId(2), 1, ConnId(1)), (ConnId(1), 1, ConnId(2))]
+    );
+    // To a node without a reservation: refused, no word on anyone.
+    assert!(vouches(&open(&mut server, now, node(2), 2, node(3))).is_empty());
+}
