@@ -325,3 +325,44 @@ fn publications_keep_arriving_across_a_relay_death() {
         );
     }
 }
+
+#[test]
+fn a_node_whose_own_uplink_was_cut_reserves_again_once_it_is_back() {
+    // B's NAT loses its uplink for 5 s with a call over the relay in
+    // flight: every relay of B falls silent at once. That was B's network,
+    // not the relays (the chaos cluster's partition of natB): once the
+    // uplink is back and the relays answer again, B holds two reservations
+    // again within seconds rather than avoiding every relay for ten
+    // minutes, unreachable through any.
+    let (mut lab, _, _) = Failover::calling(24);
+    let b_ip = IpAddr::from([203, 0, 113, 2]);
+    let nat = (lab.mesh.world.nats())
+        .find(|n| n.external_ip() == b_ip)
+        .map(|n| n.id())
+        .expect("B's NAT");
+    let link = Link::with_latency(Duration::from_millis(10));
+    lab.mesh.world.set_nat_link(nat, link.loss(1.0));
+    let in_flight = lab.start_call();
+    assert!(lab.finish(in_flight).is_err(), "cut off");
+    lab.mesh.world.run_for(Duration::from_secs(5));
+    let b = lab.mesh.node(lab.b);
+    assert!(
+        b.relay_counters().silent_relays >= 1,
+        "B found relays silent"
+    );
+    assert!(b.reserved_relays().len() < 2, "and let reservations go");
+    lab.mesh.world.set_nat_link(nat, link);
+    let back = lab.mesh.world.now();
+    let b = lab.b;
+    let reserved = lab.mesh.run_until(
+        |w| w.machine(b).reserved_relays().len() == 2,
+        Duration::from_secs(10),
+    );
+    let after = lab.mesh.world.now() - back;
+    eprintln!("two reservations again {after:?} after the uplink came back");
+    assert!(
+        reserved,
+        "two reservations again 10 s after the uplink came back"
+    );
+    lab.calls_work_again(back);
+}

@@ -488,6 +488,9 @@ impl Node {
         }
         let path = self.path_kind(&remote_virtual);
         self.instruments.connection_on_path(handle, path);
+        if path == PathKind::Direct && self.relay_client.handle_relay_answered(&peer) {
+            self.reach.handle_relay_answered(now, &peer);
+        }
         if path == PathKind::Relayed {
             self.relay_client
                 .handle_relayed_connection(now, remote_virtual);

@@ -665,6 +665,15 @@ impl Reach {
         self.relays_changed = true;
     }
 
+    /// A relay we avoided for falling silent answers again
+    /// ([`crate::relay::RelayClient::handle_relay_answered`]): its failure is
+    /// forgotten, so it may be reserved on at once.
+    pub fn handle_relay_answered(&mut self, now: Instant, relay: &NodeId) {
+        self.touch(now);
+        self.failed_relays.remove(relay);
+        self.relays_changed = true;
+    }
+
     /// Timers of the STUN client and discovery, the periodic run, and then
     /// the work that waits on the node's state. Early calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant, view: &ReachView<'_>) {

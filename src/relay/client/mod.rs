@@ -30,7 +30,12 @@
 //! left unacknowledged for a few probe timeouts). A relay connection of
 //! ours that goes silent is a dead relay: the node closes it, which loses
 //! our reservation and circuits there, and the relay is avoided
-//! ([`RelayClient::handle_relay_silent`], [`RelayEvent::RelaySilent`]). An
+//! ([`RelayClient::handle_relay_silent`], [`RelayEvent::RelaySilent`]) until
+//! a connection to it completes a handshake again
+//! ([`RelayClient::handle_relay_answered`]): the silence may have been our
+//! own network's (an uplink cut, a NAT that changed its address), when
+//! every relay falls silent at once and avoiding them all for long would
+//! leave us unreachable. An
 //! end-to-end connection over a circuit that goes silent while the relay
 //! answers makes a dead circuit and a strike. Should the peer of a dead
 //! circuit (silent, or dead at the claim time) then answer over another
@@ -50,7 +55,7 @@ use super::{
     CIRCUIT_LIMIT, CIRCUIT_PEER_GONE, CircuitLoss, FrameSplitter, RelayConfig, RelayCounters,
     RelayEvent, Written, encode_frame,
 };
-use crate::collections::HashMap;
+use crate::collections::{HashMap, HashSet};
 use crate::contract::{Child, OutputQueue};
 use crate::dht::Contact;
 use crate::id::NodeId;
@@ -165,6 +170,10 @@ pub struct RelayClient {
     /// Relays found dropping circuit traffic or silent, until when they
     /// are avoided.
     avoided: HashMap<NodeId, Instant>,
+    /// The avoided relays that only fell silent (none convicted of dropping
+    /// circuits): a connection to one that answers again ends its avoidance
+    /// ([`RelayClient::handle_relay_answered`]). A subset of `avoided`'s keys.
+    silent_only: HashSet<NodeId>,
     /// Peers whose circuit died lately, by peer.
     lost_through: HashMap<NodeId, LostCircuit>,
     /// Our circuit ends on each relay connection.
@@ -198,6 +207,7 @@ impl RelayClient {
             avoid_dead_relay: config.avoid_dead_relay,
             strikes: HashMap::default(),
             avoided: HashMap::default(),
+            silent_only: HashSet::default(),
             lost_through: HashMap::default(),
             ends_on: HashMap::default(),
             reservations: HashMap::default(),
@@ -379,8 +389,21 @@ impl RelayClient {
     pub fn handle_relay_silent(&mut self, now: Instant, relay: NodeId) {
         self.out.mark(now);
         self.counters.silent_relays += 1;
+        if !self.avoids(now, &relay) {
+            self.silent_only.insert(relay);
+        }
         self.avoided.insert(relay, now + self.avoid_dead_relay);
         self.event(RelayEvent::RelaySilent { relay });
+    }
+
+    /// A connection of ours to `relay` completed its handshake: a relay
+    /// avoided only because it fell silent answers again (the silence may
+    /// have been our own network's: an uplink cut, a NAT that changed its
+    /// address), so it is avoided no more and may be reserved on at once;
+    /// true when it was avoided. One found dropping circuit traffic stays
+    /// avoided.
+    pub fn handle_relay_answered(&mut self, relay: &NodeId) -> bool {
+        self.silent_only.remove(relay) && self.avoided.remove(relay).is_some()
     }
 
     /// The connection over our circuit `circuit` through `relay` left data
@@ -1000,6 +1023,8 @@ impl RelayClient {
             }
         }
         self.avoided.retain(|_, until| *until > now);
+        let avoided = &self.avoided;
+        self.silent_only.retain(|relay| avoided.contains_key(relay));
         self.lost_through.retain(|_, lost| lost.until > now);
     }
 
@@ -1020,6 +1045,7 @@ impl RelayClient {
     /// `relay` drops circuit traffic: released, reported and avoided.
     fn convict(&mut self, now: Instant, relay: NodeId) {
         self.strikes.remove(&relay);
+        self.silent_only.remove(&relay);
         self.lost_through.retain(|_, lost| lost.relay != relay);
         self.counters.dead_relays += 1;
         self.avoided.insert(relay, now + self.avoid_dead_relay);

@@ -335,6 +335,11 @@ fn a_relay_whose_circuits_die_in_a_row_is_released_and_avoided() {
     assert!(client.reserved_relays().is_empty());
     assert!(client.avoids(at, &node(1)));
     assert_eq!(client.avoided_relays(at), [node(1)]);
+    // A relay that drops circuits stays avoided though it answers, silent
+    // or not.
+    client.handle_relay_silent(at, node(1));
+    assert!(!client.handle_relay_answered(&node(1)));
+    assert!(client.avoids(at, &node(1)));
     let later = at + RelayConfig::default().avoid_dead_relay;
     client.handle_timeout(later, |_| false);
     assert!(!client.avoids(later, &node(1)));
@@ -499,4 +504,23 @@ fn a_circuit_peer_is_kept_from_a_relay_we_rely_on_only_and_within_its_bound() {
     client.handle_circuit_peer(ConnId(1), node(1), say(9999, 3));
     assert_eq!(client.vouched(&node(1), 1), None);
     assert!(client.vouched(&node(1), 9999).is_some());
+}
+
+#[test]
+fn a_silent_relay_that_answers_again_is_avoided_no_more() {
+    let now = crate::test_epoch();
+    let mut client = reserved(now);
+    assert!(
+        !client.handle_relay_answered(&node(1)),
+        "it was not avoided"
+    );
+    client.handle_relay_silent(now, node(1));
+    client.handle_connection_gone(now, ConnId(1));
+    assert!(client.avoids(now, &node(1)));
+    // A new connection to it completed its handshake: the silence was not
+    // the relay's (or it is back).
+    assert!(client.handle_relay_answered(&node(1)));
+    assert!(!client.avoids(now, &node(1)));
+    assert!(client.avoided_relays(now).is_empty());
+    assert!(!client.handle_relay_answered(&node(1)), "once");
 }
