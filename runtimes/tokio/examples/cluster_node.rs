@@ -26,7 +26,9 @@
 //! `start` (with `id`, the node id), `joined`, `call`/`reply` (`rid`, `proc`; a reply has
 //! `by`, the provider's index, or `err`, the typed error), `exec` (provider side: `rid`,
 //! `proc`), `sub` (`pat`), `pub` (`topic`, `inc`, `seq`), `dlv` (`pat`, `from`, `inc`,
-//! `seq`), `conn`/`path` (`peer`, `kind`: direct or relayed), `stop`.
+//! `seq`), `conn`/`path` (`peer`, `kind`: direct or relayed), `disc` (`peer`, `reason`),
+//! `nat` (a discovery `report`), `relay` (an `event` of our reservations and circuits),
+//! `stats` (every 5 s: counters, caches, routing table, connections), `stop`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
