@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use macula::dht::Mode;
 use macula::node::Event;
 use macula::rpc::{CallOptions, RpcError};
-use macula::sim::{HostId, Link, Mesh, NatConfig, PORT, completion, lan_addr, mirror, public_addr};
+use macula::sim::{HostId, Mesh, completion, mirror};
 
 /// How long a call waits here: far less than the DHT's 60 s value cache.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,15 +25,7 @@ struct Private {
 
 impl Private {
     fn new(seed: u64) -> Self {
-        let mut mesh = Mesh::new(seed, common::epoch());
-        mesh.set_link(Link::with_latency(Duration::from_millis(10)));
-        let relays: Vec<HostId> = (1..=3)
-            .map(|ip| mesh.add_public(public_addr(ip, PORT), |c| c.dht.mode = Mode::Server))
-            .collect();
-        let [a, b] = [1u8, 2].map(|side| {
-            let nat = (IpAddr::from([203, 0, 113, side]), NatConfig::symmetric());
-            mesh.add_behind(&[nat], lan_addr(side), |c| c.dht.mode = Mode::Client)
-        });
+        let (mesh, relays, a, b) = common::private_pair::build(seed);
         Self { mesh, relays, a, b }
     }
 
