@@ -1223,3 +1223,33 @@ fn find_value(d: &mut Dht, t0: Instant, k: RecordKey, id: u64) -> (Vec<SignedRec
     assert!(body <= 64 << 10, "{body}");
     (records, omitted)
 }
+
+#[test]
+fn a_lookup_asks_stale_contacts_when_no_live_one_is_left() {
+    // Issue 17: a private node cut off by a partition saw every request fail, so every
+    // routing-table entry went stale. Stale entries are never handed out and only an
+    // answer revives one, so after the heal each lookup started with nobody to ask and
+    // ended empty at once (`NoProvider { tried: 0 }` on every call, for good).
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1, 2]);
+    let target = identity(9).node_id();
+    d.find_node(t0, target);
+    for (id, _, _) in requests(&drain(&mut d)) {
+        d.handle_failure(t0, id, Failure::Connection);
+    }
+    drain(&mut d);
+    assert!(d.table().is_stale(&contact(1).id) && d.table().is_stale(&contact(2).id));
+
+    // The partition heals: the next lookup asks the stale entries, and an answer
+    // revives the one that gave it.
+    d.find_node(t0, target);
+    let sent = requests(&drain(&mut d));
+    let mut asked: Vec<Contact> = sent.iter().map(|(_, c, _)| c.clone()).collect();
+    asked.sort_by_key(|c| c.id);
+    let mut expected = vec![contact(1), contact(2)];
+    expected.sort_by_key(|c| c.id);
+    assert_eq!(asked, expected, "both stale entries are asked");
+    let (id, peer, _) = &sent[0];
+    let empty = Response::Nodes { closer: vec![] };
+    d.handle_response(t0, UNIX, &peer.id, *id, empty);
+    assert!(!d.table().is_stale(&peer.id), "its answer revives it");
+}

@@ -9,17 +9,15 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use macula::dht::Mode;
 use macula::id::NodeId;
 use macula::node::Event;
 use macula::path::RealPath;
 use macula::pubsub::{PubSubEvent, Topic};
 use macula::rpc::{CallId, CallOptions, RpcError};
-use macula::sim::{HostId, Link, Mesh, NatConfig, PORT, completion, lan_addr, mirror, public_addr};
+use macula::sim::{HostId, Mesh, completion, mirror};
 
 /// How long a call waits here: long enough that a call failing fast shows
 /// the failover, not its timeout.
@@ -37,15 +35,7 @@ impl Failover {
     /// Every node joins through the first relay; A and B run until their
     /// peer records name two relays each, and A serves `svc.echo`.
     fn new(seed: u64) -> Self {
-        let mut mesh = Mesh::new(seed, common::epoch());
-        mesh.set_link(Link::with_latency(Duration::from_millis(10)));
-        let relays: Vec<HostId> = (1..=3)
-            .map(|ip| mesh.add_public(public_addr(ip, PORT), |c| c.dht.mode = Mode::Server))
-            .collect();
-        let [a, b] = [1u8, 2].map(|side| {
-            let nat = (IpAddr::from([203, 0, 113, side]), NatConfig::symmetric());
-            mesh.add_behind(&[nat], lan_addr(side), |c| c.dht.mode = Mode::Client)
-        });
+        let (mut mesh, relays, a, b) = common::private_pair::build(seed);
         let rest: Vec<HostId> = relays[1..].iter().copied().chain([a, b]).collect();
         mesh.begin_bootstrap(relays[0], &rest);
         let ready = mesh.run_until(

@@ -461,6 +461,11 @@ impl Dht {
     ) -> QueryId {
         let q = self.new_query();
         let mut seeds = self.table.closest(&target, self.config.k, None);
+        if seeds.is_empty() {
+            // Every entry went stale (a partition, an outage): ask them anyway, as
+            // nothing else would ever revive one that is back (issue 17).
+            seeds = self.table.closest_including_stale(&target, self.config.k);
+        }
         seeds.extend(extra_seeds.into_iter().filter(|c| c.id != self.local));
         let num_results = match goal {
             Goal::Refresh => self.config.refresh_lookup_results,

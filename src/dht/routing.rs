@@ -322,14 +322,28 @@ impl RoutingTable {
     /// Buckets cover disjoint, contiguous ranges of distance to `target`, so
     /// they are visited closest range first and only the last bucket needed
     /// is sorted: O(k log k) whatever the table size.
-    pub fn closest<'a>(
+    pub fn closest(&self, target: &NodeId, count: usize, exclude: Option<&NodeId>) -> Vec<Contact> {
+        self.closest_where(target, count, |e| {
+            !e.stale && Some(&e.contact.id) != exclude
+        })
+    }
+
+    /// The `count` contacts closest to `target`, stale ones included, closest
+    /// first: whom a lookup asks when no live contact is left (after a
+    /// partition every entry may be stale, and only an answer revives one).
+    pub fn closest_including_stale(&self, target: &NodeId, count: usize) -> Vec<Contact> {
+        self.closest_where(target, count, |_| true)
+    }
+
+    /// The `count` entries closest to `target` that pass `wanted`, closest first.
+    fn closest_where<'a>(
         &'a self,
         target: &NodeId,
         count: usize,
-        exclude: Option<&NodeId>,
+        wanted: impl Fn(&Entry) -> bool,
     ) -> Vec<Contact> {
         let mut out: Vec<(Distance, &Contact)> = Vec::with_capacity(count);
-        let wanted = |e: &&Entry| !e.stale && Some(&e.contact.id) != exclude;
+        let wanted = |e: &&Entry| wanted(e);
         let keyed = |e: &'a Entry| (target.distance(&e.contact.id), &e.contact);
         for slot in slot_order(&self.local, target, self.buckets.len()) {
             if out.len() >= count {

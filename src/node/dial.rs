@@ -51,6 +51,10 @@ impl Node {
             let key = RecordKey::peer(&self.config.realm, &peer);
             let unix_ms = self.unix_ms(now);
             let timeout = self.config.request_timeout;
+            // Not the DHT's cached answer: one from before the peer stored its record
+            // (or changed its relays) would make it unreachable for the cache's TTL
+            // (issue 17: a private subscriber missed by a publisher for 60 s).
+            self.dht.uncache(&key);
             let query = self.dht.query_with_response(now, unix_ms, key, timeout);
             self.dialing.lookups.insert(query, peer);
         }

@@ -2,6 +2,8 @@
 //! virtual clock's first instant, the program's one clock reading.
 
 #[allow(dead_code)] // each test program uses a part
+pub mod private_pair;
+#[allow(dead_code)] // each test program uses a part
 pub mod raw_peer;
 
 /// The virtual clock's first instant: this program's one clock reading.

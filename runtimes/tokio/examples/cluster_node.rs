@@ -26,7 +26,9 @@
 //! `start` (with `id`, the node id), `joined`, `call`/`reply` (`rid`, `proc`; a reply has
 //! `by`, the provider's index, or `err`, the typed error), `exec` (provider side: `rid`,
 //! `proc`), `sub` (`pat`), `pub` (`topic`, `inc`, `seq`), `dlv` (`pat`, `from`, `inc`,
-//! `seq`), `conn`/`path` (`peer`, `kind`: direct or relayed), `stop`.
+//! `seq`), `conn`/`path` (`peer`, `kind`: direct or relayed), `disc` (`peer`, `reason`),
+//! `nat` (a discovery `report`), `relay` (an `event` of our reservations and circuits),
+//! `stats` (every 5 s: counters, caches, routing table, connections), `stop`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,7 +54,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the peers file is rewritten.
 const PEERS_SAVE_EVERY: Duration = Duration::from_secs(20);
 
-/// How often a publisher logs its publishing counters.
+/// How often a node logs its counters (`stats`).
 const STATS_EVERY: Duration = Duration::from_secs(5);
 
 /// How long joining retries before the node gives up and runs alone.
@@ -300,7 +302,7 @@ async fn run(args: Args) -> Result<(), String> {
                 None => return Err("the node stopped".into()),
             },
             _ = save_tick.tick() => save(&node, &args.dir).await,
-            _ = stats_tick.tick(), if args.publish_every.is_some() => log_stats(&node, history).await,
+            _ = stats_tick.tick() => log_stats(&node, history).await,
             _ = call_tick.tick(), if args.call_every.is_some() => {
                 calls += 1;
                 let procedure = if calls % 2 == 0 { "work.idem" } else { "work.once" };
@@ -397,25 +399,28 @@ fn announce_fields(what: &str, failed: &AnnounceFailed) -> String {
     )
 }
 
-/// Logs the node's publishing counters and lookup caches (`stats`, debugging aids).
+/// Logs the node's publishing counters, lookup caches, routing table and connections
+/// (`stats`, debugging aids).
 async fn log_stats(node: &MaculaNode, history: History) {
     if let Ok(stats) = node.stats().await {
         let metrics = &stats.metrics;
         history.log(
             "stats",
             &format!(
-                "\"pubsub\":{},\"caches\":{},\"table\":{},\"conns\":{}",
+                "\"pubsub\":{},\"caches\":{},\"table\":{},\"conns\":{},\"counters\":{}",
                 quoted(&format!("{:?}", metrics.pubsub_messages)),
                 quoted(&format!("{:?}", metrics.caches)),
                 stats.routing_table,
-                stats.connections
+                stats.connections,
+                quoted(&format!("{:?}", stats.counters))
             ),
         );
     }
 }
 
-/// Logs a connection's path (when it is ready and when it moves), and announcements of
-/// our subscriber and provider records that the DHT did not take.
+/// Logs a connection's path (when it is ready and when it moves) and its end, NAT
+/// discovery reports, relay events, and announcements of our subscriber and provider
+/// records that the DHT did not take.
 fn log_event(history: History, event: &Event) {
     let (ev, peer, path) = match event {
         Event::Connected { peer, path, .. } => ("conn", peer, path),
@@ -425,6 +430,23 @@ fn log_event(history: History, event: &Event) {
         }
         Event::Rpc(RpcEvent::RegistrationFailed { failed, .. }) => {
             return history.log("announce_failed", &announce_fields("proc", failed));
+        }
+        Event::Nat(report) => {
+            return history.log(
+                "nat",
+                &format!("\"report\":{}", quoted(&format!("{report:?}"))),
+            );
+        }
+        Event::Relay(relay) => {
+            return history.log(
+                "relay",
+                &format!("\"event\":{}", quoted(&format!("{relay:?}"))),
+            );
+        }
+        Event::Disconnected { peer, cause, .. } => {
+            let peer = peer.as_ref().map_or_else(|| "?".to_owned(), short);
+            let reason = quoted(&format!("{cause:?}"));
+            return history.log("disc", &format!("\"peer\":\"{peer}\",\"reason\":{reason}"));
         }
         _ => return,
     };

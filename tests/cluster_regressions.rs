@@ -1,0 +1,119 @@
+//! Defects the chaos cluster (`tests/cluster/`, issue 17) found in the live mesh, each
+//! replayed here in the simulator with the fault that showed it.
+#![cfg(feature = "sim")]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use macula::node::Event;
+use macula::rpc::{CallOptions, RpcError};
+use macula::sim::{HostId, Mesh, completion, mirror};
+
+/// How long a call waits here: far less than the DHT's 60 s value cache.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Three public relays (DHT servers) and two private nodes, A and B, behind symmetric
+/// NATs (so A reaches B only through one of B's relays); nobody bootstrapped yet.
+struct Private {
+    mesh: Mesh,
+    relays: Vec<HostId>,
+    a: HostId,
+    b: HostId,
+}
+
+impl Private {
+    fn new(seed: u64) -> Self {
+        let (mesh, relays, a, b) = common::private_pair::build(seed);
+        Self { mesh, relays, a, b }
+    }
+
+    /// Has `hosts` join through the first relay and runs until each private one among
+    /// them published a peer record naming two relays.
+    fn join(&mut self, hosts: &[HostId]) {
+        self.mesh.begin_bootstrap(self.relays[0], hosts);
+        let private: Vec<HostId> = (hosts.iter().copied())
+            .filter(|h| [self.a, self.b].contains(h))
+            .collect();
+        let ready = self.mesh.run_until(
+            |w| {
+                private
+                    .iter()
+                    .all(|h| (w.machine(*h).peer_record()).is_some_and(|r| r.relays.len() == 2))
+            },
+            Duration::from_secs(90),
+        );
+        assert!(ready, "{private:?} published two relays each");
+    }
+
+    /// Has A call `svc.echo` and drives until the call ends; its result.
+    fn call_from_a(&mut self) -> Result<Bytes, RpcError> {
+        let payload = Bytes::from_static(b"ping");
+        let call = self.mesh.world.with_machine(self.a, |node, now| {
+            node.call(
+                now,
+                "svc.echo",
+                payload,
+                CALL_TIMEOUT,
+                CallOptions::default(),
+            )
+        });
+        let call = call.expect("A may call");
+        let mut result = None;
+        let done = self.mesh.drive(CALL_TIMEOUT * 2, |world, host, event| {
+            mirror(world, host, &event).expect("B answers");
+            result = result.take().or_else(|| completion(&event, call));
+            result.is_some()
+        });
+        assert!(done, "the call ended");
+        result.expect("done means a result")
+    }
+}
+
+/// Issue 17, 30 nodes without faults: a publisher looked a private subscriber's peer
+/// record up before the subscriber had stored one; the DHT kept that empty answer in its
+/// 60 s value cache, and every dial by record in that minute read it again, found no
+/// relay and gave up, so publications to a subscriber that was reachable through its
+/// relays all along were dropped for a minute. A dial by record now asks the network.
+#[test]
+fn a_private_peer_is_dialled_through_the_record_it_stored_after_a_lookup_found_none() {
+    let mut lab = Private::new(17);
+    let (a, b) = (lab.a, lab.b);
+    let rest: Vec<HostId> = lab.relays[1..].iter().copied().chain([a]).collect();
+    lab.join(&rest);
+
+    // A asks for B's record before B joined: nothing is found (and cached).
+    let b_id = lab.mesh.id(b);
+    let query = lab
+        .mesh
+        .world
+        .with_machine(a, |node, now| node.find_peer_record(now, b_id));
+    let mut found = None;
+    let answered = lab.mesh.drive(Duration::from_secs(30), |_, host, event| {
+        if let Event::PeerRecord {
+            query: q, record, ..
+        } = event
+            && host == a
+            && q == query
+        {
+            found = Some(record);
+            return true;
+        }
+        false
+    });
+    assert!(answered, "A's lookup of B's record ended");
+    assert_eq!(found, Some(None), "B has no record before it joined");
+
+    // B joins, stores its record with two relays, and serves svc.echo.
+    lab.join(&[b]);
+    lab.mesh.register(b, "svc.echo", Default::default());
+    lab.mesh.settle(Duration::from_secs(2));
+
+    let result = lab.call_from_a();
+    assert_eq!(
+        result,
+        Ok(Bytes::from_static(b"ping")),
+        "A reaches B through its relay"
+    );
+}
