@@ -48,8 +48,15 @@
 //!   that cut it, stated as such (the old behaviour cannot be configured);
 //!   the target is one keep-alive per connection per 15 s (≤ 14).
 //!
+//! - **DHT at scale** (`--features sim`): the scenario of `examples/dht_scale.rs`
+//!   (10,000 nodes, 50 ms RTT, 5% loss, 10% churn, 1,000 lookups, seed 1), run
+//!   twice on the virtual clock: with the lookup as configured and, as the
+//!   baseline, with every candidate asked α at a time until the lookup stalls
+//!   (`near_margin` 0, the lookup before near candidates were asked at once).
+//!   Prints both runs' figures and `dht_scale_median_latency_vs_alpha_only`.
+//!
 //! Name sections on the command line to run only those (`cargo bench --bench
-//! node -- idle`): `memory`, `loopback`, `sim`, `idle`, `keepalive`.
+//! node -- idle`): `memory`, `loopback`, `sim`, `idle`, `keepalive`, `dht_scale`.
 //!
 //! Every node uses the defaults except that nothing runs in the background
 //! (no bootstrap retries or bucket refreshes) and the DHT's inbound request
@@ -113,6 +120,8 @@ struct Plan {
     keepalive_peers: (usize, usize),
     /// Virtual time over which the keep-alive bench counts the hub's datagrams.
     keepalive_span: Duration,
+    /// Nodes and lookups of the DHT scale bench.
+    dht_scale: (usize, usize),
 }
 
 /// A full run (`cargo bench`).
@@ -125,6 +134,7 @@ const FULL: Plan = Plan {
     idle_peers: 1000,
     keepalive_peers: (100, 100),
     keepalive_span: Duration::from_secs(120),
+    dht_scale: (10_000, 1000),
 };
 
 /// A smoke run (`cargo test --benches`).
@@ -137,6 +147,7 @@ const SMOKE: Plan = Plan {
     idle_peers: 10,
     keepalive_peers: (3, 3),
     keepalive_span: Duration::from_secs(30),
+    dht_scale: (300, 30),
 };
 
 /// Wall-clock time for `Node::new`.
@@ -791,6 +802,9 @@ fn main() {
     if wanted("keepalive") {
         keepalive_section(plan);
     }
+    if wanted("dht_scale") {
+        dht_scale_section(plan);
+    }
     println!("bench_seconds={:.1}", began.elapsed().as_secs_f64());
 }
 
@@ -844,6 +858,71 @@ fn sim_section(plan: &Plan) {
     }
     #[cfg(not(feature = "sim"))]
     println!("sim=skipped (run with --features sim)");
+}
+
+/// The DHT scale scenario with and without near candidates asked at once, when the
+/// simulator is built.
+#[cfg_attr(not(feature = "sim"), allow(unused_variables))]
+fn dht_scale_section(plan: &Plan) {
+    #[cfg(feature = "sim")]
+    {
+        use macula::dht::DhtConfig;
+        use macula::sim::dht_net::SimConfig;
+        use macula::sim::dht_scale::{Scale, ScaleConfig, ScaleReport};
+        let (nodes, lookups) = plan.dht_scale;
+        let run = |near_margin: u32| -> ScaleReport {
+            let config = ScaleConfig {
+                sim: SimConfig {
+                    nodes,
+                    rtt: Duration::from_millis(50),
+                    jitter: 0.1,
+                    loss: 0.05,
+                    join_spacing: Duration::from_millis(10),
+                    seed: 1,
+                    dht: DhtConfig {
+                        near_margin,
+                        ..DhtConfig::default()
+                    },
+                },
+                lookups,
+                stores: lookups.div_ceil(10),
+                churn: 0.1,
+                spacing: Duration::from_millis(5),
+            };
+            let mut scale = Scale::new(config, clock());
+            scale.bootstrap();
+            scale.run()
+        };
+        let print = |name: &str, r: &ScaleReport| {
+            println!("{name}_closest_found_rate={:.4}", r.closest_found_rate);
+            println!("{name}_k_overlap={:.4}", r.k_overlap);
+            println!("{name}_median_hops={}", r.median_hops);
+            println!("{name}_p90_hops={}", r.p90_hops);
+            println!("{name}_median_latency_ms={:.1}", r.median_latency_ms);
+            println!("{name}_p99_latency_ms={:.1}", r.p99_latency_ms);
+            println!("{name}_msgs_per_lookup={:.1}", r.msgs_per_lookup);
+            println!("{name}_store_quorum_rate={:.4}", r.store_quorum_rate);
+        };
+        println!("dht_scale_nodes={nodes}");
+        println!("dht_scale_lookups={lookups}");
+        let baseline = run(0);
+        print("dht_scale_alpha_only", &baseline);
+        let now = run(DhtConfig::default().near_margin);
+        print("dht_scale", &now);
+        println!(
+            "dht_scale_median_latency_vs_alpha_only={:.2}",
+            now.median_latency_ms / baseline.median_latency_ms
+        );
+        if plan.dht_scale == FULL.dht_scale {
+            let met = now.median_latency_ms <= 400.0;
+            println!(
+                "target_dht_scale_median_latency_le_400ms={}",
+                if met { "met" } else { "missed" }
+            );
+        }
+    }
+    #[cfg(not(feature = "sim"))]
+    println!("dht_scale=skipped (run with --features sim)");
 }
 
 /// `idle_datagrams_per_sec` measured on main at 912da19, before direct paths were kept

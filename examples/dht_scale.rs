@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release --features sim --example dht_scale -- --nodes N
 //! --lookups L --loss P --churn C --seed S [--stores M] [--rtt-ms R]
-//! [--refresh-below B] [--paths D]`
+//! [--refresh-below B] [--paths D] [--near-margin M]`
 //! prints one line of key=value figures (see issue 3).
 
 use std::time::{Duration, Instant};
@@ -51,6 +51,7 @@ fn main() {
             dht: DhtConfig {
                 bootstrap_refresh_below: arg(&args, "--refresh-below", 20usize),
                 disjoint_paths: arg(&args, "--paths", 1usize),
+                near_margin: arg(&args, "--near-margin", DhtConfig::default().near_margin),
                 ..DhtConfig::default()
             },
         },
@@ -67,13 +68,14 @@ fn main() {
     let r = scale.run();
     let lookup_s = wall.elapsed().as_secs_f64();
     println!(
-        "nodes={nodes} lookups={} closest_found_rate={:.4} k_overlap={:.4} median_hops={} p90_hops={} median_latency_ms={:.1} msgs_per_lookup={:.1} store_quorum_rate={:.4} bootstrap_s={bootstrap_s:.2} lookup_s={lookup_s:.2} max_rss_mb={:.0}",
+        "nodes={nodes} lookups={} closest_found_rate={:.4} k_overlap={:.4} median_hops={} p90_hops={} median_latency_ms={:.1} p99_latency_ms={:.1} msgs_per_lookup={:.1} store_quorum_rate={:.4} bootstrap_s={bootstrap_s:.2} lookup_s={lookup_s:.2} max_rss_mb={:.0}",
         r.lookups,
         r.closest_found_rate,
         r.k_overlap,
         r.median_hops,
         r.p90_hops,
         r.median_latency_ms,
+        r.p99_latency_ms,
         r.msgs_per_lookup,
         r.store_quorum_rate,
         max_rss_mb(),

@@ -38,6 +38,9 @@ impl Quorum {
     }
 }
 
+/// Default of [`DhtConfig::near_margin`].
+const NEAR_MARGIN: u32 = 1;
+
 /// Every DHT setting. [`Default`] gives the values of DESIGN.md.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DhtConfig {
@@ -49,6 +52,11 @@ pub struct DhtConfig {
     pub alpha: usize,
     /// Disjoint paths per lookup (S/Kademlia); 1 is a plain lookup.
     pub disjoint_paths: usize,
+    /// A lookup asks a candidate at once (up to k in flight) rather than α
+    /// at a time when it lies within this many times the distance where
+    /// the lookup's results are expected ([`super::NearRadius`], judged from
+    /// our own k closest neighbours); 0: α at a time until the lookup stalls.
+    pub near_margin: u32,
     /// Hard deadline of a request: this many times the peer's connection RTT...
     pub request_rtt_factor: u32,
     /// ...but at least this long...
@@ -132,6 +140,7 @@ impl Default for DhtConfig {
             k: 20,
             alpha: 3,
             disjoint_paths: 1,
+            near_margin: NEAR_MARGIN,
             request_rtt_factor: 6,
             request_timeout_floor: Duration::from_millis(100),
             request_timeout_cap: Duration::from_secs(5),

@@ -3,7 +3,10 @@
 //! Modelled on libp2p's `ClosestPeersIter`. The iterator keeps every
 //! candidate it has heard of, ordered by distance to the target, and says
 //! whom to ask next: at most α requests in flight, widened to k when the
-//! query stalls (α answers in a row that brought nothing closer). It takes
+//! query stalls (α answers in a row that brought nothing closer). A
+//! candidate inside the lookup's [`NearRadius`] (where its k closest are
+//! expected to lie) is asked at once, up to k in flight, without waiting
+//! for the stall: the lookup must hear from it anyway. It takes
 //! answers, failures and "unresponsive" marks from the caller, who owns the
 //! clocks: a peer past its per-peer deadline is marked unresponsive, which
 //! frees its slot, and can still answer late until its request fails for
@@ -28,6 +31,7 @@ use crate::scope::IpPrefix;
 
 use super::diversity::Diversity;
 use super::message::Contact;
+use super::near::NearRadius;
 
 /// Knobs of one lookup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +43,10 @@ pub struct LookupConfig {
     pub num_results: usize,
     /// Candidates one network may supply ([`Diversity::per_lookup`]).
     pub diversity: Diversity,
+    /// Candidates this close to the target are asked without waiting for
+    /// a slot among the α (at most k in flight); `None`: α for everyone
+    /// until the lookup stalls.
+    pub near: Option<NearRadius>,
 }
 
 impl Default for LookupConfig {
@@ -47,6 +55,7 @@ impl Default for LookupConfig {
             parallelism: 3,
             num_results: 20,
             diversity: Diversity::default(),
+            near: None,
         }
     }
 }
@@ -120,7 +129,7 @@ impl ClosestPeersIter {
             config: LookupConfig {
                 parallelism: config.parallelism.max(1),
                 num_results: config.num_results.max(1),
-                diversity: config.diversity,
+                ..config
             },
             candidates: BTreeMap::new(),
             phase: Phase::Iterating { no_progress: 0 },
@@ -183,12 +192,13 @@ impl ClosestPeersIter {
         }
     }
 
-    fn at_capacity(&self) -> bool {
-        let cap = match self.phase {
-            Phase::Stalled => self.config.parallelism.max(self.config.num_results),
-            _ => self.config.parallelism,
-        };
-        self.in_flight >= cap
+    /// Requests in flight allowed for near candidates, and for the others.
+    fn caps(&self) -> (usize, usize) {
+        let wide = self.config.parallelism.max(self.config.num_results);
+        match self.phase {
+            Phase::Stalled => (wide, wide),
+            _ => (wide, self.config.parallelism),
+        }
     }
 
     /// The next thing to do. Call it until it returns something other than
@@ -197,7 +207,8 @@ impl ClosestPeersIter {
         if self.phase == Phase::Finished {
             return LookupStep::Finished;
         }
-        let at_capacity = self.at_capacity();
+        let (near_cap, far_cap) = self.caps();
+        let full = self.in_flight >= near_cap;
         // Answers count towards the end only while no closer peer is still
         // awaited within its deadline.
         let mut answered = Some(0);
@@ -206,9 +217,9 @@ impl ClosestPeersIter {
         let mut ahead = 0;
         // Someone past its deadline may still answer late.
         let mut late = false;
-        for candidate in self.candidates.values_mut() {
+        for (distance, candidate) in self.candidates.iter_mut() {
             match candidate.state {
-                PeerState::Waiting if at_capacity => return LookupStep::AtCapacity,
+                PeerState::Waiting if full => return LookupStep::AtCapacity,
                 PeerState::Waiting => {
                     answered = None;
                     ahead += 1;
@@ -229,8 +240,12 @@ impl ClosestPeersIter {
                         return LookupStep::Finished;
                     }
                 }
-                PeerState::NotContacted if at_capacity => return LookupStep::AtCapacity,
                 PeerState::NotContacted => {
+                    let near = self.config.near.is_some_and(|r| r.contains(distance));
+                    // Farther candidates only come later: none can be asked.
+                    if self.in_flight >= if near { near_cap } else { far_cap } {
+                        return LookupStep::AtCapacity;
+                    }
                     candidate.state = PeerState::Waiting;
                     self.in_flight += 1;
                     return LookupStep::Contact(candidate.contact.clone());
@@ -384,6 +399,58 @@ mod tests {
         }
         assert_eq!(more, 4);
         assert_eq!(it.in_flight(), 4);
+    }
+
+    /// A lookup (α = 2, k = 4) from seeds `1..=count` whose radius takes in
+    /// the `near` closest; the seeds closest first.
+    fn near_lookup(count: u64, near: usize) -> (Vec<Contact>, ClosestPeersIter) {
+        let target = node(0);
+        let mut seeds: Vec<Contact> = (1..=count).map(|i| contact(node(i))).collect();
+        seeds.sort_by_key(|c| target.distance(&c.id));
+        let edge = target.distance(&seeds[near - 1].id);
+        let radius = NearRadius::estimate(&edge, 1, 1, 1).expect("a radius");
+        assert!(!radius.contains(&target.distance(&seeds[near].id)));
+        let config = LookupConfig {
+            near: Some(radius),
+            ..cfg(2, 4)
+        };
+        let it = ClosestPeersIter::new(target, config, seeds.clone());
+        (seeds, it)
+    }
+
+    /// Everyone the lookup asks now, in order.
+    fn ask_all(it: &mut ClosestPeersIter) -> Vec<NodeId> {
+        let mut asked = Vec::new();
+        while let LookupStep::Contact(c) = it.step() {
+            asked.push(c.id);
+        }
+        asked
+    }
+
+    fn ids(contacts: &[Contact]) -> Vec<NodeId> {
+        contacts.iter().map(|c| c.id).collect()
+    }
+
+    #[test]
+    fn near_candidates_are_asked_at_once_up_to_k() {
+        let (seeds, mut it) = near_lookup(30, 6);
+        // Four of the six near ones (k = 4), closest first; no far one.
+        let asked = ask_all(&mut it);
+        assert_eq!(asked, ids(&seeds[..4]));
+        assert_eq!(it.step(), LookupStep::AtCapacity);
+        // A slot frees up: the next near one takes it.
+        assert!(it.on_success(&asked[0], []));
+        assert_eq!(it.step(), LookupStep::Contact(seeds[4].clone()));
+    }
+
+    #[test]
+    fn far_candidates_still_wait_for_one_of_alpha() {
+        let (seeds, mut it) = near_lookup(30, 1);
+        // The near one and one far one: α = 2 in flight, as without a radius.
+        assert_eq!(ask_all(&mut it), ids(&seeds[..2]));
+        assert_eq!(it.step(), LookupStep::AtCapacity);
+        let mut plain = ClosestPeersIter::new(node(0), cfg(2, 4), seeds.clone());
+        assert_eq!(ask_all(&mut plain), ids(&seeds[..2]));
     }
 
     #[test]

@@ -33,6 +33,7 @@ use super::message::{
     Contact, ErrorCode, QueryId, RejectReason, Request, RequestId, Response, StoreStatus,
 };
 use super::metrics::DhtMetrics;
+use super::near::NearRadius;
 use super::requests::{ReplyError, RequestTable, rtt_deadline};
 use super::routing::{InsertOutcome, RoutingTable};
 use super::store::RecordStore;
@@ -475,6 +476,7 @@ impl Dht {
             parallelism: self.config.alpha,
             num_results,
             diversity: self.config.diversity,
+            near: self.near_radius(num_results),
         };
         let iter = DisjointPaths::new(target, config, self.config.disjoint_paths, seeds);
         let deadline = now + timeout;
@@ -493,6 +495,16 @@ impl Dht {
         );
         self.drive(now, q);
         q
+    }
+
+    /// Where the `n` closest nodes to a target are expected, judged from
+    /// our own k closest neighbours; `None` until the table holds k of them
+    /// (or with [`DhtConfig::near_margin`] 0).
+    fn near_radius(&self, n: usize) -> Option<NearRadius> {
+        let k = self.config.k;
+        let neighbours = self.table.closest(&self.local, k, None);
+        let kth = neighbours.get(k.checked_sub(1)?)?;
+        NearRadius::estimate(&self.local.distance(&kth.id), k, n, self.config.near_margin)
     }
 
     /// Looks up the k closest nodes to `target`; ends with

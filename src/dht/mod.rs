@@ -4,7 +4,8 @@
 //! and takes replies, failures and RTT samples; the Node carries the
 //! messages over pooled QUIC connections. Each job lives in its own module:
 //! [`routing`] (k-buckets), [`lookup`] (the closest-peers iterator),
-//! [`disjoint`] (S/Kademlia disjoint paths over it),
+//! [`disjoint`] (S/Kademlia disjoint paths over it), [`near`] (where a
+//! target's closest nodes are expected to lie),
 //! [`requests`] (correlation and deadlines), [`breaker`] (per-peer circuit
 //! breakers), [`crate::limiter`] (inbound budgets), [`store`] (records held for
 //! others, with quotas and eviction), [`diversity`] (how many contacts one
@@ -57,6 +58,7 @@ pub mod lookup;
 pub mod machine;
 pub mod message;
 pub mod metrics;
+pub mod near;
 pub mod requests;
 pub mod routing;
 pub mod store;
@@ -71,6 +73,7 @@ pub use message::{
     Contact, ErrorCode, QueryId, RejectReason, Request, RequestId, Response, StoreStatus,
 };
 pub use metrics::{DhtMetrics, LatencyHistogram};
+pub use near::NearRadius;
 pub use routing::{InsertOutcome, RoutingTable};
 pub use store::{Quota, RecordStore, StoreError, StoreLimits};
 

@@ -45,6 +45,8 @@ pub struct ScaleReport {
     pub p90_hops: f64,
     /// Median lookup duration (virtual ms).
     pub median_latency_ms: f64,
+    /// 99th percentile of the same.
+    pub p99_latency_ms: f64,
     /// Mean requests sent per lookup.
     pub msgs_per_lookup: f64,
     /// Share of stores that reached their quorum.
@@ -175,6 +177,7 @@ impl Scale {
         report.median_hops = quantile(&hops, 0.5);
         report.p90_hops = quantile(&hops, 0.9);
         report.median_latency_ms = quantile(&latency, 0.5);
+        report.p99_latency_ms = quantile(&latency, 0.99);
         report.msgs_per_lookup = msgs as f64 / lookups;
         report.store_quorum_rate = quorate as f64 / stores.max(1) as f64;
         report

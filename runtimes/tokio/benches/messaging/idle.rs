@@ -6,7 +6,8 @@
 //! spread over 15 s (so are the keep-alives, and a short span samples them fairly); the
 //! peers' NAT classes, handed to them, decide which punch (open peers: the punch
 //! succeeds on loopback) and which stay relayed (random symmetric peers against the
-//! hub's port-restricted class: the classes rule the punch out).
+//! hub's port-restricted class: the classes rule the punch out, and no node runs the
+//! birthday search, which on loopback, with no NAT in the way, would make them direct).
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -65,6 +66,9 @@ fn node(seed: u8, addr: SocketAddr, relay: bool) -> Node {
         RelayMode::Never
     };
     config.reach.auto_discover = false;
+    // The relayed peers (random symmetric class) stay relayed: no birthday search, which
+    // on loopback (no NAT) makes them direct, as the simulator's idle lab does.
+    config.upgrade.search = false;
     let r = &mut config.relay;
     (r.max_reservations, r.max_reservations_per_ip) = (1024, 1024);
     (
