@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,7 +18,7 @@ use macula::node::Event;
 use macula::path::RealPath;
 use macula::pubsub::{PubSubEvent, Topic};
 use macula::rpc::{CallId, CallOptions, RpcError};
-use macula::sim::{HostId, Mesh, completion, mirror};
+use macula::sim::{HostId, Link, Mesh, completion, mirror};
 
 /// How long a call waits here: long enough that a call failing fast shows
 /// the failover, not its timeout.
