@@ -765,6 +765,7 @@ impl Puncher {
             source,
             destination,
             payload,
+            segment_size: None,
             ttl,
         }));
     }
