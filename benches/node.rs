@@ -243,7 +243,9 @@ impl Driver {
                 // A datagram the kernel refuses is a lost packet: QUIC's
                 // loss recovery is the answer, as on any network.
                 Output::Transmit(transmit) => {
-                    let _ = self.socket.send_to(&transmit.payload, transmit.destination);
+                    for datagram in transmit.split(1) {
+                        let _ = self.socket.send_to(&datagram.payload, datagram.destination);
+                    }
                 }
                 Output::Event(event) => self.events.push(event),
                 // No hard NAT here: no birthday search asks for sockets.
@@ -588,12 +590,14 @@ impl Mesh {
             match output {
                 Output::Transmit(transmit) => {
                     if let Some(&to) = self.index.get(&transmit.destination) {
-                        let datagram = Datagram {
-                            local: transmit.destination,
-                            remote: local,
-                            payload: transmit.payload,
-                        };
-                        self.flights.push_back((to, datagram));
+                        for part in transmit.split(1) {
+                            let datagram = Datagram {
+                                local: part.destination,
+                                remote: local,
+                                payload: part.payload,
+                            };
+                            self.flights.push_back((to, datagram));
+                        }
                     }
                 }
                 Output::Event(event) => self.events.push((i, event)),

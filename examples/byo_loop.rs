@@ -118,7 +118,11 @@ impl Host {
                     if let Some(ttl) = transmit.ttl {
                         self.socket.set_ttl(ttl.into())?;
                     }
-                    let sent = self.socket.send_to(&transmit.payload, transmit.destination);
+                    // Several datagrams back to back (a segment size) are sent one by
+                    // one here; a GSO socket takes them in one call.
+                    let destination = transmit.destination;
+                    let sent = (transmit.clone().split(1))
+                        .try_for_each(|d| self.socket.send_to(&d.payload, destination).map(drop));
                     if transmit.ttl.is_some() {
                         self.socket.set_ttl(self.default_ttl)?;
                     }

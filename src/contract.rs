@@ -25,7 +25,8 @@ pub struct Datagram {
     pub payload: Bytes,
 }
 
-/// A UDP datagram the machine wants sent.
+/// One UDP datagram the machine wants sent, or several to one destination
+/// back to back ([`Transmit::segment_size`]), for one GSO send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
     /// The local address to send from, when it matters (`None`: the socket's
@@ -33,13 +34,68 @@ pub struct Transmit {
     pub source: Option<SocketAddr>,
     /// Where to send it.
     pub destination: SocketAddr,
-    /// The bytes.
+    /// The bytes: one datagram, or several when [`Transmit::segment_size`]
+    /// says so.
     pub payload: Bytes,
+    /// `Some(n)`: the payload is several datagrams of `n` bytes each, the last
+    /// one possibly shorter (a driver hands them to the OS in one GSO send, or
+    /// sends them one by one: [`Transmit::split`]). `None`: one datagram.
+    pub segment_size: Option<usize>,
     /// The IP TTL (hop limit) to send with, when it must differ from the
     /// socket's default: hole punching opens the local NAT mapping with probes
     /// that expire before reaching the peer's NAT. Drivers set it for this one
     /// datagram and restore the default after.
     pub ttl: Option<u8>,
+}
+
+impl Transmit {
+    /// One datagram.
+    pub fn single(source: Option<SocketAddr>, destination: SocketAddr, payload: Bytes) -> Self {
+        Self {
+            source,
+            destination,
+            payload,
+            segment_size: None,
+            ttl: None,
+        }
+    }
+
+    /// How many datagrams it holds.
+    pub fn datagram_count(&self) -> usize {
+        match self.segment_size {
+            Some(size) if size > 0 => self.payload.len().div_ceil(size),
+            _ => 1,
+        }
+    }
+
+    /// The same datagrams as transmits of at most `max_segments` datagrams
+    /// each (at least one), for a socket that takes no more in one send (1:
+    /// no GSO). The bytes are shared, not copied.
+    pub fn split(self, max_segments: usize) -> impl Iterator<Item = Transmit> {
+        let size = match self.segment_size {
+            Some(size) if size > 0 => size,
+            _ => self.payload.len().max(1),
+        };
+        let step = size.saturating_mul(max_segments.max(1));
+        let len = self.payload.len();
+        let mut offset = 0;
+        let mut first = true;
+        std::iter::from_fn(move || {
+            if offset >= len && !(first && len == 0) {
+                return None;
+            }
+            first = false;
+            let end = len.min(offset.saturating_add(step));
+            let payload = self.payload.slice(offset..end);
+            offset = end;
+            let segment_size = (payload.len() > size).then_some(size);
+            Some(Transmit {
+                payload,
+                segment_size,
+                ..self.clone()
+            })
+        })
+    }
 }
 
 /// Something that happened to a machine from outside.
@@ -265,4 +321,51 @@ pub trait Child {
     /// When the child next needs its timeout handled (the latest input's
     /// time while output is queued). `None`: no deadline.
     fn poll_timeout(&self) -> Option<Instant>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segmented(size: usize, len: usize) -> Transmit {
+        let payload = Bytes::from((0..len).map(|i| i as u8).collect::<Vec<_>>());
+        let mut transmit = Transmit::single(None, SocketAddr::from(([192, 0, 2, 1], 9)), payload);
+        transmit.segment_size = Some(size);
+        transmit
+    }
+
+    #[test]
+    fn a_split_keeps_every_byte_in_order_in_parts_of_at_most_the_segments_asked() {
+        let whole = segmented(4, 10);
+        assert_eq!(whole.datagram_count(), 3);
+        let parts: Vec<Transmit> = whole.clone().split(2).collect();
+        let shapes: Vec<_> = parts
+            .iter()
+            .map(|t| (t.payload.len(), t.segment_size))
+            .collect();
+        assert_eq!(shapes, [(8, Some(4)), (2, None)]);
+        let ones: Vec<Transmit> = whole.clone().split(1).collect();
+        let lens: Vec<usize> = ones.iter().map(|t| t.payload.len()).collect();
+        assert_eq!(lens, [4, 4, 2]);
+        let joined: Vec<u8> = ones.iter().flat_map(|t| t.payload.to_vec()).collect();
+        assert_eq!(joined, whole.payload.to_vec());
+        assert!(ones.iter().all(|t| t.destination == whole.destination));
+        assert_eq!(whole.clone().split(0).count(), 3, "0 reads as 1");
+        assert_eq!(whole.split(64).count(), 1);
+    }
+
+    #[test]
+    fn a_single_datagram_or_a_degenerate_segment_size_stays_one_datagram() {
+        let one = Transmit::single(None, SocketAddr::from(([192, 0, 2, 1], 9)), Bytes::new());
+        assert_eq!(one.datagram_count(), 1);
+        assert_eq!(
+            one.clone().split(1).count(),
+            1,
+            "an empty datagram is still sent"
+        );
+        let zero = segmented(0, 5);
+        assert_eq!(zero.datagram_count(), 1);
+        let parts: Vec<Transmit> = zero.split(1).collect();
+        assert_eq!((parts.len(), parts[0].payload.len()), (1, 5));
+    }
 }

@@ -19,7 +19,9 @@
 //! 1. feed one [`Input`] (a [`Datagram`], a [`Input::Timeout`], an address
 //!    change) stamped with the current time;
 //! 2. drain [`Machine::poll_output`] until it returns `None`: send each
-//!    [`Transmit`] (with its TTL, if set), hand each event to the application;
+//!    [`Transmit`] (with its TTL, if set; several datagrams in one GSO send
+//!    when it has a segment size, or one by one: [`Transmit::split`]), hand
+//!    each event to the application;
 //! 3. read [`Machine::poll_timeout`] and wait for the first of that deadline
 //!    or the next datagram, then go back to 1.
 //!
@@ -53,6 +55,7 @@
 //!                 source: Some(d.local),
 //!                 destination: d.remote,
 //!                 payload: d.payload,
+//!                 segment_size: None,
 //!                 ttl: None,
 //!             }));
 //!         }
@@ -152,6 +155,7 @@ pub mod pool;
 pub mod pubsub;
 pub mod quic;
 pub mod record;
+mod record_keys;
 pub mod relay;
 pub mod rpc;
 pub mod scope;

@@ -57,6 +57,11 @@ pub struct TransportSettings {
     pub connection_receive_window: u32,
     /// Bytes we buffer unacknowledged per connection (default 10 MiB).
     pub send_window: u64,
+    /// Datagrams a connection may write in one go (default 10): they leave
+    /// as one [`crate::Transmit`] with a segment size, which a driver hands
+    /// to the OS in one GSO send (or splits for a socket that takes fewer).
+    /// 0 reads as 1.
+    pub max_segments: usize,
 }
 
 impl Default for TransportSettings {
@@ -69,6 +74,7 @@ impl Default for TransportSettings {
             stream_receive_window: (5 << 20) / 4,
             connection_receive_window: 10 << 20,
             send_window: 10 << 20,
+            max_segments: 10,
         }
     }
 }

@@ -41,7 +41,9 @@ fn an_accepted_connection_is_answered_from_the_address_it_was_dialed_at() {
                 && t.destination == peer.addr
             {
                 sources.push(t.source);
-                peer.receive(now, &t.payload);
+                for datagram in t.split(1) {
+                    peer.receive(now, &datagram.payload);
+                }
             }
         }
         if round == 5 {

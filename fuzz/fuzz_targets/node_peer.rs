@@ -287,7 +287,11 @@ fn drain(node: &mut Node, now: Instant, peer: &mut Peer) {
 fn take(node: &mut Node, now: Instant, peer: &mut Peer, calls: &mut Vec<(InboundId, Bytes)>) {
     while let Some(output) = node.poll_output() {
         match output {
-            Output::Transmit(t) if t.destination == peer_addr() => peer.receive(now, t.payload),
+            Output::Transmit(t) if t.destination == peer_addr() => {
+                for datagram in t.split(1) {
+                    peer.receive(now, datagram.payload);
+                }
+            }
             Output::Event(Event::Rpc(RpcEvent::Request { id, payload, .. })) => {
                 calls.push((id, payload));
             }

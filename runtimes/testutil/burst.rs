@@ -30,6 +30,7 @@ impl Queue {
                 source: None,
                 destination: to,
                 payload: vec![n; len].into(),
+                segment_size: None,
                 ttl: (n == 6).then_some(9),
             })
         };

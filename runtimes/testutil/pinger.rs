@@ -49,6 +49,7 @@ impl Machine for Pinger {
                     source: None,
                     destination: d.remote,
                     payload: Bytes::from(vec![b'!', *n]),
+                    segment_size: None,
                     ttl: None,
                 })),
                 [b'!', n] => self.out.push_back(Output::Event(*n)),
@@ -64,6 +65,7 @@ impl Machine for Pinger {
                 source: None,
                 destination: peer,
                 payload: Bytes::from(vec![b'?', self.sent]),
+                segment_size: None,
                 ttl: (self.sent % 2 == 1).then_some(1),
             }));
             self.sent += 1;

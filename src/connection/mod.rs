@@ -25,7 +25,7 @@ pub use conn::{Bounds, Conn, PingVerdict, StreamRead, StreamTrouble};
 pub use phase::Phase;
 pub use silence::SilenceLimit;
 pub(crate) use silence::frames_received;
-pub(crate) use table::ConnTable;
+pub(crate) use table::{ConnTable, Segments};
 
 /// Stream code: a request whose answer did not come in time.
 pub const STREAM_TIMED_OUT: VarInt = VarInt::from_u32(0x100);

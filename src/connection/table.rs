@@ -22,6 +22,15 @@ use quinn_proto::ConnectionHandle;
 use super::Conn;
 use crate::collections::HashMap;
 
+/// Datagrams quinn wrote in one go for one destination: one, or several of
+/// `segment_size` bytes back to back (the last possibly shorter).
+pub(crate) struct Segments {
+    /// The bytes.
+    pub payload: Bytes,
+    /// `Some` when there are several.
+    pub segment_size: Option<usize>,
+}
+
 /// The Node's connections, with the dirty set and the deadline index.
 #[derive(Default)]
 pub(crate) struct ConnTable {
@@ -106,18 +115,23 @@ impl ConnTable {
 
     /// Hands every transmit of the connections driven since the last call
     /// to `send` (with quinn's destination, the path's virtual address, the
-    /// local IP quinn sends it from, when it knows one, and whether the
-    /// connection now awaits an acknowledgement of ack-eliciting frames: its
-    /// silence watch runs), brings their silence watch up to date, then files their deadlines
-    /// anew: quinn's timer, the CONNECT deadline, and for a connection that
-    /// `watch` gives a silence limit, the end of that silence. Returns how
+    /// datagrams, up to `max_segments` back to back with their segment size
+    /// when there are several, the local IP quinn sends them from, when it
+    /// knows one, and whether the connection now awaits an acknowledgement
+    /// of ack-eliciting frames: its silence watch runs), brings their
+    /// silence watch up to date, then files their deadlines anew: quinn's
+    /// timer, the CONNECT deadline, and for a connection that `watch` gives
+    /// a silence limit, the end of that silence. A transmit of several
+    /// datagrams is handed on in quinn's buffer, not copied. Returns how
     /// many connections that was.
     pub(crate) fn poll_transmits(
         &mut self,
         now: Instant,
-        mut send: impl FnMut(SocketAddr, Bytes, Option<IpAddr>, bool),
+        max_segments: usize,
+        mut send: impl FnMut(SocketAddr, Segments, Option<IpAddr>, bool),
         watch: impl Fn(&Conn) -> Option<Duration>,
     ) -> usize {
+        let max_segments = max_segments.max(1);
         let mut buf = Vec::new();
         let mut polled = Vec::new();
         let driven = std::mem::take(&mut self.driven);
@@ -128,11 +142,23 @@ impl ConnTable {
             };
             loop {
                 buf.clear();
-                let Some(transmit) = conn.quinn.poll_transmit(now, 1, &mut buf) else {
+                let Some(transmit) = conn.quinn.poll_transmit(now, max_segments, &mut buf) else {
                     break;
                 };
-                let packet = Bytes::copy_from_slice(&buf[..transmit.size]);
-                polled.push((transmit.destination, packet, transmit.src_ip));
+                buf.truncate(transmit.size);
+                let payload = match transmit.segment_size {
+                    // Several datagrams: quinn's buffer is handed on whole.
+                    Some(_) => Bytes::from(std::mem::take(&mut buf)),
+                    // One (a request, an ACK): a copy the packet's size
+                    // frees the buffer, which quinn sized for `max_segments`,
+                    // for the next poll.
+                    None => Bytes::copy_from_slice(&buf),
+                };
+                let segments = Segments {
+                    payload,
+                    segment_size: transmit.segment_size,
+                };
+                polled.push((transmit.destination, segments, transmit.src_ip));
             }
             conn.silence.observe(now, &conn.quinn.stats());
             let awaiting = conn.silence.running();

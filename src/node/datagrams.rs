@@ -10,7 +10,7 @@ use quinn_proto::{ConnectionHandle, DatagramEvent, Incoming};
 
 use super::{Node, silence};
 use crate::connection::admission::Verdict;
-use crate::connection::{Conn, frames_received};
+use crate::connection::{Conn, Segments, frames_received};
 use crate::contract::{Datagram, Output, Transmit};
 use crate::demux::{DatagramClass, classify};
 use crate::path::{PathTable, RealPath};
@@ -263,20 +263,25 @@ impl Node {
     }
 
     pub(super) fn push_endpoint_transmit(&mut self, transmit: &quinn_proto::Transmit, buf: &[u8]) {
-        let packet = Bytes::copy_from_slice(&buf[..transmit.size]);
-        self.send_packet(transmit.destination, packet, transmit.src_ip, false);
+        let segments = Segments {
+            payload: Bytes::copy_from_slice(&buf[..transmit.size]),
+            segment_size: transmit.segment_size,
+        };
+        self.send_packets(transmit.destination, segments, transmit.src_ip, false);
     }
 
-    /// Sends one QUIC packet to the real path of `virtual_addr`, from
-    /// `src_ip` (the IP the connection was reached at) when
-    /// [`super::local_addrs`] allows; packets to a path that is gone are
-    /// dropped (QUIC recovers or gives up). `awaiting_ack`: the packet's
-    /// connection awaits an acknowledgement of ack-eliciting frames, so a
-    /// watched direct path waits for a word back (a bare ACK elicits none).
-    fn send_packet(
+    /// Sends QUIC datagrams (one, or several of a segment size back to
+    /// back) to the real path of `virtual_addr`: as one transmit to a direct
+    /// path, from `src_ip` (the IP the connection was reached at) when
+    /// [`super::local_addrs`] allows, or one by one onto a relay circuit;
+    /// packets to a path that is gone are dropped (QUIC recovers or gives
+    /// up). `awaiting_ack`: the packets' connection awaits an
+    /// acknowledgement of ack-eliciting frames, so a watched direct path
+    /// waits for a word back (a bare ACK elicits none).
+    fn send_packets(
         &mut self,
         virtual_addr: SocketAddr,
-        packet: Bytes,
+        packets: Segments,
         src_ip: Option<IpAddr>,
         awaiting_ack: bool,
     ) {
@@ -289,15 +294,15 @@ impl Node {
                     Some(local) => Some(*local),
                     None => self.local_addrs.source(src_ip, destination),
                 };
-                self.out.push_back(Output::Transmit(Transmit {
-                    source,
-                    destination,
-                    payload: packet,
-                    ttl: None,
-                }));
+                let mut transmit = Transmit::single(source, destination, packets.payload);
+                transmit.segment_size = packets.segment_size;
+                self.out.push_back(Output::Transmit(transmit));
             }
             Some(RealPath::Relay { relay, circuit }) => {
-                self.send_on_circuit(relay, circuit, &packet)
+                let size = packets.segment_size.unwrap_or(packets.payload.len()).max(1);
+                for packet in packets.payload.chunks(size) {
+                    self.send_on_circuit(relay, circuit, packet);
+                }
             }
             None => {}
         }
@@ -316,10 +321,11 @@ impl Node {
         let send = |virtual_addr, packet, src_ip, awaiting| {
             packets.push((virtual_addr, packet, src_ip, awaiting))
         };
-        let polled = self.conns.poll_transmits(now, send, watch);
+        let max_segments = self.config.transport.max_segments;
+        let polled = self.conns.poll_transmits(now, max_segments, send, watch);
         self.counters.connection_polls += polled as u64;
-        for (virtual_addr, packet, src_ip, awaiting) in packets {
-            self.send_packet(virtual_addr, packet, src_ip, awaiting);
+        for (virtual_addr, segments, src_ip, awaiting) in packets {
+            self.send_packets(virtual_addr, segments, src_ip, awaiting);
         }
     }
 }

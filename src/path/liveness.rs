@@ -255,6 +255,7 @@ impl Liveness {
             source: self.local,
             destination: self.remote,
             payload,
+            segment_size: None,
             ttl: None,
         });
     }

@@ -32,7 +32,8 @@ use crate::contract::{Child, OutputQueue};
 use crate::directory::{
     AnnounceFailure, Announcements, Cached, DirectoryRequest, Found, LookupCache,
 };
-use crate::id::{NodeId, Realm, RecordKey, RecordKind};
+use crate::id::{NodeId, RecordKey, RecordKind};
+use crate::record_keys::RecordKeys;
 use crate::topic::{Pattern, Topic};
 use crate::wire::{ErrorCode, ErrorReply, Message, Publish, Reply, Subscribe, Unsubscribe};
 
@@ -74,7 +75,7 @@ impl PubSub {
             receiver: Receiver::new(config.receiver.clone()),
             next_epoch: config.first_epoch,
             subscriptions: Subscriptions {
-                realm: config.realm.clone(),
+                keys: RecordKeys::new(config.realm.clone(), RecordKind::Topic),
                 by_key: BTreeMap::new(),
             },
             waiting: VecDeque::new(),
@@ -499,14 +500,14 @@ fn announce_seed(local: &NodeId) -> u64 {
 /// The local subscriptions, by the key of their literal prefix.
 #[derive(Debug)]
 struct Subscriptions {
-    realm: Realm,
+    keys: RecordKeys,
     by_key: BTreeMap<RecordKey, BTreeSet<Pattern>>,
 }
 
 impl Subscriptions {
     /// The DHT key of a topic prefix.
     fn key(&self, prefix: &str) -> RecordKey {
-        RecordKey::new(&self.realm, RecordKind::Topic, prefix)
+        self.keys.key(prefix)
     }
 
     /// Our record value under `key`: every pattern we subscribe to there

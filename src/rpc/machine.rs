@@ -15,15 +15,16 @@ use super::{
 use crate::access::Authorize;
 use crate::contract::{Child, OutputQueue};
 use crate::directory::{AnnounceFailure, Announcements, Found};
-use crate::id::{NodeId, Realm, RecordKey, RecordKind};
+use crate::id::{NodeId, RecordKey, RecordKind};
 use crate::metrics::CacheCounts;
+use crate::record_keys::RecordKeys;
 use crate::topic::Topic;
 use crate::wire::{Call, ErrorReply, Reply};
 
 /// Both sides of RPC, with no I/O.
 #[derive(Debug)]
 pub struct Rpc {
-    realm: Realm,
+    keys: RecordKeys,
     caller: Caller,
     handler: Handler,
     registered: BTreeMap<String, RegisterOptions>,
@@ -39,7 +40,7 @@ impl Rpc {
             caller: Caller::new(&config),
             handler: Handler::new(&config),
             announcements: Announcements::new(config.seed),
-            realm: config.realm,
+            keys: RecordKeys::new(config.realm, RecordKind::Rpc),
             registered: BTreeMap::new(),
             outputs: OutputQueue::new(),
         }
@@ -73,7 +74,7 @@ impl Rpc {
 
     /// The DHT key of a procedure's provider records.
     fn key(&self, procedure: &Topic) -> RecordKey {
-        RecordKey::new(&self.realm, RecordKind::Rpc, procedure.as_str())
+        self.keys.key(procedure.as_str())
     }
 
     /// Starts a call of `procedure` that ends by `now + timeout`. Fails at

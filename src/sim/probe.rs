@@ -96,6 +96,7 @@ impl Probe {
             source: None,
             destination,
             payload: payload.into(),
+            segment_size: None,
             ttl,
         };
         self.plan.insert((at, self.scheduled), transmit);
@@ -114,6 +115,7 @@ impl Machine for Probe {
                         source: None,
                         destination: d.remote,
                         payload: Bytes::from(d.remote.to_string()),
+                        segment_size: None,
                         ttl: None,
                     }));
                 }

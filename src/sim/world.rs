@@ -597,19 +597,23 @@ where
         }
     }
 
-    /// Puts a host's transmit on its network.
+    /// Puts a host's transmit on its network, datagram by datagram (a
+    /// transmit of several segments is several packets on the wire).
     fn send(&mut self, id: HostId, transmit: Transmit) {
-        let host = &self.hosts[id.0];
-        let packet = Packet {
-            source: transmit.source.unwrap_or(host.addr),
-            destination: transmit.destination,
-            payload: transmit.payload,
-            ttl: transmit.ttl.unwrap_or(DEFAULT_TTL),
-        };
-        if !host.owns(packet.source) {
-            return self.drop(&packet, DropReason::BadSource);
+        for datagram in transmit.split(1) {
+            let host = &self.hosts[id.0];
+            let packet = Packet {
+                source: datagram.source.unwrap_or(host.addr),
+                destination: datagram.destination,
+                payload: datagram.payload,
+                ttl: datagram.ttl.unwrap_or(DEFAULT_TTL),
+            };
+            if !host.owns(packet.source) {
+                self.drop(&packet, DropReason::BadSource);
+                continue;
+            }
+            self.forward(host.net, Attachment::Host(id), packet);
         }
-        self.forward(host.net, Attachment::Host(id), packet);
     }
 
     /// Sends a packet from `from` across network `net` toward whoever owns

@@ -287,7 +287,8 @@ impl<M: Machine> Driver<M> {
             match output {
                 Output::Event(event) => self.events.push_back(event),
                 Output::Transmit(transmit) => {
-                    if let Some(full) = batcher.push(transmit, self.socket.max_segments()) {
+                    batcher.push(transmit, self.socket.max_segments());
+                    while let Some(full) = batcher.next_full() {
                         self.send(full);
                     }
                 }
@@ -300,7 +301,7 @@ impl<M: Machine> Driver<M> {
                 Output::Sockets(SocketRequest::Close(_)) => {}
             }
         }
-        if let Some(last) = batcher.finish() {
+        while let Some(last) = batcher.finish() {
             self.send(last);
         }
     }

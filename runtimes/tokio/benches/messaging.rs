@@ -42,9 +42,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use macula::dht::Mode;
 use macula::id::{Identity, Realm, RecordKey, RecordKind};
 use macula::node::{Event, Node, NodeConfig};
 use macula::pubsub::{Pattern, PubSubEvent, Topic};
+use macula::relay::RelayMode;
 use macula::rpc::{CallId, RegisterOptions, RpcEvent};
 use macula::secret::Secret;
 use macula::sim::{HostId, Link, World};
@@ -55,8 +57,14 @@ use tokio::task::JoinSet;
 
 #[path = "../../../benches/common/mod.rs"]
 mod common;
+#[path = "messaging/cpu.rs"]
+mod cpu;
 #[path = "messaging/idle.rs"]
 mod idle;
+#[path = "messaging/relay.rs"]
+mod relay;
+#[path = "messaging/streams.rs"]
+mod streams;
 use common::{
     Series, clock, micros, quinn_connect, quinn_exchange, quinn_pair, quinn_series, ratio,
     serve_quinn,
@@ -66,6 +74,10 @@ use common::{
 const PAYLOAD: usize = 64;
 /// The procedure the provider serves.
 const PROCEDURE: &str = "bench.echo";
+/// The procedure that takes the bulk request and answers with one byte.
+const SINK: &str = "bench.sink";
+/// Bytes of the bulk request.
+const BULK: usize = 64 << 20;
 /// The topic of the publish series.
 const TOPIC: &str = "bench.ticks";
 /// Publications at most in flight (published, not yet received): well
@@ -92,6 +104,14 @@ struct Plan {
     simulated: usize,
     /// The idle connections' measurement.
     idle: idle::Idle,
+    /// Sequential calls per series of the CPU measurement.
+    cpu_calls: usize,
+    /// Idle connections opened for its second series.
+    cpu_idle: usize,
+    /// Bulk requests (of [`BULK`] bytes) timed.
+    bulk: usize,
+    /// Bytes pushed through the relay and the plain UDP forwarder.
+    forwarded: u64,
 }
 
 /// A full run (`cargo bench`).
@@ -108,6 +128,10 @@ const FULL: Plan = Plan {
         relayed: 100,
         span: Duration::from_secs(10),
     },
+    cpu_calls: 3000,
+    cpu_idle: 1000,
+    bulk: 3,
+    forwarded: 64 << 20,
 };
 
 /// A smoke run (`cargo test --benches`).
@@ -124,6 +148,10 @@ const SMOKE: Plan = Plan {
         relayed: 3,
         span: Duration::from_secs(2),
     },
+    cpu_calls: 20,
+    cpu_idle: 5,
+    bulk: 1,
+    forwarded: 1 << 20,
 };
 
 /// Wall-clock time for `Node::new`.
@@ -142,12 +170,17 @@ fn payload() -> Bytes {
 }
 
 /// A node's settings here: the defaults, except that nothing runs in the
-/// background and the inbound request budget cannot throttle a loop.
+/// background, the inbound request budget cannot throttle a loop, the
+/// per-connection frame rate (`admission.frames_per_second`, 20,000 by
+/// default, which caps calls/s on one connection) is lifted, and an RPC
+/// payload may be as large as the bulk request.
 fn quiet(config: &mut NodeConfig) {
     config.dht.bootstrap_retries = 0;
     config.dht.bootstrap_refresh_below = 0;
     config.dht.inbound_burst = 1_000_000;
     config.dht.inbound_per_sec = 1_000_000;
+    config.admission.frames_per_second = 0;
+    config.rpc.max_payload = BULK;
 }
 
 /// Closes a connection as soon as its call is done, and keeps provider
@@ -175,31 +208,51 @@ struct Mesh {
     provider: MaculaNode,
     caller: MaculaNode,
     _seed: MaculaNode,
-    _registration: Registration,
+    _registrations: Vec<Registration>,
 }
 
-/// Seed, provider (serving [`PROCEDURE`]) and caller (set up by `tweak`),
-/// with the provider record spread.
-async fn mesh(tweak: impl FnOnce(&mut NodeConfig)) -> Mesh {
-    let seed = bind(|_| {}).await;
-    let provider = bind(|c| c.dht.cache_ttl = Duration::ZERO).await;
-    let caller = bind(tweak).await;
+/// Seed, provider (serving [`PROCEDURE`] and [`SINK`]) and caller, every
+/// one set up by `all`, the caller then by `tweak`, with the provider
+/// record spread.
+async fn mesh(all: fn(&mut NodeConfig), tweak: impl FnOnce(&mut NodeConfig)) -> Mesh {
+    let seed = bind(all).await;
+    let provider = bind(|c| {
+        all(c);
+        c.dht.cache_ttl = Duration::ZERO;
+    })
+    .await;
+    let caller = bind(|c| {
+        all(c);
+        tweak(c);
+    })
+    .await;
     for node in [&provider, &caller] {
         node.bootstrap(vec![seed.contact()])
             .await
             .expect("bootstrap");
     }
     let echo = |request: Request| async move { Ok(request.payload) };
-    let registration = provider
-        .register(PROCEDURE, ProcedureOptions::default(), echo)
-        .await
-        .expect("a registration");
+    let sink = |request: Request| async move {
+        Ok(Bytes::from(vec![u8::from(request.payload.len() == BULK)]))
+    };
+    let options = ProcedureOptions::default;
+    let registrations = vec![
+        provider
+            .register(PROCEDURE, options(), echo)
+            .await
+            .expect("a registration"),
+        provider
+            .register(SINK, options(), sink)
+            .await
+            .expect("a registration"),
+    ];
     spread(&provider, RecordKind::Rpc, PROCEDURE).await;
+    spread(&provider, RecordKind::Rpc, SINK).await;
     Mesh {
         provider,
         caller,
         _seed: seed,
-        _registration: registration,
+        _registrations: registrations,
     }
 }
 
@@ -229,32 +282,25 @@ async fn timed_call(caller: &MaculaNode) -> Duration {
     elapsed
 }
 
-/// What the loopback run over pooled connections measured.
-struct Pooled {
-    rpc: Series,
-    calls_per_sec: f64,
-    publishes_per_sec: f64,
-    publishes_dropped: u64,
-}
-
-/// Sequential calls, concurrent calls and publications over pooled
-/// connections.
-async fn pooled(plan: &Plan) -> Pooled {
-    let mesh = mesh(|_| {}).await;
-    let caller = &mesh.caller;
+/// Sequential calls over the pooled connection, after a warm-up.
+async fn sequential(plan: &Plan, mesh: &Mesh) -> Series {
     for _ in 0..plan.warmup {
-        timed_call(caller).await;
+        timed_call(&mesh.caller).await;
     }
     let mut samples = Vec::with_capacity(plan.calls);
     for _ in 0..plan.calls {
-        samples.push(timed_call(caller).await);
+        samples.push(timed_call(&mesh.caller).await);
     }
+    Series(samples)
+}
 
+/// Calls/s with [`Plan::in_flight`] tasks calling at once.
+async fn throughput(plan: &Plan, mesh: &Mesh) -> f64 {
     let per_task = plan.throughput_calls / plan.in_flight;
     let start = clock();
     let mut tasks = JoinSet::new();
     for _ in 0..plan.in_flight {
-        let caller = caller.clone();
+        let caller = mesh.caller.clone();
         tasks.spawn(async move {
             for _ in 0..per_task {
                 timed_call(&caller).await;
@@ -262,15 +308,29 @@ async fn pooled(plan: &Plan) -> Pooled {
         });
     }
     tasks.join_all().await;
-    let calls_per_sec = (per_task * plan.in_flight) as f64 / start.elapsed().as_secs_f64();
+    (per_task * plan.in_flight) as f64 / start.elapsed().as_secs_f64()
+}
 
-    let (publishes_per_sec, publishes_dropped) = publish(plan, &mesh).await;
-    Pooled {
-        rpc: Series(samples),
-        calls_per_sec,
-        publishes_per_sec,
-        publishes_dropped,
+/// The best of `plan.bulk` calls of [`BULK`] bytes to [`SINK`], in MB/s
+/// (10^6 bytes): the node has no streamed-RPC API, so the request is one
+/// payload in memory, which the core streams on a QUIC stream of its own
+/// (`src/wire/streamed.rs`) and the provider reassembles before its handler runs.
+async fn bulk(plan: &Plan, mesh: &Mesh) -> f64 {
+    let request = Bytes::from(vec![0x5a; BULK]);
+    let mut best: f64 = 0.0;
+    for _ in 0..plan.bulk {
+        let start = clock();
+        let options = CallOptions::with_timeout(Duration::from_secs(120));
+        let reply = mesh.caller.call(SINK, request.clone(), options).await;
+        let rate = BULK as f64 / start.elapsed().as_secs_f64() / 1e6;
+        assert_eq!(
+            &reply.expect("the bulk call succeeds")[..],
+            [1],
+            "all of it arrived"
+        );
+        best = best.max(rate);
     }
+    best
 }
 
 /// The caller publishes `plan.publishes` messages to a subscription on the
@@ -310,7 +370,7 @@ async fn publish(plan: &Plan, mesh: &Mesh) -> (f64, u64) {
 
 /// Calls from a caller that dials anew for every call.
 async fn new_connection(plan: &Plan) -> Series {
-    let mesh = mesh(fresh_connections).await;
+    let mesh = mesh(|_| {}, fresh_connections).await;
     let caller = &mesh.caller;
     let warmup = plan.warmup.min(10);
     let mut samples = Vec::with_capacity(plan.fresh);
@@ -333,6 +393,8 @@ struct Floor {
     rpc: Series,
     new_connection: Series,
     calls_per_sec: f64,
+    publishes_per_sec: f64,
+    bulk_mb_s: f64,
 }
 
 /// Plain quinn: the same payload echoed, one stream per request.
@@ -366,10 +428,18 @@ async fn quinn_floor(plan: &Plan) -> Floor {
     tasks.join_all().await;
     let calls_per_sec = (per_task * plan.in_flight) as f64 / start.elapsed().as_secs_f64();
     conn.close(0u32.into(), b"done");
+
+    let publishes_per_sec = streams::quinn_publish(plan.publishes, 8, WINDOW).await;
+    let mut bulk_mb_s: f64 = 0.0;
+    for _ in 0..plan.bulk {
+        bulk_mb_s = bulk_mb_s.max(streams::quinn_bulk(BULK).await);
+    }
     Floor {
         rpc,
         new_connection,
         calls_per_sec,
+        publishes_per_sec,
+        bulk_mb_s,
     }
 }
 
@@ -379,28 +449,88 @@ async fn quinn_floor(plan: &Plan) -> Floor {
 /// with 50 ms RTT between hosts.
 struct Sim {
     world: World<Node>,
+    seed: HostId,
     provider: HostId,
     caller: HostId,
 }
 
 impl Sim {
+    /// Every host on a link of 12.5 ms each way.
     fn new(tweak: impl FnOnce(&mut NodeConfig)) -> Self {
+        let link = Link::with_latency(Duration::from_micros(12_500));
+        let mut tweak = Some(tweak);
+        Self::build([link; 3], |n, config| {
+            if n == 3
+                && let Some(tweak) = tweak.take()
+            {
+                tweak(config);
+            }
+        })
+    }
+
+    /// Seed, provider and caller for the relayed-against-direct comparison:
+    /// the seed is a relay on a link without delay, so the path through it
+    /// takes as long as the direct one (12.5 ms each way per host link, 50
+    /// ms RTT both ways); the caller is a DHT client (so the provider never
+    /// dials it for the DHT), nobody runs NAT discovery, and nobody upgrades
+    /// a relayed connection. Unless `relayed`, the seed relays nothing and
+    /// the caller dials the provider (a DHT server) directly; when
+    /// `relayed`, the provider is a DHT client too, both reserve on the seed and the caller dials the provider
+    /// through the seed before the first call; the caller's connection to
+    /// the provider is then relayed, which this checks.
+    fn relay_pair(relayed: bool) -> Self {
+        let link = Link::with_latency(Duration::from_micros(12_500));
+        let links = [Link::with_latency(Duration::ZERO), link, link];
+        let mut sim = Self::build(links, |n, config| {
+            config.upgrade.auto = false;
+            config.reach.auto_discover = false;
+            match n {
+                1 if relayed => config.relay.mode = RelayMode::Always,
+                1 => config.relay.mode = RelayMode::Never,
+                2 if !relayed => {} // a DHT server: its record names its address
+                _ => config.dht.mode = Mode::Client,
+            }
+        });
+        if relayed {
+            let seed = sim.world.machine(sim.seed).contact();
+            let provider = sim.world.machine(sim.provider).node_id();
+            for host in [sim.provider, sim.caller] {
+                let relay = seed.clone();
+                sim.world
+                    .with_machine(host, |node, now| node.reserve(now, relay));
+            }
+            sim.settle();
+            sim.world.with_machine(sim.caller, |node, now| {
+                node.dial_via_relay(now, seed, provider)
+            });
+            sim.settle();
+        }
+        sim.call(); // looks the provider up and connects
+        let kinds = sim.world.machine(sim.caller).connection_kinds();
+        let relay = sim.world.machine(sim.seed).relay_counters();
+        let relays = sim.world.machine(sim.provider).reserved_relays().len();
+        assert_eq!(
+            kinds.1,
+            usize::from(relayed),
+            "relayed connections: {kinds:?}; provider reserved on {relays}; relay {relay:?}"
+        );
+        sim
+    }
+
+    /// Seed, provider and caller on `links`, each set up by `configure`
+    /// (with its number: 1, 2, 3); the provider serves [`PROCEDURE`].
+    fn build(links: [Link; 3], mut configure: impl FnMut(u8, &mut NodeConfig)) -> Self {
         let start = clock();
         let mut world = World::new(11, start);
         let internet = world.internet();
-        let link = Link::with_latency(Duration::from_micros(12_500));
-        let mut tweak = Some(tweak);
         let hosts: Vec<HostId> = (1..=3u8)
-            .map(|n| {
+            .zip(links)
+            .map(|(n, link)| {
                 let addr = SocketAddr::from(([198, 51, 100, n], 4433));
                 let mut config = NodeConfig::new(realm());
                 config.listen_addrs = vec![addr];
                 quiet(&mut config);
-                if n == 3
-                    && let Some(tweak) = tweak.take()
-                {
-                    tweak(&mut config);
-                }
+                configure(n, &mut config);
                 let identity = Identity::from_seed([n; 32]);
                 let node = Node::new(
                     config,
@@ -419,6 +549,7 @@ impl Sim {
         }
         let mut sim = Self {
             world,
+            seed: hosts[0],
             provider: hosts[1],
             caller: hosts[2],
         };
@@ -541,7 +672,101 @@ fn simulated(plan: &Plan) -> (Series, Series, Series) {
     (Series(pooled), Series(new_connection), Series(published))
 }
 
+/// Calls over a relayed connection and over a direct one, at equal path
+/// RTT ([`Sim::relay_pair`]), in the simulator.
+fn relayed_and_direct(plan: &Plan) -> (Series, Series) {
+    let series = |relayed| {
+        let mut sim = Sim::relay_pair(relayed);
+        Series((0..plan.simulated).map(|_| sim.call()).collect())
+    };
+    (series(true), series(false))
+}
+
 // ---- the report ---------------------------------------------------------------
+
+/// The parts of a run: those named after `--` on the command line (`rpc`,
+/// `publish`, `bulk`, `cpu`, `fresh`, `quinn`, `idle`, `sim`; to profile
+/// one), or all of them. A ratio is printed when both its sides ran.
+struct Parts(Vec<String>);
+
+impl Parts {
+    fn from_args() -> Self {
+        Self(
+            std::env::args()
+                .skip(1)
+                .filter(|a| !a.starts_with('-'))
+                .collect(),
+        )
+    }
+
+    fn run(&self, part: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|p| p == part)
+    }
+}
+
+/// `met` or `missed`.
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "missed" }
+}
+
+/// Prints `NAME_vs_quinn` (a ratio to the quinn floor) and whether it is at
+/// least the target (`target_NAME_ge_LABEL_quinn`).
+fn at_least(name: &str, ratio: f64, (target, label): (f64, &str)) {
+    println!("{name}_vs_quinn={ratio:.2}");
+    println!(
+        "target_{name}_ge_{label}_quinn={}",
+        verdict(ratio >= target)
+    );
+}
+
+/// What the loopback parts measured (each `None` when it did not run).
+#[derive(Default)]
+struct Loopback {
+    rpc: Option<(Series, f64)>,
+    publish: Option<(f64, u64)>,
+    bulk: Option<f64>,
+    cpu: Option<cpu::CpuReport>,
+    fresh: Option<Series>,
+    floor: Option<Floor>,
+    idle: Option<idle::IdleReport>,
+    forwarding: Option<(relay::Forwarding, relay::Forwarding)>,
+}
+
+async fn loopback(plan: &Plan, parts: &Parts) -> Loopback {
+    let mut out = Loopback::default();
+    if ["rpc", "publish", "bulk"].iter().any(|p| parts.run(p)) {
+        let mesh = mesh(|_| {}, |_| {}).await;
+        if parts.run("rpc") {
+            let series = sequential(plan, &mesh).await;
+            out.rpc = Some((series, throughput(plan, &mesh).await));
+        }
+        if parts.run("publish") {
+            out.publish = Some(publish(plan, &mesh).await);
+        }
+        if parts.run("bulk") {
+            out.bulk = Some(bulk(plan, &mesh).await);
+        }
+    }
+    if parts.run("cpu") {
+        out.cpu = Some(cpu::per_call_cpu(plan.cpu_calls, plan.cpu_idle, plan.warmup).await);
+    }
+    if parts.run("fresh") {
+        out.fresh = Some(new_connection(plan).await);
+    }
+    if parts.run("quinn") {
+        out.floor = Some(quinn_floor(plan).await);
+    }
+    if parts.run("idle") {
+        out.idle = Some(idle::idle(&plan.idle).await);
+    }
+    if parts.run("relay") {
+        let through_relay = relay::relay(plan.forwarded).await;
+        let forwarded = plan.forwarded;
+        let plain = tokio::task::spawn_blocking(move || relay::udp(forwarded)).await;
+        out.forwarding = Some((through_relay, plain.expect("the UDP forwarder runs")));
+    }
+    out
+}
 
 fn main() {
     let plan = if std::env::args().any(|a| a == "--bench") {
@@ -549,74 +774,125 @@ fn main() {
     } else {
         &SMOKE
     };
+    let parts = Parts::from_args();
     let began = clock();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let (pooled, fresh, floor, idle) = runtime.block_on(async {
-        let pooled = pooled(plan).await;
-        let fresh = new_connection(plan).await;
-        let floor = quinn_floor(plan).await;
-        let idle = idle::idle(&plan.idle).await;
-        (pooled, fresh, floor, idle)
-    });
+    let run = runtime.block_on(loopback(plan, &parts));
     drop(runtime);
 
     println!("payload_bytes={PAYLOAD}");
-    pooled.rpc.print("rpc");
-    fresh.print("rpc_new_conn");
-    floor.rpc.print("quinn");
-    floor.new_connection.print("quinn_new_conn");
-    println!("rpc_in_flight={}", plan.in_flight);
-    println!("rpc_calls_per_sec={:.0}", pooled.calls_per_sec);
-    println!("quinn_calls_per_sec={:.0}", floor.calls_per_sec);
-    println!(
-        "rpc_calls_per_sec_vs_quinn={:.2}",
-        pooled.calls_per_sec / floor.calls_per_sec
-    );
-    println!("publish_window={WINDOW}");
-    println!("publish_messages_per_sec={:.0}", pooled.publishes_per_sec);
-    println!("publish_dropped={}", pooled.publishes_dropped);
-    println!("idle_direct_connections={}", idle.kinds.0.saturating_sub(1));
-    println!("idle_relayed_connections={}", idle.kinds.1);
-    println!("idle_seconds={}", plan.idle.span.as_secs());
-    println!("idle_datagrams_per_sec={:.2}", idle.per_sec);
-    // Over UDP it was not measured before the change; the simulator's figure then was
-    // 21.8 (cargo bench --bench node --features sim -- keepalive).
-    println!(
-        "target_idle_datagrams_per_sec_le_14={}",
-        if idle.per_sec <= 14.0 {
-            "met"
-        } else {
-            "missed"
-        }
-    );
-
     let p50 = |s: &Series| micros(s.quantile(0.5));
-    let vs_quinn = p50(&pooled.rpc) / p50(&floor.rpc);
-    println!("rpc_p50_vs_quinn={vs_quinn:.2}");
-    let met = |ok: bool| if ok { "met" } else { "missed" };
-    println!("target_rpc_p50_le_2x_quinn={}", met(vs_quinn <= 2.0));
-    let conn_per_msg = p50(&fresh) / p50(&pooled.rpc);
-    println!("conn_per_msg_vs_pooled={conn_per_msg:.2}");
-    println!(
-        "target_conn_per_msg_ge_30x_pooled={}",
-        met(conn_per_msg >= 30.0)
-    );
-    ratio("ratio_rpc_over_quinn", &pooled.rpc, &floor.rpc, None);
-    ratio(
-        "ratio_rpc_new_conn_over_quinn_new_conn",
-        &fresh,
-        &floor.new_connection,
-        None,
-    );
+    if let Some((rpc, calls_per_sec)) = &run.rpc {
+        rpc.print("rpc");
+        println!("rpc_in_flight={}", plan.in_flight);
+        println!("rpc_calls_per_sec={calls_per_sec:.0}");
+    }
+    if let Some(fresh) = &run.fresh {
+        fresh.print("rpc_new_conn");
+    }
+    if let Some(floor) = &run.floor {
+        floor.rpc.print("quinn");
+        floor.new_connection.print("quinn_new_conn");
+        println!("quinn_calls_per_sec={:.0}", floor.calls_per_sec);
+        println!(
+            "quinn_publish_messages_per_sec={:.0}",
+            floor.publishes_per_sec
+        );
+        println!("quinn_bulk_mb_s={:.1}", floor.bulk_mb_s);
+    }
+    if let (Some((rpc, calls_per_sec)), Some(floor)) = (&run.rpc, &run.floor) {
+        at_least(
+            "rpc_calls_per_sec",
+            calls_per_sec / floor.calls_per_sec,
+            (1.0, "1x"),
+        );
+        let vs_quinn = p50(rpc) / p50(&floor.rpc);
+        println!("rpc_p50_vs_quinn={vs_quinn:.2}");
+        println!("target_rpc_p50_le_1_2x_quinn={}", verdict(vs_quinn <= 1.2));
+        ratio("ratio_rpc_over_quinn", rpc, &floor.rpc, None);
+    }
+    if let Some((per_sec, dropped)) = run.publish {
+        println!("publish_window={WINDOW}");
+        println!("publish_messages_per_sec={per_sec:.0}");
+        println!("publish_dropped={dropped}");
+        if let Some(floor) = &run.floor {
+            at_least("publish", per_sec / floor.publishes_per_sec, (0.8, "0_8x"));
+        }
+    }
+    if let Some(mb_s) = run.bulk {
+        println!("bulk_bytes={BULK}");
+        println!("bulk_rpc_request_mb_s={mb_s:.1}");
+        if let Some(floor) = &run.floor {
+            at_least("bulk", mb_s / floor.bulk_mb_s, (0.8, "0_8x"));
+        }
+    }
+    if let Some(cpu) = &run.cpu {
+        println!("cpu_calls={}", plan.cpu_calls);
+        println!("cpu_few_connections={}", cpu.few);
+        println!("cpu_many_connections={}", cpu.many);
+        println!("cpu_per_call_few_us={:.1}", cpu.few_us);
+        println!("cpu_per_call_many_us={:.1}", cpu.many_us);
+        let ratio = cpu.many_us / cpu.few_us;
+        println!("per_call_cpu_1000_vs_1_conns={ratio:.2}");
+        println!("target_per_call_cpu_le_1_2x={}", verdict(ratio <= 1.2));
+    }
+    if let (Some(fresh), Some((rpc, _))) = (&run.fresh, &run.rpc) {
+        let conn_per_msg = p50(fresh) / p50(rpc);
+        println!("conn_per_msg_vs_pooled={conn_per_msg:.2}");
+        println!(
+            "target_conn_per_msg_ge_30x_pooled={}",
+            verdict(conn_per_msg >= 30.0)
+        );
+    }
+    if let (Some(fresh), Some(floor)) = (&run.fresh, &run.floor) {
+        let name = "ratio_rpc_new_conn_over_quinn_new_conn";
+        ratio(name, fresh, &floor.new_connection, None);
+    }
+    if let Some(idle) = &run.idle {
+        println!("idle_direct_connections={}", idle.kinds.0.saturating_sub(1));
+        println!("idle_relayed_connections={}", idle.kinds.1);
+        println!("idle_seconds={}", plan.idle.span.as_secs());
+        println!("idle_datagrams_per_sec={:.2}", idle.per_sec);
+        // Over UDP it was not measured before the change; the simulator's figure then was
+        // 21.8 (cargo bench --bench node --features sim -- keepalive).
+        println!(
+            "target_idle_datagrams_per_sec_le_14={}",
+            verdict(idle.per_sec <= 14.0)
+        );
+    }
 
-    let (sim_rpc, sim_fresh, sim_publish) = simulated(plan);
-    sim_rpc.print("sim_50ms_rtt_rpc");
-    sim_fresh.print("sim_50ms_rtt_rpc_new_conn");
-    sim_publish.print("sim_50ms_rtt_publish_delivery");
-    ratio("sim_ratio_new_conn_over_pooled", &sim_fresh, &sim_rpc, None);
+    if parts.run("sim") {
+        let (sim_rpc, sim_fresh, sim_publish) = simulated(plan);
+        sim_rpc.print("sim_50ms_rtt_rpc");
+        sim_fresh.print("sim_50ms_rtt_rpc_new_conn");
+        sim_publish.print("sim_50ms_rtt_publish_delivery");
+        ratio("sim_ratio_new_conn_over_pooled", &sim_fresh, &sim_rpc, None);
+    }
+    if let Some((through_relay, plain)) = &run.forwarding {
+        println!("relay_forward_mb_s={:.1}", through_relay.mb_s);
+        println!(
+            "relay_forward_mb_per_cpu_s={:.1}",
+            through_relay.mb_per_cpu_s
+        );
+        println!("udp_forward_mb_s={:.1}", plain.mb_s);
+        println!("udp_forward_mb_per_cpu_s={:.1}", plain.mb_per_cpu_s);
+        let per_core = through_relay.mb_per_cpu_s / plain.mb_per_cpu_s;
+        println!("relay_forward_per_core_vs_udp={per_core:.2}");
+    }
+    if parts.run("relay") {
+        let (relayed, direct) = relayed_and_direct(plan);
+        relayed.print("sim_relayed_rpc");
+        direct.print("sim_direct_rpc");
+        let vs = p50(&relayed) / p50(&direct);
+        println!("relayed_vs_direct_rpc_p50={vs:.2}");
+        println!(
+            "target_relayed_vs_direct_rpc_p50_le_1_5={}",
+            verdict(vs <= 1.5)
+        );
+    }
     println!("bench_seconds={:.1}", began.elapsed().as_secs_f64());
 }

@@ -121,7 +121,8 @@ impl<M: Machine> Driver<M> {
                     self.send_extra(&transmit);
                 }
                 Output::Transmit(transmit) => {
-                    if let Some(full) = batcher.push(transmit, self.socket.max_segments()) {
+                    batcher.push(transmit, self.socket.max_segments());
+                    while let Some(full) = batcher.next_full() {
                         self.send(&full).await;
                     }
                 }
@@ -135,7 +136,7 @@ impl<M: Machine> Driver<M> {
                 Output::Sockets(SocketRequest::Close(addrs)) => self.extra.close(&addrs),
             }
         }
-        if let Some(last) = batcher.finish() {
+        while let Some(last) = batcher.finish() {
             self.send(&last).await;
         }
     }

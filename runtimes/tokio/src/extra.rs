@@ -113,7 +113,8 @@ impl ExtraSockets {
     }
 
     /// Sends `transmit` from the extra socket its source names, with its TTL for this one
-    /// datagram; a full send buffer drops it (probes are retried, QUIC recovers).
+    /// datagram (its datagrams one by one, when it holds several); a full send buffer
+    /// drops it (probes are retried, QUIC recovers).
     pub(crate) fn send(&self, transmit: &Transmit) -> io::Result<()> {
         let socket = (self.sockets.iter())
             .find(|(local, _)| Some(*local) == transmit.source)
@@ -123,14 +124,18 @@ impl ExtraSockets {
         // reactor has seen the socket writable once.
         let sock = SockRef::from(socket);
         let destination = SockAddr::from(canonical(transmit.destination));
+        let send = || {
+            (transmit.clone().split(1))
+                .try_for_each(|datagram| sock.send_to(&datagram.payload, &destination).map(drop))
+        };
         let Some(ttl) = transmit.ttl else {
-            return sock.send_to(&transmit.payload, &destination).map(drop);
+            return send();
         };
         let default = sock.ttl_v4()?;
         sock.set_ttl_v4(u32::from(ttl))?;
-        let sent = sock.send_to(&transmit.payload, &destination);
+        let sent = send();
         sock.set_ttl_v4(default)?;
-        sent.map(drop)
+        sent
     }
 }
 
@@ -158,6 +163,7 @@ mod tests {
             source: Some(opened[1]),
             destination: peer.local_addr().unwrap(),
             payload: Bytes::from_static(b"probe"),
+            segment_size: None,
             ttl: Some(3),
         };
         extra.send(&transmit).unwrap();

@@ -24,6 +24,7 @@ fn transmit(to: SocketAddr, payload: Vec<u8>, ttl: Option<u8>) -> Transmit {
         source: None,
         destination: to,
         payload: Bytes::from(payload),
+        segment_size: None,
         ttl,
     }
 }
@@ -139,11 +140,8 @@ fn a_gso_batch_arrives_as_a_gro_read_split_into_its_datagrams() {
     let to = receiver.local_addr();
     for n in 0..5u8 {
         let len = if n == 4 { 40 } else { 100 };
-        assert!(
-            batcher
-                .push(transmit(to, vec![n; len], None), segments)
-                .is_none()
-        );
+        batcher.push(transmit(to, vec![n; len], None), segments);
+        assert!(batcher.next_full().is_none());
     }
     let batch = batcher.finish().unwrap();
     assert_eq!((batch.count(), batch.segment_size()), (5, Some(100)));
@@ -209,4 +207,35 @@ fn a_send_the_os_refuses_is_counted_against_its_datagrams_and_returned() {
     // The refused send with its own TTL left the default in place.
     let default = UdpSocket::bind("127.0.0.1:0").unwrap().ttl().unwrap();
     assert_eq!(sender.io().ttl().unwrap(), default);
+}
+
+#[test]
+fn one_segmented_transmit_leaves_in_one_send_and_arrives_as_its_datagrams() {
+    let (sender, receiver) = (base("127.0.0.1:0"), base("127.0.0.1:0"));
+    let segments = sender.max_segments();
+    assert!(segments > 1, "this CI host offers GSO");
+    // Three of 100 bytes and a last one of 40, as a machine hands them over.
+    let mut payload: Vec<u8> = (0..3u8).flat_map(|n| vec![n; 100]).collect();
+    payload.extend(vec![3; 40]);
+    let mut whole = transmit(receiver.local_addr(), payload, None);
+    whole.segment_size = Some(100);
+    let mut batcher = Batcher::default();
+    batcher.push(whole, segments);
+    let batch = batcher.finish().unwrap();
+    assert!(batcher.finish().is_none());
+    assert_eq!((batch.count(), batch.segment_size()), (4, Some(100)));
+    send(&sender, &batch).unwrap();
+
+    let (got, _) = receive(&receiver, 4, 4);
+    let payloads: Vec<(u8, usize)> = got
+        .iter()
+        .map(|(d, _)| (d.payload[0], d.payload.len()))
+        .collect();
+    assert_eq!(payloads, [(0, 100), (1, 100), (2, 100), (3, 40)]);
+    let sent = SocketCounts {
+        datagrams_sent: 4,
+        send_calls: 1,
+        ..SocketCounts::default()
+    };
+    assert_eq!(sender.counters().snapshot(), sent);
 }

@@ -645,6 +645,7 @@ impl PortMapper {
                 source: None,
                 destination,
                 payload: Bytes::from(payload),
+                segment_size: None,
                 ttl: None,
             }));
         }

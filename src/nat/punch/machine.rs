@@ -780,6 +780,7 @@ impl Puncher {
             source,
             destination,
             payload,
+            segment_size: None,
             ttl,
         }));
     }

@@ -328,6 +328,7 @@ impl Reach {
                 source: None,
                 destination: addr,
                 payload,
+                segment_size: None,
                 ttl: None,
             }));
         }
@@ -385,6 +386,7 @@ impl Reach {
             source: None,
             destination: datagram.remote,
             payload,
+            segment_size: None,
             ttl: None,
         }));
     }

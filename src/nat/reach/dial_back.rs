@@ -179,6 +179,7 @@ impl Reach {
                     source: None,
                     destination: addr,
                     payload: payload.clone(),
+                    segment_size: None,
                     ttl: None,
                 }));
             }

@@ -265,6 +265,7 @@ impl BindingClient {
             source: None,
             destination: t.reflector,
             payload: t.payload.clone(),
+            segment_size: None,
             ttl: t.ttl,
         }));
     }

@@ -176,6 +176,7 @@ impl Responder {
             source: (!source.ip().is_unspecified()).then_some(source),
             destination: datagram.remote,
             payload,
+            segment_size: None,
             ttl: None,
         });
     }

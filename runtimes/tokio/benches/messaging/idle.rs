@@ -27,7 +27,7 @@ use super::unix_ms;
 
 /// Longer than any run: the relay and the peers are driven until the measurement aborts
 /// them.
-const FOREVER: Duration = Duration::from_secs(3600);
+pub(super) const FOREVER: Duration = Duration::from_secs(3600);
 
 /// What the idle measurement holds and for how long.
 pub struct Idle {
@@ -53,9 +53,10 @@ fn free_addr() -> SocketAddr {
     socket.local_addr().expect("a bound address")
 }
 
-/// Node `seed` at `addr`: relay limits and stream credit for hundreds of circuits, a pool
-/// that keeps idle connections, no discovery.
-fn node(seed: u8, addr: SocketAddr, relay: bool) -> Node {
+/// Node `seed` at `addr`: relay limits and stream credit for hundreds of circuits (and no
+/// rate limit: [`super::relay`] measures forwarding at full speed), a pool that keeps idle
+/// connections, no discovery; then `tweak`.
+fn node(seed: u8, addr: SocketAddr, relay: bool, tweak: fn(&mut NodeConfig)) -> Node {
     let realm = Realm::new("io.macula.bench").expect("a valid realm");
     let mut config = NodeConfig::new(realm);
     config.listen_addrs = vec![addr];
@@ -76,20 +77,32 @@ fn node(seed: u8, addr: SocketAddr, relay: bool) -> Node {
         r.max_circuits_per_peer,
         r.max_circuits_per_ip,
     ) = (1024, 1024, 1024);
+    (r.peer_rate, r.total_rate, r.max_circuit_bytes) = (1 << 40, 1 << 40, 1 << 50);
     config.admission.max_per_ip = 1024;
     config.admission.handshakes_per_network = 1024;
     config.pool.max_outbound = 1024;
     config.pool.idle_ttl = Duration::from_secs(86_400);
     config.transport.max_concurrent_bidi_streams = 1024;
+    tweak(&mut config);
     let identity = Identity::from_seed([seed; 32]);
     let secret = Secret::deterministic(u64::from(seed));
     Node::new(config, identity, secret, clock(), unix_ms()).expect("a valid node")
 }
 
 /// Binds node `seed` with its candidates and class, reserved on `relay` when given.
-async fn bind(seed: u8, class: NatClass, relay: Option<&Contact>) -> Driver<Node> {
+pub(super) async fn bind(seed: u8, class: NatClass, relay: Option<&Contact>) -> Driver<Node> {
+    bind_with(seed, class, relay, |_| {}).await
+}
+
+/// [`bind`], with the node's settings changed by `tweak`.
+pub(super) async fn bind_with(
+    seed: u8,
+    class: NatClass,
+    relay: Option<&Contact>,
+    tweak: fn(&mut NodeConfig),
+) -> Driver<Node> {
     let addr = free_addr();
-    let mut driver = Driver::bind(addr, node(seed, addr, relay.is_none()))
+    let mut driver = Driver::bind(addr, node(seed, addr, relay.is_none(), tweak))
         .await
         .expect("a loopback socket");
     let n = driver.machine_mut();
@@ -102,7 +115,7 @@ async fn bind(seed: u8, class: NatClass, relay: Option<&Contact>) -> Driver<Node
 }
 
 /// Drives `driver` for `span`.
-async fn drive_for(driver: &mut Driver<Node>, span: Duration) {
+pub(super) async fn drive_for(driver: &mut Driver<Node>, span: Duration) {
     let until = tokio::time::Instant::now() + span;
     while tokio::time::Instant::now() < until {
         driver.turn(tokio::time::sleep_until(until)).await;
