@@ -320,7 +320,7 @@ impl RelayClient {
 
     /// CIRCUIT_PEER from `relay` on `conn`: where the relay sees the other end of our
     /// circuit. Kept only from a relay connection we rely on or await an answer on, the
-    /// oldest forgotten past [`MAX_VOUCHED`].
+    /// oldest forgotten past the bound (256 circuits).
     pub fn handle_circuit_peer(&mut self, conn: ConnId, relay: NodeId, m: wire::CircuitPeer) {
         let asking = self.asks.keys().any(|(c, _)| *c == conn);
         if !asking && !self.relies_on(conn, &relay) {
