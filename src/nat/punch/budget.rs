@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::collections::HashMap;
+use crate::scope;
 
 /// Search probes allowed per target network: a bucket of `capacity` probes per /24
 /// (IPv6 /48) that refills completely in `refill`; at most `max_networks` buckets are
@@ -82,16 +83,7 @@ fn refilled(capacity: u64, refill: Duration, (tokens, at): (u64, Instant), now: 
 
 /// The /24 of an IPv4 address, the /48 of an IPv6 one.
 fn network_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            IpAddr::from([a, b, c, 0])
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::from([s[0], s[1], s[2], 0, 0, 0, 0, 0])
-        }
-    }
+    scope::prefix(ip, 24, 48).network
 }
 
 #[cfg(test)]
