@@ -46,20 +46,53 @@ impl Default for SilenceLimit {
 impl SilenceLimit {
     /// The silence allowed on a connection whose smoothed RTT is `rtt`.
     pub fn after(&self, rtt: Duration) -> Duration {
-        let pto = rtt.saturating_mul(3).saturating_add(MAX_ACK_DELAY);
-        pto.saturating_mul(self.ptos)
+        probe_timeout(rtt)
+            .saturating_mul(self.ptos)
             .max(self.floor)
             .min(self.ceiling)
     }
+
+    /// The wait of a connection whose smoothed RTT is `rtt`: the silence
+    /// allowed, and the time its newest frame is given to be answered (one
+    /// probe timeout, within the silence allowed).
+    pub fn wait(&self, rtt: Duration) -> Wait {
+        let limit = self.after(rtt);
+        Wait {
+            limit,
+            answer: probe_timeout(rtt).min(limit),
+        }
+    }
 }
 
+/// How long a watched connection may wait (see [`SilenceLimit::wait`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wait {
+    /// The silence allowed.
+    pub limit: Duration,
+    /// The time the newest ack-eliciting frame is given to be answered: a
+    /// silence is not judged while a probe sent since may still be.
+    pub answer: Duration,
+}
+
+/// quinn's probe timeout on a connection whose smoothed RTT is `rtt`, while
+/// the RTT variance is half the RTT.
+fn probe_timeout(rtt: Duration) -> Duration {
+    rtt.saturating_mul(3).saturating_add(MAX_ACK_DELAY)
+}
+
+/// How many silence limits a watched connection is given at most, from its
+/// first unacknowledged frame, while QUIC keeps sending probes.
+const PATIENCE: u32 = 3;
+
 /// One connection's watch: since when its ack-eliciting frames have gone
-/// unacknowledged.
+/// unacknowledged, and when the newest of them went out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Silence {
     acks: u64,
     sent: u64,
     since: Option<Instant>,
+    /// When the newest ack-eliciting frame went out.
+    last_sent: Option<Instant>,
 }
 
 impl Silence {
@@ -79,6 +112,7 @@ impl Silence {
         if eliciting_sent != self.sent {
             self.sent = eliciting_sent;
             self.since.get_or_insert(now);
+            self.last_sent = Some(now);
         }
     }
 
@@ -96,14 +130,27 @@ impl Silence {
         self.since.is_some()
     }
 
-    /// When the silence reaches `limit`, if there is one.
-    pub fn deadline(&self, limit: Duration) -> Option<Instant> {
-        self.since.map(|since| since + limit)
+    /// When the silence is judged, if one runs: once it lasted `wait.limit`
+    /// since the first unacknowledged frame and the newest frame sent waited
+    /// `wait.answer`. A probe QUIC sent late in the silence, after its
+    /// backed-off probe timeout, is given its round trip: on a link that
+    /// carries few packets while QUIC backs off, a burst of loss can last
+    /// seconds, and its end shows as that probe's acknowledgement. A relay
+    /// that died is judged within one probe timeout of `wait.limit`, and
+    /// whatever QUIC sends, the judgement comes within `PATIENCE` limits.
+    pub fn deadline(&self, wait: Wait) -> Option<Instant> {
+        let since = self.since?;
+        let newest = self.last_sent.map_or(since, |sent| sent.max(since));
+        let due = (since.checked_add(wait.limit))
+            .max(newest.checked_add(wait.answer))
+            .unwrap_or(since);
+        let latest = (since.checked_add(wait.limit.saturating_mul(PATIENCE))).unwrap_or(since);
+        Some(due.min(latest))
     }
 
-    /// Whether the silence has reached `limit` at `now`.
-    pub fn reached(&self, now: Instant, limit: Duration) -> bool {
-        self.deadline(limit).is_some_and(|at| at <= now)
+    /// Whether the silence is judged by `now` (see [`Silence::deadline`]).
+    pub fn reached(&self, now: Instant, wait: Wait) -> bool {
+        self.deadline(wait).is_some_and(|at| at <= now)
     }
 }
 
@@ -151,6 +198,14 @@ fn ack_eliciting(frames: &FrameStats) -> u64 {
 mod tests {
     use super::*;
 
+    /// A wait of `limit` that gives the newest frame no time of its own.
+    fn patient(limit: Duration) -> Wait {
+        Wait {
+            limit,
+            answer: Duration::ZERO,
+        }
+    }
+
     /// `ms` milliseconds after `t0`.
     fn after(t0: Instant, ms: u64) -> Instant {
         t0 + Duration::from_millis(ms)
@@ -180,7 +235,7 @@ mod tests {
     fn a_path_change_restarts_a_running_silence_only() {
         let t0 = crate::test_epoch();
         let at = |ms| after(t0, ms);
-        let limit = Duration::from_secs(1);
+        let limit = patient(Duration::from_secs(1));
         let mut silence = Silence::default();
         silence.restart(at(5));
         assert_eq!(silence.deadline(limit), None, "no silence, none started");
@@ -197,7 +252,7 @@ mod tests {
     fn sent_frames_start_a_silence_and_an_acknowledgement_ends_it() {
         let t0 = crate::test_epoch();
         let at = |ms| after(t0, ms);
-        let limit = Duration::from_secs(1);
+        let limit = patient(Duration::from_secs(1));
         let mut silence = Silence::default();
         silence.observe_counts(at(0), 0, 0);
         assert_eq!(silence.deadline(limit), None, "nothing sent, nothing waits");
@@ -217,6 +272,29 @@ mod tests {
         assert_eq!(silence.deadline(limit), Some(at(1070)));
     }
 
+    /// Slow 3G, seed 1, full-cone × open: a burst on A's uplink lost its
+    /// packets for 1 s, QUIC backed off, and the probe that got through went
+    /// out 2.4 s into the silence; the watch closed A's relay connection
+    /// 35 ms before that probe's acknowledgement came back.
+    #[test]
+    fn a_probe_sent_late_in_a_silence_is_given_its_round_trip() {
+        let t0 = crate::test_epoch();
+        let at = |ms| after(t0, ms);
+        let wait = SilenceLimit::default().wait(Duration::from_millis(290));
+        assert_eq!(wait.limit, Duration::from_millis(2685));
+        assert_eq!(wait.answer, Duration::from_millis(895));
+        let mut silence = Silence::default();
+        silence.observe_counts(at(0), 0, 1);
+        assert_eq!(silence.deadline(wait), Some(at(2685)));
+        // QUIC's probe after its backed-off timeout.
+        silence.observe_counts(at(2400), 0, 2);
+        assert_eq!(silence.deadline(wait), Some(at(3295)));
+        assert!(!silence.reached(at(2700), wait));
+        // Probes that keep coming never put the judgement past 3 limits.
+        silence.observe_counts(at(7900), 0, 3);
+        assert_eq!(silence.deadline(wait), Some(at(3 * 2685)));
+    }
+
     #[test]
     fn an_idle_connection_is_never_silent() {
         let t0 = crate::test_epoch();
@@ -225,6 +303,6 @@ mod tests {
         silence.observe_counts(at(0), 4, 5);
         silence.observe_counts(at(10), 5, 5);
         silence.observe_counts(at(60_000), 5, 5);
-        assert!(!silence.reached(at(120_000), Duration::from_secs(1)));
+        assert!(!silence.reached(at(120_000), patient(Duration::from_secs(1))));
     }
 }

@@ -14,12 +14,12 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use quinn_proto::ConnectionHandle;
 
-use super::Conn;
+use super::{Conn, Wait};
 use crate::collections::HashMap;
 
 /// Datagrams quinn wrote in one go for one destination: one, or several of
@@ -129,7 +129,7 @@ impl ConnTable {
         now: Instant,
         max_segments: usize,
         mut send: impl FnMut(SocketAddr, Segments, Option<IpAddr>, bool),
-        watch: impl Fn(&Conn) -> Option<Duration>,
+        watch: impl Fn(&Conn) -> Option<Wait>,
     ) -> usize {
         let max_segments = max_segments.max(1);
         let mut buf = Vec::new();
@@ -165,7 +165,7 @@ impl ConnTable {
             for (destination, packet, src_ip) in polled.drain(..) {
                 send(destination, packet, src_ip, awaiting);
             }
-            let silent = watch(conn).and_then(|limit| conn.silence.deadline(limit));
+            let silent = watch(conn).and_then(|wait| conn.silence.deadline(wait));
             let deadline = [
                 conn.quinn.poll_timeout(),
                 conn.connect_deadline,

@@ -316,7 +316,7 @@ impl Node {
         let (paths, client) = (&self.paths, &self.relay_client);
         let limit = self.config.relay.silence;
         let watch = |conn: &Conn| {
-            silence::watched(paths, client, conn).map(|_| limit.after(conn.quinn.rtt()))
+            silence::watched(paths, client, conn).map(|_| limit.wait(conn.quinn.rtt()))
         };
         let send = |virtual_addr, packet, src_ip, awaiting| {
             packets.push((virtual_addr, packet, src_ip, awaiting))

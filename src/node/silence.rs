@@ -66,11 +66,11 @@ impl Node {
             let Some(watched) = watched(&self.paths, &self.relay_client, conn) else {
                 continue;
             };
-            let after = limit.after(conn.quinn.rtt());
-            if !conn.silence.reached(now, after) {
+            let wait = limit.wait(conn.quinn.rtt());
+            if !conn.silence.reached(now, wait) {
                 continue;
             }
-            let detail = format!("no acknowledgement for {after:?}");
+            let detail = format!("no acknowledgement for {:?}", wait.limit);
             match watched {
                 Watched::Relay(relay) => {
                     self.relay_client.handle_relay_silent(now, relay);
