@@ -155,8 +155,9 @@ def main():
     topology = load(args.topology)
     private = [e["n"] for e in topology if e["private"]]
     history.sort(key=lambda e: e["t"])
-    begin = next((f["t"] for f in faults if f["kind"] == "begin"), history[0]["t"])
-    end = next((f["t"] for f in faults if f["kind"] == "end"), history[-1]["t"])
+    first, last = (history[0]["t"], history[-1]["t"]) if history else (0, 0)
+    begin = next((f["t"] for f in faults if f["kind"] == "begin"), first)
+    end = next((f["t"] for f in faults if f["kind"] == "end"), last)
     lives = Lives(history, faults, end)
     by_ev = defaultdict(list)
     for e in history:
@@ -185,12 +186,12 @@ def main():
             errors[r["err"].removeprefix("Rpc(").split("(")[0].split(" ")[0].rstrip(")")] += 1
         else:
             ok += 1
-            if not any(str(x["n"]) == r["by"] for x in execs[c["rid"]]):
+            if not any(str(x["n"]) == r["by"] for x in execs.get(c["rid"], ())):
                 problems.append(f"phantom reply {c['rid']} by {r['by']}")
     phantom = sum(1 for p in problems if p.startswith("phantom"))
     double_exec = 0
     for rid, xs in execs.items():
-        if xs[0]["proc"] == "work.once" and len(xs) > 1:
+        if len(xs) > 1 and xs[0]["proc"] == "work.once":
             double_exec += 1
             problems.append(f"work.once {rid} executed {len(xs)} times: nodes {[x['n'] for x in xs]}")
 
