@@ -169,6 +169,21 @@ class CheckerTest(unittest.TestCase):
         self.assertEqual(code, 0, out)
         self.assertEqual(summary["lost"], "0", out)
 
+    def test_lookup_hops_latency_and_table_sizes_are_summarised_beside_the_prediction(self):
+        history = starts(4) + [
+            ev(30, 1, "lookup", op="find_node", hops=1, ms=3, timed_out=False),
+            ev(31, 2, "lookup", op="find_value", hops=2, ms=9, timed_out=False),
+            ev(32, 3, "lookup", op="find_node", hops=-1, ms=5000, timed_out=True),
+            ev(33, 1, "stats", table=4), ev(38, 1, "stats", table=6), ev(38, 2, "stats", table=9),
+        ]
+        sim = "nodes=4 lookups=100 closest_found_rate=1.0 median_hops=1 p90_hops=2 median_latency_ms=2.0"
+        code, _, out = run_check(history, frame(60), topology(4), "--dht-sim", sim)
+        self.assertEqual(code, 0, out)
+        self.assertIn("dht live: lookups=3 unanswered=1 timed_out=1 median_hops=2 p90_hops=2 "
+                      "median_latency_ms=9 p99_latency_ms=5000", out)
+        self.assertIn("dht sim (dht_scale): nodes=4 lookups=100 median_hops=1 p90_hops=2 median_latency_ms=2.0", out)
+        self.assertIn("routing tables (last stats per node): nodes=2 min=6 median=9 max=9", out)
+
 
 if __name__ == "__main__":
     unittest.main()
