@@ -66,18 +66,36 @@ fn check(dir: &Path) -> Result<(bool, String), String> {
         .arg(dir.join("topology.jsonl"))
         .output()
         .map_err(|e| format!("python3: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     Ok((out.status.success(), text))
 }
 
 // The wall clock anchors the virtual one and times the run.
 #[allow(clippy::disallowed_methods)]
-fn simulate(seed: u64, nodes: usize, total: Duration, faults: bool, dir: &Path) -> Result<(bool, String), String> {
+fn simulate(
+    seed: u64,
+    nodes: usize,
+    total: Duration,
+    faults: bool,
+    dir: &Path,
+) -> Result<(bool, String), String> {
     let wall = Instant::now();
-    let logs = run(&ClusterConfig { seed, nodes, total, faults }, Instant::now());
+    let logs = run(
+        &ClusterConfig {
+            seed,
+            nodes,
+            total,
+            faults,
+        },
+        Instant::now(),
+    );
     write(dir, &logs)?;
     let (passed, text) = check(dir)?;
-    Ok((passed, format!("{text}sim_wall_s={:.1}", wall.elapsed().as_secs_f64())))
+    Ok((
+        passed,
+        format!("{text}sim_wall_s={:.1}", wall.elapsed().as_secs_f64()),
+    ))
 }
 
 fn scratch(seed: u64) -> PathBuf {
@@ -104,7 +122,12 @@ fn run_cli() -> Result<ExitCode, String> {
         Some("plan") => {
             for role in roles(nodes) {
                 let relay = if role.relay { "relay" } else { "-" };
-                println!("{} {} {relay} {}", role.index, role.host, role.flags().join(" "));
+                println!(
+                    "{} {} {relay} {}",
+                    role.index,
+                    role.host,
+                    role.flags().join(" ")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -116,12 +139,19 @@ fn run_cli() -> Result<ExitCode, String> {
         }
         Some("run") => {
             let seed = arg(&args, "--seed", 1)?;
-            let dir = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1));
+            let dir = args
+                .iter()
+                .position(|a| a == "--out")
+                .and_then(|i| args.get(i + 1));
             let dir = dir.map_or_else(|| scratch(seed), PathBuf::from);
             let faults = !args.iter().any(|a| a == "--no-faults");
             let (passed, text) = simulate(seed, nodes, minutes(&args)?, faults, &dir)?;
             println!("{text}\nlogs in {}", dir.display());
-            Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Some("sweep") => {
             let range: String = arg(&args, "--seeds", "1..200".to_owned())?;
@@ -131,11 +161,18 @@ fn run_cli() -> Result<ExitCode, String> {
             for seed in from..=to {
                 let dir = scratch(seed);
                 let (passed, text) = simulate(seed, nodes, minutes(&args)?, true, &dir)?;
-                let last = text.lines().filter(|l| l.starts_with("nodes=")).last().unwrap_or("");
+                let last = text
+                    .lines()
+                    .filter(|l| l.starts_with("nodes="))
+                    .last()
+                    .unwrap_or("");
                 let wall = text.lines().last().unwrap_or("");
                 println!("seed={seed} {last} {wall}");
                 if !passed {
-                    println!("{text}\nlogs in {}\nfirst_failing_seed={seed}", dir.display());
+                    println!(
+                        "{text}\nlogs in {}\nfirst_failing_seed={seed}",
+                        dir.display()
+                    );
                     return Ok(ExitCode::FAILURE);
                 }
                 let _ = std::fs::remove_dir_all(&dir);

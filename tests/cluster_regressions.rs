@@ -7,9 +7,13 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use macula::node::Event;
+use macula::dht::{Diversity, Mode};
+use macula::id::Identity;
+use macula::node::{Event, Node, NodeConfig};
+use macula::pubsub::{PubSubEvent, Topic};
 use macula::rpc::{CallOptions, RpcError};
-use macula::sim::{HostId, Mesh, completion, mirror};
+use macula::secret::Secret;
+use macula::sim::{HostId, Link, Mesh, UNIX_MS, completion, mirror, realm};
 
 /// How long a call waits here: far less than the DHT's 60 s value cache.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,5 +119,83 @@ fn a_private_peer_is_dialled_through_the_record_it_stored_after_a_lookup_found_n
         result,
         Ok(Bytes::from_static(b"ping")),
         "A reaches B through its relay"
+    );
+}
+
+/// The deliveries a subscriber gets while its publisher publishes once a second for
+/// `seconds`.
+fn deliveries_over(mesh: &mut Mesh, publisher: HostId, subscriber: HostId, seconds: u32) -> usize {
+    let topic = Topic::new("t.p.x").expect("a valid topic");
+    let mut got = 0;
+    for n in 0..seconds {
+        mesh.publish(publisher, &topic, format!("{n}"));
+        mesh.drive(Duration::from_secs(1), |_, host, event| {
+            let delivered = matches!(event, Event::PubSub(PubSubEvent::Message { .. }));
+            got += usize::from(host == subscriber && delivered);
+            false
+        });
+    }
+    got
+}
+
+/// Issue 17, live seed 1 (30 nodes): subscriber node 10, on a public host, was killed
+/// and restarted 3 s later with its identity and address; it dialled the publishers
+/// again at once, but each publisher whose id was the lower kept its own (dead)
+/// connection by the dial tie-break, put the subscriber's new connection on standby
+/// "for the peer to close" (the restarted peer knew of no other), and went on writing
+/// publications into the dead one until its 60 s idle timeout: 35 s of publications
+/// from three publishers lost. A peer that dials us while our connection to it has
+/// been ready longer than a dial race lasts has lost that connection: its dial wins.
+#[test]
+fn a_subscriber_restarted_with_its_identity_gets_publications_at_once() {
+    let link = Link::with_latency(Duration::from_millis(5));
+    let mut mesh = Mesh::public(3, 17, common::epoch(), link, |_, c| {
+        c.dht.mode = Mode::Server
+    });
+    assert!(mesh.bootstrap_all());
+    // The publisher is the one with the lower id: its dial wins a tie-break.
+    let (mut publisher, mut subscriber) = (mesh.hosts[1], mesh.hosts[2]);
+    if mesh.id(subscriber) < mesh.id(publisher) {
+        std::mem::swap(&mut publisher, &mut subscriber);
+    }
+    mesh.subscribe(subscriber, "t.#");
+    mesh.settle(Duration::from_secs(3));
+    let before = deliveries_over(&mut mesh, publisher, subscriber, 5);
+    assert!(
+        before >= 4,
+        "the subscriber gets publications first ({before} of 5)"
+    );
+
+    // Longer than a dial race lasts (the pool's wait timeout, 10 s), as in the cluster.
+    mesh.settle(Duration::from_secs(15));
+    // kill -9, and a restart 3 s later with the same identity at the same address.
+    let index = mesh
+        .hosts
+        .iter()
+        .position(|h| *h == subscriber)
+        .expect("a host");
+    mesh.world.set_online(subscriber, false);
+    mesh.settle(Duration::from_secs(3));
+    let addr = mesh.world.host_addr(subscriber);
+    let mut config = NodeConfig::new(realm());
+    config.listen_addrs = vec![addr];
+    config.dht.diversity = Diversity::UNLIMITED;
+    config.dht.mode = Mode::Server;
+    let identity = Identity::from_seed([index as u8 + 1; 32]);
+    let now = mesh.world.now();
+    let node = Node::new(config, identity, Secret::deterministic(1717), now, UNIX_MS)
+        .expect("the restarted node");
+    mesh.world.set_online(subscriber, true);
+    mesh.world.with_machine(subscriber, |old, _| *old = node);
+    let seeds = vec![mesh.contact(publisher), mesh.contact(mesh.hosts[0])];
+    mesh.world
+        .with_machine(subscriber, |n, now| n.bootstrap(now, seeds));
+    mesh.subscribe(subscriber, "t.#");
+    mesh.settle(Duration::from_secs(2));
+
+    let after = deliveries_over(&mut mesh, publisher, subscriber, 10);
+    assert!(
+        after >= 8,
+        "publications reach the restarted subscriber ({after} of 10)"
     );
 }

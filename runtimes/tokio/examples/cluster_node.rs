@@ -446,7 +446,9 @@ fn log_event(history: History, event: &Event) {
                 &format!("\"event\":{}", quoted(&format!("{relay:?}"))),
             );
         }
-        Event::Dht(DhtEvent::NodesFound { stats, .. }) => return log_lookup(history, "find_node", stats),
+        Event::Dht(DhtEvent::NodesFound { stats, .. }) => {
+            return log_lookup(history, "find_node", stats);
+        }
         Event::Dht(DhtEvent::ValuesFound {
             stats,
             from_cache: false,

@@ -61,7 +61,10 @@ impl Role {
             flags.push("--provide".to_owned());
         }
         if self.publish {
-            flags.extend(["--publish-every-ms".to_owned(), PUBLISH_EVERY_MS.to_string()]);
+            flags.extend([
+                "--publish-every-ms".to_owned(),
+                PUBLISH_EVERY_MS.to_string(),
+            ]);
         }
         if self.call {
             flags.extend(["--call-every-ms".to_owned(), CALL_EVERY_MS.to_string()]);
@@ -89,13 +92,12 @@ pub fn roles(nodes: usize) -> Vec<Role> {
             };
             let provide = i % 5 == 1;
             let publish = i >= SEEDS && i % 8 == 3;
-            let subscribe = (i >= SEEDS && i % 4 == 2 && !publishers.is_empty()).then(|| {
-                match i / 4 % 3 {
+            let subscribe =
+                (i >= SEEDS && i % 4 == 2 && !publishers.is_empty()).then(|| match i / 4 % 3 {
                     0 => format!("t.p{}.x", publishers[i % publishers.len()]),
                     1 => "t.*.x".to_owned(),
                     _ => "t.#".to_owned(),
-                }
-            });
+                });
             Role {
                 index: i,
                 host,
@@ -127,7 +129,12 @@ mod tests {
             .filter_map(|r| r.subscribe.as_deref())
             .collect();
         assert_eq!(patterns[..3], ["t.*.x", "t.#", "t.p19.x"]);
-        assert!(roles.iter().skip(3).all(|r| r.call || r.provide || r.publish));
+        assert!(
+            roles
+                .iter()
+                .skip(3)
+                .all(|r| r.call || r.provide || r.publish)
+        );
         assert_eq!(roles[7].host, "s1");
         assert_eq!(
             roles[6].flags(),

@@ -45,8 +45,9 @@ const START_STAGGER: Duration = Duration::from_millis(50);
 /// From a graceful stop's shutdown to the process being gone.
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(300);
 
-/// The peers a restarted node rejoins through, besides the seeds.
-const SAVED_PEERS: usize = 20;
+/// How often a node looks itself up and keeps the closest peers it found (the live
+/// node's peers file), to rejoin through them after a restart.
+const PEERS_SAVE_EVERY: Duration = Duration::from_secs(20);
 
 /// One way latency of every link (hosts, NAT routers).
 const LINK_LATENCY: Duration = Duration::from_millis(1);
@@ -161,7 +162,9 @@ impl Net {
 enum Life {
     Up,
     /// Stopping gracefully: no new work; shut down once its calls ended.
-    Draining { shut: Option<Instant> },
+    Draining {
+        shut: Option<Instant>,
+    },
     Down,
 }
 
@@ -180,11 +183,40 @@ struct Member {
     next_call: Option<Instant>,
     next_publish: Option<Instant>,
     next_stats: Instant,
+    next_save: Instant,
+    /// The lookup of its own id under way, whose answer becomes `peers`.
+    save: Option<QueryId>,
     calls: u64,
     published: u64,
     pending: BTreeMap<CallId, (String, &'static str)>,
-    /// The peers it knew when it went down.
+    /// The peers it rejoins through after a restart (its last self-lookup's answer).
     peers: Vec<Contact>,
+}
+
+impl Member {
+    /// A node not started yet.
+    fn new(role: Role, host: HostId, addr: SocketAddr, now: Instant) -> Self {
+        Self {
+            role,
+            host,
+            addr,
+            incarnation: 0,
+            life: Life::Down,
+            started: now,
+            join: None,
+            join_retry: None,
+            joined: false,
+            next_call: None,
+            next_publish: None,
+            next_stats: now,
+            next_save: now,
+            save: None,
+            calls: 0,
+            published: 0,
+            pending: BTreeMap::new(),
+            peers: Vec::new(),
+        }
+    }
 }
 
 /// What the run does at a moment: a fault's start or end, or a node's restart.
@@ -241,24 +273,7 @@ impl Cluster {
             let host = cluster.world.add_host(net, addr, link(), node);
             cluster.world.set_online(host, false);
             cluster.by_host.insert(host, role.index);
-            cluster.members.push(Member {
-                role,
-                host,
-                addr,
-                incarnation: 0,
-                life: Life::Down,
-                started: start,
-                join: None,
-                join_retry: None,
-                joined: false,
-                next_call: None,
-                next_publish: None,
-                next_stats: start,
-                calls: 0,
-                published: 0,
-                pending: BTreeMap::new(),
-                peers: Vec::new(),
-            });
+            cluster.members.push(Member::new(role, host, addr, start));
         }
         let seeds = (cluster.members.iter().filter(|m| m.role.relay))
             .map(|m| cluster.world.machine(m.host).contact())
@@ -279,9 +294,8 @@ impl Cluster {
         key[..8].copy_from_slice(&self.seed.to_le_bytes());
         key[8..16].copy_from_slice(&(role.index as u64).to_le_bytes());
         let identity = Identity::from_seed(key);
-        let secret = Secret::deterministic(
-            (self.seed << 32) ^ ((role.index as u64) << 16) ^ incarnation,
-        );
+        let secret =
+            Secret::deterministic((self.seed << 32) ^ ((role.index as u64) << 16) ^ incarnation);
         let now = self.world.now();
         let unix_ms = UNIX_MS + (now - self.start).as_millis() as u64;
         match Node::new(config, identity, secret, now, unix_ms) {
@@ -326,28 +340,14 @@ impl Cluster {
         self.world.set_online(host, true);
         self.world.with_machine(host, |old, _| *old = node);
         let now = self.world.now();
-        let mut peers = std::mem::take(&mut self.members[i].peers);
-        peers.extend(self.seeds.iter().cloned());
         let own = self.world.machine(host).node_id();
-        peers.retain(|c| c.id != own);
-        let m = &mut self.members[i];
-        *m = Member {
-            role,
-            host,
-            addr,
+        let peers = std::mem::take(&mut self.members[i].peers);
+        self.members[i] = Member {
             incarnation,
             life: Life::Up,
-            started: now,
-            join: None,
-            join_retry: None,
-            joined: false,
-            next_call: None,
-            next_publish: None,
-            next_stats: now,
-            calls: 0,
-            published: 0,
-            pending: BTreeMap::new(),
+            next_save: now + PEERS_SAVE_EVERY,
             peers,
+            ..Member::new(role, host, addr, now)
         };
         let fields = format!("\"id\":\"{own}\",\"inc\":{incarnation}");
         self.log(i, "start", &fields);
@@ -355,9 +355,14 @@ impl Cluster {
     }
 
     fn join(&mut self, i: usize) {
-        let peers = self.members[i].peers.clone();
+        let mut peers = self.members[i].peers.clone();
+        peers.extend(self.seeds.iter().cloned());
         let host = self.members[i].host;
-        let query = self.world.with_machine(host, |node, now| node.bootstrap(now, peers));
+        let own = self.world.machine(host).node_id();
+        peers.retain(|c| c.id != own);
+        let query = self
+            .world
+            .with_machine(host, |node, now| node.bootstrap(now, peers));
         self.members[i].join = Some(query);
     }
 
@@ -369,10 +374,7 @@ impl Cluster {
     /// Takes node `i` down at once (kill -9, or the end of a graceful stop).
     fn take_down(&mut self, i: usize) {
         let host = self.members[i].host;
-        let mut peers = self.world.machine(host).known_peers();
-        peers.truncate(SAVED_PEERS);
         let m = &mut self.members[i];
-        m.peers = peers;
         m.life = Life::Down;
         m.pending.clear();
         self.world.set_online(host, false);
@@ -398,7 +400,11 @@ impl Cluster {
         }
         if let Some(text) = &role.subscribe {
             let pattern = Pattern::new(text).unwrap_or_else(|e| unreachable!("{text}: {e}"));
-            if self.world.with_machine(host, |n, now| n.subscribe(now, pattern)).is_ok() {
+            if self
+                .world
+                .with_machine(host, |n, now| n.subscribe(now, pattern))
+                .is_ok()
+            {
                 self.log(i, "sub", &format!("\"pat\":\"{text}\""));
             }
         }
@@ -410,20 +416,34 @@ impl Cluster {
     fn call(&mut self, i: usize) {
         let m = &mut self.members[i];
         m.calls += 1;
-        let procedure = if m.calls % 2 == 0 { "work.idem" } else { "work.once" };
+        let procedure = if m.calls % 2 == 0 {
+            "work.idem"
+        } else {
+            "work.once"
+        };
         let rid = format!("{i}.{}.{}", m.incarnation, m.calls);
         let host = m.host;
         let fields = format!("\"rid\":\"{rid}\",\"proc\":\"{procedure}\"");
         self.log(i, "call", &fields);
         let payload = Bytes::from(rid.clone());
         let called = self.world.with_machine(host, |n, now| {
-            n.call(now, procedure, payload, CALL_TIMEOUT, CallOptions::default())
+            n.call(
+                now,
+                procedure,
+                payload,
+                CALL_TIMEOUT,
+                CallOptions::default(),
+            )
         });
         match called {
             Ok(call) => {
                 self.members[i].pending.insert(call, (rid, procedure));
             }
-            Err(e) => self.log(i, "reply", &format!("{fields},\"err\":\"Rpc({e:?})\"")),
+            Err(e) => self.log(
+                i,
+                "reply",
+                &format!("{fields},\"err\":{}", quoted(&format!("Rpc({e:?})"))),
+            ),
         }
     }
 
@@ -437,7 +457,11 @@ impl Cluster {
         let payload = Bytes::from(message);
         match (self.world).with_machine(host, |n, now| n.publish(now, topic, payload)) {
             Ok(_) => self.log(i, "pub", &fields),
-            Err(e) => self.log(i, "puberr", &format!("{fields},\"err\":\"{e:?}\"")),
+            Err(e) => self.log(
+                i,
+                "puberr",
+                &format!("{fields},\"err\":{}", quoted(&format!("{e:?}"))),
+            ),
         }
     }
 
@@ -450,7 +474,15 @@ impl Cluster {
                     Life::Draining { shut: Some(at) } => Some(at + SHUTDOWN_LINGER),
                     _ => None,
                 };
-                [m.next_call, m.next_publish, Some(m.next_stats), m.join_retry, shut]
+                let save = Some(m.next_save);
+                [
+                    m.next_call,
+                    m.next_publish,
+                    Some(m.next_stats),
+                    save,
+                    m.join_retry,
+                    shut,
+                ]
             })
             .flatten()
             .min()
@@ -493,6 +525,14 @@ impl Cluster {
                 self.publish(i);
             }
             let (host, next_stats) = (self.members[i].host, self.members[i].next_stats);
+            if self.members[i].next_save <= now {
+                self.members[i].next_save = now + PEERS_SAVE_EVERY;
+                let own = self.world.machine(host).node_id();
+                let query = self
+                    .world
+                    .with_machine(host, |n, now| n.find_node(now, own));
+                self.members[i].save = Some(query);
+            }
             if next_stats <= now {
                 self.members[i].next_stats = now + STATS_EVERY;
                 let node = self.world.machine(host);
@@ -527,7 +567,9 @@ impl Cluster {
         });
         self.world.run_until(until);
         for i in 0..self.members.len() {
-            if self.members[i].join.is_none() && !self.members[i].joined && self.members[i].life == Life::Up
+            if self.members[i].join.is_none()
+                && !self.members[i].joined
+                && self.members[i].life == Life::Up
             {
                 self.settle_join(i);
             }
@@ -576,14 +618,24 @@ impl Cluster {
                         if self.members[node].life != Life::Down {
                             self.take_down(node);
                         }
-                        self.fault_log("kill9", &[], &[node], &format!("\"down_s\":{}", down.as_secs()));
+                        self.fault_log(
+                            "kill9",
+                            &[],
+                            &[node],
+                            &format!("\"down_s\":{}", down.as_secs()),
+                        );
                         actions.push((now + lasts, Action::Restart(node)));
                     }
                     Fault::Stop { node, down } => {
                         if self.members[node].life == Life::Up {
                             self.members[node].life = Life::Draining { shut: None };
                         }
-                        self.fault_log("stop", &[], &[node], &format!("\"down_s\":{}", down.as_secs()));
+                        self.fault_log(
+                            "stop",
+                            &[],
+                            &[node],
+                            &format!("\"down_s\":{}", down.as_secs()),
+                        );
                         actions.push((now + lasts, Action::Restart(node)));
                     }
                     Fault::Partition { group, lasts } => {
@@ -599,7 +651,12 @@ impl Cluster {
                         self.world.reboot_nat(nat, None, false);
                         let hosts = Net::hosts_behind(router);
                         let nodes = self.nodes_on(hosts);
-                        self.fault_log("nat_reboot", hosts, &nodes, &format!("\"router\":\"{router}\""));
+                        self.fault_log(
+                            "nat_reboot",
+                            hosts,
+                            &nodes,
+                            &format!("\"router\":\"{router}\""),
+                        );
                     }
                     Fault::Readdress { ip } => {
                         let nat = self.net.routers["natB"];
@@ -666,7 +723,10 @@ impl Cluster {
                 .unwrap_or(end)
                 .max(self.world.now());
             self.advance(next);
-            while actions.first().is_some_and(|(at, _)| *at <= self.world.now()) {
+            while actions
+                .first()
+                .is_some_and(|(at, _)| *at <= self.world.now())
+            {
                 let (_, action) = actions.remove(0);
                 self.act(action, actions);
                 actions.sort_by_key(|(at, _)| *at);
@@ -678,23 +738,45 @@ impl Cluster {
     }
 }
 
+/// A JSON string literal of `text`: quotes and backslashes become `_`, as in the live
+/// history (the values logged need no other escapes).
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", text.replace(['"', '\\'], "_"))
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
 fn log_line(history: &mut Vec<String>, t: u64, i: usize, ev: &str, fields: &str) {
     let sep = if fields.is_empty() { "" } else { "," };
-    history.push(format!("{{\"t\":{t},\"n\":{i},\"ev\":\"{ev}\"{sep}{fields}}}"));
+    history.push(format!(
+        "{{\"t\":{t},\"n\":{i},\"ev\":\"{ev}\"{sep}{fields}}}"
+    ));
 }
 
 /// What one node's event means for its workload and history.
-fn on_event(world: &mut World<Node>, m: &mut Member, t: u64, history: &mut Vec<String>, event: Event) {
+fn on_event(
+    world: &mut World<Node>,
+    m: &mut Member,
+    t: u64,
+    history: &mut Vec<String>,
+    event: Event,
+) {
     let i = m.role.index;
     let mut log = |ev: &str, fields: &str| log_line(history, t, i, ev, fields);
     match event {
-        Event::Rpc(RpcEvent::Request { id, procedure, payload, .. }) => {
-            let rid = String::from_utf8_lossy(&payload).into_owned();
-            log("exec", &format!("\"rid\":\"{rid}\",\"proc\":\"{procedure}\""));
+        Event::Rpc(RpcEvent::Request {
+            id,
+            procedure,
+            payload,
+            ..
+        }) => {
+            let rid = quoted(&String::from_utf8_lossy(&payload));
+            log(
+                "exec",
+                &format!("\"rid\":{rid},\"proc\":{}", quoted(&procedure)),
+            );
             let answer = Ok(Bytes::from(i.to_string()));
             // The caller may have gone: its business.
             let _ = world.with_machine(m.host, |n, now| n.reply(now, id, answer));
@@ -703,15 +785,25 @@ fn on_event(world: &mut World<Node>, m: &mut Member, t: u64, history: &mut Vec<S
             if let Some((rid, procedure)) = m.pending.remove(&call) {
                 let fields = format!("\"rid\":\"{rid}\",\"proc\":\"{procedure}\"");
                 match result {
-                    Ok(by) => log("reply", &format!("{fields},\"by\":\"{}\"", String::from_utf8_lossy(&by))),
-                    Err(e) => log("reply", &format!("{fields},\"err\":\"Rpc({e:?})\"")),
+                    Ok(by) => log(
+                        "reply",
+                        &format!("{fields},\"by\":{}", quoted(&String::from_utf8_lossy(&by))),
+                    ),
+                    Err(e) => log(
+                        "reply",
+                        &format!("{fields},\"err\":{}", quoted(&format!("Rpc({e:?})"))),
+                    ),
                 }
             }
         }
         Event::PubSub(PubSubEvent::Message { topic, payload, .. }) => {
             if let Some(pattern) = &m.role.subscribe {
-                let msg = String::from_utf8_lossy(&payload);
-                log("dlv", &format!("\"pat\":\"{pattern}\",\"topic\":\"{}\",\"msg\":\"{msg}\"", topic.as_str()));
+                let msg = quoted(&String::from_utf8_lossy(&payload));
+                let topic = quoted(topic.as_str());
+                log(
+                    "dlv",
+                    &format!("\"pat\":\"{pattern}\",\"topic\":{topic},\"msg\":{msg}"),
+                );
             }
         }
         Event::Connected { peer, path, .. } => log("conn", &path_fields(&peer, path)),
@@ -723,8 +815,23 @@ fn on_event(world: &mut World<Node>, m: &mut Member, t: u64, history: &mut Vec<S
         Event::Dht(DhtEvent::Bootstrapped { query, .. }) if m.join == Some(query) => {
             m.join = None;
         }
-        Event::Dht(DhtEvent::NodesFound { stats, .. }) => log("lookup", &lookup_fields("find_node", &stats)),
-        Event::Dht(DhtEvent::ValuesFound { stats, from_cache: false, .. }) => {
+        Event::Dht(DhtEvent::NodesFound {
+            query,
+            closest,
+            stats,
+            ..
+        }) => {
+            if m.save == Some(query) {
+                let own = world.machine(m.host).node_id();
+                m.peers = closest.into_iter().filter(|c| c.id != own).collect();
+            }
+            log("lookup", &lookup_fields("find_node", &stats));
+        }
+        Event::Dht(DhtEvent::ValuesFound {
+            stats,
+            from_cache: false,
+            ..
+        }) => {
             log("lookup", &lookup_fields("find_value", &stats));
         }
         _ => {}
@@ -732,7 +839,11 @@ fn on_event(world: &mut World<Node>, m: &mut Member, t: u64, history: &mut Vec<S
 }
 
 fn path_fields(peer: &NodeId, path: PathKind) -> String {
-    let kind = if path == PathKind::Direct { "direct" } else { "relayed" };
+    let kind = if path == PathKind::Direct {
+        "direct"
+    } else {
+        "relayed"
+    };
     format!("\"peer\":\"{}\",\"kind\":\"{kind}\"", short(peer))
 }
 

@@ -100,7 +100,8 @@ impl fmt::Display for Scheduled {
 /// end first), a partition lasts 4–9 s.
 pub fn schedule(seed: u64, nodes: usize, total: Duration) -> Vec<Scheduled> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let secs = |rng: &mut ChaCha8Rng, from: u64, to: u64| Duration::from_secs(rng.random_range(from..=to));
+    let secs =
+        |rng: &mut ChaCha8Rng, from: u64, to: u64| Duration::from_secs(rng.random_range(from..=to));
     let stop_by = total.saturating_sub(QUIET_TAIL);
     let mut faults = Vec::new();
     let mut at = Duration::ZERO;
@@ -181,7 +182,12 @@ mod tests {
             .collect();
         assert!(ips.len() > 2);
         assert!(ips.iter().step_by(2).all(|ip| *ip == READDRESS_IPS[1]));
-        assert!(ips.iter().skip(1).step_by(2).all(|ip| *ip == READDRESS_IPS[0]));
+        assert!(
+            ips.iter()
+                .skip(1)
+                .step_by(2)
+                .all(|ip| *ip == READDRESS_IPS[0])
+        );
     }
 
     #[test]
