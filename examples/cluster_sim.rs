@@ -163,8 +163,7 @@ fn run_cli() -> Result<ExitCode, String> {
                 let (passed, text) = simulate(seed, nodes, minutes(&args)?, true, &dir)?;
                 let last = text
                     .lines()
-                    .filter(|l| l.starts_with("nodes="))
-                    .last()
+                    .rfind(|l| l.starts_with("nodes="))
                     .unwrap_or("");
                 let wall = text.lines().last().unwrap_or("");
                 println!("seed={seed} {last} {wall}");

@@ -89,26 +89,24 @@ class CheckerTest(unittest.TestCase):
         self.assertEqual(code, 0, out)
         self.assertEqual((summary["calls"], summary["ok"]), ("1", "1"), out)
 
-    def test_a_non_idempotent_call_executed_twice_is_a_duplicate(self):
+    def _executed_twice(self, proc):
+        """A call of `proc` that providers 1 and 6 both executed."""
         history = starts(7) + [
-            ev(30, 4, "call", rid="4.1.1", proc="work.once"),
-            ev(30.05, 1, "exec", rid="4.1.1", proc="work.once"),
-            ev(30.06, 6, "exec", rid="4.1.1", proc="work.once"),
-            ev(30.1, 4, "reply", rid="4.1.1", proc="work.once", by="6"),
+            ev(30, 4, "call", rid="4.1.1", proc=proc),
+            ev(30.05, 1, "exec", rid="4.1.1", proc=proc),
+            ev(30.06, 6, "exec", rid="4.1.1", proc=proc),
+            ev(30.1, 4, "reply", rid="4.1.1", proc=proc, by="6"),
         ]
-        code, summary, out = run_check(history, frame(60), topology(7))
+        return run_check(history, frame(60), topology(7))
+
+    def test_a_non_idempotent_call_executed_twice_is_a_duplicate(self):
+        code, summary, out = self._executed_twice("work.once")
         self.assertEqual(code, 1, out)
         self.assertEqual(summary["duplicates"], "1", out)
         self.assertIn("work.once 4.1.1 executed 2 times", out)
 
     def test_an_idempotent_call_executed_twice_is_fine(self):
-        history = starts(7) + [
-            ev(30, 4, "call", rid="4.1.2", proc="work.idem"),
-            ev(30.05, 1, "exec", rid="4.1.2", proc="work.idem"),
-            ev(30.06, 6, "exec", rid="4.1.2", proc="work.idem"),
-            ev(30.1, 4, "reply", rid="4.1.2", proc="work.idem", by="6"),
-        ]
-        code, summary, out = run_check(history, frame(60), topology(7))
+        code, summary, out = self._executed_twice("work.idem")
         self.assertEqual(code, 0, out)
         self.assertEqual(summary["duplicates"], "0", out)
 

@@ -613,29 +613,18 @@ impl Cluster {
             }
             Action::Begin(fault) => {
                 let lasts = fault.lasts();
+                let kill = matches!(fault, Fault::Kill { .. });
                 match fault {
-                    Fault::Kill { node, down } => {
-                        if self.members[node].life != Life::Down {
-                            self.take_down(node);
+                    Fault::Kill { node, down } | Fault::Stop { node, down } => {
+                        match self.members[node].life {
+                            Life::Down => {}
+                            _ if kill => self.take_down(node),
+                            Life::Up => self.members[node].life = Life::Draining { shut: None },
+                            Life::Draining { .. } => {}
                         }
-                        self.fault_log(
-                            "kill9",
-                            &[],
-                            &[node],
-                            &format!("\"down_s\":{}", down.as_secs()),
-                        );
-                        actions.push((now + lasts, Action::Restart(node)));
-                    }
-                    Fault::Stop { node, down } => {
-                        if self.members[node].life == Life::Up {
-                            self.members[node].life = Life::Draining { shut: None };
-                        }
-                        self.fault_log(
-                            "stop",
-                            &[],
-                            &[node],
-                            &format!("\"down_s\":{}", down.as_secs()),
-                        );
+                        let kind = if kill { "kill9" } else { "stop" };
+                        let down = format!("\"down_s\":{}", down.as_secs());
+                        self.fault_log(kind, &[], &[node], &down);
                         actions.push((now + lasts, Action::Restart(node)));
                     }
                     Fault::Partition { group, lasts } => {
