@@ -206,15 +206,20 @@ pub struct QuicConfigs {
 
 impl QuicConfigs {
     /// Builds the configs for a node with this TLS material, transport
-    /// settings and secret.
+    /// settings and secret. `stable` keys the stateless resets: a secret the
+    /// node has again after a restart (a node derives it from its identity), so
+    /// a peer still holding a connection to the previous incarnation gets a
+    /// reset it accepts (RFC 9000 §10.3) and drops that connection at once,
+    /// instead of writing into it until its idle timeout.
     pub fn new(
         tls: NodeTls,
         settings: &TransportSettings,
         secret: &Secret,
+        stable: &Secret,
     ) -> Result<Self, QuicConfigError> {
         let transport = settings.transport_config()?;
         let reset_key =
-            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret.derive("quic-reset-key"));
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &stable.derive("quic-reset-key"));
         let mut endpoint = quinn_proto::EndpointConfig::new(Arc::new(reset_key));
         let cid_seed = secret.derive("quic-connection-ids");
         endpoint

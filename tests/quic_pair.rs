@@ -30,6 +30,7 @@ fn configs(seed: u8) -> QuicConfigs {
         tls,
         &TransportSettings::default(),
         &Secret::deterministic(u64::from(seed)),
+        &Secret::from_bytes(identity.secret_seed()),
     )
     .unwrap()
 }

@@ -95,6 +95,7 @@ fn peer_configs() -> &'static (
             tls,
             &TransportSettings::default(),
             &Secret::deterministic(2),
+            &Secret::deterministic(3),
         )
         .unwrap();
         let client = configs.client_config(node_identity().node_id(), false).unwrap();

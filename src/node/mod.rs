@@ -298,7 +298,8 @@ impl Node {
             }
             None => NodeTls::self_signed(&identity, verification, clock.clone())?,
         };
-        let quic = QuicConfigs::new(tls, &config.transport, &secret)?;
+        let stable = Secret::from_bytes(identity.secret_seed());
+        let quic = QuicConfigs::new(tls, &config.transport, &secret, &stable)?;
         let endpoint = Endpoint::new(
             quic.endpoint.clone(),
             Some(quic.server.clone()),

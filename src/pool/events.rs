@@ -101,7 +101,8 @@ impl Pool {
     /// [`Action::Close`]), or loses the tie-break to our own dial (ours is
     /// direct and theirs relayed, or both alike and our id is the lower):
     /// then it is kept on standby for the peer to close (a standby it
-    /// replaces is closed).
+    /// replaces is closed). A connection of ours ready for longer than a dial
+    /// race lasts never wins the tie-break: the peer lost it.
     pub fn handle_inbound(&mut self, now: Instant, peer: NodeId, addr: SocketAddr) -> ConnId {
         self.actions.mark(now);
         let conn = self.new_conn();
@@ -110,8 +111,10 @@ impl Pool {
             return conn;
         }
         let existing = self.index.get(&self.entries, &peer);
-        let ours_wins = existing
-            .is_some_and(|slot| self.tie_break_ours(&peer, self.entries[slot as usize].addr, addr));
+        let lost = existing.is_some_and(|slot| self.outlived_dial_race(now, slot));
+        let ours_wins = existing.is_some_and(|slot| {
+            !lost && self.tie_break_ours(&peer, self.entries[slot as usize].addr, addr)
+        });
         let (our_dial, needs_slot) = match existing.map(|s| &self.entries[s as usize]) {
             None => (false, true),
             Some(entry) => match entry.state {
@@ -136,6 +139,10 @@ impl Pool {
             return conn;
         }
         let slot = match existing {
+            Some(slot) if lost => {
+                self.close_lost(now, slot);
+                slot
+            }
             Some(slot) => {
                 self.retire(now, slot);
                 slot
@@ -175,6 +182,29 @@ impl Pool {
         }
         self.leave_state(slot);
         self.unclaim(slot);
+    }
+
+    /// Closes our ready connection in `slot`, which its peer lost
+    /// ([`Self::outlived_dial_race`]), leases and all: nothing gets through it
+    /// any more, and closing it tells its users at once (a drain would keep
+    /// them writing into it until its idle timeout).
+    fn close_lost(&mut self, now: Instant, slot: u32) {
+        let peer = self.entries[slot as usize].peer;
+        if let Some(conn) = self.end_connection(now, slot) {
+            self.metrics.closed_duplicate += 1;
+            self.close(peer, conn, CloseReason::Duplicate);
+        }
+    }
+
+    /// Whether our connection in `slot` has been ready for longer than a dial race
+    /// lasts (a connect's [`PoolConfig::wait_timeout`](super::PoolConfig::wait_timeout)):
+    /// a dial from the peer then means it lost that connection (it restarted with
+    /// its identity, or its side timed out), not that both sides dialled at once,
+    /// so the tie-break does not apply and the peer's connection takes over.
+    fn outlived_dial_race(&self, now: Instant, slot: u32) -> bool {
+        let entry = &self.entries[slot as usize];
+        matches!(entry.state, State::Ready { .. })
+            && now.saturating_duration_since(entry.connected_at) > self.config.wait_timeout
     }
 
     /// Whether our dial to `peer` (at `ours`) beats the peer's dial to us

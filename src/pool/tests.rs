@@ -444,6 +444,40 @@ fn losing_a_leased_connection_redials_at_once_and_an_idle_one_is_dropped() {
 }
 
 #[test]
+fn a_dial_from_a_peer_long_after_ours_is_ready_replaces_ours_leases_and_all() {
+    // Peer 60 is above us (50), so our dial would win a race; but ours has been ready
+    // longer than any race lasts: the peer lost it (it restarted), so its dial takes
+    // over and ours is closed at once, though leased (issue 17's restarted subscriber).
+    let now = t0();
+    let mut pool = pool(config());
+    waiting(pool.acquire(now, id(60), addr(60)));
+    let ours = connect_of(drain(&mut pool), 60);
+    pool.handle_connected(now, id(60), ours);
+    assert!(matches!(drain(&mut pool)[..], [Action::Ready { .. }]));
+    let later = now + config().wait_timeout + ms(1);
+    let lease = leased(pool.acquire(later, id(60), addr(60)));
+    assert_eq!(lease.conn, ours);
+    let theirs = pool.handle_inbound(later, id(60), addr(60));
+    assert_eq!(drain(&mut pool), [close(60, ours, CloseReason::Duplicate)]);
+    assert!(matches!(
+        pool.peer_state(&id(60)),
+        Some(PeerState::Ready { conn, direction: Direction::Inbound, .. }) if conn == theirs
+    ));
+    // The lease on the closed connection comes back to nothing.
+    pool.release(later, lease);
+    assert_eq!(drain(&mut pool), []);
+
+    // Within the race window the tie-break still holds: theirs waits on standby.
+    let mut pool = self::pool(config());
+    waiting(pool.acquire(now, id(60), addr(60)));
+    let ours = connect_of(drain(&mut pool), 60);
+    pool.handle_connected(now, id(60), ours);
+    drain(&mut pool);
+    pool.handle_inbound(now + config().wait_timeout, id(60), addr(60));
+    assert_eq!(drain(&mut pool), [], "a race: theirs on standby");
+}
+
+#[test]
 fn a_simultaneous_dial_keeps_the_connection_dialed_by_the_lower_id_on_both_sides() {
     // Peer 60 is above us (50): our dial wins. Peer 40 is below: theirs wins.
     let now = t0();

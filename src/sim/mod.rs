@@ -11,7 +11,8 @@
 //! every kind (measured against the oracle), [`node_lab`] the relay → direct upgrade of
 //! real Nodes, [`dht_net`] many DHTs on a packet-free network model and [`dht_scale`] the
 //! bootstrap/churn/lookup scenario graded on it, [`idle_lab`] a hub's idle connections,
-//! direct and relayed, to count what idling costs.
+//! direct and relayed, to count what idling costs, [`cluster`] the chaos cluster's
+//! topology, workload and fault schedule.
 //!
 //! ```
 //! # #[allow(clippy::disallowed_methods)] fn main() {
@@ -36,6 +37,7 @@
 //! # }
 //! ```
 
+pub mod cluster;
 pub mod dht_net;
 pub mod dht_scale;
 mod fixture;

@@ -18,6 +18,11 @@ Invariants (a violation each):
   publication to `--window-ms` after it (a fault's touch lasts until
   `--grace-ms` after it healed); hung calls count as lost too.
 
+Also printed (no invariant): the DHT lookups' hops and latency (`lookup`
+events), beside the simulator's prediction for the same N when `--dht-sim`
+hands over dht_scale's line, and the routing-table sizes (each node's last
+`stats`).
+
 Recovery, per fault: from its end (the restart, the heal; the fault itself
 for a NAT reboot or an address change) to the first successful call or
 delivery made by, served by, sent to or published by a node it touched.
@@ -148,6 +153,7 @@ def main():
     ap.add_argument("--window-ms", type=int, default=5000)
     ap.add_argument("--grace-ms", type=int, default=5000)
     ap.add_argument("--settle-ms", type=int, default=35000)
+    ap.add_argument("--dht-sim", default="", help="dht_scale's key=value line for the same N")
     args = ap.parse_args()
     ms = 1000
     history = load(args.history)
@@ -155,8 +161,9 @@ def main():
     topology = load(args.topology)
     private = [e["n"] for e in topology if e["private"]]
     history.sort(key=lambda e: e["t"])
-    begin = next((f["t"] for f in faults if f["kind"] == "begin"), history[0]["t"])
-    end = next((f["t"] for f in faults if f["kind"] == "end"), history[-1]["t"])
+    first, last = (history[0]["t"], history[-1]["t"]) if history else (0, 0)
+    begin = next((f["t"] for f in faults if f["kind"] == "begin"), first)
+    end = next((f["t"] for f in faults if f["kind"] == "end"), last)
     lives = Lives(history, faults, end)
     by_ev = defaultdict(list)
     for e in history:
@@ -185,12 +192,12 @@ def main():
             errors[r["err"].removeprefix("Rpc(").split("(")[0].split(" ")[0].rstrip(")")] += 1
         else:
             ok += 1
-            if not any(str(x["n"]) == r["by"] for x in execs[c["rid"]]):
+            if not any(str(x["n"]) == r["by"] for x in execs.get(c["rid"], ())):
                 problems.append(f"phantom reply {c['rid']} by {r['by']}")
     phantom = sum(1 for p in problems if p.startswith("phantom"))
     double_exec = 0
     for rid, xs in execs.items():
-        if xs[0]["proc"] == "work.once" and len(xs) > 1:
+        if len(xs) > 1 and xs[0]["proc"] == "work.once":
             double_exec += 1
             problems.append(f"work.once {rid} executed {len(xs)} times: nodes {[x['n'] for x in xs]}")
 
@@ -294,6 +301,16 @@ def main():
     relayed = [c for c in conns if c["start"] == "relayed"]
     upgraded = sum(c["direct"] for c in relayed)
 
+    # --- DHT lookups and routing tables ------------------------------------------------
+    lookups = [e for e in by_ev["lookup"] if "hops" in e and "ms" in e]
+    hops = [e["hops"] for e in lookups if e["hops"] >= 0]
+    lookup_ms = [e["ms"] for e in lookups]
+    tables = {}
+    for e in by_ev["stats"]:
+        if isinstance(e.get("table"), int):
+            tables[e["n"]] = e["table"]
+    table_sizes = sorted(tables.values())
+
     nodes = len({e["n"] for e in by_ev["start"]})
     counted_faults = sum(1 for f in faults if f["kind"] in ("kill9", "stop", "partition", "nat_reboot", "readdress"))
     for line in problems[:40]:
@@ -310,6 +327,16 @@ def main():
     print(f"recovery: unrecovered={len(unrecovered)} {unrecovered}")
     print(f"paths: connections={len(conns)} started_relayed={len(relayed)} upgraded={upgraded} "
           f"window_s={(end - begin) / 1e6:.0f}")
+    print(f"dht live: lookups={len(lookups)} unanswered={len(lookups) - len(hops)} "
+          f"timed_out={sum(1 for e in lookups if e.get('timed_out'))} "
+          f"median_hops={percentile(hops, 50)} p90_hops={percentile(hops, 90)} "
+          f"median_latency_ms={percentile(lookup_ms, 50)} p99_latency_ms={percentile(lookup_ms, 99)}")
+    if args.dht_sim:
+        wanted = ("nodes", "lookups", "median_hops", "p90_hops", "median_latency_ms", "p99_latency_ms")
+        sim = dict(kv.split("=", 1) for kv in args.dht_sim.split() if "=" in kv)
+        print("dht sim (dht_scale): " + " ".join(f"{k}={sim[k]}" for k in wanted if k in sim))
+    print(f"routing tables (last stats per node): nodes={len(table_sizes)} min={percentile(table_sizes, 0)} "
+          f"median={percentile(table_sizes, 50)} max={percentile(table_sizes, 100)}")
     print(f"nodes={nodes} faults={counted_faults} calls={len(calls) - excused} ok={ok} typed_errors={typed} "
           f"lost={lost + hung} duplicates={duplicates + double_exec} reordered={reordered} "
           f"recovery_p50_ms={percentile(recovery, 50):.0f} recovery_p99_ms={percentile(recovery, 99):.0f} "

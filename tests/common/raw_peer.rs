@@ -67,7 +67,8 @@ impl RawPeer {
         .unwrap();
         let settings = TransportSettings::default();
         let secret = Secret::deterministic(u64::from(seed));
-        let configs = QuicConfigs::new(tls, &settings, &secret).unwrap();
+        let stable = Secret::from_bytes(identity.secret_seed());
+        let configs = QuicConfigs::new(tls, &settings, &secret, &stable).unwrap();
         let mut endpoint =
             Endpoint::new(configs.endpoint.clone(), None, true, Some(configs.rng_seed));
         let client = configs.client_config(node.node_id(), false).unwrap();

@@ -28,7 +28,10 @@
 //! `proc`), `sub` (`pat`), `pub` (`topic`, `inc`, `seq`), `dlv` (`pat`, `from`, `inc`,
 //! `seq`), `conn`/`path` (`peer`, `kind`: direct or relayed), `disc` (`peer`, `reason`),
 //! `nat` (a discovery `report`), `relay` (an `event` of our reservations and circuits),
-//! `stats` (every 5 s: counters, caches, routing table, connections), `stop`.
+//! `lookup` (a DHT lookup that went to the network: `op` find_node or find_value, `hops`,
+//! the discovery depth of the closest node that answered, -1 if none did; `ms`, its
+//! duration; `timed_out`), `stats` (every 5 s: counters, caches, routing table,
+//! connections), `stop`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use macula::dht::Contact;
+use macula::dht::{Contact, DhtEvent, QueryStats};
 use macula::directory::AnnounceFailed;
 use macula::id::{Identity, NodeId, Realm};
 use macula::node::{Event, load_peers, save_peers};
@@ -443,6 +446,14 @@ fn log_event(history: History, event: &Event) {
                 &format!("\"event\":{}", quoted(&format!("{relay:?}"))),
             );
         }
+        Event::Dht(DhtEvent::NodesFound { stats, .. }) => {
+            return log_lookup(history, "find_node", stats);
+        }
+        Event::Dht(DhtEvent::ValuesFound {
+            stats,
+            from_cache: false,
+            ..
+        }) => return log_lookup(history, "find_value", stats),
         Event::Disconnected { peer, cause, .. } => {
             let peer = peer.as_ref().map_or_else(|| "?".to_owned(), short);
             let reason = quoted(&format!("{cause:?}"));
@@ -458,6 +469,19 @@ fn log_event(history: History, event: &Event) {
     history.log(
         ev,
         &format!("\"peer\":\"{}\",\"kind\":\"{kind}\"", short(peer)),
+    );
+}
+
+/// Logs a DHT lookup that went to the network: its hops and how long it took.
+fn log_lookup(history: History, op: &str, stats: &QueryStats) {
+    let hops = stats.closest_depth.map_or(-1, i32::from);
+    history.log(
+        "lookup",
+        &format!(
+            "\"op\":\"{op}\",\"hops\":{hops},\"ms\":{},\"timed_out\":{}",
+            stats.duration.as_millis(),
+            stats.timed_out
+        ),
     );
 }
 
