@@ -156,6 +156,8 @@ impl Host {
         let mut buf = [0u8; 65_535];
         match self.socket.recv_from(&mut buf) {
             Ok((len, remote)) => {
+                // A buffer of its own: the node hands it to QUIC without
+                // another copy (`Datagram::payload`).
                 let datagram = Datagram {
                     local: self.local,
                     remote,

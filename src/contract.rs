@@ -21,7 +21,11 @@ pub struct Datagram {
     pub local: SocketAddr,
     /// The address it came from.
     pub remote: SocketAddr,
-    /// The bytes.
+    /// The bytes. A payload that is the only handle on its memory (made
+    /// from a `Vec`, a `BytesMut` of its own, [`Bytes::copy_from_slice`];
+    /// [`Bytes::is_unique`]) is handed on to QUIC as it is; one that shares
+    /// its memory (a slice of a larger buffer, a clone kept elsewhere, a
+    /// static) is copied first.
     pub payload: Bytes,
 }
 

@@ -104,8 +104,25 @@ impl TransportSettings {
     /// the idle timeout (30 s by default): the acceptor's backstop, should the
     /// dialer's PINGs stop arriving.
     pub fn acceptor_keep_alive(&self) -> Duration {
-        let halfway = self.keep_alive + self.idle_timeout.saturating_sub(self.keep_alive) / 2;
-        self.keep_alive.saturating_mul(2).min(halfway)
+        self.backstop(self.keep_alive)
+    }
+
+    /// The keep-alive of connections we accepted over a relay circuit: the
+    /// backstop of the circuit dialer's [`acceptor_keep_alive`](Self::acceptor_keep_alive)
+    /// (45 s by default), so the dialer's PINGs alone keep the connection
+    /// up. With equal timers both ends would ping, each end's PING drawing
+    /// the other's ACK, and every packet of either costs a relay-connection
+    /// packet and its acknowledgement on top.
+    pub fn circuit_acceptor_keep_alive(&self) -> Duration {
+        self.backstop(self.acceptor_keep_alive())
+    }
+
+    /// A keep-alive later than `keep_alive`, to stand in should PINGs at
+    /// `keep_alive` stop arriving: twice it, but no later than halfway from it
+    /// to the idle timeout.
+    fn backstop(&self, keep_alive: Duration) -> Duration {
+        let halfway = keep_alive + self.idle_timeout.saturating_sub(keep_alive) / 2;
+        keep_alive.saturating_mul(2).min(halfway)
     }
 
     /// The quinn-proto transport config of connections we dial.
@@ -195,6 +212,10 @@ pub struct QuicConfigs {
     pub endpoint: Arc<quinn_proto::EndpointConfig>,
     /// The server config (client certificates required, migration off).
     pub server: Arc<quinn_proto::ServerConfig>,
+    /// The server config of handshakes that came over a relay circuit: as
+    /// [`server`](Self::server), with the
+    /// [`TransportSettings::circuit_acceptor_keep_alive`].
+    pub circuit_server: Arc<quinn_proto::ServerConfig>,
     /// The seed for the endpoint's own RNG.
     pub rng_seed: [u8; 32],
     transport: Arc<quinn_proto::TransportConfig>,
@@ -239,9 +260,13 @@ impl QuicConfigs {
             .migration(false)
             .validation_token_config(validation)
             .time_source(Arc::new(WallClockSource(tls.clock().clone())));
+        let mut circuit_server = server.clone();
+        circuit_server
+            .transport_config(settings.config_with(settings.circuit_acceptor_keep_alive())?);
         Ok(Self {
             endpoint: Arc::new(endpoint),
             server: Arc::new(server),
+            circuit_server: Arc::new(circuit_server),
             rng_seed: secret.derive("quic-endpoint-rng"),
             transport,
             circuit_transport: slow,
@@ -301,6 +326,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s(15, 60).acceptor_keep_alive(), Duration::from_secs(30));
+        // Over a circuit the dialer pings at 30 s: the acceptor halfway to the idle timeout.
+        assert_eq!(
+            s(15, 60).circuit_acceptor_keep_alive(),
+            Duration::from_secs(45)
+        );
         // Twice 40 s would pass the idle timeout: halfway to it instead.
         assert_eq!(s(40, 60).acceptor_keep_alive(), Duration::from_secs(50));
         s(40, 60).acceptor_transport_config().unwrap();

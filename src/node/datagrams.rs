@@ -16,6 +16,35 @@ use crate::demux::{DatagramClass, classify};
 use crate::path::{PathTable, RealPath};
 use crate::pool::Direction;
 
+/// A QUIC packet on its way to quinn, which takes its bytes by value.
+pub(super) enum Inbound {
+    /// Handed over as it is: without a copy when nothing else holds its
+    /// bytes ([`owned`]).
+    Owned(Bytes),
+    /// Copied for quinn and kept, to be handed again should it turn out to
+    /// be a connection's that came over a new path.
+    Kept(Bytes),
+}
+
+impl Inbound {
+    /// The bytes for quinn, and the packet when kept.
+    fn split(self) -> (BytesMut, Option<Bytes>) {
+        match self {
+            Inbound::Owned(packet) => (owned(packet), None),
+            Inbound::Kept(packet) => (BytesMut::from(&packet[..]), Some(packet)),
+        }
+    }
+}
+
+/// `packet`'s bytes as quinn takes them: the same memory when `packet` is
+/// its only handle (a driver's datagram, read into a buffer of its own),
+/// else a copy.
+fn owned(packet: Bytes) -> BytesMut {
+    packet
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+}
+
 impl Node {
     pub(super) fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
         if self.portmap_datagram(now, &datagram) {
@@ -32,7 +61,15 @@ impl Node {
                     self.local_addrs.arrived(datagram.local);
                 }
                 let arrival = Some((datagram.local, datagram.remote));
-                let taken = self.handle_quic(now, virtual_addr, arrival, &datagram.payload);
+                // A packet over a path not known before may be a connection's whose
+                // peer's NAT rebound: kept, to be handed to quinn again under the
+                // connection's own address ([`Node::follow_rebinding`]).
+                let packet = if known {
+                    Inbound::Owned(datagram.payload)
+                } else {
+                    Inbound::Kept(datagram.payload)
+                };
+                let taken = self.handle_quic(now, virtual_addr, arrival, packet);
                 if !known && !taken && !self.retry_holds.holds(&virtual_addr) {
                     // A source that started no connection leaves no trace
                     // (a flood from many ports must not grow the table).
@@ -54,7 +91,9 @@ impl Node {
     /// quinn. `arrival` is the (local, remote) pair of a UDP datagram; `None`
     /// for a packet out of a relay circuit, whose peer the application hears
     /// at the virtual address. True when a connection took it (an existing
-    /// one, or one it started).
+    /// one, or one it started). Only a [kept](Inbound::Kept) packet of
+    /// another connection than the path's can make that connection follow
+    /// its peer onto the path.
     ///
     /// quinn keeps the local IP an accepted connection was reached at and
     /// sends its packets from it ([`Node::push_endpoint_transmit`]): a node
@@ -66,10 +105,10 @@ impl Node {
         now: Instant,
         virtual_addr: SocketAddr,
         arrival: Option<(SocketAddr, SocketAddr)>,
-        packet: &[u8],
+        packet: Inbound,
     ) -> bool {
         let mut buf = Vec::new();
-        let data = BytesMut::from(packet);
+        let (data, kept) = packet.split();
         let local_ip = (arrival.map(|(local, _)| local.ip())).filter(|ip| !ip.is_unspecified());
         match self
             .endpoint
@@ -102,7 +141,9 @@ impl Node {
                     }
                     // The connection's packets came over another path:
                     // the event (under the wrong address) is dropped.
-                    Some(_) => self.follow_rebinding(now, handle, virtual_addr, packet),
+                    Some(_) => kept.is_some_and(|packet| {
+                        self.follow_rebinding(now, handle, virtual_addr, packet)
+                    }),
                     None => true,
                 }
             }
@@ -134,7 +175,7 @@ impl Node {
         now: Instant,
         handle: ConnectionHandle,
         arrived_at: SocketAddr,
-        packet: &[u8],
+        packet: Bytes,
     ) -> bool {
         let Some(RealPath::Direct(new)) = self.paths.real(&arrived_at) else {
             return false;
@@ -148,7 +189,7 @@ impl Node {
         let mut buf = Vec::new();
         let again = self
             .endpoint
-            .handle(now, own, None, None, BytesMut::from(packet), &mut buf);
+            .handle(now, own, None, None, owned(packet), &mut buf);
         let Some(DatagramEvent::ConnectionEvent(same, event)) = again else {
             return false;
         };
@@ -215,8 +256,10 @@ impl Node {
         // A circuit's handshake has no source of its own: the relay limits it.
         let source = (!PathTable::is_virtual(&remote)).then(|| remote.ip());
         let validated = incoming.remote_address_validated();
+        // Over a circuit the dialer keeps the connection alive, later than it would a direct one.
+        let server = arrival.is_none().then(|| self.quic.circuit_server.clone());
         match self.admission.incoming(now, source, validated) {
-            Verdict::Accept => match self.endpoint.accept(incoming, now, buf, None) {
+            Verdict::Accept => match self.endpoint.accept(incoming, now, buf, server) {
                 Ok((handle, quinn)) => {
                     let mut conn = Conn::new(
                         quinn,
@@ -327,5 +370,32 @@ impl Node {
         for (virtual_addr, segments, src_ip, awaiting) in packets {
             self.send_packets(virtual_addr, segments, src_ip, awaiting);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packet_that_owns_its_bytes_is_handed_over_and_a_shared_one_copied() {
+        let packet = Bytes::from(vec![0x40; 1200]);
+        let at = packet.as_ptr();
+        assert_eq!(owned(packet).as_ptr(), at, "the same memory");
+
+        let buffer = Bytes::from(vec![0x40; 2400]);
+        let shared = buffer.slice(..1200);
+        let copy = owned(shared);
+        assert_ne!(copy.as_ptr(), buffer.as_ptr(), "a copy");
+        assert_eq!(&copy[..], &buffer[..1200]);
+
+        let (data, kept) = Inbound::Kept(Bytes::from(vec![7; 40])).split();
+        let kept = kept.expect("kept");
+        assert_ne!(
+            data.as_ptr(),
+            kept.as_ptr(),
+            "quinn gets a copy of a kept packet"
+        );
+        assert_eq!(&data[..], &kept[..]);
     }
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use quinn_proto::{ConnectionHandle, StreamId};
 
+use super::datagrams::Inbound;
 use super::{CloseCause, Event, Node};
 use crate::connection::STREAM_REFUSED;
 use crate::connection::{Conn, Phase, StreamTrouble};
@@ -473,7 +474,7 @@ impl Node {
                 virtual_addr,
                 packet,
             } => {
-                self.handle_quic(now, virtual_addr, None, &packet);
+                self.handle_quic(now, virtual_addr, None, Inbound::Owned(packet));
             }
             RelayClientOutput::Write {
                 conn,

@@ -138,6 +138,9 @@ pub struct World<M: Machine> {
     /// The deadlines of online hosts and the NATs' next timeouts.
     timers: BTreeSet<(Instant, Due)>,
     sent: u64,
+    /// Transmits of several datagrams (GSO bursts) the machines sent, and the
+    /// datagrams in them.
+    bursts: (u64, u64),
     /// Pairs of IPs (lower first) between which every packet is dropped.
     cuts: BTreeSet<(IpAddr, IpAddr)>,
     events: Vec<HostEvent<M::Event>>,
@@ -163,6 +166,7 @@ where
             flights: BTreeMap::new(),
             timers: BTreeSet::new(),
             sent: 0,
+            bursts: (0, 0),
             cuts: BTreeSet::new(),
             events: Vec::new(),
             trace: Trace::default(),
@@ -368,6 +372,13 @@ where
     /// The trace so far.
     pub fn trace(&self) -> &Trace {
         &self.trace
+    }
+
+    /// The transmits of several datagrams (one GSO send each on a real
+    /// socket) the machines sent so far, and how many datagrams they held:
+    /// each went on the wire datagram by datagram.
+    pub fn bursts(&self) -> (u64, u64) {
+        self.bursts
     }
 
     /// The hash of the trace so far ([`Trace::hash`]).
@@ -600,6 +611,11 @@ where
     /// Puts a host's transmit on its network, datagram by datagram (a
     /// transmit of several segments is several packets on the wire).
     fn send(&mut self, id: HostId, transmit: Transmit) {
+        let count = transmit.datagram_count();
+        if count > 1 {
+            self.bursts.0 += 1;
+            self.bursts.1 += count as u64;
+        }
         for datagram in transmit.split(1) {
             let host = &self.hosts[id.0];
             let packet = Packet {

@@ -161,6 +161,8 @@ impl<S: OsSocket> UdpBase<S> {
                 self.local.port(),
             );
             for segment in segments(buf, meta) {
+                // A buffer of its own (the slots are read into again), which the
+                // node hands to QUIC as it is.
                 let payload = Bytes::copy_from_slice(segment);
                 deliver(
                     Datagram {

@@ -1,7 +1,8 @@
 //! The UDP base over real loopback sockets (`std` sockets: the base needs
 //! nothing of a runtime): addresses in and out of a dual-stack socket, the
 //! TTL of each datagram and the default after it, GSO batches arriving as
-//! GRO reads split into datagrams, ECN marks, and the counters.
+//! GRO reads split into datagrams (each its own buffer), ECN marks, and the
+//! counters.
 
 #[cfg(target_os = "linux")]
 #[path = "../../testutil/arrival_ttls.rs"]
@@ -157,6 +158,8 @@ fn a_gso_batch_arrives_as_a_gro_read_split_into_its_datagrams() {
         .collect();
     assert_eq!(payloads, [(0, 100), (1, 100), (2, 100), (3, 100), (4, 40)]);
     assert!(got.iter().all(|(d, _)| d.remote == sender.local_addr()));
+    // Each datagram's bytes its own, for the node to hand to QUIC uncopied.
+    assert!(got.iter().all(|(d, _)| d.payload.is_unique()));
 
     let sent = SocketCounts {
         datagrams_sent: 5,
