@@ -63,57 +63,81 @@ fn symmetric_by_symmetric_stays_relayed_and_works() {
     assert_eq!(r.lost_messages(), 0, "{r:?}");
 }
 
-/// Lab `node-reboot-masquerade`: a1 and b1 (both masquerade) are direct; natA reboots
-/// with a new IP. Both fall back to the relay, whose connection to a1 follows a1's new
-/// address, and every call comes back; as in the lab, the pair is not direct again
-/// within the run.
+/// Lab `node-reboot-masquerade`: a1 and b1 (both masquerade, each discovering its own
+/// address against the relay) are direct; natA reboots with a new IP. Both fall back to the
+/// relay, whose connection to a1 follows a1's new address, every call comes back, and the
+/// pair is direct again within 5 s of the reboot: a1 learns its new address and re-punches
+/// from a fresh port. Without the fresh port (the node before it) the re-punch fails, as in
+/// the lab: a1's packets from its new address planted unreplied entries at natB, which move
+/// b1's flow toward that address off its port (a quirk hit), and the pair stays relayed.
 #[test]
 fn a_masquerade_pair_falls_back_when_one_nat_reboots_with_a_new_ip() {
+    let fresh = reboot_masquerade_pair(true);
+    assert!(
+        fresh.back.is_some_and(|b| b <= Duration::from_secs(5)),
+        "direct again within 5 s: {fresh:?}"
+    );
+    let stale = reboot_masquerade_pair(false);
+    assert_eq!(stale.back, None, "not direct again: {stale:?}");
+    assert!(stale.quirk_hits > 0, "natB moved b1's flow: {stale:?}");
+}
+
+/// What [`reboot_masquerade_pair`] saw after the reboot.
+#[derive(Debug)]
+struct Rebooted {
+    /// From the reboot until both ends were direct again, if within the run.
+    back: Option<Duration>,
+    /// natB's flows moved off their port by an unreplied entry from a1's new address.
+    quirk_hits: usize,
+}
+
+/// Runs lab `node-reboot-masquerade` with or without the fresh-port re-punch, asserting
+/// what holds either way: direct before, the fall back, no call lost, natB's planted entries,
+/// the relay following a1.
+fn reboot_masquerade_pair(fresh_port: bool) -> Rebooted {
     let pairing = Pairing::Separate(NatKind::LinuxMasquerade, NatKind::LinuxMasquerade);
     let config = NodeLabConfig {
         seed: 26,
         link_loss: 0.0,
+        discover: true,
+        fresh_port,
         ..NodeLabConfig::default()
     };
     let mut lab = NodeLab::new(pairing, &config, epoch());
     lab.connect().expect("connected through the relay");
     lab.calls_for(Duration::from_secs(2));
-    let direct = |lab: &NodeLab| {
+    let direct_after = |lab: &NodeLab, t| {
         let changes = lab.changes().iter();
-        changes.filter(|c| c.1 == PathKind::Direct).count()
+        let times = changes.filter(|c| c.1 == PathKind::Direct && c.0 > t);
+        times.map(|c| c.0).collect::<Vec<_>>()
     };
-    assert_eq!(
-        direct(&lab),
-        2,
-        "direct before the reboot: {:?}",
-        lab.changes()
-    );
+    let before = direct_after(&lab, epoch());
+    assert_eq!(before.len(), 2, "direct before: {:?}", lab.changes());
     let new_ip = IpAddr::from([192, 0, 2, 202]);
     lab.reboot_nat(0, Some(new_ip), false);
     let rebooted = lab.world.now();
     lab.calls_for(Duration::from_secs(8));
     let (calls, lost) = lab.finish();
     assert_eq!(lost, 0, "of {calls}");
-    assert_eq!(direct(&lab), 2, "not direct again: {:?}", lab.changes());
-    // What defeats the lab's re-punch is in place: natB filtered a1's packets from its new
-    // address, each planting an unreplied entry there. (The lab's nodes learn their new
-    // address again and punch toward it, which that entry moves off its port; the
-    // simulator's nodes keep the candidates the lab handed them, so their punch goes to
-    // the old address and fails before it.)
+    let again = direct_after(&lab, rebooted);
+    let back = (again.len() >= 2).then(|| again[1] - rebooted);
     let nat_b = lab.world.nats().nth(1).expect("natB");
-    let planted = (nat_b.log().iter()).any(|l| {
-        l.at > rebooted
-            && matches!(l.event, NatEvent::Filtered { remote, .. } if remote.ip() == new_ip)
-    });
+    let since = |l: &&macula::sim::NatLogEntry| l.at > rebooted;
+    let planted = (nat_b.log().iter().filter(since))
+        .any(|l| matches!(l.event, NatEvent::Filtered { remote, .. } if remote.ip() == new_ip));
     assert!(
         planted,
         "natB holds unreplied entries from a1's new address"
     );
+    let quirk_hits = (nat_b.log().iter().filter(since))
+        .filter(|l| matches!(l.event, NatEvent::QuirkHit { remote, .. } if remote.ip() == new_ip))
+        .count();
     let dead = (lab.changes().iter())
         .filter(|c| c.2 == PathChange::DirectPathDead)
         .count();
     assert!(dead >= 1, "fell back: {:?}", lab.changes());
     assert_eq!(lab.world.machine(lab.relay()).counters().rebindings, 1);
+    Rebooted { back, quirk_hits }
 }
 
 /// Lab `node-carrier-masquerade`, `node-masquerade-carrier` and `node-carrier-carrier`: a

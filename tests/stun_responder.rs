@@ -379,6 +379,7 @@ fn the_punch_probe_example_is_what_the_puncher_sends() {
         search: false,
         seed: 0,
         search_ip: None,
+        socket: None,
     };
     let mut puncher = Puncher::new(PunchConfig::default(), plan, start());
     puncher.handle_input(start(), Input::Timeout);

@@ -71,6 +71,9 @@ pub struct NodeLabConfig {
     /// The nodes' [`UpgradeConfig::search`](crate::node::UpgradeConfig::search): whether
     /// their punches run the birthday search (default true).
     pub search: bool,
+    /// The nodes' [`UpgradeConfig::fresh_port`](crate::node::UpgradeConfig::fresh_port):
+    /// whether a re-punch after a direct path died goes from a fresh port (default true).
+    pub fresh_port: bool,
 }
 
 impl Default for NodeLabConfig {
@@ -85,6 +88,7 @@ impl Default for NodeLabConfig {
             access: None,
             discover: false,
             search: true,
+            fresh_port: true,
         }
     }
 }
@@ -631,6 +635,7 @@ fn node(i: u8, addr: SocketAddr, lab: &NodeLabConfig, start: Instant, private: b
     }
     config.upgrade.retry_after = lab.retry_after;
     config.upgrade.search = lab.search;
+    config.upgrade.fresh_port = lab.fresh_port;
     // Unless the run discovers, the lab hands each side the candidates and class of the
     // NAT it built (`NodeLab::candidates`); a discovery run against its one relay would
     // replace them with what a single reflector can tell.

@@ -435,6 +435,7 @@ impl Lab {
             // The relay's word in a Node; here the peer's reflexive address as the
             // reflectors saw it.
             search_ip: Some(remote.reflexive.ip()),
+            socket: None,
         };
         let plan_a = plan(Role::Opener, start, &b, class_a, class_b);
         let start_b = start.checked_sub(self.config.skew).unwrap_or(start);

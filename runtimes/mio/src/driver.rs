@@ -10,20 +10,23 @@
 //! and tells the application how long its next poll may wait
 //! ([`Driver::timeout`]). One call reads at most a budget of datagrams, so a
 //! busy peer cannot starve the application's other sources or the machine's
-//! timers.
+//! timers. Extra sockets the machine asks for ([`macula::SocketRequest`]) are opened,
+//! registered under the same token, read with the main one and closed when it
+//! says.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use macula::{Datagram, Input, Machine, Output, SocketRequest};
-use macula_udp::{Batch, Batcher};
+use macula::{Datagram, Input, Machine, Output};
+use macula_udp::{Batch, Batcher, handle_request};
 use mio::event::Event;
 use mio::{Events, Interest, Registry, Token};
 
 use crate::clock;
 use crate::error::DriverError;
+use crate::extra::ExtraSockets;
 use crate::socket::Socket;
 
 /// Datagrams one call reads at most before the driver hands control back.
@@ -60,6 +63,8 @@ pub struct DriverCounters {
 /// application's `mio` loop.
 pub struct Driver<M: Machine> {
     socket: Socket,
+    /// The extra sockets the machine asked for.
+    extra: ExtraSockets,
     machine: M,
     token: Option<Token>,
     events: VecDeque<M::Event>,
@@ -89,6 +94,7 @@ impl<M: Machine> Driver<M> {
     pub(crate) fn with_socket(socket: Socket, machine: M) -> Self {
         Self {
             socket,
+            extra: ExtraSockets::default(),
             machine,
             token: None,
             events: VecDeque::new(),
@@ -103,7 +109,8 @@ impl<M: Machine> Driver<M> {
     }
 
     /// Registers the socket with `registry` under `token`: events with that
-    /// token belong to this driver.
+    /// token belong to this driver (its extra sockets, opened when the machine
+    /// asks, are registered under it too).
     pub fn register(&mut self, registry: &Registry, token: Token) -> Result<(), DriverError> {
         registry
             .register(
@@ -112,15 +119,19 @@ impl<M: Machine> Driver<M> {
                 Interest::READABLE | Interest::WRITABLE,
             )
             .map_err(DriverError::Register)?;
+        (self.extra)
+            .register(registry, token)
+            .map_err(DriverError::Register)?;
         self.token = Some(token);
         Ok(())
     }
 
-    /// Removes the socket from `registry`.
+    /// Removes the socket (and the extra ones) from `registry`.
     pub fn deregister(&mut self, registry: &Registry) -> Result<(), DriverError> {
         registry
             .deregister(self.socket.source())
             .map_err(DriverError::Register)?;
+        self.extra.deregister().map_err(DriverError::Register)?;
         self.token = None;
         Ok(())
     }
@@ -194,14 +205,19 @@ impl<M: Machine> Driver<M> {
     /// Handles everything a poll returned that concerns this driver, then
     /// its timer. Call it after every poll, whether or not an event came:
     /// it also fires the machine's deadline and resumes a read that stopped
-    /// at its budget.
+    /// at its budget. Several events may carry its token (one per socket: the extra ones are
+    /// registered under it too); the sockets are read once, within one budget.
     pub fn handle_events(&mut self, events: &Events) {
         self.handle_timeout();
-        let mut readable = false;
-        for event in events.iter() {
-            readable |= self.handle_event(event);
+        let (mut readable, mut writable) = (false, false);
+        for event in events.iter().filter(|e| Some(e.token()) == self.token) {
+            readable |= event.is_readable();
+            writable |= event.is_writable();
         }
-        if self.read_pending && !readable {
+        if writable {
+            self.handle_writable();
+        }
+        if readable || self.read_pending {
             self.handle_readable();
         }
     }
@@ -222,9 +238,10 @@ impl<M: Machine> Driver<M> {
     }
 
     /// Reads waiting datagrams, at most the per-turn budget (a GRO packet,
-    /// read whole, may carry it a few datagrams past), feeding each to the
-    /// machine and draining its outputs after each. When the budget runs out
-    /// first, [`Driver::timeout`] is zero until the next call.
+    /// read whole, may carry it a few datagrams past), from the main socket and
+    /// then the extra ones, feeding each to the machine and draining its
+    /// outputs after each. When the budget runs out first, [`Driver::timeout`]
+    /// is zero until the next call.
     pub fn handle_readable(&mut self) {
         let mut handled = 0;
         let mut received = std::mem::take(&mut self.received);
@@ -243,14 +260,23 @@ impl<M: Machine> Driver<M> {
                 }
             }
             handled += received.len();
-            for datagram in received.drain(..) {
-                self.machine
-                    .handle_input(clock::now(), Input::Datagram(datagram));
-                self.flush();
-            }
+            self.deliver(&mut received);
         }
-        self.read_pending = handled >= self.datagrams_per_turn;
+        let budget = self.datagrams_per_turn.saturating_sub(handled);
+        let (extra, more) = self.extra.receive(budget, |d| received.push(d));
+        self.socket.counters().received(extra as u64);
+        self.deliver(&mut received);
+        self.read_pending = more || handled >= self.datagrams_per_turn;
         self.received = received;
+    }
+
+    /// Feeds the machine `received`'s datagrams, draining its outputs after each.
+    fn deliver(&mut self, received: &mut Vec<Datagram>) {
+        for datagram in received.drain(..) {
+            self.machine
+                .handle_input(clock::now(), Input::Datagram(datagram));
+            self.flush();
+        }
     }
 
     /// Sends the transmits that waited for a full send buffer.
@@ -286,23 +312,34 @@ impl<M: Machine> Driver<M> {
         while let Some(output) = self.machine.poll_output() {
             match output {
                 Output::Event(event) => self.events.push_back(event),
+                Output::Transmit(transmit) if self.extra.owns(transmit.source) => {
+                    self.send_extra(&transmit);
+                }
                 Output::Transmit(transmit) => {
                     batcher.push(transmit, self.socket.max_segments());
                     while let Some(full) = batcher.next_full() {
                         self.send(full);
                     }
                 }
-                // This driver keeps to its one socket: it opens none (the contract lets
-                // it open fewer than asked), so it has none to close.
-                Output::Sockets(SocketRequest::Open { .. }) => {
-                    let none = Input::SocketsOpened(Vec::new());
-                    self.machine.handle_input(clock::now(), none);
+                Output::Sockets(request) => {
+                    let near = self.socket.local_addr();
+                    handle_request(&mut self.extra, near, request, &mut self.machine);
                 }
-                Output::Sockets(SocketRequest::Close(_)) => {}
             }
         }
         while let Some(last) = batcher.finish() {
             self.send(last);
+        }
+    }
+
+    /// Sends one datagram from an extra socket at once (a full send buffer drops
+    /// it: probes are retried, QUIC recovers) and counts how it went.
+    fn send_extra(&self, transmit: &macula::Transmit) {
+        let sent = self.extra.send(transmit);
+        self.socket.counters().sent(1, sent.is_ok());
+        if let Err(error) = sent {
+            let destination = transmit.destination;
+            tracing::debug!(%error, %destination, "send on an extra socket failed");
         }
     }
 

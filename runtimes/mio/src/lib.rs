@@ -58,6 +58,8 @@
 //! - `socket`: the one UDP socket: a [`macula_udp::UdpBase`] on a `mio`
 //!   socket.
 //! - `driver`: the drive loop on the application's poll ([`Driver`]).
+//! - `extra`: the extra sockets a machine asks for, registered under the
+//!   driver's token.
 //! - `poll_loop`: a driver with a poll of its own ([`PollLoop`]).
 //! - `node`: starting a [`macula::node::Node`] on a driver.
 //! - `error`: [`DriverError`].
@@ -67,6 +69,7 @@
 pub use macula_udp::clock;
 mod driver;
 mod error;
+mod extra;
 mod node;
 mod poll_loop;
 pub use macula_udp::random;

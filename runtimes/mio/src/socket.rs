@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use macula::Datagram;
-use macula_udp::{Batch, RecvBuffers, SocketCounts, UdpBase};
+use macula_udp::{Batch, RecvBuffers, SocketCounters, SocketCounts, UdpBase};
 use mio::net::UdpSocket;
 
 /// A non-blocking UDP socket registered with a `mio` poll.
@@ -42,6 +42,11 @@ impl Socket {
     /// What the socket counted so far.
     pub(crate) fn counts(&self) -> SocketCounts {
         self.base.counters().snapshot()
+    }
+
+    /// The live counters (the driver's extra sockets count into them too).
+    pub(crate) fn counters(&self) -> &SocketCounters {
+        self.base.counters()
     }
 
     /// Most datagrams one send may carry (1 without GSO).

@@ -16,10 +16,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use macula::{Datagram, Input, Machine, Output, SocketRequest};
+use macula::{Datagram, Input, Machine, Output};
 use tokio::time::Sleep;
 
-use macula_udp::{Batch, Batcher};
+use macula_udp::{Batch, Batcher, handle_request};
 
 use crate::clock;
 use crate::counters::{Counters, DriverCounters};
@@ -127,13 +127,10 @@ impl<M: Machine> Driver<M> {
                     }
                 }
                 Output::Event(event) => self.events.push_back(event),
-                Output::Sockets(SocketRequest::Open { count }) => {
-                    let opened = self.extra.open(self.socket.local_addr(), count);
-                    tracing::debug!(asked = count, opened = opened.len(), "extra sockets");
-                    let opened = Input::SocketsOpened(opened);
-                    self.machine.handle_input(clock::now(), opened);
+                Output::Sockets(request) => {
+                    let near = self.socket.local_addr();
+                    handle_request(&mut self.extra, near, request, &mut self.machine);
                 }
-                Output::Sockets(SocketRequest::Close(addrs)) => self.extra.close(&addrs),
             }
         }
         while let Some(last) = batcher.finish() {

@@ -19,7 +19,9 @@
 //!   after it;
 //! - [`Batch`] and [`Batcher`]: consecutive transmits to one peer joined for
 //!   one GSO send;
-//! - [`SocketCounters`]: what both drivers count.
+//! - [`SocketCounters`]: what both drivers count;
+//! - [`ExtraSockets`]: the extra sockets a machine asks for (`macula::SocketRequest`),
+//!   over the driver's own socket type.
 //!
 //! Nothing here waits: "nothing to read" and "send buffer full" come back as
 //! `WouldBlock`, for the driver's own readiness (tokio's reactor, a mio poll).
@@ -35,6 +37,7 @@
 //! - `ttl`: a send's own TTL, and the default restored after it.
 //! - `batch`: GSO batches ([`Batch`], [`Batcher`]).
 //! - `counters`: [`SocketCounters`], [`SocketCounts`].
+//! - `extra`: extra sockets ([`ExtraSockets`]).
 //! - [`clock`], [`random`]: the only places a driver reads time and draws
 //!   randomness.
 
@@ -43,6 +46,7 @@ mod base;
 mod batch;
 pub mod clock;
 mod counters;
+mod extra;
 mod open;
 pub mod random;
 mod ttl;
@@ -51,6 +55,9 @@ pub use address::canonical;
 pub use base::{OsSocket, RecvBuffers, UdpBase};
 pub use batch::{Batch, Batcher};
 pub use counters::{SocketCounters, SocketCounts};
+pub use extra::{
+    ExtraSet, ExtraSockets, MAX_EXTRA_DATAGRAM, MAX_EXTRA_SOCKETS, handle_request, read_extra,
+};
 pub use open::{open, open_exactly};
 /// The ECN codepoint of a datagram (RFC 3168), as `quinn-udp` reads and writes it.
 pub use quinn_udp::EcnCodepoint;

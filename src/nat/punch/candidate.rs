@@ -62,6 +62,40 @@ pub fn predict(last: SocketAddr, allocation: PortAllocation) -> Vec<Candidate> {
         .collect()
 }
 
+/// Whether our `candidates` show our NAT preserving ports: an IPv4 reflexive candidate
+/// kept the port of a host candidate (so a fresh local port likely keeps its port too).
+pub fn preserves_ports(candidates: &[Candidate]) -> bool {
+    candidates.iter().any(|c| preserved(candidates, c))
+}
+
+/// Whether `c` is an IPv4 reflexive candidate with the port of one of our IPv4 host
+/// candidates.
+fn preserved(candidates: &[Candidate], c: &Candidate) -> bool {
+    let host = |h: &&Candidate| h.kind == CandidateKind::Lan && h.addr.is_ipv4();
+    c.kind == CandidateKind::Reflexive
+        && c.addr.is_ipv4()
+        && (candidates.iter().filter(host)).any(|h| h.addr.port() == c.addr.port())
+}
+
+/// Our IPv4 `candidates` as they read for another local socket on `port` (a fresh port,
+/// [`crate::nat::punch::Plan::socket`]) of the same IP: each reflexive one whose port a
+/// host candidate kept ([`preserves_ports`]) and each IPv4 host candidate, with that
+/// port. Empty when our NAT was not seen preserving ports: the fresh socket's public
+/// address is then unknown.
+pub fn on_port(candidates: &[Candidate], port: u16) -> Vec<Candidate> {
+    if !preserves_ports(candidates) {
+        return Vec::new();
+    }
+    let kept = |c: &&Candidate| {
+        preserved(candidates, c) || (c.kind == CandidateKind::Lan && c.addr.is_ipv4())
+    };
+    let mut moved: Vec<Candidate> = (candidates.iter().filter(kept))
+        .map(|c| Candidate::new(c.kind, SocketAddr::new(c.addr.ip(), port)))
+        .collect();
+    moved.sort_by_key(|c| c.kind);
+    moved
+}
+
 /// `candidates` in probing order without repeated addresses, at most `max` of them: global
 /// IPv6 addresses first (RFC 8421: IPv6 pairs are preferred; no NAT stands in front of
 /// them, so there is no port to predict), then the rest by kind, each group as given.
@@ -146,5 +180,29 @@ mod tests {
         );
         // The cap keeps the preferred one.
         assert_eq!(ordered(&list, 1)[0].addr, v6);
+    }
+
+    #[test]
+    fn a_fresh_port_is_announced_only_behind_a_port_preserving_nat() {
+        let addr = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let lan = Candidate::new(CandidateKind::Lan, addr("10.1.0.11:45800"));
+        let kept = Candidate::new(CandidateKind::Reflexive, addr("198.51.100.3:45800"));
+        let v6 = Candidate::new(CandidateKind::Lan, addr("[2001:db8:a::11]:45800"));
+        let got: Vec<(CandidateKind, SocketAddr)> = (on_port(&[lan, v6, kept], 40000).iter())
+            .map(|c| (c.kind, c.addr))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (CandidateKind::Reflexive, addr("198.51.100.3:40000")),
+                (CandidateKind::Lan, addr("10.1.0.11:40000")),
+            ]
+        );
+        // A NAT that moved our port: the fresh socket's public port is anyone's guess.
+        let moved = Candidate::new(CandidateKind::Reflexive, addr("198.51.100.3:61000"));
+        assert!(on_port(&[lan, moved], 40000).is_empty());
+        assert!(preserves_ports(&[lan, kept]) && !preserves_ports(&[lan, moved]));
+        assert!(on_port(&[lan], 40000).is_empty());
+        assert!(on_port(&[], 40000).is_empty());
     }
 }

@@ -84,6 +84,12 @@ pub struct Plan {
     /// connection observes the peer at), never the peer's own word: the only IP the easy
     /// side of a birthday search probes. `None`: this side searches nothing.
     pub search_ip: Option<IpAddr>,
+    /// An extra socket (a fresh local port) this side probes from instead of its main
+    /// socket, toward candidates of its family: after a direct path died, a 5-tuple that no
+    /// conntrack entry planted at either NAT during the outage matches (see the module
+    /// docs). The punch owns it: it closes it when it fails or is closed, and keeps it
+    /// for a winning pair that uses it ([`Punched::local`]). `None`: the main socket.
+    pub socket: Option<SocketAddr>,
 }
 
 /// The winning candidate pair.
@@ -232,6 +238,8 @@ pub struct Puncher {
     /// and the peer's address. Every later round probes it too, so a lost check or answer
     /// is retried.
     found: Option<(SocketAddr, Candidate)>,
+    /// The fresh socket of [`Plan::socket`] while the punch holds it.
+    fresh: Option<SocketAddr>,
 }
 
 impl Puncher {
@@ -267,6 +275,7 @@ impl Puncher {
             sockets,
             draw,
             found: None,
+            fresh: plan.socket,
             config,
             plan,
         };
@@ -360,16 +369,12 @@ impl Puncher {
         }
         match message.class {
             Class::Request if !self.sent.contains_key(&id) => {
-                let extra = self.sockets.as_ref().is_some_and(|s| s.owns(local));
-                self.answer(now, extra.then_some(local), from, id);
+                let extra = self.extra(local);
+                self.answer(now, extra, from, id);
             }
             Class::Success | Class::Error => {
                 if let Some(sent) = self.sent.remove(&id) {
-                    let arrived = self
-                        .sockets
-                        .as_ref()
-                        .filter(|s| s.owns(local))
-                        .map(|_| local);
+                    let arrived = self.extra(local);
                     let same_pair = sent.to.addr == from && sent.local == arrived;
                     if message.class == Class::Success && same_pair {
                         self.answered(now, sent, message.mapped_address());
@@ -379,6 +384,13 @@ impl Puncher {
             _ => {}
         }
         true
+    }
+
+    /// `local` when it is one of the extra sockets the punch holds (the hard side's, or
+    /// the fresh one); `None` for the main socket.
+    fn extra(&self, local: SocketAddr) -> Option<SocketAddr> {
+        let hard = self.sockets.as_ref().is_some_and(|s| s.owns(local));
+        (hard || self.fresh == Some(local)).then_some(local)
     }
 
     /// Takes the extra sockets the driver opened (hard side of a birthday search; surplus
@@ -563,9 +575,11 @@ impl Puncher {
         }
     }
 
-    /// Sends one probe to `target` from the main socket if the attempt's budget allows.
+    /// Sends one probe to `target` from the fresh socket when the plan gave one of its
+    /// family (else from the main socket) if the attempt's budget allows.
     fn probe(&mut self, now: Instant, attempt: &mut Attempt, target: Candidate, ttl: Option<u8>) {
-        self.probe_from(now, attempt, None, target, ttl);
+        let fresh = self.fresh.filter(|f| f.is_ipv4() == target.addr.is_ipv4());
+        self.probe_from(now, attempt, fresh, target, ttl);
     }
 
     /// Sends one probe to `target` from `local` (an extra socket; `None`: the main one) if
@@ -670,12 +684,18 @@ impl Puncher {
         }
     }
 
-    /// The search is over: closes every extra socket but `keep` and stops the draw.
+    /// The search is over: closes every extra socket but `keep` (the fresh one too) and
+    /// stops the draw.
     fn release(&mut self, keep: Option<SocketAddr>) {
         if let Some(draw) = &mut self.draw {
             draw.stop();
         }
-        let released = (self.sockets.as_mut()).map(|s| s.release_all_but(keep));
+        let mut released = (self.sockets.as_mut()).map(|s| s.release_all_but(keep));
+        let fresh = self.fresh.filter(|f| Some(*f) != keep);
+        if let Some(fresh) = fresh {
+            self.fresh = None;
+            released.get_or_insert_with(Vec::new).push(fresh);
+        }
         self.close(released.unwrap_or_default());
     }
 
@@ -708,8 +728,9 @@ impl Puncher {
             }
             None => return,
         };
-        if local.is_some() && self.found.is_none() {
-            self.found = local.map(|l| (l, target));
+        let hard = local.filter(|l| self.sockets.as_ref().is_some_and(|s| s.owns(*l)));
+        if let (Some(hard), None) = (hard, self.found) {
+            self.found = Some((hard, target));
         }
         if let State::Running(mut attempt) = self.state {
             if now >= attempt.starts {
@@ -863,6 +884,7 @@ mod tests {
             search: true,
             seed: 3,
             search_ip: None,
+            socket: None,
         }
     }
 
@@ -1050,6 +1072,7 @@ mod tests {
             local_nat,
             remote_nat,
             search_ip: Some("198.51.100.2".parse().unwrap()),
+            socket: None,
             ..plan
         }
     }
@@ -1242,6 +1265,7 @@ mod tests {
         // for it: no search at all, only the announced candidates are probed.
         let unattested = Plan {
             search_ip: None,
+            socket: None,
             ..search_plan(t0, SearchSide::Easy)
         };
         let mut p = Puncher::new(config.clone(), unattested, t0);
@@ -1294,5 +1318,78 @@ mod tests {
             closed,
             [SocketRequest::Open { count: 2 }, SocketRequest::Close(s)]
         );
+    }
+
+    #[test]
+    fn a_punch_from_a_fresh_port_probes_from_it_wins_there_and_closes_it_only_at_the_end() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let fresh = SocketAddr::from(([10, 0, 0, 1], 40000));
+        let (v4, v6) = ("198.51.100.2:4433", "[2001:db8:b::11]:4433");
+        let plan = Plan {
+            socket: Some(fresh),
+            ..plan(t0, &[v4, v6], false)
+        };
+        let mut p = Puncher::new(PunchConfig::default(), plan.clone(), t0);
+        p.handle_timeout(t0 + ms(20));
+        let (sent, asked, _) = outputs(&mut p);
+        assert!(asked.is_empty(), "the owner opened it");
+        // IPv4 probes leave from the fresh socket, IPv6 ones from the main socket.
+        assert!(!sent.is_empty());
+        for t in &sent {
+            let want = t.destination.is_ipv4().then_some(fresh);
+            assert_eq!(t.source, want, "{t:?}");
+        }
+        // The peer's probe on the fresh socket is answered from it; an answer there wins.
+        let mut id = [0u8; 12];
+        id[..8].copy_from_slice(b"macpunch");
+        let request = signed(Message::binding(Class::Request, TransactionId(id)));
+        let peer: SocketAddr = v4.parse().unwrap();
+        assert!(p.handle_datagram(t0 + ms(30), fresh, peer, &request));
+        let (sent, _, _) = outputs(&mut p);
+        assert!(sent.iter().all(|t| t.source == Some(fresh)) && sent.len() == 2);
+        let check = decode(&sent[1].payload).unwrap().message.transaction_id;
+        let answer = signed(Message::binding(Class::Success, check));
+        // On the main socket it is not our pair's answer.
+        assert!(p.handle_datagram(t0 + ms(31), MAIN, peer, &answer));
+        assert!(p.punched().is_none());
+        p.handle_timeout(t0 + ms(100));
+        let (sent, _, _) = outputs(&mut p);
+        let retry = (sent.iter())
+            .find(|t| t.destination == peer)
+            .expect("retried");
+        let id = decode(&retry.payload).unwrap().message.transaction_id;
+        let answer = signed(Message::binding(Class::Success, id));
+        assert!(p.handle_datagram(t0 + ms(101), fresh, peer, &answer));
+        let (_, closed, events) = outputs(&mut p);
+        assert!(closed.is_empty(), "the winner keeps its socket");
+        let Some(PunchEvent::Succeeded(won)) = events.last() else {
+            panic!("{events:?}")
+        };
+        assert_eq!((won.local, won.remote), (Some(fresh), peer));
+        // The owner is done with the path: the socket closes, once.
+        p.close_sockets();
+        assert_eq!(outputs(&mut p).1, [SocketRequest::Close(vec![fresh])]);
+        p.close_sockets();
+        assert!(outputs(&mut p).1.is_empty());
+        // A punch that fails closes it itself.
+        let config = PunchConfig {
+            max_attempts: 1,
+            ..PunchConfig::default()
+        };
+        let mut p = Puncher::new(config, plan, t0);
+        let (mut now, mut closed, mut events) = (t0, Vec::new(), Vec::new());
+        while let Some(next) = p.poll_timeout().filter(|_| !p.is_finished()) {
+            now = next.max(now);
+            p.handle_timeout(now);
+            let (_, c, e) = outputs(&mut p);
+            closed.extend(c);
+            events.extend(e);
+        }
+        assert_eq!(closed, [SocketRequest::Close(vec![fresh])]);
+        assert!(matches!(
+            events.last(),
+            Some(PunchEvent::Failed { attempts: 1 })
+        ));
     }
 }

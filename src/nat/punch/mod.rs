@@ -84,6 +84,16 @@
 //!    skipped. The plain rounds run beside the search all along. The NAT lab measured
 //!    masquerade × `random,fully-random` direct 10 in 10, 67–608 ms after the relayed
 //!    connection was up.
+//! 8. **A fresh port after a direct path died.** When a NAT reboots (conntrack flushed, a
+//!    new public IP) while a pair is direct, the packets one side sent from its new
+//!    address before it fell back reached the other side's NAT and planted an unreplied
+//!    entry there (the rebooted side's new address → the other side's mapped port): the
+//!    other side's flow toward that new address moves to a random port for the entry's
+//!    30 s, so a re-punch between the same two sockets fails. The owner re-punches from an
+//!    extra socket instead ([`Plan::socket`]: one fresh local port, announced as
+//!    [`on_port`] of our candidates when our NAT was seen preserving ports): a 5-tuple no
+//!    entry matches, whichever NAT rebooted. The NAT lab measured the masquerade pair
+//!    direct again within 5 s of the reboot (before: not within the 30 s).
 //!
 //! Limits: at most [`PunchConfig::max_checks_per_attempt`] probes per attempt (100, RFC 8445
 //! §19.5.1) and [`PunchConfig::max_candidates`] remote candidates; the search adds at most
@@ -103,7 +113,9 @@ mod search;
 mod wire;
 
 pub use budget::SearchBudget;
-pub use candidate::{Candidate, CandidateKind, PREDICTED_PORTS, ordered, predict};
+pub use candidate::{
+    Candidate, CandidateKind, PREDICTED_PORTS, on_port, ordered, predict, preserves_ports,
+};
 pub use config::PunchConfig;
 pub use machine::{Plan, PunchEvent, PunchStats, Punched, Puncher, Role, SessionTag};
 pub use oracle::{NatClass, SearchSide, direct_possible, search_side};

@@ -55,7 +55,7 @@ use crate::pool::ConnId;
 use crate::scope::AddressPolicy;
 use crate::wire::Message;
 
-use session::{Session, Stage};
+use session::{Fresh, Session, Stage};
 
 /// How a node upgrades relayed connections.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +96,13 @@ pub struct UpgradeConfig {
     /// (default true): the Node then asks its driver for extra sockets
     /// ([`UpgradeOutput::Sockets`]).
     pub search: bool,
+    /// Whether the opener's punch after a direct path died goes from a fresh port (default
+    /// true): at the fall back the Node asks its driver for one extra socket
+    /// ([`UpgradeOutput::Sockets`]), announces it (when our NAT was seen preserving ports)
+    /// and probes from it, so no conntrack entry planted during the outage matches the
+    /// new flow ([`crate::nat::punch`], item 8). A driver that opens none leaves the punch
+    /// on the main socket.
+    pub fresh_port: bool,
 }
 
 impl Default for UpgradeConfig {
@@ -114,6 +121,7 @@ impl Default for UpgradeConfig {
                 burst: 4,
             },
             search: true,
+            fresh_port: true,
         }
     }
 }
@@ -406,29 +414,42 @@ impl Upgrades {
         self.direct.retain(|_, c| *c != conn);
     }
 
-    /// The driver opened the extra sockets the oldest waiting punch asked for: they go to
-    /// it, or are closed again when it is over.
-    pub fn handle_sockets_opened(&mut self, now: Instant, opened: Vec<SocketAddr>) {
+    /// The driver opened the extra sockets the oldest waiting punch (or re-punch, for its
+    /// fresh socket) asked for: they go to it, or are closed again when it is over.
+    pub fn handle_sockets_opened(&mut self, now: Instant, mut opened: Vec<SocketAddr>) {
         self.out.mark(now);
         let waiter = self.socket_waiters.pop_front();
-        let stage = waiter.and_then(|conn| self.sessions.get_mut(&conn).map(|s| &mut s.stage));
-        match (stage, waiter) {
-            (Some(Stage::Punching(p)), Some(conn)) => {
-                p.handle_sockets_opened(now, opened);
+        let session = waiter.and_then(|conn| self.sessions.get_mut(&conn));
+        match (session, waiter) {
+            (Some(s), Some(conn)) if matches!(s.stage, Stage::Punching(_)) => {
+                if let Stage::Punching(p) = &mut s.stage {
+                    p.handle_sockets_opened(now, opened);
+                }
                 self.drain(now, conn);
+                return;
             }
-            _ if opened.is_empty() => {}
-            _ => self
-                .out
-                .push(UpgradeOutput::Sockets(SocketRequest::Close(opened))),
+            (Some(s), Some(_)) if s.fresh == Fresh::Asked => {
+                s.fresh = Fresh::None;
+                if !opened.is_empty() {
+                    s.fresh = Fresh::Open(opened.remove(0));
+                }
+            }
+            _ => {}
+        }
+        if !opened.is_empty() {
+            (self.out).push(UpgradeOutput::Sockets(SocketRequest::Close(opened)));
         }
     }
 
-    /// Closes every extra socket `conn`'s punch holds.
+    /// Closes every extra socket `conn`'s session holds: its punch's, and a fresh one
+    /// waiting for the next punch.
     fn close_sockets(&mut self, conn: ConnId) {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
+        if let Fresh::Open(socket) = std::mem::replace(&mut s.fresh, Fresh::None) {
+            (self.out).push(UpgradeOutput::Sockets(SocketRequest::Close(vec![socket])));
+        }
         let (Stage::Punching(p) | Stage::Direct(p, _)) = &mut s.stage else {
             return;
         };

@@ -10,7 +10,8 @@ use super::{MAX_TIMES, OFFER_TIMEOUT, PathChange, PunchLink, UpgradeOutput, Upgr
 use crate::contract::{Machine, Output, SocketRequest};
 use crate::id::NodeId;
 use crate::nat::punch::{
-    Candidate, CandidateKind, NatClass, Plan, PunchEvent, Puncher, Role, SessionTag,
+    Candidate, CandidateKind, NatClass, Plan, PunchEvent, Puncher, Role, SessionTag, on_port,
+    preserves_ports,
 };
 use crate::nat::stun::IntegrityKey;
 use crate::path::{Liveness, PathKind, RealPath};
@@ -34,6 +35,18 @@ pub(super) enum Stage {
     Relayed(Option<Instant>),
 }
 
+/// The opener's fresh socket for its re-punch after a direct path died
+/// ([`crate::nat::punch::Plan::socket`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fresh {
+    /// None held or asked for.
+    None,
+    /// Asked of the driver, not yet opened.
+    Asked,
+    /// Open, for the next punch.
+    Open(SocketAddr),
+}
+
 /// One relayed connection's upgrade.
 pub(super) struct Session {
     pub(super) peer: NodeId,
@@ -44,6 +57,8 @@ pub(super) struct Session {
     remote_nat: NatClass,
     pub(super) relay_path: RealPath,
     pub(super) stage: Stage,
+    /// The fresh socket the next punch probes from.
+    pub(super) fresh: Fresh,
 }
 
 impl Session {
@@ -134,7 +149,22 @@ impl Upgrades {
         self.rng.fill_bytes(&mut key);
         self.next_request += 1;
         let request_id = self.next_request;
-        let (candidates, nat) = self.local();
+        let (mut candidates, nat) = self.local();
+        let held = self.sessions.get(&conn).map(|s| s.fresh);
+        let mut fresh = Fresh::None;
+        if let Some(Fresh::Open(socket)) = held {
+            // The fresh socket's candidates replace our IPv4 ones, when its public port
+            // can be told; otherwise it is no use.
+            let moved = on_port(&candidates, socket.port());
+            if moved.is_empty() {
+                self.out
+                    .push(UpgradeOutput::Sockets(SocketRequest::Close(vec![socket])));
+            } else {
+                candidates.retain(|c| !c.addr.is_ipv4());
+                candidates.extend(moved);
+                fresh = Fresh::Open(socket);
+            }
+        }
         let offer = PunchOffer {
             request_id,
             tag,
@@ -152,6 +182,7 @@ impl Upgrades {
             remote_nat: NatClass::UNKNOWN,
             relay_path: path,
             stage: Stage::Offered(now),
+            fresh,
         };
         self.sessions.insert(conn, session);
         true
@@ -187,6 +218,8 @@ impl Upgrades {
         if path.kind() != PathKind::Relayed {
             return;
         }
+        // A punch of ours under way is over (its extra sockets close): the peer starts anew.
+        self.close_sockets(link.conn);
         let (local, nat) = self.local();
         let answer = PunchAnswer {
             request_id: offer.request_id,
@@ -204,6 +237,7 @@ impl Upgrades {
             remote_nat: NatClass::from(&offer.nat),
             relay_path: path,
             stage: Stage::Answered(remote),
+            fresh: Fresh::None,
         };
         self.sessions.insert(link.conn, session);
     }
@@ -279,6 +313,10 @@ impl Upgrades {
             search: self.config.search,
             seed: self.rng.next_u64(),
             search_ip: self.vouched.get(&conn).copied(),
+            socket: match std::mem::replace(&mut session.fresh, Fresh::None) {
+                Fresh::Open(socket) => Some(socket),
+                _ => None,
+            },
         };
         let mut puncher = Puncher::new(self.config.punch.clone(), plan, now);
         if let Some(ip) = puncher.search_target() {
@@ -474,6 +512,20 @@ impl Upgrades {
             .then(|| now.checked_add(self.config.repunch_after))
             .flatten();
         s.stage = Stage::Relayed(retry);
+        // The re-punch goes from a fresh port (a 5-tuple no entry planted during the outage
+        // matches), when our NAT preserves ports and so its public port can be told.
+        let preserving = preserves_ports(&self.local().0);
+        if retry.is_some() && self.config.fresh_port && preserving {
+            if let Some(s) = self.sessions.get_mut(&conn) {
+                s.fresh = Fresh::Asked;
+            }
+            self.socket_waiters.push_back(conn);
+            let open = SocketRequest::Open { count: 1 };
+            self.out.push(UpgradeOutput::Sockets(open));
+        }
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
         let (peer, path) = (s.peer, s.relay_path);
         self.counters.fallbacks += 1;
         self.out.push(UpgradeOutput::FallBack { conn, path });

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{PathChange, PunchLink, UpgradeConfig, UpgradeOutput, Upgrades};
 use crate::contract::Child;
-use crate::contract::{Datagram, Transmit};
+use crate::contract::{Datagram, SocketRequest, Transmit};
 use crate::id::NodeId;
 use crate::nat::punch::{Candidate, CandidateKind, NatClass};
 use crate::nat::stun::{Attribute, Class, IntegrityKey, Message as StunMessage, decode};
@@ -165,6 +165,23 @@ fn a_relayed_packet_moves_a_direct_path_in_doubt_back_to_the_relay_only() {
     assert!(!a.machine.handle_heard_relayed(now, a.link.conn));
 }
 
+/// B goes silent from `switched` on: A's liveness probes go unanswered until it falls
+/// back. When, and what A said then besides its probes.
+fn silence(a: &mut Side, b: SocketAddr, switched: Instant) -> (Instant, Vec<UpgradeOutput>) {
+    let mut now = switched;
+    let mut fell_back = Vec::new();
+    while fell_back.is_empty() && now < switched + Duration::from_secs(5) {
+        now += Duration::from_millis(50);
+        // A's QUIC packets go on leaving on the direct path.
+        a.machine.handle_sent(now, b);
+        a.machine.handle_timeout(now);
+        fell_back = (drain(&mut a.machine).into_iter())
+            .filter(|o| !matches!(o, UpgradeOutput::Transmit(_)))
+            .collect();
+    }
+    (now, fell_back)
+}
+
 #[test]
 fn the_direct_path_is_left_for_the_relay_when_it_stops_answering() {
     let start = crate::test_epoch();
@@ -185,18 +202,7 @@ fn the_direct_path_is_left_for_the_relay_when_it_stops_answering() {
         )),
         "{event:?}"
     );
-    // B goes silent: A's liveness probes go unanswered until it falls back.
-    let mut now = switched;
-    let mut fell_back = Vec::new();
-    while fell_back.is_empty() && now < switched + Duration::from_secs(5) {
-        now += Duration::from_millis(50);
-        // A's QUIC packets go on leaving on the direct path.
-        a.machine.handle_sent(now, b.addr);
-        a.machine.handle_timeout(now);
-        fell_back = (drain(&mut a.machine).into_iter())
-            .filter(|o| !matches!(o, UpgradeOutput::Transmit(_)))
-            .collect();
-    }
+    let (now, fell_back) = silence(&mut a, b.addr, switched);
     assert_eq!(fell_back, fell_back_to_circuit(a.link.conn));
     assert_eq!(a.machine.counters().fallbacks, 1);
     // The opener punches again after `repunch_after`, not before.
@@ -585,4 +591,124 @@ fn a_peer_whose_probes_come_from_a_new_address_while_ours_go_unanswered_has_move
         "A's probes follow B: {probes_to:?}"
     );
     assert_eq!(a.machine.counters().fallbacks, 0, "{outputs:?}");
+}
+
+/// A behind a port-preserving NAT (its reflexive candidate kept its LAN port), direct with
+/// B; then B falls silent and A falls back. When, and what A said besides its probes.
+fn preserving_pair_fallen_back() -> (Side, Side, Instant, Vec<UpgradeOutput>) {
+    let start = crate::test_epoch();
+    let mut a = side(1, "10.0.0.1:4000", 10, B);
+    let candidates = vec![
+        Candidate::new(CandidateKind::Lan, addr("10.0.0.1:4000")),
+        Candidate::new(CandidateKind::Reflexive, addr("192.0.2.1:4000")),
+        Candidate::new(CandidateKind::Lan, addr("[2001:db8::1]:4000")),
+    ];
+    a.machine
+        .handle_local_candidates(candidates, NatClass::UNKNOWN);
+    let mut b = side(2, "192.0.2.2:5000", 20, A);
+    a.machine.handle_ready(start, a.link, true);
+    let switched = punch(start, &mut a, &mut b);
+    drain(&mut a.machine);
+    let (now, fell_back) = silence(&mut a, b.addr, switched);
+    (a, b, now, fell_back)
+}
+
+fn sorted(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    addrs.sort();
+    addrs
+}
+
+/// The candidates of the PUNCH_OFFER among `outputs`.
+fn offered(outputs: &[UpgradeOutput]) -> Vec<SocketAddr> {
+    let offer = outputs.iter().find_map(|o| match o {
+        UpgradeOutput::Send {
+            frame: Message::PunchOffer(offer),
+            ..
+        } => Some(offer),
+        _ => None,
+    });
+    let candidates = offer.expect("an offer").candidates.iter();
+    candidates
+        .filter_map(WireCandidate::candidate)
+        .map(|c| c.addr)
+        .collect()
+}
+
+#[test]
+fn the_punch_after_a_dead_direct_path_goes_from_a_fresh_port() {
+    let (mut a, mut b, fell, said) = preserving_pair_fallen_back();
+    let conn = a.link.conn;
+    let mut expected = fell_back_to_circuit(conn).to_vec();
+    expected.insert(0, UpgradeOutput::Sockets(SocketRequest::Open { count: 1 }));
+    assert_eq!(said, expected);
+    // The driver opened more than asked: the surplus goes back.
+    let (fresh, surplus) = (addr("10.0.0.1:40000"), addr("10.0.0.1:40001"));
+    a.machine.handle_sockets_opened(fell, vec![fresh, surplus]);
+    assert_eq!(
+        drain(&mut a.machine),
+        [UpgradeOutput::Sockets(SocketRequest::Close(vec![surplus]))]
+    );
+    // The re-punch offers the fresh port behind our NAT, and our IPv6 address as it was.
+    let retry = fell + UpgradeConfig::default().repunch_after;
+    a.machine.handle_timeout(retry);
+    let outputs = drain(&mut a.machine);
+    let want = ["192.0.2.1:40000", "10.0.0.1:40000", "[2001:db8::1]:4000"];
+    assert_eq!(sorted(offered(&outputs)), sorted(want.map(addr).to_vec()));
+    for output in outputs {
+        if let UpgradeOutput::Send { frame, .. } = output {
+            b.machine.handle_frame(retry, b.link, frame);
+        }
+    }
+    // Every probe toward B leaves from the fresh socket.
+    let mut sources = Vec::new();
+    let mut now = retry;
+    while now < retry + Duration::from_secs(1) {
+        deliver(now, &mut b, &mut a);
+        for output in drain(&mut a.machine) {
+            match output {
+                UpgradeOutput::Send { frame, .. } => b.machine.handle_frame(now, b.link, frame),
+                UpgradeOutput::Transmit(t) if t.destination.is_ipv4() => sources.push(t.source),
+                _ => {}
+            }
+        }
+        now += Duration::from_millis(5);
+        a.machine.handle_timeout(now);
+        b.machine.handle_timeout(now);
+    }
+    assert!(!sources.is_empty());
+    assert!(sources.iter().all(|s| *s == Some(fresh)), "{sources:?}");
+    // The connection goes: so does the fresh socket.
+    a.machine.handle_closed(conn);
+    assert_eq!(
+        drain(&mut a.machine),
+        [UpgradeOutput::Sockets(SocketRequest::Close(vec![fresh]))]
+    );
+}
+
+#[test]
+fn without_a_fresh_socket_the_re_punch_offers_the_main_one() {
+    let (mut a, _, fell, said) = preserving_pair_fallen_back();
+    assert!(said.contains(&UpgradeOutput::Sockets(SocketRequest::Open { count: 1 })));
+    // The driver opened none (it cannot, or ran out).
+    a.machine.handle_sockets_opened(fell, Vec::new());
+    assert!(drain(&mut a.machine).is_empty());
+    let retry = fell + UpgradeConfig::default().repunch_after;
+    a.machine.handle_timeout(retry);
+    let want = ["192.0.2.1:4000", "10.0.0.1:4000", "[2001:db8::1]:4000"];
+    let candidates = offered(&drain(&mut a.machine));
+    assert_eq!(sorted(candidates), sorted(want.map(addr).to_vec()));
+}
+
+#[test]
+fn a_socket_opened_after_the_re_punch_was_offered_is_closed_again() {
+    let (mut a, _, fell, _) = preserving_pair_fallen_back();
+    let retry = fell + UpgradeConfig::default().repunch_after;
+    a.machine.handle_timeout(retry);
+    assert_eq!(offered(&drain(&mut a.machine)).len(), 3);
+    let late = addr("10.0.0.1:40000");
+    a.machine.handle_sockets_opened(retry, vec![late]);
+    assert_eq!(
+        drain(&mut a.machine),
+        [UpgradeOutput::Sockets(SocketRequest::Close(vec![late]))]
+    );
 }
