@@ -42,6 +42,11 @@ pub struct TransportSettings {
     /// NATs between them) alive and an idle connection costs one PING and one
     /// ACK per interval, not two of each.
     pub keep_alive: Duration,
+    /// How long after the peer's data stops arriving a node that knows it
+    /// is behind a NAT PINGs the connection once (default 1 s), so a NAT
+    /// mapping lost under a node that only receives is opened again
+    /// (`connection/quiet.rs`).
+    pub quiet_ping: Duration,
     /// Silence after which a connection is dead (default 60 s, four
     /// keep-alive intervals). Must exceed `keep_alive`.
     pub idle_timeout: Duration,
@@ -68,6 +73,7 @@ impl Default for TransportSettings {
     fn default() -> Self {
         Self {
             keep_alive: Duration::from_secs(15),
+            quiet_ping: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
             max_concurrent_bidi_streams: 100,
             max_concurrent_uni_streams: 0,

@@ -218,3 +218,51 @@ fn a_restarted_node_resets_the_connections_of_its_previous_incarnation() {
         "publications reach the restarted subscriber ({after} of 10)"
     );
 }
+
+/// Issue 17, a partition of a NAT router's network: A is cut off for a minute, calling
+/// all along; after the heal its calls keep failing fast for 12.5 s (24 calls, seed 23)
+/// though every node is back. Open defect: closing a peer's DHT circuit breaker when a
+/// connection to it comes up did not change the figure, so the breakers are not (alone)
+/// the cause; the next suspects are the stale routing table and the messaging layer's
+/// cached empty provider lookups.
+#[test]
+#[ignore = "open defect: calls fail for 12.5 s after a partition heals"]
+fn calls_work_again_within_seconds_after_a_partition_heals() {
+    let mut lab = Private::new(23);
+    let (a, b) = (lab.a, lab.b);
+    let all: Vec<HostId> = lab.relays[1..].iter().copied().chain([a, b]).collect();
+    lab.join(&all);
+    lab.mesh.register(b, "svc.echo", Default::default());
+    lab.mesh.settle(Duration::from_secs(2));
+    assert!(lab.call_from_a().is_ok(), "a first call");
+
+    let a_ip = std::net::IpAddr::from([203, 0, 113, 1]);
+    let nat = (lab.mesh.world.nats())
+        .find(|n| n.external_ip() == a_ip)
+        .map(|n| n.id())
+        .expect("A's NAT");
+    let link = macula::sim::Link::with_latency(Duration::from_millis(10));
+    lab.mesh.world.set_nat_link(nat, link.loss(1.0));
+    let cut = lab.mesh.world.now();
+    while lab.mesh.world.now() - cut < Duration::from_secs(60) {
+        assert!(lab.call_from_a().is_err(), "cut off");
+        lab.mesh.world.run_for(Duration::from_secs(1));
+    }
+    lab.mesh.world.set_nat_link(nat, link);
+    let healed = lab.mesh.world.now();
+    let mut failed = 0;
+    while lab.call_from_a().is_err() {
+        failed += 1;
+        lab.mesh.world.run_for(Duration::from_millis(500));
+        assert!(
+            lab.mesh.world.now() - healed < Duration::from_secs(120),
+            "no call worked in 2 minutes after the heal"
+        );
+    }
+    let after = lab.mesh.world.now() - healed;
+    println!("the first call after the heal worked {after:?} after it, {failed} failed first");
+    assert!(
+        after <= Duration::from_secs(10),
+        "{after:?}, {failed} failed first"
+    );
+}

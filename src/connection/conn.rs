@@ -40,6 +40,7 @@ use quinn_proto::{Connection, Dir, StreamId, VarInt};
 use super::STREAM_ABANDONED;
 use super::admission::Ticket;
 use super::phase::{Phase, PhaseEvent};
+use super::quiet::Quiet;
 use super::silence::Silence;
 use crate::collections::HashMap;
 use crate::id::NodeId;
@@ -128,6 +129,8 @@ pub struct Conn {
     pub resume_at: Option<Instant>,
     /// Since when sent frames wait for an acknowledgement.
     pub silence: Silence,
+    /// Since when the peer's data has been quiet, while a PING is owed.
+    pub quiet: Quiet,
     /// A close waiting for the DISCONNECT written before it to be delivered
     /// ([`Conn::close_after_disconnect`]).
     lingering: Option<Lingering>,
@@ -240,6 +243,7 @@ impl Conn {
             pace: None,
             resume_at: None,
             silence: Silence::default(),
+            quiet: Quiet::default(),
             lingering: None,
         }
     }

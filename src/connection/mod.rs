@@ -10,11 +10,13 @@
 //! ([`ConnTable`]: dirty set and deadline index, so an input drives only the
 //! connections it touches), and admission ([`admission`]: what strangers may
 //! start, and how much), and the silence watch (`silence`: data left
-//! unacknowledged for a few probe timeouts). Nothing here knows the Node or its children.
+//! unacknowledged for a few probe timeouts), and the quiet watch (`quiet`: the
+//! PING a node behind a NAT owes when the peer's data stops). Nothing here knows the Node or its children.
 
 pub mod admission;
 mod conn;
 pub mod phase;
+mod quiet;
 pub mod router;
 mod silence;
 mod table;

@@ -121,7 +121,9 @@ impl ConnTable {
     /// of ack-eliciting frames: its silence watch runs), brings their
     /// silence watch up to date, then files their deadlines anew: quinn's
     /// timer, the CONNECT deadline, and for a connection that `watch` gives
-    /// a silence limit, the end of that silence. A transmit of several
+    /// a silence limit, the end of that silence, and with `quiet_ping` (a
+    /// node behind a NAT) when the PING owed for the peer's quiet data is
+    /// due ([`super::quiet`]). A transmit of several
     /// datagrams is handed on in quinn's buffer, not copied. Returns how
     /// many connections that was.
     pub(crate) fn poll_transmits(
@@ -130,6 +132,7 @@ impl ConnTable {
         max_segments: usize,
         mut send: impl FnMut(SocketAddr, Segments, Option<IpAddr>, bool),
         watch: impl Fn(&Conn) -> Option<Wait>,
+        quiet_ping: Option<Duration>,
     ) -> usize {
         let max_segments = max_segments.max(1);
         let mut buf = Vec::new();
@@ -160,17 +163,21 @@ impl ConnTable {
                 };
                 polled.push((transmit.destination, segments, transmit.src_ip));
             }
-            conn.silence.observe(now, &conn.quinn.stats());
+            let stats = conn.quinn.stats();
+            conn.silence.observe(now, &stats);
+            conn.quiet.observe(now, &stats);
             let awaiting = conn.silence.running();
             for (destination, packet, src_ip) in polled.drain(..) {
                 send(destination, packet, src_ip, awaiting);
             }
             let silent = watch(conn).and_then(|wait| conn.silence.deadline(wait));
+            let quiet = quiet_ping.and_then(|after| conn.quiet.deadline(after));
             let deadline = [
                 conn.quinn.poll_timeout(),
                 conn.connect_deadline,
                 conn.resume_at,
                 silent,
+                quiet,
                 conn.linger_deadline(),
             ];
             let deadline = deadline.into_iter().flatten().min();

@@ -365,7 +365,8 @@ impl Node {
             packets.push((virtual_addr, packet, src_ip, awaiting))
         };
         let max_segments = self.config.transport.max_segments;
-        let polled = self.conns.poll_transmits(now, max_segments, send, watch);
+        let quiet_ping = self.quiet_ping();
+        let polled = (self.conns).poll_transmits(now, max_segments, send, watch, quiet_ping);
         self.counters.connection_polls += polled as u64;
         for (virtual_addr, segments, src_ip, awaiting) in packets {
             self.send_packets(virtual_addr, segments, src_ip, awaiting);

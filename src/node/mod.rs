@@ -67,8 +67,8 @@ pub use health::{ERROR_WINDOW, Health, HealthReason, MIN_STORE_SUCCESS_RATE, Nod
 pub use peers::{PeersFileError, load_peers, save_peers};
 
 use crate::collections::HashMap;
-use crate::connection::ConnTable;
 use crate::connection::admission::{AdmissionControl, AdmissionCounters};
+use crate::connection::{ConnTable, Phase};
 use crate::contract::{Child, Input, Machine, Output};
 use crate::dht::{self, Dht, DhtEvent, Failure, RequestId};
 use crate::exchange::{Exchanges, PeerRequest};
@@ -221,6 +221,13 @@ pub struct NodeCounters {
     /// Connections that followed their peer to a new address (NAT
     /// rebinding, roaming) on an authentic packet from it.
     pub rebindings: u64,
+    /// PINGs sent because a peer's data fell quiet while we are behind a
+    /// NAT (`connection/quiet.rs`).
+    pub quiet_pings: u64,
+    /// Connections closed because the peer punched a new connection to us on
+    /// the direct path they held: they belonged to a dead incarnation of the
+    /// peer (`node/upgrade.rs`).
+    pub superseded: u64,
 }
 
 /// A DHT request we serve, waiting for the DHT's answer.
@@ -580,12 +587,19 @@ impl Machine for Node {
             Input::Datagram(datagram) => self.handle_datagram(now, datagram),
             Input::Timeout => {
                 let due = self.conns.take_due(now);
+                let quiet_ping = self.quiet_ping();
                 for handle in &due {
                     let Some(conn) = self.conns.get_mut(handle) else {
                         continue;
                     };
                     if conn.quinn.poll_timeout().is_some_and(|t| t <= now) {
                         conn.quinn.handle_timeout(now);
+                    }
+                    if quiet_ping.is_some_and(|after| conn.quiet.take_due(now, after))
+                        && conn.phase == Phase::Ready
+                    {
+                        conn.quinn.ping();
+                        self.counters.quiet_pings += 1;
                     }
                     conn.linger_over(now);
                     if conn.resume_at.is_some_and(|t| t <= now) {

@@ -35,6 +35,13 @@ impl Node {
         self.reach.reachability()
     }
 
+    /// How long after a peer's data stops we PING its connection: only
+    /// behind a NAT (`connection/quiet.rs`).
+    pub(super) fn quiet_ping(&self) -> Option<std::time::Duration> {
+        let private = self.reach.reachability() == Reachability::Private;
+        private.then_some(self.config.transport.quiet_ping)
+    }
+
     /// Counters of STUN, discovery, dial-backs and peer records.
     pub fn reach_stats(&self) -> ReachStats {
         self.reach.stats()

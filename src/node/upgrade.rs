@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use quinn_proto::ConnectionHandle;
 
-use super::{Event, Node};
+use super::{CloseCause, Event, Node};
 use crate::connection::Phase;
 use crate::contract::{Child, Datagram, Output};
 use crate::id::NodeId;
@@ -16,7 +16,7 @@ use crate::nat::punch::{Candidate, NatClass};
 use crate::path::upgrade::{PunchLink, UpgradeCounters, UpgradeOutput};
 use crate::path::{PathKind, RealPath};
 use crate::pool::{ConnId, Direction};
-use crate::wire::Message;
+use crate::wire::{DisconnectReason, Message};
 
 impl Node {
     /// Sets this node's own punch candidates (LAN, reflexive, predicted) and NAT class, as
@@ -215,12 +215,10 @@ impl Node {
             return false;
         };
         let direct = RealPath::Direct(remote);
-        // Packets of the peer that came direct before our switch may have been given a
-        // virtual address of their own; it has no connection.
-        if let Some(owner) = self.paths.lookup(&direct) {
-            if owner != virtual_addr && !self.conns.values().any(|c| c.virtual_addr == owner) {
-                self.paths.remove(&owner);
-            }
+        if let Some(owner) = self.paths.lookup(&direct)
+            && owner != virtual_addr
+        {
+            self.free_direct_path(now, handle, owner);
         }
         if self.paths.switch(virtual_addr, direct).is_err() {
             return false;
@@ -234,5 +232,32 @@ impl Node {
         }
         self.instruments.upgraded(handle, elapsed);
         true
+    }
+
+    /// Frees the direct path that `owner` holds for `handle`'s punch, where it may: a
+    /// virtual address without a connection (packets of the peer that came direct before
+    /// our switch were given one of their own) is dropped; an older connection to the same
+    /// peer is closed, for it belongs to a dead incarnation of the peer (killed and
+    /// started again on its address): the peer punched to us from that address on its new
+    /// connection, which a live holder of the older one never does (its pool keeps one
+    /// connection to us and closes the loser of a tie-break before it punches). Kept, the
+    /// stale one would leave the peer direct and us relayed, and the circuit would die of
+    /// silence at every punch until the stale connection timed out.
+    fn free_direct_path(&mut self, now: Instant, handle: ConnectionHandle, owner: SocketAddr) {
+        let peer = self.conns.get(&handle).and_then(|c| c.peer);
+        let holder = self.conns.iter().find(|(_, c)| c.virtual_addr == owner);
+        match holder.map(|(h, c)| (*h, c.peer)) {
+            None => {
+                self.paths.remove(&owner);
+            }
+            Some((stale, holder_peer)) if holder_peer.is_some() && holder_peer == peer => {
+                self.paths.remove(&owner);
+                self.counters.superseded += 1;
+                let detail = "superseded by the peer's new connection".to_string();
+                let cause = CloseCause::Local(detail.clone());
+                self.close_connection(now, stale, DisconnectReason::Normal, detail, cause);
+            }
+            Some(_) => {}
+        }
     }
 }

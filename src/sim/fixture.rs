@@ -136,21 +136,58 @@ impl Mesh {
         addr: SocketAddr,
         configure: impl FnOnce(&mut NodeConfig),
     ) -> HostId {
+        let i = self.hosts.len();
+        let node = self.build_node(i, addr, configure, 0);
+        let host = self.world.add_host(net, addr, self.link, node);
+        self.hosts.push(host);
+        host
+    }
+
+    /// Kills `host`'s node (it tells no one) and starts it again at once on
+    /// its address, with its identity, configured as
+    /// [`add_node`](Self::add_node) does by `configure`, and with a new
+    /// randomness seed (`incarnation` apart from its first, which is 0): it
+    /// remembers nothing, neither peers nor connections.
+    ///
+    /// # Panics
+    /// If `host` is not one of the mesh's nodes or cannot be built.
+    pub fn restart(
+        &mut self,
+        host: HostId,
+        incarnation: u64,
+        configure: impl FnOnce(&mut NodeConfig),
+    ) {
+        let i = (self.hosts.iter().position(|h| *h == host)).expect("a node of the mesh");
+        let addr = self.world.host_addr(host);
+        let node = self.build_node(i, addr, configure, incarnation);
+        self.world.restart(host, node);
+    }
+
+    /// The `i`-th node's machine listening on `addr`, in its `incarnation`,
+    /// starting now (see [`add_node`](Self::add_node)).
+    fn build_node(
+        &self,
+        i: usize,
+        addr: SocketAddr,
+        configure: impl FnOnce(&mut NodeConfig),
+        incarnation: u64,
+    ) -> Node {
         let mut config = NodeConfig::new(realm());
         config.listen_addrs = vec![addr];
         config.dht.diversity = Diversity::UNLIMITED;
         configure(&mut config);
-        let i = self.hosts.len();
         let identity = Identity::from_seed([i as u8 + 1; 32]);
-        let start = self.world.start();
-        let secret = Secret::deterministic(self.seed.wrapping_add(i as u64));
-        let node = match Node::new(config, identity, secret, start, UNIX_MS) {
+        let now = self.world.now();
+        let unix_ms = UNIX_MS
+            + now
+                .saturating_duration_since(self.world.start())
+                .as_millis() as u64;
+        let seed = (self.seed.wrapping_add(i as u64)).wrapping_add(incarnation << 32);
+        let secret = Secret::deterministic(seed);
+        match Node::new(config, identity, secret, now, unix_ms) {
             Ok(node) => node,
             Err(e) => panic!("node {i}: {e}"),
-        };
-        let host = self.world.add_host(net, addr, self.link, node);
-        self.hosts.push(host);
-        host
+        }
     }
 
     /// A node.

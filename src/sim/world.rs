@@ -264,6 +264,21 @@ where
         self.drain(host);
     }
 
+    /// Replaces a host's machine with `machine`, as a process killed and
+    /// started again on the same address: the old machine's state is gone
+    /// (it said nothing to anyone), its extra sockets are closed, and
+    /// packets in flight reach the new one. The new machine is asked for
+    /// its first deadline.
+    pub fn restart(&mut self, host: HostId, machine: M) {
+        let net = self.hosts[host.0].net;
+        let extra = std::mem::take(&mut self.hosts[host.0].extra);
+        for socket in extra {
+            self.hosts_at.remove(&(net, socket));
+        }
+        self.hosts[host.0].machine = machine;
+        self.drain(host);
+    }
+
     /// Reboots a NAT (see [`Nat`]'s reboot): every mapping is gone, its
     /// external IP becomes `new_ip` (when given) and with `new_ports` it
     /// never maps to the ports it used before. Packets in flight to the old

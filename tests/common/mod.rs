@@ -4,6 +4,8 @@
 #[allow(dead_code)] // each test program uses a part
 pub mod private_pair;
 #[allow(dead_code)] // each test program uses a part
+pub mod publishing;
+#[allow(dead_code)] // each test program uses a part
 pub mod raw_peer;
 
 /// The virtual clock's first instant: this program's one clock reading.
