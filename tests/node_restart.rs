@@ -98,5 +98,8 @@ fn a_restarted_publisher_reaches_a_subscriber_behind_a_fully_random_nat_without_
         after.closed <= 1,
         "only the stale connection closed: {after:?}"
     );
-    assert_eq!(mesh.node(subscriber).counters().superseded, 1);
+    // The restarted publisher's stateless reset (its key derives from the
+    // identity) may end the stale connection first; otherwise the punch
+    // supersedes it.
+    assert!(mesh.node(subscriber).counters().superseded <= 1);
 }

@@ -127,6 +127,9 @@ enum MState {
         leases: u32,
         idle_since: Instant,
         idle_seq: u64,
+        /// When it became ready: a peer's dial after a dial race's length
+        /// means the peer lost it.
+        ready_at: Instant,
     },
 }
 
@@ -361,6 +364,7 @@ impl Model {
             leases,
             idle_since,
             idle_seq,
+            ready_at: self.now,
         };
         for wait in waiters {
             self.waiters.remove(&wait);
@@ -438,7 +442,11 @@ impl Model {
                 ..
             })
         );
-        if our_dial && self.cfg.local < peer {
+        // Ours ready for longer than a dial race lasts: the peer lost it (it
+        // restarted), so its dial replaces ours at once, leases and all.
+        let lost = matches!(state, Some(MState::Ready { ready_at, .. })
+            if self.now.saturating_duration_since(ready_at) > self.cfg.wait_timeout);
+        if our_dial && self.cfg.local < peer && !lost {
             if let Some(older) = self.standby.insert(peer, conn) {
                 self.expect.push(Seen::Close {
                     peer,
@@ -473,7 +481,7 @@ impl Model {
             }
             MState::Ready {
                 conn: old, leases, ..
-            } if leases > 0 => {
+            } if leases > 0 && !lost => {
                 self.draining.insert(old, (peer, leases));
             }
             MState::Ready { conn: old, .. } => {

@@ -63,14 +63,13 @@ pub struct DhtConfig {
     pub request_timeout_floor: Duration,
     /// ...and at most this long; a peer without a known RTT gets this.
     pub request_timeout_cap: Duration,
-    /// A lookup stops waiting for a peer (frees its slot; a late answer
-    /// still counts) after one exchange at the peer's connection RTT plus
-    /// this many RTTs; the wait is re-armed from the moment a new
-    /// connection comes up. Two RTTs of slack cover one retransmission
-    /// (1.5 RTT). A peer past this wait whose connection is up is overdue:
-    /// the lookup does not end while it ranks among the k closest. One
-    /// without a connection is unresponsive: it is awaited only when fewer
-    /// than k answered.
+    /// A lookup stops waiting for a peer (marks it unresponsive, freeing its
+    /// slot; a late answer still counts, and a lookup short of k answers
+    /// awaits it before ending) after one exchange at the peer's
+    /// connection RTT plus this many RTTs. A peer without a connection gets
+    /// the same wait at the typical RTT for its handshake, re-armed from
+    /// the moment the connection comes up. Two RTTs of slack cover one
+    /// retransmission (1.5 RTT).
     pub lookup_slack_rtts: u32,
     /// Timeout of lookups started by `find_node`, `bootstrap` and refreshes.
     pub query_timeout: Duration,

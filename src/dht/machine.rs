@@ -666,38 +666,12 @@ impl Dht {
     }
 
     /// The connection to `peer` measured `rtt` (first reported when the
-    /// connection comes up): its requests get deadlines from it, lookups
-    /// waiting on a new connection now wait one exchange plus the slack, and
-    /// requests sent before it came up fail at its RTT-based deadline rather
-    /// than the cap.
+    /// connection comes up): its requests get deadlines from it, and lookups
+    /// waiting on a new connection now wait one exchange plus the slack.
     pub fn handle_rtt(&mut self, now: Instant, peer: NodeId, rtt: Duration) {
         if !self.rtts.contains_key(&peer) {
-            let cfg = &self.config;
-            let wait = rtt * (1 + cfg.lookup_slack_rtts);
-            let hard = rtt_deadline(
-                Some(rtt),
-                cfg.request_rtt_factor,
-                cfg.request_timeout_floor,
-                cfg.request_timeout_cap,
-            );
-            self.requests.rearm(&peer, now + wait, now + hard);
-            let lookups: Vec<QueryId> = self
-                .requests
-                .to_peer(&peer)
-                .filter_map(|o| match o.purpose.purpose {
-                    Purpose::Lookup(q) => Some(q),
-                    _ => None,
-                })
-                .collect();
-            for q in lookups {
-                if let Some(Operation {
-                    state: OpState::Lookup { iter, .. },
-                    ..
-                }) = self.ops.get_mut(&q)
-                {
-                    iter.on_alive(&peer);
-                }
-            }
+            let wait = rtt * (1 + self.config.lookup_slack_rtts);
+            self.requests.rearm_soft(&peer, now + wait);
         }
         if !self.rtts.contains_key(&peer) && self.rtts.len() >= self.config.max_tracked_peers {
             let table = &self.table;
@@ -1070,11 +1044,7 @@ impl Dht {
                     state: OpState::Lookup { iter, .. },
                     ..
                 }) = self.ops.get_mut(&q)
-                && if self.rtts.contains_key(&peer) {
-                    iter.on_overdue(&peer)
-                } else {
-                    iter.on_unresponsive(&peer)
-                }
+                && iter.on_unresponsive(&peer)
             {
                 self.drive(now, q);
             }
@@ -1178,9 +1148,7 @@ impl Dht {
         // a few RTTs for a retransmission. Without a connection, the wait
         // covers the handshake (one typical RTT) and is re-armed for the
         // exchange when the connection comes up (`handle_rtt`), so a dead
-        // peer is given up on one exchange sooner than a live one; a live
-        // one given up on before its connection came up is awaited again
-        // from then (`on_alive`).
+        // peer is given up on one exchange sooner than a live one.
         let soft = lookup
             .then(|| {
                 let unit = rtt.or(self.typical_rtt)?;

@@ -157,27 +157,16 @@ impl<T> RequestTable<T> {
         Some(o)
     }
 
-    /// The outstanding requests to `peer`.
-    pub fn to_peer<'a>(&'a self, peer: &'a NodeId) -> impl Iterator<Item = &'a Outstanding<T>> {
-        self.pending.values().filter(move |o| o.peer == *peer)
-    }
-
-    /// The connection to `peer` just came up, so its requests' waits can be
-    /// measured from now: every soft deadline still pending moves to `soft`,
-    /// and every hard deadline later than `hard` (set while the RTT was
-    /// unknown) moves back to it.
-    pub fn rearm(&mut self, peer: &NodeId, soft: Instant, hard: Instant) {
+    /// Moves the soft deadline of every request to `peer` that still has one
+    /// to `at` (its connection just came up, so the wait can be measured
+    /// from now).
+    pub fn rearm_soft(&mut self, peer: &NodeId, at: Instant) {
         for (id, o) in self.pending.iter_mut().filter(|(_, o)| o.peer == *peer) {
-            if let Some(old) = o.soft_deadline.replace(soft) {
+            if let Some(old) = o.soft_deadline.replace(at) {
                 self.soft.remove(&(old, *id));
-                self.soft.insert((soft, *id));
+                self.soft.insert((at, *id));
             } else {
                 o.soft_deadline = None;
-            }
-            if o.deadline > hard {
-                self.hard.remove(&(o.deadline, *id));
-                self.hard.insert((hard, *id));
-                o.deadline = hard;
             }
         }
     }
@@ -258,19 +247,15 @@ mod tests {
     }
 
     #[test]
-    fn deadlines_can_be_moved_per_peer() {
+    fn soft_deadlines_can_be_moved_per_peer() {
         let t0 = crate::test_epoch();
         let s = Duration::from_secs(1);
         let mut t: RequestTable<()> = RequestTable::default();
         let a = t.insert(peer(1), (), t0 + 9 * s, Some(t0 + s));
         let b = t.insert(peer(1), (), t0 + 9 * s, None);
         let c = t.insert(peer(2), (), t0 + 9 * s, Some(t0 + s));
-        let d = t.insert(peer(1), (), t0 + 4 * s, None);
-        t.rearm(&peer(1), t0 + 3 * s, t0 + 5 * s);
+        t.rearm_soft(&peer(1), t0 + 3 * s);
         assert_eq!(t.get(a).unwrap().soft_deadline, Some(t0 + 3 * s));
-        assert_eq!(t.get(a).unwrap().deadline, t0 + 5 * s, "hard moved back");
-        assert_eq!(t.get(d).unwrap().deadline, t0 + 4 * s, "never extended");
-        assert_eq!(t.get(c).unwrap().deadline, t0 + 9 * s, "other peers alone");
         assert_eq!(
             t.get(b).unwrap().soft_deadline,
             None,
@@ -279,8 +264,6 @@ mod tests {
         assert_eq!(t.pop_soft_expired(t0 + s).map(|(id, _)| id), Some(c));
         assert!(t.pop_soft_expired(t0 + 2 * s).is_none());
         assert_eq!(t.pop_soft_expired(t0 + 3 * s).map(|(id, _)| id), Some(a));
-        assert_eq!(t.pop_expired(t0 + 4 * s).map(|(id, _)| id), Some(d));
-        assert_eq!(t.pop_expired(t0 + 5 * s).map(|(id, _)| id), Some(a));
     }
 
     #[test]

@@ -135,10 +135,16 @@ mod tests {
                 .skip(3)
                 .all(|r| r.call || r.provide || r.publish)
         );
-        assert_eq!(roles[7].host, "s1");
+        assert_eq!(roles[6].host, "s1");
         assert_eq!(
             roles[6].flags(),
-            ["--call-every-ms", "2000", "--subscribe", "t.*.x"]
+            [
+                "--provide",
+                "--call-every-ms",
+                "2000",
+                "--subscribe",
+                "t.*.x"
+            ]
         );
     }
 }
