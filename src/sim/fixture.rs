@@ -26,6 +26,11 @@ use crate::secret::Secret;
 /// The wall-clock time (Unix milliseconds) of every node's first instant.
 pub const UNIX_MS: u64 = 1_795_478_400_000;
 
+/// The wall-clock time (Unix milliseconds) at `now` of a world that started at `start`.
+pub fn unix_ms_at(start: Instant, now: Instant) -> u64 {
+    UNIX_MS + now.saturating_duration_since(start).as_millis() as u64
+}
+
 /// The port every fixture node listens on.
 pub const PORT: u16 = 4433;
 
@@ -178,10 +183,7 @@ impl Mesh {
         configure(&mut config);
         let identity = Identity::from_seed([i as u8 + 1; 32]);
         let now = self.world.now();
-        let unix_ms = UNIX_MS
-            + now
-                .saturating_duration_since(self.world.start())
-                .as_millis() as u64;
+        let unix_ms = unix_ms_at(self.world.start(), now);
         let seed = (self.seed.wrapping_add(i as u64)).wrapping_add(incarnation << 32);
         let secret = Secret::deterministic(seed);
         match Node::new(config, identity, secret, now, unix_ms) {

@@ -53,7 +53,7 @@ mod world;
 
 pub use fixture::{
     CALL_TIMEOUT, Mesh, PORT, UNIX_MS, completion, echo, events_of, lan_addr, mirror, public_addr,
-    realm,
+    realm, unix_ms_at,
 };
 pub use link::Link;
 pub use nat::{Behavior, Binding, Nat, NatConfig, NatEvent, NatLogEntry, PortAllocation};

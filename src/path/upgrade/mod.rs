@@ -419,22 +419,21 @@ impl Upgrades {
     pub fn handle_sockets_opened(&mut self, now: Instant, mut opened: Vec<SocketAddr>) {
         self.out.mark(now);
         let waiter = self.socket_waiters.pop_front();
-        let session = waiter.and_then(|conn| self.sessions.get_mut(&conn));
-        match (session, waiter) {
-            (Some(s), Some(conn)) if matches!(s.stage, Stage::Punching(_)) => {
-                if let Stage::Punching(p) = &mut s.stage {
-                    p.handle_sockets_opened(now, opened);
-                }
+        if let Some(conn) = waiter
+            && let Some(s) = self.sessions.get_mut(&conn)
+        {
+            if let Stage::Punching(p) = &mut s.stage {
+                p.handle_sockets_opened(now, opened);
                 self.drain(now, conn);
                 return;
             }
-            (Some(s), Some(_)) if s.fresh == Fresh::Asked => {
-                s.fresh = Fresh::None;
-                if !opened.is_empty() {
-                    s.fresh = Fresh::Open(opened.remove(0));
-                }
+            if s.fresh == Fresh::Asked {
+                s.fresh = if opened.is_empty() {
+                    Fresh::None
+                } else {
+                    Fresh::Open(opened.remove(0))
+                };
             }
-            _ => {}
         }
         if !opened.is_empty() {
             (self.out).push(UpgradeOutput::Sockets(SocketRequest::Close(opened)));
@@ -447,7 +446,7 @@ impl Upgrades {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
-        if let Fresh::Open(socket) = std::mem::replace(&mut s.fresh, Fresh::None) {
+        if let Some(socket) = s.fresh.take_open() {
             (self.out).push(UpgradeOutput::Sockets(SocketRequest::Close(vec![socket])));
         }
         let (Stage::Punching(p) | Stage::Direct(p, _)) = &mut s.stage else {

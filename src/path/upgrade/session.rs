@@ -47,6 +47,16 @@ pub(super) enum Fresh {
     Open(SocketAddr),
 }
 
+impl Fresh {
+    /// The open socket, if any, leaving none held.
+    pub(super) fn take_open(&mut self) -> Option<SocketAddr> {
+        match std::mem::replace(self, Fresh::None) {
+            Fresh::Open(socket) => Some(socket),
+            _ => None,
+        }
+    }
+}
+
 /// One relayed connection's upgrade.
 pub(super) struct Session {
     pub(super) peer: NodeId,
@@ -313,10 +323,7 @@ impl Upgrades {
             search: self.config.search,
             seed: self.rng.next_u64(),
             search_ip: self.vouched.get(&conn).copied(),
-            socket: match std::mem::replace(&mut session.fresh, Fresh::None) {
-                Fresh::Open(socket) => Some(socket),
-                _ => None,
-            },
+            socket: session.fresh.take_open(),
         };
         let mut puncher = Puncher::new(self.config.punch.clone(), plan, now);
         if let Some(ip) = puncher.search_target() {
@@ -505,27 +512,28 @@ impl Upgrades {
     /// The direct path died: back onto the relay circuit at once.
     fn fall_back(&mut self, now: Instant, conn: ConnId) {
         self.close_sockets(conn);
-        let Some(s) = self.sessions.get_mut(&conn) else {
+        let Some(opener) = self.sessions.get(&conn).map(|s| s.role == Role::Opener) else {
             return;
         };
-        let retry = (s.role == Role::Opener)
+        let retry = opener
             .then(|| now.checked_add(self.config.repunch_after))
             .flatten();
-        s.stage = Stage::Relayed(retry);
         // The re-punch goes from a fresh port (a 5-tuple no entry planted during the outage
         // matches), when our NAT preserves ports and so its public port can be told.
-        let preserving = preserves_ports(&self.local().0);
-        if retry.is_some() && self.config.fresh_port && preserving {
-            if let Some(s) = self.sessions.get_mut(&conn) {
-                s.fresh = Fresh::Asked;
-            }
+        let preserving = (self.local.as_ref()).is_some_and(|(ours, _)| preserves_ports(ours));
+        let fresh = retry.is_some() && self.config.fresh_port && preserving;
+        if fresh {
             self.socket_waiters.push_back(conn);
             let open = SocketRequest::Open { count: 1 };
             self.out.push(UpgradeOutput::Sockets(open));
         }
-        let Some(s) = self.sessions.get(&conn) else {
+        let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
+        s.stage = Stage::Relayed(retry);
+        if fresh {
+            s.fresh = Fresh::Asked;
+        }
         let (peer, path) = (s.peer, s.relay_path);
         self.counters.fallbacks += 1;
         self.out.push(UpgradeOutput::FallBack { conn, path });

@@ -25,7 +25,7 @@ use crate::pubsub::{Pattern, PubSubEvent, Topic};
 use crate::relay::RelayMode;
 use crate::rpc::{CallId, CallOptions, RegisterOptions, RpcEvent};
 use crate::secret::Secret;
-use crate::sim::{HostId, Link, NatConfig, NatId, NetId, UNIX_MS, World};
+use crate::sim::{HostId, Link, NatConfig, NatId, NetId, World, unix_ms_at};
 
 /// How long a call may take (the live workload's timeout).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -297,7 +297,7 @@ impl Cluster {
         let secret =
             Secret::deterministic((self.seed << 32) ^ ((role.index as u64) << 16) ^ incarnation);
         let now = self.world.now();
-        let unix_ms = UNIX_MS + (now - self.start).as_millis() as u64;
+        let unix_ms = unix_ms_at(self.start, now);
         match Node::new(config, identity, secret, now, unix_ms) {
             Ok(node) => node,
             Err(e) => unreachable!("the cluster's node config is valid: {e}"),
