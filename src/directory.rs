@@ -43,7 +43,9 @@ impl From<&SignedRecord> for Found {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DirectoryRequest {
     /// Look `key` up and answer with the machine's `handle_lookup` (an empty
-    /// list when nothing was found or the lookup failed).
+    /// list when the nodes asked had nothing), or its
+    /// `handle_lookup_unanswered` when no node answered at all (the empty
+    /// answer is then kept for [`UNANSWERED_TTL`] only).
     Lookup {
         /// The key to look up.
         key: RecordKey,
@@ -63,6 +65,14 @@ pub enum DirectoryRequest {
         key: RecordKey,
     },
 }
+
+/// How long a lookup that reached no node counts as having found nothing:
+/// uses of the key in that time do not look it up again (no lookup storm
+/// while the network is away), and the first use after it does, so values
+/// stored all along are found within seconds of the network coming back
+/// rather than after the cache's TTL (issue 17: a publisher cut off by a
+/// partition sent to none of its subscribers for 30 s after the heal).
+pub const UNANSWERED_TTL: Duration = Duration::from_secs(1);
 
 /// What the cache knows about a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,15 +154,28 @@ impl LookupCache {
         self.deadlines.insert((deadline, key), ());
     }
 
-    /// Stores a lookup's results. Returns false (and stores nothing) when no
-    /// lookup of `key` was pending: an answer nobody asked for, or one that
-    /// came after its timeout.
+    /// Stores a lookup's results for the TTL. Returns false (and stores
+    /// nothing) when no lookup of `key` was pending: an answer nobody asked
+    /// for, or one that came after its timeout.
     pub(crate) fn fill(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) -> bool {
+        self.fill_for(now, key, found, self.ttl)
+    }
+
+    /// Notes that the lookup of `key` reached no node (every request failed:
+    /// a partition, an outage, breakers open): it found nothing for
+    /// [`UNANSWERED_TTL`] only, not the TTL, since the values are likely
+    /// there once the network answers again. False as for
+    /// [`LookupCache::fill`].
+    pub(crate) fn fill_unanswered(&mut self, now: Instant, key: RecordKey) -> bool {
+        self.fill_for(now, key, Vec::new(), self.ttl.min(UNANSWERED_TTL))
+    }
+
+    fn fill_for(&mut self, now: Instant, key: RecordKey, found: Vec<Found>, ttl: Duration) -> bool {
         let Some(Entry::Pending { deadline }) = self.entries.get(&key) else {
             return false;
         };
         self.deadlines.remove(&(*deadline, key));
-        let expires = now + self.ttl;
+        let expires = now + ttl;
         let emptied = false;
         let entry = Entry::Fresh {
             found,
@@ -386,6 +409,27 @@ mod tests {
         assert_eq!(cache.expire(t0 + 2 * s), vec![k]);
         assert_eq!(cache.get(t0 + 2 * s, &k), Cached::Missing);
         assert!(!cache.fill(t0 + 3 * s, k, vec![]), "too late");
+    }
+
+    #[test]
+    fn a_lookup_no_node_answered_is_kept_for_a_second_only() {
+        let t0 = crate::test_epoch();
+        let s = Duration::from_secs(1);
+        let mut cache = LookupCache::new(30 * s, 5 * s);
+        let k = key("k");
+        assert!(!cache.fill_unanswered(t0, k), "nobody asked");
+        cache.started(t0, k);
+        assert!(cache.fill_unanswered(t0, k));
+        assert_eq!(cache.next_deadline(), None, "no longer pending");
+        assert_eq!(cache.get(t0, &k), Cached::Fresh(&[]));
+        let over = t0 + UNANSWERED_TTL;
+        assert_eq!(cache.get(over, &k), Cached::Missing, "looked up again");
+
+        // A TTL shorter than that wins.
+        let mut short = LookupCache::new(s / 2, 5 * s);
+        short.started(t0, k);
+        assert!(short.fill_unanswered(t0, k));
+        assert_eq!(short.get(t0 + s / 2, &k), Cached::Missing);
     }
 
     #[test]

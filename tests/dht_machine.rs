@@ -1253,3 +1253,71 @@ fn a_lookup_asks_stale_contacts_when_no_live_one_is_left() {
     d.handle_response(t0, UNIX, &peer.id, *id, empty);
     assert!(!d.table().is_stale(&peer.id), "its answer revives it");
 }
+
+#[test]
+fn stale_contacts_asked_after_an_outage_get_their_breaker_probe_at_once() {
+    // Issue 17: the outage that made every entry stale also opened every breaker (five
+    // failed requests each), so the lookups that asked the stale entries had each
+    // request refused unsent, until the 30 s cool-down ended.
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
+    let target = identity(9).node_id();
+    for _ in 0..DhtConfig::default().breaker_threshold {
+        d.find_node(t0, target);
+        for (id, _, _) in requests(&drain(&mut d)) {
+            d.handle_failure(t0, id, Failure::Connection);
+        }
+        drain(&mut d);
+    }
+    assert!(d.table().is_stale(&contact(1).id));
+    let later = t0 + Duration::from_secs(1);
+    d.find_node(later, target);
+    let sent = requests(&drain(&mut d));
+    assert_eq!(
+        sent.len(),
+        1,
+        "the stale entry is asked despite its breaker"
+    );
+    assert_eq!(d.metrics().breaker_rejections, 0);
+    // One probe: until it is settled, a second lookup is refused.
+    d.find_node(later, target);
+    assert!(requests(&drain(&mut d)).is_empty(), "one probe at a time");
+    assert_eq!(d.metrics().breaker_rejections, 1);
+    let empty = Response::Nodes { closer: vec![] };
+    d.handle_response(later, UNIX, &contact(1).id, sent[0].0, empty);
+    drain(&mut d);
+    d.find_node(later, target);
+    assert_eq!(requests(&drain(&mut d)).len(), 1, "its answer closed it");
+}
+
+#[test]
+fn a_value_lookup_no_node_answered_is_not_cached() {
+    // Issue 17: a lookup that ran during a partition found nothing because nobody
+    // answered; kept in the 60 s value cache, its empty answer hid the records for a
+    // minute after the heal.
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
+    let k = key("svc");
+    d.query_with_response(t0, UNIX, k, Duration::from_secs(5));
+    for (id, _, _) in requests(&drain(&mut d)) {
+        d.handle_failure(t0, id, Failure::Connection);
+    }
+    drain(&mut d);
+    d.query_with_response(t0, UNIX, k, Duration::from_secs(5));
+    let out = drain(&mut d);
+    assert_eq!(requests(&out).len(), 1, "asked the network again");
+    assert!(events(&out).is_empty(), "no cached answer");
+    let (id, peer, _) = requests(&out)[0].clone();
+    let empty = Response::Value {
+        records: vec![],
+        omitted: 0,
+        closer: vec![],
+    };
+    d.handle_response(t0, UNIX, &peer.id, id, empty);
+    drain(&mut d);
+    d.query_with_response(t0, UNIX, k, Duration::from_secs(5));
+    let out = drain(&mut d);
+    assert!(requests(&out).is_empty(), "an answered lookup is cached");
+    let [DhtEvent::ValuesFound { from_cache, .. }] = &events(&out)[..] else {
+        panic!("{:?}", events(&out));
+    };
+    assert!(from_cache);
+}

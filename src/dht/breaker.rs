@@ -60,6 +60,15 @@ impl CircuitBreakers {
         )
     }
 
+    /// Lets the next request to `peer` through as the half-open probe now,
+    /// before its cool-down is over (when `peer` is among the last contacts
+    /// left to ask). No effect on a breaker that is not open.
+    pub fn probe_early(&mut self, peer: &NodeId, now: Instant) {
+        if let Some(State::Open { until }) = self.peers.get_mut(peer) {
+            *until = (*until).min(now);
+        }
+    }
+
     /// `peer` answered: its breaker closes.
     pub fn on_success(&mut self, peer: &NodeId) {
         self.peers.remove(peer);
@@ -112,6 +121,22 @@ mod tests {
         b.on_success(&p);
         assert!(!b.is_open(&p));
         assert!(b.allow(&p, t0 + 2 * cool));
+    }
+
+    #[test]
+    fn an_early_probe_goes_before_the_cool_down_once() {
+        let t0 = crate::test_epoch();
+        let mut b = CircuitBreakers::new(1, Duration::from_secs(30), 100);
+        let (p, q) = (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]));
+        b.probe_early(&q, t0);
+        assert!(b.allow(&q, t0), "a closed breaker stays closed");
+        assert!(b.on_failure(&p, t0));
+        b.probe_early(&p, t0 + Duration::from_secs(1));
+        assert!(b.allow(&p, t0 + Duration::from_secs(1)), "the probe");
+        b.probe_early(&p, t0 + Duration::from_secs(1));
+        assert!(!b.allow(&p, t0 + Duration::from_secs(1)), "one probe only");
+        assert!(b.on_failure(&p, t0 + Duration::from_secs(1)), "it failed");
+        assert!(!b.allow(&p, t0 + Duration::from_secs(2)), "open again");
     }
 
     #[test]

@@ -466,6 +466,11 @@ impl Dht {
             // Every entry went stale (a partition, an outage): ask them anyway, as
             // nothing else would ever revive one that is back (issue 17).
             seeds = self.table.closest_including_stale(&target, self.config.k);
+            // Their breakers, opened by the same outage, would refuse every
+            // one: each may send its half-open probe now.
+            for seed in &seeds {
+                self.breakers.probe_early(&seed.id, now);
+            }
         }
         seeds.extend(extra_seeds.into_iter().filter(|c| c.id != self.local));
         let num_results = match goal {
@@ -1254,7 +1259,12 @@ impl Dht {
             } => {
                 self.metrics.query_latency.record(stats.duration);
                 let records: Vec<SignedRecord> = records.into_values().collect();
-                if self.cache.len() < self.config.cache_entries || self.cache.contains_key(&key) {
+                // A lookup no node answered (a partition, an outage) says
+                // nothing about the key: it is not cached, so the next query
+                // asks the network again.
+                let room =
+                    self.cache.len() < self.config.cache_entries || self.cache.contains_key(&key);
+                if room && !answered.is_empty() {
                     self.cache.insert(
                         key,
                         CacheEntry {

@@ -37,6 +37,8 @@ pub(super) enum Outcome {
         key: RecordKey,
         found: Vec<Found>,
     },
+    /// One of our lookups found nothing, and no node answered it.
+    Unanswered { owner: Owner, key: RecordKey },
     /// A store of an announced key ended.
     Stored {
         key: RecordKey,
@@ -112,8 +114,16 @@ impl Directory {
     pub(super) fn on_event(&mut self, event: DhtEvent) -> Outcome {
         if let DhtEvent::ValuesFound { query, .. } = &event
             && let Some(owner) = self.lookups.remove(query)
-            && let DhtEvent::ValuesFound { key, records, .. } = event
+            && let DhtEvent::ValuesFound {
+                key,
+                records,
+                answered,
+                ..
+            } = event
         {
+            if records.is_empty() && answered.is_empty() {
+                return Outcome::Unanswered { owner, key };
+            }
             let found = records.iter().map(Found::from).collect();
             return Outcome::Found { owner, key, found };
         }

@@ -429,6 +429,10 @@ impl Messaging {
                 Owner::Rpc => self.rpc.handle_lookup(now, key, found),
                 Owner::PubSub => self.pubsub.handle_lookup(now, key, found),
             },
+            Outcome::Unanswered { owner, key } => match owner {
+                Owner::Rpc => self.rpc.handle_lookup_unanswered(now, key),
+                Owner::PubSub => self.pubsub.handle_lookup_unanswered(now, key),
+            },
             Outcome::Stored { key, result } => self.announced(now, key, result),
             Outcome::Other(event) => return Some(event),
         }

@@ -55,13 +55,13 @@ fn drain(m: &mut Messaging) -> Vec<MessagingOutput> {
     std::iter::from_fn(|| m.poll_output()).collect()
 }
 
-/// The end of lookup `query` of `key`.
+/// The end of lookup `query` of `key`, which node 9 answered.
 fn values_found(query: QueryId, key: RecordKey, records: Vec<SignedRecord>) -> DhtEvent {
     DhtEvent::ValuesFound {
         query,
         key,
         records,
-        answered: Vec::new(),
+        answered: vec![id(9)],
         from_cache: false,
         stats: QueryStats::default(),
     }
@@ -410,4 +410,57 @@ fn dht_events_not_ours_come_back() {
             .is_some(),
         "once"
     );
+}
+
+/// The lookups among `m`'s outputs (the others are dropped), each started as
+/// query 200, 201, ...
+fn start_lookups(m: &mut Messaging) -> Vec<(QueryId, RecordKey)> {
+    let mut started = Vec::new();
+    for output in &drain(m) {
+        if let MessagingOutput::Lookup { key, owner, .. } = output {
+            let query = QueryId(200 + started.len() as u64);
+            m.handle_lookup_started(query, *owner);
+            started.push((query, *key));
+        }
+    }
+    started
+}
+
+#[test]
+fn a_lookup_no_node_answered_is_asked_again_after_a_second() {
+    // Issue 17: the empty answer of a lookup that ran during a partition was kept for
+    // the cache's 30 s TTL, so calls failed with `NoProvider` long after the heal.
+    let t0 = crate::test_epoch();
+    let mut m = messaging();
+    let call = |m: &mut Messaging, now| {
+        let payload = Bytes::from_static(b"hi");
+        m.call(now, "svc.echo", payload, TIMEOUT, CallOptions::default())
+            .expect("a call starts")
+    };
+    let first = call(&mut m, t0);
+    let lookups = start_lookups(&mut m);
+    let [(query, key)] = lookups[..] else {
+        panic!("one lookup: {lookups:?}");
+    };
+    let unanswered = DhtEvent::ValuesFound {
+        query,
+        key,
+        records: Vec::new(),
+        answered: Vec::new(),
+        from_cache: false,
+        stats: QueryStats::default(),
+    };
+    assert!(m.handle_dht_event(t0, unanswered).is_none());
+    let ended = drain(&mut m).into_iter().any(|o| {
+        matches!(o, MessagingOutput::Rpc(RpcEvent::Completed { call, result: Err(RpcError::NoProvider { .. }) }) if call == first)
+    });
+    assert!(ended, "the waiting call found no provider");
+
+    call(&mut m, t0 + Duration::from_millis(500));
+    assert!(
+        start_lookups(&mut m).is_empty(),
+        "within the second the answer stands"
+    );
+    call(&mut m, t0 + crate::directory::UNANSWERED_TTL);
+    assert_eq!(start_lookups(&mut m).len(), 1, "then it is looked up again");
 }

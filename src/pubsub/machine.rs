@@ -241,6 +241,17 @@ impl PubSub {
         }
     }
 
+    /// The lookup of a topic prefix reached no node: the publications
+    /// waiting for it go to the subscribers known otherwise, and the next
+    /// publication after [`UNANSWERED_TTL`](crate::directory::UNANSWERED_TTL)
+    /// looks it up again.
+    pub fn handle_lookup_unanswered(&mut self, now: Instant, key: RecordKey) {
+        self.outputs.mark(now);
+        if self.cache.fill_unanswered(now, key) {
+            self.resolved(now, key);
+        }
+    }
+
     fn resolved(&mut self, now: Instant, key: RecordKey) {
         for waiting in &mut self.waiting {
             waiting.keys.retain(|k| *k != key);

@@ -434,6 +434,17 @@ impl Caller {
         }
     }
 
+    pub(crate) fn handle_lookup_unanswered(
+        &mut self,
+        now: Instant,
+        key: RecordKey,
+        out: &mut OutputQueue<RpcOutput>,
+    ) {
+        if self.cache.fill_unanswered(now, key) {
+            self.resume(now, key, out);
+        }
+    }
+
     /// Moves on the calls that waited for a lookup of `key`.
     fn resume(&mut self, now: Instant, key: RecordKey, out: &mut OutputQueue<RpcOutput>) {
         for id in self.waiting.remove(&key).unwrap_or_default() {

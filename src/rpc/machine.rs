@@ -175,6 +175,16 @@ impl Rpc {
             .handle_lookup(now, key, found, &mut self.outputs);
     }
 
+    /// The [`DirectoryRequest::Lookup`](super::DirectoryRequest::Lookup) of
+    /// a procedure reached no node: calls waiting for it find no provider,
+    /// and the next call after
+    /// [`UNANSWERED_TTL`](crate::directory::UNANSWERED_TTL) looks it up again.
+    pub fn handle_lookup_unanswered(&mut self, now: Instant, key: RecordKey) {
+        self.outputs.mark(now);
+        self.caller
+            .handle_lookup_unanswered(now, key, &mut self.outputs);
+    }
+
     /// How the DHT store of the provider record under `key` ended: `Ok`
     /// once it reached its quorum. A failure becomes
     /// [`RpcEvent::RegistrationFailed`] and the record is announced again
