@@ -317,3 +317,29 @@ fn publications_reach_subscribers_within_seconds_after_a_partition_heals() {
     println!("B got a publication {first} s after the heal ({after:?})");
     assert!(first <= 5, "B got nothing for {first} s after the heal");
 }
+
+/// Issue 17, live seed 3 (30 nodes): a publisher asked a relay cut off by a partition
+/// for circuits to two private subscribers; its connection to the relay closed for
+/// silence before the relay answered, the relay client dropped the requests without a
+/// word, and the dials waited on them for good: neither subscriber got any of its
+/// publications for the rest of the run (54 and 37 lost). A request whose relay
+/// connection closes (or that gets no answer in 5 s) now leaves the relay unreachable
+/// for that dial, which moves on to the subscriber's next relay.
+#[test]
+fn a_publisher_whose_relay_dies_mid_dial_reaches_the_subscriber_through_another() {
+    let mut lab = Private::all_joined(23);
+    let (a, b) = (lab.a, lab.b);
+    lab.mesh.subscribe(b, "t.#");
+    lab.mesh.settle(Duration::from_secs(2));
+    // A dials B through B's relays from the last of its record on.
+    let record = lab.mesh.world.machine(b).peer_record().cloned();
+    let first = record.and_then(|r| r.relays.last().map(|c| c.node_id));
+    let first = first.expect("B's record names its relays");
+    let relay = (lab.mesh.hosts.iter().copied())
+        .find(|h| lab.mesh.id(*h) == first)
+        .expect("a relay host");
+    lab.mesh.world.set_online(relay, false);
+    let got = deliveries_over(&mut lab.mesh, a, b, 15);
+    println!("B got {got} of 15 publications with relay {first:?} gone");
+    assert!(got >= 10, "B got {got} of 15");
+}

@@ -463,6 +463,11 @@ pub const RELAY_SILENT_RELAYS: Family = Family::counter(
     "relay_silent_relays_total",
     "Relay connections of this node that left data unacknowledged for the silence limit, closed and avoided",
 );
+/// `relay_unanswered_circuit_requests_total`.
+pub const RELAY_UNANSWERED_CIRCUIT_REQUESTS: Family = Family::counter(
+    "relay_unanswered_circuit_requests_total",
+    "Circuit requests of this node a relay did not answer in time; the dial moved on to the next relay",
+);
 /// `p2p_connections_by_path`.
 pub const P2P_CONNECTIONS_BY_PATH: Family = Family::gauge(
     "p2p_connections_by_path",
@@ -540,6 +545,7 @@ pub const FAMILIES: &[Family] = &[
     RELAY_DEAD_CIRCUITS,
     RELAY_DEAD_RELAYS,
     RELAY_SILENT_RELAYS,
+    RELAY_UNANSWERED_CIRCUIT_REQUESTS,
     P2P_CONNECTIONS_BY_PATH,
     NAT_PUNCH_ATTEMPTS,
     NAT_PUNCH_RESULTS,
@@ -612,6 +618,8 @@ pub struct Metrics {
     pub relay_dead_relays: u64,
     /// Relay connections of ours found silent.
     pub relay_silent_relays: u64,
+    /// Circuit requests of ours a relay did not answer in time.
+    pub relay_unanswered_circuit_requests: u64,
     /// Ready connections now, by path.
     pub connections_by_path: PerLabel<ConnectionPath, u64, 2>,
     /// Punches started and ended, per pair of NAT types.
@@ -669,6 +677,7 @@ impl Metrics {
             relay_dead_circuits: 0,
             relay_dead_relays: 0,
             relay_silent_relays: 0,
+            relay_unanswered_circuit_requests: 0,
             connections_by_path: PerLabel::default(),
             nat_punches: PunchPairs::default(),
             nat_upgrade_time: Histogram::new(LATENCY_BOUNDS),
@@ -786,6 +795,10 @@ impl Metrics {
         visitor.family(&RELAY_DEAD_CIRCUITS, &[counter(self.relay_dead_circuits)]);
         visitor.family(&RELAY_DEAD_RELAYS, &[counter(self.relay_dead_relays)]);
         visitor.family(&RELAY_SILENT_RELAYS, &[counter(self.relay_silent_relays)]);
+        visitor.family(
+            &RELAY_UNANSWERED_CIRCUIT_REQUESTS,
+            &[counter(self.relay_unanswered_circuit_requests)],
+        );
     }
 
     fn visit_nat(&self, visitor: &mut impl Visitor) {

@@ -89,6 +89,7 @@ impl Metrics {
         self.relay_dead_circuits = counters.dead_circuits;
         self.relay_dead_relays = counters.dead_relays;
         self.relay_silent_relays = counters.silent_relays;
+        self.relay_unanswered_circuit_requests = counters.unanswered_circuit_requests;
     }
 }
 
@@ -128,6 +129,7 @@ mod tests {
             dead_circuits: 17,
             dead_relays: 18,
             silent_relays: 19,
+            unanswered_circuit_requests: 20,
             ..RelayCounters::default()
         };
         let mut metrics = Metrics::new();
@@ -145,9 +147,10 @@ mod tests {
             (
                 metrics.relay_dead_circuits,
                 metrics.relay_dead_relays,
-                metrics.relay_silent_relays
+                metrics.relay_silent_relays,
+                metrics.relay_unanswered_circuit_requests
             ),
-            (17, 18, 19)
+            (17, 18, 19, 20)
         );
         assert_eq!(
             (

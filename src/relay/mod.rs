@@ -260,6 +260,11 @@ pub struct RelayCounters {
     /// Relay connections of ours that left data unacknowledged for the
     /// silence limit: closed, and the relay avoided (client).
     pub silent_relays: u64,
+    /// Our circuit requests that got no answer (none within
+    /// [`CIRCUIT_ANSWER_TIMEOUT`](client::CIRCUIT_ANSWER_TIMEOUT), the relay
+    /// connection closed first, or no stream): the dial moved on to the
+    /// peer's next relay (client).
+    pub unanswered_circuit_requests: u64,
 }
 
 impl RelayCounters {
@@ -291,6 +296,7 @@ impl RelayCounters {
             dead_circuits,
             dead_relays,
             silent_relays,
+            unanswered_circuit_requests,
         } = other;
         self.reservations_granted += reservations_granted;
         self.reservations_ended += reservations_ended;
@@ -316,5 +322,6 @@ impl RelayCounters {
         self.dead_circuits += dead_circuits;
         self.dead_relays += dead_relays;
         self.silent_relays += silent_relays;
+        self.unanswered_circuit_requests += unanswered_circuit_requests;
     }
 }

@@ -31,7 +31,8 @@
 //! `lookup` (a DHT lookup that went to the network: `op` find_node or find_value, `hops`,
 //! the discovery depth of the closest node that answered, -1 if none did; `ms`, its
 //! duration; `timed_out`), `stats` (every 5 s: counters, caches, routing table,
-//! connections), `stop`.
+//! connections), `subs` (a publisher's view of the subscriber records under `t`, every
+//! 5 s: `subs`, `answered`, `cached`), `stop`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,7 +42,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use macula::dht::{Contact, DhtEvent, QueryStats};
 use macula::directory::AnnounceFailed;
-use macula::id::{Identity, NodeId, Realm};
+use macula::id::{Identity, NodeId, Realm, RecordKey, RecordKind};
 use macula::node::{Event, load_peers, save_peers};
 use macula::path::PathKind;
 use macula::pubsub::PubSubEvent;
@@ -238,7 +239,7 @@ async fn run(args: Args) -> Result<(), String> {
     let history = History { index: args.index };
     let inc = incarnation(&args.dir)?;
     let realm = Realm::new("io.macula.cluster").map_err(|e| e.to_string())?;
-    let mut config = MaculaConfig::new(realm, args.bind);
+    let mut config = MaculaConfig::new(realm.clone(), args.bind);
     config.identity = Some(identity(&args.dir)?);
     config.node.listen_addrs = vec![args.announce];
     if args.relay {
@@ -305,7 +306,12 @@ async fn run(args: Args) -> Result<(), String> {
                 None => return Err("the node stopped".into()),
             },
             _ = save_tick.tick() => save(&node, &args.dir).await,
-            _ = stats_tick.tick() => log_stats(&node, history).await,
+            _ = stats_tick.tick() => {
+                log_stats(&node, history).await;
+                if args.publish_every.is_some() {
+                    calling.spawn(log_subscribers(Arc::clone(&node), realm.clone(), history));
+                }
+            }
             _ = call_tick.tick(), if args.call_every.is_some() => {
                 calls += 1;
                 let procedure = if calls % 2 == 0 { "work.idem" } else { "work.once" };
@@ -418,6 +424,26 @@ async fn log_stats(node: &MaculaNode, history: History) {
                 quoted(&format!("{:?}", stats.counters))
             ),
         );
+    }
+}
+
+/// Logs whom the DHT names as subscribers under the topic prefix `t` (every pattern of
+/// the workload is stored there), as a publisher's subscriber lookup sees it: `subs`
+/// (the short ids of the records' providers), `answered` (how many nodes answered) and
+/// `cached` (the DHT's value cache answered; a publisher's own lookups bypass it).
+async fn log_subscribers(node: Arc<MaculaNode>, realm: Realm, history: History) {
+    let key = RecordKey::new(&realm, RecordKind::Topic, "t");
+    if let Ok(found) = node.query(key, Duration::from_secs(5)).await {
+        let subs: Vec<String> = (found.records.iter())
+            .map(|r| format!("\"{}\"", short(&r.provider())))
+            .collect();
+        let fields = format!(
+            "\"subs\":[{}],\"answered\":{},\"cached\":{}",
+            subs.join(","),
+            found.answered.len(),
+            found.from_cache
+        );
+        history.log("subs", &fields);
     }
 }
 

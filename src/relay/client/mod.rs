@@ -75,6 +75,13 @@ const CONVICT_WITHIN: Duration = Duration::from_secs(120);
 /// circuit ends).
 const MAX_LOST_THROUGH: usize = 64;
 
+/// How long a relay has to answer our request for a circuit (it answers at
+/// once: one round trip, with room for retransmissions on a bad link). A
+/// relay that does not, or whose connection closes first, is unreachable
+/// for that dial, which moves on to the peer's next relay: a dial never
+/// waits on a silent (or hostile) relay for good.
+pub const CIRCUIT_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The most CIRCUIT_PEER addresses kept (the oldest is forgotten first).
 const MAX_VOUCHED: usize = 256;
 
@@ -153,7 +160,20 @@ enum RelayAsk {
         relay: NodeId,
         target: NodeId,
         lease: Lease,
+        /// When the relay's answer is due ([`CIRCUIT_ANSWER_TIMEOUT`]).
+        due: Instant,
     },
+}
+
+impl RelayAsk {
+    /// When a circuit request's answer is due (a reservation's has no
+    /// deadline of its own: its lapse).
+    fn due(&self) -> Option<Instant> {
+        match self {
+            Self::Reserve(_) => None,
+            Self::Circuit { due, .. } => Some(*due),
+        }
+    }
 }
 
 /// The client's state: our reservations, circuit ends and requests.
@@ -506,7 +526,7 @@ impl RelayClient {
                 self.release(Some(lease));
                 self.end_gone(relay, circuit, CircuitLoss::Broken);
             }
-            (Ok(Acquired::Ready(lease)), intent) => self.lease_ready(intent, lease),
+            (Ok(Acquired::Ready(lease)), intent) => self.lease_ready(now, intent, lease),
             (Err(error), intent) => self.acquire_failed(intent, error),
         }
     }
@@ -515,7 +535,7 @@ impl RelayClient {
     pub fn handle_wait_ready(&mut self, now: Instant, wait: WaitId, lease: Lease) {
         self.out.mark(now);
         if let Some(intent) = self.waits.remove(&wait) {
-            self.lease_ready(intent, lease);
+            self.lease_ready(now, intent, lease);
         }
     }
 
@@ -542,7 +562,7 @@ impl RelayClient {
         }
     }
 
-    fn lease_ready(&mut self, intent: Intent, lease: Lease) {
+    fn lease_ready(&mut self, now: Instant, intent: Intent, lease: Lease) {
         match intent {
             // The end-to-end connection is pooled; the application's
             // requests lease it from now on.
@@ -556,6 +576,7 @@ impl RelayClient {
                     relay,
                     target,
                     lease,
+                    due: now + CIRCUIT_ANSWER_TIMEOUT,
                 };
                 self.ask(conn, request_id, frame, ask);
             }
@@ -607,11 +628,18 @@ impl RelayClient {
             self.asks.insert((conn, stream), ask);
             return;
         }
+        // A reservation waits for its lapse or the next reserve.
+        self.unanswered(ask, "no stream to the relay");
+    }
+
+    /// `ask` will get no answer: the relay is unreachable for it (a circuit
+    /// request gives its lease back).
+    fn unanswered(&mut self, ask: RelayAsk, detail: &str) {
         match ask {
-            // The reservation waits for its lapse or the next reserve.
-            RelayAsk::Reserve(relay) => self.unreachable(relay, "no stream to the relay".into()),
+            RelayAsk::Reserve(relay) => self.unreachable(relay, detail.into()),
             RelayAsk::Circuit { relay, lease, .. } => {
-                self.unreachable(relay, "no stream to the relay".into());
+                self.counters.unanswered_circuit_requests += 1;
+                self.unreachable(relay, detail.into());
                 self.release(Some(lease));
             }
         }
@@ -674,6 +702,7 @@ impl RelayClient {
             relay,
             target,
             lease,
+            ..
         }) = self.asks.remove(&(conn, stream))
         else {
             // Not ours: a granted circuit would go on carrying frames no
@@ -954,7 +983,13 @@ impl RelayClient {
     /// through it close (and so do connections that ran over them).
     pub fn handle_connection_gone(&mut self, now: Instant, conn: ConnId) {
         self.out.mark(now);
-        self.asks.retain(|(c, _), _| *c != conn);
+        // Circuit requests on it get no answer now: their dials move on.
+        // (A reservation asked there is lost just below.)
+        for ask in self.take_asks(|c, _| c == conn) {
+            if matches!(ask, RelayAsk::Circuit { .. }) {
+                self.unanswered(ask, "the relay connection closed before it answered");
+            }
+        }
         let lost: Vec<NodeId> = self
             .reservations
             .iter()
@@ -965,6 +1000,31 @@ impl RelayClient {
             self.reservation_lost(relay);
         }
         self.end_circuits(|e| e.conn == conn, CircuitLoss::RelayLost);
+    }
+
+    /// Circuit requests whose answer is overdue by `now` get none: their
+    /// relays are unreachable for them.
+    fn expire_asks(&mut self, now: Instant) {
+        for ask in self.take_asks(|_, ask| ask.due().is_some_and(|due| due <= now)) {
+            self.unanswered(ask, "no answer to the circuit request");
+        }
+    }
+
+    /// Removes the requests (waiting for a stream, or sent) that `pick`
+    /// chooses by their connection and returns them.
+    fn take_asks(&mut self, pick: impl Fn(ConnId, &RelayAsk) -> bool) -> Vec<RelayAsk> {
+        let sending = (self.sending.iter())
+            .filter(|(_, (conn, ask))| pick(*conn, ask))
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>();
+        let asked = (self.asks.iter())
+            .filter(|((conn, _), ask)| pick(*conn, ask))
+            .map(|(key, _)| *key)
+            .collect::<Vec<_>>();
+        let sent = sending.iter().filter_map(|id| self.sending.remove(id));
+        let mut taken: Vec<RelayAsk> = sent.map(|(_, ask)| ask).collect();
+        taken.extend(asked.iter().filter_map(|key| self.asks.remove(key)));
+        taken
     }
 
     fn reservation_lost(&mut self, relay: NodeId) {
@@ -998,6 +1058,7 @@ impl RelayClient {
         for relay in renew {
             self.acquire_relay(&relay, Intent::Reserve(relay.id));
         }
+        self.expire_asks(now);
         let mut due: Vec<((NodeId, u64), bool)> = Vec::new();
         for (key, end) in &mut self.ends {
             if end.ready_by.is_none_or(|t| t > now) {
@@ -1091,7 +1152,10 @@ impl Child for RelayClient {
             .values()
             .flat_map(|r| [r.renew_at, r.expires]);
         let ends = self.ends.values().map(|e| e.ready_by);
-        self.out.deadline(reservations.chain(ends))
+        let asks = (self.sending.values().map(|(_, ask)| ask))
+            .chain(self.asks.values())
+            .map(RelayAsk::due);
+        self.out.deadline(reservations.chain(ends).chain(asks))
     }
 }
 

@@ -107,13 +107,7 @@ fn a_relay_without_address_or_stream_is_unreachable() {
         events(&outputs)[..],
         [RelayEvent::RelayUnreachable { .. }]
     ));
-    client.handle_dial(now, contact(1), node(2));
-    let token = acquire_token(&drain(&mut client));
-    client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))));
-    let outputs = drain(&mut client);
-    let [RelayClientOutput::Request { request_id, .. }] = outputs[..] else {
-        panic!("CIRCUIT_OPEN expected: {outputs:?}");
-    };
+    let (mut client, request_id) = circuit_asked(now, false);
     client.handle_request_stream(now, request_id, None);
     let outputs = drain(&mut client);
     assert!(matches!(
@@ -523,4 +517,82 @@ fn a_silent_relay_that_answers_again_is_avoided_no_more() {
     assert!(!client.avoids(now, &node(1)));
     assert!(client.avoided_relays(now).is_empty());
     assert!(!client.handle_relay_answered(&node(1)), "once");
+}
+
+/// Asks relay 1 (over connection 1) for a circuit to node 2; the request's stream is
+/// stream 3 when `sent`, else it waits for one. The client and the request's id.
+fn circuit_asked(now: Instant, sent: bool) -> (RelayClient, u64) {
+    let mut client = client();
+    client.handle_dial(now, contact(1), node(2));
+    let token = acquire_token(&drain(&mut client));
+    client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))));
+    let outputs = drain(&mut client);
+    let [RelayClientOutput::Request { request_id, .. }] = outputs[..] else {
+        panic!("CIRCUIT_OPEN expected: {outputs:?}");
+    };
+    if sent {
+        client.handle_request_stream(now, request_id, Some(stream(3)));
+    }
+    (client, request_id)
+}
+
+/// The outputs of a circuit request that got no answer: its relay unreachable, its
+/// lease back, counted.
+fn assert_unanswered(client: &mut RelayClient, detail: &str) {
+    let outputs = drain(client);
+    let [
+        RelayClientOutput::Event(RelayEvent::RelayUnreachable { relay, detail: why }),
+        RelayClientOutput::Release(_),
+    ] = &outputs[..]
+    else {
+        panic!("unreachable and a release expected: {outputs:?}");
+    };
+    assert_eq!((*relay, why.as_str()), (node(1), detail));
+    assert_eq!(client.counters().unanswered_circuit_requests, 1);
+}
+
+#[test]
+fn a_circuit_request_whose_relay_connection_closes_is_unanswered() {
+    // Issue 17, live seed 3: a relay cut off by a partition was asked for circuits to
+    // two subscribers; its connection closed for silence before it answered, the
+    // requests were dropped without a word, and the publisher's dials waited on them
+    // for the rest of the run (54 and 37 publications lost).
+    let now = crate::test_epoch();
+    for sent in [false, true] {
+        let (mut client, _) = circuit_asked(now, sent);
+        client.handle_connection_gone(now, ConnId(2));
+        assert!(drain(&mut client).is_empty(), "another connection");
+        client.handle_connection_gone(now, ConnId(1));
+        assert_unanswered(
+            &mut client,
+            "the relay connection closed before it answered",
+        );
+        assert_eq!(client.poll_timeout(), None, "nothing left to wait for");
+    }
+}
+
+#[test]
+fn a_circuit_request_the_relay_does_not_answer_in_time_is_unanswered() {
+    let now = crate::test_epoch();
+    for sent in [false, true] {
+        let (mut client, _) = circuit_asked(now, sent);
+        let due = now + CIRCUIT_ANSWER_TIMEOUT;
+        assert_eq!(client.poll_timeout(), Some(due));
+        client.handle_timeout(due - Duration::from_millis(1), |_| false);
+        assert!(drain(&mut client).is_empty(), "not yet");
+        client.handle_timeout(due, |_| false);
+        assert_unanswered(&mut client, "no answer to the circuit request");
+        // A late answer is a protocol error, not a circuit.
+        let late = wire::CircuitStatus {
+            request_id: 1,
+            status: RelayStatus::Ok,
+            circuit: 7,
+        };
+        client.handle_circuit_status(due, ConnId(1), stream(3), late);
+        let outputs = drain(&mut client);
+        let refused = outputs
+            .iter()
+            .any(|o| matches!(o, RelayClientOutput::ProtocolError));
+        assert!(refused, "{outputs:?}");
+    }
 }
