@@ -101,8 +101,9 @@ pub struct Conn {
     /// The capabilities we last told the peer (in our CONNECT or a
     /// CAPABILITIES).
     pub told: Option<wire::Capabilities>,
-    /// When the connection is closed if the peer's CONNECT has not been
-    /// accepted by then: set when the handshake ends, cleared by
+    /// When the connection is closed if it is not ready by then: while
+    /// handshaking, the handshake deadline (set when it starts); then the
+    /// CONNECT deadline (set when the handshake ends). Cleared by
     /// [`Conn::step`] when the connection leaves "awaiting CONNECT".
     pub connect_deadline: Option<Instant>,
     readers: HashMap<StreamId, FrameReader>,
@@ -724,19 +725,19 @@ impl Conn {
     }
 
     /// Moves the connection to its next phase on `event` (an event its phase
-    /// does not take is ignored); leaving "awaiting CONNECT" ends the
-    /// CONNECT deadline.
+    /// does not take is ignored); past "awaiting CONNECT" the connection has
+    /// no deadline left.
     pub fn step(&mut self, event: PhaseEvent) {
         if let Some(next) = self.phase.after(event) {
             self.phase = next;
         }
-        if self.phase != Phase::AwaitingConnect {
+        if !matches!(self.phase, Phase::Handshaking | Phase::AwaitingConnect) {
             self.connect_deadline = None;
         }
     }
 
-    /// Whether the CONNECT deadline has passed at `now` with no CONNECT
-    /// accepted (the deadline exists only while awaiting CONNECT).
+    /// Whether the connection's handshake or CONNECT deadline has passed at
+    /// `now` (the deadline exists only until the connection is ready).
     pub fn connect_overdue(&self, now: Instant) -> bool {
         self.connect_deadline.is_some_and(|at| at <= now)
     }

@@ -24,6 +24,11 @@ use super::{ReachConfig, UpgradeConfig};
 /// relayed path, far below QUIC's idle timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The default [`NodeConfig::handshake_timeout`]: room for a slow relayed
+/// path's handshake with retransmissions, far below QUIC's 60 s idle
+/// timeout (which alone would bound a handshake nobody answers).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Everything a [`Node`](super::Node) can be told at start.
 ///
 /// | setting | default |
@@ -39,6 +44,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// | verification | [`PeerVerification::Identity`] |
 /// | certificate_chain | `None`: a self-signed certificate of the identity |
 /// | request_timeout | 10 s (a stream whose answer never comes is reset) |
+/// | handshake_timeout | 10 s (a QUIC handshake not done by then is given up) |
 /// | connect_timeout | 5 s (a connection whose CONNECT never comes is closed) |
 /// | max_waiting_requests | 4096 requests queued for a connection or a stream |
 /// | max_buffered_per_connection | 2 MiB of partial frames and unread answers per connection |
@@ -84,6 +90,13 @@ pub struct NodeConfig {
     /// (docs/PROTOCOL.md §2); until then the connection's other streams are
     /// left unread.
     pub connect_timeout: Duration,
+    /// How long a connection's QUIC handshake may take, ours or a peer's:
+    /// one not done by then is closed (a dial fails, and the pool may dial
+    /// the peer again, at a newer address). Without it, a dial toward an
+    /// address nobody answers from (a dead circuit, a node that was
+    /// killed) waits for QUIC's idle timeout, and every errand for that
+    /// peer waits on it.
+    pub handshake_timeout: Duration,
     /// Requests that may wait for a connection or a free stream at once;
     /// past it a request fails at once.
     pub max_waiting_requests: usize,
@@ -127,6 +140,7 @@ impl NodeConfig {
             listen_addrs: Vec::new(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_waiting_requests: 4096,
             max_buffered_per_connection: 2 << 20,
             reach: ReachConfig::default(),

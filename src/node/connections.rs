@@ -615,20 +615,28 @@ impl Node {
         })
     }
 
-    /// Closes the connections whose peer's CONNECT did not come by the
-    /// CONNECT deadline (docs/PROTOCOL.md §2): DISCONNECT `protocol error`.
-    /// Only `due` connections (those whose deadline came) are looked at.
+    /// Closes the connections whose QUIC handshake did not end by the
+    /// handshake deadline (counted; a dial of ours fails), and those whose
+    /// peer's CONNECT did not come by the CONNECT deadline (docs/PROTOCOL.md
+    /// §2): DISCONNECT `protocol error`. Only `due` connections (those whose
+    /// deadline came) are looked at.
     pub(super) fn expire_connects(&mut self, now: Instant, due: &[ConnectionHandle]) {
-        let overdue: Vec<ConnectionHandle> = due
+        let overdue: Vec<(ConnectionHandle, Phase)> = due
             .iter()
-            .copied()
-            .filter(|handle| {
-                self.conns
-                    .get(handle)
-                    .is_some_and(|c| c.connect_overdue(now))
+            .filter_map(|handle| {
+                let conn = self.conns.get(handle)?;
+                conn.connect_overdue(now).then_some((*handle, conn.phase))
             })
             .collect();
-        for handle in overdue {
+        for (handle, phase) in overdue {
+            if phase == Phase::Handshaking {
+                self.counters.handshake_timeouts += 1;
+                let timeout = self.config.handshake_timeout.as_millis();
+                let detail = format!("no handshake within {timeout} ms");
+                let cause = CloseCause::Transport(detail.clone());
+                self.close_connection(now, handle, DisconnectReason::Normal, detail, cause);
+                continue;
+            }
             self.counters.protocol_errors += 1;
             let detail = format!(
                 "no CONNECT within {} ms",

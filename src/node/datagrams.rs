@@ -270,6 +270,7 @@ impl Node {
                         self.config.buffer_bounds(),
                     );
                     conn.ticket = self.admission.admitted(source);
+                    conn.connect_deadline = Some(now + self.config.handshake_timeout);
                     // Checked before we answer: our answer makes its source
                     // one we sent to.
                     conn.unsolicited = arrival.is_some_and(|(local, remote)| {

@@ -62,7 +62,7 @@ use bytes::Bytes;
 use quinn_proto::{ConnectionHandle, Endpoint, StreamId};
 
 pub use crate::relay::{CircuitLoss, RelayEvent};
-pub use config::{DEFAULT_CONNECT_TIMEOUT, NodeConfig};
+pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, NodeConfig};
 pub use health::{ERROR_WINDOW, Health, HealthReason, MIN_STORE_SUCCESS_RATE, NodeStats};
 pub use peers::{PeersFileError, load_peers, save_peers};
 
@@ -228,6 +228,9 @@ pub struct NodeCounters {
     /// the direct path they held: they belonged to a dead incarnation of the
     /// peer (`node/upgrade.rs`).
     pub superseded: u64,
+    /// Connections (dialed or accepted) whose QUIC handshake did not end
+    /// within [`NodeConfig::handshake_timeout`]: closed.
+    pub handshake_timeouts: u64,
 }
 
 /// A DHT request we serve, waiting for the DHT's answer.

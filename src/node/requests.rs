@@ -191,7 +191,7 @@ impl Node {
             });
         match dialed {
             Ok((handle, quinn)) => {
-                let conn = Conn::new(
+                let mut conn = Conn::new(
                     quinn,
                     Direction::Outbound,
                     Some(peer),
@@ -199,6 +199,7 @@ impl Node {
                     virtual_addr,
                     self.config.buffer_bounds(),
                 );
+                conn.connect_deadline = Some(now + self.config.handshake_timeout);
                 self.conns.insert(handle, conn);
                 self.attach_pool_id(handle, pool_id);
             }
