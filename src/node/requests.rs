@@ -167,18 +167,24 @@ impl Node {
     }
 
     pub(super) fn dial(&mut self, now: Instant, peer: NodeId, addr: SocketAddr, pool_id: ConnId) {
-        // A live virtual address is a circuit's (see `dial_via_relay`);
-        // a virtual address whose circuit is gone leads nowhere; any other
-        // address is a UDP one.
-        let over_circuit = self.paths.real(&addr).is_some();
+        // A virtual address is a circuit's (see `dial_via_relay`). One whose
+        // circuit is gone leads nowhere, and so does one whose connection
+        // moved to a punched path and then died (a redial of a lost pinned
+        // connection): that path's NAT mappings died with it, and a handshake
+        // sent there waits out the handshake timeout, attempt after attempt
+        // (issue 17: 100 nodes, a publisher redialled a subscriber behind a
+        // NAT four times, 40 s). Both fail at once, so the peer is reached
+        // again the way it was first: through its record, a new circuit and
+        // a new punch. Any other address is a UDP one.
+        let over_circuit = matches!(self.paths.real(&addr), Some(RealPath::Relay { .. }));
         let virtual_addr = match self.paths.real(&addr) {
-            Some(_) => addr,
-            None if PathTable::is_virtual(&addr) => {
-                tracing::debug!(%peer, %addr, "dial over a circuit that is gone");
+            Some(RealPath::Relay { .. }) => addr,
+            _ if PathTable::is_virtual(&addr) => {
+                tracing::debug!(%peer, %addr, "dial at a virtual address with no live circuit");
                 self.pool.handle_connect_failed(now, peer, pool_id);
                 return;
             }
-            None => self.paths.virtual_for(RealPath::Direct(addr)),
+            _ => self.paths.virtual_for(RealPath::Direct(addr)),
         };
         let dialed = self
             .quic
