@@ -21,7 +21,7 @@
 //! connection that comes from the request's address, with an answer the
 //! request's size (no amplification) and at most so many a second
 //! ([`ANSWER_BUDGET`]). The transaction id starts with [`PROBE_MARK`], which
-//! tells them from NAT discovery's and the punch's (docs/PROTOCOL.md §11).
+//! tells them from NAT discovery's and the punch's (docs/PROTOCOL.md §11.4).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -163,6 +163,11 @@ fn probe_timeout(rtt: Duration) -> Duration {
 /// first unacknowledged frame, while QUIC keeps sending probes.
 const PATIENCE: u32 = 3;
 
+/// How many silence limits signs of life of the peer (answers to our
+/// probes, its own probes) may stretch a silence to, from its start: a peer
+/// that answers probes but never acknowledges our data is judged at last.
+const LIVE_PATIENCE: u32 = 10;
+
 /// One connection's watch: since when its ack-eliciting frames have gone
 /// unacknowledged, and when the newest of them went out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -170,6 +175,9 @@ pub struct Silence {
     acks: u64,
     sent: u64,
     since: Option<Instant>,
+    /// When the silence began (or the connection last changed path): signs
+    /// of life do not move it ([`Silence::heard`]).
+    began: Option<Instant>,
     /// When the newest ack-eliciting frame went out.
     last_sent: Option<Instant>,
     /// No silence counts before then ([`Silence::excuse_until`]).
@@ -189,18 +197,29 @@ impl Silence {
         if acks_received != self.acks {
             self.acks = acks_received;
             self.since = None;
+            self.began = None;
         }
         if eliciting_sent != self.sent {
             self.sent = eliciting_sent;
             self.since.get_or_insert(now);
+            self.began.get_or_insert(now);
             self.last_sent = Some(now);
         }
     }
 
-    /// The connection moved to another path at `now`, or its peer answered
-    /// a probe then: a silence running since earlier runs from `now`
-    /// instead.
+    /// The connection moved to another path at `now`: a silence running
+    /// since earlier (the old path's) runs from `now` instead.
     pub fn restart(&mut self, now: Instant) {
+        if self.since.is_some() {
+            self.since = Some(now);
+            self.began = Some(now);
+        }
+    }
+
+    /// A sign of life of the peer at `now` (an answer to a probe of ours,
+    /// or a probe of its own): a running silence is judged from `now`
+    /// anew, but within `LIVE_PATIENCE` limits of its start.
+    pub fn heard(&mut self, now: Instant) {
         if let Some(since) = &mut self.since {
             *since = now;
         }
@@ -228,22 +247,26 @@ impl Silence {
 
     /// When the silence is judged, if one runs: once it lasted `wait.limit`
     /// since the first unacknowledged frame and the newest frame sent waited
-    /// `wait.answer` (an answer to a probe of ours restarts it:
-    /// [`Silence::restart`]). A probe QUIC sent late in the silence, after
+    /// `wait.answer` (a sign of life of the peer restarts it:
+    /// [`Silence::heard`]). A probe QUIC sent late in the silence, after
     /// its backed-off probe timeout, is given its round trip: on a link that
     /// carries few packets while QUIC backs off, a burst of loss can last
     /// seconds, and its end shows as that probe's acknowledgement. A relay
     /// that died is judged within one probe timeout of `wait.limit`, and
-    /// whatever QUIC sends, the judgement comes within `PATIENCE` limits.
+    /// whatever QUIC sends, the judgement comes within `PATIENCE` limits
+    /// (`LIVE_PATIENCE` from the start while the peer shows signs of life).
     pub fn deadline(&self, wait: Wait) -> Option<Instant> {
-        let since = self.since?;
-        let since = self.excused.map_or(since, |excused| excused.max(since));
+        let excused = |at: Instant| self.excused.map_or(at, |excused| excused.max(at));
+        let since = excused(self.since?);
+        let began = excused(self.began.unwrap_or(since));
         let newest = self.last_sent.map_or(since, |sent| sent.max(since));
         let due = (since.checked_add(wait.limit))
             .max(newest.checked_add(wait.answer))
             .unwrap_or(since);
         let latest = (since.checked_add(wait.limit.saturating_mul(PATIENCE))).unwrap_or(since);
-        Some(due.min(latest))
+        let longest =
+            (began.checked_add(wait.limit.saturating_mul(LIVE_PATIENCE))).unwrap_or(began);
+        Some(due.min(latest).min(longest))
     }
 
     /// Whether the silence is judged by `now` (see [`Silence::deadline`]).
@@ -441,6 +464,32 @@ mod tests {
         assert_eq!(silence.deadline(limit), None);
         silence.observe_counts(at(8000), 1, 2);
         assert_eq!(silence.deadline(limit), Some(at(11_000)));
+    }
+
+    #[test]
+    fn signs_of_life_stretch_a_silence_to_ten_limits_at_most() {
+        let t0 = crate::test_epoch();
+        let at = |ms| after(t0, ms);
+        let limit = patient(Duration::from_secs(1));
+        let mut silence = Silence::default();
+        silence.observe_counts(at(0), 0, 1);
+        silence.heard(at(900));
+        assert_eq!(silence.deadline(limit), Some(at(1900)), "judged anew");
+        for ms in (1800..20_000).step_by(900) {
+            silence.heard(at(ms));
+        }
+        assert_eq!(silence.deadline(limit), Some(at(10_000)), "but not forever");
+        // A path change starts the count again; an acknowledgement ends it.
+        silence.restart(at(12_000));
+        silence.heard(at(15_000));
+        assert_eq!(silence.deadline(limit), Some(at(16_000)));
+        silence.observe_counts(at(15_500), 1, 1);
+        silence.heard(at(15_600));
+        assert_eq!(
+            silence.deadline(limit),
+            None,
+            "nothing waits, nothing to hear"
+        );
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Node {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
-        conn.silence.restart(now);
+        conn.silence.heard(now);
         let relay = conn.peer;
         let over_it: Vec<ConnectionHandle> = (self.conns.iter())
             .filter(|(_, c)| {
@@ -116,7 +116,7 @@ impl Node {
             .collect();
         for handle in over_it {
             if let Some(conn) = self.conns.get_mut(&handle) {
-                conn.silence.restart(now);
+                conn.silence.heard(now);
             }
         }
     }
