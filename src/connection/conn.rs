@@ -40,6 +40,7 @@ use quinn_proto::{Connection, Dir, StreamId, VarInt};
 use super::STREAM_ABANDONED;
 use super::admission::Ticket;
 use super::phase::{Phase, PhaseEvent};
+use super::probe::Probing;
 use super::quiet::Quiet;
 use super::silence::Silence;
 use crate::collections::HashMap;
@@ -132,6 +133,9 @@ pub struct Conn {
     pub silence: Silence,
     /// Since when the peer's data has been quiet, while a PING is owed.
     pub quiet: Quiet,
+    /// Signed probes: ours while a watched silence runs, the budget for
+    /// answering the peer's.
+    pub probing: Probing,
     /// A close waiting for the DISCONNECT written before it to be delivered
     /// ([`Conn::close_after_disconnect`]).
     lingering: Option<Lingering>,
@@ -245,6 +249,7 @@ impl Conn {
             resume_at: None,
             silence: Silence::default(),
             quiet: Quiet::default(),
+            probing: Probing::default(),
             lingering: None,
         }
     }

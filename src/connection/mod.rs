@@ -10,12 +10,15 @@
 //! ([`ConnTable`]: dirty set and deadline index, so an input drives only the
 //! connections it touches), and admission ([`admission`]: what strangers may
 //! start, and how much), and the silence watch (`silence`: data left
-//! unacknowledged for a few probe timeouts), and the quiet watch (`quiet`: the
-//! PING a node behind a NAT owes when the peer's data stops). Nothing here knows the Node or its children.
+//! unacknowledged for a few probe timeouts) with its signed probes (`probe`:
+//! a silent relay asked whether it still answers), and the quiet watch
+//! (`quiet`: the PING a node behind a NAT owes when the peer's data stops).
+//! Nothing here knows the Node or its children.
 
 pub mod admission;
 mod conn;
 pub mod phase;
+pub(crate) mod probe;
 mod quiet;
 pub mod router;
 mod silence;

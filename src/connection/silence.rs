@@ -4,11 +4,14 @@
 //! within its ACK delay, so data left unacknowledged for a few probe
 //! timeouts means the peer, or the path to it, is gone.
 //!
-//! Nothing extra goes on the wire: while data is in flight quinn's probe
-//! timer (PTO) sends probes, and those count as sent here, so an
-//! acknowledgement for older packets that came just before the peer went
-//! away only restarts the wait at the next probe. An idle connection sends
-//! nothing and is never silent; it finds out at its next use.
+//! While data is in flight quinn's probe timer (PTO) sends probes, and those
+//! count as sent here, so an acknowledgement for older packets that came
+//! just before the peer went away only restarts the wait at the next probe.
+//! A connection to a relay also sends signed probes of its own once a silence
+//! ran a round trip (`probe.rs`), and each answer restarts the wait: a
+//! burst of loss that QUIC's backed-off timer stretches over seconds is not
+//! taken for a dead relay. An idle connection sends nothing and is never
+//! silent; it finds out at its next use.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +22,9 @@ const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 
 /// How long data may stay unacknowledged before a watched connection is
 /// taken for dead: `ptos` probe timeouts, kept between `floor` and
-/// `ceiling`.
+/// `ceiling`. A relay connection probes the relay meanwhile (`probe.rs`),
+/// one probe every `probe_every` from one round trip into the silence, so it
+/// is dead only once they all went unanswered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SilenceLimit {
     /// Probe timeouts of silence (each estimated as
@@ -30,15 +35,31 @@ pub struct SilenceLimit {
     pub floor: Duration,
     /// The longest silence waited for, whatever the RTT.
     pub ceiling: Duration,
+    /// The longest silence waited for on a connection over a relay
+    /// circuit. A dead relay is the relay connection's to find (within
+    /// `ceiling`); what a circuit's silence adds is the queue on the
+    /// relay's streams, which on a lossy link grows with the round trip, so
+    /// its limit may too.
+    pub circuit_ceiling: Duration,
+    /// The gap between two probes to a silent relay, sent from one round
+    /// trip into the silence (and the peer's ACK delay) to its limit. On a
+    /// link whose loss comes in bursts (the loss state moves on with each
+    /// packet), the probes carry the link through the burst: at the 3 s
+    /// ceiling some 60 of them go unanswered in a row before the relay is
+    /// dead, a burst rare enough to be taken for a dead relay.
+    pub probe_every: Duration,
 }
 
 impl Default for SilenceLimit {
-    /// Three probe timeouts, at least 1.5 s and at most 3 s.
+    /// Three probe timeouts, at least 1.5 s and at most 3 s (10 s over a
+    /// circuit); for a relay connection, a probe every 40 ms.
     fn default() -> Self {
         Self {
             ptos: 3,
             floor: Duration::from_millis(1500),
             ceiling: Duration::from_secs(3),
+            circuit_ceiling: Duration::from_secs(10),
+            probe_every: Duration::from_millis(40),
         }
     }
 }
@@ -60,6 +81,32 @@ impl SilenceLimit {
         Wait {
             limit,
             answer: probe_timeout(rtt).min(limit),
+            probes: None,
+            judged: true,
+        }
+    }
+
+    /// The limit of a connection over a relay circuit: up to
+    /// `circuit_ceiling`.
+    pub fn circuit(&self) -> SilenceLimit {
+        SilenceLimit {
+            ceiling: self.circuit_ceiling,
+            ..*self
+        }
+    }
+
+    /// The wait of a connection to a relay whose smoothed RTT is `rtt`:
+    /// [`SilenceLimit::wait`], probing the relay every `probe_every` from
+    /// one round trip (and the peer's ACK delay) into a silence.
+    pub fn probing_wait(&self, rtt: Duration) -> Wait {
+        let wait = self.wait(rtt);
+        let plan = ProbePlan {
+            after: rtt.saturating_add(MAX_ACK_DELAY).min(wait.limit),
+            every: self.probe_every,
+        };
+        Wait {
+            probes: Some(plan),
+            ..wait
         }
     }
 }
@@ -72,6 +119,38 @@ pub struct Wait {
     /// The time the newest ack-eliciting frame is given to be answered: a
     /// silence is not judged while a probe sent since may still be.
     pub answer: Duration,
+    /// The probes sent during a silence (`None`: the connection sends
+    /// none).
+    pub probes: Option<ProbePlan>,
+    /// Whether a silence that lasts its limit ends the connection; if not,
+    /// the wait only probes.
+    pub judged: bool,
+}
+
+/// The signed probes of a silent connection (`probe.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbePlan {
+    /// How far into a silence the first goes.
+    pub after: Duration,
+    /// The gap between two.
+    pub every: Duration,
+}
+
+impl Wait {
+    /// The same wait, probing only: its silence is never judged.
+    pub fn unjudged(self) -> Self {
+        Self {
+            judged: false,
+            ..self
+        }
+    }
+
+    /// When a silence running since `since` starts being probed, and how
+    /// often, if this wait probes.
+    pub fn probes_from(&self, since: Instant) -> Option<(Instant, Duration)> {
+        let plan = self.probes?;
+        Some((since.checked_add(plan.after)?, plan.every))
+    }
 }
 
 /// quinn's probe timeout on a connection whose smoothed RTT is `rtt`, while
@@ -84,6 +163,11 @@ fn probe_timeout(rtt: Duration) -> Duration {
 /// first unacknowledged frame, while QUIC keeps sending probes.
 const PATIENCE: u32 = 3;
 
+/// How many silence limits signs of life of the peer (answers to our
+/// probes, its own probes) may stretch a silence to, from its start: a peer
+/// that answers probes but never acknowledges our data is judged at last.
+const LIVE_PATIENCE: u32 = 10;
+
 /// One connection's watch: since when its ack-eliciting frames have gone
 /// unacknowledged, and when the newest of them went out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,8 +175,13 @@ pub struct Silence {
     acks: u64,
     sent: u64,
     since: Option<Instant>,
+    /// When the silence began (or the connection last changed path): signs
+    /// of life do not move it ([`Silence::heard`]).
+    began: Option<Instant>,
     /// When the newest ack-eliciting frame went out.
     last_sent: Option<Instant>,
+    /// No silence counts before then ([`Silence::excuse_until`]).
+    excused: Option<Instant>,
 }
 
 impl Silence {
@@ -108,10 +197,12 @@ impl Silence {
         if acks_received != self.acks {
             self.acks = acks_received;
             self.since = None;
+            self.began = None;
         }
         if eliciting_sent != self.sent {
             self.sent = eliciting_sent;
             self.since.get_or_insert(now);
+            self.began.get_or_insert(now);
             self.last_sent = Some(now);
         }
     }
@@ -119,9 +210,28 @@ impl Silence {
     /// The connection moved to another path at `now`: a silence running
     /// since earlier (the old path's) runs from `now` instead.
     pub fn restart(&mut self, now: Instant) {
+        if self.since.is_some() {
+            self.since = Some(now);
+            self.began = Some(now);
+        }
+    }
+
+    /// A sign of life of the peer at `now` (an answer to a probe of ours,
+    /// or a probe of its own): a running silence is judged from `now`
+    /// anew, but within `LIVE_PATIENCE` limits of its start.
+    pub fn heard(&mut self, now: Instant) {
         if let Some(since) = &mut self.since {
             *since = now;
         }
+    }
+
+    /// No silence counts before `until`: the connection fell back to its
+    /// relay circuit, and until then the peer may still send its packets
+    /// (and its acknowledgements) to the dead direct path, not having
+    /// noticed yet. A silence running then is judged as if it began at
+    /// `until`.
+    pub fn excuse_until(&mut self, until: Instant) {
+        self.excused = self.excused.max(Some(until));
     }
 
     /// Whether ack-eliciting frames wait for an acknowledgement (a silence
@@ -130,22 +240,33 @@ impl Silence {
         self.since.is_some()
     }
 
+    /// Since when the silence runs, if one does.
+    pub fn since(&self) -> Option<Instant> {
+        self.since
+    }
+
     /// When the silence is judged, if one runs: once it lasted `wait.limit`
     /// since the first unacknowledged frame and the newest frame sent waited
-    /// `wait.answer`. A probe QUIC sent late in the silence, after its
-    /// backed-off probe timeout, is given its round trip: on a link that
+    /// `wait.answer` (a sign of life of the peer restarts it:
+    /// [`Silence::heard`]). A probe QUIC sent late in the silence, after
+    /// its backed-off probe timeout, is given its round trip: on a link that
     /// carries few packets while QUIC backs off, a burst of loss can last
     /// seconds, and its end shows as that probe's acknowledgement. A relay
     /// that died is judged within one probe timeout of `wait.limit`, and
-    /// whatever QUIC sends, the judgement comes within `PATIENCE` limits.
+    /// whatever QUIC sends, the judgement comes within `PATIENCE` limits
+    /// (`LIVE_PATIENCE` from the start while the peer shows signs of life).
     pub fn deadline(&self, wait: Wait) -> Option<Instant> {
-        let since = self.since?;
+        let excused = |at: Instant| self.excused.map_or(at, |excused| excused.max(at));
+        let since = excused(self.since?);
+        let began = excused(self.began.unwrap_or(since));
         let newest = self.last_sent.map_or(since, |sent| sent.max(since));
         let due = (since.checked_add(wait.limit))
             .max(newest.checked_add(wait.answer))
             .unwrap_or(since);
         let latest = (since.checked_add(wait.limit.saturating_mul(PATIENCE))).unwrap_or(since);
-        Some(due.min(latest))
+        let longest =
+            (began.checked_add(wait.limit.saturating_mul(LIVE_PATIENCE))).unwrap_or(began);
+        Some(due.min(latest).min(longest))
     }
 
     /// Whether the silence is judged by `now` (see [`Silence::deadline`]).
@@ -203,6 +324,8 @@ mod tests {
         Wait {
             limit,
             answer: Duration::ZERO,
+            probes: None,
+            judged: true,
         }
     }
 
@@ -293,6 +416,80 @@ mod tests {
         // Probes that keep coming never put the judgement past 3 limits.
         silence.observe_counts(at(7900), 0, 3);
         assert_eq!(silence.deadline(wait), Some(at(3 * 2685)));
+    }
+
+    #[test]
+    fn a_relay_connection_probes_from_a_round_trip_on_and_a_circuit_waits_longer() {
+        let limit = SilenceLimit::default();
+        let rtt = Duration::from_millis(500);
+        let wait = limit.probing_wait(rtt);
+        assert_eq!(wait.limit, Duration::from_secs(3), "the ceiling");
+        let plan = wait.probes.expect("probes");
+        assert_eq!(plan.after, Duration::from_millis(525));
+        assert_eq!(plan.every, Duration::from_millis(40));
+        assert!(wait.judged && !wait.unjudged().judged);
+        assert_eq!(limit.wait(rtt).probes, None);
+        // 3 × (3 × 1 s + 25 ms), within the circuit's own ceiling.
+        let circuit = limit.circuit();
+        assert_eq!(
+            circuit.after(Duration::from_secs(1)),
+            Duration::from_millis(9075)
+        );
+        assert_eq!(
+            circuit.after(Duration::from_secs(2)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(circuit.after(Duration::from_millis(10)), limit.floor);
+    }
+
+    /// Congested cellular, seed 1: B fell back 3.4 s before A, whose
+    /// packets and acknowledgements went on into the dead direct path; B's
+    /// circuit was judged silent 3 s after its fall back.
+    #[test]
+    fn after_a_fall_back_the_silence_counts_only_once_the_peer_could_follow() {
+        let t0 = crate::test_epoch();
+        let at = |ms| after(t0, ms);
+        let limit = patient(Duration::from_secs(3));
+        let mut silence = Silence::default();
+        silence.observe_counts(at(0), 0, 1);
+        silence.restart(at(100));
+        silence.excuse_until(at(3900));
+        assert_eq!(silence.deadline(limit), Some(at(6900)));
+        // An earlier excuse does not shorten it.
+        silence.excuse_until(at(1000));
+        assert_eq!(silence.deadline(limit), Some(at(6900)));
+        // The peer's acknowledgement ends the silence; a later one is
+        // judged as usual.
+        silence.observe_counts(at(4500), 1, 1);
+        assert_eq!(silence.deadline(limit), None);
+        silence.observe_counts(at(8000), 1, 2);
+        assert_eq!(silence.deadline(limit), Some(at(11_000)));
+    }
+
+    #[test]
+    fn signs_of_life_stretch_a_silence_to_ten_limits_at_most() {
+        let t0 = crate::test_epoch();
+        let at = |ms| after(t0, ms);
+        let limit = patient(Duration::from_secs(1));
+        let mut silence = Silence::default();
+        silence.observe_counts(at(0), 0, 1);
+        silence.heard(at(900));
+        assert_eq!(silence.deadline(limit), Some(at(1900)), "judged anew");
+        for ms in (1800..20_000).step_by(900) {
+            silence.heard(at(ms));
+        }
+        assert_eq!(silence.deadline(limit), Some(at(10_000)), "but not forever");
+        // A path change starts the count again; an acknowledgement ends it.
+        silence.restart(at(12_000));
+        silence.heard(at(15_000));
+        assert_eq!(silence.deadline(limit), Some(at(16_000)));
+        silence.observe_counts(at(15_500), 1, 1);
+        silence.heard(at(15_600));
+        assert_eq!(
+            silence.deadline(limit),
+            None,
+            "nothing waits, nothing to hear"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quinn_proto::ConnectionHandle;
 
+use super::probe::probe_key;
 use super::{Conn, Wait};
 use crate::collections::HashMap;
 
@@ -121,7 +122,8 @@ impl ConnTable {
     /// of ack-eliciting frames: its silence watch runs), brings their
     /// silence watch up to date, then files their deadlines anew: quinn's
     /// timer, the CONNECT deadline, and for a connection that `watch` gives
-    /// a silence limit, the end of that silence, and with `quiet_ping` (a
+    /// a silence limit, the end of that silence (and its next probe, when
+    /// the wait probes: [`super::probe`]), and with `quiet_ping` (a
     /// node behind a NAT) when the PING owed for the peer's quiet data is
     /// due ([`super::quiet`]). A transmit of several
     /// datagrams is handed on in quinn's buffer, not copied. Returns how
@@ -170,7 +172,11 @@ impl ConnTable {
             for (destination, packet, src_ip) in polled.drain(..) {
                 send(destination, packet, src_ip, awaiting);
             }
-            let silent = watch(conn).and_then(|wait| conn.silence.deadline(wait));
+            let wait = watch(conn);
+            let key = || probe_key(conn.quinn.crypto_session());
+            (conn.probing).steer(key, conn.remote, wait, conn.silence.since());
+            let judged = wait.filter(|wait| wait.judged);
+            let silent = judged.and_then(|wait| conn.silence.deadline(wait));
             let quiet = quiet_ping.and_then(|after| conn.quiet.deadline(after));
             let deadline = [
                 conn.quinn.poll_timeout(),
@@ -179,6 +185,7 @@ impl ConnTable {
                 silent,
                 quiet,
                 conn.linger_deadline(),
+                conn.probing.poll_timeout(),
             ];
             let deadline = deadline.into_iter().flatten().min();
             self.unfile(handle);

@@ -77,9 +77,9 @@ impl Node {
                 }
             }
             // The puncher first: a Binding request carrying a punch's tag is its probe,
-            // which the plain responder must not answer.
+            // which the plain responder must not answer; nor a connection's probe.
             DatagramClass::Stun => {
-                if !self.upgrade_stun(now, &datagram) {
+                if !self.upgrade_stun(now, &datagram) && !self.handle_probe(now, &datagram) {
                     self.handle_stun(now, datagram);
                 }
             }
@@ -357,11 +357,13 @@ impl Node {
     /// connections, which `settle` then drives and gathers in turn.
     pub(super) fn gather_transmits(&mut self, now: Instant) {
         let mut packets = Vec::new();
-        let (paths, client) = (&self.paths, &self.relay_client);
-        let limit = self.config.relay.silence;
-        let watch = |conn: &Conn| {
-            silence::watched(paths, client, conn).map(|_| limit.wait(conn.quinn.rtt()))
+        let parts = silence::Parts {
+            paths: &self.paths,
+            client: &self.relay_client,
+            server: &self.relay_server,
+            limit: self.config.relay.silence,
         };
+        let watch = |conn: &Conn| parts.wait(conn);
         let send = |virtual_addr, packet, src_ip, awaiting| {
             packets.push((virtual_addr, packet, src_ip, awaiting))
         };

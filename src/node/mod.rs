@@ -48,6 +48,7 @@ mod messaging;
 mod messaging_effects;
 mod peers;
 mod portmap;
+mod probes;
 mod reach;
 mod relay;
 mod requests;
@@ -224,6 +225,16 @@ pub struct NodeCounters {
     /// PINGs sent because a peer's data fell quiet while we are behind a
     /// NAT (`connection/quiet.rs`).
     pub quiet_pings: u64,
+    /// Signed probes sent to a relay whose connection fell silent
+    /// (`connection/probe.rs`).
+    pub probes_sent: u64,
+    /// Answers to those that came back signed.
+    pub probe_answers: u64,
+    /// Probes of peers answered.
+    pub probes_answered: u64,
+    /// Probes and answers dropped: of no connection of ours, unsigned, over
+    /// the answer budget, or answering no probe of ours.
+    pub probes_dropped: u64,
     /// Connections closed because the peer punched a new connection to us on
     /// the direct path they held: they belonged to a dead incarnation of the
     /// peer (`node/upgrade.rs`).
@@ -611,6 +622,7 @@ impl Machine for Node {
                     }
                 }
                 self.expire_connects(now, &due);
+                self.send_probes(now, &due);
                 self.expire_silent(now, &due);
                 self.requests.handle_timeout(now);
                 self.pool.handle_timeout(now);

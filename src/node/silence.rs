@@ -19,10 +19,10 @@ use std::time::Instant;
 use quinn_proto::ConnectionHandle;
 
 use super::{CloseCause, Node};
-use crate::connection::{Conn, Phase};
+use crate::connection::{Conn, Phase, SilenceLimit, Wait};
 use crate::id::NodeId;
 use crate::path::{PathTable, RealPath};
-use crate::relay::{CircuitLoss, RelayClient};
+use crate::relay::{CircuitLoss, RelayClient, RelayServer};
 use crate::wire::DisconnectReason;
 
 /// Which relay part a watched connection is.
@@ -37,6 +37,43 @@ pub(super) enum Watched {
         /// The circuit's id at the relay.
         circuit: u64,
     },
+}
+
+/// What decides how a connection waits on its peer.
+pub(super) struct Parts<'a> {
+    pub(super) paths: &'a PathTable,
+    pub(super) client: &'a RelayClient,
+    pub(super) server: &'a RelayServer,
+    pub(super) limit: SilenceLimit,
+}
+
+impl Parts<'_> {
+    /// How `conn` waits on its peer, if it is watched: judged as relay
+    /// part ([`watched`]), or, as the relay of circuits it carries, only
+    /// probing the circuit's end while data waits on it (the data of both
+    /// ends of the circuit does).
+    pub(super) fn wait(&self, conn: &Conn) -> Option<Wait> {
+        if let Some(watched) = watched(self.paths, self.client, conn) {
+            return Some(watched.wait(self.limit, conn));
+        }
+        let end = conn
+            .pool_id
+            .is_some_and(|id| self.server.carries_circuits(id));
+        end.then(|| self.limit.probing_wait(conn.quinn.rtt()).unjudged())
+    }
+}
+
+impl Watched {
+    /// How long `conn`, watched so, may stay silent under `limit`: a relay
+    /// connection probes the relay meanwhile (`connection/probe.rs`); a
+    /// connection over a circuit waits up to the circuit ceiling.
+    pub(super) fn wait(self, limit: SilenceLimit, conn: &Conn) -> Wait {
+        let rtt = conn.quinn.rtt();
+        match self {
+            Watched::Relay(_) => limit.probing_wait(rtt),
+            Watched::Circuit { .. } => limit.circuit().wait(rtt),
+        }
+    }
 }
 
 /// Whether `conn` is watched for silence, and as what.
@@ -66,7 +103,7 @@ impl Node {
             let Some(watched) = watched(&self.paths, &self.relay_client, conn) else {
                 continue;
             };
-            let wait = limit.wait(conn.quinn.rtt());
+            let wait = watched.wait(limit, conn);
             if !conn.silence.reached(now, wait) {
                 continue;
             }

@@ -164,7 +164,7 @@ impl Node {
                     self.move_direct_path(now, handle, remote);
                 }
             }
-            UpgradeOutput::FallBack { conn, path } => {
+            UpgradeOutput::FallBack { conn, path, grace } => {
                 self.instruments.metrics.nat_fallbacks += 1;
                 // Our NAT may have rebooted or remapped: learn our address
                 // again before the opener punches anew.
@@ -180,6 +180,10 @@ impl Node {
                 self.direct_sockets.remove(&conn.virtual_addr);
                 if self.paths.switch(conn.virtual_addr, path).is_ok() {
                     conn.path_changed(now);
+                    // The peer may not have noticed yet: its packets still
+                    // go to the dead path for up to its own watch's window.
+                    conn.silence
+                        .excuse_until(now.checked_add(grace).unwrap_or(now));
                     (self.instruments).connection_on_path(handle, PathKind::Relayed);
                 }
             }

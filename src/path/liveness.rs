@@ -183,7 +183,7 @@ impl Liveness {
             self.next_probe = Some(at.checked_add(self.interval).unwrap_or(now));
         }
         // Probes older than the dead window can no longer matter.
-        let window = self.window();
+        let window = self.dead_window();
         self.outstanding
             .retain(|_, sent| now.saturating_duration_since(*sent) <= window);
     }
@@ -196,7 +196,13 @@ impl Liveness {
 
     /// True once what we sent waited the dead window without a word back.
     pub fn is_dead(&self, now: Instant) -> bool {
-        self.waiting_since.is_some() && self.waited(now) >= self.window()
+        self.waiting_since.is_some() && self.waited(now) >= self.dead_window()
+    }
+
+    /// How long what we sent may wait before the path is dead: `interval`
+    /// once per allowed miss, and once more.
+    pub fn dead_window(&self) -> Duration {
+        self.interval.saturating_mul(self.misses.saturating_add(1))
     }
 
     /// When the next probe is due, or the path would be declared dead, or (while nothing
@@ -205,7 +211,7 @@ impl Liveness {
         let Some(since) = self.waiting_since else {
             return self.ping_at();
         };
-        let dead = since.checked_add(self.window()).unwrap_or(since);
+        let dead = since.checked_add(self.dead_window()).unwrap_or(since);
         Some(self.next_probe.map_or(dead, |probe| probe.min(dead)))
     }
 
@@ -233,10 +239,6 @@ impl Liveness {
     fn waited(&self, now: Instant) -> Duration {
         self.waiting_since
             .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
-    }
-
-    fn window(&self) -> Duration {
-        self.interval.saturating_mul(self.misses.saturating_add(1))
     }
 
     fn probe(&mut self, at: Instant) {

@@ -111,7 +111,7 @@ impl RelayMode {
 /// | max_queued_per_circuit | 64 KiB waiting for one end's flow control (excess dropped) |
 /// | dead_circuits | 2: a relay whose last 2 circuits of ours brought our handshake no answer is dropped |
 /// | avoid_dead_relay | 10 min: such a relay (or a silent one, until a connection to it completes a handshake again) is not reserved on, and tried last for circuits |
-/// | silence | a relay connection of ours, or a connection over one of our circuits, that leaves data unacknowledged for 3 probe timeouts (at least 1.5 s, at most 3 s), and its newest probe for one, is dead |
+/// | silence | a relay connection of ours, or a connection over one of our circuits, that leaves data unacknowledged for 3 probe timeouts (at least 1.5 s, at most 3 s; 10 s over a circuit), and its newest probe for one, is dead; a relay connection probes the relay every 40 ms meanwhile, and an answer restarts the wait (docs/PROTOCOL.md §11.4) |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RelayConfig {
     /// When to serve reservations and circuits; when not, every request is

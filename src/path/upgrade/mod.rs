@@ -275,6 +275,11 @@ pub enum UpgradeOutput {
         conn: ConnId,
         /// The relay circuit.
         path: RealPath,
+        /// How long the peer may take to find the same (the dead window of
+        /// the path's watch, which the peer runs alike): until then its
+        /// packets, its acknowledgements too, may still go to the dead path,
+        /// so silence on the circuit means nothing yet.
+        grace: Duration,
     },
     /// Tell the application a connection's path changed.
     PathChanged {

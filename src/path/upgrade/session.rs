@@ -512,8 +512,13 @@ impl Upgrades {
     /// The direct path died: back onto the relay circuit at once.
     fn fall_back(&mut self, now: Instant, conn: ConnId) {
         self.close_sockets(conn);
-        let Some(opener) = self.sessions.get(&conn).map(|s| s.role == Role::Opener) else {
+        let Some(s) = self.sessions.get(&conn) else {
             return;
+        };
+        let opener = s.role == Role::Opener;
+        let grace = match &s.stage {
+            Stage::Direct(_, live) => live.dead_window(),
+            _ => Duration::ZERO,
         };
         let retry = opener
             .then(|| now.checked_add(self.config.repunch_after))
@@ -536,7 +541,7 @@ impl Upgrades {
         }
         let (peer, path) = (s.peer, s.relay_path);
         self.counters.fallbacks += 1;
-        self.out.push(UpgradeOutput::FallBack { conn, path });
+        self.out.push(UpgradeOutput::FallBack { conn, path, grace });
         self.out.push(UpgradeOutput::PathChanged {
             peer,
             path: PathKind::Relayed,

@@ -23,6 +23,10 @@ const CIRCUIT: RealPath = RealPath::Relay {
     circuit: 1,
 };
 
+/// The dead window of a direct path punched with a round trip under 50 ms: the default
+/// 100 ms gap between liveness probes, once per allowed miss (4) and once more.
+const DEAD_WINDOW: Duration = Duration::from_millis(500);
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("a test address")
 }
@@ -125,6 +129,7 @@ fn fell_back_to_circuit(conn: ConnId) -> [UpgradeOutput; 2] {
         UpgradeOutput::FallBack {
             conn,
             path: CIRCUIT,
+            grace: DEAD_WINDOW,
         },
         UpgradeOutput::PathChanged {
             peer: B,

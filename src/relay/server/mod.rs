@@ -183,6 +183,11 @@ impl RelayServer {
         self.streams.contains_key(&(conn, stream))
     }
 
+    /// True when `conn` carries a side of a circuit relayed here.
+    pub fn carries_circuits(&self, conn: ConnId) -> bool {
+        (self.splices.values()).any(|splice| splice.ends.iter().any(|end| end.conn == conn))
+    }
+
     /// Whether requests are served now (the mode, and for
     /// [`RelayMode::Auto`](super::RelayMode::Auto) the node's reachability).
     pub fn serving(&self) -> bool {
