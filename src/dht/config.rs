@@ -38,8 +38,8 @@ impl Quorum {
     }
 }
 
-/// Default of [`DhtConfig::near_margin`].
-const NEAR_MARGIN: u32 = 1;
+/// Default of [`DhtConfig::near_margin_percent`].
+const NEAR_MARGIN_PERCENT: u32 = 125;
 
 /// Every DHT setting. [`Default`] gives the values of DESIGN.md.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,10 +53,12 @@ pub struct DhtConfig {
     /// Disjoint paths per lookup (S/Kademlia); 1 is a plain lookup.
     pub disjoint_paths: usize,
     /// A lookup asks a candidate at once (up to k in flight) rather than α
-    /// at a time when it lies within this many times the distance where
-    /// the lookup's results are expected ([`super::NearRadius`], judged from
-    /// our own k closest neighbours); 0: α at a time until the lookup stalls.
-    pub near_margin: u32,
+    /// at a time when it lies within this many percent of the distance
+    /// where the lookup's results are expected ([`super::NearRadius`],
+    /// judged from our own k closest neighbours: around another target the
+    /// k-th closest lies some 30% nearer or farther at k = 20, so 100 leaves
+    /// out many of the k closest); 0: α at a time until the lookup stalls.
+    pub near_margin_percent: u32,
     /// Hard deadline of a request: this many times the RTT of the
     /// connection it went out on, counted from when it did (the driver's
     /// [`crate::dht::Dht::handle_sent`]; before that it may wait for a
@@ -147,7 +149,7 @@ impl Default for DhtConfig {
             k: 20,
             alpha: 3,
             disjoint_paths: 1,
-            near_margin: NEAR_MARGIN,
+            near_margin_percent: NEAR_MARGIN_PERCENT,
             request_rtt_factor: 6,
             request_timeout_floor: Duration::from_millis(100),
             request_timeout_cap: Duration::from_secs(5),

@@ -448,7 +448,7 @@ mod tests {
         let mut seeds: Vec<Contact> = (1..=count).map(|i| contact(node(i))).collect();
         seeds.sort_by_key(|c| target.distance(&c.id));
         let edge = target.distance(&seeds[near - 1].id);
-        let radius = NearRadius::estimate(&edge, 1, 1, 1).expect("a radius");
+        let radius = NearRadius::estimate(&edge, 1, 1, 100).expect("a radius");
         assert!(!radius.contains(&target.distance(&seeds[near].id)));
         let config = LookupConfig {
             near: Some(radius),

@@ -504,12 +504,13 @@ impl Dht {
 
     /// Where the `n` closest nodes to a target are expected, judged from
     /// our own k closest neighbours; `None` until the table holds k of them
-    /// (or with [`DhtConfig::near_margin`] 0).
+    /// (or with [`DhtConfig::near_margin_percent`] 0).
     fn near_radius(&self, n: usize) -> Option<NearRadius> {
         let k = self.config.k;
         let neighbours = self.table.closest(&self.local, k, None);
         let kth = neighbours.get(k.checked_sub(1)?)?;
-        NearRadius::estimate(&self.local.distance(&kth.id), k, n, self.config.near_margin)
+        let margin = self.config.near_margin_percent;
+        NearRadius::estimate(&self.local.distance(&kth.id), k, n, margin)
     }
 
     /// Looks up the k closest nodes to `target`; ends with
