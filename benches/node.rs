@@ -52,7 +52,7 @@
 //!   (10,000 nodes, 50 ms RTT, 5% loss, 10% churn, 1,000 lookups, seed 1), run
 //!   twice on the virtual clock: with the lookup as configured and, as the
 //!   baseline, with every candidate asked α at a time until the lookup stalls
-//!   (`near_margin` 0, the lookup before near candidates were asked at once).
+//!   (`near_margin_percent` 0, the lookup before near candidates were asked at once).
 //!   Prints both runs' figures and `dht_scale_median_latency_vs_alpha_only`.
 //!
 //! Name sections on the command line to run only those (`cargo bench --bench
@@ -874,7 +874,7 @@ fn dht_scale_section(plan: &Plan) {
         use macula::sim::dht_net::SimConfig;
         use macula::sim::dht_scale::{Scale, ScaleConfig, ScaleReport};
         let (nodes, lookups) = plan.dht_scale;
-        let run = |near_margin: u32| -> ScaleReport {
+        let run = |near_margin_percent: u32| -> ScaleReport {
             let config = ScaleConfig {
                 sim: SimConfig {
                     nodes,
@@ -884,7 +884,7 @@ fn dht_scale_section(plan: &Plan) {
                     join_spacing: Duration::from_millis(10),
                     seed: 1,
                     dht: DhtConfig {
-                        near_margin,
+                        near_margin_percent,
                         ..DhtConfig::default()
                     },
                 },
@@ -911,7 +911,7 @@ fn dht_scale_section(plan: &Plan) {
         println!("dht_scale_lookups={lookups}");
         let baseline = run(0);
         print("dht_scale_alpha_only", &baseline);
-        let now = run(DhtConfig::default().near_margin);
+        let now = run(DhtConfig::default().near_margin_percent);
         print("dht_scale", &now);
         println!(
             "dht_scale_median_latency_vs_alpha_only={:.2}",

@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release --features sim --example dht_scale -- --nodes N
 //! --lookups L --loss P --churn C --seed S [--stores M] [--rtt-ms R]
-//! [--refresh-below B] [--paths D] [--near-margin M]`
+//! [--refresh-below B] [--paths D] [--near-margin-percent M]`
 //! prints one line of key=value figures (see issue 3).
 
 use std::time::{Duration, Instant};
@@ -51,7 +51,11 @@ fn main() {
             dht: DhtConfig {
                 bootstrap_refresh_below: arg(&args, "--refresh-below", 20usize),
                 disjoint_paths: arg(&args, "--paths", 1usize),
-                near_margin: arg(&args, "--near-margin", DhtConfig::default().near_margin),
+                near_margin_percent: arg(
+                    &args,
+                    "--near-margin-percent",
+                    DhtConfig::default().near_margin_percent,
+                ),
                 ..DhtConfig::default()
             },
         },

@@ -350,6 +350,14 @@ impl<K: Copy + Eq + Hash + Ord> Exchanges<K> {
         }
     }
 
+    /// The exchanges whose requests went out on `conn` and await their
+    /// answers.
+    pub fn sent_on(&self, conn: ConnId) -> impl Iterator<Item = K> + '_ {
+        (self.by_slot.iter())
+            .filter(move |(slot, _)| slot.conn() == conn)
+            .map(|(_, &key)| key)
+    }
+
     /// True when an answer is awaited at `slot`.
     pub fn awaits(&self, slot: Slot) -> bool {
         self.by_slot.contains_key(&slot)
@@ -562,9 +570,8 @@ mod tests {
         assert!(matches!(outputs[1], ExchangeOutput::Send { key: 2, .. }));
     }
 
-    #[test]
-    fn a_lost_connection_fails_sent_and_blocked_exchanges_differently() {
-        let now = crate::test_epoch();
+    /// Exchange 1 sent on connection 7, 2 blocked there, 3 sent on 8.
+    fn two_connections(now: Instant) -> Exchanges<u64> {
         let mut x = Exchanges::new(None);
         let lease = sent(&mut x, 1, 7);
         x.handle_opened(now, 1, lease, Ok(stream(7, 1)));
@@ -573,6 +580,13 @@ mod tests {
         let lease = sent(&mut x, 3, 8);
         x.handle_opened(now, 3, lease, Ok(stream(8, 1)));
         drain(&mut x);
+        x
+    }
+
+    #[test]
+    fn a_lost_connection_fails_sent_and_blocked_exchanges_differently() {
+        let now = crate::test_epoch();
+        let mut x = two_connections(now);
         x.handle_conn_gone(ConnId(7));
         let outputs = drain(&mut x);
         assert_eq!(released(&outputs), 2);
@@ -589,6 +603,26 @@ mod tests {
             [(1, Unanswered::ConnectionLost), (2, Unanswered::NotSent)]
         );
         assert_eq!(x.len(), 1, "the other connection's exchange stays");
+    }
+
+    #[test]
+    fn the_exchanges_sent_on_a_connection_are_those_awaiting_answers_there() {
+        let now = crate::test_epoch();
+        let mut x = two_connections(now);
+        let lease = sent(&mut x, 4, 7);
+        let control = Slot::Control {
+            conn: ConnId(7),
+            request_id: 4,
+        };
+        x.handle_opened(now, 4, lease, Ok(control));
+        let lease = sent(&mut x, 5, 7);
+        x.handle_opened(now, 5, lease, Ok(stream(7, 5)));
+        assert!(x.handle_answer(stream(7, 5), ping(5)).is_none());
+        let mut on_7: Vec<u64> = x.sent_on(ConnId(7)).collect();
+        on_7.sort_unstable();
+        assert_eq!(on_7, [1, 4], "not the blocked one, nor the answered one");
+        assert_eq!(x.sent_on(ConnId(8)).collect::<Vec<_>>(), [3]);
+        assert_eq!(x.sent_on(ConnId(9)).count(), 0);
     }
 
     #[test]

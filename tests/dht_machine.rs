@@ -799,31 +799,239 @@ fn stores_for_one_peer_in_one_tick_go_out_as_one_batch() {
 fn request_deadlines_follow_the_connection_rtt() {
     let (mut d, t0) = node_knowing(DhtConfig::default(), &[1, 2]);
     let ms = Duration::from_millis;
-    d.handle_rtt(t0, contact(1).id, ms(40));
+    d.handle_rtt(contact(1).id, ms(40));
     d.find_node(t0, identity(50).node_id());
-    drain(&mut d);
+    let sent = requests(&drain(&mut d));
+    let id_of = |n: usize| {
+        sent.iter()
+            .find(|(_, c, _)| c.id == contact(n).id)
+            .unwrap()
+            .0
+    };
+    // Peer 1's request goes out on its connection at once.
+    d.handle_sent(t0, id_of(1), ms(40));
     // Soft (lookup) deadlines first: one exchange plus two RTTs of slack,
     // 3 x 40 ms for the measured peer; the other has no connection yet and
     // gets the same for its handshake at the typical RTT (40 ms).
     assert_eq!(d.poll_timeout(), Some(t0 + ms(120)));
-    // Its connection comes up at 50 ms with a 60 ms RTT: the wait restarts.
-    d.handle_rtt(t0 + ms(50), contact(2).id, ms(60));
+    // Its connection comes up at 50 ms with a 60 ms RTT and the request goes
+    // out: the wait restarts (3 x 60 ms), and its hard deadline moves from
+    // the 5 s cap to 6 x 60 ms.
+    d.handle_rtt(contact(2).id, ms(60));
+    d.handle_sent(t0 + ms(50), id_of(2), ms(60));
     d.handle_timeout(t0 + ms(120), UNIX);
     assert_eq!(d.poll_timeout(), Some(t0 + ms(230)));
     d.handle_timeout(t0 + ms(230), UNIX);
-    // Both peers are unresponsive, and nobody else can answer: the lookup
-    // awaits their late answers until their requests fail for good.
+    // Both peers are overdue, and nobody else can answer: the lookup awaits
+    // their late answers until their requests fail for good.
     assert!(events(&drain(&mut d)).is_empty());
-    // Hard deadlines, set when sent: 6 x 40 ms for the measured peer, the
-    // 5 s cap for the one without a connection then.
+    // Hard deadlines: 6 x 40 ms for the measured peer, 50 + 6 x 60 ms for
+    // the other.
     assert_eq!(d.poll_timeout(), Some(t0 + ms(240)));
     d.handle_timeout(t0 + ms(240), UNIX);
     assert_eq!(d.metrics().request_timeouts, 1);
     assert!(events(&drain(&mut d)).is_empty());
-    assert_eq!(d.poll_timeout(), Some(t0 + Duration::from_secs(5)));
-    d.handle_timeout(t0 + Duration::from_secs(5), UNIX);
+    assert_eq!(d.poll_timeout(), Some(t0 + ms(410)));
+    d.handle_timeout(t0 + ms(410), UNIX);
     assert!(
         matches!(&events(&drain(&mut d))[..], [DhtEvent::NodesFound { closest, .. }] if closest.is_empty())
+    );
+}
+
+/// A node that knows only peer 1, at `rtt`, and started `lookups` lookups,
+/// each asking peer 1: the node, the start and the requests.
+fn asking_one_peer(rtt: Duration, lookups: usize) -> (Dht, Instant, Vec<RequestId>) {
+    let (mut d, t0) = node_knowing(DhtConfig::default(), &[1]);
+    d.handle_rtt(contact(1).id, rtt);
+    for target in 50..50 + lookups {
+        d.find_node(t0, identity(target).node_id());
+    }
+    let sent: Vec<RequestId> = requests(&drain(&mut d)).iter().map(|r| r.0).collect();
+    assert_eq!(sent.len(), lookups);
+    (d, t0, sent)
+}
+
+#[test]
+fn a_request_waiting_for_its_connection_has_until_the_cap() {
+    // The peer's RTT is known (a connection of its own to us, which ours
+    // does not ride), but our request waits for our own handshake, which
+    // lost a packet: it does not fail a few RTTs after it was made.
+    let ms = Duration::from_millis;
+    let (mut d, t0, sent) = asking_one_peer(ms(40), 1);
+    let id = &sent[0];
+    d.handle_timeout(t0 + ms(1000), UNIX);
+    assert_eq!(d.metrics().request_timeouts, 0);
+    // It goes out at 1 s: 6 x 40 ms from then.
+    d.handle_sent(t0 + ms(1000), *id, ms(40));
+    d.handle_timeout(t0 + ms(1239), UNIX);
+    assert_eq!(d.metrics().request_timeouts, 0);
+    d.handle_timeout(t0 + ms(1240), UNIX);
+    assert_eq!(d.metrics().request_timeouts, 1);
+    // Never sent: it fails at the cap.
+    d.find_node(t0 + ms(2000), identity(51).node_id());
+    drain(&mut d);
+    d.handle_timeout(t0 + ms(6999), UNIX);
+    assert_eq!(d.metrics().request_timeouts, 1);
+    d.handle_timeout(t0 + ms(7000), UNIX);
+    assert_eq!(d.metrics().request_timeouts, 2);
+    drain(&mut d);
+    // A report for a request that is no longer outstanding changes nothing.
+    d.handle_sent(t0 + ms(7000), *id, ms(40));
+    assert!(drain(&mut d).is_empty());
+    assert_eq!(d.outstanding_requests(), 0);
+}
+
+#[test]
+fn an_answer_gives_the_other_requests_on_its_connection_more_time() {
+    // Two lookups ask peer 1 at once; one loss holds up both answers on the
+    // shared connection, the first comes at 200 ms: the second is only
+    // queued behind it, and gets 6 RTTs from then.
+    let ms = Duration::from_millis;
+    let (mut d, t0, sent) = asking_one_peer(ms(40), 2);
+    let [a, b] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    d.handle_sent(t0, *a, ms(40));
+    d.handle_sent(t0, *b, ms(40));
+    let empty = Response::Nodes { closer: vec![] };
+    d.handle_response(t0 + ms(200), UNIX, &contact(1).id, *a, empty.clone());
+    d.handle_timeout(t0 + ms(439), UNIX);
+    assert_eq!(d.metrics().request_timeouts, 0, "moved from 240 to 440 ms");
+    d.handle_response(t0 + ms(439), UNIX, &contact(1).id, *b, empty);
+    assert_eq!(d.metrics().late_replies, 0);
+    let found = events(&drain(&mut d));
+    assert_eq!(found.len(), 2, "{found:?}");
+}
+
+#[test]
+fn answers_never_give_a_request_more_than_the_cap() {
+    // A peer that answers one request now and then keeps the others alive
+    // at most until the cap from when they were made.
+    let ms = Duration::from_millis;
+    let (mut d, t0, sent) = asking_one_peer(ms(600), 3); // 6 x 600 ms: 3.6 s
+    for id in &sent {
+        d.handle_sent(t0, *id, ms(600));
+    }
+    let empty = Response::Nodes { closer: vec![] };
+    d.handle_response(t0 + ms(3000), UNIX, &contact(1).id, sent[0], empty.clone());
+    d.handle_response(t0 + ms(4500), UNIX, &contact(1).id, sent[1], empty);
+    // 4.5 s + 3.6 s is past the 5 s cap: the last fails at the cap.
+    d.handle_timeout(t0 + ms(4999), UNIX);
+    assert_eq!(d.metrics().request_timeouts, 0);
+    d.handle_timeout(t0 + ms(5000), UNIX);
+    assert_eq!(d.metrics().request_timeouts, 1);
+}
+
+/// A request the test node sent: its id, the peer and the request.
+type Asked = (RequestId, Contact, Request);
+
+/// A lookup for two closest nodes (k = 2) that asked peers 1 and 2, with a
+/// typical RTT of 40 ms learned elsewhere: the node, and the closer and the
+/// farther request.
+fn two_asked() -> (Dht, Asked, Asked) {
+    let config = DhtConfig {
+        k: 2,
+        ..DhtConfig::default()
+    };
+    let (mut d, t0) = node_knowing(config, &[1, 2]);
+    let target = identity(50).node_id();
+    d.handle_rtt(contact(4).id, Duration::from_millis(40));
+    d.find_node(t0, target);
+    let mut sent = requests(&drain(&mut d));
+    assert_eq!(sent.len(), 2, "both asked");
+    sent.sort_by_key(|(_, c, _)| target.distance(&c.id));
+    let far = sent.pop().expect("two");
+    let near = sent.pop().expect("two");
+    (d, near, far)
+}
+
+/// [`two_asked`], where the farther peer answered at 40 ms with peer 3 and
+/// peer 3 was asked: the node, the closer request and peer 3's.
+fn third_asked() -> (Dht, Asked, Asked) {
+    let (mut d, near, far) = two_asked();
+    let closer = Response::Nodes {
+        closer: vec![contact(3)],
+    };
+    let t = epoch() + Duration::from_millis(40);
+    d.handle_response(t, UNIX, &far.1.id, far.0, closer);
+    let mut third = requests(&drain(&mut d));
+    assert_eq!(third.len(), 1, "peer 3 asked");
+    (d, near, third.pop().expect("one"))
+}
+
+/// [`third_asked`], where peer 3 answered at 90 ms and the closer peer's
+/// wait ran out while its request was out on a connection (`connected`) or
+/// waited for one. Returns the lookup's event, if it ended, and the closer
+/// peer with its request.
+fn closer_peer_late(connected: bool) -> (Dht, Vec<DhtEvent>, Contact, RequestId) {
+    let (mut d, near, third) = third_asked();
+    let ms = Duration::from_millis;
+    if connected {
+        d.handle_sent(epoch(), near.0, ms(40));
+    }
+    let empty = Response::Nodes { closer: vec![] };
+    d.handle_response(epoch() + ms(90), UNIX, &contact(3).id, third.0, empty);
+    d.handle_timeout(epoch() + ms(130), UNIX);
+    let ended = events(&drain(&mut d));
+    (d, ended, near.1, near.0)
+}
+
+#[test]
+fn a_lookup_awaits_a_late_closer_peer_whose_connection_is_up() {
+    // The closest node's answer was only late (a lost packet): the lookup
+    // waited for it rather than ending on a farther one (dht_scale's
+    // closest-found rate fell with near candidates asked at once).
+    let (mut d, ended, near, id) = closer_peer_late(true);
+    assert!(ended.is_empty(), "the overdue closer peer holds the end");
+    let t = epoch() + Duration::from_millis(200);
+    d.handle_response(t, UNIX, &near.id, id, Response::Nodes { closer: vec![] });
+    let found = events(&drain(&mut d));
+    assert!(
+        matches!(&found[..], [DhtEvent::NodesFound { closest, .. }] if closest.first().map(|c| c.id) == Some(near.id)),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_lookup_does_not_wait_for_a_peer_it_never_reached() {
+    let (mut d, ended, near, id) = closer_peer_late(false);
+    assert!(
+        matches!(&ended[..], [DhtEvent::NodesFound { closest, .. }] if closest.len() == 2 && closest.iter().all(|c| c.id != near.id)),
+        "{ended:?}"
+    );
+    // Had its request gone out later, it would be awaited again; the lookup
+    // is over, so nothing changes.
+    let t = epoch() + Duration::from_millis(150);
+    d.handle_sent(t, id, Duration::from_millis(40));
+    assert!(events(&drain(&mut d)).is_empty());
+}
+
+#[test]
+fn a_peer_given_up_on_before_its_request_went_out_is_awaited_again() {
+    // The closer peer has no connection yet: its wait runs out at 120 ms
+    // (3 x the typical 40 ms) while peer 3 has not answered yet.
+    let (mut d, near, third) = third_asked();
+    let ms = Duration::from_millis;
+    d.handle_timeout(epoch() + ms(120), UNIX);
+    // Its connection comes up and the request goes out: it is alive.
+    d.handle_sent(epoch() + ms(125), near.0, ms(40));
+    let empty = Response::Nodes { closer: vec![] };
+    d.handle_response(
+        epoch() + ms(130),
+        UNIX,
+        &contact(3).id,
+        third.0,
+        empty.clone(),
+    );
+    assert!(
+        events(&drain(&mut d)).is_empty(),
+        "the closer peer holds the end"
+    );
+    d.handle_response(epoch() + ms(200), UNIX, &near.1.id, near.0, empty);
+    let found = events(&drain(&mut d));
+    assert!(
+        matches!(&found[..], [DhtEvent::NodesFound { closest, .. }] if closest.first().map(|c| c.id) == Some(near.1.id)),
+        "{found:?}"
     );
 }
 

@@ -187,7 +187,15 @@ fuzz_target!(|data: &[u8]| {
                     dht.handle_failure(now, id, failure);
                 }
             }
-            4 => dht.handle_rtt(now, peer.id, Duration::from_millis(choices.byte().into())),
+            4 => {
+                let rtt = Duration::from_millis(choices.byte().into());
+                if sent.is_empty() || choices.byte() % 2 == 0 {
+                    dht.handle_rtt(peer.id, rtt);
+                } else {
+                    let (id, _) = choices.pick(&sent);
+                    dht.handle_sent(now, id, rtt);
+                }
+            }
             5 => dht.handle_connection_closed(&peer.id),
             6 => {
                 dht.find_node(now, key.as_node_id());

@@ -38,8 +38,8 @@ impl Quorum {
     }
 }
 
-/// Default of [`DhtConfig::near_margin`].
-const NEAR_MARGIN: u32 = 1;
+/// Default of [`DhtConfig::near_margin_percent`].
+const NEAR_MARGIN_PERCENT: u32 = 125;
 
 /// Every DHT setting. [`Default`] gives the values of DESIGN.md.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,23 +53,32 @@ pub struct DhtConfig {
     /// Disjoint paths per lookup (S/Kademlia); 1 is a plain lookup.
     pub disjoint_paths: usize,
     /// A lookup asks a candidate at once (up to k in flight) rather than α
-    /// at a time when it lies within this many times the distance where
-    /// the lookup's results are expected ([`super::NearRadius`], judged from
-    /// our own k closest neighbours); 0: α at a time until the lookup stalls.
-    pub near_margin: u32,
-    /// Hard deadline of a request: this many times the peer's connection RTT...
+    /// at a time when it lies within this many percent of the distance
+    /// where the lookup's results are expected ([`super::NearRadius`],
+    /// judged from our own k closest neighbours: around another target the
+    /// k-th closest lies some 30% nearer or farther at k = 20, so 100 leaves
+    /// out many of the k closest); 0: α at a time until the lookup stalls.
+    pub near_margin_percent: u32,
+    /// Hard deadline of a request: this many times the RTT of the
+    /// connection it went out on, counted from when it did (the driver's
+    /// [`crate::dht::Dht::handle_sent`]; before that it may wait for a
+    /// connection and has the cap), and again from each answer of the same
+    /// peer...
     pub request_rtt_factor: u32,
     /// ...but at least this long...
     pub request_timeout_floor: Duration,
-    /// ...and at most this long; a peer without a known RTT gets this.
+    /// ...and at most this long from when the request was made; one not
+    /// yet out on a connection that is up gets this.
     pub request_timeout_cap: Duration,
-    /// A lookup stops waiting for a peer (marks it unresponsive, freeing its
-    /// slot; a late answer still counts, and a lookup short of k answers
-    /// awaits it before ending) after one exchange at the peer's
-    /// connection RTT plus this many RTTs. A peer without a connection gets
-    /// the same wait at the typical RTT for its handshake, re-armed from
-    /// the moment the connection comes up. Two RTTs of slack cover one
-    /// retransmission (1.5 RTT).
+    /// A lookup stops waiting for a peer (frees its slot; a late answer
+    /// still counts) after one exchange at the peer's connection RTT plus
+    /// this many RTTs; the wait is re-armed from the moment the request
+    /// goes out on a connection that is up. Two RTTs of slack cover one
+    /// retransmission (1.5 RTT). A peer past this wait whose request is out
+    /// on a connection that is up is overdue: the lookup does not end while
+    /// it ranks among the k closest. One whose request still waits for a
+    /// connection is unresponsive: it is awaited only when fewer than k
+    /// answered, or again as overdue once its request goes out.
     pub lookup_slack_rtts: u32,
     /// Timeout of lookups started by `find_node`, `bootstrap` and refreshes.
     pub query_timeout: Duration,
@@ -140,7 +149,7 @@ impl Default for DhtConfig {
             k: 20,
             alpha: 3,
             disjoint_paths: 1,
-            near_margin: NEAR_MARGIN,
+            near_margin_percent: NEAR_MARGIN_PERCENT,
             request_rtt_factor: 6,
             request_timeout_floor: Duration::from_millis(100),
             request_timeout_cap: Duration::from_secs(5),

@@ -117,6 +117,18 @@ impl DisjointPaths {
         self.path_of(id).is_some_and(|p| p.on_unresponsive(id))
     }
 
+    /// The connection to `id` came up after it went unresponsive; `false`
+    /// if no path had it unresponsive.
+    pub fn on_alive(&mut self, id: &NodeId) -> bool {
+        self.path_of(id).is_some_and(|p| p.on_alive(id))
+    }
+
+    /// `id` is past its per-peer deadline on a live connection; `false` if
+    /// it was not waiting.
+    pub fn on_overdue(&mut self, id: &NodeId) -> bool {
+        self.path_of(id).is_some_and(|p| p.on_overdue(id))
+    }
+
     /// Candidates dropped on every path for IP diversity.
     pub fn crowded(&self) -> u64 {
         self.paths.iter().map(ClosestPeersIter::crowded).sum()

@@ -15,7 +15,12 @@
 //! not waited for while others can take its place), or when nobody is left
 //! to ask and nobody is awaited: with fewer than k answers, an unresponsive
 //! peer is the only one that can still add to the result, so the lookup
-//! waits for its late answer or its failure before it ends.
+//! waits for its late answer or its failure before it ends. A peer past its
+//! deadline whose connection is up is overdue rather than unresponsive: it is
+//! alive and only late (a lost packet), so the lookup does not end while it
+//! ranks ahead of the k-th answer. Otherwise a lookup that asks the near
+//! candidates at once ends on the others before the closest node's
+//! retransmitted answer arrives.
 //!
 //! Each candidate remembers its discovery depth: 0 for the seeds the lookup
 //! started from, `h + 1` for one first learned from a peer of depth `h`.
@@ -71,6 +76,11 @@ pub enum PeerState {
     /// answer late, and is awaited before a lookup with fewer than k
     /// answers ends.
     Unresponsive,
+    /// Asked, past its per-peer deadline although its connection is up: no
+    /// longer counted in flight, but the lookup does not end while it ranks
+    /// ahead of the k-th answer. A live peer's answer is only late (a lost
+    /// packet's retransmission), and it is likely the closest node there is.
+    Overdue,
     /// The request failed for good.
     Failed,
     /// It answered.
@@ -217,6 +227,7 @@ impl ClosestPeersIter {
         let mut ahead = 0;
         // Someone past its deadline may still answer late.
         let mut late = false;
+
         for (distance, candidate) in self.candidates.iter_mut() {
             match candidate.state {
                 PeerState::Waiting if full => return LookupStep::AtCapacity,
@@ -251,6 +262,11 @@ impl ClosestPeersIter {
                     return LookupStep::Contact(candidate.contact.clone());
                 }
                 PeerState::Unresponsive => late = true,
+                PeerState::Overdue => {
+                    answered = None;
+                    ahead += 1;
+                    late = true;
+                }
                 PeerState::Failed => {}
             }
         }
@@ -302,6 +318,30 @@ impl ClosestPeersIter {
             && self.settle(id, PeerState::Unresponsive).is_some()
     }
 
+    /// The request to `id` went out on a connection that is up after `id`
+    /// was marked unresponsive: it is alive, so its late answer is now
+    /// awaited as an overdue one.
+    /// Returns whether `id` was unresponsive.
+    pub fn on_alive(&mut self, id: &NodeId) -> bool {
+        let distance = self.target.distance(id);
+        match self.candidates.get_mut(&distance) {
+            Some(c) if self.phase != Phase::Finished && c.state == PeerState::Unresponsive => {
+                c.state = PeerState::Overdue;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `id` is past its per-peer deadline but its connection is up: free its
+    /// slot, and wait for its answer or failure before ending while it ranks
+    /// ahead of the k-th answer. Returns whether `id` was waiting.
+    pub fn on_overdue(&mut self, id: &NodeId) -> bool {
+        self.phase != Phase::Finished
+            && self.state(id) == Some(PeerState::Waiting)
+            && self.settle(id, PeerState::Overdue).is_some()
+    }
+
     /// Moves an awaited (waiting or unresponsive) `id` to `to` and returns
     /// its depth; `None` if `id` was not awaited or the lookup is over.
     fn settle(&mut self, id: &NodeId, to: PeerState) -> Option<u8> {
@@ -311,7 +351,7 @@ impl ClosestPeersIter {
         let candidate = self.candidates.get_mut(&self.target.distance(id))?;
         match candidate.state {
             PeerState::Waiting => self.in_flight -= 1,
-            PeerState::Unresponsive => {}
+            PeerState::Unresponsive | PeerState::Overdue => {}
             _ => return None,
         }
         candidate.state = to;
@@ -408,7 +448,7 @@ mod tests {
         let mut seeds: Vec<Contact> = (1..=count).map(|i| contact(node(i))).collect();
         seeds.sort_by_key(|c| target.distance(&c.id));
         let edge = target.distance(&seeds[near - 1].id);
-        let radius = NearRadius::estimate(&edge, 1, 1, 1).expect("a radius");
+        let radius = NearRadius::estimate(&edge, 1, 1, 100).expect("a radius");
         assert!(!radius.contains(&target.distance(&seeds[near].id)));
         let config = LookupConfig {
             near: Some(radius),
@@ -646,5 +686,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Three answers at k = 3 from seeds 1..=4, the closest asked but `late`;
+    /// the lookup and the late peer.
+    fn one_late(late: fn(&mut ClosestPeersIter, &NodeId) -> bool) -> (ClosestPeersIter, NodeId) {
+        let target = node(0);
+        let seeds: Vec<Contact> = (1..=4).map(|i| contact(node(i))).collect();
+        let mut it = ClosestPeersIter::new(target, cfg(4, 3), seeds);
+        let asked = ask_all(&mut it);
+        assert!(late(&mut it, &asked[0]));
+        for id in &asked[1..] {
+            assert!(it.on_success(id, []));
+        }
+        (it, asked[0])
+    }
+
+    #[test]
+    fn an_overdue_peer_ahead_of_the_kth_answer_holds_the_end() {
+        let (mut it, closest) = one_late(ClosestPeersIter::on_overdue);
+        assert_eq!(it.in_flight(), 0, "its slot is free");
+        assert_eq!(it.step(), LookupStep::Waiting);
+        assert!(it.on_success(&closest, []));
+        assert_eq!(it.step(), LookupStep::Finished);
+        assert_eq!(it.closest().next().map(|(c, _)| c.id), Some(closest));
+    }
+
+    #[test]
+    fn an_unresponsive_peer_is_not_waited_for_once_k_answered() {
+        let (mut it, late) = one_late(ClosestPeersIter::on_unresponsive);
+        assert_eq!(it.step(), LookupStep::Finished);
+        assert!(it.closest().all(|(c, _)| c.id != late));
+        assert_eq!(it.closest().count(), 3);
+    }
+
+    #[test]
+    fn a_peer_that_comes_alive_is_awaited_again() {
+        let (mut it, closest) = one_late(ClosestPeersIter::on_unresponsive);
+        let (mut fresh, _) = one_late(ClosestPeersIter::on_unresponsive);
+        assert!(fresh.on_alive(&closest));
+        assert!(!fresh.on_alive(&closest), "once");
+        assert_eq!(fresh.state(&closest), Some(PeerState::Overdue));
+        assert_eq!(fresh.step(), LookupStep::Waiting);
+        assert!(fresh.on_failure(&closest), "an overdue peer can still fail");
+        assert_eq!(fresh.step(), LookupStep::Finished);
+        // Over: nothing changes any more.
+        assert_eq!(it.step(), LookupStep::Finished);
+        assert!(!it.on_alive(&closest));
+        assert!(!it.on_overdue(&closest));
     }
 }

@@ -504,12 +504,13 @@ impl Dht {
 
     /// Where the `n` closest nodes to a target are expected, judged from
     /// our own k closest neighbours; `None` until the table holds k of them
-    /// (or with [`DhtConfig::near_margin`] 0).
+    /// (or with [`DhtConfig::near_margin_percent`] 0).
     fn near_radius(&self, n: usize) -> Option<NearRadius> {
         let k = self.config.k;
         let neighbours = self.table.closest(&self.local, k, None);
         let kth = neighbours.get(k.checked_sub(1)?)?;
-        NearRadius::estimate(&self.local.distance(&kth.id), k, n, self.config.near_margin)
+        let margin = self.config.near_margin_percent;
+        NearRadius::estimate(&self.local.distance(&kth.id), k, n, margin)
     }
 
     /// Looks up the k closest nodes to `target`; ends with
@@ -671,13 +672,10 @@ impl Dht {
     }
 
     /// The connection to `peer` measured `rtt` (first reported when the
-    /// connection comes up): its requests get deadlines from it, and lookups
-    /// waiting on a new connection now wait one exchange plus the slack.
-    pub fn handle_rtt(&mut self, now: Instant, peer: NodeId, rtt: Duration) {
-        if !self.rtts.contains_key(&peer) {
-            let wait = rtt * (1 + self.config.lookup_slack_rtts);
-            self.requests.rearm_soft(&peer, now + wait);
-        }
+    /// connection comes up): lookups wait one exchange at this RTT plus the
+    /// slack for the requests made to it from now, and the typical RTT
+    /// (the wait for a peer without a connection) follows it.
+    pub fn handle_rtt(&mut self, peer: NodeId, rtt: Duration) {
         if !self.rtts.contains_key(&peer) && self.rtts.len() >= self.config.max_tracked_peers {
             let table = &self.table;
             self.rtts.retain(|id, _| table.contains(id));
@@ -689,6 +687,28 @@ impl Dht {
             None => rtt,
             Some(t) => (t * 7 + rtt) / 8,
         });
+    }
+
+    /// Our request `request_id` went out on a connection that is up (its
+    /// handshake and CONNECT done), whose RTT is `rtt`: it fails unanswered
+    /// a few RTTs from now ([`DhtConfig::request_rtt_factor`]) rather than
+    /// at the cap it got while it might still wait for a connection, and its
+    /// lookup waits one exchange plus the slack from now. A lookup that
+    /// already stopped waiting for it (no connection then) awaits its late
+    /// answer as an overdue one.
+    pub fn handle_sent(&mut self, now: Instant, request_id: RequestId, rtt: Duration) {
+        let (hard, soft) = (now + self.hard_wait(Some(rtt)), now + self.soft_wait(rtt));
+        let Some(o) = self.requests.on_wire(request_id, hard, soft) else {
+            return;
+        };
+        if let (&Purpose::Lookup(q), None) = (&o.purpose.purpose, o.soft_deadline)
+            && let Some(Operation {
+                state: OpState::Lookup { iter, .. },
+                ..
+            }) = self.ops.get_mut(&q)
+        {
+            iter.on_alive(&o.peer);
+        }
     }
 
     /// The connection to `peer` is gone: its RTT is unknown again.
@@ -862,7 +882,15 @@ impl Dht {
             Err(ReplyError::Unknown(_)) => self.metrics.unknown_replies += 1,
             Err(ReplyError::Settled(_)) => self.metrics.late_replies += 1,
             Err(ReplyError::WrongPeer { .. }) => self.metrics.wrong_peer_replies += 1,
-            Ok(outstanding) => self.on_reply(now, unix_ms, outstanding.purpose, response),
+            Ok(outstanding) => {
+                // Its connection delivers: what else is on the wire to it is
+                // only queued behind this answer.
+                if let Some(&rtt) = self.rtts.get(from) {
+                    let until = now + self.hard_wait(Some(rtt));
+                    self.requests.on_progress(from, until);
+                }
+                self.on_reply(now, unix_ms, outstanding.purpose, response)
+            }
         }
         self.end(now);
     }
@@ -1049,7 +1077,11 @@ impl Dht {
                     state: OpState::Lookup { iter, .. },
                     ..
                 }) = self.ops.get_mut(&q)
-                && iter.on_unresponsive(&peer)
+                && if o.on_wire {
+                    iter.on_overdue(&peer)
+                } else {
+                    iter.on_unresponsive(&peer)
+                }
             {
                 self.drive(now, q);
             }
@@ -1141,34 +1173,27 @@ impl Dht {
             self.metrics.breaker_rejections += 1;
             return self.abandon(now, Sent { contact, purpose }, false);
         }
+        // Until the driver says the request is out on a connection that is up
+        // (`handle_sent`), it may wait for one (a handshake that lost a
+        // packet takes a second or more), so it gets the cap. A lookup stops
+        // waiting after the expected exchange plus a slack of a few RTTs for
+        // a retransmission. Without a connection, the wait covers the
+        // handshake (one typical RTT) and is re-armed for the exchange when
+        // the request goes out, so a dead peer is given up on one exchange
+        // sooner than a live one; a live one given up on before its
+        // connection came up is awaited again from then (`on_alive`).
         let rtt = self.rtts.get(&peer).copied();
-        let cfg = &self.config;
-        let hard = rtt_deadline(
-            rtt,
-            cfg.request_rtt_factor,
-            cfg.request_timeout_floor,
-            cfg.request_timeout_cap,
-        );
-        // A lookup stops waiting after the expected exchange plus a slack of
-        // a few RTTs for a retransmission. Without a connection, the wait
-        // covers the handshake (one typical RTT) and is re-armed for the
-        // exchange when the connection comes up (`handle_rtt`), so a dead
-        // peer is given up on one exchange sooner than a live one.
         let soft = lookup
-            .then(|| {
-                let unit = rtt.or(self.typical_rtt)?;
-                let wait = unit * (1 + cfg.lookup_slack_rtts);
-                let cap = hard.max(cfg.request_timeout_floor);
-                Some(now + wait.clamp(cfg.request_timeout_floor, cap))
-            })
-            .flatten();
+            .then(|| rtt.or(self.typical_rtt))
+            .flatten()
+            .map(|unit| now + self.soft_wait(unit));
         let request_id = self.requests.insert(
             peer,
             Sent {
                 contact: contact.clone(),
                 purpose,
             },
-            now + hard,
+            now + self.hard_wait(None),
             soft,
         );
         self.metrics.requests_sent += 1;
@@ -1177,6 +1202,27 @@ impl Dht {
             peer: contact,
             request,
         });
+    }
+
+    /// How long a request is given before it fails unanswered: a few RTTs
+    /// of its connection, or the cap without one.
+    fn hard_wait(&self, rtt: Option<Duration>) -> Duration {
+        let cfg = &self.config;
+        rtt_deadline(
+            rtt,
+            cfg.request_rtt_factor,
+            cfg.request_timeout_floor,
+            cfg.request_timeout_cap,
+        )
+    }
+
+    /// How long a lookup waits for a peer before it frees its slot: one
+    /// exchange at RTT `unit` plus the slack, at least the floor and at most
+    /// the request's own deadline at that RTT.
+    fn soft_wait(&self, unit: Duration) -> Duration {
+        let cfg = &self.config;
+        let most = self.hard_wait(Some(unit)).max(cfg.request_timeout_floor);
+        (unit * (1 + cfg.lookup_slack_rtts)).clamp(cfg.request_timeout_floor, most)
     }
 
     /// Lets lookup `q` ask whom it wants; finishes it when it is done.

@@ -3,7 +3,7 @@
 //! Node ids are uniform, so the spacing of ids around us is the spacing
 //! around any target: if our own k-th closest neighbour lies at distance
 //! `d`, the n-th closest node to any target lies near `d · n / k`. A lookup
-//! asks a candidate inside that radius (times a margin) at once instead of
+//! asks a candidate inside that radius (times a margin, in percent) at once instead of
 //! α at a time: it is expected among the n closest, which the lookup must
 //! hear from before it ends, so waiting only delays a request that will be
 //! sent anyway.
@@ -27,19 +27,19 @@ fn high_bits(d: &Distance) -> u128 {
 }
 
 impl NearRadius {
-    /// The radius of the `n` closest nodes to any target, `margin` times
-    /// over, when our own `k`-th closest neighbour lies at `kth`; `None`
-    /// when `k`, `n` or `margin` is zero.
-    pub fn estimate(kth: &Distance, k: usize, n: usize, margin: u32) -> Option<Self> {
+    /// The radius of the `n` closest nodes to any target, `percent` of it,
+    /// when our own `k`-th closest neighbour lies at `kth`; `None` when `k`,
+    /// `n` or `percent` is zero.
+    pub fn estimate(kth: &Distance, k: usize, n: usize, percent: u32) -> Option<Self> {
         let k = u128::try_from(k).ok().filter(|&k| k > 0)?;
         let n = u128::try_from(n).ok().filter(|&n| n > 0)?;
-        let times = n.saturating_mul(u128::from(margin));
+        let times = n.saturating_mul(u128::from(percent));
         if times == 0 {
             return None;
         }
         // Divide first where exact enough (distances are ~2^250 in any real
         // network), so the product saturates only when it truly overflows.
-        let radius = (high_bits(kth) / k).saturating_mul(times);
+        let radius = (high_bits(kth) / k.saturating_mul(100)).saturating_mul(times);
         Some(Self(radius))
     }
 
@@ -65,15 +65,18 @@ mod tests {
     #[test]
     fn scales_with_the_share_of_k_and_the_margin() {
         let kth = at(2000 << 100);
-        let r = NearRadius::estimate(&kth, 20, 20, 1).expect("a radius");
+        let r = NearRadius::estimate(&kth, 20, 20, 100).expect("a radius");
         assert!(r.contains(&at(2000 << 100)));
         assert!(!r.contains(&at((2000 << 100) + 1)));
-        let r = NearRadius::estimate(&kth, 20, 3, 1).expect("a radius");
+        let r = NearRadius::estimate(&kth, 20, 3, 100).expect("a radius");
         assert!(r.contains(&at(300 << 100)));
         assert!(!r.contains(&at((300 << 100) + 1)));
-        let r = NearRadius::estimate(&kth, 20, 20, 2).expect("a radius");
+        let r = NearRadius::estimate(&kth, 20, 20, 200).expect("a radius");
         assert!(r.contains(&at(4000 << 100)));
         assert!(!r.contains(&at((4000 << 100) + 1)));
+        let r = NearRadius::estimate(&kth, 20, 20, 125).expect("a radius");
+        assert!(r.contains(&at(2500 << 100)));
+        assert!(!r.contains(&at((2500 << 100) + 1)));
     }
 
     #[test]
@@ -84,5 +87,10 @@ mod tests {
         assert_eq!(NearRadius::estimate(&kth, 20, 20, 0), None);
         let r = NearRadius::estimate(&at(u128::MAX), 1, usize::MAX, u32::MAX).expect("a radius");
         assert!(r.contains(&at(u128::MAX)), "saturates at the whole space");
+        let r = NearRadius::estimate(&at(99), 1, 1, 100).expect("a radius");
+        assert!(
+            !r.contains(&at(1)),
+            "under the precision of a percent: nothing is near"
+        );
     }
 }

@@ -9,7 +9,14 @@
 //! with a typed reason, and the table is left as it was.
 //!
 //! Requests ride reliable streams, so none is ever resent on the same
-//! connection; the hard deadline comes from the peer's connection RTT.
+//! connection. A request's hard deadline starts at its limit (the cap: it
+//! may wait for a connection first) and comes from its connection's RTT
+//! once the driver says it is out on a connection that is up
+//! ([`RequestTable::on_wire`]). An answer from a peer shows its connection
+//! delivering, so the other requests on the wire to it get a fresh RTT
+//! deadline from then ([`RequestTable::on_progress`]): one lost packet that
+//! holds up a burst of answers on a shared connection does not fail them all
+//! at once. No deadline ever moves past the request's limit.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -50,8 +57,13 @@ pub struct Outstanding<T> {
     pub purpose: T,
     /// When the request counts as failed.
     pub deadline: Instant,
-    /// When its lookup stops waiting for it, if it belongs to one.
+    /// The latest its hard deadline may ever be (its start plus the cap).
+    pub limit: Instant,
+    /// When its lookup stops waiting for it, if it belongs to one (`None`
+    /// once passed).
     pub soft_deadline: Option<Instant>,
+    /// The driver reported it out on a connection that is up.
+    pub on_wire: bool,
 }
 
 /// How long to wait for a peer: `factor` × its connection RTT, at least
@@ -74,6 +86,8 @@ pub struct RequestTable<T> {
     pending: HashMap<RequestId, Outstanding<T>>,
     hard: BTreeSet<(Instant, RequestId)>,
     soft: BTreeSet<(Instant, RequestId)>,
+    /// The outstanding requests by peer.
+    by_peer: BTreeSet<(NodeId, RequestId)>,
 }
 
 impl<T> Default for RequestTable<T> {
@@ -83,32 +97,37 @@ impl<T> Default for RequestTable<T> {
             pending: HashMap::default(),
             hard: BTreeSet::new(),
             soft: BTreeSet::new(),
+            by_peer: BTreeSet::new(),
         }
     }
 }
 
 impl<T> RequestTable<T> {
-    /// Registers a request to `peer` and returns its new id.
+    /// Registers a request to `peer`, failing at `limit` unless it goes on
+    /// the wire first, and returns its new id.
     pub fn insert(
         &mut self,
         peer: NodeId,
         purpose: T,
-        deadline: Instant,
+        limit: Instant,
         soft_deadline: Option<Instant>,
     ) -> RequestId {
         let id = RequestId(self.next_id);
         self.next_id += 1;
-        self.hard.insert((deadline, id));
+        self.hard.insert((limit, id));
         if let Some(soft) = soft_deadline {
             self.soft.insert((soft, id));
         }
+        self.by_peer.insert((peer, id));
         self.pending.insert(
             id,
             Outstanding {
                 peer,
                 purpose,
-                deadline,
+                deadline: limit,
+                limit,
                 soft_deadline,
+                on_wire: false,
             },
         );
         id
@@ -150,6 +169,7 @@ impl<T> RequestTable<T> {
     /// Removes request `id` (it failed, or its reply was taken).
     pub fn remove(&mut self, id: RequestId) -> Option<Outstanding<T>> {
         let o = self.pending.remove(&id)?;
+        self.by_peer.remove(&(o.peer, id));
         self.hard.remove(&(o.deadline, id));
         if let Some(soft) = o.soft_deadline {
             self.soft.remove(&(soft, id));
@@ -157,16 +177,46 @@ impl<T> RequestTable<T> {
         Some(o)
     }
 
-    /// Moves the soft deadline of every request to `peer` that still has one
-    /// to `at` (its connection just came up, so the wait can be measured
-    /// from now).
-    pub fn rearm_soft(&mut self, peer: &NodeId, at: Instant) {
-        for (id, o) in self.pending.iter_mut().filter(|(_, o)| o.peer == *peer) {
-            if let Some(old) = o.soft_deadline.replace(at) {
-                self.soft.remove(&(old, *id));
-                self.soft.insert((at, *id));
-            } else {
-                o.soft_deadline = None;
+    /// Request `id` went out on a connection that is up: it now fails at
+    /// `hard` (never past its limit) and, if its lookup still waits for it,
+    /// stops being waited for at `soft`. Returns it; `None` if it is not
+    /// outstanding.
+    pub fn on_wire(
+        &mut self,
+        id: RequestId,
+        hard: Instant,
+        soft: Instant,
+    ) -> Option<&Outstanding<T>> {
+        let o = self.pending.get_mut(&id)?;
+        o.on_wire = true;
+        let hard = hard.min(o.limit);
+        self.hard.remove(&(o.deadline, id));
+        self.hard.insert((hard, id));
+        o.deadline = hard;
+        if let Some(old) = o.soft_deadline.as_mut() {
+            self.soft.remove(&(*old, id));
+            self.soft.insert((soft, id));
+            *old = soft;
+        }
+        Some(o)
+    }
+
+    /// `peer` answered at a time that gives its other requests on the wire
+    /// until `at`: a hard deadline sooner than that moves to it (never past
+    /// the request's limit).
+    pub fn on_progress(&mut self, peer: &NodeId, at: Instant) {
+        let ids = self
+            .by_peer
+            .range((*peer, RequestId(0))..=(*peer, RequestId(u64::MAX)));
+        for &(_, id) in ids {
+            let Some(o) = self.pending.get_mut(&id) else {
+                continue;
+            };
+            let to = at.min(o.limit);
+            if o.on_wire && o.deadline < to {
+                self.hard.remove(&(o.deadline, id));
+                self.hard.insert((to, id));
+                o.deadline = to;
             }
         }
     }
@@ -247,23 +297,62 @@ mod tests {
     }
 
     #[test]
-    fn soft_deadlines_can_be_moved_per_peer() {
+    fn a_request_on_the_wire_gets_its_deadlines_from_then() {
         let t0 = crate::test_epoch();
         let s = Duration::from_secs(1);
         let mut t: RequestTable<()> = RequestTable::default();
         let a = t.insert(peer(1), (), t0 + 9 * s, Some(t0 + s));
         let b = t.insert(peer(1), (), t0 + 9 * s, None);
         let c = t.insert(peer(2), (), t0 + 9 * s, Some(t0 + s));
-        t.rearm_soft(&peer(1), t0 + 3 * s);
-        assert_eq!(t.get(a).unwrap().soft_deadline, Some(t0 + 3 * s));
+        assert!(!t.get(a).unwrap().on_wire);
+        let out = t.on_wire(a, t0 + 5 * s, t0 + 3 * s).unwrap();
+        assert!(out.on_wire);
         assert_eq!(
-            t.get(b).unwrap().soft_deadline,
-            None,
-            "no soft deadline, none added"
+            (out.deadline, out.soft_deadline),
+            (t0 + 5 * s, Some(t0 + 3 * s))
         );
+        let out = t.on_wire(b, t0 + 20 * s, t0 + 3 * s).unwrap();
+        assert_eq!(out.deadline, t0 + 9 * s, "never past its limit");
+        assert_eq!(out.soft_deadline, None, "no soft deadline, none added");
+        assert!(t.on_wire(RequestId(99), t0, t0).is_none(), "unknown");
         assert_eq!(t.pop_soft_expired(t0 + s).map(|(id, _)| id), Some(c));
         assert!(t.pop_soft_expired(t0 + 2 * s).is_none());
         assert_eq!(t.pop_soft_expired(t0 + 3 * s).map(|(id, _)| id), Some(a));
+        assert_eq!(t.pop_expired(t0 + 5 * s).map(|(id, _)| id), Some(a));
+        assert_eq!(t.pop_expired(t0 + 9 * s).map(|(id, _)| id), Some(b));
+    }
+
+    #[test]
+    fn an_answer_moves_the_peers_other_deadlines_on_the_wire_only() {
+        let t0 = crate::test_epoch();
+        let s = Duration::from_secs(1);
+        let mut t: RequestTable<()> = RequestTable::default();
+        let early = t.insert(peer(1), (), t0 + 9 * s, None);
+        let late = t.insert(peer(1), (), t0 + 9 * s, None);
+        let capped = t.insert(peer(1), (), t0 + 4 * s, None);
+        let waiting = t.insert(peer(1), (), t0 + 9 * s, None);
+        let other = t.insert(peer(2), (), t0 + 9 * s, None);
+        t.on_wire(early, t0 + 2 * s, t0);
+        t.on_wire(late, t0 + 7 * s, t0);
+        t.on_wire(capped, t0 + 2 * s, t0);
+        t.on_wire(other, t0 + 2 * s, t0);
+        t.on_progress(&peer(1), t0 + 6 * s);
+        let deadline = |id| t.get(id).unwrap().deadline;
+        assert_eq!(deadline(early), t0 + 6 * s, "moved");
+        assert_eq!(deadline(late), t0 + 7 * s, "never sooner");
+        assert_eq!(deadline(capped), t0 + 4 * s, "never past its limit");
+        assert_eq!(deadline(waiting), t0 + 9 * s, "not on the wire: its limit");
+        assert_eq!(deadline(other), t0 + 2 * s, "other peers alone");
+        t.remove(early);
+        t.on_progress(&peer(1), t0 + 8 * s);
+        assert_eq!(t.get(late).unwrap().deadline, t0 + 8 * s);
+        assert_eq!(t.pop_expired(t0 + 2 * s).map(|(id, _)| id), Some(other));
+        assert_eq!(t.pop_expired(t0 + 4 * s).map(|(id, _)| id), Some(capped));
+        assert_eq!(t.pop_expired(t0 + 8 * s).map(|(id, _)| id), Some(late));
+        assert_eq!(t.pop_expired(t0 + 9 * s).map(|(id, _)| id), Some(waiting));
+        assert!(t.is_empty());
+        t.on_progress(&peer(1), t0 + 10 * s);
+        assert_eq!(t.next_deadline(), None, "nothing left to move");
     }
 
     #[test]

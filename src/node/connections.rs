@@ -480,11 +480,12 @@ impl Node {
             // What we serve may have changed since our CONNECT left.
             self.tell_capabilities(handle);
         }
-        // The DHT re-arms the waits of lookups that waited for this
-        // connection: from now on they wait one exchange plus slack.
-        let rtt = self.conns.get_mut(&handle).map(|c| c.quinn.rtt());
-        if let Some(rtt) = rtt {
-            self.dht.handle_rtt(now, peer, rtt);
+        // The DHT learns the RTT, and the requests that went out on this
+        // connection before it was up get their deadlines from now.
+        if let Some(conn) = self.conns.get_mut(&handle) {
+            let (rtt, pool_id) = (conn.quinn.rtt(), conn.pool_id);
+            self.dht.handle_rtt(peer, rtt);
+            self.dht_requests_up(now, pool_id, rtt);
         }
         let path = self.path_kind(&remote_virtual);
         self.instruments.connection_on_path(handle, path);

@@ -4,7 +4,7 @@
 //! PING) and their outcomes handed to the DHT, and DHT answers written back.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quinn_proto::ConnectionHandle;
 
@@ -39,7 +39,7 @@ impl Node {
                     let opened = self.send_on(lease.conn(), lane, &frame);
                     self.requests.handle_opened(now, key, lease, opened);
                 }
-                ExchangeOutput::Sent { .. } => {}
+                ExchangeOutput::Sent { key, slot } => self.dht_sent(now, key, slot.conn()),
                 ExchangeOutput::Abandon(at) => self.abandon(at, STREAM_REFUSED),
                 ExchangeOutput::Release(lease) => self.pool.release(now, lease),
                 ExchangeOutput::Answered { key, slot, message } => {
@@ -94,6 +94,30 @@ impl Node {
         }
     }
 
+    /// DHT request `request_id` went out on `conn`: if that connection is
+    /// up (CONNECT exchanged), the DHT's deadlines for it run from now;
+    /// otherwise from when it comes up ([`Node::dht_requests_up`]).
+    fn dht_sent(&mut self, now: Instant, request_id: RequestId, conn: ConnId) {
+        if let Some((_, quic)) = self.pooled_conn(conn)
+            && quic.hello.is_some()
+        {
+            let rtt = quic.quinn.rtt();
+            self.dht.handle_sent(now, request_id, rtt);
+        }
+    }
+
+    /// The connection with pool id `conn` (if pooled) came up with `rtt`:
+    /// the DHT requests already out on it get their deadlines from now.
+    pub(super) fn dht_requests_up(&mut self, now: Instant, conn: Option<ConnId>, rtt: Duration) {
+        let Some(conn) = conn else {
+            return;
+        };
+        let sent: Vec<RequestId> = self.requests.sent_on(conn).collect();
+        for request_id in sent {
+            self.dht.handle_sent(now, request_id, rtt);
+        }
+    }
+
     /// The answer to DHT request `request_id` came at `slot`.
     fn dht_answered(&mut self, now: Instant, request_id: RequestId, slot: Slot, message: Message) {
         let Some((_, quic)) = self.pooled_conn(slot.conn()) else {
@@ -108,7 +132,7 @@ impl Node {
         match (peer, dht_wire::response_from_wire(message)) {
             (Some(peer), Some((id, response))) if id == request_id => {
                 let unix_ms = self.unix_ms(now);
-                self.dht.handle_rtt(now, peer, rtt);
+                self.dht.handle_rtt(peer, rtt);
                 self.dht
                     .handle_response(now, unix_ms, &peer, request_id, response);
             }

@@ -2,7 +2,8 @@
 //!
 //! No packets and no QUIC, but what the DHT would feel of them: a
 //! connection per pair of nodes whose first use costs a handshake round trip
-//! (after which both ends learn its RTT), reliable delivery where a lost
+//! (after which both ends learn its RTT, and the requests that waited for it
+//! go out), reliable delivery where a lost
 //! packet arrives a retransmission delay (1.5 RTT) late instead of never,
 //! and dead nodes that never answer (their entries stay in others' tables).
 //! Events run from a queue ordered by (virtual time, sequence number), so a
@@ -80,6 +81,11 @@ enum Payload {
     Rtt {
         node: usize,
         peer: usize,
+    },
+    /// `node`'s request `id` is out on a connection that is up.
+    Sent {
+        node: usize,
+        id: RequestId,
     },
     Request {
         from: usize,
@@ -366,7 +372,12 @@ impl SimNet {
             }
             Payload::Rtt { node, peer } => {
                 let rtt = self.config.rtt;
-                self.nodes[node].dht.handle_rtt(now, self.ids[peer], rtt);
+                self.nodes[node].dht.handle_rtt(self.ids[peer], rtt);
+                node
+            }
+            Payload::Sent { node, id } => {
+                let rtt = self.config.rtt;
+                self.nodes[node].dht.handle_sent(now, id, rtt);
                 node
             }
             Payload::Request {
@@ -450,9 +461,10 @@ impl SimNet {
         delay
     }
 
-    /// When a packet sent now from `a` reaches `b`, opening the connection
-    /// first if needed; `None` when the handshake can never finish.
-    fn arrival(&mut self, a: usize, b: usize) -> Option<Instant> {
+    /// When a packet sent now from `a` goes out (the connection is up,
+    /// opening it first if needed) and when it reaches `b`; `None` when the
+    /// handshake can never finish.
+    fn arrival(&mut self, a: usize, b: usize) -> Option<(Instant, Instant)> {
         let pair = (a.min(b) as u32, a.max(b) as u32);
         let ready = match self.connections.get(&pair) {
             Some(&ready) => ready,
@@ -465,7 +477,16 @@ impl SimNet {
                 ready
             }
         };
-        Some(ready.max(self.now) + self.one_way())
+        let out = ready.max(self.now);
+        Some((out, out + self.one_way()))
+    }
+
+    /// Sends `payload` from `from` to `to` ([`Self::arrival`]); returns when
+    /// it goes out, `None` when it never does.
+    fn transmit(&mut self, from: usize, to: usize, payload: Payload) -> Option<Instant> {
+        let (out, at) = self.arrival(from, to)?;
+        self.schedule(at, payload);
+        Some(out)
     }
 
     fn drain(&mut self, i: usize) {
@@ -479,14 +500,20 @@ impl SimNet {
                     let Some(to) = peer.addrs.first().and_then(index_of) else {
                         continue;
                     };
-                    if let Some(at) = self.arrival(i, to) {
-                        let payload = Payload::Request {
-                            from: i,
-                            to,
-                            id: request_id,
-                            request,
-                        };
-                        self.schedule(at, payload);
+                    let id = request_id;
+                    let payload = Payload::Request {
+                        from: i,
+                        to,
+                        id,
+                        request,
+                    };
+                    match self.transmit(i, to, payload) {
+                        Some(out) if out == self.now => {
+                            let rtt = self.config.rtt;
+                            self.nodes[i].dht.handle_sent(out, id, rtt);
+                        }
+                        Some(out) => self.schedule(out, Payload::Sent { node: i, id }),
+                        None => {}
                     }
                 }
                 DhtOutput::Reply {
@@ -494,17 +521,14 @@ impl SimNet {
                     peer,
                     response,
                 } => {
-                    let Some(&to) = self.index.get(&peer) else {
-                        continue;
-                    };
-                    if let Some(at) = self.arrival(i, to) {
+                    if let Some(&to) = self.index.get(&peer) {
                         let payload = Payload::Reply {
                             from: i,
                             to,
                             id: request_id,
                             response,
                         };
-                        self.schedule(at, payload);
+                        self.transmit(i, to, payload);
                     }
                 }
                 DhtOutput::Event(event) => self.reported.push(Reported {
