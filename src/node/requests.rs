@@ -201,14 +201,14 @@ impl Node {
         // again the way it was first: through its record, a new circuit and
         // a new punch. Any other address is a UDP one.
         let over_circuit = matches!(self.paths.real(&addr), Some(RealPath::Relay { .. }));
-        let virtual_addr = match self.paths.real(&addr) {
-            Some(RealPath::Relay { .. }) => addr,
-            _ if PathTable::is_virtual(&addr) => {
-                tracing::debug!(%peer, %addr, "dial at a virtual address with no live circuit");
-                self.pool.handle_connect_failed(now, peer, pool_id);
-                return;
-            }
-            _ => self.paths.virtual_for(RealPath::Direct(addr)),
+        let virtual_addr = if over_circuit {
+            addr
+        } else if PathTable::is_virtual(&addr) {
+            tracing::debug!(%peer, %addr, "dial at a virtual address with no live circuit");
+            self.pool.handle_connect_failed(now, peer, pool_id);
+            return;
+        } else {
+            self.paths.virtual_for(RealPath::Direct(addr))
         };
         let dialed = self
             .quic
