@@ -125,6 +125,36 @@ def touches(faults, private, window, grace, end):
     return spans
 
 
+def pair_context(history, faults, a, b, t0, t1, begin, before_s=20, after_s=10, most=40):
+    """What a CI log needs to explain a loss between publisher `a` and subscriber
+    `b` over [t0, t1]: the faults, and each side's events about the other (its
+    connection, path, circuits, disconnects, the publisher's subscriber view) and
+    its counters, from `before_s` before to `after_s` after; at most `most` lines,
+    times in seconds from `begin`."""
+    short = {e["n"]: e["id"][:8] for e in history if e["ev"] == "start" and "id" in e}
+    lo, hi = t0 - before_s * 1_000_000, t1 + after_s * 1_000_000
+    lines = [f"pair publisher {a} ({short.get(a, '?')}) -> subscriber {b} ({short.get(b, '?')}), "
+             f"loss from {(t0 - begin) / 1e6:.1f} s to {(t1 - begin) / 1e6:.1f} s"]
+    for f in faults:
+        if lo <= f["t"] <= hi:
+            lines.append(f"{(f['t'] - begin) / 1e6:7.1f} s fault {f['kind']} nodes={f['nodes']} hosts={f['hosts']}")
+    about = {a: short.get(b, "-"), b: short.get(a, "-")}
+    for e in history:
+        n = e["n"]
+        if n not in about or not lo <= e["t"] <= hi or e["ev"] in ("pub", "dlv", "call", "reply", "exec"):
+            continue
+        at = f"{(e['t'] - begin) / 1e6:7.1f} s node {n}:"
+        if e["ev"] == "stats":
+            # published/sent/delivered/dropped, as the pub/sub metric's labels
+            counts = e.get("pubsub", "").partition("values: [")[2].partition("]")[0]
+            lines.append(f"{at} stats conns={e.get('conns')} pubsub={counts.replace(', ', '/')}")
+            continue
+        text = json.dumps({k: v for k, v in e.items() if k not in ("t", "n")})
+        if about[n] in text or e["ev"] in ("start", "subs"):
+            lines.append(f"{at} {text[:300]}")
+    return lines[:most]
+
+
 def recovery_points(faults):
     """(fault kind, recovery start t, touched nodes) for each fault."""
     points = []
@@ -260,10 +290,12 @@ def main():
                     lost += 1
                     losses[(s, pattern, p["msg"].rsplit(".", 1)[0])].append((tp, p["msg"]))
 
+    contexts = []
     for (s, pattern, stream), items in sorted(losses.items(), key=lambda kv: kv[1][0][0]):
         problems.append(
             f"lost {len(items)} of {stream} ({items[0][1]}..{items[-1][1]}, t={items[0][0]}..{items[-1][0]}) "
             f"for node {s} ({pattern})")
+        contexts.append((int(stream.split(".")[0]), s, items[0][0], items[-1][0]))
 
     # --- recovery ----------------------------------------------------------------------
     successes = []  # (t, nodes involved)
@@ -317,6 +349,9 @@ def main():
         print("violation:", line)
     if len(problems) > 40:
         print(f"violation: ... {len(problems) - 40} more")
+    for publisher, subscriber, t0, t1 in contexts[:3]:
+        for line in pair_context(history, faults, publisher, subscriber, t0, t1, begin):
+            print("context:", line)
     print(f"calls: excused={excused} (caller killed) hung={hung} phantom={phantom} double_exec={double_exec} "
           f"errors={dict(errors)}")
     print(f"publications: published={len(pubs)} deliveries={len(by_ev['dlv'])} "

@@ -146,6 +146,27 @@ class CheckerTest(unittest.TestCase):
         self.assertEqual(summary["lost"], "1", out)
         self.assertIn("lost 1 of 3.1 (3.1.3..3.1.3", out)
 
+    def test_a_loss_prints_the_pairs_events_and_the_faults_around_it(self):
+        history = starts(7) + [ev(0.5, 6, "sub", pat="t.#")]
+        for seq in range(1, 6):
+            history.append(ev(39 + seq, 3, "pub", topic="t.p3.x", msg=f"3.1.{seq}"))
+            if seq != 3:
+                history.append(ev(39.5 + seq, 6, "dlv", pat="t.#", topic="t.p3.x", msg=f"3.1.{seq}"))
+        history += [
+            ev(41.2, 3, "disc", peer="id6", reason="TimedOut"),
+            ev(41.3, 3, "conn", peer="id4", kind="direct"),  # another peer: not shown
+            ev(43, 6, "stats", pubsub="PerLabel { values: [0, 0, 4, 0], label: _ }", conns=2),
+        ]
+        faults = frame(120) + [{"t": 30 * S, "kind": "kill9", "hosts": [], "nodes": [5]}]
+        code, _, out = run_check(history, faults, topology(7))
+        self.assertEqual(code, 1, out)
+        context = [line for line in out.splitlines() if line.startswith("context:")]
+        self.assertIn("pair publisher 3 (id3) -> subscriber 6 (id6), loss from 42.0 s to 42.0 s", context[0])
+        self.assertTrue(any("fault kill9 nodes=[5]" in line for line in context), out)
+        self.assertTrue(any('node 3: {"ev": "disc", "peer": "id6"' in line for line in context), out)
+        self.assertTrue(any("node 6: stats conns=2 pubsub=0/0/4/0" in line for line in context), out)
+        self.assertFalse(any("id4" in line for line in context), out)
+
     def test_a_publication_delivered_twice_is_a_duplicate(self):
         code, summary, out = self._stream(None, order=[1, 2, 2, 3, 4, 5])
         self.assertEqual(code, 1, out)
