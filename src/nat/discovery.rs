@@ -46,6 +46,17 @@
 //! cannot tell) and a stranger's probe arrived; **private** when a NAT was seen or
 //! the stranger's probe was filtered; **undetermined** otherwise. Every
 //! class has its uncertain value, and uncertainty is reported as such.
+//!
+//! A run that **nobody answered** (no reflector's mapping, no dial-back
+//! verdict: the network was cut off, or every reflector was gone) tells
+//! nothing about the NAT. It does not replace the last report: a private
+//! node cut off by a partition stays private, so it keeps asking for relay
+//! reservations and publishing a record that names them, rather than
+//! counting as undetermined until the next run (issue 17: a subscriber
+//! behind a NAT went unreachable for 30 s after a partition healed). The
+//! next run comes after [`DiscoveryConfig::unanswered_retry`], doubling
+//! (with jitter) while runs stay unanswered, up to
+//! [`DiscoveryConfig::retry`].
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -57,6 +68,7 @@ use super::stun::{
     BindingOutcome, FilteringBehaviour, MappingBehaviour, Observation, PortAllocation,
     classify_filtering, classify_mapping, classify_port_allocation,
 };
+use crate::backoff;
 use crate::contract::{Child, OutputQueue};
 use crate::peer_record::Reachability;
 use crate::wire::{DialBackStatus, ProbeSource};
@@ -69,6 +81,10 @@ pub struct DiscoveryConfig {
     /// Time before another run when one ended undetermined (too few
     /// reflectors or helpers). Default 30 s.
     pub retry: Duration,
+    /// Time before another run when nobody answered one (see the module
+    /// docs): the first delay of a backoff that doubles up to
+    /// [`DiscoveryConfig::retry`]. Default 2 s.
+    pub unanswered_retry: Duration,
     /// How long to wait for the dial-back probes after asking. Default 4 s.
     pub dial_back_timeout: Duration,
     /// Most reflectors asked in one run. Default 4 (two IPs, and two ports
@@ -84,6 +100,7 @@ impl Default for DiscoveryConfig {
         Self {
             interval: Duration::from_secs(600),
             retry: Duration::from_secs(30),
+            unanswered_retry: Duration::from_secs(2),
             dial_back_timeout: Duration::from_secs(4),
             max_reflectors: 4,
             max_hops: 8,
@@ -176,6 +193,9 @@ pub struct DiscoveryStats {
     pub uncertain_tests: u64,
     /// Hop counts that found the distance to their reflector.
     pub hops_counted: u64,
+    /// Runs nobody answered (see the module docs); those after a report
+    /// left it standing.
+    pub unanswered_runs: u64,
 }
 
 /// One dial-back test of a run.
@@ -260,6 +280,8 @@ pub struct Discovery {
     report: Option<NatReport>,
     finished: Option<NatReport>,
     next_run: Option<Instant>,
+    /// Runs in a row that nobody answered.
+    unanswered_streak: u32,
     actions: OutputQueue<DiscoveryAction>,
     stats: DiscoveryStats,
 }
@@ -275,6 +297,7 @@ impl Discovery {
             report: None,
             finished: None,
             next_run: None,
+            unanswered_streak: 0,
             actions: OutputQueue::new(),
             stats: DiscoveryStats::default(),
         }
@@ -514,55 +537,77 @@ impl Discovery {
             .iter()
             .filter(|v| v.is_none())
             .count() as u64;
-        let mut reflexive: Vec<SocketAddr> = Vec::new();
-        for o in &run.observations {
-            if !reflexive.contains(&o.mapped) {
-                reflexive.push(o.mapped);
+        let unanswered = run.observations.is_empty() && other_ip.is_none() && other_port.is_none();
+        if unanswered {
+            self.stats.unanswered_runs += 1;
+            self.unanswered_streak = self.unanswered_streak.saturating_add(1);
+            let (base, max) = (self.config.unanswered_retry, self.config.retry);
+            let wait = backoff::delay(base, max, self.unanswered_streak, &mut self.rng);
+            self.next_run = Some(now + wait);
+            if self.report.is_some() {
+                // Nothing contradicts the last verdict: it stands.
+                return;
             }
+        } else {
+            self.unanswered_streak = 0;
         }
-        // A socket bound to a wildcard address without a configured listen
-        // address does not know its own IP: whether a NAT translated it is
-        // then unknown.
-        let known_local: Vec<SocketAddr> = run
-            .local
-            .iter()
-            .copied()
-            .filter(|l| !l.ip().is_unspecified())
-            .collect();
-        let behind_nat = (!run.observations.is_empty() && !known_local.is_empty()).then(|| {
-            run.observations
-                .iter()
-                .any(|o| !known_local.iter().any(|l| same_addr(*l, o.mapped)))
-        });
-        let local_port = run.local.first().map_or(0, SocketAddr::port);
-        let mut ports: Vec<u16> = reflexive.iter().map(SocketAddr::port).collect();
-        ports.sort_unstable();
-        let reachability = match (behind_nat, other_ip) {
-            (Some(false), Some(true)) => Reachability::Public,
-            (Some(true), _) | (_, Some(false)) => Reachability::Private,
-            _ => Reachability::Undetermined,
-        };
-        let report = NatReport {
-            behind_nat,
-            mapping: classify_mapping(&run.observations),
-            filtering: classify_filtering(other_ip, other_port),
-            ports: classify_port_allocation(local_port, &ports),
-            reachability,
-            reflectors: (run.asked, run.observations.len()),
-            probes: (other_ip, other_port),
-            reflexive,
-            hops: run.hops.answered,
-        };
+        let report = report_of(&run, other_ip, other_port);
         self.stats.reports += 1;
         self.stats.hops_counted += u64::from(report.hops.is_some());
-        let wait = if report.reachability == Reachability::Undetermined {
-            self.config.retry
-        } else {
-            self.config.interval
-        };
-        self.next_run = Some(now + wait);
+        if !unanswered {
+            let wait = if report.reachability == Reachability::Undetermined {
+                self.config.retry
+            } else {
+                self.config.interval
+            };
+            self.next_run = Some(now + wait);
+        }
         self.report = Some(report.clone());
         self.finished = Some(report);
+    }
+}
+
+/// The report of a finished run whose dial-back verdicts are `other_ip` and
+/// `other_port`.
+fn report_of(run: &Run, other_ip: Option<bool>, other_port: Option<bool>) -> NatReport {
+    let mut reflexive: Vec<SocketAddr> = Vec::new();
+    for o in &run.observations {
+        if !reflexive.contains(&o.mapped) {
+            reflexive.push(o.mapped);
+        }
+    }
+    // A socket bound to a wildcard address without a configured listen
+    // address does not know its own IP: whether a NAT translated it is
+    // then unknown.
+    let known_local: Vec<SocketAddr> = run
+        .local
+        .iter()
+        .copied()
+        .filter(|l| !l.ip().is_unspecified())
+        .collect();
+    let behind_nat = (!run.observations.is_empty() && !known_local.is_empty()).then(|| {
+        run.observations
+            .iter()
+            .any(|o| !known_local.iter().any(|l| same_addr(*l, o.mapped)))
+    });
+    let local_port = run.local.first().map_or(0, SocketAddr::port);
+    let mut ports: Vec<u16> = reflexive.iter().map(SocketAddr::port).collect();
+    ports.sort_unstable();
+    let reachability = match (behind_nat, other_ip) {
+        (Some(false), Some(true)) => Reachability::Public,
+        (Some(true), _) | (_, Some(false)) => Reachability::Private,
+        _ => Reachability::Undetermined,
+    };
+    NatReport {
+        behind_nat,
+        mapping: classify_mapping(&run.observations),
+        filtering: classify_filtering(other_ip, other_port),
+        ports: classify_port_allocation(local_port, &ports),
+        reachability,
+        reflectors: (run.asked, run.observations.len()),
+        probes: (other_ip, other_port),
+        reflexive,
+        hops: run.hops.answered,
     }
 }
 
@@ -597,7 +642,7 @@ impl Child for Discovery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nat::stun::{BindingId, ChangeRequest, Mapping};
+    use crate::nat::stun::{self, BindingId, ChangeRequest, Mapping};
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -771,6 +816,99 @@ mod tests {
         // The next run is due after the interval, not the retry.
         assert!(!d.due(now + Duration::from_secs(31)));
         assert!(d.due(now + Duration::from_secs(605)));
+    }
+
+    /// A run from behind a NAT toward two reflectors (without a hop count)
+    /// that neither reflector nor dial-back helper answered, as in a partition.
+    fn unanswered_run(d: &mut Discovery, now: Instant) {
+        let reflectors = [addr("198.51.100.1:4433"), addr("198.51.100.2:4433")];
+        d.start(now, &reflectors, vec![addr("192.168.1.2:4433")]);
+        while let Some(action) = d.poll_output() {
+            match action {
+                DiscoveryAction::Bind { reflector } => {
+                    let mut timed_out = outcome(&reflector.to_string(), "203.0.113.1:4433");
+                    timed_out.result = Err(stun::BindingError::TimedOut {
+                        requests: 7,
+                        elapsed: Duration::from_secs(3),
+                    });
+                    d.handle_binding(now, &timed_out);
+                }
+                DiscoveryAction::DialBack { nonce, .. } => {
+                    d.handle_dial_back_result(now, nonce, DialBackStatus::NoHelper, &[]);
+                }
+                DiscoveryAction::CountHops { .. } => panic!("no hop count here"),
+            }
+        }
+    }
+
+    /// The first `secs` (whole seconds from `now`) at which the next run is due.
+    fn due_after(d: &Discovery, now: Instant) -> u64 {
+        (0..=700)
+            .find(|s| d.due(now + Duration::from_secs(*s)))
+            .expect("a next run")
+    }
+
+    #[test]
+    fn a_run_nobody_answered_leaves_the_last_verdict_and_retries_soon_then_less_often() {
+        let (mut d, now, [ip, port]) = bound("192.168.1.2:4433", "203.0.113.1:4433");
+        d.handle_dial_back_result(now, ip, DialBackStatus::Forwarded, &[STRANGER]);
+        d.handle_dial_back_result(now, port, DialBackStatus::Forwarded, &[STRANGER]);
+        d.handle_timeout(now + Duration::from_secs(5));
+        let private = d.take_finished().expect("a private verdict");
+        assert_eq!(private.reachability, Reachability::Private);
+        // Cut off: run after run goes unanswered. The verdict stands, nothing is
+        // reported, and the runs come 2 s, then 4, 8, 16 s apart (half of each
+        // certain, half jitter), and at most 30 s.
+        let mut at = now + Duration::from_secs(10);
+        let mut gaps = Vec::new();
+        for _ in 0..6 {
+            unanswered_run(&mut d, at);
+            assert!(d.take_finished().is_none(), "nothing new to report");
+            assert_eq!(d.report(), Some(&private));
+            let gap = due_after(&d, at);
+            gaps.push(gap);
+            at += Duration::from_secs(gap);
+        }
+        assert_eq!(d.stats().unanswered_runs, 6);
+        let ceilings = [2, 4, 8, 16, 30, 30];
+        for (gap, ceiling) in gaps.iter().zip(ceilings) {
+            assert!((ceiling / 2..=ceiling).contains(gap), "{gaps:?}");
+        }
+        // Answered again: a new verdict, and the backoff starts over.
+        let reflectors = [addr("198.51.100.1:4433"), addr("198.51.100.2:4433")];
+        d.start(at, &reflectors, vec![addr("192.168.1.2:4433")]);
+        while let Some(action) = d.poll_output() {
+            match action {
+                DiscoveryAction::Bind { reflector } => {
+                    d.handle_binding(at, &outcome(&reflector.to_string(), "203.0.113.7:4433"));
+                }
+                DiscoveryAction::DialBack { nonce, .. } => {
+                    d.handle_dial_back_result(at, nonce, DialBackStatus::NoHelper, &[]);
+                }
+                DiscoveryAction::CountHops { .. } => {}
+            }
+        }
+        let fresh = d.take_finished().expect("an answered run reports");
+        assert_eq!(fresh.reflexive, vec![addr("203.0.113.7:4433")]);
+        unanswered_run(&mut d, at);
+        assert!((1..=2).contains(&due_after(&d, at)));
+    }
+
+    #[test]
+    fn a_first_run_nobody_answered_reports_undetermined_and_retries_soon() {
+        let now = crate::test_epoch();
+        let config = DiscoveryConfig {
+            max_hops: 0,
+            ..DiscoveryConfig::default()
+        };
+        let mut d = Discovery::new(config, [1; 32]);
+        unanswered_run(&mut d, now);
+        let report = d
+            .take_finished()
+            .expect("no verdict yet: an undetermined one");
+        assert_eq!(report.reachability, Reachability::Undetermined);
+        assert_eq!(report.reflectors, (2, 0));
+        assert!((1..=2).contains(&due_after(&d, now)), "not the 30 s retry");
     }
 
     #[test]

@@ -78,11 +78,13 @@ impl Node {
         let wanted: Vec<NodeId> = self.relay_client.wanted().copied().collect();
         let reserved = self.reserved_relays();
         let avoided = self.relay_client.avoided_relays(now);
+        let silent = self.relay_client.silent_relays(now);
         let view = ReachView {
             table: self.dht.table(),
             wanted_relays: &wanted,
             reserved_relays: &reserved,
             avoided_relays: &avoided,
+            silent_relays: &silent,
             unix_ms: self.unix_ms(now),
         };
         self.reach.handle_timeout(now, &view);

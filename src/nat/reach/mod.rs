@@ -149,8 +149,15 @@ pub struct ReachConfig {
     /// Reservations a private node keeps, on public nodes from its routing
     /// table (0: none).
     pub relays: usize,
-    /// How long a relay that refused or failed is not chosen again.
+    /// How long a relay that refused or failed is not chosen again while
+    /// others are left to ask.
     pub relay_retry: Duration,
+    /// While a private node holds fewer reservations than `relays` and no
+    /// relay is left to ask (each failed it, or fell silent: a partition of
+    /// our own network makes every relay look dead at once), it asks those
+    /// again after this delay, doubling while they keep failing, up to
+    /// `relay_retry`. Default 2 s.
+    pub reserve_retry: Duration,
     /// Checks of the listen addresses peers claim (`claims`).
     pub claim_checks: ClaimCheckConfig,
 }
@@ -176,6 +183,7 @@ impl Default for ReachConfig {
             contact_memory: Duration::from_secs(600),
             relays: 2,
             relay_retry: Duration::from_secs(60),
+            reserve_retry: Duration::from_secs(2),
             claim_checks: ClaimCheckConfig::default(),
         }
     }
@@ -249,6 +257,10 @@ pub struct ReachView<'a> {
     /// Relays found dropping circuit traffic, not to be reserved on
     /// ([`crate::relay::RelayClient::avoids`]).
     pub avoided_relays: &'a [NodeId],
+    /// The avoided relays that only fell silent (none convicted of dropping
+    /// circuits): asked again when no other relay is left
+    /// ([`ReachConfig::reserve_retry`]).
+    pub silent_relays: &'a [NodeId],
     /// Wall-clock time, Unix milliseconds.
     pub unix_ms: u64,
 }
@@ -373,6 +385,11 @@ pub struct Reach {
     lookups: HashMap<QueryId, NodeId>,
     /// Relays that refused or failed us, and when.
     failed_relays: HashMap<NodeId, Instant>,
+    /// Rounds in a row that left us short of reservations with no relay to
+    /// ask (reset by a granted reservation).
+    reserve_rounds: u32,
+    /// When the relays that failed us (or fell silent) are asked again.
+    reserve_retry_at: Option<Instant>,
     /// Reservations changed: check the count and the peer record.
     relays_changed: bool,
     /// Checks of peers' claimed listen addresses.
@@ -419,6 +436,8 @@ impl Reach {
             announces: HashSet::default(),
             lookups: HashMap::default(),
             failed_relays: HashMap::default(),
+            reserve_rounds: 0,
+            reserve_retry_at: None,
             relays_changed: false,
             claims: claims::ClaimChecks::new(
                 config.claim_checks.clone(),
@@ -659,8 +678,11 @@ impl Reach {
     /// failed us, avoided for [`ReachConfig::relay_retry`].
     pub fn handle_relays_changed(&mut self, now: Instant, failed: Option<NodeId>) {
         self.touch(now);
-        if let Some(relay) = failed {
-            self.failed_relays.insert(relay, now);
+        match failed {
+            Some(relay) => {
+                self.failed_relays.insert(relay, now);
+            }
+            None => self.reserve_rounds = 0,
         }
         self.relays_changed = true;
     }
@@ -682,6 +704,9 @@ impl Reach {
         self.discovery.handle_timeout(now);
         if self.config.auto_discover && self.discovery.due(now) {
             self.start_due = true;
+        }
+        if self.reserve_retry_at.is_some_and(|at| at <= now) {
+            self.relays_changed = true;
         }
         let memory = self.config.contact_memory;
         self.contacted
@@ -826,6 +851,7 @@ impl Child for Reach {
             self.client.poll_timeout(),
             self.discovery.poll_timeout(),
             self.claims.deadline(),
+            self.reserve_retry_at,
         ];
         self.out.deadline(timers.into_iter().chain([waiting]))
     }

@@ -77,6 +77,7 @@ impl Reach {
     /// but one per network while others are left ([`diverse`]).
     pub(super) fn keep_relays(&mut self, now: Instant, view: &ReachView<'_>) {
         if self.reachability() != Reachability::Private {
+            self.reserve_retry_at = None;
             return;
         }
         let retry = self.config.relay_retry;
@@ -84,21 +85,46 @@ impl Reach {
             .retain(|_, at| now.saturating_duration_since(*at) < retry);
         let wanted: HashSet<NodeId> = view.wanted_relays.iter().copied().collect();
         let missing = self.config.relays.saturating_sub(wanted.len());
-        let candidates: Vec<dht::Contact> = view
-            .table
-            .closest(&self.setup.node, view.table.len(), None)
-            .into_iter()
-            .filter(|c| {
-                !wanted.contains(&c.id)
-                    && !self.failed_relays.contains_key(&c.id)
-                    && !view.avoided_relays.contains(&c.id)
-            })
+        // Once no relay is left to ask, those that failed us or fell silent
+        // are asked again (see `ReachConfig::reserve_retry`), never those
+        // convicted of dropping circuits ...
+        let again = self.reserve_retry_at.is_some_and(|at| at <= now);
+        let askable = |id: &NodeId| {
+            let failed = self.failed_relays.contains_key(id);
+            let avoided = view.avoided_relays.contains(id);
+            if again {
+                !avoided || view.silent_relays.contains(id)
+            } else {
+                !failed && !avoided
+            }
+        };
+        // ... and routing-table entries gone stale too (after a partition of
+        // our network every entry may be stale, and only an answer revives one).
+        let (table, node) = (view.table, &self.setup.node);
+        let contacts = if again {
+            table.closest_including_stale(node, table.len())
+        } else {
+            table.closest(node, table.len(), None)
+        };
+        let candidates: Vec<dht::Contact> = (contacts.into_iter())
+            .filter(|c| !wanted.contains(&c.id) && askable(&c.id))
             .collect();
         let taken: Vec<Option<IpPrefix>> = (view.wanted_relays.iter())
             .filter_map(|id| view.table.get(id))
             .map(network)
             .collect();
-        for relay in diverse(candidates, taken, missing) {
+        let chosen = diverse(candidates, taken, missing);
+        if chosen.len() >= missing {
+            self.reserve_retry_at = None;
+        } else if again || self.reserve_retry_at.is_none() {
+            self.reserve_rounds = self.reserve_rounds.saturating_add(1);
+            let doublings = self.reserve_rounds.saturating_sub(1).min(16);
+            let wait = (self.config.reserve_retry)
+                .saturating_mul(1 << doublings)
+                .min(retry);
+            self.reserve_retry_at = Some(now + wait);
+        }
+        for relay in chosen {
             self.stats.relay_reservations_asked += 1;
             self.out.push(ReachOutput::Reserve(relay));
         }

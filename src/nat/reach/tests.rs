@@ -47,6 +47,7 @@ fn settle(reach: &mut Reach, now: Instant) -> Vec<ReachOutput> {
         wanted_relays: &[],
         reserved_relays: &[],
         avoided_relays: &[],
+        silent_relays: &[],
         unix_ms: 1_000,
     };
     reach.handle_timeout(now, &view);

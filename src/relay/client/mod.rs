@@ -313,6 +313,14 @@ impl RelayClient {
         relays
     }
 
+    /// The avoided relays at `now` that only fell silent (none convicted of
+    /// dropping circuits), sorted.
+    pub fn silent_relays(&self, now: Instant) -> Vec<NodeId> {
+        let mut relays = self.avoided_relays(now);
+        relays.retain(|r| self.silent_only.contains(r));
+        relays
+    }
+
     /// An end-to-end connection at `virtual_addr` became ready over a
     /// circuit: counted, and the circuit (and its relay) proven alive. A
     /// relay through which a circuit to the same peer went silent is
