@@ -62,6 +62,19 @@ impl Private {
         lab
     }
 
+    /// [`Private::all_joined`] with B subscribed to `t.#` and getting A's publications.
+    fn publishing(seed: u64) -> Self {
+        let mut lab = Self::all_joined(seed);
+        let (a, b) = (lab.a, lab.b);
+        lab.mesh.subscribe(b, "t.#");
+        lab.mesh.settle(Duration::from_secs(2));
+        assert!(
+            deliveries_over(&mut lab.mesh, a, b, 5) >= 4,
+            "B gets A's publications first"
+        );
+        lab
+    }
+
     /// Has A call `svc.echo` and drives until the call ends; its result.
     fn call_from_a(&mut self) -> Result<Bytes, RpcError> {
         let payload = Bytes::from_static(b"ping");
@@ -312,14 +325,8 @@ fn calls_work_again_within_seconds_after_a_partition_heals() {
 /// publications again within seconds of the heal.
 #[test]
 fn publications_reach_subscribers_within_seconds_after_a_partition_heals() {
-    let mut lab = Private::all_joined(23);
+    let mut lab = Private::publishing(23);
     let (a, b) = (lab.a, lab.b);
-    lab.mesh.subscribe(b, "t.#");
-    lab.mesh.settle(Duration::from_secs(2));
-    assert!(
-        deliveries_over(&mut lab.mesh, a, b, 5) >= 4,
-        "B gets A's publications first"
-    );
     let topic = Topic::new("t.p.x").expect("a valid topic");
     let healed = partition_a_for_a_minute(&mut lab, |lab| {
         lab.mesh.publish(a, &topic, "cut");
@@ -377,14 +384,8 @@ fn a_publisher_whose_relay_dies_mid_dial_reaches_the_subscriber_through_another(
 /// reservations again within 5 s of the heal, and get A's publications again.
 #[test]
 fn a_private_subscriber_cut_off_during_nat_discovery_reserves_again_at_the_heal() {
-    let mut lab = Private::all_joined(23);
+    let mut lab = Private::publishing(23);
     let (a, b) = (lab.a, lab.b);
-    lab.mesh.subscribe(b, "t.#");
-    lab.mesh.settle(Duration::from_secs(2));
-    assert!(
-        deliveries_over(&mut lab.mesh, a, b, 5) >= 4,
-        "B gets A's publications first"
-    );
     let topic = Topic::new("t.p.x").expect("a valid topic");
     let mut started = false;
     let healed = partition_side(&mut lab, 2, Duration::from_secs(20), |lab| {
