@@ -56,6 +56,7 @@ impl Node {
             // (issue 17: a private subscriber missed by a publisher for 60 s).
             self.dht.uncache(&key);
             let query = self.dht.query_with_response(now, unix_ms, key, timeout);
+            tracing::debug!(%peer, ?query, "looking up a peer record");
             self.dialing.lookups.insert(query, peer);
         }
     }
@@ -77,6 +78,13 @@ impl Node {
         let unix_ms = self.unix_ms(now);
         let limits = self.config.limits;
         let record = PeerRecord::newest(records, &peer, &self.config.realm, unix_ms, &limits);
+        tracing::debug!(
+            %peer,
+            records = records.len(),
+            reachability = ?record.as_ref().map(|r| r.reachability),
+            relays = record.as_ref().map_or(0, |r| r.relays.len()),
+            "peer record lookup ended"
+        );
         match record {
             Some(record) if record.reachability != Reachability::Private => {
                 match record.observed.first() {
@@ -182,6 +190,7 @@ impl Node {
 
     /// `peer` cannot be reached: its errands fail.
     fn give_up(&mut self, now: Instant, peer: NodeId) {
+        tracing::debug!(%peer, "no way to the peer");
         for errand in self.dialing.waiting.remove(&peer).unwrap_or_default() {
             self.unreachable_for(now, errand);
         }

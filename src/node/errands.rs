@@ -45,6 +45,7 @@ impl Node {
         waiting.push(errand);
         if waiting.len() == 1 {
             let query = self.dht.find_node(now, peer);
+            tracing::debug!(%peer, ?query, "finding a peer's address");
             self.errands.resolving.insert(query, peer);
         }
     }
@@ -87,6 +88,7 @@ impl Node {
             .find(|contact| contact.id == peer)
             .and_then(|contact| contact.addrs.first().copied());
         let errands = self.errands.unresolved.remove(&peer).unwrap_or_default();
+        tracing::debug!(%peer, ?query, found = addr.is_some(), errands = errands.len(), "find_node ended");
         if errands.is_empty() {
             // They left on a connection the peer opened meanwhile.
             return true;

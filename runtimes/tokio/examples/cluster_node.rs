@@ -224,6 +224,15 @@ async fn save(node: &MaculaNode, dir: &Path) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), String> {
+    // A debugging aid: `MACULA_LOG=macula::node=debug` logs to stderr (the run
+    // script keeps it as the node's `stderr` file).
+    if let Ok(filter) = std::env::var("MACULA_LOG") {
+        let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut it = std::env::args().skip(1);
     match it.next().as_deref() {
         Some("clock") => {
