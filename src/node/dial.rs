@@ -4,7 +4,8 @@
 //!
 //! The order to reach a node id is: a ready connection; its routing-table
 //! contact (public nodes); a `find_node` of its id (both in
-//! `node::errands`); then, here, its peer record: a record that is not
+//! `node::errands`) and, looked up at the same time, here, its peer record,
+//! whichever shows a way first: a record that is not
 //! `Private` with observed addresses is dialled directly at the first one;
 //! a private node's relays are tried one after the other with a circuit
 //! ([`Node::dial_via_relay`]), and the errands waiting for the peer leave on
@@ -42,23 +43,37 @@ pub(super) struct Dialing {
 }
 
 impl Node {
-    /// `find_node` did not find `peer`: look up its peer record for `errands`.
+    /// `find_node` did not find `peer`: its peer record (looked up already,
+    /// or now) is the way for `errands`.
     pub(super) fn dial_by_record(&mut self, now: Instant, peer: NodeId, errands: Vec<Errand>) {
-        let waiting = self.dialing.waiting.entry(peer).or_default();
-        let first = waiting.is_empty();
-        waiting.extend(errands);
-        if first {
-            let key = RecordKey::peer(&self.config.realm, &peer);
-            let unix_ms = self.unix_ms(now);
-            let timeout = self.config.request_timeout;
-            // Not the DHT's cached answer: one from before the peer stored its record
-            // (or changed its relays) would make it unreachable for the cache's TTL
-            // (issue 17: a private subscriber missed by a publisher for 60 s).
-            self.dht.uncache(&key);
-            let query = self.dht.query_with_response(now, unix_ms, key, timeout);
-            tracing::debug!(%peer, ?query, "looking up a peer record");
-            self.dialing.lookups.insert(query, peer);
+        self.dialing
+            .waiting
+            .entry(peer)
+            .or_default()
+            .extend(errands);
+        self.look_up_record(now, peer);
+    }
+
+    /// Whether errands wait for `peer`'s record or circuit.
+    pub(super) fn dialing_by_record(&self, peer: &NodeId) -> bool {
+        self.dialing.waiting.contains_key(peer)
+    }
+
+    /// Looks `peer`'s record up in the network, unless that is under way.
+    pub(super) fn look_up_record(&mut self, now: Instant, peer: NodeId) {
+        if self.dialing.lookups.values().any(|p| *p == peer) {
+            return;
         }
+        let key = RecordKey::peer(&self.config.realm, &peer);
+        let unix_ms = self.unix_ms(now);
+        let timeout = self.config.request_timeout;
+        // Not the DHT's cached answer: one from before the peer stored its record
+        // (or changed its relays) would make it unreachable for the cache's TTL
+        // (issue 17: a private subscriber missed by a publisher for 60 s).
+        self.dht.uncache(&key);
+        let query = self.dht.query_with_response(now, unix_ms, key, timeout);
+        tracing::debug!(%peer, ?query, "looking up a peer record");
+        self.dialing.lookups.insert(query, peer);
     }
 
     /// A lookup's records, if the lookup was one of ours; true when it was.
@@ -71,10 +86,6 @@ impl Node {
         let Some(peer) = self.dialing.lookups.remove(query) else {
             return false;
         };
-        if !self.dialing.waiting.contains_key(&peer) {
-            // Its errands left on a connection the peer opened meanwhile.
-            return true;
-        }
         let unix_ms = self.unix_ms(now);
         let limits = self.config.limits;
         let record = PeerRecord::newest(records, &peer, &self.config.realm, unix_ms, &limits);
@@ -85,6 +96,30 @@ impl Node {
             relays = record.as_ref().map_or(0, |r| r.relays.len()),
             "peer record lookup ended"
         );
+        let shows_a_way = record.as_ref().is_some_and(|r| match r.reachability {
+            Reachability::Private => !r.relays.is_empty(),
+            _ => !r.observed.is_empty(),
+        });
+        if shows_a_way {
+            // The errands still waiting for the peer's `find_node` take it too.
+            let unresolved = self.unresolved_errands(&peer);
+            if !unresolved.is_empty() {
+                self.dialing
+                    .waiting
+                    .entry(peer)
+                    .or_default()
+                    .extend(unresolved);
+            }
+        }
+        if !self.dialing.waiting.contains_key(&peer) {
+            // Its errands left on a connection the peer opened meanwhile, or
+            // wait for its `find_node`, which may still find it.
+            return true;
+        }
+        if self.dialing.asking.contains_key(&peer) {
+            // A circuit to it is being asked for: they leave on it.
+            return true;
+        }
         match record {
             Some(record) if record.reachability != Reachability::Private => {
                 match record.observed.first() {

@@ -3,8 +3,9 @@
 //! one. Provider and subscriber records name a node, not an address, so the
 //! node takes, in order: a ready connection to it (the pool reuses it
 //! whatever the address), its routing-table contact, or else the contact a
-//! `find_node` of its id returns, or else its peer record ([`super::dial`]:
-//! a direct address, or a circuit through one of its relays). The errand
+//! `find_node` of its id returns or its peer record ([`super::dial`]: a
+//! direct address, or a circuit through one of its relays), both looked up
+//! at once, whichever shows a way first. The errand
 //! goes back to [`Messaging`] with its lease, or as unreachable when none of
 //! that works.
 //!
@@ -41,12 +42,21 @@ impl Node {
             self.connect_for(now, peer, addr, errand);
             return;
         }
+        if self.dialing_by_record(&peer) {
+            // Its record is being looked up or its circuit asked for: the
+            // errand leaves with the others.
+            self.dial_by_record(now, peer, vec![errand]);
+            return;
+        }
         let waiting = self.errands.unresolved.entry(peer).or_default();
         waiting.push(errand);
         if waiting.len() == 1 {
             let query = self.dht.find_node(now, peer);
             tracing::debug!(%peer, ?query, "finding a peer's address");
             self.errands.resolving.insert(query, peer);
+            // A private node is in no routing table: only its record says how
+            // to reach it, so that lookup runs alongside, not after.
+            self.look_up_record(now, peer);
         }
     }
 
@@ -99,10 +109,17 @@ impl Node {
                     self.connect_for(now, peer, addr, errand);
                 }
             }
-            // Not a DHT server: its peer record says where it is.
+            // Not a DHT server: its peer record says where it is (the lookup
+            // started with this one may still run).
             None => self.dial_by_record(now, peer, errands),
         }
         true
+    }
+
+    /// Takes the errands waiting for `peer`'s `find_node` (its record
+    /// showed the way first).
+    pub(super) fn unresolved_errands(&mut self, peer: &NodeId) -> Vec<Errand> {
+        self.errands.unresolved.remove(peer).unwrap_or_default()
     }
 
     /// Asks the pool for a connection to `peer` at `addr` for `errand`.

@@ -334,14 +334,27 @@ impl Node {
                 circuit,
                 frame,
             } => {
-                let opened = self
-                    .relay_conn(conn)
-                    .filter(|c| c.phase == Phase::Ready)
-                    .and_then(|c| {
-                        let stream = c.open()?;
-                        let _ = c.send(stream, &frame, false);
-                        Some(stream)
-                    });
+                let opened = match self.relay_conn(conn) {
+                    Some(c) if c.phase == Phase::Ready => {
+                        let stream = c.open();
+                        if let Some(stream) = stream {
+                            let _ = c.send(stream, &frame, false);
+                        } else {
+                            tracing::debug!(?conn, circuit, "no stream left to announce a circuit");
+                        }
+                        stream
+                    }
+                    other => {
+                        let phase = other.map(|c| c.phase);
+                        tracing::debug!(
+                            ?conn,
+                            circuit,
+                            ?phase,
+                            "the circuit's target connection is not ready"
+                        );
+                        None
+                    }
+                };
                 self.relay_server.handle_target_stream(now, circuit, opened);
             }
             RelayServerOutput::Splice {
