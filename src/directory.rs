@@ -74,6 +74,17 @@ pub enum DirectoryRequest {
 /// partition sent to none of its subscribers for 30 s after the heal).
 pub const UNANSWERED_TTL: Duration = Duration::from_secs(1);
 
+/// A lookup answered by fewer nodes than this is **thin**: its routing
+/// table was mostly stale (right after a partition healed, or a node's
+/// network came back), so it may have missed values that nodes it did not
+/// reach hold, and what it found is kept for [`THIN_TTL`] only.
+pub const THIN_ANSWERS: usize = 3;
+
+/// How long a thin lookup's values are used (see [`THIN_ANSWERS`]; issue 17:
+/// a publisher's first lookup after a partition healed was answered by 2
+/// nodes, missed two of its subscribers, and was kept for 30 s).
+pub const THIN_TTL: Duration = Duration::from_secs(5);
+
 /// What the cache knows about a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Cached<'a> {
@@ -168,6 +179,12 @@ impl LookupCache {
     /// [`LookupCache::fill`].
     pub(crate) fn fill_unanswered(&mut self, now: Instant, key: RecordKey) -> bool {
         self.fill_for(now, key, Vec::new(), self.ttl.min(UNANSWERED_TTL))
+    }
+
+    /// Stores what a thin lookup of `key` found (see [`THIN_ANSWERS`]) for
+    /// [`THIN_TTL`] only. False as for [`LookupCache::fill`].
+    pub(crate) fn fill_thin(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) -> bool {
+        self.fill_for(now, key, found, self.ttl.min(THIN_TTL))
     }
 
     fn fill_for(&mut self, now: Instant, key: RecordKey, found: Vec<Found>, ttl: Duration) -> bool {
@@ -430,6 +447,28 @@ mod tests {
         short.started(t0, k);
         assert!(short.fill_unanswered(t0, k));
         assert_eq!(short.get(t0 + s / 2, &k), Cached::Missing);
+    }
+
+    #[test]
+    fn a_thin_lookups_values_are_kept_for_five_seconds_only() {
+        let t0 = crate::test_epoch();
+        let s = Duration::from_secs(1);
+        let mut cache = LookupCache::new(30 * s, 5 * s);
+        let k = key("k");
+        assert!(!cache.fill_thin(t0, k, vec![found(1)]), "nobody asked");
+        cache.started(t0, k);
+        assert!(cache.fill_thin(t0, k, vec![found(1)]));
+        assert_eq!(cache.get(t0 + 4 * s, &k), Cached::Fresh(&[found(1)]));
+        assert_eq!(
+            cache.get(t0 + THIN_TTL, &k),
+            Cached::Missing,
+            "looked up again"
+        );
+        // A TTL shorter than that wins.
+        let mut short = LookupCache::new(2 * s, 5 * s);
+        short.started(t0, k);
+        assert!(short.fill_thin(t0, k, vec![found(1)]));
+        assert_eq!(short.get(t0 + 2 * s, &k), Cached::Missing);
     }
 
     #[test]

@@ -31,11 +31,13 @@ pub enum Owner {
 
 /// What a DHT event means to messaging.
 pub(super) enum Outcome {
-    /// One of our lookups found these records.
+    /// One of our lookups found these records; `thin` when fewer than
+    /// [`THIN_ANSWERS`](crate::directory::THIN_ANSWERS) nodes answered it.
     Found {
         owner: Owner,
         key: RecordKey,
         found: Vec<Found>,
+        thin: bool,
     },
     /// One of our lookups found nothing, and no node answered it.
     Unanswered { owner: Owner, key: RecordKey },
@@ -125,7 +127,13 @@ impl Directory {
                 return Outcome::Unanswered { owner, key };
             }
             let found = records.iter().map(Found::from).collect();
-            return Outcome::Found { owner, key, found };
+            let thin = answered.len() < crate::directory::THIN_ANSWERS;
+            return Outcome::Found {
+                owner,
+                key,
+                found,
+                thin,
+            };
         }
         match event {
             DhtEvent::StoreConfirmed {

@@ -425,9 +425,23 @@ impl Messaging {
     /// store of an announced key); other events come back.
     pub fn handle_dht_event(&mut self, now: Instant, event: DhtEvent) -> Option<DhtEvent> {
         match self.directory.on_event(event) {
-            Outcome::Found { owner, key, found } => match owner {
+            Outcome::Found {
+                owner,
+                key,
+                found,
+                thin: false,
+            } => match owner {
                 Owner::Rpc => self.rpc.handle_lookup(now, key, found),
                 Owner::PubSub => self.pubsub.handle_lookup(now, key, found),
+            },
+            Outcome::Found {
+                owner,
+                key,
+                found,
+                thin: true,
+            } => match owner {
+                Owner::Rpc => self.rpc.handle_lookup_thin(now, key, found),
+                Owner::PubSub => self.pubsub.handle_lookup_thin(now, key, found),
             },
             Outcome::Unanswered { owner, key } => match owner {
                 Owner::Rpc => self.rpc.handle_lookup_unanswered(now, key),

@@ -464,3 +464,58 @@ fn a_lookup_no_node_answered_is_asked_again_after_a_second() {
     call(&mut m, t0 + crate::directory::UNANSWERED_TTL);
     assert_eq!(start_lookups(&mut m).len(), 1, "then it is looked up again");
 }
+
+#[test]
+fn a_lookup_few_nodes_answered_is_asked_again_after_five_seconds_and_a_full_one_later() {
+    // Issue 17: a publisher's first subscriber lookup after a partition healed was
+    // answered by 2 nodes (its routing table mostly stale), missed two subscribers, and
+    // was kept for the cache's 30 s TTL.
+    let t0 = crate::test_epoch();
+    let mut m = messaging();
+    let topic = Topic::new("t.x").expect("a topic");
+    let publish = |m: &mut Messaging, now| {
+        m.publish(now, topic.clone(), Bytes::from_static(b"m"))
+            .expect("published")
+    };
+    let answer = |m: &mut Messaging, now, answered: Vec<NodeId>| {
+        for (query, key) in start_lookups(m) {
+            let event = DhtEvent::ValuesFound {
+                query,
+                key,
+                records: Vec::new(),
+                answered: answered.clone(),
+                from_cache: false,
+                stats: QueryStats::default(),
+            };
+            assert!(m.handle_dht_event(now, event).is_none());
+        }
+    };
+    publish(&mut m, t0);
+    answer(&mut m, t0, vec![id(8), id(9)]);
+    publish(&mut m, t0 + Duration::from_secs(4));
+    assert!(
+        start_lookups(&mut m).is_empty(),
+        "the thin answer stands 5 s"
+    );
+    let later = t0 + crate::directory::THIN_TTL;
+    publish(&mut m, later);
+    let again = start_lookups(&mut m);
+    assert!(!again.is_empty(), "then the topic is looked up again");
+    // Answered by three nodes: kept for the cache's TTL.
+    for (query, key) in again {
+        let event = DhtEvent::ValuesFound {
+            query,
+            key,
+            records: Vec::new(),
+            answered: vec![id(7), id(8), id(9)],
+            from_cache: false,
+            stats: QueryStats::default(),
+        };
+        assert!(m.handle_dht_event(later, event).is_none());
+    }
+    publish(&mut m, later + Duration::from_secs(20));
+    assert!(
+        start_lookups(&mut m).is_empty(),
+        "a full answer stands longer"
+    );
+}

@@ -241,6 +241,17 @@ impl PubSub {
         }
     }
 
+    /// As [`PubSub::handle_lookup`] for a lookup fewer than
+    /// [`THIN_ANSWERS`](crate::directory::THIN_ANSWERS) nodes answered: the
+    /// subscribers found are used for
+    /// [`THIN_TTL`](crate::directory::THIN_TTL) only.
+    pub fn handle_lookup_thin(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) {
+        self.outputs.mark(now);
+        if self.cache.fill_thin(now, key, found) {
+            self.resolved(now, key);
+        }
+    }
+
     /// The lookup of a topic prefix reached no node: the publications
     /// waiting for it go to the subscribers known otherwise, and the next
     /// publication after [`UNANSWERED_TTL`](crate::directory::UNANSWERED_TTL)

@@ -434,6 +434,18 @@ impl Caller {
         }
     }
 
+    pub(crate) fn handle_lookup_thin(
+        &mut self,
+        now: Instant,
+        key: RecordKey,
+        found: Vec<Found>,
+        out: &mut OutputQueue<RpcOutput>,
+    ) {
+        if self.cache.fill_thin(now, key, found) {
+            self.resume(now, key, out);
+        }
+    }
+
     pub(crate) fn handle_lookup_unanswered(
         &mut self,
         now: Instant,

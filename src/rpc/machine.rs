@@ -175,6 +175,16 @@ impl Rpc {
             .handle_lookup(now, key, found, &mut self.outputs);
     }
 
+    /// As [`Rpc::handle_lookup`] for a lookup fewer than
+    /// [`THIN_ANSWERS`](crate::directory::THIN_ANSWERS) nodes answered: the
+    /// providers found are used for
+    /// [`THIN_TTL`](crate::directory::THIN_TTL) only.
+    pub fn handle_lookup_thin(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) {
+        self.outputs.mark(now);
+        self.caller
+            .handle_lookup_thin(now, key, found, &mut self.outputs);
+    }
+
     /// The [`DirectoryRequest::Lookup`](super::DirectoryRequest::Lookup) of
     /// a procedure reached no node: calls waiting for it find no provider,
     /// and the next call after
