@@ -74,16 +74,25 @@ pub enum DirectoryRequest {
 /// partition sent to none of its subscribers for 30 s after the heal).
 pub const UNANSWERED_TTL: Duration = Duration::from_secs(1);
 
-/// A lookup answered by fewer nodes than this is **thin**: its routing
-/// table was mostly stale (right after a partition healed, or a node's
-/// network came back), so it may have missed values that nodes it did not
-/// reach hold, and what it found is kept for [`THIN_TTL`] only.
+/// A lookup answered by fewer nodes than this is **thin** (see
+/// [`is_thin`]).
 pub const THIN_ANSWERS: usize = 3;
 
-/// How long a thin lookup's values are used (see [`THIN_ANSWERS`]; issue 17:
-/// a publisher's first lookup after a partition healed was answered by 2
-/// nodes, missed two of its subscribers, and was kept for 30 s).
+/// How long a thin lookup's values are used (see [`is_thin`]; issue 17: a
+/// publisher's first lookups after a partition healed were answered by 2
+/// and by 3 nodes, missed two of its subscribers, and were kept for 30 s).
 pub const THIN_TTL: Duration = Duration::from_secs(5);
+
+/// Whether a lookup that `answers` nodes answered and `failed` requests of
+/// which failed is **thin**: fewer than [`THIN_ANSWERS`] answered, or at
+/// least as many requests failed as nodes answered. Its routing table was
+/// then mostly stale (right after a partition healed, or the node's network
+/// came back), so it may have missed values that the nodes it did not reach
+/// hold; what it found is kept for [`THIN_TTL`] only. A lookup in a large,
+/// healthy network reaches its k closest with few failures and is not thin.
+pub fn is_thin(answers: usize, failed: u32) -> bool {
+    answers < THIN_ANSWERS || u64::from(failed) >= answers as u64
+}
 
 /// What the cache knows about a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -447,6 +456,19 @@ mod tests {
         short.started(t0, k);
         assert!(short.fill_unanswered(t0, k));
         assert_eq!(short.get(t0 + s / 2, &k), Cached::Missing);
+    }
+
+    #[test]
+    fn a_lookup_few_nodes_answered_or_as_many_failed_as_answered_is_thin() {
+        assert!(is_thin(0, 0));
+        assert!(is_thin(2, 0), "two answers");
+        assert!(!is_thin(3, 0));
+        assert!(is_thin(3, 3), "as many failures as answers");
+        assert!(!is_thin(3, 2));
+        assert!(
+            !is_thin(20, 4),
+            "a large network's lookup with a few dead contacts"
+        );
     }
 
     #[test]

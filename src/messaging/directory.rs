@@ -31,8 +31,8 @@ pub enum Owner {
 
 /// What a DHT event means to messaging.
 pub(super) enum Outcome {
-    /// One of our lookups found these records; `thin` when fewer than
-    /// [`THIN_ANSWERS`](crate::directory::THIN_ANSWERS) nodes answered it.
+    /// One of our lookups found these records; `thin` as
+    /// [`is_thin`](crate::directory::is_thin) says.
     Found {
         owner: Owner,
         key: RecordKey,
@@ -120,14 +120,26 @@ impl Directory {
                 key,
                 records,
                 answered,
+                stats,
                 ..
             } = event
         {
             if records.is_empty() && answered.is_empty() {
                 return Outcome::Unanswered { owner, key };
             }
-            let found = records.iter().map(Found::from).collect();
-            let thin = answered.len() < crate::directory::THIN_ANSWERS;
+            let found: Vec<Found> = records.iter().map(Found::from).collect();
+            let thin = crate::directory::is_thin(answered.len(), stats.failed);
+            let providers: Vec<_> = found.iter().map(|f| f.provider).collect();
+            let (answers, failed) = (answered.len(), stats.failed);
+            tracing::debug!(
+                ?key,
+                ?owner,
+                ?providers,
+                answers,
+                failed,
+                thin,
+                "lookup ended"
+            );
             return Outcome::Found {
                 owner,
                 key,

@@ -501,19 +501,31 @@ fn a_lookup_few_nodes_answered_is_asked_again_after_five_seconds_and_a_full_one_
     publish(&mut m, later);
     let again = start_lookups(&mut m);
     assert!(!again.is_empty(), "then the topic is looked up again");
-    // Answered by three nodes: kept for the cache's TTL.
-    for (query, key) in again {
-        let event = DhtEvent::ValuesFound {
-            query,
-            key,
-            records: Vec::new(),
-            answered: vec![id(7), id(8), id(9)],
-            from_cache: false,
-            stats: QueryStats::default(),
-        };
-        assert!(m.handle_dht_event(later, event).is_none());
-    }
-    publish(&mut m, later + Duration::from_secs(20));
+    // Answered by three nodes, but three requests failed: thin again.
+    let answered_by_three = |m: &mut Messaging, now, lookups: Vec<(QueryId, RecordKey)>, failed| {
+        for (query, key) in lookups {
+            let event = DhtEvent::ValuesFound {
+                query,
+                key,
+                records: Vec::new(),
+                answered: vec![id(7), id(8), id(9)],
+                from_cache: false,
+                stats: QueryStats {
+                    failed,
+                    ..QueryStats::default()
+                },
+            };
+            assert!(m.handle_dht_event(now, event).is_none());
+        }
+    };
+    answered_by_three(&mut m, later, again, 3);
+    let last = later + crate::directory::THIN_TTL;
+    publish(&mut m, last);
+    let again = start_lookups(&mut m);
+    assert!(!again.is_empty(), "looked up again after 5 s");
+    // Three answers, one failure: kept for the cache's TTL.
+    answered_by_three(&mut m, last, again, 1);
+    publish(&mut m, last + Duration::from_secs(20));
     assert!(
         start_lookups(&mut m).is_empty(),
         "a full answer stands longer"
