@@ -16,7 +16,9 @@ Invariants (a violation each):
   (and known to publishers: subscribed `--settle-ms` before), with neither it
   nor the publisher touched by a fault from `--window-ms` before the
   publication to `--window-ms` after it (a fault's touch lasts until
-  `--grace-ms` after it healed); hung calls count as lost too.
+  `--grace-ms` after it healed; the kill or stop of a node touches the pair
+  at the two ends of every circuit open through it, since every public node
+  relays); hung calls count as lost too.
 
 Also printed (no invariant): the DHT lookups' hops and latency (`lookup`
 events), beside the simulator's prediction for the same N when `--dht-sim`
@@ -155,6 +157,68 @@ def pair_context(history, faults, a, b, t0, t1, begin, before_s=20, after_s=10, 
     return lines[:most]
 
 
+def relayed_through(history, faults, window, grace, end):
+    """(from, to, pairs) spans during which the kill or stop of a node touches the
+    pairs of nodes whose circuits ran through it (every public node relays): the two
+    ends of each circuit opened through it before the fault, not closed by then and
+    whose connection was still on it (not moved to a direct path), both ways, from
+    `window` before the fault to `grace` after its restart (or the end)."""
+    short = {}
+    for e in history:
+        if e["ev"] == "start" and "id" in e:
+            short[e["id"][:16]] = e["n"]
+    opened = defaultdict(list)  # relay node -> [(t, node, peer node)]
+    closed = defaultdict(list)  # (node, peer node) -> [t of a close of a circuit through relay]
+    for e in history:
+        text = e.get("event", "") if e["ev"] == "relay" else e.get("reason", "")
+        if "relay: NodeId(" not in text:
+            continue
+        relay = short.get(text.split("relay: NodeId(")[1][:16])
+        if e["ev"] == "relay" and text.startswith("CircuitOpened") and "peer: NodeId(" in text:
+            peer = short.get(text.split("peer: NodeId(")[1][:16])
+            if relay is not None and peer is not None:
+                opened[relay].append((e["t"], e["n"], peer))
+        elif e["ev"] == "disc" and "CircuitClosed" in text and relay is not None:
+            closed[(e["n"], relay)].append(e["t"])
+    paths = defaultdict(list)  # (node, peer node) -> [(t, kind)] of its connection's path
+    for e in history:
+        if e["ev"] in ("conn", "path") and "peer" in e:
+            peer = next((n for sid, n in short.items() if sid.startswith(e["peer"])), None)
+            if peer is not None:
+                paths[(e["n"], peer)].append((e["t"], e["kind"]))
+
+    def relayed_at(node, peer, t):
+        """Neither end had seen the connection move to a direct path by `t`."""
+        for pair in ((node, peer), (peer, node)):
+            kinds = [k for at, k in paths.get(pair, []) if at <= t]
+            if kinds and kinds[-1] == "direct":
+                return False
+        return True
+
+    spans = []
+    downs = {}
+    for f in sorted(faults, key=lambda f: f["t"]):
+        if f["kind"] in ("kill9", "stop"):
+            for n in f["nodes"]:
+                downs[n] = f["t"]
+        elif f["kind"] == "restart":
+            for n in f["nodes"]:
+                t0 = downs.pop(n, None)
+                if t0 is not None:
+                    spans.append((t0, f["t"], n))
+    spans += [(t0, end, n) for n, t0 in downs.items()]
+    out = []
+    for t0, t1, relay in spans:
+        touched = set()
+        for t, node, peer in opened.get(relay, []):
+            gone = any(t < c <= t0 for c in closed.get((node, relay), []))
+            if t <= t0 and not gone and relayed_at(node, peer, t0):
+                touched |= {(node, peer), (peer, node)}
+        if touched:
+            out.append((t0 - window, t1 + grace, touched))
+    return out
+
+
 def recovery_points(faults):
     """(fault kind, recovery start t, touched nodes) for each fault."""
     points = []
@@ -259,6 +323,7 @@ def main():
                 problems.append(f"reordered {msg} after seq {last[stream]} to node {key[0]} ({key[2]})")
             last[stream] = max(last.get(stream, 0), int(seq))
     spans = touches(faults, private, args.window_ms * ms, args.grace_ms * ms, end)
+    relay_spans = relayed_through(history, faults, args.window_ms * ms, args.grace_ms * ms, end)
     touched_at = defaultdict(list)
     for start, stop, nodes in spans:
         for n in nodes:
@@ -266,6 +331,9 @@ def main():
 
     def quiet(n, t0, t1):
         return all(stop < t0 or start > t1 for start, stop in touched_at.get(n, []))
+
+    def pair_quiet(a, b, t0, t1):
+        return all(stop < t0 or start > t1 or (a, b) not in pairs for start, stop, pairs in relay_spans)
 
     window = args.window_ms * ms
     lost = checked = 0
@@ -284,6 +352,8 @@ def main():
                 if first_sub[(s, pattern)] > tp - args.settle_ms * ms:
                     continue
                 if lives.alive_until(s, tp) < tp + window or not quiet(s, tp - window, tp + window):
+                    continue
+                if not pair_quiet(publisher, s, tp - window, tp + window):
                     continue
                 checked += 1
                 if (s, pattern, p["msg"]) not in delivered:

@@ -188,6 +188,37 @@ class CheckerTest(unittest.TestCase):
         self.assertEqual(code, 0, out)
         self.assertEqual(summary["lost"], "0", out)
 
+    def _through_relay(self, path_before_kill):
+        """Publisher 3 and subscribers 5 and 6 (t.#); 3's connection to 6 runs over a
+        circuit through node 4, killed at 40 s (restarted at 42 s), its path
+        `path_before_kill` then; 3.1.1 at 41 s reaches neither subscriber."""
+        ids = {n: f"{n + 160:08x}" * 8 for n in range(7)}
+        history = [ev(0, n, "start", id=ids[n], inc=1) for n in range(7)]
+        history += [ev(0.5, 5, "sub", pat="t.#"), ev(0.5, 6, "sub", pat="t.#")]
+        opened = "CircuitOpened {{ relay: NodeId({}), peer: NodeId({}), circuit: 1 }}"
+        history += [
+            ev(10, 3, "relay", event=opened.format(ids[4][:16], ids[6][:16])),
+            ev(10, 6, "relay", event=opened.format(ids[4][:16], ids[3][:16])),
+            ev(10, 3, "conn", peer=ids[6][:8], kind="relayed"),
+            ev(11, 3, "path", peer=ids[6][:8], kind=path_before_kill),
+            ev(41, 3, "pub", topic="t.p3.x", msg="3.1.1"),
+        ]
+        faults = frame(120) + [
+            {"t": 40 * S, "kind": "kill9", "hosts": [], "nodes": [4], "down_s": 2},
+            {"t": 42 * S, "kind": "restart", "hosts": [], "nodes": [4]},
+        ]
+        return run_check(history, faults, topology(7))
+
+    def test_a_loss_over_a_circuit_through_a_killed_relay_is_excused_for_that_pair_only(self):
+        code, summary, out = self._through_relay("relayed")
+        self.assertEqual(summary["lost"], "1", out)
+        self.assertIn("for node 5", out)
+        self.assertNotIn("for node 6", out)
+
+    def test_a_pair_that_went_direct_before_its_relay_was_killed_is_not_excused(self):
+        code, summary, out = self._through_relay("direct")
+        self.assertEqual(summary["lost"], "2", out)
+
     def test_lookup_hops_latency_and_table_sizes_are_summarised_beside_the_prediction(self):
         history = starts(4) + [
             ev(30, 1, "lookup", op="find_node", hops=1, ms=3, timed_out=False),
