@@ -14,11 +14,17 @@ use rand::Rng;
 /// The delay before the retry that follows failure number `failures` (1 for
 /// the first failure).
 pub(crate) fn delay(base: Duration, max: Duration, failures: u32, rng: &mut impl Rng) -> Duration {
-    let doublings = failures.saturating_sub(1).min(31);
-    let ceiling = base.saturating_mul(1 << doublings).min(max);
-    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    let nanos = u64::try_from(ceiling(base, max, failures).as_nanos()).unwrap_or(u64::MAX);
     let half = nanos / 2;
     Duration::from_nanos(half + rng.random_range(0..=nanos - half))
+}
+
+/// The delay's ceiling after failure number `failures` (1 for the first):
+/// `min(max, base * 2^(failures-1))`, the whole delay for a retry that needs
+/// no jitter.
+pub(crate) fn ceiling(base: Duration, max: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(31);
+    base.saturating_mul(1 << doublings).min(max)
 }
 
 #[cfg(test)]

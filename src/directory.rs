@@ -42,10 +42,9 @@ impl From<&SignedRecord> for Found {
 /// What a machine asks of the DHT. The Node carries each one out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DirectoryRequest {
-    /// Look `key` up and answer with the machine's `handle_lookup` (an empty
-    /// list when the nodes asked had nothing), or its
-    /// `handle_lookup_unanswered` when no node answered at all (the empty
-    /// answer is then kept for [`UNANSWERED_TTL`] only).
+    /// Look `key` up and answer with the machine's `handle_lookup_answered`
+    /// (an empty list when the nodes asked had nothing), saying how well the
+    /// lookup was [`Answered`] (which sets how long its result is used).
     Lookup {
         /// The key to look up.
         key: RecordKey,
@@ -92,6 +91,42 @@ pub const THIN_TTL: Duration = Duration::from_secs(5);
 /// healthy network reaches its k closest with few failures and is not thin.
 pub fn is_thin(answers: usize, failed: u32) -> bool {
     answers < THIN_ANSWERS || u64::from(failed) >= answers as u64
+}
+
+/// How well a lookup was answered, which sets how long what it found is used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answered {
+    /// Enough nodes answered: used for the cache's TTL.
+    Fully,
+    /// A thin lookup ([`is_thin`]): used for [`THIN_TTL`] at most.
+    Thinly,
+    /// No node answered and nothing was found (a partition, an outage,
+    /// breakers open): "nothing" stands for [`UNANSWERED_TTL`] at most, since
+    /// the values are likely there once the network answers again.
+    Nobody,
+}
+
+impl Answered {
+    /// The verdict on a lookup that found `records` records, that `answers`
+    /// nodes answered and `failed` requests of which failed.
+    pub fn of(records: usize, answers: usize, failed: u32) -> Self {
+        if records == 0 && answers == 0 {
+            Self::Nobody
+        } else if is_thin(answers, failed) {
+            Self::Thinly
+        } else {
+            Self::Fully
+        }
+    }
+
+    /// How long a result so answered is used, under a cache TTL of `ttl`.
+    fn ttl(self, ttl: Duration) -> Duration {
+        match self {
+            Self::Fully => ttl,
+            Self::Thinly => ttl.min(THIN_TTL),
+            Self::Nobody => ttl.min(UNANSWERED_TTL),
+        }
+    }
 }
 
 /// What the cache knows about a key.
@@ -174,29 +209,18 @@ impl LookupCache {
         self.deadlines.insert((deadline, key), ());
     }
 
-    /// Stores a lookup's results for the TTL. Returns false (and stores
-    /// nothing) when no lookup of `key` was pending: an answer nobody asked
-    /// for, or one that came after its timeout.
-    pub(crate) fn fill(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) -> bool {
-        self.fill_for(now, key, found, self.ttl)
-    }
-
-    /// Notes that the lookup of `key` reached no node (every request failed:
-    /// a partition, an outage, breakers open): it found nothing for
-    /// [`UNANSWERED_TTL`] only, not the TTL, since the values are likely
-    /// there once the network answers again. False as for
-    /// [`LookupCache::fill`].
-    pub(crate) fn fill_unanswered(&mut self, now: Instant, key: RecordKey) -> bool {
-        self.fill_for(now, key, Vec::new(), self.ttl.min(UNANSWERED_TTL))
-    }
-
-    /// Stores what a thin lookup of `key` found (see [`THIN_ANSWERS`]) for
-    /// [`THIN_TTL`] only. False as for [`LookupCache::fill`].
-    pub(crate) fn fill_thin(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) -> bool {
-        self.fill_for(now, key, found, self.ttl.min(THIN_TTL))
-    }
-
-    fn fill_for(&mut self, now: Instant, key: RecordKey, found: Vec<Found>, ttl: Duration) -> bool {
+    /// Stores a lookup's results for as long as how it was `answered` allows
+    /// ([`Answered`]). Returns false (and stores nothing) when no lookup of
+    /// `key` was pending: an answer nobody asked for, or one that came after
+    /// its timeout.
+    pub(crate) fn fill(
+        &mut self,
+        now: Instant,
+        key: RecordKey,
+        found: Vec<Found>,
+        answered: Answered,
+    ) -> bool {
+        let ttl = answered.ttl(self.ttl);
         let Some(Entry::Pending { deadline }) = self.entries.get(&key) else {
             return false;
         };
@@ -417,11 +441,14 @@ mod tests {
         let mut cache = LookupCache::new(10 * s, 2 * s);
         let k = key("k");
         assert_eq!(cache.get(t0, &k), Cached::Missing);
-        assert!(!cache.fill(t0, k, vec![found(1)]), "nobody asked");
+        assert!(
+            !cache.fill(t0, k, vec![found(1)], Answered::Fully),
+            "nobody asked"
+        );
         cache.started(t0, k);
         assert_eq!(cache.get(t0, &k), Cached::Pending);
         assert_eq!(cache.next_deadline(), Some(t0 + 2 * s));
-        assert!(cache.fill(t0 + s, k, vec![found(1), found(2)]));
+        assert!(cache.fill(t0 + s, k, vec![found(1), found(2)], Answered::Fully));
         assert_eq!(cache.next_deadline(), None);
         assert_eq!(cache.get(t0 + s, &k), Cached::Fresh(&[found(1), found(2)]));
         cache.forget(&k, &found(1).provider);
@@ -434,7 +461,10 @@ mod tests {
         assert!(cache.expire(t0 + s).is_empty());
         assert_eq!(cache.expire(t0 + 2 * s), vec![k]);
         assert_eq!(cache.get(t0 + 2 * s, &k), Cached::Missing);
-        assert!(!cache.fill(t0 + 3 * s, k, vec![]), "too late");
+        assert!(
+            !cache.fill(t0 + 3 * s, k, vec![], Answered::Fully),
+            "too late"
+        );
     }
 
     #[test]
@@ -443,9 +473,9 @@ mod tests {
         let s = Duration::from_secs(1);
         let mut cache = LookupCache::new(30 * s, 5 * s);
         let k = key("k");
-        assert!(!cache.fill_unanswered(t0, k), "nobody asked");
+        assert!(!cache.fill(t0, k, vec![], Answered::Nobody), "nobody asked");
         cache.started(t0, k);
-        assert!(cache.fill_unanswered(t0, k));
+        assert!(cache.fill(t0, k, vec![], Answered::Nobody));
         assert_eq!(cache.next_deadline(), None, "no longer pending");
         assert_eq!(cache.get(t0, &k), Cached::Fresh(&[]));
         let over = t0 + UNANSWERED_TTL;
@@ -454,7 +484,7 @@ mod tests {
         // A TTL shorter than that wins.
         let mut short = LookupCache::new(s / 2, 5 * s);
         short.started(t0, k);
-        assert!(short.fill_unanswered(t0, k));
+        assert!(short.fill(t0, k, vec![], Answered::Nobody));
         assert_eq!(short.get(t0 + s / 2, &k), Cached::Missing);
     }
 
@@ -477,9 +507,12 @@ mod tests {
         let s = Duration::from_secs(1);
         let mut cache = LookupCache::new(30 * s, 5 * s);
         let k = key("k");
-        assert!(!cache.fill_thin(t0, k, vec![found(1)]), "nobody asked");
+        assert!(
+            !cache.fill(t0, k, vec![found(1)], Answered::Thinly),
+            "nobody asked"
+        );
         cache.started(t0, k);
-        assert!(cache.fill_thin(t0, k, vec![found(1)]));
+        assert!(cache.fill(t0, k, vec![found(1)], Answered::Thinly));
         assert_eq!(cache.get(t0 + 4 * s, &k), Cached::Fresh(&[found(1)]));
         assert_eq!(
             cache.get(t0 + THIN_TTL, &k),
@@ -489,7 +522,7 @@ mod tests {
         // A TTL shorter than that wins.
         let mut short = LookupCache::new(2 * s, 5 * s);
         short.started(t0, k);
-        assert!(short.fill_thin(t0, k, vec![found(1)]));
+        assert!(short.fill(t0, k, vec![found(1)], Answered::Thinly));
         assert_eq!(short.get(t0 + 2 * s, &k), Cached::Missing);
     }
 

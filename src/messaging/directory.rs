@@ -17,6 +17,7 @@ use super::MessagingOutput;
 use crate::collections::HashMap;
 use crate::contract::OutputQueue;
 use crate::dht::{DhtEvent, QueryId};
+use crate::directory::Answered;
 use crate::id::RecordKey;
 use crate::rpc::{AnnounceFailure, DirectoryRequest, Found};
 
@@ -31,16 +32,13 @@ pub enum Owner {
 
 /// What a DHT event means to messaging.
 pub(super) enum Outcome {
-    /// One of our lookups found these records; `thin` as
-    /// [`is_thin`](crate::directory::is_thin) says.
+    /// One of our lookups found these records, answered as it was.
     Found {
         owner: Owner,
         key: RecordKey,
         found: Vec<Found>,
-        thin: bool,
+        answered: Answered,
     },
-    /// One of our lookups found nothing, and no node answered it.
-    Unanswered { owner: Owner, key: RecordKey },
     /// A store of an announced key ended.
     Stored {
         key: RecordKey,
@@ -124,27 +122,24 @@ impl Directory {
                 ..
             } = event
         {
-            if records.is_empty() && answered.is_empty() {
-                return Outcome::Unanswered { owner, key };
-            }
-            let found: Vec<Found> = records.iter().map(Found::from).collect();
-            let thin = crate::directory::is_thin(answered.len(), stats.failed);
-            let providers: Vec<_> = found.iter().map(|f| f.provider).collect();
             let (answers, failed) = (answered.len(), stats.failed);
+            let answered = Answered::of(records.len(), answers, failed);
+            let found: Vec<Found> = records.iter().map(Found::from).collect();
+            let providers: Vec<_> = found.iter().map(|f| f.provider).collect();
             tracing::debug!(
                 ?key,
                 ?owner,
                 ?providers,
                 answers,
                 failed,
-                thin,
+                ?answered,
                 "lookup ended"
             );
             return Outcome::Found {
                 owner,
                 key,
                 found,
-                thin,
+                answered,
             };
         }
         match event {

@@ -429,23 +429,10 @@ impl Messaging {
                 owner,
                 key,
                 found,
-                thin: false,
+                answered,
             } => match owner {
-                Owner::Rpc => self.rpc.handle_lookup(now, key, found),
-                Owner::PubSub => self.pubsub.handle_lookup(now, key, found),
-            },
-            Outcome::Found {
-                owner,
-                key,
-                found,
-                thin: true,
-            } => match owner {
-                Owner::Rpc => self.rpc.handle_lookup_thin(now, key, found),
-                Owner::PubSub => self.pubsub.handle_lookup_thin(now, key, found),
-            },
-            Outcome::Unanswered { owner, key } => match owner {
-                Owner::Rpc => self.rpc.handle_lookup_unanswered(now, key),
-                Owner::PubSub => self.pubsub.handle_lookup_unanswered(now, key),
+                Owner::Rpc => (self.rpc).handle_lookup_answered(now, key, found, answered),
+                Owner::PubSub => (self.pubsub).handle_lookup_answered(now, key, found, answered),
             },
             Outcome::Stored { key, result } => self.announced(now, key, result),
             Outcome::Other(event) => return Some(event),

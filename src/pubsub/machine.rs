@@ -30,7 +30,7 @@ use super::{PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats};
 use crate::collections::HashMap;
 use crate::contract::{Child, OutputQueue};
 use crate::directory::{
-    AnnounceFailure, Announcements, Cached, DirectoryRequest, Found, LookupCache,
+    AnnounceFailure, Announcements, Answered, Cached, DirectoryRequest, Found, LookupCache,
 };
 use crate::id::{NodeId, RecordKey, RecordKind};
 use crate::record_keys::RecordKeys;
@@ -233,32 +233,27 @@ impl PubSub {
         Ok(message_id)
     }
 
-    /// The answer to a [`DirectoryRequest::Lookup`] of a topic prefix.
+    /// The answer to a [`DirectoryRequest::Lookup`] of a topic prefix, fully
+    /// answered.
     pub fn handle_lookup(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) {
-        self.outputs.mark(now);
-        if self.cache.fill(now, key, found) {
-            self.resolved(now, key);
-        }
+        self.handle_lookup_answered(now, key, found, Answered::Fully);
     }
 
-    /// As [`PubSub::handle_lookup`] for a lookup fewer than
-    /// [`THIN_ANSWERS`](crate::directory::THIN_ANSWERS) nodes answered: the
-    /// subscribers found are used for
-    /// [`THIN_TTL`](crate::directory::THIN_TTL) only.
-    pub fn handle_lookup_thin(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) {
+    /// As [`PubSub::handle_lookup`] for a lookup `answered` as it was
+    /// ([`Answered`]): a thin one's subscribers are used for
+    /// [`THIN_TTL`](crate::directory::THIN_TTL) only; after one no node
+    /// answered, the publications waiting for it go to the subscribers known
+    /// otherwise and the next publication after
+    /// [`UNANSWERED_TTL`](crate::directory::UNANSWERED_TTL) looks it up again.
+    pub fn handle_lookup_answered(
+        &mut self,
+        now: Instant,
+        key: RecordKey,
+        found: Vec<Found>,
+        answered: Answered,
+    ) {
         self.outputs.mark(now);
-        if self.cache.fill_thin(now, key, found) {
-            self.resolved(now, key);
-        }
-    }
-
-    /// The lookup of a topic prefix reached no node: the publications
-    /// waiting for it go to the subscribers known otherwise, and the next
-    /// publication after [`UNANSWERED_TTL`](crate::directory::UNANSWERED_TTL)
-    /// looks it up again.
-    pub fn handle_lookup_unanswered(&mut self, now: Instant, key: RecordKey) {
-        self.outputs.mark(now);
-        if self.cache.fill_unanswered(now, key) {
+        if self.cache.fill(now, key, found, answered) {
             self.resolved(now, key);
         }
     }

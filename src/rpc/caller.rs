@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{ProviderFlags, RpcConfig, RpcError, RpcEvent, RpcOutput, RpcStats};
 use crate::collections::HashMap;
-use crate::directory::{Cached, DirectoryRequest, Found, LookupCache};
+use crate::directory::{Answered, Cached, DirectoryRequest, Found, LookupCache};
 use crate::id::{NodeId, RecordKey};
 use crate::metrics::CacheCounts;
 use crate::topic::Topic;
@@ -426,33 +426,10 @@ impl Caller {
         &mut self,
         now: Instant,
         key: RecordKey,
-        found: Vec<Found>,
+        (found, answered): (Vec<Found>, Answered),
         out: &mut OutputQueue<RpcOutput>,
     ) {
-        if self.cache.fill(now, key, found) {
-            self.resume(now, key, out);
-        }
-    }
-
-    pub(crate) fn handle_lookup_thin(
-        &mut self,
-        now: Instant,
-        key: RecordKey,
-        found: Vec<Found>,
-        out: &mut OutputQueue<RpcOutput>,
-    ) {
-        if self.cache.fill_thin(now, key, found) {
-            self.resume(now, key, out);
-        }
-    }
-
-    pub(crate) fn handle_lookup_unanswered(
-        &mut self,
-        now: Instant,
-        key: RecordKey,
-        out: &mut OutputQueue<RpcOutput>,
-    ) {
-        if self.cache.fill_unanswered(now, key) {
+        if self.cache.fill(now, key, found, answered) {
             self.resume(now, key, out);
         }
     }

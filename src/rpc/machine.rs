@@ -14,7 +14,7 @@ use super::{
 };
 use crate::access::Authorize;
 use crate::contract::{Child, OutputQueue};
-use crate::directory::{AnnounceFailure, Announcements, Found};
+use crate::directory::{AnnounceFailure, Announcements, Answered, Found};
 use crate::id::{NodeId, RecordKey, RecordKind};
 use crate::metrics::CacheCounts;
 use crate::record_keys::RecordKeys;
@@ -168,31 +168,28 @@ impl Rpc {
     }
 
     /// The answer to a procedure's
-    /// [`DirectoryRequest::Lookup`](super::DirectoryRequest::Lookup).
+    /// [`DirectoryRequest::Lookup`](super::DirectoryRequest::Lookup), fully
+    /// answered.
     pub fn handle_lookup(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) {
-        self.outputs.mark(now);
-        self.caller
-            .handle_lookup(now, key, found, &mut self.outputs);
+        self.handle_lookup_answered(now, key, found, Answered::Fully);
     }
 
-    /// As [`Rpc::handle_lookup`] for a lookup fewer than
-    /// [`THIN_ANSWERS`](crate::directory::THIN_ANSWERS) nodes answered: the
-    /// providers found are used for
-    /// [`THIN_TTL`](crate::directory::THIN_TTL) only.
-    pub fn handle_lookup_thin(&mut self, now: Instant, key: RecordKey, found: Vec<Found>) {
+    /// As [`Rpc::handle_lookup`] for a lookup `answered` as it was
+    /// ([`Answered`]): a thin one's providers are used for
+    /// [`THIN_TTL`](crate::directory::THIN_TTL) only; after one no node
+    /// answered, the calls waiting for it find no provider and the next call
+    /// after [`UNANSWERED_TTL`](crate::directory::UNANSWERED_TTL) looks it up
+    /// again.
+    pub fn handle_lookup_answered(
+        &mut self,
+        now: Instant,
+        key: RecordKey,
+        found: Vec<Found>,
+        answered: Answered,
+    ) {
         self.outputs.mark(now);
         self.caller
-            .handle_lookup_thin(now, key, found, &mut self.outputs);
-    }
-
-    /// The [`DirectoryRequest::Lookup`](super::DirectoryRequest::Lookup) of
-    /// a procedure reached no node: calls waiting for it find no provider,
-    /// and the next call after
-    /// [`UNANSWERED_TTL`](crate::directory::UNANSWERED_TTL) looks it up again.
-    pub fn handle_lookup_unanswered(&mut self, now: Instant, key: RecordKey) {
-        self.outputs.mark(now);
-        self.caller
-            .handle_lookup_unanswered(now, key, &mut self.outputs);
+            .handle_lookup(now, key, (found, answered), &mut self.outputs);
     }
 
     /// How the DHT store of the provider record under `key` ended: `Ok`

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{RELAY_GROUP_V4_BITS, RELAY_GROUP_V6_BITS, Reach, ReachOutput, ReachView};
+use crate::backoff;
 use crate::collections::HashSet;
 use crate::dht::{self, Mode, RoutingTable};
 use crate::id::{NodeId, RecordKey};
@@ -118,10 +119,7 @@ impl Reach {
             self.reserve_retry_at = None;
         } else if again || self.reserve_retry_at.is_none() {
             self.reserve_rounds = self.reserve_rounds.saturating_add(1);
-            let doublings = self.reserve_rounds.saturating_sub(1).min(16);
-            let wait = (self.config.reserve_retry)
-                .saturating_mul(1 << doublings)
-                .min(retry);
+            let wait = backoff::ceiling(self.config.reserve_retry, retry, self.reserve_rounds);
             self.reserve_retry_at = Some(now + wait);
         }
         for relay in chosen {
