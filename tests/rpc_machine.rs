@@ -162,12 +162,39 @@ fn providers_are_cached_for_the_ttl() {
         CallOptions::default(),
     )
     .unwrap();
+    let out = drain(&mut rpc);
+    assert_eq!(
+        out[0],
+        RpcOutput::Directory(DirectoryRequest::Lookup {
+            key: key("svc.echo")
+        }),
+        "the TTL is over: looked up again"
+    );
+    assert_eq!(
+        calls(&out[1..]).len(),
+        1,
+        "and the provider known is called meanwhile"
+    );
+
+    // Two TTLs after the last answer that found it (the new lookup timed
+    // out), the provider is not used.
+    let gone = now + Duration::from_secs(61);
+    rpc.handle_timeout(gone);
+    drain(&mut rpc);
+    rpc.call(
+        gone,
+        "svc.echo",
+        Bytes::new(),
+        TIMEOUT,
+        CallOptions::default(),
+    )
+    .unwrap();
     assert_eq!(
         drain(&mut rpc),
         [RpcOutput::Directory(DirectoryRequest::Lookup {
             key: key("svc.echo")
         })],
-        "the TTL is over: looked up again"
+        "nothing known to use: the call waits for a lookup"
     );
 }
 

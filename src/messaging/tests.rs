@@ -531,3 +531,57 @@ fn a_lookup_few_nodes_answered_is_asked_again_after_five_seconds_and_a_full_one_
         "a full answer stands longer"
     );
 }
+
+#[test]
+fn a_provider_due_again_is_called_while_the_new_lookup_runs_and_kept_when_nobody_answers() {
+    // Issue 14's link ladder: in a small network every lookup is thin, so the provider
+    // was due again every 5 s, and a new lookup lost to a lossy link failed the calls
+    // made meanwhile although the provider was still there.
+    let t0 = crate::test_epoch();
+    let mut m = messaging();
+    let (_, errand) = call(&mut m, t0, "svc.echo", 3);
+    open_call(&mut m, t0, errand, 1, 0);
+    let again = |m: &mut Messaging, now| {
+        let payload = Bytes::from_static(b"hi");
+        m.call(now, "svc.echo", payload, TIMEOUT, CallOptions::default())
+            .expect("a call starts");
+        drain(m)
+    };
+    let due = t0 + crate::directory::THIN_TTL;
+    let out = again(&mut m, due);
+    let lookups: Vec<_> = (out.iter())
+        .filter_map(|o| match o {
+            MessagingOutput::Lookup { key, owner, .. } => Some((*key, *owner)),
+            _ => None,
+        })
+        .collect();
+    let [(key, owner)] = lookups[..] else {
+        panic!("one new lookup: {out:?}");
+    };
+    let to_provider =
+        |o: &MessagingOutput| matches!(o, MessagingOutput::Connect { peer, .. } if *peer == id(3));
+    assert!(
+        out.iter().any(to_provider),
+        "the call goes to the provider known meanwhile: {out:?}"
+    );
+    m.handle_lookup_started(QueryId(300), owner);
+    let unanswered = DhtEvent::ValuesFound {
+        query: QueryId(300),
+        key,
+        records: Vec::new(),
+        answered: Vec::new(),
+        from_cache: false,
+        stats: QueryStats::default(),
+    };
+    assert!(m.handle_dht_event(due, unanswered).is_none());
+    let out = again(&mut m, due + Duration::from_millis(500));
+    assert!(
+        out.iter()
+            .all(|o| !matches!(o, MessagingOutput::Lookup { .. })),
+        "no new lookup within the second: {out:?}"
+    );
+    assert!(
+        out.iter().any(to_provider),
+        "nobody answered: the provider stays: {out:?}"
+    );
+}

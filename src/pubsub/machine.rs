@@ -212,15 +212,19 @@ impl PubSub {
         let mut keys = Vec::new();
         for prefix in topic.prefixes() {
             let key = self.topic_key(prefix);
-            match self.cache.consult(now, &key) {
-                Cached::Fresh(_) => {}
-                Cached::Pending => keys.push(key),
-                Cached::Missing => {
-                    self.cache.started(now, key);
-                    self.outputs
-                        .push(PubSubOutput::Directory(DirectoryRequest::Lookup { key }));
-                    keys.push(key);
-                }
+            let (look_up, wait) = match self.cache.consult(now, &key) {
+                Cached::Fresh(_) => (false, false),
+                Cached::Stale(_) => (true, false),
+                Cached::Pending => (false, true),
+                Cached::Missing => (true, true),
+            };
+            if look_up {
+                self.cache.started(now, key);
+                self.outputs
+                    .push(PubSubOutput::Directory(DirectoryRequest::Lookup { key }));
+            }
+            if wait {
+                keys.push(key);
             }
         }
         self.waiting.push_back(Waiting {
@@ -285,7 +289,7 @@ impl PubSub {
         let mut subscribers = BTreeSet::new();
         for prefix in topic.prefixes() {
             let key = self.topic_key(prefix);
-            let Cached::Fresh(found) = self.cache.get(now, &key) else {
+            let Some(found) = self.cache.get(now, &key).values() else {
                 continue;
             };
             for entry in found {

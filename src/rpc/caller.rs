@@ -188,8 +188,12 @@ impl Caller {
             return;
         };
         let key = call.key;
+        if let Cached::Stale(_) = self.cache.get(now, &key) {
+            self.cache.started(now, key);
+            out.push(RpcOutput::Directory(DirectoryRequest::Lookup { key }));
+        }
         match self.cache.get(now, &key) {
-            Cached::Fresh(found) => {
+            Cached::Fresh(found) | Cached::Stale(found) => {
                 let candidates: Vec<Found> = found
                     .iter()
                     .filter(|f| !call.tried.contains(&f.provider))
@@ -292,13 +296,11 @@ impl Caller {
         self.advance(now, id, out);
     }
 
-    /// Whether a fresh provider of `call`'s procedure is known that the
-    /// call has not tried yet.
+    /// Whether a provider of `call`'s procedure is known (fresh or stale)
+    /// that the call has not tried yet.
     fn has_untried(&self, now: Instant, call: &Call) -> bool {
-        match self.cache.get(now, &call.key) {
-            Cached::Fresh(found) => found.iter().any(|f| !call.tried.contains(&f.provider)),
-            Cached::Pending | Cached::Missing => false,
-        }
+        (self.cache.get(now, &call.key).values())
+            .is_some_and(|found| found.iter().any(|f| !call.tried.contains(&f.provider)))
     }
 
     /// The Node wrote the CALL of `request_id` to `peer`.
