@@ -8,7 +8,9 @@
 //! stateless-reset key and the handshake-token key; address-validation
 //! tokens (turned off: `sent(0)`, so the token
 //! code that reads the OS RNG never runs). The congestion controller stays
-//! Cubic (BBR seeds itself from the OS). QUIC bit greasing is off so the
+//! Cubic (BBR seeds itself from the OS), wrapped so that a path switch does
+//! not leave the connection blocked on bytes stranded on the old path
+//! ([`crate::connection::congestion`]). QUIC bit greasing is off so the
 //! first-byte demultiplexing of the one UDP socket stays exact, and
 //! connection migration is off: the path layer owns paths.
 
@@ -20,6 +22,7 @@ use quinn_proto::{ConnectionId, ConnectionIdGenerator, IdleTimeout, VarInt};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use crate::connection::congestion::SwitchAwareFactory;
 use crate::id::NodeId;
 use crate::secret::Secret;
 use crate::tls::{NodeTls, WallClock};
@@ -131,9 +134,13 @@ impl TransportSettings {
         keep_alive.saturating_mul(2).min(halfway)
     }
 
-    /// The quinn-proto transport config of connections we dial.
-    pub fn transport_config(&self) -> Result<Arc<quinn_proto::TransportConfig>, QuicConfigError> {
-        self.config_with(self.keep_alive)
+    /// The quinn-proto transport config of connections we dial, their
+    /// congestion controllers built by `congestion`.
+    pub fn transport_config(
+        &self,
+        congestion: &Arc<SwitchAwareFactory>,
+    ) -> Result<Arc<quinn_proto::TransportConfig>, QuicConfigError> {
+        self.config_with(self.keep_alive, congestion)
     }
 
     /// The quinn-proto transport config of connections we accept: as
@@ -141,13 +148,15 @@ impl TransportSettings {
     /// [`acceptor_keep_alive`](Self::acceptor_keep_alive).
     pub fn acceptor_transport_config(
         &self,
+        congestion: &Arc<SwitchAwareFactory>,
     ) -> Result<Arc<quinn_proto::TransportConfig>, QuicConfigError> {
-        self.config_with(self.acceptor_keep_alive())
+        self.config_with(self.acceptor_keep_alive(), congestion)
     }
 
     fn config_with(
         &self,
         keep_alive: Duration,
+        congestion: &Arc<SwitchAwareFactory>,
     ) -> Result<Arc<quinn_proto::TransportConfig>, QuicConfigError> {
         if self.keep_alive >= self.idle_timeout {
             return Err(QuicConfigError::KeepAliveNotBelowIdleTimeout {
@@ -167,7 +176,8 @@ impl TransportSettings {
             .receive_window(VarInt::from_u32(self.connection_receive_window))
             .send_window(self.send_window)
             .allow_spin(false)
-            .datagram_receive_buffer_size(None);
+            .datagram_receive_buffer_size(None)
+            .congestion_controller_factory(congestion.clone());
         Ok(Arc::new(config))
     }
 }
@@ -229,6 +239,8 @@ pub struct QuicConfigs {
     /// bindings open, the end-to-end one only has to beat the idle timeout.
     circuit_transport: Arc<quinn_proto::TransportConfig>,
     tls: NodeTls,
+    /// The congestion controllers of every connection of the node.
+    pub congestion: Arc<SwitchAwareFactory>,
 }
 
 impl QuicConfigs {
@@ -244,7 +256,8 @@ impl QuicConfigs {
         secret: &Secret,
         stable: &Secret,
     ) -> Result<Self, QuicConfigError> {
-        let transport = settings.transport_config()?;
+        let congestion = Arc::new(SwitchAwareFactory::default());
+        let transport = settings.transport_config(&congestion)?;
         let reset_key =
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &stable.derive("quic-reset-key"));
         let mut endpoint = quinn_proto::EndpointConfig::new(Arc::new(reset_key));
@@ -258,7 +271,7 @@ impl QuicConfigs {
         let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[])
             .extract(&secret.derive("quic-token-key"));
         let mut server = quinn_proto::ServerConfig::new(Arc::new(crypto), Arc::new(token_key));
-        let slow = settings.acceptor_transport_config()?;
+        let slow = settings.acceptor_transport_config(&congestion)?;
         let mut validation = quinn_proto::ValidationTokenConfig::default();
         validation.sent(0);
         server
@@ -267,8 +280,9 @@ impl QuicConfigs {
             .validation_token_config(validation)
             .time_source(Arc::new(WallClockSource(tls.clock().clone())));
         let mut circuit_server = server.clone();
-        circuit_server
-            .transport_config(settings.config_with(settings.circuit_acceptor_keep_alive())?);
+        circuit_server.transport_config(
+            settings.config_with(settings.circuit_acceptor_keep_alive(), &congestion)?,
+        );
         Ok(Self {
             endpoint: Arc::new(endpoint),
             server: Arc::new(server),
@@ -277,6 +291,7 @@ impl QuicConfigs {
             transport,
             circuit_transport: slow,
             tls,
+            congestion,
         })
     }
 
@@ -315,13 +330,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            settings.transport_config().err(),
+            settings.transport_config(&Arc::default()).err(),
             Some(QuicConfigError::KeepAliveNotBelowIdleTimeout {
                 keep_alive: Duration::from_secs(60),
                 idle_timeout: Duration::from_secs(60),
             })
         );
-        TransportSettings::default().transport_config().unwrap();
+        TransportSettings::default()
+            .transport_config(&Arc::default())
+            .unwrap();
     }
 
     #[test]
@@ -339,8 +356,14 @@ mod tests {
         );
         // Twice 40 s would pass the idle timeout: halfway to it instead.
         assert_eq!(s(40, 60).acceptor_keep_alive(), Duration::from_secs(50));
-        s(40, 60).acceptor_transport_config().unwrap();
-        assert!(s(60, 60).acceptor_transport_config().is_err());
+        s(40, 60)
+            .acceptor_transport_config(&Arc::default())
+            .unwrap();
+        assert!(
+            s(60, 60)
+                .acceptor_transport_config(&Arc::default())
+                .is_err()
+        );
     }
 
     #[test]

@@ -177,3 +177,34 @@ fn very_bad_cellular_a_circuit_may_wait_out_the_relays_queue() {
     let pairing = Pairing::Separate(NatKind::AddressRestricted, NatKind::FullCone);
     loses_nothing(Rung::VeryBadCellular, 2, pairing);
 }
+
+/// Slow 3G, open × cgn-double lost 663: after both sides fell back, quinn still counted
+/// as in flight every byte sent into the dead direct path, the fresh congestion window
+/// was full of them, and nothing new went out until the probe timeout, backed off to
+/// 8 s. A controller built for a path switch now leaves room for the bytes stranded on
+/// the old path (`macula::connection::congestion`), and a PING on the new path finds
+/// what the old one lost within a round trip.
+#[test]
+fn slow_3g_bytes_stranded_on_the_dead_path_do_not_block_the_relay() {
+    let pairing = Pairing::Separate(NatKind::Open, NatKind::CarrierGradeDouble);
+    loses_nothing(Rung::Slow3g, 1, pairing);
+}
+
+/// Congested cellular, seed 2, sym-random × open lost 574 the same way: the circuit
+/// connection stayed blocked after the fall back until its silence watch closed it.
+#[test]
+fn congested_cellular_a_fall_back_sends_at_once() {
+    let pairing = Pairing::Separate(NatKind::SymmetricRandom, NatKind::Open);
+    loses_nothing(Rung::CongestedCellular, 2, pairing);
+}
+
+/// Congested Wi-Fi, sym-random × port-restr lost 160: every lookup in this small network
+/// is thin, so the provider and subscriber records were due again after 5 s; the new
+/// lookup's one request was lost, it ended with no answer, and 1.6 s of calls and
+/// publications went to no one although both records were still there. Values due again
+/// are now used while a new lookup runs, and one that nobody answered keeps them.
+#[test]
+fn congested_wifi_a_lookup_nobody_answered_keeps_what_was_found() {
+    let pairing = Pairing::Separate(NatKind::SymmetricRandom, NatKind::PortRestricted);
+    loses_nothing(Rung::CongestedWifi, 1, pairing);
+}

@@ -32,6 +32,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -39,6 +40,7 @@ use quinn_proto::{Connection, Dir, StreamId, VarInt};
 
 use super::STREAM_ABANDONED;
 use super::admission::Ticket;
+use super::congestion::Flight;
 use super::phase::{Phase, PhaseEvent};
 use super::probe::Probing;
 use super::quiet::Quiet;
@@ -136,6 +138,11 @@ pub struct Conn {
     /// Signed probes: ours while a watched silence runs, the budget for
     /// answering the peer's.
     pub probing: Probing,
+    /// Its congestion controllers' count of bytes in flight, handed to the
+    /// controller quinn builds at a path switch
+    /// ([`crate::connection::congestion`]); `None` when quinn's controller
+    /// is not ours.
+    pub flight: Option<Arc<Flight>>,
     /// A close waiting for the DISCONNECT written before it to be delivered
     /// ([`Conn::close_after_disconnect`]).
     lingering: Option<Lingering>,
@@ -250,6 +257,7 @@ impl Conn {
             silence: Silence::default(),
             quiet: Quiet::default(),
             probing: Probing::default(),
+            flight: None,
             lingering: None,
         }
     }
@@ -303,7 +311,13 @@ impl Conn {
     /// silence watch restarts (data the old path left unacknowledged has
     /// had no time yet on the new one).
     pub fn path_changed(&mut self, now: Instant) {
+        if let Some(flight) = &self.flight {
+            flight.hand_over();
+        }
         self.quinn.path_changed(now);
+        // Its acknowledgement tells, within a round trip of the new path,
+        // which packets the old one lost, rather than the probe timeout.
+        self.quinn.ping();
         self.silence.restart(now);
     }
 

@@ -16,6 +16,7 @@
 //! Nothing here knows the Node or its children.
 
 pub mod admission;
+pub mod congestion;
 mod conn;
 pub mod phase;
 pub(crate) mod probe;

@@ -271,6 +271,7 @@ impl Node {
                     );
                     conn.ticket = self.admission.admitted(source);
                     conn.connect_deadline = Some(now + self.config.handshake_timeout);
+                    conn.flight = self.quic.congestion.take_built();
                     // Checked before we answer: our answer makes its source
                     // one we sent to.
                     conn.unsolicited = arrival.is_some_and(|(local, remote)| {

@@ -230,6 +230,7 @@ impl Node {
                     self.config.buffer_bounds(),
                 );
                 conn.connect_deadline = Some(now + self.config.handshake_timeout);
+                conn.flight = self.quic.congestion.take_built();
                 self.conns.insert(handle, conn);
                 self.attach_pool_id(handle, pool_id);
             }
