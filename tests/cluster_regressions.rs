@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use macula::dht::{Diversity, Mode};
 use macula::id::Identity;
+use macula::metrics::DiscoveryRun;
 use macula::node::{Event, Node, NodeConfig};
 use macula::peer_record::Reachability;
 use macula::pubsub::{PubSubEvent, Topic};
@@ -401,6 +402,17 @@ fn a_private_subscriber_cut_off_during_nat_discovery_reserves_again_at_the_heal(
     let b_node = lab.mesh.world.machine(b);
     let unanswered = b_node.reach_stats().discovery.unanswered_runs;
     assert!(unanswered > 0, "nobody answered B's discovery in the cut");
+    let runs = &b_node.metrics().nat_discovery_runs;
+    assert_eq!(
+        *runs.get(DiscoveryRun::Unanswered),
+        unanswered,
+        "exported as nat_discovery_runs_total{{event=\"unanswered\"}}"
+    );
+    assert!(
+        *runs.get(DiscoveryRun::Reported) >= 1,
+        "B's first run reported"
+    );
+    assert!(*runs.get(DiscoveryRun::Started) > unanswered);
     assert_eq!(
         b_node.reachability(),
         Reachability::Private,

@@ -49,8 +49,8 @@ pub(crate) use labels::label_enum;
 pub use labels::{Label, LabelValue, PerLabel};
 pub use messaging::{CallRefusal, PublishDrop};
 pub use nat::{
-    ClaimCheckResult, ConnectionPath, NatRefusal, NatType, PortMapChange, PortMapDrop, PunchCounts,
-    PunchPairs, PunchResult,
+    ClaimCheckResult, ConnectionPath, DiscoveryRun, NatRefusal, NatType, PortMapChange,
+    PortMapDrop, PunchCounts, PunchPairs, PunchResult,
 };
 pub use relay::{RelayDrop, RelayRefusal, ReservationChange};
 
@@ -500,6 +500,12 @@ pub const NAT_REFUSALS: Family = Family::counter(
     "Dial-back and hole-punch requests, candidates and probes this node refused or ignored, by reason",
 );
 
+/// `nat_discovery_runs_total`.
+pub const NAT_DISCOVERY_RUNS: Family = Family::counter(
+    "nat_discovery_runs_total",
+    "NAT discovery runs started, and how they ended: with a report, or unanswered by every reflector and dial-back",
+);
+
 /// `nat_claim_checks_total`.
 pub const NAT_CLAIM_CHECKS: Family = Family::counter(
     "nat_claim_checks_total",
@@ -552,6 +558,7 @@ pub const FAMILIES: &[Family] = &[
     NAT_UPGRADE_TIME,
     NAT_FALLBACKS,
     NAT_REFUSALS,
+    NAT_DISCOVERY_RUNS,
     NAT_CLAIM_CHECKS,
     NAT_PORT_MAPPING,
     NAT_PORT_MAPPING_DROPPED,
@@ -630,6 +637,8 @@ pub struct Metrics {
     pub nat_fallbacks: u64,
     /// Dial-back and punch refusals, by reason.
     pub nat_refusals: PerLabel<NatRefusal, u64, 5>,
+    /// NAT discovery runs, by event.
+    pub nat_discovery_runs: PerLabel<DiscoveryRun, u64, 3>,
     /// Checks of claimed listen addresses, by result.
     pub nat_claim_checks: PerLabel<ClaimCheckResult, u64, 5>,
     /// What the port-mapping client did, by event.
@@ -683,6 +692,7 @@ impl Metrics {
             nat_upgrade_time: Histogram::new(LATENCY_BOUNDS),
             nat_fallbacks: 0,
             nat_refusals: PerLabel::default(),
+            nat_discovery_runs: PerLabel::default(),
             nat_claim_checks: PerLabel::default(),
             nat_port_mapping: PerLabel::default(),
             nat_port_mapping_dropped: PerLabel::default(),
@@ -834,6 +844,7 @@ impl Metrics {
         );
         visitor.family(&NAT_FALLBACKS, &[counter(self.nat_fallbacks)]);
         visitor.family(&NAT_REFUSALS, &counters(&self.nat_refusals));
+        visitor.family(&NAT_DISCOVERY_RUNS, &counters(&self.nat_discovery_runs));
         visitor.family(&NAT_CLAIM_CHECKS, &counters(&self.nat_claim_checks));
         visitor.family(&NAT_PORT_MAPPING, &counters(&self.nat_port_mapping));
         visitor.family(

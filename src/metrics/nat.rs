@@ -27,6 +27,20 @@ label_enum!(
 );
 
 label_enum!(
+    /// NAT discovery runs started and how they ended
+    /// (`nat_discovery_runs_total`, docs/PROTOCOL.md §10).
+    DiscoveryRun, "event", {
+        /// A run started.
+        Started => "started",
+        /// A run produced a report (the node's NAT type and address).
+        Reported => "reported",
+        /// No reflector and no dial-back answered a run: the last report,
+        /// if any, stands and the run is tried again with backoff.
+        Unanswered => "unanswered",
+    }
+);
+
+label_enum!(
     /// How checks of claimed listen addresses went
     /// (`nat_claim_checks_total`, docs/PROTOCOL.md §12.4).
     ClaimCheckResult, "result", {
@@ -110,8 +124,8 @@ impl super::Metrics {
         ]);
     }
 
-    /// Copies the refusal and claim-check counters the reachability and
-    /// upgrade children keep.
+    /// Copies the refusal, discovery and claim-check counters the
+    /// reachability and upgrade children keep.
     pub fn copy_nat_refusals(
         &mut self,
         reach: &crate::nat::reach::ReachStats,
@@ -123,6 +137,12 @@ impl super::Metrics {
             (NatRefusal::PunchRateLimit, upgrades.frames_rate_limited),
             (NatRefusal::PunchCandidate, upgrades.candidates_refused),
             (NatRefusal::Unauthenticated, upgrades.unauthenticated),
+        ]);
+        let discovery = &reach.discovery;
+        self.nat_discovery_runs.set_each([
+            (DiscoveryRun::Started, discovery.runs),
+            (DiscoveryRun::Reported, discovery.reports),
+            (DiscoveryRun::Unanswered, discovery.unanswered_runs),
         ]);
         let claims = &reach.claim_checks;
         self.nat_claim_checks.set_each([
