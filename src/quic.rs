@@ -10,7 +10,7 @@
 //! code that reads the OS RNG never runs). The congestion controller stays
 //! Cubic (BBR seeds itself from the OS), wrapped so that a path switch does
 //! not leave the connection blocked on bytes stranded on the old path
-//! ([`crate::connection::congestion`]). QUIC bit greasing is off so the
+//! (`connection::congestion`). QUIC bit greasing is off so the
 //! first-byte demultiplexing of the one UDP socket stays exact, and
 //! connection migration is off: the path layer owns paths.
 
