@@ -4,7 +4,7 @@
 //! hairpinning, at 50 ms RTT and ~2% loss per NAT-to-NAT path.
 //!
 //! ```sh
-//! cargo run --release --features sim --example nat_matrix -- --seed 1 [--ladder | --machine --runs 5]
+//! cargo run --release --features sim --example nat_matrix -- --seed 1 [--phase 4] [--ladder | --machine --runs 5]
 //! ```
 //!
 //! Default: real Nodes (`macula::sim::node_lab`). Side A dials side B through a
@@ -16,6 +16,10 @@
 //! moment the direct path answered → the second side's), fell back, calls and calls lost,
 //! publishes and publishes lost, duplicated and reordered. The final line's `messages` is
 //! every call and publish of the run, `lost_messages` every one that went wrong.
+//!
+//! `--phase S`: how long the stream runs before the direct route is cut, and again after
+//! (4 s by default; longer runs reach the later life of a pair: lookups due again, keep-
+//! alives, the relay connection through a lossy burst).
 //!
 //! `--ladder`: the node matrix once per rung of the link ladder (`macula::sim::ladder`,
 //! good Wi-Fi to very bad cellular and satellite): side A's own access link is the rung,
@@ -33,6 +37,7 @@ use macula::sim::punch_lab::{LabConfig, Pairing, run_pair};
 
 fn main() {
     let (mut seed, mut runs, mut machine, mut ladder) = (1u64, 5u64, false, false);
+    let mut lab = NodeLabConfig::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -43,6 +48,10 @@ fn main() {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or_else(usage)
+            }
+            "--phase" => {
+                let secs = args.next().and_then(|v| v.parse().ok());
+                lab.phase = Duration::from_secs(secs.unwrap_or_else(usage));
             }
             "--runs" => {
                 runs = args
@@ -56,18 +65,18 @@ fn main() {
     if machine {
         machine_matrix(seed, runs.max(1));
     } else if ladder {
-        ladder_matrix(seed);
+        ladder_matrix(NodeLabConfig { seed, ..lab });
     } else {
-        node_matrix(seed);
+        node_matrix(NodeLabConfig { seed, ..lab });
     }
 }
 
 fn usage<T>() -> T {
-    eprintln!("usage: nat_matrix [--seed S] [--ladder | --machine [--runs N]]");
+    eprintln!("usage: nat_matrix [--seed S] [--phase S] [--ladder | --machine [--runs N]]");
     std::process::exit(2)
 }
 
-fn node_matrix(seed: u64) {
+fn node_matrix(config: NodeLabConfig) {
     println!(
         "{:<11} {:<11} {:>8} {:>9} {:>6} {:>8} {:>10} {:>9} {:>6} {:>10} {:>9} {:>8} {:>7} {:>9}",
         "a (dialer)",
@@ -85,10 +94,6 @@ fn node_matrix(seed: u64) {
         "pub_dup",
         "pub_reord"
     );
-    let config = NodeLabConfig {
-        seed,
-        ..NodeLabConfig::default()
-    };
     let summary = matrix(&config, |r| {
         let (a, b) = r.pairing.names();
         let p = r.publishes;
@@ -116,13 +121,12 @@ fn node_matrix(seed: u64) {
 }
 
 /// The node matrix once per rung, one line each (see the module docs).
-fn ladder_matrix(seed: u64) {
+fn ladder_matrix(lab: NodeLabConfig) {
     for rung in Rung::ALL {
         let config = NodeLabConfig {
-            seed,
             link_loss: 0.0,
             access: Some(rung.link()),
-            ..NodeLabConfig::default()
+            ..lab.clone()
         };
         let mut missed = Vec::new();
         let summary = matrix(&config, |r| {
