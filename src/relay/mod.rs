@@ -102,8 +102,8 @@ impl RelayMode {
 /// | max_reservations | 128 |
 /// | max_reservations_per_ip | 8 per IP (/32, IPv6 /64) |
 /// | max_circuits | 256 in total |
-/// | max_circuits_per_peer | 16 per node, counted at both ends |
-/// | max_circuits_per_ip | 32 per IP (/32, IPv6 /64), counted at both ends |
+/// | max_circuits_per_peer | 64 per node, counted at both ends |
+/// | max_circuits_per_ip | 128 per IP (/32, IPv6 /64), counted at both ends |
 /// | peer_rate | 1 MiB/s forwarded from one node (excess packets dropped; they spend no shared tokens) |
 /// | total_rate | 16 MiB/s forwarded in total (excess packets dropped) |
 /// | max_circuit_bytes | 256 MiB per circuit, both directions (then closed) |
@@ -170,8 +170,8 @@ impl Default for RelayConfig {
             max_reservations: 128,
             max_reservations_per_ip: 8,
             max_circuits: 256,
-            max_circuits_per_peer: 16,
-            max_circuits_per_ip: 32,
+            max_circuits_per_peer: 64,
+            max_circuits_per_ip: 128,
             peer_rate: 1 << 20,
             total_rate: 16 << 20,
             max_circuit_bytes: 256 << 20,
