@@ -18,6 +18,7 @@
 //! been found a few seconds before and were still there.
 
 use std::collections::BTreeMap;
+use std::mem;
 use std::time::{Duration, Instant};
 
 use super::Found;
@@ -171,15 +172,10 @@ impl Known {
 
     /// Keeps the values for which `keep` holds.
     fn retain(&mut self, mut keep: impl FnMut(&Found, Instant) -> bool) {
-        let mut at = 0;
-        while at < self.found.len() {
-            if keep(&self.found[at], self.until[at]) {
-                at += 1;
-            } else {
-                self.found.remove(at);
-                self.until.remove(at);
-            }
-        }
+        let pairs = mem::take(&mut self.found)
+            .into_iter()
+            .zip(mem::take(&mut self.until));
+        (self.found, self.until) = pairs.filter(|(found, until)| keep(found, *until)).unzip();
     }
 }
 

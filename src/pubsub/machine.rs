@@ -244,10 +244,11 @@ impl PubSub {
     }
 
     /// As [`PubSub::handle_lookup`] for a lookup `answered` as it was
-    /// ([`Answered`]): a thin one's subscribers are used for
-    /// [`THIN_TTL`](crate::directory::THIN_TTL) only; after one no node
-    /// answered, the publications waiting for it go to the subscribers known
-    /// otherwise and the next publication after
+    /// ([`Answered`]): a full answer replaces the subscribers known; a thin
+    /// one adds to them and is due again after
+    /// [`THIN_TTL`](crate::directory::THIN_TTL); after one no node answered,
+    /// the subscribers known stay, the publications waiting for it go to
+    /// them (or to the ones known otherwise), and the next publication after
     /// [`UNANSWERED_TTL`](crate::directory::UNANSWERED_TTL) looks it up again.
     pub fn handle_lookup_answered(
         &mut self,

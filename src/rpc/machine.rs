@@ -175,10 +175,12 @@ impl Rpc {
     }
 
     /// As [`Rpc::handle_lookup`] for a lookup `answered` as it was
-    /// ([`Answered`]): a thin one's providers are used for
-    /// [`THIN_TTL`](crate::directory::THIN_TTL) only; after one no node
-    /// answered, the calls waiting for it find no provider and the next call
-    /// after [`UNANSWERED_TTL`](crate::directory::UNANSWERED_TTL) looks it up
+    /// ([`Answered`]): a full answer replaces the providers known; a thin one
+    /// adds to them and is due again after
+    /// [`THIN_TTL`](crate::directory::THIN_TTL); after one no node answered,
+    /// the providers known stay (the calls waiting for it find no provider
+    /// when none was known) and the next call after
+    /// [`UNANSWERED_TTL`](crate::directory::UNANSWERED_TTL) looks it up
     /// again.
     pub fn handle_lookup_answered(
         &mut self,
