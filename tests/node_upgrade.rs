@@ -140,3 +140,65 @@ fn a_relayed_pair_survives_a_nat_reboot_the_relay_follows_the_new_address() {
         assert_eq!(lab.world.machine(host).connection_kinds(), (1, 1));
     }
 }
+
+/// Issue 14 (the ladder at `--phase 12`, very bad cellular): the circuit behind a direct
+/// connection closed when A's relay connection went silent, and the fall back 10 s later
+/// landed on a circuit that was gone: 1,712 calls and publishes lost per pair. Now the
+/// dialer (A) asks the relay for a spare circuit as soon as its relay connection is back,
+/// B takes the announced circuit for A's spare, and the fall back lands on it.
+#[test]
+fn a_direct_connection_whose_circuit_died_falls_back_onto_a_spare_losing_nothing() {
+    let pairing = Pairing::Separate(NatKind::FullCone, NatKind::LinuxMasquerade);
+    let config = NodeLabConfig {
+        seed: 3,
+        link_loss: 0.0,
+        ..NodeLabConfig::default()
+    };
+    let mut lab = NodeLab::new(pairing, &config, epoch());
+    lab.connect().expect("connected through the relay");
+    lab.calls_for(Duration::from_secs(3));
+    let [a, b] = lab.sides();
+    let peer_of = |lab: &NodeLab, host| lab.world.machine(host).node_id();
+    let (id_a, id_b) = (peer_of(&lab, a), peer_of(&lab, b));
+    let (now, behind) = lab
+        .world
+        .machine(a)
+        .paths_to(&id_b)
+        .expect("a connection to B");
+    assert!(matches!(now, macula::path::RealPath::Direct(_)), "{now:?}");
+    assert_eq!(behind.len(), 1, "the circuit it came up over");
+    // A's relay connection goes silent for 5 s and is closed, its circuit with it; the
+    // relay closes B's end. The direct path carries the calls meanwhile.
+    lab.cut_relay(0, true);
+    lab.calls_for(Duration::from_secs(5));
+    let (_, behind) = lab
+        .world
+        .machine(a)
+        .paths_to(&id_b)
+        .expect("still connected");
+    assert_eq!(behind, [], "A's end of the circuit is gone");
+    lab.cut_relay(0, false);
+    lab.calls_for(Duration::from_secs(5));
+    for (host, peer) in [(a, id_b), (b, id_a)] {
+        let node = lab.world.machine(host);
+        let counters = node.relay_counters();
+        assert_eq!(counters.spares_opened, 1, "{counters:?}");
+        // B closed its end of the old circuit when the spare came.
+        let (_, behind) = node.paths_to(&peer).expect("still connected");
+        assert_eq!(behind, [], "the spare has an address of its own");
+    }
+    // The direct route dies: both fall back onto the spare, and the calls go on.
+    lab.cut(true);
+    lab.calls_for(Duration::from_secs(6));
+    let (messages, lost) = lab.finish();
+    let dead = (lab.changes().iter())
+        .filter(|c| c.2 == PathChange::DirectPathDead)
+        .count();
+    assert_eq!(dead, 2, "{:?}", lab.changes());
+    for host in [a, b] {
+        let node = lab.world.machine(host);
+        assert_eq!(node.relay_counters().spares_adopted, 1);
+        assert_eq!(node.connection_kinds().1, 1, "relayed");
+    }
+    assert_eq!(lost, 0, "of {messages}");
+}

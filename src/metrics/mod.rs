@@ -468,6 +468,16 @@ pub const RELAY_UNANSWERED_CIRCUIT_REQUESTS: Family = Family::counter(
     "relay_unanswered_circuit_requests_total",
     "Circuit requests of this node a relay did not answer in time; the dial moved on to the next relay",
 );
+/// `relay_spare_circuits_opened_total`.
+pub const RELAY_SPARE_CIRCUITS_OPENED: Family = Family::counter(
+    "relay_spare_circuits_opened_total",
+    "Spare circuits opened behind direct connections that had lost the circuit they came up over",
+);
+/// `relay_spare_circuits_adopted_total`.
+pub const RELAY_SPARE_CIRCUITS_ADOPTED: Family = Family::counter(
+    "relay_spare_circuits_adopted_total",
+    "Spare circuits a direct connection fell back onto or heard its peer over",
+);
 /// `p2p_connections_by_path`.
 pub const P2P_CONNECTIONS_BY_PATH: Family = Family::gauge(
     "p2p_connections_by_path",
@@ -552,6 +562,8 @@ pub const FAMILIES: &[Family] = &[
     RELAY_DEAD_RELAYS,
     RELAY_SILENT_RELAYS,
     RELAY_UNANSWERED_CIRCUIT_REQUESTS,
+    RELAY_SPARE_CIRCUITS_OPENED,
+    RELAY_SPARE_CIRCUITS_ADOPTED,
     P2P_CONNECTIONS_BY_PATH,
     NAT_PUNCH_ATTEMPTS,
     NAT_PUNCH_RESULTS,
@@ -627,6 +639,10 @@ pub struct Metrics {
     pub relay_silent_relays: u64,
     /// Circuit requests of ours a relay did not answer in time.
     pub relay_unanswered_circuit_requests: u64,
+    /// Spare circuits opened behind direct connections.
+    pub relay_spare_circuits_opened: u64,
+    /// Spare circuits a direct connection adopted.
+    pub relay_spare_circuits_adopted: u64,
     /// Ready connections now, by path.
     pub connections_by_path: PerLabel<ConnectionPath, u64, 2>,
     /// Punches started and ended, per pair of NAT types.
@@ -687,6 +703,8 @@ impl Metrics {
             relay_dead_relays: 0,
             relay_silent_relays: 0,
             relay_unanswered_circuit_requests: 0,
+            relay_spare_circuits_opened: 0,
+            relay_spare_circuits_adopted: 0,
             connections_by_path: PerLabel::default(),
             nat_punches: PunchPairs::default(),
             nat_upgrade_time: Histogram::new(LATENCY_BOUNDS),
@@ -808,6 +826,14 @@ impl Metrics {
         visitor.family(
             &RELAY_UNANSWERED_CIRCUIT_REQUESTS,
             &[counter(self.relay_unanswered_circuit_requests)],
+        );
+        visitor.family(
+            &RELAY_SPARE_CIRCUITS_OPENED,
+            &[counter(self.relay_spare_circuits_opened)],
+        );
+        visitor.family(
+            &RELAY_SPARE_CIRCUITS_ADOPTED,
+            &[counter(self.relay_spare_circuits_adopted)],
         );
     }
 

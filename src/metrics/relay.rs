@@ -90,6 +90,8 @@ impl Metrics {
         self.relay_dead_relays = counters.dead_relays;
         self.relay_silent_relays = counters.silent_relays;
         self.relay_unanswered_circuit_requests = counters.unanswered_circuit_requests;
+        self.relay_spare_circuits_opened = counters.spares_opened;
+        self.relay_spare_circuits_adopted = counters.spares_adopted;
     }
 }
 
@@ -130,6 +132,8 @@ mod tests {
             dead_relays: 18,
             silent_relays: 19,
             unanswered_circuit_requests: 20,
+            spares_opened: 21,
+            spares_adopted: 22,
             ..RelayCounters::default()
         };
         let mut metrics = Metrics::new();
@@ -151,6 +155,13 @@ mod tests {
                 metrics.relay_unanswered_circuit_requests
             ),
             (17, 18, 19, 20)
+        );
+        assert_eq!(
+            (
+                metrics.relay_spare_circuits_opened,
+                metrics.relay_spare_circuits_adopted
+            ),
+            (21, 22)
         );
         assert_eq!(
             (

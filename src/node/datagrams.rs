@@ -141,8 +141,9 @@ impl Node {
                     }
                     // The connection's packets came over another path:
                     // the event (under the wrong address) is dropped.
-                    Some(_) => kept.is_some_and(|packet| {
-                        self.follow_rebinding(now, handle, virtual_addr, packet)
+                    Some(_) => kept.is_some_and(|packet| match arrival {
+                        Some(_) => self.follow_rebinding(now, handle, virtual_addr, packet),
+                        None => self.adopt_spare_on_packet(now, handle, virtual_addr, packet),
                     }),
                     None => true,
                 }
@@ -183,9 +184,28 @@ impl Node {
         let Some(own) = self.conns.get(&handle).map(|c| c.virtual_addr) else {
             return false;
         };
-        if !matches!(self.paths.real(&own), Some(RealPath::Direct(_))) {
+        if !matches!(self.paths.real(&own), Some(RealPath::Direct(_)))
+            || !self.handle_as_own(now, handle, packet)
+        {
             return false;
         }
+        self.paths.remove(&arrived_at);
+        self.move_direct_path(now, handle, new)
+    }
+
+    /// Hands `packet`, which came over another path than its connection's,
+    /// to `handle`'s connection as if it came over its own; true when it
+    /// proved authentic (quinn decrypted new frames from it: a forged or
+    /// replayed packet adds none).
+    pub(super) fn handle_as_own(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        packet: Bytes,
+    ) -> bool {
+        let Some(own) = self.conns.get(&handle).map(|c| c.virtual_addr) else {
+            return false;
+        };
         let mut buf = Vec::new();
         let again = self
             .endpoint
@@ -198,11 +218,7 @@ impl Node {
         };
         let before = frames_received(&conn.quinn);
         conn.quinn.handle_event(event);
-        if frames_received(&conn.quinn) == before {
-            return false;
-        }
-        self.paths.remove(&arrived_at);
-        self.move_direct_path(now, handle, new)
+        frames_received(&conn.quinn) > before
     }
 
     /// Moves the direct path of connection `handle` to the peer's new

@@ -7,14 +7,13 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-#[cfg(feature = "sim")]
 use bytes::Bytes;
 use quinn_proto::{ConnectionHandle, StreamId};
 
 use super::datagrams::Inbound;
 use super::{CloseCause, Event, Node};
 use crate::connection::STREAM_REFUSED;
-use crate::connection::{Conn, Phase, StreamTrouble};
+use crate::connection::{Conn, ConnTable, Phase, StreamTrouble};
 use crate::contract::{Child, Output};
 use crate::dht;
 use crate::id::NodeId;
@@ -272,9 +271,10 @@ impl Node {
     /// (client).
     pub(super) fn relay_timeout(&mut self, now: Instant) {
         self.relay_server.handle_timeout(now);
-        let conns = &self.conns;
+        let (conns, paths) = (&self.conns, &self.paths);
         let carried = |addr: &SocketAddr| conns.values().any(|c| c.virtual_addr == *addr);
-        self.relay_client.handle_timeout(now, carried);
+        let direct_to = |peer: &NodeId| direct_connection(conns, paths, peer);
+        self.relay_client.handle_timeout(now, carried, direct_to);
         self.drive_relay(now);
     }
 
@@ -471,6 +471,7 @@ impl Node {
             }
             RelayClientOutput::InstallPath {
                 relay,
+                peer,
                 circuit,
                 conn,
                 stream,
@@ -480,14 +481,23 @@ impl Node {
                     .relay_conn(conn)
                     .map(|c| c.take_unread(stream))
                     .unwrap_or_default();
+                let direct = direct_connection(&self.conns, &self.paths, &peer);
                 self.relay_client
-                    .handle_path(now, relay, circuit, virtual_addr, &early);
+                    .handle_path(now, relay, circuit, virtual_addr, &early, direct);
             }
             RelayClientOutput::Packet {
                 virtual_addr,
                 packet,
+                spare,
             } => {
-                self.handle_quic(now, virtual_addr, None, Inbound::Owned(packet));
+                // A spare's packet may be the direct connection's, come over
+                // a new path: kept, to be handed to it (`adopt_spare_on_packet`).
+                let packet = if spare {
+                    Inbound::Kept(packet)
+                } else {
+                    Inbound::Owned(packet)
+                };
+                self.handle_quic(now, virtual_addr, None, packet);
             }
             RelayClientOutput::Write {
                 conn,
@@ -508,7 +518,16 @@ impl Node {
                 circuit,
                 virtual_addr,
                 loss,
+                peer,
+                via,
+                spare: _,
             } => {
+                if let Some(via) = via
+                    && self.needs_spare(&peer)
+                {
+                    // The way back of a direct connection we dialed: ask for another.
+                    self.relay_client.handle_want_spare(now, peer, relay, via);
+                }
                 if self.paths.real(&virtual_addr) != Some(RealPath::Relay { relay, circuit }) {
                     return;
                 }
@@ -534,6 +553,71 @@ impl Node {
     fn relay_event(&mut self, event: RelayEvent) {
         self.saw_relay_event(&event);
         self.out.push_back(Output::Event(Event::Relay(event)));
+    }
+
+    /// Whether our ready connection to `peer` runs direct with no circuit
+    /// behind it: a circuit to `peer` opened now is its spare.
+    fn needs_spare(&self, peer: &NodeId) -> bool {
+        direct_connection(&self.conns, &self.paths, peer)
+            .is_some_and(|v| self.relay_client.circuits_behind(v).is_empty())
+    }
+
+    /// The way back for `handle`'s connection, falling back from its direct
+    /// path: the circuit the upgrade remembers (`path`) while it is open,
+    /// else one behind the connection's address (a spare it adopted), else
+    /// the peer's spare, adopted now; `path` itself when none is left.
+    pub(super) fn fallback_path(&mut self, handle: ConnectionHandle, path: RealPath) -> RealPath {
+        if let RealPath::Relay { relay, circuit } = path
+            && self.relay_client.has_end(&relay, circuit)
+        {
+            return path;
+        }
+        let Some((virtual_addr, peer)) = self.conns.get(&handle).map(|c| (c.virtual_addr, c.peer))
+        else {
+            return path;
+        };
+        if let Some(behind) = self.relay_client.circuits_behind(virtual_addr).first() {
+            return *behind;
+        }
+        let adopted = peer.and_then(|peer| self.relay_client.adopt_spare(&peer, virtual_addr));
+        match adopted {
+            Some((spare, old)) => {
+                self.paths.remove(&old);
+                spare
+            }
+            None => path,
+        }
+    }
+
+    /// A packet of `handle`'s connection came over the spare circuit at
+    /// `arrived_at` while the connection runs direct: the peer fell back onto
+    /// the spare. Handed to the connection as its own, the packet adopts the
+    /// spare only if it proves authentic (quinn decrypted new frames from
+    /// it), and the connection then hears its peer speak relayed. True when
+    /// the spare was adopted.
+    pub(super) fn adopt_spare_on_packet(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        arrived_at: SocketAddr,
+        packet: Bytes,
+    ) -> bool {
+        let Some((own, peer)) =
+            (self.conns.get(&handle)).and_then(|c| Some((c.virtual_addr, c.peer?)))
+        else {
+            return false;
+        };
+        if self.relay_client.spare_at(arrived_at) != Some(peer)
+            || !matches!(self.paths.real(&own), Some(RealPath::Direct(_)))
+            || !self.handle_as_own(now, handle, packet)
+        {
+            return false;
+        }
+        if let Some((_, old)) = self.relay_client.adopt_spare(&peer, own) {
+            self.paths.remove(&old);
+        }
+        self.peer_spoke_relayed(now, handle);
+        true
     }
 
     /// The connection a relay child names.
@@ -571,4 +655,17 @@ impl Node {
             _ => None,
         }
     }
+}
+
+/// The virtual address of the ready connection to `peer` whose packets go
+/// direct, if there is one.
+fn direct_connection(conns: &ConnTable, paths: &PathTable, peer: &NodeId) -> Option<SocketAddr> {
+    conns
+        .values()
+        .find(|c| {
+            c.peer == Some(*peer)
+                && c.phase == Phase::Ready
+                && matches!(paths.real(&c.virtual_addr), Some(RealPath::Direct(_)))
+        })
+        .map(|c| c.virtual_addr)
 }

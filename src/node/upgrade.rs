@@ -174,6 +174,8 @@ impl Node {
                 let Some(&handle) = self.by_pool_id.get(&conn) else {
                     return;
                 };
+                // The circuit it came up over may have closed meanwhile.
+                let path = self.fallback_path(handle, path);
                 let Some(conn) = self.conns.get_mut(&handle) else {
                     return;
                 };

@@ -95,4 +95,15 @@ pub enum RelayEvent {
         /// The circuit's id at the relay.
         circuit: u64,
     },
+    /// A spare circuit is open behind our direct connection to `peer`,
+    /// which had lost the circuit it came up over: should the direct path
+    /// die, the connection falls back onto this one.
+    SpareCircuitOpened {
+        /// The relay.
+        relay: NodeId,
+        /// The node at the other end.
+        peer: NodeId,
+        /// The circuit's id at the relay.
+        circuit: u64,
+    },
 }

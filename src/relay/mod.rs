@@ -265,6 +265,12 @@ pub struct RelayCounters {
     /// connection closed first, or no stream): the dial moved on to the
     /// peer's next relay (client).
     pub unanswered_circuit_requests: u64,
+    /// Spare circuits opened behind direct connections that had lost their
+    /// circuit, by us or by the peer (client).
+    pub spares_opened: u64,
+    /// Spare circuits a direct connection fell back onto, or heard its
+    /// peer over (client).
+    pub spares_adopted: u64,
 }
 
 impl RelayCounters {
@@ -297,6 +303,8 @@ impl RelayCounters {
             dead_relays,
             silent_relays,
             unanswered_circuit_requests,
+            spares_opened,
+            spares_adopted,
         } = other;
         self.reservations_granted += reservations_granted;
         self.reservations_ended += reservations_ended;
@@ -323,5 +331,7 @@ impl RelayCounters {
         self.dead_relays += dead_relays;
         self.silent_relays += silent_relays;
         self.unanswered_circuit_requests += unanswered_circuit_requests;
+        self.spares_opened += spares_opened;
+        self.spares_adopted += spares_adopted;
     }
 }

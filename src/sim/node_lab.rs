@@ -502,6 +502,18 @@ impl NodeLab {
         self.world.cut(x, y, cut);
     }
 
+    /// Cuts (or restores) the route between side `i`'s outermost NAT (the host itself
+    /// when it has none) and the relay: side `i`'s relay connection, and every circuit
+    /// of its through the relay, goes silent while the sides' direct path works on.
+    pub fn cut_relay(&mut self, i: usize, cut: bool) {
+        let side = match self.nats[i].last() {
+            Some(&nat) => self.world.nat(nat).external_ip(),
+            None => self.world.host_addr(self.sides[i]).ip(),
+        };
+        let relay = self.world.host_addr(self.relay).ip();
+        self.world.cut(side, relay, cut);
+    }
+
     /// Waits (at most 40 s) for every call to end and every accepted publish to arrive,
     /// then `LINGER`s; (messages made: calls and publishes, messages lost: calls refused,
     /// failed, unanswered or answered with another number, and publishes lost, duplicated

@@ -64,8 +64,10 @@ use crate::pool::{Acquired, ConnId, Lease, WaitId};
 use crate::wire::{self, Message, RelayStatus};
 
 mod output;
+mod spare;
 
 pub use output::RelayClientOutput;
+use spare::SpareWants;
 
 /// How long after a circuit to a peer went silent a connection to that peer
 /// through another relay convicts the silent circuit's relay.
@@ -123,6 +125,26 @@ struct CircuitEnd {
     ready_by: Option<Instant>,
     /// A packet came over the circuit.
     answered: bool,
+    /// A spare: opened behind a direct connection to `peer` that had lost
+    /// its circuit, under a virtual address of its own until the connection
+    /// falls back onto it ([`RelayClient::adopt_spare`]). Kept while that
+    /// connection is direct without another circuit.
+    spare: bool,
+    /// Where we reached the relay, when we opened the circuit.
+    via: Option<SocketAddr>,
+}
+
+/// Who opened a circuit, and what it is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EndRole {
+    /// We dialed: the end-to-end connection is ours to open over it.
+    Dialer,
+    /// The relay announced it: the dialer's handshake comes over it, or
+    /// (when we hold a direct connection to the dialer without a circuit) it
+    /// is the dialer's spare.
+    Announced,
+    /// We opened it as a spare behind our direct connection to the peer.
+    Spare,
 }
 
 /// Our end of a circuit waiting for its virtual address.
@@ -133,8 +155,10 @@ struct Opening {
     lease: Option<Lease>,
     /// The other end.
     peer: NodeId,
-    /// True when we dialed (the end-to-end connection is ours to open).
-    dialer: bool,
+    /// Who opened it, and what for.
+    role: EndRole,
+    /// Where we reached the relay, when we opened the circuit.
+    via: Option<SocketAddr>,
 }
 
 /// What a pool acquire of the relay client waits for.
@@ -144,6 +168,8 @@ enum Intent {
     Circuit {
         relay: NodeId,
         target: NodeId,
+        via: SocketAddr,
+        spare: bool,
     },
     EndToEnd {
         relay: NodeId,
@@ -159,6 +185,9 @@ enum RelayAsk {
     Circuit {
         relay: NodeId,
         target: NodeId,
+        via: SocketAddr,
+        /// Asked as a spare behind a direct connection.
+        spare: bool,
         lease: Lease,
         /// When the relay's answer is due ([`CIRCUIT_ANSWER_TIMEOUT`]).
         due: Instant,
@@ -210,6 +239,8 @@ pub struct RelayClient {
     /// What relays we rely on said of our circuits' other ends (CIRCUIT_PEER), oldest
     /// first, at most [`MAX_VOUCHED`].
     vouched: VecDeque<((NodeId, u64), SocketAddr)>,
+    /// Peers whose direct connection waits for a spare circuit.
+    spares: SpareWants,
     next_request: u64,
     next_token: u64,
     counters: RelayCounters,
@@ -239,6 +270,7 @@ impl RelayClient {
             sending: HashMap::default(),
             asks: HashMap::default(),
             vouched: VecDeque::new(),
+            spares: SpareWants::default(),
             next_request: 0,
             next_token: 0,
             counters: RelayCounters::default(),
@@ -489,11 +521,75 @@ impl RelayClient {
     /// the end-to-end connection over it.
     pub fn handle_dial(&mut self, now: Instant, relay: Contact, target: NodeId) {
         self.out.mark(now);
+        let Some(&via) = relay.addrs.first() else {
+            self.unreachable(relay.id, "no address".into());
+            return;
+        };
         let intent = Intent::Circuit {
             relay: relay.id,
             target,
+            via,
+            spare: false,
         };
-        self.acquire_relay(&relay, intent);
+        self.acquire(relay.id, via, intent);
+    }
+
+    /// The circuit behind our direct connection to `peer` closed: we dialed
+    /// that connection through `relay` (reached at `via`), which holds the
+    /// peer's reservation, so we ask it for a spare circuit now and again
+    /// with backoff until one opens or the node's `direct_to` (in
+    /// [`RelayClient::handle_timeout`]) no longer names a direct connection
+    /// to the peer without a circuit.
+    pub fn handle_want_spare(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        relay: NodeId,
+        via: SocketAddr,
+    ) {
+        self.out.mark(now);
+        if self.spare_to(&peer).is_none() {
+            self.spares.want(now, peer, relay, via);
+        }
+    }
+
+    /// The spare circuit to `peer` (if we hold one): its key.
+    fn spare_to(&self, peer: &NodeId) -> Option<(NodeId, u64)> {
+        (self.ends.iter())
+            .filter(|(_, end)| end.spare && end.peer == *peer)
+            .map(|(key, _)| *key)
+            .min()
+    }
+
+    /// Moves the spare circuit to `peer` behind `virtual_addr` (its direct
+    /// connection's, falling back or hearing the peer over the spare): the
+    /// circuit's path, and the virtual address it had until now, which the
+    /// node forgets. `None` without a spare.
+    pub fn adopt_spare(
+        &mut self,
+        peer: &NodeId,
+        virtual_addr: SocketAddr,
+    ) -> Option<(RealPath, SocketAddr)> {
+        let key = self.spare_to(peer)?;
+        let end = self.ends.get_mut(&key)?;
+        let old = std::mem::replace(&mut end.virtual_addr, virtual_addr);
+        end.spare = false;
+        end.ready_by = None;
+        self.counters.spares_adopted += 1;
+        let (relay, circuit) = key;
+        Some((RealPath::Relay { relay, circuit }, old))
+    }
+
+    /// The peer of the spare circuit behind `virtual_addr`, if it is one.
+    pub fn spare_at(&self, virtual_addr: SocketAddr) -> Option<NodeId> {
+        (self.ends.values())
+            .find(|end| end.spare && end.virtual_addr == virtual_addr)
+            .map(|end| end.peer)
+    }
+
+    /// Whether our end of `circuit` through `relay` is open.
+    pub fn has_end(&self, relay: &NodeId, circuit: u64) -> bool {
+        self.ends.contains_key(&(*relay, circuit))
     }
 
     /// Gets a pooled connection to `relay` for `intent`.
@@ -576,13 +672,20 @@ impl RelayClient {
             // requests lease it from now on.
             Intent::EndToEnd { .. } => self.release(Some(lease)),
             Intent::Reserve(relay) => self.send_reserve(relay, lease),
-            Intent::Circuit { relay, target } => {
+            Intent::Circuit {
+                relay,
+                target,
+                via,
+                spare,
+            } => {
                 let request_id = self.request_id();
                 let frame = Message::from(wire::CircuitOpen { request_id, target });
                 let conn = lease.conn();
                 let ask = RelayAsk::Circuit {
                     relay,
                     target,
+                    via,
+                    spare,
                     lease,
                     due: now + CIRCUIT_ANSWER_TIMEOUT,
                 };
@@ -709,6 +812,8 @@ impl RelayClient {
         let Some(RelayAsk::Circuit {
             relay,
             target,
+            via,
+            spare,
             lease,
             ..
         }) = self.asks.remove(&(conn, stream))
@@ -734,7 +839,12 @@ impl RelayClient {
             stream,
             lease: Some(lease),
             peer: target,
-            dialer: true,
+            role: if spare {
+                EndRole::Spare
+            } else {
+                EndRole::Dialer
+            },
+            via: Some(via),
         };
         self.open_end(relay, answer.circuit, opening);
     }
@@ -770,16 +880,18 @@ impl RelayClient {
             stream,
             lease: None,
             peer: incoming.source,
-            dialer: false,
+            role: EndRole::Announced,
+            via: None,
         };
         self.open_end(relay, circuit, opening);
     }
 
     fn open_end(&mut self, relay: NodeId, circuit: u64, opening: Opening) {
-        let (conn, stream) = (opening.conn, opening.stream);
+        let (conn, stream, peer) = (opening.conn, opening.stream, opening.peer);
         self.opening.insert((relay, circuit), opening);
         self.out.push(RelayClientOutput::InstallPath {
             relay,
+            peer,
             circuit,
             conn,
             stream,
@@ -803,6 +915,11 @@ impl RelayClient {
     /// The virtual address the node put the circuit behind: our end is
     /// recorded, fed the bytes that came with its opening frame (`early`),
     /// and (when we dialed) the end-to-end connection is asked of the pool.
+    /// An announced circuit is the dialer's spare when the node holds a
+    /// ready direct connection to the dialer (`direct`: its virtual address)
+    /// and no spare to the dialer yet: a dialer asks for a spare only once
+    /// its end of the connection's circuit is gone, so ours of that circuit
+    /// is closed (the relay may not have noticed yet).
     pub fn handle_path(
         &mut self,
         now: Instant,
@@ -810,14 +927,22 @@ impl RelayClient {
         circuit: u64,
         virtual_addr: SocketAddr,
         early: &[u8],
+        direct: Option<SocketAddr>,
     ) {
         self.out.mark(now);
         let Some(opening) = self.opening.remove(&(relay, circuit)) else {
             return;
         };
+        let peer = opening.peer;
+        let spare = match opening.role {
+            // One spare per peer: another is an unclaimed circuit, closed in time.
+            EndRole::Spare => self.spare_to(&peer).is_none(),
+            EndRole::Announced => direct.is_some() && self.spare_to(&peer).is_none(),
+            EndRole::Dialer => false,
+        };
         let (conn, stream) = (opening.conn, opening.stream);
         let end = CircuitEnd {
-            peer: opening.peer,
+            peer,
             conn,
             stream,
             virtual_addr,
@@ -825,18 +950,37 @@ impl RelayClient {
             lease: opening.lease,
             ready_by: Some(now + self.claim_timeout),
             answered: false,
+            spare,
+            via: opening.via,
         };
         self.ends.insert((relay, circuit), end);
         *self.ends_on.entry(conn).or_insert(0) += 1;
         self.streams.insert((conn, stream), (relay, circuit));
         self.feed((relay, circuit), early);
-        let peer = opening.peer;
+        if spare {
+            if opening.role == EndRole::Announced
+                && let Some(behind) = direct
+            {
+                self.end_circuits(
+                    |e| !e.spare && e.virtual_addr == behind,
+                    CircuitLoss::PeerGone,
+                );
+            }
+            self.spares.satisfied(&peer);
+            self.counters.spares_opened += 1;
+            self.event(RelayEvent::SpareCircuitOpened {
+                relay,
+                peer,
+                circuit,
+            });
+            return;
+        }
         self.event(RelayEvent::CircuitOpened {
             relay,
             peer,
             circuit,
         });
-        if opening.dialer {
+        if opening.role == EndRole::Dialer {
             let intent = Intent::EndToEnd {
                 relay,
                 target: peer,
@@ -872,10 +1016,11 @@ impl RelayClient {
             match end.splitter.next_packet() {
                 Ok(Some(packet)) => {
                     end.answered = true;
-                    let virtual_addr = end.virtual_addr;
+                    let (virtual_addr, spare) = (end.virtual_addr, end.spare);
                     self.out.push(RelayClientOutput::Packet {
                         virtual_addr,
                         packet,
+                        spare,
                     });
                 }
                 Ok(None) => return,
@@ -964,6 +1109,9 @@ impl RelayClient {
             circuit,
             virtual_addr: end.virtual_addr,
             loss,
+            peer: end.peer,
+            via: end.via,
+            spare: end.spare,
         });
     }
 
@@ -1047,8 +1195,16 @@ impl RelayClient {
     /// Renews reservations at half their lifetime (a lapsed one is lost),
     /// judges circuits that carried no ready connection in time (module
     /// docs; `carried` tells whether a connection runs behind a virtual
-    /// address), and forgets relays avoided long enough.
-    pub fn handle_timeout(&mut self, now: Instant, carried: impl Fn(&SocketAddr) -> bool) {
+    /// address), keeps spare circuits while they are wanted and asks for the
+    /// spares that are due ([`RelayClient::handle_want_spare`]; `direct_to`
+    /// names the virtual address of the node's ready direct connection to a
+    /// peer), and forgets relays avoided long enough.
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        carried: impl Fn(&SocketAddr) -> bool,
+        direct_to: impl Fn(&NodeId) -> Option<SocketAddr>,
+    ) {
         self.out.mark(now);
         let mut lapsed = Vec::new();
         let mut renew = Vec::new();
@@ -1067,9 +1223,11 @@ impl RelayClient {
             self.acquire_relay(&relay, Intent::Reserve(relay.id));
         }
         self.expire_asks(now);
+        self.judge_spares(now, &carried, &direct_to);
+        self.ask_spares(now, &direct_to);
         let mut due: Vec<((NodeId, u64), bool)> = Vec::new();
         for (key, end) in &mut self.ends {
-            if end.ready_by.is_none_or(|t| t > now) {
+            if end.spare || end.ready_by.is_none_or(|t| t > now) {
                 continue;
             }
             match (carried(&end.virtual_addr), end.answered) {
@@ -1095,6 +1253,79 @@ impl RelayClient {
         let avoided = &self.avoided;
         self.silent_only.retain(|relay| avoided.contains_key(relay));
         self.lost_through.retain(|_, lost| lost.until > now);
+    }
+
+    /// Whether a circuit end of ours other than a spare is behind
+    /// `virtual_addr`.
+    fn backed(&self, virtual_addr: SocketAddr) -> bool {
+        (self.ends.values()).any(|end| !end.spare && end.virtual_addr == virtual_addr)
+    }
+
+    /// Spares whose time is up: one a connection claimed (a dialer that
+    /// started again and dialed anew over it) is a circuit like any other;
+    /// one whose peer still has a direct connection without another circuit
+    /// waits another claim time; the rest close without blame.
+    fn judge_spares(
+        &mut self,
+        now: Instant,
+        carried: &impl Fn(&SocketAddr) -> bool,
+        direct_to: &impl Fn(&NodeId) -> Option<SocketAddr>,
+    ) {
+        let mut due: Vec<((NodeId, u64), bool)> = (self.ends.iter())
+            .filter(|(_, end)| end.spare && end.ready_by.is_some_and(|t| t <= now))
+            .map(|(key, end)| {
+                let wanted = direct_to(&end.peer).is_some_and(|v| !self.backed(v));
+                (*key, wanted)
+            })
+            .collect();
+        due.sort();
+        for (key, wanted) in due {
+            let Some(end) = self.ends.get_mut(&key) else {
+                continue;
+            };
+            if carried(&end.virtual_addr) {
+                end.spare = false;
+                end.ready_by = None;
+            } else if wanted {
+                end.ready_by = Some(now + self.claim_timeout);
+            } else {
+                self.end_gone(key.0, key.1, CircuitLoss::Broken);
+            }
+        }
+    }
+
+    /// Asks for the spare circuits that are due, to peers that still have
+    /// a direct connection without a circuit and no spare.
+    fn ask_spares(&mut self, now: Instant, direct_to: &impl Fn(&NodeId) -> Option<SocketAddr>) {
+        for (peer, want) in self.spares.take_due(now) {
+            let wanted = direct_to(&peer).is_some_and(|v| !self.backed(v));
+            if !wanted || self.spare_to(&peer).is_some() {
+                self.spares.satisfied(&peer);
+                continue;
+            }
+            if self.asking_spare(&peer) {
+                continue;
+            }
+            let intent = Intent::Circuit {
+                relay: want.relay,
+                target: peer,
+                via: want.via,
+                spare: true,
+            };
+            self.acquire(want.relay, want.via, intent);
+        }
+    }
+
+    /// Whether a spare to `peer` is being asked for: its relay connection
+    /// awaited, or its request on the way or unanswered.
+    fn asking_spare(&self, peer: &NodeId) -> bool {
+        let spare_to =
+            |i: &Intent| matches!(i, Intent::Circuit { target, spare: true, .. } if target == peer);
+        let asked = |a: &RelayAsk| matches!(a, RelayAsk::Circuit { target, spare: true, .. } if target == peer);
+        (self.acquiring.values().chain(self.waits.values())).any(spare_to)
+            || (self.sending.values().map(|(_, ask)| ask))
+                .chain(self.asks.values())
+                .any(asked)
     }
 
     /// One more dead circuit through `relay`; at the limit the relay is
@@ -1152,8 +1383,8 @@ impl Child for RelayClient {
     }
 
     /// The latest input's time while output waits, else the next renewal
-    /// or lapse of a reservation, or the end of a circuit's wait for its
-    /// connection.
+    /// or lapse of a reservation, the end of a circuit's wait for its
+    /// connection (or of a spare's claim time), or the next ask for a spare.
     fn poll_timeout(&self) -> Option<Instant> {
         let reservations = self
             .reservations
@@ -1163,7 +1394,9 @@ impl Child for RelayClient {
         let asks = (self.sending.values().map(|(_, ask)| ask))
             .chain(self.asks.values())
             .map(RelayAsk::due);
-        self.out.deadline(reservations.chain(ends).chain(asks))
+        let spares = std::iter::once(self.spares.next_due());
+        self.out
+            .deadline(reservations.chain(ends).chain(asks).chain(spares))
     }
 }
 

@@ -66,6 +66,8 @@ pub enum RelayClientOutput {
     InstallPath {
         /// The relay.
         relay: NodeId,
+        /// The node at the circuit's other end.
+        peer: NodeId,
         /// The circuit's id there.
         circuit: u64,
         /// The relay connection.
@@ -80,6 +82,10 @@ pub enum RelayClientOutput {
         virtual_addr: SocketAddr,
         /// The packet.
         packet: Bytes,
+        /// It came over a spare circuit: the virtual address is the spare's
+        /// own, and a packet of the peer's direct connection adopts it
+        /// ([`RelayClient::adopt_spare`](super::RelayClient::adopt_spare)).
+        spare: bool,
     },
     /// Write a circuit frame unless the stream's queue would pass
     /// [`RelayConfig::max_queued_per_circuit`](crate::relay::RelayConfig::max_queued_per_circuit);
@@ -114,6 +120,13 @@ pub enum RelayClientOutput {
         virtual_addr: SocketAddr,
         /// Why it closed.
         loss: CircuitLoss,
+        /// The node at the other end.
+        peer: NodeId,
+        /// Where we reached the relay, when we opened the circuit (a spare
+        /// may then be asked there: [`RelayClient::handle_want_spare`](super::RelayClient::handle_want_spare)).
+        via: Option<SocketAddr>,
+        /// It was a spare.
+        spare: bool,
     },
     /// Tell the application.
     Event(RelayEvent),

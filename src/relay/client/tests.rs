@@ -186,7 +186,7 @@ fn a_reservation_is_renewed_at_half_and_lost_with_its_connection() {
     let mut client = reserved(now);
     assert_eq!(client.reserved_relays(), [node(1)]);
     assert_eq!(client.poll_timeout(), Some(now + Duration::from_secs(30)));
-    client.handle_timeout(now + Duration::from_secs(30), |_| false);
+    client.handle_timeout(now + Duration::from_secs(30), |_| false, |_| None);
     acquire_token(&drain(&mut client));
     client.handle_connection_gone(now, ConnId(1));
     let outputs = drain(&mut client);
@@ -218,7 +218,7 @@ fn incoming(client: &mut RelayClient, now: Instant, circuit: u64, virtual_addr: 
         panic!("a pin and a path expected: {outputs:?}");
     };
     client.handle_pinned(relay, circuit, Some(lease(1)));
-    client.handle_path(now, relay, circuit, virtual_addr, &[]);
+    client.handle_path(now, relay, circuit, virtual_addr, &[], None);
     let outputs = drain(client);
     assert!(matches!(
         events(&outputs)[..],
@@ -263,13 +263,13 @@ fn a_circuit_without_a_ready_connection_in_time_is_dead_and_a_ready_one_kept() {
     incoming(&mut client, now, 3, virtual_addr);
     assert_eq!(client.poll_timeout(), Some(now + CLAIM));
     client.handle_relayed_connection(now, virtual_addr);
-    client.handle_timeout(now + CLAIM, |_| false);
+    client.handle_timeout(now + CLAIM, |_| false, |_| None);
     assert!(drain(&mut client).is_empty());
     assert_eq!(client.end_count(), 1, "a ready connection runs over it");
     let mut client = reserved(now);
     incoming(&mut client, now, 3, virtual_addr);
     // A connection runs over it and nothing ever came.
-    client.handle_timeout(now + CLAIM, |_| true);
+    client.handle_timeout(now + CLAIM, |_| true, |_| None);
     let outputs = drain(&mut client);
     assert!(matches!(
         outputs.last(),
@@ -297,7 +297,7 @@ fn a_relay_whose_circuits_die_in_a_row_is_released_and_avoided() {
             client.handle_relayed_connection(now, addr(circuit as u16));
         }
         at += CLAIM;
-        client.handle_timeout(at, |_| true);
+        client.handle_timeout(at, |_| true, |_| None);
         drain(&mut client);
     }
     assert_eq!(
@@ -308,7 +308,7 @@ fn a_relay_whose_circuits_die_in_a_row_is_released_and_avoided() {
     assert!(!client.avoids(at, &node(1)));
     incoming(&mut client, at, 6, addr(6));
     at += CLAIM;
-    client.handle_timeout(at, |_| true);
+    client.handle_timeout(at, |_| true, |_| None);
     let outputs = drain(&mut client);
     assert!(
         outputs.iter().any(|o| matches!(
@@ -335,7 +335,7 @@ fn a_relay_whose_circuits_die_in_a_row_is_released_and_avoided() {
     assert!(!client.handle_relay_answered(&node(1)));
     assert!(client.avoids(at, &node(1)));
     let later = at + RelayConfig::default().avoid_dead_relay;
-    client.handle_timeout(later, |_| false);
+    client.handle_timeout(later, |_| false, |_| None);
     assert!(!client.avoids(later, &node(1)));
     assert!(client.avoided_relays(later).is_empty());
 }
@@ -384,7 +384,7 @@ fn an_answered_or_unclaimed_circuit_is_never_dead() {
             client.handle_circuit_bytes(now, ConnId(1), stream(1), &packet);
         }
         drain(&mut client);
-        client.handle_timeout(now + CLAIM, |_| carried);
+        client.handle_timeout(now + CLAIM, |_| carried, |_| None);
         let outputs = drain(&mut client);
         if carried {
             assert!(outputs.is_empty(), "{outputs:?}");
@@ -578,9 +578,9 @@ fn a_circuit_request_the_relay_does_not_answer_in_time_is_unanswered() {
         let (mut client, _) = circuit_asked(now, sent);
         let due = now + CIRCUIT_ANSWER_TIMEOUT;
         assert_eq!(client.poll_timeout(), Some(due));
-        client.handle_timeout(due - Duration::from_millis(1), |_| false);
+        client.handle_timeout(due - Duration::from_millis(1), |_| false, |_| None);
         assert!(drain(&mut client).is_empty(), "not yet");
-        client.handle_timeout(due, |_| false);
+        client.handle_timeout(due, |_| false, |_| None);
         assert_unanswered(&mut client, "no answer to the circuit request");
         // A late answer is a protocol error, not a circuit.
         let late = wire::CircuitStatus {
@@ -595,4 +595,204 @@ fn a_circuit_request_the_relay_does_not_answer_in_time_is_unanswered() {
             .any(|o| matches!(o, RelayClientOutput::ProtocolError));
         assert!(refused, "{outputs:?}");
     }
+}
+
+/// Relay 1's address in [`contact`].
+fn via_relay_1() -> SocketAddr {
+    contact(1).addrs[0]
+}
+
+/// The id of the one CIRCUIT_OPEN among `outputs`.
+fn circuit_request(outputs: &[RelayClientOutput]) -> u64 {
+    match outputs {
+        [RelayClientOutput::Request { request_id, .. }] => *request_id,
+        other => panic!("CIRCUIT_OPEN expected: {other:?}"),
+    }
+}
+
+/// Answers CIRCUIT_OPEN `request_id` (sent on `stream`) with circuit
+/// `circuit` and installs it behind `virtual_addr` (`direct`: the node holds a
+/// direct connection to the peer without a circuit); the outputs that follow.
+fn circuit_granted(
+    client: &mut RelayClient,
+    now: Instant,
+    request_id: u64,
+    (stream_index, circuit): (u64, u64),
+    virtual_addr: SocketAddr,
+    direct: Option<SocketAddr>,
+) -> Vec<RelayClientOutput> {
+    client.handle_request_stream(now, request_id, Some(stream(stream_index)));
+    let answer = wire::CircuitStatus {
+        request_id,
+        status: RelayStatus::Ok,
+        circuit,
+    };
+    client.handle_circuit_status(now, ConnId(1), stream(stream_index), answer);
+    let outputs = drain(client);
+    let [RelayClientOutput::InstallPath { relay, peer, .. }] = outputs[..] else {
+        panic!("a path expected: {outputs:?}");
+    };
+    assert_eq!((relay, peer), (node(1), node(2)));
+    client.handle_path(now, relay, circuit, virtual_addr, &[], direct);
+    drain(client)
+}
+
+#[test]
+fn a_lost_circuit_behind_a_direct_connection_gets_a_spare_that_the_connection_adopts() {
+    // Issue 14 (the ladder at --phase 12): the circuit behind a direct connection closed
+    // with its relay connection, and the fall back 10 s later landed on a circuit that
+    // was gone.
+    let now = crate::test_epoch();
+    let direct = SocketAddr::from(([127, 1, 0, 1], 1));
+    let (mut client, request) = circuit_asked(now, false);
+    let outputs = circuit_granted(&mut client, now, request, (3, 7), direct, None);
+    assert!(matches!(
+        outputs[..],
+        [
+            RelayClientOutput::Event(RelayEvent::CircuitOpened { .. }),
+            RelayClientOutput::Acquire { .. }
+        ]
+    ));
+    // The connection went direct; then the relay closed the circuit behind it.
+    client.handle_stream_gone(now, ConnId(1), stream(3), Some(CIRCUIT_PEER_GONE));
+    let outputs = drain(&mut client);
+    let Some(RelayClientOutput::CircuitClosed {
+        peer, via, spare, ..
+    }) = outputs.last()
+    else {
+        panic!("closed expected: {outputs:?}");
+    };
+    assert_eq!((*peer, *via, *spare), (node(2), Some(via_relay_1()), false));
+    client.handle_want_spare(now, node(2), node(1), via_relay_1());
+    assert_eq!(client.poll_timeout(), Some(now), "asked at once");
+    client.handle_timeout(now, |_| false, |_| Some(direct));
+    let outputs = drain(&mut client);
+    let [RelayClientOutput::Acquire { token, peer, addr }] = outputs[..] else {
+        panic!("the relay's connection expected: {outputs:?}");
+    };
+    assert_eq!((peer, addr), (node(1), via_relay_1()));
+    client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))));
+    let request = circuit_request(&drain(&mut client));
+    let spare_addr = SocketAddr::from(([127, 1, 0, 2], 1));
+    let outputs = circuit_granted(&mut client, now, request, (5, 8), spare_addr, Some(direct));
+    assert_eq!(
+        events(&outputs),
+        [&RelayEvent::SpareCircuitOpened {
+            relay: node(1),
+            peer: node(2),
+            circuit: 8
+        }]
+    );
+    assert_eq!(outputs.len(), 1, "no end-to-end dial: {outputs:?}");
+    assert_eq!(client.counters().spares_opened, 1);
+    assert_eq!(client.spare_at(spare_addr), Some(node(2)));
+    // Kept past the claim time while the connection is direct without a circuit.
+    client.handle_timeout(now + CLAIM, |_| false, |_| Some(direct));
+    assert!(drain(&mut client).is_empty());
+    assert_eq!(client.poll_timeout(), Some(now + CLAIM * 2));
+    // The peer's packets over it are marked as a spare's.
+    let packet = encode_frame(&[9; 40]).expect("fits");
+    client.handle_circuit_bytes(now, ConnId(1), stream(5), &packet);
+    assert!(matches!(
+        drain(&mut client)[..],
+        [RelayClientOutput::Packet { spare: true, virtual_addr, .. }] if virtual_addr == spare_addr
+    ));
+    // The connection falls back: the spare moves behind its address.
+    let adopted = client.adopt_spare(&node(2), direct);
+    let path = RealPath::Relay {
+        relay: node(1),
+        circuit: 8,
+    };
+    assert_eq!(adopted, Some((path, spare_addr)));
+    assert_eq!(client.circuits_behind(direct), [path]);
+    assert_eq!(client.spare_at(spare_addr), None);
+    assert!(client.has_end(&node(1), 8));
+    assert_eq!(client.counters().spares_adopted, 1);
+    assert_eq!(client.adopt_spare(&node(2), direct), None, "only one");
+    client.handle_timeout(now + CLAIM * 3, |_| true, |_| Some(direct));
+    assert!(drain(&mut client).is_empty(), "an adopted spare stays");
+}
+
+#[test]
+fn asks_for_a_spare_back_off_and_stop_once_the_connection_is_not_direct() {
+    let now = crate::test_epoch();
+    let direct = SocketAddr::from(([127, 1, 0, 1], 1));
+    let mut client = client();
+    client.handle_want_spare(now, node(2), node(1), via_relay_1());
+    client.handle_timeout(now, |_| false, |_| Some(direct));
+    let token = acquire_token(&drain(&mut client));
+    client.handle_acquired(now, token, Err("handshake failed".into()));
+    assert!(matches!(
+        events(&drain(&mut client))[..],
+        [RelayEvent::RelayUnreachable { .. }]
+    ));
+    let again = now + Duration::from_secs(1);
+    assert_eq!(client.poll_timeout(), Some(again));
+    client.handle_timeout(again, |_| false, |_| Some(direct));
+    acquire_token(&drain(&mut client));
+    assert_eq!(client.poll_timeout(), Some(again + Duration::from_secs(2)));
+    // The connection is no longer direct (or gone): no more asks.
+    client.handle_timeout(again + Duration::from_secs(2), |_| false, |_| None);
+    assert!(drain(&mut client).is_empty());
+    assert_eq!(client.poll_timeout(), None);
+}
+
+#[test]
+fn an_announced_circuit_behind_a_direct_connection_is_a_spare_until_not_wanted() {
+    let now = crate::test_epoch();
+    let mut client = reserved(now);
+    // The circuit the connection came up over, which the dialer has lost.
+    let direct = SocketAddr::from(([127, 1, 0, 1], 1));
+    incoming(&mut client, now, 2, direct);
+    client.handle_relayed_connection(now, direct);
+    let spare_addr = SocketAddr::from(([127, 1, 0, 2], 1));
+    let announce = |client: &mut RelayClient, circuit: u64, addr: SocketAddr| {
+        let incoming = wire::CircuitIncoming {
+            circuit,
+            source: node(2),
+        };
+        client.handle_circuit_incoming(now, ConnId(1), node(1), stream(circuit), incoming);
+        drain(client);
+        client.handle_path(now, node(1), circuit, addr, &[], Some(direct));
+        drain(client)
+    };
+    let outputs = announce(&mut client, 3, spare_addr);
+    assert!(matches!(
+        events(&outputs)[..],
+        [RelayEvent::SpareCircuitOpened { circuit: 3, .. }]
+    ));
+    // The dialer asks for a spare only once its end of the old circuit is gone: ours
+    // closes (the relay may not know yet).
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        RelayClientOutput::CircuitClosed {
+            circuit: 2,
+            loss: CircuitLoss::PeerGone,
+            ..
+        }
+    )));
+    assert_eq!(client.circuits_behind(direct), []);
+    // A second one is not a spare (one per peer): an ordinary circuit.
+    let outputs = announce(&mut client, 4, SocketAddr::from(([127, 1, 0, 3], 1)));
+    assert!(matches!(
+        events(&outputs)[..],
+        [RelayEvent::CircuitOpened { circuit: 4, .. }]
+    ));
+    // The connection closed: the spare goes at its claim time, without blame.
+    client.handle_timeout(now + CLAIM, |_| false, |_| None);
+    let outputs = drain(&mut client);
+    let closed: Vec<(u64, bool)> = (outputs.iter())
+        .filter_map(|o| match o {
+            RelayClientOutput::CircuitClosed {
+                circuit,
+                spare,
+                loss: CircuitLoss::Broken,
+                via: None,
+                ..
+            } => Some((*circuit, *spare)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, [(3, true), (4, false)]);
+    assert_eq!(client.counters().dead_circuits, 0);
 }
