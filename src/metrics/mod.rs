@@ -417,6 +417,11 @@ pub const PUBSUB_RECEIVED_DROPPED: Family = Family::counter(
     "pubsub_received_dropped_total",
     "PUBLISH frames this node received and dropped, by reason",
 );
+/// `pubsub_publish_refused_total`.
+pub const PUBSUB_PUBLISH_REFUSED: Family = Family::counter(
+    "pubsub_publish_refused_total",
+    "Publications of this node's application it refused: payload over the limit, or too many waiting for lookups",
+);
 /// `relay_reservations_total`.
 pub const RELAY_RESERVATIONS: Family = Family::counter(
     "relay_reservations_total",
@@ -551,6 +556,7 @@ pub const FAMILIES: &[Family] = &[
     PUBSUB_DELIVERY_LATENCY,
     RPC_CALLS_REFUSED,
     PUBSUB_RECEIVED_DROPPED,
+    PUBSUB_PUBLISH_REFUSED,
     RELAY_RESERVATIONS,
     RELAY_CIRCUITS,
     RELAY_CIRCUITS_ACTIVE,
@@ -617,6 +623,8 @@ pub struct Metrics {
     pub rpc_calls_refused: PerLabel<CallRefusal, u64, 6>,
     /// Received PUBLISH frames dropped, by reason.
     pub pubsub_received_dropped: PerLabel<PublishDrop, u64, 5>,
+    /// Publications of the application the node refused.
+    pub pubsub_publish_refused: u64,
     /// Reservation changes, by change.
     pub relay_reservations: PerLabel<ReservationChange, u64, 4>,
     /// Circuits opened through this relay.
@@ -692,6 +700,7 @@ impl Metrics {
             pubsub_delivery_latency: Histogram::new(LATENCY_BOUNDS),
             rpc_calls_refused: PerLabel::default(),
             pubsub_received_dropped: PerLabel::default(),
+            pubsub_publish_refused: 0,
             relay_reservations: PerLabel::default(),
             relay_circuits: 0,
             relay_circuits_active: 0,
@@ -799,6 +808,10 @@ impl Metrics {
         visitor.family(
             &PUBSUB_RECEIVED_DROPPED,
             &counters(&self.pubsub_received_dropped),
+        );
+        visitor.family(
+            &PUBSUB_PUBLISH_REFUSED,
+            &[counter(self.pubsub_publish_refused)],
         );
         self.visit_relay(visitor);
         self.visit_nat(visitor);

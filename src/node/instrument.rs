@@ -74,14 +74,16 @@ impl Instruments {
         }
     }
 
-    /// `Node::publish` answered `published`.
+    /// `Node::publish` answered `published` (a refusal is counted).
     pub(super) fn published(&mut self, now: Instant, published: &Result<u64, PubSubError>) {
-        if let Ok(message_id) = published {
-            if self.published_at.len() == TIMED_PUBLICATIONS {
-                self.published_at.pop_front();
-            }
-            self.published_at.push_back((*message_id, now));
+        let Ok(message_id) = published else {
+            self.metrics.pubsub_publish_refused += 1;
+            return;
+        };
+        if self.published_at.len() == TIMED_PUBLICATIONS {
+            self.published_at.pop_front();
         }
+        self.published_at.push_back((*message_id, now));
     }
 
     /// QUIC took the whole PUBLISH frame of `message_id` for one subscriber.

@@ -14,7 +14,8 @@
 //!   tasks calling at once. *publish*: the caller publishes to a subscription
 //!   on the provider, at most [`WINDOW`] messages ahead of what the
 //!   subscriber received; messages/s from the first publish to the last
-//!   receipt. *new connection*: a caller whose pool closes a connection as
+//!   receipt, with `publish_unconfirmed` (`publish_vs_quinn`) and again with
+//!   `publish`, which waits for each message id (`publish_confirmed_*`). *new connection*: a caller whose pool closes a connection as
 //!   soon as its call is done (idle TTL zero); before each call it waits,
 //!   untimed, until the last connection has drained, so each call dials
 //!   (TLS 1.3 handshake with mutual authentication, CONNECT, CALL). Its
@@ -334,9 +335,10 @@ async fn bulk(plan: &Plan, mesh: &Mesh) -> f64 {
 }
 
 /// The caller publishes `plan.publishes` messages to a subscription on the
-/// provider, at most [`WINDOW`] ahead; returns messages/s and how many the
-/// subscription dropped.
-async fn publish(plan: &Plan, mesh: &Mesh) -> (f64, u64) {
+/// provider, at most [`WINDOW`] ahead, with `publish_unconfirmed` or (when
+/// `confirmed`) with `publish`, which waits for the node to take each one;
+/// returns messages/s and how many the subscription dropped.
+async fn publish(plan: &Plan, mesh: &Mesh, confirmed: bool) -> (f64, u64) {
     let (subscriber, publisher) = (&mesh.provider, &mesh.caller);
     let mut subscription = subscriber.subscribe(TOPIC).await.expect("a subscription");
     spread(subscriber, RecordKind::Topic, TOPIC).await;
@@ -358,10 +360,12 @@ async fn publish(plan: &Plan, mesh: &Mesh) -> (f64, u64) {
             tokio::task::yield_now().await;
         }
         let payload = Bytes::from(sent.to_be_bytes().to_vec());
-        publisher
-            .publish(TOPIC, payload)
-            .await
-            .expect("a publication");
+        if confirmed {
+            publisher.publish(TOPIC, payload).await.map(drop)
+        } else {
+            publisher.publish_unconfirmed(TOPIC, payload).await
+        }
+        .expect("a publication");
     }
     let dropped = receiving.await.expect("the receiver ends");
     let rate = received.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
@@ -724,6 +728,7 @@ fn at_least(name: &str, ratio: f64, (target, label): (f64, &str)) {
 struct Loopback {
     rpc: Option<(Series, f64)>,
     publish: Option<(f64, u64)>,
+    publish_confirmed: Option<(f64, u64)>,
     bulk: Option<f64>,
     cpu: Option<cpu::CpuReport>,
     fresh: Option<Series>,
@@ -741,7 +746,8 @@ async fn loopback(plan: &Plan, parts: &Parts) -> Loopback {
             out.rpc = Some((series, throughput(plan, &mesh).await));
         }
         if parts.run("publish") {
-            out.publish = Some(publish(plan, &mesh).await);
+            out.publish = Some(publish(plan, &mesh, false).await);
+            out.publish_confirmed = Some(publish(plan, &mesh, true).await);
         }
         if parts.run("bulk") {
             out.bulk = Some(bulk(plan, &mesh).await);
@@ -821,6 +827,14 @@ fn main() {
         println!("publish_dropped={dropped}");
         if let Some(floor) = &run.floor {
             at_least("publish", per_sec / floor.publishes_per_sec, (0.8, "0_8x"));
+        }
+    }
+    if let Some((per_sec, dropped)) = run.publish_confirmed {
+        println!("publish_confirmed_messages_per_sec={per_sec:.0}");
+        println!("publish_confirmed_dropped={dropped}");
+        if let Some(floor) = &run.floor {
+            let ratio = per_sec / floor.publishes_per_sec;
+            println!("publish_confirmed_vs_quinn={ratio:.2}");
         }
     }
     if let Some(mb_s) = run.bulk {

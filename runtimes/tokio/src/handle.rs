@@ -322,6 +322,12 @@ impl MaculaNode {
         answer.await.ok()
     }
 
+    /// Queues `order` for the task without waiting for an answer; `None`
+    /// when the node has stopped.
+    pub(crate) async fn tell(&self, order: Order) -> Option<()> {
+        self.commands.send(Command::Messaging(order)).await.ok()
+    }
+
     /// The channel guards and handlers reach the task on.
     pub(crate) fn notices(&self) -> &mpsc::UnboundedSender<Notice> {
         &self.shared.notices

@@ -186,8 +186,31 @@ impl MaculaNode {
         let order = |reply| Order::Publish {
             topic,
             payload,
-            reply,
+            reply: Some(reply),
         };
         self.ask(order).await.ok_or(PublishError::Stopped)?
+    }
+
+    /// Publishes as [`MaculaNode::publish`] does, but resolves as soon as the
+    /// publication is queued for the node, without waiting for it to be
+    /// taken: a publisher that does not need the message id is not held to
+    /// one round trip to the node task per publication (a burst of them is
+    /// taken in one turn). The queue is bounded, so a node that falls behind
+    /// slows the publisher down. Ordering and delivery are those of
+    /// [`MaculaNode::publish`]; a publication the node refuses (payload over
+    /// the limit, too many waiting for subscriber lookups) is dropped and
+    /// counted in `pubsub_publish_refused_total` of its metrics.
+    pub async fn publish_unconfirmed(
+        &self,
+        topic: &str,
+        payload: Bytes,
+    ) -> Result<(), PublishError> {
+        let topic = Topic::new(topic).map_err(PublishError::BadTopic)?;
+        let order = Order::Publish {
+            topic,
+            payload,
+            reply: None,
+        };
+        self.tell(order).await.ok_or(PublishError::Stopped)
     }
 }

@@ -52,11 +52,12 @@ pub(crate) enum Order {
         sender: broadcast::Sender<Publication>,
         reply: oneshot::Sender<Result<SubscriberId, SubscribeError>>,
     },
-    /// Publish `payload` on `topic`; answers the message id.
+    /// Publish `payload` on `topic`; answers the message id, unless
+    /// unconfirmed (`None`: a refusal is counted in the node's metrics).
     Publish {
         topic: Topic,
         payload: Bytes,
-        reply: oneshot::Sender<Result<u64, PublishError>>,
+        reply: Option<oneshot::Sender<Result<u64, PublishError>>>,
     },
 }
 
@@ -151,7 +152,9 @@ impl Routes {
                 reply,
             } => {
                 let published = node.publish(clock::now(), topic, payload);
-                let _ = reply.send(published.map_err(PublishError::from));
+                if let Some(reply) = reply {
+                    let _ = reply.send(published.map_err(PublishError::from));
+                }
             }
         }
     }

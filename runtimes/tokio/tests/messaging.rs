@@ -459,3 +459,40 @@ async fn an_unregistered_procedure_is_no_longer_served() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn unconfirmed_publications_arrive_once_in_order_and_a_refused_one_is_counted() {
+    let nodes = mesh(3).await;
+    let (subscriber, publisher) = (&nodes[1], &nodes[2]);
+    let mut subscription = subscriber.subscribe("feed.#").await.unwrap();
+    visible(&nodes[0], RecordKind::Topic, "feed", 1).await;
+    // Over the limit: queued without a word, refused by the node, counted.
+    let refused = publisher.metrics().await.unwrap().pubsub_publish_refused;
+    assert_eq!(refused, 0);
+    let too_large = Bytes::from(vec![0; 2 << 20]);
+    publisher
+        .publish_unconfirmed("feed.big", too_large)
+        .await
+        .unwrap();
+    for i in 0..200u32 {
+        let payload = Bytes::from(i.to_be_bytes().to_vec());
+        publisher
+            .publish_unconfirmed("feed.n", payload)
+            .await
+            .unwrap();
+    }
+    for i in 0..200u32 {
+        let publication = next(&mut subscription).await;
+        assert_eq!(publication.topic.as_str(), "feed.n");
+        assert_eq!(publication.payload, Bytes::from(i.to_be_bytes().to_vec()));
+    }
+    let more = timeout(Duration::from_millis(300), subscription.recv()).await;
+    assert!(
+        more.is_err(),
+        "no duplicate, nothing refused delivered: {more:?}"
+    );
+    let metrics = publisher.metrics().await.unwrap();
+    assert_eq!(metrics.pubsub_publish_refused, 1);
+    let bad = publisher.publish_unconfirmed("feed.*", Bytes::new()).await;
+    assert!(matches!(bad, Err(macula_tokio::PublishError::BadTopic(_))));
+}
