@@ -162,7 +162,7 @@ fn routed_publisher(now: Instant) -> (PubSub, Vec<PubSubOutput>) {
     let id = ps
         .publish(now, topic("a.b"), Bytes::from_static(b"m0"))
         .unwrap();
-    assert_eq!(id, 0);
+    assert_eq!(id, EPOCH);
     assert_eq!(ps.poll_timeout(), Some(now), "output is queued");
     let out = drain(&mut ps);
     assert_eq!(lookups(&out), [key(""), key("a"), key("a.b")]);
@@ -180,7 +180,7 @@ fn a_publication_goes_once_to_every_matching_subscriber() {
     let (mut ps, out) = routed_publisher(now);
     let local = PubSubOutput::Event(PubSubEvent::Message {
         publisher: node(1),
-        message_id: 0,
+        message_id: EPOCH,
         topic: topic("a.b"),
         payload: Bytes::from_static(b"m0"),
     });
@@ -190,7 +190,8 @@ fn a_publication_goes_once_to_every_matching_subscriber() {
     let frame = &sent[0].1;
     assert_eq!(
         (frame.epoch, frame.sequence, frame.message_id),
-        (EPOCH, 0, 0)
+        (EPOCH, 0, EPOCH),
+        "message ids start at the first epoch too: they grow across restarts"
     );
     assert_eq!(
         sent[1].1.epoch,
@@ -203,7 +204,7 @@ fn a_publication_goes_once_to_every_matching_subscriber() {
         .unwrap();
     let sent = sends(&drain(&mut ps));
     assert_eq!(sent.len(), 2);
-    assert_eq!((sent[0].1.sequence, sent[0].1.message_id), (1, 1));
+    assert_eq!((sent[0].1.sequence, sent[0].1.message_id), (1, EPOCH + 1));
     assert_eq!(ps.stats().sent, 4);
 
     // After the TTL, looked up again.
@@ -273,7 +274,7 @@ fn a_slow_subscriber_loses_its_oldest_messages_and_holds_no_one_up() {
     let fast_ids: Vec<u64> = fast
         .iter()
         .filter(|s| s.0 == 3)
-        .map(|s| s.1.message_id)
+        .map(|s| s.1.message_id - EPOCH)
         .collect();
     assert_eq!(
         fast_ids,
@@ -291,7 +292,7 @@ fn a_slow_subscriber_loses_its_oldest_messages_and_holds_no_one_up() {
     }
     let caught_up: Vec<(u64, u64)> = sends(&drain(&mut ps))
         .iter()
-        .map(|s| (s.1.message_id, s.1.sequence))
+        .map(|s| (s.1.message_id - EPOCH, s.1.sequence))
         .collect();
     assert_eq!(caught_up, [(7, 2), (8, 3), (9, 4)]);
 }
@@ -311,23 +312,27 @@ fn a_disconnected_subscriber_resumes_in_a_new_epoch_and_an_unreachable_one_waits
     ps.publish(now, topic("t"), Bytes::new()).unwrap();
     assert!(sends(&drain(&mut ps)).is_empty(), "window of one is full");
 
-    // The connection closed: the queue is dropped, the next message opens a
-    // new session at once.
+    // The connection closed: the frame handed out (its delivery unknown) and
+    // the waiting one go first in a new session, opened at the next message.
     ps.handle_disconnected(now, node(2));
-    assert_eq!(ps.stats().dropped_disconnected, 1, "its queue is dropped");
+    assert_eq!(ps.stats().dropped_disconnected, 0, "carried, not dropped");
     ps.publish(now, topic("t"), Bytes::new()).unwrap();
     let sent = sends(&drain(&mut ps));
     let first = &sent[0].1;
     assert_eq!(
         (first.epoch, first.sequence, first.message_id),
-        (EPOCH + 1, 0, 2)
+        (EPOCH + 1, 0, EPOCH)
     );
+    assert_eq!(ps.stats().resent, 1, "the one handed out before");
+    assert_eq!((ps.queued_for(&node(2)), ps.unsent_for(&node(2))), (2, 2));
 
-    // Unreachable: skipped until the retry time.
+    // Unreachable: what the session left is dropped, and it is skipped until
+    // the retry time.
     ps.handle_unreachable(now, node(2));
+    assert_eq!(ps.stats().dropped_disconnected, 2, "the two never sent");
     ps.publish(now + SECOND, topic("t"), Bytes::new()).unwrap();
     assert!(sends(&drain(&mut ps)).is_empty());
-    assert_eq!(ps.stats().dropped_disconnected, 2);
+    assert_eq!(ps.stats().dropped_disconnected, 3);
     let retry = now + 5 * SECOND;
     assert_eq!(ps.poll_timeout(), Some(retry));
     ps.handle_timeout(retry);
@@ -336,7 +341,7 @@ fn a_disconnected_subscriber_resumes_in_a_new_epoch_and_an_unreachable_one_waits
     let first = &sent[0].1;
     assert_eq!(
         (first.epoch, first.sequence, first.message_id),
-        (EPOCH + 2, 0, 4)
+        (EPOCH + 2, 0, EPOCH + 4)
     );
 
     // Reported connected before the retry time: it resumes at once.
@@ -344,6 +349,88 @@ fn a_disconnected_subscriber_resumes_in_a_new_epoch_and_an_unreachable_one_waits
     ps.handle_connected(retry, node(2));
     ps.publish(retry, topic("t"), Bytes::new()).unwrap();
     assert_eq!(sends(&drain(&mut ps))[0].1.epoch, EPOCH + 3);
+}
+
+#[test]
+fn what_a_closed_session_left_goes_at_the_reconnect_and_the_subscriber_drops_what_it_had() {
+    // Issue 17: a relay died with publications in flight over its circuit; the
+    // subscriber never got them and nothing sent them again.
+    let now = t0();
+    let mut publisher = PubSub::new(config(1));
+    let mut subscriber = PubSub::new(config(2));
+    subscriber.subscribe(now, pattern("t")).unwrap();
+    drain(&mut subscriber);
+    publisher.publish(now, topic("t"), Bytes::new()).unwrap();
+    drain(&mut publisher);
+    publisher.handle_lookup(now, key(""), vec![]);
+    publisher.handle_lookup(now, key("t"), vec![record(2, "t")]);
+    let mut frames = sends(&drain(&mut publisher));
+    for _ in 0..4 {
+        publisher.publish(now, topic("t"), Bytes::new()).unwrap();
+        frames.extend(sends(&drain(&mut publisher)));
+    }
+    assert_eq!(frames.len(), 5);
+    // The subscriber got the first three; the connection died with two in flight.
+    for (_, frame) in &frames[..3] {
+        subscriber.handle_publish(now, node(1), frame.clone());
+    }
+    assert_eq!(delivered(drain(&mut subscriber)).len(), 3);
+    let later = now + 2 * SECOND;
+    publisher.handle_disconnected(later, node(2));
+    subscriber.handle_disconnected(later, node(1));
+    // Connected again: the five go at once in a new session, and only the two
+    // it missed come out, in order; the next publication follows.
+    publisher.handle_connected(later, node(2));
+    let again = sends(&drain(&mut publisher));
+    assert_eq!(again.len(), 5);
+    assert_eq!((again[0].1.epoch, again[0].1.sequence), (EPOCH + 1, 0));
+    publisher.publish(later, topic("t"), Bytes::new()).unwrap();
+    let next = sends(&drain(&mut publisher));
+    for (_, frame) in again.iter().chain(&next) {
+        subscriber.handle_publish(later, node(1), frame.clone());
+    }
+    let got: Vec<u64> = (delivered(drain(&mut subscriber)).into_iter())
+        .map(|(_, id)| id - EPOCH)
+        .collect();
+    assert_eq!(got, [3, 4, 5]);
+    assert_eq!(subscriber.stats().receiver.duplicates, 3);
+    assert_eq!(publisher.stats().resent, 5);
+
+    // Unclaimed, what a session left expires at the end of the span, once.
+    publisher.handle_disconnected(later, node(2));
+    let expiry = later + 5 * SECOND;
+    assert_eq!(publisher.poll_timeout(), Some(expiry));
+    let dropped = publisher.stats().dropped_disconnected;
+    publisher.handle_timeout(expiry);
+    assert_eq!(
+        publisher.stats().dropped_disconnected,
+        dropped,
+        "all six were sent: none dropped unsent"
+    );
+    assert_eq!(publisher.unsent_for(&node(2)), 0);
+    assert!(publisher.poll_timeout().is_none_or(|t| t > expiry));
+
+    // Past the carry-over span, a session leaves nothing.
+    let much_later = later + 10 * SECOND;
+    publisher.handle_disconnected(much_later, node(2));
+    publisher.handle_connected(much_later, node(2));
+    assert!(sends(&drain(&mut publisher)).is_empty());
+    // And with the carry-over off, the waiting ones are dropped at the disconnect.
+    let mut off = PubSub::new(PubSubConfig {
+        carry_over: Duration::ZERO,
+        send_window: 1,
+        ..config(1)
+    });
+    off.publish(now, topic("t"), Bytes::new()).unwrap();
+    drain(&mut off);
+    off.handle_lookup(now, key(""), vec![]);
+    off.handle_lookup(now, key("t"), vec![record(2, "t")]);
+    off.publish(now, topic("t"), Bytes::new()).unwrap();
+    drain(&mut off);
+    off.handle_disconnected(now, node(2));
+    off.handle_connected(now, node(2));
+    assert!(sends(&drain(&mut off)).is_empty());
+    assert_eq!(off.stats().dropped_disconnected, 1);
 }
 
 #[test]
@@ -405,6 +492,8 @@ fn a_direct_subscription_is_served_without_the_dht_until_withdrawn() {
     drain(&mut ps);
     ps.handle_disconnected(now, node(2));
     ps.handle_connected(now, node(2));
+    let resent = sends(&drain(&mut ps));
+    assert_eq!(resent.len(), 1, "what its last session left, sent again");
     ps.publish(now, topic("t"), Bytes::new()).unwrap();
     assert!(
         sends(&drain(&mut ps)).is_empty(),
@@ -638,8 +727,10 @@ fn a_thousand_publications_reach_five_subscribers_once_and_in_order() {
         machine.publish(now, topic(t), Bytes::new()).unwrap();
         mesh.run();
     }
-    let every: Vec<(NodeId, u64)> = (0..1000).map(|i| (publisher, i)).collect();
-    let kitchen: Vec<(NodeId, u64)> = every.iter().copied().filter(|(_, i)| i % 10 != 0).collect();
+    let every: Vec<(NodeId, u64)> = (0..1000).map(|i| (publisher, EPOCH + i)).collect();
+    let kitchen: Vec<(NodeId, u64)> = (every.iter().copied())
+        .filter(|(_, i)| (i - EPOCH) % 10 != 0)
+        .collect();
     assert_eq!(mesh.got[&node(2)], kitchen);
     for b in [3, 4, 5] {
         assert_eq!(mesh.got[&node(b)], every, "subscriber {b}");

@@ -10,9 +10,11 @@ use macula::pubsub::{Received, Receiver, ReceiverConfig};
 use macula::wire::Publish;
 use proptest::prelude::*;
 
+/// A frame whose id grows with `(epoch, sequence)` (epochs below 2^24), as
+/// an honest publisher's ids do across sessions.
 fn frame(epoch: u64, sequence: u64) -> Publish {
     Publish {
-        message_id: epoch.wrapping_mul(1000).wrapping_add(sequence),
+        message_id: (epoch << 40) | sequence.min((1 << 40) - 1),
         epoch,
         sequence,
         topic: "t".into(),
@@ -237,6 +239,91 @@ fn the_least_recently_heard_publisher_is_forgotten_past_the_bound() {
     assert_eq!(h.receive(now, 1, 0, 0), Received::Delivered);
     // Publisher 3 was kept.
     assert_eq!(h.receive(now, 3, 0, 0), Received::Duplicate);
+}
+
+impl Harness {
+    /// Receives a frame of `from` carrying message id `id`.
+    fn receive_id(
+        &mut self,
+        now: Instant,
+        from: u8,
+        (epoch, sequence): (u64, u64),
+        id: u64,
+    ) -> Received {
+        let delivered = &mut self.delivered;
+        let message = Publish {
+            message_id: id,
+            ..frame(epoch, sequence)
+        };
+        self.receiver
+            .receive(now, node(from), message, &mut sink(delivered))
+    }
+}
+
+#[test]
+fn a_later_session_drops_the_carried_frames_it_had_by_id_and_delivers_the_rest() {
+    let now = t0();
+    let mut h = Harness::new(ReceiverConfig::default());
+    // Session 5 delivers ids 100..=102; the connection dies, the receiver forgets.
+    for sequence in 0..3 {
+        h.receive_id(now, 1, (5, sequence), 100 + sequence);
+    }
+    h.forget(now, 1);
+    h.taken();
+    // Session 6 carries 101..=104 over, then goes on with 105.
+    let later = now + Duration::from_secs(3);
+    let verdicts: Vec<Received> = (0..5)
+        .map(|sequence| h.receive_id(later, 1, (6, sequence), 101 + sequence))
+        .collect();
+    use Received::*;
+    assert_eq!(
+        verdicts,
+        [Duplicate, Duplicate, Delivered, Delivered, Delivered]
+    );
+    let got: Vec<u64> = h.taken().iter().map(|d| d.2).collect();
+    assert_eq!(got, [2, 3, 4], "sequences of ids 103..=105, in order");
+    assert_eq!(h.receiver.stats().duplicates, 2);
+    // Without a forget (the receiver never saw the connection die) the same holds.
+    let mut kept = Harness::new(ReceiverConfig::default());
+    kept.receive_id(now, 1, (5, 0), 100);
+    assert_eq!(kept.receive_id(later, 1, (6, 0), 100), Duplicate);
+    assert_eq!(kept.receive_id(later, 1, (6, 1), 101), Delivered);
+}
+
+#[test]
+fn a_publisher_heard_again_after_the_memory_or_in_an_older_session_starts_afresh() {
+    let now = t0();
+    let config = ReceiverConfig {
+        max_publishers: 2,
+        ..ReceiverConfig::default()
+    };
+    let memory = config.resend_memory;
+    let mut h = Harness::new(config);
+    h.receive_id(now, 1, (5, 0), 100);
+    h.forget(now, 1);
+    // Past the memory: a restarted publisher whose clock went back loses nothing.
+    let late = now + memory + Duration::from_millis(1);
+    assert_eq!(h.receive_id(late, 1, (6, 0), 7), Received::Delivered);
+    // An older session after a forget is not checked against the ids either.
+    h.receive_id(late, 2, (9, 0), 500);
+    h.forget(late, 2);
+    assert_eq!(h.receive_id(late, 2, (8, 0), 3), Received::Delivered);
+    // The memory of forgotten publishers is bounded: the oldest goes first.
+    for from in [3, 4, 5] {
+        let at = late + Duration::from_millis(u64::from(from));
+        h.receive_id(at, from, (1, 0), 50);
+        h.forget(at, from);
+    }
+    assert_eq!(
+        h.receive_id(late, 3, (2, 0), 10),
+        Received::Delivered,
+        "forgotten"
+    );
+    assert_eq!(
+        h.receive_id(late, 5, (2, 0), 10),
+        Received::Duplicate,
+        "remembered"
+    );
 }
 
 #[derive(Clone, Debug)]

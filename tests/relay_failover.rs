@@ -4,7 +4,8 @@
 //! circuit runs through dies (stops answering entirely) or turns into a
 //! blackhole (keeps its QUIC connections alive, drops circuit traffic): the
 //! ends notice from QUIC's own acknowledgements within seconds, the circuit
-//! moves to the other relay, calls work again and pub/sub goes on.
+//! moves to the other relay, calls work again and pub/sub goes on without
+//! losing a publication.
 #![cfg(feature = "sim")]
 
 mod common;
@@ -260,14 +261,12 @@ fn publications_keep_arriving_across_a_relay_death() {
     let (a, b) = (lab.a, lab.b);
     let mut received: Vec<u64> = Vec::new();
     let mut publish_times: Vec<Instant> = Vec::new();
-    let mut killed = None;
     // One publication every 100 ms for 12 s; the relay carrying them dies
     // after 2 s.
     for n in 0..120u64 {
         if n == 20 {
             let dead = lab.relay_in_use();
             lab.mesh.world.set_online(dead, false);
-            killed = Some(lab.mesh.world.now());
         }
         publish_times.push(lab.mesh.world.now());
         lab.mesh
@@ -296,7 +295,6 @@ fn publications_keep_arriving_across_a_relay_death() {
         }
         false
     });
-    let killed = killed.expect("the relay died");
     let lost: Vec<u64> = (0..120).filter(|n| !received.contains(n)).collect();
     eprintln!("lost {lost:?} of 120");
     let mut sorted = received.clone();
@@ -306,15 +304,9 @@ fn publications_keep_arriving_across_a_relay_death() {
         received.windows(2).all(|w| w[0] < w[1]),
         "in order: {received:?}"
     );
-    // Everything published before the death and from 5 s after it arrives.
-    for n in lost {
-        let at = publish_times[n as usize];
-        assert!(
-            at >= killed && at < killed + Duration::from_secs(5),
-            "message {n} published {:?} after the death was lost",
-            at.saturating_duration_since(killed)
-        );
-    }
+    // Nothing is lost: what went into the dead circuit (45 of 120 before the
+    // carry-over, 2.0 to 6.4 s of publications) is sent again on the new one.
+    assert_eq!(lost, [] as [u64; 0], "lost across the relay death");
 }
 
 #[test]

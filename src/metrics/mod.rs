@@ -166,6 +166,10 @@ label_enum!(
         /// Dropped on the publishing side: a slow subscriber's full queue,
         /// or a disconnected subscriber.
         Dropped => "dropped",
+        /// PUBLISH frames sent again in a subscriber's next session (their
+        /// connection closed with their delivery unknown; counted in
+        /// `sent` too).
+        Resent => "resent",
     }
 );
 
@@ -616,7 +620,7 @@ pub struct Metrics {
     /// Latency of our calls that ended after they started, by result.
     pub rpc_call_latency: PerLabel<CallResult, Histogram, 2>,
     /// Pub/sub messages, by direction.
-    pub pubsub_messages: PerLabel<MessageDirection, u64, 4>,
+    pub pubsub_messages: PerLabel<MessageDirection, u64, 5>,
     /// Publish to frame written, per remote subscriber.
     pub pubsub_delivery_latency: Histogram,
     /// Others' calls refused before the handler, by reason.

@@ -299,6 +299,7 @@ impl Node {
         let messages = &mut metrics.pubsub_messages;
         *messages.get_mut(MessageDirection::Published) = pubsub.published;
         *messages.get_mut(MessageDirection::Sent) = pubsub.sent;
+        *messages.get_mut(MessageDirection::Resent) = pubsub.resent;
         *messages.get_mut(MessageDirection::Dropped) = pubsub
             .dropped_slow
             .saturating_add(pubsub.dropped_disconnected);

@@ -10,10 +10,15 @@
 //! lookup holds back the ones after it. A lookup that does not come back
 //! within [`PubSubConfig::lookup_timeout`] counts as having found nothing.
 //!
-//! Disconnects: a subscriber whose connection closed loses its queue
-//! (counted as dropped); the next publication for it opens a new session (a
-//! newer epoch, sequence from 0) and it resumes. One that could not be
-//! reached at all is also skipped for [`PubSubConfig::retry_after`], or until
+//! Disconnects: a subscriber whose connection closed keeps what its session
+//! left unsure for [`PubSubConfig::carry_over`]: the frames handed out in
+//! that span (their delivery unknown) and the waiting ones
+//! ([`Outbox::carry`]). Its next session (a newer epoch, sequence from 0)
+//! opens when it is connected again or at the next publication for it, and
+//! sends them first; the subscriber drops those it had by message id (ids
+//! only grow: they start at [`PubSubConfig::first_epoch`]). What is left
+//! past the span is dropped and counted. One that could not be reached at
+//! all loses them and is skipped for [`PubSubConfig::retry_after`], or until
 //! it is reported connected again, so a dead subscriber costs one dial per
 //! retry period rather than one per message.
 
@@ -23,7 +28,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::direct::{Direct, Refusal};
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Queued};
 use super::receiver::Receiver;
 use super::record::{encode_subscriber_value, subscriber_value_matches};
 use super::{PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats};
@@ -57,6 +62,9 @@ pub struct PubSub {
     cache: LookupCache,
     waiting: VecDeque<Waiting>,
     outboxes: HashMap<NodeId, Outbox>,
+    /// What the last session of a disconnected subscriber left unsure, until
+    /// when it is kept.
+    carried: HashMap<NodeId, (Instant, Vec<Queued>)>,
     /// Disconnected subscribers and when they may be tried again.
     down: HashMap<NodeId, Instant>,
     receiver: Receiver,
@@ -80,9 +88,12 @@ impl PubSub {
             },
             waiting: VecDeque::new(),
             outboxes: HashMap::default(),
+            carried: HashMap::default(),
             direct: Direct::new(config.max_direct_subscriptions, config.max_direct_per_peer),
             down: HashMap::default(),
-            next_message_id: 0,
+            // Ids grow across restarts too, as epochs do: a subscriber tells
+            // a frame carried over from one it had by its id.
+            next_message_id: config.first_epoch,
             outputs: OutputQueue::new(),
             stats: PubSubStats::default(),
             config,
@@ -106,6 +117,14 @@ impl PubSub {
     /// Messages waiting in `subscriber`'s queue.
     pub fn queued_for(&self, subscriber: &NodeId) -> usize {
         self.outboxes.get(subscriber).map_or(0, Outbox::waiting)
+    }
+
+    /// Messages for `subscriber` never handed to the Node yet: waiting in
+    /// its queue, or left by its last session for the next.
+    pub fn unsent_for(&self, subscriber: &NodeId) -> usize {
+        let queued = self.outboxes.get(subscriber).map_or(0, Outbox::unsent);
+        let carried = (self.carried.get(subscriber)).map_or(0, |(_, left)| unsent(left));
+        queued + carried as usize
     }
 
     fn topic_key(&self, prefix: &str) -> RecordKey {
@@ -321,23 +340,49 @@ impl PubSub {
             return;
         }
         self.down.remove(&subscriber);
-        let epoch = &mut self.next_epoch;
-        let outbox = self.outboxes.entry(subscriber).or_insert_with(|| {
-            let outbox = Outbox::new(*epoch);
+        let bound = self.config.queue_bound;
+        let outbox = self.session(now, subscriber);
+        self.stats.dropped_slow += outbox.push(bound, id, topic, payload);
+        self.pump(now, subscriber);
+    }
+
+    /// `subscriber`'s session, opened now (the next epoch) if it has none,
+    /// with what its last session left ([`PubSub::handle_disconnected`]).
+    fn session(&mut self, now: Instant, subscriber: NodeId) -> &mut Outbox {
+        let (epoch, carried, stats) = (&mut self.next_epoch, &mut self.carried, &mut self.stats);
+        self.outboxes.entry(subscriber).or_insert_with(|| {
+            let left = match carried.remove(&subscriber) {
+                Some((until, left)) if now < until => left,
+                Some((_, expired)) => {
+                    stats.dropped_disconnected += unsent(&expired);
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
+            let outbox = Outbox::resume(*epoch, left);
             *epoch += 1;
             outbox
-        });
-        self.stats.dropped_slow += outbox.push(self.config.queue_bound, id, topic, payload);
-        self.pump(subscriber);
+        })
+    }
+
+    /// Frames a session keeps for a carry-over (0: none).
+    fn kept_frames(&self) -> usize {
+        if self.config.carry_over.is_zero() {
+            0
+        } else {
+            self.config.carry_bound
+        }
     }
 
     /// Hands `subscriber` as many frames as its window takes.
-    fn pump(&mut self, subscriber: NodeId) {
+    fn pump(&mut self, now: Instant, subscriber: NodeId) {
+        let keep = self.kept_frames();
         let Some(outbox) = self.outboxes.get_mut(&subscriber) else {
             return;
         };
-        while let Some(message) = outbox.next_frame(self.config.send_window) {
+        while let Some((message, again)) = outbox.next_frame(now, self.config.send_window, keep) {
             self.stats.sent += 1;
+            self.stats.resent += u64::from(again);
             self.outputs.push(PubSubOutput::Send {
                 subscriber,
                 message,
@@ -352,36 +397,64 @@ impl PubSub {
         if let Some(outbox) = self.outboxes.get_mut(&subscriber) {
             outbox.written(epoch);
         }
-        self.pump(subscriber);
+        self.pump(now, subscriber);
     }
 
     /// The connection to `peer` closed (idle, or by either side): as a
-    /// subscriber it loses its queue, and its next message opens a new
-    /// session; its direct subscriptions end; as a publisher its buffered
-    /// frames are delivered and its state forgotten.
+    /// subscriber its session ends, what it left unsure is carried into its
+    /// next one (module docs); its direct subscriptions end; as a publisher
+    /// its buffered frames are delivered and its state forgotten.
     pub fn handle_disconnected(&mut self, now: Instant, peer: NodeId) {
         self.outputs.mark(now);
         if let Some(outbox) = self.outboxes.remove(&peer) {
-            self.stats.dropped_disconnected += outbox.waiting() as u64;
+            let (span, bound) = (self.config.carry_over, self.config.queue_bound);
+            if span.is_zero() {
+                self.stats.dropped_disconnected += outbox.unsent() as u64;
+                return self.forget_peer(now, peer);
+            }
+            let mut left = outbox.carry(now, span, bound);
+            if let Some((_, older)) = self.carried.remove(&peer) {
+                // A session that never got going: what its predecessor left comes first.
+                left.splice(0..0, older);
+                let skip = left.len().saturating_sub(bound);
+                self.stats.dropped_disconnected += unsent(&left[..skip]);
+                left.drain(..skip);
+            }
+            if !left.is_empty() {
+                self.carried.insert(peer, (now + span, left));
+            }
         }
+        self.forget_peer(now, peer);
+    }
+
+    /// `peer`'s direct subscriptions end; as a publisher its buffered
+    /// frames are delivered and its state forgotten.
+    fn forget_peer(&mut self, now: Instant, peer: NodeId) {
         self.direct.remove_peer(&peer);
         self.receive_with(|receiver, deliver| receiver.forget(now, &peer, deliver));
     }
 
     /// `peer` could not be reached to deliver PUBLISH frames: as
-    /// [`PubSub::handle_disconnected`], and messages for it are dropped
-    /// (counted) for [`PubSubConfig::retry_after`] or until
-    /// [`PubSub::handle_connected`].
+    /// [`PubSub::handle_disconnected`], but what it left is dropped
+    /// (counted), and so are messages for it for
+    /// [`PubSubConfig::retry_after`] or until [`PubSub::handle_connected`].
     pub fn handle_unreachable(&mut self, now: Instant, peer: NodeId) {
         self.handle_disconnected(now, peer);
+        if let Some((_, left)) = self.carried.remove(&peer) {
+            self.stats.dropped_disconnected += unsent(&left);
+        }
         self.down.insert(peer, now + self.config.retry_after);
     }
 
     /// `peer` is connected again: if it is a subscriber, it may receive at
-    /// once.
+    /// once, starting with what its last session left.
     pub fn handle_connected(&mut self, now: Instant, peer: NodeId) {
         self.outputs.mark(now);
         self.down.remove(&peer);
+        if self.carried.contains_key(&peer) && !self.outboxes.contains_key(&peer) {
+            self.session(now, peer);
+            self.pump(now, peer);
+        }
     }
 
     /// SUBSCRIBE from `peer` arrived: it subscribes here directly, until
@@ -485,6 +558,18 @@ impl PubSub {
             .extend(due.into_iter().map(PubSubOutput::Directory));
         self.receive_with(|receiver, deliver| receiver.handle_timeout(now, deliver));
         self.down.retain(|_, until| now < *until);
+        let stats = &mut self.stats;
+        self.carried.retain(|_, (until, left)| {
+            let keep = now < *until;
+            if !keep {
+                stats.dropped_disconnected += unsent(left);
+            }
+            keep
+        });
+        let span = self.config.carry_over;
+        for outbox in self.outboxes.values_mut() {
+            outbox.prune(now, span);
+        }
     }
 
     /// Runs `act` on the receiver with a sink that hands each message it
@@ -564,6 +649,12 @@ impl Child for PubSub {
             self.announcements.next_deadline(),
             self.receiver.next_deadline(),
             self.down.values().min().copied(),
+            self.carried.values().map(|(until, _)| *until).min(),
         ])
     }
+}
+
+/// How many of `messages` were never handed out.
+fn unsent(messages: &[Queued]) -> u64 {
+    messages.iter().filter(|q| !q.sent()).count() as u64
 }

@@ -27,6 +27,15 @@
 //!   receiver starts at that frame and counts the numbers before it as
 //!   skipped. A publisher can only disorder its own frames this way.
 //!
+//! **Carried-over frames.** A publisher whose connection to us closed sends
+//! the frames whose delivery it could not know again, first in its next
+//! session ([`crate::pubsub::outbox`]). Its message ids only grow (across
+//! sessions and restarts), so the receiver keeps the last message it
+//! delivered per publisher, across sessions and for
+//! [`ReceiverConfig::resend_memory`] after the publisher is forgotten, and
+//! drops a frame of a later session whose id is not above that one's
+//! ([`Received::Duplicate`]; its number is used up).
+//!
 //! Frames the subscriber does not take (no subscription matches their
 //! topic, or the publisher is not authorized for it) are [passed](Receiver::pass):
 //! their number is used up without keeping the payload, so the frames after
@@ -51,6 +60,12 @@ pub struct ReceiverConfig {
     /// Most publishers tracked at once (default 4096); past it the least
     /// recently heard one is forgotten (its next session starts afresh).
     pub max_publishers: usize,
+    /// How long after its last delivery the highest message id of a
+    /// publisher counts against a new session's frames (default 10 s:
+    /// longer than a publisher's carry-over, 5 s). A publisher heard again
+    /// later starts afresh, so a restarted one whose clock went back loses
+    /// nothing for longer than this.
+    pub resend_memory: Duration,
 }
 
 impl Default for ReceiverConfig {
@@ -59,6 +74,7 @@ impl Default for ReceiverConfig {
             reorder_window: 256,
             gap_timeout: Duration::from_secs(2),
             max_publishers: 4096,
+            resend_memory: Duration::from_secs(10),
         }
     }
 }
@@ -108,6 +124,47 @@ struct Stream {
     /// When the current gap opened (the buffer is not empty).
     gap_since: Option<Instant>,
     last_heard: Instant,
+    /// The last message delivered: its id, its epoch, and when.
+    last_id: Option<Delivered>,
+}
+
+/// The last message delivered of a publisher.
+#[derive(Clone, Copy, Debug)]
+struct Delivered {
+    id: u64,
+    epoch: u64,
+    at: Instant,
+}
+
+impl Stream {
+    /// Hands `message` on unless it is of a later session than the last
+    /// delivered and its id is not above that one's (a frame carried over
+    /// that we had; within a session the sequence numbers tell, and an
+    /// earlier session after a forget is a publisher starting afresh); true
+    /// when handed on.
+    fn hand_on(
+        &mut self,
+        now: Instant,
+        stats: &mut ReceiverStats,
+        publisher: NodeId,
+        message: Publish,
+        deliver: &mut dyn FnMut(NodeId, Publish),
+    ) -> bool {
+        if (self.last_id)
+            .is_some_and(|last| message.epoch > last.epoch && message.message_id <= last.id)
+        {
+            stats.duplicates += 1;
+            return false;
+        }
+        self.last_id = Some(Delivered {
+            id: message.message_id,
+            epoch: message.epoch,
+            at: now,
+        });
+        stats.delivered += 1;
+        deliver(publisher, message);
+        true
+    }
 }
 
 /// Per-publisher ordering and deduplication.
@@ -115,6 +172,9 @@ struct Stream {
 pub struct Receiver {
     config: ReceiverConfig,
     streams: HashMap<NodeId, Stream>,
+    /// The last message delivered of publishers forgotten lately (at most
+    /// `max_publishers`).
+    remembered: HashMap<NodeId, Delivered>,
     /// Open gaps by the time they are given up on.
     gaps: BTreeSet<(Instant, NodeId)>,
     stats: ReceiverStats,
@@ -126,6 +186,7 @@ impl Receiver {
         Self {
             config,
             streams: HashMap::default(),
+            remembered: HashMap::default(),
             gaps: BTreeSet::new(),
             stats: ReceiverStats::default(),
         }
@@ -201,12 +262,15 @@ impl Receiver {
         if !self.streams.contains_key(&publisher) {
             self.make_room(now, publisher);
             let next = self.start_of(sequence);
+            let last_id = (self.remembered.remove(&publisher))
+                .filter(|last| now.saturating_duration_since(last.at) <= self.config.resend_memory);
             let stream = Stream {
                 epoch,
                 next,
                 buffer: BTreeMap::new(),
                 gap_since: None,
                 last_heard: now,
+                last_id,
             };
             self.streams.insert(publisher, stream);
         }
@@ -219,9 +283,14 @@ impl Receiver {
         if epoch > stream.epoch {
             self.flush(now, publisher, deliver);
             let next = self.start_of(sequence);
+            let memory = self.config.resend_memory;
             let stream = stream_of(&mut self.streams, publisher);
             stream.epoch = epoch;
             stream.next = next;
+            if (stream.last_id).is_some_and(|last| now.saturating_duration_since(last.at) > memory)
+            {
+                stream.last_id = None;
+            }
         }
         let window = self.window();
         let stream = stream_of(&mut self.streams, publisher);
@@ -242,12 +311,16 @@ impl Receiver {
             return Received::Buffered;
         }
         stream.next = sequence + 1;
-        if let Some(message) = message {
-            self.stats.delivered += 1;
-            deliver(publisher, message);
-        }
+        let fresh = match message {
+            Some(message) => stream.hand_on(now, &mut self.stats, publisher, message, deliver),
+            None => true,
+        };
         self.drain_ready(now, publisher, deliver);
-        Received::Delivered
+        if fresh {
+            Received::Delivered
+        } else {
+            Received::Duplicate
+        }
     }
 
     /// Skips the gaps that stayed open until `now`.
@@ -275,8 +348,34 @@ impl Receiver {
     ) {
         if self.streams.contains_key(publisher) {
             self.flush(now, *publisher, deliver);
-            self.streams.remove(publisher);
+            let last_id = self.streams.remove(publisher).and_then(|s| s.last_id);
+            if let Some(last) = last_id {
+                self.remember(now, *publisher, last);
+            }
         }
+    }
+
+    /// Keeps the highest id delivered of a publisher being forgotten for
+    /// [`ReceiverConfig::resend_memory`]; when the table is full, the ones
+    /// past it go first, then the oldest.
+    fn remember(&mut self, now: Instant, publisher: NodeId, last: Delivered) {
+        let memory = self.config.resend_memory;
+        if now.saturating_duration_since(last.at) > memory {
+            return;
+        }
+        if self.remembered.len() >= self.config.max_publishers {
+            self.remembered
+                .retain(|_, d| now.saturating_duration_since(d.at) <= memory);
+        }
+        if self.remembered.len() >= self.config.max_publishers {
+            let oldest = (self.remembered.iter())
+                .min_by_key(|(id, d)| (d.at, **id))
+                .map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                self.remembered.remove(&oldest);
+            }
+        }
+        self.remembered.insert(publisher, last);
     }
 
     /// Forgets the least recently heard publisher when the table is full.
@@ -334,8 +433,7 @@ impl Receiver {
         while let Some(message) = stream.buffer.remove(&stream.next) {
             stream.next = stream.next.saturating_add(1);
             if let Some(message) = message {
-                self.stats.delivered += 1;
-                deliver(publisher, message);
+                stream.hand_on(now, &mut self.stats, publisher, message, deliver);
             }
         }
         if let Some(since) = stream.gap_since.take() {

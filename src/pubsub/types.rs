@@ -75,6 +75,17 @@ pub struct PubSubConfig {
     pub lookup_timeout: Duration,
     /// How long an unreachable subscriber is skipped (default 5 s).
     pub retry_after: Duration,
+    /// How long a subscriber's frames are kept for its next session once
+    /// handed out (their delivery is unknown until the connection proves
+    /// alive), and how long what a closed session left waits for the next
+    /// one (default 5 s: longer than a dead relay or path takes to be found
+    /// and left). `ZERO`: nothing is carried over, and what waited is
+    /// dropped at the disconnect.
+    pub carry_over: Duration,
+    /// The most frames per subscriber kept for a carry-over (default 256:
+    /// 5 s at 50 publications a second; each costs its topic's copy, its
+    /// payload being shared).
+    pub carry_bound: usize,
     /// The receiving side's bounds.
     pub receiver: ReceiverConfig,
     /// Who may publish on which topic to this node (default
@@ -101,6 +112,8 @@ impl PubSubConfig {
             cache_ttl: Duration::from_secs(30),
             lookup_timeout: Duration::from_secs(5),
             retry_after: Duration::from_secs(5),
+            carry_over: Duration::from_secs(5),
+            carry_bound: 256,
             receiver: ReceiverConfig::default(),
             publishers: AccessList::open(),
         }
@@ -174,6 +187,12 @@ pub struct PubSubStats {
     pub dropped_slow: u64,
     /// Messages dropped because their subscriber was disconnected.
     pub dropped_disconnected: u64,
+    /// PUBLISH frames handed to the Node again in a later session of their
+    /// subscriber: carried over from a session that closed with their
+    /// delivery unknown (counted in `sent` too; the receiver drops the ones
+    /// it had). Messages never handed out that a closed session left count
+    /// in `dropped_disconnected` only if they are dropped unsent.
+    pub resent: u64,
     /// Received messages on topics we do not subscribe to (or invalid
     /// ones): dropped unread.
     pub unsolicited: u64,
