@@ -326,29 +326,47 @@ fn a_disconnected_subscriber_resumes_in_a_new_epoch_and_an_unreachable_one_waits
     assert_eq!(ps.stats().resent, 1, "the one handed out before");
     assert_eq!((ps.queued_for(&node(2)), ps.unsent_for(&node(2))), (2, 2));
 
-    // Unreachable: what the session left is dropped, and it is skipped until
-    // the retry time.
+    // Unreachable: skipped until the retry time; what the session left, and what is
+    // published for it meanwhile, waits for that.
     ps.handle_unreachable(now, node(2));
-    assert_eq!(ps.stats().dropped_disconnected, 2, "the two never sent");
     ps.publish(now + SECOND, topic("t"), Bytes::new()).unwrap();
     assert!(sends(&drain(&mut ps)).is_empty());
-    assert_eq!(ps.stats().dropped_disconnected, 3);
+    assert_eq!(ps.stats().dropped_disconnected, 0);
+    assert_eq!(
+        ps.unsent_for(&node(2)),
+        3,
+        "two left, one published while down"
+    );
     let retry = now + 5 * SECOND;
     assert_eq!(ps.poll_timeout(), Some(retry));
     ps.handle_timeout(retry);
-    ps.publish(retry, topic("t"), Bytes::new()).unwrap();
     let sent = sends(&drain(&mut ps));
     let first = &sent[0].1;
     assert_eq!(
         (first.epoch, first.sequence, first.message_id),
-        (EPOCH + 2, 0, EPOCH + 4)
+        (EPOCH + 2, 0, EPOCH),
+        "tried again at the retry time, oldest first"
     );
 
     // Reported connected before the retry time: it resumes at once.
     ps.handle_unreachable(retry, node(2));
     ps.handle_connected(retry, node(2));
-    ps.publish(retry, topic("t"), Bytes::new()).unwrap();
     assert_eq!(sends(&drain(&mut ps))[0].1.epoch, EPOCH + 3);
+
+    // Unreachable at every try: after six retry periods what waits is dropped, counted.
+    let mut at = retry;
+    while ps.unsent_for(&node(2)) > 0 {
+        ps.handle_unreachable(at, node(2));
+        at += 5 * SECOND;
+        ps.handle_timeout(at);
+        drain(&mut ps);
+        assert!(at < retry + 60 * SECOND, "gave up in time");
+    }
+    assert_eq!(ps.stats().dropped_disconnected, 3, "the three never sent");
+    assert!(
+        at <= retry + 40 * SECOND,
+        "six retry periods, then one more try"
+    );
 }
 
 #[test]

@@ -18,9 +18,11 @@
 //! sends them first; the subscriber drops those it had by message id (ids
 //! only grow: they start at [`PubSubConfig::first_epoch`]). What is left
 //! past the span is dropped and counted. One that could not be reached at
-//! all loses them and is skipped for [`PubSubConfig::retry_after`], or until
-//! it is reported connected again, so a dead subscriber costs one dial per
-//! retry period rather than one per message.
+//! all is skipped for [`PubSubConfig::retry_after`], or until it is reported
+//! connected again, so a dead subscriber costs one dial per retry period
+//! rather than one per message; what it left and what is published for it
+//! meanwhile waits (bounded) and goes when it is tried again
+//! ([`PubSub::handle_unreachable`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
@@ -62,11 +64,14 @@ pub struct PubSub {
     cache: LookupCache,
     waiting: VecDeque<Waiting>,
     outboxes: HashMap<NodeId, Outbox>,
-    /// What the last session of a disconnected subscriber left unsure, until
-    /// when it is kept.
-    carried: HashMap<NodeId, (Instant, Vec<Queued>)>,
+    /// What the last session of a disconnected subscriber left unsure, and
+    /// what was published for it while it was unreachable.
+    carried: HashMap<NodeId, Left>,
     /// Disconnected subscribers and when they may be tried again.
     down: HashMap<NodeId, Instant>,
+    /// Since when each subscriber in `down` (or with messages kept after
+    /// it) has been unreachable at every try.
+    unreachable_since: HashMap<NodeId, Instant>,
     receiver: Receiver,
     next_message_id: u64,
     next_epoch: u64,
@@ -91,6 +96,7 @@ impl PubSub {
             carried: HashMap::default(),
             direct: Direct::new(config.max_direct_subscriptions, config.max_direct_per_peer),
             down: HashMap::default(),
+            unreachable_since: HashMap::default(),
             // Ids grow across restarts too, as epochs do: a subscriber tells
             // a frame carried over from one it had by its id.
             next_message_id: config.first_epoch,
@@ -123,7 +129,7 @@ impl PubSub {
     /// its queue, or left by its last session for the next.
     pub fn unsent_for(&self, subscriber: &NodeId) -> usize {
         let queued = self.outboxes.get(subscriber).map_or(0, Outbox::unsent);
-        let carried = (self.carried.get(subscriber)).map_or(0, |(_, left)| unsent(left));
+        let carried = (self.carried.get(subscriber)).map_or(0, |left| unsent(&left.messages));
         queued + carried as usize
     }
 
@@ -335,8 +341,8 @@ impl PubSub {
     }
 
     fn enqueue(&mut self, now: Instant, subscriber: NodeId, id: u64, topic: Topic, payload: Bytes) {
-        if self.down.get(&subscriber).is_some_and(|until| now < *until) {
-            self.stats.dropped_disconnected += 1;
+        if let Some(&retry) = self.down.get(&subscriber).filter(|until| now < **until) {
+            self.hold(subscriber, retry, Queued::new(id, topic, payload));
             return;
         }
         self.down.remove(&subscriber);
@@ -346,15 +352,36 @@ impl PubSub {
         self.pump(now, subscriber);
     }
 
+    /// Keeps `message` for `subscriber`, unreachable until `retry`, to send
+    /// once it is tried again: at most `queue_bound` wait (the oldest goes
+    /// first, counted), for `carry_over` past the retry. Without a
+    /// carry-over the message is dropped (counted).
+    fn hold(&mut self, subscriber: NodeId, retry: Instant, message: Queued) {
+        let span = self.config.carry_over;
+        if span.is_zero() {
+            self.stats.dropped_disconnected += 1;
+            return;
+        }
+        let left = self.carried.entry(subscriber).or_insert_with(|| Left {
+            until: retry + span,
+            messages: Vec::new(),
+        });
+        left.until = left.until.max(retry + span);
+        left.messages.push(message);
+        let skip = left.messages.len().saturating_sub(self.config.queue_bound);
+        self.stats.dropped_disconnected += unsent(&left.messages[..skip]);
+        left.messages.drain(..skip);
+    }
+
     /// `subscriber`'s session, opened now (the next epoch) if it has none,
     /// with what its last session left ([`PubSub::handle_disconnected`]).
     fn session(&mut self, now: Instant, subscriber: NodeId) -> &mut Outbox {
         let (epoch, carried, stats) = (&mut self.next_epoch, &mut self.carried, &mut self.stats);
         self.outboxes.entry(subscriber).or_insert_with(|| {
             let left = match carried.remove(&subscriber) {
-                Some((until, left)) if now < until => left,
-                Some((_, expired)) => {
-                    stats.dropped_disconnected += unsent(&expired);
+                Some(left) if now < left.until => left.messages,
+                Some(expired) => {
+                    stats.dropped_disconnected += unsent(&expired.messages);
                     Vec::new()
                 }
                 None => Vec::new(),
@@ -413,15 +440,22 @@ impl PubSub {
                 return self.forget_peer(now, peer);
             }
             let mut left = outbox.carry(now, span, bound);
-            if let Some((_, older)) = self.carried.remove(&peer) {
+            if let Some(older) = self.carried.remove(&peer) {
                 // A session that never got going: what its predecessor left comes first.
-                left.splice(0..0, older);
+                left.splice(0..0, older.messages);
                 let skip = left.len().saturating_sub(bound);
                 self.stats.dropped_disconnected += unsent(&left[..skip]);
                 left.drain(..skip);
             }
             if !left.is_empty() {
-                self.carried.insert(peer, (now + span, left));
+                let until = now + span;
+                self.carried.insert(
+                    peer,
+                    Left {
+                        until,
+                        messages: left,
+                    },
+                );
             }
         }
         self.forget_peer(now, peer);
@@ -435,15 +469,30 @@ impl PubSub {
     }
 
     /// `peer` could not be reached to deliver PUBLISH frames: as
-    /// [`PubSub::handle_disconnected`], but what it left is dropped
-    /// (counted), and so are messages for it for
+    /// [`PubSub::handle_disconnected`], and it is not tried again for
     /// [`PubSubConfig::retry_after`] or until [`PubSub::handle_connected`].
+    /// What it left, and what is published for it meanwhile, waits for that
+    /// (at most `queue_bound`); when the retry time comes a session opens
+    /// with it. A subscriber whose messages waited longer than six retry
+    /// periods in all (30 s by default) loses them (counted), so a dead one
+    /// costs one dial per retry period while there is something for it, as
+    /// before.
     pub fn handle_unreachable(&mut self, now: Instant, peer: NodeId) {
         self.handle_disconnected(now, peer);
-        if let Some((_, left)) = self.carried.remove(&peer) {
-            self.stats.dropped_disconnected += unsent(&left);
+        let retry = now + self.config.retry_after;
+        self.down.insert(peer, retry);
+        let limit = self.config.retry_after.saturating_mul(6);
+        let span = self.config.carry_over;
+        let since = *self.unreachable_since.entry(peer).or_insert(now);
+        match self.carried.get_mut(&peer) {
+            Some(left) if now.saturating_duration_since(since) > limit || span.is_zero() => {
+                self.stats.dropped_disconnected += unsent(&left.messages);
+                self.carried.remove(&peer);
+                self.unreachable_since.remove(&peer);
+            }
+            Some(left) => left.until = left.until.max(retry + span),
+            None => {}
         }
-        self.down.insert(peer, now + self.config.retry_after);
     }
 
     /// `peer` is connected again: if it is a subscriber, it may receive at
@@ -451,6 +500,7 @@ impl PubSub {
     pub fn handle_connected(&mut self, now: Instant, peer: NodeId) {
         self.outputs.mark(now);
         self.down.remove(&peer);
+        self.unreachable_since.remove(&peer);
         if self.carried.contains_key(&peer) && !self.outboxes.contains_key(&peer) {
             self.session(now, peer);
             self.pump(now, peer);
@@ -557,15 +607,30 @@ impl PubSub {
         self.outputs
             .extend(due.into_iter().map(PubSubOutput::Directory));
         self.receive_with(|receiver, deliver| receiver.handle_timeout(now, deliver));
+        let mut retry: Vec<NodeId> = (self.down.iter())
+            .filter(|(peer, until)| now >= **until && self.carried.contains_key(*peer))
+            .map(|(peer, _)| *peer)
+            .collect();
+        retry.sort();
         self.down.retain(|_, until| now < *until);
         let stats = &mut self.stats;
-        self.carried.retain(|_, (until, left)| {
-            let keep = now < *until;
+        self.carried.retain(|_, left| {
+            let keep = now < left.until;
             if !keep {
-                stats.dropped_disconnected += unsent(left);
+                stats.dropped_disconnected += unsent(&left.messages);
             }
             keep
         });
+        let (down, carried) = (&self.down, &self.carried);
+        (self.unreachable_since)
+            .retain(|peer, _| down.contains_key(peer) || carried.contains_key(peer));
+        // Subscribers whose retry time came, with messages waiting: tried again.
+        for peer in retry {
+            if self.carried.contains_key(&peer) && !self.outboxes.contains_key(&peer) {
+                self.session(now, peer);
+                self.pump(now, peer);
+            }
+        }
         let span = self.config.carry_over;
         for outbox in self.outboxes.values_mut() {
             outbox.prune(now, span);
@@ -649,9 +714,18 @@ impl Child for PubSub {
             self.announcements.next_deadline(),
             self.receiver.next_deadline(),
             self.down.values().min().copied(),
-            self.carried.values().map(|(until, _)| *until).min(),
+            self.carried.values().map(|left| left.until).min(),
         ])
     }
+}
+
+/// Messages kept for a subscriber's next session.
+#[derive(Debug)]
+struct Left {
+    /// Until when they are kept.
+    until: Instant,
+    /// Oldest first.
+    messages: Vec<Queued>,
 }
 
 /// How many of `messages` were never handed out.

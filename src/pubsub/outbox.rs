@@ -42,6 +42,16 @@ pub(crate) struct Queued {
 }
 
 impl Queued {
+    /// A message never handed out.
+    pub(crate) fn new(message_id: u64, topic: Topic, payload: Bytes) -> Self {
+        Self {
+            message_id,
+            topic,
+            payload,
+            sent: false,
+        }
+    }
+
     /// Whether it was handed out before, in an earlier session.
     pub(crate) fn sent(&self) -> bool {
         self.sent
