@@ -501,6 +501,12 @@ impl PubSub {
         self.outputs.mark(now);
         self.down.remove(&peer);
         self.unreachable_since.remove(&peer);
+        self.resume_left(now, peer);
+    }
+
+    /// Opens `peer`'s next session with what its last one left (and what
+    /// waited for it meanwhile), if anything did and none is open.
+    fn resume_left(&mut self, now: Instant, peer: NodeId) {
         if self.carried.contains_key(&peer) && !self.outboxes.contains_key(&peer) {
             self.session(now, peer);
             self.pump(now, peer);
@@ -626,10 +632,7 @@ impl PubSub {
             .retain(|peer, _| down.contains_key(peer) || carried.contains_key(peer));
         // Subscribers whose retry time came, with messages waiting: tried again.
         for peer in retry {
-            if self.carried.contains_key(&peer) && !self.outboxes.contains_key(&peer) {
-                self.session(now, peer);
-                self.pump(now, peer);
-            }
+            self.resume_left(now, peer);
         }
         let span = self.config.carry_over;
         for outbox in self.outboxes.values_mut() {

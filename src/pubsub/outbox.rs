@@ -123,12 +123,8 @@ impl Outbox {
         } else {
             0
         };
-        self.queue.push_back(Queued {
-            message_id,
-            topic,
-            payload,
-            sent: false,
-        });
+        self.queue
+            .push_back(Queued::new(message_id, topic, payload));
         dropped
     }
 
