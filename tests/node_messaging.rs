@@ -304,6 +304,63 @@ fn publications_reach_every_matching_subscriber_once_and_in_order() {
     );
 }
 
+/// What `host` delivered of `publisher`'s messages within 5 s, and how many
+/// QUIC datagrams it received meanwhile.
+fn delivered_and_datagrams(mesh: &mut Mesh, host: HostId, publisher: NodeId) -> (Vec<u64>, u64) {
+    let before = mesh.node(host).counters().quic_datagrams;
+    let mut delivered = Vec::new();
+    mesh.drive(Duration::from_secs(5), |_, at, event| {
+        if let Event::PubSub(PubSubEvent::Message {
+            publisher: from,
+            message_id,
+            ..
+        }) = event
+            && at == host
+            && from == publisher
+        {
+            delivered.push(message_id);
+        }
+        false
+    });
+    let datagrams = mesh.node(host).counters().quic_datagrams - before;
+    (delivered, datagrams)
+}
+
+#[test]
+fn a_batch_of_publications_shares_packets_and_arrives_in_order() {
+    let mut mesh = mesh(3, 6, 0.0);
+    subscribe(&mut mesh, &[(2, "ticks")]);
+    mesh.settle(Duration::from_secs(2));
+    let topic = Topic::new("ticks").unwrap();
+    let (publisher, subscriber) = (mesh.hosts[1], mesh.hosts[2]);
+    let publisher_id = mesh.id(publisher);
+    // The first publication looks the subscribers up and connects.
+    let first = publish(&mut mesh, 1, &topic, 1);
+    let (got, _) = delivered_and_datagrams(&mut mesh, subscriber, publisher_id);
+    assert_eq!(got, first);
+    // 50 one by one at the same instant: each its own input, its own packet.
+    let singles = publish(&mut mesh, 1, &topic, 50);
+    let (got, single_datagrams) = delivered_and_datagrams(&mut mesh, subscriber, publisher_id);
+    assert_eq!(got, singles);
+    // 50 in one batch: one input, the frames share packets.
+    let payloads: Vec<Bytes> = (0..50u32)
+        .map(|n| Bytes::from(n.to_be_bytes().to_vec()))
+        .collect();
+    let batch: Vec<u64> = mesh.world.with_machine(publisher, |node, now| {
+        let results = node.publish_batch(now, &topic, payloads);
+        results.into_iter().map(|r| r.expect("published")).collect()
+    });
+    let (got, batch_datagrams) = delivered_and_datagrams(&mut mesh, subscriber, publisher_id);
+    assert_eq!(got, batch, "every one, once, in order");
+    eprintln!(
+        "datagrams at the subscriber: {single_datagrams} one by one, {batch_datagrams} batched"
+    );
+    assert!(
+        batch_datagrams * 5 <= single_datagrams,
+        "{batch_datagrams} batched against {single_datagrams} one by one"
+    );
+}
+
 #[test]
 fn local_subscribers_of_one_pattern_share_one_subscription_until_the_last_goes() {
     let mut mesh = mesh(3, 12, 0.0);

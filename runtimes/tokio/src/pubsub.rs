@@ -213,4 +213,24 @@ impl MaculaNode {
         };
         self.tell(order).await.ok_or(PublishError::Stopped)
     }
+
+    /// Publishes every payload of `payloads` on `topic`, in their order, as
+    /// [`MaculaNode::publish_unconfirmed`] would one by one, in one order to
+    /// the node task: a publisher with a burst at hand wakes the task once
+    /// for all of it rather than once per publication (the node encodes and
+    /// sends them in the same turn). Resolves once the batch is queued for
+    /// the node; refusals are counted as for
+    /// [`MaculaNode::publish_unconfirmed`]. An empty batch does nothing.
+    pub async fn publish_batch(
+        &self,
+        topic: &str,
+        payloads: Vec<Bytes>,
+    ) -> Result<(), PublishError> {
+        let topic = Topic::new(topic).map_err(PublishError::BadTopic)?;
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        let order = Order::PublishBatch { topic, payloads };
+        self.tell(order).await.ok_or(PublishError::Stopped)
+    }
 }

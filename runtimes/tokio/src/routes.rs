@@ -59,6 +59,8 @@ pub(crate) enum Order {
         payload: Bytes,
         reply: Option<oneshot::Sender<Result<u64, PublishError>>>,
     },
+    /// Publish each of `payloads` on `topic`, in order, unconfirmed.
+    PublishBatch { topic: Topic, payloads: Vec<Bytes> },
 }
 
 /// What the task must hear about without waiting.
@@ -155,6 +157,10 @@ impl Routes {
                 if let Some(reply) = reply {
                     let _ = reply.send(published.map_err(PublishError::from));
                 }
+            }
+            Order::PublishBatch { topic, payloads } => {
+                // Refusals are counted by the node.
+                let _ = node.publish_batch(clock::now(), &topic, payloads);
             }
         }
     }
@@ -378,5 +384,40 @@ impl Drop for Answer {
         self.deliver(Err(HandlerError::failed(
             "the handler ended without an answer",
         )));
+    }
+}
+
+/// The unconfirmed publications of one turn of the task, on one topic, in
+/// the order they came: published as one batch ([`Node::publish_batch`]), so
+/// a burst made one by one shares packets like a batch made at once. Any
+/// other mail publishes the run first, which keeps every order in sequence.
+#[derive(Default)]
+pub(crate) struct PublishRun {
+    topic: Option<Topic>,
+    payloads: Vec<Bytes>,
+}
+
+impl PublishRun {
+    /// Adds `payloads` on `topic`; a run on another topic is published
+    /// first.
+    pub(crate) fn add(
+        &mut self,
+        node: &mut Node,
+        topic: Topic,
+        payloads: impl IntoIterator<Item = Bytes>,
+    ) {
+        if self.topic.as_ref() != Some(&topic) {
+            self.publish(node);
+            self.topic = Some(topic);
+        }
+        self.payloads.extend(payloads);
+    }
+
+    /// Publishes the run, if any (refusals are counted by the node).
+    pub(crate) fn publish(&mut self, node: &mut Node) {
+        let Some(topic) = self.topic.take() else {
+            return;
+        };
+        let _ = node.publish_batch(clock::now(), &topic, self.payloads.drain(..));
     }
 }

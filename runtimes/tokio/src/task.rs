@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::clock;
 use crate::driver::Driver;
-use crate::routes::{Notice, Order, Routes};
+use crate::routes::{Notice, Order, PublishRun, Routes};
 
 /// Where the outcome of a DHT operation goes.
 pub(crate) type Reply = oneshot::Sender<Result<DhtEvent, DhtError>>;
@@ -90,6 +90,8 @@ impl Inbox {
 struct Desk {
     routes: Routes,
     pending: BTreeMap<QueryId, Reply>,
+    /// Unconfirmed publications taken this turn, not yet published.
+    run: PublishRun,
 }
 
 /// Why the task stops: a handle's shutdown (answered on the sender) or
@@ -99,6 +101,24 @@ type Stop = Option<oneshot::Sender<()>>;
 impl Desk {
     /// Acts on one mail; `Some` when the task must stop.
     fn take(&mut self, node: &mut Node, mail: Mail) -> Option<Stop> {
+        let mail = match mail {
+            Mail::Command(Some(Command::Messaging(Order::Publish {
+                topic,
+                payload,
+                reply: None,
+            }))) => {
+                self.run.add(node, topic, [payload]);
+                return None;
+            }
+            Mail::Command(Some(Command::Messaging(Order::PublishBatch { topic, payloads }))) => {
+                self.run.add(node, topic, payloads);
+                return None;
+            }
+            other => {
+                self.run.publish(node);
+                other
+            }
+        };
         let command = match mail {
             Mail::Notice(notice) => {
                 self.routes.notice(node, notice);
@@ -133,6 +153,7 @@ pub(crate) async fn run(
     let mut desk = Desk {
         routes,
         pending: BTreeMap::new(),
+        run: PublishRun::default(),
     };
     let done = 'run: loop {
         driver.flush().await;
@@ -152,6 +173,7 @@ pub(crate) async fn run(
                 break 'run stop;
             }
         }
+        desk.run.publish(driver.machine_mut());
     };
     let (calls, handlers) = desk.routes.open();
     tracing::debug!(

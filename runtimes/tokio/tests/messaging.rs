@@ -496,3 +496,54 @@ async fn unconfirmed_publications_arrive_once_in_order_and_a_refused_one_is_coun
     let bad = publisher.publish_unconfirmed("feed.*", Bytes::new()).await;
     assert!(matches!(bad, Err(macula_tokio::PublishError::BadTopic(_))));
 }
+
+#[tokio::test]
+async fn batches_and_single_publications_arrive_once_in_the_order_made() {
+    let nodes = mesh(3).await;
+    let (subscriber, publisher) = (&nodes[1], &nodes[2]);
+    let mut subscription = subscriber.subscribe("feed.#").await.unwrap();
+    visible(&nodes[0], RecordKind::Topic, "feed", 1).await;
+    let payload = |i: u32| Bytes::from(i.to_be_bytes().to_vec());
+    let mut expected = Vec::new();
+    let mut i = 0;
+    for round in 0..20u32 {
+        // A batch on one topic, a single one on the other, a batch holding
+        // one payload over the limit (refused alone), a confirmed one.
+        let batch: Vec<Bytes> = (i..i + 5).map(payload).collect();
+        expected.extend((i..i + 5).map(|n| ("feed.a", n)));
+        publisher.publish_batch("feed.a", batch).await.unwrap();
+        i += 5;
+        publisher
+            .publish_unconfirmed("feed.b", payload(i))
+            .await
+            .unwrap();
+        expected.push(("feed.b", i));
+        i += 1;
+        let with_refused = vec![payload(i), Bytes::from(vec![0; 2 << 20]), payload(i + 1)];
+        expected.extend([("feed.a", i), ("feed.a", i + 1)]);
+        publisher
+            .publish_batch("feed.a", with_refused)
+            .await
+            .unwrap();
+        i += 2;
+        if round % 5 == 0 {
+            publisher.publish("feed.b", payload(i)).await.unwrap();
+            expected.push(("feed.b", i));
+            i += 1;
+        }
+    }
+    publisher.publish_batch("feed.a", Vec::new()).await.unwrap();
+    for (topic, n) in expected {
+        let publication = next(&mut subscription).await;
+        assert_eq!(
+            (publication.topic.as_str(), publication.payload),
+            (topic, payload(n))
+        );
+    }
+    let more = timeout(Duration::from_millis(300), subscription.recv()).await;
+    assert!(more.is_err(), "no duplicate, nothing refused: {more:?}");
+    let metrics = publisher.metrics().await.unwrap();
+    assert_eq!(metrics.pubsub_publish_refused, 20);
+    let bad = publisher.publish_batch("feed.#", vec![Bytes::new()]).await;
+    assert!(matches!(bad, Err(macula_tokio::PublishError::BadTopic(_))));
+}
