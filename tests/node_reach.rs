@@ -655,16 +655,11 @@ fn a_relay_that_drops_circuit_traffic_is_avoided_and_calls_succeed_again() {
         lab.mesh.settle(Duration::from_secs(30));
     }
     eprintln!("calls: {results:?}");
-    assert_eq!(
-        results.first(),
-        Some(&false),
-        "the first call met the bad relay"
-    );
-    assert_eq!(
-        results.last(),
-        Some(&true),
-        "a call succeeded again: {results:?}"
-    );
+    // The first call's circuit through the bad relay brought nothing back
+    // and was found dead; the call's connection failed with it and the call
+    // reached B again through its other relay (before, that call failed and
+    // a later one went through).
+    assert_eq!(results, [true], "the first call went through");
     let counters = lab.mesh.node(a).relay_counters();
     assert_eq!(
         (counters.dead_circuits, counters.dead_relays),

@@ -349,3 +349,40 @@ fn a_node_whose_own_uplink_was_cut_reserves_again_once_it_is_back() {
     );
     lab.calls_work_again(back);
 }
+
+#[test]
+fn a_circuit_announced_on_a_dead_connection_ends_in_seconds_and_the_call_takes_another_relay() {
+    // The chaos cluster's partition heal: a relay still holds the
+    // reservation of a node it can no longer reach (the node gave that
+    // connection up, or its NAT lost the mapping) and announces a new circuit
+    // on it. A's path to the relay B tries first (the last of A's record)
+    // is cut while the connection is idle, so neither side has noticed. The
+    // announcement stays unacknowledged: the relay judges the connection
+    // silent as a client judges its relay's, closes it with A's reservation
+    // and the circuit, and B's call, whose connection failed with the
+    // circuit, reaches A again through A's record and its other relay.
+    // Before, B's handshake waited out its 10 s over the announced circuit
+    // and the call failed.
+    let mut lab = Failover::new(25);
+    let record = lab.mesh.node(lab.a).peer_record().expect("A's record");
+    let first = record.relays.last().expect("two relays").node_id;
+    let relay = lab.host_of(first);
+    let a_ip = IpAddr::from([203, 0, 113, 1]);
+    let relay_ip = lab.mesh.world.host_addr(relay).ip();
+    lab.mesh.world.cut(a_ip, relay_ip, true);
+    let cut = lab.mesh.world.now();
+    let result = lab.call();
+    let took = lab.mesh.world.now() - cut;
+    eprintln!("call {result:?} after {took:?}");
+    assert!(result.is_ok(), "the call went through A's other relay");
+    assert!(took < Duration::from_secs(5), "within seconds: {took:?}");
+    let counters = lab.mesh.node(relay).relay_counters();
+    assert_eq!(
+        counters.silent_circuit_ends, 1,
+        "the relay closed A's connection"
+    );
+    assert_eq!(counters.circuits_closed, counters.circuits_opened);
+    let a_id = lab.mesh.id(lab.a);
+    let (path, _) = lab.mesh.node(lab.b).paths_to(&a_id).expect("connected");
+    assert!(matches!(path, RealPath::Relay { relay, .. } if relay != first));
+}

@@ -82,7 +82,6 @@ impl SilenceLimit {
             limit,
             answer: probe_timeout(rtt).min(limit),
             probes: None,
-            judged: true,
         }
     }
 
@@ -122,9 +121,6 @@ pub struct Wait {
     /// The probes sent during a silence (`None`: the connection sends
     /// none).
     pub probes: Option<ProbePlan>,
-    /// Whether a silence that lasts its limit ends the connection; if not,
-    /// the wait only probes.
-    pub judged: bool,
 }
 
 /// The signed probes of a silent connection (`probe.rs`).
@@ -137,14 +133,6 @@ pub struct ProbePlan {
 }
 
 impl Wait {
-    /// The same wait, probing only: its silence is never judged.
-    pub fn unjudged(self) -> Self {
-        Self {
-            judged: false,
-            ..self
-        }
-    }
-
     /// When a silence running since `since` starts being probed, and how
     /// often, if this wait probes.
     pub fn probes_from(&self, since: Instant) -> Option<(Instant, Duration)> {
@@ -325,7 +313,6 @@ mod tests {
             limit,
             answer: Duration::ZERO,
             probes: None,
-            judged: true,
         }
     }
 
@@ -427,7 +414,6 @@ mod tests {
         let plan = wait.probes.expect("probes");
         assert_eq!(plan.after, Duration::from_millis(525));
         assert_eq!(plan.every, Duration::from_millis(40));
-        assert!(wait.judged && !wait.unjudged().judged);
         assert_eq!(limit.wait(rtt).probes, None);
         // 3 × (3 × 1 s + 25 ms), within the circuit's own ceiling.
         let circuit = limit.circuit();

@@ -175,8 +175,7 @@ impl ConnTable {
             let wait = watch(conn);
             let key = || probe_key(conn.quinn.crypto_session());
             (conn.probing).steer(key, conn.remote, wait, conn.silence.since());
-            let judged = wait.filter(|wait| wait.judged);
-            let silent = judged.and_then(|wait| conn.silence.deadline(wait));
+            let silent = wait.and_then(|wait| conn.silence.deadline(wait));
             let quiet = quiet_ping.and_then(|after| conn.quiet.deadline(after));
             let deadline = [
                 conn.quinn.poll_timeout(),

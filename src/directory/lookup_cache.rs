@@ -5,11 +5,19 @@
 //! due starts one lookup in the background and goes on with the values known,
 //! rather than wait for the lookup (or, if it fails, for nothing).
 //!
-//! A new lookup that every asked node answered replaces the values. One few
-//! nodes answered, or none, adds what it found and keeps what it did not find
-//! (a thin answer misses values, it does not disprove them). A value no answer
-//! has confirmed for [`STALE_TTLS`] TTLs is dropped; a value that failed its
-//! user is dropped at once ([`LookupCache::forget`]).
+//! A new lookup adds what it found and keeps what it did not find: an
+//! answer misses values, it does not disprove them. A value no answer has
+//! confirmed for [`STALE_TTLS`] TTLs is dropped; a value that failed its
+//! user is dropped at once ([`LookupCache::forget`]): a gone provider fails
+//! its call (or its dial), one that withdrew answers `UnknownProcedure`,
+//! and a subscriber that withdrew passes what it no longer takes. How well
+//! a lookup was answered ([`Answered`]) sets only when the key is due again.
+//!
+//! Why a full answer does not replace (issue 17, the 100-node cluster): a
+//! publisher's lookup answered by 10 nodes lacked a live subscriber's
+//! record (stored at the nodes its subscriber reached during a partition)
+//! and, replacing the values, sent that subscriber nothing for the 30 s
+//! until the next lookup found it again: 30 publications lost.
 //!
 //! Why (issue 14's link ladder, seed 1): every lookup in a small network is
 //! thin, so values were due every 5 s; a new lookup that ran while a lossy
@@ -60,14 +68,15 @@ pub fn is_thin(answers: usize, failed: u32) -> bool {
 }
 
 /// How well a lookup was answered, which sets how long what it found is used
-/// before the key is looked up again, and whether it replaces what was known.
+/// before the key is looked up again. Either way its values join what was
+/// known (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answered {
-    /// Enough nodes answered: its values replace what was known, and are due
-    /// again after the cache's TTL.
+    /// Enough nodes answered: the values are due again after the cache's
+    /// TTL.
     Fully,
-    /// A thin lookup ([`is_thin`]): its values join what was known, due
-    /// again after [`THIN_TTL`] at most.
+    /// A thin lookup ([`is_thin`]): the values are due again after
+    /// [`THIN_TTL`] at most.
     Thinly,
     /// No node answered and nothing was found (a partition, an outage,
     /// breakers open): what was known stays, due again after
@@ -291,8 +300,9 @@ impl LookupCache {
         self.deadlines.insert((deadline, key), ());
     }
 
-    /// Stores a lookup's results as how it was `answered` says ([`Answered`]:
-    /// replacing or joining what was known, due again after its TTL).
+    /// Stores a lookup's results: they join what was known (a value found
+    /// again is used for [`STALE_TTLS`] TTLs from `now`), due again after
+    /// the TTL of how it was `answered` ([`Answered::ttl`]).
     /// Returns false (and stores nothing) when no lookup of `key` was under
     /// way: an answer nobody asked for, or one that came after its timeout.
     pub(crate) fn fill(
@@ -313,11 +323,9 @@ impl LookupCache {
                     return false;
                 };
                 self.deadlines.remove(&(deadline, key));
-                if answered != Answered::Fully {
-                    known.merge(found, until);
-                    known.due = due;
-                    return true;
-                }
+                known.merge(found, until);
+                known.due = due;
+                return true;
             }
             None => return false,
         }
@@ -475,10 +483,50 @@ mod tests {
         assert_eq!(cache.next_deadline(), None);
         assert_eq!(
             cache.get(due + S, &k),
-            Cached::Fresh(&[found(2)]),
-            "a full answer replaces what was known"
+            Cached::Fresh(&[found(1), found(2)]),
+            "a full answer adds what it found"
         );
         assert_eq!(cache.counts().hits, 1);
+    }
+
+    /// Issue 17's 100-node run: a full answer lacked a live subscriber's
+    /// record and dropped it until the next lookup 30 s later.
+    #[test]
+    fn a_full_answer_that_misses_a_value_keeps_it_until_no_answer_found_it_for_two_ttls() {
+        let t0 = crate::test_epoch();
+        let k = key("k");
+        let mut cache = filled(t0, k, vec![found(1), found(2)]);
+        let first_due = t0 + 10 * S;
+        cache.started(first_due, k);
+        assert!(cache.fill(first_due, k, vec![found(1)], Answered::Fully));
+        assert_eq!(
+            cache.consult(first_due, &k),
+            Cached::Fresh(&[found(1), found(2)]),
+            "found(2) was missed once, not disproved"
+        );
+        let second_due = first_due + 10 * S;
+        assert_eq!(
+            cache.consult(second_due - S, &k),
+            Cached::Fresh(&[found(1), found(2)])
+        );
+        cache.started(second_due, k);
+        assert_eq!(
+            cache.consult(second_due, &k),
+            Cached::Fresh(&[found(1)]),
+            "two TTLs after the last answer that found found(2)"
+        );
+        assert!(cache.fill(second_due, k, vec![found(2)], Answered::Fully));
+        assert_eq!(
+            cache.get(second_due, &k),
+            Cached::Fresh(&[found(1), found(2)]),
+            "found again: back"
+        );
+        cache.forget(&k, &found(2).provider);
+        assert_eq!(
+            cache.get(second_due, &k),
+            Cached::Fresh(&[found(1)]),
+            "a value that failed its user goes at once"
+        );
     }
 
     #[test]

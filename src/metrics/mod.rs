@@ -487,6 +487,11 @@ pub const RELAY_SPARE_CIRCUITS_ADOPTED: Family = Family::counter(
     "relay_spare_circuits_adopted_total",
     "Spare circuits a direct connection fell back onto or heard its peer over",
 );
+/// `relay_silent_circuit_ends_total`.
+pub const RELAY_SILENT_CIRCUIT_ENDS: Family = Family::counter(
+    "relay_silent_circuit_ends_total",
+    "Connections carrying circuits this relay served that left data unacknowledged for the silence limit, closed",
+);
 /// `p2p_connections_by_path`.
 pub const P2P_CONNECTIONS_BY_PATH: Family = Family::gauge(
     "p2p_connections_by_path",
@@ -574,6 +579,7 @@ pub const FAMILIES: &[Family] = &[
     RELAY_UNANSWERED_CIRCUIT_REQUESTS,
     RELAY_SPARE_CIRCUITS_OPENED,
     RELAY_SPARE_CIRCUITS_ADOPTED,
+    RELAY_SILENT_CIRCUIT_ENDS,
     P2P_CONNECTIONS_BY_PATH,
     NAT_PUNCH_ATTEMPTS,
     NAT_PUNCH_RESULTS,
@@ -655,6 +661,8 @@ pub struct Metrics {
     pub relay_spare_circuits_opened: u64,
     /// Spare circuits a direct connection adopted.
     pub relay_spare_circuits_adopted: u64,
+    /// Connections carrying circuits served here found silent.
+    pub relay_silent_circuit_ends: u64,
     /// Ready connections now, by path.
     pub connections_by_path: PerLabel<ConnectionPath, u64, 2>,
     /// Punches started and ended, per pair of NAT types.
@@ -718,6 +726,7 @@ impl Metrics {
             relay_unanswered_circuit_requests: 0,
             relay_spare_circuits_opened: 0,
             relay_spare_circuits_adopted: 0,
+            relay_silent_circuit_ends: 0,
             connections_by_path: PerLabel::default(),
             nat_punches: PunchPairs::default(),
             nat_upgrade_time: Histogram::new(LATENCY_BOUNDS),
@@ -851,6 +860,10 @@ impl Metrics {
         visitor.family(
             &RELAY_SPARE_CIRCUITS_ADOPTED,
             &[counter(self.relay_spare_circuits_adopted)],
+        );
+        visitor.family(
+            &RELAY_SILENT_CIRCUIT_ENDS,
+            &[counter(self.relay_silent_circuit_ends)],
         );
     }
 

@@ -92,6 +92,7 @@ impl Metrics {
         self.relay_unanswered_circuit_requests = counters.unanswered_circuit_requests;
         self.relay_spare_circuits_opened = counters.spares_opened;
         self.relay_spare_circuits_adopted = counters.spares_adopted;
+        self.relay_silent_circuit_ends = counters.silent_circuit_ends;
     }
 }
 
@@ -134,6 +135,7 @@ mod tests {
             unanswered_circuit_requests: 20,
             spares_opened: 21,
             spares_adopted: 22,
+            silent_circuit_ends: 23,
             ..RelayCounters::default()
         };
         let mut metrics = Metrics::new();
@@ -159,9 +161,10 @@ mod tests {
         assert_eq!(
             (
                 metrics.relay_spare_circuits_opened,
-                metrics.relay_spare_circuits_adopted
+                metrics.relay_spare_circuits_adopted,
+                metrics.relay_silent_circuit_ends
             ),
-            (21, 22)
+            (21, 22, 23)
         );
         assert_eq!(
             (

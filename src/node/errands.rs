@@ -9,11 +9,19 @@
 //! goes back to [`Messaging`] with its lease, or as unreachable when none of
 //! that works.
 //!
+//! An errand whose connection failed over a relay circuit that closed under
+//! it (the relay found the peer's end silent) is sent on its way again, once
+//! per peer within [`REROUTE_WINDOW`], rather than fail (the peer's record
+//! is read anew): the relay the
+//! circuit went through refuses, or is tried last, and another of the peer's
+//! relays carries it. Issue 17, the 100-node cluster: at a partition's heal a
+//! circuit was announced on a connection the relay could no longer reach.
+//!
 //! [`Messaging`]: crate::messaging::Messaging
 //! [`MessagingOutput::Connect`]: crate::messaging::MessagingOutput::Connect
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Node;
 use crate::collections::HashMap;
@@ -21,7 +29,18 @@ use crate::connection::Phase;
 use crate::dht::{DhtEvent, QueryId};
 use crate::id::NodeId;
 use crate::messaging::Errand;
+use crate::path::PathTable;
 use crate::pool::{Acquired, Lease, WaitId};
+
+/// A peer's errands are re-routed after a failed circuit at most once in
+/// this long (a dial over a circuit takes a few round trips to fail so, and
+/// a peer no relay reaches must not be dialed in a loop).
+pub const REROUTE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Most peers whose re-route is remembered; past it an errand whose circuit
+/// failed fails as well (never more remembered than this, whatever peers
+/// the network names).
+pub const REROUTED_PEERS: usize = 1024;
 
 /// Errands on their way to a connection.
 #[derive(Default)]
@@ -30,8 +49,32 @@ pub(super) struct Errands {
     resolving: HashMap<QueryId, NodeId>,
     /// What waits for each peer's address.
     unresolved: HashMap<NodeId, Vec<Errand>>,
-    /// What waits for a pooled connection.
-    waiting: HashMap<WaitId, Errand>,
+    /// What waits for a pooled connection: the errand, its peer, and
+    /// whether the connection runs over a relay circuit.
+    waiting: HashMap<WaitId, (Errand, NodeId, bool)>,
+    /// When each peer's errands were last re-routed after a failed circuit.
+    rerouted: HashMap<NodeId, Instant>,
+}
+
+impl Errands {
+    /// Whether `peer`'s errand, whose connection over a circuit failed, is
+    /// re-routed now: not within [`REROUTE_WINDOW`] of the last time, and
+    /// while fewer than [`REROUTED_PEERS`] are remembered (older ones are
+    /// forgotten first).
+    fn may_reroute(&mut self, now: Instant, peer: NodeId) -> bool {
+        let recent = |at: &Instant| now.saturating_duration_since(*at) < REROUTE_WINDOW;
+        if self.rerouted.get(&peer).is_some_and(recent) {
+            return false;
+        }
+        if self.rerouted.len() >= REROUTED_PEERS {
+            self.rerouted.retain(|_, at| recent(at));
+            if self.rerouted.len() >= REROUTED_PEERS {
+                return false;
+            }
+        }
+        self.rerouted.insert(peer, now);
+        true
+    }
 }
 
 impl Node {
@@ -133,7 +176,8 @@ impl Node {
         match self.pool.acquire(now, peer, addr) {
             Ok(Acquired::Ready(lease)) => self.messaging.handle_connected(now, errand, lease),
             Ok(Acquired::Waiting(wait)) => {
-                self.errands.waiting.insert(wait, errand);
+                let over_circuit = PathTable::is_virtual(&addr);
+                (self.errands.waiting).insert(wait, (errand, peer, over_circuit));
             }
             Err(error) => {
                 tracing::debug!(%peer, %error, "no connection for messaging");
@@ -151,17 +195,55 @@ impl Node {
     /// back at once when nothing waits for it any more).
     pub(super) fn messaging_ready(&mut self, now: Instant, wait: WaitId, lease: Lease) {
         match self.errands.waiting.remove(&wait) {
-            Some(errand) => self.messaging.handle_connected(now, errand, lease),
+            Some((errand, ..)) => self.messaging.handle_connected(now, errand, lease),
             None => self.pool.release(now, lease),
         }
         self.drive_messaging(now);
     }
 
-    /// The pool could not connect for a wait that is not the DHT's.
+    /// The pool could not connect for a wait that is not the DHT's: the
+    /// errand is unreachable, or re-routed (see the module docs).
     pub(super) fn messaging_failed(&mut self, now: Instant, wait: WaitId) {
-        if let Some(errand) = self.errands.waiting.remove(&wait) {
-            self.unreachable_for(now, errand);
+        if let Some((errand, peer, over_circuit)) = self.errands.waiting.remove(&wait) {
+            if over_circuit && self.errands.may_reroute(now, peer) {
+                tracing::debug!(%peer, "circuit failed under a dial: reaching the peer again");
+                self.reach(now, peer, errand);
+            } else {
+                self.unreachable_for(now, errand);
+            }
         }
         self.drive_messaging(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(n: u32) -> NodeId {
+        let mut bytes = [0u8; 32];
+        bytes[..4].copy_from_slice(&n.to_be_bytes());
+        NodeId::from_bytes(bytes)
+    }
+
+    #[test]
+    fn a_peer_is_rerouted_once_per_window_and_the_memory_is_bounded() {
+        let t0 = crate::test_epoch();
+        let mut errands = Errands::default();
+        assert!(errands.may_reroute(t0, peer(0)));
+        assert!(!errands.may_reroute(t0 + REROUTE_WINDOW / 2, peer(0)));
+        assert!(errands.may_reroute(t0 + REROUTE_WINDOW, peer(0)));
+        for n in 1..REROUTED_PEERS as u32 {
+            assert!(errands.may_reroute(t0 + REROUTE_WINDOW, peer(n)));
+        }
+        let full = t0 + REROUTE_WINDOW * 3 / 2;
+        assert!(
+            !errands.may_reroute(full, peer(REROUTED_PEERS as u32)),
+            "full of peers rerouted within the window"
+        );
+        assert_eq!(errands.rerouted.len(), REROUTED_PEERS);
+        let later = t0 + REROUTE_WINDOW * 2;
+        assert!(errands.may_reroute(later, peer(REROUTED_PEERS as u32)));
+        assert_eq!(errands.rerouted.len(), 1, "the old ones forgotten");
     }
 }

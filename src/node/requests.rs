@@ -200,12 +200,17 @@ impl Node {
         // NAT four times, 40 s). Both fail at once, so the peer is reached
         // again the way it was first: through its record, a new circuit and
         // a new punch. Any other address is a UDP one.
-        let over_circuit = matches!(self.paths.real(&addr), Some(RealPath::Relay { .. }));
+        // The path of a closed circuit stays mapped while a connection over
+        // it is closing: the circuit must be open too.
+        let over_circuit = matches!(
+            self.paths.real(&addr),
+            Some(RealPath::Relay { relay, circuit }) if self.relay_client.has_end(&relay, circuit)
+        );
         let virtual_addr = if over_circuit {
             addr
         } else if PathTable::is_virtual(&addr) {
             tracing::debug!(%peer, %addr, "dial at a virtual address with no live circuit");
-            self.pool.handle_connect_failed(now, peer, pool_id);
+            self.pool.handle_connect_failed_for_good(now, peer, pool_id);
             return;
         } else {
             self.paths.virtual_for(RealPath::Direct(addr))

@@ -12,6 +12,14 @@
 //! (the relay answers, the traffic does not get through) ends the circuit
 //! and the connection, and strikes the relay ([`RelayClient`] docs).
 //!
+//! As a relay, a connection that carries circuits relayed here is judged the
+//! same way (probing the peer meanwhile): silent for its limit, it is
+//! closed, with its reservation and its circuits, whose other ends hear of
+//! it at once. Why (issue 17, the 100-node cluster): a node cut off by a
+//! partition gave up its relay connection, and at the heal, before it
+//! reserved again, a circuit to it was announced on the old connection the
+//! relay still held; the dialer waited out its 10 s handshake over it.
+//!
 //! [`RelayConfig::silence`]: crate::relay::RelayConfig::silence
 
 use std::time::Instant;
@@ -37,6 +45,8 @@ pub(super) enum Watched {
         /// The circuit's id at the relay.
         circuit: u64,
     },
+    /// A connection that carries an end of circuits we relay.
+    CircuitEnd,
 }
 
 /// What decides how a connection waits on its peer.
@@ -48,44 +58,46 @@ pub(super) struct Parts<'a> {
 }
 
 impl Parts<'_> {
-    /// How `conn` waits on its peer, if it is watched: judged as relay
-    /// part ([`watched`]), or, as the relay of circuits it carries, only
-    /// probing the circuit's end while data waits on it (the data of both
-    /// ends of the circuit does).
+    /// How `conn` waits on its peer, if it is watched ([`Parts::watched`]).
     pub(super) fn wait(&self, conn: &Conn) -> Option<Wait> {
-        if let Some(watched) = watched(self.paths, self.client, conn) {
-            return Some(watched.wait(self.limit, conn));
+        let watched = self.watched(conn)?;
+        Some(watched.wait(self.limit, conn))
+    }
+
+    /// Whether `conn` is watched for silence, and as what: as a relay part
+    /// of ours, or as the relay of circuits it carries.
+    pub(super) fn watched(&self, conn: &Conn) -> Option<Watched> {
+        if matches!(conn.phase, Phase::Handshaking | Phase::Closing) {
+            return None;
         }
-        let end = conn
-            .pool_id
-            .is_some_and(|id| self.server.carries_circuits(id));
-        end.then(|| self.limit.probing_wait(conn.quinn.rtt()).unjudged())
+        if let Some(RealPath::Relay { relay, circuit }) = self.paths.real(&conn.virtual_addr) {
+            return Some(Watched::Circuit { relay, circuit });
+        }
+        let id = conn.pool_id?;
+        if conn
+            .peer
+            .is_some_and(|peer| self.client.relies_on(id, &peer))
+        {
+            return conn.peer.map(Watched::Relay);
+        }
+        self.server
+            .carries_circuits(id)
+            .then_some(Watched::CircuitEnd)
     }
 }
 
 impl Watched {
-    /// How long `conn`, watched so, may stay silent under `limit`: a relay
-    /// connection probes the relay meanwhile (`connection/probe.rs`); a
-    /// connection over a circuit waits up to the circuit ceiling.
+    /// How long `conn`, watched so, may stay silent under `limit`: a
+    /// connection to a relay, or to a circuit's end, probes its peer
+    /// meanwhile (`connection/probe.rs`); a connection over a circuit waits
+    /// up to the circuit ceiling.
     pub(super) fn wait(self, limit: SilenceLimit, conn: &Conn) -> Wait {
         let rtt = conn.quinn.rtt();
         match self {
-            Watched::Relay(_) => limit.probing_wait(rtt),
+            Watched::Relay(_) | Watched::CircuitEnd => limit.probing_wait(rtt),
             Watched::Circuit { .. } => limit.circuit().wait(rtt),
         }
     }
-}
-
-/// Whether `conn` is watched for silence, and as what.
-pub(super) fn watched(paths: &PathTable, client: &RelayClient, conn: &Conn) -> Option<Watched> {
-    if matches!(conn.phase, Phase::Handshaking | Phase::Closing) {
-        return None;
-    }
-    if let Some(RealPath::Relay { relay, circuit }) = paths.real(&conn.virtual_addr) {
-        return Some(Watched::Circuit { relay, circuit });
-    }
-    let (id, peer) = (conn.pool_id?, conn.peer?);
-    client.relies_on(id, &peer).then_some(Watched::Relay(peer))
 }
 
 impl Node {
@@ -100,7 +112,13 @@ impl Node {
             let Some(conn) = self.conns.get(&handle) else {
                 continue;
             };
-            let Some(watched) = watched(&self.paths, &self.relay_client, conn) else {
+            let parts = Parts {
+                paths: &self.paths,
+                client: &self.relay_client,
+                server: &self.relay_server,
+                limit,
+            };
+            let Some(watched) = parts.watched(conn) else {
                 continue;
             };
             let wait = watched.wait(limit, conn);
@@ -109,6 +127,13 @@ impl Node {
             }
             let detail = format!("no acknowledgement for {:?}", wait.limit);
             match watched {
+                Watched::CircuitEnd => {
+                    if let Some(id) = conn.pool_id {
+                        self.relay_server.handle_end_silent(now, id);
+                    }
+                    let cause = CloseCause::Transport(format!("circuit end silent: {detail}"));
+                    self.close_connection(now, handle, DisconnectReason::Normal, detail, cause);
+                }
                 Watched::Relay(relay) => {
                     self.relay_client.handle_relay_silent(now, relay);
                     let cause = CloseCause::Transport(format!("relay silent: {detail}"));

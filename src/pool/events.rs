@@ -28,6 +28,18 @@ impl Pool {
     /// The connect `conn` to `peer` failed: retry after a backoff, or, after
     /// the last attempt, fail its waiters. Unknown connects are ignored.
     pub fn handle_connect_failed(&mut self, now: Instant, peer: NodeId, conn: ConnId) {
+        self.connect_failed(now, peer, conn, false);
+    }
+
+    /// The connect `conn` to `peer` failed at an address that cannot work
+    /// again (a relay circuit that is gone): its waiters fail now, whatever
+    /// attempts are left, so their owners find another way to the peer.
+    /// Unknown connects are ignored.
+    pub fn handle_connect_failed_for_good(&mut self, now: Instant, peer: NodeId, conn: ConnId) {
+        self.connect_failed(now, peer, conn, true);
+    }
+
+    fn connect_failed(&mut self, now: Instant, peer: NodeId, conn: ConnId, for_good: bool) {
         self.actions.mark(now);
         let Some((slot, attempt)) = self.connecting_slot(&peer, conn) else {
             return;
@@ -36,7 +48,7 @@ impl Pool {
         if self.adopt_standby(now, slot) {
             return;
         }
-        if attempt >= self.config.max_connect_attempts {
+        if for_good || attempt >= self.config.max_connect_attempts {
             for wait in std::mem::take(&mut self.entries[slot as usize].waiters) {
                 self.forget_waiter(wait);
                 let error = PoolError::ConnectFailed {

@@ -321,6 +321,31 @@ fn failed_connects_back_off_exponentially_then_fail_their_waiters() {
 }
 
 #[test]
+fn a_connect_that_failed_for_good_fails_its_waiters_with_attempts_left() {
+    let now = t0();
+    let mut pool = pool(config());
+    let wait = waiting(pool.acquire(now, id(1), addr(1)));
+    let other = waiting(pool.acquire(now, id(1), addr(1)));
+    let conn = connect_of(drain(&mut pool), 1);
+    pool.handle_connect_failed_for_good(now, id(2), conn);
+    assert_eq!(drain(&mut pool), [], "not that peer's connect");
+    pool.handle_connect_failed_for_good(now, id(1), conn);
+    let error = PoolError::ConnectFailed {
+        peer: id(1),
+        attempts: 1,
+    };
+    let failed = drain(&mut pool);
+    assert_eq!(failed.len(), 2);
+    for wait in [wait, other] {
+        let error = error.clone();
+        assert!(failed.contains(&Action::Failed { wait, error }));
+    }
+    assert_eq!(pool.peer_state(&id(1)), None, "no backoff, no retry");
+    assert_eq!(pool.poll_timeout(), None);
+    assert_eq!(pool.metrics().connect_failures, 1);
+}
+
+#[test]
 fn a_successful_connect_resets_the_attempt_count() {
     let now = t0();
     let mut pool = pool(config());

@@ -269,8 +269,8 @@ impl PubSub {
     }
 
     /// As [`PubSub::handle_lookup`] for a lookup `answered` as it was
-    /// ([`Answered`]): a full answer replaces the subscribers known; a thin
-    /// one adds to them and is due again after
+    /// ([`Answered`]): what it found joins the subscribers known (one no
+    /// answer found for two TTLs goes); a thin answer is due again after
     /// [`THIN_TTL`](crate::directory::THIN_TTL); after one no node answered,
     /// the subscribers known stay, the publications waiting for it go to
     /// them (or to the ones known otherwise), and the next publication after

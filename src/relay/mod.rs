@@ -271,6 +271,10 @@ pub struct RelayCounters {
     /// Spare circuits a direct connection fell back onto, or heard its
     /// peer over (client).
     pub spares_adopted: u64,
+    /// Connections carrying circuits relayed here that left data
+    /// unacknowledged, and the relay's probes unanswered, for the silence
+    /// limit: closed with their reservation and circuits (server).
+    pub silent_circuit_ends: u64,
 }
 
 impl RelayCounters {
@@ -305,6 +309,7 @@ impl RelayCounters {
             unanswered_circuit_requests,
             spares_opened,
             spares_adopted,
+            silent_circuit_ends,
         } = other;
         self.reservations_granted += reservations_granted;
         self.reservations_ended += reservations_ended;
@@ -333,5 +338,6 @@ impl RelayCounters {
         self.unanswered_circuit_requests += unanswered_circuit_requests;
         self.spares_opened += spares_opened;
         self.spares_adopted += spares_adopted;
+        self.silent_circuit_ends += silent_circuit_ends;
     }
 }

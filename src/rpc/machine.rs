@@ -175,8 +175,8 @@ impl Rpc {
     }
 
     /// As [`Rpc::handle_lookup`] for a lookup `answered` as it was
-    /// ([`Answered`]): a full answer replaces the providers known; a thin one
-    /// adds to them and is due again after
+    /// ([`Answered`]): what it found joins the providers known (one no
+    /// answer found for two TTLs goes); a thin answer is due again after
     /// [`THIN_TTL`](crate::directory::THIN_TTL); after one no node answered,
     /// the providers known stay (the calls waiting for it find no provider
     /// when none was known) and the next call after

@@ -681,6 +681,15 @@ impl RelayServer {
         }
     }
 
+    /// `conn`, carrying circuits relayed here, left data unacknowledged for
+    /// the silence limit (the node closes it): its reservation and circuits
+    /// end now, as [`RelayServer::handle_connection_gone`], and it is
+    /// counted.
+    pub fn handle_end_silent(&mut self, now: Instant, conn: ConnId) {
+        self.counters.silent_circuit_ends += 1;
+        self.handle_connection_gone(now, conn);
+    }
+
     /// Ends the reservations `which` picks, letting their connections go
     /// idle.
     fn end_reservations(&mut self, which: impl Fn(&NodeId, &Reserved) -> bool) {
