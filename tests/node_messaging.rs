@@ -361,6 +361,71 @@ fn a_batch_of_publications_shares_packets_and_arrives_in_order() {
     );
 }
 
+/// Drives until every one of `calls` ended, answering with [`echo`], then 1 s
+/// more (every acknowledgement sent); how many datagrams from `caller`
+/// reached `provider` within 15 ms of `since` (the trace records arrivals,
+/// 10 ms after sending over the two 5 ms links; anything the caller sends in
+/// answer to the provider arrives 30 ms after at the earliest): the packets
+/// the calls left in.
+fn call_packets(
+    mesh: &mut Mesh,
+    calls: &[CallId],
+    since: Duration,
+    [caller, provider]: [HostId; 2],
+) -> usize {
+    let mut ended = Vec::new();
+    let done = mesh.drive(CALL_TIMEOUT, |world, host, event| {
+        echo(world, host, &event).unwrap();
+        if let Event::Rpc(RpcEvent::Completed { call, result }) = event {
+            assert_eq!(result, Ok(Bytes::from_static(b"echo:x")));
+            ended.push(call);
+        }
+        ended.len() == calls.len()
+    });
+    assert!(done, "every call answered");
+    mesh.world.run_for(Duration::from_secs(1));
+    let [from, to] = [caller, provider].map(|h| mesh.world.host_addr(h).ip());
+    let window = since..since + Duration::from_millis(15);
+    (mesh.world.trace().entries().iter())
+        .filter(|e| window.contains(&e.elapsed) && e.size > 0)
+        .filter(|e| e.source.ip() == from && e.destination.ip() == to)
+        .count()
+}
+
+#[test]
+fn calls_made_in_one_batch_share_packets() {
+    let mut mesh = mesh(3, 7, 0.0);
+    let hosts = [mesh.hosts[2], mesh.hosts[1]];
+    mesh.register(hosts[1], "svc.echo", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let (_, first) = echo_call(&mut mesh, 2, "svc.echo", b"x");
+    assert!(first.is_ok(), "connected: {first:?}");
+    mesh.world.run_for(Duration::from_secs(1));
+    let since = mesh.world.elapsed();
+    let singles: Vec<CallId> = (0..30)
+        .map(|_| mesh.call(hosts[0], "svc.echo", Bytes::from_static(b"x")))
+        .collect();
+    let one_by_one = call_packets(&mut mesh, &singles, since, hosts);
+    let since = mesh.world.elapsed();
+    let batched: Vec<CallId> = mesh
+        .world
+        .with_machine(hosts[0], |node, now| {
+            node.batch(now, |node| {
+                (0..30)
+                    .map(|_| {
+                        let payload = Bytes::from_static(b"x");
+                        node.call(now, "svc.echo", payload, CALL_TIMEOUT, Default::default())
+                    })
+                    .collect::<Result<_, _>>()
+            })
+        })
+        .expect("calls made");
+    let in_batch = call_packets(&mut mesh, &batched, since, hosts);
+    eprintln!("packets the 30 calls left in: {one_by_one} one by one, {in_batch} in one batch");
+    assert!(one_by_one >= 30, "one packet per call: {one_by_one}");
+    assert!(in_batch <= 2, "the batch shares packets: {in_batch}");
+}
+
 #[test]
 fn local_subscribers_of_one_pattern_share_one_subscription_until_the_last_goes() {
     let mut mesh = mesh(3, 12, 0.0);

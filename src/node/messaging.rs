@@ -125,35 +125,27 @@ impl Node {
         topic: Topic,
         payload: Bytes,
     ) -> Result<u64, PubSubError> {
-        self.command(now, |node| node.publish_one(now, topic, payload))
+        self.command(now, |node| {
+            let published = node.messaging.publish(now, topic, payload);
+            node.instruments.published(now, &published);
+            published
+        })
     }
 
-    /// Publishes each of `payloads` on `topic`, in order, as one input: what
-    /// they make the node send is gathered once, after the last, so the
-    /// frames of a burst share packets rather than leave one packet each.
-    /// Returns each publication's message id or refusal, in order.
+    /// Publishes each of `payloads` on `topic`, in order, in one
+    /// [`Node::batch`]: the frames of the burst share packets. Returns each
+    /// publication's message id or refusal, in order.
     pub fn publish_batch(
         &mut self,
         now: Instant,
         topic: &Topic,
         payloads: impl IntoIterator<Item = Bytes>,
     ) -> Vec<Result<u64, PubSubError>> {
-        self.command(now, |node| {
+        self.batch(now, |node| {
             (payloads.into_iter())
-                .map(|payload| node.publish_one(now, topic.clone(), payload))
+                .map(|payload| node.publish(now, topic.clone(), payload))
                 .collect()
         })
-    }
-
-    fn publish_one(
-        &mut self,
-        now: Instant,
-        topic: Topic,
-        payload: Bytes,
-    ) -> Result<u64, PubSubError> {
-        let published = self.messaging.publish(now, topic, payload);
-        self.instruments.published(now, &published);
-        published
     }
 
     /// Runs one messaging command as an input of the node.

@@ -290,6 +290,9 @@ pub struct Node {
     instruments: instrument::Instruments,
     last_now: Instant,
     next_timeout: Option<Instant>,
+    /// How many [`Node::batch`]es are running: while any is, inputs and
+    /// commands leave their settling to the outermost one's end.
+    batch_depth: u32,
     /// The local addresses packets may leave from ([`local_addrs`]).
     local_addrs: local_addrs::LocalAddrs,
 }
@@ -400,6 +403,7 @@ impl Node {
             instruments: instrument::Instruments::new(),
             last_now: now,
             next_timeout: None,
+            batch_depth: 0,
             local_addrs: local_addrs::LocalAddrs::default(),
         };
         // Children may have timers from the start (the port mapper asks at
@@ -537,10 +541,29 @@ impl Node {
         self.clock.set(self.unix_ms(now) / 1000);
     }
 
+    /// Runs `f` on the node as one input: the commands it makes (calls,
+    /// answers, publications, subscriptions, DHT operations, at `now` or
+    /// later) are settled together at its end, so what they make the node
+    /// send is gathered once and their frames share packets instead of
+    /// leaving one packet per command. A driver that takes several of its
+    /// application's commands at once runs them in one batch. Returns what
+    /// `f` returns; batches nest (the outermost settles).
+    pub fn batch<R>(&mut self, now: Instant, f: impl FnOnce(&mut Self) -> R) -> R {
+        self.enter(now);
+        self.batch_depth += 1;
+        let result = f(self);
+        self.batch_depth -= 1;
+        self.settle(now);
+        result
+    }
+
     /// Drains the children until none has anything left and no connection
     /// is dirty, then gathers transmits (packets onto relay circuits touch
     /// the relay connections: it goes round until none is dirty).
     fn settle(&mut self, now: Instant) {
+        if self.batch_depth > 0 {
+            return;
+        }
         loop {
             let mut busy = self.drive_connections(now);
             busy |= self.drive_pool(now);

@@ -386,38 +386,3 @@ impl Drop for Answer {
         )));
     }
 }
-
-/// The unconfirmed publications of one turn of the task, on one topic, in
-/// the order they came: published as one batch ([`Node::publish_batch`]), so
-/// a burst made one by one shares packets like a batch made at once. Any
-/// other mail publishes the run first, which keeps every order in sequence.
-#[derive(Default)]
-pub(crate) struct PublishRun {
-    topic: Option<Topic>,
-    payloads: Vec<Bytes>,
-}
-
-impl PublishRun {
-    /// Adds `payloads` on `topic`; a run on another topic is published
-    /// first.
-    pub(crate) fn add(
-        &mut self,
-        node: &mut Node,
-        topic: Topic,
-        payloads: impl IntoIterator<Item = Bytes>,
-    ) {
-        if self.topic.as_ref() != Some(&topic) {
-            self.publish(node);
-            self.topic = Some(topic);
-        }
-        self.payloads.extend(payloads);
-    }
-
-    /// Publishes the run, if any (refusals are counted by the node).
-    pub(crate) fn publish(&mut self, node: &mut Node) {
-        let Some(topic) = self.topic.take() else {
-            return;
-        };
-        let _ = node.publish_batch(clock::now(), &topic, self.payloads.drain(..));
-    }
-}

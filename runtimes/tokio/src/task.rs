@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::clock;
 use crate::driver::Driver;
-use crate::routes::{Notice, Order, PublishRun, Routes};
+use crate::routes::{Notice, Order, Routes};
 
 /// Where the outcome of a DHT operation goes.
 pub(crate) type Reply = oneshot::Sender<Result<DhtEvent, DhtError>>;
@@ -90,8 +90,6 @@ impl Inbox {
 struct Desk {
     routes: Routes,
     pending: BTreeMap<QueryId, Reply>,
-    /// Unconfirmed publications taken this turn, not yet published.
-    run: PublishRun,
 }
 
 /// Why the task stops: a handle's shutdown (answered on the sender) or
@@ -101,24 +99,6 @@ type Stop = Option<oneshot::Sender<()>>;
 impl Desk {
     /// Acts on one mail; `Some` when the task must stop.
     fn take(&mut self, node: &mut Node, mail: Mail) -> Option<Stop> {
-        let mail = match mail {
-            Mail::Command(Some(Command::Messaging(Order::Publish {
-                topic,
-                payload,
-                reply: None,
-            }))) => {
-                self.run.add(node, topic, [payload]);
-                return None;
-            }
-            Mail::Command(Some(Command::Messaging(Order::PublishBatch { topic, payloads }))) => {
-                self.run.add(node, topic, payloads);
-                return None;
-            }
-            other => {
-                self.run.publish(node);
-                other
-            }
-        };
         let command = match mail {
             Mail::Notice(notice) => {
                 self.routes.notice(node, notice);
@@ -153,7 +133,6 @@ pub(crate) async fn run(
     let mut desk = Desk {
         routes,
         pending: BTreeMap::new(),
-        run: PublishRun::default(),
     };
     let done = 'run: loop {
         driver.flush().await;
@@ -164,16 +143,21 @@ pub(crate) async fn run(
         let Some(first) = driver.turn(inbox.next()).await else {
             continue;
         };
-        let mut mail = Some(first);
-        for _ in 0..MAILS_PER_TURN {
-            let Some(next) = mail.take().or_else(|| inbox.ready()) else {
-                break;
-            };
-            if let Some(stop) = desk.take(driver.machine_mut(), next) {
-                break 'run stop;
+        // The mails of one turn are one input of the node: what they make
+        // it send leaves together (calls made at once share packets).
+        let stop = driver.machine_mut().batch(clock::now(), |node| {
+            let mut mail = Some(first);
+            for _ in 0..MAILS_PER_TURN {
+                let next = mail.take().or_else(|| inbox.ready())?;
+                if let Some(stop) = desk.take(node, next) {
+                    return Some(stop);
+                }
             }
+            None
+        });
+        if let Some(stop) = stop {
+            break 'run stop;
         }
-        desk.run.publish(driver.machine_mut());
     };
     let (calls, handlers) = desk.routes.open();
     tracing::debug!(
