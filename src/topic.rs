@@ -17,6 +17,7 @@
 //! realm: the realm goes into the DHT key ([`crate::id::RecordKey`]).
 
 use core::fmt;
+use std::sync::Arc;
 
 /// Longest topic or pattern in bytes.
 pub const MAX_LEN: usize = 255;
@@ -132,9 +133,11 @@ fn check_common(text: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
-/// A concrete topic: what a message is published on.
+/// A concrete topic: what a message is published on. Cloning one is cheap
+/// (the text is shared): a publication's topic is held once per subscriber
+/// queue and carry-over ring.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct Topic(String);
+pub struct Topic(Arc<str>);
 
 impl Topic {
     /// Validates `text` as a topic: 1..=[`MAX_LEN`] bytes, at most
