@@ -317,6 +317,8 @@ impl LookupCache {
         match self.entries.get_mut(&key) {
             Some(Entry::Pending { deadline }) => {
                 self.deadlines.remove(&(*deadline, key));
+                let known = Known::new(found, due, until);
+                self.entries.insert(key, Entry::Known(known));
             }
             Some(Entry::Known(known)) => {
                 let Some(deadline) = known.refreshing.take() else {
@@ -325,12 +327,9 @@ impl LookupCache {
                 self.deadlines.remove(&(deadline, key));
                 known.merge(found, until);
                 known.due = due;
-                return true;
             }
             None => return false,
         }
-        let known = Known::new(found, due, until);
-        self.entries.insert(key, Entry::Known(known));
         true
     }
 

@@ -37,6 +37,14 @@ impl Errand {
             Errand::Publish(_) => Capabilities::PUBSUB,
         }
     }
+
+    /// The peer the errand needs a connection to.
+    pub fn peer(&self) -> NodeId {
+        match self {
+            Errand::Call(request) => request.peer,
+            Errand::Publish(subscriber) => *subscriber,
+        }
+    }
 }
 
 /// What [`Messaging`] asks the Node to do.

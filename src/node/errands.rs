@@ -49,11 +49,17 @@ pub(super) struct Errands {
     resolving: HashMap<QueryId, NodeId>,
     /// What waits for each peer's address.
     unresolved: HashMap<NodeId, Vec<Errand>>,
-    /// What waits for a pooled connection: the errand, its peer, and
-    /// whether the connection runs over a relay circuit.
-    waiting: HashMap<WaitId, (Errand, NodeId, bool)>,
+    /// What waits for a pooled connection.
+    waiting: HashMap<WaitId, Pooled>,
     /// When each peer's errands were last re-routed after a failed circuit.
     rerouted: HashMap<NodeId, Instant>,
+}
+
+/// An errand waiting for a pooled connection.
+struct Pooled {
+    errand: Errand,
+    /// The connection is dialed over a relay circuit.
+    over_circuit: bool,
 }
 
 impl Errands {
@@ -177,7 +183,13 @@ impl Node {
             Ok(Acquired::Ready(lease)) => self.messaging.handle_connected(now, errand, lease),
             Ok(Acquired::Waiting(wait)) => {
                 let over_circuit = PathTable::is_virtual(&addr);
-                (self.errands.waiting).insert(wait, (errand, peer, over_circuit));
+                (self.errands.waiting).insert(
+                    wait,
+                    Pooled {
+                        errand,
+                        over_circuit,
+                    },
+                );
             }
             Err(error) => {
                 tracing::debug!(%peer, %error, "no connection for messaging");
@@ -195,7 +207,7 @@ impl Node {
     /// back at once when nothing waits for it any more).
     pub(super) fn messaging_ready(&mut self, now: Instant, wait: WaitId, lease: Lease) {
         match self.errands.waiting.remove(&wait) {
-            Some((errand, ..)) => self.messaging.handle_connected(now, errand, lease),
+            Some(pooled) => self.messaging.handle_connected(now, pooled.errand, lease),
             None => self.pool.release(now, lease),
         }
         self.drive_messaging(now);
@@ -204,7 +216,12 @@ impl Node {
     /// The pool could not connect for a wait that is not the DHT's: the
     /// errand is unreachable, or re-routed (see the module docs).
     pub(super) fn messaging_failed(&mut self, now: Instant, wait: WaitId) {
-        if let Some((errand, peer, over_circuit)) = self.errands.waiting.remove(&wait) {
+        if let Some(Pooled {
+            errand,
+            over_circuit,
+        }) = self.errands.waiting.remove(&wait)
+        {
+            let peer = errand.peer();
             if over_circuit && self.errands.may_reroute(now, peer) {
                 tracing::debug!(%peer, "circuit failed under a dial: reaching the peer again");
                 self.reach(now, peer, errand);

@@ -74,11 +74,8 @@ impl Parts<'_> {
             return Some(Watched::Circuit { relay, circuit });
         }
         let id = conn.pool_id?;
-        if conn
-            .peer
-            .is_some_and(|peer| self.client.relies_on(id, &peer))
-        {
-            return conn.peer.map(Watched::Relay);
+        if let Some(relay) = conn.peer.filter(|peer| self.client.relies_on(id, peer)) {
+            return Some(Watched::Relay(relay));
         }
         self.server
             .carries_circuits(id)
