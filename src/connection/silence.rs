@@ -170,6 +170,10 @@ pub struct Silence {
     last_sent: Option<Instant>,
     /// No silence counts before then ([`Silence::excuse_until`]).
     excused: Option<Instant>,
+    /// Whether the peer itself showed a sign of life during the running
+    /// silence ([`Silence::heard`]): only then may it stretch to
+    /// `LIVE_PATIENCE` limits.
+    peer_heard: bool,
 }
 
 impl Silence {
@@ -186,6 +190,7 @@ impl Silence {
             self.acks = acks_received;
             self.since = None;
             self.began = None;
+            self.peer_heard = false;
         }
         if eliciting_sent != self.sent {
             self.sent = eliciting_sent;
@@ -201,6 +206,7 @@ impl Silence {
         if self.since.is_some() {
             self.since = Some(now);
             self.began = Some(now);
+            self.peer_heard = false;
         }
     }
 
@@ -208,6 +214,18 @@ impl Silence {
     /// or a probe of its own): a running silence is judged from `now`
     /// anew, but within `LIVE_PATIENCE` limits of its start.
     pub fn heard(&mut self, now: Instant) {
+        if let Some(since) = &mut self.since {
+            *since = now;
+            self.peer_heard = true;
+        }
+    }
+
+    /// A sign of life of the relay this connection's circuit runs through
+    /// at `now`: it says the relay's side of the path works, not that the
+    /// peer at the circuit's other end lives, so a running silence is
+    /// judged from `now` anew but only within `PATIENCE` limits of its
+    /// start (unless the peer itself was heard, [`Silence::heard`]).
+    pub fn relay_heard(&mut self, now: Instant) {
         if let Some(since) = &mut self.since {
             *since = now;
         }
@@ -252,8 +270,12 @@ impl Silence {
             .max(newest.checked_add(wait.answer))
             .unwrap_or(since);
         let latest = (since.checked_add(wait.limit.saturating_mul(PATIENCE))).unwrap_or(since);
-        let longest =
-            (began.checked_add(wait.limit.saturating_mul(LIVE_PATIENCE))).unwrap_or(began);
+        let patience = if self.peer_heard {
+            LIVE_PATIENCE
+        } else {
+            PATIENCE
+        };
+        let longest = (began.checked_add(wait.limit.saturating_mul(patience))).unwrap_or(began);
         Some(due.min(latest).min(longest))
     }
 
@@ -476,6 +498,37 @@ mod tests {
             None,
             "nothing waits, nothing to hear"
         );
+    }
+
+    #[test]
+    fn a_relays_signs_of_life_stretch_a_circuits_silence_to_three_limits_at_most() {
+        // Issue 17, the 100-node cluster: a publisher's connection over a
+        // circuit to a peer that was killed was held 31 s, its silence
+        // restarted by every probe of its busy relay. The relay living says
+        // nothing of the circuit's far end.
+        let t0 = crate::test_epoch();
+        let at = |ms| after(t0, ms);
+        let limit = patient(Duration::from_secs(1));
+        let mut silence = Silence::default();
+        silence.observe_counts(at(0), 0, 1);
+        silence.relay_heard(at(900));
+        assert_eq!(silence.deadline(limit), Some(at(1900)), "judged anew");
+        for ms in (1800..20_000).step_by(900) {
+            silence.relay_heard(at(ms));
+        }
+        assert_eq!(silence.deadline(limit), Some(at(3000)), "three limits");
+        // The peer's own sign of life gives it the peer's patience.
+        silence.heard(at(2900));
+        assert_eq!(silence.deadline(limit), Some(at(3900)));
+        silence.relay_heard(at(9500));
+        assert_eq!(silence.deadline(limit), Some(at(10_000)));
+        // An acknowledgement ends the silence, and with it what was heard.
+        silence.observe_counts(at(11_000), 1, 1);
+        silence.observe_counts(at(12_000), 1, 2);
+        for ms in (12_500..30_000).step_by(500) {
+            silence.relay_heard(at(ms));
+        }
+        assert_eq!(silence.deadline(limit), Some(at(15_000)));
     }
 
     #[test]

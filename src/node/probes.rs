@@ -99,8 +99,10 @@ impl Node {
     }
 
     /// The peer of connection `handle` lives at `now`: the silence of the
-    /// connection, and of the connections over circuits through it when the
-    /// peer is a relay, runs from now.
+    /// connection runs from now, and so does that of the connections over
+    /// circuits through it when the peer is a relay, but only within a few
+    /// limits of its start (`Silence::relay_heard`): the relay living says
+    /// nothing of a circuit's far end.
     fn peer_lives(&mut self, now: Instant, handle: ConnectionHandle) {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
@@ -116,7 +118,7 @@ impl Node {
             .collect();
         for handle in over_it {
             if let Some(conn) = self.conns.get_mut(&handle) {
-                conn.silence.heard(now);
+                conn.silence.relay_heard(now);
             }
         }
     }
