@@ -208,3 +208,15 @@ fn congested_wifi_a_lookup_nobody_answered_keeps_what_was_found() {
     let pairing = Pairing::Separate(NatKind::SymmetricRandom, NatKind::PortRestricted);
     loses_nothing(Rung::CongestedWifi, 1, pairing);
 }
+
+/// Congested cellular, seed 6, sym-random × cgn-double lost 348: the one request of A's
+/// first provider and subscriber lookups (the relay was the only node it knew) was lost in
+/// a burst on A's link and timed out after 2.5 s; the lookups ended with no answer, and
+/// the 174 calls and 174 publications made meanwhile failed (`NoProvider`) or went to no
+/// one. A lookup no node answered, of a key nothing is known under, is now made again at
+/// once (twice at most) while its uses wait.
+#[test]
+fn congested_cellular_a_first_lookup_nobody_answered_is_made_again() {
+    let pairing = Pairing::Separate(NatKind::SymmetricRandom, NatKind::CarrierGradeDouble);
+    loses_nothing(Rung::CongestedCellular, 6, pairing);
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use macula::Child;
 use macula::access::AccessList;
+use macula::directory::{Answered, UNANSWERED_RETRIES};
 use macula::id::{NodeId, Realm, RecordKey, RecordKind};
 use macula::pubsub::{
     Pattern, PubSub, PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, Topic,
@@ -172,6 +173,37 @@ fn routed_publisher(now: Instant) -> (PubSub, Vec<PubSubOutput>) {
     ps.handle_lookup(now, key("a.b"), vec![record(3, "a.b"), record(1, "a.b")]);
     let out = drain(&mut ps);
     (ps, out)
+}
+
+/// Issue 14's link ladder (congested cellular, seed 6): a publisher's first lookups, whose
+/// one request each was lost to a burst on its link, ended with no node answering, and the
+/// 174 publications waiting for them went to no one. Lookups no node answered, of prefixes
+/// nothing is known under, are made again at once (twice), the publications waiting; the
+/// third such answer lets them go.
+#[test]
+fn a_publication_waits_while_lookups_no_node_answered_are_made_again() {
+    let now = t0();
+    let mut ps = PubSub::new(config(1));
+    ps.publish(now, topic("a"), Bytes::from_static(b"m0"))
+        .unwrap();
+    let keys = [key(""), key("a")];
+    assert_eq!(lookups(&drain(&mut ps)), keys);
+    for _ in 0..UNANSWERED_RETRIES {
+        for k in keys {
+            ps.handle_lookup_answered(now, k, vec![], Answered::Nobody);
+        }
+        assert_eq!(lookups(&drain(&mut ps)), keys, "made again, nothing sent");
+    }
+    // An answer that found the subscriber sends the publication to it.
+    ps.handle_lookup_answered(now, key(""), vec![record(2, "#")], Answered::Thinly);
+    assert!(
+        drain(&mut ps).is_empty(),
+        "still waits for the other prefix"
+    );
+    ps.handle_lookup_answered(now, key("a"), vec![], Answered::Nobody);
+    let sent = sends(&drain(&mut ps));
+    assert_eq!(sent.iter().map(|s| s.0).collect::<Vec<_>>(), [2]);
+    assert_eq!(ps.stats().sent, 1);
 }
 
 #[test]

@@ -42,6 +42,16 @@ use crate::metrics::CacheCounts;
 /// partition sent to none of its subscribers for 30 s after the heal).
 pub const UNANSWERED_TTL: Duration = Duration::from_secs(1);
 
+/// How many times in a row a key nothing is known under is looked up again
+/// at once when no node answered ([`Filled::LookAgain`]): the uses waiting
+/// for it (calls, publications) keep waiting rather than find no one. Why
+/// (issue 14's link ladder, congested cellular, seed 6): the one request of
+/// a caller's first lookup was lost in a burst on its link and timed out
+/// after 2.5 s; the lookup had nobody else to ask, and the 174 calls and
+/// 174 publications made meanwhile all failed (`NoProvider`) or went to no
+/// one, although the provider and subscriber records were stored.
+pub const UNANSWERED_RETRIES: u32 = 2;
+
 /// A lookup answered by fewer nodes than this is **thin** (see
 /// [`is_thin`]).
 pub const THIN_ANSWERS: usize = 3;
@@ -107,6 +117,20 @@ impl Answered {
             Self::Nobody => ttl.min(UNANSWERED_TTL),
         }
     }
+}
+
+/// What became of a lookup's results ([`LookupCache::fill`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Filled {
+    /// Stored: the uses that waited for the lookup go on.
+    Stored,
+    /// No lookup of the key was under way (an answer nobody asked for, or
+    /// one that came after its timeout): nothing stored.
+    Unasked,
+    /// No node answered and nothing is known under the key: the entry stays
+    /// pending, the uses keep waiting, and the owner looks the key up again
+    /// now ([`UNANSWERED_RETRIES`] times in a row at most).
+    LookAgain,
 }
 
 /// What the cache knows about a key.
@@ -191,7 +215,12 @@ impl Known {
 #[derive(Clone, Debug)]
 enum Entry {
     Known(Known),
-    Pending { deadline: Instant },
+    Pending {
+        /// When the lookup under way is given up on.
+        deadline: Instant,
+        /// Lookups in a row that no node answered ([`Filled::LookAgain`]).
+        unanswered: u32,
+    },
 }
 
 impl Entry {
@@ -212,7 +241,10 @@ impl Entry {
         }
         match known.refreshing {
             Some(deadline) => {
-                *self = Entry::Pending { deadline };
+                *self = Entry::Pending {
+                    deadline,
+                    unanswered: 0,
+                };
                 true
             }
             None => false,
@@ -294,7 +326,11 @@ impl LookupCache {
                 }
             }
             _ => {
-                self.entries.insert(key, Entry::Pending { deadline });
+                let pending = Entry::Pending {
+                    deadline,
+                    unanswered: 0,
+                };
+                self.entries.insert(key, pending);
             }
         }
         self.deadlines.insert((deadline, key), ());
@@ -302,35 +338,44 @@ impl LookupCache {
 
     /// Stores a lookup's results: they join what was known (a value found
     /// again is used for [`STALE_TTLS`] TTLs from `now`), due again after
-    /// the TTL of how it was `answered` ([`Answered::ttl`]).
-    /// Returns false (and stores nothing) when no lookup of `key` was under
-    /// way: an answer nobody asked for, or one that came after its timeout.
+    /// the TTL of how it was `answered` ([`Answered::ttl`]). A lookup no
+    /// node answered, of a key nothing is known under, is to be made again
+    /// instead ([`Filled::LookAgain`], [`UNANSWERED_RETRIES`] times in a row).
     pub(crate) fn fill(
         &mut self,
         now: Instant,
         key: RecordKey,
         found: Vec<Found>,
         answered: Answered,
-    ) -> bool {
+    ) -> Filled {
         let due = now + answered.ttl(self.ttl);
         let until = now + self.ttl * STALE_TTLS;
         match self.entries.get_mut(&key) {
-            Some(Entry::Pending { deadline }) => {
+            Some(Entry::Pending {
+                deadline,
+                unanswered,
+            }) => {
                 self.deadlines.remove(&(*deadline, key));
+                if answered == Answered::Nobody && *unanswered < UNANSWERED_RETRIES {
+                    *unanswered += 1;
+                    *deadline = now + self.lookup_timeout;
+                    self.deadlines.insert((*deadline, key), ());
+                    return Filled::LookAgain;
+                }
                 let known = Known::new(found, due, until);
                 self.entries.insert(key, Entry::Known(known));
             }
             Some(Entry::Known(known)) => {
                 let Some(deadline) = known.refreshing.take() else {
-                    return false;
+                    return Filled::Unasked;
                 };
                 self.deadlines.remove(&(deadline, key));
                 known.merge(found, until);
                 known.due = due;
             }
-            None => return false,
+            None => return Filled::Unasked,
         }
-        true
+        Filled::Stored
     }
 
     /// Forgets `provider` under `key` (it failed), so the next caller does not
@@ -421,7 +466,7 @@ mod tests {
     fn filled(t0: Instant, k: RecordKey, values: Vec<Found>) -> LookupCache {
         let mut cache = LookupCache::new(10 * S, 2 * S);
         cache.started(t0, k);
-        assert!(cache.fill(t0, k, values, Answered::Fully));
+        assert_eq!(cache.fill(t0, k, values, Answered::Fully), Filled::Stored);
         cache
     }
 
@@ -431,14 +476,18 @@ mod tests {
         let mut cache = LookupCache::new(10 * S, 2 * S);
         let k = key("k");
         assert_eq!(cache.get(t0, &k), Cached::Missing);
-        assert!(
-            !cache.fill(t0, k, vec![found(1)], Answered::Fully),
+        assert_eq!(
+            cache.fill(t0, k, vec![found(1)], Answered::Fully),
+            Filled::Unasked,
             "nobody asked"
         );
         cache.started(t0, k);
         assert_eq!(cache.get(t0, &k), Cached::Pending);
         assert_eq!(cache.next_deadline(), Some(t0 + 2 * S));
-        assert!(cache.fill(t0 + S, k, vec![found(1), found(2)], Answered::Fully));
+        assert_eq!(
+            cache.fill(t0 + S, k, vec![found(1), found(2)], Answered::Fully),
+            Filled::Stored
+        );
         assert_eq!(cache.next_deadline(), None);
         assert_eq!(cache.get(t0 + S, &k), Cached::Fresh(&[found(1), found(2)]));
         cache.forget(&k, &found(1).provider);
@@ -458,8 +507,9 @@ mod tests {
         assert!(cache.expire(t0 + S).is_empty());
         assert_eq!(cache.expire(t0 + 2 * S), vec![other]);
         assert_eq!(cache.get(t0 + 2 * S, &other), Cached::Missing);
-        assert!(
-            !cache.fill(t0 + 3 * S, other, vec![], Answered::Fully),
+        assert_eq!(
+            cache.fill(t0 + 3 * S, other, vec![], Answered::Fully),
+            Filled::Unasked,
             "too late"
         );
     }
@@ -478,7 +528,10 @@ mod tests {
             Cached::Fresh(&[found(1)]),
             "no second lookup while one runs"
         );
-        assert!(cache.fill(due + S, k, vec![found(2)], Answered::Fully));
+        assert_eq!(
+            cache.fill(due + S, k, vec![found(2)], Answered::Fully),
+            Filled::Stored
+        );
         assert_eq!(cache.next_deadline(), None);
         assert_eq!(
             cache.get(due + S, &k),
@@ -497,7 +550,10 @@ mod tests {
         let mut cache = filled(t0, k, vec![found(1), found(2)]);
         let first_due = t0 + 10 * S;
         cache.started(first_due, k);
-        assert!(cache.fill(first_due, k, vec![found(1)], Answered::Fully));
+        assert_eq!(
+            cache.fill(first_due, k, vec![found(1)], Answered::Fully),
+            Filled::Stored
+        );
         assert_eq!(
             cache.consult(first_due, &k),
             Cached::Fresh(&[found(1), found(2)]),
@@ -514,7 +570,10 @@ mod tests {
             Cached::Fresh(&[found(1)]),
             "two TTLs after the last answer that found found(2)"
         );
-        assert!(cache.fill(second_due, k, vec![found(2)], Answered::Fully));
+        assert_eq!(
+            cache.fill(second_due, k, vec![found(2)], Answered::Fully),
+            Filled::Stored
+        );
         assert_eq!(
             cache.get(second_due, &k),
             Cached::Fresh(&[found(1), found(2)]),
@@ -535,7 +594,7 @@ mod tests {
         let mut cache = filled(t0, k, vec![found(1), found(2)]);
         let due = t0 + 10 * S;
         cache.started(due, k);
-        assert!(cache.fill(due, k, vec![], Answered::Nobody));
+        assert_eq!(cache.fill(due, k, vec![], Answered::Nobody), Filled::Stored);
         assert_eq!(
             cache.get(due, &k),
             Cached::Fresh(&[found(1), found(2)]),
@@ -548,7 +607,10 @@ mod tests {
         );
         let later = due + UNANSWERED_TTL;
         cache.started(later, k);
-        assert!(cache.fill(later, k, vec![found(3), found(1)], Answered::Thinly));
+        assert_eq!(
+            cache.fill(later, k, vec![found(3), found(1)], Answered::Thinly),
+            Filled::Stored
+        );
         assert_eq!(
             cache.get(later, &k),
             Cached::Fresh(&[found(1), found(2), found(3)]),
@@ -581,8 +643,9 @@ mod tests {
             cache.get(due + 2 * S + UNANSWERED_TTL, &k),
             Cached::Stale(&[found(1)])
         );
-        assert!(
-            !cache.fill(due + 3 * S, k, vec![], Answered::Fully),
+        assert_eq!(
+            cache.fill(due + 3 * S, k, vec![], Answered::Fully),
+            Filled::Unasked,
             "too late"
         );
     }
@@ -605,7 +668,10 @@ mod tests {
         let mut cache = filled(t0, k, vec![found(1)]);
         cache.started(t0 + 19 * S, k);
         assert_eq!(cache.consult(aged, &k), Cached::Pending);
-        assert!(cache.fill(aged, k, vec![found(2)], Answered::Thinly));
+        assert_eq!(
+            cache.fill(aged, k, vec![found(2)], Answered::Thinly),
+            Filled::Stored
+        );
         assert_eq!(cache.get(aged, &k), Cached::Fresh(&[found(2)]));
         cache.prune(aged + 20 * S);
         assert!(cache.entries.is_empty());
@@ -623,7 +689,10 @@ mod tests {
         cache.drop_emptied(&k);
         assert_eq!(cache.get(due, &k), Cached::Missing);
         assert_eq!(cache.next_deadline(), None);
-        assert!(!cache.fill(due, k, vec![found(1)], Answered::Fully));
+        assert_eq!(
+            cache.fill(due, k, vec![found(1)], Answered::Fully),
+            Filled::Unasked
+        );
     }
 
     #[test]
@@ -640,22 +709,46 @@ mod tests {
     }
 
     #[test]
-    fn a_lookup_no_node_answered_is_kept_for_a_second_only() {
+    fn a_lookup_no_node_answered_is_made_again_then_kept_for_a_second_only() {
         let t0 = crate::test_epoch();
         let mut cache = LookupCache::new(30 * S, 5 * S);
         let k = key("k");
-        assert!(!cache.fill(t0, k, vec![], Answered::Nobody), "nobody asked");
+        let nobody = |cache: &mut LookupCache, at| cache.fill(at, k, vec![], Answered::Nobody);
+        assert_eq!(nobody(&mut cache, t0), Filled::Unasked, "nobody asked");
         cache.started(t0, k);
-        assert!(cache.fill(t0, k, vec![], Answered::Nobody));
+        // Nothing known: looked up again at once, the uses waiting on.
+        for n in 1..=UNANSWERED_RETRIES {
+            let at = t0 + n * S;
+            assert_eq!(nobody(&mut cache, at), Filled::LookAgain);
+            assert_eq!(cache.get(at, &k), Cached::Pending);
+            assert_eq!(cache.next_deadline(), Some(at + 5 * S), "a new lookup's");
+        }
+        let last = t0 + 3 * S;
+        assert_eq!(nobody(&mut cache, last), Filled::Stored, "then given up");
         assert_eq!(cache.next_deadline(), None, "no longer pending");
-        assert_eq!(cache.get(t0, &k), Cached::Fresh(&[]));
-        let over = t0 + UNANSWERED_TTL;
+        assert_eq!(cache.get(last, &k), Cached::Fresh(&[]));
+        let over = last + UNANSWERED_TTL;
         assert_eq!(cache.get(over, &k), Cached::Missing, "looked up again");
+        // An answer ends the count: the next use's lookup may be made again.
+        cache.prune(over);
+        cache.started(over, k);
+        assert_eq!(nobody(&mut cache, over), Filled::LookAgain);
+        let answered = cache.fill(over, k, vec![found(1)], Answered::Thinly);
+        assert_eq!(answered, Filled::Stored);
+        assert_eq!(cache.get(over, &k), Cached::Fresh(&[found(1)]));
 
-        // A TTL shorter than that wins.
+        // Values known stay in use: nothing is looked up again at once.
+        let due = over + THIN_TTL;
+        cache.started(due, k);
+        assert_eq!(nobody(&mut cache, due), Filled::Stored);
+        assert_eq!(cache.get(due, &k), Cached::Fresh(&[found(1)]));
+        // A TTL shorter than a second wins.
         let mut short = LookupCache::new(S / 2, 5 * S);
         short.started(t0, k);
-        assert!(short.fill(t0, k, vec![], Answered::Nobody));
+        for _ in 0..UNANSWERED_RETRIES {
+            assert_eq!(nobody(&mut short, t0), Filled::LookAgain);
+        }
+        assert_eq!(nobody(&mut short, t0), Filled::Stored);
         assert_eq!(short.get(t0 + S / 2, &k), Cached::Missing);
     }
 
@@ -680,12 +773,16 @@ mod tests {
         let t0 = crate::test_epoch();
         let mut cache = LookupCache::new(30 * S, 5 * S);
         let k = key("k");
-        assert!(
-            !cache.fill(t0, k, vec![found(1)], Answered::Thinly),
+        assert_eq!(
+            cache.fill(t0, k, vec![found(1)], Answered::Thinly),
+            Filled::Unasked,
             "nobody asked"
         );
         cache.started(t0, k);
-        assert!(cache.fill(t0, k, vec![found(1)], Answered::Thinly));
+        assert_eq!(
+            cache.fill(t0, k, vec![found(1)], Answered::Thinly),
+            Filled::Stored
+        );
         assert_eq!(cache.get(t0 + 4 * S, &k), Cached::Fresh(&[found(1)]));
         assert_eq!(
             cache.get(t0 + THIN_TTL, &k),
@@ -695,7 +792,10 @@ mod tests {
         // A TTL shorter than that wins.
         let mut short = LookupCache::new(2 * S, 5 * S);
         short.started(t0, k);
-        assert!(short.fill(t0, k, vec![found(1)], Answered::Thinly));
+        assert_eq!(
+            short.fill(t0, k, vec![found(1)], Answered::Thinly),
+            Filled::Stored
+        );
         assert_eq!(short.get(t0 + 2 * S, &k), Cached::Stale(&[found(1)]));
     }
 }

@@ -21,8 +21,10 @@ use crate::record::SignedRecord;
 
 mod lookup_cache;
 
-pub use lookup_cache::{Answered, STALE_TTLS, THIN_ANSWERS, THIN_TTL, UNANSWERED_TTL, is_thin};
-pub(crate) use lookup_cache::{Cached, LookupCache};
+pub use lookup_cache::{
+    Answered, STALE_TTLS, THIN_ANSWERS, THIN_TTL, UNANSWERED_RETRIES, UNANSWERED_TTL, is_thin,
+};
+pub(crate) use lookup_cache::{Cached, Filled, LookupCache};
 
 /// One value found under a key: who published it and what it says.
 #[derive(Clone, Debug, PartialEq, Eq)]

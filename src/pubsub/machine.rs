@@ -37,7 +37,7 @@ use super::{PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats};
 use crate::collections::HashMap;
 use crate::contract::{Child, OutputQueue};
 use crate::directory::{
-    AnnounceFailure, Announcements, Answered, Cached, DirectoryRequest, Found, LookupCache,
+    AnnounceFailure, Announcements, Answered, Cached, DirectoryRequest, Filled, Found, LookupCache,
 };
 use crate::id::{NodeId, RecordKey, RecordKind};
 use crate::record_keys::RecordKeys;
@@ -283,8 +283,12 @@ impl PubSub {
         answered: Answered,
     ) {
         self.outputs.mark(now);
-        if self.cache.fill(now, key, found, answered) {
-            self.resolved(now, key);
+        match self.cache.fill(now, key, found, answered) {
+            Filled::Stored => self.resolved(now, key),
+            Filled::LookAgain => self
+                .outputs
+                .push(PubSubOutput::Directory(DirectoryRequest::Lookup { key })),
+            Filled::Unasked => {}
         }
     }
 

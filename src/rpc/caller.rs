@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{ProviderFlags, RpcConfig, RpcError, RpcEvent, RpcOutput, RpcStats};
 use crate::collections::HashMap;
-use crate::directory::{Answered, Cached, DirectoryRequest, Found, LookupCache};
+use crate::directory::{Answered, Cached, DirectoryRequest, Filled, Found, LookupCache};
 use crate::id::{NodeId, RecordKey};
 use crate::metrics::CacheCounts;
 use crate::topic::Topic;
@@ -431,8 +431,10 @@ impl Caller {
         (found, answered): (Vec<Found>, Answered),
         out: &mut OutputQueue<RpcOutput>,
     ) {
-        if self.cache.fill(now, key, found, answered) {
-            self.resume(now, key, out);
+        match self.cache.fill(now, key, found, answered) {
+            Filled::Stored => self.resume(now, key, out),
+            Filled::LookAgain => out.push(RpcOutput::Directory(DirectoryRequest::Lookup { key })),
+            Filled::Unasked => {}
         }
     }
 
