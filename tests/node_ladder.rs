@@ -8,8 +8,10 @@
 //! the two sides falling back at different times, a probe judged before its answer could
 //! come, a relay connection silent through a burst of loss (probed now), the relay's own
 //! stalled connection to a circuit end (it probes too), a circuit judged before the peer
-//! had followed the fall back, a circuit judged while the relay's streams queued. Seed 1
-//! unless named. `nat_matrix --ladder` runs every rung over every pair.
+//! had followed the fall back, a circuit judged while the relay's streams queued, a first
+//! lookup whose one request the link lost, a peer that fell back first while our path
+//! still answered. Seed 1 unless named. `nat_matrix --ladder` runs every rung over every
+//! pair.
 #![cfg(feature = "sim")]
 
 mod common;
@@ -219,4 +221,18 @@ fn congested_wifi_a_lookup_nobody_answered_keeps_what_was_found() {
 fn congested_cellular_a_first_lookup_nobody_answered_is_made_again() {
     let pairing = Pairing::Separate(NatKind::SymmetricRandom, NatKind::CarrierGradeDouble);
     loses_nothing(Rung::CongestedCellular, 6, pairing);
+}
+
+/// Slow 3G, seed 8, open × full-cone lost 736 (and so did open × addr-restr, port-restr and
+/// masquerade): a burst of loss on A's uplink, while QUIC had backed off, made B find the
+/// direct path dead 0.4 s before the route broke, while A still heard B on it. A heard B's
+/// first relayed packet but, its path not in doubt, stayed direct; then the route broke,
+/// A's acknowledgements went into it, and B judged its circuit silent before A found the
+/// path dead, 5 s after B. A relayed packet of a peer that has sent on the direct path for
+/// a dead window already is no straggler: A now follows at once.
+#[test]
+fn slow_3g_a_peer_that_fell_back_first_is_followed_on_its_relayed_packet() {
+    let pairing = Pairing::Separate(NatKind::Open, NatKind::FullCone);
+    let r = loses_nothing(Rung::Slow3g, 8, pairing);
+    assert!(r.direct && r.fell_back, "{r:?}");
 }

@@ -52,6 +52,9 @@ pub struct Liveness {
     last_sent: Option<Instant>,
     /// A PING is due ([`Liveness::poll_ping`]).
     ping: bool,
+    /// When an authentic QUIC packet of the peer first came over the path
+    /// ([`Liveness::heard_quic`]): the peer sends on it since.
+    peer_sends_since: Option<Instant>,
 }
 
 impl Liveness {
@@ -81,6 +84,7 @@ impl Liveness {
             keep_alive: None,
             last_sent: None,
             ping: false,
+            peer_sends_since: None,
         }
     }
 
@@ -129,6 +133,29 @@ impl Liveness {
     pub fn heard(&mut self) {
         self.waiting_since = None;
         self.next_probe = None;
+    }
+
+    /// An authentic QUIC packet of the peer came over the path at `now`: nothing waits,
+    /// and the peer has moved its own traffic onto the path (an answer to our probe only
+    /// says its punch machine answers).
+    pub fn heard_quic(&mut self, now: Instant) {
+        self.peer_sends_since.get_or_insert(now);
+        self.heard();
+    }
+
+    /// Whether a packet of the peer that came out of the relay circuit at `now` says the
+    /// peer has fallen back to it: our path is in doubt ([`Liveness::suspect`]), or the
+    /// peer has sent on the path for a dead window already, so the packet is no straggler
+    /// it sent over the relay before its own switch. Why (issue 14's link ladder, slow 3G,
+    /// seed 8, open × full-cone lost 736): a burst of loss on A's uplink made B find the
+    /// direct path dead while A still heard B on it; A, not in doubt, stayed direct, the
+    /// route then broke, and B judged its circuit silent (A's acknowledgements went into
+    /// the dead path) before A found the path dead 5 s after B.
+    pub fn peer_fell_back(&self, now: Instant) -> bool {
+        let window = self.dead_window();
+        self.suspect(now)
+            || (self.peer_sends_since)
+                .is_some_and(|since| now.saturating_duration_since(since) >= window)
     }
 
     /// Answers to our probes whose MESSAGE-INTEGRITY-SHA256 was missing or wrong (ignored).
@@ -331,6 +358,28 @@ mod tests {
         assert_eq!(live.rtt(), Some(ms(20)));
         assert!(!live.waiting() && live.poll_timeout().is_none());
         assert!(!live.is_dead(t0 + ms(10_000)));
+    }
+
+    #[test]
+    fn a_relayed_packet_says_the_peer_fell_back_when_in_doubt_or_a_dead_window_after_it_sent_here()
+    {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let mut live = watch("198.51.100.2:4433".parse().unwrap());
+        // The peer's QUIC has not been heard on the path: a relayed packet may be one it
+        // sent before its switch, unless our path is in doubt.
+        live.sent(t0);
+        assert!(!live.peer_fell_back(t0 + ms(199)));
+        assert!(live.peer_fell_back(t0 + ms(200)), "in doubt");
+        // A probe answer is the peer's punch machine, not its traffic.
+        live.heard();
+        assert!(!live.peer_fell_back(t0 + ms(10_000)));
+        // Its QUIC heard here at 1 s: a relayed packet within the dead window (400 ms)
+        // may still be a straggler; after it, the peer has fallen back.
+        live.heard_quic(t0 + ms(1000));
+        live.heard_quic(t0 + ms(1300));
+        assert!(!live.peer_fell_back(t0 + ms(1399)));
+        assert!(live.peer_fell_back(t0 + ms(1400)));
     }
 
     #[test]

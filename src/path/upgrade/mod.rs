@@ -489,7 +489,7 @@ impl Upgrades {
     /// answers, nothing waits.
     pub fn handle_heard(&mut self, now: Instant, remote: SocketAddr) {
         if let Some(live) = self.live_at(remote) {
-            live.heard();
+            live.heard_quic(now);
             self.out.mark(now);
         }
     }

@@ -495,14 +495,16 @@ impl Upgrades {
     /// An authentic packet of `conn`'s peer came over its relay circuit at `now` while the
     /// connection runs on its direct path. Packets the peer sent before its own switch
     /// arrive so too; but when our direct path is in doubt (what we sent on it waited two
-    /// probe intervals with no word back), the peer has fallen back: so do we, at once,
-    /// rather than after the rest of our own watch. True when it fell back.
+    /// probe intervals with no word back), or the peer has sent on the direct path for a
+    /// dead window already ([`Liveness::peer_fell_back`]), the peer has fallen back: so
+    /// do we, at once, rather than after the rest of our own watch. True when it fell
+    /// back.
     pub fn handle_heard_relayed(&mut self, now: Instant, conn: ConnId) -> bool {
         self.out.mark(now);
         let Some(s) = self.sessions.get(&conn) else {
             return false;
         };
-        let in_doubt = matches!(&s.stage, Stage::Direct(_, live) if live.suspect(now));
+        let in_doubt = matches!(&s.stage, Stage::Direct(_, live) if live.peer_fell_back(now));
         if in_doubt {
             self.fall_back(now, conn);
         }
