@@ -179,6 +179,20 @@ pub trait Machine {
     /// Feeds one input at time `now`. `now` never goes backwards.
     fn handle_input(&mut self, now: Instant, input: Input);
 
+    /// Feeds several inputs at time `now` as one (a driver's read of several
+    /// datagrams at once): a machine may gather what they make it send, so
+    /// the answers to a burst leave together. By default each is fed in
+    /// turn; a [`Node`](crate::node::Node) settles once at the end
+    /// ([`Node::batch`](crate::node::Node::batch)). Drain the outputs after.
+    fn handle_inputs(&mut self, now: Instant, inputs: impl IntoIterator<Item = Input>)
+    where
+        Self: Sized,
+    {
+        for input in inputs {
+            self.handle_input(now, input);
+        }
+    }
+
     /// The next thing to do, or `None` when drained.
     fn poll_output(&mut self) -> Option<Output<Self::Event>>;
 

@@ -666,6 +666,17 @@ impl Machine for Node {
         self.settle(now);
     }
 
+    /// The inputs in one [`Node::batch`]: settled once, so the packets a
+    /// burst of datagrams makes the node send (acknowledgements, answers)
+    /// are gathered together.
+    fn handle_inputs(&mut self, now: Instant, inputs: impl IntoIterator<Item = Input>) {
+        self.batch(now, |node| {
+            for input in inputs {
+                node.handle_input(now, input);
+            }
+        });
+    }
+
     fn poll_output(&mut self) -> Option<Output<Event>> {
         let output = self.out.pop_front()?;
         if let Output::Transmit(transmit) = &output {

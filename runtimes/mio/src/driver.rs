@@ -270,13 +270,16 @@ impl<M: Machine> Driver<M> {
         self.received = received;
     }
 
-    /// Feeds the machine `received`'s datagrams, draining its outputs after each.
+    /// Feeds the machine `received`'s datagrams as one input
+    /// ([`Machine::handle_inputs`]: a Node answers the burst together), then
+    /// sends what it made.
     fn deliver(&mut self, received: &mut Vec<Datagram>) {
-        for datagram in received.drain(..) {
-            self.machine
-                .handle_input(clock::now(), Input::Datagram(datagram));
-            self.flush();
+        if received.is_empty() {
+            return;
         }
+        let datagrams = received.drain(..).map(Input::Datagram);
+        self.machine.handle_inputs(clock::now(), datagrams);
+        self.flush();
     }
 
     /// Sends the transmits that waited for a full send buffer.

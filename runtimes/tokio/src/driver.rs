@@ -230,23 +230,30 @@ impl<M: Machine> Driver<M> {
         }
     }
 
-    /// Feeds the machine what extra socket `index` holds, up to the per-turn budget,
-    /// draining its outputs after each datagram.
+    /// Feeds the machine what extra socket `index` holds, up to the per-turn budget.
     async fn receive_extra(&mut self, index: usize) {
         let mut received = std::mem::take(&mut self.received);
         let budget = self.datagrams_per_turn;
         let count = self.extra.receive(index, budget, |d| received.push(d));
         self.counters.extra_received(count as u64);
-        for datagram in received.drain(..) {
-            self.machine
-                .handle_input(clock::now(), Input::Datagram(datagram));
-            self.flush().await;
-        }
+        self.deliver(&mut received).await;
         self.received = received;
     }
 
+    /// Feeds the machine `received`'s datagrams as one input
+    /// ([`Machine::handle_inputs`]: a Node answers the burst together), then
+    /// sends what it made.
+    async fn deliver(&mut self, received: &mut Vec<Datagram>) {
+        if received.is_empty() {
+            return;
+        }
+        let datagrams = received.drain(..).map(Input::Datagram);
+        self.machine.handle_inputs(clock::now(), datagrams);
+        self.flush().await;
+    }
+
     /// Feeds the machine what the socket holds, up to the per-turn budget,
-    /// draining its outputs after each datagram.
+    /// one read's datagrams at a time.
     async fn receive(&mut self) {
         let mut received = std::mem::take(&mut self.received);
         let mut handled = 0;
@@ -262,11 +269,7 @@ impl<M: Machine> Driver<M> {
                 }
             }
             handled += received.len();
-            for datagram in received.drain(..) {
-                self.machine
-                    .handle_input(clock::now(), Input::Datagram(datagram));
-                self.flush().await;
-            }
+            self.deliver(&mut received).await;
         }
         self.received = received;
     }
