@@ -118,6 +118,18 @@ impl Net {
         self.nodes.iter().position(|d| d.local_id() == *id).unwrap()
     }
 
+    /// Node `i` stores `value` under `k` (5 s to confirm), and the network
+    /// runs until quiet.
+    fn store(&mut self, i: usize, k: RecordKey, value: &'static [u8]) {
+        let (now, unix) = (self.now, self.unix);
+        let timeout = Duration::from_secs(5);
+        let value = Bytes::from_static(value);
+        self.nodes[i]
+            .store_with_confirmation(now, unix, k, value, timeout)
+            .unwrap();
+        self.run();
+    }
+
     fn run(&mut self) {
         let mut queue: VecDeque<(usize, DhtOutput)> = VecDeque::new();
         loop {
@@ -287,16 +299,7 @@ fn records_are_republished_and_expire() {
     let config = DhtConfig::default();
     let mut net = Net::new(25, config.clone());
     let (start, k) = (net.now, key("a"));
-    net.nodes[2]
-        .store_with_confirmation(
-            start,
-            UNIX,
-            k,
-            Bytes::from_static(b"x"),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-    net.run();
+    net.store(2, k, b"x");
     let holders = |net: &Net, unix: u64| {
         net.nodes
             .iter()
@@ -335,6 +338,60 @@ fn records_are_republished_and_expire() {
         d.handle_timeout(start + Duration::from_secs(1000), late);
     }
     assert!(net.nodes.iter().all(|d| d.records().is_empty()));
+}
+
+#[test]
+fn a_store_made_with_a_small_table_is_made_again_once_the_table_has_grown() {
+    // Issue 17: records stored while the network was forming (3 nodes in the
+    // table) were held by nodes that later died or fell out of the k
+    // closest, and waited 240 s for their republish.
+    let config = DhtConfig::default();
+    let mut net = Net::new(5, config.clone());
+    let (start, k) = (net.now, key("early"));
+    let at = |second: u64| start + Duration::from_secs(second);
+    net.store(3, k, b"x");
+    net.events.clear();
+    let republished = |net: &mut Net, second: u64| {
+        net.now = at(second);
+        net.unix = UNIX + second * 1000;
+        let (now, unix) = (net.now, net.unix);
+        net.nodes[3].handle_timeout(now, unix);
+        net.run();
+        let stores: Vec<usize> = (net.events.drain(..))
+            .filter_map(|(from, event)| match event {
+                DhtEvent::StoreConfirmed {
+                    republish: true,
+                    acked,
+                    ..
+                } if from == 3 => Some(acked.len()),
+                _ => None,
+            })
+            .collect();
+        stores
+    };
+    // A small network whose tables stay as they are: the republish interval.
+    for second in (10..=230).step_by(10) {
+        assert_eq!(
+            republished(&mut net, second),
+            [] as [usize; 0],
+            "at {second} s"
+        );
+    }
+    // Twenty-five more nodes join; node 3's table grows past twice its size.
+    for i in 5..30 {
+        net.nodes.push(dht(i, config.clone()));
+        let now = net.now;
+        net.nodes[i].bootstrap(now, vec![contact(0)]);
+        net.run();
+        net.nodes[3].find_node(now, contact(i).id);
+        net.run();
+    }
+    net.events.clear();
+    assert!(net.nodes[3].table().len() >= 8);
+    // Stored again within the sweep, before the republish interval, on the
+    // k closest of the network it now sees.
+    assert_eq!(republished(&mut net, 235), [20]);
+    assert_eq!(republished(&mut net, 236), [] as [usize; 0], "once");
 }
 
 /// A node whose table holds `peers` (they sent it requests as servers).
