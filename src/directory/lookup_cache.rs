@@ -43,7 +43,7 @@ use crate::metrics::CacheCounts;
 pub const UNANSWERED_TTL: Duration = Duration::from_secs(1);
 
 /// How many times in a row a key nothing is known under is looked up again
-/// at once when no node answered ([`Filled::LookAgain`]): the uses waiting
+/// at once when no node answered (`Filled::LookAgain`): the uses waiting
 /// for it (calls, publications) keep waiting rather than find no one. Why
 /// (issue 14's link ladder, congested cellular, seed 6): the one request of
 /// a caller's first lookup was lost in a burst on its link and timed out
