@@ -214,10 +214,8 @@ impl Silence {
     /// or a probe of its own): a running silence is judged from `now`
     /// anew, but within `LIVE_PATIENCE` limits of its start.
     pub fn heard(&mut self, now: Instant) {
-        if let Some(since) = &mut self.since {
-            *since = now;
-            self.peer_heard = true;
-        }
+        self.relay_heard(now);
+        self.peer_heard |= self.running();
     }
 
     /// A sign of life of the relay this connection's circuit runs through

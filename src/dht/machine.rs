@@ -1426,7 +1426,7 @@ impl Dht {
         if success {
             self.metrics.stores_succeeded += 1;
         }
-        self.schedule_republish(now, &store);
+        self.note_thin_store(now, &store);
         self.outputs
             .push(DhtOutput::Event(DhtEvent::StoreConfirmed {
                 query: q,
@@ -1438,10 +1438,10 @@ impl Dht {
             }));
     }
 
-    /// After a store of our record: one fewer than k nodes acknowledged is
-    /// remembered with our table's size, to be made again once the table
-    /// has outgrown it ([`THIN_REPUBLISH_AFTER`]).
-    fn schedule_republish(&mut self, now: Instant, store: &StoreOp) {
+    /// After a store of our record: whether fewer than k nodes acknowledged
+    /// it, remembered with our table's size, so it is made again once the
+    /// table has outgrown it ([`THIN_REPUBLISH_AFTER`]).
+    fn note_thin_store(&mut self, now: Instant, store: &StoreOp) {
         let table = self.table.len();
         if let Some(published) = self.published.get_mut(&store.record.key) {
             published.thin = (store.acked.len() < self.config.k).then_some((now, table));
