@@ -674,7 +674,7 @@ pub struct Metrics {
     /// Dial-back and punch refusals, by reason.
     pub nat_refusals: PerLabel<NatRefusal, u64, 5>,
     /// NAT discovery runs, by event.
-    pub nat_discovery_runs: PerLabel<DiscoveryRun, u64, 3>,
+    pub nat_discovery_runs: PerLabel<DiscoveryRun, u64, 4>,
     /// Checks of claimed listen addresses, by result.
     pub nat_claim_checks: PerLabel<ClaimCheckResult, u64, 5>,
     /// What the port-mapping client did, by event.

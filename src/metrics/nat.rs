@@ -34,6 +34,9 @@ label_enum!(
         Started => "started",
         /// A run produced a report (the node's NAT type and address).
         Reported => "reported",
+        /// A run behind a NAT reported private before its dial-backs ended
+        /// (`nat::discovery`'s early report).
+        ReportedEarly => "reported_early",
         /// No reflector and no dial-back answered a run: the last report,
         /// if any, stands and the run is tried again with backoff.
         Unanswered => "unanswered",
@@ -142,6 +145,7 @@ impl super::Metrics {
         self.nat_discovery_runs.set_each([
             (DiscoveryRun::Started, discovery.runs),
             (DiscoveryRun::Reported, discovery.reports),
+            (DiscoveryRun::ReportedEarly, discovery.early_reports),
             (DiscoveryRun::Unanswered, discovery.unanswered_runs),
         ]);
         let claims = &reach.claim_checks;

@@ -47,6 +47,15 @@
 //! the stranger's probe was filtered; **undetermined** otherwise. Every
 //! class has its uncertain value, and uncertainty is reported as such.
 //!
+//! A node whose bindings show a NAT is private whatever the dial-backs
+//! find: the run then **reports early**, as soon as the bindings and the hop
+//! count are in, when the last report did not already say private (a node
+//! that just started, or one whose NAT appeared). Its relay reservations and
+//! its peer record need not wait out `dial_back_timeout` for a probe its NAT
+//! filters (issue 17: a restarted node behind a NAT could not be reached
+//! for 4 s). The full report follows at the end of the run with the
+//! filtering verdict.
+//!
 //! A run that **nobody answered** (no reflector's mapping, no dial-back
 //! verdict: the network was cut off, or every reflector was gone) tells
 //! nothing about the NAT. It does not replace the last report: a private
@@ -183,6 +192,9 @@ pub struct DiscoveryStats {
     pub runs: u64,
     /// Runs that produced a report.
     pub reports: u64,
+    /// Early private reports made before a run's dial-backs ended (see the
+    /// module docs).
+    pub early_reports: u64,
     /// Dial-backs asked for.
     pub dial_backs: u64,
     /// Probes from a fitting stranger.
@@ -391,6 +403,7 @@ impl Discovery {
         }
         if *pending == 0 {
             self.dial_back(now);
+            self.report_early_if_private();
         }
     }
 
@@ -408,6 +421,7 @@ impl Discovery {
         }
         if matches!(run.phase, Phase::DialingBack { .. }) {
             self.finish_if_settled(now);
+            self.report_early_if_private();
         }
     }
 
@@ -525,6 +539,27 @@ impl Discovery {
         if settled {
             self.finish(now);
         }
+    }
+
+    /// Reports a run under way whose bindings are in and show a NAT, when
+    /// its hop count is settled and the last report did not say private
+    /// already (see the module docs).
+    fn report_early_if_private(&mut self) {
+        let Some(run) = self.run.as_ref() else {
+            return;
+        };
+        let said_private =
+            (self.report.as_ref()).is_some_and(|r| r.reachability == Reachability::Private);
+        if said_private || !run.hops.settled() || !matches!(run.phase, Phase::DialingBack { .. }) {
+            return;
+        }
+        let report = report_of(run, None, None);
+        if report.reachability != Reachability::Private {
+            return;
+        }
+        self.stats.early_reports += 1;
+        self.report = Some(report.clone());
+        self.finished = Some(report);
     }
 
     fn finish(&mut self, now: Instant) {
@@ -705,8 +740,19 @@ mod tests {
     /// answered and its dial-backs answered without a helper: only the hop
     /// count is left. Returns the TTLs asked of the first reflector.
     fn counting(d: &mut Discovery, now: Instant) -> Vec<u8> {
+        counting_toward(d, now, "10.0.0.2:4433", DialBackStatus::NoHelper)
+    }
+
+    /// [`counting`] from `local`, the dial-backs answered with `status`
+    /// (a stranger named when forwarded).
+    fn counting_toward(
+        d: &mut Discovery,
+        now: Instant,
+        local: &str,
+        status: DialBackStatus,
+    ) -> Vec<u8> {
         let reflectors = [addr("198.51.100.1:4433"), addr("198.51.100.2:4433")];
-        d.start(now, &reflectors, vec![addr("10.0.0.2:4433")]);
+        d.start(now, &reflectors, vec![addr(local)]);
         let mut ttls = Vec::new();
         while let Some(action) = d.poll_output() {
             match action {
@@ -718,7 +764,11 @@ mod tests {
                     ttls.push(ttl);
                 }
                 DiscoveryAction::DialBack { nonce, .. } => {
-                    d.handle_dial_back_result(now, nonce, DialBackStatus::NoHelper, &[]);
+                    let helpers: &[ProbeOrigin] = match status {
+                        DialBackStatus::Forwarded => &[STRANGER],
+                        _ => &[],
+                    };
+                    d.handle_dial_back_result(now, nonce, status, helpers);
                 }
             }
         }
@@ -768,6 +818,52 @@ mod tests {
     }
 
     #[test]
+    fn a_run_behind_a_nat_reports_early_only_when_the_last_report_was_not_private() {
+        let now = crate::test_epoch();
+        let mut d = Discovery::new(DiscoveryConfig::default(), [1; 32]);
+        // The hop count is still running when the bindings are in: no
+        // early report yet (punching needs the count).
+        let ttls = counting_toward(&mut d, now, "10.0.0.2:4433", DialBackStatus::Forwarded);
+        assert!(d.take_finished().is_none(), "waits for the hop count");
+        d.handle_hop(now, 3, true);
+        let early = d.take_finished().expect("settled hops: an early report");
+        assert_eq!(
+            (early.reachability, early.hops),
+            (Reachability::Private, Some(3))
+        );
+        for ttl in ttls {
+            d.handle_hop(now, ttl, false);
+        }
+        assert!(d.take_finished().is_none(), "once per run");
+        d.handle_timeout(now + Duration::from_secs(5));
+        assert!(d.take_finished().is_some(), "the full report at the end");
+        // The next run finds the same NAT: the last report said private,
+        // so only the full report comes.
+        let later = now + Duration::from_secs(700);
+        counting_toward(&mut d, later, "10.0.0.2:4433", DialBackStatus::Forwarded);
+        d.handle_hop(later, 3, true);
+        assert!(d.take_finished().is_none());
+        d.handle_timeout(later + Duration::from_secs(5));
+        assert!(d.take_finished().is_some());
+        assert_eq!(d.stats().early_reports, 1);
+    }
+
+    #[test]
+    fn an_untranslated_address_waits_for_the_dial_backs() {
+        let (mut d, now, [ip, _]) = bound("198.51.100.9:4433", "198.51.100.9:4433");
+        assert!(d.take_finished().is_none(), "no NAT seen: no early verdict");
+        d.handle_dial_back_result(now, ip, DialBackStatus::Forwarded, &[STRANGER]);
+        d.handle_timeout(now + Duration::from_secs(5));
+        let report = d.take_finished().unwrap();
+        assert_eq!(
+            report.reachability,
+            Reachability::Private,
+            "the probe was filtered"
+        );
+        assert_eq!(d.stats().early_reports, 0);
+    }
+
+    #[test]
     fn a_strangers_probe_to_an_untranslated_address_is_public() {
         let (mut d, now, [ip, port]) = bound("198.51.100.9:4433", "198.51.100.9:4433");
         d.handle_dial_back_result(now, ip, DialBackStatus::Forwarded, &[STRANGER]);
@@ -801,6 +897,13 @@ mod tests {
     #[test]
     fn a_filtered_strangers_probe_behind_a_nat_is_private() {
         let (mut d, now, [ip, port]) = bound("192.168.1.2:4433", "203.0.113.1:4433");
+        // The bindings saw a NAT: private is reported at once, the
+        // filtering still unknown.
+        let early = d.take_finished().expect("an early private report");
+        assert_eq!(early.reachability, Reachability::Private);
+        assert_eq!(early.probes, (None, None));
+        assert_eq!(early.filtering, FilteringBehaviour::Uncertain);
+        assert_eq!(d.stats().early_reports, 1);
         d.handle_dial_back_result(now, ip, DialBackStatus::Forwarded, &[STRANGER]);
         d.handle_dial_back_result(now, port, DialBackStatus::Forwarded, &[STRANGER]);
         assert!(d.take_finished().is_none(), "waits for the probes");
