@@ -4,7 +4,7 @@
 //! hairpinning, at 50 ms RTT and ~2% loss per NAT-to-NAT path.
 //!
 //! ```sh
-//! cargo run --release --features sim --example nat_matrix -- --seed 1 [--phase 4] [--ladder | --machine --runs 5]
+//! cargo run --release --features sim --example nat_matrix -- --seed 1 [--phase 4] [--discover] [--ladder | --machine --runs 5]
 //! ```
 //!
 //! Default: real Nodes (`macula::sim::node_lab`). Side A dials side B through a
@@ -26,6 +26,11 @@
 //! both directions, on top of the same topology without its per-link loss; one summary
 //! line per rung.
 //!
+//! `--discover`: the nodes run their own NAT discovery against the relay (their one
+//! reflector) and punch with what it found, instead of the candidates and class the lab
+//! hands them; they then also publish peer records, so a side can dial the other again by
+//! record after their connection closed.
+//!
 //! `--machine`: the punch machine alone between two sim hosts that gathered candidates
 //! from STUN reflectors (`macula::sim::punch_lab`), several seeds per pair.
 
@@ -43,6 +48,7 @@ fn main() {
         match arg.as_str() {
             "--machine" => machine = true,
             "--ladder" => ladder = true,
+            "--discover" => lab.discover = true,
             "--seed" => {
                 seed = args
                     .next()
@@ -72,7 +78,9 @@ fn main() {
 }
 
 fn usage<T>() -> T {
-    eprintln!("usage: nat_matrix [--seed S] [--phase S] [--ladder | --machine [--runs N]]");
+    eprintln!(
+        "usage: nat_matrix [--seed S] [--phase S] [--discover] [--ladder | --machine [--runs N]]"
+    );
     std::process::exit(2)
 }
 

@@ -7,7 +7,9 @@
 //!
 //! A new lookup adds what it found and keeps what it did not find: an
 //! answer misses values, it does not disprove them. A value no answer has
-//! confirmed for [`STALE_TTLS`] TTLs is dropped; a value that failed its
+//! confirmed for [`STALE_TTLS`] TTLs is dropped once the lookup its key is
+//! due then also misses it (it is used while that lookup runs, and dropped
+//! regardless one TTL later should no lookup end); a value that failed its
 //! user is dropped at once ([`LookupCache::forget`]): a gone provider fails
 //! its call (or its dial), one that withdrew answers `UnknownProcedure`,
 //! and a subscriber that withdrew passes what it no longer takes. How well
@@ -18,6 +20,12 @@
 //! record (stored at the nodes its subscriber reached during a partition)
 //! and, replacing the values, sent that subscriber nothing for the 30 s
 //! until the next lookup found it again: 30 publications lost.
+//!
+//! Why a value is kept while the lookup due at its age runs (issue 17, the
+//! 100-node cluster, seed 2): two lookups in a row missed a live
+//! subscriber's record; it aged out at the use that started the third, and
+//! the two publications made while that lookup ran, which found the record
+//! again, went to everyone but that subscriber.
 //!
 //! Why (issue 14's link ladder, seed 1): every lookup in a small network is
 //! thin, so values were due every 5 s; a new lookup that ran while a lossy
@@ -225,17 +233,22 @@ enum Entry {
 
 impl Entry {
     /// Drops the values whose time is over by `now`; false when the entry
-    /// is of no more use. An entry whose values all aged out knows nothing
-    /// any more (not "nobody serves it"): it becomes its lookup under way,
-    /// if one is, or goes. One whose lookup found nothing goes once due.
-    fn age(&mut self, now: Instant) -> bool {
+    /// is of no more use. A value whose time is over is kept while a lookup
+    /// of the key runs, or when `in_use` and the key is due (the use starts
+    /// that lookup): the lookup's answer decides ([`LookupCache::fill`]), up
+    /// to `grace` after its time. An entry whose values all aged out knows
+    /// nothing any more (not "nobody serves it"): it becomes its lookup
+    /// under way, if one is, or goes. One whose lookup found nothing goes
+    /// once due.
+    fn age(&mut self, now: Instant, in_use: bool, grace: Duration) -> bool {
         let Entry::Known(known) = self else {
             return true;
         };
         if known.found.is_empty() {
             return known.refreshing.is_some() || now < known.due;
         }
-        known.retain(|_, until| now < until);
+        let asking = known.refreshing.is_some() || (in_use && now >= known.due);
+        known.retain(|_, until| now < until || (asking && now < until + grace));
         if !known.found.is_empty() {
             return true;
         }
@@ -284,7 +297,7 @@ impl LookupCache {
     /// dropped first.
     pub(crate) fn consult(&mut self, now: Instant, key: &RecordKey) -> Cached<'_> {
         if let Some(entry) = self.entries.get_mut(key)
-            && !entry.age(now)
+            && !entry.age(now, true, self.ttl)
         {
             self.entries.remove(key);
         }
@@ -337,7 +350,8 @@ impl LookupCache {
     }
 
     /// Stores a lookup's results: they join what was known (a value found
-    /// again is used for [`STALE_TTLS`] TTLs from `now`), due again after
+    /// again is used for [`STALE_TTLS`] TTLs from `now`; one whose time is
+    /// over and that an answered lookup did not find goes), due again after
     /// the TTL of how it was `answered` ([`Answered::ttl`]). A lookup no
     /// node answered, of a key nothing is known under, is to be made again
     /// instead ([`Filled::LookAgain`], [`UNANSWERED_RETRIES`] times in a row).
@@ -371,6 +385,9 @@ impl LookupCache {
                 };
                 self.deadlines.remove(&(deadline, key));
                 known.merge(found, until);
+                if answered != Answered::Nobody {
+                    known.retain(|_, until| now < until);
+                }
                 known.due = due;
             }
             None => return Filled::Unasked,
@@ -437,7 +454,8 @@ impl LookupCache {
     /// that are due again, so the map does not keep every key ever looked
     /// up.
     pub(crate) fn prune(&mut self, now: Instant) {
-        self.entries.retain(|_, entry| entry.age(now));
+        let grace = self.ttl;
+        self.entries.retain(|_, entry| entry.age(now, false, grace));
     }
 }
 
@@ -564,24 +582,41 @@ mod tests {
             cache.consult(second_due - S, &k),
             Cached::Fresh(&[found(1), found(2)])
         );
-        cache.started(second_due, k);
         assert_eq!(
             cache.consult(second_due, &k),
-            Cached::Fresh(&[found(1)]),
-            "two TTLs after the last answer that found found(2)"
+            Cached::Stale(&[found(1), found(2)]),
+            "two TTLs after the last answer that found found(2), it is kept for \
+             the lookup this use starts"
         );
+        cache.started(second_due, k);
+        let answer = second_due + S;
         assert_eq!(
-            cache.fill(second_due, k, vec![found(2)], Answered::Fully),
+            cache.consult(answer - Duration::from_millis(1), &k),
+            Cached::Fresh(&[found(1), found(2)]),
+            "and used while that lookup runs (seed 2's two lost publications)"
+        );
+        let mut missed = cache.clone();
+        assert_eq!(
+            cache.fill(answer, k, vec![found(2)], Answered::Fully),
             Filled::Stored
         );
         assert_eq!(
-            cache.get(second_due, &k),
+            missed.fill(answer, k, vec![found(1)], Answered::Fully),
+            Filled::Stored
+        );
+        assert_eq!(
+            missed.get(answer, &k),
+            Cached::Fresh(&[found(1)]),
+            "missed a third time: gone"
+        );
+        assert_eq!(
+            cache.get(answer, &k),
             Cached::Fresh(&[found(1), found(2)]),
-            "found again: back"
+            "found again: kept"
         );
         cache.forget(&k, &found(2).provider);
         assert_eq!(
-            cache.get(second_due, &k),
+            cache.get(answer, &k),
             Cached::Fresh(&[found(1)]),
             "a value that failed its user goes at once"
         );
@@ -620,13 +655,25 @@ mod tests {
             cache.get(later + THIN_TTL, &k).values(),
             Some(&[found(1), found(2), found(3)][..])
         );
-        // found(2) was last answered at t0: two TTLs later it is dropped;
-        // found(1) and found(3) were answered again at `later`.
+        // found(2) was last answered at t0: two TTLs later it is dropped
+        // unless a use starts a lookup, which then decides; found(1) and
+        // found(3) were answered again at `later`.
+        let mut unused = cache.clone();
+        unused.prune(t0 + 20 * S);
         assert_eq!(
-            cache.consult(t0 + 20 * S, &k),
+            unused.get(t0 + 20 * S, &k),
             Cached::Stale(&[found(1), found(3)])
         );
-        assert_eq!(cache.consult(later + 20 * S, &k), Cached::Missing);
+        assert_eq!(
+            cache.consult(t0 + 20 * S, &k),
+            Cached::Stale(&[found(1), found(2), found(3)])
+        );
+        assert_eq!(
+            cache.consult(t0 + 30 * S, &k),
+            Cached::Stale(&[found(1), found(3)]),
+            "no lookup ended: dropped a TTL later"
+        );
+        assert_eq!(cache.consult(later + 30 * S, &k), Cached::Missing);
     }
 
     #[test]
@@ -661,13 +708,19 @@ mod tests {
         cache.started(late - 2 * S, k);
         assert_eq!(cache.expire(late), vec![k]);
         let aged = t0 + 20 * S;
-        assert_eq!(cache.consult(aged, &k), Cached::Missing, "not Fresh(&[])");
+        assert_eq!(
+            cache.consult(aged, &k),
+            Cached::Stale(&[found(1)]),
+            "kept for the lookup this use starts"
+        );
+        let over = aged + 10 * S;
+        assert_eq!(cache.consult(over, &k), Cached::Missing, "not Fresh(&[])");
         assert!(cache.entries.is_empty());
 
-        // Aging out while a new lookup runs leaves that lookup pending.
+        // Aging out while a new lookup runs keeps the value until it ends.
         let mut cache = filled(t0, k, vec![found(1)]);
         cache.started(t0 + 19 * S, k);
-        assert_eq!(cache.consult(aged, &k), Cached::Pending);
+        assert_eq!(cache.consult(aged, &k), Cached::Fresh(&[found(1)]));
         assert_eq!(
             cache.fill(aged, k, vec![found(2)], Answered::Thinly),
             Filled::Stored
