@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use macula::{Datagram, Input, Machine, Output};
-use macula_udp::{Batch, Batcher, handle_request};
+use macula_udp::{Batch, Batcher, DATAGRAMS_PER_INPUT, handle_request};
 use mio::event::Event;
 use mio::{Events, Interest, Registry, Token};
 
@@ -270,16 +270,16 @@ impl<M: Machine> Driver<M> {
         self.received = received;
     }
 
-    /// Feeds the machine `received`'s datagrams as one input
-    /// ([`Machine::handle_inputs`]: a Node answers the burst together), then
-    /// sends what it made.
+    /// Feeds the machine `received`'s datagrams, at most
+    /// [`DATAGRAMS_PER_INPUT`] as one input ([`Machine::handle_inputs`]: a
+    /// Node answers them together), and sends what each input made.
     fn deliver(&mut self, received: &mut Vec<Datagram>) {
-        if received.is_empty() {
-            return;
+        let mut datagrams = received.drain(..).map(Input::Datagram).peekable();
+        while datagrams.peek().is_some() {
+            let input = datagrams.by_ref().take(DATAGRAMS_PER_INPUT);
+            self.machine.handle_inputs(clock::now(), input);
+            self.flush();
         }
-        let datagrams = received.drain(..).map(Input::Datagram);
-        self.machine.handle_inputs(clock::now(), datagrams);
-        self.flush();
     }
 
     /// Sends the transmits that waited for a full send buffer.

@@ -61,3 +61,17 @@ pub use extra::{
 pub use open::{open, open_exactly};
 /// The ECN codepoint of a datagram (RFC 3168), as `quinn-udp` reads and writes it.
 pub use quinn_udp::EcnCodepoint;
+
+/// Most datagrams a driver feeds its machine as one input
+/// (`Machine::handle_inputs`) before it sends what they made. A Node answers
+/// the datagrams of one input together, so the answers to a burst share
+/// packets, and it acknowledges them together. One read of a busy socket
+/// holds up to thousands (64 reads of GRO packets of up to 64 KiB); fed as
+/// one input, a 64 MiB RPC request ran at 0.08–0.11 of plain quinn's rate
+/// instead of 0.46–0.60 (issue 16, the messaging bench's `bulk`). Measured
+/// per input size on loopback, `rpc_calls_per_sec_vs_quinn` /
+/// `bulk_vs_quinn`: 1: 0.76 / 0.46; 2: 0.81 / 0.63; 4: 0.85–0.90 /
+/// 0.66–0.76; 5: 0.93 / 0.63; 6: 0.87 / 0.53; 8: – / 0.09; 32: 0.94 / 0.10.
+/// Why bulk falls off a cliff above about six is not known yet (batching
+/// only the small datagrams, acknowledgements among them, was as slow).
+pub const DATAGRAMS_PER_INPUT: usize = 4;
