@@ -176,3 +176,68 @@ async fn a_burst_to_one_peer_leaves_in_one_gso_send_and_arrives_as_datagrams() {
     let counters = driver.counters();
     burst::expect_two_sends(counters.datagrams_sent, counters.send_calls);
 }
+
+/// Counts the datagrams of each input it is fed.
+#[derive(Default)]
+struct InputSizes {
+    sizes: Vec<usize>,
+    out: VecDeque<Output<usize>>,
+}
+
+impl Machine for InputSizes {
+    type Event = usize;
+
+    fn handle_input(&mut self, now: Instant, input: Input) {
+        self.handle_inputs(now, [input]);
+    }
+
+    fn handle_inputs(&mut self, _now: Instant, inputs: impl IntoIterator<Item = Input>) {
+        let size = (inputs.into_iter())
+            .filter(|i| matches!(i, Input::Datagram(_)))
+            .count();
+        self.sizes.push(size);
+        self.out.push_back(Output::Event(size));
+    }
+
+    fn poll_output(&mut self) -> Option<Output<usize>> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// Issue 16: a whole read fed as one input cut a 64 MiB transfer to a fifth
+/// of plain quinn's rate; the driver feeds at most
+/// [`macula_udp::DATAGRAMS_PER_INPUT`] datagrams as one input.
+#[tokio::test]
+async fn a_read_of_many_datagrams_is_fed_a_few_at_a_time() {
+    const BURST: usize = 40;
+    let mut driver = Driver::bind("127.0.0.1:0".parse().unwrap(), InputSizes::default())
+        .await
+        .unwrap();
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..BURST {
+        // Sizes differ so the kernel cannot coalesce them (GRO).
+        sender
+            .send_to(&vec![0; 1 + i], driver.local_addr())
+            .unwrap();
+    }
+    let mut fed = 0;
+    while fed < BURST {
+        let event = tokio::time::timeout(Duration::from_secs(5), driver.next_event());
+        fed += event.await.expect("every datagram arrives");
+    }
+    let sizes = &driver.machine().sizes;
+    assert!(
+        sizes
+            .iter()
+            .all(|s| (1..=macula_udp::DATAGRAMS_PER_INPUT).contains(s)),
+        "{sizes:?}"
+    );
+    assert!(
+        sizes.iter().any(|s| *s > 1),
+        "a read of a waiting burst is fed several at a time: {sizes:?}"
+    );
+}
