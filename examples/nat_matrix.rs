@@ -4,7 +4,7 @@
 //! hairpinning, at 50 ms RTT and ~2% loss per NAT-to-NAT path.
 //!
 //! ```sh
-//! cargo run --release --features sim --example nat_matrix -- --seed 1 [--phase 4] [--discover] [--ladder | --machine --runs 5]
+//! cargo run --release --features sim --example nat_matrix -- --seed 1 [--phase 4] [--discover | --records] [--ladder | --machine --runs 5]
 //! ```
 //!
 //! Default: real Nodes (`macula::sim::node_lab`). Side A dials side B through a
@@ -31,13 +31,16 @@
 //! hands them; they then also publish peer records, so a side can dial the other again by
 //! record after their connection closed.
 //!
+//! `--records`: the nodes run their discovery too, so they publish peer records, and once
+//! it has ended the lab hands them their candidates and class as it does by default.
+//!
 //! `--machine`: the punch machine alone between two sim hosts that gathered candidates
 //! from STUN reflectors (`macula::sim::punch_lab`), several seeds per pair.
 
 use std::time::Duration;
 
 use macula::sim::ladder::Rung;
-use macula::sim::node_lab::{NodeLabConfig, NodePairReport, run_node_pair};
+use macula::sim::node_lab::{NatKnowledge, NodeLabConfig, NodePairReport, run_node_pair};
 use macula::sim::punch_lab::{LabConfig, Pairing, run_pair};
 
 fn main() {
@@ -48,7 +51,8 @@ fn main() {
         match arg.as_str() {
             "--machine" => machine = true,
             "--ladder" => ladder = true,
-            "--discover" => lab.discover = true,
+            "--discover" => lab.knowledge = NatKnowledge::Discovered,
+            "--records" => lab.knowledge = NatKnowledge::HandedWithRecords,
             "--seed" => {
                 seed = args
                     .next()
@@ -79,7 +83,7 @@ fn main() {
 
 fn usage<T>() -> T {
     eprintln!(
-        "usage: nat_matrix [--seed S] [--phase S] [--discover] [--ladder | --machine [--runs N]]"
+        "usage: nat_matrix [--seed S] [--phase S] [--discover | --records] [--ladder | --machine [--runs N]]"
     );
     std::process::exit(2)
 }

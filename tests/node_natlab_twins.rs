@@ -12,7 +12,7 @@ use std::time::Duration;
 use macula::node::PathChange;
 use macula::path::PathKind;
 use macula::sim::NatEvent;
-use macula::sim::node_lab::{NodeLab, NodeLabConfig, run_node_pair};
+use macula::sim::node_lab::{NatKnowledge, NodeLab, NodeLabConfig, run_node_pair};
 use macula::sim::punch_lab::{NatKind, Pairing};
 
 /// Lab `node-public-symmetric`: a public dialer and a host behind a random-port symmetric
@@ -99,7 +99,7 @@ fn reboot_masquerade_pair(fresh_port: bool) -> Rebooted {
     let config = NodeLabConfig {
         seed: 26,
         link_loss: 0.0,
-        discover: true,
+        knowledge: NatKnowledge::Discovered,
         fresh_port,
         ..NodeLabConfig::default()
     };
@@ -155,7 +155,7 @@ fn carrier_nat_pairs_go_direct_with_counted_hops() {
         let config = NodeLabConfig {
             seed,
             link_loss: 0.0,
-            discover: true,
+            knowledge: NatKnowledge::Discovered,
             ..NodeLabConfig::default()
         };
         let r = run_node_pair(Pairing::Separate(a, b), &config, epoch());

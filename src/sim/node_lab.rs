@@ -27,7 +27,7 @@ use crate::id::{Identity, NodeId, Realm, RecordKey, RecordKind};
 use crate::nat::punch::{Candidate, CandidateKind, NatClass, predict};
 use crate::nat::stun::PortAllocation;
 use crate::node::{Event, Node, NodeConfig, PathChange, RelayEvent};
-use crate::path::PathKind;
+use crate::path::{PathKind, RealPath};
 use crate::pubsub::{Pattern, PubSubEvent, Topic};
 use crate::rpc::{CallId, CallOptions, RegisterOptions, RpcEvent};
 use crate::secret::Secret;
@@ -64,16 +64,45 @@ pub struct NodeLabConfig {
     /// its NAT, or is added in front of an open A's WAN link (see `behind`).
     /// `None`: A sits right behind its NAT.
     pub access: Option<Link>,
-    /// The nodes run their own NAT discovery against the relay (their only reflector:
-    /// reflexive address, hop count) and punch with what it found, instead of the
-    /// candidates and class the lab hands them.
-    pub discover: bool,
+    /// What the nodes know of their NATs and whether they publish peer records (see
+    /// [`NatKnowledge`]).
+    pub knowledge: NatKnowledge,
     /// The nodes' [`UpgradeConfig::search`](crate::node::UpgradeConfig::search): whether
     /// their punches run the birthday search (default true).
     pub search: bool,
     /// The nodes' [`UpgradeConfig::fresh_port`](crate::node::UpgradeConfig::fresh_port):
     /// whether a re-punch after a direct path died goes from a fresh port (default true).
     pub fresh_port: bool,
+}
+
+/// Where a lab node's punch candidates and NAT class come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NatKnowledge {
+    /// The lab hands each side the candidates and class of the NAT it built; the nodes
+    /// run no discovery and so publish no peer record.
+    #[default]
+    Handed,
+    /// The nodes run their own NAT discovery against the relay, so they publish peer
+    /// records as users' nodes do (a side can dial the other again by record after their
+    /// connection closed), and once the run has ended the lab hands them the candidates
+    /// and class of their NATs, which one reflector cannot tell.
+    HandedWithRecords,
+    /// The nodes run their own NAT discovery against the relay (their only reflector:
+    /// reflexive address, hop count), publish peer records, and punch with what the run
+    /// found.
+    Discovered,
+}
+
+impl NatKnowledge {
+    /// Whether the nodes run NAT discovery (and publish peer records).
+    fn discovers(self) -> bool {
+        self != Self::Handed
+    }
+
+    /// Whether the lab hands the nodes their candidates and class.
+    fn handed(self) -> bool {
+        self != Self::Discovered
+    }
 }
 
 impl Default for NodeLabConfig {
@@ -86,7 +115,7 @@ impl Default for NodeLabConfig {
             phase: Duration::from_secs(4),
             retry_after: Duration::from_secs(60),
             access: None,
-            discover: false,
+            knowledge: NatKnowledge::Handed,
             search: true,
             fresh_port: true,
         }
@@ -204,10 +233,16 @@ pub fn run_node_pair(pairing: Pairing, config: &NodeLabConfig, start: Instant) -
         .filter(|c| c.1 == PathKind::Direct)
         .map(|c| c.0)
         .collect();
-    if let [first, second, ..] = direct[..] {
+    let upgraded = match direct[..] {
+        [first, second, ..] => {
+            report.punch_time = Some(first.saturating_duration_since(connected_at));
+            report.upgrade_time = Some(second.saturating_duration_since(first));
+            true
+        }
+        _ => false,
+    };
+    if upgraded || lab.connected_direct() {
         report.direct = true;
-        report.punch_time = Some(first.saturating_duration_since(connected_at));
-        report.upgrade_time = Some(second.saturating_duration_since(first));
         let forwarded = lab.forwarded();
         lab.calls_for(Duration::from_secs(1));
         report.relayed_after_upgrade = lab.forwarded() - forwarded;
@@ -239,7 +274,7 @@ pub struct NodeLab {
     kinds: [Option<NatKind>; 2],
     topology_route: (std::net::IpAddr, std::net::IpAddr),
     gap: Duration,
-    discover: bool,
+    knowledge: NatKnowledge,
     calls: u64,
     issued: Vec<(CallId, u64)>,
     answered: usize,
@@ -296,7 +331,7 @@ impl NodeLab {
             kinds,
             topology_route: topology.direct_route,
             gap: config.call_gap,
-            discover: config.discover,
+            knowledge: config.knowledge,
             calls: 0,
             issued: Vec::new(),
             answered: 0,
@@ -336,15 +371,18 @@ impl NodeLab {
         if !ready {
             return None;
         }
-        if self.discover {
+        if self.knowledge.discovers() {
+            // A whole run, not its early report: a later report would replace a handed class.
             let sides = self.sides;
-            let discovered =
-                |w: &World<Node>| sides.iter().all(|h| w.machine(*h).nat_report().is_some());
+            let discovered = |w: &World<Node>| {
+                (sides.iter()).all(|h| w.machine(*h).reach_stats().discovery.reports > 0)
+            };
             let limit = self.world.now() + Duration::from_secs(30);
             if !self.world.run_while(limit, |w| !discovered(w)) {
                 return None;
             }
-        } else {
+        }
+        if self.knowledge.handed() {
             for i in 0..2 {
                 let (candidates, class) = self.candidates(i);
                 self.world.with_machine(self.sides[i], |n, _| {
@@ -375,17 +413,27 @@ impl NodeLab {
         self.world
             .with_machine(self.sides[0], |n, now| n.dial_via_relay(now, relay, target));
         let mut connected = 0;
-        let up = self.world.drive(Duration::from_secs(30), |_, _, event| {
-            connected += usize::from(matches!(
-                event,
-                Event::Connected {
-                    path: PathKind::Relayed,
-                    ..
-                }
-            ));
-            connected == 2
-        });
+        let sides = self.sides;
+        let up = self
+            .world
+            .drive(Duration::from_secs(30), |world, _, event| {
+                connected += usize::from(matches!(
+                    event,
+                    Event::Connected {
+                        path: PathKind::Relayed,
+                        ..
+                    }
+                ));
+                connected == 2 || direct_with_circuits(world, sides)
+            });
         up.then(|| self.world.now())
+    }
+
+    /// Whether the two sides' connection went direct before the lab's relayed dial: a
+    /// public side serves the DHT, so the other side's lookups connect to it straight
+    /// away, and the relayed dial only adds circuits behind that connection.
+    fn connected_direct(&self) -> bool {
+        direct_with_circuits(&self.world, self.sides)
     }
 
     /// Whether a DHT lookup from A of [`STREAM_TOPIC`]'s subscriber records finds one of
@@ -622,6 +670,19 @@ pub(super) fn nat_candidates(
     (candidates, class)
 }
 
+/// Whether each side's ready connection to the other goes direct and the side holds a
+/// relay circuit to fall back onto (behind the connection, or a spare: the lab's one peer
+/// is the only one a side has circuits to).
+fn direct_with_circuits(world: &World<Node>, sides: [HostId; 2]) -> bool {
+    let peer = |i: usize| world.machine(sides[1 - i]).node_id();
+    (0..2).all(|i| {
+        let node = world.machine(sides[i]);
+        let direct =
+            (node.paths_to(&peer(i))).is_some_and(|(now, _)| matches!(now, RealPath::Direct(_)));
+        direct && node.relay_load().circuit_ends > 0
+    })
+}
+
 /// `access` in front of `link`: the delays add up, the loss and jitter are the access
 /// link's alone (a ladder run sets [`NodeLabConfig::link_loss`] to 0, so the impaired
 /// side loses only what its rung loses), the routers are `link`'s.
@@ -651,7 +712,7 @@ fn node(i: u8, addr: SocketAddr, lab: &NodeLabConfig, start: Instant, private: b
     // Unless the run discovers, the lab hands each side the candidates and class of the
     // NAT it built (`NodeLab::candidates`); a discovery run against its one relay would
     // replace them with what a single reflector can tell.
-    config.reach.auto_discover = lab.discover;
+    config.reach.auto_discover = lab.knowledge.discovers();
     let seed = lab.seed;
     let identity = Identity::from_seed([i; 32]);
     let Ok(node) = Node::new(
