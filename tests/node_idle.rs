@@ -167,3 +167,62 @@ fn an_idle_direct_pair_and_its_relay_cost_only_keep_alives() {
         assert_eq!(node.upgrade_counters().fallbacks, 0);
     }
 }
+
+/// How long each keep-alive of an idle connection between two public nodes 1 ms apart
+/// waited for its answer (from the PING leaving to the answer arriving), over two idle
+/// minutes, with the nodes' [`TransportSettings::immediate_acks`](macula::quic::TransportSettings::immediate_acks)
+/// as given.
+fn keep_alive_answer_times(immediate_acks: bool) -> Vec<Duration> {
+    let link = macula::sim::Link::with_latency(Duration::from_millis(1));
+    let mut mesh = macula::sim::Mesh::public(2, 3, epoch(), link, |_, c| {
+        c.transport.immediate_acks = immediate_acks;
+    });
+    assert!(mesh.bootstrap_all(), "bootstrapped");
+    mesh.settle(Duration::from_secs(5));
+    let since = mesh.world.elapsed();
+    mesh.settle(Duration::from_secs(120));
+    let delivered = |e: &&macula::sim::TraceEntry| {
+        e.elapsed >= since && matches!(e.outcome, macula::sim::Outcome::Delivered(_))
+    };
+    let entries: Vec<&macula::sim::TraceEntry> = mesh
+        .world
+        .trace()
+        .entries()
+        .iter()
+        .filter(delivered)
+        .collect();
+    // Each datagram, and the first one back after it if that came within a second (a
+    // datagram answered by none is an ACK, answered by nothing).
+    let mut times = Vec::new();
+    for (i, sent) in entries.iter().enumerate() {
+        let answer = (entries[i + 1..].iter())
+            .find(|e| e.source == sent.destination && e.destination == sent.source);
+        if let Some(answer) = answer {
+            let waited = answer.elapsed - sent.elapsed + Duration::from_millis(1);
+            if waited < Duration::from_secs(1) {
+                times.push(waited);
+            }
+        }
+    }
+    times
+}
+
+#[test]
+fn an_idle_keep_alive_is_acknowledged_at_once_so_no_probe_timeout_can_race_it() {
+    let immediate = keep_alive_answer_times(true);
+    println!("answered after {immediate:?}");
+    assert!(immediate.len() >= 7, "{immediate:?}");
+    // Two one-way trips: the peer acknowledged as the PING arrived.
+    assert!(
+        immediate.iter().all(|t| *t <= Duration::from_millis(3)),
+        "{immediate:?}"
+    );
+    // Without: the peer held each ACK for its max_ack_delay (25 ms), which our probe
+    // timeout waits beyond the round trip with only a millisecond to spare.
+    let delayed = keep_alive_answer_times(false);
+    println!("without immediate ACKs, answered after {delayed:?}");
+    assert!(
+        delayed.iter().any(|t| *t >= Duration::from_millis(25)),
+        "{delayed:?}"
+    );
+}

@@ -3,7 +3,9 @@
 //! sends over [`Idle::span`] of wall-clock time, per second.
 //!
 //! Every connection is dialed through a relay node, as between two NATed nodes, the dials
-//! spread over 15 s (so are the keep-alives, and a short span samples them fairly); the
+//! spread over [`Idle::spread`] with the two kinds interleaved (so are the keep-alives:
+//! a span shorter than the longest keep-alive period then samples each kind fairly; with
+//! the direct dials first, a 10 s span caught nearly every direct connection's PING); the
 //! peers' NAT classes, handed to them, decide which punch (open peers: the punch
 //! succeeds on loopback) and which stay relayed (random symmetric peers against the
 //! hub's port-restricted class: the classes rule the punch out, and no node runs the
@@ -37,6 +39,10 @@ pub struct Idle {
     pub relayed: usize,
     /// How long the datagrams are counted.
     pub span: Duration,
+    /// Over how long the dials are spread: the longest keep-alive period (a relayed
+    /// connection's dialer pings every 30 s by default), so that every kind's keep-alives
+    /// are spread over their whole period.
+    pub spread: Duration,
 }
 
 /// What the hub sent while idle.
@@ -132,8 +138,11 @@ pub async fn idle(plan: &Idle) -> IdleReport {
     tasks.spawn(async move { drive_for(&mut relay, FOREVER).await });
     let mut hub = bind(2, NatKind::PortRestricted.class(), Some(&relay_contact)).await;
     let mut targets = Vec::new();
-    let peers = (0..plan.direct + plan.relayed).map(|i| {
-        let class = if i < plan.direct {
+    let total = plan.direct + plan.relayed;
+    let peers = (0..total).map(|i| {
+        // Interleaved: peer i is direct when the running share of direct peers steps up.
+        let direct = (i + 1) * plan.direct / total > i * plan.direct / total;
+        let class = if direct {
             NatClass::OPEN
         } else {
             NatKind::SymmetricRandom.class()
@@ -147,9 +156,9 @@ pub async fn idle(plan: &Idle) -> IdleReport {
     }
     // Reservations first, then the dials.
     drive_for(&mut hub, Duration::from_secs(2)).await;
-    // Spread over one keep-alive period, so the keep-alives are too and the span
+    // Spread over the longest keep-alive period, so the keep-alives are too and the span
     // samples them fairly.
-    let gap = Duration::from_secs(15) / u32::try_from(targets.len().max(1)).unwrap_or(1);
+    let gap = plan.spread / u32::try_from(targets.len().max(1)).unwrap_or(1);
     for target in targets {
         let now = clock();
         (hub.machine_mut()).dial_via_relay(now, relay_contact.clone(), target);
