@@ -15,6 +15,13 @@ use bytes::Bytes;
 use macula::Transmit;
 use quinn_udp::EcnCodepoint;
 
+/// Most bytes one GSO send may carry: the largest UDP payload of an IPv4
+/// packet (65,535 less the 20-byte IP and 8-byte UDP headers; IPv6 allows 20
+/// more). Linux refuses a larger send whole (`EMSGSIZE`), so a batch of 55
+/// or more 1,200-byte datagrams, which `max_segments` (64) allowed, was lost
+/// entirely: every one of its packets, to be found lost by QUIC.
+pub const MAX_BATCH_BYTES: usize = 65_507;
+
 /// One or more datagrams for one destination, sent in one call.
 #[derive(Clone, Debug)]
 pub struct Batch {
@@ -47,8 +54,9 @@ impl Batch {
 
     /// Appends `transmit` if it can ride along (same destination and source,
     /// no TTL of its own, datagrams of the batch's segment size or one no
-    /// longer, the batch not closed by a shorter one and no more than
-    /// `max_segments` in all); gives it back otherwise.
+    /// longer, the batch not closed by a shorter one, no more than
+    /// `max_segments` in all and no more than [`MAX_BATCH_BYTES`]); gives it
+    /// back otherwise.
     pub fn push(&mut self, transmit: Transmit, max_segments: usize) -> Result<(), Transmit> {
         let len = transmit.payload.len();
         let stride = match transmit.segment_size {
@@ -56,6 +64,7 @@ impl Batch {
             None => len <= self.segment,
         };
         let fits = self.count + transmit.datagram_count() <= max_segments
+            && self.contents().len() + len <= MAX_BATCH_BYTES
             && self.ttl.is_none()
             && transmit.ttl.is_none()
             && transmit.destination == self.destination
@@ -133,10 +142,12 @@ pub struct Batcher {
 
 impl Batcher {
     /// Adds `transmit` to the open batch (of at most `max_segments`
-    /// datagrams), or opens a new one with it, splitting it first when it
-    /// holds more than `max_segments`. The batches this closes wait in
+    /// datagrams and [`MAX_BATCH_BYTES`]), or opens a new one with it,
+    /// splitting it first when it holds more than that. The batches this closes wait in
     /// [`Batcher::next_full`].
     pub fn push(&mut self, transmit: Transmit, max_segments: usize) {
+        let size = (transmit.segment_size).unwrap_or(transmit.payload.len());
+        let max_segments = max_segments.min(MAX_BATCH_BYTES / size.max(1)).max(1);
         for part in transmit.split(max_segments) {
             let refused = match self.open.as_mut() {
                 Some(open) => open.push(part, max_segments).err(),

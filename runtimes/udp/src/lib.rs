@@ -53,7 +53,7 @@ mod ttl;
 
 pub use address::canonical;
 pub use base::{OsSocket, RecvBuffers, UdpBase};
-pub use batch::{Batch, Batcher};
+pub use batch::{Batch, Batcher, MAX_BATCH_BYTES};
 pub use counters::{SocketCounters, SocketCounts};
 pub use extra::{
     ExtraSet, ExtraSockets, MAX_EXTRA_DATAGRAM, MAX_EXTRA_SOCKETS, handle_request, read_extra,
@@ -66,12 +66,13 @@ pub use quinn_udp::EcnCodepoint;
 /// (`Machine::handle_inputs`) before it sends what they made. A Node answers
 /// the datagrams of one input together, so the answers to a burst share
 /// packets, and it acknowledges them together. One read of a busy socket
-/// holds up to thousands (64 reads of GRO packets of up to 64 KiB); fed as
-/// one input, a 64 MiB RPC request ran at 0.08–0.11 of plain quinn's rate
-/// instead of 0.46–0.60 (issue 16, the messaging bench's `bulk`). Measured
-/// per input size on loopback, `rpc_calls_per_sec_vs_quinn` /
-/// `bulk_vs_quinn`: 1: 0.76 / 0.46; 2: 0.81 / 0.63; 4: 0.85–0.90 /
-/// 0.66–0.76; 5: 0.93 / 0.63; 6: 0.87 / 0.53; 8: – / 0.09; 32: 0.94 / 0.10.
-/// Why bulk falls off a cliff above about six is not known yet (batching
-/// only the small datagrams, acknowledgements among them, was as slow).
-pub const DATAGRAMS_PER_INPUT: usize = 4;
+/// holds up to thousands (64 reads of GRO packets of up to 64 KiB).
+///
+/// Measured on loopback (issue 16, the messaging bench, `bulk_vs_quinn`):
+/// 32 gives 1.15–1.25 of plain quinn's rate for a 64 MiB RPC request, 16
+/// gave 0.81–1.07, 4 gave 0.87–0.91 and 256 gave 0.79–0.84, with calls/s
+/// alike (0.85–0.94 of quinn's) at every size. Session 16 had found
+/// anything above six "falling off a cliff" (0.08–0.11); the cause was
+/// [`MAX_BATCH_BYTES`]: a larger input made bursts of more than 54 full
+/// datagrams to one peer, and the OS refused each such GSO send whole.
+pub const DATAGRAMS_PER_INPUT: usize = 32;

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use macula::{Datagram, Transmit};
-use macula_udp::{Batch, Batcher, EcnCodepoint, RecvBuffers, SocketCounts, UdpBase, open};
+use macula_udp::{
+    Batch, Batcher, EcnCodepoint, MAX_BATCH_BYTES, RecvBuffers, SocketCounts, UdpBase, open,
+};
 
 fn base(addr: &str) -> UdpBase<UdpSocket> {
     UdpBase::new(open(addr.parse().unwrap()).unwrap()).unwrap()
@@ -241,4 +243,37 @@ fn one_segmented_transmit_leaves_in_one_send_and_arrives_as_its_datagrams() {
         ..SocketCounts::default()
     };
     assert_eq!(sender.counters().snapshot(), sent);
+}
+
+#[test]
+fn a_burst_of_full_datagrams_leaves_in_sends_the_os_takes_and_arrives_whole() {
+    let (sender, receiver) = (base("127.0.0.1:0"), base("127.0.0.1:0"));
+    let segments = sender.max_segments();
+    assert!(segments >= 64, "this CI host offers 64 GSO segments");
+    // 64 datagrams of 1,200 bytes (a QUIC burst), one transmit each as a Node emits them:
+    // 76,800 bytes, more than one UDP send may carry (Linux refused the whole send).
+    let to = receiver.local_addr();
+    let mut batcher = Batcher::default();
+    let mut batches = Vec::new();
+    for n in 0..64u8 {
+        batcher.push(transmit(to, vec![n; 1200], None), segments);
+        batches.extend(std::iter::from_fn(|| batcher.next_full()));
+    }
+    batches.extend(std::iter::from_fn(|| batcher.finish()));
+    assert!(
+        batches
+            .iter()
+            .all(|b| b.contents().len() <= MAX_BATCH_BYTES),
+        "{:?}",
+        batches.iter().map(|b| b.count()).collect::<Vec<_>>()
+    );
+    assert_eq!(batches.iter().map(Batch::count).sum::<usize>(), 64);
+    for batch in &batches {
+        send(&sender, batch).expect("a send the OS takes");
+    }
+    let (got, _) = receive(&receiver, 64, 64);
+    let order: Vec<u8> = got.iter().map(|(d, _)| d.payload[0]).collect();
+    assert_eq!(order, (0..64).collect::<Vec<u8>>());
+    let counts = sender.counters().snapshot();
+    assert_eq!((counts.datagrams_sent, counts.send_errors), (64, 0));
 }
