@@ -71,14 +71,23 @@ pub struct TransportSettings {
     /// 0 reads as 1.
     pub max_segments: usize,
     /// Ask peers to acknowledge every ack-eliciting packet at once (default
-    /// true), through QUIC's ACK frequency extension (draft-ietf-quic-ack-frequency,
+    /// false), through QUIC's ACK frequency extension (draft-ietf-quic-ack-frequency,
     /// used only when the peer supports it). Without it a peer holds the ACK of a
     /// lone packet such as a keep-alive PING for its `max_ack_delay` (25 ms),
     /// which is also what our probe timeout waits beyond the round trip, less one
-    /// millisecond of slack: on a short path a peer whose timer fires a little
-    /// late draws a spurious probe timeout, two probe packets and two more ACKs.
-    /// On loopback that made an idle node send 16.5 datagrams a second for 200
-    /// idle connections instead of 13.3 (README, "Idle cost"). The price: a
+    /// millisecond of slack: on a path of a millisecond or less (loopback, a LAN)
+    /// a peer whose timer fires a little late draws a spurious probe timeout, two
+    /// probe packets and two more ACKs. On loopback, 200 idle connections cost
+    /// 16.5 datagrams a second without, 13.3 with (README, "Idle cost").
+    ///
+    /// Off by default because of what it costs elsewhere. A node behind a NAT
+    /// that only answers (a server a public peer calls) then has nothing
+    /// unacknowledged when its NAT reboots, so it stays silent until its quiet
+    /// PING ([`Self::quiet_ping`], 1 s), and the peer finds the direct path dead
+    /// first and falls back to the relay: no call lost, but an 834 ms gap and a
+    /// new punch, where delayed ACKs leave a response unacknowledged whose
+    /// retransmission shows the peer the new address within a round trip, and
+    /// the path follows it (27 ms; the NAT lab's `node-reboot-new-*`). And a
     /// receiver of a one-way flow acknowledges each packet its driver hands in
     /// alone rather than every second one.
     pub immediate_acks: bool,
@@ -96,7 +105,7 @@ impl Default for TransportSettings {
             connection_receive_window: 10 << 20,
             send_window: 10 << 20,
             max_segments: 10,
-            immediate_acks: true,
+            immediate_acks: false,
         }
     }
 }

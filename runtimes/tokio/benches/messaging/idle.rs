@@ -89,6 +89,8 @@ fn node(seed: u8, addr: SocketAddr, relay: bool, tweak: fn(&mut NodeConfig)) -> 
     config.pool.max_outbound = 1024;
     config.pool.idle_ttl = Duration::from_secs(86_400);
     config.transport.max_concurrent_bidi_streams = 1024;
+    // `IDLE_IMMEDIATE_ACKS=1` measures with `TransportSettings::immediate_acks` on.
+    config.transport.immediate_acks = std::env::var_os("IDLE_IMMEDIATE_ACKS").is_some();
     tweak(&mut config);
     let identity = Identity::from_seed([seed; 32]);
     let secret = Secret::deterministic(u64::from(seed));
