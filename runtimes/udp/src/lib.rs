@@ -68,10 +68,11 @@ pub use quinn_udp::EcnCodepoint;
 /// packets, and it acknowledges them together. One read of a busy socket
 /// holds up to thousands (64 reads of GRO packets of up to 64 KiB).
 ///
-/// Measured on loopback (issue 16, the messaging bench, `bulk_vs_quinn`):
-/// 32 gives 1.15–1.25 of plain quinn's rate for a 64 MiB RPC request, 16
-/// gave 0.81–1.07, 4 gave 0.87–0.91 and 256 gave 0.79–0.84, with calls/s
-/// alike (0.85–0.94 of quinn's) at every size. Session 16 had found
+/// Measured on loopback (issue 16, the messaging bench, `bulk_vs_quinn`,
+/// with `TransportSettings::immediate_acks` on): 32 gave 1.15–1.25 of plain
+/// quinn's rate for a 64 MiB RPC request, 16 gave 0.81–1.07, 4 gave
+/// 0.87–0.91 and 256 gave 0.79–0.84, with calls/s alike (0.85–0.94 of
+/// quinn's) at every size; with the defaults, 32 gives 0.99–1.19. Session 16 had found
 /// anything above six "falling off a cliff" (0.08–0.11); the cause was
 /// [`MAX_BATCH_BYTES`]: a larger input made bursts of more than 54 full
 /// datagrams to one peer, and the OS refused each such GSO send whole.
