@@ -88,7 +88,10 @@ pub struct DiscoveryConfig {
     /// Time between two runs. Default 10 min.
     pub interval: Duration,
     /// Time before another run when one ended undetermined (too few
-    /// reflectors or helpers). Default 30 s.
+    /// reflectors or helpers). Default 30 s; each further undetermined run
+    /// in a row waits twice as long, up to [`DiscoveryConfig::interval`]
+    /// (a small mesh with no helper to ask would otherwise run every 30 s
+    /// for ever), unless more contacts came ([`Discovery::handle_contacts_grew`]).
     pub retry: Duration,
     /// Time before another run when nobody answered one (see the module
     /// docs): the first delay of a backoff that doubles up to
@@ -294,6 +297,8 @@ pub struct Discovery {
     next_run: Option<Instant>,
     /// Runs in a row that nobody answered.
     unanswered_streak: u32,
+    /// Answered runs in a row that ended undetermined.
+    undetermined_streak: u32,
     actions: OutputQueue<DiscoveryAction>,
     stats: DiscoveryStats,
 }
@@ -310,6 +315,7 @@ impl Discovery {
             finished: None,
             next_run: None,
             unanswered_streak: 0,
+            undetermined_streak: 0,
             actions: OutputQueue::new(),
             stats: DiscoveryStats::default(),
         }
@@ -371,6 +377,21 @@ impl Discovery {
     /// Whether a run is under way.
     pub fn running(&self) -> bool {
         self.run.is_some()
+    }
+
+    /// The node has more contacts than when the last run ended: after an
+    /// undetermined report (no helper to ask, say), the next run is due
+    /// within [`DiscoveryConfig::retry`] again, and the retries start over.
+    pub fn handle_contacts_grew(&mut self, now: Instant) {
+        let undetermined =
+            (self.report.as_ref()).is_some_and(|r| r.reachability == Reachability::Undetermined);
+        if !undetermined || self.run.is_some() {
+            return;
+        }
+        self.actions.mark(now);
+        self.undetermined_streak = 0;
+        let soon = now + self.config.retry;
+        self.next_run = Some(self.next_run.map_or(soon, |at| at.min(soon)));
     }
 
     /// Whether the next periodic run is due at `now`.
@@ -591,8 +612,11 @@ impl Discovery {
         self.stats.hops_counted += u64::from(report.hops.is_some());
         if !unanswered {
             let wait = if report.reachability == Reachability::Undetermined {
-                self.config.retry
+                self.undetermined_streak = self.undetermined_streak.saturating_add(1);
+                let (first, max) = (self.config.retry, self.config.interval);
+                backoff::ceiling(first, max, self.undetermined_streak)
             } else {
+                self.undetermined_streak = 0;
                 self.config.interval
             };
             self.next_run = Some(now + wait);
@@ -949,6 +973,65 @@ mod tests {
         (0..=700)
             .find(|s| d.due(now + Duration::from_secs(*s)))
             .expect("a next run")
+    }
+
+    /// A run of a public node whose dial-backs only helpers we had sent to
+    /// could make: its verdict is undetermined.
+    fn undetermined_run(d: &mut Discovery, now: Instant) -> NatReport {
+        let public = "198.51.100.9:4433";
+        let reflectors = [addr("198.51.100.1:4433"), addr("198.51.100.2:4433")];
+        d.start(now, &reflectors, vec![addr(public)]);
+        let mut nonces = Vec::new();
+        while let Some(action) = d.poll_output() {
+            match action {
+                DiscoveryAction::Bind { reflector } => {
+                    d.handle_binding(now, &outcome(&reflector.to_string(), public));
+                }
+                DiscoveryAction::DialBack { nonce, .. } => nonces.push(nonce),
+                other => panic!("{other:?}"),
+            }
+        }
+        for nonce in nonces {
+            d.handle_dial_back_result(now, nonce, DialBackStatus::Forwarded, &[KNOWN]);
+        }
+        d.take_finished().expect("a report")
+    }
+
+    #[test]
+    fn undetermined_runs_back_off_to_the_interval_until_contacts_grow() {
+        let now = crate::test_epoch();
+        let config = DiscoveryConfig {
+            max_hops: 0,
+            ..DiscoveryConfig::default()
+        };
+        let mut d = Discovery::new(config, [1; 32]);
+        let mut at = now;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            let report = undetermined_run(&mut d, at);
+            assert_eq!(report.reachability, Reachability::Undetermined);
+            let wait = due_after(&d, at);
+            waits.push(wait);
+            at += Duration::from_secs(wait);
+        }
+        // 30 s, then twice as long each time, up to the 10 min interval.
+        assert_eq!(waits, [30, 60, 120, 240, 480, 600, 600]);
+        // A new contact may be the helper that was missing: within 30 s again.
+        undetermined_run(&mut d, at);
+        let later = at + Duration::from_secs(100);
+        d.handle_contacts_grew(later);
+        assert_eq!(due_after(&d, later), 30);
+        let at = later + Duration::from_secs(30);
+        undetermined_run(&mut d, at);
+        assert_eq!(due_after(&d, at), 30, "the retries started over");
+        // After a verdict, growth changes nothing.
+        let (mut d, now, [ip, port]) = bound("192.168.1.2:4433", "203.0.113.1:4433");
+        d.handle_dial_back_result(now, ip, DialBackStatus::Forwarded, &[STRANGER]);
+        d.handle_dial_back_result(now, port, DialBackStatus::Forwarded, &[STRANGER]);
+        d.handle_timeout(now + Duration::from_secs(5));
+        assert!(d.take_finished().is_some());
+        d.handle_contacts_grew(now + Duration::from_secs(6));
+        assert!(!d.due(now + Duration::from_secs(60)));
     }
 
     #[test]

@@ -360,6 +360,8 @@ pub struct Reach {
     responder: Option<Responder>,
     client: BindingClient,
     discovery: Discovery,
+    /// The most contacts the routing table has held (see `handle_contacts`).
+    contacts_seen: usize,
     /// Discovery's Binding transactions: `None` for a binding, the TTL for a
     /// hop count's.
     bindings: HashMap<BindingId, Option<u8>>,
@@ -421,6 +423,7 @@ impl Reach {
             responder: config.responder.clone().map(Responder::new),
             client: BindingClient::new(config.client.clone(), secret.derive("stun-transactions")),
             discovery: Discovery::new(config.discovery.clone(), secret.derive("nat-discovery")),
+            contacts_seen: 0,
             bindings: HashMap::default(),
             contacted: HashMap::default(),
             asked: HashMap::default(),
@@ -612,6 +615,14 @@ impl Reach {
         if contacts > 0 && !self.bootstrapping && self.first_run_waits() && !self.start_due {
             self.touch(now);
             self.start_due = true;
+        }
+        // More contacts than at the last run's end may mean a helper for an
+        // undetermined verdict: the retries start over.
+        if contacts > self.contacts_seen {
+            if self.discovery.report().is_some() {
+                self.discovery.handle_contacts_grew(now);
+            }
+            self.contacts_seen = contacts;
         }
     }
 
