@@ -731,16 +731,21 @@ mod tests {
         addr_contacted: true,
     };
 
+    /// A machine with the default settings but no hop count.
+    fn without_hop_count() -> Discovery {
+        let config = DiscoveryConfig {
+            max_hops: 0,
+            ..DiscoveryConfig::default()
+        };
+        Discovery::new(config, [1; 32])
+    }
+
     /// A run from `local` toward two reflectors that saw `mapped`, up to the
     /// dial-back requests (without a hop count); returns the machine and the two
     /// nonces.
     fn bound(local: &str, mapped: &str) -> (Discovery, Instant, [[u8; 12]; 2]) {
         let now = crate::test_epoch();
-        let config = DiscoveryConfig {
-            max_hops: 0,
-            ..DiscoveryConfig::default()
-        };
-        let mut d = Discovery::new(config, [1; 32]);
+        let mut d = without_hop_count();
         let reflectors = [addr("198.51.100.1:4433"), addr("198.51.100.2:4433")];
         d.start(now, &reflectors, vec![addr(local)]);
         for r in reflectors {
@@ -1000,11 +1005,7 @@ mod tests {
     #[test]
     fn undetermined_runs_back_off_to_the_interval_until_contacts_grow() {
         let now = crate::test_epoch();
-        let config = DiscoveryConfig {
-            max_hops: 0,
-            ..DiscoveryConfig::default()
-        };
-        let mut d = Discovery::new(config, [1; 32]);
+        let mut d = without_hop_count();
         let mut at = now;
         let mut waits = Vec::new();
         for _ in 0..7 {
@@ -1083,11 +1084,7 @@ mod tests {
     #[test]
     fn a_first_run_nobody_answered_reports_undetermined_and_retries_soon() {
         let now = crate::test_epoch();
-        let config = DiscoveryConfig {
-            max_hops: 0,
-            ..DiscoveryConfig::default()
-        };
-        let mut d = Discovery::new(config, [1; 32]);
+        let mut d = without_hop_count();
         unanswered_run(&mut d, now);
         let report = d
             .take_finished()
