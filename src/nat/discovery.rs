@@ -66,6 +66,13 @@
 //! next run comes after [`DiscoveryConfig::unanswered_retry`], doubling
 //! (with jitter) while runs stay unanswered, up to
 //! [`DiscoveryConfig::retry`].
+//!
+//! A run that ends **undetermined** (answered, but no helper could make the
+//! dial-back tests: a mesh of two) is made again after
+//! [`DiscoveryConfig::retry`], doubling while the runs stay undetermined up
+//! to [`DiscoveryConfig::interval`]; the Node brings the next run back
+//! within the retry when its routing table grows
+//! ([`Discovery::handle_contacts_grew`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
