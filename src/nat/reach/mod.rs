@@ -619,9 +619,7 @@ impl Reach {
         // More contacts than at the last run's end may mean a helper for an
         // undetermined verdict: the retries start over.
         if contacts > self.contacts_seen {
-            if self.discovery.report().is_some() {
-                self.discovery.handle_contacts_grew(now);
-            }
+            self.discovery.handle_contacts_grew(now);
             self.contacts_seen = contacts;
         }
     }
