@@ -236,3 +236,17 @@ fn slow_3g_a_peer_that_fell_back_first_is_followed_on_its_relayed_packet() {
     let r = loses_nothing(Rung::Slow3g, 8, pairing);
     assert!(r.direct && r.fell_back, "{r:?}");
 }
+
+/// Very bad cellular, full-cone × open lost 477: both sides fell back 5 s after the cut
+/// (after the stream, so `fell_back` does not count it),
+/// and the one PING each sent on the relay circuit was lost in a burst on A's uplink;
+/// quinn's probe timeout, backed off while the direct path was dying, sent nothing more
+/// through the 2.5 s in which the relay path then worked, and B judged its circuit silent.
+/// A switch's PING is now repeated (200 ms, then doubling up to 800 ms) until the new
+/// path acknowledges one (`connection/handover.rs`).
+#[test]
+fn very_bad_cellular_the_switch_ping_is_repeated_until_the_new_path_answers() {
+    let pairing = Pairing::Separate(NatKind::FullCone, NatKind::Open);
+    let r = loses_nothing(Rung::VeryBadCellular, 1, pairing);
+    assert!(r.direct, "{r:?}");
+}

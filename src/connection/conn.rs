@@ -41,6 +41,7 @@ use quinn_proto::{Connection, Dir, StreamId, VarInt};
 use super::STREAM_ABANDONED;
 use super::admission::Ticket;
 use super::congestion::Flight;
+use super::handover::Handover;
 use super::phase::{Phase, PhaseEvent};
 use super::probe::Probing;
 use super::quiet::Quiet;
@@ -135,6 +136,8 @@ pub struct Conn {
     pub silence: Silence,
     /// Since when the peer's data has been quiet, while a PING is owed.
     pub quiet: Quiet,
+    /// PINGs owed after a path switch until the new path acknowledges one.
+    pub handover: Handover,
     /// Signed probes: ours while a watched silence runs, the budget for
     /// answering the peer's.
     pub probing: Probing,
@@ -256,6 +259,7 @@ impl Conn {
             resume_at: None,
             silence: Silence::default(),
             quiet: Quiet::default(),
+            handover: Handover::default(),
             probing: Probing::default(),
             flight: None,
             lingering: None,
@@ -316,8 +320,11 @@ impl Conn {
         }
         self.quinn.path_changed(now);
         // Its acknowledgement tells, within a round trip of the new path,
-        // which packets the old one lost, rather than the probe timeout.
+        // which packets the old one lost, rather than the probe timeout;
+        // repeated until one is acknowledged (`handover.rs`).
         self.quinn.ping();
+        self.handover
+            .switched(now, self.quinn.stats().frame_rx.acks);
         self.silence.restart(now);
     }
 

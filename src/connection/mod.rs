@@ -12,12 +12,15 @@
 //! start, and how much), and the silence watch (`silence`: data left
 //! unacknowledged for a few probe timeouts) with its signed probes (`probe`:
 //! a silent relay asked whether it still answers), and the quiet watch
-//! (`quiet`: the PING a node behind a NAT owes when the peer's data stops).
+//! (`quiet`: the PING a node behind a NAT owes when the peer's data stops),
+//! and the handover watch (`handover`: PINGs after a path switch until the
+//! new path acknowledges one).
 //! Nothing here knows the Node or its children.
 
 pub mod admission;
 pub mod congestion;
 mod conn;
+mod handover;
 pub mod phase;
 pub(crate) mod probe;
 mod quiet;

@@ -168,6 +168,7 @@ impl ConnTable {
             let stats = conn.quinn.stats();
             conn.silence.observe(now, &stats);
             conn.quiet.observe(now, &stats);
+            conn.handover.observe(stats.frame_rx.acks);
             let awaiting = conn.silence.running();
             for (destination, packet, src_ip) in polled.drain(..) {
                 send(destination, packet, src_ip, awaiting);
@@ -183,6 +184,7 @@ impl ConnTable {
                 conn.resume_at,
                 silent,
                 quiet,
+                conn.handover.deadline(),
                 conn.linger_deadline(),
                 conn.probing.poll_timeout(),
             ];

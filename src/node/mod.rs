@@ -225,6 +225,9 @@ pub struct NodeCounters {
     /// PINGs sent because a peer's data fell quiet while we are behind a
     /// NAT (`connection/quiet.rs`).
     pub quiet_pings: u64,
+    /// PINGs repeated after a path switch until the new path acknowledged
+    /// one (`connection/handover.rs`).
+    pub handover_pings: u64,
     /// Signed probes sent to a relay whose connection fell silent
     /// (`connection/probe.rs`).
     pub probes_sent: u64,
@@ -637,6 +640,10 @@ impl Machine for Node {
                     {
                         conn.quinn.ping();
                         self.counters.quiet_pings += 1;
+                    }
+                    if conn.handover.take_due(now) {
+                        conn.quinn.ping();
+                        self.counters.handover_pings += 1;
                     }
                     conn.linger_over(now);
                     if conn.resume_at.is_some_and(|t| t <= now) {
