@@ -143,7 +143,7 @@ impl Wait {
 
 /// quinn's probe timeout on a connection whose smoothed RTT is `rtt`, while
 /// the RTT variance is half the RTT.
-fn probe_timeout(rtt: Duration) -> Duration {
+pub(crate) fn probe_timeout(rtt: Duration) -> Duration {
     rtt.saturating_mul(3).saturating_add(MAX_ACK_DELAY)
 }
 

@@ -24,6 +24,16 @@ use super::{ReachConfig, UpgradeConfig};
 /// relayed path, far below QUIC's idle timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Probe timeouts a peer's CONNECT may take at least
+/// ([`NodeConfig::connect_wait`]): a frame and three retransmissions, the
+/// probe timeout backed off 1, 2 and 4 times.
+const CONNECT_PTOS: u32 = 7;
+
+/// How many [`NodeConfig::connect_timeout`]s a slow path may stretch the
+/// wait for a CONNECT to, at most: a peer that delays its acknowledgements
+/// to look slow holds its admission slot no longer than that.
+const CONNECT_STRETCH: u32 = 3;
+
 /// The default [`NodeConfig::handshake_timeout`]: room for a slow relayed
 /// path's handshake with retransmissions, far below QUIC's 60 s idle
 /// timeout (which alone would bound a handshake nobody answers).
@@ -45,7 +55,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// | certificate_chain | `None`: a self-signed certificate of the identity |
 /// | request_timeout | 10 s (a stream whose answer never comes is reset) |
 /// | handshake_timeout | 10 s (a QUIC handshake not done by then is given up) |
-/// | connect_timeout | 5 s (a connection whose CONNECT never comes is closed) |
+/// | connect_timeout | 5 s, up to 15 s on a slow path (a connection whose CONNECT never comes is closed) |
 /// | max_waiting_requests | 4096 requests queued for a connection or a stream |
 /// | max_buffered_per_connection | 2 MiB of partial frames and unread answers per connection |
 /// | reach | [`ReachConfig::default`]: STUN responder on, discovery after bootstrap and every 10 min |
@@ -88,7 +98,8 @@ pub struct NodeConfig {
     /// How long after the QUIC handshake the peer's CONNECT may take before
     /// the connection is closed with DISCONNECT `protocol error`
     /// (docs/PROTOCOL.md §2); until then the connection's other streams are
-    /// left unread.
+    /// left unread. A slow lossy path stretches it
+    /// ([`NodeConfig::connect_wait`]).
     pub connect_timeout: Duration,
     /// How long a connection's QUIC handshake may take, ours or a peer's:
     /// one not done by then is closed (a dial fails, and the pool may dial
@@ -149,6 +160,22 @@ impl NodeConfig {
         }
     }
 
+    /// How long a connection whose handshake measured the smoothed round
+    /// trip `rtt` waits for the peer's CONNECT: [`connect_timeout`], or
+    /// on a slow path seven of quinn's probe timeouts (the CONNECT and three
+    /// retransmissions, backed off), at most three `connect_timeout`s. On
+    /// the link ladder's very bad cellular rung (450 ms, 8 % loss in
+    /// bursts) a CONNECT to the relay lost to a burst took longer than 5 s,
+    /// and the relay connection, with its reservation, was closed.
+    ///
+    /// [`connect_timeout`]: NodeConfig::connect_timeout
+    pub fn connect_wait(&self, rtt: Duration) -> Duration {
+        crate::connection::probe_timeout(rtt)
+            .saturating_mul(CONNECT_PTOS)
+            .min(self.connect_timeout.saturating_mul(CONNECT_STRETCH))
+            .max(self.connect_timeout)
+    }
+
     /// The per-connection buffer budget in force: the setting, raised to
     /// one whole frame so a frame can always complete.
     pub fn connection_buffer_budget(&self) -> usize {
@@ -171,5 +198,30 @@ impl NodeConfig {
             payload_room: max_payload.max(self.max_buffered_per_connection as u64),
             frames_per_second: self.admission.frames_per_second,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connect_wait_stretches_with_a_slow_path_within_its_bound() {
+        let config = NodeConfig::new(Realm::new("test.example").expect("a valid realm"));
+        let ms = Duration::from_millis;
+        assert_eq!(config.connect_wait(ms(20)), ms(5_000), "a fast path");
+        // 7 × (3 × 300 + 25) ms.
+        assert_eq!(config.connect_wait(ms(300)), ms(6_475));
+        assert_eq!(
+            config.connect_wait(ms(2_000)),
+            ms(15_000),
+            "at most 3 × 5 s"
+        );
+        let strict = NodeConfig {
+            connect_timeout: ms(100),
+            ..config
+        };
+        // 7 × (3 × 4 + 25) ms: a few probe timeouts, however short the setting.
+        assert_eq!(strict.connect_wait(ms(4)), ms(259));
     }
 }

@@ -140,7 +140,8 @@ impl Node {
         };
         conn.peer = Some(peer);
         conn.step(PhaseEvent::HandshakeDone);
-        conn.connect_deadline = Some(now + self.config.connect_timeout);
+        let wait = self.config.connect_wait(conn.quinn.rtt());
+        conn.connect_deadline = Some(now + wait);
         if conn.direction == Direction::Inbound
             && let Err(refusal) = self.admission.handshake_done(&mut conn.ticket, peer)
         {
@@ -640,7 +641,7 @@ impl Node {
             }
             self.counters.protocol_errors += 1;
             let detail = format!(
-                "no CONNECT within {} ms",
+                "no CONNECT within its deadline ({} ms, longer on a slow path)",
                 self.config.connect_timeout.as_millis()
             );
             self.refuse(now, handle, DisconnectReason::ProtocolError, detail);
