@@ -33,7 +33,7 @@ use quinn_proto::VarInt;
 pub use conn::{Bounds, Conn, PingVerdict, StreamRead, StreamTrouble};
 pub use phase::Phase;
 pub use silence::{SilenceLimit, Wait};
-pub(crate) use silence::{frames_received, probe_timeout};
+pub(crate) use silence::{answer_wait, frames_received};
 pub(crate) use table::{ConnTable, Segments};
 
 /// Stream code: a request whose answer did not come in time.

@@ -143,8 +143,29 @@ impl Wait {
 
 /// quinn's probe timeout on a connection whose smoothed RTT is `rtt`, while
 /// the RTT variance is half the RTT.
-pub(crate) fn probe_timeout(rtt: Duration) -> Duration {
+fn probe_timeout(rtt: Duration) -> Duration {
     rtt.saturating_mul(3).saturating_add(MAX_ACK_DELAY)
+}
+
+/// Probe timeouts an answer over a connection may take at least
+/// ([`answer_wait`]): a frame and three retransmissions, the probe timeout
+/// backed off 1, 2 and 4 times.
+const ANSWER_PTOS: u32 = 7;
+
+/// How many floors a slow path may stretch [`answer_wait`] to, at most: a
+/// peer that delays its acknowledgements to look slow gains no more.
+const ANSWER_STRETCH: u32 = 3;
+
+/// How long an answer over a connection whose smoothed RTT is `rtt` may
+/// take: `floor`, or on a slow lossy path seven probe timeouts (a frame and
+/// three retransmissions, backed off), at most three `floor`s. On the link
+/// ladder's worst rungs (450 ms and 600 ms, bursty loss) a frame lost to a
+/// burst, then QUIC's backed-off retransmission, took longer than 5 s.
+pub(crate) fn answer_wait(floor: Duration, rtt: Duration) -> Duration {
+    probe_timeout(rtt)
+        .saturating_mul(ANSWER_PTOS)
+        .min(floor.saturating_mul(ANSWER_STRETCH))
+        .max(floor)
 }
 
 /// How many silence limits a watched connection is given at most, from its

@@ -24,16 +24,6 @@ use super::{ReachConfig, UpgradeConfig};
 /// relayed path, far below QUIC's idle timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Probe timeouts a peer's CONNECT may take at least
-/// ([`NodeConfig::connect_wait`]): a frame and three retransmissions, the
-/// probe timeout backed off 1, 2 and 4 times.
-const CONNECT_PTOS: u32 = 7;
-
-/// How many [`NodeConfig::connect_timeout`]s a slow path may stretch the
-/// wait for a CONNECT to, at most: a peer that delays its acknowledgements
-/// to look slow holds its admission slot no longer than that.
-const CONNECT_STRETCH: u32 = 3;
-
 /// The default [`NodeConfig::handshake_timeout`]: room for a slow relayed
 /// path's handshake with retransmissions, far below QUIC's 60 s idle
 /// timeout (which alone would bound a handshake nobody answers).
@@ -170,10 +160,7 @@ impl NodeConfig {
     ///
     /// [`connect_timeout`]: NodeConfig::connect_timeout
     pub fn connect_wait(&self, rtt: Duration) -> Duration {
-        crate::connection::probe_timeout(rtt)
-            .saturating_mul(CONNECT_PTOS)
-            .min(self.connect_timeout.saturating_mul(CONNECT_STRETCH))
-            .max(self.connect_timeout)
+        crate::connection::answer_wait(self.connect_timeout, rtt)
     }
 
     /// The per-connection buffer budget in force: the setting, raised to

@@ -5,7 +5,7 @@
 //! path table.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn_proto::{ConnectionHandle, StreamId};
@@ -19,6 +19,7 @@ use crate::dht;
 use crate::id::NodeId;
 use crate::path::{PathKind, PathTable, RealPath};
 use crate::pool::{Acquired, ConnId, Lease, PeerState, WaitId};
+use crate::relay::client::CIRCUIT_ANSWER_TIMEOUT;
 use crate::relay::{
     RelayClientOutput, RelayCounters, RelayEvent, RelayLoad, RelayServerOutput, Written,
 };
@@ -179,6 +180,19 @@ impl Node {
         self.settle(now);
     }
 
+    /// How long the relay on connection `conn` has to answer a circuit
+    /// request: [`CIRCUIT_ANSWER_TIMEOUT`], stretched on a slow connection
+    /// (`connection::answer_wait`).
+    fn relay_answer_wait(&self, conn: Option<ConnId>) -> Duration {
+        let rtt = conn
+            .and_then(|id| self.by_pool_id.get(&id))
+            .and_then(|handle| self.conns.get(handle))
+            .map(|conn| conn.quinn.rtt());
+        rtt.map_or(CIRCUIT_ANSWER_TIMEOUT, |rtt| {
+            crate::connection::answer_wait(CIRCUIT_ANSWER_TIMEOUT, rtt)
+        })
+    }
+
     /// Whether the connection at `virtual_addr` runs direct or relayed.
     pub(super) fn path_kind(&self, virtual_addr: &SocketAddr) -> PathKind {
         self.paths
@@ -188,7 +202,9 @@ impl Node {
 
     /// A pool acquire of the relay client got its connection.
     pub(super) fn relay_wait_ready(&mut self, now: Instant, wait: WaitId, lease: Lease) {
-        self.relay_client.handle_wait_ready(now, wait, lease);
+        let answer_wait = self.relay_answer_wait(Some(lease.conn()));
+        self.relay_client
+            .handle_wait_ready(now, wait, lease, answer_wait);
         self.drive_relay(now);
     }
 
@@ -436,7 +452,12 @@ impl Node {
                     .pool
                     .acquire(now, peer, addr)
                     .map_err(|e| e.to_string());
-                self.relay_client.handle_acquired(now, token, acquired);
+                let conn = match &acquired {
+                    Ok(Acquired::Ready(lease)) => Some(lease.conn()),
+                    _ => None,
+                };
+                let answer_wait = self.relay_answer_wait(conn);
+                (self.relay_client).handle_acquired(now, token, acquired, answer_wait);
             }
             RelayClientOutput::Request {
                 conn,

@@ -345,7 +345,8 @@ impl NodeLab {
         }
     }
 
-    /// Bootstraps and reserves both nodes on the relay, gives them their candidates, has B
+    /// Bootstraps and reserves both nodes on the relay (asking again for a reservation lost or
+    /// never answered, as an application would), gives them their candidates, has B
     /// register the echo procedure and subscribe to [`STREAM_TOPIC`], waits until a lookup
     /// from A sees B's subscriber record, and has A dial B through the relay; the time the
     /// relayed connection was up at both sides, `None` if any step failed.
@@ -359,15 +360,30 @@ impl NodeLab {
             self.world
                 .with_machine(host, |n, now| n.reserve(now, relay));
         }
-        let (mut granted, mut bootstrapped) = (0, 0);
-        let ready = self.world.drive(Duration::from_secs(60), |_, _, event| {
-            match event {
-                Event::Relay(RelayEvent::ReservationGranted { .. }) => granted += 1,
-                Event::Dht(DhtEvent::Bootstrapped { .. }) => bootstrapped += 1,
-                _ => {}
-            }
-            granted == 2 && bootstrapped == 2
-        });
+        let mut granted = HashSet::default();
+        let mut bootstrapped = 0;
+        let ready = self
+            .world
+            .drive(Duration::from_secs(60), |world, host, event| {
+                match event {
+                    Event::Relay(RelayEvent::ReservationGranted { .. }) => {
+                        granted.insert(host);
+                    }
+                    // As an application keeps its reservation: one lost, or
+                    // never answered (a burst of loss on a bad link outlasting
+                    // the handshake), is asked for again.
+                    Event::Relay(
+                        RelayEvent::ReservationLost { .. } | RelayEvent::RelayUnreachable { .. },
+                    ) => {
+                        granted.remove(&host);
+                        let relay = relay.clone();
+                        world.with_machine(host, |n, now| n.reserve(now, relay));
+                    }
+                    Event::Dht(DhtEvent::Bootstrapped { .. }) => bootstrapped += 1,
+                    _ => {}
+                }
+                granted.len() == 2 && bootstrapped == 2
+            });
         if !ready {
             return None;
         }

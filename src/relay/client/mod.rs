@@ -77,11 +77,13 @@ const CONVICT_WITHIN: Duration = Duration::from_secs(120);
 /// circuit ends).
 const MAX_LOST_THROUGH: usize = 64;
 
-/// How long a relay has to answer our request for a circuit (it answers at
-/// once: one round trip, with room for retransmissions on a bad link). A
-/// relay that does not, or whose connection closes first, is unreachable
-/// for that dial, which moves on to the peer's next relay: a dial never
-/// waits on a silent (or hostile) relay for good.
+/// How long a relay has at least to answer our request for a circuit (it
+/// answers at once: one round trip, with room for retransmissions on a bad
+/// link); the Node stretches it on a slow relay connection
+/// ([`RelayClient::handle_acquired`]'s `answer_wait`). A relay that does
+/// not answer in time, or whose connection closes first, is unreachable for
+/// that dial, which moves on to the peer's next relay: a dial never waits
+/// on a silent (or hostile) relay for good.
 pub const CIRCUIT_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most CIRCUIT_PEER addresses kept (the oldest is forgotten first).
@@ -189,7 +191,8 @@ enum RelayAsk {
         /// Asked as a spare behind a direct connection.
         spare: bool,
         lease: Lease,
-        /// When the relay's answer is due ([`CIRCUIT_ANSWER_TIMEOUT`]).
+        /// When the relay's answer is due (the `answer_wait` of the
+        /// lease, at least [`CIRCUIT_ANSWER_TIMEOUT`]).
         due: Instant,
     },
 }
@@ -609,12 +612,16 @@ impl RelayClient {
             .push(RelayClientOutput::Acquire { token, peer, addr });
     }
 
-    /// The outcome of [`RelayClientOutput::Acquire`] `token`.
+    /// The outcome of [`RelayClientOutput::Acquire`] `token`; a ready
+    /// connection's relay has `answer_wait` to answer a circuit request on it
+    /// (at least [`CIRCUIT_ANSWER_TIMEOUT`]: the Node stretches it on a slow
+    /// path).
     pub fn handle_acquired(
         &mut self,
         now: Instant,
         token: u64,
         acquired: Result<Acquired, String>,
+        answer_wait: Duration,
     ) {
         self.out.mark(now);
         let Some(intent) = self.acquiring.remove(&token) else {
@@ -630,16 +637,26 @@ impl RelayClient {
                 self.release(Some(lease));
                 self.end_gone(relay, circuit, CircuitLoss::Broken);
             }
-            (Ok(Acquired::Ready(lease)), intent) => self.lease_ready(now, intent, lease),
+            (Ok(Acquired::Ready(lease)), intent) => {
+                self.lease_ready(now, intent, lease, answer_wait);
+            }
             (Err(error), intent) => self.acquire_failed(intent, error),
         }
     }
 
-    /// A pool acquire of the relay client got its connection.
-    pub fn handle_wait_ready(&mut self, now: Instant, wait: WaitId, lease: Lease) {
+    /// A pool acquire of the relay client got its connection, whose relay
+    /// has `answer_wait` to answer a circuit request (as in
+    /// [`RelayClient::handle_acquired`]).
+    pub fn handle_wait_ready(
+        &mut self,
+        now: Instant,
+        wait: WaitId,
+        lease: Lease,
+        answer_wait: Duration,
+    ) {
         self.out.mark(now);
         if let Some(intent) = self.waits.remove(&wait) {
-            self.lease_ready(now, intent, lease);
+            self.lease_ready(now, intent, lease, answer_wait);
         }
     }
 
@@ -666,7 +683,7 @@ impl RelayClient {
         }
     }
 
-    fn lease_ready(&mut self, now: Instant, intent: Intent, lease: Lease) {
+    fn lease_ready(&mut self, now: Instant, intent: Intent, lease: Lease, answer_wait: Duration) {
         match intent {
             // The end-to-end connection is pooled; the application's
             // requests lease it from now on.
@@ -687,7 +704,7 @@ impl RelayClient {
                     via,
                     spare,
                     lease,
-                    due: now + CIRCUIT_ANSWER_TIMEOUT,
+                    due: now + answer_wait.max(CIRCUIT_ANSWER_TIMEOUT),
                 };
                 self.ask(conn, request_id, frame, ask);
             }

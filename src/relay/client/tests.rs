@@ -43,7 +43,12 @@ fn reserved(now: Instant) -> RelayClient {
     let mut client = client();
     client.handle_reserve(now, contact(1));
     let token = acquire_token(&drain(&mut client));
-    client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))));
+    client.handle_acquired(
+        now,
+        token,
+        Ok(Acquired::Ready(lease(1))),
+        CIRCUIT_ANSWER_TIMEOUT,
+    );
     let outputs = drain(&mut client);
     let [RelayClientOutput::Request { request_id, .. }] = outputs[..] else {
         panic!("RELAY_RESERVE expected: {outputs:?}");
@@ -72,7 +77,12 @@ fn a_reservation_whose_relay_connection_fails_is_reported_and_dropped() {
     let mut client = client();
     client.handle_reserve(now, contact(1));
     let token = acquire_token(&drain(&mut client));
-    client.handle_acquired(now, token, Ok(Acquired::Waiting(WaitId(5))));
+    client.handle_acquired(
+        now,
+        token,
+        Ok(Acquired::Waiting(WaitId(5))),
+        CIRCUIT_ANSWER_TIMEOUT,
+    );
     assert!(client.owns(WaitId(5)));
     assert_eq!(client.wanted().count(), 1);
     client.handle_wait_failed(now, WaitId(5), "handshake failed".into());
@@ -125,7 +135,12 @@ fn a_refused_reservation_returns_its_lease() {
     let mut client = client();
     client.handle_reserve(now, contact(1));
     let token = acquire_token(&drain(&mut client));
-    client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))));
+    client.handle_acquired(
+        now,
+        token,
+        Ok(Acquired::Ready(lease(1))),
+        CIRCUIT_ANSWER_TIMEOUT,
+    );
     let [RelayClientOutput::Request { request_id, .. }] = drain(&mut client)[..] else {
         panic!("RELAY_RESERVE expected");
     };
@@ -346,7 +361,12 @@ fn a_reservation_answer_on_a_circuit_request_returns_the_circuits_lease() {
     let mut client = client();
     client.handle_dial(now, contact(1), node(2));
     let token = acquire_token(&drain(&mut client));
-    client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))));
+    client.handle_acquired(
+        now,
+        token,
+        Ok(Acquired::Ready(lease(1))),
+        CIRCUIT_ANSWER_TIMEOUT,
+    );
     let [RelayClientOutput::Request { request_id, .. }] = drain(&mut client)[..] else {
         panic!("CIRCUIT_OPEN expected");
     };
@@ -522,10 +542,15 @@ fn a_silent_relay_that_answers_again_is_avoided_no_more() {
 /// Asks relay 1 (over connection 1) for a circuit to node 2; the request's stream is
 /// stream 3 when `sent`, else it waits for one. The client and the request's id.
 fn circuit_asked(now: Instant, sent: bool) -> (RelayClient, u64) {
+    circuit_asked_waiting(now, sent, CIRCUIT_ANSWER_TIMEOUT)
+}
+
+/// [`circuit_asked`] on a connection whose relay has `answer_wait` to answer.
+fn circuit_asked_waiting(now: Instant, sent: bool, answer_wait: Duration) -> (RelayClient, u64) {
     let mut client = client();
     client.handle_dial(now, contact(1), node(2));
     let token = acquire_token(&drain(&mut client));
-    client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))));
+    client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))), answer_wait);
     let outputs = drain(&mut client);
     let [RelayClientOutput::Request { request_id, .. }] = outputs[..] else {
         panic!("CIRCUIT_OPEN expected: {outputs:?}");
@@ -569,6 +594,17 @@ fn a_circuit_request_whose_relay_connection_closes_is_unanswered() {
         );
         assert_eq!(client.poll_timeout(), None, "nothing left to wait for");
     }
+}
+
+#[test]
+fn a_slow_relay_connection_stretches_the_wait_for_the_answer_never_below_the_floor() {
+    // The ladder's satellite rung, seed 16: the relay's answer was under way when
+    // the request was given up at 5 s, and 25 of 65 pairs never connected.
+    let now = crate::test_epoch();
+    let (client, _) = circuit_asked_waiting(now, true, Duration::from_secs(12));
+    assert_eq!(client.poll_timeout(), Some(now + Duration::from_secs(12)));
+    let (client, _) = circuit_asked_waiting(now, true, Duration::from_secs(1));
+    assert_eq!(client.poll_timeout(), Some(now + CIRCUIT_ANSWER_TIMEOUT));
 }
 
 #[test]
@@ -671,7 +707,12 @@ fn a_lost_circuit_behind_a_direct_connection_gets_a_spare_that_the_connection_ad
         panic!("the relay's connection expected: {outputs:?}");
     };
     assert_eq!((peer, addr), (node(1), via_relay_1()));
-    client.handle_acquired(now, token, Ok(Acquired::Ready(lease(1))));
+    client.handle_acquired(
+        now,
+        token,
+        Ok(Acquired::Ready(lease(1))),
+        CIRCUIT_ANSWER_TIMEOUT,
+    );
     let request = circuit_request(&drain(&mut client));
     let spare_addr = SocketAddr::from(([127, 1, 0, 2], 1));
     let outputs = circuit_granted(&mut client, now, request, (5, 8), spare_addr, Some(direct));
@@ -721,7 +762,12 @@ fn asks_for_a_spare_back_off_and_stop_once_the_connection_is_not_direct() {
     client.handle_want_spare(now, node(2), node(1), via_relay_1());
     client.handle_timeout(now, |_| false, |_| Some(direct));
     let token = acquire_token(&drain(&mut client));
-    client.handle_acquired(now, token, Err("handshake failed".into()));
+    client.handle_acquired(
+        now,
+        token,
+        Err("handshake failed".into()),
+        CIRCUIT_ANSWER_TIMEOUT,
+    );
     assert!(matches!(
         events(&drain(&mut client))[..],
         [RelayEvent::RelayUnreachable { .. }]
