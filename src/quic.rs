@@ -85,10 +85,14 @@ pub struct TransportSettings {
     /// reboots) the caller then no longer follows the server to its new
     /// address: the server sends nothing from it before the caller finds the
     /// direct path dead and falls back to the relay (no call lost, but gaps of
-    /// 526–864 ms and a new punch, against 27 ms). The same happens when only
-    /// the caller asks, and not with the extension on at its usual threshold;
-    /// why the server stays silent (its last response should still await its
-    /// ACK and be retransmitted) is not established. A relay forwarded 0.25 of
+    /// 526–864 ms and a new punch, against 27 ms). It turns on the server's
+    /// acknowledgements: with only the server asking (the caller acknowledges
+    /// at once, the server delays) the caller follows; with only the caller
+    /// asking (the server acknowledges at once) it does not. So the server's
+    /// first packet from its new address, 27 ms after the reboot, is its
+    /// delayed ACK of the caller's last request; acknowledged at once, that
+    /// ACK left before the reboot. Why the server's last response is not
+    /// retransmitted from there first is not established. A relay forwarded 0.25 of
     /// plain UDP's rate per core with it, 0.70 without (one run each), and a
     /// receiver of a one-way flow acknowledges each packet its driver hands in
     /// alone rather than every second one.
