@@ -222,6 +222,52 @@ fn calls_fail_over_from_an_offline_provider_and_never_run_a_handler_twice() {
     );
 }
 
+/// With the default settings (a 60 s idle timeout), a provider that dies under calls in
+/// flight is found within the silence limit: the node's data to it stays unacknowledged
+/// and its probes unanswered for 1.5 s on this 10 ms round trip, the connection closes
+/// (`peer silent`), and every call in flight ends `Lost`. Before the direct connection had
+/// a silence watch they all waited out their 30 s timeout.
+#[test]
+fn calls_in_flight_to_a_dead_provider_end_within_seconds_with_the_defaults() {
+    let mut mesh = mesh(4, 4, 0.0);
+    mesh.register(mesh.hosts[1], "svc.once", RegisterOptions::default());
+    mesh.settle(Duration::from_secs(2));
+    let (results, _) = call_round(&mut mesh, 0, 1);
+    assert!(results.values().all(Result::is_ok), "{results:?}");
+    let provider = mesh.id(mesh.hosts[1]);
+    mesh.world.set_online(mesh.hosts[1], false);
+    let died = mesh.world.now();
+    let calls: Vec<CallId> = (1..6u8)
+        .map(|i| mesh.call(mesh.hosts[3], "svc.once", vec![i]))
+        .collect();
+    let mut ended = Vec::new();
+    let mut closed = None;
+    mesh.drive(CALL_TIMEOUT, |world, _, event| {
+        match event {
+            Event::Rpc(RpcEvent::Completed { call, result }) if calls.contains(&call) => {
+                ended.push((world.now() - died, result));
+            }
+            Event::Disconnected { peer, cause, .. } if peer == Some(provider) => {
+                closed = Some(cause);
+            }
+            _ => {}
+        }
+        ended.len() == calls.len()
+    });
+    assert_eq!(ended.len(), calls.len(), "every call ended: {ended:?}");
+    for (after, result) in &ended {
+        assert_eq!(result, &Err(RpcError::Lost { provider }));
+        assert!(
+            *after < Duration::from_secs(3),
+            "ended {after:?} after the death"
+        );
+    }
+    let cause = format!("{closed:?}");
+    assert!(cause.contains("peer silent"), "{cause}");
+    let caller = mesh.world.machine(mesh.hosts[3]);
+    assert_eq!(caller.counters().silent_peers, 1);
+}
+
 #[test]
 fn a_provider_dying_after_taking_a_call_is_not_called_again() {
     let mut mesh = mesh_with(4, 8, 0.0, |config| {

@@ -378,6 +378,7 @@ impl Node {
             paths: &self.paths,
             client: &self.relay_client,
             server: &self.relay_server,
+            upgrades: &self.upgrades,
             limit: self.config.relay.silence,
         };
         let watch = |conn: &Conn| parts.wait(conn);

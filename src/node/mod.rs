@@ -228,6 +228,10 @@ pub struct NodeCounters {
     /// PINGs repeated after a path switch until the new path acknowledged
     /// one (`connection/handover.rs`).
     pub handover_pings: u64,
+    /// Direct connections no punch watches closed because their data stayed
+    /// unacknowledged, and their probes unanswered, for the silence limit
+    /// (`node/silence.rs`, `Watched::Peer`).
+    pub silent_peers: u64,
     /// Signed probes sent to a relay whose connection fell silent
     /// (`connection/probe.rs`).
     pub probes_sent: u64,

@@ -12,6 +12,13 @@
 //! (the relay answers, the traffic does not get through) ends the circuit
 //! and the connection, and strikes the relay ([`RelayClient`] docs).
 //!
+//! A connection on a direct path that no punch watches (dialed or accepted
+//! straight; a punched path has the upgrade's liveness watch) is judged the
+//! same way as a relay connection, probing its peer meanwhile: silent for
+//! its limit, it is closed and its calls in flight end `Lost`. Before, a
+//! peer that died was found only at QUIC's 60 s idle timeout, and the calls
+//! in flight waited out their own timeouts.
+//!
 //! As a relay, a connection that carries circuits relayed here is judged the
 //! same way (probing the peer meanwhile): silent for its limit, it is
 //! closed, with its reservation and its circuits, whose other ends hear of
@@ -26,7 +33,7 @@ use std::time::Instant;
 
 use quinn_proto::ConnectionHandle;
 
-use super::{CloseCause, Node};
+use super::{CloseCause, Node, Upgrades};
 use crate::connection::{Conn, Phase, SilenceLimit, Wait};
 use crate::id::NodeId;
 use crate::path::{PathTable, RealPath};
@@ -47,6 +54,10 @@ pub(super) enum Watched {
     },
     /// A connection that carries an end of circuits we relay.
     CircuitEnd,
+    /// A connection on a direct path that no punch watches (dialed or
+    /// accepted straight): a peer that died, or whose path broke, is found
+    /// within the silence limit rather than QUIC's idle timeout.
+    Peer,
 }
 
 /// What decides how a connection waits on its peer.
@@ -54,6 +65,7 @@ pub(super) struct Parts<'a> {
     pub(super) paths: &'a PathTable,
     pub(super) client: &'a RelayClient,
     pub(super) server: &'a RelayServer,
+    pub(super) upgrades: &'a Upgrades,
     pub(super) limit: SilenceLimit,
 }
 
@@ -65,7 +77,8 @@ impl Parts<'_> {
     }
 
     /// Whether `conn` is watched for silence, and as what: as a relay part
-    /// of ours, or as the relay of circuits it carries.
+    /// of ours, as the relay of circuits it carries, or as a direct path no
+    /// punch watches.
     pub(super) fn watched(&self, conn: &Conn) -> Option<Watched> {
         if matches!(conn.phase, Phase::Handshaking | Phase::Closing) {
             return None;
@@ -77,9 +90,13 @@ impl Parts<'_> {
         if let Some(relay) = conn.peer.filter(|peer| self.client.relies_on(id, peer)) {
             return Some(Watched::Relay(relay));
         }
-        self.server
-            .carries_circuits(id)
-            .then_some(Watched::CircuitEnd)
+        if self.server.carries_circuits(id) {
+            return Some(Watched::CircuitEnd);
+        }
+        match self.paths.real(&conn.virtual_addr) {
+            Some(RealPath::Direct(remote)) if !self.upgrades.watches(remote) => Some(Watched::Peer),
+            _ => None,
+        }
     }
 }
 
@@ -91,7 +108,7 @@ impl Watched {
     pub(super) fn wait(self, limit: SilenceLimit, conn: &Conn) -> Wait {
         let rtt = conn.quinn.rtt();
         match self {
-            Watched::Relay(_) | Watched::CircuitEnd => limit.probing_wait(rtt),
+            Watched::Relay(_) | Watched::CircuitEnd | Watched::Peer => limit.probing_wait(rtt),
             Watched::Circuit { .. } => limit.circuit().wait(rtt),
         }
     }
@@ -113,6 +130,7 @@ impl Node {
                 paths: &self.paths,
                 client: &self.relay_client,
                 server: &self.relay_server,
+                upgrades: &self.upgrades,
                 limit,
             };
             let Some(watched) = parts.watched(conn) else {
@@ -129,6 +147,11 @@ impl Node {
                         self.relay_server.handle_end_silent(now, id);
                     }
                     let cause = CloseCause::Transport(format!("circuit end silent: {detail}"));
+                    self.close_connection(now, handle, DisconnectReason::Normal, detail, cause);
+                }
+                Watched::Peer => {
+                    self.counters.silent_peers += 1;
+                    let cause = CloseCause::Transport(format!("peer silent: {detail}"));
                     self.close_connection(now, handle, DisconnectReason::Normal, detail, cause);
                 }
                 Watched::Relay(relay) => {

@@ -476,6 +476,14 @@ impl Upgrades {
         }
     }
 
+    /// Whether a punched path's liveness watch judges the direct path to
+    /// `remote` (a path the connection was dialed or accepted on straight
+    /// has none: the Node's silence watch judges it).
+    pub fn watches(&self, remote: SocketAddr) -> bool {
+        let session = self.direct.get(&remote).and_then(|c| self.sessions.get(c));
+        matches!(session.map(|s| &s.stage), Some(Stage::Direct(_, live)) if live.remote() == remote)
+    }
+
     /// Whether a packet from `remote` would be news: the watch of a direct
     /// path to it waits. The Node then checks the packet is authentic and
     /// says so with [`Upgrades::handle_heard`].
