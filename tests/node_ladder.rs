@@ -19,7 +19,7 @@ mod common;
 use common::epoch;
 
 use macula::sim::ladder::Rung;
-use macula::sim::node_lab::{NodeLabConfig, NodePairReport, run_node_pair};
+use macula::sim::node_lab::{NatKnowledge, NodeLabConfig, NodePairReport, run_node_pair};
 use macula::sim::punch_lab::{NatKind, Pairing};
 
 /// Runs `pairs` with side A on `rung`, seed 1, checking each connected, direct exactly
@@ -254,4 +254,27 @@ fn very_bad_cellular_the_switch_ping_is_repeated_until_the_new_path_answers() {
     let pairing = Pairing::Separate(NatKind::FullCone, NatKind::Open);
     let r = loses_nothing(Rung::VeryBadCellular, 1, pairing);
     assert!(r.direct, "{r:?}");
+}
+
+/// Good Wi-Fi and very bad cellular, open × open with peer records (`--records`): a public
+/// side serves the DHT, so the other's lookups connect to it straight away, and the lab's
+/// relayed dial only adds a circuit behind that direct connection. When the direct route
+/// was cut nothing watched that path, and 401–659 messages were lost per rung (session
+/// 17). The connection's silence watch now falls back onto the circuit behind it.
+#[test]
+fn a_connection_dialed_direct_falls_back_onto_the_circuit_behind_it() {
+    let pairing = Pairing::Separate(NatKind::Open, NatKind::Open);
+    for rung in [Rung::GoodWifi, Rung::VeryBadCellular] {
+        let config = NodeLabConfig {
+            seed: 1,
+            link_loss: 0.0,
+            access: Some(rung.link()),
+            knowledge: NatKnowledge::HandedWithRecords,
+            ..NodeLabConfig::default()
+        };
+        let r = run_node_pair(pairing, &config, epoch());
+        eprintln!("{} {r:?}", rung.name());
+        assert!(r.connected && r.direct, "{r:?}");
+        assert_eq!(r.lost_messages(), 0, "{r:?}");
+    }
 }

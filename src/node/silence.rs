@@ -15,9 +15,11 @@
 //! A connection on a direct path that no punch watches (dialed or accepted
 //! straight; a punched path has the upgrade's liveness watch) is judged the
 //! same way as a relay connection, probing its peer meanwhile: silent for
-//! its limit, it is closed and its calls in flight end `Lost`. Before, a
-//! peer that died was found only at QUIC's 60 s idle timeout, and the calls
-//! in flight waited out their own timeouts.
+//! its limit, it falls back onto a relay circuit behind it (a spare, or one
+//! the peer also dialed over), as a punched path would, or without one is
+//! closed and its calls in flight end `Lost`. Before, a peer that died was
+//! found only at QUIC's 60 s idle timeout, the calls in flight waited out
+//! their own timeouts, and a circuit behind the connection was never used.
 //!
 //! As a relay, a connection that carries circuits relayed here is judged the
 //! same way (probing the peer meanwhile): silent for its limit, it is
@@ -29,14 +31,15 @@
 //!
 //! [`RelayConfig::silence`]: crate::relay::RelayConfig::silence
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quinn_proto::ConnectionHandle;
 
-use super::{CloseCause, Node, Upgrades};
+use super::{CloseCause, Event, Node, PathChange, Upgrades};
 use crate::connection::{Conn, Phase, SilenceLimit, Wait};
+use crate::contract::Output;
 use crate::id::NodeId;
-use crate::path::{PathTable, RealPath};
+use crate::path::{PathKind, PathTable, RealPath};
 use crate::relay::{CircuitLoss, RelayClient, RelayServer};
 use crate::wire::DisconnectReason;
 
@@ -115,6 +118,38 @@ impl Watched {
 }
 
 impl Node {
+    /// A direct connection no punch watches went silent: with a relay
+    /// circuit behind it (a spare, or one the peer also dialed over), it
+    /// falls back onto that circuit, as a punched path would, and the peer
+    /// hears the path change; without one it is left to close. True when
+    /// it fell back. `grace` is the silence limit just reached, the time the
+    /// peer's own watch may take to find the same.
+    pub(super) fn peer_falls_back(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        grace: Duration,
+    ) -> bool {
+        let Some(conn) = self.conns.get(&handle) else {
+            return false;
+        };
+        let (virtual_addr, peer) = (conn.virtual_addr, conn.peer);
+        let Some(direct) = self.paths.real(&virtual_addr) else {
+            return false;
+        };
+        if !self.fall_back_onto(now, handle, direct, grace) {
+            return false;
+        }
+        self.instruments.metrics.nat_fallbacks += 1;
+        if let Some(peer) = peer {
+            let path = PathKind::Relayed;
+            let reason = PathChange::DirectPathDead;
+            let event = Event::PathChanged { peer, path, reason };
+            self.out.push_back(Output::Event(event));
+        }
+        true
+    }
+
     /// Of the connections whose deadline came (`due`), those watched and
     /// silent for their limit are dead: a relay connection is closed and
     /// the relay avoided, a circuit is ended with its connection. Each is
@@ -151,8 +186,10 @@ impl Node {
                 }
                 Watched::Peer => {
                     self.counters.silent_peers += 1;
-                    let cause = CloseCause::Transport(format!("peer silent: {detail}"));
-                    self.close_connection(now, handle, DisconnectReason::Normal, detail, cause);
+                    if !self.peer_falls_back(now, handle, wait.limit) {
+                        let cause = CloseCause::Transport(format!("peer silent: {detail}"));
+                        self.close_connection(now, handle, DisconnectReason::Normal, detail, cause);
+                    }
                 }
                 Watched::Relay(relay) => {
                     self.relay_client.handle_relay_silent(now, relay);

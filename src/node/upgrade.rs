@@ -100,12 +100,25 @@ impl Node {
     /// An authentic packet of `handle`'s peer came out of the relay circuit while the
     /// connection runs on its direct path: when that path is in doubt the peer has fallen
     /// back, and this side follows at once, before quinn answers (its acknowledgements
-    /// then reach the peer over the circuit, not over the dead path).
+    /// then reach the peer over the circuit, not over the dead path). A path no punch
+    /// watches (dialed straight) is followed onto the circuit at once: the peer's own
+    /// silence watch found it dead, and this side's acknowledgements of what comes over
+    /// the circuit would otherwise keep its own watch from finding the same.
     pub(super) fn peer_spoke_relayed(&mut self, now: Instant, handle: ConnectionHandle) {
-        let Some(conn) = self.conns.get(&handle).and_then(|c| c.pool_id) else {
+        let Some(conn) = self.conns.get(&handle) else {
             return;
         };
-        if self.upgrades.handle_heard_relayed(now, conn) {
+        let (Some(id), rtt) = (conn.pool_id, conn.quinn.rtt()) else {
+            return;
+        };
+        let unwatched = match self.paths.real(&conn.virtual_addr) {
+            Some(RealPath::Direct(remote)) => !self.upgrades.watches(remote),
+            _ => false,
+        };
+        if unwatched {
+            let grace = self.config.relay.silence.wait(rtt).limit;
+            self.peer_falls_back(now, handle, grace);
+        } else if self.upgrades.handle_heard_relayed(now, id) {
             self.drive_upgrades(now);
         }
     }
@@ -171,22 +184,8 @@ impl Node {
                 if self.config.reach.auto_discover {
                     self.reach.handle_discover(now);
                 }
-                let Some(&handle) = self.by_pool_id.get(&conn) else {
-                    return;
-                };
-                // The circuit it came up over may have closed meanwhile.
-                let path = self.fallback_path(handle, path);
-                let Some(conn) = self.conns.get_mut(&handle) else {
-                    return;
-                };
-                self.direct_sockets.remove(&conn.virtual_addr);
-                if self.paths.switch(conn.virtual_addr, path).is_ok() {
-                    conn.path_changed(now);
-                    // The peer may not have noticed yet: its packets still
-                    // go to the dead path for up to its own watch's window.
-                    conn.silence
-                        .excuse_until(now.checked_add(grace).unwrap_or(now));
-                    (self.instruments).connection_on_path(handle, PathKind::Relayed);
+                if let Some(&handle) = self.by_pool_id.get(&conn) {
+                    self.fall_back_onto(now, handle, path, grace);
                 }
             }
             UpgradeOutput::PathChanged { peer, path, reason } => {
@@ -202,6 +201,37 @@ impl Node {
                 event,
             } => self.instruments.punch_ended(local, remote, &event),
         }
+    }
+
+    /// Moves connection `handle` off its direct path onto the relay circuit
+    /// `path`, or, should that have closed meanwhile, onto another circuit
+    /// behind the connection or a spare ([`Node::fallback_path`]); true when
+    /// it moved onto a circuit. Its silence is excused until `grace` from
+    /// `now`: the peer may not have noticed yet, and its packets still go to
+    /// the dead path for up to its own watch's window.
+    pub(super) fn fall_back_onto(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        path: RealPath,
+        grace: Duration,
+    ) -> bool {
+        let path = self.fallback_path(handle, path);
+        if !matches!(path, RealPath::Relay { .. }) {
+            return false;
+        }
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return false;
+        };
+        self.direct_sockets.remove(&conn.virtual_addr);
+        if self.paths.switch(conn.virtual_addr, path).is_err() {
+            return false;
+        }
+        conn.path_changed(now);
+        conn.silence
+            .excuse_until(now.checked_add(grace).unwrap_or(now));
+        (self.instruments).connection_on_path(handle, PathKind::Relayed);
+        true
     }
 
     /// Moves `conn` onto the direct path `remote` at once, its packets leaving from the
