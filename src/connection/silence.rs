@@ -98,9 +98,26 @@ impl SilenceLimit {
     /// [`SilenceLimit::wait`], probing the relay every `probe_every` from
     /// one round trip (and the peer's ACK delay) into a silence.
     pub fn probing_wait(&self, rtt: Duration) -> Wait {
+        self.probing_after(rtt, rtt.saturating_add(MAX_ACK_DELAY))
+    }
+
+    /// The wait of a direct connection no punch watches, whose smoothed RTT
+    /// is `rtt`: as [`SilenceLimit::probing_wait`], but its probes start one
+    /// more ACK delay into a silence. Most such connections sit idle between
+    /// keep-alives, and the ACK of a lone keep-alive PING comes a whole ACK
+    /// delay after its round trip: probes starting then would race it at
+    /// every keep-alive, a probe and its answer more for nothing.
+    pub fn peer_wait(&self, rtt: Duration) -> Wait {
+        let after = rtt.saturating_add(MAX_ACK_DELAY.saturating_mul(2));
+        self.probing_after(rtt, after)
+    }
+
+    /// [`SilenceLimit::wait`], probing every `probe_every` from `after` into
+    /// a silence (within the silence limit).
+    fn probing_after(&self, rtt: Duration, after: Duration) -> Wait {
         let wait = self.wait(rtt);
         let plan = ProbePlan {
-            after: rtt.saturating_add(MAX_ACK_DELAY).min(wait.limit),
+            after: after.min(wait.limit),
             every: self.probe_every,
         };
         Wait {
@@ -380,6 +397,24 @@ mod tests {
             ..limit
         };
         assert_eq!(inverted.after(Duration::ZERO), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_direct_peer_is_probed_only_once_a_keep_alives_delayed_ack_is_late() {
+        let limit = SilenceLimit::default();
+        let rtt = Duration::from_millis(10);
+        let relay = limit.probing_wait(rtt).probes.expect("probed");
+        let peer = limit.peer_wait(rtt).probes.expect("probed");
+        assert_eq!(relay.after, Duration::from_millis(35));
+        assert_eq!(peer.after, Duration::from_millis(60));
+        assert_eq!(peer.every, relay.every);
+        assert_eq!(limit.peer_wait(rtt).limit, limit.probing_wait(rtt).limit);
+        let slow = limit.peer_wait(Duration::from_secs(5));
+        assert_eq!(
+            slow.probes.expect("probed").after,
+            slow.limit,
+            "within the limit"
+        );
     }
 
     #[test]

@@ -111,7 +111,8 @@ impl Watched {
     pub(super) fn wait(self, limit: SilenceLimit, conn: &Conn) -> Wait {
         let rtt = conn.quinn.rtt();
         match self {
-            Watched::Relay(_) | Watched::CircuitEnd | Watched::Peer => limit.probing_wait(rtt),
+            Watched::Relay(_) | Watched::CircuitEnd => limit.probing_wait(rtt),
+            Watched::Peer => limit.peer_wait(rtt),
             Watched::Circuit { .. } => limit.circuit().wait(rtt),
         }
     }
