@@ -586,7 +586,10 @@ impl Node {
     /// The way back for `handle`'s connection, falling back from its direct
     /// path: the circuit the upgrade remembers (`path`) while it is open,
     /// else one behind the connection's address (a spare it adopted), else
-    /// the peer's spare, adopted now; `path` itself when none is left.
+    /// the peer's spare, adopted now, else an end of a circuit to the peer
+    /// that no connection uses (the peer dialed through a relay too: a
+    /// connection dialed straight has no circuit behind it on this side),
+    /// adopted now; `path` itself when none is left.
     pub(super) fn fallback_path(&mut self, handle: ConnectionHandle, path: RealPath) -> RealPath {
         if let RealPath::Relay { relay, circuit } = path
             && self.relay_client.has_end(&relay, circuit)
@@ -601,10 +604,21 @@ impl Node {
             return *behind;
         }
         let adopted = peer.and_then(|peer| self.relay_client.adopt_spare(&peer, virtual_addr));
+        // Else a circuit end to the peer that no connection uses (the peer
+        // also dialed us through a relay, behind this connection).
+        let unused = || {
+            let ends = self.relay_client.ends_to(&peer?);
+            ends.into_iter()
+                .find(|at| self.conns.values().all(|c| c.virtual_addr != *at))
+        };
+        let adopted = match adopted {
+            Some(adopted) => Some(adopted),
+            None => unused().and_then(|at| self.relay_client.adopt_end_at(at, virtual_addr)),
+        };
         match adopted {
-            Some((spare, old)) => {
+            Some((circuit, old)) => {
                 self.paths.remove(&old);
-                spare
+                circuit
             }
             None => path,
         }

@@ -583,6 +583,32 @@ impl RelayClient {
         Some((RealPath::Relay { relay, circuit }, old))
     }
 
+    /// Moves our circuit end at `at` (whatever it was opened for) behind
+    /// the connection at `virtual_addr`: the circuit's path and the virtual
+    /// address it had, if there is an end at `at`.
+    pub fn adopt_end_at(
+        &mut self,
+        at: SocketAddr,
+        virtual_addr: SocketAddr,
+    ) -> Option<(RealPath, SocketAddr)> {
+        let (&(relay, circuit), end) = self.ends.iter_mut().find(|(_, e)| e.virtual_addr == at)?;
+        end.virtual_addr = virtual_addr;
+        end.spare = false;
+        end.ready_by = None;
+        Some((RealPath::Relay { relay, circuit }, at))
+    }
+
+    /// The virtual addresses of our circuit ends to `peer`, lowest circuit
+    /// first.
+    pub fn ends_to(&self, peer: &NodeId) -> Vec<SocketAddr> {
+        let mut ends: Vec<(&(NodeId, u64), SocketAddr)> = (self.ends.iter())
+            .filter(|(_, end)| end.peer == *peer)
+            .map(|(key, end)| (key, end.virtual_addr))
+            .collect();
+        ends.sort();
+        ends.into_iter().map(|(_, at)| at).collect()
+    }
+
     /// The peer of the spare circuit behind `virtual_addr`, if it is one.
     pub fn spare_at(&self, virtual_addr: SocketAddr) -> Option<NodeId> {
         (self.ends.values())
