@@ -228,8 +228,9 @@ pub struct NodeCounters {
     /// PINGs repeated after a path switch until the new path acknowledged
     /// one (`connection/handover.rs`).
     pub handover_pings: u64,
-    /// Direct connections no punch watches closed because their data stayed
-    /// unacknowledged, and their probes unanswered, for the silence limit
+    /// Direct connections no punch watches whose data stayed
+    /// unacknowledged, and their probes unanswered, for the silence limit:
+    /// each fell back onto a relay circuit behind it, or was closed
     /// (`node/silence.rs`, `Watched::Peer`).
     pub silent_peers: u64,
     /// Signed probes sent to a relay whose connection fell silent
