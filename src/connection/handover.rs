@@ -39,10 +39,8 @@ pub struct Handover {
     acks_at_switch: u64,
     /// When the next PING is due, while no ACK came since the switch.
     next: Option<Instant>,
-    /// The wait after the next PING.
-    gap: Duration,
-    /// PINGs still allowed.
-    left: u32,
+    /// PINGs repeated since the switch.
+    sent: u32,
 }
 
 impl Handover {
@@ -53,8 +51,7 @@ impl Handover {
         *self = Self {
             acks_at_switch: acks_received,
             next: now.checked_add(FIRST_GAP),
-            gap: FIRST_GAP.saturating_mul(2).min(MAX_GAP),
-            left: MAX_PINGS,
+            sent: 0,
         };
     }
 
@@ -76,9 +73,13 @@ impl Handover {
     pub fn take_due(&mut self, now: Instant) -> bool {
         let due = self.next.is_some_and(|at| at <= now);
         if due {
-            self.left = self.left.saturating_sub(1);
-            self.next = (self.left > 0).then(|| now.checked_add(self.gap)).flatten();
-            self.gap = self.gap.saturating_mul(2).min(MAX_GAP);
+            self.sent += 1;
+            let gap = FIRST_GAP
+                .saturating_mul(2u32.saturating_pow(self.sent))
+                .min(MAX_GAP);
+            self.next = (self.sent < MAX_PINGS)
+                .then(|| now.checked_add(gap))
+                .flatten();
         }
         due
     }

@@ -603,18 +603,19 @@ impl Node {
         if let Some(behind) = self.relay_client.circuits_behind(virtual_addr).first() {
             return *behind;
         }
-        let adopted = peer.and_then(|peer| self.relay_client.adopt_spare(&peer, virtual_addr));
-        // Else a circuit end to the peer that no connection uses (the peer
-        // also dialed us through a relay, behind this connection).
-        let unused = || {
-            let ends = self.relay_client.ends_to(&peer?);
-            ends.into_iter()
-                .find(|at| self.conns.values().all(|c| c.virtual_addr != *at))
+        let Some(peer) = peer else {
+            return path;
         };
-        let adopted = match adopted {
-            Some(adopted) => Some(adopted),
-            None => unused().and_then(|at| self.relay_client.adopt_end_at(at, virtual_addr)),
-        };
+        let adopted = self
+            .relay_client
+            .adopt_spare(&peer, virtual_addr)
+            .or_else(|| {
+                // Else a circuit end to the peer that no connection uses (the
+                // peer also dialed us through a relay, behind this connection).
+                let unused = (self.relay_client.ends_to(&peer).into_iter())
+                    .find(|at| self.conns.values().all(|c| c.virtual_addr != *at))?;
+                self.relay_client.adopt_end_at(unused, virtual_addr)
+            });
         match adopted {
             Some((circuit, old)) => {
                 self.paths.remove(&old);

@@ -31,6 +31,7 @@
 //!
 //! [`RelayConfig::silence`]: crate::relay::RelayConfig::silence
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use quinn_proto::ConnectionHandle;
@@ -96,11 +97,18 @@ impl Parts<'_> {
         if self.server.carries_circuits(id) {
             return Some(Watched::CircuitEnd);
         }
-        match self.paths.real(&conn.virtual_addr) {
-            Some(RealPath::Direct(remote)) if !self.upgrades.watches(remote) => Some(Watched::Peer),
-            _ => None,
-        }
+        unwatched_direct(self.paths, self.upgrades, &conn.virtual_addr).then_some(Watched::Peer)
     }
+}
+
+/// Whether the connection at `virtual_addr` runs on a direct path that no
+/// punch's liveness watch judges (it was dialed or accepted straight).
+pub(super) fn unwatched_direct(
+    paths: &PathTable,
+    upgrades: &Upgrades,
+    virtual_addr: &SocketAddr,
+) -> bool {
+    matches!(paths.real(virtual_addr), Some(RealPath::Direct(remote)) if !upgrades.watches(remote))
 }
 
 impl Watched {

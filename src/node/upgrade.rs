@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use quinn_proto::ConnectionHandle;
 
-use super::{CloseCause, Event, Node};
+use super::{CloseCause, Event, Node, silence};
 use crate::connection::Phase;
 use crate::contract::{Child, Datagram, Output};
 use crate::id::NodeId;
@@ -108,15 +108,11 @@ impl Node {
         let Some(conn) = self.conns.get(&handle) else {
             return;
         };
-        let (Some(id), rtt) = (conn.pool_id, conn.quinn.rtt()) else {
+        let Some(id) = conn.pool_id else {
             return;
         };
-        let unwatched = match self.paths.real(&conn.virtual_addr) {
-            Some(RealPath::Direct(remote)) => !self.upgrades.watches(remote),
-            _ => false,
-        };
-        if unwatched {
-            let grace = self.config.relay.silence.wait(rtt).limit;
+        if silence::unwatched_direct(&self.paths, &self.upgrades, &conn.virtual_addr) {
+            let grace = self.config.relay.silence.wait(conn.quinn.rtt()).limit;
             self.peer_falls_back(now, handle, grace);
         } else if self.upgrades.handle_heard_relayed(now, id) {
             self.drive_upgrades(now);

@@ -480,16 +480,27 @@ impl Upgrades {
     /// `remote` (a path the connection was dialed or accepted on straight
     /// has none: the Node's silence watch judges it).
     pub fn watches(&self, remote: SocketAddr) -> bool {
-        let session = self.direct.get(&remote).and_then(|c| self.sessions.get(c));
-        matches!(session.map(|s| &s.stage), Some(Stage::Direct(_, live)) if live.remote() == remote)
+        self.watch_of(remote).is_some()
     }
 
     /// Whether a packet from `remote` would be news: the watch of a direct
     /// path to it waits. The Node then checks the packet is authentic and
     /// says so with [`Upgrades::handle_heard`].
     pub fn waiting_for(&self, remote: SocketAddr) -> bool {
-        let session = self.direct.get(&remote).and_then(|c| self.sessions.get(c));
-        matches!(session.map(|s| &s.stage), Some(Stage::Direct(_, live)) if live.remote() == remote && live.waiting())
+        self.watch_of(remote).is_some_and(Liveness::waiting)
+    }
+
+    /// The liveness watch of the punched direct path to `remote`, if one
+    /// judges it.
+    fn watch_of(&self, remote: SocketAddr) -> Option<&Liveness> {
+        let session = self
+            .direct
+            .get(&remote)
+            .and_then(|c| self.sessions.get(c))?;
+        match &session.stage {
+            Stage::Direct(_, live) if live.remote() == remote => Some(live),
+            _ => None,
+        }
     }
 
     /// An authentic packet of the peer at `remote` (one that decrypted and

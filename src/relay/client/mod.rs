@@ -598,8 +598,8 @@ impl RelayClient {
         Some((RealPath::Relay { relay, circuit }, at))
     }
 
-    /// The virtual addresses of our circuit ends to `peer`, lowest circuit
-    /// first.
+    /// The virtual addresses of our circuit ends to `peer`, in the order of
+    /// their relay and circuit ids.
     pub fn ends_to(&self, peer: &NodeId) -> Vec<SocketAddr> {
         let mut ends: Vec<(&(NodeId, u64), SocketAddr)> = (self.ends.iter())
             .filter(|(_, end)| end.peer == *peer)
