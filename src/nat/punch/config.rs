@@ -126,6 +126,38 @@ impl PunchConfig {
         self.min_lead.max(rtt / 4)
     }
 
+    /// How long after the agreed start the follower's first full-TTL probe leaves, for a
+    /// measured `rtt` of the relayed connection: half the round trip plus one lead.
+    ///
+    /// The opener's burst opens its NAT only once it has crossed the opener's own access
+    /// link, and a slow one (a cellular or satellite hop between a host and its carrier NAT)
+    /// may take up to half the relayed round trip. A follower probing one lead after the
+    /// start would reach the opener's NAT before the burst and plant the entry the burst is
+    /// there to prevent (the ladder's satellite rung saw it: the follower's probe arrived
+    /// 100 ms before the opener's burst, 750 ms into a 757 ms round trip). `0` when there is
+    /// no lead (the naive race).
+    pub fn follow_after(&self, rtt: Duration) -> Duration {
+        let lead = self.lead(rtt);
+        if lead.is_zero() {
+            return Duration::ZERO;
+        }
+        (rtt / 2).saturating_add(lead)
+    }
+
+    /// How long after the agreed start the opener's own full-TTL probes (and its opening
+    /// TTLs that might reach the peer's NAT) leave: once the follower's first probe
+    /// ([`PunchConfig::follow_after`]) has crossed the follower's own access link, up to half
+    /// the round trip, and left its NAT, with one lead more for the error of the start.
+    pub fn open_after(&self, rtt: Duration) -> Duration {
+        let lead = self.lead(rtt);
+        if lead.is_zero() {
+            return Duration::ZERO;
+        }
+        self.follow_after(rtt)
+            .saturating_add(rtt / 2)
+            .saturating_add(lead)
+    }
+
     /// How long one attempt lasts for a measured `rtt`.
     pub fn attempt_len(&self, rtt: Duration) -> Duration {
         self.attempt_duration.max(rtt.saturating_mul(8))
@@ -154,6 +186,22 @@ mod tests {
         let ttls: Vec<u8> = (0..5).map(|a| config.open_ttl(a)).collect();
         assert_eq!(ttls, [2, 4, 6, 8, 8]);
         assert_eq!(PunchConfig::naive().open_ttl(3), 0);
+    }
+
+    #[test]
+    fn the_follower_waits_half_a_round_trip_and_a_lead_the_opener_a_round_trip_and_two() {
+        let config = PunchConfig::default();
+        let ms = Duration::from_millis;
+        // 757 ms: the ladder's satellite rung, relayed.
+        assert_eq!(config.follow_after(ms(757)), ms(757) / 2 + ms(757) / 4);
+        assert_eq!(config.open_after(ms(757)), ms(757) + ms(757) / 2);
+        // A short round trip keeps the 20 ms lead.
+        assert_eq!(config.follow_after(ms(10)), ms(25));
+        assert_eq!(config.open_after(ms(10)), ms(50));
+        // The naive race probes at the start on both sides.
+        let naive = PunchConfig::naive();
+        assert_eq!(naive.follow_after(ms(757)), Duration::ZERO);
+        assert_eq!(naive.open_after(ms(757)), Duration::ZERO);
     }
 
     #[test]

@@ -18,7 +18,8 @@ use crate::{Datagram, Input, Machine, Output, SocketRequest, Transmit};
 pub enum Role {
     /// Opens its own NAT first with a TTL-limited burst, then probes.
     Opener,
-    /// Probes with full TTL one lead after the agreed start, when the opener's NAT is open.
+    /// Probes with full TTL once the opener's burst has opened the opener's NAT
+    /// ([`PunchConfig::follow_after`] the agreed start).
     Follower,
 }
 
@@ -189,8 +190,9 @@ struct Attempt {
     checks: u32,
     announced: bool,
     burst_sent: bool,
-    /// When the opener sends the TTLs above the first attempt's (one lead after the
-    /// start, once the follower's first probe has left its NAT); `None`: none to send.
+    /// When the opener sends the TTLs above the first attempt's (with its full rounds,
+    /// once the follower's first probe has left its NAT: [`PunchConfig::open_after`]);
+    /// `None`: none to send.
     deep_at: Option<Instant>,
 }
 
@@ -499,10 +501,9 @@ impl Puncher {
             .checked_add(offset)
             .unwrap_or(self.plan.start);
         let role = self.plan.role.in_attempt(index);
-        let lead = self.config.lead(rtt);
         let first_round = match role {
-            Role::Opener => lead.saturating_mul(2),
-            Role::Follower => lead,
+            Role::Opener => self.config.open_after(rtt),
+            Role::Follower => self.config.follow_after(rtt),
         };
         let open_ttl = match (self.counted_ttl(), role) {
             (Some(ttl), _) => ttl,
@@ -521,7 +522,7 @@ impl Puncher {
             announced: false,
             burst_sent: false,
             deep_at: (self.counted_ttl().is_none() && open_ttl > self.config.first_open_ttl)
-                .then(|| starts.checked_add(lead))
+                .then(|| starts.checked_add(self.config.open_after(rtt)))
                 .flatten(),
         }
     }
@@ -564,7 +565,7 @@ impl Puncher {
     /// parts together cover 1 up to the attempt's opening TTL; whichever TTL just crosses
     /// our own NATs opens their mappings toward the peer. The low part (up to the first
     /// attempt's TTL) goes at the start and is meant to die before the peer's NAT; the
-    /// grown part goes one lead later, after the follower's first probe has left its NAT,
+    /// grown part goes with the full rounds, after the follower's first probe has left its NAT,
     /// so even a TTL that reaches the peer's NAT (which on Linux plants a conntrack entry
     /// even when the TTL expires there) arrives after the peer's own mapping exists.
     fn burst(&mut self, now: Instant, attempt: &mut Attempt, ttls: std::ops::RangeInclusive<u8>) {
@@ -635,13 +636,15 @@ impl Puncher {
     }
 
     /// At an attempt's start: the hard side opens its mappings from every extra socket, the
-    /// easy side starts its draw two leads later (after the hard side's openings left).
+    /// easy side starts its draw a lead after a follower's first probe would (after the
+    /// hard side's openings crossed its access link and its NAT).
     fn start_search(&mut self, now: Instant, attempt: &Attempt) {
         let open = self.sockets.as_ref().map(|s| s.open().to_vec());
         self.open_from(now, &open.unwrap_or_default());
-        let lead = self.config.lead(self.plan.rtt).saturating_mul(2);
+        let rtt = self.plan.rtt;
+        let after = (self.config.follow_after(rtt)).saturating_add(self.config.lead(rtt));
         if let Some(draw) = &mut self.draw {
-            draw.begin(attempt.starts.checked_add(lead).unwrap_or(now));
+            draw.begin(attempt.starts.checked_add(after).unwrap_or(now));
         }
     }
 
@@ -924,7 +927,7 @@ mod tests {
         let ms = Duration::from_millis;
         let (v4, v6) = ("198.51.100.2:4433", "[2001:db8:b::11]:4433");
         let mut p = Puncher::new(PunchConfig::default(), plan(t0, &[v4, v6], true), t0);
-        let round = probes(&mut p, t0 + ms(20));
+        let round = probes(&mut p, t0 + ms(40));
         // IPv6 first in the round.
         assert_eq!(round[0].0, v6.parse().unwrap());
         let id = |addr: &str| {
@@ -934,10 +937,10 @@ mod tests {
                 .unwrap()
                 .1
         };
-        answer(&mut p, t0 + ms(21), v4.parse().unwrap(), id(v4));
+        answer(&mut p, t0 + ms(41), v4.parse().unwrap(), id(v4));
         assert_eq!(winner(&mut p), None);
         assert!(!p.is_finished());
-        answer(&mut p, t0 + ms(30), v6.parse().unwrap(), id(v6));
+        answer(&mut p, t0 + ms(50), v6.parse().unwrap(), id(v6));
         let won = winner(&mut p).expect("the IPv6 pair won");
         assert_eq!(won.remote, v6.parse().unwrap());
         assert_eq!(won.rtt, ms(10));
@@ -951,18 +954,18 @@ mod tests {
         let config = PunchConfig::default();
         let wait = config.ipv6_wait(ms(40));
         let mut p = Puncher::new(config, plan(t0, &[v4, v6], true), t0);
-        let round = probes(&mut p, t0 + ms(20));
+        let round = probes(&mut p, t0 + ms(40));
         let v4_id = round.iter().find(|r| r.0 == v4.parse().unwrap()).unwrap().1;
-        answer(&mut p, t0 + ms(22), v4.parse().unwrap(), v4_id);
+        answer(&mut p, t0 + ms(42), v4.parse().unwrap(), v4_id);
         assert_eq!(winner(&mut p), None);
-        assert!(p.poll_timeout().unwrap() <= t0 + ms(22) + wait);
-        p.handle_timeout(t0 + ms(22) + wait - ms(1));
+        assert!(p.poll_timeout().unwrap() <= t0 + ms(42) + wait);
+        p.handle_timeout(t0 + ms(42) + wait - ms(1));
         assert_eq!(winner(&mut p), None);
-        p.handle_timeout(t0 + ms(22) + wait);
+        p.handle_timeout(t0 + ms(42) + wait);
         let won = winner(&mut p).expect("the IPv4 pair won");
         assert_eq!(won.remote, v4.parse().unwrap());
         assert_eq!(won.rtt, ms(2));
-        assert_eq!(won.elapsed, ms(22) + wait);
+        assert_eq!(won.elapsed, ms(42) + wait);
     }
 
     #[test]
@@ -971,8 +974,8 @@ mod tests {
         let ms = Duration::from_millis;
         let v4 = "198.51.100.2:4433";
         let mut p = Puncher::new(PunchConfig::default(), plan(t0, &[v4], false), t0);
-        let round = probes(&mut p, t0 + ms(20));
-        answer(&mut p, t0 + ms(21), v4.parse().unwrap(), round[0].1);
+        let round = probes(&mut p, t0 + ms(40));
+        answer(&mut p, t0 + ms(41), v4.parse().unwrap(), round[0].1);
         assert_eq!(winner(&mut p).map(|w| w.remote), Some(v4.parse().unwrap()));
         // Classes that rule out the IPv4 punch do not rule out an IPv6 pair.
         use crate::nat::stun::{FilteringBehaviour, MappingBehaviour, PortAllocation};
@@ -1008,41 +1011,46 @@ mod tests {
         let config = PunchConfig::default();
         let second = t0 + config.attempt_len(ms(40)) + config.stale_wait;
         // Four hops to the reflector (a home NAT inside a carrier NAT): TTL 3, at the
-        // start, as follower too, and the same TTL in the next attempt.
+        // start, as follower too, and the same TTL in the next attempt. Full TTL follows
+        // half the round trip and a lead (20 ms) later as follower, and once that probe
+        // has crossed the peer's access link (half the round trip more) and a lead as
+        // opener.
         let mut p = Puncher::new(config.clone(), plan_with(t0, Role::Follower, Some(4)), t0);
-        let first = ttls(&mut p, t0, t0 + ms(30));
-        assert_eq!(first, [(ms(0), Some(3)), (ms(20), None)]);
-        let opening = ttls(&mut p, second, second + ms(45));
-        assert_eq!(opening, [(ms(0), Some(3)), (ms(40), None)]);
+        let first = ttls(&mut p, t0, t0 + ms(50));
+        assert_eq!(first, [(ms(0), Some(3)), (ms(40), None)]);
+        let opening = ttls(&mut p, second, second + ms(85));
+        assert_eq!(opening, [(ms(0), Some(3)), (ms(80), None)]);
         // A reflector two hops away leaves no router to die at: the growing schedule.
         for hops in [1, 2] {
             let mut p = Puncher::new(config.clone(), plan_with(t0, Role::Opener, Some(hops)), t0);
-            let grown = ttls(&mut p, t0, t0 + ms(45));
-            assert_eq!(grown, [(ms(0), Some(1)), (ms(0), Some(2)), (ms(40), None)]);
+            let grown = ttls(&mut p, t0, t0 + ms(85));
+            assert_eq!(grown, [(ms(0), Some(1)), (ms(0), Some(2)), (ms(80), None)]);
         }
     }
 
     #[test]
-    fn the_opener_grows_its_ttl_per_attempt_and_sends_the_grown_part_one_lead_later() {
+    fn the_opener_grows_its_ttl_per_attempt_and_sends_the_grown_part_after_the_followers_probe() {
         let t0 = crate::test_epoch();
         let ms = Duration::from_millis;
         let plan = plan_with(t0, Role::Follower, None);
         let config = PunchConfig::default();
         let second = t0 + config.attempt_len(plan.rtt) + config.stale_wait;
         let mut p = Puncher::new(config, plan, t0);
-        // First attempt: we follow, full TTL only, one lead (20 ms) after the start.
-        let first = ttls(&mut p, t0, t0 + ms(30));
-        assert_eq!(first, [(ms(20), None)]);
-        // Second attempt: we open, TTL 1-2 at its start, 3-4 one lead later, rounds after.
-        let opening = ttls(&mut p, second, second + ms(45));
+        // First attempt: we follow, full TTL only, half the round trip (40 ms) and one lead
+        // (20 ms) after the start.
+        let first = ttls(&mut p, t0, t0 + ms(50));
+        assert_eq!(first, [(ms(40), None)]);
+        // Second attempt: we open, TTL 1-2 at its start; 3-4 and the full rounds once the
+        // follower's probe has left its NAT: a round trip and two leads later.
+        let opening = ttls(&mut p, second, second + ms(85));
         assert_eq!(
             opening,
             [
                 (ms(0), Some(1)),
                 (ms(0), Some(2)),
-                (ms(20), Some(3)),
-                (ms(20), Some(4)),
-                (ms(40), None)
+                (ms(80), Some(3)),
+                (ms(80), Some(4)),
+                (ms(80), None)
             ]
         );
     }
@@ -1191,7 +1199,8 @@ mod tests {
         let ms = Duration::from_millis;
         let config = small_search();
         let plan = search_plan(t0, SearchSide::Easy);
-        let (start_draw, len) = (config.lead(plan.rtt) * 2, config.attempt_len(plan.rtt));
+        let start_draw = config.follow_after(plan.rtt) + config.lead(plan.rtt);
+        let len = config.attempt_len(plan.rtt);
         let mut p = Puncher::new(config.clone(), plan, t0);
         assert_eq!(p.search_target(), Some("198.51.100.2".parse().unwrap()));
         p.grant_search(u64::MAX);
@@ -1208,7 +1217,7 @@ mod tests {
         p.handle_timeout(t0 + start_draw - ms(1));
         assert!(
             searched(&outputs(&mut p).0).is_empty(),
-            "not before two leads"
+            "not before the follower's time and a lead"
         );
         let mut drawn = Vec::new();
         let mut now = t0 + start_draw;
@@ -1331,7 +1340,7 @@ mod tests {
             ..plan(t0, &[v4, v6], false)
         };
         let mut p = Puncher::new(PunchConfig::default(), plan.clone(), t0);
-        p.handle_timeout(t0 + ms(20));
+        p.handle_timeout(t0 + ms(40));
         let (sent, asked, _) = outputs(&mut p);
         assert!(asked.is_empty(), "the owner opened it");
         // IPv4 probes leave from the fresh socket, IPv6 ones from the main socket.
@@ -1345,7 +1354,7 @@ mod tests {
         id[..8].copy_from_slice(b"macpunch");
         let request = signed(Message::binding(Class::Request, TransactionId(id)));
         let peer: SocketAddr = v4.parse().unwrap();
-        assert!(p.handle_datagram(t0 + ms(30), fresh, peer, &request));
+        assert!(p.handle_datagram(t0 + ms(50), fresh, peer, &request));
         let (sent, _, _) = outputs(&mut p);
         assert!(sent.iter().all(|t| t.source == Some(fresh)) && sent.len() == 2);
         let check = decode(&sent[1].payload).unwrap().message.transaction_id;

@@ -16,21 +16,29 @@
 //!    attempt's opening TTL. The TTL that just crosses the opener's own NAT(s) creates the
 //!    mappings toward the peer; none of them is meant to live long enough to reach the
 //!    peer's NAT, so nothing is planted there.
-//! 2. **Lead.** The follower probes with the default TTL one *lead* after the start
-//!    (`max(20 ms, rtt/4)`, larger than the error of the agreed time): its probes open its
-//!    own NAT and arrive at the opener's NAT after the burst opened it, so they pass; the
-//!    opener answers and probes back. The opener's own full-TTL rounds start two leads
-//!    after the start — after the follower's first probe has left the follower's NAT —
-//!    so they never arrive first either. Full-TTL rounds repeat with doubling gaps (50 ms
-//!    up to 500 ms), which also carries pairs through loss and through NATs whose depth
-//!    the burst did not reach.
+//! 2. **Lead.** A host's NAT may sit at the far end of a slow access link (a cellular or
+//!    satellite hop in front of a carrier NAT), which the burst must cross before it opens
+//!    anything; neither side knows how the round trip `rtt` of the relayed connection
+//!    splits, but neither access link takes more than half of it. So the follower probes
+//!    with the default TTL half the round trip and one *lead* after the start (`rtt/2 +
+//!    max(20 ms, rtt/4)`, the lead larger than the error of the agreed time,
+//!    [`PunchConfig::follow_after`]): its probes open its own NAT and arrive at the
+//!    opener's NAT after the burst opened it, so they pass; the opener answers and probes
+//!    back. The opener's own full-TTL rounds start half a round trip and a lead after
+//!    that ([`PunchConfig::open_after`]) — after the follower's first probe has crossed
+//!    the follower's access link and left its NAT — so they never arrive first either.
+//!    (The simulator's ladder found the half round trip missing: on a satellite link in
+//!    front of the opener, the follower's probe one lead after the start reached the
+//!    opener's NAT 100 ms before the burst did.) Full-TTL rounds repeat with doubling gaps
+//!    (50 ms up to 500 ms), which also carries pairs through loss and through NATs whose
+//!    depth the burst did not reach.
 //! 3. **TTL is not one fixed value.** The largest opening TTL starts at 2 (one NAT right
 //!    in front of the host, dying at the next router, as in the lab) and grows by 2 with
 //!    every attempt (4, 6, capped at 8), so a host behind a home NAT inside a carrier NAT
 //!    opens both by its second attempt; and within a burst every TTL from 1 up is sent, so
 //!    whatever the host's NAT depth, one of them is just right. The grown TTLs (above the
-//!    first attempt's) leave one lead after the start, once the follower's first probe has
-//!    left its NAT: if one of them does reach the peer's NAT (Linux lets a packet arriving
+//!    first attempt's) leave with the opener's full rounds, once the follower's first probe
+//!    has left its NAT: if one of them does reach the peer's NAT (Linux lets a packet arriving
 //!    there with TTL 1 plant a conntrack entry), the peer's mapping toward us exists by then. Roles swap on every retry:
 //!    the side whose burst was too short in one attempt follows in the next, and the other
 //!    side's burst (possibly right) goes first.
@@ -69,7 +77,7 @@
 //!    each attempt's start, sends one probe from each toward the easy side's reflexive
 //!    address with the opening TTL (counted hops − 1, else 2), which opens one mapping of
 //!    its NAT per socket and dies before the easy side's NAT, planting nothing there. The
-//!    **easy** side, two leads later, probes distinct random ports of the hard side's NAT
+//!    **easy** side, a lead after a follower would probe, probes distinct random ports of the hard side's NAT
 //!    address (the IP of the peer's own announced reflexive candidate, nothing else),
 //!    [`PunchConfig::search_batch`] every [`PunchConfig::search_interval`] and at most
 //!    [`PunchConfig::search_probes`] per attempt: its endpoint-independent mapping makes its

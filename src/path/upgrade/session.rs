@@ -209,7 +209,7 @@ impl Upgrades {
         }
         match message {
             Message::PunchOffer(offer) => self.on_offer(now, link, offer),
-            Message::PunchAnswer(answer) => self.on_answer(now, link.conn, answer),
+            Message::PunchAnswer(answer) => self.on_answer(now, &link, answer),
             Message::PunchSync(sync) => self.on_sync(now, link, sync),
             _ => {}
         }
@@ -252,7 +252,8 @@ impl Upgrades {
         self.sessions.insert(link.conn, session);
     }
 
-    fn on_answer(&mut self, now: Instant, conn: ConnId, answer: PunchAnswer) {
+    fn on_answer(&mut self, now: Instant, link: &PunchLink, answer: PunchAnswer) {
+        let conn = link.conn;
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -263,7 +264,13 @@ impl Upgrades {
             return;
         }
         session.remote_nat = NatClass::from(&answer.nat);
-        let rtt = now.saturating_duration_since(at);
+        // One sample, inflated when the offer or the answer was lost and sent again; the
+        // connection's own estimate keeps the start from drifting a retransmission late.
+        let sample = now.saturating_duration_since(at);
+        let rtt = match link.rtt.is_zero() {
+            true => sample,
+            false => sample.min(link.rtt),
+        };
         let sync = PunchSync {
             request_id: answer.request_id,
             start_in_ms: 0,

@@ -285,6 +285,30 @@ fn an_unanswered_offer_gives_up_and_early_timeouts_are_no_ops() {
     assert_eq!(a.machine.poll_timeout(), None);
 }
 
+#[test]
+fn an_answer_delayed_by_a_resend_does_not_push_the_openers_start_back() {
+    let start = crate::test_epoch();
+    let ms = Duration::from_millis;
+    let mut a = side(1, "192.0.2.1:4000", 10, B);
+    let mut b = side(2, "192.0.2.2:5000", 20, A);
+    a.machine.handle_ready(start, a.link, true);
+    deliver(start, &mut a, &mut b);
+    // The ANSWER reaches A two seconds after the OFFER left (a resend), while the
+    // connection's own estimate is 20 ms: A starts half of that after sending PUNCH_SYNC,
+    // about when B receives it, not a second later.
+    let answered = start + ms(2000);
+    deliver(answered, &mut b, &mut a);
+    let opening = |outputs: &[UpgradeOutput]| {
+        (outputs.iter()).any(|o| matches!(o, UpgradeOutput::Transmit(t) if t.destination == b.addr))
+    };
+    assert!(!opening(&drain(&mut a.machine)));
+    a.machine.handle_timeout(answered + ms(10));
+    assert!(
+        opening(&drain(&mut a.machine)),
+        "the burst leaves at the start"
+    );
+}
+
 /// A PUNCH_OFFER from the peer of `link`, naming `candidates` and keyed with `key`.
 fn offer(request_id: u64, candidates: &[&str], key: [u8; 32]) -> Message {
     Message::from(PunchOffer {
