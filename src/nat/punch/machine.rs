@@ -704,7 +704,7 @@ impl Puncher {
 
     /// Answers a peer's probe from `from` that arrived on `local` (an extra socket; `None`:
     /// the main one), learns `from` if it is new, and probes it back at once from the same
-    /// socket (a triggered check).
+    /// socket (a triggered check), within an attempt or between two.
     fn answer(
         &mut self,
         now: Instant,
@@ -735,11 +735,13 @@ impl Puncher {
         if let (Some(hard), None) = (hard, self.found) {
             self.found = Some((hard, target));
         }
+        // Also before an attempt's start, between attempts: the peer's probe crossed its NAT
+        // to us, so ours back to where it came from passes that NAT and plants nothing. A
+        // peer whose probe we answer wins; without this check we would stay relayed until
+        // our next attempt, 31 s on, while the peer went direct.
         if let State::Running(mut attempt) = self.state {
-            if now >= attempt.starts {
-                self.probe_from(now, &mut attempt, local, target, None);
-                self.state = State::Running(attempt);
-            }
+            self.probe_from(now, &mut attempt, local, target, None);
+            self.state = State::Running(attempt);
         }
     }
 
@@ -1113,6 +1115,51 @@ mod tests {
     }
 
     use bytes::Bytes;
+
+    #[test]
+    fn a_peer_probe_between_attempts_is_probed_back_and_its_answer_wins() {
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let peer: SocketAddr = "198.51.100.2:4433".parse().unwrap();
+        let config = PunchConfig::default();
+        let plan = plan_with(t0, Role::Opener, None);
+        let first_ends = t0 + config.attempt_len(plan.rtt);
+        let mut p = Puncher::new(config, plan, t0);
+        p.handle_timeout(first_ends);
+        let (_, _, events) = outputs(&mut p);
+        assert!(
+            matches!(
+                events[..],
+                [.., PunchEvent::AttemptFailed { attempt: 0, .. }]
+            ),
+            "{events:?}"
+        );
+        // The peer started late (its PUNCH_SYNC was lost and sent again): its probe comes
+        // 700 ms after our attempt gave up, 30 s before our next one.
+        let mut id = [0u8; 12];
+        id[..8].copy_from_slice(b"macpunch");
+        id[8] = 0x80;
+        let late = first_ends + ms(700);
+        let request = signed(Message::binding(Class::Request, TransactionId(id)));
+        assert!(p.handle_datagram(late, MAIN, peer, &request));
+        let (sent, _, _) = outputs(&mut p);
+        let kinds: Vec<Class> = (sent.iter())
+            .map(|t| decode(&t.payload).unwrap().message.class)
+            .collect();
+        assert_eq!(
+            kinds,
+            [Class::Success, Class::Request],
+            "answered and probed back"
+        );
+        assert!(
+            sent.iter()
+                .all(|t| t.destination == peer && t.ttl.is_none())
+        );
+        let check = decode(&sent[1].payload).unwrap().message.transaction_id;
+        answer(&mut p, late + ms(40), peer, check);
+        let won = winner(&mut p).expect("the peer's answer wins");
+        assert_eq!(won.remote, peer);
+    }
 
     #[test]
     fn the_hard_side_opens_capped_sockets_answers_on_them_and_keeps_only_the_winner() {
