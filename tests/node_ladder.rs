@@ -156,6 +156,16 @@ fn satellite_the_follower_waits_for_the_openers_burst_to_cross_its_link() {
     }
 }
 
+/// Very bad cellular, seed 4, full-cone × cgn-double lost 672: A's PUNCH_SYNC took 3.8 s
+/// to cross A's link, so B's attempt began as A's ended; A answered B's probes, B went
+/// direct, and A, between attempts, stayed relayed until the circuit B no longer used
+/// timed out. A peer's probe between attempts is now probed back at once.
+#[test]
+fn very_bad_cellular_a_late_peers_probe_between_attempts_is_probed_back() {
+    let pairing = Pairing::Separate(NatKind::FullCone, NatKind::CarrierGradeDouble);
+    loses_nothing(Rung::VeryBadCellular, 4, pairing);
+}
+
 /// Very bad cellular, sym-seq × full-cone lost 688: A's uplink lost every packet for
 /// seconds, QUIC backed off to a packet per probe timeout, and A's relay connection was
 /// judged silent at 3 s with the relay alive. A silent relay connection now probes the
