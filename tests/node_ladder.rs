@@ -166,6 +166,18 @@ fn very_bad_cellular_a_late_peers_probe_between_attempts_is_probed_back() {
     loses_nothing(Rung::VeryBadCellular, 4, pairing);
 }
 
+/// Very bad cellular, seed 5, open × full-cone lost 454 (as did open × addr-restr,
+/// port-restr and masquerade): a 5 s burst on A's uplink, right as the direct path was cut,
+/// left A's calls to its one relay unacknowledged; A closed the relay connection, with its
+/// reservation and the circuit B fell back onto, 0.3 s before the relay's answer to the
+/// burst's first surviving packet came. The only relay now waits three times the probe
+/// timeouts, up to 10 s (`SilenceLimit::lone_relay`).
+#[test]
+fn very_bad_cellular_the_only_relay_outlasts_a_burst_on_the_uplink() {
+    let pairing = Pairing::Separate(NatKind::Open, NatKind::FullCone);
+    loses_nothing(Rung::VeryBadCellular, 5, pairing);
+}
+
 /// Very bad cellular, sym-seq × full-cone lost 688: A's uplink lost every packet for
 /// seconds, QUIC backed off to a packet per probe timeout, and A's relay connection was
 /// judged silent at 3 s with the relay alive. A silent relay connection now probes the

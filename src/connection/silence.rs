@@ -94,6 +94,19 @@ impl SilenceLimit {
         }
     }
 
+    /// The limit of a connection to the only relay we hold a reservation
+    /// on: three times the probe timeouts, up to `circuit_ceiling`. With
+    /// nowhere to move its circuits, closing it gains nothing, and its
+    /// silence is as often a burst of loss on our own access link: on the
+    /// ladder's very bad cellular rung a 5 s burst on the uplink closed it
+    /// with the relay alive, 0.3 s before the burst's end was answered.
+    pub fn lone_relay(&self) -> SilenceLimit {
+        SilenceLimit {
+            ptos: self.ptos.saturating_mul(3),
+            ..self.circuit()
+        }
+    }
+
     /// The wait of a connection to a relay whose smoothed RTT is `rtt`:
     /// [`SilenceLimit::wait`], probing the relay every `probe_every` from
     /// one round trip (and the peer's ACK delay) into a silence.
@@ -397,6 +410,21 @@ mod tests {
             ..limit
         };
         assert_eq!(inverted.after(Duration::ZERO), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn the_only_relay_waits_three_times_the_probe_timeouts_up_to_the_circuit_ceiling() {
+        let limit = SilenceLimit::default();
+        let lone = limit.lone_relay();
+        let ms = Duration::from_millis;
+        // Fast links keep the floor.
+        assert_eq!(lone.after(ms(10)), ms(1500));
+        // 9 × (3 × 200 + 25) ms, where the shared limit stops at 3.
+        assert_eq!(lone.after(ms(200)), ms(5625));
+        assert_eq!(limit.after(ms(200)), ms(1875));
+        // Very bad cellular's relayed round trip, 10 s at most.
+        assert_eq!(lone.after(ms(550)), Duration::from_secs(10));
+        assert_eq!(lone.probe_every, limit.probe_every);
     }
 
     #[test]

@@ -47,8 +47,16 @@ use crate::wire::DisconnectReason;
 /// Which relay part a watched connection is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Watched {
-    /// Our connection to this relay.
+    /// Our connection to this relay, while we hold a reservation on
+    /// another relay too.
     Relay(NodeId),
+    /// Our connection to this relay, the only one we hold a reservation on
+    /// (or none): there is nowhere to move its circuits, so closing it gains
+    /// nothing, and a silence of our one relay is as often a burst of loss
+    /// on our own access link (the ladder's very bad cellular rung closed it
+    /// with the relay alive, and every call over its circuits was lost). It
+    /// waits longer ([`SilenceLimit::lone_relay`]).
+    LoneRelay(NodeId),
     /// An end-to-end connection over our circuit `circuit` through `relay`.
     Circuit {
         /// The relay.
@@ -92,7 +100,10 @@ impl Parts<'_> {
         }
         let id = conn.pool_id?;
         if let Some(relay) = conn.peer.filter(|peer| self.client.relies_on(id, peer)) {
-            return Some(Watched::Relay(relay));
+            return Some(match self.client.reserved_elsewhere(&relay) {
+                true => Watched::Relay(relay),
+                false => Watched::LoneRelay(relay),
+            });
         }
         if self.server.carries_circuits(id) {
             return Some(Watched::CircuitEnd);
@@ -115,11 +126,12 @@ impl Watched {
     /// How long `conn`, watched so, may stay silent under `limit`: a
     /// connection to a relay, or to a circuit's end, probes its peer
     /// meanwhile (`connection/probe.rs`); a connection over a circuit waits
-    /// up to the circuit ceiling.
+    /// up to the circuit ceiling, one to our only relay longer still.
     pub(super) fn wait(self, limit: SilenceLimit, conn: &Conn) -> Wait {
         let rtt = conn.quinn.rtt();
         match self {
             Watched::Relay(_) | Watched::CircuitEnd => limit.probing_wait(rtt),
+            Watched::LoneRelay(_) => limit.lone_relay().probing_wait(rtt),
             Watched::Peer => limit.peer_wait(rtt),
             Watched::Circuit { .. } => limit.circuit().wait(rtt),
         }
@@ -200,7 +212,7 @@ impl Node {
                         self.close_connection(now, handle, DisconnectReason::Normal, detail, cause);
                     }
                 }
-                Watched::Relay(relay) => {
+                Watched::Relay(relay) | Watched::LoneRelay(relay) => {
                     self.relay_client.handle_relay_silent(now, relay);
                     let cause = CloseCause::Transport(format!("relay silent: {detail}"));
                     self.close_connection(now, handle, DisconnectReason::Normal, detail, cause);

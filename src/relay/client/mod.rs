@@ -303,6 +303,12 @@ impl RelayClient {
         relays
     }
 
+    /// Whether a reservation of ours is held now on a relay other than
+    /// `relay`: somewhere to move circuits should `relay` die.
+    pub fn reserved_elsewhere(&self, relay: &NodeId) -> bool {
+        (self.reservations.iter()).any(|(id, r)| id != relay && r.expires.is_some())
+    }
+
     /// Our circuit ends (live, or kept as a backup).
     pub fn end_count(&self) -> usize {
         self.ends.len()
