@@ -156,6 +156,22 @@ fn satellite_the_follower_waits_for_the_openers_burst_to_cross_its_link() {
     }
 }
 
+/// Congested Wi-Fi (40 ms RTT, 12 ms of jitter), seed 11: sym-seq × sym-seq stayed relayed
+/// (in 9 of 20 seeds). Each side probes the ports it predicts the other's NAT hands out
+/// next, in order; A's first packets to B's candidates left in one burst, the jitter of A's
+/// link reordered them, and A's NAT gave B's predicted ports 40002, 40003, 40001 … the
+/// mappings 40001, 40002, 40003 …, none the one B's probes expected. Behind such a NAT the
+/// first packet to each destination now leaves a gap after the one before (`touch.rs`).
+#[test]
+fn congested_wifi_first_probes_behind_a_sequential_nat_keep_their_order() {
+    use NatKind::*;
+    let pairs = [Pairing::Separate(SymmetricSequential, SymmetricSequential)];
+    for r in run_seeded(Rung::CongestedWifi, 11, &pairs) {
+        assert!(r.direct, "{r:?}");
+        assert_eq!(r.lost_messages(), 0, "{r:?}");
+    }
+}
+
 /// Very bad cellular, seed 4, full-cone × cgn-double lost 672: A's PUNCH_SYNC took 3.8 s
 /// to cross A's link, so B's attempt began as A's ended; A answered B's probes, B went
 /// direct, and A, between attempts, stayed relayed until the circuit B no longer used

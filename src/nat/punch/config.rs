@@ -20,6 +20,10 @@ pub struct PunchConfig {
     /// is `max(min_lead, rtt / 4)` and must outlast the error of the agreed start time
     /// (default 20 ms). `0` with `first_open_ttl: 0` is the naive race.
     pub min_lead: Duration,
+    /// The shortest gap between our first packets to two destinations while our own NAT
+    /// maps each destination to its next sequential port (default 25 ms; the gap is
+    /// `max(this, rtt / 8)`, see [`PunchConfig::touch_gap`]). `0`: no gap.
+    pub min_touch_gap: Duration,
     /// The gap after the first round of checks; it doubles after each round (default 50 ms,
     /// RFC 8445's Ta).
     pub first_interval: Duration,
@@ -77,6 +81,7 @@ impl Default for PunchConfig {
             open_ttl_step: 2,
             max_open_ttl: 8,
             min_lead: Duration::from_millis(20),
+            min_touch_gap: Duration::from_millis(25),
             first_interval: Duration::from_millis(50),
             max_interval: Duration::from_millis(500),
             attempt_duration: Duration::from_secs(4),
@@ -158,6 +163,20 @@ impl PunchConfig {
             .saturating_add(lead)
     }
 
+    /// The gap between our first packets to two destinations, for a measured `rtt`, when
+    /// our NAT maps each new destination to its next port (`max(min_touch_gap, rtt / 8)`,
+    /// at most 100 ms): wider than the jitter of the link in front of our NAT, which would
+    /// otherwise reorder them and with them the ports the peer predicted (the ladder's
+    /// jitter is at most an eighth of its relayed round trip).
+    pub fn touch_gap(&self, rtt: Duration) -> Duration {
+        if self.min_touch_gap.is_zero() {
+            return Duration::ZERO;
+        }
+        self.min_touch_gap
+            .max(rtt / 8)
+            .min(Duration::from_millis(100))
+    }
+
     /// How long one attempt lasts for a measured `rtt`.
     pub fn attempt_len(&self, rtt: Duration) -> Duration {
         self.attempt_duration.max(rtt.saturating_mul(8))
@@ -202,6 +221,20 @@ mod tests {
         let naive = PunchConfig::naive();
         assert_eq!(naive.follow_after(ms(757)), Duration::ZERO);
         assert_eq!(naive.open_after(ms(757)), Duration::ZERO);
+    }
+
+    #[test]
+    fn first_touches_are_spaced_wider_than_an_eighth_of_the_round_trip() {
+        let config = PunchConfig::default();
+        let ms = Duration::from_millis;
+        assert_eq!(config.touch_gap(ms(40)), ms(25));
+        assert_eq!(config.touch_gap(ms(560)), ms(70));
+        assert_eq!(config.touch_gap(ms(2000)), ms(100));
+        let off = PunchConfig {
+            min_touch_gap: Duration::ZERO,
+            ..config
+        };
+        assert_eq!(off.touch_gap(ms(560)), Duration::ZERO);
     }
 
     #[test]

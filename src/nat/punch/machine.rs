@@ -8,6 +8,7 @@ use super::candidate::{Candidate, CandidateKind, ordered};
 use super::config::PunchConfig;
 use super::oracle::{NatClass, SearchSide, direct_possible, plainly_possible, search_side};
 use super::search::{HardSockets, PortDraw};
+use super::touch::FirstTouches;
 use crate::nat::stun::{Attribute, Class, IntegrityKey, Message, Method, TransactionId, decode};
 use crate::scope::is_global_ipv6;
 use crate::{Datagram, Input, Machine, Output, SocketRequest, Transmit};
@@ -242,6 +243,9 @@ pub struct Puncher {
     found: Option<(SocketAddr, Candidate)>,
     /// The fresh socket of [`Plan::socket`] while the punch holds it.
     fresh: Option<SocketAddr>,
+    /// Our first packet to each destination, spaced while our NAT maps each destination
+    /// to its next sequential port.
+    touches: FirstTouches,
 }
 
 impl Puncher {
@@ -265,7 +269,13 @@ impl Puncher {
             (Some(SearchSide::Easy), Some(ip)) => (None, Some(PortDraw::new(ip, plan.seed))),
             _ => (None, None),
         };
+        let touches =
+            FirstTouches::new(match plan.local_nat.maps_each_destination_to_next_port() {
+                true => config.touch_gap(plan.rtt),
+                false => Duration::ZERO,
+            });
         let mut puncher = Self {
+            touches,
             state: State::Failed,
             remote,
             sent: BTreeMap::new(),
@@ -418,6 +428,9 @@ impl Puncher {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
         while let State::Running(mut attempt) = self.state {
+            for held in self.touches.due(now) {
+                self.send_probe(now, held.local, held.target, held.ttl);
+            }
             if let Some(held) = self.held.filter(|h| now >= h.until.min(attempt.ends)) {
                 self.won(now, held.to, held.local, held.mapped, held.rtt);
                 return;
@@ -483,6 +496,7 @@ impl Puncher {
                 let next = self.held.map_or(next, |h| h.until.min(next));
                 let next =
                     (self.draw.as_ref().and_then(PortDraw::due)).map_or(next, |d| d.min(next));
+                let next = self.touches.next_due().map_or(next, |t| t.min(next));
                 Some(a.deep_at.map_or(next, |deep| deep.min(next)))
             }
             _ => None,
@@ -543,6 +557,7 @@ impl Puncher {
     fn next_attempt(&mut self, attempt: Attempt) {
         // Answers to the old attempt's probes would come too late to matter.
         self.sent.clear();
+        self.touches.clear();
         let index = attempt.index + 1;
         if let Some(draw) = &mut self.draw {
             draw.stop();
@@ -601,7 +616,9 @@ impl Puncher {
             Some(_) => self.stats.opening_probes += 1,
             None => self.stats.full_probes += 1,
         }
-        self.send_probe(now, local, target, ttl);
+        if self.touches.admit(now, local, target, ttl) {
+            self.send_probe(now, local, target, ttl);
+        }
     }
 
     /// Sends one probe to `target` from `local`, outside any budget (the caller's job).
@@ -787,6 +804,7 @@ impl Puncher {
         };
         self.held = None;
         self.sent.clear();
+        self.touches.clear();
         self.release(local);
         self.state = State::Succeeded(punched);
         self.event(PunchEvent::Succeeded(punched));
@@ -1055,6 +1073,64 @@ mod tests {
                 (ms(80), None)
             ]
         );
+    }
+
+    #[test]
+    fn behind_a_sequential_symmetric_nat_first_probes_leave_in_order_a_gap_apart() {
+        use crate::nat::stun::{FilteringBehaviour, MappingBehaviour, PortAllocation};
+        let t0 = crate::test_epoch();
+        let ms = Duration::from_millis;
+        let sequential = NatClass {
+            mapping: MappingBehaviour::AddressAndPortDependent,
+            filtering: FilteringBehaviour::AddressAndPortDependent,
+            ports: PortAllocation::Sequential { step: 1 },
+        };
+        let peer = [
+            "198.51.100.2:40001",
+            "198.51.100.2:40002",
+            "198.51.100.2:40003",
+        ];
+        let sent_by = |local_nat: NatClass| {
+            let mut p = Puncher::new(
+                PunchConfig::default(),
+                Plan {
+                    local_nat,
+                    ..plan(t0, &peer, false)
+                },
+                t0,
+            );
+            let mut seen = Vec::new();
+            let mut now = t0;
+            while now <= t0 + ms(120) {
+                p.handle_timeout(now);
+                for t in outputs(&mut p).0 {
+                    seen.push((now - t0, t.destination.port()));
+                }
+                let Some(next) = p.poll_timeout() else { break };
+                now = next.max(now + ms(1));
+            }
+            seen
+        };
+        // The follower's first round (40 ms in), 25 ms between destinations, in order; the
+        // second round (50 ms later) finds every destination touched and goes at once.
+        assert_eq!(
+            sent_by(sequential),
+            [
+                (ms(40), 40001),
+                (ms(65), 40002),
+                (ms(90), 40003),
+                (ms(90), 40001),
+                (ms(90), 40002),
+                (ms(90), 40003)
+            ]
+        );
+        // Any other NAT of ours: the round leaves at once.
+        let masquerade = NatClass {
+            mapping: MappingBehaviour::EndpointIndependent,
+            ..sequential
+        };
+        let round: Vec<(Duration, u16)> = sent_by(masquerade).into_iter().take(3).collect();
+        assert_eq!(round, [(ms(40), 40001), (ms(40), 40002), (ms(40), 40003)]);
     }
 
     /// The classes of a birthday search: we are `side`.

@@ -62,8 +62,14 @@
 //!    with the punch's [`SessionTag`]; an answer carries XOR-MAPPED-ADDRESS. A probe from an
 //!    address the peer never announced becomes a peer-reflexive candidate and is probed back
 //!    at once (triggered check), which is how a side behind a random symmetric NAT is found.
-//!    A probe answered from the address it was sent to wins: [`PunchEvent::Succeeded`]
-//!    names the pair. A won punch keeps answering its peer's probes.
+//!    Every peer probe is probed back, between attempts too: a peer that started late
+//!    (its PUNCH_SYNC was lost and sent again) would otherwise win alone while we stayed
+//!    silent until our next attempt. A probe answered from the address it was sent to
+//!    wins: [`PunchEvent::Succeeded`] names the pair. A won punch keeps answering its
+//!    peer's probes. Behind a NAT that gives each new destination its next sequential port
+//!    (the peer probes the ports it predicts), our first packets to the peer's candidates
+//!    leave in order and a gap apart (`touch.rs`), so jitter on our access link cannot
+//!    reorder them, and with them the ports.
 //! 6. **Skipping.** When both NAT classes are known and [`direct_possible`] says no (see
 //!    [`oracle`]), nothing is sent. Uncertain classes never skip.
 //! 7. **Birthday search for a hard NAT.** A NAT that maps every destination to a new random
@@ -118,6 +124,7 @@ mod config;
 mod machine;
 pub mod oracle;
 mod search;
+mod touch;
 mod wire;
 
 pub use budget::SearchBudget;

@@ -49,16 +49,27 @@ impl NatClass {
         ports: PortAllocation::Uncertain,
     };
 
-    /// Whether this NAT's mapping toward a new destination is unknowable in advance: it
-    /// depends on the destination and its port is drawn at random.
-    fn unpredictable(&self) -> bool {
-        let dependent = matches!(
+    /// Whether this NAT maps a new destination to a new port ("symmetric").
+    fn destination_dependent(&self) -> bool {
+        matches!(
             self.mapping,
             MappingBehaviour::AddressDependent
                 | MappingBehaviour::AddressAndPortDependent
                 | MappingBehaviour::DestinationDependent
-        );
-        dependent && self.ports == PortAllocation::Random
+        )
+    }
+
+    /// Whether this NAT's mapping toward a new destination is unknowable in advance: it
+    /// depends on the destination and its port is drawn at random.
+    fn unpredictable(&self) -> bool {
+        self.destination_dependent() && self.ports == PortAllocation::Random
+    }
+
+    /// Whether this NAT gives each new destination the next port of a sequence, so the
+    /// order in which it sees our first packets decides which port each destination gets
+    /// (and a peer predicting our ports must see them in that order).
+    pub fn maps_each_destination_to_next_port(&self) -> bool {
+        self.destination_dependent() && matches!(self.ports, PortAllocation::Sequential { .. })
     }
 
     /// Whether a NAT of this class admits probes from a peer behind `other` once it has
