@@ -187,11 +187,33 @@ fn very_bad_cellular_a_late_peers_probe_between_attempts_is_probed_back() {
 /// left A's calls to its one relay unacknowledged; A closed the relay connection, with its
 /// reservation and the circuit B fell back onto, 0.3 s before the relay's answer to the
 /// burst's first surviving packet came. The only relay now waits three times the probe
-/// timeouts, up to 10 s (`SilenceLimit::lone_relay`).
+/// timeouts, up to 10 s (`SilenceLimit::patient`).
 #[test]
 fn very_bad_cellular_the_only_relay_outlasts_a_burst_on_the_uplink() {
     let pairing = Pairing::Separate(NatKind::Open, NatKind::FullCone);
     loses_nothing(Rung::VeryBadCellular, 5, pairing);
+}
+
+/// Very bad cellular, seeds 19 and 11: a burst of seconds on A's uplink, and the circuit
+/// judged dead with both ends alive. On seed 19 (sym-seq × open, 545 lost) the relay closed
+/// A's connection, with its circuits, 3 s into the silence; on seed 11 (sym-random ×
+/// sym-random, 627 lost) B's watch of its circuit to A timed it out after three probe
+/// timeouts. A connection with nowhere to move now waits nine, up to 10 s
+/// (`SilenceLimit::patient`).
+#[test]
+fn very_bad_cellular_circuits_and_their_ends_outlast_a_burst_on_the_uplink() {
+    use NatKind::*;
+    loses_nothing(
+        Rung::VeryBadCellular,
+        19,
+        Pairing::Separate(SymmetricSequential, Open),
+    );
+    let r = loses_nothing(
+        Rung::VeryBadCellular,
+        11,
+        Pairing::Separate(SymmetricRandom, SymmetricRandom),
+    );
+    assert!(!r.direct, "{r:?}");
 }
 
 /// Very bad cellular, sym-seq × full-cone lost 688: A's uplink lost every packet for

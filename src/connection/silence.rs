@@ -35,11 +35,12 @@ pub struct SilenceLimit {
     pub floor: Duration,
     /// The longest silence waited for, whatever the RTT.
     pub ceiling: Duration,
-    /// The longest silence waited for on a connection over a relay
-    /// circuit. A dead relay is the relay connection's to find (within
-    /// `ceiling`); what a circuit's silence adds is the queue on the
-    /// relay's streams, which on a lossy link grows with the round trip, so
-    /// its limit may too.
+    /// The longest silence waited for on a connection with nowhere to move
+    /// ([`SilenceLimit::patient`]): over a relay circuit, to our only relay,
+    /// or carrying circuit ends at a relay. A dead relay with another to
+    /// move to is the relay connection's to find (within `ceiling`); what a
+    /// circuit's silence adds is the queue on the relay's streams, which on
+    /// a lossy link grows with the round trip, so its limit may too.
     pub circuit_ceiling: Duration,
     /// The gap between two probes to a silent relay, sent from one round
     /// trip into the silence (and the peer's ACK delay) to its limit. On a
@@ -85,25 +86,21 @@ impl SilenceLimit {
         }
     }
 
-    /// The limit of a connection over a relay circuit: up to
-    /// `circuit_ceiling`.
-    pub fn circuit(&self) -> SilenceLimit {
-        SilenceLimit {
-            ceiling: self.circuit_ceiling,
-            ..*self
-        }
-    }
-
-    /// The limit of a connection to the only relay we hold a reservation
-    /// on: three times the probe timeouts, up to `circuit_ceiling`. With
-    /// nowhere to move its circuits, closing it gains nothing, and its
-    /// silence is as often a burst of loss on our own access link: on the
-    /// ladder's very bad cellular rung a 5 s burst on the uplink closed it
-    /// with the relay alive, 0.3 s before the burst's end was answered.
-    pub fn lone_relay(&self) -> SilenceLimit {
+    /// The limit of a connection with nowhere to move: a connection to our
+    /// only relay (no reservation elsewhere to move its circuits to), one
+    /// over a relay circuit, and, at a relay, one that carries circuit ends.
+    /// Three times the probe timeouts, up to `circuit_ceiling`. Closing such
+    /// a connection gains nothing but failing its calls sooner, and on a
+    /// slow link its silence is as often a burst of loss on someone's access
+    /// link: on the ladder's very bad cellular rung, bursts of 5 s closed
+    /// each kind with every party alive, and the calls over them were lost
+    /// (tests/natlab/README.md, session 19). On a fast link the floor
+    /// decides, as for any connection.
+    pub fn patient(&self) -> SilenceLimit {
         SilenceLimit {
             ptos: self.ptos.saturating_mul(3),
-            ..self.circuit()
+            ceiling: self.circuit_ceiling,
+            ..*self
         }
     }
 
@@ -413,9 +410,10 @@ mod tests {
     }
 
     #[test]
-    fn the_only_relay_waits_three_times_the_probe_timeouts_up_to_the_circuit_ceiling() {
+    fn a_connection_with_nowhere_to_move_waits_three_times_the_probe_timeouts_up_to_the_circuit_ceiling()
+     {
         let limit = SilenceLimit::default();
-        let lone = limit.lone_relay();
+        let lone = limit.patient();
         let ms = Duration::from_millis;
         // Fast links keep the floor.
         assert_eq!(lone.after(ms(10)), ms(1500));
@@ -519,17 +517,17 @@ mod tests {
         assert_eq!(plan.after, Duration::from_millis(525));
         assert_eq!(plan.every, Duration::from_millis(40));
         assert_eq!(limit.wait(rtt).probes, None);
-        // 3 × (3 × 1 s + 25 ms), within the circuit's own ceiling.
-        let circuit = limit.circuit();
+        // 9 × (3 × 300 ms + 25 ms), within the patient limit's own ceiling.
+        let patient = limit.patient();
         assert_eq!(
-            circuit.after(Duration::from_secs(1)),
-            Duration::from_millis(9075)
+            patient.after(Duration::from_millis(300)),
+            Duration::from_millis(8325)
         );
         assert_eq!(
-            circuit.after(Duration::from_secs(2)),
+            patient.after(Duration::from_secs(1)),
             Duration::from_secs(10)
         );
-        assert_eq!(circuit.after(Duration::from_millis(10)), limit.floor);
+        assert_eq!(patient.after(Duration::from_millis(10)), limit.floor);
     }
 
     /// Congested cellular, seed 1: B fell back 3.4 s before A, whose

@@ -55,7 +55,7 @@ pub(super) enum Watched {
     /// nothing, and a silence of our one relay is as often a burst of loss
     /// on our own access link (the ladder's very bad cellular rung closed it
     /// with the relay alive, and every call over its circuits was lost). It
-    /// waits longer ([`SilenceLimit::lone_relay`]).
+    /// waits longer ([`SilenceLimit::patient`]).
     LoneRelay(NodeId),
     /// An end-to-end connection over our circuit `circuit` through `relay`.
     Circuit {
@@ -125,15 +125,16 @@ pub(super) fn unwatched_direct(
 impl Watched {
     /// How long `conn`, watched so, may stay silent under `limit`: a
     /// connection to a relay, or to a circuit's end, probes its peer
-    /// meanwhile (`connection/probe.rs`); a connection over a circuit waits
-    /// up to the circuit ceiling, one to our only relay longer still.
+    /// meanwhile (`connection/probe.rs`); one with nowhere to move (to our
+    /// only relay, over a circuit, carrying circuit ends) is patient
+    /// ([`SilenceLimit::patient`]).
     pub(super) fn wait(self, limit: SilenceLimit, conn: &Conn) -> Wait {
         let rtt = conn.quinn.rtt();
         match self {
-            Watched::Relay(_) | Watched::CircuitEnd => limit.probing_wait(rtt),
-            Watched::LoneRelay(_) => limit.lone_relay().probing_wait(rtt),
+            Watched::Relay(_) => limit.probing_wait(rtt),
+            Watched::LoneRelay(_) | Watched::CircuitEnd => limit.patient().probing_wait(rtt),
             Watched::Peer => limit.peer_wait(rtt),
-            Watched::Circuit { .. } => limit.circuit().wait(rtt),
+            Watched::Circuit { .. } => limit.patient().wait(rtt),
         }
     }
 }
