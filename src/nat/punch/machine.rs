@@ -428,8 +428,8 @@ impl Puncher {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
         while let State::Running(mut attempt) = self.state {
-            for held in self.touches.due(now) {
-                self.send_probe(now, held.local, held.target, held.ttl);
+            for waiting in self.touches.due(now) {
+                self.send_probe(now, waiting.local, waiting.target, waiting.ttl);
             }
             if let Some(held) = self.held.filter(|h| now >= h.until.min(attempt.ends)) {
                 self.won(now, held.to, held.local, held.mapped, held.rtt);

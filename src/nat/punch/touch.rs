@@ -24,7 +24,7 @@ use super::Candidate;
 
 /// A probe held back until its destination's turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Held {
+pub(super) struct Waiting {
     /// When it may leave.
     pub at: Instant,
     /// The extra socket it leaves from (`None`: the main socket).
@@ -44,7 +44,7 @@ pub(super) struct FirstTouches {
     next: Option<Instant>,
     /// Each touched destination's turn.
     turns: HashMap<SocketAddr, Instant>,
-    held: VecDeque<Held>,
+    waiting: VecDeque<Waiting>,
 }
 
 impl FirstTouches {
@@ -54,7 +54,7 @@ impl FirstTouches {
             gap,
             next: None,
             turns: HashMap::default(),
-            held: VecDeque::new(),
+            waiting: VecDeque::new(),
         }
     }
 
@@ -79,10 +79,10 @@ impl FirstTouches {
                 turn
             }
         };
-        if turn <= now && self.held.iter().all(|h| h.target.addr != target.addr) {
+        if turn <= now && self.waiting.iter().all(|h| h.target.addr != target.addr) {
             return true;
         }
-        self.held.push_back(Held {
+        self.waiting.push_back(Waiting {
             at: turn,
             local,
             target,
@@ -92,22 +92,22 @@ impl FirstTouches {
     }
 
     /// The held probes whose turn came by `now`, in the order they were held.
-    pub fn due(&mut self, now: Instant) -> Vec<Held> {
-        let (due, rest): (VecDeque<Held>, VecDeque<Held>) =
-            self.held.drain(..).partition(|h| h.at <= now);
-        self.held = rest;
+    pub fn due(&mut self, now: Instant) -> Vec<Waiting> {
+        let (due, rest): (VecDeque<Waiting>, VecDeque<Waiting>) =
+            self.waiting.drain(..).partition(|h| h.at <= now);
+        self.waiting = rest;
         due.into()
     }
 
     /// When the next held probe may leave.
     pub fn next_due(&self) -> Option<Instant> {
-        self.held.iter().map(|h| h.at).min()
+        self.waiting.iter().map(|h| h.at).min()
     }
 
     /// Drops every held probe (the attempt ended or the punch is over); the turns stay, so
     /// a destination keeps its place in the NAT's order.
     pub fn clear(&mut self) {
-        self.held.clear();
+        self.waiting.clear();
     }
 }
 

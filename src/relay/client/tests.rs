@@ -216,6 +216,23 @@ fn a_reservation_is_renewed_at_half_and_lost_with_its_connection() {
     assert!(client.reserved_relays().is_empty());
 }
 
+#[test]
+fn a_relay_is_alone_unless_a_reservation_is_held_on_another() {
+    let now = crate::test_epoch();
+    let mut client = reserved(now);
+    assert!(
+        !client.reserved_elsewhere(&node(1)),
+        "relay 1 is our only one"
+    );
+    assert!(
+        client.reserved_elsewhere(&node(2)),
+        "relay 1 stands beside relay 2"
+    );
+    client.handle_connection_gone(now, ConnId(1));
+    drain(&mut client);
+    assert!(!client.reserved_elsewhere(&node(2)), "none is held now");
+}
+
 /// An incoming circuit `circuit` from node 2 over the reservation's
 /// connection, behind `virtual_addr`.
 fn incoming(client: &mut RelayClient, now: Instant, circuit: u64, virtual_addr: SocketAddr) {
