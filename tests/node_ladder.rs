@@ -10,8 +10,12 @@
 //! stalled connection to a circuit end (it probes too), a circuit judged before the peer
 //! had followed the fall back, a circuit judged while the relay's streams queued, a first
 //! lookup whose one request the link lost, a peer that fell back first while our path
-//! still answered. Seed 1 unless named. `nat_matrix --ladder` runs every rung over every
-//! pair.
+//! still answered, a peer whose late punch went unanswered by probes of ours, and
+//! connections with nowhere to move closed through a burst on the uplink. Some cases
+//! stayed relayed where they could go direct, each to one cause that holds no more: a
+//! follower's probe overtaking the opener's burst on its slow link, and jitter
+//! reordering the first probes behind a sequential NAT. Seed 1 unless named.
+//! `nat_matrix --ladder` runs every rung over every pair.
 #![cfg(feature = "sim")]
 
 mod common;
