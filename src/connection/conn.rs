@@ -114,6 +114,9 @@ pub struct Conn {
     /// Streamed payloads being reassembled, by stream.
     assemblers: HashMap<StreamId, PayloadAssembler>,
     writes: HashMap<StreamId, PendingWrite>,
+    /// How many of the peer's bidirectional streams QUIC has handed over
+    /// ([`Conn::accept_stream`]); they are handed over in order.
+    accepted_from_peer: u64,
     /// Streams with data we did not read because the connection was over
     /// its buffer budget; QUIC flow control holds their bytes meanwhile.
     parked: VecDeque<StreamId>,
@@ -250,6 +253,7 @@ impl Conn {
             readers: HashMap::default(),
             assemblers: HashMap::default(),
             writes: HashMap::default(),
+            accepted_from_peer: 0,
             parked: VecDeque::new(),
             bounds,
             ticket: Ticket::default(),
@@ -448,15 +452,21 @@ impl Conn {
                     let _ = pending.data.split_to(n);
                 }
                 Err(quinn_proto::WriteError::Blocked) => return,
+                Err(quinn_proto::WriteError::Stopped(code)) => {
+                    // Stopped before we accepted it: see `finish_or_reset`.
+                    let _ = send.reset(code);
+                    self.writes.remove(&stream);
+                    return;
+                }
                 Err(_) => {
-                    // Stopped or closed: nobody will read the rest.
+                    // Closed: nobody will read the rest.
                     self.writes.remove(&stream);
                     return;
                 }
             }
         }
         if pending.finish {
-            let _ = send.finish();
+            finish_or_reset(&mut send);
         }
         self.writes.remove(&stream);
     }
@@ -466,7 +476,7 @@ impl Conn {
         match self.writes.get_mut(&stream) {
             Some(pending) => pending.finish = true,
             None => {
-                let _ = self.quinn.send_stream(stream).finish();
+                finish_or_reset(&mut self.quinn.send_stream(stream));
             }
         }
     }
@@ -727,6 +737,27 @@ impl Conn {
         self.parked.len()
     }
 
+    /// The next bidirectional stream the peer opened, if QUIC has one to
+    /// hand over.
+    pub fn accept_stream(&mut self) -> Option<StreamId> {
+        let stream = self.quinn.streams().accept(Dir::Bi)?;
+        self.accepted_from_peer = stream.index() + 1;
+        Some(stream)
+    }
+
+    /// Whether `stream` is ours to read, answer, reset or stop: one we
+    /// opened, or one of the peer's that QUIC handed over
+    /// ([`Conn::accept_stream`]). quinn counts a peer's stream when it is
+    /// handed over and uncounts it when its sending half is freed; a stream
+    /// answered or reset before that is uncounted without having been
+    /// counted, which panics in a build with overflow checks. QUIC reports a
+    /// peer's stream readable (or stopped) before it is handed over when
+    /// the peer wrote on it (or stopped it) again after opening it.
+    pub fn is_accepted(&self, stream: StreamId) -> bool {
+        stream.initiator() == self.quinn.side()
+            || (stream.dir() == Dir::Bi && stream.index() < self.accepted_from_peer)
+    }
+
     /// Leaves `stream` unread until the connection is under budget again.
     pub fn park(&mut self, stream: StreamId) {
         if !self.parked.contains(&stream) {
@@ -766,6 +797,17 @@ impl Conn {
     /// `now` (the deadline exists only until the connection is ready).
     pub fn connect_overdue(&self, now: Instant) -> bool {
         self.connect_deadline.is_some_and(|at| at <= now)
+    }
+}
+
+/// Finishes our side of a stream, or resets it with the peer's code if the
+/// peer stopped it. A stream stopped before we accepted it
+/// ([`Conn::is_accepted`]) had its `Stopped` event left alone; its answer
+/// meets the stop here, and the reset frees its credit as for any stopped
+/// stream (RFC 9000 §3.5).
+fn finish_or_reset(send: &mut quinn_proto::SendStream<'_>) {
+    if let Err(quinn_proto::FinishError::Stopped(code)) = send.finish() {
+        let _ = send.reset(code);
     }
 }
 

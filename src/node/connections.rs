@@ -82,7 +82,10 @@ impl Node {
                 self.accept_streams(now, handle);
             }
             quinn_proto::Event::Stream(StreamEvent::Readable { id }) => {
-                self.on_readable(now, handle, id)
+                // A peer's stream not yet accepted is read when it is.
+                if self.stream_accepted(handle, id) {
+                    self.on_readable(now, handle, id)
+                }
             }
             quinn_proto::Event::Stream(StreamEvent::Writable { id }) => {
                 if let Some(conn) = self.conns.get_mut(&handle) {
@@ -97,7 +100,11 @@ impl Node {
             }
             quinn_proto::Event::Stream(StreamEvent::Stopped { id, error_code }) => {
                 // The peer will read nothing more: reset our side (RFC 9000 §3.5; quinn
-                // leaves it to us), which also frees the stream's credit.
+                // leaves it to us), which also frees the stream's credit. A peer's stream
+                // not yet accepted is reset when its answer meets the stop.
+                if !self.stream_accepted(handle, id) {
+                    return;
+                }
                 if let Some(conn) = self.conns.get_mut(&handle) {
                     conn.abandon(id, error_code);
                 }
@@ -207,7 +214,7 @@ impl Node {
             {
                 return;
             }
-            let Some(stream) = conn.quinn.streams().accept(Dir::Bi) else {
+            let Some(stream) = conn.accept_stream() else {
                 return;
             };
             if control_pending {
@@ -237,6 +244,14 @@ impl Node {
             };
             self.read_stream(now, handle, stream);
         }
+    }
+
+    /// Whether `stream` of connection `handle` is ours to touch
+    /// ([`Conn::is_accepted`]).
+    fn stream_accepted(&self, handle: ConnectionHandle, stream: StreamId) -> bool {
+        self.conns
+            .get(&handle)
+            .is_some_and(|conn| conn.is_accepted(stream))
     }
 
     pub(super) fn read_stream(&mut self, now: Instant, handle: ConnectionHandle, stream: StreamId) {
