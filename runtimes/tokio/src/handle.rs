@@ -143,6 +143,7 @@ impl MaculaNode {
         let inbox = task::Inbox {
             commands: receiver,
             notices: notices_receiver,
+            taken: Vec::new(),
         };
         tokio::spawn(task::run(driver, inbox, routes, events_sender).instrument(span));
         Ok(Self {

@@ -4,6 +4,7 @@
 //! events to its [`Routes`], and publishes every event.
 
 use std::collections::BTreeMap;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,6 +52,10 @@ pub(crate) enum Operation {
 pub(crate) struct Inbox {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) notices: mpsc::UnboundedReceiver<Notice>,
+    /// Commands taken off the channel in one go and not yet acted on, last
+    /// first; empty between turns ([`Inbox::ready`] takes no more than a
+    /// turn has room for, and acts on these before anything else).
+    pub(crate) taken: Vec<Command>,
 }
 
 /// What woke the task besides the socket and the timer.
@@ -66,6 +71,10 @@ const MAILS_PER_TURN: usize = 64;
 impl Inbox {
     /// The next notice or command, notices first (they free resources).
     async fn next(&mut self) -> Mail {
+        debug_assert!(
+            self.taken.is_empty(),
+            "a turn acts on every command it took"
+        );
         tokio::select! {
             biased;
             Some(notice) = self.notices.recv() => Mail::Notice(notice),
@@ -73,16 +82,29 @@ impl Inbox {
         }
     }
 
-    /// A notice or command that is already waiting, if any.
-    fn ready(&mut self) -> Option<Mail> {
+    /// A notice or command that is already waiting, if any, the turn having
+    /// room for `room` more mails (at least 1).
+    ///
+    /// Commands leave the channel as many at a time as are waiting (up to
+    /// `room`): the channel then frees their slots at once, so a sender
+    /// waiting on the full channel is woken once for all of them rather
+    /// than once per command (a publisher faster than the node parked and
+    /// was woken for every single slot).
+    fn ready(&mut self, room: usize) -> Option<Mail> {
+        if let Some(command) = self.taken.pop() {
+            // Taken commands first, so none is left over at the turn's end.
+            return Some(Mail::Command(Some(command)));
+        }
         if let Ok(notice) = self.notices.try_recv() {
             return Some(Mail::Notice(notice));
         }
-        match self.commands.try_recv() {
-            Ok(command) => Some(Mail::Command(Some(command))),
-            Err(mpsc::error::TryRecvError::Empty) => None,
-            Err(mpsc::error::TryRecvError::Disconnected) => Some(Mail::Command(None)),
+        let mut context = Context::from_waker(Waker::noop());
+        match (self.commands).poll_recv_many(&mut context, &mut self.taken, room) {
+            Poll::Pending => return None,
+            Poll::Ready(0) => return Some(Mail::Command(None)),
+            Poll::Ready(_) => self.taken.reverse(),
         }
+        self.taken.pop().map(|command| Mail::Command(Some(command)))
     }
 }
 
@@ -147,8 +169,8 @@ pub(crate) async fn run(
         // it send leaves together (calls made at once share packets).
         let stop = driver.machine_mut().batch(clock::now(), |node| {
             let mut mail = Some(first);
-            for _ in 0..MAILS_PER_TURN {
-                let next = mail.take().or_else(|| inbox.ready())?;
+            for room in (1..=MAILS_PER_TURN).rev() {
+                let next = mail.take().or_else(|| inbox.ready(room))?;
                 if let Some(stop) = desk.take(node, next) {
                     return Some(stop);
                 }
@@ -240,5 +262,80 @@ fn query_of(event: &DhtEvent) -> QueryId {
         | DhtEvent::ValuesFound { query, .. }
         | DhtEvent::StoreConfirmed { query, .. }
         | DhtEvent::Bootstrapped { query, .. } => *query,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find(i: u8) -> Command {
+        let (reply, _) = oneshot::channel();
+        let operation = Operation::FindNode(NodeId::from_bytes([i; 32]));
+        Command::Dht { operation, reply }
+    }
+
+    fn target(mail: Mail) -> Option<u8> {
+        match mail {
+            Mail::Command(Some(Command::Dht {
+                operation: Operation::FindNode(id),
+                ..
+            })) => Some(id.as_bytes()[0]),
+            _ => None,
+        }
+    }
+
+    fn inbox(capacity: usize) -> (mpsc::Sender<Command>, mpsc::UnboundedSender<Notice>, Inbox) {
+        let (commands, receiver) = mpsc::channel(capacity);
+        let (notices, notices_receiver) = mpsc::unbounded_channel();
+        let inbox = Inbox {
+            commands: receiver,
+            notices: notices_receiver,
+            taken: Vec::new(),
+        };
+        (commands, notices, inbox)
+    }
+
+    #[tokio::test]
+    async fn waiting_commands_leave_the_channel_at_once_in_order_and_none_outlives_its_turn() {
+        let (commands, _notices, mut inbox) = inbox(8);
+        for i in 0..5 {
+            commands.send(find(i)).await.unwrap();
+        }
+        assert_eq!(commands.capacity(), 3);
+        // A turn with room for three: the first `ready` takes all three off
+        // the channel (their slots free at once), the rest come from them.
+        let first = inbox.ready(3).and_then(target);
+        assert_eq!(first, Some(0));
+        assert_eq!(commands.capacity(), 6, "three slots freed by one take");
+        let rest: Vec<_> = [2, 1].map(|room| inbox.ready(room).and_then(target)).into();
+        assert_eq!(rest, [Some(1), Some(2)]);
+        assert!(inbox.taken.is_empty(), "nothing left for after the turn");
+        // The next turn goes on where this one stopped; then nothing waits.
+        let next: Vec<_> = [64, 63]
+            .map(|room| inbox.ready(room).and_then(target))
+            .into();
+        assert_eq!(next, [Some(3), Some(4)]);
+        assert!(inbox.ready(62).is_none());
+        // Every handle gone: the task hears it.
+        drop(commands);
+        assert!(matches!(inbox.ready(64), Some(Mail::Command(None))));
+    }
+
+    #[tokio::test]
+    async fn commands_taken_come_before_a_notice_that_arrived_meanwhile() {
+        let (commands, notices, mut inbox) = inbox(8);
+        for i in 0..2 {
+            commands.send(find(i)).await.unwrap();
+        }
+        assert_eq!(inbox.ready(2).and_then(target), Some(0));
+        notices
+            .send(Notice::CancelCall { ticket: 7 })
+            .expect("the inbox is there");
+        assert_eq!(inbox.ready(1).and_then(target), Some(1));
+        assert!(matches!(
+            inbox.ready(64),
+            Some(Mail::Notice(Notice::CancelCall { ticket: 7 }))
+        ));
     }
 }
