@@ -374,6 +374,34 @@ impl Conn {
         Ok(())
     }
 
+    /// Writes `frames` on `stream` as one write; a frame that does not
+    /// encode is left out, and its error is in what comes back.
+    ///
+    /// QUIC keeps each write as one piece of its send buffer until the peer
+    /// acknowledges it, and finds the bytes of every packet it sends by
+    /// walking those pieces from the oldest (quinn-proto's `SendBuffer::get`):
+    /// with thousands of small frames written one by one and in flight, every
+    /// packet took thousands of steps (36 % of a publishing node's time).
+    /// Frames made in one turn go as one piece.
+    pub fn send_frames(
+        &mut self,
+        stream: StreamId,
+        frames: impl IntoIterator<Item = Message>,
+    ) -> Vec<wire::EncodeError> {
+        let limits = self.bounds.limits;
+        let mut data = Vec::new();
+        let mut errors = Vec::new();
+        for frame in frames {
+            if let Err(error) = frame.encode(&limits, &mut data) {
+                errors.push(error);
+            }
+        }
+        if !data.is_empty() {
+            self.write(stream, Bytes::from(data), None, false);
+        }
+        errors
+    }
+
     /// Writes raw bytes (circuit frames) on `stream`, queued behind what
     /// waits for flow control.
     pub fn send_raw(&mut self, stream: StreamId, data: Bytes) {

@@ -25,17 +25,37 @@ use crate::rpc::AnnounceFailure;
 use crate::wire::{Cancel, Capabilities, Message, Publish};
 
 impl Node {
-    /// Carries out the child's outputs; true when there were any.
+    /// Carries out the child's outputs; true when there were any. PUBLISH
+    /// frames in a row for one stream are written together
+    /// ([`Publications`]).
     pub(super) fn drive_messaging(&mut self, now: Instant) -> bool {
         let mut busy = false;
+        let mut publications = Publications::default();
         while let Some(output) = self.messaging.poll_output() {
             busy = true;
-            self.carry_out(now, output);
+            self.carry_out(now, output, &mut publications);
+        }
+        if let Some(last) = publications.take() {
+            // What the write frees (PublishWritten, the next publications)
+            // is carried out on the settle loop's next round: `busy`.
+            self.write_publications(now, last);
         }
         busy
     }
 
-    fn carry_out(&mut self, now: Instant, output: MessagingOutput) {
+    fn carry_out(
+        &mut self,
+        now: Instant,
+        output: MessagingOutput,
+        publications: &mut Publications,
+    ) {
+        let gathered = matches!(
+            output,
+            MessagingOutput::Publish { .. } | MessagingOutput::PublishWritten { .. }
+        );
+        if !gathered && let Some(before) = publications.take() {
+            self.write_publications(now, before);
+        }
         match output {
             MessagingOutput::Connect { peer, errand } => self.reach(now, peer, errand),
             MessagingOutput::Open {
@@ -54,7 +74,11 @@ impl Node {
                 conn,
                 stream,
                 frame,
-            } => self.write_publish(now, conn, stream, frame),
+            } => {
+                if let Some(written_first) = publications.add(conn, stream, frame) {
+                    self.write_publications(now, written_first);
+                }
+            }
             MessagingOutput::Answer {
                 conn,
                 stream,
@@ -138,18 +162,18 @@ impl Node {
         Ok(stream)
     }
 
-    /// Writes a PUBLISH frame on its subscriber's stream.
-    pub(super) fn write_publish(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        stream: StreamId,
-        frame: Publish,
-    ) {
+    /// Writes PUBLISH frames on their subscriber's stream, in one write.
+    fn write_publications(&mut self, now: Instant, publications: Batch) {
+        let Batch {
+            conn,
+            stream,
+            frames,
+            ..
+        } = publications;
         let Some((handle, quic)) = self.pooled_conn(conn) else {
             return;
         };
-        if let Err(error) = quic.send(stream, &Message::Publish(frame), false) {
+        for error in quic.send_frames(stream, frames.into_iter().map(Message::Publish)) {
             // Payloads are bounded below the frame limit; should a frame not
             // encode, it is lost like one dropped from a full queue.
             tracing::warn!(%error, "PUBLISH not encoded");
@@ -227,5 +251,122 @@ impl Node {
         if let Some((_, conn)) = self.pooled_conn(conn) {
             conn.abandon(stream, STREAM_ABANDONED);
         }
+    }
+}
+
+/// PUBLISH frames for one subscriber's stream, gathered while the messaging
+/// child's outputs are carried out, to be written as one
+/// ([`Conn::send_frames`]).
+#[derive(Default)]
+struct Publications {
+    batch: Option<Batch>,
+}
+
+/// The frames gathered for one stream.
+struct Batch {
+    conn: ConnId,
+    stream: StreamId,
+    frames: Vec<Publish>,
+    /// Their payloads' bytes.
+    bytes: usize,
+}
+
+/// Payload bytes past which gathered frames are written: a batch is a copy
+/// of its frames.
+const BATCH_BYTES: usize = 64 << 10;
+
+impl Publications {
+    /// Adds `frame` for `stream` of `conn`; returns the frames to write
+    /// first: those for another stream, or a full batch.
+    fn add(&mut self, conn: ConnId, stream: StreamId, frame: Publish) -> Option<Batch> {
+        let other = self
+            .batch
+            .take_if(|b| b.conn != conn || b.stream != stream || b.bytes >= BATCH_BYTES);
+        let batch = self.batch.get_or_insert_with(|| Batch {
+            conn,
+            stream,
+            frames: Vec::new(),
+            bytes: 0,
+        });
+        batch.bytes += frame.payload.len();
+        batch.frames.push(frame);
+        other
+    }
+
+    /// The frames gathered, if any.
+    fn take(&mut self) -> Option<Batch> {
+        self.batch.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use quinn_proto::{Dir, Side};
+
+    use super::*;
+
+    fn stream(index: u64) -> StreamId {
+        StreamId::new(Side::Client, Dir::Bi, index)
+    }
+
+    fn publish(sequence: u64, payload: usize) -> Publish {
+        Publish {
+            message_id: sequence,
+            epoch: 1,
+            sequence,
+            topic: "a.b".into(),
+            payload: Bytes::from(vec![0; payload]),
+        }
+    }
+
+    fn sequences(batch: &Batch) -> Vec<u64> {
+        batch.frames.iter().map(|f| f.sequence).collect()
+    }
+
+    #[test]
+    fn publications_in_a_row_for_one_stream_are_gathered_and_another_stream_writes_them() {
+        let mut publications = Publications::default();
+        assert!(
+            publications
+                .add(ConnId(1), stream(0), publish(1, 8))
+                .is_none()
+        );
+        assert!(
+            publications
+                .add(ConnId(1), stream(0), publish(2, 8))
+                .is_none()
+        );
+        let first = (publications.add(ConnId(1), stream(1), publish(3, 8)))
+            .expect("another stream writes the gathered ones first");
+        assert_eq!((first.conn, first.stream), (ConnId(1), stream(0)));
+        assert_eq!(sequences(&first), [1, 2]);
+        assert_eq!(first.bytes, 16);
+        let first = (publications.add(ConnId(2), stream(1), publish(4, 8)))
+            .expect("the same stream number on another connection is another stream");
+        assert_eq!(sequences(&first), [3]);
+        let last = publications.take().expect("the last gathered");
+        assert_eq!(sequences(&last), [4]);
+        assert!(publications.take().is_none());
+    }
+
+    #[test]
+    fn a_batch_past_its_bytes_is_written_before_the_next_frame_joins() {
+        let mut publications = Publications::default();
+        let half = BATCH_BYTES / 2;
+        assert!(
+            publications
+                .add(ConnId(1), stream(0), publish(1, half))
+                .is_none()
+        );
+        assert!(
+            publications
+                .add(ConnId(1), stream(0), publish(2, half))
+                .is_none()
+        );
+        let full = (publications.add(ConnId(1), stream(0), publish(3, 1)))
+            .expect("a full batch is written");
+        assert_eq!(sequences(&full), [1, 2]);
+        assert_eq!(sequences(&publications.take().expect("the next")), [3]);
     }
 }
