@@ -226,3 +226,48 @@ fn an_idle_keep_alive_is_acknowledged_at_once_so_no_probe_timeout_can_race_it() 
         "{delayed:?}"
     );
 }
+
+/// Relayed connections dialed one by one over 30 s, idle for two minutes: (datagrams the
+/// hub sent to the relay, its beat PINGs, the distinct half-seconds the hub's datagrams to
+/// the relay left in).
+fn relayed_idle_minutes(seed: u64) -> (usize, u64, usize) {
+    let config = IdleLabConfig {
+        seed,
+        direct: 0,
+        relayed: 20,
+        dial_gap: Duration::from_millis(1500),
+        ..IdleLabConfig::default()
+    };
+    let mut lab = IdleLab::new(&config, epoch());
+    assert_eq!(
+        lab.connect(),
+        Some((1, 20)),
+        "the relay's direct, 20 relayed"
+    );
+    let since = lab.mesh.world.elapsed();
+    let pings = lab.hub().counters().beat_pings;
+    let sent = lab.idle(Duration::from_secs(120));
+    let relay = lab.relay_ip();
+    let mut moments: Vec<u128> = (lab.mesh.world.trace().entries().iter())
+        .filter(|e| e.elapsed >= since && e.size > 0 && e.destination.ip() == relay)
+        .filter(|e| !matches!(e.outcome, macula::sim::Outcome::Event(..)))
+        .map(|e| e.elapsed.as_millis() / 500)
+        .collect();
+    moments.dedup();
+    (sent, lab.hub().counters().beat_pings - pings, moments.len())
+}
+
+#[test]
+fn relayed_keep_alives_leave_together_at_the_beat_whenever_their_connections_were_made() {
+    let (sent, pings, moments) = relayed_idle_minutes(3);
+    println!("two idle minutes: {sent} datagrams, {pings} beat PINGs, in {moments} half-seconds");
+    // Four beats of 20 PINGs each.
+    assert_eq!(pings, 80);
+    // Each beat's PINGs and the ACKs of the peers' answers leave within a half-second or
+    // two, and the relay connection's own keep-alive between beats: on their own timers the
+    // 20 connections' keep-alives fell in some 20 moments per 30 s.
+    assert!(moments <= 16, "{moments} moments");
+    // Each beat: the PINGs in a packet or two, and an ACK of every second packet of answers
+    // the relay forwards back (a PING and an ACK each per connection per 30 s: 160).
+    assert!(sent <= 60, "{sent} datagrams in two idle minutes");
+}

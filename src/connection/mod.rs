@@ -14,10 +14,13 @@
 //! a silent relay asked whether it still answers), and the quiet watch
 //! (`quiet`: the PING a node behind a NAT owes when the peer's data stops),
 //! and the handover watch (`handover`: PINGs after a path switch until the
-//! new path acknowledges one).
+//! new path acknowledges one), and the beat (`beat`: the one instant each
+//! keep-alive period at which the connections we dialed over relay circuits
+//! PING together).
 //! Nothing here knows the Node or its children.
 
 pub mod admission;
+mod beat;
 pub mod congestion;
 mod conn;
 mod handover;
@@ -30,6 +33,7 @@ mod table;
 
 use quinn_proto::VarInt;
 
+pub use beat::Beat;
 pub use conn::{Bounds, Conn, PingVerdict, StreamRead, StreamTrouble};
 pub use phase::Phase;
 pub use silence::{SilenceLimit, Wait};

@@ -19,8 +19,8 @@
 //! data, only on a node that knows it is private. Only the peer's data
 //! arms it, never its PINGs or ACKs, so an idle connection (keep-alives
 //! only) costs nothing more, and the PING counts as the connection's next
-//! keep-alive (quinn restarts that timer on every ack-eliciting packet
-//! sent).
+//! keep-alive (quinn restarts that timer on every packet received, the
+//! PING's ACK among them).
 //!
 //! [`TransportSettings::quiet_ping`]: crate::quic::TransportSettings::quiet_ping
 

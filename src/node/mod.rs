@@ -69,7 +69,7 @@ pub use peers::{PeersFileError, load_peers, save_peers};
 
 use crate::collections::HashMap;
 use crate::connection::admission::{AdmissionControl, AdmissionCounters};
-use crate::connection::{ConnTable, Phase};
+use crate::connection::{Beat, ConnTable, Phase};
 use crate::contract::{Child, Input, Machine, Output};
 use crate::dht::{self, Dht, DhtEvent, Failure, RequestId};
 use crate::exchange::{Exchanges, PeerRequest};
@@ -228,6 +228,9 @@ pub struct NodeCounters {
     /// PINGs repeated after a path switch until the new path acknowledged
     /// one (`connection/handover.rs`).
     pub handover_pings: u64,
+    /// Keep-alive PINGs sent at the node's beat on connections we dialed
+    /// that run over a relay circuit (`connection/beat.rs`).
+    pub beat_pings: u64,
     /// Direct connections no punch watches whose data stayed
     /// unacknowledged, and their probes unanswered, for the silence limit:
     /// each fell back onto a relay circuit behind it, or was closed
@@ -303,6 +306,8 @@ pub struct Node {
     batch_depth: u32,
     /// The local addresses packets may leave from ([`local_addrs`]).
     local_addrs: local_addrs::LocalAddrs,
+    /// When the connections we dialed over relay circuits PING together.
+    beat: Beat,
 }
 
 /// Sources asked to retry whose virtual address is held for their return.
@@ -378,6 +383,7 @@ impl Node {
         let relay_client = RelayClient::new(config.request_timeout, &config.relay);
         let requests = Exchanges::new(Some(config.request_timeout));
         let admission = AdmissionControl::new(config.admission);
+        let beat = Beat::new(now, config.transport.acceptor_keep_alive());
         let mut node = Self {
             identity,
             local,
@@ -413,6 +419,7 @@ impl Node {
             next_timeout: None,
             batch_depth: 0,
             local_addrs: local_addrs::LocalAddrs::default(),
+            beat,
         };
         // Children may have timers from the start (the port mapper asks at
         // once): a driver that waits for `poll_timeout` before any input
@@ -609,11 +616,14 @@ impl Node {
             self.upgrades.poll_timeout(),
         ];
         let requests = self.requests.poll_timeout();
+        // The beat matters only while we hold circuit ends.
+        let beat = (self.relay_client.end_count() > 0).then(|| self.beat.deadline());
         [
             conns,
             requests,
             self.pool.poll_timeout(),
             self.dht.poll_timeout(),
+            beat,
         ]
         .into_iter()
         .chain(messaging)
@@ -655,6 +665,9 @@ impl Machine for Node {
                         conn.resume_at = None;
                         self.resume_parked(now, *handle);
                     }
+                }
+                if self.beat.take_due(now) {
+                    self.beat_circuits();
                 }
                 self.expire_connects(now, &due);
                 self.send_probes(now, &due);

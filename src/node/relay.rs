@@ -18,7 +18,7 @@ use crate::contract::{Child, Output};
 use crate::dht;
 use crate::id::NodeId;
 use crate::path::{PathKind, PathTable, RealPath};
-use crate::pool::{Acquired, ConnId, Lease, PeerState, WaitId};
+use crate::pool::{Acquired, ConnId, Direction, Lease, PeerState, WaitId};
 use crate::relay::client::CIRCUIT_ANSWER_TIMEOUT;
 use crate::relay::{
     RelayClientOutput, RelayCounters, RelayEvent, RelayLoad, RelayServerOutput, Written,
@@ -279,6 +279,28 @@ impl Node {
         self.relay_client
             .handle_outgoing(now, relay, circuit, packet);
         self.drive_relay(now);
+    }
+
+    /// The node's keep-alive beat (`connection/beat.rs`): every ready
+    /// connection we dialed that runs over a relay circuit PINGs now, so
+    /// the PINGs share the relay connections' packets. The peer keeps a
+    /// circuit we accepted alive, and a punched path its opener.
+    pub(super) fn beat_circuits(&mut self) {
+        let over_circuit = |conn: &Conn| {
+            conn.direction == Direction::Outbound
+                && conn.phase == Phase::Ready
+                && self.path_kind(&conn.virtual_addr) == PathKind::Relayed
+        };
+        let beating: Vec<ConnectionHandle> = (self.conns.iter())
+            .filter(|(_, conn)| over_circuit(conn))
+            .map(|(handle, _)| *handle)
+            .collect();
+        for handle in beating {
+            if let Some(conn) = self.conns.get_mut(&handle) {
+                conn.quinn.ping();
+                self.counters.beat_pings += 1;
+            }
+        }
     }
 
     /// Expired reservations end and circuits past their lifetime close

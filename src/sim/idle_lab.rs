@@ -30,6 +30,9 @@ pub struct IdleLabConfig {
     pub relayed: usize,
     /// Round-trip time between two NATs (and to the relay).
     pub rtt: Duration,
+    /// How long the hub waits after each dial before the next (zero: it dials every peer
+    /// at once).
+    pub dial_gap: Duration,
 }
 
 impl Default for IdleLabConfig {
@@ -39,6 +42,7 @@ impl Default for IdleLabConfig {
             direct: 100,
             relayed: 100,
             rtt: Duration::from_millis(50),
+            dial_gap: Duration::ZERO,
         }
     }
 }
@@ -57,6 +61,7 @@ pub struct IdleLab {
     hub_ip: IpAddr,
     /// Every node behind a NAT (the hub first), with its NAT and the NAT's kind.
     private: Vec<(HostId, NatId, NatKind)>,
+    dial_gap: Duration,
 }
 
 /// The external IP of the `i`-th NAT (at most 255): `100.64.i.1`, one /24 each, as
@@ -127,11 +132,12 @@ impl IdleLab {
             hub: private[0].0,
             hub_ip: nat_ip(0),
             private,
+            dial_gap: config.dial_gap,
         }
     }
 
     /// Every node reserves on the relay and gets its candidates, then the hub dials every
-    /// peer through the relay and the connections settle (punches end, direct paths
+    /// peer through the relay ([`IdleLabConfig::dial_gap`] apart) and the connections settle (punches end, direct paths
     /// switch); the hub's connections (direct, relayed), `None` when a reservation or a
     /// connection did not come up in time.
     pub fn connect(&mut self) -> Option<(usize, usize)> {
@@ -164,6 +170,10 @@ impl IdleLab {
             let target = self.mesh.id(peer);
             let relay = relay.clone();
             (self.mesh.world).with_machine(self.hub, |n, now| n.dial_via_relay(now, relay, target));
+            if !self.dial_gap.is_zero() {
+                // The events wait for the drive below.
+                self.mesh.world.run_for(self.dial_gap);
+            }
         }
         let hub = self.hub;
         let mut connected = 0;

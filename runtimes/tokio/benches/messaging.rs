@@ -27,7 +27,8 @@
 //! - **Idle**: a hub holds 100 punched and 100 relayed idle connections over
 //!   loopback (every peer its own node and socket, dialed through a relay
 //!   node, [`idle`]); `idle_datagrams_per_sec` is what its socket sent per
-//!   second over 10 s (target ≤ 14: one keep-alive per connection per 15 s).
+//!   second over 30 s, one keep-alive beat of its relayed connections (target
+//!   ≤ 14: one keep-alive per connection per 15 s).
 //! - **Simulator**: core nodes in `macula::sim::World` on links of 12.5 ms
 //!   each way per host (50 ms RTT between two hosts), timed on the virtual
 //!   clock: a call over the pooled connection, a call on a new connection,
@@ -129,7 +130,7 @@ const FULL: Plan = Plan {
     idle: idle::Idle {
         direct: 100,
         relayed: 100,
-        span: Duration::from_secs(10),
+        span: Duration::from_secs(30),
         spread: Duration::from_secs(30),
     },
     cpu_calls: 3000,

@@ -3,9 +3,10 @@
 //! sends over [`Idle::span`] of wall-clock time, per second.
 //!
 //! Every connection is dialed through a relay node, as between two NATed nodes, the dials
-//! spread over [`Idle::spread`] with the two kinds interleaved (so are the keep-alives:
-//! a span shorter than the longest keep-alive period then samples each kind fairly; with
-//! the direct dials first, a 10 s span caught nearly every direct connection's PING); the
+//! spread over [`Idle::spread`] with the two kinds interleaved, so the direct connections'
+//! keep-alives are spread over their period (the relayed ones PING together at the hub's
+//! beat, once per 30 s, whenever they were dialed: the span is a whole beat period, so it
+//! holds exactly one beat); the
 //! peers' NAT classes, handed to them, decide which punch (open peers: the punch
 //! succeeds on loopback) and which stay relayed (random symmetric peers against the
 //! hub's port-restricted class: the classes rule the punch out, and no node runs the
@@ -37,7 +38,9 @@ pub struct Idle {
     pub direct: usize,
     /// Relayed idle connections.
     pub relayed: usize,
-    /// How long the datagrams are counted.
+    /// How long the datagrams are counted: a whole number of the relayed connections'
+    /// keep-alive beats (30 s by default), or the count depends on whether a beat fell in
+    /// the span.
     pub span: Duration,
     /// Over how long the dials are spread: the longest keep-alive period (a relayed
     /// connection's dialer pings every 30 s by default), so that every kind's keep-alives
