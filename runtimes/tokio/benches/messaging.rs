@@ -40,7 +40,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -56,6 +55,7 @@ use macula_tokio::{
     CallOptions, MaculaConfig, MaculaNode, ProcedureOptions, Registration, Request,
 };
 use tokio::task::JoinSet;
+use window::Window;
 
 #[path = "../../../benches/common/mod.rs"]
 mod common;
@@ -67,6 +67,8 @@ mod idle;
 mod relay;
 #[path = "messaging/streams.rs"]
 mod streams;
+#[path = "messaging/window.rs"]
+mod window;
 use common::{
     Series, clock, micros, quinn_connect, quinn_exchange, quinn_pair, quinn_series, ratio,
     serve_quinn,
@@ -347,24 +349,27 @@ async fn publish(plan: &Plan, mesh: &Mesh, confirmed: bool) -> (f64, u64) {
     let (subscriber, publisher) = (&mesh.provider, &mesh.caller);
     let mut subscription = subscriber.subscribe(TOPIC).await.expect("a subscription");
     spread(subscriber, RecordKind::Topic, TOPIC).await;
-    let received = Arc::new(AtomicU64::new(0));
+    let window = Arc::new(Window::new(WINDOW));
     let total = plan.publishes;
-    let counter = received.clone();
-    // The receiver reads as the floor's does, without a timer per message; a
-    // watchdog gives up should the publications stop coming.
+    let reader = window.clone();
+    // The receiver reads as the floor's does, without a timer per message (a watchdog
+    // gives up should the publications stop coming); a dropped message counts as read.
     let receiving = tokio::spawn(async move {
-        while counter.load(Ordering::Relaxed) + subscription.dropped() < total {
+        let mut dropped = 0;
+        while reader.read() < total {
             subscription.recv().await.expect("the node runs");
-            counter.fetch_add(1, Ordering::Relaxed);
+            reader.read_one();
+            for _ in dropped..subscription.dropped() {
+                reader.read_one();
+            }
+            dropped = subscription.dropped();
         }
-        subscription.dropped()
+        dropped
     });
-    let watchdog = tokio::spawn(stall_watch(received.clone()));
+    let watchdog = tokio::spawn(stall_watch(window.clone()));
     let start = clock();
     for sent in 0..total {
-        while sent - received.load(Ordering::Relaxed) >= WINDOW {
-            tokio::task::yield_now().await;
-        }
+        window.room_for(sent).await;
         let payload = Bytes::from(sent.to_be_bytes().to_vec());
         if confirmed {
             publisher.publish(TOPIC, payload).await.map(drop)
@@ -374,17 +379,18 @@ async fn publish(plan: &Plan, mesh: &Mesh, confirmed: bool) -> (f64, u64) {
         .expect("a publication");
     }
     let dropped = receiving.await.expect("the receiver ends");
-    let rate = received.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let received = window.read() - dropped;
+    let rate = received as f64 / start.elapsed().as_secs_f64();
     watchdog.abort();
     (rate, dropped)
 }
 
-/// Panics once `received` has not moved for [`PATIENCE`]: the publications stopped.
-async fn stall_watch(received: Arc<AtomicU64>) {
-    let mut last = received.load(Ordering::Relaxed);
+/// Panics once `window` has read nothing for [`PATIENCE`]: the publications stopped.
+async fn stall_watch(window: Arc<Window>) {
+    let mut last = window.read();
     loop {
         tokio::time::sleep(PATIENCE).await;
-        let now = received.load(Ordering::Relaxed);
+        let now = window.read();
         assert_ne!(now, last, "publications keep coming");
         last = now;
     }

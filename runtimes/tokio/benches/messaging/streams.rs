@@ -3,9 +3,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::common::{clock, quinn_connect, quinn_pair};
+use super::window::Window;
 
 /// `total` messages of `payload` bytes on one unidirectional stream, each
 /// preceded by its length (u32, big-endian) and written on its own, at most
@@ -14,8 +14,8 @@ use super::common::{clock, quinn_connect, quinn_pair};
 pub async fn quinn_publish(total: u64, payload: usize, window: u64) -> f64 {
     let (server, client) = quinn_pair();
     let addr: SocketAddr = server.local_addr().expect("a bound endpoint");
-    let received = Arc::new(AtomicU64::new(0));
-    let counter = received.clone();
+    let window = Arc::new(Window::new(window));
+    let reader = window.clone();
     let receiving = tokio::spawn(async move {
         let incoming = server.accept().await.expect("a connection");
         let conn = incoming.await.expect("the quinn handshake");
@@ -27,7 +27,7 @@ pub async fn quinn_publish(total: u64, payload: usize, window: u64) -> f64 {
             let len = u32::from_be_bytes(len) as usize;
             assert_eq!(len, payload, "every message has the payload's length");
             recv.read_exact(&mut message).await.expect("a message");
-            counter.fetch_add(1, Ordering::Relaxed);
+            reader.read_one();
         }
         conn
     });
@@ -35,9 +35,7 @@ pub async fn quinn_publish(total: u64, payload: usize, window: u64) -> f64 {
     let mut send = conn.open_uni().await.expect("a stream");
     let start = clock();
     for sent in 0..total {
-        while sent - received.load(Ordering::Relaxed) >= window {
-            tokio::task::yield_now().await;
-        }
+        window.room_for(sent).await;
         let mut message = Vec::with_capacity(4 + payload);
         message.extend_from_slice(&(payload as u32).to_be_bytes());
         message.resize(4 + payload, 0x5a);
