@@ -148,3 +148,35 @@ fn a_peer_declaring_a_giant_payload_is_refused_and_never_buffered() {
     assert_eq!(node.counters().protocol_errors, 0);
     assert_eq!(node.connection_count(), 1, "refused, not dropped");
 }
+
+fn small_limits() -> Limits {
+    Limits {
+        max_frame_len: 4096,
+        ..Limits::DEFAULT
+    }
+}
+
+#[test]
+fn a_publication_larger_than_a_frame_carries_is_refused_with_a_typed_error() {
+    let now = common::epoch();
+    let mut small = config();
+    small.limits = small_limits();
+    let mut node = Node::new(
+        small,
+        Identity::from_seed([1; 32]),
+        Secret::deterministic(1),
+        now,
+        UNIX_MS,
+    )
+    .unwrap();
+    let max = macula::pubsub::max_publish_payload(&small_limits());
+    assert!(max < 4096);
+    let topic = macula::pubsub::Topic::new("sensors.temperature").unwrap();
+    let refused = node.publish(now, topic.clone(), Bytes::from(vec![0; max + 1]));
+    assert_eq!(
+        refused,
+        Err(macula::pubsub::PubSubError::TooLarge { size: max + 1, max }),
+        "refused at publish, not dropped when its frame fails to encode"
+    );
+    assert!(node.publish(now, topic, Bytes::from(vec![0; max])).is_ok());
+}

@@ -358,6 +358,7 @@ impl Node {
         config.rpc.seed = secret.derive_u64("rpc");
         config.pubsub.local_id = local;
         config.pubsub.first_epoch = unix_ms.saturating_mul(1000);
+        config.pubsub.fit_to(&config.limits);
         let messaging = Messaging::new(local, config.rpc.clone(), config.pubsub.clone());
         let setup = ReachSetup {
             node: local,

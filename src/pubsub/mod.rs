@@ -46,4 +46,6 @@ pub use fanout::{Fanout, Removed, SubscriberId};
 pub use machine::PubSub;
 pub use receiver::{Received, Receiver, ReceiverConfig, ReceiverStats};
 pub use record::{decode_subscriber_value, encode_subscriber_value};
-pub use types::{PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats};
+pub use types::{
+    PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats, max_publish_payload,
+};

@@ -10,7 +10,7 @@ use crate::access::AccessList;
 use crate::directory::{AnnounceFailed, DirectoryRequest};
 use crate::id::{NodeId, Realm};
 use crate::topic::{Pattern, Topic};
-use crate::wire::{Message, Publish};
+use crate::wire::{HEADER_LEN, Limits, Message, Publish};
 
 /// What went wrong with a pub/sub request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,7 +51,8 @@ pub struct PubSubConfig {
     pub first_epoch: u64,
     /// Largest payload accepted by
     /// [`PubSub::publish`](super::PubSub::publish) (default 1,000,000 bytes,
-    /// so a PUBLISH fits the wire's default 1 MiB frame).
+    /// so a PUBLISH fits the wire's default 1 MiB frame). A Node lowers it to
+    /// what a PUBLISH carries within its own frame limit ([`Self::fit_to`]).
     pub max_payload: usize,
     /// Messages waiting per subscriber before the oldest is dropped
     /// (default 1024).
@@ -118,6 +119,41 @@ impl PubSubConfig {
             publishers: AccessList::open(),
         }
     }
+
+    /// Lowers [`max_payload`](Self::max_payload) to the largest payload a
+    /// PUBLISH frame carries within `limits`, whatever its topic and ids, so
+    /// a payload that could not be sent is refused by `publish` with
+    /// [`PubSubError::TooLarge`] rather than dropped when its frame
+    /// fails to encode. The Node does this with its own wire limits.
+    pub fn fit_to(&mut self, limits: &Limits) {
+        self.max_payload = self.max_payload.min(max_publish_payload(limits));
+    }
+}
+
+/// The largest payload of a PUBLISH frame within `limits`: the frame limit
+/// less the other fields at their widest (a topic of
+/// [`topic::MAX_LEN`](crate::topic::MAX_LEN) bytes, or the string limit if
+/// lower); 0 when not even an empty payload fits.
+pub fn max_publish_payload(limits: &Limits) -> usize {
+    let topic_len = crate::topic::MAX_LEN.min(limits.max_string_len);
+    let widest = Message::Publish(Publish {
+        message_id: u64::MAX,
+        epoch: u64::MAX,
+        sequence: u64::MAX,
+        topic: "t".repeat(topic_len),
+        payload: Bytes::new(),
+    });
+    let unbounded = Limits {
+        max_frame_len: u32::MAX,
+        ..*limits
+    };
+    let Ok(empty) = widest.encoded_len(&unbounded) else {
+        return 0;
+    };
+    let others = empty.saturating_sub(HEADER_LEN);
+    usize::try_from(limits.max_frame_len)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(others)
 }
 
 /// What the pub/sub machine tells the application.
@@ -201,4 +237,53 @@ pub struct PubSubStats {
     pub unauthorized: u64,
     /// The receiving side's counters.
     pub receiver: ReceiverStats,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(topic_len: usize, payload: usize) -> Message {
+        Message::Publish(Publish {
+            message_id: u64::MAX,
+            epoch: u64::MAX,
+            sequence: u64::MAX,
+            topic: "t".repeat(topic_len),
+            payload: Bytes::from(vec![0; payload]),
+        })
+    }
+
+    #[test]
+    fn the_largest_publish_payload_fits_the_frame_with_the_longest_topic_and_one_more_byte_does_not()
+     {
+        for frame in [1 << 20, 4096, 600] {
+            let limits = Limits {
+                max_frame_len: frame,
+                ..Limits::DEFAULT
+            };
+            let max = max_publish_payload(&limits);
+            assert!(max > 0 && max < frame as usize, "{max} for {frame}");
+            let longest = crate::topic::MAX_LEN;
+            assert!(publish(longest, max).encoded_len(&limits).is_ok());
+            assert!(publish(longest, max + 1).encoded_len(&limits).is_err());
+        }
+    }
+
+    #[test]
+    fn a_frame_too_small_for_any_publish_leaves_no_payload_and_the_config_follows() {
+        let limits = Limits {
+            max_frame_len: 100,
+            ..Limits::DEFAULT
+        };
+        assert_eq!(max_publish_payload(&limits), 0);
+        let realm = Realm::new("io.macula.test").unwrap();
+        let mut config = PubSubConfig::new(realm, NodeId::from_bytes([1; 32]), 1);
+        config.fit_to(&Limits::DEFAULT);
+        assert_eq!(
+            config.max_payload, 1_000_000,
+            "the default fits the default frame"
+        );
+        config.fit_to(&limits);
+        assert_eq!(config.max_payload, 0);
+    }
 }
