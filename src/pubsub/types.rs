@@ -147,13 +147,10 @@ pub fn max_publish_payload(limits: &Limits) -> usize {
         max_frame_len: u32::MAX,
         ..*limits
     };
-    let Ok(empty) = widest.encoded_len(&unbounded) else {
-        return 0;
-    };
-    let others = empty.saturating_sub(HEADER_LEN);
-    usize::try_from(limits.max_frame_len)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(others)
+    let frame = usize::try_from(limits.max_frame_len).unwrap_or(usize::MAX);
+    (widest.encoded_len(&unbounded)).map_or(0, |empty| {
+        frame.saturating_sub(empty.saturating_sub(HEADER_LEN))
+    })
 }
 
 /// What the pub/sub machine tells the application.
