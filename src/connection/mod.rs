@@ -33,7 +33,7 @@ mod table;
 
 use quinn_proto::VarInt;
 
-pub use beat::Beat;
+pub(crate) use beat::Beat;
 pub use conn::{Bounds, Conn, PingVerdict, StreamRead, StreamTrouble};
 pub use phase::Phase;
 pub use silence::{SilenceLimit, Wait};
