@@ -2,6 +2,8 @@
 //! node's buffers grow past their bound: the node stops reading, and QUIC
 //! flow control stops the peer. Nor can one that declares a giant streamed
 //! payload: it is refused on its declared length and dropped as it comes.
+//! A request it never answers times out and its stream is stopped, and a
+//! publication no frame could carry is refused when it is made.
 //!
 //! The peer here is a raw quinn-proto endpoint with valid TLS and a valid
 //! CONNECT, so the node serves it; then it opens every stream it may and
@@ -179,4 +181,40 @@ fn a_publication_larger_than_a_frame_carries_is_refused_with_a_typed_error() {
         "refused at publish, not dropped when its frame fails to encode"
     );
     assert!(node.publish(now, topic, Bytes::from(vec![0; max])).is_ok());
+}
+
+/// A peer that takes a DHT request and never answers: once the request's
+/// deadline passes the node counts a timeout and stops the stream with
+/// `STREAM_TIMED_OUT` (0x100): an answer the peer writes late is refused.
+#[test]
+fn a_dht_request_the_peer_never_answers_times_out_and_its_stream_is_stopped() {
+    let (mut node, mut peer, mut now) = served_peer();
+    let contact = macula::dht::Contact::new(peer.identity.node_id(), peer.addr);
+    node.bootstrap(now, vec![contact]);
+    pump(&mut node, &mut [&mut peer], &mut now, 20);
+    let mut requests = Vec::new();
+    while let Some(stream) = peer.conn.streams().accept(Dir::Bi) {
+        requests.push(stream);
+    }
+    assert!(!requests.is_empty(), "the node asked the peer");
+    for &stream in &requests {
+        assert!(!peer.read_available(stream).is_empty(), "a request came");
+    }
+    // Never answered: well past the node's request timeout (10 s).
+    for _ in 0..12 {
+        pump(&mut node, &mut [&mut peer], &mut now, 500);
+    }
+    assert!(node.counters().request_timeouts >= 1);
+    // The node stopped the stream: an answer written now is refused with its code.
+    let mut reset = 0;
+    for &stream in &requests {
+        if let Err(quinn_proto::WriteError::Stopped(code)) =
+            peer.conn.send_stream(stream).write(b"late")
+        {
+            // docs/PROTOCOL.md: 0x100, a request whose answer did not come in time.
+            assert_eq!(code, quinn_proto::VarInt::from_u32(0x100));
+            reset += 1;
+        }
+    }
+    assert!(reset >= 1, "the node stopped the request's stream");
 }
