@@ -13,10 +13,12 @@
 //! So the node PINGs every connection it dialed that runs over a circuit at
 //! one instant every period (the circuit dialer's keep-alive,
 //! [`crate::quic::TransportSettings::acceptor_keep_alive`]), counted from
-//! the node's start. A PING at the beat is acknowledged well before quinn's
-//! own keep-alive comes due (a period after the last packet received), so
-//! quinn's timer never fires while the beat runs; a connection made between
-//! two beats PINGs once on its own at most before it joins them. The PINGs
+//! the node's start. quinn's own keep-alive comes due a period after the
+//! last packet received, here the ACK of the beat's PING, so the next beat
+//! comes first by that ACK's delay and quinn's timer never fires while the
+//! node is driven on time (should both come due in one turn, they ask for
+//! the same PING); a connection made between two beats PINGs once on its
+//! own at most before it joins them. The PINGs
 //! of one beat leave in the same relay-connection packets, a few packets
 //! for a hundred connections, and the peers' ACKs come back close together.
 
