@@ -21,7 +21,7 @@ use macula::wire::{self, Limits, Message};
 use quinn_proto::Dir;
 
 mod common;
-use common::raw_peer::{RawPeer, UNIX_MS, config, pump, write_some};
+use common::raw_peer::{RawPeer, UNIX_MS, config, node, pump, write_some};
 
 /// A node, and a peer whose connection it serves (a valid CONNECT went on
 /// the control stream).
@@ -163,14 +163,7 @@ fn a_publication_larger_than_a_frame_carries_is_refused_with_a_typed_error() {
     let now = common::epoch();
     let mut small = config();
     small.limits = small_limits();
-    let mut node = Node::new(
-        small,
-        Identity::from_seed([1; 32]),
-        Secret::deterministic(1),
-        now,
-        UNIX_MS,
-    )
-    .unwrap();
+    let mut node = node(small, now);
     let max = macula::pubsub::max_publish_payload(&small_limits());
     assert!(max < 4096);
     let topic = macula::pubsub::Topic::new("sensors.temperature").unwrap();

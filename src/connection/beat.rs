@@ -54,14 +54,10 @@ impl Beat {
         if now < self.next {
             return false;
         }
-        let behind = now.saturating_duration_since(self.next).as_nanos();
-        let periods = behind / self.period.as_nanos() + 1;
-        let step = u32::try_from(periods)
-            .ok()
-            .and_then(|n| self.period.checked_mul(n));
-        self.next = step
-            .and_then(|step| self.next.checked_add(step))
-            .unwrap_or(now + self.period);
+        let missed = now.saturating_duration_since(self.next).as_nanos() / self.period.as_nanos();
+        let periods = u32::try_from(missed + 1).unwrap_or(u32::MAX);
+        let step = self.period.saturating_mul(periods);
+        self.next = self.next.checked_add(step).unwrap_or(now);
         true
     }
 }
