@@ -793,3 +793,68 @@ fn a_thousand_publications_reach_five_subscribers_once_and_in_order() {
     assert_eq!(mesh.nodes[&publisher].queued_for(&node(7)), 100);
     assert_eq!(stats.published, 1000);
 }
+
+/// Who a publication on `t` at `now` went to: the subscribers sent a frame,
+/// and whether it was delivered here too.
+fn routed(ps: &mut PubSub, now: Instant, t: &str) -> (Vec<u8>, bool) {
+    ps.publish(now, topic(t), Bytes::new()).unwrap();
+    let out = drain(ps);
+    let local = out
+        .iter()
+        .any(|o| matches!(o, PubSubOutput::Event(PubSubEvent::Message { .. })));
+    (sends(&out).iter().map(|s| s.0).collect(), local)
+}
+
+/// A publisher remembers where a topic's publications go (issue 16: routing
+/// every publication anew was a third of a publishing node's time); each
+/// change of what the route came from shows in the next publication: a
+/// lookup that found another subscriber, our own subscription made and
+/// withdrawn, a direct subscription.
+#[test]
+fn a_remembered_route_follows_every_change_of_what_it_came_from() {
+    let now = t0();
+    let mut ps = PubSub::new(config(1));
+    ps.publish(now, topic("a.b"), Bytes::new()).unwrap();
+    drain(&mut ps);
+    ps.handle_lookup(now, key(""), vec![]);
+    ps.handle_lookup(now, key("a"), vec![record(2, "a.*")]);
+    ps.handle_lookup(now, key("a.b"), vec![]);
+    drain(&mut ps);
+    assert_eq!(routed(&mut ps, now, "a.b"), (vec![2], false));
+    assert_eq!(
+        routed(&mut ps, now, "a.c"),
+        (vec![], false),
+        "keys of its own"
+    );
+    drain(&mut ps);
+    ps.handle_lookup(now, key("a.c"), vec![record(4, "a.c")]);
+    let last = sends(&drain(&mut ps));
+    assert_eq!(last.iter().map(|s| s.0).collect::<Vec<_>>(), [2, 4]);
+
+    // Our own subscription, made and withdrawn.
+    ps.subscribe(now, pattern("a.#")).unwrap();
+    assert_eq!(routed(&mut ps, now, "a.b"), (vec![2], true));
+    assert!(ps.unsubscribe(now, &pattern("a.#")));
+    assert_eq!(routed(&mut ps, now, "a.b"), (vec![2], false));
+
+    // A direct subscription.
+    let subscribe = Subscribe {
+        request_id: 1,
+        pattern: "a.b".into(),
+    };
+    ps.handle_subscribe(now, node(5), subscribe);
+    drain(&mut ps);
+    assert_eq!(routed(&mut ps, now, "a.b"), (vec![2, 5], false));
+
+    // Due again: the lookup of "a" finds node 3 as well.
+    let later = now + Duration::from_secs(31);
+    ps.handle_timeout(later);
+    ps.publish(later, topic("a.b"), Bytes::new()).unwrap();
+    assert_eq!(lookups(&drain(&mut ps)).len(), 3);
+    ps.handle_lookup(later, key("a"), vec![record(2, "a.*"), record(3, "a.b")]);
+    ps.handle_lookup(later, key(""), vec![]);
+    ps.handle_lookup(later, key("a.b"), vec![]);
+    let sent = sends(&drain(&mut ps));
+    assert_eq!(sent.iter().map(|s| s.0).collect::<Vec<_>>(), [2, 3, 5]);
+    assert_eq!(routed(&mut ps, later, "a.b"), (vec![2, 3, 5], false));
+}

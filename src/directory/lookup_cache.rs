@@ -211,12 +211,18 @@ impl Known {
         self.emptied = false;
     }
 
-    /// Keeps the values for which `keep` holds.
-    fn retain(&mut self, mut keep: impl FnMut(&Found, Instant) -> bool) {
+    /// Keeps the values for which `keep` holds; true when one went. Keeping
+    /// them all (a use of a fresh key, every publication) moves nothing.
+    fn retain(&mut self, mut keep: impl FnMut(&Found, Instant) -> bool) -> bool {
+        let mut kept = self.found.iter().zip(&self.until);
+        if kept.all(|(found, until)| keep(found, *until)) {
+            return false;
+        }
         let pairs = mem::take(&mut self.found)
             .into_iter()
             .zip(mem::take(&mut self.until));
         (self.found, self.until) = pairs.filter(|(found, until)| keep(found, *until)).unzip();
+        true
     }
 }
 
@@ -231,26 +237,42 @@ enum Entry {
     },
 }
 
+/// What [`Entry::age`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Aged {
+    /// Nothing was dropped.
+    Unchanged,
+    /// Values were dropped (or the entry became its lookup under way).
+    Changed,
+    /// The entry is of no more use.
+    Gone,
+}
+
 impl Entry {
-    /// Drops the values whose time is over by `now`; false when the entry
-    /// is of no more use. A value whose time is over is kept while a lookup
-    /// of the key runs, or when `in_use` and the key is due (the use starts
-    /// that lookup): the lookup's answer decides ([`LookupCache::fill`]), up
-    /// to `grace` after its time. An entry whose values all aged out knows
-    /// nothing any more (not "nobody serves it"): it becomes its lookup
-    /// under way, if one is, or goes. One whose lookup found nothing goes
-    /// once due.
-    fn age(&mut self, now: Instant, in_use: bool, grace: Duration) -> bool {
+    /// Drops the values whose time is over by `now`. A value whose time is
+    /// over is kept while a lookup of the key runs, or when `in_use` and the
+    /// key is due (the use starts that lookup): the lookup's answer decides
+    /// ([`LookupCache::fill`]), up to `grace` after its time. An entry whose
+    /// values all aged out knows nothing any more (not "nobody serves it"):
+    /// it becomes its lookup under way, if one is, or goes. One whose lookup
+    /// found nothing goes once due.
+    fn age(&mut self, now: Instant, in_use: bool, grace: Duration) -> Aged {
         let Entry::Known(known) = self else {
-            return true;
+            return Aged::Unchanged;
         };
         if known.found.is_empty() {
-            return known.refreshing.is_some() || now < known.due;
+            return if known.refreshing.is_some() || now < known.due {
+                Aged::Unchanged
+            } else {
+                Aged::Gone
+            };
         }
         let asking = known.refreshing.is_some() || (in_use && now >= known.due);
-        known.retain(|_, until| now < until || (asking && now < until + grace));
+        if !known.retain(|_, until| now < until || (asking && now < until + grace)) {
+            return Aged::Unchanged;
+        }
         if !known.found.is_empty() {
-            return true;
+            return Aged::Changed;
         }
         match known.refreshing {
             Some(deadline) => {
@@ -258,9 +280,9 @@ impl Entry {
                     deadline,
                     unanswered: 0,
                 };
-                true
+                Aged::Changed
             }
-            None => false,
+            None => Aged::Gone,
         }
     }
 }
@@ -276,6 +298,9 @@ pub(crate) struct LookupCache {
     deadlines: BTreeMap<(Instant, RecordKey), ()>,
     /// Hits and misses of [`LookupCache::consult`].
     counts: CacheCounts,
+    /// Moves on whenever the values known under a key may have changed
+    /// ([`LookupCache::generation`]).
+    generation: u64,
 }
 
 impl LookupCache {
@@ -288,6 +313,7 @@ impl LookupCache {
             entries: HashMap::default(),
             deadlines: BTreeMap::new(),
             counts: CacheCounts::default(),
+            generation: 0,
         }
     }
 
@@ -296,10 +322,12 @@ impl LookupCache {
     /// under way, a miss when nothing is. Values whose time is over are
     /// dropped first.
     pub(crate) fn consult(&mut self, now: Instant, key: &RecordKey) -> Cached<'_> {
-        if let Some(entry) = self.entries.get_mut(key)
-            && !entry.age(now, true, self.ttl)
-        {
-            self.entries.remove(key);
+        if let Some(entry) = self.entries.get_mut(key) {
+            let aged = entry.age(now, true, self.ttl);
+            if aged == Aged::Gone {
+                self.entries.remove(key);
+            }
+            self.note(aged != Aged::Unchanged);
         }
         let hit = self.get(now, key) != Cached::Missing;
         self.counts.record(hit);
@@ -309,6 +337,20 @@ impl LookupCache {
     /// Hits and misses of [`LookupCache::consult`] so far.
     pub(crate) fn counts(&self) -> CacheCounts {
         self.counts
+    }
+
+    /// A number that moves on whenever what [`LookupCache::get`] returns as
+    /// values may have changed under some key (a lookup started, answered or
+    /// given up on, a value forgotten or aged out): while it stays the same,
+    /// whatever was worked out from the values still holds. Whether they
+    /// are fresh or stale, which moves with time alone, is not part of it.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Moves [`LookupCache::generation`] on when `changed`.
+    fn note(&mut self, changed: bool) {
+        self.generation += u64::from(changed);
     }
 
     /// What is known about `key` at `now`.
@@ -331,6 +373,7 @@ impl LookupCache {
     /// Notes that a lookup of `key` went out at `now`; the values known, if
     /// any, stay in use until it ends.
     pub(crate) fn started(&mut self, now: Instant, key: RecordKey) {
+        self.note(true);
         let deadline = now + self.lookup_timeout;
         match self.entries.get_mut(&key) {
             Some(Entry::Known(known)) if !known.found.is_empty() => {
@@ -362,6 +405,7 @@ impl LookupCache {
         found: Vec<Found>,
         answered: Answered,
     ) -> Filled {
+        self.note(true);
         let due = now + answered.ttl(self.ttl);
         let until = now + self.ttl * STALE_TTLS;
         match self.entries.get_mut(&key) {
@@ -399,8 +443,9 @@ impl LookupCache {
     /// pick it before the entry is looked up again.
     pub(crate) fn forget(&mut self, key: &RecordKey, provider: &NodeId) {
         if let Some(Entry::Known(known)) = self.entries.get_mut(key) {
-            known.retain(|f, _| f.provider != *provider);
+            let forgotten = known.retain(|f, _| f.provider != *provider);
             known.emptied = known.found.is_empty();
+            self.note(forgotten);
         }
     }
 
@@ -417,6 +462,7 @@ impl LookupCache {
                 self.deadlines.remove(&(deadline, *key));
             }
             self.entries.remove(key);
+            self.note(true);
         }
     }
 
@@ -447,6 +493,7 @@ impl LookupCache {
             }
             expired.push(key);
         }
+        self.note(!expired.is_empty());
         expired
     }
 
@@ -455,7 +502,13 @@ impl LookupCache {
     /// up.
     pub(crate) fn prune(&mut self, now: Instant) {
         let grace = self.ttl;
-        self.entries.retain(|_, entry| entry.age(now, false, grace));
+        let mut changed = false;
+        self.entries.retain(|_, entry| {
+            let aged = entry.age(now, false, grace);
+            changed |= aged != Aged::Unchanged;
+            aged != Aged::Gone
+        });
+        self.note(changed);
     }
 }
 

@@ -26,6 +26,8 @@ pub(crate) struct Direct {
     per_peer: usize,
     count: usize,
     by_peer: BTreeMap<NodeId, BTreeSet<Pattern>>,
+    /// Moves on at every change of the table.
+    generation: u64,
 }
 
 impl Direct {
@@ -36,6 +38,7 @@ impl Direct {
             per_peer,
             count: 0,
             by_peer: BTreeMap::new(),
+            generation: 0,
         }
     }
 
@@ -60,6 +63,7 @@ impl Direct {
         }
         patterns.insert(pattern);
         self.count += 1;
+        self.generation += 1;
         Ok(())
     }
 
@@ -70,6 +74,7 @@ impl Direct {
         };
         if patterns.remove(pattern) {
             self.count -= 1;
+            self.generation += 1;
         }
         if patterns.is_empty() {
             self.by_peer.remove(peer);
@@ -80,7 +85,13 @@ impl Direct {
     pub(crate) fn remove_peer(&mut self, peer: &NodeId) {
         if let Some(patterns) = self.by_peer.remove(peer) {
             self.count -= patterns.len();
+            self.generation += 1;
         }
+    }
+
+    /// A number that moves on whenever a subscription is added or removed.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The peers with a subscription matching `topic`.
@@ -115,6 +126,9 @@ mod tests {
         assert_eq!(direct.matching(&topic).count(), 0);
         direct.insert(b, p("z")).unwrap();
         assert_eq!(direct.count, 2);
+        // Two insertions, a removal (the second found nothing), a peer gone,
+        // two insertions: every change moved the generation, nothing else did.
+        assert_eq!(direct.generation(), 6);
     }
 
     #[test]

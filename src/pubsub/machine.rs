@@ -24,7 +24,7 @@
 //! meanwhile waits (bounded) and goes when it is tried again
 //! ([`PubSub::handle_unreachable`]).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -32,15 +32,16 @@ use bytes::Bytes;
 use super::direct::{Direct, Refusal};
 use super::outbox::{Outbox, Queued};
 use super::receiver::Receiver;
-use super::record::{encode_subscriber_value, subscriber_value_matches};
+use super::record::subscriber_value_matches;
+use super::routes::{Route, Routes, Stamp};
+use super::subscriptions::Subscriptions;
 use super::{PubSubConfig, PubSubError, PubSubEvent, PubSubOutput, PubSubStats};
 use crate::collections::HashMap;
 use crate::contract::{Child, OutputQueue};
 use crate::directory::{
     AnnounceFailure, Announcements, Answered, Cached, DirectoryRequest, Filled, Found, LookupCache,
 };
-use crate::id::{NodeId, RecordKey, RecordKind};
-use crate::record_keys::RecordKeys;
+use crate::id::{NodeId, RecordKey};
 use crate::topic::{Pattern, Topic};
 use crate::wire::{ErrorCode, ErrorReply, Message, Publish, Reply, Subscribe, Unsubscribe};
 
@@ -62,6 +63,8 @@ pub struct PubSub {
     direct: Direct,
     announcements: Announcements,
     cache: LookupCache,
+    /// The keys and routes of the topics published on lately.
+    routes: Routes,
     waiting: VecDeque<Waiting>,
     outboxes: HashMap<NodeId, Outbox>,
     /// What the last session of a disconnected subscriber left unsure, and
@@ -87,10 +90,8 @@ impl PubSub {
             cache: LookupCache::new(config.cache_ttl, config.lookup_timeout),
             receiver: Receiver::new(config.receiver.clone()),
             next_epoch: config.first_epoch,
-            subscriptions: Subscriptions {
-                keys: RecordKeys::new(config.realm.clone(), RecordKind::Topic),
-                by_key: BTreeMap::new(),
-            },
+            subscriptions: Subscriptions::new(config.realm.clone()),
+            routes: Routes::default(),
             waiting: VecDeque::new(),
             outboxes: HashMap::default(),
             carried: HashMap::default(),
@@ -157,7 +158,7 @@ impl PubSub {
     ) {
         self.outputs.mark(now);
         let failed = self.announcements.stored(now, &key, result);
-        if let (Some(failed), Some(patterns)) = (failed, self.subscriptions.by_key.get(&key)) {
+        if let (Some(failed), Some(patterns)) = (failed, self.subscriptions.under(&key)) {
             let patterns = patterns.iter().cloned().collect();
             let event = PubSubEvent::SubscriptionFailed { patterns, failed };
             self.outputs.push(PubSubOutput::Event(event));
@@ -167,7 +168,7 @@ impl PubSub {
     /// Whether the node holds any subscription (it announces PUBSUB and
     /// takes publish streams).
     pub fn subscribed(&self) -> bool {
-        !self.subscriptions.by_key.is_empty()
+        self.subscriptions.any()
     }
 
     /// Subscribes to `pattern`: announces it under its literal prefix.
@@ -175,20 +176,19 @@ impl PubSub {
     pub fn subscribe(&mut self, now: Instant, pattern: Pattern) -> Result<bool, PubSubError> {
         self.outputs.mark(now);
         let key = self.topic_key(pattern.literal_prefix());
-        let subscriptions = &mut self.subscriptions.by_key;
-        let count: usize = subscriptions.values().map(BTreeSet::len).sum();
+        let subscriptions = &mut self.subscriptions;
         if subscriptions
-            .get(&key)
+            .under(&key)
             .is_some_and(|s| s.contains(&pattern))
         {
             return Ok(false);
         }
-        if count >= self.config.max_subscriptions {
+        if subscriptions.count() >= self.config.max_subscriptions {
             return Err(PubSubError::TooManySubscriptions {
                 max: self.config.max_subscriptions,
             });
         }
-        subscriptions.entry(key).or_default().insert(pattern);
+        subscriptions.insert(key, pattern);
         self.announce(key);
         Ok(true)
     }
@@ -197,15 +197,8 @@ impl PubSub {
     pub fn unsubscribe(&mut self, now: Instant, pattern: &Pattern) -> bool {
         self.outputs.mark(now);
         let key = self.topic_key(pattern.literal_prefix());
-        let subscriptions = &mut self.subscriptions.by_key;
-        let Some(patterns) = subscriptions.get_mut(&key) else {
+        if !self.subscriptions.remove(&key, pattern) {
             return false;
-        };
-        if !patterns.remove(pattern) {
-            return false;
-        }
-        if patterns.is_empty() {
-            subscriptions.remove(&key);
         }
         self.announce(key);
         true
@@ -235,8 +228,8 @@ impl PubSub {
         self.next_message_id += 1;
         self.stats.published += 1;
         let mut keys = Vec::new();
-        for prefix in topic.prefixes() {
-            let key = self.topic_key(prefix);
+        let subscriptions = &self.subscriptions;
+        for &key in self.routes.keys(&topic, |prefix| subscriptions.key(prefix)) {
             let (look_up, wait) = match self.cache.consult(now, &key) {
                 Cached::Fresh(_) => (false, false),
                 Cached::Stale(_) => (true, false),
@@ -316,22 +309,22 @@ impl PubSub {
             payload,
             ..
         } = publication;
-        let mut subscribers = BTreeSet::new();
-        for prefix in topic.prefixes() {
-            let key = self.topic_key(prefix);
-            let Some(found) = self.cache.get(now, &key).values() else {
-                continue;
-            };
-            for entry in found {
-                if entry.provider != self.config.local_id
-                    && subscriber_value_matches(&entry.value, &topic)
-                {
-                    subscribers.insert(entry.provider);
-                }
-            }
-        }
-        subscribers.extend(self.direct.matching(&topic));
-        if self.subscriptions.want(&topic) {
+        let stamp = Stamp {
+            cache: self.cache.generation(),
+            direct: self.direct.generation(),
+            subscriptions: self.subscriptions.generation(),
+        };
+        let (subscriptions, cache, direct) = (&self.subscriptions, &self.cache, &self.direct);
+        let local_id = self.config.local_id;
+        let route = self.routes.route(
+            &topic,
+            stamp,
+            |prefix| subscriptions.key(prefix),
+            |keys| work_out(now, &topic, keys, (local_id, cache, direct, subscriptions)),
+        );
+        // Shared with the memo, so the queues can be written.
+        let Route { subscribers, local } = route.clone();
+        if local {
             self.outputs.push(PubSubOutput::Event(PubSubEvent::Message {
                 publisher: self.config.local_id,
                 message_id,
@@ -339,7 +332,7 @@ impl PubSub {
                 payload: payload.clone(),
             }));
         }
-        for subscriber in subscribers {
+        for &subscriber in subscribers.iter() {
             self.enqueue(now, subscriber, message_id, topic.clone(), payload.clone());
         }
     }
@@ -582,9 +575,7 @@ impl PubSub {
     /// sequence number is used up: [`Receiver::pass`]).
     pub fn handle_publish(&mut self, now: Instant, publisher: NodeId, message: Publish) {
         self.outputs.mark(now);
-        let wanted = Topic::new(&message.topic)
-            .ok()
-            .filter(|topic| self.subscriptions.want(topic));
+        let wanted = self.subscriptions.wanted(&message.topic);
         let refused = match wanted {
             None => Some(&mut self.stats.unsolicited),
             Some(topic) if !self.config.publishers.allows(&publisher, topic.as_str()) => {
@@ -649,12 +640,9 @@ impl PubSub {
     /// it as unsolicited otherwise.
     fn receive_with(&mut self, act: impl FnOnce(&mut Receiver, &mut dyn FnMut(NodeId, Publish))) {
         let (subscriptions, outputs, stats) =
-            (&self.subscriptions, &mut self.outputs, &mut self.stats);
+            (&mut self.subscriptions, &mut self.outputs, &mut self.stats);
         let mut sink = |publisher: NodeId, message: Publish| {
-            let topic = Topic::new(&message.topic)
-                .ok()
-                .filter(|t| subscriptions.want(t));
-            let Some(topic) = topic else {
+            let Some(topic) = subscriptions.wanted(&message.topic) else {
                 stats.unsolicited += 1;
                 return;
             };
@@ -669,40 +657,39 @@ impl PubSub {
     }
 }
 
+/// Where a publication on `topic` goes, from the values known under its
+/// prefixes' `keys`, the direct subscriptions and our own: every other node
+/// whose record or direct subscription has a pattern matching it, in id
+/// order, and whether we want it ourselves.
+fn work_out(
+    now: Instant,
+    topic: &Topic,
+    keys: &[RecordKey],
+    (local_id, cache, direct, subscriptions): (NodeId, &LookupCache, &Direct, &Subscriptions),
+) -> Route {
+    let mut subscribers = BTreeSet::new();
+    for key in keys {
+        let Some(found) = cache.get(now, key).values() else {
+            continue;
+        };
+        for entry in found {
+            if entry.provider != local_id && subscriber_value_matches(&entry.value, topic) {
+                subscribers.insert(entry.provider);
+            }
+        }
+    }
+    subscribers.extend(direct.matching(topic));
+    Route {
+        subscribers: subscribers.into_iter().collect(),
+        local: subscriptions.want(topic),
+    }
+}
+
 /// The seed of the announcement retries' jitter: the first bytes of our id.
 fn announce_seed(local: &NodeId) -> u64 {
     let mut seed = [0; 8];
     seed.copy_from_slice(&local.as_bytes()[..8]);
     u64::from_le_bytes(seed)
-}
-
-/// The local subscriptions, by the key of their literal prefix.
-#[derive(Debug)]
-struct Subscriptions {
-    keys: RecordKeys,
-    by_key: BTreeMap<RecordKey, BTreeSet<Pattern>>,
-}
-
-impl Subscriptions {
-    /// The DHT key of a topic prefix.
-    fn key(&self, prefix: &str) -> RecordKey {
-        self.keys.key(prefix)
-    }
-
-    /// Our record value under `key`: every pattern we subscribe to there
-    /// ([`encode_subscriber_value`]).
-    fn record_value(&self, key: &RecordKey) -> Option<Bytes> {
-        self.by_key.get(key).map(encode_subscriber_value)
-    }
-
-    /// True when one of our patterns matches `topic`.
-    fn want(&self, topic: &Topic) -> bool {
-        topic.prefixes().any(|prefix| {
-            self.by_key
-                .get(&self.key(prefix))
-                .is_some_and(|patterns| patterns.iter().any(|p| p.matches(topic)))
-        })
-    }
 }
 
 impl Child for PubSub {

@@ -39,6 +39,8 @@ mod machine;
 mod outbox;
 mod receiver;
 mod record;
+mod routes;
+mod subscriptions;
 mod types;
 
 pub use crate::topic::{MAX_LEN, MAX_SEGMENTS, Pattern, Topic, TopicError};

@@ -713,7 +713,7 @@ fn relayed_and_direct(plan: &Plan) -> (Series, Series) {
 // ---- the report ---------------------------------------------------------------
 
 /// The parts of a run: those named after `--` on the command line (`rpc`,
-/// `publish`, `bulk`, `cpu`, `fresh`, `quinn`, `idle`, `sim`; to profile
+/// `publish`, `publish_confirmed`, `bulk`, `cpu`, `fresh`, `quinn`, `idle`, `sim`; to profile
 /// one), or all of them. A ratio is printed when both its sides ran.
 struct Parts(Vec<String>);
 
@@ -763,7 +763,10 @@ struct Loopback {
 
 async fn loopback(plan: &Plan, parts: &Parts) -> Loopback {
     let mut out = Loopback::default();
-    if ["rpc", "publish", "bulk"].iter().any(|p| parts.run(p)) {
+    if ["rpc", "publish", "publish_confirmed", "bulk"]
+        .iter()
+        .any(|p| parts.run(p))
+    {
         let mesh = mesh(|_| {}, |_| {}).await;
         if parts.run("rpc") {
             let series = sequential(plan, &mesh).await;
@@ -771,6 +774,8 @@ async fn loopback(plan: &Plan, parts: &Parts) -> Loopback {
         }
         if parts.run("publish") {
             out.publish = Some(publish(plan, &mesh, false).await);
+        }
+        if parts.run("publish_confirmed") {
             out.publish_confirmed = Some(publish(plan, &mesh, true).await);
         }
         if parts.run("bulk") {
