@@ -119,6 +119,10 @@ fn check_common(text: &str) -> Result<(), TopicError> {
             return Err(TopicError::EmptySegment { text: text.into() });
         }
         let wildcard = segment == "*" || segment == "#";
+        if segment.is_ascii() && !segment.bytes().any(|b| bad_ascii(b, wildcard)) {
+            // The common case, byte by byte; other text goes char by char.
+            continue;
+        }
         let bad = segment.chars().find(|&c| {
             c.is_whitespace() || c.is_control() || (!wildcard && (c == '*' || c == '#'))
         });
@@ -131,6 +135,13 @@ fn check_common(text: &str) -> Result<(), TopicError> {
         }
     }
     Ok(())
+}
+
+/// Whether the ASCII byte `b` has no place in a segment (a `wildcard` one
+/// or not): whitespace and control characters are all at or below the space
+/// but DEL, and `*` and `#` are whole segments or nothing.
+fn bad_ascii(b: u8, wildcard: bool) -> bool {
+    b <= b' ' || b == 0x7f || (!wildcard && (b == b'*' || b == b'#'))
 }
 
 /// A concrete topic: what a message is published on. Cloning one is cheap
@@ -334,6 +345,18 @@ mod tests {
             topic("ab.c.def").prefixes().collect::<Vec<_>>(),
             ["", "ab", "ab.c", "ab.c.def"]
         );
+    }
+
+    #[test]
+    fn the_ascii_rule_is_the_char_rule_for_every_ascii_byte() {
+        for b in 0..=0x7f_u8 {
+            let c = char::from(b);
+            for wildcard in [false, true] {
+                let by_char =
+                    c.is_whitespace() || c.is_control() || (!wildcard && (c == '*' || c == '#'));
+                assert_eq!(bad_ascii(b, wildcard), by_char, "{b:#x} {wildcard}");
+            }
+        }
     }
 
     #[test]

@@ -249,6 +249,23 @@ enum Aged {
 }
 
 impl Entry {
+    /// What `entry` (`None`: no entry) tells about its key at `now`.
+    fn cached(entry: Option<&Entry>, now: Instant) -> Cached<'_> {
+        match entry {
+            Some(Entry::Known(known)) if now < known.due => Cached::Fresh(&known.found),
+            Some(Entry::Known(known)) if !known.found.is_empty() => {
+                if known.refreshing.is_some() {
+                    Cached::Fresh(&known.found)
+                } else {
+                    Cached::Stale(&known.found)
+                }
+            }
+            Some(Entry::Known(known)) if known.refreshing.is_some() => Cached::Pending,
+            Some(Entry::Pending { .. }) => Cached::Pending,
+            _ => Cached::Missing,
+        }
+    }
+
     /// Drops the values whose time is over by `now`. A value whose time is
     /// over is kept while a lookup of the key runs, or when `in_use` and the
     /// key is due (the use starts that lookup): the lookup's answer decides
@@ -322,16 +339,14 @@ impl LookupCache {
     /// under way, a miss when nothing is. Values whose time is over are
     /// dropped first.
     pub(crate) fn consult(&mut self, now: Instant, key: &RecordKey) -> Cached<'_> {
-        if let Some(entry) = self.entries.get_mut(key) {
-            let aged = entry.age(now, true, self.ttl);
-            if aged == Aged::Gone {
-                self.entries.remove(key);
-            }
-            self.note(aged != Aged::Unchanged);
+        let aged = (self.entries.get_mut(key)).map(|entry| entry.age(now, true, self.ttl));
+        if aged == Some(Aged::Gone) {
+            self.entries.remove(key);
         }
-        let hit = self.get(now, key) != Cached::Missing;
-        self.counts.record(hit);
-        self.get(now, key)
+        self.note(aged.is_some_and(|aged| aged != Aged::Unchanged));
+        let cached = Entry::cached(self.entries.get(key), now);
+        self.counts.record(cached != Cached::Missing);
+        cached
     }
 
     /// Hits and misses of [`LookupCache::consult`] so far.
@@ -355,19 +370,7 @@ impl LookupCache {
 
     /// What is known about `key` at `now`.
     pub(crate) fn get(&self, now: Instant, key: &RecordKey) -> Cached<'_> {
-        match self.entries.get(key) {
-            Some(Entry::Known(known)) if now < known.due => Cached::Fresh(&known.found),
-            Some(Entry::Known(known)) if !known.found.is_empty() => {
-                if known.refreshing.is_some() {
-                    Cached::Fresh(&known.found)
-                } else {
-                    Cached::Stale(&known.found)
-                }
-            }
-            Some(Entry::Known(known)) if known.refreshing.is_some() => Cached::Pending,
-            Some(Entry::Pending { .. }) => Cached::Pending,
-            _ => Cached::Missing,
-        }
+        Entry::cached(self.entries.get(key), now)
     }
 
     /// Notes that a lookup of `key` went out at `now`; the values known, if
