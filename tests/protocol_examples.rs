@@ -141,6 +141,22 @@ fn example(ty: MessageType) -> Message {
             payload: Bytes::from_static(b"21.5"),
         }
         .into(),
+        MessageType::PublishBatch => PublishBatch {
+            epoch: 1_700_000_000_000_000,
+            first_sequence: 4,
+            topic: "sensors.t1".into(),
+            entries: vec![
+                Published {
+                    message_id: 8,
+                    payload: Bytes::from_static(b"21.6"),
+                },
+                Published {
+                    message_id: 9,
+                    payload: Bytes::from_static(b"21.8"),
+                },
+            ],
+        }
+        .into(),
         MessageType::Subscribe => Subscribe {
             request_id: 5,
             pattern: "sensors.*".into(),

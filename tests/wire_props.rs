@@ -104,6 +104,22 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
                 })
             })
             .boxed(),
+        MessageType::PublishBatch => (id(), id(), text(), vec((id(), payload()), 0..5))
+            .prop_map(|(epoch, first_sequence, topic, entries)| {
+                let entries = (entries.into_iter())
+                    .map(|(message_id, payload)| Published {
+                        message_id,
+                        payload,
+                    })
+                    .collect();
+                Message::from(PublishBatch {
+                    epoch,
+                    first_sequence,
+                    topic,
+                    entries,
+                })
+            })
+            .boxed(),
         MessageType::Subscribe => (id(), text())
             .prop_map(|(request_id, pattern)| {
                 Message::from(Subscribe {

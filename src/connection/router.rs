@@ -69,7 +69,7 @@ pub const fn route(message_type: MessageType) -> Route {
             (Owner::Reach, Control)
         }
         T::PunchOffer | T::PunchAnswer | T::PunchSync | T::PunchResult => (Owner::Punch, Control),
-        T::Publish | T::Subscribe | T::Unsubscribe => (Owner::PubSub, PeerStream),
+        T::Publish | T::PublishBatch | T::Subscribe | T::Unsubscribe => (Owner::PubSub, PeerStream),
         T::Call | T::Cancel => (Owner::Rpc, PeerStream),
         T::FindNode | T::FindValue | T::Store | T::StoreBatch => (Owner::Dht, PeerStream),
         T::RelayReserve | T::RelayRelease | T::CircuitOpen => (Owner::RelayServer, PeerStream),

@@ -296,7 +296,7 @@ impl Messaging {
 
     /// A frame on a request or publish stream of `peer`, if it is
     /// messaging's: an answer to one of our calls, a CALL, CANCEL, PUBLISH,
-    /// SUBSCRIBE or UNSUBSCRIBE. Other frames come back.
+    /// PUBLISH_BATCH, SUBSCRIBE or UNSUBSCRIBE. Other frames come back.
     pub fn handle_frame(
         &mut self,
         now: Instant,
@@ -337,6 +337,11 @@ impl Messaging {
                 self.rpc.handle_cancel(now, peer, cancel.request_id);
             }
             Message::Publish(publish) => self.pubsub.handle_publish(now, peer, publish),
+            Message::PublishBatch(batch) => {
+                for publish in batch.into_publishes() {
+                    self.pubsub.handle_publish(now, peer, publish);
+                }
+            }
             Message::Subscribe(subscribe) => {
                 self.answers.asked(peer, subscribe.request_id, at);
                 self.pubsub.handle_subscribe(now, peer, subscribe);

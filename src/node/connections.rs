@@ -181,7 +181,9 @@ impl Node {
 
     /// Our CONNECT.
     pub(super) fn hello(&self) -> wire::Connect {
-        let mut capabilities = Capabilities::STORE_BATCH.with(Capabilities::CIRCUIT_PEER);
+        let mut capabilities = Capabilities::STORE_BATCH
+            .with(Capabilities::CIRCUIT_PEER)
+            .with(Capabilities::PUBLISH_BATCH);
         if self.dht.mode() == Mode::Server {
             capabilities = capabilities.with(Capabilities::DHT_SERVER);
         }

@@ -22,7 +22,7 @@ use crate::contract::{Child, Output};
 use crate::messaging::{MessagingOutput, Unopened};
 use crate::pool::ConnId;
 use crate::rpc::AnnounceFailure;
-use crate::wire::{Cancel, Capabilities, Message, Publish};
+use crate::wire::{self, Cancel, Capabilities, Message, Publish};
 
 impl Node {
     /// Carries out the child's outputs; true when there were any. PUBLISH
@@ -162,7 +162,9 @@ impl Node {
         Ok(stream)
     }
 
-    /// Writes PUBLISH frames on their subscriber's stream, in one write.
+    /// Writes PUBLISH frames on their subscriber's stream, in one write,
+    /// packed into PUBLISH_BATCH frames for a peer that takes them
+    /// ([`wire::pack_publishes`]).
     fn write_publications(&mut self, now: Instant, publications: Batch) {
         let Batch {
             conn,
@@ -170,10 +172,15 @@ impl Node {
             frames,
             ..
         } = publications;
+        let packed = if self.peer_announced(conn, Capabilities::PUBLISH_BATCH) {
+            wire::pack_publishes(frames, &self.config.limits)
+        } else {
+            frames.into_iter().map(Message::Publish).collect()
+        };
         let Some((handle, quic)) = self.pooled_conn(conn) else {
             return;
         };
-        for error in quic.send_frames(stream, frames.into_iter().map(Message::Publish)) {
+        for error in quic.send_frames(stream, packed) {
             // Payloads are bounded below the frame limit; should a frame not
             // encode, it is lost like one dropped from a full queue.
             tracing::warn!(%error, "PUBLISH not encoded");

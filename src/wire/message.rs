@@ -10,7 +10,7 @@ use super::dht::{
 use super::field::{Bound, Ctx, Field, Reader};
 use super::header::{HEADER_LEN, Header};
 use super::nat::{PunchAnswer, PunchOffer, PunchResult, PunchSync};
-use super::pubsub::{Publish, Subscribe, Unsubscribe};
+use super::pubsub::{Publish, PublishBatch, Subscribe, Unsubscribe};
 use super::reach::{CapabilitiesUpdate, DialBack, DialBackProbe, DialBackResult};
 use super::relay::{
     CircuitIncoming, CircuitOpen, CircuitPeer, CircuitStatus, RelayRelease, RelayReserve,
@@ -115,6 +115,8 @@ messages! {
     Subscribe = 0x11 "SUBSCRIBE",
     /// UNSUBSCRIBE: drop a subscription.
     Unsubscribe = 0x12 "UNSUBSCRIBE",
+    /// PUBLISH_BATCH: PUBLISH frames of one session and topic in a row.
+    PublishBatch = 0x13 "PUBLISH_BATCH",
     /// CALL: invoke a procedure.
     Call = 0x20 "CALL",
     /// REPLY: a request succeeded.
@@ -177,13 +179,14 @@ messages! {
 
 impl Message {
     /// The request id a request carries or an answer echoes; `None` for
-    /// CONNECT, DISCONNECT, PUBLISH, CIRCUIT_INCOMING, DIAL_BACK_PROBE and
+    /// CONNECT, DISCONNECT, PUBLISH, PUBLISH_BATCH, CIRCUIT_INCOMING, DIAL_BACK_PROBE and
     /// CAPABILITIES.
     pub fn request_id(&self) -> Option<u64> {
         match self {
             Message::Connect(_)
             | Message::Disconnect(_)
             | Message::Publish(_)
+            | Message::PublishBatch(_)
             | Message::CircuitIncoming(_)
             | Message::CircuitPeer(_)
             | Message::DialBackProbe(_)

@@ -43,7 +43,7 @@ pub use nat::{
     AllocationCode, CandidateType, FilteringCode, MappingCode, NatInfo, PunchAnswer, PunchOffer,
     PunchOutcome, PunchResult, PunchSync, WireCandidate,
 };
-pub use pubsub::{Publish, Subscribe, Unsubscribe};
+pub use pubsub::{Publish, PublishBatch, Published, Subscribe, Unsubscribe, pack_publishes};
 pub use reach::{
     CapabilitiesUpdate, DialBack, DialBackProbe, DialBackResult, DialBackStatus, ProbeSource,
 };

@@ -29,6 +29,8 @@ impl Capabilities {
     pub const STORE_BATCH: Capabilities = Capabilities(1 << 4);
     /// Understands CIRCUIT_PEER (a relay may send it on the control stream).
     pub const CIRCUIT_PEER: Capabilities = Capabilities(1 << 5);
+    /// Accepts PUBLISH_BATCH on publish streams.
+    pub const PUBLISH_BATCH: Capabilities = Capabilities(1 << 6);
 
     /// No capability.
     pub const NONE: Capabilities = Capabilities(0);
