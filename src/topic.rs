@@ -170,6 +170,12 @@ impl Topic {
         &self.0
     }
 
+    /// The topic text, shared with this topic (no copy): what a PUBLISH
+    /// frame carries.
+    pub fn to_shared(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
+
     /// Every prefix of the topic a publisher looks up, shortest first: the
     /// empty prefix, then one segment, two, ..., the whole topic.
     pub fn prefixes(&self) -> impl Iterator<Item = &str> {

@@ -99,7 +99,7 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
                     message_id,
                     epoch,
                     sequence,
-                    topic,
+                    topic: topic.into(),
                     payload,
                 })
             })
@@ -115,7 +115,7 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
                 Message::from(PublishBatch {
                     epoch,
                     first_sequence,
-                    topic,
+                    topic: topic.into(),
                     entries,
                 })
             })

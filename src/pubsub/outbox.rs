@@ -148,7 +148,7 @@ impl Outbox {
             message_id: queued.message_id,
             epoch: self.epoch,
             sequence,
-            topic: queued.topic.as_str().into(),
+            topic: queued.topic.to_shared(),
             payload: queued.payload.clone(),
         };
         let again = queued.sent;

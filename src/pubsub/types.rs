@@ -140,7 +140,7 @@ pub fn max_publish_payload(limits: &Limits) -> usize {
         message_id: u64::MAX,
         epoch: u64::MAX,
         sequence: u64::MAX,
-        topic: "t".repeat(topic_len),
+        topic: "t".repeat(topic_len).into(),
         payload: Bytes::new(),
     });
     let unbounded = Limits {
@@ -245,7 +245,7 @@ mod tests {
             message_id: u64::MAX,
             epoch: u64::MAX,
             sequence: u64::MAX,
-            topic: "t".repeat(topic_len),
+            topic: "t".repeat(topic_len).into(),
             payload: Bytes::from(vec![0; payload]),
         })
     }

@@ -9,6 +9,7 @@
 //! message is its field list and nothing else.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
 
@@ -237,6 +238,24 @@ impl Field for String {
 
     fn get(r: &mut Reader<'_>, ctx: Ctx) -> Result<Self, DecodeError> {
         get_str(r, ctx).map(String::from)
+    }
+}
+
+/// Shared strings, as [`String`]: a PUBLISH's topic, cloned for every
+/// frame of a batch and every subscriber without a copy.
+impl Field for Arc<str> {
+    const MIN_LEN: usize = 2;
+
+    fn wire_len(&self, ctx: Ctx, limits: &Limits) -> Result<usize, EncodeError> {
+        str_len(self, ctx, limits)
+    }
+
+    fn put<B: BufMut + ?Sized>(&self, out: &mut B) {
+        put_str(self, out);
+    }
+
+    fn get(r: &mut Reader<'_>, ctx: Ctx) -> Result<Self, DecodeError> {
+        get_str(r, ctx).map(Arc::from)
     }
 }
 

@@ -1,5 +1,7 @@
 //! Pub/sub messages (0x1_): publications and subscriptions.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 #[cfg(test)]
@@ -19,7 +21,7 @@ wire_struct! {
         /// Position in the publisher's stream of messages for this epoch.
         pub sequence: u64,
         /// The topic (dot-separated segments).
-        pub topic: String,
+        pub topic: Arc<str>,
         /// The application payload.
         pub payload: Bytes,
     }
@@ -71,7 +73,7 @@ wire_struct! {
         /// The sequence number of the first entry.
         pub first_sequence: u64,
         /// The topic of every entry.
-        pub topic: String,
+        pub topic: Arc<str>,
         /// The publications, in sequence order (at most
         /// [`Limits::max_list_len`](super::Limits::max_list_len)).
         pub entries: Vec<Published>,
