@@ -225,39 +225,30 @@ fn max_string(limits: &Limits) -> usize {
     limits.max_string_len.min(u16::MAX as usize)
 }
 
-impl Field for String {
-    const MIN_LEN: usize = 2;
+/// Owned strings ([`String`]) and shared ones (`Arc<str>`: a PUBLISH's
+/// topic, handed to every frame of a batch and every subscriber without a
+/// copy) are the same on the wire.
+macro_rules! string_field {
+    ($($t:ty),*) => {$(
+        impl Field for $t {
+            const MIN_LEN: usize = 2;
 
-    fn wire_len(&self, ctx: Ctx, limits: &Limits) -> Result<usize, EncodeError> {
-        str_len(self, ctx, limits)
-    }
+            fn wire_len(&self, ctx: Ctx, limits: &Limits) -> Result<usize, EncodeError> {
+                str_len(self, ctx, limits)
+            }
 
-    fn put<B: BufMut + ?Sized>(&self, out: &mut B) {
-        put_str(self, out);
-    }
+            fn put<B: BufMut + ?Sized>(&self, out: &mut B) {
+                put_str(self, out);
+            }
 
-    fn get(r: &mut Reader<'_>, ctx: Ctx) -> Result<Self, DecodeError> {
-        get_str(r, ctx).map(String::from)
-    }
+            fn get(r: &mut Reader<'_>, ctx: Ctx) -> Result<Self, DecodeError> {
+                get_str(r, ctx).map(<$t>::from)
+            }
+        }
+    )*};
 }
 
-/// Shared strings, as [`String`]: a PUBLISH's topic, cloned for every
-/// frame of a batch and every subscriber without a copy.
-impl Field for Arc<str> {
-    const MIN_LEN: usize = 2;
-
-    fn wire_len(&self, ctx: Ctx, limits: &Limits) -> Result<usize, EncodeError> {
-        str_len(self, ctx, limits)
-    }
-
-    fn put<B: BufMut + ?Sized>(&self, out: &mut B) {
-        put_str(self, out);
-    }
-
-    fn get(r: &mut Reader<'_>, ctx: Ctx) -> Result<Self, DecodeError> {
-        get_str(r, ctx).map(Arc::from)
-    }
-}
+string_field!(String, Arc<str>);
 
 /// Realms: a string that must also follow the realm syntax.
 impl Field for Realm {
