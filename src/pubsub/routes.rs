@@ -68,11 +68,11 @@ impl Routes {
         key: impl Fn(&str) -> RecordKey,
         work_out: impl FnOnce(&[RecordKey]) -> Route,
     ) -> &Route {
-        let entry = self.entry(topic, key);
-        if entry.route.as_ref().is_none_or(|(at, _)| *at != stamp) {
-            entry.route = Some((stamp, work_out(&entry.keys)));
-        }
-        let (_, route) = entry.route.as_ref().expect("worked out above");
+        let Entry { keys, route } = self.entry(topic, key);
+        let (_, route) = match route.take() {
+            Some((at, known)) if at == stamp => route.insert((at, known)),
+            _ => route.insert((stamp, work_out(keys))),
+        };
         route
     }
 

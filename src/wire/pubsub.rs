@@ -4,8 +4,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-#[cfg(test)]
-use super::HEADER_LEN;
 use super::field::wire_struct;
 use super::{Limits, Message};
 
@@ -158,25 +156,29 @@ pub fn pack_publishes(frames: Vec<Publish>, limits: &Limits) -> Vec<Message> {
 }
 
 /// A run of one entry is sent as the PUBLISH it is, a longer one as a batch.
-fn close(mut batch: PublishBatch) -> Message {
-    if batch.entries.len() > 1 {
-        return Message::PublishBatch(batch);
+fn close(batch: PublishBatch) -> Message {
+    match <[Published; 1]>::try_from(batch.entries) {
+        Ok(
+            [
+                Published {
+                    message_id,
+                    payload,
+                },
+            ],
+        ) => Message::Publish(Publish {
+            message_id,
+            epoch: batch.epoch,
+            sequence: batch.first_sequence,
+            topic: batch.topic,
+            payload,
+        }),
+        Err(entries) => Message::PublishBatch(PublishBatch { entries, ..batch }),
     }
-    let Published {
-        message_id,
-        payload,
-    } = batch.entries.pop().expect("a run has an entry");
-    Message::Publish(Publish {
-        message_id,
-        epoch: batch.epoch,
-        sequence: batch.first_sequence,
-        topic: batch.topic,
-        payload,
-    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::HEADER_LEN;
     use super::*;
 
     fn publish(epoch: u64, sequence: u64, topic: &str, payload: usize) -> Publish {
